@@ -1,0 +1,398 @@
+/*
+ * dbscope — request-scoped database sessions over a fast, fair,
+ * self-healing connection pool.
+ *
+ * This header is the whole public interface and its manual.
+ *
+ * THREADING MODEL
+ *   - A dbs_pool may be used from any thread at the same time. Every pool
+ *     function is thread-safe.
+ *   - A dbs_session belongs to the thread that opened it. Every session
+ *     function called from another thread returns DBS_EMISUSE and does
+ *     nothing (this is always detected). dbs_session_close from another
+ *     thread is refused the same way; the session stays open.
+ *   - A dbs_rows belongs to its session, and so to the same thread.
+ *   - Callbacks (on_event) run on the thread that caused the event, never
+ *     with a pool lock held, so they may call dbs_pool_stats.
+ *
+ * OWNERSHIP
+ *   Opaque handles (dbs_pool, dbs_session, dbs_rows) are created and
+ *   destroyed only by dbscope. Closing NULL is a no-op. dbs_config,
+ *   dbs_stats, dbs_error and dbs_context are plain structs owned by the
+ *   caller; dbscope copies what it keeps.
+ *
+ * ERRORS
+ *   Functions that can fail return a negative dbs_code (or NULL) and take a
+ *   caller-owned dbs_error *err as last argument, which may be NULL. When
+ *   given, err->code is set to the same value as returned, err->message says
+ *   what failed and how to fix it, and err->sqlstate holds the database's
+ *   five-character SQLSTATE when there is one ("" otherwise). Passwords never
+ *   appear in any message, log line, event or metric.
+ */
+#ifndef DBSCOPE_H
+#define DBSCOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DBS_VERSION_MAJOR 0
+#define DBS_VERSION_MINOR 1
+#define DBS_VERSION_PATCH 0
+#define DBS_VERSION_NUMBER                                                     \
+    ((DBS_VERSION_MAJOR << 16) | (DBS_VERSION_MINOR << 8) | DBS_VERSION_PATCH)
+#define DBS_VERSION_STRING "0.1.0"
+
+/* Returns DBS_VERSION_NUMBER of the library actually linked. Any thread. */
+unsigned dbs_version(void);
+/* Returns the version as "MAJOR.MINOR.PATCH"; static storage. Any thread. */
+const char *dbs_version_string(void);
+
+#if defined(__GNUC__) && __GNUC__ >= 11 && !defined(__clang__)
+#define DBS__DEALLOC(f) __attribute__((malloc, malloc(f, 1)))
+#else
+#define DBS__DEALLOC(f)
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define DBS__WARN_UNUSED __attribute__((warn_unused_result))
+#else
+#define DBS__WARN_UNUSED
+#endif
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------ */
+
+typedef struct dbs_error {
+    int code;           /* a dbs_code */
+    char sqlstate[6];   /* SQLSTATE from the database, or "" */
+    char message[512];  /* what failed and how to fix it; never a password */
+} dbs_error;
+
+/* All negative; functions return them directly. Codes are only ever added at
+ * the end and never change meaning. */
+enum dbs_code {
+    DBS_OK = 0,
+    DBS_ECONFIG = -1,         /* bad configuration: URL, variable, field */
+    DBS_ECONNECT = -2,        /* cannot connect, or the connection was lost */
+    DBS_ETIMEOUT = -3,        /* no connection within the acquire timeout */
+    DBS_ECLOSED = -4,         /* the pool was closed */
+    DBS_ESQL = -5,            /* the statement failed */
+    DBS_ECONSTRAINT = -6,     /* integrity constraint violated */
+    DBS_ERETRYABLE = -7,      /* serialization failure, deadlock, busy */
+    DBS_ECOMMIT_UNKNOWN = -8, /* connection lost during COMMIT: outcome unknown */
+    DBS_EMISUSE = -9,         /* wrong thread, use after close, bad argument */
+    DBS_EUNAVAILABLE = -10,   /* circuit open: the database is known down */
+    DBS_ENOMEM = -11          /* out of memory */
+};
+
+/* Returns a static, constant description of a dbs_code ("unknown error code"
+ * for anything else). Never NULL. Any thread. */
+const char *dbs_strerror(int code);
+
+/* Returns 1 when the failure in err is worth retrying as a whole unit of work
+ * (DBS_ERETRYABLE, or DBS_ECONNECT before any COMMIT was sent), 0 otherwise
+ * and for NULL. DBS_ECOMMIT_UNKNOWN is never transient: the COMMIT may have
+ * happened. Any thread. */
+int dbs_error_is_transient(const dbs_error *err);
+
+/* ------------------------------------------------------------------------
+ * Request context and events
+ * ------------------------------------------------------------------------ */
+
+/* Who a session works for. Any field may be NULL. Copied when a session opens
+ * and immutable afterwards; the caller's strings may be freed right after
+ * dbs_session_open returns. */
+typedef struct dbs_context {
+    const char *request_id, *user_id, *tenant_id;
+} dbs_context;
+
+enum dbs_event_kind {
+    DBS_EVENT_CONNECT,        /* a new connection was opened */
+    DBS_EVENT_CHECKOUT,       /* a session got a connection */
+    DBS_EVENT_CHECKIN,        /* a session gave its connection back */
+    DBS_EVENT_INVALIDATE,     /* a connection was found broken and discarded */
+    DBS_EVENT_RETRY,          /* dbs_transact retries a unit of work */
+    DBS_EVENT_LEAK,           /* a session is held past leak_threshold_ms */
+    DBS_EVENT_LEAK_RECOVERED, /* a session reported as leaked was closed */
+    DBS_EVENT_SLOW_SESSION,   /* a session was held past slow_session_ms */
+    DBS_EVENT_CIRCUIT_OPEN,   /* connects keep failing: failing fast now */
+    DBS_EVENT_CIRCUIT_CLOSE,  /* a connect succeeded again */
+    DBS_EVENT_TIMEOUT,        /* an acquire gave up after acquire_timeout_ms */
+    DBS_EVENT_CONNECT_FAILED, /* a connect attempt failed */
+    DBS_EVENT_CLOSE           /* a healthy connection was closed (see reason) */
+};
+
+/* Passed to on_event. Every pointer in it is valid only during the callback. */
+typedef struct dbs_event {
+    enum dbs_event_kind kind;
+    const char *name;         /* "connect", "checkout", ...: logfmt spelling */
+    const dbs_context *ctx;   /* the session's context; fields may be NULL */
+    const char *file;         /* acquire site of the session, or NULL */
+    int line;
+    const char *func;
+    unsigned long thread;     /* opaque id of the session's owner thread */
+    uint64_t conn_id;         /* pool-unique connection number, 0 if none */
+    int64_t age_ms;           /* session or connection age, when meaningful */
+    int attempt;              /* retry: the attempt about to run (2, 3, ...) */
+    int code;                 /* a dbs_code for failures, else 0 */
+    const char *reason;       /* close: "lifetime", "idle", "overflow", ...;
+                                 failures: the error message */
+} dbs_event;
+
+typedef void (*dbs_event_fn)(const dbs_event *ev, void *user);
+
+/* ------------------------------------------------------------------------
+ * Configuration
+ * ------------------------------------------------------------------------ */
+
+enum dbs_pool_mode {
+    DBS_POOL_AUTO,   /* SINGLE for sqlite::memory:, QUEUE otherwise */
+    DBS_POOL_QUEUE,  /* the real pool */
+    DBS_POOL_NONE,   /* a new connection for every session, closed after */
+    DBS_POOL_SINGLE  /* one shared connection, sessions take turns (FIFO) */
+};
+
+enum dbs_reset_mode {
+    DBS_RESET_FULL,     /* roll back and undo any session state (default) */
+    DBS_RESET_ROLLBACK  /* only roll back: the caller promises not to touch
+                           session state (settings, temp tables, ...) */
+};
+
+typedef struct dbs_config {
+    const char *url;      /* sqlite:..., postgresql://... or key=value */
+    int pool_size;        /* connections kept (default 10) */
+    int max_overflow;     /* extra connections under load (default 20) */
+    int min_idle;         /* idle connections kept ready (default 0) */
+    int acquire_timeout_ms; /* wait for a connection at most (30000) */
+    int max_lifetime_ms;  /* recycle connections older than this, minus up
+                             to 2.5% random jitter (3600000; 0 = never) */
+    int idle_timeout_ms;  /* close idle connections beyond min_idle after
+                             this (600000; 0 = never) */
+    int pre_ping;         /* validate a connection idle longer than
+                             validation_window_ms before handing it out (1) */
+    int leak_threshold_ms; /* report sessions held longer (0 = off) */
+    int retry_max;        /* dbs_transact retries of transient failures (3) */
+    enum dbs_pool_mode mode;
+    /* Fields below are dbscope's additions to the contract. */
+    int validation_window_ms;     /* see pre_ping (500) */
+    int housekeeping_interval_ms; /* housekeeper period (1000) */
+    int retry_base_ms;            /* first backoff ceiling (10) */
+    int retry_cap_ms;             /* largest backoff ceiling (1000) */
+    int busy_timeout_ms;          /* SQLite: wait on a locked file (5000) */
+    int stmt_cache_size;          /* prepared statements kept per connection
+                                     (64; 0 = off, for PgBouncer transaction
+                                     pooling) */
+    enum dbs_reset_mode reset;    /* what release does (DBS_RESET_FULL) */
+    /* PostgreSQL: names of settings that receive the session's context at
+     * the start of each transaction, with set_config(name, value, true), for
+     * row-level security. NULL = not applied. Example: "app.tenant_id". */
+    const char *ctx_request_setting, *ctx_user_setting, *ctx_tenant_setting;
+    dbs_event_fn on_event;        /* called for every event (NULL = none) */
+    void *event_user;             /* passed to on_event */
+    int log_events;               /* default logger: leaks and invalidations
+                                     to stderr as logfmt (1; 0 = silent) */
+    int circuit_threshold;        /* consecutive failed connects that open the
+                                     circuit (5; 0 = never) */
+    int circuit_cooldown_ms;      /* fail fast this long before probing (1000) */
+    int slow_session_ms;          /* report sessions held longer (0 = off) */
+} dbs_config;
+
+/* Fills cfg with the defaults above (url = NULL). Always call it first: fields
+ * may be added at the end in later versions. Any thread. */
+void dbs_config_init(dbs_config *cfg);
+
+/* Overrides fields from the environment: DATABASE_URL, DB_POOL_SIZE,
+ * DB_MAX_OVERFLOW, DB_POOL_TIMEOUT (seconds, fractions allowed),
+ * DB_POOL_RECYCLE (seconds), DB_POOL_PRE_PING (1/0/true/false/yes/no/on/off),
+ * DB_LEAK_THRESHOLD_MS. An unset or empty variable leaves its field alone.
+ * A bad value returns DBS_ECONFIG naming the variable, and leaves cfg
+ * unchanged. cfg->url points into the environment afterwards: do not change
+ * DATABASE_URL while cfg is in use. Not thread-safe against setenv. */
+int dbs_config_from_env(dbs_config *cfg, dbs_error *err);
+
+/* ------------------------------------------------------------------------
+ * Pool
+ * ------------------------------------------------------------------------ */
+
+typedef struct dbs_pool dbs_pool;
+
+typedef struct dbs_stats {
+    int size;             /* open connections (idle + in use) */
+    int idle;             /* open and not in use */
+    int in_use;           /* held by sessions */
+    int overflow_in_use;  /* in use beyond pool_size */
+    int waiting;          /* threads waiting for a connection */
+    uint64_t acquired, released, created, closed, timeouts, leaks, retries;
+    /* dbscope's additions */
+    int pending;          /* connects in progress */
+    int max_size;         /* the most connections the pool may open */
+    uint64_t connect_failures; /* failed connect attempts */
+    uint64_t invalidated; /* connections found broken and discarded */
+    uint64_t unavailable; /* acquires refused while the circuit was open */
+    uint64_t closed_lifetime, closed_idle, closed_broken, closed_overflow,
+        closed_dirty, closed_pool; /* closed, by reason */
+} dbs_stats;
+
+/* Creates a pool from cfg (copied, url included) and opens one connection to
+ * prove the configuration works; it stays in the pool. Blocks for that
+ * connect. Returns NULL with DBS_ECONFIG (bad URL or field, message names it)
+ * or DBS_ECONNECT (message says why; never the password). Any thread. */
+dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
+
+/* Closes the pool: wakes every waiter with DBS_ECLOSED, closes idle
+ * connections and stops the housekeeper. Waits for no session: sessions still
+ * open get DBS_ECLOSED on their next call and their connections are closed
+ * when they are closed; the pool's memory is freed with the last of them.
+ * Blocks only for closing idle connections and joining the housekeeper.
+ * Call once, from any thread; NULL is a no-op. */
+void dbs_pool_close(dbs_pool *pool);
+
+/* Checks out a connection, validates it with a round trip and returns it.
+ * Blocks up to acquire_timeout_ms plus one round trip. Any thread. */
+int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
+
+/* Fills *out with one consistent snapshot of the pool's counters. Takes the
+ * pool lock briefly; never blocks on I/O. Any thread. */
+void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
+
+/* ------------------------------------------------------------------------
+ * Sessions: the unit of work
+ * ------------------------------------------------------------------------ */
+
+typedef struct dbs_session dbs_session;
+
+/* Closes s: rolls back anything uncommitted, resets the connection's state
+ * and returns the connection to the pool (or discards it if broken). Blocks
+ * for the rollback and reset. Only the thread that opened s may close it
+ * (elsewhere: refused, s stays open); NULL is a no-op. */
+void dbs_session_close(dbs_session *s);
+
+/* Opens a session on pool with a connection from it: the first free one,
+ * else a new one if the pool may grow, else the first to be released to the
+ * threads waiting in order of arrival. Blocks up to acquire_timeout_ms
+ * (DBS_ETIMEOUT), plus a connect or validation round trip. ctx may be NULL;
+ * it is copied. file, line and func name the acquire site for leak reports:
+ * call it through dbs_session_open. The session belongs to the calling
+ * thread; close it with dbs_session_close. Returns NULL on failure. */
+dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
+                                 dbs_error *err, const char *file, int line,
+                                 const char *func)
+    DBS__DEALLOC(dbs_session_close) DBS__WARN_UNUSED;
+
+#define dbs_session_open(pool, ctx, err)                                       \
+    dbs_session_open_at(pool, ctx, err, __FILE__, __LINE__, __func__)
+
+/* Commits the current transaction, if any (none: returns DBS_OK). The next
+ * statement begins a new one. DBS_ECOMMIT_UNKNOWN when the connection was lost
+ * with COMMIT in flight. Blocks for one round trip. Owner thread only. */
+int dbs_commit(dbs_session *s, dbs_error *err);
+
+/* Rolls back the current transaction, if any. Blocks for one round trip.
+ * Owner thread only. */
+int dbs_rollback(dbs_session *s, dbs_error *err);
+
+/* The backend's own handle (sqlite3 * or PGconn *) for what dbscope does not
+ * wrap. Valid until dbs_session_close. Whatever you change through it is
+ * undone by a full reset at close (the connection is treated as dirty).
+ * Do not begin, commit or close through it. Owner thread only; NULL on
+ * misuse. */
+void *dbs_session_native(dbs_session *s);
+
+/* Returns the context the session was opened with (strings owned by the
+ * session, valid until it closes; fields may be NULL). Owner thread only. */
+const dbs_context *dbs_session_context(dbs_session *s);
+
+typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
+
+/* Runs work(s, arg, err) in a transaction on a fresh session: commits when
+ * work returns 0, rolls back otherwise, always closes the session. Retries the
+ * whole unit up to retry_max times, with exponential backoff and full jitter,
+ * when it failed transiently before COMMIT (or COMMIT itself was refused as a
+ * serialization failure); never after DBS_ECOMMIT_UNKNOWN. work must be safe
+ * to run again and must not close s. Returns 0 or the last error. Blocks.
+ * Any thread (the session belongs to the calling thread). */
+int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
+                 void *arg, dbs_error *err);
+
+#if defined(__GNUC__) || defined(__clang__)
+/* Scope-bound session: DBS_SCOPED dbs_session *s = dbs_session_open(...);
+ * s is closed (rolling back what was not committed) when it leaves scope. */
+void dbs__session_close_scoped(dbs_session **s);
+#define DBS_SCOPED __attribute__((cleanup(dbs__session_close_scoped)))
+#endif
+
+/* ------------------------------------------------------------------------
+ * Statements
+ * ------------------------------------------------------------------------ */
+
+enum dbs_type {
+    DBS_TYPE_NULL, DBS_TYPE_INT, DBS_TYPE_REAL, DBS_TYPE_TEXT, DBS_TYPE_BLOB
+};
+
+/* A bound parameter. For TEXT, b.n == SIZE_MAX means NUL-terminated. A TEXT
+ * or BLOB with b.p == NULL binds SQL NULL. dbscope reads p only during the
+ * call it is passed to. */
+typedef struct dbs_value {
+    enum dbs_type type;
+    union {
+        int64_t i;
+        double r;
+        struct { const void *p; size_t n; } b;
+    };
+} dbs_value;
+
+#define DBS_NULL ((dbs_value){.type = DBS_TYPE_NULL})
+#define DBS_INT(x) ((dbs_value){.type = DBS_TYPE_INT, .i = (int64_t)(x)})
+#define DBS_REAL(x) ((dbs_value){.type = DBS_TYPE_REAL, .r = (double)(x)})
+#define DBS_TEXT(s)                                                            \
+    ((dbs_value){.type = DBS_TYPE_TEXT, .b = {(s), SIZE_MAX}})
+#define DBS_TEXTN(s, len)                                                      \
+    ((dbs_value){.type = DBS_TYPE_TEXT, .b = {(s), (size_t)(len)}})
+#define DBS_BLOB(ptr, len)                                                     \
+    ((dbs_value){.type = DBS_TYPE_BLOB, .b = {(ptr), (size_t)(len)}})
+
+typedef struct dbs_rows dbs_rows;
+
+/* Runs one statement with parameters $1..$n bound from params[0..n-1] (any
+ * order, reused freely; never interpolated). Begins the session's
+ * transaction first if none is open. Returns the rows affected (>= 0) or a
+ * negative dbs_code. A statement may not use more parameters than given nor
+ * be given more than it uses (DBS_ESQL). Blocks for one round trip. Owner
+ * thread only. */
+int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params,
+                 size_t n, dbs_error *err);
+
+/* Runs a query like dbs_exec and returns its rows, positioned before the
+ * first. Close them with dbs_rows_close before the session closes (closing
+ * the session closes them too). Returns NULL on failure. Owner thread only. */
+dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params,
+                    size_t n, dbs_error *err);
+
+/* Advances to the next row: 1 a row, 0 the end, < 0 an error. */
+int dbs_rows_next(dbs_rows *r, dbs_error *err);
+/* Number of columns, counting from 0 in the accessors below. */
+int dbs_rows_count_cols(dbs_rows *r);
+/* Column name; valid until dbs_rows_close. NULL for a bad column. */
+const char *dbs_rows_name(dbs_rows *r, int col);
+/* 1 if the current row's column is NULL (or col is out of range). */
+int dbs_rows_is_null(dbs_rows *r, int col);
+/* Column as an integer (0 for NULL or a bad column). */
+int64_t dbs_rows_int(dbs_rows *r, int col);
+/* Column as a double (0.0 for NULL or a bad column). */
+double dbs_rows_real(dbs_rows *r, int col);
+/* Column as NUL-terminated text, NULL for NULL. *len (if len) gets its length.
+ * Valid until the next dbs_rows_next or dbs_rows_close. */
+const char *dbs_rows_text(dbs_rows *r, int col, size_t *len);
+/* Column as bytes, NULL for NULL. Valid like dbs_rows_text. */
+const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len);
+/* Frees r; NULL is a no-op. Owner thread only. */
+void dbs_rows_close(dbs_rows *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DBSCOPE_H */

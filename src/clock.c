@@ -1,0 +1,47 @@
+/* Monotonic time, sleeping, and a cheap per-thread PRNG for jitter. */
+#include "internal.h"
+
+#include <errno.h>
+#include <time.h>
+
+int64_t dbs__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct timespec dbs__timespec(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000),
+                          .tv_nsec = (long)(ns % 1000000000)};
+    return ts;
+}
+
+void dbs__sleep_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = dbs__timespec(ms * 1000000);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* splitmix64 seeded per thread from the clock and the state's address, so
+ * threads started together still draw different jitter. */
+uint64_t dbs__random(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+                (uint64_t)(uintptr_t)&state;
+        if (state == 0)
+            state = 0x9e3779b97f4a7c15u;
+    }
+    uint64_t z = (state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}

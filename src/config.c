@@ -1,0 +1,341 @@
+/* Defaults, URL and environment parsing, credential redaction. No I/O here,
+ * so all of it is unit-tested (and fuzzable) on its own. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void dbs_config_init(dbs_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->pool_size = 10;
+    cfg->max_overflow = 20;
+    cfg->min_idle = 0;
+    cfg->acquire_timeout_ms = 30000;
+    cfg->max_lifetime_ms = 3600000;
+    cfg->idle_timeout_ms = 600000;
+    cfg->pre_ping = 1;
+    cfg->leak_threshold_ms = 0;
+    cfg->retry_max = 3;
+    cfg->mode = DBS_POOL_AUTO;
+    cfg->validation_window_ms = 500;
+    cfg->housekeeping_interval_ms = 1000;
+    cfg->retry_base_ms = 10;
+    cfg->retry_cap_ms = 1000;
+    cfg->busy_timeout_ms = 5000;
+    cfg->stmt_cache_size = 64;
+    cfg->reset = DBS_RESET_FULL;
+    cfg->log_events = 1;
+    cfg->circuit_threshold = 5;
+    cfg->circuit_cooldown_ms = 1000;
+}
+
+/* ---- environment ---- */
+
+static int parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    while (end && isspace((unsigned char)*end))
+        end++;
+    if (errno || end == s || *end != '\0' || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Seconds, fractions allowed ("2.5"), to milliseconds. */
+static int parse_seconds_ms(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    while (end && isspace((unsigned char)*end))
+        end++;
+    if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 ||
+        v * 1000.0 > (double)INT_MAX)
+        return -1;
+    *out = (int)llround(v * 1000.0);
+    return 0;
+}
+
+static int parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = 1, 0;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = 0, 0;
+    }
+    return -1;
+}
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return (v && *v) ? v : NULL;
+}
+
+int dbs_config_from_env(dbs_config *cfg, dbs_error *err)
+{
+    if (!cfg)
+        return dbs__err(err, DBS_EMISUSE, "dbs_config_from_env: cfg is NULL");
+    dbs_config c = *cfg; /* all or nothing: cfg changes only on success */
+    const char *v;
+    long long n;
+    if ((v = env("DATABASE_URL")))
+        c.url = v;
+    if ((v = env("DB_POOL_SIZE"))) {
+        if (parse_int(v, 1, 100000, &n))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_POOL_SIZE=\"%.40s\" is not a whole number from 1 to 100000", v);
+        c.pool_size = (int)n;
+    }
+    if ((v = env("DB_MAX_OVERFLOW"))) {
+        if (parse_int(v, 0, 100000, &n))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_MAX_OVERFLOW=\"%.40s\" is not a whole number from 0 to 100000", v);
+        c.max_overflow = (int)n;
+    }
+    if ((v = env("DB_POOL_TIMEOUT"))) {
+        if (parse_seconds_ms(v, &c.acquire_timeout_ms))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_POOL_TIMEOUT=\"%.40s\" is not a number of seconds >= 0 (e.g. 30 or 0.5)", v);
+    }
+    if ((v = env("DB_POOL_RECYCLE"))) {
+        if (parse_seconds_ms(v, &c.max_lifetime_ms))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_POOL_RECYCLE=\"%.40s\" is not a number of seconds >= 0 (0 = never recycle)", v);
+    }
+    if ((v = env("DB_POOL_PRE_PING"))) {
+        if (parse_bool(v, &c.pre_ping))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_POOL_PRE_PING=\"%.40s\" is not a boolean (1/0, true/false, yes/no, on/off)", v);
+    }
+    if ((v = env("DB_LEAK_THRESHOLD_MS"))) {
+        if (parse_int(v, 0, INT_MAX, &n))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_LEAK_THRESHOLD_MS=\"%.40s\" is not a whole number of milliseconds >= 0", v);
+        c.leak_threshold_ms = (int)n;
+    }
+    *cfg = c;
+    if (err)
+        dbs__err(err, DBS_OK, "ok");
+    return DBS_OK;
+}
+
+int dbs__config_check(const dbs_config *c, dbs_error *err)
+{
+    struct { const char *name; int v, lo; } f[] = {
+        {"pool_size", c->pool_size, 1},
+        {"max_overflow", c->max_overflow, 0},
+        {"min_idle", c->min_idle, 0},
+        {"acquire_timeout_ms", c->acquire_timeout_ms, 0},
+        {"max_lifetime_ms", c->max_lifetime_ms, 0},
+        {"idle_timeout_ms", c->idle_timeout_ms, 0},
+        {"leak_threshold_ms", c->leak_threshold_ms, 0},
+        {"retry_max", c->retry_max, 0},
+        {"validation_window_ms", c->validation_window_ms, 0},
+        {"housekeeping_interval_ms", c->housekeeping_interval_ms, 1},
+        {"retry_base_ms", c->retry_base_ms, 0},
+        {"retry_cap_ms", c->retry_cap_ms, 0},
+        {"busy_timeout_ms", c->busy_timeout_ms, 0},
+        {"stmt_cache_size", c->stmt_cache_size, 0},
+        {"circuit_threshold", c->circuit_threshold, 0},
+        {"circuit_cooldown_ms", c->circuit_cooldown_ms, 0},
+        {"slow_session_ms", c->slow_session_ms, 0},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v < f[i].lo)
+            return dbs__err(err, DBS_ECONFIG, "config field %s is %d; it must be >= %d",
+                            f[i].name, f[i].v, f[i].lo);
+    if (c->min_idle > c->pool_size)
+        return dbs__err(err, DBS_ECONFIG,
+                        "config field min_idle (%d) is larger than pool_size (%d)",
+                        c->min_idle, c->pool_size);
+    if (c->pool_size > 100000 || c->max_overflow > 100000)
+        return dbs__err(err, DBS_ECONFIG, "pool_size and max_overflow may be at most 100000");
+    if ((unsigned)c->mode > DBS_POOL_SINGLE)
+        return dbs__err(err, DBS_ECONFIG, "config field mode is %d, not a dbs_pool_mode",
+                        (int)c->mode);
+    if ((unsigned)c->reset > DBS_RESET_ROLLBACK)
+        return dbs__err(err, DBS_ECONFIG, "config field reset is %d, not a dbs_reset_mode",
+                        (int)c->reset);
+    if (c->retry_cap_ms < c->retry_base_ms)
+        return dbs__err(err, DBS_ECONFIG,
+                        "config field retry_cap_ms (%d) is smaller than retry_base_ms (%d)",
+                        c->retry_cap_ms, c->retry_base_ms);
+    return DBS_OK;
+}
+
+/* ---- URLs ---- */
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* key=value conninfo: starts with an identifier followed by '='. */
+static int looks_like_keyvalue(const char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!isalpha((unsigned char)*s))
+        return 0;
+    while (isalnum((unsigned char)*s) || *s == '_')
+        s++;
+    while (isspace((unsigned char)*s))
+        s++;
+    return *s == '=';
+}
+
+int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
+                   int *memory, dbs_error *err)
+{
+    *drv = NULL;
+    *conninfo = NULL;
+    *memory = 0;
+    if (!url || !*url)
+        return dbs__err(err, DBS_ECONFIG,
+                        "no database URL: set dbs_config.url or DATABASE_URL "
+                        "(e.g. sqlite:app.db or postgresql://user@host/db)");
+    char shown[160];
+    dbs__redact(url, shown, sizeof shown);
+
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        const char *rest = url + 7;
+        const char *path;
+        if (strcmp(rest, ":memory:") == 0) {
+            *memory = 1;
+            path = ":memory:";
+        } else if (strncmp(rest, "///", 3) == 0) {
+            path = rest + 2; /* keep the leading '/': absolute */
+        } else if (strncmp(rest, "//", 2) == 0) {
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\": SQLite URLs name a file, not a host: "
+                            "use sqlite:///abs/path.db or sqlite:relative.db", shown);
+        } else {
+            path = rest;
+        }
+        if (!*path)
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\" names no file: use sqlite:///abs/path.db, "
+                            "sqlite:relative.db or sqlite::memory:", shown);
+        if (strchr(path, '?'))
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\": SQLite URLs take no ?options", shown);
+        *drv = &dbs__driver_sqlite;
+        *conninfo = dup_str(path);
+        return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");
+    }
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0 ||
+        looks_like_keyvalue(url)) {
+#ifdef DBSCOPE_WITH_PG
+        *drv = &dbs__driver_pg;
+        *conninfo = dup_str(url);
+        return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");
+#else
+        return dbs__err(err, DBS_ECONFIG,
+                        "URL \"%s\" is PostgreSQL, but this dbscope was built "
+                        "without it (DBSCOPE_WITH_PG=OFF)", shown);
+#endif
+    }
+    const char *colon = strchr(url, ':');
+    if (colon && colon - url < 20)
+        return dbs__err(err, DBS_ECONFIG,
+                        "URL \"%s\": unknown scheme \"%.*s\"; dbscope speaks sqlite: "
+                        "and postgresql:", shown, (int)(colon - url), url);
+    return dbs__err(err, DBS_ECONFIG,
+                    "URL \"%s\" is not a database URL: use sqlite:///abs/path.db, "
+                    "sqlite:relative.db, sqlite::memory: or postgresql://user@host/db",
+                    shown);
+}
+
+/* Passwords can stand in a URL's userinfo (user:pass@) and, in URLs and
+ * key=value strings alike, as a password= parameter. Both become "***". */
+void dbs__redact(const char *url, char *out, size_t n)
+{
+    if (n == 0)
+        return;
+    size_t o = 0;
+#define PUT(ch)                                                                \
+    do {                                                                       \
+        if (o + 1 < n)                                                         \
+            out[o++] = (ch);                                                   \
+    } while (0)
+    const char *p = url ? url : "";
+    const char *scheme = strstr(p, "://");
+    const char *auth_end = NULL, *pass = NULL;
+    if (scheme) {
+        const char *host = scheme + 3;
+        const char *at = NULL;
+        for (const char *q = host; *q && *q != '/' && *q != '?'; q++)
+            if (*q == '@')
+                at = q; /* the last '@' before the path ends userinfo */
+        if (at) {
+            for (const char *q = host; q < at; q++)
+                if (*q == ':') {
+                    pass = q + 1;
+                    break;
+                }
+            auth_end = at;
+        }
+    }
+    while (*p) {
+        if (pass && p == pass) {
+            PUT('*'); PUT('*'); PUT('*');
+            p = auth_end;
+            pass = NULL;
+            continue;
+        }
+        /* password=... as a parameter (URL query or key=value) */
+        if (strncasecmp(p, "password", 8) == 0 &&
+            (p == url || p[-1] == '?' || p[-1] == '&' || isspace((unsigned char)p[-1]))) {
+            const char *q = p + 8;
+            while (isspace((unsigned char)*q))
+                q++;
+            if (*q == '=') {
+                for (const char *w = p; w <= q; w++)
+                    PUT(*w);
+                q++;
+                while (isspace((unsigned char)*q))
+                    q++;
+                PUT('*'); PUT('*'); PUT('*');
+                if (*q == '\'') { /* quoted value, with \' escapes */
+                    q++;
+                    while (*q && *q != '\'') {
+                        if (*q == '\\' && q[1])
+                            q++;
+                        q++;
+                    }
+                    if (*q)
+                        q++;
+                } else {
+                    while (*q && *q != '&' && !isspace((unsigned char)*q))
+                        q++;
+                }
+                p = q;
+                continue;
+            }
+        }
+        PUT(*p);
+        p++;
+    }
+    out[o] = '\0';
+#undef PUT
+}

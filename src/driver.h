@@ -1,0 +1,107 @@
+/*
+ * PRIVATE to dbscope. The backend method table.
+ *
+ * A backend is this table plus one .c file. pool.c and session.c know
+ * nothing else about a database: adding a backend touches neither.
+ *
+ * Contract for every method:
+ *   - Never called with the pool lock held: a method may block on I/O.
+ *   - A connection (void *c) is used by one thread at a time; the pool hands
+ *     it from thread to thread with a mutex in between, so no method needs
+ *     locking of its own.
+ *   - Failures fill err with a dbs_code, the SQLSTATE when known, and a
+ *     message that names what failed; never a password.
+ *   - When a failure means the connection is unusable (lost, protocol
+ *     desync, out of memory mid-statement), is_broken(c) returns 1 from then
+ *     on, and the pool closes the connection instead of reusing it.
+ */
+#ifndef DBS_DRIVER_H
+#define DBS_DRIVER_H
+
+#include "dbscope.h"
+
+/* What a backend needs from the configuration, resolved once at pool open.
+ * Owned by the pool; valid until the driver's target_close. */
+typedef struct dbs__target {
+    const char *conninfo;  /* SQLite: filename or URI for sqlite3_open_v2;
+                              PostgreSQL: the URL or key=value string, for
+                              libpq's own parser */
+    int memory;            /* SQLite in-memory database */
+    int busy_timeout_ms;
+    int stmt_cache_size;
+    enum dbs_reset_mode reset;
+    /* set_config names for request, user, tenant; NULL = not applied */
+    const char *ctx_setting[3];
+    void *shared;          /* the backend's own per-pool state */
+} dbs__target;
+
+/* Rows: each backend's rows struct begins with this header. query.c owns the
+ * magic and the session; the backend owns the rest. */
+typedef struct dbs__rows_ops dbs__rows_ops;
+struct dbs_rows {
+    const dbs__rows_ops *ops;
+    struct dbs_session *session;
+    struct dbs_rows *prev, *next; /* the session's open rows */
+    unsigned magic;
+};
+
+struct dbs__rows_ops {
+    int (*next)(dbs_rows *r, dbs_error *err);   /* 1 row, 0 end, < 0 code */
+    int (*count_cols)(dbs_rows *r);
+    const char *(*name)(dbs_rows *r, int col);
+    int (*is_null)(dbs_rows *r, int col);
+    int64_t (*get_int)(dbs_rows *r, int col);
+    double (*get_real)(dbs_rows *r, int col);
+    const char *(*get_text)(dbs_rows *r, int col, size_t *len);
+    const void *(*get_blob)(dbs_rows *r, int col, size_t *len);
+    void (*close)(dbs_rows *r);                 /* frees r */
+};
+
+typedef struct dbs__driver {
+    const char *name;   /* "sqlite", "postgresql": logs and metrics */
+
+    /* Per-pool set-up and tear-down (t->shared). target_open may keep what
+     * must outlive single connections, such as the anchor that keeps an
+     * in-memory SQLite database alive. Either may be NULL. */
+    int (*target_open)(dbs__target *t, dbs_error *err);
+    void (*target_close)(dbs__target *t);
+
+    /* Opens a connection; NULL with err filled (DBS_ECONNECT, DBS_ENOMEM). */
+    void *(*connect)(const dbs__target *t, dbs_error *err);
+    /* One cheap round trip proving the connection works. */
+    int (*ping)(void *c, dbs_error *err);
+    /* Starts a transaction carrying ctx (copied by the caller for the whole
+     * transaction, so the backend may keep the pointer until commit or
+     * rollback). A backend may defer sending anything until the next
+     * statement so BEGIN costs no round trip of its own. */
+    int (*begin)(void *c, const dbs_context *ctx, dbs_error *err);
+    /* Runs a statement with $1..$n parameters: rows affected or < 0. */
+    int64_t (*exec)(void *c, const char *sql, const dbs_value *params,
+                    size_t n, dbs_error *err);
+    /* Runs a query; the rows' header is filled but for session and magic. */
+    dbs_rows *(*query)(void *c, const char *sql, const dbs_value *params,
+                       size_t n, dbs_error *err);
+    /* Ends the transaction begun by begin(). commit returns
+     * DBS_ECOMMIT_UNKNOWN when the connection was lost with COMMIT sent. If
+     * begin() was deferred and nothing was sent, both cost nothing. */
+    int (*commit)(void *c, dbs_error *err);
+    int (*rollback)(void *c, dbs_error *err);
+    /* Called at release, after rollback: leaves nothing of the session's for
+     * the next user (DBS_RESET_FULL) or only ends any transaction
+     * (DBS_RESET_ROLLBACK). Failure means the connection is discarded. */
+    int (*reset)(void *c, enum dbs_reset_mode mode, dbs_error *err);
+    /* 1 once the connection is known to be unusable. */
+    int (*is_broken)(void *c);
+    /* The backend's own handle. The caller may change anything with it, so
+     * the backend treats the connection as dirty for the next reset. */
+    void *(*native)(void *c);
+    /* Closes and frees c. Never fails. */
+    void (*close)(void *c);
+} dbs__driver;
+
+extern const dbs__driver dbs__driver_sqlite;
+#ifdef DBSCOPE_WITH_PG
+extern const dbs__driver dbs__driver_pg;
+#endif
+
+#endif /* DBS_DRIVER_H */

@@ -1,0 +1,809 @@
+/*
+ * The SQLite backend.
+ *
+ * Files open in WAL mode (readers never block the writer) with
+ * synchronous=NORMAL, a busy timeout and foreign keys on. SQLITE_BUSY and
+ * SQLITE_LOCKED are DBS_ERETRYABLE, so dbs_transact retries them.
+ *
+ * Parameters: SQLite reads "$1" as a named parameter called "$1", reusable
+ * anywhere in the statement, so the SQL is never rewritten; each prepared
+ * statement keeps a map from SQLite's parameter slots to params[].
+ *
+ * sqlite::memory: is one database shared by every connection of the pool: a
+ * memdb VFS database whose name starts with '/', kept alive by an anchor
+ * connection held for the pool's life, so connections may be recycled
+ * without losing it.
+ *
+ * Reset: an authorizer watches every statement as it is prepared; one that
+ * changes connection state (temp objects, ATTACH, setting PRAGMAs) marks the
+ * connection dirty whenever it runs, and so does handing out the raw handle.
+ * A full reset of a dirty connection reopens it, which is cheap in process
+ * and undoes everything; a clean one only rolls back.
+ */
+#include "internal.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct sq_stmt {
+    char *sql;
+    size_t len;
+    uint64_t hash;
+    sqlite3_stmt *stmt;
+    int *map;          /* SQLite parameter slot i+1 -> params[map[i]] */
+    int nslots;
+    int max_param;     /* highest $N used */
+    uint64_t used;     /* LRU tick */
+    bool busy;         /* open rows are stepping it */
+    bool dirty;        /* running it changes connection state */
+    bool cached;
+} sq_stmt;
+
+typedef struct sq_conn {
+    sqlite3 *db;
+    const dbs__target *t;
+    sq_stmt *cache;    /* stmt_cache_size entries */
+    int cache_cap;
+    uint64_t tick;
+    sqlite3_stmt *begin_st, *commit_st, *rollback_st;
+    bool in_tx;
+    bool tx_lost;      /* SQLite rolled the transaction back on an error */
+    int tx_lost_code;
+    bool dirty;        /* connection state changed since the last reset */
+    bool preparing_dirty; /* set by the authorizer during one prepare */
+    bool broken;
+} sq_conn;
+
+typedef struct sq_rows {
+    dbs_rows hdr;
+    sq_conn *c;
+    sq_stmt *st;       /* cached: reset on close; else finalized */
+    int ncols;
+    bool done;
+} sq_rows;
+
+typedef struct sq_shared {
+    char name[96];     /* memdb URI of the in-memory database */
+    sqlite3 *anchor;
+} sq_shared;
+
+static const dbs__rows_ops sq_rows_ops;
+
+/* ---- errors ---- */
+
+static int map_code(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return DBS_ERETRYABLE;
+    case SQLITE_CONSTRAINT: return DBS_ECONSTRAINT;
+    case SQLITE_NOMEM: return DBS_ENOMEM;
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN: return DBS_ECONNECT;
+    case SQLITE_MISUSE: return DBS_EMISUSE;
+    default: return DBS_ESQL;
+    }
+}
+
+/* SQLite has no SQLSTATE; constraint kinds get the standard ones so portable
+ * programs can tell a duplicate from a missing reference. */
+static const char *sqlstate_for(int rc)
+{
+    switch (rc) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY: return "23505";
+    case SQLITE_CONSTRAINT_FOREIGNKEY: return "23503";
+    case SQLITE_CONSTRAINT_NOTNULL: return "23502";
+    case SQLITE_CONSTRAINT_CHECK: return "23514";
+    default: return (rc & 0xff) == SQLITE_CONSTRAINT ? "23000" : "";
+    }
+}
+
+static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char *sql)
+{
+    int code = map_code(rc);
+    if (code == DBS_ECONNECT || code == DBS_ENOMEM)
+        c->broken = true;
+    if (c->in_tx && !c->tx_lost && sqlite3_get_autocommit(c->db)) {
+        /* SQLite ended the transaction itself (busy, I/O error, ...): the
+         * rest of the unit must not run in autocommit mode. */
+        c->tx_lost = true;
+        c->tx_lost_code = code == DBS_ECONSTRAINT ? DBS_ESQL : code;
+    }
+    if (sql)
+        dbs__err(err, code, "%s failed: %s (statement: %.120s)", what,
+                 sqlite3_errmsg(c->db), sql);
+    else
+        dbs__err(err, code, "%s failed: %s", what, sqlite3_errmsg(c->db));
+    dbs__err_sqlstate(err, sqlstate_for(sqlite3_extended_errcode(c->db)));
+    return code;
+}
+
+/* ---- the authorizer: which statements change connection state ---- */
+
+static bool pragma_reads_only(const char *name)
+{
+    static const char *const ro[] = {
+        "table_info", "table_xinfo", "table_list", "index_info", "index_xinfo",
+        "index_list", "foreign_key_list", "foreign_key_check", "integrity_check",
+        "quick_check", "database_list", "collation_list", "function_list",
+        "module_list", "pragma_list", "compile_options", "wal_checkpoint",
+        "optimize", "incremental_vacuum", "user_version", "application_id"};
+    for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
+        if (sqlite3_stricmp(name, ro[i]) == 0)
+            return true;
+    return false;
+}
+
+static int authorizer(void *user, int action, const char *a, const char *b,
+                      const char *db, const char *trigger)
+{
+    (void)db;
+    (void)trigger;
+    sq_conn *c = user;
+    switch (action) {
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+    case SQLITE_CREATE_VTABLE:
+        c->preparing_dirty = true;
+        break;
+    case SQLITE_PRAGMA:
+        /* A pragma with a value sets something, except the few whose
+         * argument only names what to read or that write the file itself
+         * (user_version: database state, like any row). */
+        if (b && !pragma_reads_only(a))
+            c->preparing_dirty = true;
+        break;
+    default:
+        break;
+    }
+    return SQLITE_OK;
+}
+
+/* ---- statements ---- */
+
+static uint64_t hash_sql(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+    return h;
+}
+
+static void stmt_free(sq_stmt *st)
+{
+    sqlite3_finalize(st->stmt);
+    free(st->sql);
+    free(st->map);
+    memset(st, 0, sizeof *st);
+}
+
+/* Builds the slot -> params[] map. Only $N names are accepted: one
+ * placeholder style on every backend. */
+static int map_params(sq_conn *c, sq_stmt *st, const char *sql, dbs_error *err)
+{
+    int n = sqlite3_bind_parameter_count(st->stmt);
+    st->nslots = n;
+    st->max_param = 0;
+    if (n == 0)
+        return DBS_OK;
+    st->map = malloc(sizeof(int) * (size_t)n);
+    if (!st->map)
+        return dbs__err(err, DBS_ENOMEM, "out of memory preparing a statement");
+    for (int i = 0; i < n; i++) {
+        const char *name = sqlite3_bind_parameter_name(st->stmt, i + 1);
+        long k = 0;
+        const char *q = name ? name + 1 : NULL;
+        bool ok = name && name[0] == '$' && q[0] >= '1' && q[0] <= '9';
+        for (; ok && *q; q++) {
+            if (*q < '0' || *q > '9' || k > 100000) {
+                ok = false;
+                break;
+            }
+            k = k * 10 + (*q - '0');
+        }
+        if (!ok) {
+            (void)c;
+            return dbs__err(err, DBS_ESQL,
+                            "parameter \"%s\" in statement: write parameters as $1..$n "
+                            "(statement: %.120s)", name ? name : "?", sql);
+        }
+        st->map[i] = (int)k - 1;
+        if ((int)k > st->max_param)
+            st->max_param = (int)k;
+    }
+    return DBS_OK;
+}
+
+/* Prepares one statement of sql (the first; *tail gets the rest). */
+static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool persistent,
+                   const char **tail, dbs_error *err)
+{
+    memset(st, 0, sizeof *st);
+    c->preparing_dirty = false;
+    int rc = sqlite3_prepare_v3(c->db, sql, (int)len,
+                                persistent ? SQLITE_PREPARE_PERSISTENT : 0, &st->stmt, tail);
+    if (rc != SQLITE_OK)
+        return fail(c, rc, err, "preparing the statement", sql);
+    st->dirty = c->preparing_dirty;
+    if (!st->stmt)
+        return DBS_OK; /* only whitespace or comments */
+    int r = map_params(c, st, sql, err);
+    if (r != DBS_OK) {
+        stmt_free(st);
+        return r;
+    }
+    return DBS_OK;
+}
+
+static bool blank(const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == ';' || *s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+            continue;
+        return false;
+    }
+    return true;
+}
+
+/* A statement for sql: from the cache, or freshly prepared (st_out owned by
+ * the caller when not cached: st_out->cached is false). */
+static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch,
+                    const char **tail, dbs_error *err)
+{
+    size_t len = strlen(sql);
+    uint64_t h = hash_sql(sql, len);
+    sq_stmt *free_slot = NULL, *lru = NULL;
+    bool busy_twin = false;
+    for (int i = 0; i < c->cache_cap; i++) {
+        sq_stmt *e = &c->cache[i];
+        if (!e->stmt) {
+            if (!free_slot)
+                free_slot = e;
+            continue;
+        }
+        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
+            if (e->busy) {
+                busy_twin = true; /* open rows step it: use a private copy */
+                break;
+            }
+            e->used = ++c->tick;
+            *out = e;
+            *tail = "";
+            return DBS_OK;
+        }
+        if (!e->busy && (!lru || e->used < lru->used))
+            lru = e;
+    }
+    int rc = prepare(c, sql, len, scratch, c->cache_cap > 0, tail, err);
+    if (rc != DBS_OK)
+        return rc;
+    scratch->cached = false;
+    sq_stmt *slot = busy_twin ? NULL : free_slot ? free_slot : lru;
+    if (slot && scratch->stmt && blank(*tail)) {
+        char *copy = malloc(len + 1);
+        if (copy) {
+            if (slot->stmt)
+                stmt_free(slot);
+            *slot = *scratch;
+            memcpy(copy, sql, len + 1);
+            slot->sql = copy;
+            slot->len = len;
+            slot->hash = h;
+            slot->used = ++c->tick;
+            slot->cached = true;
+            memset(scratch, 0, sizeof *scratch);
+            *out = slot;
+            return DBS_OK;
+        }
+    }
+    *out = scratch;
+    return DBS_OK;
+}
+
+static void put_stmt(sq_stmt *st)
+{
+    if (!st->stmt)
+        return;
+    if (st->cached) {
+        sqlite3_reset(st->stmt);
+        sqlite3_clear_bindings(st->stmt);
+        st->busy = false;
+    } else {
+        stmt_free(st);
+    }
+}
+
+static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool copy,
+                const char *sql, dbs_error *err)
+{
+    if ((size_t)st->max_param > n)
+        return dbs__err(err, DBS_ESQL,
+                        "statement uses $%d but only %zu parameter%s given (statement: %.120s)",
+                        st->max_param, n, n == 1 ? " was" : "s were", sql);
+    sqlite3_destructor_type how = copy ? SQLITE_TRANSIENT : SQLITE_STATIC;
+    for (int i = 0; i < st->nslots; i++) {
+        const dbs_value *v = &params[st->map[i]];
+        int rc;
+        switch (v->type) {
+        case DBS_TYPE_NULL: rc = sqlite3_bind_null(st->stmt, i + 1); break;
+        case DBS_TYPE_INT: rc = sqlite3_bind_int64(st->stmt, i + 1, v->i); break;
+        case DBS_TYPE_REAL: rc = sqlite3_bind_double(st->stmt, i + 1, v->r); break;
+        case DBS_TYPE_TEXT:
+            if (!v->b.p)
+                rc = sqlite3_bind_null(st->stmt, i + 1);
+            else
+                rc = sqlite3_bind_text64(st->stmt, i + 1, v->b.p,
+                                         v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n,
+                                         how, SQLITE_UTF8);
+            break;
+        case DBS_TYPE_BLOB:
+            if (!v->b.p)
+                rc = sqlite3_bind_null(st->stmt, i + 1);
+            else
+                rc = sqlite3_bind_blob64(st->stmt, i + 1, v->b.p, v->b.n, how);
+            break;
+        default:
+            return dbs__err(err, DBS_EMISUSE, "parameter $%d has unknown type %d",
+                            st->map[i] + 1, (int)v->type);
+        }
+        if (rc != SQLITE_OK)
+            return fail(c, rc, err, "binding a parameter", sql);
+    }
+    return DBS_OK;
+}
+
+static int lost_tx(sq_conn *c, dbs_error *err)
+{
+    return dbs__err(err, c->tx_lost_code,
+                    "the transaction was rolled back by SQLite after an earlier error; "
+                    "roll back and run the unit of work again");
+}
+
+/* ---- the method table ---- */
+
+static int sq_target_open(dbs__target *t, dbs_error *err)
+{
+    if (!t->memory)
+        return DBS_OK;
+    static atomic_uint serial;
+    sq_shared *sh = calloc(1, sizeof *sh);
+    if (!sh)
+        return dbs__err(err, DBS_ENOMEM, "out of memory");
+    snprintf(sh->name, sizeof sh->name, "file:/dbscope-mem-%ld-%u?vfs=memdb",
+             (long)getpid(), atomic_fetch_add(&serial, 1));
+    int rc = sqlite3_open_v2(sh->name, &sh->anchor,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                 SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        dbs__err(err, DBS_ECONNECT, "cannot create the in-memory SQLite database: %s",
+                 sh->anchor ? sqlite3_errmsg(sh->anchor) : sqlite3_errstr(rc));
+        sqlite3_close(sh->anchor);
+        free(sh);
+        return DBS_ECONNECT;
+    }
+    t->shared = sh;
+    return DBS_OK;
+}
+
+static void sq_target_close(dbs__target *t)
+{
+    sq_shared *sh = t->shared;
+    if (!sh)
+        return;
+    sqlite3_close(sh->anchor);
+    free(sh);
+    t->shared = NULL;
+}
+
+static int run_simple(sq_conn *c, const char *sql, dbs_error *err)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+    sqlite3_free(msg);
+    if (rc != SQLITE_OK)
+        return fail(c, rc, err, sql, NULL);
+    return DBS_OK;
+}
+
+static void close_db(sq_conn *c)
+{
+    for (int i = 0; i < c->cache_cap; i++)
+        if (c->cache[i].stmt)
+            stmt_free(&c->cache[i]);
+    sqlite3_finalize(c->begin_st);
+    sqlite3_finalize(c->commit_st);
+    sqlite3_finalize(c->rollback_st);
+    c->begin_st = c->commit_st = c->rollback_st = NULL;
+    sqlite3_close(c->db); /* no statement is left, so this cannot be busy */
+    c->db = NULL;
+}
+
+static int open_db(sq_conn *c, dbs_error *err)
+{
+    const dbs__target *t = c->t;
+    const sq_shared *sh = t->shared;
+    const char *name = t->memory ? sh->name : t->conninfo;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (t->memory || strncmp(name, "file:", 5) == 0)
+        flags |= SQLITE_OPEN_URI;
+    int rc = sqlite3_open_v2(name, &c->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        dbs__err(err, DBS_ECONNECT, "cannot open SQLite database \"%s\": %s", t->conninfo,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return DBS_ECONNECT;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, t->busy_timeout_ms);
+    const char *setup = t->memory ? "PRAGMA foreign_keys=ON"
+                                  : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                    "PRAGMA foreign_keys=ON";
+    char *msg = NULL;
+    rc = sqlite3_exec(c->db, setup, NULL, NULL, &msg);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(c->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &c->begin_st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(c->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &c->commit_st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(c->db, "ROLLBACK", -1, SQLITE_PREPARE_PERSISTENT,
+                                &c->rollback_st, NULL);
+    if (rc != SQLITE_OK) {
+        dbs__err(err, map_code(rc) == DBS_ENOMEM ? DBS_ENOMEM : DBS_ECONNECT,
+                 "cannot set up SQLite database \"%s\": %s", t->conninfo,
+                 msg ? msg : sqlite3_errmsg(c->db));
+        sqlite3_free(msg);
+        close_db(c);
+        return err ? err->code : DBS_ECONNECT;
+    }
+    sqlite3_set_authorizer(c->db, authorizer, c);
+    c->dirty = c->in_tx = c->tx_lost = c->broken = false;
+    return DBS_OK;
+}
+
+static void *sq_connect(const dbs__target *t, dbs_error *err)
+{
+    sq_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        dbs__err(err, DBS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->t = t;
+    c->cache_cap = t->stmt_cache_size;
+    if (c->cache_cap > 0) {
+        c->cache = calloc((size_t)c->cache_cap, sizeof *c->cache);
+        if (!c->cache) {
+            free(c);
+            dbs__err(err, DBS_ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
+    if (open_db(c, err) != DBS_OK) {
+        free(c->cache);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void sq_close(void *vc)
+{
+    sq_conn *c = vc;
+    if (!c)
+        return;
+    if (c->db)
+        close_db(c);
+    free(c->cache);
+    free(c);
+}
+
+static int step_simple(sq_conn *c, sqlite3_stmt *st, const char *what, dbs_error *err)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return fail(c, rc, err, what, NULL);
+    return DBS_OK;
+}
+
+static int sq_ping(void *vc, dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (c->broken || !c->db)
+        return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
+    /* Reads the file header: fails if the file went away or is corrupt. */
+    int rc = run_simple(c, "PRAGMA schema_version", err);
+    if (rc != DBS_OK)
+        c->broken = true;
+    return rc;
+}
+
+static int sq_begin(void *vc, const dbs_context *ctx, dbs_error *err)
+{
+    (void)ctx; /* SQLite has no per-transaction settings to carry it */
+    sq_conn *c = vc;
+    int rc = step_simple(c, c->begin_st, "BEGIN", err);
+    if (rc == DBS_OK) {
+        c->in_tx = true;
+        c->tx_lost = false;
+    }
+    return rc;
+}
+
+static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_t n,
+                       dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (c->tx_lost)
+        return lost_tx(c, err);
+    const char *cur = sql;
+    int64_t changes = 0;
+    int max_param = 0;
+    bool any = false;
+    /* A text of several statements (a migration script) runs them in order;
+     * each binds the $N it uses. */
+    while (cur && *cur) {
+        sq_stmt scratch, *st;
+        const char *tail = NULL;
+        int rc = get_stmt(c, cur, &st, &scratch, &tail, err);
+        if (rc != DBS_OK)
+            return rc;
+        if (!st->stmt) {
+            cur = tail;
+            continue;
+        }
+        any = true;
+        if (st->max_param > max_param)
+            max_param = st->max_param;
+        rc = bind(c, st, params, n, false, sql, err);
+        if (rc != DBS_OK) {
+            put_stmt(st);
+            return rc;
+        }
+        if (st->dirty)
+            c->dirty = true;
+        int64_t before = sqlite3_total_changes64(c->db);
+        int s;
+        while ((s = sqlite3_step(st->stmt)) == SQLITE_ROW) {
+        }
+        if (s != SQLITE_DONE) {
+            rc = fail(c, sqlite3_extended_errcode(c->db), err, "statement", sql);
+            put_stmt(st);
+            return rc;
+        }
+        changes = sqlite3_total_changes64(c->db) != before ? sqlite3_changes64(c->db) : 0;
+        put_stmt(st);
+        cur = tail;
+    }
+    if (!any)
+        return dbs__err(err, DBS_ESQL, "empty statement");
+    if ((size_t)max_param < n)
+        return dbs__err(err, DBS_ESQL,
+                        "%zu parameters given but the statement uses only up to $%d "
+                        "(statement: %.120s)", n, max_param, sql);
+    return changes;
+}
+
+static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, size_t n,
+                          dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (c->tx_lost) {
+        lost_tx(c, err);
+        return NULL;
+    }
+    sq_rows *r = calloc(1, sizeof *r);
+    if (!r) {
+        dbs__err(err, DBS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    sq_stmt scratch, *st;
+    const char *tail = NULL;
+    if (get_stmt(c, sql, &st, &scratch, &tail, err) != DBS_OK) {
+        free(r);
+        return NULL;
+    }
+    int rc = DBS_OK;
+    if (!st->stmt)
+        rc = dbs__err(err, DBS_ESQL, "empty query");
+    else if (!blank(tail))
+        rc = dbs__err(err, DBS_ESQL,
+                      "dbs_query runs one statement; this text has more (statement: %.120s)", sql);
+    else if ((size_t)st->max_param < n)
+        rc = dbs__err(err, DBS_ESQL,
+                      "%zu parameters given but the query uses only up to $%d (statement: %.120s)",
+                      n, st->max_param, sql);
+    else
+        rc = bind(c, st, params, n, true, sql, err);
+    if (rc != DBS_OK) {
+        put_stmt(st);
+        free(r);
+        return NULL;
+    }
+    if (!st->cached) {
+        /* the scratch lives on this stack frame: move it to the heap */
+        sq_stmt *own = malloc(sizeof *own);
+        if (!own) {
+            put_stmt(st);
+            free(r);
+            dbs__err(err, DBS_ENOMEM, "out of memory");
+            return NULL;
+        }
+        *own = *st;
+        st = own;
+    }
+    if (st->dirty)
+        c->dirty = true;
+    st->busy = true;
+    r->hdr.ops = &sq_rows_ops;
+    r->c = c;
+    r->st = st;
+    r->ncols = sqlite3_column_count(st->stmt);
+    return &r->hdr;
+}
+
+static int sq_commit(void *vc, dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (!c->in_tx)
+        return DBS_OK;
+    if (c->tx_lost) {
+        c->in_tx = c->tx_lost = false;
+        return lost_tx(c, err);
+    }
+    int rc = step_simple(c, c->commit_st, "COMMIT", err);
+    if (rc != DBS_OK && !sqlite3_get_autocommit(c->db)) {
+        /* A refused COMMIT (busy) leaves the transaction open: end it, so
+         * the unit can be retried from the start. Nothing was committed. */
+        sqlite3_step(c->rollback_st);
+        sqlite3_reset(c->rollback_st);
+    }
+    c->in_tx = false;
+    return rc;
+}
+
+static int sq_rollback(void *vc, dbs_error *err)
+{
+    sq_conn *c = vc;
+    int rc = DBS_OK;
+    if (!sqlite3_get_autocommit(c->db))
+        rc = step_simple(c, c->rollback_st, "ROLLBACK", err);
+    c->in_tx = c->tx_lost = false;
+    return rc;
+}
+
+static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
+{
+    sq_conn *c = vc;
+    int rc = sq_rollback(c, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (mode == DBS_RESET_FULL && c->dirty) {
+        close_db(c);
+        return open_db(c, err);
+    }
+    return DBS_OK;
+}
+
+static int sq_is_broken(void *vc)
+{
+    const sq_conn *c = vc;
+    return c->broken || !c->db;
+}
+
+static void *sq_native(void *vc)
+{
+    sq_conn *c = vc;
+    c->dirty = true;
+    return c->db;
+}
+
+/* ---- rows ---- */
+
+static int sq_next(dbs_rows *hr, dbs_error *err)
+{
+    sq_rows *r = (sq_rows *)hr;
+    if (r->done)
+        return 0;
+    int rc = sqlite3_step(r->st->stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    r->done = true;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return fail(r->c, sqlite3_extended_errcode(r->c->db), err, "fetching a row",
+                sqlite3_sql(r->st->stmt));
+}
+
+static int sq_count_cols(dbs_rows *hr)
+{
+    return ((sq_rows *)hr)->ncols;
+}
+
+static const char *sq_name(dbs_rows *hr, int col)
+{
+    return sqlite3_column_name(((sq_rows *)hr)->st->stmt, col);
+}
+
+static int sq_is_null(dbs_rows *hr, int col)
+{
+    return sqlite3_column_type(((sq_rows *)hr)->st->stmt, col) == SQLITE_NULL;
+}
+
+static int64_t sq_int(dbs_rows *hr, int col)
+{
+    return sqlite3_column_int64(((sq_rows *)hr)->st->stmt, col);
+}
+
+static double sq_real(dbs_rows *hr, int col)
+{
+    return sqlite3_column_double(((sq_rows *)hr)->st->stmt, col);
+}
+
+static const char *sq_text(dbs_rows *hr, int col, size_t *len)
+{
+    sqlite3_stmt *st = ((sq_rows *)hr)->st->stmt;
+    const unsigned char *t = sqlite3_column_text(st, col);
+    if (len)
+        *len = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    return (const char *)t;
+}
+
+static const void *sq_blob(dbs_rows *hr, int col, size_t *len)
+{
+    sqlite3_stmt *st = ((sq_rows *)hr)->st->stmt;
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    const void *b = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    if (len)
+        *len = n;
+    return b ? b : ""; /* an empty value is not NULL */
+}
+
+static void sq_rows_close(dbs_rows *hr)
+{
+    sq_rows *r = (sq_rows *)hr;
+    sq_stmt *st = r->st;
+    bool own = !st->cached;
+    put_stmt(st);
+    if (own)
+        free(st);
+    free(r);
+}
+
+static const dbs__rows_ops sq_rows_ops = {
+    .next = sq_next, .count_cols = sq_count_cols, .name = sq_name,
+    .is_null = sq_is_null, .get_int = sq_int, .get_real = sq_real,
+    .get_text = sq_text, .get_blob = sq_blob, .close = sq_rows_close,
+};
+
+const dbs__driver dbs__driver_sqlite = {
+    .name = "sqlite",
+    .target_open = sq_target_open,
+    .target_close = sq_target_close,
+    .connect = sq_connect,
+    .ping = sq_ping,
+    .begin = sq_begin,
+    .exec = sq_exec,
+    .query = sq_query,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .reset = sq_reset,
+    .is_broken = sq_is_broken,
+    .native = sq_native,
+    .close = sq_close,
+};

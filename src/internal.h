@@ -1,0 +1,192 @@
+/*
+ * PRIVATE to dbscope: shared between its source files, never installed.
+ *
+ * Locking: each pool has one mutex, pool->mu. It guards every field marked
+ * [mu] below, and nothing else. It is never held across I/O (connect, ping,
+ * statements, close) nor while calling on_event. There is no other lock in
+ * the library, so there is no lock order to get wrong.
+ */
+#ifndef DBS_INTERNAL_H
+#define DBS_INTERNAL_H
+
+#include "dbscope.h"
+#include "driver.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DBS__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DBS__PRINTF(a, b)
+#endif
+
+/* ---- error.c ---- */
+
+/* Fills err (if not NULL) with code and a formatted message, clears sqlstate,
+ * and returns code. Never allocates, so it is safe on out-of-memory paths. */
+int dbs__err(dbs_error *err, int code, const char *fmt, ...) DBS__PRINTF(3, 4);
+/* Copies a SQLSTATE into err (if not NULL). */
+void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
+
+/* ---- clock.c ---- */
+
+int64_t dbs__now_ns(void);       /* CLOCK_MONOTONIC */
+uint64_t dbs__random(void);      /* per-thread PRNG, not for secrets */
+void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
+/* Absolute CLOCK_MONOTONIC timespec for a deadline in ns. */
+struct timespec dbs__timespec(int64_t ns);
+
+/* ---- config.c ---- */
+
+/* Picks the backend for url and the string it connects with (malloc'd into
+ * *conninfo). DBS_ECONFIG with a message naming what is wrong. No I/O. */
+int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
+                   int *memory, dbs_error *err);
+/* Checks every numeric field for range; DBS_ECONFIG naming the field. */
+int dbs__config_check(const dbs_config *cfg, dbs_error *err);
+/* Writes url with any password replaced by "***" (for messages). */
+void dbs__redact(const char *url, char *out, size_t n);
+
+/* ---- pool.c ---- */
+
+/* A pooled connection. Touched only by its holder (a session, or the thread
+ * closing or creating it) or, while idle, under pool->mu. */
+typedef struct dbs__conn {
+    void *impl;
+    uint64_t id;
+    int64_t created_ns;
+    int64_t expires_ns;    /* 0 = never */
+    int64_t idle_since_ns; /* [mu] while idle */
+    struct dbs__conn *prev, *next; /* [mu] idle list */
+} dbs__conn;
+
+/* A thread waiting for a connection, on its own stack. */
+typedef struct dbs__waiter {
+    pthread_cond_t cv;
+    dbs__conn *handed;      /* [mu] a connection handed to this waiter */
+    bool may_create;        /* [mu] a slot was reserved for this waiter */
+    bool queued;            /* [mu] still in the queue */
+    struct dbs__waiter *next;
+} dbs__waiter;
+
+#define DBS__POOL_MAGIC 0x44425350u    /* "DBSP" */
+#define DBS__SESSION_MAGIC 0x44425353u /* "DBSS" */
+#define DBS__ROWS_MAGIC 0x44425352u    /* "DBSR" */
+#define DBS__DEAD_MAGIC 0xdeadbeefu    /* freed: best-effort use-after-close */
+
+struct dbs_pool {
+    unsigned magic;
+    dbs_config cfg;              /* copy; strings below are owned copies */
+    enum dbs_pool_mode mode;     /* resolved: never AUTO */
+    int max_size;                /* connection cap; INT32_MAX for NONE */
+    char *url;
+    char *url_redacted;
+    char *ctx_settings[3];
+    const dbs__driver *drv;
+    dbs__target target;
+
+    pthread_mutex_t mu;
+    /* all [mu] */
+    dbs__conn *idle_head, *idle_tail; /* head = most recently released */
+    int n_idle, n_open, n_pending, n_in_use;
+    dbs__waiter *wait_head, *wait_tail;
+    int n_waiting;
+    bool closed;
+    atomic_bool is_closed;        /* closed, for lock-free checks */
+    atomic_int refs;              /* 1 for the open pool + 1 a session and
+                                     1 an acquire in progress */
+    int64_t validate_before_ns;   /* idle since before this: ping first,
+                                     whatever the window (a connection was
+                                     just found broken; others may be too) */
+    uint64_t next_conn_id;
+    struct dbs_session *sessions; /* open sessions, newest first */
+    int consecutive_failures;     /* circuit breaker */
+    int64_t circuit_open_until_ns;
+    bool circuit_open;
+    bool probing;                 /* one connect let through to probe */
+    dbs_stats counters;           /* the uint64 counters of dbs_stats */
+
+    /* housekeeper.c */
+    pthread_t hk_thread;
+    pthread_cond_t hk_cv;         /* [mu] wakes the housekeeper to stop */
+    bool hk_running;              /* [mu] */
+    bool hk_started;              /* set and read by open/close only */
+};
+
+/* Gets a connection for s (s->conn), registering s with the pool. Blocks up
+ * to the acquire timeout. s->ctx and the acquire site must be set; s holds a
+ * reference on p already. err must not be NULL (events quote it). */
+int dbs__pool_acquire(dbs_pool *p, struct dbs_session *s, dbs_error *err);
+/* Takes s->conn back (closing it when discard is set, the pool is closed or
+ * the connection should go) and unregisters s. The connection must already
+ * be rolled back and reset. Drops s's reference on the pool. */
+void dbs__pool_release(dbs_pool *p, struct dbs_session *s, bool discard);
+/* Drops a reference; the last one frees the pool. */
+void dbs__pool_unref(dbs_pool *p);
+/* Counts a retry. */
+void dbs__pool_count_retry(dbs_pool *p);
+/* true once dbs_pool_close has been called. Any thread, no lock. */
+bool dbs__pool_closed(dbs_pool *p);
+/* Closes the idle connections that are past idle timeout (keeping min_idle)
+ * or lifetime, then opens connections up to min_idle. For the housekeeper. */
+void dbs__pool_maintain(dbs_pool *p);
+
+/* ---- housekeeper.c ---- */
+
+int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
+void dbs__housekeeper_stop(dbs_pool *p);
+
+/* ---- session.c ---- */
+
+enum dbs__session_state { DBS__S_OPEN, DBS__S_CLOSED };
+
+struct dbs_session {
+    unsigned magic;
+    pthread_t owner;
+    dbs_pool *pool;
+    dbs__conn *conn;
+    bool in_tx;               /* a transaction was begun on the connection */
+    bool broken;              /* the connection was lost: discard it */
+    dbs_context ctx;          /* points into ctx_buf */
+    char *ctx_buf;
+    const char *file;         /* acquire site: string literals from the macro */
+    int line;
+    const char *func;
+    int64_t opened_ns;
+    bool leak_reported;       /* [mu] */
+    dbs_rows *rows;           /* open result sets */
+    struct dbs_session *prev, *next; /* [mu] pool->sessions */
+};
+
+/* Checks magic, state and owner thread; DBS_EMISUSE or DBS_ECLOSED. */
+int dbs__session_check(dbs_session *s, dbs_error *err);
+/* Begins a transaction if none is open (autobegin). */
+int dbs__session_autobegin(dbs_session *s, dbs_error *err);
+/* Notes a failure from the backend: a lost connection marks the session
+ * broken so the connection is discarded at close. Returns code. */
+int dbs__session_failed(dbs_session *s, int code);
+
+/* Closes every open rows of s (query.c). */
+void dbs__rows_close_all(dbs_session *s);
+
+/* ---- event.c ---- */
+
+/* Builds and delivers an event: to cfg.on_event and, for leaks and
+ * invalidations when log_events is on, to stderr as one logfmt line. Never
+ * call with p->mu held. s and c may be NULL. */
+void dbs__emit(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
+               const dbs__conn *c, int code, const char *reason);
+
+/* ---- fault.c: deterministic failures for tests, off unless set ---- */
+
+typedef struct dbs__faults {
+    atomic_int fail_connects;     /* the next N connects fail */
+    atomic_int fail_pings;        /* the next N pings fail */
+    atomic_int connect_delay_ms;  /* every connect sleeps this long first */
+} dbs__faults;
+extern dbs__faults dbs__fault;
+
+#endif /* DBS_INTERNAL_H */

@@ -1,0 +1,765 @@
+/*
+ * The pool: slots, the idle list, FIFO waiters, overflow and lifetime.
+ *
+ * Invariants, all under p->mu:
+ *   n_open    = connections that exist (idle + in use);
+ *   n_idle    = length of the idle list;
+ *   n_in_use  = n_open - n_idle;
+ *   n_pending = slots reserved by threads connecting right now, outside the
+ *               lock; n_open + n_pending <= max_size always, so a failed
+ *               connect only gives its reservation back and never uses up
+ *               a slot, and a slow connect holds no lock.
+ *   The idle list is empty whenever a thread waits: a released connection
+ *   goes straight to the oldest waiter (direct hand-off), so a thread that
+ *   arrives later cannot barge past the queue, and a new arrival that finds
+ *   waiters queues behind them even if a connection is idle for an instant.
+ *   Idle connections are reused LIFO (the most recently released first) so
+ *   the rest age out under idle_timeout when load drops.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t ms_ns(int ms)
+{
+    return (int64_t)ms * 1000000;
+}
+
+/* ---- idle list [mu] ---- */
+
+static void idle_push(dbs_pool *p, dbs__conn *c)
+{
+    c->prev = NULL;
+    c->next = p->idle_head;
+    if (p->idle_head)
+        p->idle_head->prev = c;
+    else
+        p->idle_tail = c;
+    p->idle_head = c;
+    p->n_idle++;
+}
+
+static void idle_remove(dbs_pool *p, dbs__conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->idle_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        p->idle_tail = c->prev;
+    c->prev = c->next = NULL;
+    p->n_idle--;
+}
+
+/* ---- waiters [mu] ---- */
+
+static void wait_enqueue(dbs_pool *p, dbs__waiter *w)
+{
+    w->next = NULL;
+    w->queued = true;
+    if (p->wait_tail)
+        p->wait_tail->next = w;
+    else
+        p->wait_head = w;
+    p->wait_tail = w;
+    p->n_waiting++;
+}
+
+static dbs__waiter *wait_pop(dbs_pool *p)
+{
+    dbs__waiter *w = p->wait_head;
+    if (!w)
+        return NULL;
+    p->wait_head = w->next;
+    if (!p->wait_head)
+        p->wait_tail = NULL;
+    w->next = NULL;
+    w->queued = false;
+    p->n_waiting--;
+    return w;
+}
+
+/* Only on timeout, so a linear walk is fine. */
+static void wait_remove(dbs_pool *p, dbs__waiter *w)
+{
+    dbs__waiter *prev = NULL;
+    for (dbs__waiter *q = p->wait_head; q; prev = q, q = q->next) {
+        if (q != w)
+            continue;
+        if (prev)
+            prev->next = w->next;
+        else
+            p->wait_head = w->next;
+        if (p->wait_tail == w)
+            p->wait_tail = prev;
+        w->queued = false;
+        p->n_waiting--;
+        return;
+    }
+}
+
+/* A slot has come free (a connection closed or a connect failed). If anyone
+ * waits, the oldest waiter gets the reservation and connects itself, so a
+ * slot never sits free while a thread waits. [mu] */
+static void pass_slot(dbs_pool *p)
+{
+    if (p->closed)
+        return;
+    dbs__waiter *w = wait_pop(p);
+    if (!w)
+        return;
+    w->may_create = true;
+    p->n_pending++;
+    pthread_cond_signal(&w->cv);
+}
+
+/* Gives c, which stays in use, to the oldest waiter. [mu] */
+static bool hand_off(dbs_pool *p, dbs__conn *c)
+{
+    dbs__waiter *w = wait_pop(p);
+    if (!w)
+        return false;
+    w->handed = c;
+    c->idle_since_ns = dbs__now_ns(); /* just used: no ping needed */
+    pthread_cond_signal(&w->cv);
+    return true;
+}
+
+/* ---- sessions [mu] ---- */
+
+static void session_link(dbs_pool *p, dbs_session *s)
+{
+    s->prev = NULL;
+    s->next = p->sessions;
+    if (p->sessions)
+        p->sessions->prev = s;
+    p->sessions = s;
+}
+
+static void session_unlink(dbs_pool *p, dbs_session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (p->sessions == s)
+        p->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+/* ---- connections, outside the lock ---- */
+
+static dbs__conn *conn_open(dbs_pool *p, dbs_error *err)
+{
+    int delay = atomic_load_explicit(&dbs__fault.connect_delay_ms, memory_order_relaxed);
+    if (delay > 0)
+        dbs__sleep_ms(delay);
+    if (atomic_load_explicit(&dbs__fault.fail_connects, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub(&dbs__fault.fail_connects, 1) > 0) {
+        dbs__err(err, DBS_ECONNECT, "cannot connect to %s: injected fault", p->url_redacted);
+        return NULL;
+    }
+    void *impl = p->drv->connect(&p->target, err);
+    if (!impl)
+        return NULL;
+    dbs__conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        p->drv->close(impl);
+        dbs__err(err, DBS_ENOMEM, "out of memory allocating a connection");
+        return NULL;
+    }
+    c->impl = impl;
+    c->created_ns = dbs__now_ns();
+    if (p->cfg.max_lifetime_ms > 0) {
+        /* Up to 2.5% less, at random, so connections opened together (at
+         * start, after a restart) do not all retire in the same instant. */
+        int64_t life = ms_ns(p->cfg.max_lifetime_ms);
+        int64_t jitter = (int64_t)(dbs__random() % (uint64_t)(life / 40 + 1));
+        c->expires_ns = c->created_ns + life - jitter;
+    }
+    return c;
+}
+
+static void conn_close(dbs_pool *p, dbs__conn *c)
+{
+    p->drv->close(c->impl);
+    free(c);
+}
+
+static bool conn_expired(const dbs__conn *c, int64_t now)
+{
+    return c->expires_ns != 0 && now >= c->expires_ns;
+}
+
+/* Which connections to ping before hand-out: those idle past the window,
+ * and any idle since before a connection was last found broken. */
+static bool needs_validation(dbs_pool *p, const dbs__conn *c, int64_t idle_since,
+                             int64_t validate_before, int64_t now)
+{
+    (void)c;
+    if (!p->cfg.pre_ping)
+        return false;
+    return now - idle_since >= ms_ns(p->cfg.validation_window_ms) ||
+           idle_since < validate_before;
+}
+
+static int validate(dbs_pool *p, dbs__conn *c, dbs_error *err)
+{
+    if (atomic_load_explicit(&dbs__fault.fail_pings, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub(&dbs__fault.fail_pings, 1) > 0)
+        return dbs__err(err, DBS_ECONNECT, "ping failed: injected fault");
+    if (p->drv->is_broken(c->impl))
+        return dbs__err(err, DBS_ECONNECT, "connection is broken");
+    return p->drv->ping(c->impl, err);
+}
+
+/* The circuit breaker, on a connect attempt's outcome. [mu] Returns the event
+ * to emit once unlocked, or -1. */
+static int circuit_note(dbs_pool *p, bool ok, int64_t now)
+{
+    p->probing = false;
+    if (ok) {
+        p->consecutive_failures = 0;
+        if (p->circuit_open) {
+            p->circuit_open = false;
+            return DBS_EVENT_CIRCUIT_CLOSE;
+        }
+        return -1;
+    }
+    p->consecutive_failures++;
+    if (p->cfg.circuit_threshold <= 0)
+        return -1;
+    if (p->circuit_open) {
+        p->circuit_open_until_ns = now + ms_ns(p->cfg.circuit_cooldown_ms);
+        return -1;
+    }
+    if (p->consecutive_failures >= p->cfg.circuit_threshold) {
+        p->circuit_open = true;
+        p->circuit_open_until_ns = now + ms_ns(p->cfg.circuit_cooldown_ms);
+        return DBS_EVENT_CIRCUIT_OPEN;
+    }
+    return -1;
+}
+
+/* ---- acquire and release ---- */
+
+/* Called with p->mu held and a slot reserved (n_pending counted): connects
+ * outside the lock and returns with the lock released. */
+static int acquire_create(dbs_pool *p, dbs_session *s, dbs_error *err)
+{
+    pthread_mutex_unlock(&p->mu);
+    dbs__conn *c = conn_open(p, err);
+    int64_t now = dbs__now_ns();
+    pthread_mutex_lock(&p->mu);
+    p->n_pending--;
+    int ev = circuit_note(p, c != NULL, now);
+    if (!c) {
+        p->counters.connect_failures++;
+        pass_slot(p);
+        pthread_mutex_unlock(&p->mu);
+        int code = err ? err->code : DBS_ECONNECT;
+        dbs__emit(p, DBS_EVENT_CONNECT_FAILED, s, NULL, code, err ? err->message : NULL);
+        if (ev >= 0)
+            dbs__emit(p, (enum dbs_event_kind)ev, s, NULL, code, err ? err->message : NULL);
+        return code;
+    }
+    if (p->closed) {
+        pass_slot(p);
+        pthread_mutex_unlock(&p->mu);
+        conn_close(p, c);
+        return dbs__err(err, DBS_ECLOSED, "the pool was closed while connecting");
+    }
+    c->id = ++p->next_conn_id;
+    p->n_open++;
+    p->counters.created++;
+    p->counters.acquired++;
+    s->conn = c;
+    s->opened_ns = now;
+    session_link(p, s);
+    pthread_mutex_unlock(&p->mu);
+    dbs__emit(p, DBS_EVENT_CONNECT, s, c, 0, NULL);
+    if (ev >= 0)
+        dbs__emit(p, (enum dbs_event_kind)ev, s, c, 0, NULL);
+    dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+    return DBS_OK;
+}
+
+int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
+{
+    const int64_t start = dbs__now_ns();
+    const int64_t deadline = start + ms_ns(p->cfg.acquire_timeout_ms);
+    dbs__waiter w = {0};
+    bool cv_ready = false;
+    int rc;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->closed) {
+            rc = dbs__err(err, DBS_ECLOSED, "the pool is closed");
+            break;
+        }
+        dbs__conn *c = NULL;
+        bool create = false;
+        if (!p->wait_head) {
+            if (p->idle_head && p->mode != DBS_POOL_NONE) {
+                c = p->idle_head;
+                idle_remove(p, c);
+            } else if (p->n_open + p->n_pending < p->max_size) {
+                create = true;
+                p->n_pending++;
+            }
+        }
+        if (!c && !create) {
+            if (!cv_ready) {
+                pthread_condattr_t attr;
+                pthread_condattr_init(&attr);
+                pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+                pthread_cond_init(&w.cv, &attr);
+                pthread_condattr_destroy(&attr);
+                cv_ready = true;
+            }
+            w.handed = NULL;
+            w.may_create = false;
+            wait_enqueue(p, &w);
+            struct timespec ts = dbs__timespec(deadline);
+            /* The predicate is re-checked after every wake: a wait may end
+             * spuriously, and only the fields a releaser set under the lock
+             * say whether this thread was served. */
+            while (!w.handed && !w.may_create && !p->closed) {
+                if (pthread_cond_timedwait(&w.cv, &p->mu, &ts) == ETIMEDOUT)
+                    break;
+            }
+            if (w.handed) {
+                c = w.handed;
+            } else if (w.may_create) {
+                create = true; /* pass_slot counted n_pending for us */
+            } else {
+                if (w.queued)
+                    wait_remove(p, &w);
+                if (p->closed) {
+                    rc = dbs__err(err, DBS_ECLOSED, "the pool was closed while waiting");
+                    break;
+                }
+                p->counters.timeouts++;
+                int size = p->n_open, in_use = p->n_in_use, waiting = p->n_waiting;
+                pthread_mutex_unlock(&p->mu);
+                rc = dbs__err(err, DBS_ETIMEOUT,
+                              "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
+                              "%d others waiting): raise pool_size/max_overflow, or look for sessions "
+                              "held too long (leak_threshold_ms)",
+                              p->cfg.acquire_timeout_ms, size, in_use, waiting);
+                dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, NULL);
+                goto out;
+            }
+        }
+        if (create) {
+            int64_t now = dbs__now_ns();
+            if (p->circuit_open && (now < p->circuit_open_until_ns || p->probing)) {
+                p->n_pending--;
+                pass_slot(p);
+                p->counters.unavailable++;
+                int64_t left = (p->circuit_open_until_ns - now) / 1000000;
+                rc = dbs__err(err, DBS_EUNAVAILABLE,
+                              "database unavailable: %d connects in a row failed; failing fast, "
+                              "next attempt in %lld ms", p->consecutive_failures,
+                              (long long)(left > 0 ? left : 0));
+                break;
+            }
+            if (p->circuit_open)
+                p->probing = true;
+            rc = acquire_create(p, s, err);
+            goto out;
+        }
+
+        /* A connection from the idle list or handed over: check it outside
+         * the lock. It is ours; nobody else can see it now. */
+        p->n_in_use++;
+        int64_t idle_since = c->idle_since_ns;
+        int64_t validate_before = p->validate_before_ns;
+        pthread_mutex_unlock(&p->mu);
+        int64_t now = dbs__now_ns();
+        const char *why = NULL;
+        dbs_error perr;
+        if (conn_expired(c, now))
+            why = "lifetime";
+        else if (needs_validation(p, c, idle_since, validate_before, now) &&
+                 validate(p, c, &perr) != DBS_OK)
+            why = "broken";
+        if (!why) {
+            pthread_mutex_lock(&p->mu);
+            p->counters.acquired++;
+            s->conn = c;
+            s->opened_ns = now;
+            session_link(p, s);
+            pthread_mutex_unlock(&p->mu);
+            dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+            rc = DBS_OK;
+            goto out;
+        }
+        /* Replace it in the same slot, keeping this thread's turn. */
+        bool broken = why[0] == 'b';
+        if (broken)
+            dbs__emit(p, DBS_EVENT_INVALIDATE, s, c, DBS_ECONNECT, perr.message);
+        else
+            dbs__emit(p, DBS_EVENT_CLOSE, s, c, 0, why);
+        conn_close(p, c);
+        pthread_mutex_lock(&p->mu);
+        p->n_in_use--;
+        p->n_open--;
+        p->counters.closed++;
+        if (broken) {
+            p->counters.closed_broken++;
+            p->counters.invalidated++;
+            p->validate_before_ns = dbs__now_ns();
+        } else {
+            p->counters.closed_lifetime++;
+        }
+        if (p->closed) {
+            rc = dbs__err(err, DBS_ECLOSED, "the pool is closed");
+            break;
+        }
+        p->n_pending++;
+        rc = acquire_create(p, s, err);
+        goto out;
+    }
+    pthread_mutex_unlock(&p->mu);
+out:
+    if (cv_ready)
+        pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
+{
+    dbs__conn *c = s->conn;
+    s->conn = NULL;
+    const char *reason = NULL;
+    enum dbs_event_kind ev = DBS_EVENT_CLOSE;
+    int64_t now = dbs__now_ns();
+
+    pthread_mutex_lock(&p->mu);
+    session_unlink(p, s);
+    if (c) {
+        p->counters.released++;
+        p->n_in_use--;
+        if (discard) {
+            reason = "broken";
+            ev = DBS_EVENT_INVALIDATE;
+            p->counters.closed_broken++;
+            p->counters.invalidated++;
+            p->validate_before_ns = now;
+        } else if (p->closed) {
+            reason = "pool_close";
+            p->counters.closed_pool++;
+        } else if (p->mode == DBS_POOL_NONE) {
+            reason = "no_pool";
+        } else if (conn_expired(c, now)) {
+            reason = "lifetime";
+            p->counters.closed_lifetime++;
+        } else if (p->n_open > p->cfg.pool_size && !p->wait_head) {
+            reason = "overflow";
+            p->counters.closed_overflow++;
+        }
+        if (reason) {
+            p->n_open--;
+            p->counters.closed++;
+            pass_slot(p);
+        } else if (hand_off(p, c)) {
+            p->n_in_use++;
+        } else {
+            c->idle_since_ns = now;
+            idle_push(p, c);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    if (c) {
+        dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
+        if (reason) {
+            dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
+            conn_close(p, c);
+        }
+    }
+}
+
+void dbs__pool_count_retry(dbs_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->counters.retries++;
+    pthread_mutex_unlock(&p->mu);
+}
+
+bool dbs__pool_closed(dbs_pool *p)
+{
+    return atomic_load_explicit(&p->is_closed, memory_order_relaxed);
+}
+
+/* ---- housekeeping ---- */
+
+void dbs__pool_maintain(dbs_pool *p)
+{
+    if (p->mode == DBS_POOL_NONE)
+        return;
+    int64_t now = dbs__now_ns();
+    dbs__conn *doomed[2] = {NULL, NULL}; /* [0] idle, [1] lifetime */
+    int64_t idle_ns = ms_ns(p->cfg.idle_timeout_ms);
+
+    pthread_mutex_lock(&p->mu);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    /* Oldest idle first: the tail has been idle longest. */
+    for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
+        prev = c->prev;
+        bool expired = conn_expired(c, now);
+        bool idle = idle_ns > 0 && now - c->idle_since_ns >= idle_ns &&
+                    p->n_open > p->cfg.min_idle;
+        if (!expired && !idle)
+            continue;
+        idle_remove(p, c);
+        p->n_open--;
+        p->counters.closed++;
+        if (expired)
+            p->counters.closed_lifetime++;
+        else
+            p->counters.closed_idle++;
+        c->next = doomed[expired];
+        doomed[expired] = c;
+        pass_slot(p);
+    }
+    int want = p->cfg.min_idle - p->n_idle - p->n_pending;
+    int room = p->max_size - p->n_open - p->n_pending;
+    int create = want < room ? want : room;
+    if (create < 0)
+        create = 0;
+    p->n_pending += create;
+    pthread_mutex_unlock(&p->mu);
+
+    for (int k = 0; k < 2; k++) {
+        while (doomed[k]) {
+            dbs__conn *next = doomed[k]->next;
+            dbs__emit(p, DBS_EVENT_CLOSE, NULL, doomed[k], 0, k ? "lifetime" : "idle");
+            conn_close(p, doomed[k]);
+            doomed[k] = next;
+        }
+    }
+
+    for (int i = 0; i < create; i++) {
+        dbs_error err;
+        dbs__conn *c = conn_open(p, &err);
+        now = dbs__now_ns();
+        pthread_mutex_lock(&p->mu);
+        p->n_pending--;
+        int ev = circuit_note(p, c != NULL, now);
+        if (!c) {
+            p->counters.connect_failures++;
+            p->n_pending -= create - i - 1; /* give back the rest too */
+            pass_slot(p);
+            pthread_mutex_unlock(&p->mu);
+            dbs__emit(p, DBS_EVENT_CONNECT_FAILED, NULL, NULL, err.code, err.message);
+            if (ev >= 0)
+                dbs__emit(p, (enum dbs_event_kind)ev, NULL, NULL, err.code, err.message);
+            return;
+        }
+        if (p->closed) {
+            pthread_mutex_unlock(&p->mu);
+            conn_close(p, c);
+            continue;
+        }
+        c->id = ++p->next_conn_id;
+        p->n_open++;
+        p->counters.created++;
+        if (hand_off(p, c)) {
+            p->n_in_use++;
+        } else {
+            c->idle_since_ns = now;
+            idle_push(p, c);
+        }
+        pthread_mutex_unlock(&p->mu);
+        dbs__emit(p, DBS_EVENT_CONNECT, NULL, c, 0, NULL);
+        if (ev >= 0)
+            dbs__emit(p, (enum dbs_event_kind)ev, NULL, c, 0, NULL);
+    }
+}
+
+/* ---- open and close ---- */
+
+static char *dup_opt(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static void pool_free(dbs_pool *p)
+{
+    if (p->drv && p->drv->target_close)
+        p->drv->target_close(&p->target);
+    pthread_cond_destroy(&p->hk_cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->url);
+    free(p->url_redacted);
+    free((void *)(uintptr_t)p->target.conninfo);
+    for (int i = 0; i < 3; i++)
+        free(p->ctx_settings[i]);
+    p->magic = DBS__DEAD_MAGIC;
+    free(p);
+}
+
+void dbs__pool_unref(dbs_pool *p)
+{
+    if (atomic_fetch_sub(&p->refs, 1) == 1)
+        pool_free(p);
+}
+
+dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
+{
+    if (!cfg) {
+        dbs__err(err, DBS_EMISUSE, "dbs_pool_open: cfg is NULL (start from dbs_config_init)");
+        return NULL;
+    }
+    if (dbs__config_check(cfg, err) != DBS_OK)
+        return NULL;
+    const dbs__driver *drv;
+    char *conninfo;
+    int memory;
+    if (dbs__url_parse(cfg->url, &drv, &conninfo, &memory, err) != DBS_OK)
+        return NULL;
+
+    dbs_pool *p = calloc(1, sizeof *p);
+    if (!p) {
+        free(conninfo);
+        dbs__err(err, DBS_ENOMEM, "out of memory allocating the pool");
+        return NULL;
+    }
+    p->magic = DBS__POOL_MAGIC;
+    p->cfg = *cfg;
+    p->drv = drv;
+    p->target.conninfo = conninfo;
+    p->url = dup_opt(cfg->url);
+    p->url_redacted = malloc(256);
+    const char *names[3] = {cfg->ctx_request_setting, cfg->ctx_user_setting,
+                            cfg->ctx_tenant_setting};
+    bool oom = !p->url || !p->url_redacted;
+    for (int i = 0; i < 3; i++) {
+        p->ctx_settings[i] = dup_opt(names[i]);
+        oom |= names[i] && !p->ctx_settings[i];
+        p->target.ctx_setting[i] = p->ctx_settings[i];
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->hk_cv, &attr);
+    pthread_condattr_destroy(&attr);
+    atomic_init(&p->refs, 1);
+    if (oom) {
+        pool_free(p);
+        dbs__err(err, DBS_ENOMEM, "out of memory allocating the pool");
+        return NULL;
+    }
+    dbs__redact(p->url, p->url_redacted, 256);
+    p->cfg.url = p->url;
+    p->cfg.ctx_request_setting = p->ctx_settings[0];
+    p->cfg.ctx_user_setting = p->ctx_settings[1];
+    p->cfg.ctx_tenant_setting = p->ctx_settings[2];
+
+    p->mode = cfg->mode == DBS_POOL_AUTO ? (memory ? DBS_POOL_SINGLE : DBS_POOL_QUEUE)
+                                         : cfg->mode;
+    switch (p->mode) {
+    case DBS_POOL_SINGLE: p->max_size = 1; break;
+    case DBS_POOL_NONE: p->max_size = INT_MAX; break;
+    default: p->max_size = cfg->pool_size + cfg->max_overflow; break;
+    }
+    p->target.memory = memory;
+    p->target.busy_timeout_ms = cfg->busy_timeout_ms;
+    p->target.stmt_cache_size = cfg->stmt_cache_size;
+    p->target.reset = cfg->reset;
+
+    if (drv->target_open && drv->target_open(&p->target, err) != DBS_OK) {
+        p->drv = NULL; /* nothing to close */
+        pool_free(p);
+        return NULL;
+    }
+    /* One connection up front proves the URL, credentials and database
+     * before the program starts serving. */
+    dbs__conn *c = conn_open(p, err);
+    if (!c) {
+        pool_free(p);
+        return NULL;
+    }
+    c->id = ++p->next_conn_id;
+    p->counters.created++;
+    if (p->mode == DBS_POOL_NONE) {
+        conn_close(p, c);
+        p->counters.closed++;
+    } else {
+        c->idle_since_ns = dbs__now_ns();
+        idle_push(p, c);
+        p->n_open = 1;
+    }
+    if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
+        dbs_pool_close(p);
+        return NULL;
+    }
+    if (err)
+        dbs__err(err, DBS_OK, "ok");
+    return p;
+}
+
+void dbs_pool_close(dbs_pool *p)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->closed = true;
+    atomic_store(&p->is_closed, true);
+    for (dbs__waiter *w; (w = wait_pop(p));)
+        pthread_cond_signal(&w->cv);
+    dbs__conn *idle = p->idle_head;
+    p->idle_head = p->idle_tail = NULL;
+    p->n_open -= p->n_idle;
+    p->counters.closed += (uint64_t)p->n_idle;
+    p->counters.closed_pool += (uint64_t)p->n_idle;
+    p->n_idle = 0;
+    pthread_mutex_unlock(&p->mu);
+
+    dbs__housekeeper_stop(p);
+    while (idle) {
+        dbs__conn *next = idle->next;
+        conn_close(p, idle);
+        idle = next;
+    }
+    dbs__pool_unref(p);
+}
+
+int dbs_pool_ping(dbs_pool *p, dbs_error *err)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_pool_ping: not an open pool");
+    dbs_session *s = dbs_session_open(p, NULL, err);
+    if (!s)
+        return err ? err->code : DBS_ECONNECT;
+    int rc = p->drv->ping(s->conn->impl, err);
+    if (rc != DBS_OK && p->drv->is_broken(s->conn->impl))
+        s->broken = true;
+    dbs_session_close(s);
+    if (rc == DBS_OK && err)
+        dbs__err(err, DBS_OK, "ok");
+    return rc;
+}

@@ -1,0 +1,262 @@
+/* The unit of work: a session holds one connection for one thread, begins a
+ * transaction on its first statement, commits or rolls back, and always gives
+ * its connection back. dbs_transact wraps that with retries. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The context is copied into one allocation so the caller's strings may die
+ * right after open, and the copy can never change under the session. */
+static int copy_context(dbs_session *s, const dbs_context *ctx)
+{
+    if (!ctx)
+        return DBS_OK;
+    const char *src[3] = {ctx->request_id, ctx->user_id, ctx->tenant_id};
+    size_t len[3], total = 0;
+    for (int i = 0; i < 3; i++) {
+        len[i] = src[i] ? strlen(src[i]) + 1 : 0;
+        total += len[i];
+    }
+    if (total == 0)
+        return DBS_OK;
+    s->ctx_buf = malloc(total);
+    if (!s->ctx_buf)
+        return DBS_ENOMEM;
+    char *w = s->ctx_buf;
+    const char **dst[3] = {&s->ctx.request_id, &s->ctx.user_id, &s->ctx.tenant_id};
+    for (int i = 0; i < 3; i++) {
+        if (!src[i])
+            continue;
+        memcpy(w, src[i], len[i]);
+        *dst[i] = w;
+        w += len[i];
+    }
+    return DBS_OK;
+}
+
+dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
+                                 const char *file, int line, const char *func)
+{
+    dbs_error local;
+    if (!err)
+        err = &local;
+    if (!pool || pool->magic != DBS__POOL_MAGIC) {
+        dbs__err(err, DBS_EMISUSE, "dbs_session_open: not an open pool (NULL or freed)");
+        return NULL;
+    }
+    if (dbs__pool_closed(pool)) {
+        dbs__err(err, DBS_ECLOSED, "dbs_session_open: the pool is closed");
+        return NULL;
+    }
+    dbs_session *s = calloc(1, sizeof *s);
+    if (!s || copy_context(s, ctx) != DBS_OK) {
+        free(s);
+        dbs__err(err, DBS_ENOMEM, "out of memory opening a session");
+        return NULL;
+    }
+    s->magic = DBS__SESSION_MAGIC;
+    s->owner = pthread_self();
+    s->pool = pool;
+    s->file = file;
+    s->line = line;
+    s->func = func;
+    atomic_fetch_add(&pool->refs, 1);
+    int rc = dbs__pool_acquire(pool, s, err);
+    if (rc != DBS_OK) {
+        s->magic = DBS__DEAD_MAGIC;
+        free(s->ctx_buf);
+        free(s);
+        dbs__pool_unref(pool);
+        return NULL;
+    }
+    err->code = DBS_OK;
+    return s;
+}
+
+int dbs__session_check(dbs_session *s, dbs_error *err)
+{
+    if (!s || s->magic != DBS__SESSION_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "session is NULL or already closed");
+    if (!pthread_equal(s->owner, pthread_self()))
+        return dbs__err(err, DBS_EMISUSE,
+                        "session opened at %s:%d is used from another thread; a session "
+                        "belongs to the thread that opened it", s->file ? s->file : "?", s->line);
+    if (dbs__pool_closed(s->pool))
+        return dbs__err(err, DBS_ECLOSED, "the pool was closed; close this session");
+    if (!s->conn)
+        return dbs__err(err, DBS_ECONNECT, "the session lost its connection");
+    return DBS_OK;
+}
+
+int dbs__session_failed(dbs_session *s, int code)
+{
+    if (code == DBS_ECONNECT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM ||
+        s->pool->drv->is_broken(s->conn->impl))
+        s->broken = true;
+    return code;
+}
+
+int dbs__session_autobegin(dbs_session *s, dbs_error *err)
+{
+    if (s->in_tx)
+        return DBS_OK;
+    int rc = s->pool->drv->begin(s->conn->impl, &s->ctx, err);
+    if (rc != DBS_OK)
+        return dbs__session_failed(s, rc);
+    s->in_tx = true;
+    return DBS_OK;
+}
+
+int dbs_commit(dbs_session *s, dbs_error *err)
+{
+    int rc = dbs__session_check(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (!s->in_tx) {
+        if (err)
+            err->code = DBS_OK;
+        return DBS_OK;
+    }
+    s->in_tx = false;
+    rc = s->pool->drv->commit(s->conn->impl, err);
+    if (rc != DBS_OK)
+        return dbs__session_failed(s, rc);
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+int dbs_rollback(dbs_session *s, dbs_error *err)
+{
+    int rc = dbs__session_check(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (!s->in_tx) {
+        if (err)
+            err->code = DBS_OK;
+        return DBS_OK;
+    }
+    s->in_tx = false;
+    rc = s->pool->drv->rollback(s->conn->impl, err);
+    if (rc != DBS_OK)
+        return dbs__session_failed(s, rc);
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+void dbs_session_close(dbs_session *s)
+{
+    if (!s || s->magic != DBS__SESSION_MAGIC)
+        return; /* NULL, or closed twice: nothing left to do */
+    if (!pthread_equal(s->owner, pthread_self())) {
+        fprintf(stderr, "dbscope: dbs_session_close refused: session opened at %s:%d (%s) "
+                        "belongs to another thread\n",
+                s->file ? s->file : "?", s->line, s->func ? s->func : "?");
+        return;
+    }
+    dbs_pool *p = s->pool;
+    dbs__rows_close_all(s);
+    bool discard = s->broken;
+    if (s->conn && !discard && !dbs__pool_closed(p)) {
+        dbs_error e;
+        void *c = s->conn->impl;
+        if (s->in_tx && p->drv->rollback(c, &e) != DBS_OK)
+            discard = true;
+        else if (p->drv->reset(c, p->cfg.reset, &e) != DBS_OK)
+            discard = true;
+        discard = discard || p->drv->is_broken(c);
+    }
+    s->in_tx = false;
+    s->magic = DBS__DEAD_MAGIC;
+    dbs__pool_release(p, s, discard);
+    free(s->ctx_buf);
+    free(s);
+    dbs__pool_unref(p);
+}
+
+void dbs__session_close_scoped(dbs_session **s)
+{
+    if (s && *s) {
+        dbs_session_close(*s);
+        *s = NULL;
+    }
+}
+
+void *dbs_session_native(dbs_session *s)
+{
+    if (dbs__session_check(s, NULL) != DBS_OK)
+        return NULL;
+    return s->pool->drv->native(s->conn->impl);
+}
+
+const dbs_context *dbs_session_context(dbs_session *s)
+{
+    if (!s || s->magic != DBS__SESSION_MAGIC || !pthread_equal(s->owner, pthread_self()))
+        return NULL;
+    return &s->ctx;
+}
+
+/* ---- dbs_transact ---- */
+
+static bool transient(int code)
+{
+    return code == DBS_ERETRYABLE || code == DBS_ECONNECT;
+}
+
+int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                 dbs_error *err)
+{
+    dbs_error local;
+    if (!err)
+        err = &local;
+    if (!pool || pool->magic != DBS__POOL_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_transact: not an open pool");
+    if (!work)
+        return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
+    const int retry_max = pool->cfg.retry_max;
+    for (int attempt = 0;; attempt++) {
+        int rc;
+        err->code = DBS_OK;
+        dbs_session *s = dbs_session_open_at(pool, ctx, err, __FILE__, __LINE__, "dbs_transact");
+        if (!s) {
+            rc = err->code;
+        } else {
+            rc = work(s, arg, err);
+            if (rc == 0) {
+                rc = dbs_commit(s, err);
+            } else {
+                if (err->code == DBS_OK || err->code != rc)
+                    dbs__err(err, rc < 0 ? rc : DBS_ESQL,
+                             "the unit of work returned %d; rolled back", rc);
+                /* the session's close rolls back */
+            }
+            dbs_session_close(s);
+        }
+        if (rc == 0)
+            return DBS_OK;
+        if (!transient(rc) || attempt >= retry_max)
+            return rc;
+        dbs__pool_count_retry(pool);
+        {
+            /* the retry event carries the caller's context, not a session */
+            dbs_session view = {0};
+            if (ctx)
+                view.ctx = *ctx;
+            view.file = __FILE__;
+            view.func = "dbs_transact";
+            dbs__emit(pool, DBS_EVENT_RETRY, &view, NULL, rc, err->message);
+        }
+        /* Full jitter: a random wait up to a ceiling that doubles each
+         * attempt, so retrying clients spread out instead of colliding again. */
+        int64_t ceiling = pool->cfg.retry_base_ms;
+        for (int i = 0; i < attempt && ceiling < pool->cfg.retry_cap_ms; i++)
+            ceiling *= 2;
+        if (ceiling > pool->cfg.retry_cap_ms)
+            ceiling = pool->cfg.retry_cap_ms;
+        if (ceiling > 0)
+            dbs__sleep_ms((int64_t)(dbs__random() % (uint64_t)(ceiling + 1)));
+    }
+}

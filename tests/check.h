@@ -1,0 +1,107 @@
+/* Test helpers: typed assertions that print both sides, and the database URL
+ * a test runs against. Each test is one program; a failed check exits 1. */
+#ifndef DBS_TEST_CHECK_H
+#define DBS_TEST_CHECK_H
+
+#include "dbscope.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHECK_FAIL(...)                                                        \
+    do {                                                                       \
+        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                        \
+        fprintf(stderr, __VA_ARGS__);                                          \
+        fputc('\n', stderr);                                                   \
+        exit(1);                                                               \
+    } while (0)
+
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            CHECK_FAIL("CHECK(%s) failed", #cond);                             \
+    } while (0)
+
+#define CHECK_INT(a, op, b)                                                    \
+    do {                                                                       \
+        long long check_a_ = (long long)(a), check_b_ = (long long)(b);        \
+        if (!(check_a_ op check_b_))                                           \
+            CHECK_FAIL("CHECK_INT(%s %s %s): %lld vs %lld", #a, #op, #b,       \
+                       check_a_, check_b_);                                    \
+    } while (0)
+#define CHECK_EQ(a, b) CHECK_INT(a, ==, b)
+
+#define CHECK_STR(a, b)                                                        \
+    do {                                                                       \
+        const char *check_a_ = (a), *check_b_ = (b);                           \
+        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0)         \
+            CHECK_FAIL("CHECK_STR(%s, %s): \"%s\" vs \"%s\"", #a, #b,          \
+                       check_a_ ? check_a_ : "(null)",                         \
+                       check_b_ ? check_b_ : "(null)");                        \
+    } while (0)
+
+#define CHECK_CONTAINS(hay, needle)                                            \
+    do {                                                                       \
+        const char *check_h_ = (hay), *check_n_ = (needle);                    \
+        if (!check_h_ || !strstr(check_h_, check_n_))                          \
+            CHECK_FAIL("CHECK_CONTAINS(%s, %s): \"%s\" lacks \"%s\"", #hay,    \
+                       #needle, check_h_ ? check_h_ : "(null)", check_n_);     \
+    } while (0)
+
+/* A dbscope call that must succeed: on failure prints the error. */
+#define CHECK_OK(call, errp)                                                   \
+    do {                                                                       \
+        long long check_rc_ = (long long)(call);                               \
+        if (check_rc_ < 0)                                                     \
+            CHECK_FAIL("%s failed: %lld %s", #call, check_rc_,                 \
+                       (errp) ? (errp)->message : "");                         \
+    } while (0)
+
+/* The database a backend-neutral test runs against:
+ *   DBSCOPE_TEST_URL_FILE: a file whose first line is the URL (written by
+ *     the PostgreSQL fixture), else
+ *   DBSCOPE_TEST_URL, else
+ *   a fresh SQLite file under TMPDIR named after the test.
+ * The result is static storage. */
+static inline const char *test_url(const char *name)
+{
+    static char url[1024];
+    const char *file = getenv("DBSCOPE_TEST_URL_FILE");
+    if (file && *file) {
+        FILE *f = fopen(file, "r");
+        if (!f)
+            CHECK_FAIL("cannot read DBSCOPE_TEST_URL_FILE %s", file);
+        if (!fgets(url, sizeof url, f))
+            CHECK_FAIL("empty DBSCOPE_TEST_URL_FILE %s", file);
+        fclose(f);
+        url[strcspn(url, "\r\n")] = '\0';
+        return url;
+    }
+    const char *env = getenv("DBSCOPE_TEST_URL");
+    if (env && *env) {
+        snprintf(url, sizeof url, "%s", env);
+        return url;
+    }
+    const char *tmp = getenv("TMPDIR");
+    char path[900];
+    snprintf(path, sizeof path, "%s/dbscope-%s-%ld.db", tmp ? tmp : "/tmp",
+             name, (long)getpid());
+    unlink(path);
+    char side[920];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    snprintf(url, sizeof url, "sqlite://%s", path);
+    return url;
+}
+
+static inline int test_is_pg(const char *url)
+{
+    return strncmp(url, "sqlite:", 7) != 0;
+}
+
+#endif
