@@ -64,7 +64,7 @@ static int parse_seconds_ms(const char *s, int *out)
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 ||
         v * 1000.0 > (double)INT_MAX)
         return -1;
-    *out = (int)llround(v * 1000.0);
+    *out = (int)(v * 1000.0 + 0.5);
     return 0;
 }
 

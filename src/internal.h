@@ -152,6 +152,7 @@ struct dbs_session {
     bool broken;              /* the connection was lost: discard it */
     dbs_context ctx;          /* points into ctx_buf */
     char *ctx_buf;
+    size_t ctx_cap;
     const char *file;         /* acquire site: string literals from the macro */
     int line;
     const char *func;

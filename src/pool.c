@@ -277,6 +277,7 @@ static int acquire_create(dbs_pool *p, dbs_session *s, dbs_error *err)
     }
     c->id = ++p->next_conn_id;
     p->n_open++;
+    p->n_in_use++;
     p->counters.created++;
     p->counters.acquired++;
     s->conn = c;
@@ -310,6 +311,7 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
             if (p->idle_head && p->mode != DBS_POOL_NONE) {
                 c = p->idle_head;
                 idle_remove(p, c);
+                p->n_in_use++; /* handed connections were never out of use */
             } else if (p->n_open + p->n_pending < p->max_size) {
                 create = true;
                 p->n_pending++;
@@ -379,7 +381,6 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
 
         /* A connection from the idle list or handed over: check it outside
          * the lock. It is ours; nobody else can see it now. */
-        p->n_in_use++;
         int64_t idle_since = c->idle_since_ns;
         int64_t validate_before = p->validate_before_ns;
         pthread_mutex_unlock(&p->mu);
@@ -443,6 +444,10 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     enum dbs_event_kind ev = DBS_EVENT_CLOSE;
     int64_t now = dbs__now_ns();
 
+    /* Before the connection is visible to anyone else, so checkout and
+     * checkin events of one connection never cross. */
+    if (c)
+        dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
     pthread_mutex_lock(&p->mu);
     session_unlink(p, s);
     if (c) {
@@ -471,7 +476,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
             p->counters.closed++;
             pass_slot(p);
         } else if (hand_off(p, c)) {
-            p->n_in_use++;
+            p->n_in_use++; /* still in use, by the waiter now */
         } else {
             c->idle_since_ns = now;
             idle_push(p, c);
@@ -479,12 +484,9 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     }
     pthread_mutex_unlock(&p->mu);
 
-    if (c) {
-        dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
-        if (reason) {
-            dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
-            conn_close(p, c);
-        }
+    if (c && reason) {
+        dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
+        conn_close(p, c);
     }
 }
 

@@ -21,9 +21,13 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
     }
     if (total == 0)
         return DBS_OK;
-    s->ctx_buf = malloc(total);
-    if (!s->ctx_buf)
-        return DBS_ENOMEM;
+    if (total > s->ctx_cap) {
+        char *buf = realloc(s->ctx_buf, total);
+        if (!buf)
+            return DBS_ENOMEM;
+        s->ctx_buf = buf;
+        s->ctx_cap = total;
+    }
     char *w = s->ctx_buf;
     const char **dst[3] = {&s->ctx.request_id, &s->ctx.user_id, &s->ctx.tenant_id};
     for (int i = 0; i < 3; i++) {
@@ -34,6 +38,59 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
         w += len[i];
     }
     return DBS_OK;
+}
+
+/* Each thread keeps its last closed session's memory for its next open:
+ * no allocation per session in steady state, and a session used after close
+ * still points at allocated memory marked dead, so the use is reported as
+ * DBS_EMISUSE instead of touching freed memory (until that memory is reused
+ * by the thread's next session: best effort, as the contract says). */
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static _Thread_local dbs_session *spare;
+
+static void spare_free(void *v)
+{
+    dbs_session *s = v;
+    if (s) {
+        free(s->ctx_buf);
+        free(s);
+    }
+    spare = NULL;
+}
+
+static void spare_init(void)
+{
+    pthread_key_create(&spare_key, spare_free);
+}
+
+static dbs_session *session_alloc(void)
+{
+    dbs_session *s = spare;
+    if (s) {
+        spare = NULL;
+        pthread_setspecific(spare_key, NULL);
+        char *buf = s->ctx_buf;
+        size_t cap = s->ctx_cap;
+        memset(s, 0, sizeof *s);
+        s->ctx_buf = buf;
+        s->ctx_cap = cap;
+        return s;
+    }
+    return calloc(1, sizeof *s);
+}
+
+static void session_free(dbs_session *s)
+{
+    s->magic = DBS__DEAD_MAGIC;
+    pthread_once(&spare_once, spare_init);
+    if (!spare) {
+        spare = s;
+        pthread_setspecific(spare_key, s);
+        return;
+    }
+    free(s->ctx_buf);
+    free(s);
 }
 
 dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
@@ -50,9 +107,10 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_err
         dbs__err(err, DBS_ECLOSED, "dbs_session_open: the pool is closed");
         return NULL;
     }
-    dbs_session *s = calloc(1, sizeof *s);
+    dbs_session *s = session_alloc();
     if (!s || copy_context(s, ctx) != DBS_OK) {
-        free(s);
+        if (s)
+            session_free(s);
         dbs__err(err, DBS_ENOMEM, "out of memory opening a session");
         return NULL;
     }
@@ -65,9 +123,7 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_err
     atomic_fetch_add(&pool->refs, 1);
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
-        s->magic = DBS__DEAD_MAGIC;
-        free(s->ctx_buf);
-        free(s);
+        session_free(s);
         dbs__pool_unref(pool);
         return NULL;
     }
@@ -172,8 +228,7 @@ void dbs_session_close(dbs_session *s)
     s->in_tx = false;
     s->magic = DBS__DEAD_MAGIC;
     dbs__pool_release(p, s, discard);
-    free(s->ctx_buf);
-    free(s);
+    session_free(s);
     dbs__pool_unref(p);
 }
 

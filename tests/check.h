@@ -55,9 +55,10 @@
 #define CHECK_OK(call, errp)                                                   \
     do {                                                                       \
         long long check_rc_ = (long long)(call);                               \
+        const dbs_error *check_e_ = (errp);                                    \
         if (check_rc_ < 0)                                                     \
             CHECK_FAIL("%s failed: %lld %s", #call, check_rc_,                 \
-                       (errp) ? (errp)->message : "");                         \
+                       check_e_ ? check_e_->message : "");                     \
     } while (0)
 
 /* The database a backend-neutral test runs against:

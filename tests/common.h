@@ -1,0 +1,82 @@
+/* Shared set-up for the backend-neutral tests: a pool on the test database
+ * with a table unique to this process, and an event recorder. */
+#ifndef DBS_TEST_COMMON_H
+#define DBS_TEST_COMMON_H
+
+#include "check.h"
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+static char test_table[64];
+
+/* A table name no other test process uses (tests share one PostgreSQL). */
+static inline const char *table_name(const char *base)
+{
+    snprintf(test_table, sizeof test_table, "%s_%ld", base, (long)getpid());
+    return test_table;
+}
+
+static inline dbs_pool *open_pool(const char *name, dbs_config *cfg)
+{
+    dbs_error err;
+    cfg->url = test_url(name);
+    dbs_pool *p = dbs_pool_open(cfg, &err);
+    if (!p)
+        CHECK_FAIL("dbs_pool_open(%s): %s", cfg->url, err.message);
+    return p;
+}
+
+/* Runs sql on a fresh session and commits; fails the test on error. */
+static inline void run_sql(dbs_pool *p, const char *sql)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    if (dbs_commit(s, &err) != DBS_OK)
+        CHECK_FAIL("commit: %s", err.message);
+    dbs_session_close(s);
+}
+
+/* One integer from a query with up to 2 int parameters. */
+static inline int64_t query_int(dbs_session *s, const char *sql, const dbs_value *v, size_t n)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, v, n, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    int rc = dbs_rows_next(r, &err);
+    if (rc != 1)
+        CHECK_FAIL("%s: no row (%d %s)", sql, rc, err.message);
+    int64_t x = dbs_rows_int(r, 0);
+    dbs_rows_close(r);
+    return x;
+}
+
+static inline int64_t now_ms(void)
+{
+    return dbs__now_ns() / 1000000;
+}
+
+/* Waits until cond holds, up to limit_ms; the test asserts cond afterwards,
+ * never the time it took. */
+#define WAIT_UNTIL(cond, limit_ms)                                             \
+    do {                                                                       \
+        int64_t wait_end_ = now_ms() + (limit_ms);                             \
+        while (!(cond) && now_ms() < wait_end_)                                \
+            dbs__sleep_ms(5);                                                  \
+    } while (0)
+
+static inline dbs_stats stats_of(dbs_pool *p)
+{
+    dbs_stats st;
+    dbs_pool_stats(p, &st);
+    return st;
+}
+
+#endif

@@ -1,0 +1,175 @@
+/* Configuration: defaults, environment variables, URLs, redaction. */
+#include "check.h"
+#include "internal.h"
+
+static void test_defaults(void)
+{
+    dbs_config c;
+    memset(&c, 0x5a, sizeof c);
+    dbs_config_init(&c);
+    CHECK(c.url == NULL);
+    CHECK_EQ(c.pool_size, 10);
+    CHECK_EQ(c.max_overflow, 20);
+    CHECK_EQ(c.acquire_timeout_ms, 30000);
+    CHECK_EQ(c.max_lifetime_ms, 3600000);
+    CHECK_EQ(c.pre_ping, 1);
+    CHECK_EQ(c.retry_max, 3);
+    CHECK_EQ(c.mode, DBS_POOL_AUTO);
+    CHECK_EQ(c.validation_window_ms, 500);
+    CHECK_EQ(c.reset, DBS_RESET_FULL);
+    CHECK(c.on_event == NULL);
+    dbs_error err;
+    CHECK_OK(dbs__config_check(&c, &err), &err);
+}
+
+static void clear_env(void)
+{
+    const char *vars[] = {"DATABASE_URL", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT",
+                          "DB_POOL_RECYCLE", "DB_POOL_PRE_PING", "DB_LEAK_THRESHOLD_MS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        unsetenv(vars[i]);
+}
+
+static void test_env(void)
+{
+    clear_env();
+    dbs_config c;
+    dbs_config_init(&c);
+    c.url = "sqlite:keep.db";
+    dbs_error err;
+    CHECK_OK(dbs_config_from_env(&c, &err), &err); /* nothing set: unchanged */
+    CHECK_STR(c.url, "sqlite:keep.db");
+    CHECK_EQ(c.pool_size, 10);
+
+    setenv("DATABASE_URL", "sqlite:///tmp/x.db", 1);
+    setenv("DB_POOL_SIZE", "7", 1);
+    setenv("DB_MAX_OVERFLOW", "0", 1);
+    setenv("DB_POOL_TIMEOUT", "2.5", 1);
+    setenv("DB_POOL_RECYCLE", "60", 1);
+    setenv("DB_POOL_PRE_PING", "off", 1);
+    setenv("DB_LEAK_THRESHOLD_MS", "1500", 1);
+    CHECK_OK(dbs_config_from_env(&c, &err), &err);
+    CHECK_STR(c.url, "sqlite:///tmp/x.db");
+    CHECK_EQ(c.pool_size, 7);
+    CHECK_EQ(c.max_overflow, 0);
+    CHECK_EQ(c.acquire_timeout_ms, 2500);
+    CHECK_EQ(c.max_lifetime_ms, 60000);
+    CHECK_EQ(c.pre_ping, 0);
+    CHECK_EQ(c.leak_threshold_ms, 1500);
+
+    struct { const char *var, *value; } bad[] = {
+        {"DB_POOL_SIZE", "ten"}, {"DB_POOL_SIZE", "0"}, {"DB_POOL_SIZE", "5x"},
+        {"DB_MAX_OVERFLOW", "-1"}, {"DB_POOL_TIMEOUT", "soon"}, {"DB_POOL_TIMEOUT", "-3"},
+        {"DB_POOL_RECYCLE", "1e99"}, {"DB_POOL_PRE_PING", "maybe"},
+        {"DB_LEAK_THRESHOLD_MS", "1.5"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        clear_env();
+        setenv(bad[i].var, bad[i].value, 1);
+        dbs_config before = c;
+        CHECK_EQ(dbs_config_from_env(&c, &err), DBS_ECONFIG);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, bad[i].var);
+        CHECK(memcmp(&before, &c, sizeof c) == 0); /* all or nothing */
+    }
+    clear_env();
+    setenv("DB_POOL_SIZE", "", 1); /* empty = unset */
+    CHECK_OK(dbs_config_from_env(&c, &err), &err);
+    clear_env();
+}
+
+static void test_urls(void)
+{
+    const dbs__driver *drv;
+    char *info;
+    int mem;
+    dbs_error err;
+    struct { const char *url, *path; int memory; } good[] = {
+        {"sqlite:///abs/path.db", "/abs/path.db", 0},
+        {"sqlite:relative.db", "relative.db", 0},
+        {"sqlite:dir/rel.db", "dir/rel.db", 0},
+        {"sqlite::memory:", ":memory:", 1},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        CHECK_OK(dbs__url_parse(good[i].url, &drv, &info, &mem, &err), &err);
+        CHECK(drv == &dbs__driver_sqlite);
+        CHECK_STR(info, good[i].path);
+        CHECK_EQ(mem, good[i].memory);
+        free(info);
+    }
+#ifdef DBSCOPE_WITH_PG
+    const char *pg[] = {"postgresql://u:p@h:5432/db?sslmode=require", "postgres://h/db",
+                        "host=/tmp dbname=x", "postgresql://h1:5432,h2:5433/db?target_session_attrs=read-write"};
+    for (size_t i = 0; i < sizeof pg / sizeof pg[0]; i++) {
+        CHECK_OK(dbs__url_parse(pg[i], &drv, &info, &mem, &err), &err);
+        CHECK(drv == &dbs__driver_pg);
+        CHECK_STR(info, pg[i]); /* handed to libpq untouched */
+        free(info);
+    }
+#endif
+    const char *bad[] = {NULL, "", "mysql://u@h/db", "sqlite:", "sqlite://host/x.db",
+                         "sqlite:x.db?mode=ro", "just words", "http://example"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_EQ(dbs__url_parse(bad[i], &drv, &info, &mem, &err), DBS_ECONFIG);
+        CHECK(strlen(err.message) > 10);
+    }
+    dbs__url_parse("mysql://u:hunter2@h/db", &drv, &info, &mem, &err);
+    CHECK_CONTAINS(err.message, "mysql");
+    CHECK(strstr(err.message, "hunter2") == NULL);
+
+    /* through the public API */
+    dbs_config c;
+    dbs_config_init(&c);
+    c.url = "oracle://scott:tiger@db";
+    CHECK(dbs_pool_open(&c, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK(strstr(err.message, "tiger") == NULL);
+    c.url = "sqlite::memory:";
+    c.pool_size = 0;
+    CHECK(dbs_pool_open(&c, &err) == NULL);
+    CHECK_CONTAINS(err.message, "pool_size");
+    c.pool_size = 2;
+    c.min_idle = 3;
+    CHECK(dbs_pool_open(&c, &err) == NULL);
+    CHECK_CONTAINS(err.message, "min_idle");
+    CHECK(dbs_pool_open(NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+    c.min_idle = 0;
+    c.url = "sqlite:///nonexistent-dir-dbscope/x.db";
+    CHECK(dbs_pool_open(&c, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK_CONTAINS(err.message, "nonexistent-dir-dbscope");
+}
+
+static void test_redact(void)
+{
+    char out[256];
+    struct { const char *in, *want; } cases[] = {
+        {"postgresql://alice:s3cret@db:5432/app", "postgresql://alice:***@db:5432/app"},
+        {"postgresql://alice@db/app", "postgresql://alice@db/app"},
+        {"postgresql://a:p%40ss@h/db?sslmode=require", "postgresql://a:***@h/db?sslmode=require"},
+        {"postgresql://h/db?user=a&password=s3cret&sslmode=require",
+         "postgresql://h/db?user=a&password=***&sslmode=require"},
+        {"host=h password=s3cret dbname=x", "host=h password=*** dbname=x"},
+        {"host=h password = 'se cret\\' x' dbname=x", "host=h password = ***dbname=x"},
+        {"sqlite:///tmp/x.db", "sqlite:///tmp/x.db"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dbs__redact(cases[i].in, out, sizeof out);
+        CHECK(strstr(out, "s3cret") == NULL && strstr(out, "se cret") == NULL);
+        if (i != 5)
+            CHECK_STR(out, cases[i].want);
+    }
+    dbs__redact("postgresql://alice:s3cret@db/app", out, 12); /* truncation */
+    CHECK_EQ(strlen(out), 11);
+}
+
+int main(void)
+{
+    test_defaults();
+    test_env();
+    test_urls();
+    test_redact();
+    puts("test_config: ok");
+    return 0;
+}

@@ -1,0 +1,509 @@
+/* The pool: timeout, FIFO hand-off, overflow, lifetime, idle timeout,
+ * min_idle, validation, failed and slow connects, circuit breaker, modes,
+ * close with sessions out. Runs on SQLite and PostgreSQL. */
+#include "common.h"
+
+static _Atomic uint64_t last_checkout_conn;
+static atomic_int connects;
+
+static void on_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_CHECKOUT)
+        atomic_store(&last_checkout_conn, ev->conn_id);
+    if (ev->kind == DBS_EVENT_CONNECT)
+        atomic_fetch_add(&connects, 1);
+}
+
+static dbs_config base_config(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.on_event = on_event;
+    cfg.log_events = 0;
+    return cfg;
+}
+
+static uint64_t checkout_conn(dbs_pool *p, dbs_session **out)
+{
+    dbs_error err;
+    *out = dbs_session_open(p, NULL, &err);
+    if (!*out)
+        CHECK_FAIL("open: %s", err.message);
+    return atomic_load(&last_checkout_conn);
+}
+
+static void test_acquire_timeout(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 300;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *held = dbs_session_open(p, NULL, &err);
+    CHECK(held);
+    int64_t t0 = now_ms();
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    int64_t waited = now_ms() - t0;
+    CHECK(s == NULL);
+    CHECK_EQ(err.code, DBS_ETIMEOUT);
+    CHECK_CONTAINS(err.message, "acquire_timeout_ms=300");
+    /* It waited the whole timeout (the deadline is monotonic, so never
+     * less) and gave up then, not seconds later. */
+    CHECK_INT(waited, >=, 300);
+    CHECK_INT(waited, <, 5000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.timeouts, 1);
+    CHECK_EQ(st.waiting, 0);
+    dbs_session_close(held);
+    dbs_pool_close(p);
+}
+
+/* ---- FIFO ---- */
+
+struct fifo_arg {
+    dbs_pool *pool;
+    int index;
+    atomic_int *served;
+    int order;
+};
+
+static void *fifo_waiter(void *v)
+{
+    struct fifo_arg *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    if (!s)
+        CHECK_FAIL("waiter %d: %s", a->index, err.message);
+    a->order = atomic_fetch_add(a->served, 1);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_fifo_handoff(void)
+{
+    enum { N = 8 };
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *held = dbs_session_open(p, NULL, &err);
+    CHECK(held);
+    atomic_int served = 0;
+    pthread_t th[N];
+    struct fifo_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (struct fifo_arg){.pool = p, .index = i, .served = &served};
+        pthread_create(&th[i], NULL, fifo_waiter, &args[i]);
+        /* arrival order is known only once this one is queued */
+        WAIT_UNTIL(stats_of(p).waiting == i + 1, 30000);
+        CHECK_EQ(stats_of(p).waiting, i + 1);
+    }
+    /* A thread arriving now may not barge past the queue, even with the
+     * connection released this instant: it times out behind them. */
+    dbs_session_close(held);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(args[i].order, i);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.acquired, st.released);
+    dbs_pool_close(p);
+}
+
+static void test_no_barging(void)
+{
+    /* With a waiter queued, a newcomer must not take a connection that is
+     * released: it goes to the waiter. */
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *held = dbs_session_open(p, NULL, &err);
+    atomic_int served = 0;
+    struct fifo_arg a = {.pool = p, .served = &served};
+    pthread_t th;
+    pthread_create(&th, NULL, fifo_waiter, &a);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    dbs_session_close(held);
+    /* Reopening at once, this running thread would win any race for an
+     * idle connection against the waiter still waking up; with hand-off
+     * there is none, so it is served second. */
+    dbs_session *again = dbs_session_open(p, NULL, &err);
+    CHECK(again);
+    int mine = atomic_fetch_add(&served, 1);
+    dbs_session_close(again);
+    pthread_join(th, NULL);
+    CHECK_EQ(mine, 1);
+    CHECK_EQ(a.order, 0);
+    dbs_pool_close(p);
+}
+
+static void test_overflow(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 1;
+    cfg.acquire_timeout_ms = 100;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *s[3];
+    for (int i = 0; i < 3; i++) {
+        s[i] = dbs_session_open(p, NULL, &err);
+        if (!s[i])
+            CHECK_FAIL("session %d: %s", i, err.message);
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 3);
+    CHECK_EQ(st.in_use, 3);
+    CHECK_EQ(st.overflow_in_use, 1);
+    CHECK_EQ(st.max_size, 3);
+    dbs_session *extra = dbs_session_open(p, NULL, &err);
+    CHECK(extra == NULL);
+    CHECK_EQ(err.code, DBS_ETIMEOUT);
+    for (int i = 0; i < 3; i++)
+        dbs_session_close(s[i]);
+    st = stats_of(p);
+    CHECK_EQ(st.size, 2); /* the overflow connection was closed */
+    CHECK_EQ(st.idle, 2);
+    CHECK_EQ(st.closed_overflow, 1);
+    CHECK_EQ(st.overflow_in_use, 0);
+    dbs_pool_close(p);
+}
+
+static void test_lifetime(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.max_lifetime_ms = 400;
+    cfg.housekeeping_interval_ms = 3600000; /* recycling on checkout/release */
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s;
+    uint64_t first = checkout_conn(p, &s);
+    dbs_session_close(s);
+    uint64_t again = checkout_conn(p, &s);
+    dbs_session_close(s);
+    CHECK_EQ(first, again); /* before expiry: the same connection */
+    dbs__sleep_ms(450);
+    uint64_t later = checkout_conn(p, &s);
+    CHECK(later != first); /* after: a new one */
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).closed_lifetime, 1);
+    CHECK_EQ(stats_of(p).size, 1);
+
+    /* A connection that expires while held is retired on release. */
+    uint64_t held = checkout_conn(p, &s);
+    dbs__sleep_ms(450);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).closed_lifetime, 2);
+    uint64_t next = checkout_conn(p, &s);
+    CHECK(next != held);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
+static void test_idle_timeout_to_min_idle(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 4;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 1;
+    cfg.idle_timeout_ms = 200;
+    cfg.housekeeping_interval_ms = 20;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *s[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = dbs_session_open(p, NULL, &err);
+        CHECK(s[i]);
+    }
+    CHECK_EQ(stats_of(p).size, 4);
+    for (int i = 0; i < 4; i++)
+        dbs_session_close(s[i]);
+    WAIT_UNTIL(stats_of(p).size == 1, 30000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.closed_idle, 3);
+    dbs__sleep_ms(300); /* and never below min_idle */
+    CHECK_EQ(stats_of(p).size, 1);
+    dbs_pool_close(p);
+}
+
+static void test_min_idle_fill(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 5;
+    cfg.min_idle = 3;
+    cfg.housekeeping_interval_ms = 20;
+    dbs_pool *p = open_pool("pool", &cfg);
+    WAIT_UNTIL(stats_of(p).idle == 3, 30000);
+    CHECK_EQ(stats_of(p).idle, 3);
+    /* Taking one leaves 2 idle: the housekeeper brings it back to 3. */
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    WAIT_UNTIL(stats_of(p).idle == 3, 30000);
+    CHECK_EQ(stats_of(p).idle, 3);
+    CHECK_EQ(stats_of(p).size, 4);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
+static void test_validation_replaces_broken(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.validation_window_ms = 0; /* validate every hand-out */
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s;
+    uint64_t first = checkout_conn(p, &s);
+    dbs_session_close(s);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    uint64_t second = checkout_conn(p, &s); /* no error for the caller */
+    CHECK(second != first);
+    dbs_error err;
+    CHECK_OK(dbs_exec(s, "SELECT 1", NULL, 0, &err), &err);
+    dbs_session_close(s);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.invalidated, 1);
+    CHECK_EQ(st.size, 1);
+    dbs_pool_close(p);
+
+    /* pre_ping off: no validation at all */
+    cfg.pre_ping = 0;
+    p = open_pool("pool", &cfg);
+    first = checkout_conn(p, &s);
+    dbs_session_close(s);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    second = checkout_conn(p, &s);
+    CHECK_EQ(second, first);
+    dbs_session_close(s);
+    atomic_store(&dbs__fault.fail_pings, 0);
+    dbs_pool_close(p);
+}
+
+static void test_failed_connect_keeps_slot(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 100;
+    cfg.circuit_threshold = 0;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    CHECK(a);
+    atomic_store(&dbs__fault.fail_connects, 3);
+    for (int i = 0; i < 3; i++) {
+        dbs_session *b = dbs_session_open(p, NULL, &err);
+        CHECK(b == NULL);
+        CHECK_EQ(err.code, DBS_ECONNECT);
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.pending, 0);
+    CHECK_EQ(st.connect_failures, 3);
+    dbs_session *b = dbs_session_open(p, NULL, &err); /* the slot is still there */
+    if (!b)
+        CHECK_FAIL("after failed connects: %s", err.message);
+    dbs_session_close(b);
+    dbs_session_close(a);
+    dbs_pool_close(p);
+}
+
+struct slow_arg {
+    dbs_pool *pool;
+    int rc;
+};
+
+static void *slow_opener(void *v)
+{
+    struct slow_arg *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    a->rc = s ? 0 : err.code;
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_slow_connect_blocks_nobody(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 3;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err); /* takes the idle one */
+    CHECK(a);
+    dbs_session_close(a); /* one idle again */
+    dbs_session *mine = dbs_session_open(p, NULL, &err);
+    CHECK(mine);
+    atomic_store(&dbs__fault.connect_delay_ms, 3000);
+    struct slow_arg sa = {.pool = p};
+    pthread_t th;
+    pthread_create(&th, NULL, slow_opener, &sa); /* must connect: slow */
+    WAIT_UNTIL(stats_of(p).pending == 1, 30000);
+    CHECK_EQ(stats_of(p).pending, 1);
+    /* While it connects, this thread uses the pool freely. */
+    dbs_session_close(mine);
+    dbs_session *again = dbs_session_open(p, NULL, &err);
+    CHECK(again);
+    CHECK_OK(dbs_exec(again, "SELECT 1", NULL, 0, &err), &err);
+    dbs_session_close(again);
+    CHECK_EQ(stats_of(p).pending, 1); /* still connecting: we did not wait */
+    atomic_store(&dbs__fault.connect_delay_ms, 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(sa.rc, 0);
+    dbs_pool_close(p);
+}
+
+static void test_circuit_breaker(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 3;
+    cfg.circuit_threshold = 2;
+    cfg.circuit_cooldown_ms = 300;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    CHECK(a);
+    atomic_store(&dbs__fault.fail_connects, 1000);
+    for (int i = 0; i < 2; i++) {
+        CHECK(dbs_session_open(p, NULL, &err) == NULL);
+        CHECK_EQ(err.code, DBS_ECONNECT);
+    }
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EUNAVAILABLE); /* failing fast, no connect tried */
+    CHECK_EQ(stats_of(p).connect_failures, 2);
+    CHECK_EQ(stats_of(p).unavailable, 1);
+    /* connections already open still work */
+    CHECK_OK(dbs_exec(a, "SELECT 1", NULL, 0, &err), &err);
+    atomic_store(&dbs__fault.fail_connects, 0);
+    dbs__sleep_ms(350);
+    dbs_session *b = dbs_session_open(p, NULL, &err); /* the probe succeeds */
+    if (!b)
+        CHECK_FAIL("after cool-down: %s", err.message);
+    dbs_session_close(b);
+    dbs_session_close(a);
+    dbs_pool_close(p);
+}
+
+static void test_mode_none(void)
+{
+    dbs_config cfg = base_config();
+    cfg.mode = DBS_POOL_NONE;
+    dbs_pool *p = open_pool("pool", &cfg);
+    CHECK_EQ(stats_of(p).size, 0);
+    dbs_session *s;
+    uint64_t a = checkout_conn(p, &s);
+    dbs_session_close(s);
+    uint64_t b = checkout_conn(p, &s);
+    dbs_session_close(s);
+    CHECK(a != b);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(st.created, 3); /* the check at open + one per session */
+    dbs_pool_close(p);
+}
+
+static void test_mode_single(void)
+{
+    dbs_config cfg = base_config();
+    cfg.mode = DBS_POOL_SINGLE;
+    cfg.acquire_timeout_ms = 100;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    CHECK(a);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL); /* serialised */
+    CHECK_EQ(err.code, DBS_ETIMEOUT);
+    dbs_session_close(a);
+    CHECK_EQ(stats_of(p).max_size, 1);
+    dbs_pool_close(p);
+}
+
+struct closer_arg {
+    dbs_pool *pool;
+    int rc;
+};
+
+static void *blocked_opener(void *v)
+{
+    struct closer_arg *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    a->rc = s ? 0 : err.code;
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_close_with_sessions_out(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    dbs_session *b = dbs_session_open(p, NULL, &err);
+    CHECK(a && b);
+    CHECK_OK(dbs_exec(a, "SELECT 1", NULL, 0, &err), &err);
+    struct closer_arg w = {.pool = p, .rc = 1};
+    pthread_t th;
+    pthread_create(&th, NULL, blocked_opener, &w);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    dbs_pool_close(p); /* waits for nobody */
+    pthread_join(th, NULL);
+    CHECK_EQ(w.rc, DBS_ECLOSED); /* the waiter was woken */
+    CHECK_EQ(dbs_exec(a, "SELECT 1", NULL, 0, &err), DBS_ECLOSED);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    CHECK_EQ(dbs_commit(b, &err), DBS_ECLOSED);
+    CHECK(dbs_query(b, "SELECT 1", NULL, 0, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    dbs_session_close(a); /* connections closed now; the pool freed last */
+    dbs_session_close(b);
+}
+
+static void test_ping(void)
+{
+    dbs_config cfg = base_config();
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    CHECK_OK(dbs_pool_ping(p, &err), &err);
+    CHECK_EQ(err.code, DBS_OK);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.acquired, 1);
+    CHECK_EQ(st.released, 1);
+    dbs_pool_close(p);
+    dbs_pool_close(NULL);
+}
+
+int main(void)
+{
+    test_acquire_timeout();
+    test_fifo_handoff();
+    test_no_barging();
+    test_overflow();
+    test_lifetime();
+    test_idle_timeout_to_min_idle();
+    test_min_idle_fill();
+    test_validation_replaces_broken();
+    test_failed_connect_keeps_slot();
+    test_slow_connect_blocks_nobody();
+    test_circuit_breaker();
+    test_mode_none();
+    test_mode_single();
+    test_close_with_sessions_out();
+    test_ping();
+    puts("test_pool: ok");
+    return 0;
+}

@@ -1,0 +1,211 @@
+/* Sessions: autobegin, commit, rollback, close rolls back, thread ownership,
+ * misuse after close, the request context, DBS_SCOPED. Both backends. */
+#include "common.h"
+
+static dbs_pool *pool;
+static char tbl[64];
+
+static int64_t count_rows(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    CHECK(s);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", tbl);
+    int64_t n = query_int(s, sql, NULL, 0);
+    dbs_session_close(s);
+    return n;
+}
+
+static void insert(dbs_session *s, int id)
+{
+    dbs_error err;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, $2)", tbl);
+    dbs_value v[] = {DBS_INT(id), DBS_TEXT("x")};
+    CHECK_OK(dbs_exec(s, sql, v, 2, &err), &err);
+}
+
+static void test_close_without_commit_rolls_back(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    CHECK(s);
+    insert(s, 1);
+    insert(s, 2);
+    dbs_session_close(s);
+    CHECK_EQ(count_rows(), 0);
+}
+
+static void test_commit_and_autobegin(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    insert(s, 10);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    insert(s, 11); /* a new transaction begins by itself */
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    insert(s, 12);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err); /* nothing open: a no-op */
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    dbs_session_close(s);
+    CHECK_EQ(count_rows(), 2);
+}
+
+static void test_failed_statement_then_rollback(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    insert(s, 20);
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (20, 'dup')", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ECONSTRAINT);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    insert(s, 21); /* usable again after rollback */
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    CHECK_EQ(count_rows(), 3);
+}
+
+struct thread_arg {
+    dbs_session *s;
+    int exec_rc, commit_rc, rollback_rc, query_null, query_code;
+    void *native;
+};
+
+static void *other_thread(void *v)
+{
+    struct thread_arg *a = v;
+    dbs_error err;
+    a->exec_rc = (int)dbs_exec(a->s, "SELECT 1", NULL, 0, &err);
+    a->commit_rc = dbs_commit(a->s, &err);
+    a->rollback_rc = dbs_rollback(a->s, &err);
+    dbs_rows *r = dbs_query(a->s, "SELECT 1", NULL, 0, &err);
+    a->query_null = r == NULL;
+    a->query_code = err.code;
+    a->native = dbs_session_native(a->s);
+    dbs_session_close(a->s); /* refused: not the owner */
+    return NULL;
+}
+
+static void test_other_thread_is_misuse(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    insert(s, 30);
+    struct thread_arg a = {.s = s};
+    pthread_t th;
+    pthread_create(&th, NULL, other_thread, &a);
+    pthread_join(th, NULL);
+    CHECK_EQ(a.exec_rc, DBS_EMISUSE);
+    CHECK_EQ(a.commit_rc, DBS_EMISUSE);
+    CHECK_EQ(a.rollback_rc, DBS_EMISUSE);
+    CHECK(a.query_null);
+    CHECK_EQ(a.query_code, DBS_EMISUSE);
+    CHECK(a.native == NULL);
+    /* the session survived, with its transaction */
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    CHECK_EQ(count_rows(), 4);
+}
+
+static void test_use_after_close(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    /* a copy the compiler cannot follow: this misuse is the point here (GCC
+     * reports it at compile time otherwise, thanks to the malloc attribute) */
+    dbs_session *volatile stale = s;
+    dbs_session_close(s);
+    s = stale;
+    /* Best effort: the memory is kept for this thread's next session, so
+     * the stale handle is recognised instead of read after free. */
+    CHECK_EQ(dbs_exec(s, "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "closed");
+    CHECK_EQ(dbs_commit(s, &err), DBS_EMISUSE);
+    dbs_session_close(s); /* a second close does nothing */
+    dbs_session_close(NULL);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+    CHECK_EQ(dbs_exec(NULL, "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
+}
+
+static void test_context_is_copied(void)
+{
+    char req[16] = "req-1", user[16] = "alice";
+    dbs_context ctx = {.request_id = req, .user_id = user};
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, &ctx, &err);
+    CHECK(s);
+    strcpy(req, "changed");
+    strcpy(user, "mallory");
+    const dbs_context *c = dbs_session_context(s);
+    CHECK_STR(c->request_id, "req-1");
+    CHECK_STR(c->user_id, "alice");
+    CHECK(c->tenant_id == NULL);
+    dbs_session_close(s);
+    s = dbs_session_open(pool, NULL, &err);
+    c = dbs_session_context(s);
+    CHECK(c->request_id == NULL && c->user_id == NULL);
+    dbs_session_close(s);
+}
+
+static int scoped_body(void)
+{
+    dbs_error err;
+    DBS_SCOPED dbs_session *s = dbs_session_open(pool, NULL, &err);
+    if (!s)
+        return -1;
+    insert(s, 40);
+    CHECK_EQ(stats_of(pool).in_use, 1);
+    return 0; /* no commit: the scope's end rolls back and releases */
+}
+
+static void test_scoped(void)
+{
+    CHECK_EQ(scoped_body(), 0);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+    CHECK_EQ(count_rows(), 4);
+}
+
+static void test_acquire_site_recorded(void)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    int line = __LINE__ - 1;
+    CHECK(strstr(s->file, "test_session.c") != NULL);
+    CHECK_EQ(s->line, line);
+    CHECK_STR(s->func, "test_acquire_site_recorded");
+    dbs_session_close(s);
+}
+
+int main(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 2;
+    pool = open_pool("session", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("sess"));
+    char sql[160];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY, v TEXT)", tbl);
+    run_sql(pool, sql);
+
+    test_close_without_commit_rolls_back();
+    test_commit_and_autobegin();
+    test_failed_statement_then_rollback();
+    test_other_thread_is_misuse();
+    test_use_after_close();
+    test_context_is_copied();
+    test_scoped();
+    test_acquire_site_recorded();
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_stats st = stats_of(pool);
+    CHECK_EQ(st.acquired, st.released);
+    dbs_pool_close(pool);
+    puts("test_session: ok");
+    return 0;
+}

@@ -1,0 +1,182 @@
+/* SQLite specifics: WAL, foreign keys, busy is retryable, :memory: shared by
+ * every session and kept across recycling, session state reset. */
+#include "common.h"
+
+static void test_wal_and_foreign_keys(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    dbs_rows *r = dbs_query(s, "PRAGMA journal_mode", NULL, 0, &err);
+    CHECK(r);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_STR(dbs_rows_text(r, 0, NULL), "wal");
+    dbs_rows_close(r);
+    CHECK_OK(dbs_exec(s, "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+                         "CREATE TABLE child (id INTEGER PRIMARY KEY, "
+                         "parent_id INTEGER NOT NULL REFERENCES parent(id))", NULL, 0, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_EQ(dbs_exec(s, "INSERT INTO child (id, parent_id) VALUES (1, 99)", NULL, 0, &err),
+             DBS_ECONSTRAINT);
+    CHECK_STR(err.sqlstate, "23503");
+    CHECK_CONTAINS(err.message, "FOREIGN KEY");
+    CHECK_EQ(dbs_exec(s, "INSERT INTO child (id) VALUES (2)", NULL, 0, &err), DBS_ECONSTRAINT);
+    CHECK_STR(err.sqlstate, "23502");
+    CHECK_CONTAINS(err.message, "NOT NULL");
+    /* '?' is not our placeholder */
+    CHECK_EQ(dbs_exec(s, "SELECT ?", (dbs_value[]){DBS_INT(1)}, 1, &err), DBS_ESQL);
+    CHECK_CONTAINS(err.message, "$1..$n");
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
+struct busy_ctx {
+    dbs_session *holder;
+    int calls;
+};
+
+static int busy_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct busy_ctx *b = arg;
+    if (++b->calls == 2) {
+        dbs_error e;
+        CHECK_OK(dbs_commit(b->holder, &e), &e); /* the other writer finishes */
+    }
+    int64_t rc = dbs_exec(s, "INSERT INTO t (v) VALUES ('second')", NULL, 0, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void test_busy_is_retried(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.busy_timeout_ms = 0; /* busy at once, for a quick test */
+    cfg.retry_base_ms = 1;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    run_sql(p, "CREATE TABLE t (v TEXT)");
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    CHECK_OK(dbs_exec(a, "INSERT INTO t (v) VALUES ('first')", NULL, 0, &err), &err);
+    /* a holds the write lock: the unit below is busy once, then retried */
+    struct busy_ctx b = {.holder = a};
+    CHECK_OK(dbs_transact(p, NULL, busy_work, &b, &err), &err);
+    CHECK_EQ(b.calls, 2);
+    CHECK_EQ(stats_of(p).retries, 1);
+    dbs_session_close(a);
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM t", NULL, 0), 2);
+    dbs_session_close(s);
+
+    /* without dbs_transact the caller sees DBS_ERETRYABLE */
+    a = dbs_session_open(p, NULL, &err);
+    CHECK_OK(dbs_exec(a, "INSERT INTO t (v) VALUES ('x')", NULL, 0, &err), &err);
+    s = dbs_session_open(p, NULL, &err);
+    CHECK_EQ(dbs_exec(s, "INSERT INTO t (v) VALUES ('y')", NULL, 0, &err), DBS_ERETRYABLE);
+    CHECK(dbs_error_is_transient(&err));
+    /* a later statement in the same unit must not run outside it */
+    dbs_session_close(s);
+    dbs_session_close(a);
+    dbs_pool_close(p);
+}
+
+static void test_memory_shared(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "sqlite::memory:";
+    cfg.max_lifetime_ms = 50;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    CHECK(p);
+    CHECK_EQ(stats_of(p).max_size, 1); /* AUTO chose SINGLE */
+    run_sql(p, "CREATE TABLE m (v INTEGER)");
+    run_sql(p, "INSERT INTO m VALUES (1)");
+    dbs__sleep_ms(80); /* the connection is recycled; the data stays */
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM m", NULL, 0), 1);
+    dbs_session_close(s);
+    CHECK_INT(stats_of(p).closed_lifetime, >=, 1);
+    dbs_pool_close(p);
+
+    /* QUEUE on :memory: too: all connections see one database */
+    cfg.mode = DBS_POOL_QUEUE;
+    cfg.max_lifetime_ms = 0;
+    p = dbs_pool_open(&cfg, &err);
+    CHECK(p);
+    run_sql(p, "CREATE TABLE m (v INTEGER)");
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    dbs_session *b = dbs_session_open(p, NULL, &err);
+    CHECK(a && b);
+    CHECK_OK(dbs_exec(a, "INSERT INTO m VALUES (5)", NULL, 0, &err), &err);
+    CHECK_OK(dbs_commit(a, &err), &err);
+    CHECK_EQ(query_int(b, "SELECT SUM(v) FROM m", NULL, 0), 5);
+    dbs_session_close(a);
+    dbs_session_close(b);
+    dbs_pool_close(p);
+
+    /* two pools on :memory: are two databases */
+    cfg.mode = DBS_POOL_AUTO;
+    dbs_pool *p1 = dbs_pool_open(&cfg, &err);
+    dbs_pool *p2 = dbs_pool_open(&cfg, &err);
+    run_sql(p1, "CREATE TABLE only_here (v INTEGER)");
+    s = dbs_session_open(p2, NULL, &err);
+    CHECK_EQ(dbs_exec(s, "SELECT * FROM only_here", NULL, 0, &err), DBS_ESQL);
+    dbs_session_close(s);
+    dbs_pool_close(p1);
+    dbs_pool_close(p2);
+}
+
+static void test_state_reset(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    dbs_error err;
+    /* temp table: gone for the next session */
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK_OK(dbs_exec(s, "CREATE TEMP TABLE scratch (v)", NULL, 0, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    s = dbs_session_open(p, NULL, &err);
+    CHECK_EQ(dbs_exec(s, "SELECT * FROM scratch", NULL, 0, &err), DBS_ESQL);
+    dbs_session_close(s);
+    /* a pragma: back to the default */
+    s = dbs_session_open(p, NULL, &err);
+    int64_t cache = query_int(s, "PRAGMA cache_size", NULL, 0);
+    CHECK_OK(dbs_exec(s, "PRAGMA cache_size=123", NULL, 0, &err), &err);
+    CHECK_EQ(query_int(s, "PRAGMA cache_size", NULL, 0), 123);
+    dbs_session_close(s);
+    s = dbs_session_open(p, NULL, &err);
+    CHECK_EQ(query_int(s, "PRAGMA cache_size", NULL, 0), cache);
+    dbs_session_close(s);
+    /* a cached state-changing statement still marks the connection */
+    for (int i = 0; i < 2; i++) {
+        s = dbs_session_open(p, NULL, &err);
+        CHECK_OK(dbs_exec(s, "CREATE TEMP TABLE again (v)", NULL, 0, &err), &err);
+        dbs_session_close(s);
+    }
+    /* ATTACH: detached again */
+    s = dbs_session_open(p, NULL, &err);
+    CHECK_OK(dbs_exec(s, "ATTACH ':memory:' AS other", NULL, 0, &err), &err);
+    dbs_session_close(s);
+    s = dbs_session_open(p, NULL, &err);
+    CHECK_EQ(dbs_exec(s, "CREATE TABLE other.x (v)", NULL, 0, &err), DBS_ESQL);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).size, 1);
+    CHECK_EQ(stats_of(p).created, 1); /* reset in place, same pool slot */
+    dbs_pool_close(p);
+}
+
+int main(void)
+{
+    test_wal_and_foreign_keys();
+    test_busy_is_retried();
+    test_memory_shared();
+    test_state_reset();
+    puts("test_sqlite: ok");
+    return 0;
+}

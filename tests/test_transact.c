@@ -1,0 +1,123 @@
+/* dbs_transact: commit on 0, rollback otherwise, retries of transient
+ * failures with the right count, no retry of the rest. Both backends. */
+#include "common.h"
+
+static dbs_pool *pool;
+static char tbl[64];
+
+struct work {
+    int calls;
+    int fail_times;     /* return fail_code this many times */
+    int fail_code;
+    int id;
+};
+
+static int insert_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct work *w = arg;
+    w->calls++;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    dbs_value v[] = {DBS_INT(w->id)};
+    int64_t rc = dbs_exec(s, sql, v, 1, err);
+    if (rc < 0)
+        return (int)rc;
+    if (w->calls <= w->fail_times) {
+        err->code = w->fail_code;
+        snprintf(err->message, sizeof err->message, "forced failure %d", w->calls);
+        return w->fail_code;
+    }
+    return 0;
+}
+
+static int64_t count_id(int id)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id = $1", tbl);
+    dbs_value v[] = {DBS_INT(id)};
+    int64_t n = query_int(s, sql, v, 1);
+    dbs_session_close(s);
+    return n;
+}
+
+int main(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.retry_max = 3;
+    cfg.retry_base_ms = 1;
+    cfg.retry_cap_ms = 4;
+    pool = open_pool("transact", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("tx"));
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", tbl);
+    run_sql(pool, sql);
+    dbs_error err;
+
+    /* commits */
+    struct work w = {.id = 1};
+    CHECK_OK(dbs_transact(pool, NULL, insert_work, &w, &err), &err);
+    CHECK_EQ(w.calls, 1);
+    CHECK_EQ(count_id(1), 1);
+
+    /* rolls back on a non-transient failure, and does not retry it */
+    w = (struct work){.id = 2, .fail_times = 100, .fail_code = DBS_ESQL};
+    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), DBS_ESQL);
+    CHECK_EQ(w.calls, 1);
+    CHECK_EQ(count_id(2), 0);
+
+    /* a plain non-zero return rolls back too, and is reported */
+    w = (struct work){.id = 3, .fail_times = 100, .fail_code = 7};
+    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), 7);
+    CHECK_EQ(count_id(3), 0);
+
+    /* transient twice, then fine: 3 runs, one commit */
+    uint64_t retries0 = stats_of(pool).retries;
+    w = (struct work){.id = 4, .fail_times = 2, .fail_code = DBS_ERETRYABLE};
+    CHECK_OK(dbs_transact(pool, NULL, insert_work, &w, &err), &err);
+    CHECK_EQ(w.calls, 3);
+    CHECK_EQ(count_id(4), 1);
+    CHECK_EQ(stats_of(pool).retries - retries0, 2);
+
+    /* always transient: 1 + retry_max runs, then the error */
+    retries0 = stats_of(pool).retries;
+    w = (struct work){.id = 5, .fail_times = 100, .fail_code = DBS_ERETRYABLE};
+    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), DBS_ERETRYABLE);
+    CHECK_EQ(w.calls, 4);
+    CHECK_EQ(stats_of(pool).retries - retries0, 3);
+    CHECK_EQ(count_id(5), 0);
+
+    /* a lost connection before COMMIT is retried ... */
+    w = (struct work){.id = 6, .fail_times = 1, .fail_code = DBS_ECONNECT};
+    CHECK_OK(dbs_transact(pool, NULL, insert_work, &w, &err), &err);
+    CHECK_EQ(w.calls, 2);
+    /* ... an unknown COMMIT outcome never is */
+    w = (struct work){.id = 7, .fail_times = 100, .fail_code = DBS_ECOMMIT_UNKNOWN};
+    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), DBS_ECOMMIT_UNKNOWN);
+    CHECK_EQ(w.calls, 1);
+
+    /* retry_max = 0: no retry */
+    dbs_pool_close(pool);
+    cfg.retry_max = 0;
+    pool = dbs_pool_open(&cfg, &err); /* same database */
+    CHECK(pool);
+    w = (struct work){.id = 8, .fail_times = 100, .fail_code = DBS_ERETRYABLE};
+    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), DBS_ERETRYABLE);
+    CHECK_EQ(w.calls, 1);
+
+    CHECK_EQ(dbs_transact(pool, NULL, NULL, NULL, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_transact(NULL, NULL, insert_work, &w, &err), DBS_EMISUSE);
+    dbs_stats st = stats_of(pool);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.acquired, st.released);
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+    puts("test_transact: ok");
+    return 0;
+}
