@@ -45,7 +45,7 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out)
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    while (end && isspace((unsigned char)*end))
+    while (isspace((unsigned char)*end))
         end++;
     if (errno || end == s || *end != '\0' || v < lo || v > hi)
         return -1;
@@ -59,7 +59,7 @@ static int parse_seconds_ms(const char *s, int *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    while (end && isspace((unsigned char)*end))
+    while (isspace((unsigned char)*end))
         end++;
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 ||
         v * 1000.0 > (double)INT_MAX)

@@ -312,9 +312,7 @@ static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch
 
 static void put_stmt(sq_stmt *st)
 {
-    if (!st->stmt)
-        return;
-    if (st->cached) {
+    if (st->cached && st->stmt) {
         sqlite3_reset(st->stmt);
         sqlite3_clear_bindings(st->stmt);
         st->busy = false;
@@ -559,6 +557,7 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
         if (rc != DBS_OK)
             return rc;
         if (!st->stmt) {
+            put_stmt(st);
             cur = tail;
             continue;
         }

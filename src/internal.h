@@ -162,6 +162,11 @@ struct dbs_session {
     struct dbs_session *prev, *next; /* [mu] pool->sessions */
 };
 
+/* dbs_session_open_at without the public allocation attribute. */
+dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
+                               const char *file, int line, const char *func);
+/* dbs_session_close without the public deallocator role. */
+void dbs__session_close(dbs_session *s);
 /* Checks magic, state and owner thread; DBS_EMISUSE or DBS_ECLOSED. */
 int dbs__session_check(dbs_session *s, dbs_error *err);
 /* Begins a transaction if none is open (autobegin). */

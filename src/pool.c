@@ -754,13 +754,16 @@ int dbs_pool_ping(dbs_pool *p, dbs_error *err)
 {
     if (!p || p->magic != DBS__POOL_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "dbs_pool_ping: not an open pool");
-    dbs_session *s = dbs_session_open(p, NULL, err);
+    dbs_error local;
+    if (!err)
+        err = &local;
+    dbs_session *s = dbs__session_open(p, NULL, err, __FILE__, __LINE__, "dbs_pool_ping");
     if (!s)
-        return err ? err->code : DBS_ECONNECT;
+        return err->code;
     int rc = p->drv->ping(s->conn->impl, err);
     if (rc != DBS_OK && p->drv->is_broken(s->conn->impl))
         s->broken = true;
-    dbs_session_close(s);
+    dbs__session_close(s);
     if (rc == DBS_OK && err)
         dbs__err(err, DBS_OK, "ok");
     return rc;
