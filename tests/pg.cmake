@@ -1,0 +1,27 @@
+# PostgreSQL: the throwaway server fixture and the PostgreSQL-only tests.
+# Included by tests/CMakeLists.txt when DBSCOPE_WITH_PG is on; DBSCOPE_PG_DIR
+# is the server's directory for this build (each build has its own server).
+
+add_test(NAME pg_start
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/pg_server.sh start ${DBSCOPE_PG_DIR})
+set_tests_properties(pg_start PROPERTIES FIXTURES_SETUP pg_server
+  LABELS pg TIMEOUT 120)
+add_test(NAME pg_stop
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/pg_server.sh stop ${DBSCOPE_PG_DIR})
+set_tests_properties(pg_stop PROPERTIES FIXTURES_CLEANUP pg_server
+  LABELS pg TIMEOUT 60)
+
+dbscope_test_pg(test_pg_leak pg)
+dbscope_test_pg(test_pg_connect pg)
+dbscope_test_pg(test_pg_roundtrips pg)
+dbscope_test_pg(test_pg_rls stress)
+dbscope_test_pg(test_pg_retry pg)
+dbscope_test_pg(test_pg_failover pg)
+# The restart takes the shared server down: nothing else may run meanwhile.
+if(DBSCOPE_WITH_PG)
+  add_test(NAME test_pg_restart COMMAND test_pg_failover restart)
+  set_tests_properties(test_pg_restart PROPERTIES LABELS "pg;stress"
+    TIMEOUT 300 FIXTURES_REQUIRED pg_server RUN_SERIAL TRUE
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_PG_DIR}/url;DBSCOPE_PG_DIR=${DBSCOPE_PG_DIR}")
+endif()
+dbscope_test_pg(test_pg_types pg)

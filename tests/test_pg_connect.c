@@ -1,0 +1,134 @@
+/* Connect failures say which (wrong password, unknown database, unreachable
+ * host), are DBS_ECONNECT, bounded by connect_timeout in the URL, and never
+ * contain the password; sslmode=require works against the TLS server. */
+#include "common.h"
+
+static char password[256], port[32];
+
+/* Every event, reason included, goes to stderr: grepped for the password. */
+static void print_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    fprintf(stderr, "event %s code=%d reason=%s\n", ev->name, ev->code,
+            ev->reason ? ev->reason : "");
+}
+
+static void read_line(const char *dir, const char *name, char *out, size_t n)
+{
+    char path[900];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        CHECK_FAIL("cannot read %s", path);
+    if (!fgets(out, (int)n, f))
+        CHECK_FAIL("empty %s", path);
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+}
+
+/* Opens a pool on url, which must fail to connect: returns the error. */
+static dbs_error fail_connect(const char *url)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.acquire_timeout_ms = 20000;
+    cfg.on_event = print_event;
+    dbs_error err;
+    memset(&err, 0, sizeof err);
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (p) {
+        dbs_session *s = dbs_session_open(p, NULL, &err);
+        CHECK(s == NULL);
+        dbs_pool_close(p);
+    }
+    fprintf(stderr, "%s\n", err.message); /* grepped for the password */
+    CHECK(strstr(err.message, password) == NULL);
+    return err;
+}
+
+int main(void)
+{
+    const char *dir = getenv("DBSCOPE_PG_DIR");
+    CHECK(dir != NULL);
+    read_line(dir, "password", password, sizeof password);
+    read_line(dir, "port", port, sizeof port);
+    char url[2048];
+    /* Capture everything printed from here on. */
+    char log_path[900];
+    snprintf(log_path, sizeof log_path, "%s/connect_%ld.log", dir,
+             (long)getpid());
+    int saved = dup(2);
+    CHECK(freopen(log_path, "w", stderr) != NULL);
+
+    /* Wrong password: the right one is in the URL text around it. */
+    snprintf(url, sizeof url,
+             "postgresql://dbscope:%sX@127.0.0.1:%s/dbscope?connect_timeout=5",
+             password, port);
+    dbs_error e = fail_connect(url);
+    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_CONTAINS(e.message, "wrong password");
+
+    snprintf(
+        url, sizeof url,
+        "postgresql://dbscope:%s@127.0.0.1:%s/no_such_db_%ld?connect_timeout=5",
+        password, port, (long)getpid());
+    e = fail_connect(url);
+    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_CONTAINS(e.message, "unknown database");
+
+    /* Port 1 on loopback: refused at once. A blackholed address needs the
+     * connect_timeout, which bounds it. */
+    snprintf(url, sizeof url,
+             "postgresql://dbscope:%s@127.0.0.1:1/dbscope?connect_timeout=2",
+             password);
+    e = fail_connect(url);
+    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_CONTAINS(e.message, "unreachable host");
+
+    /* key=value form, also scrubbed. */
+    snprintf(url, sizeof url,
+             "host=127.0.0.1 port=%s dbname=dbscope user=dbscope password=%sX "
+             "connect_timeout=5",
+             port, password);
+    e = fail_connect(url);
+    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_CONTAINS(e.message, "wrong password");
+
+    /* TLS. */
+    snprintf(url, sizeof url, "%s&sslmode=require&application_name=dbscope_tls",
+             test_url("test_pg_connect"));
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("session: %s", err.message);
+    CHECK_EQ(
+        query_int(
+            s, "SELECT ssl::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            NULL, 0),
+        1);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+
+    fflush(stderr);
+    FILE *f = fopen(log_path, "r");
+    CHECK(f != NULL);
+    static char all[1 << 16];
+    size_t got = fread(all, 1, sizeof all - 1, f);
+    all[got] = '\0';
+    fclose(f);
+    dup2(saved, 2);
+    fputs(all, stdout);
+    CHECK_INT(got, >, 0);
+    if (strstr(all, password))
+        CHECK_FAIL("the password appears in what dbscope printed");
+    unlink(log_path);
+    return 0;
+}
