@@ -199,6 +199,12 @@ typedef struct dbs_config {
                                      circuit (5; 0 = never) */
     int circuit_cooldown_ms;      /* fail fast this long before probing (1000) */
     int slow_session_ms;          /* report sessions held longer (0 = off) */
+    int keepalive_ms;             /* ping connections idle this long, so a
+                                     server or firewall does not drop them
+                                     (0 = off) */
+    int metrics;                  /* wait/usage histograms (1; 0 = off) */
+    const char *name;             /* pool name in metrics and logs
+                                     ("default") */
 } dbs_config;
 
 /* Fills cfg with the defaults above (url = NULL). Always call it first: fields
@@ -235,6 +241,14 @@ typedef struct dbs_stats {
     uint64_t unavailable; /* acquires refused while the circuit was open */
     uint64_t closed_lifetime, closed_idle, closed_broken, closed_overflow,
         closed_dirty, closed_pool; /* closed, by reason */
+    uint64_t leaks_recovered; /* sessions reported as leaked, closed later */
+    uint64_t slow_sessions;   /* sessions held past slow_session_ms */
+    /* Acquire wait and session usage times in microseconds (0 with metrics
+     * off), from log-bucketed histograms: a percentile is the upper bound
+     * of its bucket, at most 1/8 of an octave (9%) above the true value. */
+    int64_t wait_p50_us, wait_p90_us, wait_p99_us, wait_max_us;
+    int64_t use_p50_us, use_p90_us, use_p99_us, use_max_us;
+    uint64_t wait_count, use_count;
 } dbs_stats;
 
 /* Creates a pool from cfg (copied, url included) and opens one connection to
@@ -258,6 +272,41 @@ int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
 /* Fills *out with one consistent snapshot of the pool's counters. Takes the
  * pool lock briefly; never blocks on I/O. Any thread. */
 void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
+
+/* Writes the pool's stats as Prometheus text exposition (version 0.0.4):
+ * gauges and counters with HELP and TYPE lines, wait and usage times as
+ * Prometheus histograms, every series labelled pool="<name>". Returns the
+ * length of the whole text (like snprintf: if >= len, it was cut; call again
+ * with a larger buffer), or a negative dbs_code. buf is always
+ * NUL-terminated when len > 0. Any thread; takes the pool lock briefly. */
+int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
+
+/* The same stats as one JSON object, with the same return convention. */
+int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
+
+/* One open session, as seen by dbs_pool_sessions. Valid only during the
+ * callback; strings are copies. */
+typedef struct dbs_session_info {
+    const char *file;       /* acquire site */
+    int line;
+    const char *func;
+    unsigned long thread;   /* opaque id of the owner thread */
+    int64_t age_ms;         /* since the session got its connection */
+    int in_transaction;     /* 1: a transaction is open (idle in transaction
+                               if the thread is doing something else) */
+    int leak_reported;      /* 1: held past leak_threshold_ms, reported */
+    uint64_t conn_id;
+    dbs_context ctx;
+} dbs_session_info;
+
+typedef void (*dbs_session_fn)(const dbs_session_info *info, void *user);
+
+/* Calls fn for every session open on pool at one instant, oldest first:
+ * who holds which connection, where it was acquired, since when. The list
+ * is copied under the pool lock and fn runs after it is released, so fn may
+ * call any dbscope function. Returns the number of sessions visited, or a
+ * negative dbs_code (DBS_ENOMEM). Any thread, under any load. */
+int dbs_pool_sessions(dbs_pool *pool, dbs_session_fn fn, void *user);
 
 /* ------------------------------------------------------------------------
  * Sessions: the unit of work

@@ -36,6 +36,8 @@ void dbs_config_init(dbs_config *cfg)
     cfg->log_events = 1;
     cfg->circuit_threshold = 5;
     cfg->circuit_cooldown_ms = 1000;
+    cfg->metrics = 1;
+    cfg->name = "default";
 }
 
 /* ---- environment ---- */
@@ -155,6 +157,7 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
         {"circuit_threshold", c->circuit_threshold, 0},
         {"circuit_cooldown_ms", c->circuit_cooldown_ms, 0},
         {"slow_session_ms", c->slow_session_ms, 0},
+        {"keepalive_ms", c->keepalive_ms, 0},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].v < f[i].lo)

@@ -5,7 +5,79 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* ---- leaks ----
+ * A session's fields are copied under the pool lock, because the session
+ * may close and be reused the moment the lock is released; the copies are
+ * reported after. */
+
+enum { LEAK_BATCH = 32, LEAK_STR = 128 };
+
+typedef struct leak_report {
+    dbs_session view;       /* file, line, func, owner, opened_ns, ctx */
+    dbs__conn conn;         /* id and created_ns only */
+    char strs[3][LEAK_STR];
+} leak_report;
+
+static const char *copy_str(char *dst, const char *src)
+{
+    if (!src)
+        return NULL;
+    size_t n = strnlen(src, LEAK_STR - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return dst;
+}
+
+/* Marks and copies up to LEAK_BATCH sessions not yet reported that are held
+ * past the threshold (every one, if threshold_ns is 0). [mu] */
+static int collect_leaks(dbs_pool *p, int64_t now, int64_t threshold_ns, leak_report *out)
+{
+    int n = 0;
+    for (dbs_session *s = p->sessions; s && n < LEAK_BATCH; s = s->next) {
+        if (s->leak_reported || now - s->opened_ns < threshold_ns)
+            continue;
+        s->leak_reported = true;
+        p->counters.leaks++;
+        leak_report *r = &out[n++];
+        memset(&r->view, 0, sizeof r->view);
+        r->view.file = s->file;
+        r->view.line = s->line;
+        r->view.func = s->func;
+        r->view.owner = s->owner;
+        r->view.opened_ns = s->opened_ns;
+        r->view.ctx.request_id = copy_str(r->strs[0], s->ctx.request_id);
+        r->view.ctx.user_id = copy_str(r->strs[1], s->ctx.user_id);
+        r->view.ctx.tenant_id = copy_str(r->strs[2], s->ctx.tenant_id);
+        memset(&r->conn, 0, sizeof r->conn);
+        if (s->conn) {
+            r->conn.id = s->conn->id;
+            r->conn.created_ns = s->conn->created_ns;
+        }
+    }
+    return n;
+}
+
+void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
+{
+    leak_report *batch = malloc(sizeof *batch * LEAK_BATCH);
+    if (!batch)
+        return; /* reported next round */
+    int64_t threshold = all ? 0 : (int64_t)p->cfg.leak_threshold_ms * 1000000;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int n = collect_leaks(p, dbs__now_ns(), threshold, batch);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < n; i++)
+            dbs__emit(p, DBS_EVENT_LEAK, &batch[i].view, batch[i].conn.id ? &batch[i].conn : NULL,
+                      0, reason);
+        if (n < LEAK_BATCH)
+            break;
+    }
+    free(batch);
+}
 
 static void *housekeeper_main(void *arg)
 {
@@ -15,6 +87,8 @@ static void *housekeeper_main(void *arg)
     while (p->hk_running) {
         pthread_mutex_unlock(&p->mu);
         dbs__pool_maintain(p);
+        if (p->cfg.leak_threshold_ms > 0)
+            dbs__leaks_report(p, false, "held past leak_threshold_ms");
         pthread_mutex_lock(&p->mu);
         struct timespec ts = dbs__timespec(dbs__now_ns() + period);
         /* Re-check the flag after every wake: a wait can end spuriously. */

@@ -39,6 +39,31 @@ void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
 /* Absolute CLOCK_MONOTONIC timespec for a deadline in ns. */
 struct timespec dbs__timespec(int64_t ns);
 
+/* ---- histogram.c ---- */
+
+#define DBS__HIST_SUB 8
+#define DBS__HIST_BUCKETS (DBS__HIST_SUB * 40)
+
+typedef struct dbs__hist {
+    _Atomic uint64_t b[DBS__HIST_BUCKETS];
+    _Atomic uint64_t sum_us, max_us;
+} dbs__hist;
+
+typedef struct dbs__hist_snap {
+    uint64_t b[DBS__HIST_BUCKETS];
+    uint64_t count, sum_us, max_us;
+} dbs__hist_snap;
+
+/* Records one duration. Any thread, no lock. */
+void dbs__hist_add(dbs__hist *h, int64_t us);
+/* Copies the histogram (no lock; see histogram.c for what that means). */
+void dbs__hist_read(dbs__hist *h, dbs__hist_snap *out);
+/* The q-quantile (0 < q <= 1) in µs: its bucket's upper bound, capped by
+ * the maximum seen. 0 when empty. */
+int64_t dbs__hist_percentile(const dbs__hist_snap *s, double q);
+/* Largest value that falls in bucket idx. */
+uint64_t dbs__hist_upper(int idx);
+
 /* ---- config.c ---- */
 
 /* Picks the backend for url and the string it connects with (malloc'd into
@@ -108,6 +133,11 @@ struct dbs_pool {
     bool circuit_open;
     bool probing;                 /* one connect let through to probe */
     dbs_stats counters;           /* the uint64 counters of dbs_stats */
+    char *name;                   /* owned copy of cfg.name */
+
+    /* lock-free */
+    dbs__hist wait_hist;          /* acquire wait, successful acquires */
+    dbs__hist use_hist;           /* session open to close */
 
     /* housekeeper.c */
     pthread_t hk_thread;
@@ -138,6 +168,9 @@ void dbs__pool_maintain(dbs_pool *p);
 
 int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
 void dbs__housekeeper_stop(dbs_pool *p);
+/* Reports sessions held past leak_threshold_ms (or, with all, every open
+ * session not yet reported) once each, as leak events. Takes p->mu. */
+void dbs__leaks_report(dbs_pool *p, bool all, const char *reason);
 
 /* ---- session.c ---- */
 
@@ -149,6 +182,7 @@ struct dbs_session {
     dbs_pool *pool;
     dbs__conn *conn;
     bool in_tx;               /* a transaction was begun on the connection */
+    atomic_int tx_open;       /* in_tx, readable by dbs_pool_sessions */
     bool broken;              /* the connection was lost: discard it */
     dbs_context ctx;          /* points into ctx_buf */
     char *ctx_buf;

@@ -251,7 +251,7 @@ static int circuit_note(dbs_pool *p, bool ok, int64_t now)
 
 /* Called with p->mu held and a slot reserved (n_pending counted): connects
  * outside the lock and returns with the lock released. */
-static int acquire_create(dbs_pool *p, dbs_session *s, dbs_error *err)
+static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
     pthread_mutex_unlock(&p->mu);
     dbs__conn *c = conn_open(p, err);
@@ -284,6 +284,8 @@ static int acquire_create(dbs_pool *p, dbs_session *s, dbs_error *err)
     s->opened_ns = now;
     session_link(p, s);
     pthread_mutex_unlock(&p->mu);
+    if (p->cfg.metrics)
+        dbs__hist_add(&p->wait_hist, (now - start) / 1000);
     dbs__emit(p, DBS_EVENT_CONNECT, s, c, 0, NULL);
     if (ev >= 0)
         dbs__emit(p, (enum dbs_event_kind)ev, s, c, 0, NULL);
@@ -375,7 +377,7 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
             }
             if (p->circuit_open)
                 p->probing = true;
-            rc = acquire_create(p, s, err);
+            rc = acquire_create(p, s, start, err);
             goto out;
         }
 
@@ -399,6 +401,8 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
             s->opened_ns = now;
             session_link(p, s);
             pthread_mutex_unlock(&p->mu);
+            if (p->cfg.metrics)
+                dbs__hist_add(&p->wait_hist, (now - start) / 1000);
             dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
             rc = DBS_OK;
             goto out;
@@ -426,7 +430,7 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
             break;
         }
         p->n_pending++;
-        rc = acquire_create(p, s, err);
+        rc = acquire_create(p, s, start, err);
         goto out;
     }
     pthread_mutex_unlock(&p->mu);
@@ -439,17 +443,26 @@ out:
 void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
 {
     dbs__conn *c = s->conn;
-    s->conn = NULL;
     const char *reason = NULL;
     enum dbs_event_kind ev = DBS_EVENT_CLOSE;
     int64_t now = dbs__now_ns();
+    int64_t held_ns = now - s->opened_ns;
+    bool slow = p->cfg.slow_session_ms > 0 && held_ns >= ms_ns(p->cfg.slow_session_ms);
 
     /* Before the connection is visible to anyone else, so checkout and
      * checkin events of one connection never cross. */
     if (c)
         dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
+    if (c && p->cfg.metrics)
+        dbs__hist_add(&p->use_hist, held_ns / 1000);
     pthread_mutex_lock(&p->mu);
     session_unlink(p, s);
+    s->conn = NULL;
+    bool recovered = s->leak_reported;
+    if (recovered)
+        p->counters.leaks_recovered++;
+    if (slow)
+        p->counters.slow_sessions++;
     if (c) {
         p->counters.released++;
         p->n_in_use--;
@@ -484,6 +497,10 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     }
     pthread_mutex_unlock(&p->mu);
 
+    if (recovered)
+        dbs__emit(p, DBS_EVENT_LEAK_RECOVERED, s, c, 0, NULL);
+    if (slow)
+        dbs__emit(p, DBS_EVENT_SLOW_SESSION, s, c, 0, NULL);
     if (c && reason) {
         dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
         conn_close(p, c);
@@ -536,7 +553,24 @@ void dbs__pool_maintain(dbs_pool *p)
         doomed[expired] = c;
         pass_slot(p);
     }
-    int want = p->cfg.min_idle - p->n_idle - p->n_pending;
+    /* Keep-alive: take connections idle past keepalive_ms off the list
+     * (counted in use, so nobody gets them mid-ping) and ping them below. */
+    dbs__conn *ping_list = NULL;
+    int pinging = 0; /* still idle, for min_idle's count */
+    if (p->cfg.keepalive_ms > 0) {
+        int64_t ka = ms_ns(p->cfg.keepalive_ms);
+        for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
+            prev = c->prev;
+            if (now - c->idle_since_ns < ka)
+                continue;
+            idle_remove(p, c);
+            p->n_in_use++;
+            c->next = ping_list;
+            ping_list = c;
+            pinging++;
+        }
+    }
+    int want = p->cfg.min_idle - p->n_idle - pinging - p->n_pending;
     int room = p->max_size - p->n_open - p->n_pending;
     int create = want < room ? want : room;
     if (create < 0)
@@ -544,6 +578,40 @@ void dbs__pool_maintain(dbs_pool *p)
     p->n_pending += create;
     pthread_mutex_unlock(&p->mu);
 
+    while (ping_list) {
+        dbs__conn *c = ping_list;
+        ping_list = c->next;
+        dbs_error perr;
+        bool ok = validate(p, c, &perr) == DBS_OK;
+        int64_t t = dbs__now_ns();
+        pthread_mutex_lock(&p->mu);
+        bool drop = !ok || p->closed;
+        if (!drop) {
+            if (!hand_off(p, c)) {
+                p->n_in_use--;
+                c->idle_since_ns = t;
+                idle_push(p, c);
+            }
+        } else {
+            p->n_in_use--;
+            p->n_open--;
+            p->counters.closed++;
+            if (ok) {
+                p->counters.closed_pool++;
+            } else {
+                p->counters.closed_broken++;
+                p->counters.invalidated++;
+                p->validate_before_ns = t;
+            }
+            pass_slot(p);
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (drop) {
+            if (!ok)
+                dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, c, DBS_ECONNECT, perr.message);
+            conn_close(p, c);
+        }
+    }
     for (int k = 0; k < 2; k++) {
         while (doomed[k]) {
             dbs__conn *next = doomed[k]->next;
@@ -611,6 +679,7 @@ static void pool_free(dbs_pool *p)
     pthread_cond_destroy(&p->hk_cv);
     pthread_mutex_destroy(&p->mu);
     free(p->url);
+    free(p->name);
     free(p->url_redacted);
     free((void *)(uintptr_t)p->target.conninfo);
     for (int i = 0; i < 3; i++)
@@ -650,10 +719,11 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     p->drv = drv;
     p->target.conninfo = conninfo;
     p->url = dup_opt(cfg->url);
+    p->name = dup_opt(cfg->name ? cfg->name : "default");
     p->url_redacted = malloc(256);
     const char *names[3] = {cfg->ctx_request_setting, cfg->ctx_user_setting,
                             cfg->ctx_tenant_setting};
-    bool oom = !p->url || !p->url_redacted;
+    bool oom = !p->url || !p->url_redacted || !p->name;
     for (int i = 0; i < 3; i++) {
         p->ctx_settings[i] = dup_opt(names[i]);
         oom |= names[i] && !p->ctx_settings[i];
@@ -673,6 +743,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     }
     dbs__redact(p->url, p->url_redacted, 256);
     p->cfg.url = p->url;
+    p->cfg.name = p->name;
     p->cfg.ctx_request_setting = p->ctx_settings[0];
     p->cfg.ctx_user_setting = p->ctx_settings[1];
     p->cfg.ctx_tenant_setting = p->ctx_settings[2];
@@ -742,6 +813,8 @@ void dbs_pool_close(dbs_pool *p)
     pthread_mutex_unlock(&p->mu);
 
     dbs__housekeeper_stop(p);
+    /* Sessions still out now were never going to be closed in time. */
+    dbs__leaks_report(p, true, "still open at dbs_pool_close");
     while (idle) {
         dbs__conn *next = idle->next;
         conn_close(p, idle);

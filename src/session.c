@@ -162,6 +162,12 @@ int dbs__session_failed(dbs_session *s, int code)
     return code;
 }
 
+static void set_tx(dbs_session *s, bool open)
+{
+    s->in_tx = open;
+    atomic_store_explicit(&s->tx_open, open, memory_order_relaxed);
+}
+
 int dbs__session_autobegin(dbs_session *s, dbs_error *err)
 {
     if (s->in_tx)
@@ -169,7 +175,7 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err)
     int rc = s->pool->drv->begin(s->conn->impl, &s->ctx, err);
     if (rc != DBS_OK)
         return dbs__session_failed(s, rc);
-    s->in_tx = true;
+    set_tx(s, true);
     return DBS_OK;
 }
 
@@ -183,7 +189,7 @@ int dbs_commit(dbs_session *s, dbs_error *err)
             err->code = DBS_OK;
         return DBS_OK;
     }
-    s->in_tx = false;
+    set_tx(s, false);
     rc = s->pool->drv->commit(s->conn->impl, err);
     if (rc != DBS_OK)
         return dbs__session_failed(s, rc);
@@ -202,7 +208,7 @@ int dbs_rollback(dbs_session *s, dbs_error *err)
             err->code = DBS_OK;
         return DBS_OK;
     }
-    s->in_tx = false;
+    set_tx(s, false);
     rc = s->pool->drv->rollback(s->conn->impl, err);
     if (rc != DBS_OK)
         return dbs__session_failed(s, rc);
@@ -233,7 +239,7 @@ static void session_close(dbs_session *s)
             discard = true;
         discard = discard || p->drv->is_broken(c);
     }
-    s->in_tx = false;
+    set_tx(s, false);
     s->magic = DBS__DEAD_MAGIC;
     dbs__pool_release(p, s, discard);
     session_free(s);

@@ -1,0 +1,600 @@
+/* Observability: leaks reported with the acquiring line, recovered leaks,
+ * the live session list, histograms, every event kind, Prometheus and JSON
+ * exports, the housekeeper's keep-alive. Both backends. */
+#include "common.h"
+
+#include <jansson.h>
+
+/* ---- an event recorder ---- */
+
+static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ev_count[DBS_EVENT_CLOSE + 1];
+static struct {
+    char file[256], func[64], request_id[64], reason[128];
+    int line;
+    int64_t age_ms;
+    uint64_t conn_id;
+} last[DBS_EVENT_CLOSE + 1];
+
+static void on_event(const dbs_event *ev, void *user)
+{
+    CHECK(user == &ev_mu);
+    CHECK(ev->name && *ev->name);
+    pthread_mutex_lock(&ev_mu);
+    ev_count[ev->kind]++;
+    snprintf(last[ev->kind].file, sizeof last[0].file, "%s", ev->file ? ev->file : "");
+    snprintf(last[ev->kind].func, sizeof last[0].func, "%s", ev->func ? ev->func : "");
+    snprintf(last[ev->kind].request_id, sizeof last[0].request_id, "%s",
+             ev->ctx && ev->ctx->request_id ? ev->ctx->request_id : "");
+    snprintf(last[ev->kind].reason, sizeof last[0].reason, "%s", ev->reason ? ev->reason : "");
+    last[ev->kind].line = ev->line;
+    last[ev->kind].age_ms = ev->age_ms;
+    last[ev->kind].conn_id = ev->conn_id;
+    pthread_mutex_unlock(&ev_mu);
+}
+
+static int events(enum dbs_event_kind k)
+{
+    pthread_mutex_lock(&ev_mu);
+    int n = ev_count[k];
+    pthread_mutex_unlock(&ev_mu);
+    return n;
+}
+
+static dbs_config observed(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.on_event = on_event;
+    cfg.event_user = &ev_mu;
+    cfg.housekeeping_interval_ms = 20;
+    return cfg;
+}
+
+/* Runs f with stderr sent to a file; returns what was written (static). */
+static const char *capture_stderr_begin(int *saved)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/dbscope-observe-%ld.log",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (long)getpid());
+    fflush(stderr);
+    *saved = dup(2);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    dup2(fileno(f), 2);
+    fclose(f);
+    return path;
+}
+
+static char *capture_stderr_end(int saved, const char *path)
+{
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    FILE *f = fopen(path, "r");
+    CHECK(f);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(path);
+    return text;
+}
+
+static void test_leak_reported_with_line(void)
+{
+    dbs_config cfg = observed();
+    cfg.leak_threshold_ms = 100;
+    dbs_pool *p = open_pool("observe", &cfg);
+    int saved;
+    const char *path = capture_stderr_begin(&saved);
+    dbs_context ctx = {.request_id = "req-leaky", .user_id = "u7"};
+    dbs_error err;
+    int before = events(DBS_EVENT_LEAK);
+    dbs_session *s = dbs_session_open(p, &ctx, &err); int line = __LINE__;
+    CHECK(s);
+    WAIT_UNTIL(events(DBS_EVENT_LEAK) > before, 30000);
+    CHECK_EQ(events(DBS_EVENT_LEAK), before + 1);
+    pthread_mutex_lock(&ev_mu);
+    CHECK(strstr(last[DBS_EVENT_LEAK].file, "test_observe.c") != NULL);
+    CHECK_EQ(last[DBS_EVENT_LEAK].line, line);
+    CHECK_STR(last[DBS_EVENT_LEAK].func, "test_leak_reported_with_line");
+    CHECK_STR(last[DBS_EVENT_LEAK].request_id, "req-leaky");
+    CHECK_INT(last[DBS_EVENT_LEAK].age_ms, >=, 100);
+    pthread_mutex_unlock(&ev_mu);
+    dbs__sleep_ms(100); /* reported once, not every round */
+    CHECK_EQ(events(DBS_EVENT_LEAK), before + 1);
+    CHECK_EQ(stats_of(p).leaks, 1);
+
+    int rec = events(DBS_EVENT_LEAK_RECOVERED);
+    dbs_session_close(s);
+    CHECK_EQ(events(DBS_EVENT_LEAK_RECOVERED), rec + 1);
+    CHECK_EQ(stats_of(p).leaks_recovered, 1);
+    dbs_pool_close(p);
+
+    char *text = capture_stderr_end(saved, path);
+    char site[300];
+    snprintf(site, sizeof site, "test_observe.c:%d func=test_leak_reported_with_line", line);
+    CHECK_CONTAINS(text, "event=leak ");
+    CHECK_CONTAINS(text, site);
+    CHECK_CONTAINS(text, "request_id=req-leaky user_id=u7");
+    CHECK_CONTAINS(text, "event=leak_recovered");
+    CHECK_CONTAINS(text, "age_ms=");
+    CHECK_CONTAINS(text, "thread=");
+}
+
+static void test_leak_at_pool_close(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    int before = events(DBS_EVENT_LEAK);
+    dbs_session *s = dbs_session_open(p, NULL, &err); int line = __LINE__;
+    dbs_pool_close(p);
+    CHECK_EQ(events(DBS_EVENT_LEAK), before + 1);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(last[DBS_EVENT_LEAK].line, line);
+    CHECK_CONTAINS(last[DBS_EVENT_LEAK].reason, "dbs_pool_close");
+    pthread_mutex_unlock(&ev_mu);
+    dbs_session_close(s);
+}
+
+/* ---- the session list under load ---- */
+
+enum { HOLDERS = 16 };
+static pthread_barrier_t held_bar, listed;
+static atomic_int holder_line; /* written by every holder, same value */
+static atomic_bool stop_churn;
+
+static void *holder(void *v)
+{
+    dbs_pool *p = v;
+    char uid[32];
+    snprintf(uid, sizeof uid, "holder-%lx", (unsigned long)pthread_self());
+    dbs_context ctx = {.user_id = uid};
+    dbs_error err;
+    atomic_store(&holder_line, __LINE__ + 1);
+    dbs_session *s = dbs_session_open(p, &ctx, &err);
+    if (!s)
+        CHECK_FAIL("holder: %s", err.message);
+    CHECK_OK(dbs_exec(s, "SELECT 1", NULL, 0, &err), &err); /* in a transaction */
+    pthread_barrier_wait(&held_bar);
+    pthread_barrier_wait(&listed);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void *churn(void *v)
+{
+    dbs_pool *p = v;
+    while (!atomic_load(&stop_churn)) {
+        dbs_error err;
+        dbs_session *s = dbs_session_open(p, NULL, &err);
+        if (s)
+            dbs_session_close(s);
+    }
+    return NULL;
+}
+
+struct seen {
+    int n, at_site, in_tx, churners;
+    unsigned long threads[64];
+};
+
+static void visit(const dbs_session_info *in, void *user)
+{
+    struct seen *s = user;
+    if (in->line == atomic_load(&holder_line) && strstr(in->file, "test_observe.c")) {
+        s->at_site++;
+        CHECK(in->ctx.user_id && strncmp(in->ctx.user_id, "holder-", 7) == 0);
+        CHECK_STR(in->func, "holder");
+        CHECK(in->conn_id > 0);
+        CHECK_INT(in->age_ms, >=, 0);
+        s->in_tx += in->in_transaction;
+        for (int i = 0; i < s->n && i < 64; i++)
+            CHECK(s->threads[i] != in->thread); /* one session a thread */
+        if (s->n < 64)
+            s->threads[s->n] = in->thread;
+        s->n++;
+    } else {
+        s->churners++;
+    }
+}
+
+static void test_session_list(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = HOLDERS + 2;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    pthread_barrier_init(&held_bar, NULL, HOLDERS + 1);
+    pthread_barrier_init(&listed, NULL, HOLDERS + 1);
+    pthread_t th[HOLDERS], ch[2];
+    for (int i = 0; i < HOLDERS; i++)
+        pthread_create(&th[i], NULL, holder, p);
+    atomic_store(&stop_churn, false);
+    for (int i = 0; i < 2; i++)
+        pthread_create(&ch[i], NULL, churn, p);
+    pthread_barrier_wait(&held_bar);
+    for (int round = 0; round < 20; round++) { /* under churn, repeatedly */
+        struct seen seen = {0};
+        int n = dbs_pool_sessions(p, visit, &seen);
+        CHECK_EQ(seen.at_site, HOLDERS);
+        CHECK_EQ(seen.in_tx, HOLDERS);
+        CHECK_EQ(n, seen.at_site + seen.churners);
+        CHECK_INT(seen.churners, <=, 2);
+    }
+    pthread_barrier_wait(&listed);
+    atomic_store(&stop_churn, true);
+    for (int i = 0; i < HOLDERS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(ch[i], NULL);
+    struct seen none = {0};
+    CHECK_EQ(dbs_pool_sessions(p, visit, &none), 0);
+    CHECK_EQ(dbs_pool_sessions(NULL, visit, &none), DBS_EMISUSE);
+    pthread_barrier_destroy(&held_bar);
+    pthread_barrier_destroy(&listed);
+    dbs_pool_close(p);
+}
+
+/* ---- histograms ---- */
+
+static void test_histogram_math(void)
+{
+    static dbs__hist h;
+    dbs__hist_snap sn;
+    for (int i = 1; i <= 100; i++)
+        dbs__hist_add(&h, i * 1000); /* 1 ms .. 100 ms */
+    dbs__hist_read(&h, &sn);
+    CHECK_EQ(sn.count, 100);
+    CHECK_EQ(sn.max_us, 100000);
+    struct { double q; int64_t truth; } cases[] = {{0.5, 50000}, {0.9, 90000}, {0.99, 99000},
+                                                   {1.0, 100000}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t got = dbs__hist_percentile(&sn, cases[i].q);
+        /* never below the truth, at most one bucket (1/8 octave) above */
+        CHECK_INT(got, >=, cases[i].truth);
+        CHECK_INT(got, <=, cases[i].truth + cases[i].truth / 8 + 1);
+    }
+    for (int idx = 1; idx < DBS__HIST_BUCKETS; idx++)
+        CHECK_INT(dbs__hist_upper(idx), >, dbs__hist_upper(idx - 1));
+    static dbs__hist empty;
+    dbs__hist_read(&empty, &sn);
+    CHECK_EQ(dbs__hist_percentile(&sn, 0.5), 0);
+}
+
+struct waiter_arg {
+    dbs_pool *pool;
+};
+
+static void *second_waiter(void *v)
+{
+    struct waiter_arg *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    CHECK(s);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_injected_delays(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    for (int i = 0; i < 5; i++) { /* five sessions held 30 ms each */
+        dbs_session *s = dbs_session_open(p, NULL, &err);
+        dbs__sleep_ms(30);
+        dbs_session_close(s);
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.use_count, 5);
+    CHECK_INT(st.use_p50_us, >=, 30000);
+    CHECK_INT(st.use_max_us, >=, 30000);
+    CHECK_INT(st.use_p50_us, <=, st.use_max_us);
+
+    /* a waiter held up 60 ms */
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    struct waiter_arg a = {p};
+    pthread_t th;
+    pthread_create(&th, NULL, second_waiter, &a);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    dbs__sleep_ms(60);
+    dbs_session_close(s);
+    pthread_join(th, NULL);
+    st = stats_of(p);
+    CHECK_INT(st.wait_max_us, >=, 60000);
+    CHECK_INT(st.wait_p99_us, >=, 60000);
+    CHECK_INT(st.wait_p50_us, <, 60000); /* most acquires did not wait */
+    dbs_pool_close(p);
+
+    cfg.metrics = 0; /* off: nothing recorded */
+    p = open_pool("observe", &cfg);
+    s = dbs_session_open(p, NULL, &err);
+    dbs_session_close(s);
+    st = stats_of(p);
+    CHECK_EQ(st.use_count, 0);
+    CHECK_EQ(st.wait_count, 0);
+    dbs_pool_close(p);
+}
+
+/* ---- events ---- */
+
+static int fail_once(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    int *calls = arg;
+    if ((*calls)++ == 0)
+        return err->code = DBS_ERETRYABLE;
+    return 0;
+}
+
+static void test_every_event(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 1;
+    cfg.acquire_timeout_ms = 50;
+    cfg.slow_session_ms = 10;
+    cfg.circuit_threshold = 1;
+    cfg.circuit_cooldown_ms = 50;
+    cfg.validation_window_ms = 0;
+    cfg.retry_base_ms = 1;
+    cfg.log_events = 0;
+    int base[DBS_EVENT_CLOSE + 1];
+    for (int k = 0; k <= DBS_EVENT_CLOSE; k++)
+        base[k] = events((enum dbs_event_kind)k);
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_context ctx = {.request_id = "req-ev"};
+    dbs_session *a = dbs_session_open(p, &ctx, &err); int line = __LINE__;
+    CHECK(a);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(last[DBS_EVENT_CHECKOUT].line, line);
+    CHECK_STR(last[DBS_EVENT_CHECKOUT].request_id, "req-ev");
+    pthread_mutex_unlock(&ev_mu);
+    dbs_session *b = dbs_session_open(p, &ctx, &err); /* overflow: connect */
+    CHECK(b);
+    CHECK(dbs_session_open(p, &ctx, &err) == NULL); /* timeout */
+    dbs__sleep_ms(15);
+    dbs_session_close(b); /* slow session; overflow closed */
+    dbs_session_close(a);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    a = dbs_session_open(p, &ctx, &err); /* invalidate, then connect */
+    CHECK(a);
+    atomic_store(&dbs__fault.fail_connects, 1);
+    CHECK(dbs_session_open(p, &ctx, &err) == NULL); /* connect_failed, circuit open */
+    dbs__sleep_ms(60);
+    b = dbs_session_open(p, &ctx, &err); /* the probe closes the circuit */
+    CHECK(b);
+    dbs_session_close(b);
+    dbs_session_close(a);
+    int calls = 0;
+    CHECK_OK(dbs_transact(p, &ctx, fail_once, &calls, &err), &err); /* retry */
+    pthread_mutex_lock(&ev_mu);
+    CHECK_STR(last[DBS_EVENT_RETRY].request_id, "req-ev");
+    pthread_mutex_unlock(&ev_mu);
+    dbs_pool_close(p);
+
+    enum dbs_event_kind expected[] = {
+        DBS_EVENT_CONNECT, DBS_EVENT_CHECKOUT, DBS_EVENT_CHECKIN, DBS_EVENT_INVALIDATE,
+        DBS_EVENT_RETRY, DBS_EVENT_SLOW_SESSION, DBS_EVENT_CIRCUIT_OPEN,
+        DBS_EVENT_CIRCUIT_CLOSE, DBS_EVENT_TIMEOUT, DBS_EVENT_CONNECT_FAILED, DBS_EVENT_CLOSE};
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
+        if (events(expected[i]) <= base[expected[i]])
+            CHECK_FAIL("event kind %d was never delivered", (int)expected[i]);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_STR(last[DBS_EVENT_CLOSE].reason, "overflow");
+    pthread_mutex_unlock(&ev_mu);
+}
+
+/* ---- exports ---- */
+
+static bool is_name(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+                  (i > 0 && c >= '0' && c <= '9');
+        if (!ok)
+            return false;
+    }
+    return n > 0;
+}
+
+struct sample {
+    char name[96], labels[256];
+    double value;
+};
+
+/* A strict reader of the text exposition format: every line is a HELP or
+ * TYPE comment or a sample of a family already typed. */
+static int parse_prometheus(char *text, struct sample *out, int max)
+{
+    char typed[64][96];
+    char types[64][16];
+    int ntyped = 0, n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "# HELP ", 7) == 0) {
+            const char *sp = strchr(line + 7, ' ');
+            CHECK(sp && is_name(line + 7, (size_t)(sp - line - 7)) && sp[1]);
+            continue;
+        }
+        if (strncmp(line, "# TYPE ", 7) == 0) {
+            char name[96], type[16];
+            CHECK(sscanf(line + 7, "%95s %15s", name, type) == 2);
+            CHECK(strcmp(type, "gauge") == 0 || strcmp(type, "counter") == 0 ||
+                  strcmp(type, "histogram") == 0);
+            CHECK(ntyped < 64);
+            snprintf(typed[ntyped], sizeof typed[0], "%s", name);
+            snprintf(types[ntyped++], sizeof types[0], "%s", type);
+            continue;
+        }
+        CHECK(line[0] != '#');
+        const char *brace = strchr(line, '{');
+        CHECK(brace);
+        size_t nl = (size_t)(brace - line);
+        CHECK(is_name(line, nl) && nl < 96);
+        const char *close = strchr(brace, '}');
+        CHECK(close && close[1] == ' ');
+        struct sample *s = &out[n++];
+        CHECK(n <= max);
+        memcpy(s->name, line, nl);
+        s->name[nl] = '\0';
+        snprintf(s->labels, sizeof s->labels, "%.*s", (int)(close - brace - 1), brace + 1);
+        /* labels: k="v" pairs */
+        const char *q = s->labels;
+        while (*q) {
+            const char *eq = strchr(q, '=');
+            CHECK(eq && is_name(q, (size_t)(eq - q)) && eq[1] == '"');
+            q = eq + 2;
+            while (*q && *q != '"')
+                q += (*q == '\\') ? 2 : 1;
+            CHECK(*q == '"');
+            q++;
+            if (*q == ',')
+                q++;
+        }
+        char *end;
+        s->value = strtod(close + 2, &end);
+        CHECK(*end == '\0' && end != close + 2);
+        bool family = false;
+        for (int i = 0; i < ntyped; i++) {
+            size_t tl = strlen(typed[i]);
+            if (strcmp(types[i], "histogram") == 0
+                    ? strncmp(s->name, typed[i], tl) == 0 &&
+                          (!strcmp(s->name + tl, "_bucket") || !strcmp(s->name + tl, "_sum") ||
+                           !strcmp(s->name + tl, "_count"))
+                    : strcmp(s->name, typed[i]) == 0)
+                family = true;
+        }
+        if (!family)
+            CHECK_FAIL("sample %s has no TYPE line before it", s->name);
+    }
+    return n;
+}
+
+static double sample(const struct sample *s, int n, const char *name, const char *labels)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(s[i].name, name) == 0 && strcmp(s[i].labels, labels) == 0)
+            return s[i].value;
+    CHECK_FAIL("no sample %s{%s}", name, labels);
+}
+
+static void test_exports(void)
+{
+    dbs_config cfg = observed();
+    cfg.name = "main \"db\"";
+    cfg.pool_size = 3;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    for (int i = 0; i < 20; i++) {
+        dbs_session *s = dbs_session_open(p, NULL, &err);
+        dbs_session_close(s);
+    }
+    dbs_session *held = dbs_session_open(p, NULL, &err);
+    dbs_stats st = stats_of(p);
+    static char text[65536];
+    int n = dbs_pool_metrics(p, text, sizeof text);
+    CHECK_INT(n, >, 0);
+    CHECK_INT(n, <, (int)sizeof text);
+    CHECK_EQ((int)strlen(text), n);
+    static struct sample s[512];
+    int ns = parse_prometheus(text, s, 512);
+    const char *L = "pool=\"main \\\"db\\\"\"";
+    char lab[128];
+    snprintf(lab, sizeof lab, "%s,state=\"in_use\"", L);
+    CHECK_EQ(sample(s, ns, "dbscope_connections", lab), st.in_use);
+    snprintf(lab, sizeof lab, "%s,state=\"idle\"", L);
+    CHECK_EQ(sample(s, ns, "dbscope_connections", lab), st.idle);
+    CHECK_EQ(sample(s, ns, "dbscope_acquired_total", L), st.acquired);
+    CHECK_EQ(sample(s, ns, "dbscope_released_total", L), st.released);
+    CHECK_EQ(sample(s, ns, "dbscope_connections_created_total", L), st.created);
+    CHECK_EQ(sample(s, ns, "dbscope_connections_max", L), st.max_size);
+    CHECK_EQ(sample(s, ns, "dbscope_acquire_timeouts_total", L), st.timeouts);
+    CHECK_EQ(sample(s, ns, "dbscope_waiting_threads", L), st.waiting);
+    CHECK_EQ(sample(s, ns, "dbscope_acquire_wait_seconds_count", L), st.wait_count);
+    CHECK_EQ(sample(s, ns, "dbscope_session_duration_seconds_count", L), st.use_count);
+    /* histogram buckets are cumulative and end at the count */
+    double prev = 0;
+    int buckets = 0;
+    for (int i = 0; i < ns; i++) {
+        if (strcmp(s[i].name, "dbscope_acquire_wait_seconds_bucket") != 0)
+            continue;
+        CHECK(s[i].value >= prev);
+        prev = s[i].value;
+        buckets++;
+        if (strstr(s[i].labels, "le=\"+Inf\""))
+            CHECK_EQ(s[i].value, st.wait_count);
+    }
+    CHECK_INT(buckets, >, 10);
+
+    /* too small a buffer: cut, terminated, and the full length returned */
+    char small[64];
+    CHECK_EQ(dbs_pool_metrics(p, small, sizeof small), n);
+    CHECK_EQ(strlen(small), sizeof small - 1);
+    CHECK_EQ(dbs_pool_metrics(p, NULL, 0), n);
+
+    /* JSON */
+    char json[4096];
+    int jn = dbs_pool_stats_json(p, json, sizeof json);
+    CHECK_INT(jn, >, 0);
+    CHECK_INT(jn, <, (int)sizeof json);
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root)
+        CHECK_FAIL("stats JSON does not parse: %s: %s", jerr.text, json);
+    CHECK_STR(json_string_value(json_object_get(root, "pool")), "main \"db\"");
+    CHECK_EQ(json_integer_value(json_object_get(root, "acquired")), st.acquired);
+    CHECK_EQ(json_integer_value(json_object_get(root, "in_use")), st.in_use);
+    CHECK_EQ(json_integer_value(json_object_get(root, "size")), st.size);
+    json_t *w = json_object_get(root, "wait_us");
+    CHECK(json_is_object(w));
+    CHECK_EQ(json_integer_value(json_object_get(w, "count")), st.wait_count);
+    CHECK_EQ(json_integer_value(json_object_get(w, "p99")), st.wait_p99_us);
+    json_decref(root);
+    dbs_session_close(held);
+    dbs_pool_close(p);
+}
+
+static void test_keepalive_and_min_idle(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 3;
+    cfg.min_idle = 2;
+    cfg.keepalive_ms = 30;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    WAIT_UNTIL(stats_of(p).idle == 2, 30000);
+    CHECK_EQ(stats_of(p).idle, 2);
+    /* an idle connection that fails its keep-alive ping is replaced by the
+     * housekeeper, with no session involved */
+    atomic_store(&dbs__fault.fail_pings, 1);
+    WAIT_UNTIL(stats_of(p).invalidated == 1 && stats_of(p).idle == 2, 30000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.invalidated, 1);
+    CHECK_EQ(st.idle, 2);
+    CHECK_EQ(st.acquired, 0);
+    CHECK_INT(st.created, >=, 3);
+    dbs_pool_close(p);
+}
+
+int main(void)
+{
+    test_histogram_math();
+    test_leak_reported_with_line();
+    test_leak_at_pool_close();
+    test_session_list();
+    test_injected_delays();
+    test_every_event();
+    test_exports();
+    test_keepalive_and_min_idle();
+    puts("test_observe: ok");
+    return 0;
+}
