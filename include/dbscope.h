@@ -314,6 +314,20 @@ int dbs_pool_sessions(dbs_pool *pool, dbs_session_fn fn, void *user);
 
 typedef struct dbs_session dbs_session;
 
+/* Compile-time leak detection: GCC's -fanalyzer tracks a session from
+ * dbs_session_open to dbs_session_close (the malloc attribute below), but
+ * stops tracking it once it has been passed to a function that might keep
+ * it. Building with -DDBSCOPE_ANALYZE declares the functions that only use
+ * a session (dbs_exec, dbs_query, dbs_commit, ...) as taking it const,
+ * which tells the analyzer they do not keep it, so a session leaked after
+ * its first statement is reported too. The calling convention is the same
+ * either way; use it in an analysis build (docs/leaks.md). */
+#ifdef DBSCOPE_ANALYZE
+#define DBS__IN const
+#else
+#define DBS__IN
+#endif
+
 /* Closes s: rolls back anything uncommitted, resets the connection's state
  * and returns the connection to the pool (or discards it if broken). Blocks
  * for the rollback and reset. Only the thread that opened s may close it
@@ -338,22 +352,22 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
 /* Commits the current transaction, if any (none: returns DBS_OK). The next
  * statement begins a new one. DBS_ECOMMIT_UNKNOWN when the connection was lost
  * with COMMIT in flight. Blocks for one round trip. Owner thread only. */
-int dbs_commit(dbs_session *s, dbs_error *err);
+int dbs_commit(DBS__IN dbs_session *s, dbs_error *err);
 
 /* Rolls back the current transaction, if any. Blocks for one round trip.
  * Owner thread only. */
-int dbs_rollback(dbs_session *s, dbs_error *err);
+int dbs_rollback(DBS__IN dbs_session *s, dbs_error *err);
 
 /* The backend's own handle (sqlite3 * or PGconn *) for what dbscope does not
  * wrap. Valid until dbs_session_close. Whatever you change through it is
  * undone by a full reset at close (the connection is treated as dirty).
  * Do not begin, commit or close through it. Owner thread only; NULL on
  * misuse. */
-void *dbs_session_native(dbs_session *s);
+void *dbs_session_native(DBS__IN dbs_session *s);
 
 /* Returns the context the session was opened with (strings owned by the
  * session, valid until it closes; fields may be NULL). Owner thread only. */
-const dbs_context *dbs_session_context(dbs_session *s);
+const dbs_context *dbs_session_context(DBS__IN dbs_session *s);
 
 typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
 
@@ -366,6 +380,15 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * Any thread (the session belongs to the calling thread). */
 int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                  void *arg, dbs_error *err);
+
+/* dbs_transact with the acquire site named for leak reports and the session
+ * list; dbs_transact calls through this macro name the caller's line. */
+int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
+                    void *arg, dbs_error *err, const char *file, int line,
+                    const char *func);
+
+#define dbs_transact(pool, ctx, work, arg, err)                                \
+    dbs_transact_at(pool, ctx, work, arg, err, __FILE__, __LINE__, __func__)
 
 #if defined(__GNUC__) || defined(__clang__)
 /* Scope-bound session: DBS_SCOPED dbs_session *s = dbs_session_open(...);
@@ -412,13 +435,13 @@ typedef struct dbs_rows dbs_rows;
  * negative dbs_code. A statement may not use more parameters than given nor
  * be given more than it uses (DBS_ESQL). Blocks for one round trip. Owner
  * thread only. */
-int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params,
+int64_t dbs_exec(DBS__IN dbs_session *s, const char *sql, const dbs_value *params,
                  size_t n, dbs_error *err);
 
 /* Runs a query like dbs_exec and returns its rows, positioned before the
  * first. Close them with dbs_rows_close before the session closes (closing
  * the session closes them too). Returns NULL on failure. Owner thread only. */
-dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params,
+dbs_rows *dbs_query(DBS__IN dbs_session *s, const char *sql, const dbs_value *params,
                     size_t n, dbs_error *err);
 
 /* Advances to the next row: 1 a row, 0 the end, < 0 an error. */

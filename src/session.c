@@ -285,8 +285,17 @@ static bool transient(int code)
     return code == DBS_ERETRYABLE || code == DBS_ECONNECT;
 }
 
-int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                 dbs_error *err)
+/* Parenthesised: the header's macro of the same name routes callers to
+ * dbs_transact_at; this keeps the plain symbol for the ABI and for callers
+ * that take its address. */
+int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                  dbs_error *err)
+{
+    return dbs_transact_at(pool, ctx, work, arg, err, "?", 0, "dbs_transact");
+}
+
+int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                    dbs_error *err, const char *file, int line, const char *func)
 {
     dbs_error local;
     if (!err)
@@ -299,7 +308,7 @@ int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void 
     for (int attempt = 0;; attempt++) {
         int rc;
         err->code = DBS_OK;
-        dbs_session *s = dbs__session_open(pool, ctx, err, __FILE__, __LINE__, "dbs_transact");
+        dbs_session *s = dbs__session_open(pool, ctx, err, file, line, func);
         if (!s) {
             rc = err->code;
         } else {
@@ -324,8 +333,9 @@ int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void 
             dbs_session view = {0};
             if (ctx)
                 view.ctx = *ctx;
-            view.file = __FILE__;
-            view.func = "dbs_transact";
+            view.file = file;
+            view.line = line;
+            view.func = func;
             dbs__emit(pool, DBS_EVENT_RETRY, &view, NULL, rc, err->message);
         }
         /* Full jitter: a random wait up to a ceiling that doubles each

@@ -140,6 +140,46 @@ static void test_leak_at_pool_close(void)
     dbs_session_close(s);
 }
 
+/* A unit of work run by dbs_transact is listed, and would be reported as a
+ * leak, at the line that called dbs_transact, not inside the library. */
+static dbs_pool *site_pool;
+
+struct site_seen {
+    const char *file;
+    int line;
+    char func[64];
+};
+
+static void record_site(const dbs_session_info *in, void *user)
+{
+    struct site_seen *seen = user;
+    seen->file = strstr(in->file, "test_observe.c") ? "test_observe.c" : in->file;
+    seen->line = in->line;
+    snprintf(seen->func, sizeof seen->func, "%s", in->func);
+}
+
+static int list_own_site(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    (void)err;
+    struct site_seen *seen = arg;
+    return dbs_pool_sessions(site_pool, record_site, seen) == 1 ? 0 : -1;
+}
+
+static void test_transact_names_caller(void)
+{
+    dbs_config cfg = observed();
+    site_pool = open_pool("observe", &cfg);
+    struct site_seen seen = {0};
+    dbs_error err;
+    int rc = dbs_transact(site_pool, NULL, list_own_site, &seen, &err); int line = __LINE__;
+    CHECK_OK(rc, &err);
+    CHECK_STR(seen.file, "test_observe.c");
+    CHECK_EQ(seen.line, line);
+    CHECK_STR(seen.func, "test_transact_names_caller");
+    dbs_pool_close(site_pool);
+}
+
 /* ---- the session list under load ---- */
 
 enum { HOLDERS = 16 };
@@ -590,6 +630,7 @@ int main(void)
     test_histogram_math();
     test_leak_reported_with_line();
     test_leak_at_pool_close();
+    test_transact_names_caller();
     test_session_list();
     test_injected_delays();
     test_every_event();
