@@ -174,7 +174,8 @@ typedef struct dbs_config {
                              this (600000; 0 = never) */
     int pre_ping;         /* validate a connection idle longer than
                              validation_window_ms before handing it out (1) */
-    int leak_threshold_ms; /* report sessions held longer (0 = off) */
+    int leak_threshold_ms; /* report sessions held longer, within a quarter
+                             of this after they cross it (0 = off) */
     int retry_max;        /* dbs_transact retries of transient failures (3) */
     enum dbs_pool_mode mode;
     /* Fields below are dbscope's additions to the contract. */

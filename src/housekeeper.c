@@ -32,15 +32,23 @@ static const char *copy_str(char *dst, const char *src)
 }
 
 /* Marks and copies up to LEAK_BATCH sessions not yet reported that are held
- * past the threshold (every one, if threshold_ns is 0). [mu] */
-static int collect_leaks(dbs_pool *p, int64_t now, int64_t threshold_ns, leak_report *out)
+ * past the threshold; at pool close, every session still open, even one
+ * reported before: the operator needs the full list of what was abandoned.
+ * A session counts as one leak however often it is reported. [mu] */
+static int collect_leaks(dbs_pool *p, int64_t now, int64_t threshold_ns, bool at_close,
+                         leak_report *out)
 {
     int n = 0;
     for (dbs_session *s = p->sessions; s && n < LEAK_BATCH; s = s->next) {
-        if (s->leak_reported || now - s->opened_ns < threshold_ns)
+        if (at_close ? s->close_reported
+                     : s->leak_reported || now - s->opened_ns < threshold_ns)
             continue;
-        s->leak_reported = true;
-        p->counters.leaks++;
+        if (at_close)
+            s->close_reported = true;
+        if (!s->leak_reported) {
+            s->leak_reported = true;
+            p->counters.leaks++;
+        }
         leak_report *r = &out[n++];
         memset(&r->view, 0, sizeof r->view);
         r->view.file = s->file;
@@ -68,7 +76,7 @@ void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
     int64_t threshold = all ? 0 : (int64_t)p->cfg.leak_threshold_ms * 1000000;
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        int n = collect_leaks(p, dbs__now_ns(), threshold, batch);
+        int n = collect_leaks(p, dbs__now_ns(), threshold, all, batch);
         pthread_mutex_unlock(&p->mu);
         for (int i = 0; i < n; i++)
             dbs__emit(p, DBS_EVENT_LEAK, &batch[i].view, batch[i].conn.id ? &batch[i].conn : NULL,
@@ -82,7 +90,12 @@ void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
 static void *housekeeper_main(void *arg)
 {
     dbs_pool *p = arg;
-    const int64_t period = (int64_t)p->cfg.housekeeping_interval_ms * 1000000;
+    /* A leak is reported within a quarter of its threshold after it
+     * crosses it, whatever the housekeeping interval. */
+    int64_t period_ms = p->cfg.housekeeping_interval_ms;
+    if (p->cfg.leak_threshold_ms > 0 && p->cfg.leak_threshold_ms / 4 < period_ms)
+        period_ms = p->cfg.leak_threshold_ms / 4 > 10 ? p->cfg.leak_threshold_ms / 4 : 10;
+    const int64_t period = period_ms * 1000000;
     pthread_mutex_lock(&p->mu);
     while (p->hk_running) {
         pthread_mutex_unlock(&p->mu);
@@ -103,7 +116,7 @@ int dbs__housekeeper_start(dbs_pool *p, dbs_error *err)
 {
     const dbs_config *c = &p->cfg;
     if (c->min_idle == 0 && c->idle_timeout_ms == 0 && c->max_lifetime_ms == 0 &&
-        c->leak_threshold_ms == 0 && c->slow_session_ms == 0)
+        c->leak_threshold_ms == 0 && c->slow_session_ms == 0 && c->keepalive_ms == 0)
         return DBS_OK;
     pthread_mutex_lock(&p->mu);
     p->hk_running = true;

@@ -192,6 +192,7 @@ struct dbs_session {
     const char *func;
     int64_t opened_ns;
     bool leak_reported;       /* [mu] */
+    bool close_reported;      /* [mu] reported as open at dbs_pool_close */
     dbs_rows *rows;           /* open result sets */
     struct dbs_session *prev, *next; /* [mu] pool->sessions */
 };

@@ -252,9 +252,16 @@ int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
-    dbs_session_info *info = NULL;
-    char *strs = NULL;
-    size_t cap_n = 0, cap_b = 0, n = 0;
+    /* Sized outside the lock, checked under it, grown and retried if more
+     * sessions arrived meanwhile. */
+    size_t cap_n = 16, cap_b = 1024, n = 0;
+    dbs_session_info *info = malloc(sizeof *info * cap_n);
+    char *strs = malloc(cap_b);
+    if (!info || !strs) {
+        free(info);
+        free(strs);
+        return DBS_ENOMEM;
+    }
     for (;;) {
         size_t need_n = 0, need_b = 0, used = 0;
         int64_t now = dbs__now_ns();
@@ -296,7 +303,6 @@ int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
         pthread_mutex_unlock(&p->mu);
         if (fits)
             break;
-        /* more sessions arrived than room was made for: grow, try again */
         free(info);
         free(strs);
         cap_n = need_n + 16;

@@ -138,6 +138,22 @@ static void test_leak_at_pool_close(void)
     CHECK_CONTAINS(last[DBS_EVENT_LEAK].reason, "dbs_pool_close");
     pthread_mutex_unlock(&ev_mu);
     dbs_session_close(s);
+
+    /* A session already reported as a leak is listed again at close (the
+     * operator wants everything that was abandoned) but counted once. */
+    cfg.leak_threshold_ms = 20;
+    p = open_pool("observe", &cfg);
+    before = events(DBS_EVENT_LEAK);
+    s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    WAIT_UNTIL(events(DBS_EVENT_LEAK) == before + 1, 30000);
+    CHECK_EQ(stats_of(p).leaks, 1);
+    dbs_pool_close(p);
+    CHECK_EQ(events(DBS_EVENT_LEAK), before + 2);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_CONTAINS(last[DBS_EVENT_LEAK].reason, "dbs_pool_close");
+    pthread_mutex_unlock(&ev_mu);
+    dbs_session_close(s);
 }
 
 /* A unit of work run by dbs_transact is listed, and would be reported as a
@@ -622,6 +638,23 @@ static void test_keepalive_and_min_idle(void)
     CHECK_EQ(st.idle, 2);
     CHECK_EQ(st.acquired, 0);
     CHECK_INT(st.created, >=, 3);
+    dbs_pool_close(p);
+
+    /* keep-alive alone (no min_idle, no timeouts) still runs the pings */
+    atomic_store(&dbs__fault.fail_pings, 0);
+    cfg.min_idle = 0;
+    cfg.idle_timeout_ms = 0;
+    cfg.max_lifetime_ms = 0;
+    p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).idle, 1);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    WAIT_UNTIL(stats_of(p).invalidated == 1, 30000);
+    CHECK_EQ(stats_of(p).invalidated, 1);
+    CHECK_EQ(stats_of(p).idle, 0);
     dbs_pool_close(p);
 }
 
