@@ -105,12 +105,10 @@ static void log_event(const dbs_pool *p, const dbs_event *ev)
     fprintf(stderr, "%s\n", buf);
 }
 
-void dbs__emit(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s, const dbs__conn *c,
-               int code, const char *reason)
+void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
+                     const dbs__conn *c, int code, const char *reason)
 {
     bool log = p->cfg.log_events && logged_by_default(kind);
-    if (!p->cfg.on_event && !log)
-        return;
     int64_t now = dbs__now_ns();
     dbs_event ev = {
         .kind = kind,

@@ -3,10 +3,14 @@
  * Eight buckets an octave: values below 8 µs have a bucket each; above,
  * a value v with 2^o <= v < 2^(o+1) falls in one of eight equal slices of
  * that octave. A percentile is reported as its bucket's upper bound: never
- * below the true value, at most 1/8 of an octave above it. Recording is
- * three relaxed atomic adds and, rarely, a CAS for the maximum; readers sum
- * the buckets they see, so a snapshot taken under load may be a few samples
- * behind the counters, never torn in a way that breaks monotonicity. */
+ * below the true value, at most 1/8 of an octave above it.
+ *
+ * Writers are serialised by the caller (the pool records inside the lock
+ * hold that checkout and checkin take anyway), so recording is a few plain
+ * loads and stores: no atomic read-modify-write, no extra lock. The cells
+ * are atomics so that readers need no lock at all: they sum the buckets
+ * they see, so a snapshot taken under load may be a few samples behind the
+ * counters, never torn in a way that breaks monotonicity. */
 #include "internal.h"
 
 static int bucket_of(uint64_t us)
@@ -31,13 +35,13 @@ uint64_t dbs__hist_upper(int idx)
 void dbs__hist_add(dbs__hist *h, int64_t us)
 {
     uint64_t v = us > 0 ? (uint64_t)us : 0;
-    atomic_fetch_add_explicit(&h->b[bucket_of(v)], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum_us, v, memory_order_relaxed);
-    uint64_t m = atomic_load_explicit(&h->max_us, memory_order_relaxed);
-    while (v > m && !atomic_compare_exchange_weak_explicit(&h->max_us, &m, v,
-                                                          memory_order_relaxed,
-                                                          memory_order_relaxed)) {
-    }
+    _Atomic uint64_t *cell = &h->b[bucket_of(v)];
+    atomic_store_explicit(cell, atomic_load_explicit(cell, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->sum_us, atomic_load_explicit(&h->sum_us, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+    if (v > atomic_load_explicit(&h->max_us, memory_order_relaxed))
+        atomic_store_explicit(&h->max_us, v, memory_order_relaxed);
 }
 
 void dbs__hist_read(dbs__hist *h, dbs__hist_snap *out)

@@ -54,7 +54,8 @@ typedef struct dbs__hist_snap {
     uint64_t count, sum_us, max_us;
 } dbs__hist_snap;
 
-/* Records one duration. Any thread, no lock. */
+/* Records one duration. Writers of one histogram must be serialised (the
+ * pool calls it with p->mu held); readers need no lock. */
 void dbs__hist_add(dbs__hist *h, int64_t us);
 /* Copies the histogram (no lock; see histogram.c for what that means). */
 void dbs__hist_read(dbs__hist *h, dbs__hist_snap *out);
@@ -136,8 +137,8 @@ struct dbs_pool {
     char *name;                   /* owned copy of cfg.name */
 
     /* lock-free */
-    dbs__hist wait_hist;          /* acquire wait, successful acquires */
-    dbs__hist use_hist;           /* session open to close */
+    dbs__hist wait_hist;          /* acquire wait, successful acquires [mu] */
+    dbs__hist use_hist;           /* session open to close [mu] */
 
     /* housekeeper.c */
     pthread_t hk_thread;
@@ -218,8 +219,24 @@ void dbs__rows_close_all(dbs_session *s);
 /* Builds and delivers an event: to cfg.on_event and, for leaks and
  * invalidations when log_events is on, to stderr as one logfmt line. Never
  * call with p->mu held. s and c may be NULL. */
-void dbs__emit(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
-               const dbs__conn *c, int code, const char *reason);
+void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
+                     const dbs__conn *c, int code, const char *reason);
+
+/* Whether an event goes anywhere: checked inline, because checkout and
+ * checkin events happen on every cycle and usually nobody listens. */
+static inline bool dbs__event_wanted(const dbs_pool *p, enum dbs_event_kind kind)
+{
+    return p->cfg.on_event ||
+           (p->cfg.log_events && (kind == DBS_EVENT_LEAK || kind == DBS_EVENT_LEAK_RECOVERED ||
+                                  kind == DBS_EVENT_INVALIDATE));
+}
+
+static inline void dbs__emit(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
+                             const dbs__conn *c, int code, const char *reason)
+{
+    if (dbs__event_wanted(p, kind))
+        dbs__emit_event(p, kind, s, c, code, reason);
+}
 
 /* ---- fault.c: deterministic failures for tests, off unless set ---- */
 

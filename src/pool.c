@@ -283,9 +283,9 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
     s->conn = c;
     s->opened_ns = now;
     session_link(p, s);
-    pthread_mutex_unlock(&p->mu);
     if (p->cfg.metrics)
         dbs__hist_add(&p->wait_hist, (now - start) / 1000);
+    pthread_mutex_unlock(&p->mu);
     dbs__emit(p, DBS_EVENT_CONNECT, s, c, 0, NULL);
     if (ev >= 0)
         dbs__emit(p, (enum dbs_event_kind)ev, s, c, 0, NULL);
@@ -314,6 +314,19 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
                 c = p->idle_head;
                 idle_remove(p, c);
                 p->n_in_use++; /* handed connections were never out of use */
+                if (!conn_expired(c, start) &&
+                    !needs_validation(p, c, c->idle_since_ns, p->validate_before_ns, start)) {
+                    /* The common case, settled under this one lock hold. */
+                    p->counters.acquired++;
+                    s->conn = c;
+                    s->opened_ns = start;
+                    session_link(p, s);
+                    if (p->cfg.metrics)
+                        dbs__hist_add(&p->wait_hist, 0);
+                    pthread_mutex_unlock(&p->mu);
+                    dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+                    return DBS_OK;
+                }
             } else if (p->n_open + p->n_pending < p->max_size) {
                 create = true;
                 p->n_pending++;
@@ -400,9 +413,9 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
             s->conn = c;
             s->opened_ns = now;
             session_link(p, s);
-            pthread_mutex_unlock(&p->mu);
             if (p->cfg.metrics)
                 dbs__hist_add(&p->wait_hist, (now - start) / 1000);
+            pthread_mutex_unlock(&p->mu);
             dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
             rc = DBS_OK;
             goto out;
@@ -453,9 +466,9 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
      * checkin events of one connection never cross. */
     if (c)
         dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
+    pthread_mutex_lock(&p->mu);
     if (c && p->cfg.metrics)
         dbs__hist_add(&p->use_hist, held_ns / 1000);
-    pthread_mutex_lock(&p->mu);
     session_unlink(p, s);
     s->conn = NULL;
     bool recovered = s->leak_reported;

@@ -48,10 +48,15 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static _Thread_local dbs_session *spare;
+/* The key's value only arms its destructor at thread exit, once a thread;
+ * the spare itself lives in the thread-local variable, so taking and
+ * returning it costs no call. */
+static _Thread_local bool spare_armed;
 
-static void spare_free(void *v)
+static void spare_free(void *unused)
 {
-    dbs_session *s = v;
+    (void)unused;
+    dbs_session *s = spare;
     if (s) {
         free(s->ctx_buf);
         free(s);
@@ -69,7 +74,6 @@ static dbs_session *session_alloc(void)
     dbs_session *s = spare;
     if (s) {
         spare = NULL;
-        pthread_setspecific(spare_key, NULL);
         char *buf = s->ctx_buf;
         size_t cap = s->ctx_cap;
         memset(s, 0, sizeof *s);
@@ -83,12 +87,17 @@ static dbs_session *session_alloc(void)
 static void session_free(dbs_session *s)
 {
     s->magic = DBS__DEAD_MAGIC;
-    pthread_once(&spare_once, spare_init);
     if (!spare) {
+        if (!spare_armed) {
+            pthread_once(&spare_once, spare_init);
+            if (pthread_setspecific(spare_key, &spare_armed) != 0)
+                goto release; /* no destructor: do not keep it */
+            spare_armed = true;
+        }
         spare = s;
-        pthread_setspecific(spare_key, s);
         return;
     }
+release:
     free(s->ctx_buf);
     free(s);
 }
