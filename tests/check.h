@@ -6,6 +6,7 @@
 #include "dbscope.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,19 @@
  *   DBSCOPE_TEST_URL, else
  *   a fresh SQLite file under TMPDIR named after the test.
  * The result is static storage. */
+static char test_db_path[900];
+
+/* Tests leave no database files behind in TMPDIR. */
+static inline void test_db_remove(void)
+{
+    char side[920];
+    unlink(test_db_path);
+    snprintf(side, sizeof side, "%s-wal", test_db_path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", test_db_path);
+    unlink(side);
+}
+
 static inline const char *test_url(const char *name)
 {
     static char url[1024];
@@ -87,16 +101,13 @@ static inline const char *test_url(const char *name)
         return url;
     }
     const char *tmp = getenv("TMPDIR");
-    char path[900];
-    snprintf(path, sizeof path, "%s/dbscope-%s-%ld.db", tmp ? tmp : "/tmp",
+    bool first = test_db_path[0] == '\0';
+    snprintf(test_db_path, sizeof test_db_path, "%s/dbscope-%s-%ld.db", tmp ? tmp : "/tmp",
              name, (long)getpid());
-    unlink(path);
-    char side[920];
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-    snprintf(url, sizeof url, "sqlite://%s", path);
+    test_db_remove();
+    if (first)
+        atexit(test_db_remove);
+    snprintf(url, sizeof url, "sqlite://%s", test_db_path);
     return url;
 }
 
