@@ -13,6 +13,7 @@
 #include "driver.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -90,8 +91,14 @@ typedef struct dbs__conn {
 } dbs__conn;
 
 /* A thread waiting for a connection, on its own stack. */
+/* A thread waiting for a connection. Whoever serves it does the whole
+ * checkout on its behalf under the lock (links the session, counts it) and
+ * then posts its semaphore, so the woken thread returns without touching
+ * the pool lock again: one wake-up per hand-off, no lock convoy. */
 typedef struct dbs__waiter {
-    pthread_cond_t cv;
+    sem_t *sem;             /* the waiting thread's own; posted once a wake */
+    dbs_session *s;         /* the session to check out */
+    int64_t start_ns;       /* when the acquire began, for the wait time */
     dbs__conn *handed;      /* [mu] a connection handed to this waiter */
     bool may_create;        /* [mu] a slot was reserved for this waiter */
     bool queued;            /* [mu] still in the queue */

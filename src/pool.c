@@ -10,13 +10,29 @@
  *               connect only gives its reservation back and never uses up
  *               a slot, and a slow connect holds no lock.
  *   The idle list is empty whenever a thread waits: a released connection
- *   goes straight to the oldest waiter (direct hand-off), so a thread that
+ *   goes straight to the oldest waiter (direct hand-off: the releasing
+ *   thread checks the session out for the waiter and posts its semaphore,
+ *   so the waiter wakes already served, without retaking the lock), so a
+ *   thread that
  *   arrives later cannot barge past the queue, and a new arrival that finds
  *   waiters queues behind them even if a connection is idle for an instant.
  *   Idle connections are reused LIFO (the most recently released first) so
  *   the rest age out under idle_timeout when load drops.
  */
+/* sem_clockwait: a waiter's deadline on CLOCK_MONOTONIC (glibc 2.30+). */
+#define _GNU_SOURCE
 #include "internal.h"
+
+/* ThreadSanitizer does not see sem_clockwait synchronise with sem_post (its
+ * runtime does not intercept it), so the hand-off tells it. */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define POST_SEM(sem) (__tsan_release(sem), sem_post(sem))
+#define SEM_TAKEN(sem) __tsan_acquire(sem)
+#else
+#define POST_SEM(sem) sem_post(sem)
+#define SEM_TAKEN(sem) ((void)(sem))
+#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -104,33 +120,6 @@ static void wait_remove(dbs_pool *p, dbs__waiter *w)
     }
 }
 
-/* A slot has come free (a connection closed or a connect failed). If anyone
- * waits, the oldest waiter gets the reservation and connects itself, so a
- * slot never sits free while a thread waits. [mu] */
-static void pass_slot(dbs_pool *p)
-{
-    if (p->closed)
-        return;
-    dbs__waiter *w = wait_pop(p);
-    if (!w)
-        return;
-    w->may_create = true;
-    p->n_pending++;
-    pthread_cond_signal(&w->cv);
-}
-
-/* Gives c, which stays in use, to the oldest waiter. [mu] */
-static bool hand_off(dbs_pool *p, dbs__conn *c)
-{
-    dbs__waiter *w = wait_pop(p);
-    if (!w)
-        return false;
-    w->handed = c;
-    c->idle_since_ns = dbs__now_ns(); /* just used: no ping needed */
-    pthread_cond_signal(&w->cv);
-    return true;
-}
-
 /* ---- sessions [mu] ---- */
 
 static void session_link(dbs_pool *p, dbs_session *s)
@@ -151,6 +140,40 @@ static void session_unlink(dbs_pool *p, dbs_session *s)
     if (s->next)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
+}
+
+/* A slot has come free (a connection closed or a connect failed). If anyone
+ * waits, the oldest waiter gets the reservation and connects itself, so a
+ * slot never sits free while a thread waits. [mu] */
+static void pass_slot(dbs_pool *p)
+{
+    if (p->closed)
+        return;
+    dbs__waiter *w = wait_pop(p);
+    if (!w)
+        return;
+    w->may_create = true;
+    p->n_pending++;
+    POST_SEM(w->sem); /* under the lock: the waiter's stack frame is alive */
+}
+
+/* Gives c, which stays in use, to the oldest waiter. [mu] */
+static bool hand_off(dbs_pool *p, dbs__conn *c)
+{
+    dbs__waiter *w = wait_pop(p);
+    if (!w)
+        return false;
+    int64_t now = dbs__now_ns();
+    w->handed = c;
+    c->idle_since_ns = now; /* just used: no ping needed */
+    p->counters.acquired++;
+    w->s->conn = c;
+    w->s->opened_ns = now;
+    session_link(p, w->s);
+    if (p->cfg.metrics)
+        dbs__hist_add(&p->wait_hist, (now - w->start_ns) / 1000);
+    POST_SEM(w->sem); /* under the lock: the waiter's stack frame is alive */
+    return true;
 }
 
 /* ---- connections, outside the lock ---- */
@@ -293,12 +316,40 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
     return DBS_OK;
 }
 
+/* Each thread waits on one semaphore of its own, made on its first wait.
+ * A thread waits for one pool at a time, and every post is consumed by the
+ * wait it was meant for, so it is always at zero between waits. */
+static sem_t *waiter_sem(void)
+{
+    static _Thread_local sem_t sem;
+    static _Thread_local bool ready;
+    if (!ready) {
+        if (sem_init(&sem, 0, 0) != 0)
+            return NULL;
+        ready = true;
+    }
+    return &sem;
+}
+
+/* Waits for a post until deadline (CLOCK_MONOTONIC). */
+static bool wait_posted(sem_t *sem, int64_t deadline)
+{
+    struct timespec ts = dbs__timespec(deadline);
+    for (;;) {
+        if (sem_clockwait(sem, CLOCK_MONOTONIC, &ts) == 0) {
+            SEM_TAKEN(sem);
+            return true;
+        }
+        if (errno != EINTR)
+            return false;
+    }
+}
+
 int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
 {
     const int64_t start = dbs__now_ns();
     const int64_t deadline = start + ms_ns(p->cfg.acquire_timeout_ms);
-    dbs__waiter w = {0};
-    bool cv_ready = false;
+    dbs__waiter w = {.s = s, .start_ns = start};
     int rc;
 
     pthread_mutex_lock(&p->mu);
@@ -333,27 +384,39 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
             }
         }
         if (!c && !create) {
-            if (!cv_ready) {
-                pthread_condattr_t attr;
-                pthread_condattr_init(&attr);
-                pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-                pthread_cond_init(&w.cv, &attr);
-                pthread_condattr_destroy(&attr);
-                cv_ready = true;
-            }
             w.handed = NULL;
             w.may_create = false;
+            w.sem = waiter_sem();
+            if (!w.sem) {
+                rc = dbs__err(err, DBS_ENOMEM, "cannot create a wait semaphore");
+                break;
+            }
             wait_enqueue(p, &w);
-            struct timespec ts = dbs__timespec(deadline);
-            /* The predicate is re-checked after every wake: a wait may end
-             * spuriously, and only the fields a releaser set under the lock
-             * say whether this thread was served. */
-            while (!w.handed && !w.may_create && !p->closed) {
-                if (pthread_cond_timedwait(&w.cv, &p->mu, &ts) == ETIMEDOUT)
-                    break;
+            pthread_mutex_unlock(&p->mu);
+            bool posted = wait_posted(w.sem, deadline);
+            if (posted && w.handed) {
+                /* The server checked the session out for us, and its post
+                 * orders its writes before this read: no lock needed. */
+                dbs__emit(p, DBS_EVENT_CHECKOUT, s, w.handed, 0, NULL);
+                return DBS_OK;
+            }
+            pthread_mutex_lock(&p->mu);
+            if (!posted && (w.handed || w.may_create)) {
+                /* served just as the wait timed out: take the post that is
+                 * coming (it was made under the lock we now hold, or will
+                 * be before the server unlocks), so it cannot wake this
+                 * thread's next wait early */
+                pthread_mutex_unlock(&p->mu);
+                while (sem_wait(w.sem) != 0) {
+                }
+                SEM_TAKEN(w.sem);
+                pthread_mutex_lock(&p->mu);
             }
             if (w.handed) {
                 c = w.handed;
+                pthread_mutex_unlock(&p->mu);
+                dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+                return DBS_OK;
             } else if (w.may_create) {
                 create = true; /* pass_slot counted n_pending for us */
             } else {
@@ -448,8 +511,6 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
     }
     pthread_mutex_unlock(&p->mu);
 out:
-    if (cv_ready)
-        pthread_cond_destroy(&w.cv);
     return rc;
 }
 
@@ -816,7 +877,7 @@ void dbs_pool_close(dbs_pool *p)
     p->closed = true;
     atomic_store(&p->is_closed, true);
     for (dbs__waiter *w; (w = wait_pop(p));)
-        pthread_cond_signal(&w->cv);
+        POST_SEM(w->sem);
     dbs__conn *idle = p->idle_head;
     p->idle_head = p->idle_tail = NULL;
     p->n_open -= p->n_idle;
