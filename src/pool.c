@@ -13,9 +13,9 @@
  *   goes straight to the oldest waiter (direct hand-off: the releasing
  *   thread checks the session out for the waiter and posts its semaphore,
  *   so the waiter wakes already served, without retaking the lock), so a
- *   thread that
- *   arrives later cannot barge past the queue, and a new arrival that finds
- *   waiters queues behind them even if a connection is idle for an instant.
+ *   thread that arrives later cannot barge past the queue, and a new
+ *   arrival that finds waiters queues behind them even if a connection is
+ *   idle for an instant.
  *   Idle connections are reused LIFO (the most recently released first) so
  *   the rest age out under idle_timeout when load drops.
  */
