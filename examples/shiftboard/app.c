@@ -1,0 +1,611 @@
+/* shiftboard's routes. Each handler validates its input first, then does
+ * its database work in units run by dbs_transact with the request's
+ * context, and slow work that needs no database (password hashing) outside
+ * any session, so a connection is held only while it is used. */
+#include "shiftboard.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { TOKEN_TTL_S = 24 * 3600, PAGE_DEFAULT = 50, PAGE_MAX = 200 };
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static dbs_context context_of(const sb_request *req)
+{
+    return (dbs_context){.request_id = req->request_id,
+                         .user_id = req->user_id[0] ? req->user_id : NULL};
+}
+
+/* A failed unit of work, as the client sees it: the database being away is
+ * the client's cue to retry later; anything else is our fault and is
+ * logged with the request id, without details in the response. */
+static void db_failure(const sb_request *req, sb_response *res, int rc, const dbs_error *err)
+{
+    if (rc == DBS_ETIMEOUT || rc == DBS_EUNAVAILABLE || rc == DBS_ECONNECT ||
+        rc == DBS_ECLOSED || rc == DBS_ECOMMIT_UNKNOWN) {
+        res->retry_after = "1";
+        sb_error(res, 503, "database unavailable, retry later");
+    } else {
+        sb_error(res, 500, "internal error (request %s)", req->request_id);
+    }
+    fprintf(stderr, "level=error msg=\"database\" request_id=%s code=%s error=\"%s\"\n",
+            req->request_id, dbs_strerror(rc), err->message);
+}
+
+/* ---- input ---- */
+
+static json_t *body_object(const sb_request *req, sb_response *res)
+{
+    json_error_t e;
+    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &e);
+    if (!j) {
+        sb_error(res, 400, "malformed JSON: %s (line %d, column %d)", e.text, e.line, e.column);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        sb_error(res, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* The string field key of obj, 1..max bytes of valid UTF-8 with no control
+ * characters; NULL with res filled otherwise. */
+static const char *text_field(json_t *obj, const char *key, size_t min, size_t max,
+                              sb_response *res)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        sb_error(res, 400, "field \"%s\" is missing", key);
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        sb_error(res, 400, "field \"%s\" must be a string", key);
+        return NULL;
+    }
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n < min || n > max) {
+        sb_error(res, 400, "field \"%s\" must be %zu to %zu bytes long", key, min, max);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+            sb_error(res, 400, "field \"%s\" must not contain control characters", key);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* A positive decimal integer, strictly. */
+static bool parse_id(const char *s, int64_t *out)
+{
+    if (!s || !*s || strlen(s) > 18 || strspn(s, "0123456789") != strlen(s) || s[0] == '0')
+        return false;
+    *out = strtoll(s, NULL, 10);
+    return *out > 0;
+}
+
+/* ---- users ---- */
+
+struct new_user {
+    const char *name, *hash;
+    int64_t id;
+};
+
+static int insert_user(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct new_user *u = arg;
+    dbs_value v[] = {DBS_TEXT(u->name), DBS_TEXT(u->hash), DBS_INT(now_s())};
+    dbs_rows *r = dbs_query(
+        s, "INSERT INTO users (name, pw_hash, created_at) VALUES ($1, $2, $3) RETURNING id", v,
+        3, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    if (n == 1)
+        u->id = dbs_rows_int(r, 0);
+    dbs_rows_close(r);
+    return n == 1 ? 0 : n < 0 ? n : DBS_ESQL;
+}
+
+static void create_user(const sb_app *app, sb_request *req, sb_response *res)
+{
+    json_t *body = body_object(req, res);
+    if (!body)
+        return;
+    const char *name = text_field(body, "name", 1, 64, res);
+    const char *password = name ? text_field(body, "password", 8, 1024, res) : NULL;
+    if (!name || !password) {
+        json_decref(body);
+        return;
+    }
+    char hash[256];
+    if (sb_password_hash(app, password, hash, sizeof hash) != 0) {
+        json_decref(body);
+        sb_error(res, 500, "out of memory hashing the password");
+        return;
+    }
+    struct new_user u = {.name = name, .hash = hash};
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, insert_user, &u, &err);
+    if (rc == DBS_ECONSTRAINT)
+        sb_error(res, 409, "the name \"%s\" is taken", name);
+    else if (rc != DBS_OK)
+        db_failure(req, res, rc, &err);
+    else
+        sb_json(res, 201, json_pack("{sI}", "id", (json_int_t)u.id));
+    json_decref(body);
+}
+
+struct login {
+    const char *name;
+    int64_t id;
+    char hash[256];
+    char token_hash[65];
+};
+
+static int find_user(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct login *l = arg;
+    dbs_value v[] = {DBS_TEXT(l->name)};
+    dbs_rows *r = dbs_query(s, "SELECT id, pw_hash FROM users WHERE name = $1", v, 1, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    l->id = 0;
+    if (n == 1) {
+        l->id = dbs_rows_int(r, 0);
+        snprintf(l->hash, sizeof l->hash, "%s", dbs_rows_text(r, 1, NULL));
+    }
+    dbs_rows_close(r);
+    return n < 0 ? n : 0;
+}
+
+static int store_token(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct login *l = arg;
+    int64_t now = now_s();
+    dbs_value old[] = {DBS_INT(l->id), DBS_INT(now)};
+    if (dbs_exec(s, "DELETE FROM tokens WHERE user_id = $1 AND expires_at <= $2", old, 2, err) <
+        0)
+        return err->code;
+    dbs_value v[] = {DBS_TEXT(l->token_hash), DBS_INT(l->id), DBS_INT(now + TOKEN_TTL_S)};
+    int64_t n = dbs_exec(
+        s, "INSERT INTO tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)", v, 3, err);
+    return n < 0 ? (int)n : 0;
+}
+
+static void login(const sb_app *app, sb_request *req, sb_response *res)
+{
+    json_t *body = body_object(req, res);
+    if (!body)
+        return;
+    const char *name = text_field(body, "name", 1, 64, res);
+    const char *password = name ? text_field(body, "password", 1, 1024, res) : NULL;
+    if (!name || !password) {
+        json_decref(body);
+        return;
+    }
+    struct login l = {.name = name};
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, find_user, &l, &err);
+    if (rc != DBS_OK) {
+        db_failure(req, res, rc, &err);
+        json_decref(body);
+        return;
+    }
+    /* verified with no session open: hashing takes tens of milliseconds */
+    if (!sb_password_check(l.id ? l.hash : NULL, password)) {
+        json_decref(body);
+        sb_error(res, 401, "wrong name or password");
+        return;
+    }
+    char token[65];
+    sb_token_new(token, l.token_hash);
+    snprintf(req->user_id, sizeof req->user_id, "%lld", (long long)l.id);
+    ctx = context_of(req);
+    rc = dbs_transact(app->pool, &ctx, store_token, &l, &err);
+    if (rc != DBS_OK)
+        db_failure(req, res, rc, &err);
+    else
+        sb_json(res, 200, json_pack("{sssi}", "token", token, "expires_in", TOKEN_TTL_S));
+    json_decref(body);
+}
+
+/* ---- authentication ---- */
+
+struct auth {
+    char token_hash[65];
+    int64_t user_id;
+};
+
+static int check_token(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct auth *a = arg;
+    dbs_value v[] = {DBS_TEXT(a->token_hash), DBS_INT(now_s())};
+    dbs_rows *r = dbs_query(
+        s, "SELECT user_id FROM tokens WHERE token_hash = $1 AND expires_at > $2", v, 2, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    a->user_id = n == 1 ? dbs_rows_int(r, 0) : 0;
+    dbs_rows_close(r);
+    return n < 0 ? n : 0;
+}
+
+/* Sets req->user_id from the bearer token, or fills res with 401/503. */
+static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
+{
+    const char *h = req->authorization;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        sb_error(res, 401, "missing bearer token (Authorization: Bearer TOKEN)");
+        return false;
+    }
+    const char *token = h + 7;
+    if (strlen(token) != 64 || strspn(token, "0123456789abcdef") != 64) {
+        sb_error(res, 401, "invalid or expired token");
+        return false;
+    }
+    struct auth a;
+    sb_token_hash(token, a.token_hash);
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, check_token, &a, &err);
+    if (rc != DBS_OK) {
+        db_failure(req, res, rc, &err);
+        return false;
+    }
+    if (!a.user_id) {
+        sb_error(res, 401, "invalid or expired token");
+        return false;
+    }
+    snprintf(req->user_id, sizeof req->user_id, "%lld", (long long)a.user_id);
+    return true;
+}
+
+/* ---- shifts ---- */
+
+struct shift_io {
+    int64_t user_id, id, after;
+    int limit;
+    const char *title, *starts_at, *ends_at;
+    int64_t starts, ends;
+    json_t *out; /* a shift object, or the list */
+    int64_t next;
+    int64_t affected;
+};
+
+static json_t *shift_json(dbs_rows *r)
+{
+    return json_pack("{sIssssss}", "id", (json_int_t)dbs_rows_int(r, 0), "title",
+                     dbs_rows_text(r, 1, NULL), "starts_at", dbs_rows_text(r, 2, NULL),
+                     "ends_at", dbs_rows_text(r, 3, NULL));
+}
+
+static int insert_shift(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct shift_io *io = arg;
+    dbs_value v[] = {DBS_INT(io->user_id), DBS_TEXT(io->title),    DBS_TEXT(io->starts_at),
+                     DBS_TEXT(io->ends_at), DBS_INT(io->starts),   DBS_INT(io->ends),
+                     DBS_INT(now_s())};
+    dbs_rows *r = dbs_query(s,
+                            "INSERT INTO shifts (user_id, title, starts_at, ends_at, "
+                            "starts_epoch, ends_epoch, created_at) "
+                            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                            "RETURNING id, title, starts_at, ends_at",
+                            v, 7, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    json_decref(io->out); /* a retried unit starts over */
+    io->out = n == 1 ? shift_json(r) : NULL;
+    dbs_rows_close(r);
+    return n == 1 ? 0 : n < 0 ? n : DBS_ESQL;
+}
+
+static void create_shift(const sb_app *app, sb_request *req, sb_response *res)
+{
+    json_t *body = body_object(req, res);
+    if (!body)
+        return;
+    struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10)};
+    io.title = text_field(body, "title", 1, 200, res);
+    io.starts_at = io.title ? text_field(body, "starts_at", 1, 64, res) : NULL;
+    io.ends_at = io.starts_at ? text_field(body, "ends_at", 1, 64, res) : NULL;
+    if (!io.ends_at) {
+        json_decref(body);
+        return;
+    }
+    if (!sb_parse_rfc3339(io.starts_at, &io.starts)) {
+        sb_error(res, 400, "field \"starts_at\" must be an RFC 3339 date-time, "
+                           "like 2026-11-24T09:00:00Z");
+    } else if (!sb_parse_rfc3339(io.ends_at, &io.ends)) {
+        sb_error(res, 400, "field \"ends_at\" must be an RFC 3339 date-time, "
+                           "like 2026-11-24T17:00:00Z");
+    } else if (io.ends <= io.starts) {
+        sb_error(res, 400, "the shift must end after it starts");
+    } else {
+        dbs_context ctx = context_of(req);
+        dbs_error err;
+        int rc = dbs_transact(app->pool, &ctx, insert_shift, &io, &err);
+        if (rc != DBS_OK) {
+            json_decref(io.out);
+            db_failure(req, res, rc, &err);
+        } else {
+            sb_json(res, 201, io.out);
+        }
+    }
+    json_decref(body);
+}
+
+static int list_shifts_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct shift_io *io = arg;
+    /* One row more than the page: tells whether there is a next page. */
+    dbs_value v[] = {DBS_INT(io->user_id), DBS_INT(io->after), DBS_INT(io->limit + 1)};
+    dbs_rows *r = dbs_query(s,
+                            "SELECT id, title, starts_at, ends_at FROM shifts "
+                            "WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                            v, 3, err);
+    if (!r)
+        return err->code;
+    json_decref(io->out);
+    io->out = json_array();
+    io->next = 0;
+    int n, seen = 0;
+    while ((n = dbs_rows_next(r, err)) == 1) {
+        if (seen++ == io->limit) {
+            json_t *last = json_array_get(io->out, json_array_size(io->out) - 1);
+            io->next = (int64_t)json_integer_value(json_object_get(last, "id"));
+            break;
+        }
+        json_array_append_new(io->out, shift_json(r));
+    }
+    dbs_rows_close(r);
+    return n < 0 ? n : 0;
+}
+
+static void list_shifts(const sb_app *app, sb_request *req, sb_response *res)
+{
+    struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .limit = PAGE_DEFAULT};
+    if (req->query_limit) {
+        int64_t l;
+        if (!parse_id(req->query_limit, &l) || l > PAGE_MAX) {
+            sb_error(res, 400, "limit must be an integer from 1 to %d", PAGE_MAX);
+            return;
+        }
+        io.limit = (int)l;
+    }
+    if (req->query_after && !parse_id(req->query_after, &io.after) &&
+        strcmp(req->query_after, "0") != 0) {
+        sb_error(res, 400, "after must be a shift id");
+        return;
+    }
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, list_shifts_unit, &io, &err);
+    if (rc != DBS_OK) {
+        json_decref(io.out);
+        db_failure(req, res, rc, &err);
+        return;
+    }
+    json_t *next = io.next ? json_integer(io.next) : json_null();
+    sb_json(res, 200, json_pack("{soso}", "shifts", io.out, "next", next));
+}
+
+static int get_shift_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct shift_io *io = arg;
+    dbs_value v[] = {DBS_INT(io->id), DBS_INT(io->user_id)};
+    dbs_rows *r = dbs_query(
+        s, "SELECT id, title, starts_at, ends_at FROM shifts WHERE id = $1 AND user_id = $2", v,
+        2, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    json_decref(io->out);
+    io->out = n == 1 ? shift_json(r) : NULL;
+    dbs_rows_close(r);
+    return n < 0 ? n : 0;
+}
+
+static int delete_shift_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct shift_io *io = arg;
+    dbs_value v[] = {DBS_INT(io->id), DBS_INT(io->user_id)};
+    io->affected = dbs_exec(s, "DELETE FROM shifts WHERE id = $1 AND user_id = $2", v, 2, err);
+    return io->affected < 0 ? (int)io->affected : 0;
+}
+
+/* Another user's shift is answered exactly like a missing one: 404, so
+ * ids cannot be probed for existence. */
+static void one_shift(const sb_app *app, sb_request *req, sb_response *res, int64_t id,
+                      bool del)
+{
+    struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .id = id};
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, del ? delete_shift_unit : get_shift_unit, &io, &err);
+    if (rc != DBS_OK) {
+        json_decref(io.out);
+        db_failure(req, res, rc, &err);
+    } else if (del) {
+        if (io.affected == 0)
+            sb_error(res, 404, "no shift %lld", (long long)id);
+        else
+            res->status = 204;
+    } else if (!io.out) {
+        sb_error(res, 404, "no shift %lld", (long long)id);
+    } else {
+        sb_json(res, 200, io.out);
+    }
+}
+
+/* ---- operations ---- */
+
+static int ping_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    dbs_rows *r = dbs_query(s, "SELECT 1", NULL, 0, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    dbs_rows_close(r);
+    return n == 1 ? 0 : n < 0 ? n : DBS_ESQL;
+}
+
+static char *pool_json(const sb_app *app)
+{
+    char *buf = NULL;
+    size_t cap = 2048;
+    for (;;) {
+        char *b = realloc(buf, cap);
+        if (!b) {
+            free(buf);
+            return NULL;
+        }
+        buf = b;
+        int n = dbs_pool_stats_json(app->pool, buf, cap);
+        if (n < 0) {
+            free(buf);
+            return NULL;
+        }
+        if ((size_t)n < cap)
+            return buf;
+        cap = (size_t)n + 1;
+    }
+}
+
+static void health(const sb_app *app, sb_request *req, sb_response *res)
+{
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, ping_unit, NULL, &err);
+    char *pool = pool_json(app);
+    json_t *stats = pool ? json_loads(pool, 0, NULL) : NULL;
+    free(pool);
+    const char *db = app->postgres ? "postgresql" : "sqlite";
+    if (rc == DBS_OK) {
+        sb_json(res, 200, json_pack("{ssssso*}", "status", "ok", "database", db, "pool", stats));
+    } else {
+        res->retry_after = "1";
+        sb_json(res, 503,
+                json_pack("{ssssssssso*}", "status", "unavailable", "database", db, "error",
+                          err.message, "code", dbs_strerror(rc), "pool", stats));
+    }
+}
+
+static void metrics(const sb_app *app, sb_response *res)
+{
+    size_t cap = 16384;
+    for (;;) {
+        char *buf = malloc(cap);
+        if (!buf) {
+            sb_error(res, 500, "out of memory");
+            return;
+        }
+        int n = dbs_pool_metrics(app->pool, buf, cap);
+        if (n >= 0 && (size_t)n < cap) {
+            res->status = 200;
+            res->body = buf;
+            res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+            return;
+        }
+        free(buf);
+        if (n < 0) {
+            sb_error(res, 500, "metrics: %s", dbs_strerror(n));
+            return;
+        }
+        cap = (size_t)n + 1;
+    }
+}
+
+/* ---- routing ---- */
+
+static bool method_is(const sb_request *req, const char *m)
+{
+    return !strcmp(req->method, m);
+}
+
+/* Whether req's method is one of allow ("GET, POST"); if not, res gets 405
+ * with an Allow header. */
+static bool allowed(const sb_request *req, sb_response *res, const char *allow)
+{
+    size_t n = strlen(req->method);
+    for (const char *a = allow; (a = strstr(a, req->method)); a += n) {
+        bool starts = a == allow || a[-1] == ' ';
+        bool ends = a[n] == '\0' || a[n] == ',';
+        if (starts && ends)
+            return true;
+    }
+    res->allow = allow;
+    sb_error(res, 405, "method %s not allowed here; allowed: %s", req->method, allow);
+    return false;
+}
+
+static void dashboard(sb_response *res)
+{
+    res->body = strdup(sb_dashboard_html);
+    res->status = res->body ? 200 : 500;
+    res->content_type = "text/html; charset=utf-8";
+}
+
+static void pool_stats(const sb_app *app, sb_response *res)
+{
+    char *pool = pool_json(app);
+    if (!pool) {
+        sb_error(res, 500, "out of memory");
+        return;
+    }
+    res->status = 200;
+    res->body = pool;
+}
+
+void sb_handle(const sb_app *app, sb_request *req, sb_response *res)
+{
+    const char *p = req->path;
+    int64_t id;
+    if (!strcmp(p, "/")) {
+        if (allowed(req, res, "GET"))
+            dashboard(res);
+    } else if (!strcmp(p, "/health")) {
+        if (allowed(req, res, "GET"))
+            health(app, req, res);
+    } else if (!strcmp(p, "/metrics")) {
+        if (allowed(req, res, "GET"))
+            metrics(app, res);
+    } else if (!strcmp(p, "/api/pool")) {
+        if (allowed(req, res, "GET"))
+            pool_stats(app, res);
+    } else if (!strcmp(p, "/api/users")) {
+        if (allowed(req, res, "POST"))
+            create_user(app, req, res);
+    } else if (!strcmp(p, "/api/login")) {
+        if (allowed(req, res, "POST"))
+            login(app, req, res);
+    } else if (!strcmp(p, "/api/shifts")) {
+        if (allowed(req, res, "GET, POST") && authenticate(app, req, res)) {
+            if (method_is(req, "GET"))
+                list_shifts(app, req, res);
+            else
+                create_shift(app, req, res);
+        }
+    } else if (!strncmp(p, "/api/shifts/", 12) && parse_id(p + 12, &id)) {
+        if (allowed(req, res, "GET, DELETE") && authenticate(app, req, res))
+            one_shift(app, req, res, id, method_is(req, "DELETE"));
+    } else {
+        sb_error(res, 404, "no such route: %s", p);
+    }
+}

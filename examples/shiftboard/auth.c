@@ -1,0 +1,55 @@
+/* Passwords and tokens, with libsodium: argon2id password hashes, random
+ * bearer tokens of which only a BLAKE2b hash is stored, so a copy of the
+ * database lets nobody log in. */
+#include "shiftboard.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <string.h>
+
+int sb_password_hash(const sb_app *app, const char *password, char *out, size_t len)
+{
+    if (len < crypto_pwhash_STRBYTES)
+        return -1;
+    return crypto_pwhash_str_alg(out, password, strlen(password), app->pwhash_ops,
+                                 app->pwhash_mem, crypto_pwhash_ALG_ARGON2ID13);
+}
+
+static char dummy_hash[crypto_pwhash_STRBYTES];
+static bool dummy_ready;
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+static void make_dummy(void)
+{
+    dummy_ready = crypto_pwhash_str(dummy_hash, "not a password", 14,
+                                    crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                    crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0;
+}
+
+bool sb_password_check(const char *hash, const char *password)
+{
+    /* An unknown name costs a verification too, so response times do not
+     * reveal which names exist. */
+    if (!hash) {
+        pthread_once(&dummy_once, make_dummy);
+        if (dummy_ready && crypto_pwhash_str_verify(dummy_hash, password, strlen(password)) == 0)
+            return false; /* matched the decoy: still no such user */
+        return false;
+    }
+    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+}
+
+void sb_token_hash(const char *token, char hash[65])
+{
+    unsigned char h[32];
+    crypto_generichash(h, sizeof h, (const unsigned char *)token, strlen(token), NULL, 0);
+    sodium_bin2hex(hash, 65, h, sizeof h);
+}
+
+void sb_token_new(char token[65], char hash[65])
+{
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(token, 65, raw, sizeof raw);
+    sb_token_hash(token, hash);
+}

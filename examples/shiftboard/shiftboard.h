@@ -1,0 +1,91 @@
+/* shiftboard: a multi-user shift-scheduling JSON API over HTTP, the
+ * reference service for dbscope. Every request gets its own database
+ * session through dbs_transact, with a context of request id and user id;
+ * nothing database-related outlives a request. */
+#ifndef SHIFTBOARD_H
+#define SHIFTBOARD_H
+
+#include "dbscope.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The largest request body accepted; larger ones get 413. */
+#define SB_MAX_BODY (16 * 1024)
+
+/* One HTTP request as the handlers see it. */
+typedef struct sb_request {
+    const char *method;
+    const char *path;
+    const char *query_limit;    /* ?limit= */
+    const char *query_after;    /* ?after= */
+    const char *authorization;  /* the Authorization header, or NULL */
+    const char *body;           /* NUL-terminated, may be empty */
+    size_t body_len;
+    char request_id[40];
+    char user_id[24];           /* set once the bearer token is checked */
+} sb_request;
+
+/* A response: status, a body the handler allocated (freed by the HTTP
+ * layer), its content type, and an optional Retry-After / Allow value. */
+typedef struct sb_response {
+    int status;
+    char *body;
+    const char *content_type;
+    const char *retry_after;
+    const char *allow;
+} sb_response;
+
+/* ---- app.c: the routes ---- */
+
+/* Everything the handlers share; read-only after start. */
+typedef struct sb_app {
+    dbs_pool *pool;
+    bool postgres;
+    unsigned long long pwhash_ops;
+    size_t pwhash_mem;
+} sb_app;
+
+/* Routes req to its handler and fills res. Any thread. */
+void sb_handle(const sb_app *app, sb_request *req, sb_response *res);
+
+/* ---- json.c: responses ---- */
+
+/* res gets status and the JSON text of obj (which is consumed). */
+void sb_json(sb_response *res, int status, json_t *obj);
+/* res gets status and {"error": message}. */
+void sb_error(sb_response *res, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- auth.c: passwords and tokens ---- */
+
+/* Hashes password with argon2id into out (crypto_pwhash_STRBYTES). Slow on
+ * purpose: call it with no session open. Returns 0 or -1 (out of memory). */
+int sb_password_hash(const sb_app *app, const char *password, char *out, size_t len);
+/* Checks password against a stored hash; with hash NULL, spends the same
+ * time and fails, so unknown names cannot be told apart by timing. */
+bool sb_password_check(const char *hash, const char *password);
+/* A new random token (hex, 64 chars) and the hash stored for it. */
+void sb_token_new(char token[65], char hash[65]);
+/* The stored hash of a presented token. */
+void sb_token_hash(const char *token, char hash[65]);
+
+/* ---- times.c ---- */
+
+/* Parses an RFC 3339 date-time ("2026-11-24T09:00:00Z", offsets and
+ * fractions allowed) to seconds since the epoch, UTC. */
+bool sb_parse_rfc3339(const char *s, int64_t *out);
+
+/* ---- schema.c ---- */
+
+/* Creates or migrates the schema, idempotently. On PostgreSQL, turns on
+ * row-level security for shifts, keyed on app.user_id. */
+int sb_schema(sb_app *app, dbs_error *err);
+
+/* ---- dashboard.c ---- */
+
+extern const char sb_dashboard_html[];
+
+#endif

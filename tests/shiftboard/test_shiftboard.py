@@ -1,0 +1,398 @@
+#!/usr/bin/python3
+"""Black-box tests of shiftboard: the real binary, real HTTP, a real database.
+
+  test_shiftboard.py --binary PATH --backend sqlite
+  test_shiftboard.py --binary PATH --backend pg --url-file FILE
+  test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
+
+sqlite and pg run the same API checks; pg adds that row-level security
+holds for a query with no WHERE clause. pg-outage starts a private
+PostgreSQL, stops it under the service and starts it again: /health goes
+503 with Retry-After and comes back by itself. Only the standard library.
+No timing is asserted: waits poll with generous limits.
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Service:
+    """One shiftboard process on a free port."""
+
+    def __init__(self, binary, url, workdir):
+        self.port = free_port()
+        env = dict(os.environ)
+        env["DATABASE_URL"] = url
+        env["SHIFTBOARD_PWHASH"] = "min"  # argon2id at its cheapest: sanitizer builds
+        env["DB_POOL_SIZE"] = "4"
+        self.err_path = os.path.join(workdir, "shiftboard-%d.log" % self.port)
+        self.err = open(self.err_path, "w")
+        self.proc = subprocess.Popen(
+            [binary, "--listen", "127.0.0.1:%d" % self.port, "--threads", "8"],
+            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise SystemExit("shiftboard did not start: %r\n%s" % (line, self.log()))
+
+    def log(self):
+        if not self.err.closed:
+            self.err.flush()
+        with open(self.err_path) as f:
+            return f.read()
+
+    def request(self, method, path, body=None, token=None, headers=None, raw=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        h = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        if token:
+            h["Authorization"] = "Bearer " + token
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        text = r.read().decode("utf-8", "replace")
+        conn.close()
+        doc = None
+        if r.getheader("Content-Type", "").startswith("application/json") and text:
+            doc = json.loads(text)
+        return r.status, r, doc, text
+
+    def stop(self):
+        """SIGTERM: must finish in-flight work and exit 0."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = "hung"
+        self.err.close()
+        return code
+
+
+def register_and_login(svc, name, password="correct horse"):
+    st, _, doc, text = svc.request("POST", "/api/users", {"name": name, "password": password})
+    check(st == 201 and isinstance(doc.get("id"), int), "register %s: %s %s" % (name, st, text))
+    st, _, doc, text = svc.request("POST", "/api/login", {"name": name, "password": password})
+    check(st == 200 and len(doc.get("token", "")) == 64, "login %s: %s %s" % (name, st, text))
+    return doc["token"]
+
+
+SHIFT = {"title": "Front desk", "starts_at": "2026-11-24T09:00:00Z",
+         "ends_at": "2026-11-24T17:00:00Z"}
+
+
+def api_flow(svc):
+    st, _, doc, _ = svc.request("GET", "/health")
+    check(st == 200 and doc["status"] == "ok" and "in_use" in doc["pool"], "health ok")
+
+    ann = register_and_login(svc, "ann")
+    bob = register_and_login(svc, "bob")
+    st, _, doc, _ = svc.request("POST", "/api/users", {"name": "ann", "password": "whatever12"})
+    check(st == 409 and "taken" in doc["error"], "duplicate name is 409: %s" % st)
+    st, _, doc, _ = svc.request("POST", "/api/login", {"name": "ann", "password": "wrong pass"})
+    check(st == 401, "wrong password is 401: %s" % st)
+    st, _, doc, _ = svc.request("POST", "/api/login", {"name": "nobody", "password": "x"})
+    check(st == 401 and doc["error"] == "wrong name or password", "unknown name is 401 alike")
+
+    st, _, doc, text = svc.request("POST", "/api/shifts", SHIFT, token=ann)
+    check(st == 201 and doc["title"] == SHIFT["title"], "create shift: %s %s" % (st, text))
+    ann_shift = doc["id"]
+    evil = "x'); DROP TABLE shifts; -- \u00e9\u6f22"
+    st, _, doc, _ = svc.request("POST", "/api/shifts", dict(SHIFT, title=evil), token=ann)
+    check(st == 201 and doc["title"] == evil, "SQL-looking title stored verbatim")
+    st, _, doc, _ = svc.request("GET", "/api/shifts/%d" % doc["id"], token=ann)
+    check(st == 200 and doc["title"] == evil, "SQL-looking title read back verbatim")
+
+    st, _, doc, _ = svc.request("GET", "/api/shifts/%d" % ann_shift, token=ann)
+    check(st == 200 and doc["id"] == ann_shift, "own shift readable")
+    st, _, doc, _ = svc.request("GET", "/api/shifts/%d" % ann_shift, token=bob)
+    check(st == 404, "another user's shift is 404, not 403: %s" % st)
+    st, _, _, _ = svc.request("DELETE", "/api/shifts/%d" % ann_shift, token=bob)
+    check(st == 404, "another user's shift cannot be deleted: %s" % st)
+    st, _, doc, _ = svc.request("GET", "/api/shifts", token=bob)
+    check(st == 200 and doc["shifts"] == [], "bob sees none of ann's shifts")
+    st, _, _, _ = svc.request("DELETE", "/api/shifts/%d" % ann_shift, token=ann)
+    check(st == 204, "own shift deleted: %s" % st)
+    st, _, _, _ = svc.request("GET", "/api/shifts/%d" % ann_shift, token=ann)
+    check(st == 404, "deleted shift is gone")
+
+    # paging: keyset, in id order, no duplicates, no gaps
+    ids = set()
+    for i in range(5):
+        st, _, doc, _ = svc.request("POST", "/api/shifts", dict(SHIFT, title="p%d" % i), token=bob)
+        ids.add(doc["id"])
+    seen, after = [], None
+    for _ in range(10):
+        path = "/api/shifts?limit=2" + ("&after=%d" % after if after else "")
+        st, _, doc, _ = svc.request("GET", path, token=bob)
+        check(st == 200 and len(doc["shifts"]) <= 2, "page of at most 2")
+        seen += [s["id"] for s in doc["shifts"]]
+        after = doc["next"]
+        if after is None:
+            break
+    check(seen == sorted(ids), "pages cover every shift once, in order: %s" % seen)
+    return ann, bob
+
+
+def bad_input(svc, token):
+    cases = [
+        ("POST", "/api/users", b"{not json", None, 400, "malformed JSON"),
+        ("POST", "/api/users", b"[1,2]", None, 400, "JSON object"),
+        ("POST", "/api/users", b'{"name":"zed"}', None, 400, '"password" is missing'),
+        ("POST", "/api/users", b'{"name":7,"password":"abcdefgh"}', None, 400, "must be a string"),
+        ("POST", "/api/users", b'{"name":"zed","password":"short"}', None, 400, "8 to 1024"),
+        ("POST", "/api/users", b'{"name":"","password":"abcdefghij"}', None, 400, "1 to 64"),
+        ("POST", "/api/users", b'{"name":"a","name":"b","password":"abcdefghij"}', None, 400,
+         "malformed JSON"),
+        ("POST", "/api/users", b"x" * (64 * 1024), None, 413, "larger than"),
+        ("POST", "/api/shifts", json.dumps(SHIFT).encode(), None, 401, "missing bearer"),
+        ("POST", "/api/shifts", json.dumps(SHIFT).encode(), "f" * 64, 401, "invalid or expired"),
+        ("GET", "/api/shifts", None, "not-a-token", 401, "invalid or expired"),
+        ("POST", "/api/shifts", b'{"title":"t","starts_at":"tomorrow","ends_at":"2026-11-24T17:00:00Z"}',
+         token, 400, "RFC 3339"),
+        ("POST", "/api/shifts", b'{"title":"t","starts_at":"2026-02-30T09:00:00Z","ends_at":"2026-11-24T17:00:00Z"}',
+         token, 400, "RFC 3339"),
+        ("POST", "/api/shifts", b'{"title":"t","starts_at":"2026-11-24T18:00:00Z","ends_at":"2026-11-24T17:00:00Z"}',
+         token, 400, "end after"),
+        ("POST", "/api/shifts", b'{"starts_at":"2026-11-24T09:00:00Z","ends_at":"2026-11-24T17:00:00Z"}',
+         token, 400, '"title" is missing'),
+        ("GET", "/api/shifts?limit=0", None, token, 400, "limit"),
+        ("GET", "/api/shifts?limit=abc", None, token, 400, "limit"),
+        ("GET", "/api/shifts?after=-1", None, token, 400, "after"),
+        ("GET", "/api/nothing", None, None, 404, "no such route"),
+        ("GET", "/api/shifts/abc", None, token, 404, "no such route"),
+        ("GET", "/api/shifts/99999999", None, token, 404, "no shift"),
+        ("PUT", "/api/shifts", None, token, 405, "not allowed"),
+        ("GET", "/api/users", None, None, 405, "not allowed"),
+        ("DELETE", "/health", None, None, 405, "not allowed"),
+    ]
+    st, _, before, _ = svc.request("GET", "/api/shifts?limit=200", token=token)
+    for method, path, raw, tok, want, msg in cases:
+        headers = {"Content-Type": "application/json"} if raw is not None else {}
+        st, r, doc, text = svc.request(method, path, raw=raw, token=tok, headers=headers)
+        ok = st == want and doc is not None and msg in doc.get("error", "")
+        check(ok, "%s %s -> %s %s (wanted %s with %r)" % (method, path, st, text[:120], want, msg))
+        if want == 405:
+            check(r.getheader("Allow"), "405 names the allowed methods")
+    st, _, after, _ = svc.request("GET", "/api/shifts?limit=200", token=token)
+    check(before == after, "bad requests changed nothing")
+
+
+def concurrent_isolation(svc, users=8, threads=16, rounds=25):
+    tokens = {}
+    for i in range(users):
+        tokens["user%d" % i] = register_and_login(svc, "user%d" % i)
+    names = sorted(tokens)
+    created = {n: [] for n in names}
+    lock = threading.Lock()
+    errors = []
+
+    def worker(k):
+        name = names[k % users]
+        other = names[(k + 1) % users]
+        try:
+            for r in range(rounds):
+                st, _, doc, _ = svc.request("POST", "/api/shifts",
+                                            dict(SHIFT, title="%s/%d/%d" % (name, k, r)),
+                                            token=tokens[name])
+                if st != 201:
+                    errors.append("create %s" % st)
+                    continue
+                with lock:
+                    created[name].append(doc["id"])
+                    theirs = list(created[other])
+                st, _, doc, _ = svc.request("GET", "/api/shifts?limit=200", token=tokens[name])
+                if st != 200:
+                    errors.append("list %s" % st)
+                    continue
+                for s in doc["shifts"]:
+                    if not s["title"].startswith(name + "/"):
+                        errors.append("%s saw %s" % (name, s["title"]))
+                if theirs:
+                    st, _, _, _ = svc.request("GET", "/api/shifts/%d" % theirs[-1],
+                                              token=tokens[name])
+                    if st != 404:
+                        errors.append("%s read a shift of %s: %s" % (name, other, st))
+        except Exception as e:  # a failed request must fail the test, not hang it
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(not errors, "concurrent isolation: %d problems, first: %s" % (len(errors), errors[:3]))
+    for n in names:
+        st, _, doc, _ = svc.request("GET", "/api/shifts?limit=200", token=tokens[n])
+        got = sorted(s["id"] for s in doc["shifts"])
+        check(got == sorted(created[n]), "%s lists exactly their %d shifts" % (n, len(created[n])))
+    return tokens
+
+
+def observability(svc):
+    st, r, _, text = svc.request("GET", "/metrics")
+    check(st == 200 and r.getheader("Content-Type").startswith("text/plain"), "metrics served")
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf-]+$')
+    bad = [l for l in text.splitlines() if l and not l.startswith("#") and not sample.match(l)]
+    check(not bad, "metrics lines parse: %s" % bad[:3])
+    check('dbscope_connections{pool="shiftboard",state="in_use"}' in text, "pool gauge present")
+    st, _, doc, _ = svc.request("GET", "/api/pool")
+    check(st == 200 and doc["pool"] == "shiftboard" and "p99" in doc["wait_us"], "pool JSON")
+    check(doc["acquired"] == doc["released"] + doc["in_use"], "every session given back")
+    st, r, _, text = svc.request("GET", "/")
+    check(st == 200 and "<svg" in text and "/api/pool" in text and "http" not in
+          re.sub(r'xmlns="[^"]*"', "", text).replace("http-equiv", ""),
+          "dashboard served, nothing fetched from elsewhere")
+
+
+def request_logs(svc, expected):
+    lines = [l for l in svc.log().splitlines() if "msg=request" in l]
+    print("%d requests served and logged" % len(lines), flush=True)
+    check(len(lines) >= expected, "a log line per request (%d >= %d)" % (len(lines), expected))
+    pat = re.compile(r"request_id=\S+ user_id=\S+ method=\S+ path=\"[^\"]*\" status=\d+ duration_ms=[0-9.]+")
+    check(all(pat.search(l) for l in lines), "log lines carry request id, user, status, duration")
+    check(any(re.search(r"user_id=\d+ .*status=201", l) for l in lines), "user id logged")
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit("psql failed: %s" % out.stderr)
+    return out.stdout.strip().splitlines()
+
+
+def rls(url):
+    """A query with no WHERE clause, as the application's role: sees only
+    the rows of the user in app.user_id, and none without it."""
+    owners = psql(url, "SET app.user_id = '1'; SELECT DISTINCT user_id FROM shifts")
+    check(owners in ([], ["1"]), "RLS: user 1 sees only its rows: %s" % owners)
+    rows = psql(url, "SELECT count(*) FROM shifts")
+    check(rows == ["0"], "RLS: no context, no rows: %s" % rows)
+    total = psql(url, "SET app.user_id = '3'; SELECT count(*), count(DISTINCT user_id) FROM shifts")
+    check(total and total[0].split("|")[1] in ("0", "1"), "RLS: user 3 alone: %s" % total)
+    err = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c",
+                          "SET app.user_id = '1'; INSERT INTO shifts (user_id, title, starts_at, "
+                          "ends_at, starts_epoch, ends_epoch, created_at) "
+                          "VALUES (2, 'forged', 'a', 'b', 0, 1, 0)"],
+                         capture_output=True, text=True, timeout=60)
+    check(err.returncode != 0 and "row-level security" in err.stderr,
+          "RLS: cannot write a row for another user")
+
+
+def main_api(args, url, workdir):
+    svc = Service(args.binary, url, workdir)
+    try:
+        ann, bob = api_flow(svc)
+        bad_input(svc, ann)
+        concurrent_isolation(svc)
+        observability(svc)
+        request_logs(svc, 100)
+        if args.backend == "pg":
+            rls(url)
+    finally:
+        code = svc.stop()
+    check(code == 0, "SIGTERM: exit 0 (got %s)" % code)
+    check("stopped" in svc.log() and "0 still out" in svc.log(), "shutdown closed the pool cleanly")
+    # a second start on the same database: the schema is already there
+    svc = Service(args.binary, url, workdir)
+    st, _, doc, _ = svc.request("POST", "/api/login", {"name": "ann", "password": "correct horse"})
+    check(st == 200, "restart keeps users (schema migration is idempotent)")
+    check(svc.stop() == 0, "second SIGTERM: exit 0")
+
+
+def as_postgres(cmd):
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def outage(args, workdir):
+    d = args.pg_dir
+    subprocess.run(["sh", args.pg_server, "start", d], check=True, capture_output=True)
+    try:
+        url = open(os.path.join(d, "url")).read().strip()
+        pg_ctl = open(os.path.join(d, "pg_ctl")).read().strip()
+        svc = Service(args.binary, url, workdir)
+        try:
+            tok = register_and_login(svc, "carol")
+            st, _, _, _ = svc.request("GET", "/health")
+            check(st == 200, "health 200 while the database is up")
+            as_postgres([pg_ctl, "-D", os.path.join(d, "data"), "-m", "fast", "-w", "stop"])
+            st, r = None, None
+            for _ in range(120):
+                st, r, doc, _ = svc.request("GET", "/health")
+                if st == 503:
+                    break
+                time.sleep(0.25)
+            check(st == 503 and r.getheader("Retry-After"), "health 503 with Retry-After when down")
+            st, r, doc, _ = svc.request("GET", "/api/shifts", token=tok)
+            check(st == 503 and doc and "unavailable" in doc["error"], "API 503 when down: %s" % st)
+            out = as_postgres([pg_ctl, "-D", os.path.join(d, "data"), "-l",
+                               os.path.join(d, "data", "server.out"), "-w", "start"])
+            check(out.returncode == 0, "server restarted: %s" % out.stderr)
+            for _ in range(240):
+                st, _, _, _ = svc.request("GET", "/health")
+                if st == 200:
+                    break
+                time.sleep(0.25)
+            check(st == 200, "health back to 200 by itself")
+            st, _, _, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+            check(st == 201, "API works again: %s %s" % (st, text))
+        finally:
+            check(svc.stop() == 0, "SIGTERM after the outage: exit 0")
+    finally:
+        subprocess.run(["sh", args.pg_server, "stop", d], capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage"], required=True)
+    ap.add_argument("--url-file")
+    ap.add_argument("--pg-server")
+    ap.add_argument("--pg-dir")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="shiftboard-test-") as workdir:
+        if args.backend == "sqlite":
+            main_api(args, "sqlite:" + os.path.join(workdir, "sb.db"), workdir)
+        elif args.backend == "pg":
+            main_api(args, open(args.url_file).read().strip(), workdir)
+        else:
+            outage(args, workdir)
+    if FAILURES:
+        print("%d checks failed" % len(FAILURES))
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
