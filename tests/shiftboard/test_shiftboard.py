@@ -206,7 +206,10 @@ def bad_input(svc, token):
     check(before == after, "bad requests changed nothing")
 
 
-def concurrent_isolation(svc, users=8, threads=16, rounds=25):
+def concurrent_isolation(svc, users=32, seconds=3.0):
+    """32 clients, each its own user, creating and listing shifts for a few
+    seconds while probing each other's: every listing holds only the
+    caller's shifts, every probe is 404."""
     tokens = {}
     for i in range(users):
         tokens["user%d" % i] = register_and_login(svc, "user%d" % i)
@@ -214,14 +217,17 @@ def concurrent_isolation(svc, users=8, threads=16, rounds=25):
     created = {n: [] for n in names}
     lock = threading.Lock()
     errors = []
+    deadline = time.monotonic() + seconds
+    done = [0]
 
     def worker(k):
-        name = names[k % users]
-        other = names[(k + 1) % users]
+        name, other = names[k], names[(k + 1) % users]
         try:
-            for r in range(rounds):
+            r = 0
+            while time.monotonic() < deadline or r < 3:
+                r += 1
                 st, _, doc, _ = svc.request("POST", "/api/shifts",
-                                            dict(SHIFT, title="%s/%d/%d" % (name, k, r)),
+                                            dict(SHIFT, title="%s/%d" % (name, r)),
                                             token=tokens[name])
                 if st != 201:
                     errors.append("create %s" % st)
@@ -229,6 +235,7 @@ def concurrent_isolation(svc, users=8, threads=16, rounds=25):
                 with lock:
                     created[name].append(doc["id"])
                     theirs = list(created[other])
+                    done[0] += 1
                 st, _, doc, _ = svc.request("GET", "/api/shifts?limit=200", token=tokens[name])
                 if st != 200:
                     errors.append("list %s" % st)
@@ -244,17 +251,70 @@ def concurrent_isolation(svc, users=8, threads=16, rounds=25):
         except Exception as e:  # a failed request must fail the test, not hang it
             errors.append(repr(e))
 
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(users)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
+    print("isolation: %d clients created %d shifts" % (users, done[0]), flush=True)
     check(not errors, "concurrent isolation: %d problems, first: %s" % (len(errors), errors[:3]))
     for n in names:
-        st, _, doc, _ = svc.request("GET", "/api/shifts?limit=200", token=tokens[n])
-        got = sorted(s["id"] for s in doc["shifts"])
-        check(got == sorted(created[n]), "%s lists exactly their %d shifts" % (n, len(created[n])))
+        ids, after = [], None
+        while True:
+            path = "/api/shifts?limit=200" + ("&after=%d" % after if after else "")
+            st, _, doc, _ = svc.request("GET", path, token=tokens[n])
+            ids += [s["id"] for s in doc["shifts"]]
+            after = doc["next"]
+            if after is None:
+                break
+        check(sorted(ids) == sorted(created[n]), "%s lists exactly their %d shifts" % (n, len(created[n])))
     return tokens
+
+
+def shutdown_keeps_acknowledged(args, url, workdir):
+    """SIGTERM in the middle of a stream of writes: every write answered
+    201 is there after a restart."""
+    svc = Service(args.binary, url, workdir)
+    tokens = {n: register_and_login(svc, n) for n in ("dora", "emil", "fay", "gus")}
+    acked = {n: [] for n in tokens}
+    stop = threading.Event()
+
+    def writer(name):
+        r = 0
+        while not stop.is_set():
+            r += 1
+            try:
+                st, _, doc, _ = svc.request("POST", "/api/shifts",
+                                            dict(SHIFT, title="%s/%d" % (name, r)),
+                                            token=tokens[name])
+            except (OSError, http.client.HTTPException):
+                return  # the server went away: that write was never acknowledged
+            if st == 201:
+                acked[name].append(doc["id"])
+
+    ts = [threading.Thread(target=writer, args=(n,)) for n in tokens]
+    for t in ts:
+        t.start()
+    while sum(len(v) for v in acked.values()) < 40:
+        time.sleep(0.01)
+    code = svc.stop()
+    stop.set()
+    for t in ts:
+        t.join()
+    check(code == 0, "SIGTERM under load: exit 0 (got %s)" % code)
+    svc = Service(args.binary, url, workdir)
+    for n, tok in tokens.items():
+        ids, after = set(), None
+        while True:
+            path = "/api/shifts?limit=200" + ("&after=%d" % after if after else "")
+            st, _, doc, _ = svc.request("GET", path, token=tok)
+            ids |= {s["id"] for s in doc["shifts"]}
+            after = doc["next"]
+            if after is None:
+                break
+        lost = [i for i in acked[n] if i not in ids]
+        check(not lost, "%s: %d acknowledged writes, %d lost" % (n, len(acked[n]), len(lost)))
+    check(svc.stop() == 0, "SIGTERM after the restart: exit 0")
 
 
 def observability(svc):
@@ -271,6 +331,49 @@ def observability(svc):
     check(st == 200 and "<svg" in text and "/api/pool" in text and "http" not in
           re.sub(r'xmlns="[^"]*"', "", text).replace("http-equiv", ""),
           "dashboard served, nothing fetched from elsewhere")
+
+
+def metric(text, name, labels=""):
+    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def dashboard_in_browser(svc, artifacts, tag):
+    """The dashboard in headless Chromium: the page's script fetches the
+    stats and fills in the numbers, which must match /metrics; a screenshot
+    is kept as a test artifact."""
+    chromium = "/usr/bin/chromium"
+    if not check(os.access(chromium, os.X_OK), "chromium installed (scripts/packages/shiftboard.txt)"):
+        return
+    url = "http://127.0.0.1:%d/" % svc.port
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--virtual-time-budget=3000"]
+    dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True,
+                         timeout=180).stdout
+    shown = dict(re.findall(r'<div class="v" id="(\w+)">([^<]*)</div>', dom))
+    _, _, _, text = svc.request("GET", "/metrics")
+    pool = '{pool="shiftboard"}'
+    want = {
+        "max_size": metric(text, "dbscope_connections_max", pool),
+        "size": (metric(text, "dbscope_connections", '{pool="shiftboard",state="idle"}') or 0) +
+                (metric(text, "dbscope_connections", '{pool="shiftboard",state="in_use"}') or 0),
+        "in_use": metric(text, "dbscope_connections", '{pool="shiftboard",state="in_use"}'),
+        "waiting": metric(text, "dbscope_waiting_threads", pool),
+        "timeouts": metric(text, "dbscope_acquire_timeouts_total", pool),
+        "leaks": metric(text, "dbscope_leaks_total", pool),
+    }
+    for key, value in want.items():
+        got = shown.get(key)
+        check(got is not None and value is not None and float(got) == value,
+              "dashboard shows %s = %s, /metrics says %s" % (key, got, value))
+    check('id="status" class="">live' in dom, "dashboard reached the server")
+    if artifacts:
+        os.makedirs(artifacts, exist_ok=True)
+        png = os.path.join(artifacts, "shiftboard-dashboard-%s.png" % tag)
+        subprocess.run(flags + ["--window-size=1100,800", "--screenshot=" + png, url],
+                       capture_output=True, timeout=180)
+        check(os.path.getsize(png) > 1000 if os.path.exists(png) else False,
+              "dashboard screenshot written to " + png)
 
 
 def request_logs(svc, expected):
@@ -315,6 +418,7 @@ def main_api(args, url, workdir):
         bad_input(svc, ann)
         concurrent_isolation(svc)
         observability(svc)
+        dashboard_in_browser(svc, args.artifacts, args.backend)
         request_logs(svc, 100)
         if args.backend == "pg":
             rls(url)
@@ -327,6 +431,7 @@ def main_api(args, url, workdir):
     st, _, doc, _ = svc.request("POST", "/api/login", {"name": "ann", "password": "correct horse"})
     check(st == 200, "restart keeps users (schema migration is idempotent)")
     check(svc.stop() == 0, "second SIGTERM: exit 0")
+    shutdown_keeps_acknowledged(args, url, workdir)
 
 
 def as_postgres(cmd):
@@ -346,6 +451,23 @@ def outage(args, workdir):
             tok = register_and_login(svc, "carol")
             st, _, _, _ = svc.request("GET", "/health")
             check(st == 200, "health 200 while the database is up")
+            # clients keep working through the outage: every answer must be
+            # a status (503 while down), never a hang or a dropped connection
+            statuses, problems, stop = [], [], threading.Event()
+
+            def client():
+                while not stop.is_set():
+                    try:
+                        st, _, _, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+                        statuses.append(st)
+                    except Exception as e:
+                        problems.append(repr(e))
+                        return
+
+            clients = [threading.Thread(target=client) for _ in range(4)]
+            for t in clients:
+                t.start()
+            time.sleep(0.5)
             as_postgres([pg_ctl, "-D", os.path.join(d, "data"), "-m", "fast", "-w", "stop"])
             st, r = None, None
             for _ in range(120):
@@ -365,6 +487,14 @@ def outage(args, workdir):
                     break
                 time.sleep(0.25)
             check(st == 200, "health back to 200 by itself")
+            time.sleep(0.5)
+            stop.set()
+            for t in clients:
+                t.join()
+            check(not problems, "no hang or dropped connection during the outage: %s" % problems[:2])
+            check(set(statuses) <= {201, 503} and 503 in statuses and statuses[-1] == 201,
+                  "writes answered 201 or 503 through the outage, 201 again after: %s"
+                  % sorted(set(statuses)))
             st, _, _, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
             check(st == 201, "API works again: %s %s" % (st, text))
         finally:
@@ -380,6 +510,7 @@ def main():
     ap.add_argument("--url-file")
     ap.add_argument("--pg-server")
     ap.add_argument("--pg-dir")
+    ap.add_argument("--artifacts", help="where to keep the dashboard screenshot")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="shiftboard-test-") as workdir:
         if args.backend == "sqlite":
