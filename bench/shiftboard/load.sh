@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Load on shiftboard with wrk: a realistic mix (each wrk thread logs in once
-# as its own user, then creates one shift for every two listings), on SQLite
-# and then on a throwaway PostgreSQL. Prints wrk's report for each.
+# Load on shiftboard with wrk: a realistic mix (each wrk thread is its own
+# user, logged in once before the run; then one shift created for every two
+# listings), on SQLite and then on a throwaway PostgreSQL. Prints wrk's
+# report for each.
 #
 #   bench/shiftboard/load.sh [duration] [connections] [wrk-threads]
 #   defaults: 10s 32 4
@@ -42,11 +43,15 @@ run() {
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
     sleep 0.1
   done
+  # each wrk thread is a user: registered and logged in once, here
+  local tokens="" body
   for i in $(seq "$wthreads"); do
-    curl -sf -XPOST "http://127.0.0.1:$port/api/users" \
-      -d "{\"name\":\"load$i\",\"password\":\"load-password\"}" >/dev/null
+    body="{\"name\":\"load$i\",\"password\":\"load-password\"}"
+    curl -sf -XPOST "http://127.0.0.1:$port/api/users" -d "$body" >/dev/null
+    tokens="$tokens $(curl -sf -XPOST "http://127.0.0.1:$port/api/login" -d "$body" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
   done
-  wrk -t"$wthreads" -c"$conns" -d"$duration" --latency -s "$root/bench/shiftboard/mix.lua" \
+  SB_TOKENS=$tokens wrk -t"$wthreads" -c"$conns" -d"$duration" --latency -s "$root/bench/shiftboard/mix.lua" \
     "http://127.0.0.1:$port"
   echo "--- pool after the run:"
   curl -s "http://127.0.0.1:$port/api/pool" | python3 -c 'import json,sys; p=json.load(sys.stdin); print("acquired %d, timeouts %d, wait p50 %d us, p99 %d us, max %d us; session use p50 %d us, p99 %d us" % (p["acquired"], p["timeouts"], p["wait_us"]["p50"], p["wait_us"]["p99"], p["wait_us"]["max"], p["use_us"]["p50"], p["use_us"]["p99"]))'
