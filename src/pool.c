@@ -803,7 +803,13 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
         oom |= names[i] && !p->ctx_settings[i];
         p->target.ctx_setting[i] = p->ctx_settings[i];
     }
-    pthread_mutex_init(&p->mu, NULL);
+    /* Held for a few dozen instructions at a time: spinning briefly beats
+     * sleeping in the kernel when another core holds it. */
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&p->mu, &mattr);
+    pthread_mutexattr_destroy(&mattr);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

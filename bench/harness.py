@@ -1,0 +1,362 @@
+#!/usr/bin/python3
+"""The benchmark harness behind bench/run: runs every system's adapter on
+every scenario, interleaved (A B C A B C ... for several rounds, the median
+kept), then writes docs/benchmarks.md and the plots in docs/bench/.
+
+  harness.py --build DIR [--rounds N] [--seconds S] [--only SCENARIO,...]
+  harness.py --build DIR --smoke SYSTEM      (CI: every scenario of one
+                                              system, briefly; exit 1 on failure)
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JARS = ["HikariCP.jar", "postgresql.jar", "sqlite-jdbc.jar", "slf4j-api.jar", "slf4j-nop.jar"]
+
+# scenario -> (systems, matrix of (threads, pool))
+SCENARIOS = {
+    "cycle": (["dbscope", "dbscope-noval", "zdb", "hikari", "sqlalchemy"],
+              [(t, p) for p in (4, 16) for t in (1, 2, 8, 32)]),
+    "sqlite": (["dbscope", "dbscope-noval", "direct", "none", "zdb", "hikari", "sqlalchemy"],
+               [(1, 8), (2, 8), (8, 8)]),
+    "pg": (["dbscope", "dbscope-noval", "direct", "none", "zdb", "hikari", "sqlalchemy", "bouncer"],
+           [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
+    "fair": (["dbscope", "zdb", "hikari", "sqlalchemy"], [(32, 4)]),
+    "recovery": (["dbscope", "hikari", "sqlalchemy", "zdb", "bouncer"], [(8, 4)]),
+}
+# direct owns a connection a thread: its matrix is the thread counts alone
+DIRECT_PG = [(1, 1), (4, 4), (8, 8), (32, 32)]
+NONE_MATRIX = {"sqlite": [(1, 8), (8, 8)], "pg": [(1, 4), (8, 4)]}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Env:
+    """Databases and the commands of each adapter."""
+
+    def __init__(self, build, work):
+        self.build, self.work = build, work
+        self.native = os.path.join(build, "bench", "bench_native")
+        self.cp = ":".join([os.path.join("/usr/share/java", j) for j in JARS] +
+                           [os.path.join(build, "bench", "java")])
+        self.sqlite = os.path.join(work, "bench.db")
+        subprocess.run([self.native, "setup", "sqlite", "--db", "sqlite:" + self.sqlite], check=True)
+        self.pg = None
+        self.bouncers = {}
+
+    # -- PostgreSQL and PgBouncer --
+    def start_pg(self):
+        if self.pg:
+            return
+        d = os.path.join(self.work, "pg")
+        subprocess.run(["sh", os.path.join(ROOT, "tests", "pg_server.sh"), "start", d],
+                       check=True, capture_output=True)
+        rd = lambda f: open(os.path.join(d, f)).read().strip()
+        self.pg = {"dir": d, "port": rd("port"), "pw": rd("password"), "pg_ctl": rd("pg_ctl")}
+        self.pg["libpq"] = "postgresql://dbscope:%s@/dbscope?host=%s&port=%s" % (
+            self.pg["pw"], d, self.pg["port"])
+        subprocess.run([self.native, "setup", "pg", "--db", self.pg["libpq"]], check=True,
+                       capture_output=True)
+
+    def bouncer_url(self, pool):
+        """A PgBouncer in transaction mode with `pool` server connections."""
+        if pool in self.bouncers:
+            return self.bouncers[pool]["url"]
+        d = os.path.join(self.work, "bouncer%d" % pool)
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)
+        port = free_port()
+        with open(os.path.join(d, "users.txt"), "w") as f:
+            f.write('"dbscope" "%s"\n' % self.pg["pw"])
+        with open(os.path.join(d, "pgbouncer.ini"), "w") as f:
+            f.write("[databases]\ndbscope = host=%s port=%s dbname=dbscope\n"
+                    "[pgbouncer]\nlisten_addr = \nlisten_port = %d\nunix_socket_dir = %s\n"
+                    "auth_type = scram-sha-256\nauth_file = %s/users.txt\npool_mode = transaction\n"
+                    "default_pool_size = %d\nmax_client_conn = 200\nlogfile = %s/log\n"
+                    "pidfile = %s/pid\n" % (self.pg["dir"], self.pg["port"], port, d, d, pool, d, d))
+        for n in ("users.txt", "pgbouncer.ini"):
+            os.chmod(os.path.join(d, n), 0o644)
+        cmd = ["/usr/sbin/pgbouncer", "-q", os.path.join(d, "pgbouncer.ini")]
+        if os.getuid() == 0:
+            cmd = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"] + cmd
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if os.path.exists(os.path.join(d, ".s.PGSQL.%d" % port)):
+                break
+            time.sleep(0.05)
+        url = "postgresql://dbscope:%s@/dbscope?host=%s&port=%d" % (self.pg["pw"], d, port)
+        self.bouncers[pool] = {"proc": proc, "url": url}
+        return url
+
+    def restart_pg(self, down_s=1.0):
+        """pg_ctl stop, a pause, pg_ctl start; returns when the server is back."""
+        data = os.path.join(self.pg["dir"], "data")
+        pre = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run(pre + [self.pg["pg_ctl"], "-D", data, "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        time.sleep(down_s)
+        subprocess.run(pre + [self.pg["pg_ctl"], "-D", data, "-l", os.path.join(data, "server.out"),
+                              "-w", "start"], capture_output=True, check=True)
+        return time.time()
+
+    def stop(self):
+        for b in self.bouncers.values():
+            b["proc"].terminate()
+            b["proc"].wait()
+        if self.pg:
+            subprocess.run(["sh", os.path.join(ROOT, "tests", "pg_server.sh"), "stop", self.pg["dir"]],
+                           capture_output=True)
+
+    # -- adapters --
+    def command(self, system, scenario, matrix, seconds, warmup, timeline=False):
+        pg = scenario in ("pg", "recovery")
+        if pg:
+            self.start_pg()
+        m = ",".join("%d:%d" % tp for tp in matrix)
+        common = ["--matrix", m, "--seconds", str(seconds), "--warmup", str(warmup)]
+        if timeline:
+            common.append("--timeline")
+        if system == "hikari":
+            if pg:
+                db = ["--db", "jdbc:postgresql://127.0.0.1:%s/dbscope" % self.pg["port"],
+                      "--user", "dbscope", "--password", self.pg["pw"]]
+            else:
+                db = ["--db", "jdbc:sqlite:" + self.sqlite]
+            return ["java", "-Xmx512m", "-cp", self.cp, "Bench", scenario] + db + common
+        if system == "sqlalchemy":
+            db = ("postgresql+psycopg2://dbscope:%s@/dbscope?host=%s&port=%s" % (
+                self.pg["pw"], self.pg["dir"], self.pg["port"])) if pg else "sqlite:///" + self.sqlite
+            return ["/usr/bin/python3", os.path.join(ROOT, "bench", "peers", "sqlalchemy", "bench.py"),
+                    scenario, "--db", db] + common
+        if system == "zdb":
+            # libzdb's URL takes no socket port: TCP on loopback for it
+            db = ("postgresql://127.0.0.1:%s/dbscope?user=dbscope&password=%s" % (
+                self.pg["port"], self.pg["pw"])) if pg else "sqlite://" + self.sqlite
+            extra = ["--check-url", self.pg["libpq"]] if pg else []
+            return [self.native, "zdb", scenario, "--db", db] + extra + common
+        if system == "bouncer":
+            url = self.bouncer_url(matrix[0][1])
+            return [self.native, "bouncer", scenario, "--db", url, "--check-url",
+                    self.pg["libpq"]] + common
+        db = self.pg["libpq"] if pg else "sqlite:" + self.sqlite
+        return [self.native, system, scenario, "--db", db] + common
+
+
+def parse(out):
+    res, tl = [], []
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            res.append(json.loads(line[7:]))
+        elif line.startswith("TIMELINE "):
+            tl.append(json.loads(line[9:]))
+    return res, tl
+
+
+def run_adapter(env, system, scenario, matrix, seconds, warmup, timeline=False, timeout=600):
+    cmd = env.command(system, scenario, matrix, seconds, warmup, timeline)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    res, tl = parse(p.stdout)
+    if p.returncode != 0 or len(res) != len(matrix):
+        log("  %s %s failed (exit %s): %s" % (system, scenario, p.returncode, p.stderr[-800:]))
+    return res, tl, cmd
+
+
+def matrix_for(system, scenario):
+    if system == "direct" and scenario == "pg":
+        return DIRECT_PG
+    if system == "none":
+        return NONE_MATRIX.get(scenario, [])
+    if system == "bouncer":
+        return None  # one PgBouncer per pool size: split below
+    return SCENARIOS[scenario][1]
+
+
+# -- smoke (CI) --
+
+def smoke(env, system):
+    ok = True
+    for scenario in ("cycle", "sqlite", "pg", "fair"):
+        systems, matrix = SCENARIOS[scenario]
+        if system not in systems:
+            continue
+        m = [(2, 2)] if scenario != "fair" else [(4, 2)]
+        if system == "direct":
+            m = [(2, 2)]
+        res, _, cmd = run_adapter(env, system, scenario, m, 0.5, 0.1)
+        good = len(res) == 1 and res[0]["ops"] > 0 and res[0]["check"] == "ok" and res[0]["errors"] == 0
+        print("%s %s %s: %s" % ("ok" if good else "FAIL", system, scenario,
+                                 json.dumps(res[0]) if res else "no result"), flush=True)
+        if not good:
+            print("  command: %s" % " ".join(cmd))
+        ok = ok and good
+    return ok
+
+
+# -- the full run --
+
+def median_result(results):
+    results = sorted(results, key=lambda r: r["ops_s"])
+    return results[len(results) // 2]
+
+
+def measure(env, scenarios, rounds, seconds, warmup):
+    raw = {}      # (scenario, system, t, p) -> [results]
+    commands = {}
+    for scenario in scenarios:
+        if scenario == "recovery":
+            continue
+        systems = SCENARIOS[scenario][0]
+        for rnd in range(rounds):
+            for system in systems:
+                if system == "bouncer":
+                    groups = {}
+                    for t, p in SCENARIOS[scenario][1]:
+                        groups.setdefault(p, []).append((t, p))
+                    batches = list(groups.values())
+                else:
+                    batches = [matrix_for(system, scenario)]
+                for m in batches:
+                    if not m:
+                        continue
+                    log("round %d/%d: %s %s %s" % (rnd + 1, rounds, scenario, system, m))
+                    sec = seconds * (2 if scenario == "fair" else 1)
+                    res, _, cmd = run_adapter(env, system, scenario, m, sec, warmup)
+                    commands[(scenario, system)] = cmd
+                    for r in res:
+                        raw.setdefault((scenario, system, r["threads"], r["pool"]), []).append(r)
+    med = {k: median_result(v) for k, v in raw.items()}
+    return med, commands
+
+
+def recovery(env, seconds=8.0, restart_at=2.0):
+    out = {}
+    env.start_pg()
+    for system in SCENARIOS["recovery"][0]:
+        cmd = env.command(system, "recovery", [(8, 4)], seconds, 0.5, timeline=True)
+        log("recovery: %s" % system)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5 + restart_at + (2.0 if system == "hikari" else 0.0))
+        down = time.time()
+        back = env.restart_pg()
+        stdout, stderr = p.communicate(timeout=120)
+        res, tl = parse(stdout)
+        if not tl:
+            log("  no timeline from %s: %s" % (system, stderr[-500:]))
+            continue
+        t = tl[0]
+        ops, errs, start = t["ops"], t["errors"], t["start"]
+        slot = lambda ts: int((ts - start) * 10)
+        before = [x for x in ops[:max(slot(down), 1)] if x > 0]
+        base = statistics.median(before) if before else 0
+        b = max(slot(back), 0)
+        rec = None
+        for i in range(b, len(ops)):
+            if base and ops[i] >= 0.9 * base:
+                rec = (i - b) / 10.0
+                break
+        out[system] = {"baseline_per_s": base * 10, "recovered_s": rec, "errors": sum(errs),
+                       "down_s": round(back - down, 2), "timeline": t, "down": down, "back": back,
+                       "command": " ".join(cmd)}
+        time.sleep(1)
+    return out
+
+
+def memory(env):
+    env.start_pg()
+    rows = []
+    for kind, url in (("sqlite", "sqlite:" + env.sqlite), ("pg", env.pg["libpq"])):
+        p = subprocess.run([env.native, "memory", kind, "--db", url], capture_output=True, text=True)
+        for line in p.stdout.splitlines():
+            if line.startswith("MEMORY "):
+                rows.append(json.loads(line[7:]))
+    return rows
+
+
+def versions():
+    def cmd(c):
+        try:
+            return subprocess.run(c, capture_output=True, text=True, timeout=60).stdout.strip() or \
+                subprocess.run(c, capture_output=True, text=True, timeout=60).stderr.strip()
+        except Exception:
+            return "?"
+
+    def deb(pkg):
+        return cmd(["dpkg-query", "-W", "-f=${Version}", pkg]) or "?"
+
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    model = re.search(r"Model name:\s*(.*)", cmd(["lscpu"]))
+    mem = re.search(r"MemTotal:\s*(\d+)", open("/proc/meminfo").read())
+    debian = open("/etc/debian_version").read().strip() if os.path.exists("/etc/debian_version") else "?"
+    return {
+        "machine": "%s, %d CPUs, %.1f GiB, Linux %s, Debian %s" % (
+            model.group(1) if model else platform.processor(), os.cpu_count(),
+            int(mem.group(1)) / 1048576 if mem else 0, platform.release(), debian),
+        "dbscope": cmd(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
+        "SQLite": deb("libsqlite3-0"),
+        "PostgreSQL server": deb("postgresql"),
+        "libpq": deb("libpq5"),
+        "libzdb": deb("libzdb-dev"),
+        "HikariCP": deb("libhikaricp-java"),
+        "JDBC (PostgreSQL / SQLite)": "%s / %s" % (deb("libpostgresql-jdbc-java"),
+                                                  deb("libxerial-sqlite-jdbc-java")),
+        "Java": java[0] if java else "?",
+        "SQLAlchemy": deb("python3-sqlalchemy"),
+        "psycopg2": deb("python3-psycopg2"),
+        "Python": deb("python3"),
+        "PgBouncer": deb("pgbouncer"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--smoke")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--warmup", type=float, default=0.3)
+    ap.add_argument("--only", default="cycle,sqlite,pg,fair,recovery")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="dbscope-bench-")
+    os.chmod(work, 0o755)
+    env = Env(args.build, work)
+    try:
+        if args.smoke:
+            sys.exit(0 if smoke(env, args.smoke) else 1)
+        t0 = time.time()
+        scenarios = args.only.split(",")
+        med, commands = measure(env, scenarios, args.rounds, args.seconds, args.warmup)
+        rec = recovery(env) if "recovery" in scenarios else {}
+        mem = memory(env)
+        import report  # bench/report.py
+        report.write(args.out, med, commands, rec, mem, versions(), {
+            "rounds": args.rounds, "seconds": args.seconds, "warmup": args.warmup,
+            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:])})
+    finally:
+        env.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
