@@ -37,6 +37,7 @@ typedef struct pg_stmt {
     char *sql; /* NULL = free slot */
     char name[24];
     uint64_t last_use;
+    bool may_change; /* may_change_session(sql), worked out once */
 } pg_stmt;
 
 typedef struct pg_conn {
@@ -451,12 +452,6 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             return NULL;
         }
     }
-    if (may_change_session(sql)) {
-        c->dirty = true;
-        if (is_user_prepare(sql))
-            c->user_prepared = true;
-    }
-
     if (!PQenterPipelineMode(c->pg)) {
         conn_lost(c, err, "pipeline start");
         return NULL;
@@ -492,6 +487,15 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
     char evicted[24], dealloc[48];
     int parse_idx = -1;
     pg_stmt *e = cache_get(c, sql, &fresh, evicted, sizeof evicted);
+    /* The keyword scan costs more than the rest of the client side of a
+     * statement: once per cached statement, not once per execution. */
+    bool may_change = e ? (fresh ? (e->may_change = may_change_session(sql)) : e->may_change)
+                        : may_change_session(sql);
+    if (may_change) {
+        c->dirty = true;
+        if (is_user_prepare(sql))
+            c->user_prepared = true;
+    }
     if (evicted[0]) {
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", evicted);
         ok = ok &&

@@ -90,7 +90,6 @@ typedef struct dbs__conn {
     struct dbs__conn *prev, *next; /* [mu] idle list */
 } dbs__conn;
 
-/* A thread waiting for a connection, on its own stack. */
 /* A thread waiting for a connection. Whoever serves it does the whole
  * checkout on its behalf under the lock (links the session, counts it) and
  * then posts its semaphore, so the woken thread returns without touching

@@ -73,6 +73,31 @@ static void idle_remove(dbs_pool *p, dbs__conn *c)
     p->n_idle--;
 }
 
+/* The connection this thread last gave back to this pool. A thread that
+ * finds it idle takes it again rather than the most recently released one:
+ * the same server process keeps serving the same client thread, so the
+ * kernel keeps the pair on warm caches, and each connection's prepared
+ * statements stay hot. Only a preference: ids are checked against the idle
+ * list under the lock, never dereferenced from here. */
+static _Thread_local struct {
+    const dbs_pool *pool;
+    uint64_t conn_id;
+} last_conn;
+
+/* The idle connection to hand out: this thread's last one if idle, else
+ * the most recently released (LIFO). [mu] */
+static dbs__conn *idle_pick(dbs_pool *p)
+{
+    dbs__conn *c = p->idle_head;
+    if (last_conn.pool == p && c->id != last_conn.conn_id) {
+        for (dbs__conn *q = c->next; q; q = q->next) {
+            if (q->id == last_conn.conn_id)
+                return q;
+        }
+    }
+    return c;
+}
+
 /* ---- waiters [mu] ---- */
 
 static void wait_enqueue(dbs_pool *p, dbs__waiter *w)
@@ -362,7 +387,7 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
         bool create = false;
         if (!p->wait_head) {
             if (p->idle_head && p->mode != DBS_POOL_NONE) {
-                c = p->idle_head;
+                c = idle_pick(p);
                 idle_remove(p, c);
                 p->n_in_use++; /* handed connections were never out of use */
                 if (!conn_expired(c, start) &&
@@ -567,6 +592,8 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         } else {
             c->idle_since_ns = now;
             idle_push(p, c);
+            last_conn.pool = p;
+            last_conn.conn_id = c->id;
         }
     }
     pthread_mutex_unlock(&p->mu);
