@@ -269,12 +269,14 @@ def recovery(env, seconds=8.0, restart_at=2.0):
         before = [x for x in ops[:max(slot(down), 1)] if x > 0]
         base = statistics.median(before) if before else 0
         b = max(slot(back), 0)
+        first = next(((i - b) / 10.0 for i in range(b, len(ops)) if ops[i] > 0), None)
         rec = None
         for i in range(b, len(ops)):
             if base and ops[i] >= 0.9 * base:
                 rec = (i - b) / 10.0
                 break
-        out[system] = {"baseline_per_s": base * 10, "recovered_s": rec, "errors": sum(errs),
+        out[system] = {"baseline_per_s": base * 10, "recovered_s": rec, "first_s": first,
+                       "errors": sum(errs),
                        "down_s": round(back - down, 2), "timeline": t, "down": down, "back": back,
                        "command": " ".join(cmd)}
         time.sleep(1)

@@ -198,7 +198,9 @@ typedef struct dbs_config {
                                      to stderr as logfmt (1; 0 = silent) */
     int circuit_threshold;        /* consecutive failed connects that open the
                                      circuit (5; 0 = never) */
-    int circuit_cooldown_ms;      /* fail fast this long before probing (1000) */
+    int circuit_cooldown_ms;      /* longest fail-fast spell between probes:
+                                     they start 50 ms apart and double up
+                                     to this (250) */
     int slow_session_ms;          /* report sessions held longer (0 = off) */
     int keepalive_ms;             /* ping connections idle this long, so a
                                      server or firewall does not drop them

@@ -35,7 +35,7 @@ void dbs_config_init(dbs_config *cfg)
     cfg->reset = DBS_RESET_FULL;
     cfg->log_events = 1;
     cfg->circuit_threshold = 5;
-    cfg->circuit_cooldown_ms = 1000;
+    cfg->circuit_cooldown_ms = 250;
     cfg->metrics = 1;
     cfg->name = "default";
 }

@@ -137,6 +137,7 @@ struct dbs_pool {
     struct dbs_session *sessions; /* open sessions, newest first */
     int consecutive_failures;     /* circuit breaker */
     int64_t circuit_open_until_ns;
+    int circuit_backoff_ms;       /* [mu] current wait between probes */
     bool circuit_open;
     bool probing;                 /* one connect let through to probe */
     dbs_stats counters;           /* the uint64 counters of dbs_stats */

@@ -283,13 +283,20 @@ static int circuit_note(dbs_pool *p, bool ok, int64_t now)
     p->consecutive_failures++;
     if (p->cfg.circuit_threshold <= 0)
         return -1;
+    /* Probes start 50 ms apart and back off to the cool-down: the end of
+     * an outage is noticed within a cool-down, and a long outage costs the
+     * database one refused connect a cool-down. */
     if (p->circuit_open) {
-        p->circuit_open_until_ns = now + ms_ns(p->cfg.circuit_cooldown_ms);
+        p->circuit_backoff_ms *= 2;
+        if (p->circuit_backoff_ms > p->cfg.circuit_cooldown_ms)
+            p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms;
+        p->circuit_open_until_ns = now + ms_ns(p->circuit_backoff_ms);
         return -1;
     }
     if (p->consecutive_failures >= p->cfg.circuit_threshold) {
         p->circuit_open = true;
-        p->circuit_open_until_ns = now + ms_ns(p->cfg.circuit_cooldown_ms);
+        p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms < 50 ? p->cfg.circuit_cooldown_ms : 50;
+        p->circuit_open_until_ns = now + ms_ns(p->circuit_backoff_ms);
         return DBS_EVENT_CIRCUIT_OPEN;
     }
     return -1;

@@ -88,7 +88,11 @@ public class Bench {
                     long slot = (t2 - t0Run) / 100_000_000L;
                     if (slot >= 0 && slot < TL_MAX) { if (ok) tlOps[(int) slot]++; else tlErr[(int) slot]++; }
                 }
-                if (!ok) { errors++; continue; }
+                if (!ok) {
+                    errors++;
+                    try { Thread.sleep(1); } catch (InterruptedException ie) { return; }
+                    continue;
+                }
                 ops++;
                 lat[bucket(t2 - t0)]++;
                 wait[bucket(t1 - t0)]++;

@@ -523,9 +523,10 @@ static void *work(void *arg)
             }
         }
         if (rc != 0) {
+            /* a caller backs off a little before trying again, in every
+             * adapter alike, so failed units are comparable */
             w->errors++;
-            if (!h && !r->timeline)
-                usleep(1000);
+            usleep(1000);
             continue;
         }
         w->ops++;

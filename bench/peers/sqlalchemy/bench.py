@@ -99,6 +99,7 @@ class Worker(threading.Thread):
                         self.tl_err[slot] += 1
             if not ok:
                 self.errors += 1
+                time.sleep(0.001)  # back off as every adapter does
                 continue
             self.ops += 1
             self.lat[bucket(t2 - t0)] += 1
