@@ -19,6 +19,19 @@ static inline const char *table_name(const char *base)
     return test_table;
 }
 
+/* The first line of DIR/NAME (files the PostgreSQL fixture writes), without
+ * its line end; fails the test if there is none. */
+static inline void read_line(const char *dir, const char *name, char *out, size_t n)
+{
+    char path[900];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(out, (int)n, f))
+        CHECK_FAIL("cannot read %s", path);
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+}
+
 static inline dbs_pool *open_pool(const char *name, dbs_config *cfg)
 {
     dbs_error err;

@@ -13,19 +13,6 @@ static void print_event(const dbs_event *ev, void *user)
             ev->reason ? ev->reason : "");
 }
 
-static void read_line(const char *dir, const char *name, char *out, size_t n)
-{
-    char path[900];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        CHECK_FAIL("cannot read %s", path);
-    if (!fgets(out, (int)n, f))
-        CHECK_FAIL("empty %s", path);
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
-}
-
 /* Opens a pool on url, which must fail to connect: returns the error. */
 static dbs_error fail_connect(const char *url)
 {

@@ -42,17 +42,6 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static void read_line(const char *dir, const char *name, char *out, size_t n)
-{
-    char path[900];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f || !fgets(out, (int)n, f))
-        CHECK_FAIL("cannot read %s", path);
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
-}
-
 int main(int argc, char **argv)
 {
     int restart = argc > 1 && !strcmp(argv[1], "restart");

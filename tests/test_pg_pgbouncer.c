@@ -23,17 +23,6 @@ static dbs_pool *pool;
 static char tbl[64];
 static atomic_int wrong_context, failures;
 
-static void read_file(const char *dir, const char *name, char *out, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f || !fgets(out, (int)n, f))
-        CHECK_FAIL("cannot read %s", path);
-    fclose(f);
-    out[strcspn(out, "\n")] = '\0';
-}
-
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -91,8 +80,8 @@ int main(void)
     if (!pgdir)
         CHECK_FAIL("DBSCOPE_PG_DIR is not set");
     char port[16], password[128];
-    read_file(pgdir, "port", port, sizeof port);
-    read_file(pgdir, "password", password, sizeof password);
+    read_line(pgdir, "port", port, sizeof port);
+    read_line(pgdir, "password", password, sizeof password);
 
     /* pgbouncer's own directory, readable by the postgres user when root
      * runs the tests (pgbouncer, like postgres, refuses to run as root) */

@@ -64,17 +64,6 @@ static void *relay(void *arg)
     }
 }
 
-static void read_line(const char *dir, const char *name, char *out, size_t n)
-{
-    char path[900];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f || !fgets(out, (int)n, f))
-        CHECK_FAIL("cannot read %s", path);
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
-}
-
 int main(void)
 {
     const char *dir = getenv("DBSCOPE_PG_DIR");
