@@ -250,11 +250,13 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
 {
     const char *h = req->authorization;
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        res->www_authenticate = "Bearer realm=\"shiftboard\"";
         sb_error(res, 401, "missing bearer token (Authorization: Bearer TOKEN)");
         return false;
     }
     const char *token = h + 7;
     if (strlen(token) != 64 || strspn(token, "0123456789abcdef") != 64) {
+        res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;
     }
@@ -268,6 +270,7 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
         return false;
     }
     if (!a.user_id) {
+        res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;
     }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,19 +25,70 @@ static sb_app app;
 static atomic_ulong request_seq;
 static char id_prefix[9];
 
+/* Requests between their first callback and their completion notice: what
+ * shutdown waits for before stopping the daemon, because stopping it closes
+ * every connection, answered or not. Guarded by drain_lock. */
+static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drained = PTHREAD_COND_INITIALIZER;
+static unsigned in_flight;
+/* Set once shutdown has begun: answers then carry Connection: close, so
+ * keep-alive clients go away instead of holding the drain open. */
+static atomic_bool stopping;
+
 /* What one connection accumulates across libmicrohttpd's calls. */
 typedef struct conn_state {
     char *body;
     size_t len;
     bool too_large;
+    size_t discarded; /* body bytes read past the limit, thrown away */
     struct timespec started;
 } conn_state;
+
+/* An oversized body is read and thrown away so that the 413 reaches a
+ * client that sends it all before reading (closing on unread data makes
+ * the kernel reset the connection, answer included); past this much more,
+ * the client is cut off instead. */
+#define SB_DISCARD_MAX (1024 * 1024)
 
 static double ms_since(const struct timespec *t0)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Copies s into out as a logfmt value, quoted unless always is false and s
+ * is a plain token. The path arrives percent-decoded and the method is
+ * whatever the client sent, so either may hold quotes, spaces, backslashes
+ * and newlines: escaped, they cannot forge a field or a whole log line.
+ * Cut at out's size (at least 8). */
+static void logfmt_value(const char *s, bool always, char *out, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!always && *s && strlen(s) < len &&
+        strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./") ==
+            strlen(s)) {
+        memcpy(out, s, strlen(s) + 1);
+        return;
+    }
+    size_t o = 0;
+    out[o++] = '"';
+    for (; *s && o + 6 < len; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
 }
 
 /* One logfmt line a request, written whole with one call so lines from
@@ -49,12 +101,15 @@ static void log_request(const sb_request *req, int status, double ms)
     struct tm tm;
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    char method[40], path[256];
+    logfmt_value(req->method, false, method, sizeof method);
+    logfmt_value(req->path, true, path, sizeof path);
     char line[512];
     int n = snprintf(line, sizeof line,
                      "time=%s.%03ldZ level=info msg=request request_id=%s user_id=%s "
-                     "method=%s path=\"%.200s\" status=%d duration_ms=%.2f\n",
+                     "method=%s path=%s status=%d duration_ms=%.2f\n",
                      ts, now.tv_nsec / 1000000, req->request_id,
-                     req->user_id[0] ? req->user_id : "-", req->method, req->path, status, ms);
+                     req->user_id[0] ? req->user_id : "-", method, path, status, ms);
     if (n > 0)
         fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
 }
@@ -76,6 +131,10 @@ static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, 
             MHD_add_response_header(r, "Retry-After", res->retry_after);
         if (res->allow)
             MHD_add_response_header(r, "Allow", res->allow);
+        if (res->www_authenticate)
+            MHD_add_response_header(r, "WWW-Authenticate", res->www_authenticate);
+        if (atomic_load(&stopping))
+            MHD_add_response_header(r, "Connection", "close");
         ok = MHD_queue_response(c, (unsigned)res->status, r);
         MHD_destroy_response(r);
     }
@@ -100,6 +159,31 @@ static void new_request_id(sb_request *req, struct MHD_Connection *c)
              atomic_fetch_add(&request_seq, 1) + 1);
 }
 
+static sb_request request_of(struct MHD_Connection *c, const char *method, const char *url,
+                             const conn_state *st)
+{
+    sb_request req = {
+        .method = method,
+        .path = url,
+        .query_limit = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"),
+        .query_after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
+        .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
+        .body = st->body ? st->body : "",
+        .body_len = st->len,
+    };
+    new_request_id(&req, c);
+    return req;
+}
+
+static enum MHD_Result too_large(struct MHD_Connection *c, const char *method, const char *url,
+                                 const conn_state *st)
+{
+    sb_request req = request_of(c, method, url, st);
+    sb_response res = {0};
+    sb_error(&res, 413, "request body larger than %d bytes", SB_MAX_BODY);
+    return respond(c, &req, &res, st);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **state)
@@ -113,10 +197,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         clock_gettime(CLOCK_MONOTONIC, &st->started);
         *state = st;
-        /* refuse an announced oversized body before reading any of it */
+        pthread_mutex_lock(&drain_lock);
+        in_flight++;
+        pthread_mutex_unlock(&drain_lock);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > SB_MAX_BODY)
+        if (cl && strtoull(cl, NULL, 10) > SB_MAX_BODY) {
             st->too_large = true;
+            /* a client waiting for "100 Continue" gets the 413 instead and
+             * never sends the body (libmicrohttpd sends 100 only when no
+             * answer is queued by now) */
+            const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+            if (expect && !strcasecmp(expect, "100-continue"))
+                return too_large(c, method, url, st);
+        }
         return MHD_YES;
     }
     if (*upload_size) {
@@ -129,27 +222,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             st->len += *upload_size;
             b[st->len] = '\0';
         } else {
-            st->too_large = true; /* keep reading, to answer cleanly */
+            st->too_large = true;
+            st->discarded += *upload_size;
+            if (st->discarded > SB_DISCARD_MAX)
+                return MHD_NO;
         }
         *upload_size = 0;
         return MHD_YES;
     }
-
-    sb_request req = {
-        .method = method,
-        .path = url,
-        .query_limit = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"),
-        .query_after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
-        .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
-        .body = st->body ? st->body : "",
-        .body_len = st->len,
-    };
-    new_request_id(&req, c);
-    sb_response res = {0};
     if (st->too_large)
-        sb_error(&res, 413, "request body larger than %d bytes", SB_MAX_BODY);
-    else
-        sb_handle(&app, &req, &res);
+        return too_large(c, method, url, st);
+
+    sb_request req = request_of(c, method, url, st);
+    sb_response res = {0};
+    sb_handle(&app, &req, &res);
     return respond(c, &req, &res, st);
 }
 
@@ -164,14 +250,29 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state,
         free(st->body);
         free(st);
         *state = NULL;
+        pthread_mutex_lock(&drain_lock);
+        if (--in_flight == 0)
+            pthread_cond_broadcast(&drained);
+        pthread_mutex_unlock(&drain_lock);
     }
 }
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig)
+/* Waits until no request is in flight, or until deadline_s have passed: a
+ * client that never finishes sending its body must not stall the shutdown
+ * for ever. Returns the requests still in flight. */
+static unsigned drain(int deadline_s)
 {
-    stop_signal = sig;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += deadline_s;
+    pthread_mutex_lock(&drain_lock);
+    /* a loop: wakeups may be spurious, and a request may start and end
+     * between the broadcast and our turn at the lock */
+    while (in_flight > 0 && pthread_cond_timedwait(&drained, &drain_lock, &until) == 0)
+        ;
+    unsigned left = in_flight;
+    pthread_mutex_unlock(&drain_lock);
+    return left;
 }
 
 static int parse_listen(const char *arg, struct sockaddr_in *addr)
@@ -202,6 +303,48 @@ static void usage(void)
     fprintf(stderr, "usage: shiftboard [--listen HOST:PORT] [--threads N]\n"
                     "  DATABASE_URL  sqlite:FILE or postgresql://... (default sqlite:shiftboard.db)\n"
                     "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n");
+}
+
+/* The stop signals, blocked in every thread and taken only by sigwait in
+ * main. Blocked before the first thread starts (the pool's housekeeper,
+ * libmicrohttpd's workers), since threads inherit the mask: a stop signal
+ * can then never land in a thread that would merely set a flag. */
+static sigset_t stop_signals;
+
+static void block_stop_signals(void)
+{
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    /* a client that hangs up mid-response is a failed write, not a death */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Creates the schema, retrying for a while when the database is not up yet
+ * (a container starting beside it). Returns 0 when done, 1 when a stop
+ * signal ended the wait, -1 on failure. */
+static int create_schema(void)
+{
+    dbs_error err;
+    int rc = DBS_OK;
+    for (int attempt = 0; attempt < 30; attempt++) {
+        rc = sb_schema(&app, &err);
+        if (rc == DBS_OK || (rc != DBS_ECONNECT && rc != DBS_EUNAVAILABLE &&
+                             rc != DBS_ETIMEOUT))
+            break;
+        fprintf(stderr, "shiftboard: database not reachable yet (%s); retrying\n", err.message);
+        struct timespec second = {.tv_sec = 1};
+        if (sigtimedwait(&stop_signals, NULL, &second) > 0) {
+            fprintf(stderr, "shiftboard: stopped before the schema was ready\n");
+            return 1;
+        }
+    }
+    if (rc != DBS_OK) {
+        fprintf(stderr, "shiftboard: creating the schema: %s\n", err.message);
+        return -1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -241,13 +384,18 @@ int main(int argc, char **argv)
     app.pwhash_mem = cheap ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
     uint32_t r = randombytes_random();
     snprintf(id_prefix, sizeof id_prefix, "%08x", r);
+    block_stop_signals();
 
     dbs_config cfg;
     dbs_config_init(&cfg);
     cfg.url = "sqlite:shiftboard.db";
     cfg.name = "shiftboard";
+    /* a request should fail with 503 in seconds, not hang for the default
+     * 30, when the pool is exhausted or the database is away */
     cfg.acquire_timeout_ms = 5000;
     cfg.leak_threshold_ms = 10000;
+    /* PostgreSQL: the context as transaction-local settings, which the
+     * row-level security policy reads (schema.c) */
     cfg.ctx_request_setting = "app.request_id";
     cfg.ctx_user_setting = "app.user_id";
     dbs_error err;
@@ -261,36 +409,11 @@ int main(int argc, char **argv)
         return 1;
     }
     app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0;
-    /* The database may still be starting: retry the schema for a while. */
-    int rc = DBS_OK;
-    for (int attempt = 0; attempt < 30; attempt++) {
-        rc = sb_schema(&app, &err);
-        if (rc == DBS_OK || (rc != DBS_ECONNECT && rc != DBS_EUNAVAILABLE))
-            break;
-        fprintf(stderr, "shiftboard: database not reachable yet (%s); retrying\n", err.message);
-        sleep(1);
-    }
-    if (rc != DBS_OK) {
-        fprintf(stderr, "shiftboard: creating the schema: %s\n", err.message);
+    int schema = create_schema();
+    if (schema != 0) {
         dbs_pool_close(app.pool);
-        return 1;
+        return schema > 0 ? 0 : 1;
     }
-
-    /* The stop signals are blocked everywhere (the server's threads inherit
-     * the mask) and only taken in sigsuspend below: no signal lands in the
-     * middle of a request, and none can slip in between check and wait. */
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    sigset_t stops, waitmask;
-    sigemptyset(&stops);
-    sigaddset(&stops, SIGINT);
-    sigaddset(&stops, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stops, &waitmask);
-    sigdelset(&waitmask, SIGINT);
-    sigdelset(&waitmask, SIGTERM);
 
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
@@ -310,17 +433,24 @@ int main(int argc, char **argv)
            info ? info->port : ntohs(addr.sin_port), app.postgres ? "postgresql" : cfg.url);
     fflush(stdout);
 
-    while (!stop_signal)
-        sigsuspend(&waitmask);
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) != 0)
+        ;
 
-    /* Stop accepting, let the requests in flight finish (stopping the
-     * daemon joins its threads after their current request), then close
-     * the pool: by then no session can be out. */
+    /* Stop accepting, let the requests in flight finish and their answers
+     * go out, then stop the daemon (which closes the idle keep-alive
+     * connections and joins its threads) and close the pool: by then no
+     * session can be out. */
     fprintf(stderr, "shiftboard: %s received, shutting down\n",
-            stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&stopping, true);
     MHD_socket ls = MHD_quiesce_daemon(d);
     if (ls != MHD_INVALID_SOCKET)
         close(ls);
+    unsigned left = drain(30);
+    if (left)
+        fprintf(stderr, "shiftboard: %u requests still unfinished after 30 s; closing them\n",
+                left);
     MHD_stop_daemon(d);
     dbs_stats st;
     dbs_pool_stats(app.pool, &st);

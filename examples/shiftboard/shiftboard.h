@@ -29,13 +29,15 @@ typedef struct sb_request {
 } sb_request;
 
 /* A response: status, a body the handler allocated (freed by the HTTP
- * layer), its content type, and an optional Retry-After / Allow value. */
+ * layer), its content type, and optional Retry-After, Allow and
+ * WWW-Authenticate values (static strings). */
 typedef struct sb_response {
     int status;
     char *body;
     const char *content_type;
     const char *retry_after;
     const char *allow;
+    const char *www_authenticate;
 } sb_response;
 
 /* ---- app.c: the routes ---- */
