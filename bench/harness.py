@@ -32,6 +32,8 @@ SCENARIOS = {
     "pg": (["dbscope", "dbscope-noval", "direct", "none", "zdb", "hikari", "sqlalchemy", "bouncer"],
            [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
     "fair": (["dbscope", "zdb", "hikari", "sqlalchemy"], [(32, 4)]),
+    # what observability costs: the uncontended cycle, on and off
+    "observe": (["dbscope", "dbscope-blind"], [(1, 4)]),
     "recovery": (["dbscope", "hikari", "sqlalchemy", "zdb", "bouncer"], [(8, 4)]),
 }
 # direct owns a connection a thread: its matrix is the thread counts alone
@@ -173,7 +175,8 @@ def parse(out):
 
 
 def run_adapter(env, system, scenario, matrix, seconds, warmup, timeline=False, timeout=600):
-    cmd = env.command(system, scenario, matrix, seconds, warmup, timeline)
+    cmd = env.command(system, "cycle" if scenario == "observe" else scenario, matrix, seconds,
+                      warmup, timeline)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     res, tl = parse(p.stdout)
     if p.returncode != 0 or len(res) != len(matrix):
@@ -197,7 +200,7 @@ def smoke(env, system):
     ok = True
     for scenario in ("cycle", "sqlite", "pg", "fair"):
         systems, matrix = SCENARIOS[scenario]
-        if system not in systems:
+        if system not in systems or scenario == "observe":
             continue
         m = [(2, 2)] if scenario != "fair" else [(4, 2)]
         if system == "direct":
@@ -239,10 +242,11 @@ def measure(env, scenarios, rounds, seconds, warmup):
                     if not m:
                         continue
                     log("round %d/%d: %s %s %s" % (rnd + 1, rounds, scenario, system, m))
-                    sec = seconds * (2 if scenario == "fair" else 1)
+                    sec = seconds * (2 if scenario in ("fair", "observe") else 1)
                     res, _, cmd = run_adapter(env, system, scenario, m, sec, warmup)
                     commands[(scenario, system)] = cmd
                     for r in res:
+                        r["scenario"] = scenario
                         raw.setdefault((scenario, system, r["threads"], r["pool"]), []).append(r)
     med = {k: median_result(v) for k, v in raw.items()}
     return med, commands
@@ -336,7 +340,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--warmup", type=float, default=0.3)
-    ap.add_argument("--only", default="cycle,sqlite,pg,fair,recovery")
+    ap.add_argument("--only", default="cycle,sqlite,pg,fair,observe,recovery")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="dbscope-bench-")

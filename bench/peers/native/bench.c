@@ -7,7 +7,8 @@
  *   bench_native setup sqlite|pg --db URL        (creates the bench table)
  *   bench_native memory sqlite|pg --db URL      (dbscope bytes a connection)
  *
- * SYSTEM: dbscope, dbscope-noval (validation off), none (dbscope NONE mode:
+ * SYSTEM: dbscope (with leak reports on), dbscope-noval (validation off),
+ * dbscope-blind (histograms and leak reports off), none (dbscope NONE mode:
  * connect per request), direct (each thread owns a raw connection), zdb
  * (libzdb 3.1), bouncer (raw libpq, each thread its own client connection,
  * through PgBouncer: --db points at PgBouncer).
@@ -140,10 +141,14 @@ static void die(const char *fmt, ...)
 
 /* ---- dbscope ---- */
 
-static int d_open_mode(run *r, enum dbs_pool_mode mode, bool validate)
+static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool observe)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
+    /* observability on: histograms (the default) and leak reports; off:
+     * neither, for the cost of watching */
+    cfg.metrics = observe;
+    cfg.leak_threshold_ms = observe ? 60000 : 0;
     cfg.url = r->db;
     cfg.pool_size = r->pool;
     cfg.max_overflow = 0;
@@ -158,9 +163,10 @@ static int d_open_mode(run *r, enum dbs_pool_mode mode, bool validate)
     return r->dpool ? 0 : -1;
 }
 
-static int d_open(run *r) { return d_open_mode(r, DBS_POOL_QUEUE, true); }
-static int d_open_noval(run *r) { return d_open_mode(r, DBS_POOL_QUEUE, false); }
-static int d_open_none(run *r) { return d_open_mode(r, DBS_POOL_NONE, true); }
+static int d_open(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, true, true); }
+static int d_open_noval(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, false, true); }
+static int d_open_none(run *r) { return d_open_cfg(r, DBS_POOL_NONE, true, true); }
+static int d_open_blind(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, true, false); }
 
 static void *d_acquire(run *r, void *ts)
 {
@@ -483,6 +489,7 @@ static const system_ops systems[] = {
     {"dbscope", d_open, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"dbscope-noval", d_open_noval, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"none", d_open_none, NULL, NULL, d_acquire, d_release, d_unit, d_close},
+    {"dbscope-blind", d_open_blind, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"direct", NULL, x_thread_open, x_thread_close, x_acquire, x_release, x_unit, NULL},
     {"bouncer", NULL, x_thread_open, x_thread_close, x_acquire, x_release, x_unit, NULL},
     {"zdb", z_open, NULL, NULL, z_acquire, z_release, z_unit, z_close},
