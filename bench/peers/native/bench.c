@@ -215,6 +215,7 @@ typedef struct direct {
     sqlite3_stmt *begin, *sel, *commit;
     PGconn *pg;
     bool prepared;
+    bool broken; /* a unit failed: the protocol state is unknown */
 } direct;
 
 static const char *sqlite_path(const char *url)
@@ -224,6 +225,21 @@ static const char *sqlite_path(const char *url)
     if (!strncmp(url, "sqlite:", 7))
         return url + 7;
     return url;
+}
+
+/* Through PgBouncer in transaction mode, named statements would not
+ * survive: unnamed ones there, prepared ones on a direct connection (again
+ * after every reconnect). */
+static void x_prepare(run *r, direct *d)
+{
+    d->prepared = false;
+    if (!strcmp(r->sys->name, "bouncer"))
+        return;
+    PGresult *a = PQprepare(d->pg, "sel", "SELECT v FROM bench WHERE id = $1", 1, NULL);
+    PGresult *b = PQprepare(d->pg, "upd", "UPDATE bench SET n = n + 1 WHERE id = $1", 1, NULL);
+    d->prepared = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+    PQclear(a);
+    PQclear(b);
 }
 
 static void *x_thread_open(run *r)
@@ -249,15 +265,7 @@ static void *x_thread_open(run *r)
         free(d);
         return NULL;
     }
-    /* through PgBouncer in transaction mode, named statements would not
-     * survive: unnamed ones there, prepared ones on a direct connection */
-    if (strcmp(r->sys->name, "bouncer") != 0) {
-        PGresult *a = PQprepare(d->pg, "sel", "SELECT v FROM bench WHERE id = $1", 1, NULL);
-        PGresult *b = PQprepare(d->pg, "upd", "UPDATE bench SET n = n + 1 WHERE id = $1", 1, NULL);
-        d->prepared = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
-        PQclear(a);
-        PQclear(b);
-    }
+    x_prepare(r, d);
     return d;
 }
 
@@ -280,10 +288,15 @@ static void x_thread_close(run *r, void *ts)
 
 static void *x_acquire(run *r, void *ts)
 {
-    (void)r;
     direct *d = ts;
-    if (d && d->pg && PQstatus(d->pg) != CONNECTION_OK)
-        PQreset(d->pg); /* what a hand-written server does after a restart */
+    if (d && d->pg && (d->broken || PQstatus(d->pg) != CONNECTION_OK)) {
+        /* what a careful hand-written server does after a failure:
+         * reconnect, prepare again */
+        PQreset(d->pg);
+        d->broken = false;
+        if (PQstatus(d->pg) == CONNECTION_OK)
+            x_prepare(r, d);
+    }
     return ts;
 }
 
@@ -370,11 +383,14 @@ static int x_unit(run *r, void *ts, void *h, int64_t id, int64_t *v, bool update
         ok = PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(pg);
         rc = ok ? pg_collect(pg, 1, NULL) : -1;
     }
-    PQexitPipelineMode(pg);
-    if (rc != 0 && PQstatus(pg) == CONNECTION_OK) {
-        PGresult *res = PQexec(pg, "ROLLBACK");
-        PQclear(res);
+    if (rc != 0) {
+        /* the pipeline may hold unread results: start over on a fresh
+         * connection rather than guess (through PgBouncer the client
+         * connection itself stays up after the server goes away) */
+        d->broken = true;
+        return rc;
     }
+    PQexitPipelineMode(pg);
     return rc;
 }
 
