@@ -1,5 +1,6 @@
 """Writes docs/benchmarks.md and docs/bench/*.svg from one harness run."""
 import os
+import re
 import subprocess
 
 NAMES = {
@@ -124,7 +125,12 @@ def write(outdir, med, commands, rec, mem, ver, meta):
     w("")
     w("```")
     for (scenario, system), cmd in sorted(commands.items()):
-        w(" ".join(c if " " not in c else "'%s'" % c for c in cmd))
+        line = " ".join(c if " " not in c else "'%s'" % c for c in cmd)
+        # the throwaway server's password is random, but still not for print
+        line = re.sub(r"(postgresql(?:\+psycopg2)?://dbscope:)[^@]+@", r"\1***@", line)
+        line = re.sub(r"(password=)[^&\s]+", r"\1***", line)
+        line = re.sub(r"(--password )\S+", r"\1***", line)
+        w(line)
     w("```")
     w("")
 
