@@ -33,6 +33,7 @@ typedef struct sq_stmt {
     char *sql;
     size_t len;
     uint64_t hash;
+    const char *src;   /* the caller's text it was last found for (same_text) */
     sqlite3_stmt *stmt;
     int *map;          /* SQLite parameter slot i+1 -> params[map[i]] */
     int nslots;
@@ -57,6 +58,7 @@ typedef struct sq_conn {
     bool preparing_dirty; /* set by the authorizer during one prepare */
     bool broken;
     int64_t busy_since_ns; /* when the current wait on a lock began */
+    struct sq_rows *spare_rows; /* the last closed result set's memory */
 } sq_conn;
 
 typedef struct sq_rows {
@@ -257,6 +259,19 @@ static bool blank(const char *s)
     return true;
 }
 
+/* The idle cached statement last found for this very pointer, if its text
+ * is still the same: a program passing the same literal skips hashing. */
+static sq_stmt *same_text(sq_conn *c, const char *sql)
+{
+    for (int i = 0; i < c->cache_cap; i++) {
+        sq_stmt *e = &c->cache[i];
+        /* strncmp stops at the caller's terminator: never reads past it */
+        if (e->src == sql && e->stmt && !e->busy && strncmp(e->sql, sql, e->len + 1) == 0)
+            return e;
+    }
+    return NULL;
+}
+
 /* A statement for sql: from the cache, or freshly prepared (st_out owned by
  * the caller when not cached: st_out->cached is false). */
 static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch,
@@ -279,6 +294,7 @@ static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch
                 break;
             }
             e->used = ++c->tick;
+            e->src = sql;
             *out = e;
             *tail = "";
             return DBS_OK;
@@ -301,6 +317,7 @@ static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch
             slot->sql = copy;
             slot->len = len;
             slot->hash = h;
+            slot->src = sql;
             slot->used = ++c->tick;
             slot->cached = true;
             memset(scratch, 0, sizeof *scratch);
@@ -311,7 +328,6 @@ static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch
     *out = scratch;
     return DBS_OK;
 }
-
 static void put_stmt(sq_stmt *st)
 {
     if (st->cached && st->stmt) {
@@ -525,6 +541,7 @@ static void sq_close(void *vc)
         return;
     if (c->db)
         close_db(c);
+    free(c->spare_rows);
     free(c->cache);
     free(c);
 }
@@ -625,14 +642,19 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
         lost_tx(c, err);
         return NULL;
     }
-    sq_rows *r = calloc(1, sizeof *r);
-    if (!r) {
+    sq_rows *r = c->spare_rows;
+    if (r) {
+        c->spare_rows = NULL;
+        memset(r, 0, sizeof *r);
+    } else if (!(r = calloc(1, sizeof *r))) {
         dbs__err(err, DBS_ENOMEM, "out of memory");
         return NULL;
     }
-    sq_stmt scratch, *st;
-    const char *tail = NULL;
-    if (get_stmt(c, sql, &st, &scratch, &tail, err) != DBS_OK) {
+    sq_stmt scratch, *st = same_text(c, sql);
+    const char *tail = "";
+    if (st) {
+        st->used = ++c->tick;
+    } else if (get_stmt(c, sql, &st, &scratch, &tail, err) != DBS_OK) {
         free(r);
         return NULL;
     }
@@ -805,7 +827,10 @@ static void sq_rows_close(dbs_rows *hr)
     put_stmt(st);
     if (own)
         free(st);
-    free(r);
+    if (!r->c->spare_rows)
+        r->c->spare_rows = r; /* a unit's next query needs no allocation */
+    else
+        free(r);
 }
 
 static const dbs__rows_ops sq_rows_ops = {

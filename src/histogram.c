@@ -55,6 +55,19 @@ void dbs__hist_read(dbs__hist *h, dbs__hist_snap *out)
     out->max_us = atomic_load_explicit(&h->max_us, memory_order_relaxed);
 }
 
+void dbs__hist_merge(dbs__hist *h, dbs__hist_snap *acc)
+{
+    for (int i = 0; i < DBS__HIST_BUCKETS; i++) {
+        uint64_t v = atomic_load_explicit(&h->b[i], memory_order_relaxed);
+        acc->b[i] += v;
+        acc->count += v;
+    }
+    acc->sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+    uint64_t max = atomic_load_explicit(&h->max_us, memory_order_relaxed);
+    if (max > acc->max_us)
+        acc->max_us = max;
+}
+
 int64_t dbs__hist_percentile(const dbs__hist_snap *s, double q)
 {
     if (s->count == 0)

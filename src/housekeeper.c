@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* ---- leaks ----
- * A session's fields are copied under the pool lock, because the session
+ * A session's fields are copied under its shard's lock, because the session
  * may close and be reused the moment the lock is released; the copies are
  * reported after. */
 
@@ -31,15 +31,16 @@ static const char *copy_str(char *dst, const char *src)
     return dst;
 }
 
-/* Marks and copies up to LEAK_BATCH sessions not yet reported that are held
- * past the threshold; at pool close, every session still open, even one
- * reported before: the operator needs the full list of what was abandoned.
- * A session counts as one leak however often it is reported. [mu] */
-static int collect_leaks(dbs_pool *p, int64_t now, int64_t threshold_ns, bool at_close,
+/* Marks and copies up to LEAK_BATCH sessions of sh not yet reported that
+ * are held past the threshold; at pool close, every session still open,
+ * even one reported before: the operator needs the full list of what was
+ * abandoned. A session counts as one leak however often it is reported.
+ * [shard] */
+static int collect_leaks(dbs__shard *sh, int64_t now, int64_t threshold_ns, bool at_close,
                          leak_report *out)
 {
     int n = 0;
-    for (dbs_session *s = p->sessions; s && n < LEAK_BATCH; s = s->next) {
+    for (dbs_session *s = sh->sessions; s && n < LEAK_BATCH; s = s->next) {
         if (at_close ? s->close_reported
                      : s->leak_reported || now - s->opened_ns < threshold_ns)
             continue;
@@ -47,7 +48,7 @@ static int collect_leaks(dbs_pool *p, int64_t now, int64_t threshold_ns, bool at
             s->close_reported = true;
         if (!s->leak_reported) {
             s->leak_reported = true;
-            p->counters.leaks++;
+            sh->leaks++;
         }
         leak_report *r = &out[n++];
         memset(&r->view, 0, sizeof r->view);
@@ -74,15 +75,18 @@ void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
     if (!batch)
         return; /* reported next round */
     int64_t threshold = all ? 0 : (int64_t)p->cfg.leak_threshold_ms * 1000000;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        int n = collect_leaks(p, dbs__now_ns(), threshold, all, batch);
-        pthread_mutex_unlock(&p->mu);
-        for (int i = 0; i < n; i++)
-            dbs__emit(p, DBS_EVENT_LEAK, &batch[i].view, batch[i].conn.id ? &batch[i].conn : NULL,
-                      0, reason);
-        if (n < LEAK_BATCH)
-            break;
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard *sh = &p->shards[i];
+        for (;;) {
+            dbs__lock_take(&sh->mu);
+            int n = collect_leaks(sh, dbs__now_ns(), threshold, all, batch);
+            dbs__lock_give(&sh->mu);
+            for (int k = 0; k < n; k++)
+                dbs__emit(p, DBS_EVENT_LEAK, &batch[k].view,
+                          batch[k].conn.id ? &batch[k].conn : NULL, 0, reason);
+            if (n < LEAK_BATCH)
+                break;
+        }
     }
     free(batch);
 }

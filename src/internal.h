@@ -1,10 +1,12 @@
 /*
  * PRIVATE to dbscope: shared between its source files, never installed.
  *
- * Locking: each pool has one mutex, pool->mu. It guards every field marked
- * [mu] below, and nothing else. It is never held across I/O (connect, ping,
- * statements, close) nor while calling on_event. There is no other lock in
- * the library, so there is no lock order to get wrong.
+ * Locking: each pool has one mutex, pool->mu, guarding the fields marked
+ * [mu], and DBS__SHARDS shard locks (dbs__lock), each guarding its shard's
+ * fields and the sessions linked to it ([shard]). The order is pool->mu
+ * before any shard, shards in index order; the checkout and checkin fast
+ * paths take only their own shard. No lock is held across I/O (connect, ping, statements, close)
+ * nor while calling on_event.
  */
 #ifndef DBS_INTERNAL_H
 #define DBS_INTERNAL_H
@@ -60,6 +62,8 @@ typedef struct dbs__hist_snap {
 void dbs__hist_add(dbs__hist *h, int64_t us);
 /* Copies the histogram (no lock; see histogram.c for what that means). */
 void dbs__hist_read(dbs__hist *h, dbs__hist_snap *out);
+/* Adds the histogram into acc (no lock, as dbs__hist_read). */
+void dbs__hist_merge(dbs__hist *h, dbs__hist_snap *acc);
 /* The q-quantile (0 < q <= 1) in µs: its bucket's upper bound, capped by
  * the maximum seen. 0 when empty. */
 int64_t dbs__hist_percentile(const dbs__hist_snap *s, double q);
@@ -80,13 +84,14 @@ void dbs__redact(const char *url, char *out, size_t n);
 /* ---- pool.c ---- */
 
 /* A pooled connection. Touched only by its holder (a session, or the thread
- * closing or creating it) or, while idle, under pool->mu. */
+ * closing or creating it) or, while idle, under pool->mu, or, while parked,
+ * under its shard's lock. */
 typedef struct dbs__conn {
     void *impl;
     uint64_t id;
     int64_t created_ns;
     int64_t expires_ns;    /* 0 = never */
-    int64_t idle_since_ns; /* [mu] while idle */
+    int64_t idle_since_ns; /* [mu] while idle, [shard] while parked */
     struct dbs__conn *prev, *next; /* [mu] idle list */
 } dbs__conn;
 
@@ -96,13 +101,68 @@ typedef struct dbs__conn {
  * the pool lock again: one wake-up per hand-off, no lock convoy. */
 typedef struct dbs__waiter {
     sem_t *sem;             /* the waiting thread's own; posted once a wake */
-    dbs_session *s;         /* the session to check out */
-    int64_t start_ns;       /* when the acquire began, for the wait time */
     dbs__conn *handed;      /* [mu] a connection handed to this waiter */
     bool may_create;        /* [mu] a slot was reserved for this waiter */
     bool queued;            /* [mu] still in the queue */
     struct dbs__waiter *next;
 } dbs__waiter;
+
+/* ---- pool.c: the shard lock ----
+ * A shard's lock is nearly always taken by the thread the shard serves, for a
+ * few dozen instructions: a test-and-set lock released by a plain store
+ * costs one atomic operation where a mutex costs two, and no call. When it
+ * is contended (threads sharing a shard, the housekeeper, a snapshot) the
+ * waiter spins briefly, then yields the CPU so that a holder that was
+ * preempted gets to run. */
+typedef struct dbs__lock {
+    atomic_bool held;
+} dbs__lock;
+
+void dbs__lock_wait(dbs__lock *l);
+
+static inline void dbs__lock_take(dbs__lock *l)
+{
+    if (atomic_exchange_explicit(&l->held, true, memory_order_acquire))
+        dbs__lock_wait(l);
+}
+
+static inline void dbs__lock_give(dbs__lock *l)
+{
+    atomic_store_explicit(&l->held, false, memory_order_release);
+}
+
+/* A shard of the pool's hot state. Each thread works through one shard of
+ * every pool (its ordinal modulo DBS__SHARDS), so threads on different cores
+ * check out and in without writing a shared cache line:
+ *   - parked: the connection the shard's thread gave back last, kept for it
+ *     while nobody waits. It is idle for every purpose but the idle list;
+ *     the pool's counters count it in use, the snapshot counts it idle.
+ *     A thread that would otherwise wait or open an overflow connection
+ *     takes it (under the shard's lock), so parking never idles a
+ *     connection a waiter needs: a waiter counts itself in n_waiting_hint
+ *     and then looks at has_parked; a thread parking sets has_parked and
+ *     then looks at n_waiting_hint, and unparks if anyone waits. Both in
+ *     sequentially consistent order, so one of the two always sees the
+ *     other.
+ *   - the sessions opened through the shard, their count (the pool is not
+ *     freed while one is open), and the counters and histograms of their
+ *     checkouts and checkins. */
+#define DBS__SHARDS 32
+
+typedef struct dbs__shard_hists {
+    dbs__hist wait, use;
+} dbs__shard_hists;
+
+typedef struct dbs__shard {
+    _Alignas(64) dbs__lock mu;
+    dbs__conn *parked;            /* [shard] */
+    atomic_bool has_parked;       /* parked != NULL; see above */
+    bool closed;                  /* [shard] the pool was closed */
+    int n_sessions;               /* [shard] open, or opening */
+    struct dbs_session *sessions; /* [shard] checked out, newest first */
+    uint64_t acquired, released, leaks, leaks_recovered, slow_sessions; /* [shard] */
+    dbs__shard_hists *hists;       /* [shard] made on first use; freed with the pool */
+} dbs__shard;
 
 #define DBS__POOL_MAGIC 0x44425350u    /* "DBSP" */
 #define DBS__SESSION_MAGIC 0x44425353u /* "DBSS" */
@@ -128,24 +188,29 @@ struct dbs_pool {
     int n_waiting;
     bool closed;
     atomic_bool is_closed;        /* closed, for lock-free checks */
-    atomic_int refs;              /* 1 for the open pool + 1 a session and
-                                     1 an acquire in progress */
-    int64_t validate_before_ns;   /* idle since before this: ping first,
-                                     whatever the window (a connection was
-                                     just found broken; others may be too) */
+    atomic_int refs;              /* 1 while open; at close, the shards'
+                                     n_sessions move here */
     uint64_t next_conn_id;
-    struct dbs_session *sessions; /* open sessions, newest first */
     int consecutive_failures;     /* circuit breaker */
     int64_t circuit_open_until_ns;
     int circuit_backoff_ms;       /* [mu] current wait between probes */
     bool circuit_open;
     bool probing;                 /* one connect let through to probe */
-    dbs_stats counters;           /* the uint64 counters of dbs_stats */
+    dbs_stats counters;           /* the uint64 counters of dbs_stats
+                                     not kept in the shards */
     char *name;                   /* owned copy of cfg.name */
+    dbs__hist wait_hist;          /* [mu] for shards that could not get */
+    dbs__hist use_hist;           /* [mu]   histograms of their own */
 
-    /* lock-free */
-    dbs__hist wait_hist;          /* acquire wait, successful acquires [mu] */
-    dbs__hist use_hist;           /* session open to close [mu] */
+    /* Written under mu, read without it by the fast paths; a line of
+     * their own, so taking mu does not evict them from other cores. */
+    _Alignas(64) atomic_int n_waiting_hint; /* n_waiting */
+    atomic_int n_open_hint;                 /* n_open */
+    /* idle since before this: ping first, whatever the window (a
+     * connection was just found broken; others may be too) */
+    _Atomic int64_t validate_before_ns;
+
+    dbs__shard shards[DBS__SHARDS];
 
     /* housekeeper.c */
     pthread_t hk_thread;
@@ -154,14 +219,19 @@ struct dbs_pool {
     bool hk_started;              /* set and read by open/close only */
 };
 
-/* Gets a connection for s (s->conn), registering s with the pool. Blocks up
- * to the acquire timeout. s->ctx and the acquire site must be set; s holds a
- * reference on p already. err must not be NULL (events quote it). */
+/* Counts s in the pool (the pool stays allocated until s is released) and
+ * gets it a connection (s->conn), registering s with its shard. Blocks up to
+ * the acquire timeout. s->ctx and the acquire site must be set. err must
+ * not be NULL (events quote it). On failure s is not counted. */
 int dbs__pool_acquire(dbs_pool *p, struct dbs_session *s, dbs_error *err);
 /* Takes s->conn back (closing it when discard is set, the pool is closed or
  * the connection should go) and unregisters s. The connection must already
- * be rolled back and reset. Drops s's reference on the pool. */
+ * be rolled back and reset. May free p: the caller must not touch it after. */
 void dbs__pool_release(dbs_pool *p, struct dbs_session *s, bool discard);
+/* Locks every shard, in index order (after p->mu if the caller holds it),
+ * for a consistent view of them all; and unlocks them. */
+void dbs__shards_lock(dbs_pool *p);
+void dbs__shards_unlock(dbs_pool *p);
 /* Drops a reference; the last one frees the pool. */
 void dbs__pool_unref(dbs_pool *p);
 /* Counts a retry. */
@@ -177,13 +247,15 @@ void dbs__pool_maintain(dbs_pool *p);
 int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
 void dbs__housekeeper_stop(dbs_pool *p);
 /* Reports sessions held past leak_threshold_ms (or, with all, every open
- * session not yet reported) once each, as leak events. Takes p->mu. */
+ * session not yet reported) once each, as leak events. Takes the shards'
+ * mutexes one at a time. */
 void dbs__leaks_report(dbs_pool *p, bool all, const char *reason);
 
 /* ---- session.c ---- */
 
 enum dbs__session_state { DBS__S_OPEN, DBS__S_CLOSED };
 
+/* A new field needs a reset in session.c's session_alloc too. */
 struct dbs_session {
     unsigned magic;
     pthread_t owner;
@@ -199,10 +271,11 @@ struct dbs_session {
     int line;
     const char *func;
     int64_t opened_ns;
-    bool leak_reported;       /* [mu] */
-    bool close_reported;      /* [mu] reported as open at dbs_pool_close */
+    bool leak_reported;       /* [shard] */
+    bool close_reported;      /* [shard] reported as open at dbs_pool_close */
     dbs_rows *rows;           /* open result sets */
-    struct dbs_session *prev, *next; /* [mu] pool->sessions */
+    dbs__shard *shard;        /* the pool shard it was opened through */
+    struct dbs_session *prev, *next; /* [shard] shard->sessions */
 };
 
 /* dbs_session_open_at without the public allocation attribute. */

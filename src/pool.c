@@ -1,18 +1,20 @@
 /*
- * The pool: slots, the idle list, FIFO waiters, overflow and lifetime.
+ * The pool: slots, the idle list, per-thread shards, FIFO waiters,
+ * overflow and lifetime.
  *
  * Invariants, all under p->mu:
  *   n_open    = connections that exist (idle + in use);
  *   n_idle    = length of the idle list;
- *   n_in_use  = n_open - n_idle;
+ *   n_in_use  = n_open - n_idle: connections held by sessions, being
+ *               checked, or parked in a shard (see dbs__shard);
  *   n_pending = slots reserved by threads connecting right now, outside the
  *               lock; n_open + n_pending <= max_size always, so a failed
  *               connect only gives its reservation back and never uses up
  *               a slot, and a slow connect holds no lock.
- *   The idle list is empty whenever a thread waits: a released connection
- *   goes straight to the oldest waiter (direct hand-off: the releasing
- *   thread checks the session out for the waiter and posts its semaphore,
- *   so the waiter wakes already served, without retaking the lock), so a
+ *   The idle list is empty, and no shard parks, whenever a thread waits: a
+ *   released connection goes straight to the oldest waiter (direct
+ *   hand-off: the releasing thread posts the waiter's semaphore under the
+ *   lock, so the waiter wakes already served, without retaking it), so a
  *   thread that arrives later cannot barge past the queue, and a new
  *   arrival that finds waiters queues behind them even if a connection is
  *   idle for an instant.
@@ -35,6 +37,7 @@
 #endif
 
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +101,158 @@ static dbs__conn *idle_pick(dbs_pool *p)
     return c;
 }
 
+/* ---- shards ---- */
+
+/* Each thread's ordinal, given on its first checkout: it picks the thread's
+ * shard in every pool. Threads made one after another get different shards. */
+static atomic_uint next_ordinal;
+static _Thread_local unsigned my_ordinal; /* ordinal + 1; 0 = none yet */
+
+static dbs__shard *shard_of(dbs_pool *p)
+{
+    if (!my_ordinal)
+        my_ordinal = atomic_fetch_add_explicit(&next_ordinal, 1, memory_order_relaxed) + 1;
+    return &p->shards[(my_ordinal - 1) % DBS__SHARDS];
+}
+
+void dbs__lock_wait(dbs__lock *l)
+{
+    for (;;) {
+        for (int spin = 0; spin < 100; spin++) {
+            if (!atomic_load_explicit(&l->held, memory_order_relaxed) &&
+                !atomic_exchange_explicit(&l->held, true, memory_order_acquire))
+                return;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        sched_yield();
+    }
+}
+
+void dbs__shards_lock(dbs_pool *p)
+{
+    for (int i = 0; i < DBS__SHARDS; i++)
+        dbs__lock_take(&p->shards[i].mu);
+}
+
+void dbs__shards_unlock(dbs_pool *p)
+{
+    for (int i = DBS__SHARDS; i-- > 0;)
+        dbs__lock_give(&p->shards[i].mu);
+}
+
+/* [shard] */
+static void session_link(dbs__shard *sh, dbs_session *s)
+{
+    s->prev = NULL;
+    s->next = sh->sessions;
+    if (sh->sessions)
+        sh->sessions->prev = s;
+    sh->sessions = s;
+}
+
+/* [shard] */
+static void session_unlink(dbs__shard *sh, dbs_session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (sh->sessions == s)
+        sh->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+/* The shard's histograms, made on first use. NULL if out of memory: the
+ * caller records in the pool's own under p->mu instead. [shard] */
+static dbs__shard_hists *shard_hists(dbs__shard *sh)
+{
+    dbs__shard_hists *h = sh->hists;
+    if (!h) {
+        h = calloc(1, sizeof *h);
+        sh->hists = h; /* freed by pool_free */
+    }
+    return h;
+}
+
+/* Takes the shard's parked connection, if any. [shard] */
+static dbs__conn *unpark(dbs__shard *sh)
+{
+    dbs__conn *c = sh->parked;
+    sh->parked = NULL;
+    atomic_store_explicit(&sh->has_parked, false, memory_order_relaxed);
+    return c;
+}
+
+/* Takes a parked connection from any shard. With seq_cst, for a thread that
+ * has just counted itself in n_waiting_hint (see dbs__shard). [mu] */
+static dbs__conn *take_parked(dbs_pool *p, memory_order mo)
+{
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard *sh = &p->shards[i];
+        if (!atomic_load_explicit(&sh->has_parked, mo))
+            continue;
+        dbs__lock_take(&sh->mu);
+        dbs__conn *c = unpark(sh);
+        dbs__lock_give(&sh->mu);
+        if (c)
+            return c;
+    }
+    return NULL;
+}
+
+/* Finishes a checkout: s gets c and is listed in its shard. [no lock] */
+static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t start, int64_t now)
+{
+    dbs__shard *sh = s->shard;
+    bool fallback = false;
+    dbs__lock_take(&sh->mu);
+    s->conn = c;
+    s->opened_ns = now;
+    session_link(sh, s);
+    sh->acquired++;
+    if (p->cfg.metrics) {
+        dbs__shard_hists *h = shard_hists(sh);
+        if (h)
+            dbs__hist_add(&h->wait, (now - start) / 1000);
+        else
+            fallback = true;
+    }
+    dbs__lock_give(&sh->mu);
+    if (fallback) {
+        pthread_mutex_lock(&p->mu);
+        dbs__hist_add(&p->wait_hist, (now - start) / 1000);
+        pthread_mutex_unlock(&p->mu);
+    }
+    dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+}
+
+/* s no longer counts in its shard; the last session of a closed pool frees
+ * it. [no lock] */
+static void shard_leave(dbs_pool *p, dbs__shard *sh)
+{
+    dbs__lock_take(&sh->mu);
+    sh->n_sessions--;
+    bool closed = sh->closed;
+    dbs__lock_give(&sh->mu);
+    if (closed)
+        dbs__pool_unref(p);
+}
+
+/* The pool's count of waiters, and its mirror for the fast paths. [mu] */
+static void set_waiting(dbs_pool *p, int n)
+{
+    p->n_waiting = n;
+    atomic_store_explicit(&p->n_waiting_hint, n, memory_order_seq_cst);
+}
+
+static void set_open(dbs_pool *p, int n)
+{
+    p->n_open = n;
+    atomic_store_explicit(&p->n_open_hint, n, memory_order_relaxed);
+}
+
 /* ---- waiters [mu] ---- */
 
 static void wait_enqueue(dbs_pool *p, dbs__waiter *w)
@@ -109,7 +264,7 @@ static void wait_enqueue(dbs_pool *p, dbs__waiter *w)
     else
         p->wait_head = w;
     p->wait_tail = w;
-    p->n_waiting++;
+    set_waiting(p, p->n_waiting + 1);
 }
 
 static dbs__waiter *wait_pop(dbs_pool *p)
@@ -122,7 +277,7 @@ static dbs__waiter *wait_pop(dbs_pool *p)
         p->wait_tail = NULL;
     w->next = NULL;
     w->queued = false;
-    p->n_waiting--;
+    set_waiting(p, p->n_waiting - 1);
     return w;
 }
 
@@ -140,31 +295,9 @@ static void wait_remove(dbs_pool *p, dbs__waiter *w)
         if (p->wait_tail == w)
             p->wait_tail = prev;
         w->queued = false;
-        p->n_waiting--;
+        set_waiting(p, p->n_waiting - 1);
         return;
     }
-}
-
-/* ---- sessions [mu] ---- */
-
-static void session_link(dbs_pool *p, dbs_session *s)
-{
-    s->prev = NULL;
-    s->next = p->sessions;
-    if (p->sessions)
-        p->sessions->prev = s;
-    p->sessions = s;
-}
-
-static void session_unlink(dbs_pool *p, dbs_session *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else if (p->sessions == s)
-        p->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
 }
 
 /* A slot has come free (a connection closed or a connect failed). If anyone
@@ -182,21 +315,14 @@ static void pass_slot(dbs_pool *p)
     POST_SEM(w->sem); /* under the lock: the waiter's stack frame is alive */
 }
 
-/* Gives c, which stays in use, to the oldest waiter. [mu] */
+/* Gives c, which stays in use, to the oldest waiter; the waiter checks it
+ * (lifetime, validation) and lists its session itself once awake. [mu] */
 static bool hand_off(dbs_pool *p, dbs__conn *c)
 {
     dbs__waiter *w = wait_pop(p);
     if (!w)
         return false;
-    int64_t now = dbs__now_ns();
     w->handed = c;
-    c->idle_since_ns = now; /* just used: no ping needed */
-    p->counters.acquired++;
-    w->s->conn = c;
-    w->s->opened_ns = now;
-    session_link(p, w->s);
-    if (p->cfg.metrics)
-        dbs__hist_add(&p->wait_hist, (now - w->start_ns) / 1000);
     POST_SEM(w->sem); /* under the lock: the waiter's stack frame is alive */
     return true;
 }
@@ -331,21 +457,59 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
         return dbs__err(err, DBS_ECLOSED, "the pool was closed while connecting");
     }
     c->id = ++p->next_conn_id;
-    p->n_open++;
+    set_open(p, p->n_open + 1);
     p->n_in_use++;
     p->counters.created++;
-    p->counters.acquired++;
-    s->conn = c;
-    s->opened_ns = now;
-    session_link(p, s);
-    if (p->cfg.metrics)
-        dbs__hist_add(&p->wait_hist, (now - start) / 1000);
     pthread_mutex_unlock(&p->mu);
     dbs__emit(p, DBS_EVENT_CONNECT, s, c, 0, NULL);
     if (ev >= 0)
         dbs__emit(p, (enum dbs_event_kind)ev, s, c, 0, NULL);
-    dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+    checkout_done(p, s, c, start, now);
     return DBS_OK;
+}
+
+/* c is the caller's (counted in use) and s is not listed yet: checks c's
+ * lifetime and, if due, pings it, outside any lock. A connection that fails
+ * is replaced in the same slot, keeping the caller's turn. */
+static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t start,
+                         dbs_error *err)
+{
+    int64_t now = dbs__now_ns();
+    int64_t validate_before = atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
+    const char *why = NULL;
+    dbs_error perr;
+    if (conn_expired(c, now))
+        why = "lifetime";
+    else if (needs_validation(p, c, c->idle_since_ns, validate_before, now) &&
+             validate(p, c, &perr) != DBS_OK)
+        why = "broken";
+    if (!why) {
+        checkout_done(p, s, c, start, now);
+        return DBS_OK;
+    }
+    bool broken = why[0] == 'b';
+    if (broken)
+        dbs__emit(p, DBS_EVENT_INVALIDATE, s, c, DBS_ECONNECT, perr.message);
+    else
+        dbs__emit(p, DBS_EVENT_CLOSE, s, c, 0, why);
+    conn_close(p, c);
+    pthread_mutex_lock(&p->mu);
+    p->n_in_use--;
+    set_open(p, p->n_open - 1);
+    p->counters.closed++;
+    if (broken) {
+        p->counters.closed_broken++;
+        p->counters.invalidated++;
+        atomic_store_explicit(&p->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
+    } else {
+        p->counters.closed_lifetime++;
+    }
+    if (p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        return dbs__err(err, DBS_ECLOSED, "the pool is closed");
+    }
+    p->n_pending++;
+    return acquire_create(p, s, start, err);
 }
 
 /* Each thread waits on one semaphore of its own, made on its first wait.
@@ -377,207 +541,226 @@ static bool wait_posted(sem_t *sem, int64_t deadline)
     }
 }
 
-int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
+/* The locked path: the idle list, a new connection, another shard's parked
+ * connection, or the FIFO queue. */
+static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
-    const int64_t start = dbs__now_ns();
     const int64_t deadline = start + ms_ns(p->cfg.acquire_timeout_ms);
-    dbs__waiter w = {.s = s, .start_ns = start};
+    dbs__waiter w = {0};
+    dbs__conn *c = NULL;
+    bool create = false;
     int rc;
 
     pthread_mutex_lock(&p->mu);
-    for (;;) {
-        if (p->closed) {
-            rc = dbs__err(err, DBS_ECLOSED, "the pool is closed");
-            break;
-        }
-        dbs__conn *c = NULL;
-        bool create = false;
-        if (!p->wait_head) {
-            if (p->idle_head && p->mode != DBS_POOL_NONE) {
-                c = idle_pick(p);
-                idle_remove(p, c);
-                p->n_in_use++; /* handed connections were never out of use */
-                if (!conn_expired(c, start) &&
-                    !needs_validation(p, c, c->idle_since_ns, p->validate_before_ns, start)) {
-                    /* The common case, settled under this one lock hold. */
-                    p->counters.acquired++;
-                    s->conn = c;
-                    s->opened_ns = start;
-                    session_link(p, s);
-                    if (p->cfg.metrics)
-                        dbs__hist_add(&p->wait_hist, 0);
-                    pthread_mutex_unlock(&p->mu);
-                    dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
-                    return DBS_OK;
-                }
-            } else if (p->n_open + p->n_pending < p->max_size) {
-                create = true;
-                p->n_pending++;
-            }
-        }
-        if (!c && !create) {
-            w.handed = NULL;
-            w.may_create = false;
-            w.sem = waiter_sem();
-            if (!w.sem) {
-                rc = dbs__err(err, DBS_ENOMEM, "cannot create a wait semaphore");
-                break;
-            }
-            wait_enqueue(p, &w);
-            pthread_mutex_unlock(&p->mu);
-            bool posted = wait_posted(w.sem, deadline);
-            if (posted && w.handed) {
-                /* The server checked the session out for us, and its post
-                 * orders its writes before this read: no lock needed. */
-                dbs__emit(p, DBS_EVENT_CHECKOUT, s, w.handed, 0, NULL);
-                return DBS_OK;
-            }
-            pthread_mutex_lock(&p->mu);
-            if (!posted && (w.handed || w.may_create)) {
-                /* served just as the wait timed out: take the post that is
-                 * coming (it was made under the lock we now hold, or will
-                 * be before the server unlocks), so it cannot wake this
-                 * thread's next wait early */
-                pthread_mutex_unlock(&p->mu);
-                while (sem_wait(w.sem) != 0) {
-                }
-                SEM_TAKEN(w.sem);
-                pthread_mutex_lock(&p->mu);
-            }
-            if (w.handed) {
-                c = w.handed;
-                pthread_mutex_unlock(&p->mu);
-                dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
-                return DBS_OK;
-            } else if (w.may_create) {
-                create = true; /* pass_slot counted n_pending for us */
-            } else {
-                if (w.queued)
-                    wait_remove(p, &w);
-                if (p->closed) {
-                    rc = dbs__err(err, DBS_ECLOSED, "the pool was closed while waiting");
-                    break;
-                }
-                p->counters.timeouts++;
-                int size = p->n_open, in_use = p->n_in_use, waiting = p->n_waiting;
-                pthread_mutex_unlock(&p->mu);
-                rc = dbs__err(err, DBS_ETIMEOUT,
-                              "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
-                              "%d others waiting): raise pool_size/max_overflow, or look for sessions "
-                              "held too long (leak_threshold_ms)",
-                              p->cfg.acquire_timeout_ms, size, in_use, waiting);
-                dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, NULL);
-                goto out;
-            }
-        }
-        if (create) {
-            int64_t now = dbs__now_ns();
-            if (p->circuit_open && (now < p->circuit_open_until_ns || p->probing)) {
-                p->n_pending--;
-                pass_slot(p);
-                p->counters.unavailable++;
-                int64_t left = (p->circuit_open_until_ns - now) / 1000000;
-                rc = dbs__err(err, DBS_EUNAVAILABLE,
-                              "database unavailable: %d connects in a row failed; failing fast, "
-                              "next attempt in %lld ms", p->consecutive_failures,
-                              (long long)(left > 0 ? left : 0));
-                break;
-            }
-            if (p->circuit_open)
-                p->probing = true;
-            rc = acquire_create(p, s, start, err);
-            goto out;
-        }
-
-        /* A connection from the idle list or handed over: check it outside
-         * the lock. It is ours; nobody else can see it now. */
-        int64_t idle_since = c->idle_since_ns;
-        int64_t validate_before = p->validate_before_ns;
+    if (p->closed) {
         pthread_mutex_unlock(&p->mu);
-        int64_t now = dbs__now_ns();
-        const char *why = NULL;
-        dbs_error perr;
-        if (conn_expired(c, now))
-            why = "lifetime";
-        else if (needs_validation(p, c, idle_since, validate_before, now) &&
-                 validate(p, c, &perr) != DBS_OK)
-            why = "broken";
-        if (!why) {
-            pthread_mutex_lock(&p->mu);
-            p->counters.acquired++;
-            s->conn = c;
-            s->opened_ns = now;
-            session_link(p, s);
-            if (p->cfg.metrics)
-                dbs__hist_add(&p->wait_hist, (now - start) / 1000);
-            pthread_mutex_unlock(&p->mu);
-            dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
-            rc = DBS_OK;
-            goto out;
-        }
-        /* Replace it in the same slot, keeping this thread's turn. */
-        bool broken = why[0] == 'b';
-        if (broken)
-            dbs__emit(p, DBS_EVENT_INVALIDATE, s, c, DBS_ECONNECT, perr.message);
-        else
-            dbs__emit(p, DBS_EVENT_CLOSE, s, c, 0, why);
-        conn_close(p, c);
-        pthread_mutex_lock(&p->mu);
-        p->n_in_use--;
-        p->n_open--;
-        p->counters.closed++;
-        if (broken) {
-            p->counters.closed_broken++;
-            p->counters.invalidated++;
-            p->validate_before_ns = dbs__now_ns();
-        } else {
-            p->counters.closed_lifetime++;
-        }
-        if (p->closed) {
-            rc = dbs__err(err, DBS_ECLOSED, "the pool is closed");
-            break;
-        }
-        p->n_pending++;
-        rc = acquire_create(p, s, start, err);
-        goto out;
+        return dbs__err(err, DBS_ECLOSED, "the pool is closed");
     }
-    pthread_mutex_unlock(&p->mu);
-out:
+    if (!p->wait_head) {
+        /* Below pool_size a new connection beats taking another thread's
+         * parked one: threads that keep their own never contend. */
+        int base = p->cfg.pool_size < p->max_size ? p->cfg.pool_size : p->max_size;
+        if (p->idle_head && p->mode != DBS_POOL_NONE) {
+            c = idle_pick(p);
+            idle_remove(p, c);
+            p->n_in_use++;
+        } else if (p->n_open + p->n_pending < base) {
+            create = true;
+        } else if ((c = take_parked(p, memory_order_relaxed))) {
+            /* parked connections count in use already */
+        } else if (p->n_open + p->n_pending < p->max_size) {
+            create = true;
+        }
+        if (create)
+            p->n_pending++;
+    }
+    if (c) {
+        pthread_mutex_unlock(&p->mu);
+        return acquire_check(p, s, c, start, err);
+    }
+    if (!create) {
+        w.sem = waiter_sem();
+        if (!w.sem) {
+            pthread_mutex_unlock(&p->mu);
+            return dbs__err(err, DBS_ENOMEM, "cannot create a wait semaphore");
+        }
+        wait_enqueue(p, &w);
+        /* Connections parked before this thread counted itself as waiting
+         * go to the queue, oldest waiter first. */
+        while (p->wait_head) {
+            dbs__conn *pc = take_parked(p, memory_order_seq_cst);
+            if (!pc)
+                break;
+            hand_off(p, pc);
+        }
+        pthread_mutex_unlock(&p->mu);
+        bool posted = wait_posted(w.sem, deadline);
+        if (posted && w.handed) {
+            /* The server's post orders its writes before this read. */
+            return acquire_check(p, s, w.handed, start, err);
+        }
+        pthread_mutex_lock(&p->mu);
+        if (!posted && (w.handed || w.may_create)) {
+            /* served just as the wait timed out: take the post that is
+             * coming (it was made under the lock we now hold, or will
+             * be before the server unlocks), so it cannot wake this
+             * thread's next wait early */
+            pthread_mutex_unlock(&p->mu);
+            while (sem_wait(w.sem) != 0) {
+            }
+            SEM_TAKEN(w.sem);
+            pthread_mutex_lock(&p->mu);
+        }
+        if (w.handed) {
+            pthread_mutex_unlock(&p->mu);
+            return acquire_check(p, s, w.handed, start, err);
+        }
+        if (!w.may_create) {
+            if (w.queued)
+                wait_remove(p, &w);
+            if (p->closed) {
+                pthread_mutex_unlock(&p->mu);
+                return dbs__err(err, DBS_ECLOSED, "the pool was closed while waiting");
+            }
+            p->counters.timeouts++;
+            int size = p->n_open, in_use = p->n_in_use, waiting = p->n_waiting;
+            pthread_mutex_unlock(&p->mu);
+            rc = dbs__err(err, DBS_ETIMEOUT,
+                          "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
+                          "%d others waiting): raise pool_size/max_overflow, or look for sessions "
+                          "held too long (leak_threshold_ms)",
+                          p->cfg.acquire_timeout_ms, size, in_use, waiting);
+            dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, NULL);
+            return rc;
+        }
+        /* pass_slot reserved a slot (n_pending) for us */
+    }
+    int64_t now = dbs__now_ns();
+    if (p->circuit_open && (now < p->circuit_open_until_ns || p->probing)) {
+        p->n_pending--;
+        pass_slot(p);
+        p->counters.unavailable++;
+        int64_t left = (p->circuit_open_until_ns - now) / 1000000;
+        rc = dbs__err(err, DBS_EUNAVAILABLE,
+                      "database unavailable: %d connects in a row failed; failing fast, "
+                      "next attempt in %lld ms", p->consecutive_failures,
+                      (long long)(left > 0 ? left : 0));
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    if (p->circuit_open)
+        p->probing = true;
+    return acquire_create(p, s, start, err);
+}
+
+int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
+{
+    const int64_t start = dbs__now_ns();
+    dbs__shard *sh = shard_of(p);
+    s->shard = sh;
+    dbs__lock_take(&sh->mu);
+    if (sh->closed) {
+        dbs__lock_give(&sh->mu);
+        return dbs__err(err, DBS_ECLOSED, "the pool is closed");
+    }
+    sh->n_sessions++;
+    dbs__conn *c = NULL;
+    /* The fast path: nobody waits, so this thread's parked connection is
+     * its own to take, settled in this one hold of its shard's lock. */
+    if (sh->parked && atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0) {
+        c = unpark(sh);
+        int64_t validate_before =
+            atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
+        if (!conn_expired(c, start) &&
+            !needs_validation(p, c, c->idle_since_ns, validate_before, start) &&
+            (!p->cfg.metrics || shard_hists(sh))) {
+            s->conn = c;
+            s->opened_ns = start;
+            session_link(sh, s);
+            sh->acquired++;
+            if (p->cfg.metrics)
+                dbs__hist_add(&sh->hists->wait, 0);
+            dbs__lock_give(&sh->mu);
+            dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+            return DBS_OK;
+        }
+    }
+    dbs__lock_give(&sh->mu);
+    int rc = c ? acquire_check(p, s, c, start, err) : acquire_slow(p, s, start, err);
+    if (rc != DBS_OK)
+        shard_leave(p, sh);
     return rc;
 }
 
 void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
 {
     dbs__conn *c = s->conn;
+    dbs__shard *sh = s->shard;
     const char *reason = NULL;
     enum dbs_event_kind ev = DBS_EVENT_CLOSE;
     int64_t now = dbs__now_ns();
     int64_t held_ns = now - s->opened_ns;
     bool slow = p->cfg.slow_session_ms > 0 && held_ns >= ms_ns(p->cfg.slow_session_ms);
+    bool fallback = false, parked = false, left = false;
 
     /* Before the connection is visible to anyone else, so checkout and
      * checkin events of one connection never cross. */
-    if (c)
+    dbs__conn view = {0};
+    if (c) {
+        view.id = c->id;
+        view.created_ns = c->created_ns;
         dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
-    pthread_mutex_lock(&p->mu);
-    if (c && p->cfg.metrics)
-        dbs__hist_add(&p->use_hist, held_ns / 1000);
-    session_unlink(p, s);
+    }
+    dbs__lock_take(&sh->mu);
+    session_unlink(sh, s);
     s->conn = NULL;
     bool recovered = s->leak_reported;
     if (recovered)
-        p->counters.leaks_recovered++;
+        sh->leaks_recovered++;
     if (slow)
-        p->counters.slow_sessions++;
+        sh->slow_sessions++;
     if (c) {
-        p->counters.released++;
+        sh->released++;
+        if (p->cfg.metrics) {
+            dbs__shard_hists *h = shard_hists(sh);
+            if (h)
+                dbs__hist_add(&h->use, held_ns / 1000);
+            else
+                fallback = true;
+        }
+        /* Park it for this thread's next checkout unless it must go, the
+         * shard holds one already, or anyone waits (see dbs__shard). */
+        if (!discard && !sh->closed && !sh->parked && p->mode != DBS_POOL_NONE &&
+            !conn_expired(c, now) &&
+            atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size) {
+            c->idle_since_ns = now;
+            sh->parked = c;
+            atomic_store_explicit(&sh->has_parked, true, memory_order_seq_cst);
+            if (atomic_load_explicit(&p->n_waiting_hint, memory_order_seq_cst) == 0) {
+                parked = true;
+                last_conn.pool = p;
+                last_conn.conn_id = c->id;
+            } else {
+                unpark(sh);
+            }
+        }
+    }
+    if (parked && !recovered && !slow && !fallback) {
+        /* nothing left to do with p: stop counting now, in this hold */
+        sh->n_sessions--;
+        left = true;
+    }
+    dbs__lock_give(&sh->mu);
+
+    if (c && !parked) {
+        pthread_mutex_lock(&p->mu);
         p->n_in_use--;
         if (discard) {
             reason = "broken";
             ev = DBS_EVENT_INVALIDATE;
             p->counters.closed_broken++;
             p->counters.invalidated++;
-            p->validate_before_ns = now;
+            atomic_store_explicit(&p->validate_before_ns, now, memory_order_relaxed);
         } else if (p->closed) {
             reason = "pool_close";
             p->counters.closed_pool++;
@@ -591,28 +774,37 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
             p->counters.closed_overflow++;
         }
         if (reason) {
-            p->n_open--;
+            set_open(p, p->n_open - 1);
             p->counters.closed++;
             pass_slot(p);
-        } else if (hand_off(p, c)) {
-            p->n_in_use++; /* still in use, by the waiter now */
         } else {
-            c->idle_since_ns = now;
-            idle_push(p, c);
-            last_conn.pool = p;
-            last_conn.conn_id = c->id;
+            c->idle_since_ns = now; /* just used: no ping needed */
+            if (hand_off(p, c)) {
+                p->n_in_use++; /* still in use, by the waiter now */
+            } else {
+                idle_push(p, c);
+                last_conn.pool = p;
+                last_conn.conn_id = c->id;
+            }
         }
+        pthread_mutex_unlock(&p->mu);
     }
-    pthread_mutex_unlock(&p->mu);
-
+    if (fallback) {
+        pthread_mutex_lock(&p->mu);
+        dbs__hist_add(&p->use_hist, held_ns / 1000);
+        pthread_mutex_unlock(&p->mu);
+    }
+    /* c may be another thread's (or closed) by now: events quote a copy. */
     if (recovered)
-        dbs__emit(p, DBS_EVENT_LEAK_RECOVERED, s, c, 0, NULL);
+        dbs__emit(p, DBS_EVENT_LEAK_RECOVERED, s, c ? &view : NULL, 0, NULL);
     if (slow)
-        dbs__emit(p, DBS_EVENT_SLOW_SESSION, s, c, 0, NULL);
+        dbs__emit(p, DBS_EVENT_SLOW_SESSION, s, c ? &view : NULL, 0, NULL);
     if (c && reason) {
         dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
         conn_close(p, c);
     }
+    if (!left)
+        shard_leave(p, sh); /* may free p */
 }
 
 void dbs__pool_count_retry(dbs_pool *p)
@@ -642,6 +834,29 @@ void dbs__pool_maintain(dbs_pool *p)
         pthread_mutex_unlock(&p->mu);
         return;
     }
+    /* Parked connections age too: those the checks below may act on go
+     * back to the idle list; the rest count as idle for min_idle. */
+    int64_t ka = ms_ns(p->cfg.keepalive_ms);
+    int parked_idle = 0;
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard *sh = &p->shards[i];
+        if (!atomic_load_explicit(&sh->has_parked, memory_order_relaxed))
+            continue;
+        dbs__lock_take(&sh->mu);
+        dbs__conn *c = sh->parked;
+        if (c && (conn_expired(c, now) || (idle_ns > 0 && now - c->idle_since_ns >= idle_ns) ||
+                  (ka > 0 && now - c->idle_since_ns >= ka))) {
+            unpark(sh);
+        } else {
+            parked_idle += c != NULL;
+            c = NULL;
+        }
+        dbs__lock_give(&sh->mu);
+        if (c) {
+            p->n_in_use--;
+            idle_push(p, c);
+        }
+    }
     /* Oldest idle first: the tail has been idle longest. */
     for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
         prev = c->prev;
@@ -651,7 +866,7 @@ void dbs__pool_maintain(dbs_pool *p)
         if (!expired && !idle)
             continue;
         idle_remove(p, c);
-        p->n_open--;
+        set_open(p, p->n_open - 1);
         p->counters.closed++;
         if (expired)
             p->counters.closed_lifetime++;
@@ -665,8 +880,7 @@ void dbs__pool_maintain(dbs_pool *p)
      * (counted in use, so nobody gets them mid-ping) and ping them below. */
     dbs__conn *ping_list = NULL;
     int pinging = 0; /* still idle, for min_idle's count */
-    if (p->cfg.keepalive_ms > 0) {
-        int64_t ka = ms_ns(p->cfg.keepalive_ms);
+    if (ka > 0) {
         for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
             prev = c->prev;
             if (now - c->idle_since_ns < ka)
@@ -678,7 +892,7 @@ void dbs__pool_maintain(dbs_pool *p)
             pinging++;
         }
     }
-    int want = p->cfg.min_idle - p->n_idle - pinging - p->n_pending;
+    int want = p->cfg.min_idle - p->n_idle - pinging - parked_idle - p->n_pending;
     int room = p->max_size - p->n_open - p->n_pending;
     int create = want < room ? want : room;
     if (create < 0)
@@ -695,21 +909,21 @@ void dbs__pool_maintain(dbs_pool *p)
         pthread_mutex_lock(&p->mu);
         bool drop = !ok || p->closed;
         if (!drop) {
+            c->idle_since_ns = t; /* just pinged */
             if (!hand_off(p, c)) {
                 p->n_in_use--;
-                c->idle_since_ns = t;
                 idle_push(p, c);
             }
         } else {
             p->n_in_use--;
-            p->n_open--;
+            set_open(p, p->n_open - 1);
             p->counters.closed++;
             if (ok) {
                 p->counters.closed_pool++;
             } else {
                 p->counters.closed_broken++;
                 p->counters.invalidated++;
-                p->validate_before_ns = t;
+                atomic_store_explicit(&p->validate_before_ns, t, memory_order_relaxed);
             }
             pass_slot(p);
         }
@@ -752,8 +966,9 @@ void dbs__pool_maintain(dbs_pool *p)
             continue;
         }
         c->id = ++p->next_conn_id;
-        p->n_open++;
+        set_open(p, p->n_open + 1);
         p->counters.created++;
+        c->idle_since_ns = now;
         if (hand_off(p, c)) {
             p->n_in_use++;
         } else {
@@ -784,6 +999,8 @@ static void pool_free(dbs_pool *p)
 {
     if (p->drv && p->drv->target_close)
         p->drv->target_close(&p->target);
+    for (int i = 0; i < DBS__SHARDS; i++)
+        free(p->shards[i].hists);
     pthread_cond_destroy(&p->hk_cv);
     pthread_mutex_destroy(&p->mu);
     free(p->url);
@@ -816,7 +1033,10 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     if (dbs__url_parse(cfg->url, &drv, &conninfo, &memory, err) != DBS_OK)
         return NULL;
 
-    dbs_pool *p = calloc(1, sizeof *p);
+    /* Aligned for its shards, which keep to cache lines of their own. */
+    dbs_pool *p = aligned_alloc(_Alignof(dbs_pool), sizeof *p);
+    if (p)
+        memset(p, 0, sizeof *p);
     if (!p) {
         free(conninfo);
         dbs__err(err, DBS_ENOMEM, "out of memory allocating the pool");
@@ -894,7 +1114,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     } else {
         c->idle_since_ns = dbs__now_ns();
         idle_push(p, c);
-        p->n_open = 1;
+        set_open(p, 1);
     }
     if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
         dbs_pool_close(p);
@@ -920,10 +1140,27 @@ void dbs_pool_close(dbs_pool *p)
         POST_SEM(w->sem);
     dbs__conn *idle = p->idle_head;
     p->idle_head = p->idle_tail = NULL;
-    p->n_open -= p->n_idle;
-    p->counters.closed += (uint64_t)p->n_idle;
-    p->counters.closed_pool += (uint64_t)p->n_idle;
+    int closing = p->n_idle;
     p->n_idle = 0;
+    /* From now on no shard parks or counts a new session; the sessions
+     * still counted keep the pool allocated through refs instead. */
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard *sh = &p->shards[i];
+        dbs__lock_take(&sh->mu);
+        sh->closed = true;
+        dbs__conn *c = unpark(sh);
+        if (c) {
+            c->next = idle;
+            idle = c;
+            p->n_in_use--;
+            closing++;
+        }
+        atomic_fetch_add(&p->refs, sh->n_sessions);
+        dbs__lock_give(&sh->mu);
+    }
+    set_open(p, p->n_open - closing);
+    p->counters.closed += (uint64_t)closing;
+    p->counters.closed_pool += (uint64_t)closing;
     pthread_mutex_unlock(&p->mu);
 
     dbs__housekeeper_stop(p);

@@ -73,12 +73,20 @@ static dbs_session *session_alloc(void)
 {
     dbs_session *s = spare;
     if (s) {
+        /* Field by field: cheaper than clearing the whole struct, and
+         * keeps the context buffer. dbs__session_open sets the rest. */
         spare = NULL;
-        char *buf = s->ctx_buf;
-        size_t cap = s->ctx_cap;
-        memset(s, 0, sizeof *s);
-        s->ctx_buf = buf;
-        s->ctx_cap = cap;
+        s->conn = NULL;
+        s->in_tx = false;
+        atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
+        s->broken = false;
+        s->ctx = (dbs_context){NULL, NULL, NULL};
+        s->opened_ns = 0;
+        s->leak_reported = false;
+        s->close_reported = false;
+        s->rows = NULL;
+        s->shard = NULL;
+        s->prev = s->next = NULL;
         return s;
     }
     return calloc(1, sizeof *s);
@@ -137,11 +145,9 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->file = file;
     s->line = line;
     s->func = func;
-    atomic_fetch_add(&pool->refs, 1);
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
         session_free(s);
-        dbs__pool_unref(pool);
         return NULL;
     }
     err->code = DBS_OK;
@@ -250,9 +256,8 @@ static void session_close(dbs_session *s)
     }
     set_tx(s, false);
     s->magic = DBS__DEAD_MAGIC;
-    dbs__pool_release(p, s, discard);
+    dbs__pool_release(p, s, discard); /* p may be gone after this */
     session_free(s);
-    dbs__pool_unref(p);
 }
 
 void dbs_session_close(dbs_session *s)

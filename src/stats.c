@@ -8,6 +8,35 @@
 static void fill_percentiles(const dbs__hist_snap *h, int64_t *p50, int64_t *p90,
                              int64_t *p99, int64_t *max, uint64_t *count);
 
+/* The pool's wait and use histograms: its own plus its shards'. Cells are
+ * read without locks (see histogram.c); a shard's histograms, once made,
+ * live as long as the pool. hists: the shards' pointers, or NULL to read
+ * them here. */
+static void read_hists(dbs_pool *p, dbs__shard_hists *const *hists, dbs__hist_snap *wait,
+                       dbs__hist_snap *use)
+{
+    memset(wait, 0, sizeof *wait);
+    memset(use, 0, sizeof *use);
+    pthread_mutex_lock(&p->mu);
+    dbs__hist_merge(&p->wait_hist, wait);
+    dbs__hist_merge(&p->use_hist, use);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard_hists *h;
+        if (hists) {
+            h = hists[i];
+        } else {
+            dbs__lock_take(&p->shards[i].mu);
+            h = p->shards[i].hists;
+            dbs__lock_give(&p->shards[i].mu);
+        }
+        if (h) {
+            dbs__hist_merge(&h->wait, wait);
+            dbs__hist_merge(&h->use, use);
+        }
+    }
+}
+
 void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
 {
     if (!out)
@@ -15,29 +44,46 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
     memset(out, 0, sizeof *out);
     if (!p || p->magic != DBS__POOL_MAGIC)
         return;
+    /* Every shard's lock under the pool's: nothing moves while the
+     * snapshot is taken, so its numbers add up. */
+    dbs__shard_hists *hists[DBS__SHARDS];
+    int parked = 0;
     pthread_mutex_lock(&p->mu);
+    dbs__shards_lock(p);
     *out = p->counters;
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        const dbs__shard *sh = &p->shards[i];
+        out->acquired += sh->acquired;
+        out->released += sh->released;
+        out->leaks += sh->leaks;
+        out->leaks_recovered += sh->leaks_recovered;
+        out->slow_sessions += sh->slow_sessions;
+        parked += sh->parked != NULL;
+        hists[i] = sh->hists;
+    }
+    /* a parked connection is idle for every purpose but the idle list */
+    int in_use = p->n_in_use - parked;
     out->size = p->n_open;
-    out->idle = p->n_idle;
-    out->in_use = p->n_in_use;
+    out->idle = p->n_idle + parked;
+    out->in_use = in_use;
     int over = p->n_open - p->cfg.pool_size;
     if (p->mode != DBS_POOL_QUEUE || over < 0)
         over = 0;
-    out->overflow_in_use = over < p->n_in_use ? over : p->n_in_use;
+    out->overflow_in_use = over < in_use ? over : in_use;
     out->waiting = p->n_waiting;
     out->pending = p->n_pending;
     out->max_size = p->max_size;
+    dbs__shards_unlock(p);
     pthread_mutex_unlock(&p->mu);
     if (!p->cfg.metrics)
         return;
-    dbs__hist_snap *h = malloc(sizeof *h);
+    dbs__hist_snap *h = malloc(2 * sizeof *h);
     if (!h)
         return;
-    dbs__hist_read(&p->wait_hist, h);
-    fill_percentiles(h, &out->wait_p50_us, &out->wait_p90_us, &out->wait_p99_us,
+    read_hists(p, hists, &h[0], &h[1]);
+    fill_percentiles(&h[0], &out->wait_p50_us, &out->wait_p90_us, &out->wait_p99_us,
                      &out->wait_max_us, &out->wait_count);
-    dbs__hist_read(&p->use_hist, h);
-    fill_percentiles(h, &out->use_p50_us, &out->use_p90_us, &out->use_p99_us,
+    fill_percentiles(&h[1], &out->use_p50_us, &out->use_p90_us, &out->use_p99_us,
                      &out->use_max_us, &out->use_count);
     free(h);
 }
@@ -154,8 +200,7 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
         free(sn);
         return rc;
     }
-    dbs__hist_read(&p->wait_hist, &sn->wait);
-    dbs__hist_read(&p->use_hist, &sn->use);
+    read_hists(p, NULL, &sn->wait, &sn->use);
     const dbs_stats *s = &sn->st;
     const char *pool = p->name;
     out o = {buf, len, 0};
@@ -248,76 +293,93 @@ int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
 
 /* ---- the session list ---- */
 
+typedef struct listed {
+    dbs_session_info in;
+    int64_t opened_ns;
+} listed;
+
+static int by_age(const void *a, const void *b)
+{
+    int64_t x = ((const listed *)a)->opened_ns, y = ((const listed *)b)->opened_ns;
+    return (x > y) - (x < y);
+}
+
 int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
-    /* Sized outside the lock, checked under it, grown and retried if more
-     * sessions arrived meanwhile. */
+    /* Sized outside the locks, checked under them, grown and retried if
+     * more sessions arrived meanwhile. */
     size_t cap_n = 16, cap_b = 1024, n = 0;
-    dbs_session_info *info = malloc(sizeof *info * cap_n);
+    listed *list = malloc(sizeof *list * cap_n);
     char *strs = malloc(cap_b);
-    if (!info || !strs) {
-        free(info);
+    if (!list || !strs) {
+        free(list);
         free(strs);
         return DBS_ENOMEM;
     }
     for (;;) {
         size_t need_n = 0, need_b = 0, used = 0;
         int64_t now = dbs__now_ns();
-        pthread_mutex_lock(&p->mu);
-        for (dbs_session *s = p->sessions; s; s = s->next) {
-            need_n++;
-            const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
-            for (int i = 0; i < 3; i++)
-                need_b += f[i] ? strlen(f[i]) + 1 : 0;
+        dbs__shards_lock(p);
+        for (int k = 0; k < DBS__SHARDS; k++) {
+            for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
+                need_n++;
+                const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+                for (int i = 0; i < 3; i++)
+                    need_b += f[i] ? strlen(f[i]) + 1 : 0;
+            }
         }
         bool fits = need_n <= cap_n && need_b <= cap_b;
         if (fits) {
-            /* newest first in the list; oldest first for the caller */
-            n = need_n;
-            size_t i = n;
-            for (dbs_session *s = p->sessions; s; s = s->next) {
-                dbs_session_info *in = &info[--i];
-                in->file = s->file;
-                in->line = s->line;
-                in->func = s->func;
-                in->thread = (unsigned long)s->owner;
-                in->age_ms = (now - s->opened_ns) / 1000000;
-                in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
-                in->leak_reported = s->leak_reported;
-                in->conn_id = s->conn ? s->conn->id : 0;
-                const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
-                const char **d[3] = {&in->ctx.request_id, &in->ctx.user_id, &in->ctx.tenant_id};
-                for (int k = 0; k < 3; k++) {
-                    *d[k] = NULL;
-                    if (!f[k])
-                        continue;
-                    size_t l = strlen(f[k]) + 1;
-                    memcpy(strs + used, f[k], l);
-                    *d[k] = strs + used;
-                    used += l;
+            n = 0;
+            for (int k = 0; k < DBS__SHARDS; k++) {
+                for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
+                    listed *l = &list[n++];
+                    dbs_session_info *in = &l->in;
+                    l->opened_ns = s->opened_ns;
+                    in->file = s->file;
+                    in->line = s->line;
+                    in->func = s->func;
+                    in->thread = (unsigned long)s->owner;
+                    in->age_ms = (now - s->opened_ns) / 1000000;
+                    in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
+                    in->leak_reported = s->leak_reported;
+                    in->conn_id = s->conn ? s->conn->id : 0;
+                    const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+                    const char **d[3] = {&in->ctx.request_id, &in->ctx.user_id,
+                                         &in->ctx.tenant_id};
+                    for (int i = 0; i < 3; i++) {
+                        *d[i] = NULL;
+                        if (!f[i])
+                            continue;
+                        size_t len = strlen(f[i]) + 1;
+                        memcpy(strs + used, f[i], len);
+                        *d[i] = strs + used;
+                        used += len;
+                    }
                 }
             }
         }
-        pthread_mutex_unlock(&p->mu);
+        dbs__shards_unlock(p);
         if (fits)
             break;
-        free(info);
+        free(list);
         free(strs);
         cap_n = need_n + 16;
         cap_b = need_b + 1024;
-        info = malloc(sizeof *info * cap_n);
+        list = malloc(sizeof *list * cap_n);
         strs = malloc(cap_b);
-        if (!info || !strs) {
-            free(info);
+        if (!list || !strs) {
+            free(list);
             free(strs);
             return DBS_ENOMEM;
         }
     }
+    qsort(list, n, sizeof *list, by_age); /* oldest first */
     for (size_t i = 0; i < n; i++)
-        fn(&info[i], user);
-    free(info);
+        fn(&list[i].in, user);
+    free(list);
     free(strs);
     return (int)n;
 }

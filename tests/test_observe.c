@@ -295,6 +295,61 @@ static void test_session_list(void)
     dbs_pool_close(p);
 }
 
+/* Sessions are listed oldest first, whichever threads hold them. */
+struct order {
+    unsigned long thread[4];
+    int n;
+};
+
+static void record_order(const dbs_session_info *info, void *user)
+{
+    struct order *o = user;
+    if (o->n < 4)
+        o->thread[o->n] = info->thread;
+    o->n++;
+}
+
+static pthread_barrier_t order_held, order_done;
+
+static void *hold_one(void *v)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(v, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    pthread_barrier_wait(&order_held);
+    pthread_barrier_wait(&order_done);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_session_list_order(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 4;
+    dbs_pool *p = open_pool("observe", &cfg);
+    pthread_barrier_init(&order_held, NULL, 2);
+    pthread_barrier_init(&order_done, NULL, 2);
+    pthread_t th;
+    pthread_create(&th, NULL, hold_one, p);
+    pthread_barrier_wait(&order_held);
+    struct timespec pause = {0, 5 * 1000000};
+    nanosleep(&pause, NULL);
+    dbs_error err;
+    dbs_session *mine = dbs_session_open(p, NULL, &err);
+    CHECK(mine);
+    struct order o = {0};
+    CHECK_EQ(dbs_pool_sessions(p, record_order, &o), 2);
+    CHECK(o.thread[0] == (unsigned long)th);
+    CHECK(o.thread[1] == (unsigned long)pthread_self());
+    dbs_session_close(mine);
+    pthread_barrier_wait(&order_done);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&order_held);
+    pthread_barrier_destroy(&order_done);
+    dbs_pool_close(p);
+}
+
 /* ---- histograms ---- */
 
 static void test_histogram_math(void)
@@ -665,6 +720,7 @@ int main(void)
     test_leak_at_pool_close();
     test_transact_names_caller();
     test_session_list();
+    test_session_list_order();
     test_injected_delays();
     test_every_event();
     test_exports();

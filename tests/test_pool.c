@@ -1,4 +1,4 @@
-/* The pool: timeout, FIFO hand-off, overflow, lifetime, idle timeout,
+/* The pool: timeout, FIFO hand-off, parked connections, overflow, lifetime, idle timeout,
  * min_idle, validation, failed and slow connects, circuit breaker, modes,
  * close with sessions out. Runs on SQLite and PostgreSQL. */
 #include "common.h"
@@ -142,6 +142,82 @@ static void test_no_barging(void)
     pthread_join(th, NULL);
     CHECK_EQ(mine, 1);
     CHECK_EQ(a.order, 0);
+    dbs_pool_close(p);
+}
+
+/* ---- parked connections ---- */
+
+struct park_arg {
+    dbs_pool *pool;
+    uint64_t conn;
+    int rc;
+};
+
+static void *open_close_once(void *v)
+{
+    struct park_arg *a = v;
+    dbs_session *s;
+    a->conn = checkout_conn(a->pool, &s);
+    a->rc = s ? 0 : -1;
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_parked_connection_serves_other_threads(void)
+{
+    /* A released connection kept for its thread's next checkout is still
+     * the pool's: another thread gets it rather than waiting, and one
+     * parked by a thread that has exited is not lost. */
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 20000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s;
+    uint64_t mine = checkout_conn(p, &s);
+    dbs_session_close(s);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.idle, 1); /* parked counts as idle */
+    CHECK_EQ(st.in_use, 0);
+    for (int round = 0; round < 3; round++) {
+        struct park_arg a = {.pool = p, .rc = -1};
+        pthread_t th;
+        pthread_create(&th, NULL, open_close_once, &a);
+        pthread_join(th, NULL);
+        CHECK_EQ(a.rc, 0);
+        CHECK_EQ(a.conn, mine);
+        CHECK_EQ(checkout_conn(p, &s), mine); /* from the exited thread's slot */
+        dbs_session_close(s);
+    }
+    st = stats_of(p);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.created, 1);
+    CHECK_EQ(st.timeouts, 0);
+    CHECK_EQ(st.acquired, 7);
+    CHECK_EQ(st.released, 7);
+    CHECK_EQ(st.idle + st.in_use, st.size);
+    dbs_pool_close(p);
+}
+
+static void test_parked_connections_age_out(void)
+{
+    /* The housekeeper sees parked connections: idle timeout and lifetime
+     * close them like any idle one. */
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.min_idle = 0;
+    cfg.idle_timeout_ms = 100;
+    cfg.housekeeping_interval_ms = 20;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s;
+    checkout_conn(p, &s);
+    dbs_session_close(s);
+    WAIT_UNTIL(stats_of(p).size == 0, 30000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(st.idle, 0);
+    CHECK_INT(st.closed_idle, >=, 1);
     dbs_pool_close(p);
 }
 
@@ -474,6 +550,60 @@ static void test_close_with_sessions_out(void)
     dbs_session_close(b);
 }
 
+struct holder_arg {
+    dbs_pool *pool;
+    pthread_barrier_t *opened, *closed;
+    int rc;
+};
+
+static void *hold_across_close(void *v)
+{
+    struct holder_arg *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    a->rc = s ? 0 : err.code;
+    pthread_barrier_wait(a->opened);
+    pthread_barrier_wait(a->closed);
+    if (s) {
+        a->rc = dbs_exec(s, "SELECT 1", NULL, 0, &err);
+        dbs_session_close(s); /* the last of these frees the pool */
+    }
+    return NULL;
+}
+
+static void test_close_with_sessions_out_elsewhere(void)
+{
+    /* Sessions of several threads outlive dbs_pool_close; each fails with
+     * DBS_ECLOSED and closes cleanly, and the pool is freed once, by the
+     * last (ASan and TSan check the "once"). */
+    enum { N = 6 };
+    dbs_config cfg = base_config();
+    cfg.pool_size = N;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s; /* leaves a parked connection behind, too */
+    checkout_conn(p, &s);
+    dbs_session_close(s);
+    pthread_barrier_t opened, closed;
+    pthread_barrier_init(&opened, NULL, N + 1);
+    pthread_barrier_init(&closed, NULL, N + 1);
+    pthread_t th[N];
+    struct holder_arg a[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (struct holder_arg){.pool = p, .opened = &opened, .closed = &closed, .rc = -1};
+        pthread_create(&th[i], NULL, hold_across_close, &a[i]);
+    }
+    pthread_barrier_wait(&opened);
+    dbs_pool_close(p);
+    pthread_barrier_wait(&closed);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(a[i].rc, DBS_ECLOSED);
+    }
+    pthread_barrier_destroy(&opened);
+    pthread_barrier_destroy(&closed);
+}
+
 static void test_ping(void)
 {
     dbs_config cfg = base_config();
@@ -494,6 +624,8 @@ int main(void)
     test_acquire_timeout();
     test_fifo_handoff();
     test_no_barging();
+    test_parked_connection_serves_other_threads();
+    test_parked_connections_age_out();
     test_overflow();
     test_lifetime();
     test_idle_timeout_to_min_idle();
@@ -505,6 +637,7 @@ int main(void)
     test_mode_none();
     test_mode_single();
     test_close_with_sessions_out();
+    test_close_with_sessions_out_elsewhere();
     test_ping();
     puts("test_pool: ok");
     return 0;

@@ -445,13 +445,19 @@ int main(int argc, char **argv)
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&stopping, true);
     MHD_socket ls = MHD_quiesce_daemon(d);
+    /* Refuse new connections now, but keep the descriptor open: the
+     * daemon's threads may still use it until they are stopped
+     * (libmicrohttpd's manual says so), and a closed number could be
+     * reused meanwhile. */
     if (ls != MHD_INVALID_SOCKET)
-        close(ls);
+        shutdown(ls, SHUT_RDWR);
     unsigned left = drain(30);
     if (left)
         fprintf(stderr, "shiftboard: %u requests still unfinished after 30 s; closing them\n",
                 left);
     MHD_stop_daemon(d);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
     dbs_stats st;
     dbs_pool_stats(app.pool, &st);
     dbs_pool_close(app.pool);
