@@ -140,10 +140,13 @@ static inline void dbs__lock_give(dbs__lock *l)
  *     A thread that would otherwise wait or open an overflow connection
  *     takes it (under the shard's lock), so parking never idles a
  *     connection a waiter needs: a waiter counts itself in n_waiting_hint
- *     and then looks at has_parked; a thread parking sets has_parked and
- *     then looks at n_waiting_hint, and unparks if anyone waits. Both in
- *     sequentially consistent order, so one of the two always sees the
- *     other.
+ *     and then looks at the pool's maybe_parked flags; a thread parking
+ *     sets its flag and then looks at n_waiting_hint, and unparks if
+ *     anyone waits. Both in sequentially consistent order, so one of the
+ *     two always sees the other. A flag may stay set after its connection
+ *     is taken back (the fast path does not clear it, so that the flags'
+ *     cache line is not written on every checkout); threads that hold
+ *     p->mu clear it when they find the shard empty.
  *   - the sessions opened through the shard, their count (the pool is not
  *     freed while one is open), and the counters and histograms of their
  *     checkouts and checkins. */
@@ -156,7 +159,6 @@ typedef struct dbs__shard_hists {
 typedef struct dbs__shard {
     _Alignas(64) dbs__lock mu;
     dbs__conn *parked;            /* [shard] */
-    atomic_bool has_parked;       /* parked != NULL; see above */
     bool closed;                  /* [shard] the pool was closed */
     int n_sessions;               /* [shard] open, or opening */
     struct dbs_session *sessions; /* [shard] checked out, newest first */
@@ -209,6 +211,11 @@ struct dbs_pool {
     /* idle since before this: ping first, whatever the window (a
      * connection was just found broken; others may be too) */
     _Atomic int64_t validate_before_ns;
+
+    /* shards[i].parked may be set (see dbs__shard): read by waiters as one
+     * cache line, written only when a flag changes. Cleared under p->mu
+     * and the shard's lock; set under the shard's lock. */
+    _Alignas(64) atomic_bool maybe_parked[DBS__SHARDS];
 
     dbs__shard shards[DBS__SHARDS];
 

@@ -176,12 +176,22 @@ static dbs__shard_hists *shard_hists(dbs__shard *sh)
     return h;
 }
 
-/* Takes the shard's parked connection, if any. [shard] */
+/* Takes the shard's parked connection, if any, leaving its flag. [shard] */
 static dbs__conn *unpark(dbs__shard *sh)
 {
     dbs__conn *c = sh->parked;
     sh->parked = NULL;
-    atomic_store_explicit(&sh->has_parked, false, memory_order_relaxed);
+    return c;
+}
+
+/* Takes shard i's parked connection, if any, and clears its flag. [mu] */
+static dbs__conn *take_from(dbs_pool *p, int i)
+{
+    dbs__shard *sh = &p->shards[i];
+    dbs__lock_take(&sh->mu);
+    dbs__conn *c = unpark(sh);
+    atomic_store_explicit(&p->maybe_parked[i], false, memory_order_relaxed);
+    dbs__lock_give(&sh->mu);
     return c;
 }
 
@@ -190,12 +200,9 @@ static dbs__conn *unpark(dbs__shard *sh)
 static dbs__conn *take_parked(dbs_pool *p, memory_order mo)
 {
     for (int i = 0; i < DBS__SHARDS; i++) {
-        dbs__shard *sh = &p->shards[i];
-        if (!atomic_load_explicit(&sh->has_parked, mo))
+        if (!atomic_load_explicit(&p->maybe_parked[i], mo))
             continue;
-        dbs__lock_take(&sh->mu);
-        dbs__conn *c = unpark(sh);
-        dbs__lock_give(&sh->mu);
+        dbs__conn *c = take_from(p, i);
         if (c)
             return c;
     }
@@ -732,10 +739,15 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
          * shard holds one already, or anyone waits (see dbs__shard). */
         if (!discard && !sh->closed && !sh->parked && p->mode != DBS_POOL_NONE &&
             !conn_expired(c, now) &&
-            atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size) {
+            atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size &&
+            atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0) {
             c->idle_since_ns = now;
             sh->parked = c;
-            atomic_store_explicit(&sh->has_parked, true, memory_order_seq_cst);
+            atomic_bool *flag = &p->maybe_parked[sh - p->shards];
+            /* Already set: a waiter that counted itself before our look
+             * below will take this shard's lock after us, or we see it. */
+            if (!atomic_load_explicit(flag, memory_order_relaxed))
+                atomic_store_explicit(flag, true, memory_order_seq_cst);
             if (atomic_load_explicit(&p->n_waiting_hint, memory_order_seq_cst) == 0) {
                 parked = true;
                 last_conn.pool = p;
@@ -840,10 +852,12 @@ void dbs__pool_maintain(dbs_pool *p)
     int parked_idle = 0;
     for (int i = 0; i < DBS__SHARDS; i++) {
         dbs__shard *sh = &p->shards[i];
-        if (!atomic_load_explicit(&sh->has_parked, memory_order_relaxed))
+        if (!atomic_load_explicit(&p->maybe_parked[i], memory_order_relaxed))
             continue;
         dbs__lock_take(&sh->mu);
         dbs__conn *c = sh->parked;
+        if (!c)
+            atomic_store_explicit(&p->maybe_parked[i], false, memory_order_relaxed);
         if (c && (conn_expired(c, now) || (idle_ns > 0 && now - c->idle_since_ns >= idle_ns) ||
                   (ka > 0 && now - c->idle_since_ns >= ka))) {
             unpark(sh);
