@@ -93,7 +93,8 @@ def save(outdir, med, commands, rec, mem, ver, meta):
     written again from the same numbers (python3 bench/report.py)."""
     os.makedirs(os.path.join(outdir, "bench"), exist_ok=True)
     with open(os.path.join(outdir, "bench", "results.json"), "w") as f:
-        json.dump({"med": [[list(k), v] for k, v in sorted(med.items())], "commands": commands,
+        json.dump({"med": [[list(k), v] for k, v in sorted(med.items())],
+                   "commands": [[list(k), v] for k, v in sorted(commands.items())],
                    "rec": rec, "mem": mem, "ver": ver, "meta": meta}, f, indent=1)
 
 
@@ -328,4 +329,5 @@ if __name__ == "__main__":
     with open(os.path.join(out, "bench", "results.json")) as f:
         d = json.load(f)
     med = {tuple(k): v for k, v in d["med"]}
-    write(out, med, d["commands"], d["rec"], d["mem"], d["ver"], d["meta"])
+    commands = {tuple(k): v for k, v in d["commands"]}
+    write(out, med, commands, d["rec"], d["mem"], d["ver"], d["meta"])
