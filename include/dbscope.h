@@ -13,7 +13,7 @@
  *     thread is refused the same way; the session stays open.
  *   - A dbs_rows belongs to its session, and so to the same thread.
  *   - Callbacks (on_event) run on the thread that caused the event, never
- *     with a pool lock held, so they may call dbs_pool_stats.
+ *     with any pool lock held, so they may call dbs_pool_stats.
  *
  * OWNERSHIP
  *   Opaque handles (dbs_pool, dbs_session, dbs_rows) are created and
@@ -273,7 +273,8 @@ void dbs_pool_close(dbs_pool *pool);
 int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
 
 /* Fills *out with one consistent snapshot of the pool's counters. Takes the
- * pool lock briefly; never blocks on I/O. Any thread. */
+ * pool's locks briefly (checkouts pause meanwhile); never blocks on I/O.
+ * Any thread. */
 void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
 
 /* Writes the pool's stats as Prometheus text exposition (version 0.0.4):
@@ -281,7 +282,7 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
  * Prometheus histograms, every series labelled pool="<name>". Returns the
  * length of the whole text (like snprintf: if >= len, it was cut; call again
  * with a larger buffer), or a negative dbs_code. buf is always
- * NUL-terminated when len > 0. Any thread; takes the pool lock briefly. */
+ * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
 int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
 
 /* The same stats as one JSON object, with the same return convention. */
