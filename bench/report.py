@@ -15,6 +15,9 @@ ORDER = ["dbscope", "dbscope-noval", "dbscope-blind", "direct", "none", "zdb", "
          "sqlalchemy", "bouncer"]
 
 
+EXTRA_NAMES = {"sqlite": "the SQLite unit of work, whose 2-thread point swings most between rounds"}
+
+
 def fmt(x):
     if x is None:
         return "-"
@@ -121,14 +124,18 @@ def write(outdir, med, commands, rec, mem, ver, meta):
       "acquires a connection, does the scenario's work, releases it, and records the "
       "latency of the whole and the wait to acquire. Systems are interleaved: each round "
       "runs every system once, over the whole matrix of threads and pool sizes "
-      "(%d rounds, %.1f s measured per point after %.1f s of warm-up; HikariCP also gets "
+      "(%d rounds%s, %.1f s measured per point after %.1f s of warm-up; HikariCP also gets "
       "an unmeasured pass first, for the JIT); the median round of each point is reported. "
       "Each unit reads `v` for a random key and checks it against the known value (3 × key); "
       "the PostgreSQL unit also adds 1 to a counter, and the adapter checks afterwards that "
       "the table gained at least one increment per unit it counted. `check` says whether "
       "that held: a run that skipped work cannot pass for a fast one. The load generator "
       "and the database share this 2-core machine, so absolute numbers are noisy; the "
-      "interleaving makes the ratios fair." % (meta["rounds"], meta["seconds"], meta["warmup"]))
+      "interleaving makes the ratios fair." % (
+          meta["rounds"],
+          "".join(", %d for %s" % (meta["rounds"] + x, EXTRA_NAMES.get(sc, sc))
+                  for sc, x in sorted(meta.get("extra_rounds", {}).items())),
+          meta["seconds"], meta["warmup"]))
     w("")
     w("Connections: SQLite is a WAL file. PostgreSQL is a throwaway server on a Unix socket "
       "for dbscope, direct, SQLAlchemy and PgBouncer; over TCP on loopback for HikariCP "
@@ -156,7 +163,8 @@ def write(outdir, med, commands, rec, mem, ver, meta):
         ("sqlite", "2. Unit of work on SQLite: BEGIN; SELECT by key; COMMIT",
          [(1, 8), (2, 8), (8, 8)], [("sqlite", 8, "SQLite unit of work, pool of 8", "sqlite")]),
         ("pg", "3. Unit of work on PostgreSQL: BEGIN; SELECT; UPDATE; COMMIT",
-         [(t, p) for p in (4, 8) for t in (1, 8, 32)] + [(1, 1), (4, 4), (8, 8), (32, 32)],
+         # direct's own points, one connection a thread; (8, 8) is already a pool point
+         [(t, p) for p in (4, 8) for t in (1, 8, 32)] + [(1, 1), (4, 4), (32, 32)],
          [("pg", 4, "PostgreSQL unit of work, pool of 4", "pg-pool4"),
           ("pg", 8, "PostgreSQL unit of work, pool of 8", "pg-pool8")]),
     ]
