@@ -307,9 +307,9 @@ typedef void (*dbs_session_fn)(const dbs_session_info *info, void *user);
 
 /* Calls fn for every session open on pool at one instant, oldest first:
  * who holds which connection, where it was acquired, since when. The list
- * is copied under the pool's locks and fn runs after they are released, so fn may
- * call any dbscope function. Returns the number of sessions visited, or a
- * negative dbs_code (DBS_ENOMEM). Any thread, under any load. */
+ * is copied under the pool's locks and fn runs after they are released, so
+ * fn may call any dbscope function. Returns the number of sessions visited,
+ * or a negative dbs_code (DBS_ENOMEM). Any thread, under any load. */
 int dbs_pool_sessions(dbs_pool *pool, dbs_session_fn fn, void *user);
 
 /* ------------------------------------------------------------------------

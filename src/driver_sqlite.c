@@ -328,6 +328,7 @@ static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch
     *out = scratch;
     return DBS_OK;
 }
+
 static void put_stmt(sq_stmt *st)
 {
     if (st->cached && st->stmt) {

@@ -5,8 +5,8 @@
  * [mu], and DBS__SHARDS shard locks (dbs__lock), each guarding its shard's
  * fields and the sessions linked to it ([shard]). The order is pool->mu
  * before any shard, shards in index order; the checkout and checkin fast
- * paths take only their own shard. No lock is held across I/O (connect, ping, statements, close)
- * nor while calling on_event.
+ * paths take only their own shard. No lock is held across I/O (connect,
+ * ping, statements, close) nor while calling on_event.
  */
 #ifndef DBS_INTERNAL_H
 #define DBS_INTERNAL_H
@@ -255,7 +255,7 @@ int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
 void dbs__housekeeper_stop(dbs_pool *p);
 /* Reports sessions held past leak_threshold_ms (or, with all, every open
  * session not yet reported) once each, as leak events. Takes the shards'
- * mutexes one at a time. */
+ * locks one at a time. */
 void dbs__leaks_report(dbs_pool *p, bool all, const char *reason);
 
 /* ---- session.c ---- */
