@@ -86,7 +86,10 @@ enum dbs_code {
     DBS_ECOMMIT_UNKNOWN = -8, /* connection lost during COMMIT: outcome unknown */
     DBS_EMISUSE = -9,         /* wrong thread, use after close, bad argument */
     DBS_EUNAVAILABLE = -10,   /* circuit open: the database is known down */
-    DBS_ENOMEM = -11          /* out of memory */
+    DBS_ENOMEM = -11,         /* out of memory */
+    DBS_ESTMT_TIMEOUT = -12   /* no answer within the statement bound
+                                 (statement_timeout_ms): the round trip was
+                                 cancelled and the connection discarded */
 };
 
 /* Returns a static, constant description of a dbs_code ("unknown error code"
@@ -123,7 +126,9 @@ enum dbs_event_kind {
     DBS_EVENT_CIRCUIT_CLOSE,  /* a connect succeeded again */
     DBS_EVENT_TIMEOUT,        /* an acquire gave up after acquire_timeout_ms */
     DBS_EVENT_CONNECT_FAILED, /* a connect attempt failed */
-    DBS_EVENT_CLOSE           /* a healthy connection was closed (see reason) */
+    DBS_EVENT_CLOSE,          /* a healthy connection was closed (see reason) */
+    DBS_EVENT_NOTICE          /* the database sent a notice or warning; reason
+                                 holds its text (PostgreSQL NOTICE, WARNING) */
 };
 
 /* Passed to on_event. Every pointer in it is valid only during the callback. */
@@ -208,6 +213,20 @@ typedef struct dbs_config {
     int metrics;                  /* wait/usage histograms (1; 0 = off) */
     const char *name;             /* pool name in metrics and logs
                                      ("default") */
+    int connect_timeout_ms;       /* bounds each connect end to end: TCP,
+                                     TLS, authentication (10000). A URL
+                                     that sets its own connect_timeout
+                                     keeps it. */
+    int statement_timeout_ms;     /* bounds every round trip dbscope makes
+                                     on a connection (statements, COMMIT,
+                                     ROLLBACK, pings, reset), measured on
+                                     the client, so it holds when the
+                                     server cannot answer at all (30000;
+                                     0 = none). See
+                                     dbs_session_set_statement_timeout. */
+    int lazy_open;                /* 1: dbs_pool_open connects nothing and
+                                     returns at once; sessions fail fast
+                                     until the database answers (0) */
 } dbs_config;
 
 /* Fills cfg with the defaults above (url = NULL). Always call it first: fields
@@ -267,6 +286,19 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * Blocks only for closing idle connections and joining the housekeeper.
  * Call once, from any thread; NULL is a no-op. */
 void dbs_pool_close(dbs_pool *pool);
+
+/* Graceful shutdown, for servers. From the call on, every new session on
+ * pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
+ * with DBS_ECLOSED; idle connections are closed and the housekeeper is told
+ * to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
+ * for the sessions still open to close, and returns how many are still open
+ * (0: drained). The pool's memory stays valid until dbs_pool_close, so
+ * statistics, metrics and the owners of open sessions may go on using it.
+ * A server's sequence: stop accepting requests; dbs_pool_shutdown(pool,
+ * deadline); join the workers; dbs_pool_close(pool). Blocks at most
+ * timeout_ms plus closing the idle connections. Any thread; calling it
+ * again is harmless. */
+int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);
 
 /* Checks out a connection, validates it with a round trip and returns it.
  * Blocks up to acquire_timeout_ms plus one round trip. Any thread. */
@@ -372,6 +404,18 @@ void *dbs_session_native(DBS__IN dbs_session *s);
 /* Returns the context the session was opened with (strings owned by the
  * session, valid until it closes; fields may be NULL). Owner thread only. */
 const dbs_context *dbs_session_context(DBS__IN dbs_session *s);
+
+/* Sets the bound on each of this session's round trips (statements, COMMIT,
+ * ROLLBACK) to timeout_ms (0: none), in place of the pool's
+ * statement_timeout_ms, until the session closes: a report query may need
+ * minutes, a health check a few hundred milliseconds. The connection's own
+ * release work (reset, pings) keeps the pool's bound. A round trip that runs
+ * out of time is cancelled on the server where it can be reached, the
+ * connection is discarded, and the call returns DBS_ESTMT_TIMEOUT
+ * (DBS_ECOMMIT_UNKNOWN for COMMIT). Returns DBS_OK, or DBS_EMISUSE for a
+ * negative value. Owner thread only; never blocks. */
+int dbs_session_set_statement_timeout(DBS__IN dbs_session *s, int timeout_ms,
+                                      dbs_error *err);
 
 typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
 

@@ -38,6 +38,9 @@ void dbs_config_init(dbs_config *cfg)
     cfg->circuit_cooldown_ms = 250;
     cfg->metrics = 1;
     cfg->name = "default";
+    cfg->connect_timeout_ms = 10000;
+    cfg->statement_timeout_ms = 30000;
+    cfg->lazy_open = 0;
 }
 
 /* ---- environment ---- */
@@ -158,6 +161,8 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
         {"circuit_cooldown_ms", c->circuit_cooldown_ms, 0},
         {"slow_session_ms", c->slow_session_ms, 0},
         {"keepalive_ms", c->keepalive_ms, 0},
+        {"connect_timeout_ms", c->connect_timeout_ms, 0},
+        {"statement_timeout_ms", c->statement_timeout_ms, 0},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].v < f[i].lo)

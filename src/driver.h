@@ -33,6 +33,13 @@ typedef struct dbs__target {
     /* set_config names for request, user, tenant; NULL = not applied */
     const char *ctx_setting[3];
     void *shared;          /* the backend's own per-pool state */
+    int connect_timeout_ms;   /* bound on each connect, end to end (0: none) */
+    int statement_timeout_ms; /* default bound on each round trip, measured
+                                 on the client (0: none) */
+    /* Receives the server's notices and warnings (NULL: dropped). Called on
+     * the thread using the connection, with no lock held. */
+    void (*notice)(void *arg, const char *msg);
+    void *notice_arg;
 } dbs__target;
 
 /* Rows: each backend's rows struct begins with this header. query.c owns the

@@ -19,6 +19,7 @@ const char *dbs_strerror(int code)
     case DBS_EMISUSE: return "library misuse";
     case DBS_EUNAVAILABLE: return "database unavailable: failing fast while the circuit is open";
     case DBS_ENOMEM: return "out of memory";
+    case DBS_ESTMT_TIMEOUT: return "no answer from the database within the statement timeout; the connection was discarded";
     default: return "unknown error code";
     }
 }

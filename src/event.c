@@ -20,6 +20,7 @@ static const char *const event_names[] = {
     [DBS_EVENT_TIMEOUT] = "timeout",
     [DBS_EVENT_CONNECT_FAILED] = "connect_failed",
     [DBS_EVENT_CLOSE] = "close",
+    [DBS_EVENT_NOTICE] = "notice",
 };
 
 static bool logged_by_default(enum dbs_event_kind k)
