@@ -2,11 +2,13 @@
  * connections ready and closes idle ones past idle_timeout or lifetime, so a
  * quiet pool shrinks and a busy one never pays for a connect it could have
  * made in advance. Stopped and joined by dbs_pool_close. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- leaks ----
  * A session's fields are copied under its shard's lock, because the session
@@ -113,6 +115,7 @@ static void *housekeeper_main(void *arg)
         }
     }
     pthread_mutex_unlock(&p->mu);
+    dbs__pool_unref(p); /* the reference taken for this thread; may free p */
     return NULL;
 }
 
@@ -125,8 +128,12 @@ int dbs__housekeeper_start(dbs_pool *p, dbs_error *err)
     pthread_mutex_lock(&p->mu);
     p->hk_running = true;
     pthread_mutex_unlock(&p->mu);
+    /* The thread keeps the pool allocated while it runs, so that a stop
+     * that does not wait for it (below) never frees memory it uses. */
+    atomic_fetch_add(&p->refs, 1);
     int rc = pthread_create(&p->hk_thread, NULL, housekeeper_main, p);
     if (rc != 0) {
+        atomic_fetch_sub(&p->refs, 1);
         pthread_mutex_lock(&p->mu);
         p->hk_running = false;
         pthread_mutex_unlock(&p->mu);
@@ -145,6 +152,19 @@ void dbs__housekeeper_stop(dbs_pool *p)
     p->hk_running = false;
     pthread_cond_signal(&p->hk_cv);
     pthread_mutex_unlock(&p->mu);
-    pthread_join(p->hk_thread, NULL);
+    /* Between rounds it wakes and exits at once. In the middle of a round
+     * it may be waiting on a silent server (a keep-alive ping, a min_idle
+     * connect: each bounded, but by seconds): shutdown does not wait for
+     * that. The thread finishes on its own, sees the pool shut down, and
+     * drops its reference. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 200 * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    if (pthread_timedjoin_np(p->hk_thread, NULL, &until) != 0)
+        pthread_detach(p->hk_thread);
     p->hk_started = false;
 }

@@ -161,6 +161,8 @@ typedef struct dbs__shard {
     dbs__conn *parked;            /* [shard] */
     bool closed;                  /* [shard] the pool was closed */
     int n_sessions;               /* [shard] open, or opening */
+    int n_holds;                  /* [shard] dbs_transact calls under way
+                                     (dbs__pool_hold) */
     struct dbs_session *sessions; /* [shard] checked out, newest first */
     uint64_t acquired, released, leaks, leaks_recovered, slow_sessions; /* [shard] */
     dbs__shard_hists *hists;       /* [shard] made on first use; freed with the pool */
@@ -188,10 +190,16 @@ struct dbs_pool {
     int n_idle, n_open, n_pending, n_in_use;
     dbs__waiter *wait_head, *wait_tail;
     int n_waiting;
-    bool closed;
+    bool closed;                  /* shut down: no new session */
     atomic_bool is_closed;        /* closed, for lock-free checks */
-    atomic_int refs;              /* 1 while open; at close, the shards'
-                                     n_sessions move here */
+    bool close_called;            /* dbs_pool_close ran (owner ref dropped) */
+    int n_draining;               /* sessions open or opening at shutdown
+                                     that have not closed yet */
+    pthread_cond_t drain_cv;      /* [mu] n_draining reached 0 */
+    atomic_int refs;              /* 1 for the owner (dropped by
+                                     dbs_pool_close), 1 for a running
+                                     housekeeper; at shutdown, the shards'
+                                     n_sessions and n_holds move here */
     uint64_t next_conn_id;
     int consecutive_failures;     /* circuit breaker */
     int64_t circuit_open_until_ns;
@@ -239,6 +247,11 @@ void dbs__pool_release(dbs_pool *p, struct dbs_session *s, bool discard);
  * for a consistent view of them all; and unlocks them. */
 void dbs__shards_lock(dbs_pool *p);
 void dbs__shards_unlock(dbs_pool *p);
+/* Keeps p allocated (and counts in its shutdown) until dbs__pool_drop, from
+ * the same thread: dbs_transact's hold across its attempts. DBS_ECLOSED once
+ * the pool is shut down. */
+int dbs__pool_hold(dbs_pool *p, dbs_error *err);
+void dbs__pool_drop(dbs_pool *p);
 /* Drops a reference; the last one frees the pool. */
 void dbs__pool_unref(dbs_pool *p);
 /* Counts a retry. */
@@ -271,6 +284,9 @@ struct dbs_session {
     bool in_tx;               /* a transaction was begun on the connection */
     atomic_int tx_open;       /* in_tx, readable by dbs_pool_sessions */
     bool broken;              /* the connection was lost: discard it */
+    bool committed;           /* a COMMIT was sent and not refused: the
+                                 unit may have taken effect, so
+                                 dbs_transact must not run it again */
     dbs_context ctx;          /* points into ctx_buf */
     char *ctx_buf;
     size_t ctx_cap;

@@ -243,6 +243,36 @@ static void shard_leave(dbs_pool *p, dbs__shard *sh)
     sh->n_sessions--;
     bool closed = sh->closed;
     dbs__lock_give(&sh->mu);
+    if (!closed)
+        return;
+    /* Counted in n_draining since the shutdown: tell dbs_pool_shutdown. */
+    pthread_mutex_lock(&p->mu);
+    if (--p->n_draining == 0)
+        pthread_cond_broadcast(&p->drain_cv);
+    pthread_mutex_unlock(&p->mu);
+    dbs__pool_unref(p);
+}
+
+int dbs__pool_hold(dbs_pool *p, dbs_error *err)
+{
+    dbs__shard *sh = shard_of(p);
+    dbs__lock_take(&sh->mu);
+    if (sh->closed) {
+        dbs__lock_give(&sh->mu);
+        return dbs__err(err, DBS_ECLOSED, "the pool is shut down");
+    }
+    sh->n_holds++;
+    dbs__lock_give(&sh->mu);
+    return DBS_OK;
+}
+
+void dbs__pool_drop(dbs_pool *p)
+{
+    dbs__shard *sh = shard_of(p);
+    dbs__lock_take(&sh->mu);
+    sh->n_holds--;
+    bool closed = sh->closed;
+    dbs__lock_give(&sh->mu);
     if (closed)
         dbs__pool_unref(p);
 }
@@ -420,9 +450,12 @@ static int circuit_note(dbs_pool *p, bool ok, int64_t now)
      * an outage is noticed within a cool-down, and a long outage costs the
      * database one refused connect a cool-down. */
     if (p->circuit_open) {
-        p->circuit_backoff_ms *= 2;
-        if (p->circuit_backoff_ms > p->cfg.circuit_cooldown_ms)
+        /* Clamped before doubling: a cool-down near INT_MAX must not
+         * overflow. */
+        if (p->circuit_backoff_ms > p->cfg.circuit_cooldown_ms / 2)
             p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms;
+        else
+            p->circuit_backoff_ms *= 2;
         p->circuit_open_until_ns = now + ms_ns(p->circuit_backoff_ms);
         return -1;
     }
@@ -433,6 +466,29 @@ static int circuit_note(dbs_pool *p, bool ok, int64_t now)
         return DBS_EVENT_CIRCUIT_OPEN;
     }
     return -1;
+}
+
+/* Whether a connect may go ahead, for a caller holding a reserved slot
+ * (n_pending counted): while the circuit is open only one probe at a time,
+ * once its back-off has passed. On refusal the slot is given back and the
+ * caller gets DBS_EUNAVAILABLE. [mu] */
+static int circuit_admit(dbs_pool *p, dbs_error *err)
+{
+    if (!p->circuit_open)
+        return DBS_OK;
+    int64_t now = dbs__now_ns();
+    if (now >= p->circuit_open_until_ns && !p->probing) {
+        p->probing = true;
+        return DBS_OK;
+    }
+    p->n_pending--;
+    pass_slot(p);
+    p->counters.unavailable++;
+    int64_t left = (p->circuit_open_until_ns - now) / 1000000;
+    return dbs__err(err, DBS_EUNAVAILABLE,
+                    "database unavailable: %d connects in a row failed; failing fast, "
+                    "next attempt in %lld ms", p->consecutive_failures,
+                    (long long)(left > 0 ? left : 0));
 }
 
 /* ---- acquire and release ---- */
@@ -515,7 +571,23 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
         pthread_mutex_unlock(&p->mu);
         return dbs__err(err, DBS_ECLOSED, "the pool is closed");
     }
+    /* A replacement keeps the caller's turn, but within its bound: after
+     * the acquire timeout no connect is begun, so dbs_session_open returns
+     * within acquire_timeout_ms plus one connect or one validation. */
+    if (dbs__now_ns() - start >= ms_ns(p->cfg.acquire_timeout_ms)) {
+        pass_slot(p);
+        pthread_mutex_unlock(&p->mu);
+        return dbs__err(err, DBS_ECONNECT,
+                        "the connection failed validation (%s) and acquire_timeout_ms=%d "
+                        "had passed before another could be opened",
+                        broken ? perr.message : why, p->cfg.acquire_timeout_ms);
+    }
     p->n_pending++;
+    int rc = circuit_admit(p, err);
+    if (rc != DBS_OK) {
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
     return acquire_create(p, s, start, err);
 }
 
@@ -564,15 +636,13 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         return dbs__err(err, DBS_ECLOSED, "the pool is closed");
     }
     if (!p->wait_head) {
-        /* Below pool_size a new connection beats taking another thread's
-         * parked one: threads that keep their own never contend. */
-        int base = p->cfg.pool_size < p->max_size ? p->cfg.pool_size : p->max_size;
+        /* Every connection that exists is used before a new one is opened:
+         * the idle list, then those parked in other shards (a thread that
+         * exited leaves its connection parked in its shard for good). */
         if (p->idle_head && p->mode != DBS_POOL_NONE) {
             c = idle_pick(p);
             idle_remove(p, c);
             p->n_in_use++;
-        } else if (p->n_open + p->n_pending < base) {
-            create = true;
         } else if ((c = take_parked(p, memory_order_relaxed))) {
             /* parked connections count in use already */
         } else if (p->n_open + p->n_pending < p->max_size) {
@@ -607,11 +677,11 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
             return acquire_check(p, s, w.handed, start, err);
         }
         pthread_mutex_lock(&p->mu);
-        if (!posted && (w.handed || w.may_create)) {
-            /* served just as the wait timed out: take the post that is
-             * coming (it was made under the lock we now hold, or will
-             * be before the server unlocks), so it cannot wake this
-             * thread's next wait early */
+        if (!posted && !w.queued) {
+            /* Taken off the queue just as the wait timed out (served, or
+             * woken by a shutdown): whoever did it posted under the lock
+             * we now hold, so take that post now, or it would end this
+             * thread's next wait, on any pool, at once. */
             pthread_mutex_unlock(&p->mu);
             while (sem_wait(w.sem) != 0) {
             }
@@ -642,21 +712,11 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         }
         /* pass_slot reserved a slot (n_pending) for us */
     }
-    int64_t now = dbs__now_ns();
-    if (p->circuit_open && (now < p->circuit_open_until_ns || p->probing)) {
-        p->n_pending--;
-        pass_slot(p);
-        p->counters.unavailable++;
-        int64_t left = (p->circuit_open_until_ns - now) / 1000000;
-        rc = dbs__err(err, DBS_EUNAVAILABLE,
-                      "database unavailable: %d connects in a row failed; failing fast, "
-                      "next attempt in %lld ms", p->consecutive_failures,
-                      (long long)(left > 0 ? left : 0));
+    rc = circuit_admit(p, err);
+    if (rc != DBS_OK) {
         pthread_mutex_unlock(&p->mu);
         return rc;
     }
-    if (p->circuit_open)
-        p->probing = true;
     return acquire_create(p, s, start, err);
 }
 
@@ -957,7 +1017,27 @@ void dbs__pool_maintain(dbs_pool *p)
         }
     }
 
+    /* Warm-up: min_idle connects, made here and never on a request's
+     * path. Each reserved slot is either used or given back; the circuit
+     * breaker and a shutdown stop the round. */
     for (int i = 0; i < create; i++) {
+        pthread_mutex_lock(&p->mu);
+        bool stop = p->closed;
+        if (!stop && p->circuit_open) {
+            if (dbs__now_ns() >= p->circuit_open_until_ns && !p->probing)
+                p->probing = true; /* this connect is the probe */
+            else
+                stop = true;
+        }
+        if (stop) {
+            for (int k = i; k < create; k++) {
+                p->n_pending--;
+                pass_slot(p);
+            }
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        pthread_mutex_unlock(&p->mu);
         dbs_error err;
         dbs__conn *c = conn_open(p, &err);
         now = dbs__now_ns();
@@ -966,8 +1046,11 @@ void dbs__pool_maintain(dbs_pool *p)
         int ev = circuit_note(p, c != NULL, now);
         if (!c) {
             p->counters.connect_failures++;
-            p->n_pending -= create - i - 1; /* give back the rest too */
             pass_slot(p);
+            for (int k = i + 1; k < create; k++) {
+                p->n_pending--; /* give back the rest too */
+                pass_slot(p);
+            }
             pthread_mutex_unlock(&p->mu);
             dbs__emit(p, DBS_EVENT_CONNECT_FAILED, NULL, NULL, err.code, err.message);
             if (ev >= 0)
@@ -975,20 +1058,19 @@ void dbs__pool_maintain(dbs_pool *p)
             return;
         }
         if (p->closed) {
+            pass_slot(p);
             pthread_mutex_unlock(&p->mu);
             conn_close(p, c);
-            continue;
+            continue; /* the next turn gives back the rest */
         }
         c->id = ++p->next_conn_id;
         set_open(p, p->n_open + 1);
         p->counters.created++;
         c->idle_since_ns = now;
-        if (hand_off(p, c)) {
+        if (hand_off(p, c))
             p->n_in_use++;
-        } else {
-            c->idle_since_ns = now;
+        else
             idle_push(p, c);
-        }
         pthread_mutex_unlock(&p->mu);
         dbs__emit(p, DBS_EVENT_CONNECT, NULL, c, 0, NULL);
         if (ev >= 0)
@@ -1016,6 +1098,7 @@ static void pool_free(dbs_pool *p)
     for (int i = 0; i < DBS__SHARDS; i++)
         free(p->shards[i].hists);
     pthread_cond_destroy(&p->hk_cv);
+    pthread_cond_destroy(&p->drain_cv);
     pthread_mutex_destroy(&p->mu);
     free(p->url);
     free(p->name);
@@ -1082,6 +1165,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&p->hk_cv, &attr);
+    pthread_cond_init(&p->drain_cv, &attr);
     pthread_condattr_destroy(&attr);
     atomic_init(&p->refs, 1);
     if (oom) {
@@ -1114,21 +1198,24 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
         return NULL;
     }
     /* One connection up front proves the URL, credentials and database
-     * before the program starts serving. */
-    dbs__conn *c = conn_open(p, err);
-    if (!c) {
-        pool_free(p);
-        return NULL;
-    }
-    c->id = ++p->next_conn_id;
-    p->counters.created++;
-    if (p->mode == DBS_POOL_NONE) {
-        conn_close(p, c);
-        p->counters.closed++;
-    } else {
-        c->idle_since_ns = dbs__now_ns();
-        idle_push(p, c);
-        set_open(p, 1);
+     * before the program starts serving; lazy_open skips it, for a
+     * program that must start while the database is down. */
+    if (!cfg->lazy_open) {
+        dbs__conn *c = conn_open(p, err);
+        if (!c) {
+            pool_free(p);
+            return NULL;
+        }
+        c->id = ++p->next_conn_id;
+        p->counters.created++;
+        if (p->mode == DBS_POOL_NONE) {
+            conn_close(p, c);
+            p->counters.closed++;
+        } else {
+            c->idle_since_ns = dbs__now_ns();
+            idle_push(p, c);
+            set_open(p, 1);
+        }
     }
     if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
         dbs_pool_close(p);
@@ -1139,10 +1226,11 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     return p;
 }
 
-void dbs_pool_close(dbs_pool *p)
+/* The first call of dbs_pool_shutdown (or of dbs_pool_close without it):
+ * no new session from here on, waiters woken, idle and parked connections
+ * closed, the housekeeper told to stop. */
+static void begin_shutdown(dbs_pool *p)
 {
-    if (!p || p->magic != DBS__POOL_MAGIC)
-        return;
     pthread_mutex_lock(&p->mu);
     if (p->closed) {
         pthread_mutex_unlock(&p->mu);
@@ -1150,6 +1238,8 @@ void dbs_pool_close(dbs_pool *p)
     }
     p->closed = true;
     atomic_store(&p->is_closed, true);
+    /* Each wakes with neither a connection nor a slot, sees p->closed and
+     * returns DBS_ECLOSED. */
     for (dbs__waiter *w; (w = wait_pop(p));)
         POST_SEM(w->sem);
     dbs__conn *idle = p->idle_head;
@@ -1157,7 +1247,8 @@ void dbs_pool_close(dbs_pool *p)
     int closing = p->n_idle;
     p->n_idle = 0;
     /* From now on no shard parks or counts a new session; the sessions
-     * still counted keep the pool allocated through refs instead. */
+     * and holds still counted keep the pool allocated through refs, and
+     * the sessions are what shutdown waits for. */
     for (int i = 0; i < DBS__SHARDS; i++) {
         dbs__shard *sh = &p->shards[i];
         dbs__lock_take(&sh->mu);
@@ -1169,7 +1260,8 @@ void dbs_pool_close(dbs_pool *p)
             p->n_in_use--;
             closing++;
         }
-        atomic_fetch_add(&p->refs, sh->n_sessions);
+        p->n_draining += sh->n_sessions;
+        atomic_fetch_add(&p->refs, sh->n_sessions + sh->n_holds);
         dbs__lock_give(&sh->mu);
     }
     set_open(p, p->n_open - closing);
@@ -1178,14 +1270,49 @@ void dbs_pool_close(dbs_pool *p)
     pthread_mutex_unlock(&p->mu);
 
     dbs__housekeeper_stop(p);
-    /* Sessions still out now were never going to be closed in time. */
-    dbs__leaks_report(p, true, "still open at dbs_pool_close");
     while (idle) {
         dbs__conn *next = idle->next;
         conn_close(p, idle);
         idle = next;
     }
-    dbs__pool_unref(p);
+}
+
+int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return DBS_EMISUSE;
+    const int64_t deadline = dbs__now_ns() + ms_ns(timeout_ms > 0 ? timeout_ms : 0);
+    begin_shutdown(p);
+    pthread_mutex_lock(&p->mu);
+    while (p->n_draining > 0 && timeout_ms != 0) {
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&p->drain_cv, &p->mu);
+            continue;
+        }
+        struct timespec ts = dbs__timespec(deadline);
+        /* Re-checked after every wake: a wait may end spuriously. */
+        if (pthread_cond_timedwait(&p->drain_cv, &p->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    int left = p->n_draining;
+    pthread_mutex_unlock(&p->mu);
+    return left;
+}
+
+void dbs_pool_close(dbs_pool *p)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return;
+    begin_shutdown(p);
+    pthread_mutex_lock(&p->mu);
+    bool again = p->close_called;
+    p->close_called = true;
+    pthread_mutex_unlock(&p->mu);
+    if (again)
+        return;
+    /* Sessions still out now were never going to be closed in time. */
+    dbs__leaks_report(p, true, "still open at dbs_pool_close");
+    dbs__pool_unref(p); /* the owner's reference: may free p */
 }
 
 int dbs_pool_ping(dbs_pool *p, dbs_error *err)

@@ -40,28 +40,31 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
     return DBS_OK;
 }
 
-/* Each thread keeps its last closed session's memory for its next open:
- * no allocation per session in steady state, and a session used after close
- * still points at allocated memory marked dead, so the use is reported as
- * DBS_EMISUSE instead of touching freed memory (until that memory is reused
- * by the thread's next session: best effort, as the contract says). */
+/* Closed sessions' memory is kept on a per-thread list and reused by the
+ * thread's next opens, never returned to malloc while the thread lives. So
+ * no session handle of a living thread ever points at freed memory: a use
+ * after close finds DBS__DEAD_MAGIC and is refused with DBS_EMISUSE, until a
+ * later dbs_session_open of the same thread reuses that memory (the list is
+ * LIFO, so the handle closed last is the first reused). Steady state costs
+ * no allocation. The list holds at most as many sessions as the thread ever
+ * had open at once, and is freed at thread exit. */
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
-static _Thread_local dbs_session *spare;
+static _Thread_local dbs_session *spare; /* linked through next */
 /* The key's value only arms its destructor at thread exit, once a thread;
- * the spare itself lives in the thread-local variable, so taking and
- * returning it costs no call. */
+ * the list itself lives in the thread-local variable, so taking and
+ * returning a session costs no call. */
 static _Thread_local bool spare_armed;
 
 static void spare_free(void *unused)
 {
     (void)unused;
-    dbs_session *s = spare;
-    if (s) {
+    while (spare) {
+        dbs_session *s = spare;
+        spare = s->next;
         free(s->ctx_buf);
         free(s);
     }
-    spare = NULL;
 }
 
 static void spare_init(void)
@@ -75,11 +78,12 @@ static dbs_session *session_alloc(void)
     if (s) {
         /* Field by field: cheaper than clearing the whole struct, and
          * keeps the context buffer. dbs__session_open sets the rest. */
-        spare = NULL;
+        spare = s->next;
         s->conn = NULL;
         s->in_tx = false;
         atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
         s->broken = false;
+        s->committed = false;
         s->ctx = (dbs_context){NULL, NULL, NULL};
         s->opened_ns = 0;
         s->leak_reported = false;
@@ -95,19 +99,19 @@ static dbs_session *session_alloc(void)
 static void session_free(dbs_session *s)
 {
     s->magic = DBS__DEAD_MAGIC;
-    if (!spare) {
-        if (!spare_armed) {
-            pthread_once(&spare_once, spare_init);
-            if (pthread_setspecific(spare_key, &spare_armed) != 0)
-                goto release; /* no destructor: do not keep it */
-            spare_armed = true;
+    if (!spare_armed) {
+        pthread_once(&spare_once, spare_init);
+        if (pthread_setspecific(spare_key, &spare_armed) != 0) {
+            /* no destructor to free it at thread exit: do not keep it */
+            free(s->ctx_buf);
+            free(s);
+            return;
         }
-        spare = s;
-        return;
+        spare_armed = true;
     }
-release:
-    free(s->ctx_buf);
-    free(s);
+    s->prev = NULL;
+    s->next = spare;
+    spare = s;
 }
 
 dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
@@ -206,6 +210,12 @@ int dbs_commit(dbs_session *s, dbs_error *err)
     }
     set_tx(s, false);
     rc = s->pool->drv->commit(s->conn->impl, err);
+    /* Only a refusal from the database (serialization failure, a deferred
+     * constraint, a transaction that had already failed) proves nothing
+     * was committed; anything else may have been. */
+    if (rc == DBS_OK || rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ECONNECT ||
+        rc == DBS_ESTMT_TIMEOUT)
+        s->committed = true;
     if (rc != DBS_OK)
         return dbs__session_failed(s, rc);
     if (err)
@@ -308,6 +318,10 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
     return dbs_transact_at(pool, ctx, work, arg, err, "?", 0, "dbs_transact");
 }
 
+static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
+                             void *arg, dbs_error *err, const char *file, int line,
+                             const char *func);
+
 int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func)
 {
@@ -318,9 +332,24 @@ int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: not an open pool");
     if (!work)
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
+    /* Held across attempts, so a dbs_pool_close on another thread cannot
+     * free the pool between one attempt's session and the next. */
+    int rc = dbs__pool_hold(pool, err);
+    if (rc != DBS_OK)
+        return rc;
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func);
+    dbs__pool_drop(pool);
+    return rc;
+}
+
+static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
+                             void *arg, dbs_error *err, const char *file, int line,
+                             const char *func)
+{
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
         int rc;
+        bool committed = false;
         err->code = DBS_OK;
         dbs_session *s = dbs__session_open(pool, ctx, err, file, line, func);
         if (!s) {
@@ -335,11 +364,14 @@ int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
                              "the unit of work returned %d; rolled back", rc);
                 /* the session's close rolls back */
             }
+            committed = s->committed;
             session_close(s);
         }
         if (rc == 0)
             return DBS_OK;
-        if (!transient(rc) || attempt >= retry_max)
+        /* A unit that committed part of its work (work called dbs_commit)
+         * would do that part twice: never run again. */
+        if (!transient(rc) || committed || attempt >= retry_max)
             return rc;
         dbs__pool_count_retry(pool);
         {
