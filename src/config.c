@@ -2,6 +2,10 @@
  * so all of it is unit-tested (and fuzzable) on its own. */
 #include "internal.h"
 
+#ifdef DBSCOPE_WITH_PG
+#include <libpq-fe.h>
+#endif
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -142,32 +146,36 @@ int dbs_config_from_env(dbs_config *cfg, dbs_error *err)
 
 int dbs__config_check(const dbs_config *c, dbs_error *err)
 {
-    struct { const char *name; int v, lo; } f[] = {
-        {"pool_size", c->pool_size, 1},
-        {"max_overflow", c->max_overflow, 0},
-        {"min_idle", c->min_idle, 0},
-        {"acquire_timeout_ms", c->acquire_timeout_ms, 0},
-        {"max_lifetime_ms", c->max_lifetime_ms, 0},
-        {"idle_timeout_ms", c->idle_timeout_ms, 0},
-        {"leak_threshold_ms", c->leak_threshold_ms, 0},
-        {"retry_max", c->retry_max, 0},
-        {"validation_window_ms", c->validation_window_ms, 0},
-        {"housekeeping_interval_ms", c->housekeeping_interval_ms, 1},
-        {"retry_base_ms", c->retry_base_ms, 0},
-        {"retry_cap_ms", c->retry_cap_ms, 0},
-        {"busy_timeout_ms", c->busy_timeout_ms, 0},
-        {"stmt_cache_size", c->stmt_cache_size, 0},
-        {"circuit_threshold", c->circuit_threshold, 0},
-        {"circuit_cooldown_ms", c->circuit_cooldown_ms, 0},
-        {"slow_session_ms", c->slow_session_ms, 0},
-        {"keepalive_ms", c->keepalive_ms, 0},
-        {"connect_timeout_ms", c->connect_timeout_ms, 0},
-        {"statement_timeout_ms", c->statement_timeout_ms, 0},
+    struct { const char *name; int v, lo, hi; } f[] = {
+        {"pool_size", c->pool_size, 1, 100000},
+        {"max_overflow", c->max_overflow, 0, 100000},
+        {"min_idle", c->min_idle, 0, 100000},
+        {"acquire_timeout_ms", c->acquire_timeout_ms, 0, INT_MAX},
+        {"max_lifetime_ms", c->max_lifetime_ms, 0, INT_MAX},
+        {"idle_timeout_ms", c->idle_timeout_ms, 0, INT_MAX},
+        {"leak_threshold_ms", c->leak_threshold_ms, 0, INT_MAX},
+        {"retry_max", c->retry_max, 0, 1000},
+        {"validation_window_ms", c->validation_window_ms, 0, INT_MAX},
+        {"housekeeping_interval_ms", c->housekeeping_interval_ms, 1, 86400000},
+        {"retry_base_ms", c->retry_base_ms, 0, 3600000},
+        {"retry_cap_ms", c->retry_cap_ms, 0, 3600000},
+        {"busy_timeout_ms", c->busy_timeout_ms, 0, INT_MAX},
+        {"stmt_cache_size", c->stmt_cache_size, 0, 10000},
+        {"circuit_threshold", c->circuit_threshold, 0, 1000000},
+        {"circuit_cooldown_ms", c->circuit_cooldown_ms, 0, INT_MAX},
+        {"slow_session_ms", c->slow_session_ms, 0, INT_MAX},
+        {"keepalive_ms", c->keepalive_ms, 0, INT_MAX},
+        {"connect_timeout_ms", c->connect_timeout_ms, 0, INT_MAX},
+        {"statement_timeout_ms", c->statement_timeout_ms, 0, INT_MAX},
     };
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < f[i].lo)
             return dbs__err(err, DBS_ECONFIG, "config field %s is %d; it must be >= %d",
                             f[i].name, f[i].v, f[i].lo);
+        if (f[i].v > f[i].hi)
+            return dbs__err(err, DBS_ECONFIG, "config field %s is %d; it must be <= %d",
+                            f[i].name, f[i].v, f[i].hi);
+    }
     if (c->min_idle > c->pool_size)
         return dbs__err(err, DBS_ECONFIG,
                         "config field min_idle (%d) is larger than pool_size (%d)",
@@ -254,6 +262,26 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
     if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0 ||
         looks_like_keyvalue(url)) {
 #ifdef DBSCOPE_WITH_PG
+        /* libpq's own parser, so dbscope accepts exactly what libpq does;
+         * its message may quote the raw text, password included. */
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(url, &perr);
+        if (!opts) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", perr ? perr : "out of memory");
+            PQfreemem(perr);
+            dbs__scrub_url_secrets(url, why, sizeof why);
+            for (char *q = why; *q; q++)
+                if (*q == '\n')
+                    *q = ' ';
+            size_t wl = strlen(why);
+            while (wl > 0 && why[wl - 1] == ' ')
+                why[--wl] = '\0';
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\" is not a valid PostgreSQL connection string: %s",
+                            shown, why);
+        }
+        PQconninfoFree(opts);
         *drv = &dbs__driver_pg;
         *conninfo = dup_str(url);
         return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");
@@ -274,6 +302,36 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                     shown);
 }
 
+/* Where the password stands in url's userinfo, as the raw text has it,
+ * whether or not any parser would accept the rest: after "scheme:" (and
+ * "//" if present), the userinfo runs to the LAST '@' of the string, and the
+ * password from its first ':'. Taking the last '@' rather than the first
+ * '/' or '?' is deliberate: a malformed URL (an unescaped '/', '?', '@' or
+ * '[' in the password, a bad percent escape) must hide its password too; at
+ * worst a '@' in the query hides more than it needs to. */
+static bool password_span(const char *url, size_t *off, size_t *len)
+{
+    const char *p = url;
+    if (!isalpha((unsigned char)*p))
+        return false;
+    while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.')
+        p++;
+    if (*p != ':')
+        return false;
+    p++;
+    if (p[0] == '/' && p[1] == '/')
+        p += 2;
+    const char *at = strrchr(p, '@');
+    if (!at)
+        return false;
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (!colon)
+        return false;
+    *off = (size_t)(colon + 1 - url);
+    *len = (size_t)(at - (colon + 1));
+    return true;
+}
+
 /* Passwords can stand in a URL's userinfo (user:pass@) and, in URLs and
  * key=value strings alike, as a password= parameter. Both become "***". */
 void dbs__redact(const char *url, char *out, size_t n)
@@ -287,22 +345,11 @@ void dbs__redact(const char *url, char *out, size_t n)
             out[o++] = (ch);                                                   \
     } while (0)
     const char *p = url ? url : "";
-    const char *scheme = strstr(p, "://");
-    const char *auth_end = NULL, *pass = NULL;
-    if (scheme) {
-        const char *host = scheme + 3;
-        const char *at = NULL;
-        for (const char *q = host; *q && *q != '/' && *q != '?'; q++)
-            if (*q == '@')
-                at = q; /* the last '@' before the path ends userinfo */
-        if (at) {
-            for (const char *q = host; q < at; q++)
-                if (*q == ':') {
-                    pass = q + 1;
-                    break;
-                }
-            auth_end = at;
-        }
+    const char *pass = NULL, *auth_end = NULL;
+    size_t off, len;
+    if (password_span(p, &off, &len)) {
+        pass = p + off;
+        auth_end = pass + len;
     }
     while (*p) {
         if (pass && p == pass) {
@@ -346,4 +393,93 @@ void dbs__redact(const char *url, char *out, size_t n)
     }
     out[o] = '\0';
 #undef PUT
+}
+
+/* Replaces every occurrence of needle (len bytes) in msg by "***". */
+static void scrub_text(char *msg, size_t cap, const char *needle, size_t len)
+{
+    if (len == 0)
+        return;
+    char *p = msg;
+    while ((p = strstr(p, needle)) != NULL) {
+        if (strncmp(p, needle, len) != 0) {
+            p++;
+            continue;
+        }
+        size_t tail = strlen(p + len);
+        if ((size_t)(p - msg) + 3 + tail + 1 > cap)
+            tail = cap - (size_t)(p - msg) - 4;
+        memmove(p + 3, p + len, tail);
+        p[3 + tail] = '\0';
+        memcpy(p, "***", 3);
+        p += 3;
+    }
+}
+
+void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap)
+{
+    if (!url || !msg || cap == 0)
+        return;
+    size_t off, len;
+    if (password_span(url, &off, &len) && len > 0 && len < 512) {
+        char secret[512];
+        memcpy(secret, url + off, len);
+        secret[len] = '\0';
+        scrub_text(msg, cap, secret, len);
+        /* A parser that splits the malformed text elsewhere (at the first
+         * '@', at a '/', a '[') quotes pieces of it: each piece too. */
+        for (size_t i = 0; i < len;) {
+            size_t j = i;
+            while (j < len && !strchr("@:/?#[]%", secret[j]))
+                j++;
+            if (j - i >= 3 && j - i < len) {
+                char piece[512];
+                memcpy(piece, secret + i, j - i);
+                piece[j - i] = '\0';
+                scrub_text(msg, cap, piece, j - i);
+            }
+            i = j + 1;
+        }
+        /* and as a parser that decoded it would quote it */
+        char dec[512];
+        size_t d = 0;
+        for (size_t i = 0; i < len; i++) {
+            unsigned hi, lo;
+            if (secret[i] == '%' && i + 2 < len + 1 && isxdigit((unsigned char)secret[i + 1]) &&
+                isxdigit((unsigned char)secret[i + 2]) &&
+                sscanf(secret + i + 1, "%1x%1x", &hi, &lo) == 2) {
+                dec[d++] = (char)(hi * 16 + lo);
+                i += 2;
+            } else {
+                dec[d++] = secret[i];
+            }
+        }
+        dec[d] = '\0';
+        if (d > 0 && strlen(dec) == d)
+            scrub_text(msg, cap, dec, d);
+    }
+    /* password=... parameters: their values, as written */
+    for (const char *p = url; (p = strstr(p, "password")) != NULL; p += 8) {
+        if (p != url && p[-1] != '?' && p[-1] != '&' && !isspace((unsigned char)p[-1]))
+            continue;
+        const char *q = p + 8;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (*q != '=')
+            continue;
+        q++;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (*q == '\'')
+            q++;
+        size_t vl = 0;
+        while (q[vl] && q[vl] != '&' && q[vl] != '\'' && !isspace((unsigned char)q[vl]))
+            vl++;
+        if (vl > 0 && vl < 512) {
+            char secret[512];
+            memcpy(secret, q, vl);
+            secret[vl] = '\0';
+            scrub_text(msg, cap, secret, vl);
+        }
+    }
 }

@@ -78,8 +78,12 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                    int *memory, dbs_error *err);
 /* Checks every numeric field for range; DBS_ECONFIG naming the field. */
 int dbs__config_check(const dbs_config *cfg, dbs_error *err);
-/* Writes url with any password replaced by "***" (for messages). */
+/* Writes url with any password replaced by "***" (for messages). Works on
+ * the raw text, before and whether or not any parser accepts it. */
 void dbs__redact(const char *url, char *out, size_t n);
+/* Replaces in msg (cap bytes) every copy of a password that url carries, as
+ * written and percent-decoded: for messages of parsers that quote it. */
+void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap);
 
 /* ---- pool.c ---- */
 

@@ -377,8 +377,13 @@ static dbs__conn *conn_open(dbs_pool *p, dbs_error *err)
         return NULL;
     }
     void *impl = p->drv->connect(&p->target, err);
-    if (!impl)
+    if (!impl) {
+        /* A driver's parser may split a malformed URL elsewhere than
+         * dbs__redact does and quote the rest: scrub every reading. */
+        if (err)
+            dbs__scrub_url_secrets(p->url, err->message, sizeof err->message);
         return NULL;
+    }
     dbs__conn *c = calloc(1, sizeof *c);
     if (!c) {
         p->drv->close(impl);

@@ -2,6 +2,8 @@
 #include "check.h"
 #include "internal.h"
 
+#include <limits.h>
+
 static void test_defaults(void)
 {
     dbs_config c;
@@ -164,12 +166,86 @@ static void test_redact(void)
     CHECK_EQ(strlen(out), 11);
 }
 
+/* No password shows in any message, however malformed the URL around it:
+ * redaction works on the raw text, before any parser. */
+static void test_password_never_shown(void)
+{
+    static const char *const urls[] = {
+        "postgresql://app:Sekr3tPW%ZZ@host/db",
+        "postgresql://app:Sekr3tPW@[::1/db",
+        "postgresql://app:Sekr3tPW@[]/db",
+        "postgresql://app:Sekr3tPW@[]/",
+        "postgresql://app:Sek/r3tPW@h/db",
+        "postgresql://app:Sek?r3tPW@h/db",
+        "postgresql://app:Sek@r3tPW@127.0.0.1:1/db",
+        "postgresql://app:Sekr3tPW@h/db%ZZ",
+        "postgresql://app:Sekr3tPW@h/db?badoption=1",
+        "postgresql://app:Sekr3tPW@h:notaport/db",
+        "postgresql://:Sekr3tPW@",
+        "postgres://app:Sekr3tPW@127.0.0.1:1/db?connect_timeout=2",
+        "postgresql://127.0.0.1:1/db?password=Sekr3tPW&user=app",
+        "postgresql://127.0.0.1:1/db?password=Sekr3tPW%ZZ",
+        "host=127.0.0.1 port=1 password=Sekr3tPW dbname=x",
+        "host=h password='Sekr3tPW",
+        "host=h password=Sekr3tPW port=abc",
+        "foo://app:Sekr3tPW/x@h/db",
+        "foo:app:Sekr3tPW@h",
+        "sqlite://app:Sekr3tPW@h/x.db",
+        "mysql+x://app:Sek?r3t/PW@h/db",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char out[512];
+        dbs__redact(urls[i], out, sizeof out);
+        if (strstr(out, "r3t"))
+            CHECK_FAIL("redact(%s) shows the password: %s", urls[i], out);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = urls[i];
+        cfg.connect_timeout_ms = 2000;
+        cfg.log_events = 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (p) {
+            dbs_pool_close(p);
+            continue;
+        }
+        if (strstr(err.message, "r3t"))
+            CHECK_FAIL("dbs_pool_open(%s) shows the password: %s", urls[i], err.message);
+        CHECK(err.code == DBS_ECONFIG || err.code == DBS_ECONNECT);
+    }
+}
+
+static void test_upper_bounds(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "sqlite::memory:";
+    cfg.stmt_cache_size = INT_MAX;
+    dbs_error err;
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "stmt_cache_size");
+    dbs_config_init(&cfg);
+    cfg.url = "sqlite::memory:";
+    cfg.retry_max = 1 << 30;
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_CONTAINS(err.message, "retry_max");
+    dbs_config_init(&cfg);
+    cfg.url = "sqlite::memory:";
+    cfg.circuit_cooldown_ms = INT_MAX; /* large is fine: no overflow */
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    CHECK(p);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     test_defaults();
     test_env();
     test_urls();
     test_redact();
+    test_password_never_shown();
+    test_upper_bounds();
     puts("test_config: ok");
     return 0;
 }

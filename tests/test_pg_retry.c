@@ -95,6 +95,44 @@ static void *ser_a_thread(void *arg)
     return NULL;
 }
 
+/* ---- a unit that committed part of its work is never run again ---- */
+
+static atomic_int part_attempts;
+
+static int commit_then_lose_connection(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    atomic_fetch_add(&part_attempts, 1);
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1000 + $1, 0)", tbl);
+    dbs_value v[] = {DBS_INT(atomic_load(&part_attempts))};
+    int64_t rc = dbs_exec(s, sql, v, 1, err);
+    if (rc < 0)
+        return (int)rc;
+    int c = dbs_commit(s, err);
+    if (c != DBS_OK)
+        return c;
+    /* The server ends this backend: DBS_ECONNECT, transient on its own,
+     * but the unit's first part is already committed. */
+    rc = dbs_exec(s, "SELECT pg_terminate_backend(pg_backend_pid())", NULL, 0, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void test_no_retry_after_commit(void)
+{
+    atomic_store(&part_attempts, 0);
+    dbs_error err;
+    int rc = dbs_transact(pool, NULL, commit_then_lose_connection, NULL, &err);
+    CHECK_EQ(rc, DBS_ECONNECT);
+    CHECK_EQ(atomic_load(&part_attempts), 1);
+    dbs_session *s = dbs_session_open(pool, NULL, NULL);
+    CHECK(s);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id > 1000", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1); /* once, not twice */
+    dbs_session_close(s);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -137,6 +175,8 @@ int main(void)
     snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", tbl);
     CHECK_EQ(query_int(s, sql, NULL, 0), 2 + 100 + 10);
     dbs_session_close(s);
+
+    test_no_retry_after_commit();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);

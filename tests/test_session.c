@@ -130,6 +130,27 @@ static void test_use_after_close(void)
     CHECK_EQ(dbs_exec(NULL, "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
 }
 
+/* With several sessions of a thread open and closed, every stale handle is
+ * still recognised: none of them points at memory given back to malloc. */
+static void test_use_after_close_many_open(void)
+{
+    dbs_error err;
+    enum { N = 3 };
+    dbs_session *volatile stale[N];
+    for (int i = 0; i < N; i++) {
+        stale[i] = dbs_session_open(pool, NULL, &err);
+        CHECK(stale[i]);
+    }
+    for (int i = 0; i < N; i++)
+        dbs_session_close(stale[i]);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(dbs_exec(stale[i], "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
+        CHECK(dbs_session_native(stale[i]) == NULL);
+        dbs_session_close(stale[i]);
+    }
+    CHECK_EQ(stats_of(pool).in_use, 0);
+}
+
 static void test_context_is_copied(void)
 {
     char req[16] = "req-1", user[16] = "alice";
@@ -197,6 +218,7 @@ int main(void)
     test_failed_statement_then_rollback();
     test_other_thread_is_misuse();
     test_use_after_close();
+    test_use_after_close_many_open();
     test_context_is_copied();
     test_scoped();
     test_acquire_site_recorded();

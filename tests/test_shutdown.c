@@ -1,0 +1,296 @@
+/* Shutdown and the pool's lifetime: dbs_pool_shutdown drains with a bound and
+ * refuses new work; nothing reads freed memory when workers, stats readers
+ * and dbs_transact's retries race the shutdown and the close; a waiter woken
+ * by a shutdown leaves no stale wake-up for its thread's next wait; threads
+ * that come and go reuse the connections their predecessors parked. Runs on
+ * SQLite and PostgreSQL, and means most under ASan and TSan. */
+#include "common.h"
+
+static dbs_config base_config(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.log_events = 0;
+    return cfg;
+}
+
+/* ---- shutdown drains and refuses ---- */
+
+struct worker {
+    dbs_pool *pool;
+    atomic_int *stop;
+    int units, last_rc;
+};
+
+static int unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    return dbs_exec(s, "SELECT 1", NULL, 0, err) < 0 ? err->code : 0;
+}
+
+static void *worker_main(void *v)
+{
+    struct worker *w = v;
+    dbs_error err;
+    for (;;) {
+        int rc = dbs_transact(w->pool, NULL, unit, NULL, &err);
+        w->last_rc = rc;
+        if (rc == DBS_ECLOSED)
+            return NULL; /* what a shutdown tells every worker */
+        CHECK_OK(rc, &err);
+        w->units++;
+        /* a stats reader's work, on the same pool, as it shuts down */
+        dbs_stats st;
+        dbs_pool_stats(w->pool, &st);
+        char buf[4096];
+        CHECK(dbs_pool_metrics(w->pool, buf, sizeof buf) > 0);
+    }
+}
+
+static void test_shutdown_stops_workers(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    enum { N = 6 };
+    struct worker w[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct worker){.pool = p};
+        pthread_create(&th[i], NULL, worker_main, &w[i]);
+    }
+    WAIT_UNTIL(stats_of(p).acquired > 200, 30000);
+    /* Drained: every session closes by itself once the workers see ECLOSED. */
+    CHECK_EQ(dbs_pool_shutdown(p, 60000), 0);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(w[i].last_rc, DBS_ECLOSED);
+    }
+    /* After a shutdown the pool still answers, and refuses new sessions. */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(st.acquired, st.released);
+    dbs_error err;
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    CHECK_EQ(dbs_transact(p, NULL, unit, NULL, &err), DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0); /* again: harmless */
+    dbs_pool_close(p);
+}
+
+static void test_shutdown_reports_sessions_still_open(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    dbs_error err;
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    dbs_session *b = dbs_session_open(p, NULL, &err);
+    CHECK(a && b);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 2);
+    CHECK_EQ(dbs_pool_shutdown(p, 20), 2); /* bounded: returns with them open */
+    CHECK_EQ(dbs_exec(a, "SELECT 1", NULL, 0, &err), DBS_ECLOSED);
+    dbs_session_close(a);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 1);
+    dbs_session_close(b);
+    CHECK_EQ(dbs_pool_shutdown(p, -1), 0);
+    CHECK_EQ(stats_of(p).size, 0); /* their connections were closed */
+    dbs_pool_close(p);
+    CHECK_EQ(dbs_pool_shutdown(NULL, 0), DBS_EMISUSE);
+}
+
+/* A session closed on another thread while shutdown waits wakes it. */
+struct late_closer {
+    dbs_pool *pool;
+    pthread_barrier_t *opened;
+    atomic_int *go;
+};
+
+static void *late_closer_main(void *v)
+{
+    struct late_closer *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    CHECK(s);
+    pthread_barrier_wait(a->opened);
+    while (!atomic_load(a->go))
+        dbs__sleep_ms(1);
+    dbs__sleep_ms(20);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_shutdown_waits_for_a_session(void)
+{
+    dbs_config cfg = base_config();
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    pthread_barrier_t opened;
+    pthread_barrier_init(&opened, NULL, 2);
+    atomic_int go = 0;
+    struct late_closer a = {.pool = p, .opened = &opened, .go = &go};
+    pthread_t th;
+    pthread_create(&th, NULL, late_closer_main, &a);
+    pthread_barrier_wait(&opened);
+    atomic_store(&go, 1);
+    CHECK_EQ(dbs_pool_shutdown(p, 120000), 0);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&opened);
+    dbs_pool_close(p);
+}
+
+/* ---- dbs_transact across a close ---- */
+
+static atomic_int attempts;
+
+static int always_retryable(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    (void)arg;
+    atomic_fetch_add(&attempts, 1);
+    return dbs__err(err, DBS_ERETRYABLE, "injected serialization failure");
+}
+
+struct transact_arg {
+    dbs_pool *pool;
+    int rc;
+};
+
+static void *transact_main(void *v)
+{
+    struct transact_arg *a = v;
+    dbs_error err;
+    a->rc = dbs_transact(a->pool, NULL, always_retryable, NULL, &err);
+    return NULL;
+}
+
+/* The pool is closed (not only shut down) while dbs_transact sleeps between
+ * attempts, holding no session: the retry must neither read the freed pool
+ * nor run again. */
+static void test_close_during_transact_backoff(void)
+{
+    dbs_config cfg = base_config();
+    cfg.retry_max = 50;
+    cfg.retry_base_ms = 50;
+    cfg.retry_cap_ms = 50;
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    atomic_store(&attempts, 0);
+    struct transact_arg a = {.pool = p};
+    pthread_t th;
+    pthread_create(&th, NULL, transact_main, &a);
+    WAIT_UNTIL(atomic_load(&attempts) >= 2, 30000);
+    dbs_pool_close(p);
+    pthread_join(th, NULL);
+    CHECK_EQ(a.rc, DBS_ECLOSED);
+    CHECK(atomic_load(&attempts) < 50);
+}
+
+/* ---- no stale wake-up ---- */
+
+enum { WAITERS = 64 };
+
+struct waiter_arg {
+    dbs_pool *first, *second;
+    pthread_barrier_t *phase;
+    int first_rc, second_rc;
+};
+
+static void *waiter_main(void *v)
+{
+    struct waiter_arg *a = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->first, NULL, &err);
+    a->first_rc = s ? 0 : err.code;
+    if (s)
+        dbs_session_close(s);
+    pthread_barrier_wait(a->phase);
+    /* This wait must last until a connection comes, not end at once on a
+     * post left over from the first pool's shutdown. */
+    s = dbs_session_open(a->second, NULL, &err);
+    a->second_rc = s ? 0 : err.code;
+    if (s)
+        dbs_session_close(s);
+    return NULL;
+}
+
+static void test_no_stale_wakeup_after_shutdown(void)
+{
+    for (int round = 0; round < 8; round++) {
+        dbs_config cfg = base_config();
+        cfg.pool_size = 1;
+        cfg.max_overflow = 0;
+        cfg.acquire_timeout_ms = 40; /* times out as the shutdown pops */
+        dbs_pool *first = open_pool("shutdown", &cfg);
+        cfg.acquire_timeout_ms = 120000;
+        dbs_pool *second = open_pool("shutdown", &cfg);
+        dbs_error err;
+        dbs_session *held1 = dbs_session_open(first, NULL, &err);
+        dbs_session *held2 = dbs_session_open(second, NULL, &err);
+        CHECK(held1 && held2);
+        pthread_barrier_t phase;
+        pthread_barrier_init(&phase, NULL, WAITERS + 1);
+        struct waiter_arg a[WAITERS];
+        pthread_t th[WAITERS];
+        for (int i = 0; i < WAITERS; i++) {
+            a[i] = (struct waiter_arg){.first = first, .second = second, .phase = &phase};
+            pthread_create(&th[i], NULL, waiter_main, &a[i]);
+        }
+        WAIT_UNTIL(stats_of(first).waiting >= WAITERS / 2, 30000);
+        dbs__sleep_ms(35 + round);
+        dbs_pool_shutdown(first, 0);
+        pthread_barrier_wait(&phase);
+        WAIT_UNTIL(stats_of(second).waiting == WAITERS, 60000);
+        dbs_session_close(held2); /* each waiter gets it in turn */
+        for (int i = 0; i < WAITERS; i++) {
+            pthread_join(th[i], NULL);
+            CHECK(a[i].first_rc == DBS_ECLOSED || a[i].first_rc == DBS_ETIMEOUT);
+            CHECK_EQ(a[i].second_rc, 0);
+        }
+        pthread_barrier_destroy(&phase);
+        dbs_session_close(held1);
+        dbs_pool_close(first);
+        dbs_pool_close(second);
+    }
+}
+
+/* ---- threads that come and go ---- */
+
+static void *one_session(void *v)
+{
+    dbs_pool *p = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    CHECK_OK(dbs_exec(s, "SELECT 1", NULL, 0, &err), &err);
+    dbs_session_close(s); /* parked in this thread's shard, then it exits */
+    return NULL;
+}
+
+static void test_exited_threads_connections_are_reused(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 10;
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    for (int i = 0; i < 40; i++) {
+        pthread_t th;
+        pthread_create(&th, NULL, one_session, p);
+        pthread_join(th, NULL);
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.created, 1); /* concurrency 1: one connection, ever */
+    CHECK_EQ(st.size, 1);
+    dbs_pool_close(p);
+}
+
+int main(void)
+{
+    test_shutdown_stops_workers();
+    test_shutdown_reports_sessions_still_open();
+    test_shutdown_waits_for_a_session();
+    test_close_during_transact_backoff();
+    test_no_stale_wakeup_after_shutdown();
+    test_exited_threads_connections_are_reused();
+    puts("test_shutdown: ok");
+    return 0;
+}
