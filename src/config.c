@@ -252,9 +252,14 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
             return dbs__err(err, DBS_ECONFIG,
                             "URL \"%s\" names no file: use sqlite:///abs/path.db, "
                             "sqlite:relative.db or sqlite::memory:", shown);
-        if (strchr(path, '?'))
+        const char *q = strchr(path, '?');
+        if (q && strcmp(q, "?synchronous=full") != 0 && strcmp(q, "?synchronous=normal") != 0)
             return dbs__err(err, DBS_ECONFIG,
-                            "URL \"%s\": SQLite URLs take no ?options", shown);
+                            "URL \"%s\": the only option SQLite URLs take is "
+                            "?synchronous=full (the default) or ?synchronous=normal", shown);
+        if (q && *memory)
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\": an in-memory database has nothing to sync", shown);
         *drv = &dbs__driver_sqlite;
         *conninfo = dup_str(path);
         return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");

@@ -72,6 +72,11 @@ typedef struct dbs__driver {
      * in-memory SQLite database alive. Either may be NULL. */
     int (*target_open)(dbs__target *t, dbs_error *err);
     void (*target_close)(dbs__target *t);
+    /* For the housekeeper, may be NULL: DBS_OK, or an error when what the
+     * target names changed under the pool (a database file deleted or
+     * replaced); the pool then validates every connection before its next
+     * hand-out. Called from one thread at a time, never with a lock. */
+    int (*target_check)(dbs__target *t, dbs_error *err);
 
     /* Opens a connection; NULL with err filled (DBS_ECONNECT, DBS_ENOMEM). */
     void *(*connect)(const dbs__target *t, dbs_error *err);

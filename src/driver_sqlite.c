@@ -2,7 +2,8 @@
  * The SQLite backend.
  *
  * Files open in WAL mode (readers never block the writer) with
- * synchronous=NORMAL, a busy timeout and foreign keys on. SQLITE_BUSY and
+ * synchronous=FULL (sqlite:FILE?synchronous=normal opts out), a busy
+ * timeout and foreign keys on. SQLITE_BUSY and
  * SQLITE_LOCKED are DBS_ERETRYABLE, so dbs_transact retries them.
  *
  * Parameters: SQLite reads "$1" as a named parameter called "$1", reusable
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct sq_stmt {
@@ -69,9 +71,18 @@ typedef struct sq_rows {
     bool done;
 } sq_rows;
 
+/* Per pool. The file's identity is what the housekeeper compares the path
+ * with: a file deleted or replaced under the pool is reported, and its
+ * connections, which would go on writing into the old inode, discarded. */
 typedef struct sq_shared {
     char name[96];     /* memdb URI of the in-memory database */
     sqlite3 *anchor;
+    char *path;        /* file databases: the path, without ?options */
+    bool sync_normal;  /* ?synchronous=normal: the opt-out */
+    pthread_mutex_t mu; /* seen, dev, ino: connects may run concurrently */
+    bool seen;         /* a connection opened: do not create the file again */
+    dev_t dev;         /* identity of the file the pool opened */
+    ino_t ino;
 } sq_shared;
 
 static const dbs__rows_ops sq_rows_ops;
@@ -390,12 +401,26 @@ static int lost_tx(sq_conn *c, dbs_error *err)
 
 static int sq_target_open(dbs__target *t, dbs_error *err)
 {
-    if (!t->memory)
-        return DBS_OK;
     static atomic_uint serial;
     sq_shared *sh = calloc(1, sizeof *sh);
     if (!sh)
         return dbs__err(err, DBS_ENOMEM, "out of memory");
+    if (!t->memory) {
+        /* config.c accepted only ?synchronous=full|normal after the path */
+        const char *q = strchr(t->conninfo, '?');
+        size_t n = q ? (size_t)(q - t->conninfo) : strlen(t->conninfo);
+        sh->path = malloc(n + 1);
+        if (!sh->path) {
+            free(sh);
+            return dbs__err(err, DBS_ENOMEM, "out of memory");
+        }
+        memcpy(sh->path, t->conninfo, n);
+        sh->path[n] = '\0';
+        sh->sync_normal = q && strcmp(q, "?synchronous=normal") == 0;
+        pthread_mutex_init(&sh->mu, NULL);
+        t->shared = sh;
+        return DBS_OK;
+    }
     snprintf(sh->name, sizeof sh->name, "file:/dbscope-mem-%ld-%u?vfs=memdb",
              (long)getpid(), atomic_fetch_add(&serial, 1));
     int rc = sqlite3_open_v2(sh->name, &sh->anchor,
@@ -418,6 +443,9 @@ static void sq_target_close(dbs__target *t)
     if (!sh)
         return;
     sqlite3_close(sh->anchor);
+    if (sh->path)
+        pthread_mutex_destroy(&sh->mu);
+    free(sh->path);
     free(sh);
     t->shared = NULL;
 }
@@ -470,9 +498,20 @@ static int on_busy(void *arg, int count)
 static int open_db(sq_conn *c, dbs_error *err)
 {
     const dbs__target *t = c->t;
-    const sq_shared *sh = t->shared;
-    const char *name = t->memory ? sh->name : t->conninfo;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    sq_shared *sh = t->shared;
+    const char *name = t->memory ? sh->name : sh->path;
+    /* The file is created by the pool's first connection only: once it
+     * existed, a missing file means it was deleted, and a new empty one
+     * would take writes in silence. */
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+    bool seen = true;
+    if (!t->memory) {
+        pthread_mutex_lock(&sh->mu);
+        seen = sh->seen;
+        pthread_mutex_unlock(&sh->mu);
+    }
+    if (!seen)
+        flags |= SQLITE_OPEN_CREATE;
     if (t->memory || strncmp(name, "file:", 5) == 0)
         flags |= SQLITE_OPEN_URI;
     int rc = sqlite3_open_v2(name, &c->db, flags, NULL);
@@ -485,9 +524,15 @@ static int open_db(sq_conn *c, dbs_error *err)
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_handler(c->db, on_busy, c);
+    /* synchronous=FULL: a commit is acknowledged once the WAL is synced,
+     * so it survives a power loss or an OS crash; NORMAL (the opt-out)
+     * syncs only at checkpoints and may lose the last commits. */
     const char *setup = t->memory ? "PRAGMA foreign_keys=ON"
-                                  : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                                    "PRAGMA foreign_keys=ON";
+                        : sh->sync_normal
+                            ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                              "PRAGMA foreign_keys=ON"
+                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                              "PRAGMA foreign_keys=ON";
     char *msg = NULL;
     rc = sqlite3_exec(c->db, setup, NULL, NULL, &msg);
     if (rc == SQLITE_OK)
@@ -507,6 +552,16 @@ static int open_db(sq_conn *c, dbs_error *err)
     }
     sqlite3_set_authorizer(c->db, authorizer, c);
     c->dirty = c->in_tx = c->tx_lost = c->broken = false;
+    if (!seen) {
+        struct stat st;
+        pthread_mutex_lock(&sh->mu);
+        if (!sh->seen && stat(sh->path, &st) == 0) {
+            sh->dev = st.st_dev;
+            sh->ino = st.st_ino;
+            sh->seen = true;
+        }
+        pthread_mutex_unlock(&sh->mu);
+    }
     return DBS_OK;
 }
 
@@ -561,11 +616,61 @@ static int sq_ping(void *vc, dbs_error *err)
     sq_conn *c = vc;
     if (c->broken || !c->db)
         return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
+    /* A file unlinked or renamed under the connection: SQLite would go on
+     * writing into the old inode, which nobody will ever read. */
+    int moved = 0;
+    if (!c->t->memory &&
+        sqlite3_file_control(c->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK &&
+        moved) {
+        c->broken = true;
+        return dbs__err(err, DBS_ECONNECT,
+                        "SQLite database file \"%s\" was deleted or replaced while open; "
+                        "the connection is discarded", c->t->conninfo);
+    }
     /* Reads the file header: fails if the file went away or is corrupt. */
     int rc = run_simple(c, "PRAGMA schema_version", err);
     if (rc != DBS_OK)
         c->broken = true;
     return rc;
+}
+
+/* For the housekeeper: has the file at the path changed since the pool
+ * opened it (deleted, or replaced by another file)? Reported once per
+ * change: the identity then follows the file now at the path. */
+static int target_check_locked(sq_shared *sh, dbs_error *err);
+
+static int sq_target_check(dbs__target *t, dbs_error *err)
+{
+    sq_shared *sh = t->shared;
+    if (t->memory || !sh)
+        return DBS_OK;
+    pthread_mutex_lock(&sh->mu);
+    int rc = target_check_locked(sh, err);
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+static int target_check_locked(sq_shared *sh, dbs_error *err)
+{
+    if (!sh->seen)
+        return DBS_OK;
+    struct stat st;
+    if (stat(sh->path, &st) != 0) {
+        if (sh->ino == 0)
+            return DBS_OK; /* reported already */
+        sh->ino = 0;
+        return dbs__err(err, DBS_ECONNECT,
+                        "SQLite database file \"%s\" was deleted while the pool had it "
+                        "open; open connections are discarded and none is opened until "
+                        "it is back", sh->path);
+    }
+    if (st.st_dev == sh->dev && st.st_ino == sh->ino)
+        return DBS_OK;
+    sh->dev = st.st_dev;
+    sh->ino = st.st_ino;
+    return dbs__err(err, DBS_ECONNECT,
+                    "SQLite database file \"%s\" was replaced while the pool had it open; "
+                    "connections to the old file are discarded", sh->path);
 }
 
 static int sq_begin(void *vc, const dbs_context *ctx, dbs_error *err)
@@ -844,6 +949,7 @@ const dbs__driver dbs__driver_sqlite = {
     .name = "sqlite",
     .target_open = sq_target_open,
     .target_close = sq_target_close,
+    .target_check = sq_target_check,
     .connect = sq_connect,
     .ping = sq_ping,
     .begin = sq_begin,

@@ -93,6 +93,20 @@ void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
     free(batch);
 }
 
+/* What the pool connects to changed under it (a database file deleted or
+ * replaced): report it, and have every connection validated before its next
+ * hand-out, so none goes on writing where nobody will read. */
+static void check_target(dbs_pool *p)
+{
+    if (!p->drv->target_check)
+        return;
+    dbs_error err;
+    if (p->drv->target_check(&p->target, &err) == DBS_OK)
+        return;
+    atomic_store_explicit(&p->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
+    dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, NULL, err.code, err.message);
+}
+
 static void *housekeeper_main(void *arg)
 {
     dbs_pool *p = arg;
@@ -105,6 +119,7 @@ static void *housekeeper_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (p->hk_running) {
         pthread_mutex_unlock(&p->mu);
+        check_target(p);
         dbs__pool_maintain(p);
         if (p->cfg.leak_threshold_ms > 0)
             dbs__leaks_report(p, false, "held past leak_threshold_ms");

@@ -171,12 +171,87 @@ static void test_state_reset(void)
     dbs_pool_close(p);
 }
 
+static int64_t pragma_int(dbs_pool *p, const char *sql)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    int64_t v = query_int(s, sql, NULL, 0);
+    dbs_session_close(s);
+    return v;
+}
+
+/* Acknowledged commits survive a power loss by default: synchronous=FULL;
+ * ?synchronous=normal is the opt-out. */
+static void test_durable_by_default(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    CHECK_EQ(pragma_int(p, "PRAGMA synchronous"), 2); /* FULL */
+    dbs_pool_close(p);
+    char url[1024];
+    snprintf(url, sizeof url, "%s?synchronous=normal", test_url("sqlite"));
+    cfg.url = url;
+    dbs_error err;
+    p = dbs_pool_open(&cfg, &err);
+    CHECK(p);
+    CHECK_EQ(pragma_int(p, "PRAGMA synchronous"), 1); /* NORMAL */
+    dbs_pool_close(p);
+    snprintf(url, sizeof url, "%s?synchronous=off", test_url("sqlite"));
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "synchronous");
+}
+
+static atomic_int file_events;
+
+static void count_file_events(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_INVALIDATE && ev->reason && strstr(ev->reason, "deleted"))
+        atomic_fetch_add(&file_events, 1);
+}
+
+/* A file deleted under a running pool is reported and never written to in
+ * silence: not through the connections that still have the old inode open,
+ * and not through a new empty file created in its place. */
+static void test_deleted_file_detected(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.on_event = count_file_events;
+    cfg.log_events = 0;
+    cfg.housekeeping_interval_ms = 10;
+    cfg.pool_size = 2;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    run_sql(p, "CREATE TABLE kept (v INTEGER)");
+    run_sql(p, "INSERT INTO kept VALUES (1)");
+    test_db_remove(); /* the file, its WAL and its index: gone */
+    WAIT_UNTIL(atomic_load(&file_events) > 0, 30000);
+    CHECK(atomic_load(&file_events) > 0); /* reported by the housekeeper */
+    dbs_error err;
+    CHECK_EQ(dbs_pool_ping(p, &err), DBS_ECONNECT); /* the health check says so */
+    /* A unit of work fails instead of writing into the deleted inode. */
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (s) {
+        CHECK(dbs_exec(s, "INSERT INTO kept VALUES (2)", NULL, 0, &err) < 0);
+        dbs_session_close(s);
+    } else {
+        CHECK(err.code == DBS_ECONNECT || err.code == DBS_EUNAVAILABLE);
+    }
+    CHECK(access(test_db_path, F_OK) != 0); /* no empty file made in its place */
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     test_wal_and_foreign_keys();
     test_busy_is_retried();
     test_memory_shared();
     test_state_reset();
+    test_durable_by_default();
+    test_deleted_file_detected();
     puts("test_sqlite: ok");
     return 0;
 }
