@@ -12,6 +12,16 @@
  *     nothing (this is always detected). dbs_session_close from another
  *     thread is refused the same way; the session stays open.
  *   - A dbs_rows belongs to its session, and so to the same thread.
+ *   - Use after close. A closed session's memory is kept by its thread for
+ *     the thread's next sessions and freed only at thread exit, so a closed
+ *     session handle never points at freed memory while that thread lives:
+ *     using it returns DBS_EMISUSE, unless a later dbs_session_open on the
+ *     same thread has reused that memory (it reuses the handle closed last
+ *     first), in which case the call acts on the new session. A dbs_rows is
+ *     freed by dbs_rows_close or its session's close: using it afterwards is
+ *     undefined, like using freed memory. A pool used after dbs_pool_close
+ *     returned is undefined too; dbs_pool_shutdown is the call that leaves
+ *     it usable.
  *   - Callbacks (on_event) run on the thread that caused the event, never
  *     with any pool lock held, so they may call dbs_pool_stats.
  *
@@ -79,7 +89,7 @@ enum dbs_code {
     DBS_ECONFIG = -1,         /* bad configuration: URL, variable, field */
     DBS_ECONNECT = -2,        /* cannot connect, or the connection was lost */
     DBS_ETIMEOUT = -3,        /* no connection within the acquire timeout */
-    DBS_ECLOSED = -4,         /* the pool was closed */
+    DBS_ECLOSED = -4,         /* the pool was shut down or closed */
     DBS_ESQL = -5,            /* the statement failed */
     DBS_ECONSTRAINT = -6,     /* integrity constraint violated */
     DBS_ERETRYABLE = -7,      /* serialization failure, deadlock, busy */
@@ -168,7 +178,14 @@ enum dbs_reset_mode {
 };
 
 typedef struct dbs_config {
-    const char *url;      /* sqlite:..., postgresql://... or key=value */
+    const char *url;      /* sqlite:..., postgresql://... or key=value.
+                             SQLite files commit with synchronous=FULL (an
+                             acknowledged commit survives a power loss);
+                             sqlite:FILE?synchronous=normal trades that for
+                             speed (docs/pool.md). A file deleted or
+                             replaced under the pool is reported (an
+                             invalidate event) and its connections
+                             discarded; the pool never recreates it. */
     int pool_size;        /* connections kept (default 10) */
     int max_overflow;     /* extra connections under load (default 20) */
     int min_idle;         /* idle connections kept ready (default 0) */
@@ -275,16 +292,25 @@ typedef struct dbs_stats {
 
 /* Creates a pool from cfg (copied, url included) and opens one connection to
  * prove the configuration works; it stays in the pool. Blocks for that
- * connect. Returns NULL with DBS_ECONFIG (bad URL or field, message names it)
- * or DBS_ECONNECT (message says why; never the password). Any thread. */
+ * connect (at most connect_timeout_ms); with lazy_open it connects nothing
+ * and returns at once, and sessions then fail with DBS_ECONNECT (then
+ * DBS_EUNAVAILABLE once the circuit opens) until the database answers.
+ * Returns NULL with DBS_ECONFIG (bad URL or field, message names it) or
+ * DBS_ECONNECT (message says why; never the password). Any thread. */
 dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
 
-/* Closes the pool: wakes every waiter with DBS_ECLOSED, closes idle
- * connections and stops the housekeeper. Waits for no session: sessions still
- * open get DBS_ECLOSED on their next call and their connections are closed
- * when they are closed; the pool's memory is freed with the last of them.
- * Blocks only for closing idle connections and joining the housekeeper.
- * Call once, from any thread; NULL is a no-op. */
+/* The last call on a pool: shuts it down as dbs_pool_shutdown(pool, 0) does
+ * unless that was called, reports the sessions still open as leaks, and
+ * gives up the caller's handle. Waits for no session and for no connection
+ * I/O: sessions still open get DBS_ECLOSED on their next call, their
+ * connections are closed when they close, and the pool's memory is freed
+ * with the last of them (or when a housekeeper round still under way ends).
+ * No call on pool may start after this one (a thread that might still open
+ * a session must be joined first: see dbs_pool_shutdown); calls already
+ * under way (dbs_transact, which keeps the pool across its retries,
+ * dbs_pool_stats, open sessions) stay safe. Blocks for closing the idle
+ * connections and at most 200 ms for the housekeeper. Call once, from any
+ * thread; NULL is a no-op. */
 void dbs_pool_close(dbs_pool *pool);
 
 /* Graceful shutdown, for servers. From the call on, every new session on
@@ -370,10 +396,14 @@ typedef struct dbs_session dbs_session;
  * (elsewhere: refused, s stays open); NULL is a no-op. */
 void dbs_session_close(dbs_session *s);
 
-/* Opens a session on pool with a connection from it: the first free one,
- * else a new one if the pool may grow, else the first to be released to the
- * threads waiting in order of arrival. Blocks up to acquire_timeout_ms
- * (DBS_ETIMEOUT), plus a connect or validation round trip. ctx may be NULL;
+/* Opens a session on pool with a connection from it: the first free one
+ * (idle, or parked by another thread), else a new one if the pool may grow,
+ * else the first to be released to the threads waiting in order of arrival.
+ * Returns within acquire_timeout_ms (DBS_ETIMEOUT) plus at most one bounded
+ * connect (connect_timeout_ms) or validation (statement_timeout_ms): a
+ * connection that fails validation is replaced only while the acquire
+ * timeout has not passed (else DBS_ECONNECT). DBS_ECLOSED once the pool is
+ * shut down, DBS_EUNAVAILABLE while its circuit is open. ctx may be NULL;
  * it is copied. file, line and func name the acquire site for leak reports:
  * call it through dbs_session_open. The session belongs to the calling
  * thread; close it with dbs_session_close. Returns NULL on failure. */
@@ -422,8 +452,13 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
 /* Runs work(s, arg, err) in a transaction on a fresh session: commits when
  * work returns 0, rolls back otherwise, always closes the session. Retries the
  * whole unit up to retry_max times, with exponential backoff and full jitter,
- * when it failed transiently before COMMIT (or COMMIT itself was refused as a
- * serialization failure); never after DBS_ECOMMIT_UNKNOWN. work must be safe
+ * when it failed transiently (DBS_ERETRYABLE, DBS_ECONNECT) before any COMMIT
+ * of the unit was sent, or when its final COMMIT was refused as a
+ * serialization failure. Never after a COMMIT that succeeded or whose outcome
+ * is unknown: a unit whose work called dbs_commit and then failed is not run
+ * again, nor one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT. Keeps pool
+ * allocated until it returns, even across a dbs_pool_close on another thread
+ * (the next attempt then gets DBS_ECLOSED). work must be safe
  * to run again and must not close s. Returns 0 or the last error. Blocks.
  * Any thread (the session belongs to the calling thread). */
 int dbs_transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
