@@ -1,6 +1,84 @@
-/* Fault injection for tests: connect and ping failures on demand, so timeouts
- * and broken connections are deterministic in unit tests. Every counter is
- * zero unless a test sets it, and the cost when unused is one relaxed load. */
+/* Fault injection for tests, off the production path: a test arms it before
+ * opening a pool (dbs__fault.armed), and that pool then goes through a
+ * faulting copy of its driver's method table, whose connect and ping fail or
+ * stall on demand and call the real driver otherwise. Release code only pays
+ * one load at pool open. */
 #include "internal.h"
 
+#include <pthread.h>
+
 dbs__faults dbs__fault;
+
+/* One faulting table per real driver; the real one is found by slot. */
+enum { SLOTS = 4 };
+static struct {
+    const dbs__driver *real;
+    dbs__driver faulty;
+} slots[SLOTS];
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static bool take(atomic_int *n)
+{
+    return atomic_load_explicit(n, memory_order_relaxed) > 0 && atomic_fetch_sub(n, 1) > 0;
+}
+
+static void *connect_via(int i, const dbs__target *t, dbs_error *err)
+{
+    int delay = atomic_load_explicit(&dbs__fault.connect_delay_ms, memory_order_relaxed);
+    if (delay > 0)
+        dbs__sleep_ms(delay);
+    if (take(&dbs__fault.fail_connects)) {
+        dbs__err(err, DBS_ECONNECT, "cannot connect: injected fault");
+        return NULL;
+    }
+    return slots[i].real->connect(t, err);
+}
+
+static int ping_via(int i, void *c, dbs_error *err)
+{
+    if (take(&dbs__fault.fail_pings))
+        return dbs__err(err, DBS_ECONNECT, "ping failed: injected fault");
+    return slots[i].real->ping(c, err);
+}
+
+#define SLOT_FNS(i)                                                            \
+    static void *connect_##i(const dbs__target *t, dbs_error *err)             \
+    {                                                                          \
+        return connect_via(i, t, err);                                         \
+    }                                                                          \
+    static int ping_##i(void *c, dbs_error *err)                               \
+    {                                                                          \
+        return ping_via(i, c, err);                                            \
+    }
+SLOT_FNS(0)
+SLOT_FNS(1)
+SLOT_FNS(2)
+SLOT_FNS(3)
+
+static void *(*const connects[SLOTS])(const dbs__target *, dbs_error *) = {
+    connect_0, connect_1, connect_2, connect_3};
+static int (*const pings[SLOTS])(void *, dbs_error *) = {ping_0, ping_1, ping_2, ping_3};
+
+const dbs__driver *dbs__fault_driver(const dbs__driver *real)
+{
+    if (!atomic_load_explicit(&dbs__fault.armed, memory_order_relaxed))
+        return real;
+    const dbs__driver *out = real;
+    pthread_mutex_lock(&slots_mu);
+    for (int i = 0; i < SLOTS; i++) {
+        if (slots[i].real == real) {
+            out = &slots[i].faulty;
+            break;
+        }
+        if (!slots[i].real) {
+            slots[i].real = real;
+            slots[i].faulty = *real; /* every other method: the real one */
+            slots[i].faulty.connect = connects[i];
+            slots[i].faulty.ping = pings[i];
+            out = &slots[i].faulty;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&slots_mu);
+    return out;
+}

@@ -345,13 +345,18 @@ static inline void dbs__emit(dbs_pool *p, enum dbs_event_kind kind, const dbs_se
         dbs__emit_event(p, kind, s, c, code, reason);
 }
 
-/* ---- fault.c: deterministic failures for tests, off unless set ---- */
+/* ---- fault.c: deterministic failures for tests, off unless armed ---- */
 
 typedef struct dbs__faults {
+    atomic_int armed;             /* pools opened from now on can fault */
     atomic_int fail_connects;     /* the next N connects fail */
     atomic_int fail_pings;        /* the next N pings fail */
     atomic_int connect_delay_ms;  /* every connect sleeps this long first */
 } dbs__faults;
 extern dbs__faults dbs__fault;
+
+/* real, or, when a test armed faults, a copy of it whose connect and ping
+ * obey dbs__fault. Called once at pool open. */
+const dbs__driver *dbs__fault_driver(const dbs__driver *real);
 
 #endif /* DBS_INTERNAL_H */

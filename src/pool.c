@@ -1,6 +1,10 @@
 /*
- * The pool: slots, the idle list, per-thread shards, FIFO waiters,
- * overflow and lifetime.
+ * The pool's public face and its two paths: acquire (the shard fast path,
+ * then the locked path: idle list, parked connections, a new connection, or
+ * the FIFO queue) and release (park, hand off, idle, or close), with open,
+ * shutdown and close. Shards are in shard.c, the queue in waiters.c, a
+ * connection's life and accounting in conn.c, the circuit breaker in
+ * breaker.c, upkeep in housekeeper.c.
  *
  * Invariants, all under p->mu:
  *   n_open    = connections that exist (idle + in use);
@@ -23,18 +27,8 @@
  */
 /* sem_clockwait: a waiter's deadline on CLOCK_MONOTONIC (glibc 2.30+). */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "pool_int.h"
 
-/* ThreadSanitizer does not see sem_clockwait synchronise with sem_post (its
- * runtime does not intercept it), so the hand-off tells it. */
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#define POST_SEM(sem) (__tsan_release(sem), sem_post(sem))
-#define SEM_TAKEN(sem) __tsan_acquire(sem)
-#else
-#define POST_SEM(sem) sem_post(sem)
-#define SEM_TAKEN(sem) ((void)(sem))
-#endif
 
 #include <errno.h>
 #include <limits.h>
@@ -43,38 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int64_t ms_ns(int ms)
-{
-    return (int64_t)ms * 1000000;
-}
 
-/* ---- idle list [mu] ---- */
-
-static void idle_push(dbs_pool *p, dbs__conn *c)
-{
-    c->prev = NULL;
-    c->next = p->idle_head;
-    if (p->idle_head)
-        p->idle_head->prev = c;
-    else
-        p->idle_tail = c;
-    p->idle_head = c;
-    p->n_idle++;
-}
-
-static void idle_remove(dbs_pool *p, dbs__conn *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->idle_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        p->idle_tail = c->prev;
-    c->prev = c->next = NULL;
-    p->n_idle--;
-}
+/* ---- the idle connection to hand out ---- */
 
 /* The connection this thread last gave back to this pool. A thread that
  * finds it idle takes it again rather than the most recently released one:
@@ -101,113 +65,23 @@ static dbs__conn *idle_pick(dbs_pool *p)
     return c;
 }
 
+
+
+
+
+
 /* ---- shards ---- */
 
-/* Each thread's ordinal, given on its first checkout: it picks the thread's
- * shard in every pool. Threads made one after another get different shards. */
-static atomic_uint next_ordinal;
-static _Thread_local unsigned my_ordinal; /* ordinal + 1; 0 = none yet */
 
-static dbs__shard *shard_of(dbs_pool *p)
-{
-    if (!my_ordinal)
-        my_ordinal = atomic_fetch_add_explicit(&next_ordinal, 1, memory_order_relaxed) + 1;
-    return &p->shards[(my_ordinal - 1) % DBS__SHARDS];
-}
 
-void dbs__lock_wait(dbs__lock *l)
-{
-    for (;;) {
-        for (int spin = 0; spin < 100; spin++) {
-            if (!atomic_load_explicit(&l->held, memory_order_relaxed) &&
-                !atomic_exchange_explicit(&l->held, true, memory_order_acquire))
-                return;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
-        sched_yield();
-    }
-}
 
-void dbs__shards_lock(dbs_pool *p)
-{
-    for (int i = 0; i < DBS__SHARDS; i++)
-        dbs__lock_take(&p->shards[i].mu);
-}
 
-void dbs__shards_unlock(dbs_pool *p)
-{
-    for (int i = DBS__SHARDS; i-- > 0;)
-        dbs__lock_give(&p->shards[i].mu);
-}
 
-/* [shard] */
-static void session_link(dbs__shard *sh, dbs_session *s)
-{
-    s->prev = NULL;
-    s->next = sh->sessions;
-    if (sh->sessions)
-        sh->sessions->prev = s;
-    sh->sessions = s;
-}
 
-/* [shard] */
-static void session_unlink(dbs__shard *sh, dbs_session *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else if (sh->sessions == s)
-        sh->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
-}
 
-/* The shard's histograms, made on first use. NULL if out of memory: the
- * caller records in the pool's own under p->mu instead. [shard] */
-static dbs__shard_hists *shard_hists(dbs__shard *sh)
-{
-    dbs__shard_hists *h = sh->hists;
-    if (!h) {
-        h = calloc(1, sizeof *h);
-        sh->hists = h; /* freed by pool_free */
-    }
-    return h;
-}
 
-/* Takes the shard's parked connection, if any, leaving its flag. [shard] */
-static dbs__conn *unpark(dbs__shard *sh)
-{
-    dbs__conn *c = sh->parked;
-    sh->parked = NULL;
-    return c;
-}
 
-/* Takes shard i's parked connection, if any, and clears its flag. [mu] */
-static dbs__conn *take_from(dbs_pool *p, int i)
-{
-    dbs__shard *sh = &p->shards[i];
-    dbs__lock_take(&sh->mu);
-    dbs__conn *c = unpark(sh);
-    atomic_store_explicit(&p->maybe_parked[i], false, memory_order_relaxed);
-    dbs__lock_give(&sh->mu);
-    return c;
-}
 
-/* Takes a parked connection from any shard. With seq_cst, for a thread that
- * has just counted itself in n_waiting_hint (see dbs__shard). [mu] */
-static dbs__conn *take_parked(dbs_pool *p, memory_order mo)
-{
-    for (int i = 0; i < DBS__SHARDS; i++) {
-        if (!atomic_load_explicit(&p->maybe_parked[i], mo))
-            continue;
-        dbs__conn *c = take_from(p, i);
-        if (c)
-            return c;
-    }
-    return NULL;
-}
 
 /* Finishes a checkout: s gets c and is listed in its shard. [no lock] */
 static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t start, int64_t now)
@@ -217,10 +91,10 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
     dbs__lock_take(&sh->mu);
     s->conn = c;
     s->opened_ns = now;
-    session_link(sh, s);
+    dbs__session_link(sh, s);
     sh->acquired++;
     if (p->cfg.metrics) {
-        dbs__shard_hists *h = shard_hists(sh);
+        dbs__shard_hists *h = dbs__shard_hists_of(sh);
         if (h)
             dbs__hist_add(&h->wait, (now - start) / 1000);
         else
@@ -235,266 +109,26 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
     dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
 }
 
-/* s no longer counts in its shard; the last session of a closed pool frees
- * it. [no lock] */
-static void shard_leave(dbs_pool *p, dbs__shard *sh)
-{
-    dbs__lock_take(&sh->mu);
-    sh->n_sessions--;
-    bool closed = sh->closed;
-    dbs__lock_give(&sh->mu);
-    if (!closed)
-        return;
-    /* Counted in n_draining since the shutdown: tell dbs_pool_shutdown. */
-    pthread_mutex_lock(&p->mu);
-    if (--p->n_draining == 0)
-        pthread_cond_broadcast(&p->drain_cv);
-    pthread_mutex_unlock(&p->mu);
-    dbs__pool_unref(p);
-}
 
-int dbs__pool_hold(dbs_pool *p, dbs_error *err)
-{
-    dbs__shard *sh = shard_of(p);
-    dbs__lock_take(&sh->mu);
-    if (sh->closed) {
-        dbs__lock_give(&sh->mu);
-        return dbs__err(err, DBS_ECLOSED, "the pool is shut down");
-    }
-    sh->n_holds++;
-    dbs__lock_give(&sh->mu);
-    return DBS_OK;
-}
 
-void dbs__pool_drop(dbs_pool *p)
-{
-    dbs__shard *sh = shard_of(p);
-    dbs__lock_take(&sh->mu);
-    sh->n_holds--;
-    bool closed = sh->closed;
-    dbs__lock_give(&sh->mu);
-    if (closed)
-        dbs__pool_unref(p);
-}
 
-/* The pool's count of waiters, and its mirror for the fast paths. [mu] */
-static void set_waiting(dbs_pool *p, int n)
-{
-    p->n_waiting = n;
-    atomic_store_explicit(&p->n_waiting_hint, n, memory_order_seq_cst);
-}
 
-static void set_open(dbs_pool *p, int n)
-{
-    p->n_open = n;
-    atomic_store_explicit(&p->n_open_hint, n, memory_order_relaxed);
-}
 
 /* ---- waiters [mu] ---- */
 
-static void wait_enqueue(dbs_pool *p, dbs__waiter *w)
-{
-    w->next = NULL;
-    w->queued = true;
-    if (p->wait_tail)
-        p->wait_tail->next = w;
-    else
-        p->wait_head = w;
-    p->wait_tail = w;
-    set_waiting(p, p->n_waiting + 1);
-}
 
-static dbs__waiter *wait_pop(dbs_pool *p)
-{
-    dbs__waiter *w = p->wait_head;
-    if (!w)
-        return NULL;
-    p->wait_head = w->next;
-    if (!p->wait_head)
-        p->wait_tail = NULL;
-    w->next = NULL;
-    w->queued = false;
-    set_waiting(p, p->n_waiting - 1);
-    return w;
-}
 
-/* Only on timeout, so a linear walk is fine. */
-static void wait_remove(dbs_pool *p, dbs__waiter *w)
-{
-    dbs__waiter *prev = NULL;
-    for (dbs__waiter *q = p->wait_head; q; prev = q, q = q->next) {
-        if (q != w)
-            continue;
-        if (prev)
-            prev->next = w->next;
-        else
-            p->wait_head = w->next;
-        if (p->wait_tail == w)
-            p->wait_tail = prev;
-        w->queued = false;
-        set_waiting(p, p->n_waiting - 1);
-        return;
-    }
-}
 
-/* A slot has come free (a connection closed or a connect failed). If anyone
- * waits, the oldest waiter gets the reservation and connects itself, so a
- * slot never sits free while a thread waits. [mu] */
-static void pass_slot(dbs_pool *p)
-{
-    if (p->closed)
-        return;
-    dbs__waiter *w = wait_pop(p);
-    if (!w)
-        return;
-    w->may_create = true;
-    p->n_pending++;
-    POST_SEM(w->sem); /* under the lock: the waiter's stack frame is alive */
-}
 
-/* Gives c, which stays in use, to the oldest waiter; the waiter checks it
- * (lifetime, validation) and lists its session itself once awake. [mu] */
-static bool hand_off(dbs_pool *p, dbs__conn *c)
-{
-    dbs__waiter *w = wait_pop(p);
-    if (!w)
-        return false;
-    w->handed = c;
-    POST_SEM(w->sem); /* under the lock: the waiter's stack frame is alive */
-    return true;
-}
 
 /* ---- connections, outside the lock ---- */
 
-static dbs__conn *conn_open(dbs_pool *p, dbs_error *err)
-{
-    int delay = atomic_load_explicit(&dbs__fault.connect_delay_ms, memory_order_relaxed);
-    if (delay > 0)
-        dbs__sleep_ms(delay);
-    if (atomic_load_explicit(&dbs__fault.fail_connects, memory_order_relaxed) > 0 &&
-        atomic_fetch_sub(&dbs__fault.fail_connects, 1) > 0) {
-        dbs__err(err, DBS_ECONNECT, "cannot connect to %s: injected fault", p->url_redacted);
-        return NULL;
-    }
-    void *impl = p->drv->connect(&p->target, err);
-    if (!impl) {
-        /* A driver's parser may split a malformed URL elsewhere than
-         * dbs__redact does and quote the rest: scrub every reading. */
-        if (err)
-            dbs__scrub_url_secrets(p->url, err->message, sizeof err->message);
-        return NULL;
-    }
-    dbs__conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        p->drv->close(impl);
-        dbs__err(err, DBS_ENOMEM, "out of memory allocating a connection");
-        return NULL;
-    }
-    c->impl = impl;
-    c->created_ns = dbs__now_ns();
-    if (p->cfg.max_lifetime_ms > 0) {
-        /* Up to 2.5% less, at random, so connections opened together (at
-         * start, after a restart) do not all retire in the same instant. */
-        int64_t life = ms_ns(p->cfg.max_lifetime_ms);
-        int64_t jitter = (int64_t)(dbs__random() % (uint64_t)(life / 40 + 1));
-        c->expires_ns = c->created_ns + life - jitter;
-    }
-    return c;
-}
 
-static void conn_close(dbs_pool *p, dbs__conn *c)
-{
-    p->drv->close(c->impl);
-    free(c);
-}
 
-static bool conn_expired(const dbs__conn *c, int64_t now)
-{
-    return c->expires_ns != 0 && now >= c->expires_ns;
-}
 
-/* Which connections to ping before hand-out: those idle past the window,
- * and any idle since before a connection was last found broken. */
-static bool needs_validation(dbs_pool *p, const dbs__conn *c, int64_t idle_since,
-                             int64_t validate_before, int64_t now)
-{
-    (void)c;
-    if (!p->cfg.pre_ping)
-        return false;
-    return now - idle_since >= ms_ns(p->cfg.validation_window_ms) ||
-           idle_since < validate_before;
-}
 
-static int validate(dbs_pool *p, dbs__conn *c, dbs_error *err)
-{
-    if (atomic_load_explicit(&dbs__fault.fail_pings, memory_order_relaxed) > 0 &&
-        atomic_fetch_sub(&dbs__fault.fail_pings, 1) > 0)
-        return dbs__err(err, DBS_ECONNECT, "ping failed: injected fault");
-    if (p->drv->is_broken(c->impl))
-        return dbs__err(err, DBS_ECONNECT, "connection is broken");
-    return p->drv->ping(c->impl, err);
-}
 
-/* The circuit breaker, on a connect attempt's outcome. [mu] Returns the event
- * to emit once unlocked, or -1. */
-static int circuit_note(dbs_pool *p, bool ok, int64_t now)
-{
-    p->probing = false;
-    if (ok) {
-        p->consecutive_failures = 0;
-        if (p->circuit_open) {
-            p->circuit_open = false;
-            return DBS_EVENT_CIRCUIT_CLOSE;
-        }
-        return -1;
-    }
-    p->consecutive_failures++;
-    if (p->cfg.circuit_threshold <= 0)
-        return -1;
-    /* Probes start 50 ms apart and back off to the cool-down: the end of
-     * an outage is noticed within a cool-down, and a long outage costs the
-     * database one refused connect a cool-down. */
-    if (p->circuit_open) {
-        /* Clamped before doubling: a cool-down near INT_MAX must not
-         * overflow. */
-        if (p->circuit_backoff_ms > p->cfg.circuit_cooldown_ms / 2)
-            p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms;
-        else
-            p->circuit_backoff_ms *= 2;
-        p->circuit_open_until_ns = now + ms_ns(p->circuit_backoff_ms);
-        return -1;
-    }
-    if (p->consecutive_failures >= p->cfg.circuit_threshold) {
-        p->circuit_open = true;
-        p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms < 50 ? p->cfg.circuit_cooldown_ms : 50;
-        p->circuit_open_until_ns = now + ms_ns(p->circuit_backoff_ms);
-        return DBS_EVENT_CIRCUIT_OPEN;
-    }
-    return -1;
-}
 
-/* Whether a connect may go ahead, for a caller holding a reserved slot
- * (n_pending counted): while the circuit is open only one probe at a time,
- * once its back-off has passed. On refusal the slot is given back and the
- * caller gets DBS_EUNAVAILABLE. [mu] */
-static int circuit_admit(dbs_pool *p, dbs_error *err)
-{
-    if (!p->circuit_open)
-        return DBS_OK;
-    int64_t now = dbs__now_ns();
-    if (now >= p->circuit_open_until_ns && !p->probing) {
-        p->probing = true;
-        return DBS_OK;
-    }
-    p->n_pending--;
-    pass_slot(p);
-    p->counters.unavailable++;
-    int64_t left = (p->circuit_open_until_ns - now) / 1000000;
-    return dbs__err(err, DBS_EUNAVAILABLE,
-                    "database unavailable: %d connects in a row failed; failing fast, "
-                    "next attempt in %lld ms", p->consecutive_failures,
-                    (long long)(left > 0 ? left : 0));
-}
 
 /* ---- acquire and release ---- */
 
@@ -503,14 +137,14 @@ static int circuit_admit(dbs_pool *p, dbs_error *err)
 static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
     pthread_mutex_unlock(&p->mu);
-    dbs__conn *c = conn_open(p, err);
+    dbs__conn *c = dbs__conn_open(p, err);
     int64_t now = dbs__now_ns();
     pthread_mutex_lock(&p->mu);
     p->n_pending--;
-    int ev = circuit_note(p, c != NULL, now);
+    int ev = dbs__circuit_note(p, c != NULL, now);
     if (!c) {
         p->counters.connect_failures++;
-        pass_slot(p);
+        dbs__pass_slot(p);
         pthread_mutex_unlock(&p->mu);
         int code = err ? err->code : DBS_ECONNECT;
         dbs__emit(p, DBS_EVENT_CONNECT_FAILED, s, NULL, code, err ? err->message : NULL);
@@ -519,15 +153,13 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
         return code;
     }
     if (p->closed) {
-        pass_slot(p);
+        dbs__pass_slot(p);
         pthread_mutex_unlock(&p->mu);
-        conn_close(p, c);
+        dbs__conn_close(p, c);
         return dbs__err(err, DBS_ECLOSED, "the pool was closed while connecting");
     }
-    c->id = ++p->next_conn_id;
-    set_open(p, p->n_open + 1);
+    dbs__conn_counted(p, c);
     p->n_in_use++;
-    p->counters.created++;
     pthread_mutex_unlock(&p->mu);
     dbs__emit(p, DBS_EVENT_CONNECT, s, c, 0, NULL);
     if (ev >= 0)
@@ -546,10 +178,10 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     int64_t validate_before = atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
     const char *why = NULL;
     dbs_error perr;
-    if (conn_expired(c, now))
+    if (dbs__conn_expired(c, now))
         why = "lifetime";
-    else if (needs_validation(p, c, c->idle_since_ns, validate_before, now) &&
-             validate(p, c, &perr) != DBS_OK)
+    else if (dbs__needs_validation(p, c, c->idle_since_ns, validate_before, now) &&
+             dbs__conn_validate(p, c, &perr) != DBS_OK)
         why = "broken";
     if (!why) {
         checkout_done(p, s, c, start, now);
@@ -560,18 +192,10 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
         dbs__emit(p, DBS_EVENT_INVALIDATE, s, c, DBS_ECONNECT, perr.message);
     else
         dbs__emit(p, DBS_EVENT_CLOSE, s, c, 0, why);
-    conn_close(p, c);
+    dbs__conn_close(p, c);
     pthread_mutex_lock(&p->mu);
     p->n_in_use--;
-    set_open(p, p->n_open - 1);
-    p->counters.closed++;
-    if (broken) {
-        p->counters.closed_broken++;
-        p->counters.invalidated++;
-        atomic_store_explicit(&p->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
-    } else {
-        p->counters.closed_lifetime++;
-    }
+    dbs__conn_gone(p, broken ? DBS__GONE_BROKEN : DBS__GONE_LIFETIME, dbs__now_ns());
     if (p->closed) {
         pthread_mutex_unlock(&p->mu);
         return dbs__err(err, DBS_ECLOSED, "the pool is closed");
@@ -579,8 +203,8 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     /* A replacement keeps the caller's turn, but within its bound: after
      * the acquire timeout no connect is begun, so dbs_session_open returns
      * within acquire_timeout_ms plus one connect or one validation. */
-    if (dbs__now_ns() - start >= ms_ns(p->cfg.acquire_timeout_ms)) {
-        pass_slot(p);
+    if (dbs__now_ns() - start >= dbs__ms_ns(p->cfg.acquire_timeout_ms)) {
+        dbs__pass_slot(p);
         pthread_mutex_unlock(&p->mu);
         return dbs__err(err, DBS_ECONNECT,
                         "the connection failed validation (%s) and acquire_timeout_ms=%d "
@@ -588,7 +212,7 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
                         broken ? perr.message : why, p->cfg.acquire_timeout_ms);
     }
     p->n_pending++;
-    int rc = circuit_admit(p, err);
+    int rc = dbs__circuit_admit(p, true, err);
     if (rc != DBS_OK) {
         pthread_mutex_unlock(&p->mu);
         return rc;
@@ -596,40 +220,13 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     return acquire_create(p, s, start, err);
 }
 
-/* Each thread waits on one semaphore of its own, made on its first wait.
- * A thread waits for one pool at a time, and every post is consumed by the
- * wait it was meant for, so it is always at zero between waits. */
-static sem_t *waiter_sem(void)
-{
-    static _Thread_local sem_t sem;
-    static _Thread_local bool ready;
-    if (!ready) {
-        if (sem_init(&sem, 0, 0) != 0)
-            return NULL;
-        ready = true;
-    }
-    return &sem;
-}
 
-/* Waits for a post until deadline (CLOCK_MONOTONIC). */
-static bool wait_posted(sem_t *sem, int64_t deadline)
-{
-    struct timespec ts = dbs__timespec(deadline);
-    for (;;) {
-        if (sem_clockwait(sem, CLOCK_MONOTONIC, &ts) == 0) {
-            SEM_TAKEN(sem);
-            return true;
-        }
-        if (errno != EINTR)
-            return false;
-    }
-}
 
 /* The locked path: the idle list, a new connection, another shard's parked
  * connection, or the FIFO queue. */
 static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
-    const int64_t deadline = start + ms_ns(p->cfg.acquire_timeout_ms);
+    const int64_t deadline = start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
     dbs__waiter w = {0};
     dbs__conn *c = NULL;
     bool create = false;
@@ -646,9 +243,9 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
          * exited leaves its connection parked in its shard for good). */
         if (p->idle_head && p->mode != DBS_POOL_NONE) {
             c = idle_pick(p);
-            idle_remove(p, c);
+            dbs__idle_remove(p, c);
             p->n_in_use++;
-        } else if ((c = take_parked(p, memory_order_relaxed))) {
+        } else if ((c = dbs__take_parked(p, memory_order_relaxed))) {
             /* parked connections count in use already */
         } else if (p->n_open + p->n_pending < p->max_size) {
             create = true;
@@ -661,22 +258,22 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         return acquire_check(p, s, c, start, err);
     }
     if (!create) {
-        w.sem = waiter_sem();
+        w.sem = dbs__waiter_sem();
         if (!w.sem) {
             pthread_mutex_unlock(&p->mu);
             return dbs__err(err, DBS_ENOMEM, "cannot create a wait semaphore");
         }
-        wait_enqueue(p, &w);
+        dbs__wait_enqueue(p, &w);
         /* Connections parked before this thread counted itself as waiting
          * go to the queue, oldest waiter first. */
         while (p->wait_head) {
-            dbs__conn *pc = take_parked(p, memory_order_seq_cst);
+            dbs__conn *pc = dbs__take_parked(p, memory_order_seq_cst);
             if (!pc)
                 break;
-            hand_off(p, pc);
+            dbs__hand_off(p, pc);
         }
         pthread_mutex_unlock(&p->mu);
-        bool posted = wait_posted(w.sem, deadline);
+        bool posted = dbs__wait_posted(w.sem, deadline);
         if (posted && w.handed) {
             /* The server's post orders its writes before this read. */
             return acquire_check(p, s, w.handed, start, err);
@@ -699,7 +296,7 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         }
         if (!w.may_create) {
             if (w.queued)
-                wait_remove(p, &w);
+                dbs__wait_remove(p, &w);
             if (p->closed) {
                 pthread_mutex_unlock(&p->mu);
                 return dbs__err(err, DBS_ECLOSED, "the pool was closed while waiting");
@@ -717,7 +314,7 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         }
         /* pass_slot reserved a slot (n_pending) for us */
     }
-    rc = circuit_admit(p, err);
+    rc = dbs__circuit_admit(p, true, err);
     if (rc != DBS_OK) {
         pthread_mutex_unlock(&p->mu);
         return rc;
@@ -728,7 +325,7 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
 int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
 {
     const int64_t start = dbs__now_ns();
-    dbs__shard *sh = shard_of(p);
+    dbs__shard *sh = dbs__shard_of(p);
     s->shard = sh;
     dbs__lock_take(&sh->mu);
     if (sh->closed) {
@@ -740,15 +337,15 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
     /* The fast path: nobody waits, so this thread's parked connection is
      * its own to take, settled in this one hold of its shard's lock. */
     if (sh->parked && atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0) {
-        c = unpark(sh);
+        c = dbs__unpark(sh);
         int64_t validate_before =
             atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
-        if (!conn_expired(c, start) &&
-            !needs_validation(p, c, c->idle_since_ns, validate_before, start) &&
-            (!p->cfg.metrics || shard_hists(sh))) {
+        if (!dbs__conn_expired(c, start) &&
+            !dbs__needs_validation(p, c, c->idle_since_ns, validate_before, start) &&
+            (!p->cfg.metrics || dbs__shard_hists_of(sh))) {
             s->conn = c;
             s->opened_ns = start;
-            session_link(sh, s);
+            dbs__session_link(sh, s);
             sh->acquired++;
             if (p->cfg.metrics)
                 dbs__hist_add(&sh->hists->wait, 0);
@@ -760,7 +357,7 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
     dbs__lock_give(&sh->mu);
     int rc = c ? acquire_check(p, s, c, start, err) : acquire_slow(p, s, start, err);
     if (rc != DBS_OK)
-        shard_leave(p, sh);
+        dbs__shard_leave(p, sh);
     return rc;
 }
 
@@ -772,7 +369,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     enum dbs_event_kind ev = DBS_EVENT_CLOSE;
     int64_t now = dbs__now_ns();
     int64_t held_ns = now - s->opened_ns;
-    bool slow = p->cfg.slow_session_ms > 0 && held_ns >= ms_ns(p->cfg.slow_session_ms);
+    bool slow = p->cfg.slow_session_ms > 0 && held_ns >= dbs__ms_ns(p->cfg.slow_session_ms);
     bool fallback = false, parked = false, left = false;
 
     /* Before the connection is visible to anyone else, so checkout and
@@ -784,7 +381,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
     }
     dbs__lock_take(&sh->mu);
-    session_unlink(sh, s);
+    dbs__session_unlink(sh, s);
     s->conn = NULL;
     bool recovered = s->leak_reported;
     if (recovered)
@@ -794,7 +391,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     if (c) {
         sh->released++;
         if (p->cfg.metrics) {
-            dbs__shard_hists *h = shard_hists(sh);
+            dbs__shard_hists *h = dbs__shard_hists_of(sh);
             if (h)
                 dbs__hist_add(&h->use, held_ns / 1000);
             else
@@ -803,7 +400,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         /* Park it for this thread's next checkout unless it must go, the
          * shard holds one already, or anyone waits (see dbs__shard). */
         if (!discard && !sh->closed && !sh->parked && p->mode != DBS_POOL_NONE &&
-            !conn_expired(c, now) &&
+            !dbs__conn_expired(c, now) &&
             atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size &&
             atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0) {
             c->idle_since_ns = now;
@@ -818,7 +415,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
                 last_conn.pool = p;
                 last_conn.conn_id = c->id;
             } else {
-                unpark(sh);
+                dbs__unpark(sh);
             }
         }
     }
@@ -832,34 +429,33 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     if (c && !parked) {
         pthread_mutex_lock(&p->mu);
         p->n_in_use--;
+        enum dbs__gone why = DBS__GONE_POOL;
         if (discard) {
             reason = "broken";
             ev = DBS_EVENT_INVALIDATE;
-            p->counters.closed_broken++;
-            p->counters.invalidated++;
-            atomic_store_explicit(&p->validate_before_ns, now, memory_order_relaxed);
+            why = DBS__GONE_BROKEN;
         } else if (p->closed) {
             reason = "pool_close";
-            p->counters.closed_pool++;
+            why = DBS__GONE_POOL;
         } else if (p->mode == DBS_POOL_NONE) {
             reason = "no_pool";
-        } else if (conn_expired(c, now)) {
+            why = DBS__GONE_NONE_MODE;
+        } else if (dbs__conn_expired(c, now)) {
             reason = "lifetime";
-            p->counters.closed_lifetime++;
+            why = DBS__GONE_LIFETIME;
         } else if (p->n_open > p->cfg.pool_size && !p->wait_head) {
             reason = "overflow";
-            p->counters.closed_overflow++;
+            why = DBS__GONE_OVERFLOW;
         }
         if (reason) {
-            set_open(p, p->n_open - 1);
-            p->counters.closed++;
-            pass_slot(p);
+            dbs__conn_gone(p, why, now);
+            dbs__pass_slot(p);
         } else {
             c->idle_since_ns = now; /* just used: no ping needed */
-            if (hand_off(p, c)) {
+            if (dbs__hand_off(p, c)) {
                 p->n_in_use++; /* still in use, by the waiter now */
             } else {
-                idle_push(p, c);
+                dbs__idle_push(p, c);
                 last_conn.pool = p;
                 last_conn.conn_id = c->id;
             }
@@ -878,10 +474,10 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         dbs__emit(p, DBS_EVENT_SLOW_SESSION, s, c ? &view : NULL, 0, NULL);
     if (c && reason) {
         dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
-        conn_close(p, c);
+        dbs__conn_close(p, c);
     }
     if (!left)
-        shard_leave(p, sh); /* may free p */
+        dbs__shard_leave(p, sh); /* may free p */
 }
 
 void dbs__pool_count_retry(dbs_pool *p)
@@ -898,190 +494,6 @@ bool dbs__pool_closed(dbs_pool *p)
 
 /* ---- housekeeping ---- */
 
-void dbs__pool_maintain(dbs_pool *p)
-{
-    if (p->mode == DBS_POOL_NONE)
-        return;
-    int64_t now = dbs__now_ns();
-    dbs__conn *doomed[2] = {NULL, NULL}; /* [0] idle, [1] lifetime */
-    int64_t idle_ns = ms_ns(p->cfg.idle_timeout_ms);
-
-    pthread_mutex_lock(&p->mu);
-    if (p->closed) {
-        pthread_mutex_unlock(&p->mu);
-        return;
-    }
-    /* Parked connections age too: those the checks below may act on go
-     * back to the idle list; the rest count as idle for min_idle. */
-    int64_t ka = ms_ns(p->cfg.keepalive_ms);
-    int parked_idle = 0;
-    for (int i = 0; i < DBS__SHARDS; i++) {
-        dbs__shard *sh = &p->shards[i];
-        if (!atomic_load_explicit(&p->maybe_parked[i], memory_order_relaxed))
-            continue;
-        dbs__lock_take(&sh->mu);
-        dbs__conn *c = sh->parked;
-        if (!c)
-            atomic_store_explicit(&p->maybe_parked[i], false, memory_order_relaxed);
-        if (c && (conn_expired(c, now) || (idle_ns > 0 && now - c->idle_since_ns >= idle_ns) ||
-                  (ka > 0 && now - c->idle_since_ns >= ka))) {
-            unpark(sh);
-        } else {
-            parked_idle += c != NULL;
-            c = NULL;
-        }
-        dbs__lock_give(&sh->mu);
-        if (c) {
-            p->n_in_use--;
-            idle_push(p, c);
-        }
-    }
-    /* Oldest idle first: the tail has been idle longest. */
-    for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
-        prev = c->prev;
-        bool expired = conn_expired(c, now);
-        bool idle = idle_ns > 0 && now - c->idle_since_ns >= idle_ns &&
-                    p->n_open > p->cfg.min_idle;
-        if (!expired && !idle)
-            continue;
-        idle_remove(p, c);
-        set_open(p, p->n_open - 1);
-        p->counters.closed++;
-        if (expired)
-            p->counters.closed_lifetime++;
-        else
-            p->counters.closed_idle++;
-        c->next = doomed[expired];
-        doomed[expired] = c;
-        pass_slot(p);
-    }
-    /* Keep-alive: take connections idle past keepalive_ms off the list
-     * (counted in use, so nobody gets them mid-ping) and ping them below. */
-    dbs__conn *ping_list = NULL;
-    int pinging = 0; /* still idle, for min_idle's count */
-    if (ka > 0) {
-        for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
-            prev = c->prev;
-            if (now - c->idle_since_ns < ka)
-                continue;
-            idle_remove(p, c);
-            p->n_in_use++;
-            c->next = ping_list;
-            ping_list = c;
-            pinging++;
-        }
-    }
-    int want = p->cfg.min_idle - p->n_idle - pinging - parked_idle - p->n_pending;
-    int room = p->max_size - p->n_open - p->n_pending;
-    int create = want < room ? want : room;
-    if (create < 0)
-        create = 0;
-    p->n_pending += create;
-    pthread_mutex_unlock(&p->mu);
-
-    while (ping_list) {
-        dbs__conn *c = ping_list;
-        ping_list = c->next;
-        dbs_error perr;
-        bool ok = validate(p, c, &perr) == DBS_OK;
-        int64_t t = dbs__now_ns();
-        pthread_mutex_lock(&p->mu);
-        bool drop = !ok || p->closed;
-        if (!drop) {
-            c->idle_since_ns = t; /* just pinged */
-            if (!hand_off(p, c)) {
-                p->n_in_use--;
-                idle_push(p, c);
-            }
-        } else {
-            p->n_in_use--;
-            set_open(p, p->n_open - 1);
-            p->counters.closed++;
-            if (ok) {
-                p->counters.closed_pool++;
-            } else {
-                p->counters.closed_broken++;
-                p->counters.invalidated++;
-                atomic_store_explicit(&p->validate_before_ns, t, memory_order_relaxed);
-            }
-            pass_slot(p);
-        }
-        pthread_mutex_unlock(&p->mu);
-        if (drop) {
-            if (!ok)
-                dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, c, DBS_ECONNECT, perr.message);
-            conn_close(p, c);
-        }
-    }
-    for (int k = 0; k < 2; k++) {
-        while (doomed[k]) {
-            dbs__conn *next = doomed[k]->next;
-            dbs__emit(p, DBS_EVENT_CLOSE, NULL, doomed[k], 0, k ? "lifetime" : "idle");
-            conn_close(p, doomed[k]);
-            doomed[k] = next;
-        }
-    }
-
-    /* Warm-up: min_idle connects, made here and never on a request's
-     * path. Each reserved slot is either used or given back; the circuit
-     * breaker and a shutdown stop the round. */
-    for (int i = 0; i < create; i++) {
-        pthread_mutex_lock(&p->mu);
-        bool stop = p->closed;
-        if (!stop && p->circuit_open) {
-            if (dbs__now_ns() >= p->circuit_open_until_ns && !p->probing)
-                p->probing = true; /* this connect is the probe */
-            else
-                stop = true;
-        }
-        if (stop) {
-            for (int k = i; k < create; k++) {
-                p->n_pending--;
-                pass_slot(p);
-            }
-            pthread_mutex_unlock(&p->mu);
-            return;
-        }
-        pthread_mutex_unlock(&p->mu);
-        dbs_error err;
-        dbs__conn *c = conn_open(p, &err);
-        now = dbs__now_ns();
-        pthread_mutex_lock(&p->mu);
-        p->n_pending--;
-        int ev = circuit_note(p, c != NULL, now);
-        if (!c) {
-            p->counters.connect_failures++;
-            pass_slot(p);
-            for (int k = i + 1; k < create; k++) {
-                p->n_pending--; /* give back the rest too */
-                pass_slot(p);
-            }
-            pthread_mutex_unlock(&p->mu);
-            dbs__emit(p, DBS_EVENT_CONNECT_FAILED, NULL, NULL, err.code, err.message);
-            if (ev >= 0)
-                dbs__emit(p, (enum dbs_event_kind)ev, NULL, NULL, err.code, err.message);
-            return;
-        }
-        if (p->closed) {
-            pass_slot(p);
-            pthread_mutex_unlock(&p->mu);
-            conn_close(p, c);
-            continue; /* the next turn gives back the rest */
-        }
-        c->id = ++p->next_conn_id;
-        set_open(p, p->n_open + 1);
-        p->counters.created++;
-        c->idle_since_ns = now;
-        if (hand_off(p, c))
-            p->n_in_use++;
-        else
-            idle_push(p, c);
-        pthread_mutex_unlock(&p->mu);
-        dbs__emit(p, DBS_EVENT_CONNECT, NULL, c, 0, NULL);
-        if (ev >= 0)
-            dbs__emit(p, (enum dbs_event_kind)ev, NULL, c, 0, NULL);
-    }
-}
 
 /* ---- open and close ---- */
 
@@ -1134,6 +546,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     int memory;
     if (dbs__url_parse(cfg->url, &drv, &conninfo, &memory, err) != DBS_OK)
         return NULL;
+    drv = dbs__fault_driver(drv);
 
     /* Aligned for its shards, which keep to cache lines of their own. */
     dbs_pool *p = aligned_alloc(_Alignof(dbs_pool), sizeof *p);
@@ -1206,21 +619,24 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
      * before the program starts serving; lazy_open skips it, for a
      * program that must start while the database is down. */
     if (!cfg->lazy_open) {
-        dbs__conn *c = conn_open(p, err);
+        dbs__conn *c = dbs__conn_open(p, err);
         if (!c) {
             pool_free(p);
             return NULL;
         }
-        c->id = ++p->next_conn_id;
-        p->counters.created++;
+        int64_t now = dbs__now_ns();
+        pthread_mutex_lock(&p->mu); /* no other thread yet: for the rule */
+        dbs__conn_counted(p, c);
         if (p->mode == DBS_POOL_NONE) {
-            conn_close(p, c);
-            p->counters.closed++;
+            dbs__conn_gone(p, DBS__GONE_NONE_MODE, now);
         } else {
-            c->idle_since_ns = dbs__now_ns();
-            idle_push(p, c);
-            set_open(p, 1);
+            c->idle_since_ns = now;
+            dbs__idle_push(p, c);
+            c = NULL;
         }
+        pthread_mutex_unlock(&p->mu);
+        if (c)
+            dbs__conn_close(p, c);
     }
     if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
         dbs_pool_close(p);
@@ -1245,11 +661,13 @@ static void begin_shutdown(dbs_pool *p)
     atomic_store(&p->is_closed, true);
     /* Each wakes with neither a connection nor a slot, sees p->closed and
      * returns DBS_ECLOSED. */
-    for (dbs__waiter *w; (w = wait_pop(p));)
+    for (dbs__waiter *w; (w = dbs__wait_pop(p));)
         POST_SEM(w->sem);
+    const int64_t now = dbs__now_ns();
     dbs__conn *idle = p->idle_head;
+    for (dbs__conn *c = idle; c; c = c->next)
+        dbs__conn_gone(p, DBS__GONE_POOL, now);
     p->idle_head = p->idle_tail = NULL;
-    int closing = p->n_idle;
     p->n_idle = 0;
     /* From now on no shard parks or counts a new session; the sessions
      * and holds still counted keep the pool allocated through refs, and
@@ -1258,26 +676,23 @@ static void begin_shutdown(dbs_pool *p)
         dbs__shard *sh = &p->shards[i];
         dbs__lock_take(&sh->mu);
         sh->closed = true;
-        dbs__conn *c = unpark(sh);
+        dbs__conn *c = dbs__unpark(sh);
         if (c) {
             c->next = idle;
             idle = c;
             p->n_in_use--;
-            closing++;
+            dbs__conn_gone(p, DBS__GONE_POOL, now);
         }
         p->n_draining += sh->n_sessions;
         atomic_fetch_add(&p->refs, sh->n_sessions + sh->n_holds);
         dbs__lock_give(&sh->mu);
     }
-    set_open(p, p->n_open - closing);
-    p->counters.closed += (uint64_t)closing;
-    p->counters.closed_pool += (uint64_t)closing;
     pthread_mutex_unlock(&p->mu);
 
     dbs__housekeeper_stop(p);
     while (idle) {
         dbs__conn *next = idle->next;
-        conn_close(p, idle);
+        dbs__conn_close(p, idle);
         idle = next;
     }
 }
@@ -1286,7 +701,7 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
 {
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
-    const int64_t deadline = dbs__now_ns() + ms_ns(timeout_ms > 0 ? timeout_ms : 0);
+    const int64_t deadline = dbs__now_ns() + dbs__ms_ns(timeout_ms > 0 ? timeout_ms : 0);
     begin_shutdown(p);
     pthread_mutex_lock(&p->mu);
     while (p->n_draining > 0 && timeout_ms != 0) {

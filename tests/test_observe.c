@@ -715,6 +715,7 @@ static void test_keepalive_and_min_idle(void)
 
 int main(void)
 {
+    atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
     test_histogram_math();
     test_leak_reported_with_line();
     test_leak_at_pool_close();

@@ -621,6 +621,7 @@ static void test_ping(void)
 
 int main(void)
 {
+    atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
     test_acquire_timeout();
     test_fifo_handoff();
     test_no_barging();
