@@ -25,7 +25,8 @@ static const char *const event_names[] = {
 
 static bool logged_by_default(enum dbs_event_kind k)
 {
-    return k == DBS_EVENT_LEAK || k == DBS_EVENT_LEAK_RECOVERED || k == DBS_EVENT_INVALIDATE;
+    return k == DBS_EVENT_LEAK || k == DBS_EVENT_LEAK_RECOVERED || k == DBS_EVENT_INVALIDATE ||
+           k == DBS_EVENT_NOTICE;
 }
 
 /* Appends key=value, quoting values that need it, as logfmt readers expect. */
@@ -106,22 +107,25 @@ static void log_event(const dbs_pool *p, const dbs_event *ev)
     fprintf(stderr, "%s\n", buf);
 }
 
-void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
-                     const dbs__conn *c, int code, const char *reason)
+void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *who, int code,
+                     const char *reason)
 {
+    static const dbs__who nobody;
+    if (!who)
+        who = &nobody;
     bool log = p->cfg.log_events && logged_by_default(kind);
     int64_t now = dbs__now_ns();
     dbs_event ev = {
         .kind = kind,
         .name = event_names[kind],
-        .ctx = s ? &s->ctx : NULL,
-        .file = s ? s->file : NULL,
-        .line = s ? s->line : 0,
-        .func = s ? s->func : NULL,
-        .thread = s ? (unsigned long)s->owner : 0,
-        .conn_id = c ? c->id : 0,
-        .age_ms = s && s->opened_ns ? (now - s->opened_ns) / 1000000
-                  : c ? (now - c->created_ns) / 1000000 : 0,
+        .ctx = who->ctx,
+        .file = who->file,
+        .line = who->line,
+        .func = who->func,
+        .thread = who->thread,
+        .conn_id = who->conn_id,
+        .age_ms = who->since_ns ? (now - who->since_ns) / 1000000
+                  : who->conn_id ? (now - who->conn_created_ns) / 1000000 : 0,
         .code = code,
         .reason = reason,
     };

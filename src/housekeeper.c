@@ -18,8 +18,8 @@
 enum { LEAK_BATCH = 32, LEAK_STR = 128 };
 
 typedef struct leak_report {
-    dbs_session view;       /* file, line, func, owner, opened_ns, ctx */
-    dbs__conn conn;         /* id and created_ns only */
+    dbs__who who;
+    dbs_context ctx;        /* who.ctx points here; strings in strs */
     char strs[3][LEAK_STR];
 } leak_report;
 
@@ -53,20 +53,11 @@ static int collect_leaks(dbs__shard *sh, int64_t now, int64_t threshold_ns, bool
             sh->leaks++;
         }
         leak_report *r = &out[n++];
-        memset(&r->view, 0, sizeof r->view);
-        r->view.file = s->file;
-        r->view.line = s->line;
-        r->view.func = s->func;
-        r->view.owner = s->owner;
-        r->view.opened_ns = s->opened_ns;
-        r->view.ctx.request_id = copy_str(r->strs[0], s->ctx.request_id);
-        r->view.ctx.user_id = copy_str(r->strs[1], s->ctx.user_id);
-        r->view.ctx.tenant_id = copy_str(r->strs[2], s->ctx.tenant_id);
-        memset(&r->conn, 0, sizeof r->conn);
-        if (s->conn) {
-            r->conn.id = s->conn->id;
-            r->conn.created_ns = s->conn->created_ns;
-        }
+        r->who = dbs__who_of(s, s->conn);
+        r->ctx.request_id = copy_str(r->strs[0], s->ctx.request_id);
+        r->ctx.user_id = copy_str(r->strs[1], s->ctx.user_id);
+        r->ctx.tenant_id = copy_str(r->strs[2], s->ctx.tenant_id);
+        r->who.ctx = &r->ctx;
     }
     return n;
 }
@@ -84,8 +75,7 @@ void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
             int n = collect_leaks(sh, dbs__now_ns(), threshold, all, batch);
             dbs__lock_give(&sh->mu);
             for (int k = 0; k < n; k++)
-                dbs__emit(p, DBS_EVENT_LEAK, &batch[k].view,
-                          batch[k].conn.id ? &batch[k].conn : NULL, 0, reason);
+                dbs__emit_who(p, DBS_EVENT_LEAK, &batch[k].who, 0, reason);
             if (n < LEAK_BATCH)
                 break;
         }

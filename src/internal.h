@@ -323,11 +323,25 @@ void dbs__rows_close_all(dbs_session *s);
 
 /* ---- event.c ---- */
 
-/* Builds and delivers an event: to cfg.on_event and, for leaks and
- * invalidations when log_events is on, to stderr as one logfmt line. Never
- * call with p->mu held. s and c may be NULL. */
-void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
-                     const dbs__conn *c, int code, const char *reason);
+/* Whom an event is about: a copy of what it quotes, so that it can be made
+ * from a session, a connection, a leak report or a dbs_transact call alike,
+ * and outlive them while it is delivered. */
+typedef struct dbs__who {
+    const dbs_context *ctx;   /* NULL: none */
+    const char *file;         /* acquire site, or NULL */
+    int line;
+    const char *func;
+    unsigned long thread;     /* owner thread, 0: none */
+    int64_t since_ns;         /* the session's checkout, 0: no session */
+    uint64_t conn_id;         /* 0: no connection */
+    int64_t conn_created_ns;
+} dbs__who;
+
+/* Delivers an event: to cfg.on_event and, for leaks, invalidations and
+ * notices when log_events is on, to stderr as one logfmt line. Never call
+ * with p->mu or a shard lock held. */
+void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *who, int code,
+                     const char *reason);
 
 /* Whether an event goes anywhere: checked inline, because checkout and
  * checkin events happen on every cycle and usually nobody listens. */
@@ -335,14 +349,42 @@ static inline bool dbs__event_wanted(const dbs_pool *p, enum dbs_event_kind kind
 {
     return p->cfg.on_event ||
            (p->cfg.log_events && (kind == DBS_EVENT_LEAK || kind == DBS_EVENT_LEAK_RECOVERED ||
-                                  kind == DBS_EVENT_INVALIDATE));
+                                  kind == DBS_EVENT_INVALIDATE || kind == DBS_EVENT_NOTICE));
+}
+
+/* s's and c's part of an event; either may be NULL. */
+static inline dbs__who dbs__who_of(const dbs_session *s, const dbs__conn *c)
+{
+    dbs__who w = {0};
+    if (s) {
+        w.ctx = &s->ctx;
+        w.file = s->file;
+        w.line = s->line;
+        w.func = s->func;
+        w.thread = (unsigned long)s->owner;
+        w.since_ns = s->opened_ns;
+    }
+    if (c) {
+        w.conn_id = c->id;
+        w.conn_created_ns = c->created_ns;
+    }
+    return w;
 }
 
 static inline void dbs__emit(dbs_pool *p, enum dbs_event_kind kind, const dbs_session *s,
                              const dbs__conn *c, int code, const char *reason)
 {
+    if (dbs__event_wanted(p, kind)) {
+        dbs__who w = dbs__who_of(s, c);
+        dbs__emit_event(p, kind, &w, code, reason);
+    }
+}
+
+static inline void dbs__emit_who(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *w,
+                                 int code, const char *reason)
+{
     if (dbs__event_wanted(p, kind))
-        dbs__emit_event(p, kind, s, c, code, reason);
+        dbs__emit_event(p, kind, w, code, reason);
 }
 
 /* ---- fault.c: deterministic failures for tests, off unless armed ---- */

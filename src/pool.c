@@ -374,12 +374,9 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
 
     /* Before the connection is visible to anyone else, so checkout and
      * checkin events of one connection never cross. */
-    dbs__conn view = {0};
-    if (c) {
-        view.id = c->id;
-        view.created_ns = c->created_ns;
-        dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
-    }
+    const dbs__who who = dbs__who_of(s, c); /* c may be another's later */
+    if (c)
+        dbs__emit_who(p, DBS_EVENT_CHECKIN, &who, 0, NULL);
     dbs__lock_take(&sh->mu);
     dbs__session_unlink(sh, s);
     s->conn = NULL;
@@ -469,9 +466,9 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
     }
     /* c may be another thread's (or closed) by now: events quote a copy. */
     if (recovered)
-        dbs__emit(p, DBS_EVENT_LEAK_RECOVERED, s, c ? &view : NULL, 0, NULL);
+        dbs__emit_who(p, DBS_EVENT_LEAK_RECOVERED, &who, 0, NULL);
     if (slow)
-        dbs__emit(p, DBS_EVENT_SLOW_SESSION, s, c ? &view : NULL, 0, NULL);
+        dbs__emit_who(p, DBS_EVENT_SLOW_SESSION, &who, 0, NULL);
     if (c && reason) {
         dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
         dbs__conn_close(p, c);

@@ -198,48 +198,39 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err)
     return DBS_OK;
 }
 
-int dbs_commit(dbs_session *s, dbs_error *err)
+/* dbs_commit and dbs_rollback: the same checks and bookkeeping around the
+ * backend's commit or rollback. */
+static int end_tx(dbs_session *s, bool commit, dbs_error *err)
 {
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
         return rc;
-    if (!s->in_tx) {
-        if (err)
-            err->code = DBS_OK;
-        return DBS_OK;
+    if (s->in_tx) {
+        set_tx(s, false);
+        void *c = s->conn->impl;
+        rc = commit ? s->pool->drv->commit(c, err) : s->pool->drv->rollback(c, err);
+        /* Only a refusal from the database (serialization failure, a
+         * deferred constraint, a transaction that had already failed)
+         * proves a COMMIT committed nothing; anything else may have. */
+        if (commit && (rc == DBS_OK || rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ECONNECT ||
+                       rc == DBS_ESTMT_TIMEOUT))
+            s->committed = true;
+        if (rc != DBS_OK)
+            return dbs__session_failed(s, rc);
     }
-    set_tx(s, false);
-    rc = s->pool->drv->commit(s->conn->impl, err);
-    /* Only a refusal from the database (serialization failure, a deferred
-     * constraint, a transaction that had already failed) proves nothing
-     * was committed; anything else may have been. */
-    if (rc == DBS_OK || rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ECONNECT ||
-        rc == DBS_ESTMT_TIMEOUT)
-        s->committed = true;
-    if (rc != DBS_OK)
-        return dbs__session_failed(s, rc);
     if (err)
         err->code = DBS_OK;
     return DBS_OK;
 }
 
+int dbs_commit(dbs_session *s, dbs_error *err)
+{
+    return end_tx(s, true, err);
+}
+
 int dbs_rollback(dbs_session *s, dbs_error *err)
 {
-    int rc = dbs__session_check(s, err);
-    if (rc != DBS_OK)
-        return rc;
-    if (!s->in_tx) {
-        if (err)
-            err->code = DBS_OK;
-        return DBS_OK;
-    }
-    set_tx(s, false);
-    rc = s->pool->drv->rollback(s->conn->impl, err);
-    if (rc != DBS_OK)
-        return dbs__session_failed(s, rc);
-    if (err)
-        err->code = DBS_OK;
-    return DBS_OK;
+    return end_tx(s, false, err);
 }
 
 static void session_close(dbs_session *s)
@@ -374,16 +365,10 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         if (!transient(rc) || committed || attempt >= retry_max)
             return rc;
         dbs__pool_count_retry(pool);
-        {
-            /* the retry event carries the caller's context, not a session */
-            dbs_session view = {0};
-            if (ctx)
-                view.ctx = *ctx;
-            view.file = file;
-            view.line = line;
-            view.func = func;
-            dbs__emit(pool, DBS_EVENT_RETRY, &view, NULL, rc, err->message);
-        }
+        /* the retry event carries the caller's context, not a session */
+        const dbs__who who = {.ctx = ctx, .file = file, .line = line, .func = func,
+                              .thread = (unsigned long)pthread_self()};
+        dbs__emit_who(pool, DBS_EVENT_RETRY, &who, rc, err->message);
         /* Full jitter: a random wait up to a ceiling that doubles each
          * attempt, so retrying clients spread out instead of colliding again. */
         int64_t ceiling = pool->cfg.retry_base_ms;

@@ -6,6 +6,8 @@
  * SQLite and PostgreSQL, and means most under ASan and TSan. */
 #include "common.h"
 
+#include <sys/stat.h>
+
 static dbs_config base_config(void)
 {
     dbs_config cfg;
@@ -283,14 +285,84 @@ static void test_exited_threads_connections_are_reused(void)
     dbs_pool_close(p);
 }
 
+/* ---- bounded shutdown, lazy open ---- */
+
+/* The housekeeper stuck in a connect to a server that does not answer must
+ * not hold the close hostage: close returns, and the housekeeper finishes
+ * on its own later (it keeps the pool's memory until then). */
+static void test_close_not_held_by_housekeeper(void)
+{
+    dbs_config cfg = base_config();
+    cfg.min_idle = 3; /* the housekeeper connects at once */
+    cfg.pool_size = 4;
+    cfg.lazy_open = 1; /* so that only the housekeeper connects */
+    atomic_store(&dbs__fault.connect_delay_ms, 20000);
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    WAIT_UNTIL(stats_of(p).pending > 0, 30000);
+    CHECK(stats_of(p).pending > 0); /* stuck in its min_idle connects */
+    int64_t t0 = now_ms();
+    CHECK_EQ(dbs_pool_shutdown(p, 100), 0);
+    dbs_pool_close(p);
+    /* a hang guard, not a measurement: the stall is 20 s */
+    CHECK_INT(now_ms() - t0, <, 15000);
+    atomic_store(&dbs__fault.connect_delay_ms, 0);
+}
+
+/* lazy_open: the pool opens without the database, fails fast while it is
+ * missing, and serves as soon as it is there. SQLite stands in for a
+ * server that is down: a file in a directory that does not exist yet. */
+static void test_lazy_open(void)
+{
+    if (test_is_pg(test_url("shutdown")))
+        return; /* the PostgreSQL side is proven with a stopped listener in test_pg_bounds */
+    char dir[800], url[900];
+    snprintf(dir, sizeof dir, "/tmp/dbscope-lazy-%ld", (long)getpid());
+    snprintf(url, sizeof url, "sqlite://%s/app.db", dir);
+    dbs_config cfg = base_config();
+    cfg.url = url;
+    cfg.lazy_open = 1;
+    cfg.circuit_threshold = 2;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    CHECK(p); /* nothing to connect to, and it opened anyway */
+    CHECK_EQ(stats_of(p).size, 0);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EUNAVAILABLE); /* failing fast now */
+    CHECK_EQ(mkdir(dir, 0700), 0);
+    dbs_session *s = NULL;
+    for (int i = 0; i < 2000 && !s; i++) {
+        s = dbs_session_open(p, NULL, &err);
+        if (!s)
+            dbs__sleep_ms(5);
+    }
+    CHECK(s); /* serves once the database is there */
+    CHECK_OK(dbs_exec(s, "SELECT 1", NULL, 0, &err), &err);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    char f[1000];
+    snprintf(f, sizeof f, "%s/app.db", dir);
+    unlink(f);
+    snprintf(f, sizeof f, "%s/app.db-wal", dir);
+    unlink(f);
+    snprintf(f, sizeof f, "%s/app.db-shm", dir);
+    unlink(f);
+    rmdir(dir);
+}
+
 int main(void)
 {
+    atomic_store(&dbs__fault.armed, 1);
     test_shutdown_stops_workers();
     test_shutdown_reports_sessions_still_open();
     test_shutdown_waits_for_a_session();
     test_close_during_transact_backoff();
     test_no_stale_wakeup_after_shutdown();
     test_exited_threads_connections_are_reused();
+    test_close_not_held_by_housekeeper();
+    test_lazy_open();
     puts("test_shutdown: ok");
     return 0;
 }
