@@ -374,9 +374,12 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
 
     /* Before the connection is visible to anyone else, so checkout and
      * checkin events of one connection never cross. */
-    const dbs__who who = dbs__who_of(s, c); /* c may be another's later */
+    /* c may be another thread's (or closed) by the time the events below
+     * go out: they quote a copy. */
+    const uint64_t conn_id = c ? c->id : 0;
+    const int64_t conn_created_ns = c ? c->created_ns : 0;
     if (c)
-        dbs__emit_who(p, DBS_EVENT_CHECKIN, &who, 0, NULL);
+        dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
     dbs__lock_take(&sh->mu);
     dbs__session_unlink(sh, s);
     s->conn = NULL;
@@ -464,11 +467,15 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         dbs__hist_add(&p->use_hist, held_ns / 1000);
         pthread_mutex_unlock(&p->mu);
     }
-    /* c may be another thread's (or closed) by now: events quote a copy. */
-    if (recovered)
-        dbs__emit_who(p, DBS_EVENT_LEAK_RECOVERED, &who, 0, NULL);
-    if (slow)
-        dbs__emit_who(p, DBS_EVENT_SLOW_SESSION, &who, 0, NULL);
+    if (recovered || slow) {
+        dbs__who who = dbs__who_of(s, NULL);
+        who.conn_id = conn_id;
+        who.conn_created_ns = conn_created_ns;
+        if (recovered)
+            dbs__emit_who(p, DBS_EVENT_LEAK_RECOVERED, &who, 0, NULL);
+        if (slow)
+            dbs__emit_who(p, DBS_EVENT_SLOW_SESSION, &who, 0, NULL);
+    }
     if (c && reason) {
         dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
         dbs__conn_close(p, c);
