@@ -574,6 +574,7 @@ def main_api(args, url, workdir):
         if args.backend == "pg":
             tokens.update(ann=ann, bob=bob)
             rls(url, svc, tokens, args.rls_probe)
+            invalidations_logged(svc, args, url, ann)
     finally:
         code = svc.stop()
     check(code == 0, "SIGTERM: exit 0 (got %s)" % code)
@@ -772,6 +773,37 @@ def patch_shifts(svc, ann, bob):
     st, _, doc, _ = svc.request("GET", path, token=ann)
     check(st == 200 and doc["ends_at"] > doc["starts_at"],
           "after concurrent PATCHes the shift still ends after it starts: %s" % doc)
+
+
+def invalidations_logged(svc, args, url, token):
+    """dbscope's events reach the service's log through its on_event, as
+    the library's own logger printed them: every server process of the
+    service's connections is killed, and the connections found dead are
+    logged as event=invalidate lines."""
+    super_url = open(args.super_url_file).read().strip()
+    db = urllib.parse.urlsplit(url).path.lstrip("/")
+    killed = psql(super_url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE datname = '%s' AND pid <> pg_backend_pid()" % db)
+    check(killed and int(killed[0]) > 0, "killed the service's connections: %s" % killed)
+    # every pooled connection is dead: enough requests at once reach them all
+    statuses = []
+
+    def client():
+        for _ in range(10):
+            st, _, _, _ = svc.request("GET", "/api/shifts", token=token)
+            statuses.append(st)
+
+    ts = [threading.Thread(target=client) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(set(statuses) <= {200, 503} and 200 in statuses,
+          "requests after the kill answered 200 (or 503): %s" % sorted(set(statuses)))
+    lines = [l for l in svc.log().splitlines() if "msg=dbscope event=invalidate" in l]
+    check(lines and all(re.match(r"time=\S+ level=info msg=dbscope event=invalidate request_id=\S+ "
+                                 r"user_id=\S+ conn=\d+ ", l) for l in lines),
+          "dead connections logged as logfmt event=invalidate lines: %s" % lines[:2])
 
 
 def notices_logged(args, url, workdir):
