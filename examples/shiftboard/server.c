@@ -147,7 +147,10 @@ static void log_event(const dbs_event *ev, void *user)
     char reason[sizeof text * 4 + 8], at[300], site[sizeof at * 4 + 8], request_id[80],
         user_id[48];
     logfmt_value(text, true, reason, sizeof reason);
-    snprintf(at, sizeof at, "%s:%d", ev->file ? ev->file : "-", ev->line);
+    if (ev->file)
+        snprintf(at, sizeof at, "%s:%d", ev->file, ev->line);
+    else
+        snprintf(at, sizeof at, "-");
     logfmt_value(at, false, site, sizeof site);
     logfmt_value(ev->ctx && ev->ctx->request_id ? ev->ctx->request_id : "-", false, request_id,
                  sizeof request_id);

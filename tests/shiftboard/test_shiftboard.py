@@ -820,7 +820,7 @@ def notices_logged(args, url, workdir):
         raw = [l for l in lines if l.startswith(("NOTICE:", "WARNING:"))]
         check(not raw, "%s start: no raw notice on stderr: %s" % (start, raw[:2]))
         logged = [l for l in lines if re.match(
-            r'time=\S+ level=(info|warn) msg=dbscope event=notice .*reason="[^"]*skipping', l)]
+            r'time=\S+ level=(info|warn) msg=dbscope event=notice .*reason="(?:[^"\\]|\\.)*skipping"$', l)]
         check(logged, "%s start: the server's notices logged as logfmt lines" % start)
         print("notices logged on the %s start: %s" % (start, logged[:1]), flush=True)
 
