@@ -5,13 +5,15 @@
   test_shiftboard.py --binary PATH --backend pg --url-file FILE --super-url-file FILE
                      --rls-probe PATH
   test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
+  test_shiftboard.py --binary PATH --backend pg-notices --url-file FILE --super-url-file FILE
 
 sqlite and pg run the same API checks; pg runs them in a database of its
 own on the shared throwaway server and adds that row-level security holds
 for queries with no WHERE clause, through psql and through dbscope itself
 (rls_probe.c). pg-outage starts a private PostgreSQL, stops it under the
 service and starts it again: /health goes 503 with Retry-After and comes
-back by itself. Only the standard library. No timing is asserted: waits
+back by itself. pg-notices starts the service on a fresh database and
+looks for the server's notices in its log. Only the standard library. No timing is asserted: waits
 poll with generous limits.
 """
 import argparse
