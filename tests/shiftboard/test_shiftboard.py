@@ -13,8 +13,8 @@ for queries with no WHERE clause, through psql and through dbscope itself
 (rls_probe.c). pg-outage starts a private PostgreSQL, stops it under the
 service and starts it again: /health goes 503 with Retry-After and comes
 back by itself. pg-notices starts the service on a fresh database and
-looks for the server's notices in its log. Only the standard library. No timing is asserted: waits
-poll with generous limits.
+looks for the server's notices in its log. Only the standard library. No
+timing is asserted: waits poll with generous limits.
 """
 import argparse
 import http.client
