@@ -140,11 +140,18 @@ quick_start() {
   [ "$code" -ne 0 ] || { echo "Quick start exited 0 on a database it cannot open"; return 1; }
   (cd "$work/qs" && DB_POOL_SIZE=banana ./app) && code=0 || code=$?
   [ "$code" -ne 0 ] || { echo "Quick start exited 0 on a bad DB_POOL_SIZE"; return 1; }
-  sqlite3_cmd="CREATE TABLE shift (title TEXT NOT NULL)"
+  # a table without the owner column: the INSERT fails
   python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()' \
-    "$work/qs/other.db" "$sqlite3_cmd" &&
+    "$work/qs/other.db" "CREATE TABLE shift (title TEXT NOT NULL)" &&
     { (cd "$work/qs" && DATABASE_URL="sqlite:other.db" ./app) && code=0 || code=$?; }
   [ "$code" -ne 0 ] || { echo "Quick start exited 0 when its INSERT failed"; return 1; }
+  # the INSERT passes (a trigger swallows it), the SELECT fails while reading
+  python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2])' \
+    "$work/qs/select.db" "CREATE VIEW shift AS SELECT 'x' AS title, 42 AS owner
+                            WHERE abs(-9223372036854775807 - 1);
+                          CREATE TRIGGER shift_insert INSTEAD OF INSERT ON shift BEGIN SELECT 1; END;" &&
+    { (cd "$work/qs" && DATABASE_URL="sqlite:select.db" ./app) && code=0 || code=$?; }
+  [ "$code" -ne 0 ] || { echo "Quick start exited 0 when its SELECT failed"; return 1; }
 }
 check "README.md's Quick start: builds with -Wall -Wextra -Werror, runs, fails loudly" quick_start
 
