@@ -456,6 +456,129 @@ static void one_shift(const sb_app *app, sb_request *req, sb_response *res, int6
     }
 }
 
+/* What a PATCH found: the unit of work answers it without writing, so a
+ * refused change commits nothing. */
+enum { PATCH_DONE, PATCH_MISSING, PATCH_ENDS_FIRST };
+
+/* One statement merges the given fields over the stored ones and checks
+ * the merged times, so two concurrent PATCHes of one shift cannot each
+ * pass the check against what the other is changing. NULL parameters keep
+ * the stored value (COALESCE). */
+static int update_shift_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct shift_io *io = arg;
+    dbs_value v[] = {DBS_INT(io->id),
+                     DBS_INT(io->user_id),
+                     io->title ? DBS_TEXT(io->title) : DBS_NULL,
+                     io->starts_at ? DBS_TEXT(io->starts_at) : DBS_NULL,
+                     io->starts_at ? DBS_INT(io->starts) : DBS_NULL,
+                     io->ends_at ? DBS_TEXT(io->ends_at) : DBS_NULL,
+                     io->ends_at ? DBS_INT(io->ends) : DBS_NULL};
+    dbs_rows *r = dbs_query(s,
+                            "UPDATE shifts SET title = COALESCE($3, title), "
+                            "starts_at = COALESCE($4, starts_at), "
+                            "starts_epoch = COALESCE($5, starts_epoch), "
+                            "ends_at = COALESCE($6, ends_at), "
+                            "ends_epoch = COALESCE($7, ends_epoch) "
+                            "WHERE id = $1 AND user_id = $2 "
+                            "AND COALESCE($7, ends_epoch) > COALESCE($5, starts_epoch) "
+                            "RETURNING id, title, starts_at, ends_at",
+                            v, 7, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    json_decref(io->out); /* a retried unit starts over */
+    io->out = n == 1 ? shift_json(r) : NULL;
+    dbs_rows_close(r);
+    if (n < 0)
+        return n;
+    if (n == 1) {
+        io->affected = PATCH_DONE;
+        return 0;
+    }
+    /* nothing updated: no such shift of this user, or the merged times
+     * are backwards */
+    dbs_rows *q = dbs_query(s, "SELECT 1 FROM shifts WHERE id = $1 AND user_id = $2", v, 2, err);
+    if (!q)
+        return err->code;
+    n = dbs_rows_next(q, err);
+    dbs_rows_close(q);
+    if (n < 0)
+        return n;
+    io->affected = n == 1 ? PATCH_ENDS_FIRST : PATCH_MISSING;
+    return 0;
+}
+
+/* The fields a PATCH may carry, each optional, with create's rules. */
+static const char *const patch_fields[] = {"title", "starts_at", "ends_at"};
+
+/* PATCH /api/shifts/{id}: any of title, starts_at, ends_at; the merged
+ * shift must still end after it starts. Unknown fields are refused, not
+ * ignored: a misspelt field ("start_at") must not pass as a change that
+ * did nothing. */
+static void update_shift(const sb_app *app, sb_request *req, sb_response *res, int64_t id)
+{
+    json_t *body = body_object(req, res);
+    if (!body)
+        return;
+    const char *key;
+    json_t *value;
+    json_object_foreach(body, key, value) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof patch_fields / sizeof patch_fields[0]; i++)
+            known = known || !strcmp(key, patch_fields[i]);
+        if (!known) {
+            sb_error(res, 400, "unknown field \"%.64s\": a shift has title, starts_at and ends_at",
+                     key);
+            json_decref(body);
+            return;
+        }
+    }
+    if (json_object_size(body) == 0) {
+        sb_error(res, 400, "nothing to change: give title, starts_at or ends_at");
+        json_decref(body);
+        return;
+    }
+    struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .id = id};
+    bool ok = true;
+    if (json_object_get(body, "title"))
+        ok = (io.title = text_field(body, "title", 1, 200, res)) != NULL;
+    if (ok && json_object_get(body, "starts_at")) {
+        ok = (io.starts_at = text_field(body, "starts_at", 1, 64, res)) != NULL;
+        if (ok && !(ok = sb_parse_rfc3339(io.starts_at, &io.starts)))
+            sb_error(res, 400, "field \"starts_at\" must be an RFC 3339 date-time, "
+                               "like 2026-11-24T09:00:00Z");
+    }
+    if (ok && json_object_get(body, "ends_at")) {
+        ok = (io.ends_at = text_field(body, "ends_at", 1, 64, res)) != NULL;
+        if (ok && !(ok = sb_parse_rfc3339(io.ends_at, &io.ends)))
+            sb_error(res, 400, "field \"ends_at\" must be an RFC 3339 date-time, "
+                               "like 2026-11-24T17:00:00Z");
+    }
+    if (ok && io.starts_at && io.ends_at && io.ends <= io.starts) {
+        sb_error(res, 400, "the shift must end after it starts");
+        ok = false;
+    }
+    if (ok) {
+        dbs_context ctx = context_of(req);
+        dbs_error err;
+        int rc = dbs_transact(app->pool, &ctx, update_shift_unit, &io, &err);
+        if (rc != DBS_OK) {
+            json_decref(io.out);
+            db_failure(req, res, rc, &err);
+        } else if (io.affected == PATCH_MISSING) {
+            sb_error(res, 404, "no shift %lld", (long long)id);
+        } else if (io.affected == PATCH_ENDS_FIRST) {
+            sb_error(res, 400, "the shift must end after it starts (%s)",
+                     io.starts_at ? "the new starts_at is not before its end"
+                                  : "the new ends_at is not after its start");
+        } else {
+            sb_json(res, 200, io.out);
+        }
+    }
+    json_decref(body);
+}
+
 /* ---- operations ---- */
 
 static int ping_unit(dbs_session *s, void *arg, dbs_error *err)
@@ -606,8 +729,12 @@ void sb_handle(const sb_app *app, sb_request *req, sb_response *res)
                 create_shift(app, req, res);
         }
     } else if (!strncmp(p, "/api/shifts/", 12) && parse_id(p + 12, &id)) {
-        if (allowed(req, res, "GET, DELETE") && authenticate(app, req, res))
-            one_shift(app, req, res, id, method_is(req, "DELETE"));
+        if (allowed(req, res, "GET, PATCH, DELETE") && authenticate(app, req, res)) {
+            if (method_is(req, "PATCH"))
+                update_shift(app, req, res, id);
+            else
+                one_shift(app, req, res, id, method_is(req, "DELETE"));
+        }
     } else {
         sb_error(res, 404, "no such route: %s", p);
     }

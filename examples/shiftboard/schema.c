@@ -5,6 +5,7 @@
  * its WHERE clause sees only the caller's rows. */
 #include "shiftboard.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef struct migration {
@@ -62,10 +63,65 @@ static int current_version(dbs_session *s, int *version, dbs_error *err)
     return n < 0 ? n : 0;
 }
 
+/* Whether the role connected bypasses row-level security: a superuser or
+ * a BYPASSRLS role sees every row whatever the policy says. */
+static int role_bypasses_rls(dbs_session *s, char *role, size_t len, bool *bypass,
+                             dbs_error *err)
+{
+    dbs_rows *r = dbs_query(s,
+                            "SELECT current_user::text, (rolsuper OR rolbypassrls)::int "
+                            "FROM pg_roles WHERE rolname = current_user",
+                            NULL, 0, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    if (n == 1) {
+        snprintf(role, len, "%s", dbs_rows_text(r, 0, NULL));
+        /* quoted in a log line and a message: nothing in it may end the quote */
+        for (char *c = role; *c; c++)
+            if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+                *c = '?';
+        *bypass = dbs_rows_int(r, 1) != 0;
+    }
+    dbs_rows_close(r);
+    if (n == 0) {
+        err->code = DBS_ESQL;
+        err->sqlstate[0] = '\0';
+        snprintf(err->message, sizeof err->message, "the current role is missing from pg_roles");
+        return DBS_ESQL;
+    }
+    return n < 0 ? n : 0;
+}
+
+struct migration_run {
+    const sb_app *app;
+    char role[64];
+    bool bypass;
+};
+
 static int migrate(dbs_session *s, void *arg, dbs_error *err)
 {
-    const sb_app *app = arg;
+    struct migration_run *run = arg;
+    const sb_app *app = run->app;
     if (app->postgres) {
+        /* before anything is created: tables made by the wrong role would
+         * be owned by it */
+        int rc = role_bypasses_rls(s, run->role, sizeof run->role, &run->bypass, err);
+        if (rc != 0)
+            return rc;
+        if (run->bypass && !app->allow_bypassrls) {
+            err->code = DBS_ECONFIG;
+            err->sqlstate[0] = '\0';
+            snprintf(err->message, sizeof err->message,
+                     "refusing to start: the database role \"%s\" is a superuser or has "
+                     "BYPASSRLS, so row-level security would not keep users' shifts apart. "
+                     "Connect as a role created NOSUPERUSER NOBYPASSRLS "
+                     "(docs/shiftboard.md), or pass --allow-bypassrls "
+                     "(SHIFTBOARD_ALLOW_BYPASSRLS=1) to run unprotected anyway",
+                     run->role);
+            return DBS_ECONFIG;
+        }
+
         /* one migrator at a time when several instances start together;
          * the lock ends with the transaction */
         dbs_rows *r = dbs_query(s, "SELECT pg_advisory_xact_lock(7402195)", NULL, 0, err);
@@ -98,5 +154,14 @@ static int migrate(dbs_session *s, void *arg, dbs_error *err)
 
 int sb_schema(sb_app *app, dbs_error *err)
 {
-    return dbs_transact(app->pool, NULL, migrate, app, err);
+    struct migration_run run = {.app = app};
+    int rc = dbs_transact(app->pool, NULL, migrate, &run, err);
+    if (rc == DBS_OK && run.bypass)
+        fprintf(stderr,
+                "level=warn msg=\"ROW-LEVEL SECURITY IS BYPASSED\" role=\"%s\" "
+                "detail=\"the role is a superuser or has BYPASSRLS: every user can be shown "
+                "every shift if a query forgets its WHERE clause; started anyway because of "
+                "--allow-bypassrls\"\n",
+                run.role);
+    return rc;
 }

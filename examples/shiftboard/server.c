@@ -1,8 +1,10 @@
 /* shiftboard's process: configuration, the pool, the HTTP server
  * (libmicrohttpd, thread-pool mode), request logging and graceful shutdown.
  *
- * Usage: shiftboard [--listen HOST:PORT] [--threads N]
- * Database: DATABASE_URL (default sqlite:shiftboard.db) and DB_POOL_*. */
+ * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--allow-bypassrls]
+ * Database: DATABASE_URL (default sqlite:shiftboard.db) and DB_POOL_*.
+ * --allow-bypassrls (or SHIFTBOARD_ALLOW_BYPASSRLS=1): start on PostgreSQL
+ * even as a role that row-level security does not bind (schema.c). */
 #include "shiftboard.h"
 
 #include <arpa/inet.h>
@@ -110,6 +112,62 @@ static void log_request(const sb_request *req, int status, double ms)
                      "method=%s path=%s status=%d duration_ms=%.2f\n",
                      ts, now.tv_nsec / 1000000, req->request_id,
                      req->user_id[0] ? req->user_id : "-", method, path, status, ms);
+    if (n > 0)
+        fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
+}
+
+/* dbscope's events as logfmt lines beside the requests': the database's
+ * notices (PostgreSQL NOTICE and WARNING, which would otherwise reach
+ * stderr raw), and what dbscope's own logger would show, leaks and
+ * invalidations, with the request id of the session involved. Runs on the
+ * thread that caused the event; one write a line. */
+static void log_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    const char *level;
+    switch (ev->kind) {
+    case DBS_EVENT_NOTICE:
+        level = ev->reason && !strncmp(ev->reason, "WARNING", 7) ? "warn" : "info";
+        break;
+    case DBS_EVENT_LEAK:
+        level = "warn";
+        break;
+    case DBS_EVENT_LEAK_RECOVERED:
+    case DBS_EVENT_INVALIDATE:
+        level = "info";
+        break;
+    default:
+        return;
+    }
+    char text[400];
+    snprintf(text, sizeof text, "%s", ev->reason ? ev->reason : "");
+    /* libpq ends a notice with a newline */
+    for (size_t n = strlen(text); n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '); n--)
+        text[n - 1] = '\0';
+    char reason[sizeof text * 4 + 8], at[300], site[sizeof at * 4 + 8], request_id[80],
+        user_id[48];
+    logfmt_value(text, true, reason, sizeof reason);
+    if (ev->file)
+        snprintf(at, sizeof at, "%s:%d", ev->file, ev->line);
+    else
+        snprintf(at, sizeof at, "-");
+    logfmt_value(at, false, site, sizeof site);
+    logfmt_value(ev->ctx && ev->ctx->request_id ? ev->ctx->request_id : "-", false, request_id,
+                 sizeof request_id);
+    logfmt_value(ev->ctx && ev->ctx->user_id ? ev->ctx->user_id : "-", false, user_id,
+                 sizeof user_id);
+    char ts[32];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    char line[2048];
+    int n = snprintf(line, sizeof line,
+                     "time=%s.%03ldZ level=%s msg=dbscope event=%s request_id=%s user_id=%s "
+                     "conn=%llu site=%s age_ms=%lld reason=%s\n",
+                     ts, now.tv_nsec / 1000000, level, ev->name, request_id, user_id,
+                     (unsigned long long)ev->conn_id, site, (long long)ev->age_ms, reason);
     if (n > 0)
         fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
 }
@@ -300,7 +358,7 @@ static int parse_listen(const char *arg, struct sockaddr_in *addr)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: shiftboard [--listen HOST:PORT] [--threads N]\n"
+    fprintf(stderr, "usage: shiftboard [--listen HOST:PORT] [--threads N] [--allow-bypassrls]\n"
                     "  DATABASE_URL  sqlite:FILE or postgresql://... (default sqlite:shiftboard.db)\n"
                     "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n");
 }
@@ -341,7 +399,9 @@ static int create_schema(void)
         }
     }
     if (rc != DBS_OK) {
-        fprintf(stderr, "shiftboard: creating the schema: %s\n", err.message);
+        /* DBS_ECONFIG: refused, not failed (a role that bypasses RLS) */
+        fprintf(stderr, "shiftboard: %s%s\n", rc == DBS_ECONFIG ? "" : "creating the schema: ",
+                err.message);
         return -1;
     }
     return 0;
@@ -354,6 +414,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
             listen = argv[++i];
+        } else if (!strcmp(argv[i], "--allow-bypassrls")) {
+            app.allow_bypassrls = true;
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             long n = strtol(argv[++i], NULL, 10);
             if (n < 1 || n > 256) {
@@ -382,6 +444,9 @@ int main(int argc, char **argv)
     bool cheap = cost && !strcmp(cost, "min");
     app.pwhash_ops = cheap ? crypto_pwhash_OPSLIMIT_MIN : crypto_pwhash_OPSLIMIT_INTERACTIVE;
     app.pwhash_mem = cheap ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
+    const char *allow = getenv("SHIFTBOARD_ALLOW_BYPASSRLS");
+    if (allow && !strcmp(allow, "1"))
+        app.allow_bypassrls = true;
     uint32_t r = randombytes_random();
     snprintf(id_prefix, sizeof id_prefix, "%08x", r);
     block_stop_signals();
@@ -398,6 +463,10 @@ int main(int argc, char **argv)
      * row-level security policy reads (schema.c) */
     cfg.ctx_request_setting = "app.request_id";
     cfg.ctx_user_setting = "app.user_id";
+    /* dbscope's events go to our log in our format (log_event), notices
+     * from the database included */
+    cfg.on_event = log_event;
+    cfg.log_events = 0;
     dbs_error err;
     if (dbs_config_from_env(&cfg, &err) != DBS_OK) {
         fprintf(stderr, "shiftboard: %s\n", err.message);

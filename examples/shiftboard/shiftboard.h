@@ -48,6 +48,7 @@ typedef struct sb_app {
     bool postgres;
     unsigned long long pwhash_ops;
     size_t pwhash_mem;
+    bool allow_bypassrls; /* start even if the role bypasses row-level security */
 } sb_app;
 
 /* Routes req to its handler and fills res. Any thread. */
@@ -83,7 +84,10 @@ bool sb_parse_rfc3339(const char *s, int64_t *out);
 /* ---- schema.c ---- */
 
 /* Creates or migrates the schema, idempotently. On PostgreSQL, turns on
- * row-level security for shifts, keyed on app.user_id. */
+ * row-level security for shifts, keyed on app.user_id, after checking that
+ * the role connected is bound by it: a superuser or a BYPASSRLS role is
+ * refused with DBS_ECONFIG and a message saying what to do, unless
+ * app->allow_bypassrls, in which case a warning is logged. */
 int sb_schema(sb_app *app, dbs_error *err);
 
 /* ---- dashboard.c ---- */

@@ -5,14 +5,16 @@
   test_shiftboard.py --binary PATH --backend pg --url-file FILE --super-url-file FILE
                      --rls-probe PATH
   test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
+  test_shiftboard.py --binary PATH --backend pg-notices --url-file FILE --super-url-file FILE
 
 sqlite and pg run the same API checks; pg runs them in a database of its
 own on the shared throwaway server and adds that row-level security holds
 for queries with no WHERE clause, through psql and through dbscope itself
 (rls_probe.c). pg-outage starts a private PostgreSQL, stops it under the
 service and starts it again: /health goes 503 with Retry-After and comes
-back by itself. Only the standard library. No timing is asserted: waits
-poll with generous limits.
+back by itself. pg-notices starts the service on a fresh database and
+looks for the server's notices in its log. Only the standard library. No
+timing is asserted: waits poll with generous limits.
 """
 import argparse
 import http.client
@@ -57,16 +59,17 @@ def free_port():
 class Service:
     """One shiftboard process on a free port."""
 
-    def __init__(self, binary, url, workdir):
+    def __init__(self, binary, url, workdir, extra_args=(), extra_env=None):
         self.port = free_port()
         env = dict(os.environ)
+        env.update(extra_env or {})
         env["DATABASE_URL"] = url
         env["SHIFTBOARD_PWHASH"] = "min"  # argon2id at its cheapest: sanitizer builds
         env["DB_POOL_SIZE"] = "4"
         self.err_path = os.path.join(workdir, "shiftboard-%d.log" % self.port)
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:%d" % self.port, "--threads", "8"],
+            [binary, "--listen", "127.0.0.1:%d" % self.port, "--threads", "8"] + list(extra_args),
             cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
@@ -565,6 +568,7 @@ def main_api(args, url, workdir):
     try:
         ann, bob = api_flow(svc)
         bad_input(svc, ann)
+        patch_shifts(svc, ann, bob)
         tokens = concurrent_isolation(svc)
         observability(svc)
         dashboard_in_browser(svc, args.artifacts, args.backend)
@@ -572,6 +576,7 @@ def main_api(args, url, workdir):
         if args.backend == "pg":
             tokens.update(ann=ann, bob=bob)
             rls(url, svc, tokens, args.rls_probe)
+            invalidations_logged(svc, args, url, ann)
     finally:
         code = svc.stop()
     check(code == 0, "SIGTERM: exit 0 (got %s)" % code)
@@ -678,10 +683,199 @@ def outage(args, workdir):
         subprocess.run(["sh", args.pg_server, "stop", d], capture_output=True)
 
 
+def patch_shifts(svc, ann, bob):
+    """PATCH /api/shifts/{id}: any of title, starts_at, ends_at, checked
+    like a create on the merged shift; refused changes change nothing;
+    another user's shift is 404 (on PostgreSQL, row-level security hides
+    it as well)."""
+    st, _, doc, text = svc.request("POST", "/api/shifts", SHIFT, token=ann)
+    if not check(st == 201, "create a shift to patch: %s %s" % (st, text)):
+        return
+    sid = doc["id"]
+    path = "/api/shifts/%d" % sid
+    want = dict(SHIFT, id=sid)
+
+    st, _, doc, text = svc.request("PATCH", path, {"title": "Back office"}, token=ann)
+    want["title"] = "Back office"
+    check(st == 200 and doc == want, "PATCH title: 200 and the whole updated shift: %s %s" % (st, text))
+    st, _, doc, _ = svc.request("PATCH", path, {"ends_at": "2026-11-24T18:30:00+01:00"}, token=ann)
+    want["ends_at"] = "2026-11-24T18:30:00+01:00"
+    check(st == 200 and doc == want, "PATCH ends_at alone (an offset): 200: %s" % doc)
+    moved = {"starts_at": "2026-11-25T08:00:00Z", "ends_at": "2026-11-25T12:00:00Z"}
+    st, _, doc, _ = svc.request("PATCH", path, moved, token=ann)
+    want.update(moved)
+    check(st == 200 and doc == want, "PATCH both times (the shift moved a day): 200: %s" % doc)
+    st, _, doc, _ = svc.request("GET", path, token=ann)
+    check(st == 200 and doc == want, "GET after PATCH shows the change: %s" % doc)
+
+    bad = [
+        # merged with the stored times: start 08:00, end 12:00 on the 25th
+        ({"starts_at": "2026-11-25T12:00:00Z"}, 400, "end after it starts"),
+        ({"starts_at": "2026-11-26T09:00:00Z"}, 400, "end after it starts"),
+        ({"ends_at": "2026-11-25T07:59:59Z"}, 400, "end after it starts"),
+        ({"starts_at": "2026-11-25T13:00:00Z", "ends_at": "2026-11-25T13:00:00Z"}, 400,
+         "end after it starts"),
+        ({"title": 5}, 400, "must be a string"),
+        ({"title": None}, 400, "must be a string"),
+        ({"title": ""}, 400, "bytes long"),
+        ({"title": "x" * 201}, 400, "bytes long"),
+        ({"starts_at": "tomorrow"}, 400, "RFC 3339"),
+        ({"ends_at": 1764061200}, 400, "must be a string"),
+        ({}, 400, "nothing to change"),
+        ({"titel": "typo"}, 400, "unknown field \"titel\""),
+        ({"title": "half", "start_at": "2026-11-25T09:00:00Z"}, 400, "unknown field"),
+        ({"title": "half", "owner": 2}, 400, "unknown field"),
+    ]
+    for body, status, msg in bad:
+        st, _, doc, text = svc.request("PATCH", path, body, token=ann)
+        check(st == status and doc is not None and msg in doc.get("error", ""),
+              "PATCH %s -> %s %s (wanted %s with %r)" % (body, st, text[:120], status, msg))
+    for raw, msg in ((b"", "malformed JSON"), (b"[]", "must be a JSON object"),
+                     (b'{"title": "a", "title": "b"}', "malformed JSON")):
+        st, _, doc, text = svc.request("PATCH", path, raw=raw, token=ann,
+                                       headers={"Content-Type": "application/json"})
+        check(st == 400 and doc is not None and msg in doc.get("error", ""),
+              "PATCH with body %r -> %s %s (wanted 400)" % (raw, st, text[:120]))
+    st, _, doc, _ = svc.request("PATCH", path, {"title": "stolen"}, token=bob)
+    check(st == 404, "another user's shift cannot be patched: %s" % st)
+    st, _, doc, _ = svc.request("PATCH", path, {"title": "no token"})
+    check(st == 401, "PATCH without a token is 401: %s" % st)
+    st, _, doc, _ = svc.request("PATCH", "/api/shifts/999999999", {"title": "x"}, token=ann)
+    check(st == 404, "PATCH of a missing shift is 404: %s" % st)
+    st, _, doc, _ = svc.request("GET", path, token=ann)
+    check(st == 200 and doc == want, "refused PATCHes changed nothing: %s" % doc)
+    st, r, _, _ = svc.request("PUT", path, {"title": "x"}, token=ann)
+    check(st == 405 and "PATCH" in (r.getheader("Allow") or ""), "405 on PUT names PATCH in Allow")
+    st, r, _, _ = svc.request("PATCH", "/api/shifts", {"title": "x"}, token=ann)
+    check(st == 405, "PATCH on the collection is 405: %s" % st)
+
+    # many PATCHes of one shift at once, each moving one end: the merged
+    # check holds against what the others committed, so the shift never
+    # ends up backwards
+    errors = []
+
+    def mover(k):
+        for i in range(15):
+            body = ({"starts_at": "2026-11-25T%02d:00:00Z" % (6 + (i + k) % 6)} if k % 2 else
+                    {"ends_at": "2026-11-25T%02d:00:00Z" % (7 + (i * 3 + k) % 8)})
+            try:
+                st, _, _, text = svc.request("PATCH", path, body, token=ann)
+            except Exception as e:
+                errors.append(repr(e))
+                return
+            if st not in (200, 400):
+                errors.append("%s %s" % (st, text[:80]))
+
+    ts = [threading.Thread(target=mover, args=(k,)) for k in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(not errors, "concurrent PATCHes answered 200 or 400: %s" % errors[:3])
+    st, _, doc, _ = svc.request("GET", path, token=ann)
+    check(st == 200 and doc["ends_at"] > doc["starts_at"],
+          "after concurrent PATCHes the shift still ends after it starts: %s" % doc)
+
+
+def invalidations_logged(svc, args, url, token):
+    """dbscope's events reach the service's log through its on_event, as
+    the library's own logger printed them: every server process of the
+    service's connections is killed, and the connections found dead are
+    logged as event=invalidate lines."""
+    super_url = open(args.super_url_file).read().strip()
+    db = urllib.parse.urlsplit(url).path.lstrip("/")
+    killed = psql(super_url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                             "WHERE datname = '%s' AND pid <> pg_backend_pid()" % db)
+    check(killed and int(killed[0]) > 0, "killed the service's connections: %s" % killed)
+    # every pooled connection is dead: enough requests at once reach them all
+    statuses = []
+
+    def client():
+        for _ in range(10):
+            st, _, _, _ = svc.request("GET", "/api/shifts", token=token)
+            statuses.append(st)
+
+    ts = [threading.Thread(target=client) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(set(statuses) <= {200, 503} and 200 in statuses,
+          "requests after the kill answered 200 (or 503): %s" % sorted(set(statuses)))
+    lines = [l for l in svc.log().splitlines() if "msg=dbscope event=invalidate" in l]
+    check(lines and all(re.match(r"time=\S+ level=info msg=dbscope event=invalidate request_id=\S+ "
+                                 r"user_id=\S+ conn=\d+ ", l) for l in lines),
+          "dead connections logged as logfmt event=invalidate lines: %s" % lines[:2])
+
+
+def notices_logged(args, url, workdir):
+    """The database's notices (a first start runs DROP POLICY IF EXISTS,
+    and PostgreSQL answers with a NOTICE) reach shiftboard's log as logfmt
+    lines, never raw on stderr. Needs the PostgreSQL driver to deliver
+    notices as DBS_EVENT_NOTICE."""
+    for start in ("first", "second"):
+        svc = Service(args.binary, url, workdir)
+        st, _, _, _ = svc.request("GET", "/health")
+        check(st == 200, "health on the %s start" % start)
+        check(svc.stop() == 0, "SIGTERM after the %s start: exit 0" % start)
+        lines = svc.log().splitlines()
+        raw = [l for l in lines if l.startswith(("NOTICE:", "WARNING:"))]
+        check(not raw, "%s start: no raw notice on stderr: %s" % (start, raw[:2]))
+        logged = [l for l in lines if re.match(
+            r'time=\S+ level=(info|warn) msg=dbscope event=notice .*reason="(?:[^"\\]|\\.)*skipping"$', l)]
+        check(logged, "%s start: the server's notices logged as logfmt lines" % start)
+        print("notices logged on the %s start: %s" % (start, logged[:1]), flush=True)
+
+
+def bypassrls_refused(args, super_url, workdir):
+    """As a superuser or a BYPASSRLS role, row-level security protects
+    nothing: shiftboard refuses to start, before it creates anything,
+    unless told to go ahead (--allow-bypassrls, SHIFTBOARD_ALLOW_BYPASSRLS=1),
+    and then it logs a warning."""
+    tag = "%d_%s" % (os.getpid(), secrets.token_hex(4))
+    role, db, pw = "sb_bypass_" + tag, "shiftboard_bypass_" + tag, "pw-" + secrets.token_hex(8)
+    psql(super_url, "CREATE ROLE %s LOGIN BYPASSRLS PASSWORD '%s'" % (role, pw))
+    try:
+        psql(super_url, 'CREATE DATABASE "%s" OWNER %s' % (db, role))
+        parts = urllib.parse.urlsplit(super_url)
+        su = parts._replace(path="/" + db).geturl()
+        by = parts._replace(path="/" + db, netloc="%s:%s@%s:%d" % (
+            role, pw, parts.hostname, parts.port)).geturl()
+        env = dict(os.environ, SHIFTBOARD_PWHASH="min")
+        env.pop("SHIFTBOARD_ALLOW_BYPASSRLS", None)
+        for who, url in (("a superuser", su), ("a BYPASSRLS role", by)):
+            out = subprocess.run([args.binary, "--listen", "127.0.0.1:%d" % free_port()],
+                                 env=dict(env, DATABASE_URL=url), capture_output=True,
+                                 text=True, timeout=120)
+            check(out.returncode == 1 and "listening" not in out.stdout and
+                  "refusing to start" in out.stderr and "BYPASSRLS" in out.stderr and
+                  "--allow-bypassrls" in out.stderr,
+                  "as %s: refuses to start, saying why: %s %r" % (who, out.returncode,
+                                                                   out.stderr[-400:]))
+            check(pw not in out.stderr and parts.password not in out.stderr,
+                  "as %s: no password in the message" % who)
+        tables = psql(su, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        check(tables == ["0"], "refused before creating anything: %s tables" % tables)
+        for who, url, extra_args, extra_env in (
+                ("a BYPASSRLS role", by, (), {"SHIFTBOARD_ALLOW_BYPASSRLS": "1"}),
+                ("a superuser", su, ("--allow-bypassrls",), {})):
+            svc = Service(args.binary, url, workdir, extra_args, extra_env)
+            st, _, _, _ = svc.request("GET", "/health")
+            check(st == 200, "as %s, allowed: it runs" % who)
+            check(svc.stop() == 0, "as %s, allowed: SIGTERM exits 0" % who)
+            warned = [l for l in svc.log().splitlines()
+                      if l.startswith("level=warn") and "ROW-LEVEL SECURITY IS BYPASSED" in l]
+            check(warned, "as %s, allowed: a loud warning in the log" % who)
+    finally:
+        psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db)
+        psql(super_url, "DROP ROLE IF EXISTS %s" % role)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
-    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage"], required=True)
+    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices"],
+                    required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
     ap.add_argument("--rls-probe", help="rls_probe.c's binary")
@@ -699,8 +893,15 @@ def main():
                     main_api(args, url, workdir)
                 finally:
                     psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+                bypassrls_refused(args, super_url, workdir)
             else:
                 main_api(args, open(args.url_file).read().strip(), workdir)
+        elif args.backend == "pg-notices":
+            url, super_url, name = own_database(args.url_file, args.super_url_file)
+            try:
+                notices_logged(args, url, workdir)
+            finally:
+                psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
         else:
             outage(args, workdir)
     if FAILURES:
