@@ -209,6 +209,8 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
     /* verified with no session open: hashing takes tens of milliseconds */
     if (!sb_password_check(l.id ? l.hash : NULL, password)) {
         json_decref(body);
+        /* a 401 names its scheme (RFC 9110), here the one the token is for */
+        res->www_authenticate = "Bearer realm=\"shiftboard\"";
         sb_error(res, 401, "wrong name or password");
         return;
     }

@@ -3,6 +3,14 @@
  *
  * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--max-per-ip N]
  *                   [--max-connections N]
+ *
+ * Threads. Every connection has a thread of its own (libmicrohttpd's
+ * thread-per-connection mode): a handler that waits on the database holds up
+ * its own client and nobody else's, where a shared worker thread would stall
+ * every connection it serves, /health included. --threads bounds how many
+ * requests run their handlers at once; one that finds no room within
+ * SB_QUEUE_WAIT_MS is answered 503. /health, /metrics and the dashboard
+ * bypass that bound: they never wait on the database.
  * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
  * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS.
  *
@@ -27,6 +35,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -50,7 +59,11 @@ enum {
     SB_DRAIN_S = 10,         /* shutdown: requests in flight */
     SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
     SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
+    SB_QUEUE_WAIT_MS = 2000, /* for room among the --threads running handlers */
 };
+
+/* Room among the handlers running at once (--threads). */
+static sem_t handler_slots;
 
 static sb_app app;
 static atomic_ulong request_seq;
@@ -483,16 +496,17 @@ static int open_listener(const struct sockaddr_in *addr)
  * descriptor, and so do the pool's connections (SQLite: the database, its
  * journal and shared-memory files), each HTTP thread (epoll and wake-up
  * descriptors), the listener and standard streams, plus headroom. */
-static unsigned connection_budget(unsigned threads, const dbs_config *cfg, bool postgres)
+static unsigned connection_budget(const dbs_config *cfg, bool postgres)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
         return 1024;
     long db = (long)(cfg->pool_size + cfg->max_overflow) * (postgres ? 1 : 3);
-    long reserve = 24 + 3 * (long)threads + db;
+    long reserve = 24 + db;
     long budget = (long)rl.rlim_cur - reserve;
-    if (budget > 4096)
-        budget = 4096;
+    /* a thread each, too */
+    if (budget > 1024)
+        budget = 1024;
     return budget > 0 ? (unsigned)budget : 0;
 }
 
@@ -609,6 +623,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     return st;
 }
 
+static bool handler_slot(void);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **state)
@@ -672,11 +688,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
     sb_request req = request_of(c, head ? MHD_HTTP_METHOD_GET : method, url, st);
     sb_response res = {0};
-    atomic_fetch_add(&busy, 1);
-    sb_handle(&app, &req, &res);
-    atomic_fetch_sub(&busy, 1);
+    bool bounded = strcmp(url, "/health") && strcmp(url, "/metrics") && strcmp(url, "/") &&
+                   strcmp(url, "/api/pool");
+    if (bounded && !handler_slot()) {
+        res.retry_after = "1";
+        sb_error(&res, 503, "server busy: %u requests in progress, retry later",
+                 atomic_load(&busy));
+    } else {
+        atomic_fetch_add(&busy, 1);
+        sb_handle(&app, &req, &res);
+        atomic_fetch_sub(&busy, 1);
+        if (bounded)
+            sem_post(&handler_slots);
+    }
     req.method = method;
     return respond(c, &req, &res, st, false);
+}
+
+/* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
+static bool handler_slot(void)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (SB_QUEUE_WAIT_MS % 1000) * 1000000L;
+    until.tv_sec += SB_QUEUE_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (sem_timedwait(&handler_slots, &until) != 0)
+        if (errno != EINTR)
+            return false;
+    return true;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state,
@@ -827,13 +867,13 @@ static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
 int main(int argc, char **argv)
 {
     const char *listen_at = "127.0.0.1:8080";
-    unsigned threads = 8, per_ip = 64, max_conns = 0;
+    unsigned threads = 8, per_ip = 256, max_conns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
             listen_at = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            if (!parse_count(argv[++i], 1, 256, &threads)) {
-                fprintf(stderr, "shiftboard: --threads must be 1..256\n");
+            if (!parse_count(argv[++i], 1, 4096, &threads)) {
+                fprintf(stderr, "shiftboard: --threads must be 1..4096\n");
                 return 2;
             }
         } else if (!strcmp(argv[i], "--max-per-ip") && i + 1 < argc) {
@@ -895,17 +935,17 @@ int main(int argc, char **argv)
         env_ms("DB_CONNECT_TIMEOUT_MS", &cfg.connect_timeout_ms) != 0)
         return 2;
     app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0;
-    unsigned budget = connection_budget(threads, &cfg, app.postgres);
+    unsigned budget = connection_budget(&cfg, app.postgres);
     if (!max_conns)
         max_conns = budget;
-    if (max_conns < 2 * threads) {
+    if (max_conns < 4) {
         fprintf(stderr,
-                "shiftboard: room for only %u connections (open-file limit, pool size and "
-                "%u threads); raise ulimit -n or lower --threads, DB_POOL_SIZE, "
-                "DB_MAX_OVERFLOW\n",
-                max_conns, threads);
+                "shiftboard: room for only %u connections (open-file limit less the pool's "
+                "descriptors); raise ulimit -n or lower DB_POOL_SIZE, DB_MAX_OVERFLOW\n",
+                max_conns);
         return 1;
     }
+    sem_init(&handler_slots, 0, threads);
     app.pool = dbs_pool_open(&cfg, &err);
     if (!app.pool) {
         fprintf(stderr, "shiftboard: %s\n", err.message);
@@ -927,10 +967,9 @@ int main(int argc, char **argv)
      * target: each argument takes room in the connection's memory, which
      * therefore is larger than libmicrohttpd's 32 KiB default. */
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-            MHD_USE_NO_LISTEN_SOCKET,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+            MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET,
         0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-        MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT,
