@@ -262,6 +262,11 @@ typedef struct conn_track {
     enum phase phase;
     struct timespec deadline;
     bool cut;
+    /* The request begun on this connection and not yet completed: freed
+     * with the connection when libmicrohttpd gave up on it before its
+     * completion notice (a request line too big for its memory). Touched
+     * only by the connection's own thread. */
+    struct conn_state *pending;
 } conn_track;
 
 /* The list of open connections; guarded by track_lock, which is also held
@@ -313,6 +318,9 @@ static void set_body_phase(struct MHD_Connection *c, const struct timespec *star
     pthread_mutex_unlock(&track_lock);
 }
 
+struct conn_state;
+static void forget_request(struct conn_state *st);
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode what)
 {
@@ -341,6 +349,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         t->prev->next = t->next;
         t->next->prev = t->prev;
         pthread_mutex_unlock(&track_lock);
+        if (t->pending)
+            forget_request(t->pending);
         free(t);
         *socket_context = NULL;
     }
@@ -603,6 +613,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
         return NULL;
     clock_gettime(CLOCK_MONOTONIC, &st->started);
     st->uri = sb_uri_check(uri, NULL);
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (sc && sc->socket_context)
+        ((conn_track *)sc->socket_context)->pending = st;
     /* libmicrohttpd parses every query argument into the connection's
      * memory before any handler runs, and a connection whose arguments do
      * not fit there is never answered: refuse those here, on the socket. */
@@ -705,6 +719,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return respond(c, &req, &res, st, false);
 }
 
+/* Frees a request's state and takes it off the drain's count. */
+static void forget_request(struct conn_state *st)
+{
+    bool counted = st->counted;
+    free(st->body);
+    free(st);
+    if (counted) {
+        pthread_mutex_lock(&drain_lock);
+        if (--in_flight == 0)
+            pthread_cond_broadcast(&drained);
+        pthread_mutex_unlock(&drain_lock);
+    }
+}
+
 /* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
 static bool handler_slot(void)
 {
@@ -725,17 +753,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state,
     (void)cls;
     (void)why;
     conn_state *st = *state;
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (sc && sc->socket_context)
+        ((conn_track *)sc->socket_context)->pending = NULL;
     if (st) {
-        bool counted = st->counted;
-        free(st->body);
-        free(st);
+        forget_request(st);
         *state = NULL;
-        if (counted) {
-            pthread_mutex_lock(&drain_lock);
-            if (--in_flight == 0)
-                pthread_cond_broadcast(&drained);
-            pthread_mutex_unlock(&drain_lock);
-        }
     }
     /* a kept-alive connection has the head timeout again for its next request */
     set_phase(c, PHASE_HEAD, SB_HEAD_TIMEOUT_S);
