@@ -525,6 +525,8 @@ static unsigned connection_budget(const dbs_config *cfg, bool postgres)
 static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, sb_response *res,
                                const conn_state *st, bool close_after)
 {
+    /* libmicrohttpd writes from here on: the watchdog must not */
+    set_phase(c, PHASE_BUSY, 0);
     char empty[1] = "";
     char *body = res->body ? res->body : empty;
     struct MHD_Response *r =
