@@ -5,14 +5,20 @@
   test_shiftboard.py --binary PATH --backend pg --url-file FILE --super-url-file FILE
                      --rls-probe PATH
   test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
+  test_shiftboard.py --binary PATH --backend hostile
+  test_shiftboard.py --binary PATH --backend pg-silent --url-file FILE --super-url-file FILE
 
 sqlite and pg run the same API checks; pg runs them in a database of its
 own on the shared throwaway server and adds that row-level security holds
 for queries with no WHERE clause, through psql and through dbscope itself
 (rls_probe.c). pg-outage starts a private PostgreSQL, stops it under the
 service and starts it again: /health goes 503 with Retry-After and comes
-back by itself. Only the standard library. No timing is asserted: waits
-poll with generous limits.
+back by itself. hostile (SQLite) is slowloris from one address and running
+out of file descriptors under ulimit -n 64. pg-silent puts a TCP proxy
+between the service and PostgreSQL and makes it stop forwarding: 503s
+with Retry-After instead of hangs, /health at once, SIGTERM still ends the
+process. Only the standard library. No timing is asserted: waits poll
+with generous limits, and "at once" means within a bound far above need.
 """
 import argparse
 import http.client
@@ -888,10 +894,38 @@ def fd_exhaustion(args, url, workdir):
     check(code == 0, "SIGTERM after descriptors ran out: exit 0 (got %s)" % code)
 
 
+def fd_budget(args, url, workdir):
+    """Under ulimit -n 64 with the limits shiftboard derives itself: 150
+    idle connections from one address never exhaust the descriptors, and
+    another address is still served."""
+    svc = Service(args.binary, url, workdir, extra_args=["--max-per-ip", "8"],
+                  env_extra={"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0"}, nofile=64)
+    m = re.search(r"at most (\d+) connections", svc.banner)
+    check(m and int(m.group(1)) < 64, "connection limit under the open-file limit: %r" % svc.banner)
+    idle = []
+    try:
+        for _ in range(150):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", svc.port), timeout=10))
+            except OSError:
+                break
+        time.sleep(2)
+        st, _, _, _ = svc.request("GET", "/health", source="127.0.0.2", timeout=30)
+        check(st == 200, "another address served while one holds its share idle: %s" % st)
+        check("Too many open files" not in svc.log(), "descriptors never ran out")
+        check(log_size(svc) < 64 * 1024, "log stays small: %d bytes" % log_size(svc))
+    finally:
+        for s in idle:
+            s.close()
+        code = svc.stop()
+    check(code == 0, "SIGTERM: exit 0 (got %s)" % code)
+
+
 def hostile(args, workdir):
     url = "sqlite:" + os.path.join(workdir, "sb.db")
     slowloris(args, url, workdir)
     fd_exhaustion(args, url, workdir)
+    fd_budget(args, url, workdir)
 
 
 class Proxy:
