@@ -617,8 +617,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     st->uri = sb_uri_check(uri, NULL);
     const union MHD_ConnectionInfo *sc =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (sc && sc->socket_context)
-        ((conn_track *)sc->socket_context)->pending = st;
+    conn_track *t = sc ? sc->socket_context : NULL;
+    if (t)
+        t->pending = st;
     /* libmicrohttpd parses every query argument into the connection's
      * memory before any handler runs, and a connection whose arguments do
      * not fit there is never answered: refuse those here, on the socket. */
@@ -626,9 +627,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     for (const char *p = strchr(uri, '?'); p && *p; p++)
         amps += *p == '&';
     if (amps >= SB_ARGS_UNPARSED) {
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        conn_track *t = ci ? ci->socket_context : NULL;
         if (t) {
             pthread_mutex_lock(&track_lock);
             cut(t, too_many_args_answer, sizeof too_many_args_answer - 1);
