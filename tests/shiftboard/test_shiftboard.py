@@ -23,6 +23,7 @@ with generous limits, and "at once" means within a bound far above need.
 import argparse
 import http.client
 import secrets
+import select
 import json
 import os
 import re
@@ -921,11 +922,47 @@ def fd_budget(args, url, workdir):
     check(code == 0, "SIGTERM: exit 0 (got %s)" % code)
 
 
+def slow_body(args, url, workdir):
+    """A body trickled a byte every 2 s: cut with a JSON 408 once the
+    request's body time is up, while other requests are answered."""
+    svc = Service(args.binary, url, workdir)
+    try:
+        sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        sock.sendall(b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n")
+        answer, sent = b"", 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(b" ")
+                sent += 1
+            except OSError:
+                break
+            readable, _, _ = select.select([sock], [], [], 2)
+            if readable:
+                try:
+                    answer = read_to_end(sock)
+                except OSError:
+                    pass
+                break
+            if sent == 3:
+                st, _, _, _ = svc.request("GET", "/health", timeout=30)
+                check(st == 200, "others served during a slow body: %s" % st)
+        sock.close()
+        print("slow body: cut after %d bytes: %r" % (sent, answer[:40]), flush=True)
+        check(answer.startswith(b"HTTP/1.1 408") and b'{"error"' in answer,
+              "a trickled body is cut with a JSON 408: %r" % answer[:80])
+    finally:
+        code = svc.stop()
+    check(code == 0, "SIGTERM after a slow body: exit 0 (got %s)" % code)
+
+
 def hostile(args, workdir):
     url = "sqlite:" + os.path.join(workdir, "sb.db")
     slowloris(args, url, workdir)
     fd_exhaustion(args, url, workdir)
     fd_budget(args, url, workdir)
+    slow_body(args, url, workdir)
 
 
 class Proxy:
