@@ -29,7 +29,7 @@ static dbs_context context_of(const sb_request *req)
 static void db_failure(const sb_request *req, sb_response *res, int rc, const dbs_error *err)
 {
     if (rc == DBS_ETIMEOUT || rc == DBS_EUNAVAILABLE || rc == DBS_ECONNECT ||
-        rc == DBS_ECLOSED || rc == DBS_ECOMMIT_UNKNOWN) {
+        rc == DBS_ECLOSED || rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ESTMT_TIMEOUT) {
         res->retry_after = "1";
         sb_error(res, 503, "database unavailable, retry later");
     } else {
@@ -209,6 +209,8 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
     /* verified with no session open: hashing takes tens of milliseconds */
     if (!sb_password_check(l.id ? l.hash : NULL, password)) {
         json_decref(body);
+        /* a 401 names its scheme (RFC 9110), here the one the token is for */
+        res->www_authenticate = "Bearer realm=\"shiftboard\"";
         sb_error(res, 401, "wrong name or password");
         return;
     }
@@ -581,17 +583,6 @@ static void update_shift(const sb_app *app, sb_request *req, sb_response *res, i
 
 /* ---- operations ---- */
 
-static int ping_unit(dbs_session *s, void *arg, dbs_error *err)
-{
-    (void)arg;
-    dbs_rows *r = dbs_query(s, "SELECT 1", NULL, 0, err);
-    if (!r)
-        return err->code;
-    int n = dbs_rows_next(r, err);
-    dbs_rows_close(r);
-    return n == 1 ? 0 : n < 0 ? n : DBS_ESQL;
-}
-
 static char *pool_json(const sb_app *app)
 {
     char *buf = NULL;
@@ -611,25 +602,6 @@ static char *pool_json(const sb_app *app)
         if ((size_t)n < cap)
             return buf;
         cap = (size_t)n + 1;
-    }
-}
-
-static void health(const sb_app *app, sb_request *req, sb_response *res)
-{
-    dbs_context ctx = context_of(req);
-    dbs_error err;
-    int rc = dbs_transact(app->pool, &ctx, ping_unit, NULL, &err);
-    char *pool = pool_json(app);
-    json_t *stats = pool ? json_loads(pool, 0, NULL) : NULL;
-    free(pool);
-    const char *db = app->postgres ? "postgresql" : "sqlite";
-    if (rc == DBS_OK) {
-        sb_json(res, 200, json_pack("{ssssso*}", "status", "ok", "database", db, "pool", stats));
-    } else {
-        res->retry_after = "1";
-        sb_json(res, 503,
-                json_pack("{ssssssssso*}", "status", "unavailable", "database", db, "error",
-                          err.message, "code", dbs_strerror(rc), "pool", stats));
     }
 }
 
@@ -708,7 +680,7 @@ void sb_handle(const sb_app *app, sb_request *req, sb_response *res)
             dashboard(res);
     } else if (!strcmp(p, "/health")) {
         if (allowed(req, res, "GET"))
-            health(app, req, res);
+            sb_health(app, req, res);
     } else if (!strcmp(p, "/metrics")) {
         if (allowed(req, res, "GET"))
             metrics(app, res);

@@ -1,27 +1,68 @@
 /* shiftboard's process: configuration, the pool, the HTTP server
  * (libmicrohttpd, thread-pool mode), request logging and graceful shutdown.
  *
- * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--allow-bypassrls]
- * Database: DATABASE_URL (default sqlite:shiftboard.db) and DB_POOL_*.
+ * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--max-per-ip N]
+ *                   [--max-connections N] [--allow-bypassrls]
+ *
  * --allow-bypassrls (or SHIFTBOARD_ALLOW_BYPASSRLS=1): start on PostgreSQL
- * even as a role that row-level security does not bind (schema.c). */
+ * even as a role that row-level security does not bind (schema.c).
+ *
+ * Threads. Every connection has a thread of its own (libmicrohttpd's
+ * thread-per-connection mode): a handler that waits on the database holds up
+ * its own client and nobody else's, where a shared worker thread would stall
+ * every connection it serves, /health included. --threads bounds how many
+ * requests run their handlers at once; one that finds no room within
+ * SB_QUEUE_WAIT_MS is answered 503. /health, /metrics and the dashboard
+ * bypass that bound: they never wait on the database.
+ * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
+ * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS.
+ *
+ * Hostile clients. The listening socket is ours: one thread accepts and
+ * hands each connection to libmicrohttpd, so a failed accept (out of file
+ * descriptors) backs off instead of spinning, and the service recovers by
+ * itself once descriptors free up. Connections are bounded in total (from
+ * the open-file limit) and per client address. A watchdog cuts any
+ * connection that has not sent a whole request head within
+ * SB_HEAD_TIMEOUT_S of its start (or of its previous answer), trickle or
+ * not, and any body not received within SB_BODY_TIMEOUT_S: slow clients
+ * cannot hold the service. Repeated log lines are rate-limited. */
+/* accept4 and pipe2: the descriptors are born close-on-exec */
+#define _GNU_SOURCE
+#include "guard.h"
 #include "shiftboard.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+enum {
+    SB_HEAD_TIMEOUT_S = 10,  /* a whole request head, from connection or last answer */
+    SB_BODY_TIMEOUT_S = 30,  /* a whole body, from the request's start */
+    SB_DRAIN_S = 10,         /* shutdown: requests in flight */
+    SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
+    SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
+    SB_QUEUE_WAIT_MS = 2000, /* for room among the --threads running handlers */
+};
+
+/* Room among the handlers running at once (--threads). */
+static sem_t handler_slots;
 
 static sb_app app;
 static atomic_ulong request_seq;
@@ -29,28 +70,113 @@ static char id_prefix[9];
 
 /* Requests between their first callback and their completion notice: what
  * shutdown waits for before stopping the daemon, because stopping it closes
- * every connection, answered or not. Guarded by drain_lock. */
+ * every connection, answered or not. busy counts those inside a handler,
+ * which only the database can hold up. Guarded by drain_lock. */
 static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t drained = PTHREAD_COND_INITIALIZER;
 static unsigned in_flight;
+static atomic_uint busy;
 /* Set once shutdown has begun: answers then carry Connection: close, so
  * keep-alive clients go away instead of holding the drain open. */
 static atomic_bool stopping;
 
-/* What one connection accumulates across libmicrohttpd's calls. */
+/* What one request accumulates across libmicrohttpd's calls; made when its
+ * request line arrives (the URI log callback). */
 typedef struct conn_state {
     char *body;
     size_t len;
+    bool counted;  /* in in_flight */
     bool too_large;
     size_t discarded; /* body bytes read past the limit, thrown away */
+    enum sb_uri_verdict uri; /* the raw request target's check */
     struct timespec started;
 } conn_state;
 
 /* An oversized body is read and thrown away so that the 413 reaches a
  * client that sends it all before reading (closing on unread data makes
  * the kernel reset the connection, answer included); past this much more,
- * the client is cut off instead. */
-#define SB_DISCARD_MAX (1024 * 1024)
+ * the client is cut off instead. The body deadline bounds how long. */
+#define SB_DISCARD_MAX (32 * 1024 * 1024)
+
+/* ---- rate-limited logging ---- */
+
+/* One slot per kind of line (its format string), at most one line per
+ * SB_LOG_EVERY_S each: a flood of identical failures (accept with no
+ * descriptors left, a client address over its limit) costs a line now and
+ * then with a count, not gigabytes of log. Guarded by log_lock. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct log_slot {
+    const char *key;
+    time_t last;
+    unsigned long suppressed;
+} log_slots[32];
+
+static time_t mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec;
+}
+
+static void log_limited_v(const char *key, const char *fmt, va_list ap)
+{
+    time_t now = mono_s();
+    unsigned long suppressed = 0;
+    pthread_mutex_lock(&log_lock);
+    struct log_slot *slot = NULL;
+    for (size_t i = 0; i < sizeof log_slots / sizeof *log_slots; i++) {
+        if (log_slots[i].key == key || !log_slots[i].key) {
+            slot = &log_slots[i];
+            break;
+        }
+    }
+    if (!slot)
+        slot = &log_slots[(uintptr_t)key % (sizeof log_slots / sizeof *log_slots)];
+    if (slot->key == key && now - slot->last < SB_LOG_EVERY_S) {
+        slot->suppressed++;
+        pthread_mutex_unlock(&log_lock);
+        return;
+    }
+    if (slot->key == key)
+        suppressed = slot->suppressed;
+    slot->key = key;
+    slot->last = now;
+    slot->suppressed = 0;
+    pthread_mutex_unlock(&log_lock);
+    char msg[400];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    char line[600];
+    int len;
+    if (suppressed)
+        len = snprintf(line, sizeof line, "shiftboard: %s (%lu more like it in the last %d s)\n",
+                       msg, suppressed, SB_LOG_EVERY_S);
+    else
+        len = snprintf(line, sizeof line, "shiftboard: %s\n", msg);
+    if (len > 0)
+        fwrite(line, 1, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1, stderr);
+}
+
+static void log_limited(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_limited(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_limited_v(fmt, fmt, ap);
+    va_end(ap);
+}
+
+/* libmicrohttpd's own messages, rate-limited like ours. */
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    log_limited_v(fmt, fmt, ap);
+#pragma GCC diagnostic pop
+}
 
 static double ms_since(const struct timespec *t0)
 {
@@ -172,9 +298,290 @@ static void log_event(const dbs_event *ev, void *user)
         fwrite(line, 1, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, stderr);
 }
 
-static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, sb_response *res,
-                            const conn_state *st)
+/* ---- connection deadlines ---- */
+
+/* libmicrohttpd's connection timeout restarts with every byte, so a client
+ * trickling a header line every few seconds would hold its connection (and
+ * with enough of them, every connection) for ever. Each connection's phase
+ * and deadline are kept here instead, and a watchdog thread cuts the
+ * connections that are past it, whatever they trickle. */
+enum phase {
+    PHASE_HEAD, /* waiting for a whole request head */
+    PHASE_BODY, /* head received, body coming */
+    PHASE_BUSY  /* in a handler or answered: no deadline of ours */
+};
+
+typedef struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    enum phase phase;
+    struct timespec deadline;
+    bool cut;
+    /* The request begun on this connection and not yet completed: freed
+     * with the connection when libmicrohttpd gave up on it before its
+     * completion notice (a request line too big for its memory). Touched
+     * only by the connection's own thread. */
+    struct conn_state *pending;
+} conn_track;
+
+/* The list of open connections; guarded by track_lock, which is also held
+ * while the watchdog acts on a descriptor: libmicrohttpd closes a socket
+ * only after its close notice has unlinked it here, so a descriptor on the
+ * list is never a reused number. */
+static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
+static conn_track track_list = {.prev = &track_list, .next = &track_list};
+
+static void deadline_in(struct timespec *t, int s)
 {
+    clock_gettime(CLOCK_MONOTONIC, t);
+    t->tv_sec += s;
+}
+
+static bool past(const struct timespec *deadline, const struct timespec *now)
+{
+    return now->tv_sec > deadline->tv_sec ||
+           (now->tv_sec == deadline->tv_sec && now->tv_nsec >= deadline->tv_nsec);
+}
+
+static void set_phase(struct MHD_Connection *c, enum phase p, int timeout_s)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *t = ci ? ci->socket_context : NULL;
+    if (!t)
+        return;
+    pthread_mutex_lock(&track_lock);
+    t->phase = p;
+    if (timeout_s)
+        deadline_in(&t->deadline, timeout_s);
+    pthread_mutex_unlock(&track_lock);
+}
+
+/* A request's deadline counts from its start, so entering the body phase
+ * keeps the time the head took. */
+static void set_body_phase(struct MHD_Connection *c, const struct timespec *started)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *t = ci ? ci->socket_context : NULL;
+    if (!t)
+        return;
+    pthread_mutex_lock(&track_lock);
+    t->phase = PHASE_BODY;
+    t->deadline = *started;
+    t->deadline.tv_sec += SB_BODY_TIMEOUT_S;
+    pthread_mutex_unlock(&track_lock);
+}
+
+struct conn_state;
+static void forget_request(struct conn_state *st);
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode what)
+{
+    (void)cls;
+    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_track *t = calloc(1, sizeof *t);
+        if (!t || !ci) {
+            free(t);
+            return; /* untracked: libmicrohttpd's idle timeout still applies */
+        }
+        t->fd = ci->connect_fd;
+        t->phase = PHASE_HEAD;
+        deadline_in(&t->deadline, SB_HEAD_TIMEOUT_S);
+        pthread_mutex_lock(&track_lock);
+        t->prev = track_list.prev;
+        t->next = &track_list;
+        track_list.prev->next = t;
+        track_list.prev = t;
+        pthread_mutex_unlock(&track_lock);
+        *socket_context = t;
+    } else if (*socket_context) {
+        conn_track *t = *socket_context;
+        pthread_mutex_lock(&track_lock);
+        t->prev->next = t->next;
+        t->next->prev = t->prev;
+        pthread_mutex_unlock(&track_lock);
+        if (t->pending)
+            forget_request(t->pending);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+static const char timeout_answer[] =
+    "HTTP/1.1 408 Request Timeout\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-store\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 57\r\n"
+    "\r\n"
+    "{\"error\":\"the request was not received within its time\"}\n";
+
+/* The most query arguments sure to fit libmicrohttpd's connection memory
+ * (64 KiB here); more are refused before it parses them. */
+#define SB_ARGS_UNPARSED 256
+
+static const char too_many_args_answer[] =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-store\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 41\r\n"
+    "\r\n"
+    "{\"error\":\"more than 64 query arguments\"}\n";
+
+/* Answers t's client with a canned response and shuts its socket down, which
+ * libmicrohttpd sees as the client leaving and closes in its own thread.
+ * Only for connections to which libmicrohttpd is writing nothing. Called
+ * with track_lock held. */
+static void cut(conn_track *t, const char *answer, size_t len)
+{
+    if (t->cut)
+        return;
+    (void)!send(t->fd, answer, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(t->fd, SHUT_RDWR);
+    t->cut = true;
+}
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t watch_wake = PTHREAD_COND_INITIALIZER;
+static bool watch_stop; /* guarded by watch_lock */
+
+/* Every quarter second, cuts the connections past their deadline: a 408
+ * (nothing else is being written to them in these phases), then shutdown
+ * of the socket, which libmicrohttpd sees as the client leaving and closes
+ * in its own thread. */
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&watch_lock);
+    while (!watch_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 250000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&watch_wake, &watch_lock, &until);
+        if (watch_stop)
+            break;
+        pthread_mutex_unlock(&watch_lock);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        unsigned heads = 0, bodies = 0;
+        pthread_mutex_lock(&track_lock);
+        for (conn_track *t = track_list.next; t != &track_list; t = t->next) {
+            if (t->cut || t->phase == PHASE_BUSY || !past(&t->deadline, &now))
+                continue;
+            cut(t, timeout_answer, sizeof timeout_answer - 1);
+            if (t->phase == PHASE_HEAD)
+                heads++;
+            else
+                bodies++;
+        }
+        pthread_mutex_unlock(&track_lock);
+        if (heads)
+            log_limited("cut %u connections that sent no whole request head within %d s", heads,
+                        SB_HEAD_TIMEOUT_S);
+        if (bodies)
+            log_limited("cut %u requests whose body did not arrive within %d s", bodies,
+                        SB_BODY_TIMEOUT_S);
+        pthread_mutex_lock(&watch_lock);
+    }
+    pthread_mutex_unlock(&watch_lock);
+    return NULL;
+}
+
+/* ---- accepting ---- */
+
+/* The listening socket and a pipe that wakes the accept thread to stop. */
+static int listen_fd = -1;
+static int stop_pipe[2] = {-1, -1};
+
+static bool accept_wait(int timeout_ms)
+{
+    struct pollfd p[2] = {{.fd = stop_pipe[0], .events = POLLIN},
+                          {.fd = listen_fd, .events = POLLIN}};
+    /* with timeout_ms set, waits on the stop pipe alone: a backing-off
+     * accept must not wake for the very connection it cannot take */
+    int n = poll(p, timeout_ms >= 0 ? 1 : 2, timeout_ms);
+    return !(n > 0 && (p[0].revents & POLLIN));
+}
+
+static void *acceptor(void *arg)
+{
+    struct MHD_Daemon *d = arg;
+    int backoff_ms = 0;
+    while (accept_wait(backoff_ms ? backoff_ms : -1)) {
+        struct sockaddr_storage from;
+        socklen_t len = sizeof from;
+        int fd = accept4(listen_fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                /* The connection waits in the backlog until descriptors
+                 * free up; retry at growing intervals, up to half a second. */
+                backoff_ms = backoff_ms ? (backoff_ms * 2 > 500 ? 500 : backoff_ms * 2) : 10;
+                log_limited("accept: %s; new connections wait until descriptors free up",
+                            strerror(e));
+            } else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED &&
+                       e != EPROTO && e != EPERM) {
+                log_limited("accept: %s", strerror(e));
+                backoff_ms = 100;
+            }
+            continue;
+        }
+        backoff_ms = 0;
+        /* closes fd itself when it refuses the connection (over a limit):
+         * the refusal is logged through mhd_logger */
+        MHD_add_connection(d, fd, (struct sockaddr *)&from, len);
+    }
+    return NULL;
+}
+
+static int open_listener(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* How many connections the open-file limit leaves room for: each takes a
+ * descriptor, and so do the pool's connections (SQLite: the database, its
+ * journal and shared-memory files), each HTTP thread (epoll and wake-up
+ * descriptors), the listener and standard streams, plus headroom. */
+static unsigned connection_budget(const dbs_config *cfg, bool postgres)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 1024;
+    long db = (long)(cfg->pool_size + cfg->max_overflow) * (postgres ? 1 : 3);
+    long reserve = 24 + db;
+    long budget = (long)rl.rlim_cur - reserve;
+    /* a thread each, too */
+    if (budget > 1024)
+        budget = 1024;
+    return budget > 0 ? (unsigned)budget : 0;
+}
+
+/* ---- requests ---- */
+
+static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, sb_response *res,
+                               const conn_state *st, bool close_after)
+{
+    /* libmicrohttpd writes from here on: the watchdog must not */
+    set_phase(c, PHASE_BUSY, 0);
     char empty[1] = "";
     char *body = res->body ? res->body : empty;
     struct MHD_Response *r =
@@ -191,7 +598,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, 
             MHD_add_response_header(r, "Allow", res->allow);
         if (res->www_authenticate)
             MHD_add_response_header(r, "WWW-Authenticate", res->www_authenticate);
-        if (atomic_load(&stopping))
+        if (close_after || atomic_load(&stopping))
             MHD_add_response_header(r, "Connection", "close");
         ok = MHD_queue_response(c, (unsigned)res->status, r);
         MHD_destroy_response(r);
@@ -233,14 +640,59 @@ static sb_request request_of(struct MHD_Connection *c, const char *method, const
     return req;
 }
 
-static enum MHD_Result too_large(struct MHD_Connection *c, const char *method, const char *url,
-                                 const conn_state *st)
+/* An error answered by this layer, before or instead of the routes. */
+static enum MHD_Result refuse(struct MHD_Connection *c, const char *method, const char *url,
+                              const conn_state *st, int status, bool close_after,
+                              const char *message)
 {
     sb_request req = request_of(c, method, url, st);
     sb_response res = {0};
-    sb_error(&res, 413, "request body larger than %d bytes", SB_MAX_BODY);
-    return respond(c, &req, &res, st);
+    sb_error(&res, status, "%s", message);
+    return respond(c, &req, &res, st, close_after);
 }
+
+static enum MHD_Result too_large(struct MHD_Connection *c, const char *method, const char *url,
+                                 const conn_state *st)
+{
+    char msg[64];
+    snprintf(msg, sizeof msg, "request body larger than %d bytes", SB_MAX_BODY);
+    /* the connection closes after it: the rest of the body is not read */
+    return refuse(c, method, url, st, 413, true, msg);
+}
+
+/* Called when a request line has arrived, with the target as sent: the
+ * request's state starts here, so the checks see the undecoded bytes. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls;
+    conn_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    clock_gettime(CLOCK_MONOTONIC, &st->started);
+    st->uri = sb_uri_check(uri, NULL);
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *t = sc ? sc->socket_context : NULL;
+    if (t)
+        t->pending = st;
+    /* libmicrohttpd parses every query argument into the connection's
+     * memory before any handler runs, and a connection whose arguments do
+     * not fit there is never answered: refuse those here, on the socket. */
+    size_t amps = 0;
+    for (const char *p = strchr(uri, '?'); p && *p; p++)
+        amps += *p == '&';
+    if (amps >= SB_ARGS_UNPARSED) {
+        if (t) {
+            pthread_mutex_lock(&track_lock);
+            cut(t, too_many_args_answer, sizeof too_many_args_answer - 1);
+            pthread_mutex_unlock(&track_lock);
+        }
+        log_limited("refused a request with %zu query arguments", amps + 1);
+    }
+    return st;
+}
+
+static bool handler_slot(void);
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
@@ -249,23 +701,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)cls;
     (void)version;
     conn_state *st = *state;
-    if (!st) {
+    if (!st) { /* out of memory in on_uri */
         st = calloc(1, sizeof *st);
         if (!st)
             return MHD_NO;
         clock_gettime(CLOCK_MONOTONIC, &st->started);
         *state = st;
+    }
+    if (!st->counted) {
+        st->counted = true;
         pthread_mutex_lock(&drain_lock);
         in_flight++;
         pthread_mutex_unlock(&drain_lock);
+        set_body_phase(c, &st->started);
+        if (st->uri != SB_URI_OK)
+            return refuse(c, method, url, st, sb_uri_status(st->uri), false,
+                          sb_uri_message(st->uri));
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > SB_MAX_BODY) {
             st->too_large = true;
             /* a client waiting for "100 Continue" gets the 413 instead and
              * never sends the body (libmicrohttpd sends 100 only when no
-             * answer is queued by now) */
+             * answer is queued by now); so does one announcing more than
+             * would be read and discarded */
             const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-            if (expect && !strcasecmp(expect, "100-continue"))
+            if ((expect && !strcasecmp(expect, "100-continue")) ||
+                strtoull(cl, NULL, 10) > SB_MAX_BODY + (unsigned long long)SB_DISCARD_MAX)
                 return too_large(c, method, url, st);
         }
         return MHD_YES;
@@ -288,31 +749,75 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
+    set_phase(c, PHASE_BUSY, 0);
     if (st->too_large)
         return too_large(c, method, url, st);
 
-    sb_request req = request_of(c, method, url, st);
+    /* HEAD is GET without the body: libmicrohttpd sends the head alone */
+    bool head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
+    sb_request req = request_of(c, head ? MHD_HTTP_METHOD_GET : method, url, st);
     sb_response res = {0};
-    sb_handle(&app, &req, &res);
-    return respond(c, &req, &res, st);
+    bool bounded = strcmp(url, "/health") && strcmp(url, "/metrics") && strcmp(url, "/") &&
+                   strcmp(url, "/api/pool");
+    if (bounded && !handler_slot()) {
+        res.retry_after = "1";
+        sb_error(&res, 503, "server busy: %u requests in progress, retry later",
+                 atomic_load(&busy));
+    } else {
+        atomic_fetch_add(&busy, 1);
+        sb_handle(&app, &req, &res);
+        atomic_fetch_sub(&busy, 1);
+        if (bounded)
+            sem_post(&handler_slots);
+    }
+    req.method = method;
+    return respond(c, &req, &res, st, false);
+}
+
+/* Frees a request's state and takes it off the drain's count. */
+static void forget_request(struct conn_state *st)
+{
+    bool counted = st->counted;
+    free(st->body);
+    free(st);
+    if (counted) {
+        pthread_mutex_lock(&drain_lock);
+        if (--in_flight == 0)
+            pthread_cond_broadcast(&drained);
+        pthread_mutex_unlock(&drain_lock);
+    }
+}
+
+/* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
+static bool handler_slot(void)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (SB_QUEUE_WAIT_MS % 1000) * 1000000L;
+    until.tv_sec += SB_QUEUE_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (sem_timedwait(&handler_slots, &until) != 0)
+        if (errno != EINTR)
+            return false;
+    return true;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state,
                          enum MHD_RequestTerminationCode why)
 {
     (void)cls;
-    (void)c;
     (void)why;
     conn_state *st = *state;
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (sc && sc->socket_context)
+        ((conn_track *)sc->socket_context)->pending = NULL;
     if (st) {
-        free(st->body);
-        free(st);
+        forget_request(st);
         *state = NULL;
-        pthread_mutex_lock(&drain_lock);
-        if (--in_flight == 0)
-            pthread_cond_broadcast(&drained);
-        pthread_mutex_unlock(&drain_lock);
     }
+    /* a kept-alive connection has the head timeout again for its next request */
+    set_phase(c, PHASE_HEAD, SB_HEAD_TIMEOUT_S);
 }
 
 /* Waits until no request is in flight, or until deadline_s have passed: a
@@ -354,13 +859,6 @@ static int parse_listen(const char *arg, struct sockaddr_in *addr)
     if (!strcmp(host, "localhost"))
         snprintf(host, sizeof host, "127.0.0.1");
     return inet_pton(AF_INET, host, &addr->sin_addr) == 1 ? 0 : -1;
-}
-
-static void usage(void)
-{
-    fprintf(stderr, "usage: shiftboard [--listen HOST:PORT] [--threads N] [--allow-bypassrls]\n"
-                    "  DATABASE_URL  sqlite:FILE or postgresql://... (default sqlite:shiftboard.db)\n"
-                    "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n");
 }
 
 /* The stop signals, blocked in every thread and taken only by sigwait in
@@ -407,31 +905,79 @@ static int create_schema(void)
     return 0;
 }
 
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: shiftboard [--listen HOST:PORT] [--threads N] [--max-per-ip N] "
+            "[--max-connections N] [--allow-bypassrls]\n"
+            "  DATABASE_URL  sqlite:FILE or postgresql://... (default sqlite:shiftboard.db)\n"
+            "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n"
+            "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n");
+}
+
+/* A non-negative integer environment variable, strictly; 0 when unset, -1
+ * (after saying why) when malformed. */
+static int env_ms(const char *name, int *out)
+{
+    const char *v = getenv(name);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || errno || n < 0 || n > 24L * 3600 * 1000) {
+        fprintf(stderr, "shiftboard: %s must be milliseconds from 0 to 86400000, got \"%s\"\n",
+                name, v);
+        return -1;
+    }
+    *out = (int)n;
+    return 0;
+}
+
+static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(arg, &end, 10);
+    if (!*arg || *end || errno || n < lo || n > hi)
+        return false;
+    *out = (unsigned)n;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:8080";
-    unsigned threads = 8;
+    const char *listen_at = "127.0.0.1:8080";
+    unsigned threads = 8, per_ip = 256, max_conns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
-            listen = argv[++i];
+            listen_at = argv[++i];
         } else if (!strcmp(argv[i], "--allow-bypassrls")) {
             app.allow_bypassrls = true;
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            long n = strtol(argv[++i], NULL, 10);
-            if (n < 1 || n > 256) {
-                fprintf(stderr, "shiftboard: --threads must be 1..256\n");
+            if (!parse_count(argv[++i], 1, 4096, &threads)) {
+                fprintf(stderr, "shiftboard: --threads must be 1..4096\n");
                 return 2;
             }
-            threads = (unsigned)n;
+        } else if (!strcmp(argv[i], "--max-per-ip") && i + 1 < argc) {
+            if (!parse_count(argv[++i], 0, 1000000, &per_ip)) {
+                fprintf(stderr, "shiftboard: --max-per-ip must be 0 (no limit) or more\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--max-connections") && i + 1 < argc) {
+            if (!parse_count(argv[++i], 1, 1000000, &max_conns)) {
+                fprintf(stderr, "shiftboard: --max-connections must be 1 or more\n");
+                return 2;
+            }
         } else {
             usage();
             return 2;
         }
     }
     struct sockaddr_in addr;
-    if (parse_listen(listen, &addr) != 0) {
+    if (parse_listen(listen_at, &addr) != 0) {
         fprintf(stderr, "shiftboard: --listen wants HOST:PORT with an IPv4 address, got \"%s\"\n",
-                listen);
+                listen_at);
         return 2;
     }
     if (sodium_init() < 0) {
@@ -455,9 +1001,12 @@ int main(int argc, char **argv)
     dbs_config_init(&cfg);
     cfg.url = "sqlite:shiftboard.db";
     cfg.name = "shiftboard";
-    /* a request should fail with 503 in seconds, not hang for the default
-     * 30, when the pool is exhausted or the database is away */
-    cfg.acquire_timeout_ms = 5000;
+    /* A web request should fail with 503 in seconds, not hang, when the
+     * pool is exhausted or the database is away or silent: these bound
+     * the wait for a connection, each connect, and each round trip. */
+    cfg.acquire_timeout_ms = 2000;
+    cfg.connect_timeout_ms = 3000;
+    cfg.statement_timeout_ms = 5000;
     cfg.leak_threshold_ms = 10000;
     /* PostgreSQL: the context as transaction-local settings, which the
      * row-level security policy reads (schema.c) */
@@ -472,61 +1021,111 @@ int main(int argc, char **argv)
         fprintf(stderr, "shiftboard: %s\n", err.message);
         return 2;
     }
+    if (env_ms("DB_STATEMENT_TIMEOUT_MS", &cfg.statement_timeout_ms) != 0 ||
+        env_ms("DB_CONNECT_TIMEOUT_MS", &cfg.connect_timeout_ms) != 0)
+        return 2;
+    app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0;
+    unsigned budget = connection_budget(&cfg, app.postgres);
+    if (!max_conns)
+        max_conns = budget;
+    if (max_conns < 4) {
+        fprintf(stderr,
+                "shiftboard: room for only %u connections (open-file limit less the pool's "
+                "descriptors); raise ulimit -n or lower DB_POOL_SIZE, DB_MAX_OVERFLOW\n",
+                max_conns);
+        return 1;
+    }
+    sem_init(&handler_slots, 0, threads);
     app.pool = dbs_pool_open(&cfg, &err);
     if (!app.pool) {
         fprintf(stderr, "shiftboard: %s\n", err.message);
         return 1;
     }
-    app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0;
     int schema = create_schema();
     if (schema != 0) {
         dbs_pool_close(app.pool);
         return schema > 0 ? 0 : 1;
     }
 
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "shiftboard: cannot listen on %s: %s\n", listen, strerror(errno));
+    listen_fd = open_listener(&addr);
+    if (listen_fd < 0 || pipe2(stop_pipe, O_CLOEXEC) != 0) {
+        fprintf(stderr, "shiftboard: cannot listen on %s: %s\n", listen_at, strerror(errno));
         dbs_pool_close(app.pool);
         return 1;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    /* Requests may carry up to SB_MAX_ARGS query arguments and an 8 KiB
+     * target: each argument takes room in the connection's memory, which
+     * therefore is larger than libmicrohttpd's 32 KiB default. */
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+            MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET,
+        0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)SB_BODY_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "shiftboard: cannot start the HTTP server: %s\n", strerror(errno));
+        close(listen_fd);
+        dbs_pool_close(app.pool);
+        return 1;
+    }
+    pthread_t acc, wd;
+    if (pthread_create(&wd, NULL, watchdog, NULL) != 0 ||
+        pthread_create(&acc, NULL, acceptor, d) != 0) {
+        fprintf(stderr, "shiftboard: cannot start threads\n");
+        return 1;
+    }
     char host[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &addr.sin_addr, host, sizeof host);
-    printf("shiftboard: listening on http://%s:%u/ (database: %s)\n", host,
-           info ? info->port : ntohs(addr.sin_port), app.postgres ? "postgresql" : cfg.url);
+    struct sockaddr_in bound;
+    socklen_t blen = sizeof bound;
+    getsockname(listen_fd, (struct sockaddr *)&bound, &blen);
+    printf("shiftboard: listening on http://%s:%u/ (database: %s; at most %u connections, %u "
+           "per client address)\n",
+           host, ntohs(bound.sin_port), app.postgres ? "postgresql" : cfg.url, max_conns, per_ip);
     fflush(stdout);
 
     int sig = 0;
     while (sigwait(&stop_signals, &sig) != 0)
         ;
 
-    /* Stop accepting, let the requests in flight finish and their answers
-     * go out, then stop the daemon (which closes the idle keep-alive
-     * connections and joins its threads) and close the pool: by then no
-     * session can be out. */
+    /* Stop accepting (closing the listener: new connections are refused),
+     * let the requests in flight finish and their answers go out, within
+     * bounds; close the pool to new sessions and give the open ones a last
+     * bound; then stop the daemon (which closes the idle keep-alive
+     * connections and joins its threads) and close the pool. A handler
+     * still stuck after all that is stuck in the database beyond every
+     * bound: the process leaves without joining it. */
     fprintf(stderr, "shiftboard: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&stopping, true);
-    MHD_socket ls = MHD_quiesce_daemon(d);
-    /* Refuse new connections now, but keep the descriptor open: the
-     * daemon's threads may still use it until they are stopped
-     * (libmicrohttpd's manual says so), and a closed number could be
-     * reused meanwhile. */
-    if (ls != MHD_INVALID_SOCKET)
-        shutdown(ls, SHUT_RDWR);
-    unsigned left = drain(30);
+    (void)!write(stop_pipe[1], "x", 1);
+    pthread_join(acc, NULL);
+    close(listen_fd);
+    unsigned left = drain(SB_DRAIN_S);
     if (left)
-        fprintf(stderr, "shiftboard: %u requests still unfinished after 30 s; closing them\n",
-                left);
+        fprintf(stderr, "shiftboard: %u requests still unfinished after %d s\n", left, SB_DRAIN_S);
+    int open_sessions = dbs_pool_shutdown(app.pool, left ? SB_POOL_DRAIN_MS : 0);
+    pthread_mutex_lock(&watch_lock);
+    watch_stop = true;
+    pthread_cond_signal(&watch_wake);
+    pthread_mutex_unlock(&watch_lock);
+    pthread_join(wd, NULL);
+    unsigned stuck = atomic_load(&busy);
+    if (stuck) {
+        fprintf(stderr,
+                "shiftboard: stopped with %u requests stuck in the database (%d sessions open); "
+                "not waiting for them\n",
+                stuck, open_sessions);
+        fflush(stderr);
+        _exit(1);
+    }
     MHD_stop_daemon(d);
-    if (ls != MHD_INVALID_SOCKET)
-        close(ls);
+    close(stop_pipe[0]);
+    close(stop_pipe[1]);
     dbs_stats st;
     dbs_pool_stats(app.pool, &st);
     dbs_pool_close(app.pool);

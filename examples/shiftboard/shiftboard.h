@@ -54,6 +54,12 @@ typedef struct sb_app {
 /* Routes req to its handler and fills res. Any thread. */
 void sb_handle(const sb_app *app, sb_request *req, sb_response *res);
 
+/* ---- health.c ---- */
+
+/* GET /health: the pool's view and a bounded check of the database; answers
+ * within a second even when the database does not. Any thread. */
+void sb_health(const sb_app *app, sb_request *req, sb_response *res);
+
 /* ---- json.c: responses ---- */
 
 /* res gets status and the JSON text of obj (which is consumed). */

@@ -6,6 +6,8 @@
                      --rls-probe PATH
   test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
   test_shiftboard.py --binary PATH --backend pg-notices --url-file FILE --super-url-file FILE
+  test_shiftboard.py --binary PATH --backend hostile
+  test_shiftboard.py --binary PATH --backend pg-silent --url-file FILE --super-url-file FILE
 
 sqlite and pg run the same API checks; pg runs them in a database of its
 own on the shared throwaway server and adds that row-level security holds
@@ -13,12 +15,17 @@ for queries with no WHERE clause, through psql and through dbscope itself
 (rls_probe.c). pg-outage starts a private PostgreSQL, stops it under the
 service and starts it again: /health goes 503 with Retry-After and comes
 back by itself. pg-notices starts the service on a fresh database and
-looks for the server's notices in its log. Only the standard library. No
-timing is asserted: waits poll with generous limits.
+looks for the server's notices in its log. hostile (SQLite) is slowloris
+from one address and running out of file descriptors under ulimit -n 64. pg-silent puts a TCP proxy
+between the service and PostgreSQL and makes it stop forwarding: 503s
+with Retry-After instead of hangs, /health at once, SIGTERM still ends the
+process. Only the standard library. No timing is asserted: waits poll
+with generous limits, and "at once" means within a bound far above need.
 """
 import argparse
 import http.client
 import secrets
+import select
 import json
 import os
 import re
@@ -59,19 +66,24 @@ def free_port():
 class Service:
     """One shiftboard process on a free port."""
 
-    def __init__(self, binary, url, workdir, extra_args=(), extra_env=None):
+    def __init__(self, binary, url, workdir, extra_args=(), extra_env=None, env_extra=None,
+                 nofile=None):
         self.port = free_port()
         env = dict(os.environ)
         env.update(extra_env or {})
         env["DATABASE_URL"] = url
         env["SHIFTBOARD_PWHASH"] = "min"  # argon2id at its cheapest: sanitizer builds
         env["DB_POOL_SIZE"] = "4"
+        env.update(env_extra or {})
         self.err_path = os.path.join(workdir, "shiftboard-%d.log" % self.port)
         self.err = open(self.err_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:%d" % self.port, "--threads", "8"] + list(extra_args),
-            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        cmd = [binary, "--listen", "127.0.0.1:%d" % self.port, "--threads", "8"] + list(extra_args)
+        if nofile:
+            cmd = ["prlimit", "--nofile=%d" % nofile, "--"] + cmd
+        self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True)
         line = self.proc.stdout.readline()
+        self.banner = line
         if "listening on" not in line:
             self.proc.kill()
             raise SystemExit("shiftboard did not start: %r\n%s" % (line, self.log()))
@@ -82,8 +94,10 @@ class Service:
         with open(self.err_path) as f:
             return f.read()
 
-    def request(self, method, path, body=None, token=None, headers=None, raw=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+    def request(self, method, path, body=None, token=None, headers=None, raw=None, source=None,
+                timeout=60):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
         h = dict(headers or {})
         data = raw
         if body is not None:
@@ -115,9 +129,10 @@ class Service:
         log = self.log()
         reports = [l for l in log.splitlines() if SANITIZER_REPORT.search(l)]
         check(not reports, "no sanitizer report from shiftboard: %s" % reports[:3])
-        if code != 0 or reports:
-            print("---- shiftboard's stderr (last 40 lines) ----\n%s\n----"
-                  % "\n".join(log.splitlines()[-40:]), flush=True)
+        if code != 0 or reports or FAILURES:
+            others = [l for l in log.splitlines() if "msg=request" not in l]
+            print("---- shiftboard's stderr, request lines left out (last 40 lines) ----\n%s\n----"
+                  % "\n".join(others[-40:]), flush=True)
         return code
 
 
@@ -149,7 +164,14 @@ def list_ids(svc, token):
 
 
 def api_flow(svc):
-    st, _, doc, _ = svc.request("GET", "/health")
+    # /health gives the database less than a second to answer: on a
+    # machine busy enough (sanitizers, parallel tests) one check may miss it
+    for _ in range(20):
+        st, _, doc, _ = svc.request("GET", "/health")
+        if st == 200:
+            break
+        print("health not yet ok: %s %s" % (st, doc), flush=True)
+        time.sleep(0.5)
     check(st == 200 and doc["status"] == "ok" and "in_use" in doc["pool"], "health ok")
 
     ann = register_and_login(svc, "ann")
@@ -276,6 +298,7 @@ def bad_input(svc, token):
     sock.close()
     check(answer.startswith(b"HTTP/1.1 413") and b"larger than" in answer,
           "oversized body refused before it is sent: %r" % answer[:80])
+    target_checks(svc, token)
     # none of the refused registrations made a user
     st, _, doc, text = svc.request("POST", "/api/users", {"name": "zed", "password": "abcdefghij"})
     check(st == 201, "the name of refused registrations is still free: %s %s" % (st, text))
@@ -869,12 +892,429 @@ def bypassrls_refused(args, super_url, workdir):
     finally:
         psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db)
         psql(super_url, "DROP ROLE IF EXISTS %s" % role)
+def raw_exchange(port, data, timeout=60, source=None):
+    """Sends data on a fresh connection and reads until the service closes
+    it; returns what came back (b"" for a reset)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+    try:
+        sock.sendall(data)
+        return read_to_end(sock)
+    except ConnectionResetError:
+        return b""
+    finally:
+        sock.close()
+
+
+def target_checks(svc, token):
+    """What the HTTP layer refuses before any route: a target that %00 would
+    cut short, too long a target, too many query arguments, a body far over
+    the limit sent without waiting for 100 Continue; and HEAD answered like
+    GET without a body. Every refusal is the API's JSON."""
+    for path in ("/api/shifts/1%00", "/api/shifts/1%00junk", "/api/shifts?after=1%00"):
+        st, _, doc, text = svc.request("GET", path, token=token)
+        check(st == 400 and doc and "NUL" in doc["error"],
+              "%s is refused, not cut short: %s %s" % (path, st, text[:100]))
+    st, _, doc, text = svc.request("GET", "/api/" + "x" * 9000, token=token)
+    check(st == 414 and doc and "8192" in doc["error"], "9000-byte target: 414 JSON: %s" % st)
+    for n in (500, 3000):
+        query = "&".join("a%d=1" % i for i in range(n))
+        st, _, doc, text = svc.request("GET", "/api/shifts?" + query, token=token)
+        check(st == 400 and doc and "query arguments" in doc["error"],
+              "%d query arguments: 400 JSON: %s %s" % (n, st, text[:100]))
+    st, _, doc, _ = svc.request("GET", "/api/shifts?limit=2&after=0", token=token)
+    check(st == 200, "a few query arguments still fine: %s" % st)
+    # 10 MB without Expect: read, thrown away, then a JSON 413 and a clean close
+    st, r, doc, text = svc.request("POST", "/api/users", raw=b"x" * (10 * 1024 * 1024),
+                                   headers={"Content-Type": "application/json"})
+    check(st == 413 and doc and "larger than" in doc["error"] and
+          (r.getheader("Connection") or "").lower() == "close",
+          "10 MB body: 413 JSON with Connection: close: %s %s" % (st, text[:100]))
+    # HEAD: GET's status and headers, no body
+    for path, tok, want in (("/health", None, 200), ("/api/shifts", token, 200),
+                            ("/api/shifts", None, 401), ("/api/users", None, 405)):
+        get_st, get_r, _, _ = svc.request("GET", path, token=tok)
+        st, r, _, text = svc.request("HEAD", path, token=tok)
+        check(st == want == get_st and text == "" and
+              r.getheader("Content-Type") == get_r.getheader("Content-Type"),
+              "HEAD %s answered like GET without a body: %s (GET %s) %r" % (path, st, get_st,
+                                                                            text[:60]))
+    answer = raw_exchange(svc.port, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    check(head.startswith(b"HTTP/1.1 200") and payload == b"",
+          "HEAD sends no body bytes: %r" % answer[-60:])
+
+
+def log_size(svc):
+    svc.err.flush()
+    return os.path.getsize(svc.err_path)
+
+
+def slowloris(args, url, workdir):
+    """300 connections from one address (more than it may hold), each
+    trickling a header line every 2 s and never finishing its head:
+    requests from another address are answered all along, the trickling
+    ones are cut once their head time is up however much they trickle, and
+    then the attacking address is served again too."""
+    svc = Service(args.binary, url, workdir)
+    socks, lock, stop = [], threading.Lock(), threading.Event()
+    for i in range(300):
+        try:
+            s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            socks.append(s)
+        except OSError:
+            pass  # refused: over the per-address limit
+    cut_answers = []
+
+    def trickle():
+        end = time.monotonic() + 90
+        k = 0
+        while not stop.is_set() and time.monotonic() < end:
+            with lock:
+                alive = list(socks)
+            if not alive:
+                return
+            for s in alive:
+                try:
+                    s.sendall(b"X-Trickle-%d: x\r\n" % k)
+                except OSError:
+                    try:
+                        cut_answers.append(s.recv(4096))
+                    except OSError:
+                        cut_answers.append(b"")
+                    with lock:
+                        socks.remove(s)
+                    s.close()
+            k += 1
+            stop.wait(2)
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    try:
+        answered = 0
+        for _ in range(5):
+            st, _, doc, _ = svc.request("GET", "/health", source="127.0.0.2", timeout=30)
+            answered += st == 200
+        check(answered == 5, "another address is served during the attack (%d of 5)" % answered)
+        # the attacking address itself: refused while its trickling
+        # connections fill its share, served again once they are cut
+        same, tries = None, 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tries += 1
+            try:
+                same, _, _, _ = svc.request("GET", "/health", timeout=30)
+                break
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.5)
+        check(same == 200, "the attacking address is served again (%s after %d tries)"
+              % (same, tries))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with lock:
+                if not socks:
+                    break
+            time.sleep(0.5)
+        with lock:
+            left = len(socks)
+        check(left == 0, "every trickling connection was cut (%d left)" % left)
+        timeouts = sum(1 for a in cut_answers if a.startswith(b"HTTP/1.1 408"))
+        print("slowloris: %d of %d cut connections got a 408" % (timeouts, len(cut_answers)),
+              flush=True)
+        check(timeouts > 0 and all(b'{"error"' in a for a in cut_answers if a),
+              "cut connections are told so in JSON (408)")
+        check(log_size(svc) < 64 * 1024, "log stays small under the attack: %d bytes"
+              % log_size(svc))
+    finally:
+        stop.set()
+        t.join()
+        with lock:
+            for s in socks:
+                s.close()
+        code = svc.stop()
+    check(code == 0, "SIGTERM after the attack: exit 0 (got %s)" % code)
+
+
+def cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fd_exhaustion(args, url, workdir):
+    """Under ulimit -n 64, told it may take more connections than it has
+    descriptors for, 150 idle connections: accept fails with EMFILE. The
+    service must back off rather than spin, log a few lines rather than
+    gigabytes, and serve again once the idle connections are gone."""
+    svc = Service(args.binary, url, workdir,
+                  extra_args=["--threads", "2", "--max-connections", "500", "--max-per-ip", "0"],
+                  env_extra={"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0"}, nofile=64)
+    pid = svc.proc.pid
+    try:
+        st, _, _, _ = svc.request("GET", "/health")
+        check(st == 200, "health 200 before: %s" % st)
+        idle = []
+        for _ in range(150):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", svc.port), timeout=10))
+            except OSError:
+                break
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(8)
+        cpu = cpu_seconds(pid) - cpu0
+        wall = time.monotonic() - t0
+        size = log_size(svc)
+        print("fd exhaustion: %d idle connections; %.2f s CPU in %.1f s; log %d bytes"
+              % (len(idle), cpu, wall, size), flush=True)
+        check("Too many open files" in svc.log(), "descriptors really ran out")
+        check(size < 64 * 1024, "log stays small while out of descriptors: %d bytes" % size)
+        for s in idle:
+            s.close()
+        st, tries = None, 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tries += 1
+            try:
+                st, _, _, _ = svc.request("GET", "/health", timeout=30)
+                if st == 200:
+                    break
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.5)
+        check(st == 200, "served again once descriptors are free (%s after %d tries)" % (st, tries))
+    finally:
+        code = svc.stop()
+    check(code == 0, "SIGTERM after descriptors ran out: exit 0 (got %s)" % code)
+
+
+def fd_budget(args, url, workdir):
+    """Under ulimit -n 64 with the limits shiftboard derives itself: 150
+    idle connections from one address never exhaust the descriptors, and
+    another address is still served."""
+    svc = Service(args.binary, url, workdir, extra_args=["--max-per-ip", "8"],
+                  env_extra={"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0"}, nofile=64)
+    m = re.search(r"at most (\d+) connections", svc.banner)
+    check(m and int(m.group(1)) < 64, "connection limit under the open-file limit: %r" % svc.banner)
+    idle = []
+    try:
+        for _ in range(150):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", svc.port), timeout=10))
+            except OSError:
+                break
+        time.sleep(2)
+        st, _, _, _ = svc.request("GET", "/health", source="127.0.0.2", timeout=30)
+        check(st == 200, "another address served while one holds its share idle: %s" % st)
+        check("Too many open files" not in svc.log(), "descriptors never ran out")
+        check(log_size(svc) < 64 * 1024, "log stays small: %d bytes" % log_size(svc))
+    finally:
+        for s in idle:
+            s.close()
+        code = svc.stop()
+    check(code == 0, "SIGTERM: exit 0 (got %s)" % code)
+
+
+def slow_body(args, url, workdir):
+    """A body trickled a byte every 2 s: cut with a JSON 408 once the
+    request's body time is up, while other requests are answered."""
+    svc = Service(args.binary, url, workdir)
+    try:
+        sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        sock.sendall(b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n")
+        answer, sent = b"", 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(b" ")
+                sent += 1
+            except OSError:
+                break
+            readable, _, _ = select.select([sock], [], [], 2)
+            if readable:
+                try:
+                    answer = read_to_end(sock)
+                except OSError:
+                    pass
+                break
+            if sent == 3:
+                st, _, _, _ = svc.request("GET", "/health", timeout=30)
+                check(st == 200, "others served during a slow body: %s" % st)
+        sock.close()
+        print("slow body: cut after %d bytes: %r" % (sent, answer[:40]), flush=True)
+        check(answer.startswith(b"HTTP/1.1 408") and b'{"error"' in answer,
+              "a trickled body is cut with a JSON 408: %r" % answer[:80])
+    finally:
+        code = svc.stop()
+    check(code == 0, "SIGTERM after a slow body: exit 0 (got %s)" % code)
+
+
+def hostile(args, workdir):
+    url = "sqlite:" + os.path.join(workdir, "sb.db")
+    slowloris(args, url, workdir)
+    fd_exhaustion(args, url, workdir)
+    fd_budget(args, url, workdir)
+    slow_body(args, url, workdir)
+
+
+class Proxy:
+    """A TCP proxy between shiftboard and PostgreSQL that can stop
+    forwarding: silent, it keeps every connection open and accepts new
+    ones, but passes no byte either way, as a network that drops packets."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.silent = threading.Event()
+        self.closing = threading.Event()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(128)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.socks = []
+        self.threads = [threading.Thread(target=self.accept_loop)]
+        self.threads[0].start()
+
+    def accept_loop(self):
+        while not self.closing.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                c.close()
+                continue
+            self.socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                t = threading.Thread(target=self.pump, args=(a, b))
+                t.start()
+                self.threads.append(t)
+
+    def pump(self, a, b):
+        a.settimeout(0.2)
+        while not self.closing.is_set():
+            try:
+                data = a.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if self.silent.is_set():
+                continue  # dropped on the floor
+            try:
+                b.sendall(data)
+            except OSError:
+                break
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closing.set()
+        self.lsock.close()
+        for t in self.threads:
+            t.join()
+        for s in self.socks:
+            s.close()
+
+
+def silent_database(args, workdir):
+    """The database stops answering without closing anything (a network
+    that stops forwarding): API requests answer 503 with Retry-After
+    instead of hanging, /health answers at once with the pool's view, the
+    service recovers when the network does, and SIGTERM with requests stuck
+    on the silent database still ends the process."""
+    url, super_url, name = own_database(args.url_file, args.super_url_file)
+    proxy = None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        proxy = Proxy(parts.hostname, parts.port)
+        netloc = "%s:%s@127.0.0.1:%d" % (parts.username, parts.password, proxy.port)
+        query = re.sub(r"connect_timeout=\d+", "connect_timeout=2", parts.query)
+        via = parts._replace(netloc=netloc, query=query).geturl()
+        svc = Service(args.binary, via, workdir,
+                      env_extra={"DB_STATEMENT_TIMEOUT_MS": "2000", "DB_CONNECT_TIMEOUT_MS": "2000"})
+        try:
+            tok = register_and_login(svc, "ivy")
+            st, _, _, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+            check(st == 201, "write through the proxy: %s" % st)
+            proxy.silent.set()
+            results = []
+
+            def client():
+                t0 = time.monotonic()
+                try:
+                    st, r, doc, _ = svc.request("GET", "/api/shifts", token=tok, timeout=120)
+                    results.append((st, r.getheader("Retry-After"), doc, time.monotonic() - t0))
+                except Exception as e:  # a hang that the client gave up on fails the check
+                    results.append((repr(e), None, None, time.monotonic() - t0))
+
+            clients = [threading.Thread(target=client) for _ in range(6)]
+            for c in clients:
+                c.start()
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            st, r, doc, _ = svc.request("GET", "/health", timeout=30)
+            took = time.monotonic() - t0
+            print("silent database: /health %s in %.2f s: %s" % (st, took, doc), flush=True)
+            check(st == 503 and r.getheader("Retry-After") and doc and "pool" in doc,
+                  "health 503 with Retry-After and the pool's view while silent: %s" % st)
+            check(took < 3, "health does not wait on the silent database (%.2f s)" % took)
+            for c in clients:
+                c.join()
+            print("silent database: API answers %s" % [(r[0], round(r[3], 2)) for r in results],
+                  flush=True)
+            check(all(r[0] == 503 and r[1] and r[2] and "unavailable" in r[2]["error"]
+                      for r in results),
+                  "API requests answer 503 with Retry-After: %s" % [r[:2] for r in results])
+            proxy.silent.clear()
+            st = None
+            for _ in range(240):
+                st, _, _, _ = svc.request("GET", "/health", timeout=30)
+                if st == 200:
+                    break
+                time.sleep(0.25)
+            check(st == 200, "health back to 200 once the network forwards again")
+            st, _, _, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+            check(st == 201, "writes work again: %s" % st)
+            # silent again, requests in flight, then SIGTERM: the process ends
+            proxy.silent.set()
+            stuck = [threading.Thread(target=client) for _ in range(4)]
+            for c in stuck:
+                c.start()
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            svc.proc.send_signal(signal.SIGTERM)
+            code = svc.wait()
+            print("silent database: SIGTERM exit %s after %.1f s" % (code, time.monotonic() - t0),
+                  flush=True)
+            check(code != "hung", "SIGTERM ends the process while the database is silent")
+            for c in stuck:
+                c.join()
+        finally:
+            if svc.proc.poll() is None:
+                svc.proc.kill()
+                svc.wait()
+    finally:
+        if proxy:
+            proxy.close()
+        psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
-    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices"],
+    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices", "hostile",
+                                          "pg-silent"],
                     required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
@@ -902,6 +1342,10 @@ def main():
                 notices_logged(args, url, workdir)
             finally:
                 psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+        elif args.backend == "hostile":
+            hostile(args, workdir)
+        elif args.backend == "pg-silent":
+            silent_database(args, workdir)
         else:
             outage(args, workdir)
     if FAILURES:

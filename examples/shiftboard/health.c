@@ -1,0 +1,133 @@
+/* GET /health: answers within a second whatever the database does.
+ *
+ * The pool's own view (dbs_pool_stats) costs no round trip and is always
+ * reported. The database itself is asked by a probe thread with a short
+ * statement bound; the request waits for the probe at most SB_HEALTH_WAIT_MS
+ * and answers 503 when it has not finished by then. At most one probe runs
+ * at a time: while one is stuck (a silent network, a connect that hangs),
+ * further checks wait on it instead of piling up threads and sessions, so a
+ * load balancer polling /health cannot make things worse. */
+#include "shiftboard.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { SB_HEALTH_WAIT_MS = 800, SB_HEALTH_STATEMENT_MS = 700 };
+
+/* The probe's state, guarded by lock. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t finished = PTHREAD_COND_INITIALIZER;
+static bool running;          /* a probe thread is out */
+static unsigned long rounds;  /* probes finished so far */
+static struct timespec started; /* when the running probe began */
+static int last_rc = DBS_OK;
+static char last_code[32], last_message[512];
+
+static const sb_app *probe_app;
+
+static int probe_once(const sb_app *app, dbs_error *err)
+{
+    dbs_context ctx = {.request_id = "health"};
+    dbs_session *s = dbs_session_open(app->pool, &ctx, err);
+    if (!s)
+        return err->code;
+    /* a health check must answer fast, whatever the pool's bound */
+    int rc = dbs_session_set_statement_timeout(s, SB_HEALTH_STATEMENT_MS, err);
+    if (rc == DBS_OK) {
+        dbs_rows *r = dbs_query(s, "SELECT 1", NULL, 0, err);
+        if (!r) {
+            rc = err->code;
+        } else {
+            int n = dbs_rows_next(r, err);
+            rc = n == 1 ? DBS_OK : n < 0 ? n : DBS_ESQL;
+            dbs_rows_close(r);
+        }
+    }
+    dbs_session_close(s);
+    return rc;
+}
+
+static void *probe_thread(void *arg)
+{
+    (void)arg;
+    dbs_error err = {0};
+    int rc = probe_once(probe_app, &err);
+    pthread_mutex_lock(&lock);
+    last_rc = rc;
+    snprintf(last_code, sizeof last_code, "%s", rc == DBS_OK ? "ok" : dbs_strerror(rc));
+    snprintf(last_message, sizeof last_message, "%s", rc == DBS_OK ? "" : err.message);
+    running = false;
+    rounds++;
+    pthread_cond_broadcast(&finished);
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+static double ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+void sb_health(const sb_app *app, sb_request *req, sb_response *res)
+{
+    (void)req;
+    struct timespec now, until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += SB_HEALTH_WAIT_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+
+    pthread_mutex_lock(&lock);
+    /* the probe that finishes after this point answers for this request:
+     * one already running counts, since it began before it */
+    unsigned long want = rounds + 1;
+    if (!running) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        probe_app = app;
+        if (pthread_create(&t, &attr, probe_thread, NULL) == 0) {
+            running = true;
+            clock_gettime(CLOCK_MONOTONIC, &started);
+        }
+        pthread_attr_destroy(&attr);
+    }
+    /* a loop: wakeups may be spurious */
+    while (running && rounds < want && pthread_cond_timedwait(&finished, &lock, &until) == 0)
+        ;
+    bool answered = rounds >= want;
+    int rc = last_rc;
+    char code[32], message[512];
+    snprintf(code, sizeof code, "%s", last_code);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (answered)
+        snprintf(message, sizeof message, "%s", last_message);
+    else if (running)
+        snprintf(message, sizeof message, "the database has not answered a check begun %.0f ms ago",
+                 ms_between(&started, &now));
+    else
+        snprintf(message, sizeof message, "could not start a database check");
+    pthread_mutex_unlock(&lock);
+
+    dbs_stats st;
+    dbs_pool_stats(app->pool, &st);
+    json_t *pool = json_pack(
+        "{sisisisisisisisIsIsIsIsI}", "size", st.size, "idle", st.idle, "in_use", st.in_use,
+        "max_size", st.max_size, "waiting", st.waiting, "pending", st.pending, "overflow_in_use",
+        st.overflow_in_use, "timeouts", (json_int_t)st.timeouts, "connect_failures",
+        (json_int_t)st.connect_failures, "unavailable", (json_int_t)st.unavailable,
+        "invalidated", (json_int_t)st.invalidated, "acquired", (json_int_t)st.acquired);
+    const char *db = app->postgres ? "postgresql" : "sqlite";
+    if (answered && rc == DBS_OK) {
+        sb_json(res, 200, json_pack("{ssssso*}", "status", "ok", "database", db, "pool", pool));
+        return;
+    }
+    res->retry_after = "1";
+    sb_json(res, 503,
+            json_pack("{sssssssssbso*}", "status", "unavailable", "database", db, "error", message,
+                      "code", answered ? code : "timeout", "answered", answered, "pool", pool));
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for a
+# bounded time from its seed corpus, then replays every corpus (the crash
+# regressions among them). One line per target, and a last line
+# "fuzz: N passed, N failed".
+#
+#   tests/fuzz/run.sh [seconds per target (20)]
+# A crash leaves its input in build/fuzz/artifacts/: add it to
+# tests/fuzz/corpus/<target>/ once fixed, so it is replayed for good.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+secs=${1:-${DBSCOPE_FUZZ_SECONDS:-20}}
+dir="$root/build/fuzz"
+mkdir -p "$dir/artifacts"
+passed=0
+failed=0
+if ! cmake -S "$root" -B "$dir" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DDBSCOPE_FUZZ=ON -DDBSCOPE_BUILD_TESTS=OFF -DDBSCOPE_BUILD_EXAMPLES=OFF \
+      -DDBSCOPE_WERROR=ON >"$dir.configure.log" 2>&1 ||
+   ! cmake --build "$dir" -j"$(nproc 2>/dev/null || echo 2)" >"$dir.build.log" 2>&1; then
+  grep -E 'error|warning' -A3 "$dir.configure.log" "$dir.build.log" | head -40
+  echo "fuzz: build failed (logs: $dir.configure.log, $dir.build.log)"
+  echo "fuzz: 0 passed, 1 failed"
+  exit 1
+fi
+for corpus in "$root"/tests/fuzz/corpus/*/; do
+  t=$(basename "$corpus")
+  bin="$dir/tests/fuzz/$t"
+  [ -x "$bin" ] || continue
+  work=$(mktemp -d)
+  log="$dir/$t.log"
+  # new inputs go to the scratch directory; the committed seeds stay as they are
+  if timeout $((secs + 60)) "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+       -print_final_stats=1 -artifact_prefix="$dir/artifacts/$t-" "$work" "$corpus" >"$log" 2>&1 &&
+     "$bin" -runs=0 "$corpus" >>"$log" 2>&1; then
+    runs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | head -1)
+    echo "fuzz: $t passed (${runs:-?} inputs in ${secs} s)"
+    passed=$((passed + 1))
+  else
+    echo "fuzz: $t FAILED (log: $log)"
+    grep -E 'invariant broken|ERROR:|SUMMARY|Test unit written' "$log" | head -8
+    failed=$((failed + 1))
+  fi
+  rm -rf "$work"
+done
+echo "fuzz: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
