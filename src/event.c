@@ -25,7 +25,8 @@ static const char *const event_names[] = {
 
 static bool logged_by_default(enum dbs_event_kind k)
 {
-    return k == DBS_EVENT_LEAK || k == DBS_EVENT_LEAK_RECOVERED || k == DBS_EVENT_INVALIDATE;
+    return k == DBS_EVENT_LEAK || k == DBS_EVENT_LEAK_RECOVERED || k == DBS_EVENT_INVALIDATE ||
+           k == DBS_EVENT_NOTICE;
 }
 
 /* Appends key=value, quoting values that need it, as logfmt readers expect. */

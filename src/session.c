@@ -194,7 +194,9 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err)
     return DBS_OK;
 }
 
-int dbs_commit(dbs_session *s, dbs_error *err)
+/* last: the session closes right after, so the backend may do the release
+ * reset in the COMMIT's own round trip (dbs_transact). */
+static int session_commit(dbs_session *s, bool last, dbs_error *err)
 {
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
@@ -205,12 +207,19 @@ int dbs_commit(dbs_session *s, dbs_error *err)
         return DBS_OK;
     }
     set_tx(s, false);
-    rc = s->pool->drv->commit(s->conn->impl, err);
+    const dbs__driver *drv = s->pool->drv;
+    rc = last && drv->commit_release ? drv->commit_release(s->conn->impl, err)
+                                     : drv->commit(s->conn->impl, err);
     if (rc != DBS_OK)
         return dbs__session_failed(s, rc);
     if (err)
         err->code = DBS_OK;
     return DBS_OK;
+}
+
+int dbs_commit(dbs_session *s, dbs_error *err)
+{
+    return session_commit(s, false, err);
 }
 
 int dbs_rollback(dbs_session *s, dbs_error *err)
@@ -248,7 +257,10 @@ static void session_close(dbs_session *s)
     if (s->conn && !discard && !dbs__pool_closed(p)) {
         dbs_error e;
         void *c = s->conn->impl;
-        if (s->in_tx && p->drv->rollback(c, &e) != DBS_OK)
+        if (p->drv->set_timeout)
+            p->drv->set_timeout(c, -1); /* release work: the pool's bound */
+        if (s->in_tx && (p->drv->rollback_release ? p->drv->rollback_release(c, &e)
+                                                  : p->drv->rollback(c, &e)) != DBS_OK)
             discard = true;
         else if (p->drv->reset(c, p->cfg.reset, &e) != DBS_OK)
             discard = true;
@@ -283,6 +295,22 @@ void *dbs_session_native(dbs_session *s)
     if (dbs__session_check(s, NULL) != DBS_OK)
         return NULL;
     return s->pool->drv->native(s->conn->impl);
+}
+
+int dbs_session_set_statement_timeout(dbs_session *s, int timeout_ms, dbs_error *err)
+{
+    int rc = dbs__session_check(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (timeout_ms < 0)
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_session_set_statement_timeout: timeout_ms is %d; it must be "
+                        ">= 0 (0: no bound)", timeout_ms);
+    if (s->pool->drv->set_timeout)
+        s->pool->drv->set_timeout(s->conn->impl, timeout_ms);
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
 }
 
 const dbs_context *dbs_session_context(dbs_session *s)
@@ -328,7 +356,7 @@ int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
         } else {
             rc = work(s, arg, err);
             if (rc == 0) {
-                rc = dbs_commit(s, err);
+                rc = session_commit(s, true, err);
             } else {
                 if (err->code == DBS_OK || err->code != rc)
                     dbs__err(err, rc < 0 ? rc : DBS_ESQL,
