@@ -441,6 +441,20 @@ static int collect(pg_conn *c, pg_flight *f, int64_t deadline)
     }
     return IO_OK;
 }
+
+/* ---- the statement cache ---- */
+
+/* Forgets every cached statement. Statements the server still has become
+ * foreign to the cache: the next reset's reconcile query deallocates them,
+ * and names are never reused, so none can be mistaken for another. */
+static void cache_clear(pg_conn *c)
+{
+    for (int i = 0; i < c->cache_n; i++) {
+        free(c->cache[i].sql);
+        c->cache[i].sql = NULL;
+    }
+}
+
 /* Finds or assigns the cached statement for sql: *fresh = needs a Parse.
  * The SQL copy belongs to the cache entry and is freed by cache_clear or on
  * eviction; GCC 12's analyzer loses it through the entry pointer returned
@@ -485,20 +499,6 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-
-
-/* ---- the statement cache ---- */
-
-/* Forgets every cached statement. Statements the server still has become
- * foreign to the cache: the next reset's reconcile query deallocates them,
- * and names are never reused, so none can be mistaken for another. */
-static void cache_clear(pg_conn *c)
-{
-    for (int i = 0; i < c->cache_n; i++) {
-        free(c->cache[i].sql);
-        c->cache[i].sql = NULL;
-    }
-}
 
 /* Applies the reconcile query's rows: statements the cache does not know
  * are owed a DEALLOCATE at the front of the next flight (before anything
