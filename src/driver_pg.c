@@ -20,9 +20,10 @@
  * reconciles the server's prepared statements with the statement cache,
  * Sync. After dbs_commit followed by close, no command ends the session, so
  * the reset flight is written at release and its answer read by the
- * connection's next flight ("posted"): the server runs it at once (locks are
- * freed at release), the releasing thread does not wait for it, and the
- * next user's commands queue behind it.
+ * connection's next flight ("posted"): the server runs it as it arrives,
+ * not when the connection is next used (advisory locks go at release), the
+ * releasing thread does not wait for it, and the next user's commands queue
+ * behind it on the same socket.
  *
  * Locking: none, except the count of cancel threads. driver.h guarantees
  * one thread at a time per connection.
