@@ -188,7 +188,7 @@ static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
 
 static const char *const reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
-    "SELECT pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES", "DISCARD PLANS",
+    "SELECT pg_catalog.pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES", "DISCARD PLANS",
 };
 
 static int drain(PGconn *pg, int syncs)
@@ -258,7 +258,7 @@ static meas run_direct(int reset, int units)
             size_t n = sizeof reset_sql / sizeof reset_sql[0] - (reset == 2);
             for (size_t k = 0; k < n; k++)
                 PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
-            PQsendQueryParams(pg, "SELECT name FROM pg_prepared_statements", 0, NULL, NULL,
+            PQsendQueryParams(pg, "SELECT name FROM pg_catalog.pg_prepared_statements", 0, NULL, NULL,
                               NULL, NULL, 0);
             PQpipelineSync(pg);
             syncs = 2;

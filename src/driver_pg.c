@@ -76,7 +76,7 @@ static const char *const pg_reset_sql[] = {
     "RESET ALL",
     "CLOSE ALL",
     "UNLISTEN *",
-    "SELECT pg_advisory_unlock_all()",
+    "SELECT pg_catalog.pg_advisory_unlock_all()",
     "DISCARD TEMP",
     "DISCARD SEQUENCES",
     "DISCARD PLANS",
@@ -88,7 +88,8 @@ static const char *const pg_reset_sql[] = {
  * a parameter) costs 0.6 ms of planning per release; this costs little
  * more than a round trip, and the client compares at most stmt_cache_size
  * names. */
-static const char pg_reconcile_sql[] = "SELECT name FROM pg_prepared_statements";
+static const char pg_reconcile_sql[] =
+    "SELECT name FROM pg_catalog.pg_prepared_statements";
 
 typedef struct pg_stmt {
     char *sql; /* NULL = free slot */
@@ -1011,7 +1012,7 @@ again:;
             if (!c->t->ctx_setting[i] || !ok || f.n >= PG_MAXQ)
                 continue;
             const char *pv[2] = {c->t->ctx_setting[i], cv[i] ? cv[i] : ""};
-            ok = PQsendQueryParams(c->pg, "SELECT set_config($1, $2, true)",
+            ok = PQsendQueryParams(c->pg, "SELECT pg_catalog.set_config($1, $2, true)",
                                    2, NULL, pv, NULL, NULL, 0) == 1;
             f.res[f.n] = NULL;
             f.kind[f.n++] = Q_CMD;
