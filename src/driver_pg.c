@@ -911,6 +911,19 @@ static int max_param(const char *sql)
     return max;
 }
 
+/* Whether an error is about the statement called name (and not, say, about
+ * a user's EXECUTE of a statement that does not exist): the server quotes
+ * the name in its message; "dbs_1" must not match "dbs_12". */
+static bool names_stmt(const PGresult *r, const char *name)
+{
+    const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    size_t n = strlen(name);
+    for (const char *p = m; p && (p = strstr(p, name)) != NULL; p += n)
+        if (!isalnum((unsigned char)p[n]) && p[n] != '_')
+            return true;
+    return false;
+}
+
 /* Sends the flight for one statement and returns its result (caller
  * clears) or NULL with err filled. */
 static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
@@ -1073,7 +1086,8 @@ again:;
         }
     if (fail) {
         const char *st = PQresultErrorField(fail, PG_DIAG_SQLSTATE);
-        if (st && !strcmp(st, "26000") && e && !fresh && fail_idx == stmt_idx) {
+        if (st && !strcmp(st, "26000") && e && !fresh && fail_idx == stmt_idx &&
+            names_stmt(fail, e->name)) {
             /* Our statement is gone: the session deallocated it (inside a
              * function, or through native()). Others may be gone too. */
             cache_clear(c);

@@ -235,11 +235,16 @@ static void prepare_case(const char *fmt, const char *name_fmt)
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
 
-    s = same_conn(pool);
-    if (dbs_query(s, sql, NULL, 0, &err) != NULL)
-        CHECK_FAIL("the next user can run %s", sql);
-    CHECK_STR(err.sqlstate, "26000");
-    dbs_session_close(s);
+    /* twice: the second time the EXECUTE itself is a cached statement,
+     * and the error is still the server's own about the user's name */
+    for (int i = 0; i < 2; i++) {
+        s = same_conn(pool);
+        if (dbs_query(s, sql, NULL, 0, &err) != NULL)
+            CHECK_FAIL("the next user can run %s", sql);
+        CHECK_STR(err.sqlstate, "26000");
+        CHECK_CONTAINS(err.message, name);
+        dbs_session_close(s);
+    }
 }
 
 static void test_prepare(void)
