@@ -58,7 +58,8 @@ static void rst_close(int fd)
 static void write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        /* MSG_NOSIGNAL: a peer that went away is EPIPE, not SIGPIPE */
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
