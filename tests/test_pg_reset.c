@@ -401,6 +401,33 @@ static void test_notices(void)
     CHECK(strchr(notes[1], '\n') == NULL);
     printf("notices reach on_event as one line: %s | %s\n", notes[0],
            notes[1]);
+
+    /* The default logger prints them as logfmt, not libpq's raw text. */
+    char path[] = "/tmp/dbscope-notice-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    CHECK(saved >= 0 && dup2(fd, 2) == 2);
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    p = open_pool("reset", &cfg); /* log_events on, no on_event */
+    s = open_s(p);
+    exec_ok(s, "DO $$BEGIN RAISE NOTICE 'logged %', 'here'; END$$");
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[4096] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    CHECK(n > 0);
+    CHECK_CONTAINS(buf, "level=info msg=dbscope event=notice db=postgresql");
+    CHECK_CONTAINS(buf, "reason=\"NOTICE:  logged here\"");
+    printf("default logger: %.*s", (int)strcspn(strstr(buf, "event=notice"), "\n") + 1,
+           strstr(buf, "event=notice"));
 }
 
 int main(int argc, char **argv)
