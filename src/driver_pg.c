@@ -35,7 +35,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -122,6 +125,8 @@ typedef struct pg_conn {
     bool tx_sent;       /* BEGIN sent: a transaction is open server-side */
     bool native_used;   /* native() handed out the PGconn */
     bool dealloc_all;   /* too many foreign statements: DEALLOCATE ALL */
+    bool tcp;           /* TCP socket: TCP_CORK works */
+    bool corked;
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -408,6 +413,25 @@ static void q_sync(pg_conn *c, pg_flight *f, bool *ok)
     f->kind[f->n++] = Q_SYNC;
 }
 
+/* libpq writes out what is queued at every Sync. A flight with more than
+ * one Sync would then go out in several writes, and the server could answer
+ * the first part before the rest arrives: corked, it leaves in one. */
+static void cork(pg_conn *c, bool on)
+{
+    if (!c->tcp || c->corked == on)
+        return;
+    int v = on;
+    (void)setsockopt(PQsocket(c->pg), IPPROTO_TCP, TCP_CORK, &v, sizeof v);
+    c->corked = on;
+}
+
+/* A Sync with more of the flight to follow. */
+static void q_sync_more(pg_conn *c, pg_flight *f, bool *ok)
+{
+    cork(c, true);
+    q_sync(c, f, ok);
+}
+
 /* Reads every result of f: res[i] is the first result of command i (the
  * caller clears them with flight_clear). IO_LOST and IO_TIMEOUT leave the
  * connection broken; the results read so far are kept, so the caller can
@@ -631,12 +655,12 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
     }
     if (c->dealloc_all) {
         q_cmd(c, f, ok, "DEALLOCATE ALL");
-        q_sync(c, f, ok);
+        q_sync_more(c, f, ok);
         cache_clear(c);
     } else if (c->n_foreign > 0) {
         for (int i = 0; i < c->n_foreign; i++)
             q_cmd(c, f, ok, c->foreign[i]);
-        q_sync(c, f, ok);
+        q_sync_more(c, f, ok);
     }
     c->dealloc_all = false;
     c->n_foreign = 0;
@@ -647,6 +671,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
 static int flight_wait(pg_conn *c, pg_flight *f, int64_t deadline, bool ok,
                        const char *what, bool commit, dbs_error *err)
 {
+    cork(c, false);
     if (!ok) {
         c->broken = true;
         return commit ? dbs__err(err, DBS_ECOMMIT_UNKNOWN,
@@ -785,6 +810,10 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
         snprintf(msg, sizeof msg, "postgresql: %s: %s", why, m);
         return connect_fail(c, err, DBS_ECONNECT, msg);
     }
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    c->tcp = getsockname(PQsocket(c->pg), (struct sockaddr *)&sa, &sl) == 0 &&
+             (sa.ss_family == AF_INET || sa.ss_family == AF_INET6);
     if (PQsetnonblocking(c->pg, 1) != 0 || !PQenterPipelineMode(c->pg))
         return connect_fail(c, err, DBS_ECONNECT,
                             "postgresql: cannot enter pipeline mode (libpq "
@@ -1013,7 +1042,7 @@ again:;
     c->used = true;
     if (rollback_first) {
         q_cmd(c, &f, &ok, "ROLLBACK");
-        q_sync(c, &f, &ok);
+        q_sync_more(c, &f, &ok);
     }
     bool began = false;
     if (c->begin_pending) {
@@ -1202,7 +1231,10 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
     if (open) {
         end_idx = f.n;
         q_cmd(c, &f, &ok, cmd);
-        q_sync(c, &f, &ok);
+        if (reset)
+            q_sync_more(c, &f, &ok);
+        else
+            q_sync(c, &f, &ok);
     }
     if (reset)
         q_reset(c, &f, &ok);
@@ -1283,7 +1315,10 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         return rc;
     if (open) {
         q_cmd(c, &f, &ok, "ROLLBACK");
-        q_sync(c, &f, &ok);
+        if (reset)
+            q_sync_more(c, &f, &ok);
+        else
+            q_sync(c, &f, &ok);
     }
     if (!reset) {
         rc = flight_wait(c, &f, dl, ok, "ROLLBACK", false, err);
@@ -1293,6 +1328,7 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     q_reset(c, &f, &ok);
     c->used = false;
     c->native_used = false;
+    cork(c, false);
     int io = ok ? flush_all(c, dl) : IO_LOST;
     if (io != IO_OK) {
         flight_clear(&f);
