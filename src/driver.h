@@ -109,6 +109,18 @@ typedef struct dbs__driver {
     void *(*native)(void *c);
     /* Closes and frees c. Never fails. */
     void (*close)(void *c);
+
+    /* Optional (NULL: the pool uses commit() or rollback(), then reset()).
+     * Ends the transaction as commit()/rollback() do, for a session that
+     * ends right after, and does the release reset (t->reset) in the same
+     * round trip; reset() then has nothing left to do. A commit that
+     * succeeded stays DBS_OK even if its reset failed: the connection is
+     * then broken and discarded. */
+    int (*commit_release)(void *c, dbs_error *err);
+    int (*rollback_release)(void *c, dbs_error *err);
+    /* Optional. Bounds each later round trip on c to ms (0: none; < 0: the
+     * pool's t->statement_timeout_ms again). Sends nothing. */
+    void (*set_timeout)(void *c, int ms);
 } dbs__driver;
 
 extern const dbs__driver dbs__driver_sqlite;

@@ -1,21 +1,32 @@
 /*
  * PostgreSQL backend on libpq.
  *
- * Round trips. begin() sends nothing. Every statement goes out in pipeline
- * mode as one batch: [ROLLBACK owed] [BEGIN, set_config(...) for each
- * context setting] [Parse of a statement new to the cache] Bind/Execute,
- * Sync. So the first statement of a transaction costs one round trip with
- * its BEGIN and context, every later one costs one, COMMIT one: N + 1.
+ * Flights. The connection stays in pipeline mode and non-blocking: every
+ * round trip is one "flight" of queued commands and Syncs, written with
+ * PQflush and read with poll() on PQsocket, PQconsumeInput and PQisBusy
+ * against a deadline, so no call here waits without bound (PQgetResult is
+ * only called when PQisBusy says it will not block).
  *
- * Reset. A session is "dirty" once it ran anything that may change session
- * state (decided conservatively from the SQL text, plus anything done through
- * native()). A clean session's release costs nothing beyond its ROLLBACK (if
- * it had a transaction open). A dirty session's ROLLBACK is owed rather than
- * sent, and release sends ROLLBACK and the reset statements in one simple
- * query: one round trip in all. The reset keeps our prepared statements
- * unless the user PREPAREd something (then DEALLOCATE ALL, cache dropped).
+ * Round trips. begin() sends nothing. A statement's flight is [owed
+ * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting]
+ * [Parse of a statement new to the cache] Bind/Execute, Sync. So the first
+ * statement of a transaction costs one round trip with its BEGIN and
+ * context, every later one costs one, COMMIT one: N + 1.
  *
- * Locking: none. driver.h guarantees one thread at a time per connection.
+ * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
+ * changed: a function, trigger or view can change anything. Every session
+ * that sent anything gets the whole reset, in the flight that ends it:
+ * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
+ * reconciles the server's prepared statements with the statement cache,
+ * Sync. After dbs_commit followed by close, no command ends the session, so
+ * the reset flight is written at release and its answer read by the
+ * connection's next flight ("posted"): the server runs it as it arrives,
+ * not when the connection is next used (advisory locks go at release), the
+ * releasing thread does not wait for it, and the next user's commands queue
+ * behind it on the same socket.
+ *
+ * Locking: none, except the count of cancel threads. driver.h guarantees
+ * one thread at a time per connection.
  */
 #include "internal.h"
 
@@ -23,6 +34,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,27 +51,92 @@
 #define PG_OID_INT8 20
 #define PG_OID_FLOAT8 701
 
+/* Commands and Syncs in one flight. The largest is a release: owed
+ * DEALLOCATEs (PG_MAXFOREIGN + Sync), ROLLBACK/COMMIT + Sync, the reset
+ * commands, the reconcile query and a Sync. */
+#define PG_MAXQ 48
+/* Foreign prepared statements deallocated one by one; more: DEALLOCATE ALL. */
+#define PG_MAXFOREIGN 16
+/* Cancel requests in flight at once, process-wide (see start_cancel). */
+#define PG_MAXCANCELS 4
+
+/* Defaults applied unless the URL sets its own: a peer that stops answering
+ * is noticed within about 25 s when idle or waiting for a long statement
+ * (10 s idle, then 3 probes 5 s apart), and within 30 s when data we sent
+ * stays unacknowledged. */
+static const char *const pg_tcp_defaults[][2] = {
+    {"keepalives", "1"},        {"keepalives_idle", "10"},
+    {"keepalives_interval", "5"}, {"keepalives_count", "3"},
+    {"tcp_user_timeout", "30000"},
+};
+#define PG_NDEFAULTS (sizeof pg_tcp_defaults / sizeof pg_tcp_defaults[0])
+
+/* The reset: DISCARD ALL spelt out (DISCARD ALL itself may not run in a
+ * pipeline), minus DEALLOCATE ALL, which the reconcile query replaces so
+ * that dbscope's own prepared statements survive. */
+static const char *const pg_reset_sql[] = {
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "RESET ALL",
+    "CLOSE ALL",
+    "UNLISTEN *",
+    "SELECT pg_catalog.pg_advisory_unlock_all()",
+    "DISCARD TEMP",
+    "DISCARD SEQUENCES",
+    "DISCARD PLANS",
+};
+#define PG_NRESET (sizeof pg_reset_sql / sizeof pg_reset_sql[0])
+
+/* Every prepared statement on the server, to compare with the cache. A
+ * query that does the comparison on the server (with the cache's names as
+ * a parameter) costs 0.6 ms of planning per release; this costs little
+ * more than a round trip, and the client compares at most stmt_cache_size
+ * names. */
+static const char pg_reconcile_sql[] =
+    "SELECT name FROM pg_catalog.pg_prepared_statements";
+
 typedef struct pg_stmt {
     char *sql; /* NULL = free slot */
     char name[24];
     uint64_t last_use;
-    bool may_change; /* may_change_session(sql), worked out once */
+    bool seen; /* in the server's list (reconcile) */
 } pg_stmt;
+
+/* Item roles in a flight; results are read back in the same order. */
+enum {
+    Q_SYNC,
+    Q_CMD,       /* result kept in res[] */
+};
+
+typedef struct pg_flight {
+    int n;
+    int done;                 /* items read completely (collect) */
+    int reset_from, reset_to; /* reset commands: [from, to), -1 none */
+    int reconcile;            /* index of the reconcile query, -1 none */
+    unsigned char kind[PG_MAXQ];
+    PGresult *res[PG_MAXQ];
+} pg_flight;
 
 typedef struct pg_conn {
     PGconn *pg;
     const dbs__target *t;
     bool broken;
-    bool dirty;         /* session state may have changed since reset */
-    bool user_prepared; /* the user PREPAREd: reset must DEALLOCATE ALL */
+    bool used;          /* anything sent since the last reset */
     bool begin_pending; /* begin() called, BEGIN not yet sent */
     bool tx_sent;       /* BEGIN sent: a transaction is open server-side */
-    bool rollback_owed; /* a dirty session's ROLLBACK, sent with the next
-                           batch or the reset */
+    bool native_used;   /* native() handed out the PGconn */
+    bool dealloc_all;   /* too many foreign statements: DEALLOCATE ALL */
+    bool tcp;           /* TCP socket: TCP_CORK works */
+    bool corked;
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
     uint64_t tick, next_name;
+    int timeout_ms;     /* bound on each round trip (0: none) */
+    int bound_ms;       /* the bound of the flight in progress, for messages */
+    pg_flight posted;   /* written, answer not read yet (n == 0: none) */
+    int n_foreign;      /* prepared statements to deallocate next flight */
+    /* "DEALLOCATE" and a quoted name of up to 63 bytes, quotes doubled */
+    char foreign[PG_MAXFOREIGN][12 + 2 * 63 + 2];
     char password[128]; /* only to scrub it out of libpq's messages */
 } pg_conn;
 
@@ -89,10 +172,10 @@ static void scrub(const pg_conn *c, char *msg, size_t cap)
 static void chomp(char *s)
 {
     for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\t')
+        if (*p == '\n' || *p == '\t' || *p == '\r')
             *p = ' ';
     size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+    while (n > 0 && s[n - 1] == ' ')
         s[--n] = '\0';
 }
 
@@ -138,172 +221,264 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
     return code;
 }
 
-/* ---- connect ---- */
-
-static void *pg_connect(const dbs__target *t, dbs_error *err)
+static bool failed(const PGresult *r)
 {
-    pg_conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
-        return NULL;
-    }
-    c->t = t;
-    PQconninfoOption *opts = PQconninfoParse(t->conninfo, NULL);
-    if (opts) {
-        for (PQconninfoOption *o = opts; o->keyword; o++)
-            if (!strcmp(o->keyword, "password") && o->val)
-                snprintf(c->password, sizeof c->password, "%s", o->val);
-        PQconninfoFree(opts);
-    }
-    c->pg = PQconnectdb(t->conninfo);
-    if (!c->pg) {
-        free(c);
-        dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
-        return NULL;
-    }
-    if (PQstatus(c->pg) != CONNECTION_OK) {
-        char m[400];
-        snprintf(m, sizeof m, "%s", PQerrorMessage(c->pg));
-        chomp(m);
-        scrub(c, m, sizeof m);
-        const char *why = "cannot connect";
-        if (strstr(m, "password authentication failed") ||
-            strstr(m, "no password supplied"))
-            why = "wrong password or user (check the user and password)";
-        else if (strstr(m, "database") && strstr(m, "does not exist"))
-            why = "unknown database (check the database name in the URL)";
-        else if (strstr(m, "role") && strstr(m, "does not exist"))
-            why = "unknown user (check the user name in the URL)";
-        else if (strstr(m, "Connection refused") ||
-                 strstr(m, "timeout expired") ||
-                 strstr(m, "could not translate host") ||
-                 strstr(m, "No route") || strstr(m, "Network is unreachable") ||
-                 strstr(m, "No such file"))
-            why =
-                "unreachable host (check host, port and that the server runs)";
-        dbs__err(err, DBS_ECONNECT, "postgresql: %s: %s", why, m);
-        PQfinish(c->pg);
-        free(c);
-        return NULL;
-    }
-    int cap = t->stmt_cache_size > 0 ? t->stmt_cache_size : 0;
-    if (cap > 0) {
-        c->cache = calloc((size_t)cap, sizeof *c->cache);
-        if (!c->cache) {
-            PQfinish(c->pg);
-            free(c);
-            dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
-            return NULL;
-        }
-        c->cache_n = cap;
-    }
-    return c;
+    return r && PQresultStatus(r) == PGRES_FATAL_ERROR;
 }
 
+/* ---- notices ---- */
+
+/* libpq calls this on the thread using the connection, from inside
+ * PQconsumeInput or PQgetResult: one line, password scrubbed, to the
+ * pool. Without a receiver libpq would print to stderr. */
+static void on_notice(void *arg, const PGresult *r)
+{
+    pg_conn *c = arg;
+    if (!c->t->notice)
+        return;
+    char m[512];
+    snprintf(m, sizeof m, "%s", PQresultErrorMessage(r));
+    chomp(m);
+    scrub(c, m, sizeof m);
+    if (m[0])
+        c->t->notice(c->t->notice_arg, m);
+}
+
+/* ---- cancel ---- */
+
+static atomic_int cancels_running;
+
+static void *cancel_main(void *arg)
+{
+    PGcancel *k = arg;
+    char buf[256];
+    (void)PQcancel(k, buf, sizeof buf);
+    PQfreeCancel(k);
+    atomic_fetch_sub(&cancels_running, 1);
+    return NULL;
+}
+
+/* Asks the server to cancel what the connection runs, without waiting:
+ * PQcancel opens a new connection and waits for the server to close it,
+ * which has no bound of its own, so it runs on a detached thread with its
+ * own copy of the cancel key (PQgetCancel). A network that swallows
+ * everything can keep that thread until the operating system gives up the
+ * TCP connection; so at most PG_MAXCANCELS run at once, and beyond that the
+ * cancel is skipped (the connection is closed either way, and the server
+ * notices when it next writes to it). */
+static void start_cancel(pg_conn *c)
+{
+    if (atomic_fetch_add(&cancels_running, 1) >= PG_MAXCANCELS) {
+        atomic_fetch_sub(&cancels_running, 1);
+        return;
+    }
+    PGcancel *k = PQgetCancel(c->pg);
+    pthread_attr_t a;
+    pthread_t th;
+    bool started = false;
+    if (k && pthread_attr_init(&a) == 0) {
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&th, &a, cancel_main, k) == 0;
+        pthread_attr_destroy(&a);
+    }
+    if (!started) {
+        PQfreeCancel(k);
+        atomic_fetch_sub(&cancels_running, 1);
+    }
+}
+
+static int timed_out(pg_conn *c, dbs_error *err, const char *what,
+                     bool commit)
+{
+    start_cancel(c);
+    c->broken = true;
+    if (commit)
+        return dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                        "postgresql: no answer to COMMIT within %d ms: the "
+                        "transaction may or may not have been committed; "
+                        "the connection is discarded",
+                        c->bound_ms);
+    return dbs__err(err, DBS_ESTMT_TIMEOUT,
+                    "postgresql: no answer to %s within %d ms "
+                    "(statement_timeout_ms, or "
+                    "dbs_session_set_statement_timeout): cancel requested, "
+                    "connection discarded",
+                    what, c->bound_ms);
+}
+
+/* ---- non-blocking I/O ---- */
+
+enum { IO_OK, IO_LOST, IO_TIMEOUT };
+
+static int64_t deadline_of(int ms)
+{
+    return ms > 0 ? dbs__now_ns() + (int64_t)ms * 1000000 : INT64_MAX;
+}
+
+/* Waits until fd is ready for events or the deadline passes. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t now = dbs__now_ns();
+        if (now >= deadline)
+            return IO_TIMEOUT;
+        int64_t left = (deadline - now + 999999) / 1000000;
+        int ms = deadline == INT64_MAX || left > INT_MAX ? -1 : (int)left;
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return IO_LOST;
+        if (n > 0)
+            return IO_OK;
+    }
+}
+
+/* Writes out what libpq has buffered. */
+static int flush_all(pg_conn *c, int64_t deadline)
+{
+    for (;;) {
+        int f = PQflush(c->pg);
+        if (f < 0)
+            return IO_LOST;
+        if (f == 0)
+            return IO_OK;
+        /* Also readable: the server may be blocked writing to us. */
+        int w = wait_fd(PQsocket(c->pg), POLLOUT | POLLIN, deadline);
+        if (w != IO_OK)
+            return w;
+        if (!PQconsumeInput(c->pg))
+            return IO_LOST;
+    }
+}
+
+/* The next result without blocking past the deadline (*r NULL: the end of
+ * the current command's results). */
+static int next_result(pg_conn *c, int64_t deadline, PGresult **r)
+{
+    *r = NULL;
+    for (;;) {
+        int f = PQflush(c->pg);
+        if (f < 0)
+            return IO_LOST;
+        if (!PQisBusy(c->pg))
+            break;
+        int w = wait_fd(PQsocket(c->pg), (short)(POLLIN | (f ? POLLOUT : 0)),
+                        deadline);
+        if (w != IO_OK)
+            return w;
+        if (!PQconsumeInput(c->pg))
+            return IO_LOST;
+    }
+    *r = PQgetResult(c->pg);
+    return IO_OK;
+}
+
+static void flight_clear(pg_flight *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        PQclear(f->res[i]);
+        f->res[i] = NULL;
+    }
+    f->n = 0;
+}
+
+static void flight_init(pg_flight *f)
+{
+    f->n = f->done = 0;
+    f->reset_from = f->reset_to = f->reconcile = -1;
+}
+
+/* Queues one command without parameters. */
+static void q_cmd(pg_conn *c, pg_flight *f, bool *ok, const char *sql)
+{
+    if (!*ok || f->n >= PG_MAXQ) {
+        *ok = false;
+        return;
+    }
+    *ok = PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    f->res[f->n] = NULL;
+    f->kind[f->n++] = Q_CMD;
+}
+
+static void q_sync(pg_conn *c, pg_flight *f, bool *ok)
+{
+    if (!*ok || f->n >= PG_MAXQ) {
+        *ok = false;
+        return;
+    }
+    *ok = PQpipelineSync(c->pg) == 1;
+    f->res[f->n] = NULL;
+    f->kind[f->n++] = Q_SYNC;
+}
+
+/* libpq writes out what is queued at every Sync. A flight with more than
+ * one Sync would then go out in several writes, and the server could answer
+ * the first part before the rest arrives: corked, it leaves in one. */
+static void cork(pg_conn *c, bool on)
+{
+    if (!c->tcp || c->corked == on)
+        return;
+    int v = on;
+    (void)setsockopt(PQsocket(c->pg), IPPROTO_TCP, TCP_CORK, &v, sizeof v);
+    c->corked = on;
+}
+
+/* A Sync with more of the flight to follow. */
+static void q_sync_more(pg_conn *c, pg_flight *f, bool *ok)
+{
+    cork(c, true);
+    q_sync(c, f, ok);
+}
+
+/* Reads every result of f: res[i] is the first result of command i (the
+ * caller clears them with flight_clear). IO_LOST and IO_TIMEOUT leave the
+ * connection broken; the results read so far are kept, so the caller can
+ * report the server's own reason (57P01 ...). */
+static int collect(pg_conn *c, pg_flight *f, int64_t deadline)
+{
+    f->done = 0;
+    for (int i = 0; i < f->n; i++) {
+        PGresult *r;
+        int rc;
+        if (f->kind[i] == Q_SYNC) {
+            rc = next_result(c, deadline, &r);
+            if (rc == IO_OK && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+                rc = IO_LOST; /* out of step with the server */
+            PQclear(r);
+        } else {
+            while ((rc = next_result(c, deadline, &r)) == IO_OK && r) {
+                if (!f->res[i])
+                    f->res[i] = r;
+                else
+                    PQclear(r);
+                if (PQstatus(c->pg) != CONNECTION_OK)
+                    break;
+            }
+        }
+        if (rc == IO_OK && PQstatus(c->pg) != CONNECTION_OK)
+            rc = IO_LOST;
+        if (rc != IO_OK) {
+            c->broken = true;
+            return rc;
+        }
+        f->done = i + 1;
+    }
+    return IO_OK;
+}
+
+/* ---- the statement cache ---- */
+
+/* Forgets every cached statement. Statements the server still has become
+ * foreign to the cache: the next reset's reconcile query deallocates them,
+ * and names are never reused, so none can be mistaken for another. */
 static void cache_clear(pg_conn *c)
 {
     for (int i = 0; i < c->cache_n; i++) {
         free(c->cache[i].sql);
         c->cache[i].sql = NULL;
     }
-}
-
-static void pg_close(void *vc)
-{
-    pg_conn *c = vc;
-    if (!c)
-        return;
-    cache_clear(c);
-    free(c->cache);
-    PQfinish(c->pg);
-    free(c);
-}
-
-static int pg_is_broken(void *vc)
-{
-    pg_conn *c = vc;
-    if (!c->broken && PQstatus(c->pg) != CONNECTION_OK)
-        c->broken = true;
-    return c->broken;
-}
-
-static void *pg_native(void *vc)
-{
-    pg_conn *c = vc;
-    c->dirty = true;
-    c->user_prepared = true; /* anything may have been done */
-    return c->pg;
-}
-
-/* Runs a simple-protocol command string (one round trip). */
-static int simple(pg_conn *c, const char *sql, const char *what, dbs_error *err)
-{
-    PGresult *r = PQexec(c->pg, sql);
-    if (!r || PQstatus(c->pg) != CONNECTION_OK) {
-        PQclear(r);
-        return conn_lost(c, err, what);
-    }
-    int rc = DBS_OK;
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
-        st != PGRES_EMPTY_QUERY)
-        rc = result_err(c, r, err);
-    PQclear(r);
-    return rc;
-}
-
-static int pg_ping(void *vc, dbs_error *err)
-{
-    pg_conn *c = vc;
-    return simple(c, ";", "ping", err);
-}
-
-static int pg_begin(void *vc, const dbs_context *ctx, dbs_error *err)
-{
-    (void)err;
-    pg_conn *c = vc;
-    c->ctx = ctx;
-    c->begin_pending = true;
-    return DBS_OK;
-}
-
-/* ---- statements ---- */
-
-/* Conservative: false only for statements that cannot change session state. */
-static bool may_change_session(const char *sql)
-{
-    while (isspace((unsigned char)*sql) || *sql == '(')
-        sql++;
-    static const char *const safe[] = {"select", "insert", "update", "delete",
-                                       "with",   "values", "table",  "merge"};
-    bool ok = false;
-    for (size_t i = 0; i < sizeof safe / sizeof safe[0]; i++) {
-        size_t n = strlen(safe[i]);
-        if (!strncasecmp(sql, safe[i], n) && !isalnum((unsigned char)sql[n]) &&
-            sql[n] != '_')
-            ok = true;
-    }
-    if (!ok)
-        return true;
-    /* Functions that change session state from inside a plain query. */
-    static const char *const risky[] = {
-        "set_config", "advisory", "listen",        "temp",   "prepare",
-        "dblink",     "role",     "authorization", "cursor", "do "};
-    for (size_t i = 0; i < sizeof risky / sizeof risky[0]; i++) {
-        size_t n = strlen(risky[i]);
-        for (const char *p = sql; *p; p++)
-            if (!strncasecmp(p, risky[i], n))
-                return true;
-    }
-    return false;
-}
-
-static bool is_user_prepare(const char *sql)
-{
-    while (isspace((unsigned char)*sql))
-        sql++;
-    return !strncasecmp(sql, "prepare", 7) || strstr(sql, "PREPARE") ||
-           strstr(sql, "prepare");
 }
 
 /* Finds or assigns the cached statement for sql: *fresh = needs a Parse.
@@ -331,13 +506,12 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
         if (!e->sql || (victim->sql && e->last_use < victim->last_use))
             victim = e;
     }
-    bool may_change = may_change_session(sql);
     char *copy = strdup(sql);
     if (!copy)
         return NULL; /* fall back to an unnamed statement */
-    /* The evicted statement is deallocated in the same batch; names are
-     * never reused, so a DEALLOCATE skipped by an aborted batch costs some
-     * server memory, never a wrong statement. */
+    /* The evicted statement is deallocated in the same flight; names are
+     * never reused, and one whose DEALLOCATE was skipped by an aborted
+     * pipeline is found by the next reset's reconcile query. */
     if (victim->sql)
         snprintf(evicted, evicted_n, "%s", victim->name);
     free(victim->sql);
@@ -345,13 +519,394 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
     snprintf(victim->name, sizeof victim->name, "dbs_%llu",
              (unsigned long long)++c->next_name);
     victim->last_use = ++c->tick;
-    victim->may_change = may_change;
     *fresh = true;
     return victim;
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+
+/* Applies the reconcile query's rows: statements the cache does not know
+ * are owed a DEALLOCATE at the front of the next flight (before anything
+ * of the next user's); cached ones the server no longer has leave the
+ * cache. */
+static void reconcile(pg_conn *c, const PGresult *r)
+{
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+        return;
+    for (int i = 0; i < c->cache_n; i++)
+        c->cache[i].seen = false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        bool ours = false;
+        if (!strncmp(name, "dbs_", 4))
+            for (int k = 0; k < c->cache_n && !ours; k++)
+                if (c->cache[k].sql && !strcmp(c->cache[k].name, name))
+                    ours = c->cache[k].seen = true;
+        if (ours)
+            continue;
+        if (c->n_foreign < PG_MAXFOREIGN && strlen(name) < 64) {
+            /* A quoted identifier: the user may name a statement anything. */
+            char *w = c->foreign[c->n_foreign++];
+            size_t o = 0;
+            memcpy(w + o, "DEALLOCATE \"", 12);
+            o += 12;
+            for (const char *p = name; *p; p++) {
+                if (*p == '"')
+                    w[o++] = '"';
+                w[o++] = *p;
+            }
+            w[o++] = '"';
+            w[o] = '\0';
+        } else {
+            c->dealloc_all = true;
+        }
+    }
+    for (int i = 0; i < c->cache_n; i++)
+        if (c->cache[i].sql && !c->cache[i].seen) {
+            free(c->cache[i].sql);
+            c->cache[i].sql = NULL;
+        }
+}
+
+/* ---- flights ---- */
+
+/* Queues the reset commands and the reconcile query, then a Sync. */
+static void q_reset(pg_conn *c, pg_flight *f, bool *ok)
+{
+    f->reset_from = f->n;
+    for (size_t i = 0; i < PG_NRESET; i++)
+        q_cmd(c, f, ok, pg_reset_sql[i]);
+    f->reset_to = f->n;
+    if (*ok && f->n < PG_MAXQ) {
+        *ok = PQsendQueryParams(c->pg, pg_reconcile_sql, 0, NULL, NULL, NULL,
+                                NULL, 0) == 1;
+        f->reconcile = f->n;
+        f->res[f->n] = NULL;
+        f->kind[f->n++] = Q_CMD;
+    } else {
+        *ok = false;
+    }
+    q_sync(c, f, ok);
+}
+
+/* After a reset flight was read: any failed reset command means the state
+ * may not be clean, so the connection goes; else the cache is reconciled.
+ * Notifications a LISTEN left queued in libpq are dropped. */
+static int reset_done(pg_conn *c, pg_flight *f, dbs_error *err)
+{
+    for (int i = f->reset_from; i >= 0 && i < f->reset_to; i++)
+        if (failed(f->res[i]) || !f->res[i]) {
+            c->broken = true;
+            if (f->res[i])
+                result_err(c, f->res[i], err);
+            return dbs__err(err, DBS_ECONNECT,
+                            "postgresql: the connection's reset failed "
+                            "(%s): the connection is discarded",
+                            pg_reset_sql[i - f->reset_from]);
+        }
+    if (f->reconcile >= 0)
+        reconcile(c, f->res[f->reconcile]);
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL)
+        PQfreemem(n);
+    return DBS_OK;
+}
+
+/* Reads the posted reset's answer (long arrived, as a rule). */
+static int drain_posted(pg_conn *c, int64_t deadline, dbs_error *err)
+{
+    pg_flight *f = &c->posted;
+    if (f->n == 0)
+        return DBS_OK;
+    int io = collect(c, f, deadline);
+    int rc = DBS_OK;
+    if (io == IO_TIMEOUT)
+        rc = timed_out(c, err, "the reset", false);
+    else if (io == IO_LOST)
+        rc = conn_lost(c, err, "the reset");
+    else
+        rc = reset_done(c, f, err);
+    flight_clear(f);
+    flight_init(f);
+    return rc;
+}
+
+/* Starts a flight: reads any posted answer, makes sure the connection is
+ * in pipeline mode, and queues the DEALLOCATEs owed from the last reset
+ * with their own Sync (so one that fails aborts nothing else). */
+static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
+                       dbs_error *err)
+{
+    flight_init(f);
+    *ok = true;
+    if (c->broken)
+        return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
+    c->bound_ms = c->timeout_ms;
+    *deadline = deadline_of(c->timeout_ms);
+    int rc = drain_posted(c, *deadline, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
+        /* After native(): the caller may have left anything behind. */
+        if (PQsetnonblocking(c->pg, 1) != 0 || PQisBusy(c->pg) ||
+            !PQenterPipelineMode(c->pg))
+            return conn_lost(c, err, "pipeline start");
+    }
+    if (c->dealloc_all) {
+        q_cmd(c, f, ok, "DEALLOCATE ALL");
+        q_sync_more(c, f, ok);
+        cache_clear(c);
+    } else if (c->n_foreign > 0) {
+        for (int i = 0; i < c->n_foreign; i++)
+            q_cmd(c, f, ok, c->foreign[i]);
+        q_sync_more(c, f, ok);
+    }
+    c->dealloc_all = false;
+    c->n_foreign = 0;
+    return DBS_OK;
+}
+
+/* Sends the queued flight and reads all its results. */
+static int flight_wait(pg_conn *c, pg_flight *f, int64_t deadline, bool ok,
+                       const char *what, bool commit, dbs_error *err)
+{
+    cork(c, false);
+    if (!ok) {
+        c->broken = true;
+        return commit ? dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                                 "postgresql: connection lost sending "
+                                 "COMMIT: the transaction may or may not "
+                                 "have been committed")
+                      : conn_lost(c, err, what);
+    }
+    int io = collect(c, f, deadline);
+    if (io == IO_OK)
+        return DBS_OK;
+    if (io == IO_TIMEOUT)
+        return timed_out(c, err, what, commit);
+    if (commit)
+        return dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                        "postgresql: connection lost during COMMIT: the "
+                        "transaction may or may not have been committed");
+    /* Keep the server's reason (57P01 ...) when it sent one. */
+    for (int i = 0; i < f->n; i++)
+        if (failed(f->res[i]) &&
+            result_err(c, f->res[i], err) == DBS_ECONNECT)
+            return DBS_ECONNECT;
+    return conn_lost(c, err, what);
+}
+
+/* ---- connect ---- */
+
+static void *connect_fail(pg_conn *c, dbs_error *err, int code,
+                          const char *msg)
+{
+    dbs__err(err, code, "%s", msg);
+    if (c->pg)
+        PQfinish(c->pg);
+    free(c);
+    return NULL;
+}
+
+/* libpq's connect_timeout as it reads it: seconds, 0 or less = none, and
+ * 1 means 2. Returns -1 when the string does not set it. */
+static int url_connect_timeout_ms(const char *conninfo, char *password,
+                                  size_t password_n)
+{
+    int ms = -1;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    if (!opts)
+        return -1;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "password"))
+            snprintf(password, password_n, "%s", o->val);
+        else if (!strcmp(o->keyword, "connect_timeout") && o->val[0]) {
+            long s = strtol(o->val, NULL, 10);
+            ms = s <= 0 ? 0 : s < 2 ? 2000 : s > INT_MAX / 1000 ? INT_MAX
+                                                                 : (int)s * 1000;
+        }
+    }
+    PQconninfoFree(opts);
+    return ms;
+}
+
+static void *pg_connect(const dbs__target *t, dbs_error *err)
+{
+    pg_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+        return NULL;
+    }
+    c->t = t;
+    c->timeout_ms = t->statement_timeout_ms;
+    flight_init(&c->posted);
+    int bound = url_connect_timeout_ms(t->conninfo, c->password,
+                                       sizeof c->password);
+    if (bound < 0)
+        bound = t->connect_timeout_ms;
+    int64_t deadline = deadline_of(bound);
+
+    /* Our TCP defaults first, the URL after: with expand_dbname the last
+     * value of a keyword wins, so the URL's own settings are kept. */
+    const char *kw[PG_NDEFAULTS + 2], *val[PG_NDEFAULTS + 2];
+    size_t k = 0;
+    for (size_t i = 0; i < PG_NDEFAULTS; i++, k++) {
+        kw[k] = pg_tcp_defaults[i][0];
+        val[k] = pg_tcp_defaults[i][1];
+    }
+    kw[k] = "dbname";
+    val[k++] = t->conninfo;
+    kw[k] = NULL;
+    val[k] = NULL;
+    c->pg = PQconnectStartParams(kw, val, 1);
+    if (!c->pg)
+        return connect_fail(c, err, DBS_ENOMEM, "postgresql: out of memory");
+    PQsetNoticeReceiver(c->pg, on_notice, c);
+    bool timeout = false;
+    PostgresPollingStatusType ps = PQstatus(c->pg) == CONNECTION_BAD
+                                       ? PGRES_POLLING_FAILED
+                                       : PGRES_POLLING_WRITING;
+    while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
+        int fd = PQsocket(c->pg);
+        if (fd < 0) {
+            ps = PGRES_POLLING_FAILED;
+            break;
+        }
+        int w = wait_fd(fd, ps == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                        deadline);
+        if (w == IO_TIMEOUT) {
+            timeout = true;
+            break;
+        }
+        ps = PQconnectPoll(c->pg);
+    }
+    if (ps != PGRES_POLLING_OK) {
+        char m[400], msg[512];
+        if (timeout)
+            snprintf(m, sizeof m, "no answer within %d ms (connect_timeout_ms, "
+                     "or connect_timeout in the URL)", bound);
+        else
+            snprintf(m, sizeof m, "%s", PQerrorMessage(c->pg));
+        chomp(m);
+        scrub(c, m, sizeof m);
+        const char *why = "cannot connect";
+        if (strstr(m, "password authentication failed") ||
+            strstr(m, "no password supplied"))
+            why = "wrong password or user (check the user and password)";
+        else if (strstr(m, "database") && strstr(m, "does not exist"))
+            why = "unknown database (check the database name in the URL)";
+        else if (strstr(m, "role") && strstr(m, "does not exist"))
+            why = "unknown user (check the user name in the URL)";
+        else if (timeout || strstr(m, "Connection refused") ||
+                 strstr(m, "timeout expired") ||
+                 strstr(m, "could not translate host") ||
+                 strstr(m, "No route") || strstr(m, "Network is unreachable") ||
+                 strstr(m, "No such file"))
+            why =
+                "unreachable host (check host, port and that the server runs)";
+        snprintf(msg, sizeof msg, "postgresql: %s: %s", why, m);
+        return connect_fail(c, err, DBS_ECONNECT, msg);
+    }
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    c->tcp = getsockname(PQsocket(c->pg), (struct sockaddr *)&sa, &sl) == 0 &&
+             (sa.ss_family == AF_INET || sa.ss_family == AF_INET6);
+    if (PQsetnonblocking(c->pg, 1) != 0 || !PQenterPipelineMode(c->pg))
+        return connect_fail(c, err, DBS_ECONNECT,
+                            "postgresql: cannot enter pipeline mode (libpq "
+                            "14 or newer and a server speaking protocol 3)");
+    int cap = t->stmt_cache_size > 0 ? t->stmt_cache_size : 0;
+    if (cap > 0)
+        c->cache = calloc((size_t)cap, sizeof *c->cache);
+    if (cap > 0 && !c->cache) {
+        free(c->cache);
+        return connect_fail(c, err, DBS_ENOMEM, "postgresql: out of memory");
+    }
+    c->cache_n = cap;
+    return c;
+}
+
+static void pg_close(void *vc)
+{
+    pg_conn *c = vc;
+    if (!c)
+        return;
+    flight_clear(&c->posted);
+    cache_clear(c);
+    free(c->cache);
+    /* Non-blocking: the goodbye message is written if the socket takes it,
+     * never waited for. */
+    PQfinish(c->pg);
+    free(c);
+}
+
+static int pg_is_broken(void *vc)
+{
+    pg_conn *c = vc;
+    if (!c->broken && PQstatus(c->pg) != CONNECTION_OK)
+        c->broken = true;
+    return c->broken;
+}
+
+static void pg_set_timeout(void *vc, int ms)
+{
+    pg_conn *c = vc;
+    c->timeout_ms = ms < 0 ? c->t->statement_timeout_ms : ms;
+}
+
+/* A flight of only the owed work and a Sync: one round trip. */
+static int pg_ping(void *vc, dbs_error *err)
+{
+    pg_conn *c = vc;
+    pg_flight f;
+    int64_t dl;
+    bool ok;
+    int rc = flight_open(c, &f, &dl, &ok, err);
+    if (rc != DBS_OK)
+        return rc;
+    q_sync(c, &f, &ok);
+    rc = flight_wait(c, &f, dl, ok, "ping", false, err);
+    flight_clear(&f);
+    return rc;
+}
+
+/* The caller gets the PGconn as libpq users expect it: out of pipeline
+ * mode with nothing pending, and nothing of the previous user's left (the
+ * posted reset and owed DEALLOCATEs are done first). */
+static void *pg_native(void *vc)
+{
+    pg_conn *c = vc;
+    c->used = true;
+    c->native_used = true;
+    if (c->broken)
+        return c->pg;
+    pg_flight f;
+    int64_t dl;
+    bool ok;
+    dbs_error e;
+    if (flight_open(c, &f, &dl, &ok, &e) == DBS_OK) {
+        if (f.n > 0)
+            flight_wait(c, &f, dl, ok, "owed DEALLOCATE", false, &e);
+        flight_clear(&f);
+    }
+    if (!c->broken && !PQexitPipelineMode(c->pg))
+        c->broken = true;
+    return c->pg;
+}
+
+static int pg_begin(void *vc, const dbs_context *ctx, dbs_error *err)
+{
+    (void)err;
+    pg_conn *c = vc;
+    c->ctx = ctx;
+    c->begin_pending = true;
+    return DBS_OK;
+}
+
+/* ---- statements ---- */
 
 enum { PG_MAXP = 256 };
 
@@ -385,8 +940,21 @@ static int max_param(const char *sql)
     return max;
 }
 
-/* Sends the batch for one statement and returns its result (caller clears)
- * or NULL with err filled. */
+/* Whether an error is about the statement called name (and not, say, about
+ * a user's EXECUTE of a statement that does not exist): the server quotes
+ * the name in its message; "dbs_1" must not match "dbs_12". */
+static bool names_stmt(const PGresult *r, const char *name)
+{
+    const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    size_t n = strlen(name);
+    for (const char *p = m; p && (p = strstr(p, name)) != NULL; p += n)
+        if (!isalnum((unsigned char)p[n]) && p[n] != '_')
+            return true;
+    return false;
+}
+
+/* Sends the flight for one statement and returns its result (caller
+ * clears) or NULL with err filled. */
 static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
                      size_t n, dbs_error *err)
 {
@@ -464,133 +1032,128 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             return NULL;
         }
     }
-    if (!PQenterPipelineMode(c->pg)) {
-        conn_lost(c, err, "pipeline start");
+    bool retried = false, rollback_first = false;
+again:;
+    pg_flight f;
+    int64_t dl;
+    bool ok;
+    if (flight_open(c, &f, &dl, &ok, err) != DBS_OK)
         return NULL;
+    c->used = true;
+    if (rollback_first) {
+        q_cmd(c, &f, &ok, "ROLLBACK");
+        q_sync_more(c, &f, &ok);
     }
-    int sent = 0, stmt_idx;
-    bool ok = true;
-    if (c->rollback_owed) {
-        ok = ok &&
-             PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
-        sent++;
-        c->rollback_owed = false;
-    }
+    bool began = false;
     if (c->begin_pending) {
-        ok = ok &&
-             PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
-        sent++;
+        q_cmd(c, &f, &ok, "BEGIN");
         const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
                              c->ctx ? c->ctx->user_id : NULL,
                              c->ctx ? c->ctx->tenant_id : NULL};
         for (int i = 0; i < 3; i++) {
-            if (!c->t->ctx_setting[i])
+            if (!c->t->ctx_setting[i] || !ok || f.n >= PG_MAXQ)
                 continue;
             const char *pv[2] = {c->t->ctx_setting[i], cv[i] ? cv[i] : ""};
-            ok = ok &&
-                 PQsendQueryParams(c->pg, "SELECT set_config($1, $2, true)", 2,
-                                   NULL, pv, NULL, NULL, 0);
-            sent++;
+            ok = PQsendQueryParams(c->pg, "SELECT pg_catalog.set_config($1, $2, true)",
+                                   2, NULL, pv, NULL, NULL, 0) == 1;
+            f.res[f.n] = NULL;
+            f.kind[f.n++] = Q_CMD;
         }
         c->begin_pending = false;
         c->tx_sent = true;
+        began = true;
     }
     bool fresh = false;
     char evicted[24], dealloc[48];
     int parse_idx = -1;
     pg_stmt *e = cache_get(c, sql, &fresh, evicted, sizeof evicted);
-    /* The keyword scan costs more than the rest of the client side of a
-     * statement: once per cached statement, not once per execution. */
-    bool may_change = e ? e->may_change : may_change_session(sql);
-    if (may_change) {
-        c->dirty = true;
-        if (is_user_prepare(sql))
-            c->user_prepared = true;
-    }
     if (evicted[0]) {
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", evicted);
-        ok = ok &&
-             PQsendQueryParams(c->pg, dealloc, 0, NULL, NULL, NULL, NULL, 0);
-        sent++;
+        q_cmd(c, &f, &ok, dealloc);
     }
-    if (e && fresh) {
-        ok = ok && PQsendPrepare(c->pg, e->name, sql, (int)n, n ? types : NULL);
-        parse_idx = sent;
-        sent++;
+    if (e && fresh && ok && f.n < PG_MAXQ - 2) {
+        ok = PQsendPrepare(c->pg, e->name, sql, (int)n, n ? types : NULL) == 1;
+        parse_idx = f.n;
+        f.res[f.n] = NULL;
+        f.kind[f.n++] = Q_CMD;
     }
-    stmt_idx = sent;
-    if (e)
-        ok = ok && PQsendQueryPrepared(c->pg, e->name, (int)n, n ? vals : NULL,
-                                       n ? lens : NULL, n ? fmts : NULL, 0);
-    else
-        ok = ok && PQsendQueryParams(c->pg, sql, (int)n, n ? types : NULL,
-                                     n ? vals : NULL, n ? lens : NULL,
-                                     n ? fmts : NULL, 0);
-    sent++;
-    ok = ok && PQpipelineSync(c->pg);
-    if (!ok) {
-        if (e) {
-            free(e->sql);
-            e->sql = NULL;
-        }
-        conn_lost(c, err, "send");
-        return NULL;
+    int stmt_idx = f.n;
+    if (ok && f.n < PG_MAXQ - 1) {
+        if (e)
+            ok = PQsendQueryPrepared(c->pg, e->name, (int)n, n ? vals : NULL,
+                                     n ? lens : NULL, n ? fmts : NULL,
+                                     0) == 1;
+        else
+            ok = PQsendQueryParams(c->pg, sql, (int)n, n ? types : NULL,
+                                   n ? vals : NULL, n ? lens : NULL,
+                                   n ? fmts : NULL, 0) == 1;
+        f.res[f.n] = NULL;
+        f.kind[f.n++] = Q_CMD;
+    } else {
+        ok = false;
     }
-
-    PGresult *keep = NULL, *fail = NULL;
-    bool parsed = false;
-    for (int i = 0; i < sent; i++) {
-        PGresult *r;
-        while ((r = PQgetResult(c->pg)) != NULL) {
-            ExecStatusType st = PQresultStatus(r);
-            if (i == parse_idx && st == PGRES_COMMAND_OK)
-                parsed = true;
-            if (st == PGRES_FATAL_ERROR && !fail) {
-                fail = r;
-                continue;
-            }
-            if (i == stmt_idx && !keep && st != PGRES_PIPELINE_ABORTED) {
-                keep = r;
-                continue;
-            }
-            PQclear(r);
-        }
-        if (PQstatus(c->pg) != CONNECTION_OK)
-            break;
-    }
-    /* The Sync's own result ends the batch. */
-    if (PQstatus(c->pg) == CONNECTION_OK) {
-        PGresult *r = PQgetResult(c->pg);
-        if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
-            c->broken = true;
-        PQclear(r);
-    }
-    if (c->broken || PQstatus(c->pg) != CONNECTION_OK ||
-        !PQexitPipelineMode(c->pg)) {
-        /* Keep the server's reason (57P01 ...) when it sent one. */
-        if (!fail || result_err(c, fail, err) != DBS_ECONNECT)
-            conn_lost(c, err, "statement");
-        c->broken = true;
-        PQclear(fail);
-        PQclear(keep);
-        return NULL;
-    }
-    /* A Parse that failed, or was skipped because the batch aborted before
-     * it, left no statement on the server. */
-    if (e && fresh && !parsed) {
+    q_sync(c, &f, &ok);
+    int rc = flight_wait(c, &f, dl, ok, "statement", false, err);
+    /* A Parse that failed, or was skipped because the pipeline aborted
+     * before it, left no statement on the server. */
+    if (e && fresh &&
+        (rc != DBS_OK || parse_idx < 0 || !f.res[parse_idx] ||
+         PQresultStatus(f.res[parse_idx]) != PGRES_COMMAND_OK)) {
         free(e->sql);
         e->sql = NULL;
     }
-    if (fail) {
-        result_err(c, fail, err);
-        PQclear(fail);
-        PQclear(keep);
+    if (rc != DBS_OK) {
+        flight_clear(&f);
         return NULL;
     }
+    const PGresult *fail = NULL;
+    int fail_idx = -1;
+    for (int i = 0; i < f.n && !fail; i++)
+        if (failed(f.res[i])) {
+            fail = f.res[i];
+            fail_idx = i;
+        }
+    if (fail) {
+        const char *st = PQresultErrorField(fail, PG_DIAG_SQLSTATE);
+        if (st && !strcmp(st, "26000") && e && !fresh && fail_idx == stmt_idx &&
+            names_stmt(fail, e->name)) {
+            /* Our statement is gone: the session deallocated it (inside a
+             * function, or through native()). Others may be gone too. */
+            cache_clear(c);
+            if (began && !retried) {
+                /* Nothing of the transaction but its start ran: begin it
+                 * again, after ending the aborted one. */
+                flight_clear(&f);
+                retried = rollback_first = true;
+                c->begin_pending = true;
+                c->tx_sent = false;
+                goto again;
+            }
+            flight_clear(&f);
+            dbs__err(err, DBS_ESQL,
+                     "postgresql: the prepared statement dbscope made for "
+                     "this query was deallocated by the session itself "
+                     "(DEALLOCATE inside a function?): the transaction is "
+                     "aborted; roll back and run it again");
+            dbs__err_sqlstate(err, "26000");
+            return NULL;
+        }
+        result_err(c, fail, err);
+        flight_clear(&f);
+        return NULL;
+    }
+    PGresult *keep = f.res[stmt_idx];
+    f.res[stmt_idx] = NULL;
+    flight_clear(&f);
     if (!keep) {
         dbs__err(err, DBS_ESQL, "postgresql: no result");
         return NULL;
     }
+    /* DEALLOCATE (or DISCARD ALL) run by the user may have removed ours:
+     * forget them all rather than fail on each later. */
+    const char *tag = PQcmdStatus(keep);
+    if (!strncmp(tag, "DEALLOCATE", 10) || !strncmp(tag, "DISCARD", 7))
+        cache_clear(c);
     return keep;
 }
 
@@ -631,55 +1194,107 @@ static dbs_rows *pg_query(void *vc, const char *sql, const dbs_value *params,
     return &pr->base;
 }
 
+/* ---- ending transactions, and the reset ---- */
+
+/* Whether the server has a transaction open (or failed) on c, by what
+ * dbscope sent or what the server last reported (a user's own BEGIN). */
+static bool tx_open(pg_conn *c)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    return c->tx_sent || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+}
+
+/* Ends the transaction with cmd ("COMMIT" or "ROLLBACK") when one is open
+ * and, for a release under DBS_RESET_FULL of a connection that was used,
+ * runs the reset in the same flight. */
+static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
+{
+    /* Open: BEGIN was sent, or (nothing of ours pending) the server says
+     * so. A begin() whose BEGIN was never sent left nothing to end. */
+    bool open = c->tx_sent || (!c->begin_pending && !c->broken &&
+                               c->posted.n == 0 && tx_open(c));
+    c->begin_pending = false;
+    c->tx_sent = false;
+    c->ctx = NULL;
+    bool reset = release && c->t->reset == DBS_RESET_FULL && c->used;
+    if (!open && !reset)
+        return DBS_OK;
+    const char *cmd = commit ? "COMMIT" : "ROLLBACK";
+    pg_flight f;
+    int64_t dl;
+    bool ok;
+    /* A failure here sent nothing: not committed, and it says so. */
+    int rc = flight_open(c, &f, &dl, &ok, err);
+    if (rc != DBS_OK)
+        return rc;
+    int end_idx = -1;
+    if (open) {
+        end_idx = f.n;
+        q_cmd(c, &f, &ok, cmd);
+        if (reset)
+            q_sync_more(c, &f, &ok);
+        else
+            q_sync(c, &f, &ok);
+    }
+    if (reset)
+        q_reset(c, &f, &ok);
+    rc = flight_wait(c, &f, dl, ok, cmd, commit && open, err);
+    /* The flight failed after the answer to COMMIT/ROLLBACK came (in the
+     * reset): that answer stands; the connection is broken either way. */
+    bool known = end_idx >= 0 && f.done > end_idx + 1;
+    if (rc != DBS_OK && (known || (commit && !open)))
+        rc = DBS_OK;
+    if (rc == DBS_OK && end_idx >= 0) {
+        PGresult *r = f.res[end_idx];
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = result_err(c, r, err);
+        else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK"))
+            rc = dbs__err(err, DBS_ESQL,
+                          "postgresql: COMMIT rolled back: the transaction "
+                          "had failed on an earlier statement");
+    }
+    if (reset && !c->broken) {
+        dbs_error rerr;
+        /* A commit that succeeded stays a success: a failed reset only
+         * means the connection is discarded (reset_done breaks it). */
+        if (reset_done(c, &f, &rerr) != DBS_OK && rc == DBS_OK && !commit) {
+            rc = rerr.code;
+            if (err)
+                *err = rerr;
+        }
+    }
+    if (reset) {
+        c->used = false;
+        c->native_used = false;
+    }
+    flight_clear(&f);
+    return rc;
+}
+
 static int pg_commit(void *vc, dbs_error *err)
 {
-    pg_conn *c = vc;
-    if (c->begin_pending) { /* nothing was sent: nothing to commit */
-        c->begin_pending = false;
-        return DBS_OK;
-    }
-    if (!c->tx_sent)
-        return DBS_OK;
-    c->tx_sent = false;
-    PGresult *r = PQexec(c->pg, "COMMIT");
-    if (!r || PQstatus(c->pg) != CONNECTION_OK) {
-        PQclear(r);
-        c->broken = true;
-        return dbs__err(
-            err, DBS_ECOMMIT_UNKNOWN,
-            "postgresql: connection lost during COMMIT: the transaction "
-            "may or may not have been committed");
-    }
-    int rc = DBS_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = result_err(c, r, err);
-    else if (!strcmp(PQcmdStatus(r), "ROLLBACK"))
-        rc = dbs__err(err, DBS_ESQL,
-                      "postgresql: COMMIT rolled back: the transaction "
-                      "had failed on an earlier statement");
-    PQclear(r);
-    return rc;
+    return end_tx(vc, true, false, err);
 }
 
 static int pg_rollback(void *vc, dbs_error *err)
 {
-    pg_conn *c = vc;
-    if (c->begin_pending) {
-        c->begin_pending = false;
-        return DBS_OK;
-    }
-    if (!c->tx_sent)
-        return DBS_OK;
-    c->tx_sent = false;
-    /* A dirty session pays for its reset anyway: send the ROLLBACK with it
-     * (or with the next statement) instead of on its own. */
-    if (c->dirty && c->t->reset == DBS_RESET_FULL) {
-        c->rollback_owed = true;
-        return DBS_OK;
-    }
-    return simple(c, "ROLLBACK", "ROLLBACK", err);
+    return end_tx(vc, false, false, err);
 }
 
+static int pg_commit_release(void *vc, dbs_error *err)
+{
+    return end_tx(vc, true, true, err);
+}
+
+static int pg_rollback_release(void *vc, dbs_error *err)
+{
+    return end_tx(vc, false, true, err);
+}
+
+/* At release, after commit or rollback. A transaction still open (the
+ * user's own BEGIN) is rolled back. Under DBS_RESET_FULL, a connection
+ * used since its last reset gets the reset, posted: written now and run by
+ * the server now, its answer read by the connection's next flight. */
 static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     pg_conn *c = vc;
@@ -688,29 +1303,40 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     c->begin_pending = false;
     c->tx_sent = false;
     c->ctx = NULL;
-    bool owed = c->rollback_owed || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
-    c->rollback_owed = false;
-    if (mode == DBS_RESET_ROLLBACK || !c->dirty)
-        return owed ? simple(c, "ROLLBACK", "reset", err) : DBS_OK;
-    /* Each of these is needed: RESET ALL does not undo SET SESSION
-     * AUTHORIZATION's role change reliably nor close cursors, locks or temp
-     * tables. DISCARD ALL would also drop our prepared statements, so it is
-     * spelt out, and DEALLOCATE ALL only when the user prepared. */
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "%sSET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; "
-             "UNLISTEN *; "
-             "SELECT pg_advisory_unlock_all(); DISCARD TEMP;%s",
-             owed ? "ROLLBACK; " : "",
-             c->user_prepared ? " DEALLOCATE ALL;" : "");
-    int rc = simple(c, sql, "reset", err);
-    if (rc == DBS_OK && c->user_prepared)
-        cache_clear(c);
+    bool open = c->posted.n == 0 && tx_open(c);
+    bool reset = mode == DBS_RESET_FULL && c->used;
+    if (!open && !reset)
+        return DBS_OK;
+    pg_flight f;
+    int64_t dl;
+    bool ok;
+    int rc = flight_open(c, &f, &dl, &ok, err);
     if (rc != DBS_OK)
-        c->broken = true;
-    c->dirty = false;
-    c->user_prepared = false;
-    return rc;
+        return rc;
+    if (open) {
+        q_cmd(c, &f, &ok, "ROLLBACK");
+        if (reset)
+            q_sync_more(c, &f, &ok);
+        else
+            q_sync(c, &f, &ok);
+    }
+    if (!reset) {
+        rc = flight_wait(c, &f, dl, ok, "ROLLBACK", false, err);
+        flight_clear(&f);
+        return rc;
+    }
+    q_reset(c, &f, &ok);
+    c->used = false;
+    c->native_used = false;
+    cork(c, false);
+    int io = ok ? flush_all(c, dl) : IO_LOST;
+    if (io != IO_OK) {
+        flight_clear(&f);
+        return io == IO_TIMEOUT ? timed_out(c, err, "the reset", false)
+                                : conn_lost(c, err, "reset");
+    }
+    c->posted = f;
+    return DBS_OK;
 }
 
 /* ---- rows ---- */
@@ -842,4 +1468,7 @@ const dbs__driver dbs__driver_pg = {
     .is_broken = pg_is_broken,
     .native = pg_native,
     .close = pg_close,
+    .commit_release = pg_commit_release,
+    .rollback_release = pg_rollback_release,
+    .set_timeout = pg_set_timeout,
 };

@@ -537,6 +537,13 @@ void dbs__pool_unref(dbs_pool *p)
         pool_free(p);
 }
 
+/* The backend's notices, as events (no session: the connection may be
+ * between users); the default logger prints them too. */
+static void pool_notice(void *arg, const char *msg)
+{
+    dbs__emit_who(arg, DBS_EVENT_NOTICE, NULL, 0, msg);
+}
+
 dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
 {
     if (!cfg) {
@@ -613,6 +620,10 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     p->target.busy_timeout_ms = cfg->busy_timeout_ms;
     p->target.stmt_cache_size = cfg->stmt_cache_size;
     p->target.reset = cfg->reset;
+    p->target.connect_timeout_ms = cfg->connect_timeout_ms;
+    p->target.statement_timeout_ms = cfg->statement_timeout_ms;
+    p->target.notice = pool_notice;
+    p->target.notice_arg = p;
 
     if (drv->target_open && drv->target_open(&p->target, err) != DBS_OK) {
         p->drv = NULL; /* nothing to close */

@@ -198,9 +198,11 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err)
     return DBS_OK;
 }
 
-/* dbs_commit and dbs_rollback: the same checks and bookkeeping around the
- * backend's commit or rollback. */
-static int end_tx(dbs_session *s, bool commit, dbs_error *err)
+/* dbs_commit, dbs_rollback and dbs_transact's final COMMIT: the same checks
+ * and bookkeeping around the backend's commit or rollback. last: the session
+ * closes right after, so the backend may do the release reset in the
+ * COMMIT's own round trip. */
+static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
 {
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
@@ -208,7 +210,13 @@ static int end_tx(dbs_session *s, bool commit, dbs_error *err)
     if (s->in_tx) {
         set_tx(s, false);
         void *c = s->conn->impl;
-        rc = commit ? s->pool->drv->commit(c, err) : s->pool->drv->rollback(c, err);
+        const dbs__driver *drv = s->pool->drv;
+        if (!commit)
+            rc = drv->rollback(c, err);
+        else if (last && drv->commit_release)
+            rc = drv->commit_release(c, err);
+        else
+            rc = drv->commit(c, err);
         /* Only a refusal from the database (serialization failure, a
          * deferred constraint, a transaction that had already failed)
          * proves a COMMIT committed nothing; anything else may have. */
@@ -225,12 +233,12 @@ static int end_tx(dbs_session *s, bool commit, dbs_error *err)
 
 int dbs_commit(dbs_session *s, dbs_error *err)
 {
-    return end_tx(s, true, err);
+    return end_tx(s, true, false, err);
 }
 
 int dbs_rollback(dbs_session *s, dbs_error *err)
 {
-    return end_tx(s, false, err);
+    return end_tx(s, false, false, err);
 }
 
 static void session_close(dbs_session *s)
@@ -249,7 +257,10 @@ static void session_close(dbs_session *s)
     if (s->conn && !discard && !dbs__pool_closed(p)) {
         dbs_error e;
         void *c = s->conn->impl;
-        if (s->in_tx && p->drv->rollback(c, &e) != DBS_OK)
+        if (p->drv->set_timeout)
+            p->drv->set_timeout(c, -1); /* release work: the pool's bound */
+        if (s->in_tx && (p->drv->rollback_release ? p->drv->rollback_release(c, &e)
+                                                  : p->drv->rollback(c, &e)) != DBS_OK)
             discard = true;
         else if (p->drv->reset(c, p->cfg.reset, &e) != DBS_OK)
             discard = true;
@@ -284,6 +295,22 @@ void *dbs_session_native(dbs_session *s)
     if (dbs__session_check(s, NULL) != DBS_OK)
         return NULL;
     return s->pool->drv->native(s->conn->impl);
+}
+
+int dbs_session_set_statement_timeout(dbs_session *s, int timeout_ms, dbs_error *err)
+{
+    int rc = dbs__session_check(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (timeout_ms < 0)
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_session_set_statement_timeout: timeout_ms is %d; it must be "
+                        ">= 0 (0: no bound)", timeout_ms);
+    if (s->pool->drv->set_timeout)
+        s->pool->drv->set_timeout(s->conn->impl, timeout_ms);
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
 }
 
 const dbs_context *dbs_session_context(dbs_session *s)
@@ -348,7 +375,7 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         } else {
             rc = work(s, arg, err);
             if (rc == 0) {
-                rc = dbs_commit(s, err);
+                rc = end_tx(s, true, true, err);
             } else {
                 if (err->code == DBS_OK || err->code != rc)
                     dbs__err(err, rc < 0 ? rc : DBS_ESQL,

@@ -1,0 +1,332 @@
+/* What the PostgreSQL reset costs. One thread runs the bench's PostgreSQL
+ * unit of work (BEGIN; SELECT v WHERE id; UPDATE n = n + 1 WHERE id;
+ * COMMIT) through:
+ *
+ *   full-transact   dbscope, reset = DBS_RESET_FULL, dbs_transact (the reset
+ *                   rides with the COMMIT)
+ *   full-commit     dbscope, DBS_RESET_FULL, dbs_commit then close (the
+ *                   reset is posted at close)
+ *   rollback        dbscope, DBS_RESET_ROLLBACK, dbs_transact (no reset)
+ *   direct          libpq alone, pipelined and prepared as dbscope does:
+ *                   the floor
+ *   direct+reset    the same, with dbscope's reset commands in the COMMIT's
+ *                   flight: the server's cost of the reset alone
+ *   direct+reset-noplans   the same without DISCARD PLANS
+ *
+ * and prints per system (medians of the rounds): units/s and its ratio to
+ * "rollback" and to "direct" (wall clock: depends on what else runs), the
+ * server backend's and this process's CPU microseconds per unit, and their
+ * sum's ratio to "direct" (does not); then a checksum of the work (the sum
+ * of n must grow by exactly the units run).
+ *
+ *   bench/reset_cost.sh [units] [rounds]     starts a throwaway server
+ *   reset_cost URL [units] [rounds]          against a server you run
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "dbscope.h"
+
+#include <libpq-fe.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ROWS 1000
+
+static const char *url;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One measurement: wall-clock rate, and CPU time per unit of the server
+ * backend (from /proc/PID/schedstat: the server runs on this machine) and
+ * of this process. CPU times do not depend on what else the machine runs;
+ * the rate does. */
+typedef struct meas {
+    double rate, server_us, client_us;
+} meas;
+
+static long long backend_ns(long pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/schedstat", pid);
+    FILE *f = fopen(path, "r");
+    long long ns = 0;
+    if (!f || fscanf(f, "%lld", &ns) != 1)
+        ns = 0;
+    if (f)
+        fclose(f);
+    return ns;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct mark {
+    double wall, cpu;
+    long long server;
+} mark;
+
+static mark mark_now(long pid)
+{
+    return (mark){now_s(), cpu_s(), backend_ns(pid)};
+}
+
+static meas since(mark m, long pid, int units)
+{
+    mark e = mark_now(pid);
+    return (meas){units / (e.wall - m.wall), (double)(e.server - m.server) / 1e3 / units,
+                  (e.cpu - m.cpu) * 1e6 / units};
+}
+
+
+static void die(const char *what, const char *msg)
+{
+    fprintf(stderr, "reset_cost: %s: %s\n", what, msg);
+    exit(1);
+}
+
+static PGconn *pq_open(void)
+{
+    PGconn *pg = PQconnectdb(url);
+    if (PQstatus(pg) != CONNECTION_OK)
+        die("connect", PQerrorMessage(pg));
+    return pg;
+}
+
+static void pq_do(PGconn *pg, const char *sql)
+{
+    PGresult *r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        die(sql, PQerrorMessage(pg));
+    PQclear(r);
+}
+
+static long long total_n(void)
+{
+    PGconn *pg = pq_open();
+    PGresult *r = PQexec(pg, "SELECT sum(n) FROM reset_bench");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        die("sum", PQerrorMessage(pg));
+    long long t = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(pg);
+    return t;
+}
+
+/* ---- dbscope ---- */
+
+static int unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    long long id = *(long long *)arg;
+    dbs_value p = DBS_INT(id);
+    dbs_rows *rows = dbs_query(s, "SELECT v FROM reset_bench WHERE id = $1", &p, 1, err);
+    if (!rows)
+        return -1;
+    int n = dbs_rows_next(rows, err);
+    long long v = n == 1 ? (long long)dbs_rows_int(rows, 0) : -1;
+    dbs_rows_close(rows);
+    if (v != 3 * id)
+        return -1;
+    return dbs_exec(s, "UPDATE reset_bench SET n = n + 1 WHERE id = $1", &p, 1, err) == 1 ? 0
+                                                                                          : -1;
+}
+
+static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.reset = mode;
+    cfg.log_events = 0;
+    cfg.retry_max = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        die("dbs_pool_open", err.message);
+    dbs_session *s0 = dbs_session_open(p, NULL, &err);
+    if (!s0)
+        die("open", err.message);
+    dbs_rows *r0 = dbs_query(s0, "SELECT pg_backend_pid()", NULL, 0, &err);
+    if (!r0 || dbs_rows_next(r0, &err) != 1)
+        die("pid", err.message);
+    long pid = (long)dbs_rows_int(r0, 0);
+    dbs_rows_close(r0);
+    dbs_session_close(s0);
+    mark m = mark_now(pid);
+    for (int i = 0; i < units; i++) {
+        long long id = 1 + i % ROWS;
+        if (transact) {
+            if (dbs_transact(p, NULL, unit, &id, &err) != DBS_OK)
+                die("unit", err.message);
+        } else {
+            dbs_session *s = dbs_session_open(p, NULL, &err);
+            if (!s)
+                die("open", err.message);
+            if (unit(s, &id, &err) != 0 || dbs_commit(s, &err) != DBS_OK)
+                die("unit", err.message);
+            dbs_session_close(s);
+        }
+    }
+    meas out = since(m, pid, units);
+    dbs_pool_close(p);
+    return out;
+}
+
+/* ---- libpq alone ---- */
+
+static const char *const reset_sql[] = {
+    "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
+    "SELECT pg_catalog.pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES", "DISCARD PLANS",
+};
+
+static int drain(PGconn *pg, int syncs)
+{
+    int bad = 0;
+    while (syncs > 0) {
+        PGresult *r = PQgetResult(pg);
+        if (!r)
+            continue; /* end of one command's results */
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC)
+            syncs--;
+        else if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED)
+            bad = 1;
+        PQclear(r);
+    }
+    return bad;
+}
+
+/* reset: 0 none, 1 dbscope's, 2 dbscope's without DISCARD PLANS (the
+ * last of reset_sql) */
+static meas run_direct(int reset, int units)
+{
+    PGconn *pg = pq_open();
+    PGresult *a = PQprepare(pg, "sel", "SELECT v FROM reset_bench WHERE id = $1", 1, NULL);
+    PGresult *b = PQprepare(pg, "upd", "UPDATE reset_bench SET n = n + 1 WHERE id = $1", 1, NULL);
+    if (PQresultStatus(a) != PGRES_COMMAND_OK || PQresultStatus(b) != PGRES_COMMAND_OK)
+        die("prepare", PQerrorMessage(pg));
+    PQclear(a);
+    PQclear(b);
+    if (!PQenterPipelineMode(pg))
+        die("pipeline", PQerrorMessage(pg));
+    long pid = PQbackendPID(pg);
+    mark m = mark_now(pid);
+    for (int i = 0; i < units; i++) {
+        long long id = 1 + i % ROWS;
+        char idt[24];
+        snprintf(idt, sizeof idt, "%lld", id);
+        const char *vals[1] = {idt};
+        /* BEGIN + SELECT, then UPDATE, then COMMIT: 3 round trips */
+        PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+        PQsendQueryPrepared(pg, "sel", 1, vals, NULL, NULL, 0);
+        PQpipelineSync(pg);
+        PGresult *r;
+        long long v = -1;
+        int syncs = 1;
+        while (syncs > 0) {
+            r = PQgetResult(pg);
+            if (!r)
+                continue;
+            if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+                v = atoll(PQgetvalue(r, 0, 0));
+            if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+                syncs--;
+            PQclear(r);
+        }
+        if (v != 3 * id)
+            die("select", "wrong value");
+        PQsendQueryPrepared(pg, "upd", 1, vals, NULL, NULL, 0);
+        PQpipelineSync(pg);
+        if (drain(pg, 1))
+            die("update", PQerrorMessage(pg));
+        PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+        PQpipelineSync(pg);
+        syncs = 1;
+        if (reset) {
+            size_t n = sizeof reset_sql / sizeof reset_sql[0] - (reset == 2);
+            for (size_t k = 0; k < n; k++)
+                PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
+            PQsendQueryParams(pg, "SELECT name FROM pg_catalog.pg_prepared_statements", 0, NULL, NULL,
+                              NULL, NULL, 0);
+            PQpipelineSync(pg);
+            syncs = 2;
+        }
+        if (drain(pg, syncs))
+            die("commit", PQerrorMessage(pg));
+    }
+    meas out = since(m, pid, units);
+    PQfinish(pg);
+    return out;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: reset_cost URL [units] [rounds]\n");
+        return 2;
+    }
+    url = argv[1];
+    int units = argc > 2 ? atoi(argv[2]) : 20000;
+    int rounds = argc > 3 ? atoi(argv[3]) : 3;
+    if (units <= 0 || rounds <= 0 || rounds > 15)
+        die("arguments", "units > 0, 1 <= rounds <= 15");
+    PGconn *pg = pq_open();
+    pq_do(pg, "DROP TABLE IF EXISTS reset_bench");
+    pq_do(pg, "CREATE TABLE reset_bench (id int PRIMARY KEY, v bigint, n bigint)");
+    pq_do(pg, "INSERT INTO reset_bench SELECT i, 3 * i, 0 FROM generate_series(1, 1000) i");
+    PQfinish(pg);
+
+    enum { FT, FC, RB, DI, DR, DN, NSYS };
+    static const char *const names[NSYS] = {"full-transact", "full-commit", "rollback",
+                                            "direct", "direct+reset", "direct+reset-noplans"};
+    meas res[NSYS][15];
+    long long before = total_n();
+    for (int k = 0; k < rounds; k++) {
+        /* interleaved, so drift on a shared machine hits every system */
+        res[FT][k] = run_dbscope(DBS_RESET_FULL, 1, units);
+        res[FC][k] = run_dbscope(DBS_RESET_FULL, 0, units);
+        res[RB][k] = run_dbscope(DBS_RESET_ROLLBACK, 1, units);
+        res[DI][k] = run_direct(0, units);
+        res[DR][k] = run_direct(1, units);
+        res[DN][k] = run_direct(2, units);
+    }
+    long long done = total_n() - before;
+    /* medians, each column on its own */
+    double med[NSYS][3];
+    for (int s = 0; s < NSYS; s++)
+        for (int c = 0; c < 3; c++) {
+            double v[15];
+            for (int k = 0; k < rounds; k++)
+                v[k] = c == 0 ? res[s][k].rate : c == 1 ? res[s][k].server_us : res[s][k].client_us;
+            qsort(v, (size_t)rounds, sizeof v[0], cmp);
+            med[s][c] = v[rounds / 2];
+        }
+    printf("%-22s %9s %9s %9s %11s %11s %11s\n", "system", "units/s", "/rollback", "/direct",
+           "server_us", "client_us", "cpu/direct");
+    for (int s = 0; s < NSYS; s++)
+        printf("%-22s %9.0f %9.3f %9.3f %11.1f %11.1f %11.3f\n", names[s], med[s][0],
+               med[s][0] / med[RB][0], med[s][0] / med[DI][0], med[s][1], med[s][2],
+               (med[s][1] + med[s][2]) / (med[DI][1] + med[DI][2]));
+    long long want = (long long)units * rounds * NSYS;
+    printf("checksum: %lld updates counted, %lld expected: %s\n", done, want,
+           done == want ? "ok" : "MISMATCH");
+    return done == want ? 0 : 1;
+}

@@ -1,0 +1,33 @@
+/* A fault-injecting TCP proxy for tests, in-process: listens on 127.0.0.1
+ * (a free port), forwards each connection to 127.0.0.1:target_port, and
+ * misbehaves on demand, as a real network does. One thread, poll(). */
+#ifndef DBS_TEST_FAULTPROXY_H
+#define DBS_TEST_FAULTPROXY_H
+
+enum fp_mode {
+    FP_PASS,    /* forward bytes as they come */
+    FP_SILENT,  /* keep every socket open, drop the bytes */
+    FP_RESET,   /* reset (RST) every connection, old and new */
+    FP_LATENCY  /* forward after latency_ms */
+};
+
+/* Directions a mode applies to; the other direction passes. */
+enum { FP_UP = 1 /* client to server */, FP_DOWN = 2, FP_BOTH = 3 };
+
+typedef struct faultproxy faultproxy;
+
+/* Starts the proxy; exits the test on failure. */
+faultproxy *fp_start(int target_port);
+/* The port it listens on. */
+int fp_port(const faultproxy *fp);
+/* Changes the mode for existing and new connections. */
+void fp_set(faultproxy *fp, enum fp_mode mode, int dirs, int latency_ms);
+/* 1: new connections are accepted and never answered (nothing forwarded,
+ * no server behind them); 0: back to forwarding. */
+void fp_blackhole(faultproxy *fp, int on);
+/* Connections accepted so far. */
+int fp_accepted(faultproxy *fp);
+/* Closes every socket and stops the thread. */
+void fp_stop(faultproxy *fp);
+
+#endif

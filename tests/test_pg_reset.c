@@ -1,0 +1,470 @@
+/* The reset holds whatever the session ran, and rollback ends the
+ * transaction at once. Pool of one, no overflow: user A's session, then user
+ * B's on the very same backend (the pid proves it). A changes session state
+ * only from inside plpgsql functions and a trigger, where no scan of the SQL
+ * text can see it, and ends its session three ways (dbs_transact, dbs_commit
+ * then close, close without commit); B must see none of it. Also: a
+ * commented PREPARE, a user's PREPARE, DEALLOCATE ALL by the user (plain and
+ * inside a function), dbs_rollback freeing row locks, and notices reaching
+ * on_event with the password scrubbed. */
+#include "common.h"
+
+static dbs_pool *pool, *other;
+static int64_t the_pid;
+static long me;
+static char password[256];
+static char default_search_path[256];
+
+static dbs_pool *open_one(enum dbs_reset_mode reset)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.reset = reset;
+    return open_pool("reset", &cfg);
+}
+
+static dbs_session *open_s(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    return s;
+}
+
+static void exec_ok(dbs_session *s, const char *sql)
+{
+    dbs_error err;
+    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
+        CHECK_FAIL("%s: %s", sql, err.message);
+}
+
+static void text_of(dbs_session *s, const char *sql, char *out, size_t n)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    const char *t = dbs_rows_text(r, 0, NULL);
+    snprintf(out, n, "%s", t ? t : "(null)");
+    dbs_rows_close(r);
+}
+
+static int64_t pid_of(dbs_session *s)
+{
+    return query_int(s, "SELECT pg_backend_pid()", NULL, 0);
+}
+
+/* Opens the next session and checks it got the same backend. */
+static dbs_session *same_conn(dbs_pool *p)
+{
+    dbs_session *s = open_s(p);
+    CHECK_EQ(pid_of(s), the_pid);
+    return s;
+}
+
+static void sql_fmt(char *out, size_t n, const char *fmt)
+{
+    /* every %ld in fmt is this process's id: names no other test uses */
+    char tmp[2048];
+    snprintf(tmp, sizeof tmp, "%s", fmt);
+    size_t o = 0;
+    for (const char *p = tmp; *p && o + 24 < n; p++) {
+        if (p[0] == '%' && p[1] == 'l' && p[2] == 'd') {
+            o += (size_t)snprintf(out + o, n - o, "%ld", me);
+            p += 2;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+}
+
+static void run_fmt(dbs_pool *p, const char *fmt)
+{
+    char sql[2048];
+    sql_fmt(sql, sizeof sql, fmt);
+    run_sql(p, sql);
+}
+
+static void setup(void)
+{
+    run_fmt(pool, "CREATE SEQUENCE rs_seq_%ld");
+    run_fmt(pool, "CREATE TABLE rs_t_%ld (id int PRIMARY KEY, v int)");
+    run_fmt(pool, "INSERT INTO rs_t_%ld VALUES (1, 0)");
+    /* Everything a session can leave behind, from inside one function. */
+    run_fmt(pool,
+            "CREATE FUNCTION rs_dirty_%ld() RETURNS int LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  PERFORM set_config('app.leak', 'yes', false);\n"
+            "  PERFORM set_config('search_path', 'pg_catalog', false);\n"
+            "  CREATE TEMP TABLE IF NOT EXISTS rs_tmp (x int);\n"
+            "  INSERT INTO rs_tmp VALUES (1);\n"
+            "  PERFORM pg_advisory_lock(4242);\n"
+            "  EXECUTE 'LISTEN rs_ch';\n"
+            "  PERFORM nextval('public.rs_seq_%ld');\n"
+            "  RETURN 1;\n"
+            "END $$");
+    run_fmt(pool,
+            "CREATE FUNCTION rs_dealloc_%ld() RETURNS int LANGUAGE plpgsql AS $$\n"
+            "BEGIN EXECUTE 'DEALLOCATE ALL'; RETURN 1; END $$");
+    /* A trigger that changes session state behind a plain INSERT. */
+    run_fmt(pool, "CREATE TABLE rs_trig_%ld (x int)");
+    run_fmt(pool,
+            "CREATE FUNCTION rs_trig_fn_%ld() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  PERFORM set_config('app.trig', 'yes', false);\n"
+            "  PERFORM pg_advisory_lock(4343);\n"
+            "  RETURN NEW;\n"
+            "END $$");
+    run_fmt(pool, "CREATE TRIGGER rs_trig_%ld AFTER INSERT ON rs_trig_%ld "
+                  "FOR EACH ROW EXECUTE FUNCTION rs_trig_fn_%ld()");
+}
+
+static void teardown(void)
+{
+    run_fmt(pool, "DROP TABLE rs_trig_%ld");
+    run_fmt(pool, "DROP FUNCTION rs_trig_fn_%ld()");
+    run_fmt(pool, "DROP FUNCTION rs_dirty_%ld()");
+    run_fmt(pool, "DROP FUNCTION rs_dealloc_%ld()");
+    run_fmt(pool, "DROP TABLE rs_t_%ld");
+    run_fmt(pool, "DROP SEQUENCE rs_seq_%ld");
+}
+
+/* What B must not see of A's session. */
+static void check_clean(const char *how)
+{
+    dbs_session *s = same_conn(pool);
+    char v[256];
+    text_of(s, "SELECT coalesce(current_setting('app.leak', true), '')", v,
+            sizeof v);
+    if (strcmp(v, "") != 0)
+        CHECK_FAIL("%s: app.leak is '%s'", how, v);
+    text_of(s, "SELECT coalesce(current_setting('app.trig', true), '')", v,
+            sizeof v);
+    if (strcmp(v, "") != 0)
+        CHECK_FAIL("%s: app.trig is '%s'", how, v);
+    text_of(s, "SHOW search_path", v, sizeof v);
+    if (strcmp(v, default_search_path) != 0)
+        CHECK_FAIL("%s: search_path is '%s'", how, v);
+    if (query_int(s, "SELECT count(*) FROM pg_catalog.pg_class WHERE "
+                     "relname = 'rs_tmp' AND relpersistence = 't' AND "
+                     "relnamespace = pg_catalog.pg_my_temp_schema()",
+                  NULL, 0) != 0)
+        CHECK_FAIL("%s: the temp table survived", how);
+    if (query_int(s, "SELECT count(*) FROM pg_catalog.pg_locks WHERE "
+                     "locktype = 'advisory' AND pid = pg_backend_pid()",
+                  NULL, 0) != 0)
+        CHECK_FAIL("%s: an advisory lock is still held", how);
+    if (query_int(s, "SELECT count(*) FROM pg_catalog.pg_listening_channels()",
+                  NULL, 0) != 0)
+        CHECK_FAIL("%s: still listening", how);
+    if (query_int(s, "SELECT count(*) FROM pg_catalog.pg_prepared_statements "
+                     "WHERE from_sql",
+                  NULL, 0) != 0)
+        CHECK_FAIL("%s: a user's prepared statement survived", how);
+    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+    /* currval fails once the sequence state is discarded */
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT currval('public.rs_seq_%ld')", me);
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (r) {
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_FAIL("%s: currval() of A's sequence is visible: %lld", how,
+                   (long long)dbs_rows_int(r, 0));
+    }
+    CHECK_STR(err.sqlstate, "55000");
+    dbs_session_close(s);
+}
+
+static int dirty_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    char sql[200];
+    CHECK_EQ(pid_of(s), the_pid);
+    snprintf(sql, sizeof sql, "SELECT public.rs_dirty_%ld()", me);
+    if (dbs_exec(s, sql, NULL, 0, err) < 0)
+        return -1;
+    snprintf(sql, sizeof sql, "INSERT INTO public.rs_trig_%ld VALUES (1)", me);
+    return dbs_exec(s, sql, NULL, 0, err) < 0 ? -1 : 0;
+}
+
+static void test_functions(void)
+{
+    dbs_error err;
+    /* 1: dbs_transact (the reset rides with the COMMIT) */
+    CHECK_OK(dbs_transact(pool, NULL, dirty_work, NULL, &err), &err);
+    check_clean("dbs_transact");
+    /* 2: dbs_commit, then close (the reset is posted at close) */
+    dbs_session *s = open_s(pool);
+    CHECK_OK(dirty_work(s, NULL, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    check_clean("dbs_commit + close");
+    /* 3: close without commit (the reset rides with the ROLLBACK) */
+    s = open_s(pool);
+    CHECK_OK(dirty_work(s, NULL, &err), &err);
+    dbs_session_close(s);
+    check_clean("close without commit");
+    /* 4: dbs_commit, then more state in a new transaction, then close */
+    s = open_s(pool);
+    CHECK_OK(dirty_work(s, NULL, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_OK(dirty_work(s, NULL, &err), &err);
+    dbs_session_close(s);
+    check_clean("commit, more work, close");
+    printf("state made inside functions and a trigger: not seen by the next "
+           "user (4 ways to end a session)\n");
+}
+
+/* A user's prepared statement, made by sql, is gone for the next user. */
+static void prepare_case(const char *fmt, const char *name_fmt)
+{
+    dbs_error err;
+    char sql[200], name[64];
+    sql_fmt(name, sizeof name, name_fmt);
+    dbs_session *s = same_conn(pool);
+    sql_fmt(sql, sizeof sql, fmt);
+    exec_ok(s, sql);
+    snprintf(sql, sizeof sql, "EXECUTE %s", name);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 42);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+
+    /* twice: the second time the EXECUTE itself is a cached statement,
+     * and the error is still the server's own about the user's name */
+    for (int i = 0; i < 2; i++) {
+        s = same_conn(pool);
+        if (dbs_query(s, sql, NULL, 0, &err) != NULL)
+            CHECK_FAIL("the next user can run %s", sql);
+        CHECK_STR(err.sqlstate, "26000");
+        CHECK_CONTAINS(err.message, name);
+        dbs_session_close(s);
+    }
+}
+
+static void test_prepare(void)
+{
+    prepare_case("/* c */ Prepare rs_q_%ld AS SELECT 42", "rs_q_%ld");
+    prepare_case("PREPARE rs_p_%ld AS SELECT 42", "rs_p_%ld");
+    printf("PREPARE (plain and behind a comment): the next user cannot "
+           "EXECUTE it\n");
+}
+
+static int cached_units(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    CHECK_EQ(pid_of(s), the_pid);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT v FROM rs_t_%ld WHERE id = $1", me);
+    dbs_value v[] = {DBS_INT(1)};
+    dbs_rows *r = dbs_query(s, sql, v, 1, err);
+    if (!r)
+        return -1;
+    int rc = dbs_rows_next(r, err) == 1 ? 0 : -1;
+    dbs_rows_close(r);
+    return rc;
+}
+
+static void test_deallocate(void)
+{
+    dbs_error err;
+    /* Cache our statements, then the user deallocates everything. */
+    CHECK_OK(dbs_transact(pool, NULL, cached_units, NULL, &err), &err);
+    dbs_session *s = same_conn(pool);
+    CHECK_OK(cached_units(s, NULL, &err), &err);
+    exec_ok(s, "DEALLOCATE ALL");
+    /* the same session goes on */
+    CHECK_OK(cached_units(s, NULL, &err), &err);
+    CHECK_EQ(pid_of(s), the_pid);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(dbs_transact(pool, NULL, cached_units, NULL, &err), &err);
+
+    /* Inside a function, where no command tag shows it. */
+    s = same_conn(pool);
+    CHECK_OK(cached_units(s, NULL, &err), &err);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT rs_dealloc_%ld()", me);
+    exec_ok(s, sql);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(dbs_transact(pool, NULL, cached_units, NULL, &err), &err);
+    CHECK_EQ(stats_of(pool).created, 1);
+    printf("DEALLOCATE ALL by the user (plain, in a function): later units "
+           "run on the same connection\n");
+}
+
+/* With DBS_RESET_ROLLBACK nothing reconciles at release: the statement that
+ * finds its prepared statement gone re-prepares it. */
+static void test_deallocate_rollback_mode(void)
+{
+    dbs_pool *p = open_one(DBS_RESET_ROLLBACK);
+    dbs_session *s = open_s(p);
+    int64_t pid = pid_of(s);
+    dbs_session_close(s);
+    dbs_error err;
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT v FROM rs_t_%ld WHERE id = $1", me);
+    dbs_value v[] = {DBS_INT(1)};
+    for (int round = 0; round < 3; round++) {
+        s = open_s(p);
+        CHECK_EQ(query_int(s, sql, v, 1), 0); /* cached */
+        snprintf(sql, sizeof sql, "SELECT rs_dealloc_%ld()", me);
+        exec_ok(s, sql);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+        s = open_s(p);
+        snprintf(sql, sizeof sql, "SELECT v FROM rs_t_%ld WHERE id = $1", me);
+        CHECK_EQ(query_int(s, sql, v, 1), 0); /* first of its transaction */
+        CHECK_EQ(pid_of(s), pid);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("DBS_RESET_ROLLBACK: a statement whose prepared statement a "
+           "function removed is prepared again\n");
+}
+
+static void test_rollback_frees_locks(void)
+{
+    dbs_error err;
+    char sql[200];
+    dbs_session *a = same_conn(pool);
+    exec_ok(a, "SET LOCAL work_mem = '5MB'");
+    snprintf(sql, sizeof sql, "SELECT v FROM rs_t_%ld WHERE id = 1 FOR UPDATE",
+             me);
+    CHECK_EQ(query_int(a, sql, NULL, 0), 0);
+    CHECK_OK(dbs_rollback(a, &err), &err);
+    /* a stays open: the row lock must be gone already */
+    dbs_session *b = open_s(other);
+    exec_ok(b, "SET LOCAL lock_timeout = '10s'");
+    snprintf(sql, sizeof sql, "UPDATE rs_t_%ld SET v = v WHERE id = 1", me);
+    int64_t n = dbs_exec(b, sql, NULL, 0, &err);
+    if (n != 1)
+        CHECK_FAIL("the row is still locked after dbs_rollback: %s",
+                   err.message);
+    CHECK_OK(dbs_commit(b, &err), &err);
+    dbs_session_close(b);
+    CHECK_EQ(pid_of(a), the_pid); /* a goes on */
+    dbs_session_close(a);
+    printf("dbs_rollback after SET LOCAL + FOR UPDATE: the row lock is "
+           "free at once\n");
+}
+
+static pthread_mutex_t notes_mu = PTHREAD_MUTEX_INITIALIZER;
+static char notes[8][512];
+static int n_notes;
+
+static void on_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind != DBS_EVENT_NOTICE)
+        return;
+    CHECK(ev->reason != NULL);
+    pthread_mutex_lock(&notes_mu);
+    if (n_notes < 8)
+        snprintf(notes[n_notes++], sizeof notes[0], "%s", ev->reason);
+    pthread_mutex_unlock(&notes_mu);
+}
+
+static void test_notices(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.on_event = on_event;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("reset", &cfg);
+    dbs_session *s = open_s(p);
+    exec_ok(s, "DO $$BEGIN RAISE NOTICE 'hello %', 6 * 7; END$$");
+    char sql[600];
+    snprintf(sql, sizeof sql,
+             "DO $$BEGIN RAISE WARNING 'line one\nsecret %s'; END$$",
+             password);
+    exec_ok(s, sql);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    CHECK_EQ(n_notes, 2);
+    CHECK_CONTAINS(notes[0], "hello 42");
+    CHECK_CONTAINS(notes[0], "NOTICE");
+    CHECK_CONTAINS(notes[1], "WARNING");
+    CHECK_CONTAINS(notes[1], "secret ***");
+    CHECK(strstr(notes[1], password) == NULL);
+    CHECK(strchr(notes[1], '\n') == NULL);
+    printf("notices reach on_event as one line: %s | %s\n", notes[0],
+           notes[1]);
+
+    /* The default logger prints them as logfmt, not libpq's raw text. */
+    char path[] = "/tmp/dbscope-notice-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    CHECK(saved >= 0 && dup2(fd, 2) == 2);
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    p = open_pool("reset", &cfg); /* log_events on, no on_event */
+    s = open_s(p);
+    exec_ok(s, "DO $$BEGIN RAISE NOTICE 'logged %', 'here'; END$$");
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[4096] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    CHECK(n > 0);
+    CHECK_CONTAINS(buf, "level=info msg=dbscope event=notice db=postgresql");
+    CHECK_CONTAINS(buf, "reason=\"NOTICE:  logged here\"");
+    printf("default logger: %.*s", (int)strcspn(strstr(buf, "event=notice"), "\n") + 1,
+           strstr(buf, "event=notice"));
+}
+
+int main(int argc, char **argv)
+{
+    me = (long)getpid();
+    const char *dir = getenv("DBSCOPE_PG_DIR");
+    CHECK(dir != NULL);
+    read_line(dir, "password", password, sizeof password);
+    pool = open_one(DBS_RESET_FULL);
+    other = open_one(DBS_RESET_FULL);
+    dbs_session *s = open_s(pool);
+    the_pid = pid_of(s);
+    text_of(s, "SHOW search_path", default_search_path,
+            sizeof default_search_path);
+    dbs_session_close(s);
+    setup();
+
+    /* test_pg_reset NAME runs one part (setup and checks of the rest
+     * still run): to show each part on its own. */
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } parts[] = {
+        {"functions", test_functions},
+        {"prepare", test_prepare},
+        {"deallocate", test_deallocate},
+        {"deallocate_rollback_mode", test_deallocate_rollback_mode},
+        {"rollback", test_rollback_frees_locks},
+        {"notices", test_notices},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        if (argc < 2 || !strcmp(argv[1], parts[i].name))
+            parts[i].fn();
+
+    teardown();
+    CHECK_EQ(stats_of(pool).created, 1);
+    dbs_pool_close(other);
+    dbs_pool_close(pool);
+    return 0;
+}
