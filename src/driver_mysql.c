@@ -64,6 +64,7 @@ typedef struct my_target {
     char *ssl_ca, *ssl_capath, *ssl_cert, *ssl_key, *ssl_cipher, *ssl_crl,
         *ssl_crlpath;
     int url_connect_timeout_s; /* -1: not in the URL */
+    int url_read_timeout_s, url_write_timeout_s; /* -1: not in the URL */
     char var[3][MY_CTX_NAME + 4]; /* @`name` for request, user, tenant */
 } my_target;
 
@@ -94,7 +95,8 @@ typedef struct my_conn {
     my_stmt *cache;
     int cache_n;
     uint64_t tick;
-    unsigned rt_s; /* read/write timeout, seconds (0: none) */
+    unsigned rt_s; /* read timeout, seconds (0: none) */
+    unsigned wt_s; /* write timeout, seconds (0: none) */
     unsigned ct_s; /* connect timeout, seconds (0: none) */
 } my_conn;
 
@@ -175,7 +177,8 @@ static void target_free(my_target *m)
 
 static const char *const my_options[] = {
     "socket", "ssl_mode", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key",
-    "ssl_cipher", "ssl_crl", "ssl_crlpath", "connect_timeout"};
+    "ssl_cipher", "ssl_crl", "ssl_crlpath", "connect_timeout", "read_timeout",
+    "write_timeout"};
 
 static int parse_url(const char *url, my_target *m, dbs_error *err)
 {
@@ -254,6 +257,8 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
         p += dl;
     }
     m->url_connect_timeout_s = -1;
+    m->url_read_timeout_s = -1;
+    m->url_write_timeout_s = -1;
     if (*p == '?')
         p++;
     while (*p) {
@@ -303,16 +308,19 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
                               "URL \"%s\": ssl_mode \"%.40s\" is not one of disabled, "
                               "preferred, required, verify_ca, verify_identity",
                               shown, v);
-        } else if (!strcmp(key, "connect_timeout")) {
+        } else if (!strcmp(key, "connect_timeout") || !strcmp(key, "read_timeout") ||
+                   !strcmp(key, "write_timeout")) {
             char *end;
             errno = 0;
             long s = strtol(v, &end, 10);
             if (!*v || *end || errno || s < 0 || s > 100000)
                 rc = dbs__err(err, DBS_ECONFIG,
-                              "URL \"%s\": connect_timeout \"%.40s\" is not a whole "
+                              "URL \"%s\": %s \"%.40s\" is not a whole "
                               "number of seconds",
-                              shown, v);
-            m->url_connect_timeout_s = (int)s;
+                              shown, key, v);
+            *(key[0] == 'c'   ? &m->url_connect_timeout_s
+              : key[0] == 'r' ? &m->url_read_timeout_s
+                              : &m->url_write_timeout_s) = (int)s;
         } else {
             char known[200] = "";
             for (size_t i = 0; i < sizeof my_options / sizeof my_options[0]; i++) {
@@ -468,9 +476,12 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
     int code = DBS_ESQL;
     if (is_lost(e)) {
         bool timed_out = false;
-        if (c->rt_s > 0 && (e == CR_SERVER_LOST || e == 5013 || e == 5014)) {
+        unsigned bound = c->rt_s; /* the smaller bound that is set */
+        if (c->wt_s && (!bound || c->wt_s < bound))
+            bound = c->wt_s;
+        if (bound > 0 && (e == CR_SERVER_LOST || e == 5013 || e == 5014)) {
             int64_t took_ms = (dbs__now_ns() - started_ns) / 1000000;
-            timed_out = took_ms >= (int64_t)c->rt_s * 1000 - 100;
+            timed_out = took_ms >= (int64_t)bound * 1000 - 100;
         }
         c->broken = true;
         if (timed_out)
@@ -484,7 +495,7 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
             code = dbs__err(err, DBS_ESTMT_TIMEOUT,
                             "mariadb: no answer within the statement timeout (%u s); "
                             "the connection was discarded (%s [%u])",
-                            c->rt_s, m, e);
+                            bound, m, e);
         } else {
             code = dbs__err(err, DBS_ECONNECT, "mariadb: connection lost: %s [%u]", m, e);
         }
@@ -525,14 +536,15 @@ static unsigned ms_to_s(int ms)
 }
 
 /* Applies the target's options to a fresh handle. */
-static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned rt_s)
+static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned rt_s,
+                        unsigned wt_s)
 {
     if (ct_s)
         mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &ct_s);
-    if (rt_s) {
+    if (rt_s)
         mysql_options(my, MYSQL_OPT_READ_TIMEOUT, &rt_s);
-        mysql_options(my, MYSQL_OPT_WRITE_TIMEOUT, &rt_s);
-    }
+    if (wt_s)
+        mysql_options(my, MYSQL_OPT_WRITE_TIMEOUT, &wt_s);
     /* A silent reconnect would lose the session's state and transaction
      * under the caller's feet: a lost connection is reported instead. */
     my_bool off = 0, on = 1;
@@ -587,7 +599,10 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
     }
     c->t = t;
     c->mt = m;
-    c->rt_s = ms_to_s(t->statement_timeout_ms);
+    c->rt_s = m->url_read_timeout_s >= 0 ? (unsigned)m->url_read_timeout_s
+                                         : ms_to_s(t->statement_timeout_ms);
+    c->wt_s = m->url_write_timeout_s >= 0 ? (unsigned)m->url_write_timeout_s
+                                          : ms_to_s(t->statement_timeout_ms);
     c->ct_s = m->url_connect_timeout_s >= 0 ? (unsigned)m->url_connect_timeout_s
                                              : ms_to_s(t->connect_timeout_ms);
     c->my = mysql_init(NULL);
@@ -596,7 +611,7 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
         dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
         return NULL;
     }
-    set_options(c->my, m, c->ct_s, c->rt_s);
+    set_options(c->my, m, c->ct_s, c->rt_s, c->wt_s);
     if (!mysql_real_connect(c->my, m->host, m->user, m->password, m->db, m->port,
                             m->socket, CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS)) {
         unsigned e = mysql_errno(c->my);
@@ -660,7 +675,7 @@ static void kill_on_server(my_conn *c)
             mysql_close(k);
         return;
     }
-    set_options(k, c->mt, c->ct_s ? c->ct_s : c->rt_s, c->rt_s);
+    set_options(k, c->mt, c->ct_s ? c->ct_s : c->rt_s, c->rt_s, c->wt_s);
     if (mysql_real_connect(k, c->mt->host, c->mt->user, c->mt->password, NULL,
                            c->mt->port, c->mt->socket, 0)) {
         char sql[64];

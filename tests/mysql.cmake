@@ -10,3 +10,19 @@ add_test(NAME mysql_stop
   COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh stop ${DBSCOPE_MYSQL_DIR})
 set_tests_properties(mysql_stop PROPERTIES FIXTURES_CLEANUP mysql_server
   LABELS mysql TIMEOUT 60)
+
+# tests/test_mysql.c: one program, one test per part (its first argument).
+if(DBSCOPE_WITH_MYSQL)
+  dbscope_test_exe(test_mysql)
+  foreach(part reset errors deadlock kill counter types connect timeout)
+    add_test(NAME test_mysql_${part} COMMAND test_mysql ${part})
+    set_tests_properties(test_mysql_${part} PROPERTIES LABELS "mysql"
+      TIMEOUT 300 FIXTURES_REQUIRED mysql_server
+      ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
+  endforeach()
+  # The restart takes the shared server down: nothing else may run meanwhile.
+  add_test(NAME test_mysql_restart COMMAND test_mysql restart)
+  set_tests_properties(test_mysql_restart PROPERTIES LABELS "mysql;stress"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server RUN_SERIAL TRUE
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR};DBSCOPE_MYSQL_SERVER_SH=${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh")
+endif()

@@ -11,7 +11,8 @@
 #                               same port and data.
 #   mysql_server.sh stop DIR    stops it and removes DIR.
 #
-# As root the server runs as the mysql system user, which must own DIR.
+# As root the server runs as the mysql system user (--user=mysql), which
+# must own DIR.
 set -eu
 
 cmd=${1:?usage: mysql_server.sh start|stop|restart DIR}
@@ -44,19 +45,25 @@ stop_mariadbd() {
     fi
 }
 
-# Starts mariadbd on DIR/port; 0 when it answers.
+# Starts mariadbd on DIR/port; 0 when it answers. The server is detached
+# (its own session, reparented to init, no descriptor of the caller's kept
+# open): a test that restarts it must not wait for it, nor lend it its own
+# client sockets, which would keep connections the test closed alive.
 start_mariadbd() {
     port=$(cat "$dir/port")
-    as_my mariadbd --no-defaults --datadir="$dir/data" --port="$port" \
+    user_opt=""
+    [ "$(id -u)" = 0 ] && user_opt="--user=mysql"
+    python3 -c 'import subprocess, sys
+subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)' \
+        mariadbd --no-defaults $user_opt --datadir="$dir/data" --port="$port" \
         --bind-address=127.0.0.1 --socket="$dir/mysqld.sock" \
         --pid-file="$dir/data/mariadbd.pid" --log-error="$dir/data/error.log" \
         --skip-name-resolve --max-connections=300 \
         --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
         --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 \
         --ssl-cert="$dir/server.crt" --ssl-key="$dir/server.key" \
-        --innodb-lock-wait-timeout=10 \
-        >/dev/null 2>&1 &
-    launcher=$!
+        --innodb-lock-wait-timeout=10 || return 1
     i=0
     while [ $i -lt 600 ]; do
         if [ -S "$dir/mysqld.sock" ] &&
@@ -64,7 +71,10 @@ start_mariadbd() {
                 --password="$(cat "$dir/superpw" 2>/dev/null)" ping >/dev/null 2>&1; then
             return 0
         fi
-        kill -0 "$launcher" 2>/dev/null || break
+        # Gave up already (port taken, bad data directory)?
+        if [ $i -gt 30 ] && ! [ -f "$dir/data/mariadbd.pid" ]; then
+            break
+        fi
         sleep 0.1
         i=$((i + 1))
     done
