@@ -499,7 +499,7 @@ static void health(const sb_app *app, sb_request *req, sb_response *res)
     char *pool = pool_json(app);
     json_t *stats = pool ? json_loads(pool, 0, NULL) : NULL;
     free(pool);
-    const char *db = app->postgres ? "postgresql" : "sqlite";
+    const char *db = app->postgres ? "postgresql" : app->mariadb ? "mariadb" : "sqlite";
     if (rc == DBS_OK) {
         sb_json(res, 200, json_pack("{ssssso*}", "status", "ok", "database", db, "pool", stats));
     } else {

@@ -301,7 +301,7 @@ static int parse_listen(const char *arg, struct sockaddr_in *addr)
 static void usage(void)
 {
     fprintf(stderr, "usage: shiftboard [--listen HOST:PORT] [--threads N]\n"
-                    "  DATABASE_URL  sqlite:FILE or postgresql://... (default sqlite:shiftboard.db)\n"
+                    "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... (default sqlite:shiftboard.db)\n"
                     "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n");
 }
 
@@ -408,7 +408,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "shiftboard: %s\n", err.message);
         return 1;
     }
-    app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0;
+    app.mariadb = !strncmp(cfg.url, "mysql://", 8) || !strncmp(cfg.url, "mariadb://", 10);
+    app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0 && !app.mariadb;
     int schema = create_schema();
     if (schema != 0) {
         dbs_pool_close(app.pool);
@@ -430,7 +431,7 @@ int main(int argc, char **argv)
     char host[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &addr.sin_addr, host, sizeof host);
     printf("shiftboard: listening on http://%s:%u/ (database: %s)\n", host,
-           info ? info->port : ntohs(addr.sin_port), app.postgres ? "postgresql" : cfg.url);
+           info ? info->port : ntohs(addr.sin_port), app.postgres ? "postgresql" : app.mariadb ? "mariadb" : cfg.url);
     fflush(stdout);
 
     int sig = 0;

@@ -5,13 +5,17 @@
   test_shiftboard.py --binary PATH --backend pg --url-file FILE --super-url-file FILE
                      --rls-probe PATH
   test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
+  test_shiftboard.py --binary PATH --backend mysql --url-file FILE --super-url-file FILE
 
 sqlite and pg run the same API checks; pg runs them in a database of its
 own on the shared throwaway server and adds that row-level security holds
 for queries with no WHERE clause, through psql and through dbscope itself
 (rls_probe.c). pg-outage starts a private PostgreSQL, stops it under the
 service and starts it again: /health goes 503 with Retry-After and comes
-back by itself. Only the standard library. No timing is asserted: waits
+back by itself. mysql runs the API checks on MariaDB (tests/mysql_server.sh),
+in a database of its own made with the mariadb client; MariaDB has no
+row-level security, so isolation rests on the queries' own user_id
+conditions, which concurrent_isolation checks. Only the standard library. No timing is asserted: waits
 poll with generous limits.
 """
 import argparse
@@ -678,10 +682,31 @@ def outage(args, workdir):
         subprocess.run(["sh", args.pg_server, "stop", d], capture_output=True)
 
 
+def mariadb_sql(super_url, sql):
+    u = urllib.parse.urlsplit(super_url)
+    env = dict(os.environ, MYSQL_PWD=urllib.parse.unquote(u.password or ""))
+    out = subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port or 3306),
+                          "-u", urllib.parse.unquote(u.username), "-e", sql],
+                         capture_output=True, text=True, timeout=60, env=env)
+    if out.returncode != 0:
+        raise SystemExit("mariadb failed: %s" % out.stderr)
+
+
+def own_mysql_database(url_file, super_url_file):
+    """A database of our own on the shared MariaDB, for the test user."""
+    url = open(url_file).read().strip()
+    super_url = open(super_url_file).read().strip()
+    name = "shiftboard_%d_%s" % (os.getpid(), secrets.token_hex(4))
+    u = urllib.parse.urlsplit(url)
+    mariadb_sql(super_url, "CREATE DATABASE `%s` CHARACTER SET utf8mb4; "
+                "GRANT ALL ON `%s`.* TO '%s'@'%s'" % (name, name, u.username, u.hostname))
+    return u._replace(path="/" + name).geturl(), super_url, name
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
-    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage"], required=True)
+    ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "mysql"], required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
     ap.add_argument("--rls-probe", help="rls_probe.c's binary")
@@ -701,6 +726,12 @@ def main():
                     psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
             else:
                 main_api(args, open(args.url_file).read().strip(), workdir)
+        elif args.backend == "mysql":
+            url, super_url, name = own_mysql_database(args.url_file, args.super_url_file)
+            try:
+                main_api(args, url, workdir)
+            finally:
+                mariadb_sql(super_url, "DROP DATABASE IF EXISTS `%s`" % name)
         else:
             outage(args, workdir)
     if FAILURES:
