@@ -90,6 +90,8 @@ typedef struct my_conn {
     bool rollback_owed; /* sent with the next statement or done by reset */
     bool vars_set;      /* context user variables may hold values */
     bool native_used;   /* the caller had the raw handle */
+    bool tx_failed;     /* the server rolled the transaction back (deadlock):
+                           later statements would run outside it */
     bool schema_tracked;
     const dbs_context *ctx;
     my_stmt *cache;
@@ -281,7 +283,10 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
         }
         char **slot = NULL;
         int rc = DBS_OK;
-        if (!strcmp(key, "socket"))
+        if (!*v)
+            rc = dbs__err(err, DBS_ECONFIG, "URL \"%s\": option \"%.40s\" has no value",
+                          shown, key);
+        else if (!strcmp(key, "socket"))
             slot = &m->socket;
         else if (!strcmp(key, "ssl_ca"))
             slot = &m->ssl_ca;
@@ -503,6 +508,10 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
             dbs__err_sqlstate(err, state);
         return code;
     }
+    /* A deadlock victim's whole transaction is gone on the server, not just
+     * the statement (a lock wait timeout takes only the statement). */
+    if ((e == ER_LOCK_DEADLOCK || (state && !strcmp(state, "40001"))) && c->tx_sent)
+        c->tx_failed = true;
     if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT ||
         (state && !strcmp(state, "40001")))
         code = DBS_ERETRYABLE;
@@ -939,6 +948,7 @@ static int send_begin(my_conn *c, dbs_error *err)
     if (c->begin_pending) {
         c->begin_pending = false;
         c->tx_sent = true;
+        c->tx_failed = false;
         c->vars_set = vars;
     }
     return DBS_OK;
@@ -961,9 +971,9 @@ static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *er
             e->last_use = ++c->tick;
             return e;
         }
-        if (!victim || !e->sql || (victim->sql && e->last_use < victim->last_use))
-            if (!victim || victim->sql)
-                victim = e;
+        /* a free slot, else the least recently used */
+        if (!victim || (victim->sql && (!e->sql || e->last_use < victim->last_use)))
+            victim = e;
     }
     my_stmt ne = {0};
     char *q = NULL;
@@ -978,7 +988,25 @@ static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *er
         return NULL;
     }
     int64_t t0 = dbs__now_ns();
-    if (mysql_stmt_prepare(ne.st, q, (unsigned long)strlen(q)) != 0) {
+    int bad = mysql_stmt_prepare(ne.st, q, (unsigned long)strlen(q));
+    if (bad && mysql_stmt_errno(ne.st) == ER_MAX_PREPARED_STMT_COUNT_REACHED &&
+        c->cache_n > 0) {
+        /* The server's max_prepared_stmt_count is shared by every
+         * connection: give ours back and try once more. */
+        cache_clear(c);
+        victim = &c->cache[0];
+        mysql_stmt_close(ne.st);
+        ne.st = mysql_stmt_init(c->my);
+        t0 = dbs__now_ns();
+        bad = !ne.st || mysql_stmt_prepare(ne.st, q, (unsigned long)strlen(q));
+        if (!ne.st) {
+            free(q);
+            stmt_free(&ne);
+            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+            return NULL;
+        }
+    }
+    if (bad) {
         fail_stmt(c, ne.st, t0, err);
         free(q);
         stmt_free(&ne);
@@ -1014,6 +1042,13 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
 {
     if (c->broken) {
         dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+        return NULL;
+    }
+    if (c->tx_failed && !c->begin_pending) {
+        dbs__err(err, DBS_ESQL,
+                 "mariadb: the server rolled this transaction back (deadlock); roll "
+                 "back and run the unit of work again");
+        dbs__err_sqlstate(err, "40001");
         return NULL;
     }
     memset(tmp, 0, sizeof *tmp);
@@ -1344,6 +1379,16 @@ static int my_commit(void *vc, dbs_error *err)
     c->tx_sent = false;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    if (c->tx_failed) {
+        /* Nothing of the transaction is left to commit: say so, as a
+         * deadlock, rather than commit nothing and report success. */
+        c->tx_failed = false;
+        int rc = dbs__err(err, DBS_ERETRYABLE,
+                          "mariadb: COMMIT of a transaction the server had rolled back "
+                          "(deadlock): nothing was committed");
+        dbs__err_sqlstate(err, "40001");
+        return rc;
+    }
     return text(c, "COMMIT", 6, true, err);
 }
 
@@ -1351,6 +1396,7 @@ static int my_rollback(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
     c->begin_pending = false;
+    c->tx_failed = false;
     if (!c->tx_sent)
         return DBS_OK;
     c->tx_sent = false;
@@ -1371,6 +1417,7 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
     c->begin_pending = false;
+    c->tx_failed = false;
     c->ctx = NULL;
     bool owed = c->rollback_owed || c->tx_sent ||
                 (c->my->server_status & SERVER_STATUS_IN_TRANS);

@@ -347,6 +347,36 @@ static void *dl_thread(void *arg)
     return NULL;
 }
 
+/* Without dbs_transact: the victim's later statements and its COMMIT are
+ * refused (the server rolled its transaction back; they would otherwise
+ * run, and commit, outside it). */
+static atomic_int victims, winners;
+
+static void *dl_manual(void *arg)
+{
+    struct dl *d = arg;
+    dbs_error err;
+    dbs_session *s = open_s(pool, NULL);
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = $1", tbl);
+    CHECK_OK(dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->first)}, 1, &err), &err);
+    atomic_fetch_add(&step, 1);
+    WAIT_UNTIL(atomic_load(&step) >= 4, 30000);
+    int64_t rc = dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->second)}, 1, &err);
+    if (rc == DBS_ERETRYABLE) {
+        CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->first)}, 1, &err), DBS_ESQL);
+        CHECK_STR(err.sqlstate, "40001");
+        CHECK_EQ(dbs_commit(s, &err), DBS_ERETRYABLE);
+        atomic_fetch_add(&victims, 1);
+    } else {
+        CHECK_EQ(rc, 1);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        atomic_fetch_add(&winners, 1);
+    }
+    dbs_session_close(s);
+    return NULL;
+}
+
 static void test_deadlock(void)
 {
     dbs_config cfg;
@@ -371,6 +401,19 @@ static void test_deadlock(void)
     dbs_session *s = open_s(pool, NULL);
     snprintf(sql, sizeof sql, "SELECT SUM(v) FROM %s", tbl);
     CHECK_EQ(query_int(s, sql, NULL, 0), 4);
+    dbs_session_close(s);
+
+    atomic_store(&step, 2);
+    struct dl ma = {1, 2, 0}, mb = {2, 1, 0};
+    CHECK(pthread_create(&t1, NULL, dl_manual, &ma) == 0);
+    CHECK(pthread_create(&t2, NULL, dl_manual, &mb) == 0);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    CHECK_EQ(atomic_load(&victims), 1);
+    CHECK_EQ(atomic_load(&winners), 1);
+    s = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "SELECT SUM(v) FROM %s", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 6); /* the winner's two updates only */
     dbs_session_close(s);
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
