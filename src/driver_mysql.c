@@ -18,8 +18,8 @@
  * sends "[ROLLBACK;] START TRANSACTION[; SET @ctx...]" as one multi-statement
  * text query, then its prepared statement: one round trip more than the
  * statement, since the binary protocol cannot carry a text command in the
- * same packet. A statement new to the cache costs one more (its prepare).
- * COMMIT costs one.
+ * same packet. A statement new to the cache is prepared and executed in one
+ * round trip (mariadb_stmt_execute_direct). COMMIT costs one.
  *
  * Reset (DBS_RESET_FULL) holds by construction: COM_RESET_CONNECTION
  * (mysql_reset_connection) rolls back, drops temporary tables, releases
@@ -29,7 +29,8 @@
  * tracking), so a USE is undone with COM_INIT_DB only when it happened; on
  * a server that does not track the schema, COM_INIT_DB is sent each time.
  * The cache is emptied: its handles died with the server's statements, and
- * are prepared again when used. One round trip (two after a USE).
+ * are prepared again with their next execution, at no extra round trip.
+ * One round trip (two after a USE).
  *
  * Bounds: connect_timeout_ms becomes MYSQL_OPT_CONNECT_TIMEOUT and
  * statement_timeout_ms MYSQL_OPT_READ_TIMEOUT/WRITE_TIMEOUT, both in whole
@@ -78,6 +79,8 @@ typedef struct my_stmt {
     int nmap;
     int max_param;
     uint64_t last_use;
+    char *pending; /* translated SQL not yet prepared on the server: its
+                      first execution prepares it in the same round trip */
 } my_stmt;
 
 typedef struct my_conn {
@@ -700,6 +703,7 @@ static void stmt_free(my_stmt *e)
         mysql_stmt_close(e->st);
     free(e->sql);
     free(e->map);
+    free(e->pending);
     memset(e, 0, sizeof *e);
 }
 
@@ -954,10 +958,11 @@ static int send_begin(my_conn *c, dbs_error *err)
     return DBS_OK;
 }
 
-/* Finds sql in the cache, or prepares it (into a cache slot, or into *tmp
- * when there is no cache). Returns the entry or NULL with err filled. The
- * entry's SQL copy and handles belong to the cache (or to *tmp, freed by the
- * caller); GCC 12's analyzer loses them through the returned pointer. */
+/* Finds sql in the cache, or makes a new entry for it (in a cache slot, or
+ * in *tmp when there is no cache) whose pending SQL run() prepares with its
+ * first execution. Returns the entry or NULL with err filled. The entry's
+ * copies and handles belong to the cache (or to *tmp, freed by the caller);
+ * GCC 12's analyzer loses them through the returned pointer. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
@@ -976,46 +981,16 @@ static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *er
             victim = e;
     }
     my_stmt ne = {0};
-    char *q = NULL;
-    int rc = translate(sql, &q, &ne.map, &ne.nmap, &ne.max_param, err);
+    int rc = translate(sql, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
     if (rc != DBS_OK)
         return NULL;
     ne.st = mysql_stmt_init(c->my);
-    if (!ne.st) {
-        free(q);
-        free(ne.map);
+    ne.sql = victim ? strdup(sql) : NULL;
+    if (!ne.st || (victim && !ne.sql)) {
+        stmt_free(&ne);
         dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
         return NULL;
     }
-    int64_t t0 = dbs__now_ns();
-    int bad = mysql_stmt_prepare(ne.st, q, (unsigned long)strlen(q));
-    if (bad && mysql_stmt_errno(ne.st) == ER_MAX_PREPARED_STMT_COUNT_REACHED &&
-        c->cache_n > 0) {
-        /* The server's max_prepared_stmt_count is shared by every
-         * connection: give ours back and try once more. */
-        cache_clear(c);
-        victim = &c->cache[0];
-        mysql_stmt_close(ne.st);
-        ne.st = mysql_stmt_init(c->my);
-        t0 = dbs__now_ns();
-        bad = !ne.st || mysql_stmt_prepare(ne.st, q, (unsigned long)strlen(q));
-        if (!ne.st) {
-            free(q);
-            stmt_free(&ne);
-            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
-            return NULL;
-        }
-    }
-    if (bad) {
-        fail_stmt(c, ne.st, t0, err);
-        free(q);
-        stmt_free(&ne);
-        return NULL;
-    }
-    free(q);
-    ne.sql = victim ? strdup(sql) : NULL;
-    if (!ne.sql)
-        victim = NULL;
     my_stmt *e = victim ? victim : tmp;
     if (victim && victim->sql)
         stmt_free(victim); /* COM_STMT_CLOSE: no answer awaited */
@@ -1038,7 +1013,7 @@ static void drop_entry(my_conn *c, my_stmt *e, my_stmt *tmp)
  * statement's result (if any) is waiting to be read from the returned
  * entry. */
 static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t n,
-                    my_stmt *tmp, dbs_error *err)
+                    my_stmt *tmp, bool retry, dbs_error *err)
 {
     if (c->broken) {
         dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
@@ -1127,13 +1102,40 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         }
     }
     int64_t t0 = dbs__now_ns();
-    bool ok = (e->nmap == 0 || !mysql_stmt_bind_param(e->st, b)) &&
-              !mysql_stmt_execute(e->st);
+    bool fresh = e->pending != NULL, ok;
+    if (fresh) {
+        /* COM_STMT_PREPARE and COM_STMT_EXECUTE in one round trip (MariaDB
+         * 10.2+; against MySQL, Connector/C sends them one after the
+         * other). The parameters are bound before the server has seen the
+         * statement, so their number is announced first. */
+        unsigned int np = (unsigned int)e->nmap;
+        ok = !mysql_stmt_attr_set(e->st, STMT_ATTR_PREBIND_PARAMS, &np) &&
+             (e->nmap == 0 || !mysql_stmt_bind_param(e->st, b)) &&
+             !mariadb_stmt_execute_direct(e->st, e->pending, strlen(e->pending));
+    } else {
+        ok = (e->nmap == 0 || !mysql_stmt_bind_param(e->st, b)) &&
+             !mysql_stmt_execute(e->st);
+    }
     free(heap);
     if (!ok) {
+        unsigned eno = mysql_stmt_errno(e->st);
         fail_stmt(c, e->st, t0, err);
-        drop_entry(c, e, tmp);
+        if (fresh) /* the server may not hold it: forget it */
+            stmt_free(e);
+        else
+            drop_entry(c, e, tmp);
+        if (fresh && eno == ER_MAX_PREPARED_STMT_COUNT_REACHED && c->cache_n > 0 &&
+            !retry && !c->broken) {
+            /* The server's max_prepared_stmt_count is shared by every
+             * connection: give ours back and try once more. */
+            cache_clear(c);
+            return run(c, sql, params, n, tmp, true, err);
+        }
         return NULL;
+    }
+    if (fresh) {
+        free(e->pending);
+        e->pending = NULL;
     }
     return e;
 }
@@ -1163,7 +1165,7 @@ static int64_t my_exec(void *vc, const char *sql, const dbs_value *params, size_
 {
     my_conn *c = vc;
     my_stmt tmp;
-    my_stmt *e = run(c, sql, params, n, &tmp, err);
+    my_stmt *e = run(c, sql, params, n, &tmp, false, err);
     if (!e)
         return err ? err->code : DBS_ESQL;
     /* Rows affected as the other backends count them: a SELECT changes
@@ -1348,7 +1350,7 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
 {
     my_conn *c = vc;
     my_stmt tmp;
-    my_stmt *e = run(c, sql, params, n, &tmp, err);
+    my_stmt *e = run(c, sql, params, n, &tmp, false, err);
     if (!e)
         return NULL;
     my_rows *r = NULL;

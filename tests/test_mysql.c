@@ -669,6 +669,18 @@ static void test_types(void)
     CHECK_EQ(query_int(s, many, mv, 40), 2 * (40 * 41 / 2));
     dbs_session_close(s);
     dbs_pool_close(pool);
+
+    /* No statement cache: each statement prepared, run and closed. */
+    cfg.stmt_cache_size = 0;
+    pool = open_pool("test_mysql", &cfg);
+    s = open_s(pool, NULL);
+    for (int round = 0; round < 3; round++) {
+        CHECK_EQ(query_int(s, many, mv, 40), 2 * (40 * 41 / 2));
+        CHECK_EQ(dbs_exec(s, "SELEC nonsense", NULL, 0, &err), DBS_ESQL);
+        CHECK_EQ(dbs_rollback(s, &err), DBS_OK);
+    }
+    dbs_session_close(s);
+    dbs_pool_close(pool);
 }
 
 /* ---- connect ---- */
