@@ -209,6 +209,33 @@ static void check_context(dbs_session *s)
     CHECK_EQ(query_int(s, "SELECT @dbs_tenant_id IS NULL", NULL, 0), 1);
 }
 
+/* State made inside a stored procedure, which no SQL-text inspection could
+ * see; CALL through dbs_query returns the procedure's first result. */
+static char proc[64];
+static void set_in_procedure(dbs_session *s)
+{
+    char sql[400];
+    snprintf(sql, sizeof sql, "CALL %s($1)", proc);
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, (dbs_value[]){DBS_TEXT(lock_name)}, 1, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 1); /* GET_LOCK's answer */
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    dbs_rows_close(r);
+    CHECK_EQ(query_int(s, "SELECT @leak_proc", NULL, 0), 42); /* still in sync */
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM leak_proc_tmp", NULL, 0), 0);
+}
+static void check_in_procedure(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak_proc IS NULL", NULL, 0), 1);
+    check_named_lock(s);
+    dbs_error err;
+    CHECK(dbs_query(s, "SELECT 1 FROM leak_proc_tmp", NULL, 0, &err) == NULL);
+    CHECK_STR(err.sqlstate, "42S02");
+}
+
 static void test_reset(void)
 {
     dbs_pool *p = one_conn_pool();
@@ -228,6 +255,20 @@ static void test_reset(void)
     across("failed transaction", set_failed_tx, check_no_rows);
     across("prepared statements", set_prepared, check_prepared);
     across("current database", set_database, check_database);
+
+    snprintf(proc, sizeof proc, "leak_proc_%ld", (long)getpid());
+    p = one_conn_pool();
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s(IN lk VARCHAR(64)) BEGIN SET @leak_proc = 42; "
+             "CREATE TEMPORARY TABLE leak_proc_tmp (x INT); SELECT GET_LOCK(lk, 0); END",
+             proc);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+    across("state made inside a stored procedure", set_in_procedure, check_in_procedure);
+    p = one_conn_pool();
+    snprintf(sql, sizeof sql, "DROP PROCEDURE %s", proc);
+    run_sql(p, sql);
+    dbs_pool_close(p);
 
     /* The context's user variables, per transaction, gone for the next. */
     p = one_conn_pool();
