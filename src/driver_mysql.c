@@ -170,13 +170,13 @@ static void target_free(my_target *m)
 {
     if (!m)
         return;
+    if (m->password) /* not left lying in freed memory */
+        memset(m->password, 0, strlen(m->password));
     char *f[] = {m->host,   m->user,       m->password, m->db,
                  m->socket, m->ssl_ca,     m->ssl_capath, m->ssl_cert,
                  m->ssl_key, m->ssl_cipher, m->ssl_crl, m->ssl_crlpath};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         free(f[i]);
-    if (m->password)
-        memset(m, 0, sizeof *m);
     free(m);
 }
 
@@ -676,8 +676,9 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
 
 /* A round trip that ran out of time may still run on the server (a long
  * query, a lock wait): end it there, from a connection of its own. Best
- * effort and bounded by the same timeouts; failures are ignored, as the
- * connection is discarded anyway. */
+ * effort, bounded by the statement's timeouts (so the failing call takes
+ * at most about twice its bound); failures are ignored, as the connection
+ * is discarded anyway. */
 static void kill_on_server(my_conn *c)
 {
     unsigned long id = mysql_thread_id(c->my);
@@ -687,7 +688,10 @@ static void kill_on_server(my_conn *c)
             mysql_close(k);
         return;
     }
-    set_options(k, c->mt, c->ct_s ? c->ct_s : c->rt_s, c->rt_s, c->wt_s);
+    /* At most the statement's own bound again: a server that stopped
+     * answering must not hold the caller for a whole connect timeout. */
+    unsigned ct = c->rt_s && (!c->ct_s || c->rt_s < c->ct_s) ? c->rt_s : c->ct_s;
+    set_options(k, c->mt, ct, c->rt_s, c->wt_s);
     if (mysql_real_connect(k, c->mt->host, c->mt->user, c->mt->password, NULL,
                            c->mt->port, c->mt->socket, 0)) {
         char sql[64];

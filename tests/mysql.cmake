@@ -20,7 +20,12 @@ if(DBSCOPE_WITH_MYSQL)
       TIMEOUT 300 FIXTURES_REQUIRED mysql_server
       ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
   endforeach()
-  # The restart takes the shared server down: nothing else may run meanwhile.
+  # The stall and the restart take the shared server down: nothing else may
+# run meanwhile.
+  add_test(NAME test_mysql_stall COMMAND test_mysql stall)
+  set_tests_properties(test_mysql_stall PROPERTIES LABELS "mysql"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server RUN_SERIAL TRUE
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
   add_test(NAME test_mysql_restart COMMAND test_mysql restart)
   set_tests_properties(test_mysql_restart PROPERTIES LABELS "mysql;stress"
     TIMEOUT 300 FIXTURES_REQUIRED mysql_server RUN_SERIAL TRUE

@@ -13,9 +13,12 @@
  *   timeout   a statement past statement_timeout_ms: DBS_ESTMT_TIMEOUT,
  *             connection discarded, query killed on the server
  *   restart   the server stopped and started under load: the pool heals
+ *   stall     the server stops answering (SIGSTOP): the statement returns
+ *             DBS_ESTMT_TIMEOUT, the connection is discarded
  */
 #include "common.h"
 
+#include <dirent.h>
 #include <mysql.h>
 
 static dbs_pool *pool;
@@ -947,6 +950,84 @@ static void test_restart(void)
     dbs_pool_close(pool);
 }
 
+/* ---- stall: the server stops answering (SIGSTOP) ---- */
+
+/* 1 when every thread of process pid is stopped. */
+static int all_stopped(const char *pid)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/proc/%s/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int all = 1;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char st[600], buf[512];
+        snprintf(st, sizeof st, "%s/%s/stat", path, de->d_name);
+        FILE *f = fopen(st, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')'); /* the name may hold spaces */
+        if (!rp || (rp[2] != 'T' && rp[2] != 't'))
+            all = 0;
+    }
+    closedir(d);
+    return all;
+}
+
+static void signal_server(const char *sig)
+{
+    char pid[32], cmd[128];
+    read_line(dir, "data/mariadbd.pid", pid, sizeof pid);
+    snprintf(cmd, sizeof cmd, "kill -%s %s", sig, pid);
+    CHECK_EQ(system(cmd), 0);
+    /* A stop takes effect a moment after kill returns: wait for it, so the
+     * statement below is sure to meet a server that does not answer. */
+    if (!strcmp(sig, "STOP")) {
+        WAIT_UNTIL(all_stopped(pid), 10000);
+        CHECK(all_stopped(pid));
+    }
+}
+
+static void test_stall(void)
+{
+    char url[1200];
+    snprintf(url, sizeof url, "%s&read_timeout=2&write_timeout=2", test_url("test_mysql"));
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.log_events = 0;
+    cfg.statement_timeout_ms = 2000;
+    dbs_error err;
+    pool = dbs_pool_open(&cfg, &err);
+    if (!pool)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    signal_server("STOP");
+    /* The call returns, with the bound's error, although nothing answers
+     * (and the server-side kill cannot connect either). */
+    int64_t rc = dbs_exec(s, "SELECT 2", NULL, 0, &err);
+    signal_server("CONT");
+    CHECK_EQ(rc, DBS_ESTMT_TIMEOUT);
+    uint64_t closed = stats_of(pool).closed;
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(pool).closed, closed + 1);
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 3", NULL, 0), 3);
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+}
+
 int main(int argc, char **argv)
 {
     dir = getenv("DBSCOPE_MYSQL_DIR");
@@ -971,6 +1052,8 @@ int main(int argc, char **argv)
         test_timeout();
     else if (!strcmp(part, "restart"))
         test_restart();
+    else if (!strcmp(part, "stall"))
+        test_stall();
     else
         CHECK_FAIL("unknown part %s", part);
     printf("test_mysql %s: ok\n", part);
