@@ -28,6 +28,9 @@
  * the current database: the server reports schema changes (session
  * tracking), so a USE is undone with COM_INIT_DB only when it happened; on
  * a server that does not track the schema, COM_INIT_DB is sent each time.
+ * Nor does MariaDB's restore the current role (SET ROLE): the reset owes a
+ * SET ROLE back to the connection's first role, sent in front of the next
+ * transaction's START TRANSACTION, so it costs no round trip of its own.
  * The cache is emptied: its handles died with the server's statements, and
  * are prepared again with their next execution, at no extra round trip.
  * One round trip (two after a USE).
@@ -96,6 +99,9 @@ typedef struct my_conn {
     bool tx_failed;     /* the server rolled the transaction back (deadlock):
                            later statements would run outside it */
     bool schema_tracked;
+    bool role_owed;     /* the reset's SET ROLE, sent before the next
+                           statement (or native()) */
+    char role_sql[160]; /* how to get the connection's first role back */
     const dbs_context *ctx;
     my_stmt *cache;
     int cache_n;
@@ -646,13 +652,30 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
         return NULL;
     }
     /* Whether the server tells us about USE: then the reset knows when the
-     * current database needs restoring. */
-    if (mysql_query(c->my, "SELECT @@session_track_schema") == 0) {
+     * current database needs restoring. And the role the connection starts
+     * with, which COM_RESET_CONNECTION leaves as the session set it: the
+     * reset owes a SET ROLE back to it (MySQL: SET ROLE DEFAULT). */
+    bool maria = mariadb_connection(c->my);
+    if (mysql_query(c->my, maria ? "SELECT @@session_track_schema, CURRENT_ROLE()"
+                                 : "SELECT @@session_track_schema") == 0) {
         MYSQL_RES *r = mysql_store_result(c->my);
         MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
         c->schema_tracked = row && row[0] &&
                             (!strcmp(row[0], "1") || !strcasecmp(row[0], "ON")) &&
                             (c->my->server_capabilities & CLIENT_SESSION_TRACKING);
+        if (!maria)
+            snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE DEFAULT");
+        else if (row && row[1] && strlen(row[1]) < sizeof c->role_sql / 2 - 16) {
+            size_t w = (size_t)snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE `");
+            for (const char *q = row[1]; *q; q++) {
+                if (*q == '`')
+                    c->role_sql[w++] = '`';
+                c->role_sql[w++] = *q;
+            }
+            memcpy(c->role_sql + w, "`", 2);
+        } else {
+            snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE NONE");
+        }
         mysql_free_result(r);
     } else if (is_lost(mysql_errno(c->my))) {
         fail_conn(c, dbs__now_ns(), false, err);
@@ -756,17 +779,21 @@ static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error 
     return DBS_OK;
 }
 
+static int send_begin(my_conn *c, dbs_error *err);
+
 static void *my_native(void *vc)
 {
     my_conn *c = vc;
     c->native_used = true;
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
-    if (c->rollback_owed && !c->broken) {
-        c->rollback_owed = false;
+    if ((c->rollback_owed || c->role_owed) && !c->broken) {
+        bool begin = c->begin_pending;
+        c->begin_pending = false; /* the caller's to begin, if at all */
         dbs_error e;
-        if (text(c, "ROLLBACK", 8, false, &e) != DBS_OK)
+        if (send_begin(c, &e) != DBS_OK)
             c->broken = true;
+        c->begin_pending = begin;
     }
     return c->my;
 }
@@ -909,7 +936,7 @@ static int send_begin(my_conn *c, dbs_error *err)
                          c->ctx ? c->ctx->user_id : NULL,
                          c->ctx ? c->ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 64;
+    size_t need = 64 + sizeof c->role_sql;
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
     char *sql = malloc(need);
@@ -922,6 +949,10 @@ static int send_begin(my_conn *c, dbs_error *err)
         memcpy(sql + w, (s), l_);                                              \
         w += l_;                                                               \
     } while (0)
+    if (c->role_owed) {
+        APPEND(c->role_sql);
+        APPEND(";");
+    }
     if (c->rollback_owed)
         APPEND("ROLLBACK;");
     if (c->begin_pending)
@@ -948,10 +979,13 @@ static int send_begin(my_conn *c, dbs_error *err)
         }
     }
 #undef APPEND
+    if (w > 0 && sql[w - 1] == ';')
+        w--; /* the role alone, nothing after it */
     int rc = text(c, sql, w, false, err);
     free(sql);
     if (rc != DBS_OK)
         return rc;
+    c->role_owed = false;
     c->rollback_owed = false;
     if (c->begin_pending) {
         c->begin_pending = false;
@@ -1046,7 +1080,7 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         drop_entry(c, e, tmp);
         return NULL;
     }
-    if ((c->begin_pending || c->rollback_owed) && send_begin(c, err) != DBS_OK) {
+    if ((c->begin_pending || c->rollback_owed || c->role_owed) && send_begin(c, err) != DBS_OK) {
         drop_entry(c, e, tmp);
         return NULL;
     }
@@ -1442,6 +1476,7 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     cache_clear(c);
     c->vars_set = false;
     c->native_used = false;
+    c->role_owed = c->role_sql[0] != '\0';
     const char *want = c->mt->db;
     const char *now = c->my->db;
     bool same = c->schema_tracked && ((!want && !now) || (want && now && !strcmp(want, now)));

@@ -4,7 +4,8 @@
 #   mysql_server.sh start DIR   mariadb-install-db into DIR/data, TLS on
 #                               (snakeoil), Unix socket DIR/mysqld.sock, TCP
 #                               on 127.0.0.1 at a free port; writes DIR/url
-#                               (test user with a password), DIR/super_url,
+#                               (test user with a password, granted the
+#                               role dbscope_role), DIR/super_url,
 #                               DIR/port, DIR/socket, DIR/password.
 #   mysql_server.sh restart DIR stops the running server (SIGKILL-free: a
 #                               clean shutdown) and starts it again on the
@@ -163,6 +164,9 @@ GRANT ALL ON dbscope.* TO 'dbscope'@'127.0.0.1';
 GRANT ALL ON dbscope.* TO 'dbscope'@'localhost';
 GRANT ALL ON dbscope_other.* TO 'dbscope'@'127.0.0.1';
 GRANT ALL ON dbscope_other.* TO 'dbscope'@'localhost';
+CREATE ROLE dbscope_role;
+GRANT dbscope_role TO 'dbscope'@'127.0.0.1';
+GRANT dbscope_role TO 'dbscope'@'localhost';
 FLUSH PRIVILEGES;
 SQL
 printf '%s\n' "$superpw" >"$dir/superpw"

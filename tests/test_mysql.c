@@ -199,6 +199,34 @@ static void check_database(dbs_session *s)
     CHECK_STR(query_text(s, "SELECT DATABASE()", db, sizeof db), "dbscope");
 }
 
+static void set_role(dbs_session *s)
+{
+    exec_ok(s, "SET ROLE dbscope_role");
+    char v[64];
+    CHECK_STR(query_text(s, "SELECT CURRENT_ROLE()", v, sizeof v), "dbscope_role");
+}
+static void set_role_native(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "SET ROLE dbscope_role") == 0);
+}
+static void check_role(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT CURRENT_ROLE() IS NULL", NULL, 0), 1);
+}
+static void check_role_native(dbs_session *s)
+{
+    /* the raw handle, taken first thing, already has the role undone */
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "SELECT CURRENT_ROLE() IS NULL") == 0);
+    MYSQL_RES *r = mysql_store_result(my);
+    CHECK(r != NULL);
+    MYSQL_ROW row = mysql_fetch_row(r);
+    CHECK(row && row[0]);
+    CHECK_STR(row[0], "1");
+    mysql_free_result(r);
+}
+
 static void set_context(dbs_session *s)
 {
     char v[64];
@@ -258,6 +286,9 @@ static void test_reset(void)
     across("failed transaction", set_failed_tx, check_no_rows);
     across("prepared statements", set_prepared, check_prepared);
     across("current database", set_database, check_database);
+    across("current role", set_role, check_role);
+    across("current role, set and checked through the native handle", set_role_native,
+           check_role_native);
 
     snprintf(proc, sizeof proc, "leak_proc_%ld", (long)getpid());
     p = one_conn_pool();
