@@ -40,6 +40,11 @@
  * seconds rounded up (Connector/C has no finer unit). A round trip that runs
  * out of time is killed on the server from a second connection (best
  * effort, bounded by the same timeouts), and the connection is broken.
+ * The URL options connect_timeout, read_timeout and write_timeout (seconds)
+ * take precedence. A per-session bound (dbs_session_set_statement_timeout)
+ * is not applied here: Connector/C fixes the socket timeouts at connect
+ * and has no call to change them on an open connection, and the driver
+ * table has no method for it; sessions keep the pool's bound.
  *
  * Locking: none. driver.h guarantees one thread at a time per connection;
  * the library's global initialisation runs once (pthread_once).
