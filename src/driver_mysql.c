@@ -335,7 +335,7 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
             if (!*v || *end || errno || s < 0 || s > 100000)
                 rc = dbs__err(err, DBS_ECONFIG,
                               "URL \"%s\": %s \"%.40s\" is not a whole "
-                              "number of seconds",
+                              "number of seconds from 0 to 100000",
                               shown, key, v);
             *(key[0] == 'c'   ? &m->url_connect_timeout_s
               : key[0] == 'r' ? &m->url_read_timeout_s
