@@ -1026,6 +1026,20 @@ static void signal_server(const char *sig)
     }
 }
 
+static int stall_calls;
+
+/* Runs a statement, then stops the server: the COMMIT that follows is
+ * left without an answer. */
+static int stall_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    stall_calls++;
+    if (dbs_exec(s, "SELECT 6", NULL, 0, err) < 0)
+        return err->code;
+    signal_server("STOP");
+    return 0;
+}
+
 static void test_stall(void)
 {
     char url[1200];
@@ -1055,6 +1069,27 @@ static void test_stall(void)
     CHECK_EQ(stats_of(pool).closed, closed + 1);
     s = open_s(pool, NULL);
     CHECK_EQ(query_int(s, "SELECT 3", NULL, 0), 3);
+    dbs_session_close(s);
+
+    /* COMMIT sent to a server that stopped answering: the outcome is
+     * unknown, and dbs_transact does not run the unit again. */
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 4", NULL, 0), 4); /* a transaction is open */
+    signal_server("STOP");
+    rc = dbs_commit(s, &err);
+    signal_server("CONT");
+    CHECK_EQ(rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK_CONTAINS(err.message, "COMMIT");
+    dbs_session_close(s);
+    uint64_t retries = stats_of(pool).retries;
+    stall_calls = 0;
+    rc = dbs_transact(pool, NULL, stall_unit, NULL, &err);
+    signal_server("CONT");
+    CHECK_EQ(rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK_EQ(stall_calls, 1);
+    CHECK_EQ(stats_of(pool).retries, retries);
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 5", NULL, 0), 5);
     dbs_session_close(s);
     dbs_pool_close(pool);
 }
