@@ -576,6 +576,9 @@ static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned r
     mysql_options(my, MYSQL_OPT_LOCAL_INFILE, &no_infile);
     mysql_options(my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_options(my, MYSQL_REPORT_DATA_TRUNCATION, &on);
+    /* Any SSL option makes Connector/C ask for TLS: none for disabled. */
+    if (m->ssl_mode == MY_SSL_DISABLED)
+        return;
     if (m->ssl_ca)
         mysql_options(my, MYSQL_OPT_SSL_CA, m->ssl_ca);
     if (m->ssl_capath)
