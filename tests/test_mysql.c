@@ -568,7 +568,6 @@ static void test_kill(void)
     CHECK_OK(dbs_transact(pool, NULL, one_select, &id2, &err), &err);
     CHECK(id2 != id);
 
-    /* KILL QUERY: the statement fails, the connection lives on. */
     dbs_pool_close(pool);
     dbs_pool_close(su);
 }
