@@ -212,7 +212,9 @@ typedef struct dbs_config {
     enum dbs_reset_mode reset;    /* what release does (DBS_RESET_FULL) */
     /* PostgreSQL: names of settings that receive the session's context at
      * the start of each transaction, with set_config(name, value, true), for
-     * row-level security. NULL = not applied. Example: "app.tenant_id". */
+     * row-level security. NULL = not applied. Example: "app.tenant_id".
+     * MariaDB/MySQL: names of user variables (@`name`) set at the start of
+     * each transaction; NULL = dbs_request_id, dbs_user_id, dbs_tenant_id. */
     const char *ctx_request_setting, *ctx_user_setting, *ctx_tenant_setting;
     dbs_event_fn on_event;        /* called for every event (NULL = none) */
     void *event_user;             /* passed to on_event */
@@ -424,8 +426,8 @@ int dbs_commit(DBS__IN dbs_session *s, dbs_error *err);
  * Owner thread only. */
 int dbs_rollback(DBS__IN dbs_session *s, dbs_error *err);
 
-/* The backend's own handle (sqlite3 * or PGconn *) for what dbscope does not
- * wrap. Valid until dbs_session_close. Whatever you change through it is
+/* The backend's own handle (sqlite3 *, PGconn * or MYSQL *) for what
+ * dbscope does not wrap. Valid until dbs_session_close. Whatever you change through it is
  * undone by a full reset at close (the connection is treated as dirty).
  * Do not begin, commit or close through it. Owner thread only; NULL on
  * misuse. */

@@ -296,6 +296,17 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                         "without it (DBSCOPE_WITH_PG=OFF)", shown);
 #endif
     }
+    if (strncmp(url, "mysql://", 8) == 0 || strncmp(url, "mariadb://", 10) == 0) {
+#ifdef DBSCOPE_WITH_MYSQL
+        *drv = &dbs__driver_mysql;
+        *conninfo = dup_str(url);
+        return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");
+#else
+        return dbs__err(err, DBS_ECONFIG,
+                        "URL \"%s\" is MariaDB/MySQL, but this dbscope was built "
+                        "without it (DBSCOPE_WITH_MYSQL=OFF)", shown);
+#endif
+    }
     const char *colon = strchr(url, ':');
     if (colon && colon - url < 20)
         return dbs__err(err, DBS_ECONFIG,

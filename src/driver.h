@@ -127,5 +127,8 @@ extern const dbs__driver dbs__driver_sqlite;
 #ifdef DBSCOPE_WITH_PG
 extern const dbs__driver dbs__driver_pg;
 #endif
+#ifdef DBSCOPE_WITH_MYSQL
+extern const dbs__driver dbs__driver_mysql;
+#endif
 
 #endif /* DBS_DRIVER_H */

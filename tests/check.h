@@ -111,9 +111,14 @@ static inline const char *test_url(const char *name)
     return url;
 }
 
+static inline int test_is_mysql(const char *url)
+{
+    return strncmp(url, "mysql://", 8) == 0 || strncmp(url, "mariadb://", 10) == 0;
+}
+
 static inline int test_is_pg(const char *url)
 {
-    return strncmp(url, "sqlite:", 7) != 0;
+    return strncmp(url, "sqlite:", 7) != 0 && !test_is_mysql(url);
 }
 
 #endif

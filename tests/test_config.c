@@ -109,15 +109,46 @@ static void test_urls(void)
         free(info);
     }
 #endif
-    const char *bad[] = {NULL, "", "mysql://u@h/db", "sqlite:", "sqlite://host/x.db",
+    const char *bad[] = {NULL, "", "sqlite:", "sqlite://host/x.db",
                          "sqlite:x.db?mode=ro", "just words", "http://example"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_EQ(dbs__url_parse(bad[i], &drv, &info, &mem, &err), DBS_ECONFIG);
         CHECK(strlen(err.message) > 10);
     }
-    dbs__url_parse("mysql://u:hunter2@h/db", &drv, &info, &mem, &err);
+#ifdef DBSCOPE_WITH_MYSQL
+    const char *my[] = {"mysql://u@h/db", "mariadb://u:p@h:3306/db?ssl_mode=required"};
+    for (size_t i = 0; i < sizeof my / sizeof my[0]; i++) {
+        CHECK_OK(dbs__url_parse(my[i], &drv, &info, &mem, &err), &err);
+        CHECK(drv == &dbs__driver_mysql);
+        CHECK_STR(info, my[i]); /* parsed by the backend when the pool opens */
+        free(info);
+    }
+    {
+        /* The backend's own URL checks: the option named, no password,
+         * and nothing connected (the URL is refused before any I/O). */
+        const char *refused[] = {"mysql://u:hunter2@h/db?bogus=1",
+                                 "mariadb://u:hunter2@h:0/db",
+                                 "mariadb://u:hunter2@h/db?ssl_mode=sometimes",
+                                 "mariadb://u:hunter2@h/db?connect_timeout=soon",
+                                 "mariadb://u:hunter2@h/db?socket=/tmp/s",
+                                 "mariadb://u:hunt%zzer2@h/db"};
+        const char *says[] = {"\"bogus\"", "port", "ssl_mode", "connect_timeout", "socket",
+                              "escape"};
+        for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+            dbs_config mc;
+            dbs_config_init(&mc);
+            mc.url = refused[i];
+            CHECK(dbs_pool_open(&mc, &err) == NULL);
+            CHECK_EQ(err.code, DBS_ECONFIG);
+            CHECK_CONTAINS(err.message, says[i]);
+            CHECK(strstr(err.message, "hunter2") == NULL);
+        }
+    }
+#else
+    CHECK_EQ(dbs__url_parse("mysql://u:hunter2@h/db", &drv, &info, &mem, &err), DBS_ECONFIG);
     CHECK_CONTAINS(err.message, "mysql");
     CHECK(strstr(err.message, "hunter2") == NULL);
+#endif
 
     /* through the public API */
     dbs_config c;

@@ -290,6 +290,7 @@ struct shift_io {
     json_t *out; /* a shift object, or the list */
     int64_t next;
     int64_t affected;
+    bool mariadb; /* no UPDATE ... RETURNING there */
 };
 
 static json_t *shift_json(dbs_rows *r)
@@ -466,9 +467,72 @@ enum { PATCH_DONE, PATCH_MISSING, PATCH_ENDS_FIRST };
  * the merged times, so two concurrent PATCHes of one shift cannot each
  * pass the check against what the other is changing. NULL parameters keep
  * the stored value (COALESCE). */
+/* MariaDB has no UPDATE ... RETURNING: the row is locked and read first
+ * (FOR UPDATE, so a concurrent PATCH waits for this one), the merged times
+ * checked here, then written. */
+static int update_shift_locked(dbs_session *s, struct shift_io *io, dbs_error *err)
+{
+    dbs_value key[] = {DBS_INT(io->id), DBS_INT(io->user_id)};
+    dbs_rows *r = dbs_query(s,
+                            "SELECT starts_epoch, ends_epoch FROM shifts "
+                            "WHERE id = $1 AND user_id = $2 FOR UPDATE",
+                            key, 2, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    int64_t starts = n == 1 ? dbs_rows_int(r, 0) : 0, ends = n == 1 ? dbs_rows_int(r, 1) : 0;
+    dbs_rows_close(r);
+    if (n < 0)
+        return n;
+    json_decref(io->out); /* a retried unit starts over */
+    io->out = NULL;
+    if (n == 0) {
+        io->affected = PATCH_MISSING;
+        return 0;
+    }
+    if (io->starts_at)
+        starts = io->starts;
+    if (io->ends_at)
+        ends = io->ends;
+    if (ends <= starts) {
+        io->affected = PATCH_ENDS_FIRST;
+        return 0;
+    }
+    dbs_value v[] = {DBS_INT(io->id),
+                     DBS_INT(io->user_id),
+                     io->title ? DBS_TEXT(io->title) : DBS_NULL,
+                     io->starts_at ? DBS_TEXT(io->starts_at) : DBS_NULL,
+                     io->starts_at ? DBS_INT(io->starts) : DBS_NULL,
+                     io->ends_at ? DBS_TEXT(io->ends_at) : DBS_NULL,
+                     io->ends_at ? DBS_INT(io->ends) : DBS_NULL};
+    if (dbs_exec(s,
+                 "UPDATE shifts SET title = COALESCE($3, title), "
+                 "starts_at = COALESCE($4, starts_at), "
+                 "starts_epoch = COALESCE($5, starts_epoch), "
+                 "ends_at = COALESCE($6, ends_at), "
+                 "ends_epoch = COALESCE($7, ends_epoch) "
+                 "WHERE id = $1 AND user_id = $2",
+                 v, 7, err) < 0)
+        return err->code;
+    r = dbs_query(s,
+                  "SELECT id, title, starts_at, ends_at FROM shifts WHERE id = $1 AND user_id = $2",
+                  key, 2, err);
+    if (!r)
+        return err->code;
+    n = dbs_rows_next(r, err);
+    io->out = n == 1 ? shift_json(r) : NULL;
+    dbs_rows_close(r);
+    if (n != 1)
+        return n < 0 ? n : DBS_ESQL;
+    io->affected = PATCH_DONE;
+    return 0;
+}
+
 static int update_shift_unit(dbs_session *s, void *arg, dbs_error *err)
 {
     struct shift_io *io = arg;
+    if (io->mariadb)
+        return update_shift_locked(s, io, err);
     dbs_value v[] = {DBS_INT(io->id),
                      DBS_INT(io->user_id),
                      io->title ? DBS_TEXT(io->title) : DBS_NULL,
@@ -541,7 +605,8 @@ static void update_shift(const sb_app *app, sb_request *req, sb_response *res, i
         json_decref(body);
         return;
     }
-    struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .id = id};
+    struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .id = id,
+                          .mariadb = app->mariadb};
     bool ok = true;
     if (json_object_get(body, "title"))
         ok = (io.title = text_field(body, "title", 1, 200, res)) != NULL;

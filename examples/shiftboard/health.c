@@ -121,7 +121,7 @@ void sb_health(const sb_app *app, sb_request *req, sb_response *res)
         st.overflow_in_use, "timeouts", (json_int_t)st.timeouts, "connect_failures",
         (json_int_t)st.connect_failures, "unavailable", (json_int_t)st.unavailable,
         "invalidated", (json_int_t)st.invalidated, "acquired", (json_int_t)st.acquired);
-    const char *db = app->postgres ? "postgresql" : "sqlite";
+    const char *db = app->postgres ? "postgresql" : app->mariadb ? "mariadb" : "sqlite";
     if (answered && rc == DBS_OK) {
         sb_json(res, 200, json_pack("{ssssso*}", "status", "ok", "database", db, "pool", pool));
         return;

@@ -2,7 +2,11 @@
  * numbered migrations, each applied once, recorded in schema_version. On
  * PostgreSQL, row-level security on shifts keyed on the request context's
  * app.user_id, forced on the table owner too, so even a query that forgot
- * its WHERE clause sees only the caller's rows. */
+ * its WHERE clause sees only the caller's rows. MariaDB has no row-level
+ * security: there every query names the caller's user_id itself (app.c
+ * does on all backends), and DDL commits implicitly, so a migration that
+ * fails halfway is finished by the next start (each step is IF NOT
+ * EXISTS). */
 #include "shiftboard.h"
 
 #include <stdbool.h>
@@ -12,6 +16,7 @@ typedef struct migration {
     int version;
     const char *sqlite[6];
     const char *postgres[6];
+    const char *mariadb[6];
 } migration;
 
 static const migration migrations[] = {
@@ -37,6 +42,21 @@ static const migration migrations[] = {
       "user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE, "
       "title TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL, "
       "starts_epoch BIGINT NOT NULL, ends_epoch BIGINT NOT NULL, created_at BIGINT NOT NULL)",
+      "CREATE INDEX IF NOT EXISTS shifts_user ON shifts (user_id, id)"},
+     {"CREATE TABLE IF NOT EXISTS users (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+      "name VARCHAR(255) NOT NULL UNIQUE, pw_hash VARCHAR(255) NOT NULL, "
+      "created_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+      "CREATE TABLE IF NOT EXISTS tokens (token_hash VARCHAR(128) PRIMARY KEY, "
+      "user_id BIGINT NOT NULL, expires_at BIGINT NOT NULL, "
+      "FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE) "
+      "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+      "CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user_id)",
+      "CREATE TABLE IF NOT EXISTS shifts (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+      "user_id BIGINT NOT NULL, title TEXT NOT NULL, starts_at VARCHAR(64) NOT NULL, "
+      "ends_at VARCHAR(64) NOT NULL, starts_epoch BIGINT NOT NULL, "
+      "ends_epoch BIGINT NOT NULL, created_at BIGINT NOT NULL, "
+      "FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE) "
+      "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
       "CREATE INDEX IF NOT EXISTS shifts_user ON shifts (user_id, id)"}},
     {2,
      {NULL},
@@ -46,7 +66,8 @@ static const migration migrations[] = {
       /* NULLIF: an unset context field arrives as '' (docs/postgresql.md) */
       "CREATE POLICY shifts_owner ON shifts "
       "USING (user_id = NULLIF(current_setting('app.user_id', true), '')::bigint) "
-      "WITH CHECK (user_id = NULLIF(current_setting('app.user_id', true), '')::bigint)"}},
+      "WITH CHECK (user_id = NULLIF(current_setting('app.user_id', true), '')::bigint)"},
+     {NULL}},
 };
 
 static int current_version(dbs_session *s, int *version, dbs_error *err)
@@ -103,6 +124,17 @@ static int migrate(dbs_session *s, void *arg, dbs_error *err)
 {
     struct migration_run *run = arg;
     const sb_app *app = run->app;
+    if (app->mariadb) {
+        /* one migrator at a time; the lock ends with the session (the
+         * connection's reset releases it) */
+        dbs_rows *r = dbs_query(s, "SELECT GET_LOCK('shiftboard_migrate', 60)", NULL, 0, err);
+        if (!r)
+            return err->code;
+        int n = dbs_rows_next(r, err);
+        dbs_rows_close(r);
+        if (n < 0)
+            return n;
+    }
     if (app->postgres) {
         /* before anything is created: tables made by the wrong role would
          * be owned by it */
@@ -140,7 +172,9 @@ static int migrate(dbs_session *s, void *arg, dbs_error *err)
         const migration *m = &migrations[i];
         if (m->version <= version)
             continue;
-        const char *const *steps = app->postgres ? m->postgres : m->sqlite;
+        const char *const *steps = app->postgres  ? m->postgres
+                                   : app->mariadb ? m->mariadb
+                                                  : m->sqlite;
         for (int k = 0; k < 6 && steps[k]; k++)
             if (dbs_exec(s, steps[k], NULL, 0, err) < 0)
                 return err->code;

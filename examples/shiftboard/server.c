@@ -910,7 +910,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: shiftboard [--listen HOST:PORT] [--threads N] [--max-per-ip N] "
             "[--max-connections N] [--allow-bypassrls]\n"
-            "  DATABASE_URL  sqlite:FILE or postgresql://... (default sqlite:shiftboard.db)\n"
+            "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... "
+            "(default sqlite:shiftboard.db)\n"
             "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n"
             "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n");
 }
@@ -1024,8 +1025,9 @@ int main(int argc, char **argv)
     if (env_ms("DB_STATEMENT_TIMEOUT_MS", &cfg.statement_timeout_ms) != 0 ||
         env_ms("DB_CONNECT_TIMEOUT_MS", &cfg.connect_timeout_ms) != 0)
         return 2;
-    app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0;
-    unsigned budget = connection_budget(&cfg, app.postgres);
+    app.mariadb = !strncmp(cfg.url, "mysql://", 8) || !strncmp(cfg.url, "mariadb://", 10);
+    app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0 && !app.mariadb;
+    unsigned budget = connection_budget(&cfg, app.postgres || app.mariadb);
     if (!max_conns)
         max_conns = budget;
     if (max_conns < 4) {
@@ -1085,7 +1087,8 @@ int main(int argc, char **argv)
     getsockname(listen_fd, (struct sockaddr *)&bound, &blen);
     printf("shiftboard: listening on http://%s:%u/ (database: %s; at most %u connections, %u "
            "per client address)\n",
-           host, ntohs(bound.sin_port), app.postgres ? "postgresql" : cfg.url, max_conns, per_ip);
+           host, ntohs(bound.sin_port),
+           app.postgres ? "postgresql" : app.mariadb ? "mariadb" : cfg.url, max_conns, per_ip);
     fflush(stdout);
 
     int sig = 0;

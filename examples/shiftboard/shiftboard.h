@@ -46,6 +46,7 @@ typedef struct sb_response {
 typedef struct sb_app {
     dbs_pool *pool;
     bool postgres;
+    bool mariadb; /* mysql:// or mariadb:// */
     unsigned long long pwhash_ops;
     size_t pwhash_mem;
     bool allow_bypassrls; /* start even if the role bypasses row-level security */

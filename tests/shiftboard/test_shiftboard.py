@@ -8,6 +8,7 @@
   test_shiftboard.py --binary PATH --backend pg-notices --url-file FILE --super-url-file FILE
   test_shiftboard.py --binary PATH --backend hostile
   test_shiftboard.py --binary PATH --backend pg-silent --url-file FILE --super-url-file FILE
+  test_shiftboard.py --binary PATH --backend mysql --url-file FILE --super-url-file FILE
 
 sqlite and pg run the same API checks; pg runs them in a database of its
 own on the shared throwaway server and adds that row-level security holds
@@ -16,11 +17,16 @@ for queries with no WHERE clause, through psql and through dbscope itself
 service and starts it again: /health goes 503 with Retry-After and comes
 back by itself. pg-notices starts the service on a fresh database and
 looks for the server's notices in its log. hostile (SQLite) is slowloris
-from one address and running out of file descriptors under ulimit -n 64. pg-silent puts a TCP proxy
-between the service and PostgreSQL and makes it stop forwarding: 503s
+from one address and running out of file descriptors under ulimit -n 64.
+pg-silent puts a TCP proxy between the service and PostgreSQL and makes it stop forwarding: 503s
 with Retry-After instead of hangs, /health at once, SIGTERM still ends the
-process. Only the standard library. No timing is asserted: waits poll
-with generous limits, and "at once" means within a bound far above need.
+process.
+mysql runs the API checks on MariaDB (tests/mysql_server.sh), in a
+database of its own made with the mariadb client; MariaDB has no row-level
+security, so isolation rests on the queries' own user_id conditions, which
+concurrent_isolation checks. Only the standard library. No timing is
+asserted: waits poll with generous limits, and "at once" means within a
+bound far above need.
 """
 import argparse
 import http.client
@@ -1310,11 +1316,32 @@ def silent_database(args, workdir):
         psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
 
 
+def mariadb_sql(super_url, sql):
+    u = urllib.parse.urlsplit(super_url)
+    env = dict(os.environ, MYSQL_PWD=urllib.parse.unquote(u.password or ""))
+    out = subprocess.run(["mariadb", "--no-defaults", "-h", u.hostname, "-P", str(u.port or 3306),
+                          "-u", urllib.parse.unquote(u.username), "-e", sql],
+                         capture_output=True, text=True, timeout=60, env=env)
+    if out.returncode != 0:
+        raise SystemExit("mariadb failed: %s" % out.stderr)
+
+
+def own_mysql_database(url_file, super_url_file):
+    """A database of our own on the shared MariaDB, for the test user."""
+    url = open(url_file).read().strip()
+    super_url = open(super_url_file).read().strip()
+    name = "shiftboard_%d_%s" % (os.getpid(), secrets.token_hex(4))
+    u = urllib.parse.urlsplit(url)
+    mariadb_sql(super_url, "CREATE DATABASE `%s` CHARACTER SET utf8mb4; "
+                "GRANT ALL ON `%s`.* TO '%s'@'%s'" % (name, name, u.username, u.hostname))
+    return u._replace(path="/" + name).geturl(), super_url, name
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices", "hostile",
-                                          "pg-silent"],
+                                          "pg-silent", "mysql"],
                     required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
@@ -1346,6 +1373,12 @@ def main():
             hostile(args, workdir)
         elif args.backend == "pg-silent":
             silent_database(args, workdir)
+        elif args.backend == "mysql":
+            url, super_url, name = own_mysql_database(args.url_file, args.super_url_file)
+            try:
+                main_api(args, url, workdir)
+            finally:
+                mariadb_sql(super_url, "DROP DATABASE IF EXISTS `%s`" % name)
         else:
             outage(args, workdir)
     if FAILURES:

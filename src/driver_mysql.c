@@ -1,0 +1,1641 @@
+/*
+ * MariaDB/MySQL backend on MariaDB Connector/C (libmariadb).
+ *
+ * URLs: mysql://user:pass@host:port/db?opt=... and mariadb://..., parsed
+ * here (target_open) because Connector/C has no URL parser of its own. The
+ * options are listed in docs/mariadb.md; anything else is DBS_ECONFIG.
+ *
+ * Parameters: $1..$n are rewritten to '?' outside quotes, backticks and
+ * comments, and each '?' is bound from params[map[i]], so a number used
+ * twice is bound twice. Statements are server-side prepared statements kept
+ * in a per-connection LRU cache of stmt_cache_size entries (0: prepared,
+ * executed and closed each time). Query results are read whole into the
+ * rows object, so rows outlive the statement handle: two open results of
+ * the same cached statement, or a reset under an open result, cannot
+ * interfere.
+ *
+ * Round trips. begin() sends nothing. The first statement of a transaction
+ * sends "[ROLLBACK;] START TRANSACTION[; SET @ctx...]" as one multi-statement
+ * text query, then its prepared statement: one round trip more than the
+ * statement, since the binary protocol cannot carry a text command in the
+ * same packet. A statement new to the cache is prepared and executed in one
+ * round trip (mariadb_stmt_execute_direct). COMMIT costs one.
+ *
+ * Reset (DBS_RESET_FULL) holds by construction: COM_RESET_CONNECTION
+ * (mysql_reset_connection) rolls back, drops temporary tables, releases
+ * GET_LOCK locks, clears user variables, restores session variables and
+ * deallocates every prepared statement, ours included. It does not restore
+ * the current database: the server reports schema changes (session
+ * tracking), so a USE is undone with COM_INIT_DB only when it happened; on
+ * a server that does not track the schema, COM_INIT_DB is sent each time.
+ * Nor does MariaDB's restore the current role (SET ROLE): the reset owes a
+ * SET ROLE back to the connection's first role, sent in front of the next
+ * transaction's START TRANSACTION, so it costs no round trip of its own.
+ * The cache is emptied: its handles died with the server's statements, and
+ * are prepared again with their next execution, at no extra round trip.
+ * One round trip (two after a USE).
+ *
+ * Bounds: connect_timeout_ms becomes MYSQL_OPT_CONNECT_TIMEOUT and
+ * statement_timeout_ms MYSQL_OPT_READ_TIMEOUT/WRITE_TIMEOUT, both in whole
+ * seconds rounded up (Connector/C has no finer unit). A round trip that runs
+ * out of time is killed on the server from a second connection (best
+ * effort, bounded by the same timeouts), and the connection is broken.
+ * The URL options connect_timeout, read_timeout and write_timeout (seconds)
+ * take precedence. A per-session bound (dbs_session_set_statement_timeout)
+ * is not applied here: Connector/C fixes the socket timeouts at connect
+ * and has no call to change them on an open connection, and the driver
+ * table has no method for it; sessions keep the pool's bound.
+ *
+ * Locking: none. driver.h guarantees one thread at a time per connection;
+ * the library's global initialisation runs once (pthread_once).
+ */
+#include "internal.h"
+
+#include <mysql.h>
+#include <mysqld_error.h>
+#include <errmsg.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { MY_CTX_NAME = 64 };
+
+/* What the URL says; t->shared. */
+typedef struct my_target {
+    char *host, *user, *password, *db, *socket;
+    unsigned port;
+    int ssl_mode; /* MY_SSL_* */
+    char *ssl_ca, *ssl_capath, *ssl_cert, *ssl_key, *ssl_cipher, *ssl_crl,
+        *ssl_crlpath;
+    int url_connect_timeout_s; /* -1: not in the URL */
+    int url_read_timeout_s, url_write_timeout_s; /* -1: not in the URL */
+    char var[3][MY_CTX_NAME + 4]; /* @`name` for request, user, tenant */
+} my_target;
+
+enum { MY_SSL_UNSET, MY_SSL_DISABLED, MY_SSL_PREFERRED, MY_SSL_REQUIRED,
+       MY_SSL_VERIFY_CA, MY_SSL_VERIFY_IDENTITY };
+
+typedef struct my_stmt {
+    char *sql; /* the caller's text, the cache key; NULL = free slot */
+    MYSQL_STMT *st;
+    int *map;  /* placeholder i is bound from params[map[i]] */
+    int nmap;
+    int max_param;
+    uint64_t last_use;
+    char *pending; /* translated SQL not yet prepared on the server: its
+                      first execution prepares it in the same round trip */
+} my_stmt;
+
+typedef struct my_conn {
+    MYSQL *my;
+    const dbs__target *t;
+    const my_target *mt;
+    bool broken;
+    bool begin_pending; /* begin() called, START TRANSACTION not yet sent */
+    bool tx_sent;       /* START TRANSACTION sent */
+    bool rollback_owed; /* sent with the next statement or done by reset */
+    bool vars_set;      /* context user variables may hold values */
+    bool native_used;   /* the caller had the raw handle */
+    bool tx_failed;     /* the server rolled the transaction back (deadlock):
+                           later statements would run outside it */
+    bool schema_tracked;
+    bool role_owed;     /* the reset's SET ROLE, sent before the next
+                           statement (or native()) */
+    char role_sql[160]; /* how to get the connection's first role back */
+    const dbs_context *ctx;
+    my_stmt *cache;
+    int cache_n;
+    uint64_t tick;
+    unsigned rt_s; /* read timeout, seconds (0: none) */
+    unsigned wt_s; /* write timeout, seconds (0: none) */
+    unsigned ct_s; /* connect timeout, seconds (0: none) */
+} my_conn;
+
+/* One fetched cell: numbers kept as numbers, everything else as bytes in
+ * the result's arena (offset, so the arena may grow). */
+typedef struct my_cell {
+    unsigned char kind; /* 0 NULL, 1 int, 2 unsigned, 3 real, 4 bytes */
+    union { int64_t i; uint64_t u; double r; size_t off; } v;
+    size_t n;
+} my_cell;
+
+typedef struct my_rows {
+    dbs_rows base;
+    int ncols;
+    size_t nrows, row; /* row is 1-based while on a row; 0 before */
+    my_cell *cells;
+    char *arena;
+    size_t arena_n, arena_cap;
+    size_t *name_off;
+    char scratch[40]; /* number as text for get_text */
+} my_rows;
+
+static const dbs__rows_ops my_rows_ops;
+
+/* ---- URL ---- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string; NULL on a bad escape or NUL
+ * (*bad = 1) or out of memory (*bad = 0). */
+static char *decode(const char *s, size_t n, int *bad)
+{
+    *bad = 0;
+    char *d = malloc(n + 1);
+    if (!d)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int a = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
+            int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+            if (a < 0 || b < 0 || (a == 0 && b == 0)) {
+                free(d);
+                *bad = 1;
+                return NULL;
+            }
+            d[o++] = (char)(a * 16 + b);
+            i += 2;
+        } else {
+            d[o++] = s[i];
+        }
+    }
+    d[o] = '\0';
+    return d;
+}
+
+static void target_free(my_target *m)
+{
+    if (!m)
+        return;
+    if (m->password) /* not left lying in freed memory */
+        memset(m->password, 0, strlen(m->password));
+    char *f[] = {m->host,   m->user,       m->password, m->db,
+                 m->socket, m->ssl_ca,     m->ssl_capath, m->ssl_cert,
+                 m->ssl_key, m->ssl_cipher, m->ssl_crl, m->ssl_crlpath};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        free(f[i]);
+    free(m);
+}
+
+static const char *const my_options[] = {
+    "socket", "ssl_mode", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key",
+    "ssl_cipher", "ssl_crl", "ssl_crlpath", "connect_timeout", "read_timeout",
+    "write_timeout"};
+
+static int parse_url(const char *url, my_target *m, dbs_error *err)
+{
+    char shown[200];
+    dbs__redact(url, shown, sizeof shown);
+    const char *p = strstr(url, "://");
+    if (!p)
+        return dbs__err(err, DBS_ECONFIG, "URL \"%s\" is not a mysql:// URL", shown);
+    p += 3;
+    size_t alen = strcspn(p, "/?");
+    const char *auth = p, *auth_end = p + alen;
+    const char *at = NULL;
+    for (const char *q = auth; q < auth_end; q++)
+        if (*q == '@')
+            at = q;
+    int bad = 0;
+#define DECODE(dst, s, n, what)                                                \
+    do {                                                                       \
+        (dst) = decode((s), (n), &bad);                                        \
+        if (!(dst))                                                            \
+            return bad ? dbs__err(err, DBS_ECONFIG,                            \
+                                  "URL \"%s\": bad %%-escape in the %s", shown, \
+                                  (what))                                      \
+                       : dbs__err(err, DBS_ENOMEM, "out of memory");           \
+    } while (0)
+    const char *hp = auth;
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        if (colon) {
+            DECODE(m->user, auth, (size_t)(colon - auth), "user name");
+            DECODE(m->password, colon + 1, (size_t)(at - colon - 1), "password");
+        } else {
+            DECODE(m->user, auth, (size_t)(at - auth), "user name");
+        }
+        hp = at + 1;
+    }
+    /* host, [v6], :port */
+    const char *host_end = auth_end, *port = NULL;
+    if (*hp == '[') {
+        const char *rb = memchr(hp, ']', (size_t)(auth_end - hp));
+        if (!rb)
+            return dbs__err(err, DBS_ECONFIG, "URL \"%s\": unclosed [ in the host",
+                            shown);
+        DECODE(m->host, hp + 1, (size_t)(rb - hp - 1), "host");
+        if (rb + 1 < auth_end) {
+            if (rb[1] != ':')
+                return dbs__err(err, DBS_ECONFIG,
+                                "URL \"%s\": junk after the [host]", shown);
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(hp, ':', (size_t)(auth_end - hp));
+        if (colon) {
+            host_end = colon;
+            port = colon + 1;
+        }
+        if (host_end > hp)
+            DECODE(m->host, hp, (size_t)(host_end - hp), "host");
+    }
+    if (port) {
+        char *end;
+        errno = 0;
+        long v = strtol(port, &end, 10);
+        if (port == auth_end || end != auth_end || errno || v < 1 || v > 65535)
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\": the port is not a number from 1 to 65535",
+                            shown);
+        m->port = (unsigned)v;
+    }
+    p = auth_end;
+    if (*p == '/') {
+        p++;
+        size_t dl = strcspn(p, "?");
+        if (dl > 0)
+            DECODE(m->db, p, dl, "database name");
+        p += dl;
+    }
+    m->url_connect_timeout_s = -1;
+    m->url_read_timeout_s = -1;
+    m->url_write_timeout_s = -1;
+    if (*p == '?')
+        p++;
+    while (*p) {
+        size_t kl = strcspn(p, "=&");
+        size_t vl = 0;
+        const char *val = p + kl;
+        if (*val == '=') {
+            val++;
+            vl = strcspn(val, "&");
+        }
+        char *key, *v;
+        DECODE(key, p, kl, "option name");
+        v = decode(val, vl, &bad);
+        if (!v) {
+            free(key);
+            return bad ? dbs__err(err, DBS_ECONFIG,
+                                  "URL \"%s\": bad %%-escape in an option value",
+                                  shown)
+                       : dbs__err(err, DBS_ENOMEM, "out of memory");
+        }
+        char **slot = NULL;
+        int rc = DBS_OK;
+        if (!*v)
+            rc = dbs__err(err, DBS_ECONFIG, "URL \"%s\": option \"%.40s\" has no value",
+                          shown, key);
+        else if (!strcmp(key, "socket"))
+            slot = &m->socket;
+        else if (!strcmp(key, "ssl_ca"))
+            slot = &m->ssl_ca;
+        else if (!strcmp(key, "ssl_capath"))
+            slot = &m->ssl_capath;
+        else if (!strcmp(key, "ssl_cert"))
+            slot = &m->ssl_cert;
+        else if (!strcmp(key, "ssl_key"))
+            slot = &m->ssl_key;
+        else if (!strcmp(key, "ssl_cipher"))
+            slot = &m->ssl_cipher;
+        else if (!strcmp(key, "ssl_crl"))
+            slot = &m->ssl_crl;
+        else if (!strcmp(key, "ssl_crlpath"))
+            slot = &m->ssl_crlpath;
+        else if (!strcmp(key, "ssl_mode")) {
+            static const char *const modes[] = {"disabled", "preferred", "required",
+                                                "verify_ca", "verify_identity"};
+            for (int i = 0; i < 5; i++)
+                if (!strcasecmp(v, modes[i]))
+                    m->ssl_mode = MY_SSL_DISABLED + i;
+            if (m->ssl_mode == MY_SSL_UNSET)
+                rc = dbs__err(err, DBS_ECONFIG,
+                              "URL \"%s\": ssl_mode \"%.40s\" is not one of disabled, "
+                              "preferred, required, verify_ca, verify_identity",
+                              shown, v);
+        } else if (!strcmp(key, "connect_timeout") || !strcmp(key, "read_timeout") ||
+                   !strcmp(key, "write_timeout")) {
+            char *end;
+            errno = 0;
+            long s = strtol(v, &end, 10);
+            if (!*v || *end || errno || s < 0 || s > 100000)
+                rc = dbs__err(err, DBS_ECONFIG,
+                              "URL \"%s\": %s \"%.40s\" is not a whole "
+                              "number of seconds from 0 to 100000",
+                              shown, key, v);
+            *(key[0] == 'c'   ? &m->url_connect_timeout_s
+              : key[0] == 'r' ? &m->url_read_timeout_s
+                              : &m->url_write_timeout_s) = (int)s;
+        } else {
+            char known[200] = "";
+            for (size_t i = 0; i < sizeof my_options / sizeof my_options[0]; i++) {
+                strncat(known, my_options[i], sizeof known - strlen(known) - 1);
+                if (i + 1 < sizeof my_options / sizeof my_options[0])
+                    strncat(known, ", ", sizeof known - strlen(known) - 1);
+            }
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "URL \"%s\": unknown option \"%.40s\" (known: %s)", shown,
+                          key, known);
+        }
+        if (slot) {
+            free(*slot);
+            *slot = v;
+            v = NULL;
+        }
+        free(key);
+        free(v);
+        if (rc != DBS_OK)
+            return rc;
+        p = val + vl;
+        if (*p == '&')
+            p++;
+    }
+#undef DECODE
+    if (m->socket && m->host && strcmp(m->host, "localhost") != 0)
+        return dbs__err(err, DBS_ECONFIG,
+                        "URL \"%s\": socket= needs the host localhost or no host "
+                        "(it is %s)",
+                        shown, m->host);
+    if (m->socket && !m->host) {
+        m->host = strdup("localhost");
+        if (!m->host)
+            return dbs__err(err, DBS_ENOMEM, "out of memory");
+    }
+    return DBS_OK;
+}
+
+/* A setting name becomes a user variable: @`name`. Only characters that
+ * need no escaping inside backticks are accepted. */
+static int ctx_var(const char *name, char *out, size_t n, dbs_error *err)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > MY_CTX_NAME)
+        return dbs__err(err, DBS_ECONFIG,
+                        "context setting name \"%.40s\" must have 1 to %d characters",
+                        name, MY_CTX_NAME);
+    for (const char *q = name; *q; q++)
+        if (!isalnum((unsigned char)*q) && *q != '_' && *q != '.' && *q != '$')
+            return dbs__err(err, DBS_ECONFIG,
+                            "context setting name \"%.40s\": only letters, digits, "
+                            "_ . and $ (it becomes the user variable @`name`)",
+                            name);
+    snprintf(out, n, "@`%s`", name);
+    return DBS_OK;
+}
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static int lib_rc;
+static void lib_init(void)
+{
+    lib_rc = mysql_library_init(0, NULL, NULL);
+}
+
+static int my_target_open(dbs__target *t, dbs_error *err)
+{
+    pthread_once(&lib_once, lib_init);
+    if (lib_rc != 0)
+        return dbs__err(err, DBS_ENOMEM, "mariadb: client library initialisation failed");
+    my_target *m = calloc(1, sizeof *m);
+    if (!m)
+        return dbs__err(err, DBS_ENOMEM, "out of memory");
+    int rc = parse_url(t->conninfo, m, err);
+    static const char *const defaults[3] = {"dbs_request_id", "dbs_user_id",
+                                            "dbs_tenant_id"};
+    for (int i = 0; i < 3 && rc == DBS_OK; i++)
+        rc = ctx_var(t->ctx_setting[i] ? t->ctx_setting[i] : defaults[i], m->var[i],
+                     sizeof m->var[i], err);
+    if (rc != DBS_OK) {
+        target_free(m);
+        return rc;
+    }
+    t->shared = m;
+    return DBS_OK;
+}
+
+static void my_target_close(dbs__target *t)
+{
+    target_free(t->shared);
+    t->shared = NULL;
+}
+
+/* ---- errors ---- */
+
+/* Replaces every occurrence of the password in msg by "***". */
+static void scrub(const my_target *m, char *msg, size_t cap)
+{
+    size_t pl = m->password ? strlen(m->password) : 0;
+    if (pl == 0)
+        return;
+    char *p;
+    while ((p = strstr(msg, m->password)) != NULL) {
+        size_t tail = strlen(p + pl);
+        if ((size_t)(p - msg) + 3 + tail + 1 > cap)
+            tail = cap - (size_t)(p - msg) - 4;
+        memmove(p + 3, p + pl, tail);
+        p[3 + tail] = '\0';
+        memcpy(p, "***", 3);
+    }
+}
+
+/* Errors after which the connection cannot be trusted: lost, killed, shut
+ * down, out of sync, network failures. */
+static bool is_lost(unsigned e)
+{
+    switch (e) {
+    case ER_SERVER_SHUTDOWN:      /* 1053 */
+    case ER_ABORTING_CONNECTION:  /* 1152 */
+    case ER_NET_READ_ERROR:       /* 1158 */
+    case ER_NET_READ_INTERRUPTED: /* 1159 */
+    case ER_NET_ERROR_ON_WRITE:   /* 1160 */
+    case ER_NET_WRITE_INTERRUPTED: /* 1161 */
+    case ER_NEW_ABORTING_CONNECTION: /* 1184 */
+    case 1927:                    /* ER_CONNECTION_KILLED */
+    case 4031:                    /* MySQL: client interaction timeout */
+    case CR_CONNECTION_ERROR:     /* 2002 */
+    case CR_CONN_HOST_ERROR:      /* 2003 */
+    case CR_SERVER_GONE_ERROR:    /* 2006 */
+    case CR_SERVER_LOST:          /* 2013 */
+    case CR_COMMANDS_OUT_OF_SYNC: /* 2014 */
+    case CR_SSL_CONNECTION_ERROR: /* 2026 */
+    case CR_MALFORMED_PACKET:     /* 2027 */
+    case 2055:                    /* CR_SERVER_LOST_EXTENDED */
+    case 5013:                    /* CR_ERR_NET_READ */
+    case 5014:                    /* CR_ERR_NET_WRITE */
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void kill_on_server(my_conn *c);
+
+/* Maps an error to a dbs_code, fills err, marks the connection broken when
+ * it is. started_ns: when the round trip began (for timeouts); commit: the
+ * round trip carried COMMIT. */
+static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
+                int64_t started_ns, bool commit, dbs_error *err)
+{
+    char m[400];
+    snprintf(m, sizeof m, "%s", msg && *msg ? msg : "unknown error");
+    scrub(c->mt, m, sizeof m);
+    int code = DBS_ESQL;
+    if (is_lost(e)) {
+        bool timed_out = false;
+        unsigned bound = c->rt_s; /* the smaller bound that is set */
+        if (c->wt_s && (!bound || c->wt_s < bound))
+            bound = c->wt_s;
+        if (bound > 0 && (e == CR_SERVER_LOST || e == 5013 || e == 5014)) {
+            int64_t took_ms = (dbs__now_ns() - started_ns) / 1000000;
+            timed_out = took_ms >= (int64_t)bound * 1000 - 100;
+        }
+        c->broken = true;
+        if (timed_out)
+            kill_on_server(c);
+        if (commit) {
+            code = dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                            "mariadb: connection lost during COMMIT: the transaction "
+                            "may or may not have been committed (%s [%u])",
+                            m, e);
+        } else if (timed_out) {
+            code = dbs__err(err, DBS_ESTMT_TIMEOUT,
+                            "mariadb: no answer within the statement timeout (%u s); "
+                            "the connection was discarded (%s [%u])",
+                            bound, m, e);
+        } else {
+            code = dbs__err(err, DBS_ECONNECT, "mariadb: connection lost: %s [%u]", m, e);
+        }
+        if (state && *state && strcmp(state, "00000") != 0)
+            dbs__err_sqlstate(err, state);
+        return code;
+    }
+    /* A deadlock victim's whole transaction is gone on the server, not just
+     * the statement (a lock wait timeout takes only the statement). */
+    if ((e == ER_LOCK_DEADLOCK || (state && !strcmp(state, "40001"))) && c->tx_sent)
+        c->tx_failed = true;
+    if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT ||
+        (state && !strcmp(state, "40001")))
+        code = DBS_ERETRYABLE;
+    else if (state && !strncmp(state, "23", 2))
+        code = DBS_ECONSTRAINT;
+    else if (e == CR_OUT_OF_MEMORY || e == ER_OUTOFMEMORY)
+        code = DBS_ENOMEM;
+    dbs__err(err, code, "mariadb: %s [%u]", m, e);
+    if (state && *state && strcmp(state, "00000") != 0)
+        dbs__err_sqlstate(err, state);
+    return code;
+}
+
+static int fail_conn(my_conn *c, int64_t started_ns, bool commit, dbs_error *err)
+{
+    return fail(c, mysql_errno(c->my), mysql_sqlstate(c->my), mysql_error(c->my),
+                started_ns, commit, err);
+}
+
+static int fail_stmt(my_conn *c, MYSQL_STMT *st, int64_t started_ns, dbs_error *err)
+{
+    return fail(c, mysql_stmt_errno(st), mysql_stmt_sqlstate(st), mysql_stmt_error(st),
+                started_ns, false, err);
+}
+
+/* ---- connect ---- */
+
+static unsigned ms_to_s(int ms)
+{
+    return ms > 0 ? (unsigned)((ms + 999) / 1000) : 0;
+}
+
+/* Applies the target's options to a fresh handle. */
+static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned rt_s,
+                        unsigned wt_s)
+{
+    if (ct_s)
+        mysql_options(my, MYSQL_OPT_CONNECT_TIMEOUT, &ct_s);
+    if (rt_s)
+        mysql_options(my, MYSQL_OPT_READ_TIMEOUT, &rt_s);
+    if (wt_s)
+        mysql_options(my, MYSQL_OPT_WRITE_TIMEOUT, &wt_s);
+    /* A silent reconnect would lose the session's state and transaction
+     * under the caller's feet: a lost connection is reported instead. */
+    my_bool off = 0, on = 1;
+    mysql_options(my, MYSQL_OPT_RECONNECT, &off);
+    unsigned int no_infile = 0;
+    mysql_options(my, MYSQL_OPT_LOCAL_INFILE, &no_infile);
+    mysql_options(my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    mysql_options(my, MYSQL_REPORT_DATA_TRUNCATION, &on);
+    /* Any SSL option makes Connector/C ask for TLS: none for disabled. */
+    if (m->ssl_mode == MY_SSL_DISABLED)
+        return;
+    if (m->ssl_ca)
+        mysql_options(my, MYSQL_OPT_SSL_CA, m->ssl_ca);
+    if (m->ssl_capath)
+        mysql_options(my, MYSQL_OPT_SSL_CAPATH, m->ssl_capath);
+    if (m->ssl_cert)
+        mysql_options(my, MYSQL_OPT_SSL_CERT, m->ssl_cert);
+    if (m->ssl_key)
+        mysql_options(my, MYSQL_OPT_SSL_KEY, m->ssl_key);
+    if (m->ssl_cipher)
+        mysql_options(my, MYSQL_OPT_SSL_CIPHER, m->ssl_cipher);
+    if (m->ssl_crl)
+        mysql_options(my, MYSQL_OPT_SSL_CRL, m->ssl_crl);
+    if (m->ssl_crlpath)
+        mysql_options(my, MYSQL_OPT_SSL_CRLPATH, m->ssl_crlpath);
+    switch (m->ssl_mode) {
+    case MY_SSL_REQUIRED:
+        mysql_options(my, MYSQL_OPT_SSL_ENFORCE, &on);
+        mysql_options(my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &off);
+        break;
+    case MY_SSL_VERIFY_CA:
+    case MY_SSL_VERIFY_IDENTITY:
+        mysql_options(my, MYSQL_OPT_SSL_ENFORCE, &on);
+        mysql_options(my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &on);
+        break;
+    case MY_SSL_PREFERRED:
+        /* Connector/C asks for TLS whenever an SSL option is set and falls
+         * back to plain text only when the server does not offer it. */
+        mysql_options(my, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &off);
+        if (!m->ssl_cipher)
+            mysql_options(my, MYSQL_OPT_SSL_CIPHER, "");
+        break;
+    default:
+        break;
+    }
+}
+
+static void *my_connect(const dbs__target *t, dbs_error *err)
+{
+    const my_target *m = t->shared;
+    my_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+        return NULL;
+    }
+    c->t = t;
+    c->mt = m;
+    c->rt_s = m->url_read_timeout_s >= 0 ? (unsigned)m->url_read_timeout_s
+                                         : ms_to_s(t->statement_timeout_ms);
+    c->wt_s = m->url_write_timeout_s >= 0 ? (unsigned)m->url_write_timeout_s
+                                          : ms_to_s(t->statement_timeout_ms);
+    c->ct_s = m->url_connect_timeout_s >= 0 ? (unsigned)m->url_connect_timeout_s
+                                             : ms_to_s(t->connect_timeout_ms);
+    c->my = mysql_init(NULL);
+    if (!c->my) {
+        free(c);
+        dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+        return NULL;
+    }
+    set_options(c->my, m, c->ct_s, c->rt_s, c->wt_s);
+    if (!mysql_real_connect(c->my, m->host, m->user, m->password, m->db, m->port,
+                            m->socket, CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS)) {
+        unsigned e = mysql_errno(c->my);
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", mysql_error(c->my));
+        scrub(m, msg, sizeof msg);
+        const char *why = "cannot connect";
+        if (e == ER_ACCESS_DENIED_ERROR || e == 1698 /* ER_ACCESS_DENIED_NO_PASSWORD */)
+            why = "wrong password or user (check the user and password)";
+        else if (e == ER_BAD_DB_ERROR || e == ER_DBACCESS_DENIED_ERROR)
+            why = "unknown or forbidden database (check the database name in the URL)";
+        else if (e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR ||
+                 e == CR_UNKNOWN_HOST || e == CR_SERVER_LOST || e == CR_SERVER_GONE_ERROR)
+            why = "unreachable host (check host, port or socket and that the server runs)";
+        else if (e == CR_SSL_CONNECTION_ERROR)
+            why = "TLS failed (check ssl_mode and the certificates)";
+        dbs__err(err, DBS_ECONNECT, "mariadb: %s: %s [%u]", why, msg, e);
+        mysql_close(c->my);
+        free(c);
+        return NULL;
+    }
+    /* Whether the server tells us about USE: then the reset knows when the
+     * current database needs restoring. And the role the connection starts
+     * with, which COM_RESET_CONNECTION leaves as the session set it: the
+     * reset owes a SET ROLE back to it (MySQL: SET ROLE DEFAULT). */
+    bool maria = mariadb_connection(c->my);
+    if (mysql_query(c->my, maria ? "SELECT @@session_track_schema, CURRENT_ROLE()"
+                                 : "SELECT @@session_track_schema") == 0) {
+        MYSQL_RES *r = mysql_store_result(c->my);
+        MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+        c->schema_tracked = row && row[0] &&
+                            (!strcmp(row[0], "1") || !strcasecmp(row[0], "ON")) &&
+                            (c->my->server_capabilities & CLIENT_SESSION_TRACKING);
+        if (!maria)
+            snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE DEFAULT");
+        else if (row && row[1] && strlen(row[1]) < sizeof c->role_sql / 2 - 16) {
+            size_t w = (size_t)snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE `");
+            for (const char *q = row[1]; *q; q++) {
+                if (*q == '`')
+                    c->role_sql[w++] = '`';
+                c->role_sql[w++] = *q;
+            }
+            memcpy(c->role_sql + w, "`", 2);
+        } else {
+            snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE NONE");
+        }
+        mysql_free_result(r);
+    } else if (is_lost(mysql_errno(c->my))) {
+        fail_conn(c, dbs__now_ns(), false, err);
+        mysql_close(c->my);
+        free(c);
+        return NULL;
+    }
+    int cap = t->stmt_cache_size > 0 ? t->stmt_cache_size : 0;
+    if (cap > 0) {
+        c->cache = calloc((size_t)cap, sizeof *c->cache);
+        if (!c->cache) {
+            mysql_close(c->my);
+            free(c);
+            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+            return NULL;
+        }
+        c->cache_n = cap;
+    }
+    return c;
+}
+
+/* A round trip that ran out of time may still run on the server (a long
+ * query, a lock wait): end it there, from a connection of its own. Best
+ * effort, bounded by the statement's timeouts (so the failing call takes
+ * at most about twice its bound); failures are ignored, as the connection
+ * is discarded anyway. */
+static void kill_on_server(my_conn *c)
+{
+    unsigned long id = mysql_thread_id(c->my);
+    MYSQL *k = mysql_init(NULL);
+    if (!k || id == 0) {
+        if (k)
+            mysql_close(k);
+        return;
+    }
+    /* At most the statement's own bound again: a server that stopped
+     * answering must not hold the caller for a whole connect timeout. */
+    unsigned ct = c->rt_s && (!c->ct_s || c->rt_s < c->ct_s) ? c->rt_s : c->ct_s;
+    set_options(k, c->mt, ct, c->rt_s, c->wt_s);
+    if (mysql_real_connect(k, c->mt->host, c->mt->user, c->mt->password, NULL,
+                           c->mt->port, c->mt->socket, 0)) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "KILL %lu", id);
+        (void)mysql_query(k, sql);
+    }
+    mysql_close(k);
+}
+
+static void stmt_free(my_stmt *e)
+{
+    if (e->st)
+        mysql_stmt_close(e->st);
+    free(e->sql);
+    free(e->map);
+    free(e->pending);
+    memset(e, 0, sizeof *e);
+}
+
+static void cache_clear(my_conn *c)
+{
+    for (int i = 0; i < c->cache_n; i++)
+        if (c->cache[i].sql)
+            stmt_free(&c->cache[i]);
+}
+
+static void my_close(void *vc)
+{
+    my_conn *c = vc;
+    if (!c)
+        return;
+    cache_clear(c);
+    free(c->cache);
+    mysql_close(c->my);
+    free(c);
+}
+
+static int my_is_broken(void *vc)
+{
+    return ((my_conn *)vc)->broken;
+}
+
+/* Runs a text command (possibly several statements) and reads every
+ * result. */
+static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error *err)
+{
+    int64_t t0 = dbs__now_ns();
+    if (mysql_real_query(c->my, sql, (unsigned long)len) != 0)
+        return fail_conn(c, t0, commit, err);
+    for (;;) {
+        MYSQL_RES *r = mysql_store_result(c->my);
+        if (r)
+            mysql_free_result(r);
+        else if (mysql_field_count(c->my) != 0)
+            return fail_conn(c, t0, commit, err);
+        int more = mysql_next_result(c->my);
+        if (more < 0)
+            break;
+        if (more > 0)
+            return fail_conn(c, t0, commit, err);
+    }
+    return DBS_OK;
+}
+
+static int send_begin(my_conn *c, dbs_error *err);
+
+static void *my_native(void *vc)
+{
+    my_conn *c = vc;
+    c->native_used = true;
+    /* The caller may run statements right away: an owed ROLLBACK must not
+     * fall on them. */
+    if ((c->rollback_owed || c->role_owed) && !c->broken) {
+        bool begin = c->begin_pending;
+        c->begin_pending = false; /* the caller's to begin, if at all */
+        dbs_error e;
+        if (send_begin(c, &e) != DBS_OK)
+            c->broken = true;
+        c->begin_pending = begin;
+    }
+    return c->my;
+}
+
+static int my_ping(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (c->broken)
+        return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    int64_t t0 = dbs__now_ns();
+    if (mysql_ping(c->my) != 0)
+        return fail_conn(c, t0, false, err);
+    return DBS_OK;
+}
+
+static int my_begin(void *vc, const dbs_context *ctx, dbs_error *err)
+{
+    (void)err;
+    my_conn *c = vc;
+    c->ctx = ctx;
+    c->begin_pending = true;
+    return DBS_OK;
+}
+
+/* ---- statements ---- */
+
+static bool ident_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '_' || ch == '$' ||
+           (unsigned char)ch >= 0x80;
+}
+
+enum { MY_MAXP = 65535 };
+
+/* A number parameter's bound copy. */
+typedef union my_num { long long i; double r; } my_num;
+
+/* Rewrites $1..$n as '?' outside quotes, backticks and comments into *out;
+ * *map (nmap entries) says which parameter each '?' takes; *maxp is the
+ * highest $n. DBS_ESQL for a '?' of the caller's own, which would shift
+ * every binding. */
+static int translate(const char *sql, char **out, int **map, int *nmap, int *maxp,
+                     dbs_error *err)
+{
+    size_t len = strlen(sql);
+    char *o = malloc(len + 1);
+    int cap = 8, n = 0, max = 0;
+    int *m = malloc((size_t)cap * sizeof *m);
+    if (!o || !m) {
+        free(o);
+        free(m);
+        return dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+    }
+    size_t w = 0;
+    for (const char *p = sql; *p;) {
+        if (*p == '\'' || *p == '"' || *p == '`') {
+            char q = *p;
+            o[w++] = *p++;
+            while (*p) {
+                if (*p == '\\' && q != '`' && p[1]) {
+                    o[w++] = *p++;
+                    o[w++] = *p++;
+                    continue;
+                }
+                if (*p == q) {
+                    o[w++] = *p++;
+                    break;
+                }
+                o[w++] = *p++;
+            }
+        } else if ((p[0] == '-' && p[1] == '-' &&
+                    (p[2] == '\0' || isspace((unsigned char)p[2]))) ||
+                   *p == '#') {
+            while (*p && *p != '\n')
+                o[w++] = *p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            o[w++] = *p++;
+            o[w++] = *p++;
+            while (*p && !(p[0] == '*' && p[1] == '/'))
+                o[w++] = *p++;
+            if (*p) {
+                o[w++] = *p++;
+                o[w++] = *p++;
+            }
+        } else if (*p == '$' && isdigit((unsigned char)p[1]) &&
+                   (p == sql || !ident_char(p[-1]))) {
+            char *end;
+            long v = strtol(p + 1, &end, 10);
+            if (v < 1 || v > MY_MAXP || ident_char(*end)) {
+                free(o);
+                free(m);
+                return dbs__err(err, DBS_ESQL,
+                                "mariadb: bad parameter \"%.*s\": use $1..$%d",
+                                (int)(end - p < 12 ? end - p : 12), p, MY_MAXP);
+            }
+            if (n == cap) {
+                if (cap >= MY_MAXP) {
+                    free(o);
+                    free(m);
+                    return dbs__err(err, DBS_ESQL,
+                                    "mariadb: more than %d parameter uses", MY_MAXP);
+                }
+                cap *= 2;
+                int *g = realloc(m, (size_t)cap * sizeof *m);
+                if (!g) {
+                    free(o);
+                    free(m);
+                    return dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+                }
+                m = g;
+            }
+            m[n++] = (int)v - 1;
+            if (v > max)
+                max = (int)v;
+            o[w++] = '?';
+            p = end;
+        } else if (*p == '?') {
+            free(o);
+            free(m);
+            return dbs__err(err, DBS_ESQL,
+                            "mariadb: '?' placeholder in the statement: write "
+                            "parameters as $1..$n");
+        } else {
+            o[w++] = *p++;
+        }
+    }
+    o[w] = '\0';
+    *out = o;
+    *map = m;
+    *nmap = n;
+    *maxp = max;
+    return DBS_OK;
+}
+
+/* Sends what the transaction owes before its first statement, as one text
+ * round trip: an owed ROLLBACK, START TRANSACTION, the context variables. */
+static int send_begin(my_conn *c, dbs_error *err)
+{
+    const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
+                         c->ctx ? c->ctx->user_id : NULL,
+                         c->ctx ? c->ctx->tenant_id : NULL};
+    bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
+    size_t need = 64 + sizeof c->role_sql;
+    for (int i = 0; i < 3; i++)
+        need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
+    char *sql = malloc(need);
+    if (!sql)
+        return dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+    size_t w = 0;
+#define APPEND(s)                                                              \
+    do {                                                                       \
+        size_t l_ = strlen(s);                                                 \
+        memcpy(sql + w, (s), l_);                                              \
+        w += l_;                                                               \
+    } while (0)
+    if (c->role_owed) {
+        APPEND(c->role_sql);
+        APPEND(";");
+    }
+    if (c->rollback_owed)
+        APPEND("ROLLBACK;");
+    if (c->begin_pending)
+        APPEND("START TRANSACTION");
+    if (vars && c->begin_pending) {
+        /* Values go in as hex literals: no quoting, nothing to inject. */
+        APPEND(";SET ");
+        for (int i = 0; i < 3; i++) {
+            if (i)
+                APPEND(",");
+            APPEND(c->mt->var[i]);
+            APPEND("=");
+            if (!cv[i]) {
+                APPEND("NULL");
+                continue;
+            }
+            APPEND("CONVERT(X'");
+            static const char hx[] = "0123456789abcdef";
+            for (const unsigned char *q = (const unsigned char *)cv[i]; *q; q++) {
+                sql[w++] = hx[*q >> 4];
+                sql[w++] = hx[*q & 15];
+            }
+            APPEND("' USING utf8mb4)");
+        }
+    }
+#undef APPEND
+    if (w > 0 && sql[w - 1] == ';')
+        w--; /* the role alone, nothing after it */
+    int rc = text(c, sql, w, false, err);
+    free(sql);
+    if (rc != DBS_OK)
+        return rc;
+    c->role_owed = false;
+    c->rollback_owed = false;
+    if (c->begin_pending) {
+        c->begin_pending = false;
+        c->tx_sent = true;
+        c->tx_failed = false;
+        c->vars_set = vars;
+    }
+    return DBS_OK;
+}
+
+/* Finds sql in the cache, or makes a new entry for it (in a cache slot, or
+ * in *tmp when there is no cache) whose pending SQL run() prepares with its
+ * first execution. Returns the entry or NULL with err filled. The entry's
+ * copies and handles belong to the cache (or to *tmp, freed by the caller);
+ * GCC 12's analyzer loses them through the returned pointer. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
+#endif
+static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *err)
+{
+    my_stmt *victim = NULL;
+    for (int i = 0; i < c->cache_n; i++) {
+        my_stmt *e = &c->cache[i];
+        if (e->sql && !strcmp(e->sql, sql)) {
+            e->last_use = ++c->tick;
+            return e;
+        }
+        /* a free slot, else the least recently used */
+        if (!victim || (victim->sql && (!e->sql || e->last_use < victim->last_use)))
+            victim = e;
+    }
+    my_stmt ne = {0};
+    int rc = translate(sql, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
+    if (rc != DBS_OK)
+        return NULL;
+    ne.st = mysql_stmt_init(c->my);
+    ne.sql = victim ? strdup(sql) : NULL;
+    if (!ne.st || (victim && !ne.sql)) {
+        stmt_free(&ne);
+        dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+        return NULL;
+    }
+    my_stmt *e = victim ? victim : tmp;
+    if (victim && victim->sql)
+        stmt_free(victim); /* COM_STMT_CLOSE: no answer awaited */
+    *e = ne;
+    e->last_use = ++c->tick;
+    return e;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+static void drop_entry(my_conn *c, my_stmt *e, my_stmt *tmp)
+{
+    (void)c;
+    if (e == tmp || !c->cache_n)
+        stmt_free(e);
+}
+
+/* Prepares (or finds), begins if owed, binds and executes. On success the
+ * statement's result (if any) is waiting to be read from the returned
+ * entry. */
+static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t n,
+                    my_stmt *tmp, bool retry, dbs_error *err)
+{
+    if (c->broken) {
+        dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+        return NULL;
+    }
+    if (c->tx_failed && !c->begin_pending) {
+        dbs__err(err, DBS_ESQL,
+                 "mariadb: the server rolled this transaction back (deadlock); roll "
+                 "back and run the unit of work again");
+        dbs__err_sqlstate(err, "40001");
+        return NULL;
+    }
+    memset(tmp, 0, sizeof *tmp);
+    my_stmt *e = prepare(c, sql, tmp, err);
+    if (!e)
+        return NULL;
+    if ((size_t)e->max_param != n) {
+        if ((size_t)e->max_param > n)
+            dbs__err(err, DBS_ESQL,
+                     "mariadb: the statement uses $%d but %zu parameters were given",
+                     e->max_param, n);
+        else
+            dbs__err(err, DBS_ESQL,
+                     "mariadb: %zu parameters given but the statement uses $%d at most",
+                     n, e->max_param);
+        drop_entry(c, e, tmp);
+        return NULL;
+    }
+    if ((c->begin_pending || c->rollback_owed || c->role_owed) && send_begin(c, err) != DBS_OK) {
+        drop_entry(c, e, tmp);
+        return NULL;
+    }
+    enum { STACK = 16 };
+    MYSQL_BIND sb[STACK];
+    my_num sv[STACK];
+    unsigned long sl[STACK];
+    MYSQL_BIND *b = sb;
+    void *heap = NULL;
+    my_num *vals = sv;
+    unsigned long *lens = sl;
+    if (e->nmap > STACK) {
+        size_t k = (size_t)e->nmap;
+        heap = calloc(k, sizeof *b + sizeof *vals + sizeof *lens);
+        if (!heap) {
+            drop_entry(c, e, tmp);
+            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+            return NULL;
+        }
+        b = heap;
+        vals = (void *)(b + k);
+        lens = (void *)(vals + k);
+    }
+    memset(b, 0, (size_t)(e->nmap > STACK ? e->nmap : STACK) * sizeof *b);
+    for (int i = 0; i < e->nmap; i++) {
+        const dbs_value *v = &params[e->map[i]];
+        switch (v->type) {
+        case DBS_TYPE_INT:
+            vals[i].i = v->i;
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = &vals[i].i;
+            break;
+        case DBS_TYPE_REAL:
+            vals[i].r = v->r;
+            b[i].buffer_type = MYSQL_TYPE_DOUBLE;
+            b[i].buffer = &vals[i].r;
+            break;
+        case DBS_TYPE_TEXT:
+        case DBS_TYPE_BLOB:
+            if (!v->b.p) {
+                b[i].buffer_type = MYSQL_TYPE_NULL;
+                break;
+            }
+            b[i].buffer_type =
+                v->type == DBS_TYPE_TEXT ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
+            lens[i] = v->type == DBS_TYPE_TEXT && v->b.n == SIZE_MAX
+                          ? (unsigned long)strlen(v->b.p)
+                          : (unsigned long)v->b.n;
+            /* Connector/C only reads parameter buffers. */
+            b[i].buffer = (void *)(uintptr_t)v->b.p;
+            b[i].buffer_length = lens[i];
+            b[i].length = &lens[i];
+            break;
+        default:
+            b[i].buffer_type = MYSQL_TYPE_NULL;
+            break;
+        }
+    }
+    int64_t t0 = dbs__now_ns();
+    bool fresh = e->pending != NULL, ok;
+    if (fresh) {
+        /* COM_STMT_PREPARE and COM_STMT_EXECUTE in one round trip (MariaDB
+         * 10.2+; against MySQL, Connector/C sends them one after the
+         * other). The parameters are bound before the server has seen the
+         * statement, so their number is announced first. */
+        unsigned int np = (unsigned int)e->nmap;
+        ok = !mysql_stmt_attr_set(e->st, STMT_ATTR_PREBIND_PARAMS, &np) &&
+             (e->nmap == 0 || !mysql_stmt_bind_param(e->st, b)) &&
+             !mariadb_stmt_execute_direct(e->st, e->pending, strlen(e->pending));
+    } else {
+        ok = (e->nmap == 0 || !mysql_stmt_bind_param(e->st, b)) &&
+             !mysql_stmt_execute(e->st);
+    }
+    free(heap);
+    if (!ok) {
+        unsigned eno = mysql_stmt_errno(e->st);
+        fail_stmt(c, e->st, t0, err);
+        if (fresh) /* the server may not hold it: forget it */
+            stmt_free(e);
+        else
+            drop_entry(c, e, tmp);
+        if (fresh && eno == ER_MAX_PREPARED_STMT_COUNT_REACHED && c->cache_n > 0 &&
+            !retry && !c->broken) {
+            /* The server's max_prepared_stmt_count is shared by every
+             * connection: give ours back and try once more. */
+            cache_clear(c);
+            return run(c, sql, params, n, tmp, true, err);
+        }
+        return NULL;
+    }
+    if (fresh) {
+        free(e->pending);
+        e->pending = NULL;
+    }
+    return e;
+}
+
+/* Reads the rest of a statement's results (procedures can return several)
+ * so the connection is ready for the next command. */
+static int drain(my_conn *c, MYSQL_STMT *st, bool consumed, dbs_error *err)
+{
+    int64_t t0 = dbs__now_ns();
+    for (;;) {
+        if (!consumed && mysql_stmt_field_count(st) > 0) {
+            if (mysql_stmt_store_result(st) != 0)
+                return fail_stmt(c, st, t0, err);
+            mysql_stmt_free_result(st);
+        }
+        consumed = false;
+        int more = mysql_stmt_next_result(st);
+        if (more < 0)
+            return DBS_OK;
+        if (more > 0)
+            return fail_stmt(c, st, t0, err);
+    }
+}
+
+static int64_t my_exec(void *vc, const char *sql, const dbs_value *params, size_t n,
+                       dbs_error *err)
+{
+    my_conn *c = vc;
+    my_stmt tmp;
+    my_stmt *e = run(c, sql, params, n, &tmp, false, err);
+    if (!e)
+        return err ? err->code : DBS_ESQL;
+    /* Rows affected as the other backends count them: a SELECT changes
+     * none; with CLIENT_FOUND_ROWS an UPDATE counts the rows it matched. */
+    int64_t rows = 0;
+    if (mysql_stmt_field_count(e->st) == 0) {
+        my_ulonglong a = mysql_stmt_affected_rows(e->st);
+        rows = a == (my_ulonglong)-1 ? 0 : (int64_t)a;
+    }
+    int rc = drain(c, e->st, false, err);
+    drop_entry(c, e, &tmp);
+    return rc != DBS_OK ? rc : rows;
+}
+
+static int arena_reserve(my_rows *r, size_t more)
+{
+    if (r->arena_n + more <= r->arena_cap)
+        return 0;
+    size_t cap = r->arena_cap ? r->arena_cap : 256;
+    while (cap < r->arena_n + more) {
+        if (cap > SIZE_MAX / 2)
+            return -1;
+        cap *= 2;
+    }
+    char *a = realloc(r->arena, cap);
+    if (!a)
+        return -1;
+    r->arena = a;
+    r->arena_cap = cap;
+    return 0;
+}
+
+static void rows_free(my_rows *r)
+{
+    free(r->cells);
+    free(r->arena);
+    free(r->name_off);
+    free(r);
+}
+
+/* Reads the whole result of e into a rows object. */
+static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
+{
+    my_rows *r = calloc(1, sizeof *r);
+    MYSQL_RES *meta = mysql_stmt_result_metadata(st);
+    if (!r || !meta) {
+        if (meta)
+            mysql_free_result(meta);
+        free(r);
+        dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+        return NULL;
+    }
+    r->base.ops = &my_rows_ops;
+    int nc = (int)mysql_num_fields(meta);
+    MYSQL_FIELD *f = mysql_fetch_fields(meta);
+    r->ncols = nc;
+    MYSQL_BIND *b = calloc((size_t)nc ? (size_t)nc : 1, sizeof *b);
+    my_cell *cur = calloc((size_t)nc ? (size_t)nc : 1, sizeof *cur);
+    unsigned long *len = calloc((size_t)nc ? (size_t)nc : 1, sizeof *len);
+    my_bool *isnull = calloc((size_t)nc ? (size_t)nc : 1, sizeof *isnull);
+    r->name_off = calloc((size_t)nc ? (size_t)nc : 1, sizeof *r->name_off);
+    size_t cells_cap = 0;
+    int rc = DBS_OK;
+    if (!b || !cur || !len || !isnull || !r->name_off) {
+        rc = dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < nc; i++) {
+        size_t nl = strlen(f[i].name) + 1;
+        if (arena_reserve(r, nl)) {
+            rc = dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+            goto out;
+        }
+        r->name_off[i] = r->arena_n;
+        memcpy(r->arena + r->arena_n, f[i].name, nl);
+        r->arena_n += nl;
+        b[i].is_null = &isnull[i];
+        b[i].length = &len[i];
+        switch (f[i].type) {
+        case MYSQL_TYPE_TINY:
+        case MYSQL_TYPE_SHORT:
+        case MYSQL_TYPE_LONG:
+        case MYSQL_TYPE_INT24:
+        case MYSQL_TYPE_LONGLONG:
+        case MYSQL_TYPE_YEAR:
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = &cur[i].v.i;
+            b[i].is_unsigned = (f[i].flags & UNSIGNED_FLAG) != 0;
+            cur[i].kind = b[i].is_unsigned ? 2 : 1;
+            break;
+        case MYSQL_TYPE_FLOAT:
+        case MYSQL_TYPE_DOUBLE:
+            b[i].buffer_type = MYSQL_TYPE_DOUBLE;
+            b[i].buffer = &cur[i].v.r;
+            cur[i].kind = 3;
+            break;
+        default:
+            /* Strings, blobs, decimals, dates: as bytes, read by
+             * mysql_stmt_fetch_column once their length is known. */
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = NULL;
+            b[i].buffer_length = 0;
+            cur[i].kind = 4;
+            break;
+        }
+    }
+    int64_t t0 = dbs__now_ns();
+    if (mysql_stmt_store_result(st) != 0) {
+        rc = fail_stmt(c, st, t0, err);
+        goto out;
+    }
+    if (nc > 0 && mysql_stmt_bind_result(st, b) != 0) {
+        rc = fail_stmt(c, st, t0, err);
+        goto out;
+    }
+    for (;;) {
+        int fr = mysql_stmt_fetch(st);
+        if (fr == MYSQL_NO_DATA)
+            break;
+        if (fr == 1) {
+            rc = fail_stmt(c, st, t0, err);
+            goto out;
+        }
+        if (r->nrows == cells_cap) {
+            size_t ncap = cells_cap ? cells_cap * 2 : 16;
+            my_cell *g = realloc(r->cells, ncap * (size_t)(nc ? nc : 1) * sizeof *g);
+            if (!g) {
+                rc = dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+                goto out;
+            }
+            r->cells = g;
+            cells_cap = ncap;
+        }
+        my_cell *row = r->cells + r->nrows * (size_t)nc;
+        for (int i = 0; i < nc; i++) {
+            row[i] = cur[i];
+            if (isnull[i]) {
+                row[i].kind = 0;
+                continue;
+            }
+            if (cur[i].kind != 4)
+                continue;
+            if (arena_reserve(r, (size_t)len[i] + 1)) {
+                rc = dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+                goto out;
+            }
+            row[i].v.off = r->arena_n;
+            row[i].n = len[i];
+            if (len[i] > 0) {
+                MYSQL_BIND one = {0};
+                unsigned long got = 0;
+                one.buffer_type = MYSQL_TYPE_STRING;
+                one.buffer = r->arena + r->arena_n;
+                one.buffer_length = len[i];
+                one.length = &got;
+                if (mysql_stmt_fetch_column(st, &one, (unsigned)i, 0) != 0) {
+                    rc = fail_stmt(c, st, t0, err);
+                    goto out;
+                }
+            }
+            r->arena[r->arena_n + len[i]] = '\0';
+            r->arena_n += (size_t)len[i] + 1;
+        }
+        r->nrows++;
+    }
+out:
+    mysql_free_result(meta);
+    free(b);
+    free(cur);
+    free(len);
+    free(isnull);
+    mysql_stmt_free_result(st);
+    if (rc != DBS_OK) {
+        rows_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, size_t n,
+                          dbs_error *err)
+{
+    my_conn *c = vc;
+    my_stmt tmp;
+    my_stmt *e = run(c, sql, params, n, &tmp, false, err);
+    if (!e)
+        return NULL;
+    my_rows *r = NULL;
+    if (mysql_stmt_field_count(e->st) == 0) {
+        /* No result set (an INSERT through dbs_query): no rows. */
+        r = calloc(1, sizeof *r);
+        if (r)
+            r->base.ops = &my_rows_ops;
+        else
+            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+    } else {
+        r = fetch_all(c, e->st, err);
+    }
+    if (r && drain(c, e->st, mysql_stmt_field_count(e->st) > 0, err) != DBS_OK) {
+        rows_free(r);
+        r = NULL;
+    }
+    drop_entry(c, e, &tmp);
+    return r ? &r->base : NULL;
+}
+
+static int my_commit(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    c->begin_pending = false; /* nothing sent: nothing to commit */
+    if (!c->tx_sent)
+        return DBS_OK;
+    c->tx_sent = false;
+    if (c->broken)
+        return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    if (c->tx_failed) {
+        /* Nothing of the transaction is left to commit: say so, as a
+         * deadlock, rather than commit nothing and report success. */
+        c->tx_failed = false;
+        int rc = dbs__err(err, DBS_ERETRYABLE,
+                          "mariadb: COMMIT of a transaction the server had rolled back "
+                          "(deadlock): nothing was committed");
+        dbs__err_sqlstate(err, "40001");
+        return rc;
+    }
+    return text(c, "COMMIT", 6, true, err);
+}
+
+static int my_rollback(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    c->begin_pending = false;
+    c->tx_failed = false;
+    if (!c->tx_sent)
+        return DBS_OK;
+    c->tx_sent = false;
+    if (c->broken)
+        return DBS_OK; /* the server rolls back a lost connection's work */
+    /* The full reset rolls back anyway: owe the ROLLBACK to it (or to the
+     * next statement) instead of paying a round trip of its own. */
+    if (c->t->reset == DBS_RESET_FULL) {
+        c->rollback_owed = true;
+        return DBS_OK;
+    }
+    return text(c, "ROLLBACK", 8, false, err);
+}
+
+static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (c->broken)
+        return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    c->begin_pending = false;
+    c->tx_failed = false;
+    c->ctx = NULL;
+    bool owed = c->rollback_owed || c->tx_sent ||
+                (c->my->server_status & SERVER_STATUS_IN_TRANS);
+    c->tx_sent = false;
+    c->rollback_owed = false;
+    if (mode == DBS_RESET_ROLLBACK && !c->native_used)
+        return owed ? text(c, "ROLLBACK", 8, false, err) : DBS_OK;
+    int64_t t0 = dbs__now_ns();
+    if (mysql_reset_connection(c->my) != 0) {
+        int rc = fail_conn(c, t0, false, err);
+        c->broken = true;
+        return rc;
+    }
+    /* The server deallocated our statements with everything else; their
+     * handles are dead (Connector/C detached them). */
+    cache_clear(c);
+    c->vars_set = false;
+    c->native_used = false;
+    c->role_owed = c->role_sql[0] != '\0';
+    const char *want = c->mt->db;
+    const char *now = c->my->db;
+    bool same = c->schema_tracked && ((!want && !now) || (want && now && !strcmp(want, now)));
+    if (!same) {
+        t0 = dbs__now_ns();
+        int bad;
+        if (want)
+            bad = mysql_select_db(c->my, want);
+        else /* no way to unselect a database but to start over */
+            bad = mysql_change_user(c->my, c->mt->user, c->mt->password, NULL);
+        if (bad) {
+            int rc = fail_conn(c, t0, false, err);
+            c->broken = true;
+            return rc;
+        }
+    }
+    return DBS_OK;
+}
+
+/* ---- rows ---- */
+
+static int my_next(dbs_rows *hr, dbs_error *err)
+{
+    (void)err;
+    my_rows *r = (my_rows *)hr;
+    if (r->row >= r->nrows) {
+        r->row = r->nrows + 1;
+        return 0;
+    }
+    r->row++;
+    return 1;
+}
+
+static int my_count_cols(dbs_rows *hr)
+{
+    return ((my_rows *)hr)->ncols;
+}
+
+static const char *my_name(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    return r->arena + r->name_off[col];
+}
+
+static const my_cell *cell(const my_rows *r, int col)
+{
+    if (r->row < 1 || r->row > r->nrows)
+        return NULL;
+    const my_cell *x = &r->cells[(r->row - 1) * (size_t)r->ncols + (size_t)col];
+    return x->kind ? x : NULL;
+}
+
+static int my_is_null(dbs_rows *hr, int col)
+{
+    return cell((my_rows *)hr, col) == NULL;
+}
+
+static int64_t my_int(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    const my_cell *x = cell(r, col);
+    if (!x)
+        return 0;
+    switch (x->kind) {
+    case 1: return x->v.i;
+    case 2: return (int64_t)x->v.u;
+    case 3: return (int64_t)x->v.r;
+    default: {
+        const char *s = r->arena + x->v.off;
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (*end == '.' || *end == 'e' || *end == 'E')
+            return (int64_t)strtod(s, NULL);
+        return v;
+    }
+    }
+}
+
+static double my_real(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    const my_cell *x = cell(r, col);
+    if (!x)
+        return 0.0;
+    switch (x->kind) {
+    case 1: return (double)x->v.i;
+    case 2: return (double)x->v.u;
+    case 3: return x->v.r;
+    default: return strtod(r->arena + x->v.off, NULL);
+    }
+}
+
+static const char *my_text(dbs_rows *hr, int col, size_t *len)
+{
+    my_rows *r = (my_rows *)hr;
+    const my_cell *x = cell(r, col);
+    if (!x) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    int n;
+    switch (x->kind) {
+    case 1: n = snprintf(r->scratch, sizeof r->scratch, "%lld", (long long)x->v.i); break;
+    case 2: n = snprintf(r->scratch, sizeof r->scratch, "%llu", (unsigned long long)x->v.u); break;
+    case 3: n = snprintf(r->scratch, sizeof r->scratch, "%.17g", x->v.r); break;
+    default:
+        if (len)
+            *len = x->n;
+        return r->arena + x->v.off;
+    }
+    if (len)
+        *len = (size_t)n;
+    return r->scratch;
+}
+
+static const void *my_blob(dbs_rows *hr, int col, size_t *len)
+{
+    return my_text(hr, col, len);
+}
+
+static void my_rows_close(dbs_rows *hr)
+{
+    rows_free((my_rows *)hr);
+}
+
+static const dbs__rows_ops my_rows_ops = {
+    .next = my_next,
+    .count_cols = my_count_cols,
+    .name = my_name,
+    .is_null = my_is_null,
+    .get_int = my_int,
+    .get_real = my_real,
+    .get_text = my_text,
+    .get_blob = my_blob,
+    .close = my_rows_close,
+};
+
+const dbs__driver dbs__driver_mysql = {
+    .name = "mariadb",
+    .target_open = my_target_open,
+    .target_close = my_target_close,
+    .connect = my_connect,
+    .ping = my_ping,
+    .begin = my_begin,
+    .exec = my_exec,
+    .query = my_query,
+    .commit = my_commit,
+    .rollback = my_rollback,
+    .reset = my_reset,
+    .is_broken = my_is_broken,
+    .native = my_native,
+    .close = my_close,
+};

@@ -1,0 +1,33 @@
+# MariaDB: the throwaway server fixture and the MariaDB-only tests.
+# Included by tests/CMakeLists.txt when DBSCOPE_WITH_MYSQL is on;
+# DBSCOPE_MYSQL_DIR is the server's directory for this build.
+
+add_test(NAME mysql_start
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh start ${DBSCOPE_MYSQL_DIR})
+set_tests_properties(mysql_start PROPERTIES FIXTURES_SETUP mysql_server
+  LABELS mysql TIMEOUT 120)
+add_test(NAME mysql_stop
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh stop ${DBSCOPE_MYSQL_DIR})
+set_tests_properties(mysql_stop PROPERTIES FIXTURES_CLEANUP mysql_server
+  LABELS mysql TIMEOUT 60)
+
+# tests/test_mysql.c: one program, one test per part (its first argument).
+if(DBSCOPE_WITH_MYSQL)
+  dbscope_test_exe(test_mysql)
+  foreach(part reset errors deadlock kill counter types connect timeout)
+    add_test(NAME test_mysql_${part} COMMAND test_mysql ${part})
+    set_tests_properties(test_mysql_${part} PROPERTIES LABELS "mysql"
+      TIMEOUT 300 FIXTURES_REQUIRED mysql_server
+      ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
+  endforeach()
+  # The stall and the restart take the shared server down: nothing else may
+# run meanwhile.
+  add_test(NAME test_mysql_stall COMMAND test_mysql stall)
+  set_tests_properties(test_mysql_stall PROPERTIES LABELS "mysql"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server RUN_SERIAL TRUE
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
+  add_test(NAME test_mysql_restart COMMAND test_mysql restart)
+  set_tests_properties(test_mysql_restart PROPERTIES LABELS "mysql;stress"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server RUN_SERIAL TRUE
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR};DBSCOPE_MYSQL_SERVER_SH=${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh")
+endif()

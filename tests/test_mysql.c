@@ -1,0 +1,1126 @@
+/* MariaDB-only behaviour, on the throwaway server of tests/mysql_server.sh.
+ * One program, one CTest test per part (the first argument names it):
+ *
+ *   reset     each kind of session state, set by one session and gone for
+ *             the next on the same connection (same CONNECTION_ID())
+ *   errors    duplicate key, bad SQL, parameter checks, the context variables
+ *   deadlock  a real deadlock between two threads, retried by dbs_transact
+ *   kill      KILL of pooled and in-use connections: discarded, next unit ok
+ *   counter   16 threads x 200 read-modify-write increments, none lost
+ *   types     values both ways, and $n left alone in quotes and comments
+ *   connect   wrong password (never in messages), unknown option, socket,
+ *             TLS, percent-decoding
+ *   timeout   a statement past statement_timeout_ms: DBS_ESTMT_TIMEOUT,
+ *             connection discarded, query killed on the server
+ *   restart   the server stopped and started under load: the pool heals
+ *   stall     the server stops answering (SIGSTOP): the statement returns
+ *             DBS_ESTMT_TIMEOUT, the connection is discarded
+ */
+#include "common.h"
+
+#include <dirent.h>
+#include <mysql.h>
+
+static dbs_pool *pool;
+static char tbl[64];
+static const char *dir;
+
+static dbs_pool *one_conn_pool(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    return open_pool("test_mysql", &cfg);
+}
+
+static dbs_session *open_s(dbs_pool *p, const dbs_context *ctx)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, ctx, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    return s;
+}
+
+static int64_t conn_id(dbs_session *s)
+{
+    return query_int(s, "SELECT CONNECTION_ID()", NULL, 0);
+}
+
+static void exec_ok(dbs_session *s, const char *sql)
+{
+    dbs_error err;
+    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
+        CHECK_FAIL("%s: %s", sql, err.message);
+}
+
+static const char *query_text(dbs_session *s, const char *sql, char *out, size_t n)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    const char *t = dbs_rows_text(r, 0, NULL);
+    snprintf(out, n, "%s", t ? t : "(null)");
+    dbs_rows_close(r);
+    return out;
+}
+
+/* ---- reset: one test per kind of state ---- */
+
+typedef void (*state_fn)(dbs_session *s);
+
+/* Runs set in one session, check in the next, on the one connection. */
+static void across(const char *what, state_fn set, state_fn check)
+{
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    set(s);
+    dbs_session_close(s);
+    s = open_s(p, NULL);
+    CHECK_EQ(conn_id(s), id); /* the same connection, reset */
+    check(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("reset: %s ok\n", what);
+}
+
+static void set_user_var(dbs_session *s) { exec_ok(s, "SET @leak = 'secret'"); }
+static void check_user_var(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak IS NULL", NULL, 0), 1);
+}
+
+static void set_session_vars(dbs_session *s)
+{
+    exec_ok(s, "SET SESSION sql_mode = 'ANSI_QUOTES'");
+    exec_ok(s, "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    exec_ok(s, "SET SESSION wait_timeout = 12345");
+    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_EQ(query_int(s, "SELECT @@session.sql_mode = 'ANSI_QUOTES'", NULL, 0), 1);
+}
+static void check_session_vars(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @@session.sql_mode = @@global.sql_mode", NULL, 0), 1);
+    CHECK_EQ(query_int(s, "SELECT @@session.tx_isolation = @@global.tx_isolation", NULL, 0),
+             1);
+    CHECK_EQ(query_int(s, "SELECT @@session.wait_timeout = @@global.wait_timeout", NULL, 0),
+             1);
+}
+
+static void set_temp_table(dbs_session *s)
+{
+    exec_ok(s, "CREATE TEMPORARY TABLE leak_tmp (x int)");
+    exec_ok(s, "INSERT INTO leak_tmp VALUES (1)");
+}
+static void check_temp_table(dbs_session *s)
+{
+    dbs_error err;
+    CHECK(dbs_query(s, "SELECT x FROM leak_tmp", NULL, 0, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ESQL);
+    CHECK_STR(err.sqlstate, "42S02");
+}
+
+static char lock_name[64];
+static void set_named_lock(dbs_session *s)
+{
+    dbs_value v[] = {DBS_TEXT(lock_name)};
+    CHECK_EQ(query_int(s, "SELECT GET_LOCK($1, 0)", v, 1), 1);
+}
+static void check_named_lock(dbs_session *s)
+{
+    dbs_value v[] = {DBS_TEXT(lock_name)};
+    CHECK_EQ(query_int(s, "SELECT IS_USED_LOCK($1) IS NULL", v, 1), 1);
+}
+
+static void set_open_tx(dbs_session *s)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (1, 1)", tbl);
+    exec_ok(s, sql);
+    /* closed without commit */
+}
+static void set_open_tx_native(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (2, 2)", tbl);
+    CHECK(mysql_query(my, "START TRANSACTION") == 0);
+    CHECK(mysql_query(my, sql) == 0);
+}
+static void set_failed_tx(dbs_session *s)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (3, 3)", tbl);
+    exec_ok(s, sql);
+    dbs_error err;
+    CHECK_EQ(dbs_exec(s, "SELEC broken", NULL, 0, &err), DBS_ESQL);
+}
+static void check_no_rows(dbs_session *s)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 0);
+}
+
+static void set_prepared(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "PREPARE leak_p FROM 'SELECT 41 + 1'") == 0);
+    CHECK(mysql_query(my, "EXECUTE leak_p") == 0);
+    MYSQL_RES *r = mysql_store_result(my);
+    mysql_free_result(r);
+    /* and one of ours, cached, used again after the reset */
+    CHECK_EQ(query_int(s, "SELECT $1 + 0", (dbs_value[]){DBS_INT(7)}, 1), 7);
+}
+static void check_prepared(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "EXECUTE leak_p") != 0);
+    CHECK_EQ(mysql_errno(my), 1243); /* ER_UNKNOWN_STMT_HANDLER */
+    CHECK_EQ(query_int(s, "SELECT $1 + 0", (dbs_value[]){DBS_INT(8)}, 1), 8);
+}
+
+static void set_database(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "USE dbscope_other") == 0);
+    char db[64];
+    CHECK_STR(query_text(s, "SELECT DATABASE()", db, sizeof db), "dbscope_other");
+}
+static void check_database(dbs_session *s)
+{
+    char db[64];
+    CHECK_STR(query_text(s, "SELECT DATABASE()", db, sizeof db), "dbscope");
+}
+
+static void set_role(dbs_session *s)
+{
+    exec_ok(s, "SET ROLE dbscope_role");
+    char v[64];
+    CHECK_STR(query_text(s, "SELECT CURRENT_ROLE()", v, sizeof v), "dbscope_role");
+}
+static void set_role_native(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "SET ROLE dbscope_role") == 0);
+}
+static void check_role(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT CURRENT_ROLE() IS NULL", NULL, 0), 1);
+}
+static void check_role_native(dbs_session *s)
+{
+    /* the raw handle, taken first thing, already has the role undone */
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "SELECT CURRENT_ROLE() IS NULL") == 0);
+    MYSQL_RES *r = mysql_store_result(my);
+    CHECK(r != NULL);
+    MYSQL_ROW row = mysql_fetch_row(r);
+    CHECK(row && row[0]);
+    CHECK_STR(row[0], "1");
+    mysql_free_result(r);
+}
+
+static void set_context(dbs_session *s)
+{
+    char v[64];
+    CHECK_STR(query_text(s, "SELECT @dbs_user_id", v, sizeof v), "alice");
+    CHECK_STR(query_text(s, "SELECT @dbs_tenant_id", v, sizeof v), "t1");
+    CHECK_EQ(query_int(s, "SELECT @dbs_request_id IS NULL", NULL, 0), 1);
+}
+static void check_context(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @dbs_user_id IS NULL", NULL, 0), 1);
+    CHECK_EQ(query_int(s, "SELECT @dbs_tenant_id IS NULL", NULL, 0), 1);
+}
+
+/* State made inside a stored procedure, which no SQL-text inspection could
+ * see; CALL through dbs_query returns the procedure's first result. */
+static char proc[64];
+static void set_in_procedure(dbs_session *s)
+{
+    char sql[400];
+    snprintf(sql, sizeof sql, "CALL %s($1)", proc);
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, (dbs_value[]){DBS_TEXT(lock_name)}, 1, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 1); /* GET_LOCK's answer */
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    dbs_rows_close(r);
+    CHECK_EQ(query_int(s, "SELECT @leak_proc", NULL, 0), 42); /* still in sync */
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM leak_proc_tmp", NULL, 0), 0);
+}
+static void check_in_procedure(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak_proc IS NULL", NULL, 0), 1);
+    check_named_lock(s);
+    dbs_error err;
+    CHECK(dbs_query(s, "SELECT 1 FROM leak_proc_tmp", NULL, 0, &err) == NULL);
+    CHECK_STR(err.sqlstate, "42S02");
+}
+
+static void test_reset(void)
+{
+    dbs_pool *p = one_conn_pool();
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_reset"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v INT) ENGINE=InnoDB", tbl);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+    snprintf(lock_name, sizeof lock_name, "dbs_lock_%ld", (long)getpid());
+
+    across("user variables", set_user_var, check_user_var);
+    across("session variables", set_session_vars, check_session_vars);
+    across("temporary tables", set_temp_table, check_temp_table);
+    across("named locks", set_named_lock, check_named_lock);
+    across("open transaction", set_open_tx, check_no_rows);
+    across("open transaction begun natively", set_open_tx_native, check_no_rows);
+    across("failed transaction", set_failed_tx, check_no_rows);
+    across("prepared statements", set_prepared, check_prepared);
+    across("current database", set_database, check_database);
+    across("current role", set_role, check_role);
+    across("current role, set and checked through the native handle", set_role_native,
+           check_role_native);
+
+    snprintf(proc, sizeof proc, "leak_proc_%ld", (long)getpid());
+    p = one_conn_pool();
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s(IN lk VARCHAR(64)) BEGIN SET @leak_proc = 42; "
+             "CREATE TEMPORARY TABLE leak_proc_tmp (x INT); SELECT GET_LOCK(lk, 0); END",
+             proc);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+    across("state made inside a stored procedure", set_in_procedure, check_in_procedure);
+    p = one_conn_pool();
+    snprintf(sql, sizeof sql, "DROP PROCEDURE %s", proc);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+
+    /* The context's user variables, per transaction, gone for the next. */
+    p = one_conn_pool();
+    dbs_context ctx = {.user_id = "alice", .tenant_id = "t1"};
+    dbs_session *s = open_s(p, &ctx);
+    int64_t id = conn_id(s);
+    set_context(s);
+    dbs_session_close(s);
+    s = open_s(p, NULL);
+    CHECK_EQ(conn_id(s), id);
+    check_context(s);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    puts("reset: context variables ok");
+
+    /* DBS_RESET_ROLLBACK only rolls back: a user variable survives, the
+     * transaction does not, and the context is overwritten, not kept. */
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.reset = DBS_RESET_ROLLBACK;
+    p = open_pool("test_mysql", &cfg);
+    s = open_s(p, &ctx);
+    set_user_var(s);
+    set_open_tx(s);
+    dbs_session_close(s);
+    s = open_s(p, NULL);
+    CHECK_EQ(query_int(s, "SELECT @leak = 'secret'", NULL, 0), 1);
+    check_no_rows(s);
+    check_context(s);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    puts("reset: rollback-only mode ok");
+
+    p = one_conn_pool();
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+}
+
+/* ---- errors ---- */
+
+static void test_errors(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 2;
+    cfg.ctx_request_setting = "app.request";
+    pool = open_pool("test_mysql", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_err"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, parent INT, "
+             "FOREIGN KEY (parent) REFERENCES %s (id)) ENGINE=InnoDB", tbl, tbl);
+    run_sql(pool, sql);
+    dbs_error err;
+    dbs_context ctx = {.request_id = "req-'\"\\-1", .user_id = "u\xc3\xa9"};
+    dbs_session *s = open_s(pool, &ctx);
+    char v[64];
+    CHECK_STR(query_text(s, "SELECT @`app.request`", v, sizeof v), "req-'\"\\-1");
+    CHECK_STR(query_text(s, "SELECT @dbs_user_id", v, sizeof v), "u\xc3\xa9");
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_INT(1)}, 1, &err), 1);
+    CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_INT(1)}, 1, &err), DBS_ECONSTRAINT);
+    CHECK_STR(err.sqlstate, "23000");
+    CHECK_CONTAINS(err.message, "Duplicate");
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, parent) VALUES (2, 99)", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ECONSTRAINT);
+    CHECK_STR(err.sqlstate, "23000");
+    CHECK_EQ(dbs_exec(s, "SELECT $2", (dbs_value[]){DBS_INT(1)}, 1, &err), DBS_ESQL);
+    CHECK_EQ(dbs_exec(s, "SELECT $1", (dbs_value[]){DBS_INT(1), DBS_INT(2)}, 2, &err),
+             DBS_ESQL);
+    CHECK_EQ(dbs_exec(s, "SELECT ?", (dbs_value[]){DBS_INT(1)}, 1, &err), DBS_ESQL);
+    CHECK_CONTAINS(err.message, "$1");
+    CHECK_EQ(dbs_exec(s, "SELEC nonsense", NULL, 0, &err), DBS_ESQL);
+    CHECK_STR(err.sqlstate, "42000");
+    /* The transaction is still whole: the first insert commits. */
+    CHECK_OK(dbs_commit(s, &err), &err);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+    dbs_session_close(s);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+}
+
+/* ---- deadlock ---- */
+
+static atomic_int step;
+struct dl {
+    int first, second;
+    atomic_int attempts;
+};
+
+static int dl_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct dl *d = arg;
+    int attempt = atomic_fetch_add(&d->attempts, 1);
+    char sql[400];
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = $1", tbl);
+    int64_t rc = dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->first)}, 1, err);
+    if (rc < 0)
+        return (int)rc;
+    if (attempt == 0) {
+        atomic_fetch_add(&step, 1);
+        WAIT_UNTIL(atomic_load(&step) >= 2, 30000);
+    }
+    rc = dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->second)}, 1, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void *dl_thread(void *arg)
+{
+    dbs_error err;
+    if (dbs_transact(pool, NULL, dl_unit, arg, &err) != DBS_OK)
+        CHECK_FAIL("deadlock unit: %s", err.message);
+    return NULL;
+}
+
+/* Without dbs_transact: the victim's later statements and its COMMIT are
+ * refused (the server rolled its transaction back; they would otherwise
+ * run, and commit, outside it). */
+static atomic_int victims, winners;
+
+static void *dl_manual(void *arg)
+{
+    struct dl *d = arg;
+    dbs_error err;
+    dbs_session *s = open_s(pool, NULL);
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = $1", tbl);
+    CHECK_OK(dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->first)}, 1, &err), &err);
+    atomic_fetch_add(&step, 1);
+    WAIT_UNTIL(atomic_load(&step) >= 4, 30000);
+    int64_t rc = dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->second)}, 1, &err);
+    if (rc == DBS_ERETRYABLE) {
+        CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_INT(d->first)}, 1, &err), DBS_ESQL);
+        CHECK_STR(err.sqlstate, "40001");
+        CHECK_EQ(dbs_commit(s, &err), DBS_ERETRYABLE);
+        atomic_fetch_add(&victims, 1);
+    } else {
+        CHECK_EQ(rc, 1);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        atomic_fetch_add(&winners, 1);
+    }
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_deadlock(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 4;
+    cfg.retry_max = 5;
+    pool = open_pool("test_mysql", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_dl"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v INT) ENGINE=InnoDB", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 0), (2, 0)", tbl);
+    run_sql(pool, sql);
+    struct dl da = {1, 2, 0}, db = {2, 1, 0};
+    pthread_t t1, t2;
+    CHECK(pthread_create(&t1, NULL, dl_thread, &da) == 0);
+    CHECK(pthread_create(&t2, NULL, dl_thread, &db) == 0);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    CHECK_EQ(atomic_load(&da.attempts) + atomic_load(&db.attempts), 3);
+    CHECK_INT(stats_of(pool).retries, >=, 1);
+    dbs_session *s = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "SELECT SUM(v) FROM %s", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 4);
+    dbs_session_close(s);
+
+    atomic_store(&step, 2);
+    struct dl ma = {1, 2, 0}, mb = {2, 1, 0};
+    CHECK(pthread_create(&t1, NULL, dl_manual, &ma) == 0);
+    CHECK(pthread_create(&t2, NULL, dl_manual, &mb) == 0);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    CHECK_EQ(atomic_load(&victims), 1);
+    CHECK_EQ(atomic_load(&winners), 1);
+    s = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "SELECT SUM(v) FROM %s", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 6); /* the winner's two updates only */
+    dbs_session_close(s);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+}
+
+/* ---- kill ---- */
+
+static dbs_pool *super_pool(void)
+{
+    char url[1024];
+    read_line(dir, "super_url", url, sizeof url);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("super pool: %s", err.message);
+    return p;
+}
+
+static void kill_conn(dbs_pool *su, int64_t id)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "KILL %lld", (long long)id);
+    dbs_session *s = open_s(su, NULL);
+    exec_ok(s, sql);
+    dbs_session_close(s);
+}
+
+static int one_select(dbs_session *s, void *arg, dbs_error *err)
+{
+    int64_t *id = arg;
+    dbs_rows *r = dbs_query(s, "SELECT CONNECTION_ID()", NULL, 0, err);
+    if (!r)
+        return err->code;
+    int rc = dbs_rows_next(r, err);
+    if (rc == 1)
+        *id = dbs_rows_int(r, 0);
+    dbs_rows_close(r);
+    return rc == 1 ? 0 : DBS_ESQL;
+}
+
+static void test_kill(void)
+{
+    dbs_pool *su = super_pool();
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.pre_ping = 0; /* the dead connection must reach a unit of work */
+    cfg.log_events = 0;
+    pool = open_pool("test_mysql", &cfg);
+    dbs_error err;
+
+    /* Killed while idle in the pool: the next unit still succeeds. */
+    int64_t id = 0, id2 = 0;
+    CHECK_OK(dbs_transact(pool, NULL, one_select, &id, &err), &err);
+    kill_conn(su, id);
+    uint64_t closed = stats_of(pool).closed;
+    CHECK_OK(dbs_transact(pool, NULL, one_select, &id2, &err), &err);
+    CHECK(id2 != id);
+    CHECK_INT(stats_of(pool).closed, >=, closed + 1);
+
+    /* Killed under a session: its next statement reports the loss, and the
+     * connection is discarded at close. */
+    dbs_session *s = open_s(pool, NULL);
+    id = conn_id(s);
+    kill_conn(su, id);
+    CHECK(dbs_query(s, "SELECT 1", NULL, 0, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONNECT);
+    closed = stats_of(pool).closed;
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(pool).closed, closed + 1);
+    CHECK_OK(dbs_transact(pool, NULL, one_select, &id2, &err), &err);
+    CHECK(id2 != id);
+
+    dbs_pool_close(pool);
+    dbs_pool_close(su);
+}
+
+/* ---- counter ---- */
+
+enum { CT_THREADS = 16, CT_UNITS = 200 };
+
+static int incr(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    char sql[400];
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1 FOR UPDATE", tbl);
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, err);
+    if (!r)
+        return err->code;
+    int rc = dbs_rows_next(r, err);
+    int64_t v = dbs_rows_int(r, 0);
+    dbs_rows_close(r);
+    if (rc != 1)
+        return rc < 0 ? rc : DBS_ESQL;
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = $1 WHERE id = 1", tbl);
+    int64_t n = dbs_exec(s, sql, (dbs_value[]){DBS_INT(v + 1)}, 1, err);
+    return n < 0 ? (int)n : 0;
+}
+
+static void *incr_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < CT_UNITS; i++) {
+        dbs_error err;
+        dbs_context ctx = {.request_id = "incr"};
+        if (dbs_transact(pool, &ctx, incr, NULL, &err) != DBS_OK)
+            CHECK_FAIL("increment: %s", err.message);
+    }
+    return NULL;
+}
+
+static void test_counter(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 8;
+    cfg.retry_max = 10;
+    pool = open_pool("test_mysql", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_ctr"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v BIGINT) ENGINE=InnoDB", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 0)", tbl);
+    run_sql(pool, sql);
+    pthread_t th[CT_THREADS];
+    for (int i = 0; i < CT_THREADS; i++)
+        CHECK(pthread_create(&th[i], NULL, incr_thread, NULL) == 0);
+    for (int i = 0; i < CT_THREADS; i++)
+        pthread_join(th[i], NULL);
+    dbs_session *s = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), CT_THREADS * CT_UNITS);
+    dbs_session_close(s);
+    printf("counter: %d increments, %llu retries, %llu connections\n",
+           CT_THREADS * CT_UNITS, (unsigned long long)stats_of(pool).retries,
+           (unsigned long long)stats_of(pool).created);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+}
+
+/* ---- types ---- */
+
+static void test_types(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    pool = open_pool("test_mysql", &cfg);
+    dbs_error err;
+    dbs_session *s = open_s(pool, NULL);
+
+    /* $n in quotes, backticks and comments is text; a$1 is a name. */
+    dbs_rows *r = dbs_query(s,
+                            "SELECT '$1' AS `a$1`, \"$2 \\\" $1\" /* $3 */, $1 -- $4\n"
+                            ", $2 + $1 # $5\n",
+                            (dbs_value[]){DBS_INT(5), DBS_INT(10)}, 2, &err);
+    if (!r)
+        CHECK_FAIL("quotes: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_STR(dbs_rows_name(r, 0), "a$1");
+    CHECK_STR(dbs_rows_text(r, 0, NULL), "$1");
+    CHECK_STR(dbs_rows_text(r, 1, NULL), "$2 \" $1");
+    CHECK_EQ(dbs_rows_int(r, 2), 5);
+    CHECK_EQ(dbs_rows_int(r, 3), 15);
+    dbs_rows_close(r);
+
+    /* Numbers and text the server computes, each read every way. */
+    r = dbs_query(s,
+                  "SELECT CAST(18446744073709551615 AS UNSIGNED), CAST(-128 AS SIGNED), "
+                  "1.5e0, CAST(12.25 AS DECIMAL(10,2)), DATE('2024-02-29'), "
+                  "CAST(2.5 AS FLOAT), TRUE, NULL, _utf8mb4'\xc3\xa9t\xc3\xa9', "
+                  "X'00FF00'",
+                  NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("computed: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_STR(dbs_rows_text(r, 0, NULL), "18446744073709551615");
+    CHECK_EQ(dbs_rows_int(r, 1), -128);
+    CHECK(dbs_rows_real(r, 2) == 1.5);
+    CHECK_STR(dbs_rows_text(r, 3, NULL), "12.25");
+    CHECK(dbs_rows_real(r, 3) == 12.25);
+    CHECK_EQ(dbs_rows_int(r, 3), 12);
+    CHECK_STR(dbs_rows_text(r, 4, NULL), "2024-02-29");
+    CHECK(dbs_rows_real(r, 5) == 2.5);
+    CHECK_EQ(dbs_rows_int(r, 6), 1);
+    CHECK(dbs_rows_is_null(r, 7));
+    CHECK_STR(dbs_rows_text(r, 8, NULL), "\xc3\xa9t\xc3\xa9");
+    size_t len;
+    const unsigned char *b = dbs_rows_blob(r, 9, &len);
+    CHECK_EQ(len, 3);
+    CHECK(b[0] == 0 && b[1] == 0xff && b[2] == 0);
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    dbs_rows_close(r);
+
+    /* A large blob with every byte value, through a table and back. */
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_types"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TEMPORARY TABLE %s (id INT PRIMARY KEY, "
+             "b LONGBLOB, t LONGTEXT, r DOUBLE, n BIGINT)", tbl);
+    exec_ok(s, sql);
+    size_t big = 3u << 20;
+    unsigned char *blob = malloc(big);
+    char *txt = malloc(big + 1);
+    CHECK(blob && txt);
+    for (size_t i = 0; i < big; i++) {
+        blob[i] = (unsigned char)(i * 7 + (i >> 8));
+        txt[i] = (char)('a' + i % 26);
+    }
+    txt[big] = '\0';
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES ($1, $2, $3, $4, $5), "
+             "($1 + 1, NULL, NULL, NULL, NULL)", tbl);
+    dbs_value v[] = {DBS_INT(1), DBS_BLOB(blob, big), DBS_TEXTN(txt, big),
+                     DBS_REAL(-0.1), DBS_INT(INT64_MIN)};
+    CHECK_EQ(dbs_exec(s, sql, v, 5, &err), 2);
+    snprintf(sql, sizeof sql, "SELECT b, t, r, n, id FROM %s ORDER BY id", tbl);
+    r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("select: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    b = dbs_rows_blob(r, 0, &len);
+    CHECK_EQ(len, big);
+    CHECK(memcmp(b, blob, big) == 0);
+    const char *t = dbs_rows_text(r, 1, &len);
+    CHECK_EQ(len, big);
+    CHECK(memcmp(t, txt, big) == 0 && t[big] == '\0');
+    CHECK(dbs_rows_real(r, 2) == -0.1);
+    CHECK_EQ(dbs_rows_int(r, 3), INT64_MIN);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    for (int c = 0; c < 4; c++)
+        CHECK(dbs_rows_is_null(r, c));
+    CHECK_EQ(dbs_rows_int(r, 4), 2);
+    dbs_rows_close(r);
+    free(blob);
+    free(txt);
+
+    /* Many parameters, reused: placeholders beyond the stack array. */
+    char many[1200] = "SELECT 0";
+    dbs_value mv[40];
+    for (int i = 0; i < 40; i++) {
+        mv[i] = DBS_INT(i + 1);
+        char add[32];
+        snprintf(add, sizeof add, " + $%d + $%d", i + 1, 40 - i);
+        strcat(many, add);
+    }
+    CHECK_EQ(query_int(s, many, mv, 40), 2 * (40 * 41 / 2));
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+
+    /* No statement cache: each statement prepared, run and closed. */
+    cfg.stmt_cache_size = 0;
+    pool = open_pool("test_mysql", &cfg);
+    s = open_s(pool, NULL);
+    for (int round = 0; round < 3; round++) {
+        CHECK_EQ(query_int(s, many, mv, 40), 2 * (40 * 41 / 2));
+        CHECK_EQ(dbs_exec(s, "SELEC nonsense", NULL, 0, &err), DBS_ESQL);
+        CHECK_EQ(dbs_rollback(s, &err), DBS_OK);
+    }
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+}
+
+/* ---- connect ---- */
+
+static void test_connect(void)
+{
+    char good[1024], pw[256], port[32], sock[512], url[2048];
+    snprintf(good, sizeof good, "%s", test_url("test_mysql"));
+    read_line(dir, "password", pw, sizeof pw);
+    read_line(dir, "port", port, sizeof port);
+    read_line(dir, "socket", sock, sizeof sock);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    dbs_error err;
+
+    /* A wrong password: ECONNECT, neither password in the message. */
+    const char *wrong = "Wr0ng-Pa55word";
+    snprintf(url, sizeof url, "mysql://dbscope:%s@127.0.0.1:%s/dbscope", wrong, port);
+    cfg.url = url;
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK_CONTAINS(err.message, "password");
+    CHECK(strstr(err.message, wrong) == NULL);
+    CHECK(strstr(err.message, pw) == NULL);
+
+    /* An unknown option names itself, and hides the password. */
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/dbscope?sslmode=require",
+             pw, port);
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "\"sslmode\"");
+    CHECK(strstr(err.message, pw) == NULL);
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:99999/dbscope", pw);
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK(strstr(err.message, pw) == NULL);
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/dbscope?ssl_mode=maybe",
+             pw, port);
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "ssl_mode");
+    /* Unknown database. */
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/nosuchdb", pw, port);
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK_CONTAINS(err.message, "database");
+
+    /* The Unix socket, with a percent-encoded path and user. */
+    char enc[1024];
+    size_t o = 0;
+    for (const char *p = sock; *p && o + 4 < sizeof enc; p++) {
+        if (*p == '/') {
+            memcpy(enc + o, "%2F", 3);
+            o += 3;
+        } else {
+            enc[o++] = *p;
+        }
+    }
+    enc[o] = '\0';
+    snprintf(url, sizeof url, "mysql://db%%73cope:%s@localhost/dbscope?socket=%s", pw, enc);
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("socket: %s", err.message);
+    dbs_session *s = open_s(p, NULL);
+    char v[128];
+    CHECK_CONTAINS(query_text(s, "SELECT CURRENT_USER()", v, sizeof v), "dbscope@localhost");
+    dbs_session_close(s);
+    dbs_pool_close(p);
+
+    /* TLS required: the session is encrypted. */
+    snprintf(url, sizeof url, "%s&ssl_mode=required", good);
+    p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("tls: %s", err.message);
+    s = open_s(p, NULL);
+    dbs_rows *r = dbs_query(s, "SHOW SESSION STATUS LIKE 'Ssl_cipher'", NULL, 0, &err);
+    CHECK(r != NULL);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    size_t len;
+    dbs_rows_text(r, 1, &len);
+    CHECK_INT(len, >, 0);
+    dbs_rows_close(r);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    /* verify_ca against a CA that did not sign the server: refused. */
+    snprintf(url, sizeof url, "%s&ssl_mode=verify_ca&ssl_ca=/etc/ssl/certs/ca-certificates.crt",
+             good);
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK(strstr(err.message, pw) == NULL);
+}
+
+/* ---- timeout ---- */
+
+static void test_timeout(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.statement_timeout_ms = 1500; /* 2 s on the wire: whole seconds */
+    cfg.log_events = 0;
+    /* The URL's read_timeout says the same, for builds whose pool does not
+     * hand statement_timeout_ms to the driver. */
+    char url[1200];
+    snprintf(url, sizeof url, "%s&read_timeout=2", test_url("test_mysql"));
+    dbs_error err;
+    cfg.url = url;
+    pool = dbs_pool_open(&cfg, &err);
+    if (!pool)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = open_s(pool, NULL);
+    int64_t id = conn_id(s);
+    CHECK_EQ(dbs_exec(s, "SELECT SLEEP(30)", NULL, 0, &err), DBS_ESTMT_TIMEOUT);
+    uint64_t closed = stats_of(pool).closed;
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(pool).closed, closed + 1);
+    /* The server no longer runs it. */
+    dbs_pool *su = super_pool();
+    s = open_s(su, NULL);
+    int64_t running = 1;
+    for (int i = 0; i < 200 && running; i++) {
+        running = query_int(s, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                            "WHERE ID = $1 AND INFO LIKE 'SELECT SLEEP%'",
+                            (dbs_value[]){DBS_INT(id)}, 1);
+        if (running)
+            dbs__sleep_ms(50);
+    }
+    CHECK_EQ(running, 0);
+    dbs_session_close(s);
+    dbs_pool_close(su);
+    /* A new connection serves the next session. */
+    s = open_s(pool, NULL);
+    CHECK(conn_id(s) != id);
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+}
+
+/* ---- restart ---- */
+
+enum { RS_THREADS = 8, RS_POOL = 4 };
+static atomic_int stop, done_units, failures, commit_unknown;
+
+static int rs_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    int64_t id = *(int64_t *)arg;
+    char sql[400];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    int64_t rc = dbs_exec(s, sql, (dbs_value[]){DBS_INT(id)}, 1, err);
+    if (rc < 0)
+        return (int)rc;
+    rc = dbs_exec(s, "SELECT SLEEP(0.002)", NULL, 0, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void *rs_worker(void *arg)
+{
+    int64_t base = (intptr_t)arg * 1000000;
+    for (int64_t k = 0; !atomic_load(&stop); k++) {
+        int64_t id = base + k;
+        dbs_error err;
+        int rc = dbs_transact(pool, NULL, rs_unit, &id, &err);
+        if (rc == DBS_ECOMMIT_UNKNOWN)
+            atomic_fetch_add(&commit_unknown, 1);
+        else if (rc != DBS_OK) {
+            fprintf(stderr, "unit failed: %s\n", err.message);
+            atomic_fetch_add(&failures, 1);
+        } else
+            atomic_fetch_add(&done_units, 1);
+    }
+    return NULL;
+}
+
+static void test_restart(void)
+{
+    const char *script = getenv("DBSCOPE_MYSQL_SERVER_SH");
+    CHECK(script != NULL);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = RS_POOL;
+    cfg.min_idle = RS_POOL;
+    cfg.max_overflow = 0;
+    /* Retries outlast the outage (a few seconds: shutdown, InnoDB start). */
+    cfg.retry_max = 20;
+    cfg.retry_cap_ms = 2000;
+    cfg.housekeeping_interval_ms = 100;
+    cfg.circuit_threshold = 0;
+    cfg.log_events = 0;
+    pool = open_pool("test_mysql", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_restart"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id BIGINT PRIMARY KEY) ENGINE=InnoDB", tbl);
+    run_sql(pool, sql);
+    pthread_t th[RS_THREADS];
+    for (intptr_t i = 0; i < RS_THREADS; i++)
+        CHECK(pthread_create(&th[i], NULL, rs_worker, (void *)i) == 0);
+    WAIT_UNTIL(atomic_load(&done_units) > 50, 30000);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "sh %s restart %s >/dev/null", script, dir);
+    CHECK_EQ(system(cmd), 0);
+    int before = atomic_load(&done_units);
+    WAIT_UNTIL(atomic_load(&done_units) > before + 100, 60000);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < RS_THREADS; i++)
+        pthread_join(th[i], NULL);
+    printf("restart: units done %d, commit outcome unknown %d, failed %d, retries %llu\n",
+           atomic_load(&done_units), atomic_load(&commit_unknown), atomic_load(&failures),
+           (unsigned long long)stats_of(pool).retries);
+    CHECK_INT(atomic_load(&done_units), >, before + 100);
+    CHECK_EQ(atomic_load(&failures), 0);
+    CHECK_INT(stats_of(pool).retries, >=, 1);
+    WAIT_UNTIL(stats_of(pool).size == RS_POOL, 30000);
+    CHECK_EQ(stats_of(pool).size, RS_POOL);
+    dbs_session *ss[RS_POOL];
+    for (int i = 0; i < RS_POOL; i++) {
+        ss[i] = open_s(pool, NULL);
+        CHECK_EQ(query_int(ss[i], "SELECT 1", NULL, 0), 1);
+    }
+    for (int i = 0; i < RS_POOL; i++)
+        dbs_session_close(ss[i]);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+}
+
+/* ---- stall: the server stops answering (SIGSTOP) ---- */
+
+/* 1 when every thread of process pid is stopped. */
+static int all_stopped(const char *pid)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/proc/%s/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int all = 1;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char st[600], buf[512];
+        snprintf(st, sizeof st, "%s/%s/stat", path, de->d_name);
+        FILE *f = fopen(st, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')'); /* the name may hold spaces */
+        if (!rp || (rp[2] != 'T' && rp[2] != 't'))
+            all = 0;
+    }
+    closedir(d);
+    return all;
+}
+
+static void signal_server(const char *sig)
+{
+    char pid[32], cmd[128];
+    read_line(dir, "data/mariadbd.pid", pid, sizeof pid);
+    snprintf(cmd, sizeof cmd, "kill -%s %s", sig, pid);
+    CHECK_EQ(system(cmd), 0);
+    /* A stop takes effect a moment after kill returns: wait for it, so the
+     * statement below is sure to meet a server that does not answer. */
+    if (!strcmp(sig, "STOP")) {
+        WAIT_UNTIL(all_stopped(pid), 10000);
+        CHECK(all_stopped(pid));
+    }
+}
+
+static int stall_calls;
+
+/* Runs a statement, then stops the server: the COMMIT that follows is
+ * left without an answer. */
+static int stall_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    stall_calls++;
+    if (dbs_exec(s, "SELECT 6", NULL, 0, err) < 0)
+        return err->code;
+    signal_server("STOP");
+    return 0;
+}
+
+static void test_stall(void)
+{
+    char url[1200];
+    snprintf(url, sizeof url, "%s&read_timeout=2&write_timeout=2", test_url("test_mysql"));
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.log_events = 0;
+    cfg.statement_timeout_ms = 2000;
+    dbs_error err;
+    pool = dbs_pool_open(&cfg, &err);
+    if (!pool)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    signal_server("STOP");
+    /* The call returns, with the bound's error, although nothing answers
+     * (and the server-side kill cannot connect either). */
+    int64_t rc = dbs_exec(s, "SELECT 2", NULL, 0, &err);
+    signal_server("CONT");
+    CHECK_EQ(rc, DBS_ESTMT_TIMEOUT);
+    uint64_t closed = stats_of(pool).closed;
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(pool).closed, closed + 1);
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 3", NULL, 0), 3);
+    dbs_session_close(s);
+
+    /* COMMIT sent to a server that stopped answering: the outcome is
+     * unknown, and dbs_transact does not run the unit again. */
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 4", NULL, 0), 4); /* a transaction is open */
+    signal_server("STOP");
+    rc = dbs_commit(s, &err);
+    signal_server("CONT");
+    CHECK_EQ(rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK_CONTAINS(err.message, "COMMIT");
+    dbs_session_close(s);
+    uint64_t retries = stats_of(pool).retries;
+    stall_calls = 0;
+    rc = dbs_transact(pool, NULL, stall_unit, NULL, &err);
+    signal_server("CONT");
+    CHECK_EQ(rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK_EQ(stall_calls, 1);
+    CHECK_EQ(stats_of(pool).retries, retries);
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 5", NULL, 0), 5);
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+}
+
+int main(int argc, char **argv)
+{
+    dir = getenv("DBSCOPE_MYSQL_DIR");
+    CHECK(dir != NULL);
+    CHECK(argc > 1);
+    const char *part = argv[1];
+    if (!strcmp(part, "reset"))
+        test_reset();
+    else if (!strcmp(part, "errors"))
+        test_errors();
+    else if (!strcmp(part, "deadlock"))
+        test_deadlock();
+    else if (!strcmp(part, "kill"))
+        test_kill();
+    else if (!strcmp(part, "counter"))
+        test_counter();
+    else if (!strcmp(part, "types"))
+        test_types();
+    else if (!strcmp(part, "connect"))
+        test_connect();
+    else if (!strcmp(part, "timeout"))
+        test_timeout();
+    else if (!strcmp(part, "restart"))
+        test_restart();
+    else if (!strcmp(part, "stall"))
+        test_stall();
+    else
+        CHECK_FAIL("unknown part %s", part);
+    printf("test_mysql %s: ok\n", part);
+    return 0;
+}
