@@ -4,9 +4,9 @@
 # PostgreSQL, in one run: the same functional checks against all three
 # first (the load is refused unless all pass), then the same wrk mix at the
 # same connection counts; writes docs/bench/shiftboard-py.{json,svg} and the
-# shiftboard-py section of docs/benchmarks.md. About 6 minutes on 2 cores.
+# shiftboard-py section of docs/benchmarks.md. About 12 minutes on 2 cores.
 #
-#   bench/shiftboard/py/compare.sh [--duration S] [--conns 8,32,128] [--only sqlite]
+#   bench/shiftboard/py/compare.sh [--duration S] [--rounds N] [--conns 8,32,128] [--only sqlite]
 #                                  [--no-report] [--logs DIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
