@@ -113,6 +113,11 @@ class Server:
             todo += children.get(p, [])
         return out
 
+    def schedstat(self):
+        """Per thread of the server's processes: (ns on a CPU, ns waiting on
+        a run queue), from /proc/PID/task/TID/schedstat."""
+        return schedstat_of(self.pids())
+
     def rss_kb(self):
         total = 0
         for p in self.pids():
@@ -137,6 +142,34 @@ class Server:
         return self.proc.returncode
 
 
+def schedstat_of(pids):
+    out = {}
+    for p in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (p, t)) as f:
+                    run, wait = f.read().split()[:2]
+                out[int(t)] = (int(run), int(wait))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def sched_delta(before, after):
+    """CPU and run-queue time (ns) of the threads between two snapshots;
+    a thread that started in between counts from zero."""
+    run = wait = 0
+    for t, (r, w) in after.items():
+        r0, w0 = before.get(t, (0, 0))
+        run += r - r0
+        wait += w - w0
+    return run, wait
+
+
 def post(base, path, body):
     req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -154,21 +187,27 @@ def tokens(base):
     return " ".join(out)
 
 
-def wrk(base, toks, conns, duration, server=None):
+def wrk(base, toks, conns, duration, server=None, db_pids=None):
     env = dict(os.environ, SB_TOKENS=toks)
     cmd = ["wrk", "-t%d" % WRK_THREADS, "-c%d" % conns, "-d%ds" % duration, "--latency",
            "--timeout", "10s", "-s", os.path.join(ROOT, "bench", "shiftboard", "mix.lua"), base]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True)
     peak = 0
+    s0 = server.schedstat() if server else {}
+    d0 = schedstat_of(db_pids()) if db_pids else {}
     while p.poll() is None:
         if server:
             peak = max(peak, server.rss_kb())
         time.sleep(0.5)
+    s1 = server.schedstat() if server else {}
+    d1 = schedstat_of(db_pids()) if db_pids else {}
     out = p.stdout.read()
     if p.returncode != 0:
         raise RuntimeError("wrk failed:\n" + out)
     r = {"conns": conns, "duration_s": duration, "rss_kb": peak}
+    r["cpu_ns"], r["runq_ns"] = sched_delta(s0, s1)
+    r["db_cpu_ns"] = sched_delta(d0, d1)[0] if db_pids else None
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     r["rps"] = float(m.group(1)) if m else None
     m = re.search(r"(\d+) requests in", out)
@@ -182,6 +221,10 @@ def wrk(base, toks, conns, duration, server=None):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     r["socket_errors"] = dict(zip(["connect", "read", "write", "timeout"],
                                   (int(x) for x in m.groups()))) if m else {}
+    n = r["requests"] or 0
+    r["cpu_us_req"] = r["cpu_ns"] / n / 1000 if n else None
+    r["runq_us_req"] = r["runq_ns"] / n / 1000 if n else None
+    r["db_cpu_us_req"] = r["db_cpu_ns"] / n / 1000 if n and r["db_cpu_ns"] is not None else None
     r["wrk"] = out
     return r
 
@@ -202,6 +245,23 @@ def pg_databases(pgdir, names):
         out[n] = re.sub(r"/dbscope\?", "/%s?" % n, url)
     c.close()
     return out
+
+
+def backends(pgdir, dbname):
+    """A function giving the pids of the PostgreSQL backends connected to
+    dbname (the system's pool), read from pg_stat_activity."""
+    import psycopg2
+    su = open(os.path.join(pgdir, "super_url")).read().strip()
+
+    def pids():
+        c = psycopg2.connect(su)
+        try:
+            cur = c.cursor()
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))
+            return [r[0] for r in cur.fetchall()]
+        finally:
+            c.close()
+    return pids
 
 
 def versions():
@@ -328,7 +388,12 @@ def section(res):
       "1-minute load average before a point ranged from %.1f to %.1f during this run, "
       "so the absolute numbers are a floor and the ratios are what to read. Memory is "
       "the largest sum of VmRSS over all the server's processes (gunicorn's master and "
-      "workers), sampled every 0.5 s, over all rounds of the point." % (
+      "workers), sampled every 0.5 s, over all rounds of the point. CPU and run-queue "
+      "wait are from the schedstat of every thread of the server's processes (and, on "
+      "PostgreSQL, of the backends serving its database), over the point, divided by the "
+      "requests wrk completed: CPU per request is the measure that other load on the "
+      "machine disturbs least; run-queue wait is time a thread was ready to run but had "
+      "no core." % (
           WRK_THREADS, res["duration_s"], res["warmup_s"], res["rounds"], os.cpu_count(),
           min(loads), max(loads)))
     w("")
@@ -338,8 +403,11 @@ def section(res):
     for db, title in (("sqlite", "SQLite (WAL, one file)"), ("postgresql", "PostgreSQL (TCP, TLS, RLS)")):
         w("### %s" % title)
         w("")
-        w("| system | connections | requests/s | p50 | p99 | non-2xx | socket errors | RSS (MiB) | shiftboard vs. it |")
-        w("|---|---|---|---|---|---|---|---|---|")
+        pg = db == "postgresql"
+        w("| system | connections | requests/s | p50 | p99 | non-2xx | socket errors | "
+          "RSS (MiB) | server CPU µs/req |%s run-queue wait µs/req | shiftboard vs. it |" % (
+              " PostgreSQL CPU µs/req |" if pg else ""))
+        w("|---|---|---|---|---|---|---|---|---|%s---|---|" % ("---|" if pg else ""))
         for s in SYSTEMS:
             for r in sorted((r for r in res["runs"] if r["db"] == db and r["system"] == s),
                             key=lambda r: r["conns"]):
@@ -349,12 +417,15 @@ def section(res):
                 if s != "shiftboard" and sb and r["rps"] and r.get("p99_ms"):
                     vs = "%.1f× the req/s, p99 ÷%.1f" % (sb["rps"] / r["rps"],
                                                           r["p99_ms"] / sb["p99_ms"])
-                se = sum(r["socket_errors"].values()) if r["socket_errors"] else 0
-                w("| %s | %d | %s | %s ms | %s ms | %d | %s | %.1f | %s |" % (
+                    if sb.get("cpu_us_req") and r.get("cpu_us_req"):
+                        vs += ", CPU ÷%.1f" % (r["cpu_us_req"] / sb["cpu_us_req"])
+                w("| %s | %d | %s | %s ms | %s ms | %d | %s | %.1f | %s |%s %s | %s |" % (
                     NAMES[s], r["conns"], fmt(r["rps"]), fmt(r.get("p50_ms")),
                     fmt(r.get("p99_ms")), r["non_2xx"] or 0,
                     ", ".join("%s %d" % kv for kv in r["socket_errors"].items() if kv[1]) or "0",
-                    r["rss_kb"] / 1024, vs))
+                    r["rss_kb"] / 1024, fmt(r.get("cpu_us_req")),
+                    (" %s |" % fmt(r.get("db_cpu_us_req"))) if pg else "",
+                    fmt(r.get("runq_us_req")), vs))
         w("")
     w("![requests/s and p99 against connections](bench/shiftboard-py.svg)")
     w("")
@@ -496,19 +567,25 @@ def main():
                     for i in range(len(SYSTEMS)):
                         s = SYSTEMS[(i + rnd) % len(SYSTEMS)]
                         load0 = open("/proc/loadavg").read().split()[0]
-                        r = wrk(srvs[s].base, toks[s], c, a.duration, srvs[s])
+                        r = wrk(srvs[s].base, toks[s], c, a.duration, srvs[s],
+                                backends(pgdir, "%s_load" % s) if db == "postgresql" else None)
                         r.update(system=s, db=db, round=rnd, loadavg_before=float(load0))
                         runs.setdefault((s, c), []).append(r)
                         print("load %-10s %-10s c=%-4d round %d: %8.0f req/s  p50 %7.2f ms  "
-                              "p99 %8.2f ms  non-2xx %d  sockerr %s  rss %.0f MiB  load %s" % (
+                              "p99 %8.2f ms  non-2xx %d  sockerr %s  rss %.0f MiB  cpu %.0f us/req"
+                              "  runq %.0f us/req  db cpu %s us/req  load %s" % (
                                   s, db, c, rnd, r["rps"] or 0, r.get("p50_ms", 0),
                                   r.get("p99_ms", 0), r["non_2xx"] or 0, r["socket_errors"],
-                                  r["rss_kb"] / 1024, load0), flush=True)
+                                  r["rss_kb"] / 1024, r["cpu_us_req"] or 0,
+                                  r["runq_us_req"] or 0,
+                                  "%.0f" % r["db_cpu_us_req"] if r["db_cpu_us_req"] else "-",
+                                  load0), flush=True)
             for (s, c), rs in runs.items():
                 rs = sorted(rs, key=lambda r: r["rps"] or 0)
                 med = dict(rs[len(rs) // 2])
                 med["rounds"] = [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "non_2xx",
-                                                          "rss_kb", "loadavg_before")}
+                                                          "rss_kb", "cpu_us_req", "runq_us_req",
+                                                          "db_cpu_us_req", "loadavg_before")}
                                  for r in sorted(rs, key=lambda r: r["round"])]
                 med["rss_kb"] = max(r["rss_kb"] for r in rs)
                 res["runs"].append(med)
