@@ -19,6 +19,7 @@ installs the packages, builds shiftboard and calls this):
 
     compare.py --build BUILD_DIR [--duration 10] [--rounds 3] [--conns 8,32,128]
                [--only sqlite,postgresql] [--no-report] [--logs DIR]
+    compare.py --report-from docs/bench/shiftboard-py.json   (the report again)
 """
 import argparse
 import json
@@ -307,7 +308,8 @@ def plot(res, svg):
                     continue
                 f.write("# %s %s\n" % (db, s))
                 for r in sorted(rows, key=lambda r: r["conns"]):
-                    f.write("%d %f %f\n" % (r["conns"], r["rps"] or 0, r.get("p99_ms") or 0))
+                    f.write("%d %f %f %f\n" % (r["conns"], r["rps"] or 0, r.get("p99_ms") or 0,
+                                               r.get("cpu_us_req") or 0))
                 f.write("\n\n")
                 blocks.append((db, s))
     colors = {"shiftboard": "#1f77b4", "fastapi": "#2ca02c", "flask": "#d62728"}
@@ -320,9 +322,9 @@ def plot(res, svg):
                 "SQLite" if db == "sqlite" else "PostgreSQL")
             for i, (db, s) in enumerate(blocks))
     script = [
-        "set terminal svg size 900,420 font 'sans,11' background '#ffffff'",
+        "set terminal svg size 1200,440 font 'sans,11' background '#ffffff'",
         "set output '%s'" % svg,
-        "set multiplot layout 1,2 title 'shiftboard vs. the Python stack: mix.lua under wrk "
+        "set multiplot layout 1,3 title 'shiftboard vs. the Python stack: mix.lua under wrk "
         "(solid SQLite, dashed PostgreSQL)'",
         "set logscale x 2; set logscale y; set grid",
         "set key outside bottom center horizontal font 'sans,8' maxrows 3",
@@ -330,6 +332,8 @@ def plot(res, svg):
         plots(2),
         "set ylabel 'p99 latency (ms)'",
         plots(3),
+        "set ylabel 'server CPU per request (µs)'",
+        plots(4),
         "unset multiplot",
     ]
     subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True)
@@ -427,7 +431,8 @@ def section(res):
                     (" %s |" % fmt(r.get("db_cpu_us_req"))) if pg else "",
                     fmt(r.get("runq_us_req")), vs))
         w("")
-    w("![requests/s and p99 against connections](bench/shiftboard-py.svg)")
+    w("![requests/s, p99 and server CPU per request against connections]"
+      "(bench/shiftboard-py.svg)")
     w("")
     w("**Target: shiftboard at 10× the throughput or more, and a tenth of the p99 or "
       "less, of each peer at equal pool size.** %s" % res["verdict"])
@@ -492,7 +497,9 @@ def report(res):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", required=True)
+    ap.add_argument("--build")
+    ap.add_argument("--report-from", metavar="JSON",
+                    help="only write the report again from a run's saved results")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=3)
@@ -502,6 +509,12 @@ def main():
     ap.add_argument("--logs", help="copy the servers' logs into this directory")
     ap.add_argument("--command", default="bench/shiftboard/py/compare.sh")
     a = ap.parse_args()
+    if a.report_from:
+        with open(a.report_from) as f:
+            report(json.load(f))
+        return 0
+    if not a.build:
+        ap.error("--build is required")
     conns = [int(x) for x in a.conns.split(",")]
     dbs = a.only.split(",")
     t0 = time.time()
