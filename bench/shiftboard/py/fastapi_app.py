@@ -60,6 +60,15 @@ def on_error(request: Request, e: HTTPError):
                         headers=headers_for(request, e.headers))
 
 
+@app.exception_handler(Exception)
+def on_crash(request: Request, e: Exception):
+    # still JSON, without details; the traceback goes to the log
+    import traceback
+    traceback.print_exc()
+    return JSONResponse({"error": "internal error (request %s)" % request_id(request)},
+                        status_code=500, headers=headers_for(request))
+
+
 @app.exception_handler(StarletteHTTPException)
 def on_http_error(request: Request, e: StarletteHTTPException):
     extra = dict(e.headers or {})

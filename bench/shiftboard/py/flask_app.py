@@ -68,6 +68,13 @@ def on_http_error(e):
     return answer(e.code, {"error": msg}, headers)
 
 
+@app.errorhandler(Exception)
+def on_crash(e):
+    # still JSON, without details; the traceback goes to the log
+    app.logger.exception("request %s", g.get("rid"))
+    return answer(500, {"error": "internal error (request %s)" % g.get("rid")})
+
+
 def shift_id(sid):
     n = sbcore.parse_id(sid)
     if n is None:

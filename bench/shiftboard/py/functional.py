@@ -118,6 +118,7 @@ def run(base):
         ("malformed JSON", b'{"name": "x", '),
         ("not an object", b'["x", "y"]'),
         ("empty body", b''),
+        ("nested 5000 deep", b"[" * 5000 + b"]" * 5000),
         ("missing name", json.dumps({"password": pw}).encode()),
         ("missing password", json.dumps({"name": "carol-" + sfx}).encode()),
         ("name not a string", json.dumps({"name": 7, "password": pw}).encode()),

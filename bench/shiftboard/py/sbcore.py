@@ -237,6 +237,8 @@ def body_object(raw):
                        parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, "malformed JSON: %s" % e)
+    except RecursionError:  # 16 KiB of "[" nest deeper than the parser recurses
+        raise HTTPError(400, "malformed JSON: nested too deeply")
     if not isinstance(j, dict):
         raise HTTPError(400, "the body must be a JSON object")
     return j
