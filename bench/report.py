@@ -245,9 +245,26 @@ def write(outdir, med, commands, rec, mem, ver, meta):
               m["backend"], "{:,}".format(m["dbscope_bytes_per_conn"]), m["connections"],
               "{:,}".format(m["pooled_bytes_per_conn"]), "{:,}".format(m["raw_bytes_per_conn"])))
     w("")
+    kept = kept_sections(os.path.join(outdir, "benchmarks.md"))
+    if kept:
+        w(kept)
+        w("")
     w(targets(med, rec))
     with open(os.path.join(outdir, "benchmarks.md"), "w") as f:
         f.write("\n".join(L) + "\n")
+
+
+def kept_sections(path):
+    """Sections other runners write into benchmarks.md between
+    "<!-- section: NAME ... -->" and "<!-- end section: NAME -->" (such as
+    bench/shiftboard/py/compare.sh's): kept as they are, since this run does
+    not measure them."""
+    try:
+        md = open(path).read()
+    except OSError:
+        return ""
+    return "\n\n".join(m.group(0) for m in re.finditer(
+        r"<!-- section: (\S+).*?-->.*?<!-- end section: \1 -->", md, re.S))
 
 
 def targets(med, rec):
