@@ -109,6 +109,12 @@ typedef struct dbs__driver {
     void *(*native)(void *c);
     /* Closes and frees c. Never fails. */
     void (*close)(void *c);
+    /* Optional (NULL: the backend cannot enforce read-only sessions, and
+     * dbs_session_open_ro refuses it). on = 1: every transaction begun
+     * from now on is read-only, enforced by the database; on = 0: back to
+     * read-write, called before the connection's reset at release. Must
+     * not by itself make reset treat the connection as dirty. */
+    int (*set_read_only)(void *c, int on, dbs_error *err);
 } dbs__driver;
 
 extern const dbs__driver dbs__driver_sqlite;

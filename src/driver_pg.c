@@ -50,6 +50,7 @@ typedef struct pg_conn {
     bool tx_sent;       /* BEGIN sent: a transaction is open server-side */
     bool rollback_owed; /* a dirty session's ROLLBACK, sent with the next
                            batch or the reset */
+    bool read_only;     /* transactions begin READ ONLY (set_read_only) */
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -130,7 +131,9 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
                      !strcmp(st, "57P02") || !strcmp(st, "57P03"))) ||
              PQstatus(c->pg) != CONNECTION_OK)
         code = DBS_ECONNECT;
-    if (code == DBS_ECONNECT)
+    /* A read-write session refused as read-only: the server is a standby
+     * now (a failed-over primary); the next connect finds the writable one. */
+    if (code == DBS_ECONNECT || (st && !strcmp(st, "25006") && !c->read_only))
         c->broken = true;
     dbs__err(err, code, "postgresql: %s", m[0] ? m : "statement failed");
     if (st)
@@ -256,6 +259,13 @@ static int pg_ping(void *vc, dbs_error *err)
 {
     pg_conn *c = vc;
     return simple(c, ";", "ping", err);
+}
+
+static int pg_set_read_only(void *vc, int on, dbs_error *err)
+{
+    (void)err;
+    ((pg_conn *)vc)->read_only = on != 0;
+    return DBS_OK;
 }
 
 static int pg_begin(void *vc, const dbs_context *ctx, dbs_error *err)
@@ -478,7 +488,8 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
     }
     if (c->begin_pending) {
         ok = ok &&
-             PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+             PQsendQueryParams(c->pg, c->read_only ? "BEGIN READ ONLY" : "BEGIN",
+                               0, NULL, NULL, NULL, NULL, 0);
         sent++;
         const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
                              c->ctx ? c->ctx->user_id : NULL,
@@ -842,4 +853,5 @@ const dbs__driver dbs__driver_pg = {
     .is_broken = pg_is_broken,
     .native = pg_native,
     .close = pg_close,
+    .set_read_only = pg_set_read_only,
 };
