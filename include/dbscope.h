@@ -254,7 +254,7 @@ typedef struct dbs_config {
      * closed with this pool. A background monitor keeps one extra
      * connection to the primary and to each replica to measure lag
      * (docs/postgresql.md, "Replicas and failover"). Copied at open.
-     * NULL = no replicas: read-only sessions run on this pool. */
+     * NULL or "" = no replicas: read-only sessions run on this pool. */
     const char *replica_url;
     int replica_max_lag_ms;       /* a replica qualifies only while it has
                                      replayed all the primary wrote more

@@ -545,7 +545,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     int memory;
     if (dbs__url_parse(cfg->url, &drv, &conninfo, &memory, err) != DBS_OK)
         return NULL;
-    if (cfg->replica_url && strcmp(drv->name, "postgresql") != 0) {
+    if (cfg->replica_url && *cfg->replica_url && strcmp(drv->name, "postgresql") != 0) {
         free(conninfo);
         dbs__err(err, DBS_ECONFIG,
                  "replica_url is set but the primary's URL is %s: read replicas are a "
@@ -648,7 +648,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
         dbs_pool_close(p);
         return NULL;
     }
-    if (cfg->replica_url) {
+    if (cfg->replica_url && *cfg->replica_url) {
         dbs_error rerr;
         if (dbs__replicas_open(p, &rerr) != DBS_OK) {
             if (err)

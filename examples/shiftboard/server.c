@@ -403,6 +403,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "shiftboard: %s\n", err.message);
         return 2;
     }
+    cfg.replica_url = getenv("DATABASE_REPLICA_URL"); /* GET routes read there */
     app.pool = dbs_pool_open(&cfg, &err);
     if (!app.pool) {
         fprintf(stderr, "shiftboard: %s\n", err.message);
