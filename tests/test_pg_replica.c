@@ -10,6 +10,7 @@
  *
  * Usage: test_pg_replica SCRIPT DIR (the script and a scratch directory). */
 #include "common.h"
+#include "sizing.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -188,6 +189,18 @@ static void test_routing(const char *url_a, const char *url_b)
     int64_t count = -1;
     CHECK_OK(dbs_transact_ro(p, NULL, work_count, &count, &err), &err);
     CHECK_INT(count, >=, 0);
+
+    /* shutdown covers the replicas: a session open on one counts as not
+     * drained, gets DBS_ECLOSED, and closes cleanly */
+    s = dbs_session_open_ro(p, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 1);
+    CHECK_EQ(dbs_exec(s, "SELECT 1", NULL, 0, &err), DBS_ECLOSED);
+    CHECK(dbs_session_open_ro(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    dbs_session_close(s);
+    CHECK_EQ(dbs_pool_shutdown(p, 1000), 0);
+    CHECK_EQ(stats_of(p).replica_size, 0);
     dbs_pool_close(p);
 }
 
@@ -414,6 +427,57 @@ static void test_failover(void)
     dbs_pool_close(old);
 }
 
+/* The sizing rule on a real server: N pools of pool_size connections each
+ * against max_connections (100) less superuser_reserved_connections (3),
+ * with nothing else connected: as many pools as dbscope-sizing says reach
+ * their peak, and the connects beyond max_connections - reserved are
+ * refused. */
+static void test_sizing_rule(const char *url_a)
+{
+    enum { N = 7, SIZE = 16 };
+    dbs_sizing_in in = {.processes = N, .pool_size = SIZE, .max_overflow = 0,
+                        .max_connections = 100, .superuser_reserved = 3};
+    dbs_sizing_out out;
+    dbs_sizing(&in, &out);
+    CHECK_EQ(out.fits, 0);
+    dbs_pool *pools[N];
+    static dbs_session *held[N * SIZE];
+    int nheld = 0, full = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url_a;
+        cfg.pool_size = SIZE;
+        cfg.max_overflow = 0;
+        cfg.lazy_open = 1;
+        cfg.log_events = 0;
+        cfg.acquire_timeout_ms = 5000;
+        dbs_error err;
+        pools[i] = dbs_pool_open(&cfg, &err);
+        CHECK(pools[i] != NULL);
+        int got = 0;
+        for (int k = 0; k < SIZE; k++) {
+            dbs_session *s = dbs_session_open(pools[i], NULL, &err);
+            if (!s) {
+                CHECK_EQ(err.code, DBS_ECONNECT);
+                CHECK_CONTAINS(err.message, "slots are reserved");
+                refused++;
+                break;
+            }
+            held[nheld++] = s;
+            got++;
+        }
+        full += got == SIZE;
+    }
+    CHECK_EQ(full, out.fit_processes);
+    CHECK_EQ(nheld, out.available);
+    CHECK_EQ(refused, 1);
+    for (int i = 0; i < nheld; i++)
+        dbs_session_close(held[i]);
+    for (int i = 0; i < N; i++)
+        dbs_pool_close(pools[i]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -432,6 +496,8 @@ int main(int argc, char **argv)
     url_for(url_b, sizeof url_b, port_b, 1, false, "");
     url_for(super_b, sizeof super_b, port_b, 1, true, "");
 
+    printf("-- %s\n", "test_sizing_rule");
+    test_sizing_rule(url_a);
     printf("-- %s\n", "test_routing");
     fflush(stdout);
     test_routing(url_a, url_b);
