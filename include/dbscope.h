@@ -315,7 +315,9 @@ typedef struct dbs_stats {
     int replica_in_use;       /* replica connections held by sessions */
     int64_t replica_lag_ms;   /* the largest lag of a replica, -1 when one
                                  is unknown (not measured lately) or there
-                                 are no replicas */
+                                 are no replicas; a host of replica_url
+                                 found not in recovery (the primary) is
+                                 left out */
     uint64_t ro_fallbacks;    /* read-only sessions run on the primary (or
                                  refused, replica_fallback = 0) because no
                                  replica qualified */

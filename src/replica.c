@@ -129,6 +129,13 @@ static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, i
         if (rc != DBS_OK || nulls[0])
             return rc != DBS_OK ? rc : DBS_ESQL;
         pthread_mutex_lock(&rs->mu);
+        /* Positions only grow on one primary; a smaller one means another
+         * server is primary now (a failover), whose history may never
+         * contain what the old one wrote last: forget those samples, or a
+         * replica would look behind them for good. */
+        while (rs->ring_n > 0 &&
+               rs->ring_lsn[(rs->ring_start + rs->ring_n - 1) % RING] > v[0])
+            rs->ring_n--;
         int last = (rs->ring_start + rs->ring_n - 1) % RING;
         if (rs->ring_n == 0 || rs->ring_lsn[last] != v[0]) {
             if (rs->ring_n == RING) { /* drop the oldest */
@@ -432,6 +439,10 @@ void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
         out->replica_size += st.size;
         out->replica_in_use += st.in_use;
         int64_t l = dbs__replica_lag_ms(p, i);
+        replica *r = &rs->r[i];
+        int64_t ok = atomic_load(&r->ok_ns);
+        if (l < 0 && ok && dbs__now_ns() - ok <= stale_ns && !atomic_load(&r->in_recovery))
+            continue; /* measured, and not a replica: a primary listed too */
         if (l < 0 || lag < 0)
             lag = -1;
         else if (l > lag)
