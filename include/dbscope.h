@@ -346,8 +346,8 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * thread; NULL is a no-op. */
 void dbs_pool_close(dbs_pool *pool);
 
-/* Graceful shutdown, for servers. From the call on, every new session on
- * pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
+/* Graceful shutdown, for servers, of pool and its replicas' pools. From the
+ * call on, every new session on pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
  * with DBS_ECLOSED; idle connections are closed and the housekeeper is told
  * to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
@@ -370,7 +370,11 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
 
 /* Writes the pool's stats as Prometheus text exposition (version 0.0.4):
  * gauges and counters with HELP and TYPE lines, wait and usage times as
- * Prometheus histograms, every series labelled pool="<name>". Returns the
+ * Prometheus histograms, every series labelled pool="<name>" and
+ * target="primary", or, for each replica's pool (replica_url),
+ * target="replica" and host="<host:port>"; with replicas, also
+ * dbscope_replica_lag_seconds per replica (-1: unknown) and
+ * dbscope_ro_fallbacks_total. Returns the
  * length of the whole text (like snprintf: if >= len, it was cut; call again
  * with a larger buffer), or a negative dbs_code. buf is always
  * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
@@ -398,7 +402,8 @@ typedef struct dbs_session_info {
 
 typedef void (*dbs_session_fn)(const dbs_session_info *info, void *user);
 
-/* Calls fn for every session open on pool at one instant, oldest first:
+/* Calls fn for every session open on pool (its replicas' included, see
+ * target) at one instant, oldest first:
  * who holds which connection, where it was acquired, since when. The list
  * is copied under the pool's locks and fn runs after they are released, so
  * fn may call any dbscope function. Returns the number of sessions visited,
