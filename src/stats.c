@@ -209,7 +209,7 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
         return DBS_EMISUSE;
     /* the primary first, then each replica's pool */
     const int T = 1 + dbs__replicas_count(p);
-    snapshot *sn = malloc(sizeof *sn * (size_t)T);
+    snapshot *sn = calloc((size_t)T, sizeof *sn);
     char **labs = calloc((size_t)T, sizeof *labs);
     int rc = sn && labs ? DBS_OK : DBS_ENOMEM;
     for (int t = 0; rc == DBS_OK && t < T; t++) {
@@ -378,123 +378,99 @@ static int by_age(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* One pool's sessions, copied under its locks into *out (strings in
- * *out_strs); both malloc'd. */
-static int collect(dbs_pool *p, listed **out_list, char **out_strs, size_t *out_n)
+/* The list being gathered: one allocation of entries and one of strings,
+ * sized outside the locks and checked under them. */
+typedef struct gather {
+    listed *list;
+    char *strs;
+    size_t cap_n, cap_b, n, used;
+    size_t need_n, need_b; /* what every pool visited needed */
+    bool fits;
+} gather;
+
+/* Adds p's sessions to g under p's shard locks, or, if they do not fit,
+ * only counts what they need. */
+static void gather_pool(dbs_pool *p, gather *g)
 {
     const char *target = p->replica_label ? p->replica_label : "primary";
-    /* Sized outside the locks, checked under them, grown and retried if
-     * more sessions arrived meanwhile. */
-    size_t cap_n = 16, cap_b = 1024, n = 0;
-    listed *list = malloc(sizeof *list * cap_n);
-    char *strs = malloc(cap_b);
-    if (!list || !strs) {
-        free(list);
-        free(strs);
-        return DBS_ENOMEM;
+    int64_t now = dbs__now_ns();
+    dbs__shards_lock(p);
+    size_t pn = 0, pb = 0;
+    for (int k = 0; k < DBS__SHARDS; k++) {
+        for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
+            pn++;
+            const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+            for (int i = 0; i < 3; i++)
+                pb += f[i] ? strlen(f[i]) + 1 : 0;
+        }
     }
-    for (;;) {
-        size_t need_n = 0, need_b = 0, used = 0;
-        int64_t now = dbs__now_ns();
-        dbs__shards_lock(p);
-        for (int k = 0; k < DBS__SHARDS; k++) {
-            for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
-                need_n++;
-                const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
-                for (int i = 0; i < 3; i++)
-                    need_b += f[i] ? strlen(f[i]) + 1 : 0;
-            }
-        }
-        bool fits = need_n <= cap_n && need_b <= cap_b;
-        if (fits) {
-            n = 0;
-            for (int k = 0; k < DBS__SHARDS; k++) {
-                for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
-                    listed *l = &list[n++];
-                    dbs_session_info *in = &l->in;
-                    l->opened_ns = s->opened_ns;
-                    in->file = s->file;
-                    in->line = s->line;
-                    in->func = s->func;
-                    in->thread = (unsigned long)s->owner;
-                    in->age_ms = (now - s->opened_ns) / 1000000;
-                    in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
-                    in->leak_reported = s->leak_reported;
-                    in->conn_id = s->conn ? s->conn->id : 0;
-                    in->target = target;
-                    in->read_only =
-                        atomic_load_explicit(&s->read_only, memory_order_relaxed);
-                    const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
-                    const char **d[3] = {&in->ctx.request_id, &in->ctx.user_id,
-                                         &in->ctx.tenant_id};
-                    for (int i = 0; i < 3; i++) {
-                        *d[i] = NULL;
-                        if (!f[i])
-                            continue;
-                        size_t len = strlen(f[i]) + 1;
-                        memcpy(strs + used, f[i], len);
-                        *d[i] = strs + used;
-                        used += len;
-                    }
-                }
-            }
-        }
+    g->need_n += pn;
+    g->need_b += pb;
+    if (!g->fits || g->n + pn > g->cap_n || g->used + pb > g->cap_b) {
+        g->fits = false;
         dbs__shards_unlock(p);
-        if (fits)
-            break;
-        free(list);
-        free(strs);
-        cap_n = need_n + 16;
-        cap_b = need_b + 1024;
-        list = malloc(sizeof *list * cap_n);
-        strs = malloc(cap_b);
-        if (!list || !strs) {
-            free(list);
-            free(strs);
-            return DBS_ENOMEM;
+        return;
+    }
+    for (int k = 0; k < DBS__SHARDS; k++) {
+        for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
+            listed *l = &g->list[g->n++];
+            dbs_session_info *in = &l->in;
+            l->opened_ns = s->opened_ns;
+            in->file = s->file;
+            in->line = s->line;
+            in->func = s->func;
+            in->thread = (unsigned long)s->owner;
+            in->age_ms = (now - s->opened_ns) / 1000000;
+            in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
+            in->leak_reported = s->leak_reported;
+            in->conn_id = s->conn ? s->conn->id : 0;
+            in->target = target;
+            in->read_only = atomic_load_explicit(&s->read_only, memory_order_relaxed);
+            const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+            const char **d[3] = {&in->ctx.request_id, &in->ctx.user_id, &in->ctx.tenant_id};
+            for (int i = 0; i < 3; i++) {
+                *d[i] = NULL;
+                if (!f[i])
+                    continue;
+                size_t len = strlen(f[i]) + 1;
+                memcpy(g->strs + g->used, f[i], len);
+                *d[i] = g->strs + g->used;
+                g->used += len;
+            }
         }
     }
-    *out_list = list;
-    *out_strs = strs;
-    *out_n = n;
-    return DBS_OK;
+    dbs__shards_unlock(p);
 }
 
 int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
-    /* the primary's sessions and each replica's, one list oldest first */
+    /* The primary's sessions and each replica's, one list oldest first;
+     * grown and gathered again if more sessions arrived meanwhile. */
     const int T = 1 + dbs__replicas_count(p);
-    listed **lists = calloc((size_t)T, sizeof *lists);
-    char **strs = calloc((size_t)T, sizeof *strs);
-    size_t *ns = calloc((size_t)T, sizeof *ns);
-    int rc = lists && strs && ns ? DBS_OK : DBS_ENOMEM;
-    size_t total = 0;
-    for (int t = 0; rc == DBS_OK && t < T; t++) {
-        rc = collect(t == 0 ? p : dbs__replica_pool(p, t - 1), &lists[t], &strs[t], &ns[t]);
-        total += ns[t];
-    }
-    listed *all = rc == DBS_OK ? malloc(sizeof *all * (total ? total : 1)) : NULL;
-    if (all) {
-        size_t k = 0;
-        for (int t = 0; t < T; t++) {
-            memcpy(all + k, lists[t], sizeof *all * ns[t]);
-            k += ns[t];
+    size_t cap_n = 16, cap_b = 1024;
+    for (;;) {
+        gather g = {.cap_n = cap_n, .cap_b = cap_b, .fits = true};
+        g.list = malloc(sizeof *g.list * cap_n);
+        g.strs = malloc(cap_b);
+        if (!g.list || !g.strs) {
+            free(g.list);
+            free(g.strs);
+            return DBS_ENOMEM;
         }
-        qsort(all, total, sizeof *all, by_age); /* oldest first */
-        for (size_t i = 0; i < total; i++)
-            fn(&all[i].in, user);
-    } else {
-        rc = DBS_ENOMEM;
+        for (int t = 0; t < T; t++)
+            gather_pool(t == 0 ? p : dbs__replica_pool(p, t - 1), &g);
+        if (g.fits) {
+            qsort(g.list, g.n, sizeof *g.list, by_age); /* oldest first */
+            for (size_t i = 0; i < g.n; i++)
+                fn(&g.list[i].in, user);
+        }
+        free(g.list);
+        free(g.strs);
+        if (g.fits)
+            return (int)g.n;
+        cap_n = g.need_n + 16;
+        cap_b = g.need_b + 1024;
     }
-    for (int t = 0; t < T; t++) {
-        free(lists ? lists[t] : NULL);
-        free(strs ? strs[t] : NULL);
-    }
-    free(all);
-    free(lists);
-    free(strs);
-    free(ns);
-    return rc == DBS_OK ? (int)total : rc;
 }
