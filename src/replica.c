@@ -66,7 +66,7 @@ struct dbs__replicas {
     int n_threads;                 /* started; set and read by open/shutdown */
     pthread_t *threads;
     monitor *mons;
-    bool stopped;                  /* shutdown ran */
+    atomic_bool stopped;           /* shutdown ran (or is running) */
     /* [mu] the primary's positions, oldest first from ring_start */
     int64_t ring_t[RING], ring_lsn[RING];
     int ring_start, ring_n;
@@ -274,9 +274,9 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err)
 void dbs__replicas_shutdown(dbs_pool *p)
 {
     struct dbs__replicas *rs = p->replicas;
-    if (!rs || rs->stopped)
+    /* once, whichever of shutdown and close comes first */
+    if (!rs || atomic_exchange(&rs->stopped, true))
         return;
-    rs->stopped = true;
     pthread_mutex_lock(&rs->mu);
     rs->stop = true;
     pthread_cond_broadcast(&rs->cv);
