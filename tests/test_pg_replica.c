@@ -336,6 +336,8 @@ static void test_failover(void)
     dbs_config_init(&cfg);
     cfg.url = url_w;
     cfg.replica_url = url_r;
+    /* a bound, so the lag history must survive the switch of primary */
+    cfg.replica_max_lag_ms = 2000;
     cfg.pool_size = 4;
     cfg.max_overflow = 4;
     cfg.retry_max = 20;
