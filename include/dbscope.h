@@ -246,6 +246,28 @@ typedef struct dbs_config {
     int lazy_open;                /* 1: dbs_pool_open connects nothing and
                                      returns at once; sessions fail fast
                                      until the database answers (0) */
+    /* Read replicas (PostgreSQL only; elsewhere DBS_ECONFIG). Where the
+     * sessions of dbs_session_open_ro and dbs_transact_ro go: a URL or
+     * key=value string in libpq's syntax. Several hosts in it
+     * (postgresql://u@h1:5432,h2:5433/db or host=h1,h2 port=5432,5433) are
+     * balanced across, round robin among those that qualify; every other
+     * option applies to each. Each host gets a pool of its own with this
+     * configuration's sizes and bounds, opened lazily and shut down and
+     * closed with this pool. A background monitor keeps one extra
+     * connection to the primary and to each replica to measure lag
+     * (docs/postgresql.md, "Replicas and failover"). Copied at open.
+     * NULL or "" = no replicas: read-only sessions run on this pool. */
+    const char *replica_url;
+    int replica_max_lag_ms;       /* a replica qualifies only while it has
+                                     replayed all the primary wrote more
+                                     than this long ago, measured with WAL
+                                     positions every 100 ms (0: no bound;
+                                     a replica must still be reachable and
+                                     in recovery) */
+    int replica_fallback;         /* 1: read-only sessions run on the
+                                     primary while no replica qualifies;
+                                     0: they fail fast with
+                                     DBS_EUNAVAILABLE (1) */
 } dbs_config;
 
 /* Fills cfg with the defaults above (url = NULL). Always call it first: fields
@@ -290,6 +312,17 @@ typedef struct dbs_stats {
     int64_t wait_p50_us, wait_p90_us, wait_p99_us, wait_max_us;
     int64_t use_p50_us, use_p90_us, use_p99_us, use_max_us;
     uint64_t wait_count, use_count;
+    /* Replicas (replica_url): totals over their pools. */
+    int replica_size;         /* open replica connections */
+    int replica_in_use;       /* replica connections held by sessions */
+    int64_t replica_lag_ms;   /* the largest lag of a replica, -1 when one
+                                 is unknown (not measured lately) or there
+                                 are no replicas; a host of replica_url
+                                 found not in recovery (the primary) is
+                                 left out */
+    uint64_t ro_fallbacks;    /* read-only sessions run on the primary (or
+                                 refused, replica_fallback = 0) because no
+                                 replica qualified */
 } dbs_stats;
 
 /* Creates a pool from cfg (copied, url included) and opens one connection to
@@ -315,8 +348,8 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * thread; NULL is a no-op. */
 void dbs_pool_close(dbs_pool *pool);
 
-/* Graceful shutdown, for servers. From the call on, every new session on
- * pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
+/* Graceful shutdown, for servers, of pool and its replicas' pools. From the
+ * call on, every new session on pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
  * with DBS_ECLOSED; idle connections are closed and the housekeeper is told
  * to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
@@ -339,7 +372,11 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
 
 /* Writes the pool's stats as Prometheus text exposition (version 0.0.4):
  * gauges and counters with HELP and TYPE lines, wait and usage times as
- * Prometheus histograms, every series labelled pool="<name>". Returns the
+ * Prometheus histograms, every series labelled pool="<name>" and
+ * target="primary", or, for each replica's pool (replica_url),
+ * target="replica" and host="<host:port>"; with replicas, also
+ * dbscope_replica_lag_seconds per replica (-1: unknown) and
+ * dbscope_ro_fallbacks_total. Returns the
  * length of the whole text (like snprintf: if >= len, it was cut; call again
  * with a larger buffer), or a negative dbs_code. buf is always
  * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
@@ -361,11 +398,14 @@ typedef struct dbs_session_info {
     int leak_reported;      /* 1: held past leak_threshold_ms, reported */
     uint64_t conn_id;
     dbs_context ctx;
+    const char *target;     /* "primary", or the replica's "host:port" */
+    int read_only;          /* 1: opened with dbs_session_open_ro */
 } dbs_session_info;
 
 typedef void (*dbs_session_fn)(const dbs_session_info *info, void *user);
 
-/* Calls fn for every session open on pool at one instant, oldest first:
+/* Calls fn for every session open on pool (its replicas' included, see
+ * target) at one instant, oldest first:
  * who holds which connection, where it was acquired, since when. The list
  * is copied under the pool's locks and fn runs after they are released, so
  * fn may call any dbscope function. Returns the number of sessions visited,
@@ -416,6 +456,27 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
 
 #define dbs_session_open(pool, ctx, err)                                       \
     dbs_session_open_at(pool, ctx, err, __FILE__, __LINE__, __func__)
+
+/* Opens a read-only session: like dbs_session_open, but its transactions
+ * are READ ONLY by construction (PostgreSQL: BEGIN READ ONLY; SQLite:
+ * PRAGMA query_only), so a write fails with DBS_ESQL (SQLSTATE 25006 on
+ * PostgreSQL). With replica_url it runs on a replica that qualifies (the
+ * lag bound, reachable, in recovery), chosen from cached measurements
+ * without a round trip; while none does, on the primary (replica_fallback
+ * = 1, counted in ro_fallbacks) or not at all (DBS_EUNAVAILABLE). It
+ * never sees data older than replica_max_lag_ms, to within the 100 ms
+ * sampling period. A backend that cannot enforce read-only returns
+ * DBS_ECONFIG naming it. Blocks like dbs_session_open (a replica whose
+ * connect fails is passed over for the next, then the primary). The
+ * session belongs to the calling thread; close it with dbs_session_close.
+ * Returns NULL on failure. */
+dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx,
+                                    dbs_error *err, const char *file, int line,
+                                    const char *func)
+    DBS__DEALLOC(dbs_session_close) DBS__WARN_UNUSED;
+
+#define dbs_session_open_ro(pool, ctx, err)                                    \
+    dbs_session_open_ro_at(pool, ctx, err, __FILE__, __LINE__, __func__)
 
 /* Commits the current transaction, if any (none: returns DBS_OK). The next
  * statement begins a new one. DBS_ECOMMIT_UNKNOWN when the connection was lost
@@ -474,6 +535,20 @@ int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
 
 #define dbs_transact(pool, ctx, work, arg, err)                                \
     dbs_transact_at(pool, ctx, work, arg, err, __FILE__, __LINE__, __func__)
+
+/* dbs_transact on a read-only session (dbs_session_open_ro): a replica
+ * that qualifies, else the primary or DBS_EUNAVAILABLE per
+ * replica_fallback. Each retry chooses again. Same ownership, blocking
+ * and threads as dbs_transact. */
+int dbs_transact_ro(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
+                    void *arg, dbs_error *err);
+
+int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
+                       void *arg, dbs_error *err, const char *file, int line,
+                       const char *func);
+
+#define dbs_transact_ro(pool, ctx, work, arg, err)                             \
+    dbs_transact_ro_at(pool, ctx, work, arg, err, __FILE__, __LINE__, __func__)
 
 #if defined(__GNUC__) || defined(__clang__)
 /* Scope-bound session: DBS_SCOPED dbs_session *s = dbs_session_open(...);

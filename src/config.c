@@ -45,6 +45,9 @@ void dbs_config_init(dbs_config *cfg)
     cfg->connect_timeout_ms = 10000;
     cfg->statement_timeout_ms = 30000;
     cfg->lazy_open = 0;
+    cfg->replica_url = NULL;
+    cfg->replica_max_lag_ms = 0;
+    cfg->replica_fallback = 1;
 }
 
 /* ---- environment ---- */
@@ -167,6 +170,9 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
         {"keepalive_ms", c->keepalive_ms, 0, INT_MAX},
         {"connect_timeout_ms", c->connect_timeout_ms, 0, INT_MAX},
         {"statement_timeout_ms", c->statement_timeout_ms, 0, INT_MAX},
+        /* the monitor's ring holds about 100 s of primary positions */
+        {"replica_max_lag_ms", c->replica_max_lag_ms, 0, 60000},
+        {"replica_fallback", c->replica_fallback, 0, 1},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < f[i].lo)
@@ -317,6 +323,172 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                     "sqlite:relative.db, sqlite::memory: or postgresql://user@host/db",
                     shown);
 }
+
+#ifdef DBSCOPE_WITH_PG
+/* Appends "key='value' " to a growing string, quoting as libpq reads it. */
+static bool kv_append(char **buf, size_t *len, size_t *cap, const char *key, const char *val,
+                      size_t vlen)
+{
+    size_t need = *len + strlen(key) + 2 * vlen + 8;
+    if (need > *cap) {
+        size_t nc = need * 2;
+        char *b = realloc(*buf, nc);
+        if (!b)
+            return false;
+        *buf = b;
+        *cap = nc;
+    }
+    char *w = *buf + *len;
+    w += snprintf(w, *cap - *len, "%s='", key);
+    for (size_t i = 0; i < vlen; i++) {
+        if (val[i] == '\'' || val[i] == '\\')
+            *w++ = '\\';
+        *w++ = val[i];
+    }
+    *w++ = '\'';
+    *w++ = ' ';
+    *w = '\0';
+    *len = (size_t)(w - *buf);
+    return true;
+}
+
+/* The i-th element of a comma-separated list (libpq's multi-host syntax):
+ * a list of one applies to every host. */
+static const char *list_item(const char *list, int i, size_t *len)
+{
+    if (!list) {
+        *len = 0;
+        return NULL;
+    }
+    int items = 1;
+    for (const char *q = list; *q; q++)
+        items += *q == ',';
+    if (items == 1)
+        i = 0;
+    const char *s = list;
+    for (int k = 0; k < i; k++) {
+        s = strchr(s, ',');
+        if (!s) {
+            *len = 0;
+            return NULL;
+        }
+        s++;
+    }
+    const char *e = strchr(s, ',');
+    *len = e ? (size_t)(e - s) : strlen(s);
+    return s;
+}
+
+static int list_count(const char *list)
+{
+    if (!list || !*list)
+        return 0;
+    int n = 1;
+    for (const char *q = list; *q; q++)
+        n += *q == ',';
+    return n;
+}
+
+void dbs__url_hosts_free(char **targets, char **labels, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (targets)
+            free(targets[i]);
+        if (labels)
+            free(labels[i]);
+    }
+    free(targets);
+    free(labels);
+}
+
+int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *n,
+                         dbs_error *err)
+{
+    *targets = *labels = NULL;
+    *n = 0;
+    char shown[160];
+    dbs__redact(url, shown, sizeof shown);
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (!opts) {
+        PQfreemem(perr);
+        return dbs__err(err, DBS_ECONFIG,
+                        "replica_url \"%s\" is not a valid PostgreSQL connection string",
+                        shown);
+    }
+    const char *host = NULL, *hostaddr = NULL, *port = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+    }
+    int hosts = list_count(host) > list_count(hostaddr) ? list_count(host) : list_count(hostaddr);
+    if (hosts == 0)
+        hosts = 1; /* libpq's default host */
+    int np = list_count(port);
+    int rc = DBS_OK;
+    if ((np > 1 && np != hosts) ||
+        (list_count(host) > 1 && list_count(hostaddr) > 1 &&
+         list_count(host) != list_count(hostaddr))) {
+        rc = dbs__err(err, DBS_ECONFIG,
+                      "replica_url \"%s\": %d hosts but %d ports (give one port, or one "
+                      "per host)", shown, hosts, np);
+        goto out;
+    }
+    *targets = calloc((size_t)hosts, sizeof **targets);
+    *labels = calloc((size_t)hosts, sizeof **labels);
+    if (!*targets || !*labels) {
+        rc = dbs__err(err, DBS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < hosts; i++) {
+        char *buf = NULL;
+        size_t len = 0, cap = 0;
+        bool ok = true;
+        for (PQconninfoOption *o = opts; ok && o->keyword; o++) {
+            if (!o->val || !*o->val)
+                continue;
+            bool per_host = !strcmp(o->keyword, "host") || !strcmp(o->keyword, "hostaddr") ||
+                            !strcmp(o->keyword, "port");
+            size_t vl = strlen(o->val);
+            const char *v = per_host ? list_item(o->val, i, &vl) : o->val;
+            if (v && vl)
+                ok = kv_append(&buf, &len, &cap, o->keyword, v, vl);
+        }
+        size_t hl, al, pl;
+        const char *h = list_item(host, i, &hl), *a = list_item(hostaddr, i, &al),
+                   *pt = list_item(port, i, &pl);
+        char label[300];
+        snprintf(label, sizeof label, "%.*s:%.*s", (int)(hl ? hl : al),
+                 hl ? h : (al ? a : ""), (int)(pl ? pl : 4), pl ? pt : "5432");
+        if (!hl && !al)
+            snprintf(label, sizeof label, "default:%.*s", (int)(pl ? pl : 4), pl ? pt : "5432");
+        (*labels)[i] = dup_str(label);
+        if (ok && !buf)
+            buf = dup_str(""); /* libpq's defaults for everything */
+        (*targets)[i] = buf;
+        if (!ok || !buf || !(*labels)[i]) {
+            *n = i + 1;
+            rc = dbs__err(err, DBS_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    *n = hosts;
+out:
+    PQconninfoFree(opts);
+    if (rc != DBS_OK) {
+        dbs__url_hosts_free(*targets, *labels, *n);
+        *targets = *labels = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+#endif
 
 /* Where the password stands in url's userinfo, as the raw text has it,
  * whether or not any parser would accept the rest: after "scheme:" (and

@@ -121,6 +121,12 @@ typedef struct dbs__driver {
     /* Optional. Bounds each later round trip on c to ms (0: none; < 0: the
      * pool's t->statement_timeout_ms again). Sends nothing. */
     void (*set_timeout)(void *c, int ms);
+    /* Optional (NULL: the backend cannot enforce read-only sessions, and
+     * dbs_session_open_ro refuses it). on = 1: every transaction begun
+     * from now on is read-only, enforced by the database; on = 0: back to
+     * read-write, called before the connection's reset at release. Must
+     * not by itself make reset treat the connection as dirty. */
+    int (*set_read_only)(void *c, int on, dbs_error *err);
 } dbs__driver;
 
 extern const dbs__driver dbs__driver_sqlite;

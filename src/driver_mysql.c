@@ -101,6 +101,7 @@ typedef struct my_conn {
     bool rollback_owed; /* sent with the next statement or done by reset */
     bool vars_set;      /* context user variables may hold values */
     bool native_used;   /* the caller had the raw handle */
+    bool read_only;     /* transactions begin READ ONLY (set_read_only) */
     bool tx_failed;     /* the server rolled the transaction back (deadlock):
                            later statements would run outside it */
     bool schema_tracked;
@@ -817,6 +818,13 @@ static int my_ping(void *vc, dbs_error *err)
     return DBS_OK;
 }
 
+static int my_set_read_only(void *vc, int on, dbs_error *err)
+{
+    (void)err;
+    ((my_conn *)vc)->read_only = on != 0;
+    return DBS_OK;
+}
+
 static int my_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 {
     (void)err;
@@ -964,7 +972,7 @@ static int send_begin(my_conn *c, dbs_error *err)
     if (c->rollback_owed)
         APPEND("ROLLBACK;");
     if (c->begin_pending)
-        APPEND("START TRANSACTION");
+        APPEND(c->read_only ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
     if (vars && c->begin_pending) {
         /* Values go in as hex literals: no quoting, nothing to inject. */
         APPEND(";SET ");
@@ -1630,6 +1638,7 @@ const dbs__driver dbs__driver_mysql = {
     .connect = my_connect,
     .ping = my_ping,
     .begin = my_begin,
+    .set_read_only = my_set_read_only,
     .exec = my_exec,
     .query = my_query,
     .commit = my_commit,

@@ -127,6 +127,7 @@ typedef struct pg_conn {
     bool dealloc_all;   /* too many foreign statements: DEALLOCATE ALL */
     bool tcp;           /* TCP socket: TCP_CORK works */
     bool corked;
+    bool read_only;     /* transactions begin READ ONLY (set_read_only) */
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -213,7 +214,9 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
                      !strcmp(st, "57P02") || !strcmp(st, "57P03"))) ||
              PQstatus(c->pg) != CONNECTION_OK)
         code = DBS_ECONNECT;
-    if (code == DBS_ECONNECT)
+    /* A read-write session refused as read-only: the server is a standby
+     * now (a failed-over primary); the next connect finds the writable one. */
+    if (code == DBS_ECONNECT || (st && !strcmp(st, "25006") && !c->read_only))
         c->broken = true;
     dbs__err(err, code, "postgresql: %s", m[0] ? m : "statement failed");
     if (st)
@@ -479,6 +482,13 @@ static void cache_clear(pg_conn *c)
         free(c->cache[i].sql);
         c->cache[i].sql = NULL;
     }
+}
+
+static int pg_set_read_only(void *vc, int on, dbs_error *err)
+{
+    (void)err;
+    ((pg_conn *)vc)->read_only = on != 0;
+    return DBS_OK;
 }
 
 /* Finds or assigns the cached statement for sql: *fresh = needs a Parse.
@@ -1046,7 +1056,7 @@ again:;
     }
     bool began = false;
     if (c->begin_pending) {
-        q_cmd(c, &f, &ok, "BEGIN");
+        q_cmd(c, &f, &ok, c->read_only ? "BEGIN READ ONLY" : "BEGIN");
         const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
                              c->ctx ? c->ctx->user_id : NULL,
                              c->ctx ? c->ctx->tenant_id : NULL};
@@ -1471,4 +1481,5 @@ const dbs__driver dbs__driver_pg = {
     .commit_release = pg_commit_release,
     .rollback_release = pg_rollback_release,
     .set_timeout = pg_set_timeout,
+    .set_read_only = pg_set_read_only,
 };

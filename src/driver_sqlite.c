@@ -846,6 +846,20 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     return DBS_OK;
 }
 
+/* query_only is the connection's own switch: dbscope's toggling is not the
+ * session's state, so the authorizer's verdict on it is set aside (a
+ * session's own PRAGMA still marks the connection dirty). */
+static int sq_set_read_only(void *vc, int on, dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (c->broken || !c->db)
+        return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
+    bool was = c->preparing_dirty;
+    int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
+    c->preparing_dirty = was;
+    return rc;
+}
+
 static int sq_is_broken(void *vc)
 {
     const sq_conn *c = vc;
@@ -961,4 +975,5 @@ const dbs__driver dbs__driver_sqlite = {
     .is_broken = sq_is_broken,
     .native = sq_native,
     .close = sq_close,
+    .set_read_only = sq_set_read_only,
 };

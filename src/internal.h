@@ -76,6 +76,15 @@ uint64_t dbs__hist_upper(int idx);
  * *conninfo). DBS_ECONFIG with a message naming what is wrong. No I/O. */
 int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                    int *memory, dbs_error *err);
+#ifdef DBSCOPE_WITH_PG
+/* Splits a libpq connection string naming several hosts into one
+ * single-host key=value string per host (every other option passed
+ * through) and a "host:port" label each, all malloc'd; free them with
+ * dbs__url_hosts_free. DBS_ECONFIG when libpq cannot parse it. No I/O. */
+int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *n,
+                         dbs_error *err);
+void dbs__url_hosts_free(char **targets, char **labels, int n);
+#endif
 /* Checks every numeric field for range; DBS_ECONFIG naming the field. */
 int dbs__config_check(const dbs_config *cfg, dbs_error *err);
 /* Writes url with any password replaced by "***" (for messages). Works on
@@ -236,6 +245,12 @@ struct dbs_pool {
     pthread_cond_t hk_cv;         /* [mu] wakes the housekeeper to stop */
     bool hk_running;              /* [mu] */
     bool hk_started;              /* set and read by open/close only */
+
+    /* replica.c: a primary's replicas (NULL: none); set at open, freed
+     * with the pool. A replica's own pool has replica_label set to its
+     * "host:port" and no replicas of its own. */
+    struct dbs__replicas *replicas;
+    char *replica_label;
 };
 
 /* Counts s in the pool (the pool stays allocated until s is released) and
@@ -266,6 +281,35 @@ bool dbs__pool_closed(dbs_pool *p);
  * or lifetime, then opens connections up to min_idle. For the housekeeper. */
 void dbs__pool_maintain(dbs_pool *p);
 
+/* ---- replica.c ---- */
+
+/* Opens p's replica pools (lazily: no connect) and starts the lag
+ * monitor, from p->cfg.replica_url. [no lock] */
+int dbs__replicas_open(dbs_pool *p, dbs_error *err);
+/* Stops the monitor (waits at most 200 ms for it) and shuts the replica
+ * pools down; at close, closes them too. Called once each, by
+ * begin_shutdown and dbs_pool_close. */
+void dbs__replicas_shutdown(dbs_pool *p);
+void dbs__replicas_close(dbs_pool *p);
+/* Waits until the replica pools have drained or deadline passes (0: do not
+ * wait; < 0: no bound); returns the sessions still open on them. */
+int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever);
+/* Frees what dbs__replicas_open made; with the pool's memory. */
+void dbs__replicas_free(dbs_pool *p);
+/* A read-only session on a qualifying replica, round robin; NULL with err
+ * when none qualified or served (DBS_EUNAVAILABLE), or DBS_ECLOSED. */
+dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, dbs_error *err,
+                                  const char *file, int line, const char *func);
+/* Counts a read-only session that no replica took. */
+void dbs__replica_count_fallback(dbs_pool *p);
+/* The replicas' part of dbs_stats. */
+void dbs__replicas_stats(dbs_pool *p, dbs_stats *out);
+/* The replica pools, for the exports: n and the i-th; and a replica's
+ * lag in ms, -1 unknown. */
+int dbs__replicas_count(dbs_pool *p);
+dbs_pool *dbs__replica_pool(dbs_pool *p, int i);
+int64_t dbs__replica_lag_ms(dbs_pool *p, int i);
+
 /* ---- housekeeper.c ---- */
 
 int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
@@ -288,6 +332,8 @@ struct dbs_session {
     bool in_tx;               /* a transaction was begun on the connection */
     atomic_int tx_open;       /* in_tx, readable by dbs_pool_sessions */
     bool broken;              /* the connection was lost: discard it */
+    atomic_bool read_only;    /* opened by dbs_session_open_ro: the
+                                 backend's read-only switch is on */
     bool committed;           /* a COMMIT was sent and not refused: the
                                  unit may have taken effect, so
                                  dbs_transact must not run it again */

@@ -514,6 +514,8 @@ static char *dup_opt(const char *s)
 
 static void pool_free(dbs_pool *p)
 {
+    dbs__replicas_free(p);
+    free(p->replica_label);
     if (p->drv && p->drv->target_close)
         p->drv->target_close(&p->target);
     for (int i = 0; i < DBS__SHARDS; i++)
@@ -557,6 +559,13 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     int memory;
     if (dbs__url_parse(cfg->url, &drv, &conninfo, &memory, err) != DBS_OK)
         return NULL;
+    if (cfg->replica_url && *cfg->replica_url && strcmp(drv->name, "postgresql") != 0) {
+        free(conninfo);
+        dbs__err(err, DBS_ECONFIG,
+                 "replica_url is set but the primary's URL is %s: read replicas are a "
+                 "PostgreSQL feature", drv->name);
+        return NULL;
+    }
     drv = dbs__fault_driver(drv);
 
     /* Aligned for its shards, which keep to cache lines of their own. */
@@ -657,6 +666,16 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
         dbs_pool_close(p);
         return NULL;
     }
+    if (cfg->replica_url && *cfg->replica_url) {
+        dbs_error rerr;
+        if (dbs__replicas_open(p, &rerr) != DBS_OK) {
+            if (err)
+                *err = rerr;
+            dbs_pool_close(p);
+            return NULL;
+        }
+        p->cfg.replica_url = NULL; /* the caller's: used only here */
+    }
     if (err)
         dbs__err(err, DBS_OK, "ok");
     return p;
@@ -705,6 +724,7 @@ static void begin_shutdown(dbs_pool *p)
     pthread_mutex_unlock(&p->mu);
 
     dbs__housekeeper_stop(p);
+    dbs__replicas_shutdown(p);
     while (idle) {
         dbs__conn *next = idle->next;
         dbs__conn_close(p, idle);
@@ -731,7 +751,7 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
     }
     int left = p->n_draining;
     pthread_mutex_unlock(&p->mu);
-    return left;
+    return left + dbs__replicas_drain(p, deadline, timeout_ms < 0);
 }
 
 void dbs_pool_close(dbs_pool *p)
@@ -745,6 +765,7 @@ void dbs_pool_close(dbs_pool *p)
     pthread_mutex_unlock(&p->mu);
     if (again)
         return;
+    dbs__replicas_close(p);
     /* Sessions still out now were never going to be closed in time. */
     dbs__leaks_report(p, true, "still open at dbs_pool_close");
     dbs__pool_unref(p); /* the owner's reference: may free p */

@@ -83,6 +83,7 @@ static dbs_session *session_alloc(void)
         s->in_tx = false;
         atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
         s->broken = false;
+        atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
         s->committed = false;
         s->ctx = (dbs_context){NULL, NULL, NULL};
         s->opened_ns = 0;
@@ -113,6 +114,8 @@ static void session_free(dbs_session *s)
     s->next = spare;
     spare = s;
 }
+
+static void session_close(dbs_session *s);
 
 dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                  const char *file, int line, const char *func)
@@ -156,6 +159,56 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     }
     err->code = DBS_OK;
     return s;
+}
+
+/* A read-only session: on a replica that qualifies, else on the primary
+ * (or refused, per replica_fallback); then the backend's read-only switch,
+ * so that read-only holds by construction on every backend. */
+static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
+                            const char *file, int line, const char *func)
+{
+    if (!pool || pool->magic != DBS__POOL_MAGIC) {
+        dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
+        return NULL;
+    }
+    if (!pool->drv->set_read_only) {
+        dbs__err(err, DBS_ECONFIG,
+                 "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
+                 "use dbs_session_open", pool->drv->name);
+        return NULL;
+    }
+    dbs_session *s = NULL;
+    if (pool->replicas && !dbs__pool_closed(pool)) {
+        s = dbs__replica_session(pool, ctx, err, file, line, func);
+        if (!s) {
+            if (err->code != DBS_EUNAVAILABLE)
+                return NULL;
+            dbs__replica_count_fallback(pool);
+            if (!pool->cfg.replica_fallback)
+                return NULL;
+        }
+    }
+    if (!s)
+        s = dbs__session_open(pool, ctx, err, file, line, func);
+    if (!s)
+        return NULL;
+    int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
+    if (rc != DBS_OK) {
+        s->broken = true;
+        session_close(s);
+        err->code = rc;
+        return NULL;
+    }
+    atomic_store_explicit(&s->read_only, true, memory_order_relaxed);
+    err->code = DBS_OK;
+    return s;
+}
+
+dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
+                                    const char *file, int line, const char *func)
+{
+    dbs_error local;
+    return open_ro(pool, ctx, err ? err : &local, file, line, func);
 }
 
 int dbs__session_check(dbs_session *s, dbs_error *err)
@@ -262,6 +315,9 @@ static void session_close(dbs_session *s)
         if (s->in_tx && (p->drv->rollback_release ? p->drv->rollback_release(c, &e)
                                                   : p->drv->rollback(c, &e)) != DBS_OK)
             discard = true;
+        else if (atomic_load_explicit(&s->read_only, memory_order_relaxed) &&
+                 p->drv->set_read_only(c, 0, &e) != DBS_OK)
+            discard = true;
         else if (p->drv->reset(c, p->cfg.reset, &e) != DBS_OK)
             discard = true;
         discard = discard || p->drv->is_broken(c);
@@ -338,10 +394,31 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func);
+                             const char *func, bool ro);
+
+static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                    dbs_error *err, const char *file, int line, const char *func, bool ro);
 
 int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func)
+{
+    return transact(pool, ctx, work, arg, err, file, line, func, false);
+}
+
+int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                     dbs_error *err)
+{
+    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true);
+}
+
+int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                       dbs_error *err, const char *file, int line, const char *func)
+{
+    return transact(pool, ctx, work, arg, err, file, line, func, true);
+}
+
+static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                    dbs_error *err, const char *file, int line, const char *func, bool ro)
 {
     dbs_error local;
     if (!err)
@@ -355,21 +432,22 @@ int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
     int rc = dbs__pool_hold(pool, err);
     if (rc != DBS_OK)
         return rc;
-    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func);
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro);
     dbs__pool_drop(pool);
     return rc;
 }
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func)
+                             const char *func, bool ro)
 {
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
         int rc;
         bool committed = false;
         err->code = DBS_OK;
-        dbs_session *s = dbs__session_open(pool, ctx, err, file, line, func);
+        dbs_session *s = ro ? open_ro(pool, ctx, err, file, line, func)
+                            : dbs__session_open(pool, ctx, err, file, line, func);
         if (!s) {
             rc = err->code;
         } else {

@@ -75,6 +75,7 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
     out->max_size = p->max_size;
     dbs__shards_unlock(p);
     pthread_mutex_unlock(&p->mu);
+    dbs__replicas_stats(p, out); /* each replica pool's own snapshot */
     if (!p->cfg.metrics)
         return;
     dbs__hist_snap *h = malloc(2 * sizeof *h);
@@ -144,10 +145,23 @@ static int take_snapshot(dbs_pool *p, snapshot *sn)
     return DBS_OK;
 }
 
-static void put_hist(out *o, const char *pool, const char *name, const char *help,
-                     const dbs__hist_snap *h)
+static void put_head(out *o, const char *name, const char *type, const char *help)
 {
-    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One series: name{labs[,key="val"]} value. */
+static void put_series(out *o, const char *name, const char *labs, const char *key,
+                       const char *val, uint64_t v)
+{
+    put(o, "%s{%s", name, labs);
+    if (key)
+        put(o, ",%s=\"%s\"", key, val);
+    put(o, "} %llu\n", (unsigned long long)v);
+}
+
+static void put_hist_series(out *o, const char *labs, const char *name, const dbs__hist_snap *h)
+{
     uint64_t cum = 0;
     int next = 0;
     /* bucket boundaries at each octave from 1 µs to 2^25 µs (33.5 s) */
@@ -155,104 +169,150 @@ static void put_hist(out *o, const char *pool, const char *name, const char *hel
         uint64_t le_us = (uint64_t)1 << k;
         while (next < DBS__HIST_BUCKETS && dbs__hist_upper(next) < le_us)
             cum += h->b[next++];
-        put(o, "%s_bucket{pool=\"", name);
-        put_escaped(o, pool);
-        put(o, "\",le=\"%.6g\"} %llu\n", (double)le_us / 1e6, (unsigned long long)cum);
+        put(o, "%s_bucket{%s,le=\"%.6g\"} %llu\n", name, labs, (double)le_us / 1e6,
+            (unsigned long long)cum);
     }
-    put(o, "%s_bucket{pool=\"", name);
-    put_escaped(o, pool);
-    put(o, "\",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
-    put(o, "%s_sum{pool=\"", name);
-    put_escaped(o, pool);
-    put(o, "\"} %.6f\n", (double)h->sum_us / 1e6);
-    put(o, "%s_count{pool=\"", name);
-    put_escaped(o, pool);
-    put(o, "\"} %llu\n", (unsigned long long)h->count);
+    put(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labs, (unsigned long long)h->count);
+    put(o, "%s_sum{%s} %.6f\n", name, labs, (double)h->sum_us / 1e6);
+    put(o, "%s_count{%s} %llu\n", name, labs, (unsigned long long)h->count);
 }
 
-static void put_metric(out *o, const char *pool, const char *name, const char *type,
-                       const char *help, const char *label, const char *const *values,
-                       const uint64_t *nums, int n)
+/* The label set of one target: pool="<name>",target="primary", or, for a
+ * replica, target="replica",host="<host:port>". malloc'd; NULL if out of
+ * memory. */
+static char *target_labels(const char *pool, const char *host)
 {
-    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-    for (int i = 0; i < n; i++) {
-        put(o, "%s{pool=\"", name);
-        put_escaped(o, pool);
-        if (label)
-            put(o, "\",%s=\"%s", label, values[i]);
-        put(o, "\"} %llu\n", (unsigned long long)nums[i]);
+    out o = {NULL, 0, 0};
+    for (int pass = 0; pass < 2; pass++) {
+        o.len = 0;
+        put(&o, "pool=\"");
+        put_escaped(&o, pool);
+        put(&o, "\",target=\"%s\"", host ? "replica" : "primary");
+        if (host) {
+            put(&o, ",host=\"");
+            put_escaped(&o, host);
+            put(&o, "\"");
+        }
+        if (pass == 0) {
+            o.cap = o.len + 1;
+            o.buf = malloc(o.cap);
+            if (!o.buf)
+                return NULL;
+        }
     }
+    return o.buf;
 }
-
-#define ONE(o, pool, name, type, help, v)                                      \
-    do {                                                                       \
-        uint64_t one_ = (uint64_t)(v);                                         \
-        put_metric(o, pool, name, type, help, NULL, NULL, &one_, 1);           \
-    } while (0)
 
 int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
 {
-    snapshot *sn = malloc(sizeof *sn);
-    if (!sn)
-        return DBS_ENOMEM;
-    int rc = take_snapshot(p, sn);
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return DBS_EMISUSE;
+    /* the primary first, then each replica's pool */
+    const int T = 1 + dbs__replicas_count(p);
+    snapshot *sn = calloc((size_t)T, sizeof *sn);
+    char **labs = calloc((size_t)T, sizeof *labs);
+    int rc = sn && labs ? DBS_OK : DBS_ENOMEM;
+    for (int t = 0; rc == DBS_OK && t < T; t++) {
+        dbs_pool *tp = t == 0 ? p : dbs__replica_pool(p, t - 1);
+        labs[t] = target_labels(p->name, tp->replica_label);
+        rc = labs[t] ? take_snapshot(tp, &sn[t]) : DBS_ENOMEM;
+        if (rc == DBS_OK)
+            read_hists(tp, NULL, &sn[t].wait, &sn[t].use);
+    }
     if (rc != DBS_OK) {
+        for (int t = 0; labs && t < T; t++)
+            free(labs[t]);
+        free(labs);
         free(sn);
         return rc;
     }
-    read_hists(p, NULL, &sn->wait, &sn->use);
-    const dbs_stats *s = &sn->st;
-    const char *pool = p->name;
     out o = {buf, len, 0};
     if (len)
         buf[0] = '\0';
 
+#define EACH(name, type, help, expr)                                           \
+    do {                                                                       \
+        put_head(&o, name, type, help);                                        \
+        for (int t = 0; t < T; t++) {                                          \
+            const dbs_stats *s = &sn[t].st;                                    \
+            put_series(&o, name, labs[t], NULL, NULL, (uint64_t)(expr));       \
+        }                                                                      \
+    } while (0)
+
     static const char *const states[] = {"idle", "in_use", "pending"};
-    uint64_t conns[] = {(uint64_t)s->idle, (uint64_t)s->in_use, (uint64_t)s->pending};
-    put_metric(&o, pool, "dbscope_connections", "gauge",
-               "Connections by state: idle, in use by a session, being opened.", "state",
-               states, conns, 3);
-    ONE(&o, pool, "dbscope_connections_max", "gauge",
-        "The most connections the pool may open (pool_size + max_overflow).", s->max_size);
-    ONE(&o, pool, "dbscope_overflow_in_use", "gauge",
-        "Connections in use beyond pool_size.", s->overflow_in_use);
-    ONE(&o, pool, "dbscope_waiting_threads", "gauge",
-        "Threads waiting for a connection.", s->waiting);
-    ONE(&o, pool, "dbscope_acquired_total", "counter",
-        "Sessions that got a connection.", s->acquired);
-    ONE(&o, pool, "dbscope_released_total", "counter",
-        "Sessions that gave their connection back.", s->released);
-    ONE(&o, pool, "dbscope_connections_created_total", "counter",
-        "Connections opened.", s->created);
+    put_head(&o, "dbscope_connections", "gauge",
+             "Connections by state: idle, in use by a session, being opened.");
+    for (int t = 0; t < T; t++) {
+        const dbs_stats *s = &sn[t].st;
+        uint64_t conns[] = {(uint64_t)s->idle, (uint64_t)s->in_use, (uint64_t)s->pending};
+        for (int i = 0; i < 3; i++)
+            put_series(&o, "dbscope_connections", labs[t], "state", states[i], conns[i]);
+    }
+    EACH("dbscope_connections_max", "gauge",
+         "The most connections the pool may open (pool_size + max_overflow).", s->max_size);
+    EACH("dbscope_overflow_in_use", "gauge", "Connections in use beyond pool_size.",
+         s->overflow_in_use);
+    EACH("dbscope_waiting_threads", "gauge", "Threads waiting for a connection.", s->waiting);
+    EACH("dbscope_acquired_total", "counter", "Sessions that got a connection.", s->acquired);
+    EACH("dbscope_released_total", "counter", "Sessions that gave their connection back.",
+         s->released);
+    EACH("dbscope_connections_created_total", "counter", "Connections opened.", s->created);
     static const char *const reasons[] = {"lifetime", "idle", "broken", "overflow", "pool_close",
                                           "other"};
-    uint64_t by_reason = s->closed_lifetime + s->closed_idle + s->closed_broken +
-                         s->closed_overflow + s->closed_pool;
-    uint64_t closed[] = {s->closed_lifetime, s->closed_idle, s->closed_broken,
-                         s->closed_overflow, s->closed_pool,
-                         s->closed > by_reason ? s->closed - by_reason : 0};
-    put_metric(&o, pool, "dbscope_connections_closed_total", "counter",
-               "Connections closed, by reason.", "reason", reasons, closed, 6);
-    ONE(&o, pool, "dbscope_acquire_timeouts_total", "counter",
-        "Acquires that gave up after acquire_timeout_ms.", s->timeouts);
-    ONE(&o, pool, "dbscope_connect_failures_total", "counter",
-        "Connect attempts that failed.", s->connect_failures);
-    ONE(&o, pool, "dbscope_invalidated_total", "counter",
-        "Connections found broken and discarded.", s->invalidated);
-    ONE(&o, pool, "dbscope_unavailable_total", "counter",
-        "Acquires refused at once while the circuit was open.", s->unavailable);
-    ONE(&o, pool, "dbscope_retries_total", "counter",
-        "Units of work retried by dbs_transact.", s->retries);
-    ONE(&o, pool, "dbscope_leaks_total", "counter",
-        "Sessions reported as held past leak_threshold_ms.", s->leaks);
-    ONE(&o, pool, "dbscope_leaks_recovered_total", "counter",
-        "Sessions reported as leaked that were closed later.", s->leaks_recovered);
-    ONE(&o, pool, "dbscope_slow_sessions_total", "counter",
-        "Sessions held past slow_session_ms.", s->slow_sessions);
-    put_hist(&o, pool, "dbscope_acquire_wait_seconds",
-             "Time from asking for a connection to getting one.", &sn->wait);
-    put_hist(&o, pool, "dbscope_session_duration_seconds",
-             "Time a session held its connection.", &sn->use);
+    put_head(&o, "dbscope_connections_closed_total", "counter",
+             "Connections closed, by reason.");
+    for (int t = 0; t < T; t++) {
+        const dbs_stats *s = &sn[t].st;
+        uint64_t by_reason = s->closed_lifetime + s->closed_idle + s->closed_broken +
+                             s->closed_overflow + s->closed_pool;
+        uint64_t closed[] = {s->closed_lifetime, s->closed_idle, s->closed_broken,
+                             s->closed_overflow, s->closed_pool,
+                             s->closed > by_reason ? s->closed - by_reason : 0};
+        for (int i = 0; i < 6; i++)
+            put_series(&o, "dbscope_connections_closed_total", labs[t], "reason", reasons[i],
+                       closed[i]);
+    }
+    EACH("dbscope_acquire_timeouts_total", "counter",
+         "Acquires that gave up after acquire_timeout_ms.", s->timeouts);
+    EACH("dbscope_connect_failures_total", "counter", "Connect attempts that failed.",
+         s->connect_failures);
+    EACH("dbscope_invalidated_total", "counter", "Connections found broken and discarded.",
+         s->invalidated);
+    EACH("dbscope_unavailable_total", "counter",
+         "Acquires refused at once while the circuit was open.", s->unavailable);
+    EACH("dbscope_retries_total", "counter", "Units of work retried by dbs_transact.",
+         s->retries);
+    EACH("dbscope_leaks_total", "counter", "Sessions reported as held past leak_threshold_ms.",
+         s->leaks);
+    EACH("dbscope_leaks_recovered_total", "counter",
+         "Sessions reported as leaked that were closed later.", s->leaks_recovered);
+    EACH("dbscope_slow_sessions_total", "counter", "Sessions held past slow_session_ms.",
+         s->slow_sessions);
+#undef EACH
+    if (T > 1) {
+        put_head(&o, "dbscope_replica_lag_seconds", "gauge",
+                 "How far a replica is behind the primary, from WAL positions (-1: unknown).");
+        for (int t = 1; t < T; t++) {
+            int64_t lag = dbs__replica_lag_ms(p, t - 1);
+            put(&o, "dbscope_replica_lag_seconds{%s} %.3f\n", labs[t],
+                lag < 0 ? -1.0 : (double)lag / 1e3);
+        }
+        put_head(&o, "dbscope_ro_fallbacks_total", "counter",
+                 "Read-only sessions that no replica qualified for.");
+        put_series(&o, "dbscope_ro_fallbacks_total", labs[0], NULL, NULL,
+                   sn[0].st.ro_fallbacks);
+    }
+    put_head(&o, "dbscope_acquire_wait_seconds", "histogram",
+             "Time from asking for a connection to getting one.");
+    for (int t = 0; t < T; t++)
+        put_hist_series(&o, labs[t], "dbscope_acquire_wait_seconds", &sn[t].wait);
+    put_head(&o, "dbscope_session_duration_seconds", "histogram",
+             "Time a session held its connection.");
+    for (int t = 0; t < T; t++)
+        put_hist_series(&o, labs[t], "dbscope_session_duration_seconds", &sn[t].use);
+    for (int t = 0; t < T; t++)
+        free(labs[t]);
+    free(labs);
     free(sn);
     return o.len > (size_t)INT32_MAX ? DBS_ENOMEM : (int)o.len;
 }
@@ -282,6 +342,20 @@ int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
         {"closed_pool", s.closed_pool}};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         put(&o, ",\"%s\":%llu", c[i].k, (unsigned long long)c[i].v);
+    put(&o, ",\"replica_size\":%d,\"replica_in_use\":%d,\"replica_lag_ms\":%lld,"
+            "\"ro_fallbacks\":%llu,\"replicas\":[",
+        s.replica_size, s.replica_in_use, (long long)s.replica_lag_ms,
+        (unsigned long long)s.ro_fallbacks);
+    for (int i = 0; i < dbs__replicas_count(p); i++) {
+        dbs_stats rs;
+        dbs_pool *rp = dbs__replica_pool(p, i);
+        dbs_pool_stats(rp, &rs);
+        put(&o, "%s{\"host\":\"", i ? "," : "");
+        put_escaped(&o, rp->replica_label);
+        put(&o, "\",\"size\":%d,\"in_use\":%d,\"lag_ms\":%lld}", rs.size, rs.in_use,
+            (long long)dbs__replica_lag_ms(p, i));
+    }
+    put(&o, "]");
     put(&o, ",\"wait_us\":{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"max\":%lld,\"count\":%llu}",
         (long long)s.wait_p50_us, (long long)s.wait_p90_us, (long long)s.wait_p99_us,
         (long long)s.wait_max_us, (unsigned long long)s.wait_count);
@@ -304,82 +378,99 @@ static int by_age(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The list being gathered: one allocation of entries and one of strings,
+ * sized outside the locks and checked under them. */
+typedef struct gather {
+    listed *list;
+    char *strs;
+    size_t cap_n, cap_b, n, used;
+    size_t need_n, need_b; /* what every pool visited needed */
+    bool fits;
+} gather;
+
+/* Adds p's sessions to g under p's shard locks, or, if they do not fit,
+ * only counts what they need. */
+static void gather_pool(dbs_pool *p, gather *g)
+{
+    const char *target = p->replica_label ? p->replica_label : "primary";
+    int64_t now = dbs__now_ns();
+    dbs__shards_lock(p);
+    size_t pn = 0, pb = 0;
+    for (int k = 0; k < DBS__SHARDS; k++) {
+        for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
+            pn++;
+            const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+            for (int i = 0; i < 3; i++)
+                pb += f[i] ? strlen(f[i]) + 1 : 0;
+        }
+    }
+    g->need_n += pn;
+    g->need_b += pb;
+    if (!g->fits || g->n + pn > g->cap_n || g->used + pb > g->cap_b) {
+        g->fits = false;
+        dbs__shards_unlock(p);
+        return;
+    }
+    for (int k = 0; k < DBS__SHARDS; k++) {
+        for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
+            listed *l = &g->list[g->n++];
+            dbs_session_info *in = &l->in;
+            l->opened_ns = s->opened_ns;
+            in->file = s->file;
+            in->line = s->line;
+            in->func = s->func;
+            in->thread = (unsigned long)s->owner;
+            in->age_ms = (now - s->opened_ns) / 1000000;
+            in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
+            in->leak_reported = s->leak_reported;
+            in->conn_id = s->conn ? s->conn->id : 0;
+            in->target = target;
+            in->read_only = atomic_load_explicit(&s->read_only, memory_order_relaxed);
+            const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+            const char **d[3] = {&in->ctx.request_id, &in->ctx.user_id, &in->ctx.tenant_id};
+            for (int i = 0; i < 3; i++) {
+                *d[i] = NULL;
+                if (!f[i])
+                    continue;
+                size_t len = strlen(f[i]) + 1;
+                memcpy(g->strs + g->used, f[i], len);
+                *d[i] = g->strs + g->used;
+                g->used += len;
+            }
+        }
+    }
+    dbs__shards_unlock(p);
+}
+
 int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
-    /* Sized outside the locks, checked under them, grown and retried if
-     * more sessions arrived meanwhile. */
-    size_t cap_n = 16, cap_b = 1024, n = 0;
-    listed *list = malloc(sizeof *list * cap_n);
-    char *strs = malloc(cap_b);
-    if (!list || !strs) {
-        free(list);
-        free(strs);
-        return DBS_ENOMEM;
-    }
+    /* The primary's sessions and each replica's, one list oldest first;
+     * grown and gathered again if more sessions arrived meanwhile. */
+    const int T = 1 + dbs__replicas_count(p);
+    size_t cap_n = 16, cap_b = 1024;
     for (;;) {
-        size_t need_n = 0, need_b = 0, used = 0;
-        int64_t now = dbs__now_ns();
-        dbs__shards_lock(p);
-        for (int k = 0; k < DBS__SHARDS; k++) {
-            for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
-                need_n++;
-                const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
-                for (int i = 0; i < 3; i++)
-                    need_b += f[i] ? strlen(f[i]) + 1 : 0;
-            }
-        }
-        bool fits = need_n <= cap_n && need_b <= cap_b;
-        if (fits) {
-            n = 0;
-            for (int k = 0; k < DBS__SHARDS; k++) {
-                for (dbs_session *s = p->shards[k].sessions; s; s = s->next) {
-                    listed *l = &list[n++];
-                    dbs_session_info *in = &l->in;
-                    l->opened_ns = s->opened_ns;
-                    in->file = s->file;
-                    in->line = s->line;
-                    in->func = s->func;
-                    in->thread = (unsigned long)s->owner;
-                    in->age_ms = (now - s->opened_ns) / 1000000;
-                    in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
-                    in->leak_reported = s->leak_reported;
-                    in->conn_id = s->conn ? s->conn->id : 0;
-                    const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
-                    const char **d[3] = {&in->ctx.request_id, &in->ctx.user_id,
-                                         &in->ctx.tenant_id};
-                    for (int i = 0; i < 3; i++) {
-                        *d[i] = NULL;
-                        if (!f[i])
-                            continue;
-                        size_t len = strlen(f[i]) + 1;
-                        memcpy(strs + used, f[i], len);
-                        *d[i] = strs + used;
-                        used += len;
-                    }
-                }
-            }
-        }
-        dbs__shards_unlock(p);
-        if (fits)
-            break;
-        free(list);
-        free(strs);
-        cap_n = need_n + 16;
-        cap_b = need_b + 1024;
-        list = malloc(sizeof *list * cap_n);
-        strs = malloc(cap_b);
-        if (!list || !strs) {
-            free(list);
-            free(strs);
+        gather g = {.cap_n = cap_n, .cap_b = cap_b, .fits = true};
+        g.list = malloc(sizeof *g.list * cap_n);
+        g.strs = malloc(cap_b);
+        if (!g.list || !g.strs) {
+            free(g.list);
+            free(g.strs);
             return DBS_ENOMEM;
         }
+        for (int t = 0; t < T; t++)
+            gather_pool(t == 0 ? p : dbs__replica_pool(p, t - 1), &g);
+        if (g.fits) {
+            qsort(g.list, g.n, sizeof *g.list, by_age); /* oldest first */
+            for (size_t i = 0; i < g.n; i++)
+                fn(&g.list[i].in, user);
+        }
+        free(g.list);
+        free(g.strs);
+        if (g.fits)
+            return (int)g.n;
+        cap_n = g.need_n + 16;
+        cap_b = g.need_b + 1024;
     }
-    qsort(list, n, sizeof *list, by_age); /* oldest first */
-    for (size_t i = 0; i < n; i++)
-        fn(&list[i].in, user);
-    free(list);
-    free(strs);
-    return (int)n;
 }

@@ -34,3 +34,13 @@ dbscope_test_pg(test_pg_bounds pg)
 if(DBSCOPE_WITH_PG)
   target_sources(test_pg_bounds PRIVATE faultproxy.c)
 endif()
+# Replicas and failover: a primary and a synchronous standby of its own,
+# started and stopped by the test program (tests/pg_replica.sh).
+if(DBSCOPE_WITH_PG)
+  dbscope_test_exe(test_pg_replica)
+  target_include_directories(test_pg_replica PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+  add_test(NAME test_pg_replica COMMAND test_pg_replica
+    ${CMAKE_CURRENT_SOURCE_DIR}/pg_replica.sh ${CMAKE_CURRENT_BINARY_DIR}/pg_replica)
+  set_tests_properties(test_pg_replica PROPERTIES LABELS "pg;stress"
+    TIMEOUT 900 RUN_SERIAL TRUE)
+endif()

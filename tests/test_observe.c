@@ -618,7 +618,7 @@ static void test_exports(void)
     CHECK_EQ((int)strlen(text), n);
     static struct sample s[512];
     int ns = parse_prometheus(text, s, 512);
-    const char *L = "pool=\"main \\\"db\\\"\"";
+    const char *L = "pool=\"main \\\"db\\\"\",target=\"primary\"";
     char lab[128];
     snprintf(lab, sizeof lab, "%s,state=\"in_use\"", L);
     CHECK_EQ(sample(s, ns, "dbscope_connections", lab), st.in_use);

@@ -356,6 +356,16 @@ static void create_shift(const sb_app *app, sb_request *req, sb_response *res)
     json_decref(body);
 }
 
+/* GET routes only read: with DATABASE_REPLICA_URL set they run read-only on
+ * a replica that is within the lag bound (or on the primary). */
+static int read_transact(const sb_app *app, const dbs_context *ctx, dbs_work_fn work,
+                         void *arg, dbs_error *err)
+{
+    const char *replicas = getenv("DATABASE_REPLICA_URL");
+    return replicas && *replicas ? dbs_transact_ro(app->pool, ctx, work, arg, err)
+                                 : dbs_transact(app->pool, ctx, work, arg, err);
+}
+
 static int list_shifts_unit(dbs_session *s, void *arg, dbs_error *err)
 {
     struct shift_io *io = arg;
@@ -401,7 +411,7 @@ static void list_shifts(const sb_app *app, sb_request *req, sb_response *res)
     }
     dbs_context ctx = context_of(req);
     dbs_error err;
-    int rc = dbs_transact(app->pool, &ctx, list_shifts_unit, &io, &err);
+    int rc = read_transact(app, &ctx, list_shifts_unit, &io, &err);
     if (rc != DBS_OK) {
         json_decref(io.out);
         db_failure(req, res, rc, &err);
@@ -443,7 +453,8 @@ static void one_shift(const sb_app *app, sb_request *req, sb_response *res, int6
     struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .id = id};
     dbs_context ctx = context_of(req);
     dbs_error err;
-    int rc = dbs_transact(app->pool, &ctx, del ? delete_shift_unit : get_shift_unit, &io, &err);
+    int rc = del ? dbs_transact(app->pool, &ctx, delete_shift_unit, &io, &err)
+                 : read_transact(app, &ctx, get_shift_unit, &io, &err);
     if (rc != DBS_OK) {
         json_decref(io.out);
         db_failure(req, res, rc, &err);

@@ -1038,6 +1038,7 @@ int main(int argc, char **argv)
         return 1;
     }
     sem_init(&handler_slots, 0, threads);
+    cfg.replica_url = getenv("DATABASE_REPLICA_URL"); /* GET routes read there */
     app.pool = dbs_pool_open(&cfg, &err);
     if (!app.pool) {
         fprintf(stderr, "shiftboard: %s\n", err.message);

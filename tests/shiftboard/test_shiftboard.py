@@ -480,7 +480,7 @@ def observability(svc):
     sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.e+Inf-]+$')
     bad = [l for l in text.splitlines() if l and not l.startswith("#") and not sample.match(l)]
     check(not bad, "metrics lines parse: %s" % bad[:3])
-    check('dbscope_connections{pool="shiftboard",state="in_use"}' in text, "pool gauge present")
+    check('dbscope_connections{pool="shiftboard",target="primary",state="in_use"}' in text, "pool gauge present")
     st, _, doc, _ = svc.request("GET", "/api/pool")
     check(st == 200 and doc["pool"] == "shiftboard" and "p99" in doc["wait_us"], "pool JSON")
     check(doc["acquired"] == doc["released"] + doc["in_use"], "every session given back")
@@ -509,12 +509,12 @@ def dashboard_in_browser(svc, artifacts, tag):
                          timeout=180).stdout
     shown = dict(re.findall(r'<div class="v" id="(\w+)">([^<]*)</div>', dom))
     _, _, _, text = svc.request("GET", "/metrics")
-    pool = '{pool="shiftboard"}'
+    pool = '{pool="shiftboard",target="primary"}'
     want = {
         "max_size": metric(text, "dbscope_connections_max", pool),
-        "size": (metric(text, "dbscope_connections", '{pool="shiftboard",state="idle"}') or 0) +
-                (metric(text, "dbscope_connections", '{pool="shiftboard",state="in_use"}') or 0),
-        "in_use": metric(text, "dbscope_connections", '{pool="shiftboard",state="in_use"}'),
+        "size": (metric(text, "dbscope_connections", '{pool="shiftboard",target="primary",state="idle"}') or 0) +
+                (metric(text, "dbscope_connections", '{pool="shiftboard",target="primary",state="in_use"}') or 0),
+        "in_use": metric(text, "dbscope_connections", '{pool="shiftboard",target="primary",state="in_use"}'),
         "waiting": metric(text, "dbscope_waiting_threads", pool),
         "timeouts": metric(text, "dbscope_acquire_timeouts_total", pool),
         "leaks": metric(text, "dbscope_leaks_total", pool),

@@ -1,0 +1,457 @@
+/*
+ * Read replicas: one internal pool per replica host (dbs_config.replica_url),
+ * owned by the primary's pool, and the monitor that measures how far each
+ * replica is behind, so that choosing one for a read-only session costs no
+ * round trip.
+ *
+ * Lag is measured with WAL positions, not timestamps, so it stays right when
+ * the primary is idle and when replay is paused: every PERIOD_MS a monitor
+ * thread reads the primary's pg_current_wal_lsn() and keeps (time, position)
+ * in a ring whenever the position moved; another thread per replica reads
+ * pg_last_wal_replay_lsn(). A replica's lag is the age of the oldest primary
+ * sample whose position it has not replayed yet (0 when it replayed them
+ * all, however long ago that was). Each thread has its own connection
+ * (never a pool's, so a busy pool never delays a measurement and the
+ * measurements never take a slot from requests), bounded by the pool's
+ * connect and statement bounds, and one thread per server, so a server
+ * that hangs delays only its own measurements.
+ *
+ * A replica qualifies for a read-only session while its last measurement
+ * is recent (STALE_PERIODS), it is in recovery (a promoted replica is not a
+ * replica any more), and, with a bound, the primary was measured recently
+ * too and the lag is within the bound.
+ *
+ * Lifetimes: each monitor thread holds a reference on the primary's pool;
+ * the primary holds one on each replica pool until it is freed, so a
+ * dbs_transact_ro that still holds the primary never touches a freed
+ * replica pool.
+ */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
+#include "pool_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { PERIOD_MS = 100, STALE_PERIODS = 3, RING = 1024 };
+
+typedef struct replica {
+    dbs_pool *pool;
+    _Atomic int64_t ok_ns;           /* when its last good sample was taken
+                                        (0: never) */
+    atomic_bool in_recovery;
+    _Atomic int64_t replay_lsn;      /* -1: none */
+    _Atomic int64_t behind_since_ns; /* the oldest primary sample it has not
+                                        replayed, 0: none */
+} replica;
+
+typedef struct monitor {
+    struct dbs__replicas *rs;
+    dbs_pool *primary;
+    int idx; /* -1: the primary */
+} monitor;
+
+struct dbs__replicas {
+    int n;
+    replica *r;
+    atomic_uint next;              /* round robin */
+    atomic_ullong fallbacks;
+    _Atomic int64_t primary_ok_ns; /* when the primary's last good sample
+                                      was taken (0: never) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;             /* [mu] wakes the monitor to stop */
+    bool stop;                     /* [mu] */
+    int n_threads;                 /* started; set and read by open/shutdown */
+    pthread_t *threads;
+    monitor *mons;
+    atomic_bool stopped;           /* shutdown ran (or is running) */
+    /* [mu] the primary's positions, oldest first from ring_start */
+    int64_t ring_t[RING], ring_lsn[RING];
+    int ring_start, ring_n;
+};
+
+static const int64_t stale_ns = (int64_t)STALE_PERIODS * PERIOD_MS * 1000000;
+
+/* Recomputes every replica's behind_since from the ring. [rs->mu] */
+static void update_lag(struct dbs__replicas *rs)
+{
+    for (int i = 0; i < rs->n; i++) {
+        replica *r = &rs->r[i];
+        if (!atomic_load(&r->ok_ns))
+            continue;
+        int64_t replayed = atomic_load(&r->replay_lsn);
+        int64_t since = 0;
+        for (int k = 0; k < rs->ring_n; k++) {
+            int idx = (rs->ring_start + k) % RING;
+            if (rs->ring_lsn[idx] > replayed) {
+                since = rs->ring_t[idx];
+                break;
+            }
+        }
+        atomic_store(&r->behind_since_ns, since);
+    }
+}
+
+/* One query returning one row of int8 columns, on the monitor's own
+ * connection (autocommit: no BEGIN). *null_out marks NULL columns. */
+static int query_row(dbs_pool *tp, void *c, const char *sql, int64_t *vals, bool *nulls,
+                     int ncols, dbs_error *err)
+{
+    dbs_rows *r = tp->drv->query(c, sql, NULL, 0, err);
+    if (!r)
+        return err->code;
+    int rc = r->ops->next(r, err);
+    if (rc == 1) {
+        for (int i = 0; i < ncols; i++) {
+            nulls[i] = r->ops->is_null(r, i);
+            vals[i] = nulls[i] ? -1 : r->ops->get_int(r, i);
+        }
+    }
+    r->ops->close(r);
+    if (rc == 1)
+        return DBS_OK;
+    return rc < 0 ? rc : dbs__err(err, DBS_ESQL, "no row");
+}
+
+static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, int64_t t)
+{
+    dbs_error err;
+    int64_t v[2];
+    bool nulls[2];
+    if (m->idx < 0) {
+        /* On a server in recovery this fails: the connection is closed and
+         * the next one follows the URL (target_session_attrs) to the
+         * writable host. */
+        int rc = query_row(tp, c, "SELECT (pg_current_wal_lsn() - '0/0')::int8", v, nulls, 1,
+                           &err);
+        if (rc != DBS_OK || nulls[0])
+            return rc != DBS_OK ? rc : DBS_ESQL;
+        pthread_mutex_lock(&rs->mu);
+        /* Positions only grow on one primary; a smaller one means another
+         * server is primary now (a failover), whose history may never
+         * contain what the old one wrote last: forget those samples, or a
+         * replica would look behind them for good. */
+        while (rs->ring_n > 0 &&
+               rs->ring_lsn[(rs->ring_start + rs->ring_n - 1) % RING] > v[0])
+            rs->ring_n--;
+        int last = (rs->ring_start + rs->ring_n - 1) % RING;
+        if (rs->ring_n == 0 || rs->ring_lsn[last] != v[0]) {
+            if (rs->ring_n == RING) { /* drop the oldest */
+                rs->ring_start = (rs->ring_start + 1) % RING;
+                rs->ring_n--;
+            }
+            int idx = (rs->ring_start + rs->ring_n) % RING;
+            rs->ring_t[idx] = t;
+            rs->ring_lsn[idx] = v[0];
+            rs->ring_n++;
+        }
+        atomic_store(&rs->primary_ok_ns, t);
+        update_lag(rs);
+        pthread_mutex_unlock(&rs->mu);
+        return DBS_OK;
+    }
+    int rc = query_row(tp, c,
+                       "SELECT pg_is_in_recovery()::int, "
+                       "(pg_last_wal_replay_lsn() - '0/0')::int8",
+                       v, nulls, 2, &err);
+    if (rc != DBS_OK)
+        return rc;
+    replica *r = &rs->r[m->idx];
+    pthread_mutex_lock(&rs->mu);
+    atomic_store(&r->in_recovery, v[0] == 1);
+    atomic_store(&r->replay_lsn, nulls[1] ? -1 : v[1]);
+    atomic_store(&r->ok_ns, t);
+    update_lag(rs);
+    pthread_mutex_unlock(&rs->mu);
+    return DBS_OK;
+}
+
+static void *monitor_main(void *arg)
+{
+    monitor *m = arg;
+    struct dbs__replicas *rs = m->rs;
+    dbs_pool *tp = m->idx < 0 ? m->primary : rs->r[m->idx].pool;
+    void *c = NULL;
+    pthread_mutex_lock(&rs->mu);
+    while (!rs->stop) {
+        pthread_mutex_unlock(&rs->mu);
+        int64_t t = dbs__now_ns();
+        dbs_error err;
+        if (!c)
+            c = tp->drv->connect(&tp->target, &err);
+        if (c && (sample(rs, m, tp, c, t) != DBS_OK || tp->drv->is_broken(c))) {
+            tp->drv->close(c);
+            c = NULL;
+        }
+        /* The server failed us: its pool's idle connections may be dead
+         * too (a restart), so each is pinged before its next hand-out,
+         * however recently it was used. */
+        if (!c)
+            atomic_store_explicit(&tp->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
+        pthread_mutex_lock(&rs->mu);
+        struct timespec ts = dbs__timespec(t + (int64_t)PERIOD_MS * 1000000);
+        /* Re-check the flag after every wake: a wait can end spuriously. */
+        while (!rs->stop && pthread_cond_timedwait(&rs->cv, &rs->mu, &ts) != ETIMEDOUT) {
+        }
+    }
+    pthread_mutex_unlock(&rs->mu);
+    if (c)
+        tp->drv->close(c);
+    dbs__pool_unref(m->primary); /* may free the pool, rs with it */
+    return NULL;
+}
+
+int dbs__replicas_open(dbs_pool *p, dbs_error *err)
+{
+#ifdef DBSCOPE_WITH_PG
+    char **targets, **labels;
+    int n;
+    int rc = dbs__url_split_hosts(p->cfg.replica_url, &targets, &labels, &n, err);
+    if (rc != DBS_OK)
+        return rc;
+    struct dbs__replicas *rs = calloc(1, sizeof *rs);
+    if (rs) {
+        rs->r = calloc((size_t)n, sizeof *rs->r);
+        rs->threads = calloc((size_t)n + 1, sizeof *rs->threads);
+        rs->mons = calloc((size_t)n + 1, sizeof *rs->mons);
+    }
+    if (!rs || !rs->r || !rs->threads || !rs->mons) {
+        if (rs) {
+            free(rs->r);
+            free(rs->threads);
+            free(rs->mons);
+        }
+        free(rs);
+        dbs__url_hosts_free(targets, labels, n);
+        return dbs__err(err, DBS_ENOMEM, "out of memory opening the replicas");
+    }
+    pthread_mutex_init(&rs->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    p->replicas = rs;
+    for (int i = 0; i < n; i++) {
+        dbs_config c = p->cfg;
+        c.url = targets[i];
+        c.replica_url = NULL;
+        c.lazy_open = 1; /* a replica that is down must not stop the program */
+        dbs_error e;
+        dbs_pool *rp = dbs_pool_open(&c, &e);
+        if (!rp) {
+            rc = dbs__err(err, e.code, "replica %s: %s", labels[i], e.message);
+            break;
+        }
+        rp->replica_label = labels[i];
+        labels[i] = NULL;
+        atomic_fetch_add(&rp->refs, 1); /* dropped by dbs__replicas_free */
+        atomic_store(&rs->r[i].replay_lsn, -1);
+        rs->r[i].pool = rp;
+        rs->n = i + 1;
+    }
+    dbs__url_hosts_free(targets, labels, n);
+    if (rc != DBS_OK)
+        return rc;
+    for (int i = -1; i < rs->n; i++) {
+        monitor *m = &rs->mons[i + 1];
+        m->rs = rs;
+        m->primary = p;
+        m->idx = i;
+        atomic_fetch_add(&p->refs, 1); /* the thread's; it drops it */
+        int e = pthread_create(&rs->threads[rs->n_threads], NULL, monitor_main, m);
+        if (e != 0) {
+            atomic_fetch_sub(&p->refs, 1);
+            return dbs__err(err, DBS_ENOMEM, "cannot start the replica monitor: %s",
+                            strerror(e));
+        }
+        rs->n_threads++;
+    }
+    return DBS_OK;
+#else
+    (void)p;
+    return dbs__err(err, DBS_ECONFIG, "replica_url needs PostgreSQL (DBSCOPE_WITH_PG=OFF)");
+#endif
+}
+
+void dbs__replicas_shutdown(dbs_pool *p)
+{
+    struct dbs__replicas *rs = p->replicas;
+    /* once, whichever of shutdown and close comes first */
+    if (!rs || atomic_exchange(&rs->stopped, true))
+        return;
+    pthread_mutex_lock(&rs->mu);
+    rs->stop = true;
+    pthread_cond_broadcast(&rs->cv);
+    pthread_mutex_unlock(&rs->mu);
+    /* Between samples a thread exits at once; one waiting on a silent
+     * server (bounded, but by seconds) finishes on its own and drops its
+     * reference: shutdown waits for it 200 ms in all. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 200 * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    for (int i = 0; i < rs->n_threads; i++) {
+        if (pthread_timedjoin_np(rs->threads[i], NULL, &until) != 0)
+            pthread_detach(rs->threads[i]);
+    }
+    for (int i = 0; i < rs->n; i++)
+        dbs_pool_shutdown(rs->r[i].pool, 0);
+}
+
+void dbs__replicas_close(dbs_pool *p)
+{
+    struct dbs__replicas *rs = p->replicas;
+    if (!rs)
+        return;
+    dbs__replicas_shutdown(p);
+    for (int i = 0; i < rs->n; i++)
+        dbs_pool_close(rs->r[i].pool); /* the primary's reference stays */
+}
+
+int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever)
+{
+    struct dbs__replicas *rs = p->replicas;
+    int left = 0;
+    if (!rs)
+        return 0;
+    for (int i = 0; i < rs->n; i++) {
+        int ms = 0;
+        if (forever) {
+            ms = -1;
+        } else {
+            int64_t rem = (deadline_ns - dbs__now_ns()) / 1000000;
+            ms = rem > 0 ? (rem > INT32_MAX ? INT32_MAX : (int)rem) : 0;
+        }
+        left += dbs_pool_shutdown(rs->r[i].pool, ms);
+    }
+    return left;
+}
+
+void dbs__replicas_free(dbs_pool *p)
+{
+    struct dbs__replicas *rs = p->replicas;
+    if (!rs)
+        return;
+    for (int i = 0; i < rs->n; i++)
+        dbs__pool_unref(rs->r[i].pool);
+    pthread_cond_destroy(&rs->cv);
+    pthread_mutex_destroy(&rs->mu);
+    free(rs->r);
+    free(rs->threads);
+    free(rs->mons);
+    free(rs);
+    p->replicas = NULL;
+}
+
+/* Whether replica i may serve a read-only session now: from the cached
+ * measurements only. */
+static bool qualifies(const struct dbs__replicas *rs, int i, int bound_ms, int64_t now)
+{
+    replica *r = &rs->r[i];
+    int64_t ok = atomic_load(&r->ok_ns);
+    if (!ok || now - ok > stale_ns || !atomic_load(&r->in_recovery))
+        return false;
+    if (bound_ms > 0) {
+        /* Without a recent primary position the lag is unknown. */
+        int64_t pok = atomic_load(&rs->primary_ok_ns);
+        if (!pok || now - pok > stale_ns)
+            return false;
+        int64_t since = atomic_load(&r->behind_since_ns);
+        if (since && now - since > (int64_t)bound_ms * 1000000)
+            return false;
+    }
+    return true;
+}
+
+dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, dbs_error *err,
+                                  const char *file, int line, const char *func)
+{
+    struct dbs__replicas *rs = p->replicas;
+    int64_t now = dbs__now_ns();
+    unsigned start = atomic_fetch_add_explicit(&rs->next, 1, memory_order_relaxed);
+    int tried = 0;
+    char last[420] = "";
+    for (int k = 0; k < rs->n; k++) {
+        int i = (int)((start + (unsigned)k) % (unsigned)rs->n);
+        if (!qualifies(rs, i, p->cfg.replica_max_lag_ms, now))
+            continue;
+        tried++;
+        dbs_session *s = dbs__session_open(rs->r[i].pool, ctx, err, file, line, func);
+        if (s)
+            return s;
+        /* A busy replica is not a down one: its caller waited its bound. */
+        if (err->code == DBS_ECLOSED || err->code == DBS_ETIMEOUT || err->code == DBS_ENOMEM)
+            return NULL;
+        snprintf(last, sizeof last, "; %.100s: %.300s", rs->r[i].pool->replica_label, err->message);
+    }
+    if (tried == 0)
+        dbs__err(err, DBS_EUNAVAILABLE,
+                 "no read replica qualifies (%d configured; each must be reachable, in "
+                 "recovery and measured in the last %d ms%s)",
+                 rs->n, STALE_PERIODS * PERIOD_MS,
+                 p->cfg.replica_max_lag_ms > 0 ? ", within replica_max_lag_ms" : "");
+    else
+        dbs__err(err, DBS_EUNAVAILABLE, "no read replica could serve the session%s", last);
+    return NULL;
+}
+
+void dbs__replica_count_fallback(dbs_pool *p)
+{
+    if (p->replicas)
+        atomic_fetch_add_explicit(&p->replicas->fallbacks, 1, memory_order_relaxed);
+}
+
+int dbs__replicas_count(dbs_pool *p)
+{
+    return p->replicas ? p->replicas->n : 0;
+}
+
+dbs_pool *dbs__replica_pool(dbs_pool *p, int i)
+{
+    return p->replicas->r[i].pool;
+}
+
+int64_t dbs__replica_lag_ms(dbs_pool *p, int i)
+{
+    struct dbs__replicas *rs = p->replicas;
+    replica *r = &rs->r[i];
+    int64_t now = dbs__now_ns();
+    int64_t ok = atomic_load(&r->ok_ns), pok = atomic_load(&rs->primary_ok_ns);
+    if (!ok || now - ok > stale_ns || !pok || now - pok > stale_ns ||
+        !atomic_load(&r->in_recovery))
+        return -1;
+    int64_t since = atomic_load(&r->behind_since_ns);
+    return since ? (now - since) / 1000000 : 0;
+}
+
+void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
+{
+    struct dbs__replicas *rs = p->replicas;
+    out->replica_lag_ms = -1;
+    if (!rs || rs->n == 0)
+        return;
+    out->ro_fallbacks = atomic_load_explicit(&rs->fallbacks, memory_order_relaxed);
+    int64_t lag = 0;
+    for (int i = 0; i < rs->n; i++) {
+        dbs_stats st;
+        dbs_pool_stats(rs->r[i].pool, &st);
+        out->replica_size += st.size;
+        out->replica_in_use += st.in_use;
+        int64_t l = dbs__replica_lag_ms(p, i);
+        replica *r = &rs->r[i];
+        int64_t ok = atomic_load(&r->ok_ns);
+        if (l < 0 && ok && dbs__now_ns() - ok <= stale_ns && !atomic_load(&r->in_recovery))
+            continue; /* measured, and not a replica: a primary listed too */
+        if (l < 0 || lag < 0)
+            lag = -1;
+        else if (l > lag)
+            lag = l;
+    }
+    out->replica_lag_ms = lag;
+}

@@ -1,0 +1,530 @@
+/* Read replicas and failover on a real primary with a synchronous streaming
+ * standby (tests/pg_replica.sh): read-only sessions run on the standby, a
+ * write there is refused; a standby whose replay is paused stops qualifying
+ * once it is past replica_max_lag_ms, and qualifies again once it catches
+ * up; an idle primary does not make a standby look behind; with the standby
+ * down, read-only sessions run on the primary or fail fast; and under four
+ * writers the primary is crashed, the standby promoted, writes resume by
+ * themselves with every acknowledged write on the new primary, and the old
+ * primary, rebuilt as a standby, serves read-only sessions again.
+ *
+ * Usage: test_pg_replica SCRIPT DIR (the script and a scratch directory). */
+#include "common.h"
+#include "sizing.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+
+static const char *script, *dir;
+static atomic_int ro_errors; /* failed statements in ro_where */
+static char port_a[16], port_b[16], password[128], superpw[128];
+
+static void sh(const char *fmt, ...)
+{
+    char args[300], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "sh %s %s %s", script, args, dir);
+    /* node arguments follow DIR */
+    char *sp = strchr(args, ' ');
+    if (sp) {
+        *sp = '\0';
+        snprintf(cmd, sizeof cmd, "sh %s %s %s %s", script, args, dir, sp + 1);
+    }
+    int rc = system(cmd);
+    if (rc != 0)
+        CHECK_FAIL("%s: exit %d", cmd, rc);
+}
+
+/* key=value URL for the given ports (comma lists for several hosts). */
+static void url_for(char *out, size_t n, const char *ports, int hosts, bool super,
+                    const char *extra)
+{
+    snprintf(out, n,
+             "host=%s port=%s user=%s password=%s dbname=dbscope connect_timeout=3 %s",
+             hosts == 2 ? "127.0.0.1,127.0.0.1" : "127.0.0.1", ports,
+             super ? "postgres" : "dbscope", super ? superpw : password, extra);
+}
+
+static dbs_pool *open_with(const char *url, const char *replica_url, int lag_ms, int fallback)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.replica_url = replica_url;
+    cfg.replica_max_lag_ms = lag_ms;
+    cfg.replica_fallback = fallback;
+    cfg.pool_size = 4;
+    cfg.max_overflow = 4;
+    cfg.acquire_timeout_ms = 20000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("dbs_pool_open: %s", err.message);
+    return p;
+}
+
+/* Where a read-only session runs: fills *port with the server's port and
+ * returns pg_is_in_recovery() (1: a standby), or the dbs_code of the open. */
+static int ro_where(dbs_pool *p, int *port, dbs_error *err)
+{
+    dbs_session *s = dbs_session_open_ro(p, NULL, err);
+    if (!s)
+        return err->code;
+    /* errors returned, not fatal: the waits below retry */
+    dbs_rows *r = dbs_query(s, "SELECT pg_is_in_recovery()::int, inet_server_port()", NULL, 0,
+                            err);
+    int rec = r ? dbs_rows_next(r, err) : err->code;
+    if (rec == 1) {
+        rec = (int)dbs_rows_int(r, 0);
+        if (port)
+            *port = (int)dbs_rows_int(r, 1);
+    } else if (rec == 0) {
+        rec = DBS_ESQL;
+    } else {
+        fprintf(stderr, "ro_where: %s\n", err->message);
+        atomic_fetch_add(&ro_errors, 1);
+    }
+    dbs_rows_close(r);
+    dbs_session_close(s);
+    return rec;
+}
+
+static int64_t ro_count(dbs_pool *p, int64_t id)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open_ro(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open_ro: %s", err.message);
+    dbs_value v[] = {DBS_INT(id)};
+    int64_t n = query_int(s, "SELECT count(*) FROM replica_t WHERE id = $1", v, 1);
+    dbs_session_close(s);
+    return n;
+}
+
+static void insert(dbs_pool *p, int64_t id)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_value v[] = {DBS_INT(id)};
+    CHECK_OK(dbs_exec(s, "INSERT INTO replica_t (id) VALUES ($1)", v, 1, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+}
+
+static bool lag_known(dbs_pool *p)
+{
+    return stats_of(p).replica_lag_ms >= 0;
+}
+
+struct seen {
+    int ro, replica;
+    char target[64];
+};
+
+static void on_session(const dbs_session_info *in, void *user)
+{
+    struct seen *s = user;
+    if (in->read_only) {
+        s->ro++;
+        snprintf(s->target, sizeof s->target, "%s", in->target);
+    }
+    if (strcmp(in->target, "primary") != 0)
+        s->replica++;
+}
+
+static int work_count(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)err;
+    *(int64_t *)arg = query_int(s, "SELECT count(*) FROM replica_t", NULL, 0);
+    return 0;
+}
+
+static void test_routing(const char *url_a, const char *url_b)
+{
+    dbs_pool *p = open_with(url_a, url_b, 0, 1);
+    run_sql(p, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    WAIT_UNTIL(lag_known(p), 20000);
+    CHECK(lag_known(p));
+    int port = 0;
+    dbs_error err;
+    CHECK_EQ(ro_where(p, &port, &err), 1);
+    CHECK_EQ(port, atoi(port_b));
+
+    /* a write on a read-only session: refused by the server */
+    dbs_session *s = dbs_session_open_ro(p, NULL, &err);
+    CHECK(s != NULL);
+    struct seen seen = {0};
+    CHECK_EQ(dbs_pool_sessions(p, on_session, &seen), 1);
+    CHECK_EQ(seen.ro, 1);
+    CHECK_EQ(seen.replica, 1);
+    char label[64];
+    snprintf(label, sizeof label, "127.0.0.1:%s", port_b);
+    CHECK_STR(seen.target, label);
+    CHECK_EQ(dbs_exec(s, "INSERT INTO replica_t (id) VALUES (-1)", NULL, 0, &err), DBS_ESQL);
+    CHECK_STR(err.sqlstate, "25006");
+    dbs_session_close(s);
+
+    dbs_stats st = stats_of(p);
+    CHECK_INT(st.replica_size, >=, 1);
+    CHECK_EQ(st.replica_in_use, 0);
+    static char text[1 << 16];
+    int n = dbs_pool_metrics(p, text, sizeof text);
+    CHECK_INT(n, >, 0);
+    CHECK_CONTAINS(text, "target=\"replica\",host=\"127.0.0.1:");
+    CHECK_CONTAINS(text, "dbscope_acquired_total{pool=\"default\",target=\"primary\"}");
+    char json[4096];
+    CHECK_INT(dbs_pool_stats_json(p, json, sizeof json), >, 0);
+    CHECK_CONTAINS(json, "\"replicas\":[{\"host\":\"127.0.0.1:");
+
+    /* a read-write session on the same pool still goes to the primary */
+    s = dbs_session_open(p, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(query_int(s, "SELECT pg_is_in_recovery()::int", NULL, 0), 0);
+    dbs_session_close(s);
+
+    int64_t count = -1;
+    CHECK_OK(dbs_transact_ro(p, NULL, work_count, &count, &err), &err);
+    CHECK_INT(count, >=, 0);
+
+    /* shutdown covers the replicas: a session open on one counts as not
+     * drained, gets DBS_ECLOSED, and closes cleanly */
+    s = dbs_session_open_ro(p, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 1);
+    CHECK_EQ(dbs_exec(s, "SELECT 1", NULL, 0, &err), DBS_ECLOSED);
+    CHECK(dbs_session_open_ro(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    dbs_session_close(s);
+    CHECK_EQ(dbs_pool_shutdown(p, 1000), 0);
+    CHECK_EQ(stats_of(p).replica_size, 0);
+    dbs_pool_close(p);
+}
+
+static void test_lag(const char *url_a, const char *url_b, const char *super_b)
+{
+    dbs_pool *p = open_with(url_a, url_b, 300, 1);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    WAIT_UNTIL(lag_known(p), 20000);
+    insert(p, 1);
+    WAIT_UNTIL(ro_count(p, 1) == 1 && ro_where(p, NULL, &err) == 1, 20000);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    insert(p, 2);
+    /* Past the bound the standby no longer qualifies: read-only sessions
+     * run on the primary and see the write. */
+    dbs__sleep_ms(700);
+    uint64_t fb = stats_of(p).ro_fallbacks;
+    CHECK_EQ(ro_where(p, NULL, &err), 0);
+    CHECK_EQ(ro_count(p, 2), 1);
+    CHECK_INT(stats_of(p).ro_fallbacks, >, fb);
+    int64_t lag = stats_of(p).replica_lag_ms;
+    CHECK(lag == -1 || lag > 300);
+
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 20000);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+    CHECK_EQ(ro_count(p, 2), 1);
+
+    /* An idle primary: no new WAL for many sampling periods, and the
+     * standby still qualifies. */
+    dbs__sleep_ms(1500);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(ro_where(p, NULL, &err), 1);
+    CHECK_EQ(stats_of(p).replica_lag_ms, 0);
+    dbs_pool_close(sb);
+    dbs_pool_close(p);
+}
+
+static void test_fallback(const char *url_a, const char *url_b)
+{
+    dbs_pool *p = open_with(url_a, url_b, 0, 1);
+    dbs_pool *strict = open_with(url_a, url_b, 0, 0);
+    dbs_error err;
+    WAIT_UNTIL(lag_known(p) && lag_known(strict), 20000);
+    CHECK_EQ(ro_where(strict, NULL, &err), 1);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+    sh("halt b");
+    WAIT_UNTIL(!lag_known(p) && !lag_known(strict), 20000);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(ro_where(p, NULL, &err), 0);
+    dbs_session *s = dbs_session_open_ro(strict, NULL, &err);
+    CHECK(s == NULL);
+    CHECK_EQ(err.code, DBS_EUNAVAILABLE);
+    CHECK_CONTAINS(err.message, "replica");
+    CHECK_INT(stats_of(strict).ro_fallbacks, >=, 1);
+    sh("run b");
+    /* The monitor saw the standby fail, so the connections its pools kept
+     * from before the restart are pinged before reuse, however recently
+     * they were used: no session gets a dead one. */
+    atomic_store(&ro_errors, 0);
+    WAIT_UNTIL(ro_where(strict, NULL, &err) == 1 && ro_where(p, NULL, &err) == 1, 30000);
+    CHECK_EQ(atomic_load(&ro_errors), 0);
+    CHECK_EQ(ro_where(strict, NULL, &err), 1);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+    dbs_pool_close(strict);
+    dbs_pool_close(p);
+}
+
+/* ---- failover under load ---- */
+
+enum { WRITERS = 4, MAX_ACKED = 1 << 20 };
+
+static dbs_pool *wpool;
+static atomic_int stop_writers, acked_n, failed_n, readonly_n;
+static int64_t acked[MAX_ACKED];
+static _Atomic int64_t last_ack_ms, down_ms, back_ms;
+
+static int write_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    dbs_value v[] = {DBS_INT(*(int64_t *)arg)};
+    int64_t rc = dbs_exec(s, "INSERT INTO replica_t (id) VALUES ($1)", v, 1, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void *writer(void *arg)
+{
+    int64_t base = 1000000 * (1 + (intptr_t)arg);
+    for (int64_t k = 0; !atomic_load(&stop_writers); k++) {
+        int64_t id = base + k;
+        dbs_error err;
+        int rc = dbs_transact(wpool, NULL, write_unit, &id, &err);
+        if (rc == DBS_OK) {
+            int i = atomic_fetch_add(&acked_n, 1);
+            if (i < MAX_ACKED)
+                acked[i] = id;
+            int64_t t = now_ms(), zero = 0;
+            atomic_store(&last_ack_ms, t);
+            if (atomic_load(&down_ms) && t > atomic_load(&down_ms))
+                atomic_compare_exchange_strong(&back_ms, &zero, t);
+        } else {
+            if (strcmp(err.sqlstate, "25006") == 0)
+                atomic_fetch_add(&readonly_n, 1);
+            atomic_fetch_add(&failed_n, 1);
+            dbs__sleep_ms(20);
+        }
+    }
+    return NULL;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_failover(void)
+{
+    char ports[40], url_w[600], url_r[600], url_a_only[600];
+    snprintf(ports, sizeof ports, "%s,%s", port_a, port_b);
+    url_for(url_w, sizeof url_w, ports, 2, false, "target_session_attrs=read-write");
+    url_for(url_r, sizeof url_r, ports, 2, false, "");
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_w;
+    cfg.replica_url = url_r;
+    /* a bound, so the lag history must survive the switch of primary */
+    cfg.replica_max_lag_ms = 2000;
+    cfg.pool_size = 4;
+    cfg.max_overflow = 4;
+    cfg.retry_max = 20;
+    cfg.retry_cap_ms = 500;
+    cfg.acquire_timeout_ms = 20000;
+    cfg.log_events = 0;
+    dbs_error err;
+    wpool = dbs_pool_open(&cfg, &err);
+    if (!wpool)
+        CHECK_FAIL("open: %s", err.message);
+    pthread_t th[WRITERS];
+    for (intptr_t i = 0; i < WRITERS; i++)
+        pthread_create(&th[i], NULL, writer, (void *)i);
+    WAIT_UNTIL(atomic_load(&acked_n) >= 200, 30000);
+    CHECK_INT(atomic_load(&acked_n), >=, 200);
+
+    int64_t t_kill = now_ms();
+    sh("kill a");
+    atomic_store(&down_ms, now_ms()); /* the primary is gone now */
+    sh("promote b");
+    /* Writes resume by themselves, on the promoted standby. */
+    WAIT_UNTIL(atomic_load(&last_ack_ms) > now_ms() - 50 &&
+                   atomic_load(&last_ack_ms) > t_kill + 1,
+               60000);
+    int before = atomic_load(&acked_n);
+    WAIT_UNTIL(atomic_load(&acked_n) >= before + 200, 60000);
+    CHECK_INT(atomic_load(&acked_n), >=, before + 200);
+    CHECK(atomic_load(&back_ms) > 0);
+
+    /* The old primary comes back as a standby of the new one. */
+    sh("rejoin a b");
+    int before2 = atomic_load(&acked_n);
+    WAIT_UNTIL(atomic_load(&acked_n) >= before2 + 100, 60000);
+    atomic_store(&stop_writers, 1);
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ(atomic_load(&readonly_n), 0);
+
+    /* read-only sessions use the rebuilt standby again */
+    int port = 0;
+    WAIT_UNTIL(ro_where(wpool, &port, &err) == 1 && port == atoi(port_a), 60000);
+    CHECK_EQ(ro_where(wpool, &port, &err), 1);
+    CHECK_EQ(port, atoi(port_a));
+    /* the promoted host, still listed in replica_url, is left out of the
+     * lag; the rejoined standby's is known */
+    WAIT_UNTIL(stats_of(wpool).replica_lag_ms >= 0, 20000);
+    CHECK_INT(stats_of(wpool).replica_lag_ms, >=, 0);
+
+    /* every acknowledged write is on the new primary */
+    int n = atomic_load(&acked_n);
+    CHECK_INT(n, <=, MAX_ACKED);
+    dbs_session *s = dbs_session_open(wpool, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(query_int(s, "SELECT pg_is_in_recovery()::int", NULL, 0), 0);
+    CHECK_EQ(query_int(s, "SELECT inet_server_port()", NULL, 0), atoi(port_b));
+    int64_t rows = query_int(s, "SELECT count(*) FROM replica_t WHERE id >= 1000000", NULL, 0);
+    CHECK_INT(rows, >=, n);
+    int64_t *have = malloc(sizeof *have * (size_t)rows);
+    CHECK(have != NULL);
+    dbs_rows *r = dbs_query(s, "SELECT id FROM replica_t WHERE id >= 1000000", NULL, 0, &err);
+    CHECK(r != NULL);
+    int64_t k = 0;
+    while (dbs_rows_next(r, &err) == 1 && k < rows)
+        have[k++] = dbs_rows_int(r, 0);
+    dbs_rows_close(r);
+    dbs_session_close(s);
+    qsort(have, (size_t)k, sizeof *have, cmp64);
+    for (int i = 0; i < n; i++)
+        if (!bsearch(&acked[i], have, (size_t)k, sizeof *have, cmp64))
+            CHECK_FAIL("acknowledged write %lld is not on the new primary",
+                       (long long)acked[i]);
+    free(have);
+    /* Reported for docs/postgresql.md, never asserted: from the crash to
+     * the first acknowledged write, promotion included. */
+    printf("failover: %.2f s from the primary's crash to the first acknowledged write "
+           "(promotion included); %d writes acknowledged, %d units failed meanwhile\n",
+           (double)(atomic_load(&back_ms) - atomic_load(&down_ms)) / 1e3, n,
+           atomic_load(&failed_n));
+    dbs_pool_close(wpool);
+
+    /* A read-write session that lands on a server that is read-only now
+     * (no target_session_attrs): refused with 25006 and the connection
+     * discarded, so the next connect goes elsewhere. */
+    url_for(url_a_only, sizeof url_a_only, port_a, 1, false, "");
+    dbs_pool *old = open_with(url_a_only, NULL, 0, 1);
+    dbs_stats st0 = stats_of(old);
+    s = dbs_session_open(old, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(dbs_exec(s, "INSERT INTO replica_t (id) VALUES (-2)", NULL, 0, &err), DBS_ESQL);
+    CHECK_STR(err.sqlstate, "25006");
+    dbs_session_close(s);
+    dbs_stats st1 = stats_of(old);
+    CHECK_EQ(st1.closed_broken, st0.closed_broken + 1);
+    CHECK_EQ(st1.size, 0);
+    /* a read-only session on that server is not discarded for it */
+    s = dbs_session_open_ro(old, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(dbs_exec(s, "INSERT INTO replica_t (id) VALUES (-3)", NULL, 0, &err), DBS_ESQL);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(old).closed_broken, st1.closed_broken);
+    dbs_pool_close(old);
+}
+
+/* The sizing rule on a real server: N pools of pool_size connections each
+ * against max_connections (100) less superuser_reserved_connections (3),
+ * with nothing else connected: as many pools as dbscope-sizing says reach
+ * their peak, and the connects beyond max_connections - reserved are
+ * refused. */
+static void test_sizing_rule(const char *url_a)
+{
+    enum { N = 7, SIZE = 16 };
+    dbs_sizing_in in = {.processes = N, .pool_size = SIZE, .max_overflow = 0,
+                        .max_connections = 100, .superuser_reserved = 3};
+    dbs_sizing_out out;
+    dbs_sizing(&in, &out);
+    CHECK_EQ(out.fits, 0);
+    dbs_pool *pools[N];
+    static dbs_session *held[N * SIZE];
+    int nheld = 0, full = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url_a;
+        cfg.pool_size = SIZE;
+        cfg.max_overflow = 0;
+        cfg.lazy_open = 1;
+        cfg.log_events = 0;
+        cfg.acquire_timeout_ms = 5000;
+        dbs_error err;
+        pools[i] = dbs_pool_open(&cfg, &err);
+        CHECK(pools[i] != NULL);
+        int got = 0;
+        for (int k = 0; k < SIZE; k++) {
+            dbs_session *s = dbs_session_open(pools[i], NULL, &err);
+            if (!s) {
+                CHECK_EQ(err.code, DBS_ECONNECT);
+                CHECK_CONTAINS(err.message, "slots are reserved");
+                refused++;
+                break;
+            }
+            held[nheld++] = s;
+            got++;
+        }
+        full += got == SIZE;
+    }
+    CHECK_EQ(full, out.fit_processes);
+    CHECK_EQ(nheld, out.available);
+    CHECK_EQ(refused, 1);
+    for (int i = 0; i < nheld; i++)
+        dbs_session_close(held[i]);
+    for (int i = 0; i < N; i++)
+        dbs_pool_close(pools[i]);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_pg_replica SCRIPT DIR\n");
+        return 2;
+    }
+    script = argv[1];
+    dir = argv[2];
+    sh("start");
+    read_line(dir, "a.port", port_a, sizeof port_a);
+    read_line(dir, "b.port", port_b, sizeof port_b);
+    read_line(dir, "password", password, sizeof password);
+    read_line(dir, "superpw", superpw, sizeof superpw);
+    char url_a[600], url_b[600], super_b[600];
+    url_for(url_a, sizeof url_a, port_a, 1, false, "");
+    url_for(url_b, sizeof url_b, port_b, 1, false, "");
+    url_for(super_b, sizeof super_b, port_b, 1, true, "");
+
+    printf("-- %s\n", "test_sizing_rule");
+    test_sizing_rule(url_a);
+    printf("-- %s\n", "test_routing");
+    fflush(stdout);
+    test_routing(url_a, url_b);
+    printf("-- %s\n", "test_lag");
+    fflush(stdout);
+    test_lag(url_a, url_b, super_b);
+    printf("-- %s\n", "test_fallback");
+    fflush(stdout);
+    test_fallback(url_a, url_b);
+    printf("-- %s\n", "test_failover");
+    fflush(stdout);
+    test_failover();
+    sh("stop");
+    puts("test_pg_replica: ok");
+    return 0;
+}
