@@ -29,7 +29,8 @@ SCENARIOS = {
               [(t, p) for p in (4, 16) for t in (1, 2, 8, 32)]),
     "sqlite": (["dbscope", "dbscope-noval", "direct", "none", "zdb", "hikari", "sqlalchemy"],
                [(1, 8), (2, 8), (8, 8)]),
-    "pg": (["dbscope", "dbscope-noval", "direct", "none", "zdb", "hikari", "sqlalchemy", "bouncer"],
+    "pg": (["dbscope", "dbscope-noval", "dbscope-rollback", "direct", "none", "zdb", "hikari",
+            "sqlalchemy", "bouncer"],
            [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
     "fair": (["dbscope", "zdb", "hikari", "sqlalchemy"], [(32, 4)]),
     # what observability costs: the uncontended cycle, on and off

@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 NAMES = {
-    "dbscope": "dbscope", "dbscope-noval": "dbscope, validation off", "direct": "direct (no pool)",
+    "dbscope": "dbscope", "dbscope-noval": "dbscope, validation off",
+    "dbscope-rollback": "dbscope, reset: rollback only", "direct": "direct (no pool)",
     "none": "connect per request (dbscope NONE)",
     "dbscope-blind": "dbscope, histograms and leak reports off", "zdb": "libzdb 3.1", "hikari": "HikariCP 2.7.9",
     "sqlalchemy": "SQLAlchemy 1.4 QueuePool", "bouncer": "PgBouncer 1.18 (txn) + libpq",
 }
-ORDER = ["dbscope", "dbscope-noval", "dbscope-blind", "direct", "none", "zdb", "hikari",
+ORDER = ["dbscope", "dbscope-noval", "dbscope-rollback", "dbscope-blind", "direct", "none", "zdb", "hikari",
          "sqlalchemy", "bouncer"]
 
 

@@ -8,6 +8,7 @@
  *   bench_native memory sqlite|pg --db URL      (dbscope bytes a connection)
  *
  * SYSTEM: dbscope (with leak reports on), dbscope-noval (validation off),
+ * dbscope-rollback (reset = DBS_RESET_ROLLBACK),
  * dbscope-blind (histograms and leak reports off), none (dbscope NONE mode:
  * connect per request), direct (each thread owns a raw connection), zdb
  * (libzdb 3.1), bouncer (raw libpq, each thread its own client connection,
@@ -141,7 +142,8 @@ static void die(const char *fmt, ...)
 
 /* ---- dbscope ---- */
 
-static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool observe)
+static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool observe,
+                      enum dbs_reset_mode reset)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
@@ -156,6 +158,7 @@ static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool obser
     cfg.pre_ping = validate;
     cfg.log_events = 0;
     cfg.retry_max = 0; /* the bench counts failures itself */
+    cfg.reset = reset;
     dbs_error err;
     r->dpool = dbs_pool_open(&cfg, &err);
     if (!r->dpool)
@@ -163,10 +166,22 @@ static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool obser
     return r->dpool ? 0 : -1;
 }
 
-static int d_open(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, true, true); }
-static int d_open_noval(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, false, true); }
-static int d_open_none(run *r) { return d_open_cfg(r, DBS_POOL_NONE, true, true); }
-static int d_open_blind(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, true, false); }
+static int d_open(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, true, true, DBS_RESET_FULL); }
+static int d_open_noval(run *r)
+{
+    return d_open_cfg(r, DBS_POOL_QUEUE, false, true, DBS_RESET_FULL);
+}
+static int d_open_none(run *r) { return d_open_cfg(r, DBS_POOL_NONE, true, true, DBS_RESET_FULL); }
+static int d_open_blind(run *r)
+{
+    return d_open_cfg(r, DBS_POOL_QUEUE, true, false, DBS_RESET_FULL);
+}
+/* The documented opt-out: release only rolls back, so the caller promises
+ * to leave no session state; beside dbscope, what the full reset costs. */
+static int d_open_rollback(run *r)
+{
+    return d_open_cfg(r, DBS_POOL_QUEUE, true, true, DBS_RESET_ROLLBACK);
+}
 
 static void *d_acquire(run *r, void *ts)
 {
@@ -506,6 +521,7 @@ static const system_ops systems[] = {
     {"dbscope-noval", d_open_noval, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"none", d_open_none, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"dbscope-blind", d_open_blind, NULL, NULL, d_acquire, d_release, d_unit, d_close},
+    {"dbscope-rollback", d_open_rollback, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"direct", NULL, x_thread_open, x_thread_close, x_acquire, x_release, x_unit, NULL},
     {"bouncer", NULL, x_thread_open, x_thread_close, x_acquire, x_release, x_unit, NULL},
     {"zdb", z_open, NULL, NULL, z_acquire, z_release, z_unit, z_close},
