@@ -583,20 +583,22 @@ void dbs__redact(const char *url, char *out, size_t n)
 #undef PUT
 }
 
-/* Replaces every occurrence of needle (len bytes) in msg by "***". */
-static void scrub_text(char *msg, size_t cap, const char *needle, size_t len)
+void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len)
 {
-    if (len == 0)
+    if (!msg || !needle || len == 0 || cap == 0)
         return;
     char *p = msg;
+    /* From after each replacement on: a needle that "***" contains (a
+     * password of asterisks) must not be found again in its own mask. */
     while ((p = strstr(p, needle)) != NULL) {
-        if (strncmp(p, needle, len) != 0) {
-            p++;
-            continue;
+        size_t pos = (size_t)(p - msg);
+        if (pos + 3 >= cap) { /* no room for the mask: cut the message */
+            *p = '\0';
+            return;
         }
         size_t tail = strlen(p + len);
-        if ((size_t)(p - msg) + 3 + tail + 1 > cap)
-            tail = cap - (size_t)(p - msg) - 4;
+        if (pos + 3 + tail >= cap)
+            tail = cap - 1 - pos - 3;
         memmove(p + 3, p + len, tail);
         p[3 + tail] = '\0';
         memcpy(p, "***", 3);
@@ -613,7 +615,7 @@ void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap)
         char secret[512];
         memcpy(secret, url + off, len);
         secret[len] = '\0';
-        scrub_text(msg, cap, secret, len);
+        dbs__scrub_text(msg, cap, secret, len);
         /* A parser that splits the malformed text elsewhere (at the first
          * '@', at a '/', a '[') quotes pieces of it: each piece too. */
         for (size_t i = 0; i < len;) {
@@ -624,7 +626,7 @@ void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap)
                 char piece[512];
                 memcpy(piece, secret + i, j - i);
                 piece[j - i] = '\0';
-                scrub_text(msg, cap, piece, j - i);
+                dbs__scrub_text(msg, cap, piece, j - i);
             }
             i = j + 1;
         }
@@ -644,7 +646,7 @@ void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap)
         }
         dec[d] = '\0';
         if (d > 0 && strlen(dec) == d)
-            scrub_text(msg, cap, dec, d);
+            dbs__scrub_text(msg, cap, dec, d);
     }
     /* password=... parameters: their values, as written */
     for (const char *p = url; (p = strstr(p, "password")) != NULL; p += 8) {
@@ -667,7 +669,7 @@ void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap)
             char secret[512];
             memcpy(secret, q, vl);
             secret[vl] = '\0';
-            scrub_text(msg, cap, secret, vl);
+            dbs__scrub_text(msg, cap, secret, vl);
         }
     }
 }

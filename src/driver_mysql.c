@@ -439,17 +439,7 @@ static void my_target_close(dbs__target *t)
 static void scrub(const my_target *m, char *msg, size_t cap)
 {
     size_t pl = m->password ? strlen(m->password) : 0;
-    if (pl == 0)
-        return;
-    char *p;
-    while ((p = strstr(msg, m->password)) != NULL) {
-        size_t tail = strlen(p + pl);
-        if ((size_t)(p - msg) + 3 + tail + 1 > cap)
-            tail = cap - (size_t)(p - msg) - 4;
-        memmove(p + 3, p + pl, tail);
-        p[3 + tail] = '\0';
-        memcpy(p, "***", 3);
-    }
+    dbs__scrub_text(msg, cap, m->password, pl);
 }
 
 /* Errors after which the connection cannot be trusted: lost, killed, shut

@@ -156,17 +156,7 @@ static const dbs__rows_ops pg_rows_ops;
 static void scrub(const pg_conn *c, char *msg, size_t cap)
 {
     size_t pl = strlen(c->password);
-    if (pl == 0)
-        return;
-    char *p;
-    while ((p = strstr(msg, c->password)) != NULL) {
-        size_t tail = strlen(p + pl);
-        if ((size_t)(p - msg) + 3 + tail + 1 > cap)
-            tail = cap - (size_t)(p - msg) - 4;
-        memmove(p + 3, p + pl, tail);
-        p[3 + tail] = '\0';
-        memcpy(p, "***", 3);
-    }
+    dbs__scrub_text(msg, cap, c->password, pl);
 }
 
 /* libpq's messages end in newlines and may span lines: one line for logs. */

@@ -93,6 +93,9 @@ void dbs__redact(const char *url, char *out, size_t n);
 /* Replaces in msg (cap bytes) every copy of a password that url carries, as
  * written and percent-decoded: for messages of parsers that quote it. */
 void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap);
+/* Replaces every copy of needle (len bytes, NUL-terminated) in msg (cap
+ * bytes) by "***", cutting msg where the mask would not fit. */
+void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len);
 
 /* ---- pool.c ---- */
 

@@ -246,6 +246,44 @@ static void test_password_never_shown(void)
     }
 }
 
+/* The mask is longer than a short password: replacing it near the end of a
+ * full message must neither overflow nor loop (a password of asterisks is
+ * found again inside its own mask otherwise). */
+static void test_scrub_edges(void)
+{
+    char msg[16];
+    snprintf(msg, sizeof msg, "%s", "0123456789abcxy");
+    dbs__scrub_text(msg, sizeof msg, "y", 1); /* at the very end */
+    CHECK(strstr(msg, "y") == NULL);
+    CHECK_INT(strlen(msg), <, sizeof msg);
+    snprintf(msg, sizeof msg, "%s", "a*b**c***d");
+    dbs__scrub_text(msg, sizeof msg, "*", 1);
+    CHECK_INT(strlen(msg), <, sizeof msg);
+    char big[64];
+    for (int cap = 1; cap <= 12; cap++) {
+        snprintf(big, sizeof big, "%s", "pwpwpwpwpwpw");
+        big[cap - 1] = '\0';
+        dbs__scrub_text(big, (size_t)cap, "pw", 2);
+        CHECK(strstr(big, "pw") == NULL);
+        CHECK_INT(strlen(big), <, (size_t)cap);
+    }
+    static const char *const urls[] = {
+        "postgresql://app:*@127.0.0.1:1/db?connect_timeout=2",
+        "postgresql://app:**@127.0.0.1:1/db?connect_timeout=2",
+        "mysql://app:*@127.0.0.1:1/db?connect_timeout=2",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = urls[i];
+        cfg.log_events = 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err); /* refused: nothing listens */
+        CHECK(p == NULL);
+        CHECK_EQ(err.code, DBS_ECONNECT);
+    }
+}
+
 static void test_upper_bounds(void)
 {
     dbs_config cfg;
@@ -277,6 +315,7 @@ int main(void)
     test_redact();
     test_password_never_shown();
     test_upper_bounds();
+    test_scrub_edges();
     puts("test_config: ok");
     return 0;
 }
