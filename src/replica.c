@@ -118,8 +118,8 @@ static int query_row(dbs_pool *tp, void *c, const char *sql, int64_t *vals, bool
 static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, int64_t t)
 {
     dbs_error err;
-    int64_t v[2];
-    bool nulls[2];
+    int64_t v[2] = {0, 0};
+    bool nulls[2] = {true, true}; /* a query that fails leaves them */
     if (m->idx < 0) {
         /* On a server in recovery this fails: the connection is closed and
          * the next one follows the URL (target_session_attrs) to the
