@@ -241,7 +241,9 @@ typedef struct dbs_config {
                                      ROLLBACK, pings, reset), measured on
                                      the client, so it holds when the
                                      server cannot answer at all (30000;
-                                     0 = none). See
+                                     0 = none; MariaDB/MySQL round it up
+                                     to whole seconds). SQLite interrupts
+                                     a statement that runs past it. See
                                      dbs_session_set_statement_timeout. */
     int lazy_open;                /* 1: dbs_pool_open connects nothing and
                                      returns at once; sessions fail fast
@@ -505,8 +507,12 @@ const dbs_context *dbs_session_context(DBS__IN dbs_session *s);
  * release work (reset, pings) keeps the pool's bound. A round trip that runs
  * out of time is cancelled on the server where it can be reached, the
  * connection is discarded, and the call returns DBS_ESTMT_TIMEOUT
- * (DBS_ECOMMIT_UNKNOWN for COMMIT). Returns DBS_OK, or DBS_EMISUSE for a
- * negative value. Owner thread only; never blocks. */
+ * (DBS_ECOMMIT_UNKNOWN for COMMIT). On SQLite the bound interrupts a
+ * statement that runs past it (checked every few thousand VM steps).
+ * Returns DBS_OK; DBS_EMISUSE for a negative value; DBS_ECONFIG where the
+ * backend fixes the bound when it connects (MariaDB/MySQL: its client's
+ * socket timeouts), the pool's statement_timeout_ms then stands. Owner
+ * thread only; never blocks. */
 int dbs_session_set_statement_timeout(DBS__IN dbs_session *s, int timeout_ms,
                                       dbs_error *err);
 

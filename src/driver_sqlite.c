@@ -60,6 +60,10 @@ typedef struct sq_conn {
     bool preparing_dirty; /* set by the authorizer during one prepare */
     bool broken;
     int64_t busy_since_ns; /* when the current wait on a lock began */
+    int bound_ms;      /* statement bound (set_timeout; 0: none) */
+    int64_t step_since_ns; /* when the current step was first seen running
+                              by the progress handler (0: not yet) */
+    bool timed_out;    /* the progress handler interrupted a step */
     struct sq_rows *spare_rows; /* the last closed result set's memory */
 } sq_conn;
 
@@ -121,6 +125,15 @@ static const char *sqlstate_for(int rc)
 
 static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char *sql)
 {
+    if ((rc & 0xff) == SQLITE_INTERRUPT && c->timed_out) {
+        c->broken = true; /* the statement bound's rule: discard it */
+        dbs__err(err, DBS_ESTMT_TIMEOUT,
+                 "%s ran past the statement bound (%d ms) and was interrupted; the "
+                 "connection is discarded%s%.120s%s", what, c->bound_ms,
+                 sql ? " (statement: " : "", sql ? sql : "", sql ? ")" : "");
+        dbs__err_sqlstate(err, "57014");
+        return DBS_ESTMT_TIMEOUT;
+    }
     int code = map_code(rc);
     if (code == DBS_ECONNECT || code == DBS_ENOMEM)
         c->broken = true;
@@ -495,6 +508,32 @@ static int on_busy(void *arg, int count)
     return 1;
 }
 
+/* The statement bound: SQLite calls this every few thousand VM steps of a
+ * running statement. The first call of a step notes the time, so a short
+ * statement costs no clock read; one that runs past the bound is
+ * interrupted (SQLITE_INTERRUPT, then DBS_ESTMT_TIMEOUT). */
+static int on_progress(void *arg)
+{
+    sq_conn *c = arg;
+    if (c->bound_ms <= 0)
+        return 0;
+    int64_t now = dbs__now_ns();
+    if (c->step_since_ns == 0) {
+        c->step_since_ns = now;
+        return 0;
+    }
+    if (now - c->step_since_ns < (int64_t)c->bound_ms * 1000000)
+        return 0;
+    c->timed_out = true;
+    return 1;
+}
+
+/* Before each sqlite3_step: a new round of the statement bound. */
+static inline void step_begins(sq_conn *c)
+{
+    c->step_since_ns = 0;
+}
+
 static int open_db(sq_conn *c, dbs_error *err)
 {
     const dbs__target *t = c->t;
@@ -524,6 +563,9 @@ static int open_db(sq_conn *c, dbs_error *err)
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_handler(c->db, on_busy, c);
+    c->bound_ms = t->statement_timeout_ms;
+    c->timed_out = false;
+    sqlite3_progress_handler(c->db, 4000, on_progress, c);
     /* synchronous=FULL: a commit is acknowledged once the WAL is synced,
      * so it survives a power loss or an OS crash; NORMAL (the opt-out)
      * syncs only at checkpoints and may lose the last commits. */
@@ -604,6 +646,7 @@ static void sq_close(void *vc)
 
 static int step_simple(sq_conn *c, sqlite3_stmt *st, const char *what, dbs_error *err)
 {
+    step_begins(c);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -720,6 +763,7 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
             c->dirty = true;
         int64_t before = sqlite3_total_changes64(c->db);
         int s;
+        step_begins(c);
         while ((s = sqlite3_step(st->stmt)) == SQLITE_ROW) {
         }
         if (s != SQLITE_DONE) {
@@ -860,6 +904,12 @@ static int sq_set_read_only(void *vc, int on, dbs_error *err)
     return rc;
 }
 
+static void sq_set_timeout(void *vc, int ms)
+{
+    sq_conn *c = vc;
+    c->bound_ms = ms < 0 ? c->t->statement_timeout_ms : ms;
+}
+
 static int sq_is_broken(void *vc)
 {
     const sq_conn *c = vc;
@@ -880,6 +930,7 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
     sq_rows *r = (sq_rows *)hr;
     if (r->done)
         return 0;
+    step_begins(r->c);
     int rc = sqlite3_step(r->st->stmt);
     if (rc == SQLITE_ROW)
         return 1;
@@ -973,6 +1024,7 @@ const dbs__driver dbs__driver_sqlite = {
     .rollback = sq_rollback,
     .reset = sq_reset,
     .is_broken = sq_is_broken,
+    .set_timeout = sq_set_timeout,
     .native = sq_native,
     .close = sq_close,
     .set_read_only = sq_set_read_only,

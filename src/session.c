@@ -362,8 +362,12 @@ int dbs_session_set_statement_timeout(dbs_session *s, int timeout_ms, dbs_error 
         return dbs__err(err, DBS_EMISUSE,
                         "dbs_session_set_statement_timeout: timeout_ms is %d; it must be "
                         ">= 0 (0: no bound)", timeout_ms);
-    if (s->pool->drv->set_timeout)
-        s->pool->drv->set_timeout(s->conn->impl, timeout_ms);
+    if (!s->pool->drv->set_timeout)
+        return dbs__err(err, DBS_ECONFIG,
+                        "dbs_session_set_statement_timeout: the %s backend fixes the statement "
+                        "bound when it connects; set statement_timeout_ms in the pool's "
+                        "configuration instead", s->pool->drv->name);
+    s->pool->drv->set_timeout(s->conn->impl, timeout_ms);
     if (err)
         err->code = DBS_OK;
     return DBS_OK;

@@ -244,6 +244,40 @@ static void test_deleted_file_detected(void)
     dbs_pool_close(p);
 }
 
+/* The statement bound holds on SQLite too: a statement that runs past it
+ * is interrupted, the call returns DBS_ESTMT_TIMEOUT and the connection is
+ * discarded; a session may tighten or lift it. */
+static void test_statement_bound(void)
+{
+    static const char *const forever =
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+        "SELECT count(*) FROM n";
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.statement_timeout_ms = 100;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    CHECK_EQ(dbs_exec(s, forever, NULL, 0, &err), DBS_ESTMT_TIMEOUT);
+    CHECK_CONTAINS(err.message, "statement bound");
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).invalidated, 1); /* discarded */
+    s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    CHECK_OK(dbs_exec(s, "SELECT 1", NULL, 0, &err), &err); /* service goes on */
+    /* tightened, and lifted for a long report: a bounded long statement */
+    CHECK_OK(dbs_session_set_statement_timeout(s, 0, &err), &err);
+    CHECK_OK(dbs_exec(s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                         "WHERE i < 3000000) SELECT count(*) FROM n", NULL, 0, &err), &err);
+    CHECK_OK(dbs_session_set_statement_timeout(s, 20, &err), &err);
+    CHECK_EQ(dbs_exec(s, forever, NULL, 0, &err), DBS_ESTMT_TIMEOUT);
+    CHECK_EQ(dbs_session_set_statement_timeout(s, -1, &err), DBS_EMISUSE);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     test_wal_and_foreign_keys();
@@ -252,6 +286,7 @@ int main(void)
     test_state_reset();
     test_durable_by_default();
     test_deleted_file_detected();
+    test_statement_bound();
     puts("test_sqlite: ok");
     return 0;
 }
