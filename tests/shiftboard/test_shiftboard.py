@@ -69,6 +69,10 @@ def free_port():
     return port
 
 
+# Environment every Service of this run gets (pg-replica: the replica's URL).
+SERVICE_ENV = {}
+
+
 class Service:
     """One shiftboard process on a free port."""
 
@@ -77,6 +81,7 @@ class Service:
         self.port = free_port()
         env = dict(os.environ)
         env.update(extra_env or {})
+        env.update(SERVICE_ENV)
         env["DATABASE_URL"] = url
         env["SHIFTBOARD_PWHASH"] = "min"  # argon2id at its cheapest: sanitizer builds
         env["DB_POOL_SIZE"] = "4"
@@ -1337,19 +1342,64 @@ def own_mysql_database(url_file, super_url_file):
     return u._replace(path="/" + name).geturl(), super_url, name
 
 
+def replica_setup(args, workdir):
+    """pg-replica: a primary with a synchronous standby of its own
+    (tests/pg_replica.sh), commits applied on the standby before they are
+    acknowledged (remote_apply) so a GET after a POST reads its write there,
+    and the service's GET routes on the standby (DATABASE_REPLICA_URL)."""
+    d = os.path.join(args.pg_dir, "rep")
+    subprocess.run(["sh", args.pg_replica, "stop", d], capture_output=True)
+    out = subprocess.run(["sh", args.pg_replica, "start", d], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("pg_replica.sh start failed: %s" % out.stderr)
+    rd = lambda name: open(os.path.join(d, name)).read().strip()
+    pw, superpw = rd("password"), rd("superpw")
+    url = "postgresql://dbscope:%s@127.0.0.1:%s/dbscope?sslmode=disable" % (pw, rd("a.port"))
+    super_url = "postgresql://postgres:%s@127.0.0.1:%s/dbscope?sslmode=disable" % (
+        superpw, rd("a.port"))
+    psql(super_url, "ALTER DATABASE dbscope SET synchronous_commit = remote_apply")
+    SERVICE_ENV["DATABASE_REPLICA_URL"] = (
+        "postgresql://dbscope:%s@127.0.0.1:%s/dbscope?sslmode=disable" % (pw, rd("b.port")))
+    return d, url
+
+
+def replica_used(url, workdir):
+    """The GET routes ran on the standby: its pool opened connections, and
+    none of them fell back to the primary."""
+    svc = Service(ARGS.binary, url, workdir)
+    try:
+        creds = {"name": "rita", "password": "correct horse battery"}
+        svc.request("POST", "/api/users", creds)
+        st, _, doc, _ = svc.request("POST", "/api/login", creds)
+        check(st == 200, "pg-replica: login")
+        tok = doc["token"]
+        for _ in range(5):
+            st, _, _, _ = svc.request("GET", "/api/shifts", token=tok)
+            check(st == 200, "pg-replica: GET /api/shifts")
+        st, _, pool, _ = svc.request("GET", "/api/pool")
+        check(st == 200 and pool.get("replicas") and pool["replicas"][0]["size"] >= 1,
+              "pg-replica: the standby's pool served the GET routes: %s" % pool.get("replicas"))
+        check(pool.get("ro_fallbacks") == 0, "pg-replica: no fallback to the primary")
+    finally:
+        check(svc.stop() == 0, "pg-replica: SIGTERM: exit 0")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices", "hostile",
-                                          "pg-silent", "mysql"],
+                                          "pg-silent", "mysql", "pg-replica"],
                     required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
     ap.add_argument("--rls-probe", help="rls_probe.c's binary")
     ap.add_argument("--pg-server")
     ap.add_argument("--pg-dir")
+    ap.add_argument("--pg-replica", help="tests/pg_replica.sh")
     ap.add_argument("--artifacts", help="where to keep the dashboard screenshot")
     args = ap.parse_args()
+    global ARGS
+    ARGS = args
     with tempfile.TemporaryDirectory(prefix="shiftboard-test-") as workdir:
         if args.backend == "sqlite":
             main_api(args, "sqlite:" + os.path.join(workdir, "sb.db"), workdir)
@@ -1373,6 +1423,13 @@ def main():
             hostile(args, workdir)
         elif args.backend == "pg-silent":
             silent_database(args, workdir)
+        elif args.backend == "pg-replica":
+            d, url = replica_setup(args, workdir)
+            try:
+                main_api(args, url, workdir)
+                replica_used(url, workdir)
+            finally:
+                subprocess.run(["sh", args.pg_replica, "stop", d], capture_output=True)
         elif args.backend == "mysql":
             url, super_url, name = own_mysql_database(args.url_file, args.super_url_file)
             try:
