@@ -478,6 +478,27 @@ enum { PATCH_DONE, PATCH_MISSING, PATCH_ENDS_FIRST };
  * the merged times, so two concurrent PATCHes of one shift cannot each
  * pass the check against what the other is changing. NULL parameters keep
  * the stored value (COALESCE). */
+/* A PATCH's parameters: $1 id, $2 user, then each field, NULL where the
+ * PATCH leaves it as stored (PATCH_SET's COALESCEs). */
+enum { PATCH_PARAMS = 7 };
+#define PATCH_SET                                                              \
+    "UPDATE shifts SET title = COALESCE($3, title), "                          \
+    "starts_at = COALESCE($4, starts_at), "                                    \
+    "starts_epoch = COALESCE($5, starts_epoch), "                              \
+    "ends_at = COALESCE($6, ends_at), "                                        \
+    "ends_epoch = COALESCE($7, ends_epoch) "
+
+static void patch_params(const struct shift_io *io, dbs_value *v)
+{
+    v[0] = DBS_INT(io->id);
+    v[1] = DBS_INT(io->user_id);
+    v[2] = io->title ? DBS_TEXT(io->title) : DBS_NULL;
+    v[3] = io->starts_at ? DBS_TEXT(io->starts_at) : DBS_NULL;
+    v[4] = io->starts_at ? DBS_INT(io->starts) : DBS_NULL;
+    v[5] = io->ends_at ? DBS_TEXT(io->ends_at) : DBS_NULL;
+    v[6] = io->ends_at ? DBS_INT(io->ends) : DBS_NULL;
+}
+
 /* MariaDB has no UPDATE ... RETURNING: the row is locked and read first
  * (FOR UPDATE, so a concurrent PATCH waits for this one), the merged times
  * checked here, then written. */
@@ -509,21 +530,9 @@ static int update_shift_locked(dbs_session *s, struct shift_io *io, dbs_error *e
         io->affected = PATCH_ENDS_FIRST;
         return 0;
     }
-    dbs_value v[] = {DBS_INT(io->id),
-                     DBS_INT(io->user_id),
-                     io->title ? DBS_TEXT(io->title) : DBS_NULL,
-                     io->starts_at ? DBS_TEXT(io->starts_at) : DBS_NULL,
-                     io->starts_at ? DBS_INT(io->starts) : DBS_NULL,
-                     io->ends_at ? DBS_TEXT(io->ends_at) : DBS_NULL,
-                     io->ends_at ? DBS_INT(io->ends) : DBS_NULL};
-    if (dbs_exec(s,
-                 "UPDATE shifts SET title = COALESCE($3, title), "
-                 "starts_at = COALESCE($4, starts_at), "
-                 "starts_epoch = COALESCE($5, starts_epoch), "
-                 "ends_at = COALESCE($6, ends_at), "
-                 "ends_epoch = COALESCE($7, ends_epoch) "
-                 "WHERE id = $1 AND user_id = $2",
-                 v, 7, err) < 0)
+    dbs_value v[PATCH_PARAMS];
+    patch_params(io, v);
+    if (dbs_exec(s, PATCH_SET "WHERE id = $1 AND user_id = $2", v, PATCH_PARAMS, err) < 0)
         return err->code;
     r = dbs_query(s,
                   "SELECT id, title, starts_at, ends_at FROM shifts WHERE id = $1 AND user_id = $2",
@@ -544,23 +553,13 @@ static int update_shift_unit(dbs_session *s, void *arg, dbs_error *err)
     struct shift_io *io = arg;
     if (io->mariadb)
         return update_shift_locked(s, io, err);
-    dbs_value v[] = {DBS_INT(io->id),
-                     DBS_INT(io->user_id),
-                     io->title ? DBS_TEXT(io->title) : DBS_NULL,
-                     io->starts_at ? DBS_TEXT(io->starts_at) : DBS_NULL,
-                     io->starts_at ? DBS_INT(io->starts) : DBS_NULL,
-                     io->ends_at ? DBS_TEXT(io->ends_at) : DBS_NULL,
-                     io->ends_at ? DBS_INT(io->ends) : DBS_NULL};
+    dbs_value v[PATCH_PARAMS];
+    patch_params(io, v);
     dbs_rows *r = dbs_query(s,
-                            "UPDATE shifts SET title = COALESCE($3, title), "
-                            "starts_at = COALESCE($4, starts_at), "
-                            "starts_epoch = COALESCE($5, starts_epoch), "
-                            "ends_at = COALESCE($6, ends_at), "
-                            "ends_epoch = COALESCE($7, ends_epoch) "
-                            "WHERE id = $1 AND user_id = $2 "
-                            "AND COALESCE($7, ends_epoch) > COALESCE($5, starts_epoch) "
-                            "RETURNING id, title, starts_at, ends_at",
-                            v, 7, err);
+                            PATCH_SET "WHERE id = $1 AND user_id = $2 "
+                                      "AND COALESCE($7, ends_epoch) > COALESCE($5, starts_epoch) "
+                                      "RETURNING id, title, starts_at, ends_at",
+                            v, PATCH_PARAMS, err);
     if (!r)
         return err->code;
     int n = dbs_rows_next(r, err);
