@@ -223,6 +223,15 @@ static void test_password_never_shown(void)
         "foo:app:Sekr3tPW@h",
         "sqlite://app:Sekr3tPW@h/x.db",
         "mysql+x://app:Sek?r3t/PW@h/db",
+        "mysql://app:Sek/r3tPW@h/db",
+        "mysql://app:Sekr3tPW/x@h/db",
+        "mysql://app:Sek?r3tPW@h/db",
+        "mariadb://app:Sekr3tPW@[::1/db",
+        "mysql://app:Sekr3tPW%ZZ@h/db",
+        "mysql://app:Sekr3tPW@h:12x/db",
+        "mysql://app:Sekr3tPW@h/db?bogus=1",
+        "mysql://app:Sekr3tPW@h/db?ssl_mode=maybe",
+        "mysql://app:Sek@r3tPW@127.0.0.1:1/db?connect_timeout=1",
     };
     for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
         char out[512];
