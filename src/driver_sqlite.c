@@ -422,13 +422,30 @@ static int sq_target_open(dbs__target *t, dbs_error *err)
         /* config.c accepted only ?synchronous=full|normal after the path */
         const char *q = strchr(t->conninfo, '?');
         size_t n = q ? (size_t)(q - t->conninfo) : strlen(t->conninfo);
-        sh->path = malloc(n + 1);
+        /* A relative path is made absolute once, here: a program that
+         * changes directory later (a daemon's chdir("/")) must not have its
+         * next connections open, or the housekeeper look for, another file. */
+        char cwd[4096] = "";
+        if (t->conninfo[0] != '/' && strncmp(t->conninfo, "file:", 5) != 0 &&
+            !getcwd(cwd, sizeof cwd)) {
+            free(sh);
+            return dbs__err(err, DBS_ECONFIG,
+                            "cannot resolve the relative SQLite path \"%.*s\": the current "
+                            "directory is unknown; use sqlite:///abs/path.db", (int)n,
+                            t->conninfo);
+        }
+        size_t cl = cwd[0] ? strlen(cwd) + 1 : 0;
+        sh->path = malloc(cl + n + 1);
         if (!sh->path) {
             free(sh);
             return dbs__err(err, DBS_ENOMEM, "out of memory");
         }
-        memcpy(sh->path, t->conninfo, n);
-        sh->path[n] = '\0';
+        if (cl) {
+            memcpy(sh->path, cwd, cl - 1);
+            sh->path[cl - 1] = '/';
+        }
+        memcpy(sh->path + cl, t->conninfo, n);
+        sh->path[cl + n] = '\0';
         sh->sync_normal = q && strcmp(q, "?synchronous=normal") == 0;
         pthread_mutex_init(&sh->mu, NULL);
         t->shared = sh;

@@ -2,6 +2,8 @@
  * every session and kept across recycling, session state reset. */
 #include "common.h"
 
+#include <sys/stat.h>
+
 static void test_wal_and_foreign_keys(void)
 {
     dbs_config cfg;
@@ -278,6 +280,62 @@ static void test_statement_bound(void)
     dbs_pool_close(p);
 }
 
+/* A relative path names the file in the directory the pool was opened in,
+ * for good: after a chdir (a daemon's), new connections still open that
+ * file, and the housekeeper does not take it for deleted. */
+static atomic_int moved_events;
+
+static void count_moved(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_INVALIDATE)
+        atomic_fetch_add(&moved_events, 1);
+}
+
+static void test_relative_path_survives_chdir(void)
+{
+    char dir[256], other[300], here[4096];
+    CHECK(getcwd(here, sizeof here) != NULL);
+    snprintf(dir, sizeof dir, "/tmp/dbscope-rel-%ld", (long)getpid());
+    snprintf(other, sizeof other, "%s/elsewhere", dir);
+    CHECK_EQ(mkdir(dir, 0700), 0);
+    CHECK_EQ(mkdir(other, 0700), 0);
+    CHECK_EQ(chdir(dir), 0);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "sqlite:rel.db";
+    cfg.on_event = count_moved;
+    cfg.log_events = 0;
+    cfg.housekeeping_interval_ms = 10;
+    cfg.idle_timeout_ms = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    CHECK(p);
+    run_sql(p, "CREATE TABLE kept (v INTEGER)");
+    run_sql(p, "INSERT INTO kept VALUES (7)");
+    CHECK_EQ(chdir(other), 0);
+    dbs__sleep_ms(100); /* housekeeping rounds after the chdir */
+    /* two at once: the second is a connection opened after the chdir */
+    dbs_session *a = dbs_session_open(p, NULL, &err);
+    dbs_session *b = dbs_session_open(p, NULL, &err);
+    CHECK(a && b);
+    CHECK_EQ(query_int(a, "SELECT v FROM kept", NULL, 0), 7);
+    CHECK_EQ(query_int(b, "SELECT v FROM kept", NULL, 0), 7);
+    dbs_session_close(a);
+    dbs_session_close(b);
+    CHECK_EQ(atomic_load(&moved_events), 0);
+    dbs_pool_close(p);
+    CHECK_EQ(chdir(here), 0);
+    char f[400];
+    static const char *const ends[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(f, sizeof f, "%s/rel.db%s", dir, ends[i]);
+        unlink(f);
+    }
+    rmdir(other);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_wal_and_foreign_keys();
@@ -287,6 +345,7 @@ int main(void)
     test_durable_by_default();
     test_deleted_file_detected();
     test_statement_bound();
+    test_relative_path_survives_chdir();
     puts("test_sqlite: ok");
     return 0;
 }
