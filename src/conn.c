@@ -70,3 +70,28 @@ void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int64_t now)
         break;
     }
 }
+
+int dbs__connect_done(dbs_pool *p, dbs__conn *c, int64_t now)
+{
+    p->n_pending--;
+    int ev = dbs__circuit_note(p, c != NULL, now);
+    if (!c) {
+        p->counters.connect_failures++;
+        dbs__pass_slot(p);
+    } else if (p->closed) {
+        dbs__pass_slot(p); /* the caller closes c: nobody gets it */
+    } else {
+        dbs__conn_counted(p, c);
+    }
+    return ev;
+}
+
+void dbs__connect_announce(dbs_pool *p, const dbs_session *s, const dbs__conn *c, int ev,
+                           const dbs_error *err)
+{
+    int code = c ? 0 : err ? err->code : DBS_ECONNECT;
+    const char *why = c || !err ? NULL : err->message;
+    dbs__emit(p, c ? DBS_EVENT_CONNECT : DBS_EVENT_CONNECT_FAILED, s, c, code, why);
+    if (ev >= 0)
+        dbs__emit(p, (enum dbs_event_kind)ev, s, c, code, why);
+}

@@ -162,13 +162,7 @@ void dbs__housekeeper_stop(dbs_pool *p)
      * connect: each bounded, but by seconds): shutdown does not wait for
      * that. The thread finishes on its own, sees the pool shut down, and
      * drops its reference. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += 200 * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = dbs__realtime_after_ms(200);
     if (pthread_timedjoin_np(p->hk_thread, NULL, &until) != 0)
         pthread_detach(p->hk_thread);
     p->hk_started = false;
@@ -312,36 +306,27 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs__conn *c = dbs__conn_open(p, &err);
         now = dbs__now_ns();
         pthread_mutex_lock(&p->mu);
-        p->n_pending--;
-        int ev = dbs__circuit_note(p, c != NULL, now);
+        int ev = dbs__connect_done(p, c, now);
         if (!c) {
-            p->counters.connect_failures++;
-            dbs__pass_slot(p);
             for (int k = i + 1; k < create; k++) {
                 p->n_pending--; /* give back the rest too */
                 dbs__pass_slot(p);
             }
             pthread_mutex_unlock(&p->mu);
-            dbs__emit(p, DBS_EVENT_CONNECT_FAILED, NULL, NULL, err.code, err.message);
-            if (ev >= 0)
-                dbs__emit(p, (enum dbs_event_kind)ev, NULL, NULL, err.code, err.message);
+            dbs__connect_announce(p, NULL, NULL, ev, &err);
             return;
         }
         if (p->closed) {
-            dbs__pass_slot(p);
             pthread_mutex_unlock(&p->mu);
             dbs__conn_close(p, c);
             continue; /* the next turn gives back the rest */
         }
-        dbs__conn_counted(p, c);
         c->idle_since_ns = now;
         if (dbs__hand_off(p, c))
             p->n_in_use++;
         else
             dbs__idle_push(p, c);
         pthread_mutex_unlock(&p->mu);
-        dbs__emit(p, DBS_EVENT_CONNECT, NULL, c, 0, NULL);
-        if (ev >= 0)
-            dbs__emit(p, (enum dbs_event_kind)ev, NULL, c, 0, NULL);
+        dbs__connect_announce(p, NULL, c, ev, NULL);
     }
 }

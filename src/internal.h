@@ -41,6 +41,9 @@ uint64_t dbs__random(void);      /* per-thread PRNG, not for secrets */
 void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
 /* Absolute CLOCK_MONOTONIC timespec for a deadline in ns. */
 struct timespec dbs__timespec(int64_t ns);
+/* Absolute CLOCK_REALTIME timespec ms from now, for the calls that take
+ * only that clock (pthread_timedjoin_np). */
+struct timespec dbs__realtime_after_ms(int ms);
 
 /* ---- histogram.c ---- */
 

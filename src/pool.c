@@ -140,30 +140,20 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
     dbs__conn *c = dbs__conn_open(p, err);
     int64_t now = dbs__now_ns();
     pthread_mutex_lock(&p->mu);
-    p->n_pending--;
-    int ev = dbs__circuit_note(p, c != NULL, now);
+    int ev = dbs__connect_done(p, c, now);
     if (!c) {
-        p->counters.connect_failures++;
-        dbs__pass_slot(p);
         pthread_mutex_unlock(&p->mu);
-        int code = err ? err->code : DBS_ECONNECT;
-        dbs__emit(p, DBS_EVENT_CONNECT_FAILED, s, NULL, code, err ? err->message : NULL);
-        if (ev >= 0)
-            dbs__emit(p, (enum dbs_event_kind)ev, s, NULL, code, err ? err->message : NULL);
-        return code;
+        dbs__connect_announce(p, s, NULL, ev, err);
+        return err ? err->code : DBS_ECONNECT;
     }
     if (p->closed) {
-        dbs__pass_slot(p);
         pthread_mutex_unlock(&p->mu);
         dbs__conn_close(p, c);
         return dbs__err(err, DBS_ECLOSED, "the pool was closed while connecting");
     }
-    dbs__conn_counted(p, c);
     p->n_in_use++;
     pthread_mutex_unlock(&p->mu);
-    dbs__emit(p, DBS_EVENT_CONNECT, s, c, 0, NULL);
-    if (ev >= 0)
-        dbs__emit(p, (enum dbs_event_kind)ev, s, c, 0, NULL);
+    dbs__connect_announce(p, s, c, ev, NULL);
     checkout_done(p, s, c, start, now);
     return DBS_OK;
 }

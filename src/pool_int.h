@@ -176,6 +176,18 @@ enum dbs__gone {
 };
 /* The one place a new connection is counted: numbered, open, created. [mu] */
 void dbs__conn_counted(dbs_pool *p, dbs__conn *c);
+/* The one place a connect attempt made on a reserved slot (n_pending) is
+ * settled: the slot released, the outcome noted by the circuit breaker; a
+ * failure counted and its slot passed on to the oldest waiter; a success
+ * counted (dbs__conn_counted), unless the pool was shut down meanwhile:
+ * then the caller closes c, whose slot is passed on. Returns the breaker's
+ * event for dbs__connect_announce, or -1. [mu] */
+int dbs__connect_done(dbs_pool *p, dbs__conn *c, int64_t now);
+/* The events of a settled connect: connect or connect_failed (err's code
+ * and message), then the breaker's ev if any. s and c may be NULL. [no
+ * lock] */
+void dbs__connect_announce(dbs_pool *p, const dbs_session *s, const dbs__conn *c, int ev,
+                           const dbs_error *err);
 /* The one place a connection's end is counted (it must not be idle or
  * counted in use any more): open, closed, by reason; a broken one makes
  * every connection idle since before now be validated before hand-out.

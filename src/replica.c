@@ -289,13 +289,7 @@ void dbs__replicas_shutdown(dbs_pool *p)
     /* Between samples a thread exits at once; one waiting on a silent
      * server (bounded, but by seconds) finishes on its own and drops its
      * reference: shutdown waits for it 200 ms in all. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += 200 * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = dbs__realtime_after_ms(200);
     for (int i = 0; i < rs->n_threads; i++) {
         if (pthread_timedjoin_np(rs->threads[i], NULL, &until) != 0)
             pthread_detach(rs->threads[i]);
