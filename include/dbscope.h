@@ -270,7 +270,32 @@ typedef struct dbs_config {
                                      primary while no replica qualifies;
                                      0: they fail fast with
                                      DBS_EUNAVAILABLE (1) */
+    /* Who gets a connection while threads wait for one (QUEUE mode; SINGLE
+     * and NONE are always first come, first served). Waiters queue in
+     * order of arrival. The one thread that can get a connection ahead
+     * of them is a thread taking back, in its next dbs_session_open, the
+     * connection it has just given back (no wake-up, no hand-off: the
+     * fast path), and only while the oldest waiter has waited less than
+     * barge_limit_us, at most DBS_BARGE_RUN_MAX times in a row. Any other
+     * connection given back, and that one once the time or the count has
+     * run out, goes straight to the oldest waiter; a newcomer queues
+     * behind the waiters. From the moment the oldest waiter has waited
+     * barge_limit_us, order is strict: nobody takes a connection back,
+     * and connections kept for their threads go to the waiters, oldest
+     * first, until the queue is empty or the waiter at its head has
+     * waited less than the limit. So a waiter is passed over only within
+     * the first barge_limit_us of its wait (however long the units of
+     * work take), and no thread holds up the queue by more than
+     * DBS_BARGE_RUN_MAX sessions in a row. 0: strict order always (a
+     * thread that gives a connection back while others wait hands it to
+     * the oldest). (1000) */
+    int barge_limit_us;
 } dbs_config;
+
+/* The most times in a row a thread takes back the connection it gave back
+ * while another thread waits (see barge_limit_us): the next one it gives
+ * back goes to the oldest waiter. */
+#define DBS_BARGE_RUN_MAX 16
 
 /* Fills cfg with the defaults above (url = NULL). Always call it first: fields
  * may be added at the end in later versions. Any thread. */

@@ -48,6 +48,7 @@ void dbs_config_init(dbs_config *cfg)
     cfg->replica_url = NULL;
     cfg->replica_max_lag_ms = 0;
     cfg->replica_fallback = 1;
+    cfg->barge_limit_us = 1000;
 }
 
 /* ---- environment ---- */
@@ -173,6 +174,7 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
         /* the monitor's ring holds about 100 s of primary positions */
         {"replica_max_lag_ms", c->replica_max_lag_ms, 0, 60000},
         {"replica_fallback", c->replica_fallback, 0, 1},
+        {"barge_limit_us", c->barge_limit_us, 0, 60000000},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < f[i].lo)

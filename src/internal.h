@@ -123,6 +123,7 @@ typedef struct dbs__waiter {
     dbs__conn *handed;      /* [mu] a connection handed to this waiter */
     bool may_create;        /* [mu] a slot was reserved for this waiter */
     bool queued;            /* [mu] still in the queue */
+    int64_t since;          /* when its acquire began (barge_limit_us) */
     struct dbs__waiter *next;
 } dbs__waiter;
 
@@ -154,15 +155,18 @@ static inline void dbs__lock_give(dbs__lock *l)
  * every pool (its ordinal modulo DBS__SHARDS), so threads on different cores
  * check out and in without writing a shared cache line:
  *   - parked: the connection the shard's thread gave back last, kept for it
- *     while nobody waits. It is idle for every purpose but the idle list;
- *     the pool's counters count it in use, the snapshot counts it idle.
- *     A thread that would otherwise wait or open an overflow connection
- *     takes it (under the shard's lock), so parking never idles a
- *     connection a waiter needs: a waiter counts itself in n_waiting_hint
- *     and then looks at the pool's maybe_parked flags; a thread parking
- *     sets its flag and then looks at n_waiting_hint, and unparks if
- *     anyone waits. Both in sequentially consistent order, so one of the
- *     two always sees the other. A flag may stay set after its connection
+ *     while the barging rule allows (dbs__may_barge: nobody waits, or no
+ *     waiter has waited barge_limit_us). It is idle for every purpose but
+ *     the idle list; the pool's counters count it in use, the snapshot
+ *     counts it idle. A thread that would otherwise wait or open an
+ *     overflow connection takes it (under the shard's lock), and so do
+ *     waiters once order is strict, so parking never idles a connection a
+ *     waiter is owed: a waiter makes order strict (counts itself in
+ *     n_waiting_hint in strict mode, sets in_order at its barge limit) and
+ *     then looks at the pool's maybe_parked flags; a thread parking sets
+ *     its flag and then asks dbs__may_barge, and unparks if not. Both in
+ *     sequentially consistent order, so one of the two always sees the
+ *     other. A flag may stay set after its connection
  *     is taken back (the fast path does not clear it, so that the flags'
  *     cache line is not written on every checkout); threads that hold
  *     p->mu clear it when they find the shard empty.
@@ -178,6 +182,8 @@ typedef struct dbs__shard_hists {
 typedef struct dbs__shard {
     _Alignas(64) dbs__lock mu;
     dbs__conn *parked;            /* [shard] */
+    int barge_run;                /* [shard] connections parked in a row
+                                     while threads waited */
     bool closed;                  /* [shard] the pool was closed */
     int n_sessions;               /* [shard] open, or opening */
     int n_holds;                  /* [shard] dbs_transact calls under way
@@ -197,6 +203,9 @@ struct dbs_pool {
     dbs_config cfg;              /* copy; strings below are owned copies */
     enum dbs_pool_mode mode;     /* resolved: never AUTO */
     int max_size;                /* connection cap; INT32_MAX for NONE */
+    int64_t barge_ns;            /* cfg.barge_limit_us; 0 (strict order)
+                                    unless QUEUE mode */
+    int barge_run_max;           /* DBS__BARGE_RUN */
     char *url;
     char *url_redacted;
     char *ctx_settings[3];
@@ -235,6 +244,13 @@ struct dbs_pool {
      * their own, so taking mu does not evict them from other cores. */
     _Alignas(64) atomic_int n_waiting_hint; /* n_waiting */
     atomic_int n_open_hint;                 /* n_open */
+    /* The bounded barging rule (dbs_config.barge_limit_us): since of the
+     * oldest waiter (INT64_MAX: none), and whether the waiters are being
+     * served strictly in order (set when the oldest has waited
+     * barge_ns, cleared when the queue empties or the next waiter has
+     * waited less). */
+    _Atomic int64_t oldest_since_ns;
+    atomic_bool in_order;
     /* idle since before this: ping first, whatever the window (a
      * connection was just found broken; others may be too) */
     _Atomic int64_t validate_before_ns;
@@ -282,7 +298,10 @@ void dbs__pool_unref(dbs_pool *p);
 /* Counts a retry. */
 void dbs__pool_count_retry(dbs_pool *p);
 /* true once dbs_pool_close has been called. Any thread, no lock. */
-bool dbs__pool_closed(dbs_pool *p);
+static inline bool dbs__pool_closed(dbs_pool *p)
+{
+    return atomic_load_explicit(&p->is_closed, memory_order_relaxed);
+}
 /* Closes the idle connections that are past idle timeout (keeping min_idle)
  * or lifetime, then opens connections up to min_idle. For the housekeeper. */
 void dbs__pool_maintain(dbs_pool *p);
@@ -338,6 +357,9 @@ struct dbs_session {
     bool in_tx;               /* a transaction was begun on the connection */
     atomic_int tx_open;       /* in_tx, readable by dbs_pool_sessions */
     bool broken;              /* the connection was lost: discard it */
+    bool touched;             /* its connection was used (dbs__session_check
+                                 passed): only then has close anything to
+                                 undo */
     atomic_bool read_only;    /* opened by dbs_session_open_ro: the
                                  backend's read-only switch is on */
     bool committed;           /* a COMMIT was sent and not refused: the

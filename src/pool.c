@@ -15,13 +15,20 @@
  *               lock; n_open + n_pending <= max_size always, so a failed
  *               connect only gives its reservation back and never uses up
  *               a slot, and a slow connect holds no lock.
- *   The idle list is empty, and no shard parks, whenever a thread waits: a
- *   released connection goes straight to the oldest waiter (direct
+ *   Who gets a free connection while threads wait is the bounded barging
+ *   rule of dbs_config.barge_limit_us: while the oldest waiter has waited
+ *   less than barge_ns (and order is not strict), a connection given back
+ *   is parked or goes idle, and whoever asks first takes it (the thread
+ *   that gave it back, typically, without a wake-up); waiters sleep until
+ *   their own limit at most. Once the oldest has waited barge_ns, order is
+ *   strict (in_order): idle and parked connections go to the waiters, and
+ *   every connection given back goes straight to the oldest waiter (direct
  *   hand-off: the releasing thread posts the waiter's semaphore under the
- *   lock, so the waiter wakes already served, without retaking it), so a
- *   thread that arrives later cannot barge past the queue, and a new
- *   arrival that finds waiters queues behind them even if a connection is
- *   idle for an instant.
+ *   lock, so the waiter wakes already served, without retaking it), and a
+ *   newcomer queues behind them even if a connection is idle for an
+ *   instant; until the queue empties or its head has waited less than
+ *   barge_ns. With barge_ns 0 order is always strict: the idle list is
+ *   empty, and no shard parks, whenever a thread waits.
  *   Idle connections are reused LIFO (the most recently released first) so
  *   the rest age out under idle_timeout when load drops.
  */
@@ -29,14 +36,12 @@
 #define _GNU_SOURCE
 #include "pool_int.h"
 
-
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
 
 /* ---- the idle connection to hand out ---- */
 
@@ -65,24 +70,6 @@ static dbs__conn *idle_pick(dbs_pool *p)
     return c;
 }
 
-
-
-
-
-
-/* ---- shards ---- */
-
-
-
-
-
-
-
-
-
-
-
-
 /* Finishes a checkout: s gets c and is listed in its shard. [no lock] */
 static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t start, int64_t now)
 {
@@ -108,27 +95,6 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
     }
     dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
 }
-
-
-
-
-
-
-/* ---- waiters [mu] ---- */
-
-
-
-
-
-
-/* ---- connections, outside the lock ---- */
-
-
-
-
-
-
-
 
 /* ---- acquire and release ---- */
 
@@ -210,14 +176,48 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     return acquire_create(p, s, start, err);
 }
 
-
+/* Waits in the queue until served or the acquire deadline. At this
+ * waiter's barge limit (or its deadline, if that comes first) order becomes
+ * strict and whatever sits idle or parked goes to the waiters, oldest
+ * first. Returns with p->mu held: w served (handed or may_create), or
+ * still queued on timeout or shutdown. [mu] */
+static void wait_turn(dbs_pool *p, dbs__waiter *w, int64_t deadline)
+{
+    bool limit_passed = p->barge_ns == 0;
+    for (;;) {
+        int64_t until = deadline;
+        if (!limit_passed && w->since + p->barge_ns < deadline)
+            until = w->since + p->barge_ns;
+        pthread_mutex_unlock(&p->mu);
+        bool posted = dbs__wait_posted(w->sem, until);
+        pthread_mutex_lock(&p->mu);
+        if (!posted && !w->queued) {
+            /* Taken off the queue just as the wait timed out (served, or
+             * woken by a shutdown): whoever did it posted under the lock
+             * we now hold, so take that post now, or it would end this
+             * thread's next wait, on any pool, at once. */
+            pthread_mutex_unlock(&p->mu);
+            while (sem_wait(w->sem) != 0) {
+            }
+            SEM_TAKEN(w->sem);
+            pthread_mutex_lock(&p->mu);
+            posted = true;
+        }
+        if (posted || !w->queued || p->closed || limit_passed)
+            return;
+        /* The limit has passed (or the deadline, if it comes first: a
+         * connection kept for its thread must not let a waiter time out). */
+        limit_passed = true;
+        dbs__serve_in_order(p);
+    }
+}
 
 /* The locked path: the idle list, a new connection, another shard's parked
- * connection, or the FIFO queue. */
+ * connection, or the queue. */
 static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
     const int64_t deadline = start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
-    dbs__waiter w = {0};
+    dbs__waiter w = {.since = start};
     dbs__conn *c = NULL;
     bool create = false;
     int rc;
@@ -254,33 +254,15 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
             return dbs__err(err, DBS_ENOMEM, "cannot create a wait semaphore");
         }
         dbs__wait_enqueue(p, &w);
-        /* Connections parked before this thread counted itself as waiting
-         * go to the queue, oldest waiter first. */
-        while (p->wait_head) {
-            dbs__conn *pc = dbs__take_parked(p, memory_order_seq_cst);
-            if (!pc)
-                break;
-            dbs__hand_off(p, pc);
-        }
-        pthread_mutex_unlock(&p->mu);
-        bool posted = dbs__wait_posted(w.sem, deadline);
-        if (posted && w.handed) {
-            /* The server's post orders its writes before this read. */
-            return acquire_check(p, s, w.handed, start, err);
-        }
-        pthread_mutex_lock(&p->mu);
-        if (!posted && !w.queued) {
-            /* Taken off the queue just as the wait timed out (served, or
-             * woken by a shutdown): whoever did it posted under the lock
-             * we now hold, so take that post now, or it would end this
-             * thread's next wait, on any pool, at once. */
-            pthread_mutex_unlock(&p->mu);
-            while (sem_wait(w.sem) != 0) {
-            }
-            SEM_TAKEN(w.sem);
-            pthread_mutex_lock(&p->mu);
-        }
+        /* While order is strict, connections parked before this thread
+         * counted itself as waiting go to the queue, oldest waiter first
+         * (the seq_cst half of the parking protocol, see dbs__shard). */
+        if (!dbs__may_barge(p, start, memory_order_seq_cst))
+            dbs__serve_in_order(p);
+        wait_turn(p, &w, deadline);
         if (w.handed) {
+            /* The server's post (or this lock) orders its writes before
+             * this read. */
             pthread_mutex_unlock(&p->mu);
             return acquire_check(p, s, w.handed, start, err);
         }
@@ -324,9 +306,10 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
     }
     sh->n_sessions++;
     dbs__conn *c = NULL;
-    /* The fast path: nobody waits, so this thread's parked connection is
-     * its own to take, settled in this one hold of its shard's lock. */
-    if (sh->parked && atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0) {
+    /* The fast path: nobody waits, or no waiter has waited its barge
+     * limit, so this thread's parked connection is its own to take,
+     * settled in this one hold of its shard's lock. */
+    if (sh->parked && dbs__may_barge(p, start, memory_order_relaxed)) {
         c = dbs__unpark(sh);
         int64_t validate_before =
             atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
@@ -389,10 +372,12 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         }
         /* Park it for this thread's next checkout unless it must go, the
          * shard holds one already, or anyone waits (see dbs__shard). */
+        bool waiters = atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) > 0;
+        bool run_out = waiters && sh->barge_run >= p->barge_run_max;
         if (!discard && !sh->closed && !sh->parked && p->mode != DBS_POOL_NONE &&
-            !dbs__conn_expired(c, now) &&
+            !dbs__conn_expired(c, now) && !run_out &&
             atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size &&
-            atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0) {
+            dbs__may_barge(p, now, memory_order_relaxed)) {
             c->idle_since_ns = now;
             sh->parked = c;
             atomic_bool *flag = &p->maybe_parked[sh - p->shards];
@@ -400,14 +385,17 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
              * below will take this shard's lock after us, or we see it. */
             if (!atomic_load_explicit(flag, memory_order_relaxed))
                 atomic_store_explicit(flag, true, memory_order_seq_cst);
-            if (atomic_load_explicit(&p->n_waiting_hint, memory_order_seq_cst) == 0) {
+            if (dbs__may_barge(p, now, memory_order_seq_cst)) {
                 parked = true;
+                sh->barge_run = waiters ? sh->barge_run + 1 : 0;
                 last_conn.pool = p;
                 last_conn.conn_id = c->id;
             } else {
                 dbs__unpark(sh);
             }
         }
+        if (!parked)
+            sh->barge_run = 0;
     }
     if (parked && !recovered && !slow && !fallback) {
         /* nothing left to do with p: stop counting now, in this hold */
@@ -480,13 +468,6 @@ void dbs__pool_count_retry(dbs_pool *p)
     p->counters.retries++;
     pthread_mutex_unlock(&p->mu);
 }
-
-bool dbs__pool_closed(dbs_pool *p)
-{
-    return atomic_load_explicit(&p->is_closed, memory_order_relaxed);
-}
-
-/* ---- housekeeping ---- */
 
 
 /* ---- open and close ---- */
@@ -615,6 +596,10 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     case DBS_POOL_NONE: p->max_size = INT_MAX; break;
     default: p->max_size = cfg->pool_size + cfg->max_overflow; break;
     }
+    /* SINGLE takes turns strictly; NONE never has a connection to pass. */
+    p->barge_ns = p->mode == DBS_POOL_QUEUE ? (int64_t)cfg->barge_limit_us * 1000 : 0;
+    atomic_init(&p->oldest_since_ns, INT64_MAX);
+    p->barge_run_max = getenv("DBS_BARGE_RUN") ? atoi(getenv("DBS_BARGE_RUN")) : DBS_BARGE_RUN_MAX;
     p->target.memory = memory;
     p->target.busy_timeout_ms = cfg->busy_timeout_ms;
     p->target.stmt_cache_size = cfg->stmt_cache_size;

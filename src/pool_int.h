@@ -75,6 +75,21 @@ static inline void dbs__set_open(dbs_pool *p, int n)
     atomic_store_explicit(&p->n_open_hint, n, memory_order_relaxed);
 }
 
+/* ---- the bounded barging rule (dbs_config.barge_limit_us) ---- */
+
+/* Whether a free connection may go to the thread asking now rather than to
+ * the waiters: nobody waits, or (outside strict mode) the oldest waiter has
+ * waited less than barge_ns and order is not strict. Without the lock:
+ * with seq_cst, for a thread that has just parked (see dbs__shard). */
+static inline bool dbs__may_barge(dbs_pool *p, int64_t now, memory_order mo)
+{
+    if (atomic_load_explicit(&p->n_waiting_hint, mo) == 0)
+        return true;
+    if (p->barge_ns == 0 || atomic_load_explicit(&p->in_order, mo))
+        return false;
+    return now - atomic_load_explicit(&p->oldest_since_ns, mo) < p->barge_ns;
+}
+
 /* ---- shards (shard.c) ---- */
 
 /* [shard] */
@@ -133,6 +148,10 @@ void dbs__shard_leave(dbs_pool *p, dbs__shard *sh);
 void dbs__wait_enqueue(dbs_pool *p, dbs__waiter *w);
 dbs__waiter *dbs__wait_pop(dbs_pool *p);
 void dbs__wait_remove(dbs_pool *p, dbs__waiter *w);
+/* Order becomes strict: idle and parked connections go to the waiters,
+ * oldest first, and so does every connection given back until the queue
+ * empties or its head has waited less than barge_ns. */
+void dbs__serve_in_order(dbs_pool *p);
 /* A slot has come free: the oldest waiter gets it and connects itself. */
 void dbs__pass_slot(dbs_pool *p);
 /* Gives c, which stays in use, to the oldest waiter; false if none. */

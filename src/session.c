@@ -83,6 +83,7 @@ static dbs_session *session_alloc(void)
         s->in_tx = false;
         atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
         s->broken = false;
+        s->touched = false;
         atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
         s->committed = false;
         s->ctx = (dbs_context){NULL, NULL, NULL};
@@ -192,6 +193,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, dbs_error *e
         s = dbs__session_open(pool, ctx, err, file, line, func);
     if (!s)
         return NULL;
+    s->touched = true;
     int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
     if (rc != DBS_OK) {
         s->broken = true;
@@ -223,6 +225,7 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
         return dbs__err(err, DBS_ECLOSED, "the pool was closed; close this session");
     if (!s->conn)
         return dbs__err(err, DBS_ECONNECT, "the session lost its connection");
+    s->touched = true;
     return DBS_OK;
 }
 
@@ -305,9 +308,12 @@ static void session_close(dbs_session *s)
         return;
     }
     dbs_pool *p = s->pool;
-    dbs__rows_close_all(s);
+    if (s->rows)
+        dbs__rows_close_all(s);
     bool discard = s->broken;
-    if (s->conn && !discard && !dbs__pool_closed(p)) {
+    /* A session that never used its connection has nothing to undo: the
+     * connection is as the last reset left it. */
+    if (s->conn && s->touched && !discard && !dbs__pool_closed(p)) {
         dbs_error e;
         void *c = s->conn->impl;
         if (p->drv->set_timeout)

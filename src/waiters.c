@@ -5,16 +5,51 @@
 
 #include <errno.h>
 
+/* The queue's head changed: its age is mirrored for the lock-free checks,
+ * and order is strict while the head has waited barge_ns (always, in
+ * strict mode). [mu] */
+static void head_changed(dbs_pool *p)
+{
+    dbs__waiter *h = p->wait_head;
+    if (!h) {
+        atomic_store_explicit(&p->in_order, false, memory_order_relaxed);
+        atomic_store_explicit(&p->oldest_since_ns, INT64_MAX, memory_order_relaxed);
+        return;
+    }
+    atomic_store_explicit(&p->oldest_since_ns, h->since, memory_order_seq_cst);
+    if (atomic_load_explicit(&p->in_order, memory_order_relaxed) &&
+        dbs__now_ns() - h->since < p->barge_ns)
+        atomic_store_explicit(&p->in_order, false, memory_order_relaxed);
+}
+
 void dbs__wait_enqueue(dbs_pool *p, dbs__waiter *w)
 {
     w->next = NULL;
     w->queued = true;
-    if (p->wait_tail)
+    if (p->wait_tail) {
         p->wait_tail->next = w;
-    else
+    } else {
         p->wait_head = w;
+        atomic_store_explicit(&p->oldest_since_ns, w->since, memory_order_seq_cst);
+    }
     p->wait_tail = w;
     dbs__set_waiting(p, p->n_waiting + 1);
+}
+
+void dbs__serve_in_order(dbs_pool *p)
+{
+    atomic_store_explicit(&p->in_order, true, memory_order_seq_cst);
+    while (p->wait_head) {
+        dbs__conn *c = NULL;
+        if (p->idle_head && p->mode != DBS_POOL_NONE) {
+            c = p->idle_head;
+            dbs__idle_remove(p, c);
+            p->n_in_use++;
+        } else if (!(c = dbs__take_parked(p, memory_order_seq_cst))) {
+            return;
+        }
+        dbs__hand_off(p, c);
+    }
 }
 
 dbs__waiter *dbs__wait_pop(dbs_pool *p)
@@ -28,6 +63,7 @@ dbs__waiter *dbs__wait_pop(dbs_pool *p)
     w->next = NULL;
     w->queued = false;
     dbs__set_waiting(p, p->n_waiting - 1);
+    head_changed(p);
     return w;
 }
 
@@ -46,6 +82,8 @@ void dbs__wait_remove(dbs_pool *p, dbs__waiter *w)
             p->wait_tail = prev;
         w->queued = false;
         dbs__set_waiting(p, p->n_waiting - 1);
+        if (!prev)
+            head_changed(p);
         return;
     }
 }

@@ -81,13 +81,16 @@ static void *fifo_waiter(void *v)
     return NULL;
 }
 
-static void test_fifo_handoff(void)
+/* Once the oldest waiter has waited barge_limit_us, order is strict: every
+ * waiter is served in order of arrival. With 0, always. */
+static void fifo_case(int barge_limit_us)
 {
     enum { N = 8 };
     dbs_config cfg = base_config();
     cfg.pool_size = 1;
     cfg.max_overflow = 0;
     cfg.acquire_timeout_ms = 60000;
+    cfg.barge_limit_us = barge_limit_us;
     dbs_pool *p = open_pool("pool", &cfg);
     dbs_error err;
     dbs_session *held = dbs_session_open(p, NULL, &err);
@@ -102,8 +105,8 @@ static void test_fifo_handoff(void)
         WAIT_UNTIL(stats_of(p).waiting == i + 1, 30000);
         CHECK_EQ(stats_of(p).waiting, i + 1);
     }
-    /* A thread arriving now may not barge past the queue, even with the
-     * connection released this instant: it times out behind them. */
+    /* Past every waiter's limit: from here on nobody may be passed over. */
+    dbs__sleep_ms(barge_limit_us / 1000 + 5);
     dbs_session_close(held);
     for (int i = 0; i < N; i++)
         pthread_join(th[i], NULL);
@@ -115,14 +118,22 @@ static void test_fifo_handoff(void)
     dbs_pool_close(p);
 }
 
-static void test_no_barging(void)
+static void test_fifo_handoff(void)
 {
-    /* With a waiter queued, a newcomer must not take a connection that is
-     * released: it goes to the waiter. */
+    fifo_case(0);
+    fifo_case(1000); /* the default */
+    fifo_case(50000);
+}
+
+/* A waiter that has waited its limit is not passed over: a thread that
+ * gives the connection back and asks again at once is served second. */
+static void no_barging_case(int barge_limit_us)
+{
     dbs_config cfg = base_config();
     cfg.pool_size = 1;
     cfg.max_overflow = 0;
     cfg.acquire_timeout_ms = 60000;
+    cfg.barge_limit_us = barge_limit_us;
     dbs_pool *p = open_pool("pool", &cfg);
     dbs_error err;
     dbs_session *held = dbs_session_open(p, NULL, &err);
@@ -131,6 +142,7 @@ static void test_no_barging(void)
     pthread_t th;
     pthread_create(&th, NULL, fifo_waiter, &a);
     WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    dbs__sleep_ms(barge_limit_us / 1000 + 5);
     dbs_session_close(held);
     /* Reopening at once, this running thread would win any race for an
      * idle connection against the waiter still waking up; with hand-off
@@ -143,6 +155,105 @@ static void test_no_barging(void)
     CHECK_EQ(mine, 1);
     CHECK_EQ(a.order, 0);
     dbs_pool_close(p);
+}
+
+static void test_no_barging(void)
+{
+    no_barging_case(0);
+    no_barging_case(1000);
+}
+
+/* Within the limit a thread may take back the connection it gave back,
+ * without a wake-up, but at most DBS_BARGE_RUN_MAX times in a row while
+ * another waits: the next one it gives back goes to the waiter. */
+static void test_barging_run_is_bounded(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    /* Long enough that the count alone decides below, even on a slow
+     * machine; the last wait here lasts about this long. */
+    cfg.barge_limit_us = 3000000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *held;
+    uint64_t conn = checkout_conn(p, &held);
+    atomic_int served = 0;
+    struct fifo_arg a = {.pool = p, .served = &served};
+    pthread_t th;
+    pthread_create(&th, NULL, fifo_waiter, &a);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    for (int i = 0; i < DBS_BARGE_RUN_MAX; i++) {
+        dbs_session_close(held);
+        CHECK_EQ(checkout_conn(p, &held), conn);
+        CHECK_EQ(atomic_load(&served), 0);
+        CHECK_EQ(stats_of(p).waiting, 1);
+    }
+    dbs_session_close(held);
+    /* The waiter has it now: this thread waits its turn, and (the waiter
+     * keeping its connection parked as it exits, within this thread's
+     * limit) takes it when its own limit passes. */
+    CHECK_EQ(checkout_conn(p, &held), conn);
+    int mine = atomic_fetch_add(&served, 1);
+    dbs_session_close(held);
+    pthread_join(th, NULL);
+    CHECK_EQ(a.order, 0);
+    CHECK_EQ(mine, 1);
+    dbs_pool_close(p);
+}
+
+struct limit_arg {
+    dbs_pool *pool;
+    int rc;
+    int64_t waited_ms;
+};
+
+static void *limit_waiter(void *v)
+{
+    struct limit_arg *a = v;
+    dbs_error err;
+    int64_t t0 = now_ms();
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    a->waited_ms = now_ms() - t0;
+    a->rc = s ? DBS_OK : err.code;
+    dbs_session_close(s);
+    return NULL;
+}
+
+/* A connection given back while the only waiter is within its limit stays
+ * with the thread that gave it back; if that thread never asks again, the
+ * waiter takes it when its limit passes, not at its acquire timeout. */
+static void frees_parked_case(int barge_limit_us, int acquire_timeout_ms)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = acquire_timeout_ms;
+    cfg.barge_limit_us = barge_limit_us;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *held = dbs_session_open(p, NULL, &err);
+    CHECK(held);
+    struct limit_arg a = {.pool = p, .rc = -1};
+    pthread_t th;
+    pthread_create(&th, NULL, limit_waiter, &a);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    dbs_session_close(held); /* parked here, while the waiter is young */
+    pthread_join(th, NULL);
+    CHECK_EQ(a.rc, DBS_OK);
+    int expect = barge_limit_us / 1000 < acquire_timeout_ms ? barge_limit_us / 1000
+                                                           : acquire_timeout_ms;
+    CHECK_INT(a.waited_ms, >=, expect);
+    CHECK_EQ(stats_of(p).timeouts, 0);
+    dbs_pool_close(p);
+}
+
+static void test_barge_limit_frees_parked(void)
+{
+    frees_parked_case(300000, 60000);
+    /* A limit beyond the acquire timeout: the waiter still gets the
+     * connection at its deadline rather than DBS_ETIMEOUT. */
+    frees_parked_case(60000000, 400);
 }
 
 /* ---- parked connections ---- */
@@ -625,6 +736,8 @@ int main(void)
     test_acquire_timeout();
     test_fifo_handoff();
     test_no_barging();
+    test_barging_run_is_bounded();
+    test_barge_limit_frees_parked();
     test_parked_connection_serves_other_threads();
     test_parked_connections_age_out();
     test_overflow();

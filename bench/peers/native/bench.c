@@ -11,7 +11,8 @@
  * dbscope-rollback (reset = DBS_RESET_ROLLBACK),
  * dbscope-blind (histograms and leak reports off), none (dbscope NONE mode:
  * connect per request), direct (each thread owns a raw connection), zdb
- * (libzdb 3.1), bouncer (raw libpq, each thread its own client connection,
+ * (libzdb 3.1), lock (the floor: one pthread mutex lock and unlock, cycle
+ * only), bouncer (raw libpq, each thread its own client connection,
  * through PgBouncer: --db points at PgBouncer).
  * SCENARIO: cycle (acquire + release), sqlite (BEGIN; SELECT by key;
  * COMMIT), pg (BEGIN; SELECT; UPDATE; COMMIT), fair (the sqlite unit, for
@@ -159,6 +160,8 @@ static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool obser
     cfg.log_events = 0;
     cfg.retry_max = 0; /* the bench counts failures itself */
     cfg.reset = reset;
+    if (getenv("BENCH_BARGE_US")) /* experiments with the rule */
+        cfg.barge_limit_us = atoi(getenv("BENCH_BARGE_US"));
     dbs_error err;
     r->dpool = dbs_pool_open(&cfg, &err);
     if (!r->dpool)
@@ -516,6 +519,45 @@ static void z_close(run *r)
     URL_free(&r->zurl);
 }
 
+/* ---- the floor: an uncontended lock and unlock, through the same loop ---- */
+
+/* What the cheapest possible checkout costs in this harness: the loop, its
+ * clock reads and bookkeeping around one pthread mutex lock and unlock. A
+ * pool's cycle is compared with this row. */
+static pthread_mutex_t floor_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int f_open(run *r)
+{
+    (void)r;
+    return 0;
+}
+
+static void *f_acquire(run *r, void *ts)
+{
+    (void)r;
+    (void)ts;
+    pthread_mutex_lock(&floor_mu);
+    return &floor_mu;
+}
+
+static void f_release(run *r, void *ts, void *h)
+{
+    (void)r;
+    (void)ts;
+    pthread_mutex_unlock(h);
+}
+
+static int f_unit(run *r, void *ts, void *h, int64_t id, int64_t *v, bool update)
+{
+    (void)r, (void)ts, (void)h, (void)id, (void)v, (void)update;
+    return -1; /* the floor has no database: cycle only */
+}
+
+static void f_close(run *r)
+{
+    (void)r;
+}
+
 static const system_ops systems[] = {
     {"dbscope", d_open, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"dbscope-noval", d_open_noval, NULL, NULL, d_acquire, d_release, d_unit, d_close},
@@ -525,6 +567,7 @@ static const system_ops systems[] = {
     {"direct", NULL, x_thread_open, x_thread_close, x_acquire, x_release, x_unit, NULL},
     {"bouncer", NULL, x_thread_open, x_thread_close, x_acquire, x_release, x_unit, NULL},
     {"zdb", z_open, NULL, NULL, z_acquire, z_release, z_unit, z_close},
+    {"lock", f_open, NULL, NULL, f_acquire, f_release, f_unit, f_close},
 };
 
 /* ---- the loop ---- */
