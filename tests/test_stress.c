@@ -81,10 +81,11 @@ static void *cycler(void *v)
     return NULL;
 }
 
-static void test_parking_races_waiting(void)
+static void parking_races_waiting(int barge_limit_us)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
+    cfg.barge_limit_us = barge_limit_us;
     cfg.pool_size = 2;
     cfg.max_overflow = 0;
     cfg.acquire_timeout_ms = 30000;
@@ -105,6 +106,15 @@ static void test_parking_races_waiting(void)
     CHECK_EQ(st.idle, st.size);
     CHECK_INT(st.size, <=, 2);
     dbs_pool_close(p);
+}
+
+/* Under each order rule: strict, the default, and a limit so short that
+ * waiters keep reaching it (serving in order races with taking back). */
+static void test_parking_races_waiting(void)
+{
+    parking_races_waiting(0);
+    parking_races_waiting(1000);
+    parking_races_waiting(20);
 }
 
 int main(void)
