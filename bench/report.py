@@ -286,10 +286,11 @@ def mysql_section(w, outdir, med):
     w("The PostgreSQL unit of work, on a throwaway MariaDB server: dbscope through a "
       "`mariadb://` URL (with its default reset, and with `DBS_RESET_ROLLBACK`); direct is "
       "a libmariadb connection per thread whose two statements are prepared on the server "
-      "once, the floor for any client of this server; libzdb 3.1 through its `mysql://` URL; "
-      "HikariCP with Debian's MariaDB JDBC driver (its defaults: `setAutoCommit(false)`, "
-      "prepared statements, commit). Direct is compared at the same number of connections "
-      "(min(threads, pool)), the others at the same point.")
+      "once (START TRANSACTION, two executions, COMMIT: no pool, no reset); libzdb 3.1 "
+      "through its `mysql://` URL; HikariCP with Debian's MariaDB JDBC driver "
+      "(`setAutoCommit(false)`, a PreparedStatement each, commit; the driver's defaults "
+      "otherwise). Direct is compared at the same number of connections (min(threads, "
+      "pool)), the others at the same point. The round trips each sends are in the notes.")
     w("")
     for pool in (4, 8):
         title = "MariaDB unit of work, pool of %d" % pool
