@@ -274,10 +274,10 @@ static bool is_mysql_url(const char *url)
 }
 
 #ifdef DBSCOPE_WITH_MYSQL
-/* The parts of a mysql:// URL libmariadb needs; the query (dbscope's own
- * options) is not for it. %XX is decoded. */
+/* The parts of a mysql:// URL libmariadb needs: the query's other options
+ * are dbscope's own, not for it. %XX is decoded. */
 typedef struct my_url {
-    char user[128], pass[256], host[256], db[128];
+    char user[128], pass[256], host[256], db[128], socket[512];
     unsigned port;
 } my_url;
 
@@ -318,6 +318,10 @@ static void my_parse(const char *url, my_url *u)
         u->port = (unsigned)atoi(colon + 1);
     if (*end == '/')
         my_decode(u->db, sizeof u->db, end + 1, strcspn(end + 1, "?"));
+    const char *q = strchr(end, '?');
+    for (const char *k = q; k; k = strchr(k + 1, '&'))
+        if (!strncmp(k + 1, "socket=", 7))
+            my_decode(u->socket, sizeof u->socket, k + 8, strcspn(k + 8, "&"));
 }
 
 static MYSQL *my_connect(const char *url)
@@ -327,8 +331,8 @@ static MYSQL *my_connect(const char *url)
     MYSQL *my = mysql_init(NULL);
     if (!my)
         die("bench_native: out of memory");
-    if (!mysql_real_connect(my, u.host, u.user, u.pass, u.db, u.port, NULL,
-                            CLIENT_FOUND_ROWS)) {
+    if (!mysql_real_connect(my, u.host[0] ? u.host : NULL, u.user, u.pass, u.db, u.port,
+                            u.socket[0] ? u.socket : NULL, CLIENT_FOUND_ROWS)) {
         fprintf(stderr, "direct: %s\n", mysql_error(my));
         mysql_close(my);
         return NULL;
@@ -967,6 +971,8 @@ static void setup(const char *kind, const char *url)
 static void memory(const char *url)
 {
     enum { N = 16 };
+    if (is_mysql_url(url))
+        die("memory: sqlite or pg URLs only");
     bool pg = strncmp(url, "sqlite", 6) != 0;
     /* one connection first, so one-time library set-up (TLS, SQLite's
      * globals) is charged to neither side */
