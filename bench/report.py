@@ -290,7 +290,7 @@ def mysql_section(w, outdir, med):
       "through its `mysql://` URL; HikariCP with Debian's MariaDB JDBC driver "
       "(`setAutoCommit(false)`, a PreparedStatement each, commit; the driver's defaults "
       "otherwise). Direct is compared at the same number of connections (min(threads, "
-      "pool)), the others at the same point. The round trips each sends are in the notes.")
+      "pool)), the others at the same point.")
     w("")
     for pool in (4, 8):
         title = "MariaDB unit of work, pool of %d" % pool
@@ -310,11 +310,12 @@ def mysql_section(w, outdir, med):
         met = "" if goal is None else ("**met**" if all(r >= goal for r in rs.values())
                                        else "**not met**")
         w("| %s ÷ %s%s | %s | %s | %s |" % (
-            NAMES[system], NAMES[peer], " (same connections)" if same else "",
+            NAMES[system], NAMES[peer], ", same connections" if same else "",
             "≥ %gx" % goal if goal else "-", " | ".join(cells), met))
     w("")
-    w("Columns are threads/pool. What a dbscope session costs on MariaDB beyond the floor "
-      "(round trips per unit, the reset) is in [docs/mariadb.md](mariadb.md).")
+    w("Columns are threads/pool. The round trips each system sends a unit are in "
+      "[the notes](#notes-on-the-results); what a dbscope session and its reset cost on "
+      "MariaDB, in [docs/mariadb.md](mariadb.md).")
     w("")
 
 
