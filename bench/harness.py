@@ -21,7 +21,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JARS = ["HikariCP.jar", "postgresql.jar", "sqlite-jdbc.jar", "slf4j-api.jar", "slf4j-nop.jar"]
+JARS = ["HikariCP.jar", "postgresql.jar", "sqlite-jdbc.jar", "mariadb-java-client.jar",
+        "slf4j-api.jar", "slf4j-nop.jar"]
 
 # scenario -> (systems, matrix of (threads, pool))
 SCENARIOS = {
@@ -32,6 +33,9 @@ SCENARIOS = {
     "pg": (["dbscope", "dbscope-noval", "dbscope-rollback", "direct", "none", "zdb", "hikari",
             "sqlalchemy", "bouncer"],
            [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
+    # the pg unit on a throwaway MariaDB server, when the build has the backend
+    "mysql": (["dbscope", "dbscope-rollback", "direct", "zdb", "hikari"],
+              [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
     "fair": (["dbscope", "zdb", "hikari", "sqlalchemy"], [(32, 4)]),
     # what observability costs: the uncontended cycle, on and off
     "observe": (["dbscope", "dbscope-blind"], [(1, 4)]),
@@ -65,7 +69,30 @@ class Env:
         self.sqlite = os.path.join(work, "bench.db")
         subprocess.run([self.native, "setup", "sqlite", "--db", "sqlite:" + self.sqlite], check=True)
         self.pg = None
+        self.my = None
         self.bouncers = {}
+
+    # -- MariaDB --
+    def mysql_available(self):
+        """The server binary is installed and bench_native has the backend."""
+        if not (shutil.which("mariadbd") or os.path.exists("/usr/sbin/mariadbd")):
+            return False
+        try:
+            cache = open(os.path.join(self.build, "CMakeCache.txt")).read()
+        except OSError:
+            return False
+        return re.search(r"^DBSCOPE_WITH_MYSQL:BOOL=(ON|1|TRUE|YES)$", cache, re.M | re.I) is not None
+
+    def start_my(self):
+        if self.my:
+            return
+        d = os.path.join(self.work, "my")
+        subprocess.run(["sh", os.path.join(ROOT, "tests", "mysql_server.sh"), "start", d],
+                       check=True, capture_output=True)
+        rd = lambda f: open(os.path.join(d, f)).read().strip()
+        self.my = {"dir": d, "port": rd("port"), "pw": rd("password"), "url": rd("url")}
+        subprocess.run([self.native, "setup", "mysql", "--db", self.my["url"]], check=True,
+                       capture_output=True)
 
     # -- PostgreSQL and PgBouncer --
     def start_pg(self):
@@ -129,6 +156,9 @@ class Env:
         if self.pg:
             subprocess.run(["sh", os.path.join(ROOT, "tests", "pg_server.sh"), "stop", self.pg["dir"]],
                            capture_output=True)
+        if self.my:
+            subprocess.run(["sh", os.path.join(ROOT, "tests", "mysql_server.sh"), "stop",
+                            self.my["dir"]], capture_output=True)
 
     # -- adapters --
     def command(self, system, scenario, matrix, seconds, warmup, timeline=False):
@@ -139,6 +169,19 @@ class Env:
         common = ["--matrix", m, "--seconds", str(seconds), "--warmup", str(warmup)]
         if timeline:
             common.append("--timeline")
+        if scenario == "mysql":
+            # every system over TCP on loopback, as the server's URL says
+            self.start_my()
+            if system == "hikari":
+                return ["java", "-Xmx512m", "-cp", self.cp, "Bench", scenario, "--db",
+                        "jdbc:mariadb://127.0.0.1:%s/dbscope" % self.my["port"],
+                        "--user", "dbscope", "--password", self.my["pw"]] + common
+            if system == "zdb":
+                db = "mysql://127.0.0.1:%s/dbscope?user=dbscope&password=%s" % (
+                    self.my["port"], self.my["pw"])
+                return [self.native, "zdb", scenario, "--db", db, "--check-url",
+                        self.my["url"]] + common
+            return [self.native, system, scenario, "--db", self.my["url"]] + common
         if system == "hikari":
             if pg:
                 db = ["--db", "jdbc:postgresql://127.0.0.1:%s/dbscope" % self.pg["port"],
@@ -186,7 +229,7 @@ def run_adapter(env, system, scenario, matrix, seconds, warmup, timeline=False, 
 
 
 def matrix_for(system, scenario):
-    if system == "direct" and scenario == "pg":
+    if system == "direct" and scenario in ("pg", "mysql"):
         return DIRECT_PG
     if system == "none":
         return NONE_MATRIX.get(scenario, [])
@@ -199,9 +242,12 @@ def matrix_for(system, scenario):
 
 def smoke(env, system):
     ok = True
-    for scenario in ("cycle", "sqlite", "pg", "fair"):
+    for scenario in ("cycle", "sqlite", "pg", "mysql", "fair"):
         systems, matrix = SCENARIOS[scenario]
         if system not in systems or scenario == "observe":
+            continue
+        if scenario == "mysql" and not env.mysql_available():
+            print("skip %s mysql: no MariaDB server or a build without it" % system, flush=True)
             continue
         m = [(2, 2)] if scenario != "fair" else [(4, 2)]
         if system == "direct":
@@ -235,6 +281,9 @@ def measure(env, scenarios, rounds, seconds, warmup):
     commands = {}
     for scenario in scenarios:
         if scenario == "recovery":
+            continue
+        if scenario == "mysql" and not env.mysql_available():
+            log("mysql: skipped (no MariaDB server, or a build without DBSCOPE_WITH_MYSQL)")
             continue
         systems = SCENARIOS[scenario][0]
         n = rounds + EXTRA_ROUNDS.get(scenario, 0)
@@ -339,6 +388,9 @@ def versions():
         "psycopg2": deb("python3-psycopg2"),
         "Python": deb("python3"),
         "PgBouncer": deb("pgbouncer"),
+        "MariaDB server": deb("mariadb-server"),
+        "libmariadb (Connector/C)": deb("libmariadb3"),
+        "MariaDB JDBC": deb("libmariadb-java"),
     }
 
 
@@ -349,7 +401,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--warmup", type=float, default=0.3)
-    ap.add_argument("--only", default="cycle,sqlite,pg,fair,observe,recovery")
+    ap.add_argument("--only", default="cycle,sqlite,pg,mysql,fair,observe,recovery")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="dbscope-bench-")

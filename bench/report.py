@@ -142,7 +142,8 @@ def write(outdir, med, commands, rec, mem, ver, meta):
       "for dbscope, direct, SQLAlchemy and PgBouncer; over TCP on loopback for HikariCP "
       "(the JDBC driver has no Unix sockets) and libzdb (its URL takes no socket port). "
       "libzdb returns NULL when its pool is full; its adapter retries with `sched_yield()`, "
-      "which is what callers of it must write themselves.")
+      "which is what callers of it must write themselves. MariaDB is a throwaway server "
+      "(`tests/mysql_server.sh`) reached over TCP on loopback by every system, without TLS.")
     w("")
     w("Commands (one per adapter; bench/run fills in the paths):")
     w("")
@@ -150,7 +151,8 @@ def write(outdir, med, commands, rec, mem, ver, meta):
     for (scenario, system), cmd in sorted(commands.items()):
         line = " ".join(c if " " not in c else "'%s'" % c for c in cmd)
         # the throwaway server's password is random, but still not for print
-        line = re.sub(r"(postgresql(?:\+psycopg2)?://dbscope:)[^@]+@", r"\1***@", line)
+        line = re.sub(r"((?:postgresql(?:\+psycopg2)?|mariadb|mysql)://dbscope:)[^@]+@", r"\1***@",
+                      line)
         line = re.sub(r"(password=)[^&\s]+", r"\1***", line)
         line = re.sub(r"(--password )\S+", r"\1***", line)
         w(line)
@@ -180,6 +182,7 @@ def write(outdir, med, commands, rec, mem, ver, meta):
         w(table(med, scenario, keys, None))
         w("")
 
+    mysql_section(w, outdir, med)
     w("## 4. Fairness: 32 threads on a pool of 4, SQLite unit of work")
     w("")
     w("| system | ops/s | least ÷ most units a thread | acquire wait p99 µs | max µs |")
@@ -255,6 +258,67 @@ def write(outdir, med, commands, rec, mem, ver, meta):
         f.write("\n".join(L) + "\n")
 
 
+MYSQL_POINTS = [(t, p) for p in (4, 8) for t in (1, 8, 32)]
+# (system, what it is compared with, goal or None, direct at the same
+# connection count rather than at the same point)
+MYSQL_RATIOS = [("dbscope", "direct", 0.9, True), ("dbscope", "zdb", 3.0, False),
+                ("dbscope", "hikari", None, False), ("dbscope-rollback", "direct", None, True)]
+
+
+def mysql_ratios(med, system, peer, same_conns):
+    """[(threads, pool, ratio)] over the MariaDB points both have."""
+    out = []
+    for t, p in MYSQL_POINTS:
+        c = min(t, p)
+        other = med.get(("mysql", peer, c, c) if same_conns else ("mysql", peer, t, p))
+        r = ratio(med.get(("mysql", system, t, p)), other)
+        if r:
+            out.append((t, p, r))
+    return out
+
+
+def mysql_section(w, outdir, med):
+    """The pg unit on MariaDB; written only when the run measured it."""
+    if not any(k[0] == "mysql" for k in med):
+        return
+    w("## 3b. Unit of work on MariaDB: START TRANSACTION; SELECT; UPDATE; COMMIT")
+    w("")
+    w("The PostgreSQL unit of work, on a throwaway MariaDB server: dbscope through a "
+      "`mariadb://` URL (with its default reset, and with `DBS_RESET_ROLLBACK`); direct is "
+      "a libmariadb connection per thread whose two statements are prepared on the server "
+      "once (START TRANSACTION, two executions, COMMIT: no pool, no reset); libzdb 3.1 "
+      "through its `mysql://` URL; HikariCP with Debian's MariaDB JDBC driver "
+      "(`setAutoCommit(false)`, a PreparedStatement each, commit; the driver's defaults "
+      "otherwise). Direct is compared at the same number of connections (min(threads, "
+      "pool)), the others at the same point.")
+    w("")
+    for pool in (4, 8):
+        title = "MariaDB unit of work, pool of %d" % pool
+        svg = plot(outdir, med, "mysql", pool, title, "mysql-pool%d" % pool)
+        if svg:
+            w("![%s](%s)" % (title, svg))
+            w("")
+    w(table(med, "mysql", MYSQL_POINTS + [(1, 1), (4, 4), (32, 32)], None))
+    w("")
+    w("| ratio | goal | " + " | ".join("%d/%d" % tp for tp in MYSQL_POINTS) + " | goal met |")
+    w("|---|---|" + "---|" * len(MYSQL_POINTS) + "---|")
+    for system, peer, goal, same in MYSQL_RATIOS:
+        rs = {(t, p): r for t, p, r in mysql_ratios(med, system, peer, same)}
+        if not rs:
+            continue
+        cells = ["%.2fx" % rs[tp] if tp in rs else "-" for tp in MYSQL_POINTS]
+        met = "" if goal is None else ("**met**" if all(r >= goal for r in rs.values())
+                                       else "**not met**")
+        w("| %s ÷ %s%s | %s | %s | %s |" % (
+            NAMES[system], NAMES[peer], ", same connections" if same else "",
+            "≥ %gx" % goal if goal else "-", " | ".join(cells), met))
+    w("")
+    w("Columns are threads/pool. The round trips each system sends a unit are in "
+      "[the notes](#notes-on-the-results); what a dbscope session and its reset cost on "
+      "MariaDB, in [docs/mariadb.md](mariadb.md).")
+    w("")
+
+
 def kept_sections(path):
     """Sections other runners write into benchmarks.md between
     "<!-- section: NAME ... -->" and "<!-- end section: NAME -->" (such as
@@ -302,6 +366,13 @@ def targets(med, rec):
             pgd.append((t, p, r))
     w("- PostgreSQL unit of work ≥ 0.9× direct at the same connection count: %s (%s)." % (
         verdict(all(r >= 0.9 for *_, r in pgd)), ", ".join("%d threads/%d conns: %.2f×" % x for x in pgd)))
+    for peer, want in (("direct", 0.9), ("zdb", 3.0)):
+        rs = mysql_ratios(med, "dbscope", peer, peer == "direct")
+        if rs:
+            w("- MariaDB unit of work ≥ %g× %s%s: %s (%s)." % (
+                want, NAMES[peer], " at the same connection count" if peer == "direct" else "",
+                verdict(all(r >= want for *_, r in rs)),
+                ", ".join("%d/%d: %.2f×" % x for x in rs)))
     unreachable = False
     for peer, want in (("bouncer", 1.5), ("sqlalchemy", 10), ("none", 20)):
         rs = []

@@ -198,7 +198,8 @@ public class Bench {
             }
         }
         cycle = scenario.equals("cycle");
-        update = scenario.equals("pg") || scenario.equals("recovery");
+        // mysql: the pg unit through a jdbc:mariadb:// URL (the same SQL)
+        update = scenario.equals("pg") || scenario.equals("recovery") || scenario.equals("mysql");
         String[] entries = matrix.split(",");
         if (!timeline) {
             // JIT warm-up: the first entry once, unmeasured and unprinted

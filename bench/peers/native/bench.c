@@ -4,19 +4,23 @@
  *
  *   bench_native SYSTEM SCENARIO --db URL [--matrix T:P,...] [--seconds S]
  *                [--warmup S] [--timeline]
- *   bench_native setup sqlite|pg --db URL        (creates the bench table)
+ *   bench_native setup sqlite|pg|mysql --db URL  (creates the bench table)
  *   bench_native memory sqlite|pg --db URL      (dbscope bytes a connection)
  *
  * SYSTEM: dbscope (with leak reports on), dbscope-noval (validation off),
  * dbscope-rollback (reset = DBS_RESET_ROLLBACK),
  * dbscope-blind (histograms and leak reports off), none (dbscope NONE mode:
- * connect per request), direct (each thread owns a raw connection), zdb
+ * connect per request), direct (each thread owns a raw connection: sqlite3,
+ * libpq, or libmariadb with server-side prepared statements), zdb
  * (libzdb 3.1), lock (the floor: one pthread mutex lock and unlock, cycle
  * only), bouncer (raw libpq, each thread its own client connection,
  * through PgBouncer: --db points at PgBouncer).
  * SCENARIO: cycle (acquire + release), sqlite (BEGIN; SELECT by key;
- * COMMIT), pg (BEGIN; SELECT; UPDATE; COMMIT), fair (the sqlite unit, for
- * fairness), recovery (the pg unit, with a timeline of throughput).
+ * COMMIT), pg (BEGIN; SELECT; UPDATE; COMMIT), mysql (the pg unit on
+ * MariaDB: --db is a mysql:// or mariadb:// URL, or libzdb's for zdb with
+ * --check-url ours), fair (the sqlite unit, for fairness), recovery (the pg
+ * unit, with a timeline of throughput). MariaDB needs a build with
+ * DBSCOPE_WITH_MYSQL; without it, its URLs are refused.
  *
  * Prints one line a matrix entry:
  *   RESULT {"system":..., "ops":..., "ops_s":..., "p50_us":..., ...}
@@ -44,6 +48,9 @@
 #include <unistd.h>
 #include <stdarg.h>
 #include <zdb.h>
+#ifdef DBSCOPE_WITH_MYSQL
+#include <mysql.h>
+#endif
 
 enum { ROWS = 1000, MAXT = 64, HB = 64 * 16, TL_MAX = 600 };
 
@@ -108,7 +115,7 @@ typedef struct system_ops {
 struct run {
     const system_ops *sys;
     const char *scenario, *db;
-    bool pg, update, cycle;
+    bool pg, my, update, cycle;
     int threads, pool;
     double seconds;
     atomic_bool stop;
@@ -226,12 +233,16 @@ static void d_close(run *r)
     dbs_pool_close(r->dpool);
 }
 
-/* ---- direct: raw sqlite3 / libpq, a connection a thread ---- */
+/* ---- direct: raw sqlite3 / libpq / libmariadb, a connection a thread ---- */
 
 typedef struct direct {
     sqlite3 *db;
     sqlite3_stmt *begin, *sel, *commit;
     PGconn *pg;
+#ifdef DBSCOPE_WITH_MYSQL
+    MYSQL *my;
+    MYSQL_STMT *msel, *mupd;
+#endif
     bool prepared;
     bool broken; /* a unit failed: the protocol state is unknown */
 } direct;
@@ -260,6 +271,199 @@ static void x_prepare(run *r, direct *d)
     PQclear(b);
 }
 
+static bool is_mysql_url(const char *url)
+{
+    return !strncmp(url, "mysql://", 8) || !strncmp(url, "mariadb://", 10);
+}
+
+#ifdef DBSCOPE_WITH_MYSQL
+/* The parts of a mysql:// URL libmariadb needs: the query's other options
+ * are dbscope's own, not for it. %XX is decoded. */
+typedef struct my_url {
+    char user[128], pass[256], host[256], db[128], socket[512];
+    unsigned port;
+} my_url;
+
+static void my_decode(char *dst, size_t cap, const char *s, size_t n)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n && w + 1 < cap; i++) {
+        unsigned x;
+        if (s[i] == '%' && i + 2 < n && sscanf(s + i + 1, "%2x", &x) == 1) {
+            dst[w++] = (char)x;
+            i += 2;
+        } else {
+            dst[w++] = s[i];
+        }
+    }
+    dst[w] = '\0';
+}
+
+static void my_parse(const char *url, my_url *u)
+{
+    memset(u, 0, sizeof *u);
+    const char *p = strstr(url, "://");
+    if (!p)
+        die("bench_native: not a mysql:// URL");
+    p += 3;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        my_decode(u->user, sizeof u->user, p, (size_t)((colon ? colon : at) - p));
+        if (colon)
+            my_decode(u->pass, sizeof u->pass, colon + 1, (size_t)(at - colon - 1));
+        p = at + 1;
+    }
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    my_decode(u->host, sizeof u->host, p, (size_t)((colon ? colon : end) - p));
+    if (colon)
+        u->port = (unsigned)atoi(colon + 1);
+    if (*end == '/')
+        my_decode(u->db, sizeof u->db, end + 1, strcspn(end + 1, "?"));
+    const char *q = strchr(end, '?');
+    for (const char *k = q; k; k = strchr(k + 1, '&'))
+        if (!strncmp(k + 1, "socket=", 7))
+            my_decode(u->socket, sizeof u->socket, k + 8, strcspn(k + 8, "&"));
+}
+
+static MYSQL *my_connect(const char *url)
+{
+    my_url u;
+    my_parse(url, &u);
+    MYSQL *my = mysql_init(NULL);
+    if (!my)
+        die("bench_native: out of memory");
+    if (!mysql_real_connect(my, u.host[0] ? u.host : NULL, u.user, u.pass, u.db, u.port,
+                            u.socket[0] ? u.socket : NULL, CLIENT_FOUND_ROWS)) {
+        fprintf(stderr, "direct: %s\n", mysql_error(my));
+        mysql_close(my);
+        return NULL;
+    }
+    return my;
+}
+
+/* The floor: statements prepared once on the server (again after a
+ * reconnect), executed with bound parameters. */
+static bool my_prepare(direct *d)
+{
+    static const char sel[] = "SELECT v FROM bench WHERE id = ?",
+                      upd[] = "UPDATE bench SET n = n + 1 WHERE id = ?";
+    d->msel = mysql_stmt_init(d->my);
+    d->mupd = mysql_stmt_init(d->my);
+    return d->msel && d->mupd && !mysql_stmt_prepare(d->msel, sel, sizeof sel - 1) &&
+           !mysql_stmt_prepare(d->mupd, upd, sizeof upd - 1);
+}
+
+static void my_drop(direct *d)
+{
+    if (d->msel)
+        mysql_stmt_close(d->msel);
+    if (d->mupd)
+        mysql_stmt_close(d->mupd);
+    if (d->my)
+        mysql_close(d->my);
+    d->msel = d->mupd = NULL;
+    d->my = NULL;
+}
+
+static bool my_open(run *r, direct *d)
+{
+    d->my = my_connect(r->db);
+    if (d->my && my_prepare(d))
+        return true;
+    if (d->my)
+        fprintf(stderr, "direct: %s\n", mysql_error(d->my));
+    my_drop(d);
+    return false;
+}
+
+static int my_unit(direct *d, int64_t id, int64_t *v, bool update)
+{
+    long long key = id, got = 0;
+    MYSQL_BIND in, out;
+    memset(&in, 0, sizeof in);
+    memset(&out, 0, sizeof out);
+    in.buffer_type = out.buffer_type = MYSQL_TYPE_LONGLONG;
+    in.buffer = &key;
+    out.buffer = &got;
+    if (mysql_real_query(d->my, "START TRANSACTION", 17) || mysql_stmt_bind_param(d->msel, &in) ||
+        mysql_stmt_execute(d->msel) || mysql_stmt_bind_result(d->msel, &out) ||
+        mysql_stmt_store_result(d->msel))
+        goto fail;
+    int f = mysql_stmt_fetch(d->msel);
+    mysql_stmt_free_result(d->msel);
+    if (f != 0)
+        goto fail;
+    if (update && (mysql_stmt_bind_param(d->mupd, &in) || mysql_stmt_execute(d->mupd) ||
+                   mysql_stmt_affected_rows(d->mupd) != 1))
+        goto fail;
+    if (mysql_real_query(d->my, "COMMIT", 6))
+        goto fail;
+    *v = got;
+    return 0;
+fail:
+    d->broken = true;
+    return -1;
+}
+
+/* Sum of n over the table, on a connection of its own. */
+static long long my_total(const char *url)
+{
+    MYSQL *my = my_connect(url);
+    long long n = -1;
+    if (my && !mysql_query(my, "SELECT coalesce(sum(n), 0) FROM bench")) {
+        MYSQL_RES *res = mysql_store_result(my);
+        MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+        if (row && row[0])
+            n = strtoll(row[0], NULL, 10);
+        mysql_free_result(res);
+    }
+    if (my)
+        mysql_close(my);
+    return n;
+}
+
+static void my_setup(const char *url)
+{
+    MYSQL *my = my_connect(url);
+    if (!my)
+        die("setup: cannot connect to MariaDB");
+    char *sql = malloc(64 * ROWS + 128);
+    if (!sql)
+        die("setup: out of memory");
+    int w = sprintf(sql, "INSERT INTO bench (id, v) VALUES ");
+    for (int i = 1; i <= ROWS; i++)
+        w += sprintf(sql + w, "%s(%d, %d)", i > 1 ? "," : "", i, 3 * i);
+    if (mysql_query(my, "DROP TABLE IF EXISTS bench") ||
+        mysql_query(my, "CREATE TABLE bench (id INT PRIMARY KEY, v BIGINT NOT NULL,"
+                        " n BIGINT NOT NULL DEFAULT 0) ENGINE=InnoDB") ||
+        mysql_query(my, sql))
+        die("setup: %s", mysql_error(my));
+    free(sql);
+    mysql_close(my);
+}
+#else
+static bool my_open(run *r, direct *d)
+{
+    (void)r;
+    (void)d;
+    die("bench_native: built without MariaDB (DBSCOPE_WITH_MYSQL)");
+}
+
+static long long my_total(const char *url)
+{
+    (void)url;
+    die("bench_native: built without MariaDB (DBSCOPE_WITH_MYSQL)");
+}
+
+static void my_setup(const char *url)
+{
+    (void)url;
+    die("bench_native: built without MariaDB (DBSCOPE_WITH_MYSQL)");
+}
+#endif
+
 static void *x_thread_open(run *r)
 {
     direct *d = calloc(1, sizeof *d);
@@ -275,6 +479,12 @@ static void *x_thread_open(run *r)
         sqlite3_prepare_v2(d->db, "SELECT v FROM bench WHERE id = ?1", -1, &d->sel, NULL);
         sqlite3_prepare_v2(d->db, "COMMIT", -1, &d->commit, NULL);
         return d;
+    }
+    if (r->my) {
+        if (my_open(r, d))
+            return d;
+        free(d);
+        return NULL;
     }
     d->pg = PQconnectdb(r->db);
     if (PQstatus(d->pg) != CONNECTION_OK) {
@@ -301,6 +511,9 @@ static void x_thread_close(run *r, void *ts)
     }
     if (d->pg)
         PQfinish(d->pg);
+#ifdef DBSCOPE_WITH_MYSQL
+    my_drop(d);
+#endif
     free(d);
 }
 
@@ -315,6 +528,15 @@ static void *x_acquire(run *r, void *ts)
         if (PQstatus(d->pg) == CONNECTION_OK)
             x_prepare(r, d);
     }
+#ifdef DBSCOPE_WITH_MYSQL
+    if (d && r->my && (d->broken || !d->my)) {
+        /* the same after a failure on MariaDB: a fresh connection */
+        my_drop(d);
+        d->broken = !my_open(r, d);
+        if (d->broken)
+            return NULL;
+    }
+#endif
     return ts;
 }
 
@@ -378,6 +600,10 @@ static int x_unit(run *r, void *ts, void *h, int64_t id, int64_t *v, bool update
         }
         return 0;
     }
+#ifdef DBSCOPE_WITH_MYSQL
+    if (d->my)
+        return my_unit(d, id, v, update);
+#endif
     char ids[24];
     snprintf(ids, sizeof ids, "%lld", (long long)id);
     const char *vals[1] = {ids};
@@ -636,6 +862,8 @@ static long rss_kb(void)
 /* Sum of n over the table: the pg unit adds 1 a unit. */
 static long long pg_total(const char *url)
 {
+    if (is_mysql_url(url))
+        return my_total(url);
     PGconn *c = PQconnectdb(url);
     long long n = -1;
     if (PQstatus(c) == CONNECTION_OK) {
@@ -763,6 +991,10 @@ static void setup(const char *kind, const char *url)
         sqlite3_close(db);
         return;
     }
+    if (!strcmp(kind, "mysql")) {
+        my_setup(url);
+        return;
+    }
     PGconn *c = PQconnectdb(url);
     if (PQstatus(c) != CONNECTION_OK)
         die("setup: %s", PQerrorMessage(c));
@@ -782,6 +1014,8 @@ static void setup(const char *kind, const char *url)
 static void memory(const char *url)
 {
     enum { N = 16 };
+    if (is_mysql_url(url))
+        die("memory: sqlite or pg URLs only");
     bool pg = strncmp(url, "sqlite", 6) != 0;
     /* one connection first, so one-time library set-up (TLS, SQLite's
      * globals) is charged to neither side */
@@ -885,7 +1119,9 @@ int main(int argc, char **argv)
     if (!r.sys)
         die("bench_native: unknown system %s", argv[1]);
     r.cycle = !strcmp(r.scenario, "cycle");
-    r.update = !strcmp(r.scenario, "pg") || !strcmp(r.scenario, "recovery");
+    r.update = !strcmp(r.scenario, "pg") || !strcmp(r.scenario, "recovery") ||
+               !strcmp(r.scenario, "mysql");
+    r.my = is_mysql_url(db);
     r.pg = strncmp(db, "sqlite", 6) != 0;
     if (r.cycle && r.sys->thread_open)
         die("bench_native: %s has no pool to cycle", r.sys->name);
