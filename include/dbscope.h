@@ -274,28 +274,30 @@ typedef struct dbs_config {
      * and NONE are always first come, first served). Waiters queue in
      * order of arrival. The one thread that can get a connection ahead
      * of them is a thread taking back, in its next dbs_session_open, the
-     * connection it has just given back (no wake-up, no hand-off: the
-     * fast path), and only while the oldest waiter has waited less than
-     * barge_limit_us, at most DBS_BARGE_RUN_MAX times in a row. Any other
-     * connection given back, and that one once the time or the count has
-     * run out, goes straight to the oldest waiter; a newcomer queues
+     * connection its last dbs_session_close gave back (no hand-off, no
+     * wake-up), and only while
+     *   - the oldest waiter has waited less than barge_limit_us, and
+     *   - the sessions that took that connection back while others
+     *     waited, with the one that gives it back, have held it for less
+     *     than barge_limit_us / DBS_BARGE_HOLD_SHARE in all (counted from
+     *     the first such session in a row).
+     * Any other connection given back, and that one once either bound
+     * is reached, goes straight to the oldest waiter; a newcomer queues
      * behind the waiters. From the moment the oldest waiter has waited
      * barge_limit_us, order is strict: nobody takes a connection back,
      * and connections kept for their threads go to the waiters, oldest
      * first, until the queue is empty or the waiter at its head has
      * waited less than the limit. So a waiter is passed over only within
-     * the first barge_limit_us of its wait (however long the units of
-     * work take), and no thread holds up the queue by more than
-     * DBS_BARGE_RUN_MAX sessions in a row. 0: strict order always (a
-     * thread that gives a connection back while others wait hands it to
-     * the oldest). (1000) */
+     * the first barge_limit_us of its wait, and never for longer than its
+     * acquire timeout. 0: strict order always (a thread that gives a
+     * connection back while others wait hands it to the oldest).
+     * (2000; docs/pool.md has the numbers) */
     int barge_limit_us;
 } dbs_config;
 
-/* The most times in a row a thread takes back the connection it gave back
- * while another thread waits (see barge_limit_us): the next one it gives
- * back goes to the oldest waiter. */
-#define DBS_BARGE_RUN_MAX 16
+/* See barge_limit_us: how long, as a share of that limit, a thread's
+ * sessions may keep the connection they take back while others wait. */
+#define DBS_BARGE_HOLD_SHARE 64
 
 /* Fills cfg with the defaults above (url = NULL). Always call it first: fields
  * may be added at the end in later versions. Any thread. */

@@ -48,7 +48,7 @@ void dbs_config_init(dbs_config *cfg)
     cfg->replica_url = NULL;
     cfg->replica_max_lag_ms = 0;
     cfg->replica_fallback = 1;
-    cfg->barge_limit_us = 1000;
+    cfg->barge_limit_us = 2000;
 }
 
 /* ---- environment ---- */

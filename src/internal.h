@@ -182,8 +182,9 @@ typedef struct dbs__shard_hists {
 typedef struct dbs__shard {
     _Alignas(64) dbs__lock mu;
     dbs__conn *parked;            /* [shard] */
-    int barge_run;                /* [shard] connections parked in a row
-                                     while threads waited */
+    int64_t barge_held_ns;        /* [shard] how long the sessions whose
+                                     connection was parked while threads
+                                     waited held it, in a row */
     bool closed;                  /* [shard] the pool was closed */
     int n_sessions;               /* [shard] open, or opening */
     int n_holds;                  /* [shard] dbs_transact calls under way
@@ -205,7 +206,7 @@ struct dbs_pool {
     int max_size;                /* connection cap; INT32_MAX for NONE */
     int64_t barge_ns;            /* cfg.barge_limit_us; 0 (strict order)
                                     unless QUEUE mode */
-    int barge_run_max;           /* DBS__BARGE_RUN */
+    int64_t barge_hold_ns;       /* barge_ns / DBS_BARGE_HOLD_SHARE */
     char *url;
     char *url_redacted;
     char *ctx_settings[3];

@@ -15,20 +15,20 @@
  *               lock; n_open + n_pending <= max_size always, so a failed
  *               connect only gives its reservation back and never uses up
  *               a slot, and a slow connect holds no lock.
- *   Who gets a free connection while threads wait is the bounded barging
- *   rule of dbs_config.barge_limit_us: while the oldest waiter has waited
- *   less than barge_ns (and order is not strict), a connection given back
- *   is parked or goes idle, and whoever asks first takes it (the thread
- *   that gave it back, typically, without a wake-up); waiters sleep until
- *   their own limit at most. Once the oldest has waited barge_ns, order is
- *   strict (in_order): idle and parked connections go to the waiters, and
- *   every connection given back goes straight to the oldest waiter (direct
+ *   The idle list is empty whenever a thread waits: a connection given
+ *   back while threads wait goes straight to the oldest waiter (direct
  *   hand-off: the releasing thread posts the waiter's semaphore under the
  *   lock, so the waiter wakes already served, without retaking it), and a
- *   newcomer queues behind them even if a connection is idle for an
- *   instant; until the queue empties or its head has waited less than
- *   barge_ns. With barge_ns 0 order is always strict: the idle list is
- *   empty, and no shard parks, whenever a thread waits.
+ *   newcomer queues behind the waiters even if a connection is idle for
+ *   an instant. The one exception is the bounded barging rule of
+ *   dbs_config.barge_limit_us: the thread giving a connection back may
+ *   park it for its own next checkout while the oldest waiter has waited
+ *   less than barge_ns and its run of such sessions has held it less
+ *   than barge_hold_ns (shard.barge_held_ns). Waiters sleep until their
+ *   own limit at most; the first to reach it makes order strict
+ *   (in_order): parked connections go to the queue and nobody parks
+ *   while anyone waits, until the queue empties or its head has waited
+ *   less than barge_ns.
  *   Idle connections are reused LIFO (the most recently released first) so
  *   the rest age out under idle_timeout when load drops.
  */
@@ -373,7 +373,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         /* Park it for this thread's next checkout unless it must go, the
          * shard holds one already, or anyone waits (see dbs__shard). */
         bool waiters = atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) > 0;
-        bool run_out = waiters && sh->barge_run >= p->barge_run_max;
+        bool run_out = waiters && sh->barge_held_ns + held_ns >= p->barge_hold_ns;
         if (!discard && !sh->closed && !sh->parked && p->mode != DBS_POOL_NONE &&
             !dbs__conn_expired(c, now) && !run_out &&
             atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size &&
@@ -387,7 +387,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
                 atomic_store_explicit(flag, true, memory_order_seq_cst);
             if (dbs__may_barge(p, now, memory_order_seq_cst)) {
                 parked = true;
-                sh->barge_run = waiters ? sh->barge_run + 1 : 0;
+                sh->barge_held_ns = waiters ? sh->barge_held_ns + held_ns : 0;
                 last_conn.pool = p;
                 last_conn.conn_id = c->id;
             } else {
@@ -395,7 +395,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
             }
         }
         if (!parked)
-            sh->barge_run = 0;
+            sh->barge_held_ns = 0;
     }
     if (parked && !recovered && !slow && !fallback) {
         /* nothing left to do with p: stop counting now, in this hold */
@@ -599,7 +599,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     /* SINGLE takes turns strictly; NONE never has a connection to pass. */
     p->barge_ns = p->mode == DBS_POOL_QUEUE ? (int64_t)cfg->barge_limit_us * 1000 : 0;
     atomic_init(&p->oldest_since_ns, INT64_MAX);
-    p->barge_run_max = getenv("DBS_BARGE_RUN") ? atoi(getenv("DBS_BARGE_RUN")) : DBS_BARGE_RUN_MAX;
+    p->barge_hold_ns = p->barge_ns / DBS_BARGE_HOLD_SHARE;
     p->target.memory = memory;
     p->target.busy_timeout_ms = cfg->busy_timeout_ms;
     p->target.stmt_cache_size = cfg->stmt_cache_size;
