@@ -26,17 +26,19 @@ JARS = ["HikariCP.jar", "postgresql.jar", "sqlite-jdbc.jar", "mariadb-java-clien
 
 # scenario -> (systems, matrix of (threads, pool))
 SCENARIOS = {
-    "cycle": (["dbscope", "dbscope-noval", "zdb", "hikari", "sqlalchemy"],
+    # lock: the floor, one uncontended pthread mutex lock and unlock
+    "cycle": (["dbscope", "dbscope-fifo", "dbscope-noval", "lock", "zdb", "hikari", "sqlalchemy"],
               [(t, p) for p in (4, 16) for t in (1, 2, 8, 32)]),
-    "sqlite": (["dbscope", "dbscope-noval", "direct", "none", "zdb", "hikari", "sqlalchemy"],
+    "sqlite": (["dbscope", "dbscope-fifo", "dbscope-noval", "direct", "none", "zdb", "hikari",
+                "sqlalchemy"],
                [(1, 8), (2, 8), (8, 8)]),
-    "pg": (["dbscope", "dbscope-noval", "dbscope-rollback", "direct", "none", "zdb", "hikari",
-            "sqlalchemy", "bouncer"],
+    "pg": (["dbscope", "dbscope-fifo", "dbscope-noval", "dbscope-rollback", "direct", "none", "zdb",
+            "hikari", "sqlalchemy", "bouncer"],
            [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
     # the pg unit on a throwaway MariaDB server, when the build has the backend
     "mysql": (["dbscope", "dbscope-rollback", "direct", "zdb", "hikari"],
               [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
-    "fair": (["dbscope", "zdb", "hikari", "sqlalchemy"], [(32, 4)]),
+    "fair": (["dbscope", "dbscope-fifo", "zdb", "hikari", "sqlalchemy"], [(32, 4)]),
     # what observability costs: the uncontended cycle, on and off
     "observe": (["dbscope", "dbscope-blind"], [(1, 4)]),
     "recovery": (["dbscope", "hikari", "sqlalchemy", "zdb", "bouncer"], [(8, 4)]),

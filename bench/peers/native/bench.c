@@ -8,6 +8,7 @@
  *   bench_native memory sqlite|pg --db URL      (dbscope bytes a connection)
  *
  * SYSTEM: dbscope (with leak reports on), dbscope-noval (validation off),
+ * dbscope-fifo (barge_limit_us = 0: strict order),
  * dbscope-rollback (reset = DBS_RESET_ROLLBACK),
  * dbscope-blind (histograms and leak reports off), none (dbscope NONE mode:
  * connect per request), direct (each thread owns a raw connection: sqlite3,
@@ -150,11 +151,15 @@ static void die(const char *fmt, ...)
 
 /* ---- dbscope ---- */
 
+static int barge_limit_us = -1; /* -1: the default */
+
 static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool observe,
                       enum dbs_reset_mode reset)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
+    if (barge_limit_us >= 0)
+        cfg.barge_limit_us = barge_limit_us;
     /* observability on: histograms (the default) and leak reports; off:
      * neither, for the cost of watching */
     cfg.metrics = observe;
@@ -167,8 +172,6 @@ static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool obser
     cfg.log_events = 0;
     cfg.retry_max = 0; /* the bench counts failures itself */
     cfg.reset = reset;
-    if (getenv("BENCH_BARGE_US")) /* experiments with the rule */
-        cfg.barge_limit_us = atoi(getenv("BENCH_BARGE_US"));
     dbs_error err;
     r->dpool = dbs_pool_open(&cfg, &err);
     if (!r->dpool)
@@ -177,6 +180,12 @@ static int d_open_cfg(run *r, enum dbs_pool_mode mode, bool validate, bool obser
 }
 
 static int d_open(run *r) { return d_open_cfg(r, DBS_POOL_QUEUE, true, true, DBS_RESET_FULL); }
+/* The same pool with barge_limit_us = 0: strict first come, first served. */
+static int d_open_fifo(run *r)
+{
+    barge_limit_us = 0;
+    return d_open_cfg(r, DBS_POOL_QUEUE, true, true, DBS_RESET_FULL);
+}
 static int d_open_noval(run *r)
 {
     return d_open_cfg(r, DBS_POOL_QUEUE, false, true, DBS_RESET_FULL);
@@ -787,6 +796,7 @@ static void f_close(run *r)
 static const system_ops systems[] = {
     {"dbscope", d_open, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"dbscope-noval", d_open_noval, NULL, NULL, d_acquire, d_release, d_unit, d_close},
+    {"dbscope-fifo", d_open_fifo, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"none", d_open_none, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"dbscope-blind", d_open_blind, NULL, NULL, d_acquire, d_release, d_unit, d_close},
     {"dbscope-rollback", d_open_rollback, NULL, NULL, d_acquire, d_release, d_unit, d_close},
