@@ -469,7 +469,9 @@ void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one
  * (idle, or parked by another thread), else a new one if the pool may grow,
- * else the first to be released to the threads waiting in order of arrival.
+ * else the first to be released to the threads waiting in order of arrival
+ * (but see barge_limit_us: while threads wait, a thread may take back the
+ * connection it has just given back, within bounds).
  * Returns within acquire_timeout_ms (DBS_ETIMEOUT) plus at most one bounded
  * connect (connect_timeout_ms) or validation (statement_timeout_ms): a
  * connection that fails validation is replaced only while the acquire

@@ -123,7 +123,7 @@ typedef struct dbs__waiter {
     dbs__conn *handed;      /* [mu] a connection handed to this waiter */
     bool may_create;        /* [mu] a slot was reserved for this waiter */
     bool queued;            /* [mu] still in the queue */
-    int64_t since;          /* when its acquire began (barge_limit_us) */
+    int64_t since;          /* [mu] when it joined the queue (barge_limit_us) */
     struct dbs__waiter *next;
 } dbs__waiter;
 

@@ -1,7 +1,7 @@
 /*
  * The pool's public face and its two paths: acquire (the shard fast path,
  * then the locked path: idle list, parked connections, a new connection, or
- * the FIFO queue) and release (park, hand off, idle, or close), with open,
+ * the queue) and release (park, hand off, idle, or close), with open,
  * shutdown and close. Shards are in shard.c, the queue in waiters.c, a
  * connection's life and accounting in conn.c, the circuit breaker in
  * breaker.c, upkeep in housekeeper.c.
@@ -217,7 +217,7 @@ static void wait_turn(dbs_pool *p, dbs__waiter *w, int64_t deadline)
 static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
     const int64_t deadline = start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
-    dbs__waiter w = {.since = start};
+    dbs__waiter w = {0};
     dbs__conn *c = NULL;
     bool create = false;
     int rc;
@@ -253,11 +253,14 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
             pthread_mutex_unlock(&p->mu);
             return dbs__err(err, DBS_ENOMEM, "cannot create a wait semaphore");
         }
+        /* Read under the lock: the queue's order is the order of since,
+         * so its head is always its longest waiter. */
+        w.since = dbs__now_ns();
         dbs__wait_enqueue(p, &w);
         /* While order is strict, connections parked before this thread
          * counted itself as waiting go to the queue, oldest waiter first
          * (the seq_cst half of the parking protocol, see dbs__shard). */
-        if (!dbs__may_barge(p, start, memory_order_seq_cst))
+        if (!dbs__may_barge(p, w.since, memory_order_seq_cst))
             dbs__serve_in_order(p);
         wait_turn(p, &w, deadline);
         if (w.handed) {
