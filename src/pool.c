@@ -374,13 +374,13 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
                 fallback = true;
         }
         /* Park it for this thread's next checkout unless it must go, the
-         * shard holds one already, or anyone waits (see dbs__shard). */
-        bool waiters = atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) > 0;
-        bool run_out = waiters && sh->barge_held_ns + held_ns >= p->barge_hold_ns;
+         * shard holds one already, or the waiters are owed it by the order
+         * rule (dbs__may_keep; see dbs__shard for the protocol). */
+        bool spent = sh->barge_held_ns + held_ns >= p->barge_hold_ns;
         if (!discard && !sh->closed && !sh->parked && p->mode != DBS_POOL_NONE &&
-            !dbs__conn_expired(c, now) && !run_out &&
+            !dbs__conn_expired(c, now) &&
             atomic_load_explicit(&p->n_open_hint, memory_order_relaxed) <= p->cfg.pool_size &&
-            dbs__may_barge(p, now, memory_order_relaxed)) {
+            dbs__may_keep(p, now, spent, memory_order_relaxed)) {
             c->idle_since_ns = now;
             sh->parked = c;
             atomic_bool *flag = &p->maybe_parked[sh - p->shards];
@@ -388,9 +388,10 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
              * below will take this shard's lock after us, or we see it. */
             if (!atomic_load_explicit(flag, memory_order_relaxed))
                 atomic_store_explicit(flag, true, memory_order_seq_cst);
-            if (dbs__may_barge(p, now, memory_order_seq_cst)) {
+            int keep = dbs__may_keep(p, now, spent, memory_order_seq_cst);
+            if (keep) {
                 parked = true;
-                sh->barge_held_ns = waiters ? sh->barge_held_ns + held_ns : 0;
+                sh->barge_held_ns = keep == DBS__KEEP_BARGE ? sh->barge_held_ns + held_ns : 0;
                 last_conn.pool = p;
                 last_conn.conn_id = c->id;
             } else {

@@ -90,6 +90,19 @@ static inline bool dbs__may_barge(dbs_pool *p, int64_t now, memory_order mo)
     return now - atomic_load_explicit(&p->oldest_since_ns, mo) < p->barge_ns;
 }
 
+/* Whether a thread giving back a connection may park it for its own next
+ * checkout: DBS__KEEP_FREE if nobody waits, DBS__KEEP_BARGE if threads
+ * wait but barging is allowed and its run of sessions has not spent the
+ * hold budget (spent), 0 if not. */
+enum { DBS__KEEP_FREE = 1, DBS__KEEP_BARGE = 2 };
+
+static inline int dbs__may_keep(dbs_pool *p, int64_t now, bool spent, memory_order mo)
+{
+    if (atomic_load_explicit(&p->n_waiting_hint, mo) == 0)
+        return DBS__KEEP_FREE;
+    return !spent && dbs__may_barge(p, now, mo) ? DBS__KEEP_BARGE : 0;
+}
+
 /* ---- shards (shard.c) ---- */
 
 /* [shard] */
