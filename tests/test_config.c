@@ -168,6 +168,18 @@ static void test_urls(void)
     CHECK(dbs_pool_open(NULL, &err) == NULL);
     CHECK_EQ(err.code, DBS_EMISUSE);
     c.min_idle = 0;
+    /* the order rule's limit: none below 0 (strict) or above a minute */
+    c.barge_limit_us = -1;
+    CHECK(dbs_pool_open(&c, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "barge_limit_us");
+    c.barge_limit_us = 60000001;
+    CHECK(dbs_pool_open(&c, &err) == NULL);
+    CHECK_CONTAINS(err.message, "barge_limit_us");
+    dbs_config d;
+    dbs_config_init(&d);
+    CHECK_EQ(d.barge_limit_us, 2000);
+    c.barge_limit_us = 0;
     c.url = "sqlite:///nonexistent-dir-dbscope/x.db";
     CHECK(dbs_pool_open(&c, &err) == NULL);
     CHECK_EQ(err.code, DBS_ECONNECT);
