@@ -85,13 +85,18 @@ class Env:
             return False
         return re.search(r"^DBSCOPE_WITH_MYSQL:BOOL=(ON|1|TRUE|YES)$", cache, re.M | re.I) is not None
 
+    def start_server(self, script, name):
+        """Starts a throwaway server with the tests' script in work/name;
+        returns its directory and a reader of the files it writes there."""
+        d = os.path.join(self.work, name)
+        subprocess.run(["sh", os.path.join(ROOT, "tests", script), "start", d],
+                       check=True, capture_output=True)
+        return d, lambda f: open(os.path.join(d, f)).read().strip()
+
     def start_my(self):
         if self.my:
             return
-        d = os.path.join(self.work, "my")
-        subprocess.run(["sh", os.path.join(ROOT, "tests", "mysql_server.sh"), "start", d],
-                       check=True, capture_output=True)
-        rd = lambda f: open(os.path.join(d, f)).read().strip()
+        d, rd = self.start_server("mysql_server.sh", "my")
         self.my = {"dir": d, "port": rd("port"), "pw": rd("password"), "url": rd("url")}
         subprocess.run([self.native, "setup", "mysql", "--db", self.my["url"]], check=True,
                        capture_output=True)
@@ -100,10 +105,7 @@ class Env:
     def start_pg(self):
         if self.pg:
             return
-        d = os.path.join(self.work, "pg")
-        subprocess.run(["sh", os.path.join(ROOT, "tests", "pg_server.sh"), "start", d],
-                       check=True, capture_output=True)
-        rd = lambda f: open(os.path.join(d, f)).read().strip()
+        d, rd = self.start_server("pg_server.sh", "pg")
         self.pg = {"dir": d, "port": rd("port"), "pw": rd("password"), "pg_ctl": rd("pg_ctl")}
         self.pg["libpq"] = "postgresql://dbscope:%s@/dbscope?host=%s&port=%s" % (
             self.pg["pw"], d, self.pg["port"])
