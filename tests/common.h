@@ -56,6 +56,37 @@ static inline void run_sql(dbs_pool *p, const char *sql)
     dbs_session_close(s);
 }
 
+/* A session, or the test fails. */
+static inline dbs_session *open_ok(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    return s;
+}
+
+/* sql without parameters on s, or the test fails. */
+static inline void exec_ok(dbs_session *s, const char *sql)
+{
+    dbs_error err;
+    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
+        CHECK_FAIL("%s: %s", sql, err.message);
+}
+
+/* The first column of the one row sql returns, as text ("(null)" for NULL). */
+static inline void text_of(dbs_session *s, const char *sql, char *out, size_t n)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    const char *t = dbs_rows_text(r, 0, NULL);
+    snprintf(out, n, "%s", t ? t : "(null)");
+    dbs_rows_close(r);
+}
+
 /* One integer from a query with up to 2 int parameters. */
 static inline int64_t query_int(dbs_session *s, const char *sql, const dbs_value *v, size_t n)
 {

@@ -48,12 +48,6 @@ static int64_t conn_id(dbs_session *s)
     return query_int(s, "SELECT CONNECTION_ID()", NULL, 0);
 }
 
-static void exec_ok(dbs_session *s, const char *sql)
-{
-    dbs_error err;
-    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
-        CHECK_FAIL("%s: %s", sql, err.message);
-}
 
 static const char *query_text(dbs_session *s, const char *sql, char *out, size_t n)
 {

@@ -35,14 +35,6 @@ static dbs_pool *open_via_proxy(int statement_timeout_ms, char *url, size_t url_
     return p;
 }
 
-static dbs_session *open_s(dbs_pool *p)
-{
-    dbs_error err;
-    dbs_session *s = dbs_session_open(p, NULL, &err);
-    if (!s)
-        CHECK_FAIL("open: %s", err.message);
-    return s;
-}
 
 /* A statement on a network gone silent: DBS_ESTMT_TIMEOUT, the connection
  * is discarded, and service resumes once the network passes again. */
@@ -51,7 +43,7 @@ static void test_silent_statement(void)
     char url[512];
     fp_set(fp, FP_PASS, FP_BOTH, 0);
     dbs_pool *p = open_via_proxy(1000, url, sizeof url);
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
     fp_set(fp, FP_SILENT, FP_BOTH, 0);
     dbs_error err;
@@ -67,7 +59,7 @@ static void test_silent_statement(void)
 
     /* Only one direction silent: the answers are lost, same outcome. */
     fp_set(fp, FP_PASS, FP_BOTH, 0);
-    s = open_s(p);
+    s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT 3", NULL, 0), 3);
     fp_set(fp, FP_SILENT, FP_DOWN, 0);
     CHECK(dbs_exec(s, "SELECT 4", NULL, 0, &err) < 0);
@@ -75,7 +67,7 @@ static void test_silent_statement(void)
     dbs_session_close(s);
 
     fp_set(fp, FP_PASS, FP_BOTH, 0);
-    s = open_s(p);
+    s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT 5", NULL, 0), 5);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
@@ -207,7 +199,7 @@ static void test_session_bound(void)
     dbs_pool *p = dbs_pool_open(&cfg, &err);
     CHECK(p != NULL);
 
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     CHECK_EQ(dbs_session_set_statement_timeout(s, -1, &err), DBS_EMISUSE);
     CHECK_OK(dbs_session_set_statement_timeout(s, 20000, &err), &err);
     CHECK_OK(dbs_exec(s, "SELECT pg_sleep(0.6)", NULL, 0, &err), &err);
@@ -217,13 +209,13 @@ static void test_session_bound(void)
     dbs_session_close(s);
 
     /* The pool's bound again: the same sleep now fails. */
-    s = open_s(p);
+    s = open_ok(p);
     CHECK(dbs_exec(s, "SELECT pg_sleep(0.6)", NULL, 0, &err) < 0);
     CHECK_EQ(err.code, DBS_ESTMT_TIMEOUT);
     dbs_session_close(s);
 
     /* Tightened: fails, and the server stops the statement. */
-    s = open_s(p);
+    s = open_ok(p);
     CHECK_OK(dbs_session_set_statement_timeout(s, 100, &err), &err);
     CHECK(dbs_exec(s, "SELECT pg_sleep(30), 'bounds-probe'", NULL, 0, &err) < 0);
     CHECK_EQ(err.code, DBS_ESTMT_TIMEOUT);
@@ -232,7 +224,7 @@ static void test_session_bound(void)
                         "'SELECT pg_sleep(30), ''bounds-probe''%'";
     int64_t running = 1;
     for (int i = 0; i < 100 && running; i++) {
-        s = open_s(p);
+        s = open_ok(p);
         running = query_int(s, probe, NULL, 0);
         dbs_session_close(s);
         if (running)
@@ -252,7 +244,7 @@ static void test_latency_and_reset(void)
     char url[512];
     fp_set(fp, FP_LATENCY, FP_BOTH, 50);
     dbs_pool *p = open_via_proxy(5000, url, sizeof url);
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT 7", NULL, 0), 7);
     fp_set(fp, FP_RESET, FP_BOTH, 0);
     dbs_error err;
@@ -261,7 +253,7 @@ static void test_latency_and_reset(void)
     CHECK_EQ(err.code, DBS_ECONNECT);
     dbs_session_close(s);
     fp_set(fp, FP_PASS, FP_BOTH, 0);
-    s = open_s(p);
+    s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT 9", NULL, 0), 9);
     dbs_session_close(s);
     dbs_pool_close(p);

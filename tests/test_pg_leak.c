@@ -24,45 +24,20 @@ static dbs_pool *open_one(const char *url)
     return p;
 }
 
-static dbs_session *open_s(dbs_pool *p)
-{
-    dbs_error err;
-    dbs_session *s = dbs_session_open(p, NULL, &err);
-    if (!s)
-        CHECK_FAIL("open: %s", err.message);
-    return s;
-}
 
-static void exec_ok(dbs_session *s, const char *sql)
-{
-    dbs_error err;
-    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
-        CHECK_FAIL("%s: %s", sql, err.message);
-}
 
-static void text_of(dbs_session *s, const char *sql, char *out, size_t n)
-{
-    dbs_error err;
-    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
-    if (!r)
-        CHECK_FAIL("%s: %s", sql, err.message);
-    CHECK_EQ(dbs_rows_next(r, &err), 1);
-    const char *t = dbs_rows_text(r, 0, NULL);
-    snprintf(out, n, "%s", t ? t : "(null)");
-    dbs_rows_close(r);
-}
 
 /* Opens the next session and checks it got the same backend. */
 static dbs_session *same_conn(dbs_pool *p, int64_t pid)
 {
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT pg_backend_pid()", NULL, 0), pid);
     return s;
 }
 
 static int64_t pid_of(dbs_pool *p)
 {
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     int64_t pid = query_int(s, "SELECT pg_backend_pid()", NULL, 0);
     dbs_error err;
     CHECK_OK(dbs_commit(s, &err), &err);

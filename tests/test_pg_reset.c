@@ -25,33 +25,8 @@ static dbs_pool *open_one(enum dbs_reset_mode reset)
     return open_pool("reset", &cfg);
 }
 
-static dbs_session *open_s(dbs_pool *p)
-{
-    dbs_error err;
-    dbs_session *s = dbs_session_open(p, NULL, &err);
-    if (!s)
-        CHECK_FAIL("open: %s", err.message);
-    return s;
-}
 
-static void exec_ok(dbs_session *s, const char *sql)
-{
-    dbs_error err;
-    if (dbs_exec(s, sql, NULL, 0, &err) < 0)
-        CHECK_FAIL("%s: %s", sql, err.message);
-}
 
-static void text_of(dbs_session *s, const char *sql, char *out, size_t n)
-{
-    dbs_error err;
-    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
-    if (!r)
-        CHECK_FAIL("%s: %s", sql, err.message);
-    CHECK_EQ(dbs_rows_next(r, &err), 1);
-    const char *t = dbs_rows_text(r, 0, NULL);
-    snprintf(out, n, "%s", t ? t : "(null)");
-    dbs_rows_close(r);
-}
 
 static int64_t pid_of(dbs_session *s)
 {
@@ -61,7 +36,7 @@ static int64_t pid_of(dbs_session *s)
 /* Opens the next session and checks it got the same backend. */
 static dbs_session *same_conn(dbs_pool *p)
 {
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     CHECK_EQ(pid_of(s), the_pid);
     return s;
 }
@@ -200,18 +175,18 @@ static void test_functions(void)
     CHECK_OK(dbs_transact(pool, NULL, dirty_work, NULL, &err), &err);
     check_clean("dbs_transact");
     /* 2: dbs_commit, then close (the reset is posted at close) */
-    dbs_session *s = open_s(pool);
+    dbs_session *s = open_ok(pool);
     CHECK_OK(dirty_work(s, NULL, &err), &err);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
     check_clean("dbs_commit + close");
     /* 3: close without commit (the reset rides with the ROLLBACK) */
-    s = open_s(pool);
+    s = open_ok(pool);
     CHECK_OK(dirty_work(s, NULL, &err), &err);
     dbs_session_close(s);
     check_clean("close without commit");
     /* 4: dbs_commit, then more state in a new transaction, then close */
-    s = open_s(pool);
+    s = open_ok(pool);
     CHECK_OK(dirty_work(s, NULL, &err), &err);
     CHECK_OK(dbs_commit(s, &err), &err);
     CHECK_OK(dirty_work(s, NULL, &err), &err);
@@ -306,7 +281,7 @@ static void test_deallocate(void)
 static void test_deallocate_rollback_mode(void)
 {
     dbs_pool *p = open_one(DBS_RESET_ROLLBACK);
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     int64_t pid = pid_of(s);
     dbs_session_close(s);
     dbs_error err;
@@ -314,13 +289,13 @@ static void test_deallocate_rollback_mode(void)
     snprintf(sql, sizeof sql, "SELECT v FROM rs_t_%ld WHERE id = $1", me);
     dbs_value v[] = {DBS_INT(1)};
     for (int round = 0; round < 3; round++) {
-        s = open_s(p);
+        s = open_ok(p);
         CHECK_EQ(query_int(s, sql, v, 1), 0); /* cached */
         snprintf(sql, sizeof sql, "SELECT rs_dealloc_%ld()", me);
         exec_ok(s, sql);
         CHECK_OK(dbs_commit(s, &err), &err);
         dbs_session_close(s);
-        s = open_s(p);
+        s = open_ok(p);
         snprintf(sql, sizeof sql, "SELECT v FROM rs_t_%ld WHERE id = $1", me);
         CHECK_EQ(query_int(s, sql, v, 1), 0); /* first of its transaction */
         CHECK_EQ(pid_of(s), pid);
@@ -344,7 +319,7 @@ static void test_rollback_frees_locks(void)
     CHECK_EQ(query_int(a, sql, NULL, 0), 0);
     CHECK_OK(dbs_rollback(a, &err), &err);
     /* a stays open: the row lock must be gone already */
-    dbs_session *b = open_s(other);
+    dbs_session *b = open_ok(other);
     exec_ok(b, "SET LOCAL lock_timeout = '10s'");
     snprintf(sql, sizeof sql, "UPDATE rs_t_%ld SET v = v WHERE id = 1", me);
     int64_t n = dbs_exec(b, sql, NULL, 0, &err);
@@ -383,7 +358,7 @@ static void test_notices(void)
     cfg.on_event = on_event;
     cfg.log_events = 0;
     dbs_pool *p = open_pool("reset", &cfg);
-    dbs_session *s = open_s(p);
+    dbs_session *s = open_ok(p);
     exec_ok(s, "DO $$BEGIN RAISE NOTICE 'hello %', 6 * 7; END$$");
     char sql[600];
     snprintf(sql, sizeof sql,
@@ -412,7 +387,7 @@ static void test_notices(void)
     dbs_config_init(&cfg);
     cfg.pool_size = 1;
     p = open_pool("reset", &cfg); /* log_events on, no on_event */
-    s = open_s(p);
+    s = open_ok(p);
     exec_ok(s, "DO $$BEGIN RAISE NOTICE 'logged %', 'here'; END$$");
     dbs_session_close(s);
     dbs_pool_close(p);
@@ -438,7 +413,7 @@ int main(int argc, char **argv)
     read_line(dir, "password", password, sizeof password);
     pool = open_one(DBS_RESET_FULL);
     other = open_one(DBS_RESET_FULL);
-    dbs_session *s = open_s(pool);
+    dbs_session *s = open_ok(pool);
     the_pid = pid_of(s);
     text_of(s, "SHOW search_path", default_search_path,
             sizeof default_search_path);
