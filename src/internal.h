@@ -182,6 +182,9 @@ typedef struct dbs__shard_hists {
 typedef struct dbs__shard {
     _Alignas(64) dbs__lock mu;
     dbs__conn *parked;            /* [shard] */
+    unsigned parked_by;           /* [shard] the ordinal of the thread that
+                                     parked it (threads share a shard when
+                                     there are more than DBS__SHARDS) */
     int64_t barge_held_ns;        /* [shard] how long the sessions whose
                                      connection was parked while threads
                                      waited held it, in a row */

@@ -309,10 +309,12 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
     }
     sh->n_sessions++;
     dbs__conn *c = NULL;
-    /* The fast path: nobody waits, or no waiter has waited its barge
-     * limit, so this thread's parked connection is its own to take,
-     * settled in this one hold of its shard's lock. */
-    if (sh->parked && dbs__may_barge(p, start, memory_order_relaxed)) {
+    /* The fast path: nobody waits, or this thread parked the connection
+     * and the order rule lets it take it back past the waiters; settled in
+     * this one hold of its shard's lock. */
+    if (sh->parked && dbs__may_barge(p, start, memory_order_relaxed) &&
+        (sh->parked_by == dbs__thread_ordinal() ||
+         atomic_load_explicit(&p->n_waiting_hint, memory_order_relaxed) == 0)) {
         c = dbs__unpark(sh);
         int64_t validate_before =
             atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
@@ -383,6 +385,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
             dbs__may_keep(p, now, spent, memory_order_relaxed)) {
             c->idle_since_ns = now;
             sh->parked = c;
+            sh->parked_by = dbs__thread_ordinal();
             atomic_bool *flag = &p->maybe_parked[sh - p->shards];
             /* Already set: a waiter that counted itself before our look
              * below will take this shard's lock after us, or we see it. */

@@ -149,6 +149,10 @@ static inline dbs__conn *dbs__unpark(dbs__shard *sh)
 
 /* This thread's shard of p. */
 dbs__shard *dbs__shard_of(dbs_pool *p);
+/* This thread's ordinal (non-zero once it has called dbs__shard_of): more
+ * than one thread may share a shard, and only the one that parked a
+ * connection may take it back past the waiters. */
+unsigned dbs__thread_ordinal(void);
 /* Takes a parked connection from any shard. With seq_cst, for a thread that
  * has just counted itself in n_waiting_hint (see dbs__shard). [mu] */
 dbs__conn *dbs__take_parked(dbs_pool *p, memory_order mo);

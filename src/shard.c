@@ -16,6 +16,11 @@ dbs__shard *dbs__shard_of(dbs_pool *p)
     return &p->shards[(my_ordinal - 1) % DBS__SHARDS];
 }
 
+unsigned dbs__thread_ordinal(void)
+{
+    return my_ordinal;
+}
+
 void dbs__shards_lock(dbs_pool *p)
 {
     for (int i = 0; i < DBS__SHARDS; i++)

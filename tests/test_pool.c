@@ -2,6 +2,7 @@
  * min_idle, validation, failed and slow connects, circuit breaker, modes,
  * close with sessions out. Runs on SQLite and PostgreSQL. */
 #include "common.h"
+#include "pool_int.h" /* dbs__shard_of: which threads share a shard */
 
 static _Atomic uint64_t last_checkout_conn;
 static atomic_int connects;
@@ -213,6 +214,82 @@ static void test_barging_hold_is_bounded(void)
     dbs_session_close(held);
     pthread_join(th, NULL);
     CHECK_EQ(a.order, 0);
+    dbs_pool_close(p);
+}
+
+/* With more threads than shards, threads share one. Only the thread that
+ * parked a connection may take it back past the waiters: a shard-mate
+ * queues behind them like anyone else. */
+struct mate_arg {
+    dbs_pool *pool;
+    dbs__shard *main_shard;
+    atomic_int *go, *served;
+    atomic_int probed; /* is_mate is set */
+    bool is_mate;
+    int order;
+};
+
+static void *shard_mate(void *v)
+{
+    struct mate_arg *a = v;
+    a->is_mate = dbs__shard_of(a->pool) == a->main_shard;
+    atomic_store(&a->probed, 1);
+    if (!a->is_mate)
+        return NULL;
+    while (!atomic_load(a->go))
+        dbs__sleep_ms(1);
+    dbs_error err;
+    dbs_session *s = dbs_session_open(a->pool, NULL, &err);
+    if (!s)
+        CHECK_FAIL("shard-mate: %s", err.message);
+    a->order = atomic_fetch_add(a->served, 1);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_barging_is_per_thread(void)
+{
+    enum { BUDGET_MS = 20 };
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    cfg.barge_limit_us = BUDGET_MS * 1000 * DBS_BARGE_HOLD_SHARE;
+    dbs_pool *p = open_pool("pool", &cfg);
+    atomic_int go = 0, served = 0;
+    struct mate_arg mate = {.pool = p, .main_shard = dbs__shard_of(p), .go = &go,
+                            .served = &served};
+    pthread_t mate_th;
+    /* Threads take ordinals, and so shards, in the order they first use a
+     * pool: within DBS__SHARDS new threads one shares this thread's. */
+    for (int i = 0;; i++) {
+        if (i > DBS__SHARDS)
+            CHECK_FAIL("no thread shares this thread's shard");
+        atomic_store(&mate.probed, 0);
+        pthread_create(&mate_th, NULL, shard_mate, &mate);
+        WAIT_UNTIL(atomic_load(&mate.probed), 30000);
+        if (mate.is_mate)
+            break;
+        pthread_join(mate_th, NULL);
+    }
+    int64_t t0 = now_ms();
+    dbs_session *held = open_ok(p);
+    struct fifo_arg w = {.pool = p, .served = &served};
+    pthread_t w_th;
+    pthread_create(&w_th, NULL, fifo_waiter, &w);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    dbs_session_close(held); /* parked in this shard: the waiter is young */
+    bool parked = now_ms() - t0 < BUDGET_MS;
+    atomic_store(&go, 1);
+    pthread_join(w_th, NULL);
+    pthread_join(mate_th, NULL);
+    /* The shard-mate found the connection parked but not its own: it
+     * queued behind the waiter. */
+    if (parked) {
+        CHECK_EQ(w.order, 0);
+        CHECK_EQ(mate.order, 1);
+    }
+    CHECK_EQ(stats_of(p).timeouts, 0);
     dbs_pool_close(p);
 }
 
@@ -759,6 +836,7 @@ int main(void)
     test_fifo_handoff();
     test_no_barging();
     test_barging_hold_is_bounded();
+    test_barging_is_per_thread();
     test_barge_limit_frees_parked();
     test_parked_connection_serves_other_threads();
     test_parked_connections_age_out();
