@@ -123,4 +123,90 @@ static inline dbs_stats stats_of(dbs_pool *p)
     return st;
 }
 
+/* ---- load: threads running one unit of work through dbs_transact until
+ * stopped, counting outcomes; the fault tests kill connections or restart
+ * the server under it. Each call's arg is a distinct int64_t id. ---- */
+
+enum { LOAD_MAX_THREADS = 32 };
+
+typedef struct test_load test_load;
+typedef struct test_load_worker {
+    test_load *load;
+    int64_t base;
+} test_load_worker;
+
+struct test_load {
+    dbs_pool *pool;
+    dbs_work_fn unit;
+    int threads;
+    atomic_int stop, done, failures, commit_unknown;
+    pthread_t th[LOAD_MAX_THREADS];
+    test_load_worker w[LOAD_MAX_THREADS];
+};
+
+static inline void *load_worker(void *v)
+{
+    test_load_worker *w = v;
+    test_load *l = w->load;
+    for (int64_t k = 0; !atomic_load(&l->stop); k++) {
+        int64_t id = w->base + k;
+        dbs_error err;
+        int rc = dbs_transact(l->pool, NULL, l->unit, &id, &err);
+        if (rc == DBS_ECOMMIT_UNKNOWN)
+            atomic_fetch_add(&l->commit_unknown, 1);
+        else if (rc != DBS_OK) {
+            fprintf(stderr, "unit failed: %s\n", err.message);
+            atomic_fetch_add(&l->failures, 1);
+        } else
+            atomic_fetch_add(&l->done, 1);
+    }
+    return NULL;
+}
+
+static inline void load_start(test_load *l, dbs_pool *p, dbs_work_fn unit, int threads)
+{
+    CHECK(threads > 0 && threads <= LOAD_MAX_THREADS);
+    l->pool = p;
+    l->unit = unit;
+    l->threads = threads;
+    atomic_store(&l->stop, 0);
+    atomic_store(&l->done, 0);
+    atomic_store(&l->failures, 0);
+    atomic_store(&l->commit_unknown, 0);
+    for (int i = 0; i < threads; i++) {
+        l->w[i] = (test_load_worker){.load = l, .base = (int64_t)i * 1000000};
+        CHECK(pthread_create(&l->th[i], NULL, load_worker, &l->w[i]) == 0);
+    }
+}
+
+/* Stops the load, prints what it did (what names the test). */
+static inline void load_stop(test_load *l, const char *what)
+{
+    atomic_store(&l->stop, 1);
+    for (int i = 0; i < l->threads; i++)
+        pthread_join(l->th[i], NULL);
+    printf("%s: units done %d, commit outcome unknown %d, failed %d, retries %llu\n", what,
+           atomic_load(&l->done), atomic_load(&l->commit_unknown), atomic_load(&l->failures),
+           (unsigned long long)stats_of(l->pool).retries);
+}
+
+/* After the fault: no unit failed but those whose COMMIT was in flight,
+ * the failures were retried, and the pool is back to size connections by
+ * itself, every one of them answering. */
+static inline void load_check_recovered(test_load *l, int size)
+{
+    CHECK_EQ(atomic_load(&l->failures), 0);
+    CHECK_INT(stats_of(l->pool).retries, >=, 1);
+    WAIT_UNTIL(stats_of(l->pool).size == size, 30000);
+    CHECK_EQ(stats_of(l->pool).size, size);
+    dbs_session *ss[LOAD_MAX_THREADS];
+    CHECK(size <= LOAD_MAX_THREADS);
+    for (int i = 0; i < size; i++) {
+        ss[i] = open_ok(l->pool);
+        CHECK_EQ(query_int(ss[i], "SELECT 1", NULL, 0), 1);
+    }
+    for (int i = 0; i < size; i++)
+        dbs_session_close(ss[i]);
+}
+
 #endif

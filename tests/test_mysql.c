@@ -890,7 +890,7 @@ static void test_timeout(void)
 /* ---- restart ---- */
 
 enum { RS_THREADS = 8, RS_POOL = 4 };
-static atomic_int stop, done_units, failures, commit_unknown;
+static test_load load;
 
 static int rs_unit(dbs_session *s, void *arg, dbs_error *err)
 {
@@ -902,24 +902,6 @@ static int rs_unit(dbs_session *s, void *arg, dbs_error *err)
         return (int)rc;
     rc = dbs_exec(s, "SELECT SLEEP(0.002)", NULL, 0, err);
     return rc < 0 ? (int)rc : 0;
-}
-
-static void *rs_worker(void *arg)
-{
-    int64_t base = (intptr_t)arg * 1000000;
-    for (int64_t k = 0; !atomic_load(&stop); k++) {
-        int64_t id = base + k;
-        dbs_error err;
-        int rc = dbs_transact(pool, NULL, rs_unit, &id, &err);
-        if (rc == DBS_ECOMMIT_UNKNOWN)
-            atomic_fetch_add(&commit_unknown, 1);
-        else if (rc != DBS_OK) {
-            fprintf(stderr, "unit failed: %s\n", err.message);
-            atomic_fetch_add(&failures, 1);
-        } else
-            atomic_fetch_add(&done_units, 1);
-    }
-    return NULL;
 }
 
 static void test_restart(void)
@@ -942,33 +924,16 @@ static void test_restart(void)
     char sql[400];
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id BIGINT PRIMARY KEY) ENGINE=InnoDB", tbl);
     run_sql(pool, sql);
-    pthread_t th[RS_THREADS];
-    for (intptr_t i = 0; i < RS_THREADS; i++)
-        CHECK(pthread_create(&th[i], NULL, rs_worker, (void *)i) == 0);
-    WAIT_UNTIL(atomic_load(&done_units) > 50, 30000);
+    load_start(&load, pool, rs_unit, RS_THREADS);
+    WAIT_UNTIL(atomic_load(&load.done) > 50, 30000);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "sh %s restart %s >/dev/null", script, dir);
     CHECK_EQ(system(cmd), 0);
-    int before = atomic_load(&done_units);
-    WAIT_UNTIL(atomic_load(&done_units) > before + 100, 60000);
-    atomic_store(&stop, 1);
-    for (int i = 0; i < RS_THREADS; i++)
-        pthread_join(th[i], NULL);
-    printf("restart: units done %d, commit outcome unknown %d, failed %d, retries %llu\n",
-           atomic_load(&done_units), atomic_load(&commit_unknown), atomic_load(&failures),
-           (unsigned long long)stats_of(pool).retries);
-    CHECK_INT(atomic_load(&done_units), >, before + 100);
-    CHECK_EQ(atomic_load(&failures), 0);
-    CHECK_INT(stats_of(pool).retries, >=, 1);
-    WAIT_UNTIL(stats_of(pool).size == RS_POOL, 30000);
-    CHECK_EQ(stats_of(pool).size, RS_POOL);
-    dbs_session *ss[RS_POOL];
-    for (int i = 0; i < RS_POOL; i++) {
-        ss[i] = open_s(pool, NULL);
-        CHECK_EQ(query_int(ss[i], "SELECT 1", NULL, 0), 1);
-    }
-    for (int i = 0; i < RS_POOL; i++)
-        dbs_session_close(ss[i]);
+    int before = atomic_load(&load.done);
+    WAIT_UNTIL(atomic_load(&load.done) > before + 100, 60000);
+    load_stop(&load, "restart");
+    CHECK_INT(atomic_load(&load.done), >, before + 100);
+    load_check_recovered(&load, RS_POOL);
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
     dbs_pool_close(pool);

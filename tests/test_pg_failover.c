@@ -9,7 +9,7 @@ enum { THREADS = 8, POOL = 4 };
 
 static dbs_pool *pool;
 static char tbl[64], appname[64];
-static atomic_int stop, done_units, failures, commit_unknown;
+static test_load load;
 
 static int unit(dbs_session *s, void *arg, dbs_error *err)
 {
@@ -22,24 +22,6 @@ static int unit(dbs_session *s, void *arg, dbs_error *err)
         return (int)rc;
     rc = dbs_exec(s, "SELECT pg_sleep(0.002)", NULL, 0, err);
     return rc < 0 ? (int)rc : 0;
-}
-
-static void *worker(void *arg)
-{
-    int64_t base = (intptr_t)arg * 1000000;
-    for (int64_t k = 0; !atomic_load(&stop); k++) {
-        int64_t id = base + k;
-        dbs_error err;
-        int rc = dbs_transact(pool, NULL, unit, &id, &err);
-        if (rc == DBS_ECOMMIT_UNKNOWN)
-            atomic_fetch_add(&commit_unknown, 1);
-        else if (rc != DBS_OK) {
-            fprintf(stderr, "unit failed: %s\n", err.message);
-            atomic_fetch_add(&failures, 1);
-        } else
-            atomic_fetch_add(&done_units, 1);
-    }
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -73,19 +55,17 @@ int main(int argc, char **argv)
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id bigint PRIMARY KEY)", tbl);
     run_sql(pool, sql);
 
-    pthread_t th[THREADS];
-    for (intptr_t i = 0; i < THREADS; i++)
-        CHECK(pthread_create(&th[i], NULL, worker, (void *)i) == 0);
+    load_start(&load, pool, unit, THREADS);
 
     if (restart) {
-        WAIT_UNTIL(atomic_load(&done_units) > 50, 30000);
+        WAIT_UNTIL(atomic_load(&load.done) > 50, 30000);
         char cmd[2048];
         snprintf(cmd, sizeof cmd,
                  "%s%s -D %s/data -m fast -w -t 60 restart >/dev/null 2>&1",
                  getuid() == 0 ? "runuser -u postgres -- " : "", pg_ctl, dir);
         CHECK_EQ(system(cmd), 0);
-        int before = atomic_load(&done_units);
-        WAIT_UNTIL(atomic_load(&done_units) > before + 100, 60000);
+        int before = atomic_load(&load.done);
+        WAIT_UNTIL(atomic_load(&load.done) > before + 100, 60000);
     } else {
         dbs_config sc;
         dbs_config_init(&sc);
@@ -95,8 +75,8 @@ int main(int argc, char **argv)
         if (!su)
             CHECK_FAIL("superuser pool: %s", err.message);
         for (int round = 0; round < 10; round++) {
-            int before = atomic_load(&done_units);
-            WAIT_UNTIL(atomic_load(&done_units) > before + 20, 30000);
+            int before = atomic_load(&load.done);
+            WAIT_UNTIL(atomic_load(&load.done) > before + 20, 30000);
             dbs_session *s = dbs_session_open(su, NULL, &err);
             CHECK(s != NULL);
             dbs_value v[] = {DBS_TEXT(appname)};
@@ -109,31 +89,11 @@ int main(int argc, char **argv)
             dbs_session_close(s);
         }
         dbs_pool_close(su);
-        int before = atomic_load(&done_units);
-        WAIT_UNTIL(atomic_load(&done_units) > before + 50, 30000);
+        int before = atomic_load(&load.done);
+        WAIT_UNTIL(atomic_load(&load.done) > before + 50, 30000);
     }
-    atomic_store(&stop, 1);
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(th[i], NULL);
-    printf(
-        "units done %d, commit outcome unknown %d, failed %d, retries %llu\n",
-        atomic_load(&done_units), atomic_load(&commit_unknown),
-        atomic_load(&failures), (unsigned long long)stats_of(pool).retries);
-    CHECK_EQ(atomic_load(&failures), 0);
-    CHECK_INT(stats_of(pool).retries, >=, 1);
-
-    /* Back to full size by itself, and every connection works. */
-    WAIT_UNTIL(stats_of(pool).size == POOL, 30000);
-    CHECK_EQ(stats_of(pool).size, POOL);
-    dbs_session *ss[POOL];
-    for (int i = 0; i < POOL; i++) {
-        ss[i] = dbs_session_open(pool, NULL, &err);
-        if (!ss[i])
-            CHECK_FAIL("session %d: %s", i, err.message);
-        CHECK_EQ(query_int(ss[i], "SELECT 1", NULL, 0), 1);
-    }
-    for (int i = 0; i < POOL; i++)
-        dbs_session_close(ss[i]);
+    load_stop(&load, "failover");
+    load_check_recovered(&load, POOL);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
