@@ -15,6 +15,7 @@
 # As root the server runs as the mysql system user (--user=mysql), which
 # must own DIR.
 set -eu
+. "$(dirname "$0")/server_lib.sh"
 
 cmd=${1:?usage: mysql_server.sh start|stop|restart DIR}
 dir=${2:?usage: mysql_server.sh start|stop|restart DIR}
@@ -103,20 +104,10 @@ esac
 # A leftover directory from a crashed run: stop what it may still run.
 stop_mariadbd
 rm -rf "$dir"
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
-if [ "$(id -u)" = 0 ]; then
-    chown mysql: "$dir"
-    p=$(dirname "$dir")
-    while [ "$p" != / ]; do
-        chmod o+x "$p" 2>/dev/null || true
-        p=$(dirname "$p")
-    done
-fi
-chmod 755 "$dir"
+make_server_dir mysql
 
-password="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-superpw="su-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+password=$(random_secret pw)
+superpw=$(random_secret su)
 
 as_my mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
     --skip-test-db >"$dir/install.log" 2>&1 ||
@@ -131,11 +122,6 @@ else
 fi
 [ "$(id -u)" = 0 ] && chown mysql: "$dir/server.crt" "$dir/server.key"
 chmod 600 "$dir/server.key"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
-}
 
 tries=0
 while :; do

@@ -21,6 +21,7 @@
 # postgres refuses to run as root, so as root every server command runs as
 # the postgres system user, which must own DIR.
 set -eu
+. "$(dirname "$0")/server_lib.sh"
 
 cmd=${1:?usage: pg_replica.sh start|stop|halt|kill|run|promote|rejoin DIR [NODE [FROM]]}
 dir=${2:?usage: pg_replica.sh CMD DIR}
@@ -57,11 +58,6 @@ stop_all() {
         fi
     done
     rm -rf "$dir"
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
 }
 
 # Starts node, retrying on another free port if somebody took this one.
@@ -147,20 +143,10 @@ start) ;;
 esac
 
 stop_all
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
-if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$dir"
-    p=$(dirname "$dir")
-    while [ "$p" != / ]; do
-        chmod o+x "$p" 2>/dev/null || true
-        p=$(dirname "$p")
-    done
-fi
-chmod 755 "$dir"
+make_server_dir postgres
 
-password="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-superpw="su-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+password=$(random_secret pw)
+superpw=$(random_secret su)
 printf '%s\n' "$superpw" >"$dir/superpw"
 printf '%s\n' "$password" >"$dir/password"
 printf '%s\n' "$bindir" >"$dir/bindir"

@@ -11,6 +11,7 @@
 # postgres refuses to run as root, so as root every server command runs as
 # the postgres system user, which must own DIR.
 set -eu
+. "$(dirname "$0")/server_lib.sh"
 
 cmd=${1:?usage: pg_server.sh start|stop DIR}
 dir=${2:?usage: pg_server.sh start|stop DIR}
@@ -55,21 +56,10 @@ esac
 
 # A leftover directory from a crashed run: stop what it may still run.
 stop_server
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
-if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$dir"
-    # The server must reach DIR through every parent.
-    p=$(dirname "$dir")
-    while [ "$p" != / ]; do
-        chmod o+x "$p" 2>/dev/null || true
-        p=$(dirname "$p")
-    done
-fi
-chmod 755 "$dir"
+make_server_dir postgres
 
-password="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-superpw="su-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+password=$(random_secret pw)
+superpw=$(random_secret su)
 printf '%s\n' "$superpw" >"$dir/superpw"
 chmod 644 "$dir/superpw"
 
@@ -89,13 +79,6 @@ if [ "$(id -u)" = 0 ]; then
     chown postgres: "$dir/data/server.crt" "$dir/data/server.key"
 fi
 chmod 600 "$dir/data/server.key"
-
-# A free port: ask the kernel, then hope nobody takes it in between (the
-# start below fails loudly if somebody did, and we retry).
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
-}
 
 tries=0
 while :; do
