@@ -74,8 +74,9 @@ static inline void exec_ok(dbs_session *s, const char *sql)
         CHECK_FAIL("%s: %s", sql, err.message);
 }
 
-/* The first column of the one row sql returns, as text ("(null)" for NULL). */
-static inline void text_of(dbs_session *s, const char *sql, char *out, size_t n)
+/* The first column of the one row sql returns, as text ("(null)" for
+ * NULL), in out; returns out. */
+static inline const char *text_of(dbs_session *s, const char *sql, char *out, size_t n)
 {
     dbs_error err;
     dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
@@ -85,6 +86,7 @@ static inline void text_of(dbs_session *s, const char *sql, char *out, size_t n)
     const char *t = dbs_rows_text(r, 0, NULL);
     snprintf(out, n, "%s", t ? t : "(null)");
     dbs_rows_close(r);
+    return out;
 }
 
 /* One integer from a query with up to 2 int parameters. */

@@ -48,20 +48,6 @@ static int64_t conn_id(dbs_session *s)
     return query_int(s, "SELECT CONNECTION_ID()", NULL, 0);
 }
 
-
-static const char *query_text(dbs_session *s, const char *sql, char *out, size_t n)
-{
-    dbs_error err;
-    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
-    if (!r)
-        CHECK_FAIL("%s: %s", sql, err.message);
-    CHECK_EQ(dbs_rows_next(r, &err), 1);
-    const char *t = dbs_rows_text(r, 0, NULL);
-    snprintf(out, n, "%s", t ? t : "(null)");
-    dbs_rows_close(r);
-    return out;
-}
-
 /* ---- reset: one test per kind of state ---- */
 
 typedef void (*state_fn)(dbs_session *s);
@@ -185,19 +171,19 @@ static void set_database(dbs_session *s)
     MYSQL *my = dbs_session_native(s);
     CHECK(mysql_query(my, "USE dbscope_other") == 0);
     char db[64];
-    CHECK_STR(query_text(s, "SELECT DATABASE()", db, sizeof db), "dbscope_other");
+    CHECK_STR(text_of(s, "SELECT DATABASE()", db, sizeof db), "dbscope_other");
 }
 static void check_database(dbs_session *s)
 {
     char db[64];
-    CHECK_STR(query_text(s, "SELECT DATABASE()", db, sizeof db), "dbscope");
+    CHECK_STR(text_of(s, "SELECT DATABASE()", db, sizeof db), "dbscope");
 }
 
 static void set_role(dbs_session *s)
 {
     exec_ok(s, "SET ROLE dbscope_role");
     char v[64];
-    CHECK_STR(query_text(s, "SELECT CURRENT_ROLE()", v, sizeof v), "dbscope_role");
+    CHECK_STR(text_of(s, "SELECT CURRENT_ROLE()", v, sizeof v), "dbscope_role");
 }
 static void set_role_native(dbs_session *s)
 {
@@ -224,8 +210,8 @@ static void check_role_native(dbs_session *s)
 static void set_context(dbs_session *s)
 {
     char v[64];
-    CHECK_STR(query_text(s, "SELECT @dbs_user_id", v, sizeof v), "alice");
-    CHECK_STR(query_text(s, "SELECT @dbs_tenant_id", v, sizeof v), "t1");
+    CHECK_STR(text_of(s, "SELECT @dbs_user_id", v, sizeof v), "alice");
+    CHECK_STR(text_of(s, "SELECT @dbs_tenant_id", v, sizeof v), "t1");
     CHECK_EQ(query_int(s, "SELECT @dbs_request_id IS NULL", NULL, 0), 1);
 }
 static void check_context(dbs_session *s)
@@ -356,8 +342,8 @@ static void test_errors(void)
     dbs_context ctx = {.request_id = "req-'\"\\-1", .user_id = "u\xc3\xa9"};
     dbs_session *s = open_s(pool, &ctx);
     char v[64];
-    CHECK_STR(query_text(s, "SELECT @`app.request`", v, sizeof v), "req-'\"\\-1");
-    CHECK_STR(query_text(s, "SELECT @dbs_user_id", v, sizeof v), "u\xc3\xa9");
+    CHECK_STR(text_of(s, "SELECT @`app.request`", v, sizeof v), "req-'\"\\-1");
+    CHECK_STR(text_of(s, "SELECT @dbs_user_id", v, sizeof v), "u\xc3\xa9");
     snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1)", tbl);
     CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_INT(1)}, 1, &err), 1);
     CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_INT(1)}, 1, &err), DBS_ECONSTRAINT);
@@ -814,7 +800,7 @@ static void test_connect(void)
         CHECK_FAIL("socket: %s", err.message);
     dbs_session *s = open_s(p, NULL);
     char v[128];
-    CHECK_CONTAINS(query_text(s, "SELECT CURRENT_USER()", v, sizeof v), "dbscope@localhost");
+    CHECK_CONTAINS(text_of(s, "SELECT CURRENT_USER()", v, sizeof v), "dbscope@localhost");
     dbs_session_close(s);
     dbs_pool_close(p);
 
