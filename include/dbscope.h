@@ -97,9 +97,13 @@ enum dbs_code {
     DBS_EMISUSE = -9,         /* wrong thread, use after close, bad argument */
     DBS_EUNAVAILABLE = -10,   /* circuit open: the database is known down */
     DBS_ENOMEM = -11,         /* out of memory */
-    DBS_ESTMT_TIMEOUT = -12   /* no answer within the statement bound
+    DBS_ESTMT_TIMEOUT = -12,  /* no answer within the statement bound
                                  (statement_timeout_ms): the round trip was
                                  cancelled and the connection discarded */
+    DBS_EFULL = -13           /* the database's storage is full (SQLite
+                                 SQLITE_FULL or ENOSPC, PostgreSQL 53100,
+                                 MariaDB "disk full"): nothing was written;
+                                 transient, worth retrying later */
 };
 
 /* Returns a static, constant description of a dbs_code ("unknown error code"

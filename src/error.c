@@ -20,6 +20,7 @@ const char *dbs_strerror(int code)
     case DBS_EUNAVAILABLE: return "database unavailable: failing fast while the circuit is open";
     case DBS_ENOMEM: return "out of memory";
     case DBS_ESTMT_TIMEOUT: return "no answer from the database within the statement timeout; the connection was discarded";
+    case DBS_EFULL: return "the database's storage is full: free disk space, then retry";
     default: return "unknown error code";
     }
 }
