@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+static const char unknown_code[] = "unknown error code";
+
 const char *dbs_strerror(int code)
 {
     switch (code) {
@@ -21,15 +23,20 @@ const char *dbs_strerror(int code)
     case DBS_ENOMEM: return "out of memory";
     case DBS_ESTMT_TIMEOUT: return "no answer from the database within the statement timeout; the connection was discarded";
     case DBS_EFULL: return "the database's storage is full: free disk space, then retry";
-    default: return "unknown error code";
+    default: return unknown_code;
     }
+}
+
+bool dbs__code_known(int code)
+{
+    return code < 0 && dbs_strerror(code) != unknown_code;
 }
 
 int dbs_error_is_transient(const dbs_error *err)
 {
     if (!err)
         return 0;
-    return err->code == DBS_ERETRYABLE || err->code == DBS_ECONNECT;
+    return err->code == DBS_ERETRYABLE || err->code == DBS_ECONNECT || err->code == DBS_EFULL;
 }
 
 int dbs__err(dbs_error *err, int code, const char *fmt, ...)

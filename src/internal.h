@@ -33,6 +33,9 @@
 int dbs__err(dbs_error *err, int code, const char *fmt, ...) DBS__PRINTF(3, 4);
 /* Copies a SQLSTATE into err (if not NULL). */
 void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
+/* 1 for a failure of enum dbs_code (one dbs_strerror knows), 0 for DBS_OK,
+ * positive values and anything else. */
+bool dbs__code_known(int code);
 
 /* ---- clock.c ---- */
 

@@ -390,8 +390,9 @@ const dbs_context *dbs_session_context(dbs_session *s)
 
 static bool transient(int code)
 {
-    return code == DBS_ERETRYABLE || code == DBS_ECONNECT;
+    return code == DBS_ERETRYABLE || code == DBS_ECONNECT || code == DBS_EFULL;
 }
+
 
 /* Parenthesised: the header's macro of the same name routes callers to
  * dbs_transact_at; this keeps the plain symbol for the ABI and for callers
@@ -465,9 +466,12 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
             if (rc == 0) {
                 rc = end_tx(s, true, true, err);
             } else {
-                if (err->code == DBS_OK || err->code != rc)
-                    dbs__err(err, rc < 0 ? rc : DBS_ESQL,
-                             "the unit of work returned %d; rolled back", rc);
+                /* The return is always err->code and a dbs_code: a positive
+                 * value or a code of the unit's own becomes DBS_ESQL. */
+                int code = dbs__code_known(rc) ? rc : DBS_ESQL;
+                if (err->code != code)
+                    dbs__err(err, code, "the unit of work returned %d; rolled back", rc);
+                rc = code;
                 /* the session's close rolls back */
             }
             committed = s->committed;
