@@ -86,14 +86,26 @@ typedef struct dbs_error {
  * the end and never change meaning. */
 enum dbs_code {
     DBS_OK = 0,
-    DBS_ECONFIG = -1,         /* bad configuration: URL, variable, field */
+    DBS_ECONFIG = -1,         /* bad configuration: URL, variable, field;
+                                 also a connect the database refuses for
+                                 good: wrong password or user (PostgreSQL
+                                 28P01, 28000; MariaDB 1045), unknown
+                                 database (3D000; 1049), a SQLite path that
+                                 cannot work (missing directory, permission
+                                 denied). Never retried, never counted by
+                                 the circuit breaker; sqlstate is set when
+                                 the server sent one */
     DBS_ECONNECT = -2,        /* cannot connect, or the connection was lost */
     DBS_ETIMEOUT = -3,        /* no connection within the acquire timeout */
     DBS_ECLOSED = -4,         /* the pool was shut down or closed */
     DBS_ESQL = -5,            /* the statement failed */
     DBS_ECONSTRAINT = -6,     /* integrity constraint violated */
     DBS_ERETRYABLE = -7,      /* serialization failure, deadlock, busy */
-    DBS_ECOMMIT_UNKNOWN = -8, /* connection lost during COMMIT: outcome unknown */
+    DBS_ECOMMIT_UNKNOWN = -8, /* COMMIT failed in a way that leaves its
+                                 outcome unknown: the connection was lost,
+                                 the server ended it in answer, or (SQLite)
+                                 an I/O error or failed sync while writing
+                                 the commit. Never retried */
     DBS_EMISUSE = -9,         /* wrong thread, use after close, bad argument */
     DBS_EUNAVAILABLE = -10,   /* circuit open: the database is known down */
     DBS_ENOMEM = -11,         /* out of memory */
@@ -101,9 +113,17 @@ enum dbs_code {
                                  (statement_timeout_ms): the round trip was
                                  cancelled and the connection discarded */
     DBS_EFULL = -13           /* the database's storage is full (SQLite
-                                 SQLITE_FULL or ENOSPC, PostgreSQL 53100,
-                                 MariaDB "disk full"): nothing was written;
-                                 transient, worth retrying later */
+                                 SQLITE_FULL or a write failing with ENOSPC
+                                 or EDQUOT, PostgreSQL 53100 disk_full,
+                                 MariaDB 1021 ER_DISK_FULL, 1114
+                                 ER_RECORD_FILE_FULL, 3019 undo log full,
+                                 4139 ER_INDEX_FILE_FULL): the statement or
+                                 COMMIT wrote nothing and the connection
+                                 stays usable; transient (retried by
+                                 dbs_transact like DBS_ERETRYABLE), worth
+                                 retrying once space is freed. The rest of
+                                 PostgreSQL's class 53 (out of memory, too
+                                 many connections) is not this */
 };
 
 /* Returns a static, constant description of a dbs_code ("unknown error code"
@@ -111,9 +131,10 @@ enum dbs_code {
 const char *dbs_strerror(int code);
 
 /* Returns 1 when the failure in err is worth retrying as a whole unit of work
- * (DBS_ERETRYABLE, or DBS_ECONNECT before any COMMIT was sent), 0 otherwise
- * and for NULL. DBS_ECOMMIT_UNKNOWN is never transient: the COMMIT may have
- * happened. Any thread. */
+ * (DBS_ERETRYABLE, DBS_EFULL, or DBS_ECONNECT before any COMMIT was sent), 0
+ * otherwise and for NULL. DBS_ECOMMIT_UNKNOWN is never transient: the COMMIT
+ * may have happened. DBS_ECONFIG never is: a wrong password stays wrong.
+ * Any thread. */
 int dbs_error_is_transient(const dbs_error *err);
 
 /* ------------------------------------------------------------------------
@@ -225,7 +246,10 @@ typedef struct dbs_config {
     int log_events;               /* default logger: leaks and invalidations
                                      to stderr as logfmt (1; 0 = silent) */
     int circuit_threshold;        /* consecutive failed connects that open the
-                                     circuit (5; 0 = never) */
+                                     circuit (5; 0 = never). A connect
+                                     refused with DBS_ECONFIG (wrong
+                                     password, unknown database) is not an
+                                     outage and is not counted */
     int circuit_cooldown_ms;      /* longest fail-fast spell between probes:
                                      they start 50 ms apart and double up
                                      to this (250) */
@@ -552,11 +576,16 @@ int dbs_session_set_statement_timeout(DBS__IN dbs_session *s, int timeout_ms,
 typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
 
 /* Runs work(s, arg, err) in a transaction on a fresh session: commits when
- * work returns 0, rolls back otherwise, always closes the session. Retries the
+ * work returns 0, rolls back otherwise, always closes the session. work
+ * returns 0 or a negative dbs_code (normally the one a dbscope call gave
+ * it); any other value (a positive one, a code of its own) counts as
+ * DBS_ESQL, so the return is always err->code and negative on failure.
+ * Retries the
  * whole unit up to retry_max times, with exponential backoff and full jitter,
- * when it failed transiently (DBS_ERETRYABLE, DBS_ECONNECT) before any COMMIT
- * of the unit was sent, or when its final COMMIT was refused as a
- * serialization failure. Never after a COMMIT that succeeded or whose outcome
+ * when it failed transiently (DBS_ERETRYABLE, DBS_EFULL, DBS_ECONNECT) before
+ * any COMMIT of the unit was sent, or when its final COMMIT was refused as a
+ * serialization failure or for a full disk. Never a DBS_ECONFIG (a wrong
+ * password, an unknown database). Never after a COMMIT that succeeded or whose outcome
  * is unknown: a unit whose work called dbs_commit and then failed is not run
  * again, nor one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT. Keeps pool
  * allocated until it returns, even across a dbs_pool_close on another thread

@@ -71,10 +71,14 @@ void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int64_t now)
     }
 }
 
-int dbs__connect_done(dbs_pool *p, dbs__conn *c, int64_t now)
+int dbs__connect_done(dbs_pool *p, dbs__conn *c, int code, int64_t now)
 {
     p->n_pending--;
-    int ev = dbs__circuit_note(p, c != NULL, now);
+    int ev = -1;
+    if (!c && code == DBS_ECONFIG)
+        p->probing = false; /* the breaker is for outages, not for this */
+    else
+        ev = dbs__circuit_note(p, c != NULL, now);
     if (!c) {
         p->counters.connect_failures++;
         dbs__pass_slot(p);

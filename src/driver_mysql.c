@@ -474,6 +474,20 @@ static bool is_lost(unsigned e)
 
 static void kill_on_server(my_conn *c);
 
+/* The server's storage is full: the statement wrote nothing. */
+static bool is_full(unsigned e)
+{
+    switch (e) {
+    case ER_DISK_FULL:            /* 1021 */
+    case ER_RECORD_FILE_FULL:     /* 1114: "The table is full" */
+    case 3019:                    /* ER_INNODB_UNDO_LOG_FULL */
+    case 4139:                    /* ER_INDEX_FILE_FULL */
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Maps an error to a dbs_code, fills err, marks the connection broken when
  * it is. started_ns: when the round trip began (for timeouts); commit: the
  * round trip carried COMMIT. */
@@ -522,6 +536,8 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
         code = DBS_ERETRYABLE;
     else if (state && !strncmp(state, "23", 2))
         code = DBS_ECONSTRAINT;
+    else if (is_full(e))
+        code = DBS_EFULL;
     else if (e == CR_OUT_OF_MEMORY || e == ER_OUTOFMEMORY)
         code = DBS_ENOMEM;
     dbs__err(err, code, "mariadb: %s [%u]", m, e);
@@ -635,17 +651,33 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
         char msg[400];
         snprintf(msg, sizeof msg, "%s", mysql_error(c->my));
         scrub(m, msg, sizeof msg);
+        /* Refusals that no retry can cure are configuration errors, not
+         * outages: not retried, not counted by the circuit breaker. */
+        int code = DBS_ECONNECT;
         const char *why = "cannot connect";
         if (e == ER_ACCESS_DENIED_ERROR || e == 1698 /* ER_ACCESS_DENIED_NO_PASSWORD */)
-            why = "wrong password or user (check the user and password)";
+            why = "wrong password or user (check the user and password in the URL)";
         else if (e == ER_BAD_DB_ERROR || e == ER_DBACCESS_DENIED_ERROR)
             why = "unknown or forbidden database (check the database name in the URL)";
+        else if (e == ER_HOST_NOT_PRIVILEGED)
+            why = "the server does not let this user connect from this host (check the "
+                  "user in the URL and its grants)";
+        else if (e == ER_NOT_SUPPORTED_AUTH_MODE || e == CR_AUTH_PLUGIN_CANNOT_LOAD)
+            why = "unsupported authentication method (check the user's authentication "
+                  "plugin)";
         else if (e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR ||
                  e == CR_UNKNOWN_HOST || e == CR_SERVER_LOST || e == CR_SERVER_GONE_ERROR)
             why = "unreachable host (check host, port or socket and that the server runs)";
         else if (e == CR_SSL_CONNECTION_ERROR)
             why = "TLS failed (check ssl_mode and the certificates)";
-        dbs__err(err, DBS_ECONNECT, "mariadb: %s: %s [%u]", why, msg, e);
+        if (e == ER_ACCESS_DENIED_ERROR || e == 1698 || e == ER_BAD_DB_ERROR ||
+            e == ER_DBACCESS_DENIED_ERROR || e == ER_HOST_NOT_PRIVILEGED ||
+            e == ER_NOT_SUPPORTED_AUTH_MODE || e == CR_AUTH_PLUGIN_CANNOT_LOAD)
+            code = DBS_ECONFIG;
+        dbs__err(err, code, "mariadb: %s: %s [%u]", why, msg, e);
+        const char *state = mysql_sqlstate(c->my);
+        if (state && *state && strcmp(state, "00000") != 0 && strcmp(state, "HY000") != 0)
+            dbs__err_sqlstate(err, state);
         mysql_close(c->my);
         free(c);
         return NULL;

@@ -196,6 +196,10 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
         code = DBS_ERETRYABLE;
     else if (st && !strncmp(st, "23", 2))
         code = DBS_ECONSTRAINT;
+    /* disk_full. Not the rest of class 53 (out of memory, too many
+     * connections, a configured limit): those are not storage. */
+    else if (st && !strcmp(st, "53100"))
+        code = DBS_EFULL;
     /* 08P01 is also what a Bind with the wrong parameter count gets, on a
      * connection that is fine: only a lost connection makes it ECONNECT. */
     else if (st && !strcmp(st, "08P01") && PQstatus(c->pg) == CONNECTION_OK)
@@ -709,6 +713,64 @@ static void *connect_fail(pg_conn *c, dbs_error *err, int code,
     return NULL;
 }
 
+/* libpq's message for a failed connect, made one line per reason: each
+ * line once (libpq repeats a refusal when it retries without TLS, and for
+ * each address of a host), without the verbose LOCATION lines. st gets the
+ * SQLSTATE of the last attempt's refusal ("FATAL:  28P01: ..."), or "". */
+static void connect_message(const char *raw, char *out, size_t cap, char st[6])
+{
+    out[0] = '\0';
+    st[0] = '\0';
+    size_t w = 0;
+    const char *line = raw;
+    while (line && *line) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        bool keep = n > 0 && strncmp(line, "LOCATION:", 9) != 0;
+        /* Each attempt starts with "connection to server ...": a reason
+         * from an earlier attempt is not the last one's. */
+        if (!strncmp(line, "connection to server", 20))
+            st[0] = '\0';
+        for (size_t i = 0; keep && i + 9 <= n; i++) {
+            /* "SEVERITY:  XXXXX: " */
+            if (line[i] == ':' && line[i + 1] == ' ' && line[i + 2] == ' ' &&
+                line[i + 8] == ':') {
+                bool ok = true;
+                for (int k = 3; k < 8; k++)
+                    ok = ok && (isdigit((unsigned char)line[i + k]) ||
+                                isupper((unsigned char)line[i + k]));
+                if (ok) {
+                    memcpy(st, line + i + 3, 5);
+                    st[5] = '\0';
+                    break;
+                }
+            }
+        }
+        if (keep && w > 0) {
+            /* already said? */
+            for (const char *p = out; *p;) {
+                const char *q = strchr(p, '\n');
+                size_t pn = q ? (size_t)(q - p) : strlen(p);
+                if (pn == n && !strncmp(p, line, n)) {
+                    keep = false;
+                    break;
+                }
+                if (!q)
+                    break;
+                p = q + 1;
+            }
+        }
+        if (keep && w + n + 2 < cap) {
+            if (w > 0)
+                out[w++] = '\n';
+            memcpy(out + w, line, n);
+            w += n;
+            out[w] = '\0';
+        }
+        line = end ? end + 1 : NULL;
+    }
+}
+
 /* libpq's connect_timeout as it reads it: seconds, 0 or less = none, and
  * 1 means 2. Returns -1 when the string does not set it. */
 static int url_connect_timeout_ms(const char *conninfo, char *password,
@@ -765,6 +827,10 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
     if (!c->pg)
         return connect_fail(c, err, DBS_ENOMEM, "postgresql: out of memory");
     PQsetNoticeReceiver(c->pg, on_notice, c);
+    /* Verbose while connecting: the server's refusal then carries its
+     * SQLSTATE ("FATAL:  28P01: ..."), which libpq has no other way to
+     * report for a connect. Back to the default once connected. */
+    PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
     bool timeout = false;
     PostgresPollingStatusType ps = PQstatus(c->pg) == CONNECTION_BAD
                                        ? PGRES_POLLING_FAILED
@@ -784,23 +850,35 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
         ps = PQconnectPoll(c->pg);
     }
     if (ps != PGRES_POLLING_OK) {
-        char m[400], msg[512];
+        char m[400], msg[512], st[6] = "";
         if (timeout)
             snprintf(m, sizeof m, "no answer within %d ms (connect_timeout_ms, "
                      "or connect_timeout in the URL)", bound);
         else
-            snprintf(m, sizeof m, "%s", PQerrorMessage(c->pg));
+            connect_message(PQerrorMessage(c->pg), m, sizeof m, st);
         chomp(m);
         scrub(c, m, sizeof m);
+        /* Refusals that no retry can cure, by the server's SQLSTATE (or
+         * libpq's own verdict that a password is needed): configuration
+         * errors, not outages. */
+        int code = DBS_ECONNECT;
         const char *why = "cannot connect";
-        if (strstr(m, "password authentication failed") ||
-            strstr(m, "no password supplied"))
-            why = "wrong password or user (check the user and password)";
-        else if (strstr(m, "database") && strstr(m, "does not exist"))
+        if (!timeout && (!strcmp(st, "28P01") || PQconnectionNeedsPassword(c->pg))) {
+            code = DBS_ECONFIG;
+            why = "wrong password or user (check the user and password in the URL)";
+        } else if (!strcmp(st, "28000")) {
+            code = DBS_ECONFIG;
+            why = "the server refuses this user, database or client address, or "
+                  "the authentication method (check the user in the URL and the "
+                  "server's pg_hba.conf)";
+        } else if (!strcmp(st, "3D000")) {
+            code = DBS_ECONFIG;
             why = "unknown database (check the database name in the URL)";
-        else if (strstr(m, "role") && strstr(m, "does not exist"))
-            why = "unknown user (check the user name in the URL)";
-        else if (timeout || strstr(m, "Connection refused") ||
+        } else if (!strcmp(st, "42501")) {
+            code = DBS_ECONFIG;
+            why = "the user may not connect to this database (GRANT CONNECT, or "
+                  "check the user and database in the URL)";
+        } else if (timeout || strstr(m, "Connection refused") ||
                  strstr(m, "timeout expired") ||
                  strstr(m, "could not translate host") ||
                  strstr(m, "No route") || strstr(m, "Network is unreachable") ||
@@ -808,8 +886,11 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
             why =
                 "unreachable host (check host, port and that the server runs)";
         snprintf(msg, sizeof msg, "postgresql: %s: %s", why, m);
-        return connect_fail(c, err, DBS_ECONNECT, msg);
+        void *r = connect_fail(c, err, code, msg);
+        dbs__err_sqlstate(err, st);
+        return r;
     }
+    PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
     struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
     c->tcp = getsockname(PQsocket(c->pg), (struct sockaddr *)&sa, &sl) == 0 &&
@@ -1246,8 +1327,23 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
         rc = DBS_OK;
     if (rc == DBS_OK && end_idx >= 0) {
         PGresult *r = f.res[end_idx];
-        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
             rc = result_err(c, r, err);
+            /* The server ended the connection in answer to COMMIT (57P01
+             * while waiting for a synchronous standby comes after the
+             * local commit): only a refusal proves nothing was committed. */
+            if (commit && rc == DBS_ECONNECT) {
+                char m[sizeof err->message];
+                snprintf(m, sizeof m, "%s", err ? err->message : "");
+                char st[6] = "";
+                if (err)
+                    memcpy(st, err->sqlstate, sizeof st);
+                rc = dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                              "%s: the transaction may or may not have been committed",
+                              m);
+                dbs__err_sqlstate(err, st);
+            }
+        }
         else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK"))
             rc = dbs__err(err, DBS_ESQL,
                           "postgresql: COMMIT rolled back: the transaction "

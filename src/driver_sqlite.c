@@ -24,6 +24,7 @@
 #include "internal.h"
 
 #include <sqlite3.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,21 @@ static const char *sqlstate_for(int rc)
     }
 }
 
+static bool is_enospc(int sys)
+{
+#ifdef EDQUOT
+    if (sys == EDQUOT)
+        return true;
+#endif
+    return sys == ENOSPC;
+}
+
+/* A failed fsync: what was written may or may not be on disk. */
+static bool is_sync_error(int rc)
+{
+    return rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_DIR_FSYNC;
+}
+
 static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char *sql)
 {
     if ((rc & 0xff) == SQLITE_INTERRUPT && c->timed_out) {
@@ -135,6 +151,13 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
         return DBS_ESTMT_TIMEOUT;
     }
     int code = map_code(rc);
+    /* A full disk is its own class, whichever way SQLite saw it: SQLITE_FULL,
+     * or a write that failed with ENOSPC (SQLITE_IOERR_WRITE, ...). Not a
+     * failed sync: see sq_commit. The connection stays usable. */
+    int sys = c->db ? sqlite3_system_errno(c->db) : 0;
+    if ((rc & 0xff) == SQLITE_FULL ||
+        ((rc & 0xff) == SQLITE_IOERR && is_enospc(sys) && !is_sync_error(rc)))
+        code = DBS_EFULL;
     if (code == DBS_ECONNECT || code == DBS_ENOMEM)
         c->broken = true;
     if (c->in_tx && !c->tx_lost && sqlite3_get_autocommit(c->db)) {
@@ -551,6 +574,61 @@ static inline void step_begins(sq_conn *c)
     c->step_since_ns = 0;
 }
 
+/* Why a file could not be opened or set up, by what the OS reported: a
+ * path that cannot work (its directory missing, permission denied, a
+ * directory where the file should be) is DBS_ECONFIG, permanent, not an
+ * outage; anything else DBS_ECONNECT. creating: the pool's first connect,
+ * allowed to create the file (later, a missing file was deleted under the
+ * pool: DBS_ECONNECT, see target_check). Fills err when given. */
+static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
+{
+    const dbs__target *t = c->t;
+    sq_shared *sh = t->shared;
+    int sys = c->db ? sqlite3_system_errno(c->db) : 0;
+    const char *sqmsg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+    if (t->memory || !sh->path)
+        return dbs__err(err, DBS_ECONNECT, "cannot open SQLite database \"%s\": %s",
+                        t->conninfo, sqmsg);
+    /* The directory the file is in, as given. */
+    char dir[4096];
+    const char *path = sh->path;
+    if (strncmp(path, "file:", 5) == 0)
+        path += 5;
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    if (dl == 0 || dl >= sizeof dir)
+        snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
+    else {
+        memcpy(dir, path, dl);
+        dir[dl] = '\0';
+    }
+    struct stat st;
+    int code = DBS_ECONNECT;
+    const char *fix = "";
+    if (stat(dir, &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+        code = DBS_ECONFIG;
+        fix = "its directory does not exist: create it or fix the path in the URL";
+    } else if (sys == EACCES || sys == EPERM || sys == EROFS ||
+               ((rc & 0xff) == SQLITE_READONLY)) {
+        code = DBS_ECONFIG;
+        fix = "permission denied: the file and its directory must be readable and "
+              "writable by this process (or fix the path in the URL)";
+    } else if (sys == EISDIR || sys == ENOTDIR || (stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+        code = DBS_ECONFIG;
+        fix = "the path names a directory: name a file in the URL";
+    } else if (creating && sys == ENOENT) {
+        /* Allowed to create it, and still "no such file": a component
+         * of the path is missing or unreadable. */
+        code = DBS_ECONFIG;
+        fix = "the path cannot be created: check its directory and permissions";
+    }
+    if (code == DBS_ECONFIG)
+        return dbs__err(err, code, "cannot open SQLite database \"%s\": %s (%s)",
+                        t->conninfo, fix, sqmsg);
+    return dbs__err(err, code, "cannot open SQLite database \"%s\": %s", t->conninfo,
+                    sqmsg);
+}
+
 static int open_db(sq_conn *c, dbs_error *err)
 {
     const dbs__target *t = c->t;
@@ -572,11 +650,10 @@ static int open_db(sq_conn *c, dbs_error *err)
         flags |= SQLITE_OPEN_URI;
     int rc = sqlite3_open_v2(name, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
-        dbs__err(err, DBS_ECONNECT, "cannot open SQLite database \"%s\": %s", t->conninfo,
-                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        int code = open_failed(c, rc, !seen, err);
         sqlite3_close(c->db);
         c->db = NULL;
-        return DBS_ECONNECT;
+        return code;
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_handler(c->db, on_busy, c);
@@ -602,12 +679,13 @@ static int open_db(sq_conn *c, dbs_error *err)
         rc = sqlite3_prepare_v3(c->db, "ROLLBACK", -1, SQLITE_PREPARE_PERSISTENT,
                                 &c->rollback_st, NULL);
     if (rc != SQLITE_OK) {
-        dbs__err(err, map_code(rc) == DBS_ENOMEM ? DBS_ENOMEM : DBS_ECONNECT,
-                 "cannot set up SQLite database \"%s\": %s", t->conninfo,
-                 msg ? msg : sqlite3_errmsg(c->db));
+        int code = map_code(rc) == DBS_ENOMEM
+                       ? dbs__err(err, DBS_ENOMEM, "cannot set up SQLite database \"%s\": %s",
+                                  t->conninfo, msg ? msg : sqlite3_errmsg(c->db))
+                       : open_failed(c, rc, !seen, err);
         sqlite3_free(msg);
         close_db(c);
-        return err ? err->code : DBS_ECONNECT;
+        return code;
     }
     sqlite3_set_authorizer(c->db, authorizer, c);
     c->dirty = c->in_tx = c->tx_lost = c->broken = false;
@@ -873,8 +951,26 @@ static int sq_commit(void *vc, dbs_error *err)
         c->in_tx = c->tx_lost = false;
         return lost_tx(c, err);
     }
-    int rc = step_simple(c, c->commit_st, "COMMIT", err);
-    if (rc != DBS_OK && !sqlite3_get_autocommit(c->db)) {
+    step_begins(c);
+    int src = sqlite3_step(c->commit_st);
+    sqlite3_reset(c->commit_st);
+    if (src == SQLITE_DONE) {
+        c->in_tx = false;
+        return DBS_OK;
+    }
+    int rc = fail(c, src, err, "COMMIT", NULL);
+    if ((rc == DBS_ECONNECT || rc == DBS_ESTMT_TIMEOUT) || is_sync_error(src)) {
+        /* An I/O error, corruption or a failed sync during COMMIT: the
+         * commit record may be on disk, whole or not. Nobody can tell
+         * whether the transaction committed; the connection is discarded.
+         * (A refusal, SQLITE_BUSY, SQLITE_FULL or a deferred constraint,
+         * proves nothing was committed.) */
+        c->broken = true;
+        char m[sizeof err->message];
+        snprintf(m, sizeof m, "%s", err ? err->message : "");
+        rc = dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                      "%s: the transaction may or may not have been committed", m);
+    } else if (!sqlite3_get_autocommit(c->db)) {
         /* A refused COMMIT (busy) leaves the transaction open: end it, so
          * the unit can be retried from the start. Nothing was committed. */
         sqlite3_step(c->rollback_st);

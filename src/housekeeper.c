@@ -306,7 +306,7 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs__conn *c = dbs__conn_open(p, &err);
         now = dbs__now_ns();
         pthread_mutex_lock(&p->mu);
-        int ev = dbs__connect_done(p, c, now);
+        int ev = dbs__connect_done(p, c, c ? DBS_OK : err.code, now);
         if (!c) {
             for (int k = i + 1; k < create; k++) {
                 p->n_pending--; /* give back the rest too */

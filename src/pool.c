@@ -106,7 +106,7 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
     dbs__conn *c = dbs__conn_open(p, err);
     int64_t now = dbs__now_ns();
     pthread_mutex_lock(&p->mu);
-    int ev = dbs__connect_done(p, c, now);
+    int ev = dbs__connect_done(p, c, c || !err ? DBS_OK : err->code, now);
     if (!c) {
         pthread_mutex_unlock(&p->mu);
         dbs__connect_announce(p, s, NULL, ev, err);

@@ -216,9 +216,12 @@ void dbs__conn_counted(dbs_pool *p, dbs__conn *c);
  * settled: the slot released, the outcome noted by the circuit breaker; a
  * failure counted and its slot passed on to the oldest waiter; a success
  * counted (dbs__conn_counted), unless the pool was shut down meanwhile:
- * then the caller closes c, whose slot is passed on. Returns the breaker's
- * event for dbs__connect_announce, or -1. [mu] */
-int dbs__connect_done(dbs_pool *p, dbs__conn *c, int64_t now);
+ * then the caller closes c, whose slot is passed on. code: the failure's
+ * dbs_code (when c is NULL). A configuration error (DBS_ECONFIG: wrong
+ * password, unknown database, a path that cannot exist) is not an outage:
+ * the circuit breaker does not count it. Returns the breaker's event for
+ * dbs__connect_announce, or -1. [mu] */
+int dbs__connect_done(dbs_pool *p, dbs__conn *c, int code, int64_t now);
 /* The events of a settled connect: connect or connect_failed (err's code
  * and message), then the breaker's ev if any. s and c may be NULL. [no
  * lock] */

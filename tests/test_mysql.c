@@ -750,12 +750,13 @@ static void test_connect(void)
     dbs_config_init(&cfg);
     dbs_error err;
 
-    /* A wrong password: ECONNECT, neither password in the message. */
+    /* A wrong password: ECONFIG (tests/test_config_errors.c), neither
+     * password in the message. */
     const char *wrong = "Wr0ng-Pa55word";
     snprintf(url, sizeof url, "mysql://dbscope:%s@127.0.0.1:%s/dbscope", wrong, port);
     cfg.url = url;
     CHECK(dbs_pool_open(&cfg, &err) == NULL);
-    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK_EQ(err.code, DBS_ECONFIG);
     CHECK_CONTAINS(err.message, "password");
     CHECK(strstr(err.message, wrong) == NULL);
     CHECK(strstr(err.message, pw) == NULL);
@@ -779,7 +780,7 @@ static void test_connect(void)
     /* Unknown database. */
     snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/nosuchdb", pw, port);
     CHECK(dbs_pool_open(&cfg, &err) == NULL);
-    CHECK_EQ(err.code, DBS_ECONNECT);
+    CHECK_EQ(err.code, DBS_ECONFIG);
     CHECK_CONTAINS(err.message, "database");
 
     /* The Unix socket, with a percent-encoded path and user. */

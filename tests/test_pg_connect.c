@@ -1,5 +1,5 @@
-/* Connect failures say which (wrong password, unknown database, unreachable
- * host), are DBS_ECONNECT, bounded by connect_timeout in the URL, and never
+/* Connect failures say which (wrong password, unknown database: DBS_ECONFIG;
+ * unreachable host: DBS_ECONNECT), are bounded by connect_timeout in the URL, and never
  * contain the password; sslmode=require works against the TLS server. */
 #include "common.h"
 
@@ -54,7 +54,7 @@ int main(void)
              "postgresql://dbscope:%sX@127.0.0.1:%s/dbscope?connect_timeout=5",
              password, port);
     dbs_error e = fail_connect(url);
-    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_EQ(e.code, DBS_ECONFIG);
     CHECK_CONTAINS(e.message, "wrong password");
 
     snprintf(
@@ -62,7 +62,7 @@ int main(void)
         "postgresql://dbscope:%s@127.0.0.1:%s/no_such_db_%ld?connect_timeout=5",
         password, port, (long)getpid());
     e = fail_connect(url);
-    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_EQ(e.code, DBS_ECONFIG);
     CHECK_CONTAINS(e.message, "unknown database");
 
     /* Port 1 on loopback: refused at once. A blackholed address needs the
@@ -80,7 +80,7 @@ int main(void)
              "connect_timeout=5",
              port, password);
     e = fail_connect(url);
-    CHECK_EQ(e.code, DBS_ECONNECT);
+    CHECK_EQ(e.code, DBS_ECONFIG);
     CHECK_CONTAINS(e.message, "wrong password");
 
     /* TLS. */
