@@ -151,9 +151,11 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
         return DBS_ESTMT_TIMEOUT;
     }
     int code = map_code(rc);
-    /* A full disk is its own class, whichever way SQLite saw it: SQLITE_FULL,
-     * or a write that failed with ENOSPC (SQLITE_IOERR_WRITE, ...). Not a
-     * failed sync: see sq_commit. The connection stays usable. */
+    /* A full disk is its own class, whichever way SQLite saw it: SQLITE_FULL
+     * (the unix VFS's answer to ENOSPC), or an I/O error whose errno was
+     * ENOSPC or EDQUOT (other VFSes; SQLite records the errno for a
+     * statement's errors, not for COMMIT's). Not a failed sync: see
+     * sq_commit. The connection stays usable. */
     int sys = c->db ? sqlite3_system_errno(c->db) : 0;
     if ((rc & 0xff) == SQLITE_FULL ||
         ((rc & 0xff) == SQLITE_IOERR && is_enospc(sys) && !is_sync_error(rc)))
