@@ -14,22 +14,44 @@
 static atomic_int work_calls;
 static char dir[] = "/tmp/dbscope-pgfull-XXXXXX";
 
+static PGconn *su;
+static char table[64], ts[64];
+
 /* The tmpfs is in the server's mount namespace: gone however the test
- * ends (the tablespace, in the throwaway server, goes with it). */
-static void unmount_dir(void)
+ * ends, after the table and tablespace on it (a table left on a vanished
+ * directory would fail the server's every checkpoint). */
+static void cleanup(void)
 {
+    if (su) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
+        PQclear(PQexec(su, sql));
+        snprintf(sql, sizeof sql, "DROP TABLESPACE IF EXISTS %s", ts);
+        /* the pool's backend may still be exiting: a few tries */
+        for (int i = 0; i < 50; i++) {
+            PGresult *r = PQexec(su, sql);
+            bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            if (!ok && i == 49)
+                fprintf(stderr, "%s: %s", sql, PQerrorMessage(su));
+            PQclear(r);
+            if (ok)
+                break;
+            dbs__sleep_ms(100);
+        }
+        PQfinish(su);
+        su = NULL;
+    }
     umount2(dir, MNT_DETACH);
     rmdir(dir);
 }
 
-static void admin(PGconn *su, const char *sql)
+static void admin(PGconn *conn, const char *sql)
 {
-    PGresult *r = PQexec(su, sql);
+    PGresult *r = PQexec(conn, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        CHECK_FAIL("%s: %s", sql, PQerrorMessage(su));
+        CHECK_FAIL("%s: %s", sql, PQerrorMessage(conn));
     PQclear(r);
 }
-static char table[64];
 
 static int insert_many(dbs_session *s, void *arg, dbs_error *err)
 {
@@ -69,14 +91,14 @@ int main(void)
     CHECK(chmod(dir, 0755) == 0);
     if (mount("tmpfs", dir, "tmpfs", 0, "size=4m,mode=0700") != 0)
         CHECK_FAIL("mount tmpfs on %s: %s", dir, strerror(errno));
-    atexit(unmount_dir);
+    atexit(cleanup);
     CHECK(chown(dir, pw->pw_uid, pw->pw_gid) == 0);
-    char ts[64], sql[512];
+    char sql[512];
     snprintf(ts, sizeof ts, "full_ts_%ld", (long)getpid());
     snprintf(table, sizeof table, "full_t_%ld", (long)getpid());
 
     /* Administration outside any transaction, as the superuser. */
-    PGconn *su = PQconnectdb(super);
+    su = PQconnectdb(super);
     CHECK(PQstatus(su) == CONNECTION_OK);
     snprintf(sql, sizeof sql, "CREATE TABLESPACE %s LOCATION '%s'", ts, dir);
     admin(su, sql);
@@ -121,12 +143,8 @@ int main(void)
     CHECK_EQ(st1.created, st0.created);
     CHECK_EQ(st1.closed, st0.closed);
 
-    snprintf(sql, sizeof sql, "DROP TABLE %s", table);
-    run_sql(p, sql);
     dbs_pool_close(p);
-    snprintf(sql, sizeof sql, "DROP TABLESPACE %s", ts);
-    admin(su, sql);
-    PQfinish(su);
+    cleanup();
     fprintf(stderr, "ok\n");
     return 0;
 }
