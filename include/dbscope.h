@@ -260,10 +260,13 @@ typedef struct dbs_config {
     int metrics;                  /* wait/usage histograms (1; 0 = off) */
     const char *name;             /* pool name in metrics and logs
                                      ("default") */
-    int connect_timeout_ms;       /* bounds each connect end to end: TCP,
-                                     TLS, authentication (10000). A URL
-                                     that sets its own connect_timeout
-                                     keeps it. */
+    int connect_timeout_ms;       /* bounds each connect end to end: name
+                                     lookup, TCP, TLS, authentication
+                                     (10000). A URL that sets its own
+                                     connect_timeout keeps it. A lookup
+                                     past it is DBS_ECONNECT, and so is a
+                                     name that does not exist (DNS may be
+                                     down). */
     int statement_timeout_ms;     /* bounds every round trip dbscope makes
                                      on a connection (statements, COMMIT,
                                      ROLLBACK, pings, reset), measured on

@@ -645,8 +645,53 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
         return NULL;
     }
     set_options(c->my, m, c->ct_s, c->rt_s, c->wt_s);
-    if (!mysql_real_connect(c->my, m->host, m->user, m->password, m->db, m->port,
-                            m->socket, CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS)) {
+    /* The name lookup within the connect bound (Connector/C's own is
+     * unbounded), then a connect by address, each address in turn while
+     * they are unreachable. Verifying the server's certificate (verify_ca,
+     * verify_identity) needs the name, which Connector/C checks against
+     * the host it connects to: there the bounded lookup proves the name
+     * resolves, and Connector/C connects by name (looking it up again). */
+    char addrs[4 * 48], *addr[4];
+    int naddr = 0;
+    if (m->host && *m->host && strcmp(m->host, "localhost") != 0 && !m->socket) {
+        int bound_ms = m->url_connect_timeout_s >= 0 ? m->url_connect_timeout_s * 1000
+                                                      : t->connect_timeout_ms;
+        int64_t dl = bound_ms > 0 ? dbs__now_ns() + (int64_t)bound_ms * 1000000 : 0;
+        char port[16];
+        snprintf(port, sizeof port, "%u", m->port ? m->port : 3306u);
+        dbs_error rerr;
+        if (dbs__resolve(m->host, port, dl, addrs, sizeof addrs, 4, &rerr) != DBS_OK) {
+            dbs__err(err, rerr.code, "mariadb: cannot connect: %.400s", rerr.message);
+            mysql_close(c->my);
+            free(c);
+            return NULL;
+        }
+        bool by_name = m->ssl_mode == MY_SSL_VERIFY_CA || m->ssl_mode == MY_SSL_VERIFY_IDENTITY;
+        char *save = NULL;
+        for (char *a = strtok_r(addrs, ",", &save); a && !by_name && naddr < 4;
+             a = strtok_r(NULL, ",", &save))
+            addr[naddr++] = a;
+    }
+    bool connected = false;
+    for (int i = 0;; i++) {
+        const char *host = naddr > 0 ? addr[i] : m->host;
+        connected = mysql_real_connect(c->my, host, m->user, m->password, m->db, m->port,
+                                       m->socket,
+                                       CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS) != NULL;
+        unsigned e = mysql_errno(c->my);
+        if (connected || i + 1 >= naddr ||
+            (e != CR_CONN_HOST_ERROR && e != CR_CONNECTION_ERROR))
+            break;
+        mysql_close(c->my); /* the next address, on a fresh handle */
+        c->my = mysql_init(NULL);
+        if (!c->my) {
+            free(c);
+            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+            return NULL;
+        }
+        set_options(c->my, m, c->ct_s, c->rt_s, c->wt_s);
+    }
+    if (!connected) {
         unsigned e = mysql_errno(c->my);
         char msg[400];
         snprintf(msg, sizeof msg, "%s", mysql_error(c->my));

@@ -35,6 +35,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -795,6 +796,117 @@ static int url_connect_timeout_ms(const char *conninfo, char *password,
     return ms;
 }
 
+/* Splits a comma-separated libpq list in place: up to max items. */
+static int split_list(char *s, char **items, int max)
+{
+    int n = 0;
+    if (!s || !*s)
+        return 0;
+    for (char *p = s; n < max;) {
+        items[n++] = p;
+        char *q = strchr(p, ',');
+        if (!q)
+            break;
+        *q = '\0';
+        p = q + 1;
+    }
+    return n;
+}
+
+#define PG_MAXHOSTS 16
+#define PG_ADDRS_PER_HOST 4
+
+/* Name lookups bounded by the connect's deadline (libpq's own are not):
+ * every host name of the connection string is resolved here and passed
+ * to libpq as hostaddr beside host (which libpq still uses for TLS
+ * verification, Kerberos and the password file). A name with several
+ * addresses becomes one entry per address, tried in order as libpq would.
+ * Unix-socket hosts keep an empty hostaddr. Sets *host, *hostaddr and
+ * *port (malloc'ed, NULL: nothing to override) or returns an error: the
+ * lookup failed or ran out of time (for a list, when every host's did). */
+static int resolve_hosts(const char *conninfo, int64_t deadline, char **host_out,
+                         char **addr_out, char **port_out, dbs_error *err)
+{
+    *host_out = *addr_out = *port_out = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    if (!opts)
+        return DBS_OK; /* libpq reports it when it connects */
+    const char *host = NULL, *hostaddr = NULL, *port = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+    }
+    int rc = DBS_OK;
+    if (!host || !*host || (hostaddr && *hostaddr)) {
+        PQconninfoFree(opts);
+        return DBS_OK; /* the default socket, or addresses given */
+    }
+    char *hcopy = strdup(host), *pcopy = port ? strdup(port) : NULL;
+    size_t cap = PG_MAXHOSTS * PG_ADDRS_PER_HOST * (INET6_ADDRSTRLEN + 1) + 1;
+    size_t hcap = strlen(host) * PG_ADDRS_PER_HOST + PG_MAXHOSTS * PG_ADDRS_PER_HOST + 1;
+    size_t pcap = (port ? strlen(port) : 0) * PG_ADDRS_PER_HOST + PG_MAXHOSTS * PG_ADDRS_PER_HOST + 1;
+    char *hosts = malloc(hcap), *addrs = malloc(cap), *ports = malloc(pcap);
+    PQconninfoFree(opts);
+    if (!hcopy || (port && !pcopy) || !hosts || !addrs || !ports) {
+        rc = dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+        goto out;
+    }
+    char *h[PG_MAXHOSTS], *pt[PG_MAXHOSTS];
+    int nh = split_list(hcopy, h, PG_MAXHOSTS);
+    int np = split_list(pcopy, pt, PG_MAXHOSTS);
+    size_t hw = 0, aw = 0, pw = 0;
+    int entries = 0, failed = 0;
+    dbs_error last;
+    last.code = DBS_OK;
+    for (int i = 0; i < nh; i++) {
+        const char *p = np == 1 ? pt[0] : i < np ? pt[i] : "";
+        char one[PG_ADDRS_PER_HOST * (INET6_ADDRSTRLEN + 1) + 1] = "";
+        char *a[PG_ADDRS_PER_HOST];
+        int na = 1;
+        if (h[i][0] && h[i][0] != '/' && h[i][0] != '@') {
+            if (dbs__resolve(h[i], p, deadline, one, sizeof one, PG_ADDRS_PER_HOST, &last) !=
+                DBS_OK) {
+                failed++;
+                continue;
+            }
+            na = split_list(one, a, PG_ADDRS_PER_HOST);
+        } else {
+            a[0] = one; /* a socket directory: no address */
+        }
+        for (int k = 0; k < na; k++) {
+            hw += (size_t)snprintf(hosts + hw, hcap - hw, "%s%s", entries ? "," : "", h[i]);
+            aw += (size_t)snprintf(addrs + aw, cap - aw, "%s%s", entries ? "," : "", a[k]);
+            pw += (size_t)snprintf(ports + pw, pcap - pw, "%s%s", entries ? "," : "", p);
+            entries++;
+        }
+    }
+    if (entries == 0 && failed > 0) {
+        rc = last.code;
+        if (err)
+            *err = last;
+        goto out;
+    }
+    *host_out = hosts;
+    *addr_out = addrs;
+    *port_out = np > 0 ? ports : NULL;
+    hosts = addrs = NULL;
+    if (np > 0)
+        ports = NULL;
+out:
+    free(hcopy);
+    free(pcopy);
+    free(hosts);
+    free(addrs);
+    free(ports);
+    return rc;
+}
+
 static void *pg_connect(const dbs__target *t, dbs_error *err)
 {
     pg_conn *c = calloc(1, sizeof *c);
@@ -811,9 +923,18 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
         bound = t->connect_timeout_ms;
     int64_t deadline = deadline_of(bound);
 
+    char *r_host, *r_addr, *r_port;
+    if (resolve_hosts(t->conninfo, deadline, &r_host, &r_addr, &r_port, err) != DBS_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "postgresql: cannot connect: %.450s",
+                 err ? err->message : "name lookup failed");
+        int code = err ? err->code : DBS_ECONNECT;
+        return connect_fail(c, err, code, msg);
+    }
     /* Our TCP defaults first, the URL after: with expand_dbname the last
-     * value of a keyword wins, so the URL's own settings are kept. */
-    const char *kw[PG_NDEFAULTS + 2], *val[PG_NDEFAULTS + 2];
+     * value of a keyword wins, so the URL's own settings are kept; then
+     * the resolved addresses, beside the names they came from. */
+    const char *kw[PG_NDEFAULTS + 5], *val[PG_NDEFAULTS + 5];
     size_t k = 0;
     for (size_t i = 0; i < PG_NDEFAULTS; i++, k++) {
         kw[k] = pg_tcp_defaults[i][0];
@@ -821,9 +942,22 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
     }
     kw[k] = "dbname";
     val[k++] = t->conninfo;
+    if (r_addr) {
+        kw[k] = "host";
+        val[k++] = r_host;
+        kw[k] = "hostaddr";
+        val[k++] = r_addr;
+        if (r_port) {
+            kw[k] = "port";
+            val[k++] = r_port;
+        }
+    }
     kw[k] = NULL;
     val[k] = NULL;
     c->pg = PQconnectStartParams(kw, val, 1);
+    free(r_host);
+    free(r_addr);
+    free(r_port);
     if (!c->pg)
         return connect_fail(c, err, DBS_ENOMEM, "postgresql: out of memory");
     PQsetNoticeReceiver(c->pg, on_notice, c);

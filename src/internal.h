@@ -37,6 +37,18 @@ void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
  * positive values and anything else. */
 bool dbs__code_known(int code);
 
+/* ---- resolve.c ---- */
+
+/* Resolves host (a name or a numeric address) for TCP within deadline_ns
+ * (CLOCK_MONOTONIC; <= 0: no bound) into out: up to max_addrs numeric
+ * addresses, comma-separated, in getaddrinfo's order, each once. A lookup
+ * still running at the deadline is left to finish on its own thread, which
+ * frees everything. DBS_ECONNECT when it fails or runs out of time (a name
+ * that does not exist included: DNS may be down or late), message naming
+ * the lookup. Any thread; blocks at most until the deadline. */
+int dbs__resolve(const char *host, const char *port, int64_t deadline_ns, char *out,
+                 size_t cap, int max_addrs, dbs_error *err);
+
 /* ---- clock.c ---- */
 
 int64_t dbs__now_ns(void);       /* CLOCK_MONOTONIC */

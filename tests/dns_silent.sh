@@ -1,0 +1,22 @@
+#!/bin/sh
+# Runs a test program with a DNS server that never answers: in a mount
+# namespace of its own, /etc/resolv.conf names 127.0.0.77 (where the test
+# program listens on UDP port 53 and answers nothing), with the resolver's
+# own timeout as long as it goes (30 s, one attempt). Root only (exit 77,
+# skipped, otherwise).
+#
+#   dns_silent.sh PROGRAM [ARGS...]
+set -u
+if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null 2>&1; then
+    echo "skipped: needs root and unshare" >&2
+    exit 77
+fi
+dir=$(mktemp -d "${TMPDIR:-/tmp}/dbscope-dns-XXXXXX")
+printf 'nameserver 127.0.0.77\noptions timeout:30 attempts:1\n' >"$dir/resolv.conf"
+unshare -m sh -c '
+    mount --make-rprivate / &&
+    mount --bind "$0/resolv.conf" /etc/resolv.conf &&
+    exec "$@"' "$dir" "$@"
+rc=$?
+rm -rf "$dir"
+exit $rc

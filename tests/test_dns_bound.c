@@ -1,0 +1,74 @@
+/* connect_timeout_ms bounds the name lookup too. Run by tests/dns_silent.sh:
+ * the system's DNS server is a UDP socket of this program that never
+ * answers, and the resolver would wait 30 s. dbs_pool_open on a host name
+ * with connect_timeout_ms = 1000 returns DBS_ECONNECT naming the lookup,
+ * long before (CTest's timeout, 25 s, fails a wait for the resolver), and
+ * so does a session of a lazily opened pool. The lookup left behind
+ * finishes on its own thread.
+ *
+ *   test_dns_bound pg | mysql   (DBSCOPE_PG_DIR, DBSCOPE_MYSQL_DIR) */
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static void check_err(const dbs_error *e)
+{
+    fprintf(stderr, "  -> %d %s\n", e->code, e->message);
+    CHECK_EQ(e->code, DBS_ECONNECT);
+    CHECK_CONTAINS(e->message, "name lookup");
+    CHECK_CONTAINS(e->message, "some-name.invalid-host.test");
+    CHECK_CONTAINS(e->message, "connect_timeout_ms");
+}
+
+int main(int argc, char **argv)
+{
+    const char *what = argc > 1 ? argv[1] : "";
+    const char *env = !strcmp(what, "pg") ? "DBSCOPE_PG_DIR"
+                      : !strcmp(what, "mysql") ? "DBSCOPE_MYSQL_DIR" : NULL;
+    if (!env)
+        CHECK_FAIL("usage: test_dns_bound pg|mysql");
+    const char *dir = getenv(env);
+    CHECK(dir != NULL);
+    char password[256], port[32], url[1024];
+    read_line(dir, "password", password, sizeof password);
+    read_line(dir, "port", port, sizeof port);
+    snprintf(url, sizeof url, "%s://dbscope:%s@some-name.invalid-host.test:%s/dbscope",
+             !strcmp(what, "pg") ? "postgresql" : "mariadb", password, port);
+
+    /* The silent DNS server. */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(53);
+    CHECK(inet_pton(AF_INET, "127.0.0.77", &sa.sin_addr) == 1);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        CHECK_FAIL("bind 127.0.0.77:53: %s", strerror(errno));
+
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.connect_timeout_ms = 1000;
+    cfg.log_events = 0;
+    dbs_error e;
+    CHECK(dbs_pool_open(&cfg, &e) == NULL);
+    check_err(&e);
+
+    cfg.lazy_open = 1;
+    dbs_pool *p = dbs_pool_open(&cfg, &e);
+    CHECK(p != NULL);
+    for (int i = 0; i < 3; i++) {
+        dbs_session *s = dbs_session_open(p, NULL, &e);
+        CHECK(s == NULL);
+        check_err(&e);
+    }
+    dbs_pool_close(p);
+    close(fd);
+    fprintf(stderr, "ok\n");
+    return 0;
+}
