@@ -1,8 +1,9 @@
 /* What SQLite durability costs: the same write and read units of work through
- * dbscope on a file with synchronous=FULL (the default: a commit is on disk
- * when it is acknowledged) and with ?synchronous=normal (the opt-out: the
- * last commits may be lost on a power cut), interleaved round by round, the
- * median round reported, with a checksum of the rows written.
+ * dbscope on a file with the default (a commit is on disk when it is
+ * acknowledged: synchronous=NORMAL plus the pool's shared WAL sync) and with
+ * ?synchronous=normal (the opt-out: the last commits may be lost on a power
+ * cut), interleaved round by round, the median round reported, with a
+ * checksum of the rows written.
  *
  * THREADS threads (1 by default) share each round's write units; reads run
  * on one thread.
@@ -81,7 +82,7 @@ int main(int argc, char **argv)
         return fprintf(stderr,
                        "usage: bench_sqlite_sync [UNITS] [ROUNDS 1-100] [DIR] [THREADS 1-64]\n"),
                2;
-    static const char *const modes[2] = {"full", "normal"};
+    static const char *const modes[2] = {"default", "normal"};
     dbs_pool *pool[2];
     char path[2][512];
     for (int m = 0; m < 2; m++) {
