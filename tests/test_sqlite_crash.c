@@ -8,7 +8,8 @@
  * the Nth write or sync of the run: there the durable images are frozen;
  * what was written but not synced is dropped (all of it, or a random subset
  * in order: a disk may persist some unsynced writes and not others). Several
- * threads insert rows through dbs_transact while another connection runs
+ * threads insert rows (through dbs_transact, and through a COMMIT sent as SQL
+ * followed by a write in autocommit mode) while another connection runs
  * checkpoints (PASSIVE, RESTART, TRUNCATE) between their commits and their
  * syncs; a row counts as acknowledged when dbs_transact returned 0 before
  * the crash point. The frozen images are then written to fresh files,
@@ -473,6 +474,14 @@ static int insert_unit(dbs_session *s, void *arg, dbs_error *err)
                ? err->code : 0;
 }
 
+static void ack(int64_t id)
+{
+    pthread_mutex_lock(&mu);
+    if (!crashed)
+        acked[id] = 1;
+    pthread_mutex_unlock(&mu);
+}
+
 static void *write_thread(void *arg)
 {
     writer *w = arg;
@@ -486,13 +495,26 @@ static void *write_thread(void *arg)
         /* mostly one page, sometimes several (overflow pages) */
         row r = {(int64_t)w->t * UNITS + i, (int)((w->seed >> 8) % 8 == 0 ? 5000 : 40)};
         dbs_error err;
-        int rc = dbs_transact(w->pool, NULL, insert_unit, &r, &err);
-        if (rc != 0)
-            CHECK_FAIL("insert %lld: %s", (long long)r.id, err.message);
-        pthread_mutex_lock(&mu);
-        if (!crashed)
-            acked[r.id] = 1; /* its sync finished before the crash point */
-        pthread_mutex_unlock(&mu);
+        if ((w->seed >> 12) % 4 != 0) {
+            int rc = dbs_transact(w->pool, NULL, insert_unit, &r, &err);
+            if (rc != 0)
+                CHECK_FAIL("insert %lld: %s", (long long)r.id, err.message);
+            ack(r.id); /* its sync finished before the crash point */
+            continue;
+        }
+        /* A COMMIT sent as SQL, then a write in autocommit mode: each is
+         * acknowledged when its dbs_exec returns. */
+        dbs_session *s = open_ok(w->pool);
+        if (insert_unit(s, &r, &err) != 0 || dbs_exec(s, "COMMIT", NULL, 0, &err) < 0)
+            CHECK_FAIL("insert %lld, COMMIT: %s", (long long)r.id, err.message);
+        ack(r.id);
+        if (++i < UNITS) {
+            r.id++;
+            if (insert_unit(s, &r, &err) != 0)
+                CHECK_FAIL("insert %lld in autocommit mode: %s", (long long)r.id, err.message);
+            ack(r.id);
+        }
+        dbs_session_close(s);
     }
     return NULL;
 }
