@@ -36,7 +36,8 @@ static int do_transfer(dbs_session *s, void *arg, dbs_error *err)
     if (rc < 0)
         return (int)rc;
     if (t->fail_halfway)
-        return 1; /* rolled back by dbs_transact: the debit never happened */
+        return 1; /* rolled back by dbs_transact (which reports DBS_ESQL):
+                     the debit never happened */
     dbs_value credit[] = {DBS_INT(t->amount), DBS_INT(t->to)};
     rc = dbs_exec(s, "UPDATE account SET balance = balance + $1 WHERE id = $2", credit, 2, err);
     if (rc < 0)
@@ -64,7 +65,7 @@ static void *request_thread(void *arg)
         };
         dbs_error err;
         int rc = dbs_transact(pool, &ctx, do_transfer, &t, &err);
-        if (rc != 0 && !(t.fail_halfway && rc == 1))
+        if (rc != 0 && !(t.fail_halfway && rc == DBS_ESQL))
             fprintf(stderr, "request %s failed: %s\n", request_id, err.message);
     }
     return NULL;

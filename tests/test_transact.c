@@ -70,9 +70,11 @@ int main(void)
     CHECK_EQ(w.calls, 1);
     CHECK_EQ(count_id(2), 0);
 
-    /* a plain non-zero return rolls back too, and is reported */
+    /* a plain non-zero return rolls back too, and is reported as
+     * DBS_ESQL, the return being err.code (tests/test_unit_return.c) */
     w = (struct work){.id = 3, .fail_times = 100, .fail_code = 7};
-    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), 7);
+    CHECK_EQ(dbs_transact(pool, NULL, insert_work, &w, &err), DBS_ESQL);
+    CHECK_EQ(err.code, DBS_ESQL);
     CHECK_EQ(count_id(3), 0);
 
     /* transient twice, then fine: 3 runs, one commit */
