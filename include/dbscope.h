@@ -391,9 +391,12 @@ typedef struct dbs_stats {
  * prove the configuration works; it stays in the pool. Blocks for that
  * connect (at most connect_timeout_ms); with lazy_open it connects nothing
  * and returns at once, and sessions then fail with DBS_ECONNECT (then
- * DBS_EUNAVAILABLE once the circuit opens) until the database answers.
- * Returns NULL with DBS_ECONFIG (bad URL or field, message names it) or
- * DBS_ECONNECT (message says why; never the password). Any thread. */
+ * DBS_EUNAVAILABLE once the circuit opens) until the database answers, or
+ * with DBS_ECONFIG, every time, while it refuses them for good (a wrong
+ * password, an unknown database). Returns NULL with DBS_ECONFIG (bad URL
+ * or field, or that refusal: the message names it and sqlstate holds the
+ * server's SQLSTATE), DBS_ECONNECT (message says why; never the password)
+ * or DBS_EFULL. Any thread. */
 dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
 
 /* The last call on a pool: shuts it down as dbs_pool_shutdown(pool, 0) does
