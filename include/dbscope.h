@@ -395,8 +395,8 @@ typedef struct dbs_stats {
  * with DBS_ECONFIG, every time, while it refuses them for good (a wrong
  * password, an unknown database). Returns NULL with DBS_ECONFIG (bad URL
  * or field, or that refusal: the message names it and sqlstate holds the
- * server's SQLSTATE), DBS_ECONNECT (message says why; never the password)
- * or DBS_EFULL. Any thread. */
+ * server's SQLSTATE) or DBS_ECONNECT (message says why; never the
+ * password). Any thread. */
 dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
 
 /* The last call on a pool: shuts it down as dbs_pool_shutdown(pool, 0) does
