@@ -310,7 +310,9 @@ static void test_close_not_held_by_housekeeper(void)
 
 /* lazy_open: the pool opens without the database, fails fast while it is
  * missing, and serves as soon as it is there. SQLite stands in for a
- * server that is down: a file in a directory that does not exist yet. */
+ * server that is down: a file that is not a database yet (a missing
+ * directory would be a configuration error, DBS_ECONFIG, never retried:
+ * tests/test_config_errors.c). */
 static void test_lazy_open(void)
 {
     if (test_is_pg(test_url("shutdown")))
@@ -318,6 +320,14 @@ static void test_lazy_open(void)
     char dir[800], url[900];
     snprintf(dir, sizeof dir, "/tmp/dbscope-lazy-%ld", (long)getpid());
     snprintf(url, sizeof url, "sqlite://%s/app.db", dir);
+    CHECK_EQ(mkdir(dir, 0700), 0);
+    char junk_path[1000];
+    snprintf(junk_path, sizeof junk_path, "%s/app.db", dir);
+    FILE *junk = fopen(junk_path, "w");
+    CHECK(junk != NULL);
+    for (int i = 0; i < 4096; i++)
+        fputc('j', junk);
+    fclose(junk);
     dbs_config cfg = base_config();
     cfg.url = url;
     cfg.lazy_open = 1;
@@ -331,7 +341,7 @@ static void test_lazy_open(void)
     CHECK(dbs_session_open(p, NULL, &err) == NULL);
     CHECK(dbs_session_open(p, NULL, &err) == NULL);
     CHECK_EQ(err.code, DBS_EUNAVAILABLE); /* failing fast now */
-    CHECK_EQ(mkdir(dir, 0700), 0);
+    CHECK_EQ(unlink(junk_path), 0);
     dbs_session *s = NULL;
     for (int i = 0; i < 2000 && !s; i++) {
         s = dbs_session_open(p, NULL, &err);
