@@ -68,6 +68,22 @@ int main(int argc, char **argv)
         check_err(&e);
     }
     dbs_pool_close(p);
+
+    /* A name the lookup answers (from /etc/hosts): PostgreSQL connects by
+     * the address it got, with the name beside it. (MariaDB takes
+     * "localhost" for its Unix socket.) */
+    if (!strcmp(what, "pg")) {
+        snprintf(url, sizeof url, "postgresql://dbscope:%s@localhost:%s/dbscope", password,
+                 port);
+        cfg.lazy_open = 0;
+        p = dbs_pool_open(&cfg, &e);
+        if (!p)
+            CHECK_FAIL("localhost: %s", e.message);
+        dbs_session *s = open_ok(p);
+        exec_ok(s, "SELECT 1");
+        dbs_session_close(s);
+        dbs_pool_close(p);
+    }
     close(fd);
     fprintf(stderr, "ok\n");
     return 0;
