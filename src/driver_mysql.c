@@ -115,6 +115,7 @@ typedef struct my_conn {
     unsigned rt_s; /* read timeout, seconds (0: none) */
     unsigned wt_s; /* write timeout, seconds (0: none) */
     unsigned ct_s; /* connect timeout, seconds (0: none) */
+    char addr[48]; /* the address connected to, "" when by name or socket */
 } my_conn;
 
 /* One fetched cell: numbers kept as numbers, everything else as bytes in
@@ -679,6 +680,8 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
                                        m->socket,
                                        CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS) != NULL;
         unsigned e = mysql_errno(c->my);
+        if (connected && naddr > 0)
+            snprintf(c->addr, sizeof c->addr, "%s", host);
         if (connected || i + 1 >= naddr ||
             (e != CR_CONN_HOST_ERROR && e != CR_CONNECTION_ERROR))
             break;
@@ -791,8 +794,9 @@ static void kill_on_server(my_conn *c)
      * answering must not hold the caller for a whole connect timeout. */
     unsigned ct = c->rt_s && (!c->ct_s || c->rt_s < c->ct_s) ? c->rt_s : c->ct_s;
     set_options(k, c->mt, ct, c->rt_s, c->wt_s);
-    if (mysql_real_connect(k, c->mt->host, c->mt->user, c->mt->password, NULL,
-                           c->mt->port, c->mt->socket, 0)) {
+    /* the address the connection went to: no name lookup, unbounded */
+    if (mysql_real_connect(k, c->addr[0] ? c->addr : c->mt->host, c->mt->user,
+                           c->mt->password, NULL, c->mt->port, c->mt->socket, 0)) {
         char sql[64];
         snprintf(sql, sizeof sql, "KILL %lu", id);
         (void)mysql_query(k, sql);
