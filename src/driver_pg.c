@@ -843,8 +843,21 @@ static int resolve_hosts(const char *conninfo, int64_t deadline, char **host_out
             port = o->val;
     }
     int rc = DBS_OK;
+    /* Not in the string: libpq's defaults (PGHOST, PGHOSTADDR, PGPORT). */
+    PQconninfoOption *defs = (!host || !*host || !port) ? PQconndefaults() : NULL;
+    for (PQconninfoOption *o = defs; o && o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        if (!strcmp(o->keyword, "host") && (!host || !*host))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr") && (!hostaddr || !*hostaddr))
+            hostaddr = o->val;
+        else if (!strcmp(o->keyword, "port") && !port)
+            port = o->val;
+    }
     if (!host || !*host || (hostaddr && *hostaddr)) {
         PQconninfoFree(opts);
+        PQconninfoFree(defs);
         return DBS_OK; /* the default socket, or addresses given */
     }
     char *hcopy = strdup(host), *pcopy = port ? strdup(port) : NULL;
@@ -853,6 +866,7 @@ static int resolve_hosts(const char *conninfo, int64_t deadline, char **host_out
     size_t pcap = (port ? strlen(port) : 0) * PG_ADDRS_PER_HOST + PG_MAXHOSTS * PG_ADDRS_PER_HOST + 1;
     char *hosts = malloc(hcap), *addrs = malloc(cap), *ports = malloc(pcap);
     PQconninfoFree(opts);
+    PQconninfoFree(defs);
     if (!hcopy || (port && !pcopy) || !hosts || !addrs || !ports) {
         rc = dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
         goto out;

@@ -69,6 +69,20 @@ int main(int argc, char **argv)
     }
     dbs_pool_close(p);
 
+    /* PostgreSQL: a host from libpq's environment (PGHOST) is bounded too. */
+    if (!strcmp(what, "pg")) {
+        char kv[1024];
+        snprintf(kv, sizeof kv, "user=dbscope password=%s dbname=dbscope port=%s", password,
+                 port);
+        setenv("PGHOST", "some-name.invalid-host.test", 1);
+        cfg.url = kv;
+        cfg.lazy_open = 0;
+        CHECK(dbs_pool_open(&cfg, &e) == NULL);
+        check_err(&e);
+        unsetenv("PGHOST");
+        cfg.url = url;
+    }
+
     /* A name the lookup answers (from /etc/hosts): PostgreSQL connects by
      * the address it got, with the name beside it. (MariaDB takes
      * "localhost" for its Unix socket.) */
