@@ -46,6 +46,16 @@ static int64_t count_rows(dbs_pool *p)
 
 /* ---- disk ---- */
 
+static char full_dir[] = "/tmp/dbscope-full-XXXXXX";
+
+/* The tmpfs lives in this process's mount namespace; the directory under
+ * it does not: removed however the test ends. */
+static void full_cleanup(void)
+{
+    umount2(full_dir, MNT_DETACH);
+    rmdir(full_dir);
+}
+
 static int part_disk(void)
 {
     if (geteuid() != 0) {
@@ -56,8 +66,9 @@ static int part_disk(void)
         fprintf(stderr, "skipped: no mount namespace (%s)\n", strerror(errno));
         return 77;
     }
-    char dir[] = "/tmp/dbscope-full-XXXXXX";
+    char *dir = full_dir;
     CHECK(mkdtemp(dir) != NULL);
+    atexit(full_cleanup);
     if (mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0)
         CHECK_FAIL("mount tmpfs on %s: %s", dir, strerror(errno));
     char url[256], filler[256];
@@ -127,8 +138,6 @@ static int part_disk(void)
     CHECK_EQ(st2.created, st0.created);
     CHECK_EQ(st2.closed, st0.closed);
     dbs_pool_close(p);
-    umount2(dir, MNT_DETACH);
-    rmdir(dir);
     return 0;
 }
 
