@@ -36,8 +36,10 @@
  *   caller-owned dbs_error *err as last argument, which may be NULL. When
  *   given, err->code is set to the same value as returned, err->message says
  *   what failed and how to fix it, and err->sqlstate holds the database's
- *   five-character SQLSTATE when there is one ("" otherwise). Passwords never
- *   appear in any message, log line, event or metric.
+ *   five-character SQLSTATE when there is one ("" otherwise). Passwords and
+ *   other secrets (sslpassword, passphrases: every option libpq or
+ *   Connector/C treats as secret) never appear in any message, log line,
+ *   event or metric.
  */
 #ifndef DBSCOPE_H
 #define DBSCOPE_H
