@@ -14,7 +14,7 @@
 #include "common.h"
 
 /* A pool on a fresh file (WAL) or on a memory database (rollback journal). */
-static dbs_pool *pool_of(bool memory, int stmt_ms, int busy_ms)
+static dbs_pool *pool_of(const char *name, bool memory, int stmt_ms, int busy_ms)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
@@ -23,7 +23,7 @@ static dbs_pool *pool_of(bool memory, int stmt_ms, int busy_ms)
     cfg.log_events = 0;
     cfg.pool_size = 4;
     cfg.mode = DBS_POOL_QUEUE; /* a memory database is one connection by default */
-    cfg.url = memory ? "sqlite::memory:" : test_url("sqlite_busy");
+    cfg.url = memory ? "sqlite::memory:" : test_url(name);
     dbs_error err;
     dbs_pool *p = dbs_pool_open(&cfg, &err);
     if (!p)
@@ -51,7 +51,7 @@ static int64_t count_rows(dbs_pool *p)
 /* dbs_exec and dbs_rows_next waiting on a held write lock. */
 static void test_statement_waits(int stmt_ms, int busy_ms, int want)
 {
-    dbs_pool *p = pool_of(false, stmt_ms, busy_ms);
+    dbs_pool *p = pool_of("sqlite_busy", false, stmt_ms, busy_ms);
     dbs_session *a = writer(p);
     dbs_error err;
 
@@ -80,7 +80,7 @@ static void test_statement_waits(int stmt_ms, int busy_ms, int want)
 
     /* the same bound set on the session, the pool's being none */
     if (want == DBS_ESTMT_TIMEOUT) {
-        dbs_pool *q = pool_of(false, 0, busy_ms);
+        dbs_pool *q = pool_of("sqlite_busy_session", false, 0, busy_ms);
         dbs_session *b = writer(q);
         s = open_ok(q);
         CHECK_OK(dbs_session_set_statement_timeout(s, stmt_ms, &err), &err);
@@ -89,6 +89,7 @@ static void test_statement_waits(int stmt_ms, int busy_ms, int want)
         dbs_session_close(s);
         dbs_session_close(b);
         dbs_pool_close(q);
+        test_db_remove(); /* q's file; p's goes at exit */
     }
 
     /* nothing of the waiters was written; the pool works on */
@@ -105,7 +106,7 @@ static void test_statement_waits(int stmt_ms, int busy_ms, int want)
  * DBS_ERETRYABLE, never DBS_ECOMMIT_UNKNOWN, and the row is not there. */
 static void test_commit_waits(int stmt_ms, int busy_ms, int want)
 {
-    dbs_pool *p = pool_of(true, stmt_ms, busy_ms);
+    dbs_pool *p = pool_of(NULL, true, stmt_ms, busy_ms);
     dbs_error err;
     dbs_session *reader = open_ok(p);
     CHECK_EQ(query_int(reader, "SELECT COUNT(*) FROM t", NULL, 0), 0); /* holds SHARED */
