@@ -470,6 +470,9 @@ int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *
                  hl ? h : (al ? a : ""), (int)(pl ? pl : 4), pl ? pt : "5432");
         if (!hl && !al)
             snprintf(label, sizeof label, "default:%.*s", (int)(pl ? pl : 4), pl ? pt : "5432");
+        /* shown in messages, stats and metrics: never a secret of the URL,
+         * however oddly the host was written */
+        dbs__scrub_url_secrets(url, label, sizeof label);
         (*labels)[i] = dup_str(label);
         if (ok && !buf)
             buf = dup_str(""); /* libpq's defaults for everything */

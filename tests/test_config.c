@@ -240,6 +240,16 @@ static void test_redact_secret_keys(void)
         }
     PQconninfoFree(opts);
     CHECK_INT(secret, >=, 2);
+    /* replica host labels (stats, metrics, messages) show no secret either */
+    char **targets, **labels;
+    int nh;
+    dbs_error e;
+    CHECK_OK(dbs__url_split_hosts("host=Sekr3tPW,h2 password=Sekr3tPW", &targets, &labels,
+                                  &nh, &e), &e);
+    CHECK_EQ(nh, 2);
+    CHECK(strstr(labels[0], "r3t") == NULL);
+    CHECK_STR(labels[1], "h2:5432");
+    dbs__url_hosts_free(targets, labels, nh);
 #endif
     static const char *const texts[] = {
         "postgresql://h/db?sslpassword=Sekr3tPW",
