@@ -36,8 +36,10 @@
  *   caller-owned dbs_error *err as last argument, which may be NULL. When
  *   given, err->code is set to the same value as returned, err->message says
  *   what failed and how to fix it, and err->sqlstate holds the database's
- *   five-character SQLSTATE when there is one ("" otherwise). Passwords never
- *   appear in any message, log line, event or metric.
+ *   five-character SQLSTATE when there is one ("" otherwise). Passwords and
+ *   other secrets (sslpassword, passphrases: every option libpq or
+ *   Connector/C treats as secret) never appear in any message, log line,
+ *   event or metric.
  */
 #ifndef DBSCOPE_H
 #define DBSCOPE_H
@@ -232,7 +234,10 @@ typedef struct dbs_config {
     int housekeeping_interval_ms; /* housekeeper period (1000) */
     int retry_base_ms;            /* first backoff ceiling (10) */
     int retry_cap_ms;             /* largest backoff ceiling (1000) */
-    int busy_timeout_ms;          /* SQLite: wait on a locked file (5000) */
+    int busy_timeout_ms;          /* SQLite: wait on a locked file (5000),
+                                     then DBS_ERETRYABLE; the statement
+                                     bound, if smaller, ends the wait
+                                     first: DBS_ESTMT_TIMEOUT */
     int stmt_cache_size;          /* prepared statements kept per connection
                                      (64; 0 = off, for PgBouncer transaction
                                      pooling) */
@@ -584,7 +589,10 @@ const dbs_context *dbs_session_context(DBS__IN dbs_session *s);
  * out of time is cancelled on the server where it can be reached, the
  * connection is discarded, and the call returns DBS_ESTMT_TIMEOUT
  * (DBS_ECOMMIT_UNKNOWN for COMMIT). On SQLite the bound interrupts a
- * statement that runs past it (checked every few thousand VM steps).
+ * statement that runs past it (checked every few thousand VM steps) and
+ * ends a wait on another connection's lock (DBS_ESTMT_TIMEOUT, COMMIT
+ * included: a COMMIT that waited for a lock committed nothing, so it is
+ * not DBS_ECOMMIT_UNKNOWN).
  * Returns DBS_OK; DBS_EMISUSE for a negative value; DBS_ECONFIG where the
  * backend fixes the bound when it connects (MariaDB/MySQL: its client's
  * socket timeouts), the pool's statement_timeout_ms then stands. Owner

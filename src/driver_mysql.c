@@ -67,6 +67,7 @@ enum { MY_CTX_NAME = 64 };
 
 /* What the URL says; t->shared. */
 typedef struct my_target {
+    const char *url; /* the pool's (t->conninfo), for scrubbing messages */
     char *host, *user, *password, *db, *socket;
     unsigned port;
     int ssl_mode; /* MY_SSL_* */
@@ -414,6 +415,7 @@ static int my_target_open(dbs__target *t, dbs_error *err)
     my_target *m = calloc(1, sizeof *m);
     if (!m)
         return dbs__err(err, DBS_ENOMEM, "out of memory");
+    m->url = t->conninfo;
     int rc = parse_url(t->conninfo, m, err);
     static const char *const defaults[3] = {"dbs_request_id", "dbs_user_id",
                                             "dbs_tenant_id"};
@@ -436,11 +438,13 @@ static void my_target_close(dbs__target *t)
 
 /* ---- errors ---- */
 
-/* Replaces every occurrence of the password in msg by "***". */
+/* Replaces every secret of the URL in msg by "***": the password as the
+ * driver decoded it, and whatever dbs__scrub_url_secrets finds in the URL. */
 static void scrub(const my_target *m, char *msg, size_t cap)
 {
     size_t pl = m->password ? strlen(m->password) : 0;
     dbs__scrub_text(msg, cap, m->password, pl);
+    dbs__scrub_url_secrets(m->url, msg, cap);
 }
 
 /* Errors after which the connection cannot be trusted: lost, killed, shut

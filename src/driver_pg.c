@@ -153,11 +153,14 @@ static const dbs__rows_ops pg_rows_ops;
 
 /* ---- errors ---- */
 
-/* Replaces every occurrence of the password in msg by "***". */
+/* Replaces every secret of the connection string in msg by "***": the
+ * password libpq read, and every secret dbs__scrub_url_secrets finds in the
+ * string (sslpassword too, raw, decoded and as libpq reads it). */
 static void scrub(const pg_conn *c, char *msg, size_t cap)
 {
     size_t pl = strlen(c->password);
     dbs__scrub_text(msg, cap, c->password, pl);
+    dbs__scrub_url_secrets(c->t->conninfo, msg, cap);
 }
 
 /* libpq's messages end in newlines and may span lines: one line for logs. */

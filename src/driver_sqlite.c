@@ -3,7 +3,10 @@
  *
  * Files open in WAL mode (readers never block the writer) with a busy
  * timeout and foreign keys on. SQLITE_BUSY and SQLITE_LOCKED are
- * DBS_ERETRYABLE, so dbs_transact retries them.
+ * DBS_ERETRYABLE, so dbs_transact retries them; a wait on another
+ * connection's lock is bounded by the smaller of busy_timeout_ms and the
+ * statement bound, and is DBS_ESTMT_TIMEOUT when the statement bound is
+ * what ran out.
  *
  * Durable commits in groups. A commit is acknowledged only once it is on
  * disk (as with synchronous=FULL), but commits do not each pay an fsync of
@@ -101,6 +104,8 @@ typedef struct sq_conn {
     ino_t wal_ino;
     sqlite3_stmt *nochange_st; /* a DELETE that changes nothing: changes()=0 */
     int64_t busy_since_ns; /* when the current wait on a lock began */
+    bool busy_bound_hit; /* that wait ended at the statement bound, not at
+                            busy_timeout_ms */
     int bound_ms;      /* statement bound (set_timeout; 0: none) */
     int64_t step_since_ns; /* when the current step was first seen running
                               by the progress handler (0: not yet) */
@@ -139,6 +144,7 @@ typedef struct sq_shared {
 } sq_shared;
 
 static const dbs__rows_ops sq_rows_ops;
+static inline void step_begins(sq_conn *c);
 
 /* ---- errors ---- */
 
@@ -189,6 +195,23 @@ static bool is_sync_error(int rc)
 
 static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char *sql)
 {
+    if ((rc & 0xff) == SQLITE_BUSY && c->busy_bound_hit) {
+        /* The wait on another connection's lock reached the statement
+         * bound before busy_timeout_ms: nothing of the statement was done
+         * (a COMMIT that waited committed nothing; sq_commit rolls the
+         * transaction back), but the bound's rule stands: discard it. */
+        c->busy_bound_hit = false;
+        c->broken = true;
+        bool commit = strcmp(what, "COMMIT") == 0;
+        dbs__err(err, DBS_ESTMT_TIMEOUT,
+                 "%s waited for another connection's lock until the statement bound "
+                 "(%d ms, before busy_timeout_ms %d ms) and gave up; %s; the connection is "
+                 "discarded%s%.120s%s", what, c->bound_ms, c->t->busy_timeout_ms,
+                 commit ? "nothing was committed" : "it did nothing",
+                 sql ? " (statement: " : "", sql ? sql : "", sql ? ")" : "");
+        dbs__err_sqlstate(err, "57014");
+        return DBS_ESTMT_TIMEOUT;
+    }
     if ((rc & 0xff) == SQLITE_INTERRUPT && c->timed_out) {
         c->broken = true; /* the statement bound's rule: discard it */
         dbs__err(err, DBS_ESTMT_TIMEOUT,
@@ -345,6 +368,7 @@ static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool pe
 {
     memset(st, 0, sizeof *st);
     c->preparing_dirty = false;
+    step_begins(c);
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len,
                                 persistent ? SQLITE_PREPARE_PERSISTENT : 0, &st->stmt, tail);
     if (rc != SQLITE_OK)
@@ -574,6 +598,7 @@ static void sq_target_close(dbs__target *t)
 
 static int run_simple(sq_conn *c, const char *sql, dbs_error *err)
 {
+    step_begins(c);
     char *msg = NULL;
     int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
     sqlite3_free(msg);
@@ -600,19 +625,33 @@ static void close_db(sq_conn *c)
  * steps that grow to 100 ms, so a writer that goes to sleep just before the
  * lock is freed loses it to others again and again: under write contention
  * its wait reaches seconds. Short steps (50 us, doubling to at most 1 ms)
- * keep every waiter close to the front, for a little more polling; the
- * total is still bounded by busy_timeout_ms. */
+ * keep every waiter close to the front, for a little more polling. The wait
+ * ends at the earlier of busy_timeout_ms from its start (SQLITE_BUSY:
+ * DBS_ERETRYABLE) and the statement bound, counted from the start of the
+ * step (SQLITE_BUSY with busy_bound_hit: DBS_ESTMT_TIMEOUT, see fail). */
 static int on_busy(void *arg, int count)
 {
     sq_conn *c = arg;
     int64_t now = dbs__now_ns();
-    if (count == 0)
+    if (count == 0) {
         c->busy_since_ns = now;
-    if (now - c->busy_since_ns >= (int64_t)c->t->busy_timeout_ms * 1000000)
+        c->busy_bound_hit = false;
+        if (c->step_since_ns == 0)
+            c->step_since_ns = now; /* the statement bound counts the wait */
+    }
+    int64_t busy_end = c->busy_since_ns + (int64_t)c->t->busy_timeout_ms * 1000000;
+    int64_t end = busy_end;
+    if (c->bound_ms > 0 && c->step_since_ns + (int64_t)c->bound_ms * 1000000 < busy_end)
+        end = c->step_since_ns + (int64_t)c->bound_ms * 1000000;
+    if (now >= end) {
+        c->busy_bound_hit = end < busy_end;
         return 0;
+    }
     int64_t step_us = count < 10 ? 50LL << (count / 2) : 1000;
     if (step_us > 1000)
         step_us = 1000;
+    if (step_us * 1000 > end - now)
+        step_us = (end - now + 999) / 1000;
     struct timespec ts = {0, (long)(step_us * 1000)};
     nanosleep(&ts, NULL);
     return 1;
@@ -638,10 +677,12 @@ static int on_progress(void *arg)
     return 1;
 }
 
-/* Before each sqlite3_step: a new round of the statement bound. */
+/* Before each sqlite3_step (and each prepare, which may wait on a lock to
+ * read the schema): a new round of the statement bound. */
 static inline void step_begins(sq_conn *c)
 {
     c->step_since_ns = 0;
+    c->busy_bound_hit = false;
 }
 
 /* Why a file could not be opened or set up, by what the OS reported: a

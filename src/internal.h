@@ -105,11 +105,19 @@ void dbs__url_hosts_free(char **targets, char **labels, int n);
 #endif
 /* Checks every numeric field for range; DBS_ECONFIG naming the field. */
 int dbs__config_check(const dbs_config *cfg, dbs_error *err);
-/* Writes url with any password replaced by "***" (for messages). Works on
- * the raw text, before and whether or not any parser accepts it. */
+/* Whether key (len bytes) names a secret: an option libpq marks secret
+ * (dispchar "*": password, sslpassword), or a password or passphrase of
+ * Connector/C; without case, '-' or '_', percent-decoded if decode. */
+bool dbs__secret_key(const char *key, size_t len, bool decode);
+/* Writes url (a URL or key=value string) with every secret replaced by
+ * "***": the password of any userinfo and the value of every secret key,
+ * quoted, escaped or percent-encoded. Works on the raw text, before and
+ * whether or not any parser accepts it. Every echo of a URL or connection
+ * string goes through it. */
 void dbs__redact(const char *url, char *out, size_t n);
-/* Replaces in msg (cap bytes) every copy of a password that url carries, as
- * written and percent-decoded: for messages of parsers that quote it. */
+/* Replaces in msg (cap bytes) every copy of a secret that url carries, as
+ * written, decoded (percent, quotes, backslashes), in pieces, and as libpq
+ * reads it: for messages of parsers and servers that may quote it. */
 void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap);
 /* Replaces every copy of needle (len bytes, NUL-terminated) in msg (cap
  * bytes) by "***", cutting msg where the mask would not fit. */

@@ -2,7 +2,7 @@
  * compiling the driver into this target (both are static): the URL parser
  * and the $n to '?' rewriter. Checks: a URL is accepted or refused with
  * DBS_ECONFIG (or DBS_ENOMEM), and a refusal never quotes the password
- * that stands before the input; a rewrite keeps every $n's number in
+ * that stands before the input, in the userinfo or under a secret key; a rewrite keeps every $n's number in
  * 1..max and counts as many '?' as it maps. */
 #include "../../src/driver_mysql.c"
 
@@ -30,6 +30,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* (unless the rest of the URL spells it out too) */
         CHECK(strstr(err.message, secret) == NULL || strstr(text, secret) != NULL);
     }
+    target_free(m);
+    free(url);
+
+    /* the input after a secret query parameter, under each secret key of
+     * Connector/C, spelled as a URL may spell it */
+    static const char *const keys[] = {"password", "PassWd", "ssl-passphrase",
+                                       "tls_passphrase", "ss%6Cpassword"};
+    url = malloc(size + 96);
+    snprintf(url, size + 96, "mysql://u@h/db?%s=%s&%s", keys[size % 5], secret, text);
+    m = calloc(1, sizeof *m);
+    rc = parse_url(url, m, &err);
+    if (rc != DBS_OK)
+        CHECK(strstr(err.message, secret) == NULL || strstr(text, secret) != NULL);
     target_free(m);
     free(url);
 

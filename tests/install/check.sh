@@ -4,14 +4,17 @@
 #   tests/install/check.sh SOURCE_DIR BUILD_DIR
 #
 # Runs README.md's install steps as written (build directory and install
-# root moved under a temporary directory), installs BUILD_DIR to a
+# root moved under a temporary directory) and builds consumer.c against
+# what they installed (pkg-config and find_package), installs BUILD_DIR to a
 # temporary prefix and moves that prefix elsewhere (the package must not
 # name where it was installed), then builds and runs, against the package
 # only: consumer.c with pkg-config (shared, and static with --static),
 # consumer.c with CMake's find_package (dbscope::dbscope, dbscope::static),
 # and README.md's Quick start, extracted from the README, compiled with
 # -Wall -Wextra -Werror. Every program must exit 0 and print what it should.
-# Prints one line a check; exits 1 if any failed.
+# Prints one line a check; exits 1 if any failed. A check fails as soon as
+# any of its steps fails (not only its last one): the failing step, its exit
+# status and its line are printed with the check's output.
 set -uo pipefail
 src=$(cd "${1:?usage: check.sh SOURCE_DIR BUILD_DIR}" && pwd)
 build=$(cd "${2:?usage: check.sh SOURCE_DIR BUILD_DIR}" && pwd)
@@ -22,18 +25,49 @@ unset DATABASE_URL PKG_CONFIG_PATH CMAKE_PREFIX_PATH
 passed=0
 failed=0
 
+# run_step COMMAND...: runs COMMAND with errexit in force in every function
+# it calls, so that any step failing fails it; names the failing step.
+# Never call it inside an if, &&, || or !: bash ignores errexit there, in
+# every function and subshell below; read its status afterwards instead.
+run_step() {
+  (
+    set -eEuo pipefail
+    shopt -s inherit_errexit
+    trap 'echo "step failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+    "$@"
+  )
+  local rc=$?
+  return "$rc"
+}
+
 # check WHAT COMMAND...: runs COMMAND, its output kept in $work/out.
 check() {
   local what=$1; shift
-  if "$@" >"$work/out" 2>&1; then
+  local rc=0
+  run_step "$@" >"$work/out" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
     echo "install: ok   $what"
     passed=$((passed + 1))
   else
-    echo "install: FAIL $what"
+    echo "install: FAIL $what (exit $rc)"
     sed 's/^/    /' "$work/out" | tail -n 40
     failed=$((failed + 1))
   fi
 }
+
+# The check must be able to fail: a step that fails before a last step that
+# succeeds fails the whole check, and so does a failing command in a script
+# run the way the README's steps are.
+self_test_early_step() { false; true; }
+self_test_script() { bash -euo pipefail -c 'false; true'; }
+for t in self_test_early_step self_test_script; do
+  run_step "$t" >/dev/null 2>&1
+  if [ $? -eq 0 ]; then
+    echo "install: FAIL the check itself: $t passed although a step of it failed"
+    exit 1
+  fi
+done
 
 # same_output FILE COMMAND...: COMMAND exits 0 and prints exactly FILE.
 same_output() {
@@ -43,10 +77,11 @@ same_output() {
   [ "$got" = "$(cat "$want")" ] || { printf 'printed:\n%s\nwanted:\n%s\n' "$got" "$(cat "$want")"; return 1; }
 }
 
-# needs_libdbscope_so BINARY yes|no: whether BINARY loads libdbscope.so.
+# needs_so BINARY yes|no: whether BINARY loads libdbscope.so.
 needs_so() {
-  local got=no
-  readelf -d "$1" | grep -q 'NEEDED.*libdbscope\.so' && got=yes
+  local got=no dynamic
+  dynamic=$(readelf -d "$1")
+  if grep -q 'NEEDED.*libdbscope\.so' <<<"$dynamic"; then got=yes; fi
   [ "$got" = "$2" ] || { echo "$1: loads libdbscope.so: $got, wanted $2"; return 1; }
 }
 
@@ -58,7 +93,8 @@ consumer: 3 gamma
 consumer: ok
 OUT
 
-# 1. README.md's install steps, as written, into DESTDIR.
+# 1. README.md's install steps, as written, into DESTDIR: every step must
+# succeed, and what the README says it installs must be there.
 readme_install() {
   local steps
   steps=$(awk '/^## Install/ {on = 1; next} /^## / {on = 0}
@@ -67,8 +103,12 @@ readme_install() {
   [ -n "$steps" ] || { echo "README.md has no sh block under '## Install'"; return 1; }
   echo "$steps"
   (cd "$src" && DESTDIR="$work/destdir" bash -euo pipefail -c "${steps//build\/release/$work/readme-build}")
-  find "$work/destdir" -name dbscope.pc | grep -q . || { echo "no dbscope.pc installed"; return 1; }
-  find "$work/destdir" -name 'libdbscope.so*' | grep -q . || { echo "no libdbscope.so installed"; return 1; }
+  local f
+  for f in include/dbscope.h lib/libdbscope.so lib/libdbscope.a lib/pkgconfig/dbscope.pc \
+           lib/cmake/dbscope/dbscopeConfig.cmake bin/dbscope-sizing; do
+    [ -n "$(find "$work/destdir" -path "*/${f%%/*}*/${f##*/}")" ] ||
+      { echo "README.md's install steps installed no ${f##*/}"; return 1; }
+  done
 }
 check "README.md's install steps, as written" readme_install
 
@@ -79,43 +119,60 @@ install_moved() {
     ! grep -rl "$work/staged" "$work/prefix"
 }
 check "cmake --install --prefix, then the prefix moved" install_moved
-prefix="$work/prefix"
-pcdir=$(dirname "$(find "$prefix" -name dbscope.pc | head -n 1)")
-export PKG_CONFIG_PATH="$pcdir"
 
+# pc_dir PREFIX: the directory of PREFIX's dbscope.pc.
+pc_dir() {
+  local pc
+  pc=$(find "$1" -name dbscope.pc | head -n 1)
+  [ -n "$pc" ] || { echo "no dbscope.pc under $1" >&2; return 1; }
+  dirname "$pc"
+}
+
+# pc_shared PREFIX NAME: consumer.c built with pkg-config against PREFIX.
 pc_shared() {
   local libdir
-  libdir=$(pkg-config --variable=libdir dbscope) &&
-    cc -std=c11 -Wall -Wextra -Werror -o "$work/pc_shared" "$here/consumer.c" \
-      $(pkg-config --cflags --libs dbscope) -Wl,-rpath,"$libdir" &&
-    needs_so "$work/pc_shared" yes &&
-    same_output "$work/consumer.want" "$work/pc_shared" "sqlite:$work/pc_shared.db"
+  export PKG_CONFIG_PATH
+  PKG_CONFIG_PATH=$(pc_dir "$1")
+  libdir=$(pkg-config --variable=libdir dbscope)
+  cc -std=c11 -Wall -Wextra -Werror -o "$work/$2" "$here/consumer.c" \
+    $(pkg-config --cflags --libs dbscope) -Wl,-rpath,"$libdir"
+  needs_so "$work/$2" yes
+  same_output "$work/consumer.want" "$work/$2" "sqlite:$work/$2.db"
 }
-check "pkg-config, shared library" pc_shared
 
-# The static library alone in a prefix of its own, so -ldbscope can only
-# be libdbscope.a: what it needs must come from Requires.private and
-# Libs.private.
+# pc_static PREFIX: the static library alone in a prefix of its own, so
+# -ldbscope can only be libdbscope.a: what it needs must come from
+# Requires.private and Libs.private.
 pc_static() {
-  cp -a "$prefix" "$work/static" &&
-    find "$work/static" -name 'libdbscope.so*' -delete &&
-    PKG_CONFIG_PATH="${pcdir/$prefix/$work/static}" bash -c '
-      cc -std=c11 -Wall -Wextra -Werror -o "$1/pc_static" "$2/consumer.c" \
-        $(pkg-config --static --cflags --libs dbscope)' - "$work" "$here" &&
-    needs_so "$work/pc_static" no &&
-    same_output "$work/consumer.want" "$work/pc_static" "sqlite:$work/pc_static.db"
+  cp -a "$1" "$work/static"
+  find "$work/static" -name 'libdbscope.so*' -delete
+  export PKG_CONFIG_PATH
+  PKG_CONFIG_PATH=$(pc_dir "$work/static")
+  cc -std=c11 -Wall -Wextra -Werror -o "$work/pc_static" "$here/consumer.c" \
+    $(pkg-config --static --cflags --libs dbscope)
+  needs_so "$work/pc_static" no
+  same_output "$work/consumer.want" "$work/pc_static" "sqlite:$work/pc_static.db"
 }
-check "pkg-config --static, static library" pc_static
 
+# cmake_consumer PREFIX NAME: consumer.c built with find_package against PREFIX.
 cmake_consumer() {
-  cmake -S "$here" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$prefix" &&
-    cmake --build "$work/cmake" &&
-    needs_so "$work/cmake/consumer_shared" yes &&
-    needs_so "$work/cmake/consumer_static" no &&
-    same_output "$work/consumer.want" "$work/cmake/consumer_shared" "sqlite:$work/c_shared.db" &&
-    same_output "$work/consumer.want" "$work/cmake/consumer_static" "sqlite:$work/c_static.db"
+  cmake -S "$here" -B "$work/$2" -DCMAKE_PREFIX_PATH="$1"
+  cmake --build "$work/$2"
+  needs_so "$work/$2/consumer_shared" yes
+  needs_so "$work/$2/consumer_static" no
+  same_output "$work/consumer.want" "$work/$2/consumer_shared" "sqlite:$work/$2-shared.db"
+  same_output "$work/consumer.want" "$work/$2/consumer_static" "sqlite:$work/$2-static.db"
 }
-check "CMake find_package: dbscope::dbscope and dbscope::static" cmake_consumer
+
+readme_prefix="$work/destdir/usr/local"
+check "README.md's install: pkg-config, shared library" pc_shared "$readme_prefix" readme_pc
+check "README.md's install: CMake find_package" cmake_consumer "$readme_prefix" readme_cmake
+prefix="$work/prefix"
+check "pkg-config, shared library" pc_shared "$prefix" pc_shared
+check "pkg-config --static, static library" pc_static "$prefix"
+check "CMake find_package: dbscope::dbscope and dbscope::static" cmake_consumer "$prefix" cmake
+PKG_CONFIG_PATH=$(pc_dir "$prefix" 2>/dev/null) || PKG_CONFIG_PATH=
+export PKG_CONFIG_PATH
 
 # 3. README.md's Quick start: the first C block under "## Quick start",
 # built with the README's pkg-config command and warnings as errors.
@@ -142,15 +199,15 @@ quick_start() {
   [ "$code" -ne 0 ] || { echo "Quick start exited 0 on a bad DB_POOL_SIZE"; return 1; }
   # a table without the owner column: the INSERT fails
   python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()' \
-    "$work/qs/other.db" "CREATE TABLE shift (title TEXT NOT NULL)" &&
-    { (cd "$work/qs" && DATABASE_URL="sqlite:other.db" ./app) && code=0 || code=$?; }
+    "$work/qs/other.db" "CREATE TABLE shift (title TEXT NOT NULL)"
+  (cd "$work/qs" && DATABASE_URL="sqlite:other.db" ./app) && code=0 || code=$?
   [ "$code" -ne 0 ] || { echo "Quick start exited 0 when its INSERT failed"; return 1; }
   # the INSERT passes (a trigger swallows it), the SELECT fails while reading
   python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2])' \
     "$work/qs/select.db" "CREATE VIEW shift AS SELECT 'x' AS title, 42 AS owner
                             WHERE abs(-9223372036854775807 - 1);
-                          CREATE TRIGGER shift_insert INSTEAD OF INSERT ON shift BEGIN SELECT 1; END;" &&
-    { (cd "$work/qs" && DATABASE_URL="sqlite:select.db" ./app) && code=0 || code=$?; }
+                          CREATE TRIGGER shift_insert INSTEAD OF INSERT ON shift BEGIN SELECT 1; END;"
+  (cd "$work/qs" && DATABASE_URL="sqlite:select.db" ./app) && code=0 || code=$?
   [ "$code" -ne 0 ] || { echo "Quick start exited 0 when its SELECT failed"; return 1; }
 }
 check "README.md's Quick start: builds with -Wall -Wextra -Werror, runs, fails loudly" quick_start
