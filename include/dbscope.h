@@ -198,8 +198,14 @@ typedef struct dbs_config {
                              to 2.5% random jitter (3600000; 0 = never) */
     int idle_timeout_ms;  /* close idle connections beyond min_idle after
                              this (600000; 0 = never) */
-    int pre_ping;         /* validate a connection idle longer than
-                             validation_window_ms before handing it out (1) */
+    int pre_ping;         /* check a connection before handing it out (1):
+                             at every check-out a look at its socket
+                             without a round trip (one non-blocking
+                             system call; PostgreSQL and MariaDB), so one
+                             the server closed while idle is replaced;
+                             and a ping when it was idle longer than
+                             validation_window_ms or bytes nobody asked
+                             for wait on it. 0: no check at all */
     int leak_threshold_ms; /* report sessions held longer, within a quarter
                              of this after they cross it (0 = off) */
     int retry_max;        /* dbs_transact retries of transient failures (3) */

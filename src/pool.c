@@ -136,8 +136,9 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     dbs_error perr;
     if (dbs__conn_expired(c, now))
         why = "lifetime";
-    else if (dbs__needs_validation(p, c, c->idle_since_ns, validate_before, now) &&
-             dbs__conn_validate(p, c, &perr) != DBS_OK)
+    else if (dbs__conn_check(p, c,
+                             dbs__needs_validation(p, c, c->idle_since_ns, validate_before, now),
+                             &perr) != DBS_OK)
         why = "broken";
     if (!why) {
         checkout_done(p, s, c, start, now);
@@ -318,7 +319,9 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
         c = dbs__unpark(sh);
         int64_t validate_before =
             atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
-        if (!dbs__conn_expired(c, start) &&
+        /* A connection whose socket must be looked at goes the way of one
+         * to validate (acquire_check): no system call under this lock. */
+        if (!dbs__conn_expired(c, start) && !dbs__peek_wanted(p) &&
             !dbs__needs_validation(p, c, c->idle_since_ns, validate_before, start) &&
             (!p->cfg.metrics || dbs__shard_hists_of(sh))) {
             s->conn = c;
