@@ -128,7 +128,8 @@ typedef struct dbs_context {
 } dbs_context;
 
 enum dbs_event_kind {
-    DBS_EVENT_CONNECT,        /* a new connection was opened */
+    DBS_EVENT_CONNECT,        /* a new connection was opened (dbs_pool_open's
+                                 first one too) */
     DBS_EVENT_CHECKOUT,       /* a session got a connection */
     DBS_EVENT_CHECKIN,        /* a session gave its connection back */
     DBS_EVENT_INVALIDATE,     /* a connection was found broken and discarded */
@@ -156,7 +157,14 @@ typedef struct dbs_event {
     unsigned long thread;     /* opaque id of the session's owner thread */
     uint64_t conn_id;         /* pool-unique connection number, 0 if none */
     int64_t age_ms;           /* session or connection age, when meaningful */
-    int attempt;              /* retry: the attempt about to run (2, 3, ...) */
+    int attempt;              /* dbs_transact's attempt: for retry, the one
+                                 about to run (2, 3, ...); for the events of
+                                 a session dbs_transact opened (checkout,
+                                 connect, connect_failed, invalidate,
+                                 timeout, checkin, close, slow_session,
+                                 leak, ...), the attempt it was opened for
+                                 (1: the first run, 2, 3, ...: retries);
+                                 0 for every other event */
     int code;                 /* a dbs_code for failures, else 0 */
     const char *reason;       /* close: "lifetime", "idle", "overflow", ...;
                                  failures: the error message */
@@ -226,10 +234,17 @@ typedef struct dbs_config {
      * MariaDB/MySQL: names of user variables (@`name`) set at the start of
      * each transaction; NULL = dbs_request_id, dbs_user_id, dbs_tenant_id. */
     const char *ctx_request_setting, *ctx_user_setting, *ctx_tenant_setting;
-    dbs_event_fn on_event;        /* called for every event (NULL = none) */
+    dbs_event_fn on_event;        /* called for every event, from the
+                                     connect of dbs_pool_open's first
+                                     connection on (NULL = none) */
     void *event_user;             /* passed to on_event */
-    int log_events;               /* default logger: leaks and invalidations
-                                     to stderr as logfmt (1; 0 = silent) */
+    int log_events;               /* the default logger: leaks, invalidations
+                                     and database notices to stderr, one
+                                     logfmt line each. -1 (the default):
+                                     on unless on_event is set, so that a
+                                     program that listens sees each event
+                                     once, in on_event; 1: on, on_event or
+                                     not; 0: off. Other values: DBS_ECONFIG */
     int circuit_threshold;        /* consecutive failed connects that open the
                                      circuit (5; 0 = never) */
     int circuit_cooldown_ms;      /* longest fail-fast spell between probes:

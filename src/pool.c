@@ -560,6 +560,10 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     }
     p->magic = DBS__POOL_MAGIC;
     p->cfg = *cfg;
+    /* The default logger is for programs that listen to nothing: one that
+     * set on_event gets each event once, there, unless it asks for both. */
+    if (p->cfg.log_events < 0)
+        p->cfg.log_events = p->cfg.on_event ? 0 : 1;
     p->drv = drv;
     p->target.conninfo = conninfo;
     p->url = dup_opt(cfg->url);
@@ -630,22 +634,29 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     if (!cfg->lazy_open) {
         dbs__conn *c = dbs__conn_open(p, err);
         if (!c) {
+            /* on_event hears of it as of any failed connect */
+            dbs__connect_announce(p, NULL, NULL, -1, err);
             pool_free(p);
             return NULL;
         }
         int64_t now = dbs__now_ns();
         pthread_mutex_lock(&p->mu); /* no other thread yet: for the rule */
         dbs__conn_counted(p, c);
-        if (p->mode == DBS_POOL_NONE) {
+        /* Quoted by the events below: c may be closed by then. */
+        const dbs__who who = {.conn_id = c->id, .conn_created_ns = c->created_ns};
+        bool keep = p->mode != DBS_POOL_NONE;
+        if (!keep) {
             dbs__conn_gone(p, DBS__GONE_NONE_MODE, now);
         } else {
             c->idle_since_ns = now;
             dbs__idle_push(p, c);
-            c = NULL;
         }
         pthread_mutex_unlock(&p->mu);
-        if (c)
+        dbs__emit_who(p, DBS_EVENT_CONNECT, &who, 0, NULL);
+        if (!keep) {
+            dbs__emit_who(p, DBS_EVENT_CLOSE, &who, 0, "no_pool");
             dbs__conn_close(p, c);
+        }
     }
     if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
         dbs_pool_close(p);
