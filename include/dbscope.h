@@ -404,8 +404,10 @@ void dbs_pool_close(dbs_pool *pool);
 
 /* Graceful shutdown, for servers, of pool and its replicas' pools. From the
  * call on, every new session on pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
- * with DBS_ECLOSED; idle connections are closed and the housekeeper is told
- * to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
+ * with DBS_ECLOSED, without connecting even if it had just been given room
+ * for a new connection; a connect already under way ends within
+ * connect_timeout_ms and its connection is closed, never handed out. Idle
+ * connections are closed and the housekeeper is told to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
  * (0: drained). The pool's memory stays valid until dbs_pool_close, so
  * statistics, metrics and the owners of open sessions may go on using it.

@@ -476,6 +476,7 @@ typedef struct dbs__faults {
     atomic_int fail_connects;     /* the next N connects fail */
     atomic_int fail_pings;        /* the next N pings fail */
     atomic_int connect_delay_ms;  /* every connect sleeps this long first */
+    atomic_int connects;          /* connects begun, counted */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

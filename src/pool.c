@@ -288,7 +288,13 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
             dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, NULL);
             return rc;
         }
-        /* pass_slot reserved a slot (n_pending) for us */
+        /* pass_slot reserved a slot (n_pending) for us; a shutdown
+         * since then means no connect is begun, for nobody to use. */
+        if (p->closed) {
+            p->n_pending--;
+            pthread_mutex_unlock(&p->mu);
+            return dbs__err(err, DBS_ECLOSED, "the pool was closed while waiting");
+        }
     }
     rc = dbs__circuit_admit(p, true, err);
     if (rc != DBS_OK) {
