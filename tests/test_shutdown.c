@@ -315,6 +315,7 @@ static void test_slot_given_before_shutdown(void)
     cfg.max_overflow = 0;
     cfg.acquire_timeout_ms = 120000;
     cfg.max_lifetime_ms = 1; /* the connection retires when given back */
+    cfg.barge_limit_us = 0;  /* the waiter sleeps until served, lock free */
     dbs_pool *p = open_pool("shutdown", &cfg);
     dbs_session *held = open_ok(p);
     struct slot_waiter w = {.pool = p, .rc = 1};
@@ -323,7 +324,8 @@ static void test_slot_given_before_shutdown(void)
     WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
     CHECK_EQ(stats_of(p).waiting, 1);
     /* The waiter holds the pool's lock from queueing itself until it
-     * sleeps: once this thread has had the lock, it sleeps (or is about
+     * sleeps, and (no barge limit to wake it) takes it again only once
+     * served: once this thread has had the lock, it sleeps (or is about
      * to), holding nothing. */
     pthread_mutex_lock(&p->mu);
     pthread_mutex_unlock(&p->mu);
