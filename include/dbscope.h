@@ -151,7 +151,8 @@ typedef struct dbs_context {
 } dbs_context;
 
 enum dbs_event_kind {
-    DBS_EVENT_CONNECT,        /* a new connection was opened */
+    DBS_EVENT_CONNECT,        /* a new connection was opened (dbs_pool_open's
+                                 first one too) */
     DBS_EVENT_CHECKOUT,       /* a session got a connection */
     DBS_EVENT_CHECKIN,        /* a session gave its connection back */
     DBS_EVENT_INVALIDATE,     /* a connection was found broken and discarded */
@@ -179,7 +180,14 @@ typedef struct dbs_event {
     unsigned long thread;     /* opaque id of the session's owner thread */
     uint64_t conn_id;         /* pool-unique connection number, 0 if none */
     int64_t age_ms;           /* session or connection age, when meaningful */
-    int attempt;              /* retry: the attempt about to run (2, 3, ...) */
+    int attempt;              /* dbs_transact's attempt: for retry, the one
+                                 about to run (2, 3, ...); for the events of
+                                 a session dbs_transact opened (checkout,
+                                 connect, connect_failed, invalidate,
+                                 timeout, checkin, close, slow_session,
+                                 leak, ...), the attempt it was opened for
+                                 (1: the first run, 2, 3, ...: retries);
+                                 0 for every other event */
     int code;                 /* a dbs_code for failures, else 0 */
     const char *reason;       /* close: "lifetime", "idle", "overflow", ...;
                                  failures: the error message */
@@ -223,8 +231,14 @@ typedef struct dbs_config {
                              to 2.5% random jitter (3600000; 0 = never) */
     int idle_timeout_ms;  /* close idle connections beyond min_idle after
                              this (600000; 0 = never) */
-    int pre_ping;         /* validate a connection idle longer than
-                             validation_window_ms before handing it out (1) */
+    int pre_ping;         /* check a connection before handing it out (1):
+                             at every check-out a look at its socket
+                             without a round trip (one non-blocking
+                             system call; PostgreSQL and MariaDB), so one
+                             the server closed while idle is replaced;
+                             and a ping when it was idle longer than
+                             validation_window_ms or bytes nobody asked
+                             for wait on it. 0: no check at all */
     int leak_threshold_ms; /* report sessions held longer, within a quarter
                              of this after they cross it (0 = off) */
     int retry_max;        /* dbs_transact retries of transient failures (3) */
@@ -248,10 +262,17 @@ typedef struct dbs_config {
      * MariaDB/MySQL: names of user variables (@`name`) set at the start of
      * each transaction; NULL = dbs_request_id, dbs_user_id, dbs_tenant_id. */
     const char *ctx_request_setting, *ctx_user_setting, *ctx_tenant_setting;
-    dbs_event_fn on_event;        /* called for every event (NULL = none) */
+    dbs_event_fn on_event;        /* called for every event, from the
+                                     connect of dbs_pool_open's first
+                                     connection on (NULL = none) */
     void *event_user;             /* passed to on_event */
-    int log_events;               /* default logger: leaks and invalidations
-                                     to stderr as logfmt (1; 0 = silent) */
+    int log_events;               /* the default logger: leaks, invalidations
+                                     and database notices to stderr, one
+                                     logfmt line each. -1 (the default):
+                                     on unless on_event is set, so that a
+                                     program that listens sees each event
+                                     once, in on_event; 1: on, on_event or
+                                     not; 0: off. Other values: DBS_ECONFIG */
     int circuit_threshold;        /* consecutive failed connects that open the
                                      circuit (5; 0 = never). A connect
                                      refused with DBS_ECONFIG (wrong
@@ -420,8 +441,10 @@ void dbs_pool_close(dbs_pool *pool);
 
 /* Graceful shutdown, for servers, of pool and its replicas' pools. From the
  * call on, every new session on pool fails with DBS_ECLOSED and every thread waiting for a connection wakes
- * with DBS_ECLOSED; idle connections are closed and the housekeeper is told
- * to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
+ * with DBS_ECLOSED, without connecting even if it had just been given room
+ * for a new connection; a connect already under way ends within
+ * connect_timeout_ms and its connection is closed, never handed out. Idle
+ * connections are closed and the housekeeper is told to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
  * (0: drained). The pool's memory stays valid until dbs_pool_close, so
  * statistics, metrics and the owners of open sessions may go on using it.

@@ -37,7 +37,7 @@ void dbs_config_init(dbs_config *cfg)
     cfg->busy_timeout_ms = 5000;
     cfg->stmt_cache_size = 64;
     cfg->reset = DBS_RESET_FULL;
-    cfg->log_events = 1;
+    cfg->log_events = -1;
     cfg->circuit_threshold = 5;
     cfg->circuit_cooldown_ms = 250;
     cfg->metrics = 1;
@@ -176,6 +176,11 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
         {"replica_fallback", c->replica_fallback, 0, 1},
         {"barge_limit_us", c->barge_limit_us, 0, 60000000},
     };
+    if (c->log_events < -1 || c->log_events > 1)
+        return dbs__err(err, DBS_ECONFIG,
+                        "config field log_events is %d; use -1 (the default: on unless "
+                        "on_event is set), 0 (off) or 1 (on, also with on_event)",
+                        c->log_events);
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < f[i].lo)
             return dbs__err(err, DBS_ECONFIG, "config field %s is %d; it must be >= %d",

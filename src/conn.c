@@ -45,6 +45,21 @@ int dbs__conn_validate(dbs_pool *p, dbs__conn *c, dbs_error *err)
     return p->drv->ping(c->impl, err);
 }
 
+int dbs__conn_check(dbs_pool *p, dbs__conn *c, bool ping, dbs_error *err)
+{
+    if (!p->cfg.pre_ping)
+        return DBS_OK;
+    if (p->drv->is_broken(c->impl))
+        return dbs__err(err, DBS_ECONNECT, "connection is broken");
+    if (!ping && p->drv->peek) {
+        int rc = p->drv->peek(c->impl, err);
+        if (rc < 0)
+            return rc;
+        ping = rc == DBS__PEEK_UNSURE;
+    }
+    return ping ? p->drv->ping(c->impl, err) : DBS_OK;
+}
+
 void dbs__conn_counted(dbs_pool *p, dbs__conn *c)
 {
     c->id = ++p->next_conn_id;

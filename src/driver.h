@@ -127,7 +127,21 @@ typedef struct dbs__driver {
      * read-write, called before the connection's reset at release. Must
      * not by itself make reset treat the connection as dirty. */
     int (*set_read_only)(void *c, int on, dbs_error *err);
+    /* Optional (NULL: the backend has no socket to look at, as SQLite).
+     * Whether an idle connection is still usable, without a round trip:
+     * looks at its socket without blocking (one poll or recv(MSG_PEEK) when
+     * nothing arrived, the common case). DBS_OK: nothing arrived, or only
+     * what the backend itself was owed (read now); DBS__PEEK_UNSURE: the
+     * server sent something unasked that the backend could not account for
+     * (a notice, a ParameterStatus, an error before it closes): the caller
+     * pings, which reads it; DBS_ECONNECT with err filled: the server closed
+     * the connection or the socket failed, and is_broken(c) is 1 from then
+     * on. Never sends anything. */
+    int (*peek)(void *c, dbs_error *err);
 } dbs__driver;
+
+/* peek(): bytes arrived unasked; only a round trip can tell. */
+#define DBS__PEEK_UNSURE 1
 
 extern const dbs__driver dbs__driver_sqlite;
 #ifdef DBSCOPE_WITH_PG

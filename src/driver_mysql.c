@@ -62,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 enum { MY_CTX_NAME = 64 };
 
@@ -893,6 +894,39 @@ static int my_ping(void *vc, dbs_error *err)
     return DBS_OK;
 }
 
+/* An idle connection's socket, without a round trip: the protocol is
+ * strictly question and answer, so an idle connection receives nothing
+ * until the server closes it (a KILL, wait_timeout, a restart), perhaps
+ * after an error packet saying why. Closed: broken. Bytes: the error
+ * packet (or, with TLS, records of the TLS layer), which a ping reads and
+ * judges. */
+static int my_peek(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (c->broken)
+        return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    my_socket fd = mysql_get_socket(c->my);
+    if ((int)fd < 0) {
+        c->broken = true;
+        return dbs__err(err, DBS_ECONNECT, "mariadb: the connection has no socket");
+    }
+    char b;
+    ssize_t n;
+    while ((n = recv((int)fd, &b, 1, MSG_PEEK | MSG_DONTWAIT)) < 0 && errno == EINTR) {
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return DBS_OK; /* nothing arrived: the common case */
+    if (n > 0)
+        return DBS__PEEK_UNSURE;
+    c->broken = true;
+    if (n == 0)
+        return dbs__err(err, DBS_ECONNECT,
+                        "mariadb: the server closed the idle connection (killed, "
+                        "wait_timeout or a restart)");
+    return dbs__err(err, DBS_ECONNECT, "mariadb: the idle connection failed: %s",
+                    strerror(errno));
+}
+
 static int my_set_read_only(void *vc, int on, dbs_error *err)
 {
     (void)err;
@@ -1722,4 +1756,5 @@ const dbs__driver dbs__driver_mysql = {
     .is_broken = my_is_broken,
     .native = my_native,
     .close = my_close,
+    .peek = my_peek,
 };

@@ -235,6 +235,12 @@ static bool failed(const PGresult *r)
 static void on_notice(void *arg, const PGresult *r)
 {
     pg_conn *c = arg;
+    /* An error that arrives while nothing runs comes here too: a FATAL one
+     * (57P01 after pg_terminate_backend, an idle timeout) is the server
+     * saying why it is closing the connection. */
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (!strcmp(sev, "FATAL") || !strcmp(sev, "PANIC")))
+        c->broken = true;
     if (!c->t->notice)
         return;
     char m[512];
@@ -1105,6 +1111,56 @@ static int pg_ping(void *vc, dbs_error *err)
     return rc;
 }
 
+/* Polls the socket without waiting: 1 readable (data or the server's
+ * close), 0 not, -1 the poll failed. */
+static int readable_now(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR) {
+    }
+    return n < 0 ? -1 : n > 0;
+}
+
+/* An idle connection's socket, without a round trip. Readable means the
+ * server wrote: the answer to the posted reset (read now: it is on its way
+ * already, nothing is sent), or something unasked (a notice, a
+ * ParameterStatus, a NOTIFY, an error before it closes), or its close.
+ * libpq reads all of it; a close or a FATAL error makes the connection
+ * broken, and anything else unasked is left to a ping to settle. */
+static int pg_peek(void *vc, dbs_error *err)
+{
+    pg_conn *c = vc;
+    if (pg_is_broken(c))
+        return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
+    int fd = PQsocket(c->pg);
+    int r = fd < 0 ? -1 : readable_now(fd);
+    if (r == 0)
+        return DBS_OK; /* the common case: one poll() */
+    bool unasked = false;
+    for (int round = 0; r != 0 && round < 8; round++) {
+        if (r < 0)
+            return DBS__PEEK_UNSURE;
+        unasked |= c->posted.n == 0;
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
+            return conn_lost(c, err, "the idle time (the server closed it)");
+        if (c->posted.n > 0) {
+            int rc = drain_posted(c, deadline_of(c->timeout_ms), err);
+            if (rc != DBS_OK)
+                return rc;
+        }
+        (void)PQisBusy(c->pg); /* parses: notices, a FATAL error, NOTIFY */
+        PGnotify *n;
+        while ((n = PQnotifies(c->pg)) != NULL)
+            PQfreemem(n);
+        if (c->broken)
+            return dbs__err(err, DBS_ECONNECT,
+                            "postgresql: the server is closing the idle connection");
+        r = readable_now(fd);
+    }
+    return r != 0 || unasked ? DBS__PEEK_UNSURE : DBS_OK;
+}
+
 /* The caller gets the PGconn as libpq users expect it: out of pipeline
  * mode with nothing pending, and nothing of the previous user's left (the
  * posted reset and owed DEALLOCATEs are done first). */
@@ -1719,4 +1775,5 @@ const dbs__driver dbs__driver_pg = {
     .rollback_release = pg_rollback_release,
     .set_timeout = pg_set_timeout,
     .set_read_only = pg_set_read_only,
+    .peek = pg_peek,
 };

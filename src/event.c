@@ -126,6 +126,7 @@ void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *who,
         .conn_id = who->conn_id,
         .age_ms = who->since_ns ? (now - who->since_ns) / 1000000
                   : who->conn_id ? (now - who->conn_created_ns) / 1000000 : 0,
+        .attempt = who->attempt,
         .code = code,
         .reason = reason,
     };

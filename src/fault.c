@@ -24,6 +24,7 @@ static bool take(atomic_int *n)
 
 static void *connect_via(int i, const dbs__target *t, dbs_error *err)
 {
+    atomic_fetch_add_explicit(&dbs__fault.connects, 1, memory_order_relaxed);
     int delay = atomic_load_explicit(&dbs__fault.connect_delay_ms, memory_order_relaxed);
     if (delay > 0)
         dbs__sleep_ms(delay);

@@ -392,6 +392,8 @@ struct dbs_session {
     bool committed;           /* a COMMIT was sent and not refused: the
                                  unit may have taken effect, so
                                  dbs_transact must not run it again */
+    int attempt;              /* the dbs_transact attempt it was opened
+                                 for (1, 2, ...), 0: none; for events */
     dbs_context ctx;          /* points into ctx_buf */
     char *ctx_buf;
     size_t ctx_cap;
@@ -436,6 +438,7 @@ typedef struct dbs__who {
     int64_t since_ns;         /* the session's checkout, 0: no session */
     uint64_t conn_id;         /* 0: no connection */
     int64_t conn_created_ns;
+    int attempt;              /* dbs_event.attempt */
 } dbs__who;
 
 /* Delivers an event: to cfg.on_event and, for leaks, invalidations and
@@ -464,6 +467,7 @@ static inline dbs__who dbs__who_of(const dbs_session *s, const dbs__conn *c)
         w.func = s->func;
         w.thread = (unsigned long)s->owner;
         w.since_ns = s->opened_ns;
+        w.attempt = s->attempt;
     }
     if (c) {
         w.conn_id = c->id;
@@ -495,6 +499,7 @@ typedef struct dbs__faults {
     atomic_int fail_connects;     /* the next N connects fail */
     atomic_int fail_pings;        /* the next N pings fail */
     atomic_int connect_delay_ms;  /* every connect sleeps this long first */
+    atomic_int connects;          /* connects begun, counted */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

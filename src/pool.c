@@ -136,8 +136,9 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     dbs_error perr;
     if (dbs__conn_expired(c, now))
         why = "lifetime";
-    else if (dbs__needs_validation(p, c, c->idle_since_ns, validate_before, now) &&
-             dbs__conn_validate(p, c, &perr) != DBS_OK)
+    else if (dbs__conn_check(p, c,
+                             dbs__needs_validation(p, c, c->idle_since_ns, validate_before, now),
+                             &perr) != DBS_OK)
         why = "broken";
     if (!why) {
         checkout_done(p, s, c, start, now);
@@ -287,7 +288,13 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
             dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, NULL);
             return rc;
         }
-        /* pass_slot reserved a slot (n_pending) for us */
+        /* pass_slot reserved a slot (n_pending) for us; a shutdown
+         * since then means no connect is begun, for nobody to use. */
+        if (p->closed) {
+            p->n_pending--;
+            pthread_mutex_unlock(&p->mu);
+            return dbs__err(err, DBS_ECLOSED, "the pool was closed while waiting");
+        }
     }
     rc = dbs__circuit_admit(p, true, err);
     if (rc != DBS_OK) {
@@ -318,7 +325,9 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
         c = dbs__unpark(sh);
         int64_t validate_before =
             atomic_load_explicit(&p->validate_before_ns, memory_order_relaxed);
-        if (!dbs__conn_expired(c, start) &&
+        /* A connection whose socket must be looked at goes the way of one
+         * to validate (acquire_check): no system call under this lock. */
+        if (!dbs__conn_expired(c, start) && !dbs__peek_wanted(p) &&
             !dbs__needs_validation(p, c, c->idle_since_ns, validate_before, start) &&
             (!p->cfg.metrics || dbs__shard_hists_of(sh))) {
             s->conn = c;
@@ -557,6 +566,10 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     }
     p->magic = DBS__POOL_MAGIC;
     p->cfg = *cfg;
+    /* The default logger is for programs that listen to nothing: one that
+     * set on_event gets each event once, there, unless it asks for both. */
+    if (p->cfg.log_events < 0)
+        p->cfg.log_events = p->cfg.on_event ? 0 : 1;
     p->drv = drv;
     p->target.conninfo = conninfo;
     p->url = dup_opt(cfg->url);
@@ -627,22 +640,29 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     if (!cfg->lazy_open) {
         dbs__conn *c = dbs__conn_open(p, err);
         if (!c) {
+            /* on_event hears of it as of any failed connect */
+            dbs__connect_announce(p, NULL, NULL, -1, err);
             pool_free(p);
             return NULL;
         }
         int64_t now = dbs__now_ns();
         pthread_mutex_lock(&p->mu); /* no other thread yet: for the rule */
         dbs__conn_counted(p, c);
-        if (p->mode == DBS_POOL_NONE) {
+        /* Quoted by the events below: c may be closed by then. */
+        const dbs__who who = {.conn_id = c->id, .conn_created_ns = c->created_ns};
+        bool keep = p->mode != DBS_POOL_NONE;
+        if (!keep) {
             dbs__conn_gone(p, DBS__GONE_NONE_MODE, now);
         } else {
             c->idle_since_ns = now;
             dbs__idle_push(p, c);
-            c = NULL;
         }
         pthread_mutex_unlock(&p->mu);
-        if (c)
+        dbs__emit_who(p, DBS_EVENT_CONNECT, &who, 0, NULL);
+        if (!keep) {
+            dbs__emit_who(p, DBS_EVENT_CLOSE, &who, 0, "no_pool");
             dbs__conn_close(p, c);
+        }
     }
     if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
         dbs_pool_close(p);

@@ -204,6 +204,19 @@ dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err);
 void dbs__conn_close(dbs_pool *p, dbs__conn *c);
 /* One round trip proving c works, outside any lock. */
 int dbs__conn_validate(dbs_pool *p, dbs__conn *c, dbs_error *err);
+/* Whether a check-out needs a look at c's socket (dbs__conn_check) before
+ * the hand-out: pre_ping is on and the backend has a socket. */
+static inline bool dbs__peek_wanted(const dbs_pool *p)
+{
+    return p->cfg.pre_ping && p->drv->peek;
+}
+/* The check before a hand-out, outside any lock (nothing when pre_ping is
+ * off): a connection known broken fails; else the backend looks at its
+ * socket without a round trip (peek), so one the server closed while it
+ * was idle is never handed out, however recently used; a ping follows when
+ * ping is set (idle past validation_window_ms, see dbs__needs_validation)
+ * or the socket holds bytes nobody asked for. DBS_OK or < 0 with err. */
+int dbs__conn_check(dbs_pool *p, dbs__conn *c, bool ping, dbs_error *err);
 
 /* Why a connection left the pool: each has its counter in dbs_stats. */
 enum dbs__gone {

@@ -72,6 +72,10 @@ static void spare_init(void)
     pthread_key_create(&spare_key, spare_free);
 }
 
+/* The dbs_transact attempt (1, 2, ...) whose session this thread is
+ * opening right now, 0 otherwise: the session's events carry it. */
+static _Thread_local int transact_attempt;
+
 static dbs_session *session_alloc(void)
 {
     dbs_session *s = spare;
@@ -86,6 +90,7 @@ static dbs_session *session_alloc(void)
         s->touched = false;
         atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
         s->committed = false;
+        s->attempt = 0;
         s->ctx = (dbs_context){NULL, NULL, NULL};
         s->opened_ns = 0;
         s->leak_reported = false;
@@ -153,6 +158,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->file = file;
     s->line = line;
     s->func = func;
+    s->attempt = transact_attempt;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
         session_free(s);
@@ -457,8 +463,10 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         int rc;
         bool committed = false;
         err->code = DBS_OK;
+        transact_attempt = attempt + 1;
         dbs_session *s = ro ? open_ro(pool, ctx, err, file, line, func)
                             : dbs__session_open(pool, ctx, err, file, line, func);
+        transact_attempt = 0;
         if (!s) {
             rc = err->code;
         } else {
@@ -486,7 +494,8 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         dbs__pool_count_retry(pool);
         /* the retry event carries the caller's context, not a session */
         const dbs__who who = {.ctx = ctx, .file = file, .line = line, .func = func,
-                              .thread = (unsigned long)pthread_self()};
+                              .thread = (unsigned long)pthread_self(),
+                              .attempt = attempt + 2 /* the one about to run */};
         dbs__emit_who(pool, DBS_EVENT_RETRY, &who, rc, err->message);
         /* Full jitter: a random wait up to a ceiling that doubles each
          * attempt, so retrying clients spread out instead of colliding again. */

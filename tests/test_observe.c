@@ -11,7 +11,7 @@ static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ev_count[DBS_EVENT_CLOSE + 1];
 static struct {
     char file[256], func[64], request_id[64], reason[128];
-    int line;
+    int line, attempt, code;
     int64_t age_ms;
     uint64_t conn_id;
 } last[DBS_EVENT_CLOSE + 1];
@@ -28,6 +28,8 @@ static void on_event(const dbs_event *ev, void *user)
              ev->ctx && ev->ctx->request_id ? ev->ctx->request_id : "");
     snprintf(last[ev->kind].reason, sizeof last[0].reason, "%s", ev->reason ? ev->reason : "");
     last[ev->kind].line = ev->line;
+    last[ev->kind].attempt = ev->attempt;
+    last[ev->kind].code = ev->code;
     last[ev->kind].age_ms = ev->age_ms;
     last[ev->kind].conn_id = ev->conn_id;
     pthread_mutex_unlock(&ev_mu);
@@ -85,6 +87,7 @@ static void test_leak_reported_with_line(void)
 {
     dbs_config cfg = observed();
     cfg.leak_threshold_ms = 100;
+    cfg.log_events = 1; /* both: on_event and the default logger */
     dbs_pool *p = open_pool("observe", &cfg);
     int saved;
     const char *path = capture_stderr_begin(&saved);
@@ -503,6 +506,134 @@ static void test_every_event(void)
     pthread_mutex_unlock(&ev_mu);
 }
 
+/* dbs_pool_open's own connection is announced like any other, and so is
+ * its failure. */
+static void test_open_connect_event(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    int connects = events(DBS_EVENT_CONNECT);
+    dbs_pool *p = open_pool("observe", &cfg);
+    CHECK_EQ(events(DBS_EVENT_CONNECT), connects + 1);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(last[DBS_EVENT_CONNECT].conn_id, 1);
+    CHECK_EQ(last[DBS_EVENT_CONNECT].code, 0);
+    CHECK_EQ(last[DBS_EVENT_CONNECT].attempt, 0);
+    pthread_mutex_unlock(&ev_mu);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+
+    int failed = events(DBS_EVENT_CONNECT_FAILED);
+    atomic_store(&dbs__fault.fail_connects, 1);
+    dbs_error err;
+    cfg.url = test_url("observe");
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(events(DBS_EVENT_CONNECT_FAILED), failed + 1);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(last[DBS_EVENT_CONNECT_FAILED].code, err.code);
+    CHECK_CONTAINS(last[DBS_EVENT_CONNECT_FAILED].reason, "injected fault");
+    pthread_mutex_unlock(&ev_mu);
+}
+
+/* attempt: the run of dbs_transact an event belongs to. */
+static int fail_twice(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    int *calls = arg;
+    if ((*calls)++ < 2)
+        return err->code = DBS_ERETRYABLE;
+    return 0;
+}
+
+static int retries_seen[8], n_retries_seen, checkouts_seen[8], n_checkouts_seen;
+
+static void on_attempt(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_RETRY && n_retries_seen < 8)
+        retries_seen[n_retries_seen++] = ev->attempt;
+    if (ev->kind == DBS_EVENT_CHECKOUT && n_checkouts_seen < 8)
+        checkouts_seen[n_checkouts_seen++] = ev->attempt;
+    if (ev->kind != DBS_EVENT_RETRY && ev->kind != DBS_EVENT_CHECKOUT &&
+        ev->kind != DBS_EVENT_CHECKIN && ev->kind != DBS_EVENT_CONNECT)
+        CHECK_FAIL("unexpected event %s", ev->name);
+}
+
+static void test_attempt(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.on_event = on_attempt;
+    cfg.retry_base_ms = 1;
+    dbs_pool *p = open_pool("observe", &cfg);
+    n_retries_seen = n_checkouts_seen = 0;
+    int calls = 0;
+    dbs_error err;
+    CHECK_OK(dbs_transact(p, NULL, fail_twice, &calls, &err), &err);
+    CHECK_EQ(calls, 3);
+    CHECK_EQ(n_retries_seen, 2);
+    CHECK_EQ(retries_seen[0], 2); /* the attempt about to run */
+    CHECK_EQ(retries_seen[1], 3);
+    CHECK_EQ(n_checkouts_seen, 3);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(checkouts_seen[i], i + 1); /* the run each session was for */
+    dbs_session *s = open_ok(p); /* outside dbs_transact: 0 */
+    dbs_session_close(s);
+    CHECK_EQ(n_checkouts_seen, 4);
+    CHECK_EQ(checkouts_seen[3], 0);
+    dbs_pool_close(p);
+}
+
+/* The default logger and on_event: by default (log_events -1) a program
+ * that set on_event gets each event once, there, and nothing on stderr; one
+ * without on_event gets the log lines; log_events = 1 asks for both. */
+static int logged_events(int log_events, bool listen, int *heard)
+{
+    dbs_config cfg = observed();
+    if (!listen)
+        cfg.on_event = NULL;
+    if (log_events != -2)
+        cfg.log_events = log_events;
+    cfg.validation_window_ms = 0; /* every check-out pings */
+    int saved;
+    const char *path = capture_stderr_begin(&saved);
+    int before = events(DBS_EVENT_INVALIDATE);
+    dbs_pool *p = open_pool("observe", &cfg);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    dbs_session *s = open_ok(p); /* invalidate, then connect */
+    dbs_session_close(s);
+    atomic_store(&dbs__fault.fail_pings, 0);
+    dbs_pool_close(p);
+    *heard = events(DBS_EVENT_INVALIDATE) - before;
+    const char *text = capture_stderr_end(saved, path);
+    int n = 0;
+    for (const char *q = text; (q = strstr(q, "event=invalidate")); q++)
+        n++;
+    return n;
+}
+
+static void test_log_or_listen(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    CHECK_EQ(cfg.log_events, -1);
+    int heard;
+    CHECK_EQ(logged_events(-2, true, &heard), 0); /* the default, with on_event */
+    CHECK_EQ(heard, 1);
+    CHECK_EQ(logged_events(-2, false, &heard), 1); /* the default, no on_event */
+    CHECK_EQ(heard, 0);
+    CHECK_EQ(logged_events(1, true, &heard), 1); /* both, asked for */
+    CHECK_EQ(heard, 1);
+    CHECK_EQ(logged_events(0, false, &heard), 0);
+
+    cfg.url = test_url("observe");
+    cfg.log_events = 2;
+    dbs_error err;
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "log_events is 2");
+}
+
 /* ---- exports ---- */
 
 static bool is_name(const char *s, size_t n)
@@ -724,6 +855,9 @@ int main(void)
     test_session_list_order();
     test_injected_delays();
     test_every_event();
+    test_open_connect_event();
+    test_attempt();
+    test_log_or_listen();
     test_exports();
     test_keepalive_and_min_idle();
     puts("test_observe: ok");

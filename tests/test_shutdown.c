@@ -6,6 +6,8 @@
  * SQLite and PostgreSQL, and means most under ASan and TSan. */
 #include "common.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 static dbs_config base_config(void)
@@ -256,6 +258,103 @@ static void test_no_stale_wakeup_after_shutdown(void)
     }
 }
 
+/* ---- a waiter given a slot as the shutdown begins ---- */
+
+/* A thread is held still by a signal whose handler waits on a pipe: the
+ * test decides when it runs again. */
+static int hold_pipe[2];
+static atomic_int held_still;
+
+static void hold_still(int sig)
+{
+    (void)sig;
+    atomic_store(&held_still, 1);
+    char b;
+    while (read(hold_pipe[0], &b, 1) < 0 && errno == EINTR) {
+    }
+    atomic_store(&held_still, 2);
+}
+
+struct slot_waiter {
+    dbs_pool *pool;
+    int rc;
+};
+
+static void *slot_waiter_main(void *v)
+{
+    struct slot_waiter *w = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(w->pool, NULL, &err);
+    w->rc = s ? DBS_OK : err.code;
+    if (s)
+        dbs_session_close(s);
+    return NULL;
+}
+
+/* The waiter is handed the slot of a connection that closed (the oldest
+ * waiter connects itself), and the pool is shut down before it runs again:
+ * it returns DBS_ECLOSED without connecting. */
+static void test_slot_given_before_shutdown(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    /* ThreadSanitizer defers a signal to a thread blocked in sem_clockwait,
+     * which it does not intercept, until that wait ends: the waiter cannot
+     * be held still where this test needs it. */
+    puts("test_slot_given_before_shutdown: not run under ThreadSanitizer");
+    return;
+#endif
+    CHECK(pipe(hold_pipe) == 0);
+    struct sigaction sa = {0};
+    sa.sa_handler = hold_still;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+    atomic_store(&held_still, 0);
+
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 120000;
+    cfg.max_lifetime_ms = 1; /* the connection retires when given back */
+    cfg.barge_limit_us = 0;  /* the waiter sleeps until served, lock free */
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    dbs_session *held = open_ok(p);
+    struct slot_waiter w = {.pool = p, .rc = 1};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, slot_waiter_main, &w) == 0);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 30000);
+    CHECK_EQ(stats_of(p).waiting, 1);
+    /* The waiter holds the pool's lock from queueing itself until it
+     * sleeps, and (no barge limit to wake it) takes it again only once
+     * served: once this thread has had the lock, it sleeps (or is about
+     * to), holding nothing. */
+    pthread_mutex_lock(&p->mu);
+    pthread_mutex_unlock(&p->mu);
+    CHECK(pthread_kill(th, SIGUSR1) == 0);
+    WAIT_UNTIL(atomic_load(&held_still) == 1, 30000);
+    CHECK_EQ(atomic_load(&held_still), 1);
+
+    dbs__sleep_ms(2); /* past max_lifetime_ms */
+    dbs_session_close(held); /* retired: its slot goes to the waiter */
+    CHECK_EQ(stats_of(p).waiting, 0);
+    int connects = atomic_load(&dbs__fault.connects);
+    dbs_pool_shutdown(p, 0);
+    CHECK(write(hold_pipe[1], "x", 1) == 1); /* the waiter runs again */
+    pthread_join(th, NULL);
+    CHECK_EQ(w.rc, DBS_ECLOSED);
+    CHECK_EQ(atomic_load(&dbs__fault.connects), connects); /* no connect begun */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.idle, 0);
+    CHECK_EQ(st.waiting, 0);
+    CHECK_EQ(st.created, st.closed);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0); /* nothing left to drain */
+    dbs_pool_close(p);
+    signal(SIGUSR1, SIG_DFL);
+    close(hold_pipe[0]);
+    close(hold_pipe[1]);
+}
+
 /* ---- threads that come and go ---- */
 
 static void *one_session(void *v)
@@ -370,6 +469,7 @@ int main(void)
     test_shutdown_waits_for_a_session();
     test_close_during_transact_backoff();
     test_no_stale_wakeup_after_shutdown();
+    test_slot_given_before_shutdown();
     test_exited_threads_connections_are_reused();
     test_close_not_held_by_housekeeper();
     test_lazy_open();
