@@ -23,13 +23,35 @@ static dbs_context context_of(const sb_request *req)
                          .user_id = req->user_id[0] ? req->user_id : NULL};
 }
 
-/* A failed unit of work, as the client sees it: the database being away is
- * the client's cue to retry later; anything else is our fault and is
- * logged with the request id, without details in the response. */
+/* Whether a failure is the database being away or out of room for a
+ * while, which a client should retry later: 503 with Retry-After. */
+static bool transient(int rc)
+{
+    switch (rc) {
+    case DBS_ETIMEOUT:
+    case DBS_EUNAVAILABLE:
+    case DBS_ECONNECT:
+    case DBS_ECLOSED:
+    case DBS_ECOMMIT_UNKNOWN:
+    case DBS_ESTMT_TIMEOUT:
+    case DBS_ERETRYABLE:
+    case DBS_EFULL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A failed unit of work, as the client sees it: the database being away
+ * (or full) is the client's cue to retry later; anything else is our
+ * fault and is logged with the request id, without details in the
+ * response. */
 static void db_failure(const sb_request *req, sb_response *res, int rc, const dbs_error *err)
 {
-    if (rc == DBS_ETIMEOUT || rc == DBS_EUNAVAILABLE || rc == DBS_ECONNECT ||
-        rc == DBS_ECLOSED || rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ESTMT_TIMEOUT) {
+    if (rc == DBS_EFULL) {
+        res->retry_after = "5";
+        sb_error(res, 503, "the database's storage is full, retry later");
+    } else if (transient(rc)) {
         res->retry_after = "1";
         sb_error(res, 503, "database unavailable, retry later");
     } else {
@@ -37,6 +59,27 @@ static void db_failure(const sb_request *req, sb_response *res, int rc, const db
     }
     fprintf(stderr, "level=error msg=\"database\" request_id=%s code=%s error=\"%s\"\n",
             req->request_id, dbs_strerror(rc), err->message);
+}
+
+/* dbs_transact for a unit that writes. Its outcome feeds /health: a write
+ * refused for want of storage makes the service degraded until a write
+ * that stores a row succeeds (stores: the unit always inserts, so its
+ * success shows there is room again), or until the window passes. */
+static int write_transact(const sb_app *app, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                          bool stores, dbs_error *err)
+{
+    int rc = dbs_transact(app->pool, ctx, work, arg, err);
+    if (rc != DBS_OK || stores)
+        sb_health_note_write(rc);
+    return rc;
+}
+
+/* 429: too many failed attempts; try again in wait seconds. */
+static void too_many(sb_response *res, int wait)
+{
+    snprintf(res->retry_buf, sizeof res->retry_buf, "%d", wait);
+    res->retry_after = res->retry_buf;
+    sb_error(res, 429, "too many failed attempts; retry in %d s", wait);
 }
 
 /* ---- input ---- */
@@ -138,7 +181,7 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
     struct new_user u = {.name = name, .hash = hash};
     dbs_context ctx = context_of(req);
     dbs_error err;
-    int rc = dbs_transact(app->pool, &ctx, insert_user, &u, &err);
+    int rc = write_transact(app, &ctx, insert_user, &u, true, &err);
     if (rc == DBS_ECONSTRAINT)
         sb_error(res, 409, "the name \"%s\" is taken", name);
     else if (rc != DBS_OK)
@@ -197,6 +240,13 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
         json_decref(body);
         return;
     }
+    /* before any work: a refused guess costs no hashing and no session */
+    int wait = sb_rl_check(req->client, name);
+    if (wait) {
+        json_decref(body);
+        too_many(res, wait);
+        return;
+    }
     struct login l = {.name = name};
     dbs_context ctx = context_of(req);
     dbs_error err;
@@ -207,18 +257,20 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
         return;
     }
     /* verified with no session open: hashing takes tens of milliseconds */
-    if (!sb_password_check(l.id ? l.hash : NULL, password)) {
+    if (!sb_password_check(app, l.id ? l.hash : NULL, password)) {
+        sb_rl_failed(req->client, name);
         json_decref(body);
         /* a 401 names its scheme (RFC 9110), here the one the token is for */
         res->www_authenticate = "Bearer realm=\"shiftboard\"";
         sb_error(res, 401, "wrong name or password");
         return;
     }
+    sb_rl_succeeded(req->client, name);
     char token[65];
     sb_token_new(token, l.token_hash);
     snprintf(req->user_id, sizeof req->user_id, "%lld", (long long)l.id);
     ctx = context_of(req);
-    rc = dbs_transact(app->pool, &ctx, store_token, &l, &err);
+    rc = write_transact(app, &ctx, store_token, &l, true, &err);
     if (rc != DBS_OK)
         db_failure(req, res, rc, &err);
     else
@@ -256,8 +308,15 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
         sb_error(res, 401, "missing bearer token (Authorization: Bearer TOKEN)");
         return false;
     }
+    /* a token names no account: guesses are limited per address */
+    int wait = sb_rl_check(req->client, NULL);
+    if (wait) {
+        too_many(res, wait);
+        return false;
+    }
     const char *token = h + 7;
     if (strlen(token) != 64 || strspn(token, "0123456789abcdef") != 64) {
+        sb_rl_failed(req->client, NULL);
         res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;
@@ -272,6 +331,7 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
         return false;
     }
     if (!a.user_id) {
+        sb_rl_failed(req->client, NULL);
         res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;
@@ -345,7 +405,7 @@ static void create_shift(const sb_app *app, sb_request *req, sb_response *res)
     } else {
         dbs_context ctx = context_of(req);
         dbs_error err;
-        int rc = dbs_transact(app->pool, &ctx, insert_shift, &io, &err);
+        int rc = write_transact(app, &ctx, insert_shift, &io, true, &err);
         if (rc != DBS_OK) {
             json_decref(io.out);
             db_failure(req, res, rc, &err);
@@ -453,7 +513,7 @@ static void one_shift(const sb_app *app, sb_request *req, sb_response *res, int6
     struct shift_io io = {.user_id = strtoll(req->user_id, NULL, 10), .id = id};
     dbs_context ctx = context_of(req);
     dbs_error err;
-    int rc = del ? dbs_transact(app->pool, &ctx, delete_shift_unit, &io, &err)
+    int rc = del ? write_transact(app, &ctx, delete_shift_unit, &io, false, &err)
                  : read_transact(app, &ctx, get_shift_unit, &io, &err);
     if (rc != DBS_OK) {
         json_decref(io.out);
@@ -639,7 +699,7 @@ static void update_shift(const sb_app *app, sb_request *req, sb_response *res, i
     if (ok) {
         dbs_context ctx = context_of(req);
         dbs_error err;
-        int rc = dbs_transact(app->pool, &ctx, update_shift_unit, &io, &err);
+        int rc = write_transact(app, &ctx, update_shift_unit, &io, false, &err);
         if (rc != DBS_OK) {
             json_decref(io.out);
             db_failure(req, res, rc, &err);
@@ -691,6 +751,29 @@ static void metrics(const sb_app *app, sb_response *res)
         }
         int n = dbs_pool_metrics(app->pool, buf, cap);
         if (n >= 0 && (size_t)n < cap) {
+            size_t entries, slots;
+            unsigned long evicted, refused;
+            sb_rl_stats(&entries, &slots, &evicted, &refused);
+            int m = snprintf(
+                buf + n, cap - (size_t)n,
+                "# HELP shiftboard_ratelimit_entries Slots in use in the guessing limits' table.\n"
+                "# TYPE shiftboard_ratelimit_entries gauge\n"
+                "shiftboard_ratelimit_entries %zu\n"
+                "# HELP shiftboard_ratelimit_capacity Slots in the guessing limits' table.\n"
+                "# TYPE shiftboard_ratelimit_capacity gauge\n"
+                "shiftboard_ratelimit_capacity %zu\n"
+                "# HELP shiftboard_ratelimit_evictions_total Keys forgotten to make room.\n"
+                "# TYPE shiftboard_ratelimit_evictions_total counter\n"
+                "shiftboard_ratelimit_evictions_total %lu\n"
+                "# HELP shiftboard_ratelimit_refused_total Attempts answered 429.\n"
+                "# TYPE shiftboard_ratelimit_refused_total counter\n"
+                "shiftboard_ratelimit_refused_total %lu\n",
+                entries, slots, evicted, refused);
+            if (m < 0 || (size_t)m >= cap - (size_t)n) {
+                free(buf);
+                cap = (size_t)n + (m > 0 ? (size_t)m : 1024) + 1;
+                continue;
+            }
             res->status = 200;
             res->body = buf;
             res->content_type = "text/plain; version=0.0.4; charset=utf-8";

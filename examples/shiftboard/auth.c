@@ -15,24 +15,27 @@ int sb_password_hash(const sb_app *app, const char *password, char *out, size_t 
                                  app->pwhash_mem, crypto_pwhash_ALG_ARGON2ID13);
 }
 
+/* The decoy hash, made on first need; guarded by dummy_lock until made,
+ * immutable after. */
+static pthread_mutex_t dummy_lock = PTHREAD_MUTEX_INITIALIZER;
 static char dummy_hash[crypto_pwhash_STRBYTES];
-static bool dummy_ready;
-static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+static bool dummy_made, dummy_ready;
 
-static void make_dummy(void)
-{
-    dummy_ready = crypto_pwhash_str(dummy_hash, "not a password", 14,
-                                    crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                                    crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0;
-}
-
-bool sb_password_check(const char *hash, const char *password)
+bool sb_password_check(const sb_app *app, const char *hash, const char *password)
 {
     /* An unknown name costs a verification too, so response times do not
-     * reveal which names exist. */
+     * reveal which names exist; the decoy costs what a stored hash costs
+     * (the service's cost setting). */
     if (!hash) {
-        pthread_once(&dummy_once, make_dummy);
-        if (dummy_ready && crypto_pwhash_str_verify(dummy_hash, password, strlen(password)) == 0)
+        pthread_mutex_lock(&dummy_lock);
+        if (!dummy_made) {
+            dummy_ready = sb_password_hash(app, "not a password", dummy_hash,
+                                           sizeof dummy_hash) == 0;
+            dummy_made = true;
+        }
+        bool ready = dummy_ready;
+        pthread_mutex_unlock(&dummy_lock);
+        if (ready && crypto_pwhash_str_verify(dummy_hash, password, strlen(password)) == 0)
             return false; /* matched the decoy: still no such user */
         return false;
     }

@@ -15,13 +15,20 @@
  * SB_QUEUE_WAIT_MS is answered 503. /health, /metrics and the dashboard
  * bypass that bound: they never wait on the database.
  * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
- * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS.
+ * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS; DATABASE_REPLICA_URL
+ * (read-only replicas for the GET routes) and DB_REPLICA_MAX_LAG_MS (how far
+ * behind a replica may be and still serve them, 1000).
  *
  * Hostile clients. The listening socket is ours: one thread accepts and
  * hands each connection to libmicrohttpd, so a failed accept (out of file
  * descriptors) backs off instead of spinning, and the service recovers by
  * itself once descriptors free up. Connections are bounded in total (from
- * the open-file limit) and per client address. A watchdog cuts any
+ * the open-file limit) and per client address, by that thread before
+ * libmicrohttpd sees them: past a bound a connection is answered 503 and
+ * closed, and when the service is full a newcomer from an address holding
+ * fewer connections than the most crowded one gets room by the close of
+ * one of that address's idle connections, so a flood from some addresses
+ * cannot lock others out. A watchdog cuts any
  * connection that has not sent a whole request head within
  * SB_HEAD_TIMEOUT_S of its start (or of its previous answer), trickle or
  * not, and any body not received within SB_BODY_TIMEOUT_S: slow clients
@@ -59,6 +66,9 @@ enum {
     SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
     SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
     SB_QUEUE_WAIT_MS = 2000, /* for room among the --threads running handlers */
+    SB_HANDOFF_S = 10,       /* a connection handed over and never started: forgotten */
+    SB_ROOM_WAIT_MS = 2000,  /* an admitted connection waits this long for room */
+    SB_REPLICA_MAX_LAG_MS = 1000, /* DB_REPLICA_MAX_LAG_MS's default */
 };
 
 /* Room among the handlers running at once (--threads). */
@@ -314,6 +324,13 @@ enum phase {
 typedef struct conn_track {
     struct conn_track *prev, *next;
     int fd;
+    uint32_t addr; /* the client's IPv4 address, network order */
+    /* false from the accept until libmicrohttpd's start notice: the
+     * descriptor is libmicrohttpd's then, and may be closed (and its number
+     * reused) without a notice when it gives up on it, so nothing acts on
+     * it; such a track is forgotten after SB_HANDOFF_S. */
+    bool started;
+    struct timespec born;
     enum phase phase;
     struct timespec deadline;
     bool cut;
@@ -324,10 +341,12 @@ typedef struct conn_track {
     struct conn_state *pending;
 } conn_track;
 
-/* The list of open connections; guarded by track_lock, which is also held
- * while the watchdog acts on a descriptor: libmicrohttpd closes a socket
- * only after its close notice has unlinked it here, so a descriptor on the
- * list is never a reused number. */
+/* The list of open connections, and of those handed to libmicrohttpd and
+ * not yet started: what the acceptor counts against --max-connections and
+ * --max-per-ip. Guarded by track_lock, which is also held while the
+ * watchdog or the acceptor acts on a descriptor: libmicrohttpd closes a
+ * socket only after its close notice has unlinked it here, so the
+ * descriptor of a started track is never a reused number. */
 static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_track track_list = {.prev = &track_list, .next = &track_list};
 
@@ -383,19 +402,37 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (what == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-        conn_track *t = calloc(1, sizeof *t);
-        if (!t || !ci) {
-            free(t);
+        if (!ci)
             return; /* untracked: libmicrohttpd's idle timeout still applies */
+        pthread_mutex_lock(&track_lock);
+        conn_track *t = NULL;
+        for (conn_track *p = track_list.next; p != &track_list; p = p->next) {
+            if (!p->started && p->fd == ci->connect_fd) {
+                t = p;
+                break;
+            }
         }
-        t->fd = ci->connect_fd;
+        if (!t) {
+            /* handed over so long ago that its track was forgotten */
+            t = calloc(1, sizeof *t);
+            if (!t) {
+                pthread_mutex_unlock(&track_lock);
+                return;
+            }
+            t->fd = ci->connect_fd;
+            const union MHD_ConnectionInfo *ai =
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+            if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET)
+                t->addr = ((const struct sockaddr_in *)(const void *)ai->client_addr)
+                              ->sin_addr.s_addr;
+            t->prev = track_list.prev;
+            t->next = &track_list;
+            track_list.prev->next = t;
+            track_list.prev = t;
+        }
+        t->started = true;
         t->phase = PHASE_HEAD;
         deadline_in(&t->deadline, SB_HEAD_TIMEOUT_S);
-        pthread_mutex_lock(&track_lock);
-        t->prev = track_list.prev;
-        t->next = &track_list;
-        track_list.prev->next = t;
-        track_list.prev = t;
         pthread_mutex_unlock(&track_lock);
         *socket_context = t;
     } else if (*socket_context) {
@@ -472,7 +509,20 @@ static void *watchdog(void *arg)
         clock_gettime(CLOCK_MONOTONIC, &now);
         unsigned heads = 0, bodies = 0;
         pthread_mutex_lock(&track_lock);
-        for (conn_track *t = track_list.next; t != &track_list; t = t->next) {
+        for (conn_track *t = track_list.next, *next; t != &track_list; t = next) {
+            next = t->next;
+            if (!t->started) {
+                /* libmicrohttpd dropped it before starting it (out of
+                 * memory): it no longer counts */
+                struct timespec forget = t->born;
+                forget.tv_sec += SB_HANDOFF_S;
+                if (past(&forget, &now)) {
+                    t->prev->next = t->next;
+                    t->next->prev = t->prev;
+                    free(t);
+                }
+                continue;
+            }
             if (t->cut || t->phase == PHASE_BUSY || !past(&t->deadline, &now))
                 continue;
             cut(t, timeout_answer, sizeof timeout_answer - 1);
@@ -510,6 +560,215 @@ static bool accept_wait(int timeout_ms)
     return !(n > 0 && (p[0].revents & POLLIN));
 }
 
+/* What the acceptor answers a connection it cannot take, then closes it. */
+static const char full_answer[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-store\r\n"
+    "Retry-After: 1\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 52\r\n"
+    "\r\n"
+    "{\"error\":\"too many connections, retry in a moment\"}\n";
+static const char per_ip_answer[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-store\r\n"
+    "Retry-After: 1\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 56\r\n"
+    "\r\n"
+    "{\"error\":\"too many connections from your address open\"}\n";
+/* What an idle connection closed to make room for another client is told. */
+static const char evicted_answer[] =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-store\r\n"
+    "Retry-After: 1\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 73\r\n"
+    "\r\n"
+    "{\"error\":\"closed to make room: your address holds the most connections\"}\n";
+
+/* The limits the acceptor enforces, set before it starts. mhd_limit is
+ * libmicrohttpd's own connection limit, which the acceptor never lets it
+ * reach: its refusal path is not to be trusted (0.9.75 deadlocks in it when
+ * connections come through MHD_add_connection in thread-per-connection
+ * mode), so every refusal happens here, before libmicrohttpd sees the
+ * connection. */
+static unsigned max_connections, max_per_ip, mhd_limit;
+
+/* Refuses fd: what the client sent so far is read (closing on unread data
+ * would reset the connection and lose the answer), the canned answer is
+ * sent without waiting, and the socket closed. */
+static void refuse_fd(int fd, const char *answer, size_t len)
+{
+    char sink[4096];
+    (void)!recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    (void)!send(fd, answer, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* How many entries of sorted (n of them) equal key. */
+static unsigned count_of(const uint32_t *sorted, size_t n, uint32_t key)
+{
+    const uint32_t *hit = bsearch(&key, sorted, n, sizeof *sorted, cmp_u32);
+    if (!hit)
+        return 0;
+    const uint32_t *lo = hit, *hi = hit;
+    while (lo > sorted && lo[-1] == key)
+        lo--;
+    while (hi + 1 < sorted + n && hi[1] == key)
+        hi++;
+    return (unsigned)(hi - lo + 1);
+}
+
+/* The service is full and a client from an address that holds mine
+ * connections wants in: cuts one idle connection (waiting for a request
+ * head: an idle keep-alive or a slow client) of the address that holds the
+ * most, if that address holds at least two more than mine, so that every
+ * address keeps its share. Returns whether one was cut. Called with
+ * track_lock held. */
+static bool make_room(unsigned mine)
+{
+    size_t n = 0;
+    for (conn_track *t = track_list.next; t != &track_list; t = t->next)
+        n++;
+    uint32_t *addrs = malloc((n ? n : 1) * sizeof *addrs);
+    if (!addrs)
+        return false;
+    size_t k = 0;
+    for (conn_track *t = track_list.next; t != &track_list; t = t->next)
+        if (!t->cut)
+            addrs[k++] = t->addr;
+    qsort(addrs, k, sizeof *addrs, cmp_u32);
+    conn_track *victim = NULL;
+    unsigned most = mine + 1;
+    for (conn_track *t = track_list.next; t != &track_list; t = t->next) {
+        if (!t->started || t->cut || t->phase != PHASE_HEAD)
+            continue;
+        unsigned held = count_of(addrs, k, t->addr);
+        if (held > most) {
+            most = held;
+            victim = t;
+        }
+    }
+    free(addrs);
+    if (!victim)
+        return false;
+    cut(victim, evicted_answer, sizeof evicted_answer - 1);
+    return true;
+}
+
+static unsigned mhd_connections(struct MHD_Daemon *d)
+{
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return i ? i->num_connections : 0;
+}
+
+enum admission { ADMIT, WAIT_ROOM, REFUSE_ADDRESS, REFUSE_FULL };
+
+/* Whether a connection from addr may be handed to libmicrohttpd now.
+ * libmicrohttpd counts a connection until its thread is joined, after our
+ * close notice: its count is at most the tracked connections plus the ones
+ * it still counts after their notice, and that sum is kept under its
+ * limit. Called with track_lock held. */
+static enum admission admission_of(struct MHD_Daemon *d, int fd, uint32_t addr)
+{
+    unsigned total = 0, leaving = 0, mine = 0;
+    for (conn_track *t = track_list.next, *next; t != &track_list; t = next) {
+        next = t->next;
+        if (!t->started && t->fd == fd) {
+            /* the number is ours again: libmicrohttpd closed that one
+             * without starting it */
+            t->prev->next = t->next;
+            t->next->prev = t->prev;
+            free(t);
+            continue;
+        }
+        total++;
+        leaving += t->cut;
+        mine += t->addr == addr && !t->cut;
+    }
+    if (max_per_ip && mine >= max_per_ip)
+        return REFUSE_ADDRESS;
+    if (total < max_connections && total + mhd_connections(d) < mhd_limit)
+        return ADMIT;
+    if (total - leaving < max_connections || make_room(mine))
+        return WAIT_ROOM;
+    return REFUSE_FULL;
+}
+
+/* Hands fd to libmicrohttpd, or refuses it. Returns false when a stop
+ * began while it waited for room. */
+static bool take(struct MHD_Daemon *d, int fd, struct sockaddr_storage *from,
+                 socklen_t len)
+{
+    uint32_t addr = from->ss_family == AF_INET
+                        ? ((const struct sockaddr_in *)(const void *)from)->sin_addr.s_addr
+                        : 0;
+    conn_track *t = calloc(1, sizeof *t);
+    if (!t) {
+        refuse_fd(fd, full_answer, sizeof full_answer - 1);
+        return true;
+    }
+    t->fd = fd;
+    t->addr = addr;
+    for (int waited = 0;; waited += 10) {
+        pthread_mutex_lock(&track_lock);
+        enum admission a = admission_of(d, fd, addr);
+        if (a == ADMIT) {
+            clock_gettime(CLOCK_MONOTONIC, &t->born);
+            t->prev = track_list.prev;
+            t->next = &track_list;
+            track_list.prev->next = t;
+            track_list.prev = t;
+        }
+        pthread_mutex_unlock(&track_lock);
+        if (a == ADMIT)
+            break;
+        if (a == REFUSE_ADDRESS || a == REFUSE_FULL || waited >= SB_ROOM_WAIT_MS) {
+            free(t);
+            refuse_fd(fd, a == REFUSE_ADDRESS ? per_ip_answer : full_answer,
+                      a == REFUSE_ADDRESS ? sizeof per_ip_answer - 1 : sizeof full_answer - 1);
+            if (a == REFUSE_ADDRESS)
+                log_limited("refused a connection: its address holds %u connections already "
+                            "(--max-per-ip)", max_per_ip);
+            else
+                log_limited("refused a connection: %u connections open (--max-connections)",
+                            max_connections);
+            return true;
+        }
+        /* the connections cut to make room are closing */
+        if (!accept_wait(10)) {
+            free(t);
+            close(fd);
+            return false;
+        }
+    }
+    /* libmicrohttpd closes fd itself when it fails (out of memory) */
+    if (MHD_add_connection(d, fd, (struct sockaddr *)from, len) != MHD_YES) {
+        pthread_mutex_lock(&track_lock);
+        for (conn_track *p = track_list.next; p != &track_list; p = p->next) {
+            if (p == t && !p->started) {
+                p->prev->next = p->next;
+                p->next->prev = p->prev;
+                free(p);
+                break;
+            }
+        }
+        pthread_mutex_unlock(&track_lock);
+    }
+    return true;
+}
+
 static void *acceptor(void *arg)
 {
     struct MHD_Daemon *d = arg;
@@ -534,9 +793,8 @@ static void *acceptor(void *arg)
             continue;
         }
         backoff_ms = 0;
-        /* closes fd itself when it refuses the connection (over a limit):
-         * the refusal is logged through mhd_logger */
-        MHD_add_connection(d, fd, (struct sockaddr *)&from, len);
+        if (!take(d, fd, &from, len))
+            break;
     }
     return NULL;
 }
@@ -636,6 +894,13 @@ static sb_request request_of(struct MHD_Connection *c, const char *method, const
         .body = st->body ? st->body : "",
         .body_len = st->len,
     };
+    const union MHD_ConnectionInfo *ai =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)ai->client_addr)->sin_addr,
+                  req.client, sizeof req.client);
+    else
+        snprintf(req.client, sizeof req.client, "unknown");
     new_request_id(&req, c);
     return req;
 }
@@ -913,7 +1178,8 @@ static void usage(void)
             "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... "
             "(default sqlite:shiftboard.db)\n"
             "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n"
-            "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n");
+            "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n"
+            "  DATABASE_REPLICA_URL  replicas for the GET routes; DB_REPLICA_MAX_LAG_MS (1000)\n");
 }
 
 /* A non-negative integer environment variable, strictly; 0 when unset, -1
@@ -1037,8 +1303,35 @@ int main(int argc, char **argv)
                 max_conns);
         return 1;
     }
+    unsigned rl_entries = SB_RL_DEFAULT_ENTRIES;
+    const char *rl = getenv("SHIFTBOARD_RATE_LIMIT_ENTRIES");
+    if (rl && !parse_count(rl, 64, 16777216, &rl_entries)) {
+        fprintf(stderr, "shiftboard: SHIFTBOARD_RATE_LIMIT_ENTRIES must be 64 to 16777216, "
+                        "got \"%s\"\n", rl);
+        return 2;
+    }
+    if (sb_rl_init(rl_entries) != 0) {
+        fprintf(stderr, "shiftboard: out of memory for the guessing limits' table\n");
+        return 1;
+    }
     sem_init(&handler_slots, 0, threads);
-    cfg.replica_url = getenv("DATABASE_REPLICA_URL"); /* GET routes read there */
+    /* GET routes read on the replicas, never from one more than
+     * DB_REPLICA_MAX_LAG_MS behind (dbscope's default, 0, has no bound) */
+    cfg.replica_url = getenv("DATABASE_REPLICA_URL");
+    cfg.replica_max_lag_ms = SB_REPLICA_MAX_LAG_MS;
+    const char *lag = getenv("DB_REPLICA_MAX_LAG_MS");
+    unsigned lag_ms;
+    if (lag) {
+        /* 0, dbscope's "no bound", would let reads see data of any age */
+        if (!parse_count(lag, 1, 60000, &lag_ms)) {
+            fprintf(stderr,
+                    "shiftboard: DB_REPLICA_MAX_LAG_MS must be milliseconds from 1 to 60000 "
+                    "(how far behind a replica may be and still serve reads), got \"%s\"\n",
+                    lag);
+            return 2;
+        }
+        cfg.replica_max_lag_ms = (int)lag_ms;
+    }
     app.pool = dbs_pool_open(&cfg, &err);
     if (!app.pool) {
         fprintf(stderr, "shiftboard: %s\n", err.message);
@@ -1056,6 +1349,10 @@ int main(int argc, char **argv)
         dbs_pool_close(app.pool);
         return 1;
     }
+    /* the acceptor refuses past these, libmicrohttpd never has to */
+    max_connections = max_conns;
+    max_per_ip = per_ip;
+    mhd_limit = 2 * max_conns + 16;
     /* Requests may carry up to SB_MAX_ARGS query arguments and an 8 KiB
      * target: each argument takes room in the connection's memory, which
      * therefore is larger than libmicrohttpd's 32 KiB default. */
@@ -1066,8 +1363,8 @@ int main(int argc, char **argv)
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)SB_BODY_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, max_conns,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (unsigned)SB_BODY_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(64 * 1024), MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "shiftboard: cannot start the HTTP server: %s\n", strerror(errno));

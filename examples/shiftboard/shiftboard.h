@@ -26,6 +26,7 @@ typedef struct sb_request {
     size_t body_len;
     char request_id[40];
     char user_id[24];           /* set once the bearer token is checked */
+    char client[48];            /* the client's address, as text */
 } sb_request;
 
 /* A response: status, a body the handler allocated (freed by the HTTP
@@ -38,6 +39,7 @@ typedef struct sb_response {
     const char *retry_after;
     const char *allow;
     const char *www_authenticate;
+    char retry_buf[16];         /* room for a computed Retry-After value */
 } sb_response;
 
 /* ---- app.c: the routes ---- */
@@ -60,6 +62,41 @@ void sb_handle(const sb_app *app, sb_request *req, sb_response *res);
 /* GET /health: the pool's view and a bounded check of the database; answers
  * within a second even when the database does not. Any thread. */
 void sb_health(const sb_app *app, sb_request *req, sb_response *res);
+/* Tells /health how a unit of work that writes ended: DBS_EFULL makes the
+ * service degraded (503 "degraded") for a while; DBS_OK, from a unit that
+ * stored something, ends that. Other codes are ignored. Any thread. */
+void sb_health_note_write(int rc);
+
+/* ---- ratelimit.c: limits on guessing ---- */
+
+/* Failed logins and failed bearer tokens are counted per client address
+ * and per account name in fixed windows of SB_RL_WINDOW_S: past
+ * SB_RL_ADDRESS_MAX failures from an address, or SB_RL_ACCOUNT_MAX for an
+ * account, further attempts get 429 until the window ends. An account over
+ * its limit stays open to the addresses it logged in from before. */
+enum {
+    SB_RL_WINDOW_S = 60,
+    SB_RL_ADDRESS_MAX = 20,
+    SB_RL_ACCOUNT_MAX = 10,
+    SB_RL_DEFAULT_ENTRIES = 16384,
+};
+
+/* Makes the table, of at least entries slots (fixed from then on; a second
+ * call changes nothing). Without it, the first use makes it at
+ * SB_RL_DEFAULT_ENTRIES. Returns 0, or -1 out of memory. Any thread. */
+int sb_rl_init(size_t entries);
+/* Seconds the attempt from address (for account, or NULL for a token) must
+ * wait, 0 when it may go ahead now. Any thread; never blocks beyond a
+ * mutex. */
+int sb_rl_check(const char *address, const char *account);
+/* Counts a failed attempt against address and account (NULL: a token). */
+void sb_rl_failed(const char *address, const char *account);
+/* Remembers that account logged in from address. */
+void sb_rl_succeeded(const char *address, const char *account);
+/* The table's slots in use, its capacity, the keys it forgot to make room
+ * and the attempts it refused so far. */
+void sb_rl_stats(size_t *entries, size_t *capacity, unsigned long *evicted,
+                 unsigned long *refused);
 
 /* ---- json.c: responses ---- */
 
@@ -75,8 +112,9 @@ void sb_error(sb_response *res, int status, const char *fmt, ...)
  * purpose: call it with no session open. Returns 0 or -1 (out of memory). */
 int sb_password_hash(const sb_app *app, const char *password, char *out, size_t len);
 /* Checks password against a stored hash; with hash NULL, spends the same
- * time and fails, so unknown names cannot be told apart by timing. */
-bool sb_password_check(const char *hash, const char *password);
+ * time (a decoy hashed at app's cost) and fails, so unknown names cannot
+ * be told apart by timing. */
+bool sb_password_check(const sb_app *app, const char *hash, const char *password);
 /* A new random token (hex, 64 chars) and the hash stored for it. */
 void sb_token_new(char token[65], char hash[65]);
 /* The stored hash of a presented token. */

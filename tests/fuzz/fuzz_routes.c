@@ -96,7 +96,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     snprintf(req.request_id, sizeof req.request_id, "fuzz");
     sb_response res = {0};
     sb_handle(&app, &req, &res);
-    static const int known[] = {200, 201, 204, 400, 401, 404, 405, 409, 413};
+    /* 429: the limits on guessing, which the fuzzer's failed logins and
+     * tokens reach */
+    static const int known[] = {200, 201, 204, 400, 401, 404, 405, 409, 413, 429};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof *known; i++)
         ok = ok || res.status == known[i];
@@ -118,6 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(res.allow && res.allow[0]);
     if (res.status == 401)
         CHECK(res.www_authenticate && !strncmp(res.www_authenticate, "Bearer", 6));
+    if (res.status == 429)
+        CHECK(res.retry_after && atoi(res.retry_after) >= 1);
     free(res.body);
     free(buf);
     return 0;

@@ -622,6 +622,25 @@ def main_api(args, url, workdir):
     check(svc.stop() == 0, "second SIGTERM: exit 0")
     shutdown_keeps_acknowledged(args, url, workdir)
     shutdown_finishes_in_flight(args, url, workdir)
+    if args.backend == "sqlite":
+        replica_settings(args, workdir)
+
+
+def replica_settings(args, workdir):
+    """DB_REPLICA_MAX_LAG_MS: a bad value stops the start with a message
+    naming the variable; a good one starts the service."""
+    url = "sqlite:" + os.path.join(workdir, "lag.db")
+    for bad in ("abc", "0", "-5", "60001", "12ms", ""):
+        env = dict(os.environ, DATABASE_URL=url, DB_REPLICA_MAX_LAG_MS=bad,
+                   SHIFTBOARD_PWHASH="min")
+        out = subprocess.run([args.binary, "--listen", "127.0.0.1:%d" % free_port()], env=env,
+                             cwd=workdir, capture_output=True, text=True, timeout=60)
+        check(out.returncode == 2 and "DB_REPLICA_MAX_LAG_MS" in out.stderr and
+              "1 to 60000" in out.stderr,
+              "DB_REPLICA_MAX_LAG_MS=%r refused, naming the variable: %s %r"
+              % (bad, out.returncode, out.stderr[-200:]))
+    svc = Service(args.binary, url, workdir, env_extra={"DB_REPLICA_MAX_LAG_MS": "250"})
+    check(svc.stop() == 0, "DB_REPLICA_MAX_LAG_MS=250 starts and stops")
 
 
 def own_database(url_file, super_url_file):
@@ -1008,17 +1027,22 @@ def slowloris(args, url, workdir):
             st, _, doc, _ = svc.request("GET", "/health", source="127.0.0.2", timeout=30)
             answered += st == 200
         check(answered == 5, "another address is served during the attack (%d of 5)" % answered)
-        # the attacking address itself: refused while its trickling
+        # the attacking address itself: refused (503) while its trickling
         # connections fill its share, served again once they are cut
-        same, tries = None, 0
+        same, tries, refusals = None, 0, set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             tries += 1
             try:
-                same, _, _, _ = svc.request("GET", "/health", timeout=30)
-                break
+                same, r, doc, _ = svc.request("GET", "/health", timeout=30)
+                if same == 200:
+                    break
+                refusals.add((same, r.getheader("Retry-After"), bool(doc and "error" in doc)))
             except (OSError, http.client.HTTPException):
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
+        check(refusals <= {(503, "1", True)},
+              "over its share, the attacking address is told 503 with Retry-After: %s" % refusals)
         check(same == 200, "the attacking address is served again (%s after %d tries)"
               % (same, tries))
         deadline = time.monotonic() + 60
@@ -1160,6 +1184,355 @@ def slow_body(args, url, workdir):
     check(code == 0, "SIGTERM after a slow body: exit 0 (got %s)" % code)
 
 
+def health_soon(svc, source=None, tries=20):
+    """GET /health until it answers 200 (each try bounded by the client's
+    timeout); returns the last status, or the exception that ended a try."""
+    st = None
+    for _ in range(tries):
+        try:
+            st, _, _, _ = svc.request("GET", "/health", source=source, timeout=10)
+            if st == 200:
+                return st
+        except (OSError, http.client.HTTPException) as e:
+            st = repr(e)
+        time.sleep(0.25)
+    return st
+
+
+def open_idle(port, n, source=None):
+    """n connections that send nothing; the ones the service refused at once
+    are closed by it, which is fine."""
+    socks = []
+    for _ in range(n):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10,
+                                                  source_address=(source, 0) if source else None))
+        except OSError:
+            pass
+    return socks
+
+
+def past_the_limit(args, url, workdir):
+    """--max-connections 20, then limit+1 and twice the limit idle
+    connections from one address: another address is served meanwhile (an
+    idle connection of the crowded address makes room), and /health answers
+    200 right after they close, every time; SIGTERM with twice the limit
+    open still ends the process. (libmicrohttpd's own refusal path
+    deadlocked here: nothing answered again, SIGTERM included.)"""
+    svc = Service(args.binary, url, workdir,
+                  extra_args=["--max-connections", "20", "--max-per-ip", "0"])
+    try:
+        check(health_soon(svc) == 200, "flood: health 200 before")
+        for n in (21, 40, 21, 40):
+            idle = open_idle(svc.port, n)
+            time.sleep(1)
+            st = health_soon(svc, source="127.0.0.2", tries=4)
+            check(st == 200, "flood: with %d idle connections open (limit 20), another address "
+                  "is served: %s" % (n, st))
+            for s in idle:
+                s.close()
+            st = health_soon(svc, tries=4)
+            check(st == 200, "flood: /health 200 right after %d idle connections closed: %s"
+                  % (n, st))
+        idle = open_idle(svc.port, 40)
+        time.sleep(1)
+    finally:
+        code = svc.stop()
+    check(code == 0, "flood: SIGTERM with twice the limit open: exit 0 (got %s)" % code)
+    for s in idle:
+        s.close()
+
+
+def slowloris_many(args, url, workdir):
+    """Six addresses trickle header lines on 40 connections each against
+    --max-connections 40: a client from another address is served all
+    along (registers, logs in, writes, reads), the service is whole once
+    the flood ends, and SIGTERM during the flood ends it."""
+    svc = Service(args.binary, url, workdir, extra_args=["--max-connections", "40"])
+    socks, lock, stop = [], threading.Lock(), threading.Event()
+    sources = ["127.0.0.%d" % i for i in range(10, 16)]
+
+    def attacker(src):
+        mine = []
+        while not stop.is_set():
+            # keep 40 connections open, replacing the ones cut or refused
+            while len(mine) < 40 and not stop.is_set():
+                try:
+                    s = socket.create_connection(("127.0.0.1", svc.port), timeout=10,
+                                                 source_address=(src, 0))
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    mine.append(s)
+                except OSError:
+                    break
+            for s in list(mine):
+                try:
+                    s.sendall(b"X-Trickle: x\r\n")
+                except OSError:
+                    mine.remove(s)
+                    s.close()
+            stop.wait(1)
+        with lock:
+            socks.extend(mine)
+
+    threads = [threading.Thread(target=attacker, args=(src,)) for src in sources]
+    code = None
+    try:
+        check(health_soon(svc) == 200, "slowloris x6: health 200 before")
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        ok = 0
+        for i in range(5):
+            try:
+                st, _, _, _ = svc.request("GET", "/health", source="127.0.0.2", timeout=30)
+                ok += st == 200
+            except (OSError, http.client.HTTPException) as e:
+                print("slowloris x6: health from 127.0.0.2: %r" % e, flush=True)
+        check(ok == 5, "slowloris x6: a client of another address is served (%d of 5)" % ok)
+        creds = {"name": "real", "password": "correct horse"}
+        try:
+            st, _, _, text = svc.request("POST", "/api/users", creds, source="127.0.0.3",
+                                         timeout=30)
+            check(st == 201, "slowloris x6: register from another address: %s %s"
+                  % (st, text[:80]))
+            st, _, doc, text = svc.request("POST", "/api/login", creds, source="127.0.0.3",
+                                           timeout=30)
+            check(st == 200, "slowloris x6: login from another address: %s %s" % (st, text[:80]))
+            tok = doc["token"]
+            st, _, _, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok,
+                                      source="127.0.0.3", timeout=30)
+            check(st == 201, "slowloris x6: write from another address: %s" % st)
+            st, _, _, _ = svc.request("GET", "/api/shifts", token=tok, source="127.0.0.3",
+                                      timeout=30)
+            check(st == 200, "slowloris x6: read from another address: %s" % st)
+        except (OSError, http.client.HTTPException, KeyError, TypeError) as e:
+            check(False, "slowloris x6: a real client from another address: %r" % e)
+        # the flood still on: SIGTERM ends the process
+        svc.proc.send_signal(signal.SIGTERM)
+        code = svc.wait()
+        check(code == 0, "slowloris x6: SIGTERM during the flood: exit 0 (got %s)" % code)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for s in socks:
+            s.close()
+        if code is None:
+            svc.stop()
+    # whole again once the flood ends: a new process is not the point, so
+    # the same flood is run against a fresh one and then stopped
+    svc = Service(args.binary, url, workdir, extra_args=["--max-connections", "40"])
+    try:
+        stop.clear()
+        socks.clear()
+        threads = [threading.Thread(target=attacker, args=(src,)) for src in sources]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        stop.set()
+        for t in threads:
+            t.join()
+        for s in socks:
+            s.close()
+        st = health_soon(svc, tries=4)
+        check(st == 200, "slowloris x6: /health 200 right after the flood ends: %s" % st)
+        st = health_soon(svc, source=sources[0], tries=4)
+        check(st == 200, "slowloris x6: an attacking address is served again: %s" % st)
+    finally:
+        code = svc.stop()
+    check(code == 0, "slowloris x6: SIGTERM after the flood: exit 0 (got %s)" % code)
+
+
+def descriptors_flood(args, url, workdir):
+    """Under ulimit -n 256, 400 idle connections: with the limit shiftboard
+    derives, another address is served and /health is 200 once they close;
+    told to take more than it has descriptors for, accept fails (EMFILE),
+    and SIGTERM while out of descriptors still ends the process."""
+    svc = Service(args.binary, url, workdir, extra_args=["--max-per-ip", "0"], nofile=256)
+    try:
+        idle = open_idle(svc.port, 400)
+        time.sleep(1)
+        st = health_soon(svc, source="127.0.0.2", tries=4)
+        check(st == 200, "ulimit 256: another address served with 400 connections open: %s" % st)
+        for s in idle:
+            s.close()
+        st = health_soon(svc, tries=4)
+        check(st == 200, "ulimit 256: /health 200 right after 400 connections closed: %s" % st)
+    finally:
+        code = svc.stop()
+    check(code == 0, "ulimit 256: SIGTERM: exit 0 (got %s)" % code)
+    # libmicrohttpd's own shutdown frees connections it had queued and not
+    # started without the queue's lock: tsan.supp says which, and why
+    supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tsan.supp")
+    tsan = (os.environ.get("TSAN_OPTIONS", "") + " suppressions=" + supp).strip()
+    svc = Service(args.binary, url, workdir,
+                  extra_args=["--max-per-ip", "0", "--max-connections", "1000"], nofile=256,
+                  env_extra={"TSAN_OPTIONS": tsan})
+    idle = []
+    try:
+        idle = open_idle(svc.port, 400)
+        time.sleep(2)
+        check("Too many open files" in svc.log(), "ulimit 256: descriptors really ran out")
+    finally:
+        svc.proc.send_signal(signal.SIGTERM)
+        code = svc.wait()
+        for s in idle:
+            s.close()
+    check(code == 0, "ulimit 256: SIGTERM while out of descriptors: exit 0 (got %s)" % code)
+
+
+def flood(args, workdir):
+    url = "sqlite:" + os.path.join(workdir, "sb.db")
+    past_the_limit(args, url, workdir)
+    slowloris_many(args, url, workdir)
+    descriptors_flood(args, url, workdir)
+
+
+def guessing(args, workdir):
+    """Limits on guessing: failed logins per account and per address, failed
+    tokens per address, answered 429 with Retry-After; the legitimate user
+    on another address is not blocked; the table stays within its fixed
+    size however many addresses and names are tried."""
+    url = "sqlite:" + os.path.join(workdir, "sb.db")
+    svc = Service(args.binary, url, workdir,
+                  env_extra={"SHIFTBOARD_RATE_LIMIT_ENTRIES": "64"})
+
+    def login(name, password, source):
+        return svc.request("POST", "/api/login", {"name": name, "password": password},
+                           source=source)
+
+    def is_429(st, r, doc):
+        return (st == 429 and (r.getheader("Retry-After") or "").isdigit() and
+                int(r.getheader("Retry-After")) >= 1 and doc and "too many" in doc["error"])
+
+    try:
+        ann_pw = "correct horse"
+        st, _, _, _ = svc.request("POST", "/api/users", {"name": "ann", "password": ann_pw},
+                                  source="127.0.0.5")
+        check(st == 201, "guessing: register ann")
+        st, _, _, _ = login("ann", ann_pw, "127.0.0.5")
+        check(st == 200, "guessing: ann logs in from her address")
+        # one address guesses ann's password: the account's limit
+        statuses = [login("ann", "guess %d" % i, "127.0.0.2")[0] for i in range(10)]
+        check(statuses == [401] * 10, "guessing: the first 10 wrong passwords are 401: %s"
+              % statuses)
+        st, r, doc, text = login("ann", "guess 10", "127.0.0.2")
+        check(is_429(st, r, doc), "guessing: the 11th guess of one account is 429 with "
+              "Retry-After: %s %s %s" % (st, r.getheader("Retry-After"), text[:80]))
+        st, r, doc, _ = login("ann", ann_pw, "127.0.0.2")
+        check(is_429(st, r, doc), "guessing: even the right password from the guessing address "
+              "is 429 while the account is limited: %s" % st)
+        st, _, _, _ = login("ann", ann_pw, "127.0.0.5")
+        check(st == 200, "guessing: ann from the address she logged in from is not blocked: %s"
+              % st)
+        st, _, _, _ = svc.request("POST", "/api/users", {"name": "bob", "password": ann_pw},
+                                  source="127.0.0.3")
+        st, _, doc, _ = login("bob", ann_pw, "127.0.0.3")
+        check(st == 200, "guessing: another user on another address logs in: %s" % st)
+        bob = doc["token"] if st == 200 else ""
+        # the same address tries other names: the address's limit (20)
+        statuses = [login("x%d" % i, "guess", "127.0.0.2")[0] for i in range(10)]
+        check(statuses == [401] * 10, "guessing: 10 more names, 401 each: %s" % statuses)
+        st, r, doc, _ = login("y", "guess", "127.0.0.2")
+        check(is_429(st, r, doc), "guessing: the address's 21st failure is 429: %s" % st)
+        # tokens: per address
+        statuses = [svc.request("GET", "/api/shifts", token=secrets.token_hex(32),
+                                source="127.0.0.4")[0] for _ in range(20)]
+        check(statuses == [401] * 20, "guessing: 20 wrong tokens are 401: %s" % set(statuses))
+        st, r, doc, _ = svc.request("GET", "/api/shifts", token=secrets.token_hex(32),
+                                    source="127.0.0.4")
+        check(is_429(st, r, doc), "guessing: the 21st wrong token is 429: %s" % st)
+        st, _, _, _ = svc.request("GET", "/api/shifts", token=bob, source="127.0.0.3")
+        check(st == 200, "guessing: a good token from another address works: %s" % st)
+        # many addresses and names: the table keeps its size
+        for a in range(1, 201):
+            for k in range(2):
+                login("n%d-%d" % (a, k), "guess", "127.0.1.%d" % a)
+        st, _, _, text = svc.request("GET", "/metrics")
+        entries = metric(text, "shiftboard_ratelimit_entries")
+        capacity = metric(text, "shiftboard_ratelimit_capacity")
+        evicted = metric(text, "shiftboard_ratelimit_evictions_total")
+        print("guessing: table %s of %s slots, %s evicted" % (entries, capacity, evicted),
+              flush=True)
+        check(capacity == 64 and entries is not None and entries <= capacity and evicted > 0,
+              "guessing: 600 keys fit a 64-slot table: %s of %s, %s evicted"
+              % (entries, capacity, evicted))
+        st, _, _, _ = login("bob", ann_pw, "127.0.0.3")
+        check(st == 200, "guessing: bob still logs in after the spray: %s" % st)
+    finally:
+        code = svc.stop()
+    check(code == 0, "guessing: SIGTERM: exit 0 (got %s)" % code)
+    svc = None
+
+
+def full_disk(args, workdir):
+    """SQLite on a real full filesystem (a small tmpfs, filled up): writes
+    are 503 with Retry-After, never 500, and /health says degraded; once
+    space is freed, writes are 201 again and /health is 200."""
+    if os.geteuid() != 0:
+        print("full-disk: needs root to mount a tmpfs; skipped", flush=True)
+        sys.exit(77)
+    mnt = os.path.join(workdir, "small")
+    os.mkdir(mnt)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print("full-disk: cannot mount a tmpfs (%s); skipped" % out.stderr.strip(), flush=True)
+        sys.exit(77)
+    svc = None
+    try:
+        svc = Service(args.binary, "sqlite:" + os.path.join(mnt, "sb.db"), workdir)
+        tok = register_and_login(svc, "fay")
+        st, _, _, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+        check(st == 201, "full-disk: a write before: %s" % st)
+        filler = os.path.join(mnt, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        # the WAL may still have room of its own: write until a write fails
+        big = dict(SHIFT, title="t" * 200)
+        st, r, doc, text = 201, None, None, ""
+        writes = 0
+        while st == 201 and writes < 2000:
+            st, r, doc, text = svc.request("POST", "/api/shifts", big, token=tok)
+            writes += 1
+        print("full-disk: first failed write after %d: %s %s" % (writes, st, text[:120]),
+              flush=True)
+        check(st == 503 and (r.getheader("Retry-After") or "").isdigit() and doc and
+              "full" in doc["error"],
+              "full-disk: a write on a full disk is 503 with Retry-After: %s %s" % (st, text[:120]))
+        statuses = set()
+        for _ in range(5):
+            statuses.add(svc.request("POST", "/api/shifts", big, token=tok)[0])
+        check(statuses == {503}, "full-disk: writes stay 503, never 500: %s" % statuses)
+        st, r, doc, text = svc.request("GET", "/health")
+        check(st == 503 and r.getheader("Retry-After") and doc and doc["status"] == "degraded",
+              "full-disk: /health says degraded while writes fail: %s %s" % (st, text[:160]))
+        st, _, _, _ = svc.request("GET", "/api/shifts?limit=1", token=tok)
+        check(st == 200, "full-disk: reads still work: %s" % st)
+        os.unlink(filler)
+        st = None
+        for _ in range(20):
+            st, _, _, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+            if st == 201:
+                break
+            time.sleep(0.25)
+        check(st == 201, "full-disk: writes are 201 again once space is freed: %s %s"
+              % (st, text[:120]))
+        st, _, doc, text = svc.request("GET", "/health")
+        check(st == 200 and doc["status"] == "ok",
+              "full-disk: /health ok again: %s %s" % (st, text[:160]))
+    finally:
+        if svc:
+            code = svc.stop()
+            check(code == 0, "full-disk: SIGTERM: exit 0 (got %s)" % code)
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
 def hostile(args, workdir):
     url = "sqlite:" + os.path.join(workdir, "sb.db")
     slowloris(args, url, workdir)
@@ -1280,6 +1653,22 @@ def silent_database(args, workdir):
             check(st == 503 and r.getheader("Retry-After") and doc and "pool" in doc,
                   "health 503 with Retry-After and the pool's view while silent: %s" % st)
             check(took < 3, "health does not wait on the silent database (%.2f s)" % took)
+            # the silence lasts far past the health check's budget: every
+            # poll must still be answered, 503 (never a hang, never 200)
+            polls = []
+            for _ in range(8):
+                t0 = time.monotonic()
+                try:
+                    st, r, doc, _ = svc.request("GET", "/health", timeout=30)
+                    polls.append((st, r.getheader("Retry-After"), doc and doc.get("status")))
+                except (OSError, http.client.HTTPException) as e:
+                    polls.append((repr(e), None, None))
+                print("silent database: /health poll %s in %.3f s" % (polls[-1][0],
+                                                                     time.monotonic() - t0),
+                      flush=True)
+                time.sleep(0.3)
+            check(all(p[0] == 503 and p[1] and p[2] == "unavailable" for p in polls),
+                  "health polls during the silence all answer 503 unavailable: %s" % polls)
             for c in clients:
                 c.join()
             print("silent database: API answers %s" % [(r[0], round(r[3], 2)) for r in results],
@@ -1397,11 +1786,64 @@ def replica_used(url, workdir):
         check(svc.stop() == 0, "pg-replica: SIGTERM: exit 0")
 
 
+def own_writes_read(url, d, workdir, rounds=1000):
+    """Read-your-own-writes through the service: commits no longer wait for
+    the standby (synchronous_commit = local) and its replay is paused, with
+    a lag bound (DB_REPLICA_MAX_LAG_MS=60000) that keeps the standby in
+    use: a shift created and read at once, 1000 times, is never missing
+    (the user's reads go where that user's last commit has been applied)."""
+    rd = lambda name: open(os.path.join(d, name)).read().strip()
+    superpw = rd("superpw")
+    primary = "postgresql://postgres:%s@127.0.0.1:%s/dbscope?sslmode=disable" % (
+        superpw, rd("a.port"))
+    standby = "postgresql://postgres:%s@127.0.0.1:%s/dbscope?sslmode=disable" % (
+        superpw, rd("b.port"))
+    psql(primary, "ALTER DATABASE dbscope SET synchronous_commit = local")
+    svc = Service(ARGS.binary, url, workdir, env_extra={"DB_REPLICA_MAX_LAG_MS": "60000"})
+    paused = False
+    try:
+        creds = {"name": "rory", "password": "correct horse battery"}
+        svc.request("POST", "/api/users", creds)
+        st, _, doc, _ = svc.request("POST", "/api/login", creds)
+        check(st == 200, "own writes: login")
+        tok = doc["token"]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            st, _, pool, _ = svc.request("GET", "/api/pool")
+            if st == 200 and pool.get("replicas") and pool["replicas"][0]["lag_ms"] >= 0:
+                break
+            time.sleep(0.05)
+        psql(standby, "SELECT pg_wal_replay_pause()")
+        paused = True
+        stale, failed = 0, []
+        for i in range(rounds):
+            st, _, doc, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+            if st != 201:
+                failed.append((st, text[:80]))
+                continue
+            st, _, _, _ = svc.request("GET", "/api/shifts/%d" % doc["id"], token=tok)
+            stale += st == 404
+            if st not in (200, 404):
+                failed.append((st, "read"))
+        st, _, pool, _ = svc.request("GET", "/api/pool")
+        print("own writes: %d stale of %d; replicas %s" % (stale, rounds, pool.get("replicas")),
+              flush=True)
+        check(not failed, "own writes: every create and read answered: %s" % failed[:5])
+        check(stale == 0, "own writes: a shift read right after its creation is never missing "
+              "(%d of %d were, replay paused)" % (stale, rounds))
+    finally:
+        if paused:
+            psql(standby, "SELECT pg_wal_replay_resume()")
+        psql(primary, "ALTER DATABASE dbscope SET synchronous_commit = remote_apply")
+        check(svc.stop() == 0, "own writes: SIGTERM: exit 0")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices", "hostile",
-                                          "pg-silent", "mysql", "pg-replica"],
+                                          "pg-silent", "mysql", "pg-replica", "flood",
+                                          "guessing", "full-disk"],
                     required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
@@ -1434,6 +1876,12 @@ def main():
                 psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
         elif args.backend == "hostile":
             hostile(args, workdir)
+        elif args.backend == "flood":
+            flood(args, workdir)
+        elif args.backend == "guessing":
+            guessing(args, workdir)
+        elif args.backend == "full-disk":
+            full_disk(args, workdir)
         elif args.backend == "pg-silent":
             silent_database(args, workdir)
         elif args.backend == "pg-replica":
@@ -1441,6 +1889,7 @@ def main():
             try:
                 main_api(args, url, workdir)
                 replica_used(url, workdir)
+                own_writes_read(url, d, workdir)
             finally:
                 subprocess.run(["sh", args.pg_replica, "stop", d], capture_output=True)
         elif args.backend == "mysql":
