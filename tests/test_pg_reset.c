@@ -527,7 +527,7 @@ static void test_plan_rls(void)
             same_stmt(s, sql, name, sizeof name);
             if (round == 0 && who == 0) {
                 /* A's plan: A's policy inside, kept as the generic plan */
-                char q[128];
+                char q[256];
                 snprintf(q, sizeof q, "EXPLAIN (COSTS OFF) EXECUTE %s", name);
                 dbs_rows *r = dbs_query(s, q, NULL, 0, &err);
                 CHECK(r != NULL);
