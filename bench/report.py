@@ -33,7 +33,8 @@ def fmt(x):
 
 
 def ratio(a, b):
-    if not a or not b:
+    # a point that counted no unit (stalled under load) has no ratio
+    if not a or not b or not a["ops_s"] or not b["ops_s"]:
         return None
     return a["ops_s"] / b["ops_s"]
 
@@ -465,13 +466,16 @@ def targets(med, rec):
         rs.sort()
         parts = []
         for t, p, r, ceiling in rs:
+            if r is None:
+                parts.append("%d/%d: no units counted" % (t, p))
+                continue
             s = "%d/%d: %.1f×" % (t, p, r)
             if ceiling and ceiling < want:
                 s += " (ceiling %.1f×)" % ceiling
                 unreachable = True
             parts.append(s)
         w("- PostgreSQL unit of work ≥ %g× %s: %s (%s)." % (want, NAMES[peer], verdict(
-            rs and all(r >= want for _, _, r, _ in rs)), ", ".join(parts)))
+            rs and all(r is not None and r >= want for _, _, r, _ in rs)), ", ".join(parts)))
     if unreachable:
         w("  A ceiling is direct libpq on the same number of connections divided by the peer "
           "at that point: what any client of this server could show there, pool or not. Where "
