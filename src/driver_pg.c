@@ -17,9 +17,10 @@
  * changed: a function, trigger or view can change anything. Every session
  * that sent anything gets the whole reset, in the flight that ends it:
  * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
- * reconciles the server's prepared statements with the statement cache,
- * Sync. After dbs_commit followed by close, no command ends the session, so
- * the reset flight is written at release and its answer read by the
+ * reconciles the server's prepared statements with the statement cache
+ * (named statements parsed once per connection, see pg_reset_sql), Sync.
+ * After dbs_commit followed by close, no command ends the session, so the
+ * reset flight is written at release and its answer read by the
  * connection's next flight ("posted"): the server runs it as it arrives,
  * not when the connection is next used (advisory locks go at release), the
  * releasing thread does not wait for it, and the next user's commands queue
@@ -111,7 +112,6 @@ static const char *const pg_reset_sql[] = {
     "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements",
 };
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
-#define PG_RECONCILE (PG_NRESET - 1)
 
 typedef struct pg_stmt {
     char *sql; /* NULL = free slot */
@@ -709,9 +709,9 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 }
 
 /* Runs the reset again from its text, in a flight of its own, after a
- * named reset whose statements were not all dbscope's (reset_done). Only
- * after a session removed or replaced them: DEALLOCATE by the user, or
- * more than PG_MAXFOREIGN foreign statements at once. */
+ * named reset whose statements were not all dbscope's (reset_done): only
+ * after a session removed or replaced them (DEALLOCATE by the user, in a
+ * function or not; DISCARD ALL through dbs_session_native). */
 static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
 {
     /* this flight's reconcile query lists the foreign statements anew */
