@@ -89,7 +89,8 @@ static const char *const pg_tcp_defaults[][2] = {
  *
  * Each is a named statement, "dbs_r0" ... "dbs_r8", parsed in the first
  * reset of a connection and executed by name after that (Bind/Execute:
- * no parsing or planning per session). Whether they are still ours is the
+ * no parsing per session; DISCARD PLANS still makes the server analyse
+ * and plan them again in each reset). Whether they are still ours is the
  * server's to say: the reconcile query returns their text, and a reset
  * whose named statement is missing, or whose text is not ours (a session
  * deallocated it and prepared its own under that name), runs again from
