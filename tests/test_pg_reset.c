@@ -5,8 +5,14 @@
  * text can see it, and ends its session three ways (dbs_transact, dbs_commit
  * then close, close without commit); B must see none of it. Also: a
  * commented PREPARE, a user's PREPARE, DEALLOCATE ALL by the user (plain and
- * inside a function), dbs_rollback freeing row locks, and notices reaching
- * on_event with the password scrubbed. */
+ * inside a function), dbs_rollback freeing row locks, notices reaching
+ * on_event with the password scrubbed; the reset's own named statements
+ * replaced by a session (reset_statements); and cached plans across
+ * sessions: row-level security per role, search_path changed in a function,
+ * a temporary table dropped by the reset (plan_rls, plan_search_path,
+ * plan_temp: PostgreSQL re-plans these by itself), and a temporary table
+ * made by the next session (plan_shadow: it does not; why the reset keeps
+ * DISCARD PLANS). */
 #include "common.h"
 
 static dbs_pool *pool, *other;
