@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ SCENARIOS = {
                 "sqlalchemy"],
                [(1, 8), (2, 8), (8, 8)]),
     "pg": (["dbscope", "dbscope-fifo", "dbscope-noval", "dbscope-rollback", "direct", "none", "zdb",
-            "hikari", "sqlalchemy", "bouncer"],
+            "hikari", "sqlalchemy", "bouncer", "bouncer-reset"],
            [(t, p) for p in (4, 8) for t in (1, 8, 32)]),
     # the pg unit on a throwaway MariaDB server, when the build has the backend
     "mysql": (["dbscope", "dbscope-rollback", "direct", "zdb", "hikari"],
@@ -73,6 +74,16 @@ class Env:
         self.pg = None
         self.my = None
         self.bouncers = {}
+        self.cpu = None
+
+    def server_cpu(self):
+        """The PostgreSQL server's CPU sampler (started with the server)."""
+        if self.pg and not self.cpu:
+            try:
+                self.cpu = ServerCPU(os.path.join(self.pg["dir"], "data"))
+            except (OSError, ValueError):
+                self.cpu = None
+        return self.cpu
 
     # -- MariaDB --
     def mysql_available(self):
@@ -112,11 +123,15 @@ class Env:
         subprocess.run([self.native, "setup", "pg", "--db", self.pg["libpq"]], check=True,
                        capture_output=True)
 
-    def bouncer_url(self, pool):
-        """A PgBouncer in transaction mode with `pool` server connections."""
-        if pool in self.bouncers:
-            return self.bouncers[pool]["url"]
-        d = os.path.join(self.work, "bouncer%d" % pool)
+    def bouncer_url(self, pool, reset=False):
+        """A PgBouncer in transaction mode with `pool` server connections;
+        reset: it runs DISCARD ALL on the server connection after every
+        transaction (server_reset_query_always), the one peer that resets
+        per transaction as dbscope does."""
+        key = (pool, reset)
+        if key in self.bouncers:
+            return self.bouncers[key]["url"]
+        d = os.path.join(self.work, "bouncer%d%s" % (pool, "-reset" if reset else ""))
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o777)
         port = free_port()
@@ -128,6 +143,8 @@ class Env:
                     "auth_type = scram-sha-256\nauth_file = %s/users.txt\npool_mode = transaction\n"
                     "default_pool_size = %d\nmax_client_conn = 200\nlogfile = %s/log\n"
                     "pidfile = %s/pid\n" % (self.pg["dir"], self.pg["port"], port, d, d, pool, d, d))
+            if reset:
+                f.write("server_reset_query = DISCARD ALL\nserver_reset_query_always = 1\n")
         for n in ("users.txt", "pgbouncer.ini"):
             os.chmod(os.path.join(d, n), 0o644)
         cmd = ["/usr/sbin/pgbouncer", "-q", os.path.join(d, "pgbouncer.ini")]
@@ -139,7 +156,7 @@ class Env:
                 break
             time.sleep(0.05)
         url = "postgresql://dbscope:%s@/dbscope?host=%s&port=%d" % (self.pg["pw"], d, port)
-        self.bouncers[pool] = {"proc": proc, "url": url}
+        self.bouncers[key] = {"proc": proc, "url": url}
         return url
 
     def restart_pg(self, down_s=1.0):
@@ -154,6 +171,8 @@ class Env:
         return time.time()
 
     def stop(self):
+        if self.cpu:
+            self.cpu.stop()
         for b in self.bouncers.values():
             b["proc"].terminate()
             b["proc"].wait()
@@ -204,8 +223,8 @@ class Env:
                 self.pg["port"], self.pg["pw"])) if pg else "sqlite://" + self.sqlite
             extra = ["--check-url", self.pg["libpq"]] if pg else []
             return [self.native, "zdb", scenario, "--db", db] + extra + common
-        if system == "bouncer":
-            url = self.bouncer_url(matrix[0][1])
+        if system in ("bouncer", "bouncer-reset"):
+            url = self.bouncer_url(matrix[0][1], system == "bouncer-reset")
             return [self.native, "bouncer", scenario, "--db", url, "--check-url",
                     self.pg["libpq"]] + common
         db = self.pg["libpq"] if pg else "sqlite:" + self.sqlite
@@ -222,13 +241,84 @@ def parse(out):
     return res, tl
 
 
+class ServerCPU:
+    """The PostgreSQL server's CPU time (every process of the postmaster:
+    backends, WAL writer, checkpointer ...), from /proc/PID/schedstat,
+    sampled every 50 ms in a thread; at(t) interpolates the total at time
+    t. A process that exits keeps the last value sampled (the little it ran
+    after that is missed: connect-per-request systems are undercounted)."""
+
+    def __init__(self, data_dir):
+        with open(os.path.join(data_dir, "postmaster.pid")) as f:
+            self.pm = int(f.readline())
+        self.last, self.samples, self.stopping = {}, [], False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        try:
+            kids = open("/proc/%d/task/%d/children" % (self.pm, self.pm)).read().split()
+        except OSError:
+            kids = []
+        for pid in [str(self.pm)] + kids:
+            try:
+                ns = int(open("/proc/%s/schedstat" % pid).read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            self.last[pid] = ns
+        with self.lock:
+            self.samples.append((time.time(), sum(self.last.values())))
+            if len(self.samples) > 20000:
+                del self.samples[:10000]
+
+    def loop(self):
+        while not self.stopping:
+            self.sample()
+            time.sleep(0.05)
+
+    def at(self, t):
+        with self.lock:
+            s = list(self.samples)
+        for i in range(1, len(s)):
+            if s[i][0] >= t:
+                (t0, c0), (t1, c1) = s[i - 1], s[i]
+                return c0 + (c1 - c0) * (t - t0) / max(t1 - t0, 1e-9)
+        return s[-1][1] if s else 0
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join()
+
+
 def run_adapter(env, system, scenario, matrix, seconds, warmup, timeline=False, timeout=600):
     cmd = env.command(system, "cycle" if scenario == "observe" else scenario, matrix, seconds,
                       warmup, timeline)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    res, tl = parse(p.stdout)
+    cpu = env.server_cpu() if scenario == "pg" else None
+    out, ends = [], []
+    with tempfile.TemporaryFile(mode="w+") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        for line in p.stdout:
+            out.append(line)
+            if line.startswith("RESULT "):
+                ends.append(time.time())
+        p.wait()
+        timer.cancel()
+        err.seek(0)
+        stderr = err.read()
+    res, tl = parse("".join(out))
+    if cpu and len(ends) == len(res):
+        # each point's measured window ends about when its RESULT line
+        # comes (adapters print and flush it as soon as the point is done)
+        time.sleep(0.06)
+        for r, end in zip(res, ends):
+            if r.get("ops"):
+                used = cpu.at(end) - cpu.at(end - r["secs"])
+                r["server_us"] = used / 1e3 / r["ops"]
     if p.returncode != 0 or len(res) != len(matrix):
-        log("  %s %s failed (exit %s): %s" % (system, scenario, p.returncode, p.stderr[-800:]))
+        log("  %s %s failed (exit %s): %s" % (system, scenario, p.returncode, stderr[-800:]))
     return res, tl, cmd
 
 
@@ -237,7 +327,7 @@ def matrix_for(system, scenario):
         return DIRECT_PG
     if system == "none":
         return NONE_MATRIX.get(scenario, [])
-    if system == "bouncer":
+    if system in ("bouncer", "bouncer-reset"):
         return None  # one PgBouncer per pool size: split below
     return SCENARIOS[scenario][1]
 
@@ -293,7 +383,7 @@ def measure(env, scenarios, rounds, seconds, warmup):
         n = rounds + EXTRA_ROUNDS.get(scenario, 0)
         for rnd in range(n):
             for system in systems:
-                if system == "bouncer":
+                if system in ("bouncer", "bouncer-reset"):
                     groups = {}
                     for t, p in SCENARIOS[scenario][1]:
                         groups.setdefault(p, []).append((t, p))

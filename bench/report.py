@@ -13,9 +13,10 @@ NAMES = {
     "none": "connect per request (dbscope NONE)",
     "dbscope-blind": "dbscope, histograms and leak reports off", "zdb": "libzdb 3.1", "hikari": "HikariCP 2.7.9",
     "sqlalchemy": "SQLAlchemy 1.4 QueuePool", "bouncer": "PgBouncer 1.18 (txn) + libpq",
+    "bouncer-reset": "PgBouncer 1.18 (txn, DISCARD ALL after each transaction) + libpq",
 }
 ORDER = ["dbscope", "dbscope-fifo", "dbscope-noval", "dbscope-rollback", "dbscope-blind", "lock",
-         "direct", "none", "zdb", "hikari", "sqlalchemy", "bouncer"]
+         "direct", "none", "zdb", "hikari", "sqlalchemy", "bouncer", "bouncer-reset"]
 
 
 EXTRA_NAMES = {"sqlite": "the SQLite unit of work, whose 2-thread point swings most between rounds"}
@@ -32,14 +33,18 @@ def fmt(x):
 
 
 def ratio(a, b):
-    if not a or not b:
+    # a point that counted no unit (stalled under load) has no ratio
+    if not a or not b or not a["ops_s"] or not b["ops_s"]:
         return None
     return a["ops_s"] / b["ops_s"]
 
 
 def table(med, scenario, matrix_keys, peers):
-    lines = ["| system | threads | pool | ops/s | p50 µs | p99 µs | check | dbscope ÷ it |",
-             "|---|---|---|---|---|---|---|---|"]
+    # server CPU a unit, where the harness measured it (PostgreSQL)
+    cpu = any("server_us" in r for k, r in med.items() if k[0] == scenario)
+    lines = ["| system | threads | pool | ops/s | p50 µs | p99 µs |%s check | dbscope ÷ it |" % (
+                 " server CPU µs/unit |" if cpu else ""),
+             "|---|---|---|---|---|---|%s---|---|" % ("---|" if cpu else "")]
     for system in ORDER:
         for (t, p) in matrix_keys:
             r = med.get((scenario, system, t, p))
@@ -47,8 +52,9 @@ def table(med, scenario, matrix_keys, peers):
                 continue
             d = med.get((scenario, "dbscope", t, p))
             rr = ratio(d, r) if system != "dbscope" else None
-            lines.append("| %s | %d | %d | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %d | %d | %s | %s | %s |%s %s | %s |" % (
                 NAMES[system], t, p, fmt(r["ops_s"]), fmt(r["p50_us"]), fmt(r["p99_us"]),
+                (" %s |" % fmt(r.get("server_us"))) if cpu else "",
                 r["check"] + ("" if not r["errors"] else " (%d errors)" % r["errors"]),
                 "%.2fx" % rr if rr else ""))
     return "\n".join(lines)
@@ -146,6 +152,13 @@ def write(outdir, med, commands, rec, mem, ver, meta):
       "libzdb returns NULL when its pool is full; its adapter retries with `sched_yield()`, "
       "which is what callers of it must write themselves. MariaDB is a throwaway server "
       "(`tests/mysql_server.sh`) reached over TCP on loopback by every system, without TLS.")
+    w("")
+    w("Server CPU µs/unit (PostgreSQL): the CPU time of every process of the PostgreSQL "
+      "server (`/proc/PID/schedstat`, sampled every 50 ms and interpolated) over the point's "
+      "measured window, divided by the units it counted. Client and server share this "
+      "machine's CPU; this is the server's share, what a real deployment pays on the "
+      "database. Processes that exit within the window are undercounted (connect per "
+      "request); PgBouncer's own CPU is not in it.")
     w("")
     w("Commands (one per adapter; bench/run fills in the paths):")
     w("")
@@ -420,6 +433,27 @@ def targets(med, rec, sync=None):
             pgd.append((t, p, r))
     w("- PostgreSQL unit of work ≥ 0.9× direct at the same connection count: %s (%s)." % (
         verdict(all(r >= 0.9 for *_, r in pgd)), ", ".join("%d threads/%d conns: %.2f×" % x for x in pgd)))
+    pts = [(t, p) for p in (4, 8) for t in (1, 8, 32)]
+    fr = [(t, p, ratio(get("pg", "dbscope", t, p), get("pg", "dbscope-rollback", t, p))) for t, p in pts]
+    fr = [x for x in fr if x[2]]
+    if fr:
+        w("- PostgreSQL, the full reset ≥ 0.85× the rollback-only reset: %s (%s)." % (
+            verdict(all(r >= 0.85 for *_, r in fr)), ", ".join("%d/%d: %.2f×" % x for x in fr)))
+    cu = []
+    for t, p in pts:
+        d, rb = get("pg", "dbscope", t, p), get("pg", "dbscope-rollback", t, p)
+        if d and rb and d.get("server_us") and rb.get("server_us"):
+            cu.append((t, p, d["server_us"] / rb["server_us"] - 1))
+    if cu:
+        w("- PostgreSQL, the reset adds ≤ 25%% to the unit's server CPU (dbscope's server CPU a "
+          "unit ÷ the rollback-only reset's): %s (%s)." % (
+              verdict(all(x <= 0.25 for *_, x in cu)),
+              ", ".join("%d/%d: +%.0f%%" % (t, p, 100 * x) for t, p, x in cu)))
+    hk = [(t, p, ratio(get("pg", "dbscope", t, p), get("pg", "hikari", t, p))) for t, p in pts]
+    hk = [x for x in hk if x[2]]
+    if hk:
+        w("- PostgreSQL unit of work ≥ 1.0× HikariCP at every point: %s (%s)." % (
+            verdict(all(r >= 1.0 for *_, r in hk)), ", ".join("%d/%d: %.2f×" % x for x in hk)))
     for peer, want in (("direct", 0.9), ("zdb", 3.0)):
         rs = mysql_ratios(med, "dbscope", peer, peer == "direct")
         if rs:
@@ -428,7 +462,7 @@ def targets(med, rec, sync=None):
                 verdict(all(r >= want for *_, r in rs)),
                 ", ".join("%d/%d: %.2f×" % x for x in rs)))
     unreachable = False
-    for peer, want in (("bouncer", 1.5), ("sqlalchemy", 10), ("none", 20)):
+    for peer, want in (("bouncer", 1.5), ("bouncer-reset", 2.0), ("sqlalchemy", 10), ("none", 20)):
         rs = []
         for (sc, s, t, p), r in med.items():
             if sc == "pg" and s == peer:
@@ -441,13 +475,16 @@ def targets(med, rec, sync=None):
         rs.sort()
         parts = []
         for t, p, r, ceiling in rs:
+            if r is None:
+                parts.append("%d/%d: no units counted" % (t, p))
+                continue
             s = "%d/%d: %.1f×" % (t, p, r)
             if ceiling and ceiling < want:
                 s += " (ceiling %.1f×)" % ceiling
                 unreachable = True
             parts.append(s)
         w("- PostgreSQL unit of work ≥ %g× %s: %s (%s)." % (want, NAMES[peer], verdict(
-            rs and all(r >= want for _, _, r, _ in rs)), ", ".join(parts)))
+            rs and all(r is not None and r >= want for _, _, r, _ in rs)), ", ".join(parts)))
     if unreachable:
         w("  A ceiling is direct libpq on the same number of connections divided by the peer "
           "at that point: what any client of this server could show there, pool or not. Where "

@@ -9,9 +9,13 @@
  *   rollback        dbscope, DBS_RESET_ROLLBACK, dbs_transact (no reset)
  *   direct          libpq alone, pipelined and prepared as dbscope does:
  *                   the floor
- *   direct+reset    the same, with dbscope's reset commands in the COMMIT's
- *                   flight: the server's cost of the reset alone
- *   direct+reset-noplans   the same without DISCARD PLANS
+ *   direct+reset-before   the same, with the reset dbscope sent before
+ *                   (text commands, DISCARD PLANS among them) in the
+ *                   COMMIT's flight: the server's cost of that reset alone
+ *   direct+reset-noplans  the same without DISCARD PLANS (what the reset
+ *                   would cost without it; it stays, see driver_pg.c)
+ *   direct+reset-now      the reset dbscope sends now: each command a
+ *                   named statement parsed once
  *
  * and prints per system (medians of the rounds): units/s and its ratio to
  * "rollback" and to "direct" (wall clock: depends on what else runs), the
@@ -19,8 +23,12 @@
  * sum's ratio to "direct" (does not); then a checksum of the work (the sum
  * of n must grow by exactly the units run).
  *
- *   bench/reset_cost.sh [units] [rounds]     starts a throwaway server
- *   reset_cost URL [units] [rounds]          against a server you run
+ * With "per-command", also the server CPU each reset command adds, before
+ * and now: the whole reset's minus the same reset's without that command
+ * (all of them interleaved in the same rounds).
+ *
+ *   bench/reset_cost.sh [units] [rounds] [per-command]   starts a server
+ *   reset_cost URL [units] [rounds] [per-command]        against yours
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dbscope.h"
@@ -186,10 +194,28 @@ static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
 
 /* ---- libpq alone ---- */
 
+/* The reset's commands as dbscope sent them before (DISCARD PLANS last),
+ * and the reconcile query. */
 static const char *const reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
-    "SELECT pg_catalog.pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES", "DISCARD PLANS",
+    "SELECT pg_catalog.pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES",
+    "DISCARD PLANS", "SELECT name FROM pg_catalog.pg_prepared_statements",
 };
+/* The reconcile query dbscope sends now (also the text of its reset's
+ * named statements, to check they are its own). */
+static const char reconcile_now[] =
+    "SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
+    "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements";
+#define NCMD ((int)(sizeof reset_sql / sizeof reset_sql[0]))
+#define PLANS (NCMD - 2) /* index of DISCARD PLANS */
+#define ALL ((1u << NCMD) - 1)
+#define NOPLANS (ALL & ~(1u << PLANS))
+
+/* Command k as sent before (text) or now (named). */
+static const char *cmd_sql(int k, int named)
+{
+    return named && k == NCMD - 1 ? reconcile_now : reset_sql[k];
+}
 
 static int drain(PGconn *pg, int syncs)
 {
@@ -208,9 +234,12 @@ static int drain(PGconn *pg, int syncs)
     return bad;
 }
 
-/* reset: 0 none, 1 dbscope's, 2 dbscope's without DISCARD PLANS (the
- * last of reset_sql) */
-static meas run_direct(int reset, int units)
+/* The unit through libpq alone; after its COMMIT's Sync, the reset
+ * commands in mask (bit i: reset_sql[i]), then a Sync. prepared: each
+ * reset command is a named statement parsed once (Bind/Execute by name),
+ * as dbscope sends them now; else Parse/Bind/Execute of its text each
+ * time, as dbscope sent them before. */
+static meas run_direct(unsigned mask, int prepared, int units)
 {
     PGconn *pg = pq_open();
     PGresult *a = PQprepare(pg, "sel", "SELECT v FROM reset_bench WHERE id = $1", 1, NULL);
@@ -219,6 +248,16 @@ static meas run_direct(int reset, int units)
         die("prepare", PQerrorMessage(pg));
     PQclear(a);
     PQclear(b);
+    char names[NCMD][16];
+    for (int k = 0; k < NCMD; k++) {
+        snprintf(names[k], sizeof names[k], "r%d", k);
+        if (prepared && (mask & (1u << k))) {
+            PGresult *r = PQprepare(pg, names[k], cmd_sql(k, 1), 0, NULL);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK)
+                die("prepare", PQerrorMessage(pg));
+            PQclear(r);
+        }
+    }
     if (!PQenterPipelineMode(pg))
         die("pipeline", PQerrorMessage(pg));
     long pid = PQbackendPID(pg);
@@ -254,12 +293,15 @@ static meas run_direct(int reset, int units)
         PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
         PQpipelineSync(pg);
         syncs = 1;
-        if (reset) {
-            size_t n = sizeof reset_sql / sizeof reset_sql[0] - (reset == 2);
-            for (size_t k = 0; k < n; k++)
-                PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
-            PQsendQueryParams(pg, "SELECT name FROM pg_catalog.pg_prepared_statements", 0, NULL, NULL,
-                              NULL, NULL, 0);
+        if (mask) {
+            for (int k = 0; k < NCMD; k++) {
+                if (!(mask & (1u << k)))
+                    continue;
+                if (prepared)
+                    PQsendQueryPrepared(pg, names[k], 0, NULL, NULL, NULL, 0);
+                else
+                    PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
+            }
             PQpipelineSync(pg);
             syncs = 2;
         }
@@ -271,42 +313,151 @@ static meas run_direct(int reset, int units)
     return out;
 }
 
+/* What each reset command adds, before and now, on one connection: the
+ * variants (the whole reset before; before without command c, for each c;
+ * the whole reset now; now without c) take turns unit by unit, so that
+ * whatever else the machine runs hits them all alike. Per variant, the
+ * server CPU of its reset segment plus that of the unit after it (where
+ * DISCARD PLANS shows: the unit's statements are planned again), read from
+ * the backend's schedstat around each flight (the backend sleeps between
+ * flights, so the figure is exact). A command's cost: the whole reset's
+ * figure minus the figure without it. out[v]: microseconds a unit. */
+enum { V_BEFORE, V_BEFORE_MINUS, V_NOW = V_BEFORE_MINUS + NCMD, V_NOW_MINUS, NVAR = V_NOW_MINUS + NCMD };
+
+static unsigned var_mask(int v, int *named)
+{
+    *named = v >= V_NOW;
+    if (v == V_BEFORE)
+        return ALL;
+    if (v < V_NOW)
+        return ALL & ~(1u << (v - V_BEFORE_MINUS));
+    if (v == V_NOW)
+        return ALL;
+    return ALL & ~(1u << (v - V_NOW_MINUS));
+}
+
+static void run_commands(int units, double out[NVAR])
+{
+    PGconn *pg = pq_open();
+    PGresult *a = PQprepare(pg, "sel", "SELECT v FROM reset_bench WHERE id = $1", 1, NULL);
+    PGresult *b = PQprepare(pg, "upd", "UPDATE reset_bench SET n = n + 1 WHERE id = $1", 1, NULL);
+    if (PQresultStatus(a) != PGRES_COMMAND_OK || PQresultStatus(b) != PGRES_COMMAND_OK)
+        die("prepare", PQerrorMessage(pg));
+    PQclear(a);
+    PQclear(b);
+    char names[NCMD][16];
+    for (int k = 0; k < NCMD; k++) {
+        snprintf(names[k], sizeof names[k], "r%d", k);
+        PGresult *r = PQprepare(pg, names[k], cmd_sql(k, 1), 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            die("prepare", PQerrorMessage(pg));
+        PQclear(r);
+    }
+    if (!PQenterPipelineMode(pg))
+        die("pipeline", PQerrorMessage(pg));
+    long pid = PQbackendPID(pg);
+    double sum[NVAR] = {0};
+    int n[NVAR] = {0};
+    int prev = -1;
+    for (int i = 0; i < units; i++) {
+        long long id = 1 + i % ROWS;
+        char idt[24];
+        snprintf(idt, sizeof idt, "%lld", id);
+        const char *vals[1] = {idt};
+        long long t0 = backend_ns(pid);
+        PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+        PQsendQueryPrepared(pg, "sel", 1, vals, NULL, NULL, 0);
+        PQpipelineSync(pg);
+        if (drain(pg, 1))
+            die("select", PQerrorMessage(pg));
+        PQsendQueryPrepared(pg, "upd", 1, vals, NULL, NULL, 0);
+        PQpipelineSync(pg);
+        if (drain(pg, 1))
+            die("update", PQerrorMessage(pg));
+        PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+        PQpipelineSync(pg);
+        if (drain(pg, 1))
+            die("commit", PQerrorMessage(pg));
+        long long t1 = backend_ns(pid);
+        if (prev >= 0)
+            sum[prev] += (double)(t1 - t0); /* the unit after prev's reset */
+        int v = i % NVAR, named;
+        unsigned mask = var_mask(v, &named);
+        for (int k = 0; k < NCMD; k++) {
+            if (!(mask & (1u << k)))
+                continue;
+            if (named)
+                PQsendQueryPrepared(pg, names[k], 0, NULL, NULL, NULL, 0);
+            else
+                PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
+        }
+        PQpipelineSync(pg);
+        if (drain(pg, 1))
+            die("reset", PQerrorMessage(pg));
+        sum[v] += (double)(backend_ns(pid) - t1);
+        n[v]++;
+        prev = v;
+    }
+    for (int v = 0; v < NVAR; v++)
+        out[v] = n[v] ? sum[v] / n[v] / 1e3 : 0;
+    PQfinish(pg);
+}
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp);
+    return v[n / 2];
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: reset_cost URL [units] [rounds]\n");
+        fprintf(stderr, "usage: reset_cost URL [units] [rounds] [per-command]\n");
         return 2;
     }
     url = argv[1];
     int units = argc > 2 ? atoi(argv[2]) : 20000;
     int rounds = argc > 3 ? atoi(argv[3]) : 3;
-    if (units <= 0 || rounds <= 0 || rounds > 15)
-        die("arguments", "units > 0, 1 <= rounds <= 15");
+    int per_cmd = argc > 4 && !strcmp(argv[4], "per-command");
+    if (units <= 0 || rounds <= 0 || rounds > 15 || (argc > 4 && !per_cmd))
+        die("arguments", "units > 0, 1 <= rounds <= 15, then optionally per-command");
     PGconn *pg = pq_open();
+    pq_do(pg, "SET client_min_messages = warning");
     pq_do(pg, "DROP TABLE IF EXISTS reset_bench");
     pq_do(pg, "CREATE TABLE reset_bench (id int PRIMARY KEY, v bigint, n bigint)");
     pq_do(pg, "INSERT INTO reset_bench SELECT i, 3 * i, 0 FROM generate_series(1, 1000) i");
     PQfinish(pg);
 
-    enum { FT, FC, RB, DI, DR, DN, NSYS };
-    static const char *const names[NSYS] = {"full-transact", "full-commit", "rollback",
-                                            "direct", "direct+reset", "direct+reset-noplans"};
+    enum { FT, FC, RB, DI, DR, DN, DP, NSYS };
+    static const char *const names[NSYS] = {"full-transact", "full-commit", "rollback", "direct",
+                                            "direct+reset-before", "direct+reset-noplans",
+                                            "direct+reset-now"};
+    /* per command k: the reset before without it (text), and the reset now
+     * without it (named statements) */
     meas res[NSYS][15];
+    double cmds[15][NVAR];
     long long before = total_n();
+    long long runs = 0, extra = 0;
     for (int k = 0; k < rounds; k++) {
         /* interleaved, so drift on a shared machine hits every system */
         res[FT][k] = run_dbscope(DBS_RESET_FULL, 1, units);
         res[FC][k] = run_dbscope(DBS_RESET_FULL, 0, units);
         res[RB][k] = run_dbscope(DBS_RESET_ROLLBACK, 1, units);
-        res[DI][k] = run_direct(0, units);
-        res[DR][k] = run_direct(1, units);
-        res[DN][k] = run_direct(2, units);
+        res[DI][k] = run_direct(0, 0, units);
+        res[DR][k] = run_direct(ALL, 0, units);
+        res[DN][k] = run_direct(NOPLANS, 0, units);
+        res[DP][k] = run_direct(ALL, 1, units);
+        runs += NSYS;
+        if (per_cmd) {
+            run_commands(units * 4, cmds[k]);
+            extra += units * 4;
+        }
     }
     long long done = total_n() - before;
     /* medians, each column on its own */
@@ -316,8 +467,7 @@ int main(int argc, char **argv)
             double v[15];
             for (int k = 0; k < rounds; k++)
                 v[k] = c == 0 ? res[s][k].rate : c == 1 ? res[s][k].server_us : res[s][k].client_us;
-            qsort(v, (size_t)rounds, sizeof v[0], cmp);
-            med[s][c] = v[rounds / 2];
+            med[s][c] = median(v, rounds);
         }
     printf("%-22s %9s %9s %9s %11s %11s %11s\n", "system", "units/s", "/rollback", "/direct",
            "server_us", "client_us", "cpu/direct");
@@ -325,7 +475,24 @@ int main(int argc, char **argv)
         printf("%-22s %9.0f %9.3f %9.3f %11.1f %11.1f %11.3f\n", names[s], med[s][0],
                med[s][0] / med[RB][0], med[s][0] / med[DI][0], med[s][1], med[s][2],
                (med[s][1] + med[s][2]) / (med[DI][1] + med[DI][2]));
-    long long want = (long long)units * rounds * NSYS;
+    if (per_cmd) {
+        double m[NVAR];
+        for (int v = 0; v < NVAR; v++) {
+            double x[15];
+            for (int k = 0; k < rounds; k++)
+                x[k] = cmds[k][v];
+            m[v] = median(x, rounds);
+        }
+        printf("\nserver CPU us a unit, per reset command (the reset's segment and the unit after "
+               "it; the whole reset minus the reset without that command)\n");
+        printf("%-52s %12s %12s\n", "command", "before:text", "now:named");
+        for (int c = 0; c < NCMD; c++)
+            printf("%-52s %12.1f %12.1f\n", reset_sql[c], m[V_BEFORE] - m[V_BEFORE_MINUS + c],
+                   m[V_NOW] - m[V_NOW_MINUS + c]);
+        printf("%-52s %12.1f %12.1f\n", "whole: reset segment + the unit after it", m[V_BEFORE],
+               m[V_NOW]);
+    }
+    long long want = (long long)units * runs + extra;
     printf("checksum: %lld updates counted, %lld expected: %s\n", done, want,
            done == want ? "ok" : "MISMATCH");
     return done == want ? 0 : 1;

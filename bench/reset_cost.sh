@@ -3,7 +3,8 @@
 # throwaway server (tests/pg_server.sh), runs it over the Unix socket and
 # over TCP, stops the server. About a minute with the defaults.
 #
-#   bench/reset_cost.sh [units] [rounds]        (20000, 3)
+#   bench/reset_cost.sh [units] [rounds] [per-command]   (20000, 3)
+# per-command: also what each reset command adds (about 3x as long).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-$root/build/bench}
@@ -11,7 +12,7 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DDBSCOPE_BUILD_BENCH=ON
   -DDBSCOPE_BUILD_TESTS=OFF -DDBSCOPE_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$build" -j2 --target reset_cost >/dev/null
 dir=$(mktemp -d /tmp/dbscope-reset-cost.XXXXXX)
-trap 'sh "$root/tests/pg_server.sh" stop "$dir/pg"' EXIT
+trap 'sh "$root/tests/pg_server.sh" stop "$dir/pg"; rmdir "$dir"' EXIT
 sh "$root/tests/pg_server.sh" start "$dir/pg" >/dev/null
 pw=$(cat "$dir/pg/password")
 port=$(cat "$dir/pg/port")

@@ -17,9 +17,10 @@
  * changed: a function, trigger or view can change anything. Every session
  * that sent anything gets the whole reset, in the flight that ends it:
  * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
- * reconciles the server's prepared statements with the statement cache,
- * Sync. After dbs_commit followed by close, no command ends the session, so
- * the reset flight is written at release and its answer read by the
+ * reconciles the server's prepared statements with the statement cache
+ * (named statements parsed once per connection, see pg_reset_sql), Sync.
+ * After dbs_commit followed by close, no command ends the session, so the
+ * reset flight is written at release and its answer read by the
  * connection's next flight ("posted"): the server runs it as it arrives,
  * not when the connection is next used (advisory locks go at release), the
  * releasing thread does not wait for it, and the next user's commands queue
@@ -73,8 +74,28 @@ static const char *const pg_tcp_defaults[][2] = {
 #define PG_NDEFAULTS (sizeof pg_tcp_defaults / sizeof pg_tcp_defaults[0])
 
 /* The reset: DISCARD ALL spelt out (DISCARD ALL itself may not run in a
- * pipeline), minus DEALLOCATE ALL, which the reconcile query replaces so
- * that dbscope's own prepared statements survive. */
+ * pipeline), minus DEALLOCATE ALL, which the reconcile query (the last
+ * entry) replaces so that dbscope's own prepared statements survive.
+ *
+ * DISCARD PLANS stays. The server re-plans a cached statement by itself
+ * when what its plan was made under is no longer so (an object it uses
+ * changed or was dropped, DISCARD TEMP's drops included; search_path
+ * resolves differently; another role for a plan row-level security
+ * shaped), but not when a new object shadows the one it resolved to (a
+ * temporary table of the same name, a table in a schema earlier on the
+ * search_path): without DISCARD PLANS, a session that makes such a table
+ * and then runs a statement an earlier session cached reads the earlier
+ * session's resolution, not what a fresh connection reads
+ * (tests/test_pg_reset.c, plan_shadow).
+ *
+ * Each is a named statement, "dbs_r0" ... "dbs_r8", parsed in the first
+ * reset of a connection and executed by name after that (Bind/Execute:
+ * no parsing per session; DISCARD PLANS still makes the server analyse
+ * and plan them again in each reset). Whether they are still ours is the
+ * server's to say: the reconcile query returns their text, and a reset
+ * whose named statement is missing, or whose text is not ours (a session
+ * deallocated it and prepared its own under that name), runs again from
+ * the text (reset_again). */
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
     "RESET ALL",
@@ -84,16 +105,15 @@ static const char *const pg_reset_sql[] = {
     "DISCARD TEMP",
     "DISCARD SEQUENCES",
     "DISCARD PLANS",
+    /* Every prepared statement on the server, to compare with the cache,
+     * with the text of those named like the reset's. A query that does the
+     * comparison on the server (with the cache's names as a parameter)
+     * costs 0.6 ms of planning per release; this costs little more than a
+     * round trip, and the client compares at most stmt_cache_size names. */
+    "SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
+    "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements",
 };
-#define PG_NRESET (sizeof pg_reset_sql / sizeof pg_reset_sql[0])
-
-/* Every prepared statement on the server, to compare with the cache. A
- * query that does the comparison on the server (with the cache's names as
- * a parameter) costs 0.6 ms of planning per release; this costs little
- * more than a round trip, and the client compares at most stmt_cache_size
- * names. */
-static const char pg_reconcile_sql[] =
-    "SELECT name FROM pg_catalog.pg_prepared_statements";
+#define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
 typedef struct pg_stmt {
     char *sql; /* NULL = free slot */
@@ -113,6 +133,8 @@ typedef struct pg_flight {
     int done;                 /* items read completely (collect) */
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
+    bool reset_named;         /* the reset ran by name (dbs_r0 ...) */
+    signed char rcmd[PG_MAXQ]; /* reset items: index in pg_reset_sql */
     unsigned char kind[PG_MAXQ];
     PGresult *res[PG_MAXQ];
 } pg_flight;
@@ -129,6 +151,7 @@ typedef struct pg_conn {
     bool tcp;           /* TCP socket: TCP_CORK works */
     bool corked;
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool reset_stmts;   /* dbs_r0 ... are on the server (see pg_reset_sql) */
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -395,6 +418,7 @@ static void flight_init(pg_flight *f)
 {
     f->n = f->done = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
+    f->reset_named = false;
 }
 
 /* Queues one command without parameters. */
@@ -540,19 +564,46 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
 #pragma GCC diagnostic pop
 #endif
 
+/* Which of the reset's named statements name is (see pg_reset_sql), or -1. */
+static int reset_index(const char *name)
+{
+    if (strncmp(name, "dbs_r", 5) != 0 || !isdigit((unsigned char)name[5]) ||
+        name[6] != '\0')
+        return -1;
+    int i = name[5] - '0';
+    return i < PG_NRESET ? i : -1;
+}
+
 /* Applies the reconcile query's rows: statements the cache does not know
  * are owed a DEALLOCATE at the front of the next flight (before anything
  * of the next user's); cached ones the server no longer has leave the
- * cache. */
-static void reconcile(pg_conn *c, const PGresult *r)
+ * cache. Returns whether the reset's named statements are all on the
+ * server with dbscope's text; when not, every statement under their names
+ * is owed a DEALLOCATE and the next reset parses them again. */
+static bool reconcile(pg_conn *c, const PGresult *r)
 {
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-        return;
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 2) {
+        c->reset_stmts = false;
+        return false;
+    }
     for (int i = 0; i < c->cache_n; i++)
         c->cache[i].seen = false;
+    bool mine[PG_NRESET] = {false};
+    int n_mine = 0;
+    for (int i = 0; c->reset_stmts && i < PQntuples(r); i++) {
+        int k = reset_index(PQgetvalue(r, i, 0));
+        if (k >= 0 && !mine[k] && !PQgetisnull(r, i, 1) &&
+            !strcmp(PQgetvalue(r, i, 1), pg_reset_sql[k])) {
+            mine[k] = true;
+            n_mine++;
+        }
+    }
+    bool intact = n_mine == PG_NRESET;
+    if (!intact)
+        c->reset_stmts = false;
     for (int i = 0; i < PQntuples(r); i++) {
         const char *name = PQgetvalue(r, i, 0);
-        bool ours = false;
+        bool ours = intact && reset_index(name) >= 0;
         if (!strncmp(name, "dbs_", 4))
             for (int k = 0; k < c->cache_n && !ours; k++)
                 if (c->cache[k].sql && !strcmp(c->cache[k].name, name))
@@ -581,50 +632,121 @@ static void reconcile(pg_conn *c, const PGresult *r)
             free(c->cache[i].sql);
             c->cache[i].sql = NULL;
         }
+    return intact;
 }
 
 /* ---- flights ---- */
 
-/* Queues the reset commands and the reconcile query, then a Sync. */
-static void q_reset(pg_conn *c, pg_flight *f, bool *ok)
+/* Queues reset item i (pg_reset_sql[i]): how = 0 its text (Parse, Bind,
+ * Execute of an unnamed statement), 1 the Parse of its named statement,
+ * 2 Bind/Execute of its named statement. */
+static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
 {
-    f->reset_from = f->n;
-    for (size_t i = 0; i < PG_NRESET; i++)
-        q_cmd(c, f, ok, pg_reset_sql[i]);
-    f->reset_to = f->n;
-    if (*ok && f->n < PG_MAXQ) {
-        *ok = PQsendQueryParams(c->pg, pg_reconcile_sql, 0, NULL, NULL, NULL,
-                                NULL, 0) == 1;
-        f->reconcile = f->n;
-        f->res[f->n] = NULL;
-        f->kind[f->n++] = Q_CMD;
-    } else {
+    if (!*ok || f->n >= PG_MAXQ) {
         *ok = false;
+        return;
     }
+    char name[16];
+    snprintf(name, sizeof name, "dbs_r%d", i);
+    if (how == 0)
+        *ok = PQsendQueryParams(c->pg, pg_reset_sql[i], 0, NULL, NULL, NULL,
+                                NULL, 0) == 1;
+    else if (how == 1)
+        *ok = PQsendPrepare(c->pg, name, pg_reset_sql[i], 0, NULL) == 1;
+    else
+        *ok = PQsendQueryPrepared(c->pg, name, 0, NULL, NULL, NULL, 0) == 1;
+    f->res[f->n] = NULL;
+    f->rcmd[f->n] = (signed char)i;
+    f->kind[f->n++] = Q_CMD;
+}
+
+/* Queues the reset commands and the reconcile query, then a Sync: named
+ * (parsed first when the connection has not got them yet) or, to run it
+ * again after the named statements turned out not to be dbscope's, from
+ * the text. */
+static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
+{
+    bool parse = named && !c->reset_stmts;
+    f->reset_from = f->n;
+    f->reset_named = named;
+    for (int i = 0; i < PG_NRESET; i++) {
+        if (parse)
+            q_reset_item(c, f, ok, i, 1);
+        q_reset_item(c, f, ok, i, named ? 2 : 0);
+    }
+    f->reset_to = f->n;
+    f->reconcile = *ok ? f->n - 1 : -1;
+    if (named)
+        c->reset_stmts = true; /* unless reset_done finds otherwise */
     q_sync(c, f, ok);
 }
 
+static bool names_stmt(const PGresult *r, const char *name);
+
 /* After a reset flight was read: any failed reset command means the state
  * may not be clean, so the connection goes; else the cache is reconciled.
- * Notifications a LISTEN left queued in libpq are dropped. */
-static int reset_done(pg_conn *c, pg_flight *f, dbs_error *err)
+ * *again: the reset ran by name and a named statement was missing (the
+ * server ran none of the reset after it) or was not dbscope's: it must run
+ * again from the text (reset_again). Notifications a LISTEN left queued in
+ * libpq are dropped. */
+static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 {
+    *again = false;
     for (int i = f->reset_from; i >= 0 && i < f->reset_to; i++)
         if (failed(f->res[i]) || !f->res[i]) {
+            const char *st =
+                f->res[i] ? PQresultErrorField(f->res[i], PG_DIAG_SQLSTATE)
+                          : NULL;
+            char name[16];
+            snprintf(name, sizeof name, "dbs_r%d", f->rcmd[i]);
+            if (f->reset_named && st &&
+                (!strcmp(st, "26000") || !strcmp(st, "42P05")) &&
+                names_stmt(f->res[i], name)) {
+                c->reset_stmts = false;
+                *again = true;
+                return DBS_OK;
+            }
             c->broken = true;
             if (f->res[i])
                 result_err(c, f->res[i], err);
             return dbs__err(err, DBS_ECONNECT,
                             "postgresql: the connection's reset failed "
                             "(%s): the connection is discarded",
-                            pg_reset_sql[i - f->reset_from]);
+                            pg_reset_sql[f->rcmd[i]]);
         }
-    if (f->reconcile >= 0)
-        reconcile(c, f->res[f->reconcile]);
+    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile]) &&
+        f->reset_named)
+        *again = true;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
         PQfreemem(n);
     return DBS_OK;
+}
+
+/* Runs the reset again from its text, in a flight of its own, after a
+ * named reset whose statements were not all dbscope's (reset_done): only
+ * after a session removed or replaced them (DEALLOCATE by the user, in a
+ * function or not; DISCARD ALL through dbs_session_native). */
+static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
+{
+    /* this flight's reconcile query lists the foreign statements anew */
+    c->n_foreign = 0;
+    c->dealloc_all = false;
+    pg_flight f;
+    flight_init(&f);
+    bool ok = true;
+    q_reset(c, &f, &ok, false);
+    int rc;
+    bool again;
+    int io = ok ? collect(c, &f, deadline) : IO_LOST;
+    if (io == IO_TIMEOUT)
+        rc = timed_out(c, err, "the reset", false);
+    else if (io == IO_LOST)
+        rc = conn_lost(c, err, "the reset");
+    else
+        rc = reset_done(c, &f, &again, err);
+    flight_clear(&f);
+    return rc;
 }
 
 /* Reads the posted reset's answer (long arrived, as a rule). */
@@ -635,14 +757,17 @@ static int drain_posted(pg_conn *c, int64_t deadline, dbs_error *err)
         return DBS_OK;
     int io = collect(c, f, deadline);
     int rc = DBS_OK;
+    bool again = false;
     if (io == IO_TIMEOUT)
         rc = timed_out(c, err, "the reset", false);
     else if (io == IO_LOST)
         rc = conn_lost(c, err, "the reset");
     else
-        rc = reset_done(c, f, err);
+        rc = reset_done(c, f, &again, err);
     flight_clear(f);
     flight_init(f);
+    if (rc == DBS_OK && again)
+        rc = reset_again(c, deadline, err);
     return rc;
 }
 
@@ -671,6 +796,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
         q_cmd(c, f, ok, "DEALLOCATE ALL");
         q_sync_more(c, f, ok);
         cache_clear(c);
+        c->reset_stmts = false;
     } else if (c->n_foreign > 0) {
         for (int i = 0; i < c->n_foreign; i++)
             q_cmd(c, f, ok, c->foreign[i]);
@@ -1525,7 +1651,7 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
             q_sync(c, &f, &ok);
     }
     if (reset)
-        q_reset(c, &f, &ok);
+        q_reset(c, &f, &ok, true);
     rc = flight_wait(c, &f, dl, ok, cmd, commit && open, err);
     /* The flight failed after the answer to COMMIT/ROLLBACK came (in the
      * reset): that answer stands; the connection is broken either way. */
@@ -1558,9 +1684,13 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
     }
     if (reset && !c->broken) {
         dbs_error rerr;
+        bool again;
         /* A commit that succeeded stays a success: a failed reset only
          * means the connection is discarded (reset_done breaks it). */
-        if (reset_done(c, &f, &rerr) != DBS_OK && rc == DBS_OK && !commit) {
+        int rrc = reset_done(c, &f, &again, &rerr);
+        if (rrc == DBS_OK && again)
+            rrc = reset_again(c, dl, &rerr);
+        if (rrc != DBS_OK && rc == DBS_OK && !commit) {
             rc = rerr.code;
             if (err)
                 *err = rerr;
@@ -1628,7 +1758,7 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         flight_clear(&f);
         return rc;
     }
-    q_reset(c, &f, &ok);
+    q_reset(c, &f, &ok, true);
     c->used = false;
     c->native_used = false;
     cork(c, false);

@@ -5,8 +5,14 @@
  * text can see it, and ends its session three ways (dbs_transact, dbs_commit
  * then close, close without commit); B must see none of it. Also: a
  * commented PREPARE, a user's PREPARE, DEALLOCATE ALL by the user (plain and
- * inside a function), dbs_rollback freeing row locks, and notices reaching
- * on_event with the password scrubbed. */
+ * inside a function), dbs_rollback freeing row locks, notices reaching
+ * on_event with the password scrubbed; the reset's own named statements
+ * replaced by a session (reset_statements); and cached plans across
+ * sessions: row-level security per role, search_path changed in a function,
+ * a temporary table dropped by the reset (plan_rls, plan_search_path,
+ * plan_temp: PostgreSQL re-plans these by itself), and a temporary table
+ * made by the next session (plan_shadow: it does not; why the reset keeps
+ * DISCARD PLANS). */
 #include "common.h"
 
 static dbs_pool *pool, *other;
@@ -97,10 +103,51 @@ static void setup(void)
             "END $$");
     run_fmt(pool, "CREATE TRIGGER rs_trig_%ld AFTER INSERT ON rs_trig_%ld "
                   "FOR EACH ROW EXECUTE FUNCTION rs_trig_fn_%ld()");
+    /* Plans: row-level security by role (a policy for each role, so a
+     * plan holds the policy of the role it was made for) ... */
+    run_fmt(pool, "CREATE ROLE rs_a_%ld NOLOGIN");
+    run_fmt(pool, "CREATE ROLE rs_b_%ld NOLOGIN");
+    run_fmt(pool, "GRANT rs_a_%ld, rs_b_%ld TO CURRENT_USER");
+    run_fmt(pool, "CREATE TABLE rs_rls_%ld (owner text, v int)");
+    run_fmt(pool, "INSERT INTO rs_rls_%ld VALUES ('a', 1), ('b', 2)");
+    run_fmt(pool, "GRANT SELECT ON rs_rls_%ld TO rs_a_%ld, rs_b_%ld");
+    run_fmt(pool, "ALTER TABLE rs_rls_%ld ENABLE ROW LEVEL SECURITY");
+    run_fmt(pool, "CREATE POLICY rs_pa ON rs_rls_%ld TO rs_a_%ld "
+                  "USING (owner = 'a')");
+    run_fmt(pool, "CREATE POLICY rs_pb ON rs_rls_%ld TO rs_b_%ld "
+                  "USING (owner = 'b')");
+    /* ... one table name in two schemas, and a function that changes
+     * search_path for the rest of the session ... */
+    run_fmt(pool, "CREATE SCHEMA rs_sch_%ld");
+    run_fmt(pool, "CREATE TABLE public.rs_sp_%ld AS SELECT 1 AS v");
+    run_fmt(pool, "CREATE TABLE rs_sch_%ld.rs_sp_%ld AS SELECT 2 AS v");
+    run_fmt(pool,
+            "CREATE FUNCTION rs_path_%ld() RETURNS int LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  PERFORM set_config('search_path', 'rs_sch_%ld, public', false);\n"
+            "  RETURN 1;\n"
+            "END $$");
+    /* ... and a table a temporary table shadows, made inside a function. */
+    run_fmt(pool, "CREATE TABLE public.rs_shadow_%ld AS SELECT 1 AS v");
+    run_fmt(pool,
+            "CREATE FUNCTION rs_shadow_fn_%ld() RETURNS int LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  CREATE TEMP TABLE rs_shadow_%ld AS SELECT 99 AS v;\n"
+            "  RETURN 1;\n"
+            "END $$");
 }
 
 static void teardown(void)
 {
+    run_fmt(pool, "DROP FUNCTION rs_shadow_fn_%ld()");
+    run_fmt(pool, "DROP TABLE public.rs_shadow_%ld");
+    run_fmt(pool, "DROP FUNCTION rs_path_%ld()");
+    run_fmt(pool, "DROP TABLE rs_sch_%ld.rs_sp_%ld");
+    run_fmt(pool, "DROP SCHEMA rs_sch_%ld");
+    run_fmt(pool, "DROP TABLE public.rs_sp_%ld");
+    run_fmt(pool, "DROP TABLE rs_rls_%ld");
+    run_fmt(pool, "DROP ROLE rs_a_%ld");
+    run_fmt(pool, "DROP ROLE rs_b_%ld");
     run_fmt(pool, "DROP TABLE rs_trig_%ld");
     run_fmt(pool, "DROP FUNCTION rs_trig_fn_%ld()");
     run_fmt(pool, "DROP FUNCTION rs_dirty_%ld()");
@@ -405,6 +452,243 @@ static void test_notices(void)
            strstr(buf, "event=notice"));
 }
 
+/* ---- plans: DISCARD PLANS is not part of the reset ---- */
+
+/* The name of the server's prepared statement whose text is sql (the one
+ * dbscope's statement cache made for it), in out; the test fails if there
+ * is none. */
+static void stmt_name(dbs_session *s, const char *sql, char *out, size_t n)
+{
+    dbs_error err;
+    dbs_value v[] = {DBS_TEXT(sql)};
+    dbs_rows *r = dbs_query(s,
+                            "SELECT name FROM pg_catalog.pg_prepared_statements "
+                            "WHERE statement = $1",
+                            v, 1, &err);
+    if (!r)
+        CHECK_FAIL("pg_prepared_statements: %s", err.message);
+    if (dbs_rows_next(r, &err) != 1)
+        CHECK_FAIL("no prepared statement for %s", sql);
+    snprintf(out, n, "%s", dbs_rows_text(r, 0, NULL));
+    dbs_rows_close(r);
+}
+
+/* The same cached statement as before (first: remember it). */
+static void same_stmt(dbs_session *s, const char *sql, char *name, size_t n)
+{
+    char now[64];
+    stmt_name(s, sql, now, sizeof now);
+    if (!name[0])
+        snprintf(name, n, "%s", now);
+    else if (strcmp(now, name) != 0)
+        CHECK_FAIL("%s: prepared statement %s, was %s: not the same cached "
+                   "statement", sql, now, name);
+}
+
+/* A statement cached under user A's row-level security policy, then run
+ * by user B on the same backend (the user is the request context's
+ * user_id, set as the role, so each transaction runs as its user): B sees
+ * only B's rows, and A again only A's.
+ *
+ * The policies are per role, so the plan made for A holds A's policy,
+ * owner = 'a', as a constant (EXPLAIN shows it below), and the statement
+ * has no parameters, so that plan is the generic one the server keeps
+ * (generic_plans counts it). Were the server to run that cached plan for
+ * B, B would get A's row and this test would fail. It cannot: the plan
+ * cache marks a plan that row-level security shaped with the role it was
+ * made for (and row_security), and plans the statement again whenever it
+ * runs under another (plancache.c: RevalidateCachedQuery, CheckCachedPlan).
+ * DISCARD PLANS added nothing to that. */
+static void test_plan_rls(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.reset = DBS_RESET_FULL;
+    cfg.ctx_user_setting = "role";
+    dbs_pool *p = open_pool("reset", &cfg);
+    char role[2][64], sql[200], name[64] = "", v[256];
+    sql_fmt(role[0], sizeof role[0], "rs_a_%ld");
+    sql_fmt(role[1], sizeof role[1], "rs_b_%ld");
+    sql_fmt(sql, sizeof sql,
+            "SELECT string_agg(owner, ',' ORDER BY owner) FROM rs_rls_%ld");
+    int64_t pid = -1;
+    dbs_error err;
+    for (int round = 0; round < 3; round++)
+        for (int who = 0; who < 2; who++) {
+            dbs_context ctx = {.user_id = role[who]};
+            dbs_session *s = dbs_session_open(p, &ctx, &err);
+            if (!s)
+                CHECK_FAIL("open: %s", err.message);
+            text_of(s, sql, v, sizeof v);
+            if (strcmp(v, who ? "b" : "a") != 0)
+                CHECK_FAIL("round %d, %s sees '%s'", round, role[who], v);
+            text_of(s, "SELECT current_user", v, sizeof v);
+            CHECK_STR(v, role[who]);
+            int64_t now = pid_of(s);
+            if (pid < 0)
+                pid = now;
+            CHECK_EQ(now, pid);
+            same_stmt(s, sql, name, sizeof name);
+            if (round == 0 && who == 0) {
+                /* A's plan: A's policy inside, kept as the generic plan */
+                char q[256];
+                snprintf(q, sizeof q, "EXPLAIN (COSTS OFF) EXECUTE %s", name);
+                dbs_rows *r = dbs_query(s, q, NULL, 0, &err);
+                CHECK(r != NULL);
+                bool has_a = false;
+                while (dbs_rows_next(r, &err) == 1)
+                    has_a |= strstr(dbs_rows_text(r, 0, NULL), "'a'") != NULL;
+                dbs_rows_close(r);
+                CHECK(has_a);
+                snprintf(q, sizeof q,
+                         "SELECT generic_plans FROM pg_catalog."
+                         "pg_prepared_statements WHERE name = '%s'",
+                         name);
+                CHECK(query_int(s, q, NULL, 0) >= 1);
+            }
+            CHECK_OK(dbs_commit(s, &err), &err);
+            dbs_session_close(s);
+        }
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("row-level security: one cached statement, users A and B take "
+           "turns on one backend, each sees only its own rows\n");
+}
+
+/* Session 1 changes search_path inside a function, and its cached
+ * statement follows (the server plans it again); session 2's run of the
+ * same cached statement resolves with the default search_path again. */
+static void test_plan_search_path(void)
+{
+    char sql[200], fn[200], name[64] = "";
+    sql_fmt(sql, sizeof sql, "SELECT v FROM rs_sp_%ld");
+    sql_fmt(fn, sizeof fn, "SELECT rs_path_%ld()");
+    dbs_error err;
+    for (int round = 0; round < 2; round++) {
+        dbs_session *s = same_conn(pool);
+        CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+        same_stmt(s, sql, name, sizeof name);
+        exec_ok(s, fn);
+        CHECK_EQ(query_int(s, sql, NULL, 0), 2); /* rs_sch_%ld's table now */
+        same_stmt(s, sql, name, sizeof name);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+
+        s = same_conn(pool);
+        if (query_int(s, sql, NULL, 0) != 1)
+            CHECK_FAIL("session 2's cached statement still reads the "
+                       "schema session 1's search_path named");
+        same_stmt(s, sql, name, sizeof name);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+    printf("search_path changed in a function: the next session's cached "
+           "statement reads the default schema\n");
+}
+
+/* Session 1 makes a temporary table that shadows a real one (inside a
+ * function) and caches a statement that reads it; the reset's DISCARD
+ * TEMP drops it, and session 2's run of the same cached statement reads
+ * the real table. */
+static void test_plan_temp(void)
+{
+    char sql[200], fn[200], name[64] = "";
+    sql_fmt(sql, sizeof sql, "SELECT v FROM rs_shadow_%ld");
+    sql_fmt(fn, sizeof fn, "SELECT rs_shadow_fn_%ld()");
+    dbs_error err;
+    dbs_session *s = same_conn(pool);
+    exec_ok(s, fn);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 99); /* the temporary table */
+    same_stmt(s, sql, name, sizeof name);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+
+    s = same_conn(pool);
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("session 2's cached statement: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    if (dbs_rows_int(r, 0) != 1)
+        CHECK_FAIL("session 2 reads session 1's temporary table: %lld",
+                   (long long)dbs_rows_int(r, 0));
+    dbs_rows_close(r);
+    same_stmt(s, sql, name, sizeof name);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    printf("temporary table shadowing a table: gone for the next session's "
+           "cached statement\n");
+}
+
+/* Why the reset keeps DISCARD PLANS. Session 1 caches a statement that
+ * reads the real table; session 2 makes a temporary table of the same name
+ * (inside a function) and runs the same statement: it must read the
+ * temporary table, as it would on a fresh connection. The server does not
+ * re-plan a statement when a new object shadows the one it resolved to
+ * (PostgreSQL's documentation of PREPARE says so), so without DISCARD
+ * PLANS session 2 reads the real table through session 1's plan. */
+static void test_plan_shadow(void)
+{
+    char sql[200], fn[200], name[64] = "";
+    sql_fmt(sql, sizeof sql, "SELECT v + 0 FROM rs_shadow_%ld");
+    sql_fmt(fn, sizeof fn, "SELECT rs_shadow_fn_%ld()");
+    dbs_error err;
+    for (int round = 0; round < 2; round++) {
+        dbs_session *s = same_conn(pool);
+        CHECK_EQ(query_int(s, sql, NULL, 0), 1); /* the real table */
+        same_stmt(s, sql, name, sizeof name);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+
+        s = same_conn(pool);
+        exec_ok(s, fn);
+        int64_t v = query_int(s, sql, NULL, 0);
+        if (v != 99)
+            CHECK_FAIL("session 2 made a temporary table, but its cached "
+                       "statement reads the table session 1's plan "
+                       "resolved: %lld", (long long)v);
+        same_stmt(s, sql, name, sizeof name);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+    printf("temporary table made by the next session: its cached statement "
+           "reads it, as on a fresh connection\n");
+}
+
+/* The reset runs as named statements dbs_r0 ... (parsed once per
+ * connection). A session that deallocates one and prepares its own under
+ * that name does not get its statement run instead: the reset checks their
+ * text on the server and runs again from the text. Each of them in turn,
+ * after A left state behind; B sees none of it, and the connection stays. */
+static void test_reset_statements(void)
+{
+    char dirty[200];
+    sql_fmt(dirty, sizeof dirty, "SELECT public.rs_dirty_%ld()");
+    dbs_error err;
+    for (int k = 0; k < 9; k++) {
+        dbs_session *s = same_conn(pool);
+        char q[160], name[16];
+        snprintf(name, sizeof name, "dbs_r%d", k);
+        snprintf(q, sizeof q, "SELECT count(*) FROM pg_catalog."
+                              "pg_prepared_statements WHERE name = '%s'", name);
+        CHECK_EQ(query_int(s, q, NULL, 0), 1);
+        exec_ok(s, dirty);
+        snprintf(q, sizeof q, "DEALLOCATE %s", name);
+        exec_ok(s, q);
+        snprintf(q, sizeof q, "PREPARE %s AS SELECT 1", name);
+        exec_ok(s, q);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+        char how[64];
+        snprintf(how, sizeof how, "%s replaced by the session", name);
+        check_clean(how);
+    }
+    CHECK_EQ(stats_of(pool).created, 1);
+    printf("the reset's named statements replaced by a session: the reset "
+           "still runs in full\n");
+}
+
 int main(int argc, char **argv)
 {
     me = (long)getpid();
@@ -432,6 +716,11 @@ int main(int argc, char **argv)
         {"deallocate_rollback_mode", test_deallocate_rollback_mode},
         {"rollback", test_rollback_frees_locks},
         {"notices", test_notices},
+        {"plan_rls", test_plan_rls},
+        {"plan_search_path", test_plan_search_path},
+        {"plan_temp", test_plan_temp},
+        {"plan_shadow", test_plan_shadow},
+        {"reset_statements", test_reset_statements},
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (argc < 2 || !strcmp(argv[1], parts[i].name))
