@@ -1174,7 +1174,11 @@ static int sq_commit(void *vc, dbs_error *err)
     bool moved = c->file_moved; /* refused by the commit hook: rolled back */
     c->sync_owed = false;
     int rc = fail(c, src, err, "COMMIT", NULL);
-    if (!moved && (rc == DBS_ECONNECT || rc == DBS_ESTMT_TIMEOUT || is_sync_error(src))) {
+    /* A bound that ran out while waiting for a lock (SQLITE_BUSY) committed
+     * nothing: that is a refusal, not an unknown outcome. */
+    bool refused = (src & 0xff) == SQLITE_BUSY || (src & 0xff) == SQLITE_LOCKED;
+    if (!moved && !refused &&
+        (rc == DBS_ECONNECT || rc == DBS_ESTMT_TIMEOUT || is_sync_error(src))) {
         /* An I/O error, corruption or a failed sync during COMMIT: the
          * commit record may be on disk, whole or not. Nobody can tell
          * whether the transaction committed; the connection is discarded.
