@@ -117,6 +117,8 @@ typedef struct dbs__driver {
      * succeeded stays DBS_OK even if its reset failed: the connection is
      * then broken and discarded. */
     int (*commit_release)(void *c, dbs_error *err);
+    /* May leave the rollback to the reset() that follows at once in the
+     * same release (MariaDB: COM_RESET_CONNECTION rolls back). */
     int (*rollback_release)(void *c, dbs_error *err);
     /* Optional. Bounds each later round trip on c to ms (0: none; < 0: the
      * pool's t->statement_timeout_ms again). Sends nothing. */
@@ -127,6 +129,14 @@ typedef struct dbs__driver {
      * read-write, called before the connection's reset at release. Must
      * not by itself make reset treat the connection as dirty. */
     int (*set_read_only)(void *c, int on, dbs_error *err);
+    /* 1 when, since the last reset, a transaction that begin() started
+     * ended on the server other than by commit() or rollback(), as the
+     * server reports it after each statement (an implicit commit by DDL, a
+     * COMMIT or ROLLBACK sent as SQL): part of the session's work may have
+     * committed. The backend then begins a new transaction (read-only
+     * still, after set_read_only) with the next statement, so no statement
+     * runs outside one. Never blocks, sends nothing. */
+    int (*tx_escaped)(void *c);
 } dbs__driver;
 
 extern const dbs__driver dbs__driver_sqlite;

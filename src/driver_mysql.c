@@ -104,6 +104,9 @@ typedef struct my_conn {
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
     bool tx_failed;     /* the server rolled the transaction back (deadlock):
                            later statements would run outside it */
+    bool escaped;       /* since the last reset, a transaction dbscope began
+                           ended on the server other than by its COMMIT or
+                           ROLLBACK (implicit commit, COMMIT sent as SQL) */
     bool schema_tracked;
     bool role_owed;     /* the reset's SET ROLE, sent before the next
                            statement (or native()) */
@@ -780,6 +783,36 @@ static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error 
 
 static int send_begin(my_conn *c, dbs_error *err);
 
+/* After each statement: what the server reports of the transaction
+ * dbscope began, not what the SQL looked like. DDL and COMMIT sent as SQL
+ * end it (an implicit commit: SERVER_STATUS_IN_TRANS goes); START
+ * TRANSACTION sent as SQL ends it and opens one of the caller's, read-write
+ * (SERVER_STATUS_IN_TRANS_READONLY missing in a read-only session). Either
+ * way something may have committed (escaped), and the next statement begins
+ * a new transaction of dbscope's own, READ ONLY again in a read-only
+ * session, after rolling back the caller's. */
+static void follow_tx(my_conn *c)
+{
+    if (!c->tx_sent || c->tx_failed || c->broken)
+        return;
+    unsigned st = c->my->server_status;
+    bool in = (st & SERVER_STATUS_IN_TRANS) != 0;
+    if (in && (!c->read_only || (st & SERVER_STATUS_IN_TRANS_READONLY)))
+        return;
+    c->escaped = true;
+    c->tx_sent = false;
+    c->begin_pending = true;
+    if (in)
+        c->rollback_owed = true;
+}
+
+static int my_tx_escaped(void *vc)
+{
+    my_conn *c = vc;
+    follow_tx(c);
+    return c->escaped;
+}
+
 static void *my_native(void *vc)
 {
     my_conn *c = vc;
@@ -1086,6 +1119,7 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         drop_entry(c, e, tmp);
         return NULL;
     }
+    follow_tx(c); /* the last statement's report, native() use included */
     if ((c->begin_pending || c->rollback_owed || c->role_owed) && send_begin(c, err) != DBS_OK) {
         drop_entry(c, e, tmp);
         return NULL;
@@ -1221,7 +1255,10 @@ static int64_t my_exec(void *vc, const char *sql, const dbs_value *params, size_
     }
     int rc = drain(c, e->st, false, err);
     drop_entry(c, e, &tmp);
-    return rc != DBS_OK ? rc : rows;
+    if (rc != DBS_OK)
+        return rc;
+    follow_tx(c);
+    return rows;
 }
 
 static int arena_reserve(my_rows *r, size_t more)
@@ -1413,12 +1450,15 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
         r = NULL;
     }
     drop_entry(c, e, &tmp);
+    if (r)
+        follow_tx(c);
     return r ? &r->base : NULL;
 }
 
 static int my_commit(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
+    follow_tx(c);
     c->begin_pending = false; /* nothing sent: nothing to commit */
     if (!c->tx_sent)
         return DBS_OK;
@@ -1438,23 +1478,37 @@ static int my_commit(void *vc, dbs_error *err)
     return text(c, "COMMIT", 6, true, err);
 }
 
+/* Rolls back now, in a round trip of its own: the transaction's row locks
+ * go before dbs_rollback returns, as its contract says, even though a
+ * full reset would roll back too (the session may live on for long). */
 static int my_rollback(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
+    follow_tx(c);
     c->begin_pending = false;
     c->tx_failed = false;
-    if (!c->tx_sent)
-        return DBS_OK;
+    bool open = c->tx_sent || c->rollback_owed;
     c->tx_sent = false;
-    if (c->broken)
+    c->rollback_owed = false;
+    if (!open || c->broken)
         return DBS_OK; /* the server rolls back a lost connection's work */
-    /* The full reset rolls back anyway: owe the ROLLBACK to it (or to the
-     * next statement) instead of paying a round trip of its own. */
-    if (c->t->reset == DBS_RESET_FULL) {
-        c->rollback_owed = true;
-        return DBS_OK;
-    }
     return text(c, "ROLLBACK", 8, false, err);
+}
+
+/* The rollback of a session that closes right after: under the full reset,
+ * the reset that follows at once in the same release (COM_RESET_CONNECTION)
+ * rolls back, so the ROLLBACK is left to it: one round trip, not two. */
+static int my_rollback_release(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (c->t->reset != DBS_RESET_FULL || c->broken)
+        return my_rollback(vc, err);
+    follow_tx(c);
+    c->begin_pending = false;
+    c->tx_failed = false;
+    c->rollback_owed = c->rollback_owed || c->tx_sent;
+    c->tx_sent = false;
+    return DBS_OK;
 }
 
 static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
@@ -1464,6 +1518,7 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
     c->begin_pending = false;
     c->tx_failed = false;
+    c->escaped = false;
     c->ctx = NULL;
     bool owed = c->rollback_owed || c->tx_sent ||
                 (c->my->server_status & SERVER_STATUS_IN_TRANS);
@@ -1633,6 +1688,8 @@ const dbs__driver dbs__driver_mysql = {
     .query = my_query,
     .commit = my_commit,
     .rollback = my_rollback,
+    .rollback_release = my_rollback_release,
+    .tx_escaped = my_tx_escaped,
     .reset = my_reset,
     .is_broken = my_is_broken,
     .native = my_native,
