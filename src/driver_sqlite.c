@@ -196,8 +196,14 @@ static int authorizer(void *user, int action, const char *a, const char *b,
          * (user_version: database state, like any row). */
         if (b && !pragma_reads_only(a))
             c->preparing_dirty = true;
-        if (b && sqlite3_stricmp(a, "query_only") == 0)
+        /* SQLite applies a flag pragma as it compiles it (and again
+         * whenever it recompiles): in a read-only session, query_only
+         * must be refused here, before it takes effect. */
+        if (b && sqlite3_stricmp(a, "query_only") == 0) {
             c->preparing_query_only = true;
+            if (c->read_only)
+                return SQLITE_DENY;
+        }
         break;
     default:
         break;
@@ -269,6 +275,13 @@ static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool pe
     c->preparing_query_only = false;
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len,
                                 persistent ? SQLITE_PREPARE_PERSISTENT : 0, &st->stmt, tail);
+    if (rc != SQLITE_OK && c->preparing_query_only && c->read_only) {
+        rc = dbs__err(err, DBS_ESQL,
+                      "a read-only session (dbs_session_open_ro) cannot change query_only "
+                      "(statement: %.120s); use dbs_session_open to write", sql);
+        dbs__err_sqlstate(err, "25006");
+        return rc;
+    }
     if (rc != SQLITE_OK)
         return fail(c, rc, err, "preparing the statement", sql);
     st->dirty = c->preparing_dirty;
@@ -975,10 +988,10 @@ static int sq_set_read_only(void *vc, int on, dbs_error *err)
     if (c->broken || !c->db)
         return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
     bool was = c->preparing_dirty;
+    c->read_only = false; /* the authorizer lets dbscope's own switch through */
     int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
     c->preparing_dirty = was;
-    if (rc == DBS_OK)
-        c->read_only = on != 0;
+    c->read_only = rc == DBS_OK && on;
     return rc;
 }
 
