@@ -102,6 +102,10 @@ typedef struct my_conn {
     bool vars_set;      /* context user variables may hold values */
     bool native_used;   /* the caller had the raw handle */
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool session_ro;    /* SET SESSION TRANSACTION READ ONLY is in effect,
+                           and the server reports changes to it */
+    bool ro_owed;       /* the caller changed the session's access mode:
+                           set it again before the next statement */
     bool tx_failed;     /* the server rolled the transaction back (deadlock):
                            later statements would run outside it */
     bool escaped;       /* since the last reset, a transaction dbscope began
@@ -795,6 +799,15 @@ static void follow_tx(my_conn *c)
 {
     if (!c->tx_sent || c->tx_failed || c->broken)
         return;
+    const char *name;
+    size_t len;
+    if (c->session_ro &&
+        mysql_session_track_get_first(c->my, SESSION_TRACK_SYSTEM_VARIABLES, &name, &len) == 0) {
+        /* The caller set the session's access mode (SET SESSION
+         * TRANSACTION READ WRITE): set it back before the next statement.
+         * The transaction itself is READ ONLY still. */
+        c->ro_owed = true;
+    }
     unsigned st = c->my->server_status;
     bool in = (st & SERVER_STATUS_IN_TRANS) != 0;
     if (in && (!c->read_only || (st & SERVER_STATUS_IN_TRANS_READONLY)))
@@ -819,7 +832,7 @@ static void *my_native(void *vc)
     c->native_used = true;
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
-    if ((c->rollback_owed || c->role_owed) && !c->broken) {
+    if ((c->rollback_owed || c->role_owed || (c->session_ro && !c->read_only)) && !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
         dbs_error e;
@@ -975,7 +988,7 @@ static int send_begin(my_conn *c, dbs_error *err)
                          c->ctx ? c->ctx->user_id : NULL,
                          c->ctx ? c->ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 64 + sizeof c->role_sql;
+    size_t need = 192 + sizeof c->role_sql;
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
     char *sql = malloc(need);
@@ -994,6 +1007,21 @@ static int send_begin(my_conn *c, dbs_error *err)
     }
     if (c->rollback_owed)
         APPEND("ROLLBACK;");
+    /* A read-only session is read-only at the session level too, so that
+     * DDL, which commits implicitly and then runs outside the transaction,
+     * is refused; and the server reports any change of it after the
+     * statement that made it (follow_tx), before the next one runs. */
+    bool set_ro = c->read_only && (c->ro_owed || (c->begin_pending && !c->session_ro));
+    bool set_rw = !c->read_only && c->session_ro;
+    if (set_ro) {
+        APPEND("SET SESSION TRANSACTION READ ONLY;SET SESSION "
+               "session_track_system_variables=");
+        APPEND(mariadb_connection(c->my)
+                   ? "'tx_read_only,session_track_system_variables';"
+                   : "'transaction_read_only,session_track_system_variables';");
+    } else if (set_rw) {
+        APPEND("SET SESSION TRANSACTION READ WRITE;");
+    }
     if (c->begin_pending)
         APPEND(c->read_only ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
     if (vars && c->begin_pending) {
@@ -1032,6 +1060,11 @@ static int send_begin(my_conn *c, dbs_error *err)
         c->tx_failed = false;
         c->vars_set = vars;
     }
+    if (set_ro)
+        c->session_ro = true;
+    if (set_rw)
+        c->session_ro = false;
+    c->ro_owed = false;
     return DBS_OK;
 }
 
@@ -1120,7 +1153,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         return NULL;
     }
     follow_tx(c); /* the last statement's report, native() use included */
-    if ((c->begin_pending || c->rollback_owed || c->role_owed) && send_begin(c, err) != DBS_OK) {
+    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed) &&
+        send_begin(c, err) != DBS_OK) {
         drop_entry(c, e, tmp);
         return NULL;
     }
@@ -1536,6 +1570,8 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
      * handles are dead (Connector/C detached them). */
     cache_clear(c);
     c->vars_set = false;
+    c->session_ro = false;
+    c->ro_owed = false;
     c->native_used = false;
     c->role_owed = c->role_sql[0] != '\0';
     const char *want = c->mt->db;
