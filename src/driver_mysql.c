@@ -19,7 +19,15 @@
  * text query, then its prepared statement: one round trip more than the
  * statement, since the binary protocol cannot carry a text command in the
  * same packet. A statement new to the cache is prepared and executed in one
- * round trip (mariadb_stmt_execute_direct). COMMIT costs one.
+ * round trip (mariadb_stmt_execute_direct). COMMIT costs one, and so does
+ * ROLLBACK (dbs_rollback releases the row locks before it returns); only
+ * the rollback of a session that closes is left to the reset, which rolls
+ * back in its own round trip.
+ *
+ * The transaction's state is what the server reports after each statement
+ * (server_status), never what the SQL looked like: follow_tx. A read-only
+ * session is READ ONLY at the transaction and the session level, the
+ * latter tracked by the server (session_track_system_variables).
  *
  * Reset (DBS_RESET_FULL) holds by construction: COM_RESET_CONNECTION
  * (mysql_reset_connection) rolls back, drops temporary tables, releases

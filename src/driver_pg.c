@@ -8,8 +8,11 @@
  * only called when PQisBusy says it will not block).
  *
  * Round trips. begin() sends nothing. A statement's flight is [owed
- * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting]
- * [Parse of a statement new to the cache] Bind/Execute, Sync. So the first
+ * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting, or
+ * for a read-only transaction without one a SELECT: its first snapshot]
+ * [Parse of a statement new to the cache] Bind/Execute, Sync. After each
+ * flight the server's transaction status says whether the transaction
+ * dbscope began is still open (follow_tx). So the first
  * statement of a transaction costs one round trip with its BEGIN and
  * context, every later one costs one, COMMIT one: N + 1.
  *

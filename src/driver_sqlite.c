@@ -20,6 +20,11 @@
  * connection dirty whenever it runs, and so does handing out the raw handle.
  * A full reset of a dirty connection reopens it, which is cheap in process
  * and undoes everything; a clean one only rolls back.
+ *
+ * Read-only sessions: PRAGMA query_only, which the authorizer refuses to
+ * turn off, and only statements sqlite3_stmt_readonly calls read-only. A
+ * transaction ended by a statement of the session's (COMMIT sent as SQL) is
+ * begun again before the next one (follow_tx, by sqlite3_get_autocommit).
  */
 #include "internal.h"
 
