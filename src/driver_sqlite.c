@@ -986,10 +986,7 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
     while (cur && *cur) {
         sq_stmt scratch, *st;
         const char *tail = NULL;
-        int rc = follow_tx(c, err);
-        if (rc != DBS_OK)
-            return rc;
-        rc = get_stmt(c, cur, &st, &scratch, &tail, err);
+        int rc = get_stmt(c, cur, &st, &scratch, &tail, err);
         if (rc != DBS_OK)
             return rc;
         if (!st->stmt) {
@@ -1023,13 +1020,12 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
         put_stmt(st);
         /* a COMMIT sent as SQL, or a write in autocommit mode */
         rc = settle(c, err);
+        if (rc == DBS_OK) /* and a new transaction after such a COMMIT */
+            rc = follow_tx(c, err);
         if (rc != DBS_OK)
             return rc;
         cur = tail;
     }
-    int frc = follow_tx(c, err);
-    if (frc != DBS_OK)
-        return frc;
     if (!any)
         return dbs__err(err, DBS_ESQL, "empty statement");
     if ((size_t)max_param < n)
