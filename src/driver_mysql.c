@@ -1022,11 +1022,13 @@ static int send_begin(my_conn *c, dbs_error *err)
     bool set_ro = c->read_only && (c->ro_owed || (c->begin_pending && !c->session_ro));
     bool set_rw = !c->read_only && c->session_ro;
     if (set_ro) {
-        APPEND("SET SESSION TRANSACTION READ ONLY;SET SESSION "
-               "session_track_system_variables=");
-        APPEND(mariadb_connection(c->my)
-                   ? "'tx_read_only,session_track_system_variables';"
-                   : "'transaction_read_only,session_track_system_variables';");
+        APPEND("SET SESSION TRANSACTION READ ONLY;");
+        if (c->my->server_capabilities & CLIENT_SESSION_TRACKING)
+            APPEND(mariadb_connection(c->my)
+                       ? "SET SESSION session_track_system_variables="
+                         "'tx_read_only,session_track_system_variables';"
+                       : "SET SESSION session_track_system_variables="
+                         "'transaction_read_only,session_track_system_variables';");
     } else if (set_rw) {
         APPEND("SET SESSION TRANSACTION READ WRITE;");
     }
