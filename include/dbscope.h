@@ -527,8 +527,10 @@ typedef struct dbs_session dbs_session;
 
 /* Closes s: rolls back anything uncommitted, resets the connection's state
  * and returns the connection to the pool (or discards it if broken). Blocks
- * for the rollback and reset. Only the thread that opened s may close it
- * (elsewhere: refused, s stays open); NULL is a no-op.
+ * for the rollback and reset; on PostgreSQL, after a dbs_commit, the reset
+ * is written to the server (which runs it as it arrives) and its answer is
+ * read by the connection's next use. Only the thread that opened s may close
+ * it (elsewhere: refused, s stays open); NULL is a no-op.
  * SQLite, under DBS_RESET_FULL: the next user sees last_insert_rowid() and
  * changes() as 0; total_changes() counts every change since the connection
  * opened and cannot be reset (a session must not rely on it: use changes(),
@@ -557,9 +559,18 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
     dbs_session_open_at(pool, ctx, err, __FILE__, __LINE__, __func__)
 
 /* Opens a read-only session: like dbs_session_open, but its transactions
- * are READ ONLY by construction (PostgreSQL: BEGIN READ ONLY; SQLite:
- * PRAGMA query_only), so a write fails with DBS_ESQL (SQLSTATE 25006 on
- * PostgreSQL). With replica_url it runs on a replica that qualifies (the
+ * are READ ONLY by construction, so a write fails with DBS_ESQL and SQLSTATE
+ * 25006, whatever the session sent before it: a COMMIT or ROLLBACK sent as
+ * SQL makes the next statement begin a new read-only transaction, and the
+ * switch cannot be turned off. PostgreSQL: BEGIN READ ONLY, with the first
+ * snapshot taken in BEGIN's own flight so SET TRANSACTION READ WRITE is
+ * refused. SQLite: PRAGMA query_only, only statements that
+ * sqlite3_stmt_readonly calls read-only, and no PRAGMA query_only. MariaDB:
+ * START TRANSACTION READ ONLY and the session's access mode READ ONLY,
+ * whose changes the server reports and dbscope undoes before the next
+ * statement; a statement that changes the access mode for itself alone
+ * (SET STATEMENT tx_read_only=0 FOR ...) is not caught: use an account
+ * without write privileges where that matters. With replica_url it runs on a replica that qualifies (the
  * lag bound, reachable, in recovery), chosen from cached measurements
  * without a round trip; while none does, on the primary (replica_fallback
  * = 1, counted in ro_fallbacks) or not at all (DBS_EUNAVAILABLE). It
@@ -589,8 +600,9 @@ dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx,
  * the connection is discarded. */
 int dbs_commit(DBS__IN dbs_session *s, dbs_error *err);
 
-/* Rolls back the current transaction, if any. Blocks for one round trip.
- * Owner thread only. */
+/* Rolls back the current transaction, if any: its locks are released
+ * before it returns, on every backend. Blocks for one round trip. Owner
+ * thread only. */
 int dbs_rollback(DBS__IN dbs_session *s, dbs_error *err);
 
 /* The backend's own handle (sqlite3 *, PGconn * or MYSQL *) for what
@@ -635,9 +647,16 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * when it failed transiently (DBS_ERETRYABLE, DBS_EFULL, DBS_ECONNECT) before
  * any COMMIT of the unit was sent, or when its final COMMIT was refused as a
  * serialization failure or for a full disk. Never a DBS_ECONFIG (a wrong
- * password, an unknown database). Never after a COMMIT that succeeded or whose outcome
- * is unknown: a unit whose work called dbs_commit and then failed is not run
- * again, nor one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT. Keeps pool
+ * password, an unknown database). Never once anything of the unit may have committed:
+ * a unit whose work called dbs_commit and then failed is not run again, nor
+ * one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT, nor one whose
+ * transaction the server reports ended other than by dbscope's COMMIT or
+ * ROLLBACK (an implicit commit by DDL on MariaDB, a COMMIT, END or ROLLBACK
+ * sent as SQL, SQLite back in autocommit mode): the error is returned. Such
+ * a unit's later statements run in a new transaction all the same. (On
+ * MariaDB, a START TRANSACTION or COMMIT AND CHAIN sent as SQL in a
+ * read-write session commits without the server reporting it: do not send
+ * them.) Keeps pool
  * allocated until it returns, even across a dbs_pool_close on another thread
  * (the next attempt then gets DBS_ECLOSED). work must be safe
  * to run again and must not close s. Returns 0 or the last error. Blocks.

@@ -117,6 +117,8 @@ typedef struct dbs__driver {
      * succeeded stays DBS_OK even if its reset failed: the connection is
      * then broken and discarded. */
     int (*commit_release)(void *c, dbs_error *err);
+    /* May leave the rollback to the reset() that follows at once in the
+     * same release (MariaDB: COM_RESET_CONNECTION rolls back). */
     int (*rollback_release)(void *c, dbs_error *err);
     /* Optional. Bounds each later round trip on c to ms (0: none; < 0: the
      * pool's t->statement_timeout_ms again). Sends nothing. */
@@ -138,6 +140,14 @@ typedef struct dbs__driver {
      * the connection or the socket failed, and is_broken(c) is 1 from then
      * on. Never sends anything. */
     int (*peek)(void *c, dbs_error *err);
+    /* 1 when, since the last reset, a transaction that begin() started
+     * ended on the server other than by commit() or rollback(), as the
+     * server reports it after each statement (an implicit commit by DDL, a
+     * COMMIT or ROLLBACK sent as SQL): part of the session's work may have
+     * committed. The backend then begins a new transaction (read-only
+     * still, after set_read_only) with the next statement, so no statement
+     * runs outside one. Never blocks, sends nothing. */
+    int (*tx_escaped)(void *c);
 } dbs__driver;
 
 /* peek(): bytes arrived unasked; only a round trip can tell. */

@@ -19,7 +19,15 @@
  * text query, then its prepared statement: one round trip more than the
  * statement, since the binary protocol cannot carry a text command in the
  * same packet. A statement new to the cache is prepared and executed in one
- * round trip (mariadb_stmt_execute_direct). COMMIT costs one.
+ * round trip (mariadb_stmt_execute_direct). COMMIT costs one, and so does
+ * ROLLBACK (dbs_rollback releases the row locks before it returns); only
+ * the rollback of a session that closes is left to the reset, which rolls
+ * back in its own round trip.
+ *
+ * The transaction's state is what the server reports after each statement
+ * (server_status), never what the SQL looked like: follow_tx. A read-only
+ * session is READ ONLY at the transaction and the session level, the
+ * latter tracked by the server (session_track_system_variables).
  *
  * Reset (DBS_RESET_FULL) holds by construction: COM_RESET_CONNECTION
  * (mysql_reset_connection) rolls back, drops temporary tables, releases
@@ -104,8 +112,15 @@ typedef struct my_conn {
     bool vars_set;      /* context user variables may hold values */
     bool native_used;   /* the caller had the raw handle */
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool session_ro;    /* SET SESSION TRANSACTION READ ONLY is in effect,
+                           and the server reports changes to it */
+    bool ro_owed;       /* the caller changed the session's access mode:
+                           set it again before the next statement */
     bool tx_failed;     /* the server rolled the transaction back (deadlock):
                            later statements would run outside it */
+    bool escaped;       /* since the last reset, a transaction dbscope began
+                           ended on the server other than by its COMMIT or
+                           ROLLBACK (implicit commit, COMMIT sent as SQL) */
     bool schema_tracked;
     bool role_owed;     /* the reset's SET ROLE, sent before the next
                            statement (or native()) */
@@ -866,13 +881,52 @@ static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error 
 
 static int send_begin(my_conn *c, dbs_error *err);
 
+/* After each statement: what the server reports of the transaction
+ * dbscope began, not what the SQL looked like. DDL and COMMIT sent as SQL
+ * end it (an implicit commit: SERVER_STATUS_IN_TRANS goes); START
+ * TRANSACTION sent as SQL ends it and opens one of the caller's, read-write
+ * (SERVER_STATUS_IN_TRANS_READONLY missing in a read-only session). Either
+ * way something may have committed (escaped), and the next statement begins
+ * a new transaction of dbscope's own, READ ONLY again in a read-only
+ * session, after rolling back the caller's. */
+static void follow_tx(my_conn *c)
+{
+    if (!c->tx_sent || c->tx_failed || c->broken)
+        return;
+    const char *name;
+    size_t len;
+    if (c->session_ro &&
+        mysql_session_track_get_first(c->my, SESSION_TRACK_SYSTEM_VARIABLES, &name, &len) == 0) {
+        /* The caller set the session's access mode (SET SESSION
+         * TRANSACTION READ WRITE): set it back before the next statement.
+         * The transaction itself is READ ONLY still. */
+        c->ro_owed = true;
+    }
+    unsigned st = c->my->server_status;
+    bool in = (st & SERVER_STATUS_IN_TRANS) != 0;
+    if (in && (!c->read_only || (st & SERVER_STATUS_IN_TRANS_READONLY)))
+        return;
+    c->escaped = true;
+    c->tx_sent = false;
+    c->begin_pending = true;
+    if (in)
+        c->rollback_owed = true;
+}
+
+static int my_tx_escaped(void *vc)
+{
+    my_conn *c = vc;
+    follow_tx(c);
+    return c->escaped;
+}
+
 static void *my_native(void *vc)
 {
     my_conn *c = vc;
     c->native_used = true;
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
-    if ((c->rollback_owed || c->role_owed) && !c->broken) {
+    if ((c->rollback_owed || c->role_owed || (c->session_ro && !c->read_only)) && !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
         dbs_error e;
@@ -1061,7 +1115,7 @@ static int send_begin(my_conn *c, dbs_error *err)
                          c->ctx ? c->ctx->user_id : NULL,
                          c->ctx ? c->ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 64 + sizeof c->role_sql;
+    size_t need = 192 + sizeof c->role_sql;
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
     char *sql = malloc(need);
@@ -1080,6 +1134,23 @@ static int send_begin(my_conn *c, dbs_error *err)
     }
     if (c->rollback_owed)
         APPEND("ROLLBACK;");
+    /* A read-only session is read-only at the session level too, so that
+     * DDL, which commits implicitly and then runs outside the transaction,
+     * is refused; and the server reports any change of it after the
+     * statement that made it (follow_tx), before the next one runs. */
+    bool set_ro = c->read_only && (c->ro_owed || (c->begin_pending && !c->session_ro));
+    bool set_rw = !c->read_only && c->session_ro;
+    if (set_ro) {
+        APPEND("SET SESSION TRANSACTION READ ONLY;");
+        if (c->my->server_capabilities & CLIENT_SESSION_TRACKING)
+            APPEND(mariadb_connection(c->my)
+                       ? "SET SESSION session_track_system_variables="
+                         "'tx_read_only,session_track_system_variables';"
+                       : "SET SESSION session_track_system_variables="
+                         "'transaction_read_only,session_track_system_variables';");
+    } else if (set_rw) {
+        APPEND("SET SESSION TRANSACTION READ WRITE;");
+    }
     if (c->begin_pending)
         APPEND(c->read_only ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
     if (vars && c->begin_pending) {
@@ -1118,6 +1189,11 @@ static int send_begin(my_conn *c, dbs_error *err)
         c->tx_failed = false;
         c->vars_set = vars;
     }
+    if (set_ro)
+        c->session_ro = true;
+    if (set_rw)
+        c->session_ro = false;
+    c->ro_owed = false;
     return DBS_OK;
 }
 
@@ -1205,7 +1281,9 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         drop_entry(c, e, tmp);
         return NULL;
     }
-    if ((c->begin_pending || c->rollback_owed || c->role_owed) && send_begin(c, err) != DBS_OK) {
+    follow_tx(c); /* the last statement's report, native() use included */
+    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed) &&
+        send_begin(c, err) != DBS_OK) {
         drop_entry(c, e, tmp);
         return NULL;
     }
@@ -1340,7 +1418,10 @@ static int64_t my_exec(void *vc, const char *sql, const dbs_value *params, size_
     }
     int rc = drain(c, e->st, false, err);
     drop_entry(c, e, &tmp);
-    return rc != DBS_OK ? rc : rows;
+    if (rc != DBS_OK)
+        return rc;
+    follow_tx(c);
+    return rows;
 }
 
 static int arena_reserve(my_rows *r, size_t more)
@@ -1532,12 +1613,15 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
         r = NULL;
     }
     drop_entry(c, e, &tmp);
+    if (r)
+        follow_tx(c);
     return r ? &r->base : NULL;
 }
 
 static int my_commit(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
+    follow_tx(c);
     c->begin_pending = false; /* nothing sent: nothing to commit */
     if (!c->tx_sent)
         return DBS_OK;
@@ -1557,23 +1641,37 @@ static int my_commit(void *vc, dbs_error *err)
     return text(c, "COMMIT", 6, true, err);
 }
 
+/* Rolls back now, in a round trip of its own: the transaction's row locks
+ * go before dbs_rollback returns, as its contract says, even though a
+ * full reset would roll back too (the session may live on for long). */
 static int my_rollback(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
+    follow_tx(c);
     c->begin_pending = false;
     c->tx_failed = false;
-    if (!c->tx_sent)
-        return DBS_OK;
+    bool open = c->tx_sent || c->rollback_owed;
     c->tx_sent = false;
-    if (c->broken)
+    c->rollback_owed = false;
+    if (!open || c->broken)
         return DBS_OK; /* the server rolls back a lost connection's work */
-    /* The full reset rolls back anyway: owe the ROLLBACK to it (or to the
-     * next statement) instead of paying a round trip of its own. */
-    if (c->t->reset == DBS_RESET_FULL) {
-        c->rollback_owed = true;
-        return DBS_OK;
-    }
     return text(c, "ROLLBACK", 8, false, err);
+}
+
+/* The rollback of a session that closes right after: under the full reset,
+ * the reset that follows at once in the same release (COM_RESET_CONNECTION)
+ * rolls back, so the ROLLBACK is left to it: one round trip, not two. */
+static int my_rollback_release(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (c->t->reset != DBS_RESET_FULL || c->broken)
+        return my_rollback(vc, err);
+    follow_tx(c);
+    c->begin_pending = false;
+    c->tx_failed = false;
+    c->rollback_owed = c->rollback_owed || c->tx_sent;
+    c->tx_sent = false;
+    return DBS_OK;
 }
 
 static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
@@ -1583,6 +1681,7 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
     c->begin_pending = false;
     c->tx_failed = false;
+    c->escaped = false;
     c->ctx = NULL;
     bool owed = c->rollback_owed || c->tx_sent ||
                 (c->my->server_status & SERVER_STATUS_IN_TRANS);
@@ -1600,6 +1699,8 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
      * handles are dead (Connector/C detached them). */
     cache_clear(c);
     c->vars_set = false;
+    c->session_ro = false;
+    c->ro_owed = false;
     c->native_used = false;
     c->role_owed = c->role_sql[0] != '\0';
     const char *want = c->mt->db;
@@ -1752,6 +1853,8 @@ const dbs__driver dbs__driver_mysql = {
     .query = my_query,
     .commit = my_commit,
     .rollback = my_rollback,
+    .rollback_release = my_rollback_release,
+    .tx_escaped = my_tx_escaped,
     .reset = my_reset,
     .is_broken = my_is_broken,
     .native = my_native,

@@ -8,8 +8,11 @@
  * only called when PQisBusy says it will not block).
  *
  * Round trips. begin() sends nothing. A statement's flight is [owed
- * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting]
- * [Parse of a statement new to the cache] Bind/Execute, Sync. So the first
+ * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting, or
+ * for a read-only transaction without one a SELECT: its first snapshot]
+ * [Parse of a statement new to the cache] Bind/Execute, Sync. After each
+ * flight the server's transaction status says whether the transaction
+ * dbscope began is still open (follow_tx). So the first
  * statement of a transaction costs one round trip with its BEGIN and
  * context, every later one costs one, COMMIT one: N + 1.
  *
@@ -152,6 +155,9 @@ typedef struct pg_conn {
     bool corked;
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
     bool reset_stmts;   /* dbs_r0 ... are on the server (see pg_reset_sql) */
+    bool escaped;       /* since the last reset, a transaction dbscope began
+                           ended on the server other than by its COMMIT or
+                           ROLLBACK (COMMIT, END, ROLLBACK sent as SQL) */
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -1311,6 +1317,33 @@ static void *pg_native(void *vc)
     return c->pg;
 }
 
+/* After each statement's flight: what the server reports of the
+ * transaction dbscope began (ReadyForQuery's status, and the command tag),
+ * never what the SQL looked like. A COMMIT, END or ROLLBACK sent as SQL
+ * ends it (idle), COMMIT AND CHAIN commits and opens another: something
+ * may have committed (escaped), and the next statement begins a new
+ * transaction of dbscope's own (READ ONLY again in a read-only session),
+ * so no statement runs outside one. */
+static void follow_tx(pg_conn *c, PGresult *r)
+{
+    if (!c->tx_sent || c->broken)
+        return;
+    const char *tag = r ? PQcmdStatus(r) : "";
+    bool chained = tag && !strncmp(tag, "COMMIT", 6);
+    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE && !chained)
+        return;
+    c->escaped = true;
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        c->tx_sent = false;
+        c->begin_pending = true;
+    }
+}
+
+static int pg_tx_escaped(void *vc)
+{
+    return ((pg_conn *)vc)->escaped;
+}
+
 static int pg_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 {
     (void)err;
@@ -1464,6 +1497,7 @@ again:;
         const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
                              c->ctx ? c->ctx->user_id : NULL,
                              c->ctx ? c->ctx->tenant_id : NULL};
+        bool snapshot = false;
         for (int i = 0; i < 3; i++) {
             if (!c->t->ctx_setting[i] || !ok || f.n >= PG_MAXQ)
                 continue;
@@ -1472,7 +1506,13 @@ again:;
                                    2, NULL, pv, NULL, NULL, 0) == 1;
             f.res[f.n] = NULL;
             f.kind[f.n++] = Q_CMD;
+            snapshot = true;
         }
+        /* SET TRANSACTION READ WRITE is accepted until the transaction's
+         * first snapshot: a read-only one takes it in BEGIN's own flight
+         * (a SELECT does), so it cannot be switched to read-write. */
+        if (c->read_only && !snapshot)
+            q_cmd(c, &f, &ok, "SELECT");
         c->begin_pending = false;
         c->tx_sent = true;
         began = true;
@@ -1554,11 +1594,13 @@ again:;
         }
         result_err(c, fail, err);
         flight_clear(&f);
+        follow_tx(c, NULL);
         return NULL;
     }
     PGresult *keep = f.res[stmt_idx];
     f.res[stmt_idx] = NULL;
     flight_clear(&f);
+    follow_tx(c, keep);
     if (!keep) {
         dbs__err(err, DBS_ESQL, "postgresql: no result");
         return NULL;
@@ -1735,6 +1777,7 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
     c->begin_pending = false;
     c->tx_sent = false;
+    c->escaped = false;
     c->ctx = NULL;
     bool open = c->posted.n == 0 && tx_open(c);
     bool reset = mode == DBS_RESET_FULL && c->used;
@@ -1906,4 +1949,5 @@ const dbs__driver dbs__driver_pg = {
     .set_timeout = pg_set_timeout,
     .set_read_only = pg_set_read_only,
     .peek = pg_peek,
+    .tx_escaped = pg_tx_escaped,
 };

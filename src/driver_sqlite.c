@@ -56,6 +56,11 @@
  * connection dirty whenever it runs, and so does handing out the raw handle.
  * A full reset of a dirty connection reopens it, which is cheap in process
  * and undoes everything; a clean one only rolls back.
+ *
+ * Read-only sessions: PRAGMA query_only, which the authorizer refuses to
+ * turn off, and only statements sqlite3_stmt_readonly calls read-only. A
+ * transaction ended by a statement of the session's (COMMIT sent as SQL) is
+ * begun again before the next one (follow_tx, by sqlite3_get_autocommit).
  */
 #include "internal.h"
 
@@ -80,6 +85,7 @@ typedef struct sq_stmt {
     uint64_t used;     /* LRU tick */
     bool busy;         /* open rows are stepping it */
     bool dirty;        /* running it changes connection state */
+    bool sets_query_only; /* PRAGMA query_only with a value (authorizer) */
     bool cached;
 } sq_stmt;
 
@@ -95,6 +101,11 @@ typedef struct sq_conn {
     int tx_lost_code;
     bool dirty;        /* connection state changed since the last reset */
     bool preparing_dirty; /* set by the authorizer during one prepare */
+    bool preparing_query_only; /* the same, for PRAGMA query_only = ... */
+    bool read_only;    /* set_read_only: only statements that write nothing */
+    bool escaped;      /* since the last reset, a transaction dbscope began
+                          ended other than by its COMMIT or ROLLBACK (a
+                          COMMIT, END or ROLLBACK sent as SQL) */
     bool broken;
     bool group_sync;   /* commits wait for the shared WAL sync */
     bool sync_owed;    /* the commit hook saw a write transaction commit */
@@ -300,6 +311,14 @@ static int authorizer(void *user, int action, const char *a, const char *b,
          * (user_version: database state, like any row). */
         if (b && !pragma_reads_only(a))
             c->preparing_dirty = true;
+        /* SQLite applies a flag pragma as it compiles it (and again
+         * whenever it recompiles): in a read-only session, query_only
+         * must be refused here, before it takes effect. */
+        if (b && sqlite3_stricmp(a, "query_only") == 0) {
+            c->preparing_query_only = true;
+            if (c->read_only)
+                return SQLITE_DENY;
+        }
         break;
     default:
         break;
@@ -369,11 +388,20 @@ static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool pe
     memset(st, 0, sizeof *st);
     c->preparing_dirty = false;
     step_begins(c);
+    c->preparing_query_only = false;
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len,
                                 persistent ? SQLITE_PREPARE_PERSISTENT : 0, &st->stmt, tail);
+    if (rc != SQLITE_OK && c->preparing_query_only && c->read_only) {
+        rc = dbs__err(err, DBS_ESQL,
+                      "a read-only session (dbs_session_open_ro) cannot change query_only "
+                      "(statement: %.120s); use dbs_session_open to write", sql);
+        dbs__err_sqlstate(err, "25006");
+        return rc;
+    }
     if (rc != SQLITE_OK)
         return fail(c, rc, err, "preparing the statement", sql);
     st->dirty = c->preparing_dirty;
+    st->sets_query_only = c->preparing_query_only;
     if (!st->stmt)
         return DBS_OK; /* only whitespace or comments */
     int r = map_params(c, st, sql, err);
@@ -512,6 +540,38 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
             return fail(c, rc, err, "binding a parameter", sql);
     }
     return DBS_OK;
+}
+
+/* A read-only session runs only statements that SQLite itself says write
+ * nothing (sqlite3_stmt_readonly, checked before the first step, cached
+ * statements included), and never turns query_only off: read-only holds
+ * whatever the caller sends. */
+static int ro_check(const sq_conn *c, const sq_stmt *st, const char *sql, dbs_error *err)
+{
+    if (!c->read_only || (sqlite3_stmt_readonly(st->stmt) && !st->sets_query_only))
+        return DBS_OK;
+    int rc = dbs__err(err, DBS_ESQL,
+                      "a read-only session (dbs_session_open_ro) cannot run a statement "
+                      "that writes or changes query_only (statement: %.120s); use "
+                      "dbs_session_open to write", sql);
+    dbs__err_sqlstate(err, "25006");
+    return rc;
+}
+
+static int step_simple(sq_conn *c, sqlite3_stmt *st, const char *what, dbs_error *err);
+
+/* Before and after each statement: SQLite's own report of the transaction
+ * dbscope began. A COMMIT, END or ROLLBACK sent as SQL puts the connection
+ * back in autocommit mode: something may have committed (escaped), and a
+ * new transaction begins at once, so no later statement of the session
+ * runs outside one. (A transaction SQLite ended itself on an error is
+ * tx_lost, refused until rollback.) */
+static int follow_tx(sq_conn *c, dbs_error *err)
+{
+    if (!c->in_tx || c->tx_lost || c->broken || !c->db || !sqlite3_get_autocommit(c->db))
+        return DBS_OK;
+    c->escaped = true;
+    return step_simple(c, c->begin_st, "BEGIN", err);
 }
 
 static int lost_tx(sq_conn *c, dbs_error *err)
@@ -1058,7 +1118,9 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
         any = true;
         if (st->max_param > max_param)
             max_param = st->max_param;
-        rc = bind(c, st, params, n, false, sql, err);
+        rc = ro_check(c, st, sql, err);
+        if (rc == DBS_OK)
+            rc = bind(c, st, params, n, false, sql, err);
         if (rc != DBS_OK) {
             put_stmt(st);
             return rc;
@@ -1079,6 +1141,8 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
         put_stmt(st);
         /* a COMMIT sent as SQL, or a write in autocommit mode */
         rc = settle(c, err);
+        if (rc == DBS_OK) /* and a new transaction after such a COMMIT */
+            rc = follow_tx(c, err);
         if (rc != DBS_OK)
             return rc;
         cur = tail;
@@ -1100,6 +1164,8 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
         lost_tx(c, err);
         return NULL;
     }
+    if (follow_tx(c, err) != DBS_OK)
+        return NULL;
     sq_rows *r = c->spare_rows;
     if (r) {
         c->spare_rows = NULL;
@@ -1126,7 +1192,7 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
         rc = dbs__err(err, DBS_ESQL,
                       "%zu parameters given but the query uses only up to $%d (statement: %.120s)",
                       n, st->max_param, sql);
-    else
+    else if ((rc = ro_check(c, st, sql, err)) == DBS_OK)
         rc = bind(c, st, params, n, true, sql, err);
     if (rc != DBS_OK) {
         put_stmt(st);
@@ -1163,6 +1229,12 @@ static int sq_commit(void *vc, dbs_error *err)
     if (c->tx_lost) {
         c->in_tx = c->tx_lost = false;
         return lost_tx(c, err);
+    }
+    if (sqlite3_get_autocommit(c->db)) {
+        /* ended by a statement of the session's (follow_tx) */
+        c->escaped = true;
+        c->in_tx = false;
+        return DBS_OK;
     }
     step_begins(c);
     int src = sqlite3_step(c->commit_st);
@@ -1213,6 +1285,7 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     sq_conn *c = vc;
     int rc = sq_rollback(c, err);
+    c->escaped = false;
     if (rc == DBS_OK && c->sync_owed)
         rc = group_sync(c, err); /* a commit whose result nobody read */
     if (rc != DBS_OK)
@@ -1251,9 +1324,16 @@ static int sq_set_read_only(void *vc, int on, dbs_error *err)
     if (c->broken || !c->db)
         return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
     bool was = c->preparing_dirty;
+    c->read_only = false; /* the authorizer lets dbscope's own switch through */
     int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
     c->preparing_dirty = was;
+    c->read_only = rc == DBS_OK && on;
     return rc;
+}
+
+static int sq_tx_escaped(void *vc)
+{
+    return ((sq_conn *)vc)->escaped;
 }
 
 static void sq_set_timeout(void *vc, int ms)
@@ -1287,8 +1367,12 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
     if (rc == SQLITE_ROW)
         return 1;
     r->done = true;
-    if (rc == SQLITE_DONE)
-        return settle(r->c, err); /* DBS_OK is 0 */
+    if (rc == SQLITE_DONE) {
+        int frc = settle(r->c, err);
+        if (frc == DBS_OK)
+            frc = follow_tx(r->c, err);
+        return frc; /* DBS_OK is 0 */
+    }
     return fail(r->c, sqlite3_extended_errcode(r->c->db), err, "fetching a row",
                 sqlite3_sql(r->st->stmt));
 }
@@ -1382,4 +1466,5 @@ const dbs__driver dbs__driver_sqlite = {
     .native = sq_native,
     .close = sq_close,
     .set_read_only = sq_set_read_only,
+    .tx_escaped = sq_tx_escaped,
 };

@@ -482,13 +482,19 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
                 rc = code;
                 /* the session's close rolls back */
             }
-            committed = s->committed;
+            /* The server may also have ended the unit's transaction
+             * itself (an implicit commit by DDL, a COMMIT sent as SQL):
+             * what ran before that may have committed. */
+            committed = s->committed ||
+                        (s->conn && s->pool->drv->tx_escaped &&
+                         s->pool->drv->tx_escaped(s->conn->impl));
             session_close(s);
         }
         if (rc == 0)
             return DBS_OK;
-        /* A unit that committed part of its work (work called dbs_commit)
-         * would do that part twice: never run again. */
+        /* A unit that committed part of its work (work called dbs_commit,
+         * or the server ended its transaction) would do that part twice:
+         * never run again. */
         if (!transient(rc) || committed || attempt >= retry_max)
             return rc;
         dbs__pool_count_retry(pool);

@@ -9,7 +9,7 @@
  * what was written but not synced is dropped (all of it, or a random subset
  * in order: a disk may persist some unsynced writes and not others). Several
  * threads insert rows (through dbs_transact, and through a COMMIT sent as SQL
- * followed by a write in autocommit mode) while another connection runs
+ * followed by a write and dbs_commit) while another connection runs
  * checkpoints (PASSIVE, RESTART, TRUNCATE) between their commits and their
  * syncs; a row counts as acknowledged when dbs_transact returned 0 before
  * the crash point. The frozen images are then written to fresh files,
@@ -502,16 +502,18 @@ static void *write_thread(void *arg)
             ack(r.id); /* its sync finished before the crash point */
             continue;
         }
-        /* A COMMIT sent as SQL, then a write in autocommit mode: each is
-         * acknowledged when its dbs_exec returns. */
+        /* A COMMIT sent as SQL, acknowledged when its dbs_exec returns;
+         * then a write, which runs in the new transaction dbscope begins
+         * after it, acknowledged by dbs_commit. */
         dbs_session *s = open_ok(w->pool);
         if (insert_unit(s, &r, &err) != 0 || dbs_exec(s, "COMMIT", NULL, 0, &err) < 0)
             CHECK_FAIL("insert %lld, COMMIT: %s", (long long)r.id, err.message);
         ack(r.id);
         if (++i < UNITS) {
             r.id++;
-            if (insert_unit(s, &r, &err) != 0)
-                CHECK_FAIL("insert %lld in autocommit mode: %s", (long long)r.id, err.message);
+            if (insert_unit(s, &r, &err) != 0 || dbs_commit(s, &err) != DBS_OK)
+                CHECK_FAIL("insert %lld after a COMMIT sent as SQL: %s", (long long)r.id,
+                           err.message);
             ack(r.id);
         }
         dbs_session_close(s);
