@@ -35,7 +35,9 @@
  * larger of their positions, so a collision can only send reads to the
  * primary more often, never to a replica that lacks a write). A replica
  * whose last measured replay position is below what the session needs is
- * passed over; no round trip is made to check again.
+ * passed over; no round trip is made to check again. A commit whose
+ * position did not come back marks its slot (see MARK_NEW) until a
+ * primary sample provides one that covers it.
  *
  * Lifetimes: each monitor thread holds a reference on the primary's pool;
  * the primary holds one on each replica pool until it is freed, so a
@@ -141,6 +143,34 @@ static int query_row(dbs_pool *tp, void *c, const char *sql, int64_t *vals, bool
     return rc < 0 ? rc : dbs__err(err, DBS_ESQL, "no row");
 }
 
+/* User slots whose commit position did not come back hold MARK_NEW. A
+ * primary sample that starts after such a commit was acknowledged shows an
+ * insert position that covers it: each sample first turns MARK_NEW into
+ * MARK_SEEN, then, with its position, MARK_SEEN into that position (larger
+ * than anything committed before, so it also covers what the slot held).
+ * A mark set meanwhile is MARK_NEW again (the larger) and waits for the
+ * next sample. */
+#define MARK_NEW UINT64_MAX
+#define MARK_SEEN (UINT64_MAX - 1)
+
+static void marks_seen(struct dbs__replicas *rs)
+{
+    for (int i = 0; i < USER_SLOTS; i++) {
+        uint64_t v = MARK_NEW;
+        if (atomic_load_explicit(&rs->user_pos[i], memory_order_relaxed) == MARK_NEW)
+            atomic_compare_exchange_strong(&rs->user_pos[i], &v, MARK_SEEN);
+    }
+}
+
+static void marks_resolve(struct dbs__replicas *rs, uint64_t pos)
+{
+    for (int i = 0; i < USER_SLOTS; i++) {
+        uint64_t v = MARK_SEEN;
+        if (atomic_load_explicit(&rs->user_pos[i], memory_order_relaxed) == MARK_SEEN)
+            atomic_compare_exchange_strong(&rs->user_pos[i], &v, pos);
+    }
+}
+
 static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, int64_t t)
 {
     dbs_error err;
@@ -150,10 +180,14 @@ static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, i
         /* On a server in recovery this fails: the connection is closed and
          * the next one follows the URL (target_session_attrs) to the
          * writable host. */
-        int rc = query_row(tp, c, "SELECT (pg_current_wal_lsn() - '0/0')::int8", v, nulls, 1,
-                           &err);
-        if (rc != DBS_OK || nulls[0])
+        marks_seen(rs);
+        int rc = query_row(tp, c,
+                           "SELECT (pg_current_wal_lsn() - '0/0')::int8, "
+                           "(pg_current_wal_insert_lsn() - '0/0')::int8",
+                           v, nulls, 2, &err);
+        if (rc != DBS_OK || nulls[0] || nulls[1])
             return rc != DBS_OK ? rc : DBS_ESQL;
+        marks_resolve(rs, (uint64_t)v[1]);
         pthread_mutex_lock(&rs->mu);
         /* Positions only grow on one primary; a smaller one means another
          * server is primary now (a failover), whose history may never

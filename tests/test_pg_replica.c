@@ -488,6 +488,32 @@ static void test_read_own_writes(const char *url_a, const char *url_b, const cha
     WAIT_UNTIL(ro_sees(other, NULL, last, 6000000 + N - 1, &seen) == 1, 20000);
     CHECK_EQ(ro_sees(other, NULL, last, 6000000 + N - 1, &seen), 1);
     CHECK_EQ(seen, 1);
+
+    /* A commit whose position does not come back (the position function
+     * refused to the role) needs the primary: the session says so, and
+     * its user's reads go there until the monitor, measuring the primary
+     * again, has a position that covers it; then back to the standby. */
+    char url_sa[600];
+    url_for(url_sa, sizeof url_sa, port_a, 1, true, "");
+    cfg.url = url_sa;
+    dbs_pool *sa = dbs_pool_open(&cfg, &err);
+    if (!sa)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(sa, "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_current_wal_insert_lsn() FROM PUBLIC");
+    dbs_context lost = {.user_id = "user-lost"};
+    s = dbs_session_open(p, &lost, &err);
+    CHECK(s != NULL);
+    exec_ok(s, "INSERT INTO replica_t (id) VALUES (6999999)");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK(dbs_session_commit_pos(s) == UINT64_MAX);
+    dbs_session_close(s);
+    CHECK_EQ(ro_sees(p, &lost, 0, 6999999, &seen), 0);
+    CHECK_EQ(seen, 1);
+    run_sql(sa, "GRANT EXECUTE ON FUNCTION pg_catalog.pg_current_wal_insert_lsn() TO PUBLIC");
+    WAIT_UNTIL(ro_sees(p, &lost, 0, 6999999, &seen) == 1, 20000);
+    CHECK_EQ(ro_sees(p, &lost, 0, 6999999, &seen), 1);
+    CHECK_EQ(seen, 1);
+    dbs_pool_close(sa);
     dbs_pool_close(sb);
     dbs_pool_close(other);
     dbs_pool_close(p);
