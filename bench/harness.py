@@ -398,6 +398,28 @@ def versions():
     }
 
 
+def sqlite_sync(env):
+    """What durable SQLite commits cost: one-row insert units through dbscope
+    by default (on disk when acknowledged: the shared WAL sync) and with
+    ?synchronous=normal, interleaved (bench/sqlite_sync.c), at 1 and 8
+    threads: {threads: {"default": us, "normal": us, "command": ...}}."""
+    exe = os.path.join(env.build, "bench", "bench_sqlite_sync")
+    out = {}
+    for threads, units in ((1, 300), (8, 2000)):
+        cmd = [exe, str(units), "5", env.work, str(threads)]
+        log("sqlite sync: %s" % " ".join(cmd))
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log("sqlite sync failed: %s" % r.stderr.strip())
+            continue
+        row = {"command": " ".join(cmd)}
+        for line in r.stdout.splitlines()[1:]:
+            f = line.split(",")
+            row[f[0]] = float(f[2])
+        out[str(threads)] = row
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -418,12 +440,14 @@ def main():
         scenarios = args.only.split(",")
         med, commands = measure(env, scenarios, args.rounds, args.seconds, args.warmup)
         rec = recovery(env) if "recovery" in scenarios else {}
+        sync = sqlite_sync(env) if "sqlite" in scenarios else {}
         mem = memory(env)
         import report  # bench/report.py
         report.write(args.out, med, commands, rec, mem, versions(), {
             "rounds": args.rounds, "extra_rounds": EXTRA_ROUNDS,
             "seconds": args.seconds, "warmup": args.warmup,
-            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:])})
+            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:]),
+            "sqlite_sync": sync})
     finally:
         env.stop()
         shutil.rmtree(work, ignore_errors=True)

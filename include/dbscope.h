@@ -183,10 +183,12 @@ enum dbs_reset_mode {
 
 typedef struct dbs_config {
     const char *url;      /* sqlite:..., postgresql://... or key=value.
-                             SQLite files commit with synchronous=FULL (an
-                             acknowledged commit survives a power loss);
-                             sqlite:FILE?synchronous=normal trades that for
-                             speed (docs/pool.md). A file deleted or
+                             SQLite files: an acknowledged commit survives a
+                             power loss (synchronous=NORMAL plus one WAL sync
+                             shared by the commits of all threads, as durable
+                             as synchronous=FULL; ?synchronous=full says the
+                             same); sqlite:FILE?synchronous=normal trades that
+                             for speed (docs/pool.md). A file deleted or
                              replaced under the pool is reported (an
                              invalidate event) and its connections
                              discarded; the pool never recreates it. */
@@ -495,7 +497,11 @@ typedef struct dbs_session dbs_session;
 /* Closes s: rolls back anything uncommitted, resets the connection's state
  * and returns the connection to the pool (or discards it if broken). Blocks
  * for the rollback and reset. Only the thread that opened s may close it
- * (elsewhere: refused, s stays open); NULL is a no-op. */
+ * (elsewhere: refused, s stays open); NULL is a no-op.
+ * SQLite, under DBS_RESET_FULL: the next user sees last_insert_rowid() and
+ * changes() as 0; total_changes() counts every change since the connection
+ * opened and cannot be reset (a session must not rely on it: use changes(),
+ * or the count dbs_exec returns). */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one
@@ -577,7 +583,14 @@ uint64_t dbs_session_commit_pos(DBS__IN dbs_session *s);
 
 /* Commits the current transaction, if any (none: returns DBS_OK). The next
  * statement begins a new one. DBS_ECOMMIT_UNKNOWN when the connection was lost
- * with COMMIT in flight. Blocks for one round trip. Owner thread only. */
+ * with COMMIT in flight. Blocks for one round trip. Owner thread only.
+ * SQLite files: a transaction that wrote returns once its commit is on disk,
+ * which takes one sync of the WAL shared with the commits of other threads
+ * (the call also waits for a sync another thread is running); a sync that
+ * fails gives DBS_ECOMMIT_UNKNOWN (other sessions may already see the
+ * commit; a power loss may undo it). A COMMIT into a database file or WAL
+ * that was deleted or replaced while open is rolled back instead: DBS_ECONNECT,
+ * the connection is discarded. */
 int dbs_commit(DBS__IN dbs_session *s, dbs_error *err);
 
 /* Rolls back the current transaction, if any. Blocks for one round trip.

@@ -1,10 +1,43 @@
 /*
  * The SQLite backend.
  *
- * Files open in WAL mode (readers never block the writer) with
- * synchronous=FULL (sqlite:FILE?synchronous=normal opts out), a busy
- * timeout and foreign keys on. SQLITE_BUSY and
- * SQLITE_LOCKED are DBS_ERETRYABLE, so dbs_transact retries them.
+ * Files open in WAL mode (readers never block the writer) with a busy
+ * timeout and foreign keys on. SQLITE_BUSY and SQLITE_LOCKED are
+ * DBS_ERETRYABLE, so dbs_transact retries them.
+ *
+ * Durable commits in groups. A commit is acknowledged only once it is on
+ * disk (as with synchronous=FULL), but commits do not each pay an fsync of
+ * their own: connections run with synchronous=NORMAL (a commit writes its
+ * WAL frames and does not sync), and after each write transaction commits
+ * the connection waits for one shared sync of the WAL file that began after
+ * its COMMIT returned. One waiter (the leader) syncs through its own WAL
+ * file object (SQLITE_FCNTL_JOURNAL_POINTER, then the VFS's xSync, which
+ * also syncs the directory of a new WAL); every commit written before that
+ * sync began is covered by it, whichever connection wrote it, since all
+ * connections to a file share the WAL inode (SQLite deletes the WAL only
+ * when no connection has the database open). What SQLite does without us
+ * is unchanged and keeps this sound (wal.c, pager.c; synchronous=NORMAL):
+ *  - a checkpoint syncs the WAL before copying frames into the database,
+ *    and syncs the database before recording them as copied, so a commit
+ *    checkpointed between its COMMIT and the group sync is durable in the
+ *    database file;
+ *  - the WAL is restarted (written again from its start, with new salts)
+ *    only after every frame was copied and the database synced, and the
+ *    new header is synced before the first new frame is written (the
+ *    header sync happens at NORMAL too); frames of an older generation
+ *    fail the salt and checksum test at recovery, so a torn tail is cut
+ *    at the last complete commit;
+ *  - truncation (journal_size_limit, wal_checkpoint(TRUNCATE)) cuts only
+ *    frames already copied and synced.
+ * What triggers the sync is SQLite's own report, not the SQL text: the
+ * commit hook fires for every transaction that wrote the main database
+ * (dbs_commit, a COMMIT sent as SQL, a write in autocommit mode), and the
+ * statement that committed does not return before the sync. The same hook
+ * refuses a COMMIT into a database file or WAL that was deleted or replaced
+ * while open (SQLITE_FCNTL_HAS_MOVED, and the WAL's identity at open): the
+ * transaction is rolled back and the connection discarded instead of
+ * acknowledging writes nobody will read. sqlite:FILE?synchronous=full is
+ * the default spelled out; ?synchronous=normal skips the group sync.
  *
  * Parameters: SQLite reads "$1" as a named parameter called "$1", reusable
  * anywhere in the statement, so the SQL is never rewritten; each prepared
@@ -59,6 +92,13 @@ typedef struct sq_conn {
     bool dirty;        /* connection state changed since the last reset */
     bool preparing_dirty; /* set by the authorizer during one prepare */
     bool broken;
+    bool group_sync;   /* commits wait for the shared WAL sync */
+    bool sync_owed;    /* the commit hook saw a write transaction commit */
+    bool file_moved;   /* the commit hook refused a COMMIT: file replaced */
+    bool wal_known;    /* wal_dev/wal_ino: the WAL file this connection has */
+    dev_t wal_dev;
+    ino_t wal_ino;
+    sqlite3_stmt *nochange_st; /* a DELETE that changes nothing: changes()=0 */
     int64_t busy_since_ns; /* when the current wait on a lock began */
     int bound_ms;      /* statement bound (set_timeout; 0: none) */
     int64_t step_since_ns; /* when the current step was first seen running
@@ -87,6 +127,14 @@ typedef struct sq_shared {
     bool seen;         /* a connection opened: do not create the file again */
     dev_t dev;         /* identity of the file the pool opened */
     ino_t ino;
+    /* Group commit (file databases, unless ?synchronous=normal). Syncs of
+     * the WAL are numbered; one runs at a time. */
+    pthread_mutex_t gmu;
+    pthread_cond_t gcv;
+    uint64_t sync_started; /* syncs begun */
+    uint64_t sync_done;    /* syncs finished (the last one begun, if none runs) */
+    uint64_t sync_failed;  /* the last sync that failed (0: none) */
+    bool syncing;
 } sq_shared;
 
 static const dbs__rows_ops sq_rows_ops;
@@ -133,6 +181,20 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
                  sql ? " (statement: " : "", sql ? sql : "", sql ? ")" : "");
         dbs__err_sqlstate(err, "57014");
         return DBS_ESTMT_TIMEOUT;
+    }
+    if (c->file_moved) {
+        /* the commit hook refused the COMMIT: SQLite rolled it back */
+        c->file_moved = false;
+        c->broken = true;
+        if (c->in_tx && !c->tx_lost) {
+            c->tx_lost = true;
+            c->tx_lost_code = DBS_ECONNECT;
+        }
+        return dbs__err(err, DBS_ECONNECT,
+                        "SQLite database file \"%s\" or its WAL was deleted or replaced "
+                        "while open: the transaction was rolled back rather than committed "
+                        "into a file nobody will read, and the connection is discarded",
+                        c->t->conninfo);
     }
     int code = map_code(rc);
     if (code == DBS_ECONNECT || code == DBS_ENOMEM)
@@ -448,6 +510,8 @@ static int sq_target_open(dbs__target *t, dbs_error *err)
         sh->path[cl + n] = '\0';
         sh->sync_normal = q && strcmp(q, "?synchronous=normal") == 0;
         pthread_mutex_init(&sh->mu, NULL);
+        pthread_mutex_init(&sh->gmu, NULL);
+        pthread_cond_init(&sh->gcv, NULL);
         t->shared = sh;
         return DBS_OK;
     }
@@ -473,8 +537,11 @@ static void sq_target_close(dbs__target *t)
     if (!sh)
         return;
     sqlite3_close(sh->anchor);
-    if (sh->path)
+    if (sh->path) {
         pthread_mutex_destroy(&sh->mu);
+        pthread_mutex_destroy(&sh->gmu);
+        pthread_cond_destroy(&sh->gcv);
+    }
     free(sh->path);
     free(sh);
     t->shared = NULL;
@@ -498,7 +565,8 @@ static void close_db(sq_conn *c)
     sqlite3_finalize(c->begin_st);
     sqlite3_finalize(c->commit_st);
     sqlite3_finalize(c->rollback_st);
-    c->begin_st = c->commit_st = c->rollback_st = NULL;
+    sqlite3_finalize(c->nochange_st);
+    c->begin_st = c->commit_st = c->rollback_st = c->nochange_st = NULL;
     sqlite3_close(c->db); /* no statement is left, so this cannot be busy */
     c->db = NULL;
 }
@@ -551,6 +619,92 @@ static inline void step_begins(sq_conn *c)
     c->step_since_ns = 0;
 }
 
+/* The identity of the file at path, as (dev, ino); false if there is none. */
+static bool file_id(const char *path, dev_t *dev, ino_t *ino)
+{
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return false;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return true;
+}
+
+/* SQLite calls this as a transaction commits, before the commit is done;
+ * nonzero turns the COMMIT into a ROLLBACK. Only transactions that wrote
+ * the main database matter here (a temp-only write needs no sync). */
+static int on_commit(void *arg)
+{
+    sq_conn *c = arg;
+    if (sqlite3_txn_state(c->db, "main") != SQLITE_TXN_WRITE)
+        return 0;
+    /* Still the files this connection opened? A commit into an unlinked
+     * inode would be acknowledged and then lost. One stat each. */
+    int moved = 0;
+    dev_t dev;
+    ino_t ino;
+    if ((sqlite3_file_control(c->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK &&
+         moved) ||
+        (c->wal_known &&
+         (!file_id(sqlite3_filename_wal(sqlite3_db_filename(c->db, "main")), &dev, &ino) ||
+          dev != c->wal_dev || ino != c->wal_ino))) {
+        c->file_moved = true;
+        return 1;
+    }
+    c->sync_owed = c->group_sync;
+    return 0;
+}
+
+/* Makes the commits this connection made durable: waits for a sync of the
+ * WAL that begins after now, running it if no other thread is (the
+ * leader). Every commit written before a sync begins is covered by it. */
+static int group_sync(sq_conn *c, dbs_error *err)
+{
+    sq_shared *sh = c->t->shared;
+    c->sync_owed = false;
+    pthread_mutex_lock(&sh->gmu);
+    uint64_t need = sh->sync_started + 1;
+    while (sh->sync_done < need) {
+        if (sh->syncing) {
+            pthread_cond_wait(&sh->gcv, &sh->gmu);
+            continue;
+        }
+        sh->syncing = true;
+        uint64_t gen = ++sh->sync_started;
+        pthread_mutex_unlock(&sh->gmu);
+        sqlite3_file *wal = NULL;
+        int rc = sqlite3_file_control(c->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+        if (rc == SQLITE_OK)
+            rc = wal && wal->pMethods ? wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL)
+                                      : SQLITE_IOERR_FSYNC;
+        pthread_mutex_lock(&sh->gmu);
+        sh->syncing = false;
+        sh->sync_done = gen;
+        if (rc != SQLITE_OK)
+            sh->sync_failed = gen;
+        pthread_cond_broadcast(&sh->gcv);
+    }
+    /* A failed sync may have dropped what it was to write (the kernel
+     * marks the pages clean): every commit it covered is in doubt. */
+    bool failed = sh->sync_failed >= need;
+    pthread_mutex_unlock(&sh->gmu);
+    if (!failed)
+        return DBS_OK;
+    c->broken = true;
+    return dbs__err(err, DBS_ECOMMIT_UNKNOWN,
+                    "the commit to SQLite database \"%s\" could not be made durable: "
+                    "syncing its WAL failed (other connections may already see it, a "
+                    "power loss may undo it); the connection is discarded",
+                    c->t->conninfo);
+}
+
+/* After a statement finished: a write transaction that it committed is
+ * acknowledged only once it is durable. */
+static inline int settle(sq_conn *c, dbs_error *err)
+{
+    return c->sync_owed ? group_sync(c, err) : DBS_OK;
+}
+
 static int open_db(sq_conn *c, dbs_error *err)
 {
     const dbs__target *t = c->t;
@@ -583,17 +737,27 @@ static int open_db(sq_conn *c, dbs_error *err)
     c->bound_ms = t->statement_timeout_ms;
     c->timed_out = false;
     sqlite3_progress_handler(c->db, 4000, on_progress, c);
-    /* synchronous=FULL: a commit is acknowledged once the WAL is synced,
-     * so it survives a power loss or an OS crash; NORMAL (the opt-out)
-     * syncs only at checkpoints and may lose the last commits. */
-    const char *setup = t->memory ? "PRAGMA foreign_keys=ON"
-                        : sh->sync_normal
-                            ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                              "PRAGMA foreign_keys=ON"
-                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-                              "PRAGMA foreign_keys=ON";
+    /* synchronous=NORMAL: a commit writes the WAL without syncing it; by
+     * default the group sync (group_sync) then makes it durable before it
+     * is acknowledged, as FULL would. ?synchronous=normal (the opt-out)
+     * leaves it to the checkpoints and may lose the last commits.
+     * PRAGMA schema_version reads the file, which opens the WAL: its
+     * identity is then the one this connection writes to. The temp table
+     * is where a DELETE that changes nothing runs at reset. */
+    const char *setup = t->memory
+                            ? "PRAGMA foreign_keys=ON; CREATE TEMP TABLE dbscope_nochange (x)"
+                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                              "PRAGMA foreign_keys=ON; PRAGMA schema_version; "
+                              "CREATE TEMP TABLE dbscope_nochange (x)";
     char *msg = NULL;
     rc = sqlite3_exec(c->db, setup, NULL, NULL, &msg);
+    c->group_sync = !t->memory && !sh->sync_normal;
+    c->wal_known = !t->memory &&
+                   file_id(sqlite3_filename_wal(sqlite3_db_filename(c->db, "main")), &c->wal_dev,
+                           &c->wal_ino);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(c->db, "DELETE FROM temp.dbscope_nochange WHERE 0", -1,
+                                SQLITE_PREPARE_PERSISTENT, &c->nochange_st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(c->db, "BEGIN", -1, SQLITE_PREPARE_PERSISTENT, &c->begin_st, NULL);
     if (rc == SQLITE_OK)
@@ -610,7 +774,9 @@ static int open_db(sq_conn *c, dbs_error *err)
         return err ? err->code : DBS_ECONNECT;
     }
     sqlite3_set_authorizer(c->db, authorizer, c);
+    sqlite3_commit_hook(c->db, on_commit, c);
     c->dirty = c->in_tx = c->tx_lost = c->broken = false;
+    c->sync_owed = c->file_moved = false;
     if (!seen) {
         struct stat st;
         pthread_mutex_lock(&sh->mu);
@@ -790,6 +956,10 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
         }
         changes = sqlite3_total_changes64(c->db) != before ? sqlite3_changes64(c->db) : 0;
         put_stmt(st);
+        /* a COMMIT sent as SQL, or a write in autocommit mode */
+        rc = settle(c, err);
+        if (rc != DBS_OK)
+            return rc;
         cur = tail;
     }
     if (!any)
@@ -874,6 +1044,8 @@ static int sq_commit(void *vc, dbs_error *err)
         return lost_tx(c, err);
     }
     int rc = step_simple(c, c->commit_st, "COMMIT", err);
+    if (rc == DBS_OK)
+        rc = settle(c, err);
     if (rc != DBS_OK && !sqlite3_get_autocommit(c->db)) {
         /* A refused COMMIT (busy) leaves the transaction open: end it, so
          * the unit can be retried from the start. Nothing was committed. */
@@ -898,11 +1070,31 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     sq_conn *c = vc;
     int rc = sq_rollback(c, err);
+    if (rc == DBS_OK && c->sync_owed)
+        rc = group_sync(c, err); /* a commit whose result nobody read */
     if (rc != DBS_OK)
         return rc;
     if (mode == DBS_RESET_FULL && c->dirty) {
         close_db(c);
         return open_db(c, err);
+    }
+    if (mode == DBS_RESET_FULL) {
+        /* What the connection reports about the last statement: the next
+         * user must not read the previous one's last_insert_rowid() or
+         * changes(). changes() is set by every INSERT, UPDATE or DELETE
+         * that completes, so one that changes nothing sets it to 0.
+         * (total_changes() counts since the connection opened and cannot
+         * be reset: dbscope.h says so.) */
+        sqlite3_set_last_insert_rowid(c->db, 0);
+        if (sqlite3_changes64(c->db) != 0) {
+            int s = sqlite3_step(c->nochange_st);
+            sqlite3_reset(c->nochange_st);
+            if (s != SQLITE_DONE) {
+                /* the table was dropped: a fresh connection */
+                close_db(c);
+                return open_db(c, err);
+            }
+        }
     }
     return DBS_OK;
 }
@@ -953,7 +1145,7 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
         return 1;
     r->done = true;
     if (rc == SQLITE_DONE)
-        return 0;
+        return settle(r->c, err); /* DBS_OK is 0 */
     return fail(r->c, sqlite3_extended_errcode(r->c->db), err, "fetching a row",
                 sqlite3_sql(r->st->stmt));
 }
@@ -1012,9 +1204,11 @@ static void sq_rows_close(dbs_rows *hr)
     sq_rows *r = (sq_rows *)hr;
     sq_stmt *st = r->st;
     bool own = !st->cached;
-    put_stmt(st);
+    put_stmt(st); /* may end a write in autocommit mode */
     if (own)
         free(st);
+    if (r->c->sync_owed && group_sync(r->c, NULL) != DBS_OK)
+        r->c->broken = true;
     if (!r->c->spare_rows)
         r->c->spare_rows = r; /* a unit's next query needs no allocation */
     else

@@ -138,9 +138,13 @@ def engine_from_env():
 
         @event.listens_for(engine, "connect")
         def sqlite_pragmas(dbapi_conn, _record):
-            # what dbscope's SQLite backend sets on every connection
+            # dbscope's guarantee on every connection: WAL, and a commit is
+            # on disk when it is acknowledged. dbscope gets it with
+            # synchronous=NORMAL plus one WAL sync shared by concurrent
+            # commits; sqlite3 has no such group commit, so the same
+            # guarantee is synchronous=FULL (one sync per commit).
             cur = dbapi_conn.cursor()
-            for p in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+            for p in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                       "busy_timeout=5000"):
                 cur.execute("PRAGMA " + p)
             cur.close()
