@@ -11,7 +11,9 @@
  * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting]
  * [Parse of a statement new to the cache] Bind/Execute, Sync. So the first
  * statement of a transaction costs one round trip with its BEGIN and
- * context, every later one costs one, COMMIT one: N + 1.
+ * context, every later one costs one, COMMIT one: N + 1. On a pool with
+ * replicas, the COMMIT's flight also reads the commit's WAL position
+ * (end_tx), for reads that must see it.
  *
  * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
  * changed: a function, trigger or view can change anything. Every session
@@ -1226,8 +1228,8 @@ static uint64_t lsn_of(const PGresult *r)
  * rather than risk missing it. */
 static uint64_t commit_pos_of(const PGresult *wrote, const PGresult *pos)
 {
-    if (wrote && PQresultStatus(wrote) == PGRES_TUPLES_OK && PQntuples(wrote) == 1 &&
-        !strcmp(PQgetvalue(wrote, 0, 0), "f"))
+    if (wrote && PQresultStatus(wrote) == PGRES_TUPLES_OK &&
+        PQntuples(wrote) == 1 && !strcmp(PQgetvalue(wrote, 0, 0), "f"))
         return 0;
     uint64_t lsn = lsn_of(pos);
     return lsn ? lsn : UINT64_MAX;
@@ -1269,13 +1271,16 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
          * written). Not for a transaction known to have failed, nor a
          * read-only one, nor without replicas to use it (the two
          * statements cost about 30 us of a COMMIT's round trip). */
-        if (commit && c->t->commit_pos && !c->read_only && PQserverVersion(c->pg) >= 100000 &&
+        if (commit && c->t->commit_pos && !c->read_only &&
+            PQserverVersion(c->pg) >= 100000 &&
             PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
             wrote_idx = f.n;
             q_cmd(c, &f, &ok,
                   PQserverVersion(c->pg) >= 130000
-                      ? "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
-                      : "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL");
+                      ? "SELECT pg_catalog.pg_current_xact_id_if_assigned() "
+                        "IS NOT NULL"
+                      : "SELECT pg_catalog.txid_current_if_assigned() "
+                        "IS NOT NULL");
             q_sync_more(c, &f, &ok);
         }
         end_idx = f.n;
@@ -1303,15 +1308,17 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
         PGresult *r = f.res[end_idx];
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
             rc = result_err(c, r, err);
-        else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK") && wrote_idx >= 0 &&
-                 failed(f.res[wrote_idx]))
-            rc = result_err(c, f.res[wrote_idx], err); /* it failed the transaction */
+        else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK") &&
+                 wrote_idx >= 0 && failed(f.res[wrote_idx]))
+            /* the position's own statement failed the transaction */
+            rc = result_err(c, f.res[wrote_idx], err);
         else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK"))
             rc = dbs__err(err, DBS_ESQL,
                           "postgresql: COMMIT rolled back: the transaction "
                           "had failed on an earlier statement");
         else if (wrote_idx >= 0)
-            c->commit_pos = commit_pos_of(f.res[wrote_idx], f.res[pos_idx]);
+            c->commit_pos =
+                commit_pos_of(f.res[wrote_idx], f.res[pos_idx]);
     }
     if (reset && !c->broken) {
         dbs_error rerr;
