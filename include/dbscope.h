@@ -534,8 +534,8 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
  * = 1, counted in ro_fallbacks) or not at all (DBS_EUNAVAILABLE). It
  * never sees data older than replica_max_lag_ms (a replica whose
  * measurements are late stops qualifying), and it sees every commit that
- * ctx->user_id made through this pool (see replica_url). A backend that cannot enforce read-only returns
- * DBS_ECONFIG naming it. Blocks like dbs_session_open (a replica whose
+ * ctx->user_id made through this pool (see replica_url). A backend that
+ * cannot enforce read-only returns DBS_ECONFIG naming it. Blocks like dbs_session_open (a replica whose
  * connect fails is passed over for the next, then the primary). The
  * session belongs to the calling thread; close it with dbs_session_close.
  * Returns NULL on failure. */
