@@ -317,14 +317,36 @@ typedef struct dbs_config {
      * closed with this pool. A background monitor keeps one extra
      * connection to the primary and to each replica to measure lag
      * (docs/postgresql.md, "Replicas and failover"). Copied at open.
-     * NULL or "" = no replicas: read-only sessions run on this pool. */
+     * NULL or "" = no replicas: read-only sessions run on this pool.
+     *
+     * Reads your own writes. With replica_url set, every commit through
+     * dbscope (dbs_commit, dbs_transact) of a transaction that wrote
+     * records its WAL position, in the COMMIT's own round trip (two small
+     * statements more in it; dbs_session_commit_pos). The pool
+     * remembers, for each ctx->user_id (NULL: nobody), the position of
+     * that user's last such commit on this pool, and the user's read-only
+     * sessions (dbs_session_open_ro, dbs_transact_ro) then run only on a
+     * replica measured to have replayed it, else as if no replica
+     * qualified (replica_fallback; counted in ro_pos_fallbacks): a user
+     * always sees their own writes. The memory is a fixed table of 4096
+     * slots keyed by a hash of user_id; users that share a slot need the
+     * larger of their positions, which can only send reads to the primary
+     * more often. Commits made otherwise (COMMIT sent as SQL, or through
+     * dbs_session_native) are not recorded. For another process, or
+     * another pool, pass the position: dbs_session_open_ro_after. */
     const char *replica_url;
-    int replica_max_lag_ms;       /* a replica qualifies only while it has
-                                     replayed all the primary wrote more
-                                     than this long ago, measured with WAL
-                                     positions every 100 ms (0: no bound;
-                                     a replica must still be reachable and
-                                     in recovery) */
+    int replica_max_lag_ms;       /* a replica qualifies only while it is
+                                     known to have replayed everything the
+                                     primary committed more than this long
+                                     ago: measured with WAL positions every
+                                     100 ms and counted from the primary's
+                                     last sample the replica has replayed,
+                                     so a late sample counts against the
+                                     bound (bounds under a few sampling
+                                     periods leave replicas qualifying only
+                                     part of the time). 0: no bound; a
+                                     replica must still be reachable and
+                                     in recovery */
     int replica_fallback;         /* 1: read-only sessions run on the
                                      primary while no replica qualifies;
                                      0: they fail fast with
@@ -411,6 +433,11 @@ typedef struct dbs_stats {
     uint64_t ro_fallbacks;    /* read-only sessions run on the primary (or
                                  refused, replica_fallback = 0) because no
                                  replica qualified */
+    uint64_t ro_pos_fallbacks; /* read-only sessions run on the primary (or
+                                 refused) because no replica that qualified
+                                 had replayed the position they needed
+                                 (dbs_session_open_ro_after, or their
+                                 user's last commit) */
 } dbs_stats;
 
 /* Creates a pool from cfg (copied, url included) and opens one connection to
@@ -574,9 +601,10 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
  * lag bound, reachable, in recovery), chosen from cached measurements
  * without a round trip; while none does, on the primary (replica_fallback
  * = 1, counted in ro_fallbacks) or not at all (DBS_EUNAVAILABLE). It
- * never sees data older than replica_max_lag_ms, to within the 100 ms
- * sampling period. A backend that cannot enforce read-only returns
- * DBS_ECONFIG naming it. Blocks like dbs_session_open (a replica whose
+ * never sees data older than replica_max_lag_ms (a replica whose
+ * measurements are late stops qualifying), and it sees every commit that
+ * ctx->user_id made through this pool (see replica_url). A backend that
+ * cannot enforce read-only returns DBS_ECONFIG naming it. Blocks like dbs_session_open (a replica whose
  * connect fails is passed over for the next, then the primary). The
  * session belongs to the calling thread; close it with dbs_session_close.
  * Returns NULL on failure. */
@@ -587,6 +615,40 @@ dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx,
 
 #define dbs_session_open_ro(pool, ctx, err)                                    \
     dbs_session_open_ro_at(pool, ctx, err, __FILE__, __LINE__, __func__)
+
+/* Opens a read-only session that sees at least what the commit at
+ * position pos wrote (dbs_session_commit_pos of the session that made it,
+ * on this process or another; 0: no requirement), as well as what
+ * dbs_session_open_ro promises: on a replica whose last measurement shows
+ * it has replayed pos (a replica measured below it is passed over; it is
+ * measured every 100 ms, and no round trip is spent to ask again), else
+ * as if no replica qualified: on the primary (replica_fallback = 1,
+ * counted in ro_pos_fallbacks) or not at all (DBS_EUNAVAILABLE). Without
+ * replica_url the session runs on pool, which is the primary. Blocks,
+ * belongs to the calling thread and is closed like dbs_session_open_ro.
+ * Returns NULL on failure. */
+dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx,
+                                          uint64_t pos, dbs_error *err,
+                                          const char *file, int line,
+                                          const char *func)
+    DBS__DEALLOC(dbs_session_close) DBS__WARN_UNUSED;
+
+#define dbs_session_open_ro_after(pool, ctx, pos, err)                         \
+    dbs_session_open_ro_after_at(pool, ctx, pos, err, __FILE__, __LINE__,      \
+                                 __func__)
+
+/* The position in the server's log (PostgreSQL: the WAL position, as a
+ * number: pg_lsn "X/Y" is X << 32 | Y) of s's last successful commit
+ * that may have written, read in that COMMIT's own round trip; pass it to
+ * dbs_session_open_ro_after or dbs_transact_ro_after to read what that
+ * commit wrote (on this pool, another pool or another process). 0 if s
+ * has committed no write yet, on a read-only session, on a pool without
+ * replica_url (positions are read only where replicas can use them), or
+ * on a backend without positions (SQLite, MariaDB/MySQL);
+ * UINT64_MAX (no replica reaches it: reads go to the primary) in the rare
+ * case where the commit succeeded but its position did not come back.
+ * Valid until s closes. Owner thread only (0 otherwise); never blocks. */
+uint64_t dbs_session_commit_pos(DBS__IN dbs_session *s);
 
 /* Commits the current transaction, if any (none: returns DBS_OK). The next
  * statement begins a new one. DBS_ECOMMIT_UNKNOWN when the connection was lost
@@ -686,6 +748,20 @@ int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
 
 #define dbs_transact_ro(pool, ctx, work, arg, err)                             \
     dbs_transact_ro_at(pool, ctx, work, arg, err, __FILE__, __LINE__, __func__)
+
+/* dbs_transact_ro on dbs_session_open_ro_after(pool, ctx, pos, ...): sees
+ * at least what the commit at pos wrote. Same ownership, blocking and
+ * threads as dbs_transact. */
+int dbs_transact_ro_after(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                          dbs_work_fn work, void *arg, dbs_error *err);
+
+int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                             dbs_work_fn work, void *arg, dbs_error *err,
+                             const char *file, int line, const char *func);
+
+#define dbs_transact_ro_after(pool, ctx, pos, work, arg, err)                  \
+    dbs_transact_ro_after_at(pool, ctx, pos, work, arg, err, __FILE__,         \
+                             __LINE__, __func__)
 
 #if defined(__GNUC__) || defined(__clang__)
 /* Scope-bound session: DBS_SCOPED dbs_session *s = dbs_session_open(...);

@@ -40,6 +40,8 @@ typedef struct dbs__target {
      * the thread using the connection, with no lock held. */
     void (*notice)(void *arg, const char *msg);
     void *notice_arg;
+    int commit_pos;           /* 1: read each commit's position (the pool
+                                 has replicas to use it; see commit_pos) */
 } dbs__target;
 
 /* Rows: each backend's rows struct begins with this header. query.c owns the
@@ -148,6 +150,15 @@ typedef struct dbs__driver {
      * still, after set_read_only) with the next statement, so no statement
      * runs outside one. Never blocks, sends nothing. */
     int (*tx_escaped)(void *c);
+    /* Optional (NULL: the backend has no positions). With
+     * t->commit_pos, after a commit() or commit_release() that returned
+     * DBS_OK: the position in the server's
+     * log that a replica must have replayed to show what that commit
+     * wrote (PostgreSQL: a WAL position), read from the commit's own
+     * round trip; 0 when the commit wrote nothing; UINT64_MAX when it may
+     * have written but the position did not come back; 0 without
+     * t->commit_pos. Sends nothing. */
+    uint64_t (*commit_pos)(void *c);
 } dbs__driver;
 
 /* peek(): bytes arrived unasked; only a round trip can tell. */

@@ -14,7 +14,9 @@
  * flight the server's transaction status says whether the transaction
  * dbscope began is still open (follow_tx). So the first
  * statement of a transaction costs one round trip with its BEGIN and
- * context, every later one costs one, COMMIT one: N + 1.
+ * context, every later one costs one, COMMIT one: N + 1. On a pool with
+ * replicas, the COMMIT's flight also reads the commit's WAL position
+ * (end_tx), for reads that must see it.
  *
  * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
  * changed: a function, trigger or view can change anything. Every session
@@ -158,6 +160,8 @@ typedef struct pg_conn {
     bool escaped;       /* since the last reset, a transaction dbscope began
                            ended on the server other than by its COMMIT or
                            ROLLBACK (COMMIT, END, ROLLBACK sent as SQL) */
+    uint64_t commit_pos; /* WAL position covering the last commit that
+                            wrote, 0: none (pg_commit_pos) */
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -1660,6 +1664,33 @@ static bool tx_open(pg_conn *c)
     return c->tx_sent || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
 }
 
+/* A pg_lsn's text ("16/B374D848") as a number; 0 if r is not one. */
+static uint64_t lsn_of(const PGresult *r)
+{
+    unsigned long long hi, lo;
+    char tail;
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        PQgetisnull(r, 0, 0) ||
+        sscanf(PQgetvalue(r, 0, 0), "%llx/%llx%c", &hi, &lo, &tail) != 2 ||
+        hi > UINT32_MAX || lo > UINT32_MAX)
+        return 0;
+    return (uint64_t)hi << 32 | (uint64_t)lo;
+}
+
+/* The position a committed transaction needs a replica to have replayed:
+ * 0 when it wrote nothing (no transaction id). A write whose position did
+ * not come back (the connection failed right after the COMMIT's answer)
+ * gets UINT64_MAX, which no replica reaches: its reads need the primary
+ * rather than risk missing it. */
+static uint64_t commit_pos_of(const PGresult *wrote, const PGresult *pos)
+{
+    if (wrote && PQresultStatus(wrote) == PGRES_TUPLES_OK &&
+        PQntuples(wrote) == 1 && !strcmp(PQgetvalue(wrote, 0, 0), "f"))
+        return 0;
+    uint64_t lsn = lsn_of(pos);
+    return lsn ? lsn : UINT64_MAX;
+}
+
 /* Ends the transaction with cmd ("COMMIT" or "ROLLBACK") when one is open
  * and, for a release under DBS_RESET_FULL of a connection that was used,
  * runs the reset in the same flight. */
@@ -1683,10 +1714,39 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
     int rc = flight_open(c, &f, &dl, &ok, err);
     if (rc != DBS_OK)
         return rc;
-    int end_idx = -1;
+    int end_idx = -1, wrote_idx = -1, pos_idx = -1;
+    c->commit_pos = 0;
     if (open) {
+        /* The commit's position (pg_commit_pos), in the same flight: did
+         * the transaction get a transaction id (only a write gives one),
+         * under its own Sync so that a failure cannot skip the COMMIT;
+         * then, right after the COMMIT and before its Sync (so both
+         * answers leave the server in one write), the WAL insert position,
+         * which covers the commit record whatever synchronous_commit says
+         * (NULL on a standby, which has none and where nothing can have
+         * written). Not for a transaction known to have failed, nor a
+         * read-only one, nor without replicas to use it (the two
+         * statements cost about 30 us of a COMMIT's round trip). */
+        if (commit && c->t->commit_pos && !c->read_only &&
+            PQserverVersion(c->pg) >= 100000 &&
+            PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
+            wrote_idx = f.n;
+            q_cmd(c, &f, &ok,
+                  PQserverVersion(c->pg) >= 130000
+                      ? "SELECT pg_catalog.pg_current_xact_id_if_assigned() "
+                        "IS NOT NULL"
+                      : "SELECT pg_catalog.txid_current_if_assigned() "
+                        "IS NOT NULL");
+            q_sync_more(c, &f, &ok);
+        }
         end_idx = f.n;
         q_cmd(c, &f, &ok, cmd);
+        if (wrote_idx >= 0) {
+            pos_idx = f.n;
+            q_cmd(c, &f, &ok,
+                  "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL "
+                  "ELSE pg_catalog.pg_current_wal_insert_lsn() END");
+        }
         if (reset)
             q_sync_more(c, &f, &ok);
         else
@@ -1697,7 +1757,7 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
     rc = flight_wait(c, &f, dl, ok, cmd, commit && open, err);
     /* The flight failed after the answer to COMMIT/ROLLBACK came (in the
      * reset): that answer stands; the connection is broken either way. */
-    bool known = end_idx >= 0 && f.done > end_idx + 1;
+    bool known = end_idx >= 0 && f.done > end_idx;
     if (rc != DBS_OK && (known || (commit && !open)))
         rc = DBS_OK;
     if (rc == DBS_OK && end_idx >= 0) {
@@ -1719,10 +1779,17 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
                 dbs__err_sqlstate(err, st);
             }
         }
+        else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK") &&
+                 wrote_idx >= 0 && failed(f.res[wrote_idx]))
+            /* the position's own statement failed the transaction */
+            rc = result_err(c, f.res[wrote_idx], err);
         else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK"))
             rc = dbs__err(err, DBS_ESQL,
                           "postgresql: COMMIT rolled back: the transaction "
                           "had failed on an earlier statement");
+        else if (wrote_idx >= 0)
+            c->commit_pos =
+                commit_pos_of(f.res[wrote_idx], f.res[pos_idx]);
     }
     if (reset && !c->broken) {
         dbs_error rerr;
@@ -1764,6 +1831,11 @@ static int pg_commit_release(void *vc, dbs_error *err)
 static int pg_rollback_release(void *vc, dbs_error *err)
 {
     return end_tx(vc, false, true, err);
+}
+
+static uint64_t pg_commit_pos(void *vc)
+{
+    return ((pg_conn *)vc)->commit_pos;
 }
 
 /* At release, after commit or rollback. A transaction still open (the
@@ -1950,4 +2022,5 @@ const dbs__driver dbs__driver_pg = {
     .set_read_only = pg_set_read_only,
     .peek = pg_peek,
     .tx_escaped = pg_tx_escaped,
+    .commit_pos = pg_commit_pos,
 };

@@ -348,12 +348,17 @@ void dbs__replicas_close(dbs_pool *p);
 int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever);
 /* Frees what dbs__replicas_open made; with the pool's memory. */
 void dbs__replicas_free(dbs_pool *p);
-/* A read-only session on a qualifying replica, round robin; NULL with err
- * when none qualified or served (DBS_EUNAVAILABLE), or DBS_ECLOSED. */
-dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, dbs_error *err,
-                                  const char *file, int line, const char *func);
-/* Counts a read-only session that no replica took. */
-void dbs__replica_count_fallback(dbs_pool *p);
+/* A read-only session on a qualifying replica, round robin, that has
+ * replayed at least pos and the position ctx->user_id's last commit on p
+ * needs; NULL with err when none qualified or served (DBS_EUNAVAILABLE,
+ * counted in ro_fallbacks or ro_pos_fallbacks), or DBS_ECLOSED. */
+dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t pos,
+                                  dbs_error *err, const char *file, int line,
+                                  const char *func);
+/* Notes that user_id (NULL: nobody) committed a write at pos on p, the
+ * primary: its read-only sessions need a replica that has replayed pos.
+ * Lock-free; any thread. */
+void dbs__replica_note_commit(dbs_pool *p, const char *user_id, uint64_t pos);
 /* The replicas' part of dbs_stats. */
 void dbs__replicas_stats(dbs_pool *p, dbs_stats *out);
 /* The replica pools, for the exports: n and the i-th; and a replica's
@@ -394,6 +399,8 @@ struct dbs_session {
                                  dbs_transact must not run it again */
     int attempt;              /* the dbs_transact attempt it was opened
                                  for (1, 2, ...), 0: none; for events */
+    uint64_t commit_pos;      /* dbs_session_commit_pos: the position of
+                                 the last commit that may have written */
     dbs_context ctx;          /* points into ctx_buf */
     char *ctx_buf;
     size_t ctx_cap;

@@ -18,8 +18,26 @@
  *
  * A replica qualifies for a read-only session while its last measurement
  * is recent (STALE_PERIODS), it is in recovery (a promoted replica is not a
- * replica any more), and, with a bound, the primary was measured recently
- * too and the lag is within the bound.
+ * replica any more), and, with a bound, it is provably fresh enough: every
+ * commit acknowledged before the primary's last sample that showed a
+ * position the replica has replayed is on the replica (a commit is flushed
+ * before it is acknowledged, so it lies below what pg_current_wal_lsn()
+ * showed at any later moment), so the data a session sees there is at most
+ * now - that sample's time old. That age, not the age of the first sample
+ * the replica is behind, is what the bound is held against: a late or
+ * missing primary sample counts against the bound instead of hiding a
+ * write made since.
+ *
+ * Reads your own writes: a session may need a replica that has replayed a
+ * given position (dbs_session_open_ro_after), and the pool keeps, for each
+ * user_id, the position of that user's last commit in a fixed table
+ * (USER_SLOTS, a hash of the user_id; two users that share a slot need the
+ * larger of their positions, so a collision can only send reads to the
+ * primary more often, never to a replica that lacks a write). A replica
+ * whose last measured replay position is below what the session needs is
+ * passed over; no round trip is made to check again. A commit whose
+ * position did not come back marks its slot (see MARK_NEW) until a
+ * primary sample provides one that covers it.
  *
  * Lifetimes: each monitor thread holds a reference on the primary's pool;
  * the primary holds one on each replica pool until it is freed, so a
@@ -35,7 +53,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { PERIOD_MS = 100, STALE_PERIODS = 3, RING = 1024 };
+enum { PERIOD_MS = 100, STALE_PERIODS = 3, RING = 1024, USER_SLOTS = 4096 };
 
 typedef struct replica {
     dbs_pool *pool;
@@ -45,6 +63,8 @@ typedef struct replica {
     _Atomic int64_t replay_lsn;      /* -1: none */
     _Atomic int64_t behind_since_ns; /* the oldest primary sample it has not
                                         replayed, 0: none */
+    _Atomic int64_t safe_ns;         /* the last primary sample it is known
+                                        to have replayed, 0: none */
 } replica;
 
 typedef struct monitor {
@@ -58,6 +78,7 @@ struct dbs__replicas {
     replica *r;
     atomic_uint next;              /* round robin */
     atomic_ullong fallbacks;
+    atomic_ullong pos_fallbacks;   /* no replica had the position needed */
     _Atomic int64_t primary_ok_ns; /* when the primary's last good sample
                                       was taken (0: never) */
     pthread_mutex_t mu;
@@ -67,14 +88,19 @@ struct dbs__replicas {
     pthread_t *threads;
     monitor *mons;
     atomic_bool stopped;           /* shutdown ran (or is running) */
-    /* [mu] the primary's positions, oldest first from ring_start */
-    int64_t ring_t[RING], ring_lsn[RING];
+    /* [mu] the primary's positions, oldest first from ring_start: when
+     * each was first and last seen */
+    int64_t ring_t[RING], ring_last_t[RING], ring_lsn[RING];
     int ring_start, ring_n;
+    /* the position each user_id's last commit needs (a hash's slot) */
+    uint64_t user_seed;
+    _Atomic uint64_t user_pos[USER_SLOTS];
 };
 
 static const int64_t stale_ns = (int64_t)STALE_PERIODS * PERIOD_MS * 1000000;
 
-/* Recomputes every replica's behind_since from the ring. [rs->mu] */
+/* Recomputes every replica's behind_since and safe from the ring.
+ * [rs->mu] */
 static void update_lag(struct dbs__replicas *rs)
 {
     for (int i = 0; i < rs->n; i++) {
@@ -82,15 +108,17 @@ static void update_lag(struct dbs__replicas *rs)
         if (!atomic_load(&r->ok_ns))
             continue;
         int64_t replayed = atomic_load(&r->replay_lsn);
-        int64_t since = 0;
+        int64_t since = 0, safe = 0;
         for (int k = 0; k < rs->ring_n; k++) {
             int idx = (rs->ring_start + k) % RING;
             if (rs->ring_lsn[idx] > replayed) {
                 since = rs->ring_t[idx];
                 break;
             }
+            safe = rs->ring_last_t[idx];
         }
         atomic_store(&r->behind_since_ns, since);
+        atomic_store(&r->safe_ns, safe);
     }
 }
 
@@ -115,6 +143,34 @@ static int query_row(dbs_pool *tp, void *c, const char *sql, int64_t *vals, bool
     return rc < 0 ? rc : dbs__err(err, DBS_ESQL, "no row");
 }
 
+/* User slots whose commit position did not come back hold MARK_NEW. A
+ * primary sample that starts after such a commit was acknowledged shows an
+ * insert position that covers it: each sample first turns MARK_NEW into
+ * MARK_SEEN, then, with its position, MARK_SEEN into that position (larger
+ * than anything committed before, so it also covers what the slot held).
+ * A mark set meanwhile is MARK_NEW again (the larger) and waits for the
+ * next sample. */
+#define MARK_NEW UINT64_MAX
+#define MARK_SEEN (UINT64_MAX - 1)
+
+static void marks_seen(struct dbs__replicas *rs)
+{
+    for (int i = 0; i < USER_SLOTS; i++) {
+        uint64_t v = MARK_NEW;
+        if (atomic_load_explicit(&rs->user_pos[i], memory_order_relaxed) == MARK_NEW)
+            atomic_compare_exchange_strong(&rs->user_pos[i], &v, MARK_SEEN);
+    }
+}
+
+static void marks_resolve(struct dbs__replicas *rs, uint64_t pos)
+{
+    for (int i = 0; i < USER_SLOTS; i++) {
+        uint64_t v = MARK_SEEN;
+        if (atomic_load_explicit(&rs->user_pos[i], memory_order_relaxed) == MARK_SEEN)
+            atomic_compare_exchange_strong(&rs->user_pos[i], &v, pos);
+    }
+}
+
 static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, int64_t t)
 {
     dbs_error err;
@@ -124,10 +180,14 @@ static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, i
         /* On a server in recovery this fails: the connection is closed and
          * the next one follows the URL (target_session_attrs) to the
          * writable host. */
-        int rc = query_row(tp, c, "SELECT (pg_current_wal_lsn() - '0/0')::int8", v, nulls, 1,
-                           &err);
-        if (rc != DBS_OK || nulls[0])
+        marks_seen(rs);
+        int rc = query_row(tp, c,
+                           "SELECT (pg_current_wal_lsn() - '0/0')::int8, "
+                           "(pg_current_wal_insert_lsn() - '0/0')::int8",
+                           v, nulls, 2, &err);
+        if (rc != DBS_OK || nulls[0] || nulls[1])
             return rc != DBS_OK ? rc : DBS_ESQL;
+        marks_resolve(rs, (uint64_t)v[1]);
         pthread_mutex_lock(&rs->mu);
         /* Positions only grow on one primary; a smaller one means another
          * server is primary now (a failover), whose history may never
@@ -144,8 +204,11 @@ static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, i
             }
             int idx = (rs->ring_start + rs->ring_n) % RING;
             rs->ring_t[idx] = t;
+            rs->ring_last_t[idx] = t;
             rs->ring_lsn[idx] = v[0];
             rs->ring_n++;
+        } else {
+            rs->ring_last_t[last] = t;
         }
         atomic_store(&rs->primary_ok_ns, t);
         update_lag(rs);
@@ -227,6 +290,8 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err)
         dbs__url_hosts_free(targets, labels, n);
         return dbs__err(err, DBS_ENOMEM, "out of memory opening the replicas");
     }
+    rs->user_seed = dbs__random();
+    p->target.commit_pos = 1; /* commits record their positions from now on */
     pthread_mutex_init(&rs->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -352,29 +417,62 @@ static bool qualifies(const struct dbs__replicas *rs, int i, int bound_ms, int64
     if (!ok || now - ok > stale_ns || !atomic_load(&r->in_recovery))
         return false;
     if (bound_ms > 0) {
-        /* Without a recent primary position the lag is unknown. */
-        int64_t pok = atomic_load(&rs->primary_ok_ns);
-        if (!pok || now - pok > stale_ns)
-            return false;
-        int64_t since = atomic_load(&r->behind_since_ns);
-        if (since && now - since > (int64_t)bound_ms * 1000000)
+        /* The age of what it is known to have: unknown is too old. */
+        int64_t safe = atomic_load(&r->safe_ns);
+        if (!safe || now - safe > (int64_t)bound_ms * 1000000)
             return false;
     }
     return true;
 }
 
-dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, dbs_error *err,
-                                  const char *file, int line, const char *func)
+/* The table's slot for user_id: FNV-1a, seeded per pool so that nobody can
+ * choose ids that share a slot with another user's, then mixed. */
+static _Atomic uint64_t *user_slot(struct dbs__replicas *rs, const char *user_id)
+{
+    uint64_t h = 14695981039346656037ull ^ rs->user_seed;
+    for (const unsigned char *c = (const unsigned char *)user_id; *c; c++)
+        h = (h ^ *c) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return &rs->user_pos[h % USER_SLOTS];
+}
+
+void dbs__replica_note_commit(dbs_pool *p, const char *user_id, uint64_t pos)
 {
     struct dbs__replicas *rs = p->replicas;
+    if (!rs || !user_id)
+        return;
+    _Atomic uint64_t *slot = user_slot(rs, user_id);
+    uint64_t cur = atomic_load(slot);
+    while (cur < pos && !atomic_compare_exchange_weak(slot, &cur, pos)) {
+    }
+}
+
+dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t pos,
+                                  dbs_error *err, const char *file, int line, const char *func)
+{
+    struct dbs__replicas *rs = p->replicas;
+    if (ctx && ctx->user_id) {
+        uint64_t mine = atomic_load(user_slot(rs, ctx->user_id));
+        if (mine > pos)
+            pos = mine;
+    }
     int64_t now = dbs__now_ns();
     unsigned start = atomic_fetch_add_explicit(&rs->next, 1, memory_order_relaxed);
-    int tried = 0;
+    int tried = 0, behind_pos = 0;
     char last[420] = "";
     for (int k = 0; k < rs->n; k++) {
         int i = (int)((start + (unsigned)k) % (unsigned)rs->n);
         if (!qualifies(rs, i, p->cfg.replica_max_lag_ms, now))
             continue;
+        /* Measured, so it may have replayed more by now: passed over all
+         * the same (the primary has it for sure). */
+        int64_t replayed = atomic_load(&rs->r[i].replay_lsn);
+        if (pos && (replayed < 0 || (uint64_t)replayed < pos)) {
+            behind_pos++;
+            continue;
+        }
         tried++;
         dbs_session *s = dbs__session_open(rs->r[i].pool, ctx, err, file, line, func);
         if (s)
@@ -384,21 +482,24 @@ dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, dbs_error
             return NULL;
         snprintf(last, sizeof last, "; %.100s: %.300s", rs->r[i].pool->replica_label, err->message);
     }
-    if (tried == 0)
+    if (tried == 0 && behind_pos > 0) {
+        atomic_fetch_add_explicit(&rs->pos_fallbacks, 1, memory_order_relaxed);
+        dbs__err(err, DBS_EUNAVAILABLE,
+                 "no read replica has replayed WAL position %X/%X yet, which this session "
+                 "needs (its own position or its user's last commit)",
+                 (unsigned)(pos >> 32), (unsigned)pos);
+    } else if (tried == 0) {
+        atomic_fetch_add_explicit(&rs->fallbacks, 1, memory_order_relaxed);
         dbs__err(err, DBS_EUNAVAILABLE,
                  "no read replica qualifies (%d configured; each must be reachable, in "
                  "recovery and measured in the last %d ms%s)",
                  rs->n, STALE_PERIODS * PERIOD_MS,
                  p->cfg.replica_max_lag_ms > 0 ? ", within replica_max_lag_ms" : "");
-    else
+    } else {
+        atomic_fetch_add_explicit(&rs->fallbacks, 1, memory_order_relaxed);
         dbs__err(err, DBS_EUNAVAILABLE, "no read replica could serve the session%s", last);
+    }
     return NULL;
-}
-
-void dbs__replica_count_fallback(dbs_pool *p)
-{
-    if (p->replicas)
-        atomic_fetch_add_explicit(&p->replicas->fallbacks, 1, memory_order_relaxed);
 }
 
 int dbs__replicas_count(dbs_pool *p)
@@ -431,6 +532,7 @@ void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
     if (!rs || rs->n == 0)
         return;
     out->ro_fallbacks = atomic_load_explicit(&rs->fallbacks, memory_order_relaxed);
+    out->ro_pos_fallbacks = atomic_load_explicit(&rs->pos_fallbacks, memory_order_relaxed);
     int64_t lag = 0;
     for (int i = 0; i < rs->n; i++) {
         dbs_stats st;

@@ -91,6 +91,7 @@ static dbs_session *session_alloc(void)
         atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
         s->committed = false;
         s->attempt = 0;
+        s->commit_pos = 0;
         s->ctx = (dbs_context){NULL, NULL, NULL};
         s->opened_ns = 0;
         s->leak_reported = false;
@@ -171,8 +172,8 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
 /* A read-only session: on a replica that qualifies, else on the primary
  * (or refused, per replica_fallback); then the backend's read-only switch,
  * so that read-only holds by construction on every backend. */
-static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
-                            const char *file, int line, const char *func)
+static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                            dbs_error *err, const char *file, int line, const char *func)
 {
     if (!pool || pool->magic != DBS__POOL_MAGIC) {
         dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
@@ -186,14 +187,9 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, dbs_error *e
     }
     dbs_session *s = NULL;
     if (pool->replicas && !dbs__pool_closed(pool)) {
-        s = dbs__replica_session(pool, ctx, err, file, line, func);
-        if (!s) {
-            if (err->code != DBS_EUNAVAILABLE)
-                return NULL;
-            dbs__replica_count_fallback(pool);
-            if (!pool->cfg.replica_fallback)
-                return NULL;
-        }
+        s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
+        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback))
+            return NULL;
     }
     if (!s)
         s = dbs__session_open(pool, ctx, err, file, line, func);
@@ -216,7 +212,15 @@ dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_
                                     const char *file, int line, const char *func)
 {
     dbs_error local;
-    return open_ro(pool, ctx, err ? err : &local, file, line, func);
+    return open_ro(pool, ctx, 0, err ? err : &local, file, line, func);
+}
+
+dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                                          dbs_error *err, const char *file, int line,
+                                          const char *func)
+{
+    dbs_error local;
+    return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
 }
 
 int dbs__session_check(dbs_session *s, dbs_error *err)
@@ -287,10 +291,24 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             s->committed = true;
         if (rc != DBS_OK)
             return dbs__session_failed(s, rc);
+        if (commit && drv->commit_pos) {
+            uint64_t pos = drv->commit_pos(c);
+            if (pos) {
+                s->commit_pos = pos;
+                dbs__replica_note_commit(s->pool, s->ctx.user_id, pos);
+            }
+        }
     }
     if (err)
         err->code = DBS_OK;
     return DBS_OK;
+}
+
+uint64_t dbs_session_commit_pos(dbs_session *s)
+{
+    if (!s || s->magic != DBS__SESSION_MAGIC || !pthread_equal(s->owner, pthread_self()))
+        return 0;
+    return s->commit_pos;
 }
 
 int dbs_commit(dbs_session *s, dbs_error *err)
@@ -411,31 +429,46 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro);
+                             const char *func, bool ro, uint64_t pos);
 
 static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                    dbs_error *err, const char *file, int line, const char *func, bool ro);
+                    dbs_error *err, const char *file, int line, const char *func, bool ro,
+                    uint64_t pos);
 
 int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, false);
+    return transact(pool, ctx, work, arg, err, file, line, func, false, 0);
 }
 
 int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                      dbs_error *err)
 {
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true);
+    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true, 0);
 }
 
 int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                        dbs_error *err, const char *file, int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, true);
+    return transact(pool, ctx, work, arg, err, file, line, func, true, 0);
+}
+
+int(dbs_transact_ro_after)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                           dbs_work_fn work, void *arg, dbs_error *err)
+{
+    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", true, pos);
+}
+
+int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                             dbs_work_fn work, void *arg, dbs_error *err, const char *file,
+                             int line, const char *func)
+{
+    return transact(pool, ctx, work, arg, err, file, line, func, true, pos);
 }
 
 static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                    dbs_error *err, const char *file, int line, const char *func, bool ro)
+                    dbs_error *err, const char *file, int line, const char *func, bool ro,
+                    uint64_t pos)
 {
     dbs_error local;
     if (!err)
@@ -449,14 +482,14 @@ static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
     int rc = dbs__pool_hold(pool, err);
     if (rc != DBS_OK)
         return rc;
-    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro);
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro, pos);
     dbs__pool_drop(pool);
     return rc;
 }
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro)
+                             const char *func, bool ro, uint64_t pos)
 {
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
@@ -464,7 +497,7 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         bool committed = false;
         err->code = DBS_OK;
         transact_attempt = attempt + 1;
-        dbs_session *s = ro ? open_ro(pool, ctx, err, file, line, func)
+        dbs_session *s = ro ? open_ro(pool, ctx, pos, err, file, line, func)
                             : dbs__session_open(pool, ctx, err, file, line, func);
         transact_attempt = 0;
         if (!s) {

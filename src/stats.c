@@ -301,6 +301,11 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
                  "Read-only sessions that no replica qualified for.");
         put_series(&o, "dbscope_ro_fallbacks_total", labs[0], NULL, NULL,
                    sn[0].st.ro_fallbacks);
+        put_head(&o, "dbscope_ro_pos_fallbacks_total", "counter",
+                 "Read-only sessions that no replica had replayed the position for "
+                 "(reads your own writes).");
+        put_series(&o, "dbscope_ro_pos_fallbacks_total", labs[0], NULL, NULL,
+                   sn[0].st.ro_pos_fallbacks);
     }
     put_head(&o, "dbscope_acquire_wait_seconds", "histogram",
              "Time from asking for a connection to getting one.");
@@ -343,9 +348,9 @@ int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         put(&o, ",\"%s\":%llu", c[i].k, (unsigned long long)c[i].v);
     put(&o, ",\"replica_size\":%d,\"replica_in_use\":%d,\"replica_lag_ms\":%lld,"
-            "\"ro_fallbacks\":%llu,\"replicas\":[",
+            "\"ro_fallbacks\":%llu,\"ro_pos_fallbacks\":%llu,\"replicas\":[",
         s.replica_size, s.replica_in_use, (long long)s.replica_lag_ms,
-        (unsigned long long)s.ro_fallbacks);
+        (unsigned long long)s.ro_fallbacks, (unsigned long long)s.ro_pos_fallbacks);
     for (int i = 0; i < dbs__replicas_count(p); i++) {
         dbs_stats rs;
         dbs_pool *rp = dbs__replica_pool(p, i);

@@ -43,6 +43,7 @@ endif()
 # started and stopped by the test program (tests/pg_replica.sh).
 if(DBSCOPE_WITH_PG)
   dbscope_test_exe(test_pg_replica)
+  target_sources(test_pg_replica PRIVATE faultproxy.c)
   target_include_directories(test_pg_replica PRIVATE ${PROJECT_SOURCE_DIR}/tools)
   add_test(NAME test_pg_replica COMMAND test_pg_replica
     ${CMAKE_CURRENT_SOURCE_DIR}/pg_replica.sh ${CMAKE_CURRENT_BINARY_DIR}/pg_replica)

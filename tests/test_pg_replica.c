@@ -6,10 +6,17 @@
  * down, read-only sessions run on the primary or fail fast; and under four
  * writers the primary is crashed, the standby promoted, writes resume by
  * themselves with every acknowledged write on the new primary, and the old
- * primary, rebuilt as a standby, serves read-only sessions again.
+ * primary, rebuilt as a standby, serves read-only sessions again. Reads
+ * your own writes: with the standby's replay paused, a user's read right
+ * after their write never misses it (by user_id, and by explicit WAL
+ * position), and reads return to the standby once it has replayed. A
+ * late measurement of the primary (its monitor connection gone silent)
+ * stops the standby from qualifying once the bound can no longer be
+ * proven, rather than 300 ms later.
  *
  * Usage: test_pg_replica SCRIPT DIR (the script and a scratch directory). */
 #include "common.h"
+#include "faultproxy.h"
 #include "sizing.h"
 
 #include <pthread.h>
@@ -115,6 +122,17 @@ static void insert(dbs_pool *p, int64_t id)
     CHECK_OK(dbs_exec(s, "INSERT INTO replica_t (id) VALUES ($1)", v, 1, &err), &err);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
+}
+
+static int64_t query_int_of(dbs_pool *p, const char *sql)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    int64_t v = query_int(s, sql, NULL, 0);
+    dbs_session_close(s);
+    return v;
 }
 
 static bool lag_known(dbs_pool *p)
@@ -277,6 +295,302 @@ static void test_fallback(const char *url_a, const char *url_b)
     CHECK_EQ(ro_where(p, NULL, &err), 1);
     dbs_pool_close(strict);
     dbs_pool_close(p);
+}
+
+/* ---- reads your own writes ---- */
+
+/* Where a read-only session of ctx's (needing pos) runs, as ro_where, and
+ * whether it sees the row id: *seen = count of it. */
+static int ro_sees(dbs_pool *p, const dbs_context *ctx, uint64_t pos, int64_t id,
+                   int64_t *seen)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open_ro_after(p, ctx, pos, &err);
+    if (!s)
+        CHECK_FAIL("open_ro_after: %s", err.message);
+    dbs_value v[] = {DBS_INT(id)};
+    *seen = query_int(s, "SELECT count(*) FROM replica_t WHERE id = $1", v, 1);
+    int rec = (int)query_int(s, "SELECT pg_is_in_recovery()::int", NULL, 0);
+    dbs_session_close(s);
+    return rec;
+}
+
+struct ins {
+    int64_t id;
+};
+
+static int work_insert(dbs_session *s, void *arg, dbs_error *err)
+{
+    dbs_value v[] = {DBS_INT(((struct ins *)arg)->id)};
+    int64_t rc = dbs_exec(s, "INSERT INTO replica_t (id) VALUES ($1)", v, 1, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+struct seen_arg {
+    int64_t id, seen, rec;
+};
+
+static int work_seen(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)err;
+    struct seen_arg *a = arg;
+    dbs_value v[] = {DBS_INT(a->id)};
+    a->seen = query_int(s, "SELECT count(*) FROM replica_t WHERE id = $1", v, 1);
+    a->rec = query_int(s, "SELECT pg_is_in_recovery()::int", NULL, 0);
+    return 0;
+}
+
+static uint64_t wal_insert_pos(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    int64_t v = query_int(s, "SELECT (pg_current_wal_insert_lsn() - '0/0')::int8", NULL, 0);
+    dbs_session_close(s);
+    return (uint64_t)v;
+}
+
+static void test_read_own_writes(const char *url_a, const char *url_b, const char *super_b)
+{
+    enum { N = 1000 };
+    /* No lag bound: only the positions keep a user's reads fresh. */
+    dbs_pool *p = open_with(url_a, url_b, 0, 1);
+    dbs_pool *other = open_with(url_a, url_b, 0, 1); /* another process's */
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(p, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    run_sql(p, "DELETE FROM replica_t WHERE id >= 4999999 AND id < 7000000");
+    WAIT_UNTIL(lag_known(p) && lag_known(other), 20000);
+
+    /* Positions: a write's commit has one, at or below the insert position
+     * read after it; a commit that wrote nothing, or on a read-only
+     * session, has none. */
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(dbs_session_commit_pos(s), 0);
+    CHECK_EQ(query_int(s, "SELECT count(*) FROM replica_t WHERE id = -9", NULL, 0), 0);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_EQ(dbs_session_commit_pos(s), 0);
+    exec_ok(s, "INSERT INTO replica_t (id) VALUES (5000000)");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    uint64_t pos = dbs_session_commit_pos(s);
+    CHECK(pos > 0 && pos != UINT64_MAX);
+    CHECK_EQ(query_int(s, "SELECT count(*) FROM replica_t WHERE id = -9", NULL, 0), 0);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK(dbs_session_commit_pos(s) == pos); /* a later read-only commit keeps it */
+    dbs_session_close(s);
+    CHECK(pos <= wal_insert_pos(p));
+    s = dbs_session_open_ro(p, NULL, &err);
+    CHECK(s != NULL);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_EQ(dbs_session_commit_pos(s), 0);
+    dbs_session_close(s);
+    /* without replicas no position is read: nothing would use it */
+    dbs_pool *plain = open_with(url_a, NULL, 0, 1);
+    s = dbs_session_open(plain, NULL, &err);
+    CHECK(s != NULL);
+    exec_ok(s, "INSERT INTO replica_t (id) VALUES (4999999)");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK_EQ(dbs_session_commit_pos(s), 0);
+    dbs_session_close(s);
+    dbs_pool_close(plain);
+    /* caught up: reads by position go to the standby */
+    int64_t seen = 0;
+    WAIT_UNTIL(ro_sees(p, NULL, pos, 5000000, &seen) == 1, 20000);
+    CHECK_EQ(ro_sees(p, NULL, pos, 5000000, &seen), 1);
+    CHECK_EQ(seen, 1);
+
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+
+    /* Create, then read at once as the same user: never stale. */
+    dbs_context me = {.user_id = "user-42"};
+    uint64_t fb0 = stats_of(p).ro_pos_fallbacks;
+    int stale = 0, on_replica = 0;
+    for (int i = 0; i < N; i++) {
+        struct ins in = {5000001 + i};
+        CHECK_OK(dbs_transact(p, &me, work_insert, &in, &err), &err);
+        if (ro_sees(p, &me, 0, in.id, &seen) == 1)
+            on_replica++;
+        if (seen != 1)
+            stale++;
+    }
+    CHECK_EQ(stale, 0);
+    CHECK_EQ(on_replica, 0);
+    CHECK_INT(stats_of(p).ro_pos_fallbacks, >=, fb0 + N);
+
+    /* The standby really is behind: a read that needs nothing runs there
+     * and misses the writes, and so do the reads of other users (three,
+     * so that the user table sharing a slot with user-42 for all of them
+     * is out of the question). */
+    CHECK_EQ(ro_sees(p, NULL, 0, 5000001, &seen), 1);
+    CHECK_EQ(seen, 0);
+    int others = 0;
+    const char *names[] = {"user-7", "user-8", "user-9"};
+    for (int i = 0; i < 3; i++) {
+        dbs_context them = {.user_id = names[i]};
+        others += ro_sees(p, &them, 0, 5000001, &seen) == 1 && seen == 0;
+    }
+    CHECK_INT(others, >=, 1);
+
+    /* Explicit positions, also for a pool that never saw the commit (as
+     * another process would), through dbs_transact_ro_after too. */
+    stale = on_replica = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t id = 6000000 + i;
+        s = dbs_session_open(p, NULL, &err);
+        CHECK(s != NULL);
+        dbs_value v[] = {DBS_INT(id)};
+        CHECK_OK(dbs_exec(s, "INSERT INTO replica_t (id) VALUES ($1)", v, 1, &err), &err);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        uint64_t at = dbs_session_commit_pos(s);
+        dbs_session_close(s);
+        CHECK(at > pos);
+        dbs_pool *rp = i % 2 ? other : p;
+        if (i % 3 == 0) {
+            struct seen_arg a = {.id = id};
+            CHECK_OK(dbs_transact_ro_after(rp, NULL, at, work_seen, &a, &err), &err);
+            seen = a.seen;
+            on_replica += a.rec == 1;
+        } else {
+            on_replica += ro_sees(rp, NULL, at, id, &seen) == 1;
+        }
+        if (seen != 1)
+            stale++;
+    }
+    CHECK_EQ(stale, 0);
+    CHECK_EQ(on_replica, 0);
+    CHECK_INT(stats_of(other).ro_pos_fallbacks, >=, N / 2);
+    /* with replica_fallback = 0 such a read is refused, saying why */
+    dbs_pool *strict = open_with(url_a, url_b, 0, 0);
+    WAIT_UNTIL(lag_known(strict), 20000);
+    CHECK(dbs_session_open_ro_after(strict, NULL, wal_insert_pos(p), &err) == NULL);
+    CHECK_EQ(err.code, DBS_EUNAVAILABLE);
+    CHECK_CONTAINS(err.message, "replayed WAL position");
+    dbs_pool_close(strict);
+
+    /* Replayed: the user's reads, and reads by position, return to the
+     * standby by themselves. */
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    WAIT_UNTIL(ro_sees(p, &me, 0, 5000000 + N, &seen) == 1, 20000);
+    CHECK_EQ(ro_sees(p, &me, 0, 5000000 + N, &seen), 1);
+    CHECK_EQ(seen, 1);
+    uint64_t last = wal_insert_pos(p);
+    WAIT_UNTIL(ro_sees(other, NULL, last, 6000000 + N - 1, &seen) == 1, 20000);
+    CHECK_EQ(ro_sees(other, NULL, last, 6000000 + N - 1, &seen), 1);
+    CHECK_EQ(seen, 1);
+
+    /* A commit whose position does not come back (the position function
+     * refused to the role) needs the primary: the session says so, and
+     * its user's reads go there until the monitor, measuring the primary
+     * again, has a position that covers it; then back to the standby. */
+    char url_sa[600];
+    url_for(url_sa, sizeof url_sa, port_a, 1, true, "");
+    cfg.url = url_sa;
+    dbs_pool *sa = dbs_pool_open(&cfg, &err);
+    if (!sa)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(sa, "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_current_wal_insert_lsn() FROM PUBLIC");
+    dbs_context lost = {.user_id = "user-lost"};
+    s = dbs_session_open(p, &lost, &err);
+    CHECK(s != NULL);
+    exec_ok(s, "INSERT INTO replica_t (id) VALUES (6999999)");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    CHECK(dbs_session_commit_pos(s) == UINT64_MAX);
+    dbs_session_close(s);
+    CHECK_EQ(ro_sees(p, &lost, 0, 6999999, &seen), 0);
+    CHECK_EQ(seen, 1);
+    run_sql(sa, "GRANT EXECUTE ON FUNCTION pg_catalog.pg_current_wal_insert_lsn() TO PUBLIC");
+    WAIT_UNTIL(ro_sees(p, &lost, 0, 6999999, &seen) == 1, 20000);
+    CHECK_EQ(ro_sees(p, &lost, 0, 6999999, &seen), 1);
+    CHECK_EQ(seen, 1);
+    dbs_pool_close(sa);
+    dbs_pool_close(sb);
+    dbs_pool_close(other);
+    dbs_pool_close(p);
+}
+
+/* The lag bound holds when the primary's measurements stop: its monitor
+ * connection goes silent (a real TCP proxy drops every byte), a write
+ * lands that the paused standby does not replay, and once longer than the
+ * bound has passed without a primary measurement, the standby no longer
+ * qualifies (the old rule let measurements up to 300 ms old stand, and
+ * the session read the standby without the write). */
+static void test_sample_age(const char *url_a, const char *url_b, const char *super_b)
+{
+    enum { BOUND_MS = 120 };
+    faultproxy *fp = fp_start(atoi(port_a));
+    char port[16], url_fp[600];
+    snprintf(port, sizeof port, "%d", fp_port(fp));
+    url_for(url_fp, sizeof url_fp, port, 1, false, "");
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_fp;
+    cfg.replica_url = url_b;
+    cfg.replica_max_lag_ms = BOUND_MS;
+    cfg.replica_fallback = 0; /* the primary is behind the silent proxy */
+    cfg.statement_timeout_ms = 1000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_pool *w = open_with(url_a, NULL, 0, 1);
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+
+    for (int round = 0; round < 3; round++) {
+        WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+        CHECK_EQ(ro_where(p, NULL, &err), 1);
+        run_sql(sb, "SELECT pg_wal_replay_pause()");
+        WAIT_UNTIL(
+            query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+            20000);
+        /* everything written so far replayed, and the standby qualifies */
+        WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 20000);
+        fp_set(fp, FP_SILENT, FP_BOTH, 0);
+        int64_t id = 7000000 + round;
+        insert(w, id);
+        /* longer than the bound, well within the old 300 ms */
+        dbs__sleep_ms(BOUND_MS + 30);
+        dbs_session *s = dbs_session_open_ro(p, NULL, &err);
+        if (s) {
+            dbs_value v[] = {DBS_INT(id)};
+            int64_t n = query_int(s, "SELECT count(*) FROM replica_t WHERE id = $1", v, 1);
+            dbs_session_close(s);
+            CHECK_EQ(n, 1); /* 0: a stale read */
+        }
+        CHECK(s == NULL);
+        CHECK_EQ(err.code, DBS_EUNAVAILABLE);
+        /* and so it stays while the primary stays unmeasured */
+        for (int i = 0; i < 10; i++) {
+            dbs__sleep_ms(50);
+            s = dbs_session_open_ro(p, NULL, &err);
+            CHECK(s == NULL);
+            CHECK_EQ(err.code, DBS_EUNAVAILABLE);
+        }
+        fp_set(fp, FP_PASS, FP_BOTH, 0);
+        run_sql(sb, "SELECT pg_wal_replay_resume()");
+        WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+        CHECK_EQ(ro_count(p, id), 1);
+    }
+    dbs_pool_close(sb);
+    dbs_pool_close(w);
+    dbs_pool_close(p);
+    fp_stop(fp);
 }
 
 /* ---- failover under load ---- */
@@ -518,6 +832,12 @@ int main(int argc, char **argv)
     printf("-- %s\n", "test_lag");
     fflush(stdout);
     test_lag(url_a, url_b, super_b);
+    printf("-- %s\n", "test_read_own_writes");
+    fflush(stdout);
+    test_read_own_writes(url_a, url_b, super_b);
+    printf("-- %s\n", "test_sample_age");
+    fflush(stdout);
+    test_sample_age(url_a, url_b, super_b);
     printf("-- %s\n", "test_fallback");
     fflush(stdout);
     test_fallback(url_a, url_b);
