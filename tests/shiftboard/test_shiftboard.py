@@ -1773,10 +1773,19 @@ def replica_used(url, workdir):
         check(pool.get("replicas") and pool["replicas"][0]["lag_ms"] >= 0,
               "pg-replica: the standby is measured: %s" % pool.get("replicas"))
         before = pool.get("ro_fallbacks")
-        for _ in range(5):
-            st, _, _, _ = svc.request("GET", "/api/shifts", token=tok)
-            check(st == 200, "pg-replica: GET /api/shifts")
-        st, _, pool, _ = svc.request("GET", "/api/pool")
+        # The login wrote: this user's reads stay on the primary until the
+        # standby is measured to have replayed that commit (reads of one's
+        # own writes), then move to the standby.
+        deadline = time.time() + 30
+        while True:
+            for _ in range(5):
+                st, _, _, _ = svc.request("GET", "/api/shifts", token=tok)
+                check(st == 200, "pg-replica: GET /api/shifts")
+            st, _, pool, _ = svc.request("GET", "/api/pool")
+            if (st == 200 and pool.get("replicas") and pool["replicas"][0]["size"] >= 1) or \
+                    time.time() > deadline:
+                break
+            time.sleep(0.05)
         check(st == 200 and pool.get("replicas") and pool["replicas"][0]["size"] >= 1,
               "pg-replica: the standby's pool served the GET routes: %s" % pool.get("replicas"))
         check(pool.get("ro_fallbacks") == before,
