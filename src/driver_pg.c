@@ -115,8 +115,8 @@ static const char *const pg_reset_sql[] = {
      * comparison on the server (with the cache's names as a parameter)
      * costs 0.6 ms of planning per release; this costs little more than a
      * round trip, and the client compares at most stmt_cache_size names. */
-    "SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
-    "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements",
+    ("SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
+     "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements"),
 };
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs a test program with a DNS server that never answers: in a mount
-# namespace of its own, /etc/resolv.conf names 127.0.0.77 (where the test
-# program listens on UDP port 53 and answers nothing), with the resolver's
-# own timeout as long as it goes (30 s, one attempt). Root only (exit 77,
+# namespace of its own, /etc/resolv.conf is a file of this run, into which
+# the test program (DBSCOPE_RESOLV_CONF) writes the loopback address where
+# it listens on UDP port 53 and answers nothing, with the resolver's own
+# timeout as long as it goes (30 s, one attempt). Root only (exit 77,
 # skipped, otherwise).
 #
 #   dns_silent.sh PROGRAM [ARGS...]
@@ -12,7 +13,10 @@ if [ "$(id -u)" != 0 ] || ! command -v unshare >/dev/null 2>&1; then
     exit 77
 fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/dbscope-dns-XXXXXX")
-printf 'nameserver 127.0.0.77\noptions timeout:30 attempts:1\n' >"$dir/resolv.conf"
+# Until the program writes its address: a server nobody listens on.
+printf 'nameserver 127.0.53.255\noptions timeout:30 attempts:1\n' >"$dir/resolv.conf"
+DBSCOPE_RESOLV_CONF="$dir/resolv.conf"
+export DBSCOPE_RESOLV_CONF
 unshare -m sh -c '
     mount --make-rprivate / &&
     mount --bind "$0/resolv.conf" /etc/resolv.conf &&

@@ -38,16 +38,36 @@ int main(int argc, char **argv)
     snprintf(url, sizeof url, "%s://dbscope:%s@some-name.invalid-host.test:%s/dbscope",
              !strcmp(what, "pg") ? "postgresql" : "mariadb", password, port);
 
-    /* The silent DNS server. */
+    /* The silent DNS server, on the first free loopback address of a
+     * range: the PostgreSQL and MariaDB runs of this test may run at once,
+     * and port 53 cannot be chosen in resolv.conf. The address is written
+     * into the resolv.conf that dns_silent.sh bind-mounted, before the
+     * first lookup reads it. */
+    const char *conf = getenv("DBSCOPE_RESOLV_CONF");
+    if (!conf)
+        CHECK_FAIL("DBSCOPE_RESOLV_CONF unset: run through tests/dns_silent.sh");
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     CHECK(fd >= 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(53);
-    CHECK(inet_pton(AF_INET, "127.0.0.77", &sa.sin_addr) == 1);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-        CHECK_FAIL("bind 127.0.0.77:53: %s", strerror(errno));
+    char addr[32] = "";
+    for (int i = 1; i < 255 && !addr[0]; i++) {
+        char cand[32];
+        snprintf(cand, sizeof cand, "127.0.53.%d", i);
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(53);
+        CHECK(inet_pton(AF_INET, cand, &sa.sin_addr) == 1);
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+            snprintf(addr, sizeof addr, "%s", cand);
+        else if (errno != EADDRINUSE)
+            CHECK_FAIL("bind %s:53: %s", cand, strerror(errno));
+    }
+    if (!addr[0])
+        CHECK_FAIL("no free address in 127.0.53.1-254 for the silent DNS server");
+    FILE *rc = fopen(conf, "w");
+    CHECK(rc != NULL);
+    fprintf(rc, "nameserver %s\noptions timeout:30 attempts:1\n", addr);
+    CHECK(fclose(rc) == 0);
 
     dbs_config cfg;
     dbs_config_init(&cfg);
