@@ -105,6 +105,9 @@ void dbs__url_hosts_free(char **targets, char **labels, int n);
 #endif
 /* Checks every numeric field for range; DBS_ECONFIG naming the field. */
 int dbs__config_check(const dbs_config *cfg, dbs_error *err);
+
+/* ---- redact.c ---- */
+
 /* Whether key (len bytes) names a secret: an option libpq marks secret
  * (dispchar "*": password, sslpassword), or a password or passphrase of
  * Connector/C; without case, '-' or '_', percent-decoded if decode. */
