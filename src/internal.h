@@ -11,6 +11,7 @@
 #ifndef DBS_INTERNAL_H
 #define DBS_INTERNAL_H
 
+#include "base.h"
 #include "dbscope.h"
 #include "driver.h"
 
@@ -48,17 +49,6 @@ bool dbs__code_known(int code);
  * the lookup. Any thread; blocks at most until the deadline. */
 int dbs__resolve(const char *host, const char *port, int64_t deadline_ns, char *out,
                  size_t cap, int max_addrs, dbs_error *err);
-
-/* ---- clock.c ---- */
-
-int64_t dbs__now_ns(void);       /* CLOCK_MONOTONIC */
-uint64_t dbs__random(void);      /* per-thread PRNG, not for secrets */
-void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
-/* Absolute CLOCK_MONOTONIC timespec for a deadline in ns. */
-struct timespec dbs__timespec(int64_t ns);
-/* Absolute CLOCK_REALTIME timespec ms from now, for the calls that take
- * only that clock (pthread_timedjoin_np). */
-struct timespec dbs__realtime_after_ms(int ms);
 
 /* ---- histogram.c ---- */
 
@@ -152,30 +142,6 @@ typedef struct dbs__waiter {
     int64_t since;          /* [mu] when it joined the queue (barge_limit_us) */
     struct dbs__waiter *next;
 } dbs__waiter;
-
-/* ---- pool.c: the shard lock ----
- * A shard's lock is nearly always taken by the thread the shard serves, for a
- * few dozen instructions: a test-and-set lock released by a plain store
- * costs one atomic operation where a mutex costs two, and no call. When it
- * is contended (threads sharing a shard, the housekeeper, a snapshot) the
- * waiter spins briefly, then yields the CPU so that a holder that was
- * preempted gets to run. */
-typedef struct dbs__lock {
-    atomic_bool held;
-} dbs__lock;
-
-void dbs__lock_wait(dbs__lock *l);
-
-static inline void dbs__lock_take(dbs__lock *l)
-{
-    if (atomic_exchange_explicit(&l->held, true, memory_order_acquire))
-        dbs__lock_wait(l);
-}
-
-static inline void dbs__lock_give(dbs__lock *l)
-{
-    atomic_store_explicit(&l->held, false, memory_order_release);
-}
 
 /* A shard of the pool's hot state. Each thread works through one shard of
  * every pool (its ordinal modulo DBS__SHARDS), so threads on different cores
