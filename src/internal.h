@@ -2,18 +2,23 @@
  * PRIVATE to dbscope: shared between its source files, never installed.
  *
  * Locking: each pool has one mutex, pool->mu, guarding the fields marked
- * [mu], and DBS__SHARDS shard locks (dbs__lock), each guarding its shard's
- * fields and the sessions linked to it ([shard]). The order is pool->mu
- * before any shard, shards in index order; the checkout and checkin fast
- * paths take only their own shard. No lock is held across I/O (connect,
- * ping, statements, close) nor while calling on_event.
+ * [mu] (the connection layer's counters and breaker, shutdown), and
+ * DBS__SHARDS shard locks (dbs__lock), each guarding its shard's fields and
+ * the sessions linked to it ([shard]); its resource pool (pool->rp) has
+ * locks of its own (respool.h). The order is pool->mu, then any shard
+ * (shards in index order), then the resource pool's. The checkout and
+ * checkin fast paths take only their own shard and its parking slot. No
+ * lock is held across I/O (connect, ping, statements, close) nor while
+ * calling on_event.
  */
 #ifndef DBS_INTERNAL_H
 #define DBS_INTERNAL_H
 
 #include "base.h"
+#include "breaker.h"
 #include "dbscope.h"
 #include "driver.h"
+#include "respool.h"
 
 #include <pthread.h>
 #include <semaphore.h>
@@ -116,55 +121,32 @@ void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap);
  * bytes) by "***", cutting msg where the mask would not fit. */
 void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len);
 
-/* ---- pool.c ---- */
+/* ---- conn.c: the connection layer ---- */
 
-/* A pooled connection. Touched only by its holder (a session, or the thread
- * closing or creating it) or, while idle, under pool->mu, or, while parked,
- * under its shard's lock. */
+/* A pooled connection: the pool's item (item.data points back here) and
+ * the driver's connection. Touched only by its holder (a session, or the
+ * thread closing, checking or creating it), or by the resource pool while
+ * idle or parked (item's own fields). */
 typedef struct dbs__conn {
+    dbs__rp_item item;     /* item.id: the connection's number; item.expires_ns:
+                              the end of its lifetime (0 = never) */
     void *impl;
-    uint64_t id;
     int64_t created_ns;
-    int64_t expires_ns;    /* 0 = never */
-    int64_t idle_since_ns; /* [mu] while idle, [shard] while parked */
-    struct dbs__conn *prev, *next; /* [mu] idle list */
 } dbs__conn;
 
-/* A thread waiting for a connection. Whoever serves it does the whole
- * checkout on its behalf under the lock (links the session, counts it) and
- * then posts its semaphore, so the woken thread returns without touching
- * the pool lock again: one wake-up per hand-off, no lock convoy. */
-typedef struct dbs__waiter {
-    sem_t *sem;             /* the waiting thread's own; posted once a wake */
-    dbs__conn *handed;      /* [mu] a connection handed to this waiter */
-    bool may_create;        /* [mu] a slot was reserved for this waiter */
-    bool queued;            /* [mu] still in the queue */
-    int64_t since;          /* [mu] when it joined the queue (barge_limit_us) */
-    struct dbs__waiter *next;
-} dbs__waiter;
+static inline dbs__conn *dbs__conn_of(dbs__rp_item *it)
+{
+    return it ? (dbs__conn *)it->data : NULL;
+}
 
-/* A shard of the pool's hot state. Each thread works through one shard of
- * every pool (its ordinal modulo DBS__SHARDS), so threads on different cores
- * check out and in without writing a shared cache line:
- *   - parked: the connection the shard's thread gave back last, kept for it
- *     while the barging rule allows (dbs__may_barge: nobody waits, or no
- *     waiter has waited barge_limit_us). It is idle for every purpose but
- *     the idle list; the pool's counters count it in use, the snapshot
- *     counts it idle. A thread that would otherwise wait or open an
- *     overflow connection takes it (under the shard's lock), and so do
- *     waiters once order is strict, so parking never idles a connection a
- *     waiter is owed: a waiter makes order strict (counts itself in
- *     n_waiting_hint in strict mode, sets in_order at its barge limit) and
- *     then looks at the pool's maybe_parked flags; a thread parking sets
- *     its flag and then asks dbs__may_barge, and unparks if not. Both in
- *     sequentially consistent order, so one of the two always sees the
- *     other. A flag may stay set after its connection
- *     is taken back (the fast path does not clear it, so that the flags'
- *     cache line is not written on every checkout); threads that hold
- *     p->mu clear it when they find the shard empty.
- *   - the sessions opened through the shard, their count (the pool is not
- *     freed while one is open), and the counters and histograms of their
- *     checkouts and checkins. */
+/* A shard of the session layer: each thread opens and closes its sessions
+ * through its own shard of every pool (its ordinal modulo DBS__SHARDS), so
+ * threads on different cores do not write a shared cache line. It holds the
+ * sessions opened through it, their count (the pool is not freed while one
+ * is open), and the counters and histograms of their checkouts and
+ * checkins. The connection a thread gave back may be parked for it in the
+ * resource pool's slot of the same token (respool.h), taken under this
+ * shard's lock (this lock, then the slot's). */
 #define DBS__SHARDS 32
 
 typedef struct dbs__shard_hists {
@@ -173,13 +155,6 @@ typedef struct dbs__shard_hists {
 
 typedef struct dbs__shard {
     _Alignas(64) dbs__lock mu;
-    dbs__conn *parked;            /* [shard] */
-    unsigned parked_by;           /* [shard] the ordinal of the thread that
-                                     parked it (threads share a shard when
-                                     there are more than DBS__SHARDS) */
-    int64_t barge_held_ns;        /* [shard] how long the sessions whose
-                                     connection was parked while threads
-                                     waited held it, in a row */
     bool closed;                  /* [shard] the pool was closed */
     int n_sessions;               /* [shard] open, or opening */
     int n_holds;                  /* [shard] dbs_transact calls under way
@@ -198,22 +173,18 @@ struct dbs_pool {
     unsigned magic;
     dbs_config cfg;              /* copy; strings below are owned copies */
     enum dbs_pool_mode mode;     /* resolved: never AUTO */
-    int max_size;                /* connection cap; INT32_MAX for NONE */
-    int64_t barge_ns;            /* cfg.barge_limit_us; 0 (strict order)
-                                    unless QUEUE mode */
-    int64_t barge_hold_ns;       /* barge_ns / DBS_BARGE_HOLD_SHARE */
     char *url;
     char *url_redacted;
     char *ctx_settings[3];
     const dbs__driver *drv;
     dbs__target target;
 
+    /* The connections' slots, idle list, parking and waiters: the
+     * resource pool owns them all (respool.h); nothing else writes them. */
+    dbs__respool rp;
+
     pthread_mutex_t mu;
     /* all [mu] */
-    dbs__conn *idle_head, *idle_tail; /* head = most recently released */
-    int n_idle, n_open, n_pending, n_in_use;
-    dbs__waiter *wait_head, *wait_tail;
-    int n_waiting;
     bool closed;                  /* shut down: no new session */
     atomic_bool is_closed;        /* closed, for lock-free checks */
     bool close_called;            /* dbs_pool_close ran (owner ref dropped) */
@@ -224,37 +195,16 @@ struct dbs_pool {
                                      dbs_pool_close), 1 for a running
                                      housekeeper; at shutdown, the shards'
                                      n_sessions and n_holds move here */
-    uint64_t next_conn_id;
-    int consecutive_failures;     /* circuit breaker */
-    int64_t circuit_open_until_ns;
-    int circuit_backoff_ms;       /* [mu] current wait between probes */
-    bool circuit_open;
-    bool probing;                 /* one connect let through to probe */
+    dbs__breaker breaker;         /* [mu] the connection layer's */
     dbs_stats counters;           /* the uint64 counters of dbs_stats
                                      not kept in the shards */
     char *name;                   /* owned copy of cfg.name */
     dbs__hist wait_hist;          /* [mu] for shards that could not get */
     dbs__hist use_hist;           /* [mu]   histograms of their own */
-
-    /* Written under mu, read without it by the fast paths; a line of
-     * their own, so taking mu does not evict them from other cores. */
-    _Alignas(64) atomic_int n_waiting_hint; /* n_waiting */
-    atomic_int n_open_hint;                 /* n_open */
-    /* The bounded barging rule (dbs_config.barge_limit_us): since of the
-     * oldest waiter (INT64_MAX: none), and whether the waiters are being
-     * served strictly in order (set when the oldest has waited
-     * barge_ns, cleared when the queue empties or the next waiter has
-     * waited less). */
-    _Atomic int64_t oldest_since_ns;
-    atomic_bool in_order;
     /* idle since before this: ping first, whatever the window (a
-     * connection was just found broken; others may be too) */
+     * connection was just found broken; others may be too). The
+     * connection layer's (dbs__conn_suspect). */
     _Atomic int64_t validate_before_ns;
-
-    /* shards[i].parked may be set (see dbs__shard): read by waiters as one
-     * cache line, written only when a flag changes. Cleared under p->mu
-     * and the shard's lock; set under the shard's lock. */
-    _Alignas(64) atomic_bool maybe_parked[DBS__SHARDS];
 
     dbs__shard shards[DBS__SHARDS];
 
@@ -280,8 +230,9 @@ int dbs__pool_acquire(dbs_pool *p, struct dbs_session *s, dbs_error *err);
  * the connection should go) and unregisters s. The connection must already
  * be rolled back and reset. May free p: the caller must not touch it after. */
 void dbs__pool_release(dbs_pool *p, struct dbs_session *s, bool discard);
-/* Locks every shard, in index order (after p->mu if the caller holds it),
- * for a consistent view of them all; and unlocks them. */
+/* Locks every shard, in index order (after p->mu if the caller holds it,
+ * before the resource pool's locks), for a consistent view of them all;
+ * and unlocks them. */
 void dbs__shards_lock(dbs_pool *p);
 void dbs__shards_unlock(dbs_pool *p);
 /* Keeps p allocated (and counts in its shutdown) until dbs__pool_drop, from
@@ -298,9 +249,6 @@ static inline bool dbs__pool_closed(dbs_pool *p)
 {
     return atomic_load_explicit(&p->is_closed, memory_order_relaxed);
 }
-/* Closes the idle connections that are past idle timeout (keeping min_idle)
- * or lifetime, then opens connections up to min_idle. For the housekeeper. */
-void dbs__pool_maintain(dbs_pool *p);
 
 /* ---- replica.c ---- */
 
@@ -446,7 +394,7 @@ static inline dbs__who dbs__who_of(const dbs_session *s, const dbs__conn *c)
         w.attempt = s->attempt;
     }
     if (c) {
-        w.conn_id = c->id;
+        w.conn_id = c->item.id;
         w.conn_created_ns = c->created_ns;
     }
     return w;

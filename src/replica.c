@@ -252,7 +252,7 @@ static void *monitor_main(void *arg)
          * too (a restart), so each is pinged before its next hand-out,
          * however recently it was used. */
         if (!c)
-            atomic_store_explicit(&tp->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
+            dbs__conn_suspect(tp, dbs__now_ns());
         pthread_mutex_lock(&rs->mu);
         struct timespec ts = dbs__timespec(t + (int64_t)PERIOD_MS * 1000000);
         /* Re-check the flag after every wake: a wait can end spuriously. */

@@ -482,6 +482,21 @@ void dbs__rp_create_failed(dbs__respool *rp)
     pthread_mutex_unlock(&rp->mu);
 }
 
+int dbs__rp_replace(dbs__respool *rp, dbs__rp_item *item)
+{
+    (void)item;
+    pthread_mutex_lock(&rp->mu);
+    rp->n_in_use--;
+    set_open(rp, rp->n_open - 1);
+    int st = DBS__RP_CLOSED;
+    if (!rp->closed) {
+        rp->n_pending++;
+        st = DBS__RP_CREATE;
+    }
+    pthread_mutex_unlock(&rp->mu);
+    return st;
+}
+
 /* ---- give back ---- */
 
 bool dbs__rp_park(dbs__respool *rp, dbs__rp_item *c, unsigned token, int64_t now, int64_t held_ns)

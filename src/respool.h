@@ -210,6 +210,12 @@ int dbs__rp_created(dbs__respool *rp, dbs__rp_item *item, int64_t now, bool to_i
  * the slot goes to the oldest request, or is free again. */
 void dbs__rp_create_failed(dbs__respool *rp);
 
+/* The caller's item (in use) turned out unusable: it leaves the pool (no
+ * longer counted open) and its slot stays reserved for the caller, who
+ * keeps its turn and makes a replacement: DBS__RP_CREATE. DBS__RP_CLOSED if
+ * the pool closed: the slot is released. The caller closes the item. */
+int dbs__rp_replace(dbs__respool *rp, dbs__rp_item *item);
+
 /* ---- give back ---- */
 
 /* The fast path: parks item (in use, not expired, the caller willing to

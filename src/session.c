@@ -547,3 +547,24 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
             dbs__sleep_ms((int64_t)(dbs__random() % (uint64_t)(ceiling + 1)));
     }
 }
+
+/* A session's round trip: any connection the pool would hand out proves
+ * itself, and one found lost is discarded as a session's would be. */
+int dbs_pool_ping(dbs_pool *p, dbs_error *err)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_pool_ping: not an open pool");
+    dbs_error local;
+    if (!err)
+        err = &local;
+    dbs_session *s = dbs__session_open(p, NULL, err, __FILE__, __LINE__, "dbs_pool_ping");
+    if (!s)
+        return err->code;
+    int rc = p->drv->ping(s->conn->impl, err);
+    if (rc != DBS_OK && p->drv->is_broken(s->conn->impl))
+        s->broken = true;
+    dbs__session_close(s);
+    if (rc == DBS_OK && err)
+        dbs__err(err, DBS_OK, "ok");
+    return rc;
+}

@@ -47,7 +47,7 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
     /* Every shard's lock under the pool's: nothing moves while the
      * snapshot is taken, so its numbers add up. */
     dbs__shard_hists *hists[DBS__SHARDS];
-    int parked = 0;
+    dbs__rp_stats rs;
     pthread_mutex_lock(&p->mu);
     dbs__shards_lock(p);
     *out = p->counters;
@@ -58,21 +58,21 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
         out->leaks += sh->leaks;
         out->leaks_recovered += sh->leaks_recovered;
         out->slow_sessions += sh->slow_sessions;
-        parked += sh->parked != NULL;
         hists[i] = sh->hists;
     }
+    dbs__rp_stats_get(&p->rp, &rs);
     /* a parked connection is idle for every purpose but the idle list */
-    int in_use = p->n_in_use - parked;
-    out->size = p->n_open;
-    out->idle = p->n_idle + parked;
+    int in_use = rs.in_use - rs.parked;
+    out->size = rs.open;
+    out->idle = rs.idle + rs.parked;
     out->in_use = in_use;
-    int over = p->n_open - p->cfg.pool_size;
+    int over = rs.open - p->cfg.pool_size;
     if (p->mode != DBS_POOL_QUEUE || over < 0)
         over = 0;
     out->overflow_in_use = over < in_use ? over : in_use;
-    out->waiting = p->n_waiting;
-    out->pending = p->n_pending;
-    out->max_size = p->max_size;
+    out->waiting = rs.waiting;
+    out->pending = rs.pending;
+    out->max_size = rs.max_size;
     dbs__shards_unlock(p);
     pthread_mutex_unlock(&p->mu);
     dbs__replicas_stats(p, out); /* each replica pool's own snapshot */
@@ -428,7 +428,7 @@ static void gather_pool(dbs_pool *p, gather *g)
             in->age_ms = (now - s->opened_ns) / 1000000;
             in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
             in->leak_reported = s->leak_reported;
-            in->conn_id = s->conn ? s->conn->id : 0;
+            in->conn_id = s->conn ? s->conn->item.id : 0;
             in->target = target;
             in->read_only = atomic_load_explicit(&s->read_only, memory_order_relaxed);
             const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
