@@ -7,7 +7,10 @@
 #
 #   scripts/check-layers.sh DIR      DIR holds the library's *.o files
 #                                    (build/dev/CMakeFiles/dbscope_obj.dir/src)
-#   scripts/check-layers.sh -v DIR   also prints every file's uses
+#   scripts/check-layers.sh A.o B.o  the object files themselves (CTest
+#                                    passes the library's, so that objects
+#                                    left from deleted sources do not count)
+#   scripts/check-layers.sh -v ...   also prints every file's uses
 #
 # Exit 0 when there is no circle; 1, naming each circle's files, when there
 # is one; 2 on bad use.
@@ -17,22 +20,28 @@ if [ "${1:-}" = "-v" ]; then
   verbose=1
   shift
 fi
-dir=${1:-}
-if [ -z "$dir" ] || [ ! -d "$dir" ]; then
-  echo "usage: $0 [-v] DIR (the directory of the library's object files)" >&2
-  exit 2
+if [ $# -eq 1 ] && [ -d "$1" ]; then
+  shopt -s nullglob
+  objs=("$1"/*.o)
+else
+  objs=("$@")
 fi
-shopt -s nullglob
-objs=("$dir"/*.o)
 if [ ${#objs[@]} -eq 0 ]; then
-  echo "$0: no object files in $dir: build the library first" >&2
+  echo "usage: $0 [-v] DIR|FILE.o... (the library's object files; build it first)" >&2
   exit 2
 fi
+for o in "${objs[@]}"; do
+  if [ ! -f "$o" ]; then
+    echo "$0: $o: no such object file: build the library first" >&2
+    exit 2
+  fi
+done
 NM=${NM:-nm}
 # One line per tie: "user definer".
 {
   for o in "${objs[@]}"; do
     f=$(basename "$o" .o)
+    f=${f%.obj}
     "$NM" -g --defined-only "$o" | awk -v f="$f" 'NF >= 3 { print "D", f, $3 }'
     "$NM" -g --undefined-only "$o" | awk -v f="$f" '{ print "U", f, $NF }'
   done

@@ -41,6 +41,11 @@ void dbs__conn_close(dbs_pool *p, dbs__conn *c)
     free(c);
 }
 
+dbs_rows *dbs__conn_query(dbs_pool *p, dbs__conn *c, const char *sql, dbs_error *err)
+{
+    return p->drv->query(c->impl, sql, NULL, 0, err);
+}
+
 int dbs__conn_validate(dbs_pool *p, dbs__conn *c, dbs_error *err)
 {
     if (p->drv->is_broken(c->impl))

@@ -219,6 +219,14 @@ struct dbs_pool {
      * "host:port" and no replicas of its own. */
     struct dbs__replicas *replicas;
     char *replica_label;
+    /* Set by the routing layer (replica.c) at open, NULL otherwise: told
+     * the position of every commit that may have written, so that the
+     * committing user's reads go where that commit is visible. Called
+     * from the committing thread, no lock held. */
+    void (*on_commit)(dbs_pool *p, const char *user_id, uint64_t pos);
+    /* Set with on_commit: frees what the routing layer attached (replicas),
+     * with the pool's memory. */
+    void (*on_free)(dbs_pool *p);
 };
 
 /* Counts s in the pool (the pool stays allocated until s is released) and
@@ -242,6 +250,20 @@ int dbs__pool_hold(dbs_pool *p, dbs_error *err);
 void dbs__pool_drop(dbs_pool *p);
 /* Drops a reference; the last one frees the pool. */
 void dbs__pool_unref(dbs_pool *p);
+/* One pool, its connections and sessions (dbs_pool_open without the
+ * housekeeper and the replicas, which the routing layer adds). */
+dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err);
+/* The first call (true; false after): no new session from here on,
+ * waiters woken, idle and parked connections closed. */
+bool dbs__pool_begin_shutdown(dbs_pool *p);
+/* Waits for the sessions open at shutdown until deadline (timeout_ms 0:
+ * not at all; < 0: no bound); returns how many are still open. */
+int dbs__pool_drain(dbs_pool *p, int64_t deadline, int timeout_ms);
+/* true the first time: dbs_pool_close's work is the caller's. */
+bool dbs__pool_close_once(dbs_pool *p);
+/* dbs_pool_stats of p alone (no replicas, no percentiles), taken under
+ * every lock; hists (DBS__SHARDS, or NULL) gets the shards' histograms. */
+void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists);
 /* Counts a retry. */
 void dbs__pool_count_retry(dbs_pool *p);
 /* true once dbs_pool_close has been called. Any thread, no lock. */
@@ -252,19 +274,6 @@ static inline bool dbs__pool_closed(dbs_pool *p)
 
 /* ---- replica.c ---- */
 
-/* Opens p's replica pools (lazily: no connect) and starts the lag
- * monitor, from p->cfg.replica_url. [no lock] */
-int dbs__replicas_open(dbs_pool *p, dbs_error *err);
-/* Stops the monitor (waits at most 200 ms for it) and shuts the replica
- * pools down; at close, closes them too. Called once each, by
- * begin_shutdown and dbs_pool_close. */
-void dbs__replicas_shutdown(dbs_pool *p);
-void dbs__replicas_close(dbs_pool *p);
-/* Waits until the replica pools have drained or deadline passes (0: do not
- * wait; < 0: no bound); returns the sessions still open on them. */
-int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever);
-/* Frees what dbs__replicas_open made; with the pool's memory. */
-void dbs__replicas_free(dbs_pool *p);
 /* A read-only session on a qualifying replica, round robin, that has
  * replayed at least pos and the position ctx->user_id's last commit on p
  * needs; NULL with err when none qualified or served (DBS_EUNAVAILABLE,
@@ -272,10 +281,6 @@ void dbs__replicas_free(dbs_pool *p);
 dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t pos,
                                   dbs_error *err, const char *file, int line,
                                   const char *func);
-/* Notes that user_id (NULL: nobody) committed a write at pos on p, the
- * primary: its read-only sessions need a replica that has replayed pos.
- * Lock-free; any thread. */
-void dbs__replica_note_commit(dbs_pool *p, const char *user_id, uint64_t pos);
 /* The replicas' part of dbs_stats. */
 void dbs__replicas_stats(dbs_pool *p, dbs_stats *out);
 /* The replica pools, for the exports: n and the i-th; and a replica's
@@ -335,6 +340,16 @@ struct dbs_session {
 /* dbs_session_open_at without the public allocation attribute. */
 dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                const char *file, int line, const char *func);
+/* Opens a session for one attempt of dbs__transact (dbs_session_open_ro's
+ * choice of pool, for a read-only unit). */
+typedef dbs_session *(*dbs__opener)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                                    dbs_error *err, const char *file, int line,
+                                    const char *func);
+/* dbs_transact's attempts, each on a session from open (NULL: a session on
+ * pool itself, dbs__session_open). */
+int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                  dbs_error *err, const char *file, int line, const char *func,
+                  dbs__opener open, uint64_t pos);
 /* dbs_session_close without the public deallocator role. */
 void dbs__session_close(dbs_session *s);
 /* Checks magic, state and owner thread; DBS_EMISUSE or DBS_ECLOSED. */
@@ -345,7 +360,9 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err);
  * broken so the connection is discarded at close. Returns code. */
 int dbs__session_failed(dbs_session *s, int code);
 
-/* Closes every open rows of s (query.c). */
+/* Takes r off its session's list of open rows and closes it. */
+void dbs__rows_free(dbs_rows *r);
+/* Closes every open rows of s. */
 void dbs__rows_close_all(dbs_session *s);
 
 /* ---- event.c ---- */

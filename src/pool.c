@@ -349,7 +349,8 @@ static char *dup_opt(const char *s)
 
 static void pool_free(dbs_pool *p)
 {
-    dbs__replicas_free(p);
+    if (p->on_free)
+        p->on_free(p);
     free(p->replica_label);
     if (p->drv && p->drv->target_close)
         p->drv->target_close(&p->target);
@@ -382,7 +383,7 @@ static void pool_notice(void *arg, const char *msg)
     dbs__emit_who(arg, DBS_EVENT_NOTICE, NULL, 0, msg);
 }
 
-dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
+dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
 {
     if (!cfg) {
         dbs__err(err, DBS_EMISUSE, "dbs_pool_open: cfg is NULL (start from dbs_config_init)");
@@ -516,34 +517,17 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
             dbs__conn_close(p, c);
         }
     }
-    if (p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
-        dbs_pool_close(p);
-        return NULL;
-    }
-    if (cfg->replica_url && *cfg->replica_url) {
-        dbs_error rerr;
-        if (dbs__replicas_open(p, &rerr) != DBS_OK) {
-            if (err)
-                *err = rerr;
-            dbs_pool_close(p);
-            return NULL;
-        }
-        p->cfg.replica_url = NULL; /* the caller's: used only here */
-    }
     if (err)
         dbs__err(err, DBS_OK, "ok");
     return p;
 }
 
-/* The first call of dbs_pool_shutdown (or of dbs_pool_close without it):
- * no new session from here on, waiters woken, idle and parked connections
- * closed, the housekeeper told to stop. */
-static void begin_shutdown(dbs_pool *p)
+bool dbs__pool_begin_shutdown(dbs_pool *p)
 {
     pthread_mutex_lock(&p->mu);
     if (p->closed) {
         pthread_mutex_unlock(&p->mu);
-        return;
+        return false;
     }
     p->closed = true;
     atomic_store(&p->is_closed, true);
@@ -559,22 +543,16 @@ static void begin_shutdown(dbs_pool *p)
     for (dbs__rp_item *it = idle; it; it = it->next)
         n++;
     dbs__conn_gone(p, DBS__GONE_POOL, n, dbs__now_ns());
-
-    dbs__housekeeper_stop(p);
-    dbs__replicas_shutdown(p);
     while (idle) {
         dbs__rp_item *next = idle->next;
         dbs__conn_close(p, dbs__conn_of(idle));
         idle = next;
     }
+    return true;
 }
 
-int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
+int dbs__pool_drain(dbs_pool *p, int64_t deadline, int timeout_ms)
 {
-    if (!p || p->magic != DBS__POOL_MAGIC)
-        return DBS_EMISUSE;
-    const int64_t deadline = dbs__now_ns() + dbs__ms_ns(timeout_ms > 0 ? timeout_ms : 0);
-    begin_shutdown(p);
     pthread_mutex_lock(&p->mu);
     while (p->n_draining > 0 && timeout_ms != 0) {
         if (timeout_ms < 0) {
@@ -588,22 +566,49 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
     }
     int left = p->n_draining;
     pthread_mutex_unlock(&p->mu);
-    return left + dbs__replicas_drain(p, deadline, timeout_ms < 0);
+    return left;
 }
 
-void dbs_pool_close(dbs_pool *p)
+bool dbs__pool_close_once(dbs_pool *p)
 {
-    if (!p || p->magic != DBS__POOL_MAGIC)
-        return;
-    begin_shutdown(p);
     pthread_mutex_lock(&p->mu);
     bool again = p->close_called;
     p->close_called = true;
     pthread_mutex_unlock(&p->mu);
-    if (again)
-        return;
-    dbs__replicas_close(p);
-    /* Sessions still out now were never going to be closed in time. */
-    dbs__leaks_report(p, true, "still open at dbs_pool_close");
-    dbs__pool_unref(p); /* the owner's reference: may free p */
+    return !again;
+}
+
+void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists)
+{
+    /* Every shard's lock under the pool's: nothing moves while the
+     * snapshot is taken, so its numbers add up. */
+    dbs__rp_stats rs;
+    pthread_mutex_lock(&p->mu);
+    dbs__shards_lock(p);
+    *out = p->counters;
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        const dbs__shard *sh = &p->shards[i];
+        out->acquired += sh->acquired;
+        out->released += sh->released;
+        out->leaks += sh->leaks;
+        out->leaks_recovered += sh->leaks_recovered;
+        out->slow_sessions += sh->slow_sessions;
+        if (hists)
+            hists[i] = sh->hists;
+    }
+    dbs__rp_stats_get(&p->rp, &rs);
+    /* a parked connection is idle for every purpose but the idle list */
+    int in_use = rs.in_use - rs.parked;
+    out->size = rs.open;
+    out->idle = rs.idle + rs.parked;
+    out->in_use = in_use;
+    int over = rs.open - p->cfg.pool_size;
+    if (p->mode != DBS_POOL_QUEUE || over < 0)
+        over = 0;
+    out->overflow_in_use = over < in_use ? over : in_use;
+    out->waiting = rs.waiting;
+    out->pending = rs.pending;
+    out->max_size = rs.max_size;
+    dbs__shards_unlock(p);
+    pthread_mutex_unlock(&p->mu);
 }

@@ -100,6 +100,15 @@ static inline bool dbs__needs_validation(dbs_pool *p, const dbs__conn *c, int64_
 dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err);
 /* Closes and frees c, outside any lock. Its accounting is dbs__conn_gone. */
 void dbs__conn_close(dbs_pool *p, dbs__conn *c);
+/* Whether the driver knows c lost its server. */
+static inline bool dbs__conn_broken(dbs_pool *p, dbs__conn *c)
+{
+    return p->drv->is_broken(c->impl);
+}
+/* A statement on c in autocommit (no BEGIN), outside any lock: its rows,
+ * or NULL with err. For connections of the pool's own (the lag monitor's),
+ * never a session's. */
+dbs_rows *dbs__conn_query(dbs_pool *p, dbs__conn *c, const char *sql, dbs_error *err);
 /* One round trip proving c works, outside any lock. */
 int dbs__conn_validate(dbs_pool *p, dbs__conn *c, dbs_error *err);
 /* Whether a check-out needs a look at c's socket (dbs__conn_check) before

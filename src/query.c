@@ -138,28 +138,10 @@ const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len)
     return NULL;
 }
 
-static void rows_free(dbs_rows *r)
-{
-    dbs_session *s = r->session;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        s->rows = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->magic = DBS__DEAD_MAGIC;
-    r->ops->close(r);
-}
-
 void dbs_rows_close(dbs_rows *r)
 {
     if (!rows_ok(r))
         return;
-    rows_free(r);
+    dbs__rows_free(r);
 }
 
-void dbs__rows_close_all(dbs_session *s)
-{
-    while (s->rows)
-        rows_free(s->rows);
-}

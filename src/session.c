@@ -169,60 +169,6 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     return s;
 }
 
-/* A read-only session: on a replica that qualifies, else on the primary
- * (or refused, per replica_fallback); then the backend's read-only switch,
- * so that read-only holds by construction on every backend. */
-static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                            dbs_error *err, const char *file, int line, const char *func)
-{
-    if (!pool || pool->magic != DBS__POOL_MAGIC) {
-        dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
-        return NULL;
-    }
-    if (!pool->drv->set_read_only) {
-        dbs__err(err, DBS_ECONFIG,
-                 "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
-                 "use dbs_session_open", pool->drv->name);
-        return NULL;
-    }
-    dbs_session *s = NULL;
-    if (pool->replicas && !dbs__pool_closed(pool)) {
-        s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
-        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback))
-            return NULL;
-    }
-    if (!s)
-        s = dbs__session_open(pool, ctx, err, file, line, func);
-    if (!s)
-        return NULL;
-    s->touched = true;
-    int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
-    if (rc != DBS_OK) {
-        s->broken = true;
-        session_close(s);
-        err->code = rc;
-        return NULL;
-    }
-    atomic_store_explicit(&s->read_only, true, memory_order_relaxed);
-    err->code = DBS_OK;
-    return s;
-}
-
-dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
-                                    const char *file, int line, const char *func)
-{
-    dbs_error local;
-    return open_ro(pool, ctx, 0, err ? err : &local, file, line, func);
-}
-
-dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                                          dbs_error *err, const char *file, int line,
-                                          const char *func)
-{
-    dbs_error local;
-    return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
-}
-
 int dbs__session_check(dbs_session *s, dbs_error *err)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
@@ -295,7 +241,8 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             uint64_t pos = drv->commit_pos(c);
             if (pos) {
                 s->commit_pos = pos;
-                dbs__replica_note_commit(s->pool, s->ctx.user_id, pos);
+                if (s->pool->on_commit) /* the routing layer's */
+                    s->pool->on_commit(s->pool, s->ctx.user_id, pos);
             }
         }
     }
@@ -429,46 +376,17 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro, uint64_t pos);
-
-static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                    dbs_error *err, const char *file, int line, const char *func, bool ro,
-                    uint64_t pos);
+                             const char *func, dbs__opener open, uint64_t pos);
 
 int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, false, 0);
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, NULL, 0);
 }
 
-int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                     dbs_error *err)
-{
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true, 0);
-}
-
-int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                       dbs_error *err, const char *file, int line, const char *func)
-{
-    return transact(pool, ctx, work, arg, err, file, line, func, true, 0);
-}
-
-int(dbs_transact_ro_after)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                           dbs_work_fn work, void *arg, dbs_error *err)
-{
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", true, pos);
-}
-
-int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                             dbs_work_fn work, void *arg, dbs_error *err, const char *file,
-                             int line, const char *func)
-{
-    return transact(pool, ctx, work, arg, err, file, line, func, true, pos);
-}
-
-static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                    dbs_error *err, const char *file, int line, const char *func, bool ro,
-                    uint64_t pos)
+int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                  dbs_error *err, const char *file, int line, const char *func,
+                  dbs__opener open, uint64_t pos)
 {
     dbs_error local;
     if (!err)
@@ -482,14 +400,14 @@ static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
     int rc = dbs__pool_hold(pool, err);
     if (rc != DBS_OK)
         return rc;
-    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro, pos);
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, open, pos);
     dbs__pool_drop(pool);
     return rc;
 }
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro, uint64_t pos)
+                             const char *func, dbs__opener open, uint64_t pos)
 {
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
@@ -497,8 +415,8 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         bool committed = false;
         err->code = DBS_OK;
         transact_attempt = attempt + 1;
-        dbs_session *s = ro ? open_ro(pool, ctx, pos, err, file, line, func)
-                            : dbs__session_open(pool, ctx, err, file, line, func);
+        dbs_session *s = open ? open(pool, ctx, pos, err, file, line, func)
+                              : dbs__session_open(pool, ctx, err, file, line, func);
         transact_attempt = 0;
         if (!s) {
             rc = err->code;
@@ -567,4 +485,25 @@ int dbs_pool_ping(dbs_pool *p, dbs_error *err)
     if (rc == DBS_OK && err)
         dbs__err(err, DBS_OK, "ok");
     return rc;
+}
+
+/* ---- the session's open rows ---- */
+
+void dbs__rows_free(dbs_rows *r)
+{
+    dbs_session *s = r->session;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->rows = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->magic = DBS__DEAD_MAGIC;
+    r->ops->close(r);
+}
+
+void dbs__rows_close_all(dbs_session *s)
+{
+    while (s->rows)
+        dbs__rows_free(s->rows);
 }

@@ -44,37 +44,8 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
     memset(out, 0, sizeof *out);
     if (!p || p->magic != DBS__POOL_MAGIC)
         return;
-    /* Every shard's lock under the pool's: nothing moves while the
-     * snapshot is taken, so its numbers add up. */
     dbs__shard_hists *hists[DBS__SHARDS];
-    dbs__rp_stats rs;
-    pthread_mutex_lock(&p->mu);
-    dbs__shards_lock(p);
-    *out = p->counters;
-    for (int i = 0; i < DBS__SHARDS; i++) {
-        const dbs__shard *sh = &p->shards[i];
-        out->acquired += sh->acquired;
-        out->released += sh->released;
-        out->leaks += sh->leaks;
-        out->leaks_recovered += sh->leaks_recovered;
-        out->slow_sessions += sh->slow_sessions;
-        hists[i] = sh->hists;
-    }
-    dbs__rp_stats_get(&p->rp, &rs);
-    /* a parked connection is idle for every purpose but the idle list */
-    int in_use = rs.in_use - rs.parked;
-    out->size = rs.open;
-    out->idle = rs.idle + rs.parked;
-    out->in_use = in_use;
-    int over = rs.open - p->cfg.pool_size;
-    if (p->mode != DBS_POOL_QUEUE || over < 0)
-        over = 0;
-    out->overflow_in_use = over < in_use ? over : in_use;
-    out->waiting = rs.waiting;
-    out->pending = rs.pending;
-    out->max_size = rs.max_size;
-    dbs__shards_unlock(p);
-    pthread_mutex_unlock(&p->mu);
+    dbs__pool_snapshot(p, out, hists);
     dbs__replicas_stats(p, out); /* each replica pool's own snapshot */
     if (!p->cfg.metrics)
         return;
