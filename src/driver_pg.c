@@ -80,43 +80,56 @@ static const char *const pg_tcp_defaults[][2] = {
 
 /* The reset: DISCARD ALL spelt out (DISCARD ALL itself may not run in a
  * pipeline), minus DEALLOCATE ALL, which the reconcile query (the last
- * entry) replaces so that dbscope's own prepared statements survive.
+ * entry) replaces so that dbscope's own prepared statements survive. The
+ * reconcile query also releases the session's advisory locks (a function:
+ * no command of its own) and reports the backend's temporary schema.
  *
- * DISCARD PLANS stays. The server re-plans a cached statement by itself
- * when what its plan was made under is no longer so (an object it uses
- * changed or was dropped, DISCARD TEMP's drops included; search_path
- * resolves differently; another role for a plan row-level security
- * shaped), but not when a new object shadows the one it resolved to (a
- * temporary table of the same name, a table in a schema earlier on the
- * search_path): without DISCARD PLANS, a session that makes such a table
- * and then runs a statement an earlier session cached reads the earlier
- * session's resolution, not what a fresh connection reads
- * (tests/test_pg_reset.c, plan_shadow).
+ * DISCARD TEMP and DISCARD PLANS run only on a backend that has a
+ * temporary schema, as the server reports it (pg_my_temp_schema(), read by
+ * every reset; once made, a backend keeps it). Without one there is no
+ * temporary object to drop, and no cached plan to drop either: the server
+ * re-plans a cached statement by itself when what its plan was made under
+ * is no longer so (an object it uses changed or was dropped, DISCARD
+ * TEMP's drops included; search_path resolves differently, and making the
+ * temporary schema changes it; another role, or row_security, for a plan
+ * row-level security shaped). What it does not notice is a new object that
+ * shadows the one a statement resolved to: a temporary table made in a
+ * temporary schema that was already there. So on a backend with a
+ * temporary schema DISCARD PLANS stays, and the next session resolves
+ * every cached statement afresh, as on a fresh connection
+ * (tests/test_pg_reset.c: plan_rls, plan_search_path, plan_temp,
+ * plan_shadow). A session that made the backend's first temporary object
+ * finds the reset without them: the reset then runs again in full from
+ * the text before the connection is used (reset_done), once per backend.
  *
- * Each is a named statement, "dbs_r0" ... "dbs_r8", parsed in the first
+ * Each is a named statement, "dbs_r0" ... "dbs_r7", parsed in the first
  * reset of a connection and executed by name after that (Bind/Execute:
- * no parsing per session; DISCARD PLANS still makes the server analyse
- * and plan them again in each reset). Whether they are still ours is the
+ * no parsing or planning per session). Whether they are still ours is the
  * server's to say: the reconcile query returns their text, and a reset
  * whose named statement is missing, or whose text is not ours (a session
  * deallocated it and prepared its own under that name), runs again from
  * the text (reset_again). */
+enum { PG_R_TEMP = 5, PG_R_PLANS = 6 };
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
     "RESET ALL",
     "CLOSE ALL",
     "UNLISTEN *",
-    "SELECT pg_catalog.pg_advisory_unlock_all()",
-    "DISCARD TEMP",
     "DISCARD SEQUENCES",
-    "DISCARD PLANS",
+    "DISCARD TEMP",  /* PG_R_TEMP: only with a temporary schema */
+    "DISCARD PLANS", /* PG_R_PLANS: likewise */
     /* Every prepared statement on the server, to compare with the cache,
-     * with the text of those named like the reset's. A query that does the
-     * comparison on the server (with the cache's names as a parameter)
-     * costs 0.6 ms of planning per release; this costs little more than a
-     * round trip, and the client compares at most stmt_cache_size names. */
-    ("SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
-     "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements"),
+     * with the text of those named like the reset's; at least one row,
+     * whose third column is the temporary schema's oid (0: none). A query
+     * that does the comparison on the server (with the cache's names as a
+     * parameter) costs 0.6 ms of planning per release; this costs little
+     * more than a round trip, and the client compares at most
+     * stmt_cache_size names. */
+    ("SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
+     "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t "
+     "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
+     "pg_catalog.pg_my_temp_schema() AS t) AS o "
+     "LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true"),
 };
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
@@ -139,6 +152,7 @@ typedef struct pg_flight {
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
     bool reset_named;         /* the reset ran by name (dbs_r0 ...) */
+    bool reset_temp;          /* the reset ran DISCARD TEMP and PLANS */
     signed char rcmd[PG_MAXQ]; /* reset items: index in pg_reset_sql */
     unsigned char kind[PG_MAXQ];
     PGresult *res[PG_MAXQ];
@@ -157,6 +171,8 @@ typedef struct pg_conn {
     bool corked;
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
     bool reset_stmts;   /* dbs_r0 ... are on the server (see pg_reset_sql) */
+    bool temp_schema;   /* the backend has a temporary schema (the last
+                           reset's reconcile query said so) */
     bool escaped;       /* since the last reset, a transaction dbscope began
                            ended on the server other than by its COMMIT or
                            ROLLBACK (COMMIT, END, ROLLBACK sent as SQL) */
@@ -429,6 +445,7 @@ static void flight_init(pg_flight *f)
     f->n = f->done = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
+    f->reset_temp = false;
 }
 
 /* Queues one command without parameters. */
@@ -592,15 +609,22 @@ static int reset_index(const char *name)
  * is owed a DEALLOCATE and the next reset parses them again. */
 static bool reconcile(pg_conn *c, const PGresult *r)
 {
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 2) {
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 3 ||
+        PQntuples(r) < 1) {
         c->reset_stmts = false;
+        c->temp_schema = true; /* unknown: assume the worst */
         return false;
     }
+    /* Once a backend has a temporary schema it keeps it. */
+    if (PQgetisnull(r, 0, 2) || strcmp(PQgetvalue(r, 0, 2), "0") != 0)
+        c->temp_schema = true;
     for (int i = 0; i < c->cache_n; i++)
         c->cache[i].seen = false;
     bool mine[PG_NRESET] = {false};
     int n_mine = 0;
     for (int i = 0; c->reset_stmts && i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue; /* no prepared statement at all */
         int k = reset_index(PQgetvalue(r, i, 0));
         if (k >= 0 && !mine[k] && !PQgetisnull(r, i, 1) &&
             !strcmp(PQgetvalue(r, i, 1), pg_reset_sql[k])) {
@@ -612,6 +636,8 @@ static bool reconcile(pg_conn *c, const PGresult *r)
     if (!intact)
         c->reset_stmts = false;
     for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
         const char *name = PQgetvalue(r, i, 0);
         bool ours = intact && reset_index(name) >= 0;
         if (!strncmp(name, "dbs_", 4))
@@ -673,15 +699,20 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
 /* Queues the reset commands and the reconcile query, then a Sync: named
  * (parsed first when the connection has not got them yet) or, to run it
  * again after the named statements turned out not to be dbscope's, from
- * the text. */
+ * the text. DISCARD TEMP and DISCARD PLANS only on a backend with a
+ * temporary schema (see pg_reset_sql); their named statements are parsed
+ * all the same, so that the reconcile query finds the set whole. */
 static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
 {
     bool parse = named && !c->reset_stmts;
     f->reset_from = f->n;
     f->reset_named = named;
+    f->reset_temp = c->temp_schema;
     for (int i = 0; i < PG_NRESET; i++) {
         if (parse)
             q_reset_item(c, f, ok, i, 1);
+        if ((i == PG_R_TEMP || i == PG_R_PLANS) && !f->reset_temp)
+            continue;
         q_reset_item(c, f, ok, i, named ? 2 : 0);
     }
     f->reset_to = f->n;
@@ -696,8 +727,10 @@ static bool names_stmt(const PGresult *r, const char *name);
 /* After a reset flight was read: any failed reset command means the state
  * may not be clean, so the connection goes; else the cache is reconciled.
  * *again: the reset ran by name and a named statement was missing (the
- * server ran none of the reset after it) or was not dbscope's: it must run
- * again from the text (reset_again). Notifications a LISTEN left queued in
+ * server ran none of the reset after it) or was not dbscope's, or the
+ * reset ran without DISCARD TEMP and DISCARD PLANS and the server reports a
+ * temporary schema now: it must run again from the text (reset_again).
+ * Notifications a LISTEN left queued in
  * libpq are dropped. */
 static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 {
@@ -727,6 +760,10 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
     if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile]) &&
         f->reset_named)
         *again = true;
+    /* The session made the backend's first temporary object: run the
+     * reset again, now with DISCARD TEMP and DISCARD PLANS. */
+    if (c->temp_schema && !f->reset_temp)
+        *again = true;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
         PQfreemem(n);
@@ -736,26 +773,37 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 /* Runs the reset again from its text, in a flight of its own, after a
  * named reset whose statements were not all dbscope's (reset_done): only
  * after a session removed or replaced them (DEALLOCATE by the user, in a
- * function or not; DISCARD ALL through dbs_session_native). */
+ * function or not; DISCARD ALL through dbs_session_native), or made the
+ * backend's first temporary object. That run can find the latter too
+ * (the named reset stopped before its reconcile query): then once more. */
 static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
 {
-    /* this flight's reconcile query lists the foreign statements anew */
-    c->n_foreign = 0;
-    c->dealloc_all = false;
-    pg_flight f;
-    flight_init(&f);
-    bool ok = true;
-    q_reset(c, &f, &ok, false);
-    int rc;
-    bool again;
-    int io = ok ? collect(c, &f, deadline) : IO_LOST;
-    if (io == IO_TIMEOUT)
-        rc = timed_out(c, err, "the reset", false);
-    else if (io == IO_LOST)
-        rc = conn_lost(c, err, "the reset");
-    else
-        rc = reset_done(c, &f, &again, err);
-    flight_clear(&f);
+    int rc = DBS_OK;
+    bool again = true;
+    for (int round = 0; rc == DBS_OK && again && round < 2; round++) {
+        /* this flight's reconcile query lists the foreign statements anew */
+        c->n_foreign = 0;
+        c->dealloc_all = false;
+        pg_flight f;
+        flight_init(&f);
+        bool ok = true;
+        q_reset(c, &f, &ok, false);
+        again = false;
+        int io = ok ? collect(c, &f, deadline) : IO_LOST;
+        if (io == IO_TIMEOUT)
+            rc = timed_out(c, err, "the reset", false);
+        else if (io == IO_LOST)
+            rc = conn_lost(c, err, "the reset");
+        else
+            rc = reset_done(c, &f, &again, err);
+        flight_clear(&f);
+    }
+    if (rc == DBS_OK && again) {
+        c->broken = true; /* cannot happen: the second run had them */
+        rc = dbs__err(err, DBS_ECONNECT,
+                      "postgresql: the connection's reset did not complete: "
+                      "the connection is discarded");
+    }
     return rc;
 }
 
