@@ -84,6 +84,14 @@ static const char *const pg_tcp_defaults[][2] = {
  * reconcile query also releases the session's advisory locks (a function:
  * no command of its own) and reports the backend's temporary schema.
  *
+ * The named reset (every session's) leaves out what the server reports
+ * absent, read by its reconcile query; the reset from the text (below)
+ * runs every command. CLOSE ALL and UNLISTEN * are left out: the query
+ * reports whether the session left a cursor WITH HOLD
+ * (pg_cursors.is_holdable: no other cursor outlives its transaction) or a
+ * LISTEN (pg_listening_channels()), and when it did, the reset runs again
+ * in full from the text before the connection is used (reset_done).
+ *
  * DISCARD TEMP and DISCARD PLANS run only on a backend that has a
  * temporary schema, as the server reports it (pg_my_temp_schema(), read by
  * every reset; once made, a backend keeps it). Without one there is no
@@ -109,27 +117,31 @@ static const char *const pg_tcp_defaults[][2] = {
  * whose named statement is missing, or whose text is not ours (a session
  * deallocated it and prepared its own under that name), runs again from
  * the text (reset_again). */
-enum { PG_R_TEMP = 5, PG_R_PLANS = 6 };
+enum { PG_R_CLOSE = 2, PG_R_UNLISTEN = 3, PG_R_TEMP = 5, PG_R_PLANS = 6 };
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
     "RESET ALL",
-    "CLOSE ALL",
-    "UNLISTEN *",
+    "CLOSE ALL",  /* PG_R_CLOSE: only from the text (see above) */
+    "UNLISTEN *", /* PG_R_UNLISTEN: likewise */
     "DISCARD SEQUENCES",
     "DISCARD TEMP",  /* PG_R_TEMP: only with a temporary schema */
     "DISCARD PLANS", /* PG_R_PLANS: likewise */
     /* Every prepared statement on the server, to compare with the cache,
      * with the text of those named like the reset's; at least one row,
-     * whose third column is the temporary schema's oid (0: none). A query
+     * whose third column is the temporary schema's oid (0: none) and whose
+     * fourth says whether the session left a LISTEN or a cursor WITH HOLD
+     * (the only cursors a transaction's end leaves). A query
      * that does the comparison on the server (with the cache's names as a
      * parameter) costs 0.6 ms of planning per release; this costs little
      * more than a round trip, and the client compares at most
      * stmt_cache_size names. */
     ("SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
-     "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t "
+     "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t, o.k "
      "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
-     "pg_catalog.pg_my_temp_schema() AS t) AS o "
-     "LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true"),
+     "pg_catalog.pg_my_temp_schema() AS t, "
+     "EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) OR "
+     "EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) AS k) "
+     "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true"),
 };
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
@@ -153,6 +165,7 @@ typedef struct pg_flight {
     int reconcile;            /* index of the reconcile query, -1 none */
     bool reset_named;         /* the reset ran by name (dbs_r0 ...) */
     bool reset_temp;          /* the reset ran DISCARD TEMP and PLANS */
+    bool reset_full;          /* the reset ran every command (the text) */
     signed char rcmd[PG_MAXQ]; /* reset items: index in pg_reset_sql */
     unsigned char kind[PG_MAXQ];
     PGresult *res[PG_MAXQ];
@@ -446,6 +459,7 @@ static void flight_init(pg_flight *f)
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
     f->reset_temp = false;
+    f->reset_full = false;
 }
 
 /* Queues one command without parameters. */
@@ -606,18 +620,22 @@ static int reset_index(const char *name)
  * of the next user's); cached ones the server no longer has leave the
  * cache. Returns whether the reset's named statements are all on the
  * server with dbscope's text; when not, every statement under their names
- * is owed a DEALLOCATE and the next reset parses them again. */
-static bool reconcile(pg_conn *c, const PGresult *r)
+ * is owed a DEALLOCATE and the next reset parses them again. Also notes
+ * the backend's temporary schema (temp_schema), and *kept: the session
+ * left a LISTEN or a cursor WITH HOLD. */
+static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
 {
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 3 ||
+    *kept = true; /* unknown: assume the worst */
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 4 ||
         PQntuples(r) < 1) {
         c->reset_stmts = false;
-        c->temp_schema = true; /* unknown: assume the worst */
+        c->temp_schema = true;
         return false;
     }
     /* Once a backend has a temporary schema it keeps it. */
     if (PQgetisnull(r, 0, 2) || strcmp(PQgetvalue(r, 0, 2), "0") != 0)
         c->temp_schema = true;
+    *kept = PQgetisnull(r, 0, 3) || strcmp(PQgetvalue(r, 0, 3), "f") != 0;
     for (int i = 0; i < c->cache_n; i++)
         c->cache[i].seen = false;
     bool mine[PG_NRESET] = {false};
@@ -698,20 +716,25 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
 
 /* Queues the reset commands and the reconcile query, then a Sync: named
  * (parsed first when the connection has not got them yet) or, to run it
- * again after the named statements turned out not to be dbscope's, from
- * the text. DISCARD TEMP and DISCARD PLANS only on a backend with a
- * temporary schema (see pg_reset_sql); their named statements are parsed
- * all the same, so that the reconcile query finds the set whole. */
+ * again after the named statements turned out not to be dbscope's or
+ * that the session left what the named reset leaves out, from the text
+ * with every command. Named: DISCARD TEMP and DISCARD PLANS only on a
+ * backend with a temporary schema, CLOSE ALL and UNLISTEN * not at all
+ * (see pg_reset_sql); their named statements are parsed all the same, so
+ * that the reconcile query finds the set whole. */
 static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
 {
     bool parse = named && !c->reset_stmts;
     f->reset_from = f->n;
     f->reset_named = named;
-    f->reset_temp = c->temp_schema;
+    f->reset_full = !named;
+    f->reset_temp = c->temp_schema || f->reset_full;
     for (int i = 0; i < PG_NRESET; i++) {
         if (parse)
             q_reset_item(c, f, ok, i, 1);
         if ((i == PG_R_TEMP || i == PG_R_PLANS) && !f->reset_temp)
+            continue;
+        if ((i == PG_R_CLOSE || i == PG_R_UNLISTEN) && !f->reset_full)
             continue;
         q_reset_item(c, f, ok, i, named ? 2 : 0);
     }
@@ -728,8 +751,9 @@ static bool names_stmt(const PGresult *r, const char *name);
  * may not be clean, so the connection goes; else the cache is reconciled.
  * *again: the reset ran by name and a named statement was missing (the
  * server ran none of the reset after it) or was not dbscope's, or the
- * reset ran without DISCARD TEMP and DISCARD PLANS and the server reports a
- * temporary schema now: it must run again from the text (reset_again).
+ * server reports what the named reset left out (a temporary schema it ran
+ * without DISCARD TEMP and DISCARD PLANS, a LISTEN, a cursor WITH HOLD):
+ * it must run again in full from the text (reset_again).
  * Notifications a LISTEN left queued in
  * libpq are dropped. */
 static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
@@ -757,12 +781,14 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
                             "(%s): the connection is discarded",
                             pg_reset_sql[f->rcmd[i]]);
         }
-    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile]) &&
+    bool kept = true;
+    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile], &kept) &&
         f->reset_named)
         *again = true;
-    /* The session made the backend's first temporary object: run the
-     * reset again, now with DISCARD TEMP and DISCARD PLANS. */
-    if (c->temp_schema && !f->reset_temp)
+    /* The session made the backend's first temporary object, or left a
+     * LISTEN or a cursor WITH HOLD: run the reset again, in full. */
+    if (!f->reset_full &&
+        (kept || (c->temp_schema && !f->reset_temp) || f->reconcile < 0))
         *again = true;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
@@ -773,37 +799,27 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 /* Runs the reset again from its text, in a flight of its own, after a
  * named reset whose statements were not all dbscope's (reset_done): only
  * after a session removed or replaced them (DEALLOCATE by the user, in a
- * function or not; DISCARD ALL through dbs_session_native), or made the
- * backend's first temporary object. That run can find the latter too
- * (the named reset stopped before its reconcile query): then once more. */
+ * function or not; DISCARD ALL through dbs_session_native), or left what
+ * the named reset leaves out. From the text it runs every command. */
 static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
 {
-    int rc = DBS_OK;
-    bool again = true;
-    for (int round = 0; rc == DBS_OK && again && round < 2; round++) {
-        /* this flight's reconcile query lists the foreign statements anew */
-        c->n_foreign = 0;
-        c->dealloc_all = false;
-        pg_flight f;
-        flight_init(&f);
-        bool ok = true;
-        q_reset(c, &f, &ok, false);
-        again = false;
-        int io = ok ? collect(c, &f, deadline) : IO_LOST;
-        if (io == IO_TIMEOUT)
-            rc = timed_out(c, err, "the reset", false);
-        else if (io == IO_LOST)
-            rc = conn_lost(c, err, "the reset");
-        else
-            rc = reset_done(c, &f, &again, err);
-        flight_clear(&f);
-    }
-    if (rc == DBS_OK && again) {
-        c->broken = true; /* cannot happen: the second run had them */
-        rc = dbs__err(err, DBS_ECONNECT,
-                      "postgresql: the connection's reset did not complete: "
-                      "the connection is discarded");
-    }
+    /* this flight's reconcile query lists the foreign statements anew */
+    c->n_foreign = 0;
+    c->dealloc_all = false;
+    pg_flight f;
+    flight_init(&f);
+    bool ok = true;
+    q_reset(c, &f, &ok, false);
+    int rc;
+    bool again;
+    int io = ok ? collect(c, &f, deadline) : IO_LOST;
+    if (io == IO_TIMEOUT)
+        rc = timed_out(c, err, "the reset", false);
+    else if (io == IO_LOST)
+        rc = conn_lost(c, err, "the reset");
+    else
+        rc = reset_done(c, &f, &again, err);
+    flight_clear(&f);
     return rc;
 }
 
