@@ -20,10 +20,12 @@
  *
  * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
  * changed: a function, trigger or view can change anything. Every session
- * that sent anything gets the whole reset, in the flight that ends it:
+ * that sent anything gets the reset, in the flight that ends it:
  * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
  * reconciles the server's prepared statements with the statement cache
- * (named statements parsed once per connection, see pg_reset_sql), Sync.
+ * and reports what the commands it leaves out would undo (named statements
+ * parsed once per connection, see pg_reset_sql), Sync; when that state is
+ * there, the reset runs again in full before the connection is used.
  * After dbs_commit followed by close, no command ends the session, so the
  * reset flight is written at release and its answer read by the
  * connection's next flight ("posted"): the server runs it as it arrives,
