@@ -700,7 +700,9 @@ int dbs_session_set_statement_timeout(DBS__IN dbs_session *s, int timeout_ms,
 typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
 
 /* Runs work(s, arg, err) in a transaction on a fresh session: commits when
- * work returns 0, rolls back otherwise, always closes the session. work
+ * work returns 0, rolls back otherwise, always closes the session. (Called
+ * from a unit's work, on the same thread and for the same pool, it runs as
+ * a savepoint of that unit instead: see "Nested units" below.) work
  * returns 0 or a negative dbs_code (normally the one a dbscope call gave
  * it); any other value (a positive one, a code of its own) counts as
  * DBS_ESQL, so the return is always err->code and negative on failure.
