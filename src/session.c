@@ -307,6 +307,7 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
                 dbs__err(err, doom.code,
                          "COMMIT refused, the transaction was rolled back: a nested unit "
                          "failed with: %s", m);
+                dbs__err_sqlstate(err, doom.sqlstate);
             }
             return doom.code;
         }

@@ -540,6 +540,8 @@ static void test_retry_rule(void)
     CHECK_EQ(insert(s, 50, &err), DBS_ERETRYABLE);
     CHECK_EQ(dbs_commit(s, &err), DBS_ERETRYABLE);
     CHECK(strstr(err.message, "nested unit"));
+    if (be == PG)
+        CHECK_STR(err.sqlstate, "40001"); /* the serialization failure's */
     /* the next transaction is a fresh one */
     CHECK_OK(insert(s, 50, &err), &err);
     CHECK_OK(dbs_commit(s, &err), &err);
