@@ -195,7 +195,8 @@ static void test_read_only(void)
 static int insert_12(dbs_session *s, void *arg, dbs_error *err)
 {
     (*(int *)arg)++;
-    return (int)insert(s, 12, err);
+    int64_t rc = insert(s, 12, err);
+    return rc < 0 ? (int)rc : 0;
 }
 
 static void test_refusals(void)
@@ -447,6 +448,71 @@ static void test_nested_options(void)
     CHECK_EQ(n.calls, 0);
 }
 
+/* dbs_transact_ro inside a read-write unit joins it (and sees its writes);
+ * a read-write dbs_transact inside a read-only unit is a unit of its own. */
+struct mixed {
+    dbs_pool *p;
+    int inner_calls;
+    int64_t seen;
+    int inner_rc;
+};
+
+static int see_60(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)err;
+    struct mixed *m = arg;
+    m->inner_calls++;
+    m->seen = query_int(s, Q("SELECT COUNT(*) FROM %s WHERE id = 60"), NULL, 0);
+    return 0;
+}
+
+static int write_61(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct mixed *m = arg;
+    m->inner_calls++;
+    int64_t rc = insert(s, 61, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static int rw_outer(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct mixed *m = arg;
+    int64_t rc = insert(s, 60, err);
+    if (rc < 0)
+        return (int)rc;
+    dbs_error e2;
+    m->inner_rc = dbs_transact_ro(m->p, NULL, see_60, m, &e2);
+    return 0;
+}
+
+static int ro_outer(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    (void)err;
+    struct mixed *m = arg;
+    dbs_error e2;
+    m->inner_rc = dbs_transact(m->p, NULL, write_61, m, &e2);
+    if (m->inner_rc != DBS_OK)
+        fprintf(stderr, "inner unit: %s\n", e2.message);
+    return 0;
+}
+
+static void test_nested_mixed(void)
+{
+    dbs_error err;
+    clear_ids();
+    struct mixed m = {.p = pool};
+    CHECK_OK(dbs_transact(pool, NULL, rw_outer, &m, &err), &err);
+    CHECK_EQ(m.inner_rc, DBS_OK);
+    CHECK_EQ(m.inner_calls, 1);
+    CHECK_EQ(m.seen, 1); /* the enclosing unit's uncommitted row */
+    m = (struct mixed){.p = pool2};
+    CHECK_OK(dbs_transact_ro(pool2, NULL, ro_outer, &m, &err), &err);
+    CHECK_EQ(m.inner_rc, DBS_OK); /* not refused as a write in a read-only unit */
+    CHECK_EQ(m.inner_calls, 1);
+    CHECK_EQ(count_id(61), 1);
+}
+
 /* The retry rule: a transient failure of the whole transaction inside a
  * nested unit (PostgreSQL: a serialization failure; SQLite: a write on a
  * stale snapshot; MariaDB: a lock wait timeout) makes the OUTER unit run
@@ -594,6 +660,7 @@ int main(void)
     test_immediate();
     test_savepoints();
     test_nested_options();
+    test_nested_mixed();
     test_retry_rule();
 
     dbs_stats st = stats_of(pool);
