@@ -15,7 +15,8 @@
  * interfere.
  *
  * Round trips. begin() sends nothing. The first statement of a transaction
- * sends "[ROLLBACK;] START TRANSACTION[; SET @ctx...]" as one multi-statement
+ * sends "[ROLLBACK;] [SET TRANSACTION ISOLATION LEVEL ...;] START
+ * TRANSACTION [READ ONLY][; SET @ctx...]" as one multi-statement
  * text query, then its prepared statement: one round trip more than the
  * statement, since the binary protocol cannot carry a text command in the
  * same packet. A statement new to the cache is prepared and executed in one

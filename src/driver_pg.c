@@ -8,7 +8,8 @@
  * only called when PQisBusy says it will not block).
  *
  * Round trips. begin() sends nothing. A statement's flight is [owed
- * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting, or
+ * DEALLOCATEs, Sync] [BEGIN (with the transaction options: ISOLATION
+ * LEVEL, READ ONLY, DEFERRABLE), set_config(...) for each context setting, or
  * for a read-only transaction without one a SELECT: its first snapshot]
  * [Parse of a statement new to the cache] Bind/Execute, Sync. After each
  * flight the server's transaction status says whether the transaction

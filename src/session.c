@@ -297,9 +297,12 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             s->doom.code = 0;
             rc = drv->rollback(c, err);
             if (rc != DBS_OK)
-                dbs__session_failed(s, rc);
-            if (!commit)
-                return rc;
+                return dbs__session_failed(s, rc);
+            if (!commit) {
+                if (err)
+                    err->code = DBS_OK;
+                return DBS_OK;
+            }
             if (err) {
                 *err = doom;
                 char m[sizeof err->message];
