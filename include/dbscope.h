@@ -881,12 +881,15 @@ int dbs_rows_count_cols(dbs_rows *r);
 const char *dbs_rows_name(dbs_rows *r, int col);
 
 /* The unchecked accessors below never fail: they return a fallback that
- * cannot be told from a real value (0 for NULL, for a column out of range,
- * for no current row, and for text that is not a number: 'abc' reads as
- * 0, '12abc' as 12). Use them where the query guarantees the type and
- * NOT NULL (a COUNT(*), a primary key); everywhere else use the checked
- * dbs_rows_get_* accessors, which report each of those cases. Owner
- * thread only; never block. */
+ * cannot be told from a real value: 0 (0.0, NULL) for SQL NULL, for a
+ * column out of range, for no current row, on another thread's rows, and
+ * for text that is not a number ('abc' reads as 0); a prefix or a cut
+ * where a number does not fit ('12abc' reads as 12, 2.5 as 2, an unsigned
+ * BIGINT beyond int64_t wraps). They keep their signatures and these
+ * fallbacks for existing code. Use them where the query guarantees the
+ * type and NOT NULL (a COUNT(*), a primary key); everywhere else use the
+ * checked dbs_rows_get_* accessors, which report each of those cases.
+ * Owner thread only; never block. */
 
 /* 1 if the current row's column is NULL (or col is out of range). */
 int dbs_rows_is_null(dbs_rows *r, int col);
