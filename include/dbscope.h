@@ -810,8 +810,9 @@ enum dbs_type {
  *   TIMESTAMP  .ts is seconds and nanoseconds since 1970-01-01 00:00:00
  *              UTC (tv_nsec in 0..999999999, years 0001 to 9999), sent
  *              truncated to microseconds. PostgreSQL: timestamptz (use a
- *              timestamptz column; a timestamp column stores the UTC wall
- *              time). MariaDB: a DATETIME value holding the UTC wall time
+ *              timestamptz column: a timestamp column gets the wall time
+ *              in the session's TimeZone, which dbs_rows_get_timestamp
+ *              reads back as UTC, so only with TimeZone UTC). MariaDB: a DATETIME value holding the UTC wall time
  *              (use DATETIME(6); a TIMESTAMP column converts from the
  *              session's time_zone, so it stores the instant only with
  *              time_zone '+00:00'). SQLite: ISO 8601 text
@@ -941,7 +942,7 @@ int dbs_rows_get_blob(dbs_rows *r, int col, const void **out, size_t *len,
                       dbs_error *err);
 /* An instant as UTC seconds and nanoseconds: PostgreSQL timestamptz (in
  * any TimeZone setting; DateStyle must be ISO, its default) and timestamp
- * (taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall time taken as
+ * (its wall time taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall time taken as
  * UTC); text that dbs_timestamp_parse accepts; an integer as seconds since
  * the epoch (SQLite's unixepoch()). 'infinity' and dates before year 1 are
  * DBS_ETYPE. */
