@@ -812,7 +812,8 @@ enum dbs_type {
  *              truncated to microseconds. PostgreSQL: timestamptz (use a
  *              timestamptz column: a timestamp column gets the wall time
  *              in the session's TimeZone, which dbs_rows_get_timestamp
- *              reads back as UTC, so only with TimeZone UTC). MariaDB: a DATETIME value holding the UTC wall time
+ *              reads back as UTC, so only with TimeZone UTC).
+ *              MariaDB: a DATETIME value holding the UTC wall time
  *              (use DATETIME(6); a TIMESTAMP column converts from the
  *              session's time_zone, so it stores the instant only with
  *              time_zone '+00:00'). SQLite: ISO 8601 text
@@ -924,7 +925,8 @@ const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len);
  * '12.0'; not 'abc', '12abc', '' or '99999999999999999999'). */
 int dbs_rows_get_int64(dbs_rows *r, int col, int64_t *out, dbs_error *err);
 /* A double: INT, BOOL, REAL and DECIMAL values, and text that is entirely a
- * finite number ('2.5', '1e3'; not 'abc' or '2.5x'). */
+ * number as strtod reads it ('2.5', '1e3', 'NaN'; not 'abc', '2.5x', ' 2'
+ * or a number beyond double's range). */
 int dbs_rows_get_double(dbs_rows *r, int col, double *out, dbs_error *err);
 /* A boolean as 0 or 1: PostgreSQL boolean; the integers 0 and 1 (MariaDB's
  * BOOLEAN, SQLite); any other value is DBS_ETYPE. */
@@ -942,8 +944,8 @@ int dbs_rows_get_blob(dbs_rows *r, int col, const void **out, size_t *len,
                       dbs_error *err);
 /* An instant as UTC seconds and nanoseconds: PostgreSQL timestamptz (in
  * any TimeZone setting; DateStyle must be ISO, its default) and timestamp
- * (its wall time taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall time taken as
- * UTC); text that dbs_timestamp_parse accepts; an integer as seconds since
+ * (its wall time taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall
+ * time taken as UTC); text that dbs_timestamp_parse accepts; an integer as seconds since
  * the epoch (SQLite's unixepoch()). 'infinity' and dates before year 1 are
  * DBS_ETYPE. */
 int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out,
@@ -959,12 +961,14 @@ int dbs_rows_get_uuid(dbs_rows *r, int col, unsigned char out[16],
  * integers INT; float4/float8, FLOAT/DOUBLE REAL; numeric, DECIMAL DECIMAL;
  * boolean BOOL (MariaDB's BOOLEAN is TINYINT(1) and reads as INT);
  * timestamptz, timestamp, DATETIME, TIMESTAMP TIMESTAMP; uuid, MariaDB's
- * UUID (10.7+) UUID; json, jsonb JSON (MariaDB's JSON is text: TEXT);
- * bytea, binary strings BLOB; everything else TEXT. SQLite columns have no
- * fixed type: a column of a table reports its declared type by SQLite's
- * affinity rules (INT..., REAL/FLOA/DOUB, CHAR/CLOB/TEXT, BLOB), and the
- * names BOOL/BOOLEAN, TIMESTAMP/DATETIME, UUID, JSON, DECIMAL/NUMERIC as
- * those types; an expression reports the current row's value (NULL when
+ * UUID (10.7+) UUID; json, jsonb, MariaDB's JSON JSON (MariaDB tells
+ * UUID and JSON apart in its extended metadata, 10.5+); bytea, binary
+ * strings BLOB; everything else (dates, times, intervals, ...) TEXT.
+ * SQLite columns have no fixed type: a column of a table reports its
+ * declared type, first by the names BOOL, TIMESTAMP or DATETIME, UUID,
+ * JSON, then by SQLite's affinity rules (INT: INT; CHAR, CLOB, TEXT: TEXT;
+ * BLOB or none: BLOB; REAL, FLOA, DOUB: REAL; of the rest DEC... and
+ * NUM... DECIMAL, others such as DATE TEXT); an expression reports the current row's value (NULL when
  * it is NULL or there is no current row). Owner thread only; never blocks. */
 int dbs_rows_type(dbs_rows *r, int col, dbs_error *err);
 

@@ -1484,7 +1484,8 @@ static int decl_type(const char *d)
         return DBS_TYPE_BLOB;
     if (strstr(u, "REAL") || strstr(u, "FLOA") || strstr(u, "DOUB"))
         return DBS_TYPE_REAL;
-    return DBS_TYPE_DECIMAL; /* NUMERIC affinity */
+    /* NUMERIC affinity: decimals, and names such as DATE that hold text. */
+    return strstr(u, "DEC") || strstr(u, "NUM") ? DBS_TYPE_DECIMAL : DBS_TYPE_TEXT;
 }
 
 static int sq_val_type(dbs_rows *hr, int col)
