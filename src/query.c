@@ -186,6 +186,17 @@ static const char *type_name(int t)
     }
 }
 
+static int col_range(const char *fn, int col, int n, dbs_error *err)
+{
+    if (n == 0)
+        return dbs__err(err, DBS_EMISUSE,
+                        "%s: column %d is out of range: the statement returned no columns", fn,
+                        col);
+    return dbs__err(err, DBS_EMISUSE,
+                    "%s: column %d is out of range: the result has %d column%s (0..%d)", fn, col,
+                    n, n == 1 ? "" : "s", n - 1);
+}
+
 /* Checks r, col and the current row for accessor fn; returns DBS_OK or
  * DBS_EMISUSE with err filled. */
 static int cell_check(dbs_rows *r, int col, const void *out, const char *fn, dbs_error *err)
@@ -196,9 +207,7 @@ static int cell_check(dbs_rows *r, int col, const void *out, const char *fn, dbs
         return dbs__err(err, DBS_EMISUSE, "%s: rows belong to another thread's session", fn);
     int n = r->ops->count_cols(r);
     if (col < 0 || col >= n)
-        return dbs__err(err, DBS_EMISUSE,
-                        "%s: column %d is out of range: the result has %d column%s (0..%d)", fn,
-                        col, n, n == 1 ? "" : "s", n - 1);
+        return col_range(fn, col, n, err);
     if (!out)
         return dbs__err(err, DBS_EMISUSE, "%s: out is NULL", fn);
     if (!r->on_row)
@@ -434,9 +443,7 @@ int dbs_rows_type(dbs_rows *r, int col, dbs_error *err)
                         "dbs_rows_type: rows belong to another thread's session");
     int n = r->ops->count_cols(r);
     if (col < 0 || col >= n)
-        return dbs__err(err, DBS_EMISUSE,
-                        "dbs_rows_type: column %d is out of range: the result has %d column%s "
-                        "(0..%d)", col, n, n == 1 ? "" : "s", n - 1);
+        return col_range("dbs_rows_type", col, n, err);
     ok(err);
     return r->ops->col_type(r, col);
 }

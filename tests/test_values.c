@@ -293,6 +293,14 @@ static void test_generated_key(dbs_session *s)
     snprintf(sql, sizeof sql, "SELECT n FROM %s WHERE id = $1", tbl);
     dbs_value v[] = {DBS_INT(ids[1])};
     CHECK_EQ(query_int(s, sql, v, 1), 101);
+    /* A statement without columns: every column is out of range. */
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = n WHERE id = -1", tbl);
+    dbs_rows *r = query_ok(s, sql, NULL, 0);
+    int64_t x;
+    CHECK_EQ(dbs_rows_count_cols(r), 0);
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &x, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "no columns");
+    dbs_rows_close(r);
     if (backend == DBS_BACKEND_MARIADB)
         CHECK_EQ(query_int(s, "SELECT LAST_INSERT_ID()", NULL, 0), ids[1]);
     if (backend == DBS_BACKEND_SQLITE)
