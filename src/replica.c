@@ -630,26 +630,26 @@ dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx
 int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                      dbs_error *err)
 {
-    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", open_ro, 0);
+    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", open_ro, 0, NULL);
 }
 
 int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                        dbs_error *err, const char *file, int line, const char *func)
 {
-    return dbs__transact(pool, ctx, work, arg, err, file, line, func, open_ro, 0);
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, open_ro, 0, NULL);
 }
 
 int(dbs_transact_ro_after)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
                            dbs_work_fn work, void *arg, dbs_error *err)
 {
-    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", open_ro, pos);
+    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", open_ro, pos, NULL);
 }
 
 int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
                              dbs_work_fn work, void *arg, dbs_error *err, const char *file,
                              int line, const char *func)
 {
-    return dbs__transact(pool, ctx, work, arg, err, file, line, func, open_ro, pos);
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, open_ro, pos, NULL);
 }
 
 /* ---- the pool as its users see it: the primary and its replicas ---- */
