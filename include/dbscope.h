@@ -387,7 +387,13 @@ void dbs_config_init(dbs_config *cfg);
 /* Overrides fields from the environment: DATABASE_URL, DB_POOL_SIZE,
  * DB_MAX_OVERFLOW, DB_POOL_TIMEOUT (seconds, fractions allowed),
  * DB_POOL_RECYCLE (seconds), DB_POOL_PRE_PING (1/0/true/false/yes/no/on/off),
- * DB_LEAK_THRESHOLD_MS. An unset or empty variable leaves its field alone.
+ * DB_LEAK_THRESHOLD_MS, and every timeout field in whole milliseconds:
+ * DB_CONNECT_TIMEOUT_MS (connect_timeout_ms), DB_STATEMENT_TIMEOUT_MS
+ * (statement_timeout_ms), DB_ACQUIRE_TIMEOUT_MS (acquire_timeout_ms, like
+ * DB_POOL_TIMEOUT), DB_MAX_LIFETIME_MS (max_lifetime_ms, like
+ * DB_POOL_RECYCLE), DB_IDLE_TIMEOUT_MS (idle_timeout_ms),
+ * DB_BUSY_TIMEOUT_MS (busy_timeout_ms); setting both names of one field is
+ * DBS_ECONFIG. An unset or empty variable leaves its field alone.
  * A bad value returns DBS_ECONFIG naming the variable, and leaves cfg
  * unchanged. cfg->url points into the environment afterwards: do not change
  * DATABASE_URL while cfg is in use. Not thread-safe against setenv. */

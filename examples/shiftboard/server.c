@@ -1182,25 +1182,6 @@ static void usage(void)
             "  DATABASE_REPLICA_URL  replicas for the GET routes; DB_REPLICA_MAX_LAG_MS (1000)\n");
 }
 
-/* A non-negative integer environment variable, strictly; 0 when unset, -1
- * (after saying why) when malformed. */
-static int env_ms(const char *name, int *out)
-{
-    const char *v = getenv(name);
-    if (!v)
-        return 0;
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || errno || n < 0 || n > 24L * 3600 * 1000) {
-        fprintf(stderr, "shiftboard: %s must be milliseconds from 0 to 86400000, got \"%s\"\n",
-                name, v);
-        return -1;
-    }
-    *out = (int)n;
-    return 0;
-}
-
 static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
 {
     char *end;
@@ -1284,13 +1265,12 @@ int main(int argc, char **argv)
     cfg.on_event = log_event;
     cfg.log_events = 0;
     dbs_error err;
+    /* DB_POOL_*, DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS, ...: the
+     * library reads them over the defaults above, and names a bad one */
     if (dbs_config_from_env(&cfg, &err) != DBS_OK) {
         fprintf(stderr, "shiftboard: %s\n", err.message);
         return 2;
     }
-    if (env_ms("DB_STATEMENT_TIMEOUT_MS", &cfg.statement_timeout_ms) != 0 ||
-        env_ms("DB_CONNECT_TIMEOUT_MS", &cfg.connect_timeout_ms) != 0)
-        return 2;
     app.mariadb = !strncmp(cfg.url, "mysql://", 8) || !strncmp(cfg.url, "mariadb://", 10);
     app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0 && !app.mariadb;
     unsigned budget = connection_budget(&cfg, app.postgres || app.mariadb);
