@@ -431,7 +431,7 @@ typedef struct dbs_config {
 void dbs_config_init(dbs_config *cfg);
 
 /* Overrides fields from the environment: DATABASE_URL, DB_POOL_SIZE,
- * DB_MAX_OVERFLOW, DB_POOL_TIMEOUT (seconds, fractions allowed),
+ * DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT (seconds, fractions allowed),
  * DB_POOL_RECYCLE (seconds), DB_POOL_PRE_PING (1/0/true/false/yes/no/on/off),
  * DB_LEAK_THRESHOLD_MS, and every timeout field in whole milliseconds:
  * DB_CONNECT_TIMEOUT_MS (connect_timeout_ms), DB_STATEMENT_TIMEOUT_MS

@@ -121,6 +121,12 @@ int dbs_config_from_env(dbs_config *cfg, dbs_error *err)
                             "DB_MAX_OVERFLOW=\"%.40s\" is not a whole number from 0 to 100000", v);
         c.max_overflow = (int)n;
     }
+    if ((v = env("DB_POOL_MIN_IDLE"))) {
+        if (parse_int(v, 0, 100000, &n))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_POOL_MIN_IDLE=\"%.40s\" is not a whole number from 0 to 100000", v);
+        c.min_idle = (int)n;
+    }
     if ((v = env("DB_POOL_TIMEOUT"))) {
         if (parse_seconds_ms(v, &c.acquire_timeout_ms))
             return dbs__err(err, DBS_ECONFIG,

@@ -34,7 +34,7 @@ static void clear_env(void)
                           "DB_POOL_RECYCLE", "DB_POOL_PRE_PING", "DB_LEAK_THRESHOLD_MS",
                           "DB_CONNECT_TIMEOUT_MS", "DB_STATEMENT_TIMEOUT_MS",
                           "DB_ACQUIRE_TIMEOUT_MS", "DB_MAX_LIFETIME_MS", "DB_IDLE_TIMEOUT_MS",
-                          "DB_BUSY_TIMEOUT_MS"};
+                          "DB_BUSY_TIMEOUT_MS", "DB_POOL_MIN_IDLE"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
 }
@@ -74,6 +74,7 @@ static void test_env(void)
     setenv("DB_MAX_LIFETIME_MS", "90000", 1);
     setenv("DB_IDLE_TIMEOUT_MS", "45000", 1);
     setenv("DB_BUSY_TIMEOUT_MS", "777", 1);
+    setenv("DB_POOL_MIN_IDLE", "3", 1);
     CHECK_OK(dbs_config_from_env(&c, &err), &err);
     CHECK_EQ(c.connect_timeout_ms, 1234);
     CHECK_EQ(c.statement_timeout_ms, 0);
@@ -81,6 +82,7 @@ static void test_env(void)
     CHECK_EQ(c.max_lifetime_ms, 90000);
     CHECK_EQ(c.idle_timeout_ms, 45000);
     CHECK_EQ(c.busy_timeout_ms, 777);
+    CHECK_EQ(c.min_idle, 3);
     CHECK_OK(dbs__config_check(&c, &err), &err);
 
     struct { const char *var, *value; } bad[] = {
@@ -92,7 +94,7 @@ static void test_env(void)
         {"DB_STATEMENT_TIMEOUT_MS", "5s"}, {"DB_CONNECT_TIMEOUT_MS", "2.5"},
         {"DB_CONNECT_TIMEOUT_MS", "99999999999"}, {"DB_ACQUIRE_TIMEOUT_MS", "x"},
         {"DB_MAX_LIFETIME_MS", "forever"}, {"DB_IDLE_TIMEOUT_MS", "1e3"},
-        {"DB_BUSY_TIMEOUT_MS", "busy"},
+        {"DB_BUSY_TIMEOUT_MS", "busy"}, {"DB_POOL_MIN_IDLE", "some"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clear_env();

@@ -62,6 +62,7 @@
 enum {
     SB_HEAD_TIMEOUT_S = 10,  /* a whole request head, from connection or last answer */
     SB_BODY_TIMEOUT_S = 30,  /* a whole body, from the request's start */
+    SB_READY_TIMEOUT_S = 30, /* the pool's min_idle connections, at start */
     SB_DRAIN_S = 10,         /* shutdown: requests in flight */
     SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
     SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
@@ -1170,6 +1171,32 @@ static int create_schema(void)
     return 0;
 }
 
+/* Waits until the pool holds its min_idle connections (DB_POOL_MIN_IDLE;
+ * at least one), so that the first requests after "listening" do not all
+ * connect at once; a second at a time, so that a stop signal is heard.
+ * Returns 0 when ready, 1 when a stop signal ended the wait, -1 on
+ * failure. */
+static int wait_ready(void)
+{
+    dbs_error err;
+    int rc = DBS_OK;
+    for (int second = 0; second < SB_READY_TIMEOUT_S; second++) {
+        rc = dbs_pool_wait_ready(app.pool, 1000, &err);
+        if (rc == DBS_OK || rc == DBS_ECONFIG || rc == DBS_ECLOSED)
+            break;
+        struct timespec none = {0};
+        if (sigtimedwait(&stop_signals, NULL, &none) > 0) {
+            fprintf(stderr, "shiftboard: stopped before the pool was ready\n");
+            return 1;
+        }
+    }
+    if (rc != DBS_OK) {
+        fprintf(stderr, "shiftboard: the pool is not ready: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -1177,7 +1204,8 @@ static void usage(void)
             "[--max-connections N] [--allow-bypassrls]\n"
             "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... "
             "(default sqlite:shiftboard.db)\n"
-            "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n"
+            "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT, ...: see "
+            "docs/pool.md\n"
             "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n"
             "  DATABASE_REPLICA_URL  replicas for the GET routes; DB_REPLICA_MAX_LAG_MS (1000)\n");
 }
@@ -1318,6 +1346,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int schema = create_schema();
+    if (schema == 0)
+        schema = wait_ready();
     if (schema != 0) {
         dbs_pool_close(app.pool);
         return schema > 0 ? 0 : 1;
