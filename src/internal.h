@@ -442,6 +442,13 @@ struct dbs_session {
     struct dbs_session *prev, *next; /* [shard] shard->sessions */
     unsigned long fork_gen;   /* dbs__fork_gen() at open: another value
                                  means it was opened before a fork() */
+    /* Transaction options and nested units (session.c) */
+    dbs_tx_options txo;       /* dbs_session_set_tx_options, zeroed: plain */
+    int sp_depth;             /* savepoints of nested units open now */
+    unsigned tx_seq;          /* transactions ended so far (end_tx) */
+    dbs_error doom;           /* doom.code != 0: a nested unit failed in a
+                                 way that dooms the transaction: its
+                                 commit rolls back and returns this */
 };
 
 /* dbs_session_open_at without the public allocation attribute. */
