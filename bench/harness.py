@@ -544,7 +544,7 @@ def main():
         report.write(args.out, med, commands, rec, mem, versions(), {
             "rounds": args.rounds, "extra_rounds": EXTRA_ROUNDS,
             "seconds": args.seconds, "warmup": args.warmup,
-            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:]),
+            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:]), "root": ROOT,
             "sqlite_sync": sync})
     finally:
         env.stop()
