@@ -15,7 +15,8 @@
  * interfere.
  *
  * Round trips. begin() sends nothing. The first statement of a transaction
- * sends "[ROLLBACK;] START TRANSACTION[; SET @ctx...]" as one multi-statement
+ * sends "[ROLLBACK;] [SET TRANSACTION ISOLATION LEVEL ...;] START
+ * TRANSACTION [READ ONLY][; SET @ctx...]" as one multi-statement
  * text query, then its prepared statement: one round trip more than the
  * statement, since the binary protocol cannot carry a text command in the
  * same packet. A statement new to the cache is prepared and executed in one
@@ -112,6 +113,8 @@ typedef struct my_conn {
     bool vars_set;      /* context user variables may hold values */
     bool native_used;   /* the caller had the raw handle */
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool opt_ro;        /* transactions begin READ ONLY (tx_options) */
+    enum dbs_isolation iso; /* the next transactions' level (tx_options) */
     bool session_ro;    /* SET SESSION TRANSACTION READ ONLY is in effect,
                            and the server reports changes to it */
     bool ro_owed;       /* the caller changed the session's access mode:
@@ -151,6 +154,7 @@ typedef struct my_rows {
     char *arena;
     size_t arena_n, arena_cap;
     size_t *name_off;
+    unsigned char *ctype; /* each column's enum dbs_type */
     char scratch[40]; /* number as text for get_text */
 } my_rows;
 
@@ -881,6 +885,13 @@ static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error 
 
 static int send_begin(my_conn *c, dbs_error *err);
 
+/* Whether dbscope's transactions on c are READ ONLY: a read-only session's
+ * (set_read_only) or by the transaction options. */
+static bool want_ro(const my_conn *c)
+{
+    return c->read_only || c->opt_ro;
+}
+
 /* After each statement: what the server reports of the transaction
  * dbscope began, not what the SQL looked like. DDL and COMMIT sent as SQL
  * end it (an implicit commit: SERVER_STATUS_IN_TRANS goes); START
@@ -904,7 +915,7 @@ static void follow_tx(my_conn *c)
     }
     unsigned st = c->my->server_status;
     bool in = (st & SERVER_STATUS_IN_TRANS) != 0;
-    if (in && (!c->read_only || (st & SERVER_STATUS_IN_TRANS_READONLY)))
+    if (in && (!want_ro(c) || (st & SERVER_STATUS_IN_TRANS_READONLY)))
         return;
     c->escaped = true;
     c->tx_sent = false;
@@ -926,7 +937,7 @@ static void *my_native(void *vc)
     c->native_used = true;
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
-    if ((c->rollback_owed || c->role_owed || (c->session_ro && !c->read_only)) && !c->broken) {
+    if ((c->rollback_owed || c->role_owed || (c->session_ro && !want_ro(c))) && !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
         dbs_error e;
@@ -988,6 +999,26 @@ static int my_set_read_only(void *vc, int on, dbs_error *err)
     return DBS_OK;
 }
 
+/* Transaction options go out with START TRANSACTION (send_begin): SET
+ * TRANSACTION ISOLATION LEVEL, which holds for the next transaction only,
+ * and READ ONLY at the transaction and the session level, as for a
+ * read-only session. */
+static int my_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (o && o->deferrable)
+        return dbs__err(err, DBS_ECONFIG,
+                        "mariadb: DEFERRABLE is PostgreSQL's; MariaDB/MySQL have no such "
+                        "transaction mode: leave deferrable 0");
+    if (o && o->immediate)
+        return dbs__err(err, DBS_ECONFIG,
+                        "mariadb: the immediate transaction option is SQLite's (BEGIN "
+                        "IMMEDIATE); InnoDB locks rows as they are written: leave it 0");
+    c->opt_ro = o && o->read_only;
+    c->iso = o ? o->isolation : DBS_ISOLATION_DEFAULT;
+    return DBS_OK;
+}
+
 static int my_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 {
     (void)err;
@@ -1007,8 +1038,9 @@ static bool ident_char(char ch)
 
 enum { MY_MAXP = 65535 };
 
-/* A number parameter's bound copy. */
-typedef union my_num { long long i; double r; } my_num;
+/* A number parameter's bound copy, or a value's form for the server: a
+ * timestamp's date and time, a UUID's text. */
+typedef union my_num { long long i; double r; MYSQL_TIME t; char u[37]; } my_num;
 
 /* Rewrites $1..$n as '?' outside quotes, backticks and comments into *out;
  * *map (nmap entries) says which parameter each '?' takes; *maxp is the
@@ -1115,7 +1147,7 @@ static int send_begin(my_conn *c, dbs_error *err)
                          c->ctx ? c->ctx->user_id : NULL,
                          c->ctx ? c->ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 192 + sizeof c->role_sql;
+    size_t need = 256 + sizeof c->role_sql;
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
     char *sql = malloc(need);
@@ -1138,8 +1170,8 @@ static int send_begin(my_conn *c, dbs_error *err)
      * DDL, which commits implicitly and then runs outside the transaction,
      * is refused; and the server reports any change of it after the
      * statement that made it (follow_tx), before the next one runs. */
-    bool set_ro = c->read_only && (c->ro_owed || (c->begin_pending && !c->session_ro));
-    bool set_rw = !c->read_only && c->session_ro;
+    bool set_ro = want_ro(c) && (c->ro_owed || (c->begin_pending && !c->session_ro));
+    bool set_rw = !want_ro(c) && c->session_ro;
     if (set_ro) {
         APPEND("SET SESSION TRANSACTION READ ONLY;");
         if (c->my->server_capabilities & CLIENT_SESSION_TRACKING)
@@ -1151,8 +1183,15 @@ static int send_begin(my_conn *c, dbs_error *err)
     } else if (set_rw) {
         APPEND("SET SESSION TRANSACTION READ WRITE;");
     }
+    if (c->begin_pending && c->iso != DBS_ISOLATION_DEFAULT) {
+        static const char *const level[] = {"", "READ COMMITTED", "REPEATABLE READ",
+                                            "SERIALIZABLE"};
+        APPEND("SET TRANSACTION ISOLATION LEVEL ");
+        APPEND(level[c->iso]);
+        APPEND(";");
+    }
     if (c->begin_pending)
-        APPEND(c->read_only ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
+        APPEND(want_ro(c) ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
     if (vars && c->begin_pending) {
         /* Values go in as hex literals: no quoting, nothing to inject. */
         APPEND(";SET ");
@@ -1321,6 +1360,41 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
             b[i].buffer_type = MYSQL_TYPE_DOUBLE;
             b[i].buffer = &vals[i].r;
             break;
+        case DBS_TYPE_BOOL:
+            vals[i].i = v->i ? 1 : 0;
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = &vals[i].i;
+            break;
+        case DBS_TYPE_TIMESTAMP: {
+            /* The UTC wall time, as a DATETIME (microseconds). */
+            dbs__ts f = {0};
+            (void)dbs__ts_fields(v->ts, &f); /* checked by the caller */
+            memset(&vals[i].t, 0, sizeof vals[i].t);
+            vals[i].t.year = (unsigned)f.year;
+            vals[i].t.month = (unsigned)f.month;
+            vals[i].t.day = (unsigned)f.day;
+            vals[i].t.hour = (unsigned)f.hour;
+            vals[i].t.minute = (unsigned)f.minute;
+            vals[i].t.second = (unsigned)f.second;
+            vals[i].t.second_part = (unsigned long)f.usec;
+            vals[i].t.time_type = MYSQL_TIMESTAMP_DATETIME;
+            b[i].buffer_type = MYSQL_TYPE_DATETIME;
+            b[i].buffer = &vals[i].t;
+            break;
+        }
+        case DBS_TYPE_UUID:
+            if (!v->b.p) {
+                b[i].buffer_type = MYSQL_TYPE_NULL;
+                break;
+            }
+            dbs_uuid_format(v->b.p, vals[i].u);
+            lens[i] = 36;
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = vals[i].u;
+            b[i].buffer_length = 36;
+            b[i].length = &lens[i];
+            break;
+        case DBS_TYPE_JSON:
         case DBS_TYPE_TEXT:
         case DBS_TYPE_BLOB:
             if (!v->b.p) {
@@ -1328,8 +1402,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
                 break;
             }
             b[i].buffer_type =
-                v->type == DBS_TYPE_TEXT ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
-            lens[i] = v->type == DBS_TYPE_TEXT && v->b.n == SIZE_MAX
+                v->type == DBS_TYPE_BLOB ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING;
+            lens[i] = v->type != DBS_TYPE_BLOB && v->b.n == SIZE_MAX
                           ? (unsigned long)strlen(v->b.p)
                           : (unsigned long)v->b.n;
             /* Connector/C only reads parameter buffers. */
@@ -1447,7 +1521,41 @@ static void rows_free(my_rows *r)
     free(r->cells);
     free(r->arena);
     free(r->name_off);
+    free(r->ctype);
     free(r);
+}
+
+/* The dbs_type of a result column, from its protocol type, its character
+ * set (63: binary) and MariaDB's extended metadata (UUID, JSON). */
+static int field_type(const MYSQL_FIELD *f)
+{
+    MARIADB_CONST_STRING a = {0};
+    if (mariadb_field_attr(&a, f, MARIADB_FIELD_ATTR_DATA_TYPE_NAME) == 0 && a.length == 4 &&
+        !strncasecmp(a.str, "uuid", 4))
+        return DBS_TYPE_UUID;
+    if (mariadb_field_attr(&a, f, MARIADB_FIELD_ATTR_FORMAT_NAME) == 0 && a.length == 4 &&
+        !strncasecmp(a.str, "json", 4))
+        return DBS_TYPE_JSON;
+    switch (f->type) {
+    case MYSQL_TYPE_TINY: case MYSQL_TYPE_SHORT: case MYSQL_TYPE_LONG: case MYSQL_TYPE_INT24:
+    case MYSQL_TYPE_LONGLONG: case MYSQL_TYPE_YEAR:
+        return DBS_TYPE_INT;
+    case MYSQL_TYPE_FLOAT: case MYSQL_TYPE_DOUBLE:
+        return DBS_TYPE_REAL;
+    case MYSQL_TYPE_DECIMAL: case MYSQL_TYPE_NEWDECIMAL:
+        return DBS_TYPE_DECIMAL;
+    case MYSQL_TYPE_DATETIME: case MYSQL_TYPE_TIMESTAMP: case MYSQL_TYPE_DATETIME2:
+    case MYSQL_TYPE_TIMESTAMP2:
+        return DBS_TYPE_TIMESTAMP;
+    case MYSQL_TYPE_JSON:
+        return DBS_TYPE_JSON;
+    case MYSQL_TYPE_STRING: case MYSQL_TYPE_VAR_STRING: case MYSQL_TYPE_VARCHAR:
+    case MYSQL_TYPE_TINY_BLOB: case MYSQL_TYPE_MEDIUM_BLOB: case MYSQL_TYPE_LONG_BLOB:
+    case MYSQL_TYPE_BLOB: case MYSQL_TYPE_BIT: case MYSQL_TYPE_GEOMETRY:
+        return f->charsetnr == 63 ? DBS_TYPE_BLOB : DBS_TYPE_TEXT;
+    default:
+        return DBS_TYPE_TEXT;
+    }
 }
 
 /* Reads the whole result of e into a rows object. */
@@ -1471,9 +1579,10 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
     unsigned long *len = calloc((size_t)nc ? (size_t)nc : 1, sizeof *len);
     my_bool *isnull = calloc((size_t)nc ? (size_t)nc : 1, sizeof *isnull);
     r->name_off = calloc((size_t)nc ? (size_t)nc : 1, sizeof *r->name_off);
+    r->ctype = calloc((size_t)nc ? (size_t)nc : 1, 1);
     size_t cells_cap = 0;
     int rc = DBS_OK;
-    if (!b || !cur || !len || !isnull || !r->name_off) {
+    if (!b || !cur || !len || !isnull || !r->name_off || !r->ctype) {
         rc = dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
         goto out;
     }
@@ -1486,6 +1595,7 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
         r->name_off[i] = r->arena_n;
         memcpy(r->arena + r->arena_n, f[i].name, nl);
         r->arena_n += nl;
+        r->ctype[i] = (unsigned char)field_type(&f[i]);
         b[i].is_null = &isnull[i];
         b[i].length = &len[i];
         switch (f[i].type) {
@@ -1683,6 +1793,8 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     c->tx_failed = false;
     c->escaped = false;
     c->ctx = NULL;
+    c->opt_ro = false;
+    c->iso = DBS_ISOLATION_DEFAULT;
     bool owed = c->rollback_owed || c->tx_sent ||
                 (c->my->server_status & SERVER_STATUS_IN_TRANS);
     c->tx_sent = false;
@@ -1824,6 +1936,26 @@ static const void *my_blob(dbs_rows *hr, int col, size_t *len)
     return my_text(hr, col, len);
 }
 
+static int my_col_type(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    return r->ctype ? r->ctype[col] : DBS_TYPE_TEXT;
+}
+
+static int my_val_type(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    const my_cell *x = cell(r, col);
+    if (!x)
+        return DBS_TYPE_NULL;
+    switch (x->kind) {
+    case 1: return DBS_TYPE_INT;
+    case 2: return x->v.u > (uint64_t)INT64_MAX ? DBS_TYPE_DECIMAL : DBS_TYPE_INT;
+    case 3: return DBS_TYPE_REAL;
+    default: return my_col_type(hr, col);
+    }
+}
+
 static void my_rows_close(dbs_rows *hr)
 {
     rows_free((my_rows *)hr);
@@ -1839,6 +1971,8 @@ static const dbs__rows_ops my_rows_ops = {
     .get_text = my_text,
     .get_blob = my_blob,
     .close = my_rows_close,
+    .col_type = my_col_type,
+    .val_type = my_val_type,
 };
 
 const dbs__driver dbs__driver_mysql = {
@@ -1855,6 +1989,7 @@ const dbs__driver dbs__driver_mysql = {
     .rollback = my_rollback,
     .rollback_release = my_rollback_release,
     .tx_escaped = my_tx_escaped,
+    .tx_options = my_tx_options,
     .reset = my_reset,
     .is_broken = my_is_broken,
     .native = my_native,

@@ -65,6 +65,7 @@
 #include "internal.h"
 
 #include <sqlite3.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,8 @@ typedef struct sq_conn {
     bool preparing_dirty; /* set by the authorizer during one prepare */
     bool preparing_query_only; /* the same, for PRAGMA query_only = ... */
     bool read_only;    /* set_read_only: only statements that write nothing */
+    bool opt_ro;       /* the same, by the transaction options (tx_options) */
+    bool opt_immediate; /* transactions begin with BEGIN IMMEDIATE */
     bool escaped;      /* since the last reset, a transaction dbscope began
                           ended other than by its COMMIT or ROLLBACK (a
                           COMMIT, END or ROLLBACK sent as SQL) */
@@ -316,7 +319,7 @@ static int authorizer(void *user, int action, const char *a, const char *b,
          * must be refused here, before it takes effect. */
         if (b && sqlite3_stricmp(a, "query_only") == 0) {
             c->preparing_query_only = true;
-            if (c->read_only)
+            if (c->read_only || c->opt_ro)
                 return SQLITE_DENY;
         }
         break;
@@ -532,6 +535,37 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
             else
                 rc = sqlite3_bind_blob64(st->stmt, i + 1, v->b.p, v->b.n, how);
             break;
+        /* SQLite has no such types: booleans are the integers 0 and 1,
+         * the rest text that its own functions read. */
+        case DBS_TYPE_BOOL: rc = sqlite3_bind_int64(st->stmt, i + 1, v->i ? 1 : 0); break;
+        case DBS_TYPE_TIMESTAMP: {
+            char t[DBS_TIMESTAMP_TEXT_LEN];
+            int tn = dbs_timestamp_format(v->ts, t);
+            if (tn < 0)
+                return dbs__err(err, DBS_EMISUSE, "parameter $%d: timestamp out of range",
+                                st->map[i] + 1);
+            rc = sqlite3_bind_text64(st->stmt, i + 1, t, (sqlite3_uint64)tn, SQLITE_TRANSIENT,
+                                     SQLITE_UTF8);
+            break;
+        }
+        case DBS_TYPE_UUID: {
+            char t[37];
+            if (!v->b.p) {
+                rc = sqlite3_bind_null(st->stmt, i + 1);
+                break;
+            }
+            dbs_uuid_format(v->b.p, t);
+            rc = sqlite3_bind_text64(st->stmt, i + 1, t, 36, SQLITE_TRANSIENT, SQLITE_UTF8);
+            break;
+        }
+        case DBS_TYPE_JSON:
+            if (!v->b.p)
+                rc = sqlite3_bind_null(st->stmt, i + 1);
+            else
+                rc = sqlite3_bind_text64(st->stmt, i + 1, v->b.p,
+                                         v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n,
+                                         how, SQLITE_UTF8);
+            break;
         default:
             return dbs__err(err, DBS_EMISUSE, "parameter $%d has unknown type %d",
                             st->map[i] + 1, (int)v->type);
@@ -548,7 +582,8 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
  * whatever the caller sends. */
 static int ro_check(const sq_conn *c, const sq_stmt *st, const char *sql, dbs_error *err)
 {
-    if (!c->read_only || (sqlite3_stmt_readonly(st->stmt) && !st->sets_query_only))
+    if ((!c->read_only && !c->opt_ro) ||
+        (sqlite3_stmt_readonly(st->stmt) && !st->sets_query_only))
         return DBS_OK;
     int rc = dbs__err(err, DBS_ESQL,
                       "a read-only session (dbs_session_open_ro) cannot run a statement "
@@ -559,6 +594,15 @@ static int ro_check(const sq_conn *c, const sq_stmt *st, const char *sql, dbs_er
 }
 
 static int step_simple(sq_conn *c, sqlite3_stmt *st, const char *what, dbs_error *err);
+static int run_simple(sq_conn *c, const char *sql, dbs_error *err);
+
+/* BEGIN, or BEGIN IMMEDIATE by the transaction options. */
+static int begin_now(sq_conn *c, dbs_error *err)
+{
+    if (c->opt_immediate)
+        return run_simple(c, "BEGIN IMMEDIATE", err);
+    return step_simple(c, c->begin_st, "BEGIN", err);
+}
 
 /* Before and after each statement: SQLite's own report of the transaction
  * dbscope began. A COMMIT, END or ROLLBACK sent as SQL puts the connection
@@ -571,7 +615,7 @@ static int follow_tx(sq_conn *c, dbs_error *err)
     if (!c->in_tx || c->tx_lost || c->broken || !c->db || !sqlite3_get_autocommit(c->db))
         return DBS_OK;
     c->escaped = true;
-    return step_simple(c, c->begin_st, "BEGIN", err);
+    return begin_now(c, err);
 }
 
 static int lost_tx(sq_conn *c, dbs_error *err)
@@ -1084,7 +1128,7 @@ static int sq_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 {
     (void)ctx; /* SQLite has no per-transaction settings to carry it */
     sq_conn *c = vc;
-    int rc = step_simple(c, c->begin_st, "BEGIN", err);
+    int rc = begin_now(c, err);
     if (rc == DBS_OK) {
         c->in_tx = true;
         c->tx_lost = false;
@@ -1281,11 +1325,19 @@ static int sq_rollback(void *vc, dbs_error *err)
     return rc;
 }
 
+static int set_query_only(sq_conn *c, bool on, dbs_error *err);
+
 static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     sq_conn *c = vc;
     int rc = sq_rollback(c, err);
     c->escaped = false;
+    c->opt_immediate = false;
+    if (c->opt_ro) {
+        c->opt_ro = false;
+        if (rc == DBS_OK && !c->read_only)
+            rc = set_query_only(c, false, err);
+    }
     if (rc == DBS_OK && c->sync_owed)
         rc = group_sync(c, err); /* a commit whose result nobody read */
     if (rc != DBS_OK)
@@ -1318,17 +1370,55 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 /* query_only is the connection's own switch: dbscope's toggling is not the
  * session's state, so the authorizer's verdict on it is set aside (a
  * session's own PRAGMA still marks the connection dirty). */
+static int set_query_only(sq_conn *c, bool on, dbs_error *err)
+{
+    if (c->broken || !c->db)
+        return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
+    bool was = c->preparing_dirty, ro = c->read_only, oro = c->opt_ro;
+    /* the authorizer lets dbscope's own switch through */
+    c->read_only = c->opt_ro = false;
+    int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
+    c->preparing_dirty = was;
+    c->read_only = ro;
+    c->opt_ro = oro;
+    return rc;
+}
+
 static int sq_set_read_only(void *vc, int on, dbs_error *err)
 {
     sq_conn *c = vc;
-    if (c->broken || !c->db)
-        return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
-    bool was = c->preparing_dirty;
-    c->read_only = false; /* the authorizer lets dbscope's own switch through */
-    int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
-    c->preparing_dirty = was;
+    int rc = DBS_OK;
+    if (!c->opt_ro || c->broken || !c->db)
+        rc = set_query_only(c, on, err);
     c->read_only = rc == DBS_OK && on;
     return rc;
+}
+
+/* SQLite has one isolation level, SERIALIZABLE; read-only is the
+ * read-only session's switch (query_only and sqlite3_stmt_readonly), for
+ * the session's transactions; immediate is BEGIN IMMEDIATE. */
+static int sq_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (o && (o->isolation == DBS_ISOLATION_READ_COMMITTED ||
+              o->isolation == DBS_ISOLATION_REPEATABLE_READ))
+        return dbs__err(err, DBS_ECONFIG,
+                        "sqlite: SQLite runs every transaction SERIALIZABLE, its only "
+                        "isolation level; ask for DBS_ISOLATION_SERIALIZABLE or "
+                        "DBS_ISOLATION_DEFAULT");
+    if (o && o->deferrable)
+        return dbs__err(err, DBS_ECONFIG,
+                        "sqlite: DEFERRABLE is PostgreSQL's; SQLite has no such transaction "
+                        "mode: leave deferrable 0 (a SQLite reader never fails to serialize)");
+    bool ro = o && o->read_only;
+    if (ro != c->opt_ro && !c->read_only) {
+        int rc = set_query_only(c, ro, err);
+        if (rc != DBS_OK)
+            return rc;
+    }
+    c->opt_ro = ro;
+    c->opt_immediate = o && o->immediate;
+    return DBS_OK;
 }
 
 static int sq_tx_escaped(void *vc)
@@ -1426,6 +1516,56 @@ static const void *sq_blob(dbs_rows *hr, int col, size_t *len)
     return b ? b : ""; /* an empty value is not NULL */
 }
 
+/* The type a declared column type names: SQLite's affinity rules
+ * (section 3.1 of its datatype page) after the names dbscope gives a type
+ * of its own. */
+static int decl_type(const char *d)
+{
+    char u[64];
+    size_t n = 0;
+    for (; d[n] && n < sizeof u - 1; n++)
+        u[n] = (char)toupper((unsigned char)d[n]);
+    u[n] = '\0';
+    if (strstr(u, "BOOL"))
+        return DBS_TYPE_BOOL;
+    if (strstr(u, "TIMESTAMP") || strstr(u, "DATETIME"))
+        return DBS_TYPE_TIMESTAMP;
+    if (strstr(u, "UUID"))
+        return DBS_TYPE_UUID;
+    if (strstr(u, "JSON"))
+        return DBS_TYPE_JSON;
+    if (strstr(u, "INT"))
+        return DBS_TYPE_INT;
+    if (strstr(u, "CHAR") || strstr(u, "CLOB") || strstr(u, "TEXT"))
+        return DBS_TYPE_TEXT;
+    if (strstr(u, "BLOB") || !u[0])
+        return DBS_TYPE_BLOB;
+    if (strstr(u, "REAL") || strstr(u, "FLOA") || strstr(u, "DOUB"))
+        return DBS_TYPE_REAL;
+    /* NUMERIC affinity: decimals, and names such as DATE that hold text. */
+    return strstr(u, "DEC") || strstr(u, "NUM") ? DBS_TYPE_DECIMAL : DBS_TYPE_TEXT;
+}
+
+static int sq_val_type(dbs_rows *hr, int col)
+{
+    switch (sqlite3_column_type(((sq_rows *)hr)->st->stmt, col)) {
+    case SQLITE_INTEGER: return DBS_TYPE_INT;
+    case SQLITE_FLOAT: return DBS_TYPE_REAL;
+    case SQLITE_TEXT: return DBS_TYPE_TEXT;
+    case SQLITE_BLOB: return DBS_TYPE_BLOB;
+    default: return DBS_TYPE_NULL;
+    }
+}
+
+static int sq_col_type(dbs_rows *hr, int col)
+{
+    const char *d = sqlite3_column_decltype(((sq_rows *)hr)->st->stmt, col);
+    if (d)
+        return decl_type(d);
+    /* An expression: the current value's storage class. */
+    return hr->on_row ? sq_val_type(hr, col) : DBS_TYPE_NULL;
+}
+
 static void sq_rows_close(dbs_rows *hr)
 {
     sq_rows *r = (sq_rows *)hr;
@@ -1446,6 +1586,7 @@ static const dbs__rows_ops sq_rows_ops = {
     .next = sq_next, .count_cols = sq_count_cols, .name = sq_name,
     .is_null = sq_is_null, .get_int = sq_int, .get_real = sq_real,
     .get_text = sq_text, .get_blob = sq_blob, .close = sq_rows_close,
+    .col_type = sq_col_type, .val_type = sq_val_type,
 };
 
 const dbs__driver dbs__driver_sqlite = {
@@ -1467,4 +1608,5 @@ const dbs__driver dbs__driver_sqlite = {
     .close = sq_close,
     .set_read_only = sq_set_read_only,
     .tx_escaped = sq_tx_escaped,
+    .tx_options = sq_tx_options,
 };
