@@ -272,7 +272,8 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
     if (!url || !*url)
         return dbs__err(err, DBS_ECONFIG,
                         "no database URL: set dbs_config.url or DATABASE_URL "
-                        "(e.g. sqlite:app.db or postgresql://user@host/db)");
+                        "(e.g. sqlite:app.db, postgresql://user@host/db or "
+                        "mariadb://user@host/db)");
     char shown[160];
     dbs__redact(url, shown, sizeof shown);
 
@@ -354,10 +355,14 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
     if (colon && colon - url < 20)
         return dbs__err(err, DBS_ECONFIG,
                         "URL \"%s\": unknown scheme \"%.*s\"; dbscope speaks sqlite: "
-                        "and postgresql:", shown, (int)(colon - url), url);
+                        "(sqlite:app.db), postgresql: or postgres: "
+                        "(postgresql://user@host/db), mariadb: or mysql: "
+                        "(mariadb://user@host/db)",
+                        shown, (int)(colon - url), url);
     return dbs__err(err, DBS_ECONFIG,
                     "URL \"%s\" is not a database URL: use sqlite:///abs/path.db, "
-                    "sqlite:relative.db, sqlite::memory: or postgresql://user@host/db",
+                    "sqlite:relative.db, sqlite::memory:, postgresql://user@host/db "
+                    "or mariadb://user@host/db",
                     shown);
 }
 

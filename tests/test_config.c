@@ -476,6 +476,32 @@ static void test_upper_bounds(void)
     dbs_pool_close(p);
 }
 
+/* A URL dbscope cannot read names every scheme it accepts, so a user who
+ * wrote "sqlite3:" or "pgsql://" finds the right one in the message. */
+static void test_url_schemes_named(void)
+{
+    const dbs__driver *drv;
+    char *info;
+    int mem;
+    dbs_error err;
+    const char *unknown[] = {"sqlite3:foo.db", "pgsql://u:hunter2@h/db", "maria://h/db"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        CHECK_EQ(dbs__url_parse(unknown[i], &drv, &info, &mem, &err), DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "unknown scheme");
+        const char *schemes[] = {"sqlite:", "postgresql:", "postgres:", "mariadb:", "mysql:"};
+        for (size_t k = 0; k < sizeof schemes / sizeof schemes[0]; k++)
+            CHECK_CONTAINS(err.message, schemes[k]);
+        CHECK(strstr(err.message, "hunter2") == NULL);
+    }
+    const char *shapeless[] = {NULL, "just words"};
+    for (size_t i = 0; i < sizeof shapeless / sizeof shapeless[0]; i++) {
+        CHECK_EQ(dbs__url_parse(shapeless[i], &drv, &info, &mem, &err), DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "sqlite:");
+        CHECK_CONTAINS(err.message, "postgresql://");
+        CHECK_CONTAINS(err.message, "mariadb://");
+    }
+}
+
 int main(void)
 {
     test_defaults();
@@ -486,6 +512,7 @@ int main(void)
     test_redact_secret_keys();
     test_upper_bounds();
     test_scrub_edges();
+    test_url_schemes_named();
     puts("test_config: ok");
     return 0;
 }
