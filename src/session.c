@@ -162,6 +162,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->attempt = transact_attempt;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
+        dbs__errors_note(pool, rc, err->sqlstate);
         session_free(s);
         return NULL;
     }
@@ -241,6 +242,8 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
 
 int dbs__session_failed(dbs_session *s, int code)
 {
+    /* what the backend reported for this failure, err or no err */
+    dbs__errors_note(s->pool, code, dbs__thread_sqlstate());
     if (code == DBS_ECONNECT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM ||
         s->pool->drv->is_broken(s->conn->impl))
         s->broken = true;
