@@ -502,7 +502,10 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
  * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
 int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
 
-/* The same stats as one JSON object, with the same return convention. */
+/* The same stats as one JSON object, with the same return convention; with
+ * "circuit" ("closed", "open", "half_open"), "errors" (dbs_pool_errors's
+ * total) and "errors_by" ([{"class","sqlstate","count"}], the cells of the
+ * error table that counted something). */
 int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
