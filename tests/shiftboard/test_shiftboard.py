@@ -2030,10 +2030,12 @@ def dashboard_incident(args, workdir):
         print("dashboard: outage shown %.1f s after the silence: circuit %s, errors %s, 503s %s, "
               "%d held" % (time.monotonic() - silenced, card(dom, "circuit"), errors, a503,
                            len(rows)), flush=True)
-        # the proxy dropped what was sent while silent: the stuck requests
-        # end at their statement bound
-        proxy.silent.clear()
+        # the proxy dropped what was sent while silent: closing it ends the
+        # stuck statements at once (connection lost) rather than at their
+        # statement bound
         stop.set()
+        proxy.close()
+        proxy = None
         for t in workers + refusers:
             t.join()
         check(not problems, "no client hung or lost its connection: %s" % problems[:2])
