@@ -184,13 +184,19 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
         dbs__err(err, DBS_ECONFIG,
                  "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
                  "use dbs_session_open", pool->drv->name);
+        dbs__errors_note(pool, DBS_ECONFIG, NULL);
         return NULL;
     }
     dbs_session *s = NULL;
     if (pool->replicas && !dbs__pool_closed(pool)) {
         s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
-        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback))
+        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback)) {
+            /* a replica pool's own acquire failure is counted there; no
+             * replica to serve it is this pool's */
+            if (err->code == DBS_EUNAVAILABLE)
+                dbs__errors_note(pool, DBS_EUNAVAILABLE, NULL);
             return NULL;
+        }
     }
     if (!s)
         s = dbs__session_open(pool, ctx, err, file, line, func);
@@ -199,6 +205,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
     s->touched = true;
     int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
     if (rc != DBS_OK) {
+        dbs__errors_note(s->pool, rc, err->sqlstate);
         s->broken = true;
         session_close(s);
         err->code = rc;
