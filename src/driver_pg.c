@@ -8,7 +8,8 @@
  * only called when PQisBusy says it will not block).
  *
  * Round trips. begin() sends nothing. A statement's flight is [owed
- * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting, or
+ * DEALLOCATEs, Sync] [BEGIN (with the transaction options: ISOLATION
+ * LEVEL, READ ONLY, DEFERRABLE), set_config(...) for each context setting, or
  * for a read-only transaction without one a SELECT: its first snapshot]
  * [Parse of a statement new to the cache] Bind/Execute, Sync. After each
  * flight the server's transaction status says whether the transaction
@@ -166,6 +167,8 @@ typedef struct pg_conn {
     bool tcp;           /* TCP socket: TCP_CORK works */
     bool corked;
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool opt_ro;        /* transactions begin READ ONLY (tx_options) */
+    char begin_sql[80]; /* how transactions begin (tx_options); "" = BEGIN */
     bool reset_stmts;   /* dbs_r0 ... are on the server (see pg_reset_sql) */
     bool escaped;       /* since the last reset, a transaction dbscope began
                            ended on the server other than by its COMMIT or
@@ -257,7 +260,7 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
         code = DBS_ECONNECT;
     /* A read-write session refused as read-only: the server is a standby
      * now (a failed-over primary); the next connect finds the writable one. */
-    if (code == DBS_ECONNECT || (st && !strcmp(st, "25006") && !c->read_only))
+    if (code == DBS_ECONNECT || (st && !strcmp(st, "25006") && !c->read_only && !c->opt_ro))
         c->broken = true;
     dbs__err(err, code, "postgresql: %s", m[0] ? m : "statement failed");
     if (st)
@@ -537,6 +540,41 @@ static int pg_set_read_only(void *vc, int on, dbs_error *err)
     (void)err;
     ((pg_conn *)vc)->read_only = on != 0;
     return DBS_OK;
+}
+
+/* Transaction options become the BEGIN itself: BEGIN ISOLATION LEVEL ...
+ * READ ONLY DEFERRABLE, sent in the first statement's flight. */
+static int pg_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    pg_conn *c = vc;
+    if (o && o->immediate)
+        return dbs__err(err, DBS_ECONFIG,
+                        "postgresql: the immediate transaction option is SQLite's (BEGIN "
+                        "IMMEDIATE); PostgreSQL locks rows as they are written: leave it 0");
+    if (o && o->deferrable && (o->isolation != DBS_ISOLATION_SERIALIZABLE || !o->read_only))
+        return dbs__err(err, DBS_ECONFIG,
+                        "postgresql: DEFERRABLE has an effect only on a SERIALIZABLE READ "
+                        "ONLY transaction: set isolation = DBS_ISOLATION_SERIALIZABLE and "
+                        "read_only = 1, or deferrable = 0");
+    static const char *const level[] = {"", " ISOLATION LEVEL READ COMMITTED",
+                                        " ISOLATION LEVEL REPEATABLE READ",
+                                        " ISOLATION LEVEL SERIALIZABLE"};
+    c->opt_ro = o && o->read_only;
+    c->begin_sql[0] = '\0';
+    if (o)
+        snprintf(c->begin_sql, sizeof c->begin_sql, "BEGIN%s%s%s", level[o->isolation],
+                 o->read_only ? " READ ONLY" : "", o->deferrable ? " DEFERRABLE" : "");
+    return DBS_OK;
+}
+
+/* The BEGIN of dbscope's next transaction on c. */
+static const char *begin_sql(const pg_conn *c)
+{
+    if (!c->begin_sql[0])
+        return c->read_only ? "BEGIN READ ONLY" : "BEGIN";
+    if (c->read_only && !c->opt_ro)
+        return NULL; /* the caller appends READ ONLY */
+    return c->begin_sql;
 }
 
 /* Finds or assigns the cached statement for sql: *fresh = needs a Parse.
@@ -1530,7 +1568,13 @@ again:;
     }
     bool began = false;
     if (c->begin_pending) {
-        q_cmd(c, &f, &ok, c->read_only ? "BEGIN READ ONLY" : "BEGIN");
+        const char *bsql = begin_sql(c);
+        char ro_begin[sizeof c->begin_sql + 12];
+        if (!bsql) {
+            snprintf(ro_begin, sizeof ro_begin, "%s READ ONLY", c->begin_sql);
+            bsql = ro_begin;
+        }
+        q_cmd(c, &f, &ok, bsql);
         const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
                              c->ctx ? c->ctx->user_id : NULL,
                              c->ctx ? c->ctx->tenant_id : NULL};
@@ -1548,7 +1592,7 @@ again:;
         /* SET TRANSACTION READ WRITE is accepted until the transaction's
          * first snapshot: a read-only one takes it in BEGIN's own flight
          * (a SELECT does), so it cannot be switched to read-write. */
-        if (c->read_only && !snapshot)
+        if ((c->read_only || c->opt_ro) && !snapshot)
             q_cmd(c, &f, &ok, "SELECT");
         c->begin_pending = false;
         c->tx_sent = true;
@@ -1760,7 +1804,7 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
          * written). Not for a transaction known to have failed, nor a
          * read-only one, nor without replicas to use it (the two
          * statements cost about 30 us of a COMMIT's round trip). */
-        if (commit && c->t->commit_pos && !c->read_only &&
+        if (commit && c->t->commit_pos && !c->read_only && !c->opt_ro &&
             PQserverVersion(c->pg) >= 100000 &&
             PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
             wrote_idx = f.n;
@@ -1878,6 +1922,8 @@ static uint64_t pg_commit_pos(void *vc)
 static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     pg_conn *c = vc;
+    c->opt_ro = false;
+    c->begin_sql[0] = '\0';
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
     c->begin_pending = false;
@@ -2078,5 +2124,6 @@ const dbs__driver dbs__driver_pg = {
     .set_read_only = pg_set_read_only,
     .peek = pg_peek,
     .tx_escaped = pg_tx_escaped,
+    .tx_options = pg_tx_options,
     .commit_pos = pg_commit_pos,
 };
