@@ -1982,18 +1982,22 @@ def dashboard_incident(args, workdir):
         silenced = time.monotonic()
         refused = []
 
-        def refuser():
+        def refuser(k):
+            n = 0
             while not stop.is_set():
+                rid = "refused-%d-%d" % (k, n)
+                n += 1
+                sent.add(rid)
                 try:
                     st, _, _, _ = svc.request("GET", "/api/shifts?limit=5", token=tok,
-                                              timeout=180)
+                                              headers={"X-Request-Id": rid}, timeout=180)
                     refused.append(st)
                 except Exception as e:
                     problems.append(repr(e))
                     return
                 time.sleep(0.1)
 
-        refusers = [threading.Thread(target=refuser) for _ in range(3)]
+        refusers = [threading.Thread(target=refuser, args=(k,)) for k in range(3)]
         for t in refusers:
             t.start()
         doc = {}
@@ -2018,7 +2022,9 @@ def dashboard_incident(args, workdir):
         check(a503 is not None and a503.isdigit() and int(a503) > 0,
               "dashboard (outage) shows 503s > 0: %s" % a503)
         rows = held_rows(dom)
-        check(rows and all(re.search(r"app\.c:\d+$", r[1]) and r[2] in sent for r in rows),
+        # every request sends its id: each held session names one
+        check(rows and all(re.search(r"\.c:\d+$", r[1]) and r[2] in sent for r in rows) and
+              any(re.search(r"app\.c:\d+$", r[1]) for r in rows),
               "dashboard (outage) lists the held sessions with their site and request id: %s" %
               rows[:3])
         ages = [age_ms(r[0]) for r in rows]
