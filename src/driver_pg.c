@@ -21,10 +21,12 @@
  *
  * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
  * changed: a function, trigger or view can change anything. Every session
- * that sent anything gets the whole reset, in the flight that ends it:
+ * that sent anything gets the reset, in the flight that ends it:
  * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
  * reconciles the server's prepared statements with the statement cache
- * (named statements parsed once per connection, see pg_reset_sql), Sync.
+ * and reports what the commands it leaves out would undo (named statements
+ * parsed once per connection, see pg_reset_sql), Sync; when that state is
+ * there, the reset runs again in full before the connection is used.
  * After dbs_commit followed by close, no command ends the session, so the
  * reset flight is written at release and its answer read by the
  * connection's next flight ("posted"): the server runs it as it arrives,
@@ -91,43 +93,68 @@ static const char *const pg_tcp_defaults[][2] = {
 
 /* The reset: DISCARD ALL spelt out (DISCARD ALL itself may not run in a
  * pipeline), minus DEALLOCATE ALL, which the reconcile query (the last
- * entry) replaces so that dbscope's own prepared statements survive.
+ * entry) replaces so that dbscope's own prepared statements survive. The
+ * reconcile query also releases the session's advisory locks (a function:
+ * no command of its own) and reports the backend's temporary schema.
  *
- * DISCARD PLANS stays. The server re-plans a cached statement by itself
- * when what its plan was made under is no longer so (an object it uses
- * changed or was dropped, DISCARD TEMP's drops included; search_path
- * resolves differently; another role for a plan row-level security
- * shaped), but not when a new object shadows the one it resolved to (a
- * temporary table of the same name, a table in a schema earlier on the
- * search_path): without DISCARD PLANS, a session that makes such a table
- * and then runs a statement an earlier session cached reads the earlier
- * session's resolution, not what a fresh connection reads
- * (tests/test_pg_reset.c, plan_shadow).
+ * The named reset (every session's) leaves out what the server reports
+ * absent, read by its reconcile query; the reset from the text (below)
+ * runs every command. CLOSE ALL and UNLISTEN * are left out: the query
+ * reports whether the session left a cursor WITH HOLD
+ * (pg_cursors.is_holdable: no other cursor outlives its transaction) or a
+ * LISTEN (pg_listening_channels()), and when it did, the reset runs again
+ * in full from the text before the connection is used (reset_done).
  *
- * Each is a named statement, "dbs_r0" ... "dbs_r8", parsed in the first
+ * DISCARD TEMP and DISCARD PLANS run only on a backend that has a
+ * temporary schema, as the server reports it (pg_my_temp_schema(), read by
+ * every reset; once made, a backend keeps it). Without one there is no
+ * temporary object to drop, and no cached plan to drop either: the server
+ * re-plans a cached statement by itself when what its plan was made under
+ * is no longer so (an object it uses changed or was dropped, DISCARD
+ * TEMP's drops included; search_path resolves differently, and making the
+ * temporary schema changes it; another role, or row_security, for a plan
+ * row-level security shaped). What it does not notice is a new object that
+ * shadows the one a statement resolved to: a temporary table made in a
+ * temporary schema that was already there. So on a backend with a
+ * temporary schema DISCARD PLANS stays, and the next session resolves
+ * every cached statement afresh, as on a fresh connection
+ * (tests/test_pg_reset.c: plan_rls, plan_search_path, plan_temp,
+ * plan_shadow). A session that made the backend's first temporary object
+ * finds the reset without them: the reset then runs again in full from
+ * the text before the connection is used (reset_done), once per backend.
+ *
+ * Each is a named statement, "dbs_r0" ... "dbs_r7", parsed in the first
  * reset of a connection and executed by name after that (Bind/Execute:
- * no parsing per session; DISCARD PLANS still makes the server analyse
- * and plan them again in each reset). Whether they are still ours is the
+ * no parsing or planning per session). Whether they are still ours is the
  * server's to say: the reconcile query returns their text, and a reset
  * whose named statement is missing, or whose text is not ours (a session
  * deallocated it and prepared its own under that name), runs again from
  * the text (reset_again). */
+enum { PG_R_CLOSE = 2, PG_R_UNLISTEN = 3, PG_R_TEMP = 5, PG_R_PLANS = 6 };
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
     "RESET ALL",
-    "CLOSE ALL",
-    "UNLISTEN *",
-    "SELECT pg_catalog.pg_advisory_unlock_all()",
-    "DISCARD TEMP",
+    "CLOSE ALL",  /* PG_R_CLOSE: only from the text (see above) */
+    "UNLISTEN *", /* PG_R_UNLISTEN: likewise */
     "DISCARD SEQUENCES",
-    "DISCARD PLANS",
+    "DISCARD TEMP",  /* PG_R_TEMP: only with a temporary schema */
+    "DISCARD PLANS", /* PG_R_PLANS: likewise */
     /* Every prepared statement on the server, to compare with the cache,
-     * with the text of those named like the reset's. A query that does the
-     * comparison on the server (with the cache's names as a parameter)
-     * costs 0.6 ms of planning per release; this costs little more than a
-     * round trip, and the client compares at most stmt_cache_size names. */
-    ("SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
-     "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements"),
+     * with the text of those named like the reset's; at least one row,
+     * whose third column is the temporary schema's oid (0: none) and whose
+     * fourth says whether the session left a LISTEN or a cursor WITH HOLD
+     * (the only cursors a transaction's end leaves). A query
+     * that does the comparison on the server (with the cache's names as a
+     * parameter) costs 0.6 ms of planning per release; this costs little
+     * more than a round trip, and the client compares at most
+     * stmt_cache_size names. */
+    ("SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
+     "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t, o.k "
+     "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
+     "pg_catalog.pg_my_temp_schema() AS t, "
+     "EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) OR "
+     "EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) AS k) "
+     "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true"),
 };
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
@@ -150,6 +177,8 @@ typedef struct pg_flight {
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
     bool reset_named;         /* the reset ran by name (dbs_r0 ...) */
+    bool reset_temp;          /* the reset ran DISCARD TEMP and PLANS */
+    bool reset_full;          /* the reset ran every command (the text) */
     signed char rcmd[PG_MAXQ]; /* reset items: index in pg_reset_sql */
     unsigned char kind[PG_MAXQ];
     PGresult *res[PG_MAXQ];
@@ -170,6 +199,8 @@ typedef struct pg_conn {
     bool opt_ro;        /* transactions begin READ ONLY (tx_options) */
     char begin_sql[80]; /* how transactions begin (tx_options); "" = BEGIN */
     bool reset_stmts;   /* dbs_r0 ... are on the server (see pg_reset_sql) */
+    bool temp_schema;   /* the backend has a temporary schema (the last
+                           reset's reconcile query said so) */
     bool escaped;       /* since the last reset, a transaction dbscope began
                            ended on the server other than by its COMMIT or
                            ROLLBACK (COMMIT, END, ROLLBACK sent as SQL) */
@@ -442,6 +473,8 @@ static void flight_init(pg_flight *f)
     f->n = f->done = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
+    f->reset_temp = false;
+    f->reset_full = false;
 }
 
 /* Queues one command without parameters. */
@@ -637,18 +670,29 @@ static int reset_index(const char *name)
  * of the next user's); cached ones the server no longer has leave the
  * cache. Returns whether the reset's named statements are all on the
  * server with dbscope's text; when not, every statement under their names
- * is owed a DEALLOCATE and the next reset parses them again. */
-static bool reconcile(pg_conn *c, const PGresult *r)
+ * is owed a DEALLOCATE and the next reset parses them again. Also notes
+ * the backend's temporary schema (temp_schema), and *kept: the session
+ * left a LISTEN or a cursor WITH HOLD. */
+static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
 {
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 2) {
+    *kept = true; /* unknown: assume the worst */
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 4 ||
+        PQntuples(r) < 1) {
         c->reset_stmts = false;
+        c->temp_schema = true;
         return false;
     }
+    /* Once a backend has a temporary schema it keeps it. */
+    if (PQgetisnull(r, 0, 2) || strcmp(PQgetvalue(r, 0, 2), "0") != 0)
+        c->temp_schema = true;
+    *kept = PQgetisnull(r, 0, 3) || strcmp(PQgetvalue(r, 0, 3), "f") != 0;
     for (int i = 0; i < c->cache_n; i++)
         c->cache[i].seen = false;
     bool mine[PG_NRESET] = {false};
     int n_mine = 0;
     for (int i = 0; c->reset_stmts && i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue; /* no prepared statement at all */
         int k = reset_index(PQgetvalue(r, i, 0));
         if (k >= 0 && !mine[k] && !PQgetisnull(r, i, 1) &&
             !strcmp(PQgetvalue(r, i, 1), pg_reset_sql[k])) {
@@ -660,6 +704,8 @@ static bool reconcile(pg_conn *c, const PGresult *r)
     if (!intact)
         c->reset_stmts = false;
     for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
         const char *name = PQgetvalue(r, i, 0);
         bool ours = intact && reset_index(name) >= 0;
         if (!strncmp(name, "dbs_", 4))
@@ -720,16 +766,26 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
 
 /* Queues the reset commands and the reconcile query, then a Sync: named
  * (parsed first when the connection has not got them yet) or, to run it
- * again after the named statements turned out not to be dbscope's, from
- * the text. */
+ * again after the named statements turned out not to be dbscope's or
+ * that the session left what the named reset leaves out, from the text
+ * with every command. Named: DISCARD TEMP and DISCARD PLANS only on a
+ * backend with a temporary schema, CLOSE ALL and UNLISTEN * not at all
+ * (see pg_reset_sql); their named statements are parsed all the same, so
+ * that the reconcile query finds the set whole. */
 static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
 {
     bool parse = named && !c->reset_stmts;
     f->reset_from = f->n;
     f->reset_named = named;
+    f->reset_full = !named;
+    f->reset_temp = c->temp_schema || f->reset_full;
     for (int i = 0; i < PG_NRESET; i++) {
         if (parse)
             q_reset_item(c, f, ok, i, 1);
+        if ((i == PG_R_TEMP || i == PG_R_PLANS) && !f->reset_temp)
+            continue;
+        if ((i == PG_R_CLOSE || i == PG_R_UNLISTEN) && !f->reset_full)
+            continue;
         q_reset_item(c, f, ok, i, named ? 2 : 0);
     }
     f->reset_to = f->n;
@@ -744,8 +800,11 @@ static bool names_stmt(const PGresult *r, const char *name);
 /* After a reset flight was read: any failed reset command means the state
  * may not be clean, so the connection goes; else the cache is reconciled.
  * *again: the reset ran by name and a named statement was missing (the
- * server ran none of the reset after it) or was not dbscope's: it must run
- * again from the text (reset_again). Notifications a LISTEN left queued in
+ * server ran none of the reset after it) or was not dbscope's, or the
+ * server reports what the named reset left out (a temporary schema it ran
+ * without DISCARD TEMP and DISCARD PLANS, a LISTEN, a cursor WITH HOLD):
+ * it must run again in full from the text (reset_again).
+ * Notifications a LISTEN left queued in
  * libpq are dropped. */
 static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 {
@@ -772,8 +831,14 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
                             "(%s): the connection is discarded",
                             pg_reset_sql[f->rcmd[i]]);
         }
-    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile]) &&
+    bool kept = true;
+    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile], &kept) &&
         f->reset_named)
+        *again = true;
+    /* The session made the backend's first temporary object, or left a
+     * LISTEN or a cursor WITH HOLD: run the reset again, in full. */
+    if (!f->reset_full &&
+        (kept || (c->temp_schema && !f->reset_temp) || f->reconcile < 0))
         *again = true;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
@@ -784,7 +849,8 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 /* Runs the reset again from its text, in a flight of its own, after a
  * named reset whose statements were not all dbscope's (reset_done): only
  * after a session removed or replaced them (DEALLOCATE by the user, in a
- * function or not; DISCARD ALL through dbs_session_native). */
+ * function or not; DISCARD ALL through dbs_session_native), or left what
+ * the named reset leaves out. From the text it runs every command. */
 static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
 {
     /* this flight's reconcile query lists the foreign statements anew */
@@ -1114,7 +1180,49 @@ out:
     return rc;
 }
 
+/* Host, port and user as the connection string names them ("" when it
+ * does not), for the credential provider. */
+static void url_identity(const char *conninfo, char *host, size_t hn, char *port, size_t pn,
+                         char *user, size_t un)
+{
+    host[0] = port[0] = user[0] = '\0';
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host") || (!strcmp(o->keyword, "hostaddr") && !host[0]))
+            snprintf(host, hn, "%s", o->val);
+        else if (!strcmp(o->keyword, "port"))
+            snprintf(port, pn, "%s", o->val);
+        else if (!strcmp(o->keyword, "user"))
+            snprintf(user, un, "%s", o->val);
+    }
+    PQconninfoFree(opts);
+}
+
+static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error *err);
+
+/* Asks the credential provider, if any, then connects with its answer. */
 static void *pg_connect(const dbs__target *t, dbs_error *err)
+{
+    if (!t->credential)
+        return pg_connect_with(t, NULL, err);
+    char host[256], port[64], user[128];
+    url_identity(t->conninfo, host, sizeof host, port, sizeof port, user, sizeof user);
+    char token[DBS_CREDENTIAL_MAX];
+    if (dbs__credential_get(t, "postgresql", host, port, user, token, sizeof token, err) !=
+        DBS_OK)
+        return NULL;
+    void *c = pg_connect_with(t, token, err);
+    if (!c && err) /* libpq does not quote a password; in case */
+        dbs__scrub_text(err->message, sizeof err->message, token, strlen(token));
+    dbs__credential_wipe(token, sizeof token);
+    return c;
+}
+
+/* token: the password for this connect (the credential provider's), in
+ * place of the URL's; NULL: the URL's. */
+static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error *err)
 {
     pg_conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -1141,7 +1249,7 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
     /* Our TCP defaults first, the URL after: with expand_dbname the last
      * value of a keyword wins, so the URL's own settings are kept; then
      * the resolved addresses, beside the names they came from. */
-    const char *kw[PG_NDEFAULTS + 5], *val[PG_NDEFAULTS + 5];
+    const char *kw[PG_NDEFAULTS + 6], *val[PG_NDEFAULTS + 6];
     size_t k = 0;
     for (size_t i = 0; i < PG_NDEFAULTS; i++, k++) {
         kw[k] = pg_tcp_defaults[i][0];
@@ -1149,6 +1257,10 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
     }
     kw[k] = "dbname";
     val[k++] = t->conninfo;
+    if (token) { /* after the URL: the last value wins */
+        kw[k] = "password";
+        val[k++] = token;
+    }
     if (r_addr) {
         kw[k] = "host";
         val[k++] = r_host;
@@ -1199,6 +1311,8 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
             connect_message(PQerrorMessage(c->pg), m, sizeof m, st);
         chomp(m);
         scrub(c, m, sizeof m);
+        if (token && *token)
+            dbs__scrub_text(m, sizeof m, token, strlen(token));
         /* Refusals that no retry can cure, by the server's SQLSTATE (or
          * libpq's own verdict that a password is needed): configuration
          * errors, not outages. */
@@ -1206,7 +1320,9 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
         const char *why = "cannot connect";
         if (!timeout && (!strcmp(st, "28P01") || PQconnectionNeedsPassword(c->pg))) {
             code = DBS_ECONFIG;
-            why = "wrong password or user (check the user and password in the URL)";
+            why = token ? "wrong password or user (check the user in the URL and the "
+                          "password the credential provider returns)"
+                        : "wrong password or user (check the user and password in the URL)";
         } else if (!strcmp(st, "28000")) {
             code = DBS_ECONFIG;
             why = "the server refuses this user, database or client address, or "
@@ -1263,6 +1379,17 @@ static void pg_close(void *vc)
      * never waited for. */
     PQfinish(c->pg);
     free(c);
+}
+
+/* In a child after fork(): libpq's socket is the parent's too. Silenced
+ * first, so PQfinish's Terminate (and a TLS close_notify) never reaches
+ * the server, which would end the parent's session. */
+static void pg_forget(void *vc)
+{
+    pg_conn *c = vc;
+    if (!c || !dbs__fd_silence(PQsocket(c->pg)))
+        return; /* left allocated rather than risk a word */
+    pg_close(c);
 }
 
 static int pg_is_broken(void *vc)
@@ -2126,4 +2253,5 @@ const dbs__driver dbs__driver_pg = {
     .tx_escaped = pg_tx_escaped,
     .tx_options = pg_tx_options,
     .commit_pos = pg_commit_pos,
+    .forget = pg_forget,
 };

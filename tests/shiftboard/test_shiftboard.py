@@ -622,8 +622,34 @@ def main_api(args, url, workdir):
     check(svc.stop() == 0, "second SIGTERM: exit 0")
     shutdown_keeps_acknowledged(args, url, workdir)
     shutdown_finishes_in_flight(args, url, workdir)
+    ready_and_timeouts(args, url, workdir)
     if args.backend == "sqlite":
         replica_settings(args, workdir)
+
+
+def ready_and_timeouts(args, url, workdir):
+    """Ready means the pool holds DB_POOL_MIN_IDLE connections: they are
+    open when the banner is printed, before the first request. The
+    timeouts are read by the library: a bad one stops the start with a
+    message naming the variable."""
+    svc = Service(args.binary, url, workdir, env_extra={"DB_POOL_MIN_IDLE": "3"})
+    try:
+        st, _, doc, _ = svc.request("GET", "/api/pool")
+        check(st == 200 and doc["size"] >= 3,
+              "DB_POOL_MIN_IDLE=3: 3 connections open once listening (got %s)"
+              % (doc and doc["size"]))
+    finally:
+        check(svc.stop() == 0, "DB_POOL_MIN_IDLE=3 starts and stops")
+    for var, bad in (("DB_STATEMENT_TIMEOUT_MS", "nonsense"), ("DB_CONNECT_TIMEOUT_MS", "-1"),
+                     ("DB_POOL_MIN_IDLE", "many")):
+        env = dict(os.environ, DATABASE_URL=url, SHIFTBOARD_PWHASH="min")
+        env.update(SERVICE_ENV)
+        env[var] = bad
+        out = subprocess.run([args.binary, "--listen", "127.0.0.1:%d" % free_port()], env=env,
+                             cwd=workdir, capture_output=True, text=True, timeout=60)
+        check(out.returncode == 2 and var in out.stderr and "listening" not in out.stdout,
+              "%s=%r refused, naming the variable: %s %r"
+              % (var, bad, out.returncode, out.stderr[-200:]))
 
 
 def replica_settings(args, workdir):
