@@ -29,10 +29,19 @@
  * session is READ ONLY at the transaction and the session level, the
  * latter tracked by the server (session_track_system_variables).
  *
- * Reset (DBS_RESET_FULL) holds by construction: COM_RESET_CONNECTION
- * (mysql_reset_connection) rolls back, drops temporary tables, releases
- * GET_LOCK locks, clears user variables, restores session variables and
- * deallocates every prepared statement, ours included. It does not restore
+ * Reset (DBS_RESET_FULL). Skipped when the session left nothing to undo as
+ * the server itself reports it (note_state, needs_reset): no change of
+ * session state reported by its trackers, no failed statement, no escaped
+ * transaction, no native(); then the release statement (release_sql) rides
+ * with the COMMIT or ROLLBACK and undoes or looks for what the trackers do
+ * not report (named locks, LAST_INSERT_ID, user variables set by := or
+ * INTO), and the statement cache stays. HANDLER ... OPEN and a sequence's
+ * PREVIOUS VALUE are neither reported nor looked for (docs/mariadb.md).
+ * Otherwise COM_RESET_CONNECTION (mysql_reset_connection): it holds by
+ * construction; it rolls back, drops temporary tables, releases GET_LOCK
+ * locks, clears user variables, restores session variables (the trackers
+ * too, switched on again before the next statement) and deallocates every
+ * prepared statement, ours included. It does not restore
  * the current database: the server reports schema changes (session
  * tracking), so a USE is undone with COM_INIT_DB only when it happened; on
  * a server that does not track the schema, COM_INIT_DB is sent each time.
@@ -1823,8 +1832,10 @@ static int my_rollback(void *vc, dbs_error *err)
 }
 
 /* The rollback of a session that closes right after: under the full reset,
- * the reset that follows at once in the same release (COM_RESET_CONNECTION)
- * rolls back, so the ROLLBACK is left to it: one round trip, not two. */
+ * when the reset that follows at once in the same release will send
+ * COM_RESET_CONNECTION, which rolls back, the ROLLBACK is left to it: one
+ * round trip, not two; otherwise the ROLLBACK carries the release
+ * statement. */
 static int my_rollback_release(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
