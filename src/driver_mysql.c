@@ -151,6 +151,10 @@ typedef struct my_conn {
     bool released;      /* the release statement ran with the COMMIT or
                            ROLLBACK and found nothing left: reset() has
                            nothing to do */
+    bool answer_owed;   /* a release statement was sent at release and its
+                           answer is read by the next use (settle) */
+    bool reset_owed;    /* that answer found state: COM_RESET_CONNECTION
+                           before anything else is sent */
     char role_sql[160]; /* how to get the connection's first role back */
     const dbs_context *ctx;
     my_stmt *cache;
@@ -530,6 +534,9 @@ static bool is_lost(unsigned e)
 }
 
 static void kill_on_server(my_conn *c);
+static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, int64_t t0,
+                        dbs_error *err);
+static int full_reset(my_conn *c, dbs_error *err);
 
 /* The server's storage is full: the statement wrote nothing. */
 static bool is_full(unsigned e)
@@ -910,10 +917,39 @@ static int my_is_broken(void *vc)
     return ((my_conn *)vc)->broken;
 }
 
+/* Reads the answer of a release statement sent at the last release, if
+ * one is owed. Sends nothing. */
+static int answer(my_conn *c, dbs_error *err)
+{
+    if (!c->answer_owed)
+        return DBS_OK;
+    c->answer_owed = false;
+    int64_t t0 = dbs__now_ns();
+    int rc = release_read(c, mysql_read_query_result(c->my) == 0, NULL, false, t0, err);
+    if (rc == DBS_OK && c->broken)
+        rc = dbs__err(err, DBS_ECONNECT, "mariadb: the release statement failed");
+    c->reset_owed = rc == DBS_OK && c->dirty;
+    return rc;
+}
+
+/* Before anything is sent on c: the last release's answer, and the reset
+ * it found owed. */
+static int settle(my_conn *c, dbs_error *err)
+{
+    int rc = answer(c, err);
+    if (rc != DBS_OK || !c->reset_owed)
+        return rc;
+    c->reset_owed = false;
+    return full_reset(c, err);
+}
+
 /* Runs a text command (possibly several statements) and reads every
  * result. */
 static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error *err)
 {
+    int rc = settle(c, err);
+    if (rc != DBS_OK)
+        return rc;
     int64_t t0 = dbs__now_ns();
     if (mysql_real_query(c->my, sql, (unsigned long)len) != 0)
         return fail_conn(c, t0, commit, err);
@@ -1006,6 +1042,9 @@ static void *my_native(void *vc)
 {
     my_conn *c = vc;
     c->native_used = true;
+    dbs_error se;
+    if (!c->broken && settle(c, &se) != DBS_OK)
+        c->broken = true;
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
     c->released = false;
@@ -1025,6 +1064,9 @@ static int my_ping(void *vc, dbs_error *err)
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    int rc = settle(c, err);
+    if (rc != DBS_OK)
+        return rc;
     int64_t t0 = dbs__now_ns();
     if (mysql_ping(c->my) != 0)
         return fail_conn(c, t0, false, err);
@@ -1042,6 +1084,16 @@ static int my_peek(void *vc, dbs_error *err)
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    if (c->answer_owed) {
+        /* The last release's answer, owed to the backend: read now (it is
+         * normally there already). A reset it finds owed is sent by the
+         * next use, not here. */
+        int rc = answer(c, err);
+        if (rc != DBS_OK) {
+            c->broken = true;
+            return dbs__err(err, DBS_ECONNECT, "mariadb: %.400s", err ? err->message : "");
+        }
+    }
     my_socket fd = mysql_get_socket(c->my);
     if ((int)fd < 0) {
         c->broken = true;
@@ -1350,6 +1402,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
         return NULL;
     }
+    if (settle(c, err) != DBS_OK)
+        return NULL;
     if (c->tx_failed && !c->begin_pending) {
         dbs__err(err, DBS_ESQL,
                  "mariadb: the server rolled this transaction back (deadlock); roll "
@@ -1727,8 +1781,14 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
  *     counted, ours left out; any there, and the reset runs.
  * prefix: "COMMIT", "ROLLBACK" or NULL. Returns the prefix's outcome (a
  * COMMIT that succeeded is DBS_OK even if what follows failed: the
- * connection is then broken). Sets c->dirty when the reset must run. */
-static int release_sql(my_conn *c, const char *prefix, bool commit, dbs_error *err)
+ * connection is then broken). Sets c->dirty when the reset must run.
+ * send_only (no prefix): sent, not waited for; the server runs it as it
+ * arrives, and the answer is read by the connection's next use (settle).
+ * So a session that ends with dbs_commit and then closes does not wait for
+ * a round trip of its own at release. */
+
+static int release_sql(my_conn *c, const char *prefix, bool commit, bool send_only,
+                       dbs_error *err)
 {
     char sql[sizeof c->mt->release + 3 * (MY_CTX_NAME + 12) + 16];
     size_t w = 0;
@@ -1739,9 +1799,25 @@ static int release_sql(my_conn *c, const char *prefix, bool commit, dbs_error *e
                               c->mt->var[0], c->mt->var[1], c->mt->var[2]);
     w += (size_t)snprintf(sql + w, sizeof sql - w, "%s", c->mt->release);
     int64_t t0 = dbs__now_ns();
+    if (!send_only)
+        return release_read(c, mysql_real_query(c->my, sql, (unsigned long)w) == 0, prefix,
+                            commit, t0, err);
+    if (mysql_send_query(c->my, sql, (unsigned long)w) != 0) {
+        int rc = fail_conn(c, t0, false, err);
+        c->broken = true;
+        return rc;
+    }
+    c->answer_owed = true;
+    return DBS_OK;
+}
+
+/* Reads the release statement's results (ok: its first was read without
+ * error); see release_sql. */
+static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, int64_t t0,
+                        dbs_error *err)
+{
     int idx = 0;
     long long others = -1;
-    bool ok = mysql_real_query(c->my, sql, (unsigned long)w) == 0;
     while (ok) {
         MYSQL_RES *r = mysql_store_result(c->my);
         if (r) {
@@ -1796,7 +1872,7 @@ static int commit_tx(my_conn *c, bool release, dbs_error *err)
         return rc;
     }
     if (release && c->t->reset == DBS_RESET_FULL && !needs_reset(c)) {
-        int rc = release_sql(c, "COMMIT", true, err);
+        int rc = release_sql(c, "COMMIT", true, false, err);
         c->released = rc == DBS_OK && !c->broken && !c->dirty;
         return rc;
     }
@@ -1852,7 +1928,7 @@ static int my_rollback_release(void *vc, dbs_error *err)
         c->rollback_owed = false;
         if (!open)
             return DBS_OK; /* reset() sends the release statement */
-        int rc = release_sql(c, "ROLLBACK", false, err);
+        int rc = release_sql(c, "ROLLBACK", false, false, err);
         c->released = rc == DBS_OK && !c->broken && !c->dirty;
         return rc;
     }
@@ -1868,6 +1944,9 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    int src = settle(c, err);
+    if (src != DBS_OK)
+        return src;
     follow_tx(c); /* the last statement's report */
     bool full = mode == DBS_RESET_FULL ? needs_reset(c) : c->native_used;
     c->begin_pending = false;
@@ -1890,15 +1969,24 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
          * reported no change of session state (note_state): the release
          * statement, in one round trip, instead of COM_RESET_CONNECTION;
          * the reset still runs if it finds state. */
-        int rc = release_sql(c, owed ? "ROLLBACK" : NULL, false, err);
+        c->released = false;
+        int rc = release_sql(c, owed ? "ROLLBACK" : NULL, false, !owed, err);
         if (rc != DBS_OK || c->broken)
             return rc != DBS_OK ? rc
                                 : dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+        if (!owed)
+            return DBS_OK; /* the answer is read by the next use */
         full = c->dirty;
     }
     c->released = false;
     if (!full)
         return DBS_OK;
+    return full_reset(c, err);
+}
+
+/* COM_RESET_CONNECTION and what it owes: see the top of the file. */
+static int full_reset(my_conn *c, dbs_error *err)
+{
     int64_t t0 = dbs__now_ns();
     if (mysql_reset_connection(c->my) != 0) {
         int rc = fail_conn(c, t0, false, err);
