@@ -46,6 +46,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,7 +115,7 @@ enum dbs_code {
     DBS_ESTMT_TIMEOUT = -12,  /* no answer within the statement bound
                                  (statement_timeout_ms): the round trip was
                                  cancelled and the connection discarded */
-    DBS_EFULL = -13           /* the database's storage is full (SQLite
+    DBS_EFULL = -13,          /* the database's storage is full (SQLite
                                  SQLITE_FULL or a write failing with ENOSPC
                                  or EDQUOT, PostgreSQL 53100 disk_full,
                                  MariaDB 1021 ER_DISK_FULL, 1114
@@ -126,6 +127,17 @@ enum dbs_code {
                                  retrying once space is freed. The rest of
                                  PostgreSQL's class 53 (out of memory, too
                                  many connections) is not this */
+    DBS_ETYPE = -14,          /* a row accessor (dbs_rows_get_*) cannot
+                                 read the value as the type asked for:
+                                 'abc' as an integer, 2.5 as an integer, an
+                                 integer beyond int64_t, a BLOB as a
+                                 number, text that is no timestamp or UUID.
+                                 The message names the column, the value's
+                                 type and the accessor that fits */
+    DBS_ENULL = -15           /* a row accessor (dbs_rows_get_*) found SQL
+                                 NULL where a value was asked for: test
+                                 with dbs_rows_is_null first, or use
+                                 COALESCE in the SQL */
 };
 
 /* Returns a static, constant description of a dbs_code ("unknown error code"
@@ -782,19 +794,56 @@ void dbs__session_close_scoped(dbs_session **s);
  * Statements
  * ------------------------------------------------------------------------ */
 
+/* The type of a parameter (dbs_value.type) and of a result column
+ * (dbs_rows_type). Values are only ever added at the end. */
 enum dbs_type {
-    DBS_TYPE_NULL, DBS_TYPE_INT, DBS_TYPE_REAL, DBS_TYPE_TEXT, DBS_TYPE_BLOB
+    DBS_TYPE_NULL, DBS_TYPE_INT, DBS_TYPE_REAL, DBS_TYPE_TEXT, DBS_TYPE_BLOB,
+    DBS_TYPE_BOOL,      /* true/false: .i is 0 or 1 */
+    DBS_TYPE_TIMESTAMP, /* an instant: .ts, UTC, microsecond precision */
+    DBS_TYPE_UUID,      /* 16 bytes: .b.p points at them (.b.n == 16) */
+    DBS_TYPE_JSON,      /* JSON text: .b as for TEXT */
+    DBS_TYPE_DECIMAL    /* exact numeric (NUMERIC, DECIMAL): a column type
+                           only; read it as text (exact) or with
+                           dbs_rows_get_int64/_double; bind a decimal as
+                           DBS_TEXT (DBS_EMISUSE as a parameter type) */
 };
 
-/* A bound parameter. For TEXT, b.n == SIZE_MAX means NUL-terminated. A TEXT
- * or BLOB with b.p == NULL binds SQL NULL. dbscope reads p only during the
- * call it is passed to. */
+/* A bound parameter. For TEXT and JSON, b.n == SIZE_MAX means
+ * NUL-terminated. A TEXT, BLOB, JSON or UUID with b.p == NULL binds SQL
+ * NULL. dbscope reads p only during the call it is passed to.
+ *
+ * How each type is sent (and read back with dbs_rows_get_*):
+ *   BOOL       PostgreSQL boolean; MariaDB an integer 0/1 (BOOLEAN is
+ *              TINYINT(1)); SQLite the integer 0/1.
+ *   TIMESTAMP  .ts is seconds and nanoseconds since 1970-01-01 00:00:00
+ *              UTC (tv_nsec in 0..999999999, years 0001 to 9999), sent
+ *              truncated to microseconds. PostgreSQL: timestamptz (use a
+ *              timestamptz column: a timestamp column gets the wall time
+ *              in the session's TimeZone, which dbs_rows_get_timestamp
+ *              reads back as UTC, so only with TimeZone UTC).
+ *              MariaDB: a DATETIME value holding the UTC wall time
+ *              (use DATETIME(6); a TIMESTAMP column converts from the
+ *              session's time_zone, so it stores the instant only with
+ *              time_zone '+00:00'). SQLite: ISO 8601 text
+ *              "YYYY-MM-DDTHH:MM:SS.ffffffZ" (dbs_timestamp_format), which
+ *              sorts in time order and which SQLite's date and time
+ *              functions read.
+ *   UUID       PostgreSQL uuid; MariaDB the 36-character text, which a
+ *              UUID (10.7+) or CHAR(36) column takes (for a BINARY(16)
+ *              column bind DBS_BLOB of the 16 bytes); SQLite the
+ *              36-character lower-case text (dbs_uuid_format).
+ *   JSON       PostgreSQL json (assigned to a json or jsonb column);
+ *              MariaDB and SQLite text (MariaDB's JSON is LONGTEXT; SQLite's
+ *              JSON functions read text).
+ * Text in these forms also binds as DBS_TEXT where the server converts it
+ * (PostgreSQL infers a text parameter's type from the statement). */
 typedef struct dbs_value {
     enum dbs_type type;
     union {
         int64_t i;
         double r;
         struct { const void *p; size_t n; } b;
+        struct timespec ts;
     };
 } dbs_value;
 
@@ -807,6 +856,15 @@ typedef struct dbs_value {
     ((dbs_value){.type = DBS_TYPE_TEXT, .b = {(s), (size_t)(len)}})
 #define DBS_BLOB(ptr, len)                                                     \
     ((dbs_value){.type = DBS_TYPE_BLOB, .b = {(ptr), (size_t)(len)}})
+#define DBS_BOOL(x) ((dbs_value){.type = DBS_TYPE_BOOL, .i = (x) ? 1 : 0})
+/* x is a struct timespec (UTC), e.g. from clock_gettime(CLOCK_REALTIME). */
+#define DBS_TIMESTAMP(x) ((dbs_value){.type = DBS_TYPE_TIMESTAMP, .ts = (x)})
+/* p points at 16 bytes (unsigned char[16]), read during the call only. */
+#define DBS_UUID(p) ((dbs_value){.type = DBS_TYPE_UUID, .b = {(p), 16}})
+#define DBS_JSON(s)                                                            \
+    ((dbs_value){.type = DBS_TYPE_JSON, .b = {(s), SIZE_MAX}})
+#define DBS_JSONN(s, len)                                                      \
+    ((dbs_value){.type = DBS_TYPE_JSON, .b = {(s), (size_t)(len)}})
 
 typedef struct dbs_rows dbs_rows;
 
@@ -831,6 +889,18 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err);
 int dbs_rows_count_cols(dbs_rows *r);
 /* Column name; valid until dbs_rows_close. NULL for a bad column. */
 const char *dbs_rows_name(dbs_rows *r, int col);
+
+/* The unchecked accessors below never fail: they return a fallback that
+ * cannot be told from a real value: 0 (0.0, NULL) for SQL NULL, for a
+ * column out of range, for no current row, on another thread's rows, and
+ * for text that is not a number ('abc' reads as 0); a prefix or a cut
+ * where a number does not fit ('12abc' reads as 12, 2.5 as 2, an unsigned
+ * BIGINT beyond int64_t wraps). They keep their signatures and these
+ * fallbacks for existing code. Use them where the query guarantees the
+ * type and NOT NULL (a COUNT(*), a primary key); everywhere else use the
+ * checked dbs_rows_get_* accessors, which report each of those cases.
+ * Owner thread only; never block. */
+
 /* 1 if the current row's column is NULL (or col is out of range). */
 int dbs_rows_is_null(dbs_rows *r, int col);
 /* Column as an integer (0 for NULL or a bad column). */
@@ -842,8 +912,141 @@ double dbs_rows_real(dbs_rows *r, int col);
 const char *dbs_rows_text(dbs_rows *r, int col, size_t *len);
 /* Column as bytes, NULL for NULL. Valid like dbs_rows_text. */
 const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len);
+
+/* Checked accessors. Each reads column col (from 0) of the current row into
+ * *out and returns DBS_OK, or returns, with err filled and *out untouched:
+ *   DBS_EMISUSE  r is NULL or closed, another thread's, col is out of range
+ *                (the message gives the valid range), out is NULL, or there
+ *                is no current row (before the first dbs_rows_next or
+ *                after it returned 0);
+ *   DBS_ENULL    the value is SQL NULL;
+ *   DBS_ETYPE    the value cannot be read as that type (the message names
+ *                the column and the value's type).
+ * None of these ends the session's transaction or affects the rows: the
+ * next call may read the same column another way. Owner thread only; never
+ * block, never allocate (but dbs_rows_get_blob on PostgreSQL bytea, which
+ * decodes). */
+
+/* An integer: INT and BOOL (0/1) values; a REAL or DECIMAL value that is a
+ * whole number within int64_t (2.0, not 2.5); text that is entirely a
+ * decimal integer within int64_t, or such a whole number ('12', '-7',
+ * '12.0'; not 'abc', '12abc', '' or '99999999999999999999'). */
+int dbs_rows_get_int64(dbs_rows *r, int col, int64_t *out, dbs_error *err);
+/* A double: INT, BOOL, REAL and DECIMAL values, and text that is entirely a
+ * number as strtod reads it ('2.5', '1e3', 'NaN'; not 'abc', '2.5x', ' 2'
+ * or a number beyond double's range). */
+int dbs_rows_get_double(dbs_rows *r, int col, double *out, dbs_error *err);
+/* A boolean as 0 or 1: PostgreSQL boolean; the integers 0 and 1 (MariaDB's
+ * BOOLEAN, SQLite); any other value is DBS_ETYPE. */
+int dbs_rows_get_bool(dbs_rows *r, int col, int *out, dbs_error *err);
+/* The value as text, NUL-terminated, in *out (length in *len if len): any
+ * value but a BLOB (PostgreSQL bytea, SQLite BLOB), which is DBS_ETYPE;
+ * numbers in the backend's own spelling; JSON as its text. Valid until the
+ * next dbs_rows_next or dbs_rows_close. */
+int dbs_rows_get_text(dbs_rows *r, int col, const char **out, size_t *len,
+                      dbs_error *err);
+/* The value's bytes in *out (never NULL: an empty value is "") and their
+ * number in *len (len required): any value (text as its bytes). Valid like
+ * dbs_rows_get_text. */
+int dbs_rows_get_blob(dbs_rows *r, int col, const void **out, size_t *len,
+                      dbs_error *err);
+/* An instant as UTC seconds and nanoseconds: PostgreSQL timestamptz (in
+ * any TimeZone setting; DateStyle must be ISO, its default) and timestamp
+ * (its wall time taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall
+ * time taken as UTC); text that dbs_timestamp_parse accepts; an integer as seconds since
+ * the epoch (SQLite's unixepoch()). 'infinity' and dates before year 1 are
+ * DBS_ETYPE. */
+int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out,
+                           dbs_error *err);
+/* A UUID's 16 bytes: PostgreSQL uuid; text that dbs_uuid_parse accepts
+ * (MariaDB UUID and CHAR(36), SQLite text); a 16-byte BLOB (BINARY(16)). */
+int dbs_rows_get_uuid(dbs_rows *r, int col, unsigned char out[16],
+                      dbs_error *err);
+
+/* The column's type as a dbs_type (>= 0), or a negative dbs_code
+ * (DBS_EMISUSE for a bad r or col, with err filled). PostgreSQL and MariaDB
+ * report the declared type of the result column, the same for every row:
+ * integers INT; float4/float8, FLOAT/DOUBLE REAL; numeric, DECIMAL DECIMAL;
+ * boolean BOOL (MariaDB's BOOLEAN is TINYINT(1) and reads as INT);
+ * timestamptz, timestamp, DATETIME, TIMESTAMP TIMESTAMP; uuid, MariaDB's
+ * UUID (10.7+) UUID; json, jsonb, MariaDB's JSON JSON (MariaDB tells
+ * UUID and JSON apart in its extended metadata, 10.5+); bytea, binary
+ * strings BLOB; everything else (dates, times, intervals, ...) TEXT.
+ * SQLite columns have no fixed type: a column of a table reports its
+ * declared type, first by the names BOOL, TIMESTAMP or DATETIME, UUID,
+ * JSON, then by SQLite's affinity rules (INT: INT; CHAR, CLOB, TEXT: TEXT;
+ * BLOB or none: BLOB; REAL, FLOA, DOUB: REAL; of the rest DEC... and
+ * NUM... DECIMAL, others such as DATE TEXT); an expression reports the current row's value (NULL when
+ * it is NULL or there is no current row). Owner thread only; never blocks. */
+int dbs_rows_type(dbs_rows *r, int col, dbs_error *err);
+
+/* The number (from 0) of the column called name, or a negative dbs_code:
+ * DBS_EMISUSE with err filled when r is bad, name is NULL, or no column
+ * has that name (the message lists the columns). An exact match wins;
+ * otherwise a match ignoring ASCII case (PostgreSQL folds unquoted names
+ * to lower case, MariaDB and SQLite compare them without case). With two
+ * columns of the same name, the first. Owner thread only; never blocks. */
+int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err);
 /* Frees r; NULL is a no-op. Owner thread only. */
 void dbs_rows_close(dbs_rows *r);
+
+/* ------------------------------------------------------------------------
+ * Values as text, backends, and generated keys
+ * ------------------------------------------------------------------------ */
+
+/* Size of a buffer for dbs_timestamp_format, NUL included. */
+#define DBS_TIMESTAMP_TEXT_LEN 32
+
+/* Writes ts (UTC; tv_nsec in 0..999999999) as ISO 8601 / RFC 3339 text
+ * "YYYY-MM-DDTHH:MM:SS.ffffffZ" (microseconds, truncated) into out and
+ * returns its length (27), or DBS_EMISUSE for a tv_nsec out of range or a
+ * year outside 0001..9999 (out then holds ""). Any thread; never blocks. */
+int dbs_timestamp_format(struct timespec ts, char out[DBS_TIMESTAMP_TEXT_LEN]);
+
+/* Reads ISO 8601 text into *out (UTC): "YYYY-MM-DD", then optionally "T"
+ * or " " and "HH:MM[:SS[.fraction]]" (up to 9 fraction digits), then
+ * optionally a zone "Z", "+HH", "+HH:MM", "+HHMM" or "-..." (PostgreSQL's
+ * output, "2024-05-01 12:00:00.5+02", is one of these); without a zone the
+ * time is UTC. len is text's length, or SIZE_MAX when text is
+ * NUL-terminated. Returns DBS_OK, or DBS_ETYPE with err naming what is
+ * wrong (DBS_EMISUSE for NULL text or out). Any thread; never blocks. */
+int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out,
+                        dbs_error *err);
+
+/* Writes uuid's 16 bytes as 36 characters of lower-case text
+ * ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") and a NUL into out. Any thread. */
+void dbs_uuid_format(const unsigned char uuid[16], char out[37]);
+
+/* Reads a UUID's text into out: 32 hexadecimal digits (either case), with
+ * the four hyphens of the 8-4-4-4-12 form or none, optionally in braces.
+ * len as for dbs_timestamp_parse. Returns DBS_OK, or DBS_ETYPE with err
+ * naming what is wrong (DBS_EMISUSE for NULL text or out). Any thread. */
+int dbs_uuid_parse(const char *text, size_t len, unsigned char out[16],
+                   dbs_error *err);
+
+/* The database a pool speaks, so that portable code need not parse the URL
+ * (say, to choose a dialect's SQL). Values are only ever added at the end. */
+typedef enum dbs_backend {
+    DBS_BACKEND_UNKNOWN = 0, /* not an open pool */
+    DBS_BACKEND_SQLITE,      /* sqlite: URLs */
+    DBS_BACKEND_POSTGRESQL,  /* postgresql:, postgres: and key=value */
+    DBS_BACKEND_MARIADB      /* mariadb: and mysql: (MariaDB or MySQL) */
+} dbs_backend;
+
+/* The backend of pool (its replicas speak the same), DBS_BACKEND_UNKNOWN
+ * for NULL or a closed pool. Any thread; never blocks.
+ *
+ * Generated keys. INSERT ... RETURNING id works on all three backends and
+ * is the portable way: run it with dbs_query and read the row (one per
+ * inserted row). It needs SQLite 3.35 or later, any supported PostgreSQL,
+ * and MariaDB 10.5 or later (not MySQL, which has no RETURNING); the
+ * versions dbscope is tested with (SQLite 3.40, PostgreSQL 15, MariaDB
+ * 10.11) all have it. Per backend: PostgreSQL only has RETURNING (or
+ * currval() in the same transaction); MariaDB and MySQL also have
+ * SELECT LAST_INSERT_ID() on the same session, right after the INSERT
+ * (the session keeps its connection, so it is the right one); SQLite also
+ * has SELECT last_insert_rowid() on the same session. */
+dbs_backend dbs_pool_backend(const dbs_pool *pool);
 
 #ifdef __cplusplus
 }

@@ -52,6 +52,7 @@ struct dbs_rows {
     struct dbs_session *session;
     struct dbs_rows *prev, *next; /* the session's open rows */
     unsigned magic;
+    int on_row;                   /* the last next() returned a row */
 };
 
 struct dbs__rows_ops {
@@ -64,6 +65,16 @@ struct dbs__rows_ops {
     const char *(*get_text)(dbs_rows *r, int col, size_t *len);
     const void *(*get_blob)(dbs_rows *r, int col, size_t *len);
     void (*close)(dbs_rows *r);                 /* frees r */
+    /* The column's type (enum dbs_type) as the database declares it
+     * (SQLite: by its declared type, else the current value's). */
+    int (*col_type)(dbs_rows *r, int col);
+    /* How the current row's value is held, for the checked accessors
+     * (called on a row only): DBS_TYPE_NULL for NULL; INT when get_int
+     * returns it exactly, BOOL when get_int returns it as 0/1, REAL when
+     * get_real does, BLOB for bytes that are not text; otherwise the
+     * column's text type (TEXT, DECIMAL, TIMESTAMP, UUID, JSON), read
+     * through get_text. */
+    int (*val_type)(dbs_rows *r, int col);
 };
 
 typedef struct dbs__driver {

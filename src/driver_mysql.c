@@ -182,6 +182,7 @@ typedef struct my_rows {
     char *arena;
     size_t arena_n, arena_cap;
     size_t *name_off;
+    unsigned char *ctype; /* each column's enum dbs_type */
     char scratch[40]; /* number as text for get_text */
 } my_rows;
 
@@ -1142,8 +1143,9 @@ static bool ident_char(char ch)
 
 enum { MY_MAXP = 65535 };
 
-/* A number parameter's bound copy. */
-typedef union my_num { long long i; double r; } my_num;
+/* A number parameter's bound copy, or a value's form for the server: a
+ * timestamp's date and time, a UUID's text. */
+typedef union my_num { long long i; double r; MYSQL_TIME t; char u[37]; } my_num;
 
 /* Rewrites $1..$n as '?' outside quotes, backticks and comments into *out;
  * *map (nmap entries) says which parameter each '?' takes; *maxp is the
@@ -1468,6 +1470,41 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
             b[i].buffer_type = MYSQL_TYPE_DOUBLE;
             b[i].buffer = &vals[i].r;
             break;
+        case DBS_TYPE_BOOL:
+            vals[i].i = v->i ? 1 : 0;
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = &vals[i].i;
+            break;
+        case DBS_TYPE_TIMESTAMP: {
+            /* The UTC wall time, as a DATETIME (microseconds). */
+            dbs__ts f = {0};
+            (void)dbs__ts_fields(v->ts, &f); /* checked by the caller */
+            memset(&vals[i].t, 0, sizeof vals[i].t);
+            vals[i].t.year = (unsigned)f.year;
+            vals[i].t.month = (unsigned)f.month;
+            vals[i].t.day = (unsigned)f.day;
+            vals[i].t.hour = (unsigned)f.hour;
+            vals[i].t.minute = (unsigned)f.minute;
+            vals[i].t.second = (unsigned)f.second;
+            vals[i].t.second_part = (unsigned long)f.usec;
+            vals[i].t.time_type = MYSQL_TIMESTAMP_DATETIME;
+            b[i].buffer_type = MYSQL_TYPE_DATETIME;
+            b[i].buffer = &vals[i].t;
+            break;
+        }
+        case DBS_TYPE_UUID:
+            if (!v->b.p) {
+                b[i].buffer_type = MYSQL_TYPE_NULL;
+                break;
+            }
+            dbs_uuid_format(v->b.p, vals[i].u);
+            lens[i] = 36;
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = vals[i].u;
+            b[i].buffer_length = 36;
+            b[i].length = &lens[i];
+            break;
+        case DBS_TYPE_JSON:
         case DBS_TYPE_TEXT:
         case DBS_TYPE_BLOB:
             if (!v->b.p) {
@@ -1475,8 +1512,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
                 break;
             }
             b[i].buffer_type =
-                v->type == DBS_TYPE_TEXT ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
-            lens[i] = v->type == DBS_TYPE_TEXT && v->b.n == SIZE_MAX
+                v->type == DBS_TYPE_BLOB ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING;
+            lens[i] = v->type != DBS_TYPE_BLOB && v->b.n == SIZE_MAX
                           ? (unsigned long)strlen(v->b.p)
                           : (unsigned long)v->b.n;
             /* Connector/C only reads parameter buffers. */
@@ -1597,7 +1634,41 @@ static void rows_free(my_rows *r)
     free(r->cells);
     free(r->arena);
     free(r->name_off);
+    free(r->ctype);
     free(r);
+}
+
+/* The dbs_type of a result column, from its protocol type, its character
+ * set (63: binary) and MariaDB's extended metadata (UUID, JSON). */
+static int field_type(const MYSQL_FIELD *f)
+{
+    MARIADB_CONST_STRING a = {0};
+    if (mariadb_field_attr(&a, f, MARIADB_FIELD_ATTR_DATA_TYPE_NAME) == 0 && a.length == 4 &&
+        !strncasecmp(a.str, "uuid", 4))
+        return DBS_TYPE_UUID;
+    if (mariadb_field_attr(&a, f, MARIADB_FIELD_ATTR_FORMAT_NAME) == 0 && a.length == 4 &&
+        !strncasecmp(a.str, "json", 4))
+        return DBS_TYPE_JSON;
+    switch (f->type) {
+    case MYSQL_TYPE_TINY: case MYSQL_TYPE_SHORT: case MYSQL_TYPE_LONG: case MYSQL_TYPE_INT24:
+    case MYSQL_TYPE_LONGLONG: case MYSQL_TYPE_YEAR:
+        return DBS_TYPE_INT;
+    case MYSQL_TYPE_FLOAT: case MYSQL_TYPE_DOUBLE:
+        return DBS_TYPE_REAL;
+    case MYSQL_TYPE_DECIMAL: case MYSQL_TYPE_NEWDECIMAL:
+        return DBS_TYPE_DECIMAL;
+    case MYSQL_TYPE_DATETIME: case MYSQL_TYPE_TIMESTAMP: case MYSQL_TYPE_DATETIME2:
+    case MYSQL_TYPE_TIMESTAMP2:
+        return DBS_TYPE_TIMESTAMP;
+    case MYSQL_TYPE_JSON:
+        return DBS_TYPE_JSON;
+    case MYSQL_TYPE_STRING: case MYSQL_TYPE_VAR_STRING: case MYSQL_TYPE_VARCHAR:
+    case MYSQL_TYPE_TINY_BLOB: case MYSQL_TYPE_MEDIUM_BLOB: case MYSQL_TYPE_LONG_BLOB:
+    case MYSQL_TYPE_BLOB: case MYSQL_TYPE_BIT: case MYSQL_TYPE_GEOMETRY:
+        return f->charsetnr == 63 ? DBS_TYPE_BLOB : DBS_TYPE_TEXT;
+    default:
+        return DBS_TYPE_TEXT;
+    }
 }
 
 /* Reads the whole result of e into a rows object. */
@@ -1621,9 +1692,10 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
     unsigned long *len = calloc((size_t)nc ? (size_t)nc : 1, sizeof *len);
     my_bool *isnull = calloc((size_t)nc ? (size_t)nc : 1, sizeof *isnull);
     r->name_off = calloc((size_t)nc ? (size_t)nc : 1, sizeof *r->name_off);
+    r->ctype = calloc((size_t)nc ? (size_t)nc : 1, 1);
     size_t cells_cap = 0;
     int rc = DBS_OK;
-    if (!b || !cur || !len || !isnull || !r->name_off) {
+    if (!b || !cur || !len || !isnull || !r->name_off || !r->ctype) {
         rc = dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
         goto out;
     }
@@ -1636,6 +1708,7 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
         r->name_off[i] = r->arena_n;
         memcpy(r->arena + r->arena_n, f[i].name, nl);
         r->arena_n += nl;
+        r->ctype[i] = (unsigned char)field_type(&f[i]);
         b[i].is_null = &isnull[i];
         b[i].length = &len[i];
         switch (f[i].type) {
@@ -2124,6 +2197,26 @@ static const void *my_blob(dbs_rows *hr, int col, size_t *len)
     return my_text(hr, col, len);
 }
 
+static int my_col_type(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    return r->ctype ? r->ctype[col] : DBS_TYPE_TEXT;
+}
+
+static int my_val_type(dbs_rows *hr, int col)
+{
+    my_rows *r = (my_rows *)hr;
+    const my_cell *x = cell(r, col);
+    if (!x)
+        return DBS_TYPE_NULL;
+    switch (x->kind) {
+    case 1: return DBS_TYPE_INT;
+    case 2: return x->v.u > (uint64_t)INT64_MAX ? DBS_TYPE_DECIMAL : DBS_TYPE_INT;
+    case 3: return DBS_TYPE_REAL;
+    default: return my_col_type(hr, col);
+    }
+}
+
 static void my_rows_close(dbs_rows *hr)
 {
     rows_free((my_rows *)hr);
@@ -2139,6 +2232,8 @@ static const dbs__rows_ops my_rows_ops = {
     .get_text = my_text,
     .get_blob = my_blob,
     .close = my_rows_close,
+    .col_type = my_col_type,
+    .val_type = my_val_type,
 };
 
 const dbs__driver dbs__driver_mysql = {

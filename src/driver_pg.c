@@ -57,6 +57,16 @@
 #define PG_OID_BYTEA 17
 #define PG_OID_INT8 20
 #define PG_OID_FLOAT8 701
+#define PG_OID_INT2 21
+#define PG_OID_INT4 23
+#define PG_OID_OID 26
+#define PG_OID_JSON 114
+#define PG_OID_FLOAT4 700
+#define PG_OID_TIMESTAMP 1114
+#define PG_OID_TIMESTAMPTZ 1184
+#define PG_OID_NUMERIC 1700
+#define PG_OID_UUID 2950
+#define PG_OID_JSONB 3802
 
 /* Commands and Syncs in one flight. The largest is a release: owed
  * DEALLOCATEs (PG_MAXFOREIGN + Sync), ROLLBACK/COMMIT + Sync, the reset
@@ -1429,7 +1439,7 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
     Oid types[PG_MAXP];
     const char *vals[PG_MAXP];
     int lens[PG_MAXP], fmts[PG_MAXP];
-    char nums[PG_MAXP][32];
+    char nums[PG_MAXP][40];
     for (size_t i = 0; i < n; i++) {
         lens[i] = 0;
         fmts[i] = 0;
@@ -1444,11 +1454,34 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             snprintf(nums[i], sizeof nums[i], "%.17g", params[i].r);
             vals[i] = nums[i];
             break;
+        case DBS_TYPE_BOOL:
+            types[i] = PG_OID_BOOL;
+            vals[i] = params[i].i ? "t" : "f";
+            break;
+        case DBS_TYPE_TIMESTAMP:
+            types[i] = PG_OID_TIMESTAMPTZ;
+            if (dbs_timestamp_format(params[i].ts, nums[i]) < 0) {
+                dbs__err(err, DBS_EMISUSE,
+                         "postgresql: parameter $%zu: timestamp out of range", i + 1);
+                return NULL;
+            }
+            vals[i] = nums[i];
+            break;
+        case DBS_TYPE_UUID:
+            types[i] = PG_OID_UUID;
+            vals[i] = NULL;
+            if (params[i].b.p) {
+                dbs_uuid_format(params[i].b.p, nums[i]);
+                vals[i] = nums[i];
+            }
+            break;
+        case DBS_TYPE_JSON:
         case DBS_TYPE_TEXT:
             /* A NULL pointer is SQL NULL. A counted string goes in binary
              * format, whose text encoding is the bytes themselves, so it
              * needs no terminating NUL. */
-            types[i] = 0;
+            /* json's binary form is its text, like text's. */
+            types[i] = params[i].type == DBS_TYPE_JSON ? PG_OID_JSON : 0;
             vals[i] = params[i].b.p;
             if (params[i].b.p && params[i].b.n != SIZE_MAX) {
                 if (params[i].b.n > INT32_MAX) {
@@ -1981,6 +2014,27 @@ static const void *pg_blob(dbs_rows *hr, int col, size_t *len)
     return b ? (const void *)b : (const void *)"";
 }
 
+static int pg_col_type(dbs_rows *hr, int col)
+{
+    switch (PQftype(((pg_rows *)hr)->res, col)) {
+    case PG_OID_INT2: case PG_OID_INT4: case PG_OID_INT8: case PG_OID_OID:
+        return DBS_TYPE_INT;
+    case PG_OID_FLOAT4: case PG_OID_FLOAT8: return DBS_TYPE_REAL;
+    case PG_OID_NUMERIC: return DBS_TYPE_DECIMAL;
+    case PG_OID_BOOL: return DBS_TYPE_BOOL;
+    case PG_OID_BYTEA: return DBS_TYPE_BLOB;
+    case PG_OID_TIMESTAMP: case PG_OID_TIMESTAMPTZ: return DBS_TYPE_TIMESTAMP;
+    case PG_OID_UUID: return DBS_TYPE_UUID;
+    case PG_OID_JSON: case PG_OID_JSONB: return DBS_TYPE_JSON;
+    default: return DBS_TYPE_TEXT;
+    }
+}
+
+static int pg_val_type(dbs_rows *hr, int col)
+{
+    return pg_is_null(hr, col) ? DBS_TYPE_NULL : pg_col_type(hr, col);
+}
+
 static void pg_rows_close(dbs_rows *hr)
 {
     pg_rows *r = (pg_rows *)hr;
@@ -1999,6 +2053,8 @@ static const dbs__rows_ops pg_rows_ops = {
     .get_text = pg_text,
     .get_blob = pg_blob,
     .close = pg_rows_close,
+    .col_type = pg_col_type,
+    .val_type = pg_val_type,
 };
 
 const dbs__driver dbs__driver_pg = {

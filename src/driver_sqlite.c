@@ -65,6 +65,7 @@
 #include "internal.h"
 
 #include <sqlite3.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -531,6 +532,37 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
                 rc = sqlite3_bind_null(st->stmt, i + 1);
             else
                 rc = sqlite3_bind_blob64(st->stmt, i + 1, v->b.p, v->b.n, how);
+            break;
+        /* SQLite has no such types: booleans are the integers 0 and 1,
+         * the rest text that its own functions read. */
+        case DBS_TYPE_BOOL: rc = sqlite3_bind_int64(st->stmt, i + 1, v->i ? 1 : 0); break;
+        case DBS_TYPE_TIMESTAMP: {
+            char t[DBS_TIMESTAMP_TEXT_LEN];
+            int tn = dbs_timestamp_format(v->ts, t);
+            if (tn < 0)
+                return dbs__err(err, DBS_EMISUSE, "parameter $%d: timestamp out of range",
+                                st->map[i] + 1);
+            rc = sqlite3_bind_text64(st->stmt, i + 1, t, (sqlite3_uint64)tn, SQLITE_TRANSIENT,
+                                     SQLITE_UTF8);
+            break;
+        }
+        case DBS_TYPE_UUID: {
+            char t[37];
+            if (!v->b.p) {
+                rc = sqlite3_bind_null(st->stmt, i + 1);
+                break;
+            }
+            dbs_uuid_format(v->b.p, t);
+            rc = sqlite3_bind_text64(st->stmt, i + 1, t, 36, SQLITE_TRANSIENT, SQLITE_UTF8);
+            break;
+        }
+        case DBS_TYPE_JSON:
+            if (!v->b.p)
+                rc = sqlite3_bind_null(st->stmt, i + 1);
+            else
+                rc = sqlite3_bind_text64(st->stmt, i + 1, v->b.p,
+                                         v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n,
+                                         how, SQLITE_UTF8);
             break;
         default:
             return dbs__err(err, DBS_EMISUSE, "parameter $%d has unknown type %d",
@@ -1426,6 +1458,56 @@ static const void *sq_blob(dbs_rows *hr, int col, size_t *len)
     return b ? b : ""; /* an empty value is not NULL */
 }
 
+/* The type a declared column type names: SQLite's affinity rules
+ * (section 3.1 of its datatype page) after the names dbscope gives a type
+ * of its own. */
+static int decl_type(const char *d)
+{
+    char u[64];
+    size_t n = 0;
+    for (; d[n] && n < sizeof u - 1; n++)
+        u[n] = (char)toupper((unsigned char)d[n]);
+    u[n] = '\0';
+    if (strstr(u, "BOOL"))
+        return DBS_TYPE_BOOL;
+    if (strstr(u, "TIMESTAMP") || strstr(u, "DATETIME"))
+        return DBS_TYPE_TIMESTAMP;
+    if (strstr(u, "UUID"))
+        return DBS_TYPE_UUID;
+    if (strstr(u, "JSON"))
+        return DBS_TYPE_JSON;
+    if (strstr(u, "INT"))
+        return DBS_TYPE_INT;
+    if (strstr(u, "CHAR") || strstr(u, "CLOB") || strstr(u, "TEXT"))
+        return DBS_TYPE_TEXT;
+    if (strstr(u, "BLOB") || !u[0])
+        return DBS_TYPE_BLOB;
+    if (strstr(u, "REAL") || strstr(u, "FLOA") || strstr(u, "DOUB"))
+        return DBS_TYPE_REAL;
+    /* NUMERIC affinity: decimals, and names such as DATE that hold text. */
+    return strstr(u, "DEC") || strstr(u, "NUM") ? DBS_TYPE_DECIMAL : DBS_TYPE_TEXT;
+}
+
+static int sq_val_type(dbs_rows *hr, int col)
+{
+    switch (sqlite3_column_type(((sq_rows *)hr)->st->stmt, col)) {
+    case SQLITE_INTEGER: return DBS_TYPE_INT;
+    case SQLITE_FLOAT: return DBS_TYPE_REAL;
+    case SQLITE_TEXT: return DBS_TYPE_TEXT;
+    case SQLITE_BLOB: return DBS_TYPE_BLOB;
+    default: return DBS_TYPE_NULL;
+    }
+}
+
+static int sq_col_type(dbs_rows *hr, int col)
+{
+    const char *d = sqlite3_column_decltype(((sq_rows *)hr)->st->stmt, col);
+    if (d)
+        return decl_type(d);
+    /* An expression: the current value's storage class. */
+    return hr->on_row ? sq_val_type(hr, col) : DBS_TYPE_NULL;
+}
+
 static void sq_rows_close(dbs_rows *hr)
 {
     sq_rows *r = (sq_rows *)hr;
@@ -1446,6 +1528,7 @@ static const dbs__rows_ops sq_rows_ops = {
     .next = sq_next, .count_cols = sq_count_cols, .name = sq_name,
     .is_null = sq_is_null, .get_int = sq_int, .get_real = sq_real,
     .get_text = sq_text, .get_blob = sq_blob, .close = sq_rows_close,
+    .col_type = sq_col_type, .val_type = sq_val_type,
 };
 
 const dbs__driver dbs__driver_sqlite = {

@@ -23,6 +23,8 @@ const char *dbs_strerror(int code)
     case DBS_ENOMEM: return "out of memory";
     case DBS_ESTMT_TIMEOUT: return "no answer from the database within the statement timeout; the connection was discarded";
     case DBS_EFULL: return "the database's storage is full: free disk space, then retry";
+    case DBS_ETYPE: return "the value cannot be read as the type asked for";
+    case DBS_ENULL: return "the value is SQL NULL";
     default: return unknown_code;
     }
 }

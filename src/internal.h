@@ -514,4 +514,22 @@ extern dbs__faults dbs__fault;
  * obey dbs__fault. Called once at pool open. */
 const dbs__driver *dbs__fault_driver(const dbs__driver *real);
 
+/* ---- values (values.c) ---- */
+
+/* A UTC instant broken down, microseconds truncated. */
+typedef struct dbs__ts {
+    int year, month, day, hour, minute, second, usec;
+} dbs__ts;
+
+/* ts broken down: DBS_OK, or DBS_EMISUSE for a tv_nsec outside
+ * 0..999999999 or a year outside 0001..9999. */
+int dbs__ts_fields(struct timespec ts, dbs__ts *out);
+/* The n bytes at s as a whole number: entirely a decimal integer within
+ * int64_t, or a number that is whole and within it ("12.0", "1e3");
+ * 0, or -1 for anything else. */
+int dbs__parse_int64(const char *s, size_t n, int64_t *out);
+/* The n bytes at s entirely as a number (strtod's syntax, no leading
+ * space, no overflow): 0, or -1. */
+int dbs__parse_double(const char *s, size_t n, double *out);
+
 #endif /* DBS_INTERNAL_H */

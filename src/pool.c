@@ -791,3 +791,17 @@ int dbs_pool_ping(dbs_pool *p, dbs_error *err)
         dbs__err(err, DBS_OK, "ok");
     return rc;
 }
+
+dbs_backend dbs_pool_backend(const dbs_pool *p)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC || !p->drv)
+        return DBS_BACKEND_UNKNOWN;
+    /* The fault-injecting copy of a driver keeps its name. */
+    if (!strcmp(p->drv->name, "sqlite"))
+        return DBS_BACKEND_SQLITE;
+    if (!strcmp(p->drv->name, "postgresql"))
+        return DBS_BACKEND_POSTGRESQL;
+    if (!strcmp(p->drv->name, "mariadb"))
+        return DBS_BACKEND_MARIADB;
+    return DBS_BACKEND_UNKNOWN;
+}

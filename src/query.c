@@ -2,7 +2,10 @@
  * backend's rows. Parameters are always bound, never formatted into SQL. */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_error *err)
 {
@@ -12,10 +15,34 @@ static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_er
         return dbs__err(err, DBS_EMISUSE, "%zu parameters announced but params is NULL", n);
     if (n > 65535)
         return dbs__err(err, DBS_EMISUSE, "%zu parameters: at most 65535", n);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned)params[i].type > DBS_TYPE_BLOB)
+    for (size_t i = 0; i < n; i++) {
+        const dbs_value *v = &params[i];
+        dbs__ts f;
+        switch (v->type) {
+        case DBS_TYPE_NULL: case DBS_TYPE_INT: case DBS_TYPE_REAL: case DBS_TYPE_TEXT:
+        case DBS_TYPE_BLOB: case DBS_TYPE_BOOL: case DBS_TYPE_JSON:
+            break;
+        case DBS_TYPE_TIMESTAMP:
+            if (dbs__ts_fields(v->ts, &f) != DBS_OK)
+                return dbs__err(err, DBS_EMISUSE,
+                                "parameter $%zu: timestamp out of range (tv_nsec must be "
+                                "0..999999999 and the year 0001..9999)", i + 1);
+            break;
+        case DBS_TYPE_UUID:
+            if (v->b.p && v->b.n != 16)
+                return dbs__err(err, DBS_EMISUSE,
+                                "parameter $%zu: a UUID is 16 bytes, not %zu (use DBS_UUID, "
+                                "or dbs_uuid_parse for text)", i + 1, v->b.n);
+            break;
+        case DBS_TYPE_DECIMAL:
+            return dbs__err(err, DBS_EMISUSE,
+                            "parameter $%zu: DBS_TYPE_DECIMAL is a column type only; bind a "
+                            "decimal as DBS_TEXT(\"12.50\")", i + 1);
+        default:
             return dbs__err(err, DBS_EMISUSE, "parameter $%zu has unknown type %d", i + 1,
-                            (int)params[i].type);
+                            (int)v->type);
+        }
+    }
     return DBS_OK;
 }
 
@@ -59,6 +86,7 @@ dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params, si
     }
     r->session = s;
     r->magic = DBS__ROWS_MAGIC;
+    r->on_row = 0;
     r->prev = NULL;
     r->next = s->rows;
     if (s->rows)
@@ -89,6 +117,7 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err)
     if (!err)
         err = &local;
     rc = r->ops->next(r, err);
+    r->on_row = rc == 1;
     if (rc < 0)
         return dbs__session_failed(r->session, rc);
     err->code = DBS_OK;
@@ -136,6 +165,319 @@ const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len)
     if (len)
         *len = 0;
     return NULL;
+}
+
+/* ---- checked accessors ---- */
+
+static const char *type_name(int t)
+{
+    switch (t) {
+    case DBS_TYPE_NULL: return "NULL";
+    case DBS_TYPE_INT: return "an integer";
+    case DBS_TYPE_REAL: return "a floating-point number";
+    case DBS_TYPE_TEXT: return "text";
+    case DBS_TYPE_BLOB: return "a BLOB";
+    case DBS_TYPE_BOOL: return "a boolean";
+    case DBS_TYPE_TIMESTAMP: return "a timestamp";
+    case DBS_TYPE_UUID: return "a UUID";
+    case DBS_TYPE_JSON: return "JSON";
+    case DBS_TYPE_DECIMAL: return "a decimal";
+    default: return "a value";
+    }
+}
+
+static int col_range(const char *fn, int col, int n, dbs_error *err)
+{
+    if (n == 0)
+        return dbs__err(err, DBS_EMISUSE,
+                        "%s: column %d is out of range: the statement returned no columns", fn,
+                        col);
+    return dbs__err(err, DBS_EMISUSE,
+                    "%s: column %d is out of range: the result has %d column%s (0..%d)", fn, col,
+                    n, n == 1 ? "" : "s", n - 1);
+}
+
+/* Checks r, col and the current row for accessor fn; returns DBS_OK or
+ * DBS_EMISUSE with err filled. */
+static int cell_check(dbs_rows *r, int col, const void *out, const char *fn, dbs_error *err)
+{
+    if (!r || r->magic != DBS__ROWS_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "%s: rows are NULL or already closed", fn);
+    if (!pthread_equal(r->session->owner, pthread_self()))
+        return dbs__err(err, DBS_EMISUSE, "%s: rows belong to another thread's session", fn);
+    int n = r->ops->count_cols(r);
+    if (col < 0 || col >= n)
+        return col_range(fn, col, n, err);
+    if (!out)
+        return dbs__err(err, DBS_EMISUSE, "%s: out is NULL", fn);
+    if (!r->on_row)
+        return dbs__err(err, DBS_EMISUSE,
+                        "%s: no current row: call dbs_rows_next and read only after it "
+                        "returned 1", fn);
+    return DBS_OK;
+}
+
+static int cell_null(dbs_rows *r, int col, const char *fn, dbs_error *err)
+{
+    return dbs__err(err, DBS_ENULL,
+                    "%s: column %d \"%s\" is NULL (test dbs_rows_is_null first, or use "
+                    "COALESCE in the query)", fn, col, r->ops->name(r, col));
+}
+
+static int cell_type(dbs_rows *r, int col, int vt, const char *fn, const char *want,
+                     const char *hint, dbs_error *err)
+{
+    return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\" holds %s that is not %s%s", fn, col,
+                    r->ops->name(r, col), type_name(vt), want, hint);
+}
+
+static int ok(dbs_error *err)
+{
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+int dbs_rows_get_int64(dbs_rows *r, int col, int64_t *out, dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_int64";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc != DBS_OK)
+        return rc;
+    int vt = r->ops->val_type(r, col);
+    int64_t v;
+    switch (vt) {
+    case DBS_TYPE_NULL:
+        return cell_null(r, col, fn, err);
+    case DBS_TYPE_INT:
+    case DBS_TYPE_BOOL:
+        *out = r->ops->get_int(r, col);
+        return ok(err);
+    case DBS_TYPE_REAL: {
+        double d = r->ops->get_real(r, col);
+        if (d != d || d < -9223372036854775808.0 || d >= 9223372036854775808.0 ||
+            d != (double)(int64_t)d)
+            return cell_type(r, col, vt, fn, "a whole number within int64_t",
+                             " (read it with dbs_rows_get_double)", err);
+        *out = (int64_t)d;
+        return ok(err);
+    }
+    case DBS_TYPE_BLOB:
+        return cell_type(r, col, vt, fn, "an integer", " (read it with dbs_rows_get_blob)",
+                         err);
+    default: {
+        size_t n = 0;
+        const char *t = r->ops->get_text(r, col, &n);
+        if (!t || dbs__parse_int64(t, n, &v) != 0)
+            return cell_type(r, col, vt, fn, "a whole number within int64_t",
+                             " (read it with dbs_rows_get_text or _get_double)", err);
+        *out = v;
+        return ok(err);
+    }
+    }
+}
+
+int dbs_rows_get_double(dbs_rows *r, int col, double *out, dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_double";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc != DBS_OK)
+        return rc;
+    int vt = r->ops->val_type(r, col);
+    switch (vt) {
+    case DBS_TYPE_NULL:
+        return cell_null(r, col, fn, err);
+    case DBS_TYPE_INT:
+    case DBS_TYPE_BOOL:
+        *out = (double)r->ops->get_int(r, col);
+        return ok(err);
+    case DBS_TYPE_REAL:
+        *out = r->ops->get_real(r, col);
+        return ok(err);
+    case DBS_TYPE_BLOB:
+        return cell_type(r, col, vt, fn, "a number", " (read it with dbs_rows_get_blob)", err);
+    default: {
+        size_t n = 0;
+        double d;
+        const char *t = r->ops->get_text(r, col, &n);
+        if (!t || dbs__parse_double(t, n, &d) != 0)
+            return cell_type(r, col, vt, fn, "a number", " (read it with dbs_rows_get_text)",
+                             err);
+        *out = d;
+        return ok(err);
+    }
+    }
+}
+
+int dbs_rows_get_bool(dbs_rows *r, int col, int *out, dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_bool";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc != DBS_OK)
+        return rc;
+    int vt = r->ops->val_type(r, col);
+    if (vt == DBS_TYPE_NULL)
+        return cell_null(r, col, fn, err);
+    if (vt == DBS_TYPE_BOOL || vt == DBS_TYPE_INT) {
+        int64_t v = r->ops->get_int(r, col);
+        if (v == 0 || v == 1) {
+            *out = (int)v;
+            return ok(err);
+        }
+    }
+    return cell_type(r, col, vt, fn, "a boolean (true/false, or the integer 0 or 1)", "", err);
+}
+
+int dbs_rows_get_text(dbs_rows *r, int col, const char **out, size_t *len, dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_text";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc != DBS_OK)
+        return rc;
+    int vt = r->ops->val_type(r, col);
+    if (vt == DBS_TYPE_NULL)
+        return cell_null(r, col, fn, err);
+    if (vt == DBS_TYPE_BLOB)
+        return cell_type(r, col, vt, fn, "text", " (read it with dbs_rows_get_blob)", err);
+    size_t n = 0;
+    const char *t = r->ops->get_text(r, col, &n);
+    if (!t)
+        return dbs__err(err, DBS_ENOMEM, "%s: out of memory reading column %d", fn, col);
+    *out = t;
+    if (len)
+        *len = n;
+    return ok(err);
+}
+
+int dbs_rows_get_blob(dbs_rows *r, int col, const void **out, size_t *len, dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_blob";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc == DBS_OK && !len)
+        rc = dbs__err(err, DBS_EMISUSE, "%s: len is NULL (a blob's length is needed)", fn);
+    if (rc != DBS_OK)
+        return rc;
+    if (r->ops->val_type(r, col) == DBS_TYPE_NULL)
+        return cell_null(r, col, fn, err);
+    size_t n = 0;
+    const void *b = r->ops->get_blob(r, col, &n);
+    if (!b)
+        return dbs__err(err, DBS_ENOMEM, "%s: out of memory reading column %d", fn, col);
+    *out = b;
+    *len = n;
+    return ok(err);
+}
+
+int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out, dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_timestamp";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc != DBS_OK)
+        return rc;
+    int vt = r->ops->val_type(r, col);
+    switch (vt) {
+    case DBS_TYPE_NULL:
+        return cell_null(r, col, fn, err);
+    case DBS_TYPE_INT:
+        *out = (struct timespec){.tv_sec = (time_t)r->ops->get_int(r, col), .tv_nsec = 0};
+        return ok(err);
+    case DBS_TYPE_TEXT:
+    case DBS_TYPE_TIMESTAMP: {
+        size_t n = 0;
+        const char *t = r->ops->get_text(r, col, &n);
+        dbs_error pe;
+        struct timespec ts;
+        if (!t || dbs_timestamp_parse(t, n, &ts, &pe) != DBS_OK)
+            return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\": %s", fn, col,
+                            r->ops->name(r, col), t ? pe.message : "no text");
+        *out = ts;
+        return ok(err);
+    }
+    default:
+        return cell_type(r, col, vt, fn, "a timestamp",
+                         " (timestamps are read from timestamp columns, ISO 8601 text or "
+                         "integer seconds since the epoch)", err);
+    }
+}
+
+int dbs_rows_get_uuid(dbs_rows *r, int col, unsigned char out[16], dbs_error *err)
+{
+    static const char fn[] = "dbs_rows_get_uuid";
+    int rc = cell_check(r, col, out, fn, err);
+    if (rc != DBS_OK)
+        return rc;
+    int vt = r->ops->val_type(r, col);
+    size_t n = 0;
+    switch (vt) {
+    case DBS_TYPE_NULL:
+        return cell_null(r, col, fn, err);
+    case DBS_TYPE_BLOB: {
+        const void *b = r->ops->get_blob(r, col, &n);
+        if (!b || n != 16)
+            return dbs__err(err, DBS_ETYPE,
+                            "%s: column %d \"%s\" holds a BLOB of %zu bytes, not a UUID's 16",
+                            fn, col, r->ops->name(r, col), n);
+        memcpy(out, b, 16);
+        return ok(err);
+    }
+    case DBS_TYPE_TEXT:
+    case DBS_TYPE_UUID: {
+        const char *t = r->ops->get_text(r, col, &n);
+        dbs_error pe;
+        if (!t || dbs_uuid_parse(t, n, out, &pe) != DBS_OK)
+            return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\": %s", fn, col,
+                            r->ops->name(r, col), t ? pe.message : "no text");
+        return ok(err);
+    }
+    default:
+        return cell_type(r, col, vt, fn, "a UUID", "", err);
+    }
+}
+
+int dbs_rows_type(dbs_rows *r, int col, dbs_error *err)
+{
+    if (!r || r->magic != DBS__ROWS_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_rows_type: rows are NULL or already closed");
+    if (!pthread_equal(r->session->owner, pthread_self()))
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_rows_type: rows belong to another thread's session");
+    int n = r->ops->count_cols(r);
+    if (col < 0 || col >= n)
+        return col_range("dbs_rows_type", col, n, err);
+    ok(err);
+    return r->ops->col_type(r, col);
+}
+
+int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
+{
+    if (!r || r->magic != DBS__ROWS_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_rows_col: rows are NULL or already closed");
+    if (!pthread_equal(r->session->owner, pthread_self()))
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_rows_col: rows belong to another thread's session");
+    if (!name)
+        return dbs__err(err, DBS_EMISUSE, "dbs_rows_col: name is NULL");
+    int n = r->ops->count_cols(r);
+    for (int i = 0; i < n; i++)
+        if (strcmp(r->ops->name(r, i), name) == 0) {
+            ok(err);
+            return i;
+        }
+    for (int i = 0; i < n; i++)
+        if (strcasecmp(r->ops->name(r, i), name) == 0) {
+            ok(err);
+            return i;
+        }
+    if (!err)
+        return DBS_EMISUSE;
+    char list[300];
+    size_t w = 0;
+    list[0] = '\0';
+    for (int i = 0; i < n && w < sizeof list; i++)
+        w += (size_t)snprintf(list + w, sizeof list - w, "%s\"%s\"", i ? ", " : "",
+                              r->ops->name(r, i));
+    return dbs__err(err, DBS_EMISUSE, "dbs_rows_col: no column named \"%.100s\"; the columns "
+                    "are: %s", name, n ? list : "(none)");
 }
 
 static void rows_free(dbs_rows *r)

@@ -1,0 +1,283 @@
+/* Values as text: ISO 8601 timestamps and UUIDs both ways, and the strict
+ * number parsing of the checked row accessors. No allocation, no locale:
+ * the same text on every machine. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+int dbs__ts_fields(struct timespec ts, dbs__ts *out)
+{
+    if (ts.tv_nsec < 0 || ts.tv_nsec > 999999999)
+        return DBS_EMISUSE;
+    int64_t s = (int64_t)ts.tv_sec;
+    int64_t days = s >= 0 ? s / 86400 : -((-s + 86399) / 86400);
+    int64_t secs = s - days * 86400;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    if (y < 1 || y > 9999)
+        return DBS_EMISUSE;
+    out->year = (int)y;
+    out->month = (int)m;
+    out->day = (int)d;
+    out->hour = (int)(secs / 3600);
+    out->minute = (int)(secs / 60 % 60);
+    out->second = (int)(secs % 60);
+    out->usec = (int)(ts.tv_nsec / 1000);
+    return DBS_OK;
+}
+
+int dbs_timestamp_format(struct timespec ts, char out[DBS_TIMESTAMP_TEXT_LEN])
+{
+    dbs__ts f;
+    if (!out)
+        return DBS_EMISUSE;
+    out[0] = '\0';
+    if (dbs__ts_fields(ts, &f) != DBS_OK)
+        return DBS_EMISUSE;
+    return snprintf(out, DBS_TIMESTAMP_TEXT_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", f.year,
+                    f.month, f.day, f.hour, f.minute, f.second, f.usec);
+}
+
+/* Reads exactly n digits at *p (within end) as a number; -1 if not. */
+static int digits(const char **p, const char *end, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (*p >= end || **p < '0' || **p > '9')
+            return -1;
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    return v;
+}
+
+static int bad_ts(dbs_error *err, const char *what)
+{
+    return dbs__err(err, DBS_ETYPE,
+                    "not an ISO 8601 timestamp: %s (expected YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+HH:MM])",
+                    what);
+}
+
+int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out, dbs_error *err)
+{
+    if (!text || !out)
+        return dbs__err(err, DBS_EMISUSE, "dbs_timestamp_parse: text or out is NULL");
+    if (len == SIZE_MAX)
+        len = strlen(text);
+    const char *p = text, *end = text + len;
+    int y = digits(&p, end, 4);
+    if (y < 1)
+        return bad_ts(err, "no four-digit year from 0001");
+    if (p >= end || *p++ != '-')
+        return bad_ts(err, "no '-' after the year");
+    int mo = digits(&p, end, 2);
+    if (mo < 1 || mo > 12)
+        return bad_ts(err, "no month 01..12");
+    if (p >= end || *p++ != '-')
+        return bad_ts(err, "no '-' after the month");
+    int d = digits(&p, end, 2);
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
+        return bad_ts(err, "no valid day of the month");
+    int h = 0, mi = 0, s = 0;
+    long ns = 0;
+    if (p < end && (*p == 'T' || *p == 't' || *p == ' ')) {
+        p++;
+        h = digits(&p, end, 2);
+        if (h < 0 || h > 23)
+            return bad_ts(err, "no hour 00..23");
+        if (p >= end || *p++ != ':')
+            return bad_ts(err, "no ':' after the hour");
+        mi = digits(&p, end, 2);
+        if (mi < 0 || mi > 59)
+            return bad_ts(err, "no minute 00..59");
+        if (p < end && *p == ':') {
+            p++;
+            s = digits(&p, end, 2);
+            if (s < 0 || s > 60) /* 60: a leap second, read as the next */
+                return bad_ts(err, "no second 00..59");
+            if (p < end && (*p == '.' || *p == ',')) {
+                p++;
+                int nd = 0;
+                long scale = 100000000;
+                while (p < end && *p >= '0' && *p <= '9') {
+                    if (nd < 9)
+                        ns += (*p - '0') * scale;
+                    scale /= 10;
+                    nd++;
+                    p++;
+                }
+                if (nd == 0)
+                    return bad_ts(err, "no digits after the decimal point");
+            }
+        }
+    }
+    int off = 0; /* seconds east of UTC */
+    if (p < end && (*p == 'Z' || *p == 'z')) {
+        p++;
+    } else if (p < end && (*p == '+' || *p == '-')) {
+        int sign = *p++ == '-' ? -1 : 1;
+        int oh = digits(&p, end, 2), om = 0, os = 0;
+        if (oh < 0 || oh > 15)
+            return bad_ts(err, "no zone hour 00..15 after the sign");
+        if (p < end && *p == ':') {
+            p++;
+            om = digits(&p, end, 2);
+            if (om < 0 || om > 59)
+                return bad_ts(err, "no zone minutes after ':'");
+            if (p < end && *p == ':') {
+                p++;
+                os = digits(&p, end, 2);
+                if (os < 0 || os > 59)
+                    return bad_ts(err, "no zone seconds after ':'");
+            }
+        } else if (p < end && *p >= '0' && *p <= '9') {
+            om = digits(&p, end, 2);
+            if (om < 0 || om > 59)
+                return bad_ts(err, "no zone minutes");
+        }
+        off = sign * (oh * 3600 + om * 60 + os);
+    }
+    if (p != end)
+        return bad_ts(err, "text after the timestamp (a PostgreSQL 'BC' or 'infinity' "
+                           "has no struct timespec)");
+    int64_t t = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + s -
+                off;
+    out->tv_sec = (time_t)t;
+    out->tv_nsec = ns;
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+void dbs_uuid_format(const unsigned char uuid[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[uuid[i] >> 4];
+        *o++ = hex[uuid[i] & 15];
+    }
+    *o = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int dbs_uuid_parse(const char *text, size_t len, unsigned char out[16], dbs_error *err)
+{
+    if (!text || !out)
+        return dbs__err(err, DBS_EMISUSE, "dbs_uuid_parse: text or out is NULL");
+    if (len == SIZE_MAX)
+        len = strlen(text);
+    const char *p = text, *end = text + len;
+    if (len >= 2 && *p == '{' && end[-1] == '}') {
+        p++;
+        end--;
+    }
+    bool hyphens = end - p == 36;
+    if (!hyphens && end - p != 32)
+        return dbs__err(err, DBS_ETYPE,
+                        "not a UUID: %zu characters (expected 36, as "
+                        "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, or 32 hex digits)",
+                        (size_t)(end - p));
+    unsigned char b[16];
+    for (int i = 0; i < 16; i++) {
+        if (hyphens && (i == 4 || i == 6 || i == 8 || i == 10) && *p++ != '-')
+            return dbs__err(err, DBS_ETYPE,
+                            "not a UUID: expected '-' after hex digit %d", i * 2);
+        int hi = hexval(p[0]), lo = hexval(p[1]);
+        if (hi < 0 || lo < 0)
+            return dbs__err(err, DBS_ETYPE, "not a UUID: a character that is not a hex digit");
+        b[i] = (unsigned char)(hi << 4 | lo);
+        p += 2;
+    }
+    memcpy(out, b, 16);
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+int dbs__parse_int64(const char *s, size_t n, int64_t *out)
+{
+    char buf[64];
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (buf[0] == ' ' || buf[0] == '\t' || buf[0] == '\n')
+        return -1;
+    char *e;
+    errno = 0;
+    long long v = strtoll(buf, &e, 10);
+    if (*e == '\0' && errno == 0) {
+        *out = v;
+        return 0;
+    }
+    double d;
+    if (dbs__parse_double(buf, n, &d) != 0 || d != d)
+        return -1;
+    /* A whole number within int64_t: 2^63 is the first double past it. */
+    if (d < -9223372036854775808.0 || d >= 9223372036854775808.0 || d != (double)(int64_t)d)
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+int dbs__parse_double(const char *s, size_t n, double *out)
+{
+    char buf[512];
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (buf[0] == ' ' || buf[0] == '\t' || buf[0] == '\n')
+        return -1;
+    char *e;
+    errno = 0;
+    double v = strtod(buf, &e);
+    if (*e != '\0' || (errno == ERANGE && (v > 1 || v < -1)))
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,408 @@
+/* Values and rows: the checked accessors report a wrong type, a NULL, a bad
+ * column and a missing row; column types and columns by name; booleans,
+ * timestamps, UUIDs and JSON both ways; the pool's backend; generated keys
+ * with RETURNING. All three backends. */
+#include "common.h"
+
+static dbs_pool *pool;
+static dbs_backend backend;
+static char tbl[64];
+
+static dbs_rows *query_ok(dbs_session *s, const char *sql, const dbs_value *v, size_t n)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, v, n, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    return r;
+}
+
+/* 'abc', NULL, 2.5, column 99, no row: never a silent 0. */
+static void test_checked_errors(dbs_session *s)
+{
+    dbs_error err;
+    dbs_rows *r = query_ok(s,
+                           "SELECT 'abc' AS s, NULL AS z, 2.5 AS r, 7 AS i, '12abc' AS t, "
+                           "'99999999999999999999' AS big, '-42' AS neg, '' AS e",
+                           NULL, 0);
+    int64_t i = -1;
+    double d = -1;
+    int b = -1;
+    const char *t = NULL;
+    size_t len = 0;
+
+    /* No current row yet. */
+    CHECK_EQ(dbs_rows_get_int64(r, 3, &i, &err), DBS_EMISUSE);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "no current row");
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+
+    CHECK_OK(dbs_rows_get_int64(r, 3, &i, &err), &err);
+    CHECK_EQ(i, 7);
+    CHECK_EQ(err.code, DBS_OK);
+
+    i = -1;
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &i, &err), DBS_ETYPE);
+    CHECK_EQ(err.code, DBS_ETYPE);
+    CHECK_CONTAINS(err.message, "\"s\"");
+    CHECK_EQ(i, -1); /* untouched */
+    CHECK_EQ(dbs_rows_int(r, 0), 0); /* the unchecked fallback, documented */
+
+    CHECK_EQ(dbs_rows_get_int64(r, 1, &i, &err), DBS_ENULL);
+    CHECK_CONTAINS(err.message, "NULL");
+    CHECK_EQ(dbs_rows_get_double(r, 1, &d, &err), DBS_ENULL);
+    CHECK_EQ(dbs_rows_get_text(r, 1, &t, &len, &err), DBS_ENULL);
+    CHECK_EQ(dbs_rows_get_bool(r, 1, &b, &err), DBS_ENULL);
+
+    CHECK_EQ(dbs_rows_get_int64(r, 99, &i, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "column 99 is out of range");
+    CHECK_CONTAINS(err.message, "8 columns");
+    CHECK_EQ(dbs_rows_get_int64(r, -1, &i, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_get_text(r, 99, &t, &len, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_type(r, 99, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_get_int64(r, 3, NULL, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_get_int64(NULL, 3, &i, &err), DBS_EMISUSE);
+
+    CHECK_EQ(dbs_rows_get_int64(r, 2, &i, &err), DBS_ETYPE); /* 2.5 */
+    CHECK_OK(dbs_rows_get_double(r, 2, &d, &err), &err);
+    CHECK(d == 2.5);
+    CHECK_EQ(dbs_rows_get_double(r, 0, &d, &err), DBS_ETYPE);
+    CHECK_EQ(dbs_rows_get_int64(r, 4, &i, &err), DBS_ETYPE);  /* 12abc */
+    CHECK_EQ(dbs_rows_get_double(r, 4, &d, &err), DBS_ETYPE);
+    CHECK_EQ(dbs_rows_get_int64(r, 5, &i, &err), DBS_ETYPE);  /* > int64 */
+    CHECK_OK(dbs_rows_get_int64(r, 6, &i, &err), &err);
+    CHECK_EQ(i, -42);
+    CHECK_EQ(dbs_rows_get_int64(r, 7, &i, &err), DBS_ETYPE);  /* '' */
+    CHECK_EQ(dbs_rows_get_bool(r, 3, &b, &err), DBS_ETYPE);   /* 7 */
+    CHECK_EQ(dbs_rows_get_timestamp(r, 0, &(struct timespec){0}, &err), DBS_ETYPE);
+    unsigned char u[16];
+    CHECK_EQ(dbs_rows_get_uuid(r, 0, u, &err), DBS_ETYPE);
+    CHECK_OK(dbs_rows_get_text(r, 0, &t, &len, &err), &err);
+    CHECK_STR(t, "abc");
+    CHECK_EQ(len, 3);
+    CHECK_OK(dbs_rows_get_text(r, 3, &t, &len, &err), &err);
+    CHECK_STR(t, "7");
+
+    /* Past the end. */
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    CHECK_EQ(dbs_rows_get_int64(r, 3, &i, &err), DBS_EMISUSE);
+    dbs_rows_close(r);
+    /* None of it ended the transaction. */
+    CHECK_EQ(query_int(s, "SELECT 5", NULL, 0), 5);
+}
+
+static void test_col_by_name(dbs_session *s)
+{
+    dbs_error err;
+    dbs_rows *r = query_ok(s, "SELECT 1 AS alpha, 2 AS beta", NULL, 0);
+    CHECK_EQ(dbs_rows_col(r, "beta", &err), 1);
+    CHECK_EQ(dbs_rows_col(r, "alpha", &err), 0);
+    CHECK_EQ(dbs_rows_col(r, "BETA", &err), 1);
+    CHECK_EQ(dbs_rows_col(r, "gamma", &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "\"gamma\"");
+    CHECK_CONTAINS(err.message, "\"alpha\", \"beta\"");
+    CHECK_EQ(dbs_rows_col(r, NULL, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    int64_t v;
+    CHECK_OK(dbs_rows_get_int64(r, dbs_rows_col(r, "beta", NULL), &v, &err), &err);
+    CHECK_EQ(v, 2);
+    dbs_rows_close(r);
+}
+
+static const unsigned char uuid_bytes[16] = {0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3,
+                                             0xa4, 0x56, 0x42, 0x66, 0x14, 0x17, 0x40, 0x00};
+static const char uuid_text[] = "123e4567-e89b-12d3-a456-426614174000";
+static const char json_text[] = "{\"a\": [1, 2]}";
+
+static void test_roundtrip(dbs_session *s)
+{
+    dbs_error err;
+    char sql[300];
+    /* 2024-02-29T12:34:56.123456789Z; and a moment before 1970. */
+    struct timespec ts = {.tv_sec = 1709210096, .tv_nsec = 123456789};
+    struct timespec old = {.tv_sec = -14182940, .tv_nsec = 500000000};
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, b, ts, u, j) VALUES ($1, $2, $3, $4, $5)",
+             tbl);
+    dbs_value v1[] = {DBS_INT(1), DBS_BOOL(1), DBS_TIMESTAMP(ts), DBS_UUID(uuid_bytes),
+                      DBS_JSON(json_text)};
+    CHECK_OK(dbs_exec(s, sql, v1, 5, &err), &err);
+    dbs_value v2[] = {DBS_INT(2), DBS_BOOL(0), DBS_TIMESTAMP(old), DBS_UUID(NULL),
+                      DBS_JSONN("[true]xyz", 6)};
+    CHECK_OK(dbs_exec(s, sql, v2, 5, &err), &err);
+    dbs_value v3[] = {DBS_INT(3), DBS_NULL, DBS_NULL, DBS_NULL, DBS_JSON(NULL)};
+    CHECK_OK(dbs_exec(s, sql, v3, 5, &err), &err);
+
+    if (backend == DBS_BACKEND_POSTGRESQL) /* timestamptz comes back in the session's zone */
+        exec_ok(s, "SET TIME ZONE 'Asia/Kolkata'");
+
+    snprintf(sql, sizeof sql, "SELECT id, b, ts, u, j FROM %s ORDER BY id", tbl);
+    dbs_rows *r = query_ok(s, sql, NULL, 0);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    int b = -1;
+    CHECK_OK(dbs_rows_get_bool(r, 1, &b, &err), &err);
+    CHECK_EQ(b, 1);
+    struct timespec got;
+    CHECK_OK(dbs_rows_get_timestamp(r, 2, &got, &err), &err);
+    CHECK_EQ(got.tv_sec, ts.tv_sec);
+    CHECK_EQ(got.tv_nsec, 123456000); /* microseconds */
+    char iso[DBS_TIMESTAMP_TEXT_LEN];
+    CHECK_EQ(dbs_timestamp_format(got, iso), 27);
+    CHECK_STR(iso, "2024-02-29T12:34:56.123456Z");
+    unsigned char u[16];
+    CHECK_OK(dbs_rows_get_uuid(r, 3, u, &err), &err);
+    CHECK(memcmp(u, uuid_bytes, 16) == 0);
+    const char *t;
+    size_t len;
+    CHECK_OK(dbs_rows_get_text(r, 3, &t, &len, &err), &err);
+    CHECK_STR(t, uuid_text);
+    CHECK_OK(dbs_rows_get_text(r, 4, &t, &len, &err), &err);
+    CHECK_STR(t, json_text);
+
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_OK(dbs_rows_get_bool(r, 1, &b, &err), &err);
+    CHECK_EQ(b, 0);
+    CHECK_OK(dbs_rows_get_timestamp(r, 2, &got, &err), &err);
+    CHECK_EQ(got.tv_sec, old.tv_sec);
+    CHECK_EQ(got.tv_nsec, old.tv_nsec);
+    CHECK_EQ(dbs_rows_get_uuid(r, 3, u, &err), DBS_ENULL);
+    CHECK_OK(dbs_rows_get_text(r, 4, &t, &len, &err), &err);
+    CHECK_STR(t, "[true]");
+
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_get_bool(r, 1, &b, &err), DBS_ENULL);
+    CHECK_EQ(dbs_rows_get_timestamp(r, 2, &got, &err), DBS_ENULL);
+    CHECK_EQ(dbs_rows_get_text(r, 4, &t, &len, &err), DBS_ENULL);
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    dbs_rows_close(r);
+
+    /* The server sees typed values: a boolean filter, a UUID and a
+     * timestamp compared as such. */
+    snprintf(sql, sizeof sql, "SELECT id FROM %s WHERE b = $1 AND u = $2 AND ts = $3", tbl);
+    dbs_value w[] = {DBS_BOOL(1), DBS_UUID(uuid_bytes), DBS_TIMESTAMP(ts)};
+    CHECK_EQ(query_int(s, sql, w, 3), 1);
+
+    if (backend == DBS_BACKEND_POSTGRESQL) {
+        /* timestamptz, uuid, jsonb: the server's own types. */
+        snprintf(sql, sizeof sql,
+                 "SELECT extract(epoch FROM ts)::bigint, u::text, j->'a'->>1 FROM %s WHERE id = 1",
+                 tbl);
+        r = query_ok(s, sql, NULL, 0);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        int64_t e;
+        CHECK_OK(dbs_rows_get_int64(r, 0, &e, &err), &err);
+        CHECK_EQ(e, ts.tv_sec);
+        CHECK_STR(dbs_rows_text(r, 2, NULL), "2");
+        dbs_rows_close(r);
+        exec_ok(s, "SET TIME ZONE 'UTC'");
+    }
+    if (backend == DBS_BACKEND_SQLITE) {
+        /* Stored as documented: ISO text, lower-case UUID text, 0/1. */
+        snprintf(sql, sizeof sql,
+                 "SELECT ts, u, b, unixepoch(ts), json_extract(j, '$.a[1]') FROM %s WHERE id = 1",
+                 tbl);
+        r = query_ok(s, sql, NULL, 0);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_STR(dbs_rows_text(r, 0, NULL), "2024-02-29T12:34:56.123456Z");
+        CHECK_STR(dbs_rows_text(r, 1, NULL), uuid_text);
+        CHECK_EQ(dbs_rows_int(r, 2), 1);
+        CHECK_EQ(dbs_rows_int(r, 3), ts.tv_sec);
+        CHECK_EQ(dbs_rows_int(r, 4), 2);
+        dbs_rows_close(r);
+    }
+    if (backend == DBS_BACKEND_MARIADB) {
+        snprintf(sql, sizeof sql,
+                 "SELECT CAST(ts AS CHAR), JSON_EXTRACT(j, '$.a[1]') FROM %s WHERE id = 1", tbl);
+        r = query_ok(s, sql, NULL, 0);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_STR(dbs_rows_text(r, 0, NULL), "2024-02-29 12:34:56.123456");
+        CHECK_STR(dbs_rows_text(r, 1, NULL), "2");
+        dbs_rows_close(r);
+    }
+
+    /* Bad parameters: refused before anything is sent. */
+    struct timespec bad = {.tv_sec = 0, .tv_nsec = 1000000000};
+    dbs_value bv[] = {DBS_TIMESTAMP(bad)};
+    CHECK_EQ(dbs_exec(s, "SELECT $1", bv, 1, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "timestamp out of range");
+    dbs_value bu[] = {{.type = DBS_TYPE_UUID, .b = {uuid_text, 36}}};
+    CHECK_EQ(dbs_exec(s, "SELECT $1", bu, 1, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "dbs_uuid_parse");
+    dbs_value bd[] = {{.type = DBS_TYPE_DECIMAL, .b = {"1.5", SIZE_MAX}}};
+    CHECK_EQ(dbs_exec(s, "SELECT $1", bd, 1, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "DBS_TEXT");
+}
+
+static void test_types(dbs_session *s)
+{
+    dbs_error err;
+    char sql[300];
+    snprintf(sql, sizeof sql, "UPDATE %s SET d = $1, dd = $2 WHERE id = 1", tbl);
+    dbs_value dv[] = {DBS_TEXT("12.50"), DBS_TEXT("2024-02-29")};
+    CHECK_OK(dbs_exec(s, sql, dv, 2, &err), &err);
+    snprintf(sql, sizeof sql, "SELECT id, b, ts, u, j, n, s, bl, d, dd FROM %s ORDER BY id", tbl);
+    dbs_rows *r = query_ok(s, sql, NULL, 0);
+    CHECK_EQ(dbs_rows_type(r, 0, &err), DBS_TYPE_INT);
+    /* MariaDB's BOOLEAN is TINYINT(1), which the protocol cannot tell. */
+    CHECK_EQ(dbs_rows_type(r, 1, &err),
+             backend == DBS_BACKEND_MARIADB ? DBS_TYPE_INT : DBS_TYPE_BOOL);
+    CHECK_EQ(dbs_rows_type(r, 2, &err), DBS_TYPE_TIMESTAMP);
+    CHECK_EQ(dbs_rows_type(r, 3, &err), DBS_TYPE_UUID);
+    CHECK_EQ(dbs_rows_type(r, 4, &err), DBS_TYPE_JSON);
+    CHECK_EQ(dbs_rows_type(r, 5, &err), DBS_TYPE_INT);
+    CHECK_EQ(dbs_rows_type(r, 6, &err), DBS_TYPE_TEXT);
+    CHECK_EQ(dbs_rows_type(r, 7, &err), DBS_TYPE_BLOB);
+    CHECK_EQ(dbs_rows_type(r, 8, &err), DBS_TYPE_DECIMAL);
+    CHECK_EQ(dbs_rows_type(r, 9, &err), DBS_TYPE_TEXT);
+    CHECK_EQ(dbs_rows_type(r, 10, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    int64_t i;
+    double d;
+    CHECK_EQ(dbs_rows_get_int64(r, 8, &i, &err), DBS_ETYPE); /* 12.50 */
+    CHECK_OK(dbs_rows_get_double(r, 8, &d, &err), &err);
+    CHECK(d == 12.5);
+    struct timespec day;
+    CHECK_OK(dbs_rows_get_timestamp(r, 9, &day, &err), &err); /* a DATE: midnight UTC */
+    CHECK_EQ(day.tv_sec, 1709164800);
+    dbs_rows_close(r);
+
+    r = query_ok(s, "SELECT 1.5 AS x, 'a' AS y", NULL, 0);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_type(r, 0, &err),
+             backend == DBS_BACKEND_SQLITE ? DBS_TYPE_REAL : DBS_TYPE_DECIMAL);
+    CHECK_EQ(dbs_rows_type(r, 1, &err), DBS_TYPE_TEXT);
+    dbs_rows_close(r);
+}
+
+/* INSERT ... RETURNING on every backend, and each one's own way. */
+static void test_generated_key(dbs_session *s)
+{
+    dbs_error err;
+    char sql[300];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (n) VALUES ($1) RETURNING id", tbl);
+    int64_t ids[2];
+    for (int k = 0; k < 2; k++) {
+        dbs_value v[] = {DBS_INT(100 + k)};
+        dbs_rows *r = query_ok(s, sql, v, 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_OK(dbs_rows_get_int64(r, 0, &ids[k], &err), &err);
+        CHECK_EQ(dbs_rows_next(r, &err), 0);
+        dbs_rows_close(r);
+    }
+    CHECK(ids[0] > 3);
+    CHECK(ids[1] > ids[0]);
+    snprintf(sql, sizeof sql, "SELECT n FROM %s WHERE id = $1", tbl);
+    dbs_value v[] = {DBS_INT(ids[1])};
+    CHECK_EQ(query_int(s, sql, v, 1), 101);
+    /* A statement without columns: every column is out of range. */
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = n WHERE id = -1", tbl);
+    dbs_rows *r = query_ok(s, sql, NULL, 0);
+    int64_t x;
+    CHECK_EQ(dbs_rows_count_cols(r), 0);
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &x, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "no columns");
+    dbs_rows_close(r);
+    if (backend == DBS_BACKEND_MARIADB)
+        CHECK_EQ(query_int(s, "SELECT LAST_INSERT_ID()", NULL, 0), ids[1]);
+    if (backend == DBS_BACKEND_SQLITE)
+        CHECK_EQ(query_int(s, "SELECT last_insert_rowid()", NULL, 0), ids[1]);
+}
+
+static void test_text_helpers(void)
+{
+    dbs_error err;
+    struct timespec t;
+    CHECK_OK(dbs_timestamp_parse("2024-02-29T12:34:56.123456789Z", SIZE_MAX, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, 1709210096);
+    CHECK_EQ(t.tv_nsec, 123456789);
+    CHECK_OK(dbs_timestamp_parse("2024-02-29 18:04:56.5+05:30", SIZE_MAX, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, 1709210096);
+    CHECK_EQ(t.tv_nsec, 500000000);
+    CHECK_OK(dbs_timestamp_parse("2024-02-29 07:34:56-05", SIZE_MAX, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, 1709210096);
+    CHECK_OK(dbs_timestamp_parse("1970-01-01", SIZE_MAX, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, 0);
+    CHECK_OK(dbs_timestamp_parse("1969-12-31T23:59:59Zjunk", 20, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, -1);
+    CHECK_EQ(dbs_timestamp_parse("2023-02-29", SIZE_MAX, &t, &err), DBS_ETYPE);
+    CHECK_CONTAINS(err.message, "day");
+    CHECK_EQ(dbs_timestamp_parse("infinity", SIZE_MAX, &t, &err), DBS_ETYPE);
+    CHECK_EQ(dbs_timestamp_parse("0044-03-15 00:00:00+00 BC", SIZE_MAX, &t, &err), DBS_ETYPE);
+    CHECK_CONTAINS(err.message, "BC");
+    CHECK_EQ(dbs_timestamp_parse(NULL, 0, &t, &err), DBS_EMISUSE);
+    char iso[DBS_TIMESTAMP_TEXT_LEN];
+    CHECK_EQ(dbs_timestamp_format((struct timespec){.tv_sec = -62135596801, .tv_nsec = 0}, iso),
+             DBS_EMISUSE); /* year 0 */
+    CHECK_STR(iso, "");
+    CHECK_EQ(dbs_timestamp_format((struct timespec){.tv_sec = -62135596800, .tv_nsec = 0}, iso),
+             27);
+    CHECK_STR(iso, "0001-01-01T00:00:00.000000Z");
+
+    unsigned char u[16];
+    CHECK_OK(dbs_uuid_parse(uuid_text, SIZE_MAX, u, &err), &err);
+    CHECK(memcmp(u, uuid_bytes, 16) == 0);
+    CHECK_OK(dbs_uuid_parse("{123E4567E89B12D3A456426614174000}", SIZE_MAX, u, &err), &err);
+    CHECK(memcmp(u, uuid_bytes, 16) == 0);
+    CHECK_EQ(dbs_uuid_parse("123e4567-e89b-12d3-a456-42661417400g", SIZE_MAX, u, &err),
+             DBS_ETYPE);
+    CHECK_EQ(dbs_uuid_parse("123e4567", SIZE_MAX, u, &err), DBS_ETYPE);
+    CHECK_CONTAINS(err.message, "8 characters");
+    char out[37];
+    dbs_uuid_format(uuid_bytes, out);
+    CHECK_STR(out, uuid_text);
+}
+
+int main(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 2;
+    pool = open_pool("values", &cfg);
+    backend = dbs_pool_backend(pool);
+    CHECK_EQ(backend, test_is_mysql(cfg.url)  ? DBS_BACKEND_MARIADB
+                      : test_is_pg(cfg.url) ? DBS_BACKEND_POSTGRESQL
+                                            : DBS_BACKEND_SQLITE);
+    CHECK_EQ(dbs_pool_backend(NULL), DBS_BACKEND_UNKNOWN);
+
+    snprintf(tbl, sizeof tbl, "%s", table_name("vals"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", tbl);
+    run_sql(pool, sql);
+    switch (backend) {
+    case DBS_BACKEND_POSTGRESQL:
+        snprintf(sql, sizeof sql,
+                 "CREATE TABLE %s (id BIGINT GENERATED BY DEFAULT AS IDENTITY (START 10) "
+                 "PRIMARY KEY, b BOOLEAN, ts TIMESTAMPTZ, u UUID, j JSONB, n BIGINT, s TEXT, "
+                 "bl BYTEA, d DECIMAL(10,2), dd DATE)", tbl);
+        break;
+    case DBS_BACKEND_MARIADB:
+        snprintf(sql, sizeof sql,
+                 "CREATE TABLE %s (id BIGINT AUTO_INCREMENT PRIMARY KEY, b BOOLEAN, "
+                 "ts DATETIME(6), u UUID, j JSON, n BIGINT, s TEXT, bl BLOB, d DECIMAL(10,2), "
+                 "dd DATE) AUTO_INCREMENT = 10",
+                 tbl);
+        break;
+    default:
+        snprintf(sql, sizeof sql,
+                 "CREATE TABLE %s (id INTEGER PRIMARY KEY, b BOOLEAN, ts TIMESTAMP, u UUID, "
+                 "j JSON, n BIGINT, s TEXT, bl BLOB, d DECIMAL(10,2), dd DATE)", tbl);
+        break;
+    }
+    run_sql(pool, sql);
+
+    test_text_helpers();
+    dbs_error err;
+    dbs_session *s = open_ok(pool);
+    test_checked_errors(s);
+    test_col_by_name(s);
+    test_roundtrip(s);
+    test_types(s);
+    test_generated_key(s);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+    puts("test_values: ok");
+    return 0;
+}
