@@ -805,8 +805,9 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
     bool maria = mariadb_connection(c->my);
     /* Session state tracking, which lets the release skip
      * COM_RESET_CONNECTION when the server reported no change (note_state).
-     * A server without it: every release resets. */
-    if (c->my->server_capabilities & CLIENT_SESSION_TRACKING) {
+     * A server without it, or MySQL (whose information_schema has no
+     * USER_VARIABLES for the release statement): every release resets. */
+    if (maria && (c->my->server_capabilities & CLIENT_SESSION_TRACKING)) {
         if (mysql_query(c->my, TRACK_SQL) == 0)
             c->tracking = true;
         else if (is_lost(mysql_errno(c->my))) {
