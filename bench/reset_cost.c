@@ -10,12 +10,13 @@
  *   direct          libpq alone, pipelined and prepared as dbscope does:
  *                   the floor
  *   direct+reset-before   the same, with the reset dbscope sent before
- *                   (text commands, DISCARD PLANS among them) in the
- *                   COMMIT's flight: the server's cost of that reset alone
- *   direct+reset-noplans  the same without DISCARD PLANS (what the reset
- *                   would cost without it; it stays, see driver_pg.c)
- *   direct+reset-now      the reset dbscope sends now: each command a
- *                   named statement parsed once
+ *                   (nine named statements, DISCARD PLANS among them) in
+ *                   the COMMIT's flight: the server's cost of that reset
+ *   direct+reset-now      the reset dbscope sends now on a backend without
+ *                   a temporary schema, after a session that left no
+ *                   cursor WITH HOLD or LISTEN: four named statements
+ *   direct+reset-now-temp the same on a backend with a temporary schema:
+ *                   DISCARD TEMP and DISCARD PLANS too
  *
  * and prints per system (medians of the rounds): units/s and its ratio to
  * "rollback" and to "direct" (wall clock: depends on what else runs), the
@@ -194,28 +195,42 @@ static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
 
 /* ---- libpq alone ---- */
 
-/* The reset's commands as dbscope sent them before (DISCARD PLANS last),
- * and the reconcile query. */
+/* Every command either reset sends: dbscope's named reset before (the
+ * first nine: DISCARD PLANS always, CLOSE ALL, UNLISTEN *, the advisory
+ * locks and DISCARD TEMP as commands of their own) and now (on a backend
+ * without a temporary schema, and no cursor WITH HOLD or LISTEN left: four
+ * commands, the reconcile query releasing the advisory locks and reading
+ * the server's state; with a temporary schema DISCARD TEMP and DISCARD
+ * PLANS too). */
 static const char *const reset_sql[] = {
-    "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
-    "SELECT pg_catalog.pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES",
-    "DISCARD PLANS", "SELECT name FROM pg_catalog.pg_prepared_statements",
-};
-/* The reconcile query dbscope sends now (also the text of its reset's
- * named statements, to check they are its own). */
-static const char reconcile_now[] =
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "RESET ALL",
+    "CLOSE ALL",
+    "UNLISTEN *",
+    "SELECT pg_catalog.pg_advisory_unlock_all()",
+    "DISCARD TEMP",
+    "DISCARD SEQUENCES",
+    "DISCARD PLANS",
     "SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
-    "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements";
+    "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements",
+    "SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
+    "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t, o.k "
+    "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
+    "pg_catalog.pg_my_temp_schema() AS t, "
+    "EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) OR "
+    "EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) AS k) "
+    "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true",
+};
+/* Short names for the table. */
+static const char *const cmd_label[] = {
+    "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
+    "SELECT pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES",
+    "DISCARD PLANS", "reconcile (before)", "reconcile + locks + probes (now)",
+};
 #define NCMD ((int)(sizeof reset_sql / sizeof reset_sql[0]))
-#define PLANS (NCMD - 2) /* index of DISCARD PLANS */
-#define ALL ((1u << NCMD) - 1)
-#define NOPLANS (ALL & ~(1u << PLANS))
-
-/* Command k as sent before (text) or now (named). */
-static const char *cmd_sql(int k, int named)
-{
-    return named && k == NCMD - 1 ? reconcile_now : reset_sql[k];
-}
+#define BEFORE 0x1ffu                                  /* commands 0..8 */
+#define NOW ((1u << 0) | (1u << 1) | (1u << 6) | (1u << 9))
+#define NOW_TEMP (NOW | (1u << 5) | (1u << 7))         /* temporary schema */
 
 static int drain(PGconn *pg, int syncs)
 {
@@ -235,11 +250,11 @@ static int drain(PGconn *pg, int syncs)
 }
 
 /* The unit through libpq alone; after its COMMIT's Sync, the reset
- * commands in mask (bit i: reset_sql[i]), then a Sync. prepared: each
- * reset command is a named statement parsed once (Bind/Execute by name),
- * as dbscope sends them now; else Parse/Bind/Execute of its text each
- * time, as dbscope sent them before. */
-static meas run_direct(unsigned mask, int prepared, int units)
+ * commands in mask (bit i: reset_sql[i]), then a Sync, each a named
+ * statement parsed once (Bind/Execute by name), as dbscope sends them.
+ * temp: the backend has a temporary schema (made, and its table dropped,
+ * before the clock starts). */
+static meas run_direct(unsigned mask, int temp, int units)
 {
     PGconn *pg = pq_open();
     PGresult *a = PQprepare(pg, "sel", "SELECT v FROM reset_bench WHERE id = $1", 1, NULL);
@@ -251,12 +266,16 @@ static meas run_direct(unsigned mask, int prepared, int units)
     char names[NCMD][16];
     for (int k = 0; k < NCMD; k++) {
         snprintf(names[k], sizeof names[k], "r%d", k);
-        if (prepared && (mask & (1u << k))) {
-            PGresult *r = PQprepare(pg, names[k], cmd_sql(k, 1), 0, NULL);
+        if (mask & (1u << k)) {
+            PGresult *r = PQprepare(pg, names[k], reset_sql[k], 0, NULL);
             if (PQresultStatus(r) != PGRES_COMMAND_OK)
                 die("prepare", PQerrorMessage(pg));
             PQclear(r);
         }
+    }
+    if (temp) {
+        pq_do(pg, "CREATE TEMP TABLE reset_tmp (x int)");
+        pq_do(pg, "DROP TABLE reset_tmp");
     }
     if (!PQenterPipelineMode(pg))
         die("pipeline", PQerrorMessage(pg));
@@ -294,14 +313,9 @@ static meas run_direct(unsigned mask, int prepared, int units)
         PQpipelineSync(pg);
         syncs = 1;
         if (mask) {
-            for (int k = 0; k < NCMD; k++) {
-                if (!(mask & (1u << k)))
-                    continue;
-                if (prepared)
+            for (int k = 0; k < NCMD; k++)
+                if (mask & (1u << k))
                     PQsendQueryPrepared(pg, names[k], 0, NULL, NULL, NULL, 0);
-                else
-                    PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
-            }
             PQpipelineSync(pg);
             syncs = 2;
         }
@@ -314,29 +328,30 @@ static meas run_direct(unsigned mask, int prepared, int units)
 }
 
 /* What each reset command adds, before and now, on one connection: the
- * variants (the whole reset before; before without command c, for each c;
- * the whole reset now; now without c) take turns unit by unit, so that
- * whatever else the machine runs hits them all alike. Per variant, the
- * server CPU of its reset segment plus that of the unit after it (where
- * DISCARD PLANS shows: the unit's statements are planned again), read from
- * the backend's schedstat around each flight (the backend sleeps between
- * flights, so the figure is exact). A command's cost: the whole reset's
- * figure minus the figure without it. out[v]: microseconds a unit. */
+ * variants (the whole reset before; before without command c, for each of
+ * its commands; the whole reset now; now without c) take turns unit by
+ * unit (before and now on a connection each), so that whatever else the
+ * machine runs hits them all alike. Per
+ * variant, the server CPU of its reset segment plus that of the unit after
+ * it (where DISCARD PLANS shows: the unit's statements are planned again),
+ * read from the backend's schedstat around each flight (the backend sleeps
+ * between flights, so the figure is exact). A command's cost: the whole
+ * reset's figure minus the figure without it. out[v]: microseconds a
+ * unit. */
 enum { V_BEFORE, V_BEFORE_MINUS, V_NOW = V_BEFORE_MINUS + NCMD, V_NOW_MINUS, NVAR = V_NOW_MINUS + NCMD };
 
-static unsigned var_mask(int v, int *named)
+static unsigned var_mask(int v)
 {
-    *named = v >= V_NOW;
     if (v == V_BEFORE)
-        return ALL;
+        return BEFORE;
     if (v < V_NOW)
-        return ALL & ~(1u << (v - V_BEFORE_MINUS));
+        return BEFORE & ~(1u << (v - V_BEFORE_MINUS));
     if (v == V_NOW)
-        return ALL;
-    return ALL & ~(1u << (v - V_NOW_MINUS));
+        return NOW;
+    return NOW & ~(1u << (v - V_NOW_MINUS));
 }
 
-static void run_commands(int units, double out[NVAR])
+static PGconn *cmd_conn(char names[NCMD][16])
 {
     PGconn *pg = pq_open();
     PGresult *a = PQprepare(pg, "sel", "SELECT v FROM reset_bench WHERE id = $1", 1, NULL);
@@ -345,21 +360,32 @@ static void run_commands(int units, double out[NVAR])
         die("prepare", PQerrorMessage(pg));
     PQclear(a);
     PQclear(b);
-    char names[NCMD][16];
     for (int k = 0; k < NCMD; k++) {
-        snprintf(names[k], sizeof names[k], "r%d", k);
-        PGresult *r = PQprepare(pg, names[k], cmd_sql(k, 1), 0, NULL);
+        snprintf(names[k], 16, "r%d", k);
+        PGresult *r = PQprepare(pg, names[k], reset_sql[k], 0, NULL);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             die("prepare", PQerrorMessage(pg));
         PQclear(r);
     }
     if (!PQenterPipelineMode(pg))
         die("pipeline", PQerrorMessage(pg));
-    long pid = PQbackendPID(pg);
+    return pg;
+}
+
+/* The before variants run on one connection and the now variants on
+ * another, taking turns: the before reset's DISCARD PLANS must not make
+ * the now reset's statements be planned again. */
+static void run_commands(int units, double out[NVAR])
+{
+    char names[NCMD][16];
+    PGconn *conns[2] = {cmd_conn(names), cmd_conn(names)};
     double sum[NVAR] = {0};
     int n[NVAR] = {0};
-    int prev = -1;
+    int prev[2] = {-1, -1};
     for (int i = 0; i < units; i++) {
+        int v = i % NVAR, side = v >= V_NOW;
+        PGconn *pg = conns[side];
+        long pid = PQbackendPID(pg);
         long long id = 1 + i % ROWS;
         char idt[24];
         snprintf(idt, sizeof idt, "%lld", id);
@@ -379,28 +405,23 @@ static void run_commands(int units, double out[NVAR])
         if (drain(pg, 1))
             die("commit", PQerrorMessage(pg));
         long long t1 = backend_ns(pid);
-        if (prev >= 0)
-            sum[prev] += (double)(t1 - t0); /* the unit after prev's reset */
-        int v = i % NVAR, named;
-        unsigned mask = var_mask(v, &named);
-        for (int k = 0; k < NCMD; k++) {
-            if (!(mask & (1u << k)))
-                continue;
-            if (named)
+        if (prev[side] >= 0) /* the unit after that connection's last reset */
+            sum[prev[side]] += (double)(t1 - t0);
+        unsigned mask = var_mask(v);
+        for (int k = 0; k < NCMD; k++)
+            if (mask & (1u << k))
                 PQsendQueryPrepared(pg, names[k], 0, NULL, NULL, NULL, 0);
-            else
-                PQsendQueryParams(pg, reset_sql[k], 0, NULL, NULL, NULL, NULL, 0);
-        }
         PQpipelineSync(pg);
         if (drain(pg, 1))
             die("reset", PQerrorMessage(pg));
         sum[v] += (double)(backend_ns(pid) - t1);
         n[v]++;
-        prev = v;
+        prev[side] = v;
     }
     for (int v = 0; v < NVAR; v++)
         out[v] = n[v] ? sum[v] / n[v] / 1e3 : 0;
-    PQfinish(pg);
+    PQfinish(conns[0]);
+    PQfinish(conns[1]);
 }
 
 static int cmp(const void *a, const void *b)
@@ -434,12 +455,10 @@ int main(int argc, char **argv)
     pq_do(pg, "INSERT INTO reset_bench SELECT i, 3 * i, 0 FROM generate_series(1, 1000) i");
     PQfinish(pg);
 
-    enum { FT, FC, RB, DI, DR, DN, DP, NSYS };
+    enum { FT, FC, RB, DI, DB, DN, DT, NSYS };
     static const char *const names[NSYS] = {"full-transact", "full-commit", "rollback", "direct",
-                                            "direct+reset-before", "direct+reset-noplans",
-                                            "direct+reset-now"};
-    /* per command k: the reset before without it (text), and the reset now
-     * without it (named statements) */
+                                            "direct+reset-before", "direct+reset-now",
+                                            "direct+reset-now-temp"};
     meas res[NSYS][15];
     double cmds[15][NVAR];
     long long before = total_n();
@@ -450,9 +469,9 @@ int main(int argc, char **argv)
         res[FC][k] = run_dbscope(DBS_RESET_FULL, 0, units);
         res[RB][k] = run_dbscope(DBS_RESET_ROLLBACK, 1, units);
         res[DI][k] = run_direct(0, 0, units);
-        res[DR][k] = run_direct(ALL, 0, units);
-        res[DN][k] = run_direct(NOPLANS, 0, units);
-        res[DP][k] = run_direct(ALL, 1, units);
+        res[DB][k] = run_direct(BEFORE, 0, units);
+        res[DN][k] = run_direct(NOW, 0, units);
+        res[DT][k] = run_direct(NOW_TEMP, 1, units);
         runs += NSYS;
         if (per_cmd) {
             run_commands(units * 4, cmds[k]);
@@ -484,12 +503,17 @@ int main(int argc, char **argv)
             m[v] = median(x, rounds);
         }
         printf("\nserver CPU us a unit, per reset command (the reset's segment and the unit after "
-               "it; the whole reset minus the reset without that command)\n");
-        printf("%-52s %12s %12s\n", "command", "before:text", "now:named");
-        for (int c = 0; c < NCMD; c++)
-            printf("%-52s %12.1f %12.1f\n", reset_sql[c], m[V_BEFORE] - m[V_BEFORE_MINUS + c],
-                   m[V_NOW] - m[V_NOW_MINUS + c]);
-        printf("%-52s %12.1f %12.1f\n", "whole: reset segment + the unit after it", m[V_BEFORE],
+               "it; the whole reset minus the reset without that command; - not sent)\n");
+        printf("%-36s %10s %10s\n", "command", "before", "now");
+        for (int c = 0; c < NCMD; c++) {
+            char b[16] = "-", n[16] = "-";
+            if (BEFORE & (1u << c))
+                snprintf(b, sizeof b, "%.1f", m[V_BEFORE] - m[V_BEFORE_MINUS + c]);
+            if (NOW & (1u << c))
+                snprintf(n, sizeof n, "%.1f", m[V_NOW] - m[V_NOW_MINUS + c]);
+            printf("%-36s %10s %10s\n", cmd_label[c], b, n);
+        }
+        printf("%-36s %10.1f %10.1f\n", "whole: reset + the unit after it", m[V_BEFORE],
                m[V_NOW]);
     }
     long long want = (long long)units * runs + extra;

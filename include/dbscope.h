@@ -720,7 +720,9 @@ int dbs_session_set_statement_timeout(DBS__IN dbs_session *s, int timeout_ms,
 typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
 
 /* Runs work(s, arg, err) in a transaction on a fresh session: commits when
- * work returns 0, rolls back otherwise, always closes the session. work
+ * work returns 0, rolls back otherwise, always closes the session. (Called
+ * from a unit's work, on the same thread and for the same pool, it runs as
+ * a savepoint of that unit instead: see "Nested units" below.) work
  * returns 0 or a negative dbs_code (normally the one a dbscope call gave
  * it); any other value (a positive one, a code of its own) counts as
  * DBS_ESQL, so the return is always err->code and negative on failure.
@@ -782,6 +784,111 @@ int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t po
 #define dbs_transact_ro_after(pool, ctx, pos, work, arg, err)                  \
     dbs_transact_ro_after_at(pool, ctx, pos, work, arg, err, __FILE__,         \
                              __LINE__, __func__)
+
+/* ---- Transaction options and nested units ---- */
+
+/* Isolation levels. DBS_ISOLATION_DEFAULT is the server's own default,
+ * which differs between backends: PostgreSQL READ COMMITTED, MariaDB/MySQL
+ * (InnoDB) REPEATABLE READ, SQLite SERIALIZABLE (its only level; in WAL
+ * mode a reader works on a snapshot and a writer whose snapshot is stale
+ * gets DBS_ERETRYABLE). Each server's configuration can change its
+ * default (default_transaction_isolation, transaction_isolation). */
+enum dbs_isolation {
+    DBS_ISOLATION_DEFAULT,
+    DBS_ISOLATION_READ_COMMITTED,
+    DBS_ISOLATION_REPEATABLE_READ,
+    DBS_ISOLATION_SERIALIZABLE
+};
+
+/* How a transaction begins. A zeroed struct (or NULL where one is taken)
+ * is a plain transaction: the server's default level, read-write. The
+ * options go out with the transaction's start itself, in the same round
+ * trip as its first statement: PostgreSQL BEGIN ISOLATION LEVEL ... READ
+ * ONLY DEFERRABLE; MariaDB/MySQL SET TRANSACTION ISOLATION LEVEL ... (for
+ * that one transaction) and START TRANSACTION [READ ONLY] in one
+ * multi-statement; SQLite BEGIN [IMMEDIATE]. An option a backend does not
+ * have is refused with DBS_ECONFIG naming it, never ignored. */
+typedef struct dbs_tx_options {
+    enum dbs_isolation isolation; /* SQLite: DEFAULT or SERIALIZABLE only */
+    int read_only;   /* 1: READ ONLY: a write fails with DBS_ESQL, SQLSTATE
+                        25006, on every backend (SQLite: PRAGMA query_only
+                        and only statements sqlite3_stmt_readonly calls
+                        read-only, as in dbs_session_open_ro; MariaDB: READ
+                        ONLY at the transaction and the session level, so
+                        DDL is refused too) */
+    int deferrable;  /* 1: DEFERRABLE, PostgreSQL only, and only with
+                        SERIALIZABLE and read_only (where it has an effect:
+                        the transaction waits for a snapshot that cannot
+                        fail, then runs without serialization failures) */
+    int immediate;   /* 1: SQLite only: BEGIN IMMEDIATE, the write lock is
+                        taken when the transaction begins (waiting up to
+                        busy_timeout_ms), so a later write cannot fail
+                        because another connection wrote first */
+} dbs_tx_options;
+
+/* Sets the options of every transaction s begins from now on, until the
+ * next call or the session's close (opt NULL: back to a plain
+ * transaction). The server's own default applies again to the
+ * connection's next user. Refused while s has a transaction open
+ * (DBS_EMISUSE: dbs_commit or dbs_rollback first; a session begins its
+ * transaction with its first statement), for a value out of range
+ * (DBS_EMISUSE), and for an option the backend does not have or a
+ * combination that would have no effect (DBS_ECONFIG). On a read-only
+ * session (dbs_session_open_ro) read_only = 0 does not make it writable.
+ * Owner thread only; never blocks (SQLite: read_only runs one PRAGMA in
+ * process). */
+int dbs_session_set_tx_options(DBS__IN dbs_session *s, const dbs_tx_options *opt,
+                               dbs_error *err);
+
+/* dbs_transact whose transaction begins with opt (NULL: as dbs_transact),
+ * on each attempt. Options the backend refuses fail at once, without
+ * running work (DBS_ECONFIG, DBS_EMISUSE; never retried). Called inside a
+ * unit, it joins that unit as dbs_transact does, and then opt must be
+ * NULL, zeroed, or equal to the enclosing transaction's options
+ * (DBS_EMISUSE otherwise: a savepoint cannot change them). Same ownership,
+ * blocking and threads as dbs_transact. */
+int dbs_transact_opts(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
+                      dbs_work_fn work, void *arg, dbs_error *err);
+
+int dbs_transact_opts_at(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
+                         dbs_work_fn work, void *arg, dbs_error *err, const char *file,
+                         int line, const char *func);
+
+#define dbs_transact_opts(pool, ctx, opt, work, arg, err)                      \
+    dbs_transact_opts_at(pool, ctx, opt, work, arg, err, __FILE__, __LINE__,   \
+                         __func__)
+
+/* Nested units. dbs_transact (and its _opts and _ro variants) called by a
+ * unit's work, on the same thread and for the same pool, does not open a
+ * session of its own: it runs the inner work on the enclosing unit's
+ * session as dbs_session_transact does, as a savepoint of the unit's
+ * transaction, under the unit's context (its own ctx is not used). (A
+ * read-write dbs_transact inside a dbs_transact_ro unit,
+ * and a dbs_transact_ro_after with a position inside one, still run as
+ * units of their own; a dbs_transact_ro inside a read-write unit joins it,
+ * sees its writes and is not read-only.)
+ *
+ * dbs_session_transact runs work(s, arg, err) as a nested unit of s's
+ * transaction (begun first if none is open): SAVEPOINT, then work; when
+ * work returns 0, RELEASE SAVEPOINT: its changes become part of the
+ * transaction, which the caller (or the enclosing unit) commits. When work
+ * fails, ROLLBACK TO SAVEPOINT and RELEASE: only the inner work is undone,
+ * the transaction goes on, and work's error is returned. A nested unit is
+ * never retried by itself: a failure that dooms the whole transaction
+ * (DBS_ERETRYABLE: a serialization failure or deadlock; DBS_ECONNECT,
+ * DBS_EFULL, DBS_ESTMT_TIMEOUT, DBS_ECOMMIT_UNKNOWN) is returned as is,
+ * with no rollback to the savepoint, and the transaction can no longer
+ * commit: its dbs_commit (or the enclosing dbs_transact's COMMIT) rolls
+ * back instead and returns that error, even if the caller ignored it, so
+ * that dbs_transact runs the whole outer unit again. Likewise when the
+ * savepoint's own ROLLBACK TO or RELEASE fails (that error is returned).
+ * work must not commit or roll back s (if it does, the savepoint is gone
+ * and nothing is rolled back to it). Returns 0 or a negative dbs_code,
+ * like dbs_transact (a non-dbs_code return of work counts as DBS_ESQL).
+ * Blocks for one round trip before and one after work (two after a
+ * failure). Owner thread only. */
+int dbs_session_transact(DBS__IN dbs_session *s, dbs_work_fn work, void *arg,
+                         dbs_error *err);
 
 #if defined(__GNUC__) || defined(__clang__)
 /* Scope-bound session: DBS_SCOPED dbs_session *s = dbs_session_open(...);

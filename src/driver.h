@@ -170,6 +170,14 @@ typedef struct dbs__driver {
      * have written but the position did not come back; 0 without
      * t->commit_pos. Sends nothing. */
     uint64_t (*commit_pos)(void *c);
+    /* Optional (NULL: dbs_session_set_tx_options is refused with
+     * DBS_ECONFIG). Sets how every transaction begin() starts from now on
+     * (o NULL or zeroed: plain), sent with the transaction's start, never
+     * in a round trip of its own; called only while no transaction is
+     * open. DBS_ECONFIG for an option the backend does not have, with
+     * nothing changed. reset() returns c to plain transactions. Must not
+     * by itself make reset treat the connection as dirty. */
+    int (*tx_options)(void *c, const dbs_tx_options *o, dbs_error *err);
 } dbs__driver;
 
 /* peek(): bytes arrived unasked; only a round trip can tell. */

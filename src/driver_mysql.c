@@ -15,7 +15,8 @@
  * interfere.
  *
  * Round trips. begin() sends nothing. The first statement of a transaction
- * sends "[ROLLBACK;] START TRANSACTION[; SET @ctx...]" as one multi-statement
+ * sends "[ROLLBACK;] [SET TRANSACTION ISOLATION LEVEL ...;] START
+ * TRANSACTION [READ ONLY][; SET @ctx...]" as one multi-statement
  * text query, then its prepared statement: one round trip more than the
  * statement, since the binary protocol cannot carry a text command in the
  * same packet. A statement new to the cache is prepared and executed in one
@@ -128,6 +129,8 @@ typedef struct my_conn {
     bool vars_set;      /* context user variables may hold values */
     bool native_used;   /* the caller had the raw handle */
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool opt_ro;        /* transactions begin READ ONLY (tx_options) */
+    enum dbs_isolation iso; /* the next transactions' level (tx_options) */
     bool session_ro;    /* SET SESSION TRANSACTION READ ONLY is in effect,
                            and the server reports changes to it */
     bool ro_owed;       /* the caller changed the session's access mode:
@@ -972,6 +975,13 @@ static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error 
 
 static int send_begin(my_conn *c, dbs_error *err);
 
+/* Whether dbscope's transactions on c are READ ONLY: a read-only session's
+ * (set_read_only) or by the transaction options. */
+static bool want_ro(const my_conn *c)
+{
+    return c->read_only || c->opt_ro;
+}
+
 /* After each statement: what the server reports of the transaction
  * dbscope began, not what the SQL looked like. DDL and COMMIT sent as SQL
  * end it (an implicit commit: SERVER_STATUS_IN_TRANS goes); START
@@ -995,7 +1005,7 @@ static void follow_tx(my_conn *c)
     }
     unsigned st = c->my->server_status;
     bool in = (st & SERVER_STATUS_IN_TRANS) != 0;
-    if (in && (!c->read_only || (st & SERVER_STATUS_IN_TRANS_READONLY)))
+    if (in && (!want_ro(c) || (st & SERVER_STATUS_IN_TRANS_READONLY)))
         return;
     c->escaped = true;
     c->tx_sent = false;
@@ -1050,7 +1060,7 @@ static void *my_native(void *vc)
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
     c->released = false;
-    if ((c->rollback_owed || c->role_owed || (c->session_ro && !c->read_only)) && !c->broken) {
+    if ((c->rollback_owed || c->role_owed || (c->session_ro && !want_ro(c))) && !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
         dbs_error e;
@@ -1122,6 +1132,26 @@ static int my_set_read_only(void *vc, int on, dbs_error *err)
 {
     (void)err;
     ((my_conn *)vc)->read_only = on != 0;
+    return DBS_OK;
+}
+
+/* Transaction options go out with START TRANSACTION (send_begin): SET
+ * TRANSACTION ISOLATION LEVEL, which holds for the next transaction only,
+ * and READ ONLY at the transaction and the session level, as for a
+ * read-only session. */
+static int my_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    my_conn *c = vc;
+    if (o && o->deferrable)
+        return dbs__err(err, DBS_ECONFIG,
+                        "mariadb: DEFERRABLE is PostgreSQL's; MariaDB/MySQL have no such "
+                        "transaction mode: leave deferrable 0");
+    if (o && o->immediate)
+        return dbs__err(err, DBS_ECONFIG,
+                        "mariadb: the immediate transaction option is SQLite's (BEGIN "
+                        "IMMEDIATE); InnoDB locks rows as they are written: leave it 0");
+    c->opt_ro = o && o->read_only;
+    c->iso = o ? o->isolation : DBS_ISOLATION_DEFAULT;
     return DBS_OK;
 }
 
@@ -1281,8 +1311,8 @@ static int send_begin(my_conn *c, dbs_error *err)
      * DDL, which commits implicitly and then runs outside the transaction,
      * is refused; and the server reports any change of it after the
      * statement that made it (follow_tx), before the next one runs. */
-    bool set_ro = c->read_only && (c->ro_owed || (c->begin_pending && !c->session_ro));
-    bool set_rw = !c->read_only && c->session_ro;
+    bool set_ro = want_ro(c) && (c->ro_owed || (c->begin_pending && !c->session_ro));
+    bool set_rw = !want_ro(c) && c->session_ro;
     if (set_ro) {
         APPEND("SET SESSION TRANSACTION READ ONLY;");
         /* (with tracking on, '*' reports it already) */
@@ -1295,8 +1325,15 @@ static int send_begin(my_conn *c, dbs_error *err)
     } else if (set_rw) {
         APPEND("SET SESSION TRANSACTION READ WRITE;");
     }
+    if (c->begin_pending && c->iso != DBS_ISOLATION_DEFAULT) {
+        static const char *const level[] = {"", "READ COMMITTED", "REPEATABLE READ",
+                                            "SERIALIZABLE"};
+        APPEND("SET TRANSACTION ISOLATION LEVEL ");
+        APPEND(level[c->iso]);
+        APPEND(";");
+    }
     if (c->begin_pending)
-        APPEND(c->read_only ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
+        APPEND(want_ro(c) ? "START TRANSACTION READ ONLY" : "START TRANSACTION");
     if (vars && c->begin_pending) {
         /* Values go in as hex literals: no quoting, nothing to inject. */
         APPEND(";SET ");
@@ -2027,6 +2064,8 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     c->tx_failed = false;
     c->escaped = false;
     c->ctx = NULL;
+    c->opt_ro = false;
+    c->iso = DBS_ISOLATION_DEFAULT;
     bool owed = c->rollback_owed || c->tx_sent ||
                 (c->my->server_status & SERVER_STATUS_IN_TRANS);
     c->tx_sent = false;
@@ -2252,6 +2291,7 @@ const dbs__driver dbs__driver_mysql = {
     .rollback_release = my_rollback_release,
     .commit_release = my_commit_release,
     .tx_escaped = my_tx_escaped,
+    .tx_options = my_tx_options,
     .reset = my_reset,
     .is_broken = my_is_broken,
     .native = my_native,

@@ -8,7 +8,8 @@
  * only called when PQisBusy says it will not block).
  *
  * Round trips. begin() sends nothing. A statement's flight is [owed
- * DEALLOCATEs, Sync] [BEGIN, set_config(...) for each context setting, or
+ * DEALLOCATEs, Sync] [BEGIN (with the transaction options: ISOLATION
+ * LEVEL, READ ONLY, DEFERRABLE), set_config(...) for each context setting, or
  * for a read-only transaction without one a SELECT: its first snapshot]
  * [Parse of a statement new to the cache] Bind/Execute, Sync. After each
  * flight the server's transaction status says whether the transaction
@@ -20,10 +21,12 @@
  *
  * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
  * changed: a function, trigger or view can change anything. Every session
- * that sent anything gets the whole reset, in the flight that ends it:
+ * that sent anything gets the reset, in the flight that ends it:
  * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
  * reconciles the server's prepared statements with the statement cache
- * (named statements parsed once per connection, see pg_reset_sql), Sync.
+ * and reports what the commands it leaves out would undo (named statements
+ * parsed once per connection, see pg_reset_sql), Sync; when that state is
+ * there, the reset runs again in full before the connection is used.
  * After dbs_commit followed by close, no command ends the session, so the
  * reset flight is written at release and its answer read by the
  * connection's next flight ("posted"): the server runs it as it arrives,
@@ -90,43 +93,68 @@ static const char *const pg_tcp_defaults[][2] = {
 
 /* The reset: DISCARD ALL spelt out (DISCARD ALL itself may not run in a
  * pipeline), minus DEALLOCATE ALL, which the reconcile query (the last
- * entry) replaces so that dbscope's own prepared statements survive.
+ * entry) replaces so that dbscope's own prepared statements survive. The
+ * reconcile query also releases the session's advisory locks (a function:
+ * no command of its own) and reports the backend's temporary schema.
  *
- * DISCARD PLANS stays. The server re-plans a cached statement by itself
- * when what its plan was made under is no longer so (an object it uses
- * changed or was dropped, DISCARD TEMP's drops included; search_path
- * resolves differently; another role for a plan row-level security
- * shaped), but not when a new object shadows the one it resolved to (a
- * temporary table of the same name, a table in a schema earlier on the
- * search_path): without DISCARD PLANS, a session that makes such a table
- * and then runs a statement an earlier session cached reads the earlier
- * session's resolution, not what a fresh connection reads
- * (tests/test_pg_reset.c, plan_shadow).
+ * The named reset (every session's) leaves out what the server reports
+ * absent, read by its reconcile query; the reset from the text (below)
+ * runs every command. CLOSE ALL and UNLISTEN * are left out: the query
+ * reports whether the session left a cursor WITH HOLD
+ * (pg_cursors.is_holdable: no other cursor outlives its transaction) or a
+ * LISTEN (pg_listening_channels()), and when it did, the reset runs again
+ * in full from the text before the connection is used (reset_done).
  *
- * Each is a named statement, "dbs_r0" ... "dbs_r8", parsed in the first
+ * DISCARD TEMP and DISCARD PLANS run only on a backend that has a
+ * temporary schema, as the server reports it (pg_my_temp_schema(), read by
+ * every reset; once made, a backend keeps it). Without one there is no
+ * temporary object to drop, and no cached plan to drop either: the server
+ * re-plans a cached statement by itself when what its plan was made under
+ * is no longer so (an object it uses changed or was dropped, DISCARD
+ * TEMP's drops included; search_path resolves differently, and making the
+ * temporary schema changes it; another role, or row_security, for a plan
+ * row-level security shaped). What it does not notice is a new object that
+ * shadows the one a statement resolved to: a temporary table made in a
+ * temporary schema that was already there. So on a backend with a
+ * temporary schema DISCARD PLANS stays, and the next session resolves
+ * every cached statement afresh, as on a fresh connection
+ * (tests/test_pg_reset.c: plan_rls, plan_search_path, plan_temp,
+ * plan_shadow). A session that made the backend's first temporary object
+ * finds the reset without them: the reset then runs again in full from
+ * the text before the connection is used (reset_done), once per backend.
+ *
+ * Each is a named statement, "dbs_r0" ... "dbs_r7", parsed in the first
  * reset of a connection and executed by name after that (Bind/Execute:
- * no parsing per session; DISCARD PLANS still makes the server analyse
- * and plan them again in each reset). Whether they are still ours is the
+ * no parsing or planning per session). Whether they are still ours is the
  * server's to say: the reconcile query returns their text, and a reset
  * whose named statement is missing, or whose text is not ours (a session
  * deallocated it and prepared its own under that name), runs again from
  * the text (reset_again). */
+enum { PG_R_CLOSE = 2, PG_R_UNLISTEN = 3, PG_R_TEMP = 5, PG_R_PLANS = 6 };
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
     "RESET ALL",
-    "CLOSE ALL",
-    "UNLISTEN *",
-    "SELECT pg_catalog.pg_advisory_unlock_all()",
-    "DISCARD TEMP",
+    "CLOSE ALL",  /* PG_R_CLOSE: only from the text (see above) */
+    "UNLISTEN *", /* PG_R_UNLISTEN: likewise */
     "DISCARD SEQUENCES",
-    "DISCARD PLANS",
+    "DISCARD TEMP",  /* PG_R_TEMP: only with a temporary schema */
+    "DISCARD PLANS", /* PG_R_PLANS: likewise */
     /* Every prepared statement on the server, to compare with the cache,
-     * with the text of those named like the reset's. A query that does the
-     * comparison on the server (with the cache's names as a parameter)
-     * costs 0.6 ms of planning per release; this costs little more than a
-     * round trip, and the client compares at most stmt_cache_size names. */
-    ("SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
-     "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements"),
+     * with the text of those named like the reset's; at least one row,
+     * whose third column is the temporary schema's oid (0: none) and whose
+     * fourth says whether the session left a LISTEN or a cursor WITH HOLD
+     * (the only cursors a transaction's end leaves). A query
+     * that does the comparison on the server (with the cache's names as a
+     * parameter) costs 0.6 ms of planning per release; this costs little
+     * more than a round trip, and the client compares at most
+     * stmt_cache_size names. */
+    ("SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
+     "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t, o.k "
+     "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
+     "pg_catalog.pg_my_temp_schema() AS t, "
+     "EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) OR "
+     "EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) AS k) "
+     "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true"),
 };
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
@@ -149,6 +177,8 @@ typedef struct pg_flight {
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
     bool reset_named;         /* the reset ran by name (dbs_r0 ...) */
+    bool reset_temp;          /* the reset ran DISCARD TEMP and PLANS */
+    bool reset_full;          /* the reset ran every command (the text) */
     signed char rcmd[PG_MAXQ]; /* reset items: index in pg_reset_sql */
     unsigned char kind[PG_MAXQ];
     PGresult *res[PG_MAXQ];
@@ -166,7 +196,11 @@ typedef struct pg_conn {
     bool tcp;           /* TCP socket: TCP_CORK works */
     bool corked;
     bool read_only;     /* transactions begin READ ONLY (set_read_only) */
+    bool opt_ro;        /* transactions begin READ ONLY (tx_options) */
+    char begin_sql[80]; /* how transactions begin (tx_options); "" = BEGIN */
     bool reset_stmts;   /* dbs_r0 ... are on the server (see pg_reset_sql) */
+    bool temp_schema;   /* the backend has a temporary schema (the last
+                           reset's reconcile query said so) */
     bool escaped;       /* since the last reset, a transaction dbscope began
                            ended on the server other than by its COMMIT or
                            ROLLBACK (COMMIT, END, ROLLBACK sent as SQL) */
@@ -257,7 +291,7 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
         code = DBS_ECONNECT;
     /* A read-write session refused as read-only: the server is a standby
      * now (a failed-over primary); the next connect finds the writable one. */
-    if (code == DBS_ECONNECT || (st && !strcmp(st, "25006") && !c->read_only))
+    if (code == DBS_ECONNECT || (st && !strcmp(st, "25006") && !c->read_only && !c->opt_ro))
         c->broken = true;
     dbs__err(err, code, "postgresql: %s", m[0] ? m : "statement failed");
     if (st)
@@ -439,6 +473,8 @@ static void flight_init(pg_flight *f)
     f->n = f->done = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
+    f->reset_temp = false;
+    f->reset_full = false;
 }
 
 /* Queues one command without parameters. */
@@ -539,6 +575,41 @@ static int pg_set_read_only(void *vc, int on, dbs_error *err)
     return DBS_OK;
 }
 
+/* Transaction options become the BEGIN itself: BEGIN ISOLATION LEVEL ...
+ * READ ONLY DEFERRABLE, sent in the first statement's flight. */
+static int pg_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    pg_conn *c = vc;
+    if (o && o->immediate)
+        return dbs__err(err, DBS_ECONFIG,
+                        "postgresql: the immediate transaction option is SQLite's (BEGIN "
+                        "IMMEDIATE); PostgreSQL locks rows as they are written: leave it 0");
+    if (o && o->deferrable && (o->isolation != DBS_ISOLATION_SERIALIZABLE || !o->read_only))
+        return dbs__err(err, DBS_ECONFIG,
+                        "postgresql: DEFERRABLE has an effect only on a SERIALIZABLE READ "
+                        "ONLY transaction: set isolation = DBS_ISOLATION_SERIALIZABLE and "
+                        "read_only = 1, or deferrable = 0");
+    static const char *const level[] = {"", " ISOLATION LEVEL READ COMMITTED",
+                                        " ISOLATION LEVEL REPEATABLE READ",
+                                        " ISOLATION LEVEL SERIALIZABLE"};
+    c->opt_ro = o && o->read_only;
+    c->begin_sql[0] = '\0';
+    if (o)
+        snprintf(c->begin_sql, sizeof c->begin_sql, "BEGIN%s%s%s", level[o->isolation],
+                 o->read_only ? " READ ONLY" : "", o->deferrable ? " DEFERRABLE" : "");
+    return DBS_OK;
+}
+
+/* The BEGIN of dbscope's next transaction on c. */
+static const char *begin_sql(const pg_conn *c)
+{
+    if (!c->begin_sql[0])
+        return c->read_only ? "BEGIN READ ONLY" : "BEGIN";
+    if (c->read_only && !c->opt_ro)
+        return NULL; /* the caller appends READ ONLY */
+    return c->begin_sql;
+}
+
 /* Finds or assigns the cached statement for sql: *fresh = needs a Parse.
  * The SQL copy belongs to the cache entry and is freed by cache_clear or on
  * eviction; GCC 12's analyzer loses it through the entry pointer returned
@@ -599,18 +670,29 @@ static int reset_index(const char *name)
  * of the next user's); cached ones the server no longer has leave the
  * cache. Returns whether the reset's named statements are all on the
  * server with dbscope's text; when not, every statement under their names
- * is owed a DEALLOCATE and the next reset parses them again. */
-static bool reconcile(pg_conn *c, const PGresult *r)
+ * is owed a DEALLOCATE and the next reset parses them again. Also notes
+ * the backend's temporary schema (temp_schema), and *kept: the session
+ * left a LISTEN or a cursor WITH HOLD. */
+static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
 {
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 2) {
+    *kept = true; /* unknown: assume the worst */
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 4 ||
+        PQntuples(r) < 1) {
         c->reset_stmts = false;
+        c->temp_schema = true;
         return false;
     }
+    /* Once a backend has a temporary schema it keeps it. */
+    if (PQgetisnull(r, 0, 2) || strcmp(PQgetvalue(r, 0, 2), "0") != 0)
+        c->temp_schema = true;
+    *kept = PQgetisnull(r, 0, 3) || strcmp(PQgetvalue(r, 0, 3), "f") != 0;
     for (int i = 0; i < c->cache_n; i++)
         c->cache[i].seen = false;
     bool mine[PG_NRESET] = {false};
     int n_mine = 0;
     for (int i = 0; c->reset_stmts && i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue; /* no prepared statement at all */
         int k = reset_index(PQgetvalue(r, i, 0));
         if (k >= 0 && !mine[k] && !PQgetisnull(r, i, 1) &&
             !strcmp(PQgetvalue(r, i, 1), pg_reset_sql[k])) {
@@ -622,6 +704,8 @@ static bool reconcile(pg_conn *c, const PGresult *r)
     if (!intact)
         c->reset_stmts = false;
     for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
         const char *name = PQgetvalue(r, i, 0);
         bool ours = intact && reset_index(name) >= 0;
         if (!strncmp(name, "dbs_", 4))
@@ -682,16 +766,26 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
 
 /* Queues the reset commands and the reconcile query, then a Sync: named
  * (parsed first when the connection has not got them yet) or, to run it
- * again after the named statements turned out not to be dbscope's, from
- * the text. */
+ * again after the named statements turned out not to be dbscope's or
+ * that the session left what the named reset leaves out, from the text
+ * with every command. Named: DISCARD TEMP and DISCARD PLANS only on a
+ * backend with a temporary schema, CLOSE ALL and UNLISTEN * not at all
+ * (see pg_reset_sql); their named statements are parsed all the same, so
+ * that the reconcile query finds the set whole. */
 static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
 {
     bool parse = named && !c->reset_stmts;
     f->reset_from = f->n;
     f->reset_named = named;
+    f->reset_full = !named;
+    f->reset_temp = c->temp_schema || f->reset_full;
     for (int i = 0; i < PG_NRESET; i++) {
         if (parse)
             q_reset_item(c, f, ok, i, 1);
+        if ((i == PG_R_TEMP || i == PG_R_PLANS) && !f->reset_temp)
+            continue;
+        if ((i == PG_R_CLOSE || i == PG_R_UNLISTEN) && !f->reset_full)
+            continue;
         q_reset_item(c, f, ok, i, named ? 2 : 0);
     }
     f->reset_to = f->n;
@@ -706,8 +800,11 @@ static bool names_stmt(const PGresult *r, const char *name);
 /* After a reset flight was read: any failed reset command means the state
  * may not be clean, so the connection goes; else the cache is reconciled.
  * *again: the reset ran by name and a named statement was missing (the
- * server ran none of the reset after it) or was not dbscope's: it must run
- * again from the text (reset_again). Notifications a LISTEN left queued in
+ * server ran none of the reset after it) or was not dbscope's, or the
+ * server reports what the named reset left out (a temporary schema it ran
+ * without DISCARD TEMP and DISCARD PLANS, a LISTEN, a cursor WITH HOLD):
+ * it must run again in full from the text (reset_again).
+ * Notifications a LISTEN left queued in
  * libpq are dropped. */
 static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 {
@@ -734,8 +831,14 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
                             "(%s): the connection is discarded",
                             pg_reset_sql[f->rcmd[i]]);
         }
-    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile]) &&
+    bool kept = true;
+    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile], &kept) &&
         f->reset_named)
+        *again = true;
+    /* The session made the backend's first temporary object, or left a
+     * LISTEN or a cursor WITH HOLD: run the reset again, in full. */
+    if (!f->reset_full &&
+        (kept || (c->temp_schema && !f->reset_temp) || f->reconcile < 0))
         *again = true;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
@@ -746,7 +849,8 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 /* Runs the reset again from its text, in a flight of its own, after a
  * named reset whose statements were not all dbscope's (reset_done): only
  * after a session removed or replaced them (DEALLOCATE by the user, in a
- * function or not; DISCARD ALL through dbs_session_native). */
+ * function or not; DISCARD ALL through dbs_session_native), or left what
+ * the named reset leaves out. From the text it runs every command. */
 static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
 {
     /* this flight's reconcile query lists the foreign statements anew */
@@ -1530,7 +1634,13 @@ again:;
     }
     bool began = false;
     if (c->begin_pending) {
-        q_cmd(c, &f, &ok, c->read_only ? "BEGIN READ ONLY" : "BEGIN");
+        const char *bsql = begin_sql(c);
+        char ro_begin[sizeof c->begin_sql + 12];
+        if (!bsql) {
+            snprintf(ro_begin, sizeof ro_begin, "%s READ ONLY", c->begin_sql);
+            bsql = ro_begin;
+        }
+        q_cmd(c, &f, &ok, bsql);
         const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
                              c->ctx ? c->ctx->user_id : NULL,
                              c->ctx ? c->ctx->tenant_id : NULL};
@@ -1548,7 +1658,7 @@ again:;
         /* SET TRANSACTION READ WRITE is accepted until the transaction's
          * first snapshot: a read-only one takes it in BEGIN's own flight
          * (a SELECT does), so it cannot be switched to read-write. */
-        if (c->read_only && !snapshot)
+        if ((c->read_only || c->opt_ro) && !snapshot)
             q_cmd(c, &f, &ok, "SELECT");
         c->begin_pending = false;
         c->tx_sent = true;
@@ -1760,7 +1870,7 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
          * written). Not for a transaction known to have failed, nor a
          * read-only one, nor without replicas to use it (the two
          * statements cost about 30 us of a COMMIT's round trip). */
-        if (commit && c->t->commit_pos && !c->read_only &&
+        if (commit && c->t->commit_pos && !c->read_only && !c->opt_ro &&
             PQserverVersion(c->pg) >= 100000 &&
             PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
             wrote_idx = f.n;
@@ -1878,6 +1988,8 @@ static uint64_t pg_commit_pos(void *vc)
 static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     pg_conn *c = vc;
+    c->opt_ro = false;
+    c->begin_sql[0] = '\0';
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
     c->begin_pending = false;
@@ -2078,5 +2190,6 @@ const dbs__driver dbs__driver_pg = {
     .set_read_only = pg_set_read_only,
     .peek = pg_peek,
     .tx_escaped = pg_tx_escaped,
+    .tx_options = pg_tx_options,
     .commit_pos = pg_commit_pos,
 };

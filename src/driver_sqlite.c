@@ -104,6 +104,8 @@ typedef struct sq_conn {
     bool preparing_dirty; /* set by the authorizer during one prepare */
     bool preparing_query_only; /* the same, for PRAGMA query_only = ... */
     bool read_only;    /* set_read_only: only statements that write nothing */
+    bool opt_ro;       /* the same, by the transaction options (tx_options) */
+    bool opt_immediate; /* transactions begin with BEGIN IMMEDIATE */
     bool escaped;      /* since the last reset, a transaction dbscope began
                           ended other than by its COMMIT or ROLLBACK (a
                           COMMIT, END or ROLLBACK sent as SQL) */
@@ -317,7 +319,7 @@ static int authorizer(void *user, int action, const char *a, const char *b,
          * must be refused here, before it takes effect. */
         if (b && sqlite3_stricmp(a, "query_only") == 0) {
             c->preparing_query_only = true;
-            if (c->read_only)
+            if (c->read_only || c->opt_ro)
                 return SQLITE_DENY;
         }
         break;
@@ -580,7 +582,8 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
  * whatever the caller sends. */
 static int ro_check(const sq_conn *c, const sq_stmt *st, const char *sql, dbs_error *err)
 {
-    if (!c->read_only || (sqlite3_stmt_readonly(st->stmt) && !st->sets_query_only))
+    if ((!c->read_only && !c->opt_ro) ||
+        (sqlite3_stmt_readonly(st->stmt) && !st->sets_query_only))
         return DBS_OK;
     int rc = dbs__err(err, DBS_ESQL,
                       "a read-only session (dbs_session_open_ro) cannot run a statement "
@@ -591,6 +594,15 @@ static int ro_check(const sq_conn *c, const sq_stmt *st, const char *sql, dbs_er
 }
 
 static int step_simple(sq_conn *c, sqlite3_stmt *st, const char *what, dbs_error *err);
+static int run_simple(sq_conn *c, const char *sql, dbs_error *err);
+
+/* BEGIN, or BEGIN IMMEDIATE by the transaction options. */
+static int begin_now(sq_conn *c, dbs_error *err)
+{
+    if (c->opt_immediate)
+        return run_simple(c, "BEGIN IMMEDIATE", err);
+    return step_simple(c, c->begin_st, "BEGIN", err);
+}
 
 /* Before and after each statement: SQLite's own report of the transaction
  * dbscope began. A COMMIT, END or ROLLBACK sent as SQL puts the connection
@@ -603,7 +615,7 @@ static int follow_tx(sq_conn *c, dbs_error *err)
     if (!c->in_tx || c->tx_lost || c->broken || !c->db || !sqlite3_get_autocommit(c->db))
         return DBS_OK;
     c->escaped = true;
-    return step_simple(c, c->begin_st, "BEGIN", err);
+    return begin_now(c, err);
 }
 
 static int lost_tx(sq_conn *c, dbs_error *err)
@@ -1116,7 +1128,7 @@ static int sq_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 {
     (void)ctx; /* SQLite has no per-transaction settings to carry it */
     sq_conn *c = vc;
-    int rc = step_simple(c, c->begin_st, "BEGIN", err);
+    int rc = begin_now(c, err);
     if (rc == DBS_OK) {
         c->in_tx = true;
         c->tx_lost = false;
@@ -1313,11 +1325,19 @@ static int sq_rollback(void *vc, dbs_error *err)
     return rc;
 }
 
+static int set_query_only(sq_conn *c, bool on, dbs_error *err);
+
 static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 {
     sq_conn *c = vc;
     int rc = sq_rollback(c, err);
     c->escaped = false;
+    c->opt_immediate = false;
+    if (c->opt_ro) {
+        c->opt_ro = false;
+        if (rc == DBS_OK && !c->read_only)
+            rc = set_query_only(c, false, err);
+    }
     if (rc == DBS_OK && c->sync_owed)
         rc = group_sync(c, err); /* a commit whose result nobody read */
     if (rc != DBS_OK)
@@ -1350,17 +1370,55 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 /* query_only is the connection's own switch: dbscope's toggling is not the
  * session's state, so the authorizer's verdict on it is set aside (a
  * session's own PRAGMA still marks the connection dirty). */
+static int set_query_only(sq_conn *c, bool on, dbs_error *err)
+{
+    if (c->broken || !c->db)
+        return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
+    bool was = c->preparing_dirty, ro = c->read_only, oro = c->opt_ro;
+    /* the authorizer lets dbscope's own switch through */
+    c->read_only = c->opt_ro = false;
+    int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
+    c->preparing_dirty = was;
+    c->read_only = ro;
+    c->opt_ro = oro;
+    return rc;
+}
+
 static int sq_set_read_only(void *vc, int on, dbs_error *err)
 {
     sq_conn *c = vc;
-    if (c->broken || !c->db)
-        return dbs__err(err, DBS_ECONNECT, "SQLite connection is broken");
-    bool was = c->preparing_dirty;
-    c->read_only = false; /* the authorizer lets dbscope's own switch through */
-    int rc = run_simple(c, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", err);
-    c->preparing_dirty = was;
+    int rc = DBS_OK;
+    if (!c->opt_ro || c->broken || !c->db)
+        rc = set_query_only(c, on, err);
     c->read_only = rc == DBS_OK && on;
     return rc;
+}
+
+/* SQLite has one isolation level, SERIALIZABLE; read-only is the
+ * read-only session's switch (query_only and sqlite3_stmt_readonly), for
+ * the session's transactions; immediate is BEGIN IMMEDIATE. */
+static int sq_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    sq_conn *c = vc;
+    if (o && (o->isolation == DBS_ISOLATION_READ_COMMITTED ||
+              o->isolation == DBS_ISOLATION_REPEATABLE_READ))
+        return dbs__err(err, DBS_ECONFIG,
+                        "sqlite: SQLite runs every transaction SERIALIZABLE, its only "
+                        "isolation level; ask for DBS_ISOLATION_SERIALIZABLE or "
+                        "DBS_ISOLATION_DEFAULT");
+    if (o && o->deferrable)
+        return dbs__err(err, DBS_ECONFIG,
+                        "sqlite: DEFERRABLE is PostgreSQL's; SQLite has no such transaction "
+                        "mode: leave deferrable 0 (a SQLite reader never fails to serialize)");
+    bool ro = o && o->read_only;
+    if (ro != c->opt_ro && !c->read_only) {
+        int rc = set_query_only(c, ro, err);
+        if (rc != DBS_OK)
+            return rc;
+    }
+    c->opt_ro = ro;
+    c->opt_immediate = o && o->immediate;
+    return DBS_OK;
 }
 
 static int sq_tx_escaped(void *vc)
@@ -1550,4 +1608,5 @@ const dbs__driver dbs__driver_sqlite = {
     .close = sq_close,
     .set_read_only = sq_set_read_only,
     .tx_escaped = sq_tx_escaped,
+    .tx_options = sq_tx_options,
 };

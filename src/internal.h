@@ -413,6 +413,13 @@ struct dbs_session {
     dbs_rows *rows;           /* open result sets */
     dbs__shard *shard;        /* the pool shard it was opened through */
     struct dbs_session *prev, *next; /* [shard] shard->sessions */
+    /* Transaction options and nested units (session.c) */
+    dbs_tx_options txo;       /* dbs_session_set_tx_options, zeroed: plain */
+    int sp_depth;             /* savepoints of nested units open now */
+    unsigned tx_seq;          /* transactions ended so far (end_tx) */
+    dbs_error doom;           /* doom.code != 0: a nested unit failed in a
+                                 way that dooms the transaction: its
+                                 commit rolls back and returns this */
 };
 
 /* dbs_session_open_at without the public allocation attribute. */

@@ -99,6 +99,9 @@ static dbs_session *session_alloc(void)
         s->rows = NULL;
         s->shard = NULL;
         s->prev = s->next = NULL;
+        s->txo = (dbs_tx_options){0};
+        s->sp_depth = 0;
+        s->doom.code = 0;
         return s;
     }
     return calloc(1, sizeof *s);
@@ -255,8 +258,15 @@ static void set_tx(dbs_session *s, bool open)
 
 int dbs__session_autobegin(dbs_session *s, dbs_error *err)
 {
-    if (s->in_tx)
-        return DBS_OK;
+    if (s->in_tx) {
+        if (s->doom.code == 0)
+            return DBS_OK;
+        /* A nested unit doomed the transaction (dbs_session_transact):
+         * later statements get its error until the transaction ends. */
+        if (err)
+            *err = s->doom;
+        return s->doom.code;
+    }
     int rc = s->pool->drv->begin(s->conn->impl, &s->ctx, err);
     if (rc != DBS_OK)
         return dbs__session_failed(s, rc);
@@ -277,6 +287,33 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
         set_tx(s, false);
         void *c = s->conn->impl;
         const dbs__driver *drv = s->pool->drv;
+        s->tx_seq++;
+        s->sp_depth = 0;
+        if (s->doom.code != 0) {
+            /* A nested unit doomed the transaction: nothing of it may
+             * commit. Rolled back, and the doom's error returned, so that
+             * dbs_transact runs the whole unit again when it is transient. */
+            dbs_error doom = s->doom;
+            s->doom.code = 0;
+            rc = drv->rollback(c, err);
+            if (rc != DBS_OK)
+                return dbs__session_failed(s, rc);
+            if (!commit) {
+                if (err)
+                    err->code = DBS_OK;
+                return DBS_OK;
+            }
+            if (err) {
+                *err = doom;
+                char m[sizeof err->message];
+                snprintf(m, sizeof m, "%s", doom.message);
+                dbs__err(err, doom.code,
+                         "COMMIT refused, the transaction was rolled back: a nested unit "
+                         "failed with: %s", m);
+                dbs__err_sqlstate(err, doom.sqlstate);
+            }
+            return doom.code;
+        }
         if (!commit)
             rc = drv->rollback(c, err);
         else if (last && drv->commit_release)
@@ -410,6 +447,173 @@ const dbs_context *dbs_session_context(dbs_session *s)
     return &s->ctx;
 }
 
+/* ---- transaction options ---- */
+
+static bool txo_plain(const dbs_tx_options *o)
+{
+    return !o || (o->isolation == DBS_ISOLATION_DEFAULT && !o->read_only && !o->deferrable &&
+                  !o->immediate);
+}
+
+static bool txo_same(const dbs_tx_options *a, const dbs_tx_options *b)
+{
+    if (txo_plain(a) || txo_plain(b))
+        return txo_plain(a) && txo_plain(b);
+    return a->isolation == b->isolation && !a->read_only == !b->read_only &&
+           !a->deferrable == !b->deferrable && !a->immediate == !b->immediate;
+}
+
+int dbs_session_set_tx_options(dbs_session *s, const dbs_tx_options *opt, dbs_error *err)
+{
+    int rc = dbs__session_check(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (s->in_tx)
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_session_set_tx_options: the session has a transaction open "
+                        "(begun by its first statement); options apply from a "
+                        "transaction's start: dbs_commit or dbs_rollback first");
+    if (opt && ((unsigned)opt->isolation > DBS_ISOLATION_SERIALIZABLE))
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_session_set_tx_options: isolation is %d; use a DBS_ISOLATION_ "
+                        "value", (int)opt->isolation);
+    if (txo_plain(opt) && txo_plain(&s->txo)) {
+        if (err)
+            err->code = DBS_OK;
+        return DBS_OK;
+    }
+    if (!s->pool->drv->tx_options)
+        return dbs__err(err, DBS_ECONFIG,
+                        "dbs_session_set_tx_options: the %s backend has no transaction "
+                        "options", s->pool->drv->name);
+    rc = s->pool->drv->tx_options(s->conn->impl, txo_plain(opt) ? NULL : opt, err);
+    if (rc != DBS_OK)
+        return dbs__session_failed(s, rc);
+    s->txo = txo_plain(opt) ? (dbs_tx_options){0} : *opt;
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+/* ---- nested units ---- */
+
+/* The code work returned, as a dbs_code: a positive value or a code of
+ * the unit's own counts as DBS_ESQL, and err says so. */
+static int unit_code(int rc, dbs_error *err)
+{
+    int code = dbs__code_known(rc) ? rc : DBS_ESQL;
+    if (err->code != code)
+        dbs__err(err, code, "the unit of work returned %d; rolled back", rc);
+    return code;
+}
+
+/* A failure that ends the whole transaction's chances (the server rolled
+ * it back, or may have, or the connection is gone): never undone at a
+ * savepoint, so the outermost unit runs again or reports it. */
+static bool dooms_tx(int code)
+{
+    return code == DBS_ERETRYABLE || code == DBS_ECONNECT || code == DBS_EFULL ||
+           code == DBS_ESTMT_TIMEOUT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM;
+}
+
+static void doom(dbs_session *s, const dbs_error *e)
+{
+    if (s->doom.code == 0 && s->in_tx)
+        s->doom = *e;
+}
+
+/* One savepoint command on s; the savepoint of depth d is dbs_sp<d>. */
+static int sp_cmd(dbs_session *s, const char *cmd, int depth, dbs_error *err)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "%s dbs_sp%d", cmd, depth);
+    int64_t rc = dbs_exec(s, sql, NULL, 0, err);
+    return rc < 0 ? (int)rc : DBS_OK;
+}
+
+static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn work, void *arg,
+                       dbs_error *err)
+{
+    int rc = dbs__session_check(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (!work)
+        return dbs__err(err, DBS_EMISUSE, "dbs_session_transact: work is NULL");
+    if (!txo_plain(opt) && !txo_same(opt, &s->txo))
+        return dbs__err(err, DBS_EMISUSE,
+                        "a nested unit runs as a savepoint of the enclosing transaction and "
+                        "cannot change its isolation or access mode: pass the same options "
+                        "or none");
+    if (s->doom.code != 0 && s->in_tx) {
+        *err = s->doom;
+        return s->doom.code; /* the transaction cannot commit: no use running */
+    }
+    int depth = s->sp_depth + 1;
+    rc = sp_cmd(s, "SAVEPOINT", depth, err);
+    if (rc != DBS_OK)
+        return rc;
+    s->sp_depth = depth;
+    unsigned seq = s->tx_seq;
+    err->code = DBS_OK;
+    rc = work(s, arg, err);
+    if (rc != 0)
+        rc = unit_code(rc, err);
+    if (s->magic != DBS__SESSION_MAGIC || s->tx_seq != seq || !s->in_tx)
+        return rc; /* work ended the transaction: its savepoint went with it */
+    s->sp_depth = depth - 1;
+    if (rc == DBS_OK) {
+        rc = sp_cmd(s, "RELEASE SAVEPOINT", depth, err);
+        if (rc != DBS_OK)
+            doom(s, err);
+        return rc;
+    }
+    if (dooms_tx(rc)) {
+        doom(s, err);
+        return rc;
+    }
+    dbs_error e2;
+    int rc2 = sp_cmd(s, "ROLLBACK TO SAVEPOINT", depth, &e2);
+    if (rc2 == DBS_OK)
+        rc2 = sp_cmd(s, "RELEASE SAVEPOINT", depth, &e2);
+    if (rc2 != DBS_OK) {
+        doom(s, &e2);
+        *err = e2;
+        return rc2;
+    }
+    return rc;
+}
+
+int dbs_session_transact(dbs_session *s, dbs_work_fn work, void *arg, dbs_error *err)
+{
+    dbs_error local;
+    if (!err)
+        err = &local;
+    return nested_unit(s, NULL, work, arg, err);
+}
+
+/* The units running on this thread, innermost first: a dbs_transact
+ * called from a unit's work for the same pool joins it. */
+typedef struct unit_frame {
+    dbs_pool *pool;          /* the pool the unit was called for */
+    dbs_session *s;
+    bool ro;
+    struct unit_frame *up;
+} unit_frame;
+static _Thread_local unit_frame *unit_top;
+
+static unit_frame *enclosing_unit(const dbs_pool *pool, bool ro, uint64_t pos)
+{
+    for (unit_frame *f = unit_top; f; f = f->up) {
+        if (f->pool != pool)
+            continue;
+        if (f->ro && (!ro || pos != 0))
+            return NULL; /* a write, or a position, in a read-only unit: a unit
+                          * of its own */
+        return f->s->magic == DBS__SESSION_MAGIC ? f : NULL;
+    }
+    return NULL;
+}
+
 /* ---- dbs_transact ---- */
 
 static bool transient(int code)
@@ -429,46 +633,60 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro, uint64_t pos);
+                             const char *func, bool ro, uint64_t pos,
+                             const dbs_tx_options *opt);
 
 static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func, bool ro,
-                    uint64_t pos);
+                    uint64_t pos, const dbs_tx_options *opt);
+
+int(dbs_transact_opts)(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
+                       dbs_work_fn work, void *arg, dbs_error *err)
+{
+    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_opts", false, 0, opt);
+}
+
+int dbs_transact_opts_at(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
+                         dbs_work_fn work, void *arg, dbs_error *err, const char *file,
+                         int line, const char *func)
+{
+    return transact(pool, ctx, work, arg, err, file, line, func, false, 0, opt);
+}
 
 int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, false, 0);
+    return transact(pool, ctx, work, arg, err, file, line, func, false, 0, NULL);
 }
 
 int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                      dbs_error *err)
 {
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true, 0);
+    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true, 0, NULL);
 }
 
 int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                        dbs_error *err, const char *file, int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, true, 0);
+    return transact(pool, ctx, work, arg, err, file, line, func, true, 0, NULL);
 }
 
 int(dbs_transact_ro_after)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
                            dbs_work_fn work, void *arg, dbs_error *err)
 {
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", true, pos);
+    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", true, pos, NULL);
 }
 
 int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
                              dbs_work_fn work, void *arg, dbs_error *err, const char *file,
                              int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, true, pos);
+    return transact(pool, ctx, work, arg, err, file, line, func, true, pos, NULL);
 }
 
 static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func, bool ro,
-                    uint64_t pos)
+                    uint64_t pos, const dbs_tx_options *opt)
 {
     dbs_error local;
     if (!err)
@@ -477,19 +695,23 @@ static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: not an open pool");
     if (!work)
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
+    unit_frame *outer = enclosing_unit(pool, ro, pos);
+    if (outer)
+        return nested_unit(outer->s, opt, work, arg, err);
     /* Held across attempts, so a dbs_pool_close on another thread cannot
      * free the pool between one attempt's session and the next. */
     int rc = dbs__pool_hold(pool, err);
     if (rc != DBS_OK)
         return rc;
-    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro, pos);
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro, pos, opt);
     dbs__pool_drop(pool);
     return rc;
 }
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro, uint64_t pos)
+                             const char *func, bool ro, uint64_t pos,
+                             const dbs_tx_options *opt)
 {
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
@@ -500,19 +722,30 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         dbs_session *s = ro ? open_ro(pool, ctx, pos, err, file, line, func)
                             : dbs__session_open(pool, ctx, err, file, line, func);
         transact_attempt = 0;
+        if (s && !txo_plain(opt) && dbs_session_set_tx_options(s, opt, err) != DBS_OK) {
+            rc = err->code; /* the backend refuses them: no attempt can run */
+            session_close(s);
+            return rc;
+        }
         if (!s) {
             rc = err->code;
         } else {
+            unit_frame frame = {.pool = pool, .s = s, .ro = ro, .up = unit_top};
+            unit_top = &frame;
             rc = work(s, arg, err);
+            unit_top = frame.up;
+            if (rc != 0 && s->doom.code != 0) {
+                /* A nested unit doomed the transaction: what failed after
+                 * is its consequence, and the doom decides the retry. */
+                *err = s->doom;
+                rc = s->doom.code;
+            }
             if (rc == 0) {
                 rc = end_tx(s, true, true, err);
             } else {
                 /* The return is always err->code and a dbs_code: a positive
                  * value or a code of the unit's own becomes DBS_ESQL. */
-                int code = dbs__code_known(rc) ? rc : DBS_ESQL;
-                if (err->code != code)
-                    dbs__err(err, code, "the unit of work returned %d; rolled back", rc);
-                rc = code;
+                rc = unit_code(rc, err);
                 /* the session's close rolls back */
             }
             /* The server may also have ended the unit's transaction

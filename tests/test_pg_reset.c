@@ -8,11 +8,12 @@
  * inside a function), dbs_rollback freeing row locks, notices reaching
  * on_event with the password scrubbed; the reset's own named statements
  * replaced by a session (reset_statements); and cached plans across
- * sessions: row-level security per role, search_path changed in a function,
- * a temporary table dropped by the reset (plan_rls, plan_search_path,
- * plan_temp: PostgreSQL re-plans these by itself), and a temporary table
- * made by the next session (plan_shadow: it does not; why the reset keeps
- * DISCARD PLANS). */
+ * sessions: row-level security per role (plan_rls, plan_rls_session),
+ * search_path changed in a function (plan_search_path), a temporary table
+ * dropped by the reset (plan_temp): PostgreSQL re-plans these by itself,
+ * so the reset needs no DISCARD PLANS for them; and a temporary table made
+ * by the next session (plan_shadow: it does not re-plan, which is why a
+ * backend with a temporary schema still gets DISCARD PLANS). */
 #include "common.h"
 
 static dbs_pool *pool, *other;
@@ -116,6 +117,13 @@ static void setup(void)
                   "USING (owner = 'a')");
     run_fmt(pool, "CREATE POLICY rs_pb ON rs_rls_%ld TO rs_b_%ld "
                   "USING (owner = 'b')");
+    /* (a function that makes a role current for the rest of the session) */
+    run_fmt(pool,
+            "CREATE FUNCTION rs_role_%ld(r text) RETURNS int LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  PERFORM set_config('role', r, false);\n"
+            "  RETURN 1;\n"
+            "END $$");
     /* ... one table name in two schemas, and a function that changes
      * search_path for the rest of the session ... */
     run_fmt(pool, "CREATE SCHEMA rs_sch_%ld");
@@ -146,6 +154,7 @@ static void teardown(void)
     run_fmt(pool, "DROP SCHEMA rs_sch_%ld");
     run_fmt(pool, "DROP TABLE public.rs_sp_%ld");
     run_fmt(pool, "DROP TABLE rs_rls_%ld");
+    run_fmt(pool, "DROP FUNCTION rs_role_%ld(text)");
     run_fmt(pool, "DROP ROLE rs_a_%ld");
     run_fmt(pool, "DROP ROLE rs_b_%ld");
     run_fmt(pool, "DROP TABLE rs_trig_%ld");
@@ -557,6 +566,60 @@ static void test_plan_rls(void)
            "turns on one backend, each sees only its own rows\n");
 }
 
+/* The same with the role switched for the rest of the session, inside a
+ * function: user A's session makes A's role current and caches the
+ * statement (A's policy in its plan); the next session, on the same
+ * backend, runs it as the login user, which owns the table and so sees
+ * every row; then user B's session, B's role made current the same way,
+ * sees only B's rows through the same cached statement. The reset's SET
+ * SESSION AUTHORIZATION DEFAULT ends the role (RESET ALL leaves role
+ * alone; without it the next session runs as A and sees A's rows); the
+ * plan cache re-plans for each role by itself. */
+static void test_plan_rls_session(void)
+{
+    char role[2][64], sql[200], name[64] = "", v[256], setrole[2][200];
+    sql_fmt(role[0], sizeof role[0], "rs_a_%ld");
+    sql_fmt(role[1], sizeof role[1], "rs_b_%ld");
+    for (int who = 0; who < 2; who++) {
+        char fmt[200];
+        snprintf(fmt, sizeof fmt, "SELECT rs_role_%%ld('%s')", role[who]);
+        sql_fmt(setrole[who], sizeof setrole[who], fmt);
+    }
+    sql_fmt(sql, sizeof sql,
+            "SELECT string_agg(owner, ',' ORDER BY owner) FROM rs_rls_%ld");
+    char login[128];
+    dbs_session *s = same_conn(pool);
+    text_of(s, "SELECT session_user", login, sizeof login);
+    dbs_session_close(s);
+    dbs_error err;
+    for (int round = 0; round < 2; round++)
+        for (int who = 0; who < 2; who++) {
+            s = same_conn(pool);
+            exec_ok(s, setrole[who]);
+            text_of(s, sql, v, sizeof v);
+            if (strcmp(v, who ? "b" : "a") != 0)
+                CHECK_FAIL("round %d, %s sees '%s'", round, role[who], v);
+            same_stmt(s, sql, name, sizeof name);
+            CHECK_OK(dbs_commit(s, &err), &err);
+            dbs_session_close(s);
+
+            s = same_conn(pool);
+            text_of(s, "SELECT current_user", v, sizeof v);
+            if (strcmp(v, login) != 0)
+                CHECK_FAIL("the next session runs as %s, not %s", v, login);
+            text_of(s, sql, v, sizeof v);
+            if (strcmp(v, "a,b") != 0)
+                CHECK_FAIL("round %d: after %s's session, the owner sees "
+                           "'%s'", round, role[who], v);
+            same_stmt(s, sql, name, sizeof name);
+            CHECK_OK(dbs_commit(s, &err), &err);
+            dbs_session_close(s);
+        }
+    printf("row-level security, role made current in a function: the next "
+           "session's run of the cached statement is the login user's, "
+           "then B's only B's\n");
+}
+
 /* Session 1 changes search_path inside a function, and its cached
  * statement follows (the server plans it again); session 2's run of the
  * same cached statement resolves with the default search_path again. */
@@ -591,21 +654,47 @@ static void test_plan_search_path(void)
 /* Session 1 makes a temporary table that shadows a real one (inside a
  * function) and caches a statement that reads it; the reset's DISCARD
  * TEMP drops it, and session 2's run of the same cached statement reads
- * the real table. */
-static void test_plan_temp(void)
+ * the real table. transact: session 1 is a dbs_transact (the reset rides
+ * with its COMMIT), else dbs_commit and close (the reset is posted). */
+struct temp_arg {
+    int64_t pid;
+    char *name;
+    size_t name_n;
+};
+
+static int temp_session1(dbs_session *s, void *arg, dbs_error *err)
 {
-    char sql[200], fn[200], name[64] = "";
+    (void)err;
+    struct temp_arg *a = arg;
+    char sql[200], fn[200];
     sql_fmt(sql, sizeof sql, "SELECT v FROM rs_shadow_%ld");
     sql_fmt(fn, sizeof fn, "SELECT rs_shadow_fn_%ld()");
-    dbs_error err;
-    dbs_session *s = same_conn(pool);
+    CHECK_EQ(pid_of(s), a->pid);
     exec_ok(s, fn);
     CHECK_EQ(query_int(s, sql, NULL, 0), 99); /* the temporary table */
-    same_stmt(s, sql, name, sizeof name);
-    CHECK_OK(dbs_commit(s, &err), &err);
-    dbs_session_close(s);
+    same_stmt(s, sql, a->name, a->name_n);
+    return 0;
+}
 
-    s = same_conn(pool);
+static void temp_case(dbs_pool *p, int64_t pid, bool transact, char *name,
+                      size_t name_n)
+{
+    char sql[200];
+    sql_fmt(sql, sizeof sql, "SELECT v FROM rs_shadow_%ld");
+    dbs_error err;
+    struct temp_arg a = {pid, name, name_n};
+    dbs_session *s;
+    if (transact) {
+        CHECK_OK(dbs_transact(p, NULL, temp_session1, &a, &err), &err);
+    } else {
+        s = open_ok(p);
+        CHECK_OK(temp_session1(s, &a, &err), &err);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+
+    s = open_ok(p);
+    CHECK_EQ(pid_of(s), pid);
     dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
     if (!r)
         CHECK_FAIL("session 2's cached statement: %s", err.message);
@@ -614,14 +703,43 @@ static void test_plan_temp(void)
         CHECK_FAIL("session 2 reads session 1's temporary table: %lld",
                    (long long)dbs_rows_int(r, 0));
     dbs_rows_close(r);
-    same_stmt(s, sql, name, sizeof name);
+    same_stmt(s, sql, name, name_n);
+    CHECK_EQ(query_int(s, "SELECT count(*) FROM pg_catalog.pg_class WHERE "
+                          "relpersistence = 't' AND relnamespace = "
+                          "pg_catalog.pg_my_temp_schema()",
+                       NULL, 0),
+             0);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
-    printf("temporary table shadowing a table: gone for the next session's "
-           "cached statement\n");
 }
 
-/* Why the reset keeps DISCARD PLANS. Session 1 caches a statement that
+/* Each on a backend whose first temporary table session 1 makes (the
+ * reset learns of the temporary schema only then), ending both ways, then
+ * again on the same backend (the schema is there from the start). */
+static void test_plan_temp(void)
+{
+    for (int transact = 0; transact < 2; transact++) {
+        dbs_pool *p = open_one(DBS_RESET_FULL);
+        dbs_session *s = open_ok(p);
+        int64_t pid = pid_of(s);
+        CHECK_EQ(query_int(s, "SELECT pg_catalog.pg_my_temp_schema()::int8",
+                           NULL, 0),
+                 0);
+        dbs_session_close(s);
+        char name[64] = "";
+        for (int round = 0; round < 2; round++)
+            temp_case(p, pid, transact, name, sizeof name);
+        CHECK_EQ(stats_of(p).created, 1);
+        dbs_pool_close(p);
+    }
+    char name[64] = "";
+    temp_case(pool, the_pid, false, name, sizeof name);
+    printf("temporary table shadowing a table: gone for the next session's "
+           "cached statement (first and later temporary tables of a "
+           "backend, both ways to end a session)\n");
+}
+
+/* Why a backend with a temporary schema gets DISCARD PLANS. Session 1 caches a statement that
  * reads the real table; session 2 makes a temporary table of the same name
  * (inside a function) and runs the same statement: it must read the
  * temporary table, as it would on a fresh connection. The server does not
@@ -666,7 +784,13 @@ static void test_reset_statements(void)
     char dirty[200];
     sql_fmt(dirty, sizeof dirty, "SELECT public.rs_dirty_%ld()");
     dbs_error err;
-    for (int k = 0; k < 9; k++) {
+    dbs_session *s0 = same_conn(pool);
+    int n_reset = (int)query_int(s0, "SELECT count(*) FROM pg_catalog."
+                                     "pg_prepared_statements WHERE name ~ "
+                                     "'^dbs_r[0-9]$'", NULL, 0);
+    dbs_session_close(s0);
+    CHECK(n_reset >= 6);
+    for (int k = 0; k < n_reset; k++) {
         dbs_session *s = same_conn(pool);
         char q[160], name[16];
         snprintf(name, sizeof name, "dbs_r%d", k);
@@ -717,6 +841,7 @@ int main(int argc, char **argv)
         {"rollback", test_rollback_frees_locks},
         {"notices", test_notices},
         {"plan_rls", test_plan_rls},
+        {"plan_rls_session", test_plan_rls_session},
         {"plan_search_path", test_plan_search_path},
         {"plan_temp", test_plan_temp},
         {"plan_shadow", test_plan_shadow},
