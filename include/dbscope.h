@@ -211,6 +211,32 @@ typedef void (*dbs_event_fn)(const dbs_event *ev, void *user);
  * Configuration
  * ------------------------------------------------------------------------ */
 
+/* A credential provider's question and answer (dbs_config.credential). */
+typedef struct dbs_credential {
+    const char *backend;   /* "postgresql" or "mariadb" */
+    const char *host;      /* the host as the URL names it (libpq: the
+                              whole comma-separated list of a multi-host
+                              URL; a replica's pool: that replica's host);
+                              "" when the URL names none */
+    const char *port;      /* as the URL names it, "" when it does not */
+    const char *user;      /* the URL's user, "" when it names none */
+    char *password;        /* the provider writes the password or token
+                              here, NUL-terminated; dbscope's buffer,
+                              wiped once the connect is over */
+    size_t password_cap;   /* bytes at password (DBS_CREDENTIAL_MAX) */
+    char *why;             /* on failure the provider may say why here,
+                              NUL-terminated (never the secret): it
+                              becomes part of the DBS_ECONFIG message */
+    size_t why_cap;        /* bytes at why (256) */
+} dbs_credential;
+
+/* Room for a password or token: RDS IAM tokens take about 1.5 KB, cloud
+ * access tokens a few KB. */
+#define DBS_CREDENTIAL_MAX 8192
+
+/* Returns 0 with cred->password filled, anything else on failure. */
+typedef int (*dbs_credential_fn)(dbs_credential *cred, void *user);
+
 enum dbs_pool_mode {
     DBS_POOL_AUTO,   /* SINGLE for sqlite::memory:, QUEUE otherwise */
     DBS_POOL_QUEUE,  /* the real pool */
@@ -386,6 +412,26 @@ typedef struct dbs_config {
      * connection back while others wait hands it to the oldest).
      * (2000; docs/pool.md has the numbers) */
     int barge_limit_us;
+    /* Credential provider (NULL: the URL's password, or libpq's and
+     * Connector/C's own sources). Called before every physical connect on
+     * PostgreSQL and MariaDB/MySQL: each connection of the pool, of its
+     * replicas' pools and of the replica monitor, and (MariaDB/MySQL) the
+     * extra connection that ends a timed-out statement on the server. What
+     * it writes to cred->password is used for that connect only, in place
+     * of the URL's password, so a token that expires (AWS RDS IAM: 15
+     * minutes, checked only at connect) works: every new connect asks
+     * again. SQLite has no password and never calls it. It runs on
+     * whatever thread connects (a session's, the housekeeper's, a replica
+     * monitor's), with no dbscope lock held, possibly on several threads
+     * at once: it must be thread-safe, and it may block (its time counts
+     * against nothing; keep it short or cache). It must not call dbscope
+     * on this pool. A provider that fails (returns non-zero, or writes no
+     * NUL within password_cap) fails the connect with DBS_ECONFIG, whose
+     * message names the provider, the host and user, and cred->why: a
+     * configuration error, never retried and never counted by the circuit
+     * breaker. The password never appears in a message, event or log. */
+    dbs_credential_fn credential;
+    void *credential_user;        /* passed to credential */
 } dbs_config;
 
 /* See barge_limit_us: how long, as a share of that limit, a thread's
@@ -397,9 +443,15 @@ typedef struct dbs_config {
 void dbs_config_init(dbs_config *cfg);
 
 /* Overrides fields from the environment: DATABASE_URL, DB_POOL_SIZE,
- * DB_MAX_OVERFLOW, DB_POOL_TIMEOUT (seconds, fractions allowed),
+ * DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT (seconds, fractions allowed),
  * DB_POOL_RECYCLE (seconds), DB_POOL_PRE_PING (1/0/true/false/yes/no/on/off),
- * DB_LEAK_THRESHOLD_MS. An unset or empty variable leaves its field alone.
+ * DB_LEAK_THRESHOLD_MS, and every timeout field in whole milliseconds:
+ * DB_CONNECT_TIMEOUT_MS (connect_timeout_ms), DB_STATEMENT_TIMEOUT_MS
+ * (statement_timeout_ms), DB_ACQUIRE_TIMEOUT_MS (acquire_timeout_ms, like
+ * DB_POOL_TIMEOUT), DB_MAX_LIFETIME_MS (max_lifetime_ms, like
+ * DB_POOL_RECYCLE), DB_IDLE_TIMEOUT_MS (idle_timeout_ms),
+ * DB_BUSY_TIMEOUT_MS (busy_timeout_ms); setting both names of one field is
+ * DBS_ECONFIG. An unset or empty variable leaves its field alone.
  * A bad value returns DBS_ECONFIG naming the variable, and leaves cfg
  * unchanged. cfg->url points into the environment afterwards: do not change
  * DATABASE_URL while cfg is in use. Not thread-safe against setenv. */
@@ -496,6 +548,46 @@ int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);
 /* Checks out a connection, validates it with a round trip and returns it.
  * Blocks up to acquire_timeout_ms plus one round trip. Any thread. */
 int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
+
+/* Waits until the pool holds min_idle open connections (at least one; a
+ * NONE-mode pool, which keeps none: until one connect works), connecting
+ * them from the calling thread rather than waiting for the housekeeper,
+ * so that a service says it is ready only once its first requests will
+ * not all connect at once. Returns DBS_OK when they are open; else, once
+ * timeout_ms has passed, DBS_ECONNECT when connects failed (the message
+ * says how many of how many connections are open and why the last
+ * connect failed) or DBS_ETIMEOUT when they are still under way; at once
+ * DBS_ECONFIG when the database refuses the connects for good (a wrong
+ * password, a failing credential provider), DBS_ECLOSED after a shutdown,
+ * DBS_EMISUSE for a negative timeout_ms. Blocks up to timeout_ms plus one
+ * connect (connect_timeout_ms). Any thread. */
+int dbs_pool_wait_ready(dbs_pool *pool, int timeout_ms, dbs_error *err);
+
+/* After fork(). A pool opened in a process is that process's: a child of
+ * a pre-fork server inherits its memory and its connections' sockets, which
+ * the parent's server sessions share, and must never send anything on them
+ * (its statements would interleave with the parent's; a goodbye message
+ * would end the parent's session). In the child, every call that would use
+ * them (dbs_session_open and _ro, dbs_transact and its variants,
+ * dbs_pool_ping, dbs_pool_wait_ready, and every call on a session opened
+ * before the fork) returns DBS_EMISUSE saying so, until the child calls
+ * dbs_pool_after_fork_child. That call lets go of every inherited
+ * connection WITHOUT sending anything on it (PostgreSQL, MariaDB: the
+ * socket is replaced by /dev/null before the client library closes it, so
+ * neither Terminate/COM_QUIT nor a TLS close_notify reaches the server;
+ * SQLite: its handles are left untouched and allocated, as SQLite requires
+ * of a connection that crossed a fork), forgets the sessions other threads
+ * had open, re-makes the pool's locks, starts its housekeeper (and replica
+ * monitors) again, and leaves the pool empty and usable: the child's
+ * sessions open connections of its own. A session the calling thread had
+ * open at the fork can only be closed (dbs_session_close lets go of its
+ * connection the same way). dbs_pool_close and dbs_pool_shutdown in a child
+ * do this first by themselves. Call it in the child right after fork(),
+ * before it starts threads and before any other call on the pool
+ * (dbs_pool_stats included); the parent's pool and connections are
+ * unaffected. DBS_OK (also in the process that opened the pool: nothing to
+ * do), or DBS_ENOMEM when a thread cannot be started. Blocks for no I/O. */
+int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err);
 
 /* Fills *out with one consistent snapshot of the pool's counters. Takes the
  * pool's locks briefly (checkouts pause meanwhile); never blocks on I/O.

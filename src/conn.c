@@ -2,6 +2,7 @@
  * closing it, and the one place each of its counts is kept. */
 #include "pool_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err)
@@ -110,6 +111,13 @@ void dbs__connect_announce(dbs_pool *p, const dbs_session *s, const dbs__conn *c
 {
     int code = c ? 0 : err ? err->code : DBS_ECONNECT;
     const char *why = c || !err ? NULL : err->message;
+    if (!c) { /* for dbs_pool_wait_ready */
+        pthread_mutex_lock(&p->mu);
+        p->last_fail_code = code;
+        p->last_fail_ns = dbs__now_ns();
+        snprintf(p->last_fail, sizeof p->last_fail, "%.255s", why ? why : dbs_strerror(code));
+        pthread_mutex_unlock(&p->mu);
+    }
     dbs__emit(p, c ? DBS_EVENT_CONNECT : DBS_EVENT_CONNECT_FAILED, s, c, code, why);
     if (ev >= 0)
         dbs__emit(p, (enum dbs_event_kind)ev, s, c, code, why);

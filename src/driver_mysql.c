@@ -694,7 +694,38 @@ static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned r
     }
 }
 
+/* The credential provider's password for a connect to m (1: none set,
+ * use the URL's). */
+static int my_credential(const dbs__target *t, const my_target *m, char *buf, size_t cap,
+                         dbs_error *err)
+{
+    char port[16] = "";
+    if (m->port)
+        snprintf(port, sizeof port, "%u", m->port);
+    return dbs__credential_get(t, "mariadb", m->socket && !m->host ? m->socket : m->host, port,
+                               m->user, buf, cap, err);
+}
+
+static void *my_connect_with(const dbs__target *t, const char *password, dbs_error *err);
+
+/* Asks the credential provider, if any, then connects with its answer. */
 static void *my_connect(const dbs__target *t, dbs_error *err)
+{
+    const my_target *m = t->shared;
+    if (!t->credential)
+        return my_connect_with(t, m->password, err);
+    char token[DBS_CREDENTIAL_MAX];
+    if (my_credential(t, m, token, sizeof token, err) != DBS_OK)
+        return NULL;
+    void *c = my_connect_with(t, token, err);
+    if (!c && err && *token)
+        dbs__scrub_text(err->message, sizeof err->message, token, strlen(token));
+    dbs__credential_wipe(token, sizeof token);
+    return c;
+}
+
+/* password: the URL's, or the credential provider's for this connect. */
+static void *my_connect_with(const dbs__target *t, const char *password, dbs_error *err)
 {
     const my_target *m = t->shared;
     my_conn *c = calloc(1, sizeof *c);
@@ -747,7 +778,7 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
     bool connected = false;
     for (int i = 0;; i++) {
         const char *host = naddr > 0 ? addr[i] : m->host;
-        connected = mysql_real_connect(c->my, host, m->user, m->password, m->db, m->port,
+        connected = mysql_real_connect(c->my, host, m->user, password, m->db, m->port,
                                        m->socket,
                                        CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS) != NULL;
         unsigned e = mysql_errno(c->my);
@@ -774,7 +805,10 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
          * outages: not retried, not counted by the circuit breaker. */
         int code = DBS_ECONNECT;
         const char *why = "cannot connect";
-        if (e == ER_ACCESS_DENIED_ERROR || e == 1698 /* ER_ACCESS_DENIED_NO_PASSWORD */)
+        if ((e == ER_ACCESS_DENIED_ERROR || e == 1698) && password != m->password)
+            why = "wrong password or user (check the user in the URL and the password the "
+                  "credential provider returns)";
+        else if (e == ER_ACCESS_DENIED_ERROR || e == 1698 /* ER_ACCESS_DENIED_NO_PASSWORD */)
             why = "wrong password or user (check the user and password in the URL)";
         else if (e == ER_BAD_DB_ERROR || e == ER_DBACCESS_DENIED_ERROR)
             why = "unknown or forbidden database (check the database name in the URL)";
@@ -879,13 +913,24 @@ static void kill_on_server(my_conn *c)
      * answering must not hold the caller for a whole connect timeout. */
     unsigned ct = c->rt_s && (!c->ct_s || c->rt_s < c->ct_s) ? c->rt_s : c->ct_s;
     set_options(k, c->mt, ct, c->rt_s, c->wt_s);
+    /* A physical connect like any other: the credential provider's
+     * password of now (the connection's own may have expired). */
+    char token[DBS_CREDENTIAL_MAX];
+    const char *password = c->mt->password;
+    dbs_error cerr;
+    int cred = my_credential(c->t, c->mt, token, sizeof token, &cerr);
+    if (cred == DBS_OK)
+        password = token;
     /* the address the connection went to: no name lookup, unbounded */
-    if (mysql_real_connect(k, c->addr[0] ? c->addr : c->mt->host, c->mt->user,
-                           c->mt->password, NULL, c->mt->port, c->mt->socket, 0)) {
+    if (cred >= DBS_OK &&
+        mysql_real_connect(k, c->addr[0] ? c->addr : c->mt->host, c->mt->user,
+                           password, NULL, c->mt->port, c->mt->socket, 0)) {
         char sql[64];
         snprintf(sql, sizeof sql, "KILL %lu", id);
         (void)mysql_query(k, sql);
     }
+    if (cred == DBS_OK)
+        dbs__credential_wipe(token, sizeof token);
     mysql_close(k);
 }
 
@@ -915,6 +960,16 @@ static void my_close(void *vc)
     free(c->cache);
     mysql_close(c->my);
     free(c);
+}
+
+/* In a child after fork(): as pg_forget, COM_QUIT, COM_STMT_CLOSE and a
+ * TLS close_notify must not reach the server on the parent's socket. */
+static void my_forget(void *vc)
+{
+    my_conn *c = vc;
+    if (!c || !dbs__fd_silence((int)mysql_get_socket(c->my)))
+        return; /* left allocated rather than risk a word */
+    my_close(c);
 }
 
 static int my_is_broken(void *vc)
@@ -2297,4 +2352,5 @@ const dbs__driver dbs__driver_mysql = {
     .native = my_native,
     .close = my_close,
     .peek = my_peek,
+    .forget = my_forget,
 };

@@ -300,7 +300,31 @@ struct dbs_pool {
      * "host:port" and no replicas of its own. */
     struct dbs__replicas *replicas;
     char *replica_label;
+
+    /* ready.c: the last failed connect of this pool, for
+     * dbs_pool_wait_ready. [mu] */
+    int last_fail_code;
+    int64_t last_fail_ns;
+    char last_fail[256];
+
+    /* fork.c: dbs__fork_gen() when the pool was opened, or last made
+     * clean in a child (dbs_pool_after_fork_child). Another value: this
+     * process is a child of the one that opened it. */
+    unsigned long fork_gen;
 };
+
+/* ---- fork.c ---- */
+
+/* How many fork()s this process descends from since dbscope was first
+ * used (counted by a pthread_atfork child handler). Any thread, no lock. */
+unsigned long dbs__fork_gen(void);
+/* Whether p (or s's pool) was opened before a fork() in a parent: fills
+ * err with DBS_EMISUSE saying what to do, naming what (the call). */
+int dbs__fork_check(const dbs_pool *p, const char *what, dbs_error *err);
+/* In a child, lets go of p's inherited connections without sending
+ * anything on them, resets its state and restarts its background
+ * threads (see dbs_pool_after_fork_child). */
+int dbs__pool_after_fork(dbs_pool *p, dbs_error *err);
 
 /* Counts s in the pool (the pool stays allocated until s is released) and
  * gets it a connection (s->conn), registering s with its shard. Blocks up to
@@ -343,6 +367,9 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err);
  * begin_shutdown and dbs_pool_close. */
 void dbs__replicas_shutdown(dbs_pool *p);
 void dbs__replicas_close(dbs_pool *p);
+/* In a child after fork(): dbs__pool_after_fork on each replica's pool,
+ * and the monitor threads started again. */
+int dbs__replicas_after_fork(dbs_pool *p, dbs_error *err);
 /* Waits until the replica pools have drained or deadline passes (0: do not
  * wait; < 0: no bound); returns the sessions still open on them. */
 int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever);
@@ -413,6 +440,8 @@ struct dbs_session {
     dbs_rows *rows;           /* open result sets */
     dbs__shard *shard;        /* the pool shard it was opened through */
     struct dbs_session *prev, *next; /* [shard] shard->sessions */
+    unsigned long fork_gen;   /* dbs__fork_gen() at open: another value
+                                 means it was opened before a fork() */
     /* Transaction options and nested units (session.c) */
     dbs_tx_options txo;       /* dbs_session_set_tx_options, zeroed: plain */
     int sp_depth;             /* savepoints of nested units open now */

@@ -565,6 +565,7 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
         return NULL;
     }
     p->magic = DBS__POOL_MAGIC;
+    p->fork_gen = dbs__fork_gen();
     p->cfg = *cfg;
     /* The default logger is for programs that listen to nothing: one that
      * set on_event gets each event once, there, unless it asks for both. */
@@ -628,6 +629,8 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
     p->target.statement_timeout_ms = cfg->statement_timeout_ms;
     p->target.notice = pool_notice;
     p->target.notice_arg = p;
+    p->target.credential = cfg->credential;
+    p->target.credential_user = cfg->credential_user;
 
     if (drv->target_open && drv->target_open(&p->target, err) != DBS_OK) {
         p->drv = NULL; /* nothing to close */
@@ -739,6 +742,7 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
     const int64_t deadline = dbs__now_ns() + dbs__ms_ns(timeout_ms > 0 ? timeout_ms : 0);
+    (void)dbs__pool_after_fork(p, NULL); /* as dbs_pool_close */
     begin_shutdown(p);
     pthread_mutex_lock(&p->mu);
     while (p->n_draining > 0 && timeout_ms != 0) {
@@ -760,6 +764,9 @@ void dbs_pool_close(dbs_pool *p)
 {
     if (!p || p->magic != DBS__POOL_MAGIC)
         return;
+    /* in a child after fork(): the parent's connections are let go of
+     * without a word, never closed as the pool's own */
+    (void)dbs__pool_after_fork(p, NULL);
     begin_shutdown(p);
     pthread_mutex_lock(&p->mu);
     bool again = p->close_called;

@@ -341,6 +341,43 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err)
 #endif
 }
 
+int dbs__replicas_after_fork(dbs_pool *p, dbs_error *err)
+{
+    struct dbs__replicas *rs = p->replicas;
+    if (!rs)
+        return DBS_OK;
+    /* The parent's monitor threads do not exist here; their connections
+     * are left as they are (never sent anything), their lock re-made. */
+    pthread_mutex_init(&rs->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    for (int i = 0; i < rs->n; i++) {
+        int rc = dbs__pool_after_fork(rs->r[i].pool, err);
+        if (rc != DBS_OK)
+            return rc;
+        atomic_store(&rs->r[i].ok_ns, 0); /* measured anew */
+    }
+    rs->n_threads = 0;
+    if (atomic_load(&rs->stopped))
+        return DBS_OK;
+    rs->stop = false;
+    for (int i = -1; i < rs->n; i++) {
+        monitor *m = &rs->mons[i + 1];
+        atomic_fetch_add(&p->refs, 1); /* the thread's; it drops it */
+        int e = pthread_create(&rs->threads[rs->n_threads], NULL, monitor_main, m);
+        if (e != 0) {
+            atomic_fetch_sub(&p->refs, 1);
+            return dbs__err(err, DBS_ENOMEM, "cannot start the replica monitor: %s",
+                            strerror(e));
+        }
+        rs->n_threads++;
+    }
+    return DBS_OK;
+}
+
 void dbs__replicas_shutdown(dbs_pool *p)
 {
     struct dbs__replicas *rs = p->replicas;

@@ -145,6 +145,8 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         dbs__err(err, DBS_EMISUSE, "dbs_session_open: not an open pool (NULL or freed)");
         return NULL;
     }
+    if (dbs__fork_check(pool, "dbs_session_open", err) != DBS_OK)
+        return NULL;
     if (dbs__pool_closed(pool)) {
         dbs__err(err, DBS_ECLOSED, "dbs_session_open: the pool is closed");
         return NULL;
@@ -163,6 +165,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->line = line;
     s->func = func;
     s->attempt = transact_attempt;
+    s->fork_gen = pool->fork_gen;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
         session_free(s);
@@ -182,6 +185,8 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
         dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
         return NULL;
     }
+    if (dbs__fork_check(pool, "dbs_session_open_ro", err) != DBS_OK)
+        return NULL;
     if (!pool->drv->set_read_only) {
         dbs__err(err, DBS_ECONFIG,
                  "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
@@ -234,6 +239,11 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
         return dbs__err(err, DBS_EMISUSE,
                         "session opened at %s:%d is used from another thread; a session "
                         "belongs to the thread that opened it", s->file ? s->file : "?", s->line);
+    if (s->fork_gen != dbs__fork_gen())
+        return dbs__err(err, DBS_EMISUSE,
+                        "session opened at %s:%d before fork(): its connection is the "
+                        "parent's; close it, and open a new one after "
+                        "dbs_pool_after_fork_child", s->file ? s->file : "?", s->line);
     if (dbs__pool_closed(s->pool))
         return dbs__err(err, DBS_ECLOSED, "the pool was closed; close this session");
     if (!s->conn)
@@ -369,6 +379,18 @@ static void session_close(dbs_session *s)
         return;
     }
     dbs_pool *p = s->pool;
+    if (s->fork_gen != dbs__fork_gen()) {
+        /* In a child, a session opened before fork(): its connection and
+         * rows are the parent's. Nothing is sent, nothing of the pool's
+         * is touched (dbs_pool_after_fork_child forgets the session); the
+         * connection is let go as that call lets go of idle ones. */
+        if (s->conn && p->drv->forget)
+            p->drv->forget(s->conn->impl);
+        free(s->conn);
+        s->magic = DBS__DEAD_MAGIC;
+        session_free(s);
+        return;
+    }
     if (s->rows)
         dbs__rows_close_all(s);
     bool discard = s->broken;
@@ -695,6 +717,8 @@ static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: not an open pool");
     if (!work)
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
+    if (dbs__fork_check(pool, "dbs_transact", err) != DBS_OK)
+        return err->code;
     unit_frame *outer = enclosing_unit(pool, ro, pos);
     if (outer)
         return nested_unit(outer->s, opt, work, arg, err);

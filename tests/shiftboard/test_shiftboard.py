@@ -622,8 +622,34 @@ def main_api(args, url, workdir):
     check(svc.stop() == 0, "second SIGTERM: exit 0")
     shutdown_keeps_acknowledged(args, url, workdir)
     shutdown_finishes_in_flight(args, url, workdir)
+    ready_and_timeouts(args, url, workdir)
     if args.backend == "sqlite":
         replica_settings(args, workdir)
+
+
+def ready_and_timeouts(args, url, workdir):
+    """Ready means the pool holds DB_POOL_MIN_IDLE connections: they are
+    open when the banner is printed, before the first request. The
+    timeouts are read by the library: a bad one stops the start with a
+    message naming the variable."""
+    svc = Service(args.binary, url, workdir, env_extra={"DB_POOL_MIN_IDLE": "3"})
+    try:
+        st, _, doc, _ = svc.request("GET", "/api/pool")
+        check(st == 200 and doc["size"] >= 3,
+              "DB_POOL_MIN_IDLE=3: 3 connections open once listening (got %s)"
+              % (doc and doc["size"]))
+    finally:
+        check(svc.stop() == 0, "DB_POOL_MIN_IDLE=3 starts and stops")
+    for var, bad in (("DB_STATEMENT_TIMEOUT_MS", "nonsense"), ("DB_CONNECT_TIMEOUT_MS", "-1"),
+                     ("DB_POOL_MIN_IDLE", "many")):
+        env = dict(os.environ, DATABASE_URL=url, SHIFTBOARD_PWHASH="min")
+        env.update(SERVICE_ENV)
+        env[var] = bad
+        out = subprocess.run([args.binary, "--listen", "127.0.0.1:%d" % free_port()], env=env,
+                             cwd=workdir, capture_output=True, text=True, timeout=60)
+        check(out.returncode == 2 and var in out.stderr and "listening" not in out.stdout,
+              "%s=%r refused, naming the variable: %s %r"
+              % (var, bad, out.returncode, out.stderr[-200:]))
 
 
 def replica_settings(args, workdir):
@@ -865,7 +891,9 @@ def notices_logged(args, url, workdir):
     """The database's notices (a first start runs DROP POLICY IF EXISTS,
     and PostgreSQL answers with a NOTICE) reach shiftboard's log as logfmt
     lines, never raw on stderr. Needs the PostgreSQL driver to deliver
-    notices as DBS_EVENT_NOTICE."""
+    notices as DBS_EVENT_NOTICE. A later start on the same database finds
+    its schema in the catalog and runs nothing that the server answers
+    with a notice: its log holds none."""
     for start in ("first", "second"):
         svc = Service(args.binary, url, workdir)
         st, _, _, _ = svc.request("GET", "/health")
@@ -874,6 +902,10 @@ def notices_logged(args, url, workdir):
         lines = svc.log().splitlines()
         raw = [l for l in lines if l.startswith(("NOTICE:", "WARNING:"))]
         check(not raw, "%s start: no raw notice on stderr: %s" % (start, raw[:2]))
+        if start == "second":
+            notices = [l for l in lines if "event=notice" in l]
+            check(not notices, "second start: no notice from the database: %s" % notices[:2])
+            continue
         logged = [l for l in lines if re.match(
             r'time=\S+ level=(info|warn) msg=dbscope event=notice .*reason="(?:[^"\\]|\\.)*skipping"$', l)]
         check(logged, "%s start: the server's notices logged as logfmt lines" % start)
