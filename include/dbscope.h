@@ -759,7 +759,15 @@ typedef struct dbs_session dbs_session;
  * SQLite, under DBS_RESET_FULL: the next user sees last_insert_rowid() and
  * changes() as 0; total_changes() counts every change since the connection
  * opened and cannot be reset (a session must not rely on it: use changes(),
- * or the count dbs_exec returns). */
+ * or the count dbs_exec returns).
+ * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION only when the
+ * server reported a change of session state, a statement failed, the
+ * transaction ended other than by dbscope, or the native handle was taken;
+ * otherwise named locks, LAST_INSERT_ID() and unreported user variables are
+ * dealt with in the COMMIT's or ROLLBACK's round trip and prepared
+ * statements stay. A HANDLER left open and a sequence's PREVIOUS VALUE are
+ * not seen that way: close HANDLERs, or take the native handle to force the
+ * reset (docs/mariadb.md). */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one
