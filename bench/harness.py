@@ -75,6 +75,7 @@ class Env:
         self.my = None
         self.bouncers = {}
         self.cpu = None
+        self.shared = set()  # servers this run found running and leaves so
 
     def server_cpu(self):
         """The PostgreSQL server's CPU sampler (started with the server)."""
@@ -98,10 +99,17 @@ class Env:
 
     def start_server(self, script, name):
         """Starts a throwaway server with the tests' script in work/name;
-        returns its directory and a reader of the files it writes there."""
-        d = os.path.join(self.work, name)
-        subprocess.run(["sh", os.path.join(ROOT, "tests", script), "start", d],
-                       check=True, capture_output=True)
+        returns its directory and a reader of the files it writes there.
+        With DBSCOPE_BENCH_SERVERS=DIR (the smoke tests' CTest fixture), the
+        server already running in DIR/name instead, left running at the end."""
+        shared = os.environ.get("DBSCOPE_BENCH_SERVERS")
+        if shared and os.path.exists(os.path.join(shared, name, "url")):
+            d = os.path.join(shared, name)
+            self.shared.add(name)
+        else:
+            d = os.path.join(self.work, name)
+            subprocess.run(["sh", os.path.join(ROOT, "tests", script), "start", d],
+                           check=True, capture_output=True)
         return d, lambda f: open(os.path.join(d, f)).read().strip()
 
     def start_my(self):
@@ -176,10 +184,10 @@ class Env:
         for b in self.bouncers.values():
             b["proc"].terminate()
             b["proc"].wait()
-        if self.pg:
+        if self.pg and "pg" not in self.shared:
             subprocess.run(["sh", os.path.join(ROOT, "tests", "pg_server.sh"), "stop", self.pg["dir"]],
                            capture_output=True)
-        if self.my:
+        if self.my and "my" not in self.shared:
             subprocess.run(["sh", os.path.join(ROOT, "tests", "mysql_server.sh"), "stop",
                             self.my["dir"]], capture_output=True)
 
@@ -536,7 +544,7 @@ def main():
         report.write(args.out, med, commands, rec, mem, versions(), {
             "rounds": args.rounds, "extra_rounds": EXTRA_ROUNDS,
             "seconds": args.seconds, "warmup": args.warmup,
-            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:]),
+            "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:]), "root": ROOT,
             "sqlite_sync": sync})
     finally:
         env.stop()

@@ -211,6 +211,32 @@ typedef void (*dbs_event_fn)(const dbs_event *ev, void *user);
  * Configuration
  * ------------------------------------------------------------------------ */
 
+/* A credential provider's question and answer (dbs_config.credential). */
+typedef struct dbs_credential {
+    const char *backend;   /* "postgresql" or "mariadb" */
+    const char *host;      /* the host as the URL names it (libpq: the
+                              whole comma-separated list of a multi-host
+                              URL; a replica's pool: that replica's host);
+                              "" when the URL names none */
+    const char *port;      /* as the URL names it, "" when it does not */
+    const char *user;      /* the URL's user, "" when it names none */
+    char *password;        /* the provider writes the password or token
+                              here, NUL-terminated; dbscope's buffer,
+                              wiped once the connect is over */
+    size_t password_cap;   /* bytes at password (DBS_CREDENTIAL_MAX) */
+    char *why;             /* on failure the provider may say why here,
+                              NUL-terminated (never the secret): it
+                              becomes part of the DBS_ECONFIG message */
+    size_t why_cap;        /* bytes at why (256) */
+} dbs_credential;
+
+/* Room for a password or token: RDS IAM tokens take about 1.5 KB, cloud
+ * access tokens a few KB. */
+#define DBS_CREDENTIAL_MAX 8192
+
+/* Returns 0 with cred->password filled, anything else on failure. */
+typedef int (*dbs_credential_fn)(dbs_credential *cred, void *user);
+
 enum dbs_pool_mode {
     DBS_POOL_AUTO,   /* SINGLE for sqlite::memory:, QUEUE otherwise */
     DBS_POOL_QUEUE,  /* the real pool */
@@ -386,6 +412,26 @@ typedef struct dbs_config {
      * connection back while others wait hands it to the oldest).
      * (2000; docs/pool.md has the numbers) */
     int barge_limit_us;
+    /* Credential provider (NULL: the URL's password, or libpq's and
+     * Connector/C's own sources). Called before every physical connect on
+     * PostgreSQL and MariaDB/MySQL: each connection of the pool, of its
+     * replicas' pools and of the replica monitor, and (MariaDB/MySQL) the
+     * extra connection that ends a timed-out statement on the server. What
+     * it writes to cred->password is used for that connect only, in place
+     * of the URL's password, so a token that expires (AWS RDS IAM: 15
+     * minutes, checked only at connect) works: every new connect asks
+     * again. SQLite has no password and never calls it. It runs on
+     * whatever thread connects (a session's, the housekeeper's, a replica
+     * monitor's), with no dbscope lock held, possibly on several threads
+     * at once: it must be thread-safe, and it may block (its time counts
+     * against nothing; keep it short or cache). It must not call dbscope
+     * on this pool. A provider that fails (returns non-zero, or writes no
+     * NUL within password_cap) fails the connect with DBS_ECONFIG, whose
+     * message names the provider, the host and user, and cred->why: a
+     * configuration error, never retried and never counted by the circuit
+     * breaker. The password never appears in a message, event or log. */
+    dbs_credential_fn credential;
+    void *credential_user;        /* passed to credential */
 } dbs_config;
 
 /* See barge_limit_us: how long, as a share of that limit, a thread's
@@ -397,9 +443,15 @@ typedef struct dbs_config {
 void dbs_config_init(dbs_config *cfg);
 
 /* Overrides fields from the environment: DATABASE_URL, DB_POOL_SIZE,
- * DB_MAX_OVERFLOW, DB_POOL_TIMEOUT (seconds, fractions allowed),
+ * DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT (seconds, fractions allowed),
  * DB_POOL_RECYCLE (seconds), DB_POOL_PRE_PING (1/0/true/false/yes/no/on/off),
- * DB_LEAK_THRESHOLD_MS. An unset or empty variable leaves its field alone.
+ * DB_LEAK_THRESHOLD_MS, and every timeout field in whole milliseconds:
+ * DB_CONNECT_TIMEOUT_MS (connect_timeout_ms), DB_STATEMENT_TIMEOUT_MS
+ * (statement_timeout_ms), DB_ACQUIRE_TIMEOUT_MS (acquire_timeout_ms, like
+ * DB_POOL_TIMEOUT), DB_MAX_LIFETIME_MS (max_lifetime_ms, like
+ * DB_POOL_RECYCLE), DB_IDLE_TIMEOUT_MS (idle_timeout_ms),
+ * DB_BUSY_TIMEOUT_MS (busy_timeout_ms); setting both names of one field is
+ * DBS_ECONFIG. An unset or empty variable leaves its field alone.
  * A bad value returns DBS_ECONFIG naming the variable, and leaves cfg
  * unchanged. cfg->url points into the environment afterwards: do not change
  * DATABASE_URL while cfg is in use. Not thread-safe against setenv. */
@@ -497,6 +549,46 @@ int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);
  * Blocks up to acquire_timeout_ms plus one round trip. Any thread. */
 int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
 
+/* Waits until the pool holds min_idle open connections (at least one; a
+ * NONE-mode pool, which keeps none: until one connect works), connecting
+ * them from the calling thread rather than waiting for the housekeeper,
+ * so that a service says it is ready only once its first requests will
+ * not all connect at once. Returns DBS_OK when they are open; else, once
+ * timeout_ms has passed, DBS_ECONNECT when connects failed (the message
+ * says how many of how many connections are open and why the last
+ * connect failed) or DBS_ETIMEOUT when they are still under way; at once
+ * DBS_ECONFIG when the database refuses the connects for good (a wrong
+ * password, a failing credential provider), DBS_ECLOSED after a shutdown,
+ * DBS_EMISUSE for a negative timeout_ms. Blocks up to timeout_ms plus one
+ * connect (connect_timeout_ms). Any thread. */
+int dbs_pool_wait_ready(dbs_pool *pool, int timeout_ms, dbs_error *err);
+
+/* After fork(). A pool opened in a process is that process's: a child of
+ * a pre-fork server inherits its memory and its connections' sockets, which
+ * the parent's server sessions share, and must never send anything on them
+ * (its statements would interleave with the parent's; a goodbye message
+ * would end the parent's session). In the child, every call that would use
+ * them (dbs_session_open and _ro, dbs_transact and its variants,
+ * dbs_pool_ping, dbs_pool_wait_ready, and every call on a session opened
+ * before the fork) returns DBS_EMISUSE saying so, until the child calls
+ * dbs_pool_after_fork_child. That call lets go of every inherited
+ * connection WITHOUT sending anything on it (PostgreSQL, MariaDB: the
+ * socket is replaced by /dev/null before the client library closes it, so
+ * neither Terminate/COM_QUIT nor a TLS close_notify reaches the server;
+ * SQLite: its handles are left untouched and allocated, as SQLite requires
+ * of a connection that crossed a fork), forgets the sessions other threads
+ * had open, re-makes the pool's locks, starts its housekeeper (and replica
+ * monitors) again, and leaves the pool empty and usable: the child's
+ * sessions open connections of its own. A session the calling thread had
+ * open at the fork can only be closed (dbs_session_close lets go of its
+ * connection the same way). dbs_pool_close and dbs_pool_shutdown in a child
+ * do this first by themselves. Call it in the child right after fork(),
+ * before it starts threads and before any other call on the pool
+ * (dbs_pool_stats included); the parent's pool and connections are
+ * unaffected. DBS_OK (also in the process that opened the pool: nothing to
+ * do), or DBS_ENOMEM when a thread cannot be started. Blocks for no I/O. */
+int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err);
+
 /* Fills *out with one consistent snapshot of the pool's counters. Takes the
  * pool's locks briefly (checkouts pause meanwhile); never blocks on I/O.
  * Any thread. */
@@ -514,8 +606,102 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
  * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
 int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
 
-/* The same stats as one JSON object, with the same return convention. */
+/* The same stats as one JSON object, with the same return convention; with
+ * "circuit" ("closed", "open", "half_open"), "errors" (dbs_pool_errors's
+ * total) and "errors_by" ([{"class","sqlstate","count"}], the cells of the
+ * error table that counted something). */
 int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------
+ * Observability: errors, the circuit, histograms
+ *
+ * dbs_pool_metrics also writes every pool metric under the name
+ * OpenTelemetry's database semantic conventions give it, in the form the
+ * OpenTelemetry-to-Prometheus mapping makes of it (dots to underscores,
+ * the unit "s" as _seconds, counters with _total; labels
+ * db_client_connection_pool_name and, for operations, db_system_name):
+ * db_client_connection_count{db_client_connection_state="idle"|"used"},
+ * db_client_connection_idle_max (pool_size), _idle_min (min_idle), _max
+ * (pool_size + max_overflow), _pending_requests (threads waiting),
+ * db_client_connection_timeouts_total, the histograms
+ * db_client_connection_create_time_seconds (connects that succeeded),
+ * _wait_time_seconds, _use_time_seconds, and
+ * db_client_operation_duration_seconds (each dbs_exec and dbs_query call,
+ * db_system_name "sqlite", "postgresql" or "mariadb"). Beside them:
+ * dbscope_errors_total{error_class,sqlstate} and the circuit as
+ * dbscope_circuit_open (0/1) and dbscope_circuit_state{state}.
+ * docs/observability.md has the table, and how to open a span per unit of
+ * work from the events.
+ * ------------------------------------------------------------------------ */
+
+/* The failures the pool's callers got, counted by error class (the
+ * dbs_code) and SQLSTATE: every failed acquire (dbs_session_open, the
+ * sessions dbs_transact opens, dbs_session_open_ro, whose refusal for
+ * want of a qualifying replica counts here and whose failure on a
+ * replica's pool counts in that pool's table: DBS_ETIMEOUT,
+ * DBS_EUNAVAILABLE, DBS_ECONNECT, ...) and every failure of a statement, a
+ * fetch, BEGIN, COMMIT or ROLLBACK on its sessions, as the backend
+ * reported it (whether or not the caller passed a dbs_error). The
+ * table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
+ * its list of common ones count as "other".
+ * Returns the count of failures with code (a negative dbs_code; 0: every
+ * class) and sqlstate (five characters; "" : those without one; NULL:
+ * any). 0 for a bad pool. Lock-free; any thread. */
+uint64_t dbs_pool_errors(dbs_pool *pool, int code, const char *sqlstate);
+
+/* The circuit breaker's state (see circuit_threshold). */
+enum dbs_circuit_state {
+    DBS_CIRCUIT_CLOSED = 0,   /* connects succeed: acquires go through */
+    DBS_CIRCUIT_OPEN = 1,     /* connects keep failing: acquires that need
+                                 one fail fast with DBS_EUNAVAILABLE */
+    DBS_CIRCUIT_HALF_OPEN = 2 /* open, with one probe connect under way */
+};
+
+/* Returns the pool's enum dbs_circuit_state, or DBS_EMISUSE for a bad
+ * pool. Takes the pool's lock briefly; any thread. */
+int dbs_pool_circuit(dbs_pool *pool);
+
+#define DBS_HISTOGRAM_BUCKETS 320
+
+enum dbs_histogram_kind {
+    DBS_HIST_WAIT,     /* acquire waits (db.client.connection.wait_time) */
+    DBS_HIST_USE,      /* session hold times (.use_time) */
+    DBS_HIST_CREATE,   /* connects that succeeded (.create_time) */
+    DBS_HIST_OPERATION /* dbs_exec and dbs_query calls
+                          (db.client.operation.duration) */
+};
+
+/* A snapshot of one of the pool's log-bucketed histograms of durations in
+ * microseconds, counted since the pool opened: eight buckets an octave,
+ * bucket i counting the values up to dbs_histogram_upper_us(i) (and above
+ * the bucket before). Caller-owned (about 2.6 kB). */
+typedef struct dbs_histogram {
+    uint64_t count;  /* values recorded */
+    uint64_t sum_us; /* their sum */
+    uint64_t max_us; /* the largest */
+    uint64_t bucket[DBS_HISTOGRAM_BUCKETS];
+} dbs_histogram;
+
+/* Fills *out with the primary's histogram of kind (a replica's pool is
+ * not included; dbs_pool_metrics exports those). All zero with metrics
+ * off. DBS_OK, DBS_EMISUSE (bad pool, kind or out NULL) or DBS_ENOMEM.
+ * Never blocks on I/O; takes the shards' locks one at a time, briefly.
+ * Any thread. */
+int dbs_pool_histogram(dbs_pool *pool, enum dbs_histogram_kind kind, dbs_histogram *out);
+
+/* The largest value bucket counts, in µs (0 for a bucket out of range).
+ * Any thread. */
+uint64_t dbs_histogram_upper_us(int bucket);
+
+/* The q-quantile (0 < q <= 1) in µs of the values recorded between two
+ * snapshots of one histogram, before (NULL: since the start) and now:
+ * windowed percentiles, e.g. the p99 acquire wait of the last ten seconds
+ * from a snapshot taken every second. The upper bound of the value's
+ * bucket, at most 9% above it. -1 when no value was recorded in between,
+ * for q out of range, or NULL now. Allocates nothing the caller frees;
+ * any thread. */
+int64_t dbs_histogram_percentile(const dbs_histogram *now, const dbs_histogram *before,
+                                 double q);
 
 /* One open session, as seen by dbs_pool_sessions. Valid only during the
  * callback; strings are copies. */
@@ -573,7 +759,15 @@ typedef struct dbs_session dbs_session;
  * SQLite, under DBS_RESET_FULL: the next user sees last_insert_rowid() and
  * changes() as 0; total_changes() counts every change since the connection
  * opened and cannot be reset (a session must not rely on it: use changes(),
- * or the count dbs_exec returns). */
+ * or the count dbs_exec returns).
+ * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION only when the
+ * server reported a change of session state, a statement failed, the
+ * transaction ended other than by dbscope, or the native handle was taken;
+ * otherwise named locks, LAST_INSERT_ID() and unreported user variables are
+ * dealt with in the COMMIT's or ROLLBACK's round trip and prepared
+ * statements stay. A HANDLER left open and a sequence's PREVIOUS VALUE are
+ * not seen that way: close HANDLERs, or take the native handle to force the
+ * reset (docs/mariadb.md). */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one

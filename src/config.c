@@ -122,6 +122,12 @@ int dbs_config_from_env(dbs_config *cfg, dbs_error *err)
                             "DB_MAX_OVERFLOW=\"%.40s\" is not a whole number from 0 to 100000", v);
         c.max_overflow = (int)n;
     }
+    if ((v = env("DB_POOL_MIN_IDLE"))) {
+        if (parse_int(v, 0, 100000, &n))
+            return dbs__err(err, DBS_ECONFIG,
+                            "DB_POOL_MIN_IDLE=\"%.40s\" is not a whole number from 0 to 100000", v);
+        c.min_idle = (int)n;
+    }
     if ((v = env("DB_POOL_TIMEOUT"))) {
         if (parse_seconds_ms(v, &c.acquire_timeout_ms))
             return dbs__err(err, DBS_ECONFIG,
@@ -142,6 +148,30 @@ int dbs_config_from_env(dbs_config *cfg, dbs_error *err)
             return dbs__err(err, DBS_ECONFIG,
                             "DB_LEAK_THRESHOLD_MS=\"%.40s\" is not a whole number of milliseconds >= 0", v);
         c.leak_threshold_ms = (int)n;
+    }
+    /* Every timeout field, in milliseconds, the unit in each name. Two
+     * variables for one field (DB_POOL_TIMEOUT in seconds beside
+     * DB_ACQUIRE_TIMEOUT_MS) is ambiguous: refused rather than guessed. */
+    struct { const char *name, *alias; int *field; } ms[] = {
+        {"DB_CONNECT_TIMEOUT_MS", NULL, &c.connect_timeout_ms},
+        {"DB_STATEMENT_TIMEOUT_MS", NULL, &c.statement_timeout_ms},
+        {"DB_ACQUIRE_TIMEOUT_MS", "DB_POOL_TIMEOUT", &c.acquire_timeout_ms},
+        {"DB_MAX_LIFETIME_MS", "DB_POOL_RECYCLE", &c.max_lifetime_ms},
+        {"DB_IDLE_TIMEOUT_MS", NULL, &c.idle_timeout_ms},
+        {"DB_BUSY_TIMEOUT_MS", NULL, &c.busy_timeout_ms},
+    };
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        if (!(v = env(ms[i].name)))
+            continue;
+        if (parse_int(v, 0, INT_MAX, &n))
+            return dbs__err(err, DBS_ECONFIG,
+                            "%s=\"%.40s\" is not a whole number of milliseconds from 0 "
+                            "to %d (e.g. 5000)", ms[i].name, v, INT_MAX);
+        if (ms[i].alias && env(ms[i].alias))
+            return dbs__err(err, DBS_ECONFIG,
+                            "both %s and %s are set and name the same setting: unset one",
+                            ms[i].name, ms[i].alias);
+        *ms[i].field = (int)n;
     }
     *cfg = c;
     if (err)
@@ -243,7 +273,8 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
     if (!url || !*url)
         return dbs__err(err, DBS_ECONFIG,
                         "no database URL: set dbs_config.url or DATABASE_URL "
-                        "(e.g. sqlite:app.db or postgresql://user@host/db)");
+                        "(e.g. sqlite:app.db, postgresql://user@host/db or "
+                        "mariadb://user@host/db)");
     char shown[160];
     dbs__redact(url, shown, sizeof shown);
 
@@ -325,10 +356,14 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
     if (colon && colon - url < 20)
         return dbs__err(err, DBS_ECONFIG,
                         "URL \"%s\": unknown scheme \"%.*s\"; dbscope speaks sqlite: "
-                        "and postgresql:", shown, (int)(colon - url), url);
+                        "(sqlite:app.db), postgresql: or postgres: "
+                        "(postgresql://user@host/db), mariadb: or mysql: "
+                        "(mariadb://user@host/db)",
+                        shown, (int)(colon - url), url);
     return dbs__err(err, DBS_ECONFIG,
                     "URL \"%s\" is not a database URL: use sqlite:///abs/path.db, "
-                    "sqlite:relative.db, sqlite::memory: or postgresql://user@host/db",
+                    "sqlite:relative.db, sqlite::memory:, postgresql://user@host/db "
+                    "or mariadb://user@host/db",
                     shown);
 }
 

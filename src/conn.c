@@ -4,11 +4,15 @@
  * the resource pool and takes back none: the pool says when one goes. */
 #include "pool_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err)
 {
+    int64_t t0 = dbs__now_ns();
     void *impl = p->drv->connect(&p->target, err);
+    if (impl && p->cfg.metrics)
+        dbs__hist_add_shared(&p->create_hist, (dbs__now_ns() - t0) / 1000);
     if (!impl) {
         /* A driver's parser may split a malformed URL elsewhere than
          * dbs__redact does and quote the rest: scrub every reading. */
@@ -152,6 +156,13 @@ void dbs__connect_announce(dbs_pool *p, const dbs_session *s, const dbs__conn *c
 {
     int code = c ? 0 : err ? err->code : DBS_ECONNECT;
     const char *why = c || !err ? NULL : err->message;
+    if (!c) { /* for dbs_pool_wait_ready */
+        pthread_mutex_lock(&p->mu);
+        p->last_fail_code = code;
+        p->last_fail_ns = dbs__now_ns();
+        snprintf(p->last_fail, sizeof p->last_fail, "%.255s", why ? why : dbs_strerror(code));
+        pthread_mutex_unlock(&p->mu);
+    }
     dbs__emit(p, c ? DBS_EVENT_CONNECT : DBS_EVENT_CONNECT_FAILED, s, c, code, why);
     if (ev >= 0)
         dbs__emit(p, (enum dbs_event_kind)ev, s, c, code, why);

@@ -20,6 +20,8 @@
 
 #include "dbscope.h"
 
+#include <stdbool.h>
+
 /* What a backend needs from the configuration, resolved once at pool open.
  * Owned by the pool; valid until the driver's target_close. */
 typedef struct dbs__target {
@@ -42,7 +44,27 @@ typedef struct dbs__target {
     void *notice_arg;
     int commit_pos;           /* 1: read each commit's position (the pool
                                  has replicas to use it; see commit_pos) */
+    /* dbs_config.credential and its argument (NULL: none); a backend with
+     * a password asks it through dbs__credential_get before each connect */
+    dbs_credential_fn credential;
+    void *credential_user;
 } dbs__target;
+
+/* Asks t's credential provider for the password of a connect (credential.c).
+ * 1 when t has none (buf untouched: use the URL's); DBS_OK with buf (cap
+ * bytes, DBS_CREDENTIAL_MAX) holding it, NUL-terminated; DBS_ECONFIG with
+ * err saying which provider failed for which host and user, and why, buf
+ * wiped. Wipe buf with dbs__credential_wipe once the connect is over. */
+int dbs__credential_get(const dbs__target *t, const char *backend, const char *host,
+                        const char *port, const char *user, char *buf, size_t cap,
+                        dbs_error *err);
+void dbs__credential_wipe(char *buf, size_t cap);
+
+/* For forget() (fork.c): puts /dev/null in place of socket fd, so that
+ * nothing written to it reaches the peer and closing it leaves the
+ * parent's copy open. false when that failed: then leave the connection
+ * allocated rather than close it. */
+bool dbs__fd_silence(int fd);
 
 /* Rows: each backend's rows struct begins with this header. query.c owns the
  * magic and the session; the backend owns the rest. */
@@ -170,6 +192,12 @@ typedef struct dbs__driver {
      * have written but the position did not come back; 0 without
      * t->commit_pos. Sends nothing. */
     uint64_t (*commit_pos)(void *c);
+    /* Optional. In a child process after fork(): closes c's socket and
+     * frees c WITHOUT sending anything on it (no goodbye message, no TLS
+     * close_notify), so the parent's server session, which shares the
+     * socket, lives on. NULL: c must not be touched at all in a child
+     * (SQLite): it is left allocated. */
+    void (*forget)(void *c);
     /* Optional (NULL: dbs_session_set_tx_options is refused with
      * DBS_ECONFIG). Sets how every transaction begin() starts from now on
      * (o NULL or zeroed: plain), sent with the transaction's start, never

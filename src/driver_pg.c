@@ -1180,7 +1180,49 @@ out:
     return rc;
 }
 
+/* Host, port and user as the connection string names them ("" when it
+ * does not), for the credential provider. */
+static void url_identity(const char *conninfo, char *host, size_t hn, char *port, size_t pn,
+                         char *user, size_t un)
+{
+    host[0] = port[0] = user[0] = '\0';
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host") || (!strcmp(o->keyword, "hostaddr") && !host[0]))
+            snprintf(host, hn, "%s", o->val);
+        else if (!strcmp(o->keyword, "port"))
+            snprintf(port, pn, "%s", o->val);
+        else if (!strcmp(o->keyword, "user"))
+            snprintf(user, un, "%s", o->val);
+    }
+    PQconninfoFree(opts);
+}
+
+static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error *err);
+
+/* Asks the credential provider, if any, then connects with its answer. */
 static void *pg_connect(const dbs__target *t, dbs_error *err)
+{
+    if (!t->credential)
+        return pg_connect_with(t, NULL, err);
+    char host[256], port[64], user[128];
+    url_identity(t->conninfo, host, sizeof host, port, sizeof port, user, sizeof user);
+    char token[DBS_CREDENTIAL_MAX];
+    if (dbs__credential_get(t, "postgresql", host, port, user, token, sizeof token, err) !=
+        DBS_OK)
+        return NULL;
+    void *c = pg_connect_with(t, token, err);
+    if (!c && err) /* libpq does not quote a password; in case */
+        dbs__scrub_text(err->message, sizeof err->message, token, strlen(token));
+    dbs__credential_wipe(token, sizeof token);
+    return c;
+}
+
+/* token: the password for this connect (the credential provider's), in
+ * place of the URL's; NULL: the URL's. */
+static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error *err)
 {
     pg_conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -1207,7 +1249,7 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
     /* Our TCP defaults first, the URL after: with expand_dbname the last
      * value of a keyword wins, so the URL's own settings are kept; then
      * the resolved addresses, beside the names they came from. */
-    const char *kw[PG_NDEFAULTS + 5], *val[PG_NDEFAULTS + 5];
+    const char *kw[PG_NDEFAULTS + 6], *val[PG_NDEFAULTS + 6];
     size_t k = 0;
     for (size_t i = 0; i < PG_NDEFAULTS; i++, k++) {
         kw[k] = pg_tcp_defaults[i][0];
@@ -1215,6 +1257,10 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
     }
     kw[k] = "dbname";
     val[k++] = t->conninfo;
+    if (token) { /* after the URL: the last value wins */
+        kw[k] = "password";
+        val[k++] = token;
+    }
     if (r_addr) {
         kw[k] = "host";
         val[k++] = r_host;
@@ -1265,6 +1311,8 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
             connect_message(PQerrorMessage(c->pg), m, sizeof m, st);
         chomp(m);
         scrub(c, m, sizeof m);
+        if (token && *token)
+            dbs__scrub_text(m, sizeof m, token, strlen(token));
         /* Refusals that no retry can cure, by the server's SQLSTATE (or
          * libpq's own verdict that a password is needed): configuration
          * errors, not outages. */
@@ -1272,7 +1320,9 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
         const char *why = "cannot connect";
         if (!timeout && (!strcmp(st, "28P01") || PQconnectionNeedsPassword(c->pg))) {
             code = DBS_ECONFIG;
-            why = "wrong password or user (check the user and password in the URL)";
+            why = token ? "wrong password or user (check the user in the URL and the "
+                          "password the credential provider returns)"
+                        : "wrong password or user (check the user and password in the URL)";
         } else if (!strcmp(st, "28000")) {
             code = DBS_ECONFIG;
             why = "the server refuses this user, database or client address, or "
@@ -1329,6 +1379,17 @@ static void pg_close(void *vc)
      * never waited for. */
     PQfinish(c->pg);
     free(c);
+}
+
+/* In a child after fork(): libpq's socket is the parent's too. Silenced
+ * first, so PQfinish's Terminate (and a TLS close_notify) never reaches
+ * the server, which would end the parent's session. */
+static void pg_forget(void *vc)
+{
+    pg_conn *c = vc;
+    if (!c || !dbs__fd_silence(PQsocket(c->pg)))
+        return; /* left allocated rather than risk a word */
+    pg_close(c);
 }
 
 static int pg_is_broken(void *vc)
@@ -2192,4 +2253,5 @@ const dbs__driver dbs__driver_pg = {
     .tx_escaped = pg_tx_escaped,
     .tx_options = pg_tx_options,
     .commit_pos = pg_commit_pos,
+    .forget = pg_forget,
 };

@@ -119,10 +119,7 @@ static int list_len(const dbs__rp_item *list)
     return n;
 }
 
-/* Closes the idle connections that are past idle timeout (keeping
- * min_idle) or lifetime, pings those idle past keepalive_ms, then opens
- * connections up to min_idle. */
-static void maintain(dbs_pool *p)
+void dbs__pool_maintain(dbs_pool *p)
 {
     if (p->mode == DBS_POOL_NONE || dbs__rp_is_closed(&p->rp))
         return;
@@ -208,7 +205,7 @@ static void *housekeeper_main(void *arg)
     while (p->hk_running) {
         pthread_mutex_unlock(&p->mu);
         check_target(p);
-        maintain(p);
+        dbs__pool_maintain(p);
         if (p->cfg.leak_threshold_ms > 0)
             dbs__leaks_report(p, false, "held past leak_threshold_ms");
         pthread_mutex_lock(&p->mu);

@@ -83,6 +83,37 @@ int64_t dbs__hist_percentile(const dbs__hist_snap *s, double q);
 /* Largest value that falls in bucket idx. */
 uint64_t dbs__hist_upper(int idx);
 
+/* ---- observe.c ---- */
+
+/* The error table's size: a class per dbs_code (index -code; 0 for codes
+ * past the table) and a column per SQLSTATE of a fixed list, one for none
+ * and one for every other (observe.c). */
+#define DBS__ERR_CLASSES 24
+#define DBS__ERR_STATES 52
+
+/* dbs__hist_add for a histogram written by several threads at once:
+ * atomic read-modify-writes. */
+void dbs__hist_add_shared(dbs__hist *h, int64_t us);
+/* The SQLSTATE of the last error made on this thread (dbs__err clears it,
+ * dbs__err_sqlstate sets it, whether or not the caller passed an err), so
+ * that the error table sees what the backend reported even when the
+ * caller passed no dbs_error. "" when none. */
+const char *dbs__thread_sqlstate(void);
+/* Names for the exports: an error class (its dbs_code's, or "code_N" in
+ * buf), a SQLSTATE column ("" none, "other"), a dbs_circuit_state. */
+const char *dbs__err_class_name(int cls, char *buf, size_t len);
+const char *dbs__err_state_name(int idx);
+const char *dbs__circuit_name(int state);
+/* The pool's own wait and use histograms, and its statement and connect
+ * ones, summed over its shards. */
+void dbs__hists_read(dbs_pool *p, dbs__hist_snap *wait, dbs__hist_snap *use);
+/* The same from hists (DBS__SHARDS, as dbs__pool_snapshot took them; NULL:
+ * read them now). */
+struct dbs__shard_hists;
+void dbs__hists_read_shards(dbs_pool *p, struct dbs__shard_hists *const *hists,
+                            dbs__hist_snap *wait, dbs__hist_snap *use);
+void dbs__hists_read_op(dbs_pool *p, dbs__hist_snap *op, dbs__hist_snap *create);
+
 /* ---- config.c ---- */
 
 /* Picks the backend for url and the string it connects with (malloc'd into
@@ -151,6 +182,7 @@ static inline dbs__conn *dbs__conn_of(dbs__rp_item *it)
 
 typedef struct dbs__shard_hists {
     dbs__hist wait, use;
+    dbs__hist op; /* statement durations: atomic adds (observe.c) */
 } dbs__shard_hists;
 
 typedef struct dbs__shard {
@@ -227,7 +259,34 @@ struct dbs_pool {
     /* Set with on_commit: frees what the routing layer attached (replicas),
      * with the pool's memory. */
     void (*on_free)(dbs_pool *p);
+
+    /* observe.c: the connect-time histogram and the error table, written
+     * with atomic adds from any thread */
+    dbs__hist create_hist;
+    dbs__hist op_hist;            /* statements of sessions whose shard has
+                                     no histograms (out of memory) */
+    _Atomic uint64_t errors[DBS__ERR_CLASSES][DBS__ERR_STATES];
+
+    /* ready.c: the last failed connect of this pool, for
+     * dbs_pool_wait_ready. [mu] */
+    int last_fail_code;
+    int64_t last_fail_ns;
+    char last_fail[256];
+
+    /* fork.c: dbs__fork_gen() when the pool was opened, or last made
+     * clean in a child (dbs_pool_after_fork_child). Another value: this
+     * process is a child of the one that opened it. */
+    unsigned long fork_gen;
 };
+
+/* ---- fork.c ---- */
+
+/* How many fork()s this process descends from since dbscope was first
+ * used (counted by a pthread_atfork child handler). Any thread, no lock. */
+unsigned long dbs__fork_gen(void);
+/* Whether p (or s's pool) was opened before a fork() in a parent: fills
+ * err with DBS_EMISUSE saying what to do, naming what (the call). */
+int dbs__fork_check(const dbs_pool *p, const char *what, dbs_error *err);
 
 /* Counts s in the pool (the pool stays allocated until s is released) and
  * gets it a connection (s->conn), registering s with its shard. Blocks up to
@@ -292,6 +351,11 @@ int64_t dbs__replica_lag_ms(dbs_pool *p, int i);
 /* ---- housekeeper.c ---- */
 
 int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
+/* One round of upkeep, on the calling thread: closes the idle connections
+ * past idle_timeout_ms (keeping min_idle) or their lifetime, pings those
+ * idle past keepalive_ms, then opens connections up to min_idle. The
+ * housekeeper's, and dbs_pool_wait_ready's. */
+void dbs__pool_maintain(dbs_pool *p);
 void dbs__housekeeper_stop(dbs_pool *p);
 /* Reports sessions held past leak_threshold_ms (or, with all, every open
  * session not yet reported) once each, as leak events. Takes the shards'
@@ -335,6 +399,8 @@ struct dbs_session {
     dbs_rows *rows;           /* open result sets */
     dbs__shard *shard;        /* the pool shard it was opened through */
     struct dbs_session *prev, *next; /* [shard] shard->sessions */
+    unsigned long fork_gen;   /* dbs__fork_gen() at open: another value
+                                 means it was opened before a fork() */
     /* Transaction options and nested units (session.c) */
     dbs_tx_options txo;       /* dbs_session_set_tx_options, zeroed: plain */
     int sp_depth;             /* savepoints of nested units open now */
@@ -367,6 +433,13 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err);
 /* Notes a failure from the backend: a lost connection marks the session
  * broken so the connection is discarded at close. Returns code. */
 int dbs__session_failed(dbs_session *s, int code);
+/* Counts a failure in pool p's error table: its class (code) and the
+ * SQLSTATE (NULL or "": none). Lock-free; any thread. */
+void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate);
+/* A statement's timing, for db.client.operation.duration: the start (0
+ * with metrics off) and the record. */
+int64_t dbs__op_start(const dbs_session *s);
+void dbs__op_done(dbs_session *s, int64_t start);
 
 /* Takes r off its session's list of open rows and closes it. */
 void dbs__rows_free(dbs_rows *r);

@@ -415,6 +415,7 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
         return NULL;
     }
     p->magic = DBS__POOL_MAGIC;
+    p->fork_gen = dbs__fork_gen();
     p->cfg = *cfg;
     p->mode = cfg->mode == DBS_POOL_AUTO ? (memory ? DBS_POOL_SINGLE : DBS_POOL_QUEUE)
                                          : cfg->mode;
@@ -480,6 +481,8 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
     p->target.statement_timeout_ms = cfg->statement_timeout_ms;
     p->target.notice = pool_notice;
     p->target.notice_arg = p;
+    p->target.credential = cfg->credential;
+    p->target.credential_user = cfg->credential_user;
 
     if (drv->target_open && drv->target_open(&p->target, err) != DBS_OK) {
         p->drv = NULL; /* nothing to close */

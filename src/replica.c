@@ -354,6 +354,108 @@ static int replicas_open(dbs_pool *p, dbs_error *err)
 #endif
 }
 
+/* Lets go of c without sending anything: the backend's forget, or (SQLite,
+ * whose handles must not be touched across fork) nothing at all. */
+static void forget(dbs_pool *p, dbs__conn *c)
+{
+    if (p->drv->forget)
+        p->drv->forget(c->impl);
+    free(c);
+}
+
+/* In a child, lets go of p's inherited connections without sending
+ * anything, resets its state and restarts its housekeeper. */
+static int pool_after_fork(dbs_pool *p, dbs_error *err)
+{
+    if (p->fork_gen == dbs__fork_gen())
+        return DBS_OK;
+    /* The child has one thread, this one: any lock another thread of the
+     * parent held at the fork stays held for good, so each is made anew,
+     * and nothing of the parent's other threads (waiters, connects under
+     * way, sessions, the housekeeper) exists any more. */
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&p->mu, &mattr);
+    pthread_mutexattr_destroy(&mattr);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->hk_cv, &attr);
+    pthread_cond_init(&p->drain_cv, &attr);
+    pthread_condattr_destroy(&attr);
+
+    for (dbs__rp_item *it = dbs__rp_after_fork(&p->rp), *next; it; it = next) {
+        next = it->next;
+        forget(p, dbs__conn_of(it));
+    }
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard *sh = &p->shards[i];
+        atomic_store(&sh->mu.held, false);
+        /* Sessions open at the fork: those of other threads are gone with
+         * them (their memory is left); this thread's are closed by
+         * dbs_session_close without touching the pool (see session.c). */
+        sh->sessions = NULL;
+        sh->n_sessions = 0;
+        sh->n_holds = 0;
+    }
+    /* Connections in use by those sessions are neither counted nor
+     * touched from here on. */
+    p->n_draining = 0;
+    dbs__breaker_init(&p->breaker, p->cfg.circuit_threshold, p->cfg.circuit_cooldown_ms);
+    p->last_fail_code = DBS_OK;
+    p->last_fail_ns = 0;
+    p->last_fail[0] = '\0';
+    /* References: the owner's, and a replica pool's primary's; the
+     * housekeeper and monitors add theirs as they start. */
+    atomic_store(&p->refs, p->replica_label ? 2 : 1);
+    p->hk_started = false;
+    p->hk_running = false;
+    p->fork_gen = dbs__fork_gen();
+    if (!p->closed && p->mode != DBS_POOL_NONE)
+        return dbs__housekeeper_start(p, err);
+    return DBS_OK;
+}
+
+/* In a child after fork(): dbs__pool_after_fork on each replica's pool,
+ * and the monitor threads started again. */
+static int replicas_after_fork(dbs_pool *p, dbs_error *err)
+{
+    struct dbs__replicas *rs = p->replicas;
+    if (!rs)
+        return DBS_OK;
+    /* The parent's monitor threads do not exist here; their connections
+     * are left as they are (never sent anything), their lock re-made. */
+    pthread_mutex_init(&rs->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    for (int i = 0; i < rs->n; i++) {
+        int rc = pool_after_fork(rs->r[i].pool, err);
+        if (rc != DBS_OK)
+            return rc;
+        atomic_store(&rs->r[i].ok_ns, 0); /* measured anew */
+    }
+    rs->n_threads = 0;
+    if (atomic_load(&rs->stopped))
+        return DBS_OK;
+    rs->stop = false;
+    for (int i = -1; i < rs->n; i++) {
+        monitor *m = &rs->mons[i + 1];
+        atomic_fetch_add(&p->refs, 1); /* the thread's; it drops it */
+        int e = pthread_create(&rs->threads[rs->n_threads], NULL, monitor_main, m);
+        if (e != 0) {
+            atomic_fetch_sub(&p->refs, 1);
+            return dbs__err(err, DBS_ENOMEM, "cannot start the replica monitor: %s",
+                            strerror(e));
+        }
+        rs->n_threads++;
+    }
+    return DBS_OK;
+}
+
 /* Stops the monitor (waits at most 200 ms for it) and shuts the replica
  * pools down; at close, closes them too. Once each, at the primary's
  * shutdown and close. */
@@ -583,17 +685,25 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
         dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
         return NULL;
     }
+    if (dbs__fork_check(pool, "dbs_session_open_ro", err) != DBS_OK)
+        return NULL;
     if (!pool->drv->set_read_only) {
         dbs__err(err, DBS_ECONFIG,
                  "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
                  "use dbs_session_open", pool->drv->name);
+        dbs__errors_note(pool, DBS_ECONFIG, NULL);
         return NULL;
     }
     dbs_session *s = NULL;
     if (pool->replicas && !dbs__pool_closed(pool)) {
         s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
-        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback))
+        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback)) {
+            /* a replica pool's own acquire failure is counted there; no
+             * replica to serve it is this pool's */
+            if (err->code == DBS_EUNAVAILABLE)
+                dbs__errors_note(pool, DBS_EUNAVAILABLE, NULL);
             return NULL;
+        }
     }
     if (!s)
         s = dbs__session_open(pool, ctx, err, file, line, func);
@@ -602,6 +712,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
     s->touched = true;
     int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
     if (rc != DBS_OK) {
+        dbs__errors_note(s->pool, rc, err->sqlstate);
         s->broken = true;
         dbs__session_close(s);
         err->code = rc;
@@ -626,6 +737,7 @@ dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx
     dbs_error local;
     return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
 }
+
 
 int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                      dbs_error *err)
@@ -697,11 +809,34 @@ static void begin_shutdown(dbs_pool *p)
     replicas_shutdown(p);
 }
 
+/* In a child after fork(): the pool and its replicas let go of the
+ * parent's connections without a word and start their threads again. */
+static int after_fork(dbs_pool *p, dbs_error *err)
+{
+    if (p->fork_gen == dbs__fork_gen())
+        return DBS_OK;
+    int rc = pool_after_fork(p, err);
+    if (rc == DBS_OK)
+        rc = replicas_after_fork(p, err);
+    return rc;
+}
+
+int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err)
+{
+    if (!pool || pool->magic != DBS__POOL_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_pool_after_fork_child: not an open pool");
+    int rc = after_fork(pool, err);
+    if (rc == DBS_OK && err)
+        dbs__err(err, DBS_OK, "ok");
+    return rc;
+}
+
 int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
 {
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
     const int64_t deadline = dbs__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
+    (void)after_fork(p, NULL); /* as dbs_pool_close */
     begin_shutdown(p);
     int left = dbs__pool_drain(p, deadline, timeout_ms);
     return left + replicas_drain(p, deadline, timeout_ms < 0);
@@ -711,6 +846,9 @@ void dbs_pool_close(dbs_pool *p)
 {
     if (!p || p->magic != DBS__POOL_MAGIC)
         return;
+    /* in a child after fork(): the parent's connections are let go of
+     * without a word, never closed as the pool's own */
+    (void)after_fork(p, NULL);
     begin_shutdown(p);
     if (!dbs__pool_close_once(p))
         return;

@@ -313,6 +313,38 @@ dbs__rp_item *dbs__rp_close(dbs__respool *rp)
     return out;
 }
 
+dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp)
+{
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    pthread_mutex_init(&rp->mu, &mattr);
+    pthread_mutexattr_destroy(&mattr);
+    dbs__rp_item *out = rp->idle_head;
+    rp->idle_head = rp->idle_tail = NULL;
+    rp->n_idle = 0;
+    for (int i = 0; i < DBS__RP_SLOTS; i++) {
+        dbs__rp_slot *sl = &rp->slots[i];
+        atomic_store(&sl->mu.held, false);
+        if (sl->parked) {
+            sl->parked->next = out;
+            out = sl->parked;
+            sl->parked = NULL;
+        }
+        sl->barge_held_ns = 0;
+        atomic_store(&rp->maybe_parked[i], false);
+    }
+    rp->n_in_use = rp->n_pending = 0;
+    rp->wait_head = rp->wait_tail = NULL;
+    set_waiting(rp, 0);
+    set_open(rp, 0);
+    atomic_store(&rp->in_order, false);
+    atomic_store(&rp->oldest_since_ns, INT64_MAX);
+    return out;
+}
+
 /* ---- acquire ---- */
 
 dbs__rp_item *dbs__rp_unpark(dbs__respool *rp, unsigned token, int64_t now)

@@ -170,6 +170,13 @@ static inline bool dbs__rp_is_closed(dbs__respool *rp)
     return atomic_load_explicit(&rp->is_closed, memory_order_relaxed);
 }
 
+/* In a child after fork(), which has this one thread: the locks are made
+ * anew (one held by another thread of the parent stays held for good),
+ * and the idle and parked items are taken out and returned (through next)
+ * for the caller to let go of; nothing else of the parent's other threads
+ * (requests, reserved slots, items in use) is counted any more. */
+dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp);
+
 /* ---- acquire ---- */
 
 /* The fast path: the item parked in token's slot, if the order rule lets

@@ -145,6 +145,8 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         dbs__err(err, DBS_EMISUSE, "dbs_session_open: not an open pool (NULL or freed)");
         return NULL;
     }
+    if (dbs__fork_check(pool, "dbs_session_open", err) != DBS_OK)
+        return NULL;
     if (dbs__pool_closed(pool)) {
         dbs__err(err, DBS_ECLOSED, "dbs_session_open: the pool is closed");
         return NULL;
@@ -163,8 +165,10 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->line = line;
     s->func = func;
     s->attempt = transact_attempt;
+    s->fork_gen = pool->fork_gen;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
+        dbs__errors_note(pool, rc, err->sqlstate);
         session_free(s);
         return NULL;
     }
@@ -180,6 +184,11 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
         return dbs__err(err, DBS_EMISUSE,
                         "session opened at %s:%d is used from another thread; a session "
                         "belongs to the thread that opened it", s->file ? s->file : "?", s->line);
+    if (s->fork_gen != dbs__fork_gen())
+        return dbs__err(err, DBS_EMISUSE,
+                        "session opened at %s:%d before fork(): its connection is the "
+                        "parent's; close it, and open a new one after "
+                        "dbs_pool_after_fork_child", s->file ? s->file : "?", s->line);
     if (dbs__pool_closed(s->pool))
         return dbs__err(err, DBS_ECLOSED, "the pool was closed; close this session");
     if (!s->conn)
@@ -190,6 +199,8 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
 
 int dbs__session_failed(dbs_session *s, int code)
 {
+    /* what the backend reported for this failure, err or no err */
+    dbs__errors_note(s->pool, code, dbs__thread_sqlstate());
     if (code == DBS_ECONNECT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM ||
         s->pool->drv->is_broken(s->conn->impl))
         s->broken = true;
@@ -316,6 +327,18 @@ static void session_close(dbs_session *s)
         return;
     }
     dbs_pool *p = s->pool;
+    if (s->fork_gen != dbs__fork_gen()) {
+        /* In a child, a session opened before fork(): its connection and
+         * rows are the parent's. Nothing is sent, nothing of the pool's
+         * is touched (dbs_pool_after_fork_child forgets the session); the
+         * connection is let go as that call lets go of idle ones. */
+        if (s->conn && p->drv->forget)
+            p->drv->forget(s->conn->impl);
+        free(s->conn);
+        s->magic = DBS__DEAD_MAGIC;
+        session_free(s);
+        return;
+    }
     if (s->rows)
         dbs__rows_close_all(s);
     bool discard = s->broken;
@@ -622,6 +645,8 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: not an open pool");
     if (!work)
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
+    if (dbs__fork_check(pool, "dbs_transact", err) != DBS_OK)
+        return err->code;
     unit_frame *outer = enclosing_unit(pool, open != NULL, pos);
     if (outer)
         return nested_unit(outer->s, opt, work, arg, err);

@@ -31,7 +31,10 @@ static void test_defaults(void)
 static void clear_env(void)
 {
     const char *vars[] = {"DATABASE_URL", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT",
-                          "DB_POOL_RECYCLE", "DB_POOL_PRE_PING", "DB_LEAK_THRESHOLD_MS"};
+                          "DB_POOL_RECYCLE", "DB_POOL_PRE_PING", "DB_LEAK_THRESHOLD_MS",
+                          "DB_CONNECT_TIMEOUT_MS", "DB_STATEMENT_TIMEOUT_MS",
+                          "DB_ACQUIRE_TIMEOUT_MS", "DB_MAX_LIFETIME_MS", "DB_IDLE_TIMEOUT_MS",
+                          "DB_BUSY_TIMEOUT_MS", "DB_POOL_MIN_IDLE"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
 }
@@ -63,11 +66,35 @@ static void test_env(void)
     CHECK_EQ(c.pre_ping, 0);
     CHECK_EQ(c.leak_threshold_ms, 1500);
 
+    /* the timeouts, in milliseconds as their names say */
+    clear_env();
+    setenv("DB_CONNECT_TIMEOUT_MS", "1234", 1);
+    setenv("DB_STATEMENT_TIMEOUT_MS", "0", 1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "250", 1);
+    setenv("DB_MAX_LIFETIME_MS", "90000", 1);
+    setenv("DB_IDLE_TIMEOUT_MS", "45000", 1);
+    setenv("DB_BUSY_TIMEOUT_MS", "777", 1);
+    setenv("DB_POOL_MIN_IDLE", "3", 1);
+    CHECK_OK(dbs_config_from_env(&c, &err), &err);
+    CHECK_EQ(c.connect_timeout_ms, 1234);
+    CHECK_EQ(c.statement_timeout_ms, 0);
+    CHECK_EQ(c.acquire_timeout_ms, 250);
+    CHECK_EQ(c.max_lifetime_ms, 90000);
+    CHECK_EQ(c.idle_timeout_ms, 45000);
+    CHECK_EQ(c.busy_timeout_ms, 777);
+    CHECK_EQ(c.min_idle, 3);
+    CHECK_OK(dbs__config_check(&c, &err), &err);
+
     struct { const char *var, *value; } bad[] = {
         {"DB_POOL_SIZE", "ten"}, {"DB_POOL_SIZE", "0"}, {"DB_POOL_SIZE", "5x"},
         {"DB_MAX_OVERFLOW", "-1"}, {"DB_POOL_TIMEOUT", "soon"}, {"DB_POOL_TIMEOUT", "-3"},
         {"DB_POOL_RECYCLE", "1e99"}, {"DB_POOL_PRE_PING", "maybe"},
         {"DB_LEAK_THRESHOLD_MS", "1.5"},
+        {"DB_STATEMENT_TIMEOUT_MS", "nonsense"}, {"DB_STATEMENT_TIMEOUT_MS", "-1"},
+        {"DB_STATEMENT_TIMEOUT_MS", "5s"}, {"DB_CONNECT_TIMEOUT_MS", "2.5"},
+        {"DB_CONNECT_TIMEOUT_MS", "99999999999"}, {"DB_ACQUIRE_TIMEOUT_MS", "x"},
+        {"DB_MAX_LIFETIME_MS", "forever"}, {"DB_IDLE_TIMEOUT_MS", "1e3"},
+        {"DB_BUSY_TIMEOUT_MS", "busy"}, {"DB_POOL_MIN_IDLE", "some"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clear_env();
@@ -78,6 +105,13 @@ static void test_env(void)
         CHECK_CONTAINS(err.message, bad[i].var);
         CHECK(memcmp(&before, &c, sizeof c) == 0); /* all or nothing */
     }
+    /* one field, two names: refused, whatever the values */
+    clear_env();
+    setenv("DB_POOL_TIMEOUT", "2", 1);
+    setenv("DB_ACQUIRE_TIMEOUT_MS", "2000", 1);
+    CHECK_EQ(dbs_config_from_env(&c, &err), DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "DB_POOL_TIMEOUT");
+    CHECK_CONTAINS(err.message, "DB_ACQUIRE_TIMEOUT_MS");
     clear_env();
     setenv("DB_POOL_SIZE", "", 1); /* empty = unset */
     CHECK_OK(dbs_config_from_env(&c, &err), &err);
@@ -442,6 +476,32 @@ static void test_upper_bounds(void)
     dbs_pool_close(p);
 }
 
+/* A URL dbscope cannot read names every scheme it accepts, so a user who
+ * wrote "sqlite3:" or "pgsql://" finds the right one in the message. */
+static void test_url_schemes_named(void)
+{
+    const dbs__driver *drv;
+    char *info;
+    int mem;
+    dbs_error err;
+    const char *unknown[] = {"sqlite3:foo.db", "pgsql://u:hunter2@h/db", "maria://h/db"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        CHECK_EQ(dbs__url_parse(unknown[i], &drv, &info, &mem, &err), DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "unknown scheme");
+        const char *schemes[] = {"sqlite:", "postgresql:", "postgres:", "mariadb:", "mysql:"};
+        for (size_t k = 0; k < sizeof schemes / sizeof schemes[0]; k++)
+            CHECK_CONTAINS(err.message, schemes[k]);
+        CHECK(strstr(err.message, "hunter2") == NULL);
+    }
+    const char *shapeless[] = {NULL, "just words"};
+    for (size_t i = 0; i < sizeof shapeless / sizeof shapeless[0]; i++) {
+        CHECK_EQ(dbs__url_parse(shapeless[i], &drv, &info, &mem, &err), DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "sqlite:");
+        CHECK_CONTAINS(err.message, "postgresql://");
+        CHECK_CONTAINS(err.message, "mariadb://");
+    }
+}
+
 int main(void)
 {
     test_defaults();
@@ -452,6 +512,7 @@ int main(void)
     test_redact_secret_keys();
     test_upper_bounds();
     test_scrub_edges();
+    test_url_schemes_named();
     puts("test_config: ok");
     return 0;
 }

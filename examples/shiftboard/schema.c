@@ -70,10 +70,37 @@ static const migration migrations[] = {
      {NULL}},
 };
 
-static int current_version(dbs_session *s, int *version, dbs_error *err)
+/* Whether schema_version exists, as the database's catalog says: asked
+ * first, so a start on an existing database runs no CREATE ... IF NOT
+ * EXISTS, which PostgreSQL answers with a NOTICE ("already exists,
+ * skipping") and MariaDB with a warning on every start. */
+static int have_version_table(const sb_app *app, dbs_session *s, bool *have, dbs_error *err)
 {
-    if (dbs_exec(s, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", NULL,
-                 0, err) < 0)
+    const char *sql =
+        app->postgres ? "SELECT count(*) FROM pg_catalog.pg_tables "
+                        "WHERE schemaname = current_schema() AND tablename = 'schema_version'"
+        : app->mariadb ? "SELECT count(*) FROM information_schema.tables "
+                         "WHERE table_schema = DATABASE() AND table_name = 'schema_version'"
+                       : "SELECT count(*) FROM sqlite_master "
+                         "WHERE type = 'table' AND name = 'schema_version'";
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    *have = n == 1 && dbs_rows_int(r, 0) > 0;
+    dbs_rows_close(r);
+    return n < 0 ? n : 0;
+}
+
+static int current_version(const sb_app *app, dbs_session *s, int *version, dbs_error *err)
+{
+    bool have = false;
+    int rc = have_version_table(app, s, &have, err);
+    if (rc != 0)
+        return rc;
+    /* IF NOT EXISTS still: two instances may start at once on SQLite */
+    if (!have && dbs_exec(s, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                          NULL, 0, err) < 0)
         return err->code;
     dbs_rows *r = dbs_query(s, "SELECT max(version) FROM schema_version", NULL, 0, err);
     if (!r)
@@ -165,7 +192,7 @@ static int migrate(dbs_session *s, void *arg, dbs_error *err)
             return n;
     }
     int version;
-    int rc = current_version(s, &version, err);
+    int rc = current_version(app, s, &version, err);
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < sizeof migrations / sizeof migrations[0]; i++) {

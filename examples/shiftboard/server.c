@@ -62,6 +62,7 @@
 enum {
     SB_HEAD_TIMEOUT_S = 10,  /* a whole request head, from connection or last answer */
     SB_BODY_TIMEOUT_S = 30,  /* a whole body, from the request's start */
+    SB_READY_TIMEOUT_S = 30, /* the pool's min_idle connections, at start */
     SB_DRAIN_S = 10,         /* shutdown: requests in flight */
     SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
     SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
@@ -603,6 +604,7 @@ static unsigned max_connections, max_per_ip, mhd_limit;
  * sent without waiting, and the socket closed. */
 static void refuse_fd(int fd, const char *answer, size_t len)
 {
+    sb_dash_http(503); /* every canned answer is a 503 */
     char sink[4096];
     (void)!recv(fd, sink, sizeof sink, MSG_DONTWAIT);
     (void)!send(fd, answer, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -862,6 +864,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, 
         MHD_destroy_response(r);
     }
     log_request(req, res->status, ms_since(&st->started));
+    sb_dash_http(res->status);
     free(res->body);
     res->body = NULL;
     return ok;
@@ -1170,6 +1173,32 @@ static int create_schema(void)
     return 0;
 }
 
+/* Waits until the pool holds its min_idle connections (DB_POOL_MIN_IDLE;
+ * at least one), so that the first requests after "listening" do not all
+ * connect at once; a second at a time, so that a stop signal is heard.
+ * Returns 0 when ready, 1 when a stop signal ended the wait, -1 on
+ * failure. */
+static int wait_ready(void)
+{
+    dbs_error err;
+    int rc = DBS_OK;
+    for (int second = 0; second < SB_READY_TIMEOUT_S; second++) {
+        rc = dbs_pool_wait_ready(app.pool, 1000, &err);
+        if (rc == DBS_OK || rc == DBS_ECONFIG || rc == DBS_ECLOSED)
+            break;
+        struct timespec none = {0};
+        if (sigtimedwait(&stop_signals, NULL, &none) > 0) {
+            fprintf(stderr, "shiftboard: stopped before the pool was ready\n");
+            return 1;
+        }
+    }
+    if (rc != DBS_OK) {
+        fprintf(stderr, "shiftboard: the pool is not ready: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -1177,28 +1206,10 @@ static void usage(void)
             "[--max-connections N] [--allow-bypassrls]\n"
             "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... "
             "(default sqlite:shiftboard.db)\n"
-            "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_TIMEOUT, ...: see docs/pool.md\n"
+            "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT, ...: see "
+            "docs/pool.md\n"
             "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n"
             "  DATABASE_REPLICA_URL  replicas for the GET routes; DB_REPLICA_MAX_LAG_MS (1000)\n");
-}
-
-/* A non-negative integer environment variable, strictly; 0 when unset, -1
- * (after saying why) when malformed. */
-static int env_ms(const char *name, int *out)
-{
-    const char *v = getenv(name);
-    if (!v)
-        return 0;
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || errno || n < 0 || n > 24L * 3600 * 1000) {
-        fprintf(stderr, "shiftboard: %s must be milliseconds from 0 to 86400000, got \"%s\"\n",
-                name, v);
-        return -1;
-    }
-    *out = (int)n;
-    return 0;
 }
 
 static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
@@ -1284,13 +1295,12 @@ int main(int argc, char **argv)
     cfg.on_event = log_event;
     cfg.log_events = 0;
     dbs_error err;
+    /* DB_POOL_*, DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS, ...: the
+     * library reads them over the defaults above, and names a bad one */
     if (dbs_config_from_env(&cfg, &err) != DBS_OK) {
         fprintf(stderr, "shiftboard: %s\n", err.message);
         return 2;
     }
-    if (env_ms("DB_STATEMENT_TIMEOUT_MS", &cfg.statement_timeout_ms) != 0 ||
-        env_ms("DB_CONNECT_TIMEOUT_MS", &cfg.connect_timeout_ms) != 0)
-        return 2;
     app.mariadb = !strncmp(cfg.url, "mysql://", 8) || !strncmp(cfg.url, "mariadb://", 10);
     app.postgres = strncmp(cfg.url, "sqlite:", 7) != 0 && !app.mariadb;
     unsigned budget = connection_budget(&cfg, app.postgres || app.mariadb);
@@ -1338,9 +1348,16 @@ int main(int argc, char **argv)
         return 1;
     }
     int schema = create_schema();
+    if (schema == 0)
+        schema = wait_ready();
     if (schema != 0) {
         dbs_pool_close(app.pool);
         return schema > 0 ? 0 : 1;
+    }
+    if (sb_dash_start(app.pool) != 0) {
+        fprintf(stderr, "shiftboard: cannot start the dashboard's sampler thread\n");
+        dbs_pool_close(app.pool);
+        return 1;
     }
 
     listen_fd = open_listener(&addr);
@@ -1427,6 +1444,7 @@ int main(int argc, char **argv)
     MHD_stop_daemon(d);
     close(stop_pipe[0]);
     close(stop_pipe[1]);
+    sb_dash_stop();
     dbs_stats st;
     dbs_pool_stats(app.pool, &st);
     dbs_pool_close(app.pool);

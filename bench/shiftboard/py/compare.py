@@ -345,7 +345,8 @@ def section(res):
     w = L.append
     w("Written by `%s` (%s, %.0f s); the numbers are from that one run and are kept "
       "in `docs/bench/shiftboard-py.json`. Run it again rather than editing this "
-      "section." % (res["command"], res["started"], res["elapsed_s"]))
+      "section." % (re.sub(r"(--logs[ =])\S+", r"\1DIR", res["command"]), res["started"],
+                    res["elapsed_s"]))
     w("")
     w("The same API (`examples/shiftboard/`: routes, bodies, status codes, error JSON, "
       "bearer tokens stored as BLAKE2b hashes, argon2id passwords) written the way such "
