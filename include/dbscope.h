@@ -246,8 +246,19 @@ enum dbs_pool_mode {
 
 enum dbs_reset_mode {
     DBS_RESET_FULL,     /* roll back and undo any session state (default) */
-    DBS_RESET_ROLLBACK  /* only roll back: the caller promises not to touch
+    DBS_RESET_ROLLBACK, /* only roll back: the caller promises not to touch
                            session state (settings, temp tables, ...) */
+    DBS_RESET_TRACKED   /* as FULL, except on MariaDB: COM_RESET_CONNECTION
+                           only when the server reported a change of session
+                           state (or a statement failed, the transaction
+                           escaped, the native handle was taken); otherwise
+                           named locks, LAST_INSERT_ID() and user variables
+                           are undone in the COMMIT's or ROLLBACK's round
+                           trip and prepared statements stay. The caller
+                           promises not to leave a HANDLER open and not to
+                           rely on a sequence's PREVIOUS VALUE being unset:
+                           the server reports neither (docs/mariadb.md).
+                           PostgreSQL and SQLite: the same as FULL. */
 };
 
 typedef struct dbs_config {
@@ -760,14 +771,15 @@ typedef struct dbs_session dbs_session;
  * changes() as 0; total_changes() counts every change since the connection
  * opened and cannot be reset (a session must not rely on it: use changes(),
  * or the count dbs_exec returns).
- * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION only when the
- * server reported a change of session state, a statement failed, the
- * transaction ended other than by dbscope, or the native handle was taken;
- * otherwise named locks, LAST_INSERT_ID() and unreported user variables are
- * dealt with in the COMMIT's or ROLLBACK's round trip and prepared
- * statements stay. A HANDLER left open and a sequence's PREVIOUS VALUE are
- * not seen that way: close HANDLERs, or take the native handle to force the
- * reset (docs/mariadb.md). */
+ * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION after every
+ * session that ran a statement (its own round trip; prepared statements are
+ * prepared again). Under DBS_RESET_TRACKED: only when the server reported a
+ * change of session state, a statement failed, the transaction ended other
+ * than by dbscope, or the native handle was taken; otherwise named locks,
+ * LAST_INSERT_ID() and unreported user variables are dealt with in the
+ * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
+ * left open and a sequence's PREVIOUS VALUE are not seen that way
+ * (docs/mariadb.md). */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one

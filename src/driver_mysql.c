@@ -30,7 +30,8 @@
  * session is READ ONLY at the transaction and the session level, the
  * latter tracked by the server (session_track_system_variables).
  *
- * Reset (DBS_RESET_FULL). Skipped when the session left nothing to undo as
+ * Reset (DBS_RESET_FULL): COM_RESET_CONNECTION. Under DBS_RESET_TRACKED,
+ * skipped when the session left nothing to undo as
  * the server itself reports it (note_state, needs_reset): no change of
  * session state reported by its trackers, no failed statement, no escaped
  * transaction, no native(); then the release statement (release_sql) rides
@@ -1095,7 +1096,8 @@ static void note_state(my_conn *c)
  * that does not report: reset. */
 static bool needs_reset(const my_conn *c)
 {
-    return !c->tracking || c->dirty || c->native_used || c->escaped;
+    return c->t->reset != DBS_RESET_TRACKED || !c->tracking || c->dirty || c->native_used ||
+           c->escaped;
 }
 
 static int my_tx_escaped(void *vc)
@@ -2037,7 +2039,7 @@ static int commit_tx(my_conn *c, bool release, dbs_error *err)
         dbs__err_sqlstate(err, "40001");
         return rc;
     }
-    if (release && c->t->reset == DBS_RESET_FULL && !needs_reset(c)) {
+    if (release && !needs_reset(c)) {
         int rc = release_sql(c, "COMMIT", true, false, err);
         c->released = rc == DBS_OK && !c->broken && !c->dirty;
         return rc;
@@ -2081,7 +2083,7 @@ static int my_rollback(void *vc, dbs_error *err)
 static int my_rollback_release(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
-    if (c->t->reset != DBS_RESET_FULL || c->broken)
+    if (c->t->reset == DBS_RESET_ROLLBACK || c->broken)
         return my_rollback(vc, err);
     follow_tx(c);
     if (!needs_reset(c)) {
@@ -2114,7 +2116,7 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     if (src != DBS_OK)
         return src;
     follow_tx(c); /* the last statement's report */
-    bool full = mode == DBS_RESET_FULL ? needs_reset(c) : c->native_used;
+    bool full = mode != DBS_RESET_ROLLBACK ? needs_reset(c) : c->native_used;
     c->begin_pending = false;
     c->tx_failed = false;
     c->escaped = false;

@@ -26,11 +26,14 @@
 static dbs_pool *pool;
 static char tbl[64];
 static const char *dir;
+/* The reset cases run under each mode that promises a clean connection. */
+static enum dbs_reset_mode reset_mode = DBS_RESET_FULL;
 
 static dbs_pool *one_conn_pool(void)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
+    cfg.reset = reset_mode;
     cfg.pool_size = 1;
     cfg.max_overflow = 0;
     return open_pool("test_mysql", &cfg);
@@ -378,6 +381,35 @@ static void check_last_insert_id(dbs_session *s)
     CHECK_EQ(query_int(s, "SELECT LAST_INSERT_ID()", NULL, 0), 0);
 }
 
+/* What the server neither tracks nor lets a query see cheaply: only
+ * DBS_RESET_FULL's COM_RESET_CONNECTION undoes it. */
+static char seq_name[64];
+static void set_handler(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "HANDLER %s OPEN AS leak_h", ai_tbl);
+    exec_ok(s, sql);
+}
+static void check_handler(dbs_session *s)
+{
+    dbs_error err;
+    int rc = dbs_exec(s, "HANDLER leak_h READ FIRST", NULL, 0, &err);
+    if (rc >= 0)
+        CHECK_FAIL("a HANDLER opened by the previous session is still open");
+}
+static void set_sequence(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT NEXTVAL(%s)", seq_name);
+    CHECK_INT(query_int(s, sql, NULL, 0), >, 0);
+}
+static void check_sequence(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT PREVIOUS VALUE FOR %s IS NULL", seq_name);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+}
+
 static void set_lock_tables(dbs_session *s)
 {
     char sql[200];
@@ -531,6 +563,7 @@ static void test_reset(void)
     p = one_conn_pool();
     snprintf(trig_tbl, sizeof trig_tbl, "%s", table_name("my_trig"));
     snprintf(ai_tbl, sizeof ai_tbl, "%s", table_name("my_ai"));
+    snprintf(seq_name, sizeof seq_name, "%s", table_name("my_seq"));
     snprintf(lock_fn, sizeof lock_fn, "leak_lock_fn_%ld", (long)getpid());
     snprintf(var_proc, sizeof var_proc, "leak_var_proc_%ld", (long)getpid());
     snprintf(prep_proc, sizeof prep_proc, "leak_prep_proc_%ld", (long)getpid());
@@ -539,6 +572,8 @@ static void test_reset(void)
     run_sql(p, sql);
     snprintf(sql, sizeof sql,
              "CREATE TABLE %s (id INT AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB", ai_tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "CREATE SEQUENCE %s", seq_name);
     run_sql(p, sql);
     snprintf(sql, sizeof sql,
              "CREATE TRIGGER %s_t BEFORE INSERT ON %s FOR EACH ROW SET @leak_trig = NEW.x",
@@ -563,7 +598,12 @@ static void test_reset(void)
     run_sql(p, sql);
     dbs_pool_close(p);
 
-    test_clean_no_reset();
+    if (reset_mode == DBS_RESET_TRACKED) {
+        test_clean_no_reset();
+    } else {
+        across3("a HANDLER left open", set_handler, check_handler);
+        across3("a sequence's PREVIOUS VALUE", set_sequence, check_sequence);
+    }
     across3("state made only inside a trigger", set_in_trigger, check_in_trigger);
     across3("a named lock taken inside a stored function", set_lock_in_function,
             check_named_lock);
@@ -592,6 +632,8 @@ static void test_reset(void)
         run_sql(p, sql);
     }
     snprintf(sql, sizeof sql, "DROP PROCEDURE %s", proc);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "DROP SEQUENCE %s", seq_name);
     run_sql(p, sql);
     dbs_pool_close(p);
 
@@ -1356,8 +1398,13 @@ int main(int argc, char **argv)
     CHECK(dir != NULL);
     CHECK(argc > 1);
     const char *part = argv[1];
-    if (!strcmp(part, "reset"))
+    if (!strcmp(part, "reset")) {
+        printf("reset: under DBS_RESET_FULL\n");
         test_reset();
+        reset_mode = DBS_RESET_TRACKED;
+        printf("reset: under DBS_RESET_TRACKED\n");
+        test_reset();
+    }
     else if (!strcmp(part, "errors"))
         test_errors();
     else if (!strcmp(part, "deadlock"))
