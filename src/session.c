@@ -21,7 +21,7 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
     }
     if (total == 0)
         return DBS_OK;
-    if (total > s->ctx_cap) {
+    if (total > s->ctx_cap || !s->ctx_buf) {
         char *buf = realloc(s->ctx_buf, total);
         if (!buf)
             return DBS_ENOMEM;
