@@ -312,6 +312,7 @@ void dbs__pool_unref(dbs_pool *p);
 /* One pool, its connections and sessions (dbs_pool_open without the
  * housekeeper and the replicas, which the routing layer adds). */
 dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err);
+void dbs__pool_init_sync(dbs_pool *p);
 /* The first call (true; false after): no new session from here on,
  * waiters woken, idle and parked connections closed. */
 bool dbs__pool_begin_shutdown(dbs_pool *p);

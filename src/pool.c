@@ -383,6 +383,25 @@ static void pool_notice(void *arg, const char *msg)
     dbs__emit_who(arg, DBS_EVENT_NOTICE, NULL, 0, msg);
 }
 
+/* The pool's lock and condition variables, made at open and made anew in
+ * a child after fork(). The lock is held for a few dozen instructions at a
+ * time: spinning briefly beats sleeping in the kernel when another core
+ * holds it. */
+void dbs__pool_init_sync(dbs_pool *p)
+{
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&p->mu, &mattr);
+    pthread_mutexattr_destroy(&mattr);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->hk_cv, &attr);
+    pthread_cond_init(&p->drain_cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
 {
     if (!cfg) {
@@ -447,19 +466,7 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
         oom |= names[i] && !p->ctx_settings[i];
         p->target.ctx_setting[i] = p->ctx_settings[i];
     }
-    /* Held for a few dozen instructions at a time: spinning briefly beats
-     * sleeping in the kernel when another core holds it. */
-    pthread_mutexattr_t mattr;
-    pthread_mutexattr_init(&mattr);
-    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
-    pthread_mutex_init(&p->mu, &mattr);
-    pthread_mutexattr_destroy(&mattr);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->hk_cv, &attr);
-    pthread_cond_init(&p->drain_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    dbs__pool_init_sync(p);
     atomic_init(&p->refs, 1);
     if (oom) {
         pool_free(p);

@@ -373,17 +373,7 @@ static int pool_after_fork(dbs_pool *p, dbs_error *err)
      * parent held at the fork stays held for good, so each is made anew,
      * and nothing of the parent's other threads (waiters, connects under
      * way, sessions, the housekeeper) exists any more. */
-    pthread_mutexattr_t mattr;
-    pthread_mutexattr_init(&mattr);
-    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
-    pthread_mutex_init(&p->mu, &mattr);
-    pthread_mutexattr_destroy(&mattr);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->hk_cv, &attr);
-    pthread_cond_init(&p->drain_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    dbs__pool_init_sync(p);
 
     for (dbs__rp_item *it = dbs__rp_after_fork(&p->rp), *next; it; it = next) {
         next = it->next;
