@@ -12,6 +12,8 @@
  *   dbscope    dbs_session_open, the lookup, dbs_commit, dbs_session_close
  *              with DBS_RESET_FULL (the default)
  *   rollback   the same with DBS_RESET_ROLLBACK (no state reset)
+ *   tracked    the same with DBS_RESET_TRACKED (COM_RESET_CONNECTION only
+ *              when the server reported a change of session state)
  * Three rounds, interleaved; prints one row per way: iterations, the best
  * round's microseconds per unit, and a checksum of the values read (every
  * way but "reset" must read the same).
@@ -155,9 +157,10 @@ int main(int argc, char **argv)
     /* Three rounds, the ways interleaved, the best round of each kept: a
      * shared machine's noise inflates times, it never deflates them. */
     dbs_pool *full = p, *rb = open_pool(url, DBS_RESET_ROLLBACK);
-    enum { WAYS = 5, ROUNDS = 3 };
-    static const char *const names[WAYS] = {"raw", "raw+reset", "reset", "dbscope",
-                                            "rollback"};
+    dbs_pool *tracked = open_pool(url, DBS_RESET_TRACKED);
+    enum { WAYS = 6, ROUNDS = 3 };
+    static const char *const names[WAYS] = {"raw",     "raw+reset", "reset",
+                                            "dbscope", "rollback",  "tracked"};
     double best[WAYS];
     int64_t sums[WAYS] = {0};
     for (int k = 0; k < WAYS; k++)
@@ -186,7 +189,8 @@ int main(int argc, char **argv)
                     }
                     break;
                 case 3: sum += unit(full, i); break;
-                default: sum += unit(rb, i); break;
+                case 4: sum += unit(rb, i); break;
+                default: sum += unit(tracked, i); break;
                 }
             }
             double us = (now_us() - t0) / n;
@@ -202,5 +206,6 @@ int main(int argc, char **argv)
     mysql_close(w.my);
     dbs_pool_close(full);
     dbs_pool_close(rb);
+    dbs_pool_close(tracked);
     return 0;
 }

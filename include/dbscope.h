@@ -246,8 +246,19 @@ enum dbs_pool_mode {
 
 enum dbs_reset_mode {
     DBS_RESET_FULL,     /* roll back and undo any session state (default) */
-    DBS_RESET_ROLLBACK  /* only roll back: the caller promises not to touch
+    DBS_RESET_ROLLBACK, /* only roll back: the caller promises not to touch
                            session state (settings, temp tables, ...) */
+    DBS_RESET_TRACKED   /* as FULL, except on MariaDB: COM_RESET_CONNECTION
+                           only when the server reported a change of session
+                           state (or a statement failed, the transaction
+                           escaped, the native handle was taken); otherwise
+                           named locks, LAST_INSERT_ID() and user variables
+                           are undone in the COMMIT's or ROLLBACK's round
+                           trip and prepared statements stay. The caller
+                           promises not to leave a HANDLER open and not to
+                           rely on a sequence's PREVIOUS VALUE being unset:
+                           the server reports neither (docs/mariadb.md).
+                           PostgreSQL and SQLite: the same as FULL. */
 };
 
 typedef struct dbs_config {
@@ -616,8 +627,102 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
  * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
 int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
 
-/* The same stats as one JSON object, with the same return convention. */
+/* The same stats as one JSON object, with the same return convention; with
+ * "circuit" ("closed", "open", "half_open"), "errors" (dbs_pool_errors's
+ * total) and "errors_by" ([{"class","sqlstate","count"}], the cells of the
+ * error table that counted something). */
 int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------
+ * Observability: errors, the circuit, histograms
+ *
+ * dbs_pool_metrics also writes every pool metric under the name
+ * OpenTelemetry's database semantic conventions give it, in the form the
+ * OpenTelemetry-to-Prometheus mapping makes of it (dots to underscores,
+ * the unit "s" as _seconds, counters with _total; labels
+ * db_client_connection_pool_name and, for operations, db_system_name):
+ * db_client_connection_count{db_client_connection_state="idle"|"used"},
+ * db_client_connection_idle_max (pool_size), _idle_min (min_idle), _max
+ * (pool_size + max_overflow), _pending_requests (threads waiting),
+ * db_client_connection_timeouts_total, the histograms
+ * db_client_connection_create_time_seconds (connects that succeeded),
+ * _wait_time_seconds, _use_time_seconds, and
+ * db_client_operation_duration_seconds (each dbs_exec and dbs_query call,
+ * db_system_name "sqlite", "postgresql" or "mariadb"). Beside them:
+ * dbscope_errors_total{error_class,sqlstate} and the circuit as
+ * dbscope_circuit_open (0/1) and dbscope_circuit_state{state}.
+ * docs/observability.md has the table, and how to open a span per unit of
+ * work from the events.
+ * ------------------------------------------------------------------------ */
+
+/* The failures the pool's callers got, counted by error class (the
+ * dbs_code) and SQLSTATE: every failed acquire (dbs_session_open, the
+ * sessions dbs_transact opens, dbs_session_open_ro, whose refusal for
+ * want of a qualifying replica counts here and whose failure on a
+ * replica's pool counts in that pool's table: DBS_ETIMEOUT,
+ * DBS_EUNAVAILABLE, DBS_ECONNECT, ...) and every failure of a statement, a
+ * fetch, BEGIN, COMMIT or ROLLBACK on its sessions, as the backend
+ * reported it (whether or not the caller passed a dbs_error). The
+ * table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
+ * its list of common ones count as "other".
+ * Returns the count of failures with code (a negative dbs_code; 0: every
+ * class) and sqlstate (five characters; "" : those without one; NULL:
+ * any). 0 for a bad pool. Lock-free; any thread. */
+uint64_t dbs_pool_errors(dbs_pool *pool, int code, const char *sqlstate);
+
+/* The circuit breaker's state (see circuit_threshold). */
+enum dbs_circuit_state {
+    DBS_CIRCUIT_CLOSED = 0,   /* connects succeed: acquires go through */
+    DBS_CIRCUIT_OPEN = 1,     /* connects keep failing: acquires that need
+                                 one fail fast with DBS_EUNAVAILABLE */
+    DBS_CIRCUIT_HALF_OPEN = 2 /* open, with one probe connect under way */
+};
+
+/* Returns the pool's enum dbs_circuit_state, or DBS_EMISUSE for a bad
+ * pool. Takes the pool's lock briefly; any thread. */
+int dbs_pool_circuit(dbs_pool *pool);
+
+#define DBS_HISTOGRAM_BUCKETS 320
+
+enum dbs_histogram_kind {
+    DBS_HIST_WAIT,     /* acquire waits (db.client.connection.wait_time) */
+    DBS_HIST_USE,      /* session hold times (.use_time) */
+    DBS_HIST_CREATE,   /* connects that succeeded (.create_time) */
+    DBS_HIST_OPERATION /* dbs_exec and dbs_query calls
+                          (db.client.operation.duration) */
+};
+
+/* A snapshot of one of the pool's log-bucketed histograms of durations in
+ * microseconds, counted since the pool opened: eight buckets an octave,
+ * bucket i counting the values up to dbs_histogram_upper_us(i) (and above
+ * the bucket before). Caller-owned (about 2.6 kB). */
+typedef struct dbs_histogram {
+    uint64_t count;  /* values recorded */
+    uint64_t sum_us; /* their sum */
+    uint64_t max_us; /* the largest */
+    uint64_t bucket[DBS_HISTOGRAM_BUCKETS];
+} dbs_histogram;
+
+/* Fills *out with the primary's histogram of kind (a replica's pool is
+ * not included; dbs_pool_metrics exports those). All zero with metrics
+ * off. DBS_OK, DBS_EMISUSE (bad pool, kind or out NULL) or DBS_ENOMEM.
+ * Never blocks on I/O; takes the shards' locks one at a time, briefly.
+ * Any thread. */
+int dbs_pool_histogram(dbs_pool *pool, enum dbs_histogram_kind kind, dbs_histogram *out);
+
+/* The largest value bucket counts, in µs (0 for a bucket out of range).
+ * Any thread. */
+uint64_t dbs_histogram_upper_us(int bucket);
+
+/* The q-quantile (0 < q <= 1) in µs of the values recorded between two
+ * snapshots of one histogram, before (NULL: since the start) and now:
+ * windowed percentiles, e.g. the p99 acquire wait of the last ten seconds
+ * from a snapshot taken every second. The upper bound of the value's
+ * bucket, at most 9% above it. -1 when no value was recorded in between,
+ * for q out of range, or NULL now. Allocates nothing the caller frees;
+ * any thread. */
+int64_t dbs_histogram_percentile(const dbs_histogram *now, const dbs_histogram *before,
+                                 double q);
 
 /* One open session, as seen by dbs_pool_sessions. Valid only during the
  * callback; strings are copies. */
@@ -675,7 +780,16 @@ typedef struct dbs_session dbs_session;
  * SQLite, under DBS_RESET_FULL: the next user sees last_insert_rowid() and
  * changes() as 0; total_changes() counts every change since the connection
  * opened and cannot be reset (a session must not rely on it: use changes(),
- * or the count dbs_exec returns). */
+ * or the count dbs_exec returns).
+ * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION after every
+ * session that ran a statement (its own round trip; prepared statements are
+ * prepared again). Under DBS_RESET_TRACKED: only when the server reported a
+ * change of session state, a statement failed, the transaction ended other
+ * than by dbscope, or the native handle was taken; otherwise named locks,
+ * LAST_INSERT_ID() and unreported user variables are dealt with in the
+ * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
+ * left open and a sequence's PREVIOUS VALUE are not seen that way
+ * (docs/mariadb.md). */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one

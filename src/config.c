@@ -228,7 +228,7 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
     if ((unsigned)c->mode > DBS_POOL_SINGLE)
         return dbs__err(err, DBS_ECONFIG, "config field mode is %d, not a dbs_pool_mode",
                         (int)c->mode);
-    if ((unsigned)c->reset > DBS_RESET_ROLLBACK)
+    if ((unsigned)c->reset > DBS_RESET_TRACKED)
         return dbs__err(err, DBS_ECONFIG, "config field reset is %d, not a dbs_reset_mode",
                         (int)c->reset);
     if (c->retry_cap_ms < c->retry_base_ms)

@@ -7,7 +7,10 @@
 
 dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err)
 {
+    int64_t t0 = dbs__now_ns();
     void *impl = p->drv->connect(&p->target, err);
+    if (impl && p->cfg.metrics)
+        dbs__hist_add_shared(&p->create_hist, (dbs__now_ns() - t0) / 1000);
     if (!impl) {
         /* A driver's parser may split a malformed URL elsewhere than
          * dbs__redact does and quote the rest: scrub every reading. */

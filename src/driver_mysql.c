@@ -30,10 +30,20 @@
  * session is READ ONLY at the transaction and the session level, the
  * latter tracked by the server (session_track_system_variables).
  *
- * Reset (DBS_RESET_FULL) holds by construction: COM_RESET_CONNECTION
- * (mysql_reset_connection) rolls back, drops temporary tables, releases
- * GET_LOCK locks, clears user variables, restores session variables and
- * deallocates every prepared statement, ours included. It does not restore
+ * Reset (DBS_RESET_FULL): COM_RESET_CONNECTION. Under DBS_RESET_TRACKED,
+ * skipped when the session left nothing to undo as
+ * the server itself reports it (note_state, needs_reset): no change of
+ * session state reported by its trackers, no failed statement, no escaped
+ * transaction, no native(); then the release statement (release_sql) rides
+ * with the COMMIT or ROLLBACK and undoes or looks for what the trackers do
+ * not report (named locks, LAST_INSERT_ID, user variables set by := or
+ * INTO), and the statement cache stays. HANDLER ... OPEN and a sequence's
+ * PREVIOUS VALUE are neither reported nor looked for (docs/mariadb.md).
+ * Otherwise COM_RESET_CONNECTION (mysql_reset_connection): it holds by
+ * construction; it rolls back, drops temporary tables, releases GET_LOCK
+ * locks, clears user variables, restores session variables (the trackers
+ * too, switched on again before the next statement) and deallocates every
+ * prepared statement, ours included. It does not restore
  * the current database: the server reports schema changes (session
  * tracking), so a USE is undone with COM_INIT_DB only when it happened; on
  * a server that does not track the schema, COM_INIT_DB is sent each time.
@@ -76,6 +86,12 @@
 
 enum { MY_CTX_NAME = 64 };
 
+/* The trackers note_state relies on. COM_RESET_CONNECTION puts them back
+ * to the server's defaults, so they are set again after each reset. */
+#define TRACK_SQL                                                              \
+    "SET SESSION session_track_state_change=ON,session_track_schema=ON,"      \
+    "session_track_system_variables='*'"
+
 /* What the URL says; t->shared. */
 typedef struct my_target {
     const char *url; /* the pool's (t->conninfo), for scrubbing messages */
@@ -87,6 +103,7 @@ typedef struct my_target {
     int url_connect_timeout_s; /* -1: not in the URL */
     int url_read_timeout_s, url_write_timeout_s; /* -1: not in the URL */
     char var[3][MY_CTX_NAME + 4]; /* @`name` for request, user, tenant */
+    char release[3 * MY_CTX_NAME + 320]; /* see release_sql */
 } my_target;
 
 enum { MY_SSL_UNSET, MY_SSL_DISABLED, MY_SSL_PREFERRED, MY_SSL_REQUIRED,
@@ -128,6 +145,21 @@ typedef struct my_conn {
     bool schema_tracked;
     bool role_owed;     /* the reset's SET ROLE, sent before the next
                            statement (or native()) */
+    bool tracking;      /* the server reports every change of session state
+                           (session_track_*, set at connect): see note_state */
+    bool track_owed;    /* a reset switched tracking off: switch it on again
+                           before the next statement */
+    bool dirty;         /* since the last reset, a statement may have left
+                           session state behind: the server reported a
+                           change, or a statement failed (an error packet
+                           carries no report), or tracking is off */
+    bool released;      /* the release statement ran with the COMMIT or
+                           ROLLBACK and found nothing left: reset() has
+                           nothing to do */
+    bool answer_owed;   /* a release statement was sent at release and its
+                           answer is read by the next use (settle) */
+    bool reset_owed;    /* that answer found state: COM_RESET_CONNECTION
+                           before anything else is sent */
     char role_sql[160]; /* how to get the connection's first role back */
     const dbs_context *ctx;
     my_stmt *cache;
@@ -447,6 +479,15 @@ static int my_target_open(dbs__target *t, dbs_error *err)
         target_free(m);
         return rc;
     }
+    /* The names need no escaping in quotes either (ctx_var). */
+    const char *nm[3];
+    for (int i = 0; i < 3; i++)
+        nm[i] = t->ctx_setting[i] ? t->ctx_setting[i] : defaults[i];
+    snprintf(m->release, sizeof m->release,
+             "DO RELEASE_ALL_LOCKS(),LAST_INSERT_ID(0);SELECT COUNT(*) FROM "
+             "information_schema.USER_VARIABLES WHERE VARIABLE_NAME NOT IN "
+             "('%s','%s','%s')",
+             nm[0], nm[1], nm[2]);
     t->shared = m;
     return DBS_OK;
 }
@@ -499,6 +540,9 @@ static bool is_lost(unsigned e)
 }
 
 static void kill_on_server(my_conn *c);
+static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, int64_t t0,
+                        dbs_error *err);
+static int full_reset(my_conn *c, dbs_error *err);
 
 /* The server's storage is full: the statement wrote nothing. */
 static bool is_full(unsigned e)
@@ -523,6 +567,10 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
     char m[400];
     snprintf(m, sizeof m, "%s", msg && *msg ? msg : "unknown error");
     scrub(c->mt, m, sizeof m);
+    /* What a failed statement did before it failed (a procedure that set a
+     * variable, then raised an error) is not reported: an error packet
+     * carries no session state. The release resets. */
+    c->dirty = true;
     int code = DBS_ESQL;
     if (is_lost(e)) {
         bool timed_out = false;
@@ -865,6 +913,20 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
      * with, which COM_RESET_CONNECTION leaves as the session set it: the
      * reset owes a SET ROLE back to it (MySQL: SET ROLE DEFAULT). */
     bool maria = mariadb_connection(c->my);
+    /* Session state tracking, which lets the release skip
+     * COM_RESET_CONNECTION when the server reported no change (note_state).
+     * A server without it, or MySQL (whose information_schema has no
+     * USER_VARIABLES for the release statement): every release resets. */
+    if (maria && (c->my->server_capabilities & CLIENT_SESSION_TRACKING)) {
+        if (mysql_query(c->my, TRACK_SQL) == 0)
+            c->tracking = true;
+        else if (is_lost(mysql_errno(c->my))) {
+            fail_conn(c, dbs__now_ns(), false, err);
+            mysql_close(c->my);
+            free(c);
+            return NULL;
+        }
+    }
     if (mysql_query(c->my, maria ? "SELECT @@session_track_schema, CURRENT_ROLE()"
                                  : "SELECT @@session_track_schema") == 0) {
         MYSQL_RES *r = mysql_store_result(c->my);
@@ -988,10 +1050,39 @@ static int my_is_broken(void *vc)
     return ((my_conn *)vc)->broken;
 }
 
+/* Reads the answer of a release statement sent at the last release, if
+ * one is owed. Sends nothing. */
+static int answer(my_conn *c, dbs_error *err)
+{
+    if (!c->answer_owed)
+        return DBS_OK;
+    c->answer_owed = false;
+    int64_t t0 = dbs__now_ns();
+    int rc = release_read(c, mysql_read_query_result(c->my) == 0, NULL, false, t0, err);
+    if (rc == DBS_OK && c->broken)
+        rc = dbs__err(err, DBS_ECONNECT, "mariadb: the release statement failed");
+    c->reset_owed = rc == DBS_OK && c->dirty;
+    return rc;
+}
+
+/* Before anything is sent on c: the last release's answer, and the reset
+ * it found owed. */
+static int settle(my_conn *c, dbs_error *err)
+{
+    int rc = answer(c, err);
+    if (rc != DBS_OK || !c->reset_owed)
+        return rc;
+    c->reset_owed = false;
+    return full_reset(c, err);
+}
+
 /* Runs a text command (possibly several statements) and reads every
  * result. */
 static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error *err)
 {
+    int rc = settle(c, err);
+    if (rc != DBS_OK)
+        return rc;
     int64_t t0 = dbs__now_ns();
     if (mysql_real_query(c->my, sql, (unsigned long)len) != 0)
         return fail_conn(c, t0, commit, err);
@@ -1033,7 +1124,7 @@ static void follow_tx(my_conn *c)
         return;
     const char *name;
     size_t len;
-    if (c->session_ro &&
+    if (c->session_ro && (c->my->server_status & SERVER_SESSION_STATE_CHANGED) &&
         mysql_session_track_get_first(c->my, SESSION_TRACK_SYSTEM_VARIABLES, &name, &len) == 0) {
         /* The caller set the session's access mode (SET SESSION
          * TRANSACTION READ WRITE): set it back before the next statement.
@@ -1051,6 +1142,36 @@ static void follow_tx(my_conn *c)
         c->rollback_owed = true;
 }
 
+/* After the last packet of each result of a statement of the caller's
+ * (the OK of a command, the end of a result set, each result of a CALL):
+ * the server sets SERVER_SESSION_STATE_CHANGED when a tracker has
+ * something to report, and the trackers switched on at connect
+ * (session_track_state_change, _schema, _system_variables='*') report any
+ * change of user variables, session variables, temporary tables, SQL-level
+ * prepared statements, the current database, the current role and
+ * GET_LOCK locks, made by the statement itself, a procedure, a function or
+ * a trigger. The flag, not the list of reports: Connector/C leaves the
+ * last list in place after a result set that reported nothing. Statements
+ * dbscope sends itself (send_begin, COMMIT) are not looked at: what they
+ * change is dbscope's own to undo. */
+static void note_state(my_conn *c)
+{
+    if (!c->tracking || (c->my->server_status & SERVER_SESSION_STATE_CHANGED))
+        c->dirty = true;
+}
+
+/* Whether the full reset must send COM_RESET_CONNECTION: the session may
+ * have left state that only it undoes. The caller's own use of the handle,
+ * a transaction that escaped (DDL and LOCK TABLES commit implicitly, as
+ * does BACKUP STAGE; COMMIT sent as SQL; after which statements ran outside
+ * dbscope's transaction), a reported change, a failed statement, a server
+ * that does not report: reset. */
+static bool needs_reset(const my_conn *c)
+{
+    return c->t->reset != DBS_RESET_TRACKED || !c->tracking || c->dirty || c->native_used ||
+           c->escaped;
+}
+
 static int my_tx_escaped(void *vc)
 {
     my_conn *c = vc;
@@ -1062,8 +1183,12 @@ static void *my_native(void *vc)
 {
     my_conn *c = vc;
     c->native_used = true;
+    dbs_error se;
+    if (!c->broken && settle(c, &se) != DBS_OK)
+        c->broken = true;
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
+    c->released = false;
     if ((c->rollback_owed || c->role_owed || (c->session_ro && !want_ro(c))) && !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
@@ -1080,6 +1205,9 @@ static int my_ping(void *vc, dbs_error *err)
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    int rc = settle(c, err);
+    if (rc != DBS_OK)
+        return rc;
     int64_t t0 = dbs__now_ns();
     int rc;
     bool stopped = false;
@@ -1111,6 +1239,16 @@ static int my_peek(void *vc, dbs_error *err)
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    if (c->answer_owed) {
+        /* The last release's answer, owed to the backend: read now (it is
+         * normally there already). A reset it finds owed is sent by the
+         * next use, not here. */
+        int rc = answer(c, err);
+        if (rc != DBS_OK) {
+            c->broken = true;
+            return dbs__err(err, DBS_ECONNECT, "mariadb: %.400s", err ? err->message : "");
+        }
+    }
     my_socket fd = mysql_get_socket(c->my);
     if ((int)fd < 0) {
         c->broken = true;
@@ -1284,11 +1422,11 @@ static int translate(const char *sql, char **out, int **map, int *nmap, int *max
  * round trip: an owed ROLLBACK, START TRANSACTION, the context variables. */
 static int send_begin(my_conn *c, dbs_error *err)
 {
-    const char *cv[3] = {c->ctx ? c->ctx->request_id : NULL,
-                         c->ctx ? c->ctx->user_id : NULL,
-                         c->ctx ? c->ctx->tenant_id : NULL};
+    const dbs_context *ctx = c->begin_pending ? c->ctx : NULL;
+    const char *cv[3] = {ctx ? ctx->request_id : NULL, ctx ? ctx->user_id : NULL,
+                         ctx ? ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 256 + sizeof c->role_sql;
+    size_t need = 256 + sizeof TRACK_SQL + sizeof c->role_sql;
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
     char *sql = malloc(need);
@@ -1301,10 +1439,15 @@ static int send_begin(my_conn *c, dbs_error *err)
         memcpy(sql + w, (s), l_);                                              \
         w += l_;                                                               \
     } while (0)
+    if (c->track_owed) {
+        APPEND(TRACK_SQL);
+        APPEND(";");
+    }
     if (c->role_owed) {
         APPEND(c->role_sql);
         APPEND(";");
     }
+
     if (c->rollback_owed)
         APPEND("ROLLBACK;");
     /* A read-only session is read-only at the session level too, so that
@@ -1315,7 +1458,8 @@ static int send_begin(my_conn *c, dbs_error *err)
     bool set_rw = !want_ro(c) && c->session_ro;
     if (set_ro) {
         APPEND("SET SESSION TRANSACTION READ ONLY;");
-        if (c->my->server_capabilities & CLIENT_SESSION_TRACKING)
+        /* (with tracking on, '*' reports it already) */
+        if (!c->tracking && (c->my->server_capabilities & CLIENT_SESSION_TRACKING))
             APPEND(mariadb_connection(c->my)
                        ? "SET SESSION session_track_system_variables="
                          "'tx_read_only,session_track_system_variables';"
@@ -1363,11 +1507,14 @@ static int send_begin(my_conn *c, dbs_error *err)
         return rc;
     c->role_owed = false;
     c->rollback_owed = false;
+    c->track_owed = false;
+    c->released = false;
+    if (vars && c->begin_pending)
+        c->vars_set = ctx && (cv[0] || cv[1] || cv[2]);
     if (c->begin_pending) {
         c->begin_pending = false;
         c->tx_sent = true;
         c->tx_failed = false;
-        c->vars_set = vars;
     }
     if (set_ro)
         c->session_ro = true;
@@ -1438,6 +1585,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
         return NULL;
     }
+    if (settle(c, err) != DBS_OK)
+        return NULL;
     if (c->tx_failed && !c->begin_pending) {
         dbs__err(err, DBS_ESQL,
                  "mariadb: the server rolled this transaction back (deadlock); roll "
@@ -1462,7 +1611,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         return NULL;
     }
     follow_tx(c); /* the last statement's report, native() use included */
-    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed) &&
+    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed ||
+         c->track_owed) &&
         send_begin(c, err) != DBS_OK) {
         drop_entry(c, e, tmp);
         return NULL;
@@ -1602,10 +1752,13 @@ static int drain(my_conn *c, MYSQL_STMT *st, bool consumed, dbs_error *err)
 {
     int64_t t0 = dbs__now_ns();
     for (;;) {
-        if (!consumed && mysql_stmt_field_count(st) > 0) {
-            if (mysql_stmt_store_result(st) != 0)
-                return fail_stmt(c, st, t0, err);
-            mysql_stmt_free_result(st);
+        if (!consumed) {
+            if (mysql_stmt_field_count(st) > 0) {
+                if (mysql_stmt_store_result(st) != 0)
+                    return fail_stmt(c, st, t0, err);
+                mysql_stmt_free_result(st);
+            }
+            note_state(c); /* this result's last packet */
         }
         consumed = false;
         int more = mysql_stmt_next_result(st);
@@ -1772,6 +1925,7 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
         rc = fail_stmt(c, st, t0, err);
         goto out;
     }
+    note_state(c); /* the result set's last packet is read */
     if (nc > 0 && mysql_stmt_bind_result(st, b) != 0) {
         rc = fail_stmt(c, st, t0, err);
         goto out;
@@ -1869,9 +2023,91 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
     return r ? &r->base : NULL;
 }
 
-static int my_commit(void *vc, dbs_error *err)
+/* The release statement: what a full reset undoes that the trackers do not
+ * report, undone or looked at in the same round trip as the session's
+ * COMMIT or ROLLBACK (or, when there is none, in one of its own; still no
+ * COM_RESET_CONNECTION, and the statement cache stays):
+ *   - GET_LOCK locks (not tracked): RELEASE_ALL_LOCKS() releases them all;
+ *   - LAST_INSERT_ID() (not tracked, kept by the connection): back to 0,
+ *     as after a reset;
+ *   - the context variables: NULL;
+ *   - user variables set by := or SELECT ... INTO (not tracked; SET is):
+ *     counted, ours left out; any there, and the reset runs.
+ * prefix: "COMMIT", "ROLLBACK" or NULL. Returns the prefix's outcome (a
+ * COMMIT that succeeded is DBS_OK even if what follows failed: the
+ * connection is then broken). Sets c->dirty when the reset must run.
+ * send_only (no prefix): sent, not waited for; the server runs it as it
+ * arrives, and the answer is read by the connection's next use (settle).
+ * So a session that ends with dbs_commit and then closes does not wait for
+ * a round trip of its own at release. */
+
+static int release_sql(my_conn *c, const char *prefix, bool commit, bool send_only,
+                       dbs_error *err)
 {
-    my_conn *c = vc;
+    char sql[sizeof c->mt->release + 3 * (MY_CTX_NAME + 12) + 16];
+    size_t w = 0;
+    if (prefix)
+        w += (size_t)snprintf(sql + w, sizeof sql - w, "%s;", prefix);
+    if (c->vars_set)
+        w += (size_t)snprintf(sql + w, sizeof sql - w, "SET %s=NULL,%s=NULL,%s=NULL;",
+                              c->mt->var[0], c->mt->var[1], c->mt->var[2]);
+    w += (size_t)snprintf(sql + w, sizeof sql - w, "%s", c->mt->release);
+    int64_t t0 = dbs__now_ns();
+    if (!send_only)
+        return release_read(c, mysql_real_query(c->my, sql, (unsigned long)w) == 0, prefix,
+                            commit, t0, err);
+    if (mysql_send_query(c->my, sql, (unsigned long)w) != 0) {
+        int rc = fail_conn(c, t0, false, err);
+        c->broken = true;
+        return rc;
+    }
+    c->answer_owed = true;
+    return DBS_OK;
+}
+
+/* Reads the release statement's results (ok: its first was read without
+ * error); see release_sql. */
+static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, int64_t t0,
+                        dbs_error *err)
+{
+    int idx = 0;
+    long long others = -1;
+    while (ok) {
+        MYSQL_RES *r = mysql_store_result(c->my);
+        if (r) {
+            MYSQL_ROW row = mysql_fetch_row(r);
+            if (row && row[0])
+                others = strtoll(row[0], NULL, 10);
+            mysql_free_result(r);
+        } else if (mysql_field_count(c->my) != 0) {
+            ok = false;
+            break;
+        }
+        int more = mysql_next_result(c->my);
+        if (more < 0)
+            break;
+        idx++;
+        ok = more == 0;
+    }
+    if (!ok) {
+        dbs_error local;
+        bool first = idx == 0 && prefix;
+        int rc = fail_conn(c, t0, commit && first, first ? err : &local);
+        if (first)
+            return rc;
+        c->broken = true; /* the transaction ended; the rest did not run */
+        return DBS_OK;
+    }
+    c->vars_set = false;
+    if (others != 0)
+        c->dirty = true;
+    return DBS_OK;
+}
+
+/* COMMIT, and with release, the release statement in the same round trip
+ * when the session left nothing that needs the reset anyway. */
+static int commit_tx(my_conn *c, bool release, dbs_error *err)
+{
     follow_tx(c);
     c->begin_pending = false; /* nothing sent: nothing to commit */
     if (!c->tx_sent)
@@ -1889,7 +2125,23 @@ static int my_commit(void *vc, dbs_error *err)
         dbs__err_sqlstate(err, "40001");
         return rc;
     }
+    if (release && !needs_reset(c)) {
+        int rc = release_sql(c, "COMMIT", true, false, err);
+        c->released = rc == DBS_OK && !c->broken && !c->dirty;
+        return rc;
+    }
     return text(c, "COMMIT", 6, true, err);
+}
+
+static int my_commit(void *vc, dbs_error *err)
+{
+    return commit_tx(vc, false, err);
+}
+
+/* The session's last COMMIT: see release_sql. */
+static int my_commit_release(void *vc, dbs_error *err)
+{
+    return commit_tx(vc, true, err);
 }
 
 /* Rolls back now, in a round trip of its own: the transaction's row locks
@@ -1910,14 +2162,30 @@ static int my_rollback(void *vc, dbs_error *err)
 }
 
 /* The rollback of a session that closes right after: under the full reset,
- * the reset that follows at once in the same release (COM_RESET_CONNECTION)
- * rolls back, so the ROLLBACK is left to it: one round trip, not two. */
+ * when the reset that follows at once in the same release will send
+ * COM_RESET_CONNECTION, which rolls back, the ROLLBACK is left to it: one
+ * round trip, not two; otherwise the ROLLBACK carries the release
+ * statement. */
 static int my_rollback_release(void *vc, dbs_error *err)
 {
     my_conn *c = vc;
-    if (c->t->reset != DBS_RESET_FULL || c->broken)
+    if (c->t->reset == DBS_RESET_ROLLBACK || c->broken)
         return my_rollback(vc, err);
     follow_tx(c);
+    if (!needs_reset(c)) {
+        /* No COM_RESET_CONNECTION to leave the rollback to, so far: the
+         * ROLLBACK now, with the release statement. */
+        c->begin_pending = false;
+        c->tx_failed = false;
+        bool open = c->tx_sent || c->rollback_owed;
+        c->tx_sent = false;
+        c->rollback_owed = false;
+        if (!open)
+            return DBS_OK; /* reset() sends the release statement */
+        int rc = release_sql(c, "ROLLBACK", false, false, err);
+        c->released = rc == DBS_OK && !c->broken && !c->dirty;
+        return rc;
+    }
     c->begin_pending = false;
     c->tx_failed = false;
     c->rollback_owed = c->rollback_owed || c->tx_sent;
@@ -1930,6 +2198,11 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+    int src = settle(c, err);
+    if (src != DBS_OK)
+        return src;
+    follow_tx(c); /* the last statement's report */
+    bool full = mode != DBS_RESET_ROLLBACK ? needs_reset(c) : c->native_used;
     c->begin_pending = false;
     c->tx_failed = false;
     c->escaped = false;
@@ -1940,8 +2213,36 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
                 (c->my->server_status & SERVER_STATUS_IN_TRANS);
     c->tx_sent = false;
     c->rollback_owed = false;
-    if (mode == DBS_RESET_ROLLBACK && !c->native_used)
+    if (mode == DBS_RESET_ROLLBACK && !full)
         return owed ? text(c, "ROLLBACK", 8, false, err) : DBS_OK;
+    if (!full && c->released) {
+        /* The release statement ran with the COMMIT or ROLLBACK. */
+        c->released = false;
+        return owed ? text(c, "ROLLBACK", 8, false, err) : DBS_OK;
+    }
+    if (!full) {
+        /* Every statement of the session succeeded and the server
+         * reported no change of session state (note_state): the release
+         * statement, in one round trip, instead of COM_RESET_CONNECTION;
+         * the reset still runs if it finds state. */
+        c->released = false;
+        int rc = release_sql(c, owed ? "ROLLBACK" : NULL, false, !owed, err);
+        if (rc != DBS_OK || c->broken)
+            return rc != DBS_OK ? rc
+                                : dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
+        if (!owed)
+            return DBS_OK; /* the answer is read by the next use */
+        full = c->dirty;
+    }
+    c->released = false;
+    if (!full)
+        return DBS_OK;
+    return full_reset(c, err);
+}
+
+/* COM_RESET_CONNECTION and what it owes: see the top of the file. */
+static int full_reset(my_conn *c, dbs_error *err)
+{
     int64_t t0 = dbs__now_ns();
     if (mysql_reset_connection(c->my) != 0) {
         int rc = fail_conn(c, t0, false, err);
@@ -1952,10 +2253,12 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
      * handles are dead (Connector/C detached them). */
     cache_clear(c);
     c->vars_set = false;
+    c->dirty = false;
     c->session_ro = false;
     c->ro_owed = false;
     c->native_used = false;
     c->role_owed = c->role_sql[0] != '\0';
+    c->track_owed = c->tracking; /* the reset put the trackers back */
     const char *want = c->mt->db;
     const char *now = c->my->db;
     bool same = c->schema_tracked && ((!want && !now) || (want && now && !strcmp(want, now)));
@@ -2129,6 +2432,7 @@ const dbs__driver dbs__driver_mysql = {
     .commit = my_commit,
     .rollback = my_rollback,
     .rollback_release = my_rollback_release,
+    .commit_release = my_commit_release,
     .tx_escaped = my_tx_escaped,
     .tx_options = my_tx_options,
     .reset = my_reset,

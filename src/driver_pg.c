@@ -1917,7 +1917,7 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
     c->begin_pending = false;
     c->tx_sent = false;
     c->ctx = NULL;
-    bool reset = release && c->t->reset == DBS_RESET_FULL && c->used;
+    bool reset = release && c->t->reset != DBS_RESET_ROLLBACK && c->used;
     if (!open && !reset)
         return DBS_OK;
     const char *cmd = commit ? "COMMIT" : "ROLLBACK";
@@ -2068,7 +2068,7 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
     c->escaped = false;
     c->ctx = NULL;
     bool open = c->posted.n == 0 && tx_open(c);
-    bool reset = mode == DBS_RESET_FULL && c->used;
+    bool reset = mode != DBS_RESET_ROLLBACK && c->used;
     if (!open && !reset)
         return DBS_OK;
     pg_flight f;

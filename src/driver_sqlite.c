@@ -1342,11 +1342,11 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         rc = group_sync(c, err); /* a commit whose result nobody read */
     if (rc != DBS_OK)
         return rc;
-    if (mode == DBS_RESET_FULL && c->dirty) {
+    if (mode != DBS_RESET_ROLLBACK && c->dirty) {
         close_db(c);
         return open_db(c, err);
     }
-    if (mode == DBS_RESET_FULL) {
+    if (mode != DBS_RESET_ROLLBACK) {
         /* What the connection reports about the last statement: the next
          * user must not read the previous one's last_insert_rowid() or
          * changes(). changes() is set by every INSERT, UPDATE or DELETE

@@ -6,6 +6,14 @@
 
 static const char unknown_code[] = "unknown error code";
 
+/* See dbs__thread_sqlstate. */
+static _Thread_local char thread_sqlstate[6];
+
+const char *dbs__thread_sqlstate(void)
+{
+    return thread_sqlstate;
+}
+
 const char *dbs_strerror(int code)
 {
     switch (code) {
@@ -43,6 +51,7 @@ int dbs_error_is_transient(const dbs_error *err)
 
 int dbs__err(dbs_error *err, int code, const char *fmt, ...)
 {
+    thread_sqlstate[0] = '\0';
     if (!err)
         return code;
     err->code = code;
@@ -58,6 +67,10 @@ int dbs__err(dbs_error *err, int code, const char *fmt, ...)
 
 void dbs__err_sqlstate(dbs_error *err, const char *sqlstate)
 {
+    size_t t = sqlstate ? strnlen(sqlstate, sizeof thread_sqlstate - 1) : 0;
+    if (t)
+        memcpy(thread_sqlstate, sqlstate, t);
+    thread_sqlstate[t] = '\0';
     if (!err)
         return;
     if (!sqlstate) {

@@ -85,3 +85,15 @@ int64_t dbs__hist_percentile(const dbs__hist_snap *s, double q)
     }
     return (int64_t)s->max_us;
 }
+
+void dbs__hist_add_shared(dbs__hist *h, int64_t us)
+{
+    uint64_t v = us > 0 ? (uint64_t)us : 0;
+    atomic_fetch_add_explicit(&h->b[bucket_of(v)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, v, memory_order_relaxed);
+    uint64_t max = atomic_load_explicit(&h->max_us, memory_order_relaxed);
+    while (v > max &&
+           !atomic_compare_exchange_weak_explicit(&h->max_us, &max, v, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}

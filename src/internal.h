@@ -104,6 +104,32 @@ int64_t dbs__hist_percentile(const dbs__hist_snap *s, double q);
 /* Largest value that falls in bucket idx. */
 uint64_t dbs__hist_upper(int idx);
 
+/* ---- observe.c ---- */
+
+/* The error table's size: a class per dbs_code (index -code; 0 for codes
+ * past the table) and a column per SQLSTATE of a fixed list, one for none
+ * and one for every other (observe.c). */
+#define DBS__ERR_CLASSES 24
+#define DBS__ERR_STATES 52
+
+/* dbs__hist_add for a histogram written by several threads at once:
+ * atomic read-modify-writes. */
+void dbs__hist_add_shared(dbs__hist *h, int64_t us);
+/* The SQLSTATE of the last error made on this thread (dbs__err clears it,
+ * dbs__err_sqlstate sets it, whether or not the caller passed an err), so
+ * that the error table sees what the backend reported even when the
+ * caller passed no dbs_error. "" when none. */
+const char *dbs__thread_sqlstate(void);
+/* Names for the exports: an error class (its dbs_code's, or "code_N" in
+ * buf), a SQLSTATE column ("" none, "other"), a dbs_circuit_state. */
+const char *dbs__err_class_name(int cls, char *buf, size_t len);
+const char *dbs__err_state_name(int idx);
+const char *dbs__circuit_name(int state);
+/* The pool's own wait and use histograms (stats.c), and its statement and
+ * connect ones (observe.c), summed over its shards. */
+void dbs__hists_read(dbs_pool *p, dbs__hist_snap *wait, dbs__hist_snap *use);
+void dbs__hists_read_op(dbs_pool *p, dbs__hist_snap *op, dbs__hist_snap *create);
+
 /* ---- config.c ---- */
 
 /* Picks the backend for url and the string it connects with (malloc'd into
@@ -216,6 +242,7 @@ static inline void dbs__lock_give(dbs__lock *l)
 
 typedef struct dbs__shard_hists {
     dbs__hist wait, use;
+    dbs__hist op; /* statement durations: atomic adds (observe.c) */
 } dbs__shard_hists;
 
 typedef struct dbs__shard {
@@ -316,6 +343,13 @@ struct dbs_pool {
      * "host:port" and no replicas of its own. */
     struct dbs__replicas *replicas;
     char *replica_label;
+
+    /* observe.c: the connect-time histogram and the error table, written
+     * with atomic adds from any thread */
+    dbs__hist create_hist;
+    dbs__hist op_hist;            /* statements of sessions whose shard has
+                                     no histograms (out of memory) */
+    _Atomic uint64_t errors[DBS__ERR_CLASSES][DBS__ERR_STATES];
 
     /* ready.c: the last failed connect of this pool, for
      * dbs_pool_wait_ready. [mu] */
@@ -479,6 +513,13 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err);
 /* Notes a failure from the backend: a lost connection marks the session
  * broken so the connection is discarded at close. Returns code. */
 int dbs__session_failed(dbs_session *s, int code);
+/* Counts a failure in pool p's error table: its class (code) and the
+ * SQLSTATE (NULL or "": none). Lock-free; any thread. */
+void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate);
+/* A statement's timing, for db.client.operation.duration: the start (0
+ * with metrics off) and the record. */
+int64_t dbs__op_start(const dbs_session *s);
+void dbs__op_done(dbs_session *s, int64_t start);
 
 /* Closes every open rows of s (query.c). */
 void dbs__rows_close_all(dbs_session *s);

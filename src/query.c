@@ -59,7 +59,9 @@ int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params, size_
         rc = dbs__session_autobegin(s, err);
     if (rc != DBS_OK)
         return rc;
+    int64_t t0 = dbs__op_start(s);
     int64_t r = s->pool->drv->exec(s->conn->impl, sql, params, n, err);
+    dbs__op_done(s, t0);
     if (r < 0)
         return dbs__session_failed(s, (int)r);
     err->code = DBS_OK;
@@ -79,7 +81,9 @@ dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params, si
         rc = dbs__session_autobegin(s, err);
     if (rc != DBS_OK)
         return NULL;
+    int64_t t0 = dbs__op_start(s);
     dbs_rows *r = s->pool->drv->query(s->conn->impl, sql, params, n, err);
+    dbs__op_done(s, t0);
     if (!r) {
         dbs__session_failed(s, err->code);
         return NULL;

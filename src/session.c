@@ -168,6 +168,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->fork_gen = pool->fork_gen;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
+        dbs__errors_note(pool, rc, err->sqlstate);
         session_free(s);
         return NULL;
     }
@@ -191,13 +192,19 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
         dbs__err(err, DBS_ECONFIG,
                  "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
                  "use dbs_session_open", pool->drv->name);
+        dbs__errors_note(pool, DBS_ECONFIG, NULL);
         return NULL;
     }
     dbs_session *s = NULL;
     if (pool->replicas && !dbs__pool_closed(pool)) {
         s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
-        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback))
+        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback)) {
+            /* a replica pool's own acquire failure is counted there; no
+             * replica to serve it is this pool's */
+            if (err->code == DBS_EUNAVAILABLE)
+                dbs__errors_note(pool, DBS_EUNAVAILABLE, NULL);
             return NULL;
+        }
     }
     if (!s)
         s = dbs__session_open(pool, ctx, err, file, line, func);
@@ -206,6 +213,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
     s->touched = true;
     int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
     if (rc != DBS_OK) {
+        dbs__errors_note(s->pool, rc, err->sqlstate);
         s->broken = true;
         session_close(s);
         err->code = rc;
@@ -254,6 +262,8 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
 
 int dbs__session_failed(dbs_session *s, int code)
 {
+    /* what the backend reported for this failure, err or no err */
+    dbs__errors_note(s->pool, code, dbs__thread_sqlstate());
     if (code == DBS_ECONNECT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM ||
         s->pool->drv->is_broken(s->conn->impl))
         s->broken = true;

@@ -7,6 +7,11 @@
 
 static void fill_percentiles(const dbs__hist_snap *h, int64_t *p50, int64_t *p90,
                              int64_t *p99, int64_t *max, uint64_t *count);
+struct out;
+struct snapshot;
+static void put_otel(struct out *o, dbs_pool *p, int T, const struct snapshot *sn,
+                     char *const *labs);
+static void put_json_observe(struct out *o, dbs_pool *p);
 
 /* The pool's wait and use histograms: its own plus its shards'. Cells are
  * read without locks (see histogram.c); a shard's histograms, once made,
@@ -315,6 +320,7 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
              "Time a session held its connection.");
     for (int t = 0; t < T; t++)
         put_hist_series(&o, labs[t], "dbscope_session_duration_seconds", &sn[t].use);
+    put_otel(&o, p, T, sn, labs);
     for (int t = 0; t < T; t++)
         free(labs[t]);
     free(labs);
@@ -364,9 +370,11 @@ int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
     put(&o, ",\"wait_us\":{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"max\":%lld,\"count\":%llu}",
         (long long)s.wait_p50_us, (long long)s.wait_p90_us, (long long)s.wait_p99_us,
         (long long)s.wait_max_us, (unsigned long long)s.wait_count);
-    put(&o, ",\"use_us\":{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"max\":%lld,\"count\":%llu}}",
+    put(&o, ",\"use_us\":{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"max\":%lld,\"count\":%llu}",
         (long long)s.use_p50_us, (long long)s.use_p90_us, (long long)s.use_p99_us,
         (long long)s.use_max_us, (unsigned long long)s.use_count);
+    put_json_observe(&o, p);
+    put(&o, "}");
     return o.len > (size_t)INT32_MAX ? DBS_ENOMEM : (int)o.len;
 }
 
@@ -478,4 +486,179 @@ int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
         cap_n = g.need_n + 16;
         cap_b = g.need_b + 1024;
     }
+}
+
+/* ---- OpenTelemetry's names, the error table, the circuit ---- */
+
+void dbs__hists_read(dbs_pool *p, dbs__hist_snap *wait, dbs__hist_snap *use)
+{
+    read_hists(p, NULL, wait, use);
+}
+
+/* A histogram in seconds under an OpenTelemetry name; labs: the series'
+ * labels. */
+static void put_otel_hist(out *o, const char *name, const char *labs, const dbs__hist_snap *h)
+{
+    put_hist_series(o, labs, name, h);
+}
+
+/* db_client_connection_pool_name="<pool>" plus, for a replica,
+ * server_address="<host:port>" (the primary's series have the pool's
+ * name alone, as OpenTelemetry asks: unique within the application). */
+static char *otel_labels(const char *pool, const char *host, const char *extra_k,
+                         const char *extra_v)
+{
+    out o = {NULL, 0, 0};
+    for (int pass = 0; pass < 2; pass++) {
+        o.len = 0;
+        put(&o, "db_client_connection_pool_name=\"");
+        put_escaped(&o, pool);
+        put(&o, "\"");
+        if (host) {
+            put(&o, ",server_address=\"");
+            put_escaped(&o, host);
+            put(&o, "\"");
+        }
+        if (extra_k)
+            put(&o, ",%s=\"%s\"", extra_k, extra_v);
+        if (pass == 0) {
+            o.cap = o.len + 1;
+            o.buf = malloc(o.cap);
+            if (!o.buf)
+                return NULL;
+        }
+    }
+    return o.buf;
+}
+
+static void put_otel(out *o, dbs_pool *p, int T, const snapshot *sn, char *const *labs)
+{
+    char **ol = calloc((size_t)T, sizeof *ol);
+    char **sys = calloc((size_t)T, sizeof *sys);
+    dbs__hist_snap *h = malloc(2 * (size_t)T * sizeof *h);
+    bool ok = ol && sys && h;
+    for (int t = 0; ok && t < T; t++) {
+        dbs_pool *tp = t == 0 ? p : dbs__replica_pool(p, t - 1);
+        ol[t] = otel_labels(p->name, tp->replica_label, NULL, NULL);
+        sys[t] = otel_labels(p->name, tp->replica_label, "db_system_name",
+                             tp->drv ? tp->drv->name : "other_sql");
+        ok = ol[t] && sys[t];
+        if (ok)
+            dbs__hists_read_op(tp, &h[2 * t], &h[2 * t + 1]);
+    }
+    if (ok) {
+        put_head(o, "db_client_connection_count", "gauge",
+                 "The number of connections that are currently in state described by the "
+                 "state attribute (OpenTelemetry db.client.connection.count).");
+        for (int t = 0; t < T; t++) {
+            put_series(o, "db_client_connection_count", ol[t], "db_client_connection_state",
+                       "idle", (uint64_t)sn[t].st.idle);
+            put_series(o, "db_client_connection_count", ol[t], "db_client_connection_state",
+                       "used", (uint64_t)sn[t].st.in_use);
+        }
+#define OTEL(name, type, help, expr)                                           \
+    do {                                                                       \
+        put_head(o, name, type, help);                                         \
+        for (int t = 0; t < T; t++) {                                          \
+            dbs_pool *tp = t == 0 ? p : dbs__replica_pool(p, t - 1);           \
+            const dbs_stats *s = &sn[t].st;                                    \
+            (void)tp;                                                          \
+            (void)s;                                                           \
+            put_series(o, name, ol[t], NULL, NULL, (uint64_t)(expr));          \
+        }                                                                      \
+    } while (0)
+        OTEL("db_client_connection_idle_max", "gauge",
+             "The maximum number of idle open connections allowed (pool_size).",
+             tp->mode == DBS_POOL_NONE ? 0 : tp->cfg.pool_size);
+        OTEL("db_client_connection_idle_min", "gauge",
+             "The minimum number of idle open connections allowed (min_idle).",
+             tp->cfg.min_idle);
+        OTEL("db_client_connection_max", "gauge",
+             "The maximum number of open connections allowed.", s->max_size);
+        OTEL("db_client_connection_pending_requests", "gauge",
+             "The number of current pending requests for an open connection.", s->waiting);
+        OTEL("db_client_connection_timeouts_total", "counter",
+             "The number of connection timeouts that have occurred trying to obtain a "
+             "connection from the pool.", s->timeouts);
+#undef OTEL
+        put_head(o, "db_client_connection_create_time_seconds", "histogram",
+                 "The time it took to create a new connection.");
+        for (int t = 0; t < T; t++)
+            put_otel_hist(o, "db_client_connection_create_time_seconds", ol[t], &h[2 * t + 1]);
+        put_head(o, "db_client_connection_wait_time_seconds", "histogram",
+                 "The time it took to obtain an open connection from the pool.");
+        for (int t = 0; t < T; t++)
+            put_otel_hist(o, "db_client_connection_wait_time_seconds", ol[t], &sn[t].wait);
+        put_head(o, "db_client_connection_use_time_seconds", "histogram",
+                 "The time between borrowing a connection and returning it to the pool.");
+        for (int t = 0; t < T; t++)
+            put_otel_hist(o, "db_client_connection_use_time_seconds", ol[t], &sn[t].use);
+        put_head(o, "db_client_operation_duration_seconds", "histogram",
+                 "Duration of database client operations (dbs_exec, dbs_query).");
+        for (int t = 0; t < T; t++)
+            put_otel_hist(o, "db_client_operation_duration_seconds", sys[t], &h[2 * t]);
+    }
+    for (int t = 0; t < T; t++) {
+        free(ol ? ol[t] : NULL);
+        free(sys ? sys[t] : NULL);
+    }
+    free(ol);
+    free(sys);
+    free(h);
+
+    /* the error table: only the cells that counted something */
+    put_head(o, "dbscope_errors_total", "counter",
+             "Failures returned to the pool's callers, by error class (dbs_code) and "
+             "SQLSTATE (\"\": none; \"other\": one outside dbscope's fixed list).");
+    for (int t = 0; t < T; t++) {
+        dbs_pool *tp = t == 0 ? p : dbs__replica_pool(p, t - 1);
+        for (int c = 0; c < DBS__ERR_CLASSES; c++) {
+            for (int i = 0; i < DBS__ERR_STATES; i++) {
+                uint64_t v = atomic_load_explicit(&tp->errors[c][i], memory_order_relaxed);
+                if (!v)
+                    continue;
+                char nb[24];
+                put(o, "dbscope_errors_total{%s,error_class=\"%s\",sqlstate=\"%s\"} %llu\n",
+                    labs[t], dbs__err_class_name(c, nb, sizeof nb), dbs__err_state_name(i),
+                    (unsigned long long)v);
+            }
+        }
+    }
+    put_head(o, "dbscope_circuit_open", "gauge",
+             "1 while the circuit breaker is open (acquires fail fast), else 0.");
+    int states[64];
+    for (int t = 0; t < T && t < 64; t++) {
+        dbs_pool *tp = t == 0 ? p : dbs__replica_pool(p, t - 1);
+        states[t] = dbs_pool_circuit(tp);
+        put_series(o, "dbscope_circuit_open", labs[t], NULL, NULL,
+                   states[t] != DBS_CIRCUIT_CLOSED);
+    }
+    put_head(o, "dbscope_circuit_state", "gauge",
+             "The circuit breaker's state: 1 for the current one of closed, open, half_open.");
+    for (int t = 0; t < T && t < 64; t++)
+        for (int st = DBS_CIRCUIT_CLOSED; st <= DBS_CIRCUIT_HALF_OPEN; st++)
+            put_series(o, "dbscope_circuit_state", labs[t], "state", dbs__circuit_name(st),
+                       states[t] == st);
+}
+
+/* The error table and the circuit in the JSON: "errors": the total,
+ * "errors_by": one {"class","sqlstate","count"} per cell that counted. */
+static void put_json_observe(out *o, dbs_pool *p)
+{
+    put(o, ",\"circuit\":\"%s\",\"errors\":%llu,\"errors_by\":[",
+        dbs__circuit_name(dbs_pool_circuit(p)), (unsigned long long)dbs_pool_errors(p, 0, NULL));
+    bool first = true;
+    for (int c = 0; c < DBS__ERR_CLASSES; c++) {
+        for (int i = 0; i < DBS__ERR_STATES; i++) {
+            uint64_t v = atomic_load_explicit(&p->errors[c][i], memory_order_relaxed);
+            if (!v)
+                continue;
+            char nb[24];
+            put(o, "%s{\"class\":\"%s\",\"sqlstate\":\"%s\",\"count\":%llu}", first ? "" : ",",
+                dbs__err_class_name(c, nb, sizeof nb), dbs__err_state_name(i),
+                (unsigned long long)v);
+            first = false;
+        }
+    }
+    put(o, "]");
 }

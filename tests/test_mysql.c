@@ -2,7 +2,9 @@
  * One program, one CTest test per part (the first argument names it):
  *
  *   reset     each kind of session state, set by one session and gone for
- *             the next on the same connection (same CONNECTION_ID())
+ *             the next on the same connection (same CONNECTION_ID()),
+ *             including state the server's session tracking does not
+ *             report; and a session that left nothing is not reset
  *   errors    duplicate key, bad SQL, parameter checks, the context variables
  *   deadlock  a real deadlock between two threads, retried by dbs_transact
  *   kill      KILL of pooled and in-use connections: discarded, next unit ok
@@ -24,11 +26,14 @@
 static dbs_pool *pool;
 static char tbl[64];
 static const char *dir;
+/* The reset cases run under each mode that promises a clean connection. */
+static enum dbs_reset_mode reset_mode = DBS_RESET_FULL;
 
 static dbs_pool *one_conn_pool(void)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
+    cfg.reset = reset_mode;
     cfg.pool_size = 1;
     cfg.max_overflow = 0;
     return open_pool("test_mysql", &cfg);
@@ -247,6 +252,281 @@ static void check_in_procedure(dbs_session *s)
     CHECK_STR(err.sqlstate, "42S02");
 }
 
+/* ---- reset: state the server's session tracking reports, or not ----
+ *
+ * A release skips COM_RESET_CONNECTION when the server reported no change
+ * of session state; each case below is state made where tracking reports
+ * it only from inside a program (procedure, trigger), or not at all (a
+ * named lock in a function, := and SELECT ... INTO, LAST_INSERT_ID(), a
+ * LOCK TABLES, a statement that failed after changing state). Each runs
+ * three ways: closed with the transaction open (the ROLLBACK's release),
+ * committed by dbs_transact (the COMMIT's release), committed by
+ * dbs_commit and then closed (the release on its own). */
+
+static state_fn transact_set;
+static int transact_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    (void)err;
+    transact_set(s);
+    return 0;
+}
+static void set_then_commit(dbs_session *s)
+{
+    transact_set(s);
+    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+}
+
+static void across3(const char *what, state_fn set, state_fn check)
+{
+    char name[160];
+    across(what, set, check);
+    transact_set = set;
+    snprintf(name, sizeof name, "%s, committed then closed", what);
+    across(name, set_then_commit, check);
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    dbs_session_close(s);
+    dbs_error err;
+    int rc = dbs_transact(p, NULL, transact_work, NULL, &err);
+    if (rc != DBS_OK)
+        CHECK_FAIL("%s: dbs_transact: %s", what, err.message);
+    s = open_s(p, NULL);
+    CHECK_EQ(conn_id(s), id);
+    check(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("reset: %s, by dbs_transact ok\n", what);
+}
+
+static char trig_tbl[64], lock_fn[64], var_proc[64], prep_proc[64], err_proc[64],
+    ai_tbl[64];
+
+static void set_in_trigger(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (x) VALUES (7)", trig_tbl);
+    exec_ok(s, sql);
+    CHECK_EQ(query_int(s, "SELECT @leak_trig", NULL, 0), 7);
+}
+static void check_in_trigger(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak_trig IS NULL", NULL, 0), 1);
+}
+
+static void set_lock_in_function(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT %s($1)", lock_fn);
+    CHECK_EQ(query_int(s, sql, (dbs_value[]){DBS_TEXT(lock_name)}, 1), 1);
+}
+
+static void set_var_in_procedure(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "CALL %s()", var_proc);
+    exec_ok(s, sql);
+    CHECK_EQ(query_int(s, "SELECT @@session.div_precision_increment", NULL, 0), 11);
+}
+static void check_var_in_procedure(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @@session.div_precision_increment = "
+                          "@@global.div_precision_increment",
+                       NULL, 0),
+             1);
+}
+
+static void set_prepare_in_procedure(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "CALL %s()", prep_proc);
+    exec_ok(s, sql);
+}
+static void check_prepare_in_procedure(dbs_session *s)
+{
+    MYSQL *my = dbs_session_native(s);
+    CHECK(mysql_query(my, "EXECUTE leak_pp") != 0);
+    CHECK_EQ(mysql_errno(my), 1243); /* ER_UNKNOWN_STMT_HANDLER */
+}
+
+static void set_var_by_select(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak_sel := 5", NULL, 0), 5);
+}
+static void check_var_by_select(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak_sel IS NULL", NULL, 0), 1);
+}
+static void set_var_by_into(dbs_session *s)
+{
+    exec_ok(s, "SELECT 6 INTO @leak_into");
+}
+static void check_var_by_into(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @leak_into IS NULL", NULL, 0), 1);
+}
+
+static void set_last_insert_id(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO %s () VALUES ()", ai_tbl);
+    exec_ok(s, sql);
+    CHECK_INT(query_int(s, "SELECT LAST_INSERT_ID()", NULL, 0), >, 0);
+}
+static void check_last_insert_id(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT LAST_INSERT_ID()", NULL, 0), 0);
+}
+
+/* What the server neither tracks nor lets a query see cheaply: only
+ * DBS_RESET_FULL's COM_RESET_CONNECTION undoes it. */
+static char seq_name[64];
+static void set_handler(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "HANDLER %s OPEN AS leak_h", ai_tbl);
+    exec_ok(s, sql);
+}
+static void check_handler(dbs_session *s)
+{
+    dbs_error err;
+    int rc = dbs_exec(s, "HANDLER leak_h READ FIRST", NULL, 0, &err);
+    if (rc >= 0)
+        CHECK_FAIL("a HANDLER opened by the previous session is still open");
+}
+static void set_sequence(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT NEXTVAL(%s)", seq_name);
+    CHECK_INT(query_int(s, sql, NULL, 0), >, 0);
+}
+static void check_sequence(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT PREVIOUS VALUE FOR %s IS NULL", seq_name);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+}
+
+static void set_lock_tables(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "LOCK TABLES %s WRITE", ai_tbl);
+    exec_ok(s, sql);
+}
+/* Not held while the connection is idle in the pool: another connection
+ * writes the table (a held lock: ER_LOCK_WAIT_TIMEOUT), before the next
+ * session's START TRANSACTION (which would release it) runs. how: 0 closed
+ * with the transaction open, 1 dbs_commit then closed, 2 dbs_transact. */
+static int lock_tables_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    (void)err;
+    set_lock_tables(s);
+    return 0;
+}
+static void lock_tables_case(int how)
+{
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    dbs_error err;
+    if (how == 2) {
+        dbs_session_close(s);
+        CHECK_OK(dbs_transact(p, NULL, lock_tables_work, NULL, &err), &err);
+    } else {
+        set_lock_tables(s);
+        if (how == 1)
+            CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+    dbs_pool *other = one_conn_pool();
+    dbs_session *o = open_s(other, NULL);
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SET STATEMENT lock_wait_timeout = 2 FOR INSERT INTO %s () VALUES ()", ai_tbl);
+    exec_ok(o, sql);
+    CHECK_OK(dbs_commit(o, &err), &err);
+    dbs_session_close(o);
+    dbs_pool_close(other);
+    s = open_s(p, NULL);
+    CHECK_EQ(conn_id(s), id);
+    /* Under LOCK TABLES, a table not locked cannot be read (1100). */
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", trig_tbl);
+    CHECK_INT(query_int(s, sql, NULL, 0), >=, 0);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("reset: LOCK TABLES left held (%s) ok\n",
+           how == 0 ? "closed in the transaction"
+                    : how == 1 ? "committed then closed" : "by dbs_transact");
+}
+
+static void set_var_then_fail(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "CALL %s()", err_proc);
+    dbs_error err;
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ESQL);
+    /* it is there, though the error packet said nothing of it */
+    CHECK_EQ(query_int(s, "SELECT @@session.div_precision_increment", NULL, 0), 12);
+}
+static void check_var_then_fail(dbs_session *s)
+{
+    check_var_in_procedure(s);
+}
+
+static int64_t session_status(dbs_session *s, const char *name)
+{
+    return query_int(s,
+                     "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS "
+                     "WHERE VARIABLE_NAME = $1",
+                     (dbs_value[]){DBS_TEXT(name)}, 1);
+}
+
+/* A session that leaves nothing: no COM_RESET_CONNECTION after it. The
+ * reset zeroes the session's status counters and drops the prepared
+ * statements: Com_stmt_prepare stays where it was, the statements ran
+ * again without being prepared again. Both ways of ending: dbs_commit
+ * then close, and dbs_transact (the COMMIT's release). */
+static int clean_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)err;
+    int64_t *prepared = arg;
+    CHECK_EQ(query_int(s, "SELECT $1 + 0", (dbs_value[]){DBS_INT(3)}, 1), 3);
+    *prepared = session_status(s, "COM_STMT_PREPARE");
+    return 0;
+}
+static void test_clean_no_reset(void)
+{
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    CHECK_EQ(query_int(s, "SELECT $1 + 0", (dbs_value[]){DBS_INT(1)}, 1), 1);
+    int64_t prepared = session_status(s, "COM_STMT_PREPARE");
+    CHECK_INT(prepared, >=, 3);
+    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    for (int i = 0; i < 3; i++) {
+        s = open_s(p, NULL);
+        CHECK_EQ(query_int(s, "SELECT $1 + 0", (dbs_value[]){DBS_INT(2)}, 1), 2);
+        CHECK_EQ(session_status(s, "COM_STMT_PREPARE"), prepared);
+        CHECK_EQ(conn_id(s), id);
+        dbs_session_close(s); /* closed with the transaction open */
+    }
+    int64_t got = -1;
+    CHECK_OK(dbs_transact(p, NULL, clean_work, &got, &err), &err);
+    CHECK_EQ(got, prepared);
+    CHECK_OK(dbs_transact(p, NULL, clean_work, &got, &err), &err);
+    CHECK_EQ(got, prepared);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    puts("reset: a clean session is not reset (statements stay prepared) ok");
+}
+
 static void test_reset(void)
 {
     dbs_pool *p = one_conn_pool();
@@ -279,8 +559,81 @@ static void test_reset(void)
     run_sql(p, sql);
     dbs_pool_close(p);
     across("state made inside a stored procedure", set_in_procedure, check_in_procedure);
+
     p = one_conn_pool();
+    snprintf(trig_tbl, sizeof trig_tbl, "%s", table_name("my_trig"));
+    snprintf(ai_tbl, sizeof ai_tbl, "%s", table_name("my_ai"));
+    snprintf(seq_name, sizeof seq_name, "%s", table_name("my_seq"));
+    snprintf(lock_fn, sizeof lock_fn, "leak_lock_fn_%ld", (long)getpid());
+    snprintf(var_proc, sizeof var_proc, "leak_var_proc_%ld", (long)getpid());
+    snprintf(prep_proc, sizeof prep_proc, "leak_prep_proc_%ld", (long)getpid());
+    snprintf(err_proc, sizeof err_proc, "leak_err_proc_%ld", (long)getpid());
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (x INT) ENGINE=InnoDB", trig_tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE %s (id INT AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB", ai_tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "CREATE SEQUENCE %s", seq_name);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE TRIGGER %s_t BEFORE INSERT ON %s FOR EACH ROW SET @leak_trig = NEW.x",
+             trig_tbl, trig_tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION %s(lk VARCHAR(64)) RETURNS INT NOT DETERMINISTIC NO SQL "
+             "RETURN GET_LOCK(lk, 0)",
+             lock_fn);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s() SET SESSION div_precision_increment = 11", var_proc);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "CREATE PROCEDURE %s() PREPARE leak_pp FROM 'SELECT 1'",
+             prep_proc);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s() BEGIN SET SESSION div_precision_increment = 12; "
+             "SIGNAL SQLSTATE '45000' "
+             "SET MESSAGE_TEXT = 'after the state'; END",
+             err_proc);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+
+    if (reset_mode == DBS_RESET_TRACKED) {
+        test_clean_no_reset();
+    } else {
+        across3("a HANDLER left open", set_handler, check_handler);
+        across3("a sequence's PREVIOUS VALUE", set_sequence, check_sequence);
+    }
+    across3("state made only inside a trigger", set_in_trigger, check_in_trigger);
+    across3("a named lock taken inside a stored function", set_lock_in_function,
+            check_named_lock);
+    across3("a session variable set inside a procedure", set_var_in_procedure,
+            check_var_in_procedure);
+    across3("SQL-level PREPARE inside a procedure", set_prepare_in_procedure,
+            check_prepare_in_procedure);
+    across3("state made only inside a stored procedure", set_in_procedure,
+            check_in_procedure);
+    across3("a user variable set by :=", set_var_by_select, check_var_by_select);
+    across3("a user variable set by SELECT ... INTO", set_var_by_into, check_var_by_into);
+    across3("a user variable set by SET", set_user_var, check_user_var);
+    across3("a temporary table", set_temp_table, check_temp_table);
+    across3("LAST_INSERT_ID()", set_last_insert_id, check_last_insert_id);
+    for (int how = 0; how < 3; how++)
+        lock_tables_case(how);
+    across3("state made by a statement that then failed", set_var_then_fail,
+            check_var_then_fail);
+
+    p = one_conn_pool();
+    const char *kinds[] = {"TABLE", "TABLE", "FUNCTION", "PROCEDURE", "PROCEDURE",
+                           "PROCEDURE"};
+    const char *names[] = {trig_tbl, ai_tbl, lock_fn, var_proc, prep_proc, err_proc};
+    for (int i = 0; i < 6; i++) {
+        snprintf(sql, sizeof sql, "DROP %s %s", kinds[i], names[i]);
+        run_sql(p, sql);
+    }
     snprintf(sql, sizeof sql, "DROP PROCEDURE %s", proc);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "DROP SEQUENCE %s", seq_name);
     run_sql(p, sql);
     dbs_pool_close(p);
 
@@ -1045,8 +1398,13 @@ int main(int argc, char **argv)
     CHECK(dir != NULL);
     CHECK(argc > 1);
     const char *part = argv[1];
-    if (!strcmp(part, "reset"))
+    if (!strcmp(part, "reset")) {
+        printf("reset: under DBS_RESET_FULL\n");
         test_reset();
+        reset_mode = DBS_RESET_TRACKED;
+        printf("reset: under DBS_RESET_TRACKED\n");
+        test_reset();
+    }
     else if (!strcmp(part, "errors"))
         test_errors();
     else if (!strcmp(part, "deadlock"))

@@ -657,8 +657,8 @@ struct sample {
  * TYPE comment or a sample of a family already typed. */
 static int parse_prometheus(char *text, struct sample *out, int max)
 {
-    char typed[64][96];
-    char types[64][16];
+    char typed[128][96];
+    char types[128][16];
     int ntyped = 0, n = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         if (strncmp(line, "# HELP ", 7) == 0) {
@@ -671,7 +671,7 @@ static int parse_prometheus(char *text, struct sample *out, int max)
             CHECK(sscanf(line + 7, "%95s %15s", name, type) == 2);
             CHECK(strcmp(type, "gauge") == 0 || strcmp(type, "counter") == 0 ||
                   strcmp(type, "histogram") == 0);
-            CHECK(ntyped < 64);
+            CHECK(ntyped < 128);
             snprintf(typed[ntyped], sizeof typed[0], "%s", name);
             snprintf(types[ntyped++], sizeof types[0], "%s", type);
             continue;
@@ -805,6 +805,177 @@ static void test_exports(void)
     dbs_pool_close(p);
 }
 
+/* ---- OpenTelemetry's names, the error table, the circuit ---- */
+
+static double sample_or(const struct sample *s, int n, const char *name, const char *labels,
+                        double dflt)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(s[i].name, name) == 0 && strcmp(s[i].labels, labels) == 0)
+            return s[i].value;
+    return dflt;
+}
+
+static int metrics_of(dbs_pool *p, struct sample *s, int max)
+{
+    static char text[262144];
+    int n = dbs_pool_metrics(p, text, sizeof text);
+    CHECK_INT(n, >, 0);
+    CHECK_INT(n, <, (int)sizeof text);
+    return parse_prometheus(text, s, max);
+}
+
+static void test_otel_names_and_errors(void)
+{
+    dbs_config cfg = observed();
+    cfg.name = "otel";
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 1;
+    cfg.acquire_timeout_ms = 200;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    const char *tbl = table_name("otel");
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", tbl);
+    run_sql(p, sql);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 0);
+    dbs_histogram before, after;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_OPERATION, &before), DBS_OK);
+    CHECK_EQ(dbs_histogram_percentile(&before, &before, 0.99), -1);
+
+    /* a real error from the database, twice: with an err and without one */
+    dbs_error err;
+    for (int i = 0; i < 2; i++) {
+        dbs_session *s = open_ok(p);
+        CHECK_EQ(dbs_exec(s, sql, NULL, 0, i ? &err : NULL), DBS_ECONSTRAINT);
+        dbs_session_close(s);
+    }
+    /* MariaDB reports a duplicate key as 23000 */
+    const char *dup = strcmp(p->drv->name, "mariadb") == 0 ? "23000" : "23505";
+    CHECK_STR(err.sqlstate, dup);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECONSTRAINT, dup), 2);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECONSTRAINT, NULL), 2);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 2);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ESQL, NULL), 0);
+    /* a statement that fails with no SQLSTATE of the list counts as "other"
+     * or "" (SQLite has none for a syntax error) */
+    dbs_session *s = open_ok(p);
+    CHECK_EQ(dbs_exec(s, "SELEC 1", NULL, 0, &err), DBS_ESQL);
+    dbs_session_close(s);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ESQL, NULL), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 3);
+
+    /* an acquire that times out */
+    dbs_session *h1 = open_ok(p), *h2 = open_ok(p);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ETIMEOUT);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, ""), 1);
+
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_OPERATION, &after), DBS_OK);
+    /* 4 statements since the first snapshot (the duplicate twice, the
+     * syntax error; the inserts before it) */
+    CHECK_EQ(after.count - before.count, 3);
+    CHECK_INT(dbs_histogram_percentile(&after, &before, 0.5), >=, 0);
+    CHECK_INT(dbs_histogram_percentile(&after, &before, 0.99), <=, (int64_t)after.max_us);
+    CHECK_EQ(dbs_histogram_percentile(&after, &after, 0.5), -1);
+    CHECK_EQ(dbs_histogram_percentile(&after, NULL, 1.5), -1);
+    dbs_histogram create;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_CREATE, &create), DBS_OK);
+    CHECK_EQ(create.count, st.created);
+    CHECK_EQ(dbs_pool_histogram(p, 99, &create), DBS_EMISUSE);
+
+    static struct sample m[4096];
+    int n = metrics_of(p, m, 4096);
+    const char *O = "db_client_connection_pool_name=\"otel\"";
+    char lab[256];
+    snprintf(lab, sizeof lab, "%s,db_client_connection_state=\"used\"", O);
+    CHECK_EQ(sample(m, n, "db_client_connection_count", lab), 2);
+    snprintf(lab, sizeof lab, "%s,db_client_connection_state=\"idle\"", O);
+    CHECK_EQ(sample(m, n, "db_client_connection_count", lab), st.idle);
+    CHECK_EQ(sample(m, n, "db_client_connection_idle_max", O), 2);
+    CHECK_EQ(sample(m, n, "db_client_connection_idle_min", O), 1);
+    CHECK_EQ(sample(m, n, "db_client_connection_max", O), 2);
+    CHECK_EQ(sample(m, n, "db_client_connection_pending_requests", O), 0);
+    CHECK_EQ(sample(m, n, "db_client_connection_timeouts_total", O), 1);
+    CHECK_EQ(sample(m, n, "db_client_connection_create_time_seconds_count", O), st.created);
+    CHECK_EQ(sample(m, n, "db_client_connection_wait_time_seconds_count", O), st.wait_count);
+    CHECK_EQ(sample(m, n, "db_client_connection_use_time_seconds_count", O), st.use_count);
+    snprintf(lab, sizeof lab, "%s,le=\"+Inf\"", O);
+    CHECK_EQ(sample(m, n, "db_client_connection_wait_time_seconds_bucket", lab), st.wait_count);
+    snprintf(lab, sizeof lab, "%s,db_system_name=\"%s\"", O, p->drv->name);
+    CHECK_EQ(sample(m, n, "db_client_operation_duration_seconds_count", lab), after.count);
+    /* today's names stay */
+    const char *L = "pool=\"otel\",target=\"primary\"";
+    CHECK_EQ(sample(m, n, "dbscope_acquire_timeouts_total", L), 1);
+    CHECK_EQ(sample(m, n, "dbscope_acquired_total", L), st.acquired);
+    /* the error table */
+    snprintf(lab, sizeof lab, "%s,error_class=\"constraint\",sqlstate=\"%s\"", L, dup);
+    CHECK_EQ(sample(m, n, "dbscope_errors_total", lab), 2);
+    snprintf(lab, sizeof lab, "%s,error_class=\"timeout\",sqlstate=\"\"", L);
+    CHECK_EQ(sample(m, n, "dbscope_errors_total", lab), 1);
+    CHECK_EQ(sample(m, n, "dbscope_circuit_open", L), 0);
+    snprintf(lab, sizeof lab, "%s,state=\"closed\"", L);
+    CHECK_EQ(sample(m, n, "dbscope_circuit_state", lab), 1);
+    CHECK_EQ(dbs_pool_circuit(p), DBS_CIRCUIT_CLOSED);
+
+    /* the JSON has them too */
+    static char json[16384];
+    CHECK_INT(dbs_pool_stats_json(p, json, sizeof json), <, (int)sizeof json);
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root)
+        CHECK_FAIL("stats JSON does not parse: %s: %s", jerr.text, json);
+    CHECK_STR(json_string_value(json_object_get(root, "circuit")), "closed");
+    CHECK_EQ(json_integer_value(json_object_get(root, "errors")), 4);
+    CHECK(json_array_size(json_object_get(root, "errors_by")) >= 3);
+    json_decref(root);
+    dbs_session_close(h1);
+    dbs_session_close(h2);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+}
+
+static void test_circuit_gauge(void)
+{
+    dbs_config cfg = observed();
+    cfg.name = "circuit";
+    cfg.mode = DBS_POOL_NONE; /* every session connects */
+    cfg.circuit_threshold = 2;
+    cfg.circuit_cooldown_ms = 60000; /* stays open through the checks */
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    atomic_store(&dbs__fault.fail_connects, 1000000);
+    dbs_error err;
+    for (int i = 0; i < 2; i++) {
+        CHECK(dbs_session_open(p, NULL, &err) == NULL);
+        CHECK_EQ(err.code, DBS_ECONNECT);
+    }
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EUNAVAILABLE);
+    CHECK_EQ(dbs_pool_circuit(p), DBS_CIRCUIT_OPEN);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECONNECT, NULL), 2);
+    CHECK_EQ(dbs_pool_errors(p, DBS_EUNAVAILABLE, NULL), 1);
+    static struct sample m[4096];
+    int n = metrics_of(p, m, 4096);
+    const char *L = "pool=\"circuit\",target=\"primary\"";
+    char lab[256];
+    CHECK_EQ(sample(m, n, "dbscope_circuit_open", L), 1);
+    snprintf(lab, sizeof lab, "%s,state=\"open\"", L);
+    CHECK_EQ(sample(m, n, "dbscope_circuit_state", lab), 1);
+    snprintf(lab, sizeof lab, "%s,state=\"closed\"", L);
+    CHECK_EQ(sample(m, n, "dbscope_circuit_state", lab), 0);
+    snprintf(lab, sizeof lab, "%s,error_class=\"unavailable\",sqlstate=\"\"", L);
+    CHECK_EQ(sample(m, n, "dbscope_errors_total", lab), 1);
+    CHECK_EQ(sample_or(m, n, "dbscope_errors_total", "nonsense", -1), -1);
+    atomic_store(&dbs__fault.fail_connects, 0);
+    dbs_pool_close(p);
+}
+
 static void test_keepalive_and_min_idle(void)
 {
     dbs_config cfg = observed();
@@ -859,6 +1030,8 @@ int main(void)
     test_attempt();
     test_log_or_listen();
     test_exports();
+    test_otel_names_and_errors();
+    test_circuit_gauge();
     test_keepalive_and_min_idle();
     puts("test_observe: ok");
     return 0;

@@ -284,6 +284,8 @@ static void test_fallback(const char *url_a, const char *url_b)
     CHECK_EQ(err.code, DBS_EUNAVAILABLE);
     CHECK_CONTAINS(err.message, "replica");
     CHECK_INT(stats_of(strict).ro_fallbacks, >=, 1);
+    /* the refusal is a failure its caller got: counted in the error table */
+    CHECK_INT(dbs_pool_errors(strict, DBS_EUNAVAILABLE, ""), >=, 1);
     sh("run b");
     /* The monitor saw the standby fail, so the connections its pools kept
      * from before the restart are pinged before reuse, however recently

@@ -818,15 +818,41 @@ static void dashboard(sb_response *res)
     res->content_type = "text/html; charset=utf-8";
 }
 
-static void pool_stats(const sb_app *app, sb_response *res)
+static void pool_stats(const sb_app *app, const sb_request *req, sb_response *res)
 {
+    /* ?after=SEQ (-1: all kept): the dashboard's history, windows and held
+     * sessions beside the pool's stats */
+    long long after = 0;
+    bool dash = req->query_after != NULL;
+    if (dash) {
+        char *end;
+        after = strtoll(req->query_after, &end, 10);
+        if (end == req->query_after || *end || after < -1) {
+            sb_error(res, 400, "after must be a sample number (-1: every sample kept)");
+            return;
+        }
+    }
     char *pool = pool_json(app);
     if (!pool) {
         sb_error(res, 500, "out of memory");
         return;
     }
-    res->status = 200;
-    res->body = pool;
+    if (!dash) {
+        res->status = 200;
+        res->body = pool;
+        return;
+    }
+    json_t *o = json_loads(pool, 0, NULL);
+    free(pool);
+    json_t *extra = o ? sb_dash_json(app->pool, after) : NULL;
+    if (!extra || json_object_update(o, extra) != 0) {
+        json_decref(o);
+        json_decref(extra);
+        sb_error(res, 500, "out of memory");
+        return;
+    }
+    json_decref(extra);
+    sb_json(res, 200, o);
 }
 
 void sb_handle(const sb_app *app, sb_request *req, sb_response *res)
@@ -844,7 +870,7 @@ void sb_handle(const sb_app *app, sb_request *req, sb_response *res)
             metrics(app, res);
     } else if (!strcmp(p, "/api/pool")) {
         if (allowed(req, res, "GET"))
-            pool_stats(app, res);
+            pool_stats(app, req, res);
     } else if (!strcmp(p, "/api/users")) {
         if (allowed(req, res, "POST"))
             create_user(app, req, res);

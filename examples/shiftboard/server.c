@@ -604,6 +604,7 @@ static unsigned max_connections, max_per_ip, mhd_limit;
  * sent without waiting, and the socket closed. */
 static void refuse_fd(int fd, const char *answer, size_t len)
 {
+    sb_dash_http(503); /* every canned answer is a 503 */
     char sink[4096];
     (void)!recv(fd, sink, sizeof sink, MSG_DONTWAIT);
     (void)!send(fd, answer, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -863,6 +864,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, 
         MHD_destroy_response(r);
     }
     log_request(req, res->status, ms_since(&st->started));
+    sb_dash_http(res->status);
     free(res->body);
     res->body = NULL;
     return ok;
@@ -1352,6 +1354,11 @@ int main(int argc, char **argv)
         dbs_pool_close(app.pool);
         return schema > 0 ? 0 : 1;
     }
+    if (sb_dash_start(app.pool) != 0) {
+        fprintf(stderr, "shiftboard: cannot start the dashboard's sampler thread\n");
+        dbs_pool_close(app.pool);
+        return 1;
+    }
 
     listen_fd = open_listener(&addr);
     if (listen_fd < 0 || pipe2(stop_pipe, O_CLOEXEC) != 0) {
@@ -1437,6 +1444,7 @@ int main(int argc, char **argv)
     MHD_stop_daemon(d);
     close(stop_pipe[0]);
     close(stop_pipe[1]);
+    sb_dash_stop();
     dbs_stats st;
     dbs_pool_stats(app.pool, &st);
     dbs_pool_close(app.pool);

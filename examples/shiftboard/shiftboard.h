@@ -98,6 +98,21 @@ void sb_rl_succeeded(const char *address, const char *account);
 void sb_rl_stats(size_t *entries, size_t *capacity, unsigned long *evicted,
                  unsigned long *refused);
 
+/* ---- dash.c: what the dashboard draws ---- */
+
+/* Starts the sampler: a sample of pool a second (sessions, windowed wait
+ * percentiles, errors, HTTP answers, the circuit, replica lag) into a ring
+ * of ten minutes. 0, or -1 if the thread cannot start. */
+int sb_dash_start(dbs_pool *pool);
+/* Stops and joins the sampler (before the pool closes). */
+void sb_dash_stop(void);
+/* Counts an HTTP answer by status. Any thread. */
+void sb_dash_http(int status);
+/* {"seq", "history": the samples after seq `after` (-1: all kept),
+ * "wait_p99_10s_ms", "wait_p99_60s_ms", "held": the sessions open now,
+ * longest held first, "held_total", "http"}; NULL if out of memory. */
+json_t *sb_dash_json(dbs_pool *pool, long long after);
+
 /* ---- json.c: responses ---- */
 
 /* res gets status and the JSON text of obj (which is consumed). */

@@ -1879,11 +1879,219 @@ def own_writes_read(url, d, workdir, rounds=1000):
         check(svc.stop() == 0, "own writes: SIGTERM: exit 0")
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--virtual-time-budget=3000"]
+
+
+def page_dom(svc):
+    """The dashboard's DOM after its script has run a few seconds."""
+    return subprocess.run([CHROMIUM] + CHROMIUM_FLAGS + ["--dump-dom", "http://127.0.0.1:%d/" %
+                                                         svc.port],
+                          capture_output=True, text=True, timeout=180).stdout
+
+
+def page_screenshot(svc, artifacts, tag):
+    if not artifacts:
+        return
+    os.makedirs(artifacts, exist_ok=True)
+    png = os.path.join(artifacts, "shiftboard-dashboard-%s.png" % tag)
+    if os.path.exists(png):
+        os.unlink(png)
+    subprocess.run([CHROMIUM] + CHROMIUM_FLAGS + ["--window-size=1300,1100", "--screenshot=" + png,
+                                                  "http://127.0.0.1:%d/" % svc.port],
+                   capture_output=True, timeout=180)
+    check(os.path.exists(png) and os.path.getsize(png) > 1000,
+          "dashboard screenshot written to " + png)
+
+
+def card(dom, ident):
+    m = re.search(r'id="%s">([^<]*)<' % re.escape(ident), dom)
+    return m.group(1) if m else None
+
+
+def svg_attr(dom, ident, attr):
+    m = re.search(r'<svg id="%s"[^>]*\b%s="([^"]*)"' % (re.escape(ident), attr), dom)
+    return m.group(1) if m else None
+
+
+def held_rows(dom):
+    """(age text, site, request id) of each held session the page lists."""
+    rows = re.findall(r'<tr class="held-row[^"]*"><td class="num">([^<]*)</td><td class="site">'
+                      r'([^<]*)</td><td>[^<]*</td><td class="rid">([^<]*)</td>', dom)
+    return rows
+
+
+def age_ms(text):
+    v, unit = text.split()
+    return float(v) * (60000 if unit == "min" else 1000)
+
+
+def dashboard_incident(args, workdir):
+    """The dashboard as an operator opens it: under load, then while the
+    database has gone silent behind a proxy (requests in flight hold their
+    sessions, new connects time out, the circuit opens). Asserted on the
+    page's DOM in headless Chromium, with a screenshot of each."""
+    if not check(os.access(CHROMIUM, os.X_OK),
+                 "chromium installed (scripts/packages/shiftboard-test.txt)"):
+        return
+    url, super_url, name = own_database(args.url_file, args.super_url_file)
+    proxy = None
+    svc = None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        proxy = Proxy(parts.hostname, parts.port)
+        netloc = "%s:%s@127.0.0.1:%d" % (parts.username, parts.password, proxy.port)
+        query = re.sub(r"connect_timeout=\d+", "connect_timeout=1", parts.query)
+        via = parts._replace(netloc=netloc, query=query).geturl()
+        # statements in flight when the database falls silent stay stuck
+        # (and their sessions held) far longer than the checks below take
+        svc = Service(args.binary, via, workdir,
+                      env_extra={"DB_STATEMENT_TIMEOUT_MS": "60000",
+                                 "DB_CONNECT_TIMEOUT_MS": "1000"})
+        tok = register_and_login(svc, "olga")
+        stop, done, problems = threading.Event(), [], []
+        sent = set()
+
+        def load(k):
+            n = 0
+            while not stop.is_set():
+                rid = "load-%d-%d" % (k, n)
+                n += 1
+                sent.add(rid)
+                try:
+                    if n % 2:
+                        st, _, _, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok,
+                                                  headers={"X-Request-Id": rid}, timeout=180)
+                    else:
+                        st, _, _, _ = svc.request("GET", "/api/shifts?limit=5", token=tok,
+                                                  headers={"X-Request-Id": rid}, timeout=180)
+                    done.append(st)
+                except Exception as e:
+                    problems.append(repr(e))
+                    return
+
+        workers = [threading.Thread(target=load, args=(k,)) for k in range(6)]
+        for t in workers:
+            t.start()
+        time.sleep(6)  # history the page has not seen: it must show it anyway
+        ok_before = sum(1 for st in done if st in (200, 201))
+        opened = int(time.time() * 1000)
+        dom = page_dom(svc)
+        check('id="status" class="">live' in dom, "dashboard (load) reached the server")
+        rate = card(dom, "rate")
+        check(rate is not None and rate.isdigit() and int(rate) > 0,
+              "dashboard (load) shows sessions/s > 0: %s" % rate)
+        nonzero = int(svg_attr(dom, "c_rate", "data-nonzero") or 0)
+        first = int(svg_attr(dom, "c_rate", "data-first") or opened)
+        check(nonzero >= 4 and first < opened - 4000,
+              "dashboard (load) draws the throughput from before it opened: %d seconds "
+              "with sessions, first sample %d ms before" % (nonzero, opened - first))
+        check(len(re.findall(r'<text class="tick"', dom)) >= 4 * 5,
+              "every chart has a time axis with labels")
+        check(card(dom, "circuit") == "closed", "circuit closed under load: %s" %
+              card(dom, "circuit"))
+        page_screenshot(svc, args.artifacts, "load")
+        # sessions/s as the server counts it: every sample's sessions are
+        # the pool's acquired count's step, and the load's answers needed
+        # at least one session each (two: the token, then the work)
+        st, _, doc, _ = svc.request("GET", "/api/pool?after=-1")
+        hist = doc["history"]
+        steps = all(b["sessions"] == b["acquired"] - a["acquired"] and b["dt"] > 0
+                    for a, b in zip(hist, hist[1:]))
+        check(steps, "each sample's sessions are the step of the pool's acquired count")
+        total = sum(h["sessions"] for h in hist[1:])
+        check(total == hist[-1]["acquired"] - hist[0]["acquired"] and total >= 2 * ok_before,
+              "sessions over the history (%d) cover the load's %d answers" % (total, ok_before))
+        check(hist[0]["rate"] == -1 and all(h["rate"] >= 0 for h in hist[1:]),
+              "the first sample's rate is unknown, not zero")
+        st, _, _, _ = svc.request("GET", "/api/pool?after=abc")
+        check(st == 400, "a bad after= is refused: %s" % st)
+
+        # the outage: requests in flight stay stuck holding their sessions;
+        # others find no connection they can open and get 503
+        proxy.silent.set()
+        silenced = time.monotonic()
+        refused = []
+
+        def refuser(k):
+            n = 0
+            while not stop.is_set():
+                rid = "refused-%d-%d" % (k, n)
+                n += 1
+                sent.add(rid)
+                try:
+                    st, _, _, _ = svc.request("GET", "/api/shifts?limit=5", token=tok,
+                                              headers={"X-Request-Id": rid}, timeout=180)
+                    refused.append(st)
+                except Exception as e:
+                    problems.append(repr(e))
+                    return
+                time.sleep(0.1)
+
+        refusers = [threading.Thread(target=refuser, args=(k,)) for k in range(3)]
+        for t in refusers:
+            t.start()
+        doc = {}
+        for _ in range(240):
+            st, _, doc, _ = svc.request("GET", "/api/pool?after=-1")
+            if (doc["circuit"] in ("open", "half_open") and doc["held_total"] >= 1 and
+                    doc["answers"]["503"] > 0):
+                break
+            time.sleep(0.25)
+        # half_open: open, with a probe connect under way
+        check(doc.get("circuit") in ("open", "half_open") and doc.get("held_total", 0) >= 1,
+              "outage: circuit open and sessions held (%s, %s)" % (doc.get("circuit"),
+                                                                  doc.get("held_total")))
+        dom = page_dom(svc)
+        check('id="status" class="">live' in dom, "dashboard (outage) reached the server")
+        check(card(dom, "circuit") in ("open", "half_open"),
+              "dashboard (outage) shows the circuit open: %s" % card(dom, "circuit"))
+        errors = card(dom, "errors")
+        check(errors is not None and errors.isdigit() and int(errors) > 0,
+              "dashboard (outage) shows database errors > 0: %s" % errors)
+        a503 = card(dom, "a503")
+        check(a503 is not None and a503.isdigit() and int(a503) > 0,
+              "dashboard (outage) shows 503s > 0: %s" % a503)
+        rows = held_rows(dom)
+        # every request sends its id: each held session names one
+        check(rows and all(re.search(r"\.c:\d+$", r[1]) and r[2] in sent for r in rows) and
+              any(re.search(r"app\.c:\d+$", r[1]) for r in rows),
+              "dashboard (outage) lists the held sessions with their site and request id: %s" %
+              rows[:3])
+        ages = [age_ms(r[0]) for r in rows]
+        check(ages == sorted(ages, reverse=True), "held sessions longest first: %s" % ages)
+        check(rows and ages[0] >= 500, "the held sessions' age grows: %s" % ages[:3])
+        check(re.search(r"<td>connect</td>", dom) is not None,
+              "dashboard (outage) lists the errors by class")
+        page_screenshot(svc, args.artifacts, "outage")
+        print("dashboard: outage shown %.1f s after the silence: circuit %s, errors %s, 503s %s, "
+              "%d held" % (time.monotonic() - silenced, card(dom, "circuit"), errors, a503,
+                           len(rows)), flush=True)
+        # the proxy dropped what was sent while silent: closing it ends the
+        # stuck statements at once (connection lost) rather than at their
+        # statement bound
+        stop.set()
+        proxy.close()
+        proxy = None
+        for t in workers + refusers:
+            t.join()
+        check(not problems, "no client hung or lost its connection: %s" % problems[:2])
+        check(svc.stop() == 0, "SIGTERM after the outage: exit 0")
+    finally:
+        if svc and svc.proc.poll() is None:
+            svc.proc.kill()
+            svc.wait()
+        if proxy:
+            proxy.close()
+        psql(super_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices", "hostile",
-                                          "pg-silent", "mysql", "pg-replica", "flood",
+                                          "pg-silent", "mysql", "pg-replica", "flood", "pg-dashboard",
                                           "guessing", "full-disk"],
                     required=True)
     ap.add_argument("--url-file")
@@ -1925,6 +2133,8 @@ def main():
             full_disk(args, workdir)
         elif args.backend == "pg-silent":
             silent_database(args, workdir)
+        elif args.backend == "pg-dashboard":
+            dashboard_incident(args, workdir)
         elif args.backend == "pg-replica":
             d, url = replica_setup(args, workdir)
             try:
