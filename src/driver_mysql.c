@@ -762,6 +762,20 @@ static MYSQL *real_connect(MYSQL *my, const char *host, const char *user, const 
     return *stopped ? NULL : ret;
 }
 
+/* mysql_read_query_result; on a pool's own thread, failing (as a lost
+ * connection) once the pool shuts down. */
+static my_bool read_query_result(MYSQL *my)
+{
+    if (!dbs__thread_stop)
+        return mysql_read_query_result(my);
+    my_bool ret = 1;
+    bool stopped = false;
+    int st = mysql_read_query_result_start(&ret, my);
+    while (st)
+        st = mysql_read_query_result_cont(&ret, my, nb_wait(my, st, &stopped));
+    return stopped ? 1 : ret;
+}
+
 /* The credential provider's password for a connect to m (1: none set,
  * use the URL's). */
 static int my_credential(const dbs__target *t, const my_target *m, char *buf, size_t cap,
@@ -1058,7 +1072,7 @@ static int answer(my_conn *c, dbs_error *err)
         return DBS_OK;
     c->answer_owed = false;
     int64_t t0 = dbs__now_ns();
-    int rc = release_read(c, mysql_read_query_result(c->my) == 0, NULL, false, t0, err);
+    int rc = release_read(c, read_query_result(c->my) == 0, NULL, false, t0, err);
     if (rc == DBS_OK && c->broken)
         rc = dbs__err(err, DBS_ECONNECT, "mariadb: the release statement failed");
     c->reset_owed = rc == DBS_OK && c->dirty;
@@ -1209,7 +1223,6 @@ static int my_ping(void *vc, dbs_error *err)
     if (rc != DBS_OK)
         return rc;
     int64_t t0 = dbs__now_ns();
-    int rc;
     bool stopped = false;
     if (dbs__thread_stop && mysql_get_socket(c->my) >= 0) {
         /* a pool's own thread: abandoned once the pool shuts down */
