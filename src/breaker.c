@@ -1,61 +1,59 @@
-/* The circuit breaker: after circuit_threshold connects in a row fail, the
- * pool fails fast (DBS_EUNAVAILABLE) instead of making every caller wait
- * for a connect that will fail, and lets one probe through at a time, 50 ms
- * after the last failure at first, backing off to circuit_cooldown_ms. */
-#include "pool_int.h"
+/* The circuit breaker's state machine (see breaker.h). */
+#include "breaker.h"
 
-int dbs__circuit_note(dbs_pool *p, bool ok, int64_t now)
+void dbs__breaker_init(dbs__breaker *b, int threshold, int cooldown_ms)
 {
-    p->probing = false;
-    if (ok) {
-        p->consecutive_failures = 0;
-        if (p->circuit_open) {
-            p->circuit_open = false;
-            return DBS_EVENT_CIRCUIT_CLOSE;
-        }
-        return -1;
+    *b = (dbs__breaker){.threshold = threshold, .cooldown_ms = cooldown_ms};
+}
+
+bool dbs__breaker_admit(dbs__breaker *b, int64_t now)
+{
+    if (!b->open)
+        return true;
+    if (now >= b->open_until_ns && !b->probing) {
+        b->probing = true;
+        return true;
     }
-    p->consecutive_failures++;
-    if (p->cfg.circuit_threshold <= 0)
-        return -1;
+    return false;
+}
+
+void dbs__breaker_skip(dbs__breaker *b)
+{
+    b->probing = false;
+}
+
+enum dbs__breaker_change dbs__breaker_note(dbs__breaker *b, bool ok, int64_t now)
+{
+    b->probing = false;
+    if (ok) {
+        b->consecutive_failures = 0;
+        if (b->open) {
+            b->open = false;
+            return DBS__BREAKER_CLOSED;
+        }
+        return DBS__BREAKER_SAME;
+    }
+    b->consecutive_failures++;
+    if (b->threshold <= 0)
+        return DBS__BREAKER_SAME;
     /* Probes start 50 ms apart and back off to the cool-down: the end of
      * an outage is noticed within a cool-down, and a long outage costs the
      * database one refused connect a cool-down. */
-    if (p->circuit_open) {
+    if (b->open) {
         /* Clamped before doubling: a cool-down near INT_MAX must not
          * overflow. */
-        if (p->circuit_backoff_ms > p->cfg.circuit_cooldown_ms / 2)
-            p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms;
+        if (b->backoff_ms > b->cooldown_ms / 2)
+            b->backoff_ms = b->cooldown_ms;
         else
-            p->circuit_backoff_ms *= 2;
-        p->circuit_open_until_ns = now + dbs__ms_ns(p->circuit_backoff_ms);
-        return -1;
+            b->backoff_ms *= 2;
+        b->open_until_ns = now + (int64_t)b->backoff_ms * 1000000;
+        return DBS__BREAKER_SAME;
     }
-    if (p->consecutive_failures >= p->cfg.circuit_threshold) {
-        p->circuit_open = true;
-        p->circuit_backoff_ms = p->cfg.circuit_cooldown_ms < 50 ? p->cfg.circuit_cooldown_ms : 50;
-        p->circuit_open_until_ns = now + dbs__ms_ns(p->circuit_backoff_ms);
-        return DBS_EVENT_CIRCUIT_OPEN;
+    if (b->consecutive_failures >= b->threshold) {
+        b->open = true;
+        b->backoff_ms = b->cooldown_ms < 50 ? b->cooldown_ms : 50;
+        b->open_until_ns = now + (int64_t)b->backoff_ms * 1000000;
+        return DBS__BREAKER_OPENED;
     }
-    return -1;
-}
-
-int dbs__circuit_admit(dbs_pool *p, bool count, dbs_error *err)
-{
-    if (!p->circuit_open)
-        return DBS_OK;
-    int64_t now = dbs__now_ns();
-    if (now >= p->circuit_open_until_ns && !p->probing) {
-        p->probing = true;
-        return DBS_OK;
-    }
-    p->n_pending--;
-    dbs__pass_slot(p);
-    if (count)
-        p->counters.unavailable++;
-    int64_t left = (p->circuit_open_until_ns - now) / 1000000;
-    return dbs__err(err, DBS_EUNAVAILABLE,
-                    "database unavailable: %d connects in a row failed; failing fast, "
-                    "next attempt in %lld ms", p->consecutive_failures,
-                    (long long)(left > 0 ? left : 0));
+    return DBS__BREAKER_SAME;
 }

@@ -1,5 +1,5 @@
 /* Monotonic time, sleeping, and a cheap per-thread PRNG for jitter. */
-#include "internal.h"
+#include "base.h"
 
 #include <errno.h>
 #include <time.h>

@@ -1,5 +1,7 @@
-/* A pooled connection's life: opening it through the driver, validating it,
- * closing it, and the one place each of its counts is kept. */
+/* The connection layer: a pooled connection's life through the driver
+ * (open, check, validate, close), the circuit breaker that guards connects,
+ * and the one place each of its counts is kept. It gives connections to
+ * the resource pool and takes back none: the pool says when one goes. */
 #include "pool_int.h"
 
 #include <stdio.h>
@@ -24,6 +26,7 @@ dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err)
         dbs__err(err, DBS_ENOMEM, "out of memory allocating a connection");
         return NULL;
     }
+    c->item.data = c;
     c->impl = impl;
     c->created_ns = dbs__now_ns();
     if (p->cfg.max_lifetime_ms > 0) {
@@ -31,7 +34,7 @@ dbs__conn *dbs__conn_open(dbs_pool *p, dbs_error *err)
          * start, after a restart) do not all retire in the same instant. */
         int64_t life = dbs__ms_ns(p->cfg.max_lifetime_ms);
         int64_t jitter = (int64_t)(dbs__random() % (uint64_t)(life / 40 + 1));
-        c->expires_ns = c->created_ns + life - jitter;
+        c->item.expires_ns = c->created_ns + life - jitter;
     }
     return c;
 }
@@ -40,6 +43,11 @@ void dbs__conn_close(dbs_pool *p, dbs__conn *c)
 {
     p->drv->close(c->impl);
     free(c);
+}
+
+dbs_rows *dbs__conn_query(dbs_pool *p, dbs__conn *c, const char *sql, dbs_error *err)
+{
+    return p->drv->query(c->impl, sql, NULL, 0, err);
 }
 
 int dbs__conn_validate(dbs_pool *p, dbs__conn *c, dbs_error *err)
@@ -64,49 +72,83 @@ int dbs__conn_check(dbs_pool *p, dbs__conn *c, bool ping, dbs_error *err)
     return ping ? p->drv->ping(c->impl, err) : DBS_OK;
 }
 
-void dbs__conn_counted(dbs_pool *p, dbs__conn *c)
+void dbs__conn_suspect(dbs_pool *p, int64_t now)
 {
-    c->id = ++p->next_conn_id;
-    dbs__set_open(p, p->n_open + 1);
-    p->counters.created++;
+    atomic_store_explicit(&p->validate_before_ns, now, memory_order_relaxed);
 }
 
-void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int64_t now)
+void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int n, int64_t now)
 {
-    dbs__set_open(p, p->n_open - 1);
-    p->counters.closed++;
+    if (n <= 0)
+        return;
+    uint64_t k = (uint64_t)n;
+    pthread_mutex_lock(&p->mu);
+    p->counters.closed += k;
     switch (why) {
-    case DBS__GONE_LIFETIME: p->counters.closed_lifetime++; break;
-    case DBS__GONE_IDLE: p->counters.closed_idle++; break;
-    case DBS__GONE_OVERFLOW: p->counters.closed_overflow++; break;
-    case DBS__GONE_POOL: p->counters.closed_pool++; break;
+    case DBS__GONE_LIFETIME: p->counters.closed_lifetime += k; break;
+    case DBS__GONE_IDLE: p->counters.closed_idle += k; break;
+    case DBS__GONE_OVERFLOW: p->counters.closed_overflow += k; break;
+    case DBS__GONE_POOL: p->counters.closed_pool += k; break;
     case DBS__GONE_NONE_MODE: break;
     case DBS__GONE_BROKEN:
-        p->counters.closed_broken++;
-        p->counters.invalidated++;
-        /* Others idle as long may be broken too (a server restart). */
-        atomic_store_explicit(&p->validate_before_ns, now, memory_order_relaxed);
+        p->counters.closed_broken += k;
+        p->counters.invalidated += k;
         break;
     }
+    pthread_mutex_unlock(&p->mu);
+    /* Others idle as long may be broken too (a server restart). */
+    if (why == DBS__GONE_BROKEN)
+        dbs__conn_suspect(p, now);
 }
 
-int dbs__connect_done(dbs_pool *p, dbs__conn *c, int code, int64_t now)
+int dbs__conn_admit(dbs_pool *p, bool count, dbs_error *err)
 {
-    p->n_pending--;
-    int ev = -1;
-    if (!c && code == DBS_ECONFIG)
-        p->probing = false; /* the breaker is for outages, not for this */
-    else
-        ev = dbs__circuit_note(p, c != NULL, now);
-    if (!c) {
-        p->counters.connect_failures++;
-        dbs__pass_slot(p);
-    } else if (p->closed) {
-        dbs__pass_slot(p); /* the caller closes c: nobody gets it */
-    } else {
-        dbs__conn_counted(p, c);
+    int64_t now = dbs__now_ns();
+    pthread_mutex_lock(&p->mu);
+    if (dbs__breaker_admit(&p->breaker, now)) {
+        pthread_mutex_unlock(&p->mu);
+        return DBS_OK;
     }
-    return ev;
+    if (count)
+        p->counters.unavailable++;
+    int failures = p->breaker.consecutive_failures;
+    int64_t left = (p->breaker.open_until_ns - now) / 1000000;
+    pthread_mutex_unlock(&p->mu);
+    dbs__rp_create_failed(&p->rp);
+    return dbs__err(err, DBS_EUNAVAILABLE,
+                    "database unavailable: %d connects in a row failed; failing fast, "
+                    "next attempt in %lld ms", failures, (long long)(left > 0 ? left : 0));
+}
+
+int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, bool to_idle, int *ev)
+{
+    /* The breaker hears first: a waiter handed the slot of a failed connect
+     * asks it before connecting in turn. */
+    enum dbs__breaker_change change = DBS__BREAKER_SAME;
+    pthread_mutex_lock(&p->mu);
+    if (!c && code == DBS_ECONFIG)
+        dbs__breaker_skip(&p->breaker); /* the breaker is for outages, not for this */
+    else
+        change = dbs__breaker_note(&p->breaker, c != NULL, now);
+    if (!c)
+        p->counters.connect_failures++;
+    else
+        p->counters.created++; /* before the resource pool may hand it on */
+    pthread_mutex_unlock(&p->mu);
+    *ev = change == DBS__BREAKER_OPENED   ? DBS_EVENT_CIRCUIT_OPEN
+          : change == DBS__BREAKER_CLOSED ? DBS_EVENT_CIRCUIT_CLOSE
+                                          : -1;
+    if (!c) {
+        dbs__rp_create_failed(&p->rp);
+        return code < 0 ? code : DBS_ECONNECT;
+    }
+    if (dbs__rp_created(&p->rp, &c->item, now, to_idle) != DBS__RP_READY) {
+        pthread_mutex_lock(&p->mu);
+        p->counters.created--; /* shut down meanwhile: never counted */
+        pthread_mutex_unlock(&p->mu);
+        return DBS_ECLOSED;
+    }
+    return DBS_OK;
 }
 
 void dbs__connect_announce(dbs_pool *p, const dbs_session *s, const dbs__conn *c, int ev,

@@ -92,11 +92,106 @@ static void check_target(dbs_pool *p)
     dbs_error err;
     if (p->drv->target_check(&p->target, &err) == DBS_OK)
         return;
-    atomic_store_explicit(&p->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
+    dbs__conn_suspect(p, dbs__now_ns());
     dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, NULL, err.code, err.message);
 }
 
 _Thread_local const atomic_bool *dbs__thread_stop;
+
+/* ---- upkeep of the idle connections ---- */
+
+/* Closes each of list (through next) after its event. */
+static void close_list(dbs_pool *p, dbs__rp_item *list, const char *why)
+{
+    while (list) {
+        dbs__rp_item *next = list->next;
+        dbs__conn *c = dbs__conn_of(list);
+        dbs__emit(p, DBS_EVENT_CLOSE, NULL, c, 0, why);
+        dbs__conn_close(p, c);
+        list = next;
+    }
+}
+
+static int list_len(const dbs__rp_item *list)
+{
+    int n = 0;
+    for (; list; list = list->next)
+        n++;
+    return n;
+}
+
+void dbs__pool_maintain(dbs_pool *p)
+{
+    if (p->mode == DBS_POOL_NONE || dbs__rp_is_closed(&p->rp))
+        return;
+    int64_t now = dbs__now_ns();
+    int64_t idle_ns = dbs__ms_ns(p->cfg.idle_timeout_ms);
+    int64_t ka = dbs__ms_ns(p->cfg.keepalive_ms);
+    int64_t idle_before = idle_ns > 0 ? now - idle_ns : INT64_MIN;
+    int64_t ka_before = ka > 0 ? now - ka : INT64_MIN;
+
+    /* Parked connections age too: those the checks below may act on go
+     * back to the idle list; the rest count as idle for min_idle. */
+    int parked_idle = dbs__rp_unpark_stale(&p->rp, now,
+                                           idle_before > ka_before ? idle_before : ka_before);
+    dbs__rp_item *expired, *idle;
+    dbs__rp_take_stale(&p->rp, now, idle_before, p->cfg.min_idle, &expired, &idle);
+    dbs__conn_gone(p, DBS__GONE_LIFETIME, list_len(expired), now);
+    dbs__conn_gone(p, DBS__GONE_IDLE, list_len(idle), now);
+    /* Keep-alive: connections idle past keepalive_ms are taken (counted in
+     * use, so nobody gets them mid-ping) and pinged below. */
+    int pinging = 0; /* still idle, for min_idle's count */
+    dbs__rp_item *ping_list = ka > 0 ? dbs__rp_take_idle_before(&p->rp, ka_before, &pinging) : NULL;
+    int create = dbs__rp_reserve_upto(&p->rp, p->cfg.min_idle, pinging + parked_idle);
+
+    while (ping_list) {
+        dbs__rp_item *it = ping_list;
+        ping_list = it->next;
+        dbs__conn *c = dbs__conn_of(it);
+        dbs_error perr;
+        bool ok = dbs__conn_validate(p, c, &perr) == DBS_OK;
+        int64_t t = dbs__now_ns(); /* just pinged */
+        enum dbs__rp_outcome out =
+            dbs__rp_release(&p->rp, it, t, ok ? DBS__RP_KEEP_ALL : DBS__RP_DROP_FIRST);
+        if (out == DBS__RP_IDLE || out == DBS__RP_HANDED)
+            continue;
+        dbs__conn_gone(p, ok ? DBS__GONE_POOL : DBS__GONE_BROKEN, 1, t);
+        if (!ok)
+            dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, c, DBS_ECONNECT, perr.message);
+        dbs__conn_close(p, c);
+    }
+    close_list(p, idle, "idle");
+    close_list(p, expired, "lifetime");
+
+    /* Warm-up: min_idle connects, made here and never on a request's
+     * path. Each reserved slot is either used or given back; the circuit
+     * breaker and a shutdown stop the round. */
+    for (int i = 0; i < create; i++) {
+        bool closed = dbs__rp_is_closed(&p->rp);
+        if (closed || dbs__conn_admit(p, false, NULL) != DBS_OK) {
+            /* a refused admit gave its own slot back */
+            for (int k = closed ? i : i + 1; k < create; k++)
+                dbs__rp_create_failed(&p->rp);
+            return;
+        }
+        dbs_error err;
+        dbs__conn *c = dbs__conn_open(p, &err);
+        now = dbs__now_ns();
+        int ev;
+        int rc = dbs__conn_settle(p, c, c ? DBS_OK : err.code, now, true, &ev);
+        if (!c) {
+            for (int k = i + 1; k < create; k++)
+                dbs__rp_create_failed(&p->rp); /* give back the rest too */
+            dbs__connect_announce(p, NULL, NULL, ev, &err);
+            return;
+        }
+        if (rc == DBS_ECLOSED) {
+            dbs__conn_close(p, c);
+            continue; /* the next turn gives back the rest */
+        }
+        dbs__connect_announce(p, NULL, c, ev, NULL);
+    }
+}
 
 static void *housekeeper_main(void *arg)
 {
@@ -172,165 +267,3 @@ void dbs__housekeeper_stop(dbs_pool *p)
     p->hk_started = false;
 }
 
-/* ---- upkeep of the idle connections ---- */
-
-void dbs__pool_maintain(dbs_pool *p)
-{
-    if (p->mode == DBS_POOL_NONE)
-        return;
-    int64_t now = dbs__now_ns();
-    dbs__conn *doomed[2] = {NULL, NULL}; /* [0] idle, [1] lifetime */
-    int64_t idle_ns = dbs__ms_ns(p->cfg.idle_timeout_ms);
-
-    pthread_mutex_lock(&p->mu);
-    if (p->closed) {
-        pthread_mutex_unlock(&p->mu);
-        return;
-    }
-    /* Parked connections age too: those the checks below may act on go
-     * back to the idle list; the rest count as idle for min_idle. */
-    int64_t ka = dbs__ms_ns(p->cfg.keepalive_ms);
-    int parked_idle = 0;
-    for (int i = 0; i < DBS__SHARDS; i++) {
-        dbs__shard *sh = &p->shards[i];
-        if (!atomic_load_explicit(&p->maybe_parked[i], memory_order_relaxed))
-            continue;
-        dbs__lock_take(&sh->mu);
-        dbs__conn *c = sh->parked;
-        if (!c)
-            atomic_store_explicit(&p->maybe_parked[i], false, memory_order_relaxed);
-        if (c && (dbs__conn_expired(c, now) || (idle_ns > 0 && now - c->idle_since_ns >= idle_ns) ||
-                  (ka > 0 && now - c->idle_since_ns >= ka))) {
-            dbs__unpark(sh);
-        } else {
-            parked_idle += c != NULL;
-            c = NULL;
-        }
-        dbs__lock_give(&sh->mu);
-        if (c) {
-            p->n_in_use--;
-            dbs__idle_push(p, c);
-        }
-    }
-    /* Oldest idle first: the tail has been idle longest. */
-    for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
-        prev = c->prev;
-        bool expired = dbs__conn_expired(c, now);
-        bool idle = idle_ns > 0 && now - c->idle_since_ns >= idle_ns &&
-                    p->n_open > p->cfg.min_idle;
-        if (!expired && !idle)
-            continue;
-        dbs__idle_remove(p, c);
-        dbs__conn_gone(p, expired ? DBS__GONE_LIFETIME : DBS__GONE_IDLE, now);
-        c->next = doomed[expired];
-        doomed[expired] = c;
-        dbs__pass_slot(p);
-    }
-    /* Keep-alive: take connections idle past keepalive_ms off the list
-     * (counted in use, so nobody gets them mid-ping) and ping them below. */
-    dbs__conn *ping_list = NULL;
-    int pinging = 0; /* still idle, for min_idle's count */
-    if (ka > 0) {
-        for (dbs__conn *c = p->idle_tail, *prev; c; c = prev) {
-            prev = c->prev;
-            if (now - c->idle_since_ns < ka)
-                continue;
-            dbs__idle_remove(p, c);
-            p->n_in_use++;
-            c->next = ping_list;
-            ping_list = c;
-            pinging++;
-        }
-    }
-    int want = p->cfg.min_idle - p->n_idle - pinging - parked_idle - p->n_pending;
-    int room = p->max_size - p->n_open - p->n_pending;
-    int create = want < room ? want : room;
-    if (create < 0)
-        create = 0;
-    p->n_pending += create;
-    pthread_mutex_unlock(&p->mu);
-
-    while (ping_list) {
-        dbs__conn *c = ping_list;
-        ping_list = c->next;
-        dbs_error perr;
-        bool ok = dbs__conn_validate(p, c, &perr) == DBS_OK;
-        int64_t t = dbs__now_ns();
-        pthread_mutex_lock(&p->mu);
-        bool drop = !ok || p->closed;
-        if (!drop) {
-            c->idle_since_ns = t; /* just pinged */
-            if (!dbs__hand_off(p, c)) {
-                p->n_in_use--;
-                dbs__idle_push(p, c);
-            }
-        } else {
-            p->n_in_use--;
-            dbs__conn_gone(p, ok ? DBS__GONE_POOL : DBS__GONE_BROKEN, t);
-            dbs__pass_slot(p);
-        }
-        pthread_mutex_unlock(&p->mu);
-        if (drop) {
-            if (!ok)
-                dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, c, DBS_ECONNECT, perr.message);
-            dbs__conn_close(p, c);
-        }
-    }
-    for (int k = 0; k < 2; k++) {
-        while (doomed[k]) {
-            dbs__conn *next = doomed[k]->next;
-            dbs__emit(p, DBS_EVENT_CLOSE, NULL, doomed[k], 0, k ? "lifetime" : "idle");
-            dbs__conn_close(p, doomed[k]);
-            doomed[k] = next;
-        }
-    }
-
-    /* Warm-up: min_idle connects, made here and never on a request's
-     * path. Each reserved slot is either used or given back; the circuit
-     * breaker and a shutdown stop the round. */
-    for (int i = 0; i < create; i++) {
-        pthread_mutex_lock(&p->mu);
-        bool stop = p->closed;
-        if (!stop && p->circuit_open) {
-            if (dbs__now_ns() >= p->circuit_open_until_ns && !p->probing)
-                p->probing = true; /* this connect is the probe */
-            else
-                stop = true;
-        }
-        if (stop) {
-            for (int k = i; k < create; k++) {
-                p->n_pending--;
-                dbs__pass_slot(p);
-            }
-            pthread_mutex_unlock(&p->mu);
-            return;
-        }
-        pthread_mutex_unlock(&p->mu);
-        dbs_error err;
-        dbs__conn *c = dbs__conn_open(p, &err);
-        now = dbs__now_ns();
-        pthread_mutex_lock(&p->mu);
-        int ev = dbs__connect_done(p, c, c ? DBS_OK : err.code, now);
-        if (!c) {
-            for (int k = i + 1; k < create; k++) {
-                p->n_pending--; /* give back the rest too */
-                dbs__pass_slot(p);
-            }
-            pthread_mutex_unlock(&p->mu);
-            dbs__connect_announce(p, NULL, NULL, ev, &err);
-            return;
-        }
-        if (p->closed) {
-            pthread_mutex_unlock(&p->mu);
-            dbs__conn_close(p, c);
-            continue; /* the next turn gives back the rest */
-        }
-        c->idle_since_ns = now;
-        if (dbs__hand_off(p, c))
-            p->n_in_use++;
-        else
-            dbs__idle_push(p, c);
-        pthread_mutex_unlock(&p->mu);
-        dbs__connect_announce(p, NULL, c, ev, NULL);
-    }
-}

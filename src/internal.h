@@ -2,17 +2,23 @@
  * PRIVATE to dbscope: shared between its source files, never installed.
  *
  * Locking: each pool has one mutex, pool->mu, guarding the fields marked
- * [mu], and DBS__SHARDS shard locks (dbs__lock), each guarding its shard's
- * fields and the sessions linked to it ([shard]). The order is pool->mu
- * before any shard, shards in index order; the checkout and checkin fast
- * paths take only their own shard. No lock is held across I/O (connect,
- * ping, statements, close) nor while calling on_event.
+ * [mu] (the connection layer's counters and breaker, shutdown), and
+ * DBS__SHARDS shard locks (dbs__lock), each guarding its shard's fields and
+ * the sessions linked to it ([shard]); its resource pool (pool->rp) has
+ * locks of its own (respool.h). The order is pool->mu, then any shard
+ * (shards in index order), then the resource pool's. The checkout and
+ * checkin fast paths take only their own shard and its parking slot. No
+ * lock is held across I/O (connect, ping, statements, close) nor while
+ * calling on_event.
  */
 #ifndef DBS_INTERNAL_H
 #define DBS_INTERNAL_H
 
+#include "base.h"
+#include "breaker.h"
 #include "dbscope.h"
 #include "driver.h"
+#include "respool.h"
 
 #include <pthread.h>
 #include <semaphore.h>
@@ -65,17 +71,6 @@ static inline bool dbs__stopping(void)
 int dbs__resolve(const char *host, const char *port, int64_t deadline_ns, char *out,
                  size_t cap, int max_addrs, dbs_error *err);
 
-/* ---- clock.c ---- */
-
-int64_t dbs__now_ns(void);       /* CLOCK_MONOTONIC */
-uint64_t dbs__random(void);      /* per-thread PRNG, not for secrets */
-void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
-/* Absolute CLOCK_MONOTONIC timespec for a deadline in ns. */
-struct timespec dbs__timespec(int64_t ns);
-/* Absolute CLOCK_REALTIME timespec ms from now, for the calls that take
- * only that clock (pthread_timedjoin_np). */
-struct timespec dbs__realtime_after_ms(int ms);
-
 /* ---- histogram.c ---- */
 
 #define DBS__HIST_SUB 8
@@ -125,9 +120,14 @@ const char *dbs__thread_sqlstate(void);
 const char *dbs__err_class_name(int cls, char *buf, size_t len);
 const char *dbs__err_state_name(int idx);
 const char *dbs__circuit_name(int state);
-/* The pool's own wait and use histograms (stats.c), and its statement and
- * connect ones (observe.c), summed over its shards. */
+/* The pool's own wait and use histograms, and its statement and connect
+ * ones, summed over its shards. */
 void dbs__hists_read(dbs_pool *p, dbs__hist_snap *wait, dbs__hist_snap *use);
+/* The same from hists (DBS__SHARDS, as dbs__pool_snapshot took them; NULL:
+ * read them now). */
+struct dbs__shard_hists;
+void dbs__hists_read_shards(dbs_pool *p, struct dbs__shard_hists *const *hists,
+                            dbs__hist_snap *wait, dbs__hist_snap *use);
 void dbs__hists_read_op(dbs_pool *p, dbs__hist_snap *op, dbs__hist_snap *create);
 
 /* ---- config.c ---- */
@@ -147,6 +147,9 @@ void dbs__url_hosts_free(char **targets, char **labels, int n);
 #endif
 /* Checks every numeric field for range; DBS_ECONFIG naming the field. */
 int dbs__config_check(const dbs_config *cfg, dbs_error *err);
+
+/* ---- redact.c ---- */
+
 /* Whether key (len bytes) names a secret: an option libpq marks secret
  * (dispchar "*": password, sslpassword), or a password or passphrase of
  * Connector/C; without case, '-' or '_', percent-decoded if decode. */
@@ -165,79 +168,32 @@ void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap);
  * bytes) by "***", cutting msg where the mask would not fit. */
 void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len);
 
-/* ---- pool.c ---- */
+/* ---- conn.c: the connection layer ---- */
 
-/* A pooled connection. Touched only by its holder (a session, or the thread
- * closing or creating it) or, while idle, under pool->mu, or, while parked,
- * under its shard's lock. */
+/* A pooled connection: the pool's item (item.data points back here) and
+ * the driver's connection. Touched only by its holder (a session, or the
+ * thread closing, checking or creating it), or by the resource pool while
+ * idle or parked (item's own fields). */
 typedef struct dbs__conn {
+    dbs__rp_item item;     /* item.id: the connection's number; item.expires_ns:
+                              the end of its lifetime (0 = never) */
     void *impl;
-    uint64_t id;
     int64_t created_ns;
-    int64_t expires_ns;    /* 0 = never */
-    int64_t idle_since_ns; /* [mu] while idle, [shard] while parked */
-    struct dbs__conn *prev, *next; /* [mu] idle list */
 } dbs__conn;
 
-/* A thread waiting for a connection. Whoever serves it does the whole
- * checkout on its behalf under the lock (links the session, counts it) and
- * then posts its semaphore, so the woken thread returns without touching
- * the pool lock again: one wake-up per hand-off, no lock convoy. */
-typedef struct dbs__waiter {
-    sem_t *sem;             /* the waiting thread's own; posted once a wake */
-    dbs__conn *handed;      /* [mu] a connection handed to this waiter */
-    bool may_create;        /* [mu] a slot was reserved for this waiter */
-    bool queued;            /* [mu] still in the queue */
-    int64_t since;          /* [mu] when it joined the queue (barge_limit_us) */
-    struct dbs__waiter *next;
-} dbs__waiter;
-
-/* ---- pool.c: the shard lock ----
- * A shard's lock is nearly always taken by the thread the shard serves, for a
- * few dozen instructions: a test-and-set lock released by a plain store
- * costs one atomic operation where a mutex costs two, and no call. When it
- * is contended (threads sharing a shard, the housekeeper, a snapshot) the
- * waiter spins briefly, then yields the CPU so that a holder that was
- * preempted gets to run. */
-typedef struct dbs__lock {
-    atomic_bool held;
-} dbs__lock;
-
-void dbs__lock_wait(dbs__lock *l);
-
-static inline void dbs__lock_take(dbs__lock *l)
+static inline dbs__conn *dbs__conn_of(dbs__rp_item *it)
 {
-    if (atomic_exchange_explicit(&l->held, true, memory_order_acquire))
-        dbs__lock_wait(l);
+    return it ? (dbs__conn *)it->data : NULL;
 }
 
-static inline void dbs__lock_give(dbs__lock *l)
-{
-    atomic_store_explicit(&l->held, false, memory_order_release);
-}
-
-/* A shard of the pool's hot state. Each thread works through one shard of
- * every pool (its ordinal modulo DBS__SHARDS), so threads on different cores
- * check out and in without writing a shared cache line:
- *   - parked: the connection the shard's thread gave back last, kept for it
- *     while the barging rule allows (dbs__may_barge: nobody waits, or no
- *     waiter has waited barge_limit_us). It is idle for every purpose but
- *     the idle list; the pool's counters count it in use, the snapshot
- *     counts it idle. A thread that would otherwise wait or open an
- *     overflow connection takes it (under the shard's lock), and so do
- *     waiters once order is strict, so parking never idles a connection a
- *     waiter is owed: a waiter makes order strict (counts itself in
- *     n_waiting_hint in strict mode, sets in_order at its barge limit) and
- *     then looks at the pool's maybe_parked flags; a thread parking sets
- *     its flag and then asks dbs__may_barge, and unparks if not. Both in
- *     sequentially consistent order, so one of the two always sees the
- *     other. A flag may stay set after its connection
- *     is taken back (the fast path does not clear it, so that the flags'
- *     cache line is not written on every checkout); threads that hold
- *     p->mu clear it when they find the shard empty.
- *   - the sessions opened through the shard, their count (the pool is not
- *     freed while one is open), and the counters and histograms of their
- *     checkouts and checkins. */
+/* A shard of the session layer: each thread opens and closes its sessions
+ * through its own shard of every pool (its ordinal modulo DBS__SHARDS), so
+ * threads on different cores do not write a shared cache line. It holds the
+ * sessions opened through it, their count (the pool is not freed while one
+ * is open), and the counters and histograms of their checkouts and
+ * checkins. The connection a thread gave back may be parked for it in the
+ * resource pool's slot of the same token (respool.h), taken under this
+ * shard's lock (this lock, then the slot's). */
 #define DBS__SHARDS 32
 
 typedef struct dbs__shard_hists {
@@ -247,13 +203,6 @@ typedef struct dbs__shard_hists {
 
 typedef struct dbs__shard {
     _Alignas(64) dbs__lock mu;
-    dbs__conn *parked;            /* [shard] */
-    unsigned parked_by;           /* [shard] the ordinal of the thread that
-                                     parked it (threads share a shard when
-                                     there are more than DBS__SHARDS) */
-    int64_t barge_held_ns;        /* [shard] how long the sessions whose
-                                     connection was parked while threads
-                                     waited held it, in a row */
     bool closed;                  /* [shard] the pool was closed */
     int n_sessions;               /* [shard] open, or opening */
     int n_holds;                  /* [shard] dbs_transact calls under way
@@ -272,22 +221,18 @@ struct dbs_pool {
     unsigned magic;
     dbs_config cfg;              /* copy; strings below are owned copies */
     enum dbs_pool_mode mode;     /* resolved: never AUTO */
-    int max_size;                /* connection cap; INT32_MAX for NONE */
-    int64_t barge_ns;            /* cfg.barge_limit_us; 0 (strict order)
-                                    unless QUEUE mode */
-    int64_t barge_hold_ns;       /* barge_ns / DBS_BARGE_HOLD_SHARE */
     char *url;
     char *url_redacted;
     char *ctx_settings[3];
     const dbs__driver *drv;
     dbs__target target;
 
+    /* The connections' slots, idle list, parking and waiters: the
+     * resource pool owns them all (respool.h); nothing else writes them. */
+    dbs__respool rp;
+
     pthread_mutex_t mu;
     /* all [mu] */
-    dbs__conn *idle_head, *idle_tail; /* head = most recently released */
-    int n_idle, n_open, n_pending, n_in_use;
-    dbs__waiter *wait_head, *wait_tail;
-    int n_waiting;
     bool closed;                  /* shut down: no new session */
     atomic_bool is_closed;        /* closed, for lock-free checks */
     bool close_called;            /* dbs_pool_close ran (owner ref dropped) */
@@ -298,37 +243,16 @@ struct dbs_pool {
                                      dbs_pool_close), 1 for a running
                                      housekeeper; at shutdown, the shards'
                                      n_sessions and n_holds move here */
-    uint64_t next_conn_id;
-    int consecutive_failures;     /* circuit breaker */
-    int64_t circuit_open_until_ns;
-    int circuit_backoff_ms;       /* [mu] current wait between probes */
-    bool circuit_open;
-    bool probing;                 /* one connect let through to probe */
+    dbs__breaker breaker;         /* [mu] the connection layer's */
     dbs_stats counters;           /* the uint64 counters of dbs_stats
                                      not kept in the shards */
     char *name;                   /* owned copy of cfg.name */
     dbs__hist wait_hist;          /* [mu] for shards that could not get */
     dbs__hist use_hist;           /* [mu]   histograms of their own */
-
-    /* Written under mu, read without it by the fast paths; a line of
-     * their own, so taking mu does not evict them from other cores. */
-    _Alignas(64) atomic_int n_waiting_hint; /* n_waiting */
-    atomic_int n_open_hint;                 /* n_open */
-    /* The bounded barging rule (dbs_config.barge_limit_us): since of the
-     * oldest waiter (INT64_MAX: none), and whether the waiters are being
-     * served strictly in order (set when the oldest has waited
-     * barge_ns, cleared when the queue empties or the next waiter has
-     * waited less). */
-    _Atomic int64_t oldest_since_ns;
-    atomic_bool in_order;
     /* idle since before this: ping first, whatever the window (a
-     * connection was just found broken; others may be too) */
+     * connection was just found broken; others may be too). The
+     * connection layer's (dbs__conn_suspect). */
     _Atomic int64_t validate_before_ns;
-
-    /* shards[i].parked may be set (see dbs__shard): read by waiters as one
-     * cache line, written only when a flag changes. Cleared under p->mu
-     * and the shard's lock; set under the shard's lock. */
-    _Alignas(64) atomic_bool maybe_parked[DBS__SHARDS];
 
     dbs__shard shards[DBS__SHARDS];
 
@@ -343,6 +267,14 @@ struct dbs_pool {
      * "host:port" and no replicas of its own. */
     struct dbs__replicas *replicas;
     char *replica_label;
+    /* Set by the routing layer (replica.c) at open, NULL otherwise: told
+     * the position of every commit that may have written, so that the
+     * committing user's reads go where that commit is visible. Called
+     * from the committing thread, no lock held. */
+    void (*on_commit)(dbs_pool *p, const char *user_id, uint64_t pos);
+    /* Set with on_commit: frees what the routing layer attached (replicas),
+     * with the pool's memory. */
+    void (*on_free)(dbs_pool *p);
 
     /* observe.c: the connect-time histogram and the error table, written
      * with atomic adds from any thread */
@@ -371,10 +303,6 @@ unsigned long dbs__fork_gen(void);
 /* Whether p (or s's pool) was opened before a fork() in a parent: fills
  * err with DBS_EMISUSE saying what to do, naming what (the call). */
 int dbs__fork_check(const dbs_pool *p, const char *what, dbs_error *err);
-/* In a child, lets go of p's inherited connections without sending
- * anything on them, resets its state and restarts its background
- * threads (see dbs_pool_after_fork_child). */
-int dbs__pool_after_fork(dbs_pool *p, dbs_error *err);
 
 /* Counts s in the pool (the pool stays allocated until s is released) and
  * gets it a connection (s->conn), registering s with its shard. Blocks up to
@@ -385,8 +313,9 @@ int dbs__pool_acquire(dbs_pool *p, struct dbs_session *s, dbs_error *err);
  * the connection should go) and unregisters s. The connection must already
  * be rolled back and reset. May free p: the caller must not touch it after. */
 void dbs__pool_release(dbs_pool *p, struct dbs_session *s, bool discard);
-/* Locks every shard, in index order (after p->mu if the caller holds it),
- * for a consistent view of them all; and unlocks them. */
+/* Locks every shard, in index order (after p->mu if the caller holds it,
+ * before the resource pool's locks), for a consistent view of them all;
+ * and unlocks them. */
 void dbs__shards_lock(dbs_pool *p);
 void dbs__shards_unlock(dbs_pool *p);
 /* Keeps p allocated (and counts in its shutdown) until dbs__pool_drop, from
@@ -396,6 +325,21 @@ int dbs__pool_hold(dbs_pool *p, dbs_error *err);
 void dbs__pool_drop(dbs_pool *p);
 /* Drops a reference; the last one frees the pool. */
 void dbs__pool_unref(dbs_pool *p);
+/* One pool, its connections and sessions (dbs_pool_open without the
+ * housekeeper and the replicas, which the routing layer adds). */
+dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err);
+void dbs__pool_init_sync(dbs_pool *p);
+/* The first call (true; false after): no new session from here on,
+ * waiters woken, idle and parked connections closed. */
+bool dbs__pool_begin_shutdown(dbs_pool *p);
+/* Waits for the sessions open at shutdown until deadline (timeout_ms 0:
+ * not at all; < 0: no bound); returns how many are still open. */
+int dbs__pool_drain(dbs_pool *p, int64_t deadline, int timeout_ms);
+/* true the first time: dbs_pool_close's work is the caller's. */
+bool dbs__pool_close_once(dbs_pool *p);
+/* dbs_pool_stats of p alone (no replicas, no percentiles), taken under
+ * every lock; hists (DBS__SHARDS, or NULL) gets the shards' histograms. */
+void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists);
 /* Counts a retry. */
 void dbs__pool_count_retry(dbs_pool *p);
 /* true once dbs_pool_close has been called. Any thread, no lock. */
@@ -403,28 +347,9 @@ static inline bool dbs__pool_closed(dbs_pool *p)
 {
     return atomic_load_explicit(&p->is_closed, memory_order_relaxed);
 }
-/* Closes the idle connections that are past idle timeout (keeping min_idle)
- * or lifetime, then opens connections up to min_idle. For the housekeeper. */
-void dbs__pool_maintain(dbs_pool *p);
 
 /* ---- replica.c ---- */
 
-/* Opens p's replica pools (lazily: no connect) and starts the lag
- * monitor, from p->cfg.replica_url. [no lock] */
-int dbs__replicas_open(dbs_pool *p, dbs_error *err);
-/* Stops the monitor (waits at most 200 ms for it) and shuts the replica
- * pools down; at close, closes them too. Called once each, by
- * begin_shutdown and dbs_pool_close. */
-void dbs__replicas_shutdown(dbs_pool *p);
-void dbs__replicas_close(dbs_pool *p);
-/* In a child after fork(): dbs__pool_after_fork on each replica's pool,
- * and the monitor threads started again. */
-int dbs__replicas_after_fork(dbs_pool *p, dbs_error *err);
-/* Waits until the replica pools have drained or deadline passes (0: do not
- * wait; < 0: no bound); returns the sessions still open on them. */
-int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever);
-/* Frees what dbs__replicas_open made; with the pool's memory. */
-void dbs__replicas_free(dbs_pool *p);
 /* A read-only session on a qualifying replica, round robin, that has
  * replayed at least pos and the position ctx->user_id's last commit on p
  * needs; NULL with err when none qualified or served (DBS_EUNAVAILABLE,
@@ -432,10 +357,6 @@ void dbs__replicas_free(dbs_pool *p);
 dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t pos,
                                   dbs_error *err, const char *file, int line,
                                   const char *func);
-/* Notes that user_id (NULL: nobody) committed a write at pos on p, the
- * primary: its read-only sessions need a replica that has replayed pos.
- * Lock-free; any thread. */
-void dbs__replica_note_commit(dbs_pool *p, const char *user_id, uint64_t pos);
 /* The replicas' part of dbs_stats. */
 void dbs__replicas_stats(dbs_pool *p, dbs_stats *out);
 /* The replica pools, for the exports: n and the i-th; and a replica's
@@ -447,6 +368,11 @@ int64_t dbs__replica_lag_ms(dbs_pool *p, int i);
 /* ---- housekeeper.c ---- */
 
 int dbs__housekeeper_start(dbs_pool *p, dbs_error *err);
+/* One round of upkeep, on the calling thread: closes the idle connections
+ * past idle_timeout_ms (keeping min_idle) or their lifetime, pings those
+ * idle past keepalive_ms, then opens connections up to min_idle. The
+ * housekeeper's, and dbs_pool_wait_ready's. */
+void dbs__pool_maintain(dbs_pool *p);
 void dbs__housekeeper_stop(dbs_pool *p);
 /* Reports sessions held past leak_threshold_ms (or, with all, every open
  * session not yet reported) once each, as leak events. Takes the shards'
@@ -504,6 +430,17 @@ struct dbs_session {
 /* dbs_session_open_at without the public allocation attribute. */
 dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                const char *file, int line, const char *func);
+/* Opens a session for one attempt of dbs__transact (dbs_session_open_ro's
+ * choice of pool, for a read-only unit). */
+typedef dbs_session *(*dbs__opener)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                                    dbs_error *err, const char *file, int line,
+                                    const char *func);
+/* dbs_transact's attempts, each on a session from open (NULL: a session on
+ * pool itself, dbs__session_open; set: a read-only unit), with opt (NULL:
+ * the defaults). */
+int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                  dbs_error *err, const char *file, int line, const char *func,
+                  dbs__opener open, uint64_t pos, const dbs_tx_options *opt);
 /* dbs_session_close without the public deallocator role. */
 void dbs__session_close(dbs_session *s);
 /* Checks magic, state and owner thread; DBS_EMISUSE or DBS_ECLOSED. */
@@ -521,7 +458,9 @@ void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate);
 int64_t dbs__op_start(const dbs_session *s);
 void dbs__op_done(dbs_session *s, int64_t start);
 
-/* Closes every open rows of s (query.c). */
+/* Takes r off its session's list of open rows and closes it. */
+void dbs__rows_free(dbs_rows *r);
+/* Closes every open rows of s. */
 void dbs__rows_close_all(dbs_session *s);
 
 /* ---- event.c ---- */
@@ -570,7 +509,7 @@ static inline dbs__who dbs__who_of(const dbs_session *s, const dbs__conn *c)
         w.attempt = s->attempt;
     }
     if (c) {
-        w.conn_id = c->id;
+        w.conn_id = c->item.id;
         w.conn_created_ns = c->created_ns;
     }
     return w;

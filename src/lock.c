@@ -1,5 +1,5 @@
-/* The shard lock's slow path (the lock itself is in internal.h). */
-#include "internal.h"
+/* The shard lock's slow path (the lock itself is in base.h). */
+#include "base.h"
 
 #include <sched.h>
 

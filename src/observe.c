@@ -102,8 +102,8 @@ int dbs_pool_circuit(dbs_pool *p)
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
     pthread_mutex_lock(&p->mu);
-    int st = !p->circuit_open ? DBS_CIRCUIT_CLOSED
-             : p->probing     ? DBS_CIRCUIT_HALF_OPEN
+    int st = !p->breaker.open    ? DBS_CIRCUIT_CLOSED
+             : p->breaker.probing ? DBS_CIRCUIT_HALF_OPEN
                               : DBS_CIRCUIT_OPEN;
     pthread_mutex_unlock(&p->mu);
     return st;
@@ -208,4 +208,34 @@ int64_t dbs_histogram_percentile(const dbs_histogram *now, const dbs_histogram *
     int64_t r = d->count ? dbs__hist_percentile(d, q) : -1;
     free(d);
     return r;
+}
+
+void dbs__hists_read_shards(dbs_pool *p, struct dbs__shard_hists *const *hists,
+                            dbs__hist_snap *wait, dbs__hist_snap *use)
+{
+    memset(wait, 0, sizeof *wait);
+    memset(use, 0, sizeof *use);
+    pthread_mutex_lock(&p->mu);
+    dbs__hist_merge(&p->wait_hist, wait);
+    dbs__hist_merge(&p->use_hist, use);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard_hists *h;
+        if (hists) {
+            h = hists[i];
+        } else {
+            dbs__lock_take(&p->shards[i].mu);
+            h = p->shards[i].hists;
+            dbs__lock_give(&p->shards[i].mu);
+        }
+        if (h) {
+            dbs__hist_merge(&h->wait, wait);
+            dbs__hist_merge(&h->use, use);
+        }
+    }
+}
+
+void dbs__hists_read(dbs_pool *p, dbs__hist_snap *wait, dbs__hist_snap *use)
+{
+    dbs__hists_read_shards(p, NULL, wait, use);
 }

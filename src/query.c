@@ -484,28 +484,10 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
                     "are: %s", name, n ? list : "(none)");
 }
 
-static void rows_free(dbs_rows *r)
-{
-    dbs_session *s = r->session;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        s->rows = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->magic = DBS__DEAD_MAGIC;
-    r->ops->close(r);
-}
-
 void dbs_rows_close(dbs_rows *r)
 {
     if (!rows_ok(r))
         return;
-    rows_free(r);
+    dbs__rows_free(r);
 }
 
-void dbs__rows_close_all(dbs_session *s)
-{
-    while (s->rows)
-        rows_free(s->rows);
-}

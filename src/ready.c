@@ -21,15 +21,15 @@ int dbs_pool_wait_ready(dbs_pool *p, int timeout_ms, dbs_error *err)
     /* NONE keeps nothing open: ready once a connect works. */
     bool keeps = p->mode != DBS_POOL_NONE;
     int want = p->cfg.min_idle > 0 ? p->cfg.min_idle : 1;
-    if (want > p->max_size)
-        want = p->max_size;
+    if (want > p->rp.cfg.max_size)
+        want = p->rp.cfg.max_size;
     bool pinged = false;
     dbs_error last; /* the last failure this call saw itself */
     last.code = DBS_OK;
     for (;;) {
         pthread_mutex_lock(&p->mu);
         bool closed = p->closed;
-        int open = p->n_open;
+        int open = dbs__rp_open_hint(&p->rp);
         int fcode = p->last_fail_ns >= start ? p->last_fail_code : DBS_OK;
         char why[256];
         snprintf(why, sizeof why, "%s", p->last_fail);
@@ -73,7 +73,7 @@ int dbs_pool_wait_ready(dbs_pool *p, int timeout_ms, dbs_error *err)
                 last = e;
         }
         pthread_mutex_lock(&p->mu);
-        bool done = keeps && p->n_open >= want;
+        bool done = keeps && dbs__rp_open_hint(&p->rp) >= want;
         pthread_mutex_unlock(&p->mu);
         if (!done && !pinged) {
             int64_t left = (deadline - dbs__now_ns()) / 1000000;

@@ -1,8 +1,12 @@
 /*
- * Read replicas: one internal pool per replica host (dbs_config.replica_url),
- * owned by the primary's pool, and the monitor that measures how far each
- * replica is behind, so that choosing one for a read-only session costs no
- * round trip.
+ * Routing, the top layer: a dbs_pool as its users see it, the primary and
+ * its read replicas (dbs_pool_open, dbs_pool_shutdown, dbs_pool_close open
+ * and close them together), and the choice of where a read-only session
+ * goes (dbs_session_open_ro). One internal pool per replica host
+ * (dbs_config.replica_url), owned by the primary's pool, and the monitor
+ * that measures how far each replica is behind, so that choosing one for a
+ * read-only session costs no round trip. The primary tells this layer of
+ * its commits through its on_commit hook.
  *
  * Lag is measured with WAL positions, not timestamps, so it stays right when
  * the primary is idle and when replay is paused: every PERIOD_MS a monitor
@@ -124,10 +128,10 @@ static void update_lag(struct dbs__replicas *rs)
 
 /* One query returning one row of int8 columns, on the monitor's own
  * connection (autocommit: no BEGIN). *null_out marks NULL columns. */
-static int query_row(dbs_pool *tp, void *c, const char *sql, int64_t *vals, bool *nulls,
+static int query_row(dbs_pool *tp, dbs__conn *c, const char *sql, int64_t *vals, bool *nulls,
                      int ncols, dbs_error *err)
 {
-    dbs_rows *r = tp->drv->query(c, sql, NULL, 0, err);
+    dbs_rows *r = dbs__conn_query(tp, c, sql, err);
     if (!r)
         return err->code;
     int rc = r->ops->next(r, err);
@@ -171,7 +175,7 @@ static void marks_resolve(struct dbs__replicas *rs, uint64_t pos)
     }
 }
 
-static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, void *c, int64_t t)
+static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, dbs__conn *c, int64_t t)
 {
     dbs_error err;
     int64_t v[2] = {0, 0};
@@ -236,7 +240,7 @@ static void *monitor_main(void *arg)
     monitor *m = arg;
     struct dbs__replicas *rs = m->rs;
     dbs_pool *tp = m->idx < 0 ? m->primary : rs->r[m->idx].pool;
-    void *c = NULL;
+    dbs__conn *c = NULL; /* its own, never a pool's */
     /* set before dbs__replicas_shutdown joins: a connect or sample under
      * way then ends at once */
     dbs__thread_stop = &rs->stopped;
@@ -246,16 +250,16 @@ static void *monitor_main(void *arg)
         int64_t t = dbs__now_ns();
         dbs_error err;
         if (!c)
-            c = tp->drv->connect(&tp->target, &err);
-        if (c && (sample(rs, m, tp, c, t) != DBS_OK || tp->drv->is_broken(c))) {
-            tp->drv->close(c);
+            c = dbs__conn_open(tp, &err);
+        if (c && (sample(rs, m, tp, c, t) != DBS_OK || dbs__conn_broken(tp, c))) {
+            dbs__conn_close(tp, c);
             c = NULL;
         }
         /* The server failed us: its pool's idle connections may be dead
          * too (a restart), so each is pinged before its next hand-out,
          * however recently it was used. */
         if (!c)
-            atomic_store_explicit(&tp->validate_before_ns, dbs__now_ns(), memory_order_relaxed);
+            dbs__conn_suspect(tp, dbs__now_ns());
         pthread_mutex_lock(&rs->mu);
         struct timespec ts = dbs__timespec(t + (int64_t)PERIOD_MS * 1000000);
         /* Re-check the flag after every wake: a wait can end spuriously. */
@@ -264,12 +268,19 @@ static void *monitor_main(void *arg)
     }
     pthread_mutex_unlock(&rs->mu);
     if (c)
-        tp->drv->close(c);
+        dbs__conn_close(tp, c);
     dbs__pool_unref(m->primary); /* may free the pool, rs with it */
     return NULL;
 }
 
-int dbs__replicas_open(dbs_pool *p, dbs_error *err)
+static void note_commit(dbs_pool *p, const char *user_id, uint64_t pos);
+
+static dbs_pool *open_one(const dbs_config *cfg, dbs_error *err);
+static void replicas_free(dbs_pool *p);
+
+/* Opens p's replica pools (lazily: no connect) and starts the lag
+ * monitor, from p->cfg.replica_url. [no lock] */
+static int replicas_open(dbs_pool *p, dbs_error *err)
 {
 #ifdef DBSCOPE_WITH_PG
     char **targets, **labels;
@@ -295,6 +306,8 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err)
     }
     rs->user_seed = dbs__random();
     p->target.commit_pos = 1; /* commits record their positions from now on */
+    p->on_commit = note_commit;
+    p->on_free = replicas_free;
     pthread_mutex_init(&rs->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -308,14 +321,14 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err)
         c.replica_url = NULL;
         c.lazy_open = 1; /* a replica that is down must not stop the program */
         dbs_error e;
-        dbs_pool *rp = dbs_pool_open(&c, &e);
+        dbs_pool *rp = open_one(&c, &e);
         if (!rp) {
             rc = dbs__err(err, e.code, "replica %s: %s", labels[i], e.message);
             break;
         }
         rp->replica_label = labels[i];
         labels[i] = NULL;
-        atomic_fetch_add(&rp->refs, 1); /* dropped by dbs__replicas_free */
+        atomic_fetch_add(&rp->refs, 1); /* dropped by replicas_free */
         atomic_store(&rs->r[i].replay_lsn, -1);
         rs->r[i].pool = rp;
         rs->n = i + 1;
@@ -344,7 +357,62 @@ int dbs__replicas_open(dbs_pool *p, dbs_error *err)
 #endif
 }
 
-int dbs__replicas_after_fork(dbs_pool *p, dbs_error *err)
+/* Lets go of c without sending anything: the backend's forget, or (SQLite,
+ * whose handles must not be touched across fork) nothing at all. */
+static void forget(dbs_pool *p, dbs__conn *c)
+{
+    if (p->drv->forget)
+        p->drv->forget(c->impl);
+    free(c);
+}
+
+/* In a child, lets go of p's inherited connections without sending
+ * anything, resets its state and restarts its housekeeper. */
+static int pool_after_fork(dbs_pool *p, dbs_error *err)
+{
+    if (p->fork_gen == dbs__fork_gen())
+        return DBS_OK;
+    /* The child has one thread, this one: any lock another thread of the
+     * parent held at the fork stays held for good, so each is made anew,
+     * and nothing of the parent's other threads (waiters, connects under
+     * way, sessions, the housekeeper) exists any more. */
+    dbs__pool_init_sync(p);
+
+    for (dbs__rp_item *it = dbs__rp_after_fork(&p->rp), *next; it; it = next) {
+        next = it->next;
+        forget(p, dbs__conn_of(it));
+    }
+    for (int i = 0; i < DBS__SHARDS; i++) {
+        dbs__shard *sh = &p->shards[i];
+        atomic_store(&sh->mu.held, false);
+        /* Sessions open at the fork: those of other threads are gone with
+         * them (their memory is left); this thread's are closed by
+         * dbs_session_close without touching the pool (see session.c). */
+        sh->sessions = NULL;
+        sh->n_sessions = 0;
+        sh->n_holds = 0;
+    }
+    /* Connections in use by those sessions are neither counted nor
+     * touched from here on. */
+    p->n_draining = 0;
+    dbs__breaker_init(&p->breaker, p->cfg.circuit_threshold, p->cfg.circuit_cooldown_ms);
+    p->last_fail_code = DBS_OK;
+    p->last_fail_ns = 0;
+    p->last_fail[0] = '\0';
+    /* References: the owner's, and a replica pool's primary's; the
+     * housekeeper and monitors add theirs as they start. */
+    atomic_store(&p->refs, p->replica_label ? 2 : 1);
+    p->hk_started = false;
+    p->hk_running = false;
+    p->fork_gen = dbs__fork_gen();
+    if (!p->closed && p->mode != DBS_POOL_NONE)
+        return dbs__housekeeper_start(p, err);
+    return DBS_OK;
+}
+
+/* In a child after fork(): dbs__pool_after_fork on each replica's pool,
+ * and the monitor threads started again. */
+static int replicas_after_fork(dbs_pool *p, dbs_error *err)
 {
     struct dbs__replicas *rs = p->replicas;
     if (!rs)
@@ -358,7 +426,7 @@ int dbs__replicas_after_fork(dbs_pool *p, dbs_error *err)
     pthread_cond_init(&rs->cv, &attr);
     pthread_condattr_destroy(&attr);
     for (int i = 0; i < rs->n; i++) {
-        int rc = dbs__pool_after_fork(rs->r[i].pool, err);
+        int rc = pool_after_fork(rs->r[i].pool, err);
         if (rc != DBS_OK)
             return rc;
         atomic_store(&rs->r[i].ok_ns, 0); /* measured anew */
@@ -381,7 +449,10 @@ int dbs__replicas_after_fork(dbs_pool *p, dbs_error *err)
     return DBS_OK;
 }
 
-void dbs__replicas_shutdown(dbs_pool *p)
+/* Stops the monitor (waits at most 200 ms for it) and shuts the replica
+ * pools down; at close, closes them too. Once each, at the primary's
+ * shutdown and close. */
+static void replicas_shutdown(dbs_pool *p)
 {
     struct dbs__replicas *rs = p->replicas;
     /* once, whichever of shutdown and close comes first */
@@ -402,17 +473,19 @@ void dbs__replicas_shutdown(dbs_pool *p)
         dbs_pool_shutdown(rs->r[i].pool, 0);
 }
 
-void dbs__replicas_close(dbs_pool *p)
+static void replicas_close(dbs_pool *p)
 {
     struct dbs__replicas *rs = p->replicas;
     if (!rs)
         return;
-    dbs__replicas_shutdown(p);
+    replicas_shutdown(p);
     for (int i = 0; i < rs->n; i++)
         dbs_pool_close(rs->r[i].pool); /* the primary's reference stays */
 }
 
-int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever)
+/* Waits until the replica pools have drained or deadline passes (0: do not
+ * wait; < 0: no bound); returns the sessions still open on them. */
+static int replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever)
 {
     struct dbs__replicas *rs = p->replicas;
     int left = 0;
@@ -431,7 +504,8 @@ int dbs__replicas_drain(dbs_pool *p, int64_t deadline_ns, bool forever)
     return left;
 }
 
-void dbs__replicas_free(dbs_pool *p)
+/* What replicas_open made, with the primary's memory. */
+static void replicas_free(dbs_pool *p)
 {
     struct dbs__replicas *rs = p->replicas;
     if (!rs)
@@ -477,7 +551,7 @@ static _Atomic uint64_t *user_slot(struct dbs__replicas *rs, const char *user_id
     return &rs->user_pos[h % USER_SLOTS];
 }
 
-void dbs__replica_note_commit(dbs_pool *p, const char *user_id, uint64_t pos)
+static void note_commit(dbs_pool *p, const char *user_id, uint64_t pos)
 {
     struct dbs__replicas *rs = p->replicas;
     if (!rs || !user_id)
@@ -575,7 +649,7 @@ void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
     int64_t lag = 0;
     for (int i = 0; i < rs->n; i++) {
         dbs_stats st;
-        dbs_pool_stats(rs->r[i].pool, &st);
+        dbs__pool_snapshot(rs->r[i].pool, &st, NULL);
         out->replica_size += st.size;
         out->replica_in_use += st.in_use;
         int64_t l = dbs__replica_lag_ms(p, i);
@@ -589,4 +663,189 @@ void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
             lag = l;
     }
     out->replica_lag_ms = lag;
+}
+
+/* ---- read-only sessions ---- */
+
+/* A read-only session: on a replica that qualifies, else on the primary
+ * (or refused, per replica_fallback); then the backend's read-only switch,
+ * so that read-only holds by construction on every backend. */
+static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                            dbs_error *err, const char *file, int line, const char *func)
+{
+    if (!pool || pool->magic != DBS__POOL_MAGIC) {
+        dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
+        return NULL;
+    }
+    if (dbs__fork_check(pool, "dbs_session_open_ro", err) != DBS_OK)
+        return NULL;
+    if (!pool->drv->set_read_only) {
+        dbs__err(err, DBS_ECONFIG,
+                 "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
+                 "use dbs_session_open", pool->drv->name);
+        dbs__errors_note(pool, DBS_ECONFIG, NULL);
+        return NULL;
+    }
+    dbs_session *s = NULL;
+    if (pool->replicas && !dbs__pool_closed(pool)) {
+        s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
+        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback)) {
+            /* a replica pool's own acquire failure is counted there; no
+             * replica to serve it is this pool's */
+            if (err->code == DBS_EUNAVAILABLE)
+                dbs__errors_note(pool, DBS_EUNAVAILABLE, NULL);
+            return NULL;
+        }
+    }
+    if (!s)
+        s = dbs__session_open(pool, ctx, err, file, line, func);
+    if (!s)
+        return NULL;
+    s->touched = true;
+    int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
+    if (rc != DBS_OK) {
+        dbs__errors_note(s->pool, rc, err->sqlstate);
+        s->broken = true;
+        dbs__session_close(s);
+        err->code = rc;
+        return NULL;
+    }
+    atomic_store_explicit(&s->read_only, true, memory_order_relaxed);
+    err->code = DBS_OK;
+    return s;
+}
+
+dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
+                                    const char *file, int line, const char *func)
+{
+    dbs_error local;
+    return open_ro(pool, ctx, 0, err ? err : &local, file, line, func);
+}
+
+dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                                          dbs_error *err, const char *file, int line,
+                                          const char *func)
+{
+    dbs_error local;
+    return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
+}
+
+
+int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                     dbs_error *err)
+{
+    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", open_ro, 0, NULL);
+}
+
+int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                       dbs_error *err, const char *file, int line, const char *func)
+{
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, open_ro, 0, NULL);
+}
+
+int(dbs_transact_ro_after)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                           dbs_work_fn work, void *arg, dbs_error *err)
+{
+    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", open_ro, pos, NULL);
+}
+
+int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
+                             dbs_work_fn work, void *arg, dbs_error *err, const char *file,
+                             int line, const char *func)
+{
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, open_ro, pos, NULL);
+}
+
+/* ---- the pool as its users see it: the primary and its replicas ---- */
+
+/* One pool with its housekeeper. */
+static dbs_pool *open_one(const dbs_config *cfg, dbs_error *err)
+{
+    dbs_pool *p = dbs__pool_open(cfg, err);
+    if (p && p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
+        dbs_pool_close(p);
+        return NULL;
+    }
+    return p;
+}
+
+dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
+{
+    dbs_pool *p = open_one(cfg, err);
+    if (!p)
+        return NULL;
+    if (cfg->replica_url && *cfg->replica_url) {
+        dbs_error rerr;
+        if (replicas_open(p, &rerr) != DBS_OK) {
+            if (err)
+                *err = rerr;
+            dbs_pool_close(p);
+            return NULL;
+        }
+        p->cfg.replica_url = NULL; /* the caller's: used only here */
+    }
+    if (err)
+        dbs__err(err, DBS_OK, "ok");
+    return p;
+}
+
+/* The first call of dbs_pool_shutdown (or of dbs_pool_close without it):
+ * no new session from here on, waiters woken, idle and parked connections
+ * closed, the housekeeper and the lag monitor stopped, the replicas shut
+ * down. */
+static void begin_shutdown(dbs_pool *p)
+{
+    if (!dbs__pool_begin_shutdown(p))
+        return;
+    dbs__housekeeper_stop(p);
+    replicas_shutdown(p);
+}
+
+/* In a child after fork(): the pool and its replicas let go of the
+ * parent's connections without a word and start their threads again. */
+static int after_fork(dbs_pool *p, dbs_error *err)
+{
+    if (p->fork_gen == dbs__fork_gen())
+        return DBS_OK;
+    int rc = pool_after_fork(p, err);
+    if (rc == DBS_OK)
+        rc = replicas_after_fork(p, err);
+    return rc;
+}
+
+int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err)
+{
+    if (!pool || pool->magic != DBS__POOL_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_pool_after_fork_child: not an open pool");
+    int rc = after_fork(pool, err);
+    if (rc == DBS_OK && err)
+        dbs__err(err, DBS_OK, "ok");
+    return rc;
+}
+
+int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return DBS_EMISUSE;
+    const int64_t deadline = dbs__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
+    (void)after_fork(p, NULL); /* as dbs_pool_close */
+    begin_shutdown(p);
+    int left = dbs__pool_drain(p, deadline, timeout_ms);
+    return left + replicas_drain(p, deadline, timeout_ms < 0);
+}
+
+void dbs_pool_close(dbs_pool *p)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return;
+    /* in a child after fork(): the parent's connections are let go of
+     * without a word, never closed as the pool's own */
+    (void)after_fork(p, NULL);
+    begin_shutdown(p);
+    if (!dbs__pool_close_once(p))
+        return;
+    replicas_close(p);
+    /* Sessions still out now were never going to be closed in time. */
+    dbs__leaks_report(p, true, "still open at dbs_pool_close");
+    dbs__pool_unref(p); /* the owner's reference: may free p */
 }

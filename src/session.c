@@ -21,7 +21,7 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
     }
     if (total == 0)
         return DBS_OK;
-    if (total > s->ctx_cap) {
+    if (total > s->ctx_cap || !s->ctx_buf) {
         char *buf = realloc(s->ctx_buf, total);
         if (!buf)
             return DBS_ENOMEM;
@@ -176,69 +176,6 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     return s;
 }
 
-/* A read-only session: on a replica that qualifies, else on the primary
- * (or refused, per replica_fallback); then the backend's read-only switch,
- * so that read-only holds by construction on every backend. */
-static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                            dbs_error *err, const char *file, int line, const char *func)
-{
-    if (!pool || pool->magic != DBS__POOL_MAGIC) {
-        dbs__err(err, DBS_EMISUSE, "dbs_session_open_ro: not an open pool (NULL or freed)");
-        return NULL;
-    }
-    if (dbs__fork_check(pool, "dbs_session_open_ro", err) != DBS_OK)
-        return NULL;
-    if (!pool->drv->set_read_only) {
-        dbs__err(err, DBS_ECONFIG,
-                 "dbs_session_open_ro: the %s backend cannot enforce read-only sessions; "
-                 "use dbs_session_open", pool->drv->name);
-        dbs__errors_note(pool, DBS_ECONFIG, NULL);
-        return NULL;
-    }
-    dbs_session *s = NULL;
-    if (pool->replicas && !dbs__pool_closed(pool)) {
-        s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
-        if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback)) {
-            /* a replica pool's own acquire failure is counted there; no
-             * replica to serve it is this pool's */
-            if (err->code == DBS_EUNAVAILABLE)
-                dbs__errors_note(pool, DBS_EUNAVAILABLE, NULL);
-            return NULL;
-        }
-    }
-    if (!s)
-        s = dbs__session_open(pool, ctx, err, file, line, func);
-    if (!s)
-        return NULL;
-    s->touched = true;
-    int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
-    if (rc != DBS_OK) {
-        dbs__errors_note(s->pool, rc, err->sqlstate);
-        s->broken = true;
-        session_close(s);
-        err->code = rc;
-        return NULL;
-    }
-    atomic_store_explicit(&s->read_only, true, memory_order_relaxed);
-    err->code = DBS_OK;
-    return s;
-}
-
-dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
-                                    const char *file, int line, const char *func)
-{
-    dbs_error local;
-    return open_ro(pool, ctx, 0, err ? err : &local, file, line, func);
-}
-
-dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                                          dbs_error *err, const char *file, int line,
-                                          const char *func)
-{
-    dbs_error local;
-    return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
-}
-
 int dbs__session_check(dbs_session *s, dbs_error *err)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
@@ -352,7 +289,8 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             uint64_t pos = drv->commit_pos(c);
             if (pos) {
                 s->commit_pos = pos;
-                dbs__replica_note_commit(s->pool, s->ctx.user_id, pos);
+                if (s->pool->on_commit) /* the routing layer's */
+                    s->pool->on_commit(s->pool, s->ctx.user_id, pos);
             }
         }
     }
@@ -559,8 +497,17 @@ static int sp_cmd(dbs_session *s, const char *cmd, int depth, dbs_error *err)
 {
     char sql[64];
     snprintf(sql, sizeof sql, "%s dbs_sp%d", cmd, depth);
-    int64_t rc = dbs_exec(s, sql, NULL, 0, err);
-    return rc < 0 ? (int)rc : DBS_OK;
+    /* what dbs_exec does, on the session's own connection */
+    int rc = dbs__session_check(s, err);
+    if (rc == DBS_OK)
+        rc = dbs__session_autobegin(s, err);
+    if (rc != DBS_OK)
+        return rc;
+    int64_t r = s->pool->drv->exec(s->conn->impl, sql, NULL, 0, err);
+    if (r < 0)
+        return dbs__session_failed(s, (int)r);
+    err->code = DBS_OK;
+    return DBS_OK;
 }
 
 static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn work, void *arg,
@@ -665,60 +612,31 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro, uint64_t pos,
+                             const char *func, dbs__opener open, uint64_t pos,
                              const dbs_tx_options *opt);
-
-static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                    dbs_error *err, const char *file, int line, const char *func, bool ro,
-                    uint64_t pos, const dbs_tx_options *opt);
 
 int(dbs_transact_opts)(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
                        dbs_work_fn work, void *arg, dbs_error *err)
 {
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_opts", false, 0, opt);
+    return dbs__transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_opts", NULL, 0, opt);
 }
 
 int dbs_transact_opts_at(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
                          dbs_work_fn work, void *arg, dbs_error *err, const char *file,
                          int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, false, 0, opt);
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, NULL, 0, opt);
 }
 
 int dbs_transact_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
                     dbs_error *err, const char *file, int line, const char *func)
 {
-    return transact(pool, ctx, work, arg, err, file, line, func, false, 0, NULL);
+    return dbs__transact(pool, ctx, work, arg, err, file, line, func, NULL, 0, NULL);
 }
 
-int(dbs_transact_ro)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                     dbs_error *err)
-{
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro", true, 0, NULL);
-}
-
-int dbs_transact_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                       dbs_error *err, const char *file, int line, const char *func)
-{
-    return transact(pool, ctx, work, arg, err, file, line, func, true, 0, NULL);
-}
-
-int(dbs_transact_ro_after)(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                           dbs_work_fn work, void *arg, dbs_error *err)
-{
-    return transact(pool, ctx, work, arg, err, "?", 0, "dbs_transact_ro_after", true, pos, NULL);
-}
-
-int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t pos,
-                             dbs_work_fn work, void *arg, dbs_error *err, const char *file,
-                             int line, const char *func)
-{
-    return transact(pool, ctx, work, arg, err, file, line, func, true, pos, NULL);
-}
-
-static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
-                    dbs_error *err, const char *file, int line, const char *func, bool ro,
-                    uint64_t pos, const dbs_tx_options *opt)
+int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void *arg,
+                  dbs_error *err, const char *file, int line, const char *func,
+                  dbs__opener open, uint64_t pos, const dbs_tx_options *opt)
 {
     dbs_error local;
     if (!err)
@@ -729,7 +647,7 @@ static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
     if (dbs__fork_check(pool, "dbs_transact", err) != DBS_OK)
         return err->code;
-    unit_frame *outer = enclosing_unit(pool, ro, pos);
+    unit_frame *outer = enclosing_unit(pool, open != NULL, pos);
     if (outer)
         return nested_unit(outer->s, opt, work, arg, err);
     /* Held across attempts, so a dbs_pool_close on another thread cannot
@@ -737,14 +655,14 @@ static int transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, vo
     int rc = dbs__pool_hold(pool, err);
     if (rc != DBS_OK)
         return rc;
-    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, ro, pos, opt);
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, open, pos, opt);
     dbs__pool_drop(pool);
     return rc;
 }
 
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
-                             const char *func, bool ro, uint64_t pos,
+                             const char *func, dbs__opener open, uint64_t pos,
                              const dbs_tx_options *opt)
 {
     const int retry_max = pool->cfg.retry_max;
@@ -753,8 +671,8 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         bool committed = false;
         err->code = DBS_OK;
         transact_attempt = attempt + 1;
-        dbs_session *s = ro ? open_ro(pool, ctx, pos, err, file, line, func)
-                            : dbs__session_open(pool, ctx, err, file, line, func);
+        dbs_session *s = open ? open(pool, ctx, pos, err, file, line, func)
+                              : dbs__session_open(pool, ctx, err, file, line, func);
         transact_attempt = 0;
         if (s && !txo_plain(opt) && dbs_session_set_tx_options(s, opt, err) != DBS_OK) {
             rc = err->code; /* the backend refuses them: no attempt can run */
@@ -764,7 +682,7 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         if (!s) {
             rc = err->code;
         } else {
-            unit_frame frame = {.pool = pool, .s = s, .ro = ro, .up = unit_top};
+            unit_frame frame = {.pool = pool, .s = s, .ro = open != NULL, .up = unit_top};
             unit_top = &frame;
             rc = work(s, arg, err);
             unit_top = frame.up;
@@ -813,4 +731,46 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         if (ceiling > 0)
             dbs__sleep_ms((int64_t)(dbs__random() % (uint64_t)(ceiling + 1)));
     }
+}
+
+/* A session's round trip: any connection the pool would hand out proves
+ * itself, and one found lost is discarded as a session's would be. */
+int dbs_pool_ping(dbs_pool *p, dbs_error *err)
+{
+    if (!p || p->magic != DBS__POOL_MAGIC)
+        return dbs__err(err, DBS_EMISUSE, "dbs_pool_ping: not an open pool");
+    dbs_error local;
+    if (!err)
+        err = &local;
+    dbs_session *s = dbs__session_open(p, NULL, err, __FILE__, __LINE__, "dbs_pool_ping");
+    if (!s)
+        return err->code;
+    int rc = p->drv->ping(s->conn->impl, err);
+    if (rc != DBS_OK && p->drv->is_broken(s->conn->impl))
+        s->broken = true;
+    dbs__session_close(s);
+    if (rc == DBS_OK && err)
+        dbs__err(err, DBS_OK, "ok");
+    return rc;
+}
+
+/* ---- the session's open rows ---- */
+
+void dbs__rows_free(dbs_rows *r)
+{
+    dbs_session *s = r->session;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->rows = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->magic = DBS__DEAD_MAGIC;
+    r->ops->close(r);
+}
+
+void dbs__rows_close_all(dbs_session *s)
+{
+    while (s->rows)
+        dbs__rows_free(s->rows);
 }

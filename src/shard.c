@@ -1,11 +1,12 @@
-/* Per-thread shards: each thread checks out and in through its own shard of
- * every pool, parks the connection it gave back there for its next checkout
- * while nobody waits, and lists its sessions there; see dbs__shard in
- * internal.h for the protocol between parking and waiting. */
+/* The session layer's shards: each thread opens and closes its sessions
+ * through its own shard of every pool, which lists them, counts them and
+ * their checkouts, and holds the pool open for them through a shutdown
+ * (see dbs__shard in internal.h). */
 #include "pool_int.h"
 
 /* Each thread's ordinal, given on its first checkout: it picks the thread's
- * shard in every pool. Threads made one after another get different shards. */
+ * shard in every pool, and is its affinity token in the resource pool.
+ * Threads made one after another get different shards. */
 static atomic_uint next_ordinal;
 static _Thread_local unsigned my_ordinal; /* ordinal + 1; 0 = none yet */
 
@@ -33,65 +34,30 @@ void dbs__shards_unlock(dbs_pool *p)
         dbs__lock_give(&p->shards[i].mu);
 }
 
-/* Takes shard i's parked connection, if any, and clears its flag. [mu] */
-static dbs__conn *take_from(dbs_pool *p, int i)
-{
-    dbs__shard *sh = &p->shards[i];
-    dbs__lock_take(&sh->mu);
-    dbs__conn *c = dbs__unpark(sh);
-    atomic_store_explicit(&p->maybe_parked[i], false, memory_order_relaxed);
-    dbs__lock_give(&sh->mu);
-    return c;
-}
-
-dbs__conn *dbs__take_parked(dbs_pool *p, memory_order mo)
+void dbs__shards_close(dbs_pool *p)
 {
     for (int i = 0; i < DBS__SHARDS; i++) {
-        if (!atomic_load_explicit(&p->maybe_parked[i], mo))
-            continue;
-        dbs__conn *c = take_from(p, i);
-        if (c)
-            return c;
+        dbs__shard *sh = &p->shards[i];
+        dbs__lock_take(&sh->mu);
+        sh->closed = true;
+        p->n_draining += sh->n_sessions;
+        atomic_fetch_add(&p->refs, sh->n_sessions + sh->n_holds);
+        dbs__lock_give(&sh->mu);
     }
-    return NULL;
 }
 
-void dbs__shard_leave(dbs_pool *p, dbs__shard *sh)
+bool dbs__shard_leave(dbs_pool *p, dbs__shard *sh)
 {
     dbs__lock_take(&sh->mu);
     sh->n_sessions--;
     bool closed = sh->closed;
     dbs__lock_give(&sh->mu);
     if (!closed)
-        return;
+        return false;
     /* Counted in n_draining since the shutdown: tell dbs_pool_shutdown. */
     pthread_mutex_lock(&p->mu);
     if (--p->n_draining == 0)
         pthread_cond_broadcast(&p->drain_cv);
     pthread_mutex_unlock(&p->mu);
-    dbs__pool_unref(p);
-}
-
-int dbs__pool_hold(dbs_pool *p, dbs_error *err)
-{
-    dbs__shard *sh = dbs__shard_of(p);
-    dbs__lock_take(&sh->mu);
-    if (sh->closed) {
-        dbs__lock_give(&sh->mu);
-        return dbs__err(err, DBS_ECLOSED, "the pool is shut down");
-    }
-    sh->n_holds++;
-    dbs__lock_give(&sh->mu);
-    return DBS_OK;
-}
-
-void dbs__pool_drop(dbs_pool *p)
-{
-    dbs__shard *sh = dbs__shard_of(p);
-    dbs__lock_take(&sh->mu);
-    sh->n_holds--;
-    bool closed = sh->closed;
-    dbs__lock_give(&sh->mu);
-    if (closed)
-        dbs__pool_unref(p);
+    return true;
 }

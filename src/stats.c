@@ -17,30 +17,6 @@ static void put_json_observe(struct out *o, dbs_pool *p);
  * read without locks (see histogram.c); a shard's histograms, once made,
  * live as long as the pool. hists: the shards' pointers, or NULL to read
  * them here. */
-static void read_hists(dbs_pool *p, dbs__shard_hists *const *hists, dbs__hist_snap *wait,
-                       dbs__hist_snap *use)
-{
-    memset(wait, 0, sizeof *wait);
-    memset(use, 0, sizeof *use);
-    pthread_mutex_lock(&p->mu);
-    dbs__hist_merge(&p->wait_hist, wait);
-    dbs__hist_merge(&p->use_hist, use);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < DBS__SHARDS; i++) {
-        dbs__shard_hists *h;
-        if (hists) {
-            h = hists[i];
-        } else {
-            dbs__lock_take(&p->shards[i].mu);
-            h = p->shards[i].hists;
-            dbs__lock_give(&p->shards[i].mu);
-        }
-        if (h) {
-            dbs__hist_merge(&h->wait, wait);
-            dbs__hist_merge(&h->use, use);
-        }
-    }
-}
 
 void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
 {
@@ -49,44 +25,15 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
     memset(out, 0, sizeof *out);
     if (!p || p->magic != DBS__POOL_MAGIC)
         return;
-    /* Every shard's lock under the pool's: nothing moves while the
-     * snapshot is taken, so its numbers add up. */
     dbs__shard_hists *hists[DBS__SHARDS];
-    int parked = 0;
-    pthread_mutex_lock(&p->mu);
-    dbs__shards_lock(p);
-    *out = p->counters;
-    for (int i = 0; i < DBS__SHARDS; i++) {
-        const dbs__shard *sh = &p->shards[i];
-        out->acquired += sh->acquired;
-        out->released += sh->released;
-        out->leaks += sh->leaks;
-        out->leaks_recovered += sh->leaks_recovered;
-        out->slow_sessions += sh->slow_sessions;
-        parked += sh->parked != NULL;
-        hists[i] = sh->hists;
-    }
-    /* a parked connection is idle for every purpose but the idle list */
-    int in_use = p->n_in_use - parked;
-    out->size = p->n_open;
-    out->idle = p->n_idle + parked;
-    out->in_use = in_use;
-    int over = p->n_open - p->cfg.pool_size;
-    if (p->mode != DBS_POOL_QUEUE || over < 0)
-        over = 0;
-    out->overflow_in_use = over < in_use ? over : in_use;
-    out->waiting = p->n_waiting;
-    out->pending = p->n_pending;
-    out->max_size = p->max_size;
-    dbs__shards_unlock(p);
-    pthread_mutex_unlock(&p->mu);
+    dbs__pool_snapshot(p, out, hists);
     dbs__replicas_stats(p, out); /* each replica pool's own snapshot */
     if (!p->cfg.metrics)
         return;
     dbs__hist_snap *h = malloc(2 * sizeof *h);
     if (!h)
         return;
-    read_hists(p, hists, &h[0], &h[1]);
+    dbs__hists_read_shards(p, hists, &h[0], &h[1]);
     fill_percentiles(&h[0], &out->wait_p50_us, &out->wait_p90_us, &out->wait_p99_us,
                      &out->wait_max_us, &out->wait_count);
     fill_percentiles(&h[1], &out->use_p50_us, &out->use_p90_us, &out->use_p99_us,
@@ -222,7 +169,7 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
         labs[t] = target_labels(p->name, tp->replica_label);
         rc = labs[t] ? take_snapshot(tp, &sn[t]) : DBS_ENOMEM;
         if (rc == DBS_OK)
-            read_hists(tp, NULL, &sn[t].wait, &sn[t].use);
+            dbs__hists_read_shards(tp, NULL, &sn[t].wait, &sn[t].use);
     }
     if (rc != DBS_OK) {
         for (int t = 0; labs && t < T; t++)
@@ -436,7 +383,7 @@ static void gather_pool(dbs_pool *p, gather *g)
             in->age_ms = (now - s->opened_ns) / 1000000;
             in->in_transaction = atomic_load_explicit(&s->tx_open, memory_order_relaxed);
             in->leak_reported = s->leak_reported;
-            in->conn_id = s->conn ? s->conn->id : 0;
+            in->conn_id = s->conn ? s->conn->item.id : 0;
             in->target = target;
             in->read_only = atomic_load_explicit(&s->read_only, memory_order_relaxed);
             const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
@@ -490,10 +437,6 @@ int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 
 /* ---- OpenTelemetry's names, the error table, the circuit ---- */
 
-void dbs__hists_read(dbs_pool *p, dbs__hist_snap *wait, dbs__hist_snap *use)
-{
-    read_hists(p, NULL, wait, use);
-}
 
 /* A histogram in seconds under an OpenTelemetry name; labs: the series'
  * labels. */

@@ -1,4 +1,4 @@
-/* URL parsing and redaction (src/config.c). Two kinds of input: raw bytes
+/* URL parsing and redaction (src/config.c, src/redact.c). Two kinds of input: raw bytes
  * as a URL, and URLs built around a secret the target knows, so it can
  * check that the secret never reaches the redacted text nor any error
  * message: a password in the userinfo or as password=, and (kind 4) a
