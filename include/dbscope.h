@@ -532,13 +532,15 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * gives up the caller's handle. Waits for no session and for no connection
  * I/O: sessions still open get DBS_ECLOSED on their next call, their
  * connections are closed when they close, and the pool's memory is freed
- * with the last of them (or when a housekeeper round still under way ends).
+ * with the last of them.
  * No call on pool may start after this one (a thread that might still open
  * a session must be joined first: see dbs_pool_shutdown); calls already
  * under way (dbs_transact, which keeps the pool across its retries,
  * dbs_pool_stats, open sessions) stay safe. Blocks for closing the idle
- * connections and at most 200 ms for the housekeeper. Call once, from any
- * thread; NULL is a no-op. */
+ * connections and for joining the pool's own threads (as dbs_pool_shutdown
+ * does): when it returns, no thread the pool started is left, none inside
+ * libpq or Connector/C, so the program may exit or unload the library.
+ * Call once, from any thread; NULL is a no-op. */
 void dbs_pool_close(dbs_pool *pool);
 
 /* Graceful shutdown, for servers, of pool and its replicas' pools. From the
@@ -546,13 +548,21 @@ void dbs_pool_close(dbs_pool *pool);
  * with DBS_ECLOSED, without connecting even if it had just been given room
  * for a new connection; a connect already under way ends within
  * connect_timeout_ms and its connection is closed, never handed out. Idle
- * connections are closed and the housekeeper is told to stop. Then waits up to timeout_ms (0: not at all; < 0: without bound)
+ * connections are closed, and the pool's own threads (the housekeeper, the
+ * replica monitors) are stopped and joined: a connect, ping or name lookup
+ * one of them has under way, even to a server that never answers, is
+ * abandoned within about 50 ms (its connection closed, never handed out),
+ * so the join takes that plus closing what it opened, never a connect or
+ * statement bound. (A name lookup's own helper thread, inside
+ * getaddrinfo, cannot be stopped: it is left to end by itself, and holds
+ * nothing of the pool.) Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
  * (0: drained). The pool's memory stays valid until dbs_pool_close, so
  * statistics, metrics and the owners of open sessions may go on using it.
  * A server's sequence: stop accepting requests; dbs_pool_shutdown(pool,
  * deadline); join the workers; dbs_pool_close(pool). Blocks at most
- * timeout_ms plus closing the idle connections. Any thread; calling it
+ * timeout_ms plus closing the idle connections plus joining the pool's
+ * threads as above (tens of ms). Any thread; calling it
  * again is harmless. */
 int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);
 

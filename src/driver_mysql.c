@@ -77,6 +77,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -652,6 +653,9 @@ static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned r
      * under the caller's feet: a lost connection is reported instead. */
     my_bool off = 0, on = 1;
     mysql_options(my, MYSQL_OPT_RECONNECT, &off);
+    /* Every handle: whichever thread made it, the housekeeper may ping it
+     * (see nb_wait) */
+    mysql_options(my, MYSQL_OPT_NONBLOCK, 0);
     unsigned int no_infile = 0;
     mysql_options(my, MYSQL_OPT_LOCAL_INFILE, &no_infile);
     mysql_options(my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
@@ -693,6 +697,83 @@ static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned r
     default:
         break;
     }
+}
+
+/* ---- abandonable waits ----
+ * On a pool's own thread (dbs__thread_stop set: the housekeeper, a replica
+ * monitor) the connect and the ping go through Connector/C's non-blocking
+ * API (MYSQL_OPT_NONBLOCK, set on every handle before its connect), so the
+ * wait is a poll() of ours that looks at the stop flag every
+ * DBS__STOP_SLICE_MS. Once it is set, every wait is answered with
+ * MYSQL_WAIT_TIMEOUT: Connector/C then fails the call as a timeout, leaving
+ * the handle consistent for mysql_close. The blocking calls keep working
+ * on such a handle (Connector/C 3.x uses its non-blocking path only inside
+ * a _start/_cont call). Any other thread uses the blocking calls. */
+
+/* Waits for what a _start/_cont call asked (status); returns the events
+ * for the next _cont. Sets *stopped once the pool shuts down. */
+static int nb_wait(MYSQL *my, int status, bool *stopped)
+{
+    int64_t until = INT64_MAX;
+    if (status & MYSQL_WAIT_TIMEOUT)
+        until = dbs__now_ns() + (int64_t)mysql_get_timeout_value_ms(my) * 1000000;
+    short events = (short)(((status & MYSQL_WAIT_READ) ? POLLIN : 0) |
+                           ((status & MYSQL_WAIT_WRITE) ? POLLOUT : 0) |
+                           ((status & MYSQL_WAIT_EXCEPT) ? POLLPRI : 0));
+    for (;;) {
+        if (*stopped || dbs__stopping()) {
+            *stopped = true;
+            return MYSQL_WAIT_TIMEOUT;
+        }
+        int64_t now = dbs__now_ns();
+        if (now >= until)
+            return MYSQL_WAIT_TIMEOUT;
+        int64_t left = (until - now + 999999) / 1000000;
+        int ms = left < DBS__STOP_SLICE_MS ? (int)left : DBS__STOP_SLICE_MS;
+        struct pollfd pfd = {.fd = (int)mysql_get_socket(my), .events = events};
+        int n = poll(&pfd, 1, ms);
+        if (n < 0 && errno != EINTR)
+            return MYSQL_WAIT_TIMEOUT; /* fails the call */
+        if (n <= 0)
+            continue;
+        int ready = 0;
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+            ready |= MYSQL_WAIT_READ;
+        if (pfd.revents & (POLLOUT | POLLHUP | POLLERR))
+            ready |= MYSQL_WAIT_WRITE;
+        if (pfd.revents & POLLPRI)
+            ready |= MYSQL_WAIT_EXCEPT;
+        return ready & status ? ready & status : status & ~MYSQL_WAIT_TIMEOUT;
+    }
+}
+
+/* mysql_real_connect, abandoned (NULL, *stopped) once the pool shuts down
+ * when called on a pool's own thread. */
+static MYSQL *real_connect(MYSQL *my, const char *host, const char *user, const char *password,
+                           const char *db, unsigned port, const char *socket,
+                           unsigned long flags, bool *stopped)
+{
+    if (!dbs__thread_stop)
+        return mysql_real_connect(my, host, user, password, db, port, socket, flags);
+    MYSQL *ret = NULL;
+    int st = mysql_real_connect_start(&ret, my, host, user, password, db, port, socket, flags);
+    while (st)
+        st = mysql_real_connect_cont(&ret, my, nb_wait(my, st, stopped));
+    return *stopped ? NULL : ret;
+}
+
+/* mysql_read_query_result; on a pool's own thread, failing (as a lost
+ * connection) once the pool shuts down. */
+static my_bool read_query_result(MYSQL *my)
+{
+    if (!dbs__thread_stop)
+        return mysql_read_query_result(my);
+    my_bool ret = 1;
+    bool stopped = false;
+    int st = mysql_read_query_result_start(&ret, my);
+    while (st)
+        st = mysql_read_query_result_cont(&ret, my, nb_wait(my, st, &stopped));
+    return stopped ? 1 : ret;
 }
 
 /* The credential provider's password for a connect to m (1: none set,
@@ -776,12 +857,17 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
              a = strtok_r(NULL, ",", &save))
             addr[naddr++] = a;
     }
-    bool connected = false;
+    bool connected = false, stopped = false;
     for (int i = 0;; i++) {
         const char *host = naddr > 0 ? addr[i] : m->host;
-        connected = mysql_real_connect(c->my, host, m->user, password, m->db, m->port,
-                                       m->socket,
-                                       CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS) != NULL;
+        connected = real_connect(c->my, host, m->user, password, m->db, m->port, m->socket,
+                                 CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS, &stopped) != NULL;
+        if (stopped || (connected && dbs__stopping())) {
+            mysql_close(c->my); /* abandoned: never handed out */
+            free(c);
+            dbs__err(err, DBS_ECLOSED, "mariadb: connect abandoned: the pool shut down");
+            return NULL;
+        }
         unsigned e = mysql_errno(c->my);
         if (connected && naddr > 0)
             snprintf(c->addr, sizeof c->addr, "%s", host);
@@ -986,7 +1072,7 @@ static int answer(my_conn *c, dbs_error *err)
         return DBS_OK;
     c->answer_owed = false;
     int64_t t0 = dbs__now_ns();
-    int rc = release_read(c, mysql_read_query_result(c->my) == 0, NULL, false, t0, err);
+    int rc = release_read(c, read_query_result(c->my) == 0, NULL, false, t0, err);
     if (rc == DBS_OK && c->broken)
         rc = dbs__err(err, DBS_ECONNECT, "mariadb: the release statement failed");
     c->reset_owed = rc == DBS_OK && c->dirty;
@@ -1137,7 +1223,20 @@ static int my_ping(void *vc, dbs_error *err)
     if (rc != DBS_OK)
         return rc;
     int64_t t0 = dbs__now_ns();
-    if (mysql_ping(c->my) != 0)
+    bool stopped = false;
+    if (dbs__thread_stop && mysql_get_socket(c->my) >= 0) {
+        /* a pool's own thread: abandoned once the pool shuts down */
+        int st = mysql_ping_start(&rc, c->my);
+        while (st)
+            st = mysql_ping_cont(&rc, c->my, nb_wait(c->my, st, &stopped));
+    } else {
+        rc = mysql_ping(c->my);
+    }
+    if (stopped) {
+        c->broken = true;
+        return dbs__err(err, DBS_ECLOSED, "mariadb: ping abandoned: the pool shut down");
+    }
+    if (rc != 0)
         return fail_conn(c, t0, false, err);
     return DBS_OK;
 }

@@ -399,15 +399,22 @@ static int64_t deadline_of(int ms)
     return ms > 0 ? dbs__now_ns() + (int64_t)ms * 1000000 : INT64_MAX;
 }
 
-/* Waits until fd is ready for events or the deadline passes. */
+/* Waits until fd is ready for events or the deadline passes. On a pool's
+ * own thread, IO_LOST as soon as the pool shuts down (dbs__stopping): the
+ * caller discards the connection, and no cancel request is sent. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
+    const bool stoppable = dbs__thread_stop != NULL;
     for (;;) {
+        if (stoppable && dbs__stopping())
+            return IO_LOST;
         int64_t now = dbs__now_ns();
         if (now >= deadline)
             return IO_TIMEOUT;
         int64_t left = (deadline - now + 999999) / 1000000;
         int ms = deadline == INT64_MAX || left > INT_MAX ? -1 : (int)left;
+        if (stoppable && (ms < 0 || ms > DBS__STOP_SLICE_MS))
+            ms = DBS__STOP_SLICE_MS;
         struct pollfd p = {.fd = fd, .events = events};
         int n = poll(&p, 1, ms);
         if (n < 0 && errno == EINTR)
@@ -1300,6 +1307,9 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
             timeout = true;
             break;
         }
+        if (dbs__stopping()) /* the pool shut down: abandoned and closed */
+            return connect_fail(c, err, DBS_ECLOSED,
+                                "postgresql: connect abandoned: the pool shut down");
         ps = PQconnectPoll(c->pg);
     }
     if (ps != PGRES_POLLING_OK) {

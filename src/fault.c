@@ -26,8 +26,18 @@ static void *connect_via(int i, const dbs__target *t, dbs_error *err)
 {
     atomic_fetch_add_explicit(&dbs__fault.connects, 1, memory_order_relaxed);
     int delay = atomic_load_explicit(&dbs__fault.connect_delay_ms, memory_order_relaxed);
-    if (delay > 0)
-        dbs__sleep_ms(delay);
+    /* A stalled connect, abandoned at shutdown as a real one is
+     * (dbs__thread_stop) */
+    for (int64_t until = dbs__now_ns() + (int64_t)delay * 1000000; delay > 0;) {
+        if (dbs__stopping()) {
+            dbs__err(err, DBS_ECLOSED, "connect abandoned: the pool shut down");
+            return NULL;
+        }
+        int64_t left = (until - dbs__now_ns()) / 1000000;
+        if (left <= 0)
+            break;
+        dbs__sleep_ms(left < DBS__STOP_SLICE_MS ? left : DBS__STOP_SLICE_MS);
+    }
     if (take(&dbs__fault.fail_connects)) {
         dbs__err(err, DBS_ECONNECT, "cannot connect: injected fault");
         return NULL;

@@ -2,7 +2,6 @@
  * connections ready and closes idle ones past idle_timeout or lifetime, so a
  * quiet pool shrinks and a busy one never pays for a connect it could have
  * made in advance. Stopped and joined by dbs_pool_close. */
-#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "pool_int.h"
 
 #include <errno.h>
@@ -96,6 +95,8 @@ static void check_target(dbs_pool *p)
     dbs__conn_suspect(p, dbs__now_ns());
     dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, NULL, err.code, err.message);
 }
+
+_Thread_local const atomic_bool *dbs__thread_stop;
 
 /* ---- upkeep of the idle connections ---- */
 
@@ -195,6 +196,9 @@ void dbs__pool_maintain(dbs_pool *p)
 static void *housekeeper_main(void *arg)
 {
     dbs_pool *p = arg;
+    /* Set before dbs__housekeeper_stop joins: a connect or ping of this
+     * round then ends at once. */
+    dbs__thread_stop = &p->is_closed;
     /* A leak is reported within a quarter of its threshold after it
      * crosses it, whatever the housekeeping interval. */
     int64_t period_ms = p->cfg.housekeeping_interval_ms;
@@ -254,12 +258,12 @@ void dbs__housekeeper_stop(dbs_pool *p)
     pthread_mutex_unlock(&p->mu);
     /* Between rounds it wakes and exits at once. In the middle of a round
      * it may be waiting on a silent server (a keep-alive ping, a min_idle
-     * connect: each bounded, but by seconds): shutdown does not wait for
-     * that. The thread finishes on its own, sees the pool shut down, and
-     * drops its reference. */
-    struct timespec until = dbs__realtime_after_ms(200);
-    if (pthread_timedjoin_np(p->hk_thread, NULL, &until) != 0)
-        pthread_detach(p->hk_thread);
+     * connect, a name lookup): p->is_closed, set before this call, is its
+     * stop flag (dbs__thread_stop), and each such wait looks at it at least
+     * every DBS__STOP_SLICE_MS, abandons its work and closes what it
+     * opened. So the join is short, and no thread of the pool is left
+     * inside a driver once dbs_pool_close returns. */
+    pthread_join(p->hk_thread, NULL);
     p->hk_started = false;
 }
 

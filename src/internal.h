@@ -43,6 +43,22 @@ void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
  * positive values and anything else. */
 bool dbs__code_known(int code);
 
+/* ---- abandonable waits (housekeeper.c) ----
+ * The stop flag of the pool's own thread running here (the housekeeper,
+ * a replica monitor), NULL on every other thread. Once it is set, the
+ * drivers' waits on this thread (a connect, a ping, a name lookup) end
+ * early and fail, and what they were doing is closed, never handed out:
+ * so dbs_pool_close can join the thread at once, whatever server it was
+ * waiting for. A request's thread has none: its waits run their bounds. */
+extern _Thread_local const atomic_bool *dbs__thread_stop;
+/* The longest a wait sleeps between looks at dbs__thread_stop. */
+enum { DBS__STOP_SLICE_MS = 50 };
+static inline bool dbs__stopping(void)
+{
+    const atomic_bool *s = dbs__thread_stop;
+    return s && atomic_load_explicit(s, memory_order_acquire);
+}
+
 /* ---- resolve.c ---- */
 
 /* Resolves host (a name or a numeric address) for TCP within deadline_ns

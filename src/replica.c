@@ -241,6 +241,9 @@ static void *monitor_main(void *arg)
     struct dbs__replicas *rs = m->rs;
     dbs_pool *tp = m->idx < 0 ? m->primary : rs->r[m->idx].pool;
     dbs__conn *c = NULL; /* its own, never a pool's */
+    /* set before dbs__replicas_shutdown joins: a connect or sample under
+     * way then ends at once */
+    dbs__thread_stop = &rs->stopped;
     pthread_mutex_lock(&rs->mu);
     while (!rs->stop) {
         pthread_mutex_unlock(&rs->mu);
@@ -460,13 +463,12 @@ static void replicas_shutdown(dbs_pool *p)
     pthread_cond_broadcast(&rs->cv);
     pthread_mutex_unlock(&rs->mu);
     /* Between samples a thread exits at once; one waiting on a silent
-     * server (bounded, but by seconds) finishes on its own and drops its
-     * reference: shutdown waits for it 200 ms in all. */
-    struct timespec until = dbs__realtime_after_ms(200);
-    for (int i = 0; i < rs->n_threads; i++) {
-        if (pthread_timedjoin_np(rs->threads[i], NULL, &until) != 0)
-            pthread_detach(rs->threads[i]);
-    }
+     * server (a connect, a sample) sees rs->stopped, its dbs__thread_stop,
+     * within DBS__STOP_SLICE_MS, drops what it was doing and exits: the
+     * join is short, and no monitor is left inside libpq afterwards. */
+    for (int i = 0; i < rs->n_threads; i++)
+        pthread_join(rs->threads[i], NULL);
+    rs->n_threads = 0;
     for (int i = 0; i < rs->n; i++)
         dbs_pool_shutdown(rs->r[i].pool, 0);
 }

@@ -113,14 +113,29 @@ int dbs__resolve(const char *host, const char *port, int64_t deadline_ns, char *
         lookup_unref(l);
         return dbs__err(err, DBS_ENOMEM, "cannot start a thread to resolve \"%.200s\"", host);
     }
+    /* On a pool's own thread, the wait also ends when the pool shuts down
+     * (dbs__stopping), looked at every DBS__STOP_SLICE_MS. */
+    const bool stoppable = dbs__thread_stop != NULL;
+    bool stopped = false;
     pthread_mutex_lock(&l->mu);
     while (!l->done) {
-        if (deadline_ns <= 0) {
+        if (stoppable && dbs__stopping()) {
+            stopped = true;
+            break;
+        }
+        if (deadline_ns <= 0 && !stoppable) {
             pthread_cond_wait(&l->cv, &l->mu);
             continue;
         }
-        struct timespec ts = dbs__timespec(deadline_ns);
-        if (pthread_cond_timedwait(&l->cv, &l->mu, &ts) == ETIMEDOUT && !l->done)
+        int64_t until = deadline_ns;
+        if (stoppable) {
+            int64_t slice = dbs__now_ns() + (int64_t)DBS__STOP_SLICE_MS * 1000000;
+            if (until <= 0 || slice < until)
+                until = slice;
+        }
+        struct timespec ts = dbs__timespec(until);
+        if (pthread_cond_timedwait(&l->cv, &l->mu, &ts) == ETIMEDOUT && !l->done &&
+            until == deadline_ns)
             break;
     }
     bool done = l->done;
@@ -156,6 +171,10 @@ int dbs__resolve(const char *host, const char *port, int64_t deadline_ns, char *
     }
     pthread_mutex_unlock(&l->mu);
     lookup_unref(l);
+    if (!done && stopped)
+        return dbs__err(err, DBS_ECLOSED,
+                        "the name lookup of host \"%.200s\" was abandoned: the pool shut down",
+                        host);
     if (!done)
         return dbs__err(err, DBS_ECONNECT,
                         "the name lookup of host \"%.200s\" got no answer within the "

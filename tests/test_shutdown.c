@@ -387,8 +387,9 @@ static void test_exited_threads_connections_are_reused(void)
 /* ---- bounded shutdown, lazy open ---- */
 
 /* The housekeeper stuck in a connect to a server that does not answer must
- * not hold the close hostage: close returns, and the housekeeper finishes
- * on its own later (it keeps the pool's memory until then). */
+ * not hold the close hostage: the connect is abandoned, and close returns
+ * having joined the housekeeper (tests/test_close_joins.c counts the
+ * threads). */
 static void test_close_not_held_by_housekeeper(void)
 {
     dbs_config cfg = base_config();
