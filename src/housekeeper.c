@@ -96,8 +96,6 @@ static void check_target(dbs_pool *p)
     dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, NULL, err.code, err.message);
 }
 
-_Thread_local const atomic_bool *dbs__thread_stop;
-
 /* ---- upkeep of the idle connections ---- */
 
 /* Closes each of list (through next) after its event. */

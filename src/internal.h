@@ -43,7 +43,7 @@ void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
  * positive values and anything else. */
 bool dbs__code_known(int code);
 
-/* ---- abandonable waits (housekeeper.c) ----
+/* ---- abandonable waits (stop.c; set by housekeeper.c, replica.c) ----
  * The stop flag of the pool's own thread running here (the housekeeper,
  * a replica monitor), NULL on every other thread. Once it is set, the
  * drivers' waits on this thread (a connect, a ping, a name lookup) end
