@@ -522,6 +522,7 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
         case DBS_TYPE_INT: rc = sqlite3_bind_int64(st->stmt, i + 1, v->i); break;
         case DBS_TYPE_REAL: rc = sqlite3_bind_double(st->stmt, i + 1, v->r); break;
         case DBS_TYPE_TEXT:
+        case DBS_TYPE_JSON: /* text to SQLite's json functions */
             if (!v->b.p)
                 rc = sqlite3_bind_null(st->stmt, i + 1);
             else
@@ -558,14 +559,6 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
             rc = sqlite3_bind_text64(st->stmt, i + 1, t, 36, SQLITE_TRANSIENT, SQLITE_UTF8);
             break;
         }
-        case DBS_TYPE_JSON:
-            if (!v->b.p)
-                rc = sqlite3_bind_null(st->stmt, i + 1);
-            else
-                rc = sqlite3_bind_text64(st->stmt, i + 1, v->b.p,
-                                         v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n,
-                                         how, SQLITE_UTF8);
-            break;
         default:
             return dbs__err(err, DBS_EMISUSE, "parameter $%d has unknown type %d",
                             st->map[i] + 1, (int)v->type);

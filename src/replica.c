@@ -278,6 +278,24 @@ static void note_commit(dbs_pool *p, const char *user_id, uint64_t pos);
 static dbs_pool *open_one(const dbs_config *cfg, dbs_error *err);
 static void replicas_free(dbs_pool *p);
 
+/* Starts a monitor thread per server (the primary's sampler first), each
+ * holding a reference on p that it drops when it exits. */
+static int start_monitors(dbs_pool *p, struct dbs__replicas *rs, dbs_error *err)
+{
+    for (int i = -1; i < rs->n; i++) {
+        atomic_fetch_add(&p->refs, 1); /* the thread's; it drops it */
+        int e = pthread_create(&rs->threads[rs->n_threads], NULL, monitor_main,
+                               &rs->mons[i + 1]);
+        if (e != 0) {
+            atomic_fetch_sub(&p->refs, 1);
+            return dbs__err(err, DBS_ENOMEM, "cannot start the replica monitor: %s",
+                            strerror(e));
+        }
+        rs->n_threads++;
+    }
+    return DBS_OK;
+}
+
 /* Opens p's replica pools (lazily: no connect) and starts the lag
  * monitor, from p->cfg.replica_url. [no lock] */
 static int replicas_open(dbs_pool *p, dbs_error *err)
@@ -341,16 +359,8 @@ static int replicas_open(dbs_pool *p, dbs_error *err)
         m->rs = rs;
         m->primary = p;
         m->idx = i;
-        atomic_fetch_add(&p->refs, 1); /* the thread's; it drops it */
-        int e = pthread_create(&rs->threads[rs->n_threads], NULL, monitor_main, m);
-        if (e != 0) {
-            atomic_fetch_sub(&p->refs, 1);
-            return dbs__err(err, DBS_ENOMEM, "cannot start the replica monitor: %s",
-                            strerror(e));
-        }
-        rs->n_threads++;
     }
-    return DBS_OK;
+    return start_monitors(p, rs, err);
 #else
     (void)p;
     return dbs__err(err, DBS_ECONFIG, "replica_url needs PostgreSQL (DBSCOPE_WITH_PG=OFF)");
@@ -435,22 +445,11 @@ static int replicas_after_fork(dbs_pool *p, dbs_error *err)
     if (atomic_load(&rs->stopped))
         return DBS_OK;
     rs->stop = false;
-    for (int i = -1; i < rs->n; i++) {
-        monitor *m = &rs->mons[i + 1];
-        atomic_fetch_add(&p->refs, 1); /* the thread's; it drops it */
-        int e = pthread_create(&rs->threads[rs->n_threads], NULL, monitor_main, m);
-        if (e != 0) {
-            atomic_fetch_sub(&p->refs, 1);
-            return dbs__err(err, DBS_ENOMEM, "cannot start the replica monitor: %s",
-                            strerror(e));
-        }
-        rs->n_threads++;
-    }
-    return DBS_OK;
+    return start_monitors(p, rs, err);
 }
 
-/* Stops the monitor (waits at most 200 ms for it) and shuts the replica
- * pools down; at close, closes them too. Once each, at the primary's
+/* Stops the monitor threads (joins them: each abandons a wait on a silent
+ * server within DBS__STOP_SLICE_MS) and shuts the replica pools down; at close, closes them too. Once each, at the primary's
  * shutdown and close. */
 static void replicas_shutdown(dbs_pool *p)
 {
