@@ -826,8 +826,9 @@ static void pool_stats(const sb_app *app, const sb_request *req, sb_response *re
     bool dash = req->query_after != NULL;
     if (dash) {
         char *end;
+        errno = 0;
         after = strtoll(req->query_after, &end, 10);
-        if (end == req->query_after || *end || after < -1) {
+        if (end == req->query_after || *end || errno || after < -1) {
             sb_error(res, 400, "after must be a sample number (-1: every sample kept)");
             return;
         }

@@ -225,7 +225,12 @@ json_t *sb_dash_json(dbs_pool *pool, long long after)
     long long p10 = -1, p60 = -1;
     pthread_mutex_lock(&d.mu);
     long long last = d.next_seq - 1;
-    long long first = last - RING + 1 > after + 1 ? last - RING + 1 : after + 1;
+    /* after is the client's number: compare without adding to it */
+    long long first = last - RING + 1;
+    if (after >= last)
+        first = last + 1;
+    else if (after >= first)
+        first = after + 1;
     if (first < 0)
         first = 0;
     for (long long q = first; q <= last; q++)
