@@ -134,10 +134,20 @@ enum dbs_code {
                                  number, text that is no timestamp or UUID.
                                  The message names the column, the value's
                                  type and the accessor that fits */
-    DBS_ENULL = -15           /* a row accessor (dbs_rows_get_*) found SQL
+    DBS_ENULL = -15,          /* a row accessor (dbs_rows_get_*) found SQL
                                  NULL where a value was asked for: test
                                  with dbs_rows_is_null first, or use
                                  COALESCE in the SQL */
+    DBS_ECANCELED = -16,      /* the program cancelled the unit of work
+                                 (dbs_unit_cancel) or closed its loop:
+                                 what it had sent was cancelled on the
+                                 server and rolled back; nothing of it
+                                 committed unless it was past its COMMIT,
+                                 which then reports DBS_ECOMMIT_UNKNOWN */
+    DBS_EBUSY = -17           /* an event loop's queue of units waiting for
+                                 a connection is full (dbs_loop_config
+                                 .queue_max): shed the request (HTTP 503)
+                                 rather than queue without bound */
 };
 
 /* Returns a static, constant description of a dbs_code ("unknown error code"
@@ -1362,6 +1372,188 @@ typedef enum dbs_backend {
  * (the session keeps its connection, so it is the right one); SQLite also
  * has SELECT last_insert_rowid() on the same session. */
 dbs_backend dbs_pool_backend(const dbs_pool *pool);
+
+
+/* ------------------------------------------------------------------------
+ * Event loops: units of work that never block a thread
+ * ------------------------------------------------------------------------
+ * For servers on an event loop (libuv, libevent, h2o, epoll). One dbs_loop
+ * per loop thread, opened on a pool that blocking sessions may share. The
+ * loop offers one descriptor and one deadline, as c-ares and libcurl's
+ * multi interface do: the program watches dbs_loop_fd for reading with its
+ * own loop and calls dbs_loop_run when it is readable or when
+ * dbs_loop_timeout_ms has passed. dbs_loop_run never blocks; every
+ * completion callback runs inside it, on the loop's thread.
+ *
+ * A unit of work (dbs_unit) is a list of statements run as one
+ * transaction, with the same guarantees as dbs_transact: the request
+ * context applied (PostgreSQL: transaction-local settings), a transient
+ * failure before COMMIT retried as a whole (retry_max, with backoff as a
+ * timer), never after a COMMIT whose outcome is unknown, and the reset of
+ * the connection before its next user. Results are kept until the unit is
+ * done and handed over together, so a retry is invisible to the program.
+ * Every bound of the blocking API holds as a timer, not a blocked thread:
+ * acquire_timeout_ms for a connection, connect_timeout_ms, and
+ * statement_timeout_ms for each statement (past it the statement is
+ * cancelled on the server and the unit fails with DBS_ESTMT_TIMEOUT).
+ *
+ * PostgreSQL runs units on the loop's thread through libpq's non-blocking
+ * pipeline mode: the statements of a unit, and up to pipeline_depth
+ * independent units, go out in one flight on one connection, each unit
+ * ending in a Sync of its own, so one unit's error never touches another
+ * (no two units share a transaction). SQLite and MariaDB run each unit on
+ * a small bounded pool of worker threads (SQLite's calls touch the disk;
+ * Connector/C's non-blocking API has no pipelining), and the completion
+ * comes back through the loop's descriptor: the loop thread still never
+ * waits.
+ *
+ * Units needing a decision on a result before their next statement are
+ * two units, or a blocking dbs_transact on a thread of the program's own. */
+
+typedef struct dbs_loop dbs_loop;
+typedef struct dbs_unit dbs_unit;
+
+typedef struct dbs_loop_config {
+    int pipeline_depth;  /* units in flight on one connection at once
+                            (PostgreSQL; default 16; 1: no pipelining) */
+    int max_connections; /* connections this loop holds at once (default
+                            and ceiling: the pool's pool_size +
+                            max_overflow); the rest wait their turn in
+                            the pool's FIFO like blocking sessions */
+    int queue_max;       /* units waiting for a connection, at most
+                            (default 4096); past it dbs_unit_submit
+                            returns DBS_EBUSY */
+    int workers;         /* SQLite and MariaDB: worker threads of the
+                            pool's that run units (default 4; shared by
+                            every loop of the pool: the largest asked
+                            applies) */
+} dbs_loop_config;
+
+/* Fills cfg with the defaults. Any thread. */
+void dbs_loop_config_init(dbs_loop_config *cfg);
+
+/* Opens a loop on pool for the calling thread, which becomes its owner:
+ * every dbs_loop_* and dbs_unit_* call but dbs_loop_fd and
+ * dbs_loop_timeout_ms must come from it. cfg NULL: the defaults. Sends
+ * nothing and never blocks: connections come from the pool as units need
+ * them. The pool must outlive the loop. NULL with err filled (DBS_ENOMEM,
+ * DBS_EMISUSE for a bad field, DBS_ECLOSED for a closed pool). */
+dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg,
+                        dbs_error *err) DBS__WARN_UNUSED;
+
+/* The descriptor to watch for reading (level-triggered: it stays readable
+ * while work waits); the loop owns it, do not close it. Valid until
+ * dbs_loop_close. Any thread; never blocks. */
+int dbs_loop_fd(const dbs_loop *loop);
+
+/* Milliseconds until dbs_loop_run must be called even if the descriptor
+ * stays quiet (0: now; -1: no deadline). Ask again after each
+ * dbs_loop_run and after each submit. Any thread; never blocks. */
+int dbs_loop_timeout_ms(const dbs_loop *loop);
+
+/* Does whatever is ready: reads and writes connections, takes
+ * connections the pool handed over, fires timers that are due, and runs
+ * the completion callbacks of the units that ended. Returns the number of
+ * units completed (>= 0) or DBS_EMISUSE (another thread's loop). Never
+ * blocks. A callback may submit new units and may cancel others; it must
+ * not call dbs_loop_run or dbs_loop_close. Owner thread only. */
+int dbs_loop_run(dbs_loop *loop);
+
+/* Units submitted and not yet completed. Owner thread only. */
+int dbs_loop_pending(const dbs_loop *loop);
+
+/* Closes the loop: every unit not yet done completes with DBS_ECANCELED
+ * (callbacks run inside this call; statements in flight are cancelled on
+ * the server), connections go back to the pool or are discarded, and loop
+ * is freed. Waits for no server: a connection with work in flight is
+ * discarded. Owner thread only; NULL is a no-op. */
+void dbs_loop_close(dbs_loop *loop);
+
+/* Unit flags. */
+#define DBS_UNIT_RO 1u /* read-only: may run on a replica (within
+                          replica_max_lag_ms), enforced by the database as
+                          dbs_session_open_ro is */
+
+/* Called once when a unit ends, inside dbs_loop_run or dbs_loop_close, on
+ * the loop's thread. rc is DBS_OK (committed) or a negative dbs_code, and
+ * err says what failed (never NULL; err->code == rc). The unit and its
+ * results are valid until the callback returns; then the loop frees them. */
+typedef void (*dbs_unit_fn)(dbs_unit *u, int rc, const dbs_error *err, void *arg);
+
+/* Starts building a unit for loop, on behalf of ctx (copied; NULL: none).
+ * flags: 0 or DBS_UNIT_RO. The program owns the unit until
+ * dbs_unit_submit, or frees it with dbs_unit_discard. NULL with err
+ * filled (DBS_ENOMEM, DBS_EMISUSE). Owner thread only; never blocks. */
+dbs_unit *dbs_unit_new(dbs_loop *loop, const dbs_context *ctx, unsigned flags,
+                       dbs_error *err) DBS__WARN_UNUSED;
+
+/* Appends a statement with parameters $1..$n, as dbs_exec takes them (sql
+ * and params are copied: the caller's may go at once). Returns the
+ * statement's index (0, 1, ...) for dbs_unit_rows, or a negative dbs_code
+ * with the unit unchanged (DBS_ENOMEM; DBS_EMISUSE for a submitted unit
+ * or bad arguments). Owner thread only; never blocks. */
+int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n,
+                 dbs_error *err);
+
+/* Sets how the unit's transaction begins (as dbs_session_set_tx_options;
+ * NULL: plain). DBS_ECONFIG for an option the backend does not have.
+ * Before submit only. Owner thread only. */
+int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *err);
+
+/* Bounds the whole unit, from submit to its callback, waits and retries
+ * included (timeout_ms > 0; default: none beyond the pool's bounds). Past
+ * it the unit is cancelled and completes with DBS_ETIMEOUT while it waits
+ * for a connection, DBS_ESTMT_TIMEOUT once it has one. Before submit
+ * only. Owner thread only. */
+int dbs_unit_set_timeout(dbs_unit *u, int timeout_ms);
+
+/* A DBS_UNIT_RO unit sees at least what the commit at position pos wrote
+ * (dbs_unit_commit_pos or dbs_session_commit_pos): a replica that has not
+ * replayed it is passed over for the primary. 0: no position. Before
+ * submit only. Owner thread only. */
+int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
+
+/* Hands the unit to the loop; done(u, rc, err, arg) runs exactly once,
+ * later, from dbs_loop_run or dbs_loop_close, never from inside this
+ * call. Returns DBS_OK, or a negative code with done never to run and
+ * the unit freed: DBS_EBUSY (queue_max units already wait), DBS_ECLOSED
+ * (the pool is closed), DBS_EMISUSE (a unit with no statement, or
+ * submitted twice). Never blocks. Owner thread only. */
+int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err);
+
+/* Frees a unit that was never submitted. NULL is a no-op. */
+void dbs_unit_discard(dbs_unit *u);
+
+/* Cancels a submitted unit whose callback has not run (for instance its
+ * HTTP client went away): a unit still waiting leaves the queue; a unit
+ * in flight is cancelled on the server (PostgreSQL's cancel request, sent
+ * without blocking; MariaDB KILL QUERY from another connection) and its
+ * connection checked before reuse, or discarded. done then runs with
+ * DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /
+ * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out). Never
+ * blocks. Owner thread only; u must not have completed. */
+void dbs_unit_cancel(dbs_unit *u);
+
+/* Inside the callback of a unit that completed with DBS_OK: statement
+ * i's rows (positioned before the first; read them with dbs_rows_next and
+ * the accessors, on the loop's thread; do not close them: the unit does),
+ * or NULL for a statement that returns no rows or a bad index. */
+dbs_rows *dbs_unit_rows(dbs_unit *u, int i);
+
+/* Inside the callback: rows statement i affected (>= 0), or -1 for a bad
+ * index or a unit that did not commit. */
+int64_t dbs_unit_affected(const dbs_unit *u, int i);
+
+/* Inside the callback: how many times the unit ran (1 + its retries). */
+int dbs_unit_attempts(const dbs_unit *u);
+
+/* Inside the callback of a committed unit: the position a replica must
+ * have replayed to show what it wrote (as dbs_session_commit_pos; 0 when
+ * it wrote nothing or the pool has no replicas). */
+uint64_t dbs_unit_commit_pos(const dbs_unit *u);
+
+/* The unit's context as copied at dbs_unit_new. Owner thread only. */
+const dbs_context *dbs_unit_context(const dbs_unit *u);
 
 #ifdef __cplusplus
 }

@@ -99,6 +99,39 @@ struct dbs__rows_ops {
     int (*val_type)(dbs_rows *r, int col);
 };
 
+
+/* A unit of work for a backend's non-blocking methods (a_*). loop.c owns
+ * it and everything it points to until the backend hands it back
+ * completed; the backend fills the outcome fields. */
+typedef struct dbs__astmt {
+    const char *sql;
+    const dbs_value *params; /* valid until the unit completes */
+    size_t n;
+    dbs_rows *rows;          /* the backend's: the statement's rows, fully
+                                read (rows header filled but for session
+                                and magic; session stays NULL), or NULL
+                                when it returns none; loop.c closes them */
+    int64_t affected;        /* rows affected, -1 unknown */
+} dbs__astmt;
+
+typedef struct dbs__aunit {
+    const dbs_context *ctx;     /* applied as a session's (begin()) */
+    const dbs_tx_options *opt;  /* NULL: plain */
+    bool read_only;             /* as set_read_only(c, 1) for this unit */
+    dbs__astmt *stmts;
+    size_t n;
+    /* the outcome, set by the backend before it hands the unit back */
+    int rc;                     /* DBS_OK: committed; else a dbs_code */
+    bool commit_sent;           /* the COMMIT went out (rc != DBS_OK then
+                                   means DBS_ECOMMIT_UNKNOWN or a failed
+                                   COMMIT the server answered) */
+    dbs_error err;
+    uint64_t commit_pos;        /* as commit_pos() after a commit */
+    struct dbs__aunit *next;    /* the backend's while it holds the unit;
+                                   links the list a_step hands back */
+    void *owner;                /* loop.c's */
+} dbs__aunit;
+
 typedef struct dbs__driver {
     const char *name;   /* "sqlite", "postgresql": logs and metrics */
 
@@ -206,6 +239,40 @@ typedef struct dbs__driver {
      * nothing changed. reset() returns c to plain transactions. Must not
      * by itself make reset treat the connection as dirty. */
     int (*tx_options)(void *c, const dbs_tx_options *o, dbs_error *err);
+    /* Optional, all or none (NULL: a loop runs this backend's units on
+     * worker threads through the blocking methods above). Non-blocking
+     * units, for loop.c. None of them ever waits; the connection is used
+     * by the loop's thread only while any unit is in flight on it.
+     *
+     * a_fd: the socket to watch.
+     * a_send: queues u's whole flight behind those in flight: its
+     *   transaction's start with ctx and opt, its statements, COMMIT, a
+     *   Sync, then what the release reset (t->reset) needs before the
+     *   connection's next unit or user, so that nothing u did is visible
+     *   to them; writes what the socket takes now. DBS_OK, or an error
+     *   with u untouched (nothing of it sent; is_broken(c) says whether
+     *   the connection is lost).
+     * a_step: after the socket was ready (revents from poll, or 0 to just
+     *   flush): writes what is queued and the socket takes, reads what
+     *   arrived, and hands back, oldest first through next, every unit
+     *   that ended (outcome filled). *want: the poll events it waits for
+     *   (POLLIN, plus POLLOUT while output is queued; 0 when nothing is in
+     *   flight). When the connection is lost, every unit in flight is
+     *   handed back failed (DBS_ECONNECT; DBS_ECOMMIT_UNKNOWN for one
+     *   whose COMMIT went out) and is_broken(c) is 1. Returns how many
+     *   units it handed back.
+     * a_cancel: asks the server to cancel what runs on c now without the
+     *   caller waiting (a thread, or a non-blocking socket); the unit then
+     *   ends through a_step, failed with DBS_ECANCELED, or as it would
+     *   have if the cancel came too late.
+     * a_idle: 1 when no unit is in flight and the connection may go back
+     *   to the pool (or to the blocking methods) as a clean one: nothing
+     *   open, the reset done. */
+    int (*a_fd)(void *c);
+    int (*a_send)(void *c, dbs__aunit *u, dbs_error *err);
+    int (*a_step)(void *c, short revents, dbs__aunit **done, short *want);
+    void (*a_cancel)(void *c);
+    int (*a_idle)(void *c);
 } dbs__driver;
 
 /* peek(): bytes arrived unasked; only a round trip can tell. */

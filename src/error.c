@@ -33,6 +33,8 @@ const char *dbs_strerror(int code)
     case DBS_EFULL: return "the database's storage is full: free disk space, then retry";
     case DBS_ETYPE: return "the value cannot be read as the type asked for";
     case DBS_ENULL: return "the value is SQL NULL";
+    case DBS_ECANCELED: return "the unit of work was cancelled";
+    case DBS_EBUSY: return "the event loop's queue of waiting units is full";
     default: return unknown_code;
     }
 }
