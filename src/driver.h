@@ -118,6 +118,10 @@ typedef struct dbs__aunit {
     const dbs_context *ctx;     /* applied as a session's (begin()) */
     const dbs_tx_options *opt;  /* NULL: plain */
     bool read_only;             /* as set_read_only(c, 1) for this unit */
+    uint64_t after_pos;         /* read-only units: a replica must have
+                                   replayed this position (read your
+                                   writes, as dbs_session_open_ro_after);
+                                   0: none */
     dbs__astmt *stmts;
     size_t n;
     /* the outcome, set by the backend before it hands the unit back */
