@@ -22,6 +22,14 @@ typedef struct res {
     char sqlstate[6];
 } res;
 
+/* A unit's outcome, with its message when it is not the one expected. */
+#define CHECK_RC(r, want)                                                      \
+    do {                                                                       \
+        if ((r).rc != (want))                                                  \
+            CHECK_FAIL("unit: rc %d, want %d (attempts %d): %s", (r).rc,      \
+                       (want), (r).attempts, (r).msg);                         \
+    } while (0)
+
 static void on_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
 {
     res *r = arg;
@@ -69,6 +77,17 @@ static void drain(dbs_loop *l)
 {
     int ep = watch(l);
     while (dbs_loop_pending(l) > 0)
+        step(l, ep);
+    close(ep);
+}
+
+/* Runs l until the pool has every connection back: a connection goes
+ * back once the reset that follows its last unit was answered, which the
+ * loop reads when it runs. */
+static void settle(dbs_loop *l, dbs_pool *p)
+{
+    int ep = watch(l);
+    while (stats_of(p).in_use > 0)
         step(l, ep);
     close(ep);
 }
@@ -146,7 +165,7 @@ static void test_basic(dbs_pool *p)
     u = unit1(l, 0, "SELECT 41 + 1");
     submit(u, &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 42);
 
     /* a failing statement: the unit's error, nothing committed */
@@ -156,8 +175,10 @@ static void test_basic(dbs_pool *p)
     CHECK_EQ(dbs_unit_add(u, "SELECT * FROM no_such_table_here", NULL, 0, &err), 1);
     submit(u, &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESQL);
+    CHECK_RC(r, DBS_ESQL);
     CHECK_EQ(r.attempts, 1);
+    settle(l, p);
+    CHECK_EQ(stats_of(p).in_use, 0);
     dbs_session *s = open_ok(p);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 8", tbl);
     CHECK_EQ(query_int(s, sql, NULL, 0), 0);
@@ -226,13 +247,13 @@ static void test_queue_max(dbs_pool *p)
     drain(l);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ(r[i].calls, 1);
-        CHECK_EQ(r[i].rc, DBS_OK);
+        CHECK_RC(r[i], DBS_OK);
     }
     CHECK_EQ(r[3].calls, 0); /* refused: its callback never runs */
     /* room again */
     submit(unit1(l, 0, "SELECT 1"), &r[3]);
     drain(l);
-    CHECK_EQ(r[3].rc, DBS_OK);
+    CHECK_RC(r[3], DBS_OK);
     dbs_loop_close(l);
 }
 
@@ -258,7 +279,7 @@ static void test_cancel(dbs_pool *p)
     dbs_session_close(s);
     while (r.calls == 0)
         step(l, ep);
-    CHECK_EQ(r.rc, DBS_ECANCELED);
+    CHECK_RC(r, DBS_ECANCELED);
 
     /* in flight: cancelled on the server; the connection lives on */
     u = unit1(l, 0, long_sql());
@@ -285,11 +306,11 @@ static void test_cancel(dbs_pool *p)
     dbs_unit_cancel(u);
     while (r.calls == 0)
         step(l, ep);
-    CHECK_EQ(r.rc, DBS_ECANCELED);
+    CHECK_RC(r, DBS_ECANCELED);
     /* the pool still serves, the same connection or another */
     submit(unit1(l, 0, "SELECT 5"), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 5);
     close(ep);
     dbs_loop_close(l);
@@ -316,9 +337,9 @@ static void test_close_pending(dbs_pool *p)
     for (int i = 0; i < 5; i++) {
         CHECK_EQ(r[i].calls, 1);
         if (r[i].rc != DBS_OK)
-            CHECK_EQ(r[i].rc, DBS_ECANCELED);
+            CHECK_RC(r[i], DBS_ECANCELED);
     }
-    CHECK_EQ(r[0].rc, DBS_ECANCELED);
+    CHECK_RC(r[0], DBS_ECANCELED);
     /* the connection that ran it is discarded or back; blocking users go on */
     WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
     CHECK_EQ(stats_of(p).in_use, 0);
@@ -344,17 +365,20 @@ static void test_bounds(void)
     /* a statement far past the bound */
     submit(unit1(l, 0, long_sql()), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_RC(r, DBS_ESTMT_TIMEOUT);
     CHECK_EQ(r.attempts, 1);
     submit(unit1(l, 0, "SELECT 9"), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     dbs_loop_close(l);
     dbs_pool_close(p);
 
     /* the unit's own timeout: in flight, and while it waits */
     p = pool_of(1, NULL);
-    l = dbs_loop_open(p, NULL, &err);
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.pipeline_depth = 1; /* the second unit waits for the connection */
+    l = dbs_loop_open(p, &lc, &err);
     CHECK(l != NULL);
     dbs_unit *u = unit1(l, 0, long_sql());
     CHECK_EQ(dbs_unit_set_timeout(u, 300), DBS_OK);
@@ -363,7 +387,7 @@ static void test_bounds(void)
     CHECK_EQ(dbs_unit_set_timeout(u, 100), DBS_OK);
     submit(u, &r2);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_RC(r, DBS_ESTMT_TIMEOUT);
     CHECK_EQ(r2.rc, DBS_ETIMEOUT); /* one connection: it waited for it */
     dbs_loop_close(l);
     WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
@@ -511,7 +535,7 @@ static void test_retry(void)
     snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (1, 'dup')", tbl);
     submit(unit1(l, 0, sql), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ECONSTRAINT);
+    CHECK_RC(r, DBS_ECONSTRAINT);
     CHECK_EQ(r.attempts, 1);
     close(ep);
     dbs_loop_close(l);
@@ -532,11 +556,11 @@ static void test_read_only(dbs_pool *p)
     res r;
     submit(unit1(l, DBS_UNIT_RO, sql), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESQL); /* enforced by the database */
+    CHECK_RC(r, DBS_ESQL); /* enforced by the database */
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 7", tbl);
     submit(unit1(l, DBS_UNIT_RO, sql), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 1);
     dbs_loop_close(l);
 }
@@ -633,7 +657,7 @@ static void test_shared(void)
     atomic_store(&b.stop, 1);
     pthread_join(th, NULL);
     for (int i = 0; i < 200; i++)
-        CHECK_EQ(r[i].rc, DBS_OK);
+        CHECK_RC(r[i], DBS_OK);
     CHECK(atomic_load(&b.runs) > 0);
     dbs_loop_close(l);
     dbs_pool_close(p);
@@ -650,20 +674,31 @@ int main(void)
     char sql[256];
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v TEXT)", tbl);
     run_sql(p, sql);
+    fprintf(stderr, "misuse\n");
     test_misuse(p);
+    fprintf(stderr, "basic\n");
     test_basic(p);
+    fprintf(stderr, "queue_max\n");
     test_queue_max(p);
+    fprintf(stderr, "read_only\n");
     test_read_only(p);
+    fprintf(stderr, "cancel\n");
     test_cancel(p);
+    fprintf(stderr, "close_pending\n");
     test_close_pending(p);
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(p, sql);
     dbs_pool_close(p);
 
+    fprintf(stderr, "bounds\n");
     test_bounds();
+    fprintf(stderr, "pool_closed\n");
     test_pool_closed();
+    fprintf(stderr, "retry\n");
     test_retry();
+    fprintf(stderr, "thousand\n");
     test_thousand();
+    fprintf(stderr, "shared\n");
     test_shared();
     printf("test_loop: ok\n");
     return 0;
