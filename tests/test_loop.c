@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 
 static bool is_pg;
 static bool is_sqlite;
@@ -663,6 +664,104 @@ static void test_shared(void)
     dbs_pool_close(p);
 }
 
+/* ---- a program's own loop ----
+ * One epoll set, as a server has: its own descriptor (a timerfd standing
+ * for arriving requests) beside dbs_loop_fd, the wait bounded by
+ * dbs_loop_timeout_ms. Each "request" submits a unit; each unit's callback
+ * submits a follow-up unit, as a handler that needs a second query does. */
+typedef struct program {
+    dbs_loop *l;
+    int submitted, first_done, second_done, failed;
+} program;
+
+static void second_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    program *pg = arg;
+    (void)u;
+    if (rc != DBS_OK) {
+        fprintf(stderr, "second unit: %s\n", err->message);
+        pg->failed++;
+    }
+    pg->second_done++;
+}
+
+static void first_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    program *pg = arg;
+    pg->first_done++;
+    dbs_rows *r = dbs_unit_rows(u, 0);
+    dbs_error e;
+    if (rc != DBS_OK || !r || dbs_rows_next(r, &e) != 1) {
+        fprintf(stderr, "first unit: %s\n", err->message);
+        pg->failed++;
+        pg->second_done++;
+        return;
+    }
+    dbs_value v = DBS_INT(dbs_rows_int(r, 0) + 1);
+    dbs_unit *n = dbs_unit_new(pg->l, dbs_unit_context(u), 0, &e);
+    CHECK(n != NULL);
+    CHECK_OK(dbs_unit_add(n, "SELECT $1 + 0", &v, 1, &e), &e);
+    CHECK_OK(dbs_unit_submit(n, second_done, pg, &e), &e);
+}
+
+static void test_program(void)
+{
+    enum { REQUESTS = 300 };
+    dbs_pool *p = pool_of(3, NULL);
+    dbs_error err;
+    program pg = {0};
+    pg.l = dbs_loop_open(p, NULL, &err);
+    CHECK(pg.l != NULL);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    CHECK(tfd >= 0);
+    struct itimerspec its = {.it_interval = {0, 1000000}, .it_value = {0, 1000000}};
+    CHECK_EQ(timerfd_settime(tfd, 0, &its, NULL), 0);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = tfd};
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev), 0);
+    ev.data.fd = dbs_loop_fd(pg.l);
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(pg.l), &ev), 0);
+    while (pg.second_done < REQUESTS) {
+        struct epoll_event evs[8];
+        int n = epoll_wait(ep, evs, 8, dbs_loop_timeout_ms(pg.l));
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd != tfd)
+                continue;
+            uint64_t ticks;
+            if (read(tfd, &ticks, sizeof ticks) != (ssize_t)sizeof ticks)
+                continue;
+            for (uint64_t t = 0; t < ticks && pg.submitted < REQUESTS; t++) {
+                char id[32];
+                snprintf(id, sizeof id, "req-%d", pg.submitted);
+                dbs_context ctx = {.request_id = id};
+                dbs_unit *u = dbs_unit_new(pg.l, &ctx, 0, &err);
+                CHECK(u != NULL);
+                dbs_value v = DBS_INT(pg.submitted);
+                CHECK_OK(dbs_unit_add(u, "SELECT $1 + 0", &v, 1, &err), &err);
+                CHECK_OK(dbs_unit_submit(u, first_done, &pg, &err), &err);
+                pg.submitted++;
+            }
+            if (pg.submitted == REQUESTS) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, tfd, NULL);
+                close(tfd);
+                tfd = -1;
+            }
+        }
+        /* readable or past its deadline: let it work (never blocks) */
+        CHECK(dbs_loop_run(pg.l) >= 0);
+    }
+    CHECK_EQ(pg.first_done, REQUESTS);
+    CHECK_EQ(pg.failed, 0);
+    CHECK_EQ(dbs_loop_pending(pg.l), 0);
+    if (tfd >= 0)
+        close(tfd);
+    close(ep);
+    dbs_loop_close(pg.l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     const char *url = test_url("loop");
@@ -698,6 +797,8 @@ int main(void)
     test_retry();
     fprintf(stderr, "thousand\n");
     test_thousand();
+    fprintf(stderr, "program\n");
+    test_program();
     fprintf(stderr, "shared\n");
     test_shared();
     printf("test_loop: ok\n");
