@@ -1,6 +1,7 @@
 /* Statements and rows: argument checks, autobegin, and the rows API over the
  * backend's rows. Parameters are always bound, never formatted into SQL. */
 #include "internal.h"
+#include "loop.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,13 @@ static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_er
         }
     }
     return DBS_OK;
+}
+
+/* dbs_unit_add's check of a statement's arguments (loop.c): the same
+ * rules as dbs_exec's. */
+int dbs__stmt_args_check(const char *sql, const dbs_value *params, size_t n, dbs_error *err)
+{
+    return check_args(sql, params, n, err);
 }
 
 int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params, size_t n,
