@@ -11,6 +11,7 @@
 
 static bool is_pg;
 static bool is_sqlite;
+static bool is_mysql;
 static char tbl[64];
 
 typedef struct res {
@@ -126,6 +127,8 @@ static dbs_pool *pool_of(int size, void (*tune)(dbs_config *))
 /* A statement that runs until cancelled (or for 30 s). */
 static const char *long_sql(void)
 {
+    if (is_mysql)
+        return "SELECT SLEEP(30)";
     return is_pg ? "SELECT pg_sleep(30)"
                  : "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                    "WHERE x < 2000000000) SELECT count(*) FROM c";
@@ -798,6 +801,7 @@ int main(void)
     const char *url = test_url("loop");
     is_pg = test_is_pg(url);
     is_sqlite = strncmp(url, "sqlite:", 7) == 0;
+    is_mysql = test_is_mysql(url);
     snprintf(tbl, sizeof tbl, "%s", table_name("loop_t"));
 
     dbs_pool *p = pool_of(1, NULL);
