@@ -551,7 +551,7 @@ TFB_SYSTEMS = ["dbscope-loop", "dbscope-threads", "dbscope-depth1", "go", "node"
 TFB_NAMES = {
     "dbscope-loop": "dbscope, loop mode",
     "dbscope-threads": "dbscope, threads mode",
-    "dbscope-depth1": "dbscope, loop mode, pipeline depth 1",
+    "dbscope-depth1": "dbscope, loop mode, pipeline depth 1",  # --pipeline 1
     "go": "Go net/http + pgx v4 pgxpool",
     "node": "Node.js http (cluster) + postgres",
     "python": "FastAPI + asyncpg (uvicorn)",
@@ -585,6 +585,17 @@ def tfb_targets(points):
     if parts:
         out.append(("pipelined /queries?queries=20 ≥ 3× the same at pipeline depth 1 (%s)" %
                     ", ".join(parts), ok))
+    lo, hi = (conns[0], conns[-1]) if len(conns) > 1 else (None, None)
+
+    def per_conn(system):
+        a, b = points.get((system, "db", lo)), points.get((system, "db", hi))
+        return (b["rss_kb"] - a["rss_kb"]) / (hi - lo) if a and b else None
+
+    ml, mt = per_conn("dbscope-loop"), per_conn("dbscope-threads")
+    if ml is not None and mt is not None:
+        out.append(("loop mode's memory a connection ≤ threads mode's (server RSS growth from %d "
+                    "to %d connections on /db, a connection: %.1f KiB against %.1f KiB)" % (
+                        lo, hi, ml, mt), ml <= mt))
     for peer in ("go", "node", "python"):
         behind, n = [], 0
         for test, _ in TFB_TESTS:
@@ -619,8 +630,8 @@ def tfb_section(res):
           res["ncpu"], res["pool"]))
     w("")
     w("- dbscope: `examples/tfb/tfb-server` with `--mode loop --threads %d` (one event loop a "
-      "core, pipelined), `--mode threads` (the blocking API), and `--mode loop "
-      "--pipeline-depth 1`; its pool from `DB_POOL_SIZE`." % res["ncpu"])
+      "core, pipelined), `--mode threads` (the blocking API), and `--mode loop` with a "
+      "pipeline depth of 1 (`--pipeline 1`); its pool from `DB_POOL_SIZE`." % res["ncpu"])
     w("- Go (`bench/tfb/go/`): net/http and pgx v4's pgxpool from Debian's packages, built "
       "offline; statements prepared on each new connection, `/queries` one query after the "
       "other, `/updates` a pgx.Batch in a transaction, as TechEmpower's go-std pgx entry.")
@@ -634,8 +645,13 @@ def tfb_section(res):
     w("Load: `wrk -t min(cores, connections) -c N -d S --latency URL`, no HTTP pipelining "
       "(TechEmpower pipelines 16 deep on plaintext). CPU µs/request: utime + stime from "
       "`/proc/PID/stat` of the server's whole process tree (every worker and thread), and of "
-      "every PostgreSQL server process, read before and after the point, divided by the "
-      "requests wrk counted. RSS: the server's process tree after the point.")
+      "its PostgreSQL backends (the role's client backends; not autovacuum, the checkpointer "
+      "or the WAL writer), read before and after the point, divided by the requests wrk "
+      "counted. RSS: the server's process tree after the point.")
+    w("")
+    w("Each test type is first run unmeasured for %g s at the most connections, as "
+      "TechEmpower's warm-up (a cold Node.js worker runs at a tenth of its speed for the "
+      "first seconds on this loaded machine)." % res["warmup"])
     w("")
     bad = [(s, i["status"]) for s, i in res["systems"].items() if i["status"] != "ok"]
     for s, status in bad:
@@ -660,7 +676,8 @@ def tfb_section(res):
                 TFB_NAMES.get(s, s), c, fmt(p["rps"]),
                 fmt(p["p99_us"] / 1e3) if p.get("p99_us") is not None else "-",
                 fmt(p["server_us_req"]), fmt(p["db_us_req"]), p["rss_kb"] / 1024.0,
-                p["errors"] or "", "%.2f×" % r if r else ""))
+                p["errors"] or ("" if p["requests"] else "no request done"),
+                "%.2f×" % r if r else ""))
         w("")
     w("### Targets")
     w("")

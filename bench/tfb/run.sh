@@ -5,10 +5,10 @@
 # node, python), on one throwaway PostgreSQL with the tables TechEmpower's
 # toolset makes, under wrk at 16, 64 and 256 connections. Writes
 # docs/bench/tfb.json and the tfb section of docs/benchmarks.md, and prints
-# the targets. About 11 minutes on 2 cores at the default 5 s a point.
+# the targets. About 13 minutes on 2 cores at the default 5 s a point.
 #
 #   bench/tfb/run.sh                      everything
-#   bench/tfb/run.sh --smoke              1 s a point at 64 connections, no report
+#   bench/tfb/run.sh --smoke              1 s a point after 1 s of warm-up, 64 connections, no report
 #   bench/tfb/run.sh --seconds 10 --conns 64,256 --systems dbscope-loop,go
 #                    --tests queries,db --pool 8 --out DIR --no-report
 #   bench/tfb/run.sh --build DIR ...      use what bench/tfb/prepare.sh built in DIR

@@ -32,7 +32,7 @@ const (
 	selectSQL     = "SELECT id, randomNumber FROM World WHERE id = $1"
 	updateSQL     = "UPDATE World SET randomNumber = $1 WHERE id = $2"
 	fortuneSQL    = "SELECT id, message FROM Fortune"
-	helloWorld    = "Hello, world!"
+	helloWorld    = "Hello, World!"
 )
 
 type World struct {

@@ -45,7 +45,7 @@ function worker() {
     ssl: false,
   });
 
-  const GREETING = 'Hello, world!';
+  const GREETING = 'Hello, World!';
   const EXTRA = { id: 0, message: 'Additional fortune added at request time.' };
   const random = () => Math.floor(Math.random() * 10000) + 1;
 

@@ -55,7 +55,7 @@ async def shutdown_event():
 
 @app.get("/json")
 async def json_serialization():
-    return UJSONResponse({"message": "Hello, world!"})
+    return UJSONResponse({"message": "Hello, World!"})
 
 
 @app.get("/db")
@@ -106,4 +106,4 @@ async def database_updates(queries=None):
 
 @app.get("/plaintext")
 async def plaintext():
-    return PlainTextResponse(b"Hello, world!")
+    return PlainTextResponse(b"Hello, World!")
