@@ -298,7 +298,7 @@ def write(outdir, med, commands, rec, mem, ver, meta):
     for text in fresh.values():
         w(text)
         w("")
-    w(targets(med, rec, meta.get("sqlite_sync", {})))
+    w(targets(med, rec, meta.get("sqlite_sync", {}), root))
     with open(os.path.join(outdir, "benchmarks.md"), "w") as f:
         f.write("\n".join(L) + "\n")
 
@@ -410,7 +410,7 @@ def kept_sections(path, skip=()):
         if m.group(1) not in skip)
 
 
-def targets(med, rec, sync=None):
+def targets(med, rec, sync=None, root=None):
     L = ["## Targets", ""]
     w = L.append
 
