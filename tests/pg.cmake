@@ -52,3 +52,6 @@ if(DBSCOPE_WITH_PG)
 endif()
 # The non-blocking methods an event loop drives (a_send, a_step, a_cancel).
 dbscope_test_pg(test_pg_async pg)
+if(DBSCOPE_WITH_PG)
+  target_sources(test_pg_async PRIVATE faultproxy.c)
+endif()
