@@ -222,6 +222,7 @@ enum {
 
 typedef struct pg_flight {
     int n;
+    int owed_to;              /* items before it: owed DEALLOCATEs */
     int done;                 /* items read completely (collect) */
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
@@ -538,7 +539,7 @@ static void flight_clear(pg_flight *f)
 
 static void flight_init(pg_flight *f)
 {
-    f->n = f->done = 0;
+    f->n = f->done = f->owed_to = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
     f->reset_temp = false;
@@ -1002,6 +1003,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
     }
     c->dealloc_all = false;
     c->n_foreign = 0;
+    f->owed_to = f->n;
     return DBS_OK;
 }
 
@@ -1861,7 +1863,9 @@ again:;
     }
     const PGresult *fail = NULL;
     int fail_idx = -1;
-    for (int i = 0; i < f.n && !fail; i++)
+    /* An owed DEALLOCATE that failed (the statement was gone already)
+     * aborted nothing and is no failure of this statement's. */
+    for (int i = f.owed_to; i < f.n && !fail; i++)
         if (failed(f.res[i])) {
             fail = f.res[i];
             fail_idx = i;
@@ -2596,12 +2600,19 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     const bool full = c->t->reset != DBS_RESET_ROLLBACK;
     pg_aflight *af = af_new(u->n);
     pg_aflight *posted = NULL, *after = NULL;
-    if (af && c->posted.n > 0) {
-        after = full ? af_new(0) : NULL;
-        posted = !full || after ? a_posted(c) : NULL;
-    }
     char (*evicted)[24] = calloc(u->n, sizeof *evicted);
-    if (!af || !evicted || (c->posted.n > 0 && !posted)) {
+    bool oom = !af || !evicted;
+    if (!oom && c->posted.n > 0) {
+        if (full) {
+            after = af_new(0);
+            oom = !after;
+        }
+        if (!oom) { /* last: it takes c->posted */
+            posted = a_posted(c);
+            oom = !posted;
+        }
+    }
+    if (oom) {
         if (af)
             af_free(af);
         if (after)

@@ -355,6 +355,51 @@ static void test_blocking_after(void *c)
     printf("blocking methods on the connection afterwards, and units after them\n");
 }
 
+/* A statement cache of one, units alternating two statements, in one
+ * flight: each evicts the other's statement (deallocated after the unit
+ * that still uses it), and the resets in between list statements that are
+ * on their way out. Every unit succeeds, and so do the blocking methods
+ * afterwards, whose first flight carries what the resets found owed. */
+static void test_cache_churn(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.stmt_cache_size = 1;
+    dbs_pool *p1 = open_pool("async_cache", &cfg);
+    dbs_error err;
+    dbs__conn *dc = dbs__conn_open(p1, &err);
+    if (!dc)
+        CHECK_FAIL("connect: %s", err.message);
+    void *c = dc->impl;
+    for (int round = 0; round < 3; round++) {
+        tunit t[8], *ts[8];
+        for (int i = 0; i < 8; i++) {
+            tu_init(&t[i], "e");
+            tu_add(&t[i], i % 2 ? "SELECT $1::int8 + 1" : "SELECT $1::int8 + 2", 1, i, 0);
+            tu_add(&t[i], i % 2 ? "SELECT $1::int8 + 1" : "SELECT $1::int8 + 2", 1, i, 0);
+            ts[i] = &t[i];
+        }
+        flight(c, ts, 8);
+        for (int i = 0; i < 8; i++) {
+            CHECK_OK(t[i].u.rc, &t[i].u.err);
+            char want[24];
+            snprintf(want, sizeof want, "%d", i + (i % 2 ? 1 : 2));
+            CHECK_STR(tu_text(&t[i], 1, 0), want);
+            tu_free(&t[i]);
+        }
+        CHECK_OK(drv->begin(c, NULL, &err), &err);
+        dbs_value v = DBS_INT(5);
+        CHECK_EQ(drv->exec(c, "SELECT $1::int8 + 3", &v, 1, &err), 0);
+        CHECK_OK(drv->commit(c, &err), &err);
+        CHECK_OK(drv->reset(c, DBS_RESET_FULL, &err), &err);
+    }
+    CHECK(!drv->is_broken(c));
+    dbs__conn_close(p1, dc);
+    dbs_pool_close(p1);
+    printf("a statement cache of one under pipelined units, then blocking statements\n");
+}
+
 /* Waits until the backend pid runs pg_sleep, seen from a session. */
 static void wait_sleeping(int64_t pid)
 {
@@ -544,6 +589,7 @@ int main(void)
     test_blocking_after(c);
     dbs__conn_close(pool, dc);
     test_isolation();
+    test_cache_churn();
     test_cancel();
     test_killed();
     test_commit_unknown();
