@@ -34,6 +34,54 @@
  * releasing thread does not wait for it, and the next user's commands queue
  * behind it on the same socket.
  *
+ * Units of an event loop (a_send, a_step: the non-blocking path). The same
+ * machinery, resumable: a_send queues a whole unit as segments of one
+ * flight and writes what the socket takes; a_step writes the rest, reads
+ * what arrived (PQconsumeInput, PQgetResult while !PQisBusy) and matches
+ * each result to the command queued for it, unit by unit, in order. A
+ * unit is [owed DEALLOCATEs, Sync] [Parse, Sync] for each statement new
+ * to the cache (a Sync each, so no failure can leave a statement that a
+ * later unit binds missing) [BEGIN (options, READ ONLY), the guard (below),
+ * set_config(..., true) for the context, Bind/Execute for each statement,
+ * Sync] [COMMIT (with the commit position as end_tx reads it), Sync]
+ * [DEALLOCATE of statements it evicted from the cache, Sync] [the reset,
+ * its marker, Sync]. A failed statement makes the rest of its segment
+ * PGRES_PIPELINE_ABORTED; the COMMIT, under a Sync of its own, then ends
+ * the failed transaction as a ROLLBACK, and the next segment starts clean:
+ * only that unit fails. The unit is handed back when its COMMIT's Sync is
+ * read, before its reset's answer.
+ *
+ * Pipelined units and the reset. Unit k+1 is on the wire before unit k's
+ * reset answer comes back, so "the reset runs again in full before the
+ * connection is used" (reset_done) would come too late. It is made sound
+ * by construction so: the reset between units runs CLOSE ALL and UNLISTEN
+ * * by name every time (two Bind/Executes of no cost on a session without
+ * cursors or LISTEN), so no LISTEN or cursor WITH HOLD outlives it; its
+ * last command, in the reset's own implicit transaction, sets a marker
+ * (dbscope.reset = the reset's number on this connection), which is
+ * therefore set only when every command of that reset ran (one that
+ * fails, or a named statement a unit deallocated, aborts the segment,
+ * marker included). A unit queued behind a reset whose answer is unread
+ * starts with a guard, right after its BEGIN: a query that raises an
+ * error unless the marker holds that reset's number and, when that reset
+ * ran without DISCARD TEMP (the server had reported no temporary schema),
+ * the backend still has none. When the guard fails, its segment aborts to
+ * its Sync and nothing of the unit runs: it comes back DBS_ERETRYABLE (not
+ * committed, safe to send again), and by then the reset again in full is
+ * queued (a_reset_read, when the reset's answer says so), ahead of
+ * anything sent later. A connection whose resets are all read needs no
+ * guard. A blocking release's reset that is still unread (posted) when a
+ * unit comes is read as a flight of its own, and a reset of this kind
+ * follows it. Cost per unit: one Bind/Execute of a trivial query for the
+ * guard and one for the marker; no extra round trip.
+ *
+ * Cancel (a_cancel): the cancel request goes from a thread (start_cancel);
+ * the statement it reaches fails with 57014 and its unit ends
+ * DBS_ECANCELED; units behind it are in their own segments and run. A
+ * request could still be on its way after the flight is read, and reach
+ * the next user's statement: the connection takes no more units and is
+ * discarded (is_broken) once its flight is read.
+ *
  * Locking: none, except the count of cancel threads. driver.h guarantees
  * one thread at a time per connection.
  */
@@ -174,6 +222,7 @@ enum {
 
 typedef struct pg_flight {
     int n;
+    int owed_to;              /* items before it: owed DEALLOCATEs */
     int done;                 /* items read completely (collect) */
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
@@ -500,7 +549,7 @@ static void flight_clear(pg_flight *f)
 
 static void flight_init(pg_flight *f)
 {
-    f->n = f->done = 0;
+    f->n = f->done = f->owed_to = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
     f->reset_temp = false;
@@ -964,6 +1013,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
     }
     c->dealloc_all = false;
     c->n_foreign = 0;
+    f->owed_to = f->n;
     return DBS_OK;
 }
 
@@ -1823,7 +1873,9 @@ again:;
     }
     const PGresult *fail = NULL;
     int fail_idx = -1;
-    for (int i = 0; i < f.n && !fail; i++)
+    /* An owed DEALLOCATE that failed (the statement was gone already)
+     * aborted nothing and is no failure of this statement's. */
+    for (int i = f.owed_to; i < f.n && !fail; i++)
         if (failed(f.res[i])) {
             fail = f.res[i];
             fail_idx = i;
@@ -2569,12 +2621,19 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     const bool full = c->t->reset != DBS_RESET_ROLLBACK;
     pg_aflight *af = af_new(u->n);
     pg_aflight *posted = NULL, *after = NULL;
-    if (af && c->posted.n > 0) {
-        after = full ? af_new(0) : NULL;
-        posted = !full || after ? a_posted(c) : NULL;
-    }
     char (*evicted)[24] = calloc(u->n, sizeof *evicted);
-    if (!af || !evicted || (c->posted.n > 0 && !posted)) {
+    bool oom = !af || !evicted;
+    if (!oom && c->posted.n > 0) {
+        if (full) {
+            after = af_new(0);
+            oom = !after;
+        }
+        if (!oom) { /* last: it takes c->posted */
+            posted = a_posted(c);
+            oom = !posted;
+        }
+    }
+    if (oom) {
         if (af)
             af_free(af);
         if (after)
@@ -2737,7 +2796,7 @@ static void a_fail(pg_conn *c, pg_aflight *af, const pg_aitem *it, const PGresul
     int code = result_err(c, r, &u->err);
     c->read_only = ro;
     const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    if (code == DBS_ECONNECT)
+    if (code == DBS_ECONNECT && st)
         c->a_known = true; /* the server ended the session at this command */
     else if (it->kind == A_GUARD && st && !strcmp(st, "22P02")) {
         code = dbs__err(&u->err, DBS_ERETRYABLE,
@@ -2965,6 +3024,20 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
 
 enum { A_OK, A_LOST };
 
+/* The connection failed at item it: the server's own reason, when r is an
+ * error it sent (a SQLSTATE: 57P01 after pg_terminate_backend ...) for a
+ * command before the unit's COMMIT, becomes the unit's error; libpq's
+ * account of the loss has none, and a COMMIT's outcome stays unknown
+ * (a_fail_all). */
+static void a_lost_reason(pg_conn *c, pg_aflight *af, const pg_aitem *it, const PGresult *r)
+{
+    if (!failed(r) || !PQresultErrorField(r, PG_DIAG_SQLSTATE))
+        return;
+    c->a_known = true; /* the server stopped at it: nothing after ran */
+    if (it->kind != A_COMMIT && it->kind != A_POS && it->kind != A_TXEND && !af->commit)
+        a_fail(c, af, it, r);
+}
+
 /* Reads every result libpq has whole, without waiting. */
 static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
 {
@@ -2984,10 +3057,8 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
         bool sync = it->kind == A_SYNC || it->kind == A_TXEND || it->kind == A_RSYNC;
         if (sync) {
             if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
-                /* out of step with the server, or the connection failed:
-                 * keep the server's reason when it sent one */
-                if (failed(r))
-                    a_fail(c, af, it, r);
+                /* out of step with the server, or the connection failed */
+                a_lost_reason(c, af, it, r);
                 PQclear(r);
                 return A_LOST;
             }
@@ -3001,8 +3072,7 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
             if (PQstatus(c->pg) != CONNECTION_OK) {
                 PGresult *cur = af->cur;
                 af->cur = NULL;
-                if (failed(cur))
-                    a_fail(c, af, it, cur);
+                a_lost_reason(c, af, it, cur);
                 PQclear(cur);
                 return A_LOST;
             }
@@ -3025,7 +3095,7 @@ static void a_fail_all(pg_conn *c, dbs__aunit ***tail, int *n)
 {
     dbs_error lost;
     conn_lost(c, &lost, "a unit's flight");
-    pg_aflight *af = c->a_head;
+    pg_aflight *af = c->a_head, *head = af;
     c->a_head = c->a_tail = NULL;
     c->a_resets = c->a_full = 0;
     while (af) {
@@ -3041,7 +3111,9 @@ static void a_fail_all(pg_conn *c, dbs__aunit ***tail, int *n)
                 u->commit_sent = true;
                 if (af->wrote)
                     u->commit_pos = commit_pos_of(af->wrote, af->lsn);
-            } else if (af->commit_queued && !c->a_known) {
+            } else if (af->commit_queued && (!c->a_known || af == head)) {
+                /* (the server's stop at the head's own command before its
+                 * COMMIT made it failed, above) */
                 u->commit_sent = true;
                 u->err = lost;
                 u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,

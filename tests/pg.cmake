@@ -51,4 +51,7 @@ if(DBSCOPE_WITH_PG)
     TIMEOUT 900 RUN_SERIAL TRUE)
 endif()
 # The non-blocking methods an event loop drives (a_send, a_step, a_cancel).
-dbscope_test_pg(test_pg_async pg)
+dbscope_test_pg(test_pg_async threads)
+if(DBSCOPE_WITH_PG)
+  target_sources(test_pg_async PRIVATE faultproxy.c)
+endif()

@@ -4,9 +4,12 @@
  * in the middle (only it fails); what one unit leaves in the session (a
  * LISTEN, a temporary table, a cursor WITH HOLD, a session setting) is not
  * seen by the next unit of another user in the same flight; cancel of
- * pg_sleep(10); the backend killed mid-flight; the blocking methods on the
- * same connection afterwards, and units again after them. */
+ * pg_sleep(10); the backend killed mid-flight; the connection lost (a
+ * real TCP proxy resets it) after the COMMITs went out and ran, their
+ * answers held back; the blocking methods on the same connection
+ * afterwards, and units again after them. */
 #include "common.h"
+#include "faultproxy.h"
 #include "pool_int.h"
 
 #include <poll.h>
@@ -352,6 +355,51 @@ static void test_blocking_after(void *c)
     printf("blocking methods on the connection afterwards, and units after them\n");
 }
 
+/* A statement cache of one, units alternating two statements, in one
+ * flight: each evicts the other's statement (deallocated after the unit
+ * that still uses it), and the resets in between list statements that are
+ * on their way out. Every unit succeeds, and so do the blocking methods
+ * afterwards, whose first flight carries what the resets found owed. */
+static void test_cache_churn(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.stmt_cache_size = 1;
+    dbs_pool *p1 = open_pool("async_cache", &cfg);
+    dbs_error err;
+    dbs__conn *dc = dbs__conn_open(p1, &err);
+    if (!dc)
+        CHECK_FAIL("connect: %s", err.message);
+    void *c = dc->impl;
+    for (int round = 0; round < 3; round++) {
+        tunit t[8], *ts[8];
+        for (int i = 0; i < 8; i++) {
+            tu_init(&t[i], "e");
+            tu_add(&t[i], i % 2 ? "SELECT $1::int8 + 1" : "SELECT $1::int8 + 2", 1, i, 0);
+            tu_add(&t[i], i % 2 ? "SELECT $1::int8 + 1" : "SELECT $1::int8 + 2", 1, i, 0);
+            ts[i] = &t[i];
+        }
+        flight(c, ts, 8);
+        for (int i = 0; i < 8; i++) {
+            CHECK_OK(t[i].u.rc, &t[i].u.err);
+            char want[24];
+            snprintf(want, sizeof want, "%d", i + (i % 2 ? 1 : 2));
+            CHECK_STR(tu_text(&t[i], 1, 0), want);
+            tu_free(&t[i]);
+        }
+        CHECK_OK(drv->begin(c, NULL, &err), &err);
+        dbs_value v = DBS_INT(5);
+        CHECK_EQ(drv->exec(c, "SELECT $1::int8 + 3", &v, 1, &err), 0);
+        CHECK_OK(drv->commit(c, &err), &err);
+        CHECK_OK(drv->reset(c, DBS_RESET_FULL, &err), &err);
+    }
+    CHECK(!drv->is_broken(c));
+    dbs__conn_close(p1, dc);
+    dbs_pool_close(p1);
+    printf("a statement cache of one under pipelined units, then blocking statements\n");
+}
+
 /* Waits until the backend pid runs pg_sleep, seen from a session. */
 static void wait_sleeping(int64_t pid)
 {
@@ -362,6 +410,8 @@ static void wait_sleeping(int64_t pid)
         n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND "
                          "state = 'active' AND query LIKE '%pg_sleep%'",
                       &v, 1);
+        dbs_error err; /* a new transaction: a fresh view of the activity */
+        CHECK_OK(dbs_commit(s, &err), &err);
         if (n == 0)
             dbs__sleep_ms(5);
     }
@@ -449,6 +499,74 @@ static void test_killed(void)
     printf("killed backend mid-flight: every unit handed back, DBS_ECONNECT\n");
 }
 
+/* The server's answers are held back (the proxy drops them) while both
+ * units commit; then the connection is reset: both may have committed as
+ * far as the client can tell, so both are DBS_ECOMMIT_UNKNOWN. */
+static void test_commit_unknown(void)
+{
+    const char *dir = getenv("DBSCOPE_PG_DIR");
+    CHECK(dir != NULL);
+    char password[256], port[32], url[512];
+    read_line(dir, "password", password, sizeof password);
+    read_line(dir, "port", port, sizeof port);
+    faultproxy *fp = fp_start(atoi(port));
+    snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%d/dbscope?sslmode=disable",
+             password, fp_port(fp));
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.pre_ping = 0;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *pp = dbs_pool_open(&cfg, &err);
+    if (!pp)
+        CHECK_FAIL("open via proxy: %s", err.message);
+    dbs__conn *dc = dbs__conn_open(pp, &err);
+    if (!dc)
+        CHECK_FAIL("connect via proxy: %s", err.message);
+    void *c = dc->impl;
+    char ins[200], cnt[200];
+    snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE id IN (5000, 5001)", tbl);
+    tunit a, b;
+    tu_init(&a, "a");
+    tu_add(&a, ins, 1, 5000, 0);
+    tu_init(&b, "b");
+    tu_add(&b, ins, 1, 5001, 0);
+    tunit *ts[] = {&a, &b};
+    fp_set(fp, FP_SILENT, FP_DOWN, 0);
+    send_ok(c, &a);
+    send_ok(c, &b);
+    short want;
+    dbs__aunit *done;
+    CHECK_EQ(drv->a_step(c, 0, &done, &want), 0);
+    dbs_session *s = open_ok(pool);
+    int64_t n = 0;
+    for (int i = 0; i < 2000 && n < 2; i++) {
+        n = query_int(s, cnt, NULL, 0);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        if (n < 2)
+            dbs__sleep_ms(5);
+    }
+    CHECK_EQ(n, 2); /* both committed on the server */
+    dbs_session_close(s);
+    fp_set(fp, FP_RESET, FP_BOTH, 0);
+    wait_all(c, ts, 2);
+    CHECK_EQ(a.u.rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK(a.u.commit_sent);
+    CHECK_EQ(b.u.rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK(b.u.commit_sent);
+    CHECK_EQ(drv->is_broken(c), 1);
+    CHECK_EQ(drv->a_idle(c), 0);
+    tu_free(&a);
+    tu_free(&b);
+    dbs__conn_close(pp, dc);
+    dbs_pool_close(pp);
+    fp_stop(fp);
+    printf("connection lost after the COMMITs went out: DBS_ECOMMIT_UNKNOWN\n");
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -471,8 +589,10 @@ int main(void)
     test_blocking_after(c);
     dbs__conn_close(pool, dc);
     test_isolation();
+    test_cache_churn();
     test_cancel();
     test_killed();
+    test_commit_unknown();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
