@@ -123,9 +123,12 @@ static atomic_int plain_n;
 
 static void plain_job(void *arg)
 {
-    int i = atomic_fetch_add(&plain_n, 1);
+    pthread_mutex_lock(&mbox.mu);
+    int i = atomic_load(&plain_n);
     if (i < 32)
         plain_order[i] = (int)(intptr_t)arg;
+    atomic_store(&plain_n, i + 1);
+    pthread_mutex_unlock(&mbox.mu);
 }
 
 int main(void)
@@ -217,8 +220,10 @@ int main(void)
         CHECK_EQ(dbs__workers_run(p, plain_job, (void *)(intptr_t)i), DBS_OK);
     WAIT_UNTIL(atomic_load(&plain_n) == 16, 30000);
     CHECK_EQ(atomic_load(&plain_n), 16);
+    pthread_mutex_lock(&mbox.mu);
     for (int i = 0; i < 16; i++)
         CHECK_EQ(plain_order[i], i);
+    pthread_mutex_unlock(&mbox.mu);
     unit_buf many[8];
     const char *s3[] = {"SELECT 1"};
     box_reset();
