@@ -714,6 +714,8 @@ static void connect_job(void *arg)
 
 static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fresh)
 {
+    if (!c)
+        return; /* READY always comes with an item */
     dbs_pool *p = ln->pool;
     int64_t now = dbs__now_ns();
     if (!fresh) {
