@@ -785,6 +785,19 @@ static void conn_cancel_head(lconn *lc, int64_t now)
     lc->lane->pool->drv->a_cancel(lc->c->impl);
 }
 
+/* Others (blocking sessions, other loops) wait in ln's pool's FIFO, not
+ * counting this lane's own requests: its connections then take no new
+ * units and go back once their flight is read, so the pool's order holds
+ * between the loop and everyone else. A hint, read without a lock. */
+static bool others_wait(const lane *ln)
+{
+    int own = 0;
+    for (const creq *r = ln->reqs; r; r = r->next)
+        if (!r->connecting)
+            own++;
+    return dbs__rp_waiting_hint(&ln->pool->rp) > own;
+}
+
 static void conn_step(dbs_loop *l, lconn *lc, short revents)
 {
     const dbs__driver *drv = lc->lane->pool->drv;
@@ -823,7 +836,8 @@ static void conn_step(dbs_loop *l, lconn *lc, short revents)
         lc->cancel_ns = 0;
         if (lc->retired || drv->is_broken(lc->c->impl))
             conn_drop(l, lc, true);
-        else if (drv->a_idle(lc->c->impl) && (lc->lane->nq == 0 || l->closing))
+        else if (drv->a_idle(lc->c->impl) &&
+                 (lc->lane->nq == 0 || l->closing || others_wait(lc->lane)))
             conn_drop(l, lc, false);
     }
 }
@@ -901,20 +915,22 @@ static lconn *lane_pick(const dbs_loop *l, const lane *ln)
 static void lane_sweep(dbs_loop *l, lane *ln)
 {
     const dbs__driver *drv = ln->pool->drv;
+    bool yield = ln->conns && others_wait(ln);
     for (lconn *lc = ln->conns, *next; lc; lc = next) {
         next = lc->next;
         if (lc->dead || lc->inflight > 0)
             continue;
         if (lc->retired || drv->is_broken(lc->c->impl))
             conn_drop(l, lc, true);
-        else if (ln->nq == 0 && drv->a_idle(lc->c->impl))
+        else if ((ln->nq == 0 || yield) && drv->a_idle(lc->c->impl))
             conn_drop(l, lc, false);
     }
 }
 
 static void dispatch_native(dbs_loop *l, lane *ln)
 {
-    while (ln->qhead) {
+    bool yield = ln->conns && others_wait(ln);
+    while (ln->qhead && !yield) {
         lconn *lc = lane_pick(l, ln);
         if (!lc)
             break;
@@ -934,7 +950,7 @@ static void dispatch_native(dbs_loop *l, lane *ln)
     /* more connections, while units wait for one and the bound allows */
     int spare = 0;
     for (lconn *lc = ln->conns; lc; lc = lc->next)
-        if (!lc->dead && !lc->retired)
+        if (!lc->dead && !lc->retired && !yield)
             spare += l->cfg.pipeline_depth - lc->inflight;
     while (!ln->closed && ln->nq > spare + ln->nreq * l->cfg.pipeline_depth &&
            l->nconns + l->nreqs < l->cfg.max_connections) {

@@ -399,6 +399,33 @@ static void test_bounds(void)
     dbs_pool_close(p);
 }
 
+/* ---- the acquire bound: a unit that cannot get a connection ---- */
+
+static void short_acquire(dbs_config *c)
+{
+    c->acquire_timeout_ms = 200;
+}
+
+static void test_acquire_bound(void)
+{
+    dbs_pool *p = pool_of(1, short_acquire);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    dbs_session *s = open_ok(p); /* the only connection, held throughout */
+    res r;
+    submit(unit1(l, 0, "SELECT 1"), &r);
+    drain(l);
+    CHECK_RC(r, DBS_ETIMEOUT);
+    CHECK(stats_of(p).timeouts >= 1);
+    dbs_session_close(s);
+    submit(unit1(l, 0, "SELECT 1"), &r);
+    drain(l);
+    CHECK_RC(r, DBS_OK);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 /* ---- the pool closed under an open loop ---- */
 
 static void test_pool_closed(void)
@@ -661,7 +688,7 @@ static void test_thousand(void)
 
 typedef struct blocker {
     dbs_pool *p;
-    atomic_int stop, runs;
+    atomic_int stop, runs, done;
 } blocker;
 
 static void *blocking_user(void *arg)
@@ -673,6 +700,7 @@ static void *blocking_user(void *arg)
         dbs_session_close(s);
         atomic_fetch_add(&b->runs, 1);
     }
+    atomic_store(&b->done, 1);
     return NULL;
 }
 
@@ -685,15 +713,28 @@ static void test_shared(void)
     blocker b = {.p = p};
     pthread_t th;
     pthread_create(&th, NULL, blocking_user, &b);
-    static res r[200];
-    for (int i = 0; i < 200; i++)
+    enum { UNITS = 2000 };
+    static res r[UNITS];
+    while (atomic_load(&b.runs) == 0)
+        dbs__sleep_ms(1);
+    int before = atomic_load(&b.runs);
+    for (int i = 0; i < UNITS; i++)
         submit(unit1(l, 0, "SELECT 1"), &r[i]);
     drain(l);
+    /* the thread had its turns while the loop's queue was full: the pool's
+     * order holds between them */
+    int during = atomic_load(&b.runs) - before;
     atomic_store(&b.stop, 1);
+    /* the loop keeps running while the thread finishes: it gives back
+     * what it holds as it reads it */
+    while (!atomic_load(&b.done)) {
+        dbs_loop_run(l);
+        dbs__sleep_ms(1);
+    }
     pthread_join(th, NULL);
-    for (int i = 0; i < 200; i++)
+    for (int i = 0; i < UNITS; i++)
         CHECK_RC(r[i], DBS_OK);
-    CHECK(atomic_load(&b.runs) > 0);
+    CHECK_INT(during, >=, 2);
     dbs_loop_close(l);
     dbs_pool_close(p);
 }
@@ -826,6 +867,8 @@ int main(void)
 
     fprintf(stderr, "bounds\n");
     test_bounds();
+    fprintf(stderr, "acquire_bound\n");
+    test_acquire_bound();
     fprintf(stderr, "pool_closed\n");
     test_pool_closed();
     fprintf(stderr, "retry\n");
