@@ -527,8 +527,35 @@ static void test_clean_no_reset(void)
     puts("reset: a clean session is not reset (statements stay prepared) ok");
 }
 
+/* Only DBS_RESET_TRACKED reads the server's session trackers; under
+ * DBS_RESET_FULL every release resets, so the connection leaves them as
+ * the server sets them (no statement per session to switch them on again
+ * after each reset). */
+static void test_trackers_only_when_read(void)
+{
+    dbs_pool *p = one_conn_pool();
+    for (int i = 0; i < 2; i++) { /* the first session, and one after a reset */
+        dbs_session *s = open_s(p, NULL);
+        int64_t ours = query_int(s, "SELECT @@session.session_track_system_variables = '*'",
+                                 NULL, 0);
+        int64_t servers = query_int(s,
+                                    "SELECT @@session.session_track_system_variables = "
+                                    "@@global.session_track_system_variables",
+                                    NULL, 0);
+        exec_ok(s, "SET @leak = 1"); /* state: the release resets */
+        dbs_session_close(s);
+        if (reset_mode == DBS_RESET_TRACKED)
+            CHECK_EQ(ours, 1);
+        else
+            CHECK_EQ(servers, 1);
+    }
+    dbs_pool_close(p);
+    puts("reset: session trackers switched on only where they are read ok");
+}
+
 static void test_reset(void)
 {
+    test_trackers_only_when_read();
     dbs_pool *p = one_conn_pool();
     snprintf(tbl, sizeof tbl, "%s", table_name("my_reset"));
     char sql[400];
