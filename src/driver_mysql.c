@@ -146,7 +146,8 @@ typedef struct my_conn {
     bool role_owed;     /* the reset's SET ROLE, sent before the next
                            statement (or native()) */
     bool tracking;      /* the server reports every change of session state
-                           (session_track_*, set at connect): see note_state */
+                           (session_track_*, set at connect under
+                           DBS_RESET_TRACKED only): see note_state */
     bool track_owed;    /* a reset switched tracking off: switch it on again
                            before the next statement */
     bool dirty;         /* since the last reset, a statement may have left
