@@ -4,7 +4,8 @@
  * housekeeper's min_idle connects) and dbs_transact alike; never retried,
  * never counted by the circuit breaker, however many attempts.
  *
- *   test_config_errors sqlite   a missing directory; permission denied
+ *   test_config_errors sqlite   a missing directory, a directory for a file, a
+ *                               file for a directory; permission denied
  *   test_config_errors pg       wrong password, unknown user, unknown database,
  *                               a role that may not log in, no CONNECT right
  *   test_config_errors mysql    wrong password, unknown database, a database
@@ -141,6 +142,21 @@ static void run_sqlite(void)
     snprintf(dir, sizeof dir, "%s/dbscope-cfgerr-%ld", tmp ? tmp : "/tmp", (long)getpid());
     snprintf(url, sizeof url, "sqlite://%s/no/such/dir/app.db", dir);
     refused(url, "", "directory does not exist", NULL);
+
+    /* A path that names a directory, and one that goes through a file. */
+    char other[700];
+    snprintf(other, sizeof other, "%s-d", dir);
+    CHECK(mkdir(other, 0700) == 0);
+    snprintf(url, sizeof url, "sqlite://%s", other);
+    refused(url, "", "the path names a directory", NULL);
+    rmdir(other);
+    snprintf(other, sizeof other, "%s-f", dir);
+    FILE *f = fopen(other, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    snprintf(url, sizeof url, "sqlite://%s/app.db", other);
+    refused(url, "", "its directory is not a directory", NULL);
+    unlink(other);
 
     /* Permission denied: a directory only root may enter, opened by a
      * process that is not root. */
