@@ -1276,8 +1276,9 @@ def past_the_limit(args, url, workdir):
 
 
 def slowloris_many(args, url, workdir):
-    """Six addresses trickle header lines on 40 connections each against
-    --max-connections 40: a client from another address is served all
+    """Six addresses trickle header lines on 200 connections each (1,200,
+    thirty times the limit, as the flood that once stopped the service)
+    against --max-connections 40: a client from another address is served all
     along (registers, logs in, writes, reads), the service is whole once
     the flood ends, and SIGTERM during the flood ends it."""
     svc = Service(args.binary, url, workdir, extra_args=["--max-connections", "40"])
@@ -1287,8 +1288,8 @@ def slowloris_many(args, url, workdir):
     def attacker(src):
         mine = []
         while not stop.is_set():
-            # keep 40 connections open, replacing the ones cut or refused
-            while len(mine) < 40 and not stop.is_set():
+            # keep 200 connections open, replacing the ones cut or refused
+            while len(mine) < 200 and not stop.is_set():
                 try:
                     s = socket.create_connection(("127.0.0.1", svc.port), timeout=10,
                                                  source_address=(src, 0))
