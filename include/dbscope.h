@@ -799,7 +799,11 @@ typedef struct dbs_session dbs_session;
  * LAST_INSERT_ID() and unreported user variables are dealt with in the
  * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
  * left open and a sequence's PREVIOUS VALUE are not seen that way
- * (docs/mariadb.md). */
+ * (docs/mariadb.md). After a dbs_commit (no transaction left to end),
+ * that statement is written to the server, which runs it as it arrives,
+ * and its answer is read by the connection's next use, as on PostgreSQL:
+ * another connection's GET_LOCK of a name this session held may then
+ * briefly find it still taken. */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one
