@@ -3131,7 +3131,12 @@ static int pg_a_step(void *vc, short revents, dbs__aunit **done, short *want)
         /* what arrived before a loss is read: the server's reason */
         if (a_read(c, &tail, &n) != A_OK || PQstatus(c->pg) != CONNECTION_OK)
             lost = true;
+        /* libpq reads while it writes when the socket is full: what the
+         * last flush read is read now, or no event would announce it */
         if (!lost && c->a_head && !a_flush(c))
+            lost = true;
+        if (!lost && c->a_head &&
+            (a_read(c, &tail, &n) != A_OK || PQstatus(c->pg) != CONNECTION_OK))
             lost = true;
         if (lost)
             a_fail_all(c, &tail, &n);
