@@ -278,6 +278,8 @@ typedef struct pg_conn {
     bool a_known;        /* the server said why it ended the session: no
                             command after that one ran */
     bool a_outq;         /* output queued that the socket did not take */
+    bool a_named;        /* the marker and the guard are parsed, as named
+                            statements dbs_m and dbs_g (a_prepare) */
     uint64_t reconcile_min; /* reconcile keeps cache entries born since */
 } pg_conn;
 
@@ -777,7 +779,9 @@ static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
         if (PQgetisnull(r, i, 0))
             continue;
         const char *name = PQgetvalue(r, i, 0);
-        bool ours = intact && reset_index(name) >= 0;
+        /* the marker's and the guard's (see a_prepare) */
+        bool ours = (intact && reset_index(name) >= 0) || !strcmp(name, "dbs_m") ||
+                    !strcmp(name, "dbs_g");
         if (!strncmp(name, "dbs_", 4))
             for (int k = 0; k < c->cache_n && !ours; k++)
                 if (c->cache[k].sql && !strcmp(c->cache[k].name, name))
@@ -996,6 +1000,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
         q_sync_more(c, f, ok);
         cache_clear(c);
         c->reset_stmts = false;
+        c->a_named = false;
     } else if (c->n_foreign > 0) {
         for (int i = 0; i < c->n_foreign; i++)
             q_cmd(c, f, ok, c->foreign[i]);
@@ -2447,19 +2452,40 @@ static void a_sync(pg_conn *c, pg_aflight *af, bool *ok, int kind)
     af_push(af, ok, kind, 0);
 }
 
+/* Parses the marker and the guard as named statements (dbs_m, dbs_g),
+ * once per connection: then each costs a Bind/Execute, no parsing. Each
+ * under a Sync of its own, its failure ignored: one that is there already
+ * stays; one that is missing when bound fails its segment (a reset then
+ * runs again, a unit comes back DBS_ERETRYABLE) and they are parsed
+ * anew. */
+static void a_prepare(pg_conn *c, pg_aflight *af, bool *ok)
+{
+    if (c->a_named || !*ok)
+        return;
+    *ok = PQsendPrepare(c->pg, "dbs_m", pg_mark_sql, 1, NULL) == 1;
+    af_push(af, ok, A_IGNORE, 0);
+    a_sync(c, af, ok, A_SYNC);
+    if (*ok)
+        *ok = PQsendPrepare(c->pg, "dbs_g", pg_guard_sql, 2, NULL) == 1;
+    af_push(af, ok, A_IGNORE, 0);
+    a_sync(c, af, ok, A_SYNC);
+    c->a_named = true;
+}
+
 /* Queues af's reset (named, with CLOSE ALL and UNLISTEN *, or from the
  * text with every command), its marker and a Sync. */
 static void a_reset(pg_conn *c, pg_aflight *af, bool *ok, bool named)
 {
     pg_flight *f = &af->rf;
     flight_init(f);
+    a_prepare(c, af, ok);
     q_reset_body(c, f, ok, named, true);
     char ep[24];
     af->epoch = ++c->a_epoch;
     snprintf(ep, sizeof ep, "%llu", (unsigned long long)af->epoch);
     const char *pv[1] = {ep};
     if (*ok && f->n < PG_MAXQ) {
-        *ok = PQsendQueryParams(c->pg, pg_mark_sql, 1, NULL, pv, NULL, NULL, 0) == 1;
+        *ok = PQsendQueryPrepared(c->pg, "dbs_m", 1, pv, NULL, NULL, 0) == 1;
         af->mark = f->n;
         f->res[f->n] = NULL;
         f->kind[f->n++] = Q_CMD;
@@ -2639,6 +2665,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_sync(c, af, &ok, A_SYNC);
         cache_clear(c);
         c->reset_stmts = false;
+        c->a_named = false;
     } else if (c->n_foreign > 0) {
         for (int i = 0; i < c->n_foreign; i++)
             a_cmd(c, af, &ok, A_IGNORE, 0, c->foreign[i]);
@@ -2669,13 +2696,16 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         }
     }
     /* The transaction: BEGIN, the guard, the context, the statements. */
+    const bool guard = full && c->a_resets > 0;
+    if (guard)
+        a_prepare(c, af, &ok);
     a_cmd(c, af, &ok, A_STEP, 0, bsql);
     bool snapshot = false;
-    if (full && c->a_resets > 0 && ok) {
+    if (guard && ok) {
         char ep[24];
         snprintf(ep, sizeof ep, "%llu", (unsigned long long)c->a_epoch);
         const char *gv[2] = {ep, c->a_notemp ? "t" : "f"};
-        ok = PQsendQueryParams(c->pg, pg_guard_sql, 2, NULL, gv, NULL, NULL, 0) == 1;
+        ok = PQsendQueryPrepared(c->pg, "dbs_g", 2, gv, NULL, NULL, 0) == 1;
         af_push(af, &ok, A_GUARD, 0);
         snapshot = true;
     }
@@ -2777,7 +2807,9 @@ static void a_fail(pg_conn *c, pg_aflight *af, const pg_aitem *it, const PGresul
     const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (code == DBS_ECONNECT && st)
         c->a_known = true; /* the server ended the session at this command */
-    else if (it->kind == A_GUARD && st && !strcmp(st, "22P02")) {
+    else if (it->kind == A_GUARD && st && (!strcmp(st, "22P02") || !strcmp(st, "26000"))) {
+        if (!strcmp(st, "26000"))
+            c->a_named = false; /* deallocated: parsed again */
         code = dbs__err(&u->err, DBS_ERETRYABLE,
                         "postgresql: the unit did not run: the connection's previous unit "
                         "left session state its reset does not undo by name (a temporary "
@@ -2882,8 +2914,10 @@ static void a_reset_read(pg_conn *c, pg_aflight *af)
             return;
         }
         if (af->mark >= 0 && (!f->res[af->mark] ||
-                              PQresultStatus(f->res[af->mark]) != PGRES_TUPLES_OK))
+                              PQresultStatus(f->res[af->mark]) != PGRES_TUPLES_OK)) {
             again = true;
+            c->a_named = false; /* dbs_m may be gone: parsed again */
+        }
     }
     c->used = false;
     c->native_used = false;
@@ -2935,8 +2969,10 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
             if (!strncmp(tag, "COMMIT", 6) || !strncmp(tag, "ROLLBACK", 8) ||
                 !strncmp(tag, "PREPARE TRANSACTION", 19))
                 af->escaped = true;
-            if (!strncmp(tag, "DEALLOCATE", 10) || !strncmp(tag, "DISCARD", 7))
+            if (!strncmp(tag, "DEALLOCATE", 10) || !strncmp(tag, "DISCARD", 7)) {
                 cache_clear(c);
+                c->a_named = false;
+            }
             dbs__astmt *st = &u->stmts[it->arg];
             const char *t = PQcmdTuples(r);
             st->affected = t && *t && strncmp(tag, "SELECT", 6) != 0 ? strtoll(t, NULL, 10) : 0;
