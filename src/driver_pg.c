@@ -73,7 +73,8 @@
  * guard. A blocking release's reset that is still unread (posted) when a
  * unit comes is read as a flight of its own, and a reset of this kind
  * follows it. Cost per unit: one Bind/Execute of a trivial query for the
- * guard and one for the marker; no extra round trip.
+ * guard and one for the marker (named statements dbs_g and dbs_m, parsed
+ * once per connection, see a_prepare); no extra round trip.
  *
  * Cancel (a_cancel): the cancel request goes from a thread (start_cancel);
  * the statement it reaches fails with 57014 and its unit ends
