@@ -400,6 +400,70 @@ static void test_cache_churn(void)
     printf("a statement cache of one under pipelined units, then blocking statements\n");
 }
 
+/* Two connections' units in a deadlock (each locks a row, then wants the
+ * other's): the server fails one with 40P01, which comes back
+ * DBS_ERETRYABLE, not committed; the other commits. */
+static void test_deadlock(void)
+{
+    char sql[3][200];
+    snprintf(sql[0], sizeof sql[0], "INSERT INTO %s (id) VALUES (9001), (9002)", tbl);
+    run_sql(pool, sql[0]);
+    snprintf(sql[0], sizeof sql[0], "UPDATE %s SET id = id WHERE id = $1", tbl);
+    dbs__conn *d1, *d2;
+    void *c1 = new_conn(&d1), *c2 = new_conn(&d2);
+    tunit a, b;
+    tu_init(&a, "a");
+    tu_add(&a, sql[0], 1, 9001, 0);
+    tu_add(&a, "SELECT pg_sleep(0.3)", 0, 0, 0);
+    tu_add(&a, sql[0], 1, 9002, 0);
+    tu_init(&b, "b");
+    tu_add(&b, sql[0], 1, 9002, 0);
+    tu_add(&b, "SELECT pg_sleep(0.3)", 0, 0, 0);
+    tu_add(&b, sql[0], 1, 9001, 0);
+    send_ok(c1, &a);
+    send_ok(c2, &b);
+    void *cs[2] = {c1, c2};
+    tunit *us[2] = {&a, &b};
+    short want[2] = {POLLIN, POLLIN};
+    int got = 0;
+    while (got < 2) {
+        struct pollfd p[2];
+        for (int i = 0; i < 2; i++) {
+            p[i].fd = drv->a_fd(cs[i]);
+            p[i].events = want[i] ? want[i] : POLLIN;
+            p[i].revents = 0;
+        }
+        (void)poll(p, 2, 1000);
+        for (int i = 0; i < 2; i++) {
+            dbs__aunit *done = NULL;
+            got += drv->a_step(cs[i], p[i].revents, &done, &want[i]);
+            if (done) {
+                CHECK(done == &us[i]->u);
+                CHECK(done->next == NULL);
+            }
+        }
+    }
+    drain(c1);
+    drain(c2);
+    int failed = 0;
+    for (int i = 0; i < 2; i++) {
+        if (us[i]->u.rc == DBS_OK)
+            continue;
+        failed++;
+        CHECK_EQ(us[i]->u.rc, DBS_ERETRYABLE);
+        CHECK_STR(us[i]->u.err.sqlstate, "40P01");
+        CHECK(!us[i]->u.commit_sent);
+    }
+    CHECK_EQ(failed, 1);
+    CHECK_EQ(drv->a_idle(c1), 1);
+    CHECK_EQ(drv->a_idle(c2), 1);
+    tu_free(&a);
+    tu_free(&b);
+    dbs__conn_close(pool, d1);
+    dbs__conn_close(pool, d2);
+    printf("deadlock between two connections' units: one DBS_ERETRYABLE, not committed\n");
+}
+
 /* Waits until the backend pid runs pg_sleep, seen from a session. */
 static void wait_sleeping(int64_t pid)
 {
@@ -590,6 +654,7 @@ int main(void)
     dbs__conn_close(pool, dc);
     test_isolation();
     test_cache_churn();
+    test_deadlock();
     test_cancel();
     test_killed();
     test_commit_unknown();
