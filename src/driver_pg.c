@@ -47,13 +47,14 @@
  * to the cache (a Sync each, so no failure can leave a statement that a
  * later unit binds missing) [BEGIN (options, READ ONLY), the guard (below),
  * set_config(..., true) for the context, Bind/Execute for each statement,
- * Sync] [COMMIT (with the commit position as end_tx reads it), Sync]
- * [DEALLOCATE of statements it evicted from the cache, Sync] [the reset,
- * its marker, Sync]. A failed statement makes the rest of its segment
- * PGRES_PIPELINE_ABORTED; the COMMIT, under a Sync of its own, then ends
- * the failed transaction as a ROLLBACK, and the next segment starts clean:
- * only that unit fails. The unit is handed back when its COMMIT's Sync is
- * read, before its reset's answer.
+ * Sync] [COMMIT (with the commit position as end_tx reads it), the reset,
+ * its marker, Sync] [DEALLOCATE of statements it evicted from the cache,
+ * Sync]. A failed statement makes the rest of its segment
+ * PGRES_PIPELINE_ABORTED; the COMMIT, in the next segment, then ends the
+ * failed transaction as a ROLLBACK and the reset runs: only that unit
+ * fails. (A COMMIT that itself fails makes the server skip the reset:
+ * reset_done then has it run again in full, as for end_tx.) The unit is
+ * handed back as soon as its COMMIT's answer is read, before its reset's.
  *
  * Pipelined units and the reset. Unit k+1 is on the wire before unit k's
  * reset answer comes back, so "the reset runs again in full before the
@@ -2356,7 +2357,6 @@ enum {
     A_WROTE,  /* did the transaction write (commit_pos) */
     A_COMMIT,
     A_POS,    /* the commit's WAL position */
-    A_TXEND,  /* the Sync after COMMIT: the unit's outcome is known */
     A_RESET,  /* arg: its index in rf */
     A_RSYNC,  /* the Sync that ends the reset */
 };
@@ -2378,6 +2378,7 @@ typedef struct pg_aflight {
     bool failed;        /* u->rc and u->err hold the unit's first error */
     bool commit_queued; /* its COMMIT is written or in libpq's buffer */
     bool escaped;       /* a statement of the unit ended its transaction */
+    bool has_pos;       /* the commit position follows the COMMIT */
     bool reset;         /* rf is a reset whose answer is unread */
     bool full;          /* ... run from the text */
     int mark;           /* rf index of the marker, -1 none */
@@ -2710,7 +2711,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     }
     /* The transaction: BEGIN, the guard, the context, the statements. */
     const bool guard = full && c->a_resets > 0;
-    if (guard)
+    if (full) /* before the COMMIT's segment, which the reset shares */
         a_prepare(c, af, &ok);
     a_cmd(c, af, &ok, A_STEP, 0, bsql);
     bool snapshot = false;
@@ -2759,15 +2760,22 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
                   ? "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
                   : "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL");
     a_sync(c, af, &ok, A_SYNC);
-    /* COMMIT under a Sync of its own: after a failure it ends the aborted
-     * transaction (as ROLLBACK), so the next segment starts clean. */
+    /* COMMIT in a segment of its own but for the reset that follows it
+     * (no Sync between them, as end_tx does): after a failed statement it
+     * ends the aborted transaction (as ROLLBACK), so the reset and the
+     * next unit start clean. A COMMIT that fails makes the server skip
+     * the reset: reset_done then has it run again in full. */
     a_cmd(c, af, &ok, A_COMMIT, 0, "COMMIT");
     af->commit_queued = true;
+    af->has_pos = pos;
     if (pos)
         a_cmd(c, af, &ok, A_POS, 0,
               "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL "
               "ELSE pg_catalog.pg_current_wal_insert_lsn() END");
-    a_sync(c, af, &ok, A_TXEND);
+    if (full)
+        a_reset(c, af, &ok, true);
+    else
+        a_sync(c, af, &ok, A_SYNC);
     if (n_evicted > 0) {
         for (size_t i = 0; i < n_evicted; i++) {
             char d[48];
@@ -2777,8 +2785,6 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_sync(c, af, &ok, A_SYNC);
     }
     free(evicted);
-    if (full)
-        a_reset(c, af, &ok, true);
     cork(c, false);
     if (!ok) {
         /* What was queued is read in order and dropped; u is not part of
@@ -2929,7 +2935,8 @@ static void a_reset_read(pg_conn *c, pg_aflight *af)
         if (af->mark >= 0 && (!f->res[af->mark] ||
                               PQresultStatus(f->res[af->mark]) != PGRES_TUPLES_OK)) {
             again = true;
-            c->a_named = false; /* dbs_m may be gone: parsed again */
+            if (failed(f->res[af->mark]))
+                c->a_named = false; /* dbs_m may be gone: parsed again */
         }
     }
     c->used = false;
@@ -3017,19 +3024,16 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
         }
         break;
     case A_COMMIT:
-        if (!af->commit) {
+    case A_POS:
+        if (it->kind == A_COMMIT && !af->commit) {
             af->commit = r;
             r = NULL;
-        }
-        break;
-    case A_POS:
-        if (!af->lsn) {
+        } else if (it->kind == A_POS && !af->lsn) {
             af->lsn = r;
             r = NULL;
         }
-        break;
-    case A_TXEND:
-        if (u) {
+        /* the outcome is known: handed back before the reset's answer */
+        if (u && (it->kind == A_POS || !af->has_pos)) {
             a_finish(c, af);
             af->u = NULL;
             a_hand(tail, n, u);
@@ -3062,7 +3066,7 @@ static void a_lost_reason(pg_conn *c, pg_aflight *af, const pg_aitem *it, const 
     if (!failed(r) || !PQresultErrorField(r, PG_DIAG_SQLSTATE))
         return;
     c->a_known = true; /* the server stopped at it: nothing after ran */
-    if (it->kind != A_COMMIT && it->kind != A_POS && it->kind != A_TXEND && !af->commit)
+    if (it->kind != A_COMMIT && it->kind != A_POS && !af->commit)
         a_fail(c, af, it, r);
 }
 
@@ -3082,7 +3086,7 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
             return A_OK;
         const pg_aitem *it = &af->it[af->pos];
         PGresult *r = PQgetResult(c->pg);
-        bool sync = it->kind == A_SYNC || it->kind == A_TXEND || it->kind == A_RSYNC;
+        bool sync = it->kind == A_SYNC || it->kind == A_RSYNC;
         if (sync) {
             if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
                 /* out of step with the server, or the connection failed */

@@ -400,6 +400,50 @@ static void test_cache_churn(void)
     printf("a statement cache of one under pipelined units, then blocking statements\n");
 }
 
+/* A COMMIT that fails (a deferred unique constraint) makes the server skip
+ * the reset that shares its segment: the unit fails, nothing of it
+ * committed, and the unit behind it in the flight, of another user, sees
+ * nothing of its session state (after the guard sent it back, once). */
+static void test_failed_commit(void)
+{
+    char def[80], sql[2][200];
+    snprintf(def, sizeof def, "%s_def", tbl);
+    snprintf(sql[1], sizeof sql[1],
+             "CREATE TABLE %s (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)", def);
+    run_sql(pool, sql[1]);
+    snprintf(sql[1], sizeof sql[1], "INSERT INTO %s VALUES (1), (1)", def);
+    dbs__conn *dc;
+    void *c = new_conn(&dc);
+    (void)backend_pid(c);
+    tunit a, b;
+    tu_init(&a, "a");
+    tu_add(&a, "SELECT set_config('app.leak', 'yes', false)", 0, 0, 0);
+    tu_add(&a, sql[1], 0, 0, 0);
+    tu_init(&b, "b");
+    tu_add(&b, "SELECT current_setting('app.leak', true)", 0, 0, 0);
+    tunit *ts[] = {&a, &b};
+    flight(c, ts, 2);
+    CHECK_EQ(a.u.rc, DBS_ECONSTRAINT);
+    CHECK(!a.u.commit_sent);
+    int tries = 1;
+    while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
+        tu_free(&b);
+        tunit *bs[] = {&b};
+        flight(c, bs, 1);
+        tries++;
+    }
+    CHECK_OK(b.u.rc, &b.u.err);
+    const char *lk = tu_text(&b, 0, 0);
+    CHECK(!strcmp(lk, "(null)") || !strcmp(lk, ""));
+    CHECK_EQ(drv->a_idle(c), 1);
+    tu_free(&a);
+    tu_free(&b);
+    dbs__conn_close(pool, dc);
+    snprintf(sql[1], sizeof sql[1], "DROP TABLE %s", def);
+    run_sql(pool, sql[1]);
+    printf("a COMMIT that fails: the unit behind it sees nothing (%d attempts)\n", tries);
+}
+
 /* Two connections' units in a deadlock (each locks a row, then wants the
  * other's): the server fails one with 40P01, which comes back
  * DBS_ERETRYABLE, not committed; the other commits. */
@@ -655,6 +699,7 @@ int main(void)
     test_isolation();
     test_cache_churn();
     test_deadlock();
+    test_failed_commit();
     test_cancel();
     test_killed();
     test_commit_unknown();
