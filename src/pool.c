@@ -9,6 +9,7 @@
  * sessions listed and counted are the shards' (shard.c).
  */
 #include "pool_int.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -60,6 +61,15 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
 
 /* ---- acquire and release ---- */
 
+_Thread_local int64_t dbs__acquire_deadline_ns;
+
+/* Until when an acquire begun at start may wait. */
+static int64_t acquire_deadline(const dbs_pool *p, int64_t start)
+{
+    int64_t d = dbs__acquire_deadline_ns;
+    return d > 0 ? d : start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
+}
+
 /* With a slot reserved: connects, outside any lock. */
 static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
@@ -108,7 +118,7 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     /* A replacement keeps the caller's turn, but within its bound: after
      * the acquire timeout no connect is begun, so dbs_session_open returns
      * within acquire_timeout_ms plus one connect or one validation. */
-    bool late = dbs__now_ns() - start >= dbs__ms_ns(p->cfg.acquire_timeout_ms);
+    bool late = dbs__now_ns() >= acquire_deadline(p, start);
     int st = DBS__RP_CLOSED;
     if (late)
         dbs__rp_release(&p->rp, &c->item, now, DBS__RP_DROP_FIRST);
@@ -134,7 +144,7 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
  * the acquire deadline). */
 static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
-    const int64_t deadline = start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
+    const int64_t deadline = acquire_deadline(p, start);
     bool was_closed = dbs__rp_is_closed(&p->rp);
     dbs__rp_item *it = NULL;
     dbs__rp_stats seen;
@@ -151,7 +161,12 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         pthread_mutex_lock(&p->mu);
         p->counters.timeouts++;
         pthread_mutex_unlock(&p->mu);
-        int rc = dbs__err(err, DBS_ETIMEOUT,
+        int rc = dbs__acquire_deadline_ns > 0
+                     ? dbs__err(err, DBS_ETIMEOUT,
+                                "no connection before the unit's deadline (pool size %d, %d in "
+                                "use, %d others waiting): raise pool_size/max_overflow or the "
+                                "unit's timeout", seen.open, seen.in_use, seen.waiting)
+                     : dbs__err(err, DBS_ETIMEOUT,
                           "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
                           "%d others waiting): raise pool_size/max_overflow, or look for sessions "
                           "held too long (leak_threshold_ms)",
@@ -349,6 +364,8 @@ static char *dup_opt(const char *s)
 
 static void pool_free(dbs_pool *p)
 {
+    if (p->workers_free)
+        p->workers_free(p);
     if (p->on_free)
         p->on_free(p);
     free(p->replica_label);
@@ -635,4 +652,75 @@ dbs_backend dbs_pool_backend(const dbs_pool *p)
     if (!strcmp(p->drv->name, "mariadb"))
         return DBS_BACKEND_MARIADB;
     return DBS_BACKEND_UNKNOWN;
+}
+
+/* ---- connections held by an event loop (loop.c) ---- */
+
+void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns)
+{
+    dbs__shard *sh = dbs__shard_of(p);
+    bool fallback = false;
+    dbs__lock_take(&sh->mu);
+    sh->acquired++;
+    if (p->cfg.metrics) {
+        dbs__shard_hists *h = dbs__shard_hists_of(sh);
+        if (h)
+            dbs__hist_add(&h->wait, wait_ns / 1000);
+        else
+            fallback = true;
+    }
+    dbs__lock_give(&sh->mu);
+    if (fallback) {
+        pthread_mutex_lock(&p->mu);
+        dbs__hist_add(&p->wait_hist, wait_ns / 1000);
+        pthread_mutex_unlock(&p->mu);
+    }
+    dbs__emit(p, DBS_EVENT_CHECKOUT, NULL, c, 0, NULL);
+}
+
+void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,
+                             int64_t held_ns)
+{
+    int64_t now = dbs__now_ns();
+    if (counted) {
+        dbs__emit(p, DBS_EVENT_CHECKIN, NULL, c, 0, NULL);
+        dbs__shard *sh = dbs__shard_of(p);
+        bool fallback = false;
+        dbs__lock_take(&sh->mu);
+        sh->released++;
+        if (p->cfg.metrics) {
+            dbs__shard_hists *h = dbs__shard_hists_of(sh);
+            if (h)
+                dbs__hist_add(&h->use, held_ns / 1000);
+            else
+                fallback = true;
+        }
+        dbs__lock_give(&sh->mu);
+        if (fallback) {
+            pthread_mutex_lock(&p->mu);
+            dbs__hist_add(&p->use_hist, held_ns / 1000);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    enum dbs__rp_ask ask = discard                    ? DBS__RP_DROP_FIRST
+                           : p->mode == DBS_POOL_NONE ? DBS__RP_DROP
+                                                      : DBS__RP_KEEP;
+    const char *reason = NULL;
+    enum dbs__gone why = DBS__GONE_POOL;
+    switch (dbs__rp_release(&p->rp, &c->item, now, ask)) {
+    case DBS__RP_GONE_ASKED:
+        reason = discard ? "broken" : "no_pool";
+        why = discard ? DBS__GONE_BROKEN : DBS__GONE_NONE_MODE;
+        break;
+    case DBS__RP_GONE_CLOSED: reason = "pool_close"; break;
+    case DBS__RP_GONE_EXPIRED: reason = "lifetime"; why = DBS__GONE_LIFETIME; break;
+    case DBS__RP_GONE_OVERFLOW: reason = "overflow"; why = DBS__GONE_OVERFLOW; break;
+    default: break; /* kept: idle, or handed to the oldest waiter */
+    }
+    if (!reason)
+        return;
+    dbs__conn_gone(p, why, 1, now);
+    dbs__emit(p, discard ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
+              discard ? DBS_ECONNECT : 0, reason);
+    dbs__conn_close(p, c);
 }
