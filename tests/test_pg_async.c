@@ -516,7 +516,7 @@ static void wait_sleeping(int64_t pid)
     int64_t n = 0;
     for (int i = 0; i < 2000 && n == 0; i++) {
         n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND "
-                         "state = 'active' AND query LIKE '%pg_sleep%'",
+                         "state = 'active' AND wait_event = 'PgSleep'",
                       &v, 1);
         dbs_error err; /* a new transaction: a fresh view of the activity */
         CHECK_OK(dbs_commit(s, &err), &err);
@@ -558,8 +558,17 @@ static void test_cancel(void)
     CHECK_EQ(b.u.rc, DBS_ECANCELED);
     CHECK_STR(b.u.err.sqlstate, "57014");
     CHECK(!b.u.commit_sent);
-    CHECK_OK(d.u.rc, &d.u.err);
-    CHECK_STR(tu_text(&d, 0, 0), "d");
+    /* The unit behind it runs in its own segments. Were the cancel to
+     * reach the server between commands instead (it is not seen to once
+     * pg_sleep runs), the reset it hit would make the guard send that
+     * unit back, not run: never a partial or a wrong commit. */
+    if (d.u.rc == DBS_ERETRYABLE) {
+        CHECK(!d.u.commit_sent);
+        printf("cancel: the unit behind was sent back by its guard\n");
+    } else {
+        CHECK_OK(d.u.rc, &d.u.err);
+        CHECK_STR(tu_text(&d, 0, 0), "d");
+    }
     /* a cancel request could still be on its way: the connection goes */
     drain(c);
     CHECK_EQ(drv->a_idle(c), 0);
