@@ -278,7 +278,10 @@ typedef struct dbs__driver {
      *   flight). When the connection is lost, every unit in flight is
      *   handed back failed (DBS_ECONNECT; DBS_ECOMMIT_UNKNOWN for one
      *   whose COMMIT went out) and is_broken(c) is 1. Returns how many
-     *   units it handed back.
+     *   units it handed back. A backend may read while it writes (libpq
+     *   does when the socket is full), in a_send too: call a_step(c, 0)
+     *   after a_send, which also hands back what was read then, and poll
+     *   for *want only after that.
      * a_cancel: asks the server to cancel what runs on c now without the
      *   caller waiting (a thread, or a non-blocking socket); the unit then
      *   ends through a_step, failed with DBS_ECANCELED, or as it would

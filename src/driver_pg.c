@@ -47,13 +47,14 @@
  * to the cache (a Sync each, so no failure can leave a statement that a
  * later unit binds missing) [BEGIN (options, READ ONLY), the guard (below),
  * set_config(..., true) for the context, Bind/Execute for each statement,
- * Sync] [COMMIT (with the commit position as end_tx reads it), Sync]
- * [DEALLOCATE of statements it evicted from the cache, Sync] [the reset,
- * its marker, Sync]. A failed statement makes the rest of its segment
- * PGRES_PIPELINE_ABORTED; the COMMIT, under a Sync of its own, then ends
- * the failed transaction as a ROLLBACK, and the next segment starts clean:
- * only that unit fails. The unit is handed back when its COMMIT's Sync is
- * read, before its reset's answer.
+ * Sync] [COMMIT (with the commit position as end_tx reads it), the reset,
+ * its marker, Sync] [DEALLOCATE of statements it evicted from the cache,
+ * Sync]. A failed statement makes the rest of its segment
+ * PGRES_PIPELINE_ABORTED; the COMMIT, in the next segment, then ends the
+ * failed transaction as a ROLLBACK and the reset runs: only that unit
+ * fails. (A COMMIT that itself fails makes the server skip the reset:
+ * reset_done then has it run again in full, as for end_tx.) The unit is
+ * handed back as soon as its COMMIT's answer is read, before its reset's.
  *
  * Pipelined units and the reset. Unit k+1 is on the wire before unit k's
  * reset answer comes back, so "the reset runs again in full before the
@@ -77,7 +78,8 @@
  * guard. A blocking release's reset that is still unread (posted) when a
  * unit comes is read as a flight of its own, and a reset of this kind
  * follows it. Cost per unit: one Bind/Execute of a trivial query for the
- * guard and one for the marker; no extra round trip.
+ * guard and one for the marker (named statements dbs_g and dbs_m, parsed
+ * once per connection, see a_prepare); no extra round trip.
  *
  * Cancel (a_cancel): the cancel request goes from a thread (start_cancel);
  * the statement it reaches fails with 57014 and its unit ends
@@ -282,6 +284,8 @@ typedef struct pg_conn {
     bool a_known;        /* the server said why it ended the session: no
                             command after that one ran */
     bool a_outq;         /* output queued that the socket did not take */
+    bool a_named;        /* the marker and the guard are parsed, as named
+                            statements dbs_m and dbs_g (a_prepare) */
     uint64_t reconcile_min; /* reconcile keeps cache entries born since */
 } pg_conn;
 
@@ -791,7 +795,9 @@ static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
         if (PQgetisnull(r, i, 0))
             continue;
         const char *name = PQgetvalue(r, i, 0);
-        bool ours = intact && reset_index(name) >= 0;
+        /* the marker's and the guard's (see a_prepare) */
+        bool ours = (intact && reset_index(name) >= 0) || !strcmp(name, "dbs_m") ||
+                    !strcmp(name, "dbs_g");
         if (!strncmp(name, "dbs_", 4))
             for (int k = 0; k < c->cache_n && !ours; k++)
                 if (c->cache[k].sql && !strcmp(c->cache[k].name, name))
@@ -1020,6 +1026,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
         q_sync_more(c, f, ok);
         cache_clear(c);
         c->reset_stmts = false;
+        c->a_named = false;
     } else if (c->n_foreign > 0) {
         for (int i = 0; i < c->n_foreign; i++)
             q_cmd(c, f, ok, c->foreign[i]);
@@ -2371,7 +2378,6 @@ enum {
     A_WROTE,  /* did the transaction write (commit_pos) */
     A_COMMIT,
     A_POS,    /* the commit's WAL position */
-    A_TXEND,  /* the Sync after COMMIT: the unit's outcome is known */
     A_RESET,  /* arg: its index in rf */
     A_RSYNC,  /* the Sync that ends the reset */
 };
@@ -2393,6 +2399,7 @@ typedef struct pg_aflight {
     bool failed;        /* u->rc and u->err hold the unit's first error */
     bool commit_queued; /* its COMMIT is written or in libpq's buffer */
     bool escaped;       /* a statement of the unit ended its transaction */
+    bool has_pos;       /* the commit position follows the COMMIT */
     bool reset;         /* rf is a reset whose answer is unread */
     bool full;          /* ... run from the text */
     int mark;           /* rf index of the marker, -1 none */
@@ -2480,19 +2487,40 @@ static void a_sync(pg_conn *c, pg_aflight *af, bool *ok, int kind)
     af_push(af, ok, kind, 0);
 }
 
+/* Parses the marker and the guard as named statements (dbs_m, dbs_g),
+ * once per connection: then each costs a Bind/Execute, no parsing. Each
+ * under a Sync of its own, its failure ignored: one that is there already
+ * stays; one that is missing when bound fails its segment (a reset then
+ * runs again, a unit comes back DBS_ERETRYABLE) and they are parsed
+ * anew. */
+static void a_prepare(pg_conn *c, pg_aflight *af, bool *ok)
+{
+    if (c->a_named || !*ok)
+        return;
+    *ok = PQsendPrepare(c->pg, "dbs_m", pg_mark_sql, 1, NULL) == 1;
+    af_push(af, ok, A_IGNORE, 0);
+    a_sync(c, af, ok, A_SYNC);
+    if (*ok)
+        *ok = PQsendPrepare(c->pg, "dbs_g", pg_guard_sql, 2, NULL) == 1;
+    af_push(af, ok, A_IGNORE, 0);
+    a_sync(c, af, ok, A_SYNC);
+    c->a_named = true;
+}
+
 /* Queues af's reset (named, with CLOSE ALL and UNLISTEN *, or from the
  * text with every command), its marker and a Sync. */
 static void a_reset(pg_conn *c, pg_aflight *af, bool *ok, bool named)
 {
     pg_flight *f = &af->rf;
     flight_init(f);
+    a_prepare(c, af, ok);
     q_reset_body(c, f, ok, named, true);
     char ep[24];
     af->epoch = ++c->a_epoch;
     snprintf(ep, sizeof ep, "%llu", (unsigned long long)af->epoch);
     const char *pv[1] = {ep};
     if (*ok && f->n < PG_MAXQ) {
-        *ok = PQsendQueryParams(c->pg, pg_mark_sql, 1, NULL, pv, NULL, NULL, 0) == 1;
+        *ok = PQsendQueryPrepared(c->pg, "dbs_m", 1, pv, NULL, NULL, 0) == 1;
         af->mark = f->n;
         f->res[f->n] = NULL;
         f->kind[f->n++] = Q_CMD;
@@ -2672,6 +2700,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_sync(c, af, &ok, A_SYNC);
         cache_clear(c);
         c->reset_stmts = false;
+        c->a_named = false;
     } else if (c->n_foreign > 0) {
         for (int i = 0; i < c->n_foreign; i++)
             a_cmd(c, af, &ok, A_IGNORE, 0, c->foreign[i]);
@@ -2702,13 +2731,16 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         }
     }
     /* The transaction: BEGIN, the guard, the context, the statements. */
+    const bool guard = full && c->a_resets > 0;
+    if (full) /* before the COMMIT's segment, which the reset shares */
+        a_prepare(c, af, &ok);
     a_cmd(c, af, &ok, A_STEP, 0, bsql);
     bool snapshot = false;
-    if (full && c->a_resets > 0 && ok) {
+    if (guard && ok) {
         char ep[24];
         snprintf(ep, sizeof ep, "%llu", (unsigned long long)c->a_epoch);
         const char *gv[2] = {ep, c->a_notemp ? "t" : "f"};
-        ok = PQsendQueryParams(c->pg, pg_guard_sql, 2, NULL, gv, NULL, NULL, 0) == 1;
+        ok = PQsendQueryPrepared(c->pg, "dbs_g", 2, gv, NULL, NULL, 0) == 1;
         af_push(af, &ok, A_GUARD, 0);
         snapshot = true;
     }
@@ -2749,15 +2781,22 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
                   ? "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
                   : "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL");
     a_sync(c, af, &ok, A_SYNC);
-    /* COMMIT under a Sync of its own: after a failure it ends the aborted
-     * transaction (as ROLLBACK), so the next segment starts clean. */
+    /* COMMIT in a segment of its own but for the reset that follows it
+     * (no Sync between them, as end_tx does): after a failed statement it
+     * ends the aborted transaction (as ROLLBACK), so the reset and the
+     * next unit start clean. A COMMIT that fails makes the server skip
+     * the reset: reset_done then has it run again in full. */
     a_cmd(c, af, &ok, A_COMMIT, 0, "COMMIT");
     af->commit_queued = true;
+    af->has_pos = pos;
     if (pos)
         a_cmd(c, af, &ok, A_POS, 0,
               "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL "
               "ELSE pg_catalog.pg_current_wal_insert_lsn() END");
-    a_sync(c, af, &ok, A_TXEND);
+    if (full)
+        a_reset(c, af, &ok, true);
+    else
+        a_sync(c, af, &ok, A_SYNC);
     if (n_evicted > 0) {
         for (size_t i = 0; i < n_evicted; i++) {
             char d[48];
@@ -2767,8 +2806,6 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_sync(c, af, &ok, A_SYNC);
     }
     free(evicted);
-    if (full)
-        a_reset(c, af, &ok, true);
     cork(c, false);
     if (!ok) {
         /* What was queued is read in order and dropped; u is not part of
@@ -2810,7 +2847,9 @@ static void a_fail(pg_conn *c, pg_aflight *af, const pg_aitem *it, const PGresul
     const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (code == DBS_ECONNECT && st)
         c->a_known = true; /* the server ended the session at this command */
-    else if (it->kind == A_GUARD && st && !strcmp(st, "22P02")) {
+    else if (it->kind == A_GUARD && st && (!strcmp(st, "22P02") || !strcmp(st, "26000"))) {
+        if (!strcmp(st, "26000"))
+            c->a_named = false; /* deallocated: parsed again */
         code = dbs__err(&u->err, DBS_ERETRYABLE,
                         "postgresql: the unit did not run: the connection's previous unit "
                         "left session state its reset does not undo by name (a temporary "
@@ -2915,8 +2954,11 @@ static void a_reset_read(pg_conn *c, pg_aflight *af)
             return;
         }
         if (af->mark >= 0 && (!f->res[af->mark] ||
-                              PQresultStatus(f->res[af->mark]) != PGRES_TUPLES_OK))
+                              PQresultStatus(f->res[af->mark]) != PGRES_TUPLES_OK)) {
             again = true;
+            if (failed(f->res[af->mark]))
+                c->a_named = false; /* dbs_m may be gone: parsed again */
+        }
     }
     c->used = false;
     c->native_used = false;
@@ -2968,8 +3010,10 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
             if (!strncmp(tag, "COMMIT", 6) || !strncmp(tag, "ROLLBACK", 8) ||
                 !strncmp(tag, "PREPARE TRANSACTION", 19))
                 af->escaped = true;
-            if (!strncmp(tag, "DEALLOCATE", 10) || !strncmp(tag, "DISCARD", 7))
+            if (!strncmp(tag, "DEALLOCATE", 10) || !strncmp(tag, "DISCARD", 7)) {
                 cache_clear(c);
+                c->a_named = false;
+            }
             dbs__astmt *st = &u->stmts[it->arg];
             const char *t = PQcmdTuples(r);
             st->affected = t && *t && strncmp(tag, "SELECT", 6) != 0 ? strtoll(t, NULL, 10) : 0;
@@ -3001,19 +3045,16 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
         }
         break;
     case A_COMMIT:
-        if (!af->commit) {
+    case A_POS:
+        if (it->kind == A_COMMIT && !af->commit) {
             af->commit = r;
             r = NULL;
-        }
-        break;
-    case A_POS:
-        if (!af->lsn) {
+        } else if (it->kind == A_POS && !af->lsn) {
             af->lsn = r;
             r = NULL;
         }
-        break;
-    case A_TXEND:
-        if (u) {
+        /* the outcome is known: handed back before the reset's answer */
+        if (u && (it->kind == A_POS || !af->has_pos)) {
             a_finish(c, af);
             af->u = NULL;
             a_hand(tail, n, u);
@@ -3046,7 +3087,7 @@ static void a_lost_reason(pg_conn *c, pg_aflight *af, const pg_aitem *it, const 
     if (!failed(r) || !PQresultErrorField(r, PG_DIAG_SQLSTATE))
         return;
     c->a_known = true; /* the server stopped at it: nothing after ran */
-    if (it->kind != A_COMMIT && it->kind != A_POS && it->kind != A_TXEND && !af->commit)
+    if (it->kind != A_COMMIT && it->kind != A_POS && !af->commit)
         a_fail(c, af, it, r);
 }
 
@@ -3066,7 +3107,7 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
             return A_OK;
         const pg_aitem *it = &af->it[af->pos];
         PGresult *r = PQgetResult(c->pg);
-        bool sync = it->kind == A_SYNC || it->kind == A_TXEND || it->kind == A_RSYNC;
+        bool sync = it->kind == A_SYNC || it->kind == A_RSYNC;
         if (sync) {
             if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
                 /* out of step with the server, or the connection failed */
@@ -3164,7 +3205,12 @@ static int pg_a_step(void *vc, short revents, dbs__aunit **done, short *want)
         /* what arrived before a loss is read: the server's reason */
         if (a_read(c, &tail, &n) != A_OK || PQstatus(c->pg) != CONNECTION_OK)
             lost = true;
+        /* libpq reads while it writes when the socket is full: what the
+         * last flush read is read now, or no event would announce it */
         if (!lost && c->a_head && !a_flush(c))
+            lost = true;
+        if (!lost && c->a_head &&
+            (a_read(c, &tail, &n) != A_OK || PQstatus(c->pg) != CONNECTION_OK))
             lost = true;
         if (lost)
             a_fail_all(c, &tail, &n);

@@ -400,6 +400,114 @@ static void test_cache_churn(void)
     printf("a statement cache of one under pipelined units, then blocking statements\n");
 }
 
+/* A COMMIT that fails (a deferred unique constraint) makes the server skip
+ * the reset that shares its segment: the unit fails, nothing of it
+ * committed, and the unit behind it in the flight, of another user, sees
+ * nothing of its session state (after the guard sent it back, once). */
+static void test_failed_commit(void)
+{
+    char def[80], sql[2][200];
+    snprintf(def, sizeof def, "%s_def", tbl);
+    snprintf(sql[1], sizeof sql[1],
+             "CREATE TABLE %s (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)", def);
+    run_sql(pool, sql[1]);
+    snprintf(sql[1], sizeof sql[1], "INSERT INTO %s VALUES (1), (1)", def);
+    dbs__conn *dc;
+    void *c = new_conn(&dc);
+    (void)backend_pid(c);
+    tunit a, b;
+    tu_init(&a, "a");
+    tu_add(&a, "SELECT set_config('app.leak', 'yes', false)", 0, 0, 0);
+    tu_add(&a, sql[1], 0, 0, 0);
+    tu_init(&b, "b");
+    tu_add(&b, "SELECT current_setting('app.leak', true)", 0, 0, 0);
+    tunit *ts[] = {&a, &b};
+    flight(c, ts, 2);
+    CHECK_EQ(a.u.rc, DBS_ECONSTRAINT);
+    CHECK(!a.u.commit_sent);
+    int tries = 1;
+    while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
+        tu_free(&b);
+        tunit *bs[] = {&b};
+        flight(c, bs, 1);
+        tries++;
+    }
+    CHECK_OK(b.u.rc, &b.u.err);
+    const char *lk = tu_text(&b, 0, 0);
+    CHECK(!strcmp(lk, "(null)") || !strcmp(lk, ""));
+    CHECK_EQ(drv->a_idle(c), 1);
+    tu_free(&a);
+    tu_free(&b);
+    dbs__conn_close(pool, dc);
+    snprintf(sql[1], sizeof sql[1], "DROP TABLE %s", def);
+    run_sql(pool, sql[1]);
+    printf("a COMMIT that fails: the unit behind it sees nothing (%d attempts)\n", tries);
+}
+
+/* Two connections' units in a deadlock (each locks a row, then wants the
+ * other's): the server fails one with 40P01, which comes back
+ * DBS_ERETRYABLE, not committed; the other commits. */
+static void test_deadlock(void)
+{
+    char sql[3][200];
+    snprintf(sql[0], sizeof sql[0], "INSERT INTO %s (id) VALUES (9001), (9002)", tbl);
+    run_sql(pool, sql[0]);
+    snprintf(sql[0], sizeof sql[0], "UPDATE %s SET id = id WHERE id = $1", tbl);
+    dbs__conn *d1, *d2;
+    void *c1 = new_conn(&d1), *c2 = new_conn(&d2);
+    tunit a, b;
+    tu_init(&a, "a");
+    tu_add(&a, sql[0], 1, 9001, 0);
+    tu_add(&a, "SELECT pg_sleep(0.3)", 0, 0, 0);
+    tu_add(&a, sql[0], 1, 9002, 0);
+    tu_init(&b, "b");
+    tu_add(&b, sql[0], 1, 9002, 0);
+    tu_add(&b, "SELECT pg_sleep(0.3)", 0, 0, 0);
+    tu_add(&b, sql[0], 1, 9001, 0);
+    send_ok(c1, &a);
+    send_ok(c2, &b);
+    void *cs[2] = {c1, c2};
+    tunit *us[2] = {&a, &b};
+    short want[2] = {POLLIN, POLLIN};
+    int got = 0;
+    while (got < 2) {
+        struct pollfd p[2];
+        for (int i = 0; i < 2; i++) {
+            p[i].fd = drv->a_fd(cs[i]);
+            p[i].events = want[i] ? want[i] : POLLIN;
+            p[i].revents = 0;
+        }
+        (void)poll(p, 2, 1000);
+        for (int i = 0; i < 2; i++) {
+            dbs__aunit *done = NULL;
+            got += drv->a_step(cs[i], p[i].revents, &done, &want[i]);
+            if (done) {
+                CHECK(done == &us[i]->u);
+                CHECK(done->next == NULL);
+            }
+        }
+    }
+    drain(c1);
+    drain(c2);
+    int failed = 0;
+    for (int i = 0; i < 2; i++) {
+        if (us[i]->u.rc == DBS_OK)
+            continue;
+        failed++;
+        CHECK_EQ(us[i]->u.rc, DBS_ERETRYABLE);
+        CHECK_STR(us[i]->u.err.sqlstate, "40P01");
+        CHECK(!us[i]->u.commit_sent);
+    }
+    CHECK_EQ(failed, 1);
+    CHECK_EQ(drv->a_idle(c1), 1);
+    CHECK_EQ(drv->a_idle(c2), 1);
+    tu_free(&a);
+    tu_free(&b);
+    dbs__conn_close(pool, d1);
+    dbs__conn_close(pool, d2);
+    printf("deadlock between two connections' units: one DBS_ERETRYABLE, not committed\n");
+}
+
 /* Waits until the backend pid runs pg_sleep, seen from a session. */
 static void wait_sleeping(int64_t pid)
 {
@@ -408,7 +516,7 @@ static void wait_sleeping(int64_t pid)
     int64_t n = 0;
     for (int i = 0; i < 2000 && n == 0; i++) {
         n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND "
-                         "state = 'active' AND query LIKE '%pg_sleep%'",
+                         "state = 'active' AND wait_event = 'PgSleep'",
                       &v, 1);
         dbs_error err; /* a new transaction: a fresh view of the activity */
         CHECK_OK(dbs_commit(s, &err), &err);
@@ -450,8 +558,17 @@ static void test_cancel(void)
     CHECK_EQ(b.u.rc, DBS_ECANCELED);
     CHECK_STR(b.u.err.sqlstate, "57014");
     CHECK(!b.u.commit_sent);
-    CHECK_OK(d.u.rc, &d.u.err);
-    CHECK_STR(tu_text(&d, 0, 0), "d");
+    /* The unit behind it runs in its own segments. Were the cancel to
+     * reach the server between commands instead (it is not seen to once
+     * pg_sleep runs), the reset it hit would make the guard send that
+     * unit back, not run: never a partial or a wrong commit. */
+    if (d.u.rc == DBS_ERETRYABLE) {
+        CHECK(!d.u.commit_sent);
+        printf("cancel: the unit behind was sent back by its guard\n");
+    } else {
+        CHECK_OK(d.u.rc, &d.u.err);
+        CHECK_STR(tu_text(&d, 0, 0), "d");
+    }
     /* a cancel request could still be on its way: the connection goes */
     drain(c);
     CHECK_EQ(drv->a_idle(c), 0);
@@ -590,6 +707,8 @@ int main(void)
     dbs__conn_close(pool, dc);
     test_isolation();
     test_cache_churn();
+    test_deadlock();
+    test_failed_commit();
     test_cancel();
     test_killed();
     test_commit_unknown();
