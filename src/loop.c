@@ -623,13 +623,18 @@ static void req_unlink(dbs_loop *l, creq *r)
     l->nreqs--;
 }
 
-/* The resource pool served the request (under its lock, any thread). */
+/* The resource pool served the request: its wake, run on the serving
+ * thread once the pool's lock is released. The request holds a reference
+ * on the mailbox until here. A loop that closed meanwhile took the request
+ * back (dbs__rp_cancel with put_back, which found it served): what it was
+ * served with is the pool's again, and the request is freed here. */
 static void req_served(dbs__rp_req *req)
 {
     creq *r = req->arg;
-    if (!mbox_post(r->mb, &r->post)) {
-        /* cannot happen: the loop cancels its requests before closing */
-    }
+    mbox *m = r->mb;
+    if (!mbox_post(m, &r->post))
+        free(r);
+    mbox_unref(m); /* r may be the loop's, or gone, from the post on */
 }
 
 /* Asks lane ln's pool for one more connection, without waiting. */
@@ -639,7 +644,8 @@ static void lane_acquire(dbs_loop *l, lane *ln)
     if (!r)
         return; /* tried again at the next dispatch */
     r->post.kind = POST_REQ;
-    r->req.done = req_served;
+    r->req.done = NULL;
+    r->req.wake = req_served;
     r->req.arg = r;
     r->loop = l;
     r->mb = l->mb;
@@ -653,7 +659,11 @@ static void lane_acquire(dbs_loop *l, lane *ln)
     ln->nreq++;
     l->nreqs++;
     dbs__rp_item *it = NULL;
-    switch (dbs__rp_acquire(&ln->pool->rp, &r->req, 0, &it)) {
+    atomic_fetch_add(&l->mb->refs, 1); /* the request's, until its wake */
+    int st = dbs__rp_acquire(&ln->pool->rp, &r->req, 0, &it);
+    if (st != DBS__RP_PENDING)
+        mbox_unref(l->mb); /* answered at once: no wake will run */
+    switch (st) {
     case DBS__RP_READY:
         req_unlink(l, r);
         conn_got(l, ln, dbs__conn_of(it), r->start_ns, false);
@@ -1509,8 +1519,10 @@ void dbs_loop_close(dbs_loop *l)
         for (creq *r = ln->reqs, *next; r; r = next) {
             next = r->next;
             r->cancelled = true;
-            if (!r->connecting && dbs__rp_cancel(&ln->pool->rp, &r->req, true))
-                free(r);
+            if (!r->connecting && dbs__rp_cancel(&ln->pool->rp, &r->req, true)) {
+                free(r); /* still queued: its wake never runs */
+                mbox_unref(l->mb);
+            }
             /* else: its post comes, or came, and is dropped below or by
              * the connect job */
         }
