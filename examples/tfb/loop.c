@@ -137,6 +137,7 @@ static void send_body(h2o_req_t *req, int status, const char *type, tfb_buf *b)
     req->res.status = status;
     req->res.reason = status == 200 ? "OK" : status == 404 ? "Not Found" : "Error";
     add_header(req, H2O_TOKEN_CONTENT_TYPE, type);
+    req->res.content_length = b->len; /* else h2o sends it chunked */
     h2o_send_inline(req, b->p ? b->p : "", b->len);
     tfb_buf_free(b);
 }
