@@ -477,6 +477,8 @@ static void *loop_main(void *arg)
     dbs_loop_config_init(&lc);
     lc.pipeline_depth = g_opt->pipeline;
     lc.max_connections = g_loop_connections;
+    if (g_opt->queue_max > 0)
+        lc.queue_max = g_opt->queue_max;
     t->dl = dbs_loop_open(g_pool, &lc, &err);
     if (!t->dl) {
         fprintf(stderr, "tfb-server: loop %d: %s\n", t->index, err.message);

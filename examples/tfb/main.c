@@ -16,7 +16,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tfb-server [--mode loop|threads] [--listen HOST:PORT] [--threads N]\n"
-            "                  [--pipeline N] [--setup] [--test-routes]\n"
+            "                  [--pipeline N] [--queue-max N] [--setup] [--test-routes]\n"
             "  DATABASE_URL (and DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_*_TIMEOUT_MS...) name\n"
             "  the PostgreSQL database and size the pool.\n"
             "  --mode loop      dbscope's event-loop API in h2o, one loop a thread (default)\n"
@@ -26,6 +26,8 @@ static void usage(FILE *f)
             "                   (default: the pool's most connections)\n"
             "  --pipeline N     loop: units in flight on one connection (default 16;\n"
             "                   1: no pipelining)\n"
+            "  --queue-max N    loop: units a loop keeps waiting for a connection; past it\n"
+            "                   requests get 503 (default 4096)\n"
             "  --setup          create and fill the tables world and fortune where absent\n"
             "  --test-routes    also serve /sleep?s=N (SELECT pg_sleep(N)), for tests\n");
 }
@@ -76,6 +78,10 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--pipeline") && v) {
             if (int_arg("--pipeline", v, 1, 1024, &opt.pipeline))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--queue-max") && v) {
+            if (int_arg("--queue-max", v, 1, 1 << 24, &opt.queue_max))
                 return 2;
             i++;
         } else if (!strcmp(a, "--setup")) {

@@ -32,6 +32,7 @@ typedef struct tfb_options {
     int port;            /* --listen :PORT */
     int threads;         /* loops (loop mode) or HTTP threads (threads mode) */
     int pipeline;        /* dbs_loop_config.pipeline_depth (loop mode) */
+    int queue_max;       /* dbs_loop_config.queue_max (loop mode; 0: default) */
     int test_routes;     /* --test-routes: /sleep */
     int verbose;
 } tfb_options;

@@ -17,6 +17,9 @@ database of its own made by --setup, in one mode (--mode loop|threads):
     statement bound is far longer than the test may run, so only the
     cancel can end it; in threads mode the blocking call cannot be
     cancelled and the statement bound (4 s) ends it;
+  - short of connections, a request gets 503 (DBS_EBUSY past the loop's
+    queue, DBS_ETIMEOUT past the acquire bound), and the server serves
+    again once they are free;
   - SIGTERM stops the server with status 0.
 Standard library only; psql for the database's side.
 """
@@ -28,6 +31,7 @@ import json
 import os
 import re
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -55,7 +59,7 @@ def psql(url, sql):
 
 
 class Server:
-    def __init__(self, binary, mode, url, env_extra):
+    def __init__(self, binary, mode, url, env_extra, extra_args=()):
         env = dict(os.environ)
         env.update({"DATABASE_URL": url, "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "0",
                     "DB_POOL_MIN_IDLE": "0"})
@@ -63,8 +67,11 @@ class Server:
         # Loop mode: two loops of two connections each. Threads mode: as
         # many HTTP threads as connections (the default).
         argv = [binary, "--mode", mode, "--listen", "127.0.0.1:0", "--setup", "--test-routes"]
-        if mode == "loop":
+        if "--threads" in extra_args:
+            pass
+        elif mode == "loop":
             argv += ["--threads", "2"]
+        argv += list(extra_args)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=env, text=True)
         self.lines = []
@@ -335,6 +342,77 @@ def cancel(srv, super_url, db, mode):
     check(not errors, "after the cancel, 8 clients are served (%s)" % errors)
 
 
+def raw_get(srv, path):
+    s = socket.create_connection((srv.host, srv.port))
+    s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    return s
+
+
+def status_of(s):
+    """The status of the answer on raw socket s (blocks for it)."""
+    s.settimeout(120)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    m = re.match(rb"HTTP/1\.1 (\d+)", data)
+    return int(m.group(1)) if m else -1
+
+
+def shedding(binary, mode, url, super_url, db):
+    """Short of connections, a request gets 503, never a wait without
+    bound; the server serves again afterwards. The 4 connections are held
+    by sleeps. Loop mode: one loop, no pipelining, a queue of one unit: of
+    two more requests one waits in the queue and the other is refused
+    (DBS_EBUSY). Threads mode: 8 HTTP threads, a 300 ms acquire bound: the
+    fifth request gets no connection (DBS_ETIMEOUT). Nothing is timed: the
+    sleeps last far longer than the test."""
+    if mode == "loop":
+        args = ["--threads", "1", "--pipeline", "1", "--queue-max", "1"]
+        env = {"DB_STATEMENT_TIMEOUT_MS": "600000"}
+    else:
+        args = ["--threads", "8"]
+        env = {"DB_STATEMENT_TIMEOUT_MS": "600000", "DB_ACQUIRE_TIMEOUT_MS": "300"}
+    srv = Server(binary, mode, url, env, args)
+    held = []
+    try:
+        held = [raw_get(srv, "/sleep?s=3600") for _ in range(4)]
+        while sleeping(super_url, db) < 4:
+            time.sleep(0.05)
+        if mode == "loop":
+            more = [raw_get(srv, "/db"), raw_get(srv, "/db")]
+            held += more
+            ready = []
+            while not ready:
+                ready, _, _ = select.select(more, [], [], 1)
+            st = status_of(ready[0])
+            check(st == 503, "loop: a unit past --queue-max is refused with 503 (%d)" % st)
+            for s in held:
+                s.close()
+        else:
+            st = status_of(raw_get(srv, "/db"))
+            check(st == 503, "threads: no connection within the acquire bound is 503 (%d)" % st)
+            psql(super_url, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = '%s' "
+                            "AND query LIKE 'SELECT pg_sleep%%'" % db)
+            sts = [status_of(s) for s in held]
+            check(all(x == 500 for x in sts), "threads: the cancelled sleeps answer 500 (%s)" % sts)
+        while sleeping(super_url, db) != 0:
+            time.sleep(0.05)
+        status, h, body = Client(srv).get("/queries?queries=5")
+        check(status == 200, "served again once the connections are free (%d)" % status)
+        rc = srv.stop()
+        srv = None
+        check(rc == 0, "stops with status 0 (%d)" % rc)
+    finally:
+        for s in held:
+            s.close()
+        if srv:
+            srv.proc.kill()
+            print("".join(srv.lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
@@ -372,6 +450,7 @@ def main():
         rc = srv.stop()
         srv = None
         check(rc == 0, "second start and stop (%d)" % rc)
+        shedding(args.binary, args.mode, db_url, super_url, name)
     finally:
         if srv:
             srv.proc.kill()
