@@ -66,6 +66,7 @@ static h2o_globalconf_t g_config;
 static dbs_pool *g_pool;
 static const tfb_options *g_opt;
 static int g_loop_connections;
+static lthread *g_threads;
 
 static uint64_t now_ms(void)
 {
@@ -521,9 +522,12 @@ static void *loop_main(void *arg)
     t->dl = NULL;
     h2o_socket_read_stop(t->dbsock);
     h2o_socket_close(t->dbsock);
+    /* Flush the answers just queued. The HTTP connections still open stay
+     * as they are: h2o 2.2 has no call that closes them, and its context
+     * cannot be disposed with them open. The process exits next; the
+     * loop and context stay reachable from g_threads until then. */
     for (int i = 0; i < 4; i++)
         h2o_evloop_run(loop, 10);
-    h2o_context_dispose(&t->ctx);
     return NULL;
 }
 
@@ -548,7 +552,7 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
     h->on_req = on_req;
 
-    lthread *ts = calloc((size_t)opt->threads, sizeof *ts);
+    lthread *ts = g_threads = calloc((size_t)opt->threads, sizeof *ts);
     if (!ts) {
         fprintf(stderr, "tfb-server: out of memory\n");
         return 1;
@@ -585,7 +589,5 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
     for (int i = 0; i < opt->threads; i++)
         if (!ts[i].ok && ts[i].listen_fd >= 0)
             close(ts[i].listen_fd); /* never handed to h2o */
-    free(ts);
-    h2o_config_dispose(&g_config);
     return rc;
 }

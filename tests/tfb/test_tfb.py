@@ -64,6 +64,8 @@ class Server:
         env.update({"DATABASE_URL": url, "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "0",
                     "DB_POOL_MIN_IDLE": "0"})
         env.update(env_extra)
+        supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
+        env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") + " suppressions=" + supp).strip()
         # Loop mode: two loops of two connections each. Threads mode: as
         # many HTTP threads as connections (the default).
         argv = [binary, "--mode", mode, "--listen", "127.0.0.1:0", "--setup", "--test-routes"]
