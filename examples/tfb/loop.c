@@ -415,9 +415,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-/* Clients that went away while their unit runs: h2o reads nothing from a
- * connection while its request is being handled, so the loop looks at
- * the sockets itself (a peer that closed, or half-closed, its end). */
+/* Clients that went away while their unit runs: h2o has no callback for
+ * that (it may not read a connection while its request is handled), so
+ * the loop looks at the sockets itself (a peer that closed, or
+ * half-closed, its end). */
 static void check_gone(lthread *t)
 {
     uint64_t now = now_ms();
