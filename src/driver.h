@@ -97,6 +97,10 @@ struct dbs__rows_ops {
      * column's text type (TEXT, DECIMAL, TIMESTAMP, UUID, JSON), read
      * through get_text. */
     int (*val_type)(dbs_rows *r, int col);
+    /* Optional (NULL: unknown). After next() returned 0: the rows the
+     * statement inserted, updated or deleted, as exec() counts them (0
+     * for a SELECT). */
+    int64_t (*affected)(dbs_rows *r);
 };
 
 
@@ -118,6 +122,10 @@ typedef struct dbs__aunit {
     const dbs_context *ctx;     /* applied as a session's (begin()) */
     const dbs_tx_options *opt;  /* NULL: plain */
     bool read_only;             /* as set_read_only(c, 1) for this unit */
+    uint64_t after_pos;         /* read-only units: a replica must have
+                                   replayed this position (read your
+                                   writes, as dbs_session_open_ro_after);
+                                   0: none */
     dbs__astmt *stmts;
     size_t n;
     /* the outcome, set by the backend before it hands the unit back */
@@ -239,6 +247,16 @@ typedef struct dbs__driver {
      * nothing changed. reset() returns c to plain transactions. Must not
      * by itself make reset treat the connection as dirty. */
     int (*tx_options)(void *c, const dbs_tx_options *o, dbs_error *err);
+    /* Optional (NULL: a statement in flight cannot be stopped from
+     * outside). Called from another thread while c's user waits in a
+     * statement (the caller keeps c open until it returns): asks the
+     * database to stop that statement, which then fails; the connection
+     * stays usable when the backend can tell (SQLite: sqlite3_interrupt;
+     * PostgreSQL: a cancel request; MariaDB: KILL QUERY from a connection
+     * of its own). A statement not yet begun, or already over, is not
+     * touched. May block for a connect and one round trip, within the
+     * connection's bounds: call it from a thread that may wait. */
+    void (*interrupt)(void *c);
     /* Optional, all or none (NULL: a loop runs this backend's units on
      * worker threads through the blocking methods above). Non-blocking
      * units, for loop.c. None of them ever waits; the connection is used

@@ -189,6 +189,7 @@ typedef struct my_rows {
     size_t *name_off;
     unsigned char *ctype; /* each column's enum dbs_type */
     char scratch[40]; /* number as text for get_text */
+    int64_t affected; /* rows the statement changed (as my_exec counts) */
 } my_rows;
 
 static const dbs__rows_ops my_rows_ops;
@@ -987,7 +988,25 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
  * effort, bounded by the statement's timeouts (so the failing call takes
  * at most about twice its bound); failures are ignored, as the connection
  * is discarded anyway. */
+static void kill_sql(my_conn *c, const char *what);
+
 static void kill_on_server(my_conn *c)
+{
+    kill_sql(c, "KILL");
+}
+
+/* From another thread, while c's user waits in a statement: KILL QUERY
+ * ends the statement (ER_QUERY_INTERRUPTED) and leaves the connection
+ * usable. mysql_thread_id is fixed at connect. */
+static void my_interrupt(void *vc)
+{
+    my_conn *c = vc;
+    if (c->my)
+        kill_sql(c, "KILL QUERY");
+}
+
+/* what: "KILL" (the connection) or "KILL QUERY" (its statement). */
+static void kill_sql(my_conn *c, const char *what)
 {
     unsigned long id = mysql_thread_id(c->my);
     MYSQL *k = mysql_init(NULL);
@@ -1013,7 +1032,7 @@ static void kill_on_server(my_conn *c)
         mysql_real_connect(k, c->addr[0] ? c->addr : c->mt->host, c->mt->user,
                            password, NULL, c->mt->port, c->mt->socket, 0)) {
         char sql[64];
-        snprintf(sql, sizeof sql, "KILL %lu", id);
+        snprintf(sql, sizeof sql, "%s %lu", what, id);
         (void)mysql_query(k, sql);
     }
     if (cred == DBS_OK)
@@ -2019,9 +2038,11 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
     if (mysql_stmt_field_count(e->st) == 0) {
         /* No result set (an INSERT through dbs_query): no rows. */
         r = calloc(1, sizeof *r);
-        if (r)
+        if (r) {
             r->base.ops = &my_rows_ops;
-        else
+            my_ulonglong a = mysql_stmt_affected_rows(e->st);
+            r->affected = a == (my_ulonglong)-1 ? 0 : (int64_t)a;
+        } else
             dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
     } else {
         r = fetch_all(c, e->st, err);
@@ -2413,6 +2434,11 @@ static int my_val_type(dbs_rows *hr, int col)
     }
 }
 
+static int64_t my_affected(dbs_rows *hr)
+{
+    return ((my_rows *)hr)->affected;
+}
+
 static void my_rows_close(dbs_rows *hr)
 {
     rows_free((my_rows *)hr);
@@ -2430,6 +2456,7 @@ static const dbs__rows_ops my_rows_ops = {
     .close = my_rows_close,
     .col_type = my_col_type,
     .val_type = my_val_type,
+    .affected = my_affected,
 };
 
 const dbs__driver dbs__driver_mysql = {
@@ -2454,4 +2481,5 @@ const dbs__driver dbs__driver_mysql = {
     .close = my_close,
     .peek = my_peek,
     .forget = my_forget,
+    .interrupt = my_interrupt,
 };

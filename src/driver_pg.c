@@ -371,6 +371,16 @@ static void start_cancel(pg_conn *c)
     }
 }
 
+/* From another thread, while c's user waits in a statement: the cancel
+ * request, as the statement bound sends it (the cancel key is fixed at
+ * connect, and PQcancel touches nothing else of c). */
+static void pg_interrupt(void *vc)
+{
+    pg_conn *c = vc;
+    if (c->pg)
+        start_cancel(c);
+}
+
 static int timed_out(pg_conn *c, dbs_error *err, const char *what,
                      bool commit)
 {
@@ -2218,6 +2228,16 @@ static int pg_val_type(dbs_rows *hr, int col)
     return pg_is_null(hr, col) ? DBS_TYPE_NULL : pg_col_type(hr, col);
 }
 
+/* As pg_exec counts them: a SELECT changes none. */
+static int64_t pg_affected(dbs_rows *hr)
+{
+    PGresult *r = ((pg_rows *)hr)->res;
+    const char *t = PQcmdTuples(r);
+    return t && *t && strncmp(PQcmdStatus(r), "SELECT", 6) != 0
+               ? strtoll(t, NULL, 10)
+               : 0;
+}
+
 static void pg_rows_close(dbs_rows *hr)
 {
     pg_rows *r = (pg_rows *)hr;
@@ -2238,6 +2258,7 @@ static const dbs__rows_ops pg_rows_ops = {
     .close = pg_rows_close,
     .col_type = pg_col_type,
     .val_type = pg_val_type,
+    .affected = pg_affected,
 };
 
 const dbs__driver dbs__driver_pg = {
@@ -2264,4 +2285,5 @@ const dbs__driver dbs__driver_pg = {
     .tx_options = pg_tx_options,
     .commit_pos = pg_commit_pos,
     .forget = pg_forget,
+    .interrupt = pg_interrupt,
 };

@@ -133,6 +133,8 @@ typedef struct sq_rows {
     sq_stmt *st;       /* cached: reset on close; else finalized */
     int ncols;
     bool done;
+    int64_t before;    /* total_changes() when the statement was bound */
+    int64_t changes;   /* what it changed, once done (affected) */
 } sq_rows;
 
 /* Per pool. The file's identity is what the housekeeper compares the path
@@ -1255,6 +1257,7 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
     r->c = c;
     r->st = st;
     r->ncols = sqlite3_column_count(st->stmt);
+    r->before = sqlite3_total_changes64(c->db);
     return &r->hdr;
 }
 
@@ -1431,6 +1434,16 @@ static int sq_is_broken(void *vc)
     return c->broken || !c->db;
 }
 
+/* sqlite3_interrupt is safe from any thread while the handle is open; a
+ * statement it stops fails with SQLITE_INTERRUPT and the connection stays
+ * usable (the transaction is rolled back by the session's close). */
+static void sq_interrupt(void *vc)
+{
+    sq_conn *c = vc;
+    if (c->db)
+        sqlite3_interrupt(c->db);
+}
+
 static void *sq_native(void *vc)
 {
     sq_conn *c = vc;
@@ -1451,6 +1464,10 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
         return 1;
     r->done = true;
     if (rc == SQLITE_DONE) {
+        /* as sq_exec counts them: changes() is the last completed write's */
+        r->changes = sqlite3_total_changes64(r->c->db) != r->before
+                         ? sqlite3_changes64(r->c->db)
+                         : 0;
         int frc = settle(r->c, err);
         if (frc == DBS_OK)
             frc = follow_tx(r->c, err);
@@ -1559,6 +1576,11 @@ static int sq_col_type(dbs_rows *hr, int col)
     return hr->on_row ? sq_val_type(hr, col) : DBS_TYPE_NULL;
 }
 
+static int64_t sq_affected(dbs_rows *hr)
+{
+    return ((sq_rows *)hr)->changes;
+}
+
 static void sq_rows_close(dbs_rows *hr)
 {
     sq_rows *r = (sq_rows *)hr;
@@ -1579,7 +1601,7 @@ static const dbs__rows_ops sq_rows_ops = {
     .next = sq_next, .count_cols = sq_count_cols, .name = sq_name,
     .is_null = sq_is_null, .get_int = sq_int, .get_real = sq_real,
     .get_text = sq_text, .get_blob = sq_blob, .close = sq_rows_close,
-    .col_type = sq_col_type, .val_type = sq_val_type,
+    .col_type = sq_col_type, .val_type = sq_val_type, .affected = sq_affected,
 };
 
 const dbs__driver dbs__driver_sqlite = {
@@ -1602,4 +1624,5 @@ const dbs__driver dbs__driver_sqlite = {
     .set_read_only = sq_set_read_only,
     .tx_escaped = sq_tx_escaped,
     .tx_options = sq_tx_options,
+    .interrupt = sq_interrupt,
 };

@@ -463,6 +463,21 @@ void dbs__rows_free(dbs_rows *r);
 /* Closes every open rows of s. */
 void dbs__rows_close_all(dbs_session *s);
 
+/* ---- rows_buf.c: rows no session owns ---- */
+
+/* Reads src (before its first row; a session's, or a backend's own) to its
+ * end through dbs_rows_next and returns a copy held in memory that no
+ * session owns (session NULL): every accessor answers on it as on src,
+ * from any thread, one at a time. src is left read to its end; the caller
+ * still closes it. NULL with err filled: DBS_ENOMEM, or src's failure
+ * (then src's session saw it as dbs_rows_next reports it). The copy is
+ * freed by r->ops->close(r); dbs_rows_close leaves session-less rows
+ * alone (the unit that holds them frees them). */
+dbs_rows *dbs__rows_buf(dbs_rows *src, dbs_error *err);
+/* After r was read to its end: the rows its statement inserted, updated
+ * or deleted (0 for a SELECT), or -1 when the backend cannot tell. */
+int64_t dbs__rows_affected(dbs_rows *r);
+
 /* ---- event.c ---- */
 
 /* Whom an event is about: a copy of what it quotes, so that it can be made

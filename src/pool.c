@@ -9,6 +9,7 @@
  * sessions listed and counted are the shards' (shard.c).
  */
 #include "pool_int.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -635,4 +636,75 @@ dbs_backend dbs_pool_backend(const dbs_pool *p)
     if (!strcmp(p->drv->name, "mariadb"))
         return DBS_BACKEND_MARIADB;
     return DBS_BACKEND_UNKNOWN;
+}
+
+/* ---- connections held by an event loop (loop.c) ---- */
+
+void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns)
+{
+    dbs__shard *sh = dbs__shard_of(p);
+    bool fallback = false;
+    dbs__lock_take(&sh->mu);
+    sh->acquired++;
+    if (p->cfg.metrics) {
+        dbs__shard_hists *h = dbs__shard_hists_of(sh);
+        if (h)
+            dbs__hist_add(&h->wait, wait_ns / 1000);
+        else
+            fallback = true;
+    }
+    dbs__lock_give(&sh->mu);
+    if (fallback) {
+        pthread_mutex_lock(&p->mu);
+        dbs__hist_add(&p->wait_hist, wait_ns / 1000);
+        pthread_mutex_unlock(&p->mu);
+    }
+    dbs__emit(p, DBS_EVENT_CHECKOUT, NULL, c, 0, NULL);
+}
+
+void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,
+                             int64_t held_ns)
+{
+    int64_t now = dbs__now_ns();
+    if (counted) {
+        dbs__emit(p, DBS_EVENT_CHECKIN, NULL, c, 0, NULL);
+        dbs__shard *sh = dbs__shard_of(p);
+        bool fallback = false;
+        dbs__lock_take(&sh->mu);
+        sh->released++;
+        if (p->cfg.metrics) {
+            dbs__shard_hists *h = dbs__shard_hists_of(sh);
+            if (h)
+                dbs__hist_add(&h->use, held_ns / 1000);
+            else
+                fallback = true;
+        }
+        dbs__lock_give(&sh->mu);
+        if (fallback) {
+            pthread_mutex_lock(&p->mu);
+            dbs__hist_add(&p->use_hist, held_ns / 1000);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    enum dbs__rp_ask ask = discard                    ? DBS__RP_DROP_FIRST
+                           : p->mode == DBS_POOL_NONE ? DBS__RP_DROP
+                                                      : DBS__RP_KEEP;
+    const char *reason = NULL;
+    enum dbs__gone why = DBS__GONE_POOL;
+    switch (dbs__rp_release(&p->rp, &c->item, now, ask)) {
+    case DBS__RP_GONE_ASKED:
+        reason = discard ? "broken" : "no_pool";
+        why = discard ? DBS__GONE_BROKEN : DBS__GONE_NONE_MODE;
+        break;
+    case DBS__RP_GONE_CLOSED: reason = "pool_close"; break;
+    case DBS__RP_GONE_EXPIRED: reason = "lifetime"; why = DBS__GONE_LIFETIME; break;
+    case DBS__RP_GONE_OVERFLOW: reason = "overflow"; why = DBS__GONE_OVERFLOW; break;
+    default: break; /* kept: idle, or handed to the oldest waiter */
+    }
+    if (!reason)
+        return;
+    dbs__conn_gone(p, why, 1, now);
+    dbs__emit(p, discard ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
+              discard ? DBS_ECONNECT : 0, reason);
+    dbs__conn_close(p, c);
 }

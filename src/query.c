@@ -1,6 +1,7 @@
 /* Statements and rows: argument checks, autobegin, and the rows API over the
  * backend's rows. Parameters are always bound, never formatted into SQL. */
 #include "internal.h"
+#include "loop.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,13 @@ static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_er
         }
     }
     return DBS_OK;
+}
+
+/* dbs_unit_add's check of a statement's arguments (loop.c): the same
+ * rules as dbs_exec's. */
+int dbs__stmt_args_check(const char *sql, const dbs_value *params, size_t n, dbs_error *err)
+{
+    return check_args(sql, params, n, err);
 }
 
 int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params, size_t n,
@@ -100,9 +108,17 @@ dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params, si
     return r;
 }
 
+/* Rows with no session (session NULL) are a unit's of an event loop,
+ * held in memory (rows_buf.c) or by a backend: no thread owns them and no
+ * session can fail under them. */
+static bool owner_ok(const dbs_rows *r)
+{
+    return !r->session || pthread_equal(r->session->owner, pthread_self());
+}
+
 static bool rows_ok(const dbs_rows *r)
 {
-    return r && r->magic == DBS__ROWS_MAGIC && pthread_equal(r->session->owner, pthread_self());
+    return r && r->magic == DBS__ROWS_MAGIC && owner_ok(r);
 }
 
 static bool col_ok(dbs_rows *r, int col)
@@ -114,7 +130,7 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err)
 {
     if (!r || r->magic != DBS__ROWS_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "rows are NULL or already closed");
-    int rc = dbs__session_check(r->session, err);
+    int rc = r->session ? dbs__session_check(r->session, err) : DBS_OK;
     if (rc != DBS_OK)
         return rc;
     dbs_error local;
@@ -123,7 +139,7 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err)
     rc = r->ops->next(r, err);
     r->on_row = rc == 1;
     if (rc < 0)
-        return dbs__session_failed(r->session, rc);
+        return r->session ? dbs__session_failed(r->session, rc) : rc;
     err->code = DBS_OK;
     return rc;
 }
@@ -207,7 +223,7 @@ static int cell_check(dbs_rows *r, int col, const void *out, const char *fn, dbs
 {
     if (!r || r->magic != DBS__ROWS_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "%s: rows are NULL or already closed", fn);
-    if (!pthread_equal(r->session->owner, pthread_self()))
+    if (!owner_ok(r))
         return dbs__err(err, DBS_EMISUSE, "%s: rows belong to another thread's session", fn);
     int n = r->ops->count_cols(r);
     if (col < 0 || col >= n)
@@ -442,7 +458,7 @@ int dbs_rows_type(dbs_rows *r, int col, dbs_error *err)
 {
     if (!r || r->magic != DBS__ROWS_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "dbs_rows_type: rows are NULL or already closed");
-    if (!pthread_equal(r->session->owner, pthread_self()))
+    if (!owner_ok(r))
         return dbs__err(err, DBS_EMISUSE,
                         "dbs_rows_type: rows belong to another thread's session");
     int n = r->ops->count_cols(r);
@@ -456,7 +472,7 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
 {
     if (!r || r->magic != DBS__ROWS_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "dbs_rows_col: rows are NULL or already closed");
-    if (!pthread_equal(r->session->owner, pthread_self()))
+    if (!owner_ok(r))
         return dbs__err(err, DBS_EMISUSE,
                         "dbs_rows_col: rows belong to another thread's session");
     if (!name)
@@ -486,7 +502,8 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
 
 void dbs_rows_close(dbs_rows *r)
 {
-    if (!rows_ok(r))
+    /* session-less rows are their unit's, which frees them */
+    if (!rows_ok(r) || !r->session)
         return;
     dbs__rows_free(r);
 }

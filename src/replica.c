@@ -50,6 +50,7 @@
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "pool_int.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -612,6 +613,51 @@ dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t 
         dbs__err(err, DBS_EUNAVAILABLE, "no read replica could serve the session%s", last);
     }
     return NULL;
+}
+
+/* For event loops: the index of a replica that may serve a read-only unit
+ * now (as dbs__replica_session chooses, round robin, from the cached
+ * measurements, no round trip), or -1 with err DBS_EUNAVAILABLE, counted
+ * in ro_fallbacks or ro_pos_fallbacks. Any thread; never blocks. */
+int dbs__replica_choose(dbs_pool *p, const dbs_context *ctx, uint64_t pos, dbs_error *err)
+{
+    struct dbs__replicas *rs = p->replicas;
+    if (ctx && ctx->user_id) {
+        uint64_t mine = atomic_load(user_slot(rs, ctx->user_id));
+        if (mine > pos)
+            pos = mine;
+    }
+    int64_t now = dbs__now_ns();
+    unsigned start = atomic_fetch_add_explicit(&rs->next, 1, memory_order_relaxed);
+    int behind_pos = 0;
+    for (int k = 0; k < rs->n; k++) {
+        int i = (int)((start + (unsigned)k) % (unsigned)rs->n);
+        if (!qualifies(rs, i, p->cfg.replica_max_lag_ms, now))
+            continue;
+        int64_t replayed = atomic_load(&rs->r[i].replay_lsn);
+        if (pos && (replayed < 0 || (uint64_t)replayed < pos)) {
+            behind_pos++;
+            continue;
+        }
+        if (dbs__pool_closed(rs->r[i].pool))
+            continue;
+        return i;
+    }
+    if (behind_pos > 0) {
+        atomic_fetch_add_explicit(&rs->pos_fallbacks, 1, memory_order_relaxed);
+        dbs__err(err, DBS_EUNAVAILABLE,
+                 "no read replica has replayed WAL position %X/%X yet, which this unit "
+                 "needs (its own position or its user's last commit)",
+                 (unsigned)(pos >> 32), (unsigned)pos);
+    } else {
+        atomic_fetch_add_explicit(&rs->fallbacks, 1, memory_order_relaxed);
+        dbs__err(err, DBS_EUNAVAILABLE,
+                 "no read replica qualifies (%d configured; each must be reachable, in "
+                 "recovery and measured in the last %d ms%s)",
+                 rs->n, STALE_PERIODS * PERIOD_MS,
+                 p->cfg.replica_max_lag_ms > 0 ? ", within replica_max_lag_ms" : "");
+    }
+    return -1;
 }
 
 int dbs__replicas_count(dbs_pool *p)

@@ -1,0 +1,1855 @@
+/*
+ * Event loops: units of work that never block the loop's thread.
+ *
+ * A dbs_loop belongs to one thread (its owner). It offers one descriptor,
+ * an epoll instance (level-triggered) holding
+ *   - an eventfd, written by other threads when they post to the loop's
+ *     mailbox: a connection the pool handed over (the resource pool's
+ *     PENDING request served), a connection made on a worker thread, a
+ *     unit a worker ran;
+ *   - the socket of each connection the loop holds while a unit is in
+ *     flight on it (native backends: driver a_* methods), with the events
+ *     a_step asks for.
+ * dbs_loop_timeout_ms is the nearest timer: a unit's deadline
+ * (dbs_unit_set_timeout) or retry back-off, the acquire bound of the
+ * oldest unit waiting for a connection, a connection's statement bound,
+ * the resource pool's barge limit for the loop's own requests.
+ *
+ * Units wait in a FIFO per lane: the primary's, and one per replica pool
+ * for read-only units (native backends only; a worker backend chooses the
+ * replica on the worker). On a native backend a unit goes out on a held
+ * connection of its lane with spare depth (fewer than pipeline_depth units
+ * in flight), else the lane asks the pool for one more connection (within
+ * max_connections) without waiting: the resource pool answers at once
+ * (READY, CREATE: connect on a worker thread, PENDING: its done callback
+ * posts to the mailbox). A connection whose units all came back and whose
+ * lane has nothing waiting goes back to the pool at once, so blocking
+ * sessions and other loops share it. On a worker backend (no a_* methods)
+ * up to max_connections units run on the pool's worker threads at once
+ * (dbs__workers_unit), the rest wait here.
+ *
+ * Nothing here blocks: the check before a hand-out is the driver's peek
+ * (no round trip; a connection that died unnoticed fails its unit with
+ * DBS_ECONNECT before COMMIT, which is retried); connects run on workers;
+ * statements go out through a_send/a_step on non-blocking sockets; closing
+ * a native connection sends one message on a non-blocking socket.
+ *
+ * Lifetimes: the loop keeps its pool through dbs__pool_hold (owner thread)
+ * until dbs_loop_close. The mailbox outlives the loop while a worker still
+ * holds a job that will post to it (refs); a post to a closed mailbox is
+ * undone by the poster (a connection goes back to the pool, a unit is
+ * freed). A resource-pool request is cancelled at close (its done either
+ * has run, and its post is in the mailbox, or never will).
+ */
+#define _GNU_SOURCE
+#include "loop.h"
+#include "workers.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define LOOP_MAGIC 0x4442534cu /* "DBSL" */
+#define UNIT_MAGIC 0x44425355u /* "DBSU" */
+
+enum { LOOP_EVENTS = 64, CANCEL_BOUND_MS = 5000 };
+
+/* ---- the mailbox ---- */
+
+enum post_kind { POST_REQ, POST_CONN, POST_UNIT };
+
+typedef struct post {
+    enum post_kind kind;
+    struct post *next;
+} post;
+
+typedef struct mbox {
+    pthread_mutex_t mu;
+    post *head, *tail; /* [mu] */
+    bool closed;       /* [mu] the loop is gone: posters undo their post */
+    int efd;           /* written under mu while not closed */
+    atomic_int refs;   /* the loop's, and one per job on a worker */
+} mbox;
+
+static void mbox_unref(mbox *m)
+{
+    if (atomic_fetch_sub(&m->refs, 1) == 1) {
+        pthread_mutex_destroy(&m->mu);
+        free(m);
+    }
+}
+
+/* Any thread. false: the loop is closed and the post was not taken. */
+static bool mbox_post(mbox *m, post *p)
+{
+    pthread_mutex_lock(&m->mu);
+    if (m->closed) {
+        pthread_mutex_unlock(&m->mu);
+        return false;
+    }
+    p->next = NULL;
+    bool was_empty = !m->head;
+    if (m->tail)
+        m->tail->next = p;
+    else
+        m->head = p;
+    m->tail = p;
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(m->efd, &one, sizeof one);
+        (void)w; /* only fails when the counter is full: readable anyway */
+    }
+    pthread_mutex_unlock(&m->mu);
+    return true;
+}
+
+static post *mbox_take(mbox *m)
+{
+    pthread_mutex_lock(&m->mu);
+    post *p = m->head;
+    m->head = m->tail = NULL;
+    uint64_t v;
+    ssize_t r = read(m->efd, &v, sizeof v);
+    (void)r; /* EAGAIN: nothing was written */
+    pthread_mutex_unlock(&m->mu);
+    return p;
+}
+
+/* ---- types ---- */
+
+typedef struct lane lane;
+typedef struct lconn lconn;
+
+enum unit_state { U_NEW, U_QUEUED, U_SENT, U_WORKER, U_BACKOFF, U_DONE };
+
+/* Why the loop cancelled a unit in flight: what it then completes with. */
+enum cancel_why { CW_NONE, CW_USER, CW_DEADLINE, CW_STMT };
+
+struct dbs_unit {
+    unsigned magic;
+    dbs_loop *loop;
+    post post;                /* a worker's completion */
+    mbox *mb;                 /* the loop's mailbox, for the worker */
+    dbs__aunit au;
+    size_t cap;               /* au.stmts allocated */
+    char *ctx_buf;
+    dbs_context ctx;
+    dbs_tx_options txo;
+    bool has_txo;
+    unsigned flags;
+    int timeout_ms;
+    enum unit_state state;
+    bool submitted;
+    bool orphan;              /* the loop closed while a worker held it: the
+                                 worker's completion frees it */
+    enum cancel_why cancel;   /* set: cancel it (or it was cancelled) */
+    bool cancel_sent;         /* a_cancel went out for it */
+    int attempts;
+    int64_t submit_ns, queued_ns, deadline_ns, retry_ns;
+    int heap_idx;             /* -1: not in the timer heap */
+    lane *lane;
+    lconn *conn;
+    struct dbs_unit *prev, *next; /* lane queue, connection flight, done list */
+    dbs_unit_fn done;
+    void *arg;
+    dbs_error err;
+    int rc;
+};
+
+struct lconn {
+    lane *lane;
+    dbs__conn *c;
+    int fd;
+    uint32_t events;          /* registered with epoll (0: not registered) */
+    int inflight;
+    dbs_unit *head, *tail;    /* units in flight, oldest first */
+    int64_t got_ns;
+    int64_t last_rx_ns;       /* the last time it had something to read, or
+                                 its flight began */
+    int64_t cancel_ns;        /* a_cancel sent, 0: none */
+    bool dead;                /* freed at the end of this run */
+    lconn *next;              /* the lane's, or the dead list */
+};
+
+/* A request for one connection of a lane: the resource pool's request,
+ * then, if it reserved a slot, the connect job on a worker. */
+typedef struct creq {
+    post post;
+    dbs__rp_req req;
+    dbs_loop *loop;           /* NULL once the loop let go of it */
+    mbox *mb;
+    lane *lane;
+    dbs_pool *pool;
+    int64_t start_ns;
+    bool connecting;          /* on a worker: made a connection or failed */
+    bool cancelled;           /* the loop took it back: its post is void */
+    dbs__conn *conn;          /* a connect's outcome */
+    int rc;
+    dbs_error err;
+    struct creq *prev, *next; /* the lane's outstanding requests */
+} creq;
+
+struct lane {
+    dbs_pool *pool;
+    dbs_unit *qhead, *qtail;  /* waiting for a connection, oldest first */
+    int nq;
+    lconn *conns;
+    int nconns;
+    creq *reqs;
+    int nreq;
+    bool closed;              /* the pool closed: no connection to come */
+};
+
+struct dbs_loop {
+    unsigned magic;
+    pthread_t owner;
+    dbs_pool *pool;
+    bool native;              /* the backend has a_* methods */
+    dbs_loop_config cfg;
+    int epfd;
+    mbox *mb;
+    lane *lanes;              /* [0] the primary, [1 + i] replica i */
+    int nlanes;
+    int nconns, nreqs;        /* over every lane */
+    int nworker;              /* units on workers */
+    dbs_unit *whead;          /* those units (prev/next) */
+    int pending;              /* submitted, callback not yet run */
+    int queued;               /* waiting for a connection (queue_max) */
+    dbs_unit **heap;          /* timers: deadlines and back-offs */
+    int heap_n, heap_cap;
+    dbs_unit *done_head, *done_tail; /* completed, callbacks to run */
+    lconn *dead;
+    bool in_run;
+    bool closing;
+    atomic_bool kick;         /* run now: timeout 0 */
+    _Atomic int64_t next_ns;  /* the nearest timer, INT64_MAX: none */
+};
+
+static bool transient(int code)
+{
+    return code == DBS_ERETRYABLE || code == DBS_ECONNECT || code == DBS_EFULL;
+}
+
+static bool on_owner(const dbs_loop *l)
+{
+    return pthread_equal(l->owner, pthread_self());
+}
+
+/* ---- the timer heap: units with a deadline or a back-off ---- */
+
+static int64_t unit_wake(const dbs_unit *u)
+{
+    int64_t w = u->deadline_ns ? u->deadline_ns : INT64_MAX;
+    if (u->state == U_BACKOFF && u->retry_ns < w)
+        w = u->retry_ns;
+    return w;
+}
+
+static void heap_swap(dbs_loop *l, int a, int b)
+{
+    dbs_unit *t = l->heap[a];
+    l->heap[a] = l->heap[b];
+    l->heap[b] = t;
+    l->heap[a]->heap_idx = a;
+    l->heap[b]->heap_idx = b;
+}
+
+static void heap_fix(dbs_loop *l, int i)
+{
+    while (i > 0 && unit_wake(l->heap[(i - 1) / 2]) > unit_wake(l->heap[i])) {
+        heap_swap(l, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        int m = i, a = 2 * i + 1, b = 2 * i + 2;
+        if (a < l->heap_n && unit_wake(l->heap[a]) < unit_wake(l->heap[m]))
+            m = a;
+        if (b < l->heap_n && unit_wake(l->heap[b]) < unit_wake(l->heap[m]))
+            m = b;
+        if (m == i)
+            return;
+        heap_swap(l, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(dbs_loop *l, dbs_unit *u)
+{
+    int i = u->heap_idx;
+    if (i < 0)
+        return;
+    u->heap_idx = -1;
+    l->heap_n--;
+    if (i == l->heap_n)
+        return;
+    l->heap[i] = l->heap[l->heap_n];
+    l->heap[i]->heap_idx = i;
+    heap_fix(l, i);
+}
+
+/* Puts u in the heap, or moves it, or takes it out when it has no timer. */
+static int heap_update(dbs_loop *l, dbs_unit *u)
+{
+    if (unit_wake(u) == INT64_MAX) {
+        heap_remove(l, u);
+        return DBS_OK;
+    }
+    if (u->heap_idx >= 0) {
+        heap_fix(l, u->heap_idx);
+        return DBS_OK;
+    }
+    if (l->heap_n == l->heap_cap) {
+        int cap = l->heap_cap ? l->heap_cap * 2 : 64;
+        dbs_unit **h = realloc(l->heap, (size_t)cap * sizeof *h);
+        if (!h)
+            return DBS_ENOMEM;
+        l->heap = h;
+        l->heap_cap = cap;
+    }
+    u->heap_idx = l->heap_n;
+    l->heap[l->heap_n++] = u;
+    heap_fix(l, u->heap_idx);
+    return DBS_OK;
+}
+
+/* ---- units: memory ---- */
+
+static void unit_rows_free(dbs_unit *u)
+{
+    for (size_t i = 0; i < u->au.n; i++) {
+        dbs_rows *r = u->au.stmts[i].rows;
+        if (r) {
+            r->magic = DBS__DEAD_MAGIC;
+            r->ops->close(r);
+            u->au.stmts[i].rows = NULL;
+        }
+        u->au.stmts[i].affected = -1;
+    }
+}
+
+/* Frees u and everything it owns. Any thread (a worker frees an orphan). */
+static void unit_free(dbs_unit *u)
+{
+    unit_rows_free(u);
+    for (size_t i = 0; i < u->au.n; i++) {
+        dbs__astmt *s = &u->au.stmts[i];
+        for (size_t k = 0; k < s->n; k++) {
+            const dbs_value *v = &s->params[k];
+            if (v->type == DBS_TYPE_TEXT || v->type == DBS_TYPE_JSON ||
+                v->type == DBS_TYPE_BLOB || v->type == DBS_TYPE_UUID)
+                free((void *)(uintptr_t)v->b.p);
+        }
+        free((void *)(uintptr_t)s->params);
+        free((void *)(uintptr_t)s->sql);
+    }
+    free(u->au.stmts);
+    free(u->ctx_buf);
+    u->magic = DBS__DEAD_MAGIC;
+    free(u);
+}
+
+/* ---- completion ---- */
+
+/* u ends: its callback runs later in this dbs_loop_run (or at the next). */
+static void unit_complete(dbs_loop *l, dbs_unit *u, int rc, const dbs_error *err)
+{
+    heap_remove(l, u);
+    u->state = U_DONE;
+    u->rc = rc;
+    if (err && err != &u->err)
+        u->err = *err;
+    u->err.code = rc;
+    if (rc == DBS_OK) {
+        snprintf(u->err.message, sizeof u->err.message, "ok");
+        u->err.sqlstate[0] = '\0';
+    } else if (!u->err.message[0]) {
+        snprintf(u->err.message, sizeof u->err.message, "%s", dbs_strerror(rc));
+    }
+    u->next = NULL;
+    u->prev = NULL;
+    if (l->done_tail)
+        l->done_tail->next = u;
+    else
+        l->done_head = u;
+    l->done_tail = u;
+    if (!l->in_run)
+        atomic_store_explicit(&l->kick, true, memory_order_relaxed);
+}
+
+static void unit_fail(dbs_loop *l, dbs_unit *u, int rc, const char *msg)
+{
+    dbs_error e;
+    dbs__err(&e, rc, "%s", msg);
+    unit_complete(l, u, rc, &e);
+}
+
+/* Runs the callbacks of the units that ended; returns how many. */
+static int run_callbacks(dbs_loop *l)
+{
+    int n = 0;
+    while (l->done_head) {
+        dbs_unit *u = l->done_head;
+        l->done_head = u->next;
+        if (!l->done_head)
+            l->done_tail = NULL;
+        u->next = NULL;
+        for (size_t i = 0; i < u->au.n; i++) {
+            dbs_rows *r = u->au.stmts[i].rows;
+            if (r) {
+                r->session = NULL;
+                r->magic = DBS__ROWS_MAGIC;
+                r->on_row = 0;
+            }
+        }
+        l->pending--;
+        n++;
+        if (u->done)
+            u->done(u, u->rc, &u->err, u->arg);
+        if (u->orphan)
+            continue; /* a worker still holds it: freed there */
+        unit_free(u);
+    }
+    return n;
+}
+
+/* ---- lanes and queues ---- */
+
+static void queue_push(dbs_loop *l, lane *ln, dbs_unit *u, int64_t now)
+{
+    u->state = U_QUEUED;
+    u->lane = ln;
+    u->queued_ns = now;
+    u->prev = ln->qtail;
+    u->next = NULL;
+    if (ln->qtail)
+        ln->qtail->next = u;
+    else
+        ln->qhead = u;
+    ln->qtail = u;
+    ln->nq++;
+    l->queued++;
+}
+
+static void queue_unlink(dbs_loop *l, dbs_unit *u)
+{
+    lane *ln = u->lane;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        ln->qhead = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    else
+        ln->qtail = u->prev;
+    u->prev = u->next = NULL;
+    ln->nq--;
+    l->queued--;
+}
+
+/* The lane a unit's attempt waits in: read-only units on a native backend
+ * go to a replica that qualifies now. DBS_OK, or a failure for the unit. */
+static int choose_lane(dbs_loop *l, dbs_unit *u, lane **out, dbs_error *err)
+{
+    *out = &l->lanes[0];
+    if (!(u->flags & DBS_UNIT_RO) || l->nlanes == 1)
+        return DBS_OK;
+    int i = dbs__replica_choose(l->pool, &u->ctx, u->au.after_pos, err);
+    if (i >= 0) {
+        *out = &l->lanes[1 + i];
+        return DBS_OK;
+    }
+    if (l->pool->cfg.replica_fallback)
+        return DBS_OK;
+    dbs__errors_note(l->pool, DBS_EUNAVAILABLE, NULL);
+    return DBS_EUNAVAILABLE;
+}
+
+/* A unit (new or to retry) joins the queue of its lane. */
+static void unit_enqueue(dbs_loop *l, dbs_unit *u, int64_t now)
+{
+    lane *ln;
+    dbs_error e;
+    int rc = choose_lane(l, u, &ln, &e);
+    if (rc != DBS_OK) {
+        unit_complete(l, u, rc, &e);
+        return;
+    }
+    if (ln->closed || dbs__pool_closed(ln->pool)) {
+        unit_fail(l, u, DBS_ECLOSED, "the pool is closed");
+        return;
+    }
+    heap_update(l, u);
+    queue_push(l, ln, u, now);
+}
+
+/* ---- connections ---- */
+
+static void conn_watch(dbs_loop *l, lconn *lc, short want)
+{
+    uint32_t ev = 0;
+    if (want & POLLIN)
+        ev |= EPOLLIN;
+    if (want & POLLOUT)
+        ev |= EPOLLOUT;
+    if (ev == lc->events)
+        return;
+    struct epoll_event e = {.events = ev, .data.ptr = lc};
+    if (ev == 0) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, lc->fd, &e);
+    } else if (lc->events == 0) {
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, lc->fd, &e) != 0 && errno == EEXIST)
+            epoll_ctl(l->epfd, EPOLL_CTL_MOD, lc->fd, &e);
+    } else {
+        epoll_ctl(l->epfd, EPOLL_CTL_MOD, lc->fd, &e);
+    }
+    lc->events = ev;
+}
+
+static void lane_unlink_conn(lane *ln, lconn *lc)
+{
+    for (lconn **pp = &ln->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == lc) {
+            *pp = lc->next;
+            break;
+        }
+    }
+    ln->nconns--;
+}
+
+/* Lets go of lc (no unit in flight): back to its pool, or discarded. */
+static void conn_drop(dbs_loop *l, lconn *lc, bool discard)
+{
+    lane *ln = lc->lane;
+    conn_watch(l, lc, 0);
+    lane_unlink_conn(ln, lc);
+    l->nconns--;
+    const dbs__driver *drv = ln->pool->drv;
+    if (!discard && (drv->is_broken(lc->c->impl) || !drv->a_idle(lc->c->impl)))
+        discard = true;
+    dbs__pool_loop_giveback(ln->pool, lc->c, true, discard, dbs__now_ns() - lc->got_ns);
+    lc->c = NULL;
+    lc->dead = true;
+    lc->next = l->dead;
+    l->dead = lc;
+}
+
+static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now);
+
+/* Discards lc with units in flight: the one at the head may have run on
+ * the server (its outcome is rc, or DBS_ECOMMIT_UNKNOWN if its COMMIT went
+ * out); those behind it had not started (the server runs a connection's
+ * pipeline in order) and fail with DBS_ECONNECT, retried. */
+static void conn_abandon(dbs_loop *l, lconn *lc, int rc, const char *why)
+{
+    dbs_unit *u = lc->head;
+    lc->head = lc->tail = NULL;
+    lc->inflight = 0;
+    bool first = true;
+    while (u) {
+        dbs_unit *next = u->next;
+        u->next = u->prev = NULL;
+        u->conn = NULL;
+        int code = first || l->closing ? rc : DBS_ECONNECT;
+        if (u->au.commit_sent)
+            code = DBS_ECOMMIT_UNKNOWN;
+        u->au.rc = code;
+        dbs__err(&u->au.err, code, "%s", why);
+        attempt_done(l, u, dbs__now_ns());
+        first = false;
+        u = next;
+    }
+    conn_drop(l, lc, true);
+}
+
+static void conn_step(dbs_loop *l, lconn *lc, short revents);
+
+/* A connection of lane ln is the loop's (in use): checked without a round
+ * trip, then put to work. */
+static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fresh);
+
+static void lane_closed(dbs_loop *l, lane *ln)
+{
+    ln->closed = true;
+    while (ln->qhead) {
+        dbs_unit *u = ln->qhead;
+        queue_unlink(l, u);
+        unit_fail(l, u, DBS_ECLOSED, "the pool was closed while the unit waited for a "
+                                     "connection");
+    }
+}
+
+static void connect_job(void *arg);
+
+/* Starts a connect on a worker for the slot req holds. */
+static void start_connect(dbs_loop *l, creq *r)
+{
+    r->connecting = true;
+    r->loop = l;
+    r->mb = l->mb;
+    atomic_fetch_add(&l->mb->refs, 1);
+    atomic_fetch_add(&r->pool->refs, 1);
+    if (dbs__workers_run(l->pool, connect_job, r) != DBS_OK) {
+        dbs__rp_create_failed(&r->pool->rp);
+        dbs__pool_unref(r->pool);
+        mbox_unref(l->mb);
+        lane *ln = r->lane;
+        if (r->prev)
+            r->prev->next = r->next;
+        else
+            ln->reqs = r->next;
+        if (r->next)
+            r->next->prev = r->prev;
+        ln->nreq--;
+        l->nreqs--;
+        free(r);
+        lane_closed(l, ln);
+    }
+}
+
+static void req_unlink(dbs_loop *l, creq *r)
+{
+    lane *ln = r->lane;
+    if (r->prev)
+        r->prev->next = r->next;
+    else if (ln->reqs == r)
+        ln->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    ln->nreq--;
+    l->nreqs--;
+}
+
+/* The resource pool served the request (under its lock, any thread). */
+static void req_served(dbs__rp_req *req)
+{
+    creq *r = req->arg;
+    if (!mbox_post(r->mb, &r->post)) {
+        /* cannot happen: the loop cancels its requests before closing */
+    }
+}
+
+/* Asks lane ln's pool for one more connection, without waiting. */
+static void lane_acquire(dbs_loop *l, lane *ln)
+{
+    creq *r = calloc(1, sizeof *r);
+    if (!r)
+        return; /* tried again at the next dispatch */
+    r->post.kind = POST_REQ;
+    r->req.done = req_served;
+    r->req.arg = r;
+    r->loop = l;
+    r->mb = l->mb;
+    r->lane = ln;
+    r->pool = ln->pool;
+    r->start_ns = dbs__now_ns();
+    r->next = ln->reqs;
+    if (ln->reqs)
+        ln->reqs->prev = r;
+    ln->reqs = r;
+    ln->nreq++;
+    l->nreqs++;
+    dbs__rp_item *it = NULL;
+    switch (dbs__rp_acquire(&ln->pool->rp, &r->req, 0, &it)) {
+    case DBS__RP_READY:
+        req_unlink(l, r);
+        conn_got(l, ln, dbs__conn_of(it), r->start_ns, false);
+        free(r);
+        return;
+    case DBS__RP_CREATE:
+        start_connect(l, r);
+        return;
+    case DBS__RP_PENDING:
+        return; /* req_served posts it */
+    default:
+        req_unlink(l, r);
+        free(r);
+        lane_closed(l, ln);
+        return;
+    }
+}
+
+/* On a worker: makes a connection on the slot r reserved, and posts it. */
+static void connect_job(void *arg)
+{
+    creq *r = arg;
+    dbs_pool *p = r->pool;
+    dbs__conn *c = NULL;
+    int rc = dbs__conn_admit(p, true, &r->err);
+    if (rc == DBS_OK) {
+        c = dbs__conn_open(p, &r->err);
+        int64_t now = dbs__now_ns();
+        int ev;
+        rc = dbs__conn_settle(p, c, c ? DBS_OK : r->err.code, now, false, &ev);
+        if (!c) {
+            dbs__connect_announce(p, NULL, NULL, ev, &r->err);
+            rc = r->err.code < 0 ? r->err.code : DBS_ECONNECT;
+        } else if (rc == DBS_ECLOSED) {
+            dbs__conn_close(p, c);
+            c = NULL;
+            dbs__err(&r->err, DBS_ECLOSED, "the pool was closed while connecting");
+        } else {
+            dbs__connect_announce(p, NULL, c, ev, NULL);
+        }
+    }
+    r->rc = rc;
+    r->conn = c;
+    mbox *mb = r->mb;
+    if (!mbox_post(mb, &r->post)) {
+        /* the loop is gone: the connection goes back to the pool */
+        if (c)
+            dbs__pool_loop_giveback(p, c, false, false, 0);
+        free(r);
+        dbs__pool_unref(p);
+    }
+    mbox_unref(mb);
+}
+
+static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fresh)
+{
+    dbs_pool *p = ln->pool;
+    int64_t now = dbs__now_ns();
+    if (!fresh) {
+        const char *why = NULL;
+        dbs_error perr;
+        if (dbs__conn_expired(c, now))
+            why = "lifetime";
+        else if (p->drv->is_broken(c->impl))
+            why = "broken";
+        else if (dbs__peek_wanted(p) && p->drv->peek(c->impl, &perr) == DBS_ECONNECT)
+            why = "broken";
+        /* DBS__PEEK_UNSURE or an idle past validation_window_ms: the unit
+         * goes ahead; a connection that turns out dead fails it with
+         * DBS_ECONNECT before its COMMIT, and it is retried. */
+        if (why) {
+            bool broken = why[0] == 'b';
+            dbs__emit(p, broken ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
+                      broken ? DBS_ECONNECT : 0, broken ? "broken" : why);
+            int st = dbs__rp_replace(&p->rp, &c->item);
+            dbs__conn_close(p, c);
+            dbs__conn_gone(p, broken ? DBS__GONE_BROKEN : DBS__GONE_LIFETIME, 1,
+                           dbs__now_ns());
+            if (st != DBS__RP_CREATE) {
+                lane_closed(l, ln);
+                return;
+            }
+            creq *r = calloc(1, sizeof *r);
+            if (!r) {
+                dbs__rp_create_failed(&p->rp);
+                return;
+            }
+            r->post.kind = POST_REQ;
+            r->lane = ln;
+            r->pool = p;
+            r->start_ns = start;
+            r->next = ln->reqs;
+            if (ln->reqs)
+                ln->reqs->prev = r;
+            ln->reqs = r;
+            ln->nreq++;
+            l->nreqs++;
+            start_connect(l, r);
+            return;
+        }
+    }
+    lconn *lc = calloc(1, sizeof *lc);
+    if (!lc) {
+        dbs__pool_loop_giveback(p, c, false, false, 0);
+        return;
+    }
+    lc->lane = ln;
+    lc->c = c;
+    lc->fd = p->drv->a_fd(c->impl);
+    lc->got_ns = now;
+    lc->next = ln->conns;
+    ln->conns = lc;
+    ln->nconns++;
+    l->nconns++;
+    dbs__pool_loop_checkout(p, c, now - start);
+}
+
+/* The unit at the head of lc's flight, if the loop wants it cancelled. */
+static void conn_cancel_head(lconn *lc, int64_t now)
+{
+    dbs_unit *u = lc->head;
+    if (!u || u->cancel == CW_NONE || u->cancel_sent)
+        return;
+    u->cancel_sent = true;
+    lc->cancel_ns = now;
+    lc->lane->pool->drv->a_cancel(lc->c->impl);
+}
+
+static void conn_step(dbs_loop *l, lconn *lc, short revents)
+{
+    const dbs__driver *drv = lc->lane->pool->drv;
+    int64_t now = dbs__now_ns();
+    if (revents & (POLLIN | POLLHUP | POLLERR))
+        lc->last_rx_ns = now;
+    dbs__aunit *done = NULL;
+    short want = 0;
+    drv->a_step(lc->c->impl, revents, &done, &want);
+    bool progressed = done != NULL;
+    while (done) {
+        dbs__aunit *next = done->next;
+        dbs_unit *u = done->owner;
+        /* units come back oldest first: u is lc's head */
+        if (u->prev)
+            u->prev->next = u->next;
+        else
+            lc->head = u->next;
+        if (u->next)
+            u->next->prev = u->prev;
+        else
+            lc->tail = u->prev;
+        u->prev = u->next = NULL;
+        u->conn = NULL;
+        lc->inflight--;
+        if (u->cancel_sent)
+            lc->cancel_ns = 0;
+        attempt_done(l, u, now);
+        done = next;
+    }
+    if (progressed)
+        lc->last_rx_ns = now;
+    conn_cancel_head(lc, now);
+    conn_watch(l, lc, lc->inflight > 0 || !drv->a_idle(lc->c->impl) ? want : 0);
+    if (lc->inflight == 0) {
+        lc->cancel_ns = 0;
+        if (drv->is_broken(lc->c->impl))
+            conn_drop(l, lc, true);
+        else if (drv->a_idle(lc->c->impl) && (lc->lane->nq == 0 || l->closing))
+            conn_drop(l, lc, false);
+    }
+}
+
+/* ---- dispatch ---- */
+
+static void worker_done(dbs__aunit *au, void *arg);
+
+/* Hands u's attempt out (u already off the queue). */
+static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
+{
+    lane *ln = lc->lane;
+    dbs_error e;
+    u->au.rc = DBS_OK;
+    u->au.commit_sent = false;
+    u->au.commit_pos = 0;
+    u->au.err.code = DBS_OK;
+    u->au.err.message[0] = '\0';
+    u->au.err.sqlstate[0] = '\0';
+    int rc = ln->pool->drv->a_send(lc->c->impl, &u->au, &e);
+    if (rc != DBS_OK) {
+        if (ln->pool->drv->is_broken(lc->c->impl)) {
+            /* the unit is untouched: first in line again */
+            u->prev = NULL;
+            u->next = ln->qhead;
+            if (ln->qhead)
+                ln->qhead->prev = u;
+            else
+                ln->qtail = u;
+            ln->qhead = u;
+            ln->nq++;
+            l->queued++;
+            u->state = U_QUEUED;
+            if (lc->inflight == 0)
+                conn_drop(l, lc, true);
+            else
+                conn_abandon(l, lc, DBS_ECONNECT, "the connection was lost");
+            return;
+        }
+        unit_complete(l, u, rc, &e);
+        return;
+    }
+    u->attempts++;
+    u->state = U_SENT;
+    u->conn = lc;
+    u->prev = lc->tail;
+    u->next = NULL;
+    if (lc->tail)
+        lc->tail->next = u;
+    else
+        lc->head = u;
+    lc->tail = u;
+    if (lc->inflight++ == 0)
+        lc->last_rx_ns = dbs__now_ns();
+}
+
+static lconn *lane_pick(const dbs_loop *l, const lane *ln)
+{
+    lconn *best = NULL;
+    for (lconn *lc = ln->conns; lc; lc = lc->next) {
+        if (lc->dead || lc->cancel_ns || lc->inflight >= l->cfg.pipeline_depth)
+            continue;
+        if (!best || lc->inflight < best->inflight)
+            best = lc;
+    }
+    return best;
+}
+
+/* Connections of ln with nothing in flight go back to the pool while
+ * nothing waits for them. */
+static void lane_sweep(dbs_loop *l, lane *ln)
+{
+    const dbs__driver *drv = ln->pool->drv;
+    for (lconn *lc = ln->conns, *next; lc; lc = next) {
+        next = lc->next;
+        if (lc->dead || lc->inflight > 0)
+            continue;
+        if (drv->is_broken(lc->c->impl))
+            conn_drop(l, lc, true);
+        else if (ln->nq == 0 && drv->a_idle(lc->c->impl))
+            conn_drop(l, lc, false);
+    }
+}
+
+static void dispatch_native(dbs_loop *l, lane *ln)
+{
+    while (ln->qhead) {
+        lconn *lc = lane_pick(l, ln);
+        if (!lc)
+            break;
+        int before = lc->inflight;
+        /* fill this connection's spare depth, then flush it once */
+        while (ln->qhead && lc->inflight < l->cfg.pipeline_depth && !lc->dead) {
+            dbs_unit *u = ln->qhead;
+            queue_unlink(l, u);
+            native_send(l, lc, u);
+            if (u->state == U_QUEUED)
+                break; /* the connection was lost */
+        }
+        if (!lc->dead && lc->inflight != before)
+            conn_step(l, lc, 0);
+    }
+    /* more connections, while units wait for one and the bound allows */
+    int spare = 0;
+    for (lconn *lc = ln->conns; lc; lc = lc->next)
+        if (!lc->dead && !lc->cancel_ns)
+            spare += l->cfg.pipeline_depth - lc->inflight;
+    while (!ln->closed && ln->nq > spare + ln->nreq * l->cfg.pipeline_depth &&
+           l->nconns + l->nreqs < l->cfg.max_connections) {
+        int before = ln->nreq + ln->nconns;
+        lane_acquire(l, ln);
+        if (ln->closed)
+            break;
+        if (ln->nreq + ln->nconns == before)
+            break; /* out of memory: tried again later */
+        if (ln->conns && lane_pick(l, ln) && ln->qhead) {
+            dispatch_native(l, ln);
+            return;
+        }
+    }
+}
+
+static void wlist_add(dbs_loop *l, dbs_unit *u)
+{
+    u->prev = NULL;
+    u->next = l->whead;
+    if (l->whead)
+        l->whead->prev = u;
+    l->whead = u;
+    l->nworker++;
+}
+
+static void wlist_del(dbs_loop *l, dbs_unit *u)
+{
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        l->whead = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    l->nworker--;
+}
+
+static void dispatch_workers(dbs_loop *l, lane *ln)
+{
+    while (ln->qhead && l->nworker < l->cfg.max_connections) {
+        dbs_unit *u = ln->qhead;
+        queue_unlink(l, u);
+        int64_t deadline = u->queued_ns + dbs__ms_ns(l->pool->cfg.acquire_timeout_ms);
+        if (u->deadline_ns && u->deadline_ns < deadline)
+            deadline = u->deadline_ns;
+        u->au.rc = DBS_OK;
+        u->au.commit_sent = false;
+        u->au.commit_pos = 0;
+        u->au.err.code = DBS_OK;
+        u->au.err.message[0] = '\0';
+        u->post.kind = POST_UNIT;
+        u->mb = l->mb;
+        u->state = U_WORKER;
+        u->attempts++;
+        wlist_add(l, u);
+        atomic_fetch_add(&l->mb->refs, 1);
+        if (dbs__workers_unit(l->pool, &u->au, deadline, worker_done, u) != DBS_OK) {
+            mbox_unref(l->mb);
+            wlist_del(l, u);
+            u->attempts--;
+            unit_fail(l, u, DBS_ECLOSED, "the pool is closed");
+        }
+    }
+}
+
+static void dispatch(dbs_loop *l)
+{
+    if (l->closing)
+        return;
+    for (int i = 0; i < l->nlanes; i++) {
+        if (l->native) {
+            if (l->lanes[i].qhead)
+                dispatch_native(l, &l->lanes[i]);
+            lane_sweep(l, &l->lanes[i]);
+        } else if (l->lanes[i].qhead) {
+            dispatch_workers(l, &l->lanes[i]);
+        }
+    }
+}
+
+/* On a worker: u's attempt ended. */
+static void worker_done(dbs__aunit *au, void *arg)
+{
+    (void)au;
+    dbs_unit *u = arg;
+    /* once posted, u is the loop's: nothing of it is read after */
+    mbox *m = u->mb;
+    if (!mbox_post(m, &u->post))
+        unit_free(u); /* the loop closed: its callback ran there */
+    mbox_unref(m);
+}
+
+/* ---- an attempt's outcome ---- */
+
+static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
+{
+    int rc = u->au.rc;
+    dbs_error e = u->au.err;
+    e.code = rc;
+    if (rc == DBS_ECANCELED && u->cancel != CW_USER && !u->au.commit_sent) {
+        if (u->cancel == CW_STMT)
+            dbs__err(&e, DBS_ESTMT_TIMEOUT,
+                     "no answer within statement_timeout_ms=%d: the statement was "
+                     "cancelled on the server", l->pool->cfg.statement_timeout_ms);
+        else if (u->cancel == CW_DEADLINE)
+            dbs__err(&e, DBS_ESTMT_TIMEOUT,
+                     "the unit's timeout (%d ms) passed while it ran: it was cancelled on "
+                     "the server", u->timeout_ms);
+        rc = e.code;
+    }
+    /* Cancelled without the loop asking: a cancel request meant for the
+     * unit ahead of it on the connection arrived after that one ended.
+     * Nothing of it committed: run it again like a lost connection. */
+    bool stray = rc == DBS_ECANCELED && u->cancel == CW_NONE && !u->au.commit_sent;
+    if (rc == DBS_OK) {
+        if (l->native && u->au.commit_pos && u->lane == &l->lanes[0] && l->pool->on_commit)
+            l->pool->on_commit(l->pool, u->ctx.user_id, u->au.commit_pos);
+        unit_complete(l, u, DBS_OK, NULL);
+        return;
+    }
+    if (!(transient(rc) || stray) || u->au.commit_sent || u->cancel != CW_NONE ||
+        l->closing || u->attempts > l->pool->cfg.retry_max ||
+        (u->deadline_ns && now >= u->deadline_ns)) {
+        if (!e.message[0])
+            dbs__err(&e, rc, "%s", dbs_strerror(rc));
+        unit_complete(l, u, rc, &e);
+        return;
+    }
+    /* dbs_transact's rule: a transient failure before COMMIT runs the whole
+     * unit again, after a jittered back-off */
+    unit_rows_free(u);
+    u->err = e;
+    dbs__pool_count_retry(l->pool);
+    const dbs__who who = {.ctx = &u->ctx, .func = "dbs_unit_submit",
+                          .thread = (unsigned long)l->owner, .attempt = u->attempts + 1};
+    dbs__emit_who(l->pool, DBS_EVENT_RETRY, &who, rc, e.message);
+    int64_t ceiling = l->pool->cfg.retry_base_ms;
+    for (int i = 1; i < u->attempts && ceiling < l->pool->cfg.retry_cap_ms; i++)
+        ceiling *= 2;
+    if (ceiling > l->pool->cfg.retry_cap_ms)
+        ceiling = l->pool->cfg.retry_cap_ms;
+    int64_t wait_ms = ceiling > 0 ? (int64_t)(dbs__random() % (uint64_t)(ceiling + 1)) : 0;
+    if (wait_ms == 0) {
+        unit_enqueue(l, u, now);
+        return;
+    }
+    u->state = U_BACKOFF;
+    u->retry_ns = now + dbs__ms_ns((int)wait_ms);
+    if (heap_update(l, u) != DBS_OK)
+        unit_enqueue(l, u, now);
+}
+
+/* ---- posts ---- */
+
+static void handle_post(dbs_loop *l, post *p)
+{
+    if (p->kind == POST_UNIT) {
+        dbs_unit *u = (dbs_unit *)(void *)((char *)p - offsetof(dbs_unit, post));
+        if (u->orphan) {
+            unit_free(u); /* the loop closed: its callback ran then */
+            return;
+        }
+        wlist_del(l, u);
+        attempt_done(l, u, dbs__now_ns());
+        return;
+    }
+    creq *r = (creq *)(void *)((char *)p - offsetof(creq, post));
+    if (r->cancelled) {
+        if (r->connecting) {
+            if (r->conn)
+                dbs__pool_loop_giveback(r->pool, r->conn, false, false, 0);
+            dbs__pool_unref(r->pool);
+        }
+        free(r);
+        return;
+    }
+    lane *ln = r->lane;
+    if (r->connecting) {
+        req_unlink(l, r);
+        dbs__pool_unref(r->pool);
+        if (r->conn) {
+            conn_got(l, ln, r->conn, r->start_ns, true);
+        } else if (r->rc == DBS_ECLOSED) {
+            lane_closed(l, ln);
+        } else {
+            /* The connect failed: the unit waiting longest for this lane
+             * fails with it, as a blocking acquire would (retried when
+             * transient). */
+            dbs_unit *u = ln->qhead;
+            if (u) {
+                queue_unlink(l, u);
+                u->attempts++;
+                u->au.rc = r->rc;
+                u->au.err = r->err;
+                u->au.commit_sent = false;
+                attempt_done(l, u, dbs__now_ns());
+            }
+        }
+        free(r);
+        return;
+    }
+    /* the resource pool served the request */
+    if (r->req.item) {
+        req_unlink(l, r);
+        conn_got(l, ln, dbs__conn_of(r->req.item), r->start_ns, false);
+        free(r);
+    } else if (r->req.may_create) {
+        start_connect(l, r); /* stays listed until the connect posts */
+    } else {
+        req_unlink(l, r);
+        free(r);
+        lane_closed(l, ln);
+    }
+}
+
+/* ---- timers ---- */
+
+static void unit_deadline(dbs_loop *l, dbs_unit *u)
+{
+    switch (u->state) {
+    case U_QUEUED:
+        queue_unlink(l, u);
+        unit_fail(l, u, DBS_ETIMEOUT,
+                  "the unit's timeout passed while it waited for a connection");
+        break;
+    case U_BACKOFF: {
+        dbs_error e;
+        char last[300];
+        memcpy(last, u->err.message, sizeof last - 1);
+        last[sizeof last - 1] = '\0';
+        dbs__err(&e, DBS_ETIMEOUT,
+                 "the unit's timeout passed while it waited to run again after: %s", last);
+        unit_complete(l, u, DBS_ETIMEOUT, &e);
+        break;
+    }
+    case U_SENT:
+        u->cancel = CW_DEADLINE;
+        heap_remove(l, u);
+        conn_cancel_head(u->conn, dbs__now_ns());
+        break;
+    case U_WORKER:
+        u->cancel = CW_DEADLINE;
+        heap_remove(l, u);
+        dbs__workers_cancel(l->pool, &u->au);
+        break;
+    default:
+        heap_remove(l, u);
+        break;
+    }
+}
+
+static int64_t cancel_bound_ns(const dbs_loop *l)
+{
+    const dbs_config *c = &l->pool->cfg;
+    int ms = c->statement_timeout_ms > 0 ? c->statement_timeout_ms : CANCEL_BOUND_MS;
+    return dbs__ms_ns(ms);
+}
+
+/* Fires what is due; returns the nearest timer still to come. */
+static int64_t timers(dbs_loop *l, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    while (l->heap_n > 0) {
+        dbs_unit *u = l->heap[0];
+        int64_t w = unit_wake(u);
+        if (w > now) {
+            next = w;
+            break;
+        }
+        if (u->deadline_ns && now >= u->deadline_ns) {
+            unit_deadline(l, u);
+        } else {
+            /* the back-off is over */
+            heap_remove(l, u);
+            unit_enqueue(l, u, now);
+        }
+    }
+    const dbs_config *pc = &l->pool->cfg;
+    for (int i = 0; i < l->nlanes; i++) {
+        lane *ln = &l->lanes[i];
+        /* the acquire bound, oldest first */
+        int64_t bound = dbs__ms_ns(pc->acquire_timeout_ms);
+        while (ln->qhead && now - ln->qhead->queued_ns >= bound) {
+            dbs_unit *u = ln->qhead;
+            queue_unlink(l, u);
+            pthread_mutex_lock(&ln->pool->mu);
+            ln->pool->counters.timeouts++;
+            pthread_mutex_unlock(&ln->pool->mu);
+            dbs__rp_stats st;
+            dbs__rp_stats_get(&ln->pool->rp, &st);
+            dbs_error e;
+            dbs__err(&e, DBS_ETIMEOUT,
+                     "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
+                     "%d others waiting, %d units waiting in this loop): raise "
+                     "pool_size/max_overflow, or submit fewer units at once",
+                     pc->acquire_timeout_ms, st.open, st.in_use, st.waiting, ln->nq);
+            dbs__emit(ln->pool, DBS_EVENT_TIMEOUT, NULL, NULL, DBS_ETIMEOUT, NULL);
+            unit_complete(l, u, DBS_ETIMEOUT, &e);
+        }
+        if (ln->qhead && ln->qhead->queued_ns + bound < next)
+            next = ln->qhead->queued_ns + bound;
+        /* the resource pool's barge limit: strict order once the oldest
+         * request of this loop's has waited it */
+        int64_t barge = ln->pool->rp.cfg.barge_ns;
+        if (barge > 0) {
+            for (creq *r = ln->reqs; r; r = r->next) {
+                if (r->connecting)
+                    continue;
+                if (now - r->start_ns >= barge) {
+                    dbs__rp_serve_in_order(&ln->pool->rp);
+                    break;
+                }
+                if (r->start_ns + barge < next)
+                    next = r->start_ns + barge;
+            }
+        }
+        /* the statement bound, and the bound on an unanswered cancel */
+        for (lconn *lc = ln->conns, *lnext; lc; lc = lnext) {
+            lnext = lc->next;
+            if (lc->dead || lc->inflight == 0)
+                continue;
+            if (lc->cancel_ns) {
+                int64_t until = lc->cancel_ns + cancel_bound_ns(l);
+                if (now >= until && lc->last_rx_ns <= lc->cancel_ns) {
+                    dbs_unit *h = lc->head;
+                    int rc = h->cancel == CW_USER ? DBS_ECANCELED : DBS_ESTMT_TIMEOUT;
+                    conn_abandon(l, lc, rc,
+                                 "the server did not answer the cancel request in time: "
+                                 "the connection was discarded");
+                    continue;
+                }
+                if (until < next)
+                    next = until;
+            } else if (pc->statement_timeout_ms > 0) {
+                int64_t until = lc->last_rx_ns + dbs__ms_ns(pc->statement_timeout_ms);
+                if (now >= until) {
+                    lc->head->cancel = CW_STMT;
+                    conn_cancel_head(lc, now);
+                    until = lc->cancel_ns + cancel_bound_ns(l);
+                }
+                if (until < next)
+                    next = until;
+            }
+        }
+    }
+    return next;
+}
+
+/* ---- public: the loop ---- */
+
+void dbs_loop_config_init(dbs_loop_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->pipeline_depth = 16;
+    cfg->max_connections = 0; /* the pool's pool_size + max_overflow */
+    cfg->queue_max = 4096;
+    cfg->workers = 4;
+}
+
+dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *err)
+{
+    dbs_error local;
+    if (!err)
+        err = &local;
+    if (!pool || pool->magic != DBS__POOL_MAGIC) {
+        dbs__err(err, DBS_EMISUSE, "dbs_loop_open: not an open pool (NULL or freed)");
+        return NULL;
+    }
+    if (dbs__fork_check(pool, "dbs_loop_open", err) != DBS_OK)
+        return NULL;
+    dbs_loop_config c;
+    dbs_loop_config_init(&c);
+    if (cfg)
+        c = *cfg;
+    if (c.pipeline_depth < 1 || c.pipeline_depth > 1024) {
+        dbs__err(err, DBS_EMISUSE,
+                 "dbs_loop_open: pipeline_depth is %d; it must be 1..1024 (1: no pipelining)",
+                 c.pipeline_depth);
+        return NULL;
+    }
+    if (c.max_connections < 0 || c.queue_max < 1 || c.workers < 1 || c.workers > 256) {
+        dbs__err(err, DBS_EMISUSE,
+                 "dbs_loop_open: max_connections %d (>= 0; 0: the pool's size), queue_max %d "
+                 "(>= 1), workers %d (1..256): start from dbs_loop_config_init",
+                 c.max_connections, c.queue_max, c.workers);
+        return NULL;
+    }
+    int ceiling = pool->rp.cfg.max_size;
+    if (c.max_connections == 0 || c.max_connections > ceiling)
+        c.max_connections = ceiling;
+    if (dbs__pool_closed(pool)) {
+        dbs__err(err, DBS_ECLOSED, "dbs_loop_open: the pool is closed");
+        return NULL;
+    }
+    dbs_loop *l = calloc(1, sizeof *l);
+    mbox *mb = calloc(1, sizeof *mb);
+    int nlanes = 1 + dbs__replicas_count(pool);
+    lane *lanes = calloc((size_t)nlanes, sizeof *lanes);
+    if (!l || !mb || !lanes) {
+        free(l);
+        free(mb);
+        free(lanes);
+        dbs__err(err, DBS_ENOMEM, "out of memory opening an event loop");
+        return NULL;
+    }
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    mb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+    if (l->epfd < 0 || mb->efd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, mb->efd, &e) != 0) {
+        int en = errno;
+        if (l->epfd >= 0)
+            close(l->epfd);
+        if (mb->efd >= 0)
+            close(mb->efd);
+        free(l);
+        free(mb);
+        free(lanes);
+        dbs__err(err, DBS_ENOMEM, "dbs_loop_open: cannot make its descriptor: %s",
+                 strerror(en));
+        return NULL;
+    }
+    pthread_mutex_init(&mb->mu, NULL);
+    atomic_init(&mb->refs, 1);
+    l->native = pool->drv->a_send != NULL;
+    if (dbs__workers_start(pool, c.workers, err) != DBS_OK ||
+        dbs__pool_hold(pool, err) != DBS_OK) {
+        close(l->epfd);
+        close(mb->efd);
+        mbox_unref(mb);
+        free(l);
+        free(lanes);
+        return NULL;
+    }
+    l->magic = LOOP_MAGIC;
+    l->owner = pthread_self();
+    l->pool = pool;
+    l->cfg = c;
+    l->mb = mb;
+    l->lanes = lanes;
+    l->nlanes = l->native ? nlanes : 1;
+    lanes[0].pool = pool;
+    for (int i = 1; i < nlanes; i++)
+        lanes[i].pool = dbs__replica_pool(pool, i - 1);
+    atomic_init(&l->kick, false);
+    atomic_init(&l->next_ns, INT64_MAX);
+    err->code = DBS_OK;
+    return l;
+}
+
+int dbs_loop_fd(const dbs_loop *loop)
+{
+    if (!loop || loop->magic != LOOP_MAGIC)
+        return -1;
+    return loop->epfd;
+}
+
+int dbs_loop_timeout_ms(const dbs_loop *loop)
+{
+    if (!loop || loop->magic != LOOP_MAGIC)
+        return -1;
+    if (atomic_load_explicit(&loop->kick, memory_order_relaxed))
+        return 0;
+    int64_t next = atomic_load_explicit(&loop->next_ns, memory_order_relaxed);
+    if (next == INT64_MAX)
+        return -1;
+    int64_t left = next - dbs__now_ns();
+    if (left <= 0)
+        return 0;
+    int64_t ms = (left + 999999) / 1000000; /* never early */
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+int dbs_loop_run(dbs_loop *l)
+{
+    if (!l || l->magic != LOOP_MAGIC || !on_owner(l) || l->in_run)
+        return DBS_EMISUSE;
+    l->in_run = true;
+    atomic_store_explicit(&l->kick, false, memory_order_relaxed);
+    struct epoll_event evs[LOOP_EVENTS];
+    int n = epoll_wait(l->epfd, evs, LOOP_EVENTS, 0);
+    for (int i = 0; i < n; i++) {
+        lconn *lc = evs[i].data.ptr;
+        if (!lc || lc->dead)
+            continue;
+        short re = 0;
+        if (evs[i].events & EPOLLIN)
+            re |= POLLIN;
+        if (evs[i].events & EPOLLOUT)
+            re |= POLLOUT;
+        if (evs[i].events & EPOLLERR)
+            re |= POLLERR;
+        if (evs[i].events & EPOLLHUP)
+            re |= POLLHUP;
+        conn_step(l, lc, re);
+    }
+    for (post *p = mbox_take(l->mb), *next; p; p = next) {
+        next = p->next;
+        handle_post(l, p);
+    }
+    int completed = 0;
+    for (int round = 0;; round++) {
+        timers(l, dbs__now_ns());
+        dispatch(l);
+        int k = run_callbacks(l);
+        completed += k;
+        if (k == 0 || round > 64)
+            break;
+    }
+    /* what the callbacks submitted went out: the nearest timer now */
+    atomic_store_explicit(&l->next_ns, timers(l, dbs__now_ns()), memory_order_relaxed);
+    atomic_store_explicit(&l->kick, l->done_head != NULL, memory_order_relaxed);
+    while (l->dead) {
+        lconn *lc = l->dead;
+        l->dead = lc->next;
+        free(lc);
+    }
+    l->in_run = false;
+    return completed;
+}
+
+int dbs_loop_pending(const dbs_loop *l)
+{
+    if (!l || l->magic != LOOP_MAGIC || !on_owner(l))
+        return DBS_EMISUSE;
+    return l->pending;
+}
+
+void dbs_loop_close(dbs_loop *l)
+{
+    if (!l || l->magic != LOOP_MAGIC)
+        return;
+    if (!on_owner(l) || l->in_run) {
+        fprintf(stderr, "dbscope: dbs_loop_close refused: called from %s\n",
+                l->in_run ? "inside dbs_loop_run (a callback)" : "another thread than the "
+                                                                  "loop's owner");
+        return;
+    }
+    l->in_run = true;
+    l->closing = true;
+    /* what already arrived counts */
+    for (post *p = mbox_take(l->mb), *next; p; p = next) {
+        next = p->next;
+        handle_post(l, p);
+    }
+    for (int i = 0; i < l->nlanes; i++) {
+        lane *ln = &l->lanes[i];
+        while (ln->qhead) {
+            dbs_unit *u = ln->qhead;
+            queue_unlink(l, u);
+            unit_fail(l, u, DBS_ECANCELED, "the event loop was closed");
+        }
+        /* requests: taken back (a served one's post is in the mailbox) */
+        for (creq *r = ln->reqs, *next; r; r = next) {
+            next = r->next;
+            r->cancelled = true;
+            if (!r->connecting && dbs__rp_cancel(&ln->pool->rp, &r->req, true))
+                free(r);
+            /* else: its post comes, or came, and is dropped below or by
+             * the connect job */
+        }
+        ln->reqs = NULL;
+        /* connections: those with work in flight are cancelled on the server
+         * and discarded */
+        for (lconn *lc = ln->conns, *next; lc; lc = next) {
+            next = lc->next;
+            if (lc->inflight > 0) {
+                lc->lane->pool->drv->a_cancel(lc->c->impl);
+                conn_abandon(l, lc, DBS_ECANCELED, "the event loop was closed");
+            } else {
+                conn_drop(l, lc, false);
+            }
+        }
+    }
+    /* back-offs */
+    while (l->heap_n > 0) {
+        dbs_unit *u = l->heap[0];
+        heap_remove(l, u);
+        if (u->state == U_BACKOFF)
+            unit_fail(l, u, DBS_ECANCELED, "the event loop was closed");
+    }
+    /* units on workers: cancelled there; their callback runs now, and
+     * whoever sees the unit last frees it: this loop if the worker's post
+     * arrives before the mailbox closes, else the worker */
+    while (l->whead) {
+        dbs_unit *u = l->whead;
+        wlist_del(l, u);
+        u->orphan = true;
+        dbs__workers_cancel(l->pool, &u->au);
+        unit_fail(l, u, DBS_ECANCELED, "the event loop was closed");
+    }
+    run_callbacks(l);
+    pthread_mutex_lock(&l->mb->mu);
+    l->mb->closed = true;
+    post *late = l->mb->head;
+    l->mb->head = l->mb->tail = NULL;
+    pthread_mutex_unlock(&l->mb->mu);
+    for (post *p = late, *next; p; p = next) {
+        next = p->next;
+        handle_post(l, p);
+    }
+    run_callbacks(l);
+    while (l->dead) {
+        lconn *lc = l->dead;
+        l->dead = lc->next;
+        free(lc);
+    }
+    close(l->epfd);
+    close(l->mb->efd);
+    mbox_unref(l->mb);
+    dbs__pool_drop(l->pool);
+    free(l->heap);
+    free(l->lanes);
+    l->magic = DBS__DEAD_MAGIC;
+    free(l);
+}
+
+/* ---- public: units ---- */
+
+static bool unit_ok(const dbs_unit *u)
+{
+    return u && u->magic == UNIT_MAGIC && u->loop && on_owner(u->loop);
+}
+
+dbs_unit *dbs_unit_new(dbs_loop *l, const dbs_context *ctx, unsigned flags, dbs_error *err)
+{
+    dbs_error local;
+    if (!err)
+        err = &local;
+    if (!l || l->magic != LOOP_MAGIC) {
+        dbs__err(err, DBS_EMISUSE, "dbs_unit_new: not an open loop (NULL or closed)");
+        return NULL;
+    }
+    if (!on_owner(l)) {
+        dbs__err(err, DBS_EMISUSE, "dbs_unit_new: the loop belongs to another thread");
+        return NULL;
+    }
+    if (flags & ~DBS_UNIT_RO) {
+        dbs__err(err, DBS_EMISUSE, "dbs_unit_new: flags 0x%x: only DBS_UNIT_RO is known",
+                 flags);
+        return NULL;
+    }
+    if ((flags & DBS_UNIT_RO) && !l->pool->drv->set_read_only) {
+        dbs__err(err, DBS_ECONFIG,
+                 "dbs_unit_new: the %s backend cannot enforce read-only units; drop "
+                 "DBS_UNIT_RO", l->pool->drv->name);
+        return NULL;
+    }
+    dbs_unit *u = calloc(1, sizeof *u);
+    if (!u) {
+        dbs__err(err, DBS_ENOMEM, "out of memory making a unit");
+        return NULL;
+    }
+    if (ctx) {
+        const char *src[3] = {ctx->request_id, ctx->user_id, ctx->tenant_id};
+        size_t len[3], total = 0;
+        for (int i = 0; i < 3; i++) {
+            len[i] = src[i] ? strlen(src[i]) + 1 : 0;
+            total += len[i];
+        }
+        if (total) {
+            u->ctx_buf = malloc(total);
+            if (!u->ctx_buf) {
+                free(u);
+                dbs__err(err, DBS_ENOMEM, "out of memory making a unit");
+                return NULL;
+            }
+            char *w = u->ctx_buf;
+            const char **dst[3] = {&u->ctx.request_id, &u->ctx.user_id, &u->ctx.tenant_id};
+            for (int i = 0; i < 3; i++) {
+                if (!src[i])
+                    continue;
+                memcpy(w, src[i], len[i]);
+                *dst[i] = w;
+                w += len[i];
+            }
+        }
+    }
+    u->magic = UNIT_MAGIC;
+    u->loop = l;
+    u->flags = flags;
+    u->heap_idx = -1;
+    u->au.ctx = &u->ctx;
+    u->au.read_only = (flags & DBS_UNIT_RO) != 0;
+    u->au.owner = u;
+    err->code = DBS_OK;
+    return u;
+}
+
+int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n,
+                 dbs_error *err)
+{
+    if (!unit_ok(u))
+        return dbs__err(err, DBS_EMISUSE, "dbs_unit_add: not a unit of this thread's loop");
+    if (u->submitted)
+        return dbs__err(err, DBS_EMISUSE, "dbs_unit_add: the unit was already submitted");
+    int rc = dbs__stmt_args_check(sql, params, n, err);
+    if (rc != DBS_OK)
+        return rc;
+    if (u->au.n > INT32_MAX - 1)
+        return dbs__err(err, DBS_EMISUSE, "dbs_unit_add: too many statements");
+    if (u->au.n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 4;
+        dbs__astmt *s = realloc(u->au.stmts, cap * sizeof *s);
+        if (!s)
+            return dbs__err(err, DBS_ENOMEM, "out of memory adding a statement");
+        u->au.stmts = s;
+        u->cap = cap;
+    }
+    size_t sl = strlen(sql) + 1;
+    char *sq = malloc(sl);
+    dbs_value *pv = n ? calloc(n, sizeof *pv) : NULL;
+    bool oom = !sq || (n && !pv);
+    for (size_t i = 0; i < n && !oom; i++) {
+        pv[i] = params[i];
+        const dbs_value *v = &params[i];
+        if (v->type != DBS_TYPE_TEXT && v->type != DBS_TYPE_JSON && v->type != DBS_TYPE_BLOB &&
+            v->type != DBS_TYPE_UUID)
+            continue;
+        pv[i].b.p = NULL;
+        if (!v->b.p)
+            continue;
+        bool text = v->type == DBS_TYPE_TEXT || v->type == DBS_TYPE_JSON;
+        size_t len = text && v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n;
+        char *copy = malloc(len + 1);
+        if (!copy) {
+            oom = true;
+            break;
+        }
+        memcpy(copy, v->b.p, len);
+        copy[len] = '\0';
+        pv[i].b.p = copy;
+    }
+    if (oom) {
+        for (size_t i = 0; pv && i < n; i++)
+            if (pv[i].type == DBS_TYPE_TEXT || pv[i].type == DBS_TYPE_JSON ||
+                pv[i].type == DBS_TYPE_BLOB || pv[i].type == DBS_TYPE_UUID)
+                free((void *)(uintptr_t)pv[i].b.p);
+        free(pv);
+        free(sq);
+        return dbs__err(err, DBS_ENOMEM, "out of memory adding a statement");
+    }
+    memcpy(sq, sql, sl);
+    dbs__astmt *s = &u->au.stmts[u->au.n];
+    s->sql = sq;
+    s->params = pv;
+    s->n = n;
+    s->rows = NULL;
+    s->affected = -1;
+    if (err)
+        err->code = DBS_OK;
+    return (int)u->au.n++;
+}
+
+int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *err)
+{
+    if (!unit_ok(u) || u->submitted)
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_unit_set_tx_options: not an unsubmitted unit of this thread's "
+                        "loop");
+    if (opt && (unsigned)opt->isolation > DBS_ISOLATION_SERIALIZABLE)
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_unit_set_tx_options: isolation is %d; use a DBS_ISOLATION_ value",
+                        (int)opt->isolation);
+    bool plain = !opt || (opt->isolation == DBS_ISOLATION_DEFAULT && !opt->read_only &&
+                          !opt->deferrable && !opt->immediate);
+    if (plain) {
+        u->has_txo = false;
+        u->au.opt = NULL;
+    } else {
+        dbs_pool *p = u->loop->pool;
+        if (!p->drv->tx_options)
+            return dbs__err(err, DBS_ECONFIG,
+                            "dbs_unit_set_tx_options: the %s backend has no transaction "
+                            "options", p->drv->name);
+        if (opt->immediate && strcmp(p->drv->name, "sqlite") != 0)
+            return dbs__err(err, DBS_ECONFIG,
+                            "dbs_unit_set_tx_options: immediate is SQLite's (BEGIN "
+                            "IMMEDIATE); the %s backend has no such option", p->drv->name);
+        if (opt->deferrable && strcmp(p->drv->name, "postgresql") != 0)
+            return dbs__err(err, DBS_ECONFIG,
+                            "dbs_unit_set_tx_options: deferrable is PostgreSQL's; the %s "
+                            "backend has no such option", p->drv->name);
+        u->txo = *opt;
+        u->has_txo = true;
+        u->au.opt = &u->txo;
+    }
+    if (err)
+        err->code = DBS_OK;
+    return DBS_OK;
+}
+
+int dbs_unit_set_timeout(dbs_unit *u, int timeout_ms)
+{
+    if (!unit_ok(u) || u->submitted || timeout_ms <= 0)
+        return DBS_EMISUSE;
+    u->timeout_ms = timeout_ms;
+    return DBS_OK;
+}
+
+int dbs_unit_set_after(dbs_unit *u, uint64_t pos)
+{
+    if (!unit_ok(u) || u->submitted)
+        return DBS_EMISUSE;
+    u->au.after_pos = pos;
+    return DBS_OK;
+}
+
+int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
+{
+    dbs_error local;
+    if (!err)
+        err = &local;
+    if (!unit_ok(u))
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_unit_submit: not a unit of this thread's loop (NULL, freed, or "
+                        "another thread's)");
+    if (u->submitted)
+        return dbs__err(err, DBS_EMISUSE, "dbs_unit_submit: the unit was already submitted");
+    dbs_loop *l = u->loop;
+    int rc;
+    if (u->au.n == 0)
+        rc = dbs__err(err, DBS_EMISUSE,
+                      "dbs_unit_submit: the unit has no statement (dbs_unit_add first)");
+    else if (l->closing)
+        rc = dbs__err(err, DBS_EMISUSE, "dbs_unit_submit: the loop is closing");
+    else if (dbs__pool_closed(l->pool))
+        rc = dbs__err(err, DBS_ECLOSED, "dbs_unit_submit: the pool is closed");
+    else if (l->queued >= l->cfg.queue_max)
+        rc = dbs__err(err, DBS_EBUSY,
+                      "dbs_unit_submit: %d units already wait for a connection in this loop "
+                      "(queue_max): answer 503 or try again later, or raise queue_max",
+                      l->queued);
+    else
+        rc = DBS_OK;
+    if (rc != DBS_OK) {
+        unit_free(u);
+        return rc;
+    }
+    int64_t now = dbs__now_ns();
+    u->submitted = true;
+    u->done = done;
+    u->arg = arg;
+    u->submit_ns = now;
+    if (u->timeout_ms > 0)
+        u->deadline_ns = now + dbs__ms_ns(u->timeout_ms);
+    l->pending++;
+    unit_enqueue(l, u, now);
+    atomic_store_explicit(&l->kick, true, memory_order_relaxed);
+    err->code = DBS_OK;
+    return DBS_OK;
+}
+
+void dbs_unit_discard(dbs_unit *u)
+{
+    if (!u || u->magic != UNIT_MAGIC || u->submitted)
+        return;
+    unit_free(u);
+}
+
+void dbs_unit_cancel(dbs_unit *u)
+{
+    if (!unit_ok(u) || !u->submitted || u->cancel == CW_USER)
+        return;
+    dbs_loop *l = u->loop;
+    switch (u->state) {
+    case U_QUEUED:
+        queue_unlink(l, u);
+        unit_fail(l, u, DBS_ECANCELED, "the unit was cancelled while it waited");
+        break;
+    case U_BACKOFF:
+        unit_fail(l, u, DBS_ECANCELED,
+                  "the unit was cancelled while it waited to run again");
+        break;
+    case U_SENT:
+        u->cancel = CW_USER;
+        conn_cancel_head(u->conn, dbs__now_ns());
+        break;
+    case U_WORKER:
+        u->cancel = CW_USER;
+        dbs__workers_cancel(l->pool, &u->au);
+        break;
+    default:
+        break;
+    }
+    atomic_store_explicit(&l->kick, true, memory_order_relaxed);
+}
+
+dbs_rows *dbs_unit_rows(dbs_unit *u, int i)
+{
+    if (!unit_ok(u) || u->state != U_DONE || u->rc != DBS_OK || i < 0 || (size_t)i >= u->au.n)
+        return NULL;
+    return u->au.stmts[i].rows;
+}
+
+int64_t dbs_unit_affected(const dbs_unit *u, int i)
+{
+    if (!unit_ok(u) || u->state != U_DONE || u->rc != DBS_OK || i < 0 || (size_t)i >= u->au.n)
+        return -1;
+    return u->au.stmts[i].affected;
+}
+
+int dbs_unit_attempts(const dbs_unit *u)
+{
+    if (!unit_ok(u))
+        return 0;
+    return u->attempts;
+}
+
+uint64_t dbs_unit_commit_pos(const dbs_unit *u)
+{
+    if (!unit_ok(u) || u->state != U_DONE || u->rc != DBS_OK)
+        return 0;
+    return u->au.commit_pos == UINT64_MAX ? 0 : u->au.commit_pos;
+}
+
+const dbs_context *dbs_unit_context(const dbs_unit *u)
+{
+    if (!u || u->magic != UNIT_MAGIC)
+        return NULL;
+    return &u->ctx;
+}

@@ -1,0 +1,670 @@
+/* The event-loop API (dbs_loop, dbs_unit): units of work driven by a
+ * program's own epoll loop, on SQLite (worker threads) and PostgreSQL
+ * (the loop's own thread, pipelined). Every wait below is the loop's
+ * descriptor and deadline exactly as a program uses them; a unit that
+ * never completes is a hang that CTest's timeout reports. */
+#include "common.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
+
+static bool is_pg;
+static bool is_sqlite;
+static char tbl[64];
+
+typedef struct res {
+    int calls;
+    int rc;
+    int attempts;
+    int64_t val;      /* the first column of statement 0's first row */
+    int64_t affected; /* statement 0's */
+    char msg[512];
+    char sqlstate[6];
+} res;
+
+static void on_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    res *r = arg;
+    r->calls++;
+    r->rc = rc;
+    CHECK(err != NULL);
+    CHECK_EQ(err->code, rc);
+    snprintf(r->msg, sizeof r->msg, "%s", err->message);
+    snprintf(r->sqlstate, sizeof r->sqlstate, "%s", err->sqlstate);
+    r->attempts = dbs_unit_attempts(u);
+    r->val = -1;
+    r->affected = dbs_unit_affected(u, 0);
+    dbs_rows *rows = dbs_unit_rows(u, 0);
+    if (rc == DBS_OK && rows) {
+        dbs_error e;
+        if (dbs_rows_next(rows, &e) == 1)
+            r->val = dbs_rows_int(rows, 0);
+    }
+}
+
+/* One pass of a program's loop: wait on the loop's descriptor for at most
+ * its deadline, then let it work. */
+static int step(dbs_loop *l, int ep)
+{
+    struct epoll_event ev;
+    int t = dbs_loop_timeout_ms(l);
+    int n = epoll_wait(ep, &ev, 1, t);
+    CHECK(n >= 0 || errno == EINTR);
+    int k = dbs_loop_run(l);
+    CHECK(k >= 0);
+    return k;
+}
+
+static int watch(dbs_loop *l)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    CHECK(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(l), &ev), 0);
+    return ep;
+}
+
+/* Runs l until every submitted unit completed. */
+static void drain(dbs_loop *l)
+{
+    int ep = watch(l);
+    while (dbs_loop_pending(l) > 0)
+        step(l, ep);
+    close(ep);
+}
+
+static dbs_unit *unit1(dbs_loop *l, unsigned flags, const char *sql)
+{
+    dbs_error err;
+    dbs_unit *u = dbs_unit_new(l, NULL, flags, &err);
+    if (!u)
+        CHECK_FAIL("dbs_unit_new: %s", err.message);
+    CHECK_OK(dbs_unit_add(u, sql, NULL, 0, &err), &err);
+    return u;
+}
+
+static void submit(dbs_unit *u, res *r)
+{
+    dbs_error err;
+    memset(r, 0, sizeof *r);
+    int rc = dbs_unit_submit(u, on_done, r, &err);
+    if (rc != DBS_OK)
+        CHECK_FAIL("dbs_unit_submit: %d %s", rc, err.message);
+}
+
+static dbs_pool *pool_of(int size, void (*tune)(dbs_config *))
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = size;
+    cfg.max_overflow = 0;
+    if (tune)
+        tune(&cfg);
+    return open_pool("loop", &cfg);
+}
+
+/* A statement that runs until cancelled (or for 30 s). */
+static const char *long_sql(void)
+{
+    return is_pg ? "SELECT pg_sleep(30)"
+                 : "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                   "WHERE x < 2000000000) SELECT count(*) FROM c";
+}
+
+/* ---- the basic unit: several statements, parameters, rows, affected ---- */
+
+static void test_basic(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_context ctx = {.request_id = "req-1", .user_id = "u1", .tenant_id = NULL};
+    dbs_unit *u = dbs_unit_new(l, &ctx, 0, &err);
+    CHECK(u != NULL);
+    CHECK_STR(dbs_unit_context(u)->request_id, "req-1");
+    char sql[256], text[32];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, $2)", tbl);
+    snprintf(text, sizeof text, "seven");
+    dbs_value v[2] = {DBS_INT(7), DBS_TEXT(text)};
+    CHECK_EQ(dbs_unit_add(u, sql, v, 2, &err), 0);
+    memset(text, 'x', 5); /* the unit copied it */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE v = 'seven'", tbl);
+    CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 1);
+    res r;
+    submit(u, &r);
+    CHECK_EQ(dbs_loop_pending(l), 1);
+    CHECK_EQ(r.calls, 0); /* never from inside submit */
+    drain(l);
+    CHECK_EQ(r.calls, 1);
+    if (r.rc != DBS_OK)
+        CHECK_FAIL("basic unit: %d %s", r.rc, r.msg);
+    CHECK_EQ(r.affected, 1);
+    CHECK_EQ(r.attempts, 1);
+
+    /* the rows of a later statement */
+    u = unit1(l, 0, "SELECT 41 + 1");
+    submit(u, &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_EQ(r.val, 42);
+
+    /* a failing statement: the unit's error, nothing committed */
+    u = dbs_unit_new(l, NULL, 0, &err);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (8, 'eight')", tbl);
+    CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 0);
+    CHECK_EQ(dbs_unit_add(u, "SELECT * FROM no_such_table_here", NULL, 0, &err), 1);
+    submit(u, &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_ESQL);
+    CHECK_EQ(r.attempts, 1);
+    dbs_session *s = open_ok(p);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 8", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 0);
+    dbs_session_close(s);
+    dbs_loop_close(l);
+    CHECK_EQ(stats_of(p).in_use, 0);
+}
+
+/* ---- misuse is a status ---- */
+
+static void *run_elsewhere(void *arg)
+{
+    return (void *)(intptr_t)dbs_loop_run(arg);
+}
+
+static void test_misuse(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop_config cfg;
+    dbs_loop_config_init(&cfg);
+    cfg.pipeline_depth = 0;
+    CHECK(dbs_loop_open(p, &cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "pipeline_depth");
+    CHECK(dbs_loop_open(NULL, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK_EQ(dbs_unit_add(u, NULL, NULL, 0, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_unit_submit(u, on_done, NULL, &err), DBS_EMISUSE); /* no statement: freed */
+    CHECK_CONTAINS(err.message, "no statement");
+    CHECK(dbs_unit_new(l, NULL, 0x80, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+    u = unit1(l, 0, "SELECT 1");
+    CHECK_EQ(dbs_unit_set_timeout(u, 0), DBS_EMISUSE);
+    dbs_unit_discard(u);
+    pthread_t th;
+    void *rv;
+    pthread_create(&th, NULL, run_elsewhere, l);
+    pthread_join(th, &rv);
+    CHECK_EQ((int)(intptr_t)rv, DBS_EMISUSE);
+    CHECK_EQ(dbs_loop_timeout_ms(l), -1); /* nothing to wait for */
+    dbs_loop_close(l);
+    dbs_loop_close(NULL);
+}
+
+/* ---- queue_max + 1 ---- */
+
+static void test_queue_max(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop_config cfg;
+    dbs_loop_config_init(&cfg);
+    cfg.queue_max = 3;
+    dbs_loop *l = dbs_loop_open(p, &cfg, &err);
+    CHECK(l != NULL);
+    res r[4];
+    for (int i = 0; i < 3; i++)
+        submit(unit1(l, 0, "SELECT 1"), &r[i]);
+    dbs_unit *u = unit1(l, 0, "SELECT 1");
+    memset(&r[3], 0, sizeof r[3]);
+    CHECK_EQ(dbs_unit_submit(u, on_done, &r[3], &err), DBS_EBUSY);
+    CHECK_CONTAINS(err.message, "queue_max");
+    drain(l);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(r[i].calls, 1);
+        CHECK_EQ(r[i].rc, DBS_OK);
+    }
+    CHECK_EQ(r[3].calls, 0); /* refused: its callback never runs */
+    /* room again */
+    submit(unit1(l, 0, "SELECT 1"), &r[3]);
+    drain(l);
+    CHECK_EQ(r[3].rc, DBS_OK);
+    dbs_loop_close(l);
+}
+
+/* ---- cancel while waiting, cancel in flight ---- */
+
+static void test_cancel(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    int ep = watch(l);
+    /* the pool's only connection is held: the unit waits */
+    dbs_session *s = open_ok(p);
+    res r;
+    dbs_unit *u = unit1(l, 0, "SELECT 1");
+    submit(u, &r);
+    for (int i = 0; i < 3; i++)
+        dbs_loop_run(l);
+    CHECK_EQ(r.calls, 0);
+    dbs_unit_cancel(u);
+    CHECK_EQ(r.calls, 0); /* at the next dbs_loop_run */
+    /* a worker waiting for the connection gets it, and does not run it */
+    dbs_session_close(s);
+    while (r.calls == 0)
+        step(l, ep);
+    CHECK_EQ(r.rc, DBS_ECANCELED);
+
+    /* in flight: cancelled on the server; the connection lives on */
+    u = unit1(l, 0, long_sql());
+    submit(u, &r);
+    if (is_pg) {
+        s = open_ok(p);
+        /* wait until the server runs it (a fact the server reports) */
+        for (int i = 0; i < 2000; i++) {
+            dbs_loop_run(l);
+            int64_t n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE query = "
+                                     "'SELECT pg_sleep(30)' AND state = 'active'", NULL, 0);
+            if (n > 0)
+                break;
+            dbs__sleep_ms(5);
+        }
+        dbs_session_close(s);
+    } else {
+        for (int i = 0; i < 20; i++) {
+            dbs_loop_run(l);
+            dbs__sleep_ms(5);
+        }
+    }
+    CHECK_EQ(r.calls, 0);
+    dbs_unit_cancel(u);
+    while (r.calls == 0)
+        step(l, ep);
+    CHECK_EQ(r.rc, DBS_ECANCELED);
+    /* the pool still serves, the same connection or another */
+    submit(unit1(l, 0, "SELECT 5"), &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_EQ(r.val, 5);
+    close(ep);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+}
+
+/* ---- close with units pending ---- */
+
+static void test_close_pending(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    res r[5];
+    submit(unit1(l, 0, long_sql()), &r[0]);
+    for (int i = 1; i < 5; i++)
+        submit(unit1(l, 0, "SELECT 1"), &r[i]);
+    for (int i = 0; i < 10; i++) {
+        dbs_loop_run(l);
+        dbs__sleep_ms(5);
+    }
+    dbs_loop_close(l); /* callbacks run inside */
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ(r[i].calls, 1);
+        if (r[i].rc != DBS_OK)
+            CHECK_EQ(r[i].rc, DBS_ECANCELED);
+    }
+    CHECK_EQ(r[0].rc, DBS_ECANCELED);
+    /* the connection that ran it is discarded or back; blocking users go on */
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_session *s = open_ok(p);
+    CHECK_EQ(query_int(s, "SELECT 3", NULL, 0), 3);
+    dbs_session_close(s);
+}
+
+/* ---- the statement bound, and a unit's own timeout ---- */
+
+static void stmt_bound(dbs_config *c)
+{
+    c->statement_timeout_ms = 300;
+}
+
+static void test_bounds(void)
+{
+    dbs_pool *p = pool_of(1, stmt_bound);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    res r, r2;
+    /* a statement far past the bound */
+    submit(unit1(l, 0, long_sql()), &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_EQ(r.attempts, 1);
+    submit(unit1(l, 0, "SELECT 9"), &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_OK);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+
+    /* the unit's own timeout: in flight, and while it waits */
+    p = pool_of(1, NULL);
+    l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    dbs_unit *u = unit1(l, 0, long_sql());
+    CHECK_EQ(dbs_unit_set_timeout(u, 300), DBS_OK);
+    submit(u, &r);
+    u = unit1(l, 0, "SELECT 1");
+    CHECK_EQ(dbs_unit_set_timeout(u, 100), DBS_OK);
+    submit(u, &r2);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_EQ(r2.rc, DBS_ETIMEOUT); /* one connection: it waited for it */
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
+/* ---- the pool closed under an open loop ---- */
+
+static void test_pool_closed(void)
+{
+    dbs_pool *p = pool_of(1, NULL);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    int ep = watch(l);
+    dbs_session *s = open_ok(p);
+    res r[3];
+    for (int i = 0; i < 3; i++)
+        submit(unit1(l, 0, "SELECT 1"), &r[i]);
+    for (int i = 0; i < 5; i++)
+        dbs_loop_run(l);
+    dbs_session_close(s);
+    dbs_pool_close(p); /* the loop keeps the pool's memory until it closes */
+    while (dbs_loop_pending(l) > 0)
+        step(l, ep);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(r[i].calls, 1);
+        CHECK(r[i].rc == DBS_ECLOSED || r[i].rc == DBS_OK);
+    }
+    dbs_unit *u = unit1(l, 0, "SELECT 1");
+    CHECK_EQ(dbs_unit_submit(u, on_done, &r[0], &err), DBS_ECLOSED);
+    close(ep);
+    dbs_loop_close(l);
+}
+
+/* ---- retry of a real transient failure ---- */
+
+/* PostgreSQL: a REPEATABLE READ unit whose row another session updates
+ * while it sleeps fails 40001 and runs again. */
+typedef struct updater {
+    dbs_pool *p;
+    atomic_int done;
+} updater;
+
+static void *update_during_sleep(void *arg)
+{
+    updater *w = arg;
+    dbs_session *s = open_ok(w->p);
+    for (int i = 0; i < 4000; i++) {
+        int64_t n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE query = "
+                                 "'SELECT pg_sleep(1)' AND state = 'active'", NULL, 0);
+        dbs_error err;
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        if (n > 0)
+            break;
+        dbs__sleep_ms(5);
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = 'by-other' WHERE id = 1", tbl);
+    exec_ok(s, sql);
+    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* SQLite: a blocking session holds the write lock; the unit's write is
+ * refused busy, retried, and goes through once the lock is let go. */
+static atomic_int retries_seen;
+static void count_retry(const dbs_event *ev, void *arg)
+{
+    (void)arg;
+    if (ev->kind == DBS_EVENT_RETRY)
+        atomic_fetch_add(&retries_seen, 1);
+}
+
+static void retry_cfg(dbs_config *c)
+{
+    c->retry_max = 20;
+    c->retry_base_ms = 50;
+    c->retry_cap_ms = 100;
+    c->busy_timeout_ms = 20;
+    c->on_event = count_retry;
+}
+
+static void test_retry(void)
+{
+    dbs_pool *p = pool_of(2, retry_cfg);
+    dbs_error err;
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v TEXT)", tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (1, 'one')", tbl);
+    run_sql(p, sql);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    int ep = watch(l);
+    res r;
+    if (is_pg) {
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        dbs_tx_options o = {.isolation = DBS_ISOLATION_REPEATABLE_READ};
+        CHECK_OK(dbs_unit_set_tx_options(u, &o, &err), &err);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", tbl);
+        CHECK_OK(dbs_unit_add(u, sql, NULL, 0, &err), &err);
+        CHECK_OK(dbs_unit_add(u, "SELECT pg_sleep(1)", NULL, 0, &err), &err);
+        snprintf(sql, sizeof sql, "UPDATE %s SET v = 'by-unit' WHERE id = 1", tbl);
+        CHECK_OK(dbs_unit_add(u, sql, NULL, 0, &err), &err);
+        updater w = {.p = p};
+        pthread_t th;
+        pthread_create(&th, NULL, update_during_sleep, &w);
+        submit(u, &r);
+        while (r.calls == 0)
+            step(l, ep);
+        pthread_join(th, NULL);
+        if (r.rc != DBS_OK)
+            CHECK_FAIL("retried unit: %d %s", r.rc, r.msg);
+        CHECK_EQ(r.attempts, 2);
+    } else {
+        dbs_session *s = open_ok(p);
+        snprintf(sql, sizeof sql, "UPDATE %s SET v = 'held' WHERE id = 1", tbl);
+        exec_ok(s, sql); /* holds the write lock until its commit */
+        snprintf(sql, sizeof sql, "UPDATE %s SET v = 'by-unit' WHERE id = 1", tbl);
+        submit(unit1(l, 0, sql), &r);
+        while (atomic_load(&retries_seen) == 0 && r.calls == 0)
+            step(l, ep);
+        CHECK_EQ(r.calls, 0);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+        while (r.calls == 0)
+            step(l, ep);
+        if (r.rc != DBS_OK)
+            CHECK_FAIL("retried unit: %d %s", r.rc, r.msg);
+        CHECK(r.attempts >= 2);
+    }
+    CHECK(stats_of(p).retries >= 1);
+    dbs_session *s = open_ok(p);
+    char out[32];
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", tbl);
+    CHECK_STR(text_of(s, sql, out, sizeof out), "by-unit");
+    dbs_session_close(s);
+
+    /* a failure that is not transient runs once */
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (1, 'dup')", tbl);
+    submit(unit1(l, 0, sql), &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_ECONSTRAINT);
+    CHECK_EQ(r.attempts, 1);
+    close(ep);
+    dbs_loop_close(l);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+}
+
+/* ---- read-only units ---- */
+
+static void test_read_only(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (99, 'ro')", tbl);
+    res r;
+    submit(unit1(l, DBS_UNIT_RO, sql), &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_ESQL); /* enforced by the database */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 7", tbl);
+    submit(unit1(l, DBS_UNIT_RO, sql), &r);
+    drain(l);
+    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_EQ(r.val, 1);
+    dbs_loop_close(l);
+}
+
+/* ---- a loop that owns 1,000 waiting units with a pool of 4 ---- */
+
+static void thousand_cfg(dbs_config *c)
+{
+    c->acquire_timeout_ms = 60000;
+}
+
+static void test_thousand(void)
+{
+    enum { N = 1000 };
+    dbs_pool *p = pool_of(4, thousand_cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    int ep = watch(l);
+    static res r[N];
+    for (int i = 0; i < N; i++) {
+        dbs_unit *u = dbs_unit_new(l, NULL, i % 3 == 0 ? DBS_UNIT_RO : 0, &err);
+        CHECK(u != NULL);
+        dbs_value v = DBS_INT(i);
+        CHECK_OK(dbs_unit_add(u, "SELECT $1 + 0", &v, 1, &err), &err);
+        if (i % 10 == 9) /* a bound shorter than the queue takes */
+            CHECK_EQ(dbs_unit_set_timeout(u, 1), DBS_OK);
+        submit(u, &r[i]);
+    }
+    CHECK_EQ(dbs_loop_pending(l), N);
+    int max_size = 0;
+    while (dbs_loop_pending(l) > 0) {
+        step(l, ep);
+        dbs_stats st = stats_of(p);
+        if (st.size > max_size)
+            max_size = st.size;
+    }
+    CHECK(max_size <= 4);
+    int ok = 0, late = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(r[i].calls, 1);
+        if (r[i].rc == DBS_OK) {
+            CHECK_EQ(r[i].val, i);
+            ok++;
+        } else {
+            /* only a unit with its own short bound may miss */
+            CHECK_EQ(i % 10, 9);
+            if (r[i].rc != DBS_ETIMEOUT && r[i].rc != DBS_ESTMT_TIMEOUT)
+                CHECK_FAIL("unit %d: %d %s", i, r[i].rc, r[i].msg);
+            late++;
+        }
+    }
+    CHECK_EQ(ok + late, N);
+    CHECK(ok >= N - N / 10);
+    close(ep);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
+/* ---- the loop and blocking sessions share one pool ---- */
+
+typedef struct blocker {
+    dbs_pool *p;
+    atomic_int stop, runs;
+} blocker;
+
+static void *blocking_user(void *arg)
+{
+    blocker *b = arg;
+    while (!atomic_load(&b->stop)) {
+        dbs_session *s = open_ok(b->p);
+        CHECK_EQ(query_int(s, "SELECT 2", NULL, 0), 2);
+        dbs_session_close(s);
+        atomic_fetch_add(&b->runs, 1);
+    }
+    return NULL;
+}
+
+static void test_shared(void)
+{
+    dbs_pool *p = pool_of(2, NULL);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    blocker b = {.p = p};
+    pthread_t th;
+    pthread_create(&th, NULL, blocking_user, &b);
+    static res r[200];
+    for (int i = 0; i < 200; i++)
+        submit(unit1(l, 0, "SELECT 1"), &r[i]);
+    drain(l);
+    atomic_store(&b.stop, 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 200; i++)
+        CHECK_EQ(r[i].rc, DBS_OK);
+    CHECK(atomic_load(&b.runs) > 0);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+int main(void)
+{
+    const char *url = test_url("loop");
+    is_pg = test_is_pg(url);
+    is_sqlite = strncmp(url, "sqlite:", 7) == 0;
+    snprintf(tbl, sizeof tbl, "%s", table_name("loop_t"));
+
+    dbs_pool *p = pool_of(1, NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v TEXT)", tbl);
+    run_sql(p, sql);
+    test_misuse(p);
+    test_basic(p);
+    test_queue_max(p);
+    test_read_only(p);
+    test_cancel(p);
+    test_close_pending(p);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+
+    test_bounds();
+    test_pool_closed();
+    test_retry();
+    test_thousand();
+    test_shared();
+    printf("test_loop: ok\n");
+    return 0;
+}
