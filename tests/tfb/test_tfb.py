@@ -380,9 +380,15 @@ def shedding(binary, mode, url, super_url, db):
     srv = Server(binary, mode, url, env, args)
     held = []
     try:
-        held = [raw_get(srv, "/sleep?s=3600") for _ in range(4)]
-        while sleeping(super_url, db) < 4:
-            time.sleep(0.05)
+        # One at a time: units that wait while the loop still connects
+        # count against its queue too.
+        for i in range(4):
+            held.append(raw_get(srv, "/sleep?s=3600"))
+            while sleeping(super_url, db) <= i:
+                early, _, _ = select.select(held, [], [], 0.05)
+                if early:
+                    check(False, "a sleep answered early: %d" % status_of(early[0]))
+                    return
         if mode == "loop":
             more = [raw_get(srv, "/db"), raw_get(srv, "/db")]
             held += more
