@@ -4,6 +4,7 @@ every scenario, interleaved (A B C A B C ... for several rounds, the median
 kept), then writes docs/benchmarks.md and the plots in docs/bench/.
 
   harness.py --build DIR [--rounds N] [--seconds S] [--only SCENARIO,...]
+             [--tfb-seconds S]    (tfb: the TechEmpower test types, bench/tfb/)
   harness.py --build DIR --smoke SYSTEM      (CI: every scenario of one
                                               system, briefly; exit 1 on failure)
 """
@@ -382,7 +383,7 @@ def measure(env, scenarios, rounds, seconds, warmup):
     raw = {}      # (scenario, system, t, p) -> [results]
     commands = {}
     for scenario in scenarios:
-        if scenario == "recovery":
+        if scenario in ("recovery", "tfb"):
             continue
         if scenario == "mysql" and not env.mysql_available():
             log("mysql: skipped (no MariaDB server, or a build without DBSCOPE_WITH_MYSQL)")
@@ -518,6 +519,30 @@ def sqlite_sync(env):
     return out
 
 
+def tfb(work, seconds):
+    """The tfb scenario: bench/tfb/tfb.py's run (dbscope's tfb-server and
+    its Go, Node.js and Python peers under wrk), built by bench/tfb/prepare.sh
+    into build/tfb; its results go into the report's tfb section."""
+    build = os.path.join(ROOT, "build", "tfb")
+    # what does not build is reported "not built" by the run
+    subprocess.run([os.path.join(ROOT, "bench", "tfb", "prepare.sh"), build])
+    sys.path.insert(0, os.path.join(ROOT, "bench", "tfb"))
+    import tfb as runner  # bench/tfb/tfb.py
+    d = os.path.join(work, "tfb")
+    os.makedirs(d)
+    os.chmod(d, 0o755)
+    try:
+        res = runner.run(build, d, seconds=seconds)
+    except (OSError, subprocess.SubprocessError, SystemExit) as e:
+        # the rest of the report is still worth writing
+        log("tfb: the scenario failed: %r" % e)
+        return None
+    res["command"] = "bench/run (its tfb scenario, --tfb-seconds %g)" % seconds
+    res["root"] = ROOT
+    runner.print_summary(res)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -525,7 +550,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--warmup", type=float, default=0.3)
-    ap.add_argument("--only", default="cycle,sqlite,pg,mysql,fair,observe,recovery")
+    ap.add_argument("--only", default="cycle,sqlite,pg,mysql,fair,observe,recovery,tfb")
+    ap.add_argument("--tfb-seconds", type=float, default=5.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="dbscope-bench-")
@@ -539,13 +565,14 @@ def main():
         med, commands = measure(env, scenarios, args.rounds, args.seconds, args.warmup)
         rec = recovery(env) if "recovery" in scenarios else {}
         sync = sqlite_sync(env) if "sqlite" in scenarios else {}
+        tfb_res = tfb(work, args.tfb_seconds) if "tfb" in scenarios else None
         mem = memory(env)
         import report  # bench/report.py
         report.write(args.out, med, commands, rec, mem, versions(), {
             "rounds": args.rounds, "extra_rounds": EXTRA_ROUNDS,
             "seconds": args.seconds, "warmup": args.warmup,
             "elapsed_s": time.time() - t0, "argv": " ".join(sys.argv[1:]), "root": ROOT,
-            "sqlite_sync": sync})
+            "sqlite_sync": sync, "tfb": tfb_res})
     finally:
         env.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -290,11 +290,15 @@ def write(outdir, med, commands, rec, mem, ver, meta):
               m["backend"], "{:,}".format(m["dbscope_bytes_per_conn"]), m["connections"],
               "{:,}".format(m["pooled_bytes_per_conn"]), "{:,}".format(m["raw_bytes_per_conn"])))
     w("")
-    kept = kept_sections(os.path.join(outdir, "benchmarks.md"))
+    fresh = {"tfb": tfb_section(meta["tfb"])} if meta.get("tfb") else {}
+    kept = kept_sections(os.path.join(outdir, "benchmarks.md"), skip=fresh)
     if kept:
         w(kept)
         w("")
-    w(targets(med, rec, meta.get("sqlite_sync", {})))
+    for text in fresh.values():
+        w(text)
+        w("")
+    w(targets(med, rec, meta.get("sqlite_sync", {}), root))
     with open(os.path.join(outdir, "benchmarks.md"), "w") as f:
         f.write("\n".join(L) + "\n")
 
@@ -392,20 +396,21 @@ def mysql_section(w, outdir, med):
     w("")
 
 
-def kept_sections(path):
+def kept_sections(path, skip=()):
     """Sections other runners write into benchmarks.md between
     "<!-- section: NAME ... -->" and "<!-- end section: NAME -->" (such as
     bench/shiftboard/py/compare.sh's): kept as they are, since this run does
-    not measure them."""
+    not measure them (except those named in skip, which it wrote afresh)."""
     try:
         md = open(path).read()
     except OSError:
         return ""
     return "\n\n".join(m.group(0) for m in re.finditer(
-        r"<!-- section: (\S+).*?-->.*?<!-- end section: \1 -->", md, re.S))
+        r"<!-- section: (\S+).*?-->.*?<!-- end section: \1 -->", md, re.S)
+        if m.group(1) not in skip)
 
 
-def targets(med, rec, sync=None):
+def targets(med, rec, sync=None, root=None):
     L = ["## Targets", ""]
     w = L.append
 
@@ -533,6 +538,184 @@ def targets(med, rec, sync=None):
     w("")
     w(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")).read().strip())
     return "\n".join(L)
+
+
+# ---- the TechEmpower test types (bench/tfb/tfb.py) ----
+
+TFB_BEGIN = "<!-- section: tfb (written by bench/tfb/run.sh and bench/run's tfb scenario) -->"
+TFB_END = "<!-- end section: tfb -->"
+TFB_TESTS = [("json", "/json"), ("plaintext", "/plaintext"), ("db", "/db"),
+             ("queries", "/queries?queries=20"), ("fortunes", "/fortunes"),
+             ("updates", "/updates?queries=20")]
+TFB_SYSTEMS = ["dbscope-loop", "dbscope-threads", "dbscope-depth1", "go", "node", "python"]
+TFB_NAMES = {
+    "dbscope-loop": "dbscope, loop mode",
+    "dbscope-threads": "dbscope, threads mode",
+    "dbscope-depth1": "dbscope, loop mode, pipeline depth 1",  # --pipeline 1
+    "go": "Go net/http + pgx v4 pgxpool",
+    "node": "Node.js http (cluster) + postgres",
+    "python": "FastAPI + asyncpg (uvicorn)",
+}
+
+
+def tfb_points(res):
+    return {(p["system"], p["test"], p["conns"]): p for p in res["points"]}
+
+
+def tfb_targets(points):
+    """The targets of the tfb scenario, from whatever was measured:
+    [(text, met)]. A point with errors counts as not measured."""
+    def rps(system, test, conns):
+        p = points.get((system, test, conns))
+        return p["rps"] if p and p["rps"] and not p["errors"] else None
+
+    out = []
+    conns = sorted({c for (_, _, c) in points})
+    top = max(conns) if conns else None
+    a, b = rps("dbscope-loop", "queries", top), rps("dbscope-threads", "queries", top)
+    if a and b:
+        out.append(("loop mode ≥ 1.3× threads mode on /queries?queries=20 at %d connections "
+                    "(%.2f×)" % (top, a / b), a / b >= 1.3))
+    parts, ok = [], True
+    for c in conns:
+        a, b = rps("dbscope-loop", "queries", c), rps("dbscope-depth1", "queries", c)
+        if a and b:
+            parts.append("%d connections: %.2f×" % (c, a / b))
+            ok = ok and a / b >= 3
+    if parts:
+        out.append(("pipelined /queries?queries=20 ≥ 3× the same at pipeline depth 1 (%s)" %
+                    ", ".join(parts), ok))
+    lo, hi = (conns[0], conns[-1]) if len(conns) > 1 else (None, None)
+
+    def per_conn(system):
+        a, b = points.get((system, "db", lo)), points.get((system, "db", hi))
+        return (b["rss_kb"] - a["rss_kb"]) / (hi - lo) if a and b else None
+
+    ml, mt = per_conn("dbscope-loop"), per_conn("dbscope-threads")
+    if ml is not None and mt is not None:
+        out.append(("loop mode's memory a connection ≤ threads mode's (server RSS growth from %d "
+                    "to %d connections on /db, a connection: %.1f KiB against %.1f KiB)" % (
+                        lo, hi, ml, mt), ml <= mt))
+    for peer in ("go", "node", "python"):
+        behind, n = [], 0
+        for test, _ in TFB_TESTS:
+            for c in conns:
+                a, b = rps("dbscope-loop", test, c), rps(peer, test, c)
+                if a and b:
+                    n += 1
+                    if a < b:
+                        behind.append("%s at %d: %.2f×" % (test, c, a / b))
+        if n:
+            out.append(("dbscope's loop mode ahead of %s at every test type and connection count "
+                        "(%s)" % (TFB_NAMES[peer], "%d points" % n if not behind else
+                                  "behind at " + ", ".join(behind)), not behind))
+    return out
+
+
+def tfb_section(res):
+    """The tfb section of benchmarks.md, from one run's results."""
+    pts = tfb_points(res)
+    L = [TFB_BEGIN, "", "## The TechEmpower test types: dbscope's tfb-server beside Go, Node.js "
+         "and Python", ""]
+    w = L.append
+    w("Written by `%s` (%s; %g s measured a point after %g s of warm-up a test type). "
+      "Every system runs on this machine's %d cores beside PostgreSQL and wrk, against one "
+      "throwaway PostgreSQL (`tests/pg_server.sh`) over TCP on loopback without TLS, with the "
+      "tables `bench/tfb/create-postgres.sql` makes as TechEmpower's toolset does, and %d "
+      "database connections in all for each system (split over its worker processes). Before "
+      "it is measured, each system's routes are checked against the verifier's rules (status, "
+      "Server and Date headers, Content-Type, the query count clamped to 1..500, the fortunes "
+      "sorted and escaped with the added one); a system that fails is not measured." % (
+          res.get("command", "bench/tfb/run.sh"), res["started"], res["seconds"], res["warmup"],
+          res["ncpu"], res["pool"]))
+    w("")
+    w("- dbscope: `examples/tfb/tfb-server` with `--mode loop --threads %d` (one event loop a "
+      "core, pipelined), `--mode threads` (the blocking API), and `--mode loop` with a "
+      "pipeline depth of 1 (`--pipeline 1`); its pool from `DB_POOL_SIZE`." % res["ncpu"])
+    w("- Go (`bench/tfb/go/`): net/http and pgx v4's pgxpool from Debian's packages, built "
+      "offline; statements prepared on each new connection, `/queries` one query after the "
+      "other, `/updates` a pgx.Batch in a transaction, as TechEmpower's go-std pgx entry.")
+    w("- Node.js (`bench/tfb/node/`): node:http, one worker a core (node:cluster), the npm "
+      "`postgres` client (pipelined, prepared), `/queries` all reads at once, `/updates` one "
+      "`UPDATE ... FROM (VALUES ...)`, as TechEmpower's nodejs postgres entry.")
+    w("- Python (`bench/tfb/python/`): FastAPI on uvicorn (uvloop, httptools), one worker a "
+      "core, an asyncpg pool a worker, `executemany` for the updates and Jinja2 for the "
+      "fortunes, as TechEmpower's fastapi entry.")
+    w("")
+    w("Load: `wrk -t min(cores, connections) -c N -d S --latency URL`, no HTTP pipelining "
+      "(TechEmpower pipelines 16 deep on plaintext). CPU µs/request: utime + stime from "
+      "`/proc/PID/stat` of the server's whole process tree (every worker and thread), and of "
+      "its PostgreSQL backends (the role's client backends; not autovacuum, the checkpointer "
+      "or the WAL writer), read before and after the point, divided by the requests wrk "
+      "counted. RSS: the server's process tree after the point.")
+    w("")
+    w("Each test type is first run unmeasured for %g s at the most connections, as "
+      "TechEmpower's warm-up (a cold Node.js worker runs at a tenth of its speed for the "
+      "first seconds on this loaded machine)." % res["warmup"])
+    w("")
+    bad = [(s, i["status"]) for s, i in res["systems"].items() if i["status"] != "ok"]
+    for s, status in bad:
+        w("- **%s: %s.**" % (TFB_NAMES.get(s, s), status.rstrip(".")))
+    if bad:
+        w("")
+    conns = res["conns"]
+    for test, path in TFB_TESTS:
+        rows = [(s, c, pts[(s, test, c)]) for s in TFB_SYSTEMS for c in conns
+                if (s, test, c) in pts]
+        if not rows:
+            continue
+        w("### `%s`" % path)
+        w("")
+        w("| system | connections | requests/s | p99 ms | server CPU µs/req | PostgreSQL CPU "
+          "µs/req | RSS MiB | errors | dbscope loop ÷ it |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for s, c, p in rows:
+            d = pts.get(("dbscope-loop", test, c))
+            r = d["rps"] / p["rps"] if d and s != "dbscope-loop" and p["rps"] else None
+            w("| %s | %d | %s | %s | %s | %s | %.0f | %s | %s |" % (
+                TFB_NAMES.get(s, s), c, fmt(p["rps"]),
+                fmt(p["p99_us"] / 1e3) if p.get("p99_us") is not None else "-",
+                fmt(p["server_us_req"]), fmt(p["db_us_req"]), p["rss_kb"] / 1024.0,
+                p["errors"] or ("" if p["requests"] else "no request done"),
+                "%.2f×" % r if r else ""))
+        w("")
+    w("### Targets")
+    w("")
+    tg = tfb_targets(pts)
+    for text, ok in tg:
+        w("- %s: %s." % (text, "**met**" if ok else "**missed**"))
+    if not tg:
+        w("- No target could be checked: dbscope's tfb-server was not measured.")
+    w("")
+    w("Servers as run (`--listen` at a free port; `DATABASE_URL` in the environment):")
+    w("")
+    w("```")
+    for s, i in res["systems"].items():
+        if i.get("argv"):
+            w(portable(" ".join(i["argv"]), res.get("root", "")))
+    w("```")
+    w("")
+    w("Versions: " + "; ".join("%s %s" % kv for kv in res.get("versions", {}).items()) + ".")
+    w("")
+    w(TFB_END)
+    return "\n".join(L)
+
+
+def write_tfb_section(md_path, res):
+    """Puts the tfb section into benchmarks.md in place of the last one
+    (before the targets when it has none yet), the rest left as it is."""
+    text = tfb_section(res)
+    md = open(md_path).read() if os.path.exists(md_path) else "# Benchmarks\n"
+    if TFB_BEGIN in md and TFB_END in md:
+        a, b = md.index(TFB_BEGIN), md.index(TFB_END) + len(TFB_END)
+        md = md[:a] + text + md[b:]
+    elif "\n## Targets" in md:
+        i = md.index("\n## Targets") + 1
+        md = md[:i] + text + "\n\n" + md[i:]
+    else:
+        md = md.rstrip("\n") + "\n\n" + text + "\n"
+    with open(md_path, "w") as f:
+        f.write(md)
 
 
 if __name__ == "__main__":

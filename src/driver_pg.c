@@ -34,6 +34,54 @@
  * releasing thread does not wait for it, and the next user's commands queue
  * behind it on the same socket.
  *
+ * Units of an event loop (a_send, a_step: the non-blocking path). The same
+ * machinery, resumable: a_send queues a whole unit as segments of one
+ * flight and writes what the socket takes; a_step writes the rest, reads
+ * what arrived (PQconsumeInput, PQgetResult while !PQisBusy) and matches
+ * each result to the command queued for it, unit by unit, in order. A
+ * unit is [owed DEALLOCATEs, Sync] [Parse, Sync] for each statement new
+ * to the cache (a Sync each, so no failure can leave a statement that a
+ * later unit binds missing) [BEGIN (options, READ ONLY), the guard (below),
+ * set_config(..., true) for the context, Bind/Execute for each statement,
+ * Sync] [COMMIT (with the commit position as end_tx reads it), Sync]
+ * [DEALLOCATE of statements it evicted from the cache, Sync] [the reset,
+ * its marker, Sync]. A failed statement makes the rest of its segment
+ * PGRES_PIPELINE_ABORTED; the COMMIT, under a Sync of its own, then ends
+ * the failed transaction as a ROLLBACK, and the next segment starts clean:
+ * only that unit fails. The unit is handed back when its COMMIT's Sync is
+ * read, before its reset's answer.
+ *
+ * Pipelined units and the reset. Unit k+1 is on the wire before unit k's
+ * reset answer comes back, so "the reset runs again in full before the
+ * connection is used" (reset_done) would come too late. It is made sound
+ * by construction so: the reset between units runs CLOSE ALL and UNLISTEN
+ * * by name every time (two Bind/Executes of no cost on a session without
+ * cursors or LISTEN), so no LISTEN or cursor WITH HOLD outlives it; its
+ * last command, in the reset's own implicit transaction, sets a marker
+ * (dbscope.reset = the reset's number on this connection), which is
+ * therefore set only when every command of that reset ran (one that
+ * fails, or a named statement a unit deallocated, aborts the segment,
+ * marker included). A unit queued behind a reset whose answer is unread
+ * starts with a guard, right after its BEGIN: a query that raises an
+ * error unless the marker holds that reset's number and, when that reset
+ * ran without DISCARD TEMP (the server had reported no temporary schema),
+ * the backend still has none. When the guard fails, its segment aborts to
+ * its Sync and nothing of the unit runs: it comes back DBS_ERETRYABLE (not
+ * committed, safe to send again), and by then the reset again in full is
+ * queued (a_reset_read, when the reset's answer says so), ahead of
+ * anything sent later. A connection whose resets are all read needs no
+ * guard. A blocking release's reset that is still unread (posted) when a
+ * unit comes is read as a flight of its own, and a reset of this kind
+ * follows it. Cost per unit: one Bind/Execute of a trivial query for the
+ * guard and one for the marker; no extra round trip.
+ *
+ * Cancel (a_cancel): the cancel request goes from a thread (start_cancel);
+ * the statement it reaches fails with 57014 and its unit ends
+ * DBS_ECANCELED; units behind it are in their own segments and run. A
+ * request could still be on its way after the flight is read, and reach
+ * the next user's statement: the connection takes no more units and is
+ * discarded (is_broken) once its flight is read.
+ *
  * Locking: none, except the count of cancel threads. driver.h guarantees
  * one thread at a time per connection.
  */
@@ -162,6 +210,7 @@ typedef struct pg_stmt {
     char *sql; /* NULL = free slot */
     char name[24];
     uint64_t last_use;
+    uint64_t born; /* a_epoch when it was parsed */
     bool seen; /* in the server's list (reconcile) */
 } pg_stmt;
 
@@ -173,6 +222,7 @@ enum {
 
 typedef struct pg_flight {
     int n;
+    int owed_to;              /* items before it: owed DEALLOCATEs */
     int done;                 /* items read completely (collect) */
     int reset_from, reset_to; /* reset commands: [from, to), -1 none */
     int reconcile;            /* index of the reconcile query, -1 none */
@@ -217,6 +267,18 @@ typedef struct pg_conn {
     /* "DEALLOCATE" and a quoted name of up to 63 bytes, quotes doubled */
     char foreign[PG_MAXFOREIGN][12 + 2 * 63 + 2];
     char password[128]; /* only to scrub it out of libpq's messages */
+    /* The non-blocking path (a_*): flights in the order sent. */
+    struct pg_aflight *a_head, *a_tail;
+    int a_resets;        /* flights queued whose reset answer is unread */
+    int a_full;          /* of them, resets from the text */
+    uint64_t a_epoch;    /* the marker of the last reset queued */
+    bool a_notemp;       /* that reset ran without DISCARD TEMP */
+    bool a_cancel;       /* a cancel was asked for while units flew */
+    bool a_spent;        /* ... so the connection goes once they are read */
+    bool a_known;        /* the server said why it ended the session: no
+                            command after that one ran */
+    bool a_outq;         /* output queued that the socket did not take */
+    uint64_t reconcile_min; /* reconcile keeps cache entries born since */
 } pg_conn;
 
 typedef struct pg_rows {
@@ -487,7 +549,7 @@ static void flight_clear(pg_flight *f)
 
 static void flight_init(pg_flight *f)
 {
-    f->n = f->done = 0;
+    f->n = f->done = f->owed_to = 0;
     f->reset_from = f->reset_to = f->reconcile = -1;
     f->reset_named = false;
     f->reset_temp = false;
@@ -665,6 +727,7 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
     snprintf(victim->name, sizeof victim->name, "dbs_%llu",
              (unsigned long long)++c->next_name);
     victim->last_use = ++c->tick;
+    victim->born = c->a_epoch;
     *fresh = true;
     return victim;
 }
@@ -749,7 +812,7 @@ static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
         }
     }
     for (int i = 0; i < c->cache_n; i++)
-        if (c->cache[i].sql && !c->cache[i].seen) {
+        if (c->cache[i].sql && !c->cache[i].seen && c->cache[i].born < c->reconcile_min) {
             free(c->cache[i].sql);
             c->cache[i].sql = NULL;
         }
@@ -789,7 +852,7 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
  * backend with a temporary schema, CLOSE ALL and UNLISTEN * not at all
  * (see pg_reset_sql); their named statements are parsed all the same, so
  * that the reconcile query finds the set whole. */
-static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
+static void q_reset_body(pg_conn *c, pg_flight *f, bool *ok, bool named, bool close)
 {
     bool parse = named && !c->reset_stmts;
     f->reset_from = f->n;
@@ -801,7 +864,7 @@ static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
             q_reset_item(c, f, ok, i, 1);
         if ((i == PG_R_TEMP || i == PG_R_PLANS) && !f->reset_temp)
             continue;
-        if ((i == PG_R_CLOSE || i == PG_R_UNLISTEN) && !f->reset_full)
+        if ((i == PG_R_CLOSE || i == PG_R_UNLISTEN) && !f->reset_full && !close)
             continue;
         q_reset_item(c, f, ok, i, named ? 2 : 0);
     }
@@ -809,6 +872,11 @@ static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
     f->reconcile = *ok ? f->n - 1 : -1;
     if (named)
         c->reset_stmts = true; /* unless reset_done finds otherwise */
+}
+
+static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
+{
+    q_reset_body(c, f, ok, named, false);
     q_sync(c, f, ok);
 }
 
@@ -945,6 +1013,7 @@ static int flight_open(pg_conn *c, pg_flight *f, int64_t *deadline, bool *ok,
     }
     c->dealloc_all = false;
     c->n_foreign = 0;
+    f->owed_to = f->n;
     return DBS_OK;
 }
 
@@ -1248,6 +1317,7 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
     }
     c->t = t;
     c->timeout_ms = t->statement_timeout_ms;
+    c->reconcile_min = UINT64_MAX;
     flight_init(&c->posted);
     int bound = url_connect_timeout_ms(t->conninfo, c->password,
                                        sizeof c->password);
@@ -1387,11 +1457,14 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
     return c;
 }
 
+static void a_drop(pg_conn *c);
+
 static void pg_close(void *vc)
 {
     pg_conn *c = vc;
     if (!c)
         return;
+    a_drop(c);
     flight_clear(&c->posted);
     cache_clear(c);
     free(c->cache);
@@ -1599,32 +1672,31 @@ static bool names_stmt(const PGresult *r, const char *name)
     return false;
 }
 
-/* Sends the flight for one statement and returns its result (caller
- * clears) or NULL with err filled. */
-static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
-                     size_t n, dbs_error *err)
-{
-    if (c->broken) {
-        dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
-        return NULL;
-    }
-    if (n > PG_MAXP) {
-        dbs__err(err, DBS_EMISUSE, "postgresql: more than %d parameters",
-                 PG_MAXP);
-        return NULL;
-    }
-    int used = max_param(sql);
-    if (used >= 0 && (size_t)used < n) {
-        dbs__err(err, DBS_ESQL,
-                 "postgresql: %zu parameters given but the statement uses $%d "
-                 "at most",
-                 n, used);
-        return NULL;
-    }
+/* A statement's parameters as libpq takes them. */
+typedef struct pg_params {
     Oid types[PG_MAXP];
     const char *vals[PG_MAXP];
     int lens[PG_MAXP], fmts[PG_MAXP];
     char nums[PG_MAXP][40];
+} pg_params;
+
+/* Checks sql's parameters and converts them into p (whose strings may
+ * point into params). DBS_OK or an error that names the parameter. */
+static int params_of(const char *sql, const dbs_value *params, size_t n, pg_params *p,
+                     dbs_error *err)
+{
+    if (n > PG_MAXP)
+        return dbs__err(err, DBS_EMISUSE, "postgresql: more than %d parameters", PG_MAXP);
+    int used = max_param(sql);
+    if (used >= 0 && (size_t)used < n)
+        return dbs__err(err, DBS_ESQL,
+                        "postgresql: %zu parameters given but the statement uses $%d "
+                        "at most",
+                        n, used);
+    Oid *types = p->types;
+    const char **vals = p->vals;
+    int *lens = p->lens, *fmts = p->fmts;
+    char(*nums)[40] = p->nums;
     for (size_t i = 0; i < n; i++) {
         lens[i] = 0;
         fmts[i] = 0;
@@ -1645,11 +1717,9 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             break;
         case DBS_TYPE_TIMESTAMP:
             types[i] = PG_OID_TIMESTAMPTZ;
-            if (dbs_timestamp_format(params[i].ts, nums[i]) < 0) {
-                dbs__err(err, DBS_EMISUSE,
-                         "postgresql: parameter $%zu: timestamp out of range", i + 1);
-                return NULL;
-            }
+            if (dbs_timestamp_format(params[i].ts, nums[i]) < 0)
+                return dbs__err(err, DBS_EMISUSE,
+                                "postgresql: parameter $%zu: timestamp out of range", i + 1);
             vals[i] = nums[i];
             break;
         case DBS_TYPE_UUID:
@@ -1669,11 +1739,9 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             types[i] = params[i].type == DBS_TYPE_JSON ? PG_OID_JSON : 0;
             vals[i] = params[i].b.p;
             if (params[i].b.p && params[i].b.n != SIZE_MAX) {
-                if (params[i].b.n > INT32_MAX) {
-                    dbs__err(err, DBS_EMISUSE,
-                             "postgresql: parameter $%zu too long", i + 1);
-                    return NULL;
-                }
+                if (params[i].b.n > INT32_MAX)
+                    return dbs__err(err, DBS_EMISUSE,
+                                    "postgresql: parameter $%zu too long", i + 1);
                 lens[i] = (int)params[i].b.n;
                 fmts[i] = 1;
                 vals[i] = params[i].b.n ? params[i].b.p : "";
@@ -1683,11 +1751,9 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             types[i] = PG_OID_BYTEA;
             vals[i] =
                 params[i].b.p ? (params[i].b.n ? params[i].b.p : "") : NULL;
-            if (params[i].b.n > INT32_MAX) {
-                dbs__err(err, DBS_EMISUSE,
-                         "postgresql: parameter $%zu too long", i + 1);
-                return NULL;
-            }
+            if (params[i].b.n > INT32_MAX)
+                return dbs__err(err, DBS_EMISUSE,
+                                "postgresql: parameter $%zu too long", i + 1);
             lens[i] = (int)params[i].b.n;
             fmts[i] = 1;
             break;
@@ -1696,11 +1762,28 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
             vals[i] = NULL;
             break;
         default:
-            dbs__err(err, DBS_EMISUSE,
-                     "postgresql: parameter $%zu has no valid type", i + 1);
-            return NULL;
+            return dbs__err(err, DBS_EMISUSE,
+                            "postgresql: parameter $%zu has no valid type", i + 1);
         }
     }
+    return DBS_OK;
+}
+
+/* Sends the flight for one statement and returns its result (caller
+ * clears) or NULL with err filled. */
+static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
+                     size_t n, dbs_error *err)
+{
+    if (c->broken) {
+        dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
+        return NULL;
+    }
+    pg_params pp;
+    if (params_of(sql, params, n, &pp, err) != DBS_OK)
+        return NULL;
+    Oid *types = pp.types;
+    const char **vals = pp.vals;
+    int *lens = pp.lens, *fmts = pp.fmts;
     bool retried = false, rollback_first = false;
 again:;
     pg_flight f;
@@ -1790,7 +1873,9 @@ again:;
     }
     const PGresult *fail = NULL;
     int fail_idx = -1;
-    for (int i = 0; i < f.n && !fail; i++)
+    /* An owed DEALLOCATE that failed (the statement was gone already)
+     * aborted nothing and is no failure of this statement's. */
+    for (int i = f.owed_to; i < f.n && !fail; i++)
         if (failed(f.res[i])) {
             fail = f.res[i];
             fail_idx = i;
@@ -2261,6 +2346,864 @@ static const dbs__rows_ops pg_rows_ops = {
     .affected = pg_affected,
 };
 
+/* ---- the non-blocking path (a_*) ---- */
+
+/* What each command of a unit's flight is, read back in the same order. */
+enum {
+    A_SYNC,   /* a Sync between segments */
+    A_IGNORE, /* an owed or deferred DEALLOCATE: its outcome changes nothing */
+    A_PARSE,  /* arg: the statement; Parse of a statement new to the cache */
+    A_STEP,   /* BEGIN, the context: the unit fails if one does */
+    A_GUARD,  /* the check that the reset before left nothing (top comment) */
+    A_STMT,   /* arg: the statement */
+    A_WROTE,  /* did the transaction write (commit_pos) */
+    A_COMMIT,
+    A_POS,    /* the commit's WAL position */
+    A_TXEND,  /* the Sync after COMMIT: the unit's outcome is known */
+    A_RESET,  /* arg: its index in rf */
+    A_RSYNC,  /* the Sync that ends the reset */
+};
+
+typedef struct pg_aitem {
+    unsigned char kind;
+    int arg;
+} pg_aitem;
+
+typedef struct pg_aflight {
+    struct pg_aflight *next;
+    dbs__aunit *u;      /* NULL: a reset of its own, or handed back */
+    pg_aitem *it;
+    int n, cap, pos;    /* items, room, the next to read */
+    PGresult *cur;      /* the first result of it[pos] */
+    char (*names)[24];  /* per statement: its cached name, "" none */
+    PGresult *wrote, *commit, *lsn;
+    bool ro;            /* the unit is read-only */
+    bool failed;        /* u->rc and u->err hold the unit's first error */
+    bool commit_queued; /* its COMMIT is written or in libpq's buffer */
+    bool escaped;       /* a statement of the unit ended its transaction */
+    bool reset;         /* rf is a reset whose answer is unread */
+    bool full;          /* ... run from the text */
+    int mark;           /* rf index of the marker, -1 none */
+    uint64_t epoch;     /* the marker's value */
+    pg_flight rf;
+} pg_aflight;
+
+/* The last command of every reset the non-blocking path queues: it sets a
+ * session setting to a number of the connection's own (the reset's
+ * epoch), after every reset command and in their implicit transaction,
+ * so that the setting holds that number only when the whole reset ran
+ * (a failed or skipped command aborts its segment, marker included). */
+static const char pg_mark_sql[] =
+    "SELECT pg_catalog.set_config('dbscope.reset', $1, false)";
+
+/* The guard at the start of a unit queued behind a reset whose answer is
+ * unread: an error (invalid integer text, 22P02), so that nothing of the
+ * unit runs, unless the reset before it ran whole ($1: its epoch) and,
+ * when it ran without DISCARD TEMP ($2), the backend has no temporary
+ * schema. The error's argument is not a constant, so the planner cannot
+ * raise it ahead of the test. */
+static const char pg_guard_sql[] =
+    "SELECT CASE WHEN pg_catalog.current_setting('dbscope.reset', true) IS DISTINCT FROM $1 "
+    "OR ($2::pg_catalog.bool AND pg_catalog.pg_my_temp_schema() "
+    "OPERATOR(pg_catalog.<>) 0::pg_catalog.oid) "
+    "THEN pg_catalog.int4('dbscope guard: reset ' OPERATOR(pg_catalog.||) "
+    "COALESCE(pg_catalog.current_setting('dbscope.reset', true), '-')) END";
+
+static pg_aflight *af_new(size_t nstmts)
+{
+    pg_aflight *af = calloc(1, sizeof *af);
+    if (!af)
+        return NULL;
+    af->cap = 48 + PG_MAXFOREIGN + 6 * (int)nstmts;
+    af->it = malloc((size_t)af->cap * sizeof *af->it);
+    af->names = nstmts ? calloc(nstmts, sizeof *af->names) : NULL;
+    if (!af->it || (nstmts && !af->names)) {
+        free(af->it);
+        free(af->names);
+        free(af);
+        return NULL;
+    }
+    af->mark = -1;
+    flight_init(&af->rf);
+    return af;
+}
+
+static void af_free(pg_aflight *af)
+{
+    PQclear(af->cur);
+    PQclear(af->wrote);
+    PQclear(af->commit);
+    PQclear(af->lsn);
+    flight_clear(&af->rf);
+    free(af->it);
+    free(af->names);
+    free(af);
+}
+
+static void af_push(pg_aflight *af, bool *ok, int kind, int arg)
+{
+    if (!*ok)
+        return;
+    if (af->n >= af->cap) {
+        *ok = false; /* sized for the most a unit queues: not reached */
+        return;
+    }
+    af->it[af->n].kind = (unsigned char)kind;
+    af->it[af->n++].arg = arg;
+}
+
+static void a_cmd(pg_conn *c, pg_aflight *af, bool *ok, int kind, int arg, const char *sql)
+{
+    if (!*ok)
+        return;
+    *ok = PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    af_push(af, ok, kind, arg);
+}
+
+static void a_sync(pg_conn *c, pg_aflight *af, bool *ok, int kind)
+{
+    if (!*ok)
+        return;
+    *ok = PQpipelineSync(c->pg) == 1;
+    af_push(af, ok, kind, 0);
+}
+
+/* Queues af's reset (named, with CLOSE ALL and UNLISTEN *, or from the
+ * text with every command), its marker and a Sync. */
+static void a_reset(pg_conn *c, pg_aflight *af, bool *ok, bool named)
+{
+    pg_flight *f = &af->rf;
+    flight_init(f);
+    q_reset_body(c, f, ok, named, true);
+    char ep[24];
+    af->epoch = ++c->a_epoch;
+    snprintf(ep, sizeof ep, "%llu", (unsigned long long)af->epoch);
+    const char *pv[1] = {ep};
+    if (*ok && f->n < PG_MAXQ) {
+        *ok = PQsendQueryParams(c->pg, pg_mark_sql, 1, NULL, pv, NULL, NULL, 0) == 1;
+        af->mark = f->n;
+        f->res[f->n] = NULL;
+        f->kind[f->n++] = Q_CMD;
+    } else {
+        *ok = false;
+    }
+    for (int i = 0; i < f->n; i++)
+        af_push(af, ok, A_RESET, i);
+    a_sync(c, af, ok, A_RSYNC);
+    af->reset = true;
+    af->full = !named;
+    c->a_resets++;
+    if (af->full)
+        c->a_full++;
+    c->a_notemp = !f->reset_temp;
+}
+
+static void a_link(pg_conn *c, pg_aflight *af)
+{
+    af->next = NULL;
+    if (c->a_tail)
+        c->a_tail->next = af;
+    else
+        c->a_head = af;
+    c->a_tail = af;
+}
+
+/* Writes what the socket takes. false: the connection is lost. */
+static bool a_flush(pg_conn *c)
+{
+    int f = PQflush(c->pg);
+    c->a_outq = f > 0;
+    return f >= 0;
+}
+
+/* A reset queued alone (the reset again, from the text). */
+static void a_reset_alone(pg_conn *c)
+{
+    pg_aflight *af = af_new(0);
+    if (!af) {
+        c->broken = true; /* cannot prove the next user a clean session */
+        return;
+    }
+    c->n_foreign = 0; /* its reconcile query lists them anew */
+    c->dealloc_all = false;
+    bool ok = true;
+    cork(c, true);
+    a_reset(c, af, &ok, false);
+    cork(c, false);
+    a_link(c, af);
+    if (!ok)
+        c->broken = true;
+}
+
+/* How u's transaction begins: BEGIN with its options, READ ONLY for a
+ * read-only unit. */
+static int a_begin_sql(const dbs__aunit *u, char *out, size_t n, bool *ro, dbs_error *err)
+{
+    const dbs_tx_options *o = u->opt;
+    if (o && o->immediate)
+        return dbs__err(err, DBS_ECONFIG,
+                        "postgresql: the immediate transaction option is SQLite's (BEGIN "
+                        "IMMEDIATE); PostgreSQL locks rows as they are written: leave it 0");
+    if (o && o->deferrable && (o->isolation != DBS_ISOLATION_SERIALIZABLE || !o->read_only))
+        return dbs__err(err, DBS_ECONFIG,
+                        "postgresql: DEFERRABLE has an effect only on a SERIALIZABLE READ "
+                        "ONLY transaction: set isolation = DBS_ISOLATION_SERIALIZABLE and "
+                        "read_only = 1, or deferrable = 0");
+    if (o && (o->isolation < 0 || o->isolation > DBS_ISOLATION_SERIALIZABLE))
+        return dbs__err(err, DBS_EMISUSE, "postgresql: unknown isolation level %d",
+                        (int)o->isolation);
+    static const char *const level[] = {"", " ISOLATION LEVEL READ COMMITTED",
+                                        " ISOLATION LEVEL REPEATABLE READ",
+                                        " ISOLATION LEVEL SERIALIZABLE"};
+    *ro = u->read_only || (o && o->read_only);
+    snprintf(out, n, "BEGIN%s%s%s", o ? level[o->isolation] : "", *ro ? " READ ONLY" : "",
+             o && o->deferrable ? " DEFERRABLE" : "");
+    return DBS_OK;
+}
+
+/* A blocking session's reset, written at its release and not read yet
+ * (pg_reset): a flight of its own, read first. */
+static pg_aflight *a_posted(pg_conn *c)
+{
+    pg_aflight *af = af_new(0);
+    if (!af)
+        return NULL;
+    af->rf = c->posted;
+    flight_init(&c->posted);
+    bool ok = true;
+    for (int i = 0; i < af->rf.n; i++) {
+        if (af->rf.kind[i] == Q_SYNC)
+            af_push(af, &ok, i == af->rf.n - 1 ? A_RSYNC : A_SYNC, 0);
+        else
+            af_push(af, &ok, A_RESET, i);
+    }
+    af->reset = true;
+    af->epoch = c->a_epoch + 1; /* statements parsed after it are newer */
+    c->a_resets++;
+    return af;
+}
+
+static int pg_a_fd(void *vc)
+{
+    return PQsocket(((pg_conn *)vc)->pg);
+}
+
+static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
+{
+    pg_conn *c = vc;
+    if (pg_is_broken(c))
+        return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
+    if (c->a_spent)
+        return dbs__err(err, DBS_ECONNECT,
+                        "postgresql: a cancel request was sent on this connection: it "
+                        "takes no more units and is discarded once its flight is read");
+    if (u->n == 0 || !u->stmts)
+        return dbs__err(err, DBS_EMISUSE, "postgresql: a unit with no statement");
+    char bsql[96];
+    bool ro = false;
+    int rc = a_begin_sql(u, bsql, sizeof bsql, &ro, err);
+    if (rc != DBS_OK)
+        return rc;
+    pg_params pp;
+    for (size_t i = 0; i < u->n; i++) {
+        if (!u->stmts[i].sql)
+            return dbs__err(err, DBS_EMISUSE, "postgresql: statement %zu has no SQL", i);
+        rc = params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, err);
+        if (rc != DBS_OK)
+            return rc;
+    }
+    if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
+        /* After native(): the caller may have left anything behind. */
+        if (PQsetnonblocking(c->pg, 1) != 0 || PQisBusy(c->pg) ||
+            !PQenterPipelineMode(c->pg))
+            return conn_lost(c, err, "pipeline start");
+    }
+    const bool full = c->t->reset != DBS_RESET_ROLLBACK;
+    pg_aflight *af = af_new(u->n);
+    pg_aflight *posted = NULL, *after = NULL;
+    char (*evicted)[24] = calloc(u->n, sizeof *evicted);
+    bool oom = !af || !evicted;
+    if (!oom && c->posted.n > 0) {
+        if (full) {
+            after = af_new(0);
+            oom = !after;
+        }
+        if (!oom) { /* last: it takes c->posted */
+            posted = a_posted(c);
+            oom = !posted;
+        }
+    }
+    if (oom) {
+        if (af)
+            af_free(af);
+        if (after)
+            af_free(after);
+        free(evicted);
+        return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+    }
+    bool ok = true;
+    cork(c, true);
+    if (posted) {
+        a_link(c, posted);
+        if (after) {
+            /* the blocking reset leaves out what the server reported
+             * absent at its time; this one runs CLOSE ALL and UNLISTEN *
+             * and sets the marker the guard below checks */
+            a_reset(c, after, &ok, true);
+            a_link(c, after);
+        }
+    }
+    af->ro = ro;
+    /* The DEALLOCATEs owed from the last reset, under a Sync of their own. */
+    if (c->dealloc_all) {
+        a_cmd(c, af, &ok, A_IGNORE, 0, "DEALLOCATE ALL");
+        a_sync(c, af, &ok, A_SYNC);
+        cache_clear(c);
+        c->reset_stmts = false;
+    } else if (c->n_foreign > 0) {
+        for (int i = 0; i < c->n_foreign; i++)
+            a_cmd(c, af, &ok, A_IGNORE, 0, c->foreign[i]);
+        a_sync(c, af, &ok, A_SYNC);
+    }
+    c->dealloc_all = false;
+    c->n_foreign = 0;
+    /* Statements new to the cache: each Parse under a Sync of its own, so
+     * that one failing (or a unit failing) never leaves a statement that a
+     * later unit binds missing. Evicted ones are deallocated after the
+     * unit, which may still use them. */
+    size_t n_evicted = 0;
+    for (size_t i = 0; i < u->n && ok; i++) {
+        bool fresh = false;
+        pg_stmt *e = cache_get(c, u->stmts[i].sql, &fresh, evicted[n_evicted],
+                               sizeof evicted[n_evicted]);
+        if (evicted[n_evicted][0])
+            n_evicted++;
+        if (!e)
+            continue;
+        snprintf(af->names[i], sizeof af->names[i], "%s", e->name);
+        if (fresh) {
+            (void)params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, NULL);
+            int np = (int)u->stmts[i].n;
+            ok = PQsendPrepare(c->pg, e->name, u->stmts[i].sql, np, np ? pp.types : NULL) == 1;
+            af_push(af, &ok, A_PARSE, (int)i);
+            a_sync(c, af, &ok, A_SYNC);
+        }
+    }
+    /* The transaction: BEGIN, the guard, the context, the statements. */
+    a_cmd(c, af, &ok, A_STEP, 0, bsql);
+    bool snapshot = false;
+    if (full && c->a_resets > 0 && ok) {
+        char ep[24];
+        snprintf(ep, sizeof ep, "%llu", (unsigned long long)c->a_epoch);
+        const char *gv[2] = {ep, c->a_notemp ? "t" : "f"};
+        ok = PQsendQueryParams(c->pg, pg_guard_sql, 2, NULL, gv, NULL, NULL, 0) == 1;
+        af_push(af, &ok, A_GUARD, 0);
+        snapshot = true;
+    }
+    const dbs_context *ctx = u->ctx;
+    const char *cv[3] = {ctx ? ctx->request_id : NULL, ctx ? ctx->user_id : NULL,
+                         ctx ? ctx->tenant_id : NULL};
+    for (int i = 0; i < 3 && ok; i++) {
+        if (!c->t->ctx_setting[i])
+            continue;
+        const char *pv[2] = {c->t->ctx_setting[i], cv[i] ? cv[i] : ""};
+        ok = PQsendQueryParams(c->pg, "SELECT pg_catalog.set_config($1, $2, true)", 2, NULL,
+                               pv, NULL, NULL, 0) == 1;
+        af_push(af, &ok, A_STEP, 0);
+        snapshot = true;
+    }
+    /* A read-only transaction takes its first snapshot at once, so that no
+     * statement of the unit can make it read-write (see run()). */
+    if (ro && !snapshot)
+        a_cmd(c, af, &ok, A_STEP, 0, "SELECT");
+    for (size_t i = 0; i < u->n && ok; i++) {
+        const dbs__astmt *st = &u->stmts[i];
+        (void)params_of(st->sql, st->params, st->n, &pp, NULL);
+        int np = (int)st->n;
+        if (af->names[i][0])
+            ok = PQsendQueryPrepared(c->pg, af->names[i], np, np ? pp.vals : NULL,
+                                     np ? pp.lens : NULL, np ? pp.fmts : NULL, 0) == 1;
+        else
+            ok = PQsendQueryParams(c->pg, st->sql, np, np ? pp.types : NULL,
+                                   np ? pp.vals : NULL, np ? pp.lens : NULL,
+                                   np ? pp.fmts : NULL, 0) == 1;
+        af_push(af, &ok, A_STMT, (int)i);
+    }
+    /* The commit's position, as end_tx reads it. */
+    bool pos = c->t->commit_pos && !ro && PQserverVersion(c->pg) >= 100000;
+    if (pos)
+        a_cmd(c, af, &ok, A_WROTE, 0,
+              PQserverVersion(c->pg) >= 130000
+                  ? "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
+                  : "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL");
+    a_sync(c, af, &ok, A_SYNC);
+    /* COMMIT under a Sync of its own: after a failure it ends the aborted
+     * transaction (as ROLLBACK), so the next segment starts clean. */
+    a_cmd(c, af, &ok, A_COMMIT, 0, "COMMIT");
+    af->commit_queued = true;
+    if (pos)
+        a_cmd(c, af, &ok, A_POS, 0,
+              "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL "
+              "ELSE pg_catalog.pg_current_wal_insert_lsn() END");
+    a_sync(c, af, &ok, A_TXEND);
+    if (n_evicted > 0) {
+        for (size_t i = 0; i < n_evicted; i++) {
+            char d[48];
+            snprintf(d, sizeof d, "DEALLOCATE %s", evicted[i]);
+            a_cmd(c, af, &ok, A_IGNORE, 0, d);
+        }
+        a_sync(c, af, &ok, A_SYNC);
+    }
+    free(evicted);
+    if (full)
+        a_reset(c, af, &ok, true);
+    cork(c, false);
+    if (!ok) {
+        /* What was queued is read in order and dropped; u is not part of
+         * it. The connection cannot be trusted with more. */
+        a_link(c, af);
+        c->broken = true;
+        return conn_lost(c, err, "sending a unit");
+    }
+    u->rc = DBS_OK;
+    u->commit_sent = false;
+    u->commit_pos = 0;
+    u->err.code = DBS_OK;
+    u->err.sqlstate[0] = '\0';
+    u->err.message[0] = '\0';
+    for (size_t i = 0; i < u->n; i++) {
+        u->stmts[i].rows = NULL;
+        u->stmts[i].affected = -1;
+    }
+    u->next = NULL;
+    af->u = u;
+    a_link(c, af);
+    if (!a_flush(c))
+        c->broken = true; /* a_step hands the units back */
+    return DBS_OK;
+}
+
+/* Records r, a failed result of one of af's commands, as its unit's error
+ * (the first one stands). */
+static void a_fail(pg_conn *c, pg_aflight *af, const pg_aitem *it, const PGresult *r)
+{
+    dbs__aunit *u = af->u;
+    if (!u || af->failed || !failed(r))
+        return;
+    /* a read-only unit refused a write: the session is not a standby's */
+    bool ro = c->read_only;
+    c->read_only = c->read_only || af->ro;
+    int code = result_err(c, r, &u->err);
+    c->read_only = ro;
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (code == DBS_ECONNECT && st)
+        c->a_known = true; /* the server ended the session at this command */
+    else if (it->kind == A_GUARD && st && !strcmp(st, "22P02")) {
+        code = dbs__err(&u->err, DBS_ERETRYABLE,
+                        "postgresql: the unit did not run: the connection's previous unit "
+                        "left session state its reset does not undo by name (a temporary "
+                        "schema), or that reset did not run whole; the connection is reset "
+                        "in full first: run the unit again");
+    } else if (st && !strcmp(st, "57014") && c->a_cancel) {
+        char m[sizeof u->err.message];
+        snprintf(m, sizeof m, "%s", u->err.message);
+        code = dbs__err(&u->err, DBS_ECANCELED, "%s (cancelled: the unit was rolled back)", m);
+    } else if (it->kind == A_STMT && st && !strcmp(st, "26000") &&
+               af->names[it->arg][0] && names_stmt(r, af->names[it->arg])) {
+        /* an earlier unit deallocated the statement dbscope made for this
+         * one (DEALLOCATE ALL, DISCARD ALL): nothing of this unit ran */
+        cache_clear(c);
+        code = dbs__err(&u->err, DBS_ERETRYABLE,
+                        "postgresql: the prepared statement dbscope made for statement %d "
+                        "was deallocated by an earlier unit on the connection: nothing of "
+                        "this unit ran; run it again",
+                        it->arg);
+    }
+    if (st)
+        dbs__err_sqlstate(&u->err, st);
+    u->rc = code;
+    af->failed = true;
+}
+
+/* The unit's outcome, once its COMMIT's Sync came back. */
+static void a_finish(pg_conn *c, pg_aflight *af)
+{
+    dbs__aunit *u = af->u;
+    PGresult *r = af->commit;
+    if (af->failed) {
+        /* the COMMIT ended a failed transaction: nothing of it committed,
+         * unless a statement of its own ended it before */
+        u->commit_sent = af->escaped;
+    } else if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+               !strcmp(PQcmdStatus(r), "COMMIT")) {
+        u->rc = DBS_OK;
+        u->commit_sent = true;
+        if (af->wrote)
+            u->commit_pos = commit_pos_of(af->wrote, af->lsn);
+    } else if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+        u->commit_sent = af->escaped;
+        u->rc = dbs__err(&u->err, DBS_ESQL,
+                         "postgresql: COMMIT rolled back: the transaction had failed");
+    } else if (failed(r)) {
+        int code = result_err(c, r, &u->err);
+        u->commit_sent = code == DBS_ECONNECT || af->escaped;
+        if (code == DBS_ECONNECT) {
+            c->a_known = true;
+            char m[sizeof u->err.message];
+            snprintf(m, sizeof m, "%s", u->err.message);
+            code = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
+                            "%s: the transaction may or may not have been committed", m);
+        }
+        /* else a refusal (serialization failure, deferred constraint):
+         * nothing committed */
+        u->rc = code;
+    } else {
+        u->commit_sent = true;
+        u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
+                         "postgresql: no answer to COMMIT: the transaction may or may not "
+                         "have been committed");
+    }
+    if (u->rc != DBS_OK) /* rows of a unit that did not commit are not its */
+        for (size_t i = 0; i < u->n; i++) {
+            if (u->stmts[i].rows)
+                u->stmts[i].rows->ops->close(u->stmts[i].rows);
+            u->stmts[i].rows = NULL;
+            u->stmts[i].affected = -1;
+        }
+}
+
+/* The answer to a reset came back: as the blocking release reads it
+ * (reset_done), and when it says the reset must run again in full, that
+ * reset is queued now, unless one already is (behind this flight). */
+static void a_reset_read(pg_conn *c, pg_aflight *af)
+{
+    pg_flight *f = &af->rf;
+    af->reset = false;
+    c->a_resets--;
+    if (af->full)
+        c->a_full--;
+    bool again = false, cancelled = false;
+    for (int i = 0; i < f->n; i++)
+        if (failed(f->res[i])) {
+            const char *st = PQresultErrorField(f->res[i], PG_DIAG_SQLSTATE);
+            cancelled = cancelled || (st && !strcmp(st, "57014"));
+        }
+    if (cancelled) {
+        again = true; /* a cancel reached the reset: it did not finish */
+    } else {
+        dbs_error e;
+        c->reconcile_min = af->epoch ? af->epoch : UINT64_MAX;
+        int rc = reset_done(c, f, &again, &e);
+        c->reconcile_min = UINT64_MAX;
+        if (rc != DBS_OK) {
+            /* broken (reset_done says so): the units behind fail their
+             * guard, and the connection goes once they are read */
+            if (c->t->notice)
+                c->t->notice(c->t->notice_arg, e.message);
+            return;
+        }
+        if (af->mark >= 0 && (!f->res[af->mark] ||
+                              PQresultStatus(f->res[af->mark]) != PGRES_TUPLES_OK))
+            again = true;
+    }
+    c->used = false;
+    c->native_used = false;
+    if (again && c->a_full == 0 && !c->a_spent && !c->broken)
+        a_reset_alone(c);
+}
+
+static void a_hand(dbs__aunit ***tail, int *n, dbs__aunit *u)
+{
+    u->next = NULL;
+    **tail = u;
+    *tail = &u->next;
+    (*n)++;
+}
+
+/* Takes r (the first result of af's item it, or NULL). */
+static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
+                   dbs__aunit ***tail, int *n)
+{
+    dbs__aunit *u = af->u;
+    switch (it->kind) {
+    case A_PARSE:
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+            /* no statement of that name on the server */
+            for (int k = 0; k < c->cache_n; k++)
+                if (c->cache[k].sql && !strcmp(c->cache[k].name, af->names[it->arg])) {
+                    free(c->cache[k].sql);
+                    c->cache[k].sql = NULL;
+                }
+            a_fail(c, af, it, r);
+        }
+        break;
+    case A_STEP:
+    case A_GUARD:
+        a_fail(c, af, it, r);
+        break;
+    case A_STMT:
+        if (failed(r)) {
+            a_fail(c, af, it, r);
+            break;
+        }
+        if (!r || !u || af->failed)
+            break;
+        {
+            ExecStatusType es = PQresultStatus(r);
+            const char *tag = PQcmdStatus(r);
+            /* the server ended the transaction dbscope began (COMMIT,
+             * ROLLBACK sent as SQL): something may have committed */
+            if (!strncmp(tag, "COMMIT", 6) || !strncmp(tag, "ROLLBACK", 8) ||
+                !strncmp(tag, "PREPARE TRANSACTION", 19))
+                af->escaped = true;
+            if (!strncmp(tag, "DEALLOCATE", 10) || !strncmp(tag, "DISCARD", 7))
+                cache_clear(c);
+            dbs__astmt *st = &u->stmts[it->arg];
+            const char *t = PQcmdTuples(r);
+            st->affected = t && *t && strncmp(tag, "SELECT", 6) != 0 ? strtoll(t, NULL, 10) : 0;
+            if (es == PGRES_TUPLES_OK) {
+                pg_rows *pr = calloc(1, sizeof *pr);
+                if (!pr) {
+                    u->rc = dbs__err(&u->err, DBS_ENOMEM, "postgresql: out of memory");
+                    af->failed = true;
+                    break;
+                }
+                pr->base.ops = &pg_rows_ops;
+                pr->res = r;
+                pr->row = -1;
+                pr->nrows = PQntuples(r);
+                pr->ncols = PQnfields(r);
+                if (st->rows)
+                    st->rows->ops->close(st->rows);
+                st->rows = &pr->base;
+                r = NULL; /* the rows' */
+            }
+        }
+        break;
+    case A_WROTE:
+        if (failed(r))
+            a_fail(c, af, it, r);
+        else if (!af->wrote) {
+            af->wrote = r;
+            r = NULL;
+        }
+        break;
+    case A_COMMIT:
+        if (!af->commit) {
+            af->commit = r;
+            r = NULL;
+        }
+        break;
+    case A_POS:
+        if (!af->lsn) {
+            af->lsn = r;
+            r = NULL;
+        }
+        break;
+    case A_TXEND:
+        if (u) {
+            a_finish(c, af);
+            af->u = NULL;
+            a_hand(tail, n, u);
+        }
+        break;
+    case A_RESET:
+        if (it->arg >= 0 && it->arg < af->rf.n && !af->rf.res[it->arg]) {
+            af->rf.res[it->arg] = r;
+            r = NULL;
+        }
+        break;
+    case A_RSYNC:
+        a_reset_read(c, af);
+        break;
+    default: /* A_SYNC, A_IGNORE */
+        break;
+    }
+    PQclear(r);
+}
+
+enum { A_OK, A_LOST };
+
+/* The connection failed at item it: the server's own reason, when r is an
+ * error it sent (a SQLSTATE: 57P01 after pg_terminate_backend ...) for a
+ * command before the unit's COMMIT, becomes the unit's error; libpq's
+ * account of the loss has none, and a COMMIT's outcome stays unknown
+ * (a_fail_all). */
+static void a_lost_reason(pg_conn *c, pg_aflight *af, const pg_aitem *it, const PGresult *r)
+{
+    if (!failed(r) || !PQresultErrorField(r, PG_DIAG_SQLSTATE))
+        return;
+    c->a_known = true; /* the server stopped at it: nothing after ran */
+    if (it->kind != A_COMMIT && it->kind != A_POS && it->kind != A_TXEND && !af->commit)
+        a_fail(c, af, it, r);
+}
+
+/* Reads every result libpq has whole, without waiting. */
+static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
+{
+    while (c->a_head) {
+        pg_aflight *af = c->a_head;
+        if (af->pos >= af->n) {
+            c->a_head = af->next;
+            if (!c->a_head)
+                c->a_tail = NULL;
+            af_free(af);
+            continue;
+        }
+        if (PQisBusy(c->pg))
+            return A_OK;
+        const pg_aitem *it = &af->it[af->pos];
+        PGresult *r = PQgetResult(c->pg);
+        bool sync = it->kind == A_SYNC || it->kind == A_TXEND || it->kind == A_RSYNC;
+        if (sync) {
+            if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+                /* out of step with the server, or the connection failed */
+                a_lost_reason(c, af, it, r);
+                PQclear(r);
+                return A_LOST;
+            }
+            PQclear(r);
+            a_item(c, af, it, NULL, tail, n);
+        } else if (r) {
+            if (!af->cur)
+                af->cur = r;
+            else
+                PQclear(r);
+            if (PQstatus(c->pg) != CONNECTION_OK) {
+                PGresult *cur = af->cur;
+                af->cur = NULL;
+                a_lost_reason(c, af, it, cur);
+                PQclear(cur);
+                return A_LOST;
+            }
+            continue;
+        } else {
+            PGresult *cur = af->cur;
+            af->cur = NULL;
+            a_item(c, af, it, cur, tail, n);
+        }
+        af->pos++;
+    }
+    return A_OK;
+}
+
+/* The connection is lost: every unit still in flight is handed back. One
+ * whose COMMIT went out and got no answer may have committed, unless the
+ * server said it ended the session at an earlier command (a_known): it
+ * runs commands in order, so none after that one ran. */
+static void a_fail_all(pg_conn *c, dbs__aunit ***tail, int *n)
+{
+    dbs_error lost;
+    conn_lost(c, &lost, "a unit's flight");
+    pg_aflight *af = c->a_head, *head = af;
+    c->a_head = c->a_tail = NULL;
+    c->a_resets = c->a_full = 0;
+    while (af) {
+        pg_aflight *next = af->next;
+        dbs__aunit *u = af->u;
+        if (u) {
+            PGresult *r = af->commit;
+            if (af->failed) {
+                u->commit_sent = af->escaped;
+            } else if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+                       !strcmp(PQcmdStatus(r), "COMMIT")) {
+                u->rc = DBS_OK; /* the answer came; its Sync's did not */
+                u->commit_sent = true;
+                if (af->wrote)
+                    u->commit_pos = commit_pos_of(af->wrote, af->lsn);
+            } else if (af->commit_queued && (!c->a_known || af == head)) {
+                /* (the server's stop at the head's own command before its
+                 * COMMIT made it failed, above) */
+                u->commit_sent = true;
+                u->err = lost;
+                u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
+                                 "%s: the transaction may or may not have been committed",
+                                 lost.message);
+            } else {
+                u->commit_sent = af->escaped;
+                u->err = lost;
+                u->rc = DBS_ECONNECT;
+            }
+            if (u->rc != DBS_OK)
+                for (size_t i = 0; i < u->n; i++) {
+                    if (u->stmts[i].rows)
+                        u->stmts[i].rows->ops->close(u->stmts[i].rows);
+                    u->stmts[i].rows = NULL;
+                    u->stmts[i].affected = -1;
+                }
+            af->u = NULL;
+            a_hand(tail, n, u);
+        }
+        af_free(af);
+        af = next;
+    }
+    c->broken = true;
+}
+
+static int pg_a_step(void *vc, short revents, dbs__aunit **done, short *want)
+{
+    pg_conn *c = vc;
+    dbs__aunit *head = NULL, **tail = &head;
+    int n = 0;
+    if (c->a_head) {
+        bool lost = !a_flush(c);
+        if (!lost && (revents & (POLLIN | POLLERR | POLLHUP)))
+            lost = !PQconsumeInput(c->pg);
+        /* what arrived before a loss is read: the server's reason */
+        if (a_read(c, &tail, &n) != A_OK || PQstatus(c->pg) != CONNECTION_OK)
+            lost = true;
+        if (!lost && c->a_head && !a_flush(c))
+            lost = true;
+        if (lost)
+            a_fail_all(c, &tail, &n);
+    }
+    if (!c->a_head) {
+        c->a_outq = false;
+        c->a_known = false;
+        c->a_cancel = false;
+        if (c->a_spent)
+            c->broken = true;
+    }
+    *done = head;
+    *want = c->a_head ? (short)(POLLIN | (c->a_outq ? POLLOUT : 0)) : 0;
+    return n;
+}
+
+/* The cancel request goes from a thread (start_cancel); the unit it
+ * reaches ends DBS_ECANCELED through a_step. Whether it reached the unit
+ * running now or, late, the next command, only the server knows: so the
+ * connection takes no more units and is discarded once its flight is
+ * read (a request still on its way must not reach the next user). */
+static void pg_a_cancel(void *vc)
+{
+    pg_conn *c = vc;
+    if (!c->a_head || c->broken)
+        return;
+    c->a_cancel = true;
+    c->a_spent = true;
+    start_cancel(c);
+}
+
+static int pg_a_idle(void *vc)
+{
+    pg_conn *c = vc;
+    if (c->a_head || pg_is_broken(c) || c->posted.n > 0)
+        return 0;
+    return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* At close: flights dropped (their units are loop.c's). */
+static void a_drop(pg_conn *c)
+{
+    pg_aflight *af = c->a_head;
+    c->a_head = c->a_tail = NULL;
+    while (af) {
+        pg_aflight *next = af->next;
+        af_free(af);
+        af = next;
+    }
+}
+
 const dbs__driver dbs__driver_pg = {
     .name = "postgresql",
     .target_open = NULL,
@@ -2286,4 +3229,9 @@ const dbs__driver dbs__driver_pg = {
     .commit_pos = pg_commit_pos,
     .forget = pg_forget,
     .interrupt = pg_interrupt,
+    .a_fd = pg_a_fd,
+    .a_send = pg_a_send,
+    .a_step = pg_a_step,
+    .a_cancel = pg_a_cancel,
+    .a_idle = pg_a_idle,
 };

@@ -289,6 +289,15 @@ struct dbs_pool {
     int64_t last_fail_ns;
     char last_fail[256];
 
+    /* workers.c: the worker threads that run event loops' units, made
+     * on first use (NULL: none); the hooks are set with them, so that
+     * shutdown and free reach workers.c without tying the files:
+     * workers_stop joins the threads (begin_shutdown), workers_free frees
+     * what is left (pool_free). */
+    struct dbs__workers *_Atomic workers;
+    void (*workers_stop)(dbs_pool *p);
+    void (*workers_free)(dbs_pool *p);
+
     /* fork.c: dbs__fork_gen() when the pool was opened, or last made
      * clean in a child (dbs_pool_after_fork_child). Another value: this
      * process is a child of the one that opened it. */
@@ -342,6 +351,10 @@ bool dbs__pool_close_once(dbs_pool *p);
 void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists);
 /* Counts a retry. */
 void dbs__pool_count_retry(dbs_pool *p);
+/* Set by a thread about to open a session (an event loop's unit on a
+ * worker thread): its acquire waits until this CLOCK_MONOTONIC instant
+ * instead of acquire_timeout_ms from now. 0: the pool's bound. */
+extern _Thread_local int64_t dbs__acquire_deadline_ns;
 /* true once dbs_pool_close has been called. Any thread, no lock. */
 static inline bool dbs__pool_closed(dbs_pool *p)
 {

@@ -172,6 +172,8 @@ struct lconn {
     int64_t last_rx_ns;       /* the last time it had something to read, or
                                  its flight began */
     int64_t cancel_ns;        /* a_cancel sent, 0: none */
+    bool retired;             /* takes no more units (a cancel went out on
+                                 it): discarded once its flight is read */
     bool dead;                /* freed at the end of this run */
     lconn *next;              /* the lane's, or the dead list */
 };
@@ -712,6 +714,8 @@ static void connect_job(void *arg)
 
 static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fresh)
 {
+    if (!c)
+        return; /* READY always comes with an item */
     dbs_pool *p = ln->pool;
     int64_t now = dbs__now_ns();
     if (!fresh) {
@@ -781,6 +785,7 @@ static void conn_cancel_head(lconn *lc, int64_t now)
         return;
     u->cancel_sent = true;
     lc->cancel_ns = now;
+    lc->retired = true;
     lc->lane->pool->drv->a_cancel(lc->c->impl);
 }
 
@@ -820,7 +825,7 @@ static void conn_step(dbs_loop *l, lconn *lc, short revents)
     conn_watch(l, lc, lc->inflight > 0 || !drv->a_idle(lc->c->impl) ? want : 0);
     if (lc->inflight == 0) {
         lc->cancel_ns = 0;
-        if (drv->is_broken(lc->c->impl))
+        if (lc->retired || drv->is_broken(lc->c->impl))
             conn_drop(l, lc, true);
         else if (drv->a_idle(lc->c->impl) && (lc->lane->nq == 0 || l->closing))
             conn_drop(l, lc, false);
@@ -844,7 +849,11 @@ static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
     u->au.err.sqlstate[0] = '\0';
     int rc = ln->pool->drv->a_send(lc->c->impl, &u->au, &e);
     if (rc != DBS_OK) {
-        if (ln->pool->drv->is_broken(lc->c->impl)) {
+        /* DBS_ECONNECT: the connection takes no more units (lost, or
+         * retired by the backend): the unit, untouched, goes to another */
+        bool conn_refused = rc == DBS_ECONNECT || ln->pool->drv->is_broken(lc->c->impl);
+        if (conn_refused) {
+            lc->retired = true;
             /* the unit is untouched: first in line again */
             u->prev = NULL;
             u->next = ln->qhead;
@@ -858,7 +867,7 @@ static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
             u->state = U_QUEUED;
             if (lc->inflight == 0)
                 conn_drop(l, lc, true);
-            else
+            else if (ln->pool->drv->is_broken(lc->c->impl))
                 conn_abandon(l, lc, DBS_ECONNECT, "the connection was lost");
             return;
         }
@@ -883,7 +892,7 @@ static lconn *lane_pick(const dbs_loop *l, const lane *ln)
 {
     lconn *best = NULL;
     for (lconn *lc = ln->conns; lc; lc = lc->next) {
-        if (lc->dead || lc->cancel_ns || lc->inflight >= l->cfg.pipeline_depth)
+        if (lc->dead || lc->retired || lc->inflight >= l->cfg.pipeline_depth)
             continue;
         if (!best || lc->inflight < best->inflight)
             best = lc;
@@ -900,7 +909,7 @@ static void lane_sweep(dbs_loop *l, lane *ln)
         next = lc->next;
         if (lc->dead || lc->inflight > 0)
             continue;
-        if (drv->is_broken(lc->c->impl))
+        if (lc->retired || drv->is_broken(lc->c->impl))
             conn_drop(l, lc, true);
         else if (ln->nq == 0 && drv->a_idle(lc->c->impl))
             conn_drop(l, lc, false);
@@ -915,7 +924,8 @@ static void dispatch_native(dbs_loop *l, lane *ln)
             break;
         int before = lc->inflight;
         /* fill this connection's spare depth, then flush it once */
-        while (ln->qhead && lc->inflight < l->cfg.pipeline_depth && !lc->dead) {
+        while (ln->qhead && lc->inflight < l->cfg.pipeline_depth && !lc->dead &&
+               !lc->retired) {
             dbs_unit *u = ln->qhead;
             queue_unlink(l, u);
             native_send(l, lc, u);
@@ -928,7 +938,7 @@ static void dispatch_native(dbs_loop *l, lane *ln)
     /* more connections, while units wait for one and the bound allows */
     int spare = 0;
     for (lconn *lc = ln->conns; lc; lc = lc->next)
-        if (!lc->dead && !lc->cancel_ns)
+        if (!lc->dead && !lc->retired)
             spare += l->cfg.pipeline_depth - lc->inflight;
     while (!ln->closed && ln->nq > spare + ln->nreq * l->cfg.pipeline_depth &&
            l->nconns + l->nreqs < l->cfg.max_connections) {

@@ -61,6 +61,15 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
 
 /* ---- acquire and release ---- */
 
+_Thread_local int64_t dbs__acquire_deadline_ns;
+
+/* Until when an acquire begun at start may wait. */
+static int64_t acquire_deadline(const dbs_pool *p, int64_t start)
+{
+    int64_t d = dbs__acquire_deadline_ns;
+    return d > 0 ? d : start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
+}
+
 /* With a slot reserved: connects, outside any lock. */
 static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
@@ -109,7 +118,7 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
     /* A replacement keeps the caller's turn, but within its bound: after
      * the acquire timeout no connect is begun, so dbs_session_open returns
      * within acquire_timeout_ms plus one connect or one validation. */
-    bool late = dbs__now_ns() - start >= dbs__ms_ns(p->cfg.acquire_timeout_ms);
+    bool late = dbs__now_ns() >= acquire_deadline(p, start);
     int st = DBS__RP_CLOSED;
     if (late)
         dbs__rp_release(&p->rp, &c->item, now, DBS__RP_DROP_FIRST);
@@ -135,7 +144,7 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
  * the acquire deadline). */
 static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
-    const int64_t deadline = start + dbs__ms_ns(p->cfg.acquire_timeout_ms);
+    const int64_t deadline = acquire_deadline(p, start);
     bool was_closed = dbs__rp_is_closed(&p->rp);
     dbs__rp_item *it = NULL;
     dbs__rp_stats seen;
@@ -152,7 +161,12 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         pthread_mutex_lock(&p->mu);
         p->counters.timeouts++;
         pthread_mutex_unlock(&p->mu);
-        int rc = dbs__err(err, DBS_ETIMEOUT,
+        int rc = dbs__acquire_deadline_ns > 0
+                     ? dbs__err(err, DBS_ETIMEOUT,
+                                "no connection before the unit's deadline (pool size %d, %d in "
+                                "use, %d others waiting): raise pool_size/max_overflow or the "
+                                "unit's timeout", seen.open, seen.in_use, seen.waiting)
+                     : dbs__err(err, DBS_ETIMEOUT,
                           "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
                           "%d others waiting): raise pool_size/max_overflow, or look for sessions "
                           "held too long (leak_threshold_ms)",
@@ -350,6 +364,8 @@ static char *dup_opt(const char *s)
 
 static void pool_free(dbs_pool *p)
 {
+    if (p->workers_free)
+        p->workers_free(p);
     if (p->on_free)
         p->on_free(p);
     free(p->replica_label);

@@ -842,6 +842,11 @@ static void begin_shutdown(dbs_pool *p)
 {
     if (!dbs__pool_begin_shutdown(p))
         return;
+    /* The event loops' worker threads: their sessions fail on the closed
+     * pool, their statements are interrupted; joined here, so that none
+     * outlives the pool. */
+    if (p->workers_stop)
+        p->workers_stop(p);
     dbs__housekeeper_stop(p);
     replicas_shutdown(p);
 }

@@ -50,3 +50,8 @@ if(DBSCOPE_WITH_PG)
   set_tests_properties(test_pg_replica PROPERTIES LABELS "pg;stress"
     TIMEOUT 900 RUN_SERIAL TRUE)
 endif()
+# The non-blocking methods an event loop drives (a_send, a_step, a_cancel).
+dbscope_test_pg(test_pg_async threads)
+if(DBSCOPE_WITH_PG)
+  target_sources(test_pg_async PRIVATE faultproxy.c)
+endif()

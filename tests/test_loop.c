@@ -7,9 +7,11 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 
 static bool is_pg;
 static bool is_sqlite;
+static bool is_mysql;
 static char tbl[64];
 
 typedef struct res {
@@ -21,6 +23,14 @@ typedef struct res {
     char msg[512];
     char sqlstate[6];
 } res;
+
+/* A unit's outcome, with its message when it is not the one expected. */
+#define CHECK_RC(r, want)                                                      \
+    do {                                                                       \
+        if ((r).rc != (want))                                                  \
+            CHECK_FAIL("unit: rc %d, want %d (attempts %d): %s", (r).rc,      \
+                       (want), (r).attempts, (r).msg);                         \
+    } while (0)
 
 static void on_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
 {
@@ -73,6 +83,17 @@ static void drain(dbs_loop *l)
     close(ep);
 }
 
+/* Runs l until the pool has every connection back: a connection goes
+ * back once the reset that follows its last unit was answered, which the
+ * loop reads when it runs. */
+static void settle(dbs_loop *l, dbs_pool *p)
+{
+    int ep = watch(l);
+    while (stats_of(p).in_use > 0)
+        step(l, ep);
+    close(ep);
+}
+
 static dbs_unit *unit1(dbs_loop *l, unsigned flags, const char *sql)
 {
     dbs_error err;
@@ -106,6 +127,8 @@ static dbs_pool *pool_of(int size, void (*tune)(dbs_config *))
 /* A statement that runs until cancelled (or for 30 s). */
 static const char *long_sql(void)
 {
+    if (is_mysql)
+        return "SELECT SLEEP(30)";
     return is_pg ? "SELECT pg_sleep(30)"
                  : "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                    "WHERE x < 2000000000) SELECT count(*) FROM c";
@@ -146,7 +169,7 @@ static void test_basic(dbs_pool *p)
     u = unit1(l, 0, "SELECT 41 + 1");
     submit(u, &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 42);
 
     /* a failing statement: the unit's error, nothing committed */
@@ -156,8 +179,10 @@ static void test_basic(dbs_pool *p)
     CHECK_EQ(dbs_unit_add(u, "SELECT * FROM no_such_table_here", NULL, 0, &err), 1);
     submit(u, &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESQL);
+    CHECK_RC(r, DBS_ESQL);
     CHECK_EQ(r.attempts, 1);
+    settle(l, p);
+    CHECK_EQ(stats_of(p).in_use, 0);
     dbs_session *s = open_ok(p);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 8", tbl);
     CHECK_EQ(query_int(s, sql, NULL, 0), 0);
@@ -226,13 +251,13 @@ static void test_queue_max(dbs_pool *p)
     drain(l);
     for (int i = 0; i < 3; i++) {
         CHECK_EQ(r[i].calls, 1);
-        CHECK_EQ(r[i].rc, DBS_OK);
+        CHECK_RC(r[i], DBS_OK);
     }
     CHECK_EQ(r[3].calls, 0); /* refused: its callback never runs */
     /* room again */
     submit(unit1(l, 0, "SELECT 1"), &r[3]);
     drain(l);
-    CHECK_EQ(r[3].rc, DBS_OK);
+    CHECK_RC(r[3], DBS_OK);
     dbs_loop_close(l);
 }
 
@@ -258,7 +283,7 @@ static void test_cancel(dbs_pool *p)
     dbs_session_close(s);
     while (r.calls == 0)
         step(l, ep);
-    CHECK_EQ(r.rc, DBS_ECANCELED);
+    CHECK_RC(r, DBS_ECANCELED);
 
     /* in flight: cancelled on the server; the connection lives on */
     u = unit1(l, 0, long_sql());
@@ -285,11 +310,11 @@ static void test_cancel(dbs_pool *p)
     dbs_unit_cancel(u);
     while (r.calls == 0)
         step(l, ep);
-    CHECK_EQ(r.rc, DBS_ECANCELED);
+    CHECK_RC(r, DBS_ECANCELED);
     /* the pool still serves, the same connection or another */
     submit(unit1(l, 0, "SELECT 5"), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 5);
     close(ep);
     dbs_loop_close(l);
@@ -316,9 +341,9 @@ static void test_close_pending(dbs_pool *p)
     for (int i = 0; i < 5; i++) {
         CHECK_EQ(r[i].calls, 1);
         if (r[i].rc != DBS_OK)
-            CHECK_EQ(r[i].rc, DBS_ECANCELED);
+            CHECK_RC(r[i], DBS_ECANCELED);
     }
-    CHECK_EQ(r[0].rc, DBS_ECANCELED);
+    CHECK_RC(r[0], DBS_ECANCELED);
     /* the connection that ran it is discarded or back; blocking users go on */
     WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
     CHECK_EQ(stats_of(p).in_use, 0);
@@ -344,17 +369,20 @@ static void test_bounds(void)
     /* a statement far past the bound */
     submit(unit1(l, 0, long_sql()), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_RC(r, DBS_ESTMT_TIMEOUT);
     CHECK_EQ(r.attempts, 1);
     submit(unit1(l, 0, "SELECT 9"), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     dbs_loop_close(l);
     dbs_pool_close(p);
 
     /* the unit's own timeout: in flight, and while it waits */
     p = pool_of(1, NULL);
-    l = dbs_loop_open(p, NULL, &err);
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.pipeline_depth = 1; /* the second unit waits for the connection */
+    l = dbs_loop_open(p, &lc, &err);
     CHECK(l != NULL);
     dbs_unit *u = unit1(l, 0, long_sql());
     CHECK_EQ(dbs_unit_set_timeout(u, 300), DBS_OK);
@@ -363,7 +391,7 @@ static void test_bounds(void)
     CHECK_EQ(dbs_unit_set_timeout(u, 100), DBS_OK);
     submit(u, &r2);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_RC(r, DBS_ESTMT_TIMEOUT);
     CHECK_EQ(r2.rc, DBS_ETIMEOUT); /* one connection: it waited for it */
     dbs_loop_close(l);
     WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
@@ -432,6 +460,28 @@ static void *update_during_sleep(void *arg)
     return NULL;
 }
 
+/* PostgreSQL: the server ends the unit's connection while its statement
+ * runs (pg_terminate_backend): DBS_ECONNECT before COMMIT, run again on
+ * another connection. */
+static void *kill_during_sleep(void *arg)
+{
+    updater *w = arg;
+    dbs_session *s = open_ok(w->p);
+    for (int i = 0; i < 4000; i++) {
+        int64_t n = query_int(s, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                 "pg_stat_activity WHERE query = 'SELECT pg_sleep(0.5)' "
+                                 "AND state = 'active'", NULL, 0);
+        dbs_error err;
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        if (n > 0)
+            break;
+        dbs__sleep_ms(5);
+    }
+    dbs_session_close(s);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
 /* SQLite: a blocking session holds the write lock; the unit's write is
  * refused busy, retried, and goes through once the lock is let go. */
 static atomic_int retries_seen;
@@ -483,6 +533,15 @@ static void test_retry(void)
         if (r.rc != DBS_OK)
             CHECK_FAIL("retried unit: %d %s", r.rc, r.msg);
         CHECK_EQ(r.attempts, 2);
+
+        updater k = {.p = p};
+        pthread_create(&th, NULL, kill_during_sleep, &k);
+        submit(unit1(l, 0, "SELECT pg_sleep(0.5)"), &r);
+        while (r.calls == 0)
+            step(l, ep);
+        pthread_join(th, NULL);
+        CHECK_RC(r, DBS_OK);
+        CHECK_EQ(r.attempts, 2);
     } else {
         dbs_session *s = open_ok(p);
         snprintf(sql, sizeof sql, "UPDATE %s SET v = 'held' WHERE id = 1", tbl);
@@ -511,7 +570,7 @@ static void test_retry(void)
     snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (1, 'dup')", tbl);
     submit(unit1(l, 0, sql), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ECONSTRAINT);
+    CHECK_RC(r, DBS_ECONSTRAINT);
     CHECK_EQ(r.attempts, 1);
     close(ep);
     dbs_loop_close(l);
@@ -532,11 +591,11 @@ static void test_read_only(dbs_pool *p)
     res r;
     submit(unit1(l, DBS_UNIT_RO, sql), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_ESQL); /* enforced by the database */
+    CHECK_RC(r, DBS_ESQL); /* enforced by the database */
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 7", tbl);
     submit(unit1(l, DBS_UNIT_RO, sql), &r);
     drain(l);
-    CHECK_EQ(r.rc, DBS_OK);
+    CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 1);
     dbs_loop_close(l);
 }
@@ -633,9 +692,107 @@ static void test_shared(void)
     atomic_store(&b.stop, 1);
     pthread_join(th, NULL);
     for (int i = 0; i < 200; i++)
-        CHECK_EQ(r[i].rc, DBS_OK);
+        CHECK_RC(r[i], DBS_OK);
     CHECK(atomic_load(&b.runs) > 0);
     dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* ---- a program's own loop ----
+ * One epoll set, as a server has: its own descriptor (a timerfd standing
+ * for arriving requests) beside dbs_loop_fd, the wait bounded by
+ * dbs_loop_timeout_ms. Each "request" submits a unit; each unit's callback
+ * submits a follow-up unit, as a handler that needs a second query does. */
+typedef struct program {
+    dbs_loop *l;
+    int submitted, first_done, second_done, failed;
+} program;
+
+static void second_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    program *pg = arg;
+    (void)u;
+    if (rc != DBS_OK) {
+        fprintf(stderr, "second unit: %s\n", err->message);
+        pg->failed++;
+    }
+    pg->second_done++;
+}
+
+static void first_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    program *pg = arg;
+    pg->first_done++;
+    dbs_rows *r = dbs_unit_rows(u, 0);
+    dbs_error e;
+    if (rc != DBS_OK || !r || dbs_rows_next(r, &e) != 1) {
+        fprintf(stderr, "first unit: %s\n", err->message);
+        pg->failed++;
+        pg->second_done++;
+        return;
+    }
+    dbs_value v = DBS_INT(dbs_rows_int(r, 0) + 1);
+    dbs_unit *n = dbs_unit_new(pg->l, dbs_unit_context(u), 0, &e);
+    CHECK(n != NULL);
+    CHECK_OK(dbs_unit_add(n, "SELECT $1 + 0", &v, 1, &e), &e);
+    CHECK_OK(dbs_unit_submit(n, second_done, pg, &e), &e);
+}
+
+static void test_program(void)
+{
+    enum { REQUESTS = 300 };
+    dbs_pool *p = pool_of(3, NULL);
+    dbs_error err;
+    program pg = {0};
+    pg.l = dbs_loop_open(p, NULL, &err);
+    CHECK(pg.l != NULL);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    CHECK(tfd >= 0);
+    struct itimerspec its = {.it_interval = {0, 1000000}, .it_value = {0, 1000000}};
+    CHECK_EQ(timerfd_settime(tfd, 0, &its, NULL), 0);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = tfd};
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev), 0);
+    ev.data.fd = dbs_loop_fd(pg.l);
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(pg.l), &ev), 0);
+    while (pg.second_done < REQUESTS) {
+        struct epoll_event evs[8];
+        int n = epoll_wait(ep, evs, 8, dbs_loop_timeout_ms(pg.l));
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd != tfd)
+                continue;
+            uint64_t ticks;
+            if (read(tfd, &ticks, sizeof ticks) != (ssize_t)sizeof ticks)
+                continue;
+            for (uint64_t t = 0; t < ticks && pg.submitted < REQUESTS; t++) {
+                char id[32];
+                snprintf(id, sizeof id, "req-%d", pg.submitted);
+                dbs_context ctx = {.request_id = id};
+                dbs_unit *u = dbs_unit_new(pg.l, &ctx, 0, &err);
+                CHECK(u != NULL);
+                dbs_value v = DBS_INT(pg.submitted);
+                CHECK_OK(dbs_unit_add(u, "SELECT $1 + 0", &v, 1, &err), &err);
+                CHECK_OK(dbs_unit_submit(u, first_done, &pg, &err), &err);
+                pg.submitted++;
+            }
+            if (pg.submitted == REQUESTS) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, tfd, NULL);
+                close(tfd);
+                tfd = -1;
+            }
+        }
+        /* readable or past its deadline: let it work (never blocks) */
+        CHECK(dbs_loop_run(pg.l) >= 0);
+    }
+    CHECK_EQ(pg.first_done, REQUESTS);
+    CHECK_EQ(pg.failed, 0);
+    CHECK_EQ(dbs_loop_pending(pg.l), 0);
+    if (tfd >= 0)
+        close(tfd);
+    close(ep);
+    dbs_loop_close(pg.l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
     dbs_pool_close(p);
 }
 
@@ -644,26 +801,40 @@ int main(void)
     const char *url = test_url("loop");
     is_pg = test_is_pg(url);
     is_sqlite = strncmp(url, "sqlite:", 7) == 0;
+    is_mysql = test_is_mysql(url);
     snprintf(tbl, sizeof tbl, "%s", table_name("loop_t"));
 
     dbs_pool *p = pool_of(1, NULL);
     char sql[256];
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v TEXT)", tbl);
     run_sql(p, sql);
+    fprintf(stderr, "misuse\n");
     test_misuse(p);
+    fprintf(stderr, "basic\n");
     test_basic(p);
+    fprintf(stderr, "queue_max\n");
     test_queue_max(p);
+    fprintf(stderr, "read_only\n");
     test_read_only(p);
+    fprintf(stderr, "cancel\n");
     test_cancel(p);
+    fprintf(stderr, "close_pending\n");
     test_close_pending(p);
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(p, sql);
     dbs_pool_close(p);
 
+    fprintf(stderr, "bounds\n");
     test_bounds();
+    fprintf(stderr, "pool_closed\n");
     test_pool_closed();
+    fprintf(stderr, "retry\n");
     test_retry();
+    fprintf(stderr, "thousand\n");
     test_thousand();
+    fprintf(stderr, "program\n");
+    test_program();
+    fprintf(stderr, "shared\n");
     test_shared();
     printf("test_loop: ok\n");
     return 0;

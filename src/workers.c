@@ -1,0 +1,576 @@
+/* A pool's worker threads (workers.h): a FIFO of jobs, the unit runner
+ * for backends without non-blocking methods, and the cancel of a unit.
+ *
+ * Locking: w->mu guards the queue, the list of units held, every job's
+ * state and the interrupt queue. It is never held across a statement, a
+ * connect, a job or a callback. The interrupter (a thread of its own,
+ * started with the first worker) calls the driver's interrupt with the
+ * job marked `interrupting`; the worker that holds the session waits for
+ * that mark to clear before it closes the session, so the connection
+ * stays open during the call. */
+#include "workers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* QUEUED: in the FIFO; OPENING: a worker took it and waits for its
+ * session; RUNNING: its statements run on conn; COMMITTING: its COMMIT
+ * goes out (a cancel no longer stops it). */
+enum job_state { J_QUEUED, J_OPENING, J_RUNNING, J_COMMITTING, J_DONE };
+
+typedef struct wjob {
+    struct wjob *next;            /* the FIFO */
+    void (*fn)(void *arg);        /* a plain job, or NULL for a unit */
+    void *arg;
+    /* units */
+    dbs__aunit *u;
+    int64_t deadline_ns;
+    void (*done)(dbs__aunit *u, void *arg);
+    void *done_arg;
+    struct wjob *uprev, *unext;   /* the units held (queued or running) */
+    enum job_state state;
+    bool cancelled;
+    void *conn;                   /* the session's connection while running */
+    bool int_queued;              /* on the interrupt queue */
+    bool interrupting;            /* the interrupter is calling on conn */
+    bool interrupted;             /* an interrupt went to conn: discard it */
+    struct wjob *inext;           /* the interrupt queue */
+} wjob;
+
+struct dbs__workers {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* a job was queued, or stop */
+    pthread_cond_t int_cv;        /* an interrupt was queued or is over, or stop */
+    wjob *head, *tail;
+    wjob *units;
+    wjob *int_head;
+    pthread_t th[DBS__WORKERS_MAX];
+    int n;                        /* threads started */
+    pthread_t interrupter;
+    bool interrupter_started;
+    bool stopping;
+    bool joined;
+    atomic_bool stop_flag;        /* the threads' dbs__thread_stop */
+    unsigned long fork_gen;
+    dbs_pool *pool;
+};
+
+/* ---- the queue ---- */
+
+static void unit_link(struct dbs__workers *w, wjob *j)
+{
+    j->uprev = NULL;
+    j->unext = w->units;
+    if (w->units)
+        w->units->uprev = j;
+    w->units = j;
+}
+
+static void unit_unlink(struct dbs__workers *w, wjob *j)
+{
+    if (j->uprev)
+        j->uprev->unext = j->unext;
+    else if (w->units == j)
+        w->units = j->unext;
+    if (j->unext)
+        j->unext->uprev = j->uprev;
+    j->uprev = j->unext = NULL;
+}
+
+static void queue_unlink(struct dbs__workers *w, wjob *j)
+{
+    wjob *prev = NULL;
+    for (wjob *x = w->head; x; prev = x, x = x->next) {
+        if (x != j)
+            continue;
+        if (prev)
+            prev->next = x->next;
+        else
+            w->head = x->next;
+        if (w->tail == x)
+            w->tail = prev;
+        x->next = NULL;
+        return;
+    }
+}
+
+static void int_unlink(struct dbs__workers *w, wjob *j)
+{
+    if (!j->int_queued)
+        return;
+    for (wjob **pp = &w->int_head; *pp; pp = &(*pp)->inext)
+        if (*pp == j) {
+            *pp = j->inext;
+            break;
+        }
+    j->inext = NULL;
+    j->int_queued = false;
+}
+
+/* Asks the interrupter to stop what runs on j's connection. [w->mu] */
+static void interrupt_locked(struct dbs__workers *w, wjob *j)
+{
+    if (j->state != J_RUNNING || !j->conn || j->int_queued || j->interrupting ||
+        !w->pool->drv->interrupt)
+        return;
+    j->int_queued = true;
+    j->inext = w->int_head;
+    w->int_head = j;
+    pthread_cond_broadcast(&w->int_cv);
+}
+
+/* ---- the unit runner ---- */
+
+static void unit_fail(dbs__aunit *u, int code, const char *msg)
+{
+    u->rc = dbs__err(&u->err, code, "%s", msg);
+}
+
+static void free_rows(dbs__aunit *u)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        if (u->stmts[i].rows) {
+            u->stmts[i].rows->ops->close(u->stmts[i].rows);
+            u->stmts[i].rows = NULL;
+        }
+        u->stmts[i].affected = -1;
+    }
+}
+
+static bool is_cancelled(struct dbs__workers *w, wjob *j)
+{
+    pthread_mutex_lock(&w->mu);
+    bool c = j->cancelled || w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+static void cancelled_outcome(struct dbs__workers *w, dbs__aunit *u)
+{
+    pthread_mutex_lock(&w->mu);
+    bool closed = w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    if (closed)
+        unit_fail(u, DBS_ECLOSED, "the pool was shut down while the unit ran; rolled back");
+    else
+        unit_fail(u, DBS_ECANCELED, "the unit was cancelled; rolled back");
+}
+
+/* One statement of u on s: its rows kept, its count. */
+static int run_stmt(dbs_session *s, dbs__astmt *st, dbs_error *err)
+{
+    dbs_rows *r = dbs_query(s, st->sql, st->params, st->n, err);
+    if (!r)
+        return err->code;
+    int rc = DBS_OK;
+    if (dbs_rows_count_cols(r) == 0) {
+        /* no result set: read to the end all the same (SQLite runs the
+         * statement there) */
+        rc = dbs_rows_next(r, err);
+        if (rc > 0)
+            rc = DBS_OK;
+        if (rc == DBS_OK)
+            st->affected = dbs__rows_affected(r);
+    } else {
+        st->rows = dbs__rows_buf(r, err);
+        if (!st->rows)
+            rc = err->code;
+        else
+            st->affected = dbs__rows_affected(st->rows);
+    }
+    dbs_rows_close(r);
+    return rc;
+}
+
+static void run_unit(struct dbs__workers *w, wjob *j)
+{
+    dbs__aunit *u = j->u;
+    dbs_pool *p = w->pool;
+    u->rc = DBS_OK;
+    u->commit_sent = false;
+    u->commit_pos = 0;
+    u->err = (dbs_error){0};
+    for (size_t i = 0; i < u->n; i++) {
+        u->stmts[i].rows = NULL;
+        u->stmts[i].affected = -1;
+    }
+    if (j->deadline_ns > 0 && dbs__now_ns() >= j->deadline_ns) {
+        unit_fail(u, DBS_ETIMEOUT, "the unit's deadline passed while it waited for a worker "
+                                   "thread: raise dbs_loop_config.workers, or the timeout");
+        return;
+    }
+    dbs__acquire_deadline_ns = j->deadline_ns;
+    dbs_session *s = u->read_only
+                         ? dbs_session_open_ro_after_at(p, u->ctx, u->after_pos, &u->err,
+                                                        __FILE__, __LINE__, "dbs_unit")
+                         : dbs_session_open_at(p, u->ctx, &u->err, __FILE__, __LINE__,
+                                               "dbs_unit");
+    dbs__acquire_deadline_ns = 0;
+    if (!s) {
+        u->rc = u->err.code;
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    j->conn = s->conn ? s->conn->impl : NULL;
+    j->state = J_RUNNING;
+    pthread_mutex_unlock(&w->mu);
+
+    int rc = DBS_OK;
+    if (u->opt)
+        rc = dbs_session_set_tx_options(s, u->opt, &u->err);
+    for (size_t i = 0; rc == DBS_OK && i < u->n; i++) {
+        if (is_cancelled(w, j)) {
+            rc = DBS_ECANCELED;
+            break;
+        }
+        rc = run_stmt(s, &u->stmts[i], &u->err);
+    }
+    /* Past this point a cancel no longer interrupts: the COMMIT goes out. */
+    pthread_mutex_lock(&w->mu);
+    if (rc == DBS_OK && (j->cancelled || w->stopping))
+        rc = DBS_ECANCELED;
+    if (rc == DBS_OK)
+        j->state = J_COMMITTING;
+    bool cancelled = j->cancelled || w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    if (rc == DBS_OK) {
+        rc = dbs_commit(s, &u->err);
+        u->commit_sent = true;
+        if (rc == DBS_OK)
+            u->commit_pos = dbs_session_commit_pos(s);
+    } else if (cancelled) {
+        /* what failed is the cancel's doing (an interrupted statement) */
+        cancelled_outcome(w, u);
+        rc = u->rc;
+    }
+    /* The server may have ended the transaction itself (DDL's implicit
+     * commit, a COMMIT sent as SQL): part of the unit may have committed. */
+    if (s->conn && p->drv->tx_escaped && p->drv->tx_escaped(s->conn->impl))
+        u->commit_sent = true;
+    u->rc = rc;
+    if (rc != DBS_OK) {
+        if (u->err.code != rc)
+            dbs__err(&u->err, rc, "the unit failed (%d)", rc);
+        free_rows(u);
+    }
+
+    /* The interrupter must be done with the connection before it goes. */
+    pthread_mutex_lock(&w->mu);
+    int_unlink(w, j);
+    while (j->interrupting)
+        pthread_cond_wait(&w->int_cv, &w->mu);
+    bool interrupted = j->interrupted;
+    j->conn = NULL;
+    j->state = J_DONE;
+    pthread_mutex_unlock(&w->mu);
+    /* A statement stopped from outside may leave the connection anywhere
+     * (a late cancel request could reach its next user): never reused. */
+    if (interrupted)
+        s->broken = true;
+    dbs_session_close(s);
+}
+
+/* Ends a unit job: off the list, then its done (the job is freed first:
+ * done may let the unit go). */
+static void unit_finish(struct dbs__workers *w, wjob *j, bool listed)
+{
+    if (listed) {
+        pthread_mutex_lock(&w->mu);
+        unit_unlink(w, j);
+        pthread_mutex_unlock(&w->mu);
+    }
+    dbs__aunit *u = j->u;
+    void (*done)(dbs__aunit *, void *) = j->done;
+    void *arg = j->done_arg;
+    free(j);
+    done(u, arg);
+}
+
+/* ---- the threads ---- */
+
+static void *worker_main(void *arg)
+{
+    struct dbs__workers *w = arg;
+    dbs__thread_stop = &w->stop_flag;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->stopping)
+            pthread_cond_wait(&w->cv, &w->mu);
+        wjob *j = w->head;
+        if (!j)
+            break; /* stopping, and nothing left */
+        w->head = j->next;
+        if (!w->head)
+            w->tail = NULL;
+        j->next = NULL;
+        if (!j->fn)
+            j->state = J_OPENING;
+        bool stopping = w->stopping, cancelled = j->cancelled;
+        pthread_mutex_unlock(&w->mu);
+        if (j->fn) {
+            j->fn(j->arg);
+            free(j);
+        } else {
+            if (stopping)
+                unit_fail(j->u, DBS_ECLOSED, "the pool was shut down before the unit ran");
+            else if (cancelled)
+                unit_fail(j->u, DBS_ECANCELED, "the unit was cancelled before it ran");
+            else
+                run_unit(w, j);
+            unit_finish(w, j, true);
+        }
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void *interrupter_main(void *arg)
+{
+    struct dbs__workers *w = arg;
+    dbs__thread_stop = &w->stop_flag;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->int_head && !(w->stopping && w->n == 0))
+            pthread_cond_wait(&w->int_cv, &w->mu);
+        wjob *j = w->int_head;
+        if (!j)
+            break;
+        w->int_head = j->inext;
+        j->inext = NULL;
+        j->int_queued = false;
+        j->interrupting = true;
+        j->interrupted = true;
+        void *conn = j->conn;
+        pthread_mutex_unlock(&w->mu);
+        w->pool->drv->interrupt(conn);
+        pthread_mutex_lock(&w->mu);
+        j->interrupting = false;
+        pthread_cond_broadcast(&w->int_cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- the pool's hooks ---- */
+
+static void workers_stop(dbs_pool *p);
+
+static void workers_free(dbs_pool *p)
+{
+    struct dbs__workers *w = atomic_load(&p->workers);
+    if (!w)
+        return;
+    atomic_store(&p->workers, NULL);
+    if (w->fork_gen != dbs__fork_gen())
+        return; /* a parent's: its lock may be held by a thread not here */
+    pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->int_cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* The pool's workers, made on first use. NULL when out of memory. */
+static struct dbs__workers *workers_of(dbs_pool *p)
+{
+    struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
+    if (w && w->fork_gen == dbs__fork_gen())
+        return w;
+    pthread_mutex_lock(&p->mu);
+    w = atomic_load_explicit(&p->workers, memory_order_acquire);
+    if (w && w->fork_gen != dbs__fork_gen())
+        w = NULL; /* a parent's, whose threads are not in this process: left */
+    if (!w && (w = calloc(1, sizeof *w)) != NULL) {
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_condattr_t a;
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cv, &a);
+        pthread_cond_init(&w->int_cv, &a);
+        pthread_condattr_destroy(&a);
+        atomic_init(&w->stop_flag, false);
+        w->fork_gen = dbs__fork_gen();
+        w->pool = p;
+        atomic_store_explicit(&p->workers, w, memory_order_release);
+        p->workers_stop = workers_stop;
+        p->workers_free = workers_free;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return w;
+}
+
+int dbs__workers_start(dbs_pool *p, int n, dbs_error *err)
+{
+    if (n < 1)
+        return dbs__err(err, DBS_EMISUSE, "workers: %d threads asked; at least 1", n);
+    if (n > DBS__WORKERS_MAX)
+        n = DBS__WORKERS_MAX;
+    if (dbs__pool_closed(p))
+        return dbs__err(err, DBS_ECLOSED, "the pool is closed");
+    struct dbs__workers *w = workers_of(p);
+    if (!w)
+        return dbs__err(err, DBS_ENOMEM, "out of memory starting worker threads");
+    int rc = DBS_OK;
+    pthread_mutex_lock(&w->mu);
+    if (w->stopping) {
+        rc = dbs__err(err, DBS_ECLOSED, "the pool is closed");
+    } else {
+        if (!w->interrupter_started) {
+            if (pthread_create(&w->interrupter, NULL, interrupter_main, w) == 0)
+                w->interrupter_started = true;
+            else
+                rc = dbs__err(err, DBS_ENOMEM, "cannot start the workers' interrupt thread");
+        }
+        while (rc == DBS_OK && w->n < n) {
+            if (pthread_create(&w->th[w->n], NULL, worker_main, w) != 0) {
+                if (w->n == 0)
+                    rc = dbs__err(err, DBS_ENOMEM, "cannot start a worker thread");
+                break; /* fewer than asked: those running serve */
+            }
+            w->n++;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc == DBS_OK && err)
+        err->code = DBS_OK;
+    return rc;
+}
+
+/* Queues j (counted in units when it is one). */
+static int enqueue(dbs_pool *p, wjob *j)
+{
+    if (dbs__pool_closed(p))
+        return DBS_ECLOSED;
+    struct dbs__workers *w = workers_of(p);
+    if (!w)
+        return DBS_ENOMEM;
+    pthread_mutex_lock(&w->mu);
+    bool need = w->n == 0 && !w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    if (need) {
+        dbs_error e;
+        int rc = dbs__workers_start(p, DBS__WORKERS_DEFAULT, &e);
+        if (rc != DBS_OK)
+            return rc;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->mu);
+        return DBS_ECLOSED;
+    }
+    j->next = NULL;
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+    if (!j->fn)
+        unit_link(w, j);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return DBS_OK;
+}
+
+int dbs__workers_run(dbs_pool *p, void (*fn)(void *arg), void *arg)
+{
+    if (!fn)
+        return DBS_EMISUSE;
+    wjob *j = calloc(1, sizeof *j);
+    if (!j)
+        return DBS_ENOMEM;
+    j->fn = fn;
+    j->arg = arg;
+    int rc = enqueue(p, j);
+    if (rc != DBS_OK)
+        free(j);
+    return rc;
+}
+
+int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns,
+                      void (*done)(dbs__aunit *u, void *arg), void *arg)
+{
+    if (!u || !done)
+        return DBS_EMISUSE;
+    wjob *j = calloc(1, sizeof *j);
+    if (!j)
+        return DBS_ENOMEM;
+    j->u = u;
+    j->deadline_ns = deadline_ns;
+    j->done = done;
+    j->done_arg = arg;
+    j->state = J_QUEUED;
+    int rc = enqueue(p, j);
+    if (rc != DBS_OK)
+        free(j);
+    return rc;
+}
+
+void dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
+{
+    struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
+    if (!w || !u || w->fork_gen != dbs__fork_gen())
+        return;
+    pthread_mutex_lock(&w->mu);
+    wjob *j = w->units;
+    while (j && j->u != u)
+        j = j->unext;
+    if (!j || j->cancelled) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    j->cancelled = true;
+    if (j->state == J_QUEUED) {
+        /* still in the queue: out of it, and done from here */
+        queue_unlink(w, j);
+        unit_unlink(w, j);
+        pthread_mutex_unlock(&w->mu);
+        unit_fail(u, DBS_ECANCELED, "the unit was cancelled before it ran");
+        u->commit_sent = false;
+        u->commit_pos = 0;
+        for (size_t i = 0; i < u->n; i++) {
+            u->stmts[i].rows = NULL;
+            u->stmts[i].affected = -1;
+        }
+        unit_finish(w, j, false);
+        return;
+    }
+    interrupt_locked(w, j);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void dbs__workers_stop(dbs_pool *p)
+{
+    struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
+    if (!w || w->fork_gen != dbs__fork_gen())
+        return;
+    pthread_mutex_lock(&w->mu);
+    if (w->joined || w->stopping) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    w->stopping = true;
+    atomic_store(&w->stop_flag, true);
+    for (wjob *j = w->units; j; j = j->unext)
+        interrupt_locked(w, j);
+    int n = w->n;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(w->th[i], NULL);
+    pthread_mutex_lock(&w->mu);
+    w->n = 0; /* the interrupter ends once no worker is left */
+    bool intr = w->interrupter_started;
+    pthread_cond_broadcast(&w->int_cv);
+    pthread_mutex_unlock(&w->mu);
+    if (intr)
+        pthread_join(w->interrupter, NULL);
+    pthread_mutex_lock(&w->mu);
+    w->joined = true;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void workers_stop(dbs_pool *p)
+{
+    dbs__workers_stop(p);
+}
