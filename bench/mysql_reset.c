@@ -15,8 +15,11 @@
  *   tracked    the same with DBS_RESET_TRACKED (COM_RESET_CONNECTION only
  *              when the server reported a change of session state)
  * Three rounds, interleaved; prints one row per way: iterations, the best
- * round's microseconds per unit, and a checksum of the values read (every
- * way but "reset" must read the same).
+ * round's microseconds per unit, the server's CPU microseconds per unit
+ * (the least of the rounds: the connection's server thread, read from
+ * /proc/TID/schedstat, so the server must run on this machine; "-" when it
+ * cannot be read), and a checksum of the values read (every way but
+ * "reset" must read the same).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dbscope.h"
@@ -56,6 +59,38 @@ static dbs_pool *open_pool(const char *url, enum dbs_reset_mode mode)
     if (!p)
         die("pool", err.message);
     return p;
+}
+
+/* CPU nanoseconds the server thread tid has run (0: unknown). */
+static long long thread_ns(long tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/schedstat", tid);
+    FILE *f = tid > 0 ? fopen(path, "r") : NULL;
+    long long ns = 0;
+    if (!f || fscanf(f, "%lld", &ns) != 1)
+        ns = 0;
+    if (f)
+        fclose(f);
+    return ns;
+}
+
+static const char *const tid_sql =
+    "SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()";
+
+/* The server thread of the pool's one connection. */
+static long pool_tid(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        die("open", err.message);
+    dbs_rows *r = dbs_query(s, tid_sql, NULL, 0, &err);
+    long tid = r && dbs_rows_next(r, &err) == 1 ? (long)dbs_rows_int(r, 0) : 0;
+    if (r)
+        dbs_rows_close(r);
+    dbs_session_close(s);
+    return tid;
 }
 
 static int64_t unit(dbs_pool *p, int64_t k)
@@ -152,6 +187,14 @@ int main(int argc, char **argv)
     raw w = {mysql_init(NULL), NULL};
     if (!mysql_real_connect(w.my, host, user, pass, db, port, sockbuf[0] ? sockbuf : NULL, 0))
         die("raw connect", mysql_error(w.my));
+    long raw_tid = 0;
+    if (mysql_query(w.my, tid_sql) == 0) {
+        MYSQL_RES *res = mysql_store_result(w.my);
+        MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+        raw_tid = row && row[0] ? atol(row[0]) : 0;
+        if (res)
+            mysql_free_result(res);
+    }
     raw_prepare(&w);
 
     /* Three rounds, the ways interleaved, the best round of each kept: a
@@ -161,13 +204,16 @@ int main(int argc, char **argv)
     enum { WAYS = 6, ROUNDS = 3 };
     static const char *const names[WAYS] = {"raw",     "raw+reset", "reset",
                                             "dbscope", "rollback",  "tracked"};
-    double best[WAYS];
+    double best[WAYS], server[WAYS];
     int64_t sums[WAYS] = {0};
+    long tids[WAYS] = {raw_tid, raw_tid, raw_tid, pool_tid(full), pool_tid(rb),
+                       pool_tid(tracked)};
     for (int k = 0; k < WAYS; k++)
-        best[k] = 1e30;
+        best[k] = server[k] = 1e30;
     for (int round = 0; round < ROUNDS; round++) {
         for (int k = 0; k < WAYS; k++) {
             int64_t sum = 0;
+            long long c0 = thread_ns(tids[k]);
             double t0 = now_us();
             for (int i = 0; i < n; i++) {
                 switch (k) {
@@ -194,14 +240,22 @@ int main(int argc, char **argv)
                 }
             }
             double us = (now_us() - t0) / n;
+            long long c1 = thread_ns(tids[k]);
+            double sus = c0 && c1 ? (double)(c1 - c0) / 1e3 / n : 1e30;
             if (us < best[k])
                 best[k] = us;
+            if (sus < server[k])
+                server[k] = sus;
             sums[k] = sum;
         }
     }
-    printf("%-10s %10s %10s %16s\n", "way", "units", "us/unit", "checksum");
-    for (int k = 0; k < WAYS; k++)
-        printf("%-10s %10d %10.1f %16" PRId64 "\n", names[k], n, best[k], sums[k]);
+    printf("%-10s %10s %10s %10s %16s\n", "way", "units", "us/unit", "server_us", "checksum");
+    for (int k = 0; k < WAYS; k++) {
+        char sv[24] = "-";
+        if (server[k] < 1e29)
+            snprintf(sv, sizeof sv, "%.1f", server[k]);
+        printf("%-10s %10d %10.1f %10s %16" PRId64 "\n", names[k], n, best[k], sv, sums[k]);
+    }
     mysql_stmt_close(w.st);
     mysql_close(w.my);
     dbs_pool_close(full);

@@ -12,9 +12,13 @@
  *   direct+reset-before   the same, with the reset dbscope sent before
  *                   (nine named statements, DISCARD PLANS among them) in
  *                   the COMMIT's flight: the server's cost of that reset
+ *   direct+reset-sync     the four named statements below after a Sync of
+ *                   their own behind the COMMIT's, as dbscope sent them
+ *                   before they shared the COMMIT's segment
  *   direct+reset-now      the reset dbscope sends now on a backend without
  *                   a temporary schema, after a session that left no
- *                   cursor WITH HOLD or LISTEN: four named statements
+ *                   cursor WITH HOLD or LISTEN: four named statements in
+ *                   the COMMIT's segment (no Sync between)
  *   direct+reset-now-temp the same on a backend with a temporary schema:
  *                   DISCARD TEMP and DISCARD PLANS too
  *
@@ -249,12 +253,13 @@ static int drain(PGconn *pg, int syncs)
     return bad;
 }
 
-/* The unit through libpq alone; after its COMMIT's Sync, the reset
- * commands in mask (bit i: reset_sql[i]), then a Sync, each a named
- * statement parsed once (Bind/Execute by name), as dbscope sends them.
+/* The unit through libpq alone; after its COMMIT (and, with
+ * sync_between, a Sync), the reset commands in mask (bit i:
+ * reset_sql[i]), then a Sync, each a named statement parsed once
+ * (Bind/Execute by name), as dbscope sends them.
  * temp: the backend has a temporary schema (made, and its table dropped,
  * before the clock starts). */
-static meas run_direct(unsigned mask, int temp, int units)
+static meas run_direct(unsigned mask, int temp, int sync_between, int units)
 {
     PGconn *pg = pq_open();
     PGresult *a = PQprepare(pg, "sel", "SELECT v FROM reset_bench WHERE id = $1", 1, NULL);
@@ -310,14 +315,16 @@ static meas run_direct(unsigned mask, int temp, int units)
         if (drain(pg, 1))
             die("update", PQerrorMessage(pg));
         PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
-        PQpipelineSync(pg);
         syncs = 1;
+        if (!mask || sync_between) {
+            PQpipelineSync(pg);
+            syncs = mask ? 2 : 1;
+        }
         if (mask) {
             for (int k = 0; k < NCMD; k++)
                 if (mask & (1u << k))
                     PQsendQueryPrepared(pg, names[k], 0, NULL, NULL, NULL, 0);
             PQpipelineSync(pg);
-            syncs = 2;
         }
         if (drain(pg, syncs))
             die("commit", PQerrorMessage(pg));
@@ -455,10 +462,10 @@ int main(int argc, char **argv)
     pq_do(pg, "INSERT INTO reset_bench SELECT i, 3 * i, 0 FROM generate_series(1, 1000) i");
     PQfinish(pg);
 
-    enum { FT, FC, RB, DI, DB, DN, DT, NSYS };
+    enum { FT, FC, RB, DI, DB, DS, DN, DT, NSYS };
     static const char *const names[NSYS] = {"full-transact", "full-commit", "rollback", "direct",
-                                            "direct+reset-before", "direct+reset-now",
-                                            "direct+reset-now-temp"};
+                                            "direct+reset-before", "direct+reset-sync",
+                                            "direct+reset-now", "direct+reset-now-temp"};
     meas res[NSYS][15];
     double cmds[15][NVAR];
     long long before = total_n();
@@ -468,10 +475,11 @@ int main(int argc, char **argv)
         res[FT][k] = run_dbscope(DBS_RESET_FULL, 1, units);
         res[FC][k] = run_dbscope(DBS_RESET_FULL, 0, units);
         res[RB][k] = run_dbscope(DBS_RESET_ROLLBACK, 1, units);
-        res[DI][k] = run_direct(0, 0, units);
-        res[DB][k] = run_direct(BEFORE, 0, units);
-        res[DN][k] = run_direct(NOW, 0, units);
-        res[DT][k] = run_direct(NOW_TEMP, 1, units);
+        res[DI][k] = run_direct(0, 0, 1, units);
+        res[DB][k] = run_direct(BEFORE, 0, 1, units);
+        res[DS][k] = run_direct(NOW, 0, 1, units);
+        res[DN][k] = run_direct(NOW, 0, 0, units);
+        res[DT][k] = run_direct(NOW_TEMP, 1, 0, units);
         runs += NSYS;
         if (per_cmd) {
             run_commands(units * 4, cmds[k]);

@@ -146,7 +146,8 @@ typedef struct my_conn {
     bool role_owed;     /* the reset's SET ROLE, sent before the next
                            statement (or native()) */
     bool tracking;      /* the server reports every change of session state
-                           (session_track_*, set at connect): see note_state */
+                           (session_track_*, set at connect under
+                           DBS_RESET_TRACKED only): see note_state */
     bool track_owed;    /* a reset switched tracking off: switch it on again
                            before the next statement */
     bool dirty;         /* since the last reset, a statement may have left
@@ -484,10 +485,17 @@ static int my_target_open(dbs__target *t, dbs_error *err)
     const char *nm[3];
     for (int i = 0; i < 3; i++)
         nm[i] = t->ctx_setting[i] ? t->ctx_setting[i] : defaults[i];
+    /* One statement, not a DO and a SELECT: each statement of a
+     * multi-statement costs the server a parse and a result of its own
+     * (about 13 us of 80 on a 2-core machine, docs/mariadb.md). */
+    /* The context's own variables count too when they hold a value: the
+     * release sets them to NULL first only when dbscope set them, and a
+     * session without a context may have assigned them by hand (:= is not
+     * tracked). */
     snprintf(m->release, sizeof m->release,
-             "DO RELEASE_ALL_LOCKS(),LAST_INSERT_ID(0);SELECT COUNT(*) FROM "
+             "SELECT RELEASE_ALL_LOCKS(),LAST_INSERT_ID(0),(SELECT COUNT(*) FROM "
              "information_schema.USER_VARIABLES WHERE VARIABLE_NAME NOT IN "
-             "('%s','%s','%s')",
+             "('%s','%s','%s') OR VARIABLE_VALUE IS NOT NULL)",
              nm[0], nm[1], nm[2]);
     t->shared = m;
     return DBS_OK;
@@ -931,8 +939,13 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
     /* Session state tracking, which lets the release skip
      * COM_RESET_CONNECTION when the server reported no change (note_state).
      * A server without it, or MySQL (whose information_schema has no
-     * USER_VARIABLES for the release statement): every release resets. */
-    if (maria && (c->my->server_capabilities & CLIENT_SESSION_TRACKING)) {
+     * USER_VARIABLES for the release statement): every release resets.
+     * Only under DBS_RESET_TRACKED: every other release resets whatever
+     * the trackers say, and switching them on again after each reset
+     * (track_owed) would cost every session a statement (about 20 us of
+     * the server's CPU) for nothing. */
+    if (maria && (c->my->server_capabilities & CLIENT_SESSION_TRACKING) &&
+        t->reset == DBS_RESET_TRACKED) {
         if (mysql_query(c->my, TRACK_SQL) == 0)
             c->tracking = true;
         else if (is_lost(mysql_errno(c->my))) {
@@ -2109,9 +2122,11 @@ static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, in
     while (ok) {
         MYSQL_RES *r = mysql_store_result(c->my);
         if (r) {
+            /* the count is the last column of the one result set */
             MYSQL_ROW row = mysql_fetch_row(r);
-            if (row && row[0])
-                others = strtoll(row[0], NULL, 10);
+            unsigned nf = mysql_num_fields(r);
+            if (row && nf > 0 && row[nf - 1])
+                others = strtoll(row[nf - 1], NULL, 10);
             mysql_free_result(r);
         } else if (mysql_field_count(c->my) != 0) {
             ok = false;

@@ -22,11 +22,15 @@
  * Reset (DBS_RESET_FULL). Nothing guesses from SQL text what a session
  * changed: a function, trigger or view can change anything. Every session
  * that sent anything gets the reset, in the flight that ends it:
- * ROLLBACK or COMMIT, Sync, then the reset commands and a query that
- * reconciles the server's prepared statements with the statement cache
- * and reports what the commands it leaves out would undo (named statements
- * parsed once per connection, see pg_reset_sql), Sync; when that state is
- * there, the reset runs again in full before the connection is used.
+ * ROLLBACK or COMMIT, then in the same segment (no Sync between them: a
+ * Sync costs the server a transaction end, a ReadyForQuery and a write of
+ * its own) the reset commands and a query that reconciles the server's
+ * prepared statements with the statement cache and reports what the
+ * commands it leaves out would undo (named statements parsed once per
+ * connection, see pg_reset_sql), Sync; when that state is there, or the
+ * server skipped the reset because the COMMIT failed (it reports each
+ * skipped command as aborted), the reset runs again in full before the
+ * connection is used.
  * After dbs_commit followed by close, no command ends the session, so the
  * reset flight is written at release and its answer read by the
  * connection's next flight ("posted"): the server runs it as it arrives,
@@ -884,7 +888,9 @@ static bool names_stmt(const PGresult *r, const char *name);
 
 /* After a reset flight was read: any failed reset command means the state
  * may not be clean, so the connection goes; else the cache is reconciled.
- * *again: the reset ran by name and a named statement was missing (the
+ * *again: the server skipped the reset (an error before it in its
+ * segment: a COMMIT or ROLLBACK that failed), or it ran by name and a
+ * named statement was missing (the
  * server ran none of the reset after it) or was not dbscope's, or the
  * server reports what the named reset left out (a temporary schema it ran
  * without DISCARD TEMP and DISCARD PLANS, a LISTEN, a cursor WITH HOLD):
@@ -894,6 +900,14 @@ static bool names_stmt(const PGresult *r, const char *name);
 static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 {
     *again = false;
+    /* Skipped by the server from its first command on, after an error
+     * before it in its segment (a COMMIT that failed): none of it ran. */
+    if (f->reset_from >= 0 && f->reset_from < f->reset_to &&
+        f->res[f->reset_from] &&
+        PQresultStatus(f->res[f->reset_from]) == PGRES_PIPELINE_ABORTED) {
+        *again = true;
+        return DBS_OK;
+    }
     for (int i = f->reset_from; i >= 0 && i < f->reset_to; i++)
         if (failed(f->res[i]) || !f->res[i]) {
             const char *st =
@@ -2056,9 +2070,9 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
                   "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL "
                   "ELSE pg_catalog.pg_current_wal_insert_lsn() END");
         }
-        if (reset)
-            q_sync_more(c, &f, &ok);
-        else
+        /* With the reset, no Sync between them: it follows the COMMIT in
+         * the same segment (see reset_done). */
+        if (!reset)
             q_sync(c, &f, &ok);
     }
     if (reset)
@@ -2174,9 +2188,7 @@ static int pg_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         return rc;
     if (open) {
         q_cmd(c, &f, &ok, "ROLLBACK");
-        if (reset)
-            q_sync_more(c, &f, &ok);
-        else
+        if (!reset) /* with the reset: one segment (see reset_done) */
             q_sync(c, &f, &ok);
     }
     if (!reset) {

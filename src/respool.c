@@ -24,6 +24,39 @@
 #include <limits.h>
 #include <string.h>
 
+/* ---- completing requests ---- */
+
+/* w was served (or completed empty): done now, under mu; its wake once mu
+ * is released (unlock), so that no wake-up system call lengthens the hold
+ * of the pool's lock that every acquire and release needs. [mu] */
+static void complete(dbs__respool *rp, dbs__rp_req *w)
+{
+    if (w->done)
+        w->done(w);
+    if (!w->wake)
+        return;
+    w->wake_next = NULL;
+    if (rp->wake_tail)
+        rp->wake_tail->wake_next = w;
+    else
+        rp->wake_head = w;
+    rp->wake_tail = w;
+}
+
+/* Releases mu, then runs the wakes of the requests served under it, in
+ * the order they were served. */
+static void unlock(dbs__respool *rp)
+{
+    dbs__rp_req *w = rp->wake_head;
+    rp->wake_head = rp->wake_tail = NULL;
+    pthread_mutex_unlock(&rp->mu);
+    while (w) {
+        dbs__rp_req *next = w->wake_next; /* w may be gone once woken */
+        w->wake(w);
+        w = next;
+    }
+}
+
 /* ---- the order rule ---- */
 
 /* Whether a free item may go to the caller asking now rather than to the
@@ -224,7 +257,7 @@ static void pass_slot(dbs__respool *rp)
         return;
     w->may_create = true;
     rp->n_pending++;
-    w->done(w);
+    complete(rp, w);
 }
 
 /* Gives c, which stays in use, to the oldest request; false if none. */
@@ -234,7 +267,7 @@ static bool hand_off(dbs__respool *rp, dbs__rp_item *c)
     if (!w)
         return false;
     w->item = c;
-    w->done(w);
+    complete(rp, w);
     return true;
 }
 
@@ -281,14 +314,14 @@ dbs__rp_item *dbs__rp_close(dbs__respool *rp)
 {
     pthread_mutex_lock(&rp->mu);
     if (rp->closed) {
-        pthread_mutex_unlock(&rp->mu);
+        unlock(rp);
         return NULL;
     }
     rp->closed = true;
     atomic_store(&rp->is_closed, true);
     /* Each completes with neither an item nor a slot. */
     for (dbs__rp_req *w; (w = pop(rp));)
-        w->done(w);
+        complete(rp, w);
     dbs__rp_item *out = rp->idle_head;
     for (dbs__rp_item *c = out; c; c = c->next)
         set_open(rp, rp->n_open - 1);
@@ -309,7 +342,7 @@ dbs__rp_item *dbs__rp_close(dbs__respool *rp)
             set_open(rp, rp->n_open - 1);
         }
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return out;
 }
 
@@ -338,6 +371,7 @@ dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp)
     }
     rp->n_in_use = rp->n_pending = 0;
     rp->wait_head = rp->wait_tail = NULL;
+    rp->wake_head = rp->wake_tail = NULL;
     set_waiting(rp, 0);
     set_open(rp, 0);
     atomic_store(&rp->in_order, false);
@@ -369,7 +403,7 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
     req->may_create = false;
     pthread_mutex_lock(&rp->mu);
     if (rp->closed) {
-        pthread_mutex_unlock(&rp->mu);
+        unlock(rp);
         return DBS__RP_CLOSED;
     }
     if (!rp->wait_head) {
@@ -384,12 +418,12 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
             /* parked items count in use already */
         } else if (rp->n_open + rp->n_pending < rp->cfg.max_size) {
             rp->n_pending++;
-            pthread_mutex_unlock(&rp->mu);
+            unlock(rp);
             return DBS__RP_CREATE;
         }
     }
     if (c) {
-        pthread_mutex_unlock(&rp->mu);
+        unlock(rp);
         *item = c;
         return DBS__RP_READY;
     }
@@ -400,7 +434,7 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
      * the parking protocol). */
     if (!may_barge(rp, req->since, memory_order_seq_cst))
         serve_in_order(rp);
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return DBS__RP_PENDING;
 }
 
@@ -408,7 +442,7 @@ void dbs__rp_serve_in_order(dbs__respool *rp)
 {
     pthread_mutex_lock(&rp->mu);
     serve_in_order(rp);
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
 }
 
 /* Gives c (in use) back as ask says. [mu] */
@@ -446,7 +480,7 @@ bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back)
     pthread_mutex_lock(&rp->mu);
     if (req->queued) {
         unqueue(rp, req);
-        pthread_mutex_unlock(&rp->mu);
+        unlock(rp);
         return true;
     }
     if (put_back) {
@@ -464,7 +498,7 @@ bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back)
             pass_slot(rp);
         }
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return false;
 }
 
@@ -483,7 +517,7 @@ dbs__rp_req *dbs__rp_expire(dbs__respool *rp, int64_t now)
         *tail = w;
         tail = &w->next;
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return out;
 }
 
@@ -494,7 +528,7 @@ int dbs__rp_created(dbs__respool *rp, dbs__rp_item *item, int64_t now, bool to_i
     pthread_mutex_lock(&rp->mu);
     rp->n_pending--;
     if (rp->closed) {
-        pthread_mutex_unlock(&rp->mu);
+        unlock(rp);
         return DBS__RP_CLOSED;
     }
     item->id = ++rp->next_id;
@@ -502,7 +536,7 @@ int dbs__rp_created(dbs__respool *rp, dbs__rp_item *item, int64_t now, bool to_i
     rp->n_in_use++;
     if (to_idle)
         release_locked(rp, item, now, DBS__RP_KEEP_ALL);
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return DBS__RP_READY;
 }
 
@@ -511,7 +545,7 @@ void dbs__rp_create_failed(dbs__respool *rp)
     pthread_mutex_lock(&rp->mu);
     rp->n_pending--;
     pass_slot(rp);
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
 }
 
 int dbs__rp_replace(dbs__respool *rp, dbs__rp_item *item)
@@ -525,7 +559,7 @@ int dbs__rp_replace(dbs__respool *rp, dbs__rp_item *item)
         rp->n_pending++;
         st = DBS__RP_CREATE;
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return st;
 }
 
@@ -567,7 +601,7 @@ enum dbs__rp_outcome dbs__rp_release(dbs__respool *rp, dbs__rp_item *item, int64
 {
     pthread_mutex_lock(&rp->mu);
     enum dbs__rp_outcome out = release_locked(rp, item, now, ask);
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return out;
 }
 
@@ -597,7 +631,7 @@ int dbs__rp_unpark_stale(dbs__respool *rp, int64_t now, int64_t stale_before)
             idle_push(rp, c);
         }
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return stay;
 }
 
@@ -620,7 +654,7 @@ void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int 
         *list = c;
         pass_slot(rp);
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
 }
 
 dbs__rp_item *dbs__rp_take_idle_before(dbs__respool *rp, int64_t before, int *n)
@@ -638,7 +672,7 @@ dbs__rp_item *dbs__rp_take_idle_before(dbs__respool *rp, int64_t before, int *n)
         out = c;
         (*n)++;
     }
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return out;
 }
 
@@ -646,7 +680,7 @@ int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra)
 {
     pthread_mutex_lock(&rp->mu);
     if (rp->closed) {
-        pthread_mutex_unlock(&rp->mu);
+        unlock(rp);
         return 0;
     }
     int need = want - rp->n_idle - extra - rp->n_pending;
@@ -655,7 +689,7 @@ int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra)
     if (n < 0)
         n = 0;
     rp->n_pending += n;
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
     return n;
 }
 
@@ -678,5 +712,5 @@ void dbs__rp_stats_get(dbs__respool *rp, dbs__rp_stats *out)
     out->pending = rp->n_pending;
     out->waiting = rp->n_waiting;
     out->max_size = rp->cfg.max_size;
-    pthread_mutex_unlock(&rp->mu);
+    unlock(rp);
 }

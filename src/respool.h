@@ -29,9 +29,11 @@
  * dbs__rp_created or dbs__rp_create_failed), PENDING (queued: the request's
  * done callback runs, once, when it is served or the pool closes) or
  * CLOSED. Giving back, expiring and closing report their outcome as values;
- * the only call upward is a request's done callback, which runs with the
- * pool's lock held and must do no more than wake its owner. The blocking
- * adapter (respool_wait.c) is one such owner.
+ * the only calls upward are a request's done callback, which runs with the
+ * pool's lock held and must do no more than note or queue its completion,
+ * and its wake callback, which runs on the same thread once the lock is
+ * released and must do no more than wake its owner. The blocking adapter
+ * (respool_wait.c) is one such owner.
  *
  * Locks: rp->mu guards the fields marked [mu]; each parking slot has a
  * short lock ([slot]). Order: rp->mu before any slot, slots in index
@@ -69,12 +71,19 @@ enum dbs__rp_status {
     DBS__RP_EXPIRED  /* (dbs__rp_wait only) the deadline passed */
 };
 
-/* A request, the caller's memory, alive until done has run or it was
- * cancelled. A one-slot mailbox: when done runs, item is set (an item for
- * the caller), or may_create (a slot reserved for it), or neither (the
- * pool closed). */
+/* A request, the caller's memory, alive until done (and wake, if set) has
+ * run or it was cancelled. A one-slot mailbox: when done runs, item is set
+ * (an item for the caller), or may_create (a slot reserved for it), or
+ * neither (the pool closed). */
 typedef struct dbs__rp_req {
-    void (*done)(struct dbs__rp_req *req); /* runs under rp->mu; no pool call */
+    void (*done)(struct dbs__rp_req *req); /* runs under rp->mu; no pool call;
+                                              NULL: none */
+    /* NULL, or runs after done, once rp->mu is released, on the thread
+     * that served the request, before the call that served it returns:
+     * where a blocking owner is woken, so that the system call that wakes
+     * it is not made with the pool's lock held. No pool call; the request
+     * must stay alive until it has run. */
+    void (*wake)(struct dbs__rp_req *req);
     void *arg;                             /* the caller's */
     int64_t since;                         /* [mu] set by dbs__rp_acquire */
     int64_t deadline;                      /* for dbs__rp_expire; 0: none */
@@ -82,6 +91,7 @@ typedef struct dbs__rp_req {
     bool may_create;                       /* [mu] a slot reserved for it */
     bool queued;                           /* [mu] still waiting */
     struct dbs__rp_req *next;              /* [mu] */
+    struct dbs__rp_req *wake_next;         /* [mu] served, wake to run */
 } dbs__rp_req;
 
 #define DBS__RP_SLOTS 32
@@ -114,6 +124,8 @@ typedef struct dbs__respool {
     int n_idle, n_open, n_pending, n_in_use;
     dbs__rp_req *wait_head, *wait_tail;
     int n_waiting;
+    dbs__rp_req *wake_head, *wake_tail; /* served, their wake to run once
+                                           mu is released */
     bool closed;
     atomic_bool is_closed;     /* closed, for lock-free looks */
     uint64_t next_id;
@@ -192,7 +204,9 @@ dbs__rp_item *dbs__rp_unpark(dbs__respool *rp, unsigned token, int64_t now);
 int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs__rp_item **item);
 /* Cancels a request. true: it was still queued and is no more (done will
  * not run). false: it was served (or completed empty by close) before:
- * done has run or is running under rp->mu; what it was served with is the
+ * done has run (its wake, if any, may still be to run on the serving
+ * thread: wait for it before the request's memory goes); what it was
+ * served with is the
  * caller's, unless put_back, in which case the pool takes it back as Go's
  * database/sql does: an item goes to the next request or the idle list, a
  * slot to the next request. */

@@ -1,5 +1,6 @@
-/* The blocking adapter of the resource pool: a request whose done callback
- * posts the waiting thread's own semaphore. The serving thread does all
+/* The blocking adapter of the resource pool: a request whose wake callback
+ * posts the waiting thread's own semaphore (after the serving thread has
+ * released the pool's lock). The serving thread does all
  * the work under the pool's lock, so the woken thread returns at once,
  * already served. */
 #define _GNU_SOURCE /* sem_clockwait: a deadline on CLOCK_MONOTONIC */
@@ -48,9 +49,10 @@ static bool wait_posted(sem_t *sem, int64_t deadline)
     }
 }
 
-/* Under rp->mu, while the waiter's frame is alive (it is still queued
- * until this very call, and it retakes rp->mu before it returns). */
-static void post_done(dbs__rp_req *req)
+/* The request's wake: on the serving thread, after the pool's lock is
+ * released, while the waiter's frame is alive (the waiter returns only
+ * once it has taken this post). */
+static void post_wake(dbs__rp_req *req)
 {
     POST_SEM((sem_t *)req->arg);
 }
@@ -58,7 +60,7 @@ static void post_done(dbs__rp_req *req)
 int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp_item **item,
                  dbs__rp_stats *seen)
 {
-    dbs__rp_req w = {.done = post_done};
+    dbs__rp_req w = {.wake = post_wake};
     sem_t *sem = thread_sem();
     if (!sem)
         return -1;
@@ -79,8 +81,9 @@ int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp
         pthread_mutex_lock(&rp->mu);
         if (!w.queued) {
             /* Served (or closed) just as the wait timed out: whoever did it
-             * posted under the lock we now hold, so take that post now, or
-             * it would end this thread's next wait, on any pool, at once. */
+             * posts, if it has not yet, once it has released the lock; take
+             * that post now, or it would end this thread's next wait, on any
+             * pool, at once. */
             pthread_mutex_unlock(&rp->mu);
             while (sem_wait(sem) != 0) {
             }
@@ -93,7 +96,7 @@ int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp
                 dbs__rp_stats_get(rp, seen);
                 return DBS__RP_EXPIRED;
             }
-            /* served between the two locks: its post is there */
+            /* served between the two locks: its post is there or coming */
             while (sem_wait(sem) != 0) {
             }
             SEM_TAKEN(sem);

@@ -224,6 +224,14 @@ static void check_context(dbs_session *s)
     CHECK_EQ(query_int(s, "SELECT @dbs_user_id IS NULL", NULL, 0), 1);
     CHECK_EQ(query_int(s, "SELECT @dbs_tenant_id IS NULL", NULL, 0), 1);
 }
+/* A session without a context that assigns the context's own variables:
+ * the trackers do not report := and the release statement's count leaves
+ * the context's names out, so only their values can tell. */
+static void set_ctx_var_by_hand(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT LENGTH(@dbs_user_id := 'mallory')", NULL, 0), 7);
+    CHECK_EQ(query_int(s, "SELECT LENGTH(@dbs_tenant_id := 'other')", NULL, 0), 5);
+}
 
 /* State made inside a stored procedure, which no SQL-text inspection could
  * see; CALL through dbs_query returns the procedure's first result. */
@@ -527,8 +535,35 @@ static void test_clean_no_reset(void)
     puts("reset: a clean session is not reset (statements stay prepared) ok");
 }
 
+/* Only DBS_RESET_TRACKED reads the server's session trackers; under
+ * DBS_RESET_FULL every release resets, so the connection leaves them as
+ * the server sets them (no statement per session to switch them on again
+ * after each reset). */
+static void test_trackers_only_when_read(void)
+{
+    dbs_pool *p = one_conn_pool();
+    for (int i = 0; i < 2; i++) { /* the first session, and one after a reset */
+        dbs_session *s = open_s(p, NULL);
+        int64_t ours = query_int(s, "SELECT @@session.session_track_system_variables = '*'",
+                                 NULL, 0);
+        int64_t servers = query_int(s,
+                                    "SELECT @@session.session_track_system_variables = "
+                                    "@@global.session_track_system_variables",
+                                    NULL, 0);
+        exec_ok(s, "SET @leak = 1"); /* state: the release resets */
+        dbs_session_close(s);
+        if (reset_mode == DBS_RESET_TRACKED)
+            CHECK_EQ(ours, 1);
+        else
+            CHECK_EQ(servers, 1);
+    }
+    dbs_pool_close(p);
+    puts("reset: session trackers switched on only where they are read ok");
+}
+
 static void test_reset(void)
 {
+    test_trackers_only_when_read();
     dbs_pool *p = one_conn_pool();
     snprintf(tbl, sizeof tbl, "%s", table_name("my_reset"));
     char sql[400];
@@ -616,6 +651,8 @@ static void test_reset(void)
     across3("a user variable set by :=", set_var_by_select, check_var_by_select);
     across3("a user variable set by SELECT ... INTO", set_var_by_into, check_var_by_into);
     across3("a user variable set by SET", set_user_var, check_user_var);
+    across3("a context variable assigned by hand without a context", set_ctx_var_by_hand,
+            check_context);
     across3("a temporary table", set_temp_table, check_temp_table);
     across3("LAST_INSERT_ID()", set_last_insert_id, check_last_insert_id);
     for (int how = 0; how < 3; how++)

@@ -94,6 +94,9 @@ static void setup(void)
             "CREATE FUNCTION rs_dealloc_%ld() RETURNS int LANGUAGE plpgsql AS $$\n"
             "BEGIN EXECUTE 'DEALLOCATE ALL'; RETURN 1; END $$");
     /* A trigger that changes session state behind a plain INSERT. */
+    /* A unique constraint checked at COMMIT: a COMMIT that fails. */
+    run_fmt(pool, "CREATE TABLE rs_def_%ld (x int UNIQUE DEFERRABLE "
+                  "INITIALLY DEFERRED)");
     run_fmt(pool, "CREATE TABLE rs_trig_%ld (x int)");
     run_fmt(pool,
             "CREATE FUNCTION rs_trig_fn_%ld() RETURNS trigger LANGUAGE plpgsql AS $$\n"
@@ -157,6 +160,7 @@ static void teardown(void)
     run_fmt(pool, "DROP FUNCTION rs_role_%ld(text)");
     run_fmt(pool, "DROP ROLE rs_a_%ld");
     run_fmt(pool, "DROP ROLE rs_b_%ld");
+    run_fmt(pool, "DROP TABLE rs_def_%ld");
     run_fmt(pool, "DROP TABLE rs_trig_%ld");
     run_fmt(pool, "DROP FUNCTION rs_trig_fn_%ld()");
     run_fmt(pool, "DROP FUNCTION rs_dirty_%ld()");
@@ -250,6 +254,40 @@ static void test_functions(void)
     check_clean("commit, more work, close");
     printf("state made inside functions and a trigger: not seen by the next "
            "user (4 ways to end a session)\n");
+}
+
+/* dirty_work, then two equal rows under a unique constraint checked at
+ * COMMIT: the COMMIT fails. */
+static int dirty_then_bad_commit(dbs_session *s, void *arg, dbs_error *err)
+{
+    if (dirty_work(s, arg, err) != 0)
+        return -1;
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO public.rs_def_%ld VALUES (7), (7)", me);
+    return dbs_exec(s, sql, NULL, 0, err) == 2 ? 0 : -1;
+}
+
+/* The reset shares the COMMIT's pipeline segment (no Sync between them):
+ * a COMMIT that fails makes the server skip it, which it reports, and the
+ * reset runs again before the connection is used. Also when the session
+ * made the backend's first temporary object, and through dbs_commit +
+ * close (the reset is then posted on its own). */
+static void test_failed_commit(void)
+{
+    dbs_error err;
+    for (int round = 0; round < 2; round++) {
+        CHECK_EQ(dbs_transact(pool, NULL, dirty_then_bad_commit, NULL, &err),
+                 DBS_ECONSTRAINT);
+        CHECK_STR(err.sqlstate, "23505");
+        check_clean("a COMMIT that failed (dbs_transact)");
+    }
+    dbs_session *s = same_conn(pool);
+    CHECK_OK(dirty_then_bad_commit(s, NULL, &err), &err);
+    CHECK_EQ(dbs_commit(s, &err), DBS_ECONSTRAINT);
+    dbs_session_close(s);
+    check_clean("a COMMIT that failed (dbs_commit + close)");
+    CHECK_EQ(stats_of(pool).created, 1);
+    printf("a COMMIT that failed: the reset the server skipped runs again\n");
 }
 
 /* A user's prepared statement, made by sql, is gone for the next user. */
@@ -846,6 +884,7 @@ int main(int argc, char **argv)
         {"plan_temp", test_plan_temp},
         {"plan_shadow", test_plan_shadow},
         {"reset_statements", test_reset_statements},
+        {"failed_commit", test_failed_commit},
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (argc < 2 || !strcmp(argv[1], parts[i].name))

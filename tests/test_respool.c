@@ -517,6 +517,83 @@ static void test_stress(void)
     CHECK_EQ(atomic_load(&made), atomic_load(&unmade));
 }
 
+/* A request's wake runs after its done, once the pool's lock is released
+ * (so a blocking owner's wake-up system call is never made with the lock
+ * held), on the thread that served it and before the serving call
+ * returns: for a hand-off, a slot passed on, and each request a close
+ * completes. */
+typedef struct woken {
+    dbs__respool *rp;
+    bool done_ran, lock_free, returned;
+    int wakes;
+} woken;
+
+static void wk_done(dbs__rp_req *r)
+{
+    woken *w = r->arg;
+    w->done_ran = true;
+}
+
+static void wk_wake(dbs__rp_req *r)
+{
+    woken *w = r->arg;
+    CHECK(w->done_ran);
+    CHECK(!w->returned);
+    /* the pool's lock is free: this thread can take it */
+    w->lock_free = pthread_mutex_trylock(&w->rp->mu) == 0;
+    if (w->lock_free)
+        pthread_mutex_unlock(&w->rp->mu);
+    w->wakes++;
+}
+
+static void test_wake_unlocked(void)
+{
+    dbs__respool rp;
+    pool_init(&rp, 1, 1, 0, 0);
+    dbs__rp_req own = {.done = note_done};
+    dbs__rp_item *it = get(&rp, &own, 1);
+
+    /* a hand-off */
+    woken a = {.rp = &rp};
+    dbs__rp_req ra = {.done = wk_done, .wake = wk_wake, .arg = &a};
+    dbs__rp_item *got = NULL;
+    CHECK_EQ(dbs__rp_acquire(&rp, &ra, 0, &got), DBS__RP_PENDING);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_HANDED);
+    a.returned = true;
+    CHECK_EQ(a.wakes, 1);
+    CHECK(a.lock_free);
+    CHECK(ra.item == it);
+
+    /* a slot passed on when the item is dropped */
+    woken b = {.rp = &rp};
+    dbs__rp_req rb = {.done = wk_done, .wake = wk_wake, .arg = &b};
+    CHECK_EQ(dbs__rp_acquire(&rp, &rb, 0, &got), DBS__RP_PENDING);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_DROP), DBS__RP_GONE_ASKED);
+    b.returned = true;
+    unmake(it);
+    CHECK_EQ(b.wakes, 1);
+    CHECK(b.lock_free);
+    CHECK(rb.may_create && !rb.item);
+    it = make(2);
+    CHECK_EQ(dbs__rp_created(&rp, it, dbs__now_ns(), false), DBS__RP_READY);
+
+    /* requests completed empty by close */
+    woken c = {.rp = &rp}, d = {.rp = &rp};
+    dbs__rp_req rc = {.done = wk_done, .wake = wk_wake, .arg = &c};
+    dbs__rp_req rd = {.done = wk_done, .wake = wk_wake, .arg = &d};
+    CHECK_EQ(dbs__rp_acquire(&rp, &rc, 0, &got), DBS__RP_PENDING);
+    CHECK_EQ(dbs__rp_acquire(&rp, &rd, 0, &got), DBS__RP_PENDING);
+    CHECK(!dbs__rp_close(&rp));
+    c.returned = d.returned = true;
+    CHECK_EQ(c.wakes, 1);
+    CHECK_EQ(d.wakes, 1);
+    CHECK(c.lock_free && d.lock_free);
+    CHECK(!rc.item && !rc.may_create && !rd.item && !rd.may_create);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_GONE_CLOSED);
+    unmake(it);
+    dbs__rp_destroy(&rp);
+}
+
 int main(void)
 {
     test_basic();
@@ -529,6 +606,7 @@ int main(void)
     test_cancel_race();
     test_close();
     test_stress();
+    test_wake_unlocked();
     printf("ok\n");
     return 0;
 }
