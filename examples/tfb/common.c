@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile sig_atomic_t tfb_stop;
+atomic_int tfb_stop;
 
 void tfb_wait_signal(void)
 {
@@ -25,7 +25,7 @@ void tfb_wait_signal(void)
     sigaddset(&set, SIGTERM);
     while (sigwait(&set, &sig) != 0)
         ;
-    tfb_stop = 1;
+    atomic_store(&tfb_stop, 1);
 }
 
 void tfb_buf_add(tfb_buf *b, const char *s, size_t n)

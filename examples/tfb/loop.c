@@ -505,7 +505,7 @@ static void *loop_main(void *arg)
     h2o_socket_read_start(t->listener, on_accept);
     t->ok = 1;
 
-    while (!tfb_stop) {
+    while (!atomic_load_explicit(&tfb_stop, memory_order_relaxed)) {
         int to = dbs_loop_timeout_ms(t->dl);
         if (to < 0 || to > GONE_CHECK_MS)
             to = GONE_CHECK_MS;
@@ -584,7 +584,7 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
         fflush(stdout);
         tfb_wait_signal();
     }
-    tfb_stop = 1;
+    atomic_store(&tfb_stop, 1);
     for (int i = 0; i < started; i++)
         pthread_join(ts[i].tid, NULL);
     for (int i = 0; i < opt->threads; i++)

@@ -7,6 +7,7 @@
 
 #include <dbscope.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,8 +61,9 @@ void tfb_buf_str(tfb_buf *b, const char *s);
 void tfb_buf_int(tfb_buf *b, int64_t v);
 void tfb_buf_free(tfb_buf *b);
 
-/* Set by SIGINT/SIGTERM: every mode stops serving and returns. */
-extern volatile sig_atomic_t tfb_stop;
+/* Set once SIGINT or SIGTERM came (tfb_wait_signal): the loop threads
+ * stop serving and return. Read and written from any thread. */
+extern atomic_int tfb_stop;
 
 /* Blocks until SIGINT or SIGTERM (which main blocks in every thread),
  * then sets tfb_stop. */
