@@ -565,7 +565,15 @@ void dbs_pool_close(dbs_pool *pool);
  * so the join takes that plus closing what it opened, never a connect or
  * statement bound. (A name lookup's own helper thread, inside
  * getaddrinfo, cannot be stopped: it is left to end by itself, and holds
- * nothing of the pool.) Then waits up to timeout_ms (0: not at all; < 0: without bound)
+ * nothing of the pool.) The event loops' worker threads (dbs_loop) are
+ * stopped and joined too: units still queued for them complete with
+ * DBS_ECLOSED, and a statement one of them runs is interrupted on the
+ * server (sqlite3_interrupt, PostgreSQL's cancel request, MariaDB KILL
+ * QUERY) and its unit completes with DBS_ECLOSED; the join waits for that
+ * statement to return, which a server that stopped answering delays up to
+ * the statement bound. A loop still open gets DBS_ECLOSED for its units
+ * from then on; close it before dbs_pool_close.
+ * Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
  * (0: drained). The pool's memory stays valid until dbs_pool_close, so
  * statistics, metrics and the owners of open sessions may go on using it.
@@ -799,7 +807,11 @@ typedef struct dbs_session dbs_session;
  * LAST_INSERT_ID() and unreported user variables are dealt with in the
  * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
  * left open and a sequence's PREVIOUS VALUE are not seen that way
- * (docs/mariadb.md). */
+ * (docs/mariadb.md). After a dbs_commit (no transaction left to end),
+ * that statement is written to the server, which runs it as it arrives,
+ * and its answer is read by the connection's next use, as on PostgreSQL:
+ * another connection's GET_LOCK of a name this session held may then
+ * briefly find it still taken. */
 void dbs_session_close(dbs_session *s);
 
 /* Opens a session on pool with a connection from it: the first free one

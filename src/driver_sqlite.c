@@ -785,8 +785,8 @@ static inline void step_begins(sq_conn *c)
 }
 
 /* Why a file could not be opened or set up, by what the OS reported: a
- * path that cannot work (its directory missing, permission denied, a
- * directory where the file should be) is DBS_ECONFIG, permanent, not an
+ * path that cannot work (its directory missing or a file, permission
+ * denied, a directory where the file should be) is DBS_ECONFIG, permanent, not an
  * outage; anything else DBS_ECONNECT. creating: the pool's first connect,
  * allowed to create the file (later, a missing file was deleted under the
  * pool: DBS_ECONNECT, see target_check). Fills err when given. */
@@ -815,9 +815,14 @@ static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
     struct stat st;
     int code = DBS_ECONNECT;
     const char *fix = "";
-    if (stat(dir, &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+    int dir_rc = stat(dir, &st);
+    if (dir_rc != 0 && (errno == ENOENT || errno == ENOTDIR)) {
         code = DBS_ECONFIG;
         fix = "its directory does not exist: create it or fix the path in the URL";
+    } else if (dir_rc == 0 && !S_ISDIR(st.st_mode)) {
+        code = DBS_ECONFIG;
+        fix = "its directory is not a directory (a file stands in its place): fix the path "
+              "in the URL";
     } else if (sys == EACCES || sys == EPERM || sys == EROFS ||
                ((rc & 0xff) == SQLITE_READONLY)) {
         code = DBS_ECONFIG;

@@ -44,8 +44,8 @@ static size_t arena_put(buf_rows *b, const void *p, size_t n)
 {
     if (n > SIZE_MAX / 2 - b->arena_n - 1)
         return SIZE_MAX;
-    if (b->arena_n + n + 1 > b->arena_cap) {
-        size_t cap = b->arena_cap ? b->arena_cap : 256;
+    if (!b->arena || b->arena_n + n + 1 > b->arena_cap) {
+        size_t cap = b->arena && b->arena_cap ? b->arena_cap : 256;
         while (cap < b->arena_n + n + 1)
             cap *= 2;
         char *a = realloc(b->arena, cap);
@@ -55,7 +55,7 @@ static size_t arena_put(buf_rows *b, const void *p, size_t n)
         b->arena_cap = cap;
     }
     size_t off = b->arena_n;
-    if (n)
+    if (n && p)
         memcpy(b->arena + off, p, n);
     b->arena[off + n] = '\0';
     b->arena_n += n + 1;
@@ -172,7 +172,7 @@ dbs_rows *dbs__rows_buf(dbs_rows *src, dbs_error *err)
     b->hdr.on_row = 0;
     if (err)
         err->code = DBS_OK;
-    return &b->hdr;
+    return (dbs_rows *)b; /* hdr comes first */
 }
 
 static buf_rows *of(dbs_rows *r)

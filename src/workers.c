@@ -122,20 +122,41 @@ static void interrupt_locked(struct dbs__workers *w, wjob *j)
 
 /* ---- the unit runner ---- */
 
-static void unit_fail(dbs__aunit *u, int code, const char *msg)
+/* An attempt's outcome, kept apart from the unit until it is over: the
+ * unit is written once, by publish, right before its done runs, so that
+ * its owner may look at it (a loop closing) without a race. */
+typedef struct outcome {
+    int rc;
+    bool commit_sent;
+    uint64_t commit_pos;
+    dbs_error err;
+    dbs_rows **rows;    /* u->n each, NULL when out of memory */
+    int64_t *affected;
+} outcome;
+
+static void outcome_fail(outcome *o, int code, const char *msg)
 {
-    u->rc = dbs__err(&u->err, code, "%s", msg);
+    o->rc = dbs__err(&o->err, code, "%s", msg);
 }
 
-static void free_rows(dbs__aunit *u)
+/* Writes o into u (rows only for a unit that committed); frees o's arrays. */
+static void publish(dbs__aunit *u, outcome *o)
 {
     for (size_t i = 0; i < u->n; i++) {
-        if (u->stmts[i].rows) {
-            u->stmts[i].rows->ops->close(u->stmts[i].rows);
-            u->stmts[i].rows = NULL;
+        dbs_rows *r = o->rows ? o->rows[i] : NULL;
+        if (r && o->rc != DBS_OK) {
+            r->ops->close(r);
+            r = NULL;
         }
-        u->stmts[i].affected = -1;
+        u->stmts[i].rows = r;
+        u->stmts[i].affected = o->rc == DBS_OK && o->affected ? o->affected[i] : -1;
     }
+    u->rc = o->rc;
+    u->commit_sent = o->commit_sent;
+    u->commit_pos = o->commit_pos;
+    u->err = o->err;
+    free(o->rows);
+    free(o->affected);
 }
 
 static bool is_cancelled(struct dbs__workers *w, wjob *j)
@@ -146,19 +167,21 @@ static bool is_cancelled(struct dbs__workers *w, wjob *j)
     return c;
 }
 
-static void cancelled_outcome(struct dbs__workers *w, dbs__aunit *u)
+static void cancelled_outcome(struct dbs__workers *w, outcome *o)
 {
     pthread_mutex_lock(&w->mu);
     bool closed = w->stopping;
     pthread_mutex_unlock(&w->mu);
     if (closed)
-        unit_fail(u, DBS_ECLOSED, "the pool was shut down while the unit ran; rolled back");
+        outcome_fail(o, DBS_ECLOSED, "the pool was shut down while the unit ran; rolled back");
     else
-        unit_fail(u, DBS_ECANCELED, "the unit was cancelled; rolled back");
+        outcome_fail(o, DBS_ECANCELED, "the unit was cancelled; rolled back");
 }
 
-/* One statement of u on s: its rows kept, its count. */
-static int run_stmt(dbs_session *s, dbs__astmt *st, dbs_error *err)
+/* One statement on s: its rows kept in *rows (NULL without columns), its
+ * count in *affected. */
+static int run_stmt(dbs_session *s, const dbs__astmt *st, dbs_rows **rows, int64_t *affected,
+                    dbs_error *err)
 {
     dbs_rows *r = dbs_query(s, st->sql, st->params, st->n, err);
     if (!r)
@@ -171,44 +194,43 @@ static int run_stmt(dbs_session *s, dbs__astmt *st, dbs_error *err)
         if (rc > 0)
             rc = DBS_OK;
         if (rc == DBS_OK)
-            st->affected = dbs__rows_affected(r);
+            *affected = dbs__rows_affected(r);
     } else {
-        st->rows = dbs__rows_buf(r, err);
-        if (!st->rows)
+        *rows = dbs__rows_buf(r, err);
+        if (!*rows)
             rc = err->code;
         else
-            st->affected = dbs__rows_affected(st->rows);
+            *affected = dbs__rows_affected(*rows);
     }
     dbs_rows_close(r);
     return rc;
 }
 
-static void run_unit(struct dbs__workers *w, wjob *j)
+static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
 {
     dbs__aunit *u = j->u;
     dbs_pool *p = w->pool;
-    u->rc = DBS_OK;
-    u->commit_sent = false;
-    u->commit_pos = 0;
-    u->err = (dbs_error){0};
-    for (size_t i = 0; i < u->n; i++) {
-        u->stmts[i].rows = NULL;
-        u->stmts[i].affected = -1;
-    }
     if (j->deadline_ns > 0 && dbs__now_ns() >= j->deadline_ns) {
-        unit_fail(u, DBS_ETIMEOUT, "the unit's deadline passed while it waited for a worker "
-                                   "thread: raise dbs_loop_config.workers, or the timeout");
+        outcome_fail(o, DBS_ETIMEOUT, "the unit's deadline passed while it waited for a "
+                                      "worker thread: raise dbs_loop_config.workers, or the "
+                                      "timeout");
+        return;
+    }
+    o->rows = calloc(u->n ? u->n : 1, sizeof *o->rows);
+    o->affected = calloc(u->n ? u->n : 1, sizeof *o->affected);
+    if (!o->rows || !o->affected) {
+        outcome_fail(o, DBS_ENOMEM, "out of memory running a unit");
         return;
     }
     dbs__acquire_deadline_ns = j->deadline_ns;
     dbs_session *s = u->read_only
-                         ? dbs_session_open_ro_after_at(p, u->ctx, u->after_pos, &u->err,
+                         ? dbs_session_open_ro_after_at(p, u->ctx, u->after_pos, &o->err,
                                                         __FILE__, __LINE__, "dbs_unit")
-                         : dbs_session_open_at(p, u->ctx, &u->err, __FILE__, __LINE__,
+                         : dbs_session_open_at(p, u->ctx, &o->err, __FILE__, __LINE__,
                                                "dbs_unit");
     dbs__acquire_deadline_ns = 0;
     if (!s) {
-        u->rc = u->err.code;
+        o->rc = o->err.code;
         return;
     }
     pthread_mutex_lock(&w->mu);
@@ -218,13 +240,14 @@ static void run_unit(struct dbs__workers *w, wjob *j)
 
     int rc = DBS_OK;
     if (u->opt)
-        rc = dbs_session_set_tx_options(s, u->opt, &u->err);
+        rc = dbs_session_set_tx_options(s, u->opt, &o->err);
     for (size_t i = 0; rc == DBS_OK && i < u->n; i++) {
         if (is_cancelled(w, j)) {
             rc = DBS_ECANCELED;
             break;
         }
-        rc = run_stmt(s, &u->stmts[i], &u->err);
+        o->affected[i] = -1;
+        rc = run_stmt(s, &u->stmts[i], &o->rows[i], &o->affected[i], &o->err);
     }
     /* Past this point a cancel no longer interrupts: the COMMIT goes out. */
     pthread_mutex_lock(&w->mu);
@@ -235,25 +258,22 @@ static void run_unit(struct dbs__workers *w, wjob *j)
     bool cancelled = j->cancelled || w->stopping;
     pthread_mutex_unlock(&w->mu);
     if (rc == DBS_OK) {
-        rc = dbs_commit(s, &u->err);
-        u->commit_sent = true;
+        rc = dbs_commit(s, &o->err);
+        o->commit_sent = true;
         if (rc == DBS_OK)
-            u->commit_pos = dbs_session_commit_pos(s);
+            o->commit_pos = dbs_session_commit_pos(s);
     } else if (cancelled) {
         /* what failed is the cancel's doing (an interrupted statement) */
-        cancelled_outcome(w, u);
-        rc = u->rc;
+        cancelled_outcome(w, o);
+        rc = o->rc;
     }
     /* The server may have ended the transaction itself (DDL's implicit
      * commit, a COMMIT sent as SQL): part of the unit may have committed. */
     if (s->conn && p->drv->tx_escaped && p->drv->tx_escaped(s->conn->impl))
-        u->commit_sent = true;
-    u->rc = rc;
-    if (rc != DBS_OK) {
-        if (u->err.code != rc)
-            dbs__err(&u->err, rc, "the unit failed (%d)", rc);
-        free_rows(u);
-    }
+        o->commit_sent = true;
+    o->rc = rc;
+    if (rc != DBS_OK && o->err.code != rc)
+        dbs__err(&o->err, rc, "the unit failed (%d)", rc);
 
     /* The interrupter must be done with the connection before it goes. */
     pthread_mutex_lock(&w->mu);
@@ -312,12 +332,14 @@ static void *worker_main(void *arg)
             j->fn(j->arg);
             free(j);
         } else {
+            outcome o = {.rc = DBS_OK};
             if (stopping)
-                unit_fail(j->u, DBS_ECLOSED, "the pool was shut down before the unit ran");
+                outcome_fail(&o, DBS_ECLOSED, "the pool was shut down before the unit ran");
             else if (cancelled)
-                unit_fail(j->u, DBS_ECANCELED, "the unit was cancelled before it ran");
+                outcome_fail(&o, DBS_ECANCELED, "the unit was cancelled before it ran");
             else
-                run_unit(w, j);
+                run_unit(w, j, &o);
+            publish(j->u, &o);
             unit_finish(w, j, true);
         }
         pthread_mutex_lock(&w->mu);
@@ -525,13 +547,9 @@ void dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
         queue_unlink(w, j);
         unit_unlink(w, j);
         pthread_mutex_unlock(&w->mu);
-        unit_fail(u, DBS_ECANCELED, "the unit was cancelled before it ran");
-        u->commit_sent = false;
-        u->commit_pos = 0;
-        for (size_t i = 0; i < u->n; i++) {
-            u->stmts[i].rows = NULL;
-            u->stmts[i].affected = -1;
-        }
+        outcome o = {.rc = DBS_OK};
+        outcome_fail(&o, DBS_ECANCELED, "the unit was cancelled before it ran");
+        publish(u, &o);
         unit_finish(w, j, false);
         return;
     }

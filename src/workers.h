@@ -44,8 +44,10 @@ int dbs__workers_run(dbs_pool *pool, void (*fn)(void *arg), void *arg);
  * was called, whatever it returned, or the server ended the transaction
  * itself (tx_escaped): part of the work may have committed, so the unit
  * must not run again). On a failure the session rolls back as it closes,
- * and rows already kept are freed (every rows is NULL). The connection is
- * back in the pool before done runs. The acquire waits at most until
+ * and rows already kept are freed (every rows is NULL). u is written only
+ * once, right before done runs (nothing of it before: its owner may read
+ * it meanwhile), and its statements' sql and params only read. The
+ * connection is back in the pool before done runs. The acquire waits at most until
  * deadline_ns (CLOCK_MONOTONIC; 0: the pool's acquire_timeout_ms); a unit
  * still queued at deadline_ns ends DBS_ETIMEOUT without running. Then
  * done(u, arg) runs once, on the worker thread (or in dbs__workers_cancel

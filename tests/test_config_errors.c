@@ -4,15 +4,21 @@
  * housekeeper's min_idle connects) and dbs_transact alike; never retried,
  * never counted by the circuit breaker, however many attempts.
  *
- *   test_config_errors sqlite   a missing directory; permission denied
- *   test_config_errors pg       wrong password, unknown user, unknown database
- *   test_config_errors mysql    wrong password, unknown database
+ *   test_config_errors sqlite   a missing directory, a directory for a file, a
+ *                               file for a directory; permission denied
+ *   test_config_errors pg       wrong password, unknown user, unknown database,
+ *                               a role that may not log in, no CONNECT right
+ *   test_config_errors mysql    wrong password, unknown database, a database
+ *                               without a grant
  * (pg and mysql read the throwaway server's directory: DBSCOPE_PG_DIR,
  * DBSCOPE_MYSQL_DIR.) */
 #include "common.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
+#ifdef DBSCOPE_WITH_PG
+#include <libpq-fe.h>
+#endif
 
 static atomic_int circuit_opens, work_calls;
 static const char *secret = "";
@@ -137,6 +143,21 @@ static void run_sqlite(void)
     snprintf(url, sizeof url, "sqlite://%s/no/such/dir/app.db", dir);
     refused(url, "", "directory does not exist", NULL);
 
+    /* A path that names a directory, and one that goes through a file. */
+    char other[700];
+    snprintf(other, sizeof other, "%s-d", dir);
+    CHECK(mkdir(other, 0700) == 0);
+    snprintf(url, sizeof url, "sqlite://%s", other);
+    refused(url, "", "the path names a directory", NULL);
+    rmdir(other);
+    snprintf(other, sizeof other, "%s-f", dir);
+    FILE *f = fopen(other, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    snprintf(url, sizeof url, "sqlite://%s/app.db", other);
+    refused(url, "", "its directory is not a directory", NULL);
+    unlink(other);
+
     /* Permission denied: a directory only root may enter, opened by a
      * process that is not root. */
     if (geteuid() != 0) {
@@ -173,8 +194,29 @@ static void server(const char *env)
     secret = password;
 }
 
+#ifdef DBSCOPE_WITH_PG
+/* Runs sql as the throwaway PostgreSQL's administrator (DIR/super_url),
+ * outside a transaction (CREATE DATABASE). */
+static void pg_admin(const char *sql)
+{
+    char super[1024];
+    read_line(getenv("DBSCOPE_PG_DIR"), "super_url", super, sizeof super);
+    PGconn *su = PQconnectdb(super);
+    if (PQstatus(su) != CONNECTION_OK)
+        CHECK_FAIL("administrator connection: %s", PQerrorMessage(su));
+    PGresult *r = PQexec(su, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        CHECK_FAIL("%s: %s", sql, PQerrorMessage(su));
+    PQclear(r);
+    PQfinish(su);
+}
+#endif
+
 static void run_pg(void)
 {
+#ifndef DBSCOPE_WITH_PG
+    CHECK_FAIL("built without PostgreSQL");
+#else
     server("DBSCOPE_PG_DIR");
     char url[1200];
     snprintf(url, sizeof url, "postgresql://dbscope:%sX@127.0.0.1:%s/dbscope", password, port);
@@ -188,6 +230,27 @@ static void run_pg(void)
     snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%s/no_such_db_%ld",
              password, port, (long)getpid());
     refused(url, "3D000", "unknown database", "does not exist");
+
+    /* The right password for a role that may not log in (28000), and a
+     * database the user may not connect to (42501): refused for good too. */
+    char sql[600], role[64], db[64];
+    snprintf(role, sizeof role, "dbscope_nologin_%ld", (long)getpid());
+    snprintf(db, sizeof db, "dbscope_noconnect_%ld", (long)getpid());
+    snprintf(sql, sizeof sql, "CREATE ROLE %s NOLOGIN PASSWORD '%s'", role, password);
+    pg_admin(sql);
+    snprintf(url, sizeof url, "postgresql://%s:%s@127.0.0.1:%s/dbscope", role, password, port);
+    refused(url, "28000", "the server refuses this user", "not permitted to log in");
+    snprintf(sql, sizeof sql, "DROP ROLE %s", role);
+    pg_admin(sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+    pg_admin(sql);
+    snprintf(sql, sizeof sql, "REVOKE CONNECT ON DATABASE %s FROM PUBLIC", db);
+    pg_admin(sql);
+    snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%s/%s", password, port, db);
+    refused(url, "42501", "may not connect to this database", "permission denied");
+    snprintf(sql, sizeof sql, "DROP DATABASE %s", db);
+    pg_admin(sql);
+#endif
 }
 
 static void run_mysql(void)
@@ -199,6 +262,16 @@ static void run_mysql(void)
     snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/no_such_db_%ld",
              password, port, (long)getpid());
     refused(url, "42000", "unknown or forbidden database", "no_such_db");
+    /* a database that exists, without a grant on it (1044), and one that
+     * does not exist for an account that may see every database (1049) */
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/mysql", password, port);
+    refused(url, "42000", "unknown or forbidden database", "[1044]");
+    char superpw[256];
+    read_line(getenv("DBSCOPE_MYSQL_DIR"), "superpw", superpw, sizeof superpw);
+    secret = superpw;
+    snprintf(url, sizeof url, "mariadb://root:%s@127.0.0.1:%s/no_such_db_%ld", superpw, port,
+             (long)getpid());
+    refused(url, "42000", "unknown or forbidden database", "[1049]");
 }
 
 int main(int argc, char **argv)

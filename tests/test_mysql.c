@@ -756,6 +756,25 @@ static void test_errors(void)
     dbs_session_close(s);
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
+
+    /* The server's "table is full" (1114, which a full disk gives too):
+     * DBS_EFULL, transient, not a plain SQL error. A MEMORY table at the
+     * smallest max_heap_table_size fills within a few hundred rows. */
+    s = open_s(pool, NULL);
+    exec_ok(s, "SET SESSION max_heap_table_size = 16384");
+    snprintf(sql, sizeof sql, "CREATE TABLE %s_full (v VARCHAR(200)) ENGINE=MEMORY", tbl);
+    exec_ok(s, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s_full VALUES (REPEAT('x', 200))", tbl);
+    int64_t rc = 1;
+    for (int i = 0; i < 100000 && rc == 1; i++)
+        rc = dbs_exec(s, sql, NULL, 0, &err);
+    CHECK_EQ(rc, DBS_EFULL);
+    CHECK_EQ(err.code, DBS_EFULL);
+    CHECK_CONTAINS(err.message, "[1114]");
+    CHECK(dbs_error_is_transient(&err));
+    dbs_session_close(s);
+    snprintf(sql, sizeof sql, "DROP TABLE %s_full", tbl);
+    run_sql(pool, sql);
     dbs_pool_close(pool);
 }
 

@@ -1276,8 +1276,9 @@ def past_the_limit(args, url, workdir):
 
 
 def slowloris_many(args, url, workdir):
-    """Six addresses trickle header lines on 40 connections each against
-    --max-connections 40: a client from another address is served all
+    """Six addresses trickle header lines on 200 connections each (1,200,
+    thirty times the limit, as the flood that once stopped the service)
+    against --max-connections 40: a client from another address is served all
     along (registers, logs in, writes, reads), the service is whole once
     the flood ends, and SIGTERM during the flood ends it."""
     svc = Service(args.binary, url, workdir, extra_args=["--max-connections", "40"])
@@ -1287,8 +1288,8 @@ def slowloris_many(args, url, workdir):
     def attacker(src):
         mine = []
         while not stop.is_set():
-            # keep 40 connections open, replacing the ones cut or refused
-            while len(mine) < 40 and not stop.is_set():
+            # keep 200 connections open, replacing the ones cut or refused
+            while len(mine) < 200 and not stop.is_set():
                 try:
                     s = socket.create_connection(("127.0.0.1", svc.port), timeout=10,
                                                  source_address=(src, 0))
@@ -1859,7 +1860,8 @@ def own_writes_read(url, d, workdir, rounds=1000):
             time.sleep(0.05)
         psql(standby, "SELECT pg_wal_replay_pause()")
         paused = True
-        stale, failed = 0, []
+        _, _, before, _ = svc.request("GET", "/api/pool")
+        stale, reads, failed = 0, 0, []
         for i in range(rounds):
             st, _, doc, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
             if st != 201:
@@ -1867,14 +1869,24 @@ def own_writes_read(url, d, workdir, rounds=1000):
                 continue
             st, _, _, _ = svc.request("GET", "/api/shifts/%d" % doc["id"], token=tok)
             stale += st == 404
+            reads += 1
             if st not in (200, 404):
                 failed.append((st, "read"))
         st, _, pool, _ = svc.request("GET", "/api/pool")
-        print("own writes: %d stale of %d; replicas %s" % (stale, rounds, pool.get("replicas")),
-              flush=True)
+        by_pos = pool["ro_pos_fallbacks"] - before["ro_pos_fallbacks"]
+        by_lag = pool["ro_fallbacks"] - before["ro_fallbacks"]
+        print("own writes: %d stale of %d; %d reads sent to the primary for their position, "
+              "%d for the lag bound; replicas %s"
+              % (stale, rounds, by_pos, by_lag, pool.get("replicas")), flush=True)
         check(not failed, "own writes: every create and read answered: %s" % failed[:5])
         check(stale == 0, "own writes: a shift read right after its creation is never missing "
               "(%d of %d were, replay paused)" % (stale, rounds))
+        # not by luck: the standby was within the lag bound and lacked the
+        # write, so the reads went to the primary for their user's position
+        # (for the lag bound instead only once the pause outlasts it)
+        check(by_pos > 0 and by_pos + by_lag >= reads,
+              "own writes: every read went to the primary, some for its user's commit "
+              "position (%d for position, %d for lag, of %d)" % (by_pos, by_lag, reads))
     finally:
         if paused:
             psql(standby, "SELECT pg_wal_replay_resume()")
