@@ -536,12 +536,11 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
 {
     g_pool = pool;
     g_opt = opt;
-    dbs_stats st;
-    dbs_pool_stats(pool, &st);
-    /* Each loop may hold its share of the pool's connections, so that one
-     * busy loop does not starve the others; the pool's FIFO orders the
-     * rest. */
-    g_loop_connections = st.max_size / opt->threads;
+    /* Each loop may hold its share of the pool's kept connections
+     * (DB_POOL_SIZE), so that one busy loop does not starve the others,
+     * and no loop leans on overflow connections, which are closed when
+     * given back. */
+    g_loop_connections = opt->pool_size / opt->threads;
     if (g_loop_connections < 1)
         g_loop_connections = 1;
 

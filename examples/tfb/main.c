@@ -23,7 +23,7 @@ static void usage(FILE *f)
             "  --mode threads   the blocking API on libmicrohttpd's thread pool\n"
             "  --listen         address to serve (default 0.0.0.0:8080; port 0: any)\n"
             "  --threads N      loop: loops (default: processors); threads: HTTP threads\n"
-            "                   (default: the pool's most connections)\n"
+            "                   (default: DB_POOL_SIZE)\n"
             "  --pipeline N     loop: units in flight on one connection (default 16;\n"
             "                   1: no pipelining)\n"
             "  --queue-max N    loop: units a loop keeps waiting for a connection; past it\n"
@@ -151,11 +151,13 @@ int main(int argc, char **argv)
             long n = sysconf(_SC_NPROCESSORS_ONLN);
             opt.threads = n > 0 ? (int)n : 1;
         } else {
-            dbs_stats st;
-            dbs_pool_stats(pool, &st);
-            opt.threads = st.max_size > 0 ? st.max_size : 1;
+            /* One thread a kept connection: overflow connections are
+             * closed when given back, so more threads would make
+             * connections come and go under steady load. */
+            opt.threads = cfg.pool_size > 0 ? cfg.pool_size : 1;
         }
     }
+    opt.pool_size = cfg.pool_size;
     int rc = loop ?
 #ifdef TFB_WITH_LOOP
                   tfb_run_loop(pool, &opt)

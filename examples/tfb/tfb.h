@@ -34,6 +34,7 @@ typedef struct tfb_options {
     int threads;         /* loops (loop mode) or HTTP threads (threads mode) */
     int pipeline;        /* dbs_loop_config.pipeline_depth (loop mode) */
     int queue_max;       /* dbs_loop_config.queue_max (loop mode; 0: default) */
+    int pool_size;       /* the pool's kept connections (DB_POOL_SIZE) */
     int test_routes;     /* --test-routes: /sleep */
     int verbose;
 } tfb_options;
