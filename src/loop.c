@@ -340,14 +340,8 @@ static void unit_free(dbs_unit *u)
     unit_rows_free(u);
     for (size_t i = 0; i < u->au.n; i++) {
         dbs__astmt *s = &u->au.stmts[i];
-        for (size_t k = 0; k < s->n; k++) {
-            const dbs_value *v = &s->params[k];
-            if (v->type == DBS_TYPE_TEXT || v->type == DBS_TYPE_JSON ||
-                v->type == DBS_TYPE_BLOB || v->type == DBS_TYPE_UUID)
-                free((void *)(uintptr_t)v->b.p);
-        }
+        /* one block: the values, the SQL text, the parameters' bytes */
         free((void *)(uintptr_t)s->params);
-        free((void *)(uintptr_t)s->sql);
     }
     free(u->au.stmts);
     free(u->ctx_buf);
@@ -400,7 +394,9 @@ static int run_callbacks(dbs_loop *l)
         if (!l->done_head)
             l->done_tail = NULL;
         u->next = NULL;
-        for (size_t i = 0; i < u->au.n; i++) {
+        /* an orphan's worker may still be writing its outcome: its rows
+         * are not read (it did not complete DBS_OK here) */
+        for (size_t i = 0; i < u->au.n && !u->orphan; i++) {
             dbs_rows *r = u->au.stmts[i].rows;
             if (r) {
                 r->session = NULL;
@@ -714,6 +710,8 @@ static void connect_job(void *arg)
 
 static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fresh)
 {
+    if (!c)
+        return; /* READY always comes with an item */
     dbs_pool *p = ln->pool;
     int64_t now = dbs__now_ns();
     if (!fresh) {
@@ -1628,6 +1626,19 @@ dbs_unit *dbs_unit_new(dbs_loop *l, const dbs_context *ctx, unsigned flags, dbs_
     return u;
 }
 
+/* The bytes a parameter points at (text, JSON, blob, UUID), or 0 for a
+ * value held in the dbs_value itself. */
+static size_t param_bytes(const dbs_value *v)
+{
+    if (v->type != DBS_TYPE_TEXT && v->type != DBS_TYPE_JSON && v->type != DBS_TYPE_BLOB &&
+        v->type != DBS_TYPE_UUID)
+        return 0;
+    if (!v->b.p)
+        return 0;
+    bool text = v->type == DBS_TYPE_TEXT || v->type == DBS_TYPE_JSON;
+    return (text && v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n) + 1;
+}
+
 int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n,
                  dbs_error *err)
 {
@@ -1648,49 +1659,35 @@ int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n
         u->au.stmts = s;
         u->cap = cap;
     }
-    size_t sl = strlen(sql) + 1;
-    char *sq = malloc(sl);
-    dbs_value *pv = n ? calloc(n, sizeof *pv) : NULL;
-    bool oom = !sq || (n && !pv);
-    for (size_t i = 0; i < n && !oom; i++) {
-        pv[i] = params[i];
-        const dbs_value *v = &params[i];
-        if (v->type != DBS_TYPE_TEXT && v->type != DBS_TYPE_JSON && v->type != DBS_TYPE_BLOB &&
-            v->type != DBS_TYPE_UUID)
-            continue;
-        pv[i].b.p = NULL;
-        if (!v->b.p)
-            continue;
-        bool text = v->type == DBS_TYPE_TEXT || v->type == DBS_TYPE_JSON;
-        size_t len = text && v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n;
-        char *copy = malloc(len + 1);
-        if (!copy) {
-            oom = true;
-            break;
-        }
-        memcpy(copy, v->b.p, len);
-        copy[len] = '\0';
-        pv[i].b.p = copy;
-    }
-    if (oom) {
-        for (size_t i = 0; pv && i < n; i++)
-            if (pv[i].type == DBS_TYPE_TEXT || pv[i].type == DBS_TYPE_JSON ||
-                pv[i].type == DBS_TYPE_BLOB || pv[i].type == DBS_TYPE_UUID)
-                free((void *)(uintptr_t)pv[i].b.p);
-        free(pv);
-        free(sq);
+    /* One block holds the values (copied), the SQL text and every
+     * parameter's bytes (each NUL-terminated), the values pointing into
+     * it; s->params is the block (freed through it). */
+    size_t sl = strlen(sql) + 1, total = n * sizeof(dbs_value) + sl;
+    for (size_t i = 0; i < n; i++)
+        total += param_bytes(&params[i]);
+    dbs_value *pv = malloc(total);
+    if (!pv)
         return dbs__err(err, DBS_ENOMEM, "out of memory adding a statement");
+    char *w = (char *)(pv + n);
+    const char *sq = w;
+    memcpy(w, sql, sl);
+    w += sl;
+    for (size_t i = 0; i < n; i++) {
+        pv[i] = params[i];
+        size_t len = param_bytes(&params[i]);
+        if (len == 0)
+            continue;
+        memcpy(w, params[i].b.p, len - 1);
+        w[len - 1] = '\0';
+        pv[i].b.p = w;
+        w += len;
     }
-    memcpy(sq, sql, sl);
-    dbs__astmt *s = &u->au.stmts[u->au.n];
-    s->sql = sq;
-    s->params = pv;
-    s->n = n;
-    s->rows = NULL;
-    s->affected = -1;
+    u->au.stmts[u->au.n] =
+        (dbs__astmt){.sql = sq, .params = pv, .n = n, .rows = NULL, .affected = -1};
+    u->au.n++;
     if (err)
         err->code = DBS_OK;
-    return (int)u->au.n++;
+    return (int)u->au.n - 1;
 }
 
 int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *err)

@@ -11,6 +11,7 @@
 
 static bool is_pg;
 static bool is_sqlite;
+static bool is_mysql;
 static char tbl[64];
 
 typedef struct res {
@@ -126,6 +127,8 @@ static dbs_pool *pool_of(int size, void (*tune)(dbs_config *))
 /* A statement that runs until cancelled (or for 30 s). */
 static const char *long_sql(void)
 {
+    if (is_mysql)
+        return "SELECT SLEEP(30)";
     return is_pg ? "SELECT pg_sleep(30)"
                  : "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                    "WHERE x < 2000000000) SELECT count(*) FROM c";
@@ -457,6 +460,28 @@ static void *update_during_sleep(void *arg)
     return NULL;
 }
 
+/* PostgreSQL: the server ends the unit's connection while its statement
+ * runs (pg_terminate_backend): DBS_ECONNECT before COMMIT, run again on
+ * another connection. */
+static void *kill_during_sleep(void *arg)
+{
+    updater *w = arg;
+    dbs_session *s = open_ok(w->p);
+    for (int i = 0; i < 4000; i++) {
+        int64_t n = query_int(s, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                 "pg_stat_activity WHERE query = 'SELECT pg_sleep(0.5)' "
+                                 "AND state = 'active'", NULL, 0);
+        dbs_error err;
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        if (n > 0)
+            break;
+        dbs__sleep_ms(5);
+    }
+    dbs_session_close(s);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
 /* SQLite: a blocking session holds the write lock; the unit's write is
  * refused busy, retried, and goes through once the lock is let go. */
 static atomic_int retries_seen;
@@ -507,6 +532,15 @@ static void test_retry(void)
         pthread_join(th, NULL);
         if (r.rc != DBS_OK)
             CHECK_FAIL("retried unit: %d %s", r.rc, r.msg);
+        CHECK_EQ(r.attempts, 2);
+
+        updater k = {.p = p};
+        pthread_create(&th, NULL, kill_during_sleep, &k);
+        submit(unit1(l, 0, "SELECT pg_sleep(0.5)"), &r);
+        while (r.calls == 0)
+            step(l, ep);
+        pthread_join(th, NULL);
+        CHECK_RC(r, DBS_OK);
         CHECK_EQ(r.attempts, 2);
     } else {
         dbs_session *s = open_ok(p);
@@ -767,6 +801,7 @@ int main(void)
     const char *url = test_url("loop");
     is_pg = test_is_pg(url);
     is_sqlite = strncmp(url, "sqlite:", 7) == 0;
+    is_mysql = test_is_mysql(url);
     snprintf(tbl, sizeof tbl, "%s", table_name("loop_t"));
 
     dbs_pool *p = pool_of(1, NULL);
