@@ -12,6 +12,11 @@
  *              UPDATE ... FROM (VALUES ...) of the rows sorted by id
  *   /fortunes  one unit of one SELECT
  *
+ * With --pipeline 0 nothing is pipelined, as a client library without
+ * pipelining works: /queries and /updates read with one unit a SELECT,
+ * each sent once the previous one answered, and the loop keeps one unit
+ * in flight a connection (the baseline pipelining is measured against).
+ *
  * When an HTTP client goes away before its unit completes, the unit is
  * cancelled (dbs_unit_cancel): its statement stops on the server and the
  * connection goes back to work. */
@@ -57,6 +62,7 @@ struct lreq {
     int linked;       /* on t->pending */
     enum tfb_route route;
     int n;
+    int got;          /* --pipeline 0: worlds read so far */
     int fd;           /* the client's socket, -1 unknown */
     lreq *prev, *next;
     tfb_world w[];    /* n of them (/db, /queries, /updates) */
@@ -185,6 +191,29 @@ static int submit(lreq *r, dbs_unit *u, dbs_unit_fn done)
     return rc;
 }
 
+static void on_worlds_done(dbs_unit *u, int rc, const dbs_error *err, void *arg);
+
+/* The reads of /db, /queries and /updates: one unit of the n SELECTs, or
+ * with --pipeline 0 a unit of the next one alone. */
+static void submit_world_reads(lreq *r)
+{
+    dbs_error err = {0};
+    int count = g_opt->pipeline == 0 ? 1 : r->n;
+    dbs_unit *u = dbs_unit_new(r->t->dl, NULL, DBS_UNIT_RO, &err);
+    for (int i = 0; u && i < count; i++) {
+        dbs_value id = DBS_INT(tfb_random_id());
+        if (dbs_unit_add(u, TFB_SQL_WORLD, &id, 1, &err) < 0) {
+            dbs_unit_discard(u);
+            u = NULL;
+        }
+    }
+    if (!u) {
+        finish_error(r, err.code ? err.code : DBS_ENOMEM, err.message);
+        return;
+    }
+    submit(r, u, on_worlds_done);
+}
+
 static void on_update_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
 {
     lreq *r = arg;
@@ -211,15 +240,20 @@ static void on_worlds_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
         free_lreq(r);
         return;
     }
-    for (int i = 0; i < r->n; i++) {
+    int serial = g_opt->pipeline == 0;
+    for (int i = serial ? r->got : 0; i < (serial ? r->got + 1 : r->n); i++) {
         dbs_error e = {0};
-        dbs_rows *rows = dbs_unit_rows(u, i);
+        dbs_rows *rows = dbs_unit_rows(u, serial ? 0 : i);
         if (!rows || dbs_rows_next(rows, &e) != 1) {
             finish_error(r, DBS_ESQL, "world: no such row (run tfb-server --setup)");
             return;
         }
         r->w[i].id = (int32_t)dbs_rows_int(rows, 0);
         r->w[i].rnd = (int32_t)dbs_rows_int(rows, 1);
+    }
+    if (serial && ++r->got < r->n) {
+        submit_world_reads(r);
+        return;
     }
     tfb_buf b = {0};
     if (r->route == TFB_DB) {
@@ -376,15 +410,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     case TFB_DB:
     case TFB_QUERIES:
     case TFB_UPDATES:
-        u = dbs_unit_new(t->dl, NULL, DBS_UNIT_RO, &err);
-        for (int i = 0; u && i < n; i++) {
-            dbs_value id = DBS_INT(tfb_random_id());
-            if (dbs_unit_add(u, TFB_SQL_WORLD, &id, 1, &err) < 0) {
-                dbs_unit_discard(u);
-                u = NULL;
-            }
-        }
-        break;
+        submit_world_reads(r);
+        return 0;
     case TFB_FORTUNES:
         done = on_fortunes_done;
         u = dbs_unit_new(t->dl, NULL, DBS_UNIT_RO, &err);
@@ -477,7 +504,7 @@ static void *loop_main(void *arg)
     dbs_error err = {0};
     dbs_loop_config lc;
     dbs_loop_config_init(&lc);
-    lc.pipeline_depth = g_opt->pipeline;
+    lc.pipeline_depth = g_opt->pipeline > 0 ? g_opt->pipeline : 1;
     lc.max_connections = g_loop_connections;
     if (g_opt->queue_max > 0)
         lc.queue_max = g_opt->queue_max;

@@ -25,7 +25,9 @@ static void usage(FILE *f)
             "  --threads N      loop: loops (default: processors); threads: HTTP threads\n"
             "                   (default: DB_POOL_SIZE)\n"
             "  --pipeline N     loop: units in flight on one connection (default 16;\n"
-            "                   1: no pipelining)\n"
+            "                   1: one unit at a time, its statements still in one\n"
+            "                   flight; 0: no pipelining at all, every statement a\n"
+            "                   unit of its own sent after the last one's answer)\n"
             "  --queue-max N    loop: units a loop keeps waiting for a connection; past it\n"
             "                   requests get 503 (default 4096)\n"
             "  --setup          create and fill the tables world and fortune where absent\n"
@@ -77,7 +79,7 @@ int main(int argc, char **argv)
                 return 2;
             i++;
         } else if (!strcmp(a, "--pipeline") && v) {
-            if (int_arg("--pipeline", v, 1, 1024, &opt.pipeline))
+            if (int_arg("--pipeline", v, 0, 1024, &opt.pipeline))
                 return 2;
             i++;
         } else if (!strcmp(a, "--queue-max") && v) {
