@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The TechEmpower test types on dbscope (examples/tfb/tfb-server, in loop
-# mode, threads mode, and loop mode with a pipeline depth of 1) beside Go
+# mode, threads mode, and loop mode without pipelining) beside Go
 # net/http + pgx, Node.js + postgres and FastAPI + asyncpg (bench/tfb/go,
 # node, python), on one throwaway PostgreSQL with the tables TechEmpower's
 # toolset makes, under wrk at 16, 64 and 256 connections. Writes

@@ -195,8 +195,8 @@ def command(system, build, pg, addr, pool, ncpu):
         argv = [exe, "--mode", mode, "--listen", addr]
         if mode == "loop":
             argv += ["--threads", str(ncpu)]
-        if system == "dbscope-depth1":
-            argv += [pipeline_flag(exe), "1"]
+        if system == "dbscope-nopipe":
+            argv += [pipeline_flag(exe), "0"]
         return argv, env
     if system == "go":
         exe = os.path.join(build, "tfb-go")

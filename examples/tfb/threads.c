@@ -1,0 +1,290 @@
+/* tfb-server --mode threads: the blocking API (dbs_transact) on
+ * libmicrohttpd's thread pool. Each request runs to completion on the
+ * HTTP thread that read it, database round trips included, as most C
+ * servers on a blocking client are written; it is the baseline the loop
+ * mode is measured against. libmicrohttpd rather than h2o with a thread
+ * pool beside it: the blocking call then needs no hand-off between
+ * threads at all, and libmicrohttpd keeps the connections that wait for a
+ * thread in its own epoll set without a thread each. */
+#include "tfb.h"
+
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct worlds_arg {
+    tfb_world *w;
+    int n;
+} worlds_arg;
+
+/* Reads n random worlds, one statement each. Safe to run again. */
+static int read_worlds(dbs_session *s, void *arg, dbs_error *err)
+{
+    worlds_arg *a = arg;
+    for (int i = 0; i < a->n; i++) {
+        dbs_value id = DBS_INT(tfb_random_id());
+        dbs_rows *r = dbs_query(s, TFB_SQL_WORLD, &id, 1, err);
+        if (!r)
+            return err->code;
+        int rc = dbs_rows_next(r, err);
+        if (rc == 1) {
+            a->w[i].id = (int32_t)dbs_rows_int(r, 0);
+            a->w[i].rnd = (int32_t)dbs_rows_int(r, 1);
+        } else if (rc == 0) {
+            snprintf(err->message, sizeof err->message, "world %lld: no such row (run --setup)",
+                     (long long)id.i);
+            err->code = rc = DBS_ESQL;
+        }
+        dbs_rows_close(r);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+typedef struct update_arg {
+    const char *sql;
+    const dbs_value *params;
+    size_t n;
+} update_arg;
+
+static int write_worlds(dbs_session *s, void *arg, dbs_error *err)
+{
+    update_arg *a = arg;
+    return dbs_exec(s, a->sql, a->params, a->n, err) < 0 ? err->code : 0;
+}
+
+typedef struct fortunes_arg {
+    tfb_fortune f[64];
+    char *own[64]; /* the messages f points at */
+    int n;
+} fortunes_arg;
+
+static void fortunes_free(fortunes_arg *a)
+{
+    for (int i = 0; i < a->n; i++)
+        free(a->own[i]);
+    a->n = 0;
+}
+
+static int read_fortunes(dbs_session *s, void *arg, dbs_error *err)
+{
+    fortunes_arg *a = arg;
+    fortunes_free(a); /* a retry starts over */
+    dbs_rows *r = dbs_query(s, TFB_SQL_FORTUNES, NULL, 0, err);
+    if (!r)
+        return err->code;
+    int rc;
+    while ((rc = dbs_rows_next(r, err)) == 1) {
+        if (a->n == (int)(sizeof a->f / sizeof a->f[0]) - 1) {
+            snprintf(err->message, sizeof err->message, "fortune: more than %d rows",
+                     a->n);
+            err->code = rc = DBS_ESQL;
+            break;
+        }
+        size_t len = 0;
+        const char *t = dbs_rows_text(r, 1, &len);
+        char *m = malloc(len + 1);
+        if (!m) {
+            err->code = rc = DBS_ENOMEM;
+            break;
+        }
+        memcpy(m, t ? t : "", len);
+        m[len] = '\0';
+        a->f[a->n].id = (int32_t)dbs_rows_int(r, 0);
+        a->own[a->n] = m;
+        a->f[a->n].msg = m;
+        a->f[a->n].len = len;
+        a->n++;
+    }
+    dbs_rows_close(r);
+    return rc < 0 ? rc : 0;
+}
+
+static int do_sleep(dbs_session *s, void *arg, dbs_error *err)
+{
+    dbs_value p = DBS_REAL(*(double *)arg);
+    dbs_rows *r = dbs_query(s, TFB_SQL_SLEEP, &p, 1, err);
+    if (!r)
+        return err->code;
+    int rc = dbs_rows_next(r, err);
+    dbs_rows_close(r);
+    return rc < 0 ? rc : 0;
+}
+
+static char empty[1];
+
+static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, const char *type,
+                                 tfb_buf *b)
+{
+    struct MHD_Response *r;
+    if (b->oom) {
+        tfb_buf_free(b);
+        status = 500;
+        type = "text/plain";
+        r = MHD_create_response_from_buffer(0, empty, MHD_RESPMEM_PERSISTENT);
+    } else if (b->p) {
+        r = MHD_create_response_from_buffer(b->len, b->p, MHD_RESPMEM_MUST_FREE);
+        b->p = NULL;
+    } else {
+        r = MHD_create_response_from_buffer(0, empty, MHD_RESPMEM_PERSISTENT);
+    }
+    if (!r)
+        return MHD_NO;
+    /* libmicrohttpd adds Date (and Content-Length) itself. */
+    MHD_add_response_header(r, "Server", TFB_SERVER);
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int rc, const dbs_error *err)
+{
+    tfb_buf b = {0};
+    tfb_buf_str(&b, dbs_strerror(rc));
+    tfb_buf_str(&b, ": ");
+    tfb_buf_str(&b, err->message);
+    tfb_buf_str(&b, "\n");
+    return send_body(c, (unsigned)tfb_status_of(rc), "text/plain; charset=utf-8", &b);
+}
+
+static const char *arg_of(struct MHD_Connection *c, const char *name, size_t *len)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    *len = v ? strlen(v) : 0;
+    return v;
+}
+
+typedef struct threads_ctx {
+    const tfb_options *opt;
+    dbs_pool *pool;
+} threads_ctx;
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **state)
+{
+    const threads_ctx *tc = cls;
+    const tfb_options *opt = tc->opt;
+    dbs_pool *pool = tc->pool;
+    static int seen;
+    (void)version;
+    (void)upload;
+    (void)method;
+    /* Answered on the second call, once the whole request is in: a
+     * response queued earlier would close the connection. */
+    if (!*state) {
+        *state = &seen;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        *upload_size = 0; /* no route takes a body */
+        return MHD_YES;
+    }
+    tfb_buf b = {0};
+    dbs_error err = {0};
+    size_t len;
+    const char *v;
+    int rc;
+    switch (tfb_route_of(url, strlen(url), opt->test_routes)) {
+    case TFB_JSON:
+        tfb_body_json(&b);
+        return send_body(c, 200, "application/json", &b);
+    case TFB_PLAINTEXT:
+        tfb_buf_str(&b, "Hello, World!");
+        return send_body(c, 200, "text/plain", &b);
+    case TFB_DB: {
+        tfb_world w;
+        worlds_arg a = {&w, 1};
+        if ((rc = dbs_transact_ro(pool, NULL, read_worlds, &a, &err)) < 0)
+            return send_error(c, rc, &err);
+        tfb_body_world(&b, &w);
+        return send_body(c, 200, "application/json", &b);
+    }
+    case TFB_QUERIES:
+    case TFB_UPDATES: {
+        int upd = tfb_route_of(url, strlen(url), 0) == TFB_UPDATES;
+        v = arg_of(c, "queries", &len);
+        tfb_world w[TFB_MAX_QUERIES];
+        worlds_arg a = {w, tfb_queries(v, len)};
+        if ((rc = dbs_transact_ro(pool, NULL, read_worlds, &a, &err)) < 0)
+            return send_error(c, rc, &err);
+        if (upd) {
+            tfb_buf ids = {0}, rnds = {0};
+            for (int i = 0; i < a.n; i++)
+                w[i].rnd = tfb_random_id();
+            tfb_update_arrays(w, a.n, &ids, &rnds);
+            dbs_value params[2] = {DBS_TEXT(ids.p), DBS_TEXT(rnds.p)};
+            update_arg u = {TFB_SQL_UPDATE, params, 2};
+            if (ids.oom || rnds.oom) {
+                err.code = rc = DBS_ENOMEM;
+            } else {
+                rc = dbs_transact(pool, NULL, write_worlds, &u, &err);
+            }
+            tfb_buf_free(&ids);
+            tfb_buf_free(&rnds);
+            if (rc < 0)
+                return send_error(c, rc, &err);
+        }
+        tfb_body_worlds(&b, w, a.n);
+        return send_body(c, 200, "application/json", &b);
+    }
+    case TFB_FORTUNES: {
+        fortunes_arg *a = calloc(1, sizeof *a);
+        if (!a) {
+            err.code = DBS_ENOMEM;
+            return send_error(c, DBS_ENOMEM, &err);
+        }
+        if ((rc = dbs_transact_ro(pool, NULL, read_fortunes, a, &err)) < 0) {
+            fortunes_free(a);
+            free(a);
+            return send_error(c, rc, &err);
+        }
+        tfb_body_fortunes(&b, a->f, a->n);
+        fortunes_free(a);
+        free(a);
+        return send_body(c, 200, "text/html; charset=utf-8", &b);
+    }
+    case TFB_SLEEP: {
+        v = arg_of(c, "s", &len);
+        double secs = tfb_seconds(v, len);
+        if ((rc = dbs_transact_ro(pool, NULL, do_sleep, &secs, &err)) < 0)
+            return send_error(c, rc, &err);
+        tfb_buf_str(&b, "slept\n");
+        return send_body(c, 200, "text/plain", &b);
+    }
+    case TFB_NONE:
+    default:
+        tfb_buf_str(&b, "not found\n");
+        return send_body(c, 404, "text/plain", &b);
+    }
+}
+
+int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
+{
+    int port = opt->port;
+    int fd = tfb_listen(opt->host, &port, 0);
+    if (fd < 0)
+        return 1;
+    threads_ctx tc = {opt, pool};
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO, 0, NULL, NULL,
+        on_request, &tc, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, 65536u,
+        MHD_OPTION_CONNECTION_TIMEOUT, 0u, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "tfb-server: libmicrohttpd did not start (out of threads?)\n");
+        close(fd);
+        return 1;
+    }
+    printf("tfb-server: mode threads, %d HTTP threads, listening on %s:%d\n", opt->threads,
+           opt->host, port);
+    fflush(stdout);
+    tfb_wait_signal();
+    MHD_stop_daemon(d);
+    close(fd);
+    return 0;
+}
