@@ -1474,7 +1474,8 @@ int dbs_loop_run(dbs_loop *loop);
 /* Units submitted and not yet completed. Owner thread only. */
 int dbs_loop_pending(const dbs_loop *loop);
 
-/* Closes the loop: every unit not yet done completes with DBS_ECANCELED
+/* Closes the loop: every unit not yet done completes with DBS_ECANCELED,
+ * or DBS_ECOMMIT_UNKNOWN for one whose COMMIT had already gone out
  * (callbacks run inside this call; statements in flight are cancelled on
  * the server), connections go back to the pool or are discarded, and loop
  * is freed. Waits for no server: a connection with work in flight is
@@ -1515,8 +1516,9 @@ int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *e
 /* Bounds the whole unit, from submit to its callback, waits and retries
  * included (timeout_ms > 0; default: none beyond the pool's bounds). Past
  * it the unit is cancelled and completes with DBS_ETIMEOUT while it waits
- * for a connection, DBS_ESTMT_TIMEOUT once it has one. Before submit
- * only. Owner thread only. */
+ * for a connection, DBS_ESTMT_TIMEOUT once it has one (or as it ended on
+ * the server, DBS_OK included, when its answer was already on the way).
+ * Before submit only. Owner thread only. */
 int dbs_unit_set_timeout(dbs_unit *u, int timeout_ms);
 
 /* A DBS_UNIT_RO unit sees at least what the commit at position pos wrote
