@@ -656,25 +656,35 @@ dbs_backend dbs_pool_backend(const dbs_pool *p)
 
 /* ---- connections held by an event loop (loop.c) ---- */
 
-void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns)
+/* Counts a loop's check-out (out) or check-in in the calling thread's
+ * shard, with its wait or use time in the histograms. */
+static void loop_count(dbs_pool *p, bool out, int64_t ns)
 {
     dbs__shard *sh = dbs__shard_of(p);
     bool fallback = false;
     dbs__lock_take(&sh->mu);
-    sh->acquired++;
+    if (out)
+        sh->acquired++;
+    else
+        sh->released++;
     if (p->cfg.metrics) {
         dbs__shard_hists *h = dbs__shard_hists_of(sh);
         if (h)
-            dbs__hist_add(&h->wait, wait_ns / 1000);
+            dbs__hist_add(out ? &h->wait : &h->use, ns / 1000);
         else
             fallback = true;
     }
     dbs__lock_give(&sh->mu);
     if (fallback) {
         pthread_mutex_lock(&p->mu);
-        dbs__hist_add(&p->wait_hist, wait_ns / 1000);
+        dbs__hist_add(out ? &p->wait_hist : &p->use_hist, ns / 1000);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns)
+{
+    loop_count(p, true, wait_ns);
     dbs__emit(p, DBS_EVENT_CHECKOUT, NULL, c, 0, NULL);
 }
 
@@ -684,23 +694,7 @@ void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool disca
     int64_t now = dbs__now_ns();
     if (counted) {
         dbs__emit(p, DBS_EVENT_CHECKIN, NULL, c, 0, NULL);
-        dbs__shard *sh = dbs__shard_of(p);
-        bool fallback = false;
-        dbs__lock_take(&sh->mu);
-        sh->released++;
-        if (p->cfg.metrics) {
-            dbs__shard_hists *h = dbs__shard_hists_of(sh);
-            if (h)
-                dbs__hist_add(&h->use, held_ns / 1000);
-            else
-                fallback = true;
-        }
-        dbs__lock_give(&sh->mu);
-        if (fallback) {
-            pthread_mutex_lock(&p->mu);
-            dbs__hist_add(&p->use_hist, held_ns / 1000);
-            pthread_mutex_unlock(&p->mu);
-        }
+        loop_count(p, false, held_ns);
     }
     enum dbs__rp_ask ask = discard                    ? DBS__RP_DROP_FIRST
                            : p->mode == DBS_POOL_NONE ? DBS__RP_DROP
