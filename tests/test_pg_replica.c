@@ -12,7 +12,10 @@
  * position), and reads return to the standby once it has replayed. A
  * late measurement of the primary (its monitor connection gone silent)
  * stops the standby from qualifying once the bound can no longer be
- * proven, rather than 300 ms later.
+ * proven, rather than 300 ms later. The event-loop API routes the same
+ * way: a read-only unit runs on the standby, a write in it is refused, and
+ * one given a commit position the paused standby has not replayed runs on
+ * the primary and sees that commit.
  *
  * Usage: test_pg_replica SCRIPT DIR (the script and a scratch directory). */
 #include "common.h"
@@ -21,6 +24,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <sys/epoll.h>
 
 static const char *script, *dir;
 static atomic_int ro_errors; /* failed statements in ro_where */
@@ -810,6 +814,124 @@ static void test_sizing_rule(const char *url_a)
         dbs_pool_close(pools[i]);
 }
 
+
+/* ---- event loops: read-only units on the standby ---- */
+
+struct lunit {
+    bool done;
+    int rc;
+    int64_t v[2];   /* the first row's first column of statements 0 and 1 */
+    uint64_t pos;   /* dbs_unit_commit_pos */
+    char msg[512];
+};
+
+static void lunit_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    struct lunit *o = arg;
+    o->done = true;
+    o->rc = rc;
+    snprintf(o->msg, sizeof o->msg, "%s", err->message);
+    for (int i = 0; i < 2 && rc == DBS_OK; i++) {
+        dbs_rows *r = dbs_unit_rows(u, i);
+        dbs_error e;
+        if (r && dbs_rows_next(r, &e) == 1)
+            o->v[i] = dbs_rows_int(r, 0);
+    }
+    if (rc == DBS_OK)
+        o->pos = dbs_unit_commit_pos(u);
+}
+
+/* Runs a unit of sql[0..n-1] to its end, waiting on the loop's descriptor
+ * and deadline as a program would. */
+static struct lunit run_lunit(dbs_loop *l, unsigned flags, uint64_t after, const char *const *sql,
+                              int n)
+{
+    struct lunit o = {.v = {-1, -1}};
+    dbs_error err;
+    dbs_unit *u = dbs_unit_new(l, NULL, flags, &err);
+    if (!u)
+        CHECK_FAIL("dbs_unit_new: %s", err.message);
+    for (int i = 0; i < n; i++)
+        if (dbs_unit_add(u, sql[i], NULL, 0, &err) < 0)
+            CHECK_FAIL("dbs_unit_add: %s", err.message);
+    if (after)
+        CHECK_EQ(dbs_unit_set_after(u, after), DBS_OK);
+    CHECK_OK(dbs_unit_submit(u, lunit_done, &o, &err), &err);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    CHECK(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(l), &ev) == 0);
+    while (!o.done) {
+        struct epoll_event got;
+        (void)epoll_wait(ep, &got, 1, dbs_loop_timeout_ms(l));
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    close(ep);
+    return o;
+}
+
+static void test_loop_replica(const char *url_a, const char *url_b, const char *super_b)
+{
+    dbs_pool *p = open_with(url_a, url_b, 0, 1);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(p, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    run_sql(p, "DELETE FROM replica_t WHERE id = 8000000");
+    WAIT_UNTIL(lag_known(p), 20000);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+
+    static const char *const where[] = {"SELECT pg_is_in_recovery()::int"};
+    /* a read-only unit runs on the standby (no lag bound here) */
+    struct lunit o;
+    WAIT_UNTIL((o = run_lunit(l, DBS_UNIT_RO, 0, where, 1)).rc == DBS_OK && o.v[0] == 1, 20000);
+    /* and a write in it is refused by the database */
+    static const char *const write_ro[] = {"INSERT INTO replica_t (id) VALUES (8000001)"};
+    o = run_lunit(l, DBS_UNIT_RO, 0, write_ro, 1);
+    CHECK_EQ(o.rc, DBS_ESQL);
+
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+    static const char *const write[] = {"INSERT INTO replica_t (id) VALUES (8000000)"};
+    o = run_lunit(l, 0, 0, write, 1);
+    if (o.rc != DBS_OK)
+        CHECK_FAIL("write unit: %s", o.msg);
+    uint64_t pos = o.pos;
+    CHECK(pos > 0 && pos != UINT64_MAX);
+    /* read after that commit: the paused standby has not replayed it, so
+     * the primary answers, and sees it */
+    static const char *const seen[] = {"SELECT pg_is_in_recovery()::int",
+                                       "SELECT count(*) FROM replica_t WHERE id = 8000000"};
+    o = run_lunit(l, DBS_UNIT_RO, pos, seen, 2);
+    CHECK_EQ(o.rc, DBS_OK);
+    CHECK_EQ(o.v[0], 0);
+    CHECK_EQ(o.v[1], 1);
+    /* without the position the standby still answers, stale */
+    o = run_lunit(l, DBS_UNIT_RO, 0, seen, 2);
+    CHECK_EQ(o.rc, DBS_OK);
+    CHECK_EQ(o.v[0], 1);
+    CHECK_EQ(o.v[1], 0);
+
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    /* once replayed, the position sends it back to the standby */
+    WAIT_UNTIL((o = run_lunit(l, DBS_UNIT_RO, pos, seen, 2)).rc == DBS_OK && o.v[0] == 1,
+               20000);
+    CHECK_EQ(o.v[1], 1);
+    dbs_loop_close(l);
+    run_sql(p, "DELETE FROM replica_t WHERE id = 8000000");
+    dbs_pool_close(sb);
+    dbs_pool_close(p);
+    puts("loop replica: ok");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -839,6 +961,9 @@ int main(int argc, char **argv)
     printf("-- %s\n", "test_read_own_writes");
     fflush(stdout);
     test_read_own_writes(url_a, url_b, super_b);
+    printf("-- %s\n", "test_loop_replica");
+    fflush(stdout);
+    test_loop_replica(url_a, url_b, super_b);
     printf("-- %s\n", "test_sample_age");
     fflush(stdout);
     test_sample_age(url_a, url_b, super_b);
