@@ -662,11 +662,10 @@ static int pg_set_read_only(void *vc, int on, dbs_error *err)
     return DBS_OK;
 }
 
-/* Transaction options become the BEGIN itself: BEGIN ISOLATION LEVEL ...
- * READ ONLY DEFERRABLE, sent in the first statement's flight. */
-static int pg_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+/* Checks o and writes the BEGIN it makes (READ ONLY also when ro), for
+ * the blocking path (pg_tx_options) and a loop's units (a_begin_sql) alike. */
+static int tx_begin_text(const dbs_tx_options *o, bool ro, char *out, size_t n, dbs_error *err)
 {
-    pg_conn *c = vc;
     if (o && o->immediate)
         return dbs__err(err, DBS_ECONFIG,
                         "postgresql: the immediate transaction option is SQLite's (BEGIN "
@@ -676,14 +675,30 @@ static int pg_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
                         "postgresql: DEFERRABLE has an effect only on a SERIALIZABLE READ "
                         "ONLY transaction: set isolation = DBS_ISOLATION_SERIALIZABLE and "
                         "read_only = 1, or deferrable = 0");
+    if (o && (o->isolation < 0 || o->isolation > DBS_ISOLATION_SERIALIZABLE))
+        return dbs__err(err, DBS_EMISUSE, "postgresql: unknown isolation level %d",
+                        (int)o->isolation);
     static const char *const level[] = {"", " ISOLATION LEVEL READ COMMITTED",
                                         " ISOLATION LEVEL REPEATABLE READ",
                                         " ISOLATION LEVEL SERIALIZABLE"};
+    snprintf(out, n, "BEGIN%s%s%s", o ? level[o->isolation] : "", ro ? " READ ONLY" : "",
+             o && o->deferrable ? " DEFERRABLE" : "");
+    return DBS_OK;
+}
+
+/* Transaction options become the BEGIN itself: BEGIN ISOLATION LEVEL ...
+ * READ ONLY DEFERRABLE, sent in the first statement's flight. */
+static int pg_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    pg_conn *c = vc;
+    char sql[sizeof c->begin_sql];
+    int rc = tx_begin_text(o, o && o->read_only, sql, sizeof sql, err);
+    if (rc != DBS_OK)
+        return rc;
     c->opt_ro = o && o->read_only;
     c->begin_sql[0] = '\0';
     if (o)
-        snprintf(c->begin_sql, sizeof c->begin_sql, "BEGIN%s%s%s", level[o->isolation],
-                 o->read_only ? " READ ONLY" : "", o->deferrable ? " DEFERRABLE" : "");
+        memcpy(c->begin_sql, sql, sizeof sql);
     return DBS_OK;
 }
 
@@ -2579,26 +2594,8 @@ static void a_reset_alone(pg_conn *c)
  * read-only unit. */
 static int a_begin_sql(const dbs__aunit *u, char *out, size_t n, bool *ro, dbs_error *err)
 {
-    const dbs_tx_options *o = u->opt;
-    if (o && o->immediate)
-        return dbs__err(err, DBS_ECONFIG,
-                        "postgresql: the immediate transaction option is SQLite's (BEGIN "
-                        "IMMEDIATE); PostgreSQL locks rows as they are written: leave it 0");
-    if (o && o->deferrable && (o->isolation != DBS_ISOLATION_SERIALIZABLE || !o->read_only))
-        return dbs__err(err, DBS_ECONFIG,
-                        "postgresql: DEFERRABLE has an effect only on a SERIALIZABLE READ "
-                        "ONLY transaction: set isolation = DBS_ISOLATION_SERIALIZABLE and "
-                        "read_only = 1, or deferrable = 0");
-    if (o && (o->isolation < 0 || o->isolation > DBS_ISOLATION_SERIALIZABLE))
-        return dbs__err(err, DBS_EMISUSE, "postgresql: unknown isolation level %d",
-                        (int)o->isolation);
-    static const char *const level[] = {"", " ISOLATION LEVEL READ COMMITTED",
-                                        " ISOLATION LEVEL REPEATABLE READ",
-                                        " ISOLATION LEVEL SERIALIZABLE"};
-    *ro = u->read_only || (o && o->read_only);
-    snprintf(out, n, "BEGIN%s%s%s", o ? level[o->isolation] : "", *ro ? " READ ONLY" : "",
-             o && o->deferrable ? " DEFERRABLE" : "");
-    return DBS_OK;
+    *ro = u->read_only || (u->opt && u->opt->read_only);
+    return tx_begin_text(u->opt, *ro, out, n, err);
 }
 
 /* A blocking session's reset, written at its release and not read yet
