@@ -12,13 +12,13 @@
  *   direct+reset-before   the same, with the reset dbscope sent before
  *                   (nine named statements, DISCARD PLANS among them) in
  *                   the COMMIT's flight: the server's cost of that reset
- *   direct+reset-sync     the four named statements below after a Sync of
+ *   direct+reset-sync     the six named statements below after a Sync of
  *                   their own behind the COMMIT's, as dbscope sent them
  *                   before they shared the COMMIT's segment
  *   direct+reset-now      the reset dbscope sends now on a backend without
- *                   a temporary schema, after a session that left no
- *                   cursor WITH HOLD or LISTEN: four named statements in
- *                   the COMMIT's segment (no Sync between)
+ *                   a temporary schema: six named statements (CLOSE ALL
+ *                   and UNLISTEN * among them) in the COMMIT's segment (no
+ *                   Sync between)
  *   direct+reset-now-temp the same on a backend with a temporary schema:
  *                   DISCARD TEMP and DISCARD PLANS too
  *
@@ -202,8 +202,8 @@ static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
 /* Every command either reset sends: dbscope's named reset before (the
  * first nine: DISCARD PLANS always, CLOSE ALL, UNLISTEN *, the advisory
  * locks and DISCARD TEMP as commands of their own) and now (on a backend
- * without a temporary schema, and no cursor WITH HOLD or LISTEN left: four
- * commands, the reconcile query releasing the advisory locks and reading
+ * without a temporary schema: six commands, CLOSE ALL and UNLISTEN *
+ * among them, the reconcile query releasing the advisory locks and reading
  * the server's state; with a temporary schema DISCARD TEMP and DISCARD
  * PLANS too). */
 static const char *const reset_sql[] = {
@@ -217,23 +217,20 @@ static const char *const reset_sql[] = {
     "DISCARD PLANS",
     "SELECT name, CASE WHEN pg_catalog.left(name, 5) OPERATOR(pg_catalog.=) "
     "'dbs_r' THEN statement END FROM pg_catalog.pg_prepared_statements",
-    "SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
-    "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t, o.k "
-    "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
-    "pg_catalog.pg_my_temp_schema() AS t, "
-    "EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) OR "
-    "EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) AS k) "
-    "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true",
+    "SELECT name, CASE WHEN name OPERATOR(pg_catalog.~~) 'dbs_r_' "
+    "THEN statement END, pg_catalog.pg_my_temp_schema(), "
+    "pg_catalog.pg_advisory_unlock_all() "
+    "FROM pg_catalog.pg_prepared_statements",
 };
 /* Short names for the table. */
 static const char *const cmd_label[] = {
     "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "CLOSE ALL", "UNLISTEN *",
     "SELECT pg_advisory_unlock_all()", "DISCARD TEMP", "DISCARD SEQUENCES",
-    "DISCARD PLANS", "reconcile (before)", "reconcile + locks + probes (now)",
+    "DISCARD PLANS", "reconcile (before)", "reconcile + locks (now)",
 };
 #define NCMD ((int)(sizeof reset_sql / sizeof reset_sql[0]))
 #define BEFORE 0x1ffu                                  /* commands 0..8 */
-#define NOW ((1u << 0) | (1u << 1) | (1u << 6) | (1u << 9))
+#define NOW ((1u << 0) | (1u << 1) | (1u << 2) | (1u << 3) | (1u << 6) | (1u << 9))
 #define NOW_TEMP (NOW | (1u << 5) | (1u << 7))         /* temporary schema */
 
 static int drain(PGconn *pg, int syncs)

@@ -30,6 +30,10 @@ static long long backend_ns(long pid)
     return ns;
 }
 
+#define RECONCILE_NOW                                                              \
+    "SELECT name, CASE WHEN name OPERATOR(pg_catalog.~~) 'dbs_r_' THEN statement " \
+    "END, pg_catalog.pg_my_temp_schema(), pg_catalog.pg_advisory_unlock_all() "    \
+    "FROM pg_catalog.pg_prepared_statements"
 #define RECONCILE                                                                  \
     "SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) OPERATOR(pg_catalog.=) "  \
     "'dbs_r' THEN p.statement END, o.t, o.k FROM (SELECT "                         \
@@ -50,16 +54,19 @@ static const char *const sql[] = {
     "SELECT EXISTS (SELECT FROM pg_catalog.pg_listening_channels())",
     "SELECT EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable)",
     "SELECT name FROM pg_catalog.pg_prepared_statements",
+    "CLOSE ALL",
+    "UNLISTEN *",
+    RECONCILE_NOW,
     "BEGIN",
     "COMMIT",
 };
 #define NSQL ((int)(sizeof sql / sizeof sql[0]))
-enum { S_SSA, S_RESET, S_SEQ, S_REC, S_ONE, S_BEGIN = NSQL - 2, S_COMMIT = NSQL - 1 };
+enum { S_SSA, S_RESET, S_SEQ, S_REC, S_ONE, S_CLOSE = 10, S_UNLISTEN, S_REC2, S_BEGIN = NSQL - 2, S_COMMIT = NSQL - 1 };
 
 /* A variant: statements (indexes into sql), -1 = a Sync in the middle. */
 typedef struct variant {
     const char *label;
-    int items[8];
+    int items[10];
     int n;
 } variant;
 
@@ -75,12 +82,21 @@ static const variant vars[] = {
     {"  pg_listening_channels() probe", {7}, 1},
     {"  pg_cursors probe", {8}, 1},
     {"  pg_prepared_statements names", {9}, 1},
-    {"the reset (4 statements)", {S_SSA, S_RESET, S_SEQ, S_REC}, 4},
+    {"CLOSE ALL", {S_CLOSE}, 1},
+    {"UNLISTEN *", {S_UNLISTEN}, 1},
+    {"reconcile + locks (now)", {S_REC2}, 1},
+    {"the reset (before: 4 statements)", {S_SSA, S_RESET, S_SEQ, S_REC}, 4},
+    {"the reset (now: 6 statements)",
+     {S_SSA, S_RESET, S_CLOSE, S_UNLISTEN, S_SEQ, S_REC2},
+     6},
     {"BEGIN, COMMIT, Sync (no reset)", {S_BEGIN, S_COMMIT}, 2},
-    {"BEGIN, COMMIT, Sync, the reset, Sync (before)",
+    {"BEGIN, COMMIT, Sync, the reset, Sync (older)",
      {S_BEGIN, S_COMMIT, -1, S_SSA, S_RESET, S_SEQ, S_REC},
      7},
-    {"BEGIN, COMMIT, the reset, Sync (now)", {S_BEGIN, S_COMMIT, S_SSA, S_RESET, S_SEQ, S_REC}, 6},
+    {"BEGIN, COMMIT, the reset, Sync (before)", {S_BEGIN, S_COMMIT, S_SSA, S_RESET, S_SEQ, S_REC}, 6},
+    {"BEGIN, COMMIT, the reset, Sync (now)",
+     {S_BEGIN, S_COMMIT, S_SSA, S_RESET, S_CLOSE, S_UNLISTEN, S_SEQ, S_REC2},
+     8},
 };
 #define NVAR ((int)(sizeof vars / sizeof vars[0]))
 

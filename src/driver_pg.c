@@ -25,9 +25,10 @@
  * ROLLBACK or COMMIT, then in the same segment (no Sync between them: a
  * Sync costs the server a transaction end, a ReadyForQuery and a write of
  * its own) the reset commands and a query that reconciles the server's
- * prepared statements with the statement cache and reports what the
- * commands it leaves out would undo (named statements parsed once per
- * connection, see pg_reset_sql), Sync; when that state is there, or the
+ * prepared statements with the statement cache and reports the backend's
+ * temporary schema, on which the two commands it may leave out depend
+ * (named statements parsed once per connection, see pg_reset_sql), Sync;
+ * when the session made the backend's first temporary schema, or the
  * server skipped the reset because the COMMIT failed (it reports each
  * skipped command as aborted), the reset runs again in full before the
  * connection is used.
@@ -153,11 +154,11 @@ static const char *const pg_tcp_defaults[][2] = {
  *
  * The named reset (every session's) leaves out what the server reports
  * absent, read by its reconcile query; the reset from the text (below)
- * runs every command. CLOSE ALL and UNLISTEN * are left out: the query
- * reports whether the session left a cursor WITH HOLD
- * (pg_cursors.is_holdable: no other cursor outlives its transaction) or a
- * LISTEN (pg_listening_channels()), and when it did, the reset runs again
- * in full from the text before the connection is used (reset_done).
+ * runs every command. CLOSE ALL and UNLISTEN * run in every reset: on a
+ * session without a cursor WITH HOLD or a LISTEN each costs the server
+ * about 2 us (bench/reset_items.c), less than the probes of pg_cursors and
+ * pg_listening_channels() that would let them be left out (about 11 and
+ * 7 us), and a session that left either needs no second round trip.
  *
  * DISCARD TEMP and DISCARD PLANS run only on a backend that has a
  * temporary schema, as the server reports it (pg_my_temp_schema(), read by
@@ -184,32 +185,40 @@ static const char *const pg_tcp_defaults[][2] = {
  * whose named statement is missing, or whose text is not ours (a session
  * deallocated it and prepared its own under that name), runs again from
  * the text (reset_again). */
-enum { PG_R_CLOSE = 2, PG_R_UNLISTEN = 3, PG_R_TEMP = 5, PG_R_PLANS = 6 };
+enum { PG_R_TEMP = 5, PG_R_PLANS = 6 };
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
     "RESET ALL",
-    "CLOSE ALL",  /* PG_R_CLOSE: only from the text (see above) */
-    "UNLISTEN *", /* PG_R_UNLISTEN: likewise */
+    "CLOSE ALL",
+    "UNLISTEN *",
     "DISCARD SEQUENCES",
     "DISCARD TEMP",  /* PG_R_TEMP: only with a temporary schema */
     "DISCARD PLANS", /* PG_R_PLANS: likewise */
     /* Every prepared statement on the server, to compare with the cache,
-     * with the text of those named like the reset's; at least one row,
-     * whose third column is the temporary schema's oid (0: none) and whose
-     * fourth says whether the session left a LISTEN or a cursor WITH HOLD
-     * (the only cursors a transaction's end leaves). A query
-     * that does the comparison on the server (with the cache's names as a
-     * parameter) costs 0.6 ms of planning per release; this costs little
-     * more than a round trip, and the client compares at most
-     * stmt_cache_size names. */
-    ("SELECT p.name, CASE WHEN pg_catalog.left(p.name, 5) "
-     "OPERATOR(pg_catalog.=) 'dbs_r' THEN p.statement END, o.t, o.k "
-     "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
-     "pg_catalog.pg_my_temp_schema() AS t, "
-     "EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) OR "
-     "EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) AS k) "
-     "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true"),
+     * with the text of those named like the reset's, and in the third
+     * column the temporary schema's oid (0: none). Run by name, it lists
+     * at least itself, so the advisory locks are released (once a row:
+     * cheaper than a join that would call it once). A query that does the
+     * comparison on the server (with the cache's names as a parameter)
+     * costs 0.6 ms of planning per release; this costs little more than a
+     * round trip, and the client compares at most stmt_cache_size names.
+     * LIKE costs the server less than left() and a comparison, about 3 us
+     * a reset (bench/reset_items.c); its '_' matches any character, so a
+     * few other names may come with their text, and reset_index decides. */
+    ("SELECT name, CASE WHEN name OPERATOR(pg_catalog.~~) 'dbs_r_' "
+     "THEN statement END, pg_catalog.pg_my_temp_schema(), "
+     "pg_catalog.pg_advisory_unlock_all() "
+     "FROM pg_catalog.pg_prepared_statements"),
 };
+/* The reconcile query as the reset from the text runs it (unnamed): at
+ * least one row even when no statement is prepared, so that the locks are
+ * released and the temporary schema reported all the same. */
+static const char pg_reconcile_text[] =
+    "SELECT p.name, CASE WHEN p.name OPERATOR(pg_catalog.~~) 'dbs_r_' "
+    "THEN p.statement END, o.t "
+    "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
+    "pg_catalog.pg_my_temp_schema() AS t) "
+    "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true";
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
 typedef struct pg_stmt {
@@ -774,12 +783,10 @@ static int reset_index(const char *name)
  * cache. Returns whether the reset's named statements are all on the
  * server with dbscope's text; when not, every statement under their names
  * is owed a DEALLOCATE and the next reset parses them again. Also notes
- * the backend's temporary schema (temp_schema), and *kept: the session
- * left a LISTEN or a cursor WITH HOLD. */
-static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
+ * the backend's temporary schema (temp_schema). */
+static bool reconcile(pg_conn *c, const PGresult *r)
 {
-    *kept = true; /* unknown: assume the worst */
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 4 ||
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 3 ||
         PQntuples(r) < 1) {
         c->reset_stmts = false;
         c->temp_schema = true;
@@ -788,7 +795,6 @@ static bool reconcile(pg_conn *c, const PGresult *r, bool *kept)
     /* Once a backend has a temporary schema it keeps it. */
     if (PQgetisnull(r, 0, 2) || strcmp(PQgetvalue(r, 0, 2), "0") != 0)
         c->temp_schema = true;
-    *kept = PQgetisnull(r, 0, 3) || strcmp(PQgetvalue(r, 0, 3), "f") != 0;
     for (int i = 0; i < c->cache_n; i++)
         c->cache[i].seen = false;
     bool mine[PG_NRESET] = {false};
@@ -858,8 +864,10 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
     char name[16];
     snprintf(name, sizeof name, "dbs_r%d", i);
     if (how == 0)
-        *ok = PQsendQueryParams(c->pg, pg_reset_sql[i], 0, NULL, NULL, NULL,
-                                NULL, 0) == 1;
+        *ok = PQsendQueryParams(c->pg,
+                                i == PG_NRESET - 1 ? pg_reconcile_text
+                                                   : pg_reset_sql[i],
+                                0, NULL, NULL, NULL, NULL, 0) == 1;
     else if (how == 1)
         *ok = PQsendPrepare(c->pg, name, pg_reset_sql[i], 0, NULL) == 1;
     else
@@ -872,12 +880,11 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
 /* Queues the reset commands and the reconcile query, then a Sync: named
  * (parsed first when the connection has not got them yet) or, to run it
  * again after the named statements turned out not to be dbscope's or
- * that the session left what the named reset leaves out, from the text
- * with every command. Named: DISCARD TEMP and DISCARD PLANS only on a
- * backend with a temporary schema, CLOSE ALL and UNLISTEN * not at all
- * (see pg_reset_sql); their named statements are parsed all the same, so
- * that the reconcile query finds the set whole. */
-static void q_reset_body(pg_conn *c, pg_flight *f, bool *ok, bool named, bool close)
+ * that the backend made its first temporary schema, from the text with
+ * every command. Named: DISCARD TEMP and DISCARD PLANS only on a backend
+ * with a temporary schema (see pg_reset_sql); their named statements are
+ * parsed all the same, so that the reconcile query finds the set whole. */
+static void q_reset_body(pg_conn *c, pg_flight *f, bool *ok, bool named)
 {
     bool parse = named && !c->reset_stmts;
     f->reset_from = f->n;
@@ -889,8 +896,6 @@ static void q_reset_body(pg_conn *c, pg_flight *f, bool *ok, bool named, bool cl
             q_reset_item(c, f, ok, i, 1);
         if ((i == PG_R_TEMP || i == PG_R_PLANS) && !f->reset_temp)
             continue;
-        if ((i == PG_R_CLOSE || i == PG_R_UNLISTEN) && !f->reset_full && !close)
-            continue;
         q_reset_item(c, f, ok, i, named ? 2 : 0);
     }
     f->reset_to = f->n;
@@ -901,7 +906,7 @@ static void q_reset_body(pg_conn *c, pg_flight *f, bool *ok, bool named, bool cl
 
 static void q_reset(pg_conn *c, pg_flight *f, bool *ok, bool named)
 {
-    q_reset_body(c, f, ok, named, false);
+    q_reset_body(c, f, ok, named);
     q_sync(c, f, ok);
 }
 
@@ -914,8 +919,8 @@ static bool names_stmt(const PGresult *r, const char *name);
  * named statement was missing (the
  * server ran none of the reset after it) or was not dbscope's, or the
  * server reports what the named reset left out (a temporary schema it ran
- * without DISCARD TEMP and DISCARD PLANS, a LISTEN, a cursor WITH HOLD):
- * it must run again in full from the text (reset_again).
+ * without DISCARD TEMP and DISCARD PLANS): it must run again in full from
+ * the text (reset_again).
  * Notifications a LISTEN left queued in
  * libpq are dropped. */
 static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
@@ -951,14 +956,12 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
                             "(%s): the connection is discarded",
                             pg_reset_sql[f->rcmd[i]]);
         }
-    bool kept = true;
-    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile], &kept) &&
+    if (f->reconcile >= 0 && !reconcile(c, f->res[f->reconcile]) &&
         f->reset_named)
         *again = true;
-    /* The session made the backend's first temporary object, or left a
-     * LISTEN or a cursor WITH HOLD: run the reset again, in full. */
-    if (!f->reset_full &&
-        (kept || (c->temp_schema && !f->reset_temp) || f->reconcile < 0))
+    /* The session made the backend's first temporary object: run the
+     * reset again, in full. */
+    if (!f->reset_full && ((c->temp_schema && !f->reset_temp) || f->reconcile < 0))
         *again = true;
     PGnotify *n;
     while ((n = PQnotifies(c->pg)) != NULL)
@@ -969,8 +972,8 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
 /* Runs the reset again from its text, in a flight of its own, after a
  * named reset whose statements were not all dbscope's (reset_done): only
  * after a session removed or replaced them (DEALLOCATE by the user, in a
- * function or not; DISCARD ALL through dbs_session_native), or left what
- * the named reset leaves out. From the text it runs every command. */
+ * function or not; DISCARD ALL through dbs_session_native), or made the
+ * backend's first temporary schema. From the text it runs every command. */
 static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
 {
     /* this flight's reconcile query lists the foreign statements anew */
@@ -2522,14 +2525,14 @@ static void a_prepare(pg_conn *c, pg_aflight *af, bool *ok)
     c->a_named = true;
 }
 
-/* Queues af's reset (named, with CLOSE ALL and UNLISTEN *, or from the
- * text with every command), its marker and a Sync. */
+/* Queues af's reset (named, or from the text with every command), its
+ * marker and a Sync. */
 static void a_reset(pg_conn *c, pg_aflight *af, bool *ok, bool named)
 {
     pg_flight *f = &af->rf;
     flight_init(f);
     a_prepare(c, af, ok);
-    q_reset_body(c, f, ok, named, true);
+    q_reset_body(c, f, ok, named);
     char ep[24];
     af->epoch = ++c->a_epoch;
     snprintf(ep, sizeof ep, "%llu", (unsigned long long)af->epoch);
@@ -2683,9 +2686,8 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     if (posted) {
         a_link(c, posted);
         if (after) {
-            /* the blocking reset leaves out what the server reported
-             * absent at its time; this one runs CLOSE ALL and UNLISTEN *
-             * and sets the marker the guard below checks */
+            /* the blocking reset sets no marker; this one sets the
+             * marker the guard below checks */
             a_reset(c, after, &ok, true);
             a_link(c, after);
         }
