@@ -197,8 +197,10 @@ static const char *const pg_reset_sql[] = {
     /* Every prepared statement on the server, to compare with the cache,
      * with the text of those named like the reset's, and in the third
      * column the temporary schema's oid (0: none). Run by name, it lists
-     * at least itself, so the advisory locks are released (once a row:
-     * cheaper than a join that would call it once). A query that does the
+     * at least itself, so the advisory locks are released:
+     * pg_advisory_unlock_all() runs once a row, which costs the server less
+     * than the join that would run it once (pg_reconcile_text, below, for
+     * the reset from the text). A query that does the
      * comparison on the server (with the cache's names as a parameter)
      * costs 0.6 ms of planning per release; this costs little more than a
      * round trip, and the client compares at most stmt_cache_size names.
