@@ -317,8 +317,19 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
         char *perr = NULL;
         PQconninfoOption *opts = PQconninfoParse(url, &perr);
         if (!opts) {
+            /* scrubbed whole, then cut to fit: a secret cut first would
+             * no longer be found */
+            size_t pn = perr ? strlen(perr) + 64 : 0;
+            char *full = pn ? malloc(pn) : NULL;
             char why[300];
-            snprintf(why, sizeof why, "%s", perr ? perr : "out of memory");
+            if (full) {
+                snprintf(full, pn, "%s", perr);
+                dbs__scrub_url_secrets(url, full, pn);
+                snprintf(why, sizeof why, "%s", full);
+                free(full);
+            } else {
+                snprintf(why, sizeof why, "%s", perr ? perr : "out of memory");
+            }
             PQfreemem(perr);
             dbs__scrub_url_secrets(url, why, sizeof why);
             for (char *q = why; *q; q++)

@@ -303,6 +303,18 @@ void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len)
         memcpy(p, "***", 3);
         p += 3;
     }
+    /* A message cut to fit its buffer may end in the first bytes of the
+     * needle (a value quoted whole, then truncated): those go too. */
+    size_t m = strlen(msg);
+    for (size_t k = (len - 1 < m ? len - 1 : m); k >= 3; k--)
+        if (memcmp(msg + m - k, needle, k) == 0) {
+            size_t at = m - k;
+            if (at + 3 < cap)
+                memcpy(msg + at, "***", 4);
+            else
+                msg[at] = '\0';
+            return;
+        }
 }
 
 /* value (len bytes, written in form) as its parser reads it, to dec
@@ -335,35 +347,63 @@ static size_t decode_value(const char *v, size_t len, int form, bool percent, ch
     return strlen(dec);
 }
 
-/* Replaces in msg every copy of value (len bytes), decoded, and its pieces. */
+/* Replaces in msg every copy of value (len bytes), decoded, and its pieces.
+ * A value of any length: one the scrub cannot copy (out of memory) empties
+ * msg rather than let it through. */
 static void scrub_value(char *msg, size_t cap, const char *value, size_t len, int form)
 {
-    if (len == 0 || len >= 1024)
+    if (len == 0)
         return;
-    char raw[1024];
+    char *raw = malloc(3 * (len + 1));
+    if (!raw) {
+        msg[0] = '\0';
+        return;
+    }
+    char *dec = raw + len + 1, *piece = dec + len + 1;
     memcpy(raw, value, len);
     raw[len] = '\0';
     dbs__scrub_text(msg, cap, raw, len);
-    char dec[1024];
     for (int percent = 0; percent < 2; percent++) {
         size_t d = decode_value(raw, len, form, percent, dec);
         if (d > 0)
             dbs__scrub_text(msg, cap, dec, d);
     }
+    /* Several parameters taken as one (more secrets than SPAN_MAX: the
+     * rest of the text is one span): each '&'-separated value, as a parser
+     * quotes it, raw and decoded. */
+    for (size_t a = 0; a < len;) {
+        size_t b = a;
+        while (b < len && raw[b] != '&')
+            b++;
+        const char *eq = memchr(raw + a, '=', b - a);
+        size_t v = eq ? (size_t)(eq + 1 - raw) : a;
+        if (b - v >= 3 && b - v < len) {
+            memcpy(piece, raw + v, b - v);
+            piece[b - v] = '\0';
+            dbs__scrub_text(msg, cap, piece, b - v);
+            for (int percent = 0; percent < 2; percent++) {
+                size_t d = decode_value(piece, b - v, form, percent, dec);
+                if (d >= 3)
+                    dbs__scrub_text(msg, cap, dec, d);
+            }
+        }
+        a = b + 1;
+    }
     /* A parser that splits the malformed text elsewhere (at the first '@',
-     * at a '/', a '[') quotes pieces of it: each piece of 3 bytes or more. */
+     * at a '/', a '[', an '&') quotes pieces of it: each piece of 3 bytes
+     * or more. */
     for (size_t a = 0; a < len;) {
         size_t b = a;
         while (b < len && !strchr("@:/?#[]%&'\\ ", raw[b]))
             b++;
         if (b - a >= 3 && b - a < len) {
-            char piece[1024];
             memcpy(piece, raw + a, b - a);
             piece[b - a] = '\0';
             dbs__scrub_text(msg, cap, piece, b - a);
         }
         a = b + 1;
     }
+    free(raw);
 }
 
 void dbs__scrub_url_secrets(const char *url, char *msg, size_t cap)

@@ -357,6 +357,42 @@ static void test_redact_secret_keys(void)
     CHECK(strstr(out, "r3t") == NULL);
 }
 
+/* A secret of any length is scrubbed from the messages that quote it: an
+ * IAM token runs past a kilobyte, and a URL holding more secrets than the
+ * scanner keeps makes all the text from the first one left over a single
+ * span. Both once went unscrubbed (fuzz_url found the second): libpq's
+ * "forbidden value %00 in percent-encoded value" quotes the value whole. */
+static void test_scrub_long(void)
+{
+    const dbs__driver *drv;
+    char *ci;
+    int mem;
+    dbs_error err;
+    char tok[2100];
+    for (int i = 0; i < 2000; i++)
+        tok[i] = "Tokn3nSecr"[i % 10];
+    memcpy(tok + 1000, "%00", 3);
+    tok[2000] = '\0';
+    char url[2300];
+    snprintf(url, sizeof url, "postgresql://app@db/x?password=%s&sslmode=disable", tok);
+    CHECK_INT(dbs__url_parse(url, &drv, &ci, &mem, &err), ==, DBS_ECONFIG);
+    if (strstr(err.message, "Tokn3n"))
+        CHECK_FAIL("a 2,000-byte password shows in: %.200s", err.message);
+    CHECK(strstr(err.message, "not a valid PostgreSQL connection string") != NULL);
+
+    char many[4096];
+    size_t o = (size_t)snprintf(many, sizeof many,
+                                "postgresql://app@db/x?sslmode=disable&password=Sekr3t%%2F%%00PW&x=");
+    for (int i = 0; i < 40; i++)
+        o += (size_t)snprintf(many + o, sizeof many - o, "postgresql://u%d:p@h/", i);
+    CHECK_INT(dbs__url_parse(many, &drv, &ci, &mem, &err), ==, DBS_ECONFIG);
+    if (strstr(err.message, "Sekr3t"))
+        CHECK_FAIL("a password behind 40 nested URLs shows in: %s", err.message);
+    char msg[512] = "quoted: \"Sekr3t%2F%00PW\", decoded: Sekr3t/";
+    dbs__scrub_url_secrets(many, msg, sizeof msg);
+    CHECK(strstr(msg, "Sekr3t") == NULL);
+}
+
 /* No password shows in any message, however malformed the URL around it:
  * redaction works on the raw text, before any parser. */
 static void test_password_never_shown(void)
@@ -510,6 +546,7 @@ int main(void)
     test_redact();
     test_password_never_shown();
     test_redact_secret_keys();
+    test_scrub_long();
     test_upper_bounds();
     test_scrub_edges();
     test_url_schemes_named();
