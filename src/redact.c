@@ -305,10 +305,9 @@ void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len)
     }
     /* A message cut to fit its buffer may end in the first bytes of the
      * needle (a value quoted whole, then truncated): those go too. */
-    size_t m = strlen(msg);
-    for (size_t k = (len - 1 < m ? len - 1 : m); k >= 3; k--)
-        if (memcmp(msg + m - k, needle, k) == 0) {
-            size_t at = m - k;
+    size_t m = strlen(msg), kmax = len - 1 < m ? len - 1 : m;
+    for (size_t at = m - kmax; at + 3 <= m; at++)
+        if (msg[at] == needle[0] && memcmp(msg + at, needle, m - at) == 0) {
             if (at + 3 < cap)
                 memcpy(msg + at, "***", 4);
             else
