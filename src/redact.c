@@ -347,15 +347,15 @@ static size_t decode_value(const char *v, size_t len, int form, bool percent, ch
 }
 
 /* Replaces in msg every copy of value (len bytes), decoded, and its pieces.
- * A value of any length: one the scrub cannot copy (out of memory) empties
- * msg rather than let it through. */
+ * A value of any length: one the scrub cannot copy (out of memory)
+ * replaces msg rather than let it through. */
 static void scrub_value(char *msg, size_t cap, const char *value, size_t len, int form)
 {
     if (len == 0)
         return;
     char *raw = malloc(3 * (len + 1));
     if (!raw) {
-        msg[0] = '\0';
+        snprintf(msg, cap, "(not shown: out of memory while hiding its secrets)");
         return;
     }
     char *dec = raw + len + 1, *piece = dec + len + 1;
