@@ -72,6 +72,14 @@ static unsigned rnd(void)
     return (rng >> 8) & 0xffffff;
 }
 
+/* memcpy with a null pointer is undefined even for zero bytes, and an
+ * empty file's image has no buffer yet. */
+static void copy_bytes(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    if (n > 0)
+        memcpy(dst, src, n);
+}
+
 static void img_set_len(node *n, size_t len)
 {
     if (len > n->cap) {
@@ -89,6 +97,8 @@ static void img_set_len(node *n, size_t len)
 
 static void apply(node *n, const pending *p)
 {
+    if (p->len == 0)
+        return;
     if (p->len < 0) {
         if ((size_t)p->off < n->len)
             n->len = (size_t)p->off;
@@ -116,19 +126,20 @@ static void freeze(void)
         im->path = strdup(n->path);
         im->img = malloc(n->len + 1);
         CHECK(im->path && im->img);
-        memcpy(im->img, n->img, n->len);
+        copy_bytes(im->img, n->img, n->len);
         im->len = n->len;
         if (keep_some) {
             /* some unsynced writes reached the disk anyway, in order */
             node tmp = {.img = NULL};
             tmp.len = 0;
             img_set_len(&tmp, im->len);
-            memcpy(tmp.img, im->img, im->len);
+            copy_bytes(tmp.img, im->img, im->len);
             for (size_t i = 0; i < n->nops; i++)
                 if (rnd() % 2)
                     apply(&tmp, &n->ops[i]);
             free(im->img);
-            im->img = tmp.img;
+            im->img = tmp.img ? tmp.img : malloc(1);
+            CHECK(im->img);
             im->len = tmp.len;
         }
     }
@@ -170,7 +181,7 @@ static int s_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 off)
     pending *p = &nd->ops[nd->nops++];
     p->off = off;
     p->len = n;
-    p->data = malloc((size_t)n);
+    p->data = malloc((size_t)n + 1);
     CHECK(p->data);
     memcpy(p->data, b, (size_t)n);
     tick();
