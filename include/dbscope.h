@@ -625,7 +625,20 @@ int dbs_pool_wait_ready(dbs_pool *pool, int timeout_ms, dbs_error *err);
  * before it starts threads and before any other call on the pool
  * (dbs_pool_stats included); the parent's pool and connections are
  * unaffected. DBS_OK (also in the process that opened the pool: nothing to
- * do), or DBS_ENOMEM when a thread cannot be started. Blocks for no I/O. */
+ * do), or DBS_ENOMEM when a thread cannot be started. Blocks for no I/O.
+ *
+ * A child inherits every lock as it was at the fork, and one that another
+ * thread held stays held for good; the database libraries keep
+ * process-wide ones (SQLite's static mutexes, Connector/C's plugin list,
+ * OpenSSL's stores). The library's own threads (the housekeeper, the
+ * replica monitors, the SQLite workers of event loops) are kept out of
+ * them at a fork: fork() waits, in a pthread_atfork handler, for the pass
+ * of each such thread that is under way (a ping, a warm-up connect, a
+ * lag sample, a unit of work) to end, at most that pass's own bound
+ * (connect_timeout_ms, statement_timeout_ms); passes wait for the fork in
+ * turn. A fork from an event callback the housekeeper runs does not wait.
+ * Threads of the program's own that are inside a library call at the
+ * fork are the program's to stop first, as with any library. */
 int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err);
 
 /* Fills *out with one consistent snapshot of the pool's counters. Takes the

@@ -312,6 +312,14 @@ unsigned long dbs__fork_gen(void);
 /* Whether p (or s's pool) was opened before a fork() in a parent: fills
  * err with DBS_EMISUSE saying what to do, naming what (the call). */
 int dbs__fork_check(const dbs_pool *p, const char *what, dbs_error *err);
+/* A pass of one of the library's own threads (housekeeper, replica
+ * monitor, SQLite worker) that calls into a driver: fork() waits until no
+ * such pass is between enter and leave, so that a child never inherits a
+ * process-wide lock of a database library held by one of them. Nests;
+ * enter blocks while another thread is forking. Not for a user's thread:
+ * a fork from it would wait for the user's own call to end. */
+void dbs__fork_gate_enter(void);
+void dbs__fork_gate_leave(void);
 
 /* Counts s in the pool (the pool stays allocated until s is released) and
  * gets it a connection (s->conn), registering s with its shard. Blocks up to

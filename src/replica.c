@@ -250,12 +250,14 @@ static void *monitor_main(void *arg)
         pthread_mutex_unlock(&rs->mu);
         int64_t t = dbs__now_ns();
         dbs_error err;
+        dbs__fork_gate_enter();
         if (!c)
             c = dbs__conn_open(tp, &err);
         if (c && (sample(rs, m, tp, c, t) != DBS_OK || dbs__conn_broken(tp, c))) {
             dbs__conn_close(tp, c);
             c = NULL;
         }
+        dbs__fork_gate_leave();
         /* The server failed us: its pool's idle connections may be dead
          * too (a restart), so each is pinged before its next hand-out,
          * however recently it was used. */
@@ -268,8 +270,11 @@ static void *monitor_main(void *arg)
         }
     }
     pthread_mutex_unlock(&rs->mu);
-    if (c)
+    if (c) {
+        dbs__fork_gate_enter();
         dbs__conn_close(tp, c);
+        dbs__fork_gate_leave();
+    }
     dbs__pool_unref(m->primary); /* may free the pool, rs with it */
     return NULL;
 }

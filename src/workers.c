@@ -329,7 +329,9 @@ static void *worker_main(void *arg)
         bool stopping = w->stopping, cancelled = j->cancelled;
         pthread_mutex_unlock(&w->mu);
         if (j->fn) {
+            dbs__fork_gate_enter();
             j->fn(j->arg);
+            dbs__fork_gate_leave();
             free(j);
         } else {
             outcome o = {.rc = DBS_OK};
@@ -337,8 +339,11 @@ static void *worker_main(void *arg)
                 outcome_fail(&o, DBS_ECLOSED, "the pool was shut down before the unit ran");
             else if (cancelled)
                 outcome_fail(&o, DBS_ECANCELED, "the unit was cancelled before it ran");
-            else
+            else {
+                dbs__fork_gate_enter();
                 run_unit(w, j, &o);
+                dbs__fork_gate_leave();
+            }
             publish(j->u, &o);
             unit_finish(w, j, true);
         }
