@@ -74,9 +74,14 @@ static void in_child(void)
     gate_unguarded = false;
 }
 
+/* Set once the handlers are in: the calls on every statement's path
+ * (dbs__fork_gen) then skip pthread_once. */
+static atomic_bool atfork_done;
+
 static void atfork_register(void)
 {
     pthread_atfork(gate_prepare, gate_parent, in_child);
+    atomic_store_explicit(&atfork_done, true, memory_order_release);
 }
 
 void dbs__fork_gate_enter(void)
@@ -103,7 +108,8 @@ void dbs__fork_gate_leave(void)
 
 unsigned long dbs__fork_gen(void)
 {
-    pthread_once(&atfork_once, atfork_register);
+    if (!atomic_load_explicit(&atfork_done, memory_order_acquire))
+        pthread_once(&atfork_once, atfork_register);
     return atomic_load_explicit(&fork_gen, memory_order_relaxed);
 }
 
