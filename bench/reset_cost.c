@@ -6,6 +6,8 @@
  *                   rides with the COMMIT)
  *   full-commit     dbscope, DBS_RESET_FULL, dbs_commit then close (the
  *                   reset is posted at close)
+ *   full-commit-close  dbscope, DBS_RESET_FULL, dbs_session_commit_close
+ *                   (the reset rides with the COMMIT, as in dbs_transact)
  *   rollback        dbscope, DBS_RESET_ROLLBACK, dbs_transact (no reset)
  *   direct          libpq alone, pipelined and prepared as dbscope does:
  *                   the floor
@@ -154,7 +156,10 @@ static int unit(dbs_session *s, void *arg, dbs_error *err)
                                                                                           : -1;
 }
 
-static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
+/* How a unit's session ends. */
+enum ending { TRANSACT, COMMIT_THEN_CLOSE, COMMIT_CLOSE };
+
+static meas run_dbscope(enum dbs_reset_mode mode, enum ending how, int units)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
@@ -180,16 +185,23 @@ static meas run_dbscope(enum dbs_reset_mode mode, int transact, int units)
     mark m = mark_now(pid);
     for (int i = 0; i < units; i++) {
         long long id = 1 + i % ROWS;
-        if (transact) {
+        if (how == TRANSACT) {
             if (dbs_transact(p, NULL, unit, &id, &err) != DBS_OK)
                 die("unit", err.message);
         } else {
             dbs_session *s = dbs_session_open(p, NULL, &err);
             if (!s)
                 die("open", err.message);
-            if (unit(s, &id, &err) != 0 || dbs_commit(s, &err) != DBS_OK)
+            if (unit(s, &id, &err) != 0)
                 die("unit", err.message);
-            dbs_session_close(s);
+            if (how == COMMIT_CLOSE) {
+                if (dbs_session_commit_close(s, &err) != DBS_OK)
+                    die("commit", err.message);
+            } else {
+                if (dbs_commit(s, &err) != DBS_OK)
+                    die("commit", err.message);
+                dbs_session_close(s);
+            }
         }
     }
     meas out = since(m, pid, units);
@@ -459,8 +471,9 @@ int main(int argc, char **argv)
     pq_do(pg, "INSERT INTO reset_bench SELECT i, 3 * i, 0 FROM generate_series(1, 1000) i");
     PQfinish(pg);
 
-    enum { FT, FC, RB, DI, DB, DS, DN, DT, NSYS };
-    static const char *const names[NSYS] = {"full-transact", "full-commit", "rollback", "direct",
+    enum { FT, FC, FX, RB, DI, DB, DS, DN, DT, NSYS };
+    static const char *const names[NSYS] = {"full-transact", "full-commit", "full-commit-close",
+                                            "rollback", "direct",
                                             "direct+reset-before", "direct+reset-sync",
                                             "direct+reset-now", "direct+reset-now-temp"};
     meas res[NSYS][15];
@@ -469,9 +482,10 @@ int main(int argc, char **argv)
     long long runs = 0, extra = 0;
     for (int k = 0; k < rounds; k++) {
         /* interleaved, so drift on a shared machine hits every system */
-        res[FT][k] = run_dbscope(DBS_RESET_FULL, 1, units);
-        res[FC][k] = run_dbscope(DBS_RESET_FULL, 0, units);
-        res[RB][k] = run_dbscope(DBS_RESET_ROLLBACK, 1, units);
+        res[FT][k] = run_dbscope(DBS_RESET_FULL, TRANSACT, units);
+        res[FC][k] = run_dbscope(DBS_RESET_FULL, COMMIT_THEN_CLOSE, units);
+        res[FX][k] = run_dbscope(DBS_RESET_FULL, COMMIT_CLOSE, units);
+        res[RB][k] = run_dbscope(DBS_RESET_ROLLBACK, TRANSACT, units);
         res[DI][k] = run_direct(0, 0, 1, units);
         res[DB][k] = run_direct(BEFORE, 0, 1, units);
         res[DS][k] = run_direct(NOW, 0, 1, units);

@@ -316,6 +316,26 @@ int dbs_rollback(dbs_session *s, dbs_error *err)
     return end_tx(s, false, false, err);
 }
 
+/* The units running on this thread, innermost first: a dbs_transact
+ * called from a unit's work for the same pool joins it. */
+typedef struct unit_frame {
+    dbs_pool *pool;          /* the pool the unit was called for */
+    dbs_session *s;
+    bool ro;
+    struct unit_frame *up;
+} unit_frame;
+static _Thread_local unit_frame *unit_top;
+
+/* Whether s is the session of a dbs_transact running on this thread: that
+ * call commits and closes it; its work must not. */
+static bool unit_session(const dbs_session *s)
+{
+    for (const unit_frame *f = unit_top; f; f = f->up)
+        if (f->s == s)
+            return true;
+    return false;
+}
+
 static void session_close(dbs_session *s)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
@@ -323,6 +343,13 @@ static void session_close(dbs_session *s)
     if (!pthread_equal(s->owner, pthread_self())) {
         fprintf(stderr, "dbscope: dbs_session_close refused: session opened at %s:%d (%s) "
                         "belongs to another thread\n",
+                s->file ? s->file : "?", s->line, s->func ? s->func : "?");
+        return;
+    }
+    if (unit_session(s)) {
+        fprintf(stderr, "dbscope: dbs_session_close refused: the session opened at %s:%d (%s) "
+                        "is dbs_transact's, which commits and closes it when the unit's "
+                        "work returns\n",
                 s->file ? s->file : "?", s->line, s->func ? s->func : "?");
         return;
     }
@@ -368,6 +395,25 @@ static void session_close(dbs_session *s)
 void dbs_session_close(dbs_session *s)
 {
     session_close(s);
+}
+
+int dbs_session_commit_close(dbs_session *s, dbs_error *err)
+{
+    if (!s || s->magic != DBS__SESSION_MAGIC || !pthread_equal(s->owner, pthread_self()))
+        return dbs__session_check(s, err); /* refused: s stays as it was */
+    if (unit_session(s))
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_session_commit_close: the session opened at %s:%d is "
+                        "dbs_transact's, which commits and closes it when the unit's work "
+                        "returns; call dbs_commit to commit within the unit",
+                        s->file ? s->file : "?", s->line);
+    /* Nothing follows the COMMIT: the backend may send the release reset
+     * with it (commit_release), as dbs_transact's last commit does. A
+     * session from before fork(), or of a closed pool, is refused by
+     * end_tx and only let go of. */
+    int rc = end_tx(s, true, true, err);
+    session_close(s);
+    return rc;
 }
 
 void dbs__session_close(dbs_session *s)
@@ -570,15 +616,6 @@ int dbs_session_transact(dbs_session *s, dbs_work_fn work, void *arg, dbs_error 
     return nested_unit(s, NULL, work, arg, err);
 }
 
-/* The units running on this thread, innermost first: a dbs_transact
- * called from a unit's work for the same pool joins it. */
-typedef struct unit_frame {
-    dbs_pool *pool;          /* the pool the unit was called for */
-    dbs_session *s;
-    bool ro;
-    struct unit_frame *up;
-} unit_frame;
-static _Thread_local unit_frame *unit_top;
 
 static unit_frame *enclosing_unit(const dbs_pool *pool, bool ro, uint64_t pos)
 {

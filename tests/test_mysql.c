@@ -267,9 +267,10 @@ static void check_in_procedure(dbs_session *s)
  * it only from inside a program (procedure, trigger), or not at all (a
  * named lock in a function, := and SELECT ... INTO, LAST_INSERT_ID(), a
  * LOCK TABLES, a statement that failed after changing state). Each runs
- * three ways: closed with the transaction open (the ROLLBACK's release),
+ * four ways: closed with the transaction open (the ROLLBACK's release),
  * committed by dbs_transact (the COMMIT's release), committed by
- * dbs_commit and then closed (the release on its own). */
+ * dbs_commit and then closed (the release on its own), and committed and
+ * closed by dbs_session_commit_close (the COMMIT's release). */
 
 static state_fn transact_set;
 static int transact_work(dbs_session *s, void *arg, dbs_error *err)
@@ -308,6 +309,22 @@ static void across3(const char *what, state_fn set, state_fn check)
     CHECK_EQ(stats_of(p).created, 1);
     dbs_pool_close(p);
     printf("reset: %s, by dbs_transact ok\n", what);
+
+    /* committed and closed in one call: the reset rides with the COMMIT */
+    p = one_conn_pool();
+    s = open_s(p, NULL);
+    id = conn_id(s);
+    set(s);
+    rc = dbs_session_commit_close(s, &err);
+    if (rc != DBS_OK)
+        CHECK_FAIL("%s: dbs_session_commit_close: %s", what, err.message);
+    s = open_s(p, NULL);
+    CHECK_EQ(conn_id(s), id);
+    check(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("reset: %s, by dbs_session_commit_close ok\n", what);
 }
 
 static char trig_tbl[64], lock_fn[64], var_proc[64], prep_proc[64], err_proc[64],

@@ -2,8 +2,9 @@
  * transaction at once. Pool of one, no overflow: user A's session, then user
  * B's on the very same backend (the pid proves it). A changes session state
  * only from inside plpgsql functions and a trigger, where no scan of the SQL
- * text can see it, and ends its session three ways (dbs_transact, dbs_commit
- * then close, close without commit); B must see none of it. Also: a
+ * text can see it, and ends its session five ways (dbs_transact, dbs_commit
+ * then close, close without commit, commit then more state then close,
+ * dbs_session_commit_close); B must see none of it. Also: a
  * commented PREPARE, a user's PREPARE, DEALLOCATE ALL by the user (plain and
  * inside a function), dbs_rollback freeing row locks, notices reaching
  * on_event with the password scrubbed; the reset's own named statements
@@ -252,8 +253,13 @@ static void test_functions(void)
     CHECK_OK(dirty_work(s, NULL, &err), &err);
     dbs_session_close(s);
     check_clean("commit, more work, close");
+    /* 5: dbs_session_commit_close (the reset rides with the COMMIT) */
+    s = open_ok(pool);
+    CHECK_OK(dirty_work(s, NULL, &err), &err);
+    CHECK_OK(dbs_session_commit_close(s, &err), &err);
+    check_clean("dbs_session_commit_close");
     printf("state made inside functions and a trigger: not seen by the next "
-           "user (4 ways to end a session)\n");
+           "user (5 ways to end a session)\n");
 }
 
 /* dirty_work, then two equal rows under a unique constraint checked at
@@ -286,6 +292,11 @@ static void test_failed_commit(void)
     CHECK_EQ(dbs_commit(s, &err), DBS_ECONSTRAINT);
     dbs_session_close(s);
     check_clean("a COMMIT that failed (dbs_commit + close)");
+    s = same_conn(pool);
+    CHECK_OK(dirty_then_bad_commit(s, NULL, &err), &err);
+    CHECK_EQ(dbs_session_commit_close(s, &err), DBS_ECONSTRAINT);
+    CHECK_STR(err.sqlstate, "23505");
+    check_clean("a COMMIT that failed (dbs_session_commit_close)");
     CHECK_EQ(stats_of(pool).created, 1);
     printf("a COMMIT that failed: the reset the server skipped runs again\n");
 }

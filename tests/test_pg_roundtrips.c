@@ -3,8 +3,9 @@
  * after the server last did is one round trip). Checks that BEGIN, the
  * request-context settings and the first statement share one round trip,
  * that N statements + COMMIT cost N + 1 with the full reset included, that
- * an unused session costs none, and that the reset adds no round trip to a
- * release whatever the session did. */
+ * an unused session costs none, that the reset adds no round trip to a
+ * release whatever the session did, and that dbs_session_commit_close
+ * sends the reset with the COMMIT (no turn of its own). */
 #include "common.h"
 
 #include <arpa/inet.h>
@@ -213,6 +214,20 @@ int main(void)
     printf("statement + dbs_commit + close, next session's statement: %d "
            "turn(s), 1 of them the reset nobody waits for\n", posted);
     CHECK_EQ(posted, 4);
+
+    /* dbs_session_commit_close: the reset rides with the COMMIT, so the
+     * same sequence takes one turn less. */
+    t0 = atomic_load(&turns);
+    s = dbs_session_open(p, &ctx, &err);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 4);
+    CHECK_OK(dbs_session_commit_close(s, &err), &err);
+    s = dbs_session_open(p, &ctx, &err);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 4);
+    int joined = atomic_load(&turns) - t0;
+    dbs_session_close(s);
+    printf("statement + dbs_session_commit_close, next session's statement: "
+           "%d turn(s)\n", joined);
+    CHECK_EQ(joined, 3);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(p, sql);

@@ -1,5 +1,6 @@
 /* Sessions: autobegin, commit, rollback, close rolls back, thread ownership,
- * misuse after close, the request context, DBS_SCOPED. Both backends. */
+ * misuse after close, the request context, DBS_SCOPED, commit-and-close
+ * (and a unit's session, which its work may not close). Every backend. */
 #include "common.h"
 
 static dbs_pool *pool;
@@ -200,6 +201,77 @@ static void test_acquire_site_recorded(void)
     dbs_session_close(s);
 }
 
+struct cc_arg {
+    dbs_session *s;
+    int rc;
+};
+
+static void *commit_close_elsewhere(void *v)
+{
+    struct cc_arg *a = v;
+    dbs_error e;
+    a->rc = dbs_session_commit_close(a->s, &e);
+    return NULL;
+}
+
+/* The unit's session is dbs_transact's: its work may neither commit-close
+ * nor close it (both refused, the session stays usable). */
+static int close_inside_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    int *rcs = arg;
+    insert(s, 120);
+    rcs[0] = dbs_session_commit_close(s, err);
+    /* a copy the compiler cannot follow: the close below is refused, which
+     * GCC cannot know (it would report the later use as after a free) */
+    dbs_session *volatile keep = s;
+    dbs_session_close(s);
+    s = keep;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (121, 'y')", tbl);
+    rcs[1] = (int)dbs_exec(s, sql, NULL, 0, err);
+    return rcs[1] == 1 ? 0 : -1;
+}
+
+static void test_commit_close(void)
+{
+    dbs_error err;
+    int64_t before = count_rows();
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    insert(s, 100);
+    CHECK_OK(dbs_session_commit_close(s, &err), &err);
+    CHECK_EQ(count_rows(), before + 1);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+
+    /* nothing to commit: closed all the same */
+    s = dbs_session_open(pool, NULL, &err);
+    dbs_session *volatile stale = s;
+    CHECK_OK(dbs_session_commit_close(s, &err), &err);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+    s = stale; /* closed: refused, as every call on a closed session */
+    CHECK_EQ(dbs_session_commit_close(s, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_session_commit_close(NULL, &err), DBS_EMISUSE);
+
+    /* from another thread: refused, the session and its transaction stay */
+    s = dbs_session_open(pool, NULL, &err);
+    insert(s, 101);
+    struct cc_arg a = {.s = s};
+    pthread_t th;
+    pthread_create(&th, NULL, commit_close_elsewhere, &a);
+    pthread_join(th, NULL);
+    CHECK_EQ(a.rc, DBS_EMISUSE);
+    insert(s, 102);
+    CHECK_OK(dbs_session_commit_close(s, &err), &err);
+    CHECK_EQ(count_rows(), before + 3);
+
+    /* inside dbs_transact: refused; the unit commits when its work returns */
+    int rcs[2] = {0, 0};
+    CHECK_OK(dbs_transact(pool, NULL, close_inside_unit, rcs, &err), &err);
+    CHECK_EQ(rcs[0], DBS_EMISUSE);
+    CHECK_EQ(rcs[1], 1);
+    CHECK_EQ(count_rows(), before + 5);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -222,6 +294,7 @@ int main(void)
     test_context_is_copied();
     test_scoped();
     test_acquire_site_recorded();
+    test_commit_close();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
