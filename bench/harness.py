@@ -391,11 +391,17 @@ def measure(env, scenarios, rounds, seconds, warmup):
         systems = SCENARIOS[scenario][0]
         n = rounds + EXTRA_ROUNDS.get(scenario, 0)
         for rnd in range(n):
-            # Each round starts with another system: whatever the first
-            # run of a round meets (the last round's dead rows, a
-            # checkpoint) falls on each system in turn.
+            # Each round starts with another system, and every other round
+            # runs them in reverse: whatever the first run of a round meets
+            # (the last round's dead rows, a checkpoint), or what the run
+            # before a system leaves behind (a pooler's server connections
+            # going away), falls on each system in turn, not on the one
+            # that always follows the same neighbour.
             k = rnd % len(systems)
-            for system in systems[k:] + systems[:k]:
+            order = systems[k:] + systems[:k]
+            if rnd % 2:
+                order.reverse()
+            for system in order:
                 if system in ("bouncer", "bouncer-reset"):
                     groups = {}
                     for t, p in SCENARIOS[scenario][1]:

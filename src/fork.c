@@ -63,6 +63,8 @@ static void gate_parent(void)
 static void in_child(void)
 {
     atomic_fetch_add(&fork_gen, 1);
+    if (!gate_unguarded)
+        pthread_mutex_unlock(&gate_mu); /* held by this thread since prepare */
     /* The child's only thread is this one: waiters and passes of other
      * threads are gone, and the lock and condition variable are made anew
      * rather than trusted (in the unguarded case another thread may have
