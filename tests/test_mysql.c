@@ -287,6 +287,35 @@ static void set_then_commit(dbs_session *s)
     CHECK_OK(dbs_commit(s, &err), &err);
 }
 
+/* set, then the session ended by dbs_transact (its COMMIT's release) or by
+ * dbs_session_commit_close (the same), then check on the same connection. */
+static void ended_by_commit(const char *what, bool transact, state_fn set, state_fn check)
+{
+    const char *how = transact ? "dbs_transact" : "dbs_session_commit_close";
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    dbs_error err;
+    int rc;
+    if (transact) {
+        dbs_session_close(s);
+        transact_set = set;
+        rc = dbs_transact(p, NULL, transact_work, NULL, &err);
+    } else {
+        set(s);
+        rc = dbs_session_commit_close(s, &err);
+    }
+    if (rc != DBS_OK)
+        CHECK_FAIL("%s: %s: %s", what, how, err.message);
+    s = open_s(p, NULL);
+    CHECK_EQ(conn_id(s), id);
+    check(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("reset: %s, by %s ok\n", what, how);
+}
+
 static void across3(const char *what, state_fn set, state_fn check)
 {
     char name[160];
@@ -294,37 +323,8 @@ static void across3(const char *what, state_fn set, state_fn check)
     transact_set = set;
     snprintf(name, sizeof name, "%s, committed then closed", what);
     across(name, set_then_commit, check);
-    dbs_pool *p = one_conn_pool();
-    dbs_session *s = open_s(p, NULL);
-    int64_t id = conn_id(s);
-    dbs_session_close(s);
-    dbs_error err;
-    int rc = dbs_transact(p, NULL, transact_work, NULL, &err);
-    if (rc != DBS_OK)
-        CHECK_FAIL("%s: dbs_transact: %s", what, err.message);
-    s = open_s(p, NULL);
-    CHECK_EQ(conn_id(s), id);
-    check(s);
-    dbs_session_close(s);
-    CHECK_EQ(stats_of(p).created, 1);
-    dbs_pool_close(p);
-    printf("reset: %s, by dbs_transact ok\n", what);
-
-    /* committed and closed in one call: the reset rides with the COMMIT */
-    p = one_conn_pool();
-    s = open_s(p, NULL);
-    id = conn_id(s);
-    set(s);
-    rc = dbs_session_commit_close(s, &err);
-    if (rc != DBS_OK)
-        CHECK_FAIL("%s: dbs_session_commit_close: %s", what, err.message);
-    s = open_s(p, NULL);
-    CHECK_EQ(conn_id(s), id);
-    check(s);
-    dbs_session_close(s);
-    CHECK_EQ(stats_of(p).created, 1);
-    dbs_pool_close(p);
-    printf("reset: %s, by dbs_session_commit_close ok\n", what);
+    ended_by_commit(what, true, set, check);
+    ended_by_commit(what, false, set, check);
 }
 
 static char trig_tbl[64], lock_fn[64], var_proc[64], prep_proc[64], err_proc[64],
