@@ -1158,7 +1158,10 @@ int dbs_session_transact(DBS__IN dbs_session *s, dbs_work_fn work, void *arg,
 
 #if defined(__GNUC__) || defined(__clang__)
 /* Scope-bound session: DBS_SCOPED dbs_session *s = dbs_session_open(...);
- * s is closed (rolling back what was not committed) when it leaves scope. */
+ * s is closed (rolling back what was not committed) when it leaves scope.
+ * A scoped session closed early (dbs_session_close, dbs_session_commit_close)
+ * must have its variable set to NULL after that call: the handle's memory
+ * may already belong to a session opened since. */
 void dbs__session_close_scoped(dbs_session **s);
 #define DBS_SCOPED __attribute__((cleanup(dbs__session_close_scoped)))
 #endif

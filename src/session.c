@@ -616,7 +616,6 @@ int dbs_session_transact(dbs_session *s, dbs_work_fn work, void *arg, dbs_error 
     return nested_unit(s, NULL, work, arg, err);
 }
 
-
 static unit_frame *enclosing_unit(const dbs_pool *pool, bool ro, uint64_t pos)
 {
     for (unit_frame *f = unit_top; f; f = f->up) {
