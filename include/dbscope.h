@@ -497,8 +497,15 @@ typedef struct dbs_stats {
     uint64_t connect_failures; /* failed connect attempts */
     uint64_t invalidated; /* connections found broken and discarded */
     uint64_t unavailable; /* acquires refused while the circuit was open */
+    /* Closed, by reason (the event's reason, and the Prometheus label):
+     * past max_lifetime_ms; idle past idle_timeout_ms; found broken
+     * (also counted in invalidated); above pool_size with nobody waiting;
+     * working, but what a session left on it could not be undone (its
+     * rollback or reset failed: "dirty", never handed out again); at
+     * shutdown. With the NONE mode's closes (in closed only), they add up
+     * to closed. */
     uint64_t closed_lifetime, closed_idle, closed_broken, closed_overflow,
-        closed_dirty, closed_pool; /* closed, by reason */
+        closed_dirty, closed_pool;
     uint64_t leaks_recovered; /* sessions reported as leaked, closed later */
     uint64_t slow_sessions;   /* sessions held past slow_session_ms */
     /* Acquire wait and session usage times in microseconds (0 with metrics

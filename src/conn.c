@@ -89,12 +89,14 @@ void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int n, int64_t now)
     case DBS__GONE_IDLE: p->counters.closed_idle += k; break;
     case DBS__GONE_OVERFLOW: p->counters.closed_overflow += k; break;
     case DBS__GONE_POOL: p->counters.closed_pool += k; break;
+    case DBS__GONE_DIRTY: p->counters.closed_dirty += k; break;
     case DBS__GONE_NONE_MODE: break;
     case DBS__GONE_BROKEN:
         p->counters.closed_broken += k;
         p->counters.invalidated += k;
         break;
     }
+    dbs__rp_left(&p->rp, n); /* under p->mu, as dbs__pool_snapshot reads both */
     pthread_mutex_unlock(&p->mu);
     /* Others idle as long may be broken too (a server restart). */
     if (why == DBS__GONE_BROKEN)
@@ -130,25 +132,24 @@ int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, bool to_i
         dbs__breaker_skip(&p->breaker); /* the breaker is for outages, not for this */
     else
         change = dbs__breaker_note(&p->breaker, c != NULL, now);
-    if (!c)
+    /* Counted and made open in one hold of p->mu, which dbs__pool_snapshot
+     * takes too: no snapshot sees one without the other. */
+    int rc = code < 0 ? code : DBS_ECONNECT;
+    if (!c) {
         p->counters.connect_failures++;
-    else
-        p->counters.created++; /* before the resource pool may hand it on */
+    } else if (dbs__rp_created(&p->rp, &c->item, now, to_idle) == DBS__RP_READY) {
+        p->counters.created++;
+        rc = DBS_OK;
+    } else {
+        rc = DBS_ECLOSED; /* shut down meanwhile: never counted */
+    }
     pthread_mutex_unlock(&p->mu);
     *ev = change == DBS__BREAKER_OPENED   ? DBS_EVENT_CIRCUIT_OPEN
           : change == DBS__BREAKER_CLOSED ? DBS_EVENT_CIRCUIT_CLOSE
                                           : -1;
-    if (!c) {
+    if (!c)
         dbs__rp_create_failed(&p->rp);
-        return code < 0 ? code : DBS_ECONNECT;
-    }
-    if (dbs__rp_created(&p->rp, &c->item, now, to_idle) != DBS__RP_READY) {
-        pthread_mutex_lock(&p->mu);
-        p->counters.created--; /* shut down meanwhile: never counted */
-        pthread_mutex_unlock(&p->mu);
-        return DBS_ECLOSED;
-    }
-    return DBS_OK;
+    return rc;
 }
 
 void dbs__connect_announce(dbs_pool *p, const dbs_session *s, const dbs__conn *c, int ev,

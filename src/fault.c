@@ -1,8 +1,8 @@
 /* Fault injection for tests, off the production path: a test arms it before
  * opening a pool (dbs__fault.armed), and that pool then goes through a
  * faulting copy of its driver's method table, whose connect and ping fail or
- * stall on demand and call the real driver otherwise. Release code only pays
- * one load at pool open. */
+ * stall on demand, whose reset fails and close stalls on demand, and which
+ * calls the real driver otherwise. Release code only pays one load at pool open. */
 #include "internal.h"
 
 #include <pthread.h>
@@ -52,6 +52,21 @@ static int ping_via(int i, void *c, dbs_error *err)
     return slots[i].real->ping(c, err);
 }
 
+static int reset_via(int i, void *c, enum dbs_reset_mode mode, dbs_error *err)
+{
+    if (take(&dbs__fault.fail_resets))
+        return dbs__err(err, DBS_ESQL, "reset failed: injected fault");
+    return slots[i].real->reset(c, mode, err);
+}
+
+static void close_via(int i, void *c)
+{
+    int delay = atomic_load_explicit(&dbs__fault.close_delay_ms, memory_order_relaxed);
+    if (delay > 0)
+        dbs__sleep_ms(delay); /* a goodbye to a slow server */
+    slots[i].real->close(c);
+}
+
 #define SLOT_FNS(i)                                                            \
     static void *connect_##i(const dbs__target *t, dbs_error *err)             \
     {                                                                          \
@@ -60,6 +75,14 @@ static int ping_via(int i, void *c, dbs_error *err)
     static int ping_##i(void *c, dbs_error *err)                               \
     {                                                                          \
         return ping_via(i, c, err);                                            \
+    }                                                                          \
+    static void close_##i(void *c)                                             \
+    {                                                                          \
+        close_via(i, c);                                                       \
+    }                                                                          \
+    static int reset_##i(void *c, enum dbs_reset_mode m, dbs_error *err)       \
+    {                                                                          \
+        return reset_via(i, c, m, err);                                        \
     }
 SLOT_FNS(0)
 SLOT_FNS(1)
@@ -69,6 +92,9 @@ SLOT_FNS(3)
 static void *(*const connects[SLOTS])(const dbs__target *, dbs_error *) = {
     connect_0, connect_1, connect_2, connect_3};
 static int (*const pings[SLOTS])(void *, dbs_error *) = {ping_0, ping_1, ping_2, ping_3};
+static void (*const closes[SLOTS])(void *) = {close_0, close_1, close_2, close_3};
+static int (*const resets[SLOTS])(void *, enum dbs_reset_mode, dbs_error *) = {
+    reset_0, reset_1, reset_2, reset_3};
 
 const dbs__driver *dbs__fault_driver(const dbs__driver *real)
 {
@@ -86,6 +112,8 @@ const dbs__driver *dbs__fault_driver(const dbs__driver *real)
             slots[i].faulty = *real; /* every other method: the real one */
             slots[i].faulty.connect = connects[i];
             slots[i].faulty.ping = pings[i];
+            slots[i].faulty.close = closes[i];
+            slots[i].faulty.reset = resets[i];
             out = &slots[i].faulty;
             break;
         }

@@ -329,7 +329,11 @@ int dbs__pool_acquire(dbs_pool *p, struct dbs_session *s, dbs_error *err);
 /* Takes s->conn back (closing it when discard is set, the pool is closed or
  * the connection should go) and unregisters s. The connection must already
  * be rolled back and reset. May free p: the caller must not touch it after. */
-void dbs__pool_release(dbs_pool *p, struct dbs_session *s, bool discard);
+/* How a session's connection goes back: kept, or discarded because it is
+ * broken, or because it works but what the session left could not be
+ * undone (its rollback or reset failed). */
+enum dbs__giveback { DBS__GIVE_KEEP, DBS__GIVE_BROKEN, DBS__GIVE_DIRTY };
+void dbs__pool_release(dbs_pool *p, struct dbs_session *s, enum dbs__giveback how);
 /* Locks every shard, in index order (after p->mu if the caller holds it,
  * before the resource pool's locks), for a consistent view of them all;
  * and unlocks them. */
@@ -574,12 +578,15 @@ typedef struct dbs__faults {
     atomic_int fail_connects;     /* the next N connects fail */
     atomic_int fail_pings;        /* the next N pings fail */
     atomic_int connect_delay_ms;  /* every connect sleeps this long first */
+    atomic_int close_delay_ms;    /* every close sleeps this long first */
+    atomic_int fail_resets;       /* the next N resets fail (the connection
+                                     still works) */
     atomic_int connects;          /* connects begun, counted */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 
-/* real, or, when a test armed faults, a copy of it whose connect and ping
- * obey dbs__fault. Called once at pool open. */
+/* real, or, when a test armed faults, a copy of it whose connect, ping,
+ * reset and close obey dbs__fault. Called once at pool open. */
 const dbs__driver *dbs__fault_driver(const dbs__driver *real);
 
 /* ---- values (values.c) ---- */

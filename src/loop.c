@@ -632,8 +632,11 @@ static void req_served(dbs__rp_req *req)
 {
     creq *r = req->arg;
     mbox *m = r->mb;
-    if (!mbox_post(m, &r->post))
+    if (!mbox_post(m, &r->post)) {
+        if (r->req.item) /* taken back into a closed pool: left to us */
+            dbs__pool_loop_left(r->pool, dbs__conn_of(r->req.item));
         free(r);
+    }
     mbox_unref(m); /* r may be the loop's, or gone, from the post on */
 }
 
@@ -1134,6 +1137,10 @@ static void handle_post(dbs_loop *l, post *p)
             if (r->conn)
                 dbs__pool_loop_giveback(r->pool, r->conn, false, false, 0);
             dbs__pool_unref(r->pool);
+        } else if (r->req.item) {
+            /* served, and taken back by dbs__rp_cancel into a pool that
+             * closed (or keeps nothing) meanwhile: it is ours to close */
+            dbs__pool_loop_left(r->pool, dbs__conn_of(r->req.item));
         }
         free(r);
         return;

@@ -20,6 +20,9 @@ void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns);
  * caller. */
 void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,
                              int64_t held_ns);
+/* Closes c, which the resource pool let go of when a cancelled request
+ * was taken back (dbs__rp_cancel's GONE outcomes), and counts it closed. */
+void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c);
 
 /* replica.c: see there. */
 int dbs__replica_choose(dbs_pool *p, const dbs_context *ctx, uint64_t pos, dbs_error *err);

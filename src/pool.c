@@ -215,8 +215,9 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
     return rc;
 }
 
-void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
+void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
 {
+    bool discard = how != DBS__GIVE_KEEP;
     dbs__conn *c = s->conn;
     dbs__shard *sh = s->shard;
     const char *reason = NULL;
@@ -274,7 +275,10 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
         enum dbs__gone why = DBS__GONE_POOL;
         switch (dbs__rp_release(&p->rp, &c->item, now, ask)) {
         case DBS__RP_GONE_ASKED:
-            if (discard) {
+            if (how == DBS__GIVE_DIRTY) {
+                reason = "dirty";
+                why = DBS__GONE_DIRTY;
+            } else if (discard) {
                 reason = "broken";
                 ev = DBS_EVENT_INVALIDATE;
                 why = DBS__GONE_BROKEN;
@@ -310,7 +314,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, bool discard)
             dbs__emit_who(p, DBS_EVENT_SLOW_SESSION, &who, 0, NULL);
     }
     if (c && reason) {
-        dbs__emit(p, ev, s, c, discard ? DBS_ECONNECT : 0, reason);
+        dbs__emit(p, ev, s, c, ev == DBS_EVENT_INVALIDATE ? DBS_ECONNECT : 0, reason);
         dbs__conn_close(p, c);
     }
     if (!left && dbs__shard_leave(p, sh))
@@ -624,12 +628,14 @@ void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists)
             hists[i] = sh->hists;
     }
     dbs__rp_stats_get(&p->rp, &rs);
-    /* a parked connection is idle for every purpose but the idle list */
-    int in_use = rs.in_use - rs.parked;
-    out->size = rs.open;
+    /* A parked connection is idle for every purpose but the idle list; one
+     * leaving is still open, in use by whoever closes it, until counted
+     * closed (dbs__conn_gone): so size = idle + in_use = created - closed. */
+    int in_use = rs.in_use - rs.parked + rs.leaving;
+    out->size = rs.open + rs.leaving;
     out->idle = rs.idle + rs.parked;
     out->in_use = in_use;
-    int over = rs.open - p->cfg.pool_size;
+    int over = out->size - p->cfg.pool_size;
     if (p->mode != DBS_POOL_QUEUE || over < 0)
         over = 0;
     out->overflow_in_use = over < in_use ? over : in_use;
@@ -686,6 +692,14 @@ void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns)
 {
     loop_count(p, true, wait_ns);
     dbs__emit(p, DBS_EVENT_CHECKOUT, NULL, c, 0, NULL);
+}
+
+void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c)
+{
+    bool none = p->mode == DBS_POOL_NONE;
+    dbs__conn_gone(p, none ? DBS__GONE_NONE_MODE : DBS__GONE_POOL, 1, dbs__now_ns());
+    dbs__emit(p, DBS_EVENT_CLOSE, NULL, c, 0, none ? "no_pool" : "pool_close");
+    dbs__conn_close(p, c);
 }
 
 void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,

@@ -131,7 +131,8 @@ void dbs__conn_suspect(dbs_pool *p, int64_t now);
 /* Why a connection left the pool: each has its counter in dbs_stats. */
 enum dbs__gone {
     DBS__GONE_LIFETIME, DBS__GONE_IDLE, DBS__GONE_BROKEN, DBS__GONE_OVERFLOW,
-    DBS__GONE_POOL, DBS__GONE_NONE_MODE
+    DBS__GONE_POOL, DBS__GONE_NONE_MODE,
+    DBS__GONE_DIRTY /* working, but what a session left could not be undone */
 };
 /* The one place a connection's end is counted (the resource pool has
  * already let it go): closed, by reason; a broken one makes every

@@ -107,6 +107,14 @@ static void set_open(dbs__respool *rp, int n)
     atomic_store_explicit(&rp->n_open_hint, n, memory_order_relaxed);
 }
 
+/* One item leaves: its slot is free at once, and it counts as leaving
+ * until its owner has closed and counted it (dbs__rp_left). */
+static void drop_open(dbs__respool *rp)
+{
+    set_open(rp, rp->n_open - 1);
+    rp->n_leaving++;
+}
+
 /* ---- the idle list [mu] ---- */
 
 static void idle_push(dbs__respool *rp, dbs__rp_item *c)
@@ -324,7 +332,7 @@ dbs__rp_item *dbs__rp_close(dbs__respool *rp)
         complete(rp, w);
     dbs__rp_item *out = rp->idle_head;
     for (dbs__rp_item *c = out; c; c = c->next)
-        set_open(rp, rp->n_open - 1);
+        drop_open(rp);
     rp->idle_head = rp->idle_tail = NULL;
     rp->n_idle = 0;
     for (int i = 0; i < DBS__RP_SLOTS; i++) {
@@ -339,7 +347,7 @@ dbs__rp_item *dbs__rp_close(dbs__respool *rp)
             c->next = out;
             out = c;
             rp->n_in_use--;
-            set_open(rp, rp->n_open - 1);
+            drop_open(rp);
         }
     }
     unlock(rp);
@@ -374,6 +382,7 @@ dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp)
     rp->wake_head = rp->wake_tail = NULL;
     set_waiting(rp, 0);
     set_open(rp, 0);
+    rp->n_leaving = 0;
     atomic_store(&rp->in_order, false);
     atomic_store(&rp->oldest_since_ns, INT64_MAX);
     return out;
@@ -462,7 +471,7 @@ static enum dbs__rp_outcome release_locked(dbs__respool *rp, dbs__rp_item *c, in
     else if (ask == DBS__RP_KEEP && rp->n_open > rp->cfg.keep_size && !rp->wait_head)
         out = DBS__RP_GONE_OVERFLOW;
     if (out != DBS__RP_IDLE) {
-        set_open(rp, rp->n_open - 1);
+        drop_open(rp);
         pass_slot(rp);
         return out;
     }
@@ -500,6 +509,13 @@ bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back)
     }
     unlock(rp);
     return false;
+}
+
+void dbs__rp_left(dbs__respool *rp, int n)
+{
+    pthread_mutex_lock(&rp->mu);
+    rp->n_leaving -= n;
+    pthread_mutex_unlock(&rp->mu);
 }
 
 dbs__rp_req *dbs__rp_expire(dbs__respool *rp, int64_t now)
@@ -553,7 +569,7 @@ int dbs__rp_replace(dbs__respool *rp, dbs__rp_item *item)
     (void)item;
     pthread_mutex_lock(&rp->mu);
     rp->n_in_use--;
-    set_open(rp, rp->n_open - 1);
+    drop_open(rp);
     int st = DBS__RP_CLOSED;
     if (!rp->closed) {
         rp->n_pending++;
@@ -648,7 +664,7 @@ void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int 
         if (!exp && !idle)
             continue;
         idle_remove(rp, c);
-        set_open(rp, rp->n_open - 1);
+        drop_open(rp);
         dbs__rp_item **list = exp ? expired_out : idle_out;
         c->next = *list;
         *list = c;
@@ -706,6 +722,7 @@ void dbs__rp_stats_get(dbs__respool *rp, dbs__rp_stats *out)
     for (int i = DBS__RP_SLOTS; i-- > 0;)
         dbs__lock_give(&rp->slots[i].mu);
     out->open = rp->n_open;
+    out->leaving = rp->n_leaving;
     out->idle = rp->n_idle;
     out->parked = parked;
     out->in_use = rp->n_in_use;

@@ -122,6 +122,12 @@ typedef struct dbs__respool {
     /* all [mu] */
     dbs__rp_item *idle_head, *idle_tail;
     int n_idle, n_open, n_pending, n_in_use;
+    /* Items taken out of n_open (a GONE outcome, dbs__rp_replace,
+     * dbs__rp_take_stale, dbs__rp_close) that their owner has not yet
+     * reported closed with dbs__rp_left: a view that adds them to the open
+     * and in-use counts never sees an item vanish before its owner counts
+     * it gone. */
+    int n_leaving;
     dbs__rp_req *wait_head, *wait_tail;
     int n_waiting;
     dbs__rp_req *wake_head, *wake_tail; /* served, their wake to run once
@@ -144,10 +150,13 @@ typedef struct dbs__respool {
 
 /* A consistent view (taken under every lock). */
 typedef struct dbs__rp_stats {
-    int open, idle, parked, in_use, pending, waiting, max_size;
+    int open, leaving, idle, parked, in_use, pending, waiting, max_size;
 } dbs__rp_stats;
 
-/* Why an item given back left the pool, or where it went. */
+/* Why an item given back left the pool, or where it went. Every item that
+ * leaves (each GONE outcome, and the items of dbs__rp_replace,
+ * dbs__rp_take_stale and dbs__rp_close) is reported with dbs__rp_left once
+ * its owner has counted it gone. */
 enum dbs__rp_outcome {
     DBS__RP_PARKED,        /* kept for the giver's token */
     DBS__RP_IDLE,          /* on the idle list */
@@ -274,6 +283,11 @@ dbs__rp_item *dbs__rp_take_idle_before(dbs__respool *rp, int64_t before, int *n)
  * items, plus extra the caller counts as idle, plus the slots reserved,
  * reach want, within max_size; returns how many it reserved. */
 int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra);
+
+/* n items that left the pool (see n_leaving) are closed and counted:
+ * called under the lock that guards the owner's count of them, so that a
+ * view taken under both sees each item either leaving or counted. */
+void dbs__rp_left(dbs__respool *rp, int n);
 
 /* ---- looking ---- */
 

@@ -368,27 +368,30 @@ static void session_close(dbs_session *s)
     }
     if (s->rows)
         dbs__rows_close_all(s);
-    bool discard = s->broken;
+    enum dbs__giveback how = s->broken ? DBS__GIVE_BROKEN : DBS__GIVE_KEEP;
     /* A session that never used its connection has nothing to undo: the
      * connection is as the last reset left it. */
-    if (s->conn && s->touched && !discard && !dbs__pool_closed(p)) {
+    if (s->conn && s->touched && how == DBS__GIVE_KEEP && !dbs__pool_closed(p)) {
         dbs_error e;
         void *c = s->conn->impl;
         if (p->drv->set_timeout)
             p->drv->set_timeout(c, -1); /* release work: the pool's bound */
+        bool undone;
         if (s->in_tx && (p->drv->rollback_release ? p->drv->rollback_release(c, &e)
                                                   : p->drv->rollback(c, &e)) != DBS_OK)
-            discard = true;
+            undone = false;
         else if (atomic_load_explicit(&s->read_only, memory_order_relaxed) &&
                  p->drv->set_read_only(c, 0, &e) != DBS_OK)
-            discard = true;
-        else if (p->drv->reset(c, p->cfg.reset, &e) != DBS_OK)
-            discard = true;
-        discard = discard || p->drv->is_broken(c);
+            undone = false;
+        else
+            undone = p->drv->reset(c, p->cfg.reset, &e) == DBS_OK;
+        how = p->drv->is_broken(c) ? DBS__GIVE_BROKEN
+              : undone             ? DBS__GIVE_KEEP
+                                   : DBS__GIVE_DIRTY;
     }
     set_tx(s, false);
     s->magic = DBS__DEAD_MAGIC;
-    dbs__pool_release(p, s, discard); /* p may be gone after this */
+    dbs__pool_release(p, s, how); /* p may be gone after this */
     session_free(s);
 }
 

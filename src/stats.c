@@ -210,17 +210,17 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
          s->released);
     EACH("dbscope_connections_created_total", "counter", "Connections opened.", s->created);
     static const char *const reasons[] = {"lifetime", "idle", "broken", "overflow", "pool_close",
-                                          "other"};
+                                          "dirty", "other"};
     put_head(&o, "dbscope_connections_closed_total", "counter",
              "Connections closed, by reason.");
     for (int t = 0; t < T; t++) {
         const dbs_stats *s = &sn[t].st;
         uint64_t by_reason = s->closed_lifetime + s->closed_idle + s->closed_broken +
-                             s->closed_overflow + s->closed_pool;
+                             s->closed_overflow + s->closed_pool + s->closed_dirty;
         uint64_t closed[] = {s->closed_lifetime, s->closed_idle, s->closed_broken,
-                             s->closed_overflow, s->closed_pool,
+                             s->closed_overflow, s->closed_pool, s->closed_dirty,
                              s->closed > by_reason ? s->closed - by_reason : 0};
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             put_series(&o, "dbscope_connections_closed_total", labs[t], "reason", reasons[i],
                        closed[i]);
     }
@@ -297,7 +297,7 @@ int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
         {"unavailable", s.unavailable}, {"slow_sessions", s.slow_sessions},
         {"closed_lifetime", s.closed_lifetime}, {"closed_idle", s.closed_idle},
         {"closed_broken", s.closed_broken}, {"closed_overflow", s.closed_overflow},
-        {"closed_pool", s.closed_pool}};
+        {"closed_pool", s.closed_pool}, {"closed_dirty", s.closed_dirty}};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         put(&o, ",\"%s\":%llu", c[i].k, (unsigned long long)c[i].v);
     put(&o, ",\"replica_size\":%d,\"replica_in_use\":%d,\"replica_lag_ms\":%lld,"

@@ -829,6 +829,126 @@ static void test_ping(void)
     dbs_pool_close(NULL);
 }
 
+/* dbs_pool_stats is one consistent snapshot: while the housekeeper closes
+ * idle and expired connections, sessions take overflow connections and
+ * give them back, and connects happen, every snapshot adds up (a
+ * connection closed is counted closed in the same snapshot that no longer
+ * counts it open; one opened, counted created in the one that counts it
+ * open). */
+typedef struct {
+    dbs_pool *p;
+    atomic_bool *stop;
+} churn_arg;
+
+static void *churn(void *arg)
+{
+    churn_arg *a = arg;
+    unsigned seed = (unsigned)(uintptr_t)a;
+    while (!atomic_load(a->stop)) {
+        dbs_error err;
+        dbs_session *s = dbs_session_open(a->p, NULL, &err);
+        if (!s)
+            CHECK_FAIL("open: %s", err.message);
+        if (rand_r(&seed) % 4 == 0)
+            dbs__sleep_ms(2); /* held long enough for the others to overflow */
+        dbs_session_close(s);
+        if (rand_r(&seed) % 8 == 0)
+            dbs__sleep_ms(8); /* idle long enough for the idle timeout */
+    }
+    return NULL;
+}
+
+static void test_stats_add_up(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 3;
+    cfg.min_idle = 1;
+    cfg.idle_timeout_ms = 3;
+    cfg.max_lifetime_ms = 20;
+    cfg.housekeeping_interval_ms = 1;
+    cfg.acquire_timeout_ms = 30000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    /* a slow goodbye: every close takes a while after its connection left */
+    atomic_store(&dbs__fault.close_delay_ms, 1);
+    enum { T = 4 };
+    atomic_bool stop = false;
+    pthread_t th[T];
+    churn_arg a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (churn_arg){p, &stop};
+        pthread_create(&th[i], NULL, churn, &a[i]);
+    }
+    /* until each way of closing happened, and 200 closings were seen */
+    uint64_t closings = 0, prev_closed = 0;
+    for (int64_t until = now_ms() + 120000;;) {
+        dbs_stats st = stats_of(p);
+        CHECK_EQ(st.idle + st.in_use, st.size);
+        CHECK_EQ(st.created - st.closed, (uint64_t)st.size);
+        CHECK_EQ(st.closed_lifetime + st.closed_idle + st.closed_broken + st.closed_overflow +
+                     st.closed_pool + st.closed_dirty,
+                 st.closed);
+        closings += st.closed != prev_closed;
+        prev_closed = st.closed;
+        if (closings >= 200 && st.closed_idle > 0 && st.closed_lifetime > 0 &&
+            st.closed_overflow > 0)
+            break;
+        if (now_ms() > until)
+            CHECK_FAIL("not every way of closing happened: %llu idle, %llu lifetime, "
+                       "%llu overflow",
+                       (unsigned long long)st.closed_idle,
+                       (unsigned long long)st.closed_lifetime,
+                       (unsigned long long)st.closed_overflow);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    atomic_store(&dbs__fault.close_delay_ms, 0);
+    dbs_pool_close(p);
+}
+
+/* A working connection whose reset fails is closed as "dirty": never
+ * handed out again, counted in closed_dirty, and not taken for broken
+ * (no invalidation, no validation of the others). */
+static _Atomic int dirty_closes;
+
+static void on_dirty_event(const dbs_event *ev, void *user)
+{
+    on_event(ev, user);
+    if (ev->kind == DBS_EVENT_CLOSE && ev->reason && !strcmp(ev->reason, "dirty"))
+        atomic_fetch_add(&dirty_closes, 1);
+}
+
+static void test_reset_failure_closes_dirty(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.on_event = on_dirty_event;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s;
+    uint64_t first = checkout_conn(p, &s);
+    dbs_error err;
+    CHECK_EQ(dbs_exec(s, "SELECT 1", NULL, 0, &err), 0);
+    atomic_store(&dbs__fault.fail_resets, 1);
+    dbs_session_close(s);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_resets), 0); /* the reset ran */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.closed_dirty, 1);
+    CHECK_EQ(st.closed, 1);
+    CHECK_EQ(st.invalidated, 0);
+    CHECK_EQ(st.closed_broken, 0);
+    CHECK_EQ(st.size, 0);
+    CHECK_EQ(atomic_load(&dirty_closes), 1);
+    uint64_t next = checkout_conn(p, &s);
+    CHECK(next != first);
+    dbs_session_close(s);
+    static char text[1 << 17];
+    int n = dbs_pool_metrics(p, text, sizeof text);
+    CHECK_INT(n, <, (int)sizeof text);
+    CHECK_CONTAINS(text, "reason=\"dirty\"} 1");
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
@@ -853,6 +973,8 @@ int main(void)
     test_close_with_sessions_out();
     test_close_with_sessions_out_elsewhere();
     test_ping();
+    test_stats_add_up();
+    test_reset_failure_closes_dirty();
     puts("test_pool: ok");
     return 0;
 }
