@@ -394,10 +394,16 @@ static int pool_after_fork(dbs_pool *p, dbs_error *err)
      * way, sessions, the housekeeper) exists any more. */
     dbs__pool_init_sync(p);
 
-    for (dbs__rp_item *it = dbs__rp_after_fork(&p->rp), *next; it; it = next) {
+    int n_gone;
+    for (dbs__rp_item *it = dbs__rp_after_fork(&p->rp, &n_gone), *next; it; it = next) {
         next = it->next;
         forget(p, dbs__conn_of(it));
     }
+    /* Every inherited connection, idle or held, is the parent's: for the
+     * child's counts it was closed (at shutdown of the parent's share), so
+     * size = created - closed still holds. */
+    p->counters.closed += (uint64_t)n_gone;
+    p->counters.closed_pool += (uint64_t)n_gone;
     for (int i = 0; i < DBS__SHARDS; i++) {
         dbs__shard *sh = &p->shards[i];
         atomic_store(&sh->mu.held, false);

@@ -354,8 +354,9 @@ dbs__rp_item *dbs__rp_close(dbs__respool *rp)
     return out;
 }
 
-dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp)
+dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp, int *n_gone)
 {
+    *n_gone = rp->n_open + rp->n_leaving;
     pthread_mutexattr_t mattr;
     pthread_mutexattr_init(&mattr);
 #ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP

@@ -195,8 +195,9 @@ static inline bool dbs__rp_is_closed(dbs__respool *rp)
  * anew (one held by another thread of the parent stays held for good),
  * and the idle and parked items are taken out and returned (through next)
  * for the caller to let go of; nothing else of the parent's other threads
- * (requests, reserved slots, items in use) is counted any more. */
-dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp);
+ * (requests, reserved slots, items in use) is counted any more. *n_gone:
+ * how many items (open or leaving) stopped being counted. */
+dbs__rp_item *dbs__rp_after_fork(dbs__respool *rp, int *n_gone);
 
 /* ---- acquire ---- */
 
