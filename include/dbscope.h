@@ -485,9 +485,14 @@ int dbs_config_from_env(dbs_config *cfg, dbs_error *err);
 typedef struct dbs_pool dbs_pool;
 
 typedef struct dbs_stats {
+    /* One consistent snapshot, at every moment: size = idle + in_use =
+     * created - closed, and closed = the closed_* reasons below added up
+     * (plus, in DBS_POOL_NONE mode, the connection closed after each
+     * session). */
     int size;             /* open connections (idle + in use) */
     int idle;             /* open and not in use */
-    int in_use;           /* held by sessions */
+    int in_use;           /* held by sessions, or by the pool itself while
+                             it pings, replaces or closes one */
     int overflow_in_use;  /* in use beyond pool_size */
     int waiting;          /* threads waiting for a connection */
     uint64_t acquired, released, created, closed, timeouts, leaks, retries;
