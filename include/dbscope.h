@@ -506,8 +506,10 @@ typedef struct dbs_stats {
      * past max_lifetime_ms; idle past idle_timeout_ms; found broken
      * (also counted in invalidated); above pool_size with nobody waiting;
      * working, but what a session left on it could not be undone (its
-     * rollback or reset failed: "dirty", never handed out again); at
-     * shutdown. With the NONE mode's closes (in closed only), they add up
+     * rollback or reset at dbs_session_close failed: "dirty", never handed
+     * out again; a reset that fails in the COMMIT's own round trip, as
+     * dbs_transact and dbs_session_commit_close send it on PostgreSQL and
+     * MariaDB, counts as broken); at shutdown. With the NONE mode's closes (in closed only), they add up
      * to closed. */
     uint64_t closed_lifetime, closed_idle, closed_broken, closed_overflow,
         closed_dirty, closed_pool;
