@@ -326,13 +326,14 @@ void dbs__fork_gate_leave(void);
  * the acquire timeout. s->ctx and the acquire site must be set. err must
  * not be NULL (events quote it). On failure s is not counted. */
 int dbs__pool_acquire(dbs_pool *p, struct dbs_session *s, dbs_error *err);
-/* Takes s->conn back (closing it when discard is set, the pool is closed or
- * the connection should go) and unregisters s. The connection must already
- * be rolled back and reset. May free p: the caller must not touch it after. */
 /* How a session's connection goes back: kept, or discarded because it is
  * broken, or because it works but what the session left could not be
  * undone (its rollback or reset failed). */
 enum dbs__giveback { DBS__GIVE_KEEP, DBS__GIVE_BROKEN, DBS__GIVE_DIRTY };
+/* Takes s->conn back (closing it when how is not DBS__GIVE_KEEP, the pool
+ * is closed or the connection should go) and unregisters s. The connection
+ * must already be rolled back and reset. May free p: the caller must not
+ * touch it after. */
 void dbs__pool_release(dbs_pool *p, struct dbs_session *s, enum dbs__giveback how);
 /* Locks every shard, in index order (after p->mu if the caller holds it,
  * before the resource pool's locks), for a consistent view of them all;
