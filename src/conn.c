@@ -122,7 +122,7 @@ int dbs__conn_admit(dbs_pool *p, bool count, dbs_error *err)
                     "next attempt in %lld ms", failures, (long long)(left > 0 ? left : 0));
 }
 
-int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, bool to_idle, int *ev)
+int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, int *ev)
 {
     /* The breaker hears first: a waiter handed the slot of a failed connect
      * asks it before connecting in turn. */
@@ -137,7 +137,7 @@ int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, bool to_i
     int rc = code < 0 ? code : DBS_ECONNECT;
     if (!c) {
         p->counters.connect_failures++;
-    } else if (dbs__rp_created(&p->rp, &c->item, now, to_idle) == DBS__RP_READY) {
+    } else if (dbs__rp_created(&p->rp, &c->item, now, false) == DBS__RP_READY) {
         p->counters.created++;
         rc = DBS_OK;
     } else {

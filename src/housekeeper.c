@@ -176,7 +176,7 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs__conn *c = dbs__conn_open(p, &err);
         now = dbs__now_ns();
         int ev;
-        int rc = dbs__conn_settle(p, c, c ? DBS_OK : err.code, now, true, &ev);
+        int rc = dbs__conn_settle(p, c, c ? DBS_OK : err.code, now, &ev);
         if (!c) {
             for (int k = i + 1; k < create; k++)
                 dbs__rp_create_failed(&p->rp); /* give back the rest too */
@@ -187,7 +187,16 @@ void dbs__pool_maintain(dbs_pool *p)
             dbs__conn_close(p, c);
             continue; /* the next turn gives back the rest */
         }
+        /* Announced while still the housekeeper's: once idle, another
+         * thread may take it, and close and free it, at once. */
         dbs__connect_announce(p, NULL, c, ev, NULL);
+        now = dbs__now_ns();
+        enum dbs__rp_outcome out = dbs__rp_release(&p->rp, &c->item, now, DBS__RP_KEEP_ALL);
+        if (out != DBS__RP_IDLE && out != DBS__RP_HANDED) { /* shut down meanwhile */
+            dbs__conn_gone(p, DBS__GONE_POOL, 1, now);
+            dbs__emit(p, DBS_EVENT_CLOSE, NULL, c, 0, "pool_close");
+            dbs__conn_close(p, c);
+        }
     }
 }
 

@@ -696,7 +696,7 @@ static void connect_job(void *arg)
         c = dbs__conn_open(p, &r->err);
         int64_t now = dbs__now_ns();
         int ev;
-        rc = dbs__conn_settle(p, c, c ? DBS_OK : r->err.code, now, false, &ev);
+        rc = dbs__conn_settle(p, c, c ? DBS_OK : r->err.code, now, &ev);
         if (!c) {
             dbs__connect_announce(p, NULL, NULL, ev, &r->err);
             rc = r->err.code < 0 ? r->err.code : DBS_ECONNECT;

@@ -79,7 +79,7 @@ static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error 
     dbs__conn *c = dbs__conn_open(p, err);
     int64_t now = dbs__now_ns();
     int ev;
-    rc = dbs__conn_settle(p, c, c || !err ? DBS_OK : err->code, now, false, &ev);
+    rc = dbs__conn_settle(p, c, c || !err ? DBS_OK : err->code, now, &ev);
     if (!c) {
         dbs__connect_announce(p, s, NULL, ev, err);
         return err ? err->code : DBS_ECONNECT;

@@ -148,13 +148,15 @@ int dbs__conn_admit(dbs_pool *p, bool count, dbs_error *err);
 /* The one place a connect attempt made on a reserved slot is settled: the
  * outcome noted by the circuit breaker (a configuration error, DBS_ECONFIG,
  * is not an outage: not noted); a failure counted and its slot given back;
- * a success counted and the connection given to the resource pool (to_idle:
- * for the idle list or the oldest waiter; else for the caller, in use).
+ * a success counted and the connection made open in the resource pool, in
+ * use by the caller (who announces it, dbs__connect_announce, before anyone
+ * else can take it: a connection handed on may be closed and freed by its
+ * next user at once).
  * code: the failure's dbs_code (when c is NULL). Returns DBS_OK, the
  * failure's code, or DBS_ECLOSED when the pool was shut down meanwhile:
  * the caller then closes c. *ev: the breaker's event for
  * dbs__connect_announce, or -1. */
-int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, bool to_idle, int *ev);
+int dbs__conn_settle(dbs_pool *p, dbs__conn *c, int code, int64_t now, int *ev);
 /* The events of a settled connect: connect or connect_failed (err's code
  * and message), then the breaker's ev if any. s and c may be NULL. [no
  * lock] */

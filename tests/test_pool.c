@@ -949,6 +949,56 @@ static void test_reset_failure_closes_dirty(void)
     dbs_pool_close(p);
 }
 
+/* A connection's connect event comes before any checkout of it: the
+ * housekeeper's warm-up connect is announced before the connection is
+ * idle, where another thread could take it (and close and free it). The
+ * connect event's callback is slow here, to leave any thread that could
+ * take the connection early all the time it needs. */
+enum { MAX_CONNS = 4096 };
+static atomic_bool connected[MAX_CONNS];
+static atomic_int checkout_before_connect;
+
+static void on_order_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->conn_id == 0 || ev->conn_id >= MAX_CONNS)
+        return;
+    if (ev->kind == DBS_EVENT_CONNECT) {
+        dbs__sleep_ms(5);
+        atomic_store(&connected[ev->conn_id], true);
+    } else if (ev->kind == DBS_EVENT_CHECKOUT && !atomic_load(&connected[ev->conn_id])) {
+        atomic_fetch_add(&checkout_before_connect, 1);
+    }
+}
+
+static void test_connect_event_before_checkout(void)
+{
+    dbs_config cfg = base_config();
+    cfg.on_event = on_order_event;
+    cfg.pool_size = 4;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 4;
+    cfg.max_lifetime_ms = 30; /* the warm-up keeps connecting */
+    cfg.housekeeping_interval_ms = 1;
+    cfg.acquire_timeout_ms = 30000;
+    dbs_pool *p = open_pool("pool", &cfg);
+    enum { T = 3 };
+    atomic_bool stop = false;
+    pthread_t th[T];
+    churn_arg a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (churn_arg){p, &stop};
+        pthread_create(&th[i], NULL, churn, &a[i]);
+    }
+    WAIT_UNTIL(stats_of(p).created >= 60, 120000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    CHECK_INT(stats_of(p).created, >=, 60);
+    CHECK_EQ(atomic_load(&checkout_before_connect), 0);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
@@ -975,6 +1025,7 @@ int main(void)
     test_ping();
     test_stats_add_up();
     test_reset_failure_closes_dirty();
+    test_connect_event_before_checkout();
     puts("test_pool: ok");
     return 0;
 }
