@@ -858,6 +858,21 @@ static void *churn(void *arg)
     return NULL;
 }
 
+static void churn_start(dbs_pool *p, atomic_bool *stop, int n, pthread_t *th, churn_arg *a)
+{
+    for (int i = 0; i < n; i++) {
+        a[i] = (churn_arg){p, stop};
+        pthread_create(&th[i], NULL, churn, &a[i]);
+    }
+}
+
+static void churn_stop(atomic_bool *stop, int n, const pthread_t *th)
+{
+    atomic_store(stop, true);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+}
+
 static void test_stats_add_up(void)
 {
     dbs_config cfg = base_config();
@@ -875,10 +890,7 @@ static void test_stats_add_up(void)
     atomic_bool stop = false;
     pthread_t th[T];
     churn_arg a[T];
-    for (int i = 0; i < T; i++) {
-        a[i] = (churn_arg){p, &stop};
-        pthread_create(&th[i], NULL, churn, &a[i]);
-    }
+    churn_start(p, &stop, T, th, a);
     /* until each way of closing happened, and 200 closings were seen */
     uint64_t closings = 0, prev_closed = 0;
     for (int64_t until = now_ms() + 120000;;) {
@@ -900,9 +912,7 @@ static void test_stats_add_up(void)
                        (unsigned long long)st.closed_lifetime,
                        (unsigned long long)st.closed_overflow);
     }
-    atomic_store(&stop, true);
-    for (int i = 0; i < T; i++)
-        pthread_join(th[i], NULL);
+    churn_stop(&stop, T, th);
     atomic_store(&dbs__fault.close_delay_ms, 0);
     dbs_pool_close(p);
 }
@@ -986,14 +996,9 @@ static void test_connect_event_before_checkout(void)
     atomic_bool stop = false;
     pthread_t th[T];
     churn_arg a[T];
-    for (int i = 0; i < T; i++) {
-        a[i] = (churn_arg){p, &stop};
-        pthread_create(&th[i], NULL, churn, &a[i]);
-    }
+    churn_start(p, &stop, T, th, a);
     WAIT_UNTIL(stats_of(p).created >= 60, 120000);
-    atomic_store(&stop, true);
-    for (int i = 0; i < T; i++)
-        pthread_join(th[i], NULL);
+    churn_stop(&stop, T, th);
     CHECK_INT(stats_of(p).created, >=, 60);
     CHECK_EQ(atomic_load(&checkout_before_connect), 0);
     dbs_pool_close(p);
