@@ -140,7 +140,8 @@ void dbs__pool_maintain(dbs_pool *p)
      * use, so nobody gets them mid-ping) and pinged below. */
     int pinging = 0; /* still idle, for min_idle's count */
     dbs__rp_item *ping_list = ka > 0 ? dbs__rp_take_idle_before(&p->rp, ka_before, &pinging) : NULL;
-    int create = dbs__rp_reserve_upto(&p->rp, p->cfg.min_idle, pinging + parked_idle);
+    int create = dbs__rp_reserve_upto(&p->rp, p->cfg.min_idle,
+                                      pinging + parked_idle + atomic_load(&p->warming));
 
     while (ping_list) {
         dbs__rp_item *it = ping_list;
@@ -176,7 +177,12 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs__conn *c = dbs__conn_open(p, &err);
         now = dbs__now_ns();
         int ev;
+        /* counted from before its slot stops being pending until after it
+         * is idle: counted twice at worst, never missed */
+        atomic_fetch_add(&p->warming, 1);
         int rc = dbs__conn_settle(p, c, c ? DBS_OK : err.code, now, &ev);
+        if (!c || rc == DBS_ECLOSED)
+            atomic_fetch_sub(&p->warming, 1);
         if (!c) {
             for (int k = i + 1; k < create; k++)
                 dbs__rp_create_failed(&p->rp); /* give back the rest too */
@@ -192,6 +198,7 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs__connect_announce(p, NULL, c, ev, NULL);
         now = dbs__now_ns();
         enum dbs__rp_outcome out = dbs__rp_release(&p->rp, &c->item, now, DBS__RP_KEEP_ALL);
+        atomic_fetch_sub(&p->warming, 1);
         if (out != DBS__RP_IDLE && out != DBS__RP_HANDED) { /* shut down meanwhile */
             dbs__conn_gone(p, DBS__GONE_POOL, 1, now);
             dbs__emit(p, DBS_EVENT_CLOSE, NULL, c, 0, "pool_close");

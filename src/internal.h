@@ -257,6 +257,11 @@ struct dbs_pool {
     dbs__shard shards[DBS__SHARDS];
 
     /* housekeeper.c */
+    /* Warm-up connections between their connect and the idle list (being
+     * announced): counted as idle by every warm-up, so two warm-ups at
+     * once (the housekeeper's, dbs_pool_wait_ready's) never make more
+     * than min_idle between them. */
+    atomic_int warming;
     pthread_t hk_thread;
     pthread_cond_t hk_cv;         /* [mu] wakes the housekeeper to stop */
     bool hk_running;              /* [mu] */

@@ -417,6 +417,7 @@ static int pool_after_fork(dbs_pool *p, dbs_error *err)
     /* Connections in use by those sessions are neither counted nor
      * touched from here on. */
     p->n_draining = 0;
+    atomic_store(&p->warming, 0); /* a warm-up of another thread's, gone */
     dbs__breaker_init(&p->breaker, p->cfg.circuit_threshold, p->cfg.circuit_cooldown_ms);
     p->last_fail_code = DBS_OK;
     p->last_fail_ns = 0;

@@ -1004,6 +1004,46 @@ static void test_connect_event_before_checkout(void)
     dbs_pool_close(p);
 }
 
+/* Two warm-ups at once, the housekeeper's and dbs_pool_wait_ready's, make
+ * min_idle connections between them, not more: a connection being
+ * announced (a slow connect callback here) counts as idle for both. */
+static void on_slow_connect(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_CONNECT)
+        dbs__sleep_ms(20);
+}
+
+static void *wait_ready_thread(void *arg)
+{
+    dbs_error err;
+    if (dbs_pool_wait_ready(arg, 60000, &err) != DBS_OK)
+        CHECK_FAIL("wait_ready: %s", err.message);
+    return NULL;
+}
+
+static void test_warmups_make_min_idle(void)
+{
+    dbs_config cfg = base_config();
+    cfg.on_event = on_slow_connect;
+    cfg.pool_size = 8;
+    cfg.min_idle = 3;
+    cfg.lazy_open = 1;
+    cfg.housekeeping_interval_ms = 1;
+    dbs_pool *p = open_pool("pool", &cfg);
+    enum { T = 3 };
+    pthread_t th[T];
+    for (int i = 0; i < T; i++)
+        pthread_create(&th[i], NULL, wait_ready_thread, p);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    dbs__sleep_ms(100); /* the housekeeper's rounds go on meanwhile */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 3);
+    CHECK_EQ(st.created, 3);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
@@ -1031,6 +1071,7 @@ int main(void)
     test_stats_add_up();
     test_reset_failure_closes_dirty();
     test_connect_event_before_checkout();
+    test_warmups_make_min_idle();
     puts("test_pool: ok");
     return 0;
 }
