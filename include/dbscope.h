@@ -492,7 +492,7 @@ typedef struct dbs_stats {
     int size;             /* open connections (idle + in use) */
     int idle;             /* open and not in use */
     int in_use;           /* held by sessions, or by the pool itself while
-                             it pings, replaces or closes one */
+                             it opens, pings, replaces or closes one */
     int overflow_in_use;  /* in use beyond pool_size */
     int waiting;          /* threads waiting for a connection */
     uint64_t acquired, released, created, closed, timeouts, leaks, retries;
