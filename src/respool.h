@@ -81,7 +81,11 @@ typedef struct dbs__rp_req {
     /* NULL, or runs after done, once rp->mu is released, on the thread
      * that served the request, before the call that served it returns:
      * where a blocking owner is woken, so that the system call that wakes
-     * it is not made with the pool's lock held. No pool call; the request
+     * it is not made with the pool's lock held. None of the resource
+     * pool's locks is held then, and no caller of a call that serves
+     * requests holds a lock of the layers above, so it may call the pool
+     * (a loop's request does, when its loop closed before the post: it
+     * closes the connection it was served and counts it). The request
      * must stay alive until it has run. */
     void (*wake)(struct dbs__rp_req *req);
     void *arg;                             /* the caller's */
