@@ -76,13 +76,25 @@ class Env:
         self.my = None
         self.bouncers = {}
         self.cpu = None
+        self.mycpu = None
         self.shared = set()  # servers this run found running and leaves so
 
-    def server_cpu(self):
-        """The PostgreSQL server's CPU sampler (started with the server)."""
+    def server_cpu(self, scenario="pg"):
+        """The server's CPU sampler for a scenario (PostgreSQL's processes
+        or MariaDB's threads), started on first use; None where there is
+        none."""
+        if scenario == "mysql":
+            if self.my and not self.mycpu:
+                try:
+                    with open(os.path.join(self.my["dir"], "data", "mariadbd.pid")) as f:
+                        self.mycpu = ServerCPU(int(f.readline()), threads=True)
+                except (OSError, ValueError):
+                    self.mycpu = None
+            return self.mycpu
         if self.pg and not self.cpu:
             try:
-                self.cpu = ServerCPU(os.path.join(self.pg["dir"], "data"))
+                with open(os.path.join(self.pg["dir"], "data", "postmaster.pid")) as f:
+                    self.cpu = ServerCPU(int(f.readline()))
             except (OSError, ValueError):
                 self.cpu = None
         return self.cpu
@@ -180,8 +192,9 @@ class Env:
         return time.time()
 
     def stop(self):
-        if self.cpu:
-            self.cpu.stop()
+        for cpu in (self.cpu, self.mycpu):
+            if cpu:
+                cpu.stop()
         for b in self.bouncers.values():
             b["proc"].terminate()
             b["proc"].wait()
@@ -251,26 +264,34 @@ def parse(out):
 
 
 class ServerCPU:
-    """The PostgreSQL server's CPU time (every process of the postmaster:
-    backends, WAL writer, checkpointer ...), from /proc/PID/schedstat,
-    sampled every 50 ms in a thread; at(t) interpolates the total at time
-    t. A process that exits keeps the last value sampled (the little it ran
-    after that is missed: connect-per-request systems are undercounted)."""
+    """A database server's CPU time, from /proc/.../schedstat, sampled every
+    50 ms in a thread; at(t) interpolates the total at time t. PostgreSQL:
+    every process of the postmaster (backends, WAL writer, checkpointer
+    ...); MariaDB (threads=True): every thread of mariadbd. A process or
+    thread that exits keeps the last value sampled (the little it ran after
+    that is missed: connect-per-request systems are undercounted)."""
 
-    def __init__(self, data_dir):
-        with open(os.path.join(data_dir, "postmaster.pid")) as f:
-            self.pm = int(f.readline())
+    def __init__(self, pid, threads=False):
+        self.pm = pid
+        self.threads = threads
         self.last, self.samples, self.stopping = {}, [], False
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
 
     def sample(self):
-        try:
-            kids = open("/proc/%d/task/%d/children" % (self.pm, self.pm)).read().split()
-        except OSError:
-            kids = []
-        for pid in [str(self.pm)] + kids:
+        if self.threads:
+            try:
+                tasks = ["%d/task/%s" % (self.pm, t) for t in os.listdir("/proc/%d/task" % self.pm)]
+            except OSError:
+                tasks = []
+        else:
+            try:
+                kids = open("/proc/%d/task/%d/children" % (self.pm, self.pm)).read().split()
+            except OSError:
+                kids = []
+            tasks = [str(self.pm)] + kids
+        for pid in tasks:
             try:
                 ns = int(open("/proc/%s/schedstat" % pid).read().split()[0])
             except (OSError, ValueError, IndexError):
@@ -303,7 +324,7 @@ class ServerCPU:
 def run_adapter(env, system, scenario, matrix, seconds, warmup, timeline=False, timeout=600):
     cmd = env.command(system, "cycle" if scenario == "observe" else scenario, matrix, seconds,
                       warmup, timeline)
-    cpu = env.server_cpu() if scenario == "pg" else None
+    cpu = env.server_cpu(scenario) if scenario in ("pg", "mysql") else None
     out, ends = [], []
     with tempfile.TemporaryFile(mode="w+") as err:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)

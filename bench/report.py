@@ -40,7 +40,7 @@ def ratio(a, b):
 
 
 def table(med, scenario, matrix_keys, peers):
-    # server CPU a unit, where the harness measured it (PostgreSQL)
+    # server CPU a unit, where the harness measured it (PostgreSQL, MariaDB)
     cpu = any("server_us" in r for k, r in med.items() if k[0] == scenario)
     lines = ["| system | threads | pool | ops/s | p50 µs | p99 µs |%s check | dbscope ÷ it |" % (
                  " server CPU µs/unit |" if cpu else ""),
@@ -178,12 +178,13 @@ def write(outdir, med, commands, rec, mem, ver, meta):
       "which is what callers of it must write themselves. MariaDB is a throwaway server "
       "(`tests/mysql_server.sh`) reached over TCP on loopback by every system, without TLS.")
     w("")
-    w("Server CPU µs/unit (PostgreSQL): the CPU time of every process of the PostgreSQL "
-      "server (`/proc/PID/schedstat`, sampled every 50 ms and interpolated) over the point's "
+    w("Server CPU µs/unit (PostgreSQL and MariaDB): the CPU time of every process of the "
+      "PostgreSQL server, or of every thread of `mariadbd` (`/proc/PID/schedstat`, "
+      "`/proc/PID/task/TID/schedstat`, sampled every 50 ms and interpolated) over the point's "
       "measured window, divided by the units it counted. Client and server share this "
       "machine's CPU; this is the server's share, what a real deployment pays on the "
-      "database. Processes that exit within the window are undercounted (connect per "
-      "request); PgBouncer's own CPU is not in it.")
+      "database. Processes and threads that exit within the window are undercounted "
+      "(connect per request); PgBouncer's own CPU is not in it.")
     w("")
     w("Commands (one per adapter), as run from the checkout; `$WORK` is the run's scratch "
       "directory (the SQLite file, the servers' sockets), which bench/run makes afresh:")
