@@ -52,10 +52,16 @@
  * without losing it.
  *
  * Reset: an authorizer watches every statement as it is prepared; one that
- * changes connection state (temp objects, ATTACH, setting PRAGMAs) marks the
- * connection dirty whenever it runs, and so does handing out the raw handle.
- * A full reset of a dirty connection reopens it, which is cheap in process
- * and undoes everything; a clean one only rolls back.
+ * changes connection state (anything that writes the temp database, however
+ * it is named: objects, rows, its header; ATTACH; setting PRAGMAs) marks the
+ * connection dirty as soon as it is prepared, since SQLite applies some
+ * PRAGMAs while compiling and dbscope may refuse the statement after that,
+ * and again whenever it runs; so does handing out the raw handle. A full
+ * reset of a dirty connection reopens it, which is cheap in process and
+ * undoes everything; a clean one only rolls back. What reopening cannot
+ * undo is refused: PRAGMAs that set a process-wide variable of the library
+ * (soft_heap_limit, hard_heap_limit, temp_store_directory,
+ * data_store_directory) may be read but not set.
  *
  * Read-only sessions: PRAGMA query_only, which the authorizer refuses to
  * turn off, and only statements sqlite3_stmt_readonly calls read-only. A
@@ -103,6 +109,8 @@ typedef struct sq_conn {
     bool dirty;        /* connection state changed since the last reset */
     bool preparing_dirty; /* set by the authorizer during one prepare */
     bool preparing_query_only; /* the same, for PRAGMA query_only = ... */
+    const char *preparing_global; /* the same: the process-wide PRAGMA the
+                                     authorizer refused (its API's name) */
     bool read_only;    /* set_read_only: only statements that write nothing */
     bool opt_ro;       /* the same, by the transaction options (tx_options) */
     bool opt_immediate; /* transactions begin with BEGIN IMMEDIATE */
@@ -280,24 +288,68 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
 
 /* ---- the authorizer: which statements change connection state ---- */
 
+/* PRAGMAs whose value is an argument naming what to read (a table, an
+ * index, a count of errors to report): set or not, they change nothing. */
 static bool pragma_reads_only(const char *name)
 {
     static const char *const ro[] = {
         "table_info", "table_xinfo", "table_list", "index_info", "index_xinfo",
         "index_list", "foreign_key_list", "foreign_key_check", "integrity_check",
         "quick_check", "database_list", "collation_list", "function_list",
-        "module_list", "pragma_list", "compile_options", "wal_checkpoint",
-        "optimize", "incremental_vacuum", "user_version", "application_id"};
+        "module_list", "pragma_list", "compile_options"};
     for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
         if (sqlite3_stricmp(name, ro[i]) == 0)
             return true;
     return false;
 }
 
+/* PRAGMAs whose value writes the database file itself: database state,
+ * like any row, when the file is main or an attached one; connection
+ * state when it is temp, which the next user of the connection would
+ * otherwise inherit. */
+static bool pragma_writes_file(const char *name)
+{
+    static const char *const wf[] = {"user_version", "application_id", "wal_checkpoint",
+                                     "optimize", "incremental_vacuum"};
+    for (size_t i = 0; i < sizeof wf / sizeof wf[0]; i++)
+        if (sqlite3_stricmp(name, wf[i]) == 0)
+            return true;
+    return false;
+}
+
+/* PRAGMAs that set a process-wide variable of the SQLite library: every
+ * connection in the process changes, and reopening this one undoes
+ * nothing. Returns the C API that sets it at start-up, or NULL. */
+static const char *pragma_process_wide(const char *name)
+{
+    static const char *const pw[][2] = {
+        {"soft_heap_limit", "sqlite3_soft_heap_limit64"},
+        {"hard_heap_limit", "sqlite3_hard_heap_limit64"},
+        {"temp_store_directory", "the sqlite3_temp_directory variable"},
+        {"data_store_directory", "the sqlite3_data_directory variable"}};
+    for (size_t i = 0; i < sizeof pw / sizeof pw[0]; i++)
+        if (sqlite3_stricmp(name, pw[i][0]) == 0)
+            return pw[i][1];
+    return NULL;
+}
+
+/* The temp database is the connection's own: whatever a statement writes
+ * there (an object created, dropped or altered, a row of any temp table,
+ * dbscope's dbscope_nochange included) is the next user's to see unless
+ * the connection is reopened. SQLite reports the database each action
+ * touches; an object named temp.x comes as SQLITE_CREATE_TABLE with db
+ * "temp", not as SQLITE_CREATE_TEMP_TABLE, so the name is what counts.
+ * Reads are the only actions on temp that change nothing. */
+static bool writes_temp(int action, const char *db)
+{
+    return db && sqlite3_stricmp(db, "temp") == 0 && action != SQLITE_READ &&
+           action != SQLITE_SELECT && action != SQLITE_FUNCTION &&
+           action != SQLITE_RECURSIVE;
+}
+
 static int authorizer(void *user, int action, const char *a, const char *b,
                       const char *db, const char *trigger)
 {
-    (void)db;
     (void)trigger;
     sq_conn *c = user;
     switch (action) {
@@ -305,16 +357,28 @@ static int authorizer(void *user, int action, const char *a, const char *b,
     case SQLITE_CREATE_TEMP_TABLE:
     case SQLITE_CREATE_TEMP_TRIGGER:
     case SQLITE_CREATE_TEMP_VIEW:
+    case SQLITE_DROP_TEMP_INDEX:
+    case SQLITE_DROP_TEMP_TABLE:
+    case SQLITE_DROP_TEMP_TRIGGER:
+    case SQLITE_DROP_TEMP_VIEW:
     case SQLITE_ATTACH:
     case SQLITE_DETACH:
     case SQLITE_CREATE_VTABLE:
         c->preparing_dirty = true;
         break;
-    case SQLITE_PRAGMA:
+    case SQLITE_PRAGMA: {
+        /* Refused before SQLite applies it (it would, at compile time):
+         * a reset cannot undo a change made to every connection. */
+        const char *api = b ? pragma_process_wide(a) : NULL;
+        if (api) {
+            c->preparing_global = api;
+            return SQLITE_DENY;
+        }
         /* A pragma with a value sets something, except the few whose
-         * argument only names what to read or that write the file itself
-         * (user_version: database state, like any row). */
-        if (b && !pragma_reads_only(a))
+         * argument only names what to read, and those that write the file
+         * itself (database state, unless the file is temp). */
+        bool temp = db && sqlite3_stricmp(db, "temp") == 0;
+        if (b && !pragma_reads_only(a) && (temp || !pragma_writes_file(a)))
             c->preparing_dirty = true;
         /* SQLite applies a flag pragma as it compiles it (and again
          * whenever it recompiles): in a read-only session, query_only
@@ -325,7 +389,10 @@ static int authorizer(void *user, int action, const char *a, const char *b,
                 return SQLITE_DENY;
         }
         break;
+    }
     default:
+        if (writes_temp(action, db))
+            c->preparing_dirty = true;
         break;
     }
     return SQLITE_OK;
@@ -394,8 +461,25 @@ static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool pe
     c->preparing_dirty = false;
     step_begins(c);
     c->preparing_query_only = false;
+    c->preparing_global = NULL;
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len,
                                 persistent ? SQLITE_PREPARE_PERSISTENT : 0, &st->stmt, tail);
+    /* SQLite applies some statements as it compiles them (flag PRAGMAs,
+     * cache_size, busy_timeout, which replaces dbscope's busy handler),
+     * and a statement may be refused after this (parameters, a second
+     * statement, the read-only check, binding) or fail to prepare after
+     * part of it took effect: the connection is dirty from here, not only
+     * once the statement runs. */
+    if (c->preparing_dirty)
+        c->dirty = true;
+    if (rc != SQLITE_OK && c->preparing_global) {
+        rc = dbs__err(err, DBS_ESQL,
+                      "this PRAGMA changes a process-wide SQLite setting, shared by every "
+                      "connection in the process, which no reset can undo: refused (reading "
+                      "it, without a value, is allowed); set it with %s at start-up "
+                      "(statement: %.120s)", c->preparing_global, sql);
+        return rc;
+    }
     if (rc != SQLITE_OK && c->preparing_query_only && c->read_only) {
         rc = dbs__err(err, DBS_ESQL,
                       "a read-only session (dbs_session_open_ro) cannot change query_only "

@@ -353,6 +353,163 @@ static void test_last_statement_reset(void)
     dbs_pool_close(p);
 }
 
+/* Whatever a session writes into the temp database is gone for the next
+ * user of the connection, however it names temp: an object called temp.x
+ * reaches the authorizer as SQLITE_CREATE_TABLE/VIEW/TRIGGER with database
+ * "temp", not as SQLITE_CREATE_TEMP_*, and a row inserted into dbscope's
+ * own temp table is a write to temp like any other. Each statement runs in
+ * a session of its own, so one cannot hide another's miss. */
+static void test_temp_by_name_reset(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    run_sql(p, "CREATE TABLE items (id INTEGER PRIMARY KEY, owner TEXT);"
+               "CREATE TABLE audit (who TEXT, what TEXT)");
+    static const char *const writes[] = {
+        "CREATE TABLE temp.secrets (v TEXT)",
+        "CREATE TABLE temp.copied AS SELECT 'token' AS v",
+        "CREATE VIEW temp.v_alice AS SELECT 'alice-view' AS x",
+        "CREATE TRIGGER temp.spy AFTER INSERT ON main.items BEGIN "
+        "INSERT INTO audit VALUES ('alice-trigger', new.owner); END",
+        "INSERT INTO temp.dbscope_nochange VALUES ('alice-row')",
+        "PRAGMA temp.user_version = 42",
+    };
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        dbs_session *s = open_ok(p);
+        exec_ok(s, writes[i]);
+        dbs_error err;
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+        s = open_ok(p);
+        char what[300];
+        snprintf(what, sizeof what, "after \"%s\"", writes[i]);
+        if (query_int(s, "SELECT COUNT(*) FROM temp.sqlite_master "
+                         "WHERE name <> 'dbscope_nochange'", NULL, 0) != 0 ||
+            query_int(s, "SELECT COUNT(*) FROM temp.dbscope_nochange", NULL, 0) != 0 ||
+            query_int(s, "PRAGMA temp.user_version", NULL, 0) != 0)
+            CHECK_FAIL("temp state survived the reset %s", what);
+        exec_ok(s, "INSERT INTO items (owner) VALUES ('bob')");
+        CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM audit", NULL, 0), 0);
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        dbs_session_close(s);
+    }
+    /* Reading temp changes nothing: the connection is kept, not reopened
+     * (total_changes() counts since it opened). */
+    dbs_session *s = open_ok(p);
+    exec_ok(s, "INSERT INTO items (owner) VALUES ('carol')");
+    int64_t total = query_int(s, "SELECT total_changes()", NULL, 0);
+    CHECK_INT(total, >, 0);
+    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    s = open_ok(p);
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM temp.dbscope_nochange", NULL, 0), 0);
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM temp.sqlite_master", NULL, 0), 1);
+    dbs_session_close(s);
+    s = open_ok(p);
+    CHECK_EQ(query_int(s, "SELECT total_changes()", NULL, 0), total);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+}
+
+/* SQLite applies flag PRAGMAs, cache_size and busy_timeout (which replaces
+ * dbscope's busy handler) as it compiles them: a statement dbscope refuses
+ * after preparing it has already changed the connection, so the reset
+ * must reopen it all the same. */
+static void test_refused_pragma_reset(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    static const char *const reads[] = {"PRAGMA ignore_check_constraints",
+                                        "PRAGMA recursive_triggers", "PRAGMA cache_size",
+                                        "PRAGMA busy_timeout"};
+    enum { NREADS = sizeof reads / sizeof reads[0] };
+    int64_t before[NREADS];
+    dbs_session *s = open_ok(p);
+    for (int i = 0; i < NREADS; i++)
+        before[i] = query_int(s, reads[i], NULL, 0);
+    dbs_session_close(s);
+    dbs_value one = DBS_INT(1);
+    /* dbs_query prepares, then refuses: the statement never runs. (dbs_exec
+     * runs each statement once prepared; the PRAGMAs SQLite applies at
+     * compile time are read-only and take no $N, so none of its refusals
+     * follows one.) */
+    static const struct {
+        const char *sql;
+        size_t nparams; /* one more than the statement uses: refused */
+    } refused[] = {
+        {"PRAGMA ignore_check_constraints=1", 1},
+        {"PRAGMA recursive_triggers=1; SELECT 1", 0}, /* two statements */
+        {"PRAGMA cache_size=7", 1},
+        {"PRAGMA busy_timeout=12345", 1},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        s = open_ok(p);
+        dbs_error err;
+        CHECK(dbs_query(s, refused[i].sql, &one, refused[i].nparams, &err) == NULL);
+        CHECK_EQ(err.code, DBS_ESQL);
+        dbs_session_close(s);
+        s = open_ok(p);
+        for (int k = 0; k < NREADS; k++)
+            if (query_int(s, reads[k], NULL, 0) != before[k])
+                CHECK_FAIL("%s changed after the refused \"%s\"", reads[k], refused[i].sql);
+        dbs_session_close(s);
+    }
+    dbs_pool_close(p);
+}
+
+/* soft_heap_limit, hard_heap_limit, temp_store_directory and
+ * data_store_directory set variables of the whole SQLite library: no
+ * reset can undo them, so they are refused with a value (before SQLite
+ * applies them) and may still be read. */
+static void test_process_wide_pragma_refused(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    dbs_session *s = open_ok(p);
+    int64_t soft = query_int(s, "PRAGMA soft_heap_limit", NULL, 0);
+    int64_t hard = query_int(s, "PRAGMA hard_heap_limit", NULL, 0);
+    static const char *const sets[] = {
+        "PRAGMA soft_heap_limit=7777777",
+        "PRAGMA hard_heap_limit=999999999999",
+        "PRAGMA temp_store_directory='/tmp'",
+        "PRAGMA temp_store_directory=''",
+        "PRAGMA data_store_directory='/tmp'",
+        "PRAGMA main.soft_heap_limit(7777777)",
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        dbs_error err;
+        dbs_rows *r = dbs_query(s, sets[i], NULL, 0, &err);
+        if (r) {
+            dbs_rows_close(r);
+            CHECK_FAIL("\"%s\" was not refused", sets[i]);
+        }
+        CHECK_EQ(err.code, DBS_ESQL);
+        CHECK_CONTAINS(err.message, "process-wide");
+        CHECK_CONTAINS(err.message, "at start-up");
+        CHECK_EQ(dbs_exec(s, sets[i], NULL, 0, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "process-wide");
+    }
+    /* reading stays allowed, and nothing changed */
+    CHECK_EQ(query_int(s, "PRAGMA soft_heap_limit", NULL, 0), soft);
+    CHECK_EQ(query_int(s, "PRAGMA hard_heap_limit", NULL, 0), hard);
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "PRAGMA temp_store_directory", NULL, 0, &err);
+    CHECK(r);
+    CHECK_EQ(dbs_rows_next(r, &err), 0); /* unset: no row */
+    dbs_rows_close(r);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
 static atomic_int moved_events;
 
 static void count_moved(const dbs_event *ev, void *user)
@@ -418,6 +575,9 @@ int main(void)
     test_relative_path_survives_chdir();
     test_commit_into_deleted_file_fails();
     test_last_statement_reset();
+    test_temp_by_name_reset();
+    test_refused_pragma_reset();
+    test_process_wide_pragma_refused();
     puts("test_sqlite: ok");
     return 0;
 }
