@@ -64,23 +64,31 @@
  * * by name every time (two Bind/Executes of no cost on a session without
  * cursors or LISTEN), so no LISTEN or cursor WITH HOLD outlives it; its
  * last command, in the reset's own implicit transaction, sets a marker
- * (dbscope.reset = the reset's number on this connection), which is
+ * (dbscope.reset = the reset's number on this connection and a random
+ * part drawn for it, see a_marker), which is
  * therefore set only when every command of that reset ran (one that
  * fails, or a named statement a unit deallocated, aborts the segment,
  * marker included). A unit queued behind a reset whose answer is unread
  * starts with a guard, right after its BEGIN: a query that raises an
- * error unless the marker holds that reset's number and, when that reset
- * ran without DISCARD TEMP (the server had reported no temporary schema),
- * the backend still has none. When the guard fails, its segment aborts to
+ * error unless the marker holds that reset's value, no prepared statement
+ * made by SQL exists (from_sql: a session's PREPARE, which the reset's
+ * answer would have had deallocated, or one of dbscope's names replaced
+ * by a session, the reset's own and the marker's included, so that a
+ * replaced statement can neither run for the next unit nor fake the
+ * reset) and, when that reset ran without DISCARD TEMP (the server had
+ * reported no temporary schema), the backend still has none. The guard is
+ * sent from its text, unnamed, so no session can replace it. When the
+ * guard fails, its segment aborts to
  * its Sync and nothing of the unit runs: it comes back DBS_ERETRYABLE (not
  * committed, safe to send again), and by then the reset again in full is
  * queued (a_reset_read, when the reset's answer says so), ahead of
  * anything sent later. A connection whose resets are all read needs no
  * guard. A blocking release's reset that is still unread (posted) when a
  * unit comes is read as a flight of its own, and a reset of this kind
- * follows it. Cost per unit: one Bind/Execute of a trivial query for the
- * guard and one for the marker (named statements dbs_g and dbs_m, parsed
- * once per connection, see a_prepare); no extra round trip.
+ * follows it. Cost per unit: the guard, parsed each time, with a look at
+ * pg_prepared_statements, and one Bind/Execute for the marker (the named
+ * statement dbs_m, parsed once per connection, see a_prepare); no extra
+ * round trip.
  *
  * Cancel (a_cancel): the cancel request goes from a thread (start_cancel);
  * the statement it reaches fails with 57014 and its unit ends
@@ -181,10 +189,10 @@ static const char *const pg_tcp_defaults[][2] = {
  * Each is a named statement, "dbs_r0" ... "dbs_r7", parsed in the first
  * reset of a connection and executed by name after that (Bind/Execute:
  * no parsing or planning per session). Whether they are still ours is the
- * server's to say: the reconcile query returns their text, and a reset
- * whose named statement is missing, or whose text is not ours (a session
- * deallocated it and prepared its own under that name), runs again from
- * the text (reset_again). */
+ * server's to say: the reconcile query returns their text and whether SQL
+ * made them (from_sql), and a reset whose named statement is missing, or
+ * is not ours (a session deallocated it and prepared its own under that
+ * name), runs again from the text (reset_again). */
 enum { PG_R_TEMP = 5, PG_R_PLANS = 6 };
 static const char *const pg_reset_sql[] = {
     "SET SESSION AUTHORIZATION DEFAULT",
@@ -195,8 +203,12 @@ static const char *const pg_reset_sql[] = {
     "DISCARD TEMP",  /* PG_R_TEMP: only with a temporary schema */
     "DISCARD PLANS", /* PG_R_PLANS: likewise */
     /* Every prepared statement on the server, to compare with the cache,
-     * with the text of those named like the reset's, and in the third
-     * column the temporary schema's oid (0: none). Run by name, it lists
+     * with the text of those named like the reset's, in the third column
+     * the temporary schema's oid (0: none), and in the fourth whether SQL
+     * made it (from_sql: PREPARE, whatever runs it, a function or DO
+     * included; dbscope's own are all protocol-level Parses, so one of
+     * its names with from_sql true was put there by a session, see
+     * reconcile). Run by name, it lists
      * at least itself, so the advisory locks are released:
      * pg_advisory_unlock_all() runs once a row, which costs the server less
      * than the join that would run it once (pg_reconcile_text, below, for
@@ -208,7 +220,7 @@ static const char *const pg_reset_sql[] = {
      * a reset (bench/reset_items.c); its '_' matches any character, so a
      * few other names may come with their text, and reset_index decides. */
     ("SELECT name, CASE WHEN name OPERATOR(pg_catalog.~~) 'dbs_r_' "
-     "THEN statement END, pg_catalog.pg_my_temp_schema(), "
+     "THEN statement END, pg_catalog.pg_my_temp_schema(), from_sql, "
      "pg_catalog.pg_advisory_unlock_all() "
      "FROM pg_catalog.pg_prepared_statements"),
 };
@@ -217,7 +229,7 @@ static const char *const pg_reset_sql[] = {
  * released and the temporary schema reported all the same. */
 static const char pg_reconcile_text[] =
     "SELECT p.name, CASE WHEN p.name OPERATOR(pg_catalog.~~) 'dbs_r_' "
-    "THEN p.statement END, o.t "
+    "THEN p.statement END, o.t, p.from_sql "
     "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
     "pg_catalog.pg_my_temp_schema() AS t) "
     "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true";
@@ -288,15 +300,16 @@ typedef struct pg_conn {
     struct pg_aflight *a_head, *a_tail;
     int a_resets;        /* flights queued whose reset answer is unread */
     int a_full;          /* of them, resets from the text */
-    uint64_t a_epoch;    /* the marker of the last reset queued */
+    uint64_t a_epoch;    /* the number of the last reset queued */
+    uint64_t a_nonce;    /* the random half of its marker (a_marker) */
     bool a_notemp;       /* that reset ran without DISCARD TEMP */
     bool a_cancel;       /* a cancel was asked for while units flew */
     bool a_spent;        /* ... so the connection goes once they are read */
     bool a_known;        /* the server said why it ended the session: no
                             command after that one ran */
     bool a_outq;         /* output queued that the socket did not take */
-    bool a_named;        /* the marker and the guard are parsed, as named
-                            statements dbs_m and dbs_g (a_prepare) */
+    bool a_named;        /* the marker is parsed, as the named statement
+                            dbs_m (a_prepare) */
     uint64_t reconcile_min; /* reconcile keeps cache entries born since */
 } pg_conn;
 
@@ -779,16 +792,33 @@ static int reset_index(const char *name)
     return i < PG_NRESET ? i : -1;
 }
 
+/* Whether row i of the reconcile query is a statement SQL made (PREPARE,
+ * in a function or DO block too). dbscope makes its own with protocol
+ * Parse only, so such a statement is never dbscope's, whatever its name:
+ * a session that deallocated one of dbscope's names and prepared its own
+ * under it. Unknown (NULL) counts as SQL's: it is then deallocated and
+ * prepared again, which costs a Parse and leaks nothing. */
+static bool by_sql(const PGresult *r, int i)
+{
+    return PQgetisnull(r, i, 3) || strcmp(PQgetvalue(r, i, 3), "f") != 0;
+}
+
 /* Applies the reconcile query's rows: statements the cache does not know
  * are owed a DEALLOCATE at the front of the next flight (before anything
  * of the next user's); cached ones the server no longer has leave the
- * cache. Returns whether the reset's named statements are all on the
- * server with dbscope's text; when not, every statement under their names
- * is owed a DEALLOCATE and the next reset parses them again. Also notes
- * the backend's temporary schema (temp_schema). */
+ * cache. A statement is dbscope's only when the server says Parse made it
+ * (from_sql false) and its name is one of dbscope's; a name alone proves
+ * nothing, since any session may DEALLOCATE a name and PREPARE its own
+ * SQL under it for the next user's Bind to run. One under dbscope's name
+ * that SQL made is owed a DEALLOCATE like any user's, and the cache entry
+ * or named statement (dbs_m) of that name is prepared again.
+ * Returns whether the reset's named statements are all on the server,
+ * Parse-made, with dbscope's text; when not, every statement under their
+ * names is owed a DEALLOCATE and the next reset parses them again. Also
+ * notes the backend's temporary schema (temp_schema). */
 static bool reconcile(pg_conn *c, const PGresult *r)
 {
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 3 ||
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) < 4 ||
         PQntuples(r) < 1) {
         c->reset_stmts = false;
         c->temp_schema = true;
@@ -805,7 +835,7 @@ static bool reconcile(pg_conn *c, const PGresult *r)
         if (PQgetisnull(r, i, 0))
             continue; /* no prepared statement at all */
         int k = reset_index(PQgetvalue(r, i, 0));
-        if (k >= 0 && !mine[k] && !PQgetisnull(r, i, 1) &&
+        if (k >= 0 && !mine[k] && !by_sql(r, i) && !PQgetisnull(r, i, 1) &&
             !strcmp(PQgetvalue(r, i, 1), pg_reset_sql[k])) {
             mine[k] = true;
             n_mine++;
@@ -818,15 +848,27 @@ static bool reconcile(pg_conn *c, const PGresult *r)
         if (PQgetisnull(r, i, 0))
             continue;
         const char *name = PQgetvalue(r, i, 0);
+        bool sql = by_sql(r, i);
         /* the marker's and the guard's (see a_prepare) */
-        bool ours = (intact && reset_index(name) >= 0) || !strcmp(name, "dbs_m") ||
-                    !strcmp(name, "dbs_g");
+        bool named = !strcmp(name, "dbs_m");
+        bool ours = !sql && ((intact && reset_index(name) >= 0) || named);
         if (!strncmp(name, "dbs_", 4))
             for (int k = 0; k < c->cache_n && !ours; k++)
-                if (c->cache[k].sql && !strcmp(c->cache[k].name, name))
-                    ours = c->cache[k].seen = true;
+                if (c->cache[k].sql && !strcmp(c->cache[k].name, name)) {
+                    if (!sql) {
+                        ours = c->cache[k].seen = true;
+                    } else {
+                        /* a session's statement under this entry's name:
+                         * the entry goes, its SQL is parsed again under a
+                         * new name (names are never reused) */
+                        free(c->cache[k].sql);
+                        c->cache[k].sql = NULL;
+                    }
+                }
         if (ours)
             continue;
+        if (named)
+            c->a_named = false; /* parsed again after the DEALLOCATE */
         if (c->n_foreign < PG_MAXFOREIGN && strlen(name) < 64) {
             /* A quoted identifier: the user may name a statement anything. */
             char *w = c->foreign[c->n_foreign++];
@@ -1158,8 +1200,30 @@ static void connect_message(const char *raw, char *out, size_t cap, char st[6])
     }
 }
 
+/* An integer option as libpq reads it (parse_int_param in fe-connect.c):
+ * a decimal int, optionally signed, blanks allowed around it, nothing
+ * else; "" is not one. libpq refuses the connect for anything else. */
+static bool pg_int_param(const char *v, int *out)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (end == v || errno != 0 || n < INT_MIN || n > INT_MAX)
+        return false;
+    while (*end && isspace((unsigned char)*end))
+        end++;
+    if (*end)
+        return false;
+    *out = (int)n;
+    return true;
+}
+
 /* libpq's connect_timeout as it reads it: seconds, 0 or less = none, and
- * 1 means 2. Returns -1 when the string does not set it. */
+ * 1 means 2. Returns -1 when the string does not set it, or sets it to a
+ * value libpq would refuse (pg_target_open refused the pool for that, so
+ * here it is only a guard: the pool's own bound then applies). libpq
+ * itself reads connect_timeout only in its blocking connect, not in
+ * PQconnectPoll, so this bound is the only one. */
 static int url_connect_timeout_ms(const char *conninfo, char *password,
                                   size_t password_n)
 {
@@ -1170,16 +1234,95 @@ static int url_connect_timeout_ms(const char *conninfo, char *password,
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
             continue;
+        int s;
         if (!strcmp(o->keyword, "password"))
             snprintf(password, password_n, "%s", o->val);
-        else if (!strcmp(o->keyword, "connect_timeout") && o->val[0]) {
-            long s = strtol(o->val, NULL, 10);
-            ms = s <= 0 ? 0 : s < 2 ? 2000 : s > INT_MAX / 1000 ? INT_MAX
-                                                                 : (int)s * 1000;
-        }
+        else if (!strcmp(o->keyword, "connect_timeout") && pg_int_param(o->val, &s))
+            ms = s <= 0 ? 0 : s < 2 ? 2000 : s > INT_MAX / 1000 ? INT_MAX : s * 1000;
     }
     PQconninfoFree(opts);
     return ms;
+}
+
+/* Whether v is one of the NULL-terminated words (libpq compares with
+ * strcmp: case matters). */
+static bool one_of(const char *v, const char *const *words)
+{
+    for (; *words; words++)
+        if (!strcmp(v, *words))
+            return true;
+    return false;
+}
+
+/* Checks, at dbs_pool_open, the option values of the connection string
+ * that libpq would refuse at every connect: without this each refusal
+ * would come at connect time as DBS_ECONNECT, a transient failure that the
+ * pool retries and the breaker counts, and an unparsable connect_timeout
+ * would leave connects unbounded. The checks are libpq's own, no more
+ * (fe-connect.c: connectOptions2, parse_int_param, PQconnectPoll's port
+ * check): done here, before any connect, so no network failure can be
+ * taken for one. A port out of range only makes libpq skip that host, but
+ * no server is ever reached through it: a mistake in the URL all the same.
+ * Values a service file or the environment supplies are libpq's to check
+ * at connect time. */
+static int pg_target_open(dbs__target *t, dbs_error *err)
+{
+    static const char *const sslmodes[] = {"disable", "allow", "prefer", "require",
+                                           "verify-ca", "verify-full", NULL};
+    /* libpq 14's set; dbscope needs libpq 14 or newer (pipeline mode) */
+    static const char *const attrs[] = {"any", "read-write", "read-only", "primary",
+                                        "standby", "prefer-standby", NULL};
+    PQconninfoOption *opts = PQconninfoParse(t->conninfo, NULL);
+    if (!opts)
+        return DBS_OK; /* config.c parsed it with libpq; out of memory here */
+    int rc = DBS_OK, n;
+    for (PQconninfoOption *o = opts; o->keyword && rc == DBS_OK; o++) {
+        const char *v = o->val;
+        if (!v)
+            continue;
+        if (!strcmp(o->keyword, "connect_timeout") && !pg_int_param(v, &n))
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "postgresql: connect_timeout \"%.40s\" in the URL is not a whole "
+                          "number of seconds (libpq refuses it; 0: no bound)", v);
+        else if (!strcmp(o->keyword, "sslmode") && !one_of(v, sslmodes))
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "postgresql: sslmode \"%.40s\" in the URL is not one of disable, "
+                          "allow, prefer, require, verify-ca, verify-full", v);
+        else if (!strcmp(o->keyword, "target_session_attrs") && !one_of(v, attrs))
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "postgresql: target_session_attrs \"%.40s\" in the URL is not one "
+                          "of any, read-write, read-only, primary, standby, prefer-standby", v);
+        else if (!strcmp(o->keyword, "port")) {
+            /* a list, one per host; an empty entry is the default port */
+            for (const char *p = v; rc == DBS_OK;) {
+                size_t len = strcspn(p, ",");
+                char one[64];
+                if (len > 0) {
+                    snprintf(one, sizeof one, "%.*s", (int)(len < 63 ? len : 63), p);
+                    if (len > 63 || !pg_int_param(one, &n) || n < 1 || n > 65535)
+                        rc = dbs__err(err, DBS_ECONFIG,
+                                      "postgresql: port \"%.*s\" in the URL is not a port "
+                                      "number (1 to 65535)", (int)(len < 40 ? len : 40), p);
+                }
+                if (!p[len])
+                    break;
+                p += len + 1;
+            }
+        }
+    }
+    PQconninfoFree(opts);
+    return rc;
+}
+
+/* The number of items of a comma-separated libpq list (0: empty). */
+static int count_list(const char *s)
+{
+    if (!s || !*s)
+        return 0;
+    int n = 1;
+    for (; *s; s++)
+        n += *s == ',';
+    return n;
 }
 
 /* Splits a comma-separated libpq list in place: up to max items. */
@@ -1199,7 +1342,6 @@ static int split_list(char *s, char **items, int max)
     return n;
 }
 
-#define PG_MAXHOSTS 16
 #define PG_ADDRS_PER_HOST 4
 
 /* Name lookups bounded by the connect's deadline (libpq's own are not):
@@ -1246,20 +1388,27 @@ static int resolve_hosts(const char *conninfo, int64_t deadline, char **host_out
         PQconninfoFree(defs);
         return DBS_OK; /* the default socket, or addresses given */
     }
+    /* As many hosts as the string names, as libpq takes them: none is
+     * dropped. Each host becomes at most PG_ADDRS_PER_HOST entries, each
+     * entry written with a comma before it; with one port for every host,
+     * that port is written for every entry. */
+    size_t nl = (size_t)count_list(host), npl = (size_t)count_list(port);
+    size_t slots = nl * PG_ADDRS_PER_HOST;
     char *hcopy = strdup(host), *pcopy = port ? strdup(port) : NULL;
-    size_t cap = PG_MAXHOSTS * PG_ADDRS_PER_HOST * (INET6_ADDRSTRLEN + 1) + 1;
-    size_t hcap = strlen(host) * PG_ADDRS_PER_HOST + PG_MAXHOSTS * PG_ADDRS_PER_HOST + 1;
-    size_t pcap = (port ? strlen(port) : 0) * PG_ADDRS_PER_HOST + PG_MAXHOSTS * PG_ADDRS_PER_HOST + 1;
+    size_t cap = slots * (INET6_ADDRSTRLEN + 1) + 1;
+    size_t hcap = PG_ADDRS_PER_HOST * (strlen(host) + 1) + 1;
+    size_t pcap = port ? (npl == 1 ? slots : PG_ADDRS_PER_HOST) * (strlen(port) + 1) + slots + 1
+                       : 1;
     char *hosts = malloc(hcap), *addrs = malloc(cap), *ports = malloc(pcap);
+    char **h = malloc(nl * sizeof *h), **pt = npl ? malloc(npl * sizeof *pt) : NULL;
     PQconninfoFree(opts);
     PQconninfoFree(defs);
-    if (!hcopy || (port && !pcopy) || !hosts || !addrs || !ports) {
+    if (!hcopy || (port && !pcopy) || !hosts || !addrs || !ports || !h || (npl && !pt)) {
         rc = dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
         goto out;
     }
-    char *h[PG_MAXHOSTS], *pt[PG_MAXHOSTS];
-    int nh = split_list(hcopy, h, PG_MAXHOSTS);
-    int np = split_list(pcopy, pt, PG_MAXHOSTS);
+    int nh = split_list(hcopy, h, (int)nl);
+    int np = split_list(pcopy, pt, (int)npl);
     size_t hw = 0, aw = 0, pw = 0;
     int entries = 0, failed = 0;
     dbs_error last;
@@ -1299,6 +1448,8 @@ static int resolve_hosts(const char *conninfo, int64_t deadline, char **host_out
     if (np > 0)
         ports = NULL;
 out:
+    free(h);
+    free(pt);
     free(hcopy);
     free(pcopy);
     free(hosts);
@@ -2445,6 +2596,7 @@ static const char pg_guard_sql[] =
     "SELECT CASE WHEN pg_catalog.current_setting('dbscope.reset', true) IS DISTINCT FROM $1 "
     "OR ($2::pg_catalog.bool AND pg_catalog.pg_my_temp_schema() "
     "OPERATOR(pg_catalog.<>) 0::pg_catalog.oid) "
+    "OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql) "
     "THEN pg_catalog.int4('dbscope guard: reset ' OPERATOR(pg_catalog.||) "
     "COALESCE(pg_catalog.current_setting('dbscope.reset', true), '-')) END";
 
@@ -2507,12 +2659,11 @@ static void a_sync(pg_conn *c, pg_aflight *af, bool *ok, int kind)
     af_push(af, ok, kind, 0);
 }
 
-/* Parses the marker and the guard as named statements (dbs_m, dbs_g),
- * once per connection: then each costs a Bind/Execute, no parsing. Each
- * under a Sync of its own, its failure ignored: one that is there already
- * stays; one that is missing when bound fails its segment (a reset then
- * runs again, a unit comes back DBS_ERETRYABLE) and they are parsed
- * anew. */
+/* Parses the marker as a named statement (dbs_m), once per connection:
+ * then it costs a Bind/Execute, no parsing. Under a Sync of its own, its
+ * failure ignored: one that is there already stays; one that is missing
+ * when bound fails its segment (a reset then runs again, a unit comes
+ * back DBS_ERETRYABLE) and it is parsed anew. */
 static void a_prepare(pg_conn *c, pg_aflight *af, bool *ok)
 {
     if (c->a_named || !*ok)
@@ -2520,11 +2671,20 @@ static void a_prepare(pg_conn *c, pg_aflight *af, bool *ok)
     *ok = PQsendPrepare(c->pg, "dbs_m", pg_mark_sql, 1, NULL) == 1;
     af_push(af, ok, A_IGNORE, 0);
     a_sync(c, af, ok, A_SYNC);
-    if (*ok)
-        *ok = PQsendPrepare(c->pg, "dbs_g", pg_guard_sql, 2, NULL) == 1;
-    af_push(af, ok, A_IGNORE, 0);
-    a_sync(c, af, ok, A_SYNC);
     c->a_named = true;
+}
+
+/* The marker value of the last reset queued: its number, and a random
+ * part drawn for it. A session could read the marker of the reset before
+ * it and set the setting itself, then make its own reset fail part way
+ * (deallocating one of its named statements aborts the segment): a
+ * number alone would then let the guard pass on a reset that did not run.
+ * The random part is sent only with the reset, after the session's last
+ * statement, so no session can know it. */
+static void a_marker(const pg_conn *c, char *out, size_t n)
+{
+    snprintf(out, n, "%llu-%016llx", (unsigned long long)c->a_epoch,
+             (unsigned long long)c->a_nonce);
 }
 
 /* Queues af's reset (named, or from the text with every command), its
@@ -2535,9 +2695,10 @@ static void a_reset(pg_conn *c, pg_aflight *af, bool *ok, bool named)
     flight_init(f);
     a_prepare(c, af, ok);
     q_reset_body(c, f, ok, named);
-    char ep[24];
+    char ep[48];
     af->epoch = ++c->a_epoch;
-    snprintf(ep, sizeof ep, "%llu", (unsigned long long)af->epoch);
+    c->a_nonce = dbs__random();
+    a_marker(c, ep, sizeof ep);
     const char *pv[1] = {ep};
     if (*ok && f->n < PG_MAXQ) {
         *ok = PQsendQueryPrepared(c->pg, "dbs_m", 1, pv, NULL, NULL, 0) == 1;
@@ -2738,10 +2899,12 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     a_cmd(c, af, &ok, A_STEP, 0, bsql);
     bool snapshot = false;
     if (guard && ok) {
-        char ep[24];
-        snprintf(ep, sizeof ep, "%llu", (unsigned long long)c->a_epoch);
+        char ep[48];
+        a_marker(c, ep, sizeof ep);
         const char *gv[2] = {ep, c->a_notemp ? "t" : "f"};
-        ok = PQsendQueryPrepared(c->pg, "dbs_g", 2, gv, NULL, NULL, 0) == 1;
+        /* from its text, unnamed: a named guard is a statement the session
+         * before could have swapped for one that always passes */
+        ok = PQsendQueryParams(c->pg, pg_guard_sql, 2, NULL, gv, NULL, NULL, 0) == 1;
         af_push(af, &ok, A_GUARD, 0);
         snapshot = true;
     }
@@ -3265,7 +3428,7 @@ static void a_drop(pg_conn *c)
 
 const dbs__driver dbs__driver_pg = {
     .name = "postgresql",
-    .target_open = NULL,
+    .target_open = pg_target_open,
     .target_close = NULL,
     .connect = pg_connect,
     .ping = pg_ping,

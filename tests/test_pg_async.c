@@ -314,6 +314,69 @@ static void test_isolation(void)
         printf("isolation: DEALLOCATE ALL of the reset's statements: the next unit "
                "sees nothing (%d attempts)\n", tries);
     }
+    /* a unit that replaces one of dbscope's cached statements with its own
+     * SQL under the same name (a DO block: DEALLOCATE, PREPARE): the unit
+     * behind it in the flight, on the wire before the reset's answer says
+     * so, must not run the replacement */
+    {
+        tunit a0;
+        tu_init(&a0, "a");
+        tu_add(&a0, "SELECT $1::int + 1 AS iso_swap", 1, 1, 0);
+        tunit *t0[] = {&a0};
+        flight(c, t0, 1);
+        CHECK_OK(a0.u.rc, &a0.u.err);
+        CHECK_STR(tu_text(&a0, 0, 0), "2");
+        tu_free(&a0);
+        tunit a, b;
+        tu_init(&a, "a");
+        tu_add(&a, "DO $$DECLARE n text; BEGIN SELECT name INTO n FROM pg_prepared_statements "
+                   "WHERE statement = 'SELECT $1::int + 1 AS iso_swap'; "
+                   "EXECUTE format('DEALLOCATE %I', n); "
+                   "EXECUTE format('PREPARE %I(int) AS SELECT 424242 + $1', n); END$$",
+               0, 0, 0);
+        tu_init(&b, "b");
+        tu_add(&b, "SELECT $1::int + 1 AS iso_swap", 1, 1, 0);
+        tunit *ts[] = {&a, &b};
+        flight(c, ts, 2);
+        CHECK_OK(a.u.rc, &a.u.err);
+        int tries = 1;
+        while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
+            tu_free(&b);
+            tunit *bs[] = {&b};
+            flight(c, bs, 1);
+            tries++;
+        }
+        CHECK_OK(b.u.rc, &b.u.err);
+        CHECK_STR(tu_text(&b, 0, 0), "2");
+        tu_free(&a);
+        tu_free(&b);
+        printf("isolation: a cached statement replaced by a unit is not run by the next "
+               "(%d attempts)\n", tries);
+    }
+    /* a user's PREPARE is not the next unit's to EXECUTE */
+    {
+        tunit a, b;
+        tu_init(&a, "a");
+        tu_add(&a, "PREPARE iso_p AS SELECT 4242", 0, 0, 0);
+        tu_init(&b, "b");
+        tu_add(&b, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'iso_p'", 0, 0,
+               0);
+        tunit *ts[] = {&a, &b};
+        flight(c, ts, 2);
+        CHECK_OK(a.u.rc, &a.u.err);
+        int tries = 1;
+        while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
+            tu_free(&b);
+            tunit *bs[] = {&b};
+            flight(c, bs, 1);
+            tries++;
+        }
+        CHECK_OK(b.u.rc, &b.u.err);
+        CHECK_STR(tu_text(&b, 0, 0), "0");
+        tu_free(&a);
+        tu_free(&b);
+        printf("isolation: a unit's PREPARE is gone for the next (%d attempts)\n", tries);
+    }
     CHECK_EQ(backend_pid(c), pid);
     CHECK(!drv->is_broken(c));
     dbs__conn_close(pool, dc);

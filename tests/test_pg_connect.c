@@ -1,6 +1,8 @@
 /* Connect failures say which (wrong password, unknown database: DBS_ECONFIG;
  * unreachable host: DBS_ECONNECT), are bounded by connect_timeout in the URL, and never
- * contain the password; sslmode=require works against the TLS server. */
+ * contain the password; option values libpq refuses (connect_timeout, sslmode,
+ * target_session_attrs, port) are DBS_ECONFIG at dbs_pool_open; a URL with more
+ * than 16 hosts reaches the last; sslmode=require works against the TLS server. */
 #include "common.h"
 
 static char password[256], port[32];
@@ -33,6 +35,48 @@ static dbs_error fail_connect(const char *url)
     fprintf(stderr, "%s\n", err.message); /* grepped for the password */
     CHECK(strstr(err.message, password) == NULL);
     return err;
+}
+
+/* A URL whose option values libpq would refuse at every connect: refused
+ * at dbs_pool_open with DBS_ECONFIG naming the option, before any connect
+ * (lazy_open: nothing would connect), never a transient DBS_ECONNECT. */
+static void bad_option(const char *opt, const char *want)
+{
+    char url[2048];
+    snprintf(url, sizeof url,
+             "host=127.0.0.1 port=%s dbname=dbscope user=dbscope password=%s %s",
+             port, password, opt);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.lazy_open = 1;
+    dbs_error err;
+    memset(&err, 0, sizeof err);
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (p)
+        CHECK_FAIL("%s: the pool opened", opt);
+    fprintf(stderr, "%s: %s\n", opt, err.message);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, want);
+    CHECK(strstr(err.message, password) == NULL);
+}
+
+/* One session on url, whose pool must open. */
+static void connects(const char *url)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("session: %s", err.message);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    dbs_session_close(s);
+    dbs_pool_close(p);
 }
 
 int main(void)
@@ -82,6 +126,43 @@ int main(void)
     e = fail_connect(url);
     CHECK_EQ(e.code, DBS_ECONFIG);
     CHECK_CONTAINS(e.message, "wrong password");
+
+    /* Values libpq refuses (audit P2, P4). connect_timeout=abc used to
+     * leave every connect without a bound. */
+    bad_option("connect_timeout=abc", "connect_timeout");
+    bad_option("connect_timeout=1.5", "connect_timeout");
+    bad_option("connect_timeout=''", "connect_timeout");
+    bad_option("connect_timeout=99999999999", "connect_timeout");
+    bad_option("sslmode=bogus", "sslmode");
+    bad_option("sslmode=Require", "sslmode"); /* libpq's strcmp: case matters */
+    bad_option("target_session_attrs=bogus", "target_session_attrs");
+    /* the URL's own port (%s above) comes first: this one is the last */
+    bad_option("port=99999", "port");
+    bad_option("port=0", "port");
+    bad_option("port=54x", "port");
+    /* ... and values libpq takes, which open and connect */
+    snprintf(url, sizeof url,
+             "host=127.0.0.1 port=' %s ' dbname=dbscope user=dbscope password=%s "
+             "connect_timeout=' 7 ' sslmode=prefer target_session_attrs=any",
+             port, password);
+    connects(url);
+
+    /* More hosts than the 16 that resolve_hosts used to keep: the server is
+     * the last of 20 (the others are socket directories that do not exist,
+     * refused at once), and is reached (audit P3). */
+    {
+        char hosts[1024] = "";
+        size_t o = 0;
+        for (int i = 0; i < 19; i++)
+            o += (size_t)snprintf(hosts + o, sizeof hosts - o,
+                                  "/nonexistent_dbscope_%d,", i);
+        snprintf(hosts + o, sizeof hosts - o, "127.0.0.1");
+        snprintf(url, sizeof url,
+                 "host=%s port=%s dbname=dbscope user=dbscope password=%s "
+                 "connect_timeout=10",
+                 hosts, port, password);
+        connects(url);
+    }
 
     /* TLS. */
     snprintf(url, sizeof url, "%s&sslmode=require&application_name=dbscope_tls",

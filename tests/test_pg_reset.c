@@ -8,7 +8,9 @@
  * commented PREPARE, a user's PREPARE, DEALLOCATE ALL by the user (plain and
  * inside a function), dbs_rollback freeing row locks, notices reaching
  * on_event with the password scrubbed; the reset's own named statements
- * replaced by a session (reset_statements); and cached plans across
+ * replaced by a session (reset_statements); a cached statement's name
+ * taken by a session's own PREPARE, in a DO block or a function (swap); and
+ * cached plans across
  * sessions: row-level security per role (plan_rls, plan_rls_session),
  * search_path changed in a function (plan_search_path), a temporary table
  * dropped by the reset (plan_temp): PostgreSQL re-plans these by itself,
@@ -862,6 +864,97 @@ static void test_reset_statements(void)
            "still runs in full\n");
 }
 
+/* ---- a session's statement under one of dbscope's names ---- */
+
+#define SWAP_SQL "SELECT $1::int + 1 AS rs_swap"
+
+/* Session 1's replacement: DEALLOCATE the name dbscope's cache gave
+ * SWAP_SQL and PREPARE another statement under it, so that a Bind of that
+ * name by the next session would run it. */
+static const char *const swap_do =
+    "DO $$DECLARE n text; BEGIN "
+    "SELECT name INTO n FROM pg_catalog.pg_prepared_statements "
+    "WHERE statement = '" SWAP_SQL "'; "
+    "EXECUTE format('DEALLOCATE %I', n); "
+    "EXECUTE format('PREPARE %I(int) AS SELECT 424242 + $1 AS v', n); END$$";
+
+static int swap_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    CHECK_EQ(pid_of(s), the_pid);
+    return dbs_exec(s, arg, NULL, 0, err) < 0 ? -1 : 0;
+}
+
+/* Session 0 caches SWAP_SQL; session 1 (replace: SQL that swaps the
+ * server's statement under that name, run through dbs_transact or
+ * dbs_commit and close) replaces it; the sessions after it, on the same
+ * backend, get SWAP_SQL's own answer, and no statement SQL made under one
+ * of dbscope's names is left. */
+static void swap_case(const char *how, const char *replace, bool transact)
+{
+    dbs_error err;
+    dbs_value one[] = {DBS_INT(1)};
+    char name[64] = "";
+    dbs_session *s = same_conn(pool);
+    CHECK_EQ(query_int(s, SWAP_SQL, one, 1), 2);
+    same_stmt(s, SWAP_SQL, name, sizeof name);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+
+    if (transact) {
+        char sql[600];
+        snprintf(sql, sizeof sql, "%s", replace);
+        CHECK_OK(dbs_transact(pool, NULL, swap_unit, sql, &err), &err);
+    } else {
+        s = same_conn(pool);
+        exec_ok(s, replace);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        s = same_conn(pool);
+        int64_t v = query_int(s, SWAP_SQL, one, 1);
+        if (v != 2)
+            CHECK_FAIL("%s: the next session's %s ran the previous session's "
+                       "statement under %s: got %lld, expected 2",
+                       how, SWAP_SQL, name, (long long)v);
+        CHECK_EQ(query_int(s, "SELECT count(*) FROM pg_catalog.pg_prepared_statements "
+                              "WHERE from_sql AND name LIKE 'dbs\\_%'",
+                           NULL, 0),
+                 0);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+}
+
+/* dbscope's statements are protocol-level Parses; whatever SQL prepares,
+ * in a DO block or a function, has from_sql true on the server, so the
+ * reset never takes it for dbscope's by its name (audit P1). */
+static void test_swap(void)
+{
+    char fn[600], call[200];
+    sql_fmt(fn, sizeof fn,
+            "CREATE FUNCTION rs_swap_%ld() RETURNS int LANGUAGE plpgsql AS $f$\n"
+            "DECLARE n text;\n"
+            "BEGIN\n"
+            "  SELECT name INTO n FROM pg_catalog.pg_prepared_statements\n"
+            "   WHERE statement = '" SWAP_SQL "';\n"
+            "  EXECUTE format('DEALLOCATE %I', n);\n"
+            "  EXECUTE format('PREPARE %I(int) AS SELECT 424242 + $1 AS v', n);\n"
+            "  RETURN 1;\n"
+            "END $f$");
+    run_sql(pool, fn);
+    sql_fmt(call, sizeof call, "SELECT public.rs_swap_%ld()");
+    swap_case("DO block, commit and close", swap_do, false);
+    swap_case("DO block, dbs_transact", swap_do, true);
+    swap_case("plpgsql function, commit and close", call, false);
+    swap_case("plpgsql function, dbs_transact", call, true);
+    run_fmt(pool, "DROP FUNCTION rs_swap_%ld()");
+    CHECK_EQ(stats_of(pool).created, 1);
+    printf("a session's statement under a cached statement's name (DO, "
+           "function): the next session runs its own\n");
+}
+
 int main(int argc, char **argv)
 {
     me = (long)getpid();
@@ -896,6 +989,7 @@ int main(int argc, char **argv)
         {"plan_shadow", test_plan_shadow},
         {"reset_statements", test_reset_statements},
         {"failed_commit", test_failed_commit},
+        {"swap", test_swap},
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (argc < 2 || !strcmp(argv[1], parts[i].name))
