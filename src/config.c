@@ -76,9 +76,11 @@ static int parse_seconds_ms(const char *s, int *out)
     while (isspace((unsigned char)*end))
         end++;
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 ||
-        v * 1000.0 > (double)INT_MAX)
+        v * 1000.0 > (double)INT_MAX || strpbrk(s, "xXpP")) /* no hex floats */
         return -1;
     *out = (int)(v * 1000.0 + 0.5);
+    if (*out == 0 && v > 0)
+        *out = 1; /* under half a millisecond is not 0, which means never */
     return 0;
 }
 
@@ -281,9 +283,9 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
     if (strncmp(url, "sqlite:", 7) == 0) {
         const char *rest = url + 7;
         const char *path;
-        if (strcmp(rest, ":memory:") == 0) {
+        if (strncmp(rest, ":memory:", 8) == 0 && (rest[8] == '\0' || rest[8] == '?')) {
             *memory = 1;
-            path = ":memory:";
+            path = rest; /* with its option, if any: refused below */
         } else if (strncmp(rest, "///", 3) == 0) {
             path = rest + 2; /* keep the leading '/': absolute */
         } else if (strncmp(rest, "//", 2) == 0) {
@@ -293,11 +295,19 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
         } else {
             path = rest;
         }
-        if (!*path)
+        const char *q = strchr(path, '?');
+        if (!*path || q == path)
             return dbs__err(err, DBS_ECONFIG,
                             "URL \"%s\" names no file: use sqlite:///abs/path.db, "
                             "sqlite:relative.db or sqlite::memory:", shown);
-        const char *q = strchr(path, '?');
+        /* An SQLite URI filename for memory gives each connection a
+         * database of its own: the pool's connections would not share it. */
+        if (strncmp(path, "file:", 5) == 0 &&
+            (strstr(path, ":memory:") || strstr(path, "mode=memory")))
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\": an in-memory SQLite URI gives each connection a "
+                            "database of its own; use sqlite::memory:, one database "
+                            "shared by the pool's connections", shown);
         if (q && strcmp(q, "?synchronous=full") != 0 && strcmp(q, "?synchronous=normal") != 0)
             return dbs__err(err, DBS_ECONFIG,
                             "URL \"%s\": the only option SQLite URLs take is "
@@ -306,7 +316,7 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
             return dbs__err(err, DBS_ECONFIG,
                             "URL \"%s\": an in-memory database has nothing to sync", shown);
         *drv = &dbs__driver_sqlite;
-        *conninfo = dup_str(path);
+        *conninfo = dup_str(*memory ? ":memory:" : path);
         return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");
     }
     if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0 ||

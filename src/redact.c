@@ -147,7 +147,8 @@ static bool is_scheme_at(const char *p, const char **after)
  * a malformed URL (an unescaped '/', '?', '@' or '[' in the password, a
  * bad percent escape) must hide its password too; at worst a '@' in the
  * query hides more than it needs to. */
-static void userinfo_span(const char *base, const char *p, const char *end, span_list *l)
+static void userinfo_span(const char *base, const char *p, const char *end, bool whole,
+                          span_list *l)
 {
     const char *at = NULL;
     for (const char *q = p; q < end; q++)
@@ -158,6 +159,8 @@ static void userinfo_span(const char *base, const char *p, const char *end, span
     const char *colon = memchr(p, ':', (size_t)(at - p));
     if (colon)
         span_add(l, (size_t)(colon + 1 - base), (size_t)(at - (colon + 1)), SP_URL);
+    else if (whole) /* "user:SECRET@host" read as scheme "user": all of it */
+        span_add(l, (size_t)(p - base), (size_t)(at - p), SP_URL);
 }
 
 /* Where text's secrets stand (see above). A URL (text starting with
@@ -174,9 +177,17 @@ static void secret_spans(const char *text, span_list *l)
     const char *after;
     bool url = is_scheme_at(text, &after);
     if (url) {
-        if (after[0] == '/' && after[1] == '/')
+        /* Without "//" what looks like a scheme may be a user name
+         * (app:SECRET@host, a URL missing its scheme): a userinfo with no
+         * ':' is then all password. */
+        bool slashes = after[0] == '/' && after[1] == '/';
+        if (slashes)
             after += 2;
-        userinfo_span(text, after, after + strlen(after), l);
+        userinfo_span(text, after, after + strlen(after), !slashes, l);
+    } else if (strchr(text, '@')) {
+        /* Not a URL at all ("postgres//u:SECRET@h", "//u:SECRET@h"): from
+         * the first ':' to the last '@' may be a password. */
+        userinfo_span(text, text, text + strlen(text), false, l);
     }
     /* a URL anywhere else (nested in a value, or a stray word): its
      * userinfo, up to white space, a quote or a '&' */
@@ -184,11 +195,15 @@ static void secret_spans(const char *text, span_list *l)
         const char *u = p + 3, *e = u;
         while (*e && !isspace((unsigned char)*e) && *e != '\'' && *e != '&')
             e++;
-        userinfo_span(text, u, e, l);
+        userinfo_span(text, u, e, false, l);
     }
+    /* Pairs also start after ';', as in the connection strings of other
+     * ecosystems (Password=SECRET;...): what no parser here would read is
+     * hidden all the same. */
     for (const char *p = text; *p;) {
         bool start = p == text ? !url
-                               : (p[-1] == '?' || p[-1] == '&' || isspace((unsigned char)p[-1]));
+                               : (p[-1] == '?' || p[-1] == '&' || p[-1] == ';' ||
+                                  isspace((unsigned char)p[-1]));
         if (!start || isspace((unsigned char)*p) || *p == '&' || *p == '?' || *p == '=') {
             p++;
             continue;

@@ -7,6 +7,7 @@
 #endif
 
 #include <limits.h>
+#include <unistd.h>
 
 static void test_defaults(void)
 {
@@ -538,6 +539,82 @@ static void test_url_schemes_named(void)
     }
 }
 
+/* A string dbscope cannot read as a URL still hides what may be a
+ * password: a URL missing its scheme or its "//", another ecosystem's
+ * connection string. The message says what is wrong and quotes no secret. */
+static void test_unparsed_url_secrets(void)
+{
+    static const char *const urls[] = {
+        "app:s3cretpw@localhost/db",
+        "postgres//app:s3cretpw@localhost/db",
+        "mariadb//app:s3cretpw@localhost/db",
+        "//app:s3cretpw@localhost/db",
+        "app:s3cretpw@tcp(localhost:3306)/db",
+        "Server=db;User Id=app;Password=s3cretpw;",
+        "Server=db; Password=s3cretpw",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = urls[i];
+        cfg.log_events = 0;
+        dbs_error err;
+        CHECK(dbs_pool_open(&cfg, &err) == NULL);
+        fprintf(stderr, "  %s -> %s\n", urls[i], err.message);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        CHECK(strstr(err.message, "s3cretpw") == NULL);
+        char shown[160];
+        dbs__redact(urls[i], shown, sizeof shown);
+        CHECK(strstr(shown, "s3cretpw") == NULL);
+    }
+}
+
+/* An in-memory database takes no option and is never a file: the URL is
+ * refused, and no file named ":memory:" appears. */
+static void test_memory_url_options(void)
+{
+    static const char *const urls[] = {
+        "sqlite::memory:?synchronous=full",
+        "sqlite::memory:?synchronous=normal",
+        "sqlite:?synchronous=full",
+        "sqlite:file::memory:",
+        "sqlite:file:x?mode=memory",
+    };
+    unlink(":memory:");
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = urls[i];
+        cfg.log_events = 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (p)
+            dbs_pool_close(p);
+        CHECK(p == NULL);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+    }
+    CHECK(access(":memory:", F_OK) != 0);
+}
+
+/* A lifetime under half a millisecond is the shortest there is, not 0
+ * (which means never); a hexadecimal number is not seconds. */
+static void test_env_small_seconds(void)
+{
+    dbs_config cfg;
+    dbs_error err;
+    clear_env();
+    setenv("DATABASE_URL", "sqlite::memory:", 1);
+    setenv("DB_POOL_RECYCLE", "0.0004", 1);
+    dbs_config_init(&cfg);
+    CHECK_OK(dbs_config_from_env(&cfg, &err), &err);
+    CHECK_EQ(cfg.max_lifetime_ms, 1);
+    setenv("DB_POOL_RECYCLE", "0x10", 1);
+    dbs_config_init(&cfg);
+    CHECK(dbs_config_from_env(&cfg, &err) != DBS_OK);
+    CHECK_CONTAINS(err.message, "DB_POOL_RECYCLE");
+    clear_env();
+}
+
 int main(void)
 {
     test_defaults();
@@ -550,6 +627,9 @@ int main(void)
     test_upper_bounds();
     test_scrub_edges();
     test_url_schemes_named();
+    test_unparsed_url_secrets();
+    test_memory_url_options();
+    test_env_small_seconds();
     puts("test_config: ok");
     return 0;
 }
