@@ -257,11 +257,14 @@ enum dbs_pool_mode {
 enum dbs_reset_mode {
     DBS_RESET_FULL,     /* roll back and undo any session state (default) */
     DBS_RESET_ROLLBACK, /* only roll back: the caller promises not to touch
-                           session state (settings, temp tables, ...) */
+                           session state (settings, temp tables, ...).
+                           In every mode a connection whose native handle
+                           was handed out is closed, not reused
+                           (dbs_session_native) */
     DBS_RESET_TRACKED   /* as FULL, except on MariaDB: COM_RESET_CONNECTION
                            only when the server reported a change of session
                            state (or a statement failed, the transaction
-                           escaped, the native handle was taken); otherwise
+                           escaped); otherwise
                            named locks, LAST_INSERT_ID() and user variables
                            are undone in the COMMIT's or ROLLBACK's round
                            trip and prepared statements stay. The caller
@@ -506,10 +509,11 @@ typedef struct dbs_stats {
      * past max_lifetime_ms; idle past idle_timeout_ms; found broken
      * (also counted in invalidated); above pool_size with nobody waiting;
      * working, but what a session left on it could not be undone (its
-     * rollback or reset at dbs_session_close failed: "dirty", never handed
-     * out again; a reset that fails in the COMMIT's own round trip, as
-     * dbs_transact and dbs_session_commit_close send it on PostgreSQL and
-     * MariaDB, counts as broken); at shutdown. With the NONE mode's closes (in closed only), they add up
+     * rollback or reset at dbs_session_close failed, or the session took
+     * its native handle: "dirty", never handed out again; a reset that
+     * fails in the COMMIT's own round trip, as dbs_transact and
+     * dbs_session_commit_close send it on PostgreSQL and MariaDB, counts
+     * as broken); at shutdown. With the NONE mode's closes (in closed only), they add up
      * to closed. */
     uint64_t closed_lifetime, closed_idle, closed_broken, closed_overflow,
         closed_dirty, closed_pool;
@@ -827,18 +831,27 @@ typedef struct dbs_session dbs_session;
  * SQLite, under DBS_RESET_FULL: the next user sees last_insert_rowid() and
  * changes() as 0; total_changes() counts every change since the connection
  * opened and cannot be reset (a session must not rely on it: use changes(),
- * or the count dbs_exec returns).
+ * or the count dbs_exec returns). A session that prepared a statement
+ * changing connection state (anything written to the temp database, however
+ * named; ATTACH; a PRAGMA with a value), even one dbscope then refused, gets
+ * its connection reopened. PRAGMAs that change every connection in the
+ * process (soft_heap_limit, hard_heap_limit, temp_store_directory,
+ * data_store_directory) cannot be undone by any reset: setting one is
+ * refused with DBS_ESQL (reading it is allowed); set them through the
+ * SQLite C API at start-up.
  * A session that ends with a commit costs less closed by
  * dbs_session_commit_close (below).
  * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION after every
  * session that ran a statement (its own round trip; prepared statements are
  * prepared again). Under DBS_RESET_TRACKED: only when the server reported a
- * change of session state, a statement failed, the transaction ended other
- * than by dbscope, or the native handle was taken; otherwise named locks,
+ * change of session state, a statement failed, or the transaction ended
+ * other than by dbscope; otherwise named locks,
  * LAST_INSERT_ID() and unreported user variables are dealt with in the
  * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
  * left open and a sequence's PREVIOUS VALUE are not seen that way
- * (docs/mariadb.md). After a dbs_commit (no transaction left to end),
+ * (docs/mariadb.md). FOUND_ROWS() survives every reset (the server keeps
+ * it): read it only right after the SELECT SQL_CALC_FOUND_ROWS it counts.
+ * After a dbs_commit (no transaction left to end),
  * that statement is written to the server, which runs it as it arrives,
  * and its answer is read by the connection's next use, as on PostgreSQL:
  * another connection's GET_LOCK of a name this session held may then
@@ -968,10 +981,13 @@ int dbs_session_commit_close(dbs_session *s, dbs_error *err);
 int dbs_rollback(DBS__IN dbs_session *s, dbs_error *err);
 
 /* The backend's own handle (sqlite3 *, PGconn * or MYSQL *) for what
- * dbscope does not wrap. Valid until dbs_session_close. Whatever you change through it is
- * undone by a full reset at close (the connection is treated as dirty).
- * Do not begin, commit or close through it. Owner thread only; NULL on
- * misuse. */
+ * dbscope does not wrap. Valid until dbs_session_close. The handle reaches
+ * state no reset covers (the client library's callbacks, options and
+ * character set, a change of user), so a connection whose handle was
+ * handed out is never reused, whatever the reset mode: dbs_session_close
+ * closes it (a "dirty" close, counted in closed_dirty) and the pool opens
+ * another when needed. A session that needs it pays that reconnect. Do not
+ * begin, commit or close through it. Owner thread only; NULL on misuse. */
 void *dbs_session_native(DBS__IN dbs_session *s);
 
 /* Returns the context the session was opened with (strings owned by the

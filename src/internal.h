@@ -426,6 +426,9 @@ struct dbs_session {
     bool touched;             /* its connection was used (dbs__session_check
                                  passed): only then has close anything to
                                  undo */
+    bool native_taken;        /* dbs_session_native handed out the
+                                 backend's handle: the connection is closed
+                                 at release, never reused */
     atomic_bool read_only;    /* opened by dbs_session_open_ro: the
                                  backend's read-only switch is on */
     bool committed;           /* a COMMIT was sent and not refused: the

@@ -88,6 +88,7 @@ static dbs_session *session_alloc(void)
         atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
         s->broken = false;
         s->touched = false;
+        s->native_taken = false;
         atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
         s->committed = false;
         s->attempt = 0;
@@ -368,9 +369,15 @@ static void session_close(dbs_session *s)
     }
     if (s->rows)
         dbs__rows_close_all(s);
-    enum dbs__giveback how = s->broken ? DBS__GIVE_BROKEN : DBS__GIVE_KEEP;
+    enum dbs__giveback how = s->broken        ? DBS__GIVE_BROKEN
+                             : s->native_taken ? DBS__GIVE_DIRTY
+                                               : DBS__GIVE_KEEP;
     /* A session that never used its connection has nothing to undo: the
-     * connection is as the last reset left it. */
+     * connection is as the last reset left it. One whose native handle
+     * was handed out is closed instead (dirty): the handle reaches what no
+     * reset covers, the client library's own state included (callbacks,
+     * character set, options, a change of user), so nothing short of a
+     * new connection is sure to undo it. Closing it ends its transaction. */
     if (s->conn && s->touched && how == DBS__GIVE_KEEP && !dbs__pool_closed(p)) {
         dbs_error e;
         void *c = s->conn->impl;
@@ -436,6 +443,7 @@ void *dbs_session_native(dbs_session *s)
 {
     if (dbs__session_check(s, NULL) != DBS_OK)
         return NULL;
+    s->native_taken = true;
     return s->pool->drv->native(s->conn->impl);
 }
 

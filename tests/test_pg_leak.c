@@ -248,20 +248,47 @@ static void leak_cursor(void)
     dbs_session_close(s);
 }
 
+/* Whatever the native handle changed, on the server or in libpq (a notice
+ * receiver that would get the next user's notices with this user's
+ * pointer, the error verbosity, a setting), leaves with the connection:
+ * it is closed at release, never handed out again. */
+static int alice_notices;
+static void alice_receiver(void *arg, const PGresult *res)
+{
+    (void)arg;
+    (void)res;
+    alice_notices++;
+}
+
 static void leak_native(void)
 {
+    dbs_stats before, after;
+    dbs_pool_stats(pool, &before);
     dbs_session *s = same_conn(pool, the_pid);
     PGconn *pg = dbs_session_native(s);
     CHECK(pg != NULL);
     PGresult *r = PQexec(pg, "SET statement_timeout = '123s'");
     CHECK_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
+    PQsetNoticeReceiver(pg, alice_receiver, NULL);
+    PQsetErrorVerbosity(pg, PQERRORS_VERBOSE);
     dbs_session_close(s);
-    s = same_conn(pool, the_pid);
+    dbs_pool_stats(pool, &after);
+    CHECK_EQ(after.closed_dirty, before.closed_dirty + 1);
+
+    s = open_ok(pool);
+    int64_t pid = query_int(s, "SELECT pg_backend_pid()", NULL, 0);
+    CHECK(pid != the_pid);
     char v[64];
     text_of(s, "SHOW statement_timeout", v, sizeof v);
     CHECK(strcmp(v, "123s") != 0);
+    exec_ok(s, "DO $$BEGIN RAISE NOTICE 'bob private notice'; END$$");
+    CHECK_EQ(alice_notices, 0);
+    dbs_error err;
+    CHECK(dbs_exec(s, "SELECT * FROM no_such_table_here", NULL, 0, &err) < 0);
+    CHECK(strstr(err.message, "LOCATION") == NULL); /* the pool's verbosity */
     dbs_session_close(s);
+    the_pid = pid;
 }
 
 int main(void)
