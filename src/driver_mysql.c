@@ -50,13 +50,17 @@
  * Nor does MariaDB's restore the current role (SET ROLE): the reset owes a
  * SET ROLE back to the connection's first role, sent in front of the next
  * transaction's START TRANSACTION, so it costs no round trip of its own.
+ * Nor does it restore Connector/C's own character set, which followed a
+ * SET NAMES and would escape for it while the server reads the
+ * connection's: SET NAMES back, only then (full_reset).
  * The cache is emptied: its handles died with the server's statements, and
  * are prepared again with their next execution, at no extra round trip.
- * One round trip (two after a USE).
+ * One round trip (one more after a USE, one more after a SET NAMES).
  *
  * Bounds: connect_timeout_ms becomes MYSQL_OPT_CONNECT_TIMEOUT and
  * statement_timeout_ms MYSQL_OPT_READ_TIMEOUT/WRITE_TIMEOUT, both in whole
- * seconds rounded up (Connector/C has no finer unit). A round trip that runs
+ * seconds rounded up (Connector/C has no finer unit), at most INT_MAX / 1000
+ * (ms_to_s). A round trip that runs
  * out of time is killed on the server from a second connection (best
  * effort, bounded by the same timeouts), and the connection is broken.
  * The URL options connect_timeout, read_timeout and write_timeout (seconds)
@@ -162,6 +166,8 @@ typedef struct my_conn {
     bool reset_owed;    /* that answer found state: COM_RESET_CONNECTION
                            before anything else is sent */
     char role_sql[160]; /* how to get the connection's first role back */
+    char charset[32];   /* the client character set the connection began
+                           with: what a reset must leave on both sides */
     const dbs_context *ctx;
     my_stmt *cache;
     int cache_n;
@@ -264,6 +270,19 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
     p += 3;
     size_t alen = strcspn(p, "/?");
     const char *auth = p, *auth_end = p + alen;
+    /* A '@' after the host is the end of a user name or password that
+     * holds a '/' or '?' left unencoded: what follows the '/' or '?' would
+     * be read as the database and the options, and a message about them
+     * would quote part of the password. dbs__redact takes the last '@' as
+     * the end of the userinfo too, so refusing it here keeps the parser and
+     * the redaction agreeing on what the password is; the message shows
+     * the URL only as dbs__redact masks it, all of that hidden. */
+    if (strchr(auth_end, '@'))
+        return dbs__err(err, DBS_ECONFIG,
+                        "URL \"%s\": '@' after the host: percent-encode the user name "
+                        "and password ('/' as %%2F, '?' as %%3F, '@' as %%40), and any "
+                        "'@' in the database name or an option as %%40",
+                        shown);
     const char *at = NULL;
     for (const char *q = auth; q < auth_end; q++)
         if (*q == '@')
@@ -335,6 +354,7 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
     m->url_write_timeout_s = -1;
     if (*p == '?')
         p++;
+    unsigned seen = 0; /* bit i: my_options[i] was given */
     while (*p) {
         size_t kl = strcspn(p, "=&");
         size_t vl = 0;
@@ -353,12 +373,35 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
                                   shown)
                        : dbs__err(err, DBS_ENOMEM, "out of memory");
         }
+        /* Messages name a known option as the list spells it and quote no
+         * value: the URL shown beside them says the rest, redacted. */
+        int idx = -1;
+        for (size_t i = 0; i < sizeof my_options / sizeof my_options[0]; i++)
+            if (!strcmp(key, my_options[i]))
+                idx = (int)i;
         char **slot = NULL;
         int rc = DBS_OK;
-        if (!*v)
-            rc = dbs__err(err, DBS_ECONFIG, "URL \"%s\": option \"%.40s\" has no value",
-                          shown, key);
-        else if (!strcmp(key, "socket"))
+        if (idx < 0) {
+            char known[200] = "";
+            for (size_t i = 0; i < sizeof my_options / sizeof my_options[0]; i++) {
+                strncat(known, my_options[i], sizeof known - strlen(known) - 1);
+                if (i + 1 < sizeof my_options / sizeof my_options[0])
+                    strncat(known, ", ", sizeof known - strlen(known) - 1);
+            }
+            /* (the name is the URL's text, shown redacted beside it: no
+             * part of the userinfo, since no '@' follows the host) */
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "URL \"%s\": unknown option \"%.40s\" (known: %s)", shown, key,
+                          known);
+        } else if (seen & (1u << idx)) {
+            /* Which one wins is no answer to give silently: a
+             * ssl_mode=required later undone by ssl_mode=disabled. */
+            rc = dbs__err(err, DBS_ECONFIG, "URL \"%s\": option %s given twice", shown,
+                          my_options[idx]);
+        } else if (!*v) {
+            rc = dbs__err(err, DBS_ECONFIG, "URL \"%s\": option %s has no value", shown,
+                          my_options[idx]);
+        } else if (!strcmp(key, "socket"))
             slot = &m->socket;
         else if (!strcmp(key, "ssl_ca"))
             slot = &m->ssl_ca;
@@ -377,38 +420,32 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
         else if (!strcmp(key, "ssl_mode")) {
             static const char *const modes[] = {"disabled", "preferred", "required",
                                                 "verify_ca", "verify_identity"};
+            int mode = MY_SSL_UNSET; /* this value's, whatever came before */
             for (int i = 0; i < 5; i++)
                 if (!strcasecmp(v, modes[i]))
-                    m->ssl_mode = MY_SSL_DISABLED + i;
-            if (m->ssl_mode == MY_SSL_UNSET)
+                    mode = MY_SSL_DISABLED + i;
+            if (mode == MY_SSL_UNSET)
                 rc = dbs__err(err, DBS_ECONFIG,
-                              "URL \"%s\": ssl_mode \"%.40s\" is not one of disabled, "
+                              "URL \"%s\": ssl_mode is not one of disabled, "
                               "preferred, required, verify_ca, verify_identity",
-                              shown, v);
-        } else if (!strcmp(key, "connect_timeout") || !strcmp(key, "read_timeout") ||
-                   !strcmp(key, "write_timeout")) {
+                              shown);
+            m->ssl_mode = mode;
+        } else {
+            /* connect_timeout, read_timeout, write_timeout */
             char *end;
             errno = 0;
-            long s = strtol(v, &end, 10);
-            if (!*v || *end || errno || s < 0 || s > 100000)
+            long sec = strtol(v, &end, 10);
+            if (*end || errno || sec < 0 || sec > 100000)
                 rc = dbs__err(err, DBS_ECONFIG,
-                              "URL \"%s\": %s \"%.40s\" is not a whole "
-                              "number of seconds from 0 to 100000",
-                              shown, key, v);
+                              "URL \"%s\": %s is not a whole number of seconds from 0 "
+                              "to 100000",
+                              shown, my_options[idx]);
             *(key[0] == 'c'   ? &m->url_connect_timeout_s
               : key[0] == 'r' ? &m->url_read_timeout_s
-                              : &m->url_write_timeout_s) = (int)s;
-        } else {
-            char known[200] = "";
-            for (size_t i = 0; i < sizeof my_options / sizeof my_options[0]; i++) {
-                strncat(known, my_options[i], sizeof known - strlen(known) - 1);
-                if (i + 1 < sizeof my_options / sizeof my_options[0])
-                    strncat(known, ", ", sizeof known - strlen(known) - 1);
-            }
-            rc = dbs__err(err, DBS_ECONFIG,
-                          "URL \"%s\": unknown option \"%.40s\" (known: %s)", shown,
-                          key, known);
+                              : &m->url_write_timeout_s) = (int)sec;
         }
+        if (idx >= 0)
+            seen |= 1u << idx;
         if (slot) {
             free(*slot);
             *slot = v;
@@ -462,6 +499,8 @@ static void lib_init(void)
     lib_rc = mysql_library_init(0, NULL, NULL);
 }
 
+static void scrub(const my_target *m, char *msg, size_t cap);
+
 static int my_target_open(dbs__target *t, dbs_error *err)
 {
     pthread_once(&lib_once, lib_init);
@@ -472,6 +511,10 @@ static int my_target_open(dbs__target *t, dbs_error *err)
         return dbs__err(err, DBS_ENOMEM, "out of memory");
     m->url = t->conninfo;
     int rc = parse_url(t->conninfo, m, err);
+    /* Its messages quote no text that may be the password, and go through
+     * the scrub all the same, as every other message of this backend. */
+    if (rc != DBS_OK && err)
+        scrub(m, err->message, sizeof err->message);
     static const char *const defaults[3] = {"dbs_request_id", "dbs_user_id",
                                             "dbs_tenant_id"};
     for (int i = 0; i < 3 && rc == DBS_OK; i++)
@@ -643,9 +686,17 @@ static int fail_stmt(my_conn *c, MYSQL_STMT *st, int64_t started_ns, dbs_error *
 
 /* ---- connect ---- */
 
+/* Whole seconds, rounded up. Not (ms + 999) / 1000, which overflows int
+ * for a bound within 999 of INT_MAX (allowed: dbscope.h). At most
+ * INT_MAX / 1000 s: Connector/C keeps its timeouts as int milliseconds
+ * (seconds * 1000, pvio_socket_set_timeout), so one more second would
+ * overflow there; the bound loses under a second of its 24.8 days. */
 static unsigned ms_to_s(int ms)
 {
-    return ms > 0 ? (unsigned)((ms + 999) / 1000) : 0;
+    if (ms <= 0)
+        return 0;
+    unsigned s = (unsigned)(ms / 1000) + (ms % 1000 != 0);
+    return s < INT_MAX / 1000 ? s : INT_MAX / 1000;
 }
 
 /* Applies the target's options to a fresh handle. */
@@ -936,6 +987,8 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
      * with, which COM_RESET_CONNECTION leaves as the session set it: the
      * reset owes a SET ROLE back to it (MySQL: SET ROLE DEFAULT). */
     bool maria = mariadb_connection(c->my);
+    /* utf8mb4 (set_options), unless the server refused it for its own */
+    snprintf(c->charset, sizeof c->charset, "%s", mysql_character_set_name(c->my));
     /* Session state tracking, which lets the release skip
      * COM_RESET_CONNECTION when the server reported no change (note_state).
      * A server without it, or MySQL (whose information_schema has no
@@ -2308,6 +2361,24 @@ static int full_reset(my_conn *c, dbs_error *err)
     c->native_used = false;
     c->role_owed = c->role_sql[0] != '\0';
     c->track_owed = c->tracking; /* the reset put the trackers back */
+    /* A SET NAMES of the session's (or mysql_set_character_set on the
+     * native handle) is undone on the server, but not in Connector/C, which
+     * followed the server's report of it (character_set_client is tracked
+     * by default) and stays on it: it would escape (mysql_real_escape_string)
+     * for gbk while the server reads utf8mb4, or the reverse, the way to an
+     * injection through a multi-byte character that swallows a backslash.
+     * Connector/C has no way to change its side alone: SET NAMES back to
+     * the connection's first character set makes both sides agree by
+     * construction. A round trip only when the session changed it. Before
+     * COM_CHANGE_USER below, which carries the client's character set. */
+    if (c->charset[0] && strcmp(mysql_character_set_name(c->my), c->charset) != 0) {
+        t0 = dbs__now_ns();
+        if (mysql_set_character_set(c->my, c->charset) != 0) {
+            int rc = fail_conn(c, t0, false, err);
+            c->broken = true;
+            return rc;
+        }
+    }
     const char *want = c->mt->db;
     const char *now = c->my->db;
     bool same = c->schema_tracked && ((!want && !now) || (want && now && !strcmp(want, now)));

@@ -4,16 +4,19 @@
  *   reset     each kind of session state, set by one session and gone for
  *             the next on the same connection (same CONNECTION_ID()),
  *             including state the server's session tracking does not
- *             report; and a session that left nothing is not reset
+ *             report, and the client library's character set after a
+ *             SET NAMES; and a session that left nothing is not reset
  *   errors    duplicate key, bad SQL, parameter checks, the context variables
  *   deadlock  a real deadlock between two threads, retried by dbs_transact
  *   kill      KILL of pooled and in-use connections: discarded, next unit ok
  *   counter   16 threads x 200 read-modify-write increments, none lost
  *   types     values both ways, and $n left alone in quotes and comments
  *   connect   wrong password (never in messages), unknown option, socket,
- *             TLS, percent-decoding
+ *             TLS, percent-decoding; a password left unencoded, an option
+ *             given twice: refused, the password in no message
  *   timeout   a statement past statement_timeout_ms: DBS_ESTMT_TIMEOUT,
- *             connection discarded, query killed on the server
+ *             connection discarded, query killed on the server; bounds of
+ *             INT_MAX ms become whole seconds without overflow
  *   restart   the server stopped and started under load: the pool heals
  *   stall     the server stops answering (SIGSTOP): the statement returns
  *             DBS_ESTMT_TIMEOUT, the connection is discarded
@@ -21,6 +24,7 @@
 #include "common.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <mysql.h>
 
 static dbs_pool *pool;
@@ -74,6 +78,28 @@ static void across(const char *what, state_fn set, state_fn check)
     printf("reset: %s ok\n", what);
 }
 
+/* The same for state left through the native handle: the connection it
+ * was taken from is closed at release, not reset (the handle reaches the
+ * client library's own state, which no reset covers), so the next session
+ * has a new connection, and the state is gone with the old one. */
+static void across_native(const char *what, state_fn set, state_fn check)
+{
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    uint64_t dirty = stats_of(p).closed_dirty;
+    set(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).closed_dirty, dirty + 1);
+    s = open_s(p, NULL);
+    CHECK(conn_id(s) != id); /* a new connection */
+    check(s);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 2);
+    dbs_pool_close(p);
+    printf("reset: %s (native handle: connection closed) ok\n", what);
+}
+
 static void set_user_var(dbs_session *s) { exec_ok(s, "SET @leak = 'secret'"); }
 static void check_user_var(dbs_session *s)
 {
@@ -96,6 +122,47 @@ static void check_session_vars(dbs_session *s)
              1);
     CHECK_EQ(query_int(s, "SELECT @@session.wait_timeout = @@global.wait_timeout", NULL, 0),
              1);
+}
+
+/* A SET NAMES. The reset puts the server back on the connection's
+ * character set; Connector/C, which followed the server's report of the
+ * change and escapes by it (mysql_real_escape_string), must come back too,
+ * or the two read the same bytes differently: an injection. */
+static char first_collation[64]; /* the connection's, before the SET NAMES */
+static void set_names(dbs_session *s, const char *cs)
+{
+    char sql[64], v[64];
+    CHECK_STR(text_of(s, "SELECT @@character_set_client", v, sizeof v), "utf8mb4");
+    text_of(s, "SELECT @@collation_connection", first_collation, sizeof first_collation);
+    snprintf(sql, sizeof sql, "SET NAMES %s", cs);
+    exec_ok(s, sql);
+    CHECK_STR(text_of(s, "SELECT @@character_set_client", v, sizeof v), cs);
+}
+static void set_names_gbk(dbs_session *s) { set_names(s, "gbk"); }
+static void set_names_latin1(dbs_session *s) { set_names(s, "latin1"); }
+static void check_charset(dbs_session *s)
+{
+    char server[64];
+    /* the connection's own: utf8mb4, as the driver asks at connect */
+    CHECK_STR(text_of(s, "SELECT @@character_set_client", server, sizeof server), "utf8mb4");
+    char v[64];
+    CHECK_STR(text_of(s, "SELECT @@character_set_results", v, sizeof v), "utf8mb4");
+    CHECK_STR(text_of(s, "SELECT @@collation_connection", v, sizeof v), first_collation);
+    /* The native handle last: taking it may cost the session its connection. */
+    MYSQL *my = dbs_session_native(s);
+    CHECK_STR(mysql_character_set_name(my), server);
+    /* What the disagreement allows: 0xbf 0x5c is one character in gbk, so a
+     * gbk escaper leaves the backslash alone and the quote after it, once
+     * escaped, ends the string for a utf8mb4 server: two columns. */
+    const char in[] = "\xbf\x5c', 42 -- ";
+    char esc[64], sql[128];
+    mysql_real_escape_string(my, esc, in, sizeof in - 1);
+    snprintf(sql, sizeof sql, "SELECT '%s'", esc);
+    CHECK(mysql_query(my, sql) == 0);
+    MYSQL_RES *r = mysql_store_result(my);
+    CHECK(r != NULL);
+    CHECK_EQ(mysql_num_fields(r), 1);
+    mysql_free_result(r);
 }
 
 static void set_temp_table(dbs_session *s)
@@ -591,16 +658,18 @@ static void test_reset(void)
 
     across("user variables", set_user_var, check_user_var);
     across("session variables", set_session_vars, check_session_vars);
+    across("character set (SET NAMES gbk)", set_names_gbk, check_charset);
+    across("character set (SET NAMES latin1)", set_names_latin1, check_charset);
     across("temporary tables", set_temp_table, check_temp_table);
     across("named locks", set_named_lock, check_named_lock);
     across("open transaction", set_open_tx, check_no_rows);
-    across("open transaction begun natively", set_open_tx_native, check_no_rows);
+    across_native("open transaction begun natively", set_open_tx_native, check_no_rows);
     across("failed transaction", set_failed_tx, check_no_rows);
-    across("prepared statements", set_prepared, check_prepared);
-    across("current database", set_database, check_database);
+    across_native("prepared statements", set_prepared, check_prepared);
+    across_native("current database", set_database, check_database);
     across("current role", set_role, check_role);
-    across("current role, set and checked through the native handle", set_role_native,
-           check_role_native);
+    across_native("current role, set and checked through the native handle",
+                  set_role_native, check_role_native);
 
     snprintf(proc, sizeof proc, "leak_proc_%ld", (long)getpid());
     p = one_conn_pool();
@@ -1203,6 +1272,43 @@ static void test_connect(void)
     CHECK(dbs_pool_open(&cfg, &err) == NULL);
     CHECK_EQ(err.code, DBS_ECONFIG);
     CHECK_CONTAINS(err.message, "ssl_mode");
+    /* A password with '?' or '/' left unencoded: what follows would be
+     * read as options or a database, and quoted by their errors. Refused
+     * before that, saying what to do, quoting none of it. */
+    const char *leaky[] = {"u:2024?Summer!",
+                           "u:2024?Summ=er!",
+                           "u:2024?ssl_mode=Summer!",
+                           "u:2024?connect_timeout=Summer!",
+                           "u:2024/Summer!",
+                           "u:2024/x?socket=Summer!"};
+    for (size_t i = 0; i < sizeof leaky / sizeof leaky[0]; i++) {
+        /* no port: "2024" reads as one, and nothing is connected */
+        snprintf(url, sizeof url, "mariadb://%s@127.0.0.1/app", leaky[i]);
+        CHECK(dbs_pool_open(&cfg, &err) == NULL);
+        fprintf(stderr, "  %s -> %s\n", leaky[i], err.message);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "percent-encode");
+        CHECK(strstr(err.message, "Summ") == NULL);
+        CHECK(strstr(err.message, "2024") == NULL);
+    }
+    /* A bad value is refused wherever it stands, and an option given twice
+     * is refused rather than one of the two taken silently. */
+    const char *twice[] = {"ssl_mode=disabled&ssl_mode=requried",
+                           "ssl_mode=required&ssl_mode=bogus",
+                           "ssl_mode=required&ssl_mode=disabled",
+                           "connect_timeout=5&connect_timeout=6",
+                           "ssl_ca=/a&ssl_ca=/b"};
+    const char *names[] = {"ssl_mode", "ssl_mode", "ssl_mode", "connect_timeout", "ssl_ca"};
+    for (size_t i = 0; i < sizeof twice / sizeof twice[0]; i++) {
+        snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/dbscope?%s", pw, port,
+                 twice[i]);
+        CHECK(dbs_pool_open(&cfg, &err) == NULL);
+        fprintf(stderr, "  ?%s -> %s\n", twice[i], err.message);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, names[i]);
+        CHECK_CONTAINS(err.message, "given twice");
+        CHECK(strstr(err.message, pw) == NULL);
+    }
     /* Unknown database. */
     snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/nosuchdb", pw, port);
     CHECK(dbs_pool_open(&cfg, &err) == NULL);
@@ -1296,6 +1402,51 @@ static void test_timeout(void)
     /* A new connection serves the next session. */
     s = open_s(pool, NULL);
     CHECK(conn_id(s) != id);
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+
+    /* Bounds of INT_MAX ms (allowed: dbscope.h) become whole seconds, rounded
+     * up, without overflowing int on the way; and no more than Connector/C
+     * holds (it keeps int milliseconds): INT_MAX / 1000 s. */
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.statement_timeout_ms = INT_MAX;
+    cfg.connect_timeout_ms = INT_MAX;
+    char pw[256], port[32];
+    read_line(dir, "password", pw, sizeof pw);
+    read_line(dir, "port", port, sizeof port);
+    /* test_url's says connect_timeout=10, which would take precedence */
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/dbscope", pw, port);
+    cfg.url = url;
+    pool = dbs_pool_open(&cfg, &err);
+    if (!pool)
+        CHECK_FAIL("open: %s", err.message);
+    s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    MYSQL *my = dbs_session_native(s);
+    const enum mysql_option opt[] = {MYSQL_OPT_READ_TIMEOUT, MYSQL_OPT_WRITE_TIMEOUT,
+                                     MYSQL_OPT_CONNECT_TIMEOUT};
+    for (int i = 0; i < 3; i++) {
+        unsigned v = 0;
+        CHECK(mysql_get_optionv(my, opt[i], &v) == 0);
+        CHECK_EQ((int64_t)v, (int64_t)(INT_MAX / 1000));
+    }
+    dbs_session_close(s);
+    dbs_pool_close(pool);
+    /* and rounded up below that: 1001 ms is 2 s */
+    cfg.statement_timeout_ms = 1001;
+    cfg.connect_timeout_ms = 999;
+    pool = dbs_pool_open(&cfg, &err);
+    if (!pool)
+        CHECK_FAIL("open: %s", err.message);
+    s = open_s(pool, NULL);
+    my = dbs_session_native(s);
+    for (int i = 0; i < 3; i++) {
+        unsigned v = 0;
+        CHECK(mysql_get_optionv(my, opt[i], &v) == 0);
+        CHECK_EQ((int64_t)v, i < 2 ? 2 : 1);
+    }
     dbs_session_close(s);
     dbs_pool_close(pool);
 }
