@@ -234,6 +234,26 @@ static void test_pipeline16(void *c)
  * see none of it. B may come back DBS_ERETRYABLE (not run: the guard
  * found state the reset before it had not undone): then it is sent again,
  * as the loop does, and must succeed. */
+/* Sends a and b in one flight, b behind a's reset, and sends b again
+ * while its guard turned it back (DBS_ERETRYABLE: nothing of it ran);
+ * returns the attempts b took. */
+static int flight_after(void *c, tunit *a, tunit *b)
+{
+    tunit *ts[] = {a, b};
+    flight(c, ts, 2);
+    CHECK_OK(a->u.rc, &a->u.err);
+    int tries = 1;
+    while (b->u.rc == DBS_ERETRYABLE && tries < 4) {
+        CHECK(!b->u.commit_sent);
+        tu_free(b);
+        tunit *bs[] = {b};
+        flight(c, bs, 1);
+        tries++;
+    }
+    CHECK_OK(b->u.rc, &b->u.err);
+    return tries;
+}
+
 static void isolation_case(void *c, const char *what, const char *dirty)
 {
     tunit a, b;
@@ -246,18 +266,7 @@ static void isolation_case(void *c, const char *what, const char *dirty)
                "current_setting('app.leak', true), "
                "to_regclass('iso_tmp') IS NULL",
            0, 0, 0);
-    tunit *ts[] = {&a, &b};
-    flight(c, ts, 2);
-    CHECK_OK(a.u.rc, &a.u.err);
-    int tries = 1;
-    while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
-        CHECK(!b.u.commit_sent);
-        tu_free(&b);
-        tunit *bs[] = {&b};
-        flight(c, bs, 1);
-        tries++;
-    }
-    CHECK_OK(b.u.rc, &b.u.err);
+    int tries = flight_after(c, &a, &b);
     (void)tu_text(&b, 0, 0);
     dbs_rows *r = b.st[0].rows;
     CHECK_STR(r->ops->get_text(r, 0, NULL), "b");
@@ -296,17 +305,7 @@ static void test_isolation(void)
         tu_add(&a, "DEALLOCATE ALL", 0, 0, 0);
         tu_init(&b, "b");
         tu_add(&b, "SELECT current_setting('app.leak', true)", 0, 0, 0);
-        tunit *ts[] = {&a, &b};
-        flight(c, ts, 2);
-        CHECK_OK(a.u.rc, &a.u.err);
-        int tries = 1;
-        while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
-            tu_free(&b);
-            tunit *bs[] = {&b};
-            flight(c, bs, 1);
-            tries++;
-        }
-        CHECK_OK(b.u.rc, &b.u.err);
+        int tries = flight_after(c, &a, &b);
         const char *lk = tu_text(&b, 0, 0);
         CHECK(!strcmp(lk, "(null)") || !strcmp(lk, ""));
         tu_free(&a);
@@ -336,17 +335,7 @@ static void test_isolation(void)
                0, 0, 0);
         tu_init(&b, "b");
         tu_add(&b, "SELECT $1::int + 1 AS iso_swap", 1, 1, 0);
-        tunit *ts[] = {&a, &b};
-        flight(c, ts, 2);
-        CHECK_OK(a.u.rc, &a.u.err);
-        int tries = 1;
-        while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
-            tu_free(&b);
-            tunit *bs[] = {&b};
-            flight(c, bs, 1);
-            tries++;
-        }
-        CHECK_OK(b.u.rc, &b.u.err);
+        int tries = flight_after(c, &a, &b);
         CHECK_STR(tu_text(&b, 0, 0), "2");
         tu_free(&a);
         tu_free(&b);
@@ -361,17 +350,7 @@ static void test_isolation(void)
         tu_init(&b, "b");
         tu_add(&b, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'iso_p'", 0, 0,
                0);
-        tunit *ts[] = {&a, &b};
-        flight(c, ts, 2);
-        CHECK_OK(a.u.rc, &a.u.err);
-        int tries = 1;
-        while (b.u.rc == DBS_ERETRYABLE && tries < 4) {
-            tu_free(&b);
-            tunit *bs[] = {&b};
-            flight(c, bs, 1);
-            tries++;
-        }
-        CHECK_OK(b.u.rc, &b.u.err);
+        int tries = flight_after(c, &a, &b);
         CHECK_STR(tu_text(&b, 0, 0), "0");
         tu_free(&a);
         tu_free(&b);
