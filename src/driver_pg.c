@@ -2979,7 +2979,11 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         return conn_lost(c, err, "sending a unit");
     }
     u->rc = DBS_OK;
-    u->commit_sent = false;
+    /* The COMMIT is queued: from here it may go out whatever happens to
+     * the loop (what libpq holds is written, and PQfinish flushes it too),
+     * so a unit abandoned before its outcome is read may have committed.
+     * Its outcome, once read, says what it really was (a_finish). */
+    u->commit_sent = af->commit_queued;
     u->commit_pos = 0;
     u->err.code = DBS_OK;
     u->err.sqlstate[0] = '\0';

@@ -1560,8 +1560,12 @@ void dbs_loop_close(dbs_loop *l)
         dbs_unit *u = l->whead;
         wlist_del(l, u);
         u->orphan = true;
-        dbs__workers_cancel(l->pool, &u->au);
-        unit_fail(l, u, DBS_ECANCELED, "the event loop was closed");
+        if (dbs__workers_cancel(l->pool, &u->au))
+            unit_fail(l, u, DBS_ECOMMIT_UNKNOWN,
+                      "the event loop was closed while the unit's COMMIT was under way on a "
+                      "worker: it may have committed");
+        else
+            unit_fail(l, u, DBS_ECANCELED, "the event loop was closed");
     }
     run_callbacks(l);
     pthread_mutex_lock(&l->mb->mu);

@@ -533,18 +533,25 @@ int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns,
     return rc;
 }
 
-void dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
+bool dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
 {
     struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
     if (!w || !u || w->fork_gen != dbs__fork_gen())
-        return;
+        return true;
     pthread_mutex_lock(&w->mu);
     wjob *j = w->units;
     while (j && j->u != u)
         j = j->unext;
-    if (!j || j->cancelled) {
+    if (!j) { /* done: its outcome is posted, whatever it is */
         pthread_mutex_unlock(&w->mu);
-        return;
+        return true;
+    }
+    /* The runner tests cancelled and moves to J_COMMITTING in one hold of
+     * w->mu: from that state on the COMMIT goes out, before it none. */
+    bool committing = j->state == J_COMMITTING || j->state == J_DONE;
+    if (j->cancelled) {
+        pthread_mutex_unlock(&w->mu);
+        return committing;
     }
     j->cancelled = true;
     if (j->state == J_QUEUED) {
@@ -556,10 +563,11 @@ void dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
         outcome_fail(&o, DBS_ECANCELED, "the unit was cancelled before it ran");
         publish(u, &o);
         unit_finish(w, j, false);
-        return;
+        return false;
     }
     interrupt_locked(w, j);
     pthread_mutex_unlock(&w->mu);
+    return committing;
 }
 
 void dbs__workers_stop(dbs_pool *p)
