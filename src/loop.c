@@ -128,7 +128,9 @@ typedef struct lconn lconn;
 enum unit_state { U_NEW, U_QUEUED, U_SENT, U_WORKER, U_BACKOFF, U_DONE };
 
 /* Why the loop cancelled a unit in flight: what it then completes with. */
-enum cancel_why { CW_NONE, CW_USER, CW_DEADLINE, CW_STMT };
+/* CW_DEADLINE_QUEUED: the deadline passed while it waited for a worker
+ * thread (it never had a connection) */
+enum cancel_why { CW_NONE, CW_USER, CW_DEADLINE, CW_DEADLINE_QUEUED, CW_STMT };
 
 struct dbs_unit {
     unsigned magic;
@@ -952,6 +954,13 @@ static void dispatch_native(dbs_loop *l, lane *ln)
         while (ln->qhead && lc->inflight < l->cfg.pipeline_depth && !lc->dead &&
                !lc->retired) {
             dbs_unit *u = ln->qhead;
+            /* A unit with a timeout goes only where nothing runs ahead of
+             * it: behind another unit its bound could not be kept (the
+             * server runs a flight in order, and a cancel request reaches
+             * only the statement running, another unit's). It waits in the
+             * queue instead, where its timeout ends it (DBS_ETIMEOUT). */
+            if (u->deadline_ns && lc->inflight > 0)
+                break;
             queue_unlink(l, u);
             native_send(l, lc, u);
             if (u->state == U_QUEUED)
@@ -959,12 +968,16 @@ static void dispatch_native(dbs_loop *l, lane *ln)
         }
         if (!lc->dead && lc->inflight != before)
             conn_step(l, lc, 0);
+        else if (!lc->dead)
+            break; /* nothing this connection may take now */
     }
-    /* more connections, while units wait for one and the bound allows */
+    /* more connections, while units wait for one and the bound allows (a
+     * unit with a timeout at the head counts only idle ones) */
+    bool timed = ln->qhead && ln->qhead->deadline_ns;
     int spare = 0;
     for (lconn *lc = ln->conns; lc; lc = lc->next)
         if (!lc->dead && !lc->retired && !yield)
-            spare += l->cfg.pipeline_depth - lc->inflight;
+            spare += timed ? lc->inflight == 0 : l->cfg.pipeline_depth - lc->inflight;
     while (!ln->closed && ln->nq > spare + ln->nreq * l->cfg.pipeline_depth &&
            l->nconns + l->nreqs < l->cfg.max_connections) {
         int before = ln->nreq + ln->nconns;
@@ -1073,6 +1086,11 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
             dbs__err(&e, DBS_ESTMT_TIMEOUT,
                      "the unit's timeout (%d ms) passed while it ran: it was cancelled on "
                      "the server", u->timeout_ms);
+        else if (u->cancel == CW_DEADLINE_QUEUED)
+            dbs__err(&e, DBS_ETIMEOUT,
+                     "the unit's timeout (%d ms) passed while it waited for a worker "
+                     "thread, before it had a connection: raise dbs_loop_config.workers "
+                     "or the timeout", u->timeout_ms);
         rc = e.code;
     }
     /* Cancelled without the loop asking: a cancel request meant for the
@@ -1212,7 +1230,8 @@ static void unit_deadline(dbs_loop *l, dbs_unit *u)
     case U_WORKER:
         u->cancel = CW_DEADLINE;
         heap_remove(l, u);
-        dbs__workers_cancel(l->pool, &u->au);
+        if (dbs__workers_cancel(l->pool, &u->au) == DBS__WC_QUEUED)
+            u->cancel = CW_DEADLINE_QUEUED;
         break;
     default:
         heap_remove(l, u);
@@ -1560,7 +1579,8 @@ void dbs_loop_close(dbs_loop *l)
         dbs_unit *u = l->whead;
         wlist_del(l, u);
         u->orphan = true;
-        if (dbs__workers_cancel(l->pool, &u->au))
+        enum dbs__wcancel where = dbs__workers_cancel(l->pool, &u->au);
+        if (where == DBS__WC_COMMITTING || where == DBS__WC_DONE)
             unit_fail(l, u, DBS_ECOMMIT_UNKNOWN,
                       "the event loop was closed while the unit's COMMIT was under way on a "
                       "worker: it may have committed");

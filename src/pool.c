@@ -163,9 +163,11 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         pthread_mutex_unlock(&p->mu);
         int rc = dbs__acquire_deadline_ns > 0
                      ? dbs__err(err, DBS_ETIMEOUT,
-                                "no connection before the unit's deadline (pool size %d, %d in "
-                                "use, %d others waiting): raise pool_size/max_overflow or the "
-                                "unit's timeout", seen.open, seen.in_use, seen.waiting)
+                                "no connection before the unit's deadline (its timeout, or "
+                                "acquire_timeout_ms=%d from when it was queued; pool size %d, "
+                                "%d in use, %d others waiting): raise pool_size/max_overflow, "
+                                "acquire_timeout_ms or the unit's timeout",
+                                p->cfg.acquire_timeout_ms, seen.open, seen.in_use, seen.waiting)
                      : dbs__err(err, DBS_ETIMEOUT,
                           "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
                           "%d others waiting): raise pool_size/max_overflow, or look for sessions "

@@ -533,25 +533,27 @@ int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns,
     return rc;
 }
 
-bool dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
+enum dbs__wcancel dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
 {
     struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
     if (!w || !u || w->fork_gen != dbs__fork_gen())
-        return true;
+        return DBS__WC_DONE;
     pthread_mutex_lock(&w->mu);
     wjob *j = w->units;
     while (j && j->u != u)
         j = j->unext;
     if (!j) { /* done: its outcome is posted, whatever it is */
         pthread_mutex_unlock(&w->mu);
-        return true;
+        return DBS__WC_DONE;
     }
     /* The runner tests cancelled and moves to J_COMMITTING in one hold of
      * w->mu: from that state on the COMMIT goes out, before it none. */
-    bool committing = j->state == J_COMMITTING || j->state == J_DONE;
+    enum dbs__wcancel where = j->state == J_COMMITTING ? DBS__WC_COMMITTING
+                              : j->state == J_DONE       ? DBS__WC_DONE
+                                                         : DBS__WC_STARTED;
     if (j->cancelled) {
         pthread_mutex_unlock(&w->mu);
-        return committing;
+        return where;
     }
     j->cancelled = true;
     if (j->state == J_QUEUED) {
@@ -563,11 +565,11 @@ bool dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
         outcome_fail(&o, DBS_ECANCELED, "the unit was cancelled before it ran");
         publish(u, &o);
         unit_finish(w, j, false);
-        return false;
+        return DBS__WC_QUEUED;
     }
     interrupt_locked(w, j);
     pthread_mutex_unlock(&w->mu);
-    return committing;
+    return where;
 }
 
 void dbs__workers_stop(dbs_pool *p)

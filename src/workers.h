@@ -67,11 +67,15 @@ int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns,
  * PostgreSQL's cancel request, MariaDB KILL QUERY), from a thread of the
  * workers' own, and the connection is then discarded rather than reused;
  * done runs on the worker as usual. A unit not held (done already ran) is
- * left alone. done runs once in every case. Never blocks. Returns whether
- * the unit's COMMIT may have gone out, or its outcome is already decided
- * (done ran or runs now, whatever it says): its owner must not report it
- * as cancelled without waiting for done. */
-bool dbs__workers_cancel(dbs_pool *pool, dbs__aunit *u);
+ * left alone. done runs once in every case. Never blocks. Returns where
+ * the unit was: */
+enum dbs__wcancel {
+    DBS__WC_QUEUED,     /* waiting for a worker thread: done ran here */
+    DBS__WC_STARTED,    /* on a worker, before its COMMIT: none goes out */
+    DBS__WC_COMMITTING, /* its COMMIT may have gone out */
+    DBS__WC_DONE        /* not held: done ran, whatever it said */
+};
+enum dbs__wcancel dbs__workers_cancel(dbs_pool *pool, dbs__aunit *u);
 
 /* At pool shutdown, after every loop closed (dbs_pool_shutdown and
  * dbs_pool_close call it; idempotent): no job is taken from now on;

@@ -22,7 +22,10 @@ typedef struct res {
     int64_t affected; /* statement 0's */
     char msg[512];
     char sqlstate[6];
+    int seq; /* completion order, across units */
 } res;
+
+static int done_seq;
 
 /* A unit's outcome, with its message when it is not the one expected. */
 #define CHECK_RC(r, want)                                                      \
@@ -37,6 +40,7 @@ static void on_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
     res *r = arg;
     r->calls++;
     r->rc = rc;
+    r->seq = ++done_seq;
     CHECK(err != NULL);
     CHECK_EQ(err->code, rc);
     snprintf(r->msg, sizeof r->msg, "%s", err->message);
@@ -451,6 +455,31 @@ static void test_bounds(void)
     dbs_loop_close(l);
     WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
     CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+
+    /* The same with the loop's defaults (pipelining) and one worker
+     * thread: the short unit is never held behind the long one past its
+     * own timeout. It runs elsewhere (DBS_OK) or ends waiting
+     * (DBS_ETIMEOUT: it never had a connection), and either way before
+     * the long one ends. */
+    p = pool_of(2, NULL);
+    dbs_loop_config_init(&lc);
+    lc.workers = 1;
+    l = dbs_loop_open(p, &lc, &err);
+    CHECK(l != NULL);
+    u = unit1(l, 0, long_sql());
+    CHECK_EQ(dbs_unit_set_timeout(u, 1500), DBS_OK);
+    submit(u, &r);
+    u = unit1(l, 0, "SELECT 1");
+    CHECK_EQ(dbs_unit_set_timeout(u, 200), DBS_OK);
+    submit(u, &r2);
+    drain(l);
+    CHECK_RC(r, DBS_ESTMT_TIMEOUT);
+    if (r2.rc != DBS_OK)
+        CHECK_RC(r2, DBS_ETIMEOUT);
+    CHECK_INT(r2.seq, <, r.seq);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
     dbs_pool_close(p);
 }
 
