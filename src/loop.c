@@ -147,8 +147,12 @@ struct dbs_unit {
     int timeout_ms;
     enum unit_state state;
     bool submitted;
-    bool orphan;              /* the loop closed while a worker held it: the
-                                 worker's completion frees it */
+    bool orphan;              /* completed while a worker held it (the loop
+                                 closed, or it was cancelled waiting for a
+                                 connection): the worker's post frees it */
+    bool cb_ran;              /* an orphan's callback ran */
+    bool post_seen;           /* an orphan's post came before its callback
+                                 ran: run_callbacks frees it */
     enum cancel_why cancel;   /* set: cancel it (or it was cancelled) */
     bool cancel_sent;         /* a_cancel went out for it */
     int attempts;
@@ -410,8 +414,10 @@ static int run_callbacks(dbs_loop *l)
         n++;
         if (u->done)
             u->done(u, u->rc, &u->err, u->arg);
-        if (u->orphan)
-            continue; /* a worker still holds it: freed there */
+        if (u->orphan && !u->post_seen) {
+            u->cb_ran = true;
+            continue; /* a worker still holds it: freed when it posts */
+        }
         unit_free(u);
     }
     return n;
@@ -1142,7 +1148,10 @@ static void handle_post(dbs_loop *l, post *p)
     if (p->kind == POST_UNIT) {
         dbs_unit *u = (dbs_unit *)(void *)((char *)p - offsetof(dbs_unit, post));
         if (u->orphan) {
-            unit_free(u); /* the loop closed: its callback ran then */
+            if (u->cb_ran)
+                unit_free(u); /* its callback ran when it was orphaned */
+            else
+                u->post_seen = true; /* freed once its callback ran */
             return;
         }
         wlist_del(l, u);
@@ -1875,7 +1884,15 @@ void dbs_unit_cancel(dbs_unit *u)
         break;
     case U_WORKER:
         u->cancel = CW_USER;
-        dbs__workers_cancel(l->pool, &u->au);
+        if (dbs__workers_cancel(l->pool, &u->au) == DBS__WC_OPENING) {
+            /* Waiting for a connection, which may take acquire_timeout_ms:
+             * no statement of it will run, so it ends now; the worker lets
+             * go of it when its wait ends (orphan). */
+            wlist_del(l, u);
+            u->orphan = true;
+            unit_fail(l, u, DBS_ECANCELED,
+                      "the unit was cancelled while it waited for a connection");
+        }
         break;
     default:
         break;

@@ -550,6 +550,7 @@ enum dbs__wcancel dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
      * w->mu: from that state on the COMMIT goes out, before it none. */
     enum dbs__wcancel where = j->state == J_COMMITTING ? DBS__WC_COMMITTING
                               : j->state == J_DONE       ? DBS__WC_DONE
+                              : j->state == J_OPENING    ? DBS__WC_OPENING
                                                          : DBS__WC_STARTED;
     if (j->cancelled) {
         pthread_mutex_unlock(&w->mu);

@@ -71,6 +71,8 @@ int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns,
  * the unit was: */
 enum dbs__wcancel {
     DBS__WC_QUEUED,     /* waiting for a worker thread: done ran here */
+    DBS__WC_OPENING,    /* on a worker, waiting for a connection: no
+                           statement of it will run */
     DBS__WC_STARTED,    /* on a worker, before its COMMIT: none goes out */
     DBS__WC_COMMITTING, /* its COMMIT may have gone out */
     DBS__WC_DONE        /* not held: done ran, whatever it said */

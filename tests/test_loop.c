@@ -411,6 +411,38 @@ static void test_close_committing(dbs_pool *p)
             caught);
 }
 
+/* A unit cancelled while it waits for a connection that a blocking session
+ * holds ends at once (DBS_ECANCELED at the next dbs_loop_run), not when
+ * the wait would have ended (acquire_timeout_ms, 30 s by default). */
+static void test_cancel_waiting(void)
+{
+    dbs_pool *p = pool_of(1, NULL);
+    dbs_session *s = open_ok(p);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    res r;
+    dbs_unit *u = unit1(l, 0, "SELECT 2");
+    submit(u, &r);
+    for (int i = 0; i < 10; i++) { /* on its way to the pool's queue */
+        dbs_loop_run(l);
+        dbs__sleep_ms(5);
+    }
+    CHECK_EQ(r.calls, 0);
+    dbs_unit_cancel(u);
+    int ep = watch(l);
+    while (r.calls == 0)
+        step(l, ep);
+    close(ep);
+    CHECK_RC(r, DBS_ECANCELED);
+    CHECK_EQ(stats_of(p).in_use, 1); /* the session still holds it */
+    dbs_session_close(s);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    dbs_pool_close(p);
+}
+
 /* ---- the statement bound, and a unit's own timeout ---- */
 
 static void stmt_bound(dbs_config *c)
@@ -951,6 +983,8 @@ int main(void)
     run_sql(p, sql);
     dbs_pool_close(p);
 
+    fprintf(stderr, "cancel_waiting\n");
+    test_cancel_waiting();
     fprintf(stderr, "bounds\n");
     test_bounds();
     fprintf(stderr, "acquire_bound\n");
