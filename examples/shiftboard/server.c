@@ -12,7 +12,8 @@
  * its own client and nobody else's, where a shared worker thread would stall
  * every connection it serves, /health included. --threads bounds how many
  * requests run their handlers at once; one that finds no room within
- * SB_QUEUE_WAIT_MS is answered 503. /health, /metrics and the dashboard
+ * SB_QUEUE_WAIT_MS is answered 503; of them, at most max(1, threads/2)
+ * hash passwords (hash_permits). /health, /metrics and the dashboard
  * bypass that bound: they never wait on the database.
  * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
  * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS; DATABASE_REPLICA_URL
@@ -27,8 +28,8 @@
  * libmicrohttpd sees them: past a bound a connection is answered 503 and
  * closed, and when the service is full a newcomer from an address holding
  * fewer connections than the most crowded one gets room by the close of
- * one of that address's idle connections, so a flood from some addresses
- * cannot lock others out. A watchdog cuts any
+ * one of that address's connections, idle ones first but whatever their
+ * phase, so a flood from some addresses cannot lock others out. A watchdog cuts any
  * connection that has not sent a whole request head within
  * SB_HEAD_TIMEOUT_S of its start (or of its previous answer), trickle or
  * not, and any body not received within SB_BODY_TIMEOUT_S: slow clients
@@ -67,6 +68,7 @@ enum {
     SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
     SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
     SB_QUEUE_WAIT_MS = 2000, /* for room among the --threads running handlers */
+    SB_HASH_WAIT_MS = 1000,  /* for a password hashing permit */
     SB_HANDOFF_S = 10,       /* a connection handed over and never started: forgotten */
     SB_ROOM_WAIT_MS = 2000,  /* an admitted connection waits this long for room */
     SB_REPLICA_MAX_LAG_MS = 1000, /* DB_REPLICA_MAX_LAG_MS's default */
@@ -74,6 +76,11 @@ enum {
 
 /* Room among the handlers running at once (--threads). */
 static sem_t handler_slots;
+/* Permits to run a password hash (argon2id: tens of ms and 64 MiB each),
+ * max(1, threads/2) of them, taken before a handler slot by the routes that
+ * hash: hashes alone, which anyone can ask for (registration, any login),
+ * cannot then fill every slot, and their memory stays bounded. */
+static sem_t hash_permits;
 
 static sb_app app;
 static atomic_ulong request_seq;
@@ -317,9 +324,10 @@ static void log_event(const dbs_event *ev, void *user)
  * and deadline are kept here instead, and a watchdog thread cuts the
  * connections that are past it, whatever they trickle. */
 enum phase {
-    PHASE_HEAD, /* waiting for a whole request head */
-    PHASE_BODY, /* head received, body coming */
-    PHASE_BUSY  /* in a handler or answered: no deadline of ours */
+    PHASE_HEAD,  /* waiting for a whole request head */
+    PHASE_BODY,  /* head received, body coming */
+    PHASE_WRITE, /* answered, libmicrohttpd writing: no deadline of ours */
+    PHASE_BUSY   /* in a handler: no deadline of ours */
 };
 
 typedef struct conn_track {
@@ -473,13 +481,15 @@ static const char too_many_args_answer[] =
 
 /* Answers t's client with a canned response and shuts its socket down, which
  * libmicrohttpd sees as the client leaving and closes in its own thread.
- * Only for connections to which libmicrohttpd is writing nothing. Called
- * with track_lock held. */
+ * answer only for connections to which libmicrohttpd is writing nothing
+ * (it would interleave with libmicrohttpd's bytes); NULL cuts without one.
+ * Called with track_lock held. */
 static void cut(conn_track *t, const char *answer, size_t len)
 {
     if (t->cut)
         return;
-    (void)!send(t->fd, answer, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (answer)
+        (void)!send(t->fd, answer, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     shutdown(t->fd, SHUT_RDWR);
     t->cut = true;
 }
@@ -524,7 +534,8 @@ static void *watchdog(void *arg)
                 }
                 continue;
             }
-            if (t->cut || t->phase == PHASE_BUSY || !past(&t->deadline, &now))
+            if (t->cut || (t->phase != PHASE_HEAD && t->phase != PHASE_BODY) ||
+                !past(&t->deadline, &now))
                 continue;
             cut(t, timeout_answer, sizeof timeout_answer - 1);
             if (t->phase == PHASE_HEAD)
@@ -633,11 +644,16 @@ static unsigned count_of(const uint32_t *sorted, size_t n, uint32_t key)
 }
 
 /* The service is full and a client from an address that holds mine
- * connections wants in: cuts one idle connection (waiting for a request
- * head: an idle keep-alive or a slow client) of the address that holds the
+ * connections wants in: cuts one connection of the address that holds the
  * most, if that address holds at least two more than mine, so that every
- * address keeps its share. Returns whether one was cut. Called with
- * track_lock held. */
+ * address keeps its share. Whatever phase that address's connections are
+ * in, one of them goes: were only idle ones eligible, a flood that keeps
+ * its connections busy (a body trickled within its deadline, an answer read
+ * a byte at a time) would keep every other address out for as long as it
+ * lasts. Closing is always allowed, the client can retry; the cheapest to
+ * lose goes first: one waiting for a request head, then one sending its
+ * body, then one whose answer is being written, then one in its handler.
+ * Returns whether one was cut. Called with track_lock held. */
 static bool make_room(unsigned mine)
 {
     size_t n = 0;
@@ -654,10 +670,11 @@ static bool make_room(unsigned mine)
     conn_track *victim = NULL;
     unsigned most = mine + 1;
     for (conn_track *t = track_list.next; t != &track_list; t = t->next) {
-        if (!t->started || t->cut || t->phase != PHASE_HEAD)
+        if (!t->started || t->cut)
             continue;
         unsigned held = count_of(addrs, k, t->addr);
-        if (held > most) {
+        /* the phases are listed cheapest to lose first */
+        if (held > most || (victim && held == most && t->phase < victim->phase)) {
             most = held;
             victim = t;
         }
@@ -665,7 +682,12 @@ static bool make_room(unsigned mine)
     free(addrs);
     if (!victim)
         return false;
-    cut(victim, evicted_answer, sizeof evicted_answer - 1);
+    /* a connection being answered gets no canned answer of ours: it would
+     * interleave with libmicrohttpd's bytes */
+    if (victim->phase == PHASE_HEAD || victim->phase == PHASE_BODY)
+        cut(victim, evicted_answer, sizeof evicted_answer - 1);
+    else
+        cut(victim, NULL, 0);
     return true;
 }
 
@@ -841,7 +863,7 @@ static enum MHD_Result respond(struct MHD_Connection *c, const sb_request *req, 
                                const conn_state *st, bool close_after)
 {
     /* libmicrohttpd writes from here on: the watchdog must not */
-    set_phase(c, PHASE_BUSY, 0);
+    set_phase(c, PHASE_WRITE, 0);
     char empty[1] = "";
     char *body = res->body ? res->body : empty;
     struct MHD_Response *r =
@@ -961,6 +983,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 }
 
 static bool handler_slot(void);
+static bool sem_wait_ms(sem_t *s, int ms);
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
@@ -1027,16 +1050,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     sb_response res = {0};
     bool bounded = strcmp(url, "/health") && strcmp(url, "/metrics") && strcmp(url, "/") &&
                    strcmp(url, "/api/pool");
-    if (bounded && !handler_slot()) {
+    /* the routes that run argon2id (app.c: create_user, login) wait for a
+     * hashing permit first, holding no handler slot meanwhile */
+    bool hashes = !strcmp(req.method, MHD_HTTP_METHOD_POST) &&
+                  (!strcmp(req.path, "/api/users") || !strcmp(req.path, "/api/login"));
+    if (hashes && !sem_wait_ms(&hash_permits, SB_HASH_WAIT_MS)) {
+        res.retry_after = "1";
+        sb_error(&res, 503, "server busy: too many password checks in progress, retry later");
+    } else if (bounded && !handler_slot()) {
         res.retry_after = "1";
         sb_error(&res, 503, "server busy: %u requests in progress, retry later",
                  atomic_load(&busy));
+        if (hashes)
+            sem_post(&hash_permits);
     } else {
         atomic_fetch_add(&busy, 1);
         sb_handle(&app, &req, &res);
         atomic_fetch_sub(&busy, 1);
         if (bounded)
             sem_post(&handler_slots);
+        if (hashes)
+            sem_post(&hash_permits);
     }
     req.method = method;
     return respond(c, &req, &res, st, false);
@@ -1056,18 +1090,24 @@ static void forget_request(struct conn_state *st)
     }
 }
 
-/* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
-static bool handler_slot(void)
+/* Takes one of s, waiting up to ms for it. */
+static bool sem_wait_ms(sem_t *s, int ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (SB_QUEUE_WAIT_MS % 1000) * 1000000L;
-    until.tv_sec += SB_QUEUE_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
-    while (sem_timedwait(&handler_slots, &until) != 0)
+    while (sem_timedwait(s, &until) != 0)
         if (errno != EINTR)
             return false;
     return true;
+}
+
+/* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
+static bool handler_slot(void)
+{
+    return sem_wait_ms(&handler_slots, SB_QUEUE_WAIT_MS);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state,
@@ -1263,11 +1303,16 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Password hashing cost: argon2id at libsodium's interactive level;
-     * SHIFTBOARD_PWHASH=min is for tests under sanitizers only. */
+     * SHIFTBOARD_PWHASH=min is for tests under sanitizers only, and
+     * SHIFTBOARD_PWHASH=slow (seconds a hash, in little memory) for the
+     * test that the hashing bound leaves room to the other requests. */
     const char *cost = getenv("SHIFTBOARD_PWHASH");
     bool cheap = cost && !strcmp(cost, "min");
-    app.pwhash_ops = cheap ? crypto_pwhash_OPSLIMIT_MIN : crypto_pwhash_OPSLIMIT_INTERACTIVE;
-    app.pwhash_mem = cheap ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
+    bool slow = cost && !strcmp(cost, "slow");
+    app.pwhash_ops = cheap  ? crypto_pwhash_OPSLIMIT_MIN
+                     : slow ? 4000000
+                            : crypto_pwhash_OPSLIMIT_INTERACTIVE;
+    app.pwhash_mem = cheap || slow ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
     const char *allow = getenv("SHIFTBOARD_ALLOW_BYPASSRLS");
     if (allow && !strcmp(allow, "1"))
         app.allow_bypassrls = true;
@@ -1325,6 +1370,9 @@ int main(int argc, char **argv)
         return 1;
     }
     sem_init(&handler_slots, 0, threads);
+    /* below the slot count (but one at least): with every permit taken,
+     * the other requests still find slots */
+    sem_init(&hash_permits, 0, threads / 2 ? threads / 2 : 1);
     /* GET routes read on the replicas, never from one more than
      * DB_REPLICA_MAX_LAG_MS behind (dbscope's default, 0, has no bound) */
     cfg.replica_url = getenv("DATABASE_REPLICA_URL");

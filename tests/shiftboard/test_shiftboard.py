@@ -1275,6 +1275,108 @@ def past_the_limit(args, url, workdir):
         s.close()
 
 
+def open_busy(port, n, phase, source=None):
+    """n connections from source that keep busy without idling: "body"
+    trickles a request body within its deadline, "write" pipelines more
+    answers than the socket buffers hold and reads none of them."""
+    socks = []
+    for _ in range(n):
+        try:
+            s = socket.socket()
+            if phase == "write":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            if source:
+                s.bind((source, 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            if phase == "body":
+                s.sendall(b"POST /api/users HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            else:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+            socks.append(s)
+        except OSError:
+            pass
+    return socks
+
+
+def past_the_limit_busy(args, url, workdir):
+    """--max-connections 8 held by one address with connections that are
+    never idle (sending a body slowly, then having their answers written to
+    a client that reads none): another address is still served, as one of
+    the crowded address's connections is closed to make room whatever its
+    phase. (Only connections waiting for a request head made room once: such
+    a flood kept every other address out.)"""
+    svc = Service(args.binary, url, workdir,
+                  extra_args=["--max-connections", "8", "--max-per-ip", "0"])
+    try:
+        check(health_soon(svc) == 200, "busy flood: health 200 before")
+        for phase in ("body", "write"):
+            busy = open_busy(svc.port, 8, phase, source="127.0.0.1")
+            time.sleep(1)
+            if phase == "body":
+                for s in busy:
+                    try:
+                        s.send(b" ")
+                    except OSError:
+                        pass
+            st = health_soon(svc, source="127.0.0.2", tries=4)
+            check(st == 200, "busy flood: with the limit held by %d connections in the %s "
+                  "phase from one address, another address is served: %s" % (len(busy), phase, st))
+            for s in busy:
+                s.close()
+            time.sleep(1)
+            st = health_soon(svc, tries=8)
+            check(st == 200, "busy flood: /health 200 after the %s flood closed: %s" % (phase, st))
+    finally:
+        code = svc.stop()
+    check(code == 0, "busy flood: SIGTERM: exit 0 (got %s)" % code)
+
+
+def hashing_bound(args, url, workdir):
+    """--threads 2 (one hashing permit) and password hashes of seconds each:
+    with the permit taken and one more register waiting for it, an
+    authenticated GET /api/shifts is answered 200, and the register that
+    found no permit gets 503 with Retry-After. (Hashes once ran in the
+    handler slots, without a bound of their own: registers and logins filled
+    every slot and the other requests got 503.)"""
+    svc = Service(args.binary, url, workdir, extra_args=["--threads", "2"],
+                  env_extra={"SHIFTBOARD_PWHASH": "slow"})
+    try:
+        token = register_and_login(svc, "hasher")
+        results = []
+
+        def register(k):
+            try:
+                st, r, _, _ = svc.request("POST", "/api/users",
+                                          {"name": "flood%d" % k, "password": "correct horse"},
+                                          source="127.0.0.3", timeout=60)
+                results.append((st, r.getheader("Retry-After")))
+            except (OSError, http.client.HTTPException) as e:
+                results.append((repr(e), None))
+
+        threads = [threading.Thread(target=register, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        st, _, _, text = svc.request("GET", "/api/shifts", token=token, timeout=30)
+        took = time.monotonic() - t0
+        for t in threads:
+            t.join()
+        print("hashing bound: GET /api/shifts %s in %.2f s; registers %s" % (st, took, results),
+              flush=True)
+        check(st == 200, "hashing bound: GET /api/shifts while every hashing permit is taken: "
+              "%s %s" % (st, text[:120]))
+        check(sorted(r[0] for r in results) == [201, 503] and
+              any(r == (503, "1") for r in results),
+              "hashing bound: one register hashes, the one past the bound gets 503 with "
+              "Retry-After: %s" % results)
+    finally:
+        code = svc.stop()
+    check(code == 0, "hashing bound: SIGTERM: exit 0 (got %s)" % code)
+
+
 def slowloris_many(args, url, workdir):
     """Six addresses trickle header lines on 200 connections each (1,200,
     thirty times the limit, as the flood that once stopped the service)
@@ -1572,6 +1674,8 @@ def hostile(args, workdir):
     fd_exhaustion(args, url, workdir)
     fd_budget(args, url, workdir)
     slow_body(args, url, workdir)
+    past_the_limit_busy(args, url, workdir)
+    hashing_bound(args, url, workdir)
 
 
 class Proxy:
