@@ -1600,8 +1600,11 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
  * later, from dbs_loop_run or dbs_loop_close, never from inside this
  * call. Returns DBS_OK, or a negative code with done never to run and
  * the unit freed: DBS_EBUSY (queue_max units already wait), DBS_ECLOSED
- * (the pool is closed), DBS_EMISUSE (a unit with no statement, or
- * submitted twice). Never blocks. Owner thread only. */
+ * (the pool is closed), DBS_EMISUSE (a unit with no statement, or a
+ * submit from a callback that dbs_loop_close runs). DBS_EMISUSE also for a
+ * unit submitted twice or from another thread, which is left as it was
+ * (a submitted unit is the loop's; its done still runs once). Never
+ * blocks. Owner thread only. */
 int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err);
 
 /* Frees a unit that was never submitted. NULL is a no-op. */

@@ -849,7 +849,7 @@ static bool reconcile(pg_conn *c, const PGresult *r)
             continue;
         const char *name = PQgetvalue(r, i, 0);
         bool sql = by_sql(r, i);
-        /* the marker's and the guard's (see a_prepare) */
+        /* the marker's (see a_prepare) */
         bool named = !strcmp(name, "dbs_m");
         bool ours = !sql && ((intact && reset_index(name) >= 0) || named);
         if (!strncmp(name, "dbs_", 4))
