@@ -307,6 +307,10 @@ typedef struct pg_conn {
     bool a_spent;        /* ... so the connection goes once they are read */
     bool a_known;        /* the server said why it ended the session: no
                             command after that one ran */
+    bool a_torn;         /* a flight was queued in part (libpq refused a
+                            message): what is queued is never answered
+                            whole, so the next a_step hands every unit
+                            back as the connection's loss */
     bool a_outq;         /* output queued that the socket did not take */
     bool a_named;        /* the marker is parsed, as the named statement
                             dbs_m (a_prepare) */
@@ -1137,7 +1141,7 @@ static void *connect_fail(pg_conn *c, dbs_error *err, int code,
 {
     dbs__err(err, code, "%s", msg);
     if (c->pg)
-        PQfinish(c->pg);
+    PQfinish(c->pg);
     free(c);
     return NULL;
 }
@@ -2753,7 +2757,7 @@ static void a_reset_alone(pg_conn *c)
     cork(c, false);
     a_link(c, af);
     if (!ok)
-        c->broken = true;
+        c->a_torn = c->broken = true; /* its answers would never all come */
 }
 
 /* How u's transaction begins: BEGIN with its options, READ ONLY for a
@@ -2951,7 +2955,10 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
      * next unit start clean. A COMMIT that fails makes the server skip
      * the reset: reset_done then has it run again in full. */
     a_cmd(c, af, &ok, A_COMMIT, 0, "COMMIT");
-    af->commit_queued = true;
+    af->commit_queued = ok;
+    if (ok && atomic_load_explicit(&dbs__fault.fail_sends, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub(&dbs__fault.fail_sends, 1) > 0)
+        ok = false; /* a test's stand-in for libpq out of memory here */
     af->has_pos = pos;
     if (pos)
         a_cmd(c, af, &ok, A_POS, 0,
@@ -2971,13 +2978,19 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     }
     free(evicted);
     cork(c, false);
-    if (!ok) {
+    if (!ok && !af->commit_queued) {
         /* What was queued is read in order and dropped; u is not part of
          * it. The connection cannot be trusted with more. */
         a_link(c, af);
         c->broken = true;
         return conn_lost(c, err, "sending a unit");
     }
+    /* !ok past the COMMIT: u is no longer untouched (the COMMIT leaves
+     * with whatever is flushed next, PQfinish's Terminate included), so
+     * it stays in flight and ends as the connection's loss: the COMMIT's
+     * outcome unknown (a_fail_all). */
+    if (!ok)
+        c->a_torn = c->broken = true;
     u->rc = DBS_OK;
     /* The COMMIT is queued: from here it may go out whatever happens to
      * the loop (what libpq holds is written, and PQfinish flushes it too),
@@ -3367,7 +3380,7 @@ static int pg_a_step(void *vc, short revents, dbs__aunit **done, short *want)
     dbs__aunit *head = NULL, **tail = &head;
     int n = 0;
     if (c->a_head) {
-        bool lost = !a_flush(c);
+        bool lost = c->a_torn || !a_flush(c);
         if (!lost && (revents & (POLLIN | POLLERR | POLLHUP)))
             lost = !PQconsumeInput(c->pg);
         /* what arrived before a loss is read: the server's reason */

@@ -591,6 +591,9 @@ typedef struct dbs__faults {
     atomic_int fail_resets;       /* the next N resets fail (the connection
                                      still works) */
     atomic_int connects;          /* connects begun, counted */
+    atomic_int fail_sends;        /* the next N event-loop sends on
+                                     PostgreSQL fail once their COMMIT is
+                                     queued, as libpq out of memory would */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

@@ -726,6 +726,53 @@ static void test_commit_unknown(void)
     printf("connection lost after the COMMITs went out: DBS_ECOMMIT_UNKNOWN\n");
 }
 
+/* libpq refusing a message after a unit's COMMIT was queued (out of memory)
+ * must not hand the unit back as untouched: the COMMIT leaves with the
+ * next flush, PQfinish's included, and the server runs it if it reads
+ * that far before it sees the close, so a caller that ran the unit again
+ * could write twice. It ends DBS_ECOMMIT_UNKNOWN, and at most once. */
+static void test_send_torn(void)
+{
+    dbs__conn *dc;
+    void *c = new_conn(&dc);
+    const int64_t pid = backend_pid(c);
+    char ins[200], cnt[200];
+    snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE id = 6000", tbl);
+    tunit t;
+    tu_init(&t, "torn");
+    tu_add(&t, ins, 1, 6000, 0);
+    atomic_store(&dbs__fault.fail_sends, 1);
+    dbs_error err;
+    int rc = drv->a_send(c, &t.u, &err);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_sends), 0); /* the fault was hit */
+    /* not "untouched": its COMMIT may leave with the next flush */
+    CHECK_EQ(rc, DBS_OK);
+    tunit *ts[] = {&t};
+    wait_all(c, ts, 1);
+    CHECK_EQ(t.u.rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK(t.u.commit_sent);
+    CHECK_EQ(drv->is_broken(c), 1);
+    tu_free(&t);
+    dbs__conn_close(pool, dc);
+    /* the backend reads all that was flushed before it exits */
+    dbs_session *s = open_ok(pool);
+    dbs_value pv[1] = {DBS_INT(pid)};
+    int64_t alive = 1;
+    for (int i = 0; i < 2000 && alive; i++) {
+        alive = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pv, 1);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        if (alive)
+            dbs__sleep_ms(5);
+    }
+    CHECK_EQ(alive, 0);
+    int64_t n = query_int(s, cnt, NULL, 0);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    CHECK(n <= 1);
+    printf("send torn after COMMIT: DBS_ECOMMIT_UNKNOWN (%lld row)\n", (long long)n);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -754,6 +801,7 @@ int main(void)
     test_cancel();
     test_killed();
     test_commit_unknown();
+    test_send_torn();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
