@@ -679,7 +679,8 @@ int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
 /* The same stats as one JSON object, with the same return convention; with
  * "circuit" ("closed", "open", "half_open"), "errors" (dbs_pool_errors's
  * total) and "errors_by" ([{"class","sqlstate","count"}], the cells of the
- * error table that counted something). */
+ * error table that counted something). buf is the caller's. Any thread;
+ * takes the pool's locks briefly, never waits on a connection. */
 int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
@@ -1284,16 +1285,25 @@ int64_t dbs_exec(DBS__IN dbs_session *s, const char *sql, const dbs_value *param
                  size_t n, dbs_error *err);
 
 /* Runs a query like dbs_exec and returns its rows, positioned before the
- * first. Close them with dbs_rows_close before the session closes (closing
- * the session closes them too). Returns NULL on failure. Owner thread only. */
+ * first; the rows are the caller's. Close them with dbs_rows_close before
+ * the session closes (closing the session closes them too). Returns NULL
+ * on failure. Blocks for one round trip (PostgreSQL and MariaDB read the
+ * whole result then; SQLite runs the statement up to its first row).
+ * Owner thread only. */
 dbs_rows *dbs_query(DBS__IN dbs_session *s, const char *sql, const dbs_value *params,
                     size_t n, dbs_error *err);
 
-/* Advances to the next row: 1 a row, 0 the end, < 0 an error. */
+/* Advances to the next row: 1 a row, 0 the end, < 0 an error. Owner
+ * thread only. On PostgreSQL and MariaDB the rows came with dbs_query and
+ * it never blocks; on SQLite each call steps the statement, which reads
+ * the file and may wait on another connection's lock, within
+ * busy_timeout_ms and the statement timeout. */
 int dbs_rows_next(dbs_rows *r, dbs_error *err);
-/* Number of columns, counting from 0 in the accessors below. */
+/* Number of columns, counting from 0 in the accessors below. Owner thread
+ * only; never blocks (as do dbs_rows_name and the accessors below). */
 int dbs_rows_count_cols(dbs_rows *r);
-/* Column name; valid until dbs_rows_close. NULL for a bad column. */
+/* Column name; valid until dbs_rows_close (the text is r's). NULL for a
+ * bad column. */
 const char *dbs_rows_name(dbs_rows *r, int col);
 
 /* The unchecked accessors below never fail: they return a fallback that
@@ -1393,7 +1403,10 @@ int dbs_rows_type(dbs_rows *r, int col, dbs_error *err);
  * to lower case, MariaDB and SQLite compare them without case). With two
  * columns of the same name, the first. Owner thread only; never blocks. */
 int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err);
-/* Frees r; NULL is a no-op. Owner thread only. */
+/* Frees r; NULL is a no-op. Owner thread only. Never blocks but on
+ * SQLite, where closing the rows of a statement that ran outside a
+ * transaction ends its write, and waits for that write's sync to disk
+ * (synchronous=FULL); a statement left before its end is reset, not run. */
 void dbs_rows_close(dbs_rows *r);
 
 /* ------------------------------------------------------------------------
@@ -1420,13 +1433,15 @@ int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out,
                         dbs_error *err);
 
 /* Writes uuid's 16 bytes as 36 characters of lower-case text
- * ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") and a NUL into out. Any thread. */
+ * ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") and a NUL into out. Any thread;
+ * never blocks. */
 void dbs_uuid_format(const unsigned char uuid[16], char out[37]);
 
 /* Reads a UUID's text into out: 32 hexadecimal digits (either case), with
  * the four hyphens of the 8-4-4-4-12 form or none, optionally in braces.
  * len as for dbs_timestamp_parse. Returns DBS_OK, or DBS_ETYPE with err
- * naming what is wrong (DBS_EMISUSE for NULL text or out). Any thread. */
+ * naming what is wrong (DBS_EMISUSE for NULL text or out). Any thread;
+ * never blocks. */
 int dbs_uuid_parse(const char *text, size_t len, unsigned char out[16],
                    dbs_error *err);
 
