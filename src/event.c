@@ -128,7 +128,9 @@ void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *who,
                   : who->conn_id ? (now - who->conn_created_ns) / 1000000 : 0,
         .attempt = who->attempt,
         .code = code,
-        .reason = reason,
+        /* a failure always says what failed: the code's own text where the
+         * caller had no message to pass (an acquire's timeout) */
+        .reason = reason || code >= 0 ? reason : dbs_strerror(code),
     };
     if (p->cfg.on_event)
         p->cfg.on_event(&ev, p->cfg.event_user);

@@ -61,16 +61,41 @@ static void put(out *o, const char *fmt, ...)
         o->len += (size_t)n;
 }
 
-/* Label values and JSON strings: backslash, quote and newline escaped. */
+/* The length of the well-formed UTF-8 sequence at s (no overlong form, no
+ * surrogate, nothing past U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                        : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (!k || (k == 2 && c < 0xC2) || (k == 4 && c > 0xF4))
+        return 0;
+    for (size_t j = 1; j < k; j++) /* stops at the NUL: it is no continuation */
+        if ((s[j] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0) ||
+        (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90))
+        return 0;
+    return k;
+}
+
+/* Label values and JSON strings: backslash, quote and newline escaped,
+ * other control characters left out, and each byte that is no UTF-8 written
+ * as U+FFFD: a scrape rejects the whole text for one such label value, and
+ * a JSON parser the whole object (a pool's name is free text). */
 static void put_escaped(out *o, const char *s)
 {
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
+    while (*s) {
+        size_t k = utf8_len((const unsigned char *)s);
+        if (k == 0)
+            put(o, "\xEF\xBF\xBD");
+        else if (*s == '\\' || *s == '"')
             put(o, "\\%c", *s);
         else if (*s == '\n')
             put(o, "\\n");
         else if ((unsigned char)*s >= 0x20)
-            put(o, "%c", *s);
+            put(o, "%.*s", (int)k, s);
+        s += k ? k : 1;
     }
 }
 
@@ -116,10 +141,12 @@ static void put_hist_series(out *o, const char *labs, const char *name, const db
 {
     uint64_t cum = 0;
     int next = 0;
-    /* bucket boundaries at each octave from 1 µs to 2^25 µs (33.5 s) */
+    /* bucket boundaries at each octave from 1 µs to 2^25 µs (33.5 s); le
+     * is inclusive, so a bucket whose largest value is le_us itself counts
+     * (below 16 µs buckets hold one value each: 1, 2, 4, 8 µs) */
     for (int k = 0; k <= 25; k++) {
         uint64_t le_us = (uint64_t)1 << k;
-        while (next < DBS__HIST_BUCKETS && dbs__hist_upper(next) < le_us)
+        while (next < DBS__HIST_BUCKETS && dbs__hist_upper(next) <= le_us)
             cum += h->b[next++];
         put(o, "%s_bucket{%s,le=\"%.6g\"} %llu\n", name, labs, (double)le_us / 1e6,
             (unsigned long long)cum);

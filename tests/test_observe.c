@@ -3,18 +3,20 @@
  * exports, the housekeeper's keep-alive. Both backends. */
 #include "common.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <jansson.h>
 
 /* ---- an event recorder ---- */
 
 static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
-static int ev_count[DBS_EVENT_CLOSE + 1];
+static int ev_count[DBS_EVENT_NOTICE + 1];
 static struct {
     char file[256], func[64], request_id[64], reason[128];
     int line, attempt, code;
     int64_t age_ms;
     uint64_t conn_id;
-} last[DBS_EVENT_CLOSE + 1];
+} last[DBS_EVENT_NOTICE + 1];
 
 static void on_event(const dbs_event *ev, void *user)
 {
@@ -474,6 +476,12 @@ static void test_every_event(void)
     dbs_session *b = dbs_session_open(p, &ctx, &err); /* overflow: connect */
     CHECK(b);
     CHECK(dbs_session_open(p, &ctx, &err) == NULL); /* timeout */
+    /* a failure's event says what failed (reason: "failures: the error
+     * message"), so a tracer can record it as the span's error */
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(last[DBS_EVENT_TIMEOUT].code, DBS_ETIMEOUT);
+    CHECK_CONTAINS(last[DBS_EVENT_TIMEOUT].reason, "timed out");
+    pthread_mutex_unlock(&ev_mu);
     dbs__sleep_ms(15);
     dbs_session_close(b); /* slow session; overflow closed */
     dbs_session_close(a);
@@ -632,6 +640,233 @@ static void test_log_or_listen(void)
     CHECK(dbs_pool_open(&cfg, &err) == NULL);
     CHECK_EQ(err.code, DBS_ECONFIG);
     CHECK_CONTAINS(err.message, "log_events is 2");
+}
+
+/* ---- callbacks that call back ---- */
+
+/* The promise: on_event runs with no pool lock held, so it may call
+ * dbs_pool_stats, and the calls that take the same locks (the exports, the
+ * session list, the circuit, the histograms). Each event below does all of
+ * them; a lock held around any event deadlocks (the alarm ends it), and
+ * every snapshot seen from inside one must add up. */
+static _Atomic(dbs_pool *) reenter_pool;
+static atomic_int reentered;
+
+static void check_snapshot(const dbs_stats *st)
+{
+    if (st->size != st->idle + st->in_use || st->idle < 0 || st->in_use < 0 ||
+        st->waiting < 0 || st->pending < 0 ||
+        (uint64_t)st->size != st->created - st->closed)
+        CHECK_FAIL("inconsistent stats: size %d idle %d in_use %d waiting %d pending %d "
+                   "created %llu closed %llu",
+                   st->size, st->idle, st->in_use, st->waiting, st->pending,
+                   (unsigned long long)st->created, (unsigned long long)st->closed);
+    uint64_t by_reason = st->closed_lifetime + st->closed_idle + st->closed_broken +
+                         st->closed_overflow + st->closed_dirty + st->closed_pool;
+    if (by_reason > st->closed)
+        CHECK_FAIL("closed %llu, by reason %llu", (unsigned long long)st->closed,
+                   (unsigned long long)by_reason);
+}
+
+static void count_session(const dbs_session_info *in, void *user)
+{
+    (void)in;
+    ++*(int *)user;
+}
+
+static void on_event_reenter(const dbs_event *ev, void *user)
+{
+    (void)user;
+    dbs_pool *p = atomic_load(&reenter_pool);
+    if (!p || ev->kind == DBS_EVENT_NOTICE)
+        return;
+    dbs_stats st;
+    dbs_pool_stats(p, &st);
+    check_snapshot(&st);
+    static _Thread_local char text[65536];
+    CHECK_INT(dbs_pool_metrics(p, text, sizeof text), >, 0);
+    CHECK_INT(dbs_pool_stats_json(p, text, sizeof text), >, 0);
+    int n = 0;
+    CHECK_INT(dbs_pool_sessions(p, count_session, &n), >=, 0);
+    CHECK_INT(dbs_pool_circuit(p), >=, 0);
+    (void)dbs_pool_errors(p, 0, NULL);
+    static _Thread_local dbs_histogram h;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_WAIT, &h), DBS_OK);
+    atomic_fetch_add(&reentered, 1);
+}
+
+static void unit_done_noop(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    (void)err;
+    *(int *)arg = rc == DBS_OK ? 1 : -1;
+}
+
+static void test_reentrant_callbacks(void)
+{
+    alarm(120); /* a deadlock fails the test instead of hanging it */
+    dbs_config cfg = observed();
+    cfg.on_event = on_event_reenter;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 1;
+    cfg.acquire_timeout_ms = 50;
+    cfg.slow_session_ms = 10;
+    cfg.leak_threshold_ms = 40;
+    cfg.circuit_threshold = 1;
+    cfg.circuit_cooldown_ms = 50;
+    cfg.validation_window_ms = 0;
+    cfg.retry_base_ms = 1;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    atomic_store(&reenter_pool, p);
+    atomic_store(&reentered, 0);
+    dbs_error err;
+    dbs_session *a = open_ok(p);
+    dbs_session *b = open_ok(p);                  /* overflow: connect */
+    CHECK(dbs_session_open(p, NULL, &err) == NULL); /* timeout */
+    WAIT_UNTIL(stats_of(p).leaks == 2, 30000);     /* leak, from the housekeeper */
+    dbs_session_close(b);                          /* slow, recovered, overflow close */
+    dbs_session_close(a);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    a = open_ok(p); /* invalidate, then connect */
+    atomic_store(&dbs__fault.fail_connects, 1);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL); /* connect_failed, circuit open */
+    dbs__sleep_ms(60);
+    b = open_ok(p); /* the probe closes the circuit */
+    dbs_session_close(b);
+    dbs_session_close(a);
+    int calls = 0;
+    CHECK_OK(dbs_transact(p, NULL, fail_once, &calls, &err), &err); /* retry */
+
+    /* the event loop's check-outs and check-ins */
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    int done[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        CHECK(u);
+        CHECK_OK(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), &err);
+        CHECK_OK(dbs_unit_submit(u, unit_done_noop, &done[i], &err), &err);
+    }
+    struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+    int64_t end = now_ms() + 30000;
+    while (dbs_loop_pending(l) > 0 && now_ms() < end) {
+        (void)poll(&pfd, 1, dbs_loop_timeout_ms(l));
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(done[i], 1);
+    dbs_loop_close(l);
+
+    a = open_ok(p); /* still open at dbs_pool_close: a leak event from inside it */
+    dbs_pool_shutdown(p, 0);
+    dbs_session_close(a);
+    atomic_store(&reenter_pool, NULL);
+    dbs_pool_close(p);
+    alarm(0);
+    CHECK_INT(atomic_load(&reentered), >, 10);
+}
+
+/* ---- stats add up at every instant ---- */
+
+static atomic_bool consistency_stop;
+
+static void *stats_reader(void *arg)
+{
+    dbs_pool *p = arg;
+    dbs_stats prev = {0};
+    long reads = 0;
+    while (!atomic_load(&consistency_stop)) {
+        dbs_stats st;
+        dbs_pool_stats(p, &st);
+        check_snapshot(&st);
+        /* counters never go back */
+        const uint64_t *a = &prev.acquired, *b = &st.acquired;
+        for (int i = 0; i < 7; i++)
+            if (b[i] < a[i])
+                CHECK_FAIL("counter %d went back: %llu to %llu", i,
+                           (unsigned long long)a[i], (unsigned long long)b[i]);
+        if (st.wait_count < prev.wait_count || st.use_count < prev.use_count)
+            CHECK_FAIL("histogram counts went back");
+        prev = st;
+        reads++;
+    }
+    return (void *)reads;
+}
+
+static void *session_churn(void *arg)
+{
+    dbs_pool *p = arg;
+    while (!atomic_load(&consistency_stop)) {
+        dbs_error err;
+        dbs_session *s = dbs_session_open(p, NULL, &err);
+        if (!s)
+            continue; /* a timeout under the load: fine */
+        (void)dbs_exec(s, "SELECT 1", NULL, 0, &err);
+        dbs_session_close(s);
+    }
+    return NULL;
+}
+
+static void *loop_churn(void *arg)
+{
+    dbs_pool *p = arg;
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+    int done[8];
+    while (!atomic_load(&consistency_stop)) {
+        for (int i = 0; i < 8; i++) {
+            dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+            CHECK(u);
+            CHECK_OK(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), &err);
+            CHECK_OK(dbs_unit_submit(u, unit_done_noop, &done[i], &err), &err);
+        }
+        while (dbs_loop_pending(l) > 0) {
+            (void)poll(&pfd, 1, dbs_loop_timeout_ms(l));
+            CHECK_INT(dbs_loop_run(l), >=, 0);
+        }
+    }
+    dbs_loop_close(l);
+    return NULL;
+}
+
+static void test_stats_consistent_under_load(void)
+{
+    static const enum dbs_pool_mode modes[] = {DBS_POOL_QUEUE, DBS_POOL_NONE};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        dbs_config cfg = observed();
+        cfg.on_event = NULL;
+        cfg.log_events = 0;
+        cfg.mode = modes[m];
+        cfg.pool_size = 2;
+        cfg.max_overflow = 2;
+        cfg.max_lifetime_ms = 50; /* lifetime closes all along */
+        cfg.acquire_timeout_ms = 2000;
+        dbs_pool *p = open_pool("observe", &cfg);
+        atomic_store(&consistency_stop, false);
+        pthread_t rd, th[4], lt;
+        CHECK(pthread_create(&rd, NULL, stats_reader, p) == 0);
+        for (int i = 0; i < 4; i++)
+            CHECK(pthread_create(&th[i], NULL, session_churn, p) == 0);
+        CHECK(pthread_create(&lt, NULL, loop_churn, p) == 0);
+        dbs__sleep_ms(1500);
+        atomic_store(&consistency_stop, true);
+        for (int i = 0; i < 4; i++)
+            pthread_join(th[i], NULL);
+        pthread_join(lt, NULL);
+        void *reads;
+        pthread_join(rd, &reads);
+        CHECK_INT((long)reads, >, 0);
+        dbs_stats st = stats_of(p);
+        check_snapshot(&st);
+        CHECK_EQ(st.acquired, st.released);
+        CHECK_EQ(st.in_use, 0);
+        dbs_pool_close(p);
+    }
 }
 
 /* ---- exports ---- */
@@ -805,6 +1040,236 @@ static void test_exports(void)
     dbs_pool_close(p);
 }
 
+/* Whether s[0..n) is well-formed UTF-8 (no overlong form, no surrogate):
+ * what a Prometheus server requires of a label value. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                             : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (!k || i + k > n || (k == 2 && c < 0xC2) || (k == 4 && c > 0xF4))
+            return false;
+        for (size_t j = 1; j < k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+        if ((k == 3 && c == 0xE0 && s[i + 1] < 0xA0) || (k == 3 && c == 0xED && s[i + 1] >= 0xA0) ||
+            (k == 4 && c == 0xF0 && s[i + 1] < 0x90) || (k == 4 && c == 0xF4 && s[i + 1] >= 0x90))
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+/* What `promtool check metrics` and a Prometheus scrape demand of the text
+ * format, checked on the whole text: HELP and TYPE at most once a family,
+ * TYPE before its samples; metric and label names well formed, no label
+ * twice in a series; label values valid UTF-8 with only the \\, \" and \n
+ * escapes; a value a float reads (NaN and +-Inf included); no series
+ * twice; and each histogram series' buckets cumulative, with le="+Inf"
+ * equal to its _count. Fails the test on the first breach. */
+static void check_exposition(const char *text)
+{
+    enum { FAM = 128, SER = 8192 };
+    static char fam[FAM][96], ftype[FAM][16];
+    static bool fhelp[FAM], ftyped[FAM];
+    static char *series[SER];
+    int nfam = 0, nser = 0;
+    size_t len = strlen(text);
+    CHECK(len > 0 && text[len - 1] == '\n');
+    char *copy = strdup(text);
+    CHECK(copy);
+    for (char *line = copy, *next; *line; line = next) {
+        char *nl = strchr(line, '\n');
+        *nl = '\0';
+        next = nl + 1;
+        if (line[0] == '#') {
+            bool help = strncmp(line, "# HELP ", 7) == 0;
+            CHECK(help || strncmp(line, "# TYPE ", 7) == 0);
+            const char *name = line + 7, *sp = strchr(name, ' ');
+            if (!sp || !is_name(name, (size_t)(sp - name)) || (size_t)(sp - name) >= 96)
+                CHECK_FAIL("bad comment line: %s", line);
+            int f = 0;
+            while (f < nfam && (strlen(fam[f]) != (size_t)(sp - name) ||
+                                strncmp(fam[f], name, (size_t)(sp - name)) != 0))
+                f++;
+            if (f == nfam) {
+                CHECK(nfam < FAM);
+                snprintf(fam[nfam], sizeof fam[0], "%.*s", (int)(sp - name), name);
+                fhelp[nfam] = ftyped[nfam] = false;
+                nfam++;
+            }
+            if (help) {
+                if (fhelp[f])
+                    CHECK_FAIL("second HELP line for %s", fam[f]);
+                fhelp[f] = true;
+                for (const char *q = sp + 1; *q; q++)
+                    if (*q == '\\' && q[1] != '\\' && q[1] != 'n')
+                        CHECK_FAIL("bad escape in HELP of %s", fam[f]);
+                    else if (*q == '\\')
+                        q++;
+            } else {
+                if (ftyped[f])
+                    CHECK_FAIL("second TYPE line for %s", fam[f]);
+                ftyped[f] = true;
+                snprintf(ftype[f], sizeof ftype[0], "%s", sp + 1);
+                CHECK(!strcmp(ftype[f], "gauge") || !strcmp(ftype[f], "counter") ||
+                      !strcmp(ftype[f], "histogram") || !strcmp(ftype[f], "summary") ||
+                      !strcmp(ftype[f], "untyped"));
+            }
+            continue;
+        }
+        /* a sample: name{labels} value */
+        const char *p = line;
+        while (*p && *p != '{' && *p != ' ')
+            p++;
+        size_t nlen = (size_t)(p - line);
+        if (!is_name(line, nlen))
+            CHECK_FAIL("bad metric name in: %s", line);
+        char labnames[16][64];
+        int nlab = 0;
+        if (*p == '{') {
+            p++;
+            while (*p != '}') {
+                const char *k = p;
+                while (*p && *p != '=')
+                    p++;
+                if (*p != '=' || !is_name(k, (size_t)(p - k)) || p[1] != '"')
+                    CHECK_FAIL("bad label in: %s", line);
+                CHECK(nlab < 16 && (size_t)(p - k) < 64);
+                snprintf(labnames[nlab], 64, "%.*s", (int)(p - k), k);
+                for (int i = 0; i < nlab; i++)
+                    if (!strcmp(labnames[i], labnames[nlab]))
+                        CHECK_FAIL("label %s twice in: %s", labnames[i], line);
+                nlab++;
+                p += 2;
+                const char *v = p;
+                while (*p && *p != '"') {
+                    if (*p == '\\' && p[1] != '\\' && p[1] != '"' && p[1] != 'n')
+                        CHECK_FAIL("bad escape in label value: %s", line);
+                    p += *p == '\\' ? 2 : 1;
+                }
+                if (*p != '"')
+                    CHECK_FAIL("unterminated label value: %s", line);
+                if (!utf8_ok((const unsigned char *)v, (size_t)(p - v)))
+                    CHECK_FAIL("label value not UTF-8: %s", line);
+                p++;
+                if (*p == ',')
+                    p++;
+                else if (*p != '}')
+                    CHECK_FAIL("bad label list: %s", line);
+            }
+            p++;
+        }
+        if (*p != ' ')
+            CHECK_FAIL("no value in: %s", line);
+        p++;
+        if (strcmp(p, "NaN") && strcmp(p, "+Inf") && strcmp(p, "-Inf")) {
+            char *end;
+            errno = 0;
+            double v = strtod(p, &end);
+            if (end == p || *end != '\0' || errno == ERANGE || v != v)
+                CHECK_FAIL("bad value in: %s", line);
+        }
+        /* the sample's family, typed before it */
+        int f = -1;
+        for (int i = 0; i < nfam && f < 0; i++) {
+            size_t tl = strlen(fam[i]);
+            bool hist = !strcmp(ftype[i], "histogram");
+            if (nlen == tl && !strncmp(line, fam[i], tl))
+                f = hist ? -2 : i; /* a histogram's own name has no samples */
+            else if (hist && nlen > tl && !strncmp(line, fam[i], tl) &&
+                     (!strncmp(line + tl, "_bucket", nlen - tl) ||
+                      !strncmp(line + tl, "_sum", nlen - tl) ||
+                      !strncmp(line + tl, "_count", nlen - tl)) &&
+                     (nlen - tl == 7 || nlen - tl == 4 || nlen - tl == 6))
+                f = i;
+        }
+        if (f < 0 || !ftyped[f])
+            CHECK_FAIL("sample without its family's TYPE before it: %s", line);
+        const char *sp = strrchr(line, ' ');
+        CHECK(nser < SER);
+        series[nser] = strndup(line, (size_t)(sp - line));
+        CHECK(series[nser]);
+        for (int i = 0; i < nser; i++)
+            if (!strcmp(series[i], series[nser]))
+                CHECK_FAIL("series twice: %s", series[nser]);
+        nser++;
+    }
+    /* histograms: per series, buckets cumulative up to +Inf = _count */
+    for (int i = 0; i < nser; i++) {
+        char *b = strstr(series[i], "_bucket{");
+        if (!b || !strstr(series[i], ",le=\"+Inf\"}"))
+            continue;
+        size_t stem = (size_t)(b - series[i]);
+        char labs[512];
+        snprintf(labs, sizeof labs, "%.*s", (int)(strstr(series[i], ",le=\"+Inf\"}") - b - 8),
+                 b + 8);
+        /* the values of this series' buckets, in text order */
+        char want_b[700], want_c[700];
+        snprintf(want_b, sizeof want_b, "%.*s_bucket{%s,le=", (int)stem, series[i], labs);
+        snprintf(want_c, sizeof want_c, "%.*s_count{%s} ", (int)stem, series[i], labs);
+        double prev = -1, inf = -1, count = -2;
+        for (const char *q = text; *q;) {
+            const char *eol = strchr(q, '\n');
+            const char *sp = eol;
+            while (sp > q && sp[-1] != ' ')
+                sp--;
+            double v = strtod(sp, NULL);
+            if (!strncmp(q, want_b, strlen(want_b))) {
+                if (v < prev)
+                    CHECK_FAIL("histogram buckets not cumulative at: %.*s", (int)(eol - q), q);
+                prev = v;
+                if (!strncmp(q + strlen(want_b), "\"+Inf\"", 6))
+                    inf = v;
+            } else if (!strncmp(q, want_c, strlen(want_c))) {
+                count = v;
+            }
+            q = eol + 1;
+        }
+        if (inf != count)
+            CHECK_FAIL("histogram %.*s{%s}: +Inf bucket %g, _count %g", (int)stem, series[i],
+                       labs, inf, count);
+    }
+    for (int i = 0; i < nser; i++)
+        free(series[i]);
+    free(copy);
+}
+
+/* A pool's name is the operator's free text: a quote, a backslash, a
+ * newline, a tab, bytes that are no UTF-8. Every export stays valid: the
+ * Prometheus text by the rules a scrape applies, the JSON by a parser. */
+static void test_hostile_names(void)
+{
+    static const char *const names[] = {
+        "main \"db\"", "back\\slash", "new\nline", "tab\there", "caf\xc3\xa9 ok",
+        "bad \xff\xfe utf8", "cut \xc3", "overlong \xc0\xaf", "surrogate \xed\xa0\x80", "",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        dbs_config cfg = observed();
+        cfg.name = names[i];
+        cfg.log_events = 0;
+        dbs_pool *p = open_pool("observe", &cfg);
+        dbs_session *s = open_ok(p);
+        dbs_error err;
+        CHECK(dbs_exec(s, "SELEC 1", NULL, 0, &err) < 0); /* an errors_total series */
+        dbs_session_close(s);
+        static char text[262144];
+        int n = dbs_pool_metrics(p, text, sizeof text);
+        CHECK_INT(n, >, 0);
+        CHECK_INT(n, <, (int)sizeof text);
+        check_exposition(text);
+        static char json[16384];
+        CHECK_INT(dbs_pool_stats_json(p, json, sizeof json), <, (int)sizeof json);
+        json_error_t jerr;
+        json_t *root = json_loads(json, 0, &jerr);
+        if (!root)
+            CHECK_FAIL("stats JSON of pool %zu does not parse: %s", i, jerr.text);
+        json_decref(root);
+        dbs_pool_close(p);
+    }
+}
+
 /* ---- OpenTelemetry's names, the error table, the circuit ---- */
 
 static double sample_or(const struct sample *s, int n, const char *name, const char *labels,
@@ -822,7 +1287,44 @@ static int metrics_of(dbs_pool *p, struct sample *s, int max)
     int n = dbs_pool_metrics(p, text, sizeof text);
     CHECK_INT(n, >, 0);
     CHECK_INT(n, <, (int)sizeof text);
+    check_exposition(text);
     return parse_prometheus(text, s, max);
+}
+
+/* A Prometheus bucket counts the values up to and including its le: a
+ * wait of exactly 1 µs (an uncontended acquire) belongs in le="1e-06", one
+ * of exactly 8 µs in le="8e-06". Above 8 µs a bucket of the histogram
+ * spans several values, and the bound's own counts only when its bucket
+ * ends there; every bucket that ends at or below a bound counts. */
+static void test_bucket_bounds_inclusive(void)
+{
+    dbs_config cfg = observed();
+    cfg.name = "le";
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    static const int64_t values[] = {1, 2, 4, 8, 16, 1024};
+    pthread_mutex_lock(&p->mu); /* the fallback histograms' writers hold it */
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+        dbs__hist_add(&p->wait_hist, values[i]);
+    pthread_mutex_unlock(&p->mu);
+    static struct sample m[4096];
+    int n = metrics_of(p, m, 4096);
+    dbs_histogram h;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_WAIT, &h), DBS_OK);
+    static const char *const les[] = {"1e-06", "2e-06", "4e-06", "8e-06", "1.6e-05",
+                                      "0.001024"};
+    for (size_t i = 0; i < sizeof les / sizeof les[0]; i++) {
+        uint64_t want = 0; /* every value recorded up to this bound */
+        for (int b = 0; b < DBS_HISTOGRAM_BUCKETS; b++)
+            if (dbs_histogram_upper_us(b) <= (uint64_t)values[i])
+                want += h.bucket[b];
+        char lab[128];
+        snprintf(lab, sizeof lab, "pool=\"le\",target=\"primary\",le=\"%s\"", les[i]);
+        CHECK_EQ(sample(m, n, "dbscope_acquire_wait_seconds_bucket", lab), want);
+        if (values[i] <= 8) /* buckets of one value each: the bound's own counts */
+            CHECK_INT(want, >=, i + 1);
+    }
+    dbs_pool_close(p);
 }
 
 static void test_otel_names_and_errors(void)
@@ -1029,7 +1531,11 @@ int main(void)
     test_open_connect_event();
     test_attempt();
     test_log_or_listen();
+    test_reentrant_callbacks();
+    test_stats_consistent_under_load();
     test_exports();
+    test_hostile_names();
+    test_bucket_bounds_inclusive();
     test_otel_names_and_errors();
     test_circuit_gauge();
     test_keepalive_and_min_idle();
