@@ -1027,7 +1027,10 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * whole unit up to retry_max times, with exponential backoff and full jitter,
  * when it failed transiently (DBS_ERETRYABLE, DBS_EFULL, DBS_ECONNECT) before
  * any COMMIT of the unit was sent, or when its final COMMIT was refused as a
- * serialization failure or for a full disk. Never a DBS_ECONFIG (a wrong
+ * serialization failure or for a full disk (also when work ignored such a
+ * failure of a statement and returned 0: on every backend the COMMIT of a
+ * transaction the failure aborted is refused with its code and commits
+ * nothing). Never a DBS_ECONFIG (a wrong
  * password, an unknown database). Never once anything of the unit may have committed:
  * a unit whose work called dbs_commit and then failed is not run again, nor
  * one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT, nor one whose
@@ -1120,7 +1123,9 @@ typedef struct dbs_tx_options {
     int immediate;   /* 1: SQLite only: BEGIN IMMEDIATE, the write lock is
                         taken when the transaction begins (waiting up to
                         busy_timeout_ms), so a later write cannot fail
-                        because another connection wrote first */
+                        because another connection wrote first; refused
+                        with read_only and on a read-only session, which
+                        cannot take the write lock */
 } dbs_tx_options;
 
 /* Sets the options of every transaction s begins from now on, until the

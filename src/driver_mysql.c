@@ -1687,8 +1687,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         return NULL;
     if (c->tx_failed && !c->begin_pending) {
         dbs__err(err, DBS_ESQL,
-                 "mariadb: the server rolled this transaction back (deadlock); roll "
-                 "back and run the unit of work again");
+                 "mariadb: this transaction failed with a deadlock or serialization "
+                 "failure (40001); roll back and run the unit of work again");
         dbs__err_sqlstate(err, "40001");
         return NULL;
     }
@@ -2218,12 +2218,20 @@ static int commit_tx(my_conn *c, bool release, dbs_error *err)
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");
     if (c->tx_failed) {
-        /* Nothing of the transaction is left to commit: say so, as a
-         * deadlock, rather than commit nothing and report success. */
+        /* Nothing of the transaction may commit: say so, as a deadlock,
+         * rather than commit and report success. A ROLLBACK all the same:
+         * a deadlock's rollback is InnoDB's, but a 40001 raised by the
+         * server's own code (SIGNAL in a trigger or procedure) rolls back
+         * nothing, and the transaction left open would be committed by
+         * the next START TRANSACTION. A ROLLBACK that fails leaves the
+         * connection broken: discarded, which rolls back too. */
         c->tx_failed = false;
+        dbs_error rerr;
+        if (text(c, "ROLLBACK", 8, false, &rerr) != DBS_OK)
+            c->broken = true;
         int rc = dbs__err(err, DBS_ERETRYABLE,
-                          "mariadb: COMMIT of a transaction the server had rolled back "
-                          "(deadlock): nothing was committed");
+                          "mariadb: COMMIT of a transaction that failed with a deadlock or "
+                          "serialization failure (40001): rolled back, nothing was committed");
         dbs__err_sqlstate(err, "40001");
         return rc;
     }

@@ -285,6 +285,10 @@ typedef struct pg_conn {
                            ROLLBACK (COMMIT, END, ROLLBACK sent as SQL) */
     uint64_t commit_pos; /* WAL position covering the last commit that
                             wrote, 0: none (pg_commit_pos) */
+    int tx_fail;        /* the code of the failure that left dbscope's
+                           transaction aborted (0: none): its COMMIT,
+                           answered ROLLBACK, fails with that class */
+    char tx_fail_state[6];
     const dbs_context *ctx;
     pg_stmt *cache;
     int cache_n;
@@ -2022,6 +2026,7 @@ again:;
             q_cmd(c, &f, &ok, "SELECT");
         c->begin_pending = false;
         c->tx_sent = true;
+        c->tx_fail = 0;
         began = true;
     }
     bool fresh = false;
@@ -2101,7 +2106,14 @@ again:;
             dbs__err_sqlstate(err, "26000");
             return NULL;
         }
-        result_err(c, fail, err);
+        int code = result_err(c, fail, err);
+        if (c->tx_sent && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
+            /* the last failure that aborted it (a savepoint's rollback
+             * may have revived it since an earlier one) */
+            const char *fst = PQresultErrorField(fail, PG_DIAG_SQLSTATE);
+            c->tx_fail = code;
+            snprintf(c->tx_fail_state, sizeof c->tx_fail_state, "%s", fst ? fst : "");
+        }
         flight_clear(&f);
         follow_tx(c, NULL);
         return NULL;
@@ -2208,6 +2220,10 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
     c->begin_pending = false;
     c->tx_sent = false;
     c->ctx = NULL;
+    int fail_code = c->tx_fail;
+    char fail_state[6];
+    memcpy(fail_state, c->tx_fail_state, sizeof fail_state);
+    c->tx_fail = 0;
     bool reset = release && c->t->reset != DBS_RESET_ROLLBACK && c->used;
     if (!open && !reset)
         return DBS_OK;
@@ -2288,7 +2304,17 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
                  wrote_idx >= 0 && failed(f.res[wrote_idx]))
             /* the position's own statement failed the transaction */
             rc = result_err(c, f.res[wrote_idx], err);
-        else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK"))
+        else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK") &&
+                 (fail_code == DBS_ERETRYABLE || fail_code == DBS_EFULL)) {
+            /* a refusal, as MariaDB's after a deadlock and SQLite's after
+             * a transaction it rolled back itself: dbs_transact runs the
+             * unit again even if its work ignored the failure */
+            rc = dbs__err(err, fail_code,
+                          "postgresql: COMMIT rolled back: the transaction "
+                          "had failed on an earlier statement (SQLSTATE %s, %s)",
+                          fail_state, dbs_strerror(fail_code));
+            dbs__err_sqlstate(err, fail_state);
+        } else if (commit && !strcmp(PQcmdStatus(r), "ROLLBACK"))
             rc = dbs__err(err, DBS_ESQL,
                           "postgresql: COMMIT rolled back: the transaction "
                           "had failed on an earlier statement");

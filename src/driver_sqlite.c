@@ -1496,6 +1496,13 @@ static int sq_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
                         "sqlite: DEFERRABLE is PostgreSQL's; SQLite has no such transaction "
                         "mode: leave deferrable 0 (a SQLite reader never fails to serialize)");
     bool ro = o && o->read_only;
+    if (o && o->immediate && (ro || c->read_only))
+        /* BEGIN IMMEDIATE takes the write lock, which query_only refuses:
+         * every transaction would fail at its start */
+        return dbs__err(err, DBS_ECONFIG,
+                        "sqlite: the immediate option takes the write lock when the "
+                        "transaction begins, which a read-only transaction cannot take: "
+                        "leave immediate 0 with read_only or on a read-only session");
     if (ro != c->opt_ro && !c->read_only) {
         int rc = set_query_only(c, ro, err);
         if (rc != DBS_OK)

@@ -287,6 +287,26 @@ static void test_immediate(void)
     CHECK_OK(dbs_commit(b, &err), &err);
     dbs_session_close(b);
     dbs_session_close(a);
+
+    /* BEGIN IMMEDIATE takes the write lock, which a read-only transaction
+     * cannot take (query_only): refused when set, not accepted and then
+     * every transaction failing with "attempt to write a readonly
+     * database"; on a read-only session too */
+    dbs_tx_options imm_ro = {.immediate = 1, .read_only = 1};
+    a = open_ok(pool);
+    CHECK_EQ(dbs_session_set_tx_options(a, &imm_ro, &err), DBS_ECONFIG);
+    CHECK(strstr(err.message, "immediate"));
+    CHECK_EQ(query_int(a, "SELECT 1", NULL, 0), 1); /* nothing changed */
+    dbs_session_close(a);
+    int calls = 0;
+    CHECK_EQ(dbs_transact_opts(pool, NULL, &imm_ro, insert_12, &calls, &err), DBS_ECONFIG);
+    CHECK_EQ(calls, 0);
+    a = dbs_session_open_ro(pool, NULL, &err);
+    CHECK(a != NULL);
+    CHECK_EQ(dbs_session_set_tx_options(a, &imm, &err), DBS_ECONFIG);
+    CHECK_EQ(query_int(a, "SELECT 1", NULL, 0), 1);
+    dbs_session_close(a);
+    CHECK_EQ(stats_of(pool).in_use, 0);
 }
 
 /* ---- nested units ---- */

@@ -82,6 +82,48 @@ static void test_commit_as_sql_begins_again(void)
     CHECK_EQ(count_where("id = 11"), 0);
 }
 
+/* A statement refused with SQLSTATE 40001 (raised by the server's own
+ * code, which rolls back nothing by itself on MariaDB), then dbs_commit:
+ * whatever it returns, a failed COMMIT commits nothing, neither then nor
+ * later: the session's next transaction must not carry the first one's
+ * row (on MariaDB the COMMIT used to send nothing, trusting the server had
+ * rolled back as after a deadlock; the next START TRANSACTION then
+ * committed the row implicitly). No 40001 of SQLite's own to raise. */
+static void test_commit_after_40001(void)
+{
+    if (be == SQLITE)
+        return;
+    dbs_error err;
+    char sql[200];
+    if (be == MYSQL) {
+        run_sql(pool, "DROP PROCEDURE IF EXISTS dbs_txs_40001");
+        run_sql(pool, "CREATE PROCEDURE dbs_txs_40001() SIGNAL SQLSTATE '40001' "
+                      "SET MESSAGE_TEXT = 'forced serialization failure'");
+    }
+    const char *raise = be == PG ? "DO $$BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = "
+                                   "'40001'; END$$"
+                                 : "CALL dbs_txs_40001()";
+    dbs_session *s = open_ok(pool);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (20, 0)", tbl);
+    exec_ok(s, sql);
+    CHECK_EQ(dbs_exec(s, raise, NULL, 0, &err), DBS_ERETRYABLE);
+    CHECK_STR(err.sqlstate, "40001");
+    int rc = dbs_commit(s, &err);
+    if (rc == DBS_OK)
+        CHECK_FAIL("dbs_commit after a 40001 reported success");
+    /* the session goes on, and ends its next transaction by rolling back */
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (21, 0)", tbl);
+    exec_ok(s, sql);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    dbs_session_close(s);
+    int64_t n = count_where("id IN (20, 21)");
+    if (n != 0)
+        CHECK_FAIL("dbs_commit returned %d (nothing committed), yet %lld row(s) of the "
+                   "failed transaction were committed later", rc, (long long)n);
+    if (be == MYSQL)
+        run_sql(pool, "DROP PROCEDURE dbs_txs_40001");
+}
+
 /* ---- a unit that escaped its transaction, then fails transiently ---- */
 
 static dbs_pool *killer; /* MariaDB: KILL comes from another connection */
@@ -197,6 +239,7 @@ int main(void)
 
     test_rollback_releases_locks();
     test_commit_as_sql_begins_again();
+    test_commit_after_40001();
 
     char ddl[200], drop[200];
     snprintf(ddl, sizeof ddl, "CREATE TABLE %s_ddl (a INTEGER)", tbl);
