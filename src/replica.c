@@ -17,8 +17,9 @@
  * all, however long ago that was). Each thread has its own connection
  * (never a pool's, so a busy pool never delays a measurement and the
  * measurements never take a slot from requests), bounded by the pool's
- * connect and statement bounds, and one thread per server, so a server
- * that hangs delays only its own measurements.
+ * connect and statement bounds (a sample by SAMPLE_BOUND_MS where
+ * statements have none), and one thread per server, so a server that
+ * hangs delays only its own measurements.
  *
  * A replica qualifies for a read-only session while its last measurement
  * is recent (STALE_PERIODS), it is in recovery (a promoted replica is not a
@@ -59,6 +60,11 @@
 #include <time.h>
 
 enum { PERIOD_MS = 100, STALE_PERIODS = 3, RING = 1024, USER_SLOTS = 4096 };
+/* A sample's bound when the pool's statements have none
+ * (statement_timeout_ms = 0): a question whose answer was lost (a
+ * firewall that forgot the connection) would otherwise keep the monitor,
+ * and so the server's measurements, waiting for good. */
+enum { SAMPLE_BOUND_MS = 10000 };
 
 typedef struct replica {
     dbs_pool *pool;
@@ -154,7 +160,8 @@ static int query_row(dbs_pool *tp, dbs__conn *c, const char *sql, int64_t *vals,
  * MARK_SEEN, then, with its position, MARK_SEEN into that position (larger
  * than anything committed before, so it also covers what the slot held).
  * A mark set meanwhile is MARK_NEW again (the larger) and waits for the
- * next sample. */
+ * next sample; so does a commit with a position that lands on a MARK_SEEN
+ * slot, which the sample under way may have read before it. */
 #define MARK_NEW UINT64_MAX
 #define MARK_SEEN (UINT64_MAX - 1)
 
@@ -176,6 +183,10 @@ static void marks_resolve(struct dbs__replicas *rs, uint64_t pos)
     }
 }
 
+/* Tests only: how long the primary's sampler waits between reading a
+ * position and applying it (0: not at all), to widen that window. */
+_Atomic int dbs__replica_resolve_delay_ms;
+
 static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, dbs__conn *c, int64_t t)
 {
     dbs_error err;
@@ -192,6 +203,9 @@ static int sample(struct dbs__replicas *rs, monitor *m, dbs_pool *tp, dbs__conn 
                            v, nulls, 2, &err);
         if (rc != DBS_OK || nulls[0] || nulls[1])
             return rc != DBS_OK ? rc : DBS_ESQL;
+        int delay = atomic_load_explicit(&dbs__replica_resolve_delay_ms, memory_order_relaxed);
+        if (delay > 0)
+            dbs__sleep_ms(delay);
         marks_resolve(rs, (uint64_t)v[1]);
         pthread_mutex_lock(&rs->mu);
         /* Positions only grow on one primary; a smaller one means another
@@ -251,8 +265,11 @@ static void *monitor_main(void *arg)
         int64_t t = dbs__now_ns();
         dbs_error err;
         dbs__fork_gate_enter();
-        if (!c)
+        if (!c) {
             c = dbs__conn_open(tp, &err);
+            if (c && tp->cfg.statement_timeout_ms == 0 && tp->drv->set_timeout)
+                tp->drv->set_timeout(c->impl, SAMPLE_BOUND_MS);
+        }
         if (c && (sample(rs, m, tp, c, t) != DBS_OK || dbs__conn_broken(tp, c))) {
             dbs__conn_close(tp, c);
             c = NULL;
@@ -570,7 +587,13 @@ static void note_commit(dbs_pool *p, const char *user_id, uint64_t pos)
         return;
     _Atomic uint64_t *slot = user_slot(rs, user_id);
     uint64_t cur = atomic_load(slot);
-    while (cur < pos && !atomic_compare_exchange_weak(slot, &cur, pos)) {
+    for (;;) {
+        /* A slot marked seen is resolved with the position a sample under
+         * way read, maybe before this commit: this commit needs a sample
+         * that starts after it, as a lost position does. */
+        uint64_t want = cur == MARK_SEEN ? MARK_NEW : pos;
+        if (cur >= want || atomic_compare_exchange_weak(slot, &cur, want))
+            return;
     }
 }
 
@@ -583,13 +606,14 @@ dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t 
         if (mine > pos)
             pos = mine;
     }
-    int64_t now = dbs__now_ns();
     unsigned start = atomic_fetch_add_explicit(&rs->next, 1, memory_order_relaxed);
     int tried = 0, behind_pos = 0;
     char last[420] = "";
     for (int k = 0; k < rs->n; k++) {
         int i = (int)((start + (unsigned)k) % (unsigned)rs->n);
-        if (!qualifies(rs, i, p->cfg.replica_max_lag_ms, now))
+        /* now, not when the call began: a connect that failed on the
+         * replica before this one may have taken connect_timeout_ms */
+        if (!qualifies(rs, i, p->cfg.replica_max_lag_ms, dbs__now_ns()))
             continue;
         /* Measured, so it may have replayed more by now: passed over all
          * the same (the primary has it for sure). */
@@ -600,6 +624,14 @@ dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t 
         }
         tried++;
         dbs_session *s = dbs__session_open(rs->r[i].pool, ctx, err, file, line, func);
+        /* The wait for a connection (up to acquire_timeout_ms on a busy
+         * replica) may have outlasted the bound or the replica's standby
+         * role: what held when the wait began proves nothing now. */
+        if (s && !qualifies(rs, i, p->cfg.replica_max_lag_ms, dbs__now_ns())) {
+            dbs__session_close(s);
+            tried--;
+            continue;
+        }
         if (s)
             return s;
         /* A busy replica is not a down one: its caller waited its bound. */
@@ -704,6 +736,7 @@ void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
     out->ro_fallbacks = atomic_load_explicit(&rs->fallbacks, memory_order_relaxed);
     out->ro_pos_fallbacks = atomic_load_explicit(&rs->pos_fallbacks, memory_order_relaxed);
     int64_t lag = 0;
+    bool any = false; /* a host that is a replica, measured or not */
     for (int i = 0; i < rs->n; i++) {
         dbs_stats st;
         dbs__pool_snapshot(rs->r[i].pool, &st, NULL);
@@ -714,12 +747,15 @@ void dbs__replicas_stats(dbs_pool *p, dbs_stats *out)
         int64_t ok = atomic_load(&r->ok_ns);
         if (l < 0 && ok && dbs__now_ns() - ok <= stale_ns && !atomic_load(&r->in_recovery))
             continue; /* measured, and not a replica: a primary listed too */
+        any = true;
         if (l < 0 || lag < 0)
             lag = -1;
         else if (l > lag)
             lag = l;
     }
-    out->replica_lag_ms = lag;
+    /* every host left out: no replica, so no lag to report (0 would
+     * read as a replica fully caught up) */
+    out->replica_lag_ms = any ? lag : -1;
 }
 
 /* ---- read-only sessions ---- */

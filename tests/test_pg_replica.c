@@ -15,9 +15,14 @@
  * proven, rather than 300 ms later. The event-loop API routes the same
  * way: a read-only unit runs on the standby, a write in it is refused, and
  * one given a commit position the paused standby has not replayed runs on
- * the primary and sees that commit.
+ * the primary and sees that commit. A session that waited for a busy
+ * replica's connection past the bound runs on the primary; a user's
+ * commit made while the sampler resolves an earlier lost position is not
+ * covered by that sample's older position; and a replica_url whose hosts
+ * are all primaries reports no replica lag (-1).
  *
- * Usage: test_pg_replica SCRIPT DIR (the script and a scratch directory). */
+ * Usage: test_pg_replica SCRIPT DIR [TESTS] (the script, a scratch directory,
+ * and optionally the names of the tests to run, comma-separated). */
 #include "common.h"
 #include "faultproxy.h"
 #include "sizing.h"
@@ -601,6 +606,219 @@ static void test_sample_age(const char *url_a, const char *url_b, const char *su
     fp_stop(fp);
 }
 
+/* The lag bound holds for a session that waits for a replica's
+ * connection: the standby qualified when the session began to wait, its
+ * replay then stopped and a write landed, and by the time the replica's
+ * only connection came free the standby was far past the bound. The
+ * session must not run there (it did: it read the standby without the
+ * write, a read older than replica_max_lag_ms). */
+struct waiter {
+    dbs_pool *p;
+    int64_t id, seen, rec;
+    int rc;
+};
+
+static void *ro_waiter(void *arg)
+{
+    struct waiter *w = arg;
+    dbs_error err;
+    dbs_session *s = dbs_session_open_ro(w->p, NULL, &err);
+    w->rc = s ? DBS_OK : err.code;
+    if (!s)
+        return NULL;
+    dbs_value v[] = {DBS_INT(w->id)};
+    w->seen = query_int(s, "SELECT count(*) FROM replica_t WHERE id = $1", v, 1);
+    w->rec = query_int(s, "SELECT pg_is_in_recovery()::int", NULL, 0);
+    dbs_session_close(s);
+    return NULL;
+}
+
+static void test_wait_past_bound(const char *url_a, const char *url_b, const char *super_b)
+{
+    enum { BOUND_MS = 1000 };
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_a;
+    cfg.replica_url = url_b;
+    cfg.replica_max_lag_ms = BOUND_MS;
+    cfg.pool_size = 1; /* the replica's pool too: one connection */
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 30000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_pool *w = open_with(url_a, NULL, 0, 1);
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(w, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    run_sql(w, "DELETE FROM replica_t WHERE id = 7100000");
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+
+    /* the replica's one connection, held; a second read-only session
+     * waits for it while the standby qualifies */
+    dbs_session *held = dbs_session_open_ro(p, NULL, &err);
+    CHECK(held != NULL);
+    CHECK_EQ(query_int(held, "SELECT pg_is_in_recovery()::int", NULL, 0), 1);
+    struct waiter wt = {.p = p, .id = 7100000, .seen = -1, .rec = -1};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, ro_waiter, &wt) == 0);
+    dbs__sleep_ms(300);
+
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+    insert(w, wt.id);
+    /* well past the bound: the standby does not have the write */
+    dbs__sleep_ms(BOUND_MS * 5 / 2);
+    dbs_session_close(held);
+    pthread_join(th, NULL);
+    CHECK_EQ(wt.rc, DBS_OK);
+    fprintf(stderr, "  waiter: in recovery %lld, saw %lld\n", (long long)wt.rec,
+            (long long)wt.seen);
+    CHECK_EQ(wt.seen, 1); /* 0: a read older than the bound */
+    CHECK_EQ(wt.rec, 0);
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    run_sql(w, "DELETE FROM replica_t WHERE id = 7100000");
+    dbs_pool_close(sb);
+    dbs_pool_close(w);
+    dbs_pool_close(p);
+}
+
+/* Reads your own writes after a commit whose position was lost: the
+ * user's slot waits for a primary sample that started after it (MARK_NEW,
+ * then MARK_SEEN while a sample runs). A commit of the same user that
+ * lands while that sample is under way, after the server read its
+ * position, must not be covered by that position: it was (the slot kept
+ * its mark, then took the sample's older position), so the user's next
+ * read ran on a standby that had replayed the sample's position but not
+ * the commit, and missed it. The sampler is held between reading the
+ * position and applying it to make the window wide. */
+extern _Atomic int dbs__replica_resolve_delay_ms;
+
+/* When the primary's sampler of p (its monitor connection, whose backend
+ * shows its last query) last began a sample's query, in microseconds. */
+static int64_t sampler_query_start(dbs_pool *p)
+{
+    return query_int_of(p, "SELECT coalesce(max((extract(epoch FROM query_start) * 1e6)::int8), 0) "
+                           "FROM pg_stat_activity WHERE query LIKE 'SELECT (pg_current_wal_lsn()%'");
+}
+
+static void test_mark_race(const char *url_a, const char *url_b, const char *super_b)
+{
+    enum { DELAY_MS = 3000 };
+    dbs_pool *p = open_with(url_a, url_b, 0, 1);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(p, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    run_sql(p, "DELETE FROM replica_t WHERE id = 7200000");
+    WAIT_UNTIL(lag_known(p), 20000);
+    dbs_context me = {.user_id = "user-race"};
+
+    atomic_store(&dbs__replica_resolve_delay_ms, DELAY_MS);
+    /* a sample has just read its position (it saw the marks first) and
+     * waits; the mark set now waits for the next one */
+    int64_t q0 = sampler_query_start(p);
+    WAIT_UNTIL(sampler_query_start(p) != q0, 20000);
+    int64_t q1 = sampler_query_start(p);
+    p->on_commit(p, me.user_id, UINT64_MAX); /* a commit whose position did not come back */
+    /* the next sample saw the mark, has read its position and waits */
+    WAIT_UNTIL(sampler_query_start(p) != q1, 20000);
+    /* the standby has that position and more, then replays no further */
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT (pg_last_wal_replay_lsn() >= '%llX/%llX'::pg_lsn)::int",
+             (unsigned long long)(wal_insert_pos(p) >> 32),
+             (unsigned long long)(wal_insert_pos(p) & 0xffffffffu));
+    WAIT_UNTIL(query_int_of(sb, sql) == 1, 20000);
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+    /* the user's write, committed while the sample waits */
+    struct ins in = {7200000};
+    CHECK_OK(dbs_transact(p, &me, work_insert, &in, &err), &err);
+    /* the sample applied, and the next one too */
+    dbs__sleep_ms(DELAY_MS * 2 + 500);
+    atomic_store(&dbs__replica_resolve_delay_ms, 0);
+    int64_t seen = -1;
+    int rec = ro_sees(p, &me, 0, in.id, &seen);
+    fprintf(stderr, "  user's read: in recovery %d, saw %lld\n", rec, (long long)seen);
+    CHECK_EQ(seen, 1); /* 0: the user's own write missed */
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    run_sql(p, "DELETE FROM replica_t WHERE id = 7200000");
+    dbs_pool_close(sb);
+    dbs_pool_close(p);
+}
+
+/* A replica's measurement that never gets an answer (its monitor
+ * connection's bytes dropped for a moment, as a firewall that forgets a
+ * connection does) ends within a bound even with statement_timeout_ms = 0,
+ * so the monitor reconnects and the replica qualifies again once the
+ * network is back (the monitor waited for that answer for good: the
+ * replica never served again). */
+static void test_silent_sample(const char *url_a)
+{
+    faultproxy *fp = fp_start(atoi(port_b));
+    char port[16], url_fp[600];
+    snprintf(port, sizeof port, "%d", fp_port(fp));
+    url_for(url_fp, sizeof url_fp, port, 1, false, "");
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_a;
+    cfg.replica_url = url_fp;
+    cfg.statement_timeout_ms = 0;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+    fp_set(fp, FP_SILENT, FP_BOTH, 0);
+    /* the replica's measurements stop: it no longer qualifies */
+    WAIT_UNTIL(!lag_known(p), 20000);
+    CHECK_EQ(ro_where(p, NULL, &err), 0);
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 60000);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+    dbs_pool_close(p);
+    fp_stop(fp);
+}
+
+/* replica_url naming only servers that are not in recovery (the primary,
+ * or a promoted standby): there is no replica, so no replica lag to
+ * report: replica_lag_ms is -1, as without replicas (it said 0, a
+ * replica fully caught up), and read-only sessions run on the primary. */
+static void test_no_standby(const char *url_a)
+{
+    dbs_pool *p = open_with(url_a, url_a, 1000, 1);
+    dbs_error err;
+    /* ten sampling periods: the host is measured, not in recovery */
+    dbs__sleep_ms(1000);
+    CHECK_EQ(ro_where(p, NULL, &err), 0);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.replica_lag_ms, -1);
+    CHECK_INT(st.ro_fallbacks, >=, 1);
+    static char text[1 << 16];
+    CHECK_INT(dbs_pool_metrics(p, text, sizeof text), >, 0);
+    CHECK_CONTAINS(text, "dbscope_replica_lag_seconds{pool=\"default\",target=\"replica\"");
+    char json[4096];
+    CHECK_INT(dbs_pool_stats_json(p, json, sizeof json), >, 0);
+    CHECK_CONTAINS(json, "\"replica_lag_ms\":-1");
+    dbs_pool_close(p);
+}
+
 /* ---- failover under load ---- */
 
 enum { WRITERS = 4, MAX_ACKED = 1 << 20 };
@@ -950,29 +1168,30 @@ int main(int argc, char **argv)
     url_for(url_b, sizeof url_b, port_b, 1, false, "");
     url_for(super_b, sizeof super_b, port_b, 1, true, "");
 
-    printf("-- %s\n", "test_sizing_rule");
-    test_sizing_rule(url_a);
-    printf("-- %s\n", "test_routing");
-    fflush(stdout);
-    test_routing(url_a, url_b);
-    printf("-- %s\n", "test_lag");
-    fflush(stdout);
-    test_lag(url_a, url_b, super_b);
-    printf("-- %s\n", "test_read_own_writes");
-    fflush(stdout);
-    test_read_own_writes(url_a, url_b, super_b);
-    printf("-- %s\n", "test_loop_replica");
-    fflush(stdout);
-    test_loop_replica(url_a, url_b, super_b);
-    printf("-- %s\n", "test_sample_age");
-    fflush(stdout);
-    test_sample_age(url_a, url_b, super_b);
-    printf("-- %s\n", "test_fallback");
-    fflush(stdout);
-    test_fallback(url_a, url_b);
-    printf("-- %s\n", "test_failover");
-    fflush(stdout);
-    test_failover();
+    /* an optional third argument runs only the tests it names
+     * (comma-separated) */
+    const char *only = argc > 3 ? argv[3] : NULL;
+#define RUN(name, call)                                                        \
+    do {                                                                       \
+        if (!only || strstr(only, name)) {                                     \
+            printf("-- %s\n", name);                                           \
+            fflush(stdout);                                                    \
+            call;                                                              \
+        }                                                                      \
+    } while (0)
+    RUN("test_sizing_rule", test_sizing_rule(url_a));
+    RUN("test_routing", test_routing(url_a, url_b));
+    RUN("test_no_standby", test_no_standby(url_a));
+    RUN("test_lag", test_lag(url_a, url_b, super_b));
+    RUN("test_wait_past_bound", test_wait_past_bound(url_a, url_b, super_b));
+    RUN("test_read_own_writes", test_read_own_writes(url_a, url_b, super_b));
+    RUN("test_mark_race", test_mark_race(url_a, url_b, super_b));
+    RUN("test_loop_replica", test_loop_replica(url_a, url_b, super_b));
+    RUN("test_sample_age", test_sample_age(url_a, url_b, super_b));
+    RUN("test_silent_sample", test_silent_sample(url_a));
+    RUN("test_fallback", test_fallback(url_a, url_b));
+    RUN("test_failover", test_failover());
+#undef RUN
     sh("stop");
     puts("test_pg_replica: ok");
     return 0;
