@@ -593,8 +593,16 @@ void dbs_pool_close(dbs_pool *pool);
  * from then on; close it before dbs_pool_close.
  * Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
- * (0: drained). The pool's memory stays valid until dbs_pool_close, so
- * statistics, metrics and the owners of open sessions may go on using it.
+ * (0: drained). Those sessions are what the drain is for: the requests in
+ * flight finish. A session open at the call (on pool or a replica's pool)
+ * keeps working until it closes: statements, rows, dbs_commit,
+ * dbs_rollback, nested units, dbs_session_commit_close; so does the
+ * attempt a dbs_transact call is running (it commits as usual), whose
+ * retry, like any new session, gets DBS_ECLOSED. Closing such a session
+ * closes its connection (ending what it left uncommitted) rather than
+ * keeping it. Only after dbs_pool_close do their calls return DBS_ECLOSED.
+ * The pool's memory stays valid until dbs_pool_close, so statistics and
+ * metrics keep working too.
  * A server's sequence: stop accepting requests; dbs_pool_shutdown(pool,
  * deadline); join the workers; dbs_pool_close(pool). Blocks at most
  * timeout_ms plus closing the idle connections plus joining the pool's
@@ -775,7 +783,8 @@ int64_t dbs_histogram_percentile(const dbs_histogram *now, const dbs_histogram *
                                  double q);
 
 /* One open session, as seen by dbs_pool_sessions. Valid only during the
- * callback; strings are copies. */
+ * callback; strings are copies, but file and func, which are the strings
+ * the acquire site passed (see dbs_session_open_at). */
 typedef struct dbs_session_info {
     const char *file;       /* acquire site */
     int line;
@@ -870,8 +879,12 @@ void dbs_session_close(dbs_session *s);
  * timeout has not passed (else DBS_ECONNECT). DBS_ECLOSED once the pool is
  * shut down, DBS_EUNAVAILABLE while its circuit is open. ctx may be NULL;
  * it is copied. file, line and func name the acquire site for leak reports:
- * call it through dbs_session_open. The session belongs to the calling
- * thread; close it with dbs_session_close. Returns NULL on failure. */
+ * call it through dbs_session_open. file and func (either may be NULL) are
+ * kept as given, not copied, so that opening a session costs no copy: they
+ * must stay valid until the pool is closed, as the string literals
+ * dbs_session_open passes do (a binding passes strings it keeps).
+ * The session belongs to the calling thread; close it with
+ * dbs_session_close. Returns NULL on failure. */
 dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
                                  dbs_error *err, const char *file, int line,
                                  const char *func)

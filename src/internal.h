@@ -373,7 +373,8 @@ void dbs__pool_count_retry(dbs_pool *p);
  * worker thread): its acquire waits until this CLOCK_MONOTONIC instant
  * instead of acquire_timeout_ms from now. 0: the pool's bound. */
 extern _Thread_local int64_t dbs__acquire_deadline_ns;
-/* true once dbs_pool_close has been called. Any thread, no lock. */
+/* true once dbs_pool_shutdown (or dbs_pool_close, which shuts down
+ * first) has been called: no new session. Any thread, no lock. */
 static inline bool dbs__pool_closed(dbs_pool *p)
 {
     return atomic_load_explicit(&p->is_closed, memory_order_relaxed);
@@ -441,7 +442,8 @@ struct dbs_session {
     dbs_context ctx;          /* points into ctx_buf */
     char *ctx_buf;
     size_t ctx_cap;
-    const char *file;         /* acquire site: string literals from the macro */
+    const char *file;         /* acquire site, as given: valid until the
+                                 pool closes (dbs_session_open_at) */
     int line;
     const char *func;
     int64_t opened_ns;

@@ -161,19 +161,25 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         pthread_mutex_lock(&p->mu);
         p->counters.timeouts++;
         pthread_mutex_unlock(&p->mu);
+        /* The event quotes the caller's message: the numbers say why. */
+        dbs_error local;
+        if (!err)
+            err = &local;
         int rc = dbs__acquire_deadline_ns > 0
                      ? dbs__err(err, DBS_ETIMEOUT,
-                                "no connection before the unit's deadline (its timeout, or "
-                                "acquire_timeout_ms=%d from when it was queued; pool size %d, "
-                                "%d in use, %d others waiting): raise pool_size/max_overflow, "
-                                "acquire_timeout_ms or the unit's timeout",
+                                "timed out waiting for a connection until the unit's deadline "
+                                "(its timeout, or acquire_timeout_ms=%d from when it was "
+                                "queued; pool size %d, %d in use, %d others waiting): raise "
+                                "pool_size/max_overflow, acquire_timeout_ms or the unit's "
+                                "timeout",
                                 p->cfg.acquire_timeout_ms, seen.open, seen.in_use, seen.waiting)
                      : dbs__err(err, DBS_ETIMEOUT,
-                          "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
-                          "%d others waiting): raise pool_size/max_overflow, or look for sessions "
+                          "timed out waiting for a connection: none within "
+                          "acquire_timeout_ms=%d (pool size %d, %d in use, %d others "
+                          "waiting): raise pool_size/max_overflow, or look for sessions "
                           "held too long (leak_threshold_ms)",
                           p->cfg.acquire_timeout_ms, seen.open, seen.in_use, seen.waiting);
-        dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, NULL);
+        dbs__emit(p, DBS_EVENT_TIMEOUT, s, NULL, rc, err->message);
         return rc;
     }
     default:

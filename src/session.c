@@ -177,6 +177,20 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     return s;
 }
 
+/* Whether dbs_pool_close was called on p: from then on a session's calls
+ * are refused. A shutdown alone refuses new sessions only, so that the
+ * requests in flight finish (the drain waits for them); the lock is taken
+ * only once the pool is shut down. */
+static bool pool_gone(dbs_pool *p)
+{
+    if (!dbs__pool_closed(p))
+        return false;
+    pthread_mutex_lock(&p->mu);
+    bool gone = p->close_called;
+    pthread_mutex_unlock(&p->mu);
+    return gone;
+}
+
 int dbs__session_check(dbs_session *s, dbs_error *err)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
@@ -190,8 +204,9 @@ int dbs__session_check(dbs_session *s, dbs_error *err)
                         "session opened at %s:%d before fork(): its connection is the "
                         "parent's; close it, and open a new one after "
                         "dbs_pool_after_fork_child", s->file ? s->file : "?", s->line);
-    if (dbs__pool_closed(s->pool))
-        return dbs__err(err, DBS_ECLOSED, "the pool was closed; close this session");
+    if (pool_gone(s->pool))
+        return dbs__err(err, DBS_ECLOSED, "the pool was closed (dbs_pool_close); close this "
+                                          "session");
     if (!s->conn)
         return dbs__err(err, DBS_ECONNECT, "the session lost its connection");
     s->touched = true;
@@ -419,8 +434,8 @@ int dbs_session_commit_close(dbs_session *s, dbs_error *err)
                         s->file ? s->file : "?", s->line);
     /* Nothing follows the COMMIT: the backend may send the release reset
      * with it (commit_release), as dbs_transact's last commit does. A
-     * session from before fork(), or of a closed pool, is refused by
-     * end_tx and only let go of. */
+     * session from before fork(), or of a pool dbs_pool_close was called
+     * on, is refused by end_tx and only let go of. */
     int rc = end_tx(s, true, true, err);
     session_close(s);
     return rc;

@@ -6,10 +6,19 @@
 
 static _Atomic uint64_t last_checkout_conn;
 static atomic_int connects;
+static pthread_mutex_t timeout_mu = PTHREAD_MUTEX_INITIALIZER;
+static char timeout_reason[sizeof ((dbs_error *)0)->message];
+static int timeout_code;
 
 static void on_event(const dbs_event *ev, void *user)
 {
     (void)user;
+    if (ev->kind == DBS_EVENT_TIMEOUT) {
+        pthread_mutex_lock(&timeout_mu);
+        snprintf(timeout_reason, sizeof timeout_reason, "%s", ev->reason ? ev->reason : "");
+        timeout_code = ev->code;
+        pthread_mutex_unlock(&timeout_mu);
+    }
     if (ev->kind == DBS_EVENT_CHECKOUT)
         atomic_store(&last_checkout_conn, ev->conn_id);
     if (ev->kind == DBS_EVENT_CONNECT)
@@ -57,6 +66,34 @@ static void test_acquire_timeout(void)
     dbs_stats st = stats_of(p);
     CHECK_EQ(st.timeouts, 1);
     CHECK_EQ(st.waiting, 0);
+    dbs_session_close(held);
+    dbs_pool_close(p);
+}
+
+/* The timeout event says what the caller's error says: the bound and the
+ * pool's numbers, not only the code's generic text. */
+static void test_timeout_event_says_why(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 50;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *held = dbs_session_open(p, NULL, &err);
+    CHECK(held);
+    pthread_mutex_lock(&timeout_mu);
+    timeout_reason[0] = '\0';
+    timeout_code = 0;
+    pthread_mutex_unlock(&timeout_mu);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ETIMEOUT);
+    pthread_mutex_lock(&timeout_mu);
+    CHECK_EQ(timeout_code, DBS_ETIMEOUT);
+    CHECK_STR(timeout_reason, err.message);
+    CHECK_CONTAINS(timeout_reason, "acquire_timeout_ms=50");
+    CHECK_CONTAINS(timeout_reason, "pool size 1, 1 in use");
+    pthread_mutex_unlock(&timeout_mu);
     dbs_session_close(held);
     dbs_pool_close(p);
 }
@@ -1048,6 +1085,7 @@ int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
     test_acquire_timeout();
+    test_timeout_event_says_why();
     test_fifo_handoff();
     test_no_barging();
     test_barging_hold_is_bounded();

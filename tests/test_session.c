@@ -5,6 +5,7 @@
 
 static dbs_pool *pool;
 static char tbl[64];
+static char url[1024]; /* the test database's, for a second pool on it */
 
 static int64_t count_rows(void)
 {
@@ -278,6 +279,7 @@ int main(void)
     dbs_config_init(&cfg);
     cfg.pool_size = 2;
     pool = open_pool("session", &cfg);
+    snprintf(url, sizeof url, "%s", cfg.url);
     snprintf(tbl, sizeof tbl, "%s", table_name("sess"));
     char sql[160];
     snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", tbl);

@@ -95,7 +95,8 @@ static void test_shutdown_reports_sessions_still_open(void)
     CHECK(a && b);
     CHECK_EQ(dbs_pool_shutdown(p, 0), 2);
     CHECK_EQ(dbs_pool_shutdown(p, 20), 2); /* bounded: returns with them open */
-    CHECK_EQ(dbs_exec(a, "SELECT 1", NULL, 0, &err), DBS_ECLOSED);
+    /* open sessions finish their requests (test_sessions_finish_after_shutdown) */
+    CHECK_OK(dbs_exec(a, "SELECT 1", NULL, 0, &err), &err);
     dbs_session_close(a);
     CHECK_EQ(dbs_pool_shutdown(p, 0), 1);
     dbs_session_close(b);
@@ -103,6 +104,107 @@ static void test_shutdown_reports_sessions_still_open(void)
     CHECK_EQ(stats_of(p).size, 0); /* their connections were closed */
     dbs_pool_close(p);
     CHECK_EQ(dbs_pool_shutdown(NULL, 0), DBS_EMISUSE);
+}
+
+/* What a drain is for: the requests in flight finish. Sessions open at
+ * the shutdown go on working (statements, rows, commit, rollback) until
+ * they close, and so does the attempt a dbs_transact is running; only
+ * dbs_pool_close turns their next call into DBS_ECLOSED. */
+struct in_flight {
+    dbs_pool *pool;
+    const char *tbl;
+    atomic_int in_work, go;
+    int rc;
+    dbs_error err;
+};
+
+static int in_flight_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct in_flight *f = arg;
+    /* the session is open; its statements come after the shutdown (and
+     * after the other writer: SQLite has one) */
+    atomic_store(&f->in_work, 1);
+    while (!atomic_load(&f->go))
+        dbs__sleep_ms(1);
+    char sql[160];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (3)", f->tbl);
+    if (dbs_exec(s, sql, NULL, 0, err) < 0)
+        return err->code;
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (4)", f->tbl);
+    return dbs_exec(s, sql, NULL, 0, err) < 0 ? err->code : 0;
+}
+
+static void *in_flight_main(void *v)
+{
+    struct in_flight *f = v;
+    f->rc = dbs_transact(f->pool, NULL, in_flight_unit, f, &f->err);
+    return NULL;
+}
+
+static void test_sessions_finish_after_shutdown(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 3;
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    char url[1024];
+    snprintf(url, sizeof url, "%s", cfg.url);
+    const char *tbl = table_name("drain");
+    char sql[160];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", tbl);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", tbl);
+    run_sql(p, sql);
+
+    struct in_flight f = {.pool = p, .tbl = tbl, .rc = 1};
+    pthread_t th;
+    pthread_create(&th, NULL, in_flight_main, &f);
+    WAIT_UNTIL(atomic_load(&f.in_work), 30000);
+    CHECK(atomic_load(&f.in_work));
+    dbs_error err;
+    dbs_session *a = open_ok(p);
+    dbs_session *b = open_ok(p);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (1)", tbl);
+    CHECK_OK(dbs_exec(a, sql, NULL, 0, &err), &err); /* a transaction open */
+
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 3);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL); /* nothing new */
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    /* a's request finishes its transaction */
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (2)", tbl);
+    CHECK_EQ(dbs_exec(a, sql, NULL, 0, &err), 1);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id <= 2", tbl);
+    CHECK_EQ(query_int(a, sql, NULL, 0), 2);
+    CHECK_OK(dbs_commit(a, &err), &err);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (5)", tbl);
+    CHECK_EQ(dbs_exec(a, sql, NULL, 0, &err), 1);
+    CHECK_OK(dbs_rollback(a, &err), &err);
+    dbs_session_close(a);
+    /* the unit under way finishes its attempt and commits */
+    atomic_store(&f.go, 1);
+    pthread_join(th, NULL);
+    CHECK_OK(f.rc, &f.err);
+    CHECK_EQ(dbs_transact(p, NULL, unit, NULL, &err), DBS_ECLOSED); /* a new one */
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 1); /* b is still open */
+    CHECK_EQ(query_int(b, "SELECT 1", NULL, 0), 1);
+    /* after dbs_pool_close, a session still open is told so */
+    dbs_pool_close(p);
+    CHECK_EQ(dbs_exec(b, "SELECT 1", NULL, 0, &err), DBS_ECLOSED);
+    CHECK_EQ(dbs_commit(b, &err), DBS_ECLOSED);
+    dbs_session_close(b); /* frees the pool */
+
+    /* what the drained requests committed is there */
+    dbs_config c2 = base_config();
+    c2.url = url;
+    dbs_pool *q = dbs_pool_open(&c2, &err);
+    if (!q)
+        CHECK_FAIL("dbs_pool_open: %s", err.message);
+    dbs_session *s = open_ok(q);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 4); /* 1, 2, 3, 4; not 5 */
+    dbs_session_close(s);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(q, sql);
+    dbs_pool_close(q);
 }
 
 /* A session closed on another thread while shutdown waits wakes it. */
@@ -478,6 +580,7 @@ int main(void)
     test_shutdown_stops_workers();
     test_shutdown_reports_sessions_still_open();
     test_shutdown_waits_for_a_session();
+    test_sessions_finish_after_shutdown();
     test_close_during_transact_backoff();
     test_no_stale_wakeup_after_shutdown();
     test_slot_given_before_shutdown();
