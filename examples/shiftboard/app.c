@@ -10,7 +10,16 @@
 #include <string.h>
 #include <time.h>
 
-enum { TOKEN_TTL_S = 24 * 3600, PAGE_DEFAULT = 50, PAGE_MAX = 200 };
+/* TOKEN_EXPIRED_KEPT_S: how long an expired token stays stored, so that a
+ * client still presenting it (a tab left polling overnight) is told it
+ * expired instead of being counted as guessing tokens, which would soon
+ * lock its address out of the login it needs. */
+enum {
+    TOKEN_TTL_S = 24 * 3600,
+    TOKEN_EXPIRED_KEPT_S = 7 * 24 * 3600,
+    PAGE_DEFAULT = 50,
+    PAGE_MAX = 200
+};
 
 static int64_t now_s(void)
 {
@@ -64,13 +73,13 @@ static void db_failure(const sb_request *req, sb_response *res, int rc, const db
 /* dbs_transact for a unit that writes. Its outcome feeds /health: a write
  * refused for want of storage makes the service degraded until a write
  * that stores a row succeeds (stores: the unit always inserts, so its
- * success shows there is room again), or until the window passes. */
+ * success shows there is room again), or until the window passes; one
+ * that could not get SQLite's write lock, until any write succeeds. */
 static int write_transact(const sb_app *app, const dbs_context *ctx, dbs_work_fn work, void *arg,
                           bool stores, dbs_error *err)
 {
     int rc = dbs_transact(app->pool, ctx, work, arg, err);
-    if (rc != DBS_OK || stores)
-        sb_health_note_write(rc);
+    sb_health_note_write(app, rc, stores);
     return rc;
 }
 
@@ -182,12 +191,17 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
     dbs_context ctx = context_of(req);
     dbs_error err;
     int rc = write_transact(app, &ctx, insert_user, &u, true, &err);
-    if (rc == DBS_ECONSTRAINT)
+    if (rc == DBS_ECONSTRAINT) {
         sb_error(res, 409, "the name \"%s\" is taken", name);
-    else if (rc != DBS_OK)
+    } else if (rc != DBS_OK) {
         db_failure(req, res, rc, &err);
-    else
+    } else {
+        /* she chose the password here: this address is hers like one she
+         * logged in from, so guesses at her new account from elsewhere
+         * cannot keep her out before her first login */
+        sb_rl_succeeded(req->client, name);
         sb_json(res, 201, json_pack("{sI}", "id", (json_int_t)u.id));
+    }
     json_decref(body);
 }
 
@@ -219,7 +233,7 @@ static int store_token(dbs_session *s, void *arg, dbs_error *err)
 {
     struct login *l = arg;
     int64_t now = now_s();
-    dbs_value old[] = {DBS_INT(l->id), DBS_INT(now)};
+    dbs_value old[] = {DBS_INT(l->id), DBS_INT(now - TOKEN_EXPIRED_KEPT_S)};
     if (dbs_exec(s, "DELETE FROM tokens WHERE user_id = $1 AND expires_at <= $2", old, 2, err) <
         0)
         return err->code;
@@ -240,8 +254,9 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
         json_decref(body);
         return;
     }
-    /* before any work: a refused guess costs no hashing and no session */
-    int wait = sb_rl_check(req->client, name);
+    /* before any work: a refused guess costs no hashing and no session;
+     * counted as failed already, since judging it takes a while */
+    int wait = sb_rl_claim(req->client, name);
     if (wait) {
         json_decref(body);
         too_many(res, wait);
@@ -252,19 +267,20 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
     dbs_error err;
     int rc = dbs_transact(app->pool, &ctx, find_user, &l, &err);
     if (rc != DBS_OK) {
+        sb_rl_refund(req->client, name); /* not a guess judged */
         db_failure(req, res, rc, &err);
         json_decref(body);
         return;
     }
     /* verified with no session open: hashing takes tens of milliseconds */
     if (!sb_password_check(app, l.id ? l.hash : NULL, password)) {
-        sb_rl_failed(req->client, name);
         json_decref(body);
         /* a 401 names its scheme (RFC 9110), here the one the token is for */
         res->www_authenticate = "Bearer realm=\"shiftboard\"";
         sb_error(res, 401, "wrong name or password");
         return;
     }
+    sb_rl_refund(req->client, name);
     sb_rl_succeeded(req->client, name);
     char token[65];
     sb_token_new(token, l.token_hash);
@@ -282,19 +298,21 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
 
 struct auth {
     char token_hash[65];
-    int64_t user_id;
+    int64_t user_id; /* 0: no such token, or expired */
+    bool expired;    /* a token we issued, past its expiry */
 };
 
 static int check_token(dbs_session *s, void *arg, dbs_error *err)
 {
     struct auth *a = arg;
-    dbs_value v[] = {DBS_TEXT(a->token_hash), DBS_INT(now_s())};
-    dbs_rows *r = dbs_query(
-        s, "SELECT user_id FROM tokens WHERE token_hash = $1 AND expires_at > $2", v, 2, err);
+    dbs_value v[] = {DBS_TEXT(a->token_hash)};
+    dbs_rows *r =
+        dbs_query(s, "SELECT user_id, expires_at FROM tokens WHERE token_hash = $1", v, 1, err);
     if (!r)
         return err->code;
     int n = dbs_rows_next(r, err);
-    a->user_id = n == 1 ? dbs_rows_int(r, 0) : 0;
+    a->expired = n == 1 && dbs_rows_int(r, 1) <= now_s();
+    a->user_id = n == 1 && !a->expired ? dbs_rows_int(r, 0) : 0;
     dbs_rows_close(r);
     return n < 0 ? n : 0;
 }
@@ -331,7 +349,9 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
         return false;
     }
     if (!a.user_id) {
-        sb_rl_failed(req->client, NULL);
+        /* an expired token was ours: no guess */
+        if (!a.expired)
+            sb_rl_failed(req->client, NULL);
         res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;

@@ -14,10 +14,11 @@
  * (thread start, the pool's view, the answer's trip).
  *
  * Writes: a database that answers SELECT 1 may still refuse every write
- * (a full disk). The routes report their writes' outcomes
- * (sb_health_note_write); a write refused for want of storage makes
- * /health answer 503 "degraded" until a write succeeds again or
- * SB_WRITE_DEGRADED_S pass without another such failure. */
+ * (a full disk; on SQLite, a file whose write lock another process holds).
+ * The routes report their writes' outcomes (sb_health_note_write); a write
+ * refused for want of storage, or one that could not get the lock within
+ * its bounds, makes /health answer 503 "degraded" until a write succeeds
+ * again or SB_WRITE_DEGRADED_S pass without another such failure. */
 #include "shiftboard.h"
 
 #include <pthread.h>
@@ -39,18 +40,33 @@ static char last_code[32], last_message[512];
 
 static const sb_app *probe_app;
 
-/* The last write refused for want of storage, guarded by lock; rc 0 when
- * none since the last write that succeeded. */
+/* The last write refused for want of storage (DBS_EFULL) or for a lock
+ * (SB_WRITE_LOCKED), guarded by lock; 0 when none since the last write
+ * that succeeded. */
+enum { SB_WRITE_LOCKED = 1 };
 static int write_fail_rc;
 static struct timespec write_fail_at;
 
-void sb_health_note_write(int rc)
+/* Whether rc, the end of a write, says the database's write lock could not
+ * be had. SQLite only: there it means the wait for another connection's or
+ * process's lock ran out (busy_timeout_ms on each of dbs_transact's tries,
+ * or the statement bound), which SELECT 1 never notices. On PostgreSQL and
+ * MariaDB a conflict still failing after the retries is between requests,
+ * and a server that stopped answering is the probe's to report. */
+static bool write_locked(const sb_app *app, int rc)
+{
+    return !app->postgres && !app->mariadb && (rc == DBS_ERETRYABLE || rc == DBS_ESTMT_TIMEOUT);
+}
+
+void sb_health_note_write(const sb_app *app, int rc, bool stores)
 {
     pthread_mutex_lock(&lock);
     if (rc == DBS_OK) {
-        write_fail_rc = 0;
-    } else if (rc == DBS_EFULL) {
-        write_fail_rc = rc;
+        /* any write took the lock; only one that stored shows room */
+        if (stores || write_fail_rc == SB_WRITE_LOCKED)
+            write_fail_rc = 0;
+    } else if (rc == DBS_EFULL || write_locked(app, rc)) {
+        write_fail_rc = rc == DBS_EFULL ? rc : SB_WRITE_LOCKED;
         clock_gettime(CLOCK_MONOTONIC, &write_fail_at);
     }
     pthread_mutex_unlock(&lock);
@@ -166,14 +182,19 @@ void sb_health(const sb_app *app, sb_request *req, sb_response *res)
     }
     if (answered && rc == DBS_OK) {
         /* reads work, writes do not */
+        bool locked = write_rc == SB_WRITE_LOCKED;
+        const char *what = locked                  ? "locked"
+                           : write_rc == DBS_EFULL ? "full"
+                                                   : dbs_strerror(write_rc);
         char why[200];
         snprintf(why, sizeof why, "writes are failing: %s (last %.0f s ago)",
-                 dbs_strerror(write_rc), write_age_ms / 1000.0);
+                 locked ? "the database file is locked by another connection or process"
+                        : dbs_strerror(write_rc),
+                 write_age_ms / 1000.0);
         res->retry_after = "5";
         sb_json(res, 503,
                 json_pack("{sssssssssbso*}", "status", "degraded", "database", db, "error", why,
-                          "code", write_rc == DBS_EFULL ? "full" : dbs_strerror(write_rc),
-                          "answered", true, "pool", pool));
+                          "code", what, "answered", true, "pool", pool));
         return;
     }
     res->retry_after = "1";

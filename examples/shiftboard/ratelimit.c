@@ -157,15 +157,9 @@ static int wait_of(const slot *s, int64_t now)
     return w < 1 ? 1 : (int)w;
 }
 
-int sb_rl_check(const char *address, const char *account)
+/* sb_rl_check's answer. Called with lock held. */
+static int check_locked(const char *address, const char *account, int64_t now)
 {
-    int64_t now = now_s();
-    pthread_mutex_lock(&lock);
-    if (!ready()) {
-        /* out of memory: refused, not unlimited */
-        pthread_mutex_unlock(&lock);
-        return 1;
-    }
     uint64_t ka = key_of(KIND_ADDRESS, address, NULL);
     uint64_t kn = account ? key_of(KIND_ACCOUNT, account, NULL) : 0;
     uint64_t kk = account ? key_of(KIND_KNOWN, account, address) : 0;
@@ -179,6 +173,19 @@ int sb_rl_check(const char *address, const char *account)
     }
     if (wait)
         refusals++;
+    return wait;
+}
+
+int sb_rl_check(const char *address, const char *account)
+{
+    int64_t now = now_s();
+    pthread_mutex_lock(&lock);
+    if (!ready()) {
+        /* out of memory: refused, not unlimited */
+        pthread_mutex_unlock(&lock);
+        return 1;
+    }
+    int wait = check_locked(address, account, now);
     pthread_mutex_unlock(&lock);
     return wait;
 }
@@ -194,19 +201,60 @@ static void count(slot *s, int64_t now)
     s->last = now;
 }
 
-void sb_rl_failed(const char *address, const char *account)
+/* Called with lock held. */
+static void failed_locked(const char *address, const char *account, int64_t now)
 {
-    int64_t now = now_s();
-    pthread_mutex_lock(&lock);
-    if (!ready()) {
-        pthread_mutex_unlock(&lock);
-        return;
-    }
     uint64_t ka = key_of(KIND_ADDRESS, address, NULL);
     uint64_t kn = account ? key_of(KIND_ACCOUNT, account, NULL) : 0;
     count(find(ka, KIND_ADDRESS, true, now), now);
     if (account)
         count(find(kn, KIND_ACCOUNT, true, now), now);
+}
+
+void sb_rl_failed(const char *address, const char *account)
+{
+    int64_t now = now_s();
+    pthread_mutex_lock(&lock);
+    if (ready())
+        failed_locked(address, account, now);
+    pthread_mutex_unlock(&lock);
+}
+
+int sb_rl_claim(const char *address, const char *account)
+{
+    int64_t now = now_s();
+    pthread_mutex_lock(&lock);
+    if (!ready()) {
+        pthread_mutex_unlock(&lock);
+        return 1;
+    }
+    /* checked and counted under one lock: attempts running at once each
+     * see the others' counts */
+    int wait = check_locked(address, account, now);
+    if (!wait)
+        failed_locked(address, account, now);
+    pthread_mutex_unlock(&lock);
+    return wait;
+}
+
+/* Takes one failure back from the slot of key, if it is still counting in
+ * the window. Called with lock held. */
+static void uncount(uint64_t key, enum kind kind, int64_t now)
+{
+    slot *s = find(key, kind, false, now);
+    if (s && now - s->window_start < SB_RL_WINDOW_S && s->failures > 0)
+        s->failures--;
+}
+
+void sb_rl_refund(const char *address, const char *account)
+{
+    int64_t now = now_s();
+    pthread_mutex_lock(&lock);
+    if (ready()) {
+        uncount(key_of(KIND_ADDRESS, address, NULL), KIND_ADDRESS, now);
+        if (account)
+            uncount(key_of(KIND_ACCOUNT, account, NULL), KIND_ACCOUNT, now);
+    }
     pthread_mutex_unlock(&lock);
 }
 

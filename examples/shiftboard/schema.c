@@ -68,6 +68,15 @@ static const migration migrations[] = {
       "USING (user_id = NULLIF(current_setting('app.user_id', true), '')::bigint) "
       "WITH CHECK (user_id = NULLIF(current_setting('app.user_id', true), '')::bigint)"},
      {NULL}},
+    /* MariaDB compares a utf8mb4 column by its default collation, blind to
+     * case, accents and trailing spaces: "ANN", "ánn" and "ann " all logged
+     * in as ann, each a fresh account to the limits on guessing, and "Ann"
+     * could not register. Names compare byte for byte, as on the others. */
+    {3,
+     {NULL},
+     {NULL},
+     {"ALTER TABLE users MODIFY name VARCHAR(255) CHARACTER SET utf8mb4 "
+      "COLLATE utf8mb4_nopad_bin NOT NULL"}},
 };
 
 /* Whether schema_version exists, as the database's catalog says: asked

@@ -79,8 +79,16 @@ static sem_t handler_slots;
 /* Permits to run a password hash (argon2id: tens of ms and 64 MiB each),
  * max(1, threads/2) of them, taken before a handler slot by the routes that
  * hash: hashes alone, which anyone can ask for (registration, any login),
- * cannot then fill every slot, and their memory stays bounded. */
+ * cannot then fill every slot, and their memory stays bounded. One client
+ * address may hold or wait for at most hash_cap = max(1, permits/2) of them
+ * (conn_track.hashing, guarded by track_lock; hash_turn is signalled when
+ * one is let go), its further requests waiting in a line of their own: the
+ * permits go to whoever asks most often, so one address asking without
+ * pause would otherwise keep every other client's registrations and logins
+ * waiting until they are refused. */
 static sem_t hash_permits;
+static unsigned hash_cap;
+static pthread_cond_t hash_turn = PTHREAD_COND_INITIALIZER;
 
 static sb_app app;
 static atomic_ulong request_seq;
@@ -343,6 +351,7 @@ typedef struct conn_track {
     enum phase phase;
     struct timespec deadline;
     bool cut;
+    bool hashing; /* its request holds or waits for a hashing permit */
     /* The request begun on this connection and not yet completed: freed
      * with the connection when libmicrohttpd gave up on it before its
      * completion notice (a request line too big for its memory). Touched
@@ -983,7 +992,44 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 }
 
 static bool handler_slot(void);
-static bool sem_wait_ms(sem_t *s, int ms);
+static struct timespec realtime_in_ms(int ms);
+static bool sem_wait_until(sem_t *s, const struct timespec *until);
+
+/* Marks t's request as one that hashes once its address has fewer than
+ * hash_cap such requests, waiting until `until` for that: false if it did
+ * not come. An untracked connection is bounded by the permits alone. t is
+ * the calling connection's own, valid until its close notice, which comes
+ * on this thread after the request. */
+static bool hash_claim(conn_track *t, const struct timespec *until)
+{
+    if (!t)
+        return true;
+    pthread_mutex_lock(&track_lock);
+    for (;;) {
+        unsigned mine = 0;
+        for (conn_track *p = track_list.next; p != &track_list; p = p->next)
+            mine += p->hashing && p->addr == t->addr;
+        if (mine < hash_cap) {
+            t->hashing = true;
+            break;
+        }
+        if (pthread_cond_timedwait(&hash_turn, &track_lock, until) == ETIMEDOUT)
+            break;
+    }
+    bool ok = t->hashing;
+    pthread_mutex_unlock(&track_lock);
+    return ok;
+}
+
+static void hash_unclaim(conn_track *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&track_lock);
+    t->hashing = false;
+    pthread_cond_broadcast(&hash_turn);
+    pthread_mutex_unlock(&track_lock);
+}
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
@@ -1034,7 +1080,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         } else {
             st->too_large = true;
             st->discarded += *upload_size;
-            if (st->discarded > SB_DISCARD_MAX)
+            /* counted over the whole body, kept part included: the chunk
+             * that crossed the limit is thrown away whole, so the bytes
+             * thrown away alone would cut a body announced at exactly the
+             * most that on_request lets through */
+            if (st->len + st->discarded > SB_MAX_BODY + (size_t)SB_DISCARD_MAX)
                 return MHD_NO;
         }
         *upload_size = 0;
@@ -1051,26 +1101,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool bounded = strcmp(url, "/health") && strcmp(url, "/metrics") && strcmp(url, "/") &&
                    strcmp(url, "/api/pool");
     /* the routes that run argon2id (app.c: create_user, login) wait for a
-     * hashing permit first, holding no handler slot meanwhile */
+     * hashing permit first, holding no handler slot meanwhile, and no more
+     * than hash_cap of them from one address */
     bool hashes = !strcmp(req.method, MHD_HTTP_METHOD_POST) &&
                   (!strcmp(req.path, "/api/users") || !strcmp(req.path, "/api/login"));
-    if (hashes && !sem_wait_ms(&hash_permits, SB_HASH_WAIT_MS)) {
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_track *self = sc ? sc->socket_context : NULL;
+    /* one bound for both waits: its address's turn, then a permit */
+    struct timespec hash_until = realtime_in_ms(SB_HASH_WAIT_MS);
+    if (hashes && !hash_claim(self, &hash_until)) {
+        res.retry_after = "1";
+        sb_error(&res, 503,
+                 "server busy: %u password checks from your address in progress, retry later",
+                 hash_cap);
+    } else if (hashes && !sem_wait_until(&hash_permits, &hash_until)) {
+        hash_unclaim(self);
         res.retry_after = "1";
         sb_error(&res, 503, "server busy: too many password checks in progress, retry later");
     } else if (bounded && !handler_slot()) {
         res.retry_after = "1";
         sb_error(&res, 503, "server busy: %u requests in progress, retry later",
                  atomic_load(&busy));
-        if (hashes)
+        if (hashes) {
             sem_post(&hash_permits);
+            hash_unclaim(self);
+        }
     } else {
         atomic_fetch_add(&busy, 1);
         sb_handle(&app, &req, &res);
         atomic_fetch_sub(&busy, 1);
         if (bounded)
             sem_post(&handler_slots);
-        if (hashes)
+        if (hashes) {
             sem_post(&hash_permits);
+            hash_unclaim(self);
+        }
     }
     req.method = method;
     return respond(c, &req, &res, st, false);
@@ -1090,18 +1156,32 @@ static void forget_request(struct conn_state *st)
     }
 }
 
-/* Takes one of s, waiting up to ms for it. */
-static bool sem_wait_ms(sem_t *s, int ms)
+/* ms from now on CLOCK_REALTIME, which sem_timedwait and the condition
+ * variables here measure. */
+static struct timespec realtime_in_ms(int ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_nsec += (ms % 1000) * 1000000L;
     until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
-    while (sem_timedwait(s, &until) != 0)
+    return until;
+}
+
+/* Takes one of s, waiting until `until` for it. */
+static bool sem_wait_until(sem_t *s, const struct timespec *until)
+{
+    while (sem_timedwait(s, until) != 0)
         if (errno != EINTR)
             return false;
     return true;
+}
+
+/* Takes one of s, waiting up to ms for it. */
+static bool sem_wait_ms(sem_t *s, int ms)
+{
+    struct timespec until = realtime_in_ms(ms);
+    return sem_wait_until(s, &until);
 }
 
 /* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
@@ -1330,6 +1410,11 @@ int main(int argc, char **argv)
     cfg.acquire_timeout_ms = 2000;
     cfg.connect_timeout_ms = 3000;
     cfg.statement_timeout_ms = 5000;
+    /* SQLite: each wait for another connection's write lock. dbs_transact
+     * tries a unit 4 times (retry_max), so a file another process keeps
+     * locked costs a write about 4 s of a handler slot, not 4 waits of the
+     * library's 5 s; our own writes hold the lock for milliseconds. */
+    cfg.busy_timeout_ms = 1000;
     cfg.leak_threshold_ms = 10000;
     /* PostgreSQL: the context as transaction-local settings, which the
      * row-level security policy reads (schema.c) */
@@ -1372,7 +1457,9 @@ int main(int argc, char **argv)
     sem_init(&handler_slots, 0, threads);
     /* below the slot count (but one at least): with every permit taken,
      * the other requests still find slots */
-    sem_init(&hash_permits, 0, threads / 2 ? threads / 2 : 1);
+    unsigned permits = threads / 2 ? threads / 2 : 1;
+    sem_init(&hash_permits, 0, permits);
+    hash_cap = permits / 2 ? permits / 2 : 1;
     /* GET routes read on the replicas, never from one more than
      * DB_REPLICA_MAX_LAG_MS behind (dbscope's default, 0, has no bound) */
     cfg.replica_url = getenv("DATABASE_REPLICA_URL");

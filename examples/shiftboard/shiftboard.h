@@ -63,9 +63,12 @@ void sb_handle(const sb_app *app, sb_request *req, sb_response *res);
  * within a second even when the database does not. Any thread. */
 void sb_health(const sb_app *app, sb_request *req, sb_response *res);
 /* Tells /health how a unit of work that writes ended: DBS_EFULL makes the
- * service degraded (503 "degraded") for a while; DBS_OK, from a unit that
- * stored something, ends that. Other codes are ignored. Any thread. */
-void sb_health_note_write(int rc);
+ * service degraded (503 "degraded", code "full") for a while; on SQLite so
+ * does a write that waited out its bounds for another connection's or
+ * process's lock (DBS_ERETRYABLE once retried, DBS_ESTMT_TIMEOUT: code
+ * "locked"). DBS_OK ends "locked", and, from a unit that stored something
+ * (stores), "full" too. Other codes are ignored. Any thread. */
+void sb_health_note_write(const sb_app *app, int rc, bool stores);
 
 /* ---- ratelimit.c: limits on guessing ---- */
 
@@ -91,6 +94,14 @@ int sb_rl_init(size_t entries);
 int sb_rl_check(const char *address, const char *account);
 /* Counts a failed attempt against address and account (NULL: a token). */
 void sb_rl_failed(const char *address, const char *account);
+/* sb_rl_check, and an attempt it lets through is counted as failed at once,
+ * under the same lock: for an attempt that takes long to judge (a login's
+ * password hash), so that attempts running at once cannot all pass the
+ * check before any of them is counted. sb_rl_refund takes the count back
+ * when the attempt did not fail. */
+int sb_rl_claim(const char *address, const char *account);
+/* Takes back the failure sb_rl_claim counted (in its window still). */
+void sb_rl_refund(const char *address, const char *account);
 /* Remembers that account logged in from address. */
 void sb_rl_succeeded(const char *address, const char *account);
 /* The table's slots in use, its capacity, the keys it forgot to make room

@@ -234,6 +234,26 @@ def api_flow(svc):
     return ann, bob
 
 
+def names_exact(svc):
+    """A name is what was registered, byte for byte, on every backend: a
+    login as "CY" or "cy " is not cy's (on MariaDB the column's collation
+    used to match them, case-, accent- and trailing-space-blind, so each
+    spelling was a fresh account to the limits on guessing while reaching
+    the same password: 10 more guesses a spelling), and "CY" can be
+    registered beside "cy". From an address of its own, so its failures do
+    not count against the other checks'."""
+    pw = "correct horse"
+    st, _, _, text = svc.request("POST", "/api/users", {"name": "cy", "password": pw})
+    check(st == 201, "names: register cy: %s %s" % (st, text[:100]))
+    for other in ("CY", "Cy", "cy ", "c\u00fd"):
+        st, _, _, text = svc.request("POST", "/api/login", {"name": other, "password": pw},
+                                     source="127.0.0.11")
+        check(st == 401, "names: login as %r with cy's password is 401, not cy's: %s %s"
+              % (other, st, text[:80]))
+    st, _, _, text = svc.request("POST", "/api/users", {"name": "CY", "password": pw})
+    check(st == 201, "names: CY is another name than cy: %s %s" % (st, text[:100]))
+
+
 def bad_input(svc, token):
     cases = [
         ("POST", "/api/users", b"{not json", None, 400, "malformed JSON"),
@@ -601,6 +621,7 @@ def main_api(args, url, workdir):
     svc = Service(args.binary, url, workdir)
     try:
         ann, bob = api_flow(svc)
+        names_exact(svc)
         bad_input(svc, ann)
         patch_shifts(svc, ann, bob)
         tokens = concurrent_isolation(svc)
@@ -625,6 +646,49 @@ def main_api(args, url, workdir):
     ready_and_timeouts(args, url, workdir)
     if args.backend == "sqlite":
         replica_settings(args, workdir)
+        locked_file(args, workdir)
+
+
+def locked_file(args, workdir):
+    """Another process holds the SQLite file's write lock: a write is 503
+    with Retry-After within a bound (each wait for the lock is
+    busy_timeout_ms, 1 s here, and a unit tries 4 times; it was 5 s a try,
+    20 s holding a handler slot), /health says degraded with code "locked"
+    rather than ok, reads still work; once the lock is gone, writes are 201
+    and /health ok again."""
+    import sqlite3
+    path = os.path.join(workdir, "locked.db")
+    svc = Service(args.binary, "sqlite:" + path, workdir)
+    holder = None
+    try:
+        tok = register_and_login(svc, "lou")
+        holder = sqlite3.connect(path, isolation_level=None, timeout=60)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO schema_version (version) VALUES (0)")
+        t0 = time.monotonic()
+        st, r, doc, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+        took = time.monotonic() - t0
+        print("locked: a write on the locked file: %s after %.1f s" % (st, took), flush=True)
+        check(st == 503 and (r.getheader("Retry-After") or "").isdigit() and doc and
+              "error" in doc, "locked: a write is 503 with Retry-After: %s %s" % (st, text[:120]))
+        check(took < 15, "locked: the write gave up within its bound (4 waits of 1 s), "
+              "not 20 s: %.1f s" % took)
+        st, r, doc, text = svc.request("GET", "/health")
+        check(st == 503 and r.getheader("Retry-After") and doc and
+              doc.get("status") == "degraded" and doc.get("code") == "locked",
+              "locked: /health says degraded (locked) while writes fail: %s %s" % (st, text[:160]))
+        st, _, _, text = svc.request("GET", "/api/shifts", token=tok)
+        check(st == 200, "locked: reads still work: %s %s" % (st, text[:120]))
+        holder.execute("ROLLBACK")
+        st, _, _, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
+        check(st == 201, "locked: a write once the lock is gone: %s %s" % (st, text[:120]))
+        st = health_soon(svc)
+        check(st == 200, "locked: /health ok again after a write: %s" % st)
+    finally:
+        if holder:
+            holder.close()
+        code = svc.stop()
+    check(code == 0, "locked: SIGTERM: exit 0 (got %s)" % code)
 
 
 def ready_and_timeouts(args, url, workdir):
@@ -992,6 +1056,23 @@ def target_checks(svc, token):
     check(st == 413 and doc and "larger than" in doc["error"] and
           (r.getheader("Connection") or "").lower() == "close",
           "10 MB body: 413 JSON with Connection: close: %s %s" % (st, text[:100]))
+    # the largest body still read and answered (16 KiB plus the 32 MiB
+    # thrown away), sent whole before reading: a 413, not a cut
+    n = 16 * 1024 + 32 * 1024 * 1024
+    sock = socket.create_connection(("127.0.0.1", svc.port), timeout=60)
+    try:
+        sock.sendall(b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(n // len(chunk)):
+            sock.sendall(chunk)
+        sock.sendall(b"x" * (n % len(chunk)))
+        answer = read_to_end(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b""
+    finally:
+        sock.close()
+    check(answer.startswith(b"HTTP/1.1 413") and b"larger than" in answer,
+          "a body of 16 KiB + 32 MiB, the most read and thrown away: 413: %r" % answer[:60])
     # HEAD: GET's status and headers, no body
     for path, tok, want in (("/health", None, 200), ("/api/shifts", token, 200),
                             ("/api/shifts", None, 401), ("/api/users", None, 405)):
@@ -1377,6 +1458,48 @@ def hashing_bound(args, url, workdir):
     check(code == 0, "hashing bound: SIGTERM: exit 0 (got %s)" % code)
 
 
+def hashing_per_address(args, url, workdir):
+    """--threads 4 (two hashing permits) and hashes of seconds each: one
+    address sending four registers at once holds at most one permit, and a
+    register from another address meanwhile is 201. (One address could take
+    every permit and keep the rest waiting in line: everyone else's
+    registers and logins were 503 for as long as it kept asking.)"""
+    svc = Service(args.binary, url, workdir, extra_args=["--threads", "4"],
+                  env_extra={"SHIFTBOARD_PWHASH": "slow"})
+    try:
+        results = []
+
+        def register(k):
+            try:
+                st, r, _, _ = svc.request("POST", "/api/users",
+                                          {"name": "crowd%d" % k, "password": "correct horse"},
+                                          source="127.0.0.3", timeout=120)
+                results.append((st, r.getheader("Retry-After")))
+            except (OSError, http.client.HTTPException) as e:
+                results.append((repr(e), None))
+
+        threads = [threading.Thread(target=register, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        st, _, _, text = svc.request("POST", "/api/users",
+                                     {"name": "elsewhere", "password": "correct horse"},
+                                     source="127.0.0.4", timeout=120)
+        for t in threads:
+            t.join()
+        print("hashing per address: the other address %s; the crowded one %s" % (st, results),
+              flush=True)
+        check(st == 201, "hashing per address: a register from another address while one "
+              "address sends four: %s %s" % (st, text[:120]))
+        check(201 in [r[0] for r in results] and
+              all(r[0] == 201 or r == (503, "1") for r in results),
+              "hashing per address: the crowded address's registers are 201 or 503 with "
+              "Retry-After: %s" % results)
+    finally:
+        code = svc.stop()
+    check(code == 0, "hashing per address: SIGTERM: exit 0 (got %s)" % code)
+
+
 def slowloris_many(args, url, workdir):
     """Six addresses trickle header lines on 200 connections each (1,200,
     thirty times the limit, as the flood that once stopped the service)
@@ -1560,6 +1683,16 @@ def guessing(args, workdir):
         st, _, _, _ = login("ann", ann_pw, "127.0.0.5")
         check(st == 200, "guessing: ann from the address she logged in from is not blocked: %s"
               % st)
+        # a user who registered and has not logged in yet: the address she
+        # registered from is hers like one she logged in from
+        st, _, _, _ = svc.request("POST", "/api/users", {"name": "cat", "password": ann_pw},
+                                  source="127.0.0.6")
+        check(st == 201, "guessing: register cat")
+        statuses = [login("cat", "guess %d" % i, "127.0.0.7")[0] for i in range(11)]
+        check(statuses == [401] * 10 + [429], "guessing: cat's account limited: %s" % statuses)
+        st, _, _, text = login("cat", ann_pw, "127.0.0.6")
+        check(st == 200, "guessing: cat logs in from the address she registered from while her "
+              "account is limited: %s %s" % (st, text[:80]))
         st, _, _, _ = svc.request("POST", "/api/users", {"name": "bob", "password": ann_pw},
                                   source="127.0.0.3")
         st, _, doc, _ = login("bob", ann_pw, "127.0.0.3")
@@ -1579,6 +1712,26 @@ def guessing(args, workdir):
         check(is_429(st, r, doc), "guessing: the 21st wrong token is 429: %s" % st)
         st, _, _, _ = svc.request("GET", "/api/shifts", token=bob, source="127.0.0.3")
         check(st == 200, "guessing: a good token from another address works: %s" % st)
+        # a token that expired is no guess: a client still presenting it (a
+        # tab left polling overnight) must not lock its address out of the
+        # login it needs
+        st, _, doc, _ = svc.request("POST", "/api/users", {"name": "dee", "password": ann_pw},
+                                    source="127.0.0.8")
+        st, _, doc, _ = login("dee", ann_pw, "127.0.0.8")
+        check(st == 200, "guessing: dee logs in: %s" % st)
+        dee = doc["token"] if st == 200 else ""
+        import sqlite3
+        db = sqlite3.connect(url[len("sqlite:"):], timeout=60)
+        db.execute("UPDATE tokens SET expires_at = 1 WHERE user_id = "
+                   "(SELECT id FROM users WHERE name = 'dee')")
+        db.commit()
+        db.close()
+        statuses = [svc.request("GET", "/api/shifts", token=dee, source="127.0.0.8")[0]
+                    for _ in range(25)]
+        check(statuses == [401] * 25, "guessing: an expired token presented 25 times is 401 "
+              "each time, not counted as guessing: %s" % statuses)
+        st, _, doc, text = login("dee", ann_pw, "127.0.0.8")
+        check(st == 200, "guessing: dee logs in again from that address: %s %s" % (st, text[:80]))
         # many addresses and names: the table keeps its size
         for a in range(1, 201):
             for k in range(2):
@@ -1598,6 +1751,72 @@ def guessing(args, workdir):
         code = svc.stop()
     check(code == 0, "guessing: SIGTERM: exit 0 (got %s)" % code)
     svc = None
+    guessing_at_once(args, workdir)
+
+
+def guessing_at_once(args, workdir):
+    """Twelve wrong passwords for one account at once (two addresses, six
+    each) are held up after the limit's check: the pool's two connections
+    are taken by writes waiting on a SQLite lock that the test holds, until
+    every guess waits for one. Released, exactly 10 are judged (401) and
+    the 2 past the account's limit are 429. (The check used to count
+    nothing until the hash was judged, so guesses running at once all
+    passed it: 12 of 10, and as many more as there are hashing permits.)"""
+    import sqlite3
+    path = os.path.join(workdir, "at_once.db")
+    svc = Service(args.binary, "sqlite:" + path, workdir, extra_args=["--threads", "24"],
+                  env_extra={"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0", "DB_POOL_TIMEOUT": "120",
+                             "DB_BUSY_TIMEOUT_MS": "120000", "DB_STATEMENT_TIMEOUT_MS": "120000"})
+    holder = None
+    try:
+        tok = register_and_login(svc, "wes")
+        st, _, _, _ = svc.request("POST", "/api/users", {"name": "eve", "password": "correct horse"})
+        check(st == 201, "at once: register eve: %s" % st)
+        holder = sqlite3.connect(path, isolation_level=None, timeout=60)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO schema_version (version) VALUES (0)")
+        guesses, writes = [], []
+
+        def write():
+            writes.append(svc.request("POST", "/api/shifts", SHIFT, token=tok, timeout=300)[0])
+
+        def guess(k):
+            guesses.append(svc.request("POST", "/api/login",
+                                       {"name": "eve", "password": "guess %d" % k},
+                                       source="127.0.0.%d" % (20 + k % 2), timeout=300)[0])
+
+        writers = [threading.Thread(target=write) for _ in range(2)]
+        for t in writers:
+            t.start()
+        deadline = time.monotonic() + 120
+        pool = {}
+        while time.monotonic() < deadline:
+            pool = svc.request("GET", "/api/pool")[2]
+            if pool["in_use"] >= 2:
+                break
+            time.sleep(0.05)
+        guessers = [threading.Thread(target=guess, args=(k,)) for k in range(12)]
+        for t in guessers:
+            t.start()
+        while time.monotonic() < deadline:
+            pool = svc.request("GET", "/api/pool")[2]
+            if pool["waiting"] + len(guesses) >= 12:
+                break
+            time.sleep(0.05)
+        print("at once: %d guesses waiting for a connection, %d answered"
+              % (pool["waiting"], len(guesses)), flush=True)
+        holder.execute("ROLLBACK")
+        for t in guessers + writers:
+            t.join()
+        check(sorted(guesses) == [401] * 10 + [429] * 2,
+              "at once: 12 guesses at one account at once: 10 judged, 2 refused: %s"
+              % sorted(guesses))
+        check(writes == [201, 201], "at once: the writes held up went through: %s" % writes)
+    finally:
+        if holder:
+            holder.close()
+        code = svc.stop()
+    check(code == 0, "at once: SIGTERM: exit 0 (got %s)" % code)
 
 
 def full_disk(args, workdir):
@@ -1676,6 +1895,7 @@ def hostile(args, workdir):
     slow_body(args, url, workdir)
     past_the_limit_busy(args, url, workdir)
     hashing_bound(args, url, workdir)
+    hashing_per_address(args, url, workdir)
 
 
 class Proxy:
