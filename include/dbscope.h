@@ -98,12 +98,30 @@ enum dbs_code {
                                  denied). Never retried, never counted by
                                  the circuit breaker; sqlstate is set when
                                  the server sent one */
-    DBS_ECONNECT = -2,        /* cannot connect, or the connection was lost */
+    DBS_ECONNECT = -2,        /* cannot connect (too many connections,
+                                 PostgreSQL 53300, MariaDB 1040, is one),
+                                 or the connection was lost or ended by
+                                 the server (PostgreSQL 57P01, MariaDB
+                                 1927 or 2013 after a KILL) */
     DBS_ETIMEOUT = -3,        /* no connection within the acquire timeout */
     DBS_ECLOSED = -4,         /* the pool was shut down or closed */
     DBS_ESQL = -5,            /* the statement failed */
-    DBS_ECONSTRAINT = -6,     /* integrity constraint violated */
-    DBS_ERETRYABLE = -7,      /* serialization failure, deadlock, busy */
+    DBS_ECONSTRAINT = -6,     /* integrity constraint violated (SQLSTATE
+                                 class 23; on MariaDB also a NOT NULL
+                                 column left out, 1364) */
+    DBS_ERETRYABLE = -7,      /* serialization failure, deadlock, or a
+                                 lock not obtained in time, on every
+                                 backend: PostgreSQL 40001, 40P01, 55P03
+                                 (lock_timeout, NOWAIT); MariaDB 1213,
+                                 1020 (snapshot isolation), 40001, 1205
+                                 lock wait timeout; SQLite BUSY, LOCKED.
+                                 Transient (retried by dbs_transact). A
+                                 MariaDB lock wait timeout ends only its
+                                 statement, unless the server runs with
+                                 innodb_rollback_on_timeout: then, as
+                                 after a deadlock, the whole transaction
+                                 is rolled back, later statements are
+                                 refused and its COMMIT rolls back */
     DBS_ECOMMIT_UNKNOWN = -8, /* COMMIT failed in a way that leaves its
                                  outcome unknown: the connection was lost,
                                  the server ended it in answer, or (SQLite)
@@ -114,7 +132,11 @@ enum dbs_code {
     DBS_ENOMEM = -11,         /* out of memory */
     DBS_ESTMT_TIMEOUT = -12,  /* no answer within the statement bound
                                  (statement_timeout_ms): the round trip was
-                                 cancelled and the connection discarded */
+                                 cancelled and the connection discarded.
+                                 A server's own bound (PostgreSQL
+                                 statement_timeout, 57014; MariaDB
+                                 max_statement_time, 1969) is DBS_ESQL:
+                                 the connection stays */
     DBS_EFULL = -13,          /* the database's storage is full (SQLite
                                  SQLITE_FULL or a write failing with ENOSPC
                                  or EDQUOT, PostgreSQL 53100 disk_full,
@@ -1043,7 +1065,8 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * serialization failure or for a full disk (also when work ignored such a
  * failure of a statement and returned 0: on every backend the COMMIT of a
  * transaction the failure aborted is refused with its code and commits
- * nothing). Never a DBS_ECONFIG (a wrong
+ * nothing; a lock wait timeout aborts it on PostgreSQL, and on MariaDB
+ * under innodb_rollback_on_timeout). Never a DBS_ECONFIG (a wrong
  * password, an unknown database). Never once anything of the unit may have committed:
  * a unit whose work called dbs_commit and then failed is not run again, nor
  * one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT, nor one whose

@@ -143,6 +143,10 @@ typedef struct my_conn {
                            set it again before the next statement */
     bool tx_failed;     /* the server rolled the transaction back (deadlock):
                            later statements would run outside it */
+    bool rollback_on_timeout; /* the server's InnoDB rolls back the whole
+                           transaction at a lock wait timeout, not just the
+                           statement (innodb_rollback_on_timeout, fixed at
+                           server start, read at connect) */
     bool escaped;       /* since the last reset, a transaction dbscope began
                            ended on the server other than by its COMMIT or
                            ROLLBACK (implicit commit, COMMIT sent as SQL) */
@@ -654,13 +658,28 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
         return code;
     }
     /* A deadlock victim's whole transaction is gone on the server, not just
-     * the statement (a lock wait timeout takes only the statement). */
-    if ((e == ER_LOCK_DEADLOCK || (state && !strcmp(state, "40001"))) && c->tx_sent)
+     * the statement; so is that of a write conflict under snapshot
+     * isolation (1020 ER_CHECKREAD, innodb_snapshot_isolation: a
+     * serialization failure, if with SQLSTATE HY000), and that of a lock
+     * wait timeout where InnoDB rolls back the transaction on it
+     * (innodb_rollback_on_timeout); elsewhere the timeout takes only the
+     * statement. An error packet carries no server status to tell, so the
+     * server's setting decides: a metadata lock's timeout (1205 too, which
+     * rolls back nothing) is then taken for one that did, and its COMMIT
+     * refused and rolled back: never a commit of part of a transaction. */
+    bool serial = e == ER_LOCK_DEADLOCK || e == ER_CHECKREAD ||
+                  (state && !strcmp(state, "40001"));
+    if ((serial || (e == ER_LOCK_WAIT_TIMEOUT && c->rollback_on_timeout)) && c->tx_sent)
         c->tx_failed = true;
-    if (e == ER_LOCK_DEADLOCK || e == ER_LOCK_WAIT_TIMEOUT ||
-        (state && !strcmp(state, "40001")))
+    /* A lock not obtained in time (1205; MySQL's NOWAIT, 3572) is
+     * transient, as PostgreSQL's 55P03 and SQLite's BUSY are. */
+    if (serial || e == ER_LOCK_WAIT_TIMEOUT || e == 3572)
         code = DBS_ERETRYABLE;
-    else if (state && !strncmp(state, "23", 2))
+    /* A NOT NULL column left out without a default (1364, 1423 through a
+     * view; SQLSTATE HY000) is the NOT NULL violation an explicit NULL is
+     * (1048, 23000) and PostgreSQL's 23502. */
+    else if ((state && !strncmp(state, "23", 2)) || e == ER_NO_DEFAULT_FOR_FIELD ||
+             e == ER_NO_DEFAULT_FOR_VIEW_FIELD)
         code = DBS_ECONSTRAINT;
     else if (is_full(e))
         code = DBS_EFULL;
@@ -1008,10 +1027,26 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
             return NULL;
         }
     }
-    if (mysql_query(c->my, maria ? "SELECT @@session_track_schema, CURRENT_ROLE()"
-                                 : "SELECT @@session_track_schema") == 0) {
+    /* With them, whether a lock wait timeout rolls back the whole
+     * transaction (see fail). A server without InnoDB has no such variable
+     * and refuses the query: asked again without it. */
+    static const char *const info_sql[2][2] = {
+        /* [maria][asks innodb_rollback_on_timeout] */
+        {"SELECT @@session_track_schema",
+         "SELECT @@session_track_schema, @@innodb_rollback_on_timeout"},
+        {"SELECT @@session_track_schema, CURRENT_ROLE()",
+         "SELECT @@session_track_schema, CURRENT_ROLE(), @@innodb_rollback_on_timeout"}};
+    bool rot = true;
+    int qrc = mysql_query(c->my, info_sql[maria][1]);
+    if (qrc != 0 && mysql_errno(c->my) == ER_UNKNOWN_SYSTEM_VARIABLE) {
+        rot = false;
+        qrc = mysql_query(c->my, info_sql[maria][0]);
+    }
+    if (qrc == 0) {
         MYSQL_RES *r = mysql_store_result(c->my);
         MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+        const char *rv = row && rot ? row[maria ? 2 : 1] : NULL;
+        c->rollback_on_timeout = rv && (!strcmp(rv, "1") || !strcasecmp(rv, "ON"));
         c->schema_tracked = row && row[0] &&
                             (!strcmp(row[0], "1") || !strcasecmp(row[0], "ON")) &&
                             (c->my->server_capabilities & CLIENT_SESSION_TRACKING);
@@ -1687,8 +1722,9 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         return NULL;
     if (c->tx_failed && !c->begin_pending) {
         dbs__err(err, DBS_ESQL,
-                 "mariadb: this transaction failed with a deadlock or serialization "
-                 "failure (40001); roll back and run the unit of work again");
+                 "mariadb: this transaction failed with a deadlock, a serialization "
+                 "failure (40001) or a lock wait timeout the server rolled it back for "
+                 "(innodb_rollback_on_timeout); roll back and run the unit of work again");
         dbs__err_sqlstate(err, "40001");
         return NULL;
     }
@@ -2230,8 +2266,9 @@ static int commit_tx(my_conn *c, bool release, dbs_error *err)
         if (text(c, "ROLLBACK", 8, false, &rerr) != DBS_OK)
             c->broken = true;
         int rc = dbs__err(err, DBS_ERETRYABLE,
-                          "mariadb: COMMIT of a transaction that failed with a deadlock or "
-                          "serialization failure (40001): rolled back, nothing was committed");
+                          "mariadb: COMMIT of a transaction that failed with a deadlock, a "
+                          "serialization failure (40001) or a lock wait timeout under "
+                          "innodb_rollback_on_timeout: rolled back, nothing was committed");
         dbs__err_sqlstate(err, "40001");
         return rc;
     }

@@ -375,7 +375,10 @@ static int result_err(pg_conn *c, const PGresult *r, dbs_error *err)
     chomp(m);
     scrub(c, m, sizeof m);
     int code = DBS_ESQL;
-    if (st && (!strcmp(st, "40001") || !strcmp(st, "40P01")))
+    /* Serialization failure, deadlock, and a lock not obtained in time
+     * (55P03: lock_timeout, NOWAIT), transient as MariaDB's lock wait
+     * timeout and SQLite's BUSY are. */
+    if (st && (!strcmp(st, "40001") || !strcmp(st, "40P01") || !strcmp(st, "55P03")))
         code = DBS_ERETRYABLE;
     else if (st && !strncmp(st, "23", 2))
         code = DBS_ECONSTRAINT;

@@ -11,6 +11,19 @@ add_test(NAME mysql_stop
 set_tests_properties(mysql_stop PROPERTIES FIXTURES_CLEANUP mysql_server
   LABELS mysql TIMEOUT 60)
 
+# A second server whose InnoDB rolls back the whole transaction at a lock
+# wait timeout, not just the statement (test_mysql rollback_on_timeout).
+set(DBSCOPE_MYSQL_ROT_DIR ${DBSCOPE_MYSQL_DIR}_rot)
+add_test(NAME mysql_rot_start
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh start ${DBSCOPE_MYSQL_ROT_DIR}
+    --innodb-rollback-on-timeout=ON)
+set_tests_properties(mysql_rot_start PROPERTIES FIXTURES_SETUP mysql_server_rot
+  LABELS mysql TIMEOUT 120)
+add_test(NAME mysql_rot_stop
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh stop ${DBSCOPE_MYSQL_ROT_DIR})
+set_tests_properties(mysql_rot_stop PROPERTIES FIXTURES_CLEANUP mysql_server_rot
+  LABELS mysql TIMEOUT 60)
+
 # tests/test_mysql.c: one program, one test per part (its first argument).
 if(DBSCOPE_WITH_MYSQL)
   dbscope_test_exe(test_mysql)
@@ -20,6 +33,10 @@ if(DBSCOPE_WITH_MYSQL)
       TIMEOUT 300 FIXTURES_REQUIRED mysql_server
       ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
   endforeach()
+  add_test(NAME test_mysql_rollback_on_timeout COMMAND test_mysql rollback_on_timeout)
+  set_tests_properties(test_mysql_rollback_on_timeout PROPERTIES LABELS "mysql"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server_rot
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_ROT_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_ROT_DIR}")
   # The stall and the restart take the shared server down: nothing else may
 # run meanwhile.
   add_test(NAME test_mysql_stall COMMAND test_mysql stall)

@@ -1,12 +1,17 @@
 #!/bin/sh
 # Starts or stops a throwaway MariaDB server for the test suite.
 #
-#   mysql_server.sh start DIR   mariadb-install-db into DIR/data, TLS on
+#   mysql_server.sh start DIR [OPTION...]
+#                               mariadb-install-db into DIR/data, TLS on
 #                               (snakeoil), Unix socket DIR/mysqld.sock, TCP
 #                               on 127.0.0.1 at a free port; writes DIR/url
 #                               (test user with a password, granted the
 #                               role dbscope_role), DIR/super_url,
-#                               DIR/port, DIR/socket, DIR/password.
+#                               DIR/port, DIR/socket, DIR/password. Each
+#                               OPTION (--innodb-rollback-on-timeout, say;
+#                               no spaces) goes to mariadbd after the
+#                               suite's own, kept in DIR/options for a
+#                               restart.
 #   mysql_server.sh restart DIR stops the running server (SIGKILL-free: a
 #                               clean shutdown) and starts it again on the
 #                               same port and data.
@@ -19,6 +24,7 @@ set -eu
 
 cmd=${1:?usage: mysql_server.sh start|stop|restart DIR}
 dir=${2:?usage: mysql_server.sh start|stop|restart DIR}
+shift 2
 
 command -v mariadbd >/dev/null 2>&1 || PATH="$PATH:/usr/sbin"
 command -v mariadbd >/dev/null 2>&1 ||
@@ -65,7 +71,7 @@ subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNU
         --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
         --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 \
         --ssl-cert="$dir/server.crt" --ssl-key="$dir/server.key" \
-        --innodb-lock-wait-timeout=10 || return 1
+        --innodb-lock-wait-timeout=10 $(cat "$dir/options" 2>/dev/null) || return 1
     i=0
     while [ $i -lt 600 ]; do
         if [ -S "$dir/mysqld.sock" ] &&
@@ -105,6 +111,7 @@ esac
 stop_mariadbd
 rm -rf "$dir"
 make_server_dir mysql
+printf '%s\n' "$*" >"$dir/options"
 
 password=$(random_secret pw)
 superpw=$(random_secret su)

@@ -7,7 +7,12 @@
  *             report, and the client library's character set after a
  *             SET NAMES; and a session that left nothing is not reset
  *   errors    duplicate key, bad SQL, parameter checks, the context variables
- *   deadlock  a real deadlock between two threads, retried by dbs_transact
+ *   deadlock  a real deadlock between two threads, retried by dbs_transact;
+ *             a lock wait timeout takes only its statement
+ *   rollback_on_timeout
+ *             on a server with innodb_rollback_on_timeout (its own, from
+ *             mysql.cmake): a lock wait timeout ends the transaction like
+ *             a deadlock, and nothing after it runs or commits outside it
  *   kill      KILL of pooled and in-use connections: discarded, next unit ok
  *   counter   16 threads x 200 read-modify-write increments, none lost
  *   types     values both ways, and $n left alone in quotes and comments
@@ -835,6 +840,19 @@ static void test_errors(void)
     CHECK_CONTAINS(err.message, "$1");
     CHECK_EQ(dbs_exec(s, "SELEC nonsense", NULL, 0, &err), DBS_ESQL);
     CHECK_STR(err.sqlstate, "42000");
+    /* A NOT NULL column left out (1364, SQLSTATE HY000) is the NOT NULL
+     * violation an explicit NULL is (1048, 23000), as on the other
+     * backends (PostgreSQL 23502, SQLite's NOT NULL constraint). */
+    snprintf(sql, sizeof sql, "CREATE TABLE %s_nn (id INT PRIMARY KEY, v INT NOT NULL)", tbl);
+    exec_ok(s, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s_nn (id, v) VALUES (1, NULL)", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ECONSTRAINT);
+    CHECK_CONTAINS(err.message, "[1048]");
+    snprintf(sql, sizeof sql, "INSERT INTO %s_nn (id) VALUES (1)", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ECONSTRAINT);
+    CHECK_CONTAINS(err.message, "[1364]");
+    snprintf(sql, sizeof sql, "DROP TABLE %s_nn", tbl); /* commits */
+    exec_ok(s, sql);
     /* The transaction is still whole: the first insert commits. */
     CHECK_OK(dbs_commit(s, &err), &err);
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", tbl);
@@ -965,6 +983,143 @@ static void test_deadlock(void)
     snprintf(sql, sizeof sql, "SELECT SUM(v) FROM %s", tbl);
     CHECK_EQ(query_int(s, sql, NULL, 0), 6); /* the winner's two updates only */
     dbs_session_close(s);
+
+    /* A write conflict under snapshot isolation (1020, "record has changed
+     * since last read": innodb_snapshot_isolation, on by default from
+     * MariaDB 11.6) is a serialization failure: the server rolled the whole
+     * transaction back. DBS_ERETRYABLE, as PostgreSQL's 40001 under
+     * REPEATABLE READ; nothing after it runs outside the transaction, and
+     * its COMMIT is refused. */
+    dbs_session *other = open_s(pool, NULL);
+    s = open_s(pool, NULL);
+    exec_ok(s, "SET SESSION innodb_snapshot_isolation = ON");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (5, 0)", tbl);
+    exec_ok(s, sql);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", tbl);
+    int64_t v1 = query_int(s, sql, NULL, 0); /* the read view */
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 1", tbl);
+    exec_ok(other, sql);
+    dbs_error cerr;
+    CHECK_OK(dbs_commit(other, &cerr), &cerr);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &cerr), DBS_ERETRYABLE);
+    CHECK_CONTAINS(cerr.message, "[1020]");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (6, 0)", tbl);
+    CHECK(dbs_exec(s, sql, NULL, 0, &cerr) < 0);
+    CHECK_EQ(dbs_commit(s, &cerr), DBS_ERETRYABLE);
+    dbs_session_close(s);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id IN (5, 6)", tbl);
+    CHECK_EQ(query_int(other, sql, NULL, 0), 0);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", tbl);
+    CHECK_EQ(query_int(other, sql, NULL, 0), v1 + 1); /* the other's update only */
+    CHECK_OK(dbs_commit(other, &cerr), &cerr);
+    dbs_session_close(other);
+
+    /* A lock wait timeout (1205) without innodb_rollback_on_timeout takes
+     * only its statement: DBS_ERETRYABLE, and the transaction goes on. */
+    dbs_error err;
+    dbs_session *holder = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 2", tbl);
+    exec_ok(holder, sql);
+    s = open_s(pool, NULL);
+    exec_ok(s, "SET SESSION innodb_lock_wait_timeout = 1");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (3, 0)", tbl);
+    exec_ok(s, sql);
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 2", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ERETRYABLE);
+    CHECK_CONTAINS(err.message, "[1205]");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (4, 0)", tbl);
+    CHECK_OK(dbs_exec(s, sql, NULL, 0, &err), &err);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    CHECK_OK(dbs_rollback(holder, &err), &err);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id IN (3, 4)", tbl);
+    CHECK_EQ(query_int(holder, sql, NULL, 0), 2);
+    dbs_session_close(holder);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+}
+
+/* ---- rollback_on_timeout ---- */
+
+static dbs_session *rot_holder; /* holds row 2's lock until released */
+static int rot_attempts;
+
+/* Writes, times out on row 2, ignores that, writes again and returns 0, as
+ * careless work does; the holder lets go before the second attempt. */
+static int rot_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    if (rot_attempts++ == 1)
+        CHECK_OK(dbs_rollback(rot_holder, err), err);
+    char sql[200];
+    if (dbs_exec(s, "SET SESSION innodb_lock_wait_timeout = 1", NULL, 0, err) < 0)
+        return err->code;
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (5, 0)", tbl);
+    if (dbs_exec(s, sql, NULL, 0, err) < 0)
+        return err->code;
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 2", tbl);
+    (void)dbs_exec(s, sql, NULL, 0, err);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (6, 0)", tbl);
+    (void)dbs_exec(s, sql, NULL, 0, err);
+    return 0;
+}
+
+static void test_rollback_on_timeout(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.retry_max = 3;
+    pool = open_pool("test_mysql", &cfg);
+    snprintf(tbl, sizeof tbl, "%s", table_name("my_rot"));
+    char sql[400];
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v INT) ENGINE=InnoDB", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 0), (2, 0)", tbl);
+    run_sql(pool, sql);
+    dbs_error err;
+    dbs_session *s = open_s(pool, NULL);
+    CHECK_EQ(query_int(s, "SELECT @@innodb_rollback_on_timeout", NULL, 0), 1);
+    dbs_session_close(s);
+
+    /* By hand: the server rolled back the first insert with the rest; the
+     * second would run in autocommit and commit alone, and the COMMIT
+     * report success for a transaction that lost its first write. */
+    rot_holder = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 2", tbl);
+    exec_ok(rot_holder, sql);
+    s = open_s(pool, NULL);
+    exec_ok(s, "SET SESSION innodb_lock_wait_timeout = 1");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (3, 0)", tbl);
+    exec_ok(s, sql);
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 2", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ERETRYABLE);
+    CHECK_CONTAINS(err.message, "[1205]");
+    CHECK(dbs_error_is_transient(&err));
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (4, 0)", tbl);
+    CHECK(dbs_exec(s, sql, NULL, 0, &err) < 0);
+    CHECK_EQ(dbs_commit(s, &err), DBS_ERETRYABLE);
+    /* the session goes on, in a new transaction */
+    CHECK_EQ(query_int(s, "SELECT 7", NULL, 0), 7);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id IN (3, 4)", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 0);
+    dbs_session_close(s);
+
+    /* dbs_transact: the unit's COMMIT is refused, and it runs again (the
+     * holder lets go first) and commits whole. */
+    rot_attempts = 0;
+    CHECK_OK(dbs_transact(pool, NULL, rot_unit, NULL, &err), &err);
+    CHECK_EQ(rot_attempts, 2);
+    s = open_s(pool, NULL);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id IN (5, 6)", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 2);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 2", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1); /* the unit's update; the holder's rolled back */
+    dbs_session_close(s);
+    dbs_session_close(rot_holder);
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
     dbs_pool_close(pool);
@@ -1633,6 +1788,8 @@ int main(int argc, char **argv)
         test_errors();
     else if (!strcmp(part, "deadlock"))
         test_deadlock();
+    else if (!strcmp(part, "rollback_on_timeout"))
+        test_rollback_on_timeout();
     else if (!strcmp(part, "kill"))
         test_kill();
     else if (!strcmp(part, "counter"))

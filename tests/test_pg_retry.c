@@ -1,6 +1,8 @@
 /* Serialization failure (40001) and deadlock (40P01) between two real
  * concurrent transactions: dbs_transact retries the loser and both units
- * succeed. */
+ * succeed. A lock not obtained in time (55P03: lock_timeout, NOWAIT) is
+ * transient too, as on the other backends: retried until the lock is
+ * free. */
 #include "common.h"
 
 static dbs_pool *pool;
@@ -133,6 +135,53 @@ static void test_no_retry_after_commit(void)
     dbs_session_close(s);
 }
 
+/* ---- a lock not obtained in time: lock_timeout and NOWAIT ---- */
+
+static dbs_session *holder; /* holds row 2's lock until released */
+static int lt_attempts;
+
+static int lock_timeout_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    if (lt_attempts++ == 1)
+        CHECK_OK(dbs_rollback(holder, err), err);
+    if (dbs_exec(s, "SET LOCAL lock_timeout = '200ms'", NULL, 0, err) < 0)
+        return err->code;
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1000 WHERE id = 2", tbl);
+    int64_t rc = dbs_exec(s, sql, NULL, 0, err);
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void test_lock_timeout(void)
+{
+    dbs_error err;
+    char sql[200];
+    holder = dbs_session_open(pool, NULL, &err);
+    CHECK(holder);
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = 2", tbl);
+    CHECK_OK(dbs_exec(holder, sql, NULL, 0, &err), &err);
+    dbs_session *s = dbs_session_open(pool, NULL, &err);
+    CHECK(s);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 2 FOR UPDATE NOWAIT", tbl);
+    CHECK(dbs_query(s, sql, NULL, 0, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ERETRYABLE);
+    CHECK_STR(err.sqlstate, "55P03");
+    CHECK(dbs_error_is_transient(&err));
+    dbs_session_close(s);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 2", tbl);
+    int64_t before = query_int(holder, sql, NULL, 0);
+
+    lt_attempts = 0;
+    CHECK_OK(dbs_transact(pool, NULL, lock_timeout_unit, NULL, &err), &err);
+    CHECK_EQ(lt_attempts, 2);
+    dbs_session_close(holder);
+    s = dbs_session_open(pool, NULL, NULL);
+    CHECK(s);
+    CHECK_EQ(query_int(s, sql, NULL, 0), before - 1 + 1000); /* the holder's rolled back */
+    dbs_session_close(s);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -177,6 +226,7 @@ int main(void)
     dbs_session_close(s);
 
     test_no_retry_after_commit();
+    test_lock_timeout();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
