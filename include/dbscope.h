@@ -1612,8 +1612,9 @@ void dbs_loop_close(dbs_loop *loop);
 
 /* Unit flags. */
 #define DBS_UNIT_RO 1u /* read-only: may run on a replica (within
-                          replica_max_lag_ms), enforced by the database as
-                          dbs_session_open_ro is */
+                          replica_max_lag_ms when the unit starts, not
+                          only when it was queued), enforced by the
+                          database as dbs_session_open_ro is */
 
 /* Called once when a unit ends, inside dbs_loop_run or dbs_loop_close, on
  * the loop's thread. rc is DBS_OK (committed) or a negative dbs_code, and
@@ -1627,6 +1628,24 @@ typedef void (*dbs_unit_fn)(dbs_unit *u, int rc, const dbs_error *err, void *arg
  * filled (DBS_ENOMEM, DBS_EMISUSE). Owner thread only; never blocks. */
 dbs_unit *dbs_unit_new(dbs_loop *loop, const dbs_context *ctx, unsigned flags,
                        dbs_error *err) DBS__WARN_UNUSED;
+
+/* dbs_unit_new with the site that made the unit named (file and func are
+ * kept, not copied: string literals, as the macro passes); dbs_unit_new
+ * calls through this macro name the caller's line. What names it: the
+ * unit's retry and acquire-timeout events, and on SQLite and MariaDB the
+ * worker's session that runs it, as a dbs_session_open would be named: in
+ * dbs_pool_sessions (with the unit's context), its leak, slow_session and
+ * other session events. On PostgreSQL a unit runs on a connection the
+ * loop holds, without a session: it is not in dbs_pool_sessions and is
+ * never reported as a leak or a slow session (statement_timeout_ms and
+ * dbs_unit_set_timeout bound it instead); its connection's checkout and
+ * checkin events name no site. */
+dbs_unit *dbs_unit_new_at(dbs_loop *loop, const dbs_context *ctx, unsigned flags,
+                          dbs_error *err, const char *file, int line,
+                          const char *func) DBS__WARN_UNUSED;
+
+#define dbs_unit_new(loop, ctx, flags, err)                                    \
+    dbs_unit_new_at(loop, ctx, flags, err, __FILE__, __LINE__, __func__)
 
 /* Appends a statement with parameters $1..$n, as dbs_exec takes them (sql
  * and params are copied: the caller's may go at once). Returns the

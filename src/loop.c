@@ -17,9 +17,12 @@
  *
  * Units wait in a FIFO per lane: the primary's, and one per replica pool
  * for read-only units (native backends only; a worker backend chooses the
- * replica on the worker). On a native backend a unit goes out on a held
- * connection of its lane with spare depth (fewer than pipeline_depth units
- * in flight), else the lane asks the pool for one more connection (within
+ * replica on the worker). A replica qualified when a unit was queued for
+ * it; it is judged again before its units start (lane_recheck). Every
+ * lane's connections count against the loop's max_connections. On a
+ * native backend a unit goes out on a held connection of its lane with
+ * spare depth (fewer than pipeline_depth units in flight), else the lane
+ * asks the pool for one more connection (within
  * max_connections) without waiting: the resource pool answers at once
  * (READY, CREATE: connect on a worker thread, PENDING: its done callback
  * posts to the mailbox). A connection whose units all came back and whose
@@ -165,6 +168,9 @@ struct dbs_unit {
     void *arg;
     dbs_error err;
     int rc;
+    const char *file;         /* the site that made it (dbs_unit_new_at): */
+    int line;                 /* what its reports and its worker's session */
+    const char *func;         /* name */
 };
 
 struct lconn {
@@ -1040,7 +1046,8 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
         u->attempts++;
         wlist_add(l, u);
         atomic_fetch_add(&l->mb->refs, 1);
-        if (dbs__workers_unit(l->pool, &u->au, deadline, worker_done, u) != DBS_OK) {
+        if (dbs__workers_unit(l->pool, &u->au, deadline, u->file, u->line, u->func,
+                              worker_done, u) != DBS_OK) {
             mbox_unref(l->mb);
             wlist_del(l, u);
             u->attempts--;
@@ -1049,10 +1056,38 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
     }
 }
 
+/* Units queued for replica i were sent there because it qualified then;
+ * the wait for a connection may have outlasted the lag bound or its
+ * standby role, so before any of them starts the replica is judged again,
+ * and if it no longer qualifies they choose a lane again (another replica,
+ * the primary, or DBS_EUNAVAILABLE without replica_fallback), as a
+ * blocking read-only session gives back a replica's connection then. */
+static void lane_recheck(dbs_loop *l, int i)
+{
+    lane *ln = &l->lanes[i];
+    if (!ln->qhead || dbs__replica_still_ok(l->pool, i - 1))
+        return;
+    int64_t now = dbs__now_ns();
+    for (int n = ln->nq; n > 0 && ln->qhead; n--) {
+        dbs_unit *u = ln->qhead;
+        queue_unlink(l, u);
+        unit_enqueue(l, u, now);
+    }
+}
+
 static void dispatch(dbs_loop *l)
 {
     if (l->closing)
         return;
+    /* first, so that a unit moved to another lane goes out in this pass */
+    for (int i = 1; i < l->nlanes; i++)
+        lane_recheck(l, i);
+    /* Every lane's connections count against max_connections: one that a
+     * lane no longer needs goes back before any lane asks for one, or a
+     * lane dispatched before it would wait for the next run (the acquire
+     * bound, when nothing else wakes the loop). */
+    for (int i = 0; i < l->nlanes && l->native; i++)
+        lane_sweep(l, &l->lanes[i]);
     for (int i = 0; i < l->nlanes; i++) {
         if (l->native) {
             if (l->lanes[i].qhead)
@@ -1122,7 +1157,7 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
     unit_rows_free(u);
     u->err = e;
     dbs__pool_count_retry(l->pool);
-    const dbs__who who = {.ctx = &u->ctx, .func = "dbs_unit_submit",
+    const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line, .func = u->func,
                           .thread = (unsigned long)l->owner, .attempt = u->attempts + 1};
     dbs__emit_who(l->pool, DBS_EVENT_RETRY, &who, rc, e.message);
     int64_t ceiling = l->pool->cfg.retry_base_ms;
@@ -1293,7 +1328,9 @@ static int64_t timers(dbs_loop *l, int64_t now)
                      "%d others waiting, %d units waiting in this loop): raise "
                      "pool_size/max_overflow, or submit fewer units at once",
                      pc->acquire_timeout_ms, st.open, st.in_use, st.waiting, ln->nq);
-            dbs__emit(ln->pool, DBS_EVENT_TIMEOUT, NULL, NULL, DBS_ETIMEOUT, NULL);
+            const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line,
+                                  .func = u->func, .thread = (unsigned long)l->owner};
+            dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, NULL);
             unit_complete(l, u, DBS_ETIMEOUT, &e);
         }
         if (ln->qhead && ln->qhead->queued_ns + bound < next)
@@ -1629,7 +1666,17 @@ static bool unit_ok(const dbs_unit *u)
     return u && u->magic == UNIT_MAGIC && u->loop && on_owner(u->loop);
 }
 
-dbs_unit *dbs_unit_new(dbs_loop *l, const dbs_context *ctx, unsigned flags, dbs_error *err)
+/* Parenthesised: the header's macro of the same name routes callers to
+ * dbs_unit_new_at; this keeps the plain symbol for the ABI (programs built
+ * against a header without the macro) and for callers that take its
+ * address. */
+dbs_unit *(dbs_unit_new)(dbs_loop *l, const dbs_context *ctx, unsigned flags, dbs_error *err)
+{
+    return dbs_unit_new_at(l, ctx, flags, err, "?", 0, "dbs_unit_new");
+}
+
+dbs_unit *dbs_unit_new_at(dbs_loop *l, const dbs_context *ctx, unsigned flags, dbs_error *err,
+                          const char *file, int line, const char *func)
 {
     dbs_error local;
     if (!err)
@@ -1686,6 +1733,9 @@ dbs_unit *dbs_unit_new(dbs_loop *l, const dbs_context *ctx, unsigned flags, dbs_
     u->magic = UNIT_MAGIC;
     u->loop = l;
     u->flags = flags;
+    u->file = file ? file : "?";
+    u->line = line;
+    u->func = func ? func : "dbs_unit_new";
     u->heap_idx = -1;
     u->au.ctx = &u->ctx;
     u->au.read_only = (flags & DBS_UNIT_RO) != 0;

@@ -26,6 +26,7 @@ void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c);
 
 /* replica.c: see there. */
 int dbs__replica_choose(dbs_pool *p, const dbs_context *ctx, uint64_t pos, dbs_error *err);
+bool dbs__replica_still_ok(dbs_pool *p, int i);
 
 /* query.c: dbs_exec's checks of a statement's arguments. */
 int dbs__stmt_args_check(const char *sql, const dbs_value *params, size_t n, dbs_error *err);

@@ -704,6 +704,16 @@ int dbs__replica_choose(dbs_pool *p, const dbs_context *ctx, uint64_t pos, dbs_e
     return -1;
 }
 
+/* For event loops: whether replica i, chosen by dbs__replica_choose when
+ * a unit was queued, may still serve it now that the unit starts (a wait
+ * for a connection may have outlasted the bound or the standby role), as
+ * dbs__replica_session checks once it holds the connection. Any thread;
+ * never blocks. */
+bool dbs__replica_still_ok(dbs_pool *p, int i)
+{
+    return qualifies(p->replicas, i, p->cfg.replica_max_lag_ms, dbs__now_ns());
+}
+
 int dbs__replicas_count(dbs_pool *p)
 {
     return p->replicas ? p->replicas->n : 0;

@@ -26,6 +26,9 @@ typedef struct wjob {
     /* units */
     dbs__aunit *u;
     int64_t deadline_ns;
+    const char *file;             /* the unit's site, for its session */
+    int line;
+    const char *func;
     void (*done)(dbs__aunit *u, void *arg);
     void *done_arg;
     struct wjob *uprev, *unext;   /* the units held (queued or running) */
@@ -225,9 +228,9 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     dbs__acquire_deadline_ns = j->deadline_ns;
     dbs_session *s = u->read_only
                          ? dbs_session_open_ro_after_at(p, u->ctx, u->after_pos, &o->err,
-                                                        __FILE__, __LINE__, "dbs_unit")
-                         : dbs_session_open_at(p, u->ctx, &o->err, __FILE__, __LINE__,
-                                               "dbs_unit");
+                                                        j->file, j->line, j->func)
+                         : dbs_session_open_at(p, u->ctx, &o->err, j->file, j->line,
+                                               j->func);
     dbs__acquire_deadline_ns = 0;
     if (!s) {
         o->rc = o->err.code;
@@ -514,8 +517,9 @@ int dbs__workers_run(dbs_pool *p, void (*fn)(void *arg), void *arg)
     return rc;
 }
 
-int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns,
-                      void (*done)(dbs__aunit *u, void *arg), void *arg)
+int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns, const char *file,
+                      int line, const char *func, void (*done)(dbs__aunit *u, void *arg),
+                      void *arg)
 {
     if (!u || !done)
         return DBS_EMISUSE;
@@ -524,6 +528,9 @@ int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns,
         return DBS_ENOMEM;
     j->u = u;
     j->deadline_ns = deadline_ns;
+    j->file = file ? file : __FILE__;
+    j->line = file ? line : __LINE__;
+    j->func = func ? func : "dbs_unit";
     j->done = done;
     j->done_arg = arg;
     j->state = J_QUEUED;

@@ -47,7 +47,10 @@ int dbs__workers_run(dbs_pool *pool, void (*fn)(void *arg), void *arg);
  * and rows already kept are freed (every rows is NULL). u is written only
  * once, right before done runs (nothing of it before: its owner may read
  * it meanwhile), and its statements' sql and params only read. The
- * connection is back in the pool before done runs. The acquire waits at most until
+ * session is opened at file, line and func (kept, not copied: they must
+ * outlive the attempt), the site that made the unit, so that
+ * dbs_pool_sessions and the session's reports name the program's line.
+ * The connection is back in the pool before done runs. The acquire waits at most until
  * deadline_ns (CLOCK_MONOTONIC; 0: the pool's acquire_timeout_ms); a unit
  * still queued at deadline_ns ends DBS_ETIMEOUT without running. Then
  * done(u, arg) runs once, on the worker thread (or in dbs__workers_cancel
@@ -55,8 +58,9 @@ int dbs__workers_run(dbs_pool *pool, void (*fn)(void *arg), void *arg);
  * returns the code instead): it must only post (mailbox + eventfd).
  * DBS_OK, or DBS_ECLOSED (the pool is shut down) or DBS_ENOMEM, with done
  * never to run and u untouched. Never blocks. Any thread. */
-int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns,
-                      void (*done)(dbs__aunit *u, void *arg), void *arg);
+int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns, const char *file,
+                      int line, const char *func, void (*done)(dbs__aunit *u, void *arg),
+                      void *arg);
 
 /* From any thread: cancels u if a worker holds it. A unit still queued
  * leaves the queue and ends DBS_ECANCELED without running; its done runs

@@ -542,6 +542,106 @@ static void test_acquire_bound(void)
     dbs_pool_close(p);
 }
 
+/* ---- the site that made a unit: what names it in reports ---- */
+
+/* A unit is made by a line of the program: the reports about it (an
+ * acquire that timed out, and on the worker backends the worker's
+ * session in dbs_pool_sessions and its leak and slow reports) name that
+ * line, as they name a session's dbs_session_open, not the library's. */
+static pthread_mutex_t site_mu = PTHREAD_MUTEX_INITIALIZER;
+static char site_file[256], site_func[64];
+static int site_line, site_timeouts;
+
+static void site_event(const dbs_event *ev, void *arg)
+{
+    (void)arg;
+    if (ev->kind != DBS_EVENT_TIMEOUT)
+        return;
+    pthread_mutex_lock(&site_mu);
+    site_timeouts++;
+    snprintf(site_file, sizeof site_file, "%s", ev->file ? ev->file : "(null)");
+    snprintf(site_func, sizeof site_func, "%s", ev->func ? ev->func : "(null)");
+    site_line = ev->line;
+    pthread_mutex_unlock(&site_mu);
+}
+
+static void site_cfg(dbs_config *c)
+{
+    c->acquire_timeout_ms = 200;
+    c->on_event = site_event;
+}
+
+struct site_seen {
+    int line, found;
+    char other[300];
+};
+
+static void site_session(const dbs_session_info *in, void *arg)
+{
+    struct site_seen *w = arg;
+    if (in->file && strcmp(in->file, __FILE__) == 0 && in->line == w->line && in->func &&
+        strcmp(in->func, "test_site") == 0 && in->ctx.request_id &&
+        strcmp(in->ctx.request_id, "req-site") == 0)
+        w->found++;
+    else
+        snprintf(w->other, sizeof w->other, "%s:%d (%s)", in->file ? in->file : "(null)",
+                 in->line, in->func ? in->func : "(null)");
+}
+
+static void test_site(void)
+{
+    dbs_pool *p = pool_of(1, site_cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    dbs_context ctx = {.request_id = "req-site"};
+
+    /* an acquire that timed out names the unit's line */
+    dbs_session *s = open_ok(p);
+    int line = __LINE__ + 1;
+    dbs_unit *u = dbs_unit_new(l, &ctx, 0, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), &err);
+    res r;
+    submit(u, &r);
+    drain(l);
+    CHECK_RC(r, DBS_ETIMEOUT);
+    dbs_session_close(s);
+    pthread_mutex_lock(&site_mu);
+    CHECK(site_timeouts >= 1);
+    CHECK_STR(site_file, __FILE__);
+    CHECK_EQ(site_line, line);
+    CHECK_STR(site_func, "test_site");
+    pthread_mutex_unlock(&site_mu);
+
+    /* the worker's session is listed at the unit's line (PostgreSQL runs
+     * a unit without a session: nothing to list) */
+    if (!is_pg) {
+        struct site_seen w = {.line = __LINE__ + 1};
+        u = dbs_unit_new(l, &ctx, 0, &err);
+        CHECK(u != NULL);
+        CHECK_OK(dbs_unit_add(u, long_sql(), NULL, 0, &err), &err);
+        submit(u, &r);
+        int ep = watch(l);
+        for (int waited = 0; w.found == 0 && waited < 30000; waited += 10) {
+            dbs_loop_run(l);
+            dbs_pool_sessions(p, site_session, &w);
+            if (w.found == 0)
+                dbs__sleep_ms(10);
+        }
+        if (w.found != 1)
+            CHECK_FAIL("the unit's session is listed at %s, not %s:%d (test_site)", w.other,
+                       __FILE__, w.line);
+        dbs_unit_cancel(u);
+        while (r.calls == 0)
+            step(l, ep);
+        close(ep);
+        CHECK_RC(r, DBS_ECANCELED);
+    }
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 /* ---- the pool closed under an open loop ---- */
 
 static void test_pool_closed(void)
@@ -628,11 +728,16 @@ static void *kill_during_sleep(void *arg)
 /* SQLite: a blocking session holds the write lock; the unit's write is
  * refused busy, retried, and goes through once the lock is let go. */
 static atomic_int retries_seen;
+static atomic_int retries_named; /* naming the function that made the unit */
 static void count_retry(const dbs_event *ev, void *arg)
 {
     (void)arg;
-    if (ev->kind == DBS_EVENT_RETRY)
-        atomic_fetch_add(&retries_seen, 1);
+    if (ev->kind != DBS_EVENT_RETRY)
+        return;
+    atomic_fetch_add(&retries_seen, 1);
+    if (ev->func && (strcmp(ev->func, "unit1") == 0 || strcmp(ev->func, "test_retry") == 0) &&
+        ev->file && strcmp(ev->file, __FILE__) == 0 && ev->line > 0)
+        atomic_fetch_add(&retries_named, 1);
 }
 
 static void retry_cfg(dbs_config *c)
@@ -703,6 +808,8 @@ static void test_retry(void)
         CHECK(r.attempts >= 2);
     }
     CHECK(stats_of(p).retries >= 1);
+    int named = atomic_load(&retries_named), seen = atomic_load(&retries_seen);
+    CHECK_EQ(named, seen);
     dbs_session *s = open_ok(p);
     char out[32];
     snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", tbl);
@@ -989,6 +1096,8 @@ int main(void)
     test_bounds();
     fprintf(stderr, "acquire_bound\n");
     test_acquire_bound();
+    fprintf(stderr, "site\n");
+    test_site();
     fprintf(stderr, "pool_closed\n");
     test_pool_closed();
     fprintf(stderr, "retry\n");

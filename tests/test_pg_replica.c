@@ -16,7 +16,10 @@
  * way: a read-only unit runs on the standby, a write in it is refused, and
  * one given a commit position the paused standby has not replayed runs on
  * the primary and sees that commit. A session that waited for a busy
- * replica's connection past the bound runs on the primary; a user's
+ * replica's connection past the bound runs on the primary, and so does a
+ * read-only unit that waited in a loop for it; a loop's replica lane
+ * that no longer needs a connection makes room for its primary lane at
+ * once; a user's
  * commit made while the sampler resolves an earlier lost position is not
  * covered by that sample's older position; and a replica_url whose hosts
  * are all primaries reports no replica lag (-1).
@@ -1151,6 +1154,158 @@ static void test_loop_replica(const char *url_a, const char *url_b, const char *
     puts("loop replica: ok");
 }
 
+/* The lag bound holds for a read-only unit that waits in the loop for a
+ * replica's connection, as test_wait_past_bound shows for a session: the
+ * standby qualified when the unit was queued for it, its replay then
+ * stopped and a write landed, and by the time the replica's only
+ * connection came to the loop the standby was far past the bound. The
+ * unit must not start there (it did: it read the standby without the
+ * write); it goes back through the choice of a lane, to the primary. */
+static void test_loop_wait_past_bound(const char *url_a, const char *url_b, const char *super_b)
+{
+    enum { BOUND_MS = 1000, ID = 7200000 };
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_a;
+    cfg.replica_url = url_b;
+    cfg.replica_max_lag_ms = BOUND_MS;
+    cfg.pool_size = 1; /* the replica's pool too: one connection */
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 30000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_pool *w = open_with(url_a, NULL, 0, 1);
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(w, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    run_sql(w, "DELETE FROM replica_t WHERE id = 7200000");
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+
+    /* the replica's one connection, held; a read-only unit queues for it
+     * while the standby qualifies */
+    dbs_session *held = dbs_session_open_ro(p, NULL, &err);
+    CHECK(held != NULL);
+    CHECK_EQ(query_int(held, "SELECT pg_is_in_recovery()::int", NULL, 0), 1);
+    struct lunit o = {.v = {-1, -1}};
+    dbs_unit *u = dbs_unit_new(l, NULL, DBS_UNIT_RO, &err);
+    if (!u)
+        CHECK_FAIL("dbs_unit_new: %s", err.message);
+    CHECK_OK(dbs_unit_add(u, "SELECT count(*) FROM replica_t WHERE id = 7200000", NULL, 0, &err),
+             &err);
+    CHECK_OK(dbs_unit_add(u, "SELECT pg_is_in_recovery()::int", NULL, 0, &err), &err);
+    CHECK_OK(dbs_unit_submit(u, lunit_done, &o, &err), &err);
+    for (int i = 0; i < 10; i++) {
+        CHECK(dbs_loop_run(l) >= 0);
+        dbs__sleep_ms(30);
+    }
+    CHECK(!o.done);
+    CHECK_EQ(stats_of(p).replica_in_use, 1); /* held's: the unit waits */
+
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+    insert(w, ID);
+    /* well past the bound: the standby does not have the write */
+    dbs__sleep_ms(BOUND_MS * 5 / 2);
+    dbs_session_close(held); /* the replica's connection goes to the loop */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    CHECK(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(l), &ev) == 0);
+    while (!o.done) {
+        struct epoll_event got;
+        (void)epoll_wait(ep, &got, 1, dbs_loop_timeout_ms(l));
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    close(ep);
+    if (o.rc != DBS_OK)
+        CHECK_FAIL("unit: %d %s", o.rc, o.msg);
+    fprintf(stderr, "  unit: saw %lld, in recovery %lld\n", (long long)o.v[0],
+            (long long)o.v[1]);
+    CHECK_EQ(o.v[0], 1); /* 0: a read older than the bound */
+    CHECK_EQ(o.v[1], 0);
+    dbs_loop_close(l);
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    run_sql(w, "DELETE FROM replica_t WHERE id = 7200000");
+    dbs_pool_close(sb);
+    dbs_pool_close(w);
+    dbs_pool_close(p);
+}
+
+/* A loop's lanes share max_connections: a connection a replica's lane
+ * was handed after its unit went away (cancelled while it waited) must
+ * make room for a unit waiting in the primary's lane at once. It went
+ * back to the replica's pool only after the primary's lane had been
+ * served, and the unit waited for the next run of a loop that nothing
+ * woke: until acquire_timeout_ms, DBS_ETIMEOUT. */
+static void test_loop_lane_slot(const char *url_a, const char *url_b)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_a;
+    cfg.replica_url = url_b;
+    cfg.pool_size = 1; /* the loop's bound and the replica's pool: one */
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 10000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_session *held = dbs_session_open_ro(p, NULL, &err);
+    CHECK(held != NULL);
+    CHECK_EQ(query_int(held, "SELECT pg_is_in_recovery()::int", NULL, 0), 1);
+
+    /* a read-only unit asks the replica's pool, and goes away */
+    struct lunit ro = {.v = {-1, -1}}, rw = {.v = {-1, -1}};
+    dbs_unit *u = dbs_unit_new(l, NULL, DBS_UNIT_RO, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), &err);
+    CHECK_OK(dbs_unit_submit(u, lunit_done, &ro, &err), &err);
+    CHECK(dbs_loop_run(l) >= 0);
+    CHECK(!ro.done);
+    dbs_unit_cancel(u);
+    CHECK(dbs_loop_run(l) >= 0);
+    CHECK(ro.done);
+    CHECK_EQ(ro.rc, DBS_ECANCELED);
+    /* a read-write unit waits for the loop's one slot */
+    u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, "SELECT 42", NULL, 0, &err), &err);
+    CHECK_OK(dbs_unit_submit(u, lunit_done, &rw, &err), &err);
+    CHECK(dbs_loop_run(l) >= 0);
+    dbs_session_close(held); /* the replica's connection goes to the loop */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    CHECK(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(l), &ev) == 0);
+    while (!rw.done) {
+        struct epoll_event got;
+        (void)epoll_wait(ep, &got, 1, dbs_loop_timeout_ms(l));
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    close(ep);
+    if (rw.rc != DBS_OK)
+        CHECK_FAIL("read-write unit: %d %s", rw.rc, rw.msg);
+    CHECK_EQ(rw.v[0], 42);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -1188,6 +1343,8 @@ int main(int argc, char **argv)
     RUN("test_read_own_writes", test_read_own_writes(url_a, url_b, super_b));
     RUN("test_mark_race", test_mark_race(url_a, url_b, super_b));
     RUN("test_loop_replica", test_loop_replica(url_a, url_b, super_b));
+    RUN("test_loop_wait_past_bound", test_loop_wait_past_bound(url_a, url_b, super_b));
+    RUN("test_loop_lane_slot", test_loop_lane_slot(url_a, url_b));
     RUN("test_sample_age", test_sample_age(url_a, url_b, super_b));
     RUN("test_silent_sample", test_silent_sample(url_a));
     RUN("test_fallback", test_fallback(url_a, url_b));
