@@ -378,7 +378,13 @@ typedef struct dbs_config {
                                      connect_timeout keeps it. A lookup
                                      past it is DBS_ECONNECT, and so is a
                                      name that does not exist (DNS may be
-                                     down). */
+                                     down). A lookup left behind runs on
+                                     until the resolver gives up; the
+                                     connects to one host:port share it
+                                     (at most two at once), and while 64
+                                     are pending in the process a connect
+                                     that needs another fails at once with
+                                     DBS_ECONNECT naming them. */
     int statement_timeout_ms;     /* bounds every round trip dbscope makes
                                      on a connection (statements, COMMIT,
                                      ROLLBACK, pings, reset), measured on
@@ -402,6 +408,12 @@ typedef struct dbs_config {
      * connection to the primary and to each replica to measure lag
      * (docs/postgresql.md, "Replicas and failover"). Copied at open.
      * NULL or "" = no replicas: read-only sessions run on this pool.
+     * DBS_ECONFIG at open for a server named twice (one host and port,
+     * however spelled: each would be chosen twice as often and its
+     * metric series would appear twice) and for target_session_attrs
+     * read-write or primary, which no standby satisfies; without
+     * target_session_attrs the replicas connect with "any", so that
+     * PGTARGETSESSIONATTRS, set for url, does not keep them away.
      *
      * Reads your own writes. With replica_url set, every commit through
      * dbscope (dbs_commit, dbs_transact) of a transaction that wrote

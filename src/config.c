@@ -4,7 +4,9 @@
 #include "internal.h"
 
 #ifdef DBSCOPE_WITH_PG
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #endif
 
 #include <ctype.h>
@@ -453,6 +455,67 @@ static int list_count(const char *list)
     return n;
 }
 
+/* The server that host i of a replica_url names, as a comparable key: a
+ * numeric address (hostaddr, else host) by its value, a name as DNS
+ * compares it (case aside; a socket directory as a path), a port by its
+ * number (libpq's default as the labels show it). Two spellings of one
+ * server give one key; a name and an address of one server do not (that
+ * would take a lookup). */
+static void server_key(const char *host, const char *hostaddr, const char *port, int i,
+                       char *out, size_t cap)
+{
+    size_t hl, al, pl;
+    const char *h = list_item(host, i, &hl), *a = list_item(hostaddr, i, &al),
+               *pt = list_item(port, i, &pl);
+    char name[256], pbuf[32];
+    snprintf(name, sizeof name, "%.*s", (int)(al ? al : hl), al ? a : (hl ? h : ""));
+    snprintf(pbuf, sizeof pbuf, "%.*s", (int)(pl ? pl : 4), pl ? pt : "5432");
+    char *end;
+    errno = 0;
+    long pn = strtol(pbuf, &end, 10);
+    while (isspace((unsigned char)*end))
+        end++;
+    if (!errno && end != pbuf && !*end)
+        snprintf(pbuf, sizeof pbuf, "%ld", pn);
+    unsigned char bin[sizeof(struct in6_addr)];
+    char canon[INET6_ADDRSTRLEN];
+    if (inet_pton(AF_INET, name, bin) == 1 && inet_ntop(AF_INET, bin, canon, sizeof canon))
+        snprintf(out, cap, "a:%s/%s", canon, pbuf);
+    else if (inet_pton(AF_INET6, name, bin) == 1 &&
+             inet_ntop(AF_INET6, bin, canon, sizeof canon))
+        snprintf(out, cap, "a:%s/%s", canon, pbuf);
+    else {
+        /* a socket directory is a path: its case matters */
+        for (char *c = name; *c && name[0] != '/' && name[0] != '@'; c++)
+            *c = (char)tolower((unsigned char)*c);
+        snprintf(out, cap, "h:%s/%s", name, pbuf);
+    }
+}
+
+/* DBS_ECONFIG when two hosts of a replica_url are one server, or would be
+ * shown as one (their labels): each would get a pool and a monitor, be
+ * chosen twice as often, and show its metric series twice with the same
+ * labels, which a scraper refuses. */
+static int check_distinct(const char *shown, const char *host, const char *hostaddr,
+                          const char *port, char **labels, int n, dbs_error *err)
+{
+    for (int j = 1; j < n; j++) {
+        char kj[400];
+        server_key(host, hostaddr, port, j, kj, sizeof kj);
+        for (int i = 0; i < j; i++) {
+            char ki[400];
+            server_key(host, hostaddr, port, i, ki, sizeof ki);
+            if (strcmp(ki, kj) != 0 && strcmp(labels[i], labels[j]) != 0)
+                continue;
+            return dbs__err(err, DBS_ECONFIG,
+                            "replica_url \"%s\" names one replica twice: %s (host %d) and "
+                            "%s (host %d); list each server once",
+                            shown, labels[i], i + 1, labels[j], j + 1);
+        }
+    }
+    return DBS_OK;
+}
+
 void dbs__url_hosts_free(char **targets, char **labels, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -480,7 +543,7 @@ int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *
                         "replica_url \"%s\" is not a valid PostgreSQL connection string",
                         shown);
     }
-    const char *host = NULL, *hostaddr = NULL, *port = NULL;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *attrs = NULL;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
             continue;
@@ -490,12 +553,26 @@ int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *
             hostaddr = o->val;
         else if (!strcmp(o->keyword, "port"))
             port = o->val;
+        else if (!strcmp(o->keyword, "target_session_attrs"))
+            attrs = o->val;
+    }
+    int rc = DBS_OK;
+    /* Each replica is connected to alone, so the attribute only decides
+     * whether that standby is reachable at all: these two never let a
+     * standby through, and every read would go to the primary without a
+     * word. (Words libpq does not know are refused by the replica's own
+     * pool at its open.) */
+    if (attrs && (!strcmp(attrs, "read-write") || !strcmp(attrs, "primary"))) {
+        rc = dbs__err(err, DBS_ECONFIG,
+                      "replica_url \"%s\": target_session_attrs=%s never connects to a "
+                      "standby; use any, standby, prefer-standby or read-only, or leave it "
+                      "out", shown, attrs);
+        goto out;
     }
     int hosts = list_count(host) > list_count(hostaddr) ? list_count(host) : list_count(hostaddr);
     if (hosts == 0)
         hosts = 1; /* libpq's default host */
     int np = list_count(port);
-    int rc = DBS_OK;
     if ((np > 1 && np != hosts) ||
         (list_count(host) > 1 && list_count(hostaddr) > 1 &&
          list_count(host) != list_count(hostaddr))) {
@@ -524,6 +601,11 @@ int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *
             if (v && vl)
                 ok = kv_append(&buf, &len, &cap, o->keyword, v, vl);
         }
+        /* PGTARGETSESSIONATTRS is meant for url (read-write, say): it
+         * would keep the replicas from their standbys. The monitor tells
+         * a standby from a primary itself. */
+        if (ok && (!attrs || !*attrs))
+            ok = kv_append(&buf, &len, &cap, "target_session_attrs", "any", 3);
         size_t hl, al, pl;
         const char *h = list_item(host, i, &hl), *a = list_item(hostaddr, i, &al),
                    *pt = list_item(port, i, &pl);
@@ -546,6 +628,7 @@ int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *
         }
     }
     *n = hosts;
+    rc = check_distinct(shown, host, hostaddr, port, *labels, hosts, err);
 out:
     PQconninfoFree(opts);
     if (rc != DBS_OK) {

@@ -593,6 +593,100 @@ static void test_env_small_seconds(void)
     clear_env();
 }
 
+#ifdef DBSCOPE_WITH_PG
+static int open_replicas(const char *replica_url, dbs_error *e)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "postgresql://u:x@127.0.0.1:1/db";
+    cfg.replica_url = replica_url;
+    cfg.lazy_open = 1;
+    cfg.connect_timeout_ms = 2000;
+    cfg.log_events = 0;
+    dbs_pool *p = dbs_pool_open(&cfg, e);
+    dbs_pool_close(p);
+    return p ? DBS_OK : e->code;
+}
+
+/* A replica_url that names one server twice is refused at open: each
+ * entry would get a pool and a monitor, be chosen twice as often, and its
+ * metric series would appear twice with the same labels (an exposition a
+ * scraper rejects). Spellings of one server count as one: a name's case,
+ * an address's text, a port's leading zeros. A target_session_attrs that
+ * no standby can satisfy is refused too (the replicas would never connect
+ * and every read would go to the primary without a word); the values a
+ * standby satisfies are kept. Without one in the URL, the replicas connect
+ * with "any", so that PGTARGETSESSIONATTRS, meant for url, does not keep
+ * them from their standbys. */
+static void test_replica_url_refused(void)
+{
+    static const struct {
+        const char *url, *shown;
+    } dups[] = {
+        {"postgresql://u:x@127.0.0.1:1,127.0.0.1:1/db", "127.0.0.1:1"},
+        {"host=127.0.0.1,127.0.0.1 port=1 user=u", "127.0.0.1:1"},
+        {"host=127.0.0.1,127.0.0.1 port=1,01 user=u", "127.0.0.1:01"},
+        {"host=db1.example,DB1.example port=1 user=u", "DB1.example:1"},
+        {"host=::1,0:0::1 port=1 user=u", "0:0::1:1"},
+        {"host=a.example,b.example hostaddr=127.0.0.1,127.0.0.1 port=1", "b.example:1"},
+        {"host=a.example hostaddr=127.0.0.1,127.0.0.2 port=1", "a.example:1"},
+        {"postgresql://u@127.0.0.2:1,127.0.0.1:1,127.0.0.2:1/db", "127.0.0.2:1"},
+    };
+    for (size_t i = 0; i < sizeof dups / sizeof dups[0]; i++) {
+        dbs_error e;
+        int rc = open_replicas(dups[i].url, &e);
+        if (rc != DBS_ECONFIG)
+            CHECK_FAIL("replica_url %s: %d %s", dups[i].url, rc, rc ? e.message : "");
+        CHECK_CONTAINS(e.message, dups[i].shown);
+        CHECK_CONTAINS(e.message, "twice");
+        CHECK(strstr(e.message, ":x@") == NULL);
+    }
+    static const char *const bad[] = {
+        "postgresql://u:x@127.0.0.1:1/db?target_session_attrs=read-write",
+        "host=127.0.0.1,127.0.0.2 port=1 target_session_attrs=primary",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dbs_error e;
+        int rc = open_replicas(bad[i], &e);
+        if (rc != DBS_ECONFIG)
+            CHECK_FAIL("replica_url %s: %d %s", bad[i], rc, rc ? e.message : "");
+        CHECK_CONTAINS(e.message, "target_session_attrs");
+    }
+    static const char *const good[] = {
+        "host=127.0.0.1,127.0.0.1 port=1,2 user=u",
+        "host=127.0.0.1,127.0.0.2 port=1 user=u",
+        "host=a.example,a.example hostaddr=127.0.0.1,127.0.0.2 port=1,2",
+        "host=/tmp/dbscope-none,/tmp/DBSCOPE-none port=1 user=u",
+        "postgresql://u@127.0.0.1:1/db?target_session_attrs=any",
+        "postgresql://u@127.0.0.1:1/db?target_session_attrs=standby",
+        "postgresql://u@127.0.0.1:1/db?target_session_attrs=prefer-standby",
+        "postgresql://u@127.0.0.1:1/db?target_session_attrs=read-only",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        dbs_error e;
+        int rc = open_replicas(good[i], &e);
+        if (rc != DBS_OK)
+            CHECK_FAIL("replica_url %s: %d %s", good[i], rc, e.message);
+    }
+    /* what each replica connects with */
+    char **targets, **labels;
+    int nh;
+    dbs_error e;
+    CHECK_OK(dbs__url_split_hosts("host=127.0.0.1,127.0.0.2 port=1", &targets, &labels, &nh,
+                                  &e), &e);
+    CHECK_EQ(nh, 2);
+    CHECK_CONTAINS(targets[0], "target_session_attrs='any'");
+    CHECK_CONTAINS(targets[1], "target_session_attrs='any'");
+    dbs__url_hosts_free(targets, labels, nh);
+    CHECK_OK(dbs__url_split_hosts("host=127.0.0.1 target_session_attrs=standby", &targets,
+                                  &labels, &nh, &e), &e);
+    CHECK_EQ(nh, 1);
+    CHECK_CONTAINS(targets[0], "target_session_attrs='standby'");
+    CHECK(strstr(targets[0], "'any'") == NULL);
+    dbs__url_hosts_free(targets, labels, nh);
+}
+#endif
+
 int main(void)
 {
     test_defaults();
@@ -607,6 +701,9 @@ int main(void)
     test_url_schemes_named();
     test_memory_url_options();
     test_env_small_seconds();
+#ifdef DBSCOPE_WITH_PG
+    test_replica_url_refused();
+#endif
     puts("test_config: ok");
     return 0;
 }

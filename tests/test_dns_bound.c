@@ -6,13 +6,26 @@
  * so does a session of a lazily opened pool. The lookup left behind
  * finishes on its own thread.
  *
+ * Lookups left behind are bounded. The connects that want one host:port
+ * share its lookup (at most two at once, a second only once the first is
+ * a second old): ten failed connects with circuit_threshold = 0 leave at
+ * most two lookup threads, not ten. At most 64 lookups are pending in the
+ * process: past that, a connect to yet another name fails at once with
+ * DBS_ECONNECT naming the pending lookups, rather than adding a thread
+ * (65 names, each a pool of its own, left as many threads). A child of
+ * fork() has none of its parent's lookups: there the same name resolves
+ * (from /etc/hosts, see dns_silent.sh) and connects.
+ *
  *   test_dns_bound pg | mysql   (DBSCOPE_PG_DIR, DBSCOPE_MYSQL_DIR) */
 #include "common.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void check_err(const dbs_error *e)
 {
@@ -21,6 +34,46 @@ static void check_err(const dbs_error *e)
     CHECK_CONTAINS(e->message, "name lookup");
     CHECK_CONTAINS(e->message, "some-name.invalid-host.test");
     CHECK_CONTAINS(e->message, "connect_timeout_ms");
+}
+
+/* The threads of this process. */
+static int threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* resolve.c's bound on the lookups pending in a process. */
+enum { MAX_LOOKUPS = 64 };
+
+/* A session of a lazily opened pool on host, or NULL with *e. */
+static bool connects(const char *what, const char *host, const char *password,
+                     const char *port, int bound_ms, dbs_error *e)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s://dbscope:%s@%s:%s/dbscope",
+             !strcmp(what, "pg") ? "postgresql" : "mariadb", password, host, port);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.connect_timeout_ms = bound_ms;
+    cfg.circuit_threshold = 0;
+    cfg.lazy_open = 1;
+    cfg.log_events = 0;
+    dbs_pool *p = dbs_pool_open(&cfg, e);
+    CHECK(p != NULL);
+    dbs_session *s = dbs_session_open(p, NULL, e);
+    if (s)
+        exec_ok(s, "SELECT 1");
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    return s != NULL;
 }
 
 int main(int argc, char **argv)
@@ -118,6 +171,70 @@ int main(int argc, char **argv)
         dbs_session_close(s);
         dbs_pool_close(p);
     }
+    /* One host:port, ten connects that give up on its lookup, with no
+     * breaker to stop them: its lookups are shared. */
+    cfg.url = url;
+    snprintf(url, sizeof url, "%s://dbscope:%s@some-name.invalid-host.test:%s/dbscope",
+             !strcmp(what, "pg") ? "postgresql" : "mariadb", password, port);
+    cfg.lazy_open = 1;
+    cfg.circuit_threshold = 0;
+    cfg.connect_timeout_ms = 200;
+    p = dbs_pool_open(&cfg, &e);
+    CHECK(p != NULL);
+    int before = threads();
+    for (int i = 0; i < 10; i++) {
+        dbs_session *s = dbs_session_open(p, NULL, &e);
+        CHECK(s == NULL);
+        check_err(&e);
+    }
+    int after = threads();
+    fprintf(stderr, "  ten connects to one name: %d threads more\n", after - before);
+    CHECK_INT(after - before, <=, 2);
+    dbs_pool_close(p);
+
+    /* One name more than the bound, each its own pool: the names past it
+     * fail at once, naming what is pending, and add no thread. */
+    before = threads();
+    int refused = 0;
+    for (int i = 0; i <= MAX_LOOKUPS; i++) {
+        char host[64];
+        snprintf(host, sizeof host, "name-%d.invalid-host.test", i);
+        CHECK(!connects(what, host, password, port, 50, &e));
+        CHECK_EQ(e.code, DBS_ECONNECT);
+        CHECK_CONTAINS(e.message, host);
+        if (strstr(e.message, "pending")) {
+            if (!refused)
+                fprintf(stderr, "  -> %s\n", e.message);
+            CHECK_CONTAINS(e.message, "invalid-host.test");
+            refused++;
+        } else {
+            CHECK_CONTAINS(e.message, "connect_timeout_ms");
+        }
+    }
+    after = threads();
+    fprintf(stderr, "  %d names: %d threads more, %d refused\n", MAX_LOOKUPS + 1,
+            after - before, refused);
+    CHECK_INT(refused, >=, 1);
+    CHECK_INT(after - before, <=, MAX_LOOKUPS);
+    /* a name /etc/hosts answers waits its turn here too */
+    CHECK(!connects(what, "dbscope-loopback.test", password, port, 5000, &e));
+    CHECK_CONTAINS(e.message, "pending");
+
+    /* A child has none of those lookups: the name resolves and connects. */
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (!connects(what, "dbscope-loopback.test", password, port, 5000, &e)) {
+            fprintf(stderr, "child: %s\n", e.message);
+            _exit(1);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
     close(fd);
     fprintf(stderr, "ok\n");
     return 0;

@@ -22,7 +22,10 @@
  * once; a user's
  * commit made while the sampler resolves an earlier lost position is not
  * covered by that sample's older position; and a replica_url whose hosts
- * are all primaries reports no replica lag (-1).
+ * are all primaries reports no replica lag (-1). A replica_url with
+ * target_session_attrs=read-write, or naming the standby twice, is refused
+ * at open, and PGTARGETSESSIONATTRS=read-write (meant for url) does not
+ * keep reads off the standby.
  *
  * Usage: test_pg_replica SCRIPT DIR [TESTS] (the script, a scratch directory,
  * and optionally the names of the tests to run, comma-separated). */
@@ -800,6 +803,49 @@ static void test_silent_sample(const char *url_a)
     fp_stop(fp);
 }
 
+/* What replica_url says about the session a replica must allow: with
+ * target_session_attrs=read-write (or primary) no standby is ever
+ * connected to and every read went to the primary without a word, so
+ * dbs_pool_open refuses it; standby is kept. PGTARGETSESSIONATTRS set
+ * for url (read-write) does not reach the replicas: their reads run on
+ * the standby (they ran on the primary). A standby named twice is
+ * refused, naming it (its metric series appeared twice). */
+static void test_session_attrs(const char *url_a, const char *url_b)
+{
+    char url[700];
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_a;
+    cfg.log_events = 0;
+    dbs_error err;
+    snprintf(url, sizeof url, "%s target_session_attrs=read-write", url_b);
+    cfg.replica_url = url;
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "target_session_attrs=read-write");
+    char ports[40], label[64];
+    snprintf(ports, sizeof ports, "%s,%s", port_b, port_b);
+    url_for(url, sizeof url, ports, 2, false, "");
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    snprintf(label, sizeof label, "127.0.0.1:%s", port_b);
+    CHECK_CONTAINS(err.message, label);
+
+    snprintf(url, sizeof url, "%s target_session_attrs=standby", url_b);
+    dbs_pool *p = open_with(url_a, url, 0, 1);
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 20000);
+    CHECK_EQ(ro_where(p, NULL, &err), 1);
+    dbs_pool_close(p);
+
+    setenv("PGTARGETSESSIONATTRS", "read-write", 1);
+    p = open_with(url_a, url_b, 0, 1);
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 20000);
+    int where = ro_where(p, NULL, &err);
+    dbs_pool_close(p);
+    unsetenv("PGTARGETSESSIONATTRS");
+    CHECK_EQ(where, 1);
+}
+
 /* replica_url naming only servers that are not in recovery (the primary,
  * or a promoted standby): there is no replica, so no replica lag to
  * report: replica_lag_ms is -1, as without replicas (it said 0, a
@@ -1338,6 +1384,7 @@ int main(int argc, char **argv)
     RUN("test_sizing_rule", test_sizing_rule(url_a));
     RUN("test_routing", test_routing(url_a, url_b));
     RUN("test_no_standby", test_no_standby(url_a));
+    RUN("test_session_attrs", test_session_attrs(url_a, url_b));
     RUN("test_lag", test_lag(url_a, url_b, super_b));
     RUN("test_wait_past_bound", test_wait_past_bound(url_a, url_b, super_b));
     RUN("test_read_own_writes", test_read_own_writes(url_a, url_b, super_b));
