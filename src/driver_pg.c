@@ -436,6 +436,19 @@ static void on_notice(void *arg, const PGresult *r)
 /* ---- cancel ---- */
 
 static atomic_int cancels_running;
+static pthread_once_t cancels_once = PTHREAD_ONCE_INIT;
+
+/* A child of fork() has none of its parent's cancel threads: counting them
+ * against its own cap would leave it sending no cancel ever again. */
+static void cancels_child(void)
+{
+    atomic_store(&cancels_running, 0);
+}
+
+static void cancels_register(void)
+{
+    pthread_atfork(NULL, NULL, cancels_child);
+}
 
 static void *cancel_main(void *arg)
 {
@@ -457,6 +470,7 @@ static void *cancel_main(void *arg)
  * notices when it next writes to it). */
 static void start_cancel(pg_conn *c)
 {
+    pthread_once(&cancels_once, cancels_register);
     if (atomic_fetch_add(&cancels_running, 1) >= PG_MAXCANCELS) {
         atomic_fetch_sub(&cancels_running, 1);
         return;

@@ -1324,13 +1324,14 @@ static int64_t timers(dbs_loop *l, int64_t now)
             dbs__rp_stats_get(&ln->pool->rp, &st);
             dbs_error e;
             dbs__err(&e, DBS_ETIMEOUT,
-                     "no connection within acquire_timeout_ms=%d (pool size %d, %d in use, "
-                     "%d others waiting, %d units waiting in this loop): raise "
-                     "pool_size/max_overflow, or submit fewer units at once",
+                     "timed out waiting for a connection: none within acquire_timeout_ms=%d "
+                     "(pool size %d, %d in use, %d others waiting, %d units waiting in this "
+                     "loop): raise pool_size/max_overflow, or submit fewer units at once",
                      pc->acquire_timeout_ms, st.open, st.in_use, st.waiting, ln->nq);
             const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line,
                                   .func = u->func, .thread = (unsigned long)l->owner};
-            dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, NULL);
+            /* the event says what the unit's callback will read */
+            dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, e.message);
             unit_complete(l, u, DBS_ETIMEOUT, &e);
         }
         if (ln->qhead && ln->qhead->queued_ns + bound < next)

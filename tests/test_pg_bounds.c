@@ -6,6 +6,9 @@
 #include "common.h"
 #include "faultproxy.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 static faultproxy *fp;
 static char password[256];
 static int server_port;
@@ -260,6 +263,86 @@ static void test_latency_and_reset(void)
     printf("latency passes; a reset is DBS_ECONNECT\n");
 }
 
+/* A child of fork() sends its own cancels, whatever its parent's were
+ * doing: with the parent's cancel threads at their cap (each stuck on a
+ * silent network), a child's statement that runs past its bound is still
+ * cancelled on the server, which then ends the backend at once; without
+ * the cancel a pg_sleep(60) would run on for its minute. */
+static void test_fork_cancel(void)
+{
+    char url[512];
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    url_for(url, sizeof url, fp_port(fp), "");
+    dbs_config pc;
+    dbs_config_init(&pc);
+    pc.url = url;
+    pc.pool_size = 4;
+    pc.pre_ping = 0;
+    pc.statement_timeout_ms = 300;
+    pc.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&pc, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *ss[4];
+    for (int i = 0; i < 4; i++) {
+        ss[i] = open_ok(p);
+        CHECK_EQ(query_int(ss[i], "SELECT 1", NULL, 0), 1);
+    }
+    fp_set(fp, FP_SILENT, FP_BOTH, 0);
+    for (int i = 0; i < 4; i++) { /* four cancels, each stuck in PQcancel */
+        CHECK(dbs_exec(ss[i], "SELECT 2", NULL, 0, &err) < 0);
+        CHECK_EQ(err.code, DBS_ESTMT_TIMEOUT);
+        dbs_session_close(ss[i]);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        char direct[512];
+        url_for(direct, sizeof direct, server_port, "");
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = direct;
+        cfg.pool_size = 2;
+        cfg.statement_timeout_ms = 300;
+        cfg.log_events = 0;
+        dbs_pool *cp = dbs_pool_open(&cfg, &err);
+        if (!cp)
+            _exit(2);
+        dbs_session *a = dbs_session_open(cp, NULL, &err);
+        dbs_session *b = dbs_session_open(cp, NULL, &err);
+        if (!a || !b)
+            _exit(3);
+        dbs_value pid_v[1] = {DBS_INT(query_int(a, "SELECT pg_backend_pid()", NULL, 0))};
+        if (dbs_exec(a, "SELECT pg_sleep(60)", NULL, 0, &err) != DBS_ESTMT_TIMEOUT)
+            _exit(4);
+        dbs_session_close(a);
+        /* the cancel ends the sleep; the backend then finds its client
+         * gone and exits */
+        int64_t alive = 1;
+        for (int i = 0; i < 1000 && alive; i++) {
+            alive = query_int(b, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                              pid_v, 1);
+            if (dbs_commit(b, &err) != DBS_OK)
+                _exit(5);
+            if (alive)
+                dbs__sleep_ms(10);
+        }
+        dbs_session_close(b);
+        dbs_pool_close(cp);
+        _exit(alive ? 6 : 0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    dbs_pool_close(p);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        CHECK_FAIL("child: status %d (6: its statement was not cancelled on the server)",
+                   WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    printf("fork: a child cancels its own statements while its parent's cancels are stuck\n");
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = getenv("DBSCOPE_PG_DIR");
@@ -277,6 +360,7 @@ int main(int argc, char **argv)
         {"silent", test_silent_statement}, {"ping", test_silent_ping},
         {"commit", test_silent_commit},    {"connect", test_connect_bound},
         {"session", test_session_bound},   {"reset", test_latency_and_reset},
+        {"fork_cancel", test_fork_cancel},
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (argc < 2 || !strcmp(argv[1], parts[i].name))
