@@ -202,10 +202,13 @@ static void held_one(const dbs_session_info *in, void *user)
             short_site = q;
             break;
         }
-    json_t *o = json_pack("{sI ss ss ss? ss? si si ss}", "age_ms", (json_int_t)in->age_ms, "site",
+    /* No user_id: these routes answer anyone who can reach the service,
+     * and who is using it now is no one else's business; the request id
+     * leads an operator to the log line, which names the user. */
+    json_t *o = json_pack("{sI ss ss ss? si si ss}", "age_ms", (json_int_t)in->age_ms, "site",
                           short_site, "func", in->func ? in->func : "?", "request_id",
-                          in->ctx.request_id, "user_id", in->ctx.user_id, "in_transaction",
-                          in->in_transaction, "leak_reported", in->leak_reported, "target",
+                          in->ctx.request_id, "in_transaction", in->in_transaction,
+                          "leak_reported", in->leak_reported, "target",
                           in->target ? in->target : "primary");
     if (o)
         json_array_append_new(arr, o);

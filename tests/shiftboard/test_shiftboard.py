@@ -2389,6 +2389,10 @@ def dashboard_incident(args, workdir):
         check(doc.get("circuit") in ("open", "half_open") and doc.get("held_total", 0) >= 1,
               "outage: circuit open and sessions held (%s, %s)" % (doc.get("circuit"),
                                                                   doc.get("held_total")))
+        # the route answers anyone: who is using the service is not in it
+        check(all("user_id" not in h for h in doc.get("held", [])) and
+              '"user_id"' not in json.dumps(doc),
+              "the held sessions name no user: %s" % doc.get("held"))
         dom = page_dom(svc)
         check('id="status" class="">live' in dom, "dashboard (outage) reached the server")
         check(card(dom, "circuit") in ("open", "half_open"),
