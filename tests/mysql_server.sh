@@ -67,7 +67,7 @@ subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNU
         mariadbd --no-defaults $user_opt --datadir="$dir/data" --port="$port" \
         --bind-address=127.0.0.1 --socket="$dir/mysqld.sock" \
         --pid-file="$dir/data/mariadbd.pid" --log-error="$dir/data/error.log" \
-        --skip-name-resolve --max-connections=300 \
+        --tmpdir="$dir/tmp" --skip-name-resolve --max-connections=300 \
         --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
         --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 \
         --ssl-cert="$dir/server.crt" --ssl-key="$dir/server.key" \
@@ -116,8 +116,11 @@ printf '%s\n' "$*" >"$dir/options"
 password=$(random_secret pw)
 superpw=$(random_secret su)
 
+# A temporary directory of its own: two servers set up at once (the suite
+# starts more than one) must not share /tmp's scratch files.
+as_my mkdir -p "$dir/tmp"
 as_my mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
-    --skip-test-db >"$dir/install.log" 2>&1 ||
+    --skip-test-db --tmpdir="$dir/tmp" >"$dir/install.log" 2>&1 ||
     { cat "$dir/install.log" >&2; exit 1; }
 
 if [ -r /etc/ssl/certs/ssl-cert-snakeoil.pem ] && [ -r /etc/ssl/private/ssl-cert-snakeoil.key ]; then
