@@ -176,20 +176,6 @@ static int check_locked(const char *address, const char *account, int64_t now)
     return wait;
 }
 
-int sb_rl_check(const char *address, const char *account)
-{
-    int64_t now = now_s();
-    pthread_mutex_lock(&lock);
-    if (!ready()) {
-        /* out of memory: refused, not unlimited */
-        pthread_mutex_unlock(&lock);
-        return 1;
-    }
-    int wait = check_locked(address, account, now);
-    pthread_mutex_unlock(&lock);
-    return wait;
-}
-
 static void count(slot *s, int64_t now)
 {
     if (now - s->window_start >= SB_RL_WINDOW_S) {
@@ -220,21 +206,33 @@ void sb_rl_failed(const char *address, const char *account)
     pthread_mutex_unlock(&lock);
 }
 
-int sb_rl_claim(const char *address, const char *account)
+/* The check, and with claim the attempt counted as a failure in the same
+ * hold of the lock: attempts running at once each see the others' counts
+ * (sb_rl_refund takes it back when the attempt succeeds). */
+static int check_or_claim(const char *address, const char *account, bool claim)
 {
     int64_t now = now_s();
     pthread_mutex_lock(&lock);
     if (!ready()) {
+        /* out of memory: refused, not unlimited */
         pthread_mutex_unlock(&lock);
         return 1;
     }
-    /* checked and counted under one lock: attempts running at once each
-     * see the others' counts */
     int wait = check_locked(address, account, now);
-    if (!wait)
+    if (claim && !wait)
         failed_locked(address, account, now);
     pthread_mutex_unlock(&lock);
     return wait;
+}
+
+int sb_rl_check(const char *address, const char *account)
+{
+    return check_or_claim(address, account, false);
+}
+
+int sb_rl_claim(const char *address, const char *account)
+{
+    return check_or_claim(address, account, true);
 }
 
 /* Takes one failure back from the slot of key, if it is still counting in
