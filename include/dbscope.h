@@ -1298,6 +1298,12 @@ enum dbs_type {
  *   JSON       PostgreSQL json (assigned to a json or jsonb column);
  *              MariaDB and SQLite text (MariaDB's JSON is LONGTEXT; SQLite's
  *              JSON functions read text).
+ *   TEXT       the bytes as given (DBS_TEXTN may hold NUL bytes and any
+ *              encoding on SQLite; MariaDB checks them against the column's
+ *              character set). PostgreSQL text holds no NUL byte: a
+ *              DBS_TEXTN with one is DBS_ESQL (bind bytes as DBS_BLOB).
+ *   REAL       a NaN is DBS_ESQL on SQLite (which would store NULL) and
+ *              refused by MariaDB for a column; PostgreSQL keeps it.
  * Text in these forms also binds as DBS_TEXT where the server converts it
  * (PostgreSQL infers a text parameter's type from the statement). */
 typedef struct dbs_value {
@@ -1402,7 +1408,9 @@ const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len);
 /* An integer: INT and BOOL (0/1) values; a REAL or DECIMAL value that is a
  * whole number within int64_t (2.0, not 2.5); text that is entirely a
  * decimal integer within int64_t, or such a whole number ('12', '-7',
- * '12.0'; not 'abc', '12abc', '' or '99999999999999999999'). */
+ * '12.0', '1e3'; not 'abc', '12abc', '', ' 12', '0x10',
+ * '99999999999999999999'). Text and DECIMAL values are read digit by digit,
+ * exactly: '-9223372036854775809' and '12.0000000000000001' are DBS_ETYPE. */
 int dbs_rows_get_int64(dbs_rows *r, int col, int64_t *out, dbs_error *err);
 /* A double: INT, BOOL, REAL and DECIMAL values, and text that is entirely a
  * number as strtod reads it ('2.5', '1e3', 'NaN'; not 'abc', '2.5x', ' 2'

@@ -769,16 +769,21 @@ static const char *begin_sql(const pg_conn *c)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wanalyzer-malloc-leak"
 #endif
-static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
+static pg_stmt *cache_get(pg_conn *c, const char *sql, const char *sig, bool *fresh,
                           char *evicted, size_t evicted_n)
 {
     evicted[0] = '\0';
     if (c->cache_n == 0)
         return NULL;
+    /* An entry is its SQL and its parameters' types (after the SQL's NUL):
+     * the Parse fixed them, and values of other types bound to it were
+     * read as those ('abc' for a bigint refused, a double's text for an
+     * integer refused). */
+    size_t sl = strlen(sql), gl = strlen(sig);
     pg_stmt *victim = &c->cache[0];
     for (int i = 0; i < c->cache_n; i++) {
         pg_stmt *e = &c->cache[i];
-        if (e->sql && !strcmp(e->sql, sql)) {
+        if (e->sql && !strcmp(e->sql, sql) && !strcmp(e->sql + sl + 1, sig)) {
             e->last_use = ++c->tick;
             *fresh = false;
             return e;
@@ -786,9 +791,11 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, bool *fresh,
         if (!e->sql || (victim->sql && e->last_use < victim->last_use))
             victim = e;
     }
-    char *copy = strdup(sql);
+    char *copy = malloc(sl + gl + 2);
     if (!copy)
         return NULL; /* fall back to an unnamed statement */
+    memcpy(copy, sql, sl + 1);
+    memcpy(copy + sl + 1, sig, gl + 1);
     /* The evicted statement is deallocated in the same flight; names are
      * never reused, and one whose DEALLOCATE was skipped by an aborted
      * pipeline is found by the next reset's reconcile query. */
@@ -1895,13 +1902,23 @@ typedef struct pg_params {
     const char *vals[PG_MAXP];
     int lens[PG_MAXP], fmts[PG_MAXP];
     char nums[PG_MAXP][40];
+    char sig[PG_MAXP + 1]; /* the types, a letter each (cache_get) */
+    char *heap;            /* counted texts, NUL-terminated (params_free) */
 } pg_params;
+
+static void params_free(pg_params *p)
+{
+    free(p->heap);
+    p->heap = NULL;
+}
 
 /* Checks sql's parameters and converts them into p (whose strings may
  * point into params). DBS_OK or an error that names the parameter. */
 static int params_of(const char *sql, const dbs_value *params, size_t n, pg_params *p,
                      dbs_error *err)
 {
+    p->heap = NULL;
+    p->sig[0] = '\0';
     if (n > PG_MAXP)
         return dbs__err(err, DBS_EMISUSE, "postgresql: more than %d parameters", PG_MAXP);
     int used = max_param(sql);
@@ -1914,6 +1931,7 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
     const char **vals = p->vals;
     int *lens = p->lens, *fmts = p->fmts;
     char(*nums)[40] = p->nums;
+    size_t need = 0; /* for the counted texts */
     for (size_t i = 0; i < n; i++) {
         lens[i] = 0;
         fmts[i] = 0;
@@ -1949,16 +1967,30 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
             break;
         case DBS_TYPE_JSON:
         case DBS_TYPE_TEXT:
-            /* A NULL pointer is SQL NULL. A counted string goes in binary
-             * format, whose text encoding is the bytes themselves, so it
-             * needs no terminating NUL. */
-            /* json's binary form is its text, like text's. */
+            /* A NULL pointer is SQL NULL. A counted json goes in binary
+             * format, whose form is the text itself, so it needs no
+             * terminating NUL. */
             types[i] = params[i].type == DBS_TYPE_JSON ? PG_OID_JSON : 0;
             vals[i] = params[i].b.p;
             if (params[i].b.p && params[i].b.n != SIZE_MAX) {
                 if (params[i].b.n > INT32_MAX)
                     return dbs__err(err, DBS_EMISUSE,
                                     "postgresql: parameter $%zu too long", i + 1);
+                if (params[i].type == DBS_TYPE_TEXT) {
+                    /* Counted text goes as text too, copied with a NUL
+                     * below: in binary format a type the server infers
+                     * (an integer, a numeric) read the bytes as its own
+                     * binary form ("1234" became 825373492). A NUL byte
+                     * would cut that copy short: refused, as the server
+                     * refuses it in text. */
+                    if (memchr(params[i].b.p, '\0', params[i].b.n))
+                        return dbs__err(err, DBS_ESQL,
+                                        "postgresql: parameter $%zu: text with a NUL "
+                                        "byte, which PostgreSQL text cannot hold (bind "
+                                        "bytes as DBS_BLOB)", i + 1);
+                    need += params[i].b.n + 1;
+                    break;
+                }
                 lens[i] = (int)params[i].b.n;
                 fmts[i] = 1;
                 vals[i] = params[i].b.n ? params[i].b.p : "";
@@ -1983,8 +2015,35 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
                             "postgresql: parameter $%zu has no valid type", i + 1);
         }
     }
+    char *h = need ? malloc(need) : NULL;
+    if (need && !h)
+        return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+    p->heap = h;
+    for (size_t i = 0; i < n; i++) {
+        const dbs_value *v = &params[i];
+        if (v->type == DBS_TYPE_TEXT && v->b.p && v->b.n != SIZE_MAX) {
+            memcpy(h, v->b.p, v->b.n);
+            h[v->b.n] = '\0';
+            vals[i] = h;
+            h += v->b.n + 1;
+        }
+        switch (types[i]) {
+        case PG_OID_INT8: p->sig[i] = 'i'; break;
+        case PG_OID_FLOAT8: p->sig[i] = 'f'; break;
+        case PG_OID_BOOL: p->sig[i] = 'b'; break;
+        case PG_OID_TIMESTAMPTZ: p->sig[i] = 't'; break;
+        case PG_OID_UUID: p->sig[i] = 'u'; break;
+        case PG_OID_JSON: p->sig[i] = 'j'; break;
+        case PG_OID_BYTEA: p->sig[i] = 'y'; break;
+        default: p->sig[i] = '-'; break; /* inferred by the server */
+        }
+    }
+    p->sig[n] = '\0';
     return DBS_OK;
 }
+
+static PGresult *run_params(pg_conn *c, const char *sql, const pg_params *pp, size_t n,
+                            dbs_error *err);
 
 /* Sends the flight for one statement and returns its result (caller
  * clears) or NULL with err filled. */
@@ -1998,9 +2057,17 @@ static PGresult *run(pg_conn *c, const char *sql, const dbs_value *params,
     pg_params pp;
     if (params_of(sql, params, n, &pp, err) != DBS_OK)
         return NULL;
-    Oid *types = pp.types;
-    const char **vals = pp.vals;
-    int *lens = pp.lens, *fmts = pp.fmts;
+    PGresult *r = run_params(c, sql, &pp, n, err);
+    params_free(&pp);
+    return r;
+}
+
+static PGresult *run_params(pg_conn *c, const char *sql, const pg_params *pp, size_t n,
+                            dbs_error *err)
+{
+    const Oid *types = pp->types;
+    const char *const *vals = pp->vals;
+    const int *lens = pp->lens, *fmts = pp->fmts;
     bool retried = false, rollback_first = false;
 again:;
     pg_flight f;
@@ -2049,7 +2116,7 @@ again:;
     bool fresh = false;
     char evicted[24], dealloc[48];
     int parse_idx = -1;
-    pg_stmt *e = cache_get(c, sql, &fresh, evicted, sizeof evicted);
+    pg_stmt *e = cache_get(c, sql, pp->sig, &fresh, evicted, sizeof evicted);
     if (evicted[0]) {
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", evicted);
         q_cmd(c, &f, &ok, dealloc);
@@ -2859,6 +2926,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         if (!u->stmts[i].sql)
             return dbs__err(err, DBS_EMISUSE, "postgresql: statement %zu has no SQL", i);
         rc = params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, err);
+        params_free(&pp);
         if (rc != DBS_OK)
             return rc;
     }
@@ -2924,7 +2992,13 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     size_t n_evicted = 0;
     for (size_t i = 0; i < u->n && ok; i++) {
         bool fresh = false;
-        pg_stmt *e = cache_get(c, u->stmts[i].sql, &fresh, evicted[n_evicted],
+        /* checked above; out of memory copying a text fails the flight */
+        ok = params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, NULL) ==
+             DBS_OK;
+        params_free(&pp); /* the types and their letters stay */
+        if (!ok)
+            break;
+        pg_stmt *e = cache_get(c, u->stmts[i].sql, pp.sig, &fresh, evicted[n_evicted],
                                sizeof evicted[n_evicted]);
         if (evicted[n_evicted][0])
             n_evicted++;
@@ -2932,7 +3006,6 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
             continue;
         snprintf(af->names[i], sizeof af->names[i], "%s", e->name);
         if (fresh) {
-            (void)params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, NULL);
             int np = (int)u->stmts[i].n;
             ok = PQsendPrepare(c->pg, e->name, u->stmts[i].sql, np, np ? pp.types : NULL) == 1;
             af_push(af, &ok, A_PARSE, (int)i);
@@ -2973,7 +3046,10 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_cmd(c, af, &ok, A_STEP, 0, "SELECT");
     for (size_t i = 0; i < u->n && ok; i++) {
         const dbs__astmt *st = &u->stmts[i];
-        (void)params_of(st->sql, st->params, st->n, &pp, NULL);
+        if (params_of(st->sql, st->params, st->n, &pp, NULL) != DBS_OK) {
+            ok = false;
+            break;
+        }
         int np = (int)st->n;
         if (af->names[i][0])
             ok = PQsendQueryPrepared(c->pg, af->names[i], np, np ? pp.vals : NULL,
@@ -2982,6 +3058,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
             ok = PQsendQueryParams(c->pg, st->sql, np, np ? pp.types : NULL,
                                    np ? pp.vals : NULL, np ? pp.lens : NULL,
                                    np ? pp.fmts : NULL, 0) == 1;
+        params_free(&pp);
         af_push(af, &ok, A_STMT, (int)i);
     }
     /* The commit's position, as end_tx reads it. */

@@ -606,7 +606,14 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
         switch (v->type) {
         case DBS_TYPE_NULL: rc = sqlite3_bind_null(st->stmt, i + 1); break;
         case DBS_TYPE_INT: rc = sqlite3_bind_int64(st->stmt, i + 1, v->i); break;
-        case DBS_TYPE_REAL: rc = sqlite3_bind_double(st->stmt, i + 1, v->r); break;
+        case DBS_TYPE_REAL:
+            /* SQLite stores a NaN as NULL: refused rather than lost. */
+            if (v->r != v->r)
+                return dbs__err(err, DBS_ESQL,
+                                "parameter $%d is NaN, which SQLite cannot store (it "
+                                "would be NULL)", st->map[i] + 1);
+            rc = sqlite3_bind_double(st->stmt, i + 1, v->r);
+            break;
         case DBS_TYPE_TEXT:
         case DBS_TYPE_JSON: /* text to SQLite's json functions */
             if (!v->b.p)
@@ -1247,6 +1254,13 @@ static int64_t sq_exec(void *vc, const char *sql, const dbs_value *params, size_
         if (st->max_param > max_param)
             max_param = st->max_param;
         rc = ro_check(c, st, sql, err);
+        /* One parameter too many is refused before the last statement
+         * runs (the only one of a single statement), as the other
+         * backends refuse it before sending: not after it wrote. */
+        if (rc == DBS_OK && blank(tail) && (size_t)max_param < n)
+            rc = dbs__err(err, DBS_ESQL,
+                          "%zu parameters given but the statement uses only up to $%d "
+                          "(statement: %.120s)", n, max_param, sql);
         if (rc == DBS_OK)
             rc = bind(c, st, params, n, false, sql, err);
         if (rc != DBS_OK) {

@@ -238,29 +238,64 @@ int dbs_uuid_parse(const char *text, size_t len, unsigned char out[16], dbs_erro
     return DBS_OK;
 }
 
+/* Read from the digits themselves, not through a double, whose rounding
+ * made '-9223372036854775809' INT64_MIN and '12.0000000000000001' 12:
+ * [+-]digits[.digits][e[+-]digits], whole and within int64_t. Never reads
+ * past n (the bytes may hold a NUL, which is no number). */
 int dbs__parse_int64(const char *s, size_t n, int64_t *out)
 {
-    char buf[64];
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    if (buf[0] == ' ' || buf[0] == '\t' || buf[0] == '\n')
-        return -1;
-    char *e;
-    errno = 0;
-    long long v = strtoll(buf, &e, 10);
-    if (*e == '\0' && errno == 0) {
-        *out = v;
-        return 0;
+    const char *p = s, *end = s + n;
+    bool neg = false;
+    if (p < end && (*p == '+' || *p == '-'))
+        neg = *p++ == '-';
+    const char *ip = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    size_t ni = (size_t)(p - ip), nf = 0;
+    const char *fp = p;
+    if (p < end && *p == '.') {
+        fp = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        nf = (size_t)(p - fp);
     }
-    double d;
-    if (dbs__parse_double(buf, n, &d) != 0 || d != d)
+    if (ni + nf == 0)
         return -1;
-    /* A whole number within int64_t: 2^63 is the first double past it. */
-    if (d < -9223372036854775808.0 || d >= 9223372036854775808.0 || d != (double)(int64_t)d)
+    long ex = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        bool eneg = p < end && *p == '-';
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return -1;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (ex < 100000)
+                ex = ex * 10 + (*p - '0');
+        if (eneg)
+            ex = -ex;
+    }
+    if (p != end)
         return -1;
-    *out = (int64_t)d;
+    /* The digits are ip[0..ni) then fp[0..nf); the point falls after
+     * ni + ex of them. Those before it make the number, those after it
+     * must all be zeros. */
+    long point = (long)ni + ex;
+    uint64_t v = 0;
+    for (long k = 0; k < point; k++) {
+        size_t at = (size_t)k;
+        unsigned dg = at < ni ? (unsigned)(ip[at] - '0')
+                    : at < ni + nf ? (unsigned)(fp[at - ni] - '0') : 0;
+        if (v > (UINT64_MAX - dg) / 10)
+            return -1;
+        v = v * 10 + dg;
+    }
+    for (size_t at = point > 0 ? (size_t)point : 0; at < ni + nf; at++)
+        if ((at < ni ? ip[at] : fp[at - ni]) != '0')
+            return -1;
+    if (v > (uint64_t)INT64_MAX + (neg ? 1 : 0))
+        return -1;
+    *out = !neg ? (int64_t)v : v > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)v;
     return 0;
 }
 
@@ -276,7 +311,7 @@ int dbs__parse_double(const char *s, size_t n, double *out)
     char *e;
     errno = 0;
     double v = strtod(buf, &e);
-    if (*e != '\0' || (errno == ERANGE && (v > 1 || v < -1)))
+    if (e != buf + n /* a NUL inside the bytes */ || (errno == ERANGE && (v > 1 || v < -1)))
         return -1;
     *out = v;
     return 0;

@@ -4,6 +4,8 @@
  * with RETURNING. All three backends. */
 #include "common.h"
 
+#include <math.h>
+
 static dbs_pool *pool;
 static dbs_backend backend;
 static char tbl[64];
@@ -89,6 +91,129 @@ static void test_checked_errors(dbs_session *s)
     dbs_rows_close(r);
     /* None of it ended the transaction. */
     CHECK_EQ(query_int(s, "SELECT 5", NULL, 0), 5);
+}
+
+/* Text read as an integer exactly: one past int64_t's range, a fraction
+ * past double's precision and bytes after a NUL are not integers. */
+static void test_int_text_exact(dbs_session *s)
+{
+    dbs_error err;
+    dbs_rows *r = query_ok(s,
+                           "SELECT '-9223372036854775809' AS a, '12.0000000000000001' AS b, "
+                           "'9223372036854775807' AS c, '-9223372036854775808' AS d, "
+                           "'1e3' AS e, '-0' AS f, '12.000' AS g, "
+                           "'9223372036854775808' AS h, '0x10' AS i",
+                           NULL, 0);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    int64_t i = -1;
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &i, &err), DBS_ETYPE);
+    CHECK_EQ(dbs_rows_get_int64(r, 1, &i, &err), DBS_ETYPE);
+    CHECK_EQ(i, -1);
+    CHECK_OK(dbs_rows_get_int64(r, 2, &i, &err), &err);
+    CHECK(i == INT64_MAX);
+    CHECK_OK(dbs_rows_get_int64(r, 3, &i, &err), &err);
+    CHECK(i == INT64_MIN);
+    CHECK_OK(dbs_rows_get_int64(r, 4, &i, &err), &err);
+    CHECK_EQ(i, 1000);
+    CHECK_OK(dbs_rows_get_int64(r, 5, &i, &err), &err);
+    CHECK_EQ(i, 0);
+    CHECK_OK(dbs_rows_get_int64(r, 6, &i, &err), &err);
+    CHECK_EQ(i, 12);
+    CHECK_EQ(dbs_rows_get_int64(r, 7, &i, &err), DBS_ETYPE);
+    CHECK_EQ(dbs_rows_get_int64(r, 8, &i, &err), DBS_ETYPE); /* not decimal */
+    dbs_rows_close(r);
+
+    /* PostgreSQL text holds no NUL (the server refuses it); the others
+     * keep all six bytes, which are not a number. */
+    dbs_value nul[] = {DBS_TEXTN("12\0abc", 6)};
+    r = dbs_query(s, "SELECT $1 AS t", nul, 1, &err);
+    if (backend == DBS_BACKEND_POSTGRESQL) {
+        CHECK(r == NULL);
+        CHECK_EQ(err.code, DBS_ESQL);
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        return;
+    }
+    CHECK(r != NULL);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    const char *t;
+    size_t len;
+    CHECK_OK(dbs_rows_get_text(r, 0, &t, &len, &err), &err);
+    CHECK_EQ(len, 6);
+    CHECK(memcmp(t, "12\0abc", 6) == 0);
+    double d = -1;
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &i, &err), DBS_ETYPE);
+    CHECK_EQ(dbs_rows_get_double(r, 0, &d, &err), DBS_ETYPE);
+    dbs_rows_close(r);
+}
+
+/* Parameters the same on every backend, with the statement cache on: a
+ * counted text where the server infers a number, one statement bound with
+ * different types, a count mismatch that writes nothing, a NaN that is
+ * never stored as NULL. Own session: PostgreSQL's refusals abort it. */
+static void test_params(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = open_ok(p);
+    dbs_value tn[] = {DBS_TEXTN("1234", 4)};
+    CHECK_EQ(query_int(s, "SELECT $1 + 0", tn, 1), 1234);
+    dbs_value tz[] = {DBS_TEXTN("12.50xyz", 5)};
+    dbs_rows *r = query_ok(s, "SELECT $1 + 0.0", tz, 1);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK(dbs_rows_real(r, 0) == 12.5);
+    dbs_rows_close(r);
+
+    /* The same text with an integer, then text, then an integer again. */
+    const char *echo = "SELECT $1 AS echo";
+    for (int k = 0; k < 2; k++) {
+        dbs_value vi[] = {DBS_INT(5 + k)};
+        r = query_ok(s, echo, vi, 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        int64_t i;
+        CHECK_OK(dbs_rows_get_int64(r, 0, &i, &err), &err);
+        CHECK_EQ(i, 5 + k);
+        dbs_rows_close(r);
+        dbs_value vt[] = {DBS_TEXT("abc")};
+        r = query_ok(s, echo, vt, 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_STR(dbs_rows_text(r, 0, NULL), "abc");
+        CHECK_EQ(dbs_rows_type(r, 0, &err), DBS_TYPE_TEXT);
+        dbs_rows_close(r);
+        dbs_value vr[] = {DBS_REAL(2.5)};
+        r = query_ok(s, echo, vr, 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        double d;
+        CHECK_OK(dbs_rows_get_double(r, 0, &d, &err), &err);
+        CHECK(d == 2.5);
+        dbs_rows_close(r);
+    }
+
+    /* One parameter too many: refused, and nothing written. */
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, n) VALUES ($1, 7)", tbl);
+    dbs_value two[] = {DBS_INT(900), DBS_INT(1)};
+    CHECK_EQ(dbs_exec(s, sql, two, 2, &err), DBS_ESQL);
+    CHECK_CONTAINS(err.message, "2 parameters given");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 900", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 0);
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, n) VALUES ($2, 7)", tbl);
+    CHECK_EQ(dbs_exec(s, sql, two, 1, &err), DBS_ESQL);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+
+    /* NaN comes back as NaN or is refused; never as SQL NULL. */
+    dbs_value nan[] = {DBS_REAL(NAN)};
+    r = dbs_query(s, "SELECT $1 AS nan", nan, 1, &err);
+    if (r) {
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        double d = 0;
+        CHECK_OK(dbs_rows_get_double(r, 0, &d, &err), &err);
+        CHECK(d != d);
+        dbs_rows_close(r);
+    } else {
+        CHECK(err.code == DBS_EMISUSE || err.code == DBS_ESQL);
+        CHECK_CONTAINS(err.message, "NaN");
+    }
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    dbs_session_close(s);
 }
 
 static void test_col_by_name(dbs_session *s)
@@ -393,12 +518,14 @@ int main(void)
     dbs_error err;
     dbs_session *s = open_ok(pool);
     test_checked_errors(s);
+    test_int_text_exact(s);
     test_col_by_name(s);
     test_roundtrip(s);
     test_types(s);
     test_generated_key(s);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
+    test_params(pool);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
