@@ -170,6 +170,11 @@ typedef struct my_conn {
     bool reset_owed;    /* that answer found state: COM_RESET_CONNECTION
                            before anything else is sent */
     char role_sql[160]; /* how to get the connection's first role back */
+    bool names_lost;    /* the server ignores the character set asked for at
+                           connect, and a reset puts its own back: SET
+                           NAMES after connect and after every reset */
+    unsigned long long max_packet; /* the server's max_allowed_packet for
+                           this connection (0: unknown) */
     char charset[32];   /* the client character set the connection began
                            with: what a reset must leave on both sides */
     const dbs_context *ctx;
@@ -628,6 +633,13 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
      * carries no session state. The release resets. */
     c->dirty = true;
     int code = DBS_ESQL;
+    /* The server closes the connection after a packet past its
+     * max_allowed_packet (1153); Connector/C, after a row past its own
+     * (2020), has the rest of the result unread: either way nothing more
+     * can go over it. The statement's fault, not the network's: DBS_ESQL,
+     * not retried. */
+    if (e == ER_NET_PACKET_TOO_LARGE || e == CR_NET_PACKET_TOO_LARGE)
+        c->broken = true;
     if (is_lost(e)) {
         bool timed_out = false;
         unsigned bound = c->rt_s; /* the smaller bound that is set */
@@ -1029,13 +1041,17 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
     }
     /* With them, whether a lock wait timeout rolls back the whole
      * transaction (see fail). A server without InnoDB has no such variable
-     * and refuses the query: asked again without it. */
+     * and refuses the query: asked again without it. And the character set the server gave the session, which is not the
+     * one asked for at connect on a server that ignores the client's
+     * (skip-character-set-client-handshake); and the largest packet it
+     * takes from this connection (fixed at connect: the session value is
+     * read-only). */
+#define INFO_SQL "SELECT @@character_set_client, @@max_allowed_packet, @@session_track_schema"
     static const char *const info_sql[2][2] = {
         /* [maria][asks innodb_rollback_on_timeout] */
-        {"SELECT @@session_track_schema",
-         "SELECT @@session_track_schema, @@innodb_rollback_on_timeout"},
-        {"SELECT @@session_track_schema, CURRENT_ROLE()",
-         "SELECT @@session_track_schema, CURRENT_ROLE(), @@innodb_rollback_on_timeout"}};
+        {INFO_SQL, INFO_SQL ", @@innodb_rollback_on_timeout"},
+        {INFO_SQL ", CURRENT_ROLE()", INFO_SQL ", CURRENT_ROLE(), @@innodb_rollback_on_timeout"}};
+#undef INFO_SQL
     bool rot = true;
     int qrc = mysql_query(c->my, info_sql[maria][1]);
     if (qrc != 0 && mysql_errno(c->my) == ER_UNKNOWN_SYSTEM_VARIABLE) {
@@ -1044,7 +1060,11 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
     }
     if (qrc == 0) {
         MYSQL_RES *r = mysql_store_result(c->my);
-        MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+        MYSQL_ROW all = r ? mysql_fetch_row(r) : NULL;
+        c->names_lost = all && all[0] && strcmp(all[0], c->charset) != 0;
+        if (all && all[1])
+            c->max_packet = strtoull(all[1], NULL, 10);
+        MYSQL_ROW row = all ? all + 2 : NULL;
         const char *rv = row && rot ? row[maria ? 2 : 1] : NULL;
         c->rollback_on_timeout = rv && (!strcmp(rv, "1") || !strcasecmp(rv, "ON"));
         c->schema_tracked = row && row[0] &&
@@ -1065,6 +1085,16 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         }
         mysql_free_result(r);
     } else if (is_lost(mysql_errno(c->my))) {
+        fail_conn(c, dbs__now_ns(), false, err);
+        mysql_close(c->my);
+        free(c);
+        return NULL;
+    }
+    /* Connector/C encodes for the set it asked for, whatever the server
+     * took: text would be stored as the wrong characters. SET NAMES is
+     * obeyed where the handshake is not (and again after each reset,
+     * which puts the server's default back). */
+    if (c->names_lost && mysql_set_character_set(c->my, c->charset) != 0) {
         fail_conn(c, dbs__now_ns(), false, err);
         mysql_close(c->my);
         free(c);
@@ -1457,9 +1487,10 @@ typedef union my_num { long long i; double r; MYSQL_TIME t; char u[37]; } my_num
 /* Rewrites $1..$n as '?' outside quotes, backticks and comments into *out;
  * *map (nmap entries) says which parameter each '?' takes; *maxp is the
  * highest $n. DBS_ESQL for a '?' of the caller's own, which would shift
- * every binding. */
-static int translate(const char *sql, char **out, int **map, int *nmap, int *maxp,
-                     dbs_error *err)
+ * every binding. backslash: a backslash in quotes escapes the next
+ * character (off under the session's NO_BACKSLASH_ESCAPES). */
+static int translate(const char *sql, bool backslash, char **out, int **map, int *nmap,
+                     int *maxp, dbs_error *err)
 {
     size_t len = strlen(sql);
     char *o = malloc(len + 1);
@@ -1476,7 +1507,7 @@ static int translate(const char *sql, char **out, int **map, int *nmap, int *max
             char q = *p;
             o[w++] = *p++;
             while (*p) {
-                if (*p == '\\' && q != '`' && p[1]) {
+                if (*p == '\\' && backslash && q != '`' && p[1]) {
                     o[w++] = *p++;
                     o[w++] = *p++;
                     continue;
@@ -1680,7 +1711,11 @@ static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *er
             victim = e;
     }
     my_stmt ne = {0};
-    int rc = translate(sql, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
+    /* Under NO_BACKSLASH_ESCAPES (the server's default sql_mode may set
+     * it; every OK packet reports it) a backslash in quotes is a
+     * character: 'C:\' ends there. */
+    bool backslash = !(c->my->server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+    int rc = translate(sql, backslash, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
     if (rc != DBS_OK)
         return NULL;
     ne.st = mysql_stmt_init(c->my);
@@ -1706,6 +1741,44 @@ static void drop_entry(my_conn *c, my_stmt *e, my_stmt *tmp)
     (void)c;
     if (e == tmp || !c->cache_n)
         stmt_free(e);
+}
+
+/* The least the server receives in one packet for e with params: the
+ * COM_STMT_EXECUTE (header, NULL bitmap, types, values), or the
+ * COM_STMT_PREPARE of a statement new to the connection. The server
+ * closes the connection on a larger packet than its max_allowed_packet
+ * (1153, or a reset in the middle of the write), so it is refused before
+ * anything is sent. A lower bound: only what surely does not fit. */
+static unsigned long long packet_size(const my_stmt *e, const dbs_value *params)
+{
+    unsigned long long n = (unsigned long long)e->nmap, need = 10;
+    if (n > 0)
+        need += (n + 7) / 8 + 1 + 2 * n;
+    for (int i = 0; i < e->nmap; i++) {
+        const dbs_value *v = &params[e->map[i]];
+        unsigned long long l;
+        switch (v->type) {
+        case DBS_TYPE_INT: case DBS_TYPE_REAL: case DBS_TYPE_BOOL:
+            need += 8;
+            break;
+        case DBS_TYPE_TIMESTAMP:
+            need += 1;
+            break;
+        case DBS_TYPE_UUID:
+            need += v->b.p ? 37 : 0;
+            break;
+        case DBS_TYPE_JSON: case DBS_TYPE_TEXT: case DBS_TYPE_BLOB:
+            if (!v->b.p)
+                break;
+            l = v->type != DBS_TYPE_BLOB && v->b.n == SIZE_MAX ? strlen(v->b.p) : v->b.n;
+            need += l + (l < 251 ? 1 : l < 65536 ? 3 : l < 16777216 ? 4 : 9);
+            break;
+        default:
+            break;
+        }
+    }
+    unsigned long long prep = e->pending ? 1 + strlen(e->pending) : 0;
+    return need > prep ? need : prep;
 }
 
 /* Prepares (or finds), begins if owed, binds and executes. On success the
@@ -1741,6 +1814,15 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
             dbs__err(err, DBS_ESQL,
                      "mariadb: %zu parameters given but the statement uses $%d at most",
                      n, e->max_param);
+        drop_entry(c, e, tmp);
+        return NULL;
+    }
+    unsigned long long need = packet_size(e, params);
+    if (c->max_packet && need > c->max_packet) {
+        dbs__err(err, DBS_ESQL,
+                 "mariadb: the statement and its parameters need a packet of at least %llu "
+                 "bytes, more than the server's max_allowed_packet (%llu); nothing was sent",
+                 need, c->max_packet);
         drop_entry(c, e, tmp);
         return NULL;
     }
@@ -2416,7 +2498,8 @@ static int full_reset(my_conn *c, dbs_error *err)
      * the connection's first character set makes both sides agree by
      * construction. A round trip only when the session changed it. Before
      * COM_CHANGE_USER below, which carries the client's character set. */
-    if (c->charset[0] && strcmp(mysql_character_set_name(c->my), c->charset) != 0) {
+    if (c->charset[0] &&
+        (c->names_lost || strcmp(mysql_character_set_name(c->my), c->charset) != 0)) {
         t0 = dbs__now_ns();
         if (mysql_set_character_set(c->my, c->charset) != 0) {
             int rc = fail_conn(c, t0, false, err);
@@ -2435,6 +2518,12 @@ static int full_reset(my_conn *c, dbs_error *err)
         else /* no way to unselect a database but to start over */
             bad = mysql_change_user(c->my, c->mt->user, c->mt->password, NULL);
         if (bad) {
+            int rc = fail_conn(c, t0, false, err);
+            c->broken = true;
+            return rc;
+        }
+        /* COM_CHANGE_USER carried the set the server ignores */
+        if (!want && c->names_lost && mysql_set_character_set(c->my, c->charset) != 0) {
             int rc = fail_conn(c, t0, false, err);
             c->broken = true;
             return rc;

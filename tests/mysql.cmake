@@ -24,6 +24,23 @@ add_test(NAME mysql_rot_stop
 set_tests_properties(mysql_rot_stop PROPERTIES FIXTURES_CLEANUP mysql_server_rot
   LABELS mysql TIMEOUT 60)
 
+# A third whose defaults are not dbscope's: it ignores the character set a
+# client asks for at connect, quotes with ANSI_QUOTES and reads no backslash
+# escapes, and takes packets of up to 40 MiB (test_mysql server_defaults).
+set(DBSCOPE_MYSQL_SD_DIR ${DBSCOPE_MYSQL_DIR}_sd)
+add_test(NAME mysql_sd_start
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh start ${DBSCOPE_MYSQL_SD_DIR}
+    --character-set-server=latin1 --collation-server=latin1_swedish_ci
+    --skip-character-set-client-handshake
+    --sql-mode=ANSI_QUOTES,NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES
+    --max-allowed-packet=40M)
+set_tests_properties(mysql_sd_start PROPERTIES FIXTURES_SETUP mysql_server_sd
+  LABELS mysql TIMEOUT 120)
+add_test(NAME mysql_sd_stop
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh stop ${DBSCOPE_MYSQL_SD_DIR})
+set_tests_properties(mysql_sd_stop PROPERTIES FIXTURES_CLEANUP mysql_server_sd
+  LABELS mysql TIMEOUT 60)
+
 # tests/test_mysql.c: one program, one test per part (its first argument).
 if(DBSCOPE_WITH_MYSQL)
   dbscope_test_exe(test_mysql)
@@ -37,6 +54,10 @@ if(DBSCOPE_WITH_MYSQL)
   set_tests_properties(test_mysql_rollback_on_timeout PROPERTIES LABELS "mysql"
     TIMEOUT 300 FIXTURES_REQUIRED mysql_server_rot
     ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_ROT_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_ROT_DIR}")
+  add_test(NAME test_mysql_server_defaults COMMAND test_mysql server_defaults)
+  set_tests_properties(test_mysql_server_defaults PROPERTIES LABELS "mysql"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server_sd
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_SD_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_SD_DIR}")
   # The stall and the restart take the shared server down: nothing else may
 # run meanwhile.
   add_test(NAME test_mysql_stall COMMAND test_mysql stall)

@@ -25,6 +25,13 @@
  *   restart   the server stopped and started under load: the pool heals
  *   stall     the server stops answering (SIGSTOP): the statement returns
  *             DBS_ESTMT_TIMEOUT, the connection is discarded
+ *   server_defaults
+ *             on a server (its own, from mysql.cmake) that ignores the
+ *             client's character set, runs with ANSI_QUOTES and
+ *             NO_BACKSLASH_ESCAPES: utf8mb4 on both sides after connect and
+ *             after each reset, dbscope's own SQL works; a row past 16 MiB
+ *             both ways; a parameter past max_allowed_packet refused with
+ *             the connection kept
  */
 #include "common.h"
 
@@ -1771,6 +1778,162 @@ static void test_stall(void)
     dbs_pool_close(pool);
 }
 
+/* ---- server_defaults: a server whose defaults are not dbscope's ---- */
+
+/* The fixture's server (mysql.cmake) ignores the character set a client
+ * asks for at connect (skip-character-set-client-handshake, latin1), runs
+ * with sql_mode ANSI_QUOTES,NO_BACKSLASH_ESCAPES and lets packets of up to
+ * 40 MiB through. */
+enum { SD_PACKET = 40 * 1024 * 1024, SD_BIG = 17 * 1024 * 1024 };
+
+static void check_utf8mb4(dbs_session *s, const char *when)
+{
+    char v[128];
+    const char *vars[] = {"@@character_set_client", "@@character_set_connection",
+                          "@@character_set_results"};
+    for (int i = 0; i < 3; i++) {
+        char sql[80];
+        snprintf(sql, sizeof sql, "SELECT %s", vars[i]);
+        text_of(s, sql, v, sizeof v);
+        if (strcmp(v, "utf8mb4") != 0)
+            CHECK_FAIL("%s: %s is %s, not utf8mb4", when, vars[i], v);
+    }
+    /* what reaches the server: the bytes sent, as text and as a parameter */
+    CHECK_STR(text_of(s, "SELECT HEX('\xc3\xa9')", v, sizeof v), "C3A9");
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "SELECT HEX(CONVERT($1 USING utf8mb4))",
+                            (dbs_value[]){DBS_TEXT("\xc3\xa9")}, 1, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", when, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_STR(dbs_rows_text(r, 0, NULL), "C3A9");
+    dbs_rows_close(r);
+}
+
+static void test_server_defaults(void)
+{
+    dbs_error err;
+    char v[256];
+    for (int mode = 0; mode < 2; mode++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.reset = mode ? DBS_RESET_TRACKED : DBS_RESET_FULL;
+        cfg.pool_size = 1;
+        cfg.max_overflow = 0;
+        cfg.log_events = 0;
+        pool = open_pool("test_mysql", &cfg);
+        snprintf(tbl, sizeof tbl, "%s", table_name("my_sd"));
+        char sql[400];
+        snprintf(sql, sizeof sql,
+                 "CREATE TABLE %s (id INT PRIMARY KEY, t VARCHAR(20) CHARACTER SET utf8mb4, "
+                 "b LONGBLOB) ENGINE=InnoDB",
+                 tbl);
+        run_sql(pool, sql);
+
+        /* The server is the one this test means. */
+        dbs_session *s = open_s(pool, NULL);
+        int64_t id = conn_id(s);
+        CHECK_CONTAINS(text_of(s, "SELECT @@GLOBAL.sql_mode", v, sizeof v), "ANSI_QUOTES");
+        CHECK_CONTAINS(v, "NO_BACKSLASH_ESCAPES");
+        CHECK_STR(text_of(s, "SELECT @@GLOBAL.character_set_server", v, sizeof v), "latin1");
+        /* utf8mb4 on both sides from the first statement ... */
+        check_utf8mb4(s, "connect");
+        dbs_context ctx = {.request_id = "r-1", .user_id = "u\xc3\xa9"};
+        dbs_session_close(s);
+        s = open_s(pool, &ctx);
+        snprintf(sql, sizeof sql, "INSERT INTO %s (id, t) VALUES (1, $1)", tbl);
+        CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_TEXT("\xc3\xa9t\xc3\xa9")}, 1, &err), 1);
+        CHECK_STR(text_of(s, "SELECT HEX(@dbs_user_id)", v, sizeof v), "75C3A9");
+        exec_ok(s, "SET @dirty = 1"); /* the release resets */
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+        /* ... and after each reset of the connection */
+        s = open_s(pool, NULL);
+        CHECK_EQ(conn_id(s), id);
+        check_utf8mb4(s, "after a reset");
+        snprintf(sql, sizeof sql, "SELECT HEX(t) FROM %s WHERE id = 1", tbl);
+        CHECK_STR(text_of(s, sql, v, sizeof v), "C3A974C3A9");
+        dbs_session_close(s);
+
+        /* dbscope's own SQL under the server's sql_mode: read-only
+         * sessions, transaction options, the context, the release. */
+        for (int i = 0; i < 3; i++) {
+            s = i == 2 ? dbs_session_open_ro(pool, &ctx, &err) : open_s(pool, &ctx);
+            if (!s)
+                CHECK_FAIL("open: %s", err.message);
+            if (i == 1) {
+                dbs_tx_options o = {.isolation = DBS_ISOLATION_SERIALIZABLE};
+                CHECK_OK(dbs_session_set_tx_options(s, &o, &err), &err);
+            }
+            CHECK_STR(text_of(s, "SELECT @dbs_request_id", v, sizeof v), "r-1");
+            CHECK_OK(dbs_commit(s, &err), &err);
+            dbs_session_close(s);
+        }
+
+        /* Under NO_BACKSLASH_ESCAPES a backslash ends nothing: 'C:\' is a
+         * whole string, and the $1 after it a parameter. */
+        s = open_s(pool, NULL);
+        dbs_rows *q = dbs_query(s, "SELECT 'C:\\', $1, '$2 \\'", (dbs_value[]){DBS_INT(5)}, 1,
+                                &err);
+        if (!q)
+            CHECK_FAIL("backslash: %s", err.message);
+        CHECK_EQ(dbs_rows_next(q, &err), 1);
+        CHECK_STR(dbs_rows_text(q, 0, NULL), "C:\\");
+        CHECK_EQ(dbs_rows_int(q, 1), 5);
+        CHECK_STR(dbs_rows_text(q, 2, NULL), "$2 \\");
+        dbs_rows_close(q);
+        dbs_session_close(s);
+
+        /* A row past one protocol packet (16 MiB), both ways. */
+        char *big = malloc(SD_PACKET + 1024);
+        CHECK(big != NULL);
+        for (size_t i = 0; i < SD_BIG; i++)
+            big[i] = (char)(i * 7 + i / 251);
+        s = open_s(pool, NULL);
+        snprintf(sql, sizeof sql, "UPDATE %s SET b = $1 WHERE id = 1", tbl);
+        CHECK_EQ(dbs_exec(s, sql, (dbs_value[]){DBS_BLOB(big, SD_BIG)}, 1, &err), 1);
+        snprintf(sql, sizeof sql, "SELECT b, REPEAT('x', %d) FROM %s WHERE id = 1", SD_BIG,
+                 tbl);
+        dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+        if (!r)
+            CHECK_FAIL("big row: %s", err.message);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        size_t n = 0;
+        const void *got = dbs_rows_blob(r, 0, &n);
+        CHECK_EQ((int64_t)n, (int64_t)SD_BIG);
+        CHECK(got && memcmp(got, big, SD_BIG) == 0);
+        dbs_rows_text(r, 1, &n);
+        CHECK_EQ((int64_t)n, (int64_t)SD_BIG);
+        dbs_rows_close(r);
+        CHECK_OK(dbs_commit(s, &err), &err);
+
+        /* Past the server's max_allowed_packet: a clear error, every time
+         * the same, not retried, and the session goes on on its
+         * connection (nothing reached the server). */
+        memset(big, 'z', SD_PACKET + 1024);
+        snprintf(sql, sizeof sql, "UPDATE %s SET t = 'x' WHERE id = 1", tbl);
+        exec_ok(s, sql); /* a transaction is open */
+        snprintf(sql, sizeof sql, "UPDATE %s SET b = $1 WHERE id = 1", tbl);
+        for (int i = 0; i < 3; i++) {
+            int64_t rc = dbs_exec(s, sql, (dbs_value[]){DBS_BLOB(big, SD_PACKET + 1024)}, 1,
+                                  &err);
+            CHECK_EQ(rc, DBS_ESQL);
+            CHECK_CONTAINS(err.message, "max_allowed_packet");
+            CHECK(!dbs_error_is_transient(&err));
+        }
+        CHECK_EQ(conn_id(s), id);
+        snprintf(sql, sizeof sql, "SELECT t FROM %s WHERE id = 1", tbl);
+        CHECK_STR(text_of(s, sql, v, sizeof v), "x"); /* the same transaction */
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        dbs_session_close(s);
+        free(big);
+
+        snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+        run_sql(pool, sql);
+        dbs_pool_close(pool);
+    }
+}
+
 int main(int argc, char **argv)
 {
     dir = getenv("DBSCOPE_MYSQL_DIR");
@@ -1802,6 +1965,8 @@ int main(int argc, char **argv)
         test_timeout();
     else if (!strcmp(part, "restart"))
         test_restart();
+    else if (!strcmp(part, "server_defaults"))
+        test_server_defaults();
     else if (!strcmp(part, "stall"))
         test_stall();
     else

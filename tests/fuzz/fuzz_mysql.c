@@ -55,7 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the input as SQL */
     char *out = NULL;
     int *map = NULL, nmap = 0, maxp = 0;
-    if (translate(text, &out, &map, &nmap, &maxp, &err) == DBS_OK) {
+    /* with and without backslash escapes (NO_BACKSLASH_ESCAPES) */
+    if (translate(text, size % 2 == 0, &out, &map, &nmap, &maxp, &err) == DBS_OK) {
         CHECK(nmap >= 0 && maxp >= 0 && maxp <= MY_MAXP);
         for (int i = 0; i < nmap; i++)
             CHECK(map[i] >= 0 && map[i] < maxp);
