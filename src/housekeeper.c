@@ -133,7 +133,8 @@ void dbs__pool_maintain(dbs_pool *p)
     int parked_idle = dbs__rp_unpark_stale(&p->rp, now,
                                            idle_before > ka_before ? idle_before : ka_before);
     dbs__rp_item *expired, *idle;
-    dbs__rp_take_stale(&p->rp, now, idle_before, p->cfg.min_idle, &expired, &idle);
+    dbs__rp_take_stale(&p->rp, now, idle_before, p->cfg.min_idle - parked_idle, &expired,
+                       &idle);
     dbs__conn_gone(p, DBS__GONE_LIFETIME, list_len(expired), now);
     dbs__conn_gone(p, DBS__GONE_IDLE, list_len(idle), now);
     /* Keep-alive: connections idle past keepalive_ms are taken (counted in
@@ -150,8 +151,10 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs_error perr;
         bool ok = dbs__conn_validate(p, c, &perr) == DBS_OK;
         int64_t t = dbs__now_ns(); /* just pinged */
+        /* A ping is not a use: idle_timeout_ms still counts from the last
+         * session, or keep-alive would keep every connection for good. */
         enum dbs__rp_outcome out =
-            dbs__rp_release(&p->rp, it, t, ok ? DBS__RP_KEEP_ALL : DBS__RP_DROP_FIRST);
+            dbs__rp_release(&p->rp, it, t, ok ? DBS__RP_KEEP_LOOKED : DBS__RP_DROP_FIRST);
         if (out == DBS__RP_IDLE || out == DBS__RP_HANDED)
             continue;
         dbs__conn_gone(p, ok ? DBS__GONE_POOL : DBS__GONE_BROKEN, 1, t);
@@ -244,8 +247,11 @@ static void *housekeeper_main(void *arg)
 int dbs__housekeeper_start(dbs_pool *p, dbs_error *err)
 {
     const dbs_config *c = &p->cfg;
+    /* A target that can change under the pool (a SQLite file deleted or
+     * replaced) is watched whatever else is configured. */
     if (c->min_idle == 0 && c->idle_timeout_ms == 0 && c->max_lifetime_ms == 0 &&
-        c->leak_threshold_ms == 0 && c->slow_session_ms == 0 && c->keepalive_ms == 0)
+        c->leak_threshold_ms == 0 && c->slow_session_ms == 0 && c->keepalive_ms == 0 &&
+        (!p->drv->target_check || p->target.memory))
         return DBS_OK;
     pthread_mutex_lock(&p->mu);
     p->hk_running = true;

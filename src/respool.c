@@ -477,6 +477,8 @@ static enum dbs__rp_outcome release_locked(dbs__respool *rp, dbs__rp_item *c, in
         return out;
     }
     c->idle_since_ns = now;
+    if (ask != DBS__RP_KEEP_LOOKED)
+        c->used_ns = now;
     if (hand_off(rp, c)) {
         rp->n_in_use++; /* still in use, by the request now */
         return DBS__RP_HANDED;
@@ -591,7 +593,7 @@ bool dbs__rp_park(dbs__respool *rp, dbs__rp_item *c, unsigned token, int64_t now
     if (!sl->closed && !sl->parked && !rp->cfg.keep_none && !expired(c, now) &&
         atomic_load_explicit(&rp->n_open_hint, memory_order_relaxed) <= rp->cfg.keep_size &&
         may_keep(rp, now, spent, memory_order_relaxed)) {
-        c->idle_since_ns = now;
+        c->idle_since_ns = c->used_ns = now;
         sl->parked = c;
         sl->parked_by = token;
         atomic_bool *flag = &rp->maybe_parked[sl - rp->slots];
@@ -661,7 +663,7 @@ void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int 
     for (dbs__rp_item *c = rp->idle_tail, *prev; c; c = prev) {
         prev = c->prev;
         bool exp = expired(c, now);
-        bool idle = c->idle_since_ns <= idle_before && rp->n_open > keep_min;
+        bool idle = c->used_ns <= idle_before && rp->n_idle > keep_min;
         if (!exp && !idle)
             continue;
         idle_remove(rp, c);
@@ -701,7 +703,8 @@ int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra)
         return 0;
     }
     int need = want - rp->n_idle - extra - rp->n_pending;
-    int room = rp->cfg.max_size - rp->n_open - rp->n_pending;
+    int cap = rp->cfg.keep_size < rp->cfg.max_size ? rp->cfg.keep_size : rp->cfg.max_size;
+    int room = cap - rp->n_open - rp->n_pending;
     int n = need < room ? need : room;
     if (n < 0)
         n = 0;

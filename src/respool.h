@@ -59,6 +59,10 @@ typedef struct dbs__rp_item {
     int64_t expires_ns;              /* the caller's: 0 never; past it the
                                         item is dropped, not kept */
     int64_t idle_since_ns;           /* [mu] idle, [slot] parked */
+    int64_t used_ns;                 /* [mu] idle, [slot] parked: when a
+                                        holder last gave it back; a look
+                                        (DBS__RP_KEEP_LOOKED) is not a use, so
+                                        an idle timeout counts from here */
     struct dbs__rp_item *prev, *next; /* [mu] idle list; the lists the
                                         calls below return use next */
 } dbs__rp_item;
@@ -175,6 +179,9 @@ enum dbs__rp_outcome {
 enum dbs__rp_ask {
     DBS__RP_KEEP,       /* keep it, unless closed, expired or overflow */
     DBS__RP_KEEP_ALL,   /* keep it unless closed (no overflow, no expiry) */
+    DBS__RP_KEEP_LOOKED, /* as KEEP_ALL, for an idle item the owner only
+                           looked at (a keep-alive ping): its used_ns
+                           stays, so looks never keep it from timing out */
     DBS__RP_DROP,       /* drop it (GONE_CLOSED if closed: that comes first) */
     DBS__RP_DROP_FIRST  /* drop it (GONE_ASKED even if closed) */
 };
@@ -275,9 +282,11 @@ enum dbs__rp_outcome dbs__rp_release(dbs__respool *rp, dbs__rp_item *item, int64
  * stay parked. */
 int dbs__rp_unpark_stale(dbs__respool *rp, int64_t now, int64_t stale_before);
 /* Takes out of the pool, oldest idle first, the idle items past their
- * expiry (into *expired) and those idle since before idle_before while
- * more than keep_min items exist (into *idle); each is no longer counted
- * open and its slot goes to the oldest request. The caller closes them. */
+ * expiry (into *expired) and those unused (used_ns) since before
+ * idle_before while more than keep_min items are idle (into *idle); each
+ * is no longer counted open and its slot goes to the oldest request. The
+ * caller closes them. Items in use do not count for keep_min: an item
+ * idle while others are held is not "beyond" it. */
 void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int keep_min,
                         dbs__rp_item **expired, dbs__rp_item **idle);
 /* Takes the idle items idle since before before (counted in use) for the
@@ -286,7 +295,9 @@ void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int 
 dbs__rp_item *dbs__rp_take_idle_before(dbs__respool *rp, int64_t before, int *n);
 /* Reserves slots (for dbs__rp_created with to_idle) so that the idle
  * items, plus extra the caller counts as idle, plus the slots reserved,
- * reach want, within max_size; returns how many it reserved. */
+ * reach want, within keep_size (none above it: such an item would be
+ * dropped as overflow on its first release) and max_size; returns how
+ * many it reserved. */
 int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra);
 
 /* n items that left the pool (see n_leaving) are closed and counted:

@@ -559,6 +559,163 @@ static void test_idle_timeout_to_min_idle(void)
     dbs_pool_close(p);
 }
 
+/* idle_timeout_ms closes idle connections beyond min_idle only: with
+ * connections in use and exactly min_idle idle, the idle one stays (it was
+ * closed and opened again every round). */
+static void test_idle_timeout_spares_min_idle_in_use(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 4;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 1;
+    cfg.idle_timeout_ms = 50;
+    cfg.housekeeping_interval_ms = 10;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_error err;
+    dbs_session *s[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = dbs_session_open(p, NULL, &err);
+        if (!s[i])
+            CHECK_FAIL("session %d: %s", i, err.message);
+    }
+    dbs_session_close(s[3]); /* 3 in use, 1 idle: min_idle exactly */
+    dbs__sleep_ms(500);      /* many idle timeouts and rounds */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.closed_idle, 0);
+    CHECK_EQ(st.created, 4);
+    CHECK_EQ(st.size, 4);
+    CHECK_EQ(st.idle, 1);
+    for (int i = 0; i < 3; i++)
+        dbs_session_close(s[i]);
+    /* now 4 idle: back to min_idle */
+    WAIT_UNTIL(stats_of(p).size == 1, 30000);
+    CHECK_EQ(stats_of(p).size, 1);
+    CHECK_EQ(stats_of(p).closed_idle, 3);
+    dbs_pool_close(p);
+}
+
+/* min_idle is kept within pool_size: with pool_size connections in use,
+ * the housekeeper opens no overflow connection to sit idle (one a session
+ * then used was closed as overflow at release and opened again). */
+static void test_min_idle_within_pool_size(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 5;
+    cfg.min_idle = 2;
+    cfg.housekeeping_interval_ms = 10;
+    dbs_pool *p = open_pool("pool", &cfg);
+    WAIT_UNTIL(stats_of(p).idle == 2, 30000);
+    CHECK_EQ(stats_of(p).idle, 2);
+    dbs_error err;
+    dbs_session *s[2];
+    for (int i = 0; i < 2; i++) {
+        s[i] = dbs_session_open(p, NULL, &err);
+        if (!s[i])
+            CHECK_FAIL("session %d: %s", i, err.message);
+    }
+    dbs__sleep_ms(300); /* many rounds */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 2);
+    CHECK_EQ(st.created, 2);
+    /* an overflow session still works, and its connection goes at release */
+    dbs_session *o = dbs_session_open(p, NULL, &err);
+    if (!o)
+        CHECK_FAIL("overflow session: %s", err.message);
+    dbs_session_close(o);
+    CHECK_EQ(stats_of(p).closed_overflow, 1);
+    for (int i = 0; i < 2; i++)
+        dbs_session_close(s[i]);
+    dbs__sleep_ms(100);
+    st = stats_of(p);
+    CHECK_EQ(st.size, 2);
+    CHECK_EQ(st.idle, 2);
+    dbs_pool_close(p);
+}
+
+/* Keep-alive pings do not make a connection "used": one idle past
+ * idle_timeout_ms is closed even though it was pinged meanwhile (the pool
+ * never shrank while keepalive_ms was under idle_timeout_ms). */
+static void test_keepalive_keeps_idle_timeout(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 0;
+    cfg.idle_timeout_ms = 300;
+    cfg.keepalive_ms = 30;
+    cfg.housekeeping_interval_ms = 10;
+    dbs_pool *p = open_pool("pool", &cfg);
+    dbs_session *s;
+    checkout_conn(p, &s);
+    dbs_session_close(s);
+    WAIT_UNTIL(stats_of(p).size == 0, 10000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.size, 0);
+    CHECK_INT(st.closed_idle, >=, 1);
+    CHECK_EQ(st.invalidated, 0);
+    dbs_pool_close(p);
+}
+
+/* Keep-alive replaces a connection whose ping fails, and min_idle stays
+ * kept: the dead one is closed and counted broken, and a new one opened. */
+static void test_keepalive_replaces_dead(void)
+{
+    dbs_config cfg = base_config();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 1;
+    cfg.idle_timeout_ms = 0;
+    cfg.keepalive_ms = 30;
+    cfg.housekeeping_interval_ms = 10;
+    dbs_pool *p = open_pool("pool", &cfg);
+    WAIT_UNTIL(stats_of(p).idle == 1, 30000);
+    atomic_store(&dbs__fault.fail_pings, 1);
+    WAIT_UNTIL(stats_of(p).closed_broken == 1 && stats_of(p).idle == 1, 30000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.closed_broken, 1);
+    CHECK_EQ(st.idle, 1);
+    CHECK_EQ(st.size, 1);
+    CHECK_EQ(st.created, 2);
+    dbs_pool_close(p);
+}
+
+/* SQLite: a database file deleted under the pool is reported within
+ * housekeeping_interval_ms (docs/pool.md) also when nothing else needs
+ * upkeep (no min_idle, idle timeout, lifetime, leak or keep-alive): the
+ * housekeeper was not started then, and nobody looked. */
+static atomic_int deleted_events;
+
+static void count_deleted(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_INVALIDATE && ev->reason && strstr(ev->reason, "deleted"))
+        atomic_fetch_add(&deleted_events, 1);
+}
+
+static void test_target_checked_without_upkeep(void)
+{
+    dbs_config cfg = base_config();
+    cfg.on_event = count_deleted;
+    cfg.pool_size = 2;
+    cfg.min_idle = 0;
+    cfg.idle_timeout_ms = 0;
+    cfg.max_lifetime_ms = 0;
+    cfg.housekeeping_interval_ms = 10;
+    dbs_pool *p = open_pool("pool", &cfg);
+    if (dbs_pool_backend(p) != DBS_BACKEND_SQLITE) {
+        dbs_pool_close(p);
+        return;
+    }
+    dbs_session *s;
+    checkout_conn(p, &s);
+    dbs_session_close(s);
+    test_db_remove();
+    WAIT_UNTIL(atomic_load(&deleted_events) > 0, 10000);
+    CHECK_INT(atomic_load(&deleted_events), >, 0);
+    dbs_pool_close(p);
+}
+
 static void test_min_idle_fill(void)
 {
     dbs_config cfg = base_config();
@@ -1097,6 +1254,11 @@ int main(void)
     test_lifetime();
     test_idle_timeout_to_min_idle();
     test_min_idle_fill();
+    test_idle_timeout_spares_min_idle_in_use();
+    test_min_idle_within_pool_size();
+    test_keepalive_keeps_idle_timeout();
+    test_keepalive_replaces_dead();
+    test_target_checked_without_upkeep();
     test_validation_replaces_broken();
     test_failed_connect_keeps_slot();
     test_slow_connect_blocks_nobody();

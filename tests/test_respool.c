@@ -128,6 +128,42 @@ static void test_overflow(void)
     pool_end(&rp);
 }
 
+/* Upkeep: warm-up reserves stay within keep_size, an idle timeout spares
+ * keep_min idle items whatever is in use, and a look (KEEP_LOOKED) does
+ * not reset an item's idle time. */
+static void test_upkeep(void)
+{
+    dbs__respool rp;
+    pool_init(&rp, 4, 2, 0, 0);
+    dbs__rp_req r = {.done = note_done};
+    dbs__rp_item *a = get(&rp, &r, 1), *b = get(&rp, &r, 2);
+    /* keep_size items in use: no room to warm up, though max_size has */
+    CHECK_EQ(dbs__rp_reserve_upto(&rp, 2, 0), 0);
+    CHECK_EQ(dbs__rp_release(&rp, b, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    /* one in use, one idle, keep_min 1: the idle one is not beyond it */
+    dbs__rp_item *exp, *idle;
+    dbs__rp_take_stale(&rp, dbs__now_ns(), INT64_MAX, 1, &exp, &idle);
+    CHECK(exp == NULL && idle == NULL);
+    expect(&rp, 2, 1, 1, 0, 0);
+    CHECK_EQ(dbs__rp_release(&rp, a, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    /* a look keeps the time of the last use */
+    int64_t used = dbs__now_ns();
+    int n;
+    dbs__rp_item *looked = dbs__rp_take_idle_before(&rp, INT64_MAX, &n);
+    CHECK_EQ(n, 2);
+    for (dbs__rp_item *c = looked, *next; c; c = next) {
+        next = c->next;
+        CHECK_EQ(dbs__rp_release(&rp, c, used + 1000000000, DBS__RP_KEEP_LOOKED),
+                 DBS__RP_IDLE);
+    }
+    dbs__rp_take_stale(&rp, used + 1000000000, used, 1, &exp, &idle);
+    CHECK(exp == NULL && idle != NULL && idle->next == NULL);
+    unmake(idle);
+    dbs__rp_left(&rp, 1);
+    expect(&rp, 1, 1, 0, 0, 0);
+    pool_end(&rp);
+}
+
 /* Requests are served oldest first, each by a direct hand-off. */
 static void test_fifo(void)
 {
@@ -598,6 +634,7 @@ int main(void)
 {
     test_basic();
     test_overflow();
+    test_upkeep();
     test_fifo();
     test_create_failed();
     test_barging();
