@@ -1088,10 +1088,12 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * a unit's later statements run in a new transaction all the same. (On
  * MariaDB, a START TRANSACTION or COMMIT AND CHAIN sent as SQL in a
  * read-write session commits without the server reporting it: do not send
- * them. On every backend, a COMMIT sent as SQL whose connection is lost
- * before its answer looks like any statement lost with its connection,
- * DBS_ECONNECT, and the unit is run again: end a unit by returning 0 or
- * with dbs_commit, never with SQL.) Keeps pool
+ * them. On PostgreSQL and MariaDB, a COMMIT sent as SQL whose connection
+ * is lost before its answer looks like any statement lost with its
+ * connection, DBS_ECONNECT, and the unit is run again: end a unit by
+ * returning 0 or with dbs_commit, never with SQL. SQLite reports every
+ * commit as it happens, so there one that fails part way is
+ * DBS_ECOMMIT_UNKNOWN however it was sent.) Keeps pool
  * allocated until it returns, even across a dbs_pool_close on another thread
  * (the next attempt then gets DBS_ECLOSED). work must be safe
  * to run again and must not close s. Returns 0 or the last error. Blocks.

@@ -39,7 +39,9 @@
  * refuses a COMMIT into a database file or WAL that was deleted or replaced
  * while open (SQLITE_FCNTL_HAS_MOVED, and the WAL's identity at open): the
  * transaction is rolled back and the connection discarded instead of
- * acknowledging writes nobody will read. sqlite:FILE?synchronous=full is
+ * acknowledging writes nobody will read. An I/O error after the hook let
+ * a COMMIT go ahead leaves its outcome unknown, whichever statement sent it:
+ * DBS_ECOMMIT_UNKNOWN (fail). sqlite:FILE?synchronous=full is
  * the default spelled out; ?synchronous=normal skips the group sync.
  *
  * Parameters: SQLite reads "$1" as a named parameter called "$1", reusable
@@ -121,6 +123,8 @@ typedef struct sq_conn {
     bool group_sync;   /* commits wait for the shared WAL sync */
     bool sync_owed;    /* the commit hook saw a write transaction commit */
     bool file_moved;   /* the commit hook refused a COMMIT: file replaced */
+    bool committing;   /* the commit hook let a write transaction's COMMIT
+                          go ahead during the current step */
     bool wal_known;    /* wal_dev/wal_ino: the WAL file this connection has */
     dev_t wal_dev;
     ino_t wal_ino;
@@ -152,8 +156,11 @@ typedef struct sq_shared {
     char name[96];     /* memdb URI of the in-memory database */
     sqlite3 *anchor;
     char *path;        /* file databases: the path, without ?options */
+    char *file;        /* once seen: the file SQLite opened (path, or what a
+                          file: URI names, decoded and absolute); what is
+                          watched, and what later connections open */
     bool sync_normal;  /* ?synchronous=normal: the opt-out */
-    pthread_mutex_t mu; /* seen, dev, ino: connects may run concurrently */
+    pthread_mutex_t mu; /* seen, file, dev, ino: connects may run concurrently */
     bool seen;         /* a connection opened: do not create the file again */
     dev_t dev;         /* identity of the file the pool opened */
     ino_t ino;
@@ -269,7 +276,15 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
     if ((rc & 0xff) == SQLITE_FULL ||
         ((rc & 0xff) == SQLITE_IOERR && is_enospc(sys) && !is_sync_error(rc)))
         code = DBS_EFULL;
-    if (code == DBS_ECONNECT || code == DBS_ENOMEM)
+    /* An I/O error or failed sync once the commit hook let a COMMIT go
+     * ahead, whatever sent it (dbs_commit, a COMMIT sent as SQL, a write in
+     * autocommit mode): the commit record may be on disk, whole or not.
+     * Never retried. (SQLITE_FULL wrote no commit record: DBS_EFULL.) */
+    bool unknown = c->committing && (code == DBS_ECONNECT || is_sync_error(rc));
+    c->committing = false;
+    if (unknown)
+        code = DBS_ECOMMIT_UNKNOWN;
+    if (code == DBS_ECONNECT || code == DBS_ENOMEM || unknown)
         c->broken = true;
     if (c->in_tx && !c->tx_lost && sqlite3_get_autocommit(c->db)) {
         /* SQLite ended the transaction itself (busy, I/O error, ...): the
@@ -277,11 +292,12 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
         c->tx_lost = true;
         c->tx_lost_code = code == DBS_ECONSTRAINT ? DBS_ESQL : code;
     }
+    const char *doubt = unknown ? "; the transaction may or may not have been committed" : "";
     if (sql)
-        dbs__err(err, code, "%s failed: %s (statement: %.120s)", what,
-                 sqlite3_errmsg(c->db), sql);
+        dbs__err(err, code, "%s failed: %s (statement: %.120s)%s", what,
+                 sqlite3_errmsg(c->db), sql, doubt);
     else
-        dbs__err(err, code, "%s failed: %s", what, sqlite3_errmsg(c->db));
+        dbs__err(err, code, "%s failed: %s%s", what, sqlite3_errmsg(c->db), doubt);
     dbs__err_sqlstate(err, sqlstate_for(sqlite3_extended_errcode(c->db)));
     return code;
 }
@@ -776,6 +792,8 @@ static void sq_target_close(dbs__target *t)
     if (!sh)
         return;
     sqlite3_close(sh->anchor);
+    if (sh->file != sh->path)
+        free(sh->file);
     if (sh->path) {
         pthread_mutex_destroy(&sh->mu);
         pthread_mutex_destroy(&sh->gmu);
@@ -873,6 +891,7 @@ static inline void step_begins(sq_conn *c)
 {
     c->step_since_ns = 0;
     c->busy_bound_hit = false;
+    c->committing = false;
 }
 
 /* Why a file could not be opened or set up, by what the OS reported: a
@@ -968,6 +987,7 @@ static int on_commit(void *arg)
         return 1;
     }
     c->sync_owed = c->group_sync;
+    c->committing = true;
     return 0;
 }
 
@@ -1034,6 +1054,8 @@ static int open_db(sq_conn *c, dbs_error *err)
     if (!t->memory) {
         pthread_mutex_lock(&sh->mu);
         seen = sh->seen;
+        if (seen)
+            name = sh->file; /* set once, before seen */
         pthread_mutex_unlock(&sh->mu);
     }
     if (!seen)
@@ -1094,14 +1116,35 @@ static int open_db(sq_conn *c, dbs_error *err)
     c->dirty = c->in_tx = c->tx_lost = c->broken = false;
     c->sync_owed = c->file_moved = false;
     if (!seen) {
+        /* A file: URI is watched, and opened from now on, as the file
+         * SQLite made of it: the URI itself names nothing stat() finds. */
+        bool uri = strncmp(name, "file:", 5) == 0;
+        const char *real = uri ? sqlite3_db_filename(c->db, "main") : sh->path;
+        if (!real || !*real) {
+            /* SQLite's private temporary database: one per connection */
+            close_db(c);
+            return dbs__err(err, DBS_ECONFIG,
+                            "SQLite URL \"%s\" names no file (SQLite would give each "
+                            "connection a temporary database of its own): name a file, "
+                            "sqlite:///abs/path.db", t->conninfo);
+        }
+        char *keep = uri ? strdup(real) : sh->path;
+        if (!keep) {
+            close_db(c);
+            return dbs__err(err, DBS_ENOMEM, "out of memory");
+        }
         struct stat st;
         pthread_mutex_lock(&sh->mu);
-        if (!sh->seen && stat(sh->path, &st) == 0) {
+        if (!sh->seen && stat(keep, &st) == 0) {
+            sh->file = keep;
+            keep = NULL;
             sh->dev = st.st_dev;
             sh->ino = st.st_ino;
             sh->seen = true;
         }
         pthread_mutex_unlock(&sh->mu);
+        if (keep != sh->path)
+            free(keep);
     }
     return DBS_OK;
 }
@@ -1197,14 +1240,14 @@ static int target_check_locked(sq_shared *sh, dbs_error *err)
     if (!sh->seen)
         return DBS_OK;
     struct stat st;
-    if (stat(sh->path, &st) != 0) {
+    if (stat(sh->file, &st) != 0) {
         if (sh->ino == 0)
             return DBS_OK; /* reported already */
         sh->ino = 0;
         return dbs__err(err, DBS_ECONNECT,
                         "SQLite database file \"%s\" was deleted while the pool had it "
                         "open; open connections are discarded and none is opened until "
-                        "it is back", sh->path);
+                        "it is back", sh->file);
     }
     if (st.st_dev == sh->dev && st.st_ino == sh->ino)
         return DBS_OK;
@@ -1212,7 +1255,7 @@ static int target_check_locked(sq_shared *sh, dbs_error *err)
     sh->ino = st.st_ino;
     return dbs__err(err, DBS_ECONNECT,
                     "SQLite database file \"%s\" was replaced while the pool had it open; "
-                    "connections to the old file are discarded", sh->path);
+                    "connections to the old file are discarded", sh->file);
 }
 
 static int sq_begin(void *vc, const dbs_context *ctx, dbs_error *err)
@@ -1392,7 +1435,9 @@ static int sq_commit(void *vc, dbs_error *err)
     /* A bound that ran out while waiting for a lock (SQLITE_BUSY) committed
      * nothing: that is a refusal, not an unknown outcome. */
     bool refused = (src & 0xff) == SQLITE_BUSY || (src & 0xff) == SQLITE_LOCKED;
-    if (!moved && !refused &&
+    if (rc == DBS_ECOMMIT_UNKNOWN) {
+        /* fail() saw the commit hook let it go ahead: said so already */
+    } else if (!moved && !refused &&
         (rc == DBS_ECONNECT || rc == DBS_ESTMT_TIMEOUT || is_sync_error(src))) {
         /* An I/O error, corruption or a failed sync during COMMIT: the
          * commit record may be on disk, whole or not. Nobody can tell

@@ -2,6 +2,7 @@
  * every session and kept across recycling, session state reset. */
 #include "common.h"
 
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 static void test_wal_and_foreign_keys(void)
@@ -325,6 +326,124 @@ static void test_commit_into_deleted_file_fails(void)
     }
 }
 
+/* The WAL deleted while a connection of the pool has it open, then a
+ * connection opened after that: it would create an empty WAL while the
+ * shared WAL index (one per process) still describes the old one's frames,
+ * read pages from frames that are not there and append its commit to a
+ * WAL with no header, which recovery ignores. It must fail rather than
+ * acknowledge a commit that is then lost (or read garbage); the commit of
+ * every acknowledged row must survive the pool. */
+static void test_new_connection_after_wal_deleted(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.housekeeping_interval_ms = 60000;
+    cfg.log_events = 0;
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.circuit_threshold = 1000;
+    dbs_pool *p = open_pool("sqlite", &cfg);
+    run_sql(p, "CREATE TABLE walgone (v INTEGER)");
+    for (int i = 0; i < 20; i++)
+        run_sql(p, "INSERT INTO walgone VALUES (1)");
+    CHECK_EQ(stats_of(p).size, 1);
+    dbs_error err;
+    dbs_session *r = open_ok(p); /* the one connection, open across the deletion */
+    CHECK_EQ(query_int(r, "SELECT count(*) FROM walgone", NULL, 0), 20);
+    char wal[1000];
+    snprintf(wal, sizeof wal, "%s-wal", test_db_path);
+    CHECK_EQ(unlink(wal), 0);
+    int acked = 0;
+    dbs_session *s = dbs_session_open(p, NULL, &err); /* a new connection */
+    if (s) {
+        int64_t n = -1;
+        dbs_rows *rows = dbs_query(s, "SELECT count(*) FROM walgone", NULL, 0, &err);
+        if (rows && dbs_rows_next(rows, &err) == 1)
+            n = dbs_rows_int(rows, 0);
+        dbs_rows_close(rows);
+        fprintf(stderr, "new connection after the WAL was deleted: count %lld (%s)\n",
+                (long long)n, n < 0 ? err.message : "");
+        /* it reads what was committed, or fails: never another count */
+        CHECK(n == 20 || n == -1);
+        if (dbs_exec(s, "INSERT INTO walgone VALUES (2)", NULL, 0, &err) >= 0 &&
+            dbs_commit(s, &err) == DBS_OK)
+            acked = 1;
+        else
+            fprintf(stderr, "refused: %s\n", err.message);
+        dbs_session_close(s);
+    } else {
+        fprintf(stderr, "no new connection: %s\n", err.message);
+    }
+    dbs_session_close(r);
+    dbs_pool_close(p);
+    /* What is on disk now, through SQLite alone. */
+    sqlite3 *db = NULL;
+    CHECK_EQ(sqlite3_open_v2(test_db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM walgone WHERE v = 2", -1, &st, NULL);
+    int64_t found = rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0)
+                                                                      : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    fprintf(stderr, "acknowledged %d, found %lld\n", acked, (long long)found);
+    if (acked)
+        CHECK_EQ(found, 1);
+    test_db_remove();
+}
+
+/* A URL naming the file as an SQLite URI (sqlite:file:PATH, which config.c
+ * accepts) keeps the promises of a plain path: a file deleted under the
+ * pool is reported and never created again, and a URI that names no file
+ * (SQLite's private temporary database, one per connection, whose writes
+ * no other session would see) is refused. */
+static void test_file_uri(void)
+{
+    test_url("sqlite_uri"); /* sets test_db_path */
+    char url[1100];
+    snprintf(url, sizeof url, "sqlite:file:%s", test_db_path);
+    atomic_store(&file_events, 0);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.on_event = count_file_events;
+    cfg.log_events = 0;
+    cfg.housekeeping_interval_ms = 10;
+    cfg.pool_size = 2;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("dbs_pool_open(%s): %s", url, err.message);
+    run_sql(p, "CREATE TABLE kept (v INTEGER)");
+    run_sql(p, "INSERT INTO kept VALUES (1)");
+    CHECK(access(test_db_path, F_OK) == 0);
+    test_db_remove();
+    WAIT_UNTIL(atomic_load(&file_events) > 0, 30000);
+    CHECK(atomic_load(&file_events) > 0); /* reported by the housekeeper */
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (s) {
+        CHECK(dbs_exec(s, "INSERT INTO kept VALUES (2)", NULL, 0, &err) < 0);
+        dbs_session_close(s);
+    }
+    s = dbs_session_open(p, NULL, &err); /* a new connection, if any */
+    if (s) {
+        CHECK(dbs_exec(s, "INSERT INTO kept VALUES (3)", NULL, 0, &err) < 0);
+        dbs_session_close(s);
+    }
+    CHECK(access(test_db_path, F_OK) != 0); /* no empty file made in its place */
+    dbs_pool_close(p);
+    test_db_remove();
+
+    /* No file at all: each connection a private database of its own. */
+    cfg.url = "sqlite:file:";
+    p = dbs_pool_open(&cfg, &err);
+    if (p) {
+        dbs_pool_close(p);
+        CHECK_FAIL("sqlite:file: was accepted");
+    }
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "names no file");
+}
+
 /* What SQLite reports about a connection's last statement is not handed to
  * the next user: a pool of one, so both sessions get the same connection. */
 static void test_last_statement_reset(void)
@@ -574,6 +693,8 @@ int main(void)
     test_statement_bound();
     test_relative_path_survives_chdir();
     test_commit_into_deleted_file_fails();
+    test_new_connection_after_wal_deleted();
+    test_file_uri();
     test_last_statement_reset();
     test_temp_by_name_reset();
     test_refused_pragma_reset();

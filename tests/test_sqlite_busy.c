@@ -126,6 +126,41 @@ static void test_commit_waits(int stmt_ms, int busy_ms, int want)
     dbs_pool_close(p);
 }
 
+/* A read transaction that then writes, after another connection committed
+ * (WAL: SQLITE_BUSY_SNAPSHOT, which no waiting can cure): DBS_ERETRYABLE,
+ * and dbs_transact runs the unit again on a fresh snapshot. */
+typedef struct snap_arg {
+    dbs_pool *p;
+    int calls;
+} snap_arg;
+
+static int snapshot_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    snap_arg *a = arg;
+    a->calls++;
+    int64_t n = query_int(s, "SELECT COUNT(*) FROM t", NULL, 0); /* the snapshot */
+    if (a->calls == 1)
+        run_sql(a->p, "INSERT INTO t (v) VALUES ('other')"); /* another connection */
+    dbs_value v = DBS_INT(n);
+    int64_t rc = dbs_exec(s, "INSERT INTO t (v) VALUES ($1)", &v, 1, err);
+    if (a->calls == 1) {
+        CHECK_EQ(rc, DBS_ERETRYABLE);
+        CHECK(dbs_error_is_transient(err));
+    }
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void test_snapshot_upgrade(void)
+{
+    dbs_pool *p = pool_of("sqlite_busy_snapshot", false, 60000, 60000);
+    snap_arg a = {p, 0};
+    dbs_error err;
+    CHECK_OK(dbs_transact(p, NULL, snapshot_unit, &a, &err), &err);
+    CHECK_EQ(a.calls, 2);
+    CHECK_EQ(count_rows(p), 2);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     /* the statement bound is the smaller: DBS_ESTMT_TIMEOUT */
@@ -134,6 +169,7 @@ int main(void)
     /* busy_timeout_ms is the smaller: DBS_ERETRYABLE, as before */
     test_statement_waits(60000, 100, DBS_ERETRYABLE);
     test_commit_waits(60000, 100, DBS_ERETRYABLE);
+    test_snapshot_upgrade();
     printf("test_sqlite_busy: ok\n");
     return 0;
 }

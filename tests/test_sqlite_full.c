@@ -290,14 +290,32 @@ static int insert_armed(dbs_session *s, void *arg, dbs_error *err)
     return 0;
 }
 
-static void commit_case(dbs_pool *p, int mode, int want, int runs)
+/* The same, ending with a COMMIT the unit sends as SQL: through dbs_exec,
+ * or through dbs_query and dbs_rows_next (arg non-NULL). */
+static int insert_armed_sql_commit(dbs_session *s, void *arg, dbs_error *err)
+{
+    int rc = insert_armed(s, NULL, err);
+    if (rc != 0)
+        return rc;
+    if (!arg)
+        return dbs_exec(s, "COMMIT", NULL, 0, err) < 0 ? err->code : 0;
+    dbs_rows *r = dbs_query(s, "COMMIT", NULL, 0, err);
+    if (!r)
+        return err->code;
+    rc = dbs_rows_next(r, err);
+    dbs_rows_close(r);
+    return rc;
+}
+
+static void commit_case_with(dbs_pool *p, dbs_work_fn work, void *arg, int mode, int want,
+                             int runs)
 {
     arm_mode = mode;
     atomic_store(&work_calls, 0);
     atomic_store(&fail_hits, 0);
     dbs_error err;
     memset(&err, 0, sizeof err);
-    int rc = dbs_transact(p, NULL, insert_armed, NULL, &err);
+    int rc = dbs_transact(p, NULL, work, arg, &err);
     atomic_store(&fail_mode, FAIL_NONE);
     fprintf(stderr, "mode %d: %d %s\n", mode, rc, err.message);
     CHECK_EQ(atomic_load(&fail_hits), 1);
@@ -309,6 +327,11 @@ static void commit_case(dbs_pool *p, int mode, int want, int runs)
     size_t small = 10;
     CHECK_EQ(dbs_transact(p, NULL, insert_blob, &small, &err), DBS_OK);
     next_id++;
+}
+
+static void commit_case(dbs_pool *p, int mode, int want, int runs)
+{
+    commit_case_with(p, insert_armed, NULL, mode, want, runs);
 }
 
 static int part_commit(void)
@@ -326,6 +349,13 @@ static int part_commit(void)
     commit_case(p, FAIL_SYNC, DBS_ECOMMIT_UNKNOWN, 1);
     /* An I/O error writing the COMMIT: unknown too, never retried. */
     commit_case(p, FAIL_WRITE_EIO, DBS_ECOMMIT_UNKNOWN, 1);
+    /* The same for a COMMIT sent as SQL (SQLite's commit hook saw it
+     * begin): unknown, never retried, by dbs_exec or by dbs_rows_next. */
+    static int by_query = 1;
+    commit_case_with(p, insert_armed_sql_commit, NULL, FAIL_WRITE_EIO, DBS_ECOMMIT_UNKNOWN, 1);
+    commit_case_with(p, insert_armed_sql_commit, &by_query, FAIL_WRITE_EIO,
+                     DBS_ECOMMIT_UNKNOWN, 1);
+    commit_case_with(p, insert_armed_sql_commit, NULL, FAIL_SYNC, DBS_ECOMMIT_UNKNOWN, 1);
     /* A write that found the disk full: nothing committed, retried (and
      * the retry, the failure being one shot, commits). */
     arm_mode = FAIL_WRITE_ENOSPC;
