@@ -309,12 +309,14 @@ typedef struct dbs_config {
                              discarded; the pool never recreates it. */
     int pool_size;        /* connections kept (default 10) */
     int max_overflow;     /* extra connections under load (default 20) */
-    int min_idle;         /* idle connections kept ready (default 0) */
+    int min_idle;         /* idle connections kept ready (default 0), within
+                             pool_size: never overflow connections */
     int acquire_timeout_ms; /* wait for a connection at most (30000) */
     int max_lifetime_ms;  /* recycle connections older than this, minus up
                              to 2.5% random jitter (3600000; 0 = never) */
     int idle_timeout_ms;  /* close idle connections beyond min_idle after
-                             this (600000; 0 = never) */
+                             this long unused by a session (600000; 0 =
+                             never); keep-alive pings do not count */
     int pre_ping;         /* check a connection before handing it out (1):
                              at every check-out a look at its socket
                              without a round trip (one non-blocking
@@ -329,7 +331,10 @@ typedef struct dbs_config {
     enum dbs_pool_mode mode;
     /* Fields below are dbscope's additions to the contract. */
     int validation_window_ms;     /* see pre_ping (500) */
-    int housekeeping_interval_ms; /* housekeeper period (1000) */
+    int housekeeping_interval_ms; /* housekeeper period (1000); the
+                                     housekeeper runs only when some upkeep
+                                     is set, and always on a SQLite file
+                                     (it watches the file is still there) */
     int retry_base_ms;            /* first backoff ceiling (10) */
     int retry_cap_ms;             /* largest backoff ceiling (1000) */
     int busy_timeout_ms;          /* SQLite: wait on a locked file (5000),
