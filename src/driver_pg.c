@@ -2021,7 +2021,7 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
     p->heap = h;
     for (size_t i = 0; i < n; i++) {
         const dbs_value *v = &params[i];
-        if (v->type == DBS_TYPE_TEXT && v->b.p && v->b.n != SIZE_MAX) {
+        if (v->type == DBS_TYPE_TEXT && v->b.p && v->b.n != SIZE_MAX && h) {
             memcpy(h, v->b.p, v->b.n);
             h[v->b.n] = '\0';
             vals[i] = h;

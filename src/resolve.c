@@ -226,9 +226,9 @@ int dbs__resolve(const char *host, const char *port, int64_t deadline_ns, char *
     pthread_mutex_lock(&reg_mu);
     lookup *l = NULL;
     int grc = lookup_get(host, port ? port : "", &l, err);
-    if (grc != DBS_OK) {
+    if (grc != DBS_OK || !l) {
         pthread_mutex_unlock(&reg_mu);
-        return grc;
+        return grc != DBS_OK ? grc : dbs__err(err, DBS_ENOMEM, "no lookup for \"%.200s\"", host);
     }
     /* On a pool's own thread, the wait also ends when the pool shuts down
      * (dbs__stopping), looked at every DBS__STOP_SLICE_MS. */

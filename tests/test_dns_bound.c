@@ -220,7 +220,12 @@ int main(int argc, char **argv)
     CHECK(!connects(what, "dbscope-loopback.test", password, port, 5000, &e));
     CHECK_CONTAINS(e.message, "pending");
 
-    /* A child has none of those lookups: the name resolves and connects. */
+    /* A child has none of those lookups: the name resolves and connects.
+     * Not under a sanitizer: the child starts a lookup thread, which
+     * ThreadSanitizer refuses after a multi-threaded fork, and GCC's
+     * AddressSanitizer may leave its allocator's lock held in the child
+     * (test_connections.c says more); the plain build runs it. */
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -234,6 +239,7 @@ int main(int argc, char **argv)
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+#endif
 
     close(fd);
     fprintf(stderr, "ok\n");

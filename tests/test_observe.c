@@ -699,7 +699,9 @@ static void unit_done_noop(dbs_unit *u, int rc, const dbs_error *err, void *arg)
 {
     (void)u;
     (void)err;
-    *(int *)arg = rc == DBS_OK ? 1 : -1;
+    /* acquire_timeout_ms is 50 here (for the timeout event): on a slow
+     * build a unit queued behind the others may run out of it */
+    *(int *)arg = rc == DBS_OK ? 1 : rc == DBS_ETIMEOUT ? 2 : -1;
 }
 
 static void test_reentrant_callbacks(void)
@@ -756,7 +758,8 @@ static void test_reentrant_callbacks(void)
         CHECK_INT(dbs_loop_run(l), >=, 0);
     }
     for (int i = 0; i < 4; i++)
-        CHECK_EQ(done[i], 1);
+        CHECK(done[i] == 1 || done[i] == 2);
+    CHECK_EQ(done[0], 1); /* first in line: a connection was free */
     dbs_loop_close(l);
 
     a = open_ok(p); /* still open at dbs_pool_close: a leak event from inside it */
