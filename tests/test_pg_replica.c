@@ -613,6 +613,41 @@ static void test_sample_age(const char *url_a, const char *url_b, const char *su
     fp_stop(fp);
 }
 
+/* For the lag-bound tests: a pool whose replica's pool has one connection
+ * and a bound of bound_ms, with the standby qualifying; *w writes on the
+ * primary, *sb is a superuser's pool on the standby (to pause its
+ * replay); row id of replica_t is not there. */
+static dbs_pool *open_one_replica_conn(const char *url_a, const char *url_b, const char *super_b,
+                                       int bound_ms, int64_t id, dbs_pool **w, dbs_pool **sb)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url_a;
+    cfg.replica_url = url_b;
+    cfg.replica_max_lag_ms = bound_ms;
+    cfg.pool_size = 1; /* the replica's pool too: one connection */
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 30000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    *w = open_with(url_a, NULL, 0, 1);
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    *sb = dbs_pool_open(&cfg, &err);
+    if (!*sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(*w, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    char sql[80];
+    snprintf(sql, sizeof sql, "DELETE FROM replica_t WHERE id = %lld", (long long)id);
+    run_sql(*w, sql);
+    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
+    return p;
+}
+
 /* The lag bound holds for a session that waits for a replica's
  * connection: the standby qualified when the session began to wait, its
  * replay then stopped and a write landed, and by the time the replica's
@@ -643,29 +678,9 @@ static void *ro_waiter(void *arg)
 static void test_wait_past_bound(const char *url_a, const char *url_b, const char *super_b)
 {
     enum { BOUND_MS = 1000 };
-    dbs_config cfg;
-    dbs_config_init(&cfg);
-    cfg.url = url_a;
-    cfg.replica_url = url_b;
-    cfg.replica_max_lag_ms = BOUND_MS;
-    cfg.pool_size = 1; /* the replica's pool too: one connection */
-    cfg.max_overflow = 0;
-    cfg.acquire_timeout_ms = 30000;
-    cfg.log_events = 0;
+    dbs_pool *w, *sb;
+    dbs_pool *p = open_one_replica_conn(url_a, url_b, super_b, BOUND_MS, 7100000, &w, &sb);
     dbs_error err;
-    dbs_pool *p = dbs_pool_open(&cfg, &err);
-    if (!p)
-        CHECK_FAIL("open: %s", err.message);
-    dbs_pool *w = open_with(url_a, NULL, 0, 1);
-    dbs_config_init(&cfg);
-    cfg.url = super_b;
-    cfg.log_events = 0;
-    dbs_pool *sb = dbs_pool_open(&cfg, &err);
-    if (!sb)
-        CHECK_FAIL("super pool: %s", err.message);
-    run_sql(w, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
-    run_sql(w, "DELETE FROM replica_t WHERE id = 7100000");
-    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
 
     /* the replica's one connection, held; a second read-only session
      * waits for it while the standby qualifies */
@@ -1210,29 +1225,9 @@ static void test_loop_replica(const char *url_a, const char *url_b, const char *
 static void test_loop_wait_past_bound(const char *url_a, const char *url_b, const char *super_b)
 {
     enum { BOUND_MS = 1000, ID = 7200000 };
-    dbs_config cfg;
-    dbs_config_init(&cfg);
-    cfg.url = url_a;
-    cfg.replica_url = url_b;
-    cfg.replica_max_lag_ms = BOUND_MS;
-    cfg.pool_size = 1; /* the replica's pool too: one connection */
-    cfg.max_overflow = 0;
-    cfg.acquire_timeout_ms = 30000;
-    cfg.log_events = 0;
+    dbs_pool *w, *sb;
+    dbs_pool *p = open_one_replica_conn(url_a, url_b, super_b, BOUND_MS, ID, &w, &sb);
     dbs_error err;
-    dbs_pool *p = dbs_pool_open(&cfg, &err);
-    if (!p)
-        CHECK_FAIL("open: %s", err.message);
-    dbs_pool *w = open_with(url_a, NULL, 0, 1);
-    dbs_config_init(&cfg);
-    cfg.url = super_b;
-    cfg.log_events = 0;
-    dbs_pool *sb = dbs_pool_open(&cfg, &err);
-    if (!sb)
-        CHECK_FAIL("super pool: %s", err.message);
-    run_sql(w, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
-    run_sql(w, "DELETE FROM replica_t WHERE id = 7200000");
-    WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
     dbs_loop *l = dbs_loop_open(p, NULL, &err);
     if (!l)
         CHECK_FAIL("dbs_loop_open: %s", err.message);
