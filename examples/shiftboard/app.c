@@ -13,10 +13,14 @@
 /* TOKEN_EXPIRED_KEPT_S: how long an expired token stays stored, so that a
  * client still presenting it (a tab left polling overnight) is told it
  * expired instead of being counted as guessing tokens, which would soon
- * lock its address out of the login it needs. */
+ * lock its address out of the login it needs. TOKENS_MAX: the tokens a
+ * user keeps stored at most; without a bound, logging in over and over
+ * grew the table without end, and each login's cleanup scanned every
+ * token of its user while holding the write lock (SQLite's for everyone). */
 enum {
     TOKEN_TTL_S = 24 * 3600,
     TOKEN_EXPIRED_KEPT_S = 7 * 24 * 3600,
+    TOKENS_MAX = 64,
     PAGE_DEFAULT = 50,
     PAGE_MAX = 200
 };
@@ -229,6 +233,37 @@ static int find_user(dbs_session *s, void *arg, dbs_error *err)
     return n < 0 ? n : 0;
 }
 
+/* Makes room for one more of the user's tokens: of those stored, the
+ * TOKENS_MAX - 1 that expire last stay (ties in the second broken by the
+ * hash), the rest are deleted, so logging in past TOKENS_MAX signs the
+ * oldest out. */
+static int trim_tokens(dbs_session *s, const struct login *l, dbs_error *err)
+{
+    /* the last to stay: the one at offset TOKENS_MAX - 2 */
+    dbs_value u[] = {DBS_INT(l->id), DBS_INT(TOKENS_MAX - 2)};
+    dbs_rows *r = dbs_query(s,
+                            "SELECT expires_at, token_hash FROM tokens WHERE user_id = $1 "
+                            "ORDER BY expires_at DESC, token_hash DESC LIMIT 1 OFFSET $2",
+                            u, 2, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    int64_t expires = n == 1 ? dbs_rows_int(r, 0) : 0;
+    char hash[65] = "";
+    if (n == 1)
+        snprintf(hash, sizeof hash, "%s", dbs_rows_text(r, 1, NULL));
+    dbs_rows_close(r);
+    if (n != 1)
+        return n < 0 ? n : 0; /* fewer than that: nothing to delete */
+    dbs_value v[] = {DBS_INT(l->id), DBS_INT(expires), DBS_TEXT(hash)};
+    if (dbs_exec(s,
+                 "DELETE FROM tokens WHERE user_id = $1 AND (expires_at < $2 OR "
+                 "(expires_at = $2 AND token_hash < $3))",
+                 v, 3, err) < 0)
+        return err->code;
+    return 0;
+}
+
 static int store_token(dbs_session *s, void *arg, dbs_error *err)
 {
     struct login *l = arg;
@@ -237,6 +272,9 @@ static int store_token(dbs_session *s, void *arg, dbs_error *err)
     if (dbs_exec(s, "DELETE FROM tokens WHERE user_id = $1 AND expires_at <= $2", old, 2, err) <
         0)
         return err->code;
+    int rc = trim_tokens(s, l, err);
+    if (rc != 0)
+        return rc;
     dbs_value v[] = {DBS_TEXT(l->token_hash), DBS_INT(l->id), DBS_INT(now + TOKEN_TTL_S)};
     int64_t n = dbs_exec(
         s, "INSERT INTO tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)", v, 3, err);

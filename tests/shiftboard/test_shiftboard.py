@@ -254,6 +254,36 @@ def names_exact(svc):
     check(st == 201, "names: CY is another name than cy: %s %s" % (st, text[:100]))
 
 
+TOKENS_MAX = 64  # app.c: the tokens a user keeps stored
+
+
+def tokens_per_user(svc):
+    """A user keeps at most TOKENS_MAX tokens: a login past that signs the
+    oldest out (they were kept without bound, and each login's cleanup
+    scanned all of its user's tokens while holding the write lock). Two
+    logins past the bound: exactly TOKENS_MAX of the tokens issued still
+    work, the newest among them. From an address of its own, since the two
+    tokens signed out count as guesses there."""
+    src = "127.0.0.12"
+    creds = {"name": "tia", "password": "correct horse"}
+    st, _, _, text = svc.request("POST", "/api/users", creds, source=src)
+    check(st == 201, "tokens: register tia: %s %s" % (st, text[:100]))
+    issued = []
+    for _ in range(TOKENS_MAX + 2):
+        st, _, doc, text = svc.request("POST", "/api/login", creds, source=src)
+        if not check(st == 200, "tokens: login: %s %s" % (st, text[:100])):
+            return
+        issued.append(doc["token"])
+    working = []
+    for tok in issued:
+        st, _, _, text = svc.request("GET", "/api/shifts?limit=1", token=tok, source=src)
+        check(st in (200, 401), "tokens: a token is 200 or 401: %s %s" % (st, text[:100]))
+        working.append(st == 200)
+    check(sum(working) == TOKENS_MAX and working[-1],
+          "tokens: %d logins leave %d working tokens (wanted %d, the newest among them)"
+          % (len(issued), sum(working), TOKENS_MAX))
+
+
 def bad_input(svc, token):
     cases = [
         ("POST", "/api/users", b"{not json", None, 400, "malformed JSON"),
@@ -622,6 +652,7 @@ def main_api(args, url, workdir):
     try:
         ann, bob = api_flow(svc)
         names_exact(svc)
+        tokens_per_user(svc)
         bad_input(svc, ann)
         patch_shifts(svc, ann, bob)
         tokens = concurrent_isolation(svc)
