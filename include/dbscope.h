@@ -890,12 +890,17 @@ typedef struct dbs_session dbs_session;
  * SQLite C API at start-up.
  * A session that ends with a commit costs less closed by
  * dbs_session_commit_close (below).
+ * PostgreSQL: what DISCARD ALL undoes, and random() is seeded again (a
+ * session's setseed() survives DISCARD ALL); not undone: state kept by
+ * extensions (dblink, LOAD), and a custom setting a session defined reads
+ * '' rather than NULL afterwards (docs/postgresql.md).
  * MariaDB/MySQL, under DBS_RESET_FULL: COM_RESET_CONNECTION after every
  * session that ran a statement (its own round trip; prepared statements are
  * prepared again). Under DBS_RESET_TRACKED: only when the server reported a
  * change of session state, a statement failed, or the transaction ended
  * other than by dbscope; otherwise named locks,
- * LAST_INSERT_ID() and unreported user variables are dealt with in the
+ * LAST_INSERT_ID(), the seeds of RAND() (reseeded) and unreported user
+ * variables are dealt with in the
  * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
  * left open and a sequence's PREVIOUS VALUE are not seen that way
  * (docs/mariadb.md). FOUND_ROWS() survives every reset (the server keeps

@@ -86,6 +86,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 enum { MY_CTX_NAME = 64 };
@@ -2250,7 +2251,10 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
  *     as after a reset;
  *   - the context variables: NULL;
  *   - user variables set by := or SELECT ... INTO (not tracked; SET is):
- *     counted, ours left out; any there, and the reset runs.
+ *     counted, ours left out; any there, and the reset runs;
+ *   - the seeds of RAND() (SET @@rand_seed1, not tracked, and no query
+ *     shows them): seeded again from the kernel's random source, as the
+ *     reset does, so no session can tell the next one's RAND().
  * prefix: "COMMIT", "ROLLBACK" or NULL. Returns the prefix's outcome (a
  * COMMIT that succeeded is DBS_OK even if what follows failed: the
  * connection is then broken). Sets c->dirty when the reset must run.
@@ -2262,13 +2266,23 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
 static int release_sql(my_conn *c, const char *prefix, bool commit, bool send_only,
                        dbs_error *err)
 {
-    char sql[sizeof c->mt->release + 3 * (MY_CTX_NAME + 12) + 16];
+    char sql[sizeof c->mt->release + 3 * (MY_CTX_NAME + 12) + 80];
     size_t w = 0;
     if (prefix)
         w += (size_t)snprintf(sql + w, sizeof sql - w, "%s;", prefix);
     if (c->vars_set)
         w += (size_t)snprintf(sql + w, sizeof sql - w, "SET %s=NULL,%s=NULL,%s=NULL;",
                               c->mt->var[0], c->mt->var[1], c->mt->var[2]);
+    uint32_t seed[2] = {0, 0};
+    if (getrandom(seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
+        uint64_t x = dbs__random() ^ (uint64_t)dbs__now_ns();
+        seed[0] ^= (uint32_t)x;
+        seed[1] ^= (uint32_t)(x >> 32);
+    }
+    /* below the server's modulus (0x3FFFFFFF) */
+    w += (size_t)snprintf(sql + w, sizeof sql - w, "SET @@rand_seed1=%lu,@@rand_seed2=%lu;",
+                          (unsigned long)(seed[0] % 0x3FFFFFFFu),
+                          (unsigned long)(seed[1] % 0x3FFFFFFFu));
     w += (size_t)snprintf(sql + w, sizeof sql - w, "%s", c->mt->release);
     int64_t t0 = dbs__now_ns();
     if (!send_only)

@@ -111,6 +111,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -218,20 +219,25 @@ static const char *const pg_reset_sql[] = {
      * round trip, and the client compares at most stmt_cache_size names.
      * LIKE costs the server less than left() and a comparison, about 3 us
      * a reset (bench/reset_items.c); its '_' matches any character, so a
-     * few other names may come with their text, and reset_index decides. */
+     * few other names may come with their text, and reset_index decides.
+     * setseed($1) likewise: a session's setseed() makes the backend's
+     * random() a sequence known in advance, which neither RESET ALL nor
+     * DISCARD ALL touches; the reset seeds it again from a value nobody
+     * before it can know (reset_seed), as a fresh backend seeds itself. */
     ("SELECT name, CASE WHEN name OPERATOR(pg_catalog.~~) 'dbs_r_' "
      "THEN statement END, pg_catalog.pg_my_temp_schema(), from_sql, "
-     "pg_catalog.pg_advisory_unlock_all() "
+     "pg_catalog.pg_advisory_unlock_all(), pg_catalog.setseed($1) "
      "FROM pg_catalog.pg_prepared_statements"),
 };
 /* The reconcile query as the reset from the text runs it (unnamed): at
  * least one row even when no statement is prepared, so that the locks are
- * released and the temporary schema reported all the same. */
+ * released, random() seeded and the temporary schema reported all the
+ * same. */
 static const char pg_reconcile_text[] =
     "SELECT p.name, CASE WHEN p.name OPERATOR(pg_catalog.~~) 'dbs_r_' "
     "THEN p.statement END, o.t, p.from_sql "
     "FROM (SELECT pg_catalog.pg_advisory_unlock_all() AS u, "
-    "pg_catalog.pg_my_temp_schema() AS t) "
+    "pg_catalog.setseed($1) AS r, pg_catalog.pg_my_temp_schema() AS t) "
     "AS o LEFT JOIN pg_catalog.pg_prepared_statements AS p ON true";
 #define PG_NRESET ((int)(sizeof pg_reset_sql / sizeof pg_reset_sql[0]))
 
@@ -928,6 +934,17 @@ static bool reconcile(pg_conn *c, const PGresult *r)
 
 /* ---- flights ---- */
 
+/* The seed the reset gives setseed(), in [-1, 1): from the kernel's
+ * random source, since a session that could tell it (dbs__random is not
+ * for secrets) could tell the next session's random() too. */
+static void reset_seed(char *out, size_t n)
+{
+    uint64_t x = 0;
+    if (getrandom(&x, sizeof x, GRND_NONBLOCK) != (ssize_t)sizeof x)
+        x ^= dbs__random() ^ (uint64_t)dbs__now_ns();
+    snprintf(out, n, "%.17g", (double)(x >> 11) / 4503599627370496.0 - 1.0);
+}
+
 /* Queues reset item i (pg_reset_sql[i]): how = 0 its text (Parse, Bind,
  * Execute of an unnamed statement), 1 the Parse of its named statement,
  * 2 Bind/Execute of its named statement. */
@@ -937,17 +954,22 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
         *ok = false;
         return;
     }
-    char name[16];
+    char name[16], seed[32];
     snprintf(name, sizeof name, "dbs_r%d", i);
+    /* the reconcile query takes the seed of random() */
+    int np = i == PG_NRESET - 1 && how != 1;
+    const char *pv[1] = {seed};
+    if (np)
+        reset_seed(seed, sizeof seed);
     if (how == 0)
         *ok = PQsendQueryParams(c->pg,
                                 i == PG_NRESET - 1 ? pg_reconcile_text
                                                    : pg_reset_sql[i],
-                                0, NULL, NULL, NULL, NULL, 0) == 1;
+                                np, NULL, pv, NULL, NULL, 0) == 1;
     else if (how == 1)
         *ok = PQsendPrepare(c->pg, name, pg_reset_sql[i], 0, NULL) == 1;
     else
-        *ok = PQsendQueryPrepared(c->pg, name, 0, NULL, NULL, NULL, 0) == 1;
+        *ok = PQsendQueryPrepared(c->pg, name, np, pv, NULL, NULL, 0) == 1;
     f->res[f->n] = NULL;
     f->rcmd[f->n] = (signed char)i;
     f->kind[f->n++] = Q_CMD;
@@ -1017,8 +1039,11 @@ static int reset_done(pg_conn *c, pg_flight *f, bool *again, dbs_error *err)
                           : NULL;
             char name[16];
             snprintf(name, sizeof name, "dbs_r%d", f->rcmd[i]);
+            /* 08P01: a statement of the session's under the name of
+             * the reconcile query, which takes no seed */
             if (f->reset_named && st &&
-                (!strcmp(st, "26000") || !strcmp(st, "42P05")) &&
+                (!strcmp(st, "26000") || !strcmp(st, "42P05") ||
+                 !strcmp(st, "08P01")) &&
                 names_stmt(f->res[i], name)) {
                 c->reset_stmts = false;
                 *again = true;

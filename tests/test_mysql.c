@@ -407,7 +407,7 @@ static void across3(const char *what, state_fn set, state_fn check)
 }
 
 static char trig_tbl[64], lock_fn[64], var_proc[64], prep_proc[64], err_proc[64],
-    ai_tbl[64];
+    ai_tbl[64], var_fn[64], tmp_fn[64], untrack_proc[64];
 
 static void set_in_trigger(dbs_session *s)
 {
@@ -426,6 +426,91 @@ static void set_lock_in_function(dbs_session *s)
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT %s($1)", lock_fn);
     CHECK_EQ(query_int(s, sql, (dbs_value[]){DBS_TEXT(lock_name)}, 1), 1);
+}
+
+/* A stored function called by a statement that returns rows: the result
+ * set's last packet (an EOF without CLIENT_DEPRECATE_EOF) carries no
+ * report of what the function changed. */
+static void set_var_in_function(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT %s()", var_fn);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+    CHECK_EQ(query_int(s, "SELECT @@session.div_precision_increment", NULL, 0), 13);
+}
+static void set_temp_in_function(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT %s()", tmp_fn);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+    CHECK_EQ(query_int(s, "SELECT COUNT(*) FROM leak_tmp", NULL, 0), 1);
+}
+/* INSERT ... RETURNING returns rows, so the trigger's change is not
+ * reported either. */
+static void set_in_trigger_returning(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (x) VALUES (8) RETURNING x", trig_tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 8);
+    CHECK_EQ(query_int(s, "SELECT @leak_trig", NULL, 0), 8);
+}
+
+/* A procedure that switches the server's trackers off before it changes
+ * state: nothing is reported of what follows. */
+static void set_var_untracked(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "CALL %s()", untrack_proc);
+    exec_ok(s, sql);
+    CHECK_EQ(query_int(s, "SELECT @@session.div_precision_increment", NULL, 0), 14);
+}
+/* The seeds of RAND(): what a session sets them to makes every later
+ * RAND() of the connection known in advance; the server neither tracks
+ * them nor lets a query see them. seeded[]: the values RAND() draws after
+ * that SET, on a connection of its own. */
+#define RAND_SEED_SQL "SET @@rand_seed1 = 12345, @@rand_seed2 = 67890"
+static double seeded[4];
+static double rand_of(dbs_session *s)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "SELECT RAND()", NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("SELECT RAND(): %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    double v = dbs_rows_real(r, 0);
+    dbs_rows_close(r);
+    return v;
+}
+static void set_rand_seed(dbs_session *s)
+{
+    exec_ok(s, RAND_SEED_SQL);
+}
+static void check_rand_seed(dbs_session *s)
+{
+    double v = rand_of(s);
+    for (int i = 0; i < 4; i++)
+        if (v == seeded[i])
+            CHECK_FAIL("RAND() follows the previous session's seeds: %.17g", v);
+}
+
+/* A warning carries the previous session's data ("Truncated incorrect
+ * DOUBLE value: 'secret-token'"). */
+static void set_warning(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT 'secret-token' + 0", NULL, 0), 0);
+    CHECK_EQ(query_int(s, "SELECT @@warning_count", NULL, 0), 1);
+}
+static void check_warning(dbs_session *s)
+{
+    CHECK_EQ(query_int(s, "SELECT @@warning_count", NULL, 0), 0);
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "SHOW WARNINGS", NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("SHOW WARNINGS: %s", err.message);
+    int n = dbs_rows_next(r, &err);
+    if (n == 1)
+        CHECK_FAIL("the previous session's warning: %s", dbs_rows_text(r, 2, NULL));
+    dbs_rows_close(r);
 }
 
 static void set_var_in_procedure(dbs_session *s)
@@ -701,6 +786,9 @@ static void test_reset(void)
     snprintf(var_proc, sizeof var_proc, "leak_var_proc_%ld", (long)getpid());
     snprintf(prep_proc, sizeof prep_proc, "leak_prep_proc_%ld", (long)getpid());
     snprintf(err_proc, sizeof err_proc, "leak_err_proc_%ld", (long)getpid());
+    snprintf(var_fn, sizeof var_fn, "leak_var_fn_%ld", (long)getpid());
+    snprintf(tmp_fn, sizeof tmp_fn, "leak_tmp_fn_%ld", (long)getpid());
+    snprintf(untrack_proc, sizeof untrack_proc, "leak_untrack_%ld", (long)getpid());
     snprintf(sql, sizeof sql, "CREATE TABLE %s (x INT) ENGINE=InnoDB", trig_tbl);
     run_sql(p, sql);
     snprintf(sql, sizeof sql,
@@ -716,6 +804,23 @@ static void test_reset(void)
              "CREATE FUNCTION %s(lk VARCHAR(64)) RETURNS INT NOT DETERMINISTIC NO SQL "
              "RETURN GET_LOCK(lk, 0)",
              lock_fn);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION %s() RETURNS INT NOT DETERMINISTIC BEGIN "
+             "SET SESSION div_precision_increment = 13; RETURN 1; END",
+             var_fn);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION %s() RETURNS INT NOT DETERMINISTIC MODIFIES SQL DATA BEGIN "
+             "CREATE TEMPORARY TABLE leak_tmp (x INT); INSERT INTO leak_tmp VALUES (1); "
+             "RETURN 1; END",
+             tmp_fn);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE PROCEDURE %s() BEGIN SET SESSION session_track_state_change = OFF, "
+             "session_track_system_variables = '', session_track_schema = OFF; "
+             "SET SESSION div_precision_increment = 14; END",
+             untrack_proc);
     run_sql(p, sql);
     snprintf(sql, sizeof sql,
              "CREATE PROCEDURE %s() SET SESSION div_precision_increment = 11", var_proc);
@@ -742,6 +847,25 @@ static void test_reset(void)
             check_named_lock);
     across3("a session variable set inside a procedure", set_var_in_procedure,
             check_var_in_procedure);
+    across3("a session variable set inside a function called by SELECT",
+            set_var_in_function, check_var_in_procedure);
+    across3("a session variable set after the trackers were switched off",
+            set_var_untracked, check_var_in_procedure);
+    across3("a warning", set_warning, check_warning);
+    {
+        dbs_pool *sp = one_conn_pool();
+        dbs_session *s = open_s(sp, NULL);
+        exec_ok(s, RAND_SEED_SQL);
+        for (int i = 0; i < 4; i++)
+            seeded[i] = rand_of(s);
+        dbs_session_close(s);
+        dbs_pool_close(sp);
+    }
+    across3("the seeds of RAND()", set_rand_seed, check_rand_seed);
+    across3("a temporary table made inside a function called by SELECT",
+            set_temp_in_function, check_temp_table);
+    across3("state made inside a trigger fired by INSERT ... RETURNING",
+            set_in_trigger_returning, check_in_trigger);
     across3("SQL-level PREPARE inside a procedure", set_prepare_in_procedure,
             check_prepare_in_procedure);
     across3("state made only inside a stored procedure", set_in_procedure,
@@ -759,10 +883,11 @@ static void test_reset(void)
             check_var_then_fail);
 
     p = one_conn_pool();
-    const char *kinds[] = {"TABLE", "TABLE", "FUNCTION", "PROCEDURE", "PROCEDURE",
-                           "PROCEDURE"};
-    const char *names[] = {trig_tbl, ai_tbl, lock_fn, var_proc, prep_proc, err_proc};
-    for (int i = 0; i < 6; i++) {
+    const char *kinds[] = {"TABLE",     "TABLE",     "FUNCTION", "PROCEDURE", "PROCEDURE",
+                           "PROCEDURE", "FUNCTION",  "FUNCTION", "PROCEDURE"};
+    const char *names[] = {trig_tbl, ai_tbl, lock_fn, var_proc, prep_proc, err_proc,
+                           var_fn,   tmp_fn, untrack_proc};
+    for (int i = 0; i < 9; i++) {
         snprintf(sql, sizeof sql, "DROP %s %s", kinds[i], names[i]);
         run_sql(p, sql);
     }

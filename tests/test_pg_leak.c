@@ -248,6 +248,124 @@ static void leak_cursor(void)
     dbs_session_close(s);
 }
 
+/* Per-connection state the server keeps, each item left by session A and
+ * looked for by session B on the same backend, A ending every way a
+ * session ends: closed with its transaction open, dbs_commit then close,
+ * dbs_session_commit_close, dbs_transact, and a statement that failed
+ * after the state was made (the transaction aborted), then close. */
+typedef void (*leak_fn)(dbs_session *s);
+static leak_fn unit_set;
+static int unit_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    (void)err;
+    unit_set(s);
+    return 0;
+}
+static void across_ends(dbs_pool *p, const char *what, leak_fn set, leak_fn check)
+{
+    int64_t pid = pid_of(p);
+    for (int how = 0; how < 5; how++) {
+        dbs_error err;
+        if (how == 3) {
+            unit_set = set;
+            CHECK_OK(dbs_transact(p, NULL, unit_work, NULL, &err), &err);
+        } else {
+            dbs_session *s = same_conn(p, pid);
+            set(s);
+            if (how == 1)
+                CHECK_OK(dbs_commit(s, &err), &err);
+            if (how == 4)
+                CHECK(dbs_exec(s, "SELECT 1/0", NULL, 0, &err) < 0);
+            if (how == 2)
+                CHECK_OK(dbs_session_commit_close(s, &err), &err);
+            else
+                dbs_session_close(s);
+        }
+        dbs_session *s = same_conn(p, pid);
+        check(s);
+        dbs_session_close(s);
+    }
+    printf("leak: %s: not seen by the next session (5 ways to end)\n", what);
+}
+
+static char seq[64];
+static void set_lastval(dbs_session *s)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT nextval('%s')", seq);
+    CHECK_INT(query_int(s, sql, NULL, 0), >, 0);
+}
+static void check_lastval(dbs_session *s)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "SELECT lastval()", NULL, 0, &err);
+    if (r) {
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_FAIL("lastval() of the previous session: %lld", (long long)dbs_rows_int(r, 0));
+    }
+    CHECK_STR(err.sqlstate, "55000");
+}
+static void set_characteristics(dbs_session *s)
+{
+    exec_ok(s, "SELECT set_config('default_transaction_isolation', 'serializable', false), "
+               "set_config('default_transaction_deferrable', 'on', false), "
+               "set_config('statement_timeout', '4321', false), "
+               "set_config('lock_timeout', '1234', false), "
+               "set_config('idle_in_transaction_session_timeout', '99999', false)");
+    exec_ok(s, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY");
+}
+static void check_characteristics(dbs_session *s)
+{
+    char v[64];
+    CHECK_STR(text_of(s, "SHOW default_transaction_isolation", v, sizeof v), "read committed");
+    CHECK_STR(text_of(s, "SHOW transaction_isolation", v, sizeof v), "read committed");
+    CHECK_STR(text_of(s, "SHOW default_transaction_read_only", v, sizeof v), "off");
+    CHECK_STR(text_of(s, "SHOW default_transaction_deferrable", v, sizeof v), "off");
+    CHECK_STR(text_of(s, "SHOW lock_timeout", v, sizeof v), "0");
+    CHECK_STR(text_of(s, "SHOW idle_in_transaction_session_timeout", v, sizeof v), "0");
+    CHECK(strcmp(text_of(s, "SHOW statement_timeout", v, sizeof v), "4321ms") != 0);
+}
+static void set_replication_role(dbs_session *s)
+{
+    exec_ok(s, "SET session_replication_role = replica");
+}
+static void check_replication_role(dbs_session *s)
+{
+    char v[64];
+    CHECK_STR(text_of(s, "SHOW session_replication_role", v, sizeof v), "origin");
+}
+static void set_role_fn(dbs_session *s)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT set_config('role', '%s', false)", role);
+    exec_ok(s, sql);
+}
+static void check_role_fn(dbs_session *s)
+{
+    char v[64];
+    CHECK_STR(text_of(s, "SELECT current_user", v, sizeof v), "dbscope");
+}
+
+/* setseed() makes the backend's random() a sequence anyone who knows the
+ * seed can tell in advance; RESET ALL and DISCARD ALL leave it so. */
+static double seeded[2];
+static void set_seed(dbs_session *s)
+{
+    exec_ok(s, "SELECT setseed(0.5)");
+}
+static void check_seed(dbs_session *s)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "SELECT random()", NULL, 0, &err);
+    CHECK(r != NULL);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    double v = dbs_rows_real(r, 0);
+    dbs_rows_close(r);
+    if (v == seeded[0] || v == seeded[1])
+        CHECK_FAIL("random() follows the previous session's setseed(): %.17g", v);
+}
+
 /* Whatever the native handle changed, on the server or in libpq (a notice
  * receiver that would get the next user's notices with this user's
  * pointer, the error verbosity, a setting), leaves with the connection:
@@ -330,6 +448,32 @@ int main(void)
     leak_advisory_lock();
     leak_cursor();
     leak_native();
+    snprintf(seq, sizeof seq, "leak_seq_%ld", (long)getpid());
+    snprintf(sql, sizeof sql, "CREATE SEQUENCE %s", seq);
+    run_sql(pool, sql);
+    the_pid = pid_of(pool);
+    across_ends(pool, "lastval()", set_lastval, check_lastval);
+    across_ends(pool, "default transaction characteristics and timeouts",
+                set_characteristics, check_characteristics);
+    across_ends(pool, "a role made current through set_config", set_role_fn, check_role_fn);
+    {
+        dbs_session *s = same_conn(pool, the_pid);
+        exec_ok(s, "SELECT setseed(0.5)");
+        dbs_error err;
+        for (int i = 0; i < 2; i++) {
+            dbs_rows *r = dbs_query(s, "SELECT random()", NULL, 0, &err);
+            CHECK(r != NULL);
+            CHECK_EQ(dbs_rows_next(r, &err), 1);
+            seeded[i] = dbs_rows_real(r, 0);
+            dbs_rows_close(r);
+        }
+        dbs_session_close(s);
+    }
+    across_ends(pool, "the seed of random()", set_seed, check_seed);
+    across_ends(super_pool, "session_replication_role", set_replication_role,
+                check_replication_role);
+    snprintf(sql, sizeof sql, "DROP SEQUENCE %s", seq);
+    run_sql(pool, sql);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
