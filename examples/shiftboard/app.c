@@ -78,12 +78,21 @@ static void db_failure(const sb_request *req, sb_response *res, int rc, const db
  * refused for want of storage makes the service degraded until a write
  * that stores a row succeeds (stores: the unit always inserts, so its
  * success shows there is room again), or until the window passes; one
- * that could not get SQLite's write lock, until any write succeeds. */
+ * that could not get SQLite's write lock, until any write succeeds, and
+ * meanwhile only one write at a time waits for that lock (health.c). */
 static int write_transact(const sb_app *app, const dbs_context *ctx, dbs_work_fn work, void *arg,
                           bool stores, dbs_error *err)
 {
+    bool probe;
+    if (!sb_health_write_begin(app, &probe)) {
+        *err = (dbs_error){.code = DBS_ERETRYABLE};
+        snprintf(err->message, sizeof err->message,
+                 "the database file is locked by another connection or process, and a "
+                 "write already waits for it");
+        return DBS_ERETRYABLE;
+    }
     int rc = dbs_transact(app->pool, ctx, work, arg, err);
-    sb_health_note_write(app, rc, stores);
+    sb_health_write_end(app, rc, stores, probe);
     return rc;
 }
 

@@ -15,10 +15,16 @@
  *
  * Writes: a database that answers SELECT 1 may still refuse every write
  * (a full disk; on SQLite, a file whose write lock another process holds).
- * The routes report their writes' outcomes (sb_health_note_write); a write
+ * The routes report their writes' outcomes (sb_health_write_end); a write
  * refused for want of storage, or one that could not get the lock within
  * its bounds, makes /health answer 503 "degraded" until a write succeeds
- * again or SB_WRITE_DEGRADED_S pass without another such failure. */
+ * again or SB_WRITE_DEGRADED_S pass without another such failure.
+ *
+ * While a lock is known, one write at a time waits for it (that write
+ * finds out when the lock is gone) and the others are refused at once
+ * (sb_health_write_begin): each write that waits it out holds a handler
+ * slot about 4 s, so a few clients writing would otherwise take every
+ * slot, and reads, which the lock does not stop, would find none. */
 #include "shiftboard.h"
 
 #include <pthread.h>
@@ -46,6 +52,8 @@ static const sb_app *probe_app;
 enum { SB_WRITE_LOCKED = 1 };
 static int write_fail_rc;
 static struct timespec write_fail_at;
+/* A write is out that waits for a known lock (guarded by lock). */
+static bool lock_probe_out;
 
 /* Whether rc, the end of a write, says the database's write lock could not
  * be had. SQLite only: there it means the wait for another connection's or
@@ -58,9 +66,35 @@ static bool write_locked(const sb_app *app, int rc)
     return !app->postgres && !app->mariadb && (rc == DBS_ERETRYABLE || rc == DBS_ESTMT_TIMEOUT);
 }
 
-void sb_health_note_write(const sb_app *app, int rc, bool stores)
+static double ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+bool sb_health_write_begin(const sb_app *app, bool *probe)
+{
+    *probe = false;
+    if (app->postgres || app->mariadb)
+        return true;
+    pthread_mutex_lock(&lock);
+    bool go = true;
+    if (write_fail_rc == SB_WRITE_LOCKED) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (ms_between(&write_fail_at, &now) < SB_WRITE_DEGRADED_S * 1000.0) {
+            go = !lock_probe_out;
+            lock_probe_out = *probe = go;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return go;
+}
+
+void sb_health_write_end(const sb_app *app, int rc, bool stores, bool probe)
 {
     pthread_mutex_lock(&lock);
+    if (probe)
+        lock_probe_out = false;
     if (rc == DBS_OK) {
         /* any write took the lock; only one that stored shows room */
         if (stores || write_fail_rc == SB_WRITE_LOCKED)
@@ -111,11 +145,6 @@ static void *probe_thread(void *arg)
     pthread_cond_broadcast(&finished);
     pthread_mutex_unlock(&lock);
     return NULL;
-}
-
-static double ms_between(const struct timespec *a, const struct timespec *b)
-{
-    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
 }
 
 void sb_health(const sb_app *app, sb_request *req, sb_response *res)

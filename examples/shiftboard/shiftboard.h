@@ -62,13 +62,21 @@ void sb_handle(const sb_app *app, sb_request *req, sb_response *res);
 /* GET /health: the pool's view and a bounded check of the database; answers
  * within a second even when the database does not. Any thread. */
 void sb_health(const sb_app *app, sb_request *req, sb_response *res);
-/* Tells /health how a unit of work that writes ended: DBS_EFULL makes the
- * service degraded (503 "degraded", code "full") for a while; on SQLite so
- * does a write that waited out its bounds for another connection's or
- * process's lock (DBS_ERETRYABLE once retried, DBS_ESTMT_TIMEOUT: code
- * "locked"). DBS_OK ends "locked", and, from a unit that stored something
- * (stores), "full" too. Other codes are ignored. Any thread. */
-void sb_health_note_write(const sb_app *app, int rc, bool stores);
+/* Whether a unit of work that writes may run now: false while, on SQLite,
+ * the file is known locked by another connection or process and another
+ * write already waits for the lock (one at a time finds out when it is
+ * gone; the rest are refused at once instead of each holding a handler
+ * slot for the lock's bounds). *probe says the write admitted is that one.
+ * Any thread. */
+bool sb_health_write_begin(const sb_app *app, bool *probe);
+/* Tells /health how a unit of work that writes ended (probe: as
+ * sb_health_write_begin said): DBS_EFULL makes the service degraded (503
+ * "degraded", code "full") for a while; on SQLite so does a write that
+ * waited out its bounds for another connection's or process's lock
+ * (DBS_ERETRYABLE once retried, DBS_ESTMT_TIMEOUT: code "locked").
+ * DBS_OK ends "locked", and, from a unit that stored something (stores),
+ * "full" too. Other codes are ignored. Any thread. */
+void sb_health_write_end(const sb_app *app, int rc, bool stores, bool probe);
 
 /* ---- ratelimit.c: limits on guessing ---- */
 

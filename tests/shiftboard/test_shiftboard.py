@@ -710,6 +710,25 @@ def locked_file(args, workdir):
               "locked: /health says degraded (locked) while writes fail: %s %s" % (st, text[:160]))
         st, _, _, text = svc.request("GET", "/api/shifts", token=tok)
         check(st == 200, "locked: reads still work: %s %s" % (st, text[:120]))
+        # More writes than handler slots (--threads 8) while the lock is
+        # known: one waits for the lock, the rest are refused at once, so a
+        # read still finds a slot (each write waiting it out held a slot
+        # about 4 s, and the read got 503 after its 2 s wait for one).
+        writes = []
+
+        def write():
+            writes.append(svc.request("POST", "/api/shifts", SHIFT, token=tok, timeout=120)[0])
+
+        writers = [threading.Thread(target=write) for _ in range(10)]
+        for t in writers:
+            t.start()
+        time.sleep(0.5)
+        st, _, _, text = svc.request("GET", "/api/shifts", token=tok)
+        for t in writers:
+            t.join()
+        check(st == 200, "locked: a read while 10 writes wait for the lock: %s %s"
+              % (st, text[:120]))
+        check(writes == [503] * 10, "locked: the 10 writes are 503: %s" % writes)
         holder.execute("ROLLBACK")
         st, _, _, text = svc.request("POST", "/api/shifts", SHIFT, token=tok)
         check(st == 201, "locked: a write once the lock is gone: %s %s" % (st, text[:120]))
