@@ -506,7 +506,8 @@ typedef struct dbs_config {
 void dbs_config_init(dbs_config *cfg);
 
 /* Overrides fields from the environment: DATABASE_URL, DB_POOL_SIZE,
- * DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT (seconds, fractions allowed),
+ * DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT (seconds, fractions allowed,
+ * with a decimal point whatever the program's locale),
  * DB_POOL_RECYCLE (seconds), DB_POOL_PRE_PING (1/0/true/false/yes/no/on/off),
  * DB_LEAK_THRESHOLD_MS, and every timeout field in whole milliseconds:
  * DB_CONNECT_TIMEOUT_MS (connect_timeout_ms), DB_STATEMENT_TIMEOUT_MS
@@ -1316,6 +1317,10 @@ enum dbs_type {
  *              DBS_TEXTN with one is DBS_ESQL (bind bytes as DBS_BLOB).
  *   REAL       a NaN is DBS_ESQL on SQLite (which would store NULL) and
  *              refused by MariaDB for a column; PostgreSQL keeps it.
+ *              Numbers are sent and read (dbs_rows_real, the text of a
+ *              REAL, dbs_rows_get_double) with a decimal point, as the
+ *              databases spell them, whatever locale the program set
+ *              (setlocale(LC_ALL, "") under de_DE prints "2,5").
  * Text in these forms also binds as DBS_TEXT where the server converts it
  * (PostgreSQL infers a text parameter's type from the statement). */
 typedef struct dbs_value {
@@ -1425,8 +1430,9 @@ const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len);
  * exactly: '-9223372036854775809' and '12.0000000000000001' are DBS_ETYPE. */
 int dbs_rows_get_int64(dbs_rows *r, int col, int64_t *out, dbs_error *err);
 /* A double: INT, BOOL, REAL and DECIMAL values, and text that is entirely a
- * number as strtod reads it ('2.5', '1e3', 'NaN'; not 'abc', '2.5x', ' 2'
- * or a number beyond double's range). */
+ * number as strtod reads it, at any length ('2.5', '1e3', 'NaN'; not
+ * 'abc', '2.5x', ' 2' or '\r2' (leading space of any kind) or a number
+ * beyond double's range). A timestamp ('infinity' included) is DBS_ETYPE. */
 int dbs_rows_get_double(dbs_rows *r, int col, double *out, dbs_error *err);
 /* A boolean as 0 or 1: PostgreSQL boolean; the integers 0 and 1 (MariaDB's
  * BOOLEAN, SQLite); any other value is DBS_ETYPE. */
@@ -1446,7 +1452,9 @@ int dbs_rows_get_blob(dbs_rows *r, int col, const void **out, size_t *len,
  * any TimeZone setting; DateStyle must be ISO, its default) and timestamp
  * (its wall time taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall
  * time taken as UTC); text that dbs_timestamp_parse accepts; an integer as seconds since
- * the epoch (SQLite's unixepoch()). 'infinity' and dates before year 1 are
+ * the epoch (SQLite's unixepoch()). 'infinity' and instants outside years
+ * 0001..9999 in UTC (those dbs_timestamp_format and DBS_TIMESTAMP refuse:
+ * integer seconds beyond them, text whose zone moves it out of them) are
  * DBS_ETYPE. */
 int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out,
                            dbs_error *err);

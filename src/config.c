@@ -74,7 +74,7 @@ static int parse_seconds_ms(const char *s, int *out)
 {
     char *end;
     errno = 0;
-    double v = strtod(s, &end);
+    double v = dbs__strtod(s, &end); /* "2.5" under any locale */
     while (isspace((unsigned char)*end))
         end++;
     if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 ||

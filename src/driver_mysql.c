@@ -2599,7 +2599,7 @@ static int64_t my_int(dbs_rows *hr, int col)
         char *end;
         long long v = strtoll(s, &end, 10);
         if (*end == '.' || *end == 'e' || *end == 'E')
-            return (int64_t)strtod(s, NULL);
+            return (int64_t)dbs__strtod(s, NULL);
         return v;
     }
     }
@@ -2615,7 +2615,7 @@ static double my_real(dbs_rows *hr, int col)
     case 1: return (double)x->v.i;
     case 2: return (double)x->v.u;
     case 3: return x->v.r;
-    default: return strtod(r->arena + x->v.off, NULL);
+    default: return dbs__strtod(r->arena + x->v.off, NULL);
     }
 }
 
@@ -2632,7 +2632,7 @@ static const char *my_text(dbs_rows *hr, int col, size_t *len)
     switch (x->kind) {
     case 1: n = snprintf(r->scratch, sizeof r->scratch, "%lld", (long long)x->v.i); break;
     case 2: n = snprintf(r->scratch, sizeof r->scratch, "%llu", (unsigned long long)x->v.u); break;
-    case 3: n = snprintf(r->scratch, sizeof r->scratch, "%.17g", x->v.r); break;
+    case 3: n = dbs__fmt_double(r->scratch, sizeof r->scratch, x->v.r); break;
     default:
         if (len)
             *len = x->n;

@@ -1968,7 +1968,7 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
             break;
         case DBS_TYPE_REAL:
             types[i] = PG_OID_FLOAT8;
-            snprintf(nums[i], sizeof nums[i], "%.17g", params[i].r);
+            dbs__fmt_double(nums[i], sizeof nums[i], params[i].r);
             vals[i] = nums[i];
             break;
         case DBS_TYPE_BOOL:
@@ -2573,7 +2573,7 @@ static int64_t pg_int(dbs_rows *hr, int col)
     char *end;
     long long x = strtoll(v, &end, 10);
     if (*end == '.' || *end == 'e' || *end == 'E')
-        return (int64_t)strtod(v, NULL);
+        return (int64_t)dbs__strtod(v, NULL);
     return x;
 }
 
@@ -2585,7 +2585,7 @@ static double pg_real(dbs_rows *hr, int col)
     const char *v = PQgetvalue(r->res, r->row, col);
     if (PQftype(r->res, col) == PG_OID_BOOL)
         return v[0] == 't';
-    return strtod(v, NULL);
+    return dbs__strtod(v, NULL);
 }
 
 static const char *pg_text(dbs_rows *hr, int col, size_t *len)

@@ -618,7 +618,13 @@ int dbs__ts_fields(struct timespec ts, dbs__ts *out);
  * 0, or -1 for anything else. */
 int dbs__parse_int64(const char *s, size_t n, int64_t *out);
 /* The n bytes at s entirely as a number (strtod's syntax, no leading
- * space, no overflow): 0, or -1. */
+ * space, no overflow): 0, or -1. s[n] is read: text a row accessor
+ * returned (NUL-terminated) is parsed in place, at any length. */
 int dbs__parse_double(const char *s, size_t n, double *out);
+/* strtod, and snprintf's "%.17g", in the C locale whatever the program's
+ * (a decimal point, never a comma): how numbers cross the wire and how
+ * dbscope reads a database's text. Any thread; errno as strtod sets it. */
+double dbs__strtod(const char *s, char **end);
+int dbs__fmt_double(char *out, size_t cap, double v);
 
 #endif /* DBS_INTERNAL_H */

@@ -316,6 +316,9 @@ int dbs_rows_get_double(dbs_rows *r, int col, double *out, dbs_error *err)
         return ok(err);
     case DBS_TYPE_BLOB:
         return cell_type(r, col, vt, fn, "a number", " (read it with dbs_rows_get_blob)", err);
+    case DBS_TYPE_TIMESTAMP: /* whose text strtod may read: 'infinity' */
+        return cell_type(r, col, vt, fn, "a number",
+                         " (read it with dbs_rows_get_timestamp)", err);
     default: {
         size_t n = 0;
         double d;
@@ -395,29 +398,38 @@ int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out, dbs_error
     if (rc != DBS_OK)
         return rc;
     int vt = r->ops->val_type(r, col);
+    struct timespec ts;
+    dbs__ts f;
     switch (vt) {
     case DBS_TYPE_NULL:
         return cell_null(r, col, fn, err);
     case DBS_TYPE_INT:
-        *out = (struct timespec){.tv_sec = (time_t)r->ops->get_int(r, col), .tv_nsec = 0};
-        return ok(err);
+        ts = (struct timespec){.tv_sec = (time_t)r->ops->get_int(r, col), .tv_nsec = 0};
+        break;
     case DBS_TYPE_TEXT:
     case DBS_TYPE_TIMESTAMP: {
         size_t n = 0;
         const char *t = r->ops->get_text(r, col, &n);
         dbs_error pe;
-        struct timespec ts;
         if (!t || dbs_timestamp_parse(t, n, &ts, &pe) != DBS_OK)
             return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\": %s", fn, col,
                             r->ops->name(r, col), t ? pe.message : "no text");
-        *out = ts;
-        return ok(err);
+        break;
     }
     default:
         return cell_type(r, col, vt, fn, "a timestamp",
                          " (timestamps are read from timestamp columns, ISO 8601 text or "
                          "integer seconds since the epoch)", err);
     }
+    /* An instant dbs_timestamp_format and DBS_TIMESTAMP cannot take back
+     * (integer seconds beyond the calendar, text whose zone moves it out
+     * of year 1) is no timestamp: the caller could do nothing with it. */
+    if (dbs__ts_fields(ts, &f) != DBS_OK)
+        return dbs__err(err, DBS_ETYPE,
+                        "%s: column %d \"%s\" holds an instant outside years 0001..9999 "
+                        "(UTC)", fn, col, r->ops->name(r, col));
+    *out = ts;
+    return ok(err);
 }
 
 int dbs_rows_get_uuid(dbs_rows *r, int col, unsigned char out[16], dbs_error *err)

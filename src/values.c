@@ -1,9 +1,13 @@
-/* Values as text: ISO 8601 timestamps and UUIDs both ways, and the strict
- * number parsing of the checked row accessors. No allocation, no locale:
- * the same text on every machine. */
+/* Values as text: ISO 8601 timestamps and UUIDs both ways, the strict
+ * number parsing of the checked row accessors, and doubles to and from
+ * text for the backends. No allocation, no locale: the same text on every
+ * machine, whatever setlocale the program called. */
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <locale.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,19 +303,73 @@ int dbs__parse_int64(const char *s, size_t n, int64_t *out)
     return 0;
 }
 
+/* Numbers as the databases spell them, whatever the program's locale: a
+ * program that called setlocale(LC_ALL, "") under de_DE reads and prints
+ * "2,5", which PostgreSQL refuses as a float8 and strtod stops short of in
+ * "2.5" (a silent 2). The C locale is made once and put in place only for
+ * the one call, on the calling thread (uselocale), so no other thread's
+ * locale changes and none of it is ever the program's to see. */
+static locale_t c_numeric;
+static pthread_once_t c_numeric_once = PTHREAD_ONCE_INIT;
+
+static void c_numeric_init(void)
+{
+    c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+}
+
+static locale_t c_numeric_enter(void)
+{
+    pthread_once(&c_numeric_once, c_numeric_init);
+    /* (without it, which only memory can refuse, the program's locale) */
+    return c_numeric ? uselocale(c_numeric) : (locale_t)0;
+}
+
+static void c_numeric_leave(locale_t old)
+{
+    if (old)
+        uselocale(old);
+}
+
+double dbs__strtod(const char *s, char **end)
+{
+    locale_t old = c_numeric_enter();
+    double v = strtod(s, end);
+    int e = errno; /* strtod's, kept across the switch back */
+    c_numeric_leave(old);
+    errno = e;
+    return v;
+}
+
+int dbs__fmt_double(char *out, size_t cap, double v)
+{
+    locale_t old = c_numeric_enter();
+    int n = snprintf(out, cap, "%.17g", v);
+    c_numeric_leave(old);
+    return n;
+}
+
 int dbs__parse_double(const char *s, size_t n, double *out)
 {
+    /* strtod skips every isspace byte ('\r', '\v', '\f' too): leading
+     * space of any kind is refused here, not read past */
+    if (n == 0 || isspace((unsigned char)s[0]))
+        return -1;
+    /* Text a row accessor read is NUL-terminated: strtod reads it in
+     * place, whatever its length (a DECIMAL of wide scale); other bytes
+     * are copied to fit a terminator. */
     char buf[512];
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    if (buf[0] == ' ' || buf[0] == '\t' || buf[0] == '\n')
-        return -1;
+    const char *p = s;
+    if (s[n] != '\0') {
+        if (n >= sizeof buf)
+            return -1;
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        p = buf;
+    }
     char *e;
     errno = 0;
-    double v = strtod(buf, &e);
-    if (e != buf + n /* a NUL inside the bytes */ || (errno == ERANGE && (v > 1 || v < -1)))
+    double v = dbs__strtod(p, &e);
+    if (e != p + n /* a NUL inside the bytes */ || (errno == ERANGE && (v > 1 || v < -1)))
         return -1;
     *out = v;
     return 0;

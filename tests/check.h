@@ -6,6 +6,7 @@
 #include "dbscope.h"
 
 #include <inttypes.h>
+#include <locale.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,49 @@ static inline int test_is_mysql(const char *url)
 static inline int test_is_pg(const char *url)
 {
     return strncmp(url, "sqlite:", 7) != 0 && !test_is_mysql(url);
+}
+
+/* Sets LC_NUMERIC to a locale whose decimal point is a comma, as a
+ * program that calls setlocale(LC_ALL, "") may run under (de_DE): one
+ * installed, else one localedef builds in a temporary directory. false
+ * (with a note on stdout) when neither works; setlocale(LC_NUMERIC, "C")
+ * undoes it. */
+static inline bool test_comma_locale_set(void)
+{
+    static const char *const names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8",
+                                        "fr_FR.utf8"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char buf[16];
+        if (setlocale(LC_NUMERIC, names[i]) && snprintf(buf, sizeof buf, "%.1f", 2.5) &&
+            strcmp(buf, "2,5") == 0)
+            return true;
+    }
+    setlocale(LC_NUMERIC, "C");
+    return false;
+}
+
+static inline bool test_comma_locale(void)
+{
+    if (test_comma_locale_set())
+        return true;
+    const char *tmp = getenv("TMPDIR");
+    char dir[512], cmd[1200];
+    snprintf(dir, sizeof dir, "%s/dbs_locale_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    bool ok = false;
+    if (mkdtemp(dir)) {
+        snprintf(cmd, sizeof cmd,
+                 "localedef -i de_DE -f UTF-8 '%s/de_DE.UTF-8' >/dev/null 2>&1", dir);
+        if (system(cmd) == 0) {
+            setenv("LOCPATH", dir, 1);
+            ok = test_comma_locale_set(); /* loaded: the files may go */
+        }
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "note: could not remove %s\n", dir);
+    }
+    if (!ok)
+        puts("note: no locale with a decimal comma; that part is not run");
+    return ok;
 }
 
 #endif

@@ -593,6 +593,25 @@ static void test_env_small_seconds(void)
     clear_env();
 }
 
+/* Seconds with a fraction read the same under a decimal comma (a program
+ * that called setlocale(LC_ALL, "") with LANG=de_DE.UTF-8). */
+static void test_env_seconds_any_locale(void)
+{
+    if (!test_comma_locale())
+        return;
+    dbs_config cfg;
+    dbs_error err;
+    clear_env();
+    setenv("DB_POOL_TIMEOUT", "0.5", 1);
+    dbs_config_init(&cfg);
+    int rc = dbs_config_from_env(&cfg, &err);
+    setlocale(LC_NUMERIC, "C");
+    if (rc != DBS_OK)
+        CHECK_FAIL("DB_POOL_TIMEOUT=0.5 under a decimal comma: %s", err.message);
+    CHECK_EQ(cfg.acquire_timeout_ms, 500);
+    clear_env();
+}
+
 #ifdef DBSCOPE_WITH_PG
 static int open_replicas(const char *replica_url, dbs_error *e)
 {
@@ -701,6 +720,7 @@ int main(void)
     test_url_schemes_named();
     test_memory_url_options();
     test_env_small_seconds();
+    test_env_seconds_any_locale();
 #ifdef DBSCOPE_WITH_PG
     test_replica_url_refused();
 #endif

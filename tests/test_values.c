@@ -146,6 +146,118 @@ static void test_int_text_exact(dbs_session *s)
     dbs_rows_close(r);
 }
 
+/* The edges of the number and instant accessors, with values of the
+ * test's own: every whitespace strtod would skip is leading space ('\r2'
+ * as much as ' 2'); a long number is still a number (a DECIMAL of wide
+ * scale); an integer or text instant outside years 0001..9999 (UTC) is no
+ * timestamp, as dbs_timestamp_format and DBS_TIMESTAMP say. */
+static void test_number_time_edges(dbs_session *s)
+{
+    dbs_error err;
+    static const char *const spaced[] = {"\r2", "\v2", "\f2", "\n2", "\t2", " 2"};
+    for (size_t k = 0; k < sizeof spaced / sizeof spaced[0]; k++) {
+        dbs_value v[] = {DBS_TEXT(spaced[k])};
+        dbs_rows *r = query_ok(s, "SELECT $1 AS t", v, 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        double d = -1;
+        int rc = dbs_rows_get_double(r, 0, &d, &err);
+        if (rc != DBS_ETYPE)
+            CHECK_FAIL("get_double of whitespace 0x%02x then '2': %d (%g), not DBS_ETYPE",
+                       (unsigned)spaced[k][0], rc, d);
+        CHECK(d == -1);
+        dbs_rows_close(r);
+    }
+
+    /* "1." and 700 zeros: one, however many digits spell it */
+    char wide[800] = "1.";
+    memset(wide + 2, '0', 700);
+    wide[702] = '\0';
+    dbs_value w[] = {DBS_TEXT(wide)};
+    dbs_rows *r = query_ok(s, "SELECT $1 AS t", w, 1);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    double d = -1;
+    CHECK_OK(dbs_rows_get_double(r, 0, &d, &err), &err);
+    CHECK(d == 1.0);
+    int64_t i = -1;
+    CHECK_OK(dbs_rows_get_int64(r, 0, &i, &err), &err);
+    CHECK_EQ(i, 1);
+    dbs_rows_close(r);
+
+    /* seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, and one
+     * past each; the extremes of int64_t */
+    static const int64_t secs[] = {-62135596800LL, 253402300799LL, -62135596801LL,
+                                   253402300800LL, INT64_MIN, INT64_MAX};
+    for (size_t k = 0; k < sizeof secs / sizeof secs[0]; k++) {
+        dbs_value v[] = {DBS_INT(secs[k])};
+        r = query_ok(s, "SELECT $1 AS t", v, 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        struct timespec ts = {.tv_sec = 7, .tv_nsec = 7};
+        int rc = dbs_rows_get_timestamp(r, 0, &ts, &err);
+        if (k < 2) {
+            CHECK_OK(rc, &err);
+            CHECK(ts.tv_sec == (time_t)secs[k] && ts.tv_nsec == 0);
+            char out[DBS_TIMESTAMP_TEXT_LEN];
+            CHECK_EQ(dbs_timestamp_format(ts, out), 27);
+        } else {
+            if (rc != DBS_ETYPE)
+                CHECK_FAIL("get_timestamp of %" PRId64 " s: %d, not DBS_ETYPE", secs[k], rc);
+            CHECK(ts.tv_sec == 7 && ts.tv_nsec == 7); /* untouched */
+            CHECK_CONTAINS(err.message, "0001");
+        }
+        dbs_rows_close(r);
+    }
+    /* text whose zone puts the instant in year 0 */
+    dbs_value y0[] = {DBS_TEXT("0001-01-01T00:30:00+01:00")};
+    r = query_ok(s, "SELECT $1 AS t", y0, 1);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_get_timestamp(r, 0, &(struct timespec){0}, &err), DBS_ETYPE);
+    dbs_rows_close(r);
+
+    if (backend == DBS_BACKEND_POSTGRESQL) {
+        /* a timestamp is no number, 'infinity' included */
+        r = query_ok(s, "SELECT 'infinity'::timestamptz AS t, 1::numeric(1000,600) AS n",
+                     NULL, 0);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        d = -1;
+        CHECK_EQ(dbs_rows_get_double(r, 0, &d, &err), DBS_ETYPE);
+        CHECK(d == -1);
+        CHECK_OK(dbs_rows_get_double(r, 1, &d, &err), &err);
+        CHECK(d == 1.0);
+        dbs_rows_close(r);
+    }
+}
+
+/* Numbers cross the wire in the database's spelling whatever the
+ * program's locale: under a decimal comma (setlocale(LC_ALL, "") with
+ * LANG=de_DE.UTF-8), a REAL parameter still binds as 2.5 and a REAL or
+ * numeric text still reads as 2.5, not as an error or a silent 2. */
+static void test_comma_locale_numbers(dbs_pool *p)
+{
+    if (!test_comma_locale())
+        return;
+    dbs_error err;
+    dbs_session *s = open_ok(p);
+    dbs_value v[] = {DBS_REAL(2.5), DBS_TEXT("2.5")};
+    dbs_rows *r = dbs_query(s, "SELECT $1 AS r, $2 AS t", v, 2, &err);
+    if (!r)
+        CHECK_FAIL("a REAL parameter under a decimal comma: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    double d = 0;
+    CHECK_OK(dbs_rows_get_double(r, 0, &d, &err), &err);
+    if (d != 2.5 || dbs_rows_real(r, 0) != 2.5)
+        CHECK_FAIL("REAL 2.5 read back under a decimal comma as %g and %g", d,
+                   dbs_rows_real(r, 0));
+    CHECK(strchr(dbs_rows_text(r, 0, NULL), ',') == NULL);
+    d = 0;
+    CHECK_OK(dbs_rows_get_double(r, 1, &d, &err), &err);
+    CHECK(d == 2.5);
+    CHECK(dbs_rows_real(r, 1) == 2.5);
+    dbs_rows_close(r);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    dbs_session_close(s);
+    setlocale(LC_NUMERIC, "C");
+}
+
 /* Parameters the same on every backend, with the statement cache on: a
  * counted text where the server infers a number, one statement bound with
  * different types, a count mismatch that writes nothing, a NaN that is
@@ -519,6 +631,7 @@ int main(void)
     dbs_session *s = open_ok(pool);
     test_checked_errors(s);
     test_int_text_exact(s);
+    test_number_time_edges(s);
     test_col_by_name(s);
     test_roundtrip(s);
     test_types(s);
@@ -526,6 +639,7 @@ int main(void)
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
     test_params(pool);
+    test_comma_locale_numbers(pool);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
