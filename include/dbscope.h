@@ -758,9 +758,11 @@ int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
  * sessions dbs_transact opens, dbs_session_open_ro, whose refusal for
  * want of a qualifying replica counts here and whose failure on a
  * replica's pool counts in that pool's table: DBS_ETIMEOUT,
- * DBS_EUNAVAILABLE, DBS_ECONNECT, ...) and every failure of a statement, a
- * fetch, BEGIN, COMMIT or ROLLBACK on its sessions, as the backend
- * reported it (whether or not the caller passed a dbs_error). The
+ * DBS_EUNAVAILABLE, DBS_ECONNECT, DBS_ECLOSED after a shutdown, ...) and
+ * every failure of a statement, a fetch, BEGIN, COMMIT or ROLLBACK on its
+ * sessions, as the backend reported it (whether or not the caller passed a
+ * dbs_error); an event loop's units count the same way on every backend,
+ * each failed attempt once (its acquire, or what failed in it). The
  * table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
  * its list of common ones count as "other".
  * Returns the count of failures with code (a negative dbs_code; 0: every

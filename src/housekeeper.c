@@ -14,36 +14,57 @@
  * may close and be reused the moment the lock is released; the copies are
  * reported after. */
 
-enum { LEAK_BATCH = 32, LEAK_STR = 128 };
+enum { LEAK_BATCH = 32 };
 
 typedef struct leak_report {
     dbs__who who;
-    dbs_context ctx;        /* who.ctx points here; strings in strs */
-    char strs[3][LEAK_STR];
+    dbs_context ctx; /* who.ctx points here; its strings into the batch's */
 } leak_report;
 
-static const char *copy_str(char *dst, const char *src)
+static const char *copy_str(char **w, const char *src)
 {
     if (!src)
         return NULL;
-    size_t n = strnlen(src, LEAK_STR - 1);
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    size_t n = strlen(src) + 1;
+    char *dst = memcpy(*w, src, n);
+    *w += n;
     return dst;
+}
+
+static bool leak_due(const dbs_session *s, int64_t now, int64_t threshold_ns, bool at_close)
+{
+    return at_close ? !s->close_reported
+                    : !s->leak_reported && now - s->opened_ns >= threshold_ns;
 }
 
 /* Marks and copies up to LEAK_BATCH sessions of sh not yet reported that
  * are held past the threshold; at pool close, every session still open,
  * even one reported before: the operator needs the full list of what was
  * abandoned. A session counts as one leak however often it is reported.
- * [shard] */
+ * The contexts are copied whole (the event's ctx is the session's) into
+ * strs: when they need more than cap bytes, nothing is marked, *need says
+ * how many, and -1 is returned, to be called again with room. [shard] */
 static int collect_leaks(dbs__shard *sh, int64_t now, int64_t threshold_ns, bool at_close,
-                         leak_report *out)
+                         leak_report *out, char *strs, size_t cap, size_t *need)
 {
     int n = 0;
+    size_t bytes = 0;
     for (dbs_session *s = sh->sessions; s && n < LEAK_BATCH; s = s->next) {
-        if (at_close ? s->close_reported
-                     : s->leak_reported || now - s->opened_ns < threshold_ns)
+        if (!leak_due(s, now, threshold_ns, at_close))
+            continue;
+        const char *f[3] = {s->ctx.request_id, s->ctx.user_id, s->ctx.tenant_id};
+        for (int i = 0; i < 3; i++)
+            bytes += f[i] ? strlen(f[i]) + 1 : 0;
+        n++;
+    }
+    if (bytes > cap) {
+        *need = bytes;
+        return -1;
+    }
+    n = 0;
+    char *w = strs;
+    for (dbs_session *s = sh->sessions; s && n < LEAK_BATCH; s = s->next) {
+        if (!leak_due(s, now, threshold_ns, at_close))
             continue;
         if (at_close)
             s->close_reported = true;
@@ -53,9 +74,9 @@ static int collect_leaks(dbs__shard *sh, int64_t now, int64_t threshold_ns, bool
         }
         leak_report *r = &out[n++];
         r->who = dbs__who_of(s, s->conn);
-        r->ctx.request_id = copy_str(r->strs[0], s->ctx.request_id);
-        r->ctx.user_id = copy_str(r->strs[1], s->ctx.user_id);
-        r->ctx.tenant_id = copy_str(r->strs[2], s->ctx.tenant_id);
+        r->ctx.request_id = copy_str(&w, s->ctx.request_id);
+        r->ctx.user_id = copy_str(&w, s->ctx.user_id);
+        r->ctx.tenant_id = copy_str(&w, s->ctx.tenant_id);
         r->who.ctx = &r->ctx;
     }
     return n;
@@ -64,21 +85,39 @@ static int collect_leaks(dbs__shard *sh, int64_t now, int64_t threshold_ns, bool
 void dbs__leaks_report(dbs_pool *p, bool all, const char *reason)
 {
     leak_report *batch = malloc(sizeof *batch * LEAK_BATCH);
-    if (!batch)
+    size_t cap = 4096;
+    char *strs = malloc(cap);
+    if (!batch || !strs) {
+        free(batch);
+        free(strs);
         return; /* reported next round */
+    }
     int64_t threshold = all ? 0 : (int64_t)p->cfg.leak_threshold_ms * 1000000;
     for (int i = 0; i < DBS__SHARDS; i++) {
         dbs__shard *sh = &p->shards[i];
         for (;;) {
+            size_t need = 0;
             dbs__lock_take(&sh->mu);
-            int n = collect_leaks(sh, dbs__now_ns(), threshold, all, batch);
+            int n = collect_leaks(sh, dbs__now_ns(), threshold, all, batch, strs, cap, &need);
             dbs__lock_give(&sh->mu);
+            if (n < 0) {
+                /* grown outside the lock; the sessions may change meanwhile,
+                 * so what they need is measured again */
+                char *more = realloc(strs, need);
+                if (!more)
+                    goto out; /* reported next round */
+                strs = more;
+                cap = need;
+                continue;
+            }
             for (int k = 0; k < n; k++)
                 dbs__emit_who(p, DBS_EVENT_LEAK, &batch[k].who, 0, reason);
             if (n < LEAK_BATCH)
                 break;
         }
     }
+out:
+    free(strs);
     free(batch);
 }
 

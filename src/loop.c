@@ -1138,6 +1138,11 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
      * unit ahead of it on the connection arrived after that one ended.
      * Nothing of it committed: run it again like a lost connection. */
     bool stray = rc == DBS_ECANCELED && u->cancel == CW_NONE && !u->au.commit_sent;
+    /* A worker's session counted its own failures; a unit on the loop's
+     * connection has no session: each failed attempt is counted here, in
+     * the table of the pool it ran on, as a session's would be. */
+    if (rc != DBS_OK && l->native && !stray)
+        dbs__errors_note(u->lane ? u->lane->pool : l->pool, rc, e.sqlstate);
     if (rc == DBS_OK) {
         if (l->native && u->au.commit_pos && u->lane == &l->lanes[0] && l->pool->on_commit)
             l->pool->on_commit(l->pool, u->ctx.user_id, u->au.commit_pos);
@@ -1253,6 +1258,7 @@ static void unit_deadline(dbs_loop *l, dbs_unit *u)
     switch (u->state) {
     case U_QUEUED:
         queue_unlink(l, u);
+        dbs__errors_note(u->lane ? u->lane->pool : l->pool, DBS_ETIMEOUT, NULL);
         unit_fail(l, u, DBS_ETIMEOUT,
                   "the unit's timeout passed while it waited for a connection");
         break;
@@ -1332,6 +1338,7 @@ static int64_t timers(dbs_loop *l, int64_t now)
                                   .func = u->func, .thread = (unsigned long)l->owner};
             /* the event says what the unit's callback will read */
             dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, e.message);
+            dbs__errors_note(ln->pool, DBS_ETIMEOUT, NULL);
             unit_complete(l, u, DBS_ETIMEOUT, &e);
         }
         if (ln->qhead && ln->qhead->queued_ns + bound < next)

@@ -62,7 +62,7 @@ const char *dbs__err_class_name(int cls, char *buf, size_t len)
         "other",   "config",         "connect", "timeout",     "closed",
         "sql",     "constraint",     "retryable", "commit_unknown", "misuse",
         "unavailable", "nomem",      "stmt_timeout", "full", "type",
-        "null",
+        "null",    "canceled",       "busy",
     };
     if (cls >= 0 && cls < (int)(sizeof names / sizeof names[0]))
         return names[cls];

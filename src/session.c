@@ -150,6 +150,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         return NULL;
     if (dbs__pool_closed(pool)) {
         dbs__err(err, DBS_ECLOSED, "dbs_session_open: the pool is closed");
+        dbs__errors_note(pool, DBS_ECLOSED, NULL); /* a failed acquire, as below */
         return NULL;
     }
     dbs_session *s = session_alloc();
@@ -157,6 +158,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         if (s)
             session_free(s);
         dbs__err(err, DBS_ENOMEM, "out of memory opening a session");
+        dbs__errors_note(pool, DBS_ENOMEM, NULL);
         return NULL;
     }
     s->magic = DBS__SESSION_MAGIC;

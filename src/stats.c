@@ -184,6 +184,10 @@ static char *target_labels(const char *pool, const char *host)
 
 int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
 {
+    /* terminated on every path, failures included: no stale text is read
+     * as an exposition */
+    if (buf && len)
+        buf[0] = '\0';
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
     /* the primary first, then each replica's pool */
@@ -206,8 +210,6 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
         return rc;
     }
     out o = {buf, len, 0};
-    if (len)
-        buf[0] = '\0';
 
 #define EACH(name, type, help, expr)                                           \
     do {                                                                       \
@@ -305,12 +307,12 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
 int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
 {
     dbs_stats s;
+    if (buf && len)
+        buf[0] = '\0'; /* as dbs_pool_metrics: terminated on every path */
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
     dbs_pool_stats(p, &s);
     out o = {buf, len, 0};
-    if (len)
-        buf[0] = '\0';
     put(&o, "{\"pool\":\"");
     put_escaped(&o, p->name);
     put(&o, "\",\"size\":%d,\"idle\":%d,\"in_use\":%d,\"pending\":%d,\"overflow_in_use\":%d,"
@@ -501,6 +503,15 @@ static char *otel_labels(const char *pool, const char *host, const char *extra_k
     return o.buf;
 }
 
+/* An idle-connection limit of tp's configuration (pool_size, min_idle) as
+ * its mode applies it: none kept in NONE mode, never above max_size. */
+static int idle_bound(const dbs_pool *tp, int max_size, int v)
+{
+    if (tp->mode == DBS_POOL_NONE)
+        return 0;
+    return v < max_size ? v : max_size;
+}
+
 static void put_otel(out *o, dbs_pool *p, int T, const snapshot *sn, char *const *labs)
 {
     char **ol = calloc((size_t)T, sizeof *ol);
@@ -537,12 +548,14 @@ static void put_otel(out *o, dbs_pool *p, int T, const snapshot *sn, char *const
             put_series(o, name, ol[t], NULL, NULL, (uint64_t)(expr));          \
         }                                                                      \
     } while (0)
+        /* within what the mode lets the pool open: SINGLE keeps one
+         * connection whatever pool_size says, NONE keeps none */
         OTEL("db_client_connection_idle_max", "gauge",
              "The maximum number of idle open connections allowed (pool_size).",
-             tp->mode == DBS_POOL_NONE ? 0 : tp->cfg.pool_size);
+             idle_bound(tp, s->max_size, tp->cfg.pool_size));
         OTEL("db_client_connection_idle_min", "gauge",
              "The minimum number of idle open connections allowed (min_idle).",
-             tp->cfg.min_idle);
+             idle_bound(tp, s->max_size, tp->cfg.min_idle));
         OTEL("db_client_connection_max", "gauge",
              "The maximum number of open connections allowed.", s->max_size);
         OTEL("db_client_connection_pending_requests", "gauge",

@@ -176,7 +176,9 @@ static void test_basic(dbs_pool *p)
     CHECK_RC(r, DBS_OK);
     CHECK_EQ(r.val, 42);
 
-    /* a failing statement: the unit's error, nothing committed */
+    /* a failing statement: the unit's error, nothing committed; counted in
+     * the pool's error table on every backend, as a session's is */
+    uint64_t sql_errors = dbs_pool_errors(p, DBS_ESQL, NULL);
     u = dbs_unit_new(l, NULL, 0, &err);
     snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (8, 'eight')", tbl);
     CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 0);
@@ -185,6 +187,8 @@ static void test_basic(dbs_pool *p)
     drain(l);
     CHECK_RC(r, DBS_ESQL);
     CHECK_EQ(r.attempts, 1);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ESQL, NULL), sql_errors + 1);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ESQL, r.sqlstate), 1);
     settle(l, p);
     CHECK_EQ(stats_of(p).in_use, 0);
     dbs_session *s = open_ok(p);
@@ -293,7 +297,9 @@ static void test_cancel(dbs_pool *p)
     u = unit1(l, 0, long_sql());
     submit(u, &r);
     if (is_pg) {
-        s = open_ok(p);
+        /* asked on a pool of its own: p's one connection is the unit's */
+        dbs_pool *q = pool_of(1, NULL);
+        s = open_ok(q);
         /* wait until the server runs it (a fact the server reports) */
         for (int i = 0; i < 2000; i++) {
             dbs_loop_run(l);
@@ -304,6 +310,7 @@ static void test_cancel(dbs_pool *p)
             dbs__sleep_ms(5);
         }
         dbs_session_close(s);
+        dbs_pool_close(q);
     } else {
         for (int i = 0; i < 20; i++) {
             dbs_loop_run(l);
@@ -311,10 +318,21 @@ static void test_cancel(dbs_pool *p)
         }
     }
     CHECK_EQ(r.calls, 0);
+    uint64_t cancels = dbs_pool_errors(p, DBS_ECANCELED, NULL);
     dbs_unit_cancel(u);
     while (r.calls == 0)
         step(l, ep);
     CHECK_RC(r, DBS_ECANCELED);
+    if (is_pg) {
+        /* the statement the server cancelled counts as a session's would,
+         * under its code's name (error_class is never code_N for a code
+         * the header has) */
+        CHECK_EQ(dbs_pool_errors(p, DBS_ECANCELED, NULL), cancels + 1);
+        static char text[262144];
+        CHECK_INT(dbs_pool_metrics(p, text, sizeof text), <, (int)sizeof text);
+        CHECK_CONTAINS(text, "error_class=\"canceled\"");
+        CHECK(strstr(text, "error_class=\"code_") == NULL);
+    }
     /* the pool still serves, the same connection or another */
     submit(unit1(l, 0, "SELECT 5"), &r);
     drain(l);
@@ -534,6 +552,8 @@ static void test_acquire_bound(void)
     drain(l);
     CHECK_RC(r, DBS_ETIMEOUT);
     CHECK(stats_of(p).timeouts >= 1);
+    /* a failed acquire, counted as a session's would be */
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, ""), 1);
     dbs_session_close(s);
     submit(unit1(l, 0, "SELECT 1"), &r);
     drain(l);

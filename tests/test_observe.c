@@ -161,6 +161,55 @@ static void test_leak_at_pool_close(void)
     dbs_session_close(s);
 }
 
+/* A leak event carries the session's context as the session has it: a
+ * request id of any length whole, as the checkout event and
+ * dbs_pool_sessions give it, in the housekeeper's reports and at close. */
+static char long_seen[2][1200];
+static int long_leaks;
+
+static void on_long_ctx(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind != DBS_EVENT_LEAK || !ev->ctx)
+        return;
+    pthread_mutex_lock(&ev_mu);
+    int k = long_leaks < 2 ? long_leaks : 1;
+    snprintf(long_seen[k], sizeof long_seen[k], "%s|%s",
+             ev->ctx->request_id ? ev->ctx->request_id : "(null)",
+             ev->ctx->tenant_id ? ev->ctx->tenant_id : "(null)");
+    long_leaks++;
+    pthread_mutex_unlock(&ev_mu);
+}
+
+static void test_leak_long_context(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.on_event = on_long_ctx;
+    cfg.log_events = 0;
+    cfg.housekeeping_interval_ms = 20;
+    cfg.leak_threshold_ms = 50;
+    dbs_pool *p = open_pool("observe", &cfg);
+    char rid[600], tenant[200], want[1200];
+    for (size_t i = 0; i < sizeof rid - 1; i++)
+        rid[i] = (char)('a' + i % 26);
+    rid[sizeof rid - 1] = '\0';
+    memset(tenant, 'T', sizeof tenant - 1);
+    tenant[sizeof tenant - 1] = '\0';
+    snprintf(want, sizeof want, "%s|%s", rid, tenant);
+    dbs_context ctx = {.request_id = rid, .tenant_id = tenant};
+    dbs_session *s = dbs_session_open(p, &ctx, NULL);
+    CHECK(s);
+    WAIT_UNTIL(stats_of(p).leaks == 1, 30000);
+    dbs_pool_close(p); /* reported again, at close */
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(long_leaks, 2);
+    CHECK_STR(long_seen[0], want);
+    CHECK_STR(long_seen[1], want);
+    pthread_mutex_unlock(&ev_mu);
+    dbs_session_close(s);
+}
+
 /* A unit of work run by dbs_transact is listed, and would be reported as a
  * leak, at the line that called dbs_transact, not inside the library. */
 static dbs_pool *site_pool;
@@ -1020,6 +1069,19 @@ static void test_exports(void)
     CHECK_EQ(dbs_pool_metrics(p, small, sizeof small), n);
     CHECK_EQ(strlen(small), sizeof small - 1);
     CHECK_EQ(dbs_pool_metrics(p, NULL, 0), n);
+    /* exactly one byte short: all but the last character, terminated */
+    static char exact[65536];
+    CHECK_EQ(dbs_pool_metrics(p, exact, (size_t)n), n);
+    CHECK_EQ(strlen(exact), (size_t)n - 1);
+    CHECK_EQ(dbs_pool_metrics(p, exact, 1), n);
+    CHECK_EQ(exact[0], '\0');
+    /* a failure leaves no stale text behind either: always terminated */
+    memset(small, 'x', sizeof small);
+    CHECK_EQ(dbs_pool_metrics(NULL, small, sizeof small), DBS_EMISUSE);
+    CHECK_EQ(small[0], '\0');
+    memset(small, 'x', sizeof small);
+    CHECK_EQ(dbs_pool_stats_json(NULL, small, sizeof small), DBS_EMISUSE);
+    CHECK_EQ(small[0], '\0');
 
     /* JSON */
     char json[4096];
@@ -1445,6 +1507,28 @@ static void test_otel_names_and_errors(void)
     dbs_pool_close(p);
 }
 
+/* The OpenTelemetry limits agree with each other whatever the mode: a
+ * SINGLE pool opens one connection, so no more than one can be idle, and
+ * fewer can be kept idle than may be (min_idle <= idle_max <= max). */
+static void test_otel_limits_single(void)
+{
+    dbs_config cfg = observed();
+    cfg.name = "single";
+    cfg.mode = DBS_POOL_SINGLE;
+    cfg.pool_size = 4;
+    cfg.min_idle = 2;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    CHECK_EQ(stats_of(p).max_size, 1);
+    static struct sample m[4096];
+    int n = metrics_of(p, m, 4096);
+    const char *O = "db_client_connection_pool_name=\"single\"";
+    CHECK_EQ(sample(m, n, "db_client_connection_max", O), 1);
+    CHECK_EQ(sample(m, n, "db_client_connection_idle_max", O), 1);
+    CHECK_INT(sample(m, n, "db_client_connection_idle_min", O), <=, 1);
+    dbs_pool_close(p);
+}
+
 static void test_circuit_gauge(void)
 {
     dbs_config cfg = observed();
@@ -1526,6 +1610,7 @@ int main(void)
     test_histogram_math();
     test_leak_reported_with_line();
     test_leak_at_pool_close();
+    test_leak_long_context();
     test_transact_names_caller();
     test_session_list();
     test_session_list_order();
@@ -1541,6 +1626,7 @@ int main(void)
     test_bucket_bounds_inclusive();
     test_otel_names_and_errors();
     test_circuit_gauge();
+    test_otel_limits_single();
     test_keepalive_and_min_idle();
     puts("test_observe: ok");
     return 0;

@@ -167,8 +167,13 @@ static void test_sessions_finish_after_shutdown(void)
     CHECK_OK(dbs_exec(a, sql, NULL, 0, &err), &err); /* a transaction open */
 
     CHECK_EQ(dbs_pool_shutdown(p, 0), 3);
+    uint64_t closed_errors = dbs_pool_errors(p, DBS_ECLOSED, NULL);
     CHECK(dbs_session_open(p, NULL, &err) == NULL); /* nothing new */
     CHECK_EQ(err.code, DBS_ECLOSED);
+    /* a refused acquire is a failure the caller got: counted, with or
+     * without a dbs_error */
+    CHECK(dbs_session_open(p, NULL, NULL) == NULL);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), closed_errors + 2);
     /* a's request finishes its transaction */
     snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (2)", tbl);
     CHECK_EQ(dbs_exec(a, sql, NULL, 0, &err), 1);
