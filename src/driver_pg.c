@@ -942,7 +942,7 @@ static void reset_seed(char *out, size_t n)
     uint64_t x = 0;
     if (getrandom(&x, sizeof x, GRND_NONBLOCK) != (ssize_t)sizeof x)
         x ^= dbs__random() ^ (uint64_t)dbs__now_ns();
-    snprintf(out, n, "%.17g", (double)(x >> 11) / 4503599627370496.0 - 1.0);
+    dbs__fmt_double(out, n, (double)(x >> 11) / 4503599627370496.0 - 1.0);
 }
 
 /* Queues reset item i (pg_reset_sql[i]): how = 0 its text (Parse, Bind,

@@ -20,6 +20,7 @@
 #include "driver.h"
 #include "respool.h"
 
+#include <locale.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdarg.h>
@@ -626,5 +627,9 @@ int dbs__parse_double(const char *s, size_t n, double *out);
  * dbscope reads a database's text. Any thread; errno as strtod sets it. */
 double dbs__strtod(const char *s, char **end);
 int dbs__fmt_double(char *out, size_t cap, double v);
+/* The same for any printf or strtod between the two: the calling thread
+ * in the C locale's numbers until dbs__c_numeric_leave(what enter gave). */
+locale_t dbs__c_numeric_enter(void);
+void dbs__c_numeric_leave(locale_t old);
 
 #endif /* DBS_INTERNAL_H */

@@ -55,7 +55,11 @@ static void put(out *o, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     size_t room = o->len < o->cap ? o->cap - o->len : 0;
+    /* le="0.005", never "0,005" under the program's locale: a scrape
+     * refuses the whole page for one such number */
+    locale_t old = dbs__c_numeric_enter();
     int n = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
+    dbs__c_numeric_leave(old);
     va_end(ap);
     if (n > 0)
         o->len += (size_t)n;

@@ -317,14 +317,14 @@ static void c_numeric_init(void)
     c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
 }
 
-static locale_t c_numeric_enter(void)
+locale_t dbs__c_numeric_enter(void)
 {
     pthread_once(&c_numeric_once, c_numeric_init);
     /* (without it, which only memory can refuse, the program's locale) */
     return c_numeric ? uselocale(c_numeric) : (locale_t)0;
 }
 
-static void c_numeric_leave(locale_t old)
+void dbs__c_numeric_leave(locale_t old)
 {
     if (old)
         uselocale(old);
@@ -332,19 +332,19 @@ static void c_numeric_leave(locale_t old)
 
 double dbs__strtod(const char *s, char **end)
 {
-    locale_t old = c_numeric_enter();
+    locale_t old = dbs__c_numeric_enter();
     double v = strtod(s, end);
     int e = errno; /* strtod's, kept across the switch back */
-    c_numeric_leave(old);
+    dbs__c_numeric_leave(old);
     errno = e;
     return v;
 }
 
 int dbs__fmt_double(char *out, size_t cap, double v)
 {
-    locale_t old = c_numeric_enter();
+    locale_t old = dbs__c_numeric_enter();
     int n = snprintf(out, cap, "%.17g", v);
-    c_numeric_leave(old);
+    dbs__c_numeric_leave(old);
     return n;
 }
 

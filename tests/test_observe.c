@@ -1392,6 +1392,36 @@ static void test_bucket_bounds_inclusive(void)
     dbs_pool_close(p);
 }
 
+/* A program that called setlocale under de_DE prints 0.005 as "0,005":
+ * the metrics must not, or a scrape refuses the whole page. */
+static void test_metrics_comma_locale(void)
+{
+    if (!test_comma_locale())
+        return;
+    dbs_config cfg = observed();
+    cfg.name = "comma";
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s != NULL);
+    dbs_session_close(s);
+    static char text[1 << 18];
+    int n = dbs_pool_metrics(p, text, sizeof text);
+    setlocale(LC_NUMERIC, "C");
+    CHECK_INT(n, >, 0);
+    CHECK(strstr(text, "le=\"1.6e-05\"") != NULL);
+    for (const char *q = strstr(text, "_sum{"); q; q = strstr(q + 1, "_sum{")) {
+        const char *v = strstr(q, "} ");
+        CHECK(v != NULL);
+        CHECK(strcspn(v, ",\n") == strcspn(v, "\n"));
+    }
+    for (const char *q = strstr(text, "le=\""); q; q = strstr(q + 1, "le=\""))
+        CHECK(strcspn(q + 4, ",\"") == strcspn(q + 4, "\""));
+    check_exposition(text);
+    dbs_pool_close(p);
+}
+
 static void test_otel_names_and_errors(void)
 {
     dbs_config cfg = observed();
@@ -1624,6 +1654,7 @@ int main(void)
     test_exports();
     test_hostile_names();
     test_bucket_bounds_inclusive();
+    test_metrics_comma_locale();
     test_otel_names_and_errors();
     test_circuit_gauge();
     test_otel_limits_single();
