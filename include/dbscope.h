@@ -608,7 +608,11 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * connections and for joining the pool's own threads (as dbs_pool_shutdown
  * does): when it returns, no thread the pool started is left, none inside
  * libpq or Connector/C, so the program may exit or unload the library.
- * Call once, from any thread; NULL is a no-op. */
+ * Call once, from any thread of the program's; NULL is a no-op. Not from
+ * a callback dbscope runs on a thread of its own (on_event for a leak the
+ * housekeeper found, a unit's work on an event loop's worker), which this
+ * call would have to join: such a call does nothing but print a line on
+ * stderr. */
 void dbs_pool_close(dbs_pool *pool);
 
 /* Graceful shutdown, for servers, of pool and its replicas' pools. From the
@@ -646,8 +650,10 @@ void dbs_pool_close(dbs_pool *pool);
  * A server's sequence: stop accepting requests; dbs_pool_shutdown(pool,
  * deadline); join the workers; dbs_pool_close(pool). Blocks at most
  * timeout_ms plus closing the idle connections plus joining the pool's
- * threads as above (tens of ms). Any thread; calling it
- * again is harmless. */
+ * threads as above (tens of ms). Any thread of the program's; calling it
+ * again is harmless. On a thread of dbscope's own (from on_event or a
+ * unit's work there, as for dbs_pool_close) it does nothing and returns
+ * DBS_EMISUSE, as for a pool that is not open. */
 int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);
 
 /* Checks out a connection, validates it with a round trip and returns it.

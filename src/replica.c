@@ -931,9 +931,24 @@ int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err)
     return rc;
 }
 
+/* On one of dbscope's own threads (a housekeeper, a replica monitor, an
+ * event loop's worker: dbs__thread_stop is set only there), the stop joins
+ * the very thread asking for it, or frees the pool under a thread that
+ * returns into it; the callback that asked (on_event, a unit's work) is
+ * refused instead. */
+static bool on_own_thread(const char *fn)
+{
+    if (!dbs__thread_stop)
+        return false;
+    fprintf(stderr, "dbscope: %s refused: called on one of dbscope's own threads (from "
+                    "on_event or a unit's work); call it from a thread of the program's\n",
+            fn);
+    return true;
+}
+
 int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
 {
-    if (!p || p->magic != DBS__POOL_MAGIC)
+    if (!p || p->magic != DBS__POOL_MAGIC || on_own_thread("dbs_pool_shutdown"))
         return DBS_EMISUSE;
     const int64_t deadline = dbs__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
     (void)after_fork(p, NULL); /* as dbs_pool_close */
@@ -944,7 +959,7 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
 
 void dbs_pool_close(dbs_pool *p)
 {
-    if (!p || p->magic != DBS__POOL_MAGIC)
+    if (!p || p->magic != DBS__POOL_MAGIC || on_own_thread("dbs_pool_close"))
         return;
     /* in a child after fork(): the parent's connections are let go of
      * without a word, never closed as the pool's own */

@@ -128,6 +128,47 @@ static void test_leak_reported_with_line(void)
     CHECK_CONTAINS(text, "thread=");
 }
 
+/* A program that stops its pool when a leak is reported: the report runs
+ * on the housekeeper, which the stop would have to join (itself), and
+ * whose pool the close would free under it. Both calls are refused there,
+ * and the pool goes on working until the program's own thread closes it. */
+static dbs_pool *stop_pool;
+static atomic_int stop_seen, stop_rc = 1;
+static void stop_on_leak(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind != DBS_EVENT_LEAK || atomic_exchange(&stop_seen, 1))
+        return;
+    atomic_store(&stop_rc, dbs_pool_shutdown(stop_pool, 0));
+    dbs_pool_close(stop_pool);
+}
+
+static void test_stop_from_own_thread(void)
+{
+    dbs_config cfg = observed();
+    cfg.on_event = stop_on_leak;
+    cfg.leak_threshold_ms = 50;
+    cfg.log_events = 0;
+    int saved;
+    const char *path = capture_stderr_begin(&saved);
+    stop_pool = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_session *s = dbs_session_open(stop_pool, NULL, &err);
+    CHECK(s);
+    WAIT_UNTIL(atomic_load(&stop_seen) == 1 && atomic_load(&stop_rc) != 1, 30000);
+    CHECK_EQ(atomic_load(&stop_rc), DBS_EMISUSE);
+    dbs_session_close(s);
+    s = dbs_session_open(stop_pool, NULL, &err); /* still open */
+    CHECK(s);
+    CHECK(dbs_exec(s, "SELECT 1", NULL, 0, &err) >= 0);
+    dbs_session_close(s);
+    CHECK_EQ(dbs_pool_shutdown(stop_pool, 1000), 0);
+    dbs_pool_close(stop_pool);
+    char *text = capture_stderr_end(saved, path);
+    CHECK_CONTAINS(text, "dbs_pool_shutdown refused");
+    CHECK_CONTAINS(text, "dbs_pool_close refused");
+}
+
 static void test_leak_at_pool_close(void)
 {
     dbs_config cfg = observed();
@@ -1639,6 +1680,7 @@ int main(void)
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
     test_histogram_math();
     test_leak_reported_with_line();
+    test_stop_from_own_thread();
     test_leak_at_pool_close();
     test_leak_long_context();
     test_transact_names_caller();
