@@ -272,7 +272,10 @@ typedef int (*dbs_credential_fn)(dbs_credential *cred, void *user);
 enum dbs_pool_mode {
     DBS_POOL_AUTO,   /* SINGLE for sqlite::memory:, QUEUE otherwise */
     DBS_POOL_QUEUE,  /* the real pool */
-    DBS_POOL_NONE,   /* a new connection for every session, closed after */
+    DBS_POOL_NONE,   /* a new connection for every session, closed after;
+                        as many at once as sessions are open (pool_size
+                        and max_overflow do not bound them; the
+                        database's own connection limit does) */
     DBS_POOL_SINGLE  /* one shared connection, sessions take turns (FIFO) */
 };
 
