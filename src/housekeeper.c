@@ -1,7 +1,9 @@
 /* The housekeeper: one background thread a pool that keeps min_idle
  * connections ready and closes idle ones past idle_timeout or lifetime, so a
  * quiet pool shrinks and a busy one never pays for a connect it could have
- * made in advance. Stopped and joined by dbs_pool_close. */
+ * made in advance; with leak_threshold_ms, a second one that only reports
+ * leaks, started and joined by the first. Stopped and joined by
+ * dbs_pool_close. */
 #include "pool_int.h"
 
 #include <errno.h>
@@ -249,18 +251,64 @@ void dbs__pool_maintain(dbs_pool *p)
     }
 }
 
+/* Sleeps period_ns, or until the housekeeper is stopped. [mu], held
+ * again on return */
+static void hk_sleep(dbs_pool *p, int64_t period_ns)
+{
+    struct timespec ts = dbs__timespec(dbs__now_ns() + period_ns);
+    /* Re-check the flag after every wake: a wait can end spuriously. */
+    while (p->hk_running && pthread_cond_timedwait(&p->hk_cv, &p->mu, &ts) != ETIMEDOUT) {
+    }
+}
+
+/* A leak is reported within a quarter of its threshold after it crosses
+ * it, whatever the housekeeping interval. */
+static int64_t leak_period_ns(const dbs_pool *p)
+{
+    int64_t ms = p->cfg.leak_threshold_ms / 4 > 10 ? p->cfg.leak_threshold_ms / 4 : 10;
+    return ms * 1000000;
+}
+
+/* The leak reports, on a thread of their own beside the housekeeper's
+ * upkeep: a keep-alive ping or a min_idle connect to a server that stopped
+ * answering lasts up to its bound, and the sessions stuck on that server
+ * are the ones to report in time. It calls no driver. */
+static void *leaks_main(void *arg)
+{
+    dbs_pool *p = arg;
+    /* one of the pool's own threads: a stop asked from its callbacks is
+     * refused (dbs_pool_close joins the housekeeper, which joins this) */
+    dbs__thread_stop = &p->is_closed;
+    pthread_mutex_lock(&p->mu);
+    while (p->hk_running) {
+        pthread_mutex_unlock(&p->mu);
+        /* a child must not inherit a shard lock held by this thread */
+        dbs__fork_gate_enter();
+        dbs__leaks_report(p, false, "held past leak_threshold_ms");
+        dbs__fork_gate_leave();
+        pthread_mutex_lock(&p->mu);
+        hk_sleep(p, leak_period_ns(p));
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 static void *housekeeper_main(void *arg)
 {
     dbs_pool *p = arg;
     /* Set before dbs__housekeeper_stop joins: a connect or ping of this
      * round then ends at once. */
     dbs__thread_stop = &p->is_closed;
-    /* A leak is reported within a quarter of its threshold after it
-     * crosses it, whatever the housekeeping interval. */
-    int64_t period_ms = p->cfg.housekeeping_interval_ms;
-    if (p->cfg.leak_threshold_ms > 0 && p->cfg.leak_threshold_ms / 4 < period_ms)
-        period_ms = p->cfg.leak_threshold_ms / 4 > 10 ? p->cfg.leak_threshold_ms / 4 : 10;
-    const int64_t period = period_ms * 1000000;
+    /* Joined below, before this thread lets go of the pool. Without it
+     * (no thread to be had) the rounds report leaks, as often as they
+     * must. */
+    pthread_t leaks_thread;
+    bool leaks_apart = p->cfg.leak_threshold_ms > 0 &&
+                       pthread_create(&leaks_thread, NULL, leaks_main, p) == 0;
+    bool leaks_here = p->cfg.leak_threshold_ms > 0 && !leaks_apart;
+    int64_t period = (int64_t)p->cfg.housekeeping_interval_ms * 1000000;
+    if (leaks_here && leak_period_ns(p) < period)
+        period = leak_period_ns(p);
     pthread_mutex_lock(&p->mu);
     while (p->hk_running) {
         pthread_mutex_unlock(&p->mu);
@@ -270,15 +318,14 @@ static void *housekeeper_main(void *arg)
         check_target(p);
         dbs__pool_maintain(p);
         dbs__fork_gate_leave();
-        if (p->cfg.leak_threshold_ms > 0)
+        if (leaks_here)
             dbs__leaks_report(p, false, "held past leak_threshold_ms");
         pthread_mutex_lock(&p->mu);
-        struct timespec ts = dbs__timespec(dbs__now_ns() + period);
-        /* Re-check the flag after every wake: a wait can end spuriously. */
-        while (p->hk_running && pthread_cond_timedwait(&p->hk_cv, &p->mu, &ts) != ETIMEDOUT) {
-        }
+        hk_sleep(p, period);
     }
     pthread_mutex_unlock(&p->mu);
+    if (leaks_apart)
+        pthread_join(leaks_thread, NULL);
     dbs__pool_unref(p); /* the reference taken for this thread; may free p */
     return NULL;
 }
@@ -317,7 +364,7 @@ void dbs__housekeeper_stop(dbs_pool *p)
         return;
     pthread_mutex_lock(&p->mu);
     p->hk_running = false;
-    pthread_cond_signal(&p->hk_cv);
+    pthread_cond_broadcast(&p->hk_cv); /* the housekeeper and its leak reporter */
     pthread_mutex_unlock(&p->mu);
     /* Between rounds it wakes and exits at once. In the middle of a round
      * it may be waiting on a silent server (a keep-alive ping, a min_idle

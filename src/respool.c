@@ -129,6 +129,28 @@ static void idle_push(dbs__respool *rp, dbs__rp_item *c)
     rp->n_idle++;
 }
 
+/* Puts c, idle since c->idle_since_ns (an item upkeep took back from its
+ * slot, idle for long), where that ranks it, so that the list stays in
+ * order of idle time. [mu] */
+static void idle_insert(dbs__respool *rp, dbs__rp_item *c)
+{
+    dbs__rp_item *q = rp->idle_tail;
+    while (q && q->idle_since_ns < c->idle_since_ns)
+        q = q->prev;
+    if (!q) {
+        idle_push(rp, c);
+        return;
+    }
+    c->prev = q;
+    c->next = q->next;
+    if (q->next)
+        q->next->prev = c;
+    else
+        rp->idle_tail = c;
+    q->next = c;
+    rp->n_idle++;
+}
+
 static void idle_remove(dbs__respool *rp, dbs__rp_item *c)
 {
     if (c->prev)
@@ -281,6 +303,10 @@ static bool hand_off(dbs__respool *rp, dbs__rp_item *c)
 
 static void serve_in_order(dbs__respool *rp)
 {
+    /* Nobody waits (the asker was served meanwhile): strict order set now
+     * would outlive the queue and bind the next request, however young. */
+    if (!rp->wait_head)
+        return;
     atomic_store_explicit(&rp->in_order, true, memory_order_seq_cst);
     while (rp->wait_head) {
         dbs__rp_item *c = NULL;
@@ -609,7 +635,10 @@ bool dbs__rp_park(dbs__respool *rp, dbs__rp_item *c, unsigned token, int64_t now
             sl->parked = NULL;
         }
     }
-    if (!parked)
+    /* The giver's item goes to the queue: its run is broken. Not so for a
+     * token sharing the slot with the one whose item is parked there: the
+     * run counted is that one's, which goes on. */
+    if (!parked && !(sl->parked && sl->parked_by != token))
         sl->barge_held_ns = 0;
     dbs__lock_give(&sl->mu);
     return parked;
@@ -645,9 +674,11 @@ int dbs__rp_unpark_stale(dbs__respool *rp, int64_t now, int64_t stale_before)
             c = NULL;
         }
         dbs__lock_give(&sl->mu);
-        if (c) {
+        /* Parked while requests waited (its giver barged): the oldest gets
+         * it now, as from any giver, rather than at its barge limit. */
+        if (c && !hand_off(rp, c)) {
             rp->n_in_use--;
-            idle_push(rp, c);
+            idle_insert(rp, c);
         }
     }
     unlock(rp);

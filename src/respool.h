@@ -233,7 +233,9 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
  * slot to the next request. */
 bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back);
 /* Makes order strict now (the oldest request reached its barge limit):
- * idle and parked items go to the queue, oldest first. */
+ * idle and parked items go to the queue, oldest first. Nothing if nobody
+ * waits: strict order lasts only while the queue's head has waited its
+ * limit. */
 void dbs__rp_serve_in_order(dbs__respool *rp);
 /* For event loops: makes order strict if the oldest request has waited
  * barge_ns, then takes every request past its deadline out of the queue
@@ -277,9 +279,10 @@ enum dbs__rp_outcome dbs__rp_release(dbs__respool *rp, dbs__rp_item *item, int64
 
 /* ---- upkeep ---- */
 
-/* Parked items past their expiry or idle since before stale_before go back
- * to the idle list (so the calls below may act on them); returns how many
- * stay parked. */
+/* Parked items past their expiry or idle since before stale_before go to
+ * the oldest request, if one waits (the pool layer checks what it hands
+ * out), else back to the idle list (so the calls below may act on them);
+ * returns how many stay parked. */
 int dbs__rp_unpark_stale(dbs__respool *rp, int64_t now, int64_t stale_before);
 /* Takes out of the pool, oldest idle first, the idle items past their
  * expiry (into *expired) and those unused (used_ns) since before
@@ -322,7 +325,7 @@ static inline int dbs__rp_waiting_hint(dbs__respool *rp)
 /* ---- the blocking adapter (respool_wait.c) ---- */
 
 /* Acquires for a thread that blocks: the locked path, then, if queued,
- * waits on the calling thread's own semaphore (posted by the request's done
+ * waits on the calling thread's own semaphore (posted by the request's wake
  * callback) until served or deadline (CLOCK_MONOTONIC), making order
  * strict at its barge limit. READY (*item the caller's), CREATE, CLOSED,
  * or EXPIRED (the deadline passed; *seen then holds the pool's counts at

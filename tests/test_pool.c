@@ -1238,6 +1238,46 @@ static void test_warmups_make_min_idle(void)
     dbs_pool_close(p);
 }
 
+/* Leaks are reported within a quarter of leak_threshold_ms after they
+ * cross it also while the housekeeper's upkeep waits on the database (a
+ * min_idle connect to a server that stopped answering, here one that
+ * takes a minute): the sessions stuck then are the ones to report. */
+static atomic_int leak_events;
+
+static void count_leaks(const dbs_event *ev, void *user)
+{
+    on_event(ev, user);
+    if (ev->kind == DBS_EVENT_LEAK)
+        atomic_fetch_add(&leak_events, 1);
+}
+
+static void test_leak_report_not_held_up(void)
+{
+    dbs_config cfg = base_config();
+    cfg.on_event = count_leaks;
+    cfg.pool_size = 3;
+    cfg.max_overflow = 0;
+    cfg.min_idle = 2;
+    cfg.leak_threshold_ms = 200;
+    cfg.housekeeping_interval_ms = 1;
+    dbs_pool *p = open_pool("pool", &cfg);
+    WAIT_UNTIL(stats_of(p).idle == 2, 30000);
+    CHECK_EQ(stats_of(p).idle, 2);
+    atomic_store(&leak_events, 0);
+    /* from here the housekeeper's warm-up connect stalls (until shutdown
+     * abandons it) */
+    atomic_store(&dbs__fault.connect_delay_ms, 60000);
+    dbs_session *held = open_ok(p); /* an idle one: no connect */
+    WAIT_UNTIL(stats_of(p).pending == 1, 30000);
+    CHECK_EQ(stats_of(p).pending, 1);
+    WAIT_UNTIL(atomic_load(&leak_events) > 0, 20000);
+    CHECK_INT(atomic_load(&leak_events), >, 0);
+    CHECK_EQ(stats_of(p).pending, 1); /* the connect is still under way */
+    dbs_session_close(held);
+    dbs_pool_close(p); /* abandons the connect */
+    atomic_store(&dbs__fault.connect_delay_ms, 0);
+}
+
 int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
@@ -1272,6 +1312,7 @@ int main(void)
     test_reset_failure_closes_dirty();
     test_connect_event_before_checkout();
     test_warmups_make_min_idle();
+    test_leak_report_not_held_up();
     puts("test_pool: ok");
     return 0;
 }

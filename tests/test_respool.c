@@ -274,6 +274,104 @@ static void test_barging(void)
     pool_end(&rp);
 }
 
+/* More tokens than parking slots: tokens t and t + DBS__RP_SLOTS share a
+ * slot. A slot-mate that cannot park (the slot holds t's item) has no run
+ * of its own to break, so t's run of holds still counts toward the hold
+ * budget: t may not take its item back for longer than barge_hold_ns in
+ * all while requests wait. */
+static void test_barging_shared_slot(void)
+{
+    const int64_t hour = 3600LL * 1000000000;
+    dbs__respool rp;
+    pool_init(&rp, 2, 2, hour, 10);
+    n_served = 0;
+    dbs__rp_req own = {.done = note_done};
+    dbs__rp_req w1 = {.done = note_done, .arg = (void *)1};
+    dbs__rp_req w2 = {.done = note_done, .arg = (void *)2};
+    dbs__rp_item *it = get(&rp, &own, 1), *mate = get(&rp, &own, 2), *got = NULL;
+    CHECK_EQ(dbs__rp_acquire(&rp, &w1, 0, &got), DBS__RP_PENDING);
+    CHECK_EQ(dbs__rp_acquire(&rp, &w2, 0, &got), DBS__RP_PENDING);
+    const unsigned t = 1, slot_mate = 1 + DBS__RP_SLOTS;
+    CHECK(dbs__rp_park(&rp, it, t, dbs__now_ns(), 4)); /* run: 4 */
+    /* the slot is taken: the mate's item goes to the oldest request */
+    CHECK(!dbs__rp_park(&rp, mate, slot_mate, dbs__now_ns(), 1));
+    CHECK_EQ(dbs__rp_release(&rp, mate, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_HANDED);
+    CHECK(w1.item == mate);
+    CHECK(dbs__rp_unpark(&rp, t, dbs__now_ns()) == it);
+    CHECK(dbs__rp_park(&rp, it, t, dbs__now_ns(), 4)); /* run: 8 */
+    CHECK(dbs__rp_unpark(&rp, t, dbs__now_ns()) == it);
+    CHECK(!dbs__rp_park(&rp, it, t, dbs__now_ns(), 4)); /* 12: spent */
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_HANDED);
+    CHECK(w2.item == it);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    CHECK_EQ(dbs__rp_release(&rp, mate, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    pool_end(&rp);
+}
+
+/* An item parked while a request waited (the giver barged) that upkeep
+ * takes back from its slot goes to that request, not to the idle list:
+ * no item sits idle while a request waits. */
+static void test_unpark_stale_serves_waiter(void)
+{
+    const int64_t hour = 3600LL * 1000000000;
+    dbs__respool rp;
+    pool_init(&rp, 1, 1, hour, hour);
+    n_served = 0;
+    dbs__rp_req own = {.done = note_done}, w = {.done = note_done, .arg = (void *)5};
+    dbs__rp_item *it = get(&rp, &own, 1), *got = NULL;
+    CHECK_EQ(dbs__rp_acquire(&rp, &w, 0, &got), DBS__RP_PENDING);
+    CHECK(dbs__rp_park(&rp, it, 1, dbs__now_ns(), 0)); /* barging */
+    CHECK_EQ(dbs__rp_unpark_stale(&rp, dbs__now_ns(), INT64_MAX), 0);
+    CHECK_EQ(n_served, 1);
+    CHECK(w.item == it && !w.queued);
+    expect(&rp, 1, 0, 1, 0, 0);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    pool_end(&rp);
+}
+
+/* The idle list stays in order of idle time: an item upkeep takes back
+ * from its slot, idle for long, goes toward the tail, so the most recently
+ * returned is still handed out first (LIFO) and the stale one ages out. */
+static void test_unpark_stale_order(void)
+{
+    dbs__respool rp;
+    pool_init(&rp, 2, 2, 0, 0);
+    dbs__rp_req own = {.done = note_done};
+    dbs__rp_item *a = get(&rp, &own, 1), *b = get(&rp, &own, 2), *got = NULL;
+    int64_t t0 = dbs__now_ns();
+    CHECK(dbs__rp_park(&rp, a, 1, t0, 0));
+    CHECK_EQ(dbs__rp_release(&rp, b, t0 + 1000, DBS__RP_KEEP), DBS__RP_IDLE);
+    CHECK_EQ(dbs__rp_unpark_stale(&rp, t0 + 1000, t0), 0);
+    expect(&rp, 2, 2, 0, 0, 0);
+    CHECK_EQ(dbs__rp_acquire(&rp, &own, 0, &got), DBS__RP_READY);
+    CHECK(got == b);
+    CHECK_EQ(dbs__rp_release(&rp, got, t0 + 2000, DBS__RP_KEEP), DBS__RP_IDLE);
+    pool_end(&rp);
+}
+
+/* Strict order is for a queue whose head has waited barge_ns: asked for
+ * when nobody waits (an event loop's request served just before its limit
+ * looks), it must not carry over to the next request, which is young. */
+static void test_serve_in_order_empty(void)
+{
+    const int64_t hour = 3600LL * 1000000000;
+    dbs__respool rp;
+    pool_init(&rp, 1, 1, hour, hour);
+    n_served = 0;
+    dbs__rp_req own = {.done = note_done}, w = {.done = note_done, .arg = (void *)6};
+    dbs__rp_item *it = get(&rp, &own, 1), *got = NULL;
+    dbs__rp_serve_in_order(&rp); /* nobody waits: nothing to do */
+    CHECK_EQ(dbs__rp_acquire(&rp, &w, 0, &got), DBS__RP_PENDING);
+    /* w is young: its giver may still barge */
+    CHECK(dbs__rp_park(&rp, it, 1, dbs__now_ns(), 0));
+    CHECK(dbs__rp_unpark(&rp, 1, dbs__now_ns()) == it);
+    CHECK_EQ(n_served, 0);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_HANDED);
+    CHECK(w.item == it);
+    CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    pool_end(&rp);
+}
+
 /* Deadlines: a request past its deadline leaves the queue as a value (its
  * done does not run); a blocking wait on an item held for good ends with
  * EXPIRED. */
@@ -638,6 +736,10 @@ int main(void)
     test_fifo();
     test_create_failed();
     test_barging();
+    test_barging_shared_slot();
+    test_unpark_stale_serves_waiter();
+    test_serve_in_order_empty();
+    test_unpark_stale_order();
     test_deadlines();
     test_cancel();
     test_cancel_race();
