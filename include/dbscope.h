@@ -1369,8 +1369,11 @@ typedef struct dbs_rows dbs_rows;
  * order, reused freely; never interpolated). Begins the session's
  * transaction first if none is open. Returns the rows affected (>= 0) or a
  * negative dbs_code. A statement may not use more parameters than given nor
- * be given more than it uses (DBS_ESQL). Blocks for one round trip. Owner
- * thread only. */
+ * be given more than it uses (DBS_ESQL). sql NULL is DBS_EMISUSE; sql of
+ * nothing but spaces and semicolons is DBS_ESQL on every backend, before
+ * anything is sent (a statement of nothing but comments: DBS_ESQL on
+ * SQLite, which compiles nothing; PostgreSQL and MariaDB run it as
+ * nothing). Blocks for one round trip. Owner thread only. */
 int64_t dbs_exec(DBS__IN dbs_session *s, const char *sql, const dbs_value *params,
                  size_t n, dbs_error *err);
 

@@ -12,6 +12,10 @@ static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_er
 {
     if (!sql)
         return dbs__err(err, DBS_EMISUSE, "sql is NULL");
+    /* The same answer from every backend: PostgreSQL would run nothing
+     * and report success, SQLite and MariaDB refuse it. */
+    if (sql[strspn(sql, " \t\n\r\f\v;")] == '\0')
+        return dbs__err(err, DBS_ESQL, "the statement is empty: its text holds nothing to run");
     if (n > 0 && !params)
         return dbs__err(err, DBS_EMISUSE, "%zu parameters announced but params is NULL", n);
     if (n > 65535)

@@ -126,6 +126,15 @@ static void test_errors(void)
     CHECK_STR(err.sqlstate, test_is_mysql(pool_url) ? "23000" : "23505");
     CHECK_OK(dbs_rollback(s, &err), &err);
     CHECK_EQ(dbs_exec(s, NULL, NULL, 0, &err), DBS_EMISUSE);
+    /* nothing to run: refused alike on every backend (PostgreSQL ran it
+     * as nothing and said 0 rows) */
+    static const char *const nothing[] = {"", "  \n\t", ";", " ; ;"};
+    for (size_t i = 0; i < sizeof nothing / sizeof nothing[0]; i++) {
+        CHECK_EQ(dbs_exec(s, nothing[i], NULL, 0, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "empty");
+        CHECK(dbs_query(s, nothing[i], NULL, 0, &err) == NULL);
+        CHECK_EQ(err.code, DBS_ESQL);
+    }
     CHECK_EQ(dbs_exec(s, "SELECT 1", NULL, 1, &err), DBS_EMISUSE);
     dbs_value bad = {.type = (enum dbs_type)42};
     CHECK_EQ(dbs_exec(s, "SELECT $1", &bad, 1, &err), DBS_EMISUSE);
