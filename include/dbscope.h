@@ -382,7 +382,9 @@ typedef struct dbs_config {
                                      ("default") */
     int connect_timeout_ms;       /* bounds each connect end to end: name
                                      lookup, TCP, TLS, authentication
-                                     (10000). A URL that sets its own
+                                     (10000; 0 = none: a connect then
+                                     waits as long as the network, the
+                                     resolver and the server take). A URL that sets its own
                                      connect_timeout keeps it. A lookup
                                      past it is DBS_ECONNECT, and so is a
                                      name that does not exist (DNS may be
