@@ -3207,7 +3207,18 @@ static void a_finish(pg_conn *c, pg_aflight *af)
 {
     dbs__aunit *u = af->u;
     PGresult *r = af->commit;
-    if (af->failed) {
+    if (af->failed && r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+        !strcmp(PQcmdStatus(r), "COMMIT")) {
+        /* The failure was dbscope's own (no memory to keep a statement's
+         * rows), which the server never saw: its COMMIT, already on the
+         * wire, committed. Never "failed" then, which a caller may run
+         * again: the rows are lost, the writes are not. */
+        char m[sizeof u->err.message];
+        snprintf(m, sizeof m, "%s", u->err.message);
+        u->commit_sent = true;
+        u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
+                         "%s; the transaction committed all the same: do not run it again", m);
+    } else if (af->failed) {
         /* the COMMIT ended a failed transaction: nothing of it committed,
          * unless a statement of its own ended it before */
         u->commit_sent = af->escaped;
@@ -3344,7 +3355,11 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
             const char *t = PQcmdTuples(r);
             st->affected = t && *t && strncmp(tag, "SELECT", 6) != 0 ? strtoll(t, NULL, 10) : 0;
             if (es == PGRES_TUPLES_OK) {
-                pg_rows *pr = calloc(1, sizeof *pr);
+                pg_rows *pr =
+                    atomic_load_explicit(&dbs__fault.fail_row_keeps, memory_order_relaxed) > 0 &&
+                            atomic_fetch_sub(&dbs__fault.fail_row_keeps, 1) > 0
+                        ? NULL
+                        : calloc(1, sizeof *pr);
                 if (!pr) {
                     u->rc = dbs__err(&u->err, DBS_ENOMEM, "postgresql: out of memory");
                     af->failed = true;
@@ -3482,10 +3497,19 @@ static void a_fail_all(pg_conn *c, dbs__aunit ***tail, int *n)
         dbs__aunit *u = af->u;
         if (u) {
             PGresult *r = af->commit;
-            if (af->failed) {
+            bool committed = r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+                             !strcmp(PQcmdStatus(r), "COMMIT");
+            if (af->failed && committed) {
+                /* dbscope's own failure (as in a_finish): it committed */
+                char m[sizeof u->err.message];
+                snprintf(m, sizeof m, "%s", u->err.message);
+                u->commit_sent = true;
+                u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
+                                 "%s; the transaction committed all the same: do not run it "
+                                 "again", m);
+            } else if (af->failed) {
                 u->commit_sent = af->escaped;
-            } else if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
-                       !strcmp(PQcmdStatus(r), "COMMIT")) {
+            } else if (committed) {
                 u->rc = DBS_OK; /* the answer came; its Sync's did not */
                 u->commit_sent = true;
                 if (af->wrote)

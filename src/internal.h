@@ -597,6 +597,9 @@ typedef struct dbs__faults {
     atomic_int fail_sends;        /* the next N event-loop sends on
                                      PostgreSQL fail once their COMMIT is
                                      queued, as libpq out of memory would */
+    atomic_int fail_row_keeps;    /* the next N event-loop results with rows
+                                     on PostgreSQL find no memory to be
+                                     kept in */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

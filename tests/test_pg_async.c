@@ -731,6 +731,40 @@ static void test_commit_unknown(void)
  * next flush, PQfinish's included, and the server runs it if it reads
  * that far before it sees the close, so a caller that ran the unit again
  * could write twice. It ends DBS_ECOMMIT_UNKNOWN, and at most once. */
+/* A unit whose rows dbscope could not keep (out of memory) failed on the
+ * client alone: the server, which saw no failure, ran the COMMIT already
+ * on the wire. The unit must not then say "failed", which a caller may
+ * run again: it wrote. */
+static void test_rows_lost_committed(void)
+{
+    dbs__conn *dc;
+    void *c = new_conn(&dc);
+    char ins[200], cnt[200];
+    snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE id = 6100", tbl);
+    tunit t;
+    tu_init(&t, "rows-lost");
+    tu_add(&t, ins, 1, 6100, 0);
+    tu_add(&t, "SELECT 1", 0, 0, 0);
+    atomic_store(&dbs__fault.fail_row_keeps, 1);
+    dbs_error err;
+    CHECK_OK(drv->a_send(c, &t.u, &err), &err);
+    tunit *ts[] = {&t};
+    wait_all(c, ts, 1);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_row_keeps), 0); /* the fault was hit */
+    dbs_session *s = open_ok(pool);
+    int64_t n = query_int(s, cnt, NULL, 0);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    CHECK_EQ(n, 1); /* it committed */
+    CHECK_EQ(t.u.rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK(t.u.commit_sent);
+    CHECK_CONTAINS(t.u.err.message, "committed");
+    tu_free(&t);
+    dbs__conn_close(pool, dc);
+    printf("rows lost after the work ran: DBS_ECOMMIT_UNKNOWN, committed\n");
+}
+
 static void test_send_torn(void)
 {
     dbs__conn *dc;
@@ -802,6 +836,7 @@ int main(void)
     test_killed();
     test_commit_unknown();
     test_send_torn();
+    test_rows_lost_committed();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
