@@ -1407,10 +1407,14 @@ static int my_peek(void *vc, dbs_error *err)
         /* The last release's answer, owed to the backend: read now (it is
          * normally there already). A reset it finds owed is sent by the
          * next use, not here. */
-        int rc = answer(c, err);
-        if (rc != DBS_OK) {
+        dbs_error aerr;
+        if (answer(c, &aerr) != DBS_OK) {
+            /* Reported as a lost connection (a timeout included): the
+             * callers of peek discard on DBS_ECONNECT. aerr is formatted
+             * from, not err itself: a message printed into its own
+             * buffer overlaps (undefined; glibc doubled the prefix). */
             c->broken = true;
-            return dbs__err(err, DBS_ECONNECT, "mariadb: %.400s", err ? err->message : "");
+            return dbs__err(err, DBS_ECONNECT, "%s", aerr.message);
         }
     }
     my_socket fd = mysql_get_socket(c->my);

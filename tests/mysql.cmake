@@ -69,3 +69,16 @@ if(DBSCOPE_WITH_MYSQL)
     TIMEOUT 300 FIXTURES_REQUIRED mysql_server RUN_SERIAL TRUE
     ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR};DBSCOPE_MYSQL_SERVER_SH=${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh")
 endif()
+
+# tests/test_mysql_faults.c: real faults through tests/faultproxy.c (a
+# silent network, a reset, a listener that never answers) and KILLs, one
+# test per part.
+if(DBSCOPE_WITH_MYSQL)
+  dbscope_test_exe(test_mysql_faults faultproxy.c)
+  foreach(part silent commit connect kill release reset loop)
+    add_test(NAME test_mysql_faults_${part} COMMAND test_mysql_faults ${part})
+    set_tests_properties(test_mysql_faults_${part} PROPERTIES LABELS "mysql;threads"
+      TIMEOUT 300 FIXTURES_REQUIRED mysql_server
+      ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
+  endforeach()
+endif()
