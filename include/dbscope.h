@@ -1707,7 +1707,8 @@ dbs_unit *dbs_unit_new_at(dbs_loop *loop, const dbs_context *ctx, unsigned flags
  * and params are copied: the caller's may go at once). Returns the
  * statement's index (0, 1, ...) for dbs_unit_rows, or a negative dbs_code
  * with the unit unchanged (DBS_ENOMEM; DBS_EMISUSE for a submitted unit
- * or bad arguments). Owner thread only; never blocks. */
+ * or bad arguments; DBS_ESQL for an empty statement, as dbs_exec). Owner
+ * thread only; never blocks. */
 int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n,
                  dbs_error *err);
 
@@ -1721,6 +1722,10 @@ int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *e
  * it the unit is cancelled and completes with DBS_ETIMEOUT while it waits
  * for a connection, DBS_ESTMT_TIMEOUT once it has one (or as it ended on
  * the server, DBS_OK included, when its answer was already on the way).
+ * On SQLite and MariaDB, whose units run on worker threads, a connect the
+ * worker has begun for the unit runs to its end (at most
+ * connect_timeout_ms) before the unit completes: a unit that needs a new
+ * connection to a server that does not answer ends then, DBS_ECONNECT.
  * Before submit only. Owner thread only. */
 int dbs_unit_set_timeout(dbs_unit *u, int timeout_ms);
 
