@@ -401,7 +401,11 @@ typedef struct dbs_config {
                                      the client, so it holds when the
                                      server cannot answer at all (30000;
                                      0 = none; MariaDB/MySQL round it up
-                                     to whole seconds). SQLite interrupts
+                                     to whole seconds, and end the
+                                     statement on the server from a
+                                     connection of their own, bounded as
+                                     much again: a call there returns
+                                     within about twice it). SQLite interrupts
                                      a statement that runs past it. See
                                      dbs_session_set_statement_timeout. */
     int lazy_open;                /* 1: dbs_pool_open connects nothing and
