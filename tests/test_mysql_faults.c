@@ -23,25 +23,38 @@ static void url_for(char *out, size_t n, int port, const char *extra)
              password, port, extra);
 }
 
-static dbs_pool *open_via_proxy(char *url, size_t url_n, int statement_ms,
-                                enum dbs_reset_mode reset)
+/* A pool through the proxy. */
+static dbs_config proxy_cfg(char *url, size_t url_n, int pool_size, int connect_ms,
+                            int statement_ms, enum dbs_reset_mode reset)
 {
     url_for(url, url_n, fp_port(fp), "");
     dbs_config cfg;
     dbs_config_init(&cfg);
     cfg.url = url;
-    cfg.pool_size = 1;
+    cfg.pool_size = pool_size;
     cfg.max_overflow = 0;
-    cfg.pre_ping = 0;
-    cfg.connect_timeout_ms = 2000;
+    cfg.connect_timeout_ms = connect_ms;
     cfg.statement_timeout_ms = statement_ms;
     cfg.reset = reset;
     cfg.log_events = 0;
+    return cfg;
+}
+
+static dbs_pool *open_or_fail(const dbs_config *cfg)
+{
     dbs_error err;
-    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    dbs_pool *p = dbs_pool_open(cfg, &err);
     if (!p)
         CHECK_FAIL("open: %s", err.message);
     return p;
+}
+
+static dbs_pool *open_via_proxy(char *url, size_t url_n, int statement_ms,
+                                enum dbs_reset_mode reset)
+{
+    dbs_config cfg = proxy_cfg(url, url_n, 1, 2000, statement_ms, reset);
+    cfg.pre_ping = 0;
+    return open_or_fail(&cfg);
 }
 
 /* No session out, nothing waiting, and every connection made either open
@@ -361,21 +374,10 @@ static void test_release(void)
      * check-out. The network goes silent in between. */
     char url[512];
     fp_set(fp, FP_PASS, FP_BOTH, 0);
-    url_for(url, sizeof url, fp_port(fp), "");
-    dbs_config cfg;
-    dbs_config_init(&cfg);
-    cfg.url = url;
-    cfg.pool_size = 1;
-    cfg.max_overflow = 0;
-    cfg.connect_timeout_ms = 1000;
-    cfg.statement_timeout_ms = 1000;
-    cfg.reset = DBS_RESET_TRACKED;
-    cfg.log_events = 0;
+    dbs_config cfg = proxy_cfg(url, sizeof url, 1, 1000, 1000, DBS_RESET_TRACKED);
     cfg.on_event = on_ev;
+    dbs_pool *p = open_or_fail(&cfg);
     dbs_error err;
-    dbs_pool *p = dbs_pool_open(&cfg, &err);
-    if (!p)
-        CHECK_FAIL("open: %s", err.message);
     dbs_session *s = open_ok(p);
     CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
     invalidate_reason[0] = '\0';
@@ -480,20 +482,10 @@ static void test_loop(void)
 {
     char url[512];
     fp_set(fp, FP_PASS, FP_BOTH, 0);
-    url_for(url, sizeof url, fp_port(fp), "");
-    dbs_config cfg;
-    dbs_config_init(&cfg);
-    cfg.url = url;
-    cfg.pool_size = 2;
-    cfg.max_overflow = 0;
-    cfg.connect_timeout_ms = 1000;
-    cfg.statement_timeout_ms = 1000;
+    dbs_config cfg = proxy_cfg(url, sizeof url, 2, 1000, 1000, DBS_RESET_FULL);
     cfg.retry_max = 0;
-    cfg.log_events = 0;
+    dbs_pool *p = open_or_fail(&cfg);
     dbs_error err;
-    dbs_pool *p = dbs_pool_open(&cfg, &err);
-    if (!p)
-        CHECK_FAIL("open: %s", err.message);
     dbs_loop *l = dbs_loop_open(p, NULL, &err);
     CHECK(l != NULL);
     unit_res r;
