@@ -42,6 +42,10 @@ int dbs__ts_fields(struct timespec ts, dbs__ts *out)
     if (ts.tv_nsec < 0 || ts.tv_nsec > 999999999)
         return DBS_EMISUSE;
     int64_t s = (int64_t)ts.tv_sec;
+    /* 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z, checked first: the
+     * arithmetic below would overflow far outside it (INT64_MIN) */
+    if (s < -62135596800LL || s > 253402300799LL)
+        return DBS_EMISUSE;
     int64_t days = s >= 0 ? s / 86400 : -((-s + 86399) / 86400);
     int64_t secs = s - days * 86400;
     int64_t y;
