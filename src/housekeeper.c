@@ -184,6 +184,12 @@ void dbs__pool_maintain(dbs_pool *p)
     dbs__rp_item *ping_list = ka > 0 ? dbs__rp_take_idle_before(&p->rp, ka_before, &pinging) : NULL;
     int create = dbs__rp_reserve_upto(&p->rp, p->cfg.min_idle,
                                       pinging + parked_idle + atomic_load(&p->warming));
+    /* Closed before the pings: their slots went back as they were taken,
+     * and a waiter that gets one connects at once, so until they are
+     * closed the server sees one connection more per slot; a ping pass on
+     * a slow server would make that last. */
+    close_list(p, idle, "idle");
+    close_list(p, expired, "lifetime");
 
     while (ping_list) {
         dbs__rp_item *it = ping_list;
@@ -203,8 +209,6 @@ void dbs__pool_maintain(dbs_pool *p)
             dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, c, DBS_ECONNECT, perr.message);
         dbs__conn_close(p, c);
     }
-    close_list(p, idle, "idle");
-    close_list(p, expired, "lifetime");
 
     /* Warm-up: min_idle connects, made here and never on a request's
      * path. Each reserved slot is either used or given back; the circuit
