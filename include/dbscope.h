@@ -1593,7 +1593,9 @@ dbs_backend dbs_pool_backend(const dbs_pool *pool);
  * the connection before its next user. Results are kept until the unit is
  * done and handed over together, so a retry is invisible to the program.
  * Every bound of the blocking API holds as a timer, not a blocked thread:
- * acquire_timeout_ms for a connection, connect_timeout_ms, and
+ * acquire_timeout_ms for a connection (a unit is offered what the pool
+ * has before its bound can end it: with 0, an idle connection or a new
+ * one, never a wait), connect_timeout_ms, and
  * statement_timeout_ms for each statement (past it the statement is
  * cancelled on the server and the unit fails with DBS_ESTMT_TIMEOUT).
  *
@@ -1759,7 +1761,9 @@ void dbs_unit_discard(dbs_unit *u);
  * without blocking; MariaDB KILL QUERY from another connection) and its
  * connection checked before reuse, or discarded. done then runs with
  * DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /
- * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out). Never
+ * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out); the loop's
+ * descriptor turns readable when that callback is ready to run, so a
+ * program asleep on it with a deadline asked earlier wakes. Never
  * blocks. Owner thread only; u must not have completed. */
 void dbs_unit_cancel(dbs_unit *u);
 

@@ -200,6 +200,9 @@ typedef struct creq {
     lane *lane;
     dbs_pool *pool;
     int64_t start_ns;
+    int64_t pass_ns;          /* the lane's dispatch pass before the one
+                                 that asked: units queued after it were
+                                 first offered a connection by this one */
     bool connecting;          /* on a worker: made a connection or failed */
     bool cancelled;           /* the loop took it back: its post is void */
     dbs__conn *conn;          /* a connect's outcome */
@@ -217,6 +220,8 @@ struct lane {
     creq *reqs;
     int nreq;
     bool closed;              /* the pool closed: no connection to come */
+    int64_t pass_ns;          /* its last dispatch pass began */
+    int64_t prev_pass_ns;     /* the one before */
 };
 
 struct dbs_loop {
@@ -385,8 +390,15 @@ static void unit_complete(dbs_loop *l, dbs_unit *u, int rc, const dbs_error *err
     else
         l->done_head = u;
     l->done_tail = u;
-    if (!l->in_run)
+    if (!l->in_run) {
+        /* Outside a run (dbs_unit_cancel): the program may be asleep on the
+         * descriptor with a deadline asked before, so the descriptor says
+         * there is work; the next run reads the counter back. */
         atomic_store_explicit(&l->kick, true, memory_order_relaxed);
+        uint64_t one = 1;
+        ssize_t w = write(l->mb->efd, &one, sizeof one);
+        (void)w; /* only fails when the counter is full: readable anyway */
+    }
 }
 
 static void unit_fail(dbs_loop *l, dbs_unit *u, int rc, const char *msg)
@@ -669,6 +681,7 @@ static void lane_acquire(dbs_loop *l, lane *ln)
     r->lane = ln;
     r->pool = ln->pool;
     r->start_ns = dbs__now_ns();
+    r->pass_ns = ln->prev_pass_ns;
     r->next = ln->reqs;
     if (ln->reqs)
         ln->reqs->prev = r;
@@ -774,6 +787,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
             r->lane = ln;
             r->pool = p;
             r->start_ns = start;
+            r->pass_ns = ln->prev_pass_ns;
             r->next = ln->reqs;
             if (ln->reqs)
                 ln->reqs->prev = r;
@@ -1032,9 +1046,10 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
     while (ln->qhead && l->nworker < l->cfg.max_connections) {
         dbs_unit *u = ln->qhead;
         queue_unlink(l, u);
-        int64_t deadline = u->queued_ns + dbs__ms_ns(l->pool->cfg.acquire_timeout_ms);
-        if (u->deadline_ns && u->deadline_ns < deadline)
-            deadline = u->deadline_ns;
+        /* the acquire bound counts from when the unit was queued here; a
+         * worker still tries once for a unit past it, so that it is
+         * offered a connection before the bound ends it */
+        int64_t acquire = u->queued_ns + dbs__ms_ns(l->pool->cfg.acquire_timeout_ms);
         u->au.rc = DBS_OK;
         u->au.commit_sent = false;
         u->au.commit_pos = 0;
@@ -1046,8 +1061,8 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
         u->attempts++;
         wlist_add(l, u);
         atomic_fetch_add(&l->mb->refs, 1);
-        if (dbs__workers_unit(l->pool, &u->au, deadline, u->file, u->line, u->func,
-                              worker_done, u) != DBS_OK) {
+        if (dbs__workers_unit(l->pool, &u->au, u->deadline_ns, acquire, u->file, u->line,
+                              u->func, worker_done, u) != DBS_OK) {
             mbox_unref(l->mb);
             wlist_del(l, u);
             u->attempts--;
@@ -1088,10 +1103,14 @@ static void dispatch(dbs_loop *l)
      * bound, when nothing else wakes the loop). */
     for (int i = 0; i < l->nlanes && l->native; i++)
         lane_sweep(l, &l->lanes[i]);
+    int64_t now = dbs__now_ns();
     for (int i = 0; i < l->nlanes; i++) {
         if (l->native) {
-            if (l->lanes[i].qhead)
-                dispatch_native(l, &l->lanes[i]);
+            lane *ln = &l->lanes[i];
+            ln->prev_pass_ns = ln->pass_ns;
+            ln->pass_ns = now;
+            if (ln->qhead)
+                dispatch_native(l, ln);
             lane_sweep(l, &l->lanes[i]);
         } else if (l->lanes[i].qhead) {
             dispatch_workers(l, &l->lanes[i]);
@@ -1318,31 +1337,6 @@ static int64_t timers(dbs_loop *l, int64_t now)
     const dbs_config *pc = &l->pool->cfg;
     for (int i = 0; i < l->nlanes; i++) {
         lane *ln = &l->lanes[i];
-        /* the acquire bound, oldest first */
-        int64_t bound = dbs__ms_ns(pc->acquire_timeout_ms);
-        while (ln->qhead && now - ln->qhead->queued_ns >= bound) {
-            dbs_unit *u = ln->qhead;
-            queue_unlink(l, u);
-            pthread_mutex_lock(&ln->pool->mu);
-            ln->pool->counters.timeouts++;
-            pthread_mutex_unlock(&ln->pool->mu);
-            dbs__rp_stats st;
-            dbs__rp_stats_get(&ln->pool->rp, &st);
-            dbs_error e;
-            dbs__err(&e, DBS_ETIMEOUT,
-                     "timed out waiting for a connection: none within acquire_timeout_ms=%d "
-                     "(pool size %d, %d in use, %d others waiting, %d units waiting in this "
-                     "loop): raise pool_size/max_overflow, or submit fewer units at once",
-                     pc->acquire_timeout_ms, st.open, st.in_use, st.waiting, ln->nq);
-            const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line,
-                                  .func = u->func, .thread = (unsigned long)l->owner};
-            /* the event says what the unit's callback will read */
-            dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, e.message);
-            dbs__errors_note(ln->pool, DBS_ETIMEOUT, NULL);
-            unit_complete(l, u, DBS_ETIMEOUT, &e);
-        }
-        if (ln->qhead && ln->qhead->queued_ns + bound < next)
-            next = ln->qhead->queued_ns + bound;
         /* the resource pool's barge limit: strict order once the oldest
          * request of this loop's has waited it */
         int64_t barge = ln->pool->rp.cfg.barge_ns;
@@ -1386,6 +1380,63 @@ static int64_t timers(dbs_loop *l, int64_t now)
                     next = until;
             }
         }
+    }
+    return next;
+}
+
+/* A connect for ln under way that u waits for (its post wakes the loop):
+ * begun within u's bound, or by the dispatch pass that first offered u a
+ * connection. */
+static bool connect_begun(const lane *ln, const dbs_unit *u, int64_t bound)
+{
+    for (const creq *r = ln->reqs; r; r = r->next)
+        if (r->connecting &&
+            (r->start_ns <= u->queued_ns + bound ||
+             (r->pass_ns < u->queued_ns && u->queued_ns <= r->start_ns)))
+            return true;
+    return false;
+}
+
+/* The acquire bound, oldest first: units that waited acquire_timeout_ms
+ * for a connection end DBS_ETIMEOUT. Run after a dispatch pass, so that a
+ * unit is offered what the pool has (an idle connection, a slot to
+ * connect on) before its bound can end it, as a blocking acquire tries
+ * once before it waits: with acquire_timeout_ms 0 that try is all it
+ * gets. A connect begun within a unit's bound is waited for, as a
+ * blocking acquire waits for the one it began (its bound plus one
+ * connect). Returns the nearest bound still to come. */
+static int64_t acquire_bounds(dbs_loop *l, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    const dbs_config *pc = &l->pool->cfg;
+    int64_t bound = dbs__ms_ns(pc->acquire_timeout_ms);
+    for (int i = 0; i < l->nlanes; i++) {
+        lane *ln = &l->lanes[i];
+        while (ln->qhead && now - ln->qhead->queued_ns >= bound &&
+               !connect_begun(ln, ln->qhead, bound)) {
+            dbs_unit *u = ln->qhead;
+            queue_unlink(l, u);
+            pthread_mutex_lock(&ln->pool->mu);
+            ln->pool->counters.timeouts++;
+            pthread_mutex_unlock(&ln->pool->mu);
+            dbs__rp_stats st;
+            dbs__rp_stats_get(&ln->pool->rp, &st);
+            dbs_error e;
+            dbs__err(&e, DBS_ETIMEOUT,
+                     "timed out waiting for a connection: none within acquire_timeout_ms=%d "
+                     "(pool size %d, %d in use, %d others waiting, %d units waiting in this "
+                     "loop): raise pool_size/max_overflow, or submit fewer units at once",
+                     pc->acquire_timeout_ms, st.open, st.in_use, st.waiting, ln->nq);
+            const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line,
+                                  .func = u->func, .thread = (unsigned long)l->owner};
+            /* the event says what the unit's callback will read */
+            dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, e.message);
+            dbs__errors_note(ln->pool, DBS_ETIMEOUT, NULL);
+            unit_complete(l, u, DBS_ETIMEOUT, &e);
+        }
+        if (ln->qhead && ln->qhead->queued_ns + bound < next &&
+            !connect_begun(ln, ln->qhead, bound))
+            next = ln->qhead->queued_ns + bound;
     }
     return next;
 }
@@ -1547,13 +1598,17 @@ int dbs_loop_run(dbs_loop *l)
     for (int round = 0;; round++) {
         timers(l, dbs__now_ns());
         dispatch(l);
+        acquire_bounds(l, dbs__now_ns());
         int k = run_callbacks(l);
         completed += k;
         if (k == 0 || round > 64)
             break;
     }
-    /* what the callbacks submitted went out: the nearest timer now */
-    atomic_store_explicit(&l->next_ns, timers(l, dbs__now_ns()), memory_order_relaxed);
+    /* what the callbacks submitted went out: the nearest timer now (a
+     * back-off that ends here queues its unit, offered a connection at
+     * the next run before its acquire bound counts) */
+    int64_t now = dbs__now_ns(), next = acquire_bounds(l, now), t = timers(l, now);
+    atomic_store_explicit(&l->next_ns, t < next ? t : next, memory_order_relaxed);
     atomic_store_explicit(&l->kick, l->done_head != NULL, memory_order_relaxed);
     while (l->dead) {
         lconn *lc = l->dead;

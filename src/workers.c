@@ -25,7 +25,9 @@ typedef struct wjob {
     void *arg;
     /* units */
     dbs__aunit *u;
-    int64_t deadline_ns;
+    int64_t deadline_ns;          /* the unit's own: past it, it never runs */
+    int64_t acquire_ns;           /* the acquire's, tried once when past */
+    int64_t queued_ns;            /* when it was queued */
     const char *file;             /* the unit's site, for its session */
     int line;
     const char *func;
@@ -213,7 +215,12 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
 {
     dbs__aunit *u = j->u;
     dbs_pool *p = w->pool;
-    if (j->deadline_ns > 0 && dbs__now_ns() >= j->deadline_ns) {
+    /* A bound that passed while the unit waited for this thread ends it;
+     * an acquire bound already past when it was queued here (0 ms, or a
+     * loop run late) leaves it its one try for a connection. */
+    int64_t now = dbs__now_ns();
+    if ((j->deadline_ns > 0 && now >= j->deadline_ns) ||
+        (j->acquire_ns > 0 && now >= j->acquire_ns && j->queued_ns < j->acquire_ns)) {
         outcome_fail(o, DBS_ETIMEOUT, "the unit's deadline passed while it waited for a "
                                       "worker thread: raise dbs_loop_config.workers, or the "
                                       "timeout");
@@ -225,7 +232,10 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
         outcome_fail(o, DBS_ENOMEM, "out of memory running a unit");
         return;
     }
-    dbs__acquire_deadline_ns = j->deadline_ns;
+    int64_t until = j->acquire_ns;
+    if (j->deadline_ns > 0 && (until == 0 || j->deadline_ns < until))
+        until = j->deadline_ns;
+    dbs__acquire_deadline_ns = until;
     dbs_session *s = u->read_only
                          ? dbs_session_open_ro_after_at(p, u->ctx, u->after_pos, &o->err,
                                                         j->file, j->line, j->func)
@@ -517,9 +527,9 @@ int dbs__workers_run(dbs_pool *p, void (*fn)(void *arg), void *arg)
     return rc;
 }
 
-int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns, const char *file,
-                      int line, const char *func, void (*done)(dbs__aunit *u, void *arg),
-                      void *arg)
+int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns, int64_t acquire_ns,
+                      const char *file, int line, const char *func,
+                      void (*done)(dbs__aunit *u, void *arg), void *arg)
 {
     if (!u || !done)
         return DBS_EMISUSE;
@@ -528,6 +538,8 @@ int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns, const cha
         return DBS_ENOMEM;
     j->u = u;
     j->deadline_ns = deadline_ns;
+    j->acquire_ns = acquire_ns;
+    j->queued_ns = dbs__now_ns();
     j->file = file ? file : __FILE__;
     j->line = file ? line : __LINE__;
     j->func = func ? func : "dbs_unit";

@@ -50,17 +50,22 @@ int dbs__workers_run(dbs_pool *pool, void (*fn)(void *arg), void *arg);
  * session is opened at file, line and func (kept, not copied: they must
  * outlive the attempt), the site that made the unit, so that
  * dbs_pool_sessions and the session's reports name the program's line.
- * The connection is back in the pool before done runs. The acquire waits at most until
- * deadline_ns (CLOCK_MONOTONIC; 0: the pool's acquire_timeout_ms); a unit
- * still queued at deadline_ns ends DBS_ETIMEOUT without running. Then
+ * The connection is back in the pool before done runs. deadline_ns is the
+ * unit's own bound (CLOCK_MONOTONIC; 0: none), acquire_ns its acquire
+ * bound (0: the pool's acquire_timeout_ms from when the acquire begins):
+ * a unit still queued for a thread when either passes ends DBS_ETIMEOUT
+ * without running, and the acquire waits at most until the earlier. An
+ * acquire_ns already past when the unit is queued (acquire_timeout_ms 0)
+ * leaves it one try, as a blocking acquire with no time left takes an
+ * idle connection or a slot to connect on. Then
  * done(u, arg) runs once, on the worker thread (or in dbs__workers_cancel
  * for a unit still queued, or in this call when it fails: never, it
  * returns the code instead): it must only post (mailbox + eventfd).
  * DBS_OK, or DBS_ECLOSED (the pool is shut down) or DBS_ENOMEM, with done
  * never to run and u untouched. Never blocks. Any thread. */
-int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns, const char *file,
-                      int line, const char *func, void (*done)(dbs__aunit *u, void *arg),
-                      void *arg);
+int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns, int64_t acquire_ns,
+                      const char *file, int line, const char *func,
+                      void (*done)(dbs__aunit *u, void *arg), void *arg);
 
 /* From any thread: cancels u if a worker holds it. A unit still queued
  * leaves the queue and ends DBS_ECANCELED without running; its done runs

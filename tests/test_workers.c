@@ -63,7 +63,7 @@ static void unit_init(unit_buf *b, const char *const *sql, size_t n)
 
 static void submit(dbs_pool *p, unit_buf *b, int64_t deadline)
 {
-    CHECK_EQ(dbs__workers_unit(p, &b->u, deadline, __FILE__, __LINE__, __func__, posted, &mbox),
+    CHECK_EQ(dbs__workers_unit(p, &b->u, deadline, 0, __FILE__, __LINE__, __func__, posted, &mbox),
              DBS_OK);
 }
 
@@ -355,7 +355,7 @@ int main(void)
     CHECK_EQ(dbs__workers_run(p, plain_job, NULL), DBS_ECLOSED);
     unit_buf after;
     unit_init(&after, s3, 1);
-    CHECK_EQ(dbs__workers_unit(p, &after.u, 0, __FILE__, __LINE__, __func__, posted, &mbox),
+    CHECK_EQ(dbs__workers_unit(p, &after.u, 0, 0, __FILE__, __LINE__, __func__, posted, &mbox),
              DBS_ECLOSED);
     dbs_pool_close(p);
 
