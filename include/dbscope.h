@@ -351,7 +351,10 @@ typedef struct dbs_config {
     /* PostgreSQL: names of settings that receive the session's context at
      * the start of each transaction, with set_config(name, value, true), for
      * row-level security. NULL = not applied. Example: "app.tenant_id".
-     * MariaDB/MySQL: names of user variables (@`name`) set at the start of
+     * A name no setting can have (empty, a space, an empty part, a part
+     * not starting with a letter or _) is DBS_ECONFIG at dbs_pool_open;
+     * one the server does not know fails the transaction's first
+     * statement. MariaDB/MySQL: names of user variables (@`name`) set at the start of
      * each transaction; NULL = dbs_request_id, dbs_user_id, dbs_tenant_id. */
     const char *ctx_request_setting, *ctx_user_setting, *ctx_tenant_setting;
     dbs_event_fn on_event;        /* called for every event, from the

@@ -1322,6 +1322,30 @@ static bool one_of(const char *v, const char *const *words)
  * no server is ever reached through it: a mistake in the URL all the same.
  * Values a service file or the environment supplies are libpq's to check
  * at connect time. */
+/* Whether name can name a setting (what set_config takes): parts of
+ * letters, digits, _ and $ joined by dots, each starting with a letter or
+ * _. The server decides whether the setting exists; a name no setting can
+ * have would fail every transaction's first statement, so it is refused
+ * at open instead. */
+static bool setting_name_ok(const char *name)
+{
+    bool start = true;
+    for (const unsigned char *q = (const unsigned char *)name;; q++) {
+        if (*q == '.' || *q == '\0') {
+            if (start)
+                return false; /* an empty part */
+            if (!*q)
+                return true;
+            start = true;
+        } else if (start ? !(isalpha(*q) || *q == '_' || *q >= 0x80)
+                         : !(isalnum(*q) || *q == '_' || *q == '$' || *q >= 0x80)) {
+            return false;
+        } else {
+            start = false;
+        }
+    }
+}
+
 static int pg_target_open(dbs__target *t, dbs_error *err)
 {
     static const char *const sslmodes[] = {"disable", "allow", "prefer", "require",
@@ -1368,6 +1392,13 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
         }
     }
     PQconninfoFree(opts);
+    for (int i = 0; i < 3 && rc == DBS_OK; i++)
+        if (t->ctx_setting[i] && !setting_name_ok(t->ctx_setting[i]))
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "postgresql: context setting name \"%.60s\" is not a setting name "
+                          "(letters, digits, _ and $, in parts joined by dots, each starting "
+                          "with a letter or _; e.g. app.tenant_id)",
+                          t->ctx_setting[i]);
     return rc;
 }
 

@@ -140,6 +140,35 @@ int main(void)
     bad_option("port=99999", "port");
     bad_option("port=0", "port");
     bad_option("port=54x", "port");
+    /* Context setting names no setting can have failed every
+     * transaction's first statement (DBS_ESQL); refused at open now. */
+    static const char *const bad_names[] = {"", "a b", "app..x", "app.", ".x", "1app.x",
+                                            "app.x-y", "app.x;DROP"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = test_url("test_pg_connect");
+        cfg.lazy_open = 1;
+        cfg.ctx_tenant_setting = bad_names[i];
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (p)
+            CHECK_FAIL("context setting name \"%s\": the pool opened", bad_names[i]);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "context setting name");
+    }
+    {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = test_url("test_pg_connect");
+        cfg.ctx_tenant_setting = "app.tenant_id";
+        cfg.ctx_user_setting = "search_path"; /* a built-in one: allowed */
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (!p)
+            CHECK_FAIL("app.tenant_id: %s", err.message);
+        dbs_pool_close(p);
+    }
     /* ... and values libpq takes, which open and connect */
     snprintf(url, sizeof url,
              "host=127.0.0.1 port=' %s ' dbname=dbscope user=dbscope password=%s "
