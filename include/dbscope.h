@@ -1759,12 +1759,19 @@ int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err);
 void dbs_unit_discard(dbs_unit *u);
 
 /* Cancels a submitted unit whose callback has not run (for instance its
- * HTTP client went away): a unit still waiting leaves the queue; a unit
- * in flight is cancelled on the server (PostgreSQL's cancel request, sent
- * without blocking; MariaDB KILL QUERY from another connection) and its
- * connection checked before reuse, or discarded. done then runs with
- * DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /
- * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out); the loop's
+ * HTTP client went away): a unit still waiting leaves the queue (on
+ * SQLite and MariaDB a worker thread waiting for a connection for it
+ * stops waiting at once and is free for the next unit; a connection
+ * handed to it just then goes to the next waiter; a loop's request for a
+ * connection no unit needs any more leaves the pool's queue too); such a
+ * unit never failed, and counts in neither dbs_pool_errors nor
+ * timeouts. A unit in flight is cancelled on the server (PostgreSQL's
+ * cancel request, sent without blocking; MariaDB KILL QUERY from another
+ * connection) and its connection checked before reuse, or discarded.
+ * done then runs with DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /
+ * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out; never with
+ * the retryable failure of an attempt the cancel keeps from running
+ * again); the loop's
  * descriptor turns readable when that callback is ready to run, so a
  * program asleep on it with a deadline asked earlier wakes. Never
  * blocks. Owner thread only; u must not have completed. */

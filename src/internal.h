@@ -374,6 +374,9 @@ void dbs__pool_count_retry(dbs_pool *p);
  * worker thread): its acquire waits until this CLOCK_MONOTONIC instant
  * instead of acquire_timeout_ms from now. 0: the pool's bound. */
 extern _Thread_local int64_t dbs__acquire_deadline_ns;
+/* Set beside it by a worker thread: the acquire's wait ends, DBS_ECANCELED,
+ * when the unit is cancelled (dbs__rp_waiter_cancel). NULL: none. */
+extern _Thread_local dbs__rp_waiter *dbs__acquire_waiter;
 /* true once dbs_pool_shutdown (or dbs_pool_close, which shuts down
  * first) has been called: no new session. Any thread, no lock. */
 static inline bool dbs__pool_closed(dbs_pool *p)

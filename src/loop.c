@@ -1153,6 +1153,16 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
                      "or the timeout", u->timeout_ms);
         rc = e.code;
     }
+    /* A failure the unit would have been run again for, of a unit the
+     * program cancelled: the cancel stops that retry, so the unit ends
+     * as cancelled, as promised, not with the cause of a retry the
+     * program never sees (a unit pipelined behind one whose cancel
+     * spoiled the connection's state did not run at all). */
+    if (u->cancel == CW_USER && transient(rc) && !u->au.commit_sent) {
+        dbs__err(&e, DBS_ECANCELED, "the unit was cancelled; rolled back (it had failed "
+                                    "with: %.200s)", u->au.err.message);
+        rc = e.code;
+    }
     /* Cancelled without the loop asking: a cancel request meant for the
      * unit ahead of it on the connection arrived after that one ended.
      * Nothing of it committed: run it again like a lost connection. */
@@ -1270,6 +1280,32 @@ static void handle_post(dbs_loop *l, post *p)
     }
 }
 
+/* Requests of lanes no unit waits on any more (cancelled, timed out)
+ * leave the pool's queue, as a worker's wait does when its unit is
+ * cancelled: queued there they count as waiting and would take a
+ * connection ahead of a blocking session only for the loop to hand it
+ * back. One served meanwhile puts back what it was served with; its post
+ * is void. Connects under way run on (their connection goes back). */
+static void retract_requests(dbs_loop *l)
+{
+    for (int i = 0; i < l->nlanes; i++) {
+        lane *ln = &l->lanes[i];
+        if (ln->nq > 0)
+            continue;
+        for (creq *r = ln->reqs, *next; r; r = next) {
+            next = r->next;
+            if (r->connecting)
+                continue;
+            req_unlink(l, r);
+            r->cancelled = true;
+            if (dbs__rp_cancel(&ln->pool->rp, &r->req, true)) {
+                free(r); /* still queued: its wake never runs */
+                mbox_unref(l->mb);
+            }
+        }
+    }
+}
+
 /* ---- timers ---- */
 
 static void unit_deadline(dbs_loop *l, dbs_unit *u)
@@ -1299,7 +1335,7 @@ static void unit_deadline(dbs_loop *l, dbs_unit *u)
     case U_WORKER:
         u->cancel = CW_DEADLINE;
         heap_remove(l, u);
-        if (dbs__workers_cancel(l->pool, &u->au) == DBS__WC_QUEUED)
+        if (dbs__workers_cancel(l->pool, &u->au, false) == DBS__WC_QUEUED)
             u->cancel = CW_DEADLINE_QUEUED;
         break;
     default:
@@ -1599,6 +1635,7 @@ int dbs_loop_run(dbs_loop *l)
         timers(l, dbs__now_ns());
         dispatch(l);
         acquire_bounds(l, dbs__now_ns());
+        retract_requests(l);
         int k = run_callbacks(l);
         completed += k;
         if (k == 0 || round > 64)
@@ -1688,7 +1725,7 @@ void dbs_loop_close(dbs_loop *l)
         dbs_unit *u = l->whead;
         wlist_del(l, u);
         u->orphan = true;
-        enum dbs__wcancel where = dbs__workers_cancel(l->pool, &u->au);
+        enum dbs__wcancel where = dbs__workers_cancel(l->pool, &u->au, true);
         if (where == DBS__WC_COMMITTING || where == DBS__WC_DONE)
             unit_fail(l, u, DBS_ECOMMIT_UNKNOWN,
                       "the event loop was closed while the unit's COMMIT was under way on a "
@@ -1997,10 +2034,10 @@ void dbs_unit_cancel(dbs_unit *u)
         break;
     case U_WORKER:
         u->cancel = CW_USER;
-        if (dbs__workers_cancel(l->pool, &u->au) == DBS__WC_OPENING) {
-            /* Waiting for a connection, which may take acquire_timeout_ms:
-             * no statement of it will run, so it ends now; the worker lets
-             * go of it when its wait ends (orphan). */
+        if (dbs__workers_cancel(l->pool, &u->au, true) == DBS__WC_OPENING) {
+            /* Waiting for a connection: no statement of it will run, so it
+             * ends now; the worker's wait ends too, and the worker lets go
+             * of it then (orphan). */
             wlist_del(l, u);
             u->orphan = true;
             unit_fail(l, u, DBS_ECANCELED,

@@ -62,6 +62,7 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
 /* ---- acquire and release ---- */
 
 _Thread_local int64_t dbs__acquire_deadline_ns;
+_Thread_local dbs__rp_waiter *dbs__acquire_waiter;
 
 /* Until when an acquire begun at start may wait. */
 static int64_t acquire_deadline(const dbs_pool *p, int64_t start)
@@ -148,7 +149,20 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
     bool was_closed = dbs__rp_is_closed(&p->rp);
     dbs__rp_item *it = NULL;
     dbs__rp_stats seen;
-    int st = dbs__rp_wait(&p->rp, preferred_conn(p), deadline, &it, &seen);
+    int st = dbs__rp_wait(&p->rp, preferred_conn(p), deadline, &it, &seen,
+                          dbs__acquire_waiter);
+    /* Served just as its unit was cancelled: what it was served with goes
+     * on to the next waiter, unchecked and uncounted, as a loop's request
+     * puts back what it no longer wants; a wait that ran out meanwhile
+     * is no timeout of the pool's either. */
+    if (st != DBS__RP_CLOSED && st != DBS__RP_CANCELED && dbs__acquire_waiter &&
+        dbs__rp_waiter_cancelled(dbs__acquire_waiter)) {
+        if (st == DBS__RP_READY)
+            dbs__pool_loop_giveback(p, dbs__conn_of(it), false, false, 0);
+        else if (st == DBS__RP_CREATE)
+            dbs__rp_create_failed(&p->rp);
+        st = DBS__RP_CANCELED;
+    }
     switch (st) {
     case DBS__RP_READY:
         return acquire_check(p, s, dbs__conn_of(it), start, err);
@@ -157,6 +171,9 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
     case DBS__RP_CLOSED:
         return dbs__err(err, DBS_ECLOSED, was_closed ? "the pool is closed"
                                                      : "the pool was closed while waiting");
+    case DBS__RP_CANCELED:
+        return dbs__err(err, DBS_ECANCELED,
+                        "the unit was cancelled while it waited for a connection");
     case DBS__RP_EXPIRED: {
         pthread_mutex_lock(&p->mu);
         p->counters.timeouts++;

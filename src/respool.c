@@ -437,6 +437,7 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
     dbs__rp_item *c = NULL;
     req->item = NULL;
     req->may_create = false;
+    req->ended = false;
     pthread_mutex_lock(&rp->mu);
     if (rp->closed) {
         unlock(rp);
@@ -538,6 +539,19 @@ bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back)
     }
     unlock(rp);
     return false;
+}
+
+bool dbs__rp_end(dbs__respool *rp, dbs__rp_req *req)
+{
+    pthread_mutex_lock(&rp->mu);
+    bool queued = req->queued;
+    if (queued) {
+        unqueue(rp, req);
+        req->ended = true;
+        complete(rp, req);
+    }
+    unlock(rp);
+    return queued;
 }
 
 void dbs__rp_left(dbs__respool *rp, int n)

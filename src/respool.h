@@ -27,7 +27,8 @@
  * Nothing blocks. An acquire answers at once: READY (an item), CREATE (a
  * slot is reserved: make the item outside any lock and report back with
  * dbs__rp_created or dbs__rp_create_failed), PENDING (queued: the request's
- * done callback runs, once, when it is served or the pool closes) or
+ * done callback runs, once, when it is served, ended (dbs__rp_end) or the
+ * pool closes) or
  * CLOSED. Giving back, expiring and closing report their outcome as values;
  * the only calls upward are a request's done callback, which runs with the
  * pool's lock held and must do no more than note or queue its completion,
@@ -70,15 +71,16 @@ typedef struct dbs__rp_item {
 enum dbs__rp_status {
     DBS__RP_READY,   /* *item is the caller's (counted in use) */
     DBS__RP_CREATE,  /* a slot is reserved for the caller */
-    DBS__RP_PENDING, /* queued; done runs when served */
+    DBS__RP_PENDING, /* queued; done runs when served (or ended) */
     DBS__RP_CLOSED,  /* the pool is closed */
-    DBS__RP_EXPIRED  /* (dbs__rp_wait only) the deadline passed */
+    DBS__RP_EXPIRED, /* (dbs__rp_wait only) the deadline passed */
+    DBS__RP_CANCELED /* (dbs__rp_wait only) its waiter was cancelled */
 };
 
 /* A request, the caller's memory, alive until done (and wake, if set) has
  * run or it was cancelled. A one-slot mailbox: when done runs, item is set
  * (an item for the caller), or may_create (a slot reserved for it), or
- * neither (the pool closed). */
+ * neither (the pool closed, or ended is set: dbs__rp_end). */
 typedef struct dbs__rp_req {
     void (*done)(struct dbs__rp_req *req); /* runs under rp->mu; no pool call;
                                               NULL: none */
@@ -98,6 +100,7 @@ typedef struct dbs__rp_req {
     dbs__rp_item *item;                    /* [mu] handed to it */
     bool may_create;                       /* [mu] a slot reserved for it */
     bool queued;                           /* [mu] still waiting */
+    bool ended;                            /* [mu] ended by dbs__rp_end */
     struct dbs__rp_req *next;              /* [mu] */
     struct dbs__rp_req *wake_next;         /* [mu] served, wake to run */
 } dbs__rp_req;
@@ -232,6 +235,11 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
  * database/sql does: an item goes to the next request or the idle list, a
  * slot to the next request. */
 bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back);
+/* Ends a queued request for its owner, who is blocked on it: it leaves
+ * the queue with neither an item nor a slot and ended set, and completes
+ * as if served (done now, wake once the lock is released, on this
+ * thread). false if it was no longer queued: nothing is done. */
+bool dbs__rp_end(dbs__respool *rp, dbs__rp_req *req);
 /* Makes order strict now (the oldest request reached its barge limit):
  * idle and parked items go to the queue, oldest first. Nothing if nobody
  * waits: strict order lasts only while the queue's head has waited its
@@ -324,14 +332,39 @@ static inline int dbs__rp_waiting_hint(dbs__respool *rp)
 
 /* ---- the blocking adapter (respool_wait.c) ---- */
 
+/* What another thread ends a blocking wait with (dbs__rp_waiter_cancel):
+ * the owner of a wait that may be called off passes one to each of its
+ * waits, and keeps it alive and initialised until no thread can cancel
+ * it. Once cancelled it stays so: every later wait with it returns
+ * CANCELED at once. Lock order: mu before any pool's. */
+typedef struct dbs__rp_waiter {
+    pthread_mutex_t mu;
+    dbs__respool *rp;  /* [mu] the pool a wait with it is in, or NULL */
+    dbs__rp_req *req;  /* [mu] that wait's request */
+    bool cancelled;    /* [mu] */
+} dbs__rp_waiter;
+
+void dbs__rp_waiter_init(dbs__rp_waiter *wt);
+void dbs__rp_waiter_destroy(dbs__rp_waiter *wt);
+/* Cancels wt: a wait with it still queued returns CANCELED now, holding
+ * nothing. One already served returns what it was served with (its
+ * owner, seeing dbs__rp_waiter_cancelled, puts that back); the next
+ * returns CANCELED before it asks. Never blocks beyond the locks. Any
+ * thread. */
+void dbs__rp_waiter_cancel(dbs__rp_waiter *wt);
+bool dbs__rp_waiter_cancelled(dbs__rp_waiter *wt);
+
 /* Acquires for a thread that blocks: the locked path, then, if queued,
  * waits on the calling thread's own semaphore (posted by the request's wake
  * callback) until served or deadline (CLOCK_MONOTONIC), making order
  * strict at its barge limit. READY (*item the caller's), CREATE, CLOSED,
- * or EXPIRED (the deadline passed; *seen then holds the pool's counts at
- * that moment), or -1 if the thread's semaphore cannot be made. A request
- * served just as its deadline passed keeps what it was served with. */
+ * EXPIRED (the deadline passed; *seen then holds the pool's counts at
+ * that moment) or, with wt (NULL: none), CANCELED (wt was cancelled
+ * before or while it waited: nothing is the caller's), or -1 if the
+ * thread's semaphore cannot be made. A request served just as its
+ * deadline passed, or as wt was cancelled, keeps what it was served
+ * with. */
 int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp_item **item,
-                 dbs__rp_stats *seen);
+                 dbs__rp_stats *seen, dbs__rp_waiter *wt);
 
 #endif /* DBS_RESPOOL_H */

@@ -57,33 +57,66 @@ static void post_wake(dbs__rp_req *req)
     POST_SEM((sem_t *)req->arg);
 }
 
-int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp_item **item,
-                 dbs__rp_stats *seen)
+void dbs__rp_waiter_init(dbs__rp_waiter *wt)
 {
-    dbs__rp_req w = {.wake = post_wake};
-    sem_t *sem = thread_sem();
-    if (!sem)
-        return -1;
-    w.arg = sem;
-    int st = dbs__rp_acquire(rp, &w, prefer_id, item);
+    pthread_mutex_init(&wt->mu, NULL);
+    wt->rp = NULL;
+    wt->req = NULL;
+    wt->cancelled = false;
+}
+
+void dbs__rp_waiter_destroy(dbs__rp_waiter *wt)
+{
+    pthread_mutex_destroy(&wt->mu);
+}
+
+void dbs__rp_waiter_cancel(dbs__rp_waiter *wt)
+{
+    pthread_mutex_lock(&wt->mu);
+    wt->cancelled = true;
+    /* The wait leaves wt (under mu) before it returns, so its request is
+     * alive here; ended, it is posted exactly once, as if served. */
+    if (wt->req)
+        dbs__rp_end(wt->rp, wt->req);
+    pthread_mutex_unlock(&wt->mu);
+}
+
+bool dbs__rp_waiter_cancelled(dbs__rp_waiter *wt)
+{
+    pthread_mutex_lock(&wt->mu);
+    bool c = wt->cancelled;
+    pthread_mutex_unlock(&wt->mu);
+    return c;
+}
+
+/* The wait itself, once w is reachable through its waiter, if any. */
+static int wait_for(dbs__respool *rp, dbs__rp_req *w, sem_t *sem, uint64_t prefer_id,
+                    int64_t deadline, dbs__rp_item **item, dbs__rp_stats *seen,
+                    dbs__rp_waiter *wt)
+{
+    int st = dbs__rp_acquire(rp, w, prefer_id, item);
     if (st != DBS__RP_PENDING)
         return st;
+    /* A cancel between the waiter's registration and the queueing found
+     * nothing queued to end: end it now (posted as the cancel would). */
+    if (wt && dbs__rp_waiter_cancelled(wt))
+        dbs__rp_end(rp, w);
     /* Until its barge limit (or its deadline, if that comes first), then
      * order becomes strict and whatever sits idle or parked goes to the
      * queue, oldest first; then until its deadline. */
     bool limit_passed = rp->cfg.barge_ns == 0;
     for (;;) {
         int64_t until = deadline;
-        if (!limit_passed && w.since + rp->cfg.barge_ns < deadline)
-            until = w.since + rp->cfg.barge_ns;
+        if (!limit_passed && w->since + rp->cfg.barge_ns < deadline)
+            until = w->since + rp->cfg.barge_ns;
         if (wait_posted(sem, until))
             break;
         pthread_mutex_lock(&rp->mu);
-        if (!w.queued) {
-            /* Served (or closed) just as the wait timed out: whoever did it
-             * posts, if it has not yet, once it has released the lock; take
-             * that post now, or it would end this thread's next wait, on any
-             * pool, at once. */
+        if (!w->queued) {
+            /* Served (or closed, or ended) just as the wait timed out:
+             * whoever did it posts, if it has not yet, once it has
+             * released the lock; take that post now, or it would end this
+             * thread's next wait, on any pool, at once. */
             pthread_mutex_unlock(&rp->mu);
             while (sem_wait(sem) != 0) {
             }
@@ -92,7 +125,7 @@ int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp
         }
         pthread_mutex_unlock(&rp->mu);
         if (limit_passed) {
-            if (dbs__rp_cancel(rp, &w, false)) {
+            if (dbs__rp_cancel(rp, w, false)) {
                 dbs__rp_stats_get(rp, seen);
                 return DBS__RP_EXPIRED;
             }
@@ -105,11 +138,13 @@ int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp
         limit_passed = true;
         dbs__rp_serve_in_order(rp);
     }
-    if (w.item) {
-        *item = w.item;
+    if (w->ended)
+        return DBS__RP_CANCELED;
+    if (w->item) {
+        *item = w->item;
         return DBS__RP_READY;
     }
-    if (!w.may_create)
+    if (!w->may_create)
         return DBS__RP_CLOSED;
     /* A slot was reserved for this request; a close since then means no
      * item is made, for nobody to use. */
@@ -118,4 +153,33 @@ int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp
         return DBS__RP_CLOSED;
     }
     return DBS__RP_CREATE;
+}
+
+int dbs__rp_wait(dbs__respool *rp, uint64_t prefer_id, int64_t deadline, dbs__rp_item **item,
+                 dbs__rp_stats *seen, dbs__rp_waiter *wt)
+{
+    dbs__rp_req w = {.wake = post_wake};
+    sem_t *sem = thread_sem();
+    if (!sem)
+        return -1;
+    w.arg = sem;
+    if (wt) {
+        pthread_mutex_lock(&wt->mu);
+        bool cancelled = wt->cancelled;
+        if (!cancelled) {
+            wt->rp = rp;
+            wt->req = &w;
+        }
+        pthread_mutex_unlock(&wt->mu);
+        if (cancelled)
+            return DBS__RP_CANCELED;
+    }
+    int st = wait_for(rp, &w, sem, prefer_id, deadline, item, seen, wt);
+    if (wt) {
+        pthread_mutex_lock(&wt->mu);
+        wt->rp = NULL;
+        wt->req = NULL;
+        pthread_mutex_unlock(&wt->mu);
+    }
+    return st;
 }

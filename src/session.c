@@ -171,7 +171,11 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->fork_gen = pool->fork_gen;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
-        dbs__errors_note(pool, rc, err->sqlstate);
+        /* DBS_ECANCELED: a loop's unit the program called off while its
+         * worker waited, no failure (one called off while it waited on
+         * the loop counts nowhere either) */
+        if (rc != DBS_ECANCELED)
+            dbs__errors_note(pool, rc, err->sqlstate);
         session_free(s);
         return NULL;
     }

@@ -40,6 +40,7 @@ typedef struct wjob {
     bool int_queued;              /* on the interrupt queue */
     bool interrupting;            /* the interrupter is calling on conn */
     bool interrupted;             /* an interrupt went to conn: discard it */
+    dbs__rp_waiter waiter;        /* units: ends its acquire's wait on cancel */
     struct wjob *inext;           /* the interrupt queue */
 } wjob;
 
@@ -236,12 +237,14 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     if (j->deadline_ns > 0 && (until == 0 || j->deadline_ns < until))
         until = j->deadline_ns;
     dbs__acquire_deadline_ns = until;
+    dbs__acquire_waiter = &j->waiter;
     dbs_session *s = u->read_only
                          ? dbs_session_open_ro_after_at(p, u->ctx, u->after_pos, &o->err,
                                                         j->file, j->line, j->func)
                          : dbs_session_open_at(p, u->ctx, &o->err, j->file, j->line,
                                                j->func);
     dbs__acquire_deadline_ns = 0;
+    dbs__acquire_waiter = NULL;
     if (!s) {
         o->rc = o->err.code;
         return;
@@ -316,6 +319,7 @@ static void unit_finish(struct dbs__workers *w, wjob *j, bool listed)
     dbs__aunit *u = j->u;
     void (*done)(dbs__aunit *, void *) = j->done;
     void *arg = j->done_arg;
+    dbs__rp_waiter_destroy(&j->waiter);
     free(j);
     done(u, arg);
 }
@@ -546,13 +550,16 @@ int dbs__workers_unit(dbs_pool *p, dbs__aunit *u, int64_t deadline_ns, int64_t a
     j->done = done;
     j->done_arg = arg;
     j->state = J_QUEUED;
+    dbs__rp_waiter_init(&j->waiter);
     int rc = enqueue(p, j);
-    if (rc != DBS_OK)
+    if (rc != DBS_OK) {
+        dbs__rp_waiter_destroy(&j->waiter);
         free(j);
+    }
     return rc;
 }
 
-enum dbs__wcancel dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
+enum dbs__wcancel dbs__workers_cancel(dbs_pool *p, dbs__aunit *u, bool end_wait)
 {
     struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
     if (!w || !u || w->fork_gen != dbs__fork_gen())
@@ -571,6 +578,12 @@ enum dbs__wcancel dbs__workers_cancel(dbs_pool *p, dbs__aunit *u)
                               : j->state == J_DONE       ? DBS__WC_DONE
                               : j->state == J_OPENING    ? DBS__WC_OPENING
                                                          : DBS__WC_STARTED;
+    /* A worker waiting for a connection for it stops waiting (a unit
+     * cancelled before by its deadline included: that bound is its
+     * acquire's own). Under w->mu, so the job and its waiter outlive the
+     * call. */
+    if (end_wait && j->state == J_OPENING)
+        dbs__rp_waiter_cancel(&j->waiter);
     if (j->cancelled) {
         pthread_mutex_unlock(&w->mu);
         return where;

@@ -69,7 +69,12 @@ int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns, int64_
 
 /* From any thread: cancels u if a worker holds it. A unit still queued
  * leaves the queue and ends DBS_ECANCELED without running; its done runs
- * inside this call, on the calling thread. A unit running ends
+ * inside this call, on the calling thread. A unit whose worker waits for
+ * a connection ends DBS_ECANCELED when that wait does: at once with
+ * end_wait (the wait leaves the pool's queue, and a connection or slot
+ * handed to it just then goes on to the next waiter), else at the wait's
+ * own bound (a unit's deadline, which bounds that wait already). A unit
+ * running ends
  * DBS_ECANCELED unless its COMMIT went out (then as the COMMIT ended):
  * no statement of it starts from now on, and a statement in flight is
  * interrupted on the server (the driver's interrupt: sqlite3_interrupt,
@@ -86,7 +91,7 @@ enum dbs__wcancel {
     DBS__WC_COMMITTING, /* its COMMIT may have gone out */
     DBS__WC_DONE        /* not held: done ran, whatever it said */
 };
-enum dbs__wcancel dbs__workers_cancel(dbs_pool *pool, dbs__aunit *u);
+enum dbs__wcancel dbs__workers_cancel(dbs_pool *pool, dbs__aunit *u, bool end_wait);
 
 /* At pool shutdown, after every loop closed (dbs_pool_shutdown and
  * dbs_pool_close call it; idempotent): no job is taken from now on;

@@ -1177,6 +1177,247 @@ static void test_cancel_wakes(void)
     dbs_pool_close(p);
 }
 
+/* Cancelling every unit whose worker waits for a connection frees the
+ * workers at once: their waits leave the pool's queue (no connection is
+ * taken for a unit already cancelled, none is lost) and the next unit
+ * finds a worker, though the acquire bound (60 s) is far off. It used to
+ * leave every worker blocked until that bound, or until each in turn had
+ * taken a connection and let it go. */
+static void long_acquire(dbs_config *c)
+{
+    c->acquire_timeout_ms = 60000;
+}
+
+static void test_cancel_workers(void)
+{
+    enum { N = 4 };
+    dbs_pool *p = pool_of(N, long_acquire);
+    dbs_session *s[N];
+    for (int i = 0; i < N; i++)
+        s[i] = open_ok(p);
+    dbs_error err;
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.workers = N;
+    dbs_loop *l = dbs_loop_open(p, &lc, &err);
+    CHECK(l != NULL);
+    int ep = watch(l);
+    res r[N], last;
+    dbs_unit *u[N];
+    for (int i = 0; i < N; i++) {
+        u[i] = unit1(l, 0, "SELECT 1");
+        submit(u[i], &r[i]);
+    }
+    /* every worker waits in the pool's queue (PostgreSQL: the loop, for
+     * one connection that would take them all) */
+    int want = is_pg ? 1 : N;
+    for (int64_t end = now_ms() + 30000; stats_of(p).waiting < want && now_ms() < end;) {
+        dbs_loop_run(l);
+        dbs__sleep_ms(5);
+    }
+    CHECK_INT(stats_of(p).waiting, >=, want);
+    uint64_t acquired = stats_of(p).acquired;
+    uint64_t cancels = dbs_pool_errors(p, DBS_ECANCELED, NULL);
+    for (int i = 0; i < N; i++)
+        dbs_unit_cancel(u[i]);
+    for (int i = 0; i < N; i++) {
+        while (r[i].calls == 0)
+            step(l, ep);
+        CHECK_RC(r[i], DBS_ECANCELED);
+    }
+    /* the waits are over while every connection is still held (the
+     * loop's deadline is the acquire bound, 60 s: look every 5 ms) */
+    for (int64_t end = now_ms() + 30000; stats_of(p).waiting > 0 && now_ms() < end;) {
+        dbs_loop_run(l);
+        dbs__sleep_ms(5);
+    }
+    CHECK_EQ(stats_of(p).waiting, 0);
+    CHECK_EQ(stats_of(p).in_use, N);
+    /* a worker is free: the next unit waits in the pool's queue, not for a
+     * thread */
+    submit(unit1(l, 0, "SELECT 7"), &last);
+    for (int64_t end = now_ms() + 30000; stats_of(p).waiting == 0 && now_ms() < end;) {
+        dbs_loop_run(l);
+        dbs__sleep_ms(5);
+    }
+    CHECK_EQ(stats_of(p).waiting, 1);
+    dbs_session_close(s[0]);
+    for (int64_t end = now_ms() + 30000; last.calls == 0 && now_ms() < end;) {
+        dbs_loop_run(l);
+        dbs__sleep_ms(5);
+    }
+    CHECK_EQ(last.calls, 1);
+    CHECK_RC(last, DBS_OK);
+    CHECK_EQ(last.val, 7);
+    for (int i = 1; i < N; i++)
+        dbs_session_close(s[i]);
+    close(ep);
+    settle(l, p);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.waiting, 0);
+    CHECK_EQ(st.size, st.idle);
+    CHECK_EQ(st.size, N);
+    /* only the last unit took a connection; the cancelled ones neither
+     * failed nor timed out: the program called them off */
+    CHECK_EQ(st.acquired, acquired + 1);
+    CHECK_EQ(st.timeouts, 0);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECANCELED, NULL), cancels);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, NULL), 0);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* Cancels racing the connections' release: blocking sessions take and
+ * give back the pool's two connections without pause while the loop
+ * submits units and cancels each after a varying number of runs, so that
+ * cancels land while a unit waits for a worker, while its worker waits
+ * for a connection, just as one is handed to it, and while it runs. Every
+ * unit completes once; afterwards no connection is lost or held, nothing
+ * waits, and a unit gets a worker and a connection at once. Run under
+ * ThreadSanitizer as well (DBSCOPE_TSAN). */
+typedef struct churn {
+    dbs_pool *p;
+    atomic_bool stop;
+    atomic_int fails;
+} churn;
+
+static void *churn_main(void *arg)
+{
+    churn *c = arg;
+    while (!atomic_load(&c->stop)) {
+        dbs_error err;
+        dbs_session *s = dbs_session_open(c->p, NULL, &err);
+        if (!s) {
+            atomic_fetch_add(&c->fails, 1);
+            continue;
+        }
+        dbs_session_close(s);
+    }
+    return NULL;
+}
+
+static void test_cancel_churn(void)
+{
+    enum { ROUNDS = 300, THREADS = 2, BATCH = 3 };
+    dbs_pool *p = pool_of(2, long_acquire);
+    churn c = {.p = p};
+    atomic_init(&c.stop, false);
+    atomic_init(&c.fails, 0);
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, churn_main, &c), 0);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    static res r[ROUNDS][BATCH];
+    int ok = 0, cancelled = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        dbs_unit *u[BATCH];
+        for (int i = 0; i < BATCH; i++) {
+            u[i] = unit1(l, 0, "SELECT 1");
+            submit(u[i], &r[round][i]);
+        }
+        for (int k = round % 5; k > 0; k--) {
+            dbs_loop_run(l);
+            if (round % 3 == 0)
+                dbs__sleep_ms(1);
+        }
+        for (int i = 0; i < BATCH; i++)
+            if (r[round][i].calls == 0)
+                dbs_unit_cancel(u[i]);
+        dbs_loop_run(l);
+    }
+    drain(l);
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int round = 0; round < ROUNDS; round++)
+        for (int i = 0; i < BATCH; i++) {
+            CHECK_EQ(r[round][i].calls, 1);
+            if (r[round][i].rc == DBS_OK)
+                ok++;
+            else
+                CHECK_RC(r[round][i], DBS_ECANCELED);
+            cancelled += r[round][i].rc == DBS_ECANCELED;
+        }
+    fprintf(stderr, "  cancel churn: %d committed, %d cancelled\n", ok, cancelled);
+    CHECK_EQ(atomic_load(&c.fails), 0);
+    /* PostgreSQL: a connection a cancel went out on is replaced; one made
+     * for the loop comes back once the loop runs */
+    int ep = watch(l);
+    while (stats_of(p).in_use > 0 || stats_of(p).pending > 0)
+        step(l, ep);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.waiting, 0);
+    CHECK_EQ(st.size, st.idle);
+    CHECK_EQ(st.timeouts, 0);
+    /* both connections are there to be had at once */
+    dbs_session *s0 = open_ok(p), *s1 = open_ok(p);
+    CHECK_EQ(stats_of(p).in_use, 2);
+    dbs_session_close(s1);
+    /* and every worker is free */
+    res last;
+    submit(unit1(l, 0, "SELECT 8"), &last);
+    for (int64_t end = now_ms() + 30000; last.calls == 0 && now_ms() < end;) {
+        epoll_wait(ep, &(struct epoll_event){0}, 1, 5);
+        dbs_loop_run(l);
+    }
+    close(ep);
+    CHECK_EQ(last.calls, 1);
+    CHECK_RC(last, DBS_OK);
+    CHECK_EQ(last.val, 8);
+    dbs_session_close(s0);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
+/* Cancelling units pipelined behind one cancelled in flight: each ends
+ * DBS_ECANCELED (or DBS_OK when it had already committed), never with the
+ * retryable failure the spoiled connection gave it, whose retry the
+ * cancel stopped. */
+static void test_cancel_pipelined(void)
+{
+    enum { N = 6 };
+    dbs_pool *p = pool_of(1, NULL);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    for (int round = 0; round < 200; round++) {
+        res r[N];
+        dbs_unit *u[N];
+        for (int i = 0; i < N; i++) {
+            u[i] = unit1(l, 0, i == 0 ? long_sql() : "SELECT 1");
+            submit(u[i], &r[i]);
+        }
+        for (int k = 0; k < round % 4; k++) {
+            dbs_loop_run(l);
+            dbs__sleep_ms(1);
+        }
+        /* the first (in flight, on PostgreSQL with the rest behind it),
+         * then the rest in turn, the loop running between */
+        for (int i = 0; i < N; i++) {
+            if (r[i].calls == 0)
+                dbs_unit_cancel(u[i]);
+            dbs_loop_run(l);
+        }
+        drain(l);
+        for (int i = 0; i < N; i++) {
+            CHECK_EQ(r[i].calls, 1);
+            /* a cancel that lands as the unit's COMMIT goes out may leave
+             * its outcome unknown; never "retry it": it was called off */
+            if (r[i].rc != DBS_OK && r[i].rc != DBS_ECOMMIT_UNKNOWN)
+                CHECK_RC(r[i], DBS_ECANCELED);
+        }
+    }
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    dbs_pool_close(p);
+}
+
 /* A unit of many statements, and one with a large parameter. */
 static void test_big(dbs_pool *p)
 {
@@ -1402,6 +1643,18 @@ int main(int argc, char **argv)
     if (want(argc, argv, "cancel_wakes")) {
         fprintf(stderr, "cancel_wakes\n");
         test_cancel_wakes();
+    }
+    if (want(argc, argv, "cancel_workers")) {
+        fprintf(stderr, "cancel_workers\n");
+        test_cancel_workers();
+    }
+    if (want(argc, argv, "cancel_churn")) {
+        fprintf(stderr, "cancel_churn\n");
+        test_cancel_churn();
+    }
+    if (want(argc, argv, "cancel_pipelined")) {
+        fprintf(stderr, "cancel_pipelined\n");
+        test_cancel_pipelined();
     }
     printf("test_loop: ok\n");
     return 0;

@@ -6,6 +6,7 @@
 #include "respool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 typedef struct num {
@@ -390,7 +391,7 @@ static void test_deadlines(void)
     CHECK(gone == &a && !a.next && !a.queued);
     expect(&rp, 1, 0, 1, 0, 1);
     dbs__rp_stats seen;
-    CHECK_EQ(dbs__rp_wait(&rp, 0, dbs__now_ns() + 20 * 1000000, &got, &seen), DBS__RP_EXPIRED);
+    CHECK_EQ(dbs__rp_wait(&rp, 0, dbs__now_ns() + 20 * 1000000, &got, &seen, NULL), DBS__RP_EXPIRED);
     CHECK_EQ(seen.waiting, 1); /* b still waits; the expired wait left */
     CHECK_EQ(n_served, 0);
     CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_HANDED);
@@ -494,6 +495,103 @@ static void test_cancel_race(void)
     pool_end(&x.rp);
 }
 
+/* A blocking wait another thread cancels (dbs__rp_waiter_cancel, the
+ * worker of a cancelled event-loop unit): queued, it returns CANCELED at
+ * once holding nothing; cancelled before, it never queues; racing a
+ * release, the item ends either with the waiter (READY: its owner puts it
+ * back) or with the pool, never lost and never twice. */
+typedef struct wrace {
+    dbs__respool rp;
+    dbs__rp_waiter wt;
+    dbs__rp_item *got;
+    atomic_int st;
+} wrace;
+
+static void *waiter_main(void *arg)
+{
+    wrace *x = arg;
+    dbs__rp_stats seen;
+    atomic_store(&x->st, dbs__rp_wait(&x->rp, 0, INT64_MAX, &x->got, &seen, &x->wt));
+    return NULL;
+}
+
+static int waiting_of(dbs__respool *rp)
+{
+    dbs__rp_stats s;
+    dbs__rp_stats_get(rp, &s);
+    return s.waiting;
+}
+
+static void test_waiter_cancel(void)
+{
+    wrace x = {0};
+    pool_init(&x.rp, 1, 1, 0, 0);
+    dbs__rp_req own = {.done = note_done};
+    dbs__rp_item *it = get(&x.rp, &own, 1);
+    dbs__rp_waiter_init(&x.wt);
+    atomic_store(&x.st, -2);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, waiter_main, &x), 0);
+    while (waiting_of(&x.rp) != 1)
+        dbs__sleep_ms(1);
+    dbs__rp_waiter_cancel(&x.wt);
+    pthread_join(t, NULL); /* it waited with no deadline: a hang if not ended */
+    CHECK_EQ(atomic_load(&x.st), DBS__RP_CANCELED);
+    CHECK(x.got == NULL);
+    expect(&x.rp, 1, 0, 1, 0, 0);
+    /* cancelled stays cancelled: the next wait does not ask */
+    CHECK_EQ(dbs__rp_release(&x.rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    dbs__rp_stats seen;
+    CHECK_EQ(dbs__rp_wait(&x.rp, 0, INT64_MAX, &x.got, &seen, &x.wt), DBS__RP_CANCELED);
+    CHECK(x.got == NULL);
+    expect(&x.rp, 1, 1, 0, 0, 0);
+    dbs__rp_waiter_destroy(&x.wt);
+
+    /* the race: the holder gives the item back as the waiter is cancelled */
+    it = get(&x.rp, &own, 1);
+    int cancelled = 0, served = 0;
+    for (int round = 0; round < 2000; round++) {
+        dbs__rp_waiter_init(&x.wt);
+        x.got = NULL;
+        atomic_store(&x.st, -2);
+        CHECK_EQ(pthread_create(&t, NULL, waiter_main, &x), 0);
+        while (waiting_of(&x.rp) != 1)
+            sched_yield();
+        int out = -1;
+        if (round % 2) {
+            out = dbs__rp_release(&x.rp, it, dbs__now_ns(), DBS__RP_KEEP);
+            dbs__rp_waiter_cancel(&x.wt);
+        } else {
+            dbs__rp_waiter_cancel(&x.wt);
+            out = dbs__rp_release(&x.rp, it, dbs__now_ns(), DBS__RP_KEEP);
+        }
+        pthread_join(t, NULL);
+        int st = atomic_load(&x.st);
+        CHECK(dbs__rp_waiter_cancelled(&x.wt));
+        if (st == DBS__RP_READY) {
+            /* served first: the owner has it, and puts it back */
+            CHECK_EQ(out, DBS__RP_HANDED);
+            CHECK(x.got == it);
+            served++;
+        } else {
+            CHECK_EQ(st, DBS__RP_CANCELED);
+            CHECK_EQ(out, DBS__RP_IDLE);
+            CHECK(x.got == NULL);
+            expect(&x.rp, 1, 1, 0, 0, 0);
+            CHECK_EQ(dbs__rp_acquire(&x.rp, &own, 0, &x.got), DBS__RP_READY);
+            CHECK(x.got == it);
+            cancelled++;
+        }
+        expect(&x.rp, 1, 0, 1, 0, 0);
+        dbs__rp_waiter_destroy(&x.wt);
+    }
+    fprintf(stderr, "waiter cancel race: cancelled %d, served first %d\n", cancelled, served);
+    CHECK(cancelled > 0);
+    CHECK_EQ(dbs__rp_release(&x.rp, it, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
+    pool_end(&x.rp);
+    CHECK_EQ(atomic_load(&unmade), atomic_load(&made));
+}
+
 /* Close with requests pending: each completes empty, the idle and parked
  * items come back to close, and what is still out is dropped on return. */
 static void *close_waiter(void *arg)
@@ -501,7 +599,7 @@ static void *close_waiter(void *arg)
     dbs__respool *rp = arg;
     dbs__rp_item *got = NULL;
     dbs__rp_stats seen;
-    int st = dbs__rp_wait(rp, 0, INT64_MAX, &got, &seen);
+    int st = dbs__rp_wait(rp, 0, INT64_MAX, &got, &seen, NULL);
     return (void *)(intptr_t)st;
 }
 
@@ -594,7 +692,7 @@ static void *stress_main(void *arg)
         dbs__rp_item *it = dbs__rp_unpark(&x->rp, token, now);
         if (!it) {
             dbs__rp_stats seen;
-            int st = dbs__rp_wait(&x->rp, 0, now + 2000000000LL, &it, &seen);
+            int st = dbs__rp_wait(&x->rp, 0, now + 2000000000LL, &it, &seen, NULL);
             if (st == DBS__RP_CREATE) {
                 if ((token + (unsigned)i) % 7 == 0) { /* the constructor fails */
                     dbs__rp_create_failed(&x->rp);
@@ -743,6 +841,7 @@ int main(void)
     test_deadlines();
     test_cancel();
     test_cancel_race();
+    test_waiter_cancel();
     test_close();
     test_stress();
     test_wake_unlocked();

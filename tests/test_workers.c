@@ -319,18 +319,18 @@ int main(void)
     submit(p, &run, 0);
     submit(p, &queued, 0);
     wait_running(p, 1);
-    dbs__workers_cancel(p, &queued.u);
+    dbs__workers_cancel(p, &queued.u, true);
     CHECK_EQ(atomic_load(&mbox.n), 1); /* done ran inside the cancel */
     CHECK(mbox.done[0] == &queued.u);
     CHECK_EQ(queued.u.rc, DBS_ECANCELED);
-    dbs__workers_cancel(p, &queued.u); /* no longer held: nothing */
-    dbs__workers_cancel(p, &run.u);
+    dbs__workers_cancel(p, &queued.u, true); /* no longer held: nothing */
+    dbs__workers_cancel(p, &run.u, true);
     wait_done(2);
     CHECK(mbox.done[1] == &run.u);
     CHECK_EQ(run.u.rc, DBS_ECANCELED);
     CHECK(!run.u.commit_sent);
     CHECK(run.st[1].rows == NULL);
-    dbs__workers_cancel(p, &run.u); /* done already ran: nothing */
+    dbs__workers_cancel(p, &run.u, true); /* done already ran: nothing */
     CHECK_EQ(count_rows(p, tbl), 2);
     CHECK_INT(stats_of(p).invalidated, >, before.invalidated); /* not reused */
 
