@@ -1153,12 +1153,14 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
                      "or the timeout", u->timeout_ms);
         rc = e.code;
     }
-    /* A failure the unit would have been run again for, of a unit the
-     * program cancelled: the cancel stops that retry, so the unit ends
-     * as cancelled, as promised, not with the cause of a retry the
-     * program never sees (a unit pipelined behind one whose cancel
-     * spoiled the connection's state did not run at all). */
-    if (u->cancel == CW_USER && transient(rc) && !u->au.commit_sent) {
+    /* A failure, before its COMMIT went out, of a unit the program
+     * cancelled: it ends as cancelled, as promised, with the cause quoted
+     * (a unit pipelined behind one whose cancel spoiled the connection's
+     * state did not run at all; the cancel request itself may reach the
+     * unit's statement before the loop marked the connection's cancel).
+     * Nothing of it committed. */
+    if (u->cancel == CW_USER && rc != DBS_OK && rc != DBS_ECANCELED &&
+        rc != DBS_ECOMMIT_UNKNOWN && !u->au.commit_sent) {
         dbs__err(&e, DBS_ECANCELED, "the unit was cancelled; rolled back (it had failed "
                                     "with: %.200s)", u->au.err.message);
         rc = e.code;
