@@ -2126,6 +2126,12 @@ static PGresult *run_params(pg_conn *c, const char *sql, const pg_params *pp, si
     const int *lens = pp->lens, *fmts = pp->fmts;
     bool retried = false, rollback_first = false;
 again:;
+    /* In a transaction that failed the server refuses every command, the
+     * DEALLOCATE of an entry a new statement would evict too: its
+     * statement would stay on the server, known to no cache entry, and
+     * with DBS_RESET_ROLLBACK no reconcile ever finds it. Such a
+     * statement, which fails anyway, runs unnamed. */
+    bool aborted = !rollback_first && PQtransactionStatus(c->pg) == PQTRANS_INERROR;
     pg_flight f;
     int64_t dl;
     bool ok;
@@ -2172,7 +2178,8 @@ again:;
     bool fresh = false;
     char evicted[24], dealloc[48];
     int parse_idx = -1;
-    pg_stmt *e = cache_get(c, sql, pp->sig, &fresh, evicted, sizeof evicted);
+    evicted[0] = '\0';
+    pg_stmt *e = aborted ? NULL : cache_get(c, sql, pp->sig, &fresh, evicted, sizeof evicted);
     if (evicted[0]) {
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", evicted);
         q_cmd(c, &f, &ok, dealloc);

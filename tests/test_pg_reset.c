@@ -415,6 +415,48 @@ static void test_deallocate_rollback_mode(void)
            "function removed is prepared again\n");
 }
 
+/* The server holds at most stmt_cache_size of dbscope's statements per
+ * connection, also when new statements run after a failure in their
+ * transaction (the server refuses the DEALLOCATE of the entry each one
+ * evicts) and with DBS_RESET_ROLLBACK, where no reset reconciles. */
+static void test_cache_bound_aborted(void)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.pool_size = 1;
+        cfg.max_overflow = 0;
+        cfg.stmt_cache_size = 4;
+        cfg.reset = mode ? DBS_RESET_FULL : DBS_RESET_ROLLBACK;
+        dbs_pool *p = open_pool("reset", &cfg);
+        dbs_error err;
+        char sql[64];
+        for (int round = 0; round < 10; round++) {
+            dbs_session *s = open_ok(p);
+            for (int i = 0; i < 4; i++) { /* a full cache */
+                snprintf(sql, sizeof sql, "SELECT %d", 50000 + round * 100 + i);
+                CHECK_EQ(query_int(s, sql, NULL, 0), 50000 + round * 100 + i);
+            }
+            CHECK(dbs_exec(s, "SELECT 1/0", NULL, 0, &err) < 0);
+            for (int i = 0; i < 8; i++) {
+                snprintf(sql, sizeof sql, "SELECT %d", round * 100 + i);
+                CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), DBS_ESQL);
+                CHECK_STR(err.sqlstate, "25P02");
+            }
+            dbs_session_close(s);
+        }
+        dbs_session *s = open_ok(p);
+        CHECK(query_int(s, "SELECT count(*) FROM pg_catalog.pg_prepared_statements "
+                           "WHERE NOT from_sql AND name !~ '^dbs_r[0-9]$'",
+                        NULL, 0) <= 4);
+        dbs_session_close(s);
+        CHECK_EQ(stats_of(p).created, 1);
+        dbs_pool_close(p);
+    }
+    printf("statements after a failure in their transaction: at most "
+           "stmt_cache_size on the server, in every reset mode\n");
+}
+
 static void test_rollback_frees_locks(void)
 {
     dbs_error err;
@@ -980,6 +1022,7 @@ int main(int argc, char **argv)
         {"prepare", test_prepare},
         {"deallocate", test_deallocate},
         {"deallocate_rollback_mode", test_deallocate_rollback_mode},
+        {"cache_bound_aborted", test_cache_bound_aborted},
         {"rollback", test_rollback_frees_locks},
         {"notices", test_notices},
         {"plan_rls", test_plan_rls},
