@@ -21,7 +21,9 @@
  * dbs__scrub_url_secrets takes them out of messages that quote them. A
  * secret is: the password of a URL's userinfo (user:SECRET@), in the
  * string itself or in a URL nested in a value; and the value of every
- * secret key, as a URL query parameter or a key=value pair.
+ * secret key, as a URL query parameter or a key=value pair, with the
+ * words after it that no parser reads as a parameter (no '=': the rest of
+ * a secret that held an unescaped '&' or space).
  *
  * The secret keys: every option that libpq marks secret (dispchar "*" in
  * PQconndefaults(): password and sslpassword in libpq 15), read from the
@@ -222,6 +224,19 @@ static void secret_spans(const char *text, span_list *l)
             const char *v = q;
             while (*q && *q != '&')
                 q++;
+            /* A secret with an unescaped '&' in it: libpq quotes the rest
+             * ("missing key/value separator ... \"r3st\""), which no parser
+             * reads as a parameter, having no '='. */
+            for (;;) {
+                const char *t = q, *e;
+                while (*t == '&')
+                    t++;
+                for (e = t; *e && *e != '&' && *e != '='; e++) {
+                }
+                if (t == q || e == t || *e == '=')
+                    break;
+                q = e;
+            }
             span_add(l, (size_t)(v - text), (size_t)(q - v), SP_URL);
         } else {
             while (isspace((unsigned char)*q))
@@ -245,6 +260,22 @@ static void secret_spans(const char *text, span_list *l)
                         q++;
                     q++;
                 }
+            }
+            /* A secret with white space in it, unquoted or in double
+             * quotes: libpq ends it at the space and quotes the rest
+             * ("missing \"=\" after ..."). Words up to the next "key ="
+             * are that rest; a valid string has none. */
+            for (;;) {
+                const char *t = q, *e, *f;
+                while (isspace((unsigned char)*t))
+                    t++;
+                for (e = t; *e && *e != '=' && !isspace((unsigned char)*e); e++) {
+                }
+                for (f = e; isspace((unsigned char)*f); f++) {
+                }
+                if (t == q || e == t || *f == '=')
+                    break;
+                q = e;
             }
             span_add(l, (size_t)(v - text), (size_t)(q - v), form);
         }
@@ -408,7 +439,7 @@ static void scrub_value(char *msg, size_t cap, const char *value, size_t len, in
      * or more. */
     for (size_t a = 0; a < len;) {
         size_t b = a;
-        while (b < len && !strchr("@:/?#[]%&'\\ ", raw[b]))
+        while (b < len && !strchr("@:/?#[]%&'\\ \t\n\v\f\r", raw[b]))
             b++;
         if (b - a >= 3 && b - a < len) {
             memcpy(piece, raw + a, b - a);

@@ -460,6 +460,70 @@ static void test_password_never_shown(void)
     }
 }
 
+/* A secret written with its parser's separator left in it (a space in a
+ * key=value string, '&' in a URL's query) ends early for the parser, which
+ * then quotes the rest as a word it cannot read ("missing \"=\" after
+ * ..."): that rest is part of the secret, hidden like the first part. A
+ * word with no '=' after a secret's value is never a parameter of its
+ * own, so hiding it hides nothing a valid string shows. */
+static void test_secret_split_by_separator(void)
+{
+    static const char *const urls[] = {
+        "host=127.0.0.1 port=1 password=Sekr r3tPW",
+        "host=127.0.0.1 port=1 password=Sekr r3tPW dbname=x",
+        "host=127.0.0.1 port=1 password=Sekr\tr3tPW x=1",
+        "host=127.0.0.1 port=1 password=Sekr\t r3tPW",
+        "host=127.0.0.1 port=1 password=\"Sekr r3tPW\"",
+        "host=127.0.0.1 port=1 password='Sekr' r3tPW'",
+        "host=127.0.0.1 port=1 sslpassword=Sekr r3tPW anoth3r",
+        "postgresql://127.0.0.1:1/db?password=Sekr&r3tPW",
+        "postgresql://127.0.0.1:1/db?password=Sekr&r3tPW&sslmode=disable",
+        "postgresql://127.0.0.1:1/db?sslpassword=Sekr&&r3tPW",
+        "mysql://u@127.0.0.1:1/db?ssl-passphrase=Sekr&r3tPW",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char url[256];
+        /* "\t" above stands for a tab */
+        size_t o = 0;
+        for (const char *q = urls[i]; *q && o + 1 < sizeof url; q++) {
+            if (q[0] == '\\' && q[1] == 't') {
+                url[o++] = '\t';
+                q++;
+            } else {
+                url[o++] = *q;
+            }
+        }
+        url[o] = '\0';
+        char out[512];
+        dbs__redact(url, out, sizeof out);
+        if (strstr(out, "r3t"))
+            CHECK_FAIL("redact(%s) shows the secret: %s", url, out);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url;
+        cfg.connect_timeout_ms = 2000;
+        cfg.log_events = 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (p) {
+            dbs_pool_close(p);
+            continue;
+        }
+        if (strstr(err.message, "r3t"))
+            CHECK_FAIL("dbs_pool_open(%s) shows the secret: %s", url, err.message);
+    }
+    /* a following parameter is still shown */
+    char out[256];
+    dbs__redact("host=h password=Sekr r3tPW port=5", out, sizeof out);
+    CHECK_STR(out, "host=h password=*** port=5");
+    dbs__redact("host=h password=Sekr r3tPW  port = 5", out, sizeof out);
+    CHECK_STR(out, "host=h password=***  port = 5");
+    dbs__redact("postgresql://h/db?password=Sekr&r3tPW&sslmode=disable", out, sizeof out);
+    CHECK_STR(out, "postgresql://h/db?password=***&sslmode=disable");
+    dbs__redact("host=h password=a port=5", out, sizeof out);
+    CHECK_STR(out, "host=h password=*** port=5");
+}
+
 /* The mask is longer than a short password: replacing it near the end of a
  * full message must neither overflow nor loop (a password of asterisks is
  * found again inside its own mask otherwise). */
@@ -715,6 +779,7 @@ int main(void)
     test_password_never_shown();
     test_redact_secret_keys();
     test_scrub_long();
+    test_secret_split_by_separator();
     test_upper_bounds();
     test_scrub_edges();
     test_url_schemes_named();
