@@ -311,7 +311,10 @@ typedef struct dbs_config {
                              invalidate event) and its connections
                              discarded; the pool never recreates it. */
     int pool_size;        /* connections kept (default 10) */
-    int max_overflow;     /* extra connections under load (default 20) */
+    int max_overflow;     /* extra connections under load (default 20);
+                             pool_size + max_overflow bounds the pool's
+                             connections at every instant, counting those
+                             connecting and those still being closed */
     int min_idle;         /* idle connections kept ready (default 0), within
                              pool_size: never overflow connections */
     int acquire_timeout_ms; /* wait for a connection at most (30000) */

@@ -98,6 +98,9 @@ void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int n, int64_t now)
     }
     dbs__rp_left(&p->rp, n); /* under p->mu, as dbs__pool_snapshot reads both */
     pthread_mutex_unlock(&p->mu);
+    /* Their slots go on only now that they are closed; not under p->mu,
+     * as the requests served wake on this thread. */
+    dbs__rp_pass_free(&p->rp);
     /* Others idle as long may be broken too (a server restart). */
     if (why == DBS__GONE_BROKEN)
         dbs__conn_suspect(p, now);

@@ -22,6 +22,24 @@ static bool take(atomic_int *n)
     return atomic_load_explicit(n, memory_order_relaxed) > 0 && atomic_fetch_sub(n, 1) > 0;
 }
 
+/* One more connection may exist on the server from now on. */
+static void live_up(void)
+{
+    int n = atomic_fetch_add(&dbs__fault.live, 1) + 1;
+    for (int peak = atomic_load(&dbs__fault.live_peak);
+         n > peak && !atomic_compare_exchange_weak(&dbs__fault.live_peak, &peak, n);) {
+    }
+}
+
+static void *connect_real(int i, const dbs__target *t, dbs_error *err)
+{
+    live_up();
+    void *c = slots[i].real->connect(t, err);
+    if (!c)
+        atomic_fetch_sub(&dbs__fault.live, 1);
+    return c;
+}
+
 static void *connect_via(int i, const dbs__target *t, dbs_error *err)
 {
     atomic_fetch_add_explicit(&dbs__fault.connects, 1, memory_order_relaxed);
@@ -42,7 +60,7 @@ static void *connect_via(int i, const dbs__target *t, dbs_error *err)
         dbs__err(err, DBS_ECONNECT, "cannot connect: injected fault");
         return NULL;
     }
-    return slots[i].real->connect(t, err);
+    return connect_real(i, t, err);
 }
 
 static int ping_via(int i, void *c, dbs_error *err)
@@ -65,6 +83,8 @@ static void close_via(int i, void *c)
     if (delay > 0)
         dbs__sleep_ms(delay); /* a goodbye to a slow server */
     slots[i].real->close(c);
+    if (c)
+        atomic_fetch_sub(&dbs__fault.live, 1);
 }
 
 #define SLOT_FNS(i)                                                            \

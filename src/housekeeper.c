@@ -176,20 +176,21 @@ void dbs__pool_maintain(dbs_pool *p)
     dbs__rp_item *expired, *idle;
     dbs__rp_take_stale(&p->rp, now, idle_before, p->cfg.min_idle - parked_idle, &expired,
                        &idle);
-    dbs__conn_gone(p, DBS__GONE_LIFETIME, list_len(expired), now);
-    dbs__conn_gone(p, DBS__GONE_IDLE, list_len(idle), now);
+    /* Closed before anything else: their slots stay taken, from waiters
+     * and from the refill below, until they are, so that the server never
+     * sees one connection more than the ceiling; a ping pass on a slow
+     * server would make that wait last. */
+    int n_expired = list_len(expired), n_idle = list_len(idle);
+    close_list(p, idle, "idle");
+    close_list(p, expired, "lifetime");
+    dbs__conn_gone(p, DBS__GONE_LIFETIME, n_expired, now);
+    dbs__conn_gone(p, DBS__GONE_IDLE, n_idle, now);
     /* Keep-alive: connections idle past keepalive_ms are taken (counted in
      * use, so nobody gets them mid-ping) and pinged below. */
     int pinging = 0; /* still idle, for min_idle's count */
     dbs__rp_item *ping_list = ka > 0 ? dbs__rp_take_idle_before(&p->rp, ka_before, &pinging) : NULL;
     int create = dbs__rp_reserve_upto(&p->rp, p->cfg.min_idle,
                                       pinging + parked_idle + atomic_load(&p->warming));
-    /* Closed before the pings: their slots went back as they were taken,
-     * and a waiter that gets one connects at once, so until they are
-     * closed the server sees one connection more per slot; a ping pass on
-     * a slow server would make that last. */
-    close_list(p, idle, "idle");
-    close_list(p, expired, "lifetime");
 
     while (ping_list) {
         dbs__rp_item *it = ping_list;
@@ -204,10 +205,10 @@ void dbs__pool_maintain(dbs_pool *p)
             dbs__rp_release(&p->rp, it, t, ok ? DBS__RP_KEEP_LOOKED : DBS__RP_DROP_FIRST);
         if (out == DBS__RP_IDLE || out == DBS__RP_HANDED)
             continue;
-        dbs__conn_gone(p, ok ? DBS__GONE_POOL : DBS__GONE_BROKEN, 1, t);
         if (!ok)
             dbs__emit(p, DBS_EVENT_INVALIDATE, NULL, c, DBS_ECONNECT, perr.message);
         dbs__conn_close(p, c);
+        dbs__conn_gone(p, ok ? DBS__GONE_POOL : DBS__GONE_BROKEN, 1, t);
     }
 
     /* Warm-up: min_idle connects, made here and never on a request's
@@ -248,9 +249,9 @@ void dbs__pool_maintain(dbs_pool *p)
         enum dbs__rp_outcome out = dbs__rp_release(&p->rp, &c->item, now, DBS__RP_KEEP_ALL);
         atomic_fetch_sub(&p->warming, 1);
         if (out != DBS__RP_IDLE && out != DBS__RP_HANDED) { /* shut down meanwhile */
-            dbs__conn_gone(p, DBS__GONE_POOL, 1, now);
             dbs__emit(p, DBS_EVENT_CLOSE, NULL, c, 0, "pool_close");
             dbs__conn_close(p, c);
+            dbs__conn_gone(p, DBS__GONE_POOL, 1, now);
         }
     }
 }

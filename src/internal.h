@@ -597,6 +597,10 @@ typedef struct dbs__faults {
     atomic_int fail_resets;       /* the next N resets fail (the connection
                                      still works) */
     atomic_int connects;          /* connects begun, counted */
+    atomic_int live;              /* connections that may exist on the
+                                     server: from a connect's start until
+                                     it failed or its close returned */
+    atomic_int live_peak;         /* the most live at once */
     atomic_int fail_sends;        /* the next N event-loop sends on
                                      PostgreSQL fail once their COMMIT is
                                      queued, as libpq out of memory would */

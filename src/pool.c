@@ -247,6 +247,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
     dbs__shard *sh = s->shard;
     const char *reason = NULL;
     enum dbs_event_kind ev = DBS_EVENT_CLOSE;
+    enum dbs__gone why = DBS__GONE_POOL;
     int64_t now = dbs__now_ns();
     int64_t held_ns = now - s->opened_ns;
     bool slow = p->cfg.slow_session_ms > 0 && held_ns >= dbs__ms_ns(p->cfg.slow_session_ms);
@@ -297,7 +298,6 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
         enum dbs__rp_ask ask = discard                    ? DBS__RP_DROP_FIRST
                                : p->mode == DBS_POOL_NONE ? DBS__RP_DROP
                                                           : DBS__RP_KEEP;
-        enum dbs__gone why = DBS__GONE_POOL;
         switch (dbs__rp_release(&p->rp, &c->item, now, ask)) {
         case DBS__RP_GONE_ASKED:
             if (how == DBS__GIVE_DIRTY) {
@@ -321,8 +321,6 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
             break;
         default: break; /* handed to the oldest waiter */
         }
-        if (reason)
-            dbs__conn_gone(p, why, 1, now);
     }
     if (fallback) {
         pthread_mutex_lock(&p->mu);
@@ -341,6 +339,7 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
     if (c && reason) {
         dbs__emit(p, ev, s, c, ev == DBS_EVENT_INVALIDATE ? DBS_ECONNECT : 0, reason);
         dbs__conn_close(p, c);
+        dbs__conn_gone(p, why, 1, now); /* its slot goes on once it is closed */
     }
     if (!left && dbs__shard_leave(p, sh))
         dbs__pool_unref(p); /* may free p */
@@ -563,14 +562,13 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
         dbs__rp_created(&p->rp, &c->item, now, keep);
         /* Quoted by the events below: c may be closed by then. */
         const dbs__who who = {.conn_id = c->item.id, .conn_created_ns = c->created_ns};
-        if (!keep) {
+        if (!keep)
             dbs__rp_release(&p->rp, &c->item, now, DBS__RP_DROP);
-            dbs__conn_gone(p, DBS__GONE_NONE_MODE, 1, now);
-        }
         dbs__emit_who(p, DBS_EVENT_CONNECT, &who, 0, NULL);
         if (!keep) {
             dbs__emit_who(p, DBS_EVENT_CLOSE, &who, 0, "no_pool");
             dbs__conn_close(p, c);
+            dbs__conn_gone(p, DBS__GONE_NONE_MODE, 1, now);
         }
     }
     if (err)
@@ -596,14 +594,13 @@ bool dbs__pool_begin_shutdown(dbs_pool *p)
      * DBS_ECLOSED; the idle and parked connections come back to close. */
     dbs__rp_item *idle = dbs__rp_close(&p->rp);
     int n = 0;
-    for (dbs__rp_item *it = idle; it; it = it->next)
-        n++;
-    dbs__conn_gone(p, DBS__GONE_POOL, n, dbs__now_ns());
     while (idle) {
         dbs__rp_item *next = idle->next;
         dbs__conn_close(p, dbs__conn_of(idle));
         idle = next;
+        n++;
     }
+    dbs__conn_gone(p, DBS__GONE_POOL, n, dbs__now_ns());
     return true;
 }
 
@@ -722,9 +719,9 @@ void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns)
 void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c)
 {
     bool none = p->mode == DBS_POOL_NONE;
-    dbs__conn_gone(p, none ? DBS__GONE_NONE_MODE : DBS__GONE_POOL, 1, dbs__now_ns());
     dbs__emit(p, DBS_EVENT_CLOSE, NULL, c, 0, none ? "no_pool" : "pool_close");
     dbs__conn_close(p, c);
+    dbs__conn_gone(p, none ? DBS__GONE_NONE_MODE : DBS__GONE_POOL, 1, dbs__now_ns());
 }
 
 void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,
@@ -752,8 +749,8 @@ void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool disca
     }
     if (!reason)
         return;
-    dbs__conn_gone(p, why, 1, now);
     dbs__emit(p, discard ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
               discard ? DBS_ECONNECT : 0, reason);
     dbs__conn_close(p, c);
+    dbs__conn_gone(p, why, 1, now);
 }

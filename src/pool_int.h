@@ -137,7 +137,10 @@ enum dbs__gone {
 /* The one place a connection's end is counted (the resource pool has
  * already let it go): closed, by reason; a broken one makes every
  * connection idle since before now be validated before hand-out. n
- * connections at once. Takes p->mu. */
+ * connections at once. Called once they are closed (dbs__conn_close has
+ * returned): their slots are passed on to waiters here, so that the pool
+ * never has more than its ceiling on the server. Takes p->mu, and must be
+ * called with no lock held (waiters served wake on this thread). */
 void dbs__conn_gone(dbs_pool *p, enum dbs__gone why, int n, int64_t now);
 /* Whether a connect may go ahead, for a caller holding a reserved slot:
  * while the circuit is open only one probe at a time, once its back-off

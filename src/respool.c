@@ -3,7 +3,10 @@
  * its locks).
  *
  * Invariants, under rp->mu:
- *   n_open + n_pending <= max_size;
+ *   n_open + n_pending + n_leaving <= max_size, but for the moment
+ *   between dbs__rp_replace and its item's dbs__rp_left (the replacement's
+ *   slot is reserved while the item it replaces is still being closed:
+ *   counted twice, so the ceiling only ever errs low);
  *   n_idle = length of the idle list; n_in_use = n_open - n_idle (held,
  *   being looked at, or parked);
  *   the idle list is empty whenever a request waits, but for an instant
@@ -107,8 +110,12 @@ static void set_open(dbs__respool *rp, int n)
     atomic_store_explicit(&rp->n_open_hint, n, memory_order_relaxed);
 }
 
-/* One item leaves: its slot is free at once, and it counts as leaving
- * until its owner has closed and counted it (dbs__rp_left). */
+/* One item leaves: it counts as leaving, and keeps its slot, until its
+ * owner has closed and counted it (dbs__rp_left). A slot given on before
+ * the close returns would let the next request connect while the old
+ * connection still holds its place on the server: one more than max_size
+ * for a moment, enough to be refused by a server whose limit max_size
+ * was sized to. */
 static void drop_open(dbs__respool *rp)
 {
     set_open(rp, rp->n_open - 1);
@@ -276,18 +283,18 @@ static void unqueue(dbs__respool *rp, dbs__rp_req *w)
     }
 }
 
-/* A slot has come free: the oldest request gets the reservation and makes
- * its item itself, so a slot never sits free while a request waits. */
-static void pass_slot(dbs__respool *rp)
+/* Slots have come free: the oldest requests get the reservations and make
+ * their items themselves, so a slot never sits free while a request
+ * waits. */
+static void pass_slots(dbs__respool *rp)
 {
-    if (rp->closed)
-        return;
-    dbs__rp_req *w = pop(rp);
-    if (!w)
-        return;
-    w->may_create = true;
-    rp->n_pending++;
-    complete(rp, w);
+    while (!rp->closed && rp->wait_head &&
+           rp->n_open + rp->n_pending + rp->n_leaving < rp->cfg.max_size) {
+        dbs__rp_req *w = pop(rp);
+        w->may_create = true;
+        rp->n_pending++;
+        complete(rp, w);
+    }
 }
 
 /* Gives c, which stays in use, to the oldest request; false if none. */
@@ -453,7 +460,7 @@ int dbs__rp_acquire(dbs__respool *rp, dbs__rp_req *req, uint64_t prefer_id, dbs_
             rp->n_in_use++;
         } else if ((c = take_parked(rp, memory_order_relaxed))) {
             /* parked items count in use already */
-        } else if (rp->n_open + rp->n_pending < rp->cfg.max_size) {
+        } else if (rp->n_open + rp->n_pending + rp->n_leaving < rp->cfg.max_size) {
             rp->n_pending++;
             unlock(rp);
             return DBS__RP_CREATE;
@@ -499,8 +506,7 @@ static enum dbs__rp_outcome release_locked(dbs__respool *rp, dbs__rp_item *c, in
     else if (ask == DBS__RP_KEEP && rp->n_open > rp->cfg.keep_size && !rp->wait_head)
         out = DBS__RP_GONE_OVERFLOW;
     if (out != DBS__RP_IDLE) {
-        drop_open(rp);
-        pass_slot(rp);
+        drop_open(rp); /* its slot is passed on by dbs__rp_left */
         return out;
     }
     c->idle_since_ns = now;
@@ -534,7 +540,7 @@ bool dbs__rp_cancel(dbs__respool *rp, dbs__rp_req *req, bool put_back)
         } else if (req->may_create) {
             req->may_create = false;
             rp->n_pending--;
-            pass_slot(rp);
+            pass_slots(rp);
         }
     }
     unlock(rp);
@@ -559,6 +565,13 @@ void dbs__rp_left(dbs__respool *rp, int n)
     pthread_mutex_lock(&rp->mu);
     rp->n_leaving -= n;
     pthread_mutex_unlock(&rp->mu);
+}
+
+void dbs__rp_pass_free(dbs__respool *rp)
+{
+    pthread_mutex_lock(&rp->mu);
+    pass_slots(rp);
+    unlock(rp);
 }
 
 dbs__rp_req *dbs__rp_expire(dbs__respool *rp, int64_t now)
@@ -603,7 +616,7 @@ void dbs__rp_create_failed(dbs__respool *rp)
 {
     pthread_mutex_lock(&rp->mu);
     rp->n_pending--;
-    pass_slot(rp);
+    pass_slots(rp);
     unlock(rp);
 }
 
@@ -716,7 +729,6 @@ void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int 
         dbs__rp_item **list = exp ? expired_out : idle_out;
         c->next = *list;
         *list = c;
-        pass_slot(rp);
     }
     unlock(rp);
 }
@@ -749,7 +761,7 @@ int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra)
     }
     int need = want - rp->n_idle - extra - rp->n_pending;
     int cap = rp->cfg.keep_size < rp->cfg.max_size ? rp->cfg.keep_size : rp->cfg.max_size;
-    int room = cap - rp->n_open - rp->n_pending;
+    int room = cap - rp->n_open - rp->n_pending - rp->n_leaving;
     int n = need < room ? need : room;
     if (n < 0)
         n = 0;

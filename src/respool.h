@@ -5,9 +5,12 @@
  *
  * What it owns, and nobody else writes:
  *   - the slot ledger: n_open items exist, n_pending slots are reserved by
- *     callers making an item right now (outside any lock), n_in_use items
- *     are held (or parked); n_open + n_pending <= max_size always, so a
- *     failed make only gives its slot back and never uses one up;
+ *     callers making an item right now (outside any lock), n_leaving items
+ *     left the pool and are being closed, n_in_use items are held (or
+ *     parked); n_open + n_pending + n_leaving <= max_size, so a failed make
+ *     only gives its slot back and never uses one up, and an item's slot
+ *     is passed on only once it is closed (dbs__rp_left, then
+ *     dbs__rp_pass_free): never more than max_size items exist;
  *   - the idle list (most recently returned first; the tail has been idle
  *     longest);
  *   - the parking slots: an item given back may be parked for the next
@@ -263,9 +266,11 @@ int dbs__rp_created(dbs__respool *rp, dbs__rp_item *item, int64_t now, bool to_i
 void dbs__rp_create_failed(dbs__respool *rp);
 
 /* The caller's item (in use) turned out unusable: it leaves the pool (no
- * longer counted open) and its slot stays reserved for the caller, who
- * keeps its turn and makes a replacement: DBS__RP_CREATE. DBS__RP_CLOSED if
- * the pool closed: the slot is released. The caller closes the item. */
+ * longer counted open, but leaving until dbs__rp_left) and a slot is
+ * reserved for the caller, who keeps its turn and makes a replacement
+ * once it has closed the item and counted it: DBS__RP_CREATE. Until then
+ * the ledger counts the item and its replacement both. DBS__RP_CLOSED if
+ * the pool closed: nothing is reserved. The caller closes the item. */
 int dbs__rp_replace(dbs__respool *rp, dbs__rp_item *item);
 
 /* ---- give back ---- */
@@ -280,8 +285,9 @@ bool dbs__rp_park(dbs__respool *rp, dbs__rp_item *item, unsigned token, int64_t 
                   int64_t held_ns);
 /* Gives item (in use) back: kept (to the oldest request, or idle) or
  * dropped, as ask says and the pool's state decides; a dropped item is no
- * longer counted open and its slot goes to the oldest request. The
- * outcome says which, for the caller to close and count a dropped one. */
+ * longer counted open but leaving, and keeps its slot until dbs__rp_left.
+ * The outcome says which, for the caller to close and count a dropped
+ * one. */
 enum dbs__rp_outcome dbs__rp_release(dbs__respool *rp, dbs__rp_item *item, int64_t now,
                                      enum dbs__rp_ask ask);
 
@@ -295,8 +301,8 @@ int dbs__rp_unpark_stale(dbs__respool *rp, int64_t now, int64_t stale_before);
 /* Takes out of the pool, oldest idle first, the idle items past their
  * expiry (into *expired) and those unused (used_ns) since before
  * idle_before while more than keep_min items are idle (into *idle); each
- * is no longer counted open and its slot goes to the oldest request. The
- * caller closes them. Items in use do not count for keep_min: an item
+ * is no longer counted open but leaving (keeping its slot until
+ * dbs__rp_left). The caller closes them. Items in use do not count for keep_min: an item
  * idle while others are held is not "beyond" it. */
 void dbs__rp_take_stale(dbs__respool *rp, int64_t now, int64_t idle_before, int keep_min,
                         dbs__rp_item **expired, dbs__rp_item **idle);
@@ -313,8 +319,14 @@ int dbs__rp_reserve_upto(dbs__respool *rp, int want, int extra);
 
 /* n items that left the pool (see n_leaving) are closed and counted:
  * called under the lock that guards the owner's count of them, so that a
- * view taken under both sees each item either leaving or counted. */
+ * view taken under both sees each item either leaving or counted, and
+ * only once each close has returned. Their slots are free but not yet
+ * passed on: call dbs__rp_pass_free next, with no lock of the layers
+ * above held (it serves requests, whose wakes run on the caller's
+ * thread). */
 void dbs__rp_left(dbs__respool *rp, int n);
+/* Gives the free slots to the oldest requests (as reservations). */
+void dbs__rp_pass_free(dbs__respool *rp);
 
 /* ---- looking ---- */
 

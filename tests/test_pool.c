@@ -1111,6 +1111,126 @@ static void test_stats_add_up(void)
     dbs_pool_close(p);
 }
 
+/* The ceiling counts connections still closing. Each way a connection
+ * goes (lifetime at release and at checkout, overflow, idle timeout and
+ * min_idle refills, a failed reset) gives its slot on only once its close
+ * has returned: with slow goodbyes and more threads than slots, never more
+ * than pool_size + max_overflow connections exist at once, and on a
+ * PostgreSQL server whose limit is exactly that (a role's connection
+ * limit, counted as max_connections is), no acquire is refused with
+ * "too many connections" (53300). */
+typedef struct {
+    dbs_pool *p;
+    atomic_bool *stop;
+    atomic_int *opened;
+} ceiling_arg;
+
+static void *ceiling_churn(void *arg)
+{
+    ceiling_arg *a = arg;
+    unsigned seed = (unsigned)(uintptr_t)a;
+    while (!atomic_load(a->stop)) {
+        dbs_error err;
+        dbs_session *s = dbs_session_open(a->p, NULL, &err);
+        if (!s)
+            CHECK_FAIL("open within the ceiling: %s", err.message);
+        exec_ok(s, "SELECT 1");
+        if (rand_r(&seed) % 16 == 0)
+            atomic_store(&dbs__fault.fail_resets, 1); /* closed as dirty */
+        if (rand_r(&seed) % 4 == 0)
+            dbs__sleep_ms(2);
+        dbs_session_close(s);
+        atomic_fetch_add(a->opened, 1);
+        if (rand_r(&seed) % 8 == 0)
+            dbs__sleep_ms(8);
+    }
+    return NULL;
+}
+
+/* On PostgreSQL, a login limited to n connections, as a URL in out (the
+ * test's URL with its user and password swapped); false elsewhere. */
+static bool limited_login(dbs_pool *admin, int n, char *out, size_t len)
+{
+    const char *url = test_url("pool");
+    const char *at = strchr(url, '@'), *scheme = strstr(url, "://");
+    if (!test_is_pg(url))
+        return false;
+    CHECK(at && scheme);
+    char user[64], sql[512];
+    snprintf(user, sizeof user, "dbs_ceiling_%ld", (long)getpid());
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", user);
+    run_sql(admin, sql);
+    snprintf(sql, sizeof sql, "CREATE ROLE %s LOGIN PASSWORD 'ceiling-pw' CONNECTION LIMIT %d",
+             user, n);
+    run_sql(admin, sql);
+    snprintf(out, len, "%.*s%s:ceiling-pw%s", (int)(scheme + 3 - url), url, user, at);
+    return true;
+}
+
+static void test_ceiling_counts_closing(void)
+{
+    enum { SIZE = 1, OVER = 2, T = 6 };
+    dbs_config acfg = base_config();
+    dbs_pool *admin = open_pool("pool", &acfg);
+    char url[1024];
+    bool server = limited_login(admin, SIZE + OVER, url, sizeof url);
+    dbs_config cfg = base_config();
+    cfg.pool_size = SIZE;
+    cfg.max_overflow = OVER;
+    cfg.min_idle = 1;
+    cfg.idle_timeout_ms = 5;
+    cfg.max_lifetime_ms = 40;
+    cfg.housekeeping_interval_ms = 2;
+    cfg.acquire_timeout_ms = 60000;
+    if (server)
+        cfg.url = url;
+    else
+        cfg.url = test_url("pool");
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    /* a slow goodbye: each connection given up lingers a while */
+    atomic_store(&dbs__fault.close_delay_ms, 100);
+    atomic_store(&dbs__fault.live_peak, atomic_load(&dbs__fault.live));
+    int base = atomic_load(&dbs__fault.live) - stats_of(p).size; /* the admin's */
+    atomic_bool stop = false;
+    atomic_int opened = 0;
+    pthread_t th[T];
+    ceiling_arg a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (ceiling_arg){p, &stop, &opened};
+        pthread_create(&th[i], NULL, ceiling_churn, &a[i]);
+    }
+    /* until each way of closing happened, with hundreds of sessions */
+    for (int64_t until = now_ms() + 120000;;) {
+        dbs_stats st = stats_of(p);
+        if (atomic_load(&opened) >= 300 && st.closed_lifetime > 0 && st.closed_dirty > 0 &&
+            st.closed_idle + st.closed_overflow > 0)
+            break;
+        if (now_ms() > until)
+            CHECK_FAIL("in two minutes, %d sessions and %llu lifetime, %llu dirty, %llu idle, "
+                       "%llu overflow closes", atomic_load(&opened),
+                       (unsigned long long)st.closed_lifetime,
+                       (unsigned long long)st.closed_dirty, (unsigned long long)st.closed_idle,
+                       (unsigned long long)st.closed_overflow);
+        dbs__sleep_ms(10);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    CHECK_INT(atomic_load(&dbs__fault.live_peak) - base, <=, SIZE + OVER);
+    atomic_store(&dbs__fault.close_delay_ms, 0);
+    atomic_store(&dbs__fault.fail_resets, 0);
+    dbs_pool_close(p);
+    if (server) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "DROP ROLE dbs_ceiling_%ld", (long)getpid());
+        run_sql(admin, sql);
+    }
+    dbs_pool_close(admin);
+}
+
 /* A working connection whose reset fails is closed as "dirty": never
  * handed out again, counted in closed_dirty, and not taken for broken
  * (no invalidation, no validation of the others). */
@@ -1309,6 +1429,7 @@ int main(void)
     test_close_with_sessions_out_elsewhere();
     test_ping();
     test_stats_add_up();
+    test_ceiling_counts_closing();
     test_reset_failure_closes_dirty();
     test_connect_event_before_checkout();
     test_warmups_make_min_idle();

@@ -33,6 +33,15 @@ static void unmake(dbs__rp_item *it)
     free(it->data);
 }
 
+/* it left the pool (a GONE outcome, dbs__rp_take_stale): closed, then
+ * reported, as the pool layer does (dbs__conn_gone). */
+static void closed(dbs__respool *rp, dbs__rp_item *it)
+{
+    unmake(it);
+    dbs__rp_left(rp, 1);
+    dbs__rp_pass_free(rp);
+}
+
 static void pool_init(dbs__respool *rp, int max, int keep, int64_t barge_ns, int64_t hold_ns)
 {
     dbs__rp_config cfg = {.max_size = max, .keep_size = keep, .barge_ns = barge_ns,
@@ -102,14 +111,14 @@ static void test_basic(void)
     CHECK(c == a);
     /* asked to drop: gone, and its slot free again */
     CHECK_EQ(dbs__rp_release(&rp, c, dbs__now_ns(), DBS__RP_DROP), DBS__RP_GONE_ASKED);
-    unmake(c);
+    closed(&rp, c);
     expect(&rp, 1, 1, 0, 0, 0);
     /* expired: dropped on the way back */
     c = get(&rp, &r, 3);
     dbs__rp_item *d = get(&rp, &r, 4);
     d->expires_ns = 1;
     CHECK_EQ(dbs__rp_release(&rp, d, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_GONE_EXPIRED);
-    unmake(d);
+    closed(&rp, d);
     CHECK_EQ(dbs__rp_release(&rp, c, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
     pool_end(&rp);
     CHECK_EQ(n_served, 0);
@@ -123,7 +132,7 @@ static void test_overflow(void)
     dbs__rp_req r = {.done = note_done};
     dbs__rp_item *a = get(&rp, &r, 1), *b = get(&rp, &r, 2);
     CHECK_EQ(dbs__rp_release(&rp, a, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_GONE_OVERFLOW);
-    unmake(a);
+    closed(&rp, a);
     CHECK_EQ(dbs__rp_release(&rp, b, dbs__now_ns(), DBS__RP_KEEP), DBS__RP_IDLE);
     expect(&rp, 1, 1, 0, 0, 0);
     pool_end(&rp);
@@ -159,8 +168,7 @@ static void test_upkeep(void)
     }
     dbs__rp_take_stale(&rp, used + 1000000000, used, 1, &exp, &idle);
     CHECK(exp == NULL && idle != NULL && idle->next == NULL);
-    unmake(idle);
-    dbs__rp_left(&rp, 1);
+    closed(&rp, idle);
     expect(&rp, 1, 1, 0, 0, 0);
     pool_end(&rp);
 }
@@ -423,7 +431,7 @@ static void test_cancel(void)
     /* a reserved slot is put back too */
     CHECK_EQ(dbs__rp_acquire(&rp, &own, 0, &got), DBS__RP_READY);
     CHECK_EQ(dbs__rp_release(&rp, got, dbs__now_ns(), DBS__RP_DROP), DBS__RP_GONE_ASKED);
-    unmake(got);
+    closed(&rp, got);
     expect(&rp, 0, 0, 0, 0, 0);
     CHECK_EQ(dbs__rp_acquire(&rp, &own, 0, &got), DBS__RP_CREATE);
     CHECK_EQ(dbs__rp_acquire(&rp, &a, 0, &got), DBS__RP_PENDING);
@@ -716,7 +724,7 @@ static void *stress_main(void *arg)
         now = dbs__now_ns();
         if (i % 11 == 0) {
             CHECK_EQ(dbs__rp_release(&x->rp, it, now, DBS__RP_DROP), DBS__RP_GONE_ASKED);
-            unmake(it);
+            closed(&x->rp, it);
         } else if (!dbs__rp_park(&x->rp, it, token, now, 1000)) {
             enum dbs__rp_outcome o = dbs__rp_release(&x->rp, it, now, DBS__RP_KEEP);
             CHECK(o == DBS__RP_IDLE || o == DBS__RP_HANDED);
@@ -796,13 +804,21 @@ static void test_wake_unlocked(void)
     CHECK(a.lock_free);
     CHECK(ra.item == it);
 
-    /* a slot passed on when the item is dropped */
+    /* a slot passed on when the item dropped is closed, not before: until
+     * then it is still there, and a new one would be one too many */
     woken b = {.rp = &rp};
     dbs__rp_req rb = {.done = wk_done, .wake = wk_wake, .arg = &b};
     CHECK_EQ(dbs__rp_acquire(&rp, &rb, 0, &got), DBS__RP_PENDING);
     CHECK_EQ(dbs__rp_release(&rp, it, dbs__now_ns(), DBS__RP_DROP), DBS__RP_GONE_ASKED);
-    b.returned = true;
+    CHECK(!b.done_ran && rb.queued);
+    dbs__rp_req rx = {.done = note_done};
+    CHECK_EQ(dbs__rp_acquire(&rp, &rx, 0, &got), DBS__RP_PENDING); /* no slot either */
+    CHECK(dbs__rp_cancel(&rp, &rx, false));
     unmake(it);
+    dbs__rp_left(&rp, 1);
+    CHECK(!b.done_ran); /* counted; its slot goes on with pass_free */
+    dbs__rp_pass_free(&rp);
+    b.returned = true;
     CHECK_EQ(b.wakes, 1);
     CHECK(b.lock_free);
     CHECK(rb.may_create && !rb.item);
