@@ -1346,12 +1346,19 @@ enum dbs_type {
  *              (setlocale(LC_ALL, "") under de_DE prints "2,5").
  * Text in these forms also binds as DBS_TEXT where the server converts it
  * (PostgreSQL infers a text parameter's type from the statement). */
+/* dbs_value.b's type, declared out of the union: C++ compilers reject a
+ * type declared inside an anonymous union (clang++ -pedantic). */
+struct dbs__bytes {
+    const void *p;
+    size_t n;
+};
+
 typedef struct dbs_value {
     enum dbs_type type;
     union {
         int64_t i;
         double r;
-        struct { const void *p; size_t n; } b;
+        struct dbs__bytes b;
         struct timespec ts;
     };
 } dbs_value;

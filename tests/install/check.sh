@@ -10,8 +10,13 @@
 # name where it was installed), then builds and runs, against the package
 # only: consumer.c with pkg-config (shared, and static with --static),
 # consumer.c with CMake's find_package (dbscope::dbscope, dbscope::static),
-# and README.md's Quick start, extracted from the README, compiled with
-# -Wall -Wextra -Werror. Every program must exit 0 and print what it should.
+# version.c, the header alone, as C11 and as C++ (GCC and Clang, -pedantic
+# -Werror), its version macros against the library's, dbscope.pc's and
+# CMake's; the shared library's soname and exports against the header's
+# declarations; a project that builds dbscope with add_subdirectory
+# (nothing of the library's flags may reach it); and README.md's Quick
+# start, extracted from the README, compiled with -Wall -Wextra -Werror.
+# Every program must exit 0 and print what it should.
 # Prints one line a check; exits 1 if any failed. A check fails as soon as
 # any of its steps fails (not only its last one): the failing step, its exit
 # status and its line are printed with the check's output.
@@ -85,8 +90,9 @@ needs_so() {
   [ "$got" = "$2" ] || { echo "$1: loads libdbscope.so: $got, wanted $2"; return 1; }
 }
 
+version=$(sed -nE 's/^project\(dbscope VERSION ([0-9.]+).*/\1/p' "$src/CMakeLists.txt")
 cat >"$work/consumer.want" <<OUT
-consumer: dbscope $(sed -nE 's/^project\(dbscope VERSION ([0-9.]+).*/\1/p' "$src/CMakeLists.txt")
+consumer: dbscope $version
 consumer: 1 alpha
 consumer: 2 beta
 consumer: 3 gamma
@@ -128,12 +134,23 @@ pc_dir() {
   dirname "$pc"
 }
 
+# in_prefix PREFIX DIR: DIR exists and lies inside PREFIX.
+in_prefix() {
+  local p d
+  p=$(realpath "$1") && d=$(realpath "$2") || { echo "$2: no such directory"; return 1; }
+  [[ "$d/" == "$p/"* ]] || { echo "$2 is outside the prefix $1"; return 1; }
+}
+
 # pc_shared PREFIX NAME: consumer.c built with pkg-config against PREFIX.
 pc_shared() {
   local libdir
   export PKG_CONFIG_PATH
   PKG_CONFIG_PATH=$(pc_dir "$1")
   libdir=$(pkg-config --variable=libdir dbscope)
+  # a dbscope.pc that names another prefix (the configured one) would
+  # still build here if that prefix holds a dbscope too
+  in_prefix "$1" "$libdir"
+  in_prefix "$1" "$(pkg-config --variable=includedir dbscope)"
   cc -std=c11 -Wall -Wextra -Werror -o "$work/$2" "$here/consumer.c" \
     $(pkg-config --cflags --libs dbscope) -Wl,-rpath,"$libdir"
   needs_so "$work/$2" yes
@@ -156,7 +173,7 @@ pc_static() {
 
 # cmake_consumer PREFIX NAME: consumer.c built with find_package against PREFIX.
 cmake_consumer() {
-  cmake -S "$here" -B "$work/$2" -DCMAKE_PREFIX_PATH="$1"
+  cmake -S "$here" -B "$work/$2" -DCMAKE_PREFIX_PATH="$1" -DDBSCOPE_WANT_VERSION="$version"
   cmake --build "$work/$2"
   needs_so "$work/$2/consumer_shared" yes
   needs_so "$work/$2/consumer_static" no
@@ -174,7 +191,69 @@ check "CMake find_package: dbscope::dbscope and dbscope::static" cmake_consumer 
 PKG_CONFIG_PATH=$(pc_dir "$prefix" 2>/dev/null) || PKG_CONFIG_PATH=
 export PKG_CONFIG_PATH
 
-# 3. README.md's Quick start: the first C block under "## Quick start",
+# 3. The header alone, first in a program, as C11 and as C++ (it has
+# extern "C" guards), GCC's and Clang's, with -pedantic -Werror; the
+# version its macros give, the linked library's, and dbscope.pc's must all
+# be CMake's project version.
+header_alone() {
+  local n want libdir cc std
+  n=$(awk -F. '{ print $1 * 65536 + $2 * 256 + $3 }' <<<"$version")
+  want="$version $version $version $n $n"
+  [ "$(pkg-config --modversion dbscope)" = "$version" ] ||
+    { echo "dbscope.pc: version $(pkg-config --modversion dbscope), wanted $version"; return 1; }
+  libdir=$(pkg-config --variable=libdir dbscope)
+  for cc in "cc -std=c11" "clang -std=c11" "c++ -std=c++11" "c++ -std=c++17" \
+            "clang++ -std=c++11" "clang++ -std=c++17"; do
+    std=${cc#* }
+    cc=${cc%% *}
+    command -v "$cc" >/dev/null || { echo "no $cc (scripts/packages/core.txt)"; return 1; }
+    [[ "$cc" == *++ ]] && set -- -x c++ || set --
+    "$cc" "$std" -Wall -Wextra -pedantic -Werror "$@" -o "$work/version" "$here/version.c" -x none \
+      $(pkg-config --cflags --libs dbscope) -Wl,-rpath,"$libdir"
+    [ "$("$work/version")" = "$want" ] ||
+      { echo "$cc $std: printed '$("$work/version")', wanted '$want'"; return 1; }
+  done
+}
+check "the header alone: C11 and C++, GCC and Clang, -pedantic -Werror; versions agree" header_alone
+
+# 4. The shared library exports exactly the functions the header declares
+# (src/dbscope.map), under the soname of the major version.
+exported_symbols() {
+  local so soname
+  so=$(find "$prefix" -name "libdbscope.so.$version")
+  [ -n "$so" ] || { echo "no libdbscope.so.$version under $prefix"; return 1; }
+  soname=$(readelf -d "$so" | sed -nE 's/.*\(SONAME\).*\[(.*)\]/\1/p')
+  [ "$soname" = "libdbscope.so.${version%%.*}" ] ||
+    { echo "soname '$soname', wanted libdbscope.so.${version%%.*}"; return 1; }
+  nm -D --defined-only "$so" | awk '{ print $3 }' | sort -u >"$work/exported"
+  printf '#include <dbscope.h>\n' >"$work/declared.c"
+  cc -std=c11 -I"$(pkg-config --variable=includedir dbscope)" -aux-info "$work/aux" \
+    -fsyntax-only "$work/declared.c"
+  grep '/dbscope\.h:' "$work/aux" | sed -E 's/^.*[ *](dbs_[A-Za-z0-9_]+) *\(.*$/\1/' |
+    sort -u >"$work/declared"
+  [ -s "$work/declared" ] || { echo "found no function declared in dbscope.h"; return 1; }
+  diff "$work/declared" "$work/exported" >"$work/symbols.diff" || {
+    echo "declared in dbscope.h (<) and exported by $(basename "$so") (>) differ:"
+    cat "$work/symbols.diff"; return 1; }
+}
+check "libdbscope.so: soname, exports exactly what dbscope.h declares" exported_symbols
+
+# 5. dbscope as a subproject (add_subdirectory) of a project that sets no
+# build type: its warnings, -Werror and build type stay its own.
+subproject() {
+  local app
+  cmake -S "$here/subproject" -B "$work/subproject" -DDBSCOPE_SOURCE_DIR="$src" \
+    -DDBSCOPE_WERROR=ON -DDBSCOPE_BUILD_TESTS=OFF -DDBSCOPE_BUILD_EXAMPLES=OFF \
+    -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+  app=$(grep -F -- "-c $here/subproject/app.c" "$work/subproject/compile_commands.json")
+  [ -n "$app" ] || { echo "no compile command for app.c"; return 1; }
+  if grep -qE -- ' -W| -DNDEBUG| -O[0-9s]' <<<"$app"; then
+    echo "the library's settings reach the parent's app.c: $app"; return 1
+  fi
+}
+check "add_subdirectory: no warnings, -Werror or build type leak to the parent" subproject
+
+# 6. README.md's Quick start: the first C block under "## Quick start",
 # built with the README's pkg-config command and warnings as errors.
 quick_start() {
   awk '/^## Quick start/ {on = 1; next} /^## / {on = 0}
