@@ -707,8 +707,9 @@ int dbs_pool_wait_ready(dbs_pool *pool, int timeout_ms, dbs_error *err);
  * monitors) again, and leaves the pool empty and usable: the child's
  * sessions open connections of its own. A session the calling thread had
  * open at the fork can only be closed (dbs_session_close lets go of its
- * connection the same way). dbs_pool_close and dbs_pool_shutdown in a child
- * do this first by themselves. Call it in the child right after fork(),
+ * connection the same way; dbs_rows_close of its rows lets go of them
+ * without touching the connection, their memory left). dbs_pool_close
+ * and dbs_pool_shutdown in a child do this first by themselves. Call it in the child right after fork(),
  * before it starts threads and before any other call on the pool
  * (dbs_pool_stats included); the parent's pool and connections are
  * unaffected. DBS_OK (also in the process that opened the pool: nothing to

@@ -384,6 +384,12 @@ static void session_close(dbs_session *s)
         if (s->conn && p->drv->forget)
             p->drv->forget(s->conn->impl);
         free(s->conn);
+        /* Its rows are let go of as the connection is (their memory is
+         * left): dead, so a later dbs_rows_close is the no-op it is after
+         * any dbs_session_close, and never reaches the recycled s. */
+        for (dbs_rows *r = s->rows; r; r = r->next)
+            r->magic = DBS__DEAD_MAGIC;
+        s->rows = NULL;
         s->magic = DBS__DEAD_MAGIC;
         session_free(s);
         return;
@@ -834,7 +840,12 @@ void dbs__rows_free(dbs_rows *r)
     if (r->next)
         r->next->prev = r->prev;
     r->magic = DBS__DEAD_MAGIC;
-    r->ops->close(r);
+    /* In a child, rows of a session opened before fork() are the
+     * parent's: closing them would reset the parent's SQLite statement
+     * (ending its read, or committing its write from here). Left as the
+     * connection is, memory and all. */
+    if (s->fork_gen == dbs__fork_gen())
+        r->ops->close(r);
 }
 
 void dbs__rows_close_all(dbs_session *s)

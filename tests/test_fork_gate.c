@@ -168,6 +168,67 @@ static void test_fork_inside_housekeeper_callback(void)
     dbs_pool_close(p);
 }
 
+/* Rows open at the fork, closed in the child: the parent's SQLite handle is
+ * not touched (no sqlite3_reset of its statement, which could end the
+ * parent's read or, outside a transaction, commit its write from the
+ * child). SQLite reports a reset of a statement that ran through its
+ * profile callback: the child records one. */
+static volatile sig_atomic_t handle_touched;
+
+static int on_profile(unsigned kind, void *ctx, void *p, void *x)
+{
+    (void)kind;
+    (void)ctx;
+    (void)p;
+    (void)x;
+    handle_touched = 1;
+    return 0;
+}
+
+static void test_child_closes_rows_of_parent(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 2;
+    cfg.log_events = 0;
+    dbs_error e;
+    dbs_pool *p = dbs_pool_open(&cfg, &e);
+    if (!p)
+        CHECK_FAIL("open: %s", e.message);
+    dbs_session *s = open_ok(p);
+    sqlite3 *db = dbs_session_native(s);
+    CHECK(db);
+    CHECK_EQ(sqlite3_trace_v2(db, SQLITE_TRACE_PROFILE, on_profile, NULL), SQLITE_OK);
+    dbs_rows *r = dbs_query(s, "SELECT 1 UNION ALL SELECT 2", NULL, 0, &e);
+    if (!r)
+        CHECK_FAIL("query: %s", e.message);
+    CHECK_EQ(dbs_rows_next(r, &e), 1); /* stepping: the statement is under way */
+    handle_touched = 0;
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        dbs_rows_close(r);
+        dbs_session_close(s);
+        dbs_rows_close(r); /* after its session: a no-op, as in the parent */
+        int touched = handle_touched;
+        dbs_pool_close(p);
+        if (touched)
+            fprintf(stderr, "child: closing the rows reset the parent's statement\n");
+        _exit(touched ? 5 : 0);
+    }
+    expect_child_ok(pid);
+    /* the parent's rows are where they were */
+    CHECK_EQ(dbs_rows_next(r, &e), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 2);
+    dbs_rows_close(r);
+    sqlite3_trace_v2(db, 0, NULL, NULL);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     test_thread = pthread_self();
@@ -182,12 +243,15 @@ int main(void)
     (void)stall_install;
     (void)test_fork_waits_for_housekeeper;
     (void)test_fork_inside_housekeeper_callback;
+    (void)test_child_closes_rows_of_parent;
 #else
     stall_install();
     fprintf(stderr, "fork while the housekeeper is inside SQLite\n");
     test_fork_waits_for_housekeeper();
     fprintf(stderr, "fork from an event callback the housekeeper runs\n");
     test_fork_inside_housekeeper_callback();
+    fprintf(stderr, "rows open at the fork, closed in the child\n");
+    test_child_closes_rows_of_parent();
 #endif
     char p[700];
     const char *ends[] = {"", "-wal", "-shm"};
