@@ -37,7 +37,8 @@ enum { SB_HEALTH_WAIT_MS = 450, SB_HEALTH_STATEMENT_MS = 300, SB_WRITE_DEGRADED_
 
 /* The probe's state, guarded by lock. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t finished = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t finished; /* on CLOCK_MONOTONIC: finished_init */
+static pthread_once_t finished_once = PTHREAD_ONCE_INIT;
 static bool running;          /* a probe thread is out */
 static unsigned long rounds;  /* probes finished so far */
 static struct timespec started; /* when the running probe began */
@@ -147,11 +148,23 @@ static void *probe_thread(void *arg)
     return NULL;
 }
 
+/* The wait for a probe is timed on the monotonic clock: a step of the wall
+ * clock must not answer "timeout" at once, nor hold a request for the step. */
+static void finished_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&finished, &a);
+    pthread_condattr_destroy(&a);
+}
+
 void sb_health(const sb_app *app, sb_request *req, sb_response *res)
 {
     (void)req;
+    pthread_once(&finished_once, finished_init);
     struct timespec now, until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_nsec += SB_HEALTH_WAIT_MS * 1000000L;
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;

@@ -88,7 +88,7 @@ static sem_t handler_slots;
  * waiting until they are refused. */
 static sem_t hash_permits;
 static unsigned hash_cap;
-static pthread_cond_t hash_turn = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t hash_turn; /* these three: monotonic_conds_init */
 
 static sb_app app;
 static atomic_ulong request_seq;
@@ -99,7 +99,7 @@ static char id_prefix[9];
  * every connection, answered or not. busy counts those inside a handler,
  * which only the database can hold up. Guarded by drain_lock. */
 static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t drained = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t drained;
 static unsigned in_flight;
 static atomic_uint busy;
 /* Set once shutdown has begun: answers then carry Connection: close, so
@@ -368,6 +368,32 @@ typedef struct conn_track {
 static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_track track_list = {.prev = &track_list, .next = &track_list};
 
+/* ms from now on CLOCK_MONOTONIC, which every timed wait here measures
+ * (monotonic_conds_init, sem_clockwait): a step of the wall clock (NTP,
+ * date -s) must neither end a wait at once nor stretch it by the step. */
+static struct timespec monotonic_in_ms(int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    return until;
+}
+
+static pthread_cond_t watch_wake; /* the watchdog's, below */
+
+static void monotonic_conds_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&hash_turn, &a);
+    pthread_cond_init(&drained, &a);
+    pthread_cond_init(&watch_wake, &a);
+    pthread_condattr_destroy(&a);
+}
+
 static void deadline_in(struct timespec *t, int s)
 {
     clock_gettime(CLOCK_MONOTONIC, t);
@@ -504,7 +530,6 @@ static void cut(conn_track *t, const char *answer, size_t len)
 }
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t watch_wake = PTHREAD_COND_INITIALIZER;
 static bool watch_stop; /* guarded by watch_lock */
 
 /* Every quarter second, cuts the connections past their deadline: a 408
@@ -516,11 +541,7 @@ static void *watchdog(void *arg)
     (void)arg;
     pthread_mutex_lock(&watch_lock);
     while (!watch_stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 250000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
+        struct timespec until = monotonic_in_ms(250);
         pthread_cond_timedwait(&watch_wake, &watch_lock, &until);
         if (watch_stop)
             break;
@@ -992,7 +1013,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 }
 
 static bool handler_slot(void);
-static struct timespec realtime_in_ms(int ms);
 static bool sem_wait_until(sem_t *s, const struct timespec *until);
 
 /* Marks t's request as one that hashes once its address has fewer than
@@ -1109,7 +1129,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     conn_track *self = sc ? sc->socket_context : NULL;
     /* one bound for both waits: its address's turn, then a permit */
-    struct timespec hash_until = realtime_in_ms(SB_HASH_WAIT_MS);
+    struct timespec hash_until = monotonic_in_ms(SB_HASH_WAIT_MS);
     if (hashes && !hash_claim(self, &hash_until)) {
         res.retry_after = "1";
         sb_error(&res, 503,
@@ -1156,22 +1176,10 @@ static void forget_request(struct conn_state *st)
     }
 }
 
-/* ms from now on CLOCK_REALTIME, which sem_timedwait and the condition
- * variables here measure. */
-static struct timespec realtime_in_ms(int ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
-    return until;
-}
-
 /* Takes one of s, waiting until `until` for it. */
 static bool sem_wait_until(sem_t *s, const struct timespec *until)
 {
-    while (sem_timedwait(s, until) != 0)
+    while (sem_clockwait(s, CLOCK_MONOTONIC, until) != 0)
         if (errno != EINTR)
             return false;
     return true;
@@ -1180,7 +1188,7 @@ static bool sem_wait_until(sem_t *s, const struct timespec *until)
 /* Takes one of s, waiting up to ms for it. */
 static bool sem_wait_ms(sem_t *s, int ms)
 {
-    struct timespec until = realtime_in_ms(ms);
+    struct timespec until = monotonic_in_ms(ms);
     return sem_wait_until(s, &until);
 }
 
@@ -1213,9 +1221,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state,
  * for ever. Returns the requests still in flight. */
 static unsigned drain(int deadline_s)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += deadline_s;
+    struct timespec until = monotonic_in_ms(deadline_s * 1000);
     pthread_mutex_lock(&drain_lock);
     /* a loop: wakeups may be spurious, and a request may start and end
      * between the broadcast and our turn at the lock */
@@ -1454,6 +1460,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "shiftboard: out of memory for the guessing limits' table\n");
         return 1;
     }
+    monotonic_conds_init();
     sem_init(&handler_slots, 0, threads);
     /* below the slot count (but one at least): with every permit taken,
      * the other requests still find slots */

@@ -7,6 +7,7 @@
   test_shiftboard.py --binary PATH --backend pg-outage --pg-server tests/pg_server.sh --pg-dir DIR
   test_shiftboard.py --binary PATH --backend pg-notices --url-file FILE --super-url-file FILE
   test_shiftboard.py --binary PATH --backend hostile
+  test_shiftboard.py --binary PATH --backend clock-step --clockshift LIB
   test_shiftboard.py --binary PATH --backend pg-silent --url-file FILE --super-url-file FILE
   test_shiftboard.py --binary PATH --backend mysql --url-file FILE --super-url-file FILE
 
@@ -1948,6 +1949,44 @@ def hostile(args, workdir):
     hashing_per_address(args, url, workdir)
 
 
+def clock_step(args, workdir):
+    """The wall clock stepped under the service (tests/shiftboard/clockshift.c
+    shifts every CLOCK_REALTIME reading it makes, while the kernel times
+    absolute waits on the true wall clock): an hour forward, /health still
+    waits for its database check and answers 200 instead of a timeout at
+    once; an hour back, a connection that sends no whole head is still cut
+    with 408 after its head time, not an hour later."""
+    if not check(args.clockshift and os.path.exists(args.clockshift),
+                 "clock step: the shim %r exists" % args.clockshift):
+        return
+    url = "sqlite:" + os.path.join(workdir, "sb.db")
+    env = {"LD_PRELOAD": args.clockshift}
+    # reads an hour behind: a deadline taken from them has passed already
+    svc = Service(args.binary, url, workdir, extra_env=dict(env, CLOCKSHIFT_S="-3600"))
+    try:
+        for i in range(3):
+            st, _, doc, text = svc.request("GET", "/health", timeout=30)
+            check(st == 200 and doc and doc.get("status") == "ok",
+                  "clock step forward: /health %d answers 200: %s %s" % (i, st, text[:200]))
+    finally:
+        check(svc.stop() == 0, "clock step forward: SIGTERM ends the service with 0")
+    # reads an hour ahead: a deadline taken from them is an hour further off
+    svc = Service(args.binary, url, workdir, extra_env=dict(env, CLOCKSHIFT_S="3600"))
+    try:
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        s.settimeout(90)  # the head time is 10 s; far above it
+        try:
+            got = s.recv(4096)
+        except OSError as e:
+            got = repr(e).encode()
+        s.close()
+        check(got.startswith(b"HTTP/1.1 408"),
+              "clock step back: an unfinished head is cut with 408: %r" % got[:80])
+    finally:
+        check(svc.stop() == 0, "clock step back: SIGTERM ends the service with 0")
+
+
 class Proxy:
     """A TCP proxy between shiftboard and PostgreSQL that can stop
     forwarding: silent, it keeps every connection open and accepts new
@@ -2492,7 +2531,7 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--backend", choices=["sqlite", "pg", "pg-outage", "pg-notices", "hostile",
                                           "pg-silent", "mysql", "pg-replica", "flood", "pg-dashboard",
-                                          "guessing", "full-disk"],
+                                          "guessing", "full-disk", "clock-step"],
                     required=True)
     ap.add_argument("--url-file")
     ap.add_argument("--super-url-file", help="create a database of our own through it")
@@ -2501,6 +2540,7 @@ def main():
     ap.add_argument("--pg-dir")
     ap.add_argument("--pg-replica", help="tests/pg_replica.sh")
     ap.add_argument("--artifacts", help="where to keep the dashboard screenshot")
+    ap.add_argument("--clockshift", help="clockshift.c's shared library (clock-step)")
     args = ap.parse_args()
     global ARGS
     ARGS = args
@@ -2531,6 +2571,8 @@ def main():
             guessing(args, workdir)
         elif args.backend == "full-disk":
             full_disk(args, workdir)
+        elif args.backend == "clock-step":
+            clock_step(args, workdir)
         elif args.backend == "pg-silent":
             silent_database(args, workdir)
         elif args.backend == "pg-dashboard":
