@@ -20,7 +20,6 @@ void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
 struct timespec dbs__timespec(int64_t ns);
 /* Absolute CLOCK_REALTIME timespec ms from now, for the calls that take
  * only that clock (pthread_timedjoin_np). */
-struct timespec dbs__realtime_after_ms(int ms);
 
 /* ---- lock.c: a short lock ----
  * A shard's lock is nearly always taken by the thread the shard serves, for a

@@ -18,19 +18,6 @@ struct timespec dbs__timespec(int64_t ns)
     return ts;
 }
 
-struct timespec dbs__realtime_after_ms(int ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 void dbs__sleep_ms(int64_t ms)
 {
     if (ms <= 0)

@@ -223,7 +223,6 @@ struct dbs_pool {
     dbs_config cfg;              /* copy; strings below are owned copies */
     enum dbs_pool_mode mode;     /* resolved: never AUTO */
     char *url;
-    char *url_redacted;
     char *ctx_settings[3];
     const dbs__driver *drv;
     dbs__target target;

@@ -407,7 +407,6 @@ static void pool_free(dbs_pool *p)
     dbs__rp_destroy(&p->rp);
     free(p->url);
     free(p->name);
-    free(p->url_redacted);
     free((void *)(uintptr_t)p->target.conninfo);
     for (int i = 0; i < 3; i++)
         free(p->ctx_settings[i]);
@@ -502,10 +501,9 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
     p->target.conninfo = conninfo;
     p->url = dup_opt(cfg->url);
     p->name = dup_opt(cfg->name ? cfg->name : "default");
-    p->url_redacted = malloc(256);
     const char *names[3] = {cfg->ctx_request_setting, cfg->ctx_user_setting,
                             cfg->ctx_tenant_setting};
-    bool oom = !p->url || !p->url_redacted || !p->name;
+    bool oom = !p->url || !p->name;
     for (int i = 0; i < 3; i++) {
         p->ctx_settings[i] = dup_opt(names[i]);
         oom |= names[i] && !p->ctx_settings[i];
@@ -518,7 +516,6 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
         dbs__err(err, DBS_ENOMEM, "out of memory allocating the pool");
         return NULL;
     }
-    dbs__redact(p->url, p->url_redacted, 256);
     p->cfg.url = p->url;
     p->cfg.name = p->name;
     p->cfg.ctx_request_setting = p->ctx_settings[0];

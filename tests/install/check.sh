@@ -239,19 +239,23 @@ exported_symbols() {
 check "libdbscope.so: soname, exports exactly what dbscope.h declares" exported_symbols
 
 # 5. dbscope as a subproject (add_subdirectory) of a project that sets no
-# build type: its warnings, -Werror and build type stay its own.
+# build type: its warnings, -Werror, build type, tests and examples stay
+# its own.
 subproject() {
   local app
   cmake -S "$here/subproject" -B "$work/subproject" -DDBSCOPE_SOURCE_DIR="$src" \
-    -DDBSCOPE_WERROR=ON -DDBSCOPE_BUILD_TESTS=OFF -DDBSCOPE_BUILD_EXAMPLES=OFF \
-    -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+    -DDBSCOPE_WERROR=ON -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
   app=$(grep -F -- "-c $here/subproject/app.c" "$work/subproject/compile_commands.json")
   [ -n "$app" ] || { echo "no compile command for app.c"; return 1; }
   if grep -qE -- ' -W| -DNDEBUG| -O[0-9s]' <<<"$app"; then
     echo "the library's settings reach the parent's app.c: $app"; return 1
   fi
+  # Its tests and examples are its own too: not built by default there.
+  if grep -qF -e "$src/tests/test_" -e "$src/examples/" "$work/subproject/compile_commands.json"; then
+    echo "a parent's build compiles dbscope's tests or examples by default"; return 1
+  fi
 }
-check "add_subdirectory: no warnings, -Werror or build type leak to the parent" subproject
+check "add_subdirectory: no warnings, -Werror, build type, tests or examples reach the parent" subproject
 
 # 6. README.md's Quick start: the first C block under "## Quick start",
 # built with the README's pkg-config command and warnings as errors.
