@@ -333,9 +333,18 @@ void dbs__scrub_text(char *msg, size_t cap, const char *needle, size_t len)
     if (!msg || !needle || len == 0 || cap == 0)
         return;
     char *p = msg;
+    /* A needle of one or two bytes is found inside most words of any
+     * message ("p" in "postgresql"): it is replaced only where it stands
+     * alone, as a message quotes a value, so the message stays readable. */
+    bool alone = len < 3;
     /* From after each replacement on: a needle that "***" contains (a
      * password of asterisks) must not be found again in its own mask. */
     while ((p = strstr(p, needle)) != NULL) {
+        if (alone && ((p > msg && isalnum((unsigned char)p[-1])) ||
+                      isalnum((unsigned char)p[len]))) {
+            p++;
+            continue;
+        }
         size_t pos = (size_t)(p - msg);
         if (pos + 3 >= cap) { /* no room for the mask: cut the message */
             *p = '\0';

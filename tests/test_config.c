@@ -524,13 +524,43 @@ static void test_secret_split_by_separator(void)
     CHECK_STR(out, "host=h password=*** port=5");
 }
 
+/* A password of one or two characters is hidden where a message quotes
+ * it, and nowhere else: "p" masked inside every word ("***ostgresql",
+ * "***ort") left connect errors unreadable. */
+static void test_short_secret_keeps_message(void)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "postgresql: connection to \"127.0.0.1\", port 1 failed: password \"p\" (p)");
+    dbs__scrub_url_secrets("postgresql://u:p@127.0.0.1:1/db", msg, sizeof msg);
+    CHECK_STR(msg, "postgresql: connection to \"127.0.0.1\", port 1 failed: password \"***\" (***)");
+    snprintf(msg, sizeof msg, "mysql: Access denied for user 'u'@'pwhost' (using password: YES): pw");
+    dbs__scrub_url_secrets("mysql://u:pw@127.0.0.1:1/db", msg, sizeof msg);
+    CHECK_STR(msg, "mysql: Access denied for user 'u'@'pwhost' (using password: YES): ***");
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "postgresql://u:p@127.0.0.1:1/db?sslmode=disable";
+    cfg.connect_timeout_ms = 2000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *pool = dbs_pool_open(&cfg, &err);
+    if (pool) {
+        dbs_session *s = dbs_session_open(pool, NULL, &err);
+        CHECK(s == NULL);
+        dbs_pool_close(pool);
+    }
+    if (!strstr(err.message, "postgresql") && !strstr(err.message, "port"))
+        CHECK_FAIL("a one-letter password garbled the message: %s", err.message);
+}
+
 /* The mask is longer than a short password: replacing it near the end of a
  * full message must neither overflow nor loop (a password of asterisks is
  * found again inside its own mask otherwise). */
 static void test_scrub_edges(void)
 {
     char msg[16];
-    snprintf(msg, sizeof msg, "%s", "0123456789abcxy");
+    /* (a needle of one or two bytes is masked where it stands alone) */
+    snprintf(msg, sizeof msg, "%s", "0123456789abc y");
     dbs__scrub_text(msg, sizeof msg, "y", 1); /* at the very end */
     CHECK(strstr(msg, "y") == NULL);
     CHECK_INT(strlen(msg), <, sizeof msg);
@@ -539,7 +569,7 @@ static void test_scrub_edges(void)
     CHECK_INT(strlen(msg), <, sizeof msg);
     char big[64];
     for (int cap = 1; cap <= 12; cap++) {
-        snprintf(big, sizeof big, "%s", "pwpwpwpwpwpw");
+        snprintf(big, sizeof big, "%s", "pw.pw.pw.pw.");
         big[cap - 1] = '\0';
         dbs__scrub_text(big, (size_t)cap, "pw", 2);
         CHECK(strstr(big, "pw") == NULL);
@@ -780,6 +810,7 @@ int main(void)
     test_redact_secret_keys();
     test_scrub_long();
     test_secret_split_by_separator();
+    test_short_secret_keeps_message();
     test_upper_bounds();
     test_scrub_edges();
     test_url_schemes_named();
