@@ -387,7 +387,16 @@ typedef struct dbs_config {
     const char *name;             /* pool name in metrics and logs
                                      ("default") */
     int connect_timeout_ms;       /* bounds each connect end to end: name
-                                     lookup, TCP, TLS, authentication
+                                     lookup, TCP, TLS, authentication,
+                                     and the session setup queries
+                                     MariaDB/MySQL send after it, with one
+                                     deadline for every host and address
+                                     tried (a host list, a name with
+                                     several addresses): the connect
+                                     returns within connect_timeout_ms,
+                                     to the millisecond, however many
+                                     there are, and none is tried once it
+                                     has passed
                                      (10000; 0 = none: a connect then
                                      waits as long as the network, the
                                      resolver and the server take). A URL that sets its own

@@ -57,7 +57,10 @@
  * are prepared again with their next execution, at no extra round trip.
  * One round trip (one more after a USE, one more after a SET NAMES).
  *
- * Bounds: connect_timeout_ms becomes MYSQL_OPT_CONNECT_TIMEOUT and
+ * Bounds: connect_timeout_ms is one deadline for the whole connect (the
+ * lookup, every address, the handshake, the session setup), kept by our
+ * own waits on the non-blocking calls (see abandonable waits); it becomes
+ * MYSQL_OPT_CONNECT_TIMEOUT too, and
  * statement_timeout_ms MYSQL_OPT_READ_TIMEOUT/WRITE_TIMEOUT, both in whole
  * seconds rounded up (Connector/C has no finer unit), at most INT_MAX / 1000
  * (ms_to_s). A round trip that runs
@@ -800,15 +803,24 @@ static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned r
  * MYSQL_WAIT_TIMEOUT: Connector/C then fails the call as a timeout, leaving
  * the handle consistent for mysql_close. The blocking calls keep working
  * on such a handle (Connector/C 3.x uses its non-blocking path only inside
- * a _start/_cont call). Any other thread uses the blocking calls. */
+ * a _start/_cont call). Any other thread uses the blocking calls, except
+ * for a connect with a deadline: Connector/C's connect timeout covers one
+ * address and only until the server's greeting (the rest of the handshake
+ * waits up to the read timeout, the statement bound, or for ever), so a
+ * connect and its session setup run non-blocking too, and the deadline
+ * answers their waits with MYSQL_WAIT_TIMEOUT as the stop flag does. */
 
-/* Waits for what a _start/_cont call asked (status); returns the events
- * for the next _cont. Sets *stopped once the pool shuts down. */
-static int nb_wait(MYSQL *my, int status, bool *stopped)
+/* Waits for what a _start/_cont call asked (status), until deadline at
+ * the latest (CLOCK_MONOTONIC; 0: none); returns the events for the next
+ * _cont. Sets *stopped once the pool shuts down. */
+static int nb_wait(MYSQL *my, int status, int64_t deadline, bool *stopped)
 {
-    int64_t until = INT64_MAX;
-    if (status & MYSQL_WAIT_TIMEOUT)
-        until = dbs__now_ns() + (int64_t)mysql_get_timeout_value_ms(my) * 1000000;
+    int64_t until = deadline > 0 ? deadline : INT64_MAX;
+    if (status & MYSQL_WAIT_TIMEOUT) {
+        int64_t t = dbs__now_ns() + (int64_t)mysql_get_timeout_value_ms(my) * 1000000;
+        if (t < until)
+            until = t;
+    }
     short events = (short)(((status & MYSQL_WAIT_READ) ? POLLIN : 0) |
                            ((status & MYSQL_WAIT_WRITE) ? POLLOUT : 0) |
                            ((status & MYSQL_WAIT_EXCEPT) ? POLLPRI : 0));
@@ -839,19 +851,55 @@ static int nb_wait(MYSQL *my, int status, bool *stopped)
     }
 }
 
-/* mysql_real_connect, abandoned (NULL, *stopped) once the pool shuts down
- * when called on a pool's own thread. */
+/* mysql_real_connect, failed as a timeout at deadline (0: none), and
+ * abandoned (NULL, *stopped) once the pool shuts down when called on a
+ * pool's own thread. */
 static MYSQL *real_connect(MYSQL *my, const char *host, const char *user, const char *password,
                            const char *db, unsigned port, const char *socket,
-                           unsigned long flags, bool *stopped)
+                           unsigned long flags, int64_t deadline, bool *stopped)
 {
-    if (!dbs__thread_stop)
+    if (!dbs__thread_stop && deadline <= 0)
         return mysql_real_connect(my, host, user, password, db, port, socket, flags);
     MYSQL *ret = NULL;
     int st = mysql_real_connect_start(&ret, my, host, user, password, db, port, socket, flags);
     while (st)
-        st = mysql_real_connect_cont(&ret, my, nb_wait(my, st, stopped));
+        st = mysql_real_connect_cont(&ret, my, nb_wait(my, st, deadline, stopped));
     return *stopped ? NULL : ret;
+}
+
+/* mysql_query, mysql_store_result and mysql_set_character_set for the
+ * session setup of a connect, within its deadline as real_connect. */
+static int setup_query(MYSQL *my, const char *sql, int64_t deadline, bool *stopped)
+{
+    if (!dbs__thread_stop && deadline <= 0)
+        return mysql_query(my, sql);
+    int ret = 1;
+    int st = mysql_real_query_start(&ret, my, sql, strlen(sql));
+    while (st)
+        st = mysql_real_query_cont(&ret, my, nb_wait(my, st, deadline, stopped));
+    return ret;
+}
+
+static MYSQL_RES *setup_store(MYSQL *my, int64_t deadline, bool *stopped)
+{
+    if (!dbs__thread_stop && deadline <= 0)
+        return mysql_store_result(my);
+    MYSQL_RES *ret = NULL;
+    int st = mysql_store_result_start(&ret, my);
+    while (st)
+        st = mysql_store_result_cont(&ret, my, nb_wait(my, st, deadline, stopped));
+    return ret;
+}
+
+static int setup_names(MYSQL *my, const char *cs, int64_t deadline, bool *stopped)
+{
+    if (!dbs__thread_stop && deadline <= 0)
+        return mysql_set_character_set(my, cs);
+    int ret = 1;
+    int st = mysql_set_character_set_start(&ret, my, cs);
+    while (st)
+        st = mysql_set_character_set_cont(&ret, my, nb_wait(my, st, deadline, stopped));
+    return ret;
 }
 
 /* mysql_read_query_result; on a pool's own thread, failing (as a lost
@@ -864,7 +912,7 @@ static my_bool read_query_result(MYSQL *my)
     bool stopped = false;
     int st = mysql_read_query_result_start(&ret, my);
     while (st)
-        st = mysql_read_query_result_cont(&ret, my, nb_wait(my, st, &stopped));
+        st = mysql_read_query_result_cont(&ret, my, nb_wait(my, st, 0, &stopped));
     return stopped ? 1 : ret;
 }
 
@@ -881,6 +929,29 @@ static int my_credential(const dbs__target *t, const my_target *m, char *buf, si
 }
 
 static void *my_connect_with(const dbs__target *t, const char *password, dbs_error *err);
+
+/* Whether the connect's deadline (0: none) has passed. */
+static bool past(int64_t deadline)
+{
+    return deadline > 0 && dbs__now_ns() >= deadline;
+}
+
+/* The end of a connect whose session setup ran past its bound (bound_ms),
+ * or that the pool's shutdown abandoned (stopped): c closed, NULL. */
+static void *connect_late(my_conn *c, bool stopped, int bound_ms, dbs_error *err)
+{
+    mysql_close(c->my);
+    free(c);
+    if (stopped)
+        dbs__err(err, DBS_ECLOSED, "mariadb: connect abandoned: the pool shut down");
+    else
+        dbs__err(err, DBS_ECONNECT,
+                 "mariadb: unreachable host (check host, port or socket and that the "
+                 "server runs): no answer within %d ms (connect_timeout_ms, or "
+                 "connect_timeout in the URL) to the session setup",
+                 bound_ms);
+    return NULL;
+}
 
 /* Asks the credential provider, if any, then connects with its answer. */
 static void *my_connect(const dbs__target *t, dbs_error *err)
@@ -922,6 +993,13 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         return NULL;
     }
     set_options(c->my, m, c->ct_s, c->rt_s, c->wt_s);
+    /* One deadline for the whole connect: the lookup, every address tried,
+     * the handshake and the session setup each get what is left of it
+     * (Connector/C's own timeout would give each address the whole bound
+     * again), and none starts once it has passed. */
+    int bound_ms = m->url_connect_timeout_s >= 0 ? m->url_connect_timeout_s * 1000
+                                                  : t->connect_timeout_ms;
+    int64_t dl = bound_ms > 0 ? dbs__now_ns() + (int64_t)bound_ms * 1000000 : 0;
     /* The name lookup within the connect bound (Connector/C's own is
      * unbounded), then a connect by address, each address in turn while
      * they are unreachable. Verifying the server's certificate (verify_ca,
@@ -931,9 +1009,6 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
     char addrs[4 * 48], *addr[4];
     int naddr = 0;
     if (m->host && *m->host && strcmp(m->host, "localhost") != 0 && !m->socket) {
-        int bound_ms = m->url_connect_timeout_s >= 0 ? m->url_connect_timeout_s * 1000
-                                                      : t->connect_timeout_ms;
-        int64_t dl = bound_ms > 0 ? dbs__now_ns() + (int64_t)bound_ms * 1000000 : 0;
         char port[16];
         snprintf(port, sizeof port, "%u", m->port ? m->port : 3306u);
         dbs_error rerr;
@@ -950,10 +1025,11 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
             addr[naddr++] = a;
     }
     bool connected = false, stopped = false;
-    for (int i = 0;; i++) {
+    for (int i = 0; !past(dl); i++) {
         const char *host = naddr > 0 ? addr[i] : m->host;
         connected = real_connect(c->my, host, m->user, password, m->db, m->port, m->socket,
-                                 CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS, &stopped) != NULL;
+                                 CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS, dl,
+                                 &stopped) != NULL;
         if (stopped || (connected && dbs__stopping())) {
             mysql_close(c->my); /* abandoned: never handed out */
             free(c);
@@ -963,7 +1039,7 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         unsigned e = mysql_errno(c->my);
         if (connected && naddr > 0)
             snprintf(c->addr, sizeof c->addr, "%s", host);
-        if (connected || i + 1 >= naddr ||
+        if (connected || past(dl) || i + 1 >= naddr ||
             (e != CR_CONN_HOST_ERROR && e != CR_CONNECTION_ERROR))
             break;
         mysql_close(c->my); /* the next address, on a fresh handle */
@@ -1006,7 +1082,14 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
             e == ER_DBACCESS_DENIED_ERROR || e == ER_HOST_NOT_PRIVILEGED ||
             e == ER_NOT_SUPPORTED_AUTH_MODE || e == CR_AUTH_PLUGIN_CANNOT_LOAD)
             code = DBS_ECONFIG;
-        dbs__err(err, code, "mariadb: %s: %s [%u]", why, msg, e);
+        if (code == DBS_ECONNECT && past(dl))
+            dbs__err(err, code,
+                     "mariadb: unreachable host (check host, port or socket and that the "
+                     "server runs): no answer within %d ms (connect_timeout_ms, or "
+                     "connect_timeout in the URL): %s [%u]",
+                     bound_ms, msg, e);
+        else
+            dbs__err(err, code, "mariadb: %s: %s [%u]", why, msg, e);
         const char *state = mysql_sqlstate(c->my);
         if (state && *state && strcmp(state, "00000") != 0 && strcmp(state, "HY000") != 0)
             dbs__err_sqlstate(err, state);
@@ -1031,8 +1114,12 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
      * the server's CPU) for nothing. */
     if (maria && (c->my->server_capabilities & CLIENT_SESSION_TRACKING) &&
         t->reset == DBS_RESET_TRACKED) {
-        if (mysql_query(c->my, TRACK_SQL) == 0)
+        if (past(dl))
+            return connect_late(c, stopped, bound_ms, err);
+        if (setup_query(c->my, TRACK_SQL, dl, &stopped) == 0)
             c->tracking = true;
+        else if (stopped || past(dl))
+            return connect_late(c, stopped, bound_ms, err);
         else if (is_lost(mysql_errno(c->my))) {
             fail_conn(c, dbs__now_ns(), false, err);
             mysql_close(c->my);
@@ -1054,13 +1141,17 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         {INFO_SQL ", CURRENT_ROLE()", INFO_SQL ", CURRENT_ROLE(), @@innodb_rollback_on_timeout"}};
 #undef INFO_SQL
     bool rot = true;
-    int qrc = mysql_query(c->my, info_sql[maria][1]);
-    if (qrc != 0 && mysql_errno(c->my) == ER_UNKNOWN_SYSTEM_VARIABLE) {
+    if (stopped || past(dl))
+        return connect_late(c, stopped, bound_ms, err);
+    int qrc = setup_query(c->my, info_sql[maria][1], dl, &stopped);
+    if (qrc != 0 && mysql_errno(c->my) == ER_UNKNOWN_SYSTEM_VARIABLE && !past(dl)) {
         rot = false;
-        qrc = mysql_query(c->my, info_sql[maria][0]);
+        qrc = setup_query(c->my, info_sql[maria][0], dl, &stopped);
     }
     if (qrc == 0) {
-        MYSQL_RES *r = mysql_store_result(c->my);
+        MYSQL_RES *r = setup_store(c->my, dl, &stopped);
+        if (!r && (stopped || past(dl)))
+            return connect_late(c, stopped, bound_ms, err);
         MYSQL_ROW all = r ? mysql_fetch_row(r) : NULL;
         c->names_lost = all && all[0] && strcmp(all[0], c->charset) != 0;
         if (all && all[1])
@@ -1085,6 +1176,8 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
             snprintf(c->role_sql, sizeof c->role_sql, "SET ROLE NONE");
         }
         mysql_free_result(r);
+    } else if (stopped || past(dl)) {
+        return connect_late(c, stopped, bound_ms, err);
     } else if (is_lost(mysql_errno(c->my))) {
         fail_conn(c, dbs__now_ns(), false, err);
         mysql_close(c->my);
@@ -1095,7 +1188,11 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
      * took: text would be stored as the wrong characters. SET NAMES is
      * obeyed where the handshake is not (and again after each reset,
      * which puts the server's default back). */
-    if (c->names_lost && mysql_set_character_set(c->my, c->charset) != 0) {
+    if (c->names_lost && (stopped || past(dl)))
+        return connect_late(c, stopped, bound_ms, err);
+    if (c->names_lost && setup_names(c->my, c->charset, dl, &stopped) != 0) {
+        if (stopped || past(dl))
+            return connect_late(c, stopped, bound_ms, err);
         fail_conn(c, dbs__now_ns(), false, err);
         mysql_close(c->my);
         free(c);
@@ -1379,7 +1476,7 @@ static int my_ping(void *vc, dbs_error *err)
         /* a pool's own thread: abandoned once the pool shuts down */
         int st = mysql_ping_start(&rc, c->my);
         while (st)
-            st = mysql_ping_cont(&rc, c->my, nb_wait(c->my, st, &stopped));
+            st = mysql_ping_cont(&rc, c->my, nb_wait(c->my, st, 0, &stopped));
     } else {
         rc = mysql_ping(c->my);
     }

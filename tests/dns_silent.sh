@@ -6,7 +6,8 @@
 # timeout as long as it goes (30 s, one attempt). /etc/hosts is a copy
 # with one name more, dbscope-loopback.test for 127.0.0.1: a name the
 # lookup answers from the file, on every backend (MariaDB takes
-# "localhost" for its Unix socket). Root only (exit 77, skipped,
+# "localhost" for its Unix socket); and dbscope-multi.test for
+# 127.0.0.2-5, a name with several addresses. Root only (exit 77, skipped,
 # otherwise).
 #
 #   dns_silent.sh PROGRAM [ARGS...]
@@ -18,7 +19,11 @@ fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/dbscope-dns-XXXXXX")
 # Until the program writes its address: a server nobody listens on.
 printf 'nameserver 127.0.53.255\noptions timeout:30 attempts:1\n' >"$dir/resolv.conf"
-{ cat /etc/hosts; printf '127.0.0.1 dbscope-loopback.test\n'; } >"$dir/hosts"
+{
+    cat /etc/hosts
+    printf '127.0.0.1 dbscope-loopback.test\n'
+    for a in 2 3 4 5; do printf '127.0.0.%s dbscope-multi.test\n' $a; done
+} >"$dir/hosts"
 DBSCOPE_RESOLV_CONF="$dir/resolv.conf"
 export DBSCOPE_RESOLV_CONF
 unshare -m sh -c '

@@ -281,3 +281,58 @@ void fp_stop(faultproxy *fp)
     pthread_mutex_destroy(&fp->mu);
     free(fp);
 }
+
+/* Binds addrs[i]:port (port 0: any) into fds[i]; false when one is taken. */
+static int dead_bind(const char *const *addrs, int n, int port, int *fds)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(fds[i] >= 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        CHECK(inet_pton(AF_INET, addrs[i], &a.sin_addr) == 1);
+        if (bind(fds[i], (struct sockaddr *)&a, sizeof a) != 0) {
+            CHECK(errno == EADDRINUSE);
+            for (int j = 0; j <= i; j++)
+                close(fds[j]);
+            return 0;
+        }
+        /* backlog 0: the queue is full with its first connection */
+        CHECK(listen(fds[i], 0) == 0);
+        if (port == 0) {
+            socklen_t al = sizeof a;
+            CHECK(getsockname(fds[i], (struct sockaddr *)&a, &al) == 0);
+            port = ntohs(a.sin_port);
+        }
+    }
+    return port;
+}
+
+int fp_dead_port(const char *const *addrs, int n, int *fds)
+{
+    int port = 0;
+    for (int tries = 0; tries < 50 && !port; tries++)
+        port = dead_bind(addrs, n, 0, fds);
+    CHECK(port != 0);
+    /* Two connects of our own that nobody accepts fill each queue (the
+     * second waits for a SYN-ACK that never comes, as the caller's will). */
+    for (int i = 0; i < n; i++)
+        for (int k = 1; k <= 2; k++) {
+            int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            CHECK(fd >= 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+            CHECK(inet_pton(AF_INET, addrs[i], &a.sin_addr) == 1);
+            CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0 || errno == EINPROGRESS);
+            if (k == 1) { /* established before the second one's SYN */
+                struct pollfd p = {.fd = fd, .events = POLLOUT};
+                CHECK(poll(&p, 1, 10000) == 1);
+            }
+            fds[k * n + i] = fd;
+        }
+    return port;
+}
+
+void fp_dead_close(int *fds, int n)
+{
+    for (int i = 0; i < 3 * n; i++)
+        close(fds[i]);
+}

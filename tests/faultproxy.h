@@ -30,4 +30,13 @@ int fp_accepted(faultproxy *fp);
 /* Closes every socket and stops the thread. */
 void fp_stop(faultproxy *fp);
 
+/* A port where nothing answers a connect, as on a host that is down: a
+ * listener on each of the n loopback addresses addrs (127.0.0.x), all on
+ * that port, whose accept queue is already full, so the SYN of a connect
+ * gets no answer and the connect runs until its own timeout. fds (3 * n)
+ * receives the sockets to give to fp_dead_close. Exits the test on
+ * failure. */
+int fp_dead_port(const char *const *addrs, int n, int *fds);
+void fp_dead_close(int *fds, int n);
+
 #endif

@@ -81,4 +81,11 @@ if(DBSCOPE_WITH_MYSQL)
       TIMEOUT 300 FIXTURES_REQUIRED mysql_server
       ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
   endforeach()
+  # A name with several addresses, none answering: /etc/hosts of
+  # tests/dns_silent.sh (root and unshare, else skipped).
+  add_test(NAME test_mysql_faults_addresses COMMAND sh
+    ${CMAKE_CURRENT_SOURCE_DIR}/dns_silent.sh $<TARGET_FILE:test_mysql_faults> addresses)
+  set_tests_properties(test_mysql_faults_addresses PROPERTIES LABELS "mysql;threads"
+    TIMEOUT 300 SKIP_RETURN_CODE 77 FIXTURES_REQUIRED mysql_server
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_DIR}")
 endif()

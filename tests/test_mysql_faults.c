@@ -179,6 +179,53 @@ static void test_commit(void)
     printf("COMMIT on a silent network: DBS_ECOMMIT_UNKNOWN, work ran once\n");
 }
 
+/* ---- units on an event loop ---- */
+
+typedef struct unit_res {
+    int calls, rc;
+    int64_t val;
+    char msg[512];
+} unit_res;
+
+static void unit_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    unit_res *r = arg;
+    r->calls++;
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", err->message);
+    r->val = -1;
+    dbs_rows *rows = dbs_unit_rows(u, 0);
+    dbs_error e;
+    if (rc == DBS_OK && rows && dbs_rows_next(rows, &e) == 1)
+        r->val = dbs_rows_int(rows, 0);
+}
+
+/* Submits one "SELECT n" unit (timeout_ms > 0: its own bound) and runs the
+ * loop until it completes; fails the test if it never does. */
+static void run_unit(dbs_loop *l, int n, int timeout_ms, unit_res *r)
+{
+    memset(r, 0, sizeof *r);
+    dbs_error err;
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    char sql[32];
+    snprintf(sql, sizeof sql, "SELECT %d", n);
+    CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 0);
+    if (timeout_ms > 0)
+        CHECK_OK(dbs_unit_set_timeout(u, timeout_ms), NULL);
+    CHECK_OK(dbs_unit_submit(u, unit_done, r, &err), &err);
+    int64_t end = now_ms() + 60000;
+    while (r->calls == 0 && now_ms() < end) {
+        struct pollfd pf = {.fd = dbs_loop_fd(l), .events = POLLIN};
+        int t = dbs_loop_timeout_ms(l);
+        (void)poll(&pf, 1, t < 0 || t > 50 ? 50 : t);
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    if (r->calls == 0)
+        CHECK_FAIL("unit SELECT %d did not complete within 60 s", n);
+    CHECK_EQ(r->calls, 1);
+}
+
 /* ---- connect: a listener that accepts and never answers ---- */
 
 static atomic_int connect_done;
@@ -194,13 +241,15 @@ static void *connect_thread(void *arg)
     return NULL;
 }
 
-static void connect_bounded(int connect_ms, int statement_ms, const char *extra)
+/* dbs_pool_open(url) on a thread of its own, which must fail with
+ * DBS_ECONNECT; returns the milliseconds it took. */
+static int64_t connect_fails(const char *url, int connect_ms, int statement_ms,
+                             enum dbs_reset_mode reset, const char *extra)
 {
-    char url[512];
-    url_for(url, sizeof url, fp_port(fp), extra);
     dbs_config cfg;
     dbs_config_init(&cfg);
     cfg.url = url;
+    cfg.reset = reset;
     cfg.connect_timeout_ms = connect_ms;
     cfg.statement_timeout_ms = statement_ms;
     cfg.log_events = 0;
@@ -217,8 +266,47 @@ static void connect_bounded(int connect_ms, int statement_ms, const char *extra)
     CHECK_EQ(atomic_load(&connect_done), 1);
     CHECK_EQ(connect_err.code, DBS_ECONNECT);
     CHECK(strstr(connect_err.message, password) == NULL);
+    int64_t took = now_ms() - t0;
     printf("connect (%d ms, statement %d ms, %s): %lld ms: %s\n", connect_ms, statement_ms,
-           extra, (long long)(now_ms() - t0), connect_err.message);
+           extra, (long long)took, connect_err.message);
+    return took;
+}
+
+static void connect_bounded(int connect_ms, int statement_ms, const char *extra)
+{
+    char url[512];
+    url_for(url, sizeof url, fp_port(fp), extra);
+    (void)connect_fails(url, connect_ms, statement_ms, DBS_RESET_FULL, extra);
+}
+
+/* A unit on an event loop of a lazily opened pool on url, whose connect
+ * must fail with DBS_ECONNECT (the worker thread's connect, not the
+ * caller's); returns the milliseconds it took. */
+static int64_t loop_connect_fails(const char *url, int connect_ms)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.connect_timeout_ms = connect_ms;
+    cfg.lazy_open = 1;
+    cfg.retry_max = 0;
+    cfg.circuit_threshold = 0;
+    cfg.acquire_timeout_ms = 60000;
+    cfg.log_events = 0;
+    dbs_pool *p = open_or_fail(&cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    unit_res r;
+    int64_t t0 = now_ms();
+    run_unit(l, 1, 0, &r);
+    int64_t took = now_ms() - t0;
+    printf("loop connect (%d ms): %lld ms: %d %s\n", connect_ms, (long long)took, r.rc, r.msg);
+    CHECK_EQ(r.rc, DBS_ECONNECT);
+    CHECK(strstr(r.msg, password) == NULL);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+    return took;
 }
 
 static void test_connect(void)
@@ -229,6 +317,48 @@ static void test_connect(void)
     connect_bounded(1500, 0, "");
     connect_bounded(0, 0, "&connect_timeout=2");
     fp_blackhole(fp, 0);
+
+    /* The bound is the whole connect's, session setup included: a server
+     * whose every packet is 400 ms late needs about three times the bound
+     * for the handshake and the setup queries, each of which Connector/C
+     * alone bounds by statement_timeout_ms (or not at all); 200 ms late,
+     * the handshake fits in the bound and the setup (two queries under
+     * DBS_RESET_TRACKED) does not. */
+    char url[512];
+    url_for(url, sizeof url, fp_port(fp), "");
+    fp_set(fp, FP_LATENCY, FP_BOTH, 400);
+    CHECK_INT(connect_fails(url, 1000, 30000, DBS_RESET_FULL, "400 ms latency"), <, 3000);
+    CHECK_INT(connect_fails(url, 1000, 0, DBS_RESET_FULL, "400 ms latency"), <, 3000);
+    CHECK_INT(loop_connect_fails(url, 1000), <, 3000);
+    fp_set(fp, FP_LATENCY, FP_BOTH, 200);
+    CHECK_INT(connect_fails(url, 1000, 30000, DBS_RESET_TRACKED, "200 ms latency"), <, 3000);
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+}
+
+/* ---- addresses: a name with four addresses, none of which answers ----
+ * Run by tests/dns_silent.sh, whose /etc/hosts gives dbscope-multi.test
+ * the addresses 127.0.0.2-5. Each drops every SYN: Connector/C's connect
+ * to each runs to its own timeout, and the next address is tried. One
+ * deadline for them all: the connect ends within connect_timeout_ms
+ * (lookup included), not four times it. */
+
+static void test_addresses(void)
+{
+    if (!getenv("DBSCOPE_RESOLV_CONF")) {
+        printf("skipped: run through tests/dns_silent.sh\n");
+        exit(77);
+    }
+    static const char *const addrs[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"};
+    int fds[12];
+    int port = fp_dead_port(addrs, 4, fds);
+    char url[512];
+    snprintf(url, sizeof url,
+             "mariadb://dbscope:%s@dbscope-multi.test:%d/dbscope?ssl_mode=disabled", password,
+             port);
+    CHECK_INT(connect_fails(url, 1000, 30000, DBS_RESET_FULL, "4 dead addresses"), <, 3500);
+    CHECK_INT(connect_fails(url, 1500, 0, DBS_RESET_FULL, "4 dead addresses"), <, 4000);
+    CHECK_INT(loop_connect_fails(url, 1000), <, 3500);
+    fp_dead_close(fds, 4);
 }
 
 /* ---- kill: KILL CONNECTION / KILL QUERY at each step ---- */
@@ -433,51 +563,6 @@ static void test_reset(void)
 
 /* ---- loop: a unit on worker threads whose server goes silent ---- */
 
-typedef struct unit_res {
-    int calls, rc;
-    int64_t val;
-    char msg[512];
-} unit_res;
-
-static void unit_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
-{
-    unit_res *r = arg;
-    r->calls++;
-    r->rc = rc;
-    snprintf(r->msg, sizeof r->msg, "%s", err->message);
-    r->val = -1;
-    dbs_rows *rows = dbs_unit_rows(u, 0);
-    dbs_error e;
-    if (rc == DBS_OK && rows && dbs_rows_next(rows, &e) == 1)
-        r->val = dbs_rows_int(rows, 0);
-}
-
-/* Submits one "SELECT n" unit (timeout_ms > 0: its own bound) and runs the
- * loop until it completes; fails the test if it never does. */
-static void run_unit(dbs_loop *l, int n, int timeout_ms, unit_res *r)
-{
-    memset(r, 0, sizeof *r);
-    dbs_error err;
-    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
-    CHECK(u != NULL);
-    char sql[32];
-    snprintf(sql, sizeof sql, "SELECT %d", n);
-    CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 0);
-    if (timeout_ms > 0)
-        CHECK_OK(dbs_unit_set_timeout(u, timeout_ms), NULL);
-    CHECK_OK(dbs_unit_submit(u, unit_done, r, &err), &err);
-    int64_t end = now_ms() + 60000;
-    while (r->calls == 0 && now_ms() < end) {
-        struct pollfd pf = {.fd = dbs_loop_fd(l), .events = POLLIN};
-        int t = dbs_loop_timeout_ms(l);
-        (void)poll(&pf, 1, t < 0 || t > 50 ? 50 : t);
-        CHECK(dbs_loop_run(l) >= 0);
-    }
-    if (r->calls == 0)
-        CHECK_FAIL("unit SELECT %d did not complete within 60 s", n);
-    CHECK_EQ(r->calls, 1);
-}
-
 static void test_loop(void)
 {
     char url[512];
@@ -534,7 +619,7 @@ int main(int argc, char **argv)
     } parts[] = {
         {"silent", test_silent}, {"commit", test_commit},   {"connect", test_connect},
         {"kill", test_kill},     {"release", test_release}, {"reset", test_reset},
-        {"loop", test_loop},
+        {"loop", test_loop},     {"addresses", test_addresses},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)

@@ -183,6 +183,35 @@ static void test_connect_bound(void)
     fp_blackhole(fp, 0);
     printf("connect to a listener that never answers: DBS_ECONNECT: %s\n",
            err.message);
+
+    /* One bound for the whole connect, however many hosts: libpq's own
+     * connect_timeout is per host. Four hosts that drop every SYN, then a
+     * server whose every packet is 400 ms late (the handshake needs about
+     * three times the bound). */
+    static const char *const addrs[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"};
+    int fds[12];
+    int port = fp_dead_port(addrs, 4, fds);
+    snprintf(url, sizeof url,
+             "postgresql://dbscope:%s@127.0.0.2:%d,127.0.0.3:%d,127.0.0.4:%d,127.0.0.5:%d/"
+             "dbscope?sslmode=disable",
+             password, port, port, port, port);
+    cfg.connect_timeout_ms = 1000;
+    for (int i = 0; i < 2; i++) {
+        if (i == 1) {
+            url_for(url, sizeof url, fp_port(fp), "");
+            fp_set(fp, FP_LATENCY, FP_BOTH, 400);
+        }
+        int64_t t0 = now_ms();
+        p = dbs_pool_open(&cfg, &err);
+        int64_t took = now_ms() - t0;
+        printf("connect, %s: %lld ms: %s\n", i ? "400 ms latency" : "4 dead hosts",
+               (long long)took, p ? "connected" : err.message);
+        CHECK(p == NULL);
+        CHECK_EQ(err.code, DBS_ECONNECT);
+        CHECK_INT(took, <, 3500);
+    }
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    fp_dead_close(fds, 4);
 }
 
 /* The per-session bound: lifting it lets a long statement through;
