@@ -291,6 +291,8 @@ static void pass_slots(dbs__respool *rp)
     while (!rp->closed && rp->wait_head &&
            rp->n_open + rp->n_pending + rp->n_leaving < rp->cfg.max_size) {
         dbs__rp_req *w = pop(rp);
+        if (!w)
+            break;
         w->may_create = true;
         rp->n_pending++;
         complete(rp, w);
