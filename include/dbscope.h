@@ -1398,7 +1398,11 @@ typedef struct dbs_rows dbs_rows;
  * order, reused freely; never interpolated). Begins the session's
  * transaction first if none is open. Returns the rows affected (>= 0) or a
  * negative dbs_code. A statement may not use more parameters than given nor
- * be given more than it uses (DBS_ESQL). sql NULL is DBS_EMISUSE; sql of
+ * be given more than it uses (DBS_ESQL). At most 65535 parameters on
+ * every backend (more: DBS_EMISUSE, before anything is sent); SQLite's
+ * build may allow fewer (SQLITE_MAX_VARIABLE_NUMBER, 32766 by default) and
+ * MariaDB counts each use of one against 65535 (past either: DBS_ESQL).
+ * sql NULL is DBS_EMISUSE; sql of
  * nothing but spaces and semicolons is DBS_ESQL on every backend, before
  * anything is sent (a statement of nothing but comments: DBS_ESQL on
  * SQLite, which compiles nothing; PostgreSQL and MariaDB run it as

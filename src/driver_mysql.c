@@ -1645,13 +1645,13 @@ static int translate(const char *sql, bool backslash, char **out, int **map, int
                                 "mariadb: bad parameter \"%.*s\": use $1..$%d",
                                 (int)(end - p < 12 ? end - p : 12), p, MY_MAXP);
             }
+            if (n == MY_MAXP) { /* the server's count of placeholders */
+                free(o);
+                free(m);
+                return dbs__err(err, DBS_ESQL, "mariadb: more than %d parameter uses",
+                                MY_MAXP);
+            }
             if (n == cap) {
-                if (cap >= MY_MAXP) {
-                    free(o);
-                    free(m);
-                    return dbs__err(err, DBS_ESQL,
-                                    "mariadb: more than %d parameter uses", MY_MAXP);
-                }
                 cap *= 2;
                 int *g = realloc(m, (size_t)cap * sizeof *m);
                 if (!g) {
@@ -1928,13 +1928,7 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         drop_entry(c, e, tmp);
         return NULL;
     }
-    follow_tx(c); /* the last statement's report, native() use included */
-    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed ||
-         c->track_owed) &&
-        send_begin(c, err) != DBS_OK) {
-        drop_entry(c, e, tmp);
-        return NULL;
-    }
+    /* Before the transaction's start: out of memory sends nothing. */
     enum { STACK = 16 };
     MYSQL_BIND sb[STACK];
     my_num sv[STACK];
@@ -1954,6 +1948,14 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         b = heap;
         vals = (void *)(b + k);
         lens = (void *)(vals + k);
+    }
+    follow_tx(c); /* the last statement's report, native() use included */
+    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed ||
+         c->track_owed) &&
+        send_begin(c, err) != DBS_OK) {
+        free(heap);
+        drop_entry(c, e, tmp);
+        return NULL;
     }
     memset(b, 0, (size_t)(e->nmap > STACK ? e->nmap : STACK) * sizeof *b);
     for (int i = 0; i < e->nmap; i++) {

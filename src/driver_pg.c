@@ -1907,7 +1907,9 @@ static int pg_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 
 /* ---- statements ---- */
 
-enum { PG_MAXP = 256 };
+/* The protocol counts a Bind's parameters in 16 bits; a few fit in
+ * pg_params itself, more take one allocation (params_of). */
+enum { PG_MAXP = 65535, PG_SMALLP = 32 };
 
 /* The highest $n in sql outside quotes and comments, or -1 when a dollar-
  * quoted body makes the text too hard to read this simply. The server
@@ -1930,8 +1932,9 @@ static int max_param(const char *sql)
             if (!isdigit((unsigned char)p[1]))
                 return -1;
             long v = strtol(p + 1, NULL, 10);
-            if (v > max && v <= PG_MAXP)
-                max = (int)v;
+            /* past any count given: the server names it */
+            if (v > max)
+                max = v > PG_MAXP ? PG_MAXP + 1 : (int)v;
             while (isdigit((unsigned char)p[1]))
                 p++;
         }
@@ -1952,15 +1955,27 @@ static bool names_stmt(const PGresult *r, const char *name)
     return false;
 }
 
-/* A statement's parameters as libpq takes them. */
+/* A statement's parameters as libpq takes them: in .in for up to
+ * PG_SMALLP, else in a block params_check sizes. */
 typedef struct pg_params {
-    Oid types[PG_MAXP];
-    const char *vals[PG_MAXP];
-    int lens[PG_MAXP], fmts[PG_MAXP];
-    char nums[PG_MAXP][40];
-    char sig[PG_MAXP + 1]; /* the types, a letter each (cache_get) */
-    char *heap;            /* counted texts, NUL-terminated (params_free) */
+    Oid *types;
+    const char **vals;
+    int *lens, *fmts;
+    char (*nums)[40];
+    char *sig;  /* the types, a letter each (cache_get) */
+    char *heap; /* params_of's block (params_free) */
+    struct {
+        Oid types[PG_SMALLP];
+        const char *vals[PG_SMALLP];
+        int lens[PG_SMALLP], fmts[PG_SMALLP];
+        char nums[PG_SMALLP][40];
+        char sig[PG_SMALLP + 1];
+    } in;
 } pg_params;
+
+/* A parameter's bytes in that block: a value, a type, a length, a format,
+ * a number's text, a letter of sig. */
+#define PG_PARAM_BYTES (sizeof(const char *) + sizeof(Oid) + 2 * sizeof(int) + 40 + 1)
 
 static void params_free(pg_params *p)
 {
@@ -1968,56 +1983,128 @@ static void params_free(pg_params *p)
     p->heap = NULL;
 }
 
-/* Checks sql's parameters and converts them into p (whose strings may
- * point into params). DBS_OK or an error that names the parameter. */
-static int params_of(const char *sql, const dbs_value *params, size_t n, pg_params *p,
-                     dbs_error *err)
+/* Checks sql's parameters: DBS_OK and the bytes params_fill needs beyond
+ * pg_params (its arrays past PG_SMALLP, counted texts with a NUL) in
+ * *heap, or an error that names the parameter. */
+static int params_check(const char *sql, const dbs_value *params, size_t n, size_t *heap,
+                        dbs_error *err)
 {
-    p->heap = NULL;
-    p->sig[0] = '\0';
+    *heap = 0;
     if (n > PG_MAXP)
-        return dbs__err(err, DBS_EMISUSE, "postgresql: more than %d parameters", PG_MAXP);
+        return dbs__err(err, DBS_EMISUSE, "postgresql: %zu parameters: at most %d", n,
+                        PG_MAXP);
     int used = max_param(sql);
     if (used >= 0 && (size_t)used < n)
         return dbs__err(err, DBS_ESQL,
                         "postgresql: %zu parameters given but the statement uses $%d "
                         "at most",
                         n, used);
+    size_t need = n > PG_SMALLP ? n * PG_PARAM_BYTES + 1 : 0;
+    char ts[40];
+    for (size_t i = 0; i < n; i++) {
+        const dbs_value *v = &params[i];
+        switch (v->type) {
+        case DBS_TYPE_INT:
+        case DBS_TYPE_REAL:
+        case DBS_TYPE_BOOL:
+        case DBS_TYPE_UUID:
+        case DBS_TYPE_NULL:
+            break;
+        case DBS_TYPE_TIMESTAMP:
+            if (dbs_timestamp_format(v->ts, ts) < 0)
+                return dbs__err(err, DBS_EMISUSE,
+                                "postgresql: parameter $%zu: timestamp out of range", i + 1);
+            break;
+        case DBS_TYPE_JSON:
+        case DBS_TYPE_TEXT:
+        case DBS_TYPE_BLOB:
+            if (!v->b.p || (v->type != DBS_TYPE_BLOB && v->b.n == SIZE_MAX))
+                break;
+            if (v->b.n > INT32_MAX)
+                return dbs__err(err, DBS_EMISUSE,
+                                "postgresql: parameter $%zu too long", i + 1);
+            if (v->type == DBS_TYPE_TEXT) {
+                /* Counted text goes as text too, copied with a NUL by
+                 * params_fill: in binary format a type the server infers
+                 * (an integer, a numeric) read the bytes as its own
+                 * binary form ("1234" became 825373492). A NUL byte would
+                 * cut that copy short: refused, as the server refuses it
+                 * in text. */
+                if (memchr(v->b.p, '\0', v->b.n))
+                    return dbs__err(err, DBS_ESQL,
+                                    "postgresql: parameter $%zu: text with a NUL "
+                                    "byte, which PostgreSQL text cannot hold (bind "
+                                    "bytes as DBS_BLOB)", i + 1);
+                need += v->b.n + 1;
+            }
+            break;
+        default:
+            return dbs__err(err, DBS_EMISUSE,
+                            "postgresql: parameter $%zu has no valid type", i + 1);
+        }
+    }
+    *heap = need;
+    return DBS_OK;
+}
+
+/* Converts parameters params_check passed into p, its arrays and copies
+ * in buf (the bytes params_check asked for; p's strings may point into
+ * params too). Fails never: nothing of a flight is queued before every
+ * statement's parameters were checked and their memory found. */
+static void params_fill(const dbs_value *params, size_t n, pg_params *p, char *buf)
+{
+    p->heap = NULL;
+    char *h = buf;
+    if (n > PG_SMALLP) {
+        /* the widest first, each array aligned for its type */
+        p->vals = (const char **)(void *)h;
+        p->types = (Oid *)(void *)(p->vals + n);
+        p->lens = (int *)(void *)(p->types + n);
+        p->fmts = p->lens + n;
+        p->nums = (char(*)[40])(void *)(p->fmts + n);
+        p->sig = (char *)(p->nums + n);
+        h = p->sig + n + 1;
+    } else {
+        p->vals = p->in.vals;
+        p->types = p->in.types;
+        p->lens = p->in.lens;
+        p->fmts = p->in.fmts;
+        p->nums = p->in.nums;
+        p->sig = p->in.sig;
+    }
     Oid *types = p->types;
     const char **vals = p->vals;
     int *lens = p->lens, *fmts = p->fmts;
     char(*nums)[40] = p->nums;
-    size_t need = 0; /* for the counted texts */
     for (size_t i = 0; i < n; i++) {
+        const dbs_value *v = &params[i];
         lens[i] = 0;
         fmts[i] = 0;
-        switch (params[i].type) {
+        switch (v->type) {
         case DBS_TYPE_INT:
             types[i] = PG_OID_INT8;
-            snprintf(nums[i], sizeof nums[i], "%lld", (long long)params[i].i);
+            snprintf(nums[i], sizeof nums[i], "%lld", (long long)v->i);
             vals[i] = nums[i];
             break;
         case DBS_TYPE_REAL:
             types[i] = PG_OID_FLOAT8;
-            dbs__fmt_double(nums[i], sizeof nums[i], params[i].r);
+            dbs__fmt_double(nums[i], sizeof nums[i], v->r);
             vals[i] = nums[i];
             break;
         case DBS_TYPE_BOOL:
             types[i] = PG_OID_BOOL;
-            vals[i] = params[i].i ? "t" : "f";
+            vals[i] = v->i ? "t" : "f";
             break;
         case DBS_TYPE_TIMESTAMP:
             types[i] = PG_OID_TIMESTAMPTZ;
-            if (dbs_timestamp_format(params[i].ts, nums[i]) < 0)
-                return dbs__err(err, DBS_EMISUSE,
-                                "postgresql: parameter $%zu: timestamp out of range", i + 1);
+            (void)dbs_timestamp_format(v->ts, nums[i]); /* checked */
             vals[i] = nums[i];
             break;
         case DBS_TYPE_UUID:
             types[i] = PG_OID_UUID;
             vals[i] = NULL;
-            if (params[i].b.p) {
-                dbs_uuid_format(params[i].b.p, nums[i]);
+            if (v->b.p) {
+                dbs_uuid_format(v->b.p, nums[i]);
                 vals[i] = nums[i];
             }
             break;
@@ -2026,62 +2113,31 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
             /* A NULL pointer is SQL NULL. A counted json goes in binary
              * format, whose form is the text itself, so it needs no
              * terminating NUL. */
-            types[i] = params[i].type == DBS_TYPE_JSON ? PG_OID_JSON : 0;
-            vals[i] = params[i].b.p;
-            if (params[i].b.p && params[i].b.n != SIZE_MAX) {
-                if (params[i].b.n > INT32_MAX)
-                    return dbs__err(err, DBS_EMISUSE,
-                                    "postgresql: parameter $%zu too long", i + 1);
-                if (params[i].type == DBS_TYPE_TEXT) {
-                    /* Counted text goes as text too, copied with a NUL
-                     * below: in binary format a type the server infers
-                     * (an integer, a numeric) read the bytes as its own
-                     * binary form ("1234" became 825373492). A NUL byte
-                     * would cut that copy short: refused, as the server
-                     * refuses it in text. */
-                    if (memchr(params[i].b.p, '\0', params[i].b.n))
-                        return dbs__err(err, DBS_ESQL,
-                                        "postgresql: parameter $%zu: text with a NUL "
-                                        "byte, which PostgreSQL text cannot hold (bind "
-                                        "bytes as DBS_BLOB)", i + 1);
-                    need += params[i].b.n + 1;
+            types[i] = v->type == DBS_TYPE_JSON ? PG_OID_JSON : 0;
+            vals[i] = v->b.p;
+            if (v->b.p && v->b.n != SIZE_MAX) {
+                if (v->type == DBS_TYPE_TEXT) {
+                    memcpy(h, v->b.p, v->b.n);
+                    h[v->b.n] = '\0';
+                    vals[i] = h;
+                    h += v->b.n + 1;
                     break;
                 }
-                lens[i] = (int)params[i].b.n;
+                lens[i] = (int)v->b.n;
                 fmts[i] = 1;
-                vals[i] = params[i].b.n ? params[i].b.p : "";
+                vals[i] = v->b.n ? v->b.p : "";
             }
             break;
         case DBS_TYPE_BLOB:
             types[i] = PG_OID_BYTEA;
-            vals[i] =
-                params[i].b.p ? (params[i].b.n ? params[i].b.p : "") : NULL;
-            if (params[i].b.n > INT32_MAX)
-                return dbs__err(err, DBS_EMISUSE,
-                                "postgresql: parameter $%zu too long", i + 1);
-            lens[i] = (int)params[i].b.n;
+            vals[i] = v->b.p ? (v->b.n ? v->b.p : "") : NULL;
+            lens[i] = v->b.p ? (int)v->b.n : 0;
             fmts[i] = 1;
             break;
-        case DBS_TYPE_NULL:
+        default: /* DBS_TYPE_NULL: params_check let no other through */
             types[i] = 0;
             vals[i] = NULL;
             break;
-        default:
-            return dbs__err(err, DBS_EMISUSE,
-                            "postgresql: parameter $%zu has no valid type", i + 1);
-        }
-    }
-    char *h = need ? malloc(need) : NULL;
-    if (need && !h)
-        return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
-    p->heap = h;
-    for (size_t i = 0; i < n; i++) {
-        const dbs_value *v = &params[i];
-        if (v->type == DBS_TYPE_TEXT && v->b.p && v->b.n != SIZE_MAX && h) {
-            memcpy(h, v->b.p, v->b.n);
-            h[v->b.n] = '\0';
-            vals[i] = h;
-            h += v->b.n + 1;
         }
         switch (types[i]) {
         case PG_OID_INT8: p->sig[i] = 'i'; break;
@@ -2095,6 +2151,24 @@ static int params_of(const char *sql, const dbs_value *params, size_t n, pg_para
         }
     }
     p->sig[n] = '\0';
+}
+
+/* Checks sql's parameters and converts them into p (params_free after).
+ * DBS_OK, or an error that names the parameter, or DBS_ENOMEM: nothing
+ * allocated then. */
+static int params_of(const char *sql, const dbs_value *params, size_t n, pg_params *p,
+                     dbs_error *err)
+{
+    p->heap = NULL;
+    size_t need;
+    int rc = params_check(sql, params, n, &need, err);
+    if (rc != DBS_OK)
+        return rc;
+    char *h = need ? malloc(need) : NULL;
+    if (need && !h)
+        return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+    params_fill(params, n, p, h);
+    p->heap = h;
     return DBS_OK;
 }
 
@@ -2984,15 +3058,21 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     int rc = a_begin_sql(u, bsql, sizeof bsql, &ro, err);
     if (rc != DBS_OK)
         return rc;
-    pg_params pp;
+    /* Every statement's parameters are checked, and the memory the
+     * largest needs found, before anything is queued: the unit fails
+     * alone, the connection goes on. */
+    size_t most = 0;
     for (size_t i = 0; i < u->n; i++) {
         if (!u->stmts[i].sql)
             return dbs__err(err, DBS_EMISUSE, "postgresql: statement %zu has no SQL", i);
-        rc = params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, err);
-        params_free(&pp);
+        size_t need;
+        rc = params_check(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &need, err);
         if (rc != DBS_OK)
             return rc;
+        if (need > most)
+            most = need;
     }
+    pg_params pp;
     if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
         /* After native(): the caller may have left anything behind. */
         if (PQsetnonblocking(c->pg, 1) != 0 || PQisBusy(c->pg) ||
@@ -3003,7 +3083,8 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     pg_aflight *af = af_new(u->n);
     pg_aflight *posted = NULL, *after = NULL;
     char (*evicted)[24] = calloc(u->n, sizeof *evicted);
-    bool oom = !af || !evicted;
+    char *scratch = most ? malloc(most) : NULL; /* each statement's in turn */
+    bool oom = !af || !evicted || (most && !scratch);
     if (!oom && c->posted.n > 0) {
         if (full) {
             after = af_new(0);
@@ -3020,6 +3101,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         if (after)
             af_free(after);
         free(evicted);
+        free(scratch);
         return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
     }
     bool ok = true;
@@ -3055,12 +3137,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     size_t n_evicted = 0;
     for (size_t i = 0; i < u->n && ok; i++) {
         bool fresh = false;
-        /* checked above; out of memory copying a text fails the flight */
-        ok = params_of(u->stmts[i].sql, u->stmts[i].params, u->stmts[i].n, &pp, NULL) ==
-             DBS_OK;
-        params_free(&pp); /* the types and their letters stay */
-        if (!ok)
-            break;
+        params_fill(u->stmts[i].params, u->stmts[i].n, &pp, scratch);
         pg_stmt *e = cache_get(c, u->stmts[i].sql, pp.sig, &fresh, evicted[n_evicted],
                                sizeof evicted[n_evicted]);
         if (evicted[n_evicted][0])
@@ -3109,10 +3186,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_cmd(c, af, &ok, A_STEP, 0, "SELECT");
     for (size_t i = 0; i < u->n && ok; i++) {
         const dbs__astmt *st = &u->stmts[i];
-        if (params_of(st->sql, st->params, st->n, &pp, NULL) != DBS_OK) {
-            ok = false;
-            break;
-        }
+        params_fill(st->params, st->n, &pp, scratch);
         int np = (int)st->n;
         if (af->names[i][0])
             ok = PQsendQueryPrepared(c->pg, af->names[i], np, np ? pp.vals : NULL,
@@ -3121,7 +3195,6 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
             ok = PQsendQueryParams(c->pg, st->sql, np, np ? pp.types : NULL,
                                    np ? pp.vals : NULL, np ? pp.lens : NULL,
                                    np ? pp.fmts : NULL, 0) == 1;
-        params_free(&pp);
         af_push(af, &ok, A_STMT, (int)i);
     }
     /* The commit's position, as end_tx reads it. */
@@ -3160,6 +3233,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_sync(c, af, &ok, A_SYNC);
     }
     free(evicted);
+    free(scratch);
     cork(c, false);
     if (!ok && !af->commit_queued) {
         /* What was queued is read in order and dropped; u is not part of

@@ -2,6 +2,8 @@
  * errors by kind. Both backends. */
 #include "common.h"
 
+#include <sqlite3.h>
+
 static dbs_pool *pool;
 static const char *pool_url;
 static char tbl[64];
@@ -145,6 +147,149 @@ static void test_errors(void)
     dbs_session_close(s);
 }
 
+/* The most parameters a statement may have: 65535 (the PostgreSQL and
+ * MariaDB protocols' count), on SQLite fewer if its build says so
+ * (SQLITE_MAX_VARIABLE_NUMBER: 32766 by default, 250000 on Debian). */
+static size_t most_params(void)
+{
+    if (strncmp(pool_url, "sqlite:", 7) != 0)
+        return 65535;
+    sqlite3 *db = NULL;
+    CHECK_EQ(sqlite3_open(":memory:", &db), SQLITE_OK);
+    int n = sqlite3_limit(db, SQLITE_LIMIT_VARIABLE_NUMBER, -1);
+    sqlite3_close(db);
+    return n < 65535 ? (size_t)n : 65535;
+}
+
+/* "SELECT count(*) FROM tbl WHERE id IN ($1, ..., $n)" (the caller's);
+ * uses $1..$used, n of them. */
+static char *in_list_sql(size_t used)
+{
+    size_t cap = 64 + strlen(tbl) + used * 8;
+    char *sql = malloc(cap);
+    CHECK(sql != NULL);
+    size_t w = (size_t)snprintf(sql, cap, "SELECT count(*) FROM %s WHERE id IN (", tbl);
+    for (size_t i = 1; i <= used; i++)
+        w += (size_t)snprintf(sql + w, cap - w, i > 1 ? ", $%zu" : "$%zu", i);
+    snprintf(sql + w, cap - w, ")");
+    return sql;
+}
+
+/* n parameters no row's id matches but the last, a counted text "2" (the
+ * row with id 2): so the last one arrived, as itself. */
+static dbs_value *in_list_params(size_t n)
+{
+    dbs_value *v = malloc(n * sizeof *v);
+    CHECK(v != NULL);
+    for (size_t i = 0; i < n; i++)
+        v[i] = DBS_INT(-(int64_t)i - 1);
+    v[n - 1] = DBS_TEXTN("2x", 1);
+    return v;
+}
+
+typedef struct many_arg {
+    const char *sql;
+    const dbs_value *v;
+    size_t n;
+    int64_t count;
+} many_arg;
+
+static int many_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    many_arg *a = arg;
+    dbs_rows *r = dbs_query(s, a->sql, a->v, a->n, err);
+    if (!r)
+        return err->code;
+    if (dbs_rows_next(r, err) == 1)
+        a->count = dbs_rows_int(r, 0);
+    dbs_rows_close(r);
+    return 0;
+}
+
+/* Up to the backend's limit of parameters on every backend (PostgreSQL
+ * refused more than 256); one past it is refused before anything is sent,
+ * and the session goes on. */
+static void test_many_params(void)
+{
+    dbs_error err;
+    dbs_session *s = open_ok(pool);
+    const size_t most = most_params();
+    const size_t counts[] = {257, 1000, most};
+    dbs_value *v = in_list_params(65536);
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        size_t n = counts[k];
+        char *sql = in_list_sql(n);
+        v[n - 1] = DBS_TEXTN("2x", 1);
+        dbs_rows *r = dbs_query(s, sql, v, n, &err);
+        if (!r)
+            CHECK_FAIL("%zu parameters: %d %s", n, err.code, err.message);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_EQ(dbs_rows_int(r, 0), 1);
+        dbs_rows_close(r);
+        v[n - 1] = DBS_INT(-(int64_t)n);
+        /* more given than used, above the old limit too: DBS_ESQL */
+        if (n < 65535) {
+            CHECK_EQ(dbs_exec(s, sql, v, n + 1, &err), DBS_ESQL);
+            CHECK_OK(dbs_rollback(s, &err), &err);
+        }
+        free(sql);
+    }
+    /* one past the backend's limit: SQLite's own refusal */
+    if (most < 65535) {
+        char *sql = in_list_sql(most + 1);
+        CHECK_EQ(dbs_exec(s, sql, v, most + 1, &err), DBS_ESQL);
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        free(sql);
+    }
+    /* past the protocol's: refused before anything is sent, in the middle
+     * of a transaction that goes on */
+    char *sql = in_list_sql(65536);
+    char ins[200];
+    snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES (90)", tbl);
+    CHECK_EQ(dbs_exec(s, ins, NULL, 0, &err), 1);
+    CHECK_EQ(dbs_exec(s, sql, v, 65536, &err), DBS_EMISUSE);
+    CHECK_CONTAINS(err.message, "65535");
+    CHECK(dbs_query(s, sql, v, 65536, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+    free(sql);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    snprintf(ins, sizeof ins, "SELECT count(*) FROM %s WHERE id = 90", tbl);
+    CHECK_EQ(query_int(s, ins, NULL, 0), 1);
+    snprintf(ins, sizeof ins, "DELETE FROM %s WHERE id = 90", tbl);
+    CHECK_EQ(dbs_exec(s, ins, NULL, 0, &err), 1);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+
+    /* MariaDB counts each use of a parameter: one used 65536 times is
+     * refused before anything is sent */
+    if (test_is_mysql(pool_url)) {
+        s = open_ok(pool);
+        size_t cap = 16 + 65536 * 4;
+        sql = malloc(cap);
+        CHECK(sql != NULL);
+        size_t w = (size_t)snprintf(sql, cap, "SELECT 2 IN (");
+        for (size_t i = 0; i < 65536; i++)
+            w += (size_t)snprintf(sql + w, cap - w, i ? ",$1" : "$1");
+        snprintf(sql + w, cap - w, ")");
+        dbs_value two = DBS_INT(2);
+        CHECK_EQ(dbs_exec(s, sql, &two, 1, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "more than 65535 parameter uses");
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        CHECK_EQ(query_int(s, "SELECT 42", NULL, 0), 42);
+        free(sql);
+        dbs_session_close(s);
+    }
+
+    /* through dbs_transact, at the limit */
+    sql = in_list_sql(most);
+    v[most - 1] = DBS_TEXTN("2x", 1);
+    many_arg a = {.sql = sql, .v = v, .n = most, .count = -1};
+    CHECK_OK(dbs_transact(pool, NULL, many_work, &a, &err), &err);
+    CHECK_EQ(a.count, 1);
+    free(sql);
+    free(v);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -171,6 +316,7 @@ int main(void)
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
     test_errors();
+    test_many_params();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
