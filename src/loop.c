@@ -666,12 +666,32 @@ static void req_served(dbs__rp_req *req)
     mbox_unref(m); /* r may be the loop's, or gone, from the post on */
 }
 
+/* No memory to take a connection for lane ln. While the lane has a
+ * connection or a request under way, they dispatch its queue again; with
+ * neither nothing would, and its units would wait for a timer (their
+ * acquire bound, at best): the unit waiting longest fails instead, as
+ * with a failed connect, before anything of it was sent. */
+static void lane_nomem(dbs_loop *l, lane *ln, const char *what)
+{
+    dbs_unit *u = ln->qhead;
+    if (!u || ln->nconns || ln->nreq)
+        return;
+    queue_unlink(l, u);
+    u->attempts++;
+    u->au.commit_sent = false;
+    u->au.rc = dbs__err(&u->au.err, DBS_ENOMEM, "out of memory %s: nothing of the unit was sent",
+                        what);
+    attempt_done(l, u, dbs__now_ns());
+}
+
 /* Asks lane ln's pool for one more connection, without waiting. */
 static void lane_acquire(dbs_loop *l, lane *ln)
 {
     creq *r = calloc(1, sizeof *r);
-    if (!r)
-        return; /* tried again at the next dispatch */
+    if (!r) {
+        lane_nomem(l, ln, "asking the pool for a connection");
+        return;
+    }
     r->post.kind = POST_REQ;
     r->req.done = NULL;
     r->req.wake = req_served;
@@ -781,6 +801,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
             creq *r = calloc(1, sizeof *r);
             if (!r) {
                 dbs__rp_create_failed(&p->rp);
+                lane_nomem(l, ln, "replacing a connection");
                 return;
             }
             r->post.kind = POST_REQ;
@@ -801,6 +822,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
     lconn *lc = calloc(1, sizeof *lc);
     if (!lc) {
         dbs__pool_loop_giveback(p, c, false, false, 0);
+        lane_nomem(l, ln, "taking a connection");
         return;
     }
     lc->lane = ln;
@@ -1011,7 +1033,7 @@ static void dispatch_native(dbs_loop *l, lane *ln)
         if (ln->closed)
             break;
         if (ln->nreq + ln->nconns == before)
-            break; /* out of memory: tried again later */
+            break; /* out of memory: lane_nomem answered */
         if (ln->conns && lane_pick(l, ln) && ln->qhead) {
             dispatch_native(l, ln);
             return;
@@ -1061,12 +1083,19 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
         u->attempts++;
         wlist_add(l, u);
         atomic_fetch_add(&l->mb->refs, 1);
-        if (dbs__workers_unit(l->pool, &u->au, u->deadline_ns, acquire, u->file, u->line,
-                              u->func, worker_done, u) != DBS_OK) {
+        int rc = dbs__workers_unit(l->pool, &u->au, u->deadline_ns, acquire, u->file,
+                                   u->line, u->func, worker_done, u);
+        if (rc != DBS_OK) {
             mbox_unref(l->mb);
             wlist_del(l, u);
             u->attempts--;
-            unit_fail(l, u, DBS_ECLOSED, "the pool is closed");
+            /* the hand-off fails for want of memory (or of a worker
+             * thread) as well as for a closed pool: say which */
+            unit_fail(l, u, rc,
+                      rc == DBS_ECLOSED ? "the pool is closed"
+                      : rc == DBS_ENOMEM
+                          ? "out of memory handing the unit to a worker thread: nothing was sent"
+                          : "the unit could not be handed to a worker thread");
         }
     }
 }
