@@ -189,10 +189,20 @@ int dbs_error_is_transient(const dbs_error *err);
 
 /* Who a session works for. Any field may be NULL. Copied when a session opens
  * and immutable afterwards; the caller's strings may be freed right after
- * dbs_session_open returns. */
+ * dbs_session_open returns. Each field is UTF-8 text of at most
+ * DBS_CONTEXT_MAX bytes (its NUL not counted), kept and applied (the
+ * PostgreSQL settings, the MariaDB variables) byte for byte; anything else is refused whole, before anything is sent,
+ * with DBS_EMISUSE by dbs_session_open (and the calls built on it:
+ * dbs_transact, dbs_session_open_ro, ...) and by dbs_unit_new. */
 typedef struct dbs_context {
     const char *request_id, *user_id, *tenant_id;
 } dbs_context;
+
+/* The longest context field in bytes: room for any identifier, and small
+ * enough that all three, sent to MariaDB as two hex digits a byte, fit in
+ * one packet under any max_allowed_packet a server is likely to run with
+ * (past it the server drops the connection). */
+#define DBS_CONTEXT_MAX 65536
 
 enum dbs_event_kind {
     DBS_EVENT_CONNECT,        /* a new connection was opened (dbs_pool_open's

@@ -466,6 +466,12 @@ struct dbs_session {
                                  commit rolls back and returns this */
 };
 
+/* DBS_EMISUSE, naming fn and the field, for a context no backend can carry
+ * exactly (a field longer than DBS_CONTEXT_MAX or not UTF-8); DBS_OK for
+ * NULL. Checked before anything is sent, so such a context is refused
+ * whole instead of reaching a server that would change or drop it. */
+int dbs__context_check(const dbs_context *ctx, const char *fn, dbs_error *err);
+
 /* dbs_session_open_at without the public allocation attribute. */
 dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                const char *file, int line, const char *func);

@@ -1831,6 +1831,8 @@ dbs_unit *dbs_unit_new_at(dbs_loop *l, const dbs_context *ctx, unsigned flags, d
                  "DBS_UNIT_RO", l->pool->drv->name);
         return NULL;
     }
+    if (dbs__context_check(ctx, "dbs_unit_new", err) != DBS_OK)
+        return NULL;
     dbs_unit *u = calloc(1, sizeof *u);
     if (!u) {
         dbs__err(err, DBS_ENOMEM, "out of memory making a unit");

@@ -7,6 +7,69 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none:
+ * what PostgreSQL's and MariaDB's utf8mb4 accept, so no overlong form, no
+ * surrogate, nothing past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t k;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        k = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        k = 3;
+        if (p[0] == 0xe0)
+            lo = 0xa0;
+        else if (p[0] == 0xed)
+            hi = 0x9f;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        k = 4;
+        if (p[0] == 0xf0)
+            lo = 0x90;
+        else if (p[0] == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < k || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < k; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return k;
+}
+
+int dbs__context_check(const dbs_context *ctx, const char *fn, dbs_error *err)
+{
+    if (!ctx)
+        return DBS_OK;
+    const char *src[3] = {ctx->request_id, ctx->user_id, ctx->tenant_id};
+    static const char *const name[3] = {"request_id", "user_id", "tenant_id"};
+    for (int i = 0; i < 3; i++) {
+        if (!src[i])
+            continue;
+        /* strnlen: a field far past the bound is not read to its end */
+        size_t n = strnlen(src[i], (size_t)DBS_CONTEXT_MAX + 1);
+        if (n > DBS_CONTEXT_MAX)
+            return dbs__err(err, DBS_EMISUSE,
+                            "%s: ctx->%s is longer than DBS_CONTEXT_MAX (%d bytes): "
+                            "pass an identifier, not a payload",
+                            fn, name[i], DBS_CONTEXT_MAX);
+        const unsigned char *p = (const unsigned char *)src[i];
+        for (size_t at = 0; at < n;) {
+            size_t k = utf8_seq(p + at, n - at);
+            if (k == 0)
+                return dbs__err(err, DBS_EMISUSE,
+                                "%s: ctx->%s is not valid UTF-8 (byte %zu): the "
+                                "database would refuse or alter it",
+                                fn, name[i], at);
+            at += k;
+        }
+    }
+    return DBS_OK;
+}
+
 /* The context is copied into one allocation so the caller's strings may die
  * right after open, and the copy can never change under the session. */
 static int copy_context(dbs_session *s, const dbs_context *ctx)
@@ -153,6 +216,8 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         dbs__errors_note(pool, DBS_ECLOSED, NULL); /* a failed acquire, as below */
         return NULL;
     }
+    if (dbs__context_check(ctx, "dbs_session_open", err) != DBS_OK)
+        return NULL;
     dbs_session *s = session_alloc();
     if (!s || copy_context(s, ctx) != DBS_OK) {
         if (s)

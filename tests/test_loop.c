@@ -1610,6 +1610,250 @@ static void test_no_spin(dbs_pool *p)
     dbs_loop_close(l);
 }
 
+/* ---- the request context at and past its limits ---- */
+
+static void ctx_cfg(dbs_config *c)
+{
+    c->ctx_request_setting = "app.request_id";
+    c->ctx_user_setting = "app.user_id";
+    c->ctx_tenant_setting = "app.tenant_id";
+}
+
+/* Reads field i of the context back inside the transaction. */
+static const char *ctx_read_sql(int i)
+{
+    static const char *const pg[3] = {"SELECT current_setting('app.request_id', true)",
+                                      "SELECT current_setting('app.user_id', true)",
+                                      "SELECT current_setting('app.tenant_id', true)"};
+    static const char *const my[3] = {"SELECT @`app.request_id`", "SELECT @`app.user_id`",
+                                      "SELECT @`app.tenant_id`"};
+    return is_pg ? pg[i] : is_mysql ? my[i] : "SELECT ''";
+}
+
+/* The first row's first column is want byte for byte (NULL: SQL NULL or
+ * '', as PostgreSQL applies a missing field). */
+static void ctx_check_rows(dbs_rows *rows, const char *want, const char *what)
+{
+    dbs_error e;
+    if (!rows || dbs_rows_next(rows, &e) != 1)
+        CHECK_FAIL("%s: no row", what);
+    size_t n = 0;
+    const char *t = dbs_rows_text(rows, 0, &n);
+    if (!want) {
+        if (t && n)
+            CHECK_FAIL("%s: %zu bytes of a context that is not this session's", what, n);
+        return;
+    }
+    if (!t || n != strlen(want) || memcmp(t, want, n) != 0)
+        CHECK_FAIL("%s: %zu bytes read back, not the %zu applied", what, t ? n : 0,
+                   strlen(want));
+}
+
+static const char *ctx_want[3];
+
+static const char *ctx_field(const dbs_context *c, int f)
+{
+    return f == 0 ? c->request_id : f == 1 ? c->user_id : c->tenant_id;
+}
+
+static void ctx_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    int *calls = arg;
+    ++*calls;
+    if (rc != DBS_OK)
+        CHECK_FAIL("context unit: %d %s", rc, err->message);
+    for (int i = 0; i < 3 && !is_sqlite; i++)
+        ctx_check_rows(dbs_unit_rows(u, i), ctx_want[i], "unit");
+}
+
+static int ctx_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    (void)arg;
+    (void)err;
+    CHECK_FAIL("dbs_transact ran its work under a context it should refuse");
+    return 0;
+}
+
+static void test_ctx_limits(void)
+{
+    dbs_pool *p = pool_of(1, ctx_cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    char *at_max = malloc(DBS_CONTEXT_MAX + 2), *big = malloc((16u << 20) + 1);
+    CHECK(at_max && big);
+    for (size_t i = 0; i < DBS_CONTEXT_MAX + 1; i++)
+        at_max[i] = (char)('a' + i % 26);
+    at_max[DBS_CONTEXT_MAX] = '\0';
+    memset(big, 'b', 16u << 20); /* past MariaDB's max_allowed_packet */
+    big[16u << 20] = '\0';
+    const char *good[] = {"", "x", at_max, "q'\"\\`;--\n\r\t$1 ? %s",
+                          "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"};
+    for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
+        for (int f = 0; f < 3; f++) {
+            dbs_context ctx = {"r", "u", "t"};
+            const char **fld[3] = {&ctx.request_id, &ctx.user_id, &ctx.tenant_id};
+            *fld[f] = good[k];
+            ctx_want[0] = ctx.request_id;
+            ctx_want[1] = ctx.user_id;
+            ctx_want[2] = ctx.tenant_id;
+            dbs_session *s = dbs_session_open(p, &ctx, &err);
+            if (!s)
+                CHECK_FAIL("context %zu field %d refused: %s", k, f, err.message);
+            CHECK_STR(ctx_field(dbs_session_context(s), f), good[k]);
+            for (int i = 0; i < 3 && !is_sqlite; i++) {
+                dbs_rows *rows = dbs_query(s, ctx_read_sql(i), NULL, 0, &err);
+                if (!rows)
+                    CHECK_FAIL("context %zu field %d: %s", k, f, err.message);
+                ctx_check_rows(rows, ctx_want[i], "session");
+                dbs_rows_close(rows);
+            }
+            dbs_session_close(s);
+            dbs_unit *u = dbs_unit_new(l, &ctx, 0, &err);
+            if (!u)
+                CHECK_FAIL("context %zu field %d refused: %s", k, f, err.message);
+            CHECK_STR(ctx_field(dbs_unit_context(u), f), good[k]);
+            for (int i = 0; i < 3; i++)
+                CHECK_EQ(dbs_unit_add(u, ctx_read_sql(i), NULL, 0, &err), i);
+            int calls = 0;
+            CHECK_OK(dbs_unit_submit(u, ctx_done, &calls, &err), &err);
+            drain(l);
+            CHECK_EQ(calls, 1);
+            settle(l, p);
+        }
+    }
+    /* nothing of it is left for the next session, on either path */
+    for (int i = 0; i < 3; i++)
+        ctx_want[i] = NULL;
+    dbs_session *s = open_ok(p);
+    for (int i = 0; i < 3 && !is_sqlite; i++) {
+        dbs_rows *rows = dbs_query(s, ctx_read_sql(i), NULL, 0, &err);
+        ctx_check_rows(rows, NULL, "next session");
+        dbs_rows_close(rows);
+    }
+    dbs_session_close(s);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(dbs_unit_add(u, ctx_read_sql(i), NULL, 0, &err), i);
+    int calls = 0;
+    CHECK_OK(dbs_unit_submit(u, ctx_done, &calls, &err), &err);
+    drain(l);
+    CHECK_EQ(calls, 1);
+    settle(l, p);
+
+    /* refused whole before anything is sent: no connection spent, none
+     * broken, no retry; never a value the server would change or drop */
+    at_max[DBS_CONTEXT_MAX] = 'z';
+    at_max[DBS_CONTEXT_MAX + 1] = '\0';
+    const char *bad[] = {at_max, big, "\xff", "ab\xc3", "\xc0\x80", "\xed\xa0\x80",
+                         "\xf4\x90\x80\x80", "ok\xe2\x82"};
+    uint64_t created = stats_of(p).created;
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        for (int f = 0; f < 3; f++) {
+            dbs_context ctx = {"r", "u", "t"};
+            const char **fld[3] = {&ctx.request_id, &ctx.user_id, &ctx.tenant_id};
+            *fld[f] = bad[k];
+            memset(&err, 0, sizeof err);
+            s = dbs_session_open(p, &ctx, &err);
+            if (s)
+                CHECK_FAIL("bad context %zu field %d: the session opened", k, f);
+            CHECK_EQ(err.code, DBS_EMISUSE);
+            CHECK(strstr(err.message, "ctx->") != NULL);
+            CHECK_EQ(dbs_transact(p, &ctx, ctx_work, NULL, &err), DBS_EMISUSE);
+            u = dbs_unit_new(l, &ctx, 0, &err);
+            if (u)
+                CHECK_FAIL("bad context %zu field %d: the unit was made", k, f);
+            CHECK_EQ(err.code, DBS_EMISUSE);
+        }
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.created, created);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.invalidated, 0);
+    free(at_max);
+    free(big);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* ---- the pool's ceiling with units whose connections are killed ---- */
+
+typedef struct ceil_arg {
+    dbs_pool *admin;
+    int done, ok, failed, kills;
+    int64_t killed; /* the server's id of the connection ended last */
+} ceil_arg;
+
+static void ceil_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    ceil_arg *a = arg;
+    a->done++;
+    if (rc != DBS_OK) {
+        /* the kill: the connection lost (before or at COMMIT), nothing else */
+        if (rc != DBS_ECONNECT && rc != DBS_ECOMMIT_UNKNOWN)
+            CHECK_FAIL("ceiling unit: %d %s", rc, err->message);
+        a->failed++;
+        return;
+    }
+    a->ok++;
+    dbs_rows *rows = dbs_unit_rows(u, 0);
+    dbs_error e;
+    CHECK(rows && dbs_rows_next(rows, &e) == 1);
+    int64_t id = dbs_rows_int(rows, 0);
+    /* every tenth unit, its connection is ended from another session */
+    if (a->admin && a->ok % 10 == 0 && id != a->killed) {
+        char sql[128];
+        if (is_pg)
+            snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld)::int", (long long)id);
+        else
+            snprintf(sql, sizeof sql, "KILL CONNECTION %lld", (long long)id);
+        dbs_session *s = open_ok(a->admin);
+        if (is_pg)
+            CHECK_EQ(query_int(s, sql, NULL, 0), 1);
+        else
+            exec_ok(s, sql);
+        a->kills++;
+        a->killed = id;
+        dbs_session_close(s);
+    }
+}
+
+static void test_ceiling_killed(void)
+{
+    enum { N = 100 };
+    dbs_config acfg;
+    dbs_config_init(&acfg);
+    dbs_pool *admin = is_sqlite ? NULL : open_pool("loop", &acfg);
+    atomic_store(&dbs__fault.armed, 1);
+    dbs_pool *p = pool_of(1, NULL);
+    atomic_store(&dbs__fault.armed, 0);
+    /* the admin's connection is the only other one this process has */
+    int base = atomic_load(&dbs__fault.live) - stats_of(p).size;
+    atomic_store(&dbs__fault.live_peak, atomic_load(&dbs__fault.live));
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    ceil_arg a = {.admin = admin, .killed = -1};
+    const char *id_sql = is_pg ? "SELECT pg_backend_pid()"
+                         : is_mysql ? "SELECT CONNECTION_ID()" : "SELECT 1";
+    for (int i = 0; i < N; i++) {
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        CHECK(u != NULL);
+        CHECK_EQ(dbs_unit_add(u, id_sql, NULL, 0, &err), 0);
+        CHECK_OK(dbs_unit_submit(u, ceil_done, &a, &err), &err);
+    }
+    drain(l);
+    CHECK_EQ(a.done, N);
+    settle(l, p);
+    dbs_loop_close(l);
+    if (admin)
+        CHECK(a.kills > 0);
+    CHECK_INT(atomic_load(&dbs__fault.live_peak) - base, <=, 1);
+    dbs_pool_close(p);
+    dbs_pool_close(admin);
+}
+
 static bool want(int argc, char **argv, const char *name)
 {
     if (argc < 2)
@@ -1735,6 +1979,14 @@ int main(int argc, char **argv)
     if (want(argc, argv, "cancel_pipelined")) {
         fprintf(stderr, "cancel_pipelined\n");
         test_cancel_pipelined();
+    }
+    if (want(argc, argv, "ctx_limits")) {
+        fprintf(stderr, "ctx_limits\n");
+        test_ctx_limits();
+    }
+    if (want(argc, argv, "ceiling_killed")) {
+        fprintf(stderr, "ceiling_killed\n");
+        test_ceiling_killed();
     }
     printf("test_loop: ok\n");
     return 0;

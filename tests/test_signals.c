@@ -25,7 +25,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -378,6 +380,109 @@ static void transact(void)
     dbs_pool_close(p);
 }
 
+/* ---- an event loop under the storm ---- */
+
+typedef struct sig_res {
+    int calls, rc;
+    char msg[512];
+} sig_res;
+
+static void sig_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    sig_res *r = arg;
+    r->calls++;
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", err->message);
+}
+
+/* Runs l as a program's loop does, its epoll_wait interrupted as often as
+ * anything else, until no unit is pending or limit_ms passed. */
+static void loop_drain(dbs_loop *l, int64_t limit_ms)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    CHECK(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLIN};
+    CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, dbs_loop_fd(l), &ev), 0);
+    int64_t until = now_ms() + limit_ms;
+    while (dbs_loop_pending(l) > 0) {
+        if (now_ms() > until)
+            CHECK_FAIL("%d units still pending after %lld ms", dbs_loop_pending(l),
+                       (long long)limit_ms);
+        int n = epoll_wait(ep, &ev, 1, dbs_loop_timeout_ms(l));
+        CHECK(n >= 0 || errno == EINTR);
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    close(ep);
+}
+
+/* Units through dbs_loop_run: each committed once; one past its
+ * statement bound ends with DBS_ESTMT_TIMEOUT, not the statement's whole
+ * length; one that waits past the acquire bound ends with DBS_ETIMEOUT. */
+static void loop_units(void)
+{
+    enum { N = 20 };
+    dbs_pool *p = pool_with(1, 20000, 30000);
+    dbs_session *s = open_ok(p);
+    char count[200], sql[200];
+    snprintf(count, sizeof count, "SELECT COUNT(*) FROM %s WHERE v = 5", table);
+    int64_t before = query_int(s, count, NULL, 0);
+    dbs_session_close(s);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    sig_res r[N];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        CHECK(u != NULL);
+        snprintf(sql, sizeof sql, "INSERT INTO %s(v) VALUES (5)", table);
+        CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 0);
+        sleep_sql(sql, sizeof sql, 20);
+        CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 1);
+        CHECK_OK(dbs_unit_submit(u, sig_done, &r[i], &err), &err);
+    }
+    loop_drain(l, 60000);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(r[i].calls, 1);
+        if (r[i].rc != DBS_OK)
+            CHECK_FAIL("unit %d: %d %s", i, r[i].rc, r[i].msg);
+    }
+    dbs_loop_close(l);
+    s = open_ok(p);
+    CHECK_EQ(query_int(s, count, NULL, 0), before + N);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+
+    if (!test_is_pg(url) && !test_is_mysql(url))
+        return; /* SQLite has no statement to outlast its bound here */
+    p = pool_with(1, 300, 300);
+    l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    sig_res slow, waiter;
+    memset(&slow, 0, sizeof slow);
+    memset(&waiter, 0, sizeof waiter);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    sleep_sql(sql, sizeof sql, 20000);
+    CHECK_EQ(dbs_unit_add(u, sql, NULL, 0, &err), 0);
+    CHECK_OK(dbs_unit_submit(u, sig_done, &slow, &err), &err);
+    u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK_EQ(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), 0);
+    dbs_unit_set_timeout(u, 150); /* ends while the slow one holds the connection */
+    CHECK_OK(dbs_unit_submit(u, sig_done, &waiter, &err), &err);
+    int64_t t0 = now_ms();
+    loop_drain(l, 60000);
+    CHECK_INT(now_ms() - t0, <, 10000); /* the bound, not the 20 s sleep */
+    CHECK_EQ(slow.calls, 1);
+    if (slow.rc != DBS_ESTMT_TIMEOUT)
+        CHECK_FAIL("slow unit: %d %s", slow.rc, slow.msg);
+    CHECK_EQ(waiter.calls, 1);
+    if (waiter.rc != DBS_ETIMEOUT)
+        CHECK_FAIL("waiting unit: %d %s", waiter.rc, waiter.msg);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     url = test_url("signals");
@@ -400,6 +505,7 @@ int main(void)
     if (test_is_pg(url) || test_is_mysql(url))
         connect_bound();
     transact();
+    loop_units();
     storm_stop();
     CHECK_INT(atomic_load(&hits), >, 100);
     {
