@@ -44,9 +44,19 @@
  * DBS_ECOMMIT_UNKNOWN (fail). sqlite:FILE?synchronous=full is
  * the default spelled out; ?synchronous=normal skips the group sync.
  *
- * Parameters: SQLite reads "$1" as a named parameter called "$1", reusable
- * anywhere in the statement, so the SQL is never rewritten; each prepared
- * statement keeps a map from SQLite's parameter slots to params[].
+ * Parameters: SQLite reads "$1" as a named parameter called "$1", and
+ * looks each name up in a list while it parses: a statement of n of them
+ * costs O(n^2) to prepare (seconds at 65535), and so does "?N", looked up
+ * the same way as code is generated. A bare "?" is O(1), so each $N is
+ * rewritten where SQLite's own tokenizer would read it as a parameter: its
+ * first use to "?", later ones to "?K" (K: the slot of its first use),
+ * padded with spaces to its length so that offsets into the text stay the
+ * caller's. Each prepared statement keeps a map from SQLite's slots to
+ * params[]. A text with anything else SQLite reads as a parameter ("?",
+ * ":a", "$a", ...), a "?K" longer than the $N it replaces, or that SQLite
+ * reads otherwise than the rewrite did is prepared as the caller wrote it
+ * and mapped by the names, as before; so is one whose rewritten form fails
+ * with a message that quotes a "?" (the message quotes the caller's text).
  *
  * sqlite::memory: is one database shared by every connection of the pool: a
  * memdb VFS database whose name starts with '/', kept alive by an anchor
@@ -469,17 +479,184 @@ static int map_params(sq_conn *c, sq_stmt *st, const char *sql, dbs_error *err)
     return DBS_OK;
 }
 
+/* The caller's text with its $N rewritten for SQLite (see the top of the
+ * file), and what the rewrite read: slot i+1 is params[map[i]], first used
+ * at offset first[i] (slots in the order of the text). */
+typedef struct numbered {
+    char *text;        /* NULL: nothing rewritten; prepare the caller's */
+    int *map;
+    size_t *first;
+    int nslots;
+} numbered;
+
+static void numbered_free(numbered *nb)
+{
+    free(nb->text);
+    free(nb->map);
+    free(nb->first);
+    memset(nb, 0, sizeof *nb);
+}
+
+/* IdChar of SQLite's tokenizer: a name, keyword or number goes on through
+ * these, '$' included ("a$1" is a name). */
+static bool id_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '$' || ch >= 0x80;
+}
+
+/* End of the quoted token opening at s[i] and closed by q, a doubled q
+ * standing for itself ('...', "...", `...`; [...] has no escape). */
+static size_t quoted_end(const char *s, size_t len, size_t i, char q)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == q) {
+            if (q == ']' || i + 1 >= len || s[i + 1] != q)
+                return i + 1;
+            i++;
+        }
+    }
+    return len;
+}
+
+/* Rewrites sql's $N as SQLite's tokenizer (tokenize.c) splits the text:
+ * quoted strings and names, comments, names that contain '$' and numbers
+ * are left whole. 0 with nb->text NULL: nothing to rewrite, or something
+ * the rewrite leaves to the named path; < 0: out of memory. */
+static int number_params(const char *sql, size_t len, numbered *nb)
+{
+    memset(nb, 0, sizeof *nb);
+    if (!memchr(sql, '$', len))
+        return 0;
+    int *slot_of = NULL; /* $N -> its slot, 0: not yet used */
+    size_t slot_cap = 0, cap = 0;
+    bool named = false;
+    if (!(nb->text = malloc(len + 1)))
+        return -1;
+    memcpy(nb->text, sql, len);
+    nb->text[len] = '\0';
+    char *z = nb->text;
+    for (size_t i = 0; i < len && !named;) {
+        unsigned char ch = (unsigned char)z[i];
+        if (ch == '\'' || ch == '"' || ch == '`' || ch == '[') {
+            i = quoted_end(z, len, i, ch == '[' ? ']' : (char)ch);
+        } else if (ch == '-' && i + 1 < len && z[i + 1] == '-') {
+            const char *nl = memchr(z + i, '\n', len - i);
+            i = nl ? (size_t)(nl - z) + 1 : len;
+        } else if (ch == '/' && i + 1 < len && z[i + 1] == '*') {
+            size_t j = i + 2;
+            while (j < len && !(z[j] == '*' && j + 1 < len && z[j + 1] == '/'))
+                j++;
+            i = j < len ? j + 2 : len;
+        } else if (ch == '?' || ch == ':' || ch == '@' || ch == '#') {
+            named = true; /* a parameter in another style, or SQLite's error */
+        } else if (ch == '$') {
+            size_t j = i + 1;
+            long k = 0;
+            while (j < len && z[j] >= '0' && z[j] <= '9' && k <= 65535)
+                k = k * 10 + (z[j++] - '0');
+            /* a name, "$1(...)" or "$1::x" (Tcl's forms), $0, $01, or past
+             * what any statement may be given: as the caller wrote it */
+            if (j == i + 1 || z[i + 1] == '0' || k > 65535 ||
+                (j < len && (id_char((unsigned char)z[j]) || z[j] == '(' ||
+                             (z[j] == ':' && j + 1 < len && z[j + 1] == ':')))) {
+                named = true;
+                break;
+            }
+            if ((size_t)k >= slot_cap) {
+                size_t nc = slot_cap ? slot_cap : 16;
+                while (nc <= (size_t)k)
+                    nc *= 2;
+                int *ns = realloc(slot_of, nc * sizeof *ns);
+                if (!ns)
+                    goto nomem;
+                memset(ns + slot_cap, 0, (nc - slot_cap) * sizeof *ns);
+                slot_of = ns;
+                slot_cap = nc;
+            }
+            if (!slot_of[k]) {
+                if ((size_t)nb->nslots == cap) {
+                    size_t nc = cap ? cap * 2 : 16;
+                    int *nm = realloc(nb->map, nc * sizeof *nm);
+                    if (nm)
+                        nb->map = nm;
+                    size_t *nf = nm ? realloc(nb->first, nc * sizeof *nf) : NULL;
+                    if (!nf)
+                        goto nomem;
+                    nb->first = nf;
+                    cap = nc;
+                }
+                nb->map[nb->nslots] = (int)k - 1;
+                nb->first[nb->nslots] = i;
+                slot_of[k] = ++nb->nslots;
+                z[i] = '?';
+                memset(z + i + 1, ' ', j - i - 1);
+            } else {
+                char num[16];
+                int w = snprintf(num, sizeof num, "?%d", slot_of[k]);
+                if ((size_t)w > j - i) {
+                    named = true; /* does not fit: the named path */
+                    break;
+                }
+                memcpy(z + i, num, (size_t)w);
+                memset(z + i + w, ' ', j - i - (size_t)w);
+            }
+            i = j;
+        } else if (id_char(ch)) {
+            while (i < len && id_char((unsigned char)z[i]))
+                i++;
+        } else {
+            i++;
+        }
+    }
+    free(slot_of);
+    if (named || nb->nslots == 0)
+        numbered_free(nb);
+    return 0;
+nomem:
+    free(slot_of);
+    numbered_free(nb);
+    return -1;
+}
+
+/* Whether SQLite read the rewritten statement (up to toff) as the rewrite
+ * did: the slots first used before its end, and no others. */
+static bool slots_agree(const numbered *nb, sqlite3_stmt *stmt, size_t toff)
+{
+    int n = sqlite3_bind_parameter_count(stmt);
+    return n <= nb->nslots && (n == 0 || nb->first[n - 1] < toff) &&
+           (n == nb->nslots || nb->first[n] >= toff);
+}
+
 /* Prepares one statement of sql (the first; *tail gets the rest). */
 static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool persistent,
                    const char **tail, dbs_error *err)
 {
     memset(st, 0, sizeof *st);
+    numbered nb;
+    if (number_params(sql, len, &nb) < 0)
+        return dbs__err(err, DBS_ENOMEM, "out of memory preparing a statement");
     c->preparing_dirty = false;
     step_begins(c);
     c->preparing_query_only = false;
     c->preparing_global = NULL;
-    int rc = sqlite3_prepare_v3(c->db, sql, (int)len,
-                                persistent ? SQLITE_PREPARE_PERSISTENT : 0, &st->stmt, tail);
+    unsigned flags = persistent ? SQLITE_PREPARE_PERSISTENT : 0;
+    const char *text = nb.text ? nb.text : sql, *t = NULL;
+    int rc = sqlite3_prepare_v3(c->db, text, (int)len, flags, &st->stmt, &t);
+    if (nb.text && (rc == SQLITE_OK ? !slots_agree(&nb, st->stmt, (size_t)(t - text))
+                                    : (rc & 0xff) == SQLITE_ERROR &&
+                                          strchr(sqlite3_errmsg(c->db), '?'))) {
+        sqlite3_finalize(st->stmt);
+        st->stmt = NULL;
+        numbered_free(&nb);
+        text = sql;
+        step_begins(c);
+        rc = sqlite3_prepare_v3(c->db, sql, (int)len, flags, &st->stmt, &t);
+    }
+    if (tail)
+        *tail = t ? sql + (t - text) : NULL;
+    if (rc != SQLITE_OK)
+        numbered_free(&nb);
     /* SQLite applies some statements as it compiles them (flag PRAGMAs,
      * cache_size, busy_timeout, which replaces dbscope's busy handler),
      * and a statement may be refused after this (parameters, a second
@@ -507,8 +684,30 @@ static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool pe
         return fail(c, rc, err, "preparing the statement", sql);
     st->dirty = c->preparing_dirty;
     st->sets_query_only = c->preparing_query_only;
-    if (!st->stmt)
+    if (!st->stmt) {
+        numbered_free(&nb);
         return DBS_OK; /* only whitespace or comments */
+    }
+    if (nb.text) {
+        /* the caller's text, for messages about a step (sq_next) */
+        size_t used = (size_t)(t - text);
+        st->sql = malloc(used + 1);
+        if (!st->sql) {
+            numbered_free(&nb);
+            stmt_free(st);
+            return dbs__err(err, DBS_ENOMEM, "out of memory preparing a statement");
+        }
+        memcpy(st->sql, sql, used);
+        st->sql[used] = '\0';
+        st->nslots = sqlite3_bind_parameter_count(st->stmt);
+        st->map = nb.map;
+        nb.map = NULL;
+        for (int i = 0; i < st->nslots; i++)
+            if (st->map[i] + 1 > st->max_param)
+                st->max_param = st->map[i] + 1;
+        numbered_free(&nb);
+        return DBS_OK;
+    }
     int r = map_params(c, st, sql, err);
     if (r != DBS_OK) {
         stmt_free(st);
@@ -581,6 +780,7 @@ static int get_stmt(sq_conn *c, const char *sql, sq_stmt **out, sq_stmt *scratch
             if (slot->stmt)
                 stmt_free(slot);
             *slot = *scratch;
+            free(slot->sql); /* prepare's, for an uncached statement */
             memcpy(copy, sql, len + 1);
             slot->sql = copy;
             slot->len = len;
@@ -1628,8 +1828,9 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
             frc = follow_tx(r->c, err);
         return frc; /* DBS_OK is 0 */
     }
+    /* the caller's text: SQLite's may be the rewritten one (prepare) */
     return fail(r->c, sqlite3_extended_errcode(r->c->db), err, "fetching a row",
-                sqlite3_sql(r->st->stmt));
+                r->st->sql ? r->st->sql : sqlite3_sql(r->st->stmt));
 }
 
 static int sq_count_cols(dbs_rows *hr)

@@ -682,6 +682,116 @@ static void test_relative_path_survives_chdir(void)
     rmdir(dir);
 }
 
+/* The first row of sql with params, its columns joined by '|', in out. */
+static const char *row_text(dbs_session *s, const char *sql, const dbs_value *v, size_t n,
+                            char *out, size_t cap)
+{
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, sql, v, n, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    if (dbs_rows_next(r, &err) != 1)
+        CHECK_FAIL("%s: no row (%s)", sql, err.message);
+    size_t w = 0;
+    out[0] = '\0';
+    for (int i = 0; i < dbs_rows_count_cols(r); i++) {
+        const char *t = dbs_rows_text(r, i, NULL);
+        w += (size_t)snprintf(out + w, cap - w, "%s%s", i ? "|" : "", t ? t : "(null)");
+    }
+    dbs_rows_close(r);
+    return out;
+}
+
+/* $N is rewritten for SQLite only where its tokenizer reads a parameter:
+ * strings, quoted names, comments and names containing '$' keep theirs;
+ * a $N used again is the same value; other parameter styles are refused
+ * as before; messages quote the caller's text. With and without the
+ * statement cache (an uncached statement's text is the driver's copy). */
+static void test_params_rewritten(void)
+{
+    for (int cache = 0; cache < 2; cache++) {
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = "sqlite::memory:";
+        cfg.stmt_cache_size = cache ? 16 : 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        CHECK(p);
+        dbs_session *s = open_ok(p);
+        exec_ok(s, "CREATE TABLE pr (\"$1\" TEXT, [$2] TEXT, `$3` TEXT, a$1 TEXT, "
+                   "\"x\"\"$1\" TEXT)");
+        exec_ok(s, "INSERT INTO pr VALUES ('q1', 'q2', 'q3', 'n1', 'd1')");
+        char out[256];
+        dbs_value v[12];
+        for (int i = 0; i < 12; i++)
+            v[i] = DBS_INT(100 + i + 1);
+
+        /* quoted, commented and '$'-named: untouched; $2 used twice */
+        CHECK_STR(row_text(s, "SELECT \"$1\", [$2], `$3`, a$1, \"x\"\"$1\", '$1', "
+                              "'it''s $2', /* $3 */ $2, $1 -- $4 '\n"
+                              ", $2 + 0, '[$1]' FROM pr", v, 2, out, sizeof out),
+                  "q1|q2|q3|n1|d1|$1|it's $2|102|101|102|[$1]");
+        /* an unterminated comment ends the text as SQLite reads it */
+        CHECK_STR(row_text(s, "SELECT $1 /* $2", v, 1, out, sizeof out), "101");
+        /* any order; $1 again where its slot's number fits ("?2") */
+        CHECK_STR(row_text(s, "SELECT $3, $1, $3 || '', $1 * 1", v, 3, out, sizeof out),
+                  "103|101|103|101");
+        /* $1 again after ten others: "?11" is longer than "$1" */
+        CHECK_STR(row_text(s, "SELECT $2+$3+$4+$5+$6+$7+$8+$9+$10+$11, $1, $12, $1 + 0",
+                           v, 12, out, sizeof out), "1065|101|112|101");
+        /* a gap: $2 is unused and need not be bound */
+        CHECK_STR(row_text(s, "SELECT $1, $3", v, 3, out, sizeof out), "101|103");
+
+        /* other parameter styles: refused as before, by name */
+        const char *styles[] = {"SELECT ?", "SELECT ?1", "SELECT :a", "SELECT @a",
+                                "SELECT $a", "SELECT $1, :a", "SELECT $1a", "SELECT $01",
+                                "SELECT $1::a"};
+        for (size_t i = 0; i < sizeof styles / sizeof styles[0]; i++) {
+            CHECK_EQ(dbs_exec(s, styles[i], v, 1, &err), DBS_ESQL);
+            CHECK_CONTAINS(err.message, "write parameters as $1..$n");
+        }
+        CHECK_OK(dbs_rollback(s, &err), &err);
+
+        /* SQLite's messages quote the caller's text, not the rewrite */
+        CHECK_EQ(dbs_exec(s, "SELECT $1 $2 $3", v, 3, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "near \"$2\"");
+        CHECK_CONTAINS(err.message, "(statement: SELECT $1 $2 $3)");
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        /* a step's failure too (abs() of the least integer overflows) */
+        dbs_value least = DBS_INT(INT64_MIN);
+        dbs_rows *r = dbs_query(s, "SELECT abs($1)", &least, 1, &err);
+        if (r) {
+            CHECK(dbs_rows_next(r, &err) < 0);
+            dbs_rows_close(r);
+        }
+        CHECK_CONTAINS(err.message, "integer overflow");
+        CHECK_CONTAINS(err.message, "(statement: SELECT abs($1))");
+        CHECK_OK(dbs_rollback(s, &err), &err);
+
+        /* a text of several statements: each binds what it uses, and
+         * one parameter too many is still refused */
+        exec_ok(s, "CREATE TABLE pm (a INTEGER, b INTEGER)");
+        CHECK_EQ(dbs_exec(s, "INSERT INTO pm VALUES ($2, $1); /* ; $3 */ "
+                             "INSERT INTO pm VALUES ($1, '$2;'); ", v, 2, &err), 1);
+        CHECK_STR(row_text(s, "SELECT group_concat(a || ',' || b, ' ') FROM pm", NULL, 0,
+                           out, sizeof out), "102,101 101,$2;");
+        CHECK_OK(dbs_commit(s, &err), &err);
+        CHECK_EQ(dbs_exec(s, "INSERT INTO pm VALUES ($1, 0); INSERT INTO pm VALUES ($1, 1)",
+                          v, 2, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "only up to $1");
+        CHECK_OK(dbs_rollback(s, &err), &err);
+        /* a trigger's own ';' does not end its statement: the next
+         * statement's parameters are where SQLite finds them */
+        dbs_value w[] = {DBS_INT(7), DBS_INT(8)};
+        CHECK_EQ(dbs_exec(s, "CREATE TEMP TRIGGER pt AFTER INSERT ON pm BEGIN "
+                             "UPDATE pm SET b = b + 1 WHERE a = NEW.a; END; "
+                             "INSERT INTO pm VALUES ($1, $2)", w, 2, &err), 1);
+        CHECK_EQ(query_int(s, "SELECT b FROM pm WHERE a = $1", w, 1), 9);
+        dbs_session_close(s);
+        dbs_pool_close(p);
+    }
+}
+
 int main(void)
 {
     test_wal_and_foreign_keys();
@@ -699,6 +809,7 @@ int main(void)
     test_temp_by_name_reset();
     test_refused_pragma_reset();
     test_process_wide_pragma_refused();
+    test_params_rewritten();
     puts("test_sqlite: ok");
     return 0;
 }
