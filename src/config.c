@@ -310,7 +310,8 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                             "URL \"%s\": an in-memory SQLite URI gives each connection a "
                             "database of its own; use sqlite::memory:, one database "
                             "shared by the pool's connections", shown);
-        if (q && strcmp(q, "?synchronous=full") != 0 && strcmp(q, "?synchronous=normal") != 0)
+        if (q && strcmp(q, "?" DBS__SQLITE_URL_OPTION "=full") != 0 &&
+            strcmp(q, "?" DBS__SQLITE_URL_OPTION "=normal") != 0)
             return dbs__err(err, DBS_ECONFIG,
                             "URL \"%s\": the only option SQLite URLs take is "
                             "?synchronous=full (the default) or ?synchronous=normal", shown);

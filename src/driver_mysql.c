@@ -268,10 +268,7 @@ static void target_free(my_target *m)
     free(m);
 }
 
-static const char *const my_options[] = {
-    "socket", "ssl_mode", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key",
-    "ssl_cipher", "ssl_crl", "ssl_crlpath", "connect_timeout", "read_timeout",
-    "write_timeout"};
+static const char *const my_options[] = {DBS__MYSQL_URL_OPTIONS};
 
 static int parse_url(const char *url, my_target *m, dbs_error *err)
 {

@@ -151,13 +151,23 @@ int dbs__config_check(const dbs_config *cfg, dbs_error *err);
 
 /* ---- redact.c ---- */
 
+/* The options a mysql:// or mariadb:// URL takes (driver_mysql.c reads
+ * them) and the one an sqlite: URL takes (config.c): one list for the
+ * parsers and the redaction, which masks the value of every other key. */
+#define DBS__MYSQL_URL_OPTIONS                                                 \
+    "socket", "ssl_mode", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key",       \
+        "ssl_cipher", "ssl_crl", "ssl_crlpath", "connect_timeout",             \
+        "read_timeout", "write_timeout"
+#define DBS__SQLITE_URL_OPTION "synchronous"
+
 /* Whether key (len bytes) names a secret: an option libpq marks secret
  * (dispchar "*": password, sslpassword), or a password or passphrase of
  * Connector/C; without case, '-' or '_', percent-decoded if decode. */
 bool dbs__secret_key(const char *key, size_t len, bool decode);
 /* Writes url (a URL or key=value string) with every secret replaced by
  * "***": the password of any userinfo and the value of every secret key,
- * quoted, escaped or percent-encoded. Works on the raw text, before and
+ * quoted, escaped or percent-encoded; the value of every key its parser
+ * does not know, and such words after a secret as the rest of it. Works on the raw text, before and
  * whether or not any parser accepts it. Every echo of a URL or connection
  * string goes through it. */
 void dbs__redact(const char *url, char *out, size_t n);

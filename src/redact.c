@@ -22,15 +22,28 @@
  * secret is: the password of a URL's userinfo (user:SECRET@), in the
  * string itself or in a URL nested in a value; and the value of every
  * secret key, as a URL query parameter or a key=value pair, with the
- * words after it that no parser reads as a parameter (no '=': the rest of
- * a secret that held an unescaped '&' or space).
+ * words after it that are the rest of a secret that held an unescaped '&'
+ * or space: where the text's parser reads parameters, every word up to the
+ * next key it knows (a word with no '=', or a key it does not know: it
+ * quotes them); elsewhere, the words with no '='. And the value of every
+ * key the text's parser does not know, most likely a mistyped secret
+ * (pasword=) or the rest of one. Key names stay: a message naming one
+ * still helps.
  *
  * The secret keys: every option that libpq marks secret (dispchar "*" in
  * PQconndefaults(): password and sslpassword in libpq 15), read from the
  * libpq this process runs with, and those of Connector/C and MariaDB
  * option files (password, passwd, ssl/tls passphrase), compared without
  * case, '-' or '_', after percent-decoding (libpq decodes a URL's
- * parameter names: ss%6cpassword= is sslpassword=). */
+ * parameter names: ss%6cpassword= is sslpassword=).
+ *
+ * The known keys, by the parser that reads the text (as config.c sends
+ * it): for a key=value string and a postgres:// or postgresql:// URL, every
+ * option of the libpq this process runs with (PQconninfoParse's list),
+ * and in a URL the "ssl=true" libpq reads as sslmode=require; for a
+ * mysql:// or mariadb:// URL, DBS__MYSQL_URL_OPTIONS; for sqlite:,
+ * DBS__SQLITE_URL_OPTION; for any other scheme, none. Compared as those
+ * parsers compare them: exactly, after percent-decoding in a URL. */
 
 /* Normalized (lowercase, no '-' or '_') names, whatever libpq says too. */
 static const char *const secret_keys_builtin[] = {
@@ -41,6 +54,10 @@ static const char *const secret_keys_builtin[] = {
 #define SECRET_KEY_MAX 48
 static char libpq_secret_keys[16][SECRET_KEY_MAX];
 static int libpq_secret_n;
+/* every option libpq knows, as it spells them; one past the room is
+ * unknown, its value masked */
+static char libpq_keys[128][SECRET_KEY_MAX];
+static int libpq_key_n;
 static pthread_once_t libpq_secret_once = PTHREAD_ONCE_INIT;
 
 /* Writes key's normalized form to out (cap bytes); false if too long. */
@@ -73,11 +90,14 @@ static void load_libpq_secret_keys(void)
     PQconninfoOption *opts = PQconninfoParse("", NULL);
     if (!opts)
         return;
-    for (PQconninfoOption *o = opts; o->keyword && libpq_secret_n < 16; o++)
-        if (o->dispchar && strchr(o->dispchar, '*') &&
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (libpq_secret_n < 16 && o->dispchar && strchr(o->dispchar, '*') &&
             normalize_key(o->keyword, strlen(o->keyword), false,
                           libpq_secret_keys[libpq_secret_n], SECRET_KEY_MAX))
             libpq_secret_n++;
+        if (libpq_key_n < 128 && strlen(o->keyword) < SECRET_KEY_MAX)
+            strcpy(libpq_keys[libpq_key_n++], o->keyword);
+    }
     PQconninfoFree(opts);
 #endif
 }
@@ -94,6 +114,50 @@ bool dbs__secret_key(const char *key, size_t len, bool decode)
     for (int i = 0; i < libpq_secret_n; i++)
         if (!strcmp(k, libpq_secret_keys[i]))
             return true;
+    return false;
+}
+
+/* The parser that reads a text, for the keys it knows. */
+enum { PARSE_NONE, PARSE_LIBPQ_KV, PARSE_LIBPQ_URL, PARSE_MYSQL, PARSE_SQLITE };
+
+/* Whether the parser reads key (len bytes; val, vlen: its value, in a URL)
+ * as one of its options. A bad escape, a decoded NUL or a name longer than
+ * any option's is none: the parser refuses it, or reads another key. */
+static bool key_known(int parser, const char *key, size_t len, const char *val, size_t vlen)
+{
+    char k[SECRET_KEY_MAX];
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned hi, lo;
+        char ch = key[i];
+        if (parser != PARSE_LIBPQ_KV && ch == '%') {
+            if (i + 2 >= len || !isxdigit((unsigned char)key[i + 1]) ||
+                !isxdigit((unsigned char)key[i + 2]) ||
+                sscanf(key + i + 1, "%1x%1x", &hi, &lo) != 2)
+                return false;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (ch == '\0' || o + 1 >= sizeof k)
+            return false;
+        k[o++] = ch;
+    }
+    k[o] = '\0';
+    if (parser == PARSE_LIBPQ_URL && !strcmp(k, "ssl"))
+        return vlen == 4 && !memcmp(val, "true", 4); /* else libpq refuses it */
+    if (parser == PARSE_LIBPQ_KV || parser == PARSE_LIBPQ_URL) {
+        pthread_once(&libpq_secret_once, load_libpq_secret_keys);
+        for (int i = 0; i < libpq_key_n; i++)
+            if (!strcmp(k, libpq_keys[i]))
+                return true;
+    } else if (parser == PARSE_MYSQL) {
+        static const char *const opts[] = {DBS__MYSQL_URL_OPTIONS};
+        for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+            if (!strcmp(k, opts[i]))
+                return true;
+    } else if (parser == PARSE_SQLITE) {
+        return !strcmp(k, DBS__SQLITE_URL_OPTION);
+    }
     return false;
 }
 
@@ -120,6 +184,9 @@ static void span_add(span_list *l, size_t off, size_t len, int form)
             l->rest = off;
         return;
     }
+    for (int i = 0; i < l->n; i++)
+        if (l->s[i].off == off && l->s[i].len == len)
+            return; /* found again by parser_spans */
     if (l->n == SPAN_MAX) {
         l->overflow = true;
         l->rest = off;
@@ -143,6 +210,20 @@ static bool is_scheme_at(const char *p, const char **after)
     return true;
 }
 
+static int parser_of(const char *text)
+{
+    const char *after;
+    if (!is_scheme_at(text, &after))
+        return PARSE_LIBPQ_KV;
+    if (!strncmp(text, "postgresql://", 13) || !strncmp(text, "postgres://", 11))
+        return PARSE_LIBPQ_URL;
+    if (!strncmp(text, "mysql://", 8) || !strncmp(text, "mariadb://", 10))
+        return PARSE_MYSQL;
+    if (!strncmp(text, "sqlite:", 7))
+        return PARSE_SQLITE;
+    return PARSE_NONE;
+}
+
 /* The password of a userinfo that starts at p (after "scheme:" and any
  * "//") and ends before end: up to the LAST '@' before end, from its first
  * ':'. Taking the last '@' rather than the first '/' or '?' is deliberate:
@@ -163,6 +244,141 @@ static void userinfo_span(const char *base, const char *p, const char *end, bool
         span_add(l, (size_t)(colon + 1 - base), (size_t)(at - (colon + 1)), SP_URL);
     else if (whole) /* "user:SECRET@host" read as scheme "user": all of it */
         span_add(l, (size_t)(p - base), (size_t)(at - p), SP_URL);
+}
+
+/* The end of a key=value string's value that starts at q: '...' with
+ * backslash escapes, or plain up to white space with backslash escapes
+ * (libpq's conninfo grammar). */
+static const char *kv_value_end(const char *q)
+{
+    if (*q == '\'') {
+        q++;
+        while (*q && *q != '\'') {
+            if (*q == '\\' && q[1])
+                q++;
+            q++;
+        }
+        return *q ? q + 1 : q;
+    }
+    while (*q && !isspace((unsigned char)*q)) {
+        if (*q == '\\' && q[1])
+            q++;
+        q++;
+    }
+    return q;
+}
+
+/* A secret with white space in it, unquoted or in double quotes: libpq
+ * ends it at the space (or a closing quote) and reads on, quoting the
+ * rest ("missing \"=\" after ...", "invalid connection option ..."). So
+ * the words after a secret's value (ending at q) up to the next key libpq
+ * knows are that rest: a word with no '=', or an unknown key and its
+ * value. A valid string has none. Where libpq reads no parameters
+ * (!parsed: inside a value, after a ';'), any "key =" ends it. Returns
+ * their end. */
+static const char *kv_rest(const char *q, bool parsed)
+{
+    for (;;) {
+        const char *t = q, *e, *f;
+        while (isspace((unsigned char)*t))
+            t++;
+        if (!*t || (!parsed && t == q))
+            return q;
+        for (e = t; *e && *e != '=' && !isspace((unsigned char)*e); e++) {
+        }
+        for (f = e; isspace((unsigned char)*f); f++) {
+        }
+        if (*f == '=') {
+            if (!parsed || key_known(PARSE_LIBPQ_KV, t, (size_t)(e - t), NULL, 0))
+                return q;
+            for (f++; isspace((unsigned char)*f); f++) {
+            }
+            e = kv_value_end(f);
+        }
+        q = e;
+    }
+}
+
+/* The same in a URL's query, for a secret with an unescaped '&' in it:
+ * the parameters after its value (ending at q, at '&' or the end) up to the
+ * next key the URL's parser knows; libpq and the MariaDB driver quote the
+ * others ("missing key/value separator", "invalid URI query parameter",
+ * "unknown option"); !parsed, any "key=" ends it. */
+static const char *url_rest(const char *q, int parser, bool parsed)
+{
+    for (;;) {
+        const char *t = q, *e, *v;
+        while (*t == '&')
+            t++;
+        if (!*t)
+            return q;
+        for (e = t; *e && *e != '&' && *e != '='; e++) {
+        }
+        if (*e == '=') {
+            for (v = ++e; *e && *e != '&'; e++) {
+            }
+            if (!parsed || key_known(parser, t, (size_t)(v - 1 - t), v, (size_t)(e - v)))
+                return q;
+        }
+        q = e;
+    }
+}
+
+/* The parameters as the text's own parser reads them (libpq's key=value
+ * grammar, or a URL's query split at '&'): the value of every secret key
+ * and every key the parser does not know, with the rest after it as above.
+ * Words inside a known key's value are no keys here
+ * (options='-c statement_timeout=5000'); secret_spans still looks there. */
+static void parser_spans(const char *text, int parser, span_list *l)
+{
+    if (parser == PARSE_LIBPQ_KV) {
+        for (const char *p = text;;) {
+            while (isspace((unsigned char)*p))
+                p++;
+            if (!*p)
+                return;
+            const char *k = p;
+            while (*p && *p != '=' && !isspace((unsigned char)*p))
+                p++;
+            size_t kl = (size_t)(p - k);
+            const char *q = p;
+            while (isspace((unsigned char)*q))
+                q++;
+            if (*q != '=')
+                continue; /* libpq stops here: "missing \"=\" after ..." */
+            for (q++; isspace((unsigned char)*q); q++) {
+            }
+            const char *v = q;
+            q = kv_value_end(q);
+            if (dbs__secret_key(k, kl, true) || !key_known(parser, k, kl, NULL, 0)) {
+                q = kv_rest(q, true);
+                span_add(l, (size_t)(v - text), (size_t)(q - v),
+                         *v == '\'' ? SP_KV_QUOTED : SP_KV_PLAIN);
+            }
+            p = q;
+        }
+    }
+    const char *p = strchr(text, '?');
+    if (!p)
+        return;
+    for (p++; *p;) {
+        const char *k = p, *e = p;
+        while (*e && *e != '&' && *e != '=')
+            e++;
+        if (*e != '=') { /* no value: the parser refuses it, naming it */
+            p = *e ? e + 1 : e;
+            continue;
+        }
+        const char *v = e + 1, *q = v;
+        while (*q && *q != '&')
+            q++;
+        size_t kl = (size_t)(e - k);
+        if (dbs__secret_key(k, kl, true) || !key_known(parser, k, kl, v, (size_t)(q - v))) {
+            q = url_rest(q, parser, true);
+            span_add(l, (size_t)(v - text), (size_t)(q - v), SP_URL);
+        }
+        p = *q ? q + 1 : q;
+    }
 }
 
 /* Where text's secrets stand (see above). A URL (text starting with
@@ -224,63 +440,19 @@ static void secret_spans(const char *text, span_list *l)
             const char *v = q;
             while (*q && *q != '&')
                 q++;
-            /* A secret with an unescaped '&' in it: libpq quotes the rest
-             * ("missing key/value separator ... \"r3st\""), which no parser
-             * reads as a parameter, having no '='. */
-            for (;;) {
-                const char *t = q, *e;
-                while (*t == '&')
-                    t++;
-                for (e = t; *e && *e != '&' && *e != '='; e++) {
-                }
-                if (t == q || e == t || *e == '=')
-                    break;
-                q = e;
-            }
+            q = url_rest(q, PARSE_NONE, false);
             span_add(l, (size_t)(v - text), (size_t)(q - v), SP_URL);
         } else {
             while (isspace((unsigned char)*q))
                 q++;
             const char *v = q;
-            int form;
-            if (*q == '\'') {
-                form = SP_KV_QUOTED;
-                q++;
-                while (*q && *q != '\'') {
-                    if (*q == '\\' && q[1])
-                        q++;
-                    q++;
-                }
-                if (*q)
-                    q++;
-            } else {
-                form = SP_KV_PLAIN;
-                while (*q && !isspace((unsigned char)*q)) {
-                    if (*q == '\\' && q[1])
-                        q++;
-                    q++;
-                }
-            }
-            /* A secret with white space in it, unquoted or in double
-             * quotes: libpq ends it at the space and quotes the rest
-             * ("missing \"=\" after ..."). Words up to the next "key ="
-             * are that rest; a valid string has none. */
-            for (;;) {
-                const char *t = q, *e, *f;
-                while (isspace((unsigned char)*t))
-                    t++;
-                for (e = t; *e && *e != '=' && !isspace((unsigned char)*e); e++) {
-                }
-                for (f = e; isspace((unsigned char)*f); f++) {
-                }
-                if (t == q || e == t || *f == '=')
-                    break;
-                q = e;
-            }
+            int form = *q == '\'' ? SP_KV_QUOTED : SP_KV_PLAIN;
+            q = kv_rest(kv_value_end(q), false);
             span_add(l, (size_t)(v - text), (size_t)(q - v), form);
         }
         p = q;
     }
+    parser_spans(text, parser_of(text), l);
 }
 
 /* Whether byte i of the text is inside a secret; whether a secret with no
@@ -423,40 +595,54 @@ static void scrub_value(char *msg, size_t cap, const char *value, size_t len, in
             dbs__scrub_text(msg, cap, dec, d);
     }
     /* Several parameters taken as one (more secrets than SPAN_MAX: the
-     * rest of the text is one span): each '&'-separated value, as a parser
-     * quotes it, raw and decoded. */
-    for (size_t a = 0; a < len;) {
-        size_t b = a;
-        while (b < len && raw[b] != '&')
-            b++;
-        const char *eq = memchr(raw + a, '=', b - a);
-        size_t v = eq ? (size_t)(eq + 1 - raw) : a;
-        if (b - v >= 3 && b - v < len) {
-            memcpy(piece, raw + v, b - v);
-            piece[b - v] = '\0';
-            dbs__scrub_text(msg, cap, piece, b - v);
-            for (int percent = 0; percent < 2; percent++) {
-                size_t d = decode_value(piece, b - v, form, percent, dec);
-                if (d >= 3)
-                    dbs__scrub_text(msg, cap, dec, d);
+     * rest of the text is one span; a secret and the words after it): each
+     * value separated by '&' or by white space (not escaped, in key=value),
+     * as a parser quotes it, raw and decoded. */
+    for (int sp = 0; sp < 2; sp++)
+        for (size_t a = 0; a < len;) {
+            size_t b = a;
+            while (b < len && (sp ? !isspace((unsigned char)raw[b]) : raw[b] != '&'))
+                b += sp && form != SP_URL && raw[b] == '\\' && b + 1 < len ? 2 : 1;
+            /* the word whole (a value), and after its '=' (a parameter) */
+            const char *eq = memchr(raw + a, '=', b - a);
+            size_t from[2] = {a, eq ? (size_t)(eq + 1 - raw) : a};
+            for (int w = 0; w < 2; w++) {
+                size_t v = from[w];
+                if (b - v < 3 || b - v >= len || (w == 1 && v == a))
+                    continue;
+                memcpy(piece, raw + v, b - v);
+                piece[b - v] = '\0';
+                dbs__scrub_text(msg, cap, piece, b - v);
+                for (int percent = 0; percent < 2; percent++) {
+                    size_t d = decode_value(piece, b - v, form, percent, dec);
+                    if (d >= 3)
+                        dbs__scrub_text(msg, cap, dec, d);
+                }
             }
+            a = b + 1;
         }
-        a = b + 1;
-    }
     /* A parser that splits the malformed text elsewhere (at the first '@',
-     * at a '/', a '[', an '&') quotes pieces of it: each piece of 3 bytes
-     * or more. */
-    for (size_t a = 0; a < len;) {
-        size_t b = a;
-        while (b < len && !strchr("@:/?#[]%&'\\ \t\n\v\f\r", raw[b]))
-            b++;
-        if (b - a >= 3 && b - a < len) {
-            memcpy(piece, raw + a, b - a);
-            piece[b - a] = '\0';
-            dbs__scrub_text(msg, cap, piece, b - a);
+     * at a '/', a '[', an '&', an '=') quotes pieces of it: each piece of 3
+     * bytes or more, and a shorter one where it is quoted as a word (the
+     * rest of a secret read as a key: invalid connection option "ab"). */
+    static const char *const seps[] = {"@:/?#[]%&'\\ \t\n\v\f\r",
+                                       "@:/?#[]%&'\\= \t\n\v\f\r"};
+    for (int s = 0; s < 2; s++)
+        for (size_t a = 0; a < len;) {
+            size_t b = a;
+            while (b < len && !strchr(seps[s], raw[b]))
+                b++;
+            if (b - a >= 3 && b - a < len) {
+                memcpy(piece, raw + a, b - a);
+                piece[b - a] = '\0';
+                dbs__scrub_text(msg, cap, piece, b - a);
+            } else if (s == 1 && b > a && b - a < len) {
+                char word[8];
+                int wl = snprintf(word, sizeof word, "\"%.*s\"", (int)(b - a), raw + a);
+                dbs__scrub_text(msg, cap, word, (size_t)wl);
+            }
+            a = b + 1;
         }
-        a = b + 1;
-    }
     free(raw);
 }
 

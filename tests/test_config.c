@@ -338,8 +338,11 @@ static void test_redact_secret_keys(void)
             CHECK_FAIL("dbs_pool_open(%s) shows the secret: %s", texts[i], err.message);
     }
     char out[512];
+    dbs__redact("postgresql://h/db?port=1&sslpassword=Sekr3tPW&user=u", out, sizeof out);
+    CHECK_STR(out, "postgresql://h/db?port=1&sslpassword=***&user=u");
+    /* keys libpq does not know: masked, and after a secret, part of it */
     dbs__redact("postgresql://h/db?x=1&sslpassword=Sekr3tPW&y=2", out, sizeof out);
-    CHECK_STR(out, "postgresql://h/db?x=1&sslpassword=***&y=2");
+    CHECK_STR(out, "postgresql://h/db?x=***&sslpassword=***");
     dbs__redact("host=h sslpassword='a b' port=1", out, sizeof out);
     CHECK_STR(out, "host=h sslpassword=*** port=1");
     /* libpq reads "port=1" as the value here: so is it masked */
@@ -522,6 +525,113 @@ static void test_secret_split_by_separator(void)
     CHECK_STR(out, "postgresql://h/db?password=***&sslmode=disable");
     dbs__redact("host=h password=a port=5", out, sizeof out);
     CHECK_STR(out, "host=h password=*** port=5");
+}
+
+/* A word after a secret whose key its parser does not know is the rest of
+ * that secret (an unescaped separator in it): libpq reads "r3t" of
+ * "password=Sekr r3t=PW" as a key and quotes it ("invalid connection
+ * option"). The value of any unknown key is masked too, most likely a
+ * mistyped secret (pasword=); the key names stay. A valid string shows
+ * every parameter that is not a secret, as before. */
+static void test_unknown_keys_masked(void)
+{
+    static const struct { const char *in, *want; } cases[] = {
+        {"host=127.0.0.1 port=1 password=Sekr r3t=PW", "host=127.0.0.1 port=1 password=***"},
+        {"host=127.0.0.1 port=1 password=Sekr r3t=PW dbname=x",
+         "host=127.0.0.1 port=1 password=*** dbname=x"},
+        {"host=127.0.0.1 port=1 password=Sekr r3t='P W' dbname=x",
+         "host=127.0.0.1 port=1 password=*** dbname=x"},
+        {"host=127.0.0.1 port=1 password='Sekr'r3t=PW", "host=127.0.0.1 port=1 password=***"},
+        {"host=127.0.0.1 port=1 password=Sekr =r3tPW", "host=127.0.0.1 port=1 password=***"},
+        {"host=127.0.0.1 port=1 password=Sekr Host=r3tPW", "host=127.0.0.1 port=1 password=***"},
+        {"postgresql://127.0.0.1:1/db?password=Sekr&r3t=PW", "postgresql://127.0.0.1:1/db?password=***"},
+        {"postgresql://127.0.0.1:1/db?password=Sekr&r3t=PW&sslmode=disable",
+         "postgresql://127.0.0.1:1/db?password=***&sslmode=disable"},
+        {"postgresql://127.0.0.1:1/db?password=Sekr&=r3tPW", "postgresql://127.0.0.1:1/db?password=***"},
+        {"postgresql://127.0.0.1:1/db?password=Sekr&ssl=r3tPW", "postgresql://127.0.0.1:1/db?password=***"},
+        {"host=127.0.0.1 port=1 pasword=hunter2", "host=127.0.0.1 port=1 pasword=***"},
+        {"postgresql://127.0.0.1:1/db?pasword=hunter2&sslmode=disable",
+         "postgresql://127.0.0.1:1/db?pasword=***&sslmode=disable"},
+        {"mysql://u@127.0.0.1:1/db?pasword=hunter2", "mysql://u@127.0.0.1:1/db?pasword=***"},
+        {"mariadb://u@127.0.0.1:1/db?ssl_mode=disabled&ssl-passphrase=Sekr&r3t=PW",
+         "mariadb://u@127.0.0.1:1/db?ssl_mode=disabled&ssl-passphrase=***"},
+        /* a parser's key in the other's URL is unknown to the one reading it */
+        {"mysql://u@127.0.0.1:1/db?sslmode=hunter2", "mysql://u@127.0.0.1:1/db?sslmode=***"},
+        {"sqlite:x.db?mode=hunter2", "sqlite:x.db?mode=***"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[512];
+        dbs__redact(cases[i].in, out, sizeof out);
+        CHECK_STR(out, cases[i].want);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = cases[i].in;
+        cfg.connect_timeout_ms = 2000;
+        cfg.log_events = 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (p) {
+            dbs_pool_close(p);
+            continue;
+        }
+        if (strstr(err.message, "r3t") || strstr(err.message, "Sekr") ||
+            strstr(err.message, "hunter2") || strstr(err.message, "P W"))
+            CHECK_FAIL("dbs_pool_open(%s) shows the secret: %s", cases[i].in, err.message);
+    }
+    /* the key of a mistyped secret is named, so the message still helps */
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "host=127.0.0.1 port=1 pasword=hunter2";
+    cfg.log_events = 0;
+    dbs_error err;
+    CHECK(dbs_pool_open(&cfg, &err) == NULL);
+    CHECK_CONTAINS(err.message, "pasword");
+    /* valid strings: every parameter that is not a secret, as written */
+    static const char *const valid[] = {
+        "host=h application_name=app",
+        "host=h port=5432 dbname=shop user=app sslmode=verify-full "
+        "application_name='my app' options='-c statement_timeout=5000 -c search_path=a,b' "
+        "target_session_attrs=read-write connect_timeout=5 keepalives=1",
+        "host = h  port= 5432 dbname =x sslrootcert=/etc/ca.pem passfile=/x/.pgpass",
+        "postgresql://app@h1:5432,h2:5433/shop?sslmode=require&application_name=app"
+        "&options=-c%20statement_timeout%3D5000&target_session_attrs=primary"
+        "&connect_timeout=5&ssl=true",
+        "postgres://h/db?host=%2Fvar%2Frun%2Fpostgresql&port=5433",
+        "postgresql://h/my&db?sslmode=disable",
+        "mariadb://app@db1.example:3306/shop?connect_timeout=5&read_timeout=30"
+        "&write_timeout=30&ssl_mode=required&ssl_ca=/etc/ca.pem&ssl_capath=/etc/ssl"
+        "&ssl_cert=/c.pem&ssl_key=/k.pem&ssl_cipher=AES&ssl_crl=/crl&ssl_crlpath=/crls",
+        "mysql://app@localhost/shop?socket=/run/mysqld/mysqld.sock",
+        "sqlite:app.db?synchronous=normal",
+        "sqlite:///tmp/x.db?synchronous=full",
+    };
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        char out[512];
+        dbs__redact(valid[i], out, sizeof out);
+        CHECK_STR(out, valid[i]);
+    }
+    /* a message quoting the rest of a secret as its parser read it */
+    char msg[256] = "invalid connection option \"r3t\"; invalid URI query parameter: \"ab\"";
+    dbs__scrub_url_secrets("host=h password=Sekr r3t=PW ab=1", msg, sizeof msg);
+    CHECK(strstr(msg, "r3t") == NULL);
+    CHECK(strstr(msg, "\"ab\"") == NULL);
+}
+
+/* A secret followed by words taken as its rest is still scrubbed alone,
+ * as a parser quotes its first word: "Sekr#3t rest" was looked for whole
+ * and in pieces split at '#', and "#3t" stayed; an escaped space does not
+ * end that word (fuzz_url found both). */
+static void test_scrub_secret_before_rest(void)
+{
+    char msg[256] = "failed: \"Sekr#3t\"";
+    dbs__scrub_url_secrets("host=h sslpassword=Sekr#3t rest", msg, sizeof msg);
+    CHECK_STR(msg, "failed: \"***\"");
+    snprintf(msg, sizeof msg, "failed: \"Sek=r#3t\"");
+    dbs__scrub_url_secrets("host=h sslpassword=Sek=r#3t rest", msg, sizeof msg);
+    CHECK_STR(msg, "failed: \"***\"");
+    snprintf(msg, sizeof msg, "failed: \"Se kr#3t\"");
+    dbs__scrub_url_secrets("host=h sslpassword=Se\\ kr#3t rest", msg, sizeof msg);
+    CHECK_STR(msg, "failed: \"***\"");
 }
 
 /* A password of one or two characters is hidden where a message quotes
@@ -810,6 +920,8 @@ int main(void)
     test_redact_secret_keys();
     test_scrub_long();
     test_secret_split_by_separator();
+    test_unknown_keys_masked();
+    test_scrub_secret_before_rest();
     test_short_secret_keeps_message();
     test_upper_bounds();
     test_scrub_edges();
