@@ -695,29 +695,38 @@ static void test_pool_closed(void)
 /* ---- retry of a real transient failure ---- */
 
 /* PostgreSQL: a REPEATABLE READ unit whose row another session updates
- * while it sleeps fails 40001 and runs again. */
+ * after the unit's snapshot fails 40001 and runs again. The order is
+ * made by a lock, not by time: the other session holds an advisory lock
+ * that the unit waits for after its first statement, updates once the
+ * unit is seen waiting, and only then lets go. */
 typedef struct updater {
     dbs_pool *p;
     atomic_int done;
+    atomic_int locked;
 } updater;
 
-static void *update_during_sleep(void *arg)
+static void *update_during_wait(void *arg)
 {
     updater *w = arg;
     dbs_session *s = open_ok(w->p);
-    for (int i = 0; i < 4000; i++) {
-        int64_t n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE query = "
-                                 "'SELECT pg_sleep(1)' AND state = 'active'", NULL, 0);
-        dbs_error err;
+    dbs_error err;
+    query_int(s, "SELECT 1 FROM (SELECT pg_advisory_lock(7713)) AS l", NULL, 0);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    atomic_store(&w->locked, 1);
+    int64_t n = 0;
+    for (int i = 0; i < 12000 && n == 0; i++) {
+        n = query_int(s, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND objid = 7713 AND NOT granted", NULL, 0);
         CHECK_OK(dbs_rollback(s, &err), &err);
-        if (n > 0)
-            break;
-        dbs__sleep_ms(5);
+        if (n == 0)
+            dbs__sleep_ms(5);
     }
+    CHECK_INT(n, >, 0);
     char sql[128];
     snprintf(sql, sizeof sql, "UPDATE %s SET v = 'by-other' WHERE id = 1", tbl);
     exec_ok(s, sql);
-    dbs_error err;
+    CHECK_OK(dbs_commit(s, &err), &err);
+    query_int(s, "SELECT 1 FROM (SELECT pg_advisory_unlock(7713)) AS l", NULL, 0);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
     atomic_store(&w->done, 1);
@@ -789,12 +798,14 @@ static void test_retry(void)
         CHECK_OK(dbs_unit_set_tx_options(u, &o, &err), &err);
         snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", tbl);
         CHECK_OK(dbs_unit_add(u, sql, NULL, 0, &err), &err);
-        CHECK_OK(dbs_unit_add(u, "SELECT pg_sleep(1)", NULL, 0, &err), &err);
+        CHECK_OK(dbs_unit_add(u, "SELECT pg_advisory_xact_lock(7713)", NULL, 0, &err), &err);
         snprintf(sql, sizeof sql, "UPDATE %s SET v = 'by-unit' WHERE id = 1", tbl);
         CHECK_OK(dbs_unit_add(u, sql, NULL, 0, &err), &err);
         updater w = {.p = p};
         pthread_t th;
-        pthread_create(&th, NULL, update_during_sleep, &w);
+        pthread_create(&th, NULL, update_during_wait, &w);
+        while (!atomic_load(&w.locked))
+            dbs__sleep_ms(1);
         submit(u, &r);
         while (r.calls == 0)
             step(l, ep);

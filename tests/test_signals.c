@@ -40,32 +40,39 @@ static void on_alarm(int sig)
 }
 
 enum { MAX_TARGETS = 8 };
+/* Under targets_mu: a thread is signalled only while registered, and it
+ * leaves before it exits, so no signal goes to a thread that is gone. */
+static pthread_mutex_t targets_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t targets[MAX_TARGETS];
-static atomic_int ntargets;
+static int ntargets;
 static atomic_bool storm_on;
 static pthread_t storm_thread;
 
 static void target_add(void)
 {
-    int i = atomic_fetch_add(&ntargets, 1);
-    CHECK(i < MAX_TARGETS);
-    targets[i] = pthread_self();
+    pthread_mutex_lock(&targets_mu);
+    CHECK(ntargets < MAX_TARGETS);
+    targets[ntargets++] = pthread_self();
+    pthread_mutex_unlock(&targets_mu);
 }
 
 static void target_remove(void)
 {
     /* Threads leave in the reverse order they came (the test's helpers
      * are joined before the next one starts). */
-    atomic_fetch_sub(&ntargets, 1);
+    pthread_mutex_lock(&targets_mu);
+    ntargets--;
+    pthread_mutex_unlock(&targets_mu);
 }
 
 static void *storm(void *v)
 {
     (void)v;
     while (atomic_load(&storm_on)) {
-        int n = atomic_load(&ntargets);
-        for (int i = 0; i < n; i++)
+        pthread_mutex_lock(&targets_mu);
+        for (int i = 0; i < ntargets; i++)
             pthread_kill(targets[i], SIGALRM);
+        pthread_mutex_unlock(&targets_mu);
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
