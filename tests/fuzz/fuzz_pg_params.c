@@ -15,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(sql, data, size);
     sql[size] = '\0';
     int n = max_param(sql);
-    CHECK(n >= -1 && n <= PG_MAXP);
+    /* PG_MAXP + 1 stands for any $n past the protocol's limit */
+    CHECK(n >= -1 && n <= PG_MAXP + 1);
     if (!strchr(sql, '$'))
         CHECK(n == 0);
     if (n > 0) {
@@ -26,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (const char *p = sql; (p = strchr(p, '$')); p++) {
             char *e;
             long v = strtol(p + 1, &e, 10);
-            if (isdigit((unsigned char)p[1]) && v == n)
+            if (isdigit((unsigned char)p[1]) && (v == n || (n > PG_MAXP && v > PG_MAXP)))
                 found = true;
         }
         CHECK(found);
