@@ -1434,6 +1434,17 @@ static int64_t timers(dbs_loop *l, int64_t now)
                                  "the connection was discarded");
                     continue;
                 }
+                if (now >= until) {
+                    /* The server answered since, yet the unit is still
+                     * out: the request reached a statement that caught
+                     * it, or one already over, and the next runs on. Not
+                     * answered is not over: it goes again (else the bound
+                     * stops holding, and the past deadline spins the
+                     * program's loop). */
+                    lc->cancel_ns = now;
+                    ln->pool->drv->a_cancel(lc->c->impl);
+                    until = now + cancel_bound_ns(l);
+                }
                 if (until < next)
                     next = until;
             } else if (pc->statement_timeout_ms > 0) {

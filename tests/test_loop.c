@@ -1445,6 +1445,61 @@ static void test_cancel_pipelined(void)
     dbs_pool_close(p);
 }
 
+/* A cancel request the server answers without ending the unit: it
+ * reached a statement that catches it (a PL/pgSQL handler for
+ * query_canceled; alike, a request landing between two statements of
+ * the unit), the unit's rows come in after it, and its next statement
+ * runs on. The statement bound still
+ * holds: the unit ends DBS_ESTMT_TIMEOUT long before its 30 s statement
+ * would, the loop sleeps meanwhile (it used to ask for a run at once,
+ * over and over, until the statement ended by itself), and the connection
+ * is not the next unit's. PostgreSQL: the loop's own connection. */
+static void caught_bound(dbs_config *c)
+{
+    /* the handler's statement (1.5 s) outlasts the bound, and ends within
+     * the bound on the cancel's answer that follows */
+    c->statement_timeout_ms = 1000;
+}
+
+static void test_cancel_caught(void)
+{
+    dbs_pool *p = pool_of(1, caught_bound);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    res r;
+    dbs_unit *u = unit1(l, 0,
+                        "DO $$BEGIN PERFORM pg_sleep(1.5); "
+                        "EXCEPTION WHEN query_canceled THEN NULL; END$$");
+    /* rows past the server's output buffer: they reach the loop at once,
+     * after the cancel (a server sends a flight's answers at its Sync,
+     * or when that buffer fills) */
+    CHECK_INT(dbs_unit_add(u, "SELECT repeat('x', 100000)", NULL, 0, &err), ==, 1);
+    CHECK_INT(dbs_unit_add(u, "SELECT pg_sleep(30)", NULL, 0, &err), ==, 2);
+    submit(u, &r);
+    int ep = watch(l);
+    int steps = 0;
+    while (r.calls == 0) {
+        step(l, ep);
+        steps++;
+    }
+    fprintf(stderr, "  cancel_caught: %d steps: %s\n", steps, r.msg);
+    CHECK_RC(r, DBS_ESTMT_TIMEOUT);
+    CHECK_INT(steps, <, 1000);
+    /* the next unit runs, on a clean connection */
+    submit(unit1(l, 0, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                       "AND query = 'SELECT pg_sleep(30)'"),
+           &r);
+    drain(l);
+    CHECK_RC(r, DBS_OK);
+    CHECK_EQ(r.val, 0); /* cancelled on the server, not left to run */
+    close(ep);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
 /* A unit of many statements, and one with a large parameter. */
 static void test_big(dbs_pool *p)
 {
@@ -1990,6 +2045,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "cancel_pipelined")) {
         fprintf(stderr, "cancel_pipelined\n");
         test_cancel_pipelined();
+    }
+    if (is_pg && want(argc, argv, "cancel_caught")) {
+        fprintf(stderr, "cancel_caught\n");
+        test_cancel_caught();
     }
     if (want(argc, argv, "ctx_limits")) {
         fprintf(stderr, "ctx_limits\n");
