@@ -514,6 +514,17 @@ static const char too_many_args_answer[] =
     "\r\n"
     "{\"error\":\"more than 64 query arguments\"}\n";
 
+/* A target over SB_MAX_URI with a query, refused on the socket like too
+ * many arguments (on_uri): long arguments do not fit either. */
+static const char too_long_answer[] =
+    "HTTP/1.1 414 URI Too Long\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-store\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 57\r\n"
+    "\r\n"
+    "{\"error\":\"the request target is longer than 8192 bytes\"}\n";
+
 /* Answers t's client with a canned response and shuts its socket down, which
  * libmicrohttpd sees as the client leaving and closes in its own thread.
  * answer only for connections to which libmicrohttpd is writing nothing
@@ -980,6 +991,53 @@ static enum MHD_Result too_large(struct MHD_Connection *c, const char *method, c
     return refuse(c, method, url, st, 413, true, msg);
 }
 
+/* The framing headers of a request, as counted by count_framing. */
+struct framing {
+    unsigned lengths, encodings;
+    bool chunked; /* the one Transfer-Encoding is "chunked" alone */
+    bool spaced;  /* a header name holds whitespace ("Content-Length : 5") */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (strpbrk(key, " \t"))
+        f->spaced = true;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        f->lengths++;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->encodings++;
+        f->chunked = value && !strcasecmp(value, "chunked");
+    }
+    return MHD_YES;
+}
+
+/* Why the end of c's body could be read in two ways, or NULL. libmicrohttpd
+ * takes the first of two Content-Lengths, lets chunked override a
+ * Content-Length and keeps the connection open after either, reads a body
+ * in a coding it does not know until the client leaves, and takes
+ * "Content-Length : 5" for another header (whose name ends in a space),
+ * reading no body at all. A proxy in
+ * front that frames the body otherwise would forward, as one request's
+ * body, bytes that we would answer as a request of their own (request
+ * smuggling), so RFC 9112 (6.1, 6.3) asks for 400 and a close. */
+static const char *framing_problem(struct MHD_Connection *c)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    if (f.spaced)
+        return "whitespace in a header name";
+    if (f.lengths > 1)
+        return "more than one Content-Length";
+    if (f.encodings && f.lengths)
+        return "both Content-Length and Transfer-Encoding";
+    if (f.encodings > 1 || (f.encodings && !f.chunked))
+        return "a Transfer-Encoding other than chunked alone";
+    return NULL;
+}
+
 /* Called when a request line has arrived, with the target as sent: the
  * request's state starts here, so the checks see the undecoded bytes. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
@@ -997,17 +1055,29 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
         t->pending = st;
     /* libmicrohttpd parses every query argument into the connection's
      * memory before any handler runs, and a connection whose arguments do
-     * not fit there is never answered: refuse those here, on the socket. */
+     * not fit there is never answered: refuse those here, on the socket.
+     * They are too many, or fewer in a target that fills most of that
+     * memory (30 arguments in 64 KB did not fit), which is too long to be
+     * served anyway. */
     size_t amps = 0;
-    for (const char *p = strchr(uri, '?'); p && *p; p++)
+    const char *query = strchr(uri, '?');
+    for (const char *p = query; p && *p; p++)
         amps += *p == '&';
-    if (amps >= SB_ARGS_UNPARSED) {
+    bool many = amps >= SB_ARGS_UNPARSED, long_query = query && st->uri == SB_URI_TOO_LONG;
+    if (many || long_query) {
         if (t) {
             pthread_mutex_lock(&track_lock);
-            cut(t, too_many_args_answer, sizeof too_many_args_answer - 1);
+            if (many)
+                cut(t, too_many_args_answer, sizeof too_many_args_answer - 1);
+            else
+                cut(t, too_long_answer, sizeof too_long_answer - 1);
             pthread_mutex_unlock(&track_lock);
         }
-        log_limited("refused a request with %zu query arguments", amps + 1);
+        if (many)
+            log_limited("refused a request with %zu query arguments", amps + 1);
+        else
+            log_limited("refused a request target of more than %d bytes with a query",
+                        SB_MAX_URI);
     }
     return st;
 }
@@ -1074,6 +1144,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (st->uri != SB_URI_OK)
             return refuse(c, method, url, st, sb_uri_status(st->uri), false,
                           sb_uri_message(st->uri));
+        const char *framing = framing_problem(c);
+        if (framing)
+            return refuse(c, method, url, st, 400, true, framing);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > SB_MAX_BODY) {
             st->too_large = true;
