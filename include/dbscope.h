@@ -1001,7 +1001,9 @@ dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx,
  * measurements are late stops qualifying), and it sees every commit that
  * ctx->user_id made through this pool (see replica_url). A backend that
  * cannot enforce read-only returns DBS_ECONFIG naming it. Blocks like dbs_session_open (a replica whose
- * connect fails is passed over for the next, then the primary). The
+ * connect fails is passed over for the next, then the primary; the waits
+ * for a replica's connection and the primary's share one
+ * acquire_timeout_ms, counted from the call). The
  * session belongs to the calling thread; close it with dbs_session_close.
  * Returns NULL on failure. */
 dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx,

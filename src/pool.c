@@ -182,7 +182,9 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
         dbs_error local;
         if (!err)
             err = &local;
-        int rc = dbs__acquire_deadline_ns > 0
+        /* a deadline without a worker's waiter is a read-only session's
+         * acquire_timeout_ms, shared with the replica it passed over */
+        int rc = dbs__acquire_deadline_ns > 0 && dbs__acquire_waiter
                      ? dbs__err(err, DBS_ETIMEOUT,
                                 "timed out waiting for a connection until the unit's deadline "
                                 "(its timeout, or acquire_timeout_ms=%d from when it was "

@@ -790,9 +790,17 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
         return NULL;
     }
     dbs_session *s = NULL;
+    /* One acquire bound for the call: a replica's connection waited for
+     * and then passed over (past the lag bound once in hand), and the
+     * primary after it, share acquire_timeout_ms rather than each getting
+     * it again. A worker's unit has set its own deadline already. */
+    const int64_t own = dbs__acquire_deadline_ns;
+    if (pool->replicas && own == 0)
+        dbs__acquire_deadline_ns = dbs__now_ns() + dbs__ms_ns(pool->cfg.acquire_timeout_ms);
     if (pool->replicas && !dbs__pool_closed(pool)) {
         s = dbs__replica_session(pool, ctx, pos, err, file, line, func);
         if (!s && (err->code != DBS_EUNAVAILABLE || !pool->cfg.replica_fallback)) {
+            dbs__acquire_deadline_ns = own;
             /* a replica pool's own acquire failure is counted there; no
              * replica to serve it is this pool's */
             if (err->code == DBS_EUNAVAILABLE)
@@ -802,6 +810,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
     }
     if (!s)
         s = dbs__session_open(pool, ctx, err, file, line, func);
+    dbs__acquire_deadline_ns = own;
     if (!s)
         return NULL;
     s->touched = true;

@@ -617,8 +617,9 @@ static void test_sample_age(const char *url_a, const char *url_b, const char *su
  * and a bound of bound_ms, with the standby qualifying; *w writes on the
  * primary, *sb is a superuser's pool on the standby (to pause its
  * replay); row id of replica_t is not there. */
-static dbs_pool *open_one_replica_conn(const char *url_a, const char *url_b, const char *super_b,
-                                       int bound_ms, int64_t id, dbs_pool **w, dbs_pool **sb)
+static dbs_pool *open_one_replica_conn_acq(const char *url_a, const char *url_b,
+                                           const char *super_b, int bound_ms, int acquire_ms,
+                                           int64_t id, dbs_pool **w, dbs_pool **sb)
 {
     dbs_config cfg;
     dbs_config_init(&cfg);
@@ -627,7 +628,7 @@ static dbs_pool *open_one_replica_conn(const char *url_a, const char *url_b, con
     cfg.replica_max_lag_ms = bound_ms;
     cfg.pool_size = 1; /* the replica's pool too: one connection */
     cfg.max_overflow = 0;
-    cfg.acquire_timeout_ms = 30000;
+    cfg.acquire_timeout_ms = acquire_ms;
     cfg.log_events = 0;
     dbs_error err;
     dbs_pool *p = dbs_pool_open(&cfg, &err);
@@ -646,6 +647,12 @@ static dbs_pool *open_one_replica_conn(const char *url_a, const char *url_b, con
     run_sql(*w, sql);
     WAIT_UNTIL(ro_where(p, NULL, &err) == 1, 30000);
     return p;
+}
+
+static dbs_pool *open_one_replica_conn(const char *url_a, const char *url_b, const char *super_b,
+                                       int bound_ms, int64_t id, dbs_pool **w, dbs_pool **sb)
+{
+    return open_one_replica_conn_acq(url_a, url_b, super_b, bound_ms, 30000, id, w, sb);
 }
 
 /* The lag bound holds for a session that waits for a replica's
@@ -707,6 +714,54 @@ static void test_wait_past_bound(const char *url_a, const char *url_b, const cha
     CHECK_EQ(wt.rec, 0);
     run_sql(sb, "SELECT pg_wal_replay_resume()");
     run_sql(w, "DELETE FROM replica_t WHERE id = 7100000");
+    dbs_pool_close(sb);
+    dbs_pool_close(w);
+    dbs_pool_close(p);
+}
+
+/* One acquire bound for the whole call: a read-only session that waited
+ * for the replica's connection, found the replica past the lag bound once
+ * it had it, and fell back to the primary, must wait there only for what
+ * is left of acquire_timeout_ms. It got the whole bound again, so with
+ * the primary's connection held too it took one released well after its
+ * own bound had passed (DBS_OK where DBS_ETIMEOUT is due). */
+static void test_wait_one_bound(const char *url_a, const char *url_b, const char *super_b)
+{
+    enum { BOUND_MS = 1000, ACQUIRE_MS = 6000, ID = 7150000 };
+    dbs_pool *w, *sb;
+    dbs_pool *p = open_one_replica_conn_acq(url_a, url_b, super_b, BOUND_MS, ACQUIRE_MS, ID, &w,
+                                            &sb);
+    dbs_error err;
+    dbs_session *held = dbs_session_open_ro(p, NULL, &err);
+    CHECK(held != NULL);
+    CHECK_EQ(query_int(held, "SELECT pg_is_in_recovery()::int", NULL, 0), 1);
+    dbs_session *held_primary = dbs_session_open(p, NULL, &err); /* the primary's one */
+    CHECK(held_primary != NULL);
+    struct waiter wt = {.p = p, .id = ID, .seen = -1, .rec = -1};
+    int64_t t0 = dbs__now_ns();
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, ro_waiter, &wt) == 0);
+    dbs__sleep_ms(300);
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+    insert(w, ID);
+    dbs__sleep_ms(BOUND_MS * 5 / 2);
+    /* the waiter gets the replica's connection well within its bound,
+     * finds the replica past the lag bound and turns to the primary */
+    CHECK_INT((dbs__now_ns() - t0) / 1000000, <, ACQUIRE_MS - 1500);
+    dbs_session_close(held);
+    /* the primary's connection comes free only after the waiter's bound */
+    while (dbs__now_ns() - t0 < (int64_t)(ACQUIRE_MS + 1500) * 1000000)
+        dbs__sleep_ms(50);
+    dbs_session_close(held_primary);
+    pthread_join(th, NULL);
+    fprintf(stderr, "  waiter: rc %d, in recovery %lld\n", wt.rc, (long long)wt.rec);
+    CHECK_EQ(wt.rc, DBS_ETIMEOUT); /* DBS_OK: a connection after its bound */
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    char sql[80];
+    snprintf(sql, sizeof sql, "DELETE FROM replica_t WHERE id = %d", ID);
+    run_sql(w, sql);
     dbs_pool_close(sb);
     dbs_pool_close(w);
     dbs_pool_close(p);
@@ -1382,6 +1437,7 @@ int main(int argc, char **argv)
     RUN("test_session_attrs", test_session_attrs(url_a, url_b));
     RUN("test_lag", test_lag(url_a, url_b, super_b));
     RUN("test_wait_past_bound", test_wait_past_bound(url_a, url_b, super_b));
+    RUN("test_wait_one_bound", test_wait_one_bound(url_a, url_b, super_b));
     RUN("test_read_own_writes", test_read_own_writes(url_a, url_b, super_b));
     RUN("test_mark_race", test_mark_race(url_a, url_b, super_b));
     RUN("test_loop_replica", test_loop_replica(url_a, url_b, super_b));
