@@ -1636,7 +1636,15 @@ dbs_backend dbs_pool_backend(const dbs_pool *pool);
  * has before its bound can end it: with 0, an idle connection or a new
  * one, never a wait), connect_timeout_ms, and
  * statement_timeout_ms for each statement (past it the statement is
- * cancelled on the server and the unit fails with DBS_ESTMT_TIMEOUT).
+ * cancelled on the server and the unit fails with DBS_ESTMT_TIMEOUT). A
+ * unit whose COMMIT had already gone out ends as the COMMIT ended
+ * (DBS_OK included), or with DBS_ECOMMIT_UNKNOWN when no answer came: on
+ * SQLite and MariaDB a COMMIT past the bound (a SQLite COMMIT that only
+ * waited for another connection's lock committed nothing: then
+ * DBS_ESTMT_TIMEOUT), on PostgreSQL, where the COMMIT goes out in the
+ * unit's flight, a server that answers neither the unit nor the cancel
+ * within another statement bound. dbs_unit_set_timeout and
+ * dbs_unit_cancel say the same of theirs.
  *
  * PostgreSQL runs units on the loop's thread through libpq's non-blocking
  * pipeline mode: the statements of a unit, and up to pipeline_depth
@@ -1766,7 +1774,9 @@ int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *e
  * included (timeout_ms > 0; default: none beyond the pool's bounds). Past
  * it the unit is cancelled and completes with DBS_ETIMEOUT while it waits
  * for a connection, DBS_ESTMT_TIMEOUT once it has one (or as it ended on
- * the server, DBS_OK included, when its answer was already on the way).
+ * the server, DBS_OK included, when its answer was already on the way;
+ * DBS_ECOMMIT_UNKNOWN when its COMMIT had gone out and no answer came
+ * within the statement bound).
  * On SQLite and MariaDB, whose units run on worker threads, a connect the
  * worker has begun for the unit runs to its end (at most
  * connect_timeout_ms) before the unit completes: a unit that needs a new
@@ -1803,7 +1813,9 @@ void dbs_unit_discard(dbs_unit *u);
  * unit never failed, and counts in neither dbs_pool_errors nor
  * timeouts. A unit in flight is cancelled on the server (PostgreSQL's
  * cancel request, sent without blocking; MariaDB KILL QUERY from another
- * connection) and its connection checked before reuse, or discarded.
+ * connection; SQLite sqlite3_interrupt, which also ends a wait for
+ * another connection's lock, however long busy_timeout_ms) and its
+ * connection checked before reuse, or discarded.
  * done then runs with DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /
  * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out; never with
  * the retryable failure of an attempt the cancel keeps from running

@@ -146,6 +146,9 @@ typedef struct sq_conn {
     int64_t step_since_ns; /* when the current step was first seen running
                               by the progress handler (0: not yet) */
     bool timed_out;    /* the progress handler interrupted a step */
+    atomic_bool stopped; /* sq_interrupt was called: every step and lock
+                            wait from then on ends (the connection is
+                            discarded after) */
     struct sq_rows *spare_rows; /* the last closed result set's memory */
 } sq_conn;
 
@@ -1040,6 +1043,8 @@ static void close_db(sq_conn *c)
 static int on_busy(void *arg, int count)
 {
     sq_conn *c = arg;
+    if (atomic_load_explicit(&c->stopped, memory_order_relaxed))
+        return 0; /* interrupted: sqlite3_interrupt does not end this wait */
     int64_t now = dbs__now_ns();
     if (count == 0) {
         c->busy_since_ns = now;
@@ -1072,6 +1077,11 @@ static int on_busy(void *arg, int count)
 static int on_progress(void *arg)
 {
     sq_conn *c = arg;
+    /* an interrupt that came while no statement ran was a no-op for
+     * SQLite (it forgets one once none is active): the statement begun
+     * since ends here instead of running to its bound */
+    if (atomic_load_explicit(&c->stopped, memory_order_relaxed))
+        return 1;
     if (c->bound_ms <= 0)
         return 0;
     int64_t now = dbs__now_ns();
@@ -1790,11 +1800,15 @@ static int sq_is_broken(void *vc)
 }
 
 /* sqlite3_interrupt is safe from any thread while the handle is open; a
- * statement it stops fails with SQLITE_INTERRUPT and the connection stays
- * usable (the transaction is rolled back by the session's close). */
+ * statement it stops fails with SQLITE_INTERRUPT (the transaction is
+ * rolled back by the session's close). It neither ends a wait on another
+ * connection's lock nor reaches a statement that begins after it: the
+ * stopped mark, which the busy and progress handlers read, does both, for
+ * good (the caller discards the connection). */
 static void sq_interrupt(void *vc)
 {
     sq_conn *c = vc;
+    atomic_store_explicit(&c->stopped, true, memory_order_relaxed);
     if (c->db)
         sqlite3_interrupt(c->db);
 }

@@ -1500,6 +1500,79 @@ static void test_cancel_caught(void)
     dbs_pool_close(p);
 }
 
+/* A unit that waits for a row lock another session holds: the program's
+ * cancel, and the unit's own timeout, end that wait while the lock is
+ * still held (SQLite: a wait on another connection's write lock, bounded
+ * here by nothing short of busy_timeout_ms), nothing of the unit
+ * committed, the connection comes back and the next unit runs. */
+static void lock_bounds(dbs_config *c)
+{
+    c->busy_timeout_ms = 120000;  /* SQLite: far past the wait below */
+    c->statement_timeout_ms = 0;  /* only the cancel may end the wait */
+}
+
+static void test_cancel_lock(void)
+{
+    dbs_pool *p = pool_of(2, lock_bounds);
+    char t[64], sql[256];
+    snprintf(t, sizeof t, "%s", table_name("loop_lk"));
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v INT)", t);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 0)", t);
+    run_sql(p, sql);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    int ep = watch(l);
+    char upd[256];
+    snprintf(upd, sizeof upd, "UPDATE %s SET v = v + 1 WHERE id = 1", t);
+    for (int round = 0; round < 2; round++) {
+        dbs_session *holder = open_ok(p);
+        exec_ok(holder, upd); /* holds the row (SQLite: the write lock) */
+        res r;
+        dbs_unit *u = unit1(l, 0, upd);
+        if (round == 1)
+            CHECK_EQ(dbs_unit_set_timeout(u, 500), DBS_OK);
+        submit(u, &r);
+        /* on its way into the lock wait (a cancel before it is taken
+         * from the queue ends it as well: it waits either way) */
+        for (int64_t end = now_ms() + 300; now_ms() < end;) {
+            dbs_loop_run(l);
+            dbs__sleep_ms(5);
+        }
+        CHECK_EQ(r.calls, 0);
+        if (round == 0)
+            dbs_unit_cancel(u);
+        for (int64_t end = now_ms() + 30000; r.calls == 0 && now_ms() < end;) {
+            struct epoll_event ev;
+            (void)epoll_wait(ep, &ev, 1, 100);
+            dbs_loop_run(l);
+        }
+        /* ended while the lock is still held */
+        CHECK_EQ(r.calls, 1);
+        CHECK_RC(r, round == 0 ? DBS_ECANCELED : DBS_ESTMT_TIMEOUT);
+        dbs_session_close(holder); /* rolls its update back */
+        settle(l, p);
+        CHECK_EQ(stats_of(p).in_use, 0);
+        dbs_session *s = open_ok(p);
+        snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = 1", t);
+        CHECK_EQ(query_int(s, sql, NULL, 0), 0); /* the unit committed nothing */
+        dbs_session_close(s);
+        submit(unit1(l, 0, "SELECT 5"), &r);
+        drain(l);
+        CHECK_RC(r, DBS_OK);
+        CHECK_EQ(r.val, 5);
+        settle(l, p);
+    }
+    close(ep);
+    dbs_loop_close(l);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t);
+    run_sql(p, sql);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
 /* A unit of many statements, and one with a large parameter. */
 static void test_big(dbs_pool *p)
 {
@@ -2049,6 +2122,10 @@ int main(int argc, char **argv)
     if (is_pg && want(argc, argv, "cancel_caught")) {
         fprintf(stderr, "cancel_caught\n");
         test_cancel_caught();
+    }
+    if (want(argc, argv, "cancel_lock")) {
+        fprintf(stderr, "cancel_lock\n");
+        test_cancel_lock();
     }
     if (want(argc, argv, "ctx_limits")) {
         fprintf(stderr, "ctx_limits\n");
