@@ -755,8 +755,9 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
 
 /* Writes the pool's stats as Prometheus text exposition (version 0.0.4):
  * gauges and counters with HELP and TYPE lines, wait and usage times as
- * Prometheus histograms, every series labelled pool="<name>" and
- * target="primary", or, for each replica's pool (replica_url),
+ * Prometheus histograms, every dbscope_* series labelled pool="<name>"
+ * and target="primary" (the OpenTelemetry names below carry their own
+ * labels), or, for each replica's pool (replica_url),
  * target="replica" and host="<host:port>"; with replicas, also
  * dbscope_replica_lag_seconds per replica (-1: unknown) and
  * dbscope_ro_fallbacks_total. Returns the
@@ -1566,7 +1567,8 @@ void dbs_rows_close(dbs_rows *r);
 int dbs_timestamp_format(struct timespec ts, char out[DBS_TIMESTAMP_TEXT_LEN]);
 
 /* Reads ISO 8601 text into *out (UTC): "YYYY-MM-DD", then optionally "T"
- * or " " and "HH:MM[:SS[.fraction]]" (up to 9 fraction digits), then
+ * or " " and "HH:MM[:SS[.fraction]]" (a "." or ","; any number of
+ * digits, those past the ninth, below a nanosecond, dropped), then
  * optionally a zone "Z", "+HH", "+HH:MM", "+HHMM" or "-..." (PostgreSQL's
  * output, "2024-05-01 12:00:00.5+02", is one of these); without a zone the
  * time is UTC. len is text's length, or SIZE_MAX when text is
@@ -1692,7 +1694,7 @@ dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg,
 
 /* The descriptor to watch for reading (level-triggered: it stays readable
  * while work waits); the loop owns it, do not close it. Valid until
- * dbs_loop_close. Any thread; never blocks. */
+ * dbs_loop_close. -1 for NULL. Any thread; never blocks. */
 int dbs_loop_fd(const dbs_loop *loop);
 
 /* Milliseconds until dbs_loop_run must be called even if the descriptor
@@ -1708,7 +1710,8 @@ int dbs_loop_timeout_ms(const dbs_loop *loop);
  * not call dbs_loop_run or dbs_loop_close. Owner thread only. */
 int dbs_loop_run(dbs_loop *loop);
 
-/* Units submitted and not yet completed. Owner thread only. */
+/* Units submitted and not yet completed (>= 0), or DBS_EMISUSE for NULL
+ * or another thread's loop. Owner thread only; never blocks. */
 int dbs_loop_pending(const dbs_loop *loop);
 
 /* Closes the loop: every unit not yet done completes with DBS_ECANCELED,
@@ -1733,7 +1736,9 @@ typedef void (*dbs_unit_fn)(dbs_unit *u, int rc, const dbs_error *err, void *arg
 
 /* Starts building a unit for loop, on behalf of ctx (copied; NULL: none).
  * flags: 0 or DBS_UNIT_RO. The program owns the unit until
- * dbs_unit_submit, or frees it with dbs_unit_discard. NULL with err
+ * dbs_unit_submit, or frees it with dbs_unit_discard; one not yet
+ * submitted when its loop closes stays the program's, and every call on
+ * it but dbs_unit_discard then returns DBS_EMISUSE. NULL with err
  * filled (DBS_ENOMEM, DBS_EMISUSE). Owner thread only; never blocks. */
 dbs_unit *dbs_unit_new(dbs_loop *loop, const dbs_context *ctx, unsigned flags,
                        dbs_error *err) DBS__WARN_UNUSED;
@@ -1771,8 +1776,9 @@ int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n
 int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *err);
 
 /* Bounds the whole unit, from submit to its callback, waits and retries
- * included (timeout_ms > 0; default: none beyond the pool's bounds). Past
- * it the unit is cancelled and completes with DBS_ETIMEOUT while it waits
+ * included (timeout_ms > 0, else DBS_EMISUSE; default: none beyond the
+ * pool's bounds). DBS_OK, or DBS_EMISUSE with the unit unchanged. Past
+ * the bound the unit is cancelled and completes with DBS_ETIMEOUT while it waits
  * for a connection, DBS_ESTMT_TIMEOUT once it has one (or as it ended on
  * the server, DBS_OK included, when its answer was already on the way;
  * DBS_ECOMMIT_UNKNOWN when its COMMIT had gone out and no answer came
@@ -1786,8 +1792,9 @@ int dbs_unit_set_timeout(dbs_unit *u, int timeout_ms);
 
 /* A DBS_UNIT_RO unit sees at least what the commit at position pos wrote
  * (dbs_unit_commit_pos or dbs_session_commit_pos): a replica that has not
- * replayed it is passed over for the primary. 0: no position. Before
- * submit only. Owner thread only. */
+ * replayed it is passed over for the primary. 0: no position. DBS_OK,
+ * or DBS_EMISUSE (a submitted unit, or another thread's). Before submit
+ * only. Owner thread only; never blocks. */
 int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
 
 /* Hands the unit to the loop; done(u, rc, err, arg) runs exactly once,
@@ -1796,12 +1803,16 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
  * the unit freed: DBS_EBUSY (queue_max units already wait), DBS_ECLOSED
  * (the pool is closed), DBS_EMISUSE (a unit with no statement, or a
  * submit from a callback that dbs_loop_close runs). DBS_EMISUSE also for a
- * unit submitted twice or from another thread, which is left as it was
- * (a submitted unit is the loop's; its done still runs once). Never
+ * unit submitted twice, from another thread or after its loop closed,
+ * which is left as it was (a submitted unit is the loop's; its done still
+ * runs once; the other two are the program's to dbs_unit_discard). Never
  * blocks. Owner thread only. */
 int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err);
 
-/* Frees a unit that was never submitted. NULL is a no-op. */
+/* Frees a unit that was never submitted (also after its loop closed); a
+ * submitted one is the loop's, and this does nothing. NULL is a no-op.
+ * The thread that owns the unit, which need not be the loop's; never
+ * blocks. */
 void dbs_unit_discard(dbs_unit *u);
 
 /* Cancels a submitted unit whose callback has not run (for instance its

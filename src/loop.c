@@ -247,6 +247,11 @@ struct dbs_loop {
     bool closing;
     atomic_bool kick;         /* run now: timeout 0 */
     _Atomic int64_t next_ns;  /* the nearest timer, INT64_MAX: none */
+    /* 1 while open, plus one per unit made and neither submitted nor
+     * discarded: such a unit is the program's and may outlive the loop,
+     * so the memory goes with the last of them (any thread: discard) and
+     * unit_ok reads the magic of a closed loop, never freed memory. */
+    atomic_int refs;
 };
 
 static bool transient(int code)
@@ -257,6 +262,12 @@ static bool transient(int code)
 static bool on_owner(const dbs_loop *l)
 {
     return pthread_equal(l->owner, pthread_self());
+}
+
+static void loop_unref(dbs_loop *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        free(l);
 }
 
 /* ---- the timer heap: units with a deadline or a back-off ---- */
@@ -1607,6 +1618,7 @@ dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *e
         return NULL;
     }
     l->magic = LOOP_MAGIC;
+    atomic_init(&l->refs, 1);
     l->owner = pthread_self();
     l->pool = pool;
     l->cfg = c;
@@ -1798,14 +1810,15 @@ void dbs_loop_close(dbs_loop *l)
     free(l->heap);
     free(l->lanes);
     l->magic = DBS__DEAD_MAGIC;
-    free(l);
+    loop_unref(l);
 }
 
 /* ---- public: units ---- */
 
 static bool unit_ok(const dbs_unit *u)
 {
-    return u && u->magic == UNIT_MAGIC && u->loop && on_owner(u->loop);
+    return u && u->magic == UNIT_MAGIC && u->loop && u->loop->magic == LOOP_MAGIC &&
+           on_owner(u->loop);
 }
 
 /* Parenthesised: the header's macro of the same name routes callers to
@@ -1884,6 +1897,7 @@ dbs_unit *dbs_unit_new_at(dbs_loop *l, const dbs_context *ctx, unsigned flags, d
     u->au.ctx = &u->ctx;
     u->au.read_only = (flags & DBS_UNIT_RO) != 0;
     u->au.owner = u;
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
     err->code = DBS_OK;
     return u;
 }
@@ -2011,6 +2025,9 @@ int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
     dbs_error local;
     if (!err)
         err = &local;
+    if (u && u->magic == UNIT_MAGIC && !u->submitted && u->loop->magic != LOOP_MAGIC)
+        return dbs__err(err, DBS_EMISUSE,
+                        "dbs_unit_submit: the unit's loop was closed: dbs_unit_discard it");
     if (!unit_ok(u))
         return dbs__err(err, DBS_EMISUSE,
                         "dbs_unit_submit: not a unit of this thread's loop (NULL, freed, or "
@@ -2018,6 +2035,7 @@ int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
     if (u->submitted)
         return dbs__err(err, DBS_EMISUSE, "dbs_unit_submit: the unit was already submitted");
     dbs_loop *l = u->loop;
+    loop_unref(l); /* the unit is the loop's now, or freed below; l stays open */
     int rc;
     if (u->au.n == 0)
         rc = dbs__err(err, DBS_EMISUSE,
@@ -2055,7 +2073,9 @@ void dbs_unit_discard(dbs_unit *u)
 {
     if (!u || u->magic != UNIT_MAGIC || u->submitted)
         return;
+    dbs_loop *l = u->loop;
     unit_free(u);
+    loop_unref(l);
 }
 
 void dbs_unit_cancel(dbs_unit *u)

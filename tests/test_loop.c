@@ -240,6 +240,42 @@ static void test_misuse(dbs_pool *p)
     dbs_loop_close(NULL);
 }
 
+/* A unit built but not submitted when its loop closes is still the
+ * program's (dbs_unit_new): every call on it is refused, nothing touches
+ * the closed loop, and dbs_unit_discard frees it. */
+static void test_unit_outlives_loop(dbs_pool *p)
+{
+    dbs_error err;
+    for (int round = 0; round < 2; round++) {
+        dbs_loop *l = dbs_loop_open(p, NULL, &err);
+        CHECK(l != NULL);
+        dbs_unit *u = unit1(l, 0, "SELECT 1");
+        dbs_unit *v = unit1(l, 0, "SELECT 2");
+        dbs_loop_close(l);
+        /* what a later loop of this thread might reuse the memory for */
+        dbs_loop *l2 = dbs_loop_open(p, NULL, &err);
+        CHECK(l2 != NULL);
+        CHECK_EQ(dbs_unit_add(u, "SELECT 3", NULL, 0, &err), DBS_EMISUSE);
+        CHECK_EQ(dbs_unit_set_timeout(u, 1000), DBS_EMISUSE);
+        CHECK_EQ(dbs_unit_set_after(u, 1), DBS_EMISUSE);
+        CHECK_EQ(dbs_unit_set_tx_options(u, NULL, &err), DBS_EMISUSE);
+        res r = {0};
+        CHECK_EQ(dbs_unit_submit(u, on_done, &r, &err), DBS_EMISUSE);
+        CHECK_CONTAINS(err.message, "closed");
+        CHECK_EQ(dbs_loop_pending(l2), 0);
+        dbs_loop_close(l2);
+        CHECK_EQ(r.calls, 0);
+        /* the last unit of the closed loop let go of frees what was left */
+        if (round == 0) {
+            dbs_unit_discard(u);
+            dbs_unit_discard(v);
+        } else {
+            dbs_unit_discard(v);
+            dbs_unit_discard(u);
+        }
+    }
+}
+
 /* ---- queue_max + 1 ---- */
 
 static void test_queue_max(dbs_pool *p)
@@ -2018,6 +2054,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "misuse")) {
         fprintf(stderr, "misuse\n");
         test_misuse(p);
+    }
+    if (want(argc, argv, "unit_outlives_loop")) {
+        fprintf(stderr, "unit_outlives_loop\n");
+        test_unit_outlives_loop(p);
     }
     if (want(argc, argv, "basic")) {
         fprintf(stderr, "basic\n");
