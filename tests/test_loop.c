@@ -2029,6 +2029,79 @@ static void test_ceiling_killed(void)
     dbs_pool_close(admin);
 }
 
+/* ---- loops on threads of their own, closed while their units run ---- */
+
+/* One loop per thread on one pool, each closed a few runs after its units
+ * went out (some still waiting, some in flight, a long one on the
+ * server): every unit completes once, as cancelled or committed, and the
+ * pool has every connection back and still serves. */
+
+typedef struct tc_arg {
+    dbs_pool *p;
+    int calls, bad;
+} tc_arg;
+
+static void tc_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    tc_arg *a = arg;
+    a->calls++;
+    if (rc != DBS_OK && rc != DBS_ECANCELED && rc != DBS_ECOMMIT_UNKNOWN) {
+        a->bad++;
+        fprintf(stderr, "  threads_close: unit ended %d: %s\n", rc, err->message);
+    }
+}
+
+static void *tc_thread(void *arg)
+{
+    tc_arg *a = arg;
+    for (int it = 0; it < 5; it++) {
+        dbs_error err;
+        dbs_loop *l = dbs_loop_open(a->p, NULL, &err);
+        CHECK(l != NULL);
+        for (int i = 0; i < 12; i++) {
+            dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+            CHECK(u != NULL);
+            CHECK(dbs_unit_add(u, i % 3 ? "SELECT 1" : long_sql(), NULL, 0, &err) >= 0);
+            CHECK_OK(dbs_unit_submit(u, tc_done, a, &err), &err);
+        }
+        int ep = watch(l);
+        for (int k = 0; k < 3 + it; k++) {
+            struct epoll_event ev;
+            int t = dbs_loop_timeout_ms(l);
+            epoll_wait(ep, &ev, 1, t < 0 || t > 50 ? 50 : t);
+            CHECK(dbs_loop_run(l) >= 0);
+        }
+        close(ep);
+        dbs_loop_close(l);
+    }
+    return NULL;
+}
+
+static void test_threads_close(void)
+{
+    enum { T = 3 };
+    dbs_pool *p = pool_of(4, NULL);
+    pthread_t th[T];
+    tc_arg a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (tc_arg){.p = p};
+        CHECK_EQ(pthread_create(&th[i], NULL, tc_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(a[i].calls, 5 * 12);
+        CHECK_EQ(a[i].bad, 0);
+    }
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    /* the pool still serves */
+    dbs_session *s = open_ok(p);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
+
 static bool want(int argc, char **argv, const char *name)
 {
     if (argc < 2)
@@ -2174,6 +2247,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "ceiling_killed")) {
         fprintf(stderr, "ceiling_killed\n");
         test_ceiling_killed();
+    }
+    if (want(argc, argv, "threads_close")) {
+        fprintf(stderr, "threads_close\n");
+        test_threads_close();
     }
     printf("test_loop: ok\n");
     return 0;
