@@ -339,10 +339,12 @@ int dbs__housekeeper_start(dbs_pool *p, dbs_error *err)
 {
     const dbs_config *c = &p->cfg;
     /* A target that can change under the pool (a SQLite file deleted or
-     * replaced) is watched whatever else is configured. */
-    if (c->min_idle == 0 && c->idle_timeout_ms == 0 && c->max_lifetime_ms == 0 &&
-        c->leak_threshold_ms == 0 && c->slow_session_ms == 0 && c->keepalive_ms == 0 &&
-        (!p->drv->target_check || p->target.memory))
+     * replaced) is watched whatever else is configured. A NONE pool keeps
+     * no connection to look after: only its leaks and its file. */
+    bool upkeep = p->mode != DBS_POOL_NONE &&
+                  (c->min_idle || c->idle_timeout_ms || c->max_lifetime_ms ||
+                   c->slow_session_ms || c->keepalive_ms);
+    if (!upkeep && c->leak_threshold_ms == 0 && (!p->drv->target_check || p->target.memory))
         return DBS_OK;
     pthread_mutex_lock(&p->mu);
     p->hk_running = true;

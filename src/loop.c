@@ -1571,7 +1571,11 @@ dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *e
                  c.max_connections, c.queue_max, c.workers);
         return NULL;
     }
-    int ceiling = pool->rp.cfg.max_size;
+    /* A NONE pool bounds its connections by nothing (max_size is
+     * INT_MAX): a loop on it still holds no more than pool_size +
+     * max_overflow, as the header promises every loop. */
+    int ceiling = pool->mode == DBS_POOL_NONE ? pool->cfg.pool_size + pool->cfg.max_overflow
+                                              : pool->rp.cfg.max_size;
     if (c.max_connections == 0 || c.max_connections > ceiling)
         c.max_connections = ceiling;
     if (dbs__pool_closed(pool)) {

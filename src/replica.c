@@ -445,7 +445,7 @@ static int pool_after_fork(dbs_pool *p, dbs_error *err)
     p->hk_started = false;
     p->hk_running = false;
     p->fork_gen = dbs__fork_gen();
-    if (!p->closed && p->mode != DBS_POOL_NONE)
+    if (!p->closed)
         return dbs__housekeeper_start(p, err);
     return DBS_OK;
 }
@@ -870,11 +870,12 @@ int dbs_transact_ro_after_at(dbs_pool *pool, const dbs_context *ctx, uint64_t po
 
 /* ---- the pool as its users see it: the primary and its replicas ---- */
 
-/* One pool with its housekeeper. */
+/* One pool with its housekeeper (a NONE pool's keeps no connection, but
+ * reports its leaks and watches its file). */
 static dbs_pool *open_one(const dbs_config *cfg, dbs_error *err)
 {
     dbs_pool *p = dbs__pool_open(cfg, err);
-    if (p && p->mode != DBS_POOL_NONE && dbs__housekeeper_start(p, err) != DBS_OK) {
+    if (p && dbs__housekeeper_start(p, err) != DBS_OK) {
         dbs_pool_close(p);
         return NULL;
     }

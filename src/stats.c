@@ -106,6 +106,7 @@ static void put_escaped(out *o, const char *s)
 typedef struct snapshot {
     dbs_stats st;
     dbs__hist_snap wait, use;
+    int circuit; /* enum dbs_circuit_state */
 } snapshot;
 
 static void fill_percentiles(const dbs__hist_snap *h, int64_t *p50, int64_t *p90,
@@ -123,6 +124,7 @@ static int take_snapshot(dbs_pool *p, snapshot *sn)
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
     dbs_pool_stats(p, &sn->st);
+    sn->circuit = dbs_pool_circuit(p);
     return DBS_OK;
 }
 
@@ -613,19 +615,17 @@ static void put_otel(out *o, dbs_pool *p, int T, const snapshot *sn, char *const
     }
     put_head(o, "dbscope_circuit_open", "gauge",
              "1 while the circuit breaker is open (acquires fail fast), else 0.");
-    int states[64];
-    for (int t = 0; t < T && t < 64; t++) {
-        dbs_pool *tp = t == 0 ? p : dbs__replica_pool(p, t - 1);
-        states[t] = dbs_pool_circuit(tp);
+    /* every target's, however many replicas: read once per target, with its
+     * snapshot, so the two metrics agree */
+    for (int t = 0; t < T; t++)
         put_series(o, "dbscope_circuit_open", labs[t], NULL, NULL,
-                   states[t] != DBS_CIRCUIT_CLOSED);
-    }
+                   sn[t].circuit != DBS_CIRCUIT_CLOSED);
     put_head(o, "dbscope_circuit_state", "gauge",
              "The circuit breaker's state: 1 for the current one of closed, open, half_open.");
-    for (int t = 0; t < T && t < 64; t++)
+    for (int t = 0; t < T; t++)
         for (int st = DBS_CIRCUIT_CLOSED; st <= DBS_CIRCUIT_HALF_OPEN; st++)
             put_series(o, "dbscope_circuit_state", labs[t], "state", dbs__circuit_name(st),
-                       states[t] == st);
+                       sn[t].circuit == st);
 }
 
 /* The error table and the circuit in the JSON: "errors": the total,

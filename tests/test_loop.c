@@ -2102,6 +2102,50 @@ static void test_threads_close(void)
 }
 
 
+/* A loop's max_connections defaults to, and is capped at, the pool's
+ * pool_size + max_overflow in every mode: on a NONE pool, which opens a
+ * connection per user and bounds its blocking sessions by nothing, a loop
+ * held as many connections as its queue could fill (20 for 40 units on
+ * PostgreSQL, each worker's on SQLite and MariaDB) against pool_size 2. */
+static void none_tune(dbs_config *cfg)
+{
+    cfg->mode = DBS_POOL_NONE;
+    cfg->max_overflow = 1;
+}
+
+static void test_none_ceiling(void)
+{
+    enum { N = 40 };
+    atomic_store(&dbs__fault.armed, 1);
+    dbs_pool *p = pool_of(2, none_tune);
+    atomic_store(&dbs__fault.armed, 0);
+    int base = atomic_load(&dbs__fault.live);
+    atomic_store(&dbs__fault.live_peak, base);
+    const char *sql = is_pg      ? "SELECT pg_sleep(0.05)"
+                      : is_mysql ? "SELECT SLEEP(0.05)"
+                                 : "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                                   "FROM c WHERE x < 100000) SELECT count(*) FROM c";
+    for (int depth = 1; depth <= 16; depth += 15) {
+        dbs_loop_config lc;
+        dbs_loop_config_init(&lc);
+        lc.pipeline_depth = depth;
+        dbs_error err;
+        dbs_loop *l = dbs_loop_open(p, &lc, &err);
+        if (!l)
+            CHECK_FAIL("dbs_loop_open: %s", err.message);
+        static res r[N];
+        for (int i = 0; i < N; i++)
+            submit(unit1(l, 0, sql), &r[i]);
+        drain(l);
+        for (int i = 0; i < N; i++)
+            CHECK_RC(r[i], DBS_OK);
+        settle(l, p);
+        dbs_loop_close(l);
+    }
+    CHECK_INT(atomic_load(&dbs__fault.live_peak) - base, <=, 3);
+    dbs_pool_close(p);
+}
+
 static bool want(int argc, char **argv, const char *name)
 {
     if (argc < 2)
@@ -2176,6 +2220,10 @@ int main(int argc, char **argv)
     run_sql(p, sql);
     dbs_pool_close(p);
 
+    if (want(argc, argv, "none_ceiling")) {
+        fprintf(stderr, "none_ceiling\n");
+        test_none_ceiling();
+    }
     if (want(argc, argv, "cancel_waiting")) {
         fprintf(stderr, "cancel_waiting\n");
         test_cancel_waiting();

@@ -128,6 +128,30 @@ static void test_leak_reported_with_line(void)
     CHECK_CONTAINS(text, "thread=");
 }
 
+/* Leaks are reported in every pool mode: a NONE pool, which keeps no
+ * connection and so had no housekeeper, never reported a session held past
+ * leak_threshold_ms (stats.leaks stayed 0) until the pool closed. */
+static void test_leak_reported_every_mode(void)
+{
+    static const enum dbs_pool_mode modes[] = {DBS_POOL_NONE, DBS_POOL_SINGLE, DBS_POOL_QUEUE};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        dbs_config cfg = observed();
+        cfg.mode = modes[i];
+        cfg.leak_threshold_ms = 100;
+        cfg.log_events = 0;
+        dbs_pool *p = open_pool("observe", &cfg);
+        int before = events(DBS_EVENT_LEAK), rec = events(DBS_EVENT_LEAK_RECOVERED);
+        dbs_session *s = open_ok(p);
+        WAIT_UNTIL(events(DBS_EVENT_LEAK) > before, 30000);
+        CHECK_EQ(events(DBS_EVENT_LEAK), before + 1);
+        CHECK_EQ(stats_of(p).leaks, 1);
+        dbs_session_close(s);
+        CHECK_EQ(events(DBS_EVENT_LEAK_RECOVERED), rec + 1);
+        CHECK_EQ(stats_of(p).leaks_recovered, 1);
+        dbs_pool_close(p);
+    }
+}
+
 /* A program that stops its pool when a leak is reported: the report runs
  * on the housekeeper, which the stop would have to join (itself), and
  * whose pool the close would free under it. Both calls are refused there,
@@ -1642,6 +1666,55 @@ static void test_circuit_gauge(void)
     dbs_pool_close(p);
 }
 
+#ifdef DBSCOPE_WITH_PG
+/* Every target's circuit is exported, however many replicas replica_url
+ * names: the 65th target (the primary and 64 replicas) had no
+ * dbscope_circuit_open or dbscope_circuit_state series while its other
+ * series were there. Lazy pools on an address nothing listens on: no
+ * server is needed, the monitors' connects are refused. */
+static void test_circuit_every_replica(void)
+{
+    enum { REPLICAS = 70 };
+    static char rurl[REPLICAS * 16 + 64];
+    int w = snprintf(rurl, sizeof rurl, "host=");
+    for (int i = 0; i < REPLICAS; i++)
+        w += snprintf(rurl + w, sizeof rurl - (size_t)w, "%s127.0.0.%d", i ? "," : "", i + 2);
+    snprintf(rurl + w, sizeof rurl - (size_t)w, " port=1 user=u");
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "postgresql://u:x@127.0.0.1:1/db";
+    cfg.name = "many";
+    cfg.replica_url = rurl;
+    cfg.lazy_open = 1;
+    cfg.connect_timeout_ms = 2000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open with %d replicas: %s", REPLICAS, err.message);
+    int len = dbs_pool_metrics(p, NULL, 0);
+    CHECK_INT(len, >, 0);
+    char *text = malloc((size_t)len + 1);
+    CHECK(text != NULL);
+    CHECK_EQ(dbs_pool_metrics(p, text, (size_t)len + 1), len);
+    int open_series = 0, state_series = 0;
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        open_series += !strncmp(l, "dbscope_circuit_open{", 21);
+        state_series += !strncmp(l, "dbscope_circuit_state{", 22);
+    }
+    CHECK_EQ(open_series, 1 + REPLICAS);
+    CHECK_EQ(state_series, 3 * (1 + REPLICAS));
+    char want[128];
+    snprintf(want, sizeof want,
+             "dbscope_circuit_open{pool=\"many\",target=\"replica\",host=\"127.0.0.%d:1\"}",
+             REPLICAS + 1);
+    if (!strstr(text, want))
+        CHECK_FAIL("the metrics lack %s", want);
+    free(text);
+    dbs_pool_close(p);
+}
+#endif
+
 static void test_keepalive_and_min_idle(void)
 {
     dbs_config cfg = observed();
@@ -1686,6 +1759,7 @@ int main(void)
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
     test_histogram_math();
     test_leak_reported_with_line();
+    test_leak_reported_every_mode();
     test_stop_from_own_thread();
     test_leak_at_pool_close();
     test_leak_long_context();
@@ -1707,6 +1781,9 @@ int main(void)
     test_circuit_gauge();
     test_otel_limits_single();
     test_keepalive_and_min_idle();
+#ifdef DBSCOPE_WITH_PG
+    test_circuit_every_replica();
+#endif
     puts("test_observe: ok");
     return 0;
 }
