@@ -1254,7 +1254,8 @@ int dbs_session_set_tx_options(DBS__IN dbs_session *s, const dbs_tx_options *opt
 
 /* dbs_transact whose transaction begins with opt (NULL: as dbs_transact),
  * on each attempt. Options the backend refuses fail at once, without
- * running work (DBS_ECONFIG, DBS_EMISUSE; never retried). Called inside a
+ * running work and before any connection is waited for or opened
+ * (DBS_ECONFIG, DBS_EMISUSE; never retried). Called inside a
  * unit, it joins that unit as dbs_transact does, and then opt must be
  * NULL, zeroed, or equal to the enclosing transaction's options
  * (DBS_EMISUSE otherwise: a savepoint cannot change them). Same ownership,
@@ -1771,8 +1772,10 @@ int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n
                  dbs_error *err);
 
 /* Sets how the unit's transaction begins (as dbs_session_set_tx_options;
- * NULL: plain). DBS_ECONFIG for an option the backend does not have.
- * Before submit only. Owner thread only. */
+ * NULL: plain). DBS_ECONFIG for an option the backend does not have, or
+ * a combination that would have no effect, refused here as
+ * dbs_session_set_tx_options refuses it (DBS_UNIT_RO counting as a
+ * read-only session). Before submit only. Owner thread only. */
 int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *err);
 
 /* Bounds the whole unit, from submit to its callback, waits and retries

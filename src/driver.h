@@ -247,6 +247,10 @@ typedef struct dbs__driver {
      * nothing changed. reset() returns c to plain transactions. Must not
      * by itself make reset treat the connection as dirty. */
     int (*tx_options)(void *c, const dbs_tx_options *o, dbs_error *err);
+    /* With tx_options. Whether tx_options would refuse o (not plain), on a
+     * read-only session when ro, decided without a connection: the
+     * caller's mistake is reported before any is waited for or opened. */
+    int (*tx_options_check)(const dbs_tx_options *o, bool ro, dbs_error *err);
     /* Optional (NULL: a statement in flight cannot be stopped from
      * outside). Called from another thread while c's user waits in a
      * statement (the caller keeps c open until it returns): asks the

@@ -1544,9 +1544,9 @@ static int my_set_read_only(void *vc, int on, dbs_error *err)
  * TRANSACTION ISOLATION LEVEL, which holds for the next transaction only,
  * and READ ONLY at the transaction and the session level, as for a
  * read-only session. */
-static int my_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+static int my_tx_options_check(const dbs_tx_options *o, bool ro, dbs_error *err)
 {
-    my_conn *c = vc;
+    (void)ro;
     if (o && o->deferrable)
         return dbs__err(err, DBS_ECONFIG,
                         "mariadb: DEFERRABLE is PostgreSQL's; MariaDB/MySQL have no such "
@@ -1555,6 +1555,15 @@ static int my_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
         return dbs__err(err, DBS_ECONFIG,
                         "mariadb: the immediate transaction option is SQLite's (BEGIN "
                         "IMMEDIATE); InnoDB locks rows as they are written: leave it 0");
+    return DBS_OK;
+}
+
+static int my_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    my_conn *c = vc;
+    int rc = my_tx_options_check(o, false, err);
+    if (rc != DBS_OK)
+        return rc;
     c->opt_ro = o && o->read_only;
     c->iso = o ? o->isolation : DBS_ISOLATION_DEFAULT;
     return DBS_OK;
@@ -2809,6 +2818,7 @@ const dbs__driver dbs__driver_mysql = {
     .commit_release = my_commit_release,
     .tx_escaped = my_tx_escaped,
     .tx_options = my_tx_options,
+    .tx_options_check = my_tx_options_check,
     .reset = my_reset,
     .is_broken = my_is_broken,
     .native = my_native,

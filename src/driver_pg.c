@@ -741,6 +741,12 @@ static int tx_begin_text(const dbs_tx_options *o, bool ro, char *out, size_t n, 
     return DBS_OK;
 }
 
+static int pg_tx_options_check(const dbs_tx_options *o, bool ro, dbs_error *err)
+{
+    char sql[80];
+    return tx_begin_text(o, ro || (o && o->read_only), sql, sizeof sql, err);
+}
+
 /* Transaction options become the BEGIN itself: BEGIN ISOLATION LEVEL ...
  * READ ONLY DEFERRABLE, sent in the first statement's flight. */
 static int pg_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
@@ -3756,6 +3762,7 @@ const dbs__driver dbs__driver_pg = {
     .peek = pg_peek,
     .tx_escaped = pg_tx_escaped,
     .tx_options = pg_tx_options,
+    .tx_options_check = pg_tx_options_check,
     .commit_pos = pg_commit_pos,
     .forget = pg_forget,
     .interrupt = pg_interrupt,

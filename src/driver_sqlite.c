@@ -1751,9 +1751,8 @@ static int sq_set_read_only(void *vc, int on, dbs_error *err)
 /* SQLite has one isolation level, SERIALIZABLE; read-only is the
  * read-only session's switch (query_only and sqlite3_stmt_readonly), for
  * the session's transactions; immediate is BEGIN IMMEDIATE. */
-static int sq_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+static int sq_tx_options_check(const dbs_tx_options *o, bool ro, dbs_error *err)
 {
-    sq_conn *c = vc;
     if (o && (o->isolation == DBS_ISOLATION_READ_COMMITTED ||
               o->isolation == DBS_ISOLATION_REPEATABLE_READ))
         return dbs__err(err, DBS_ECONFIG,
@@ -1764,16 +1763,25 @@ static int sq_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
         return dbs__err(err, DBS_ECONFIG,
                         "sqlite: DEFERRABLE is PostgreSQL's; SQLite has no such transaction "
                         "mode: leave deferrable 0 (a SQLite reader never fails to serialize)");
-    bool ro = o && o->read_only;
-    if (o && o->immediate && (ro || c->read_only))
+    if (o && o->immediate && (ro || o->read_only))
         /* BEGIN IMMEDIATE takes the write lock, which query_only refuses:
          * every transaction would fail at its start */
         return dbs__err(err, DBS_ECONFIG,
                         "sqlite: the immediate option takes the write lock when the "
                         "transaction begins, which a read-only transaction cannot take: "
                         "leave immediate 0 with read_only or on a read-only session");
+    return DBS_OK;
+}
+
+static int sq_tx_options(void *vc, const dbs_tx_options *o, dbs_error *err)
+{
+    sq_conn *c = vc;
+    int rc = sq_tx_options_check(o, c->read_only, err);
+    if (rc != DBS_OK)
+        return rc;
+    bool ro = o && o->read_only;
     if (ro != c->opt_ro && !c->read_only) {
-        int rc = set_query_only(c, ro, err);
+        rc = set_query_only(c, ro, err);
         if (rc != DBS_OK)
             return rc;
     }
@@ -1994,5 +2002,6 @@ const dbs__driver dbs__driver_sqlite = {
     .set_read_only = sq_set_read_only,
     .tx_escaped = sq_tx_escaped,
     .tx_options = sq_tx_options,
+    .tx_options_check = sq_tx_options_check,
     .interrupt = sq_interrupt,
 };

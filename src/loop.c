@@ -1991,14 +1991,12 @@ int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *e
             return dbs__err(err, DBS_ECONFIG,
                             "dbs_unit_set_tx_options: the %s backend has no transaction "
                             "options", p->drv->name);
-        if (opt->immediate && strcmp(p->drv->name, "sqlite") != 0)
-            return dbs__err(err, DBS_ECONFIG,
-                            "dbs_unit_set_tx_options: immediate is SQLite's (BEGIN "
-                            "IMMEDIATE); the %s backend has no such option", p->drv->name);
-        if (opt->deferrable && strcmp(p->drv->name, "postgresql") != 0)
-            return dbs__err(err, DBS_ECONFIG,
-                            "dbs_unit_set_tx_options: deferrable is PostgreSQL's; the %s "
-                            "backend has no such option", p->drv->name);
+        /* every refusal the unit's BEGIN would meet, known now: found
+         * only once a connection is in hand, it would come after a wait
+         * or a failed connect, which is retried as an outage */
+        int rc = p->drv->tx_options_check(opt, (u->flags & DBS_UNIT_RO) != 0, err);
+        if (rc != DBS_OK)
+            return rc;
         u->txo = *opt;
         u->has_txo = true;
         u->au.opt = &u->txo;

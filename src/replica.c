@@ -634,8 +634,10 @@ dbs_session *dbs__replica_session(dbs_pool *p, const dbs_context *ctx, uint64_t 
         }
         if (s)
             return s;
-        /* A busy replica is not a down one: its caller waited its bound. */
-        if (err->code == DBS_ECLOSED || err->code == DBS_ETIMEOUT || err->code == DBS_ENOMEM)
+        /* A busy replica is not a down one: its caller waited its bound.
+         * A misuse is the caller's, which no other host would change. */
+        if (err->code == DBS_ECLOSED || err->code == DBS_ETIMEOUT || err->code == DBS_ENOMEM ||
+            err->code == DBS_EMISUSE)
             return NULL;
         snprintf(last, sizeof last, "; %.100s: %.300s", rs->r[i].pool->replica_label, err->message);
     }
@@ -781,6 +783,10 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
         return NULL;
     }
     if (dbs__fork_check(pool, "dbs_session_open_ro", err) != DBS_OK)
+        return NULL;
+    /* Before any replica is tried: each would refuse it, and the caller
+     * would see its own mistake as no replica able to serve. */
+    if (dbs__context_check(ctx, "dbs_session_open_ro", err) != DBS_OK)
         return NULL;
     if (!pool->drv->set_read_only) {
         dbs__err(err, DBS_ECONFIG,

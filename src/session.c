@@ -789,6 +789,22 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
     unit_frame *outer = enclosing_unit(pool, open != NULL, pos);
     if (outer)
         return nested_unit(outer->s, opt, work, arg, err);
+    /* Options no attempt could begin with are known without a connection:
+     * refused now, not after a wait for one or a connect that fails and
+     * is retried (which would report the caller's mistake as an outage). */
+    if (!txo_plain(opt)) {
+        if ((unsigned)opt->isolation > DBS_ISOLATION_SERIALIZABLE)
+            return dbs__err(err, DBS_EMISUSE,
+                            "dbs_transact_opts: isolation is %d; use a DBS_ISOLATION_ value",
+                            (int)opt->isolation);
+        if (!pool->drv->tx_options)
+            return dbs__err(err, DBS_ECONFIG,
+                            "dbs_transact_opts: the %s backend has no transaction options",
+                            pool->drv->name);
+        int rc = pool->drv->tx_options_check(opt, open != NULL, err);
+        if (rc != DBS_OK)
+            return rc;
+    }
     /* Held across attempts, so a dbs_pool_close on another thread cannot
      * free the pool between one attempt's session and the next. */
     int rc = dbs__pool_hold(pool, err);

@@ -276,6 +276,37 @@ static void test_unit_outlives_loop(dbs_pool *p)
     }
 }
 
+/* Options the backend refuses are refused by dbs_unit_set_tx_options, as
+ * the header says, not found only when the unit has its connection (after
+ * a wait, or a failed connect that is retried as transient). */
+static void test_tx_refusals(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    dbs_tx_options bad[4];
+    unsigned flags[4] = {0, 0, 0, 0};
+    int n = 0;
+    /* DEFERRABLE without SERIALIZABLE READ ONLY has no effect anywhere */
+    bad[n++] = (dbs_tx_options){.isolation = DBS_ISOLATION_SERIALIZABLE, .deferrable = 1};
+    if (is_sqlite) {
+        bad[n++] = (dbs_tx_options){.isolation = DBS_ISOLATION_READ_COMMITTED};
+        bad[n++] = (dbs_tx_options){.immediate = 1, .read_only = 1};
+        flags[n] = DBS_UNIT_RO;
+        bad[n++] = (dbs_tx_options){.immediate = 1};
+    } else {
+        bad[n++] = (dbs_tx_options){.immediate = 1};
+    }
+    for (int i = 0; i < n; i++) {
+        dbs_unit *u = dbs_unit_new(l, NULL, flags[i], &err);
+        CHECK(u != NULL);
+        CHECK_EQ(dbs_unit_set_tx_options(u, &bad[i], &err), DBS_ECONFIG);
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        dbs_unit_discard(u);
+    }
+    dbs_loop_close(l);
+}
+
 /* ---- queue_max + 1 ---- */
 
 static void test_queue_max(dbs_pool *p)
@@ -2175,6 +2206,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "unit_outlives_loop")) {
         fprintf(stderr, "unit_outlives_loop\n");
         test_unit_outlives_loop(p);
+    }
+    if (want(argc, argv, "tx_refusals")) {
+        fprintf(stderr, "tx_refusals\n");
+        test_tx_refusals(p);
     }
     if (want(argc, argv, "basic")) {
         fprintf(stderr, "basic\n");

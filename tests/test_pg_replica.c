@@ -1402,6 +1402,59 @@ static void test_loop_lane_slot(const char *url_a, const char *url_b)
     dbs_pool_close(p);
 }
 
+static int work_never(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    (void)err;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* A context the header refuses (past DBS_CONTEXT_MAX, not UTF-8) is the
+ * caller's mistake: DBS_EMISUSE on the first try, from every read-only
+ * entry point and with either replica_fallback, never DBS_EUNAVAILABLE,
+ * never counted as a fallback or an unavailable replica, never retried. */
+static void test_bad_context(const char *url_a, const char *url_b)
+{
+    static char longid[DBS_CONTEXT_MAX + 2];
+    memset(longid, 'x', DBS_CONTEXT_MAX + 1);
+    const dbs_context bad[] = {
+        {.user_id = longid},
+        {.request_id = "r\xff"},
+        {.tenant_id = "\xc0\x80"},
+    };
+    for (int fb = 0; fb <= 1; fb++) {
+        dbs_pool *p = open_with(url_a, url_b, 0, fb);
+        WAIT_UNTIL(lag_known(p), 20000);
+        CHECK(lag_known(p));
+        dbs_stats before = stats_of(p);
+        uint64_t unavail = dbs_pool_errors(p, DBS_EUNAVAILABLE, NULL);
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            dbs_error err;
+            CHECK(dbs_session_open_ro(p, &bad[i], &err) == NULL);
+            CHECK_EQ(err.code, DBS_EMISUSE);
+            CHECK(dbs_session_open_ro_after(p, &bad[i], 1, &err) == NULL);
+            CHECK_EQ(err.code, DBS_EMISUSE);
+            int calls = 0;
+            CHECK_EQ(dbs_transact_ro(p, &bad[i], work_never, &calls, &err), DBS_EMISUSE);
+            CHECK_EQ(err.code, DBS_EMISUSE);
+            CHECK_EQ(dbs_transact_ro_after(p, &bad[i], 1, work_never, &calls, &err),
+                     DBS_EMISUSE);
+            CHECK_EQ(calls, 0);
+        }
+        dbs_stats after = stats_of(p);
+        CHECK_EQ(after.ro_fallbacks, before.ro_fallbacks);
+        CHECK_EQ(after.ro_pos_fallbacks, before.ro_pos_fallbacks);
+        CHECK_EQ(after.retries, before.retries);
+        CHECK_EQ(dbs_pool_errors(p, DBS_EUNAVAILABLE, NULL), unavail);
+        CHECK_EQ(dbs_pool_sessions(p, on_session, &(struct seen){0}), 0);
+        /* and the replica still serves a good one */
+        dbs_error err;
+        CHECK_EQ(ro_where(p, NULL, &err), 1);
+        dbs_pool_close(p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -1434,6 +1487,7 @@ int main(int argc, char **argv)
     RUN("test_sizing_rule", test_sizing_rule(url_a));
     RUN("test_routing", test_routing(url_a, url_b));
     RUN("test_no_standby", test_no_standby(url_a));
+    RUN("test_bad_context", test_bad_context(url_a, url_b));
     RUN("test_session_attrs", test_session_attrs(url_a, url_b));
     RUN("test_lag", test_lag(url_a, url_b, super_b));
     RUN("test_wait_past_bound", test_wait_past_bound(url_a, url_b, super_b));

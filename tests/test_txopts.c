@@ -12,6 +12,7 @@ static dbs_pool *pool;  /* one connection: "the same connection" is certain */
 static dbs_pool *pool2; /* another connection, for the conflicting writer */
 static char tbl[64];
 static dbs_pool *super;  /* MariaDB: the fixture's superuser */
+static const char *url_all; /* the pools' URL (test_url again would make a new file) */
 
 /* fmt with the table's name for its %s */
 static char sqlbuf[256];
@@ -262,6 +263,78 @@ static void test_refusals(void)
     CHECK_EQ(calls, 1);
     CHECK_EQ(count_id(12), 0);
     CHECK_EQ(stats_of(pool).in_use, 0);
+}
+
+/* Options the backend refuses are the caller's mistake, known without a
+ * connection: refused at once with their own code while the pool has no
+ * connection to give (not DBS_ETIMEOUT after the wait) and while the
+ * database is down (not DBS_ECONNECT, retried, counted as connect failures
+ * and opening the circuit). */
+static void test_refusals_first(void)
+{
+    dbs_tx_options bad[4];
+    int code[4], n = 0;
+    bad[n] = (dbs_tx_options){.isolation = (enum dbs_isolation)99};
+    code[n++] = DBS_EMISUSE;
+    bad[n] = (dbs_tx_options){.isolation = DBS_ISOLATION_SERIALIZABLE, .deferrable = 1};
+    code[n++] = DBS_ECONFIG; /* PostgreSQL too: without read_only */
+    if (be != SQLITE) {
+        bad[n] = (dbs_tx_options){.immediate = 1};
+        code[n++] = DBS_ECONFIG;
+    } else {
+        bad[n] = (dbs_tx_options){.isolation = DBS_ISOLATION_READ_COMMITTED};
+        code[n++] = DBS_ECONFIG;
+        bad[n] = (dbs_tx_options){.immediate = 1, .read_only = 1};
+        code[n++] = DBS_ECONFIG;
+    }
+
+    /* the pool's one connection held: nothing to wait for */
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 300;
+    cfg.log_events = 0;
+    cfg.url = url_all;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    CHECK(p != NULL);
+    dbs_session *hold = open_ok(p);
+    for (int i = 0; i < n; i++) {
+        int calls = 0;
+        CHECK_EQ(dbs_transact_opts(p, NULL, &bad[i], insert_12, &calls, &err), code[i]);
+        CHECK_EQ(err.code, code[i]);
+        CHECK_EQ(calls, 0);
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.timeouts, 0);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, NULL), 0);
+    dbs_session_close(hold);
+    dbs_pool_close(p);
+
+    if (be == SQLITE)
+        return;
+    /* a server that is not there (nothing listens on port 1) */
+    dbs_config_init(&cfg);
+    cfg.url = be == PG ? "postgresql://dbscope@127.0.0.1:1/dbscope"
+                       : "mariadb://dbscope@127.0.0.1:1/dbscope";
+    cfg.lazy_open = 1;
+    cfg.log_events = 0;
+    cfg.retry_base_ms = 1;
+    cfg.retry_cap_ms = 2;
+    cfg.circuit_threshold = 2;
+    p = dbs_pool_open(&cfg, &err);
+    CHECK(p != NULL);
+    for (int i = 0; i < n; i++) {
+        int calls = 0;
+        CHECK_EQ(dbs_transact_opts(p, NULL, &bad[i], insert_12, &calls, &err), code[i]);
+        CHECK_EQ(calls, 0);
+    }
+    st = stats_of(p);
+    CHECK_EQ(st.connect_failures, 0);
+    CHECK_EQ(st.retries, 0);
+    CHECK_EQ(dbs_pool_circuit(p), DBS_CIRCUIT_CLOSED);
+    dbs_pool_close(p);
 }
 
 /* SQLite's BEGIN IMMEDIATE: the write lock is the transaction's from its
@@ -649,6 +722,7 @@ int main(void)
     cfg.retry_base_ms = 1;
     cfg.retry_cap_ms = 4;
     pool = open_pool("txopts", &cfg);
+    url_all = cfg.url;
     dbs_config cfg2;
     dbs_config_init(&cfg2);
     cfg2.url = cfg.url;
@@ -677,6 +751,7 @@ int main(void)
         test_isolation();
     test_read_only();
     test_refusals();
+    test_refusals_first();
     test_immediate();
     test_savepoints();
     test_nested_options();
