@@ -63,7 +63,9 @@
  * MYSQL_OPT_CONNECT_TIMEOUT too, and
  * statement_timeout_ms MYSQL_OPT_READ_TIMEOUT/WRITE_TIMEOUT, both in whole
  * seconds rounded up (Connector/C has no finer unit), at most INT_MAX / 1000
- * (ms_to_s). A round trip that runs
+ * (ms_to_s). Those bound each read; a statement's results are read within
+ * the read timeout from when it was sent (stmt_store, stmt_next). A round
+ * trip that runs
  * out of time is killed on the server from a second connection (best
  * effort, bounded by the same timeouts), and the connection is broken.
  * The URL options connect_timeout, read_timeout and write_timeout (seconds)
@@ -188,6 +190,9 @@ typedef struct my_conn {
     unsigned rt_s; /* read timeout, seconds (0: none) */
     unsigned wt_s; /* write timeout, seconds (0: none) */
     unsigned ct_s; /* connect timeout, seconds (0: none) */
+    int64_t stmt_t0;  /* when the statement in progress was sent (rt_s's
+                         deadline for reading all its results) */
+    bool past_bound;  /* a read failed at that deadline: a timeout */
     char addr[48]; /* the address connected to, "" when by name or socket */
 } my_conn;
 
@@ -648,8 +653,9 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
             bound = c->wt_s;
         if (bound > 0 && (e == CR_SERVER_LOST || e == 5013 || e == 5014)) {
             int64_t took_ms = (dbs__now_ns() - started_ns) / 1000000;
-            timed_out = took_ms >= (int64_t)bound * 1000 - 100;
+            timed_out = took_ms >= (int64_t)bound * 1000 - 100 || c->past_bound;
         }
+        c->past_bound = false;
         c->broken = true;
         if (timed_out)
             kill_on_server(c);
@@ -911,6 +917,47 @@ static my_bool read_query_result(MYSQL *my)
     while (st)
         st = mysql_read_query_result_cont(&ret, my, nb_wait(my, st, 0, &stopped));
     return stopped ? 1 : ret;
+}
+
+static bool past(int64_t deadline);
+
+/* Reading a statement's results (store_result, next_result) ends at the
+ * read timeout counted from when the statement was sent (c->stmt_t0), as
+ * the bound promises: Connector/C's own read timeout bounds each read, so
+ * rows that keep coming, each in time, would hold the call for as long as
+ * they come. Past it Connector/C fails the call as lost, and past_bound
+ * tells fail that it was the bound. */
+static int64_t stmt_deadline(const my_conn *c)
+{
+    return c->rt_s ? c->stmt_t0 + (int64_t)c->rt_s * 1000000000 : 0;
+}
+
+static int stmt_store(my_conn *c, MYSQL_STMT *st)
+{
+    int64_t dl = stmt_deadline(c);
+    if (!dl)
+        return mysql_stmt_store_result(st);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_stmt_store_result_start(&ret, st);
+    while (s)
+        s = mysql_stmt_store_result_cont(&ret, st, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return ret;
+}
+
+static int stmt_next(my_conn *c, MYSQL_STMT *st)
+{
+    int64_t dl = stmt_deadline(c);
+    if (!dl)
+        return mysql_stmt_next_result(st);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_stmt_next_result_start(&ret, st);
+    while (s)
+        s = mysql_stmt_next_result_cont(&ret, st, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret > 0 && past(dl);
+    return ret;
 }
 
 /* The credential provider's password for a connect to m (1: none set,
@@ -2034,6 +2081,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         }
     }
     int64_t t0 = dbs__now_ns();
+    c->stmt_t0 = t0;
+    c->past_bound = false;
     bool fresh = e->pending != NULL, ok;
     if (fresh) {
         /* COM_STMT_PREPARE and COM_STMT_EXECUTE in one round trip (MariaDB
@@ -2080,14 +2129,14 @@ static int drain(my_conn *c, MYSQL_STMT *st, bool consumed, dbs_error *err)
     for (;;) {
         if (!consumed) {
             if (mysql_stmt_field_count(st) > 0) {
-                if (mysql_stmt_store_result(st) != 0)
+                if (stmt_store(c, st) != 0)
                     return fail_stmt(c, st, t0, err);
                 mysql_stmt_free_result(st);
             }
             note_state(c); /* this result's last packet */
         }
         consumed = false;
-        int more = mysql_stmt_next_result(st);
+        int more = stmt_next(c, st);
         if (more < 0)
             return DBS_OK;
         if (more > 0)
@@ -2247,7 +2296,7 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
         }
     }
     int64_t t0 = dbs__now_ns();
-    if (mysql_stmt_store_result(st) != 0) {
+    if (stmt_store(c, st) != 0) {
         rc = fail_stmt(c, st, t0, err);
         goto out;
     }

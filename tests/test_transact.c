@@ -78,6 +78,78 @@ static int waits_on_lock(dbs_session *s, void *arg, dbs_error *err)
     return rc < 0 ? (int)rc : 0;
 }
 
+/* A statement past the statement bound: on every backend one that runs
+ * long on the server, and on MariaDB one whose rows keep coming, each
+ * within Connector/C's read timeout (which bounds each read, not the
+ * statement): DBS_ESTMT_TIMEOUT, and the unit is not run again. */
+static const char *long_stmt;
+
+static int runs_long(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct work *w = arg;
+    w->calls++;
+    if (dbs_exec(s, long_stmt, NULL, 0, err) < 0)
+        return err->code;
+    return 0;
+}
+
+/* How many of the server's sessions run a statement starting with like
+ * (not this query itself). */
+static int64_t running_like(dbs_pool *p, const char *url, const char *like)
+{
+    dbs_session *s = open_ok(p);
+    dbs_value v[] = {DBS_TEXT(like)};
+    int64_t n = query_int(s,
+                          test_is_pg(url)
+                              ? "SELECT COUNT(*) FROM pg_stat_activity WHERE query LIKE $1 "
+                                "AND pid <> pg_backend_pid()"
+                              : "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                                "WHERE INFO LIKE $1 AND ID <> CONNECTION_ID()",
+                          v, 1);
+    dbs_session_close(s);
+    return n;
+}
+
+static void test_statement_bound(const char *url)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.statement_timeout_ms = 1000;
+    cfg.retry_max = 3;
+    cfg.retry_base_ms = 1;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    long_stmt = test_is_pg(url) ? "SELECT pg_sleep(20)"
+                : test_is_mysql(url)
+                    ? "SELECT SLEEP(0.5), REPEAT('x', 40000) FROM seq_1_to_40"
+                    : "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) "
+                      "SELECT COUNT(*) FROM r";
+    struct work w = {0};
+    uint64_t retries0 = stats_of(p).retries;
+    int rc = dbs_transact(p, NULL, runs_long, &w, &err);
+    printf("statement past its bound: %d: %s\n", rc, err.message);
+    CHECK_EQ(rc, DBS_ESTMT_TIMEOUT);
+    CHECK(!dbs_error_is_transient(&err));
+    CHECK_EQ(w.calls, 1);
+    CHECK_EQ(stats_of(p).retries - retries0, 0);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    /* ended on the server, not left running there */
+    if (strncmp(url, "sqlite:", 7) != 0) {
+        const char *like = test_is_pg(url) ? "SELECT pg_sleep(20)%" : "SELECT SLEEP(0.5)%";
+        WAIT_UNTIL(running_like(p, url, like) == 0, 30000);
+        CHECK_EQ(running_like(p, url, like), 0);
+    }
+    dbs_session *s = open_ok(p);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
 static int64_t count_id(int id)
 {
     dbs_error err;
@@ -187,6 +259,8 @@ int main(void)
     CHECK_EQ(w.calls, 2);
     dbs_session_close(holder);
     CHECK_EQ(count_id(10), 1);
+
+    test_statement_bound(url);
 
     /* retry_max = 0: no retry */
     dbs_pool_close(pool);
