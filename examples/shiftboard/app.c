@@ -194,8 +194,20 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
         json_decref(body);
         return;
     }
+    /* before the hash: each account made is a row for good, so one
+     * address makes a bounded number of them an hour */
+    int wait = sb_rl_register_claim(req->client);
+    if (wait) {
+        json_decref(body);
+        snprintf(res->retry_buf, sizeof res->retry_buf, "%d", wait);
+        res->retry_after = res->retry_buf;
+        sb_error(res, 429, "too many accounts registered from your address (%d an hour); "
+                 "retry in %d s", SB_RL_REGISTER_MAX, wait);
+        return;
+    }
     char hash[256];
     if (sb_password_hash(app, password, hash, sizeof hash) != 0) {
+        sb_rl_register_refund(req->client);
         json_decref(body);
         sb_error(res, 500, "out of memory hashing the password");
         return;
@@ -204,6 +216,8 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
     dbs_context ctx = context_of(req);
     dbs_error err;
     int rc = write_transact(app, &ctx, insert_user, &u, true, &err);
+    if (rc != DBS_OK)
+        sb_rl_register_refund(req->client); /* no account made */
     if (rc == DBS_ECONSTRAINT) {
         sb_error(res, 409, "the name \"%s\" is taken", name);
     } else if (rc != DBS_OK) {

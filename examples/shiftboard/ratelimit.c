@@ -1,6 +1,7 @@
 /* Limits on guessing (shiftboard.h): failed logins and failed bearer
- * tokens counted per client address and per account name, in fixed
- * windows, in a table of fixed size.
+ * tokens counted per client address and per account name, and accounts
+ * registered per client address, in fixed windows, in a table of fixed
+ * size.
  *
  * The table: capacity slots (a power of two), each a keyed hash of what it
  * counts (SipHash via crypto_shorthash, with a key drawn at start, so a
@@ -23,7 +24,7 @@ enum {
     SB_RL_KNOWN_S = 7 * 24 * 3600, /* an address an account logged in from */
 };
 
-enum kind { KIND_ADDRESS = 1, KIND_ACCOUNT = 2, KIND_KNOWN = 3 };
+enum kind { KIND_ADDRESS = 1, KIND_ACCOUNT = 2, KIND_KNOWN = 3, KIND_REGISTERED = 4 };
 
 typedef struct slot {
     uint64_t key;          /* 0: empty */
@@ -98,20 +99,28 @@ static uint64_t key_of(enum kind kind, const char *a, const char *b)
     return k ? k : 1;
 }
 
+/* The window a slot counts in. */
+static int64_t window_of(const slot *s)
+{
+    return s->kind == KIND_REGISTERED ? SB_RL_REGISTER_WINDOW_S : SB_RL_WINDOW_S;
+}
+
 static int64_t lifetime(const slot *s)
 {
-    return s->kind == KIND_KNOWN ? SB_RL_KNOWN_S : SB_RL_WINDOW_S;
+    return s->kind == KIND_KNOWN ? SB_RL_KNOWN_S : window_of(s);
 }
 
 static uint32_t limit_of(const slot *s)
 {
-    return s->kind == KIND_ADDRESS ? SB_RL_ADDRESS_MAX : SB_RL_ACCOUNT_MAX;
+    return s->kind == KIND_ADDRESS      ? SB_RL_ADDRESS_MAX
+           : s->kind == KIND_REGISTERED ? SB_RL_REGISTER_MAX
+                                        : SB_RL_ACCOUNT_MAX;
 }
 
 /* Whether s refuses attempts at now. */
 static bool blocking(const slot *s, int64_t now)
 {
-    return s->key && s->kind != KIND_KNOWN && now - s->window_start < SB_RL_WINDOW_S &&
+    return s->key && s->kind != KIND_KNOWN && now - s->window_start < window_of(s) &&
            s->failures >= limit_of(s);
 }
 
@@ -153,7 +162,7 @@ static int wait_of(const slot *s, int64_t now)
 {
     if (!s || !blocking(s, now))
         return 0;
-    int64_t w = s->window_start + SB_RL_WINDOW_S - now;
+    int64_t w = s->window_start + window_of(s) - now;
     return w < 1 ? 1 : (int)w;
 }
 
@@ -178,7 +187,7 @@ static int check_locked(const char *address, const char *account, int64_t now)
 
 static void count(slot *s, int64_t now)
 {
-    if (now - s->window_start >= SB_RL_WINDOW_S) {
+    if (now - s->window_start >= window_of(s)) {
         s->window_start = now;
         s->failures = 0;
     }
@@ -240,7 +249,7 @@ int sb_rl_claim(const char *address, const char *account)
 static void uncount(uint64_t key, enum kind kind, int64_t now)
 {
     slot *s = find(key, kind, false, now);
-    if (s && now - s->window_start < SB_RL_WINDOW_S && s->failures > 0)
+    if (s && now - s->window_start < window_of(s) && s->failures > 0)
         s->failures--;
 }
 
@@ -266,6 +275,35 @@ void sb_rl_succeeded(const char *address, const char *account)
     }
     uint64_t kk = key_of(KIND_KNOWN, account, address);
     find(kk, KIND_KNOWN, true, now)->last = now;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Registrations are counted like failures: "failures" is the accounts
+ * made from the address in the window. */
+int sb_rl_register_claim(const char *address)
+{
+    int64_t now = now_s();
+    pthread_mutex_lock(&lock);
+    if (!ready()) {
+        pthread_mutex_unlock(&lock);
+        return 1;
+    }
+    uint64_t k = key_of(KIND_REGISTERED, address, NULL);
+    int wait = wait_of(find(k, KIND_REGISTERED, false, now), now);
+    if (wait)
+        refusals++;
+    else
+        count(find(k, KIND_REGISTERED, true, now), now);
+    pthread_mutex_unlock(&lock);
+    return wait;
+}
+
+void sb_rl_register_refund(const char *address)
+{
+    int64_t now = now_s();
+    pthread_mutex_lock(&lock);
+    if (ready())
+        uncount(key_of(KIND_REGISTERED, address, NULL), KIND_REGISTERED, now);
     pthread_mutex_unlock(&lock);
 }
 

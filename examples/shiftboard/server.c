@@ -194,10 +194,24 @@ static void log_limited(const char *fmt, ...)
     va_end(ap);
 }
 
-/* libmicrohttpd's own messages, rate-limited like ours. */
+static void answer_mhd_error(unsigned status, const char *html);
+
+/* libmicrohttpd's own messages, rate-limited like ours. One of them
+ * announces an error answer of its own, which is HTML and, for a bad
+ * Content-Length, sent with its head twice: the connection gets ours
+ * first (answer_mhd_error). */
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
+    static const char error_answer[] = "Error processing request (HTTP response code is %u ('%s'))";
+    if (!strncmp(fmt, error_answer, sizeof error_answer - 1)) {
+        va_list aq;
+        va_copy(aq, ap);
+        unsigned status = va_arg(aq, unsigned);
+        const char *html = va_arg(aq, const char *);
+        va_end(aq);
+        answer_mhd_error(status, html ? html : "");
+    }
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     log_limited_v(fmt, fmt, ap);
@@ -367,6 +381,12 @@ typedef struct conn_track {
  * descriptor of a started track is never a reused number. */
 static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_track track_list = {.prev = &track_list, .next = &track_list};
+
+/* The connection this thread serves (thread-per-connection mode), once a
+ * request line has arrived on it (on_uri): what libmicrohttpd's error
+ * answer, announced in its log on the same thread, goes to. Valid for the
+ * thread's life, which is the connection's. */
+static _Thread_local conn_track *own_track;
 
 /* ms from now on CLOCK_MONOTONIC, which every timed wait here measures
  * (monotonic_conds_init, sem_clockwait): a step of the wall clock (NTP,
@@ -996,17 +1016,59 @@ struct framing {
     unsigned lengths, encodings;
     bool chunked; /* the one Transfer-Encoding is "chunked" alone */
     bool spaced;  /* a header name holds whitespace ("Content-Length : 5") */
+    bool untoken; /* a header name holds a byte no token may (RFC 9110 5.1) */
+    bool folded;  /* a framing header continued on the next line (obs-fold) */
+    bool ctl;     /* a header value holds CR, NUL or another control byte */
+    bool bad_length; /* a Content-Length that is not digits alone */
 };
 
+/* Whether n bytes at s are all decimal digits, at least one: RFC 9112 6.3's
+ * 1*DIGIT, without the sign, spaces and lists that strtoull would take. */
+static bool all_digits(const char *s, size_t n)
+{
+    if (!n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+                                     size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
     struct framing *f = cls;
     if (strpbrk(key, " \t"))
         f->spaced = true;
+    /* libmicrohttpd 0.9.75 appends an obs-fold line (one starting with a
+     * space or a tab) to the previous header's name, not its value, so
+     * "Content-Length: 2\r\n 0" arrives as a header "Content-Length0" and
+     * the body is read as empty, where a proxy that unfolds it (RFC 9112
+     * 5.2) or takes the line for a header of its own frames it otherwise.
+     * A continuation with a separator in it leaves a name that is no
+     * token; one without, a name that merely starts with a framing one. */
+    if (strlen(key) != key_size || strspn(key, "!#$%&'*+-.^_`|~0123456789"
+                                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                               "abcdefghijklmnopqrstuvwxyz") != key_size)
+        f->untoken = true;
+    static const char cl[] = MHD_HTTP_HEADER_CONTENT_LENGTH;
+    static const char te[] = MHD_HTTP_HEADER_TRANSFER_ENCODING;
+    if ((key_size >= sizeof cl && !strncasecmp(key, cl, sizeof cl - 1)) ||
+        (key_size >= sizeof te && !strncasecmp(key, te, sizeof te - 1)))
+        f->folded = true;
+    /* libmicrohttpd ends a line at LF alone and keeps a bare CR in the
+     * value ("X: a\rContent-Length: 60" is one header X to it), where
+     * other parsers end the line there: refused, as RFC 9112 2.2 allows */
+    for (size_t i = 0; value && i < value_size; i++) {
+        unsigned char b = (unsigned char)value[i];
+        if ((b < 0x20 && b != '\t') || b == 0x7f)
+            f->ctl = true;
+    }
     if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
         f->lengths++;
+        if (!value || !all_digits(value, value_size))
+            f->bad_length = true;
     } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
         f->encodings++;
         f->chunked = value && !strcasecmp(value, "chunked");
@@ -1019,22 +1081,29 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  * Content-Length and keeps the connection open after either, reads a body
  * in a coding it does not know until the client leaves, and takes
  * "Content-Length : 5" for another header (whose name ends in a space),
- * reading no body at all. A proxy in
+ * reading no body at all; so it does with a folded framing header, and a
+ * bare CR hides a header from it that other parsers see. A proxy in
  * front that frames the body otherwise would forward, as one request's
  * body, bytes that we would answer as a request of their own (request
- * smuggling), so RFC 9112 (6.1, 6.3) asks for 400 and a close. */
+ * smuggling), so RFC 9112 (2.2, 5.2, 6.1, 6.3) asks for 400 and a close. */
 static const char *framing_problem(struct MHD_Connection *c)
 {
     struct framing f = {0};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, count_framing, &f);
     if (f.spaced)
         return "whitespace in a header name";
+    if (f.folded || f.untoken)
+        return "a header name that is not a token, or a header line folded onto the next";
+    if (f.ctl)
+        return "a control character (CR, NUL, ...) in a header value";
     if (f.lengths > 1)
         return "more than one Content-Length";
     if (f.encodings && f.lengths)
         return "both Content-Length and Transfer-Encoding";
     if (f.encodings > 1 || (f.encodings && !f.chunked))
         return "a Transfer-Encoding other than chunked alone";
+    if (f.bad_length)
+        return "a Content-Length that is not digits alone";
     return NULL;
 }
 
@@ -1053,6 +1122,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
     conn_track *t = sc ? sc->socket_context : NULL;
     if (t)
         t->pending = st;
+    own_track = t;
     /* libmicrohttpd parses every query argument into the connection's
      * memory before any handler runs, and a connection whose arguments do
      * not fit there is never answered: refuse those here, on the socket.
@@ -1080,6 +1150,72 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
                         SB_MAX_URI);
     }
     return st;
+}
+
+/* The answers libmicrohttpd gives by itself to what it cannot parse, and
+ * ours instead: by its status and a text its HTML holds (NULL: any), our
+ * status and error (NULL: the body limit's). */
+static const struct {
+    unsigned status, answer;
+    const char *html_has;
+    const char *error;
+} mhd_errors[] = {
+    {400, 400, "Content-Length", "a Content-Length that is not digits alone"},
+    {400, 400, "chunked", "a malformed chunked body"},
+    {400, 400, NULL, "a malformed request"},
+    /* a length past 2^64, or a chunk's: over the body limit either way */
+    {413, 413, NULL, NULL},
+    {414, 414, NULL, "the request line does not fit the connection's memory"},
+    {431, 431, NULL, "the request head does not fit the connection's memory"},
+    /* a chunk's size line (extensions included) that does not fit the
+     * connection's memory: the body is read as it comes otherwise, so
+     * the client's doing, whatever libmicrohttpd calls it (RFC 9112
+     * 7.1.1 asks for a 4xx) */
+    {500, 400, NULL, "a chunk size line, with its extensions, longer than the connection's memory"},
+    {505, 505, NULL, "an HTTP version other than 1.0 and 1.1"},
+};
+
+/* Answers this thread's connection status (libmicrohttpd's choice, about
+ * to be sent) in JSON, and shuts its socket, so that libmicrohttpd's own
+ * answer fails to go out after ours: its HTML, or a head sent twice. An
+ * error before the first request line (one that does not fit the
+ * connection's memory) has no connection known here and keeps
+ * libmicrohttpd's answer. */
+static void answer_mhd_error(unsigned status, const char *html)
+{
+    conn_track *t = own_track;
+    if (!t)
+        return;
+    size_t i = 0;
+    while (i < sizeof mhd_errors / sizeof *mhd_errors &&
+           (mhd_errors[i].status != status ||
+            (mhd_errors[i].html_has && !strstr(html, mhd_errors[i].html_has))))
+        i++;
+    unsigned answer = i < sizeof mhd_errors / sizeof *mhd_errors ? mhd_errors[i].answer : status;
+    const char *error =
+        i < sizeof mhd_errors / sizeof *mhd_errors ? mhd_errors[i].error : "a malformed request";
+    const char *reason = MHD_get_reason_phrase_for(answer);
+    char body[160], buf[512];
+    int blen = error ? snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", error)
+                     : snprintf(body, sizeof body,
+                                "{\"error\":\"request body larger than %d bytes\"}\n", SB_MAX_BODY);
+    int n = snprintf(buf, sizeof buf,
+                     "HTTP/1.1 %u %s\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Cache-Control: no-store\r\n"
+                     "Connection: close\r\n"
+                     "Content-Length: %d\r\n"
+                     "\r\n"
+                     "%s",
+                     answer, reason && *reason ? reason : "Error", blen, body);
+    if (blen <= 0 || n <= 0 || (size_t)n >= sizeof buf)
+        return;
+    pthread_mutex_lock(&track_lock);
+    bool answered = !t->cut;
+    cut(t, buf, (size_t)n);
+    pthread_mutex_unlock(&track_lock);
+    if (answered)
+        sb_dash_http((int)answer);
 }
 
 static bool handler_slot(void);

@@ -84,11 +84,17 @@ void sb_health_write_end(const sb_app *app, int rc, bool stores, bool probe);
  * and per account name in fixed windows of SB_RL_WINDOW_S: past
  * SB_RL_ADDRESS_MAX failures from an address, or SB_RL_ACCOUNT_MAX for an
  * account, further attempts get 429 until the window ends. An account over
- * its limit stays open to the addresses it logged in from before. */
+ * its limit stays open to the addresses it logged in from before.
+ * Accounts registered are counted per client address in windows of
+ * SB_RL_REGISTER_WINDOW_S, at most SB_RL_REGISTER_MAX each: registration
+ * needs no account, so it is what one client could otherwise repeat
+ * without end, each time a row more. */
 enum {
     SB_RL_WINDOW_S = 60,
     SB_RL_ADDRESS_MAX = 20,
     SB_RL_ACCOUNT_MAX = 10,
+    SB_RL_REGISTER_WINDOW_S = 3600,
+    SB_RL_REGISTER_MAX = 64,
     SB_RL_DEFAULT_ENTRIES = 16384,
 };
 
@@ -110,6 +116,12 @@ void sb_rl_failed(const char *address, const char *account);
 int sb_rl_claim(const char *address, const char *account);
 /* Takes back the failure sb_rl_claim counted (in its window still). */
 void sb_rl_refund(const char *address, const char *account);
+/* Seconds a registration from address must wait, 0 when it may go ahead
+ * now, in which case it is counted at once (under the lock, like
+ * sb_rl_claim, so registrations running at once cannot all pass the
+ * check); sb_rl_register_refund takes it back when no account was made. */
+int sb_rl_register_claim(const char *address);
+void sb_rl_register_refund(const char *address);
 /* Remembers that account logged in from address. */
 void sb_rl_succeeded(const char *address, const char *account);
 /* The table's slots in use, its capacity, the keys it forgot to make room

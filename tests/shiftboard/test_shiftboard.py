@@ -366,6 +366,45 @@ def bad_input(svc, token):
     check(st == 201, "the name of refused registrations is still free: %s %s" % (st, text))
 
 
+REGISTER_MAX = 64  # accounts one address may register an hour (shiftboard.h)
+
+
+def registration_limit(svc):
+    """One address registers at most REGISTER_MAX accounts an hour: the one
+    past that is 429 with Retry-After and makes no account, while another
+    address still registers and the limited one still logs in. (Nothing
+    bounded it: one client could add users, and rows, without end.) A
+    registration that makes no account (409) does not count."""
+    src = "127.0.0.9"
+    st, _, _, _ = svc.request("POST", "/api/users", {"name": "ann", "password": "whatever12"},
+                              source=src)
+    check(st == 409, "registration limit: a taken name is 409: %s" % st)
+    made = 0
+    for i in range(REGISTER_MAX):
+        st, _, _, text = svc.request("POST", "/api/users",
+                                     {"name": "reg%d" % i, "password": "correct horse"}, source=src)
+        made += check(st == 201, "registration limit: account %d of %d from one address: %s %s"
+                      % (i + 1, REGISTER_MAX, st, text[:100]))
+    st, r, doc, text = svc.request("POST", "/api/users",
+                                   {"name": "reg-past", "password": "correct horse"}, source=src)
+    retry = r.getheader("Retry-After") or ""
+    check(st == 429 and doc and "too many accounts" in doc.get("error", "") and
+          retry.isdigit() and 0 < int(retry) <= 3600,
+          "registration limit: account %d from one address is 429 JSON with Retry-After: %s %r %s"
+          % (REGISTER_MAX + 1, st, retry, text[:120]))
+    st, _, _, text = svc.request("POST", "/api/login",
+                                 {"name": "reg-past", "password": "correct horse"}, source=src)
+    check(st == 401, "registration limit: the refused account was not made: %s" % st)
+    st, _, _, text = svc.request("POST", "/api/login",
+                                 {"name": "reg0", "password": "correct horse"}, source=src)
+    check(st == 200, "registration limit: the limited address still logs in: %s %s"
+          % (st, text[:100]))
+    st, _, _, text = svc.request("POST", "/api/users",
+                                 {"name": "reg-other", "password": "correct horse"},
+                                 source="127.0.0.10")
+    check(st == 201, "registration limit: another address registers: %s %s" % (st, text[:100]))
+
+
 def concurrent_isolation(svc, users=32, seconds=5.0):
     """32 clients, each its own user, creating and listing shifts for a few
     seconds while probing each other's: every listing holds only the
@@ -655,6 +694,7 @@ def main_api(args, url, workdir):
         names_exact(svc)
         tokens_per_user(svc)
         bad_input(svc, ann)
+        registration_limit(svc)
         patch_shifts(svc, ann, bob)
         tokens = concurrent_isolation(svc)
         observability(svc)
@@ -1173,6 +1213,18 @@ def framing_checks(svc):
         ("chunked not last", b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n"),
         ("an unknown coding", b"Transfer-Encoding: gzip\r\n", b"{}"),
         ("whitespace before the colon", b"Content-Length : %d\r\n" % len(hidden), b""),
+        # obs-fold: libmicrohttpd glued the continuation to the name
+        # ("Content-Length0"), read no body and answered the hidden request;
+        # a proxy unfolding it, or taking the line for a header, frames it
+        # otherwise
+        ("a Content-Length folded", b"Content-Length: %d\r\n 0\r\n" % len(hidden), b""),
+        ("a Transfer-Encoding folded", b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"),
+        ("a Content-Length in a fold", b"X-A: a\r\n Content-Length:%d\r\n" % len(hidden), b""),
+        # a bare CR: libmicrohttpd kept "Content-Length: N" in X's value,
+        # a parser that ends the line there reads a body
+        ("a bare CR before a Content-Length", b"X: a\rContent-Length: %d\r\n" % len(hidden),
+         b""),
+        ("a Content-Length with a sign", b"Content-Length: +%d\r\n" % len(hidden), b""),
     ]
     for what, headers, body in shapes:
         sock = socket.create_connection(("127.0.0.1", svc.port), timeout=15)
@@ -1194,6 +1246,50 @@ def framing_checks(svc):
                           b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n")
     check(answer.startswith(b"HTTP/1.1 400") and b"JSON object" in answer,
           "framing: a plain chunked body still reaches the route: %r" % answer[:200])
+    # a fold of a header that frames nothing, and a tab in a value, are fine
+    answer = raw_exchange(svc.port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n"
+                          b"X-B: a\tb\r\nConnection: close\r\n\r\n")
+    check(answer.startswith(b"HTTP/1.1 200"),
+          "framing: a harmless fold is served: %r" % answer[:80])
+    mhd_answers(svc)
+
+
+def mhd_answers(svc):
+    """What libmicrohttpd refuses by itself once a request line has come is
+    answered in the API's JSON, one head, and the connection closed: it sent
+    HTML (a bad Content-Length's head twice, the HTML after it), and a 500
+    for a chunk extension longer than its memory."""
+    post = b"POST /api/users HTTP/1.1\r\nHost: x\r\n"
+    cases = [
+        ("Content-Length: +5", post + b"Content-Length: +5\r\n\r\n{\"a\":", 400, "Content-Length"),
+        ("Content-Length: -1", post + b"Content-Length: -1\r\n\r\n", 400, "Content-Length"),
+        ("Content-Length: 5, 5", post + b"Content-Length: 5, 5\r\n\r\n{\"a\":", 400,
+         "Content-Length"),
+        ("Content-Length: 0x5", post + b"Content-Length: 0x5\r\n\r\n", 400, "Content-Length"),
+        ("an empty Content-Length", post + b"Content-Length:\r\n\r\n", 400, "Content-Length"),
+        ("a 25-digit Content-Length", post + b"Content-Length: " + b"9" * 25 + b"\r\n\r\n", 413,
+         "larger than"),
+        ("a 70 KB chunk extension", post + b"Transfer-Encoding: chunked\r\n\r\n2;" +
+         b"x" * 70000 + b"\r\n[]\r\n0\r\n\r\n", 400, "chunk"),
+        ("a chunk size past 2^64", post + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 21 +
+         b"\r\n[]\r\n0\r\n\r\n", 413, "larger than"),
+        ("a chunk size not in hex",
+         post + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n[]\r\n0\r\n\r\n", 400, "chunked"),
+        ("a header line without a colon", b"GET /health HTTP/1.1\r\nHost: x\r\nfoo\r\n\r\n", 400,
+         "malformed"),
+        ("a 70 KB header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 70000 +
+         b"\r\n\r\n", 431, "memory"),
+    ]
+    for what, data, want, msg in cases:
+        answer = raw_exchange(svc.port, data, timeout=15)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        check(head.startswith(b"HTTP/1.1 %d " % want) and answer.count(b"HTTP/1.1 ") == 1 and
+              b"connection: close" in head.lower() and body.startswith(b'{"error"') and
+              msg.encode() in body and body.endswith(b"}\n"),
+              "libmicrohttpd's answer to %s: %d JSON, one head, closed: %r"
+              % (what, want, answer[:300]))
+    st, _, _, _ = svc.request("GET", "/health")
+    check(st == 200, "after the malformed requests, served: %s" % st)
 
 
 def log_size(svc):
