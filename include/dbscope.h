@@ -665,7 +665,7 @@ void dbs_pool_close(dbs_pool *pool);
  * stopped and joined too: units still queued for them complete with
  * DBS_ECLOSED, and a statement one of them runs is interrupted on the
  * server (sqlite3_interrupt, PostgreSQL's cancel request, MariaDB KILL
- * QUERY) and its unit completes with DBS_ECLOSED; the join waits for that
+ * of its connection) and its unit completes with DBS_ECLOSED; the join waits for that
  * statement to return, which a server that stopped answering delays up to
  * the statement bound. A loop still open gets DBS_ECLOSED for its units
  * from then on; close it before dbs_pool_close.
@@ -1826,8 +1826,9 @@ void dbs_unit_discard(dbs_unit *u);
  * connection no unit needs any more leaves the pool's queue too); such a
  * unit never failed, and counts in neither dbs_pool_errors nor
  * timeouts. A unit in flight is cancelled on the server (PostgreSQL's
- * cancel request, sent without blocking; MariaDB KILL QUERY from another
- * connection; SQLite sqlite3_interrupt, which also ends a wait for
+ * cancel request, sent without blocking; MariaDB KILL of the unit's
+ * connection from another one, which also stops a statement that had not
+ * reached the server yet; SQLite sqlite3_interrupt, which also ends a wait for
  * another connection's lock, however long busy_timeout_ms) and its
  * connection checked before reuse, or discarded.
  * done then runs with DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /

@@ -254,11 +254,14 @@ typedef struct dbs__driver {
     /* Optional (NULL: a statement in flight cannot be stopped from
      * outside). Called from another thread while c's user waits in a
      * statement (the caller keeps c open until it returns): asks the
-     * database to stop that statement, which then fails; the connection
-     * stays usable when the backend can tell (SQLite: sqlite3_interrupt;
-     * PostgreSQL: a cancel request; MariaDB: KILL QUERY from a connection
-     * of its own). A statement not yet begun, or already over, is not
-     * touched. May block for a connect and one round trip, within the
+     * database to stop that statement, which then fails (SQLite:
+     * sqlite3_interrupt and a mark its handlers read; PostgreSQL: a cancel
+     * request; MariaDB: KILL of the whole connection from a connection of
+     * its own). The caller discards c afterwards: on SQLite and MariaDB a
+     * statement that begins after the call fails too (a call that lands
+     * between two statements must not let the next run to its bound);
+     * PostgreSQL's server ignores a request that finds no statement
+     * running. May block for a connect and one round trip, within the
      * connection's bounds: call it from a thread that may wait. */
     void (*interrupt)(void *c);
     /* Optional, all or none (NULL: a loop runs this backend's units on

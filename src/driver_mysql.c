@@ -194,6 +194,8 @@ typedef struct my_conn {
                          deadline for reading all its results) */
     bool past_bound;  /* a read failed at that deadline: a timeout */
     char addr[48]; /* the address connected to, "" when by name or socket */
+    atomic_bool killed; /* my_interrupt sent a KILL: the connection's loss is
+                           that cancel's doing (set from another thread) */
 } my_conn;
 
 /* One fetched cell: numbers kept as numbers, everything else as bytes in
@@ -657,12 +659,18 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
         }
         c->past_bound = false;
         c->broken = true;
-        if (timed_out)
+        bool killed = atomic_load(&c->killed);
+        if (timed_out && !killed)
             kill_on_server(c);
         if (commit) {
             code = dbs__err(err, DBS_ECOMMIT_UNKNOWN,
                             "mariadb: connection lost during COMMIT: the transaction "
                             "may or may not have been committed (%s [%u])",
+                            m, e);
+        } else if (killed) {
+            code = dbs__err(err, DBS_ECANCELED,
+                            "mariadb: the statement was cancelled; the connection was "
+                            "killed (%s [%u])",
                             m, e);
         } else if (timed_out) {
             code = dbs__err(err, DBS_ESTMT_TIMEOUT,
@@ -1024,6 +1032,7 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
     }
     c->t = t;
     c->mt = m;
+    atomic_init(&c->killed, false);
     c->rt_s = m->url_read_timeout_s >= 0 ? (unsigned)m->url_read_timeout_s
                                          : ms_to_s(t->statement_timeout_ms);
     c->wt_s = m->url_write_timeout_s >= 0 ? (unsigned)m->url_write_timeout_s
@@ -1268,14 +1277,20 @@ static void kill_on_server(my_conn *c)
     kill_sql(c, "KILL");
 }
 
-/* From another thread, while c's user waits in a statement: KILL QUERY
- * ends the statement (ER_QUERY_INTERRUPTED) and leaves the connection
- * usable. mysql_thread_id is fixed at connect. */
+/* From another thread, while c's user waits in a statement, or is about
+ * to send one: KILL (the connection), not KILL QUERY, which the server
+ * drops when it lands between statements (or before the statement
+ * arrives), so that the next one would run to its bound, or forever. The
+ * caller discards c afterwards anyway. What fails on c from now on is the
+ * cancel's doing (DBS_ECANCELED, not a lost connection), a COMMIT's
+ * outcome still unknown. mysql_thread_id is fixed at connect. */
 static void my_interrupt(void *vc)
 {
     my_conn *c = vc;
-    if (c->my)
-        kill_sql(c, "KILL QUERY");
+    if (c->my) {
+        atomic_store(&c->killed, true);
+        kill_sql(c, "KILL");
+    }
 }
 
 /* what: "KILL" (the connection) or "KILL QUERY" (its statement). */

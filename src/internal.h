@@ -622,6 +622,13 @@ typedef struct dbs__faults {
     atomic_int fail_row_keeps;    /* the next N event-loop results with rows
                                      on PostgreSQL find no memory to be
                                      kept in */
+    atomic_int unit_gap_at;       /* with unit_gap_ms: a worker running a */
+    atomic_int unit_gap_ms;       /* unit, past its cancel check before
+                                     statement unit_gap_at (0: the first),
+                                     waits until an interrupt went to its
+                                     connection, at most unit_gap_ms: a
+                                     cancel that lands between statements */
+    atomic_int unit_gaps;         /* such waits begun */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

@@ -212,6 +212,30 @@ static int run_stmt(dbs_session *s, const dbs__astmt *st, dbs_rows **rows, int64
     return rc;
 }
 
+/* dbs__fault.unit_gap_ms: before statement i, past the cancel check,
+ * waits until an interrupt went to j's connection (a test's cancel landing
+ * between two statements), at most that long. */
+static void fault_gap(struct dbs__workers *w, wjob *j, size_t i)
+{
+    int ms = atomic_load_explicit(&dbs__fault.unit_gap_ms, memory_order_relaxed);
+    if (ms <= 0 || (size_t)atomic_load(&dbs__fault.unit_gap_at) != i)
+        return;
+    atomic_fetch_add(&dbs__fault.unit_gaps, 1);
+    int64_t until = dbs__now_ns() + (int64_t)ms * 1000000;
+    pthread_mutex_lock(&w->mu);
+    while (!(j->interrupted && !j->interrupting) && dbs__now_ns() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 10 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&w->int_cv, &w->mu, &ts);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
 {
     dbs__aunit *u = j->u;
@@ -262,6 +286,7 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
             rc = DBS_ECANCELED;
             break;
         }
+        fault_gap(w, j, i);
         o->affected[i] = -1;
         rc = run_stmt(s, &u->stmts[i], &o->rows[i], &o->affected[i], &o->err);
     }

@@ -78,8 +78,9 @@ int dbs__workers_unit(dbs_pool *pool, dbs__aunit *u, int64_t deadline_ns, int64_
  * DBS_ECANCELED unless its COMMIT went out (then as the COMMIT ended):
  * no statement of it starts from now on, and a statement in flight is
  * interrupted on the server (the driver's interrupt: sqlite3_interrupt,
- * PostgreSQL's cancel request, MariaDB KILL QUERY), from a thread of the
- * workers' own, and the connection is then discarded rather than reused;
+ * PostgreSQL's cancel request, MariaDB KILL of the connection), from a
+ * thread of the workers' own, and the connection is then discarded
+ * rather than reused;
  * done runs on the worker as usual. A unit not held (done already ran) is
  * left alone. done runs once in every case. Never blocks. Returns where
  * the unit was: */

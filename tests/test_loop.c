@@ -1640,6 +1640,97 @@ static void test_cancel_lock(void)
     dbs_pool_close(p);
 }
 
+/* A cancel, or the pool's shutdown, that lands while a worker's unit is
+ * between two statements (past the worker's check for a cancel, before
+ * the next statement reaches the server; before the first, too): the
+ * interrupt finds no statement to stop (MariaDB's KILL QUERY is dropped
+ * by the server), yet the statement that follows must not run to its
+ * bound, here none: the unit ends long before its 30 s statement would,
+ * which is not left running on the server, and the pool serves on. The
+ * worker waits in the gap for the interrupt to have gone out
+ * (dbs__fault.unit_gap_ms). The worker backends (SQLite, MariaDB). */
+static void gap_bounds(dbs_config *c)
+{
+    c->statement_timeout_ms = 0; /* only the cancel may end the statement */
+}
+
+static void test_cancel_between(void)
+{
+    dbs_config acfg;
+    dbs_config_init(&acfg);
+    dbs_pool *admin = is_mysql ? open_pool("loop", &acfg) : NULL;
+    for (int round = 0; round < 3; round++) {
+        dbs_pool *p = pool_of(1, gap_bounds);
+        dbs_error err;
+        dbs_loop *l = dbs_loop_open(p, NULL, &err);
+        CHECK(l != NULL);
+        int ep = watch(l);
+        /* 0: a cancel before the first statement; 1: between the first
+         * and the second; 2: dbs_pool_shutdown between them */
+        atomic_store(&dbs__fault.unit_gap_at, round == 0 ? 0 : 1);
+        atomic_store(&dbs__fault.unit_gap_ms, 10000);
+        atomic_store(&dbs__fault.unit_gaps, 0);
+        res r;
+        dbs_unit *u = unit1(l, 0, "SELECT 1");
+        CHECK_INT(dbs_unit_add(u, long_sql(), NULL, 0, &err), ==, 1);
+        submit(u, &r);
+        for (int64_t end = now_ms() + 30000;
+             atomic_load(&dbs__fault.unit_gaps) == 0 && now_ms() < end;) {
+            dbs_loop_run(l);
+            dbs__sleep_ms(5);
+        }
+        CHECK_EQ(atomic_load(&dbs__fault.unit_gaps), 1);
+        CHECK_EQ(r.calls, 0);
+        atomic_store(&dbs__fault.unit_gap_ms, 0); /* the next units: no gap */
+        int64_t t0 = now_ms();
+        if (round < 2) {
+            dbs_unit_cancel(u);
+            /* far less than the statement's 30 s */
+            for (int64_t end = now_ms() + 20000; r.calls == 0 && now_ms() < end;) {
+                struct epoll_event ev;
+                (void)epoll_wait(ep, &ev, 1, 100);
+                dbs_loop_run(l);
+            }
+        } else {
+            CHECK_EQ(dbs_pool_shutdown(p, 0), 0);
+            while (r.calls == 0)
+                step(l, ep);
+        }
+        fprintf(stderr, "  cancel_between round %d: %lld ms: %s\n", round,
+                (long long)(now_ms() - t0), r.msg);
+        CHECK_EQ(r.calls, 1);
+        CHECK_INT(now_ms() - t0, <, 20000);
+        CHECK_RC(r, round < 2 ? DBS_ECANCELED : DBS_ECLOSED);
+        /* what the cancel ended is no lost connection (MariaDB: it was
+         * killed, on purpose) */
+        CHECK_EQ(dbs_pool_errors(p, DBS_ECONNECT, NULL), 0);
+        if (admin) {
+            dbs_session *s = open_ok(admin);
+            int64_t n = -1;
+            for (int64_t end = now_ms() + 20000; n != 0 && now_ms() < end;) {
+                n = query_int(s, "SELECT count(*) FROM information_schema.processlist "
+                                 "WHERE info = 'SELECT SLEEP(30)'", NULL, 0);
+                if (n != 0)
+                    dbs__sleep_ms(20);
+            }
+            CHECK_EQ(n, 0); /* not left running on the server */
+            dbs_session_close(s);
+        }
+        if (round < 2) {
+            submit(unit1(l, 0, "SELECT 6"), &r);
+            drain(l);
+            CHECK_RC(r, DBS_OK);
+            CHECK_EQ(r.val, 6);
+            settle(l, p);
+        }
+        close(ep);
+        dbs_loop_close(l);
+        dbs_pool_close(p);
+    }
+    atomic_store(&dbs__fault.unit_gap_ms, 0);
+    dbs_pool_close(admin);
+}
+
 /* A unit of many statements, and one with a large parameter. */
 static void test_big(dbs_pool *p)
 {
@@ -2322,6 +2413,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "cancel_lock")) {
         fprintf(stderr, "cancel_lock\n");
         test_cancel_lock();
+    }
+    if (!is_pg && want(argc, argv, "cancel_between")) {
+        fprintf(stderr, "cancel_between\n");
+        test_cancel_between();
     }
     if (want(argc, argv, "ctx_limits")) {
         fprintf(stderr, "ctx_limits\n");
