@@ -12,8 +12,9 @@
  *     a_step asks for.
  * dbs_loop_timeout_ms is the nearest timer: a unit's deadline
  * (dbs_unit_set_timeout) or retry back-off, the acquire bound of the
- * oldest unit waiting for a connection, a connection's statement bound,
- * the resource pool's barge limit for the loop's own requests.
+ * oldest unit waiting for a connection, a connection's statement bound
+ * (over the reset after its last unit too), the resource pool's barge
+ * limit for the loop's own requests.
  *
  * Units wait in a FIFO per lane: the primary's, and one per replica pool
  * for read-only units (native backends only; a worker backend chooses the
@@ -840,6 +841,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
     lc->c = c;
     lc->fd = p->drv->a_fd(c->impl);
     lc->got_ns = now;
+    lc->last_rx_ns = now; /* a blocking release's reset may be unread */
     lc->next = ln->conns;
     ln->conns = lc;
     ln->nconns++;
@@ -1433,8 +1435,28 @@ static int64_t timers(dbs_loop *l, int64_t now)
         /* the statement bound, and the bound on an unanswered cancel */
         for (lconn *lc = ln->conns, *lnext; lc; lc = lnext) {
             lnext = lc->next;
-            if (lc->dead || lc->inflight == 0)
+            if (lc->dead)
                 continue;
+            if (lc->inflight == 0) {
+                /* Its units came back with their COMMIT's answer; the
+                 * reset that followed them may still be unanswered, and
+                 * only another unit sent on it would put it under the
+                 * statement bound: the bound holds for the reset's round
+                 * trip as a blocking release's, and past it the
+                 * connection is discarded (the loop would hold it, in
+                 * use, for as long as the network stays silent). */
+                if (pc->statement_timeout_ms <= 0 || ln->pool->drv->a_idle(lc->c->impl))
+                    continue;
+                int64_t until = lc->last_rx_ns + dbs__ms_ns(pc->statement_timeout_ms);
+                if (now >= until) {
+                    ln->pool->drv->a_cancel(lc->c->impl);
+                    conn_drop(l, lc, true);
+                    continue;
+                }
+                if (until < next)
+                    next = until;
+                continue;
+            }
             if (lc->cancel_ns) {
                 int64_t until = lc->cancel_ns + cancel_bound_ns(l);
                 if (now >= until && lc->last_rx_ns <= lc->cancel_ns) {
@@ -1689,6 +1711,7 @@ int dbs_loop_run(dbs_loop *l)
         handle_post(l, p);
     }
     int completed = 0;
+    bool capped = false;
     for (int round = 0;; round++) {
         timers(l, dbs__now_ns());
         dispatch(l);
@@ -1696,15 +1719,22 @@ int dbs_loop_run(dbs_loop *l)
         retract_requests(l);
         int k = run_callbacks(l);
         completed += k;
-        if (k == 0 || round > 64)
+        if (k == 0)
             break;
+        if (round > 64) {
+            /* what the last callbacks submitted has not gone out: the
+             * next run is due at once (their submit's kick is cleared
+             * below) */
+            capped = true;
+            break;
+        }
     }
     /* what the callbacks submitted went out: the nearest timer now (a
      * back-off that ends here queues its unit, offered a connection at
      * the next run before its acquire bound counts) */
     int64_t now = dbs__now_ns(), next = acquire_bounds(l, now), t = timers(l, now);
     atomic_store_explicit(&l->next_ns, t < next ? t : next, memory_order_relaxed);
-    atomic_store_explicit(&l->kick, l->done_head != NULL, memory_order_relaxed);
+    atomic_store_explicit(&l->kick, capped || l->done_head != NULL, memory_order_relaxed);
     while (l->dead) {
         lconn *lc = l->dead;
         l->dead = lc->next;

@@ -1,5 +1,6 @@
 /* See faultproxy.h. The thread owns every socket; the test thread only sets
  * the mode (under mu) and wakes the thread through a pipe. */
+#define _GNU_SOURCE /* memmem */
 #include "faultproxy.h"
 
 #include "check.h"
@@ -34,6 +35,9 @@ struct faultproxy {
     /* [mu] */
     enum fp_mode mode;
     int dirs, latency_ms, blackhole, stop, accepted;
+    int after_dirs;          /* fp_silent_after: armed while > 0 */
+    size_t after_n;
+    char after_pat[64];
     /* the thread's own */
     fp_pair pairs[FP_MAXCONN];
     int n_pairs;
@@ -107,6 +111,10 @@ static void *fp_main(void *arg)
         enum fp_mode mode = fp->mode;
         int dirs = fp->dirs, latency = fp->latency_ms, hole = fp->blackhole;
         int stop = fp->stop;
+        int after_dirs = fp->after_dirs;
+        size_t after_n = fp->after_n;
+        char after_pat[64];
+        memcpy(after_pat, fp->after_pat, sizeof after_pat);
         pthread_mutex_unlock(&fp->mu);
         if (stop)
             break;
@@ -164,6 +172,19 @@ static void *fp_main(void *arg)
                 int applies = (dirs & dir) != 0;
                 if (pr->fd[1 - d] < 0 || (applies && mode == FP_SILENT))
                     continue; /* dropped */
+                const char *hit = (after_dirs & dir) && mode == FP_PASS
+                                      ? memmem(buf, (size_t)r, after_pat, after_n)
+                                      : NULL;
+                if (hit) {
+                    /* this far, then silence, for this read's rest too */
+                    write_all(pr->fd[1 - d], buf, (size_t)(hit - buf) + after_n);
+                    pthread_mutex_lock(&fp->mu);
+                    fp->mode = mode = FP_SILENT;
+                    fp->dirs = dirs = after_dirs;
+                    fp->after_dirs = after_dirs = 0;
+                    pthread_mutex_unlock(&fp->mu);
+                    continue;
+                }
                 if (applies && mode == FP_LATENCY && latency > 0) {
                     fp_chunk *c = malloc(sizeof *c + (size_t)r);
                     if (!c)
@@ -248,6 +269,19 @@ void fp_set(faultproxy *fp, enum fp_mode mode, int dirs, int latency_ms)
     fp->mode = mode;
     fp->dirs = dirs;
     fp->latency_ms = latency_ms;
+    fp->after_dirs = 0;
+    pthread_mutex_unlock(&fp->mu);
+    wake(fp);
+}
+
+void fp_silent_after(faultproxy *fp, int dirs, const void *pat, size_t n)
+{
+    CHECK(n > 0 && n <= sizeof fp->after_pat);
+    pthread_mutex_lock(&fp->mu);
+    fp->mode = FP_PASS;
+    memcpy(fp->after_pat, pat, n);
+    fp->after_n = n;
+    fp->after_dirs = dirs;
     pthread_mutex_unlock(&fp->mu);
     wake(fp);
 }

@@ -4,6 +4,8 @@
 #ifndef DBS_TEST_FAULTPROXY_H
 #define DBS_TEST_FAULTPROXY_H
 
+#include <stddef.h>
+
 enum fp_mode {
     FP_PASS,    /* forward bytes as they come */
     FP_SILENT,  /* keep every socket open, drop the bytes */
@@ -22,6 +24,12 @@ faultproxy *fp_start(int target_port);
 int fp_port(const faultproxy *fp);
 /* Changes the mode for existing and new connections. */
 void fp_set(faultproxy *fp, enum fp_mode mode, int dirs, int latency_ms);
+/* Forwards as FP_PASS until the bytes pat (n of them, at most 64) pass in
+ * one of dirs within one read, then turns to FP_SILENT for dirs: the bytes
+ * up to the end of pat go through, the rest is dropped, as when a network
+ * stops at an exact point of a conversation (after one message of an
+ * answer that carries several). */
+void fp_silent_after(faultproxy *fp, int dirs, const void *pat, size_t n);
 /* 1: new connections are accepted and never answered (nothing forwarded,
  * no server behind them); 0: back to forwarding. */
 void fp_blackhole(faultproxy *fp, int on);

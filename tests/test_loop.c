@@ -2268,6 +2268,94 @@ static void test_none_ceiling(void)
     dbs_pool_close(p);
 }
 
+/* ---- the rounds of one dbs_loop_run ---- */
+
+/* A run goes round (timers, dispatch, callbacks) while callbacks ran, up
+ * to a cap, so that callbacks submitting without end cannot keep it
+ * forever. A unit submitted by a callback of the last round is ready all
+ * the same: the loop must ask to be run again at once (timeout 0), not
+ * leave it for its acquire bound. A chain of units each ending in the
+ * round after the one that submitted it (its own timeout, 1 ms, is past
+ * when the next round's timers run) takes one round per unit; after len
+ * of them a real unit goes out. Every len around the cap, and around
+ * twice the cap (the chain carries on into a second run). */
+typedef struct chain {
+    dbs_loop *l;
+    int left;
+    int links;
+    int rc_bad;
+    res fin;
+} chain;
+
+static void chain_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    (void)err;
+    chain *c = arg;
+    /* the first link was cancelled, the others timed out */
+    if (rc != (c->links == 0 ? DBS_ECANCELED : DBS_ETIMEOUT))
+        c->rc_bad = rc;
+    c->links++;
+    if (c->left-- > 0) {
+        dbs_unit *n = unit1(c->l, 0, "SELECT 1");
+        CHECK_EQ(dbs_unit_set_timeout(n, 1), DBS_OK);
+        dbs_error e;
+        CHECK_OK(dbs_unit_submit(n, chain_done, c, &e), &e);
+        dbs__sleep_ms(2); /* its deadline is past when the next round begins */
+    } else {
+        submit(unit1(c->l, 0, "SELECT 7"), &c->fin);
+    }
+}
+
+static void test_round_cap(void)
+{
+    dbs_pool *p = pool_of(1, long_acquire); /* the acquire bound: 60 s */
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    int ep = watch(l);
+    static const int lens[][2] = {{58, 72}, {124, 138}};
+    for (int k = 0; k < 2; k++)
+        for (int len = lens[k][0]; len <= lens[k][1]; len++) {
+            chain c = {.l = l, .left = len};
+            /* the first link: ends at once (cancelled while queued) */
+            dbs_unit *u = unit1(l, 0, "SELECT 1");
+            CHECK_OK(dbs_unit_submit(u, chain_done, &c, &err), &err);
+            dbs_unit_cancel(u);
+            int64_t end = now_ms() + 20000;
+            while (c.fin.calls == 0 && now_ms() < end) {
+                int t = dbs_loop_timeout_ms(l);
+                /* the only unit that can wait for a connection is the
+                 * last, which the pool's only connection serves at once */
+                if (c.links == len + 1 && t > 30000)
+                    CHECK_FAIL("chain of %d: the loop asks to sleep %d ms (the "
+                               "acquire bound) while the unit submitted by the last "
+                               "callback is ready to go out",
+                               len, t);
+                int64_t left = end - now_ms();
+                if (t < 0 || t > left)
+                    t = (int)(left > 0 ? left : 0);
+                struct epoll_event ev;
+                int n = epoll_wait(ep, &ev, 1, t);
+                CHECK(n >= 0 || errno == EINTR);
+                CHECK(dbs_loop_run(l) >= 0);
+            }
+            CHECK_EQ(c.links, len + 1);
+            CHECK_EQ(c.rc_bad, 0);
+            if (c.fin.calls != 1)
+                CHECK_FAIL("chain of %d: the unit submitted by its last callback did "
+                           "not run",
+                           len);
+            CHECK_RC(c.fin, DBS_OK);
+            CHECK_EQ(c.fin.val, 7);
+        }
+    close(ep);
+    settle(l, p);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 static bool want(int argc, char **argv, const char *name)
 {
     if (argc < 2)
@@ -2429,6 +2517,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "threads_close")) {
         fprintf(stderr, "threads_close\n");
         test_threads_close();
+    }
+    if (want(argc, argv, "round_cap")) {
+        fprintf(stderr, "round_cap\n");
+        test_round_cap();
     }
     printf("test_loop: ok\n");
     return 0;

@@ -7,7 +7,9 @@
  * pg_sleep(10); the backend killed mid-flight; the connection lost (a
  * real TCP proxy resets it) after the COMMITs went out and ran, their
  * answers held back; the blocking methods on the same connection
- * afterwards, and units again after them. */
+ * afterwards, and units again after them; through an event loop, a reset
+ * whose answer never comes (the network silent right after the COMMIT's
+ * answer) bounded by statement_timeout_ms. */
 #include "common.h"
 #include "faultproxy.h"
 #include "pool_int.h"
@@ -807,6 +809,131 @@ static void test_send_torn(void)
     printf("send torn after COMMIT: DBS_ECOMMIT_UNKNOWN (%lld row)\n", (long long)n);
 }
 
+/* An event loop's unit on PostgreSQL comes back with its COMMIT's answer;
+ * the reset that follows it in the flight is answered later. A network
+ * that goes silent between the two (keepalives off, as a URL may ask)
+ * must not leave the loop holding the connection, counted in use, until
+ * another unit goes out on it: statement_timeout_ms bounds the reset's
+ * round trip as it bounds a statement's (and a blocking release's reset),
+ * and past it the connection is discarded. */
+static atomic_int rs_invalidated;
+
+static void rs_event(const dbs_event *ev, void *arg)
+{
+    (void)arg;
+    if (ev->kind == DBS_EVENT_INVALIDATE)
+        atomic_fetch_add(&rs_invalidated, 1);
+}
+
+typedef struct rs_res {
+    int calls, rc;
+    char msg[512];
+} rs_res;
+
+static void rs_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    rs_res *r = arg;
+    r->calls++;
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", err->message);
+}
+
+/* Runs l as a program does (its descriptor, its deadline) until cond or
+ * limit_ms passed; never sleeps past the limit whatever the loop asks. */
+#define RS_RUN_UNTIL(l, cond, limit_ms)                                        \
+    do {                                                                       \
+        int64_t end_ = now_ms() + (limit_ms);                                  \
+        while (!(cond) && now_ms() < end_) {                                   \
+            int t_ = dbs_loop_timeout_ms(l);                                   \
+            int64_t left_ = end_ - now_ms();                                   \
+            if (t_ < 0 || t_ > left_)                                          \
+                t_ = (int)(left_ > 0 ? left_ : 0);                             \
+            struct pollfd p_ = {.fd = dbs_loop_fd(l), .events = POLLIN};       \
+            (void)poll(&p_, 1, t_);                                            \
+            CHECK(dbs_loop_run(l) >= 0);                                       \
+        }                                                                      \
+    } while (0)
+
+static void test_loop_reset_silent(void)
+{
+    const char *dir = getenv("DBSCOPE_PG_DIR");
+    CHECK(dir != NULL);
+    char password[256], port[32], url[512];
+    read_line(dir, "password", password, sizeof password);
+    read_line(dir, "port", port, sizeof port);
+    faultproxy *fp = fp_start(atoi(port));
+    snprintf(url, sizeof url,
+             "postgresql://dbscope:%s@127.0.0.1:%d/dbscope?sslmode=disable&keepalives=0&"
+             "tcp_user_timeout=0",
+             password, fp_port(fp));
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.reset = DBS_RESET_FULL;
+    cfg.statement_timeout_ms = 500;
+    cfg.log_events = 0;
+    cfg.on_event = rs_event;
+    dbs_error err;
+    dbs_pool *pp = dbs_pool_open(&cfg, &err);
+    if (!pp)
+        CHECK_FAIL("open via proxy: %s", err.message);
+    dbs_loop *l = dbs_loop_open(pp, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    /* a first unit through a quiet network: connected, statements parsed */
+    rs_res r = {0};
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), &err);
+    CHECK_OK(dbs_unit_submit(u, rs_done, &r, &err), &err);
+    RS_RUN_UNTIL(l, r.calls == 1 && stats_of(pp).in_use == 0, 30000);
+    CHECK_EQ(r.calls, 1);
+    CHECK_OK(r.rc, &err);
+    CHECK_EQ(stats_of(pp).in_use, 0);
+    int inv0 = atomic_load(&rs_invalidated);
+
+    /* the answer stops right after the COMMIT's CommandComplete */
+    static const unsigned char commit_done[] = {'C', 0, 0, 0, 11, 'C', 'O', 'M', 'M',
+                                                'I', 'T', 0};
+    fp_silent_after(fp, FP_DOWN, commit_done, sizeof commit_done);
+    memset(&r, 0, sizeof r);
+    u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, "SELECT 2", NULL, 0, &err), &err);
+    CHECK_OK(dbs_unit_submit(u, rs_done, &r, &err), &err);
+    RS_RUN_UNTIL(l, r.calls == 1, 30000);
+    CHECK_EQ(r.calls, 1);
+    if (r.rc != DBS_OK)
+        CHECK_FAIL("the unit whose COMMIT was answered: %d %s", r.rc, r.msg);
+    /* the reset's answer never comes: bounded all the same */
+    RS_RUN_UNTIL(l, stats_of(pp).in_use == 0, 20000);
+    if (stats_of(pp).in_use != 0)
+        CHECK_FAIL("the loop still holds the connection whose reset went unanswered "
+                   "(dbs_loop_timeout_ms %d)", dbs_loop_timeout_ms(l));
+    CHECK(atomic_load(&rs_invalidated) > inv0);
+    CHECK_EQ(dbs_loop_pending(l), 0);
+
+    /* the network is back: the next unit runs on a new connection */
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    memset(&r, 0, sizeof r);
+    u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, "SELECT 3", NULL, 0, &err), &err);
+    CHECK_OK(dbs_unit_submit(u, rs_done, &r, &err), &err);
+    RS_RUN_UNTIL(l, r.calls == 1 && stats_of(pp).in_use == 0, 30000);
+    CHECK_EQ(r.calls, 1);
+    if (r.rc != DBS_OK)
+        CHECK_FAIL("after the network came back: %d %s", r.rc, r.msg);
+    CHECK_EQ(stats_of(pp).in_use, 0);
+    dbs_loop_close(l);
+    dbs_pool_close(pp);
+    fp_stop(fp);
+    printf("loop: a reset whose answer never comes is bounded by statement_timeout_ms\n");
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -837,6 +964,7 @@ int main(void)
     test_commit_unknown();
     test_send_torn();
     test_rows_lost_committed();
+    test_loop_reset_silent();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
