@@ -1766,8 +1766,11 @@ dbs_unit *dbs_unit_new_at(dbs_loop *loop, const dbs_context *ctx, unsigned flags
  * and params are copied: the caller's may go at once). Returns the
  * statement's index (0, 1, ...) for dbs_unit_rows, or a negative dbs_code
  * with the unit unchanged (DBS_ENOMEM; DBS_EMISUSE for a submitted unit
- * or bad arguments; DBS_ESQL for an empty statement, as dbs_exec). Owner
- * thread only; never blocks. */
+ * or bad arguments; DBS_ESQL for an empty statement, as dbs_exec, and on
+ * PostgreSQL for more parameters than the statement uses or a text value
+ * holding a NUL byte: refused here, not as the unit runs, so that with
+ * the server down they do not end as a failed connect). Owner thread
+ * only; never blocks. */
 int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n,
                  dbs_error *err);
 

@@ -251,6 +251,12 @@ typedef struct dbs__driver {
      * read-only session when ro, decided without a connection: the
      * caller's mistake is reported before any is waited for or opened. */
     int (*tx_options_check)(const dbs_tx_options *o, bool ro, dbs_error *err);
+    /* Optional (NULL: nothing to check). Whether exec or query would
+     * refuse sql's parameters before sending anything, decided without a
+     * connection, with the error they would give: dbs_unit_add refuses
+     * them there, since found only once the unit has a connection they
+     * come after a wait or a failed connect, and look like an outage. */
+    int (*args_check)(const char *sql, const dbs_value *params, size_t n, dbs_error *err);
     /* Optional (NULL: a statement in flight cannot be stopped from
      * outside). Called from another thread while c's user waits in a
      * statement (the caller keeps c open until it returns): asks the

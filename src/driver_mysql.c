@@ -653,7 +653,11 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
         unsigned bound = c->rt_s; /* the smaller bound that is set */
         if (c->wt_s && (!bound || c->wt_s < bound))
             bound = c->wt_s;
-        if (bound > 0 && (e == CR_SERVER_LOST || e == 5013 || e == 5014)) {
+        /* A write that timed out is 2006, not 2013: Connector/C closes
+         * the connection on any failed send and reports the server
+         * gone. Past the bound it was the bound all the same. */
+        if (bound > 0 && (e == CR_SERVER_LOST || e == CR_SERVER_GONE_ERROR || e == 5013 ||
+                          e == 5014)) {
             int64_t took_ms = (dbs__now_ns() - started_ns) / 1000000;
             timed_out = took_ms >= (int64_t)bound * 1000 - 100 || c->past_bound;
         }

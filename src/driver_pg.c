@@ -2053,6 +2053,13 @@ static int params_check(const char *sql, const dbs_value *params, size_t n, size
     return DBS_OK;
 }
 
+static int pg_args_check(const char *sql, const dbs_value *params, size_t n,
+                         dbs_error *err)
+{
+    size_t heap;
+    return params_check(sql, params, n, &heap, err);
+}
+
 /* Converts parameters params_check passed into p, its arrays and copies
  * in buf (the bytes params_check asked for; p's strings may point into
  * params too). Fails never: nothing of a flight is queued before every
@@ -3763,6 +3770,7 @@ const dbs__driver dbs__driver_pg = {
     .tx_escaped = pg_tx_escaped,
     .tx_options = pg_tx_options,
     .tx_options_check = pg_tx_options_check,
+    .args_check = pg_args_check,
     .commit_pos = pg_commit_pos,
     .forget = pg_forget,
     .interrupt = pg_interrupt,

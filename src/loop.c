@@ -1957,6 +1957,10 @@ int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n
     if (u->submitted)
         return dbs__err(err, DBS_EMISUSE, "dbs_unit_add: the unit was already submitted");
     int rc = dbs__stmt_args_check(sql, params, n, err);
+    /* the backend's own refusals too, known now: see args_check */
+    const dbs__driver *drv = u->loop->pool->drv;
+    if (rc == DBS_OK && drv->args_check)
+        rc = drv->args_check(sql, params, n, err);
     if (rc != DBS_OK)
         return rc;
     if (u->au.n > INT32_MAX - 1)

@@ -141,8 +141,13 @@ static void *fp_main(void *arg)
         pfd[n++] = (struct pollfd){.fd = fp->wake[0], .events = POLLIN};
         pfd[n++] = (struct pollfd){.fd = fp->listen_fd, .events = POLLIN};
         for (int i = 0; i < fp->n_pairs; i++)
-            for (int d = 0; d < 2; d++)
-                pfd[n++] = (struct pollfd){.fd = fp->pairs[i].fd[d], .events = POLLIN};
+            for (int d = 0; d < 2; d++) {
+                int stalled = mode == FP_STALL && (dirs & (d == 0 ? FP_UP : FP_DOWN));
+                /* a stalled side is not polled at all: a hang-up there
+                 * is not read either */
+                pfd[n++] = (struct pollfd){.fd = stalled ? -1 : fp->pairs[i].fd[d],
+                                           .events = POLLIN};
+            }
         int timeout = next_due < 0 ? -1 : (int)(next_due - now > 0 ? next_due - now : 0);
         if (poll(pfd, (nfds_t)n, timeout) < 0) {
             if (errno == EINTR)

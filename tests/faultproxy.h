@@ -10,7 +10,10 @@ enum fp_mode {
     FP_PASS,    /* forward bytes as they come */
     FP_SILENT,  /* keep every socket open, drop the bytes */
     FP_RESET,   /* reset (RST) every connection, old and new */
-    FP_LATENCY  /* forward after latency_ms */
+    FP_LATENCY, /* forward after latency_ms */
+    FP_STALL    /* read nothing: bytes wait in the kernel's buffers until
+                   the sender's write blocks, as on a network that lets
+                   no packet through */
 };
 
 /* Directions a mode applies to; the other direction passes. */

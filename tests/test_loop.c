@@ -1824,6 +1824,59 @@ static void test_many_params(dbs_pool *p)
     free(v);
 }
 
+/* Parameters the backend refuses whatever the connection (PostgreSQL: a
+ * text value holding a NUL byte, more parameters than the statement uses)
+ * are refused by dbs_unit_add, as dbs_exec refuses them before sending:
+ * found only once the unit has a connection, they came, with the server
+ * down, as DBS_ECONNECT, retried and counted as connect failures. The
+ * pool here points at a port where nothing listens. */
+static void test_bad_params_down(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = is_pg ? "postgresql://dbscope@127.0.0.1:1/dbscope?connect_timeout=2"
+                    : "mariadb://dbscope@127.0.0.1:1/dbscope?ssl_mode=disabled";
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.lazy_open = 1;
+    cfg.retry_max = 2;
+    cfg.connect_timeout_ms = 2000;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    dbs_value nul[] = {DBS_TEXTN("a\0b", 3)};
+    dbs_value two[] = {DBS_INT(1), DBS_INT(2)};
+    if (is_pg) {
+        CHECK_EQ(dbs_unit_add(u, "SELECT $1::text", nul, 1, &err), DBS_ESQL);
+        CHECK_EQ(err.code, DBS_ESQL);
+        CHECK_CONTAINS(err.message, "NUL");
+        CHECK_EQ(dbs_unit_add(u, "SELECT $1::int", two, 2, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "2 parameters given");
+        CHECK_EQ(dbs_unit_add(u, "SELECT 1", two, 2, &err), DBS_ESQL);
+    } else {
+        /* MariaDB's reading of $n depends on the session's sql_mode, and
+         * its text holds a NUL: what the server refuses is the session's */
+        CHECK_EQ(dbs_unit_add(u, "SELECT $1", nul, 1, &err), 0);
+    }
+    /* The unit is unchanged by what was refused: a good statement runs
+     * into the outage, as it should. */
+    int first = dbs_unit_add(u, "SELECT $1", two, 1, &err);
+    CHECK_EQ(first, is_pg ? 0 : 1);
+    res r;
+    submit(u, &r);
+    drain(l);
+    CHECK_EQ(r.calls, 1);
+    CHECK_RC(r, DBS_ECONNECT);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 /* Callbacks that come back into the loop. */
 typedef struct reent {
     dbs_loop *l;
@@ -2505,6 +2558,10 @@ int main(int argc, char **argv)
     if (!is_pg && want(argc, argv, "cancel_between")) {
         fprintf(stderr, "cancel_between\n");
         test_cancel_between();
+    }
+    if (!is_sqlite && want(argc, argv, "bad_params_down")) {
+        fprintf(stderr, "bad_params_down\n");
+        test_bad_params_down();
     }
     if (want(argc, argv, "ctx_limits")) {
         fprintf(stderr, "ctx_limits\n");

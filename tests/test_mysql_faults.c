@@ -226,6 +226,109 @@ static void run_unit(dbs_loop *l, int n, int timeout_ms, unit_res *r)
     CHECK_EQ(r->calls, 1);
 }
 
+/* ---- send: a statement whose sending stops halfway ---- */
+
+/* A statement of 12 MB (under the server's max_allowed_packet) into a
+ * network that takes no more bytes: the client's write blocks until the
+ * write timeout, which Connector/C reports as 2006 (server gone), not as
+ * 2013. It is the statement bound all the same: DBS_ESTMT_TIMEOUT, not a
+ * lost connection that dbs_transact would run again. */
+enum { BIG = 12 << 20 };
+static char *big;
+static int big_runs;
+
+static int big_unit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    big_runs++;
+    if (dbs_exec(s, "SELECT 1", NULL, 0, err) < 0)
+        return err->code;
+    fp_set(fp, FP_STALL, FP_UP, 0);
+    dbs_value v[] = {DBS_BLOB(big, BIG)};
+    if (dbs_exec(s, "SELECT LENGTH($1)", v, 1, err) < 0)
+        return err->code;
+    return 0;
+}
+
+static void test_send(void)
+{
+    big = malloc(BIG);
+    CHECK(big != NULL);
+    memset(big, 'x', BIG);
+    dbs_value v[] = {DBS_BLOB(big, BIG)};
+    for (int mode = 0; mode < 2; mode++) {
+        enum dbs_reset_mode rm = mode ? DBS_RESET_TRACKED : DBS_RESET_FULL;
+        char url[512];
+        fp_set(fp, FP_PASS, FP_BOTH, 0);
+        dbs_pool *p = open_via_proxy(url, sizeof url, 1000, rm);
+        dbs_session *s = open_ok(p);
+        /* through while the network is up: the size is not the fault */
+        CHECK_EQ(query_int(s, "SELECT LENGTH($1)", v, 1), BIG);
+        fp_set(fp, FP_STALL, FP_UP, 0);
+        dbs_error err;
+        int64_t t0 = now_ms();
+        CHECK(dbs_exec(s, "SELECT LENGTH($1)", v, 1, &err) < 0);
+        printf("stalled send: %lld ms: %d %s\n", (long long)(now_ms() - t0), err.code,
+               err.message);
+        CHECK_EQ(err.code, DBS_ESTMT_TIMEOUT);
+        CHECK(strstr(err.message, password) == NULL);
+        dbs_session_close(s);
+
+        /* In a unit of work: not run again. */
+        fp_set(fp, FP_PASS, FP_BOTH, 0);
+        big_runs = 0;
+        int rc = dbs_transact(p, NULL, big_unit, NULL, &err);
+        printf("stalled send in dbs_transact: %d %s\n", rc, err.message);
+        CHECK_EQ(rc, DBS_ESTMT_TIMEOUT);
+        CHECK_EQ(big_runs, 1);
+        CHECK_EQ(stats_of(p).retries, 0);
+
+        fp_set(fp, FP_PASS, FP_BOTH, 0);
+        s = open_ok(p);
+        CHECK_EQ(query_int(s, "SELECT 3", NULL, 0), 3);
+        dbs_session_close(s);
+        check_counts(p);
+        dbs_pool_close(p);
+    }
+
+    /* The same from an event loop's unit (a worker thread's session). */
+    char url[512];
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    dbs_config cfg = proxy_cfg(url, sizeof url, 1, 2000, 1000, DBS_RESET_FULL);
+    dbs_pool *p = open_or_fail(&cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    unit_res r;
+    run_unit(l, 1, 0, &r);
+    CHECK_EQ(r.rc, DBS_OK);
+    fp_set(fp, FP_STALL, FP_UP, 0);
+    memset(&r, 0, sizeof r);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    CHECK_EQ(dbs_unit_add(u, "SELECT LENGTH($1)", v, 1, &err), 0);
+    CHECK_OK(dbs_unit_submit(u, unit_done, &r, &err), &err);
+    int64_t end = now_ms() + 60000;
+    while (r.calls == 0 && now_ms() < end) {
+        struct pollfd pf = {.fd = dbs_loop_fd(l), .events = POLLIN};
+        int t = dbs_loop_timeout_ms(l);
+        (void)poll(&pf, 1, t < 0 || t > 50 ? 50 : t);
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    CHECK_EQ(r.calls, 1);
+    printf("loop, stalled send: %d %s\n", r.rc, r.msg);
+    CHECK_EQ(r.rc, DBS_ESTMT_TIMEOUT);
+    CHECK_EQ(stats_of(p).retries, 0);
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    run_unit(l, 4, 0, &r);
+    CHECK_EQ(r.rc, DBS_OK);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    check_counts(p);
+    dbs_pool_close(p);
+    free(big);
+}
+
 /* ---- connect: a listener that accepts and never answers ---- */
 
 static atomic_int connect_done;
@@ -619,7 +722,7 @@ int main(int argc, char **argv)
     } parts[] = {
         {"silent", test_silent}, {"commit", test_commit},   {"connect", test_connect},
         {"kill", test_kill},     {"release", test_release}, {"reset", test_reset},
-        {"loop", test_loop},     {"addresses", test_addresses},
+        {"loop", test_loop},     {"addresses", test_addresses}, {"send", test_send},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
