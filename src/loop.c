@@ -61,7 +61,10 @@
 #define LOOP_MAGIC 0x4442534cu /* "DBSL" */
 #define UNIT_MAGIC 0x44425355u /* "DBSU" */
 
-enum { LOOP_EVENTS = 64, CANCEL_BOUND_MS = 5000 };
+/* CANCEL_RESENDS: a cancel request answered without the unit ending goes
+ * again at most that many times; a statement that catches every one
+ * would otherwise outlast any bound. */
+enum { LOOP_EVENTS = 64, CANCEL_BOUND_MS = 5000, CANCEL_RESENDS = 2 };
 
 /* ---- the mailbox ---- */
 
@@ -185,6 +188,7 @@ struct lconn {
     int64_t last_rx_ns;       /* the last time it had something to read, or
                                  its flight began */
     int64_t cancel_ns;        /* a_cancel sent, 0: none */
+    int cancel_resends;       /* sent again since (timers) */
     bool retired;             /* takes no more units (a cancel went out on
                                  it): discarded once its flight is read */
     bool dead;                /* freed at the end of this run */
@@ -857,6 +861,7 @@ static void conn_cancel_head(lconn *lc, int64_t now)
         return;
     u->cancel_sent = true;
     lc->cancel_ns = now;
+    lc->cancel_resends = 0;
     lc->retired = true;
     lc->lane->pool->drv->a_cancel(lc->c->impl);
 }
@@ -1467,14 +1472,26 @@ static int64_t timers(dbs_loop *l, int64_t now)
                                  "the connection was discarded");
                     continue;
                 }
+                if (now >= until && lc->cancel_resends >= CANCEL_RESENDS) {
+                    /* answered each time, and the unit goes on: its
+                     * statements catch the request; only closing ends it */
+                    dbs_unit *h = lc->head;
+                    int rc = h->cancel == CW_USER ? DBS_ECANCELED : DBS_ESTMT_TIMEOUT;
+                    conn_abandon(l, lc, rc,
+                                 "the unit went on through every cancel request (its "
+                                 "statements catch query_canceled): the connection was "
+                                 "discarded");
+                    continue;
+                }
                 if (now >= until) {
                     /* The server answered since, yet the unit is still
                      * out: the request reached a statement that caught
                      * it, or one already over, and the next runs on. Not
                      * answered is not over: it goes again (else the bound
                      * stops holding, and the past deadline spins the
-                     * program's loop). */
+                     * program's loop), a few times. */
                     lc->cancel_ns = now;
+                    lc->cancel_resends++;
                     ln->pool->drv->a_cancel(lc->c->impl);
                     until = now + cancel_bound_ns(l);
                 }

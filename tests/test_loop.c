@@ -1567,6 +1567,65 @@ static void test_cancel_caught(void)
     dbs_pool_close(p);
 }
 
+/* A statement that catches every cancel request and keeps talking (a
+ * NOTICE every 0.2 s, so the loop's statement bound, on silence, never
+ * fires): each request the unit's own timeout sends is answered, none
+ * ends the unit. dbs_unit_set_timeout still bounds the whole unit: it
+ * ends after a few requests (DBS_ESTMT_TIMEOUT, or DBS_ECOMMIT_UNKNOWN
+ * as its COMMIT went out in its flight), not when the statement
+ * chooses to (here: never; the loop used to send the request again
+ * every bound, for good), and the statement does not go on running on
+ * the server. PostgreSQL. */
+static void test_cancel_caught_always(void)
+{
+    dbs_pool *p = pool_of(1, caught_bound);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    res r;
+    dbs_unit *u = unit1(l, 0,
+                        "DO $$BEGIN LOOP BEGIN PERFORM pg_sleep(0.2); "
+                        "RAISE NOTICE 'caught_always'; "
+                        "EXCEPTION WHEN query_canceled THEN RAISE NOTICE 'caught'; END; "
+                        "END LOOP; END$$");
+    CHECK_EQ(dbs_unit_set_timeout(u, 1000), DBS_OK);
+    submit(u, &r);
+    int ep = watch(l);
+    int64_t t0 = now_ms();
+    for (int64_t end = t0 + 30000; r.calls == 0 && now_ms() < end;) {
+        struct epoll_event ev;
+        (void)epoll_wait(ep, &ev, 1, 100);
+        dbs_loop_run(l);
+    }
+    fprintf(stderr, "  cancel_caught_always: %lld ms: %s\n", (long long)(now_ms() - t0),
+            r.msg);
+    CHECK_EQ(r.calls, 1);
+    CHECK_INT(now_ms() - t0, <, 25000);
+    /* its COMMIT went out in the flight, unanswered: which it is only
+     * the server knows */
+    if (r.rc != DBS_ECOMMIT_UNKNOWN)
+        CHECK_RC(r, DBS_ESTMT_TIMEOUT);
+    close(ep);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    /* the statement is not left looping on the server (a session each
+     * look: pg_stat_activity holds still within a transaction) */
+    int64_t n = -1;
+    for (int64_t end = now_ms() + 20000; n != 0 && now_ms() < end;) {
+        dbs_session *s = open_ok(p);
+        n = query_int(s, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                         "'DO $$BEGIN LOOP BEGIN PERFORM pg_sleep(0.2); RAISE NOTICE "
+                         "''caught_always''%' AND pid <> pg_backend_pid()",
+                      NULL, 0);
+        dbs_session_close(s);
+        if (n != 0)
+            dbs__sleep_ms(50);
+    }
+    CHECK_EQ(n, 0);
+    dbs_pool_close(p);
+}
+
 /* A unit that waits for a row lock another session holds: the program's
  * cancel, and the unit's own timeout, end that wait while the lock is
  * still held (SQLite: a wait on another connection's write lock, bounded
@@ -2550,6 +2609,10 @@ int main(int argc, char **argv)
     if (is_pg && want(argc, argv, "cancel_caught")) {
         fprintf(stderr, "cancel_caught\n");
         test_cancel_caught();
+    }
+    if (is_pg && want(argc, argv, "cancel_caught_always")) {
+        fprintf(stderr, "cancel_caught_always\n");
+        test_cancel_caught_always();
     }
     if (want(argc, argv, "cancel_lock")) {
         fprintf(stderr, "cancel_lock\n");
