@@ -641,6 +641,11 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
      * carries no session state. The release resets. */
     c->dirty = true;
     int code = DBS_ESQL;
+    /* Whether a read ran into the statement's deadline (stmt_store,
+     * stmt_next) holds for this failure only: a later one, a COMMIT's
+     * lost connection say, is not a timeout for it. */
+    const bool past_bound = c->past_bound;
+    c->past_bound = false;
     /* The server closes the connection after a packet past its
      * max_allowed_packet (1153); Connector/C, after a row past its own
      * (2020), has the rest of the result unread: either way nothing more
@@ -659,9 +664,8 @@ static int fail(my_conn *c, unsigned e, const char *state, const char *msg,
         if (bound > 0 && (e == CR_SERVER_LOST || e == CR_SERVER_GONE_ERROR || e == 5013 ||
                           e == 5014)) {
             int64_t took_ms = (dbs__now_ns() - started_ns) / 1000000;
-            timed_out = took_ms >= (int64_t)bound * 1000 - 100 || c->past_bound;
+            timed_out = took_ms >= (int64_t)bound * 1000 - 100 || past_bound;
         }
-        c->past_bound = false;
         c->broken = true;
         bool killed = atomic_load(&c->killed);
         if (timed_out && !killed)
@@ -1274,11 +1278,11 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
  * effort, bounded by the statement's timeouts (so the failing call takes
  * at most about twice its bound); failures are ignored, as the connection
  * is discarded anyway. */
-static void kill_sql(my_conn *c, const char *what);
+static bool kill_sql(my_conn *c, const char *what);
 
 static void kill_on_server(my_conn *c)
 {
-    kill_sql(c, "KILL");
+    (void)kill_sql(c, "KILL");
 }
 
 /* From another thread, while c's user waits in a statement, or is about
@@ -1292,21 +1296,28 @@ static void my_interrupt(void *vc)
 {
     my_conn *c = vc;
     if (c->my) {
+        /* before the KILL lands: the failure it causes is read by then */
         atomic_store(&c->killed, true);
-        kill_sql(c, "KILL");
+        /* Not sent (no connection for it: the server full, the password
+         * refused): nothing was killed, so a failure to come is the
+         * statement's own, and its timeout sends a KILL of its own. */
+        if (!kill_sql(c, "KILL"))
+            atomic_store(&c->killed, false);
     }
 }
 
-/* what: "KILL" (the connection) or "KILL QUERY" (its statement). */
-static void kill_sql(my_conn *c, const char *what)
+/* what: "KILL" (the connection) or "KILL QUERY" (its statement). Whether
+ * the server took it. */
+static bool kill_sql(my_conn *c, const char *what)
 {
     unsigned long id = mysql_thread_id(c->my);
     MYSQL *k = mysql_init(NULL);
     if (!k || id == 0) {
         if (k)
             mysql_close(k);
-        return;
+        return false;
     }
+    bool sent = false;
     /* At most the statement's own bound again: a server that stopped
      * answering must not hold the caller for a whole connect timeout. */
     unsigned ct = c->rt_s && (!c->ct_s || c->rt_s < c->ct_s) ? c->rt_s : c->ct_s;
@@ -1325,11 +1336,13 @@ static void kill_sql(my_conn *c, const char *what)
                            password, NULL, c->mt->port, c->mt->socket, 0)) {
         char sql[64];
         snprintf(sql, sizeof sql, "%s %lu", what, id);
-        (void)mysql_query(k, sql);
+        /* ER_NO_SUCH_THREAD: the connection is gone already */
+        sent = mysql_query(k, sql) == 0 || mysql_errno(k) == ER_NO_SUCH_THREAD;
     }
     if (cred == DBS_OK)
         dbs__credential_wipe(token, sizeof token);
     mysql_close(k);
+    return sent;
 }
 
 static void stmt_free(my_stmt *e)
