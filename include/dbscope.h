@@ -640,8 +640,17 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * under way (dbs_transact, which keeps the pool across its retries,
  * dbs_pool_stats, open sessions) stay safe. Blocks for closing the idle
  * connections and for joining the pool's own threads (as dbs_pool_shutdown
- * does): when it returns, no thread the pool started is left, none inside
+ * does) and, on PostgreSQL, for the pool's cancel requests still
+ * unanswered (sent when a statement passed its bound, was cancelled or
+ * interrupted by the shutdown), up to connect_timeout_ms (10 s when 0):
+ * when it returns, no thread the pool started is left, none inside
  * libpq or Connector/C, so the program may exit or unload the library.
+ * The one exception is a cancel request the server has not answered in
+ * that time (a server that accepts it and never answers, a network that
+ * drops packets: libpq's PQcancel has no bound of its own but the
+ * connection's keep-alives and tcp_user_timeout): its thread is left to
+ * end by itself, holding nothing of the pool, and a DBS_EVENT_NOTICE says
+ * how many were left.
  * Call once, from any thread of the program's; NULL is a no-op. Not from
  * a callback dbscope runs on a thread of its own (on_event for a leak the
  * housekeeper found, a unit's work on an event loop's worker), which this

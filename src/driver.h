@@ -148,6 +148,13 @@ typedef struct dbs__driver {
      * in-memory SQLite database alive. Either may be NULL. */
     int (*target_open)(dbs__target *t, dbs_error *err);
     void (*target_close)(dbs__target *t);
+    /* Optional. At dbs_pool_close, after the shutdown: ends what the
+     * backend runs for the pool on threads of its own (PostgreSQL's cancel
+     * requests), waiting at most connect_timeout_ms (10 s when 0), so that
+     * none is left inside the client library when the close returns;
+     * what is still running then is left to end by itself and reported
+     * through t->notice. target_close does the same again. */
+    void (*target_stop)(dbs__target *t);
     /* For the housekeeper, may be NULL: DBS_OK, or an error when what the
      * target names changed under the pool (a database file deleted or
      * replaced); the pool then validates every connection before its next

@@ -97,7 +97,7 @@
  * the next user's statement: the connection takes no more units and is
  * discarded (is_broken) once its flight is read.
  *
- * Locking: none, except the count of cancel threads. driver.h guarantees
+ * Locking: none, except the pools' cancel requests (cancels_mu). driver.h guarantees
  * one thread at a time per connection.
  */
 #include "internal.h"
@@ -141,7 +141,7 @@
 #define PG_MAXQ 48
 /* Foreign prepared statements deallocated one by one; more: DEALLOCATE ALL. */
 #define PG_MAXFOREIGN 16
-/* Cancel requests in flight at once, process-wide (see start_cancel). */
+/* Cancel requests in flight at once, per pool (see start_cancel). */
 #define PG_MAXCANCELS 4
 
 /* Defaults applied unless the URL sets its own: a peer that stops answering
@@ -441,59 +441,308 @@ static void on_notice(void *arg, const PGresult *r)
 
 /* ---- cancel ---- */
 
-static atomic_int cancels_running;
+/* A pool's cancel requests (t->shared). PQcancel opens a connection of its
+ * own and waits for the server to close it. libpq 15 bounds that wait only
+ * by the connection's keepalives and tcp_user_timeout (a network that
+ * drops packets), not by connect_timeout, and not at all against a server
+ * that accepts and never answers (a hung postmaster, a proxy). So the
+ * requests run on threads the pool owns: at most PG_MAXCANCELS at once
+ * per pool, each taking the next queued request when its own is answered
+ * (a late cancel is harmless: its key is that backend's alone); beyond
+ * PG_MAXCANCELQ queued, a request is not sent, and the pool is told. At
+ * dbs_pool_close, cancels_stop waits for them (see there).
+ *
+ * Locking: cancels_mu guards every pg_cancels and pg_cthread field; it is
+ * process-wide, taken for a few instructions at a time, never around I/O
+ * or pthread_join. */
+typedef struct pg_cjob {
+    PGcancel *k;
+    struct pg_cjob *next;
+} pg_cjob;
+
+typedef struct pg_cthread {
+    pthread_t th;
+    struct pg_cancels *owner;
+    bool exited; /* past its last request: joining it does not wait */
+    bool left;   /* detached by cancels_stop: frees itself at exit */
+    struct pg_cthread *next;
+} pg_cthread;
+
+typedef struct pg_cancels {
+    int refs;    /* the pool's, and one per thread left (cancels_stop) */
+    int running; /* threads not exited and not left */
+    int queued;
+    pg_cjob *head, *tail;
+    pg_cthread *threads; /* not joined, not left */
+    bool orphan;         /* its pool is freed: only threads left hold it */
+    struct pg_cancels *next_all; /* every pool's, for fork */
+} pg_cancels;
+
+/* Requests queued per pool behind the PG_MAXCANCELS running. */
+#define PG_MAXCANCELQ 64
+/* What cancels_stop waits when connect_timeout_ms is 0 (no bound). */
+#define PG_CANCEL_WAIT_MS 10000
+
+static pthread_mutex_t cancels_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cancels_cv;
+static pg_cancels *cancels_all;
 static pthread_once_t cancels_once = PTHREAD_ONCE_INIT;
 
-/* A child of fork() has none of its parent's cancel threads: counting them
- * against its own cap would leave it sending no cancel ever again. */
+static void cancels_unlink(pg_cancels *q)
+{
+    for (pg_cancels **pp = &cancels_all; *pp; pp = &(*pp)->next_all)
+        if (*pp == q) {
+            *pp = q->next_all;
+            break;
+        }
+}
+
+/* A child of fork() has none of its parent's cancel threads, and must not
+ * send the requests the parent queued for its own connections: every
+ * pool's requests are forgotten, and the lock, which another thread may
+ * have held at the fork, made anew. */
+static void cancels_cv_init(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&cancels_cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 static void cancels_child(void)
 {
-    atomic_store(&cancels_running, 0);
+    pthread_mutex_init(&cancels_mu, NULL);
+    cancels_cv_init();
+    for (pg_cancels **pp = &cancels_all; *pp;) {
+        pg_cancels *q = *pp;
+        while (q->head) {
+            pg_cjob *j = q->head;
+            q->head = j->next;
+            PQfreeCancel(j->k);
+            free(j);
+        }
+        q->tail = NULL;
+        q->queued = 0;
+        while (q->threads) {
+            pg_cthread *th = q->threads;
+            q->threads = th->next;
+            free(th);
+        }
+        q->running = 0;
+        /* threads left by the parent are not the child's */
+        if (q->orphan) {
+            *pp = q->next_all;
+            free(q);
+            continue;
+        }
+        q->refs = 1;
+        pp = &q->next_all;
+    }
 }
 
 static void cancels_register(void)
 {
+    cancels_cv_init();
     pthread_atfork(NULL, NULL, cancels_child);
 }
 
 static void *cancel_main(void *arg)
 {
-    PGcancel *k = arg;
-    char buf[256];
-    (void)PQcancel(k, buf, sizeof buf);
-    PQfreeCancel(k);
-    atomic_fetch_sub(&cancels_running, 1);
+    pg_cthread *me = arg;
+    pg_cancels *q = me->owner;
+    pthread_mutex_lock(&cancels_mu);
+    while (q->head) {
+        pg_cjob *j = q->head;
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->queued--;
+        pthread_mutex_unlock(&cancels_mu);
+        char buf[256];
+        (void)PQcancel(j->k, buf, sizeof buf);
+        PQfreeCancel(j->k);
+        free(j);
+        pthread_mutex_lock(&cancels_mu);
+    }
+    me->exited = true;
+    bool left = me->left, last = false;
+    if (left) {
+        last = --q->refs == 0;
+        if (last)
+            cancels_unlink(q);
+    } else {
+        q->running--;
+        pthread_cond_broadcast(&cancels_cv);
+    }
+    pthread_mutex_unlock(&cancels_mu);
+    if (left)
+        free(me);
+    if (last)
+        free(q);
     return NULL;
 }
 
 /* Asks the server to cancel what the connection runs, without waiting:
- * PQcancel opens a new connection and waits for the server to close it,
- * which has no bound of its own, so it runs on a detached thread with its
- * own copy of the cancel key (PQgetCancel). A network that swallows
- * everything can keep that thread until the operating system gives up the
- * TCP connection; so at most PG_MAXCANCELS run at once, and beyond that the
- * cancel is skipped (the connection is closed either way, and the server
- * notices when it next writes to it). */
+ * the request goes from one of the pool's cancel threads with its own copy
+ * of the cancel key (PQgetCancel). */
 static void start_cancel(pg_conn *c)
 {
-    pthread_once(&cancels_once, cancels_register);
-    if (atomic_fetch_add(&cancels_running, 1) >= PG_MAXCANCELS) {
-        atomic_fetch_sub(&cancels_running, 1);
+    pg_cancels *q = c->t->shared;
+    PGcancel *k = q ? PQgetCancel(c->pg) : NULL;
+    pg_cjob *j = k ? malloc(sizeof *j) : NULL;
+    if (!j) {
+        PQfreeCancel(k);
         return;
     }
-    PGcancel *k = PQgetCancel(c->pg);
-    pthread_attr_t a;
-    pthread_t th;
-    bool started = false;
-    if (k && pthread_attr_init(&a) == 0) {
-        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&th, &a, cancel_main, k) == 0;
-        pthread_attr_destroy(&a);
+    j->k = k;
+    j->next = NULL;
+    pthread_once(&cancels_once, cancels_register);
+    pthread_mutex_lock(&cancels_mu);
+    /* threads past their last request, joined below outside the lock */
+    pg_cthread *done = NULL;
+    for (pg_cthread **pp = &q->threads; *pp;) {
+        pg_cthread *th = *pp;
+        if (th->exited) {
+            *pp = th->next;
+            th->next = done;
+            done = th;
+        } else {
+            pp = &th->next;
+        }
     }
-    if (!started) {
-        PQfreeCancel(k);
-        atomic_fetch_sub(&cancels_running, 1);
+    bool sent = q->queued < PG_MAXCANCELQ;
+    if (sent) {
+        if (q->tail)
+            q->tail->next = j;
+        else
+            q->head = j;
+        q->tail = j;
+        q->queued++;
+        pg_cthread *th = q->running < PG_MAXCANCELS ? calloc(1, sizeof *th) : NULL;
+        if (th) {
+            th->owner = q;
+            if (pthread_create(&th->th, NULL, cancel_main, th) == 0) {
+                th->next = q->threads;
+                q->threads = th;
+                q->running++;
+            } else {
+                free(th);
+            }
+        }
+        /* no thread to send it, now or later: not sent either */
+        if (q->running == 0) {
+            q->head = q->tail = NULL;
+            q->queued = 0;
+            sent = false;
+        }
     }
+    int queued = q->queued;
+    pthread_mutex_unlock(&cancels_mu);
+    while (done) {
+        pg_cthread *th = done;
+        done = th->next;
+        pthread_join(th->th, NULL);
+        free(th);
+    }
+    if (!sent) {
+        PQfreeCancel(j->k);
+        free(j);
+        if (c->t->notice) {
+            char m[200];
+            snprintf(m, sizeof m,
+                     "postgresql: cancel request not sent (%d already waiting for the "
+                     "server, or no thread could be started): the statement runs on "
+                     "until the server notices its connection was closed",
+                     queued);
+            c->t->notice(c->t->notice_arg, m);
+        }
+    }
+}
+
+/* At dbs_pool_close (final: false) and when the pool is freed (final:
+ * true; sessions left open may have sent more since): waits until the
+ * pool's cancel requests are answered, up to connect_timeout_ms (a request
+ * is a connect and one answer; PG_CANCEL_WAIT_MS without one), and joins
+ * their threads. A request still unanswered then is left to end by itself:
+ * its thread is detached and holds nothing of the pool (its own copy of
+ * the key, and q, which it frees if it is the last); a request still
+ * queued is not sent. Either is reported through t->notice. */
+static void cancels_stop(dbs__target *t, bool final)
+{
+    pg_cancels *q = t->shared;
+    if (!q)
+        return;
+    pthread_once(&cancels_once, cancels_register);
+    int ms = t->connect_timeout_ms > 0 ? t->connect_timeout_ms : PG_CANCEL_WAIT_MS;
+    const int64_t deadline = dbs__now_ns() + (int64_t)ms * 1000000;
+    pthread_mutex_lock(&cancels_mu);
+    /* Re-checked after every wake: a wait may end spuriously, and the
+     * broadcast is for every pool's threads. */
+    while (q->running > 0 && dbs__now_ns() < deadline) {
+        struct timespec ts = dbs__timespec(deadline);
+        (void)pthread_cond_timedwait(&cancels_cv, &cancels_mu, &ts);
+    }
+    int dropped = q->queued, left = 0;
+    while (q->head) {
+        pg_cjob *j = q->head;
+        q->head = j->next;
+        PQfreeCancel(j->k);
+        free(j);
+    }
+    q->tail = NULL;
+    q->queued = 0;
+    pg_cthread *done = NULL;
+    while (q->threads) {
+        pg_cthread *th = q->threads;
+        q->threads = th->next;
+        if (th->exited) {
+            th->next = done;
+            done = th;
+        } else {
+            pthread_detach(th->th);
+            th->left = true;
+            q->refs++;
+            q->running--;
+            left++;
+        }
+    }
+    bool last = false;
+    if (final) {
+        t->shared = NULL;
+        q->orphan = true;
+        last = --q->refs == 0;
+        if (last)
+            cancels_unlink(q);
+    }
+    pthread_mutex_unlock(&cancels_mu);
+    while (done) {
+        pg_cthread *th = done;
+        done = th->next;
+        pthread_join(th->th, NULL);
+        free(th);
+    }
+    if (last)
+        free(q);
+    if ((left || dropped) && t->notice) {
+        char m[300];
+        snprintf(m, sizeof m,
+                 "postgresql: %d cancel request%s unanswered after %d ms at pool close, "
+                 "left to end by %s (holding nothing of the pool); %d queued, not sent",
+                 left, left == 1 ? "" : "s", ms, left == 1 ? "itself" : "themselves",
+                 dropped);
+        t->notice(t->notice_arg, m);
+    }
+}
+
+static void pg_target_stop(dbs__target *t)
+{
+    cancels_stop(t, false);
+}
+
+static void pg_target_close(dbs__target *t)
+{
+    cancels_stop(t, true);
 }
 
 /* From another thread, while c's user waits in a statement: the cancel
@@ -1405,6 +1654,18 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
                           "(letters, digits, _ and $, in parts joined by dots, each starting "
                           "with a letter or _; e.g. app.tenant_id)",
                           t->ctx_setting[i]);
+    if (rc == DBS_OK) {
+        pg_cancels *q = calloc(1, sizeof *q);
+        if (!q)
+            return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+        q->refs = 1;
+        pthread_once(&cancels_once, cancels_register);
+        pthread_mutex_lock(&cancels_mu);
+        q->next_all = cancels_all;
+        cancels_all = q;
+        pthread_mutex_unlock(&cancels_mu);
+        t->shared = q;
+    }
     return rc;
 }
 
@@ -3750,7 +4011,8 @@ static void a_drop(pg_conn *c)
 const dbs__driver dbs__driver_pg = {
     .name = "postgresql",
     .target_open = pg_target_open,
-    .target_close = NULL,
+    .target_close = pg_target_close,
+    .target_stop = pg_target_stop,
     .connect = pg_connect,
     .ping = pg_ping,
     .begin = pg_begin,

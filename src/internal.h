@@ -374,6 +374,8 @@ bool dbs__pool_begin_shutdown(dbs_pool *p);
 int dbs__pool_drain(dbs_pool *p, int64_t deadline, int timeout_ms);
 /* true the first time: dbs_pool_close's work is the caller's. */
 bool dbs__pool_close_once(dbs_pool *p);
+/* The backend's own threads for p (driver target_stop), at dbs_pool_close. */
+void dbs__pool_stop_target(dbs_pool *p);
 /* dbs_pool_stats of p alone (no replicas, no percentiles), taken under
  * every lock; hists (DBS__SHARDS, or NULL) gets the shards' histograms. */
 void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists);

@@ -630,6 +630,12 @@ bool dbs__pool_close_once(dbs_pool *p)
     return !again;
 }
 
+void dbs__pool_stop_target(dbs_pool *p)
+{
+    if (p->drv && p->drv->target_stop)
+        p->drv->target_stop(&p->target);
+}
+
 void dbs__pool_snapshot(dbs_pool *p, dbs_stats *out, dbs__shard_hists **hists)
 {
     /* Every shard's lock under the pool's: nothing moves while the

@@ -984,6 +984,9 @@ void dbs_pool_close(dbs_pool *p)
     if (!dbs__pool_close_once(p))
         return;
     replicas_close(p);
+    /* after the shutdown, whose interrupts of the loops' statements send
+     * cancel requests */
+    dbs__pool_stop_target(p);
     /* Sessions still out now were never going to be closed in time. */
     dbs__leaks_report(p, true, "still open at dbs_pool_close");
     dbs__pool_unref(p); /* the owner's reference: may free p */

@@ -139,6 +139,78 @@ static void test_close_while_monitoring(void)
     printf("close joins a replica monitor connecting to a silent standby\n");
 }
 
+/* A statement past its bound sends a cancel request (a connection of its
+ * own to the same address, here through the proxy). (d) The server answers
+ * it, slowly: the close waits for that answer, within connect_timeout_ms,
+ * rather than return with the request's thread inside libpq. */
+static void test_close_while_cancelling(void)
+{
+    char url[512];
+    url_for(url, sizeof url, fp_port(fp));
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    int before = count_threads();
+    dbs_config cfg;
+    config_for(&cfg, url);
+    cfg.statement_timeout_ms = 200;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("session: %s", err.message);
+    /* the cancel request's packet reaches the server a second late */
+    fp_set(fp, FP_LATENCY, FP_BOTH, 1000);
+    CHECK(dbs_exec(s, "SELECT pg_sleep(5)", NULL, 0, &err) < 0);
+    CHECK_EQ(err.code, DBS_ESTMT_TIMEOUT);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    CHECK_EQ(count_threads(), before);
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    printf("close waits for a cancel request the server answers late\n");
+}
+
+static int cancel_reports;
+
+static void on_cancel_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == DBS_EVENT_NOTICE && ev->reason && strstr(ev->reason, "cancel request"))
+        cancel_reports++;
+}
+
+/* (e) The cancel request goes to a server that accepts it and never
+ * answers: nothing in libpq bounds that wait. The close waits
+ * connect_timeout_ms for it, then returns and says so; the request's
+ * thread holds nothing of the pool and ends when the server closes its
+ * socket (here: when the proxy stops). */
+static void test_close_while_cancel_unanswered(void)
+{
+    char url[512];
+    url_for(url, sizeof url, fp_port(fp));
+    fp_set(fp, FP_PASS, FP_BOTH, 0);
+    dbs_config cfg;
+    config_for(&cfg, url);
+    cfg.statement_timeout_ms = 200;
+    cfg.connect_timeout_ms = 300;
+    cfg.on_event = on_cancel_event;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("open: %s", err.message);
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("session: %s", err.message);
+    fp_blackhole(fp, 1); /* the cancel request's connection: never answered */
+    CHECK(dbs_exec(s, "SELECT pg_sleep(5)", NULL, 0, &err) < 0);
+    CHECK_EQ(err.code, DBS_ESTMT_TIMEOUT);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+    CHECK_EQ(cancel_reports, 1);
+    fp_blackhole(fp, 0);
+    printf("close reports a cancel request the server never answers\n");
+}
+
 int main(int argc, char **argv)
 {
     /* PostgreSQL or MariaDB, by the server directory the test was given */
@@ -160,10 +232,14 @@ int main(int argc, char **argv)
         {"connect", test_close_while_connecting},
         {"ping", test_close_while_pinging},
         {"replica", test_close_while_monitoring},
+        {"cancel", test_close_while_cancelling},
+        {"cancel_unanswered", test_close_while_cancel_unanswered},
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if ((argc < 2 || !strcmp(argv[1], parts[i].name)) &&
-            (is_pg || parts[i].fn != test_close_while_monitoring)) /* replicas: pg only */
+            (is_pg || (parts[i].fn != test_close_while_monitoring && /* pg only */
+                       parts[i].fn != test_close_while_cancelling &&
+                       parts[i].fn != test_close_while_cancel_unanswered)))
             parts[i].fn();
     fp_stop(fp);
     return 0;
