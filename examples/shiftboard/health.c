@@ -132,6 +132,27 @@ static int probe_once(const sb_app *app, dbs_error *err)
     return rc;
 }
 
+/* The failure's class as the answer's "code": the names of /api/pool's
+ * errors_by, so the two can be matched; dbs_strerror's sentence did not fit
+ * last_code and reached clients cut ("database unavailable: failing f"). */
+static const char *code_name(int rc)
+{
+    switch (rc) {
+    case DBS_OK: return "ok";
+    case DBS_ECONFIG: return "config";
+    case DBS_ECONNECT: return "connect";
+    case DBS_ETIMEOUT: return "timeout";
+    case DBS_ECLOSED: return "closed";
+    case DBS_ESQL: return "sql";
+    case DBS_ERETRYABLE: return "retryable";
+    case DBS_EUNAVAILABLE: return "unavailable";
+    case DBS_ENOMEM: return "nomem";
+    case DBS_ESTMT_TIMEOUT: return "stmt_timeout";
+    case DBS_EFULL: return "full";
+    default: return "other";
+    }
+}
+
 static void *probe_thread(void *arg)
 {
     (void)arg;
@@ -139,7 +160,7 @@ static void *probe_thread(void *arg)
     int rc = probe_once(probe_app, &err);
     pthread_mutex_lock(&lock);
     last_rc = rc;
-    snprintf(last_code, sizeof last_code, "%s", rc == DBS_OK ? "ok" : dbs_strerror(rc));
+    snprintf(last_code, sizeof last_code, "%s", code_name(rc));
     snprintf(last_message, sizeof last_message, "%s", rc == DBS_OK ? "" : err.message);
     running = false;
     rounds++;

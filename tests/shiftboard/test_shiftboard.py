@@ -883,6 +883,11 @@ def outage(args, workdir):
                     break
                 time.sleep(0.25)
             check(st == 503 and r.getheader("Retry-After"), "health 503 with Retry-After when down")
+            # "code" names the failure as /api/pool's errors_by classes do
+            # (it was dbs_strerror's sentence, cut at 31 bytes: "database
+            # unavailable: failing f")
+            check(doc and doc.get("code") in ("connect", "unavailable", "timeout", "closed"),
+                  "health's code while down is a short class name: %r" % (doc and doc.get("code")))
             st, r, doc, _ = svc.request("GET", "/api/shifts", token=tok)
             check(st == 503 and doc and "unavailable" in doc["error"], "API 503 when down: %s" % st)
             out = as_postgres([pg_ctl, "-D", os.path.join(d, "data"), "-l",
