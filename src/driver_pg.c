@@ -44,11 +44,10 @@
  * flight and writes what the socket takes; a_step writes the rest, reads
  * what arrived (PQconsumeInput, PQgetResult while !PQisBusy) and matches
  * each result to the command queued for it, unit by unit, in order. A
- * unit is [owed DEALLOCATEs, Sync] [Parse, Sync] for each statement new
- * to the cache (a Sync each, so no failure can leave a statement that a
- * later unit binds missing) [BEGIN (options, READ ONLY), the guard (below),
- * set_config(..., true) for the context, Bind/Execute for each statement,
- * Sync] [COMMIT (with the commit position as end_tx reads it), the reset,
+ * unit is [owed DEALLOCATEs, Sync] [BEGIN (options, READ ONLY), the guard
+ * (below), set_config(..., true) for the context, for each statement its
+ * Parse when it is new to the cache (there, so that its names resolve
+ * after the unit's statements before it ran) and Bind/Execute, Sync] [COMMIT (with the commit position as end_tx reads it), the reset,
  * its marker, Sync] [DEALLOCATE of statements it evicted from the cache,
  * Sync]. A failed statement makes the rest of its segment
  * PGRES_PIPELINE_ABORTED; the COMMIT, in the next segment, then ends the
@@ -246,6 +245,8 @@ typedef struct pg_stmt {
     char name[24];
     uint64_t last_use;
     uint64_t born; /* a_epoch when it was parsed */
+    uint64_t parsing; /* the unit (a_units) whose transaction parses it,
+                         until that Parse's answer is read; 0: done */
     bool seen; /* in the server's list (reconcile) */
 } pg_stmt;
 
@@ -312,6 +313,7 @@ typedef struct pg_conn {
     int a_full;          /* of them, resets from the text */
     uint64_t a_epoch;    /* the number of the last reset queued */
     uint64_t a_nonce;    /* the random half of its marker (a_marker) */
+    uint64_t a_units;    /* units sent on this connection */
     bool a_notemp;       /* that reset ran without DISCARD TEMP */
     bool a_cancel;       /* a cancel was asked for while units flew */
     bool a_spent;        /* ... so the connection goes once they are read */
@@ -1068,6 +1070,7 @@ static pg_stmt *cache_get(pg_conn *c, const char *sql, const char *sig, bool *fr
              (unsigned long long)++c->next_name);
     victim->last_use = ++c->tick;
     victim->born = c->a_epoch;
+    victim->parsing = 0;
     *fresh = true;
     return victim;
 }
@@ -3357,10 +3360,11 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     pg_aflight *af = af_new(u->n);
     pg_aflight *posted = NULL, *after = NULL;
     char (*evicted)[24] = calloc(u->n, sizeof *evicted);
+    bool *parse = calloc(u->n, sizeof *parse);
     /* each statement's in turn; never NULL, so params_fill's block is
      * there whatever a statement's count */
     char *scratch = malloc(most ? most : 1);
-    bool oom = !af || !evicted || !scratch;
+    bool oom = !af || !evicted || !parse || !scratch;
     if (!oom && c->posted.n > 0) {
         if (full) {
             after = af_new(0);
@@ -3377,6 +3381,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         if (after)
             af_free(after);
         free(evicted);
+        free(parse);
         free(scratch);
         return dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
     }
@@ -3406,10 +3411,16 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     }
     c->dealloc_all = false;
     c->n_foreign = 0;
-    /* Statements new to the cache: each Parse under a Sync of its own, so
-     * that one failing (or a unit failing) never leaves a statement that a
-     * later unit binds missing. Evicted ones are deallocated after the
-     * unit, which may still use them. */
+    /* Statements new to the cache are parsed in the transaction, right
+     * before their Bind: a Parse resolves names, and ahead of the unit's
+     * BEGIN it would resolve them before the statements in front of it ran
+     * (a temporary table made by the unit that shadows a real one: the
+     * rows meant for it went into the real table). A Parse that fails or
+     * that an earlier failure skips leaves no statement on the server:
+     * until its answer is read (a_item), a later unit runs that SQL
+     * unnamed. Evicted ones are deallocated after the unit, which may
+     * still use them. */
+    const uint64_t unit_no = ++c->a_units;
     size_t n_evicted = 0;
     for (size_t i = 0; i < u->n && ok; i++) {
         bool fresh = false;
@@ -3428,13 +3439,12 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
             n_evicted++;
         if (!e)
             continue;
+        if (fresh)
+            e->parsing = unit_no;
+        else if (e->parsing && e->parsing != unit_no)
+            continue; /* another unit's Parse, not answered yet */
+        parse[i] = fresh;
         snprintf(af->names[i], sizeof af->names[i], "%s", e->name);
-        if (fresh) {
-            int np = (int)u->stmts[i].n;
-            ok = PQsendPrepare(c->pg, e->name, u->stmts[i].sql, np, np ? pp.types : NULL) == 1;
-            af_push(af, &ok, A_PARSE, (int)i);
-            a_sync(c, af, &ok, A_SYNC);
-        }
     }
     /* The transaction: BEGIN, the guard, the context, the statements. */
     const bool guard = full && c->a_resets > 0;
@@ -3472,6 +3482,12 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         const dbs__astmt *st = &u->stmts[i];
         params_fill(st->params, st->n, &pp, scratch);
         int np = (int)st->n;
+        if (parse[i]) {
+            ok = ok && PQsendPrepare(c->pg, af->names[i], st->sql, np, np ? pp.types : NULL) == 1;
+            af_push(af, &ok, A_PARSE, (int)i);
+        }
+        if (!ok)
+            break;
         if (af->names[i][0])
             ok = PQsendQueryPrepared(c->pg, af->names[i], np, np ? pp.vals : NULL,
                                      np ? pp.lens : NULL, np ? pp.fmts : NULL, 0) == 1;
@@ -3517,6 +3533,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
         a_sync(c, af, &ok, A_SYNC);
     }
     free(evicted);
+    free(parse);
     free(scratch);
     cork(c, false);
     if (!ok && !af->commit_queued) {
@@ -3713,17 +3730,21 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
 {
     dbs__aunit *u = af->u;
     switch (it->kind) {
-    case A_PARSE:
-        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-            /* no statement of that name on the server */
-            for (int k = 0; k < c->cache_n; k++)
-                if (c->cache[k].sql && !strcmp(c->cache[k].name, af->names[it->arg])) {
+    case A_PARSE: {
+        /* no statement of that name on the server unless it succeeded */
+        bool made = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        for (int k = 0; k < c->cache_n; k++)
+            if (c->cache[k].sql && !strcmp(c->cache[k].name, af->names[it->arg])) {
+                c->cache[k].parsing = 0;
+                if (!made) {
                     free(c->cache[k].sql);
                     c->cache[k].sql = NULL;
                 }
+            }
+        if (!made)
             a_fail(c, af, it, r);
-        }
         break;
+    }
     case A_STEP:
     case A_GUARD:
         a_fail(c, af, it, r);

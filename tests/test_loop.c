@@ -2478,6 +2478,433 @@ static bool want(int argc, char **argv, const char *name)
     return false;
 }
 
+/* ---- nothing one unit did is visible to the next ----
+ *
+ * Each kind of session state the blocking reset tests cover, left by unit
+ * N and looked for by unit N+1 on the same connection (pool of one; the
+ * backend's pid or connection id checked where the connection stays), the
+ * two submitted together, so that on PostgreSQL they share one flight and
+ * N+1 is on the wire before N's reset has answered. Unit N ends each way a
+ * unit ends: committed, failed by a statement after the state was made,
+ * cancelled and timed out in a statement after it (those two discard the
+ * connection on every backend, so the check runs on the next one, still
+ * in the same flight on PostgreSQL). Then a blocking session's state seen
+ * by a unit, and a unit's by a blocking session, on the same pool. */
+typedef struct lk_res {
+    int calls, rc, last, attempts;
+    int64_t id;
+    char text[256];
+    char sqlstate[6];
+    char msg[512];
+} lk_res;
+
+static void lk_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    lk_res *r = arg;
+    r->calls++;
+    r->rc = rc;
+    r->attempts = dbs_unit_attempts(u);
+    snprintf(r->sqlstate, sizeof r->sqlstate, "%s", err->sqlstate);
+    snprintf(r->msg, sizeof r->msg, "%s", err->message);
+    r->id = -1;
+    snprintf(r->text, sizeof r->text, "(none)");
+    if (rc != DBS_OK)
+        return;
+    dbs_error e;
+    dbs_rows *rows = dbs_unit_rows(u, 0);
+    if (rows && dbs_rows_next(rows, &e) == 1)
+        r->id = dbs_rows_int(rows, 0);
+    rows = dbs_unit_rows(u, r->last);
+    if (rows && dbs_rows_next(rows, &e) == 1) {
+        const char *t = dbs_rows_text(rows, 0, NULL);
+        snprintf(r->text, sizeof r->text, "%s", t ? t : "(null)");
+    }
+}
+
+typedef struct lk_case {
+    const char *what;
+    const char *dirty[5];  /* run by unit N, after the id (NULL-ended) */
+    const char *check[5];  /* run by unit N+1, after the id: the last one's
+                              first column is compared with want */
+    const char *want;      /* "!SQLSTATE": that error; "<>x": anything
+                              but x; else the text ("(null)" for NULL) */
+    bool ctx;              /* unit N runs under a context, N+1 under none */
+} lk_case;
+
+enum { LK_OK, LK_FAIL, LK_CANCEL, LK_TIMEOUT, LK_BLOCKING_N, LK_BLOCKING_N1, LK_ENDS };
+static const char *const lk_end_name[LK_ENDS] = {
+    "committed", "failed after it", "cancelled after it", "timed out after it",
+    "a blocking session's, seen by a unit", "a unit's, seen by a blocking session"};
+
+static const char *lk_id_sql(void)
+{
+    return is_pg ? "SELECT pg_backend_pid()" : is_mysql ? "SELECT CONNECTION_ID()" : "SELECT 1";
+}
+
+static dbs_unit *lk_unit(dbs_loop *l, const dbs_context *ctx, const char *const *sqls,
+                         const char *extra, lk_res *r)
+{
+    dbs_error err;
+    dbs_unit *u = dbs_unit_new(l, ctx, 0, &err);
+    if (!u)
+        CHECK_FAIL("dbs_unit_new: %s", err.message);
+    int last = dbs_unit_add(u, lk_id_sql(), NULL, 0, &err);
+    CHECK_EQ(last, 0);
+    for (int i = 0; sqls[i]; i++) {
+        last = dbs_unit_add(u, sqls[i], NULL, 0, &err);
+        if (last < 0)
+            CHECK_FAIL("dbs_unit_add %s: %s", sqls[i], err.message);
+    }
+    if (extra)
+        CHECK(dbs_unit_add(u, extra, NULL, 0, &err) > 0);
+    memset(r, 0, sizeof *r);
+    r->last = last;
+    return u;
+}
+
+static void lk_submit(dbs_unit *u, lk_res *r)
+{
+    dbs_error err;
+    int last = r->last;
+    memset(r, 0, sizeof *r);
+    r->last = last;
+    if (dbs_unit_submit(u, lk_done, r, &err) != DBS_OK)
+        CHECK_FAIL("dbs_unit_submit: %s", err.message);
+}
+
+/* A blocking session running sqls (the id first); returns the id, and the
+ * last statement's first column in text. */
+static int64_t lk_session(dbs_pool *p, const dbs_context *ctx, const char *const *sqls,
+                          int n, char *text, size_t cap, char *state)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, ctx, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    int64_t id = query_int(s, lk_id_sql(), NULL, 0);
+    snprintf(text, cap, "(none)");
+    state[0] = '\0';
+    for (int i = 0; i < n && sqls[i]; i++) {
+        dbs_rows *r = dbs_query(s, sqls[i], NULL, 0, &err);
+        if (!r) {
+            snprintf(state, 6, "%s", err.sqlstate);
+            break;
+        }
+        if (dbs_rows_next(r, &err) == 1) {
+            const char *t = dbs_rows_text(r, 0, NULL);
+            snprintf(text, cap, "%s", t ? t : "(null)");
+        }
+        dbs_rows_close(r);
+    }
+    if (!state[0])
+        CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    return id;
+}
+
+static int lk_attempts;
+static void lk_expect(const lk_case *k, int how, int rc, const char *text, const char *state,
+                      const char *msg)
+{
+    const char *w = k->want;
+    if (w[0] == '!') {
+        if (rc == DBS_OK || strcmp(state, w + 1) != 0)
+            CHECK_FAIL("%s (%s): the next user got rc %d sqlstate '%s' (%s), want %s",
+                       k->what, lk_end_name[how], rc, state, msg, w);
+        return;
+    }
+    if (rc != DBS_OK)
+        CHECK_FAIL("%s (%s): the next user failed: %d %s", k->what, lk_end_name[how], rc, msg);
+    if (!strncmp(w, "<>", 2) ? !strcmp(text, w + 2) : strcmp(text, w) != 0)
+        CHECK_FAIL("%s (%s): the next user saw '%s', want %s (attempts %d)", k->what, lk_end_name[how], text,
+                   w, lk_attempts);
+}
+
+static void lk_run(dbs_pool *p, dbs_loop *l, const lk_case *k, int how)
+{
+    dbs_context alice = {"req-alice", "alice", "tenant-alice"};
+    const dbs_context *dctx = k->ctx ? &alice : NULL;
+    int nchk = 0;
+    while (k->check[nchk])
+        nchk++;
+    if (how == LK_BLOCKING_N) {
+        char text[256], state[6];
+        int64_t id = lk_session(p, dctx, k->dirty, 4, text, sizeof text, state);
+        lk_res b;
+        dbs_unit *ub = lk_unit(l, NULL, k->check, NULL, &b);
+        lk_submit(ub, &b);
+        drain(l);
+        CHECK_EQ(b.calls, 1);
+        lk_expect(k, how, b.rc, b.text, b.sqlstate, b.msg);
+        if (b.rc == DBS_OK)
+            CHECK_EQ(b.id, id);
+        settle(l, p);
+        return;
+    }
+    if (how == LK_BLOCKING_N1) {
+        lk_res a;
+        dbs_unit *ua = lk_unit(l, dctx, k->dirty, NULL, &a);
+        lk_submit(ua, &a);
+        drain(l);
+        CHECK_RC(a, DBS_OK);
+        settle(l, p);
+        char text[256], state[6];
+        int64_t id = lk_session(p, NULL, k->check, nchk, text, sizeof text, state);
+        lk_expect(k, how, state[0] ? DBS_ESQL : DBS_OK, text, state, state);
+        CHECK_EQ(id, a.id);
+        return;
+    }
+    const char *extra = how == LK_FAIL ? "SELECT * FROM lk_no_such_table"
+                        : how == LK_CANCEL || how == LK_TIMEOUT ? long_sql()
+                                                                : NULL;
+    lk_res a, b;
+    dbs_unit *ua = lk_unit(l, dctx, k->dirty, extra, &a);
+    if (how == LK_TIMEOUT)
+        CHECK_EQ(dbs_unit_set_timeout(ua, 300), DBS_OK);
+    dbs_unit *ub = lk_unit(l, NULL, k->check, NULL, &b);
+    lk_submit(ua, &a);
+    lk_submit(ub, &b);
+    if (how == LK_CANCEL) {
+        /* the long statement runs, the state made before it */
+        for (int i = 0; i < 40 && a.calls == 0; i++) {
+            dbs_loop_run(l);
+            dbs__sleep_ms(10);
+        }
+        if (a.calls == 0)
+            dbs_unit_cancel(ua);
+    }
+    drain(l);
+    CHECK_EQ(a.calls, 1);
+    CHECK_EQ(b.calls, 1);
+    if (how == LK_OK)
+        CHECK_RC(a, DBS_OK);
+    else
+        CHECK(a.rc != DBS_OK);
+    lk_attempts = b.attempts;
+    lk_expect(k, how, b.rc, b.text, b.sqlstate, b.msg);
+    if (b.rc == DBS_OK && (how == LK_OK || how == LK_FAIL)) {
+        if (b.id != a.id && a.id != -1)
+            CHECK_FAIL("%s: not the same connection (%lld, %lld)", k->what, (long long)a.id,
+                       (long long)b.id);
+    }
+    settle(l, p);
+}
+
+static void test_reset_between(void)
+{
+    char t[64], sql[256], seq[64], t2[64];
+    snprintf(t, sizeof t, "%s", table_name("lk_t"));
+    snprintf(t2, sizeof t2, "%s", table_name("lk_u"));
+    snprintf(seq, sizeof seq, "%s", table_name("lk_s"));
+    dbs_pool *p = pool_of(1, ctx_cfg);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v TEXT)", t);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY)", t2);
+    run_sql(p, sql);
+    if (is_pg) {
+        snprintf(sql, sizeof sql, "CREATE SEQUENCE %s", seq);
+        run_sql(p, sql);
+    }
+    /* the texts that name the tables and the sequence */
+    char ins[128], cnt[128], nextv[128], shadow[128], shadow_ins[128], lockt[128], cnt2[128];
+    snprintf(ins, sizeof ins, "INSERT OR REPLACE INTO %s VALUES (7, 'x')", t);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s", t);
+    snprintf(cnt2, sizeof cnt2, "SELECT count(*) FROM %s", t2);
+    snprintf(nextv, sizeof nextv, "SELECT nextval('%s')", seq);
+    snprintf(shadow, sizeof shadow, "CREATE TEMP TABLE %s (id int, v text)", t);
+    snprintf(shadow_ins, sizeof shadow_ins, "INSERT INTO %s VALUES (1, 'a'), (2, 'b')", t);
+    snprintf(lockt, sizeof lockt, "LOCK TABLES %s WRITE", t);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    /* the backend's seeded random() */
+    char seeded[300] = "";
+    if (is_pg) {
+        const char *s[] = {"SELECT setseed(0.5)", "SELECT random()::text", NULL};
+        lk_res r;
+        dbs_unit *u = lk_unit(l, NULL, s, NULL, &r);
+        lk_submit(u, &r);
+        drain(l);
+        CHECK_RC(r, DBS_OK);
+        snprintf(seeded, sizeof seeded, "<>%s", r.text);
+        settle(l, p);
+    }
+    const lk_case pg[] = {
+        {"a SET", {"SET app.leak = 'yes'"},
+         {"SELECT coalesce(current_setting('app.leak', true), '')"}, "", false},
+        {"set_config(..., false)", {"SELECT set_config('app.leak', 'yes', false)"},
+         {"SELECT coalesce(current_setting('app.leak', true), '')"}, "", false},
+        {"search_path", {"SET search_path = pg_catalog"},
+         {"SELECT current_setting('search_path')"}, "\"$user\", public", false},
+        {"a role made current", {"SELECT set_config('role', 'lk_role', false)"},
+         {"SELECT current_user::text"}, "dbscope", false},
+        {"SET ROLE", {"SET ROLE lk_role"}, {"SELECT current_user::text"}, "dbscope", false},
+        {"default transaction characteristics",
+         {"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY"},
+         {"SELECT current_setting('transaction_isolation') || "
+          "current_setting('transaction_read_only')"},
+         "read committedoff", false},
+        {"the backend's first temporary table", {"CREATE TEMP TABLE lk_tmp (x int)"},
+         {"SELECT to_regclass('lk_tmp') IS NULL"}, "t", false},
+        {"a temporary table", {"CREATE TEMP TABLE lk_tmp (x int)"},
+         {"SELECT to_regclass('lk_tmp') IS NULL"}, "t", false},
+        {"a temporary table shadowing a cached statement's", {shadow, shadow_ins, cnt},
+         {cnt}, "0", false},
+        {"a cached plan, shadowed by the next user's temporary table", {cnt},
+         {shadow, shadow_ins, cnt}, "2", false},
+        {"PREPARE", {"PREPARE lk_p AS SELECT 1"},
+         {"SELECT count(*) FROM pg_prepared_statements WHERE from_sql"}, "0", false},
+        {"a cursor WITH HOLD", {"DECLARE lk_c CURSOR WITH HOLD FOR SELECT 1"},
+         {"SELECT coalesce(string_agg(name || ':' || is_holdable || ':' || statement, ','), '') FROM pg_cursors WHERE name <> ''"}, "", false},
+        {"LISTEN", {"LISTEN lk_channel"}, {"SELECT count(*) FROM pg_listening_channels()"},
+         "0", false},
+        {"a session advisory lock", {"SELECT pg_advisory_lock(4242)"},
+         {"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+          "AND pid = pg_backend_pid()"},
+         "0", false},
+        {"lastval()", {nextv}, {"SELECT lastval()"}, "!55000", false},
+        {"the seed of random()", {"SELECT setseed(0.5)"}, {"SELECT random()::text"}, seeded,
+         false},
+        {"the request context", {"SELECT 1"},
+         {"SELECT current_setting('app.user_id', true) || '|' || "
+          "current_setting('app.request_id', true) || '|' || "
+          "current_setting('app.tenant_id', true)"},
+         "||", true},
+    };
+    const lk_case my[] = {
+        {"a session variable", {"SET SESSION sql_mode = 'ANSI_QUOTES'"},
+         {"SELECT @@session.sql_mode = @@global.sql_mode"}, "1", false},
+        {"a user variable (SET)", {"SET @lk = 42"}, {"SELECT @lk"}, "(null)", false},
+        {"a user variable (:=)", {"SELECT @lk2 := 42"}, {"SELECT @lk2"}, "(null)", false},
+        {"a user variable (INTO)", {"SELECT 42 INTO @lk3"}, {"SELECT @lk3"}, "(null)", false},
+        {"a temporary table", {"CREATE TEMPORARY TABLE lk_tmp (x int)"},
+         {"SELECT count(*) FROM information_schema.tables WHERE table_name = 'lk_tmp'",
+          "CREATE TEMPORARY TABLE lk_tmp (x int)", "SELECT 'made'"},
+         "made", false},
+        {"LAST_INSERT_ID()", {"SELECT LAST_INSERT_ID(42)"}, {"SELECT LAST_INSERT_ID()"}, "0",
+         false},
+        {"GET_LOCK", {"SELECT GET_LOCK('lk_lock', 0)"},
+         {"SELECT IS_USED_LOCK('lk_lock') IS NULL"}, "1", false},
+        {"LOCK TABLES", {lockt}, {cnt2}, "0", false},
+        {"USE", {"USE information_schema"}, {"SELECT DATABASE()"}, "dbscope", false},
+        {"the request context", {"SELECT 1"},
+         {"SELECT concat_ws('|', @`app.user_id`, @`app.request_id`, @`app.tenant_id`, 'end')"},
+         "end", true},
+    };
+    const lk_case sq[] = {
+        {"last_insert_rowid()", {ins}, {"SELECT last_insert_rowid()"}, "0", false},
+        {"changes()", {ins}, {"SELECT changes()"}, "0", false},
+        {"a PRAGMA", {"PRAGMA recursive_triggers = 1"}, {"PRAGMA recursive_triggers"}, "0",
+         false},
+        {"PRAGMA cache_size", {"PRAGMA cache_size = 123"}, {"PRAGMA cache_size"}, "<>123",
+         false},
+        {"a temporary table", {"CREATE TEMP TABLE lk_tmp (x)"},
+         {"SELECT count(*) FROM temp.sqlite_master WHERE name <> 'dbscope_nochange'"}, "0", false},
+        {"a temporary view", {"CREATE TEMP VIEW lk_v AS SELECT 1"},
+         {"SELECT count(*) FROM temp.sqlite_master WHERE name <> 'dbscope_nochange'"}, "0", false},
+    };
+    const lk_case *cases = is_pg ? pg : is_mysql ? my : sq;
+    size_t n = is_pg ? sizeof pg / sizeof pg[0]
+               : is_mysql ? sizeof my / sizeof my[0] : sizeof sq / sizeof sq[0];
+    if (is_pg) {
+        /* a role the test's user may SET ROLE to (it has CREATEROLE) */
+        run_sql(p, "DO $$BEGIN CREATE ROLE lk_role; EXCEPTION WHEN duplicate_object THEN "
+                   "NULL; END$$");
+        dbs_session *s = open_ok(p);
+        dbs_rows *r = dbs_query(s, "GRANT lk_role TO CURRENT_USER", NULL, 0, &err);
+        if (r)
+            dbs_rows_close(r);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (int how = 0; how < LK_ENDS; how++) {
+            lk_run(p, l, &cases[i], how);
+        }
+        printf("reset_between: %s: not seen by the next user (%d ways)\n", cases[i].what,
+               LK_ENDS);
+    }
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t);
+    run_sql(p, sql);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t2);
+    run_sql(p, sql);
+    if (is_pg) {
+        snprintf(sql, sizeof sql, "DROP SEQUENCE %s", seq);
+        run_sql(p, sql);
+    }
+    dbs_pool_close(p);
+}
+
+/* A unit's statements see what its earlier statements did, as they do
+ * in a blocking session: a temporary table that shadows a real one is
+ * the one the statements after it write and read, also on a backend that
+ * already has a temporary schema (PostgreSQL) and when the statements are
+ * cached; a table made by the unit is there for its next statement. On
+ * PostgreSQL every statement new to the connection's cache used to be
+ * parsed before the unit's BEGIN, so names resolved before the statements
+ * ahead of it ran: the rows meant for the temporary table went into the
+ * real one, committed, for every user to see. */
+static void test_unit_sees_own(void)
+{
+    char t[64], nt[64], sql[256];
+    snprintf(t, sizeof t, "%s", table_name("own_t"));
+    snprintf(nt, sizeof nt, "%s", table_name("own_new"));
+    dbs_pool *p = pool_of(1, NULL);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INT PRIMARY KEY, v TEXT)", t);
+    run_sql(p, sql);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    char mk[128], ins[128], cnt[128], mk2[128], ins2[128], cnt2[128], drop2[128];
+    snprintf(mk, sizeof mk, "CREATE TEMPORARY TABLE %s (id INT, v TEXT)", t);
+    snprintf(ins, sizeof ins, "INSERT INTO %s VALUES (1, 'a'), (2, 'b')", t);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s", t);
+    snprintf(mk2, sizeof mk2, "CREATE TABLE %s (x INT)", nt);
+    snprintf(ins2, sizeof ins2, "INSERT INTO %s VALUES (1)", nt);
+    snprintf(cnt2, sizeof cnt2, "SELECT count(*) FROM %s", nt);
+    snprintf(drop2, sizeof drop2, "DROP TABLE %s", nt);
+    const char *first[] = {"CREATE TEMPORARY TABLE own_first (x INT)", NULL};
+    const char *shadow[] = {mk, ins, cnt, NULL};
+    const char *made[] = {mk2, ins2, cnt2, NULL};
+    for (int round = 0; round < 3; round++) {
+        lk_res r;
+        if (round == 0) {
+            /* the backend's temporary schema, made by a unit before */
+            dbs_unit *u = lk_unit(l, NULL, first, NULL, &r);
+            lk_submit(u, &r);
+            drain(l);
+            CHECK_RC(r, DBS_OK);
+            settle(l, p);
+        }
+        dbs_unit *u = lk_unit(l, NULL, shadow, NULL, &r);
+        lk_submit(u, &r);
+        drain(l);
+        CHECK_RC(r, DBS_OK);
+        if (strcmp(r.text, "2") != 0)
+            CHECK_FAIL("round %d: the unit's own temporary table holds %s rows, want 2", round,
+                       r.text);
+        settle(l, p);
+        dbs_session *s = open_ok(p);
+        CHECK_EQ(query_int(s, cnt, NULL, 0), 0); /* the real table */
+        dbs_session_close(s);
+        u = lk_unit(l, NULL, made, NULL, &r);
+        lk_submit(u, &r);
+        drain(l);
+        CHECK_RC(r, DBS_OK);
+        CHECK_STR(r.text, "1");
+        settle(l, p);
+        run_sql(p, drop2);
+    }
+    printf("unit_sees_own: a unit's statements see its temporary table and its new table\n");
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t);
+    run_sql(p, sql);
+    dbs_pool_close(p);
+}
+
 int main(int argc, char **argv)
 {
     const char *url = test_url("loop");
@@ -2641,6 +3068,14 @@ int main(int argc, char **argv)
     if (want(argc, argv, "round_cap")) {
         fprintf(stderr, "round_cap\n");
         test_round_cap();
+    }
+    if (want(argc, argv, "reset_between")) {
+        fprintf(stderr, "reset_between\n");
+        test_reset_between();
+    }
+    if (want(argc, argv, "unit_sees_own")) {
+        fprintf(stderr, "unit_sees_own\n");
+        test_unit_sees_own();
     }
     printf("test_loop: ok\n");
     return 0;
