@@ -3119,9 +3119,12 @@ static const char pg_mark_sql[] =
  * unit runs, unless the reset before it ran whole ($1: its epoch) and,
  * when it ran without DISCARD TEMP ($2), the backend has no temporary
  * schema. The error's argument is not a constant, so the planner cannot
- * raise it ahead of the test. */
+ * raise it ahead of the test. Every operator is pg_catalog's by name (IS
+ * DISTINCT FROM would take the = that the session's search_path finds
+ * first, which a session may have put ahead of pg_catalog). */
 static const char pg_guard_sql[] =
-    "SELECT CASE WHEN pg_catalog.current_setting('dbscope.reset', true) IS DISTINCT FROM $1 "
+    "SELECT CASE WHEN NOT COALESCE(pg_catalog.current_setting('dbscope.reset', true) "
+    "OPERATOR(pg_catalog.=) $1, false) "
     "OR ($2::pg_catalog.bool AND pg_catalog.pg_my_temp_schema() "
     "OPERATOR(pg_catalog.<>) 0::pg_catalog.oid) "
     "OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql) "

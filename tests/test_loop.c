@@ -2905,6 +2905,57 @@ static void test_unit_sees_own(void)
     dbs_pool_close(p);
 }
 
+/* The guard before a unit queued behind an unanswered reset compares the
+ * reset's marker with pg_catalog's own operator. A unit that put a schema
+ * of its own ahead of pg_catalog in search_path, with an "=" there that
+ * says every two texts are equal, and that made its own reset fail (it
+ * deallocated one of the reset's named statements) passed the guard of
+ * the unit behind it, which then ran on the unreset session and read what
+ * the first one left. PostgreSQL only. */
+static void test_guard_operator(void)
+{
+    dbs_pool *p = pool_of(1, NULL);
+    run_sql(p, "CREATE SCHEMA IF NOT EXISTS dbs_evil");
+    run_sql(p, "CREATE OR REPLACE FUNCTION dbs_evil.same(text, text) RETURNS boolean "
+               "LANGUAGE sql IMMUTABLE AS 'SELECT true'");
+    run_sql(p, "DROP OPERATOR IF EXISTS dbs_evil.= (text, text)");
+    run_sql(p, "CREATE OPERATOR dbs_evil.= (LEFTARG = text, RIGHTARG = text, "
+               "FUNCTION = dbs_evil.same)");
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    /* a unit first, so that the reset's named statements exist */
+    lk_res r0;
+    const char *none[] = {NULL};
+    dbs_unit *u = lk_unit(l, NULL, none, NULL, &r0);
+    lk_submit(u, &r0);
+    drain(l);
+    CHECK_RC(r0, DBS_OK);
+    for (int round = 0; round < 3; round++) {
+        const char *dirty[] = {
+            "SELECT pg_catalog.set_config('search_path', 'dbs_evil, pg_catalog', false)",
+            "SELECT pg_catalog.set_config('app.guard_leak', 'secret', false)",
+            "DEALLOCATE dbs_r0", NULL};
+        const char *check[] = {"SELECT pg_catalog.current_setting('app.guard_leak', true)",
+                               NULL};
+        lk_res ra, rb;
+        dbs_unit *a = lk_unit(l, NULL, dirty, NULL, &ra);
+        dbs_unit *b = lk_unit(l, NULL, check, NULL, &rb);
+        lk_submit(a, &ra);
+        lk_submit(b, &rb);
+        drain(l);
+        fprintf(stderr, "  guard_operator %d: a %d (%s), b %d pid %lld vs %lld: %s (%s)\n", round,
+                ra.rc, ra.msg, rb.rc, (long long)rb.id, (long long)ra.id, rb.text, rb.msg);
+        if (rb.rc == DBS_OK && !strcmp(rb.text, "secret"))
+            CHECK_FAIL("round %d: the unit behind one whose reset failed read its setting", round);
+        settle(l, p);
+    }
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    run_sql(p, "DROP SCHEMA dbs_evil CASCADE");
+    dbs_pool_close(p);
+}
+
 int main(int argc, char **argv)
 {
     const char *url = test_url("loop");
@@ -3076,6 +3127,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "unit_sees_own")) {
         fprintf(stderr, "unit_sees_own\n");
         test_unit_sees_own();
+    }
+    if (is_pg && want(argc, argv, "guard_operator")) {
+        fprintf(stderr, "guard_operator\n");
+        test_guard_operator();
     }
     printf("test_loop: ok\n");
     return 0;
