@@ -308,12 +308,17 @@ typedef struct dbs__driver {
      *   have if the cancel came too late.
      * a_idle: 1 when no unit is in flight and the connection may go back
      *   to the pool (or to the blocking methods) as a clean one: nothing
-     *   open, the reset done. */
+     *   open, the reset done.
+     * a_results: how many of c's queued commands have had their answer
+     *   read, whole (a result, not a row or a notice of one): the loop
+     *   counts a statement's bound from the last answer, so that one that
+     *   keeps sending (rows as they are made, notices) is still bounded. */
     int (*a_fd)(void *c);
     int (*a_send)(void *c, dbs__aunit *u, dbs_error *err);
     int (*a_step)(void *c, short revents, dbs__aunit **done, short *want);
     void (*a_cancel)(void *c);
     int (*a_idle)(void *c);
+    uint64_t (*a_results)(void *c);
 } dbs__driver;
 
 /* peek(): bytes arrived unasked; only a round trip can tell. */

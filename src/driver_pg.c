@@ -314,6 +314,7 @@ typedef struct pg_conn {
     uint64_t a_epoch;    /* the number of the last reset queued */
     uint64_t a_nonce;    /* the random half of its marker (a_marker) */
     uint64_t a_units;    /* units sent on this connection */
+    uint64_t a_results;  /* answers read whole (a_results) */
     bool a_notemp;       /* that reset ran without DISCARD TEMP */
     bool a_cancel;       /* a cancel was asked for while units flew */
     bool a_spent;        /* ... so the connection goes once they are read */
@@ -3877,6 +3878,7 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
                 return A_LOST;
             }
             PQclear(r);
+            c->a_results++;
             a_item(c, af, it, NULL, tail, n);
         } else if (r) {
             if (!af->cur)
@@ -3894,6 +3896,7 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
         } else {
             PGresult *cur = af->cur;
             af->cur = NULL;
+            c->a_results++;
             a_item(c, af, it, cur, tail, n);
         }
         af->pos++;
@@ -4020,6 +4023,11 @@ static int pg_a_idle(void *vc)
     return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 
+static uint64_t pg_a_results(void *vc)
+{
+    return ((pg_conn *)vc)->a_results;
+}
+
 /* At close: flights dropped (their units are loop.c's). */
 static void a_drop(pg_conn *c)
 {
@@ -4065,4 +4073,5 @@ const dbs__driver dbs__driver_pg = {
     .a_step = pg_a_step,
     .a_cancel = pg_a_cancel,
     .a_idle = pg_a_idle,
+    .a_results = pg_a_results,
 };

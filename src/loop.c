@@ -187,6 +187,10 @@ struct lconn {
     int64_t got_ns;
     int64_t last_rx_ns;       /* the last time it had something to read, or
                                  its flight began */
+    int64_t answer_ns;        /* the last time an answer was read whole, or
+                                 its flight began: the statement at the
+                                 head began then (the statement bound) */
+    uint64_t answers;         /* drv->a_results when answer_ns was set */
     int64_t cancel_ns;        /* a_cancel sent, 0: none */
     int cancel_resends;       /* sent again since (timers) */
     bool retired;             /* takes no more units (a cancel went out on
@@ -608,6 +612,12 @@ static void conn_abandon(dbs_loop *l, lconn *lc, int rc, const char *why)
 
 static void conn_step(dbs_loop *l, lconn *lc, short revents);
 
+static uint64_t drv_results(const lconn *lc)
+{
+    const dbs__driver *drv = lc->lane->pool->drv;
+    return drv->a_results ? drv->a_results(lc->c->impl) : 0;
+}
+
 /* A connection of lane ln is the loop's (in use): checked without a round
  * trip, then put to work. */
 static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fresh);
@@ -846,6 +856,8 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
     lc->fd = p->drv->a_fd(c->impl);
     lc->got_ns = now;
     lc->last_rx_ns = now; /* a blocking release's reset may be unread */
+    lc->answer_ns = now;
+    lc->answers = drv_results(lc);
     lc->next = ln->conns;
     ln->conns = lc;
     ln->nconns++;
@@ -911,6 +923,13 @@ static void conn_step(dbs_loop *l, lconn *lc, short revents)
     }
     if (progressed)
         lc->last_rx_ns = now;
+    /* bytes are not progress: rows of a statement still running, or its
+     * notices, keep coming; only a whole answer is */
+    uint64_t answers = drv->a_results ? drv->a_results(lc->c->impl) : 0;
+    if (progressed || answers != lc->answers || !drv->a_results) {
+        lc->answers = answers;
+        lc->answer_ns = drv->a_results ? now : lc->last_rx_ns;
+    }
     conn_cancel_head(lc, now);
     conn_watch(l, lc, lc->inflight > 0 || !drv->a_idle(lc->c->impl) ? want : 0);
     if (lc->inflight == 0) {
@@ -975,8 +994,10 @@ static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
     else
         lc->head = u;
     lc->tail = u;
-    if (lc->inflight++ == 0)
-        lc->last_rx_ns = dbs__now_ns();
+    if (lc->inflight++ == 0) {
+        lc->last_rx_ns = lc->answer_ns = dbs__now_ns();
+        lc->answers = drv_results(lc);
+    }
 }
 
 static lconn *lane_pick(const dbs_loop *l, const lane *ln)
@@ -1498,7 +1519,7 @@ static int64_t timers(dbs_loop *l, int64_t now)
                 if (until < next)
                     next = until;
             } else if (pc->statement_timeout_ms > 0) {
-                int64_t until = lc->last_rx_ns + dbs__ms_ns(pc->statement_timeout_ms);
+                int64_t until = lc->answer_ns + dbs__ms_ns(pc->statement_timeout_ms);
                 if (now >= until) {
                     lc->head->cancel = CW_STMT;
                     conn_cancel_head(lc, now);

@@ -1528,6 +1528,37 @@ static void caught_bound(dbs_config *c)
     c->statement_timeout_ms = 1000;
 }
 
+/* The statement bound counts from when a statement began, not from the
+ * last bytes the server sent: rows bigger than the server's output buffer
+ * reach the loop as they are made, and NOTICEs as they are raised, so a
+ * statement that kept sending held its connection past the bound (the
+ * bound measured silence) and ended DBS_OK. PostgreSQL: the loop's own
+ * connection. */
+static void test_bound_trickle(void)
+{
+    dbs_pool *p = pool_of(1, caught_bound);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    const char *sqls[] = {
+        /* 20 rows of 100 kB, one every 0.3 s: 6 s in all */
+        "SELECT pg_sleep(0.3), repeat('x', 100000) FROM generate_series(1, 20)",
+        /* a NOTICE every 0.2 s for 6 s */
+        "DO $$BEGIN FOR i IN 1..30 LOOP PERFORM pg_sleep(0.2); "
+        "RAISE NOTICE 'still here %', i; END LOOP; END$$"};
+    for (int i = 0; i < 2; i++) {
+        res r;
+        submit(unit1(l, 0, sqls[i]), &r);
+        drain(l);
+        fprintf(stderr, "  bound_trickle %d: %d %s\n", i, r.rc, r.msg);
+        CHECK_RC(r, DBS_ESTMT_TIMEOUT);
+        settle(l, p);
+    }
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+    dbs_pool_close(p);
+}
+
 static void test_cancel_caught(void)
 {
     dbs_pool *p = pool_of(1, caught_bound);
@@ -3087,6 +3118,10 @@ int main(int argc, char **argv)
     if (is_pg && want(argc, argv, "cancel_caught")) {
         fprintf(stderr, "cancel_caught\n");
         test_cancel_caught();
+    }
+    if (is_pg && want(argc, argv, "bound_trickle")) {
+        fprintf(stderr, "bound_trickle\n");
+        test_bound_trickle();
     }
     if (is_pg && want(argc, argv, "cancel_caught_always")) {
         fprintf(stderr, "cancel_caught_always\n");
