@@ -513,20 +513,26 @@ static void cancels_cv_init(void)
     pthread_condattr_destroy(&attr);
 }
 
+/* Forgets q's requests not yet sent. [cancels_mu] */
+static void cancels_drop_queued(pg_cancels *q)
+{
+    while (q->head) {
+        pg_cjob *j = q->head;
+        q->head = j->next;
+        PQfreeCancel(j->k);
+        free(j);
+    }
+    q->tail = NULL;
+    q->queued = 0;
+}
+
 static void cancels_child(void)
 {
     pthread_mutex_init(&cancels_mu, NULL);
     cancels_cv_init();
     for (pg_cancels **pp = &cancels_all; *pp;) {
         pg_cancels *q = *pp;
-        while (q->head) {
-            pg_cjob *j = q->head;
-            q->head = j->next;
-            PQfreeCancel(j->k);
-            free(j);
-        }
-        q->tail = NULL;
-        q->queued = 0;
+        cancels_drop_queued(q);
         while (q->threads) {
             pg_cthread *th = q->threads;
             q->threads = th->next;
@@ -687,14 +693,7 @@ static void cancels_stop(dbs__target *t, bool final)
         (void)pthread_cond_timedwait(&cancels_cv, &cancels_mu, &ts);
     }
     int dropped = q->queued, left = 0;
-    while (q->head) {
-        pg_cjob *j = q->head;
-        q->head = j->next;
-        PQfreeCancel(j->k);
-        free(j);
-    }
-    q->tail = NULL;
-    q->queued = 0;
+    cancels_drop_queued(q);
     pg_cthread *done = NULL;
     while (q->threads) {
         pg_cthread *th = q->threads;
