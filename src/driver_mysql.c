@@ -63,9 +63,10 @@
  * MYSQL_OPT_CONNECT_TIMEOUT too, and
  * statement_timeout_ms MYSQL_OPT_READ_TIMEOUT/WRITE_TIMEOUT, both in whole
  * seconds rounded up (Connector/C has no finer unit), at most INT_MAX / 1000
- * (ms_to_s). Those bound each read; a statement's results are read within
- * the read timeout from when it was sent (stmt_store, stmt_next). A round
- * trip that runs
+ * (ms_to_s). Those bound each read; a round trip is read within the read
+ * timeout from when it was sent (stmt_store, stmt_next, the b_ calls),
+ * except a statement's first execution (mariadb_stmt_execute_direct has no
+ * non-blocking form). A round trip that runs
  * out of time is killed on the server from a second connection (best
  * effort, bounded by the same timeouts), and the connection is broken.
  * The URL options connect_timeout, read_timeout and write_timeout (seconds)
@@ -823,7 +824,7 @@ static void set_options(MYSQL *my, const my_target *m, unsigned ct_s, unsigned r
  * the handle consistent for mysql_close. The blocking calls keep working
  * on such a handle (Connector/C 3.x uses its non-blocking path only inside
  * a _start/_cont call). Any other thread uses the blocking calls, except
- * for a connect with a deadline: Connector/C's connect timeout covers one
+ * where a bound applies (a round trip's: see b_query; and a connect's): Connector/C's connect timeout covers one
  * address and only until the server's greeting (the rest of the handshake
  * waits up to the read timeout, the statement bound, or for ever), so a
  * connect and its session setup run non-blocking too, and the deadline
@@ -921,20 +922,6 @@ static int setup_names(MYSQL *my, const char *cs, int64_t deadline, bool *stoppe
     return ret;
 }
 
-/* mysql_read_query_result; on a pool's own thread, failing (as a lost
- * connection) once the pool shuts down. */
-static my_bool read_query_result(MYSQL *my)
-{
-    if (!dbs__thread_stop)
-        return mysql_read_query_result(my);
-    my_bool ret = 1;
-    bool stopped = false;
-    int st = mysql_read_query_result_start(&ret, my);
-    while (st)
-        st = mysql_read_query_result_cont(&ret, my, nb_wait(my, st, 0, &stopped));
-    return stopped ? 1 : ret;
-}
-
 static bool past(int64_t deadline);
 
 /* Reading a statement's results (store_result, next_result) ends at the
@@ -974,6 +961,143 @@ static int stmt_next(my_conn *c, MYSQL_STMT *st)
         s = mysql_stmt_next_result_cont(&ret, st, nb_wait(c->my, s, dl, &stopped));
     c->past_bound = ret > 0 && past(dl);
     return ret;
+}
+
+/* The other calls of a round trip, within its deadline dl (0: none) as
+ * stmt_store is: Connector/C's read timeout bounds each read, so a server
+ * that answers a byte at a time, each in time, held them past the bound
+ * (a COMMIT, the release, an execute). Past it the call fails as lost and
+ * past_bound tells fail that it was the bound; on a pool's own thread
+ * they are abandoned once the pool shuts down, as read_query_result is. */
+static int64_t rt_deadline(const my_conn *c, int64_t t0)
+{
+    return c->rt_s ? t0 + (int64_t)c->rt_s * 1000000000 : 0;
+}
+
+static int b_query(my_conn *c, const char *sql, size_t len, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_real_query(c->my, sql, (unsigned long)len);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_real_query_start(&ret, c->my, sql, (unsigned long)len);
+    while (s)
+        s = mysql_real_query_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+static int b_send(my_conn *c, const char *sql, size_t len, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_send_query(c->my, sql, (unsigned long)len);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_send_query_start(&ret, c->my, sql, (unsigned long)len);
+    while (s)
+        s = mysql_send_query_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+static my_bool b_read(my_conn *c, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_read_query_result(c->my);
+    my_bool ret = 1;
+    bool stopped = false;
+    int s = mysql_read_query_result_start(&ret, c->my);
+    while (s)
+        s = mysql_read_query_result_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+/* NULL with mysql_field_count 0: a result without rows. */
+static MYSQL_RES *b_store(my_conn *c, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_store_result(c->my);
+    MYSQL_RES *ret = NULL;
+    bool stopped = false;
+    int s = mysql_store_result_start(&ret, c->my);
+    while (s)
+        s = mysql_store_result_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = !ret && mysql_field_count(c->my) != 0 && past(dl);
+    return ret;
+}
+
+static int b_next(my_conn *c, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_next_result(c->my);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_next_result_start(&ret, c->my);
+    while (s)
+        s = mysql_next_result_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret > 0 && past(dl);
+    return stopped && ret >= 0 ? 1 : ret;
+}
+
+static int b_execute(my_conn *c, MYSQL_STMT *st, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_stmt_execute(st);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_stmt_execute_start(&ret, st);
+    while (s)
+        s = mysql_stmt_execute_cont(&ret, st, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+static int b_reset(my_conn *c, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_reset_connection(c->my);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_reset_connection_start(&ret, c->my);
+    while (s)
+        s = mysql_reset_connection_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+static int b_select_db(my_conn *c, const char *db, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_select_db(c->my, db);
+    int ret = 1;
+    bool stopped = false;
+    int s = mysql_select_db_start(&ret, c->my, db);
+    while (s)
+        s = mysql_select_db_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+static my_bool b_change_user(my_conn *c, int64_t dl)
+{
+    if (!dbs__thread_stop && !dl)
+        return mysql_change_user(c->my, c->mt->user, c->mt->password, NULL);
+    my_bool ret = 1;
+    bool stopped = false;
+    int s = mysql_change_user_start(&ret, c->my, c->mt->user, c->mt->password, NULL);
+    while (s)
+        s = mysql_change_user_cont(&ret, c->my, nb_wait(c->my, s, dl, &stopped));
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
+}
+
+static int b_names(my_conn *c, int64_t dl)
+{
+    bool stopped = false;
+    int ret = setup_names(c->my, c->charset, dl, &stopped);
+    c->past_bound = ret != 0 && past(dl);
+    return stopped ? 1 : ret;
 }
 
 /* The credential provider's password for a connect to m (1: none set,
@@ -1330,15 +1454,24 @@ static bool kill_sql(my_conn *c, const char *what)
     int cred = my_credential(c->t, c->mt, token, sizeof token, &cerr);
     if (cred == DBS_OK)
         password = token;
+    /* One deadline for the connect and the KILL, as for a connect of the
+     * pool's: Connector/C's timeouts bound each read, and a server that
+     * answers a byte at a time held the caller far past twice its bound.
+     * Not abandoned at a shutdown, whose interrupts are these KILLs. */
+    int64_t dl = ct ? dbs__now_ns() + (int64_t)ct * 1000000000 : 0;
+    const atomic_bool *stop = dbs__thread_stop;
+    dbs__thread_stop = NULL;
+    bool stopped = false;
     /* the address the connection went to: no name lookup, unbounded */
     if (cred >= DBS_OK &&
-        mysql_real_connect(k, c->addr[0] ? c->addr : c->mt->host, c->mt->user,
-                           password, NULL, c->mt->port, c->mt->socket, 0)) {
+        real_connect(k, c->addr[0] ? c->addr : c->mt->host, c->mt->user, password, NULL,
+                     c->mt->port, c->mt->socket, 0, dl, &stopped)) {
         char sql[64];
         snprintf(sql, sizeof sql, "%s %lu", what, id);
         /* ER_NO_SUCH_THREAD: the connection is gone already */
-        sent = mysql_query(k, sql) == 0 || mysql_errno(k) == ER_NO_SUCH_THREAD;
+        sent = setup_query(k, sql, dl, &stopped) == 0 || mysql_errno(k) == ER_NO_SUCH_THREAD;
     }
+    dbs__thread_stop = stop;
     if (cred == DBS_OK)
         dbs__credential_wipe(token, sizeof token);
     mysql_close(k);
@@ -1396,7 +1529,7 @@ static int answer(my_conn *c, dbs_error *err)
         return DBS_OK;
     c->answer_owed = false;
     int64_t t0 = dbs__now_ns();
-    int rc = release_read(c, read_query_result(c->my) == 0, NULL, false, t0, err);
+    int rc = release_read(c, b_read(c, rt_deadline(c, t0)) == 0, NULL, false, t0, err);
     if (rc == DBS_OK && c->broken)
         rc = dbs__err(err, DBS_ECONNECT, "mariadb: the release statement failed");
     c->reset_owed = rc == DBS_OK && c->dirty;
@@ -1421,16 +1554,16 @@ static int text(my_conn *c, const char *sql, size_t len, bool commit, dbs_error 
     int rc = settle(c, err);
     if (rc != DBS_OK)
         return rc;
-    int64_t t0 = dbs__now_ns();
-    if (mysql_real_query(c->my, sql, (unsigned long)len) != 0)
+    int64_t t0 = dbs__now_ns(), dl = rt_deadline(c, t0);
+    if (b_query(c, sql, len, dl) != 0)
         return fail_conn(c, t0, commit, err);
     for (;;) {
-        MYSQL_RES *r = mysql_store_result(c->my);
+        MYSQL_RES *r = b_store(c, dl);
         if (r)
             mysql_free_result(r);
         else if (mysql_field_count(c->my) != 0)
             return fail_conn(c, t0, commit, err);
-        int more = mysql_next_result(c->my);
+        int more = b_next(c, dl);
         if (more < 0)
             break;
         if (more > 0)
@@ -1546,13 +1679,15 @@ static int my_ping(void *vc, dbs_error *err)
     int rc = settle(c, err);
     if (rc != DBS_OK)
         return rc;
-    int64_t t0 = dbs__now_ns();
+    int64_t t0 = dbs__now_ns(), dl = rt_deadline(c, t0);
     bool stopped = false;
-    if (dbs__thread_stop && mysql_get_socket(c->my) >= 0) {
-        /* a pool's own thread: abandoned once the pool shuts down */
+    if ((dbs__thread_stop || dl) && mysql_get_socket(c->my) >= 0) {
+        /* within the bound (see b_query); on a pool's own thread,
+         * abandoned once the pool shuts down */
         int st = mysql_ping_start(&rc, c->my);
         while (st)
-            st = mysql_ping_cont(&rc, c->my, nb_wait(c->my, st, 0, &stopped));
+            st = mysql_ping_cont(&rc, c->my, nb_wait(c->my, st, dl, &stopped));
+        c->past_bound = rc != 0 && past(dl);
     } else {
         rc = mysql_ping(c->my);
     }
@@ -2127,7 +2262,7 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
              !mariadb_stmt_execute_direct(e->st, e->pending, strlen(e->pending));
     } else {
         ok = (e->nmap == 0 || !mysql_stmt_bind_param(e->st, b)) &&
-             !mysql_stmt_execute(e->st);
+             !b_execute(c, e->st, stmt_deadline(c));
     }
     free(heap);
     if (!ok) {
@@ -2476,9 +2611,9 @@ static int release_sql(my_conn *c, const char *prefix, bool commit, bool send_on
     w += (size_t)snprintf(sql + w, sizeof sql - w, "%s", c->mt->release);
     int64_t t0 = dbs__now_ns();
     if (!send_only)
-        return release_read(c, mysql_real_query(c->my, sql, (unsigned long)w) == 0, prefix,
-                            commit, t0, err);
-    if (mysql_send_query(c->my, sql, (unsigned long)w) != 0) {
+        return release_read(c, b_query(c, sql, w, rt_deadline(c, t0)) == 0, prefix, commit,
+                            t0, err);
+    if (b_send(c, sql, w, rt_deadline(c, t0)) != 0) {
         int rc = fail_conn(c, t0, false, err);
         c->broken = true;
         return rc;
@@ -2492,10 +2627,11 @@ static int release_sql(my_conn *c, const char *prefix, bool commit, bool send_on
 static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, int64_t t0,
                         dbs_error *err)
 {
+    int64_t dl = rt_deadline(c, t0);
     int idx = 0;
     long long others = -1;
     while (ok) {
-        MYSQL_RES *r = mysql_store_result(c->my);
+        MYSQL_RES *r = b_store(c, dl);
         if (r) {
             /* the count is the last column of the one result set */
             MYSQL_ROW row = mysql_fetch_row(r);
@@ -2507,7 +2643,7 @@ static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, in
             ok = false;
             break;
         }
-        int more = mysql_next_result(c->my);
+        int more = b_next(c, dl);
         if (more < 0)
             break;
         idx++;
@@ -2677,7 +2813,7 @@ static int my_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
 static int full_reset(my_conn *c, dbs_error *err)
 {
     int64_t t0 = dbs__now_ns();
-    if (mysql_reset_connection(c->my) != 0) {
+    if (b_reset(c, rt_deadline(c, t0)) != 0) {
         int rc = fail_conn(c, t0, false, err);
         c->broken = true;
         return rc;
@@ -2705,7 +2841,7 @@ static int full_reset(my_conn *c, dbs_error *err)
     if (c->charset[0] &&
         (c->names_lost || strcmp(mysql_character_set_name(c->my), c->charset) != 0)) {
         t0 = dbs__now_ns();
-        if (mysql_set_character_set(c->my, c->charset) != 0) {
+        if (b_names(c, rt_deadline(c, t0)) != 0) {
             int rc = fail_conn(c, t0, false, err);
             c->broken = true;
             return rc;
@@ -2718,16 +2854,16 @@ static int full_reset(my_conn *c, dbs_error *err)
         t0 = dbs__now_ns();
         int bad;
         if (want)
-            bad = mysql_select_db(c->my, want);
+            bad = b_select_db(c, want, rt_deadline(c, t0));
         else /* no way to unselect a database but to start over */
-            bad = mysql_change_user(c->my, c->mt->user, c->mt->password, NULL);
+            bad = b_change_user(c, rt_deadline(c, t0));
         if (bad) {
             int rc = fail_conn(c, t0, false, err);
             c->broken = true;
             return rc;
         }
         /* COM_CHANGE_USER carried the set the server ignores */
-        if (!want && c->names_lost && mysql_set_character_set(c->my, c->charset) != 0) {
+        if (!want && c->names_lost && b_names(c, rt_deadline(c, dbs__now_ns())) != 0) {
             int rc = fail_conn(c, t0, false, err);
             c->broken = true;
             return rc;

@@ -190,6 +190,25 @@ static void *fp_main(void *arg)
                     pthread_mutex_unlock(&fp->mu);
                     continue;
                 }
+                if (applies && mode == FP_TRICKLE && latency > 0) {
+                    /* a chunk per byte, each latency_ms after the last */
+                    long long due = pr->q[d] ? pr->tail[d]->due_ms : mono_ms();
+                    for (ssize_t k = 0; k < r; k++) {
+                        fp_chunk *c = malloc(sizeof *c + 1);
+                        if (!c)
+                            break;
+                        c->next = NULL;
+                        c->due_ms = due += latency;
+                        c->n = 1;
+                        c->data[0] = buf[k];
+                        if (pr->q[d])
+                            pr->tail[d]->next = c;
+                        else
+                            pr->q[d] = c;
+                        pr->tail[d] = c;
+                    }
+                    continue;
+                }
                 if (applies && mode == FP_LATENCY && latency > 0) {
                     fp_chunk *c = malloc(sizeof *c + (size_t)r);
                     if (!c)

@@ -11,9 +11,12 @@ enum fp_mode {
     FP_SILENT,  /* keep every socket open, drop the bytes */
     FP_RESET,   /* reset (RST) every connection, old and new */
     FP_LATENCY, /* forward after latency_ms */
-    FP_STALL    /* read nothing: bytes wait in the kernel's buffers until
+    FP_STALL,   /* read nothing: bytes wait in the kernel's buffers until
                    the sender's write blocks, as on a network that lets
                    no packet through */
+    FP_TRICKLE  /* forward one byte every latency_ms: a peer that keeps
+                   answering, each byte well within any read timeout, and
+                   never finishes an answer in time */
 };
 
 /* Directions a mode applies to; the other direction passes. */

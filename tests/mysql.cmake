@@ -72,10 +72,10 @@ endif()
 
 # tests/test_mysql_faults.c: real faults through tests/faultproxy.c (a
 # silent network, a reset, a listener that never answers, a send that
-# stalls) and KILLs, one test per part.
+# stalls, a server that answers a byte at a time) and KILLs, one test per part.
 if(DBSCOPE_WITH_MYSQL)
   dbscope_test_exe(test_mysql_faults faultproxy.c)
-  foreach(part silent commit connect kill release reset loop send)
+  foreach(part silent commit connect kill release reset loop send trickle)
     add_test(NAME test_mysql_faults_${part} COMMAND test_mysql_faults ${part})
     set_tests_properties(test_mysql_faults_${part} PROPERTIES LABELS "mysql;threads"
       TIMEOUT 300 FIXTURES_REQUIRED mysql_server

@@ -707,6 +707,51 @@ static void test_loop(void)
     dbs_pool_close(p);
 }
 
+/* ---- trickle: a server that keeps answering, a byte at a time ---- */
+
+/* Every byte of each answer comes well within Connector/C's read timeout,
+ * and no answer comes whole within statement_timeout_ms: the bound is the
+ * round trip's, so each of these ends at it, as a silent network does
+ * (they returned DBS_OK, seconds past the bound). */
+static void test_trickle(void)
+{
+    static const char *const what[] = {"a cached statement", "START TRANSACTION", "COMMIT",
+                                       "ROLLBACK"};
+    for (int step = 0; step < 4; step++) {
+        char url[512];
+        fp_set(fp, FP_PASS, FP_BOTH, 0);
+        dbs_pool *p = open_via_proxy(url, sizeof url, 1000, DBS_RESET_FULL);
+        dbs_session *s = open_ok(p);
+        dbs_error err;
+        exec_ok(s, "DO 1"); /* prepared and cached, in a transaction */
+        if (step == 1) /* the next statement starts a transaction */
+            CHECK_OK(dbs_commit(s, &err), &err);
+        /* 200 ms a byte: an OK packet alone takes over 2 s */
+        fp_set(fp, FP_TRICKLE, FP_DOWN, 200);
+        int64_t t0 = now_ms();
+        int rc, want = DBS_ESTMT_TIMEOUT;
+        if (step < 2) {
+            int64_t n = dbs_exec(s, "DO 1", NULL, 0, &err);
+            rc = n < 0 ? (int)n : DBS_OK;
+        } else if (step == 2) {
+            rc = dbs_commit(s, &err);
+            want = DBS_ECOMMIT_UNKNOWN;
+        } else {
+            rc = dbs_rollback(s, &err);
+        }
+        printf("trickle, %s: %lld ms: %d %s\n", what[step], (long long)(now_ms() - t0), rc,
+               rc ? err.message : "");
+        CHECK_EQ(rc, want);
+        fp_set(fp, FP_PASS, FP_BOTH, 0);
+        dbs_session_close(s);
+        s = open_ok(p);
+        CHECK_EQ(query_int(s, "SELECT 5", NULL, 0), 5);
+        dbs_session_close(s);
+        check_counts(p);
+        dbs_pool_close(p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     dir = getenv("DBSCOPE_MYSQL_DIR");
@@ -723,6 +768,7 @@ int main(int argc, char **argv)
         {"silent", test_silent}, {"commit", test_commit},   {"connect", test_connect},
         {"kill", test_kill},     {"release", test_release}, {"reset", test_reset},
         {"loop", test_loop},     {"addresses", test_addresses}, {"send", test_send},
+        {"trickle", test_trickle},
     };
     int ran = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
