@@ -1639,8 +1639,9 @@ dbs_backend dbs_pool_backend(const dbs_pool *pool);
  * A unit of work (dbs_unit) is a list of statements run as one
  * transaction, with the same guarantees as dbs_transact: the request
  * context applied (PostgreSQL: transaction-local settings), a transient
- * failure before COMMIT retried as a whole (retry_max, with backoff as a
- * timer), never after a COMMIT whose outcome is unknown, and the reset of
+ * failure before COMMIT, or a COMMIT refused as dbs_transact's would be
+ * retried (busy, a full disk), retried as a whole (retry_max, with backoff
+ * as a timer), never after a COMMIT whose outcome is unknown, and the reset of
  * the connection before its next user. Results are kept until the unit is
  * done and handed over together, so a retry is invisible to the program.
  * Every bound of the blocking API holds as a timer, not a blocked thread:

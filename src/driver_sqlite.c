@@ -185,6 +185,7 @@ typedef struct sq_shared {
     uint64_t sync_done;    /* syncs finished (the last one begun, if none runs) */
     uint64_t sync_failed;  /* the last sync that failed (0: none) */
     bool syncing;
+    atomic_bool ckpt_due;  /* a write found the disk full: checkpoint (full_checkpoint) */
 } sq_shared;
 
 static const dbs__rows_ops sq_rows_ops;
@@ -289,6 +290,9 @@ static int fail(sq_conn *c, int rc, dbs_error *err, const char *what, const char
     if ((rc & 0xff) == SQLITE_FULL ||
         ((rc & 0xff) == SQLITE_IOERR && is_enospc(sys) && !is_sync_error(rc)))
         code = DBS_EFULL;
+    if (code == DBS_EFULL && !c->t->memory)
+        atomic_store_explicit(&((sq_shared *)c->t->shared)->ckpt_due, true,
+                              memory_order_relaxed);
     /* An I/O error or failed sync once the commit hook let a COMMIT go
      * ahead, whatever sent it (dbs_commit, a COMMIT sent as SQL, a write in
      * autocommit mode): the commit record may be on disk, whole or not.
@@ -1468,10 +1472,36 @@ static int target_check_locked(sq_shared *sh, dbs_error *err)
                     "connections to the old file are discarded", sh->file);
 }
 
+/* A write found the disk full. SQLite checkpoints by itself only after a
+ * commit that leaves 1000 pages in the WAL (4 MB): a WAL that filled the
+ * disk below that, or while a reader held checkpoints back, is never
+ * copied into the database and restarted, and every write fails from then
+ * on, even once space is freed (the WAL grows into it). So until one
+ * checkpoint has copied the whole WAL, each connection tries one outside
+ * a transaction, before it begins one and as it is released: PASSIVE, it
+ * waits for nobody, and fails harmlessly while the disk is still full.
+ * Once the WAL is copied, the next write restarts it from its start, in
+ * space the file already has. Checkpoints by any connection keep the group
+ * sync sound (see the top of this file). */
+static void full_checkpoint(sq_conn *c)
+{
+    sq_shared *sh = c->t->shared;
+    if (c->t->memory || !c->db || c->broken ||
+        !atomic_load_explicit(&sh->ckpt_due, memory_order_relaxed) ||
+        !sqlite3_get_autocommit(c->db))
+        return;
+    int log = 0, copied = 0;
+    if (sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied) ==
+            SQLITE_OK &&
+        copied >= log)
+        atomic_store_explicit(&sh->ckpt_due, false, memory_order_relaxed);
+}
+
 static int sq_begin(void *vc, const dbs_context *ctx, dbs_error *err)
 {
     (void)ctx; /* SQLite has no per-transaction settings to carry it */
     sq_conn *c = vc;
+    full_checkpoint(c);
     int rc = begin_now(c, err);
     if (rc == DBS_OK) {
         c->in_tx = true;
@@ -1696,6 +1726,7 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
         rc = group_sync(c, err); /* a commit whose result nobody read */
     if (rc != DBS_OK)
         return rc;
+    full_checkpoint(c);
     if (mode != DBS_RESET_ROLLBACK && c->dirty) {
         close_db(c);
         return open_db(c, err);

@@ -300,7 +300,10 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     pthread_mutex_unlock(&w->mu);
     if (rc == DBS_OK) {
         rc = dbs_commit(s, &o->err);
-        o->commit_sent = true;
+        /* A COMMIT refused with a transient code (busy, a full disk, a
+         * file replaced: SQLite rolled it back) committed nothing: run
+         * again, as dbs_transact runs its unit again. */
+        o->commit_sent = rc != DBS_ERETRYABLE && rc != DBS_EFULL && rc != DBS_ECONNECT;
         if (rc == DBS_OK)
             o->commit_pos = dbs_session_commit_pos(s);
     } else if (cancelled) {
