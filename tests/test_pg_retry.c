@@ -22,12 +22,22 @@ static void wait_step(int want)
 struct dl {
     int first, second;
     atomic_int attempts;
+    atomic_int done;
+    struct dl *other;
 };
 
 static int dl_unit(dbs_session *s, void *arg, dbs_error *err)
 {
     struct dl *d = arg;
     int attempt = atomic_fetch_add(&d->attempts, 1);
+    /* The victim's retry waits for the survivor's commit: a retry quick
+     * enough to take its first row back before the survivor, woken by the
+     * victim's rollback, locks it would make a second, legitimate deadlock. */
+    if (attempt > 0) {
+        int64_t end = now_ms() + 30000;
+        while (!atomic_load(&d->other->done) && now_ms() < end)
+            dbs__sleep_ms(2);
+    }
     char sql[200];
     snprintf(sql, sizeof sql, "UPDATE %s SET v = v + 1 WHERE id = $1", tbl);
     dbs_value a[] = {DBS_INT(d->first)}, b[] = {DBS_INT(d->second)};
@@ -48,6 +58,7 @@ static void *dl_thread(void *arg)
     int rc = dbs_transact(pool, NULL, dl_unit, arg, &err);
     if (rc != DBS_OK)
         CHECK_FAIL("deadlock unit: %s", err.message);
+    atomic_store(&((struct dl *)arg)->done, 1);
     return NULL;
 }
 
@@ -197,7 +208,9 @@ int main(void)
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 0), (2, 0)", tbl);
     run_sql(pool, sql);
 
-    struct dl da = {1, 2, 0}, db = {2, 1, 0};
+    struct dl da = {1, 2, 0, 0, NULL}, db = {2, 1, 0, 0, NULL};
+    da.other = &db;
+    db.other = &da;
     pthread_t t1, t2;
     CHECK(pthread_create(&t1, NULL, dl_thread, &da) == 0);
     CHECK(pthread_create(&t2, NULL, dl_thread, &db) == 0);
