@@ -268,6 +268,105 @@ static int looks_like_keyvalue(const char *s)
     return *s == '=';
 }
 
+#ifdef DBSCOPE_WITH_PG
+/* Adds to seen[] (indexed as PQconninfoParse lists its options, the same
+ * list for every string) the options that the len bytes of text set on
+ * their own, read by libpq. */
+static void pg_count_options(const char *text, size_t len, unsigned char *seen, size_t n)
+{
+    char *one = malloc(len + 1);
+    if (!one)
+        return;
+    memcpy(one, text, len);
+    one[len] = '\0';
+    PQconninfoOption *opts = PQconninfoParse(one, NULL);
+    free(one);
+    if (!opts)
+        return;
+    for (size_t i = 0; i < n && opts[i].keyword; i++)
+        if (opts[i].val && seen[i] < 2)
+            seen[i]++;
+    PQconninfoFree(opts);
+}
+
+/* The end of the key=value pair at s (blanks before it skipped), as libpq's
+ * conninfo_parse reads one: a quoted value ends at its unescaped quote, a
+ * bare one at a blank; a backslash escapes the next byte in either. */
+static const char *pg_pair_end(const char *s)
+{
+    s += strcspn(s, "= \t\n\r\f\v");
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '=')
+        s++;
+    while (isspace((unsigned char)*s))
+        s++;
+    bool quoted = *s == '\'';
+    if (quoted)
+        s++;
+    for (; *s; s++) {
+        if (*s == '\\' && s[1])
+            s++;
+        else if (quoted ? *s == '\'' : isspace((unsigned char)*s))
+            return s + quoted;
+    }
+    return s;
+}
+
+/* The option url (which libpq parsed) sets twice, or NULL. libpq keeps the
+ * last without a word: ?connect_timeout=5&connect_timeout=0 would leave
+ * connects unbounded, a second sslmode give up TLS. Each part is read by
+ * libpq alone, so its synonyms (?ssl=true is sslmode) and %-escapes
+ * count, and the URI's own host, user and database against the query's. */
+static const char *pg_option_twice(const char *url, char *key, size_t cap)
+{
+    PQconninfoOption *all = PQconninfoParse("", NULL);
+    if (!all)
+        return NULL;
+    size_t n = 0;
+    while (all[n].keyword)
+        n++;
+    unsigned char *seen = calloc(n ? n : 1, 1);
+    const char *found = NULL;
+    if (seen) {
+        if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+            size_t base = strcspn(url, "?");
+            pg_count_options(url, base, seen, n);
+            for (const char *q = url + base; *q;) {
+                q++; /* the '?' or the '&' */
+                size_t plen = strcspn(q, "&");
+                char *piece = plen ? malloc(plen + 15) : NULL;
+                if (piece) {
+                    memcpy(piece, "postgresql://?", 14);
+                    memcpy(piece + 14, q, plen);
+                    pg_count_options(piece, plen + 14, seen, n);
+                    free(piece);
+                }
+                q += plen;
+            }
+        } else {
+            for (const char *p = url;;) {
+                while (isspace((unsigned char)*p))
+                    p++;
+                if (!*p)
+                    break;
+                const char *e = pg_pair_end(p);
+                pg_count_options(p, (size_t)(e - p), seen, n);
+                p = e;
+            }
+        }
+        for (size_t i = 0; i < n && !found; i++)
+            if (seen[i] > 1) {
+                snprintf(key, cap, "%s", all[i].keyword);
+                found = key;
+            }
+        free(seen);
+    }
+    PQconninfoFree(all);
+    return found;
+}
+#endif
+
 int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                    int *memory, dbs_error *err)
 {
@@ -356,6 +455,11 @@ int dbs__url_parse(const char *url, const dbs__driver **drv, char **conninfo,
                             shown, why);
         }
         PQconninfoFree(opts);
+        char twice[64];
+        if (pg_option_twice(url, twice, sizeof twice))
+            return dbs__err(err, DBS_ECONFIG,
+                            "URL \"%s\": option %s given twice (libpq would keep the last "
+                            "without a word): give it once", shown, twice);
         *drv = &dbs__driver_pg;
         *conninfo = dup_str(url);
         return *conninfo ? DBS_OK : dbs__err(err, DBS_ENOMEM, "out of memory");
@@ -543,6 +647,13 @@ int dbs__url_split_hosts(const char *url, char ***targets, char ***labels, int *
         return dbs__err(err, DBS_ECONFIG,
                         "replica_url \"%s\" is not a valid PostgreSQL connection string",
                         shown);
+    }
+    char twice[64];
+    if (pg_option_twice(url, twice, sizeof twice)) {
+        PQconninfoFree(opts);
+        return dbs__err(err, DBS_ECONFIG,
+                        "replica_url \"%s\": option %s given twice (libpq would keep the "
+                        "last without a word): give it once", shown, twice);
     }
     const char *host = NULL, *hostaddr = NULL, *port = NULL, *attrs = NULL;
     for (PQconninfoOption *o = opts; o->keyword; o++) {

@@ -1573,9 +1573,10 @@ static bool one_of(const char *v, const char *const *words)
  * that libpq would refuse at every connect: without this each refusal
  * would come at connect time as DBS_ECONNECT, a transient failure that the
  * pool retries and the breaker counts, and an unparsable connect_timeout
- * would leave connects unbounded. The checks are libpq's own, no more
- * (fe-connect.c: connectOptions2, parse_int_param, PQconnectPoll's port
- * check): done here, before any connect, so no network failure can be
+ * would leave connects unbounded. The checks are libpq's own (fe-connect.c:
+ * connectOptions2, parse_int_param, PQconnectPoll's port check) and, for
+ * the keep-alive timers libpq passes to setsockopt, Linux's ranges; no
+ * more: done here, before any connect, so no network failure can be
  * taken for one. A port out of range only makes libpq skip that host, but
  * no server is ever reached through it: a mistake in the URL all the same.
  * Values a service file or the environment supplies are libpq's to check
@@ -1623,6 +1624,16 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
             rc = dbs__err(err, DBS_ECONFIG,
                           "postgresql: connect_timeout \"%.40s\" in the URL is not a whole "
                           "number of seconds (libpq refuses it; 0: no bound)", v);
+        /* read as connect_timeout is, but only at a TCP connect, after the
+         * socket is made: each would fail every connect as an outage */
+        else if ((!strcmp(o->keyword, "keepalives") || !strcmp(o->keyword, "keepalives_idle") ||
+                  !strcmp(o->keyword, "keepalives_interval") ||
+                  !strcmp(o->keyword, "keepalives_count") ||
+                  !strcmp(o->keyword, "tcp_user_timeout")) &&
+                 !pg_int_param(v, &n))
+            rc = dbs__err(err, DBS_ECONFIG,
+                          "postgresql: %s \"%.40s\" in the URL is not a whole number "
+                          "(libpq refuses it at every connect)", o->keyword, v);
         else if (!strcmp(o->keyword, "sslmode") && !one_of(v, sslmodes))
             rc = dbs__err(err, DBS_ECONFIG,
                           "postgresql: sslmode \"%.40s\" in the URL is not one of disable, "
@@ -1649,6 +1660,25 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
             }
         }
     }
+#ifdef __linux__
+    /* libpq hands the keep-alive values to setsockopt as they are (a
+     * negative one as 0), and Linux refuses those out of its range: every
+     * TCP connect would fail. With keepalives off none is set. */
+    static const struct { const char *key; int hi; } ka[] = {
+        {"keepalives_idle", 32767}, {"keepalives_interval", 32767}, {"keepalives_count", 127}};
+    bool ka_on = true;
+    for (PQconninfoOption *o = opts; o->keyword && rc == DBS_OK; o++)
+        if (o->val && !strcmp(o->keyword, "keepalives") && pg_int_param(o->val, &n))
+            ka_on = n != 0;
+    for (PQconninfoOption *o = opts; ka_on && o->keyword && rc == DBS_OK; o++)
+        for (size_t i = 0; o->val && i < sizeof ka / sizeof ka[0] && rc == DBS_OK; i++)
+            if (!strcmp(o->keyword, ka[i].key) && pg_int_param(o->val, &n) &&
+                (n < 1 || n > ka[i].hi))
+                rc = dbs__err(err, DBS_ECONFIG,
+                              "postgresql: %s %d in the URL is not from 1 to %d, which Linux "
+                              "refuses at every TCP connect (or set keepalives=0)",
+                              ka[i].key, n, ka[i].hi);
+#endif
     PQconninfoFree(opts);
     for (int i = 0; i < 3 && rc == DBS_OK; i++)
         if (t->ctx_setting[i] && !setting_name_ok(t->ctx_setting[i]))

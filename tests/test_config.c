@@ -908,6 +908,166 @@ static void test_replica_url_refused(void)
     CHECK(strstr(targets[0], "'any'") == NULL);
     dbs__url_hosts_free(targets, labels, nh);
 }
+
+/* The integer options libpq reads only at a TCP connect (the keep-alives,
+ * tcp_user_timeout) are refused at open when libpq would refuse them, as
+ * connect_timeout and port are: otherwise every connect fails, as an
+ * outage (DBS_ECONNECT, retried, counted by the circuit breaker), and a
+ * lazily opened pool never says why. In the URL and in replica_url. */
+static void test_pg_tcp_options_refused(void)
+{
+    static const char *const keys[] = {"keepalives", "keepalives_idle", "keepalives_interval",
+                                       "keepalives_count", "tcp_user_timeout"};
+    static const char *const values[] = {"abc", "5s", "1e3", "99999999999", "", "1.5"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
+            char url[200];
+            snprintf(url, sizeof url, "postgresql://u:x@127.0.0.1:1/db?%s=%s", keys[k],
+                     values[v]);
+            dbs_config cfg;
+            dbs_config_init(&cfg);
+            cfg.url = url;
+            cfg.lazy_open = 1; /* the refusal needs no connect */
+            cfg.log_events = 0;
+            dbs_error e;
+            dbs_pool *p = dbs_pool_open(&cfg, &e);
+            dbs_pool_close(p);
+            if (p || e.code != DBS_ECONFIG)
+                CHECK_FAIL("%s: opened, or %d: %s", url, p ? 0 : e.code, p ? "" : e.message);
+            CHECK_CONTAINS(e.message, keys[k]);
+            CHECK(strstr(e.message, ":x@") == NULL);
+            /* the same in replica_url (where an empty value is left out:
+             * libpq's default) */
+            if (!*values[v])
+                continue;
+            snprintf(url, sizeof url, "host=127.0.0.2 port=1 %s='%s'", keys[k], values[v]);
+            int rc = open_replicas(url, &e);
+            if (rc != DBS_ECONFIG)
+                CHECK_FAIL("replica_url %s: %d %s", url, rc, rc ? e.message : "");
+            CHECK_CONTAINS(e.message, keys[k]);
+        }
+        /* libpq's integers: blanks around, a sign, 0 and negatives (no bound;
+         * the keep-alive timers, which Linux bounds, are below) */
+        static const char *const good[] = {" 7 ", "+30"};
+        for (size_t v = 0; v < sizeof good / sizeof good[0]; v++) {
+            char url[200];
+            snprintf(url, sizeof url, "host=127.0.0.1 port=1 user=u %s='%s'", keys[k], good[v]);
+            dbs_config cfg;
+            dbs_config_init(&cfg);
+            cfg.url = url;
+            cfg.lazy_open = 1;
+            cfg.log_events = 0;
+            dbs_error e;
+            dbs_pool *p = dbs_pool_open(&cfg, &e);
+            if (!p)
+                CHECK_FAIL("%s: %d %s", url, e.code, e.message);
+            dbs_pool_close(p);
+        }
+    }
+#ifdef __linux__
+    /* The keep-alive timers go to setsockopt, which Linux refuses outside
+     * 1..32767 (idle, interval) and 1..127 (count): every TCP connect
+     * would fail. Not set at all with keepalives=0. */
+    static const struct { const char *opts; int ok; } ka[] = {
+        {"keepalives_idle=0", 0},          {"keepalives_idle=-1", 0},
+        {"keepalives_idle=32768", 0},      {"keepalives_idle=32767", 1},
+        {"keepalives_interval=0", 0},      {"keepalives_interval=1", 1},
+        {"keepalives_count=0", 0},         {"keepalives_count=128", 0},
+        {"keepalives_count=127", 1},       {"keepalives=0 keepalives_idle=0", 1},
+        {"keepalives=1 keepalives_count=0", 0}, {"tcp_user_timeout=0", 1},
+        {"tcp_user_timeout=-1", 1},        {"tcp_user_timeout=2147483647", 1},
+        {"keepalives=-1", 1},
+    };
+    for (size_t i = 0; i < sizeof ka / sizeof ka[0]; i++) {
+        char url[200];
+        snprintf(url, sizeof url, "host=127.0.0.1 port=1 user=u %s", ka[i].opts);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url;
+        cfg.lazy_open = 1;
+        cfg.log_events = 0;
+        dbs_error e;
+        dbs_pool *p = dbs_pool_open(&cfg, &e);
+        dbs_pool_close(p);
+        if (ka[i].ok ? !p : p || e.code != DBS_ECONFIG)
+            CHECK_FAIL("%s: %s, %d %s", url, p ? "opened" : "refused", p ? 0 : e.code,
+                       p ? "" : e.message);
+        if (!ka[i].ok)
+            CHECK_CONTAINS(e.message, "keepalives_");
+    }
+#endif
+}
+
+/* An option given twice in a PostgreSQL URL is refused, as in a MariaDB
+ * URL: libpq would keep the last one without a word, and
+ * ?connect_timeout=5&connect_timeout=0 leaves connects unbounded, and
+ * ?sslmode=verify-full&sslmode=disable gives up TLS. Every spelling
+ * counts: the URI's own parts and its query, libpq's synonyms, key=value
+ * pairs. */
+static void test_pg_option_twice(void)
+{
+    static const struct { const char *url, *key; } twice[] = {
+        {"postgresql://u:x@127.0.0.1:1/db?connect_timeout=5&connect_timeout=0",
+         "connect_timeout"},
+        {"postgresql://u:x@127.0.0.1:1/db?sslmode=require&sslmode=disable", "sslmode"},
+        {"postgresql://u:x@127.0.0.1:1/db?sslmode=require&ssl=true", "sslmode"},
+        {"postgresql://u:x@127.0.0.1:1/db?host=127.0.0.2", "host"},
+        {"postgresql://u:x@127.0.0.1:1/db?dbname=other", "dbname"},
+        {"postgresql://u:x@127.0.0.1:1/db?conn%65ct_timeout=5&connect_timeout=6",
+         "connect_timeout"},
+        {"host=127.0.0.1 port=1 connect_timeout=5 connect_timeout=0", "connect_timeout"},
+        {"host=127.0.0.1 port=1 application_name='a b' application_name = c",
+         "application_name"},
+        {"host=127.0.0.1 port = 1 password='x y\\' port=2' port=3", "port"},
+    };
+    for (size_t i = 0; i < sizeof twice / sizeof twice[0]; i++) {
+        const dbs__driver *drv;
+        char *info = NULL;
+        int mem;
+        dbs_error e;
+        int rc = dbs__url_parse(twice[i].url, &drv, &info, &mem, &e);
+        free(info);
+        if (rc != DBS_ECONFIG)
+            CHECK_FAIL("%s: %d %s", twice[i].url, rc, rc ? e.message : "");
+        CHECK_CONTAINS(e.message, twice[i].key);
+        CHECK_CONTAINS(e.message, "twice");
+        CHECK(strstr(e.message, "x y") == NULL);
+        /* the replicas' URL too */
+        rc = open_replicas(twice[i].url, &e);
+        if (rc != DBS_ECONFIG)
+            CHECK_FAIL("replica_url %s: %d %s", twice[i].url, rc, rc ? e.message : "");
+        CHECK_CONTAINS(e.message, twice[i].key);
+    }
+    static const char *const once[] = {
+        "postgresql://u:x@127.0.0.1:1,127.0.0.2:2/db?connect_timeout=5&sslmode=disable",
+        "postgresql://u@127.0.0.1:1/db?application_name=a%26b&options=-c%20x%3Dy",
+        "host=127.0.0.1 port=1 application_name='port=2 port=3' options='-c a=b'",
+        "host=127.0.0.1 port=1 password=a\\ port=2",
+        "postgresql:///db?host=/tmp&port=1",
+        "postgresql://u:x@/db?host=/tmp/pg&port=1&connect_timeout=10&sslmode=disable",
+    };
+    for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
+        const dbs__driver *drv;
+        char *info = NULL;
+        int mem;
+        dbs_error e;
+        int rc = dbs__url_parse(once[i], &drv, &info, &mem, &e);
+        free(info);
+        if (rc != DBS_OK)
+            CHECK_FAIL("%s: %d %s", once[i], rc, e.message);
+    }
+    /* a port out of range, given once, is still refused for its value */
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "host=127.0.0.1 port=99999 user=u";
+    cfg.lazy_open = 1;
+    cfg.log_events = 0;
+    dbs_error e;
+    dbs_pool *p = dbs_pool_open(&cfg, &e);
+    dbs_pool_close(p);
+    CHECK(p == NULL);
+    CHECK_CONTAINS(e.message, "not a port number");
+}
 #endif
 
 int main(void)
@@ -931,6 +1091,8 @@ int main(void)
     test_env_seconds_any_locale();
 #ifdef DBSCOPE_WITH_PG
     test_replica_url_refused();
+    test_pg_tcp_options_refused();
+    test_pg_option_twice();
 #endif
     puts("test_config: ok");
     return 0;

@@ -395,7 +395,11 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
     }
     const char *token = h + 7;
     if (strlen(token) != 64 || strspn(token, "0123456789abcdef") != 64) {
-        sb_rl_failed(req->client, NULL);
+        wait = sb_rl_claim(req->client, NULL);
+        if (wait) {
+            too_many(res, wait);
+            return false;
+        }
         res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;
@@ -410,9 +414,16 @@ static bool authenticate(const sb_app *app, sb_request *req, sb_response *res)
         return false;
     }
     if (!a.user_id) {
-        /* an expired token was ours: no guess */
-        if (!a.expired)
-            sb_rl_failed(req->client, NULL);
+        /* an expired token was ours: no guess. A guess is counted with a
+         * second look at the limit, under one lock: tokens checked at once
+         * all passed the first look before any of them was counted, so
+         * the ones past the limit are refused here (valid tokens are never
+         * counted, so claiming before the lookup would refuse a busy
+         * client's good requests) */
+        if (!a.expired && (wait = sb_rl_claim(req->client, NULL)) != 0) {
+            too_many(res, wait);
+            return false;
+        }
         res->www_authenticate = "Bearer realm=\"shiftboard\", error=\"invalid_token\"";
         sb_error(res, 401, "invalid or expired token");
         return false;

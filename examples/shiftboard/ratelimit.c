@@ -206,15 +206,6 @@ static void failed_locked(const char *address, const char *account, int64_t now)
         count(find(kn, KIND_ACCOUNT, true, now), now);
 }
 
-void sb_rl_failed(const char *address, const char *account)
-{
-    int64_t now = now_s();
-    pthread_mutex_lock(&lock);
-    if (ready())
-        failed_locked(address, account, now);
-    pthread_mutex_unlock(&lock);
-}
-
 /* The check, and with claim the attempt counted as a failure in the same
  * hold of the lock: attempts running at once each see the others' counts
  * (sb_rl_refund takes it back when the attempt succeeds). */

@@ -106,13 +106,13 @@ int sb_rl_init(size_t entries);
  * wait, 0 when it may go ahead now. Any thread; never blocks beyond a
  * mutex. */
 int sb_rl_check(const char *address, const char *account);
-/* Counts a failed attempt against address and account (NULL: a token). */
-void sb_rl_failed(const char *address, const char *account);
 /* sb_rl_check, and an attempt it lets through is counted as failed at once,
  * under the same lock: for an attempt that takes long to judge (a login's
  * password hash), so that attempts running at once cannot all pass the
  * check before any of them is counted. sb_rl_refund takes the count back
- * when the attempt did not fail. */
+ * when the attempt did not fail. Also how a failure judged after an
+ * earlier sb_rl_check is counted (a bearer token looked up): nonzero then
+ * means the attempt is past the limit after all and is answered 429. */
 int sb_rl_claim(const char *address, const char *account);
 /* Takes back the failure sb_rl_claim counted (in its window still). */
 void sb_rl_refund(const char *address, const char *account);

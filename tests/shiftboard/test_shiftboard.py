@@ -1961,6 +1961,7 @@ def guessing(args, workdir):
     check(code == 0, "guessing: SIGTERM: exit 0 (got %s)" % code)
     svc = None
     guessing_at_once(args, workdir)
+    tokens_at_once(args, workdir)
 
 
 def guessing_at_once(args, workdir):
@@ -2026,6 +2027,70 @@ def guessing_at_once(args, workdir):
             holder.close()
         code = svc.stop()
     check(code == 0, "at once: SIGTERM: exit 0 (got %s)" % code)
+
+
+def tokens_at_once(args, workdir):
+    """Twenty-four unknown tokens from one address at once, held up after
+    the limit's check (the pool's two connections taken by writes waiting
+    on a SQLite lock the test holds) until every one waits for a
+    connection. Released, exactly 20 are 401 and the 4 past the address's
+    limit are 429. (Unknown tokens were counted after their lookup without
+    a second look at the limit: tokens checked at once all passed it, 24
+    of 20, and as many more as there are handler slots.)"""
+    import sqlite3
+    path = os.path.join(workdir, "tokens_at_once.db")
+    svc = Service(args.binary, "sqlite:" + path, workdir, extra_args=["--threads", "32"],
+                  env_extra={"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0", "DB_POOL_TIMEOUT": "120",
+                             "DB_BUSY_TIMEOUT_MS": "120000", "DB_STATEMENT_TIMEOUT_MS": "120000"})
+    holder = None
+    try:
+        tok = register_and_login(svc, "tia")
+        holder = sqlite3.connect(path, isolation_level=None, timeout=60)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO schema_version (version) VALUES (0)")
+        guesses, writes = [], []
+
+        def write():
+            writes.append(svc.request("POST", "/api/shifts", SHIFT, token=tok, timeout=300)[0])
+
+        def guess():
+            guesses.append(svc.request("GET", "/api/shifts", token=secrets.token_hex(32),
+                                       source="127.0.0.30", timeout=300)[0])
+
+        writers = [threading.Thread(target=write) for _ in range(2)]
+        for t in writers:
+            t.start()
+        deadline = time.monotonic() + 120
+        pool = {}
+        while time.monotonic() < deadline:
+            pool = svc.request("GET", "/api/pool")[2]
+            if pool["in_use"] >= 2:
+                break
+            time.sleep(0.05)
+        guessers = [threading.Thread(target=guess) for _ in range(24)]
+        for t in guessers:
+            t.start()
+        while time.monotonic() < deadline:
+            pool = svc.request("GET", "/api/pool")[2]
+            if pool["waiting"] + len(guesses) >= 24:
+                break
+            time.sleep(0.05)
+        print("tokens at once: %d waiting for a connection, %d answered"
+              % (pool["waiting"], len(guesses)), flush=True)
+        holder.execute("ROLLBACK")
+        for t in guessers + writers:
+            t.join()
+        check(sorted(guesses) == [401] * 20 + [429] * 4,
+              "tokens at once: 24 unknown tokens from one address at once: 20 judged, 4 "
+              "refused: %s" % sorted(guesses))
+        check(writes == [201, 201], "tokens at once: the writes held up went through: %s" % writes)
+        st, _, _, _ = svc.request("GET", "/api/shifts", token=tok)
+        check(st == 200, "tokens at once: a good token from another address works: %s" % st)
+    finally:
+        if holder:
+            holder.close()
+        code = svc.stop()
+    check(code == 0, "tokens at once: SIGTERM: exit 0 (got %s)" % code)
 
 
 def full_disk(args, workdir):
