@@ -125,6 +125,35 @@ static inline dbs_stats stats_of(dbs_pool *p)
     return st;
 }
 
+/* A session asked for while the circuit is open, its target still down:
+ * refused with DBS_EUNAVAILABLE, no connect tried. The first probe is let
+ * through 50 ms after the circuit opened, so a caller that comes later (a
+ * thread descheduled on a loaded machine, or one slowed by a sanitizer)
+ * is that probe and gets the failed connect instead (DBS_ECONNECT), and the
+ * next probe is twice as far off. Asks until refused; returns the number
+ * of probes made first, which a test counts in connect_failures (0 unless
+ * the machine was slow). */
+static inline int open_refused_by_circuit(dbs_pool *p, dbs_error *err)
+{
+    for (int probes = 0; probes < 20; probes++) {
+        dbs_stats st0 = stats_of(p);
+        dbs_session *s = dbs_session_open(p, NULL, err);
+        if (s)
+            CHECK_FAIL("a session while the circuit is open and its target down");
+        dbs_stats st = stats_of(p);
+        if (err->code == DBS_EUNAVAILABLE) {
+            CHECK_EQ(st.connect_failures, st0.connect_failures); /* no connect tried */
+            CHECK_EQ(st.unavailable, st0.unavailable + 1);
+            return probes;
+        }
+        CHECK_EQ(err->code, DBS_ECONNECT); /* the probe, refused by the target */
+        CHECK_EQ(st.connect_failures, st0.connect_failures + 1);
+        CHECK_EQ(st.unavailable, st0.unavailable);
+    }
+    CHECK_FAIL("20 probes in a row: the circuit never refused a caller");
+    return -1;
+}
+
 /* ---- load: threads running one unit of work through dbs_transact until
  * stopped, counting outcomes; the fault tests kill connections or restart
  * the server under it. Each call's arg is a distinct int64_t id. ---- */
