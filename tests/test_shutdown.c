@@ -282,7 +282,10 @@ static void *transact_main(void *v)
 static void test_close_during_transact_backoff(void)
 {
     dbs_config cfg = base_config();
-    cfg.retry_max = 50;
+    /* As many retries as the pool allows (about 25 s of backoff): a main
+     * thread descheduled after seeing the second attempt must still find
+     * dbs_transact retrying, so that only the close can end it. */
+    cfg.retry_max = 1000;
     cfg.retry_base_ms = 50;
     cfg.retry_cap_ms = 50;
     dbs_pool *p = open_pool("shutdown", &cfg);
@@ -294,7 +297,7 @@ static void test_close_during_transact_backoff(void)
     dbs_pool_close(p);
     pthread_join(th, NULL);
     CHECK_EQ(a.rc, DBS_ECLOSED);
-    CHECK(atomic_load(&attempts) < 50);
+    CHECK(atomic_load(&attempts) < 1000);
 }
 
 /* ---- no stale wake-up ---- */
