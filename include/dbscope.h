@@ -638,7 +638,8 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * No call on pool may start after this one (a thread that might still open
  * a session must be joined first: see dbs_pool_shutdown); calls already
  * under way (dbs_transact, which keeps the pool across its retries,
- * dbs_pool_stats, open sessions) stay safe. Blocks for closing the idle
+ * dbs_pool_stats and the other calls that only read the pool, such as
+ * dbs_pool_metrics from a scrape's thread, open sessions) stay safe. Blocks for closing the idle
  * connections and for joining the pool's own threads (as dbs_pool_shutdown
  * does) and, on PostgreSQL, for the pool's cancel requests still
  * unanswered (sent when a statement passed its bound, was cancelled or

@@ -362,6 +362,10 @@ int dbs__pool_hold(dbs_pool *p, dbs_error *err);
 void dbs__pool_drop(dbs_pool *p);
 /* Drops a reference; the last one frees the pool. */
 void dbs__pool_unref(dbs_pool *p);
+/* Takes one for a call that only reads p (stats, exports, the session
+ * list), so that a dbs_pool_close while it runs cannot free p under it;
+ * shut down or not. Dropped with dbs__pool_unref. */
+void dbs__pool_ref(dbs_pool *p);
 /* One pool, its connections and sessions (dbs_pool_open without the
  * housekeeper and the replicas, which the routing layer adds). */
 dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err);

@@ -83,6 +83,7 @@ uint64_t dbs_pool_errors(dbs_pool *p, int code, const char *sqlstate)
 {
     if (!p || p->magic != DBS__POOL_MAGIC || code > 0)
         return 0;
+    dbs__pool_ref(p); /* as dbs_pool_metrics: safe across a dbs_pool_close */
     uint64_t n = 0;
     int st = sqlstate ? state_index(sqlstate) : -1;
     for (int c = 0; c < DBS__ERR_CLASSES; c++) {
@@ -92,6 +93,7 @@ uint64_t dbs_pool_errors(dbs_pool *p, int code, const char *sqlstate)
             if (st < 0 || i == st)
                 n += atomic_load_explicit(&p->errors[c][i], memory_order_relaxed);
     }
+    dbs__pool_unref(p);
     return n;
 }
 
@@ -101,11 +103,13 @@ int dbs_pool_circuit(dbs_pool *p)
 {
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
+    dbs__pool_ref(p); /* as dbs_pool_metrics: safe across a dbs_pool_close */
     pthread_mutex_lock(&p->mu);
     int st = !p->breaker.open    ? DBS_CIRCUIT_CLOSED
              : p->breaker.probing ? DBS_CIRCUIT_HALF_OPEN
                               : DBS_CIRCUIT_OPEN;
     pthread_mutex_unlock(&p->mu);
+    dbs__pool_unref(p);
     return st;
 }
 
@@ -161,8 +165,10 @@ int dbs_pool_histogram(dbs_pool *p, enum dbs_histogram_kind kind, dbs_histogram 
     dbs__hist_snap *h = malloc(4 * sizeof *h);
     if (!h)
         return DBS_ENOMEM;
+    dbs__pool_ref(p); /* as dbs_pool_metrics: safe across a dbs_pool_close */
     dbs__hists_read(p, &h[0], &h[1]);
     dbs__hists_read_op(p, &h[2], &h[3]);
+    dbs__pool_unref(p);
     const dbs__hist_snap *s = kind == DBS_HIST_WAIT    ? &h[0]
                               : kind == DBS_HIST_USE    ? &h[1]
                               : kind == DBS_HIST_CREATE ? &h[3]

@@ -416,6 +416,11 @@ static void pool_free(dbs_pool *p)
     free(p);
 }
 
+void dbs__pool_ref(dbs_pool *p)
+{
+    atomic_fetch_add(&p->refs, 1);
+}
+
 void dbs__pool_unref(dbs_pool *p)
 {
     if (atomic_fetch_sub(&p->refs, 1) == 1)

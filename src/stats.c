@@ -18,6 +18,8 @@ static void put_json_observe(struct out *o, dbs_pool *p);
  * live as long as the pool. hists: the shards' pointers, or NULL to read
  * them here. */
 
+static void pool_stats(dbs_pool *p, dbs_stats *out);
+
 void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
 {
     if (!out)
@@ -25,6 +27,14 @@ void dbs_pool_stats(dbs_pool *p, dbs_stats *out)
     memset(out, 0, sizeof *out);
     if (!p || p->magic != DBS__POOL_MAGIC)
         return;
+    /* a call under way when the pool is closed stays safe: see dbs__pool_ref */
+    dbs__pool_ref(p);
+    pool_stats(p, out);
+    dbs__pool_unref(p);
+}
+
+static void pool_stats(dbs_pool *p, dbs_stats *out)
+{
     dbs__shard_hists *hists[DBS__SHARDS];
     dbs__pool_snapshot(p, out, hists);
     dbs__replicas_stats(p, out); /* each replica pool's own snapshot */
@@ -149,12 +159,14 @@ static void put_hist_series(out *o, const char *labs, const char *name, const db
     int next = 0;
     /* bucket boundaries at each octave from 1 µs to 2^25 µs (33.5 s); le
      * is inclusive, so a bucket whose largest value is le_us itself counts
-     * (below 16 µs buckets hold one value each: 1, 2, 4, 8 µs) */
+     * (below 16 µs buckets hold one value each: 1, 2, 4, 8 µs). Eight
+     * digits write every octave to 2^26 µs exactly: with six, le="2.09715"
+     * counted values up to 2.097151 s, above it. */
     for (int k = 0; k <= 25; k++) {
         uint64_t le_us = (uint64_t)1 << k;
         while (next < DBS__HIST_BUCKETS && dbs__hist_upper(next) <= le_us)
             cum += h->b[next++];
-        put(o, "%s_bucket{%s,le=\"%.6g\"} %llu\n", name, labs, (double)le_us / 1e6,
+        put(o, "%s_bucket{%s,le=\"%.8g\"} %llu\n", name, labs, (double)le_us / 1e6,
             (unsigned long long)cum);
     }
     put(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labs, (unsigned long long)h->count);
@@ -188,6 +200,8 @@ static char *target_labels(const char *pool, const char *host)
     return o.buf;
 }
 
+static int pool_metrics(dbs_pool *p, char *buf, size_t len);
+
 int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
 {
     /* terminated on every path, failures included: no stale text is read
@@ -196,6 +210,15 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
         buf[0] = '\0';
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
+    /* a scrape under way when the server closes the pool stays safe */
+    dbs__pool_ref(p);
+    int rc = pool_metrics(p, buf, len);
+    dbs__pool_unref(p);
+    return rc;
+}
+
+static int pool_metrics(dbs_pool *p, char *buf, size_t len)
+{
     /* the primary first, then each replica's pool */
     const int T = 1 + dbs__replicas_count(p);
     snapshot *sn = calloc((size_t)T, sizeof *sn);
@@ -310,13 +333,23 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
     return o.len > (size_t)INT32_MAX ? DBS_ENOMEM : (int)o.len;
 }
 
+static int pool_stats_json(dbs_pool *p, char *buf, size_t len);
+
 int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
 {
-    dbs_stats s;
     if (buf && len)
         buf[0] = '\0'; /* as dbs_pool_metrics: terminated on every path */
     if (!p || p->magic != DBS__POOL_MAGIC)
         return DBS_EMISUSE;
+    dbs__pool_ref(p); /* as dbs_pool_metrics */
+    int rc = pool_stats_json(p, buf, len);
+    dbs__pool_unref(p);
+    return rc;
+}
+
+static int pool_stats_json(dbs_pool *p, char *buf, size_t len)
+{
+    dbs_stats s;
     dbs_pool_stats(p, &s);
     out o = {buf, len, 0};
     put(&o, "{\"pool\":\"");
@@ -437,10 +470,20 @@ static void gather_pool(dbs_pool *p, gather *g)
     dbs__shards_unlock(p);
 }
 
+static int pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user);
+
 int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
+    dbs__pool_ref(p); /* as dbs_pool_metrics; fn may close the pool too */
+    int rc = pool_sessions(p, fn, user);
+    dbs__pool_unref(p);
+    return rc;
+}
+
+static int pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
+{
     /* The primary's sessions and each replica's, one list oldest first;
      * grown and gathered again if more sessions arrived meanwhile. */
     const int T = 1 + dbs__replicas_count(p);

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <jansson.h>
 
 /* ---- an event recorder ---- */
@@ -313,6 +315,116 @@ static void test_transact_names_caller(void)
     CHECK_EQ(seen.line, line);
     CHECK_STR(seen.func, "test_transact_names_caller");
     dbs_pool_close(site_pool);
+}
+
+/* Every way of acquiring names its caller's line in a leak report: the
+ * read-only sessions, each dbs_transact variant (the leak reported while
+ * its work runs), and an event loop's unit on a worker's session (its
+ * checkout event; a PostgreSQL unit runs on the loop's own connection,
+ * whose events name no site). */
+static atomic_int site_leaks_before;
+
+static int wait_own_leak(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)s;
+    (void)arg;
+    (void)err;
+    WAIT_UNTIL(events(DBS_EVENT_LEAK) > atomic_load(&site_leaks_before), 30000);
+    return 0;
+}
+
+static void check_leak_site(int line, const char *what)
+{
+    CHECK_INT(events(DBS_EVENT_LEAK), >, atomic_load(&site_leaks_before));
+    pthread_mutex_lock(&ev_mu);
+    if (!strstr(last[DBS_EVENT_LEAK].file, "test_observe.c") ||
+        last[DBS_EVENT_LEAK].line != line ||
+        strcmp(last[DBS_EVENT_LEAK].func, "test_leak_site_every_acquire") != 0)
+        CHECK_FAIL("%s: leak reported at %s:%d (%s), not test_observe.c:%d", what,
+                   last[DBS_EVENT_LEAK].file, last[DBS_EVENT_LEAK].line,
+                   last[DBS_EVENT_LEAK].func, line);
+    pthread_mutex_unlock(&ev_mu);
+}
+
+static void unit_done_flag(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    (void)err;
+    *(int *)arg = rc == DBS_OK ? 1 : -1;
+}
+
+static void test_leak_site_every_acquire(void)
+{
+    dbs_config cfg = observed();
+    cfg.leak_threshold_ms = 50;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    int line;
+    dbs_session *s;
+
+    atomic_store(&site_leaks_before, events(DBS_EVENT_LEAK));
+    s = dbs_session_open_ro(p, NULL, &err); line = __LINE__;
+    if (!s)
+        CHECK_FAIL("dbs_session_open_ro: %s", err.message);
+    WAIT_UNTIL(events(DBS_EVENT_LEAK) > atomic_load(&site_leaks_before), 30000);
+    check_leak_site(line, "dbs_session_open_ro");
+    dbs_session_close(s);
+
+    atomic_store(&site_leaks_before, events(DBS_EVENT_LEAK));
+    s = dbs_session_open_ro_after(p, NULL, 0, &err); line = __LINE__;
+    if (!s)
+        CHECK_FAIL("dbs_session_open_ro_after: %s", err.message);
+    WAIT_UNTIL(events(DBS_EVENT_LEAK) > atomic_load(&site_leaks_before), 30000);
+    check_leak_site(line, "dbs_session_open_ro_after");
+    dbs_session_close(s);
+
+    atomic_store(&site_leaks_before, events(DBS_EVENT_LEAK));
+    int rc = dbs_transact_ro(p, NULL, wait_own_leak, NULL, &err); line = __LINE__;
+    CHECK_OK(rc, &err);
+    check_leak_site(line, "dbs_transact_ro");
+
+    atomic_store(&site_leaks_before, events(DBS_EVENT_LEAK));
+    rc = dbs_transact_ro_after(p, NULL, 0, wait_own_leak, NULL, &err); line = __LINE__;
+    CHECK_OK(rc, &err);
+    check_leak_site(line, "dbs_transact_ro_after");
+
+    atomic_store(&site_leaks_before, events(DBS_EVENT_LEAK));
+    dbs_tx_options opt = {0};
+    rc = dbs_transact_opts(p, NULL, &opt, wait_own_leak, NULL, &err); line = __LINE__;
+    CHECK_OK(rc, &err);
+    check_leak_site(line, "dbs_transact_opts");
+
+    atomic_store(&site_leaks_before, events(DBS_EVENT_LEAK));
+    rc = dbs_transact(p, NULL, wait_own_leak, NULL, &err); line = __LINE__;
+    CHECK_OK(rc, &err);
+    check_leak_site(line, "dbs_transact");
+
+    if (!test_is_pg(cfg.url)) {
+        dbs_loop *l = dbs_loop_open(p, NULL, &err);
+        if (!l)
+            CHECK_FAIL("dbs_loop_open: %s", err.message);
+        int done = 0;
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err); line = __LINE__;
+        CHECK(u);
+        CHECK_OK(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), &err);
+        CHECK_OK(dbs_unit_submit(u, unit_done_flag, &done, &err), &err);
+        struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+        int64_t end = now_ms() + 30000;
+        while (dbs_loop_pending(l) > 0 && now_ms() < end) {
+            (void)poll(&pfd, 1, dbs_loop_timeout_ms(l));
+            CHECK_INT(dbs_loop_run(l), >=, 0);
+        }
+        CHECK_EQ(done, 1);
+        pthread_mutex_lock(&ev_mu);
+        if (!strstr(last[DBS_EVENT_CHECKOUT].file, "test_observe.c") ||
+            last[DBS_EVENT_CHECKOUT].line != line)
+            CHECK_FAIL("dbs_unit_new: checkout at %s:%d, not test_observe.c:%d",
+                       last[DBS_EVENT_CHECKOUT].file, last[DBS_EVENT_CHECKOUT].line, line);
+        pthread_mutex_unlock(&ev_mu);
+        dbs_loop_close(l);
+    }
+    dbs_pool_close(p);
 }
 
 /* ---- the session list under load ---- */
@@ -1406,6 +1518,89 @@ static void test_hostile_names(void)
     }
 }
 
+/* An export under way when the pool is closed stays safe (the header:
+ * "calls already under way ... dbs_pool_stats ... stay safe"): a scrape on
+ * the metrics endpoint's thread while the server shuts down. The call is
+ * held in the middle of writing its text (the caller's buffer runs into a
+ * page that faults until released) while dbs_pool_close runs; the pool's
+ * memory, freed by the close under it before, must outlive the call. */
+static char *guard_page;
+static size_t guard_size;
+static atomic_int guard_state; /* 1: a write is held at the page; 2: let it go */
+
+static void on_guard_fault(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    char *a = si->si_addr;
+    if (!guard_page || a < guard_page || a >= guard_page + guard_size) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    atomic_store(&guard_state, 1);
+    while (atomic_load(&guard_state) != 2) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    mprotect(guard_page, guard_size, PROT_READ | PROT_WRITE);
+}
+
+struct held_export {
+    dbs_pool *p;
+    char *buf;
+    size_t len;
+    bool json;
+    int rc;
+};
+
+static void *held_export(void *arg)
+{
+    struct held_export *h = arg;
+    h->rc = h->json ? dbs_pool_stats_json(h->p, h->buf, h->len)
+                    : dbs_pool_metrics(h->p, h->buf, h->len);
+    return NULL;
+}
+
+static void test_export_across_close(void)
+{
+    guard_size = (size_t)sysconf(_SC_PAGESIZE);
+    char *mem;
+    CHECK(posix_memalign((void **)&mem, guard_size, 2 * guard_size) == 0);
+    struct sigaction sa = {0}, old;
+    sa.sa_sigaction = on_guard_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(SIGSEGV, &sa, &old) == 0);
+    for (int json = 0; json < 2; json++) {
+        dbs_config cfg = observed();
+        cfg.name = "closing";
+        cfg.log_events = 0;
+        dbs_pool *p = open_pool("observe", &cfg);
+        dbs_session_close(open_ok(p));
+        /* the text starts 100 bytes before the page that holds it up */
+        guard_page = mem + guard_size;
+        CHECK(mprotect(guard_page, guard_size, PROT_NONE) == 0);
+        atomic_store(&guard_state, 0);
+        struct held_export h = {p, guard_page - 100, 100 + guard_size, json != 0, 0};
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, held_export, &h) == 0);
+        WAIT_UNTIL(atomic_load(&guard_state) == 1, 30000);
+        CHECK_EQ(atomic_load(&guard_state), 1);
+        dbs_pool_close(p); /* the export is under way */
+        /* the call's hold on the pool is all that is left of it; before,
+         * nothing held it and this read memory the close had freed */
+        if (atomic_load(&p->refs) < 1 || p->magic != DBS__POOL_MAGIC)
+            CHECK_FAIL("%s under way: the pool was freed by dbs_pool_close under it",
+                       json ? "dbs_pool_stats_json" : "dbs_pool_metrics");
+        atomic_store(&guard_state, 2);
+        pthread_join(t, NULL);
+        CHECK_INT(h.rc, >, 100);
+        guard_page = NULL;
+    }
+    CHECK(sigaction(SIGSEGV, &old, NULL) == 0);
+    free(mem);
+}
+
 /* ---- OpenTelemetry's names, the error table, the circuit ---- */
 
 static double sample_or(const struct sample *s, int n, const char *name, const char *labels,
@@ -1463,6 +1658,60 @@ static void test_bucket_bounds_inclusive(void)
     dbs_pool_close(p);
 }
 
+/* Each le is the octave itself, exactly: a value recorded in µs counts in
+ * a bucket only if it is at most that bucket's le as the text spells it.
+ * Printed with six significant digits, le="2.09715" (2^21 µs is 2.097152 s)
+ * counted a wait of 2.097151 s, above it; so did 4.1943, 16.7772 and
+ * 33.5544. */
+static void test_bucket_bounds_exact(void)
+{
+    dbs_config cfg = observed();
+    cfg.name = "le_exact";
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    /* the largest value each bound above a second counts */
+    uint64_t values[8];
+    int nv = 0;
+    for (int k = 20; k <= 25; k++)
+        values[nv++] = ((uint64_t)1 << k) - 1;
+    pthread_mutex_lock(&p->mu); /* the fallback histograms' writers hold it */
+    for (int i = 0; i < nv; i++)
+        dbs__hist_add(&p->wait_hist, (int64_t)values[i]);
+    pthread_mutex_unlock(&p->mu);
+    static struct sample m[4096];
+    int n = metrics_of(p, m, 4096);
+    dbs_histogram h;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_WAIT, &h), DBS_OK);
+    const char *pre = "pool=\"le_exact\",target=\"primary\",le=\"";
+    int les = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(m[i].name, "dbscope_acquire_wait_seconds_bucket") != 0 ||
+            strncmp(m[i].labels, pre, strlen(pre)) != 0)
+            continue;
+        const char *le = m[i].labels + strlen(pre);
+        if (!strncmp(le, "+Inf", 4))
+            continue;
+        double bound = strtod(le, NULL);
+        /* an octave of µs, written exactly */
+        double us = bound * 1e6;
+        uint64_t oct = (uint64_t)(us + 0.5);
+        if (oct == 0 || (oct & (oct - 1)) != 0 || us - (double)oct > 1e-6 * us ||
+            (double)oct - us > 1e-6 * us || (double)oct / 1e6 != bound)
+            CHECK_FAIL("le=\"%.*s is no octave of µs written exactly", (int)strcspn(le, "\""),
+                       le);
+        uint64_t want = 0; /* the values the bound, as written, includes */
+        for (int b = 0; b < DBS_HISTOGRAM_BUCKETS; b++)
+            if ((double)dbs_histogram_upper_us(b) / 1e6 <= bound)
+                want += h.bucket[b];
+        if (m[i].value != (double)want)
+            CHECK_FAIL("bucket le=\"%.*s counts %.0f, values up to its le: %llu",
+                       (int)strcspn(le, "\""), le, m[i].value, (unsigned long long)want);
+        les++;
+    }
+    CHECK_EQ(les, 26);
+    dbs_pool_close(p);
+}
+
 /* A program that called setlocale under de_DE prints 0.005 as "0,005":
  * the metrics must not, or a scrape refuses the whole page. */
 static void test_metrics_comma_locale(void)
@@ -1499,10 +1748,15 @@ static void test_otel_names_and_errors(void)
     cfg.name = "otel";
     cfg.pool_size = 2;
     cfg.max_overflow = 0;
-    cfg.min_idle = 1;
+    cfg.min_idle = 2;
     cfg.acquire_timeout_ms = 200;
     cfg.log_events = 0;
     dbs_pool *p = open_pool("observe", &cfg);
+    /* Both connections made before any open: a connect (TLS, under a
+     * sanitizer) can take longer than the 200 ms that the acquire timeout
+     * below needs to be short. */
+    WAIT_UNTIL(stats_of(p).idle >= 2, 30000);
+    CHECK_INT(stats_of(p).idle, >=, 2);
     const char *tbl = table_name("otel");
     char sql[256];
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY)", tbl);
@@ -1565,7 +1819,7 @@ static void test_otel_names_and_errors(void)
     snprintf(lab, sizeof lab, "%s,db_client_connection_state=\"idle\"", O);
     CHECK_EQ(sample(m, n, "db_client_connection_count", lab), st.idle);
     CHECK_EQ(sample(m, n, "db_client_connection_idle_max", O), 2);
-    CHECK_EQ(sample(m, n, "db_client_connection_idle_min", O), 1);
+    CHECK_EQ(sample(m, n, "db_client_connection_idle_min", O), 2);
     CHECK_EQ(sample(m, n, "db_client_connection_max", O), 2);
     CHECK_EQ(sample(m, n, "db_client_connection_pending_requests", O), 0);
     CHECK_EQ(sample(m, n, "db_client_connection_timeouts_total", O), 1);
@@ -1763,6 +2017,7 @@ int main(void)
     test_leak_at_pool_close();
     test_leak_long_context();
     test_transact_names_caller();
+    test_leak_site_every_acquire();
     test_session_list();
     test_session_list_order();
     test_injected_delays();
@@ -1774,7 +2029,9 @@ int main(void)
     test_stats_consistent_under_load();
     test_exports();
     test_hostile_names();
+    test_export_across_close();
     test_bucket_bounds_inclusive();
+    test_bucket_bounds_exact();
     test_metrics_comma_locale();
     test_otel_names_and_errors();
     test_circuit_gauge();
