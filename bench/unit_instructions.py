@@ -81,7 +81,7 @@ def main():
                 url = ("sqlite://" if system == "zdb" else "sqlite:") + db
                 n = per_unit(native, system, sc, url, work)
                 base = base or n
-                print("%-16s %9.0f   dbscope ÷ it: %.2fx" % (system, n, n / base), flush=True)
+                print("%-16s %9.0f   it ÷ dbscope: %.2fx" % (system, n, n / base), flush=True)
     finally:
         shutil.rmtree(work)
 

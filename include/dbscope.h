@@ -95,9 +95,10 @@ enum dbs_code {
                                  28P01, 28000; MariaDB 1045), unknown
                                  database (3D000; 1049), a SQLite path that
                                  cannot work (missing directory, permission
-                                 denied). Never retried, never counted by
-                                 the circuit breaker; sqlstate is set when
-                                 the server sent one */
+                                 denied, a file only readable, a file that
+                                 is not a database). Never retried, never
+                                 counted by the circuit breaker; sqlstate
+                                 is set when the server sent one */
     DBS_ECONNECT = -2,        /* cannot connect (too many connections,
                                  PostgreSQL 53300, MariaDB 1040, is one),
                                  or the connection was lost or ended by
@@ -316,10 +317,14 @@ typedef struct dbs_config {
                              shared by the commits of all threads, as durable
                              as synchronous=FULL; ?synchronous=full says the
                              same); sqlite:FILE?synchronous=normal trades that
-                             for speed (docs/pool.md). A file deleted or
-                             replaced under the pool is reported (an
-                             invalidate event) and its connections
-                             discarded; the pool never recreates it. */
+                             for speed (docs/pool.md). A relative path
+                             (also file:rel.db) names a file in the
+                             directory dbs_pool_open ran in. A file
+                             deleted or replaced under the pool (or a
+                             symbolic link on its path switched to
+                             another file) is reported (an invalidate
+                             event) and its connections discarded; the
+                             pool never recreates it. */
     int pool_size;        /* connections kept (default 10) */
     int max_overflow;     /* extra connections under load (default 20);
                              pool_size + max_overflow bounds the pool's
@@ -466,8 +471,11 @@ typedef struct dbs_config {
      * always sees their own writes. The memory is a fixed table of 4096
      * slots keyed by a hash of user_id; users that share a slot need the
      * larger of their positions, which can only send reads to the primary
-     * more often. Commits made otherwise (COMMIT sent as SQL, or through
-     * dbs_session_native) are not recorded. For another process, or
+     * more often. A COMMIT whose outcome is unknown
+     * (DBS_ECOMMIT_UNKNOWN) counts for its user as a commit whose
+     * position did not come back: it may have written. Commits made
+     * otherwise (COMMIT sent as SQL, or through dbs_session_native) are
+     * not recorded. For another process, or
      * another pool, pass the position: dbs_session_open_ro_after. */
     const char *replica_url;
     int replica_max_lag_ms;       /* a replica qualifies only while it is
@@ -1869,7 +1877,8 @@ int dbs_unit_attempts(const dbs_unit *u);
 
 /* Inside the callback of a committed unit: the position a replica must
  * have replayed to show what it wrote (as dbs_session_commit_pos; 0 when
- * it wrote nothing or the pool has no replicas). */
+ * it wrote nothing or the pool has no replicas; UINT64_MAX, which no
+ * replica reaches, when its position did not come back). */
 uint64_t dbs_unit_commit_pos(const dbs_unit *u);
 
 /* The unit's context as copied at dbs_unit_new. Owner thread only. */

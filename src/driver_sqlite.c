@@ -106,6 +106,7 @@ typedef struct sq_stmt {
     bool dirty;        /* running it changes connection state */
     bool sets_query_only; /* PRAGMA query_only with a value (authorizer) */
     bool cached;
+    bool holds_data;   /* a text or blob is bound (put_stmt clears it) */
 } sq_stmt;
 
 typedef struct sq_conn {
@@ -808,7 +809,13 @@ static void put_stmt(sq_stmt *st)
 {
     if (st->cached && st->stmt) {
         sqlite3_reset(st->stmt);
-        sqlite3_clear_bindings(st->stmt);
+        /* Every slot is bound again before the next step (bind), so only
+         * a bound text or blob is worth letting go of: SQLite's copy of
+         * it, or a pointer into the caller's memory. */
+        if (st->holds_data) {
+            sqlite3_clear_bindings(st->stmt);
+            st->holds_data = false;
+        }
         st->busy = false;
     } else {
         stmt_free(st);
@@ -881,6 +888,10 @@ static int bind(sq_conn *c, sq_stmt *st, const dbs_value *params, size_t n, bool
         }
         if (rc != SQLITE_OK)
             return fail(c, rc, err, "binding a parameter", sql);
+        /* a number or a NULL holds nothing that outlives the unit */
+        if (v->type != DBS_TYPE_INT && v->type != DBS_TYPE_BOOL && v->type != DBS_TYPE_NULL &&
+            v->type != DBS_TYPE_REAL)
+            st->holds_data = true;
     }
     return DBS_OK;
 }
@@ -948,28 +959,37 @@ static int sq_target_open(dbs__target *t, dbs_error *err)
         size_t n = q ? (size_t)(q - t->conninfo) : strlen(t->conninfo);
         /* A relative path is made absolute once, here: a program that
          * changes directory later (a daemon's chdir("/")) must not have its
-         * next connections open, or the housekeeper look for, another file. */
-        char cwd[4096] = "";
-        if (t->conninfo[0] != '/' && strncmp(t->conninfo, "file:", 5) != 0 &&
-            !getcwd(cwd, sizeof cwd)) {
+         * next connections open, or the housekeeper look for, another file.
+         * So is an SQLite URI's (file:rel.db), which SQLite would resolve at
+         * the first connect, late with lazy_open: it becomes file:// and
+         * the directory, escaped where a URI would read it otherwise. */
+        bool uri = strncmp(t->conninfo, "file:", 5) == 0;
+        bool rel = uri ? t->conninfo[5] != '/' && n > 5 : t->conninfo[0] != '/';
+        char cwd[4096] = "", pre[3 * 4096 + 16] = "";
+        if (rel && !getcwd(cwd, sizeof cwd)) {
             free(sh);
             return dbs__err(err, DBS_ECONFIG,
                             "cannot resolve the relative SQLite path \"%.*s\": the current "
                             "directory is unknown; use sqlite:///abs/path.db", (int)n,
                             t->conninfo);
         }
-        size_t cl = cwd[0] ? strlen(cwd) + 1 : 0;
-        sh->path = malloc(cl + n + 1);
+        size_t cl = 0, skip = uri && rel ? 5 : 0;
+        if (uri && rel)
+            cl = (size_t)snprintf(pre, sizeof pre, "file://");
+        for (const char *d = cwd; *d; d++)
+            cl += (size_t)snprintf(pre + cl, sizeof pre - cl,
+                                   uri && strchr("%?#", *d) ? "%%%02X" : "%c",
+                                   (unsigned char)*d);
+        if (rel)
+            pre[cl++] = '/';
+        sh->path = malloc(cl + n - skip + 1);
         if (!sh->path) {
             free(sh);
             return dbs__err(err, DBS_ENOMEM, "out of memory");
         }
-        if (cl) {
-            memcpy(sh->path, cwd, cl - 1);
-            sh->path[cl - 1] = '/';
-        }
-        memcpy(sh->path + cl, t->conninfo, n);
-        sh->path[cl + n] = '\0';
+        memcpy(sh->path, pre, cl);
+        memcpy(sh->path + cl, t->conninfo + skip, n - skip);
+        sh->path[cl + n - skip] = '\0';
         sh->sync_normal = q && strcmp(q, "?synchronous=normal") == 0;
         pthread_mutex_init(&sh->mu, NULL);
         pthread_mutex_init(&sh->gmu, NULL);
@@ -1119,15 +1139,38 @@ static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
     const dbs__target *t = c->t;
     sq_shared *sh = t->shared;
     int sys = c->db ? sqlite3_system_errno(c->db) : 0;
-    const char *sqmsg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+    const char *sqmsg = c->db && sqlite3_errcode(c->db) != SQLITE_OK ? sqlite3_errmsg(c->db)
+                                                                     : sqlite3_errstr(rc);
     if (t->memory || !sh->path)
         return dbs__err(err, DBS_ECONNECT, "cannot open SQLite database \"%s\": %s",
                         t->conninfo, sqmsg);
-    /* The directory the file is in, as given. */
-    char dir[4096];
+    /* The directory the file is in: the file SQLite made of the URL once
+     * one connection opened it, else the URL's own path (a file: URI's
+     * without its authority, query and fragment, escapes decoded, as
+     * SQLite reads it), not its spelling. */
+    char dir[4096], upath[4096];
     const char *path = sh->path;
-    if (strncmp(path, "file:", 5) == 0)
-        path += 5;
+    pthread_mutex_lock(&sh->mu);
+    if (sh->seen)
+        path = sh->file; /* set once, before seen */
+    pthread_mutex_unlock(&sh->mu);
+    if (strncmp(path, "file:", 5) == 0) {
+        const char *u = path + 5;
+        if (u[0] == '/' && u[1] == '/')
+            u += 2 + strcspn(u + 2, "/");
+        size_t n = 0;
+        for (; *u && *u != '?' && *u != '#' && n < sizeof upath - 1; u++) {
+            if (u[0] == '%' && isxdigit((unsigned char)u[1]) && isxdigit((unsigned char)u[2])) {
+                char hex[3] = {u[1], u[2], '\0'};
+                upath[n++] = (char)strtol(hex, NULL, 16);
+                u += 2;
+            } else {
+                upath[n++] = *u;
+            }
+        }
+        upath[n] = '\0';
+        path = upath;
+    }
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path) : 0;
     if (dl == 0 || dl >= sizeof dir)
@@ -1155,6 +1198,10 @@ static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
     } else if (sys == EISDIR || sys == ENOTDIR || (stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
         code = DBS_ECONFIG;
         fix = "the path names a directory: name a file in the URL";
+    } else if ((rc & 0xff) == SQLITE_NOTADB) {
+        /* no connect will ever read it: not an outage */
+        code = DBS_ECONFIG;
+        fix = "the file is not an SQLite database (or is encrypted): fix the path in the URL";
     } else if (creating && sys == ENOENT) {
         /* Allowed to create it, and still "no such file": a component
          * of the path is missing or unreadable. */
@@ -1306,6 +1353,11 @@ static int open_db(sq_conn *c, dbs_error *err)
     c->wal_known = !t->memory &&
                    file_id(sqlite3_filename_wal(sqlite3_db_filename(c->db, "main")), &c->wal_dev,
                            &c->wal_ino);
+    /* A file this process may only read opens read-only without a word
+     * (and, once in WAL mode, gets past the setup): every write would
+     * fail later, as a statement's error. */
+    if (rc == SQLITE_OK && !t->memory && sqlite3_db_readonly(c->db, "main") == 1)
+        rc = SQLITE_READONLY;
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v3(c->db, "DELETE FROM temp.dbscope_nochange WHERE 0", -1,
                                 SQLITE_PREPARE_PERSISTENT, &c->nochange_st, NULL);
@@ -1410,6 +1462,27 @@ static int step_simple(sq_conn *c, sqlite3_stmt *st, const char *what, dbs_error
     return DBS_OK;
 }
 
+/* Whether the pool's path still names the file this connection has open.
+ * SQLite resolves symbolic links when it opens a file, and its own check
+ * (SQLITE_FCNTL_HAS_MOVED) looks at the file it resolved: a link on the
+ * way (a deployment's "current" link to the file or its directory)
+ * switched to another database leaves that file in place, and the
+ * connection would go on reading and committing there while new ones
+ * open the other. */
+static bool on_pool_path(sq_conn *c)
+{
+    sq_shared *sh = c->t->shared;
+    const char *path = NULL;
+    pthread_mutex_lock(&sh->mu);
+    if (sh->seen)
+        path = sh->file; /* set once, before seen */
+    pthread_mutex_unlock(&sh->mu);
+    dev_t d1, d2;
+    ino_t i1, i2;
+    return !path || (file_id(sqlite3_db_filename(c->db, "main"), &d1, &i1) &&
+                     file_id(path, &d2, &i2) && d1 == d2 && i1 == i2);
+}
+
 static int sq_ping(void *vc, dbs_error *err)
 {
     sq_conn *c = vc;
@@ -1419,8 +1492,9 @@ static int sq_ping(void *vc, dbs_error *err)
      * writing into the old inode, which nobody will ever read. */
     int moved = 0;
     if (!c->t->memory &&
-        sqlite3_file_control(c->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK &&
-        moved) {
+        ((sqlite3_file_control(c->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK &&
+          moved) ||
+         !on_pool_path(c))) {
         c->broken = true;
         return dbs__err(err, DBS_ECONNECT,
                         "SQLite database file \"%s\" was deleted or replaced while open; "
@@ -1486,9 +1560,9 @@ static int target_check_locked(sq_shared *sh, dbs_error *err)
 static void full_checkpoint(sq_conn *c)
 {
     sq_shared *sh = c->t->shared;
-    if (c->t->memory || !c->db || c->broken ||
-        !atomic_load_explicit(&sh->ckpt_due, memory_order_relaxed) ||
-        !sqlite3_get_autocommit(c->db))
+    /* the flag first: it is up only after a write found the disk full */
+    if (!atomic_load_explicit(&sh->ckpt_due, memory_order_relaxed) || c->t->memory ||
+        !c->db || c->broken || !sqlite3_get_autocommit(c->db))
         return;
     int log = 0, copied = 0;
     if (sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied) ==
@@ -1738,7 +1812,8 @@ static int sq_reset(void *vc, enum dbs_reset_mode mode, dbs_error *err)
          * that completes, so one that changes nothing sets it to 0.
          * (total_changes() counts since the connection opened and cannot
          * be reset: dbscope.h says so.) */
-        sqlite3_set_last_insert_rowid(c->db, 0);
+        if (sqlite3_last_insert_rowid(c->db) != 0)
+            sqlite3_set_last_insert_rowid(c->db, 0); /* which takes SQLite's lock */
         if (sqlite3_changes64(c->db) != 0) {
             int s = sqlite3_step(c->nochange_st);
             sqlite3_reset(c->nochange_st);

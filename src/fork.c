@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static atomic_ulong fork_gen;
+atomic_ulong dbs__fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* The fork gate. A child gets a copy of every lock as it was at the fork,
@@ -62,7 +62,7 @@ static void gate_parent(void)
 
 static void in_child(void)
 {
-    atomic_fetch_add(&fork_gen, 1);
+    atomic_fetch_add(&dbs__fork_generation, 1);
     if (!gate_unguarded)
         pthread_mutex_unlock(&gate_mu); /* held by this thread since prepare */
     /* The child's only thread is this one: waiters and passes of other
@@ -112,7 +112,7 @@ unsigned long dbs__fork_gen(void)
 {
     if (!atomic_load_explicit(&atfork_done, memory_order_acquire))
         pthread_once(&atfork_once, atfork_register);
-    return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    return atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed);
 }
 
 int dbs__fork_check(const dbs_pool *p, const char *what, dbs_error *err)

@@ -324,6 +324,10 @@ struct dbs_pool {
 /* How many fork()s this process descends from since dbscope was first
  * used (counted by a pthread_atfork child handler). Any thread, no lock. */
 unsigned long dbs__fork_gen(void);
+/* fork.c's count of forks into this process's line, for the inline session
+ * check: a session's pool exists, so its open has registered the fork
+ * handlers that count (dbs__fork_gen), and the count can be read as is. */
+extern atomic_ulong dbs__fork_generation;
 /* Whether p (or s's pool) was opened before a fork() in a parent: fills
  * err with DBS_EMISUSE saying what to do, naming what (the call). */
 int dbs__fork_check(const dbs_pool *p, const char *what, dbs_error *err);
@@ -505,7 +509,21 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 /* dbs_session_close without the public deallocator role. */
 void dbs__session_close(dbs_session *s);
 /* Checks magic, state and owner thread; DBS_EMISUSE or DBS_ECLOSED. */
-int dbs__session_check(dbs_session *s, dbs_error *err);
+int dbs__session_check_full(dbs_session *s, dbs_error *err);
+/* The same check, its passing case inline: every statement and row step
+ * of a unit makes it, and the call and the error paths' frame cost more
+ * than the tests (bench/notes.md, "Units of work"). Anything not plainly
+ * fine goes to the full check, which alone decides a refusal. */
+static inline int dbs__session_check(dbs_session *s, dbs_error *err)
+{
+    if (s && s->magic == DBS__SESSION_MAGIC && pthread_equal(s->owner, pthread_self()) &&
+        s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed) &&
+        !dbs__pool_closed(s->pool) && s->conn) {
+        s->touched = true;
+        return DBS_OK;
+    }
+    return dbs__session_check_full(s, err);
+}
 /* Begins a transaction if none is open (autobegin). */
 int dbs__session_autobegin(dbs_session *s, dbs_error *err);
 /* Notes a failure from the backend: a lost connection marks the session

@@ -1248,6 +1248,13 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
         unit_complete(l, u, DBS_OK, NULL);
         return;
     }
+    /* A COMMIT that went out with its outcome unknown may have written:
+     * the user's reads need a position that covers it, as a session's
+     * (see end_tx in session.c). */
+    if (l->native && u->au.commit_sent && !u->au.read_only && u->lane == &l->lanes[0] &&
+        l->pool->on_commit &&
+        (rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ECONNECT || rc == DBS_ESTMT_TIMEOUT))
+        l->pool->on_commit(l->pool, u->ctx.user_id, UINT64_MAX);
     if (!(transient(rc) || stray) || u->au.commit_sent || u->cancel != CW_NONE ||
         l->closing || u->attempts > l->pool->cfg.retry_max ||
         (u->deadline_ns && now >= u->deadline_ns)) {
@@ -2213,7 +2220,7 @@ uint64_t dbs_unit_commit_pos(const dbs_unit *u)
 {
     if (!unit_ok(u) || u->state != U_DONE || u->rc != DBS_OK)
         return 0;
-    return u->au.commit_pos == UINT64_MAX ? 0 : u->au.commit_pos;
+    return u->au.commit_pos;
 }
 
 const dbs_context *dbs_unit_context(const dbs_unit *u)

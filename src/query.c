@@ -8,13 +8,21 @@
 #include <string.h>
 #include <strings.h>
 
+/* Whether c could start a statement text that is all blanks: most begin
+ * with a keyword, and then the text need not be scanned. */
+static bool blank_first(char c)
+{
+    return c == '\0' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
+           c == '\v' || c == ';';
+}
+
 static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_error *err)
 {
     if (!sql)
         return dbs__err(err, DBS_EMISUSE, "sql is NULL");
     /* The same answer from every backend: PostgreSQL would run nothing
      * and report success, SQLite and MariaDB refuse it. */
-    if (sql[strspn(sql, " \t\n\r\f\v;")] == '\0')
+    if (blank_first(sql[0]) && sql[strspn(sql, " \t\n\r\f\v;")] == '\0')
         return dbs__err(err, DBS_ESQL, "the statement is empty: its text holds nothing to run");
     if (n > 0 && !params)
         return dbs__err(err, DBS_EMISUSE, "%zu parameters announced but params is NULL", n);

@@ -262,7 +262,7 @@ static bool pool_gone(dbs_pool *p)
     return gone;
 }
 
-int dbs__session_check(dbs_session *s, dbs_error *err)
+int dbs__session_check_full(dbs_session *s, dbs_error *err)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "session is NULL or already closed");
@@ -367,9 +367,18 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
         /* Only a refusal from the database (serialization failure, a
          * deferred constraint, a transaction that had already failed)
          * proves a COMMIT committed nothing; anything else may have. */
-        if (commit && (rc == DBS_OK || rc == DBS_ECOMMIT_UNKNOWN || rc == DBS_ECONNECT ||
-                       rc == DBS_ESTMT_TIMEOUT))
+        bool maybe = commit && (rc == DBS_OK || rc == DBS_ECOMMIT_UNKNOWN ||
+                                rc == DBS_ECONNECT || rc == DBS_ESTMT_TIMEOUT);
+        if (maybe)
             s->committed = true;
+        /* A COMMIT whose outcome is unknown may have written, and its
+         * user is about to read back to learn which: the user's reads
+         * need a position that covers it, as when a commit's position
+         * did not come back (the routing layer waits for the primary's
+         * next sample; a replica that lacks it would say "not there"). */
+        if (maybe && rc != DBS_OK && s->pool->on_commit &&
+            !atomic_load_explicit(&s->read_only, memory_order_relaxed))
+            s->pool->on_commit(s->pool, s->ctx.user_id, UINT64_MAX);
         if (rc != DBS_OK)
             return dbs__session_failed(s, rc);
         if (commit && drv->commit_pos) {

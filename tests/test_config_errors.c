@@ -5,7 +5,9 @@
  * never counted by the circuit breaker, however many attempts.
  *
  *   test_config_errors sqlite   a missing directory, a directory for a file, a
- *                               file for a directory; permission denied
+ *                               file for a directory, a file that is not a
+ *                               database; permission denied (also a WAL
+ *                               file only readable)
  *   test_config_errors pg       wrong password, unknown user, unknown database,
  *                               a role that may not log in, no CONNECT right
  *   test_config_errors mysql    wrong password, unknown database, a database
@@ -14,6 +16,7 @@
  * DBSCOPE_MYSQL_DIR.) */
 #include "common.h"
 
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #ifdef DBSCOPE_WITH_PG
@@ -158,6 +161,16 @@ static void run_sqlite(void)
     refused(url, "", "its directory is not a directory", NULL);
     unlink(other);
 
+    /* A file that is not an SQLite database: no connect will ever work. */
+    f = fopen(other, "w");
+    CHECK(f != NULL);
+    for (int i = 0; i < 100; i++)
+        fputs("not a database, a text file named by mistake\n", f);
+    fclose(f);
+    snprintf(url, sizeof url, "sqlite://%s", other);
+    refused(url, "", "not an SQLite database", NULL);
+    unlink(other);
+
     /* Permission denied: a directory only root may enter, opened by a
      * process that is not root. */
     if (geteuid() != 0) {
@@ -177,6 +190,39 @@ static void run_sqlite(void)
     }
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
+    rmdir(dir);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+
+    /* A database file the process may only read, already in WAL mode, in
+     * a directory it may write: SQLite opens it read-only without a word,
+     * and without a check every write would fail later as DBS_ESQL. */
+    CHECK(mkdir(dir, 0777) == 0);
+    CHECK(chmod(dir, 0777) == 0);
+    snprintf(other, sizeof other, "%s/ro.db", dir);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(other, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t (v)", NULL, NULL, NULL) ==
+          SQLITE_OK);
+    sqlite3_close(db);
+    CHECK(chmod(other, 0444) == 0);
+    snprintf(url, sizeof url, "sqlite://%s", other);
+    fflush(stderr);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(3);
+        refused(url, "", "permission denied", NULL);
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    static const char *const ends[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char side[800];
+        snprintf(side, sizeof side, "%s%s", other, ends[i]);
+        unlink(side);
+    }
     rmdir(dir);
     CHECK(WIFEXITED(status));
     CHECK_EQ(WEXITSTATUS(status), 0);

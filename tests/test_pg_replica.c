@@ -25,7 +25,10 @@
  * are all primaries reports no replica lag (-1). A replica_url with
  * target_session_attrs=read-write, or naming the standby twice, is refused
  * at open, and PGTARGETSESSIONATTRS=read-write (meant for url) does not
- * keep reads off the standby.
+ * keep reads off the standby. A unit whose commit position did not come
+ * back reports UINT64_MAX, not 0, and a commit whose outcome is unknown
+ * (DBS_ECOMMIT_UNKNOWN, but committed) is seen by its user's next read,
+ * from a session and from a loop alike.
  *
  * Usage: test_pg_replica SCRIPT DIR [TESTS] (the script, a scratch directory,
  * and optionally the names of the tests to run, comma-separated). */
@@ -1179,14 +1182,14 @@ static void lunit_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
         o->pos = dbs_unit_commit_pos(u);
 }
 
-/* Runs a unit of sql[0..n-1] to its end, waiting on the loop's descriptor
- * and deadline as a program would. */
-static struct lunit run_lunit(dbs_loop *l, unsigned flags, uint64_t after, const char *const *sql,
-                              int n)
+/* Runs a unit of sql[0..n-1] under ctx to its end, waiting on the loop's
+ * descriptor and deadline as a program would. */
+static struct lunit run_lunit_ctx(dbs_loop *l, const dbs_context *ctx, unsigned flags,
+                                  uint64_t after, const char *const *sql, int n)
 {
     struct lunit o = {.v = {-1, -1}};
     dbs_error err;
-    dbs_unit *u = dbs_unit_new(l, NULL, flags, &err);
+    dbs_unit *u = dbs_unit_new(l, ctx, flags, &err);
     if (!u)
         CHECK_FAIL("dbs_unit_new: %s", err.message);
     for (int i = 0; i < n; i++)
@@ -1208,6 +1211,12 @@ static struct lunit run_lunit(dbs_loop *l, unsigned flags, uint64_t after, const
     return o;
 }
 
+static struct lunit run_lunit(dbs_loop *l, unsigned flags, uint64_t after, const char *const *sql,
+                              int n)
+{
+    return run_lunit_ctx(l, NULL, flags, after, sql, n);
+}
+
 static void test_loop_replica(const char *url_a, const char *url_b, const char *super_b)
 {
     dbs_pool *p = open_with(url_a, url_b, 0, 1);
@@ -1220,7 +1229,7 @@ static void test_loop_replica(const char *url_a, const char *url_b, const char *
     if (!sb)
         CHECK_FAIL("super pool: %s", err.message);
     run_sql(p, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
-    run_sql(p, "DELETE FROM replica_t WHERE id = 8000000");
+    run_sql(p, "DELETE FROM replica_t WHERE id IN (8000000, 8000002)");
     WAIT_UNTIL(lag_known(p), 20000);
     dbs_loop *l = dbs_loop_open(p, NULL, &err);
     if (!l)
@@ -1258,13 +1267,40 @@ static void test_loop_replica(const char *url_a, const char *url_b, const char *
     CHECK_EQ(o.v[0], 1);
     CHECK_EQ(o.v[1], 0);
 
+    /* A commit whose position did not come back (the position function
+     * refused to the role, as in test_read_own_writes): the unit's
+     * position is UINT64_MAX, as dbs_session_commit_pos's is, so a read
+     * after it runs on the primary and sees it. (It was 0, "wrote
+     * nothing", and the read after it went to the paused standby.) */
+    char url_sa[600];
+    url_for(url_sa, sizeof url_sa, port_a, 1, true, "");
+    cfg.url = url_sa;
+    dbs_pool *sa = dbs_pool_open(&cfg, &err);
+    if (!sa)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(sa, "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_current_wal_insert_lsn() FROM PUBLIC");
+    static const char *const write_lost[] = {"INSERT INTO replica_t (id) VALUES (8000002)"};
+    o = run_lunit(l, 0, 0, write_lost, 1);
+    run_sql(sa, "GRANT EXECUTE ON FUNCTION pg_catalog.pg_current_wal_insert_lsn() TO PUBLIC");
+    if (o.rc != DBS_OK)
+        CHECK_FAIL("write unit: %s", o.msg);
+    uint64_t lost_pos = o.pos;
+    static const char *const seen_lost[] = {"SELECT pg_is_in_recovery()::int",
+                                            "SELECT count(*) FROM replica_t WHERE id = 8000002"};
+    o = run_lunit(l, DBS_UNIT_RO, lost_pos, seen_lost, 2);
+    CHECK_EQ(o.rc, DBS_OK);
+    CHECK_EQ(o.v[1], 1); /* 0: a stale read */
+    CHECK_EQ(o.v[0], 0);
+    CHECK(lost_pos == UINT64_MAX);
+    dbs_pool_close(sa);
+
     run_sql(sb, "SELECT pg_wal_replay_resume()");
     /* once replayed, the position sends it back to the standby */
     WAIT_UNTIL((o = run_lunit(l, DBS_UNIT_RO, pos, seen, 2)).rc == DBS_OK && o.v[0] == 1,
                20000);
     CHECK_EQ(o.v[1], 1);
     dbs_loop_close(l);
-    run_sql(p, "DELETE FROM replica_t WHERE id = 8000000");
+    run_sql(p, "DELETE FROM replica_t WHERE id IN (8000000, 8000002)");
     dbs_pool_close(sb);
     dbs_pool_close(p);
     puts("loop replica: ok");
@@ -1402,6 +1438,104 @@ static void test_loop_lane_slot(const char *url_a, const char *url_b)
     dbs_pool_close(p);
 }
 
+/* Ends, from another connection, the first backend found waiting in
+ * its COMMIT for the standby (wait_event SyncRep): the server answers
+ * that COMMIT with 57P01 after committing locally. */
+static void *terminate_syncrep(void *arg)
+{
+    dbs_pool *sa = arg;
+    WAIT_UNTIL(query_int_of(sa, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE wait_event = 'SyncRep'") > 0,
+               30000);
+    return NULL;
+}
+
+/* A commit whose outcome is unknown (DBS_ECOMMIT_UNKNOWN: the connection
+ * ended with the COMMIT in flight) may have happened, and here has: the
+ * COMMIT waits for the paused standby to apply it (synchronous_commit =
+ * remote_apply), committed locally, when its backend is terminated. Its
+ * user's next read must see it, or a program that reads back to learn
+ * the outcome finds the row missing on the stale standby and writes it
+ * again. Sessions and event-loop units alike. (Nothing was recorded for
+ * the user: both reads ran on the standby and missed the row.) */
+static void test_unknown_commit(const char *url_a, const char *url_b, const char *super_b)
+{
+    dbs_pool *p = open_with(url_a, url_b, 0, 1);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = super_b;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *sb = dbs_pool_open(&cfg, &err);
+    if (!sb)
+        CHECK_FAIL("super pool: %s", err.message);
+    char url_sa[600];
+    url_for(url_sa, sizeof url_sa, port_a, 1, true, "");
+    cfg.url = url_sa;
+    dbs_pool *sa = dbs_pool_open(&cfg, &err);
+    if (!sa)
+        CHECK_FAIL("super pool: %s", err.message);
+    run_sql(p, "CREATE TABLE IF NOT EXISTS replica_t (id int8 PRIMARY KEY)");
+    run_sql(p, "DELETE FROM replica_t WHERE id IN (8100000, 8100001)");
+    WAIT_UNTIL(lag_known(p) && ro_where(p, NULL, &err) == 1, 20000);
+    run_sql(sb, "SELECT pg_wal_replay_pause()");
+    WAIT_UNTIL(query_int_of(sb, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1,
+               20000);
+
+    dbs_context me = {.user_id = "user-unknown"};
+    dbs_session *s = dbs_session_open(p, &me, &err);
+    CHECK(s != NULL);
+    exec_ok(s, "SET LOCAL synchronous_commit = remote_apply");
+    exec_ok(s, "INSERT INTO replica_t (id) VALUES (8100000)");
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, terminate_syncrep, sa) == 0);
+    int rc = dbs_commit(s, &err);
+    pthread_join(t, NULL);
+    CHECK_EQ(rc, DBS_ECOMMIT_UNKNOWN);
+    dbs_session_close(s);
+    CHECK_EQ(query_int_of(sa, "SELECT count(*) FROM replica_t WHERE id = 8100000"), 1);
+    int64_t seen = -1;
+    int rec = ro_sees(p, &me, 0, 8100000, &seen);
+    CHECK_EQ(seen, 1); /* 0: a stale read */
+    CHECK_EQ(rec, 0);
+
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    /* another user, whose reads the session's commit does not send to
+     * the primary */
+    dbs_context me2 = {.user_id = "user-unknown-loop"};
+    static const char *const seen_q[] = {"SELECT pg_is_in_recovery()::int",
+                                         "SELECT count(*) FROM replica_t WHERE id = 8100001"};
+    struct lunit o = run_lunit_ctx(l, &me2, DBS_UNIT_RO, 0, seen_q, 2);
+    CHECK_EQ(o.rc, DBS_OK);
+    CHECK_EQ(o.v[0], 1);
+    static const char *const write[] = {"SET LOCAL synchronous_commit = remote_apply",
+                                        "INSERT INTO replica_t (id) VALUES (8100001)"};
+    CHECK(pthread_create(&t, NULL, terminate_syncrep, sa) == 0);
+    o = run_lunit_ctx(l, &me2, 0, 0, write, 2);
+    pthread_join(t, NULL);
+    CHECK_EQ(o.rc, DBS_ECOMMIT_UNKNOWN);
+    CHECK_EQ(query_int_of(sa, "SELECT count(*) FROM replica_t WHERE id = 8100001"), 1);
+    o = run_lunit_ctx(l, &me2, DBS_UNIT_RO, 0, seen_q, 2);
+    CHECK_EQ(o.rc, DBS_OK);
+    CHECK_EQ(o.v[1], 1); /* 0: a stale read */
+    CHECK_EQ(o.v[0], 0);
+    dbs_loop_close(l);
+
+    run_sql(sb, "SELECT pg_wal_replay_resume()");
+    /* replayed: the user's reads return to the standby */
+    WAIT_UNTIL(ro_sees(p, &me, 0, 8100000, &seen) == 1 &&
+                   ro_sees(p, &me2, 0, 8100001, &seen) == 1,
+               20000);
+    CHECK_EQ(ro_sees(p, &me2, 0, 8100001, &seen), 1);
+    CHECK_EQ(seen, 1);
+    run_sql(p, "DELETE FROM replica_t WHERE id IN (8100000, 8100001)");
+    dbs_pool_close(sa);
+    dbs_pool_close(sb);
+    dbs_pool_close(p);
+}
+
 static int work_never(dbs_session *s, void *arg, dbs_error *err)
 {
     (void)s;
@@ -1497,6 +1631,7 @@ int main(int argc, char **argv)
     RUN("test_loop_replica", test_loop_replica(url_a, url_b, super_b));
     RUN("test_loop_wait_past_bound", test_loop_wait_past_bound(url_a, url_b, super_b));
     RUN("test_loop_lane_slot", test_loop_lane_slot(url_a, url_b));
+    RUN("test_unknown_commit", test_unknown_commit(url_a, url_b, super_b));
     RUN("test_sample_age", test_sample_age(url_a, url_b, super_b));
     RUN("test_silent_sample", test_silent_sample(url_a));
     RUN("test_fallback", test_fallback(url_a, url_b));

@@ -444,6 +444,72 @@ static void test_file_uri(void)
     CHECK_CONTAINS(err.message, "names no file");
 }
 
+/* A file: URL spelled with an authority or percent-escapes
+ * (file://localhost/..., a directory with a space as %20): once the file
+ * existed, its deletion is an outage like a plain path's, DBS_ECONNECT,
+ * and not taken for a directory that does not exist (DBS_ECONFIG, which
+ * the circuit breaker does not count). At the first connect, a directory
+ * that really is missing is still DBS_ECONFIG. */
+static void test_file_uri_spelled(void)
+{
+    char dir[256], path[400], url[1100];
+    snprintf(dir, sizeof dir, "/tmp/dbscope uri-%ld", (long)getpid());
+    CHECK_EQ(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/app.db", dir);
+    static const char *const forms[] = {"file://localhost/tmp/dbscope%20uri-",
+                                        "file:/tmp/dbscope%20uri-", "file:///tmp/dbscope uri-"};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        char uri[400];
+        snprintf(uri, sizeof uri, "%s%ld/app.db", forms[i], (long)getpid());
+        snprintf(url, sizeof url, "sqlite:%s", uri);
+        atomic_store(&file_events, 0);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url;
+        cfg.on_event = count_file_events;
+        cfg.log_events = 0;
+        cfg.housekeeping_interval_ms = 10;
+        cfg.pool_size = 1;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (!p)
+            CHECK_FAIL("dbs_pool_open(%s): %s", url, err.message);
+        run_sql(p, "CREATE TABLE kept (v INTEGER)");
+        CHECK(access(path, F_OK) == 0);
+        CHECK_EQ(unlink(path), 0);
+        WAIT_UNTIL(atomic_load(&file_events) > 0, 30000);
+        CHECK(atomic_load(&file_events) > 0);
+        dbs_session *s = dbs_session_open(p, NULL, &err);
+        if (s) {
+            dbs_session_close(s);
+            CHECK_FAIL("%s: a session on the deleted file", url);
+        }
+        if (err.code != DBS_ECONNECT)
+            CHECK_FAIL("%s: %d, not DBS_ECONNECT: %s", url, err.code, err.message);
+        dbs_pool_close(p);
+        char side[500];
+        snprintf(side, sizeof side, "%s-wal", path);
+        unlink(side);
+        snprintf(side, sizeof side, "%s-shm", path);
+        unlink(side);
+    }
+    CHECK_EQ(rmdir(dir), 0);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    snprintf(url, sizeof url, "sqlite:file://localhost/tmp/dbscope%%20uri-%ld/app.db",
+             (long)getpid());
+    cfg.url = url;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (p) {
+        dbs_pool_close(p);
+        CHECK_FAIL("%s: opened without its directory", url);
+    }
+    CHECK_EQ(err.code, DBS_ECONFIG);
+    CHECK_CONTAINS(err.message, "directory does not exist");
+}
+
 /* What SQLite reports about a connection's last statement is not handed to
  * the next user: a pool of one, so both sessions get the same connection. */
 static void test_last_statement_reset(void)
@@ -682,6 +748,145 @@ static void test_relative_path_survives_chdir(void)
     rmdir(dir);
 }
 
+/* A file made with SQLite alone, holding one table t with one row v. */
+static void make_db(const char *path, int v)
+{
+    sqlite3 *db = NULL;
+    char sql[100];
+    snprintf(sql, sizeof sql, "CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (%d)", v);
+    CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* The URL's path through a symbolic link that a deployment switches to
+ * another database (a "current" link to the file, or to its directory,
+ * replaced by rename): the housekeeper reports the path now naming another
+ * file, and the connections still open on the old one must be discarded,
+ * not handed out to read and commit there. SQLite opened the file the link
+ * named then, so its own check (SQLITE_FCNTL_HAS_MOVED) finds nothing
+ * moved. */
+static void test_symlink_switched(void)
+{
+    for (int dir_link = 0; dir_link < 2; dir_link++) {
+        char dir[256], a[300], b[300], link[300], tmp[400], url[500];
+        snprintf(dir, sizeof dir, "/tmp/dbscope-link-%ld", (long)getpid());
+        CHECK_EQ(mkdir(dir, 0700), 0);
+        if (dir_link) {
+            snprintf(a, sizeof a, "%s/r1", dir);
+            snprintf(b, sizeof b, "%s/r2", dir);
+            CHECK_EQ(mkdir(a, 0700), 0);
+            CHECK_EQ(mkdir(b, 0700), 0);
+            snprintf(tmp, sizeof tmp, "%s/app.db", a);
+            make_db(tmp, 1);
+            snprintf(tmp, sizeof tmp, "%s/app.db", b);
+            make_db(tmp, 2);
+            snprintf(link, sizeof link, "%s/current", dir);
+            snprintf(url, sizeof url, "sqlite://%s/app.db", link);
+        } else {
+            snprintf(a, sizeof a, "%s/a.db", dir);
+            snprintf(b, sizeof b, "%s/b.db", dir);
+            make_db(a, 1);
+            make_db(b, 2);
+            snprintf(link, sizeof link, "%s/current.db", dir);
+            snprintf(url, sizeof url, "sqlite://%s", link);
+        }
+        CHECK_EQ(symlink(a, link), 0);
+        atomic_store(&moved_events, 0);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url;
+        cfg.on_event = count_moved;
+        cfg.log_events = 0;
+        cfg.housekeeping_interval_ms = 10;
+        cfg.pool_size = 2;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (!p)
+            CHECK_FAIL("dbs_pool_open(%s): %s", url, err.message);
+        dbs_session *s1 = open_ok(p), *s2 = open_ok(p); /* both connections */
+        CHECK_EQ(query_int(s1, "SELECT v FROM t", NULL, 0), 1);
+        CHECK_EQ(query_int(s2, "SELECT v FROM t", NULL, 0), 1);
+        dbs_session_close(s1);
+        dbs_session_close(s2);
+        snprintf(tmp, sizeof tmp, "%s/switching", dir);
+        CHECK_EQ(symlink(b, tmp), 0);
+        CHECK_EQ(rename(tmp, link), 0);
+        WAIT_UNTIL(atomic_load(&moved_events) > 0, 30000);
+        CHECK(atomic_load(&moved_events) > 0);
+        s1 = open_ok(p);
+        s2 = open_ok(p);
+        CHECK_EQ(query_int(s1, "SELECT v FROM t", NULL, 0), 2);
+        CHECK_EQ(query_int(s2, "SELECT v FROM t", NULL, 0), 2);
+        exec_ok(s1, "INSERT INTO t VALUES (3)");
+        CHECK_OK(dbs_commit(s1, &err), &err);
+        dbs_session_close(s1);
+        dbs_session_close(s2);
+        dbs_pool_close(p);
+        /* the commit is in the file the path names now */
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        snprintf(tmp, sizeof tmp, dir_link ? "%s/app.db" : "%s", b);
+        CHECK_EQ(sqlite3_open(tmp, &db), SQLITE_OK);
+        CHECK_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM t WHERE v = 3", -1, &st, NULL),
+                 SQLITE_OK);
+        CHECK_EQ(sqlite3_step(st), SQLITE_ROW);
+        CHECK_EQ(sqlite3_column_int(st, 0), 1);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        CHECK_EQ(system(cmd), 0);
+    }
+}
+
+/* A relative path names the file in the directory dbs_pool_open ran in
+ * (here one whose name a URI would read otherwise: a space, %, # and ?),
+ * however it is spelled (sqlite:rel.db, or as an SQLite URI, file:rel.db)
+ * and however late the first connection opens (lazy_open, then a
+ * daemon's chdir before the first session). */
+static void test_relative_path_lazy(void)
+{
+    static const char *const urls[] = {"sqlite:rel.db", "sqlite:file:rel.db",
+                                       "sqlite:file:rel%20x.db"};
+    static const char *const files[] = {"rel.db", "rel.db", "rel x.db"};
+    char dir[256], other[300], here[4096], f[400];
+    CHECK(getcwd(here, sizeof here) != NULL);
+    snprintf(dir, sizeof dir, "/tmp/dbscope-lazy %%#?-%ld", (long)getpid());
+    snprintf(other, sizeof other, "%s/elsewhere", dir);
+    CHECK_EQ(mkdir(dir, 0700), 0);
+    CHECK_EQ(mkdir(other, 0700), 0);
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        CHECK_EQ(chdir(dir), 0);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = urls[i];
+        cfg.lazy_open = 1;
+        cfg.log_events = 0;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (!p)
+            CHECK_FAIL("dbs_pool_open(%s): %s", urls[i], err.message);
+        CHECK_EQ(chdir(other), 0);
+        run_sql(p, "CREATE TABLE made (v INTEGER)");
+        dbs_pool_close(p);
+        snprintf(f, sizeof f, "%s/%s", dir, files[i]);
+        if (access(f, F_OK) != 0)
+            CHECK_FAIL("%s: no %s (the file went to the directory of the first connect)",
+                       urls[i], f);
+        static const char *const ends[] = {"", "-wal", "-shm"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(f, sizeof f, "%s/%s%s", dir, files[i], ends[k]);
+            unlink(f);
+            snprintf(f, sizeof f, "%s/%s%s", other, files[i], ends[k]);
+            unlink(f);
+        }
+    }
+    CHECK_EQ(chdir(here), 0);
+    rmdir(other);
+    rmdir(dir);
+}
+
 /* The first row of sql with params, its columns joined by '|', in out. */
 static const char *row_text(dbs_session *s, const char *sql, const dbs_value *v, size_t n,
                             char *out, size_t cap)
@@ -802,9 +1007,12 @@ int main(void)
     test_deleted_file_detected();
     test_statement_bound();
     test_relative_path_survives_chdir();
+    test_symlink_switched();
+    test_relative_path_lazy();
     test_commit_into_deleted_file_fails();
     test_new_connection_after_wal_deleted();
     test_file_uri();
+    test_file_uri_spelled();
     test_last_statement_reset();
     test_temp_by_name_reset();
     test_refused_pragma_reset();
