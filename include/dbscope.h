@@ -1461,19 +1461,20 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err);
  * only; never blocks (as do dbs_rows_name and the accessors below). */
 int dbs_rows_count_cols(dbs_rows *r);
 /* Column name; valid until dbs_rows_close (the text is r's). NULL for a
- * bad column. */
+ * bad column, and on SQLite when it ran out of memory making the name. */
 const char *dbs_rows_name(dbs_rows *r, int col);
 
 /* The unchecked accessors below never fail: they return a fallback that
  * cannot be told from a real value: 0 (0.0, NULL) for SQL NULL, for a
  * column out of range, for no current row, on another thread's rows, and
  * for text that is not a number ('abc' reads as 0); a prefix or a cut
- * where a number does not fit ('12abc' reads as 12, 2.5 as 2, an unsigned
- * BIGINT beyond int64_t wraps). They keep their signatures and these
- * fallbacks for existing code. Use them where the query guarantees the
- * type and NOT NULL (a COUNT(*), a primary key); everywhere else use the
- * checked dbs_rows_get_* accessors, which report each of those cases.
- * Owner thread only; never block. */
+ * where a number does not fit ('12abc' reads as 12, 2.5 as 2, a REAL or
+ * DECIMAL beyond int64_t, infinities included, as INT64_MAX or INT64_MIN
+ * on every backend, a NaN as 0, an unsigned BIGINT beyond int64_t wraps).
+ * They keep their signatures and these fallbacks for existing code. Use
+ * them where the query guarantees the type and NOT NULL (a COUNT(*), a
+ * primary key); everywhere else use the checked dbs_rows_get_* accessors,
+ * which report each of those cases. Owner thread only; never block. */
 
 /* 1 if the current row's column is NULL (or col is out of range). */
 int dbs_rows_is_null(dbs_rows *r, int col);
@@ -1499,7 +1500,7 @@ const void *dbs_rows_blob(dbs_rows *r, int col, size_t *len);
  * None of these ends the session's transaction or affects the rows: the
  * next call may read the same column another way. Owner thread only; never
  * block, never allocate (but dbs_rows_get_blob on PostgreSQL bytea, which
- * decodes). */
+ * decodes: DBS_ENOMEM, *out untouched, when that finds no memory). */
 
 /* An integer: INT and BOOL (0/1) values; a REAL or DECIMAL value that is a
  * whole number within int64_t (2.0, not 2.5); text that is entirely a

@@ -2497,6 +2497,8 @@ static my_rows *fetch_all(my_conn *c, MYSQL_STMT *st, dbs_error *err)
                 row[i].kind = 0;
                 continue;
             }
+            if (f[i].type == MYSQL_TYPE_FLOAT)
+                row[i].v.r = dbs__float_spelled(cur[i].v.r);
             if (cur[i].kind != 4)
                 continue;
             if (arena_reserve(r, (size_t)len[i] + 1)) {
@@ -2919,13 +2921,13 @@ static int64_t my_int(dbs_rows *hr, int col)
     switch (x->kind) {
     case 1: return x->v.i;
     case 2: return (int64_t)x->v.u;
-    case 3: return (int64_t)x->v.r;
+    case 3: return dbs__int64_cut(x->v.r);
     default: {
         const char *s = r->arena + x->v.off;
         char *end;
         long long v = strtoll(s, &end, 10);
         if (*end == '.' || *end == 'e' || *end == 'E')
-            return (int64_t)dbs__strtod(s, NULL);
+            return dbs__int64_cut(dbs__strtod(s, NULL));
         return v;
     }
     }

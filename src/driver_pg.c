@@ -2991,8 +2991,10 @@ static int64_t pg_int(dbs_rows *hr, int col)
         return v[0] == 't';
     char *end;
     long long x = strtoll(v, &end, 10);
-    if (*end == '.' || *end == 'e' || *end == 'E')
-        return (int64_t)dbs__strtod(v, NULL);
+    Oid t = PQftype(r->res, col);
+    /* a float's text may be 'Infinity', which strtoll reads as 0 */
+    if (*end == '.' || *end == 'e' || *end == 'E' || t == PG_OID_FLOAT4 || t == PG_OID_FLOAT8)
+        return dbs__int64_cut(dbs__strtod(v, NULL));
     return x;
 }
 
@@ -3037,7 +3039,9 @@ static const void *pg_blob(dbs_rows *hr, int col, size_t *len)
     r->blob = b;
     if (len)
         *len = b ? n : 0;
-    return b ? (const void *)b : (const void *)"";
+    /* NULL only out of memory (an empty bytea decodes to a byte of
+     * room): dbs_rows_get_blob's DBS_ENOMEM, never an empty value */
+    return b;
 }
 
 static int pg_col_type(dbs_rows *hr, int col)

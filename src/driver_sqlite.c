@@ -1998,12 +1998,16 @@ static const char *sq_text(dbs_rows *hr, int col, size_t *len)
 static const void *sq_blob(dbs_rows *hr, int col, size_t *len)
 {
     sqlite3_stmt *st = ((sq_rows *)hr)->st->stmt;
-    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+    int t = sqlite3_column_type(st, col);
+    const void *b = t == SQLITE_NULL ? NULL : sqlite3_column_blob(st, col);
+    /* A number's bytes are its text, which takes memory, and is never
+     * empty: NULL then is out of memory (dbs_rows_get_blob's DBS_ENOMEM),
+     * not an empty value. */
+    if (t == SQLITE_NULL || (!b && (t == SQLITE_INTEGER || t == SQLITE_FLOAT))) {
         if (len)
             *len = 0;
         return NULL;
     }
-    const void *b = sqlite3_column_blob(st, col);
     size_t n = (size_t)sqlite3_column_bytes(st, col);
     if (len)
         *len = n;

@@ -678,11 +678,20 @@ int dbs__parse_int64(const char *s, size_t n, int64_t *out);
  * space, no overflow): 0, or -1. s[n] is read: text a row accessor
  * returned (NUL-terminated) is parsed in place, at any length. */
 int dbs__parse_double(const char *s, size_t n, double *out);
-/* strtod, and snprintf's "%.17g", in the C locale whatever the program's
- * (a decimal point, never a comma): how numbers cross the wire and how
- * dbscope reads a database's text. Any thread; errno as strtod sets it. */
+/* d cut to int64_t as dbs_rows_int promises: toward zero, beyond either
+ * end that end (SQLite's own cut), a NaN 0. A plain cast of a double
+ * out of range is undefined (INT64_MIN on x86, whatever the sign). */
+int64_t dbs__int64_cut(double d);
+/* strtod, and snprintf's "%.*g" with the fewest digits (15 to 17) that
+ * read back as v, in the C locale whatever the program's (a decimal
+ * point, never a comma): how numbers cross the wire and how dbscope reads
+ * a database's text. Any thread; errno as strtod sets it. */
 double dbs__strtod(const char *s, char **end);
 int dbs__fmt_double(char *out, size_t cap, double v);
+/* A single-precision value widened to double (MariaDB's FLOAT as
+ * Connector/C hands it) as the double its shortest spelling names, as
+ * PostgreSQL's float4 reads: 0.1f is 0.1, not 0.10000000149011612. */
+double dbs__float_spelled(double v);
 /* The same for any printf or strtod between the two: the calling thread
  * in the C locale's numbers until dbs__c_numeric_leave(what enter gave). */
 locale_t dbs__c_numeric_enter(void);

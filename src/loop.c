@@ -2022,8 +2022,13 @@ int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n
      * parameter's bytes (each NUL-terminated), the values pointing into
      * it; s->params is the block (freed through it). */
     size_t sl = strlen(sql) + 1, total = n * sizeof(dbs_value) + sl;
-    for (size_t i = 0; i < n; i++)
-        total += param_bytes(&params[i]);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = param_bytes(&params[i]);
+        if (len > SIZE_MAX - total)
+            return dbs__err(err, DBS_ENOMEM, "out of memory adding a statement: its "
+                                             "parameters hold more bytes than memory can");
+        total += len;
+    }
     dbs_value *pv = malloc(total);
     if (!pv)
         return dbs__err(err, DBS_ENOMEM, "out of memory adding a statement");

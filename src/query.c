@@ -32,8 +32,16 @@ static int check_args(const char *sql, const dbs_value *params, size_t n, dbs_er
         const dbs_value *v = &params[i];
         dbs__ts f;
         switch (v->type) {
-        case DBS_TYPE_NULL: case DBS_TYPE_INT: case DBS_TYPE_REAL: case DBS_TYPE_TEXT:
-        case DBS_TYPE_BLOB: case DBS_TYPE_BOOL: case DBS_TYPE_JSON:
+        case DBS_TYPE_TEXT: case DBS_TYPE_JSON: case DBS_TYPE_BLOB:
+            /* No object is larger than PTRDIFF_MAX; SIZE_MAX is a text's
+             * "up to its NUL". A length past it is a caller's bug that
+             * would have a backend read that far. */
+            if (v->b.p && v->b.n > PTRDIFF_MAX && (v->type == DBS_TYPE_BLOB || v->b.n != SIZE_MAX))
+                return dbs__err(err, DBS_EMISUSE,
+                                "parameter $%zu: a length of %zu bytes is more than any "
+                                "object can hold", i + 1, v->b.n);
+            break;
+        case DBS_TYPE_NULL: case DBS_TYPE_INT: case DBS_TYPE_REAL: case DBS_TYPE_BOOL:
             break;
         case DBS_TYPE_TIMESTAMP:
             if (dbs__ts_fields(v->ts, &f) != DBS_OK)
@@ -161,6 +169,14 @@ int dbs_rows_count_cols(dbs_rows *r)
     return rows_ok(r) ? r->ops->count_cols(r) : 0;
 }
 
+/* A column's name for a comparison or a message: SQLite's is NULL when it
+ * ran out of memory making it. */
+static const char *cname(dbs_rows *r, int col)
+{
+    const char *n = r->ops->name(r, col);
+    return n ? n : "";
+}
+
 const char *dbs_rows_name(dbs_rows *r, int col)
 {
     return col_ok(r, col) ? r->ops->name(r, col) : NULL;
@@ -253,14 +269,14 @@ static int cell_null(dbs_rows *r, int col, const char *fn, dbs_error *err)
 {
     return dbs__err(err, DBS_ENULL,
                     "%s: column %d \"%s\" is NULL (test dbs_rows_is_null first, or use "
-                    "COALESCE in the query)", fn, col, r->ops->name(r, col));
+                    "COALESCE in the query)", fn, col, cname(r, col));
 }
 
 static int cell_type(dbs_rows *r, int col, int vt, const char *fn, const char *want,
                      const char *hint, dbs_error *err)
 {
     return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\" holds %s that is not %s%s", fn, col,
-                    r->ops->name(r, col), type_name(vt), want, hint);
+                    cname(r, col), type_name(vt), want, hint);
 }
 
 static int ok(dbs_error *err)
@@ -425,7 +441,7 @@ int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out, dbs_error
         dbs_error pe;
         if (!t || dbs_timestamp_parse(t, n, &ts, &pe) != DBS_OK)
             return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\": %s", fn, col,
-                            r->ops->name(r, col), t ? pe.message : "no text");
+                            cname(r, col), t ? pe.message : "no text");
         break;
     }
     default:
@@ -439,7 +455,7 @@ int dbs_rows_get_timestamp(dbs_rows *r, int col, struct timespec *out, dbs_error
     if (dbs__ts_fields(ts, &f) != DBS_OK)
         return dbs__err(err, DBS_ETYPE,
                         "%s: column %d \"%s\" holds an instant outside years 0001..9999 "
-                        "(UTC)", fn, col, r->ops->name(r, col));
+                        "(UTC)", fn, col, cname(r, col));
     *out = ts;
     return ok(err);
 }
@@ -460,7 +476,7 @@ int dbs_rows_get_uuid(dbs_rows *r, int col, unsigned char out[16], dbs_error *er
         if (!b || n != 16)
             return dbs__err(err, DBS_ETYPE,
                             "%s: column %d \"%s\" holds a BLOB of %zu bytes, not a UUID's 16",
-                            fn, col, r->ops->name(r, col), n);
+                            fn, col, cname(r, col), n);
         memcpy(out, b, 16);
         return ok(err);
     }
@@ -470,7 +486,7 @@ int dbs_rows_get_uuid(dbs_rows *r, int col, unsigned char out[16], dbs_error *er
         dbs_error pe;
         if (!t || dbs_uuid_parse(t, n, out, &pe) != DBS_OK)
             return dbs__err(err, DBS_ETYPE, "%s: column %d \"%s\": %s", fn, col,
-                            r->ops->name(r, col), t ? pe.message : "no text");
+                            cname(r, col), t ? pe.message : "no text");
         return ok(err);
     }
     default:
@@ -503,12 +519,12 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
         return dbs__err(err, DBS_EMISUSE, "dbs_rows_col: name is NULL");
     int n = r->ops->count_cols(r);
     for (int i = 0; i < n; i++)
-        if (strcmp(r->ops->name(r, i), name) == 0) {
+        if (strcmp(cname(r, i), name) == 0) {
             ok(err);
             return i;
         }
     for (int i = 0; i < n; i++)
-        if (strcasecmp(r->ops->name(r, i), name) == 0) {
+        if (strcasecmp(cname(r, i), name) == 0) {
             ok(err);
             return i;
         }
@@ -519,7 +535,7 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
     list[0] = '\0';
     for (int i = 0; i < n && w < sizeof list; i++)
         w += (size_t)snprintf(list + w, sizeof list - w, "%s\"%s\"", i ? ", " : "",
-                              r->ops->name(r, i));
+                              cname(r, i));
     return dbs__err(err, DBS_EMISUSE, "dbs_rows_col: no column named \"%.100s\"; the columns "
                     "are: %s", name, n ? list : "(none)");
 }

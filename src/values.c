@@ -307,6 +307,17 @@ int dbs__parse_int64(const char *s, size_t n, int64_t *out)
     return 0;
 }
 
+int64_t dbs__int64_cut(double d)
+{
+    if (d != d)
+        return 0;
+    if (d >= 9223372036854775808.0)
+        return INT64_MAX;
+    if (d <= -9223372036854775808.0)
+        return INT64_MIN;
+    return (int64_t)d;
+}
+
 /* Numbers as the databases spell them, whatever the program's locale: a
  * program that called setlocale(LC_ALL, "") under de_DE reads and prints
  * "2,5", which PostgreSQL refuses as a float8 and strtod stops short of in
@@ -344,12 +355,41 @@ double dbs__strtod(const char *s, char **end)
     return v;
 }
 
+/* The fewest significant digits from lo to hi whose text strtod reads
+ * back as v (as a float when single), written to out; hi's at worst. */
+static int fmt_shortest(char *out, size_t cap, double v, int lo, int hi, bool single)
+{
+    int n = 0, e = errno; /* the caller's: strtod may set ERANGE */
+    for (int p = lo; p <= hi; p++) {
+        n = snprintf(out, cap, "%.*g", p, v);
+        double back = strtod(out, NULL);
+        if (single ? (float)back == (float)v : back == v)
+            break;
+    }
+    errno = e;
+    return n;
+}
+
 int dbs__fmt_double(char *out, size_t cap, double v)
 {
     locale_t old = dbs__c_numeric_enter();
-    int n = snprintf(out, cap, "%.17g", v);
+    /* the shortest text that reads back exactly, as the databases spell
+     * a double: 19.99, not "%.17g"'s 19.989999999999998 */
+    int n = fmt_shortest(out, cap, v, 15, 17, false);
     dbs__c_numeric_leave(old);
     return n;
+}
+
+double dbs__float_spelled(double v)
+{
+    if (v != v || v - v != 0) /* NaN, infinities: as they are */
+        return v;
+    char t[40];
+    locale_t old = dbs__c_numeric_enter();
+    (void)fmt_shortest(t, sizeof t, v, 1, 9, true);
+    double d = strtod(t, NULL);
+    dbs__c_numeric_leave(old);
+    return d;
 }
 
 int dbs__parse_double(const char *s, size_t n, double *out)

@@ -1871,6 +1871,37 @@ static char *in_list_sql(size_t n)
  * pipeline refused more than 256); one past the protocol's 65535 is
  * refused by dbs_unit_add, the unit unchanged. SQLite's own limit may be
  * lower (test_query). */
+/* A length no memory can hold (a blob of SIZE_MAX bytes, a counted text
+ * past PTRDIFF_MAX) is refused when the statement is added, as dbs_exec
+ * refuses it: the unit kept such a blob's pointer uncopied (its length
+ * plus one wrapped to 0), and the backend later read the caller's memory
+ * as far as it said. */
+static void test_impossible_length(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    static const char bytes[4] = "abc";
+    const dbs_value bad[] = {DBS_BLOB(bytes, SIZE_MAX), DBS_BLOB(bytes, (size_t)PTRDIFF_MAX + 1),
+                             DBS_TEXTN(bytes, (size_t)PTRDIFF_MAX + 1),
+                             DBS_JSONN(bytes, SIZE_MAX - 1)};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        CHECK(u != NULL);
+        const dbs_value v[] = {DBS_INT(1), bad[i]};
+        if (dbs_unit_add(u, "SELECT $1, $2", v, 2, &err) != DBS_EMISUSE)
+            CHECK_FAIL("value %zu: dbs_unit_add took a length of %zu bytes (%d)", i, bad[i].b.n,
+                       err.code);
+        if (!strstr(err.message, "$2"))
+            CHECK_FAIL("value %zu: the refusal names no parameter: %s", i, err.message);
+        dbs_unit_discard(u);
+        dbs_session *s = open_ok(p);
+        CHECK_EQ(dbs_exec(s, "SELECT $1, $2", v, 2, &err), DBS_EMISUSE);
+        dbs_session_close(s);
+    }
+    dbs_loop_close(l);
+}
+
 static void test_many_params(dbs_pool *p)
 {
     dbs_error err;
@@ -3034,6 +3065,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "close_committing")) {
         fprintf(stderr, "close_committing\n");
         test_close_committing(p);
+    }
+    if (want(argc, argv, "impossible_length")) {
+        fprintf(stderr, "impossible_length\n");
+        test_impossible_length(p);
     }
     if (want(argc, argv, "many_params")) {
         fprintf(stderr, "many_params\n");

@@ -43,6 +43,46 @@ static void check_types(dbs_pool *p)
     dbs_session_close(s);
 }
 
+/* libpq's bytea decoding, failed at will as when malloc fails: the
+ * program is linked with -Wl,--wrap=PQunescapeBytea. */
+unsigned char *__real_PQunescapeBytea(const unsigned char *from, size_t *to_length);
+unsigned char *__wrap_PQunescapeBytea(const unsigned char *from, size_t *to_length);
+static bool unescape_fails;
+
+unsigned char *__wrap_PQunescapeBytea(const unsigned char *from, size_t *to_length)
+{
+    if (unescape_fails)
+        return NULL;
+    return __real_PQunescapeBytea(from, to_length);
+}
+
+/* A bytea that cannot be decoded for want of memory is DBS_ENOMEM, never
+ * an empty value (it read as 0 bytes, DBS_OK); the next read decodes it. */
+static void check_bytea_oom(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s != NULL);
+    dbs_rows *r = dbs_query(s, "SELECT '\\x0102'::bytea AS b", NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("query: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    const void *b = NULL;
+    size_t len = 99;
+    unescape_fails = true;
+    int rc = dbs_rows_get_blob(r, 0, &b, &len, &err);
+    unescape_fails = false;
+    if (rc != DBS_ENOMEM)
+        CHECK_FAIL("bytea decoding out of memory: rc %d, %zu bytes, not DBS_ENOMEM", rc, len);
+    CHECK(b == NULL && len == 99); /* untouched */
+    CHECK_OK(dbs_rows_get_blob(r, 0, &b, &len, &err), &err);
+    CHECK_EQ(len, 2);
+    CHECK(memcmp(b, "\x01\x02", 2) == 0);
+    dbs_rows_close(r);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -52,6 +92,7 @@ int main(void)
     dbs_pool *p = open_pool("test_pg_types", &cfg);
     check_types(p);
     check_types(p); /* from the statement cache */
+    check_bytea_oom(p);
     dbs_pool_close(p);
 
     /* Cache off: statements stay unnamed, nothing is left prepared. */

@@ -5,6 +5,8 @@
 #include "common.h"
 
 #include <math.h>
+#include <poll.h>
+#include <sqlite3.h>
 
 static dbs_pool *pool;
 static dbs_backend backend;
@@ -225,6 +227,189 @@ static void test_number_time_edges(dbs_session *s)
         CHECK(d == 1.0);
         dbs_rows_close(r);
     }
+}
+
+/* Runs sql both ways a program can, and check(rows) on each: through
+ * dbs_query on s, and as an event-loop unit (its rows read in the
+ * callback: on SQLite and MariaDB a copy a worker made, on PostgreSQL the
+ * loop's own). */
+typedef void (*rows_check)(dbs_rows *r);
+typedef struct unit_run {
+    rows_check check;
+    int rc;
+    char msg[sizeof(((dbs_error *)0)->message)];
+} unit_run;
+
+static void unit_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    unit_run *ur = arg;
+    ur->rc = rc;
+    snprintf(ur->msg, sizeof ur->msg, "%s", err->message);
+    if (rc == DBS_OK)
+        ur->check(dbs_unit_rows(u, 0));
+}
+
+static void both_paths(dbs_session *s, const char *sql, const dbs_value *v, size_t n,
+                       rows_check check)
+{
+    dbs_rows *r = query_ok(s, sql, v, n);
+    check(r);
+    dbs_rows_close(r);
+
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(pool, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    CHECK_OK(dbs_unit_add(u, sql, v, n, &err) >= 0 ? DBS_OK : err.code, &err);
+    unit_run ur = {.check = check, .rc = 1};
+    CHECK_OK(dbs_unit_submit(u, unit_done, &ur, &err), &err);
+    while (dbs_loop_pending(l) > 0) {
+        struct pollfd pf = {.fd = dbs_loop_fd(l), .events = POLLIN};
+        (void)poll(&pf, 1, dbs_loop_timeout_ms(l));
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    if (ur.rc != DBS_OK)
+        CHECK_FAIL("unit %s: rc %d: %s", sql, ur.rc, ur.msg);
+    dbs_loop_close(l);
+}
+
+static void check_cut(dbs_rows *r)
+{
+    dbs_error err;
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    static const int64_t want[] = {INT64_MAX, INT64_MIN, INT64_MAX, INT64_MAX,
+                                   INT64_MIN, INT64_MAX, INT64_MIN};
+    for (int c = 0; c < 7; c++) {
+        int64_t got = dbs_rows_int(r, c);
+        if (got != want[c])
+            CHECK_FAIL("dbs_rows_int of column %s: %" PRId64 ", want %" PRId64,
+                       dbs_rows_name(r, c), got, want[c]);
+    }
+}
+
+static void check_nan_cut(dbs_rows *r)
+{
+    dbs_error err;
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    for (int c = 0; c < dbs_rows_count_cols(r); c++)
+        if (dbs_rows_int(r, c) != 0)
+            CHECK_FAIL("dbs_rows_int of a NaN (%s): %" PRId64 ", not 0", dbs_rows_name(r, c),
+                       dbs_rows_int(r, c));
+}
+
+/* The unchecked dbs_rows_int cuts a number that does not fit to the
+ * nearest end of int64_t, the same on every backend: SQLite's own cut.
+ * A REAL or DECIMAL beyond int64_t was cast as it was on PostgreSQL and
+ * MariaDB (undefined behaviour: INT64_MIN on x86, the sign lost), and
+ * PostgreSQL read 'Infinity' as 0. */
+static void test_unchecked_cut(dbs_session *s)
+{
+    dbs_value v[] = {DBS_REAL(1e300), DBS_REAL(-1e300), DBS_REAL(9223372036854775808.0),
+                     DBS_REAL(INFINITY), DBS_REAL(-INFINITY)};
+    both_paths(s,
+               "SELECT $1 AS a, $2 AS b, $3 AS c, "
+               "CAST('99999999999999999999.5' AS DECIMAL(30,1)) AS d, "
+               "CAST('-99999999999999999999.5' AS DECIMAL(30,1)) AS e, "
+               "$4 AS f, $5 AS g",
+               v, 5, check_cut);
+    if (backend == DBS_BACKEND_SQLITE)
+        return; /* SQLite stores no NaN */
+    dbs_value nan[] = {DBS_REAL(NAN)};
+    both_paths(s,
+               backend == DBS_BACKEND_POSTGRESQL ? "SELECT $1 AS n, 'NaN'::numeric AS m"
+                                                 : "SELECT $1 AS n",
+               nan, 1, check_nan_cut);
+}
+
+static void check_float_spelling(dbs_rows *r)
+{
+    dbs_error err;
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    static const char *const text[] = {"19.99", "0.1", NULL};
+    static const double num[] = {19.99, 0.1, -2.5e-7};
+    for (int c = 0; c < 3; c++) {
+        const char *t = NULL;
+        double d = 0;
+        CHECK_OK(dbs_rows_get_text(r, c, &t, NULL, &err), &err);
+        CHECK_OK(dbs_rows_get_double(r, c, &d, &err), &err);
+        if ((text[c] && strcmp(t, text[c]) != 0) || d != num[c] || dbs_rows_real(r, c) != num[c])
+            CHECK_FAIL("column %s: text '%s', double %.17g, dbs_rows_real %.17g; want %s, %.17g",
+                       dbs_rows_name(r, c), t, d, dbs_rows_real(r, c),
+                       text[c] ? text[c] : "(any)", num[c]);
+        /* however it is spelled, the text reads back as the same number */
+        CHECK(dbs__strtod(t, NULL) == num[c]);
+    }
+}
+
+/* A floating-point value reads as the database spells it, the same on
+ * every backend: a DOUBLE 19.99 as "19.99" (MariaDB's text was
+ * "19.989999999999998"), a single-precision 0.1 as 0.1 and "0.1", as
+ * PostgreSQL's float4 reads (MariaDB's FLOAT read as 0.10000000149011612). */
+static void test_float_spelling(dbs_session *s)
+{
+    dbs_value v[] = {DBS_REAL(19.99), DBS_REAL(0.1), DBS_REAL(-2.5e-7)};
+    both_paths(s,
+               backend == DBS_BACKEND_POSTGRESQL ? "SELECT $1 AS d, CAST($2 AS real) AS f, $3 AS e"
+               : backend == DBS_BACKEND_MARIADB  ? "SELECT $1 AS d, CAST($2 AS FLOAT) AS f, $3 AS e"
+                                                 : "SELECT $1 AS d, CAST($2 AS REAL) AS f, $3 AS e",
+               v, 3, check_float_spelling);
+}
+
+/* SQLite's allocator, failed at will on this thread: installed before
+ * SQLite starts, without lookaside (whose slots would serve the small
+ * allocations below without asking it). */
+static sqlite3_mem_methods mem_real;
+static _Thread_local bool mem_fail;
+
+static void *mem_malloc(int n)
+{
+    return mem_fail ? NULL : mem_real.xMalloc(n);
+}
+
+static void *mem_realloc(void *p, int n)
+{
+    return mem_fail ? NULL : mem_real.xRealloc(p, n);
+}
+
+static void mem_install(void)
+{
+    static sqlite3_mem_methods m;
+    CHECK_EQ(sqlite3_config(SQLITE_CONFIG_GETMALLOC, &mem_real), SQLITE_OK);
+    m = mem_real;
+    m.xMalloc = mem_malloc;
+    m.xRealloc = mem_realloc;
+    CHECK_EQ(sqlite3_config(SQLITE_CONFIG_MALLOC, &m), SQLITE_OK);
+    CHECK_EQ(sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0), SQLITE_OK);
+}
+
+/* A value that SQLite cannot turn into bytes for want of memory is
+ * DBS_ENOMEM, never an empty value (the integer read as 0 bytes, DBS_OK,
+ * as a PostgreSQL bytea did). SQLite leaves that row's value NULL after
+ * the failed conversion: the statement run again reads it. */
+static void test_blob_oom(dbs_session *s)
+{
+    if (backend != DBS_BACKEND_SQLITE)
+        return; /* PostgreSQL's bytea: test_pg_types */
+    dbs_error err;
+    dbs_rows *r = query_ok(s, "SELECT 12345 AS i", NULL, 0);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    const void *b = NULL;
+    size_t len = 99;
+    mem_fail = true;
+    int rc = dbs_rows_get_blob(r, 0, &b, &len, &err);
+    mem_fail = false;
+    if (rc != DBS_ENOMEM)
+        CHECK_FAIL("an integer's bytes out of memory: rc %d, %zu bytes, not DBS_ENOMEM", rc, len);
+    CHECK(b == NULL && len == 99);
+    dbs_rows_close(r);
+    r = query_ok(s, "SELECT 12345 AS i", NULL, 0);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_OK(dbs_rows_get_blob(r, 0, &b, &len, &err), &err);
+    CHECK_EQ(len, 5);
+    CHECK(memcmp(b, "12345", 5) == 0);
+    dbs_rows_close(r);
 }
 
 /* Numbers cross the wire in the database's spelling whatever the
@@ -593,6 +778,8 @@ int main(void)
     dbs_config cfg;
     dbs_config_init(&cfg);
     cfg.pool_size = 2;
+    if (strncmp(test_url("values"), "sqlite:", 7) == 0)
+        mem_install(); /* before SQLite starts */
     pool = open_pool("values", &cfg);
     backend = dbs_pool_backend(pool);
     CHECK_EQ(backend, test_is_mysql(cfg.url)  ? DBS_BACKEND_MARIADB
@@ -632,6 +819,9 @@ int main(void)
     test_checked_errors(s);
     test_int_text_exact(s);
     test_number_time_edges(s);
+    test_unchecked_cut(s);
+    test_float_spelling(s);
+    test_blob_oom(s);
     test_col_by_name(s);
     test_roundtrip(s);
     test_types(s);
