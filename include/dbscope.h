@@ -1110,7 +1110,18 @@ int dbs_rollback(DBS__IN dbs_session *s, dbs_error *err);
  * handed out is never reused, whatever the reset mode: dbs_session_close
  * closes it (a "dirty" close, counted in closed_dirty) and the pool opens
  * another when needed. A session that needs it pays that reconnect. Do not
- * begin, commit or close through it. Owner thread only; NULL on misuse. */
+ * begin, commit, roll back or close through it. What runs through it is in
+ * the session's transaction only while one is open (begun by a statement
+ * of dbscope's, not yet ended): before that, or after dbs_commit or
+ * dbs_rollback, each statement commits at once, on every backend, and
+ * dbs_session_close does not undo it; so a dbs_transact unit that took
+ * the handle is never run again (see there). Callbacks set on it may be
+ * called until the session closes (in dbs_transact, by its COMMIT after
+ * work returns). On SQLite, busy_timeout_ms, the statement bound and
+ * dbs_session_set_statement_timeout rest on dbscope's busy and progress
+ * handlers: replaced through the handle (sqlite3_busy_handler,
+ * sqlite3_busy_timeout, sqlite3_progress_handler), they no longer hold for
+ * the rest of the session. Owner thread only; NULL on misuse. */
 void *dbs_session_native(DBS__IN dbs_session *s);
 
 /* Returns the context the session was opened with (strings owned by the
@@ -1159,7 +1170,9 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * one that got DBS_ECOMMIT_UNKNOWN or DBS_ESTMT_TIMEOUT, nor one whose
  * transaction the server reports ended other than by dbscope's COMMIT or
  * ROLLBACK (an implicit commit by DDL on MariaDB, a COMMIT, END or ROLLBACK
- * sent as SQL, SQLite back in autocommit mode): the error is returned. Such
+ * sent as SQL, SQLite back in autocommit mode), nor one whose work took the
+ * native handle (dbs_session_native: what ran through it may have
+ * committed where dbscope cannot see): the error is returned. Such
  * a unit's later statements run in a new transaction all the same. (On
  * MariaDB, a START TRANSACTION or COMMIT AND CHAIN sent as SQL in a
  * read-write session commits without the server reporting it: do not send

@@ -866,8 +866,11 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
             }
             /* The server may also have ended the unit's transaction
              * itself (an implicit commit by DDL, a COMMIT sent as SQL):
-             * what ran before that may have committed. */
-            committed = s->committed ||
+             * what ran before that may have committed. So may what ran
+             * through the native handle: outside a transaction of the
+             * session's (before its first statement, after its commit or
+             * rollback), the backend commits each statement at once. */
+            committed = s->committed || s->native_taken ||
                         (s->conn && s->pool->drv->tx_escaped &&
                          s->pool->drv->tx_escaped(s->conn->impl));
             session_close(s);

@@ -3,6 +3,14 @@
  * (and a unit's session, which its work may not close). Every backend. */
 #include "common.h"
 
+#include <sqlite3.h>
+#ifdef DBSCOPE_WITH_PG
+#include <libpq-fe.h>
+#endif
+#ifdef DBSCOPE_WITH_MYSQL
+#include <mysql.h>
+#endif
+
 static dbs_pool *pool;
 static char tbl[64];
 static char url[1024]; /* the test database's, for a second pool on it */
@@ -273,6 +281,140 @@ static void test_commit_close(void)
     CHECK_EQ(stats_of(pool).in_use, 0);
 }
 
+/* sql run through s's native handle, as its backend's own client would;
+ * fails the test if it fails. */
+static void native_exec(dbs_session *s, const char *sql)
+{
+    void *h = dbs_session_native(s);
+    CHECK(h != NULL);
+    switch (dbs_pool_backend(pool)) {
+    case DBS_BACKEND_SQLITE: {
+        char *msg = NULL;
+        if (sqlite3_exec(h, sql, NULL, NULL, &msg) != SQLITE_OK)
+            CHECK_FAIL("%s: %s", sql, msg ? msg : "?");
+        break;
+    }
+#ifdef DBSCOPE_WITH_PG
+    case DBS_BACKEND_POSTGRESQL: {
+        PGresult *r = PQexec(h, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+            CHECK_FAIL("%s: %s", sql, PQerrorMessage(h));
+        PQclear(r);
+        break;
+    }
+#endif
+#ifdef DBSCOPE_WITH_MYSQL
+    case DBS_BACKEND_MARIADB:
+        if (mysql_query(h, sql) != 0)
+            CHECK_FAIL("%s: %s", sql, mysql_error(h));
+        break;
+#endif
+    default: CHECK_FAIL("backend %d", (int)dbs_pool_backend(pool));
+    }
+}
+
+static int64_t count_id(int id)
+{
+    dbs_session *s = open_ok(pool);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id = $1", tbl);
+    dbs_value v[] = {DBS_INT(id)};
+    int64_t n = query_int(s, sql, v, 1);
+    dbs_session_close(s);
+    return n;
+}
+
+/* A unit that wrote through the native handle before any statement of
+ * dbscope's, then failed transiently. What the handle ran before the
+ * session's transaction began committed at once: running the unit again
+ * would write it twice. */
+static int native_write_then_transient(dbs_session *s, void *arg, dbs_error *err)
+{
+    int *calls = arg;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (%d, 'n')", tbl, 200 + (*calls)++);
+    native_exec(s, sql);
+    err->code = DBS_ERETRYABLE; /* as a deadlock of a later statement */
+    snprintf(err->message, sizeof err->message, "a deadlock, as it were");
+    return DBS_ERETRYABLE;
+}
+
+static void test_native_unit_not_rerun(void)
+{
+    dbs_error err;
+    int calls = 0;
+    CHECK_EQ(dbs_transact(pool, NULL, native_write_then_transient, &calls, &err),
+             DBS_ERETRYABLE);
+    CHECK_EQ(calls, 1);
+    CHECK_EQ(count_id(200), 1); /* it committed: not run a second time */
+    CHECK_EQ(count_id(201), 0);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+}
+
+/* The handle taken while rows are being read: the rows read on to their
+ * end, and the handle then runs statements of its own. */
+static void test_native_amid_rows(void)
+{
+    dbs_error err;
+    uint64_t dirty = stats_of(pool).closed_dirty;
+    dbs_session *s = open_ok(pool);
+    dbs_rows *r = dbs_query(s, "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3", NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("query: %s", err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 1);
+    void *h = dbs_session_native(s);
+    CHECK(h != NULL);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 2);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 3);
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    dbs_rows_close(r);
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (210, 'n')", tbl);
+    native_exec(s, sql);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    CHECK_EQ(count_id(210), 1);
+    CHECK_EQ(stats_of(pool).closed_dirty, dirty + 1);
+}
+
+static int take_native(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    (void)err;
+    insert(s, 220);
+    return dbs_session_native(s) ? 0 : -1;
+}
+
+/* Whichever way the session ends, the connection whose handle was handed
+ * out is closed, never handed out again. */
+static void test_native_never_reused(void)
+{
+    dbs_error err;
+    for (int how = 0; how < 4; how++) {
+        uint64_t dirty = stats_of(pool).closed_dirty;
+        if (how == 2) {
+            CHECK_OK(dbs_transact(pool, NULL, take_native, NULL, &err), &err);
+        } else {
+            dbs_session *s = open_ok(pool);
+            CHECK(dbs_session_native(s) != NULL);
+            if (how == 0) {
+                dbs_session_close(s);
+            } else if (how == 1) {
+                CHECK_OK(dbs_session_commit_close(s, &err), &err);
+            } else {
+                CHECK(dbs_exec(s, "SELEC broken", NULL, 0, &err) < 0);
+                dbs_session_close(s);
+            }
+        }
+        CHECK_EQ(stats_of(pool).closed_dirty, dirty + 1);
+        CHECK_EQ(stats_of(pool).in_use, 0);
+    }
+    CHECK_EQ(count_id(220), 1);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -297,6 +439,9 @@ int main(void)
     test_scoped();
     test_acquire_site_recorded();
     test_commit_close();
+    test_native_unit_not_rerun();
+    test_native_amid_rows();
+    test_native_never_reused();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);

@@ -5,6 +5,7 @@
  * that come and go reuse the connections their predecessors parked. Runs on
  * SQLite and PostgreSQL, and means most under ASan and TSan. */
 #include "common.h"
+#include <sqlite3.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -529,10 +530,11 @@ static void test_close_not_held_by_housekeeper(void)
 }
 
 /* lazy_open: the pool opens without the database, fails fast while it is
- * missing, and serves as soon as it is there. SQLite stands in for a
- * server that is down: a file that is not a database yet (a missing
- * directory would be a configuration error, DBS_ECONFIG, never retried:
- * tests/test_config_errors.c). */
+ * out of reach, and serves as soon as it is back. SQLite stands in for a
+ * server that is down: another process holds the file's exclusive lock,
+ * so no connection can set up (a missing directory, or a file that is not
+ * a database, would be a configuration error instead, DBS_ECONFIG, never
+ * retried: tests/test_config_errors.c). */
 static void test_lazy_open(void)
 {
     if (test_is_pg(test_url("shutdown")))
@@ -543,15 +545,16 @@ static void test_lazy_open(void)
     CHECK_EQ(mkdir(dir, 0700), 0);
     char junk_path[1000];
     snprintf(junk_path, sizeof junk_path, "%s/app.db", dir);
-    FILE *junk = fopen(junk_path, "w");
-    CHECK(junk != NULL);
-    for (int i = 0; i < 4096; i++)
-        fputc('j', junk);
-    fclose(junk);
+    sqlite3 *holder = NULL;
+    CHECK_EQ(sqlite3_open(junk_path, &holder), SQLITE_OK);
+    CHECK_EQ(sqlite3_exec(holder, "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); "
+                                  "BEGIN EXCLUSIVE; INSERT INTO t VALUES (1)", NULL, NULL, NULL),
+             SQLITE_OK);
     dbs_config cfg = base_config();
     cfg.url = url;
     cfg.lazy_open = 1;
     cfg.circuit_threshold = 2;
+    cfg.busy_timeout_ms = 50;
     dbs_error err;
     dbs_pool *p = dbs_pool_open(&cfg, &err);
     CHECK(p); /* nothing to connect to, and it opened anyway */
@@ -560,7 +563,8 @@ static void test_lazy_open(void)
     CHECK_EQ(err.code, DBS_ECONNECT);
     CHECK(dbs_session_open(p, NULL, &err) == NULL);
     open_refused_by_circuit(p, &err); /* failing fast now */
-    CHECK_EQ(unlink(junk_path), 0);
+    CHECK_EQ(sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ(sqlite3_close(holder), SQLITE_OK);
     dbs_session *s = NULL;
     for (int i = 0; i < 2000 && !s; i++) {
         s = dbs_session_open(p, NULL, &err);
