@@ -56,6 +56,13 @@ static void *connect_via(int i, const dbs__target *t, dbs_error *err)
             break;
         dbs__sleep_ms(left < DBS__STOP_SLICE_MS ? left : DBS__STOP_SLICE_MS);
     }
+    while (atomic_load_explicit(&dbs__fault.connect_gate, memory_order_acquire)) {
+        if (dbs__stopping()) {
+            dbs__err(err, DBS_ECLOSED, "connect abandoned: the pool shut down");
+            return NULL;
+        }
+        dbs__sleep_ms(10);
+    }
     if (take(&dbs__fault.fail_connects)) {
         dbs__err(err, DBS_ECONNECT, "cannot connect: injected fault");
         return NULL;

@@ -632,6 +632,10 @@ typedef struct dbs__faults {
     atomic_int fail_connects;     /* the next N connects fail */
     atomic_int fail_pings;        /* the next N pings fail */
     atomic_int connect_delay_ms;  /* every connect sleeps this long first */
+    atomic_int connect_gate;      /* while nonzero, every connect (past its
+                                     delay) waits until a test clears it:
+                                     a stall that ends when the test says,
+                                     not when a clock does */
     atomic_int close_delay_ms;    /* every close sleeps this long first */
     atomic_int fail_resets;       /* the next N resets fail (the connection
                                      still works) */

@@ -839,7 +839,9 @@ static void test_slow_connect_blocks_nobody(void)
     dbs_session_close(a); /* one idle again */
     dbs_session *mine = dbs_session_open(p, NULL, &err);
     CHECK(mine);
-    atomic_store(&dbs__fault.connect_delay_ms, 3000);
+    /* the connect stalls until this thread lets it go: however long this
+     * thread is descheduled below, it is still under way */
+    atomic_store(&dbs__fault.connect_gate, 1);
     struct slow_arg sa = {.pool = p};
     pthread_t th;
     pthread_create(&th, NULL, slow_opener, &sa); /* must connect: slow */
@@ -852,7 +854,7 @@ static void test_slow_connect_blocks_nobody(void)
     CHECK_OK(dbs_exec(again, "SELECT 1", NULL, 0, &err), &err);
     dbs_session_close(again);
     CHECK_EQ(stats_of(p).pending, 1); /* still connecting: we did not wait */
-    atomic_store(&dbs__fault.connect_delay_ms, 0);
+    atomic_store(&dbs__fault.connect_gate, 0);
     pthread_join(th, NULL);
     CHECK_EQ(sa.rc, 0);
     dbs_pool_close(p);
