@@ -859,8 +859,12 @@ static void metrics(const sb_app *app, sb_response *res)
                 "shiftboard_ratelimit_evictions_total %lu\n"
                 "# HELP shiftboard_ratelimit_refused_total Attempts answered 429.\n"
                 "# TYPE shiftboard_ratelimit_refused_total counter\n"
-                "shiftboard_ratelimit_refused_total %lu\n",
-                entries, slots, evicted, refused);
+                "shiftboard_ratelimit_refused_total %lu\n"
+                "# HELP shiftboard_slots_per_ip_refused_total Requests answered 503 because "
+                "their address held its share of the handler slots (--slots-per-ip).\n"
+                "# TYPE shiftboard_slots_per_ip_refused_total counter\n"
+                "shiftboard_slots_per_ip_refused_total %lu\n",
+                entries, slots, evicted, refused, atomic_load(&app->share_refused));
             if (m < 0 || (size_t)m >= cap - (size_t)n) {
                 free(buf);
                 cap = (size_t)n + (m > 0 ? (size_t)m : 1024) + 1;

@@ -1,8 +1,8 @@
 /* shiftboard's process: configuration, the pool, the HTTP server
  * (libmicrohttpd, thread-pool mode), request logging and graceful shutdown.
  *
- * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--max-per-ip N]
- *                   [--max-connections N] [--allow-bypassrls]
+ * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--slots-per-ip N]
+ *                   [--max-per-ip N] [--max-connections N] [--allow-bypassrls]
  *
  * --allow-bypassrls (or SHIFTBOARD_ALLOW_BYPASSRLS=1): start on PostgreSQL
  * even as a role that row-level security does not bind (schema.c).
@@ -13,8 +13,9 @@
  * every connection it serves, /health included. --threads bounds how many
  * requests run their handlers at once; one that finds no room within
  * SB_QUEUE_WAIT_MS is answered 503; of them, at most max(1, threads/2)
- * hash passwords (hash_permits). /health, /metrics and the dashboard
- * bypass that bound: they never wait on the database.
+ * hash passwords (hash_permits), and at most --slots-per-ip come from one
+ * client address (slot_cap). /health, /metrics and the dashboard bypass
+ * that bound: they never wait on the database.
  * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
  * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS; DATABASE_REPLICA_URL
  * (read-only replicas for the GET routes) and DB_REPLICA_MAX_LAG_MS (how far
@@ -74,8 +75,27 @@ enum {
     SB_REPLICA_MAX_LAG_MS = 1000, /* DB_REPLICA_MAX_LAG_MS's default */
 };
 
-/* Room among the handlers running at once (--threads). */
+/* Room among the handlers running at once (--threads). One client address
+ * may hold or wait for at most slot_cap of them (--slots-per-ip, by
+ * default all but max(1, threads/4); 0: no bound), counted in
+ * conn_track.slotted under track_lock: when the database is slow every
+ * handler waits on it, and one address with many connections would
+ * otherwise hold every slot and every other client would get 503. Its
+ * further requests wait in slot_line, within the same SB_QUEUE_WAIT_MS,
+ * rather than being refused at once: many clients behind one address
+ * (NAT, a load generator) with a fast database would otherwise get 503s
+ * while slots are free. The line is first come, first served, and a slot
+ * let go is handed to the first waiter of its address directly, so one
+ * waiter wakes, not all of them. */
 static sem_t handler_slots;
+static unsigned slot_cap;
+typedef struct slot_waiter {
+    struct slot_waiter *next;
+    struct conn_track *track;
+    pthread_cond_t turn; /* signalled once track->slotted was set for it */
+} slot_waiter;
+static slot_waiter *slot_line, **slot_line_end = &slot_line; /* guarded by track_lock */
+static pthread_condattr_t monotonic_attr; /* monotonic_conds_init */
 /* Permits to run a password hash (argon2id: tens of ms and 64 MiB each),
  * max(1, threads/2) of them, taken before a handler slot by the routes that
  * hash: hashes alone, which anyone can ask for (registration, any login),
@@ -366,6 +386,7 @@ typedef struct conn_track {
     struct timespec deadline;
     bool cut;
     bool hashing; /* its request holds or waits for a hashing permit */
+    bool slotted; /* its request holds or waits for a handler slot */
     /* The request begun on this connection and not yet completed: freed
      * with the connection when libmicrohttpd gave up on it before its
      * completion notice (a request line too big for its memory). Touched
@@ -405,13 +426,12 @@ static pthread_cond_t watch_wake; /* the watchdog's, below */
 
 static void monotonic_conds_init(void)
 {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&hash_turn, &a);
-    pthread_cond_init(&drained, &a);
-    pthread_cond_init(&watch_wake, &a);
-    pthread_condattr_destroy(&a);
+    pthread_condattr_t *a = &monotonic_attr;
+    pthread_condattr_init(a);
+    pthread_condattr_setclock(a, CLOCK_MONOTONIC);
+    pthread_cond_init(&hash_turn, a);
+    pthread_cond_init(&drained, a);
+    pthread_cond_init(&watch_wake, a);
 }
 
 static void deadline_in(struct timespec *t, int s)
@@ -1218,8 +1238,73 @@ static void answer_mhd_error(unsigned status, const char *html)
         sb_dash_http((int)answer);
 }
 
-static bool handler_slot(void);
+static bool handler_slot(conn_track *self, bool *turn);
 static bool sem_wait_until(sem_t *s, const struct timespec *until);
+
+/* Takes *at out of slot_line. Called with track_lock held. */
+static void slot_line_remove(slot_waiter **at)
+{
+    *at = (*at)->next;
+    if (!*at)
+        slot_line_end = at;
+}
+
+/* Marks t's request as one that holds or waits for a handler slot once its
+ * address has fewer than slot_cap such requests, waiting in slot_line until
+ * `until` for that: false if it did not come. An untracked connection, and
+ * every one with slot_cap 0, is bounded by the slots alone. t as for
+ * hash_claim. */
+static bool slot_claim(conn_track *t, const struct timespec *until)
+{
+    if (!t || !slot_cap)
+        return true;
+    pthread_mutex_lock(&track_lock);
+    unsigned mine = 0;
+    for (conn_track *p = track_list.next; p != &track_list; p = p->next)
+        mine += p->slotted && p->addr == t->addr;
+    if (mine < slot_cap) {
+        t->slotted = true;
+        pthread_mutex_unlock(&track_lock);
+        return true;
+    }
+    slot_waiter w = {.track = t};
+    pthread_cond_init(&w.turn, &monotonic_attr);
+    *slot_line_end = &w;
+    slot_line_end = &w.next;
+    while (!t->slotted && pthread_cond_timedwait(&w.turn, &track_lock, until) != ETIMEDOUT)
+        ;
+    /* handed a claim, it was taken out of the line by whoever let it go */
+    if (!t->slotted) {
+        slot_waiter **at = &slot_line;
+        while (*at != &w)
+            at = &(*at)->next;
+        slot_line_remove(at);
+    }
+    bool ok = t->slotted;
+    pthread_mutex_unlock(&track_lock);
+    pthread_cond_destroy(&w.turn);
+    return ok;
+}
+
+/* Lets t's claim go: to the first request of its address in slot_line, if
+ * one waits, which keeps the address's count as it was. */
+static void slot_unclaim(conn_track *t)
+{
+    if (!t || !t->slotted)
+        return;
+    pthread_mutex_lock(&track_lock);
+    t->slotted = false;
+    for (slot_waiter **at = &slot_line; *at; at = &(*at)->next) {
+        slot_waiter *w = *at;
+        if (w->track->addr == t->addr) {
+            slot_line_remove(at);
+            w->track->slotted = true;
+            pthread_cond_signal(&w->turn);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&track_lock);
+}
 
 /* Marks t's request as one that hashes once its address has fewer than
  * hash_cap such requests, waiting until `until` for that: false if it did
@@ -1339,6 +1424,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     conn_track *self = sc ? sc->socket_context : NULL;
     /* one bound for both waits: its address's turn, then a permit */
     struct timespec hash_until = monotonic_in_ms(SB_HASH_WAIT_MS);
+    bool turn = true; /* its address's turn at the slots came (handler_slot) */
     if (hashes && !hash_claim(self, &hash_until)) {
         res.retry_after = "1";
         sb_error(&res, 503,
@@ -1348,10 +1434,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hash_unclaim(self);
         res.retry_after = "1";
         sb_error(&res, 503, "server busy: too many password checks in progress, retry later");
-    } else if (bounded && !handler_slot()) {
+    } else if (bounded && !handler_slot(self, &turn)) {
         res.retry_after = "1";
-        sb_error(&res, 503, "server busy: %u requests in progress, retry later",
-                 atomic_load(&busy));
+        if (turn) {
+            sb_error(&res, 503, "server busy: %u requests in progress, retry later",
+                     atomic_load(&busy));
+        } else {
+            atomic_fetch_add(&app.share_refused, 1);
+            log_limited("refused a request: its address held its %u handler slots "
+                        "(--slots-per-ip) for %d ms", slot_cap, SB_QUEUE_WAIT_MS);
+            sb_error(&res, 503,
+                     "server busy: %u requests from your address in progress, retry later",
+                     slot_cap);
+        }
         if (hashes) {
             sem_post(&hash_permits);
             hash_unclaim(self);
@@ -1360,8 +1455,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         atomic_fetch_add(&busy, 1);
         sb_handle(&app, &req, &res);
         atomic_fetch_sub(&busy, 1);
-        if (bounded)
+        if (bounded) {
             sem_post(&handler_slots);
+            slot_unclaim(self);
+        }
         if (hashes) {
             sem_post(&hash_permits);
             hash_unclaim(self);
@@ -1394,17 +1491,19 @@ static bool sem_wait_until(sem_t *s, const struct timespec *until)
     return true;
 }
 
-/* Takes one of s, waiting up to ms for it. */
-static bool sem_wait_ms(sem_t *s, int ms)
+/* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers: for
+ * its address's turn (slot_claim), then for a slot, within one bound.
+ * *turn says whether the turn came. */
+static bool handler_slot(conn_track *self, bool *turn)
 {
-    struct timespec until = monotonic_in_ms(ms);
-    return sem_wait_until(s, &until);
-}
-
-/* Waits up to SB_QUEUE_WAIT_MS for room among the running handlers. */
-static bool handler_slot(void)
-{
-    return sem_wait_ms(&handler_slots, SB_QUEUE_WAIT_MS);
+    struct timespec until = monotonic_in_ms(SB_QUEUE_WAIT_MS);
+    *turn = slot_claim(self, &until);
+    if (!*turn)
+        return false;
+    if (sem_wait_until(&handler_slots, &until))
+        return true;
+    slot_unclaim(self);
+    return false;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **state,
@@ -1537,8 +1636,8 @@ static int wait_ready(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: shiftboard [--listen HOST:PORT] [--threads N] [--max-per-ip N] "
-            "[--max-connections N] [--allow-bypassrls]\n"
+            "usage: shiftboard [--listen HOST:PORT] [--threads N] [--slots-per-ip N] "
+            "[--max-per-ip N] [--max-connections N] [--allow-bypassrls]\n"
             "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... "
             "(default sqlite:shiftboard.db)\n"
             "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT, ...: see "
@@ -1561,7 +1660,8 @@ static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
 int main(int argc, char **argv)
 {
     const char *listen_at = "127.0.0.1:8080";
-    unsigned threads = 8, per_ip = 256, max_conns = 0;
+    unsigned threads = 8, per_ip = 256, max_conns = 0, slots_per_ip = 0;
+    bool slots_given = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
             listen_at = argv[++i];
@@ -1572,6 +1672,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "shiftboard: --threads must be 1..4096\n");
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--slots-per-ip") && i + 1 < argc) {
+            if (!parse_count(argv[++i], 0, 4096, &slots_per_ip)) {
+                fprintf(stderr, "shiftboard: --slots-per-ip must be 0 (no limit) to 4096\n");
+                return 2;
+            }
+            slots_given = true;
         } else if (!strcmp(argv[i], "--max-per-ip") && i + 1 < argc) {
             if (!parse_count(argv[++i], 0, 1000000, &per_ip)) {
                 fprintf(stderr, "shiftboard: --max-per-ip must be 0 (no limit) or more\n");
@@ -1676,6 +1782,11 @@ int main(int argc, char **argv)
     unsigned permits = threads / 2 ? threads / 2 : 1;
     sem_init(&hash_permits, 0, permits);
     hash_cap = permits / 2 ? permits / 2 : 1;
+    /* by default a quarter of the slots (one at least) is always left to
+     * the other addresses, and one address alone (a busy office behind
+     * NAT) still gets the rest; with one slot there is nothing to share */
+    unsigned reserve = threads / 4 ? threads / 4 : 1;
+    slot_cap = slots_given ? slots_per_ip : threads > reserve ? threads - reserve : 1;
     /* GET routes read on the replicas, never from one more than
      * DB_REPLICA_MAX_LAG_MS behind (dbscope's default, 0, has no bound) */
     cfg.replica_url = getenv("DATABASE_REPLICA_URL");

@@ -8,6 +8,7 @@
 #include "dbscope.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,9 @@ typedef struct sb_app {
     unsigned long long pwhash_ops;
     size_t pwhash_mem;
     bool allow_bypassrls; /* start even if the role bypasses row-level security */
+    /* Requests refused because their address held its share of the handler
+     * slots (server.c, --slots-per-ip): the one field counted after start. */
+    atomic_ulong share_refused;
 } sb_app;
 
 /* Routes req to its handler and fills res. Any thread. */

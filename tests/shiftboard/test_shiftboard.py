@@ -1709,6 +1709,109 @@ def hashing_per_address(args, url, workdir):
     check(code == 0, "hashing per address: SIGTERM: exit 0 (got %s)" % code)
 
 
+def slots_per_address(args, workdir):
+    """--threads 8 (a share of 6 slots per address by default) and a slow
+    database (the pool's two connections taken by writes waiting on a
+    SQLite lock the test holds, so every request in a handler waits for
+    one): one address gets exactly its 6 slots, its 7th and 8th requests
+    wait in its line holding no slot (nor a connection) and are 503 with
+    Retry-After when the 2 s bound ends, and a request from another address
+    then still gets a slot and is answered 200 once the lock is let go. With
+    --slots-per-ip 0, one address gets every slot. (Only hashing permits had
+    a share: one address with many connections held every handler slot and
+    every other client got 503 "server busy" after its 2 s wait.)"""
+    import sqlite3
+    env = {"DB_POOL_SIZE": "2", "DB_MAX_OVERFLOW": "0", "DB_POOL_TIMEOUT": "120",
+           "DB_BUSY_TIMEOUT_MS": "120000", "DB_STATEMENT_TIMEOUT_MS": "120000"}
+
+    def occupied(svc):
+        pool = svc.request("GET", "/api/pool")[2]
+        return pool["in_use"] + pool["waiting"]
+
+    def wait_for(cond, bound=30):
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline and not cond():
+            time.sleep(0.05)
+        return cond()
+
+    for share, crowd in ((None, 6), ("0", 8)):
+        tag = "slots per address" + (" off" if share else "")
+        path = os.path.join(workdir, "slots%s.db" % (share or ""))
+        svc = Service(args.binary, "sqlite:" + path, workdir,
+                      extra_args=["--slots-per-ip", share] if share else [], env_extra=env)
+        holder = None
+        try:
+            tok = register_and_login(svc, "sam")
+            other = register_and_login(svc, "oli")
+            holder = sqlite3.connect(path, isolation_level=None, timeout=60)
+            holder.execute("BEGIN IMMEDIATE")
+            holder.execute("INSERT INTO schema_version (version) VALUES (0)")
+            held, extra, elsewhere = [], [], []
+
+            def write(into):
+                try:
+                    st, r, doc, _ = svc.request("POST", "/api/shifts", SHIFT, token=tok,
+                                                source="127.0.0.40", timeout=300)
+                    into.append((st, r.getheader("Retry-After"), (doc or {}).get("error")))
+                except (OSError, http.client.HTTPException) as e:
+                    into.append((repr(e), None, None))
+
+            def read():
+                try:
+                    elsewhere.append(svc.request("GET", "/api/shifts", token=other,
+                                                 source="127.0.0.41", timeout=300)[0])
+                except (OSError, http.client.HTTPException) as e:
+                    elsewhere.append(repr(e))
+
+            crowders = [threading.Thread(target=write, args=(held,)) for _ in range(crowd)]
+            for t in crowders:
+                t.start()
+            check(wait_for(lambda: occupied(svc) >= crowd),
+                  "%s: %d requests from one address in their handlers: %d"
+                  % (tag, crowd, occupied(svc)))
+            threads = crowders
+            if not share:
+                # past the share by one, and by two
+                extras = [threading.Thread(target=write, args=(extra,)) for _ in range(2)]
+                for t in extras:
+                    t.start()
+                time.sleep(0.5)
+                check(occupied(svc) == crowd, "%s: past the share, requests hold no slot: %d "
+                      "in handlers" % (tag, occupied(svc)))
+                wait_for(lambda: len(extra) == 2, bound=20)
+                threads = threads + extras
+                before = occupied(svc)
+                reader = threading.Thread(target=read)
+                reader.start()
+                threads.append(reader)
+                wait_for(lambda: elsewhere or occupied(svc) > before, bound=20)
+                print("%s: the extra requests %s; another address: %s, %d requests waiting on "
+                      "the database" % (tag, extra, elsewhere, occupied(svc)), flush=True)
+                check(len(extra) == 2 and all(e[0] == 503 and e[1] == "1" and e[2] and
+                                              "your address" in e[2] for e in extra),
+                      "%s: the 7th and 8th requests from one address are 503 with "
+                      "Retry-After: %s" % (tag, extra))
+                check(not elsewhere and occupied(svc) == before + 1,
+                      "%s: a request from another address gets a slot (waits on the database, "
+                      "not refused): %s" % (tag, elsewhere))
+            holder.execute("ROLLBACK")
+            for t in threads:
+                t.join()
+            check([h[0] for h in held] == [201] * crowd,
+                  "%s: the %d requests within the share went through: %s" % (tag, crowd, held))
+            if not share:
+                check(elsewhere == [200], "%s: the other address is served: %s"
+                      % (tag, elsewhere))
+                text = svc.request("GET", "/metrics")[3]
+                refused = metric(text, "shiftboard_slots_per_ip_refused_total")
+                check(refused == 2, "%s: the refusals counted in /metrics: %s" % (tag, refused))
+        finally:
+            if holder:
+                holder.close()
+            code = svc.stop()
+        check(code == 0, "%s: SIGTERM: exit 0 (got %s)" % (tag, code))
+
+
 def slowloris_many(args, url, workdir):
     """Six addresses trickle header lines on 200 connections each (1,200,
     thirty times the limit, as the flood that once stopped the service)
@@ -2170,6 +2273,7 @@ def hostile(args, workdir):
     past_the_limit_busy(args, url, workdir)
     hashing_bound(args, url, workdir)
     hashing_per_address(args, url, workdir)
+    slots_per_address(args, workdir)
 
 
 def clock_step(args, workdir):

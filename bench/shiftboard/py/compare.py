@@ -62,7 +62,9 @@ def free_port():
 def command(system, build, port):
     if system == "shiftboard":
         return [os.path.join(build, "examples", "shiftboard", "shiftboard"),
-                "--listen", "127.0.0.1:%d" % port, "--threads", str(SB_THREADS)]
+                "--listen", "127.0.0.1:%d" % port, "--threads", str(SB_THREADS),
+                # wrk's users all come from one address, as behind a proxy
+                "--slots-per-ip", "0"]
     common = [PY, "-m", "gunicorn", "-w", str(WORKERS), "-b", "127.0.0.1:%d" % port,
               "--chdir", HERE]
     if system == "fastapi":
@@ -364,7 +366,8 @@ def section(res):
       "on `shifts` reads. Passwords: argon2id through libsodium, as shiftboard, via "
       "PyNaCl (`nacl.pwhash.argon2id`, the \"interactive\" cost: 2 passes, 64 MiB).")
     w("")
-    w("- **%s**: %s HTTP threads (its default), dbscope's pool configured like the "
+    w("- **%s**: %s HTTP threads (its default) and `--slots-per-ip 0` (wrk's users all "
+      "come from one address, as behind a reverse proxy), dbscope's pool configured like the "
       "others with `DB_POOL_SIZE=10 DB_MAX_OVERFLOW=20 DB_POOL_TIMEOUT=30 "
       "DB_POOL_RECYCLE=3600 DB_POOL_PRE_PING=1` (dbscope pings a connection only when it "
       "has been idle over 500 ms; SQLAlchemy pings at every checkout)." % (
