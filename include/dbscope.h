@@ -1525,7 +1525,11 @@ int dbs_rows_get_int64(dbs_rows *r, int col, int64_t *out, dbs_error *err);
 /* A double: INT, BOOL, REAL and DECIMAL values, and text that is entirely a
  * number as strtod reads it, at any length ('2.5', '1e3', 'NaN'; not
  * 'abc', '2.5x', ' 2' or '\r2' (leading space of any kind) or a number
- * beyond double's range). A timestamp ('infinity' included) is DBS_ETYPE. */
+ * beyond double's range). A timestamp ('infinity' included) is DBS_ETYPE.
+ * PostgreSQL float4 and float8 are read in their shortest exact spelling
+ * whatever extra_float_digits a role or database sets by default (dbscope
+ * connects with 3); a session's own SET extra_float_digits = 0 or less
+ * cuts digits from what it then reads, until the reset undoes it. */
 int dbs_rows_get_double(dbs_rows *r, int col, double *out, dbs_error *err);
 /* A boolean as 0 or 1: PostgreSQL boolean; the integers 0 and 1 (MariaDB's
  * BOOLEAN, SQLite); any other value is DBS_ETYPE. */
@@ -1542,7 +1546,10 @@ int dbs_rows_get_text(dbs_rows *r, int col, const char **out, size_t *len,
 int dbs_rows_get_blob(dbs_rows *r, int col, const void **out, size_t *len,
                       dbs_error *err);
 /* An instant as UTC seconds and nanoseconds: PostgreSQL timestamptz (in
- * any TimeZone setting; DateStyle must be ISO, its default) and timestamp
+ * any TimeZone setting; in DateStyle ISO, which dbscope connects with
+ * whatever style a role or database sets by default, keeping its date
+ * order; a session's own SET DateStyle to another style makes timestamps
+ * DBS_ETYPE until the reset) and timestamp
  * (its wall time taken as UTC); MariaDB DATETIME and TIMESTAMP (the wall
  * time taken as UTC); text that dbs_timestamp_parse accepts; an integer as seconds since
  * the epoch (SQLite's unixepoch()). 'infinity' and instants outside years

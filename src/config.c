@@ -330,7 +330,13 @@ static const char *pg_option_twice(const char *url, char *key, size_t cap)
     const char *found = NULL;
     if (seen) {
         if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
-            size_t base = strcspn(url, "?");
+            /* the query begins at the first '?' after the user's part,
+             * which libpq reads up to an '@' before any '/': a '?' or '&'
+             * in an unescaped password is the password's */
+            const char *auth = url + (url[8] == ':' ? 11 : 13);
+            const char *at = auth + strcspn(auth, "@/");
+            size_t base = (size_t)((*at == '@' ? at + 1 : auth) - url);
+            base += strcspn(url + base, "?");
             pg_count_options(url, base, seen, n);
             for (const char *q = url + base; *q;) {
                 q++; /* the '?' or the '&' */

@@ -154,6 +154,20 @@ static const char *const pg_tcp_defaults[][2] = {
 };
 #define PG_NDEFAULTS (sizeof pg_tcp_defaults / sizeof pg_tcp_defaults[0])
 
+/* Settings that change how the server spells the values dbscope reads
+ * (text results), sent in the startup packet: a role's or a database's
+ * defaults (ALTER ROLE ... SET) apply to every connection below them, and
+ * RESET ALL, the reset's, returns to the startup packet's values, not to
+ * the server's defaults. client_encoding is a libpq keyword of its own (the
+ * URL's, if any, after it wins); extra_float_digits (above 0: float4 and
+ * float8 in their shortest exact spelling; 0 or less cuts digits) goes in
+ * options, before the user's own. DateStyle must be ISO for timestamps,
+ * but the date order beside it is how the user's SQL reads '02/03/2024',
+ * which no setting sent here may change: it is added (with the order the
+ * server reported) only to a connection that came up in another style,
+ * made again (pg_connect_with). */
+#define PG_STARTUP_OPTIONS "-c extra_float_digits=3"
+
 /* The reset: DISCARD ALL spelt out (DISCARD ALL itself may not run in a
  * pipeline), minus DEALLOCATE ALL, which the reconcile query (the last
  * entry) replaces so that dbscope's own prepared statements survive. The
@@ -1868,6 +1882,35 @@ static void url_identity(const char *conninfo, char *host, size_t hn, char *port
 
 static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error *err);
 
+/* The options of the startup packet: ours (PG_STARTUP_OPTIONS and, when
+ * given, datestyle's), then the user's, from the URL or else libpq's
+ * default (PGOPTIONS, or the service PGSERVICE names; a service named in
+ * the URL is read by libpq only for what the call does not give, so its
+ * options are not kept: the URL's own are). The user's come last, so a
+ * setting they give wins. NULL: out of memory. */
+static char *startup_options(const char *conninfo, const char *datestyle)
+{
+    const char *user = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *defs = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (!strcmp(o->keyword, "options") && o->val)
+            user = o->val;
+    if (!user) {
+        defs = PQconndefaults();
+        for (PQconninfoOption *o = defs; o && o->keyword; o++)
+            if (!strcmp(o->keyword, "options") && o->val)
+                user = o->val;
+    }
+    size_t n = sizeof PG_STARTUP_OPTIONS + strlen(datestyle) + (user ? strlen(user) : 0) + 2;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s%s%s%s", PG_STARTUP_OPTIONS, datestyle, user ? " " : "",
+                 user ? user : "");
+    PQconninfoFree(opts);
+    PQconninfoFree(defs);
+    return out;
+}
+
 /* Asks the credential provider, if any, then connects with its answer. */
 static void *pg_connect(const dbs__target *t, dbs_error *err)
 {
@@ -1904,7 +1947,13 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
     if (bound < 0)
         bound = t->connect_timeout_ms;
     int64_t deadline = deadline_of(bound);
+    /* " -c DateStyle=ISO,<order>" for a server that started the first
+     * connect in another style; plain: without our options, for a server
+     * that refuses an options startup parameter (PgBouncer before 1.20) */
+    char datestyle[48] = "";
+    bool plain = false;
 
+again:;
     char *r_host, *r_addr, *r_port;
     if (resolve_hosts(t->conninfo, deadline, &r_host, &r_addr, &r_port, err) != DBS_OK) {
         char msg[512];
@@ -1913,17 +1962,31 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
         int code = err ? err->code : DBS_ECONNECT;
         return connect_fail(c, err, code, msg);
     }
-    /* Our TCP defaults first, the URL after: with expand_dbname the last
-     * value of a keyword wins, so the URL's own settings are kept; then
-     * the resolved addresses, beside the names they came from. */
-    const char *kw[PG_NDEFAULTS + 6], *val[PG_NDEFAULTS + 6];
+    char *options = plain ? NULL : startup_options(t->conninfo, datestyle);
+    if (!plain && !options) {
+        free(r_host);
+        free(r_addr);
+        free(r_port);
+        return connect_fail(c, err, DBS_ENOMEM, "postgresql: out of memory");
+    }
+    /* Our TCP defaults and client_encoding first, the URL after: with
+     * expand_dbname the last value of a keyword wins, so the URL's own
+     * settings are kept; then the options (the URL's merged in), and the
+     * resolved addresses, beside the names they came from. */
+    const char *kw[PG_NDEFAULTS + 8], *val[PG_NDEFAULTS + 8];
     size_t k = 0;
     for (size_t i = 0; i < PG_NDEFAULTS; i++, k++) {
         kw[k] = pg_tcp_defaults[i][0];
         val[k] = pg_tcp_defaults[i][1];
     }
+    kw[k] = "client_encoding";
+    val[k++] = "UTF8";
     kw[k] = "dbname";
     val[k++] = t->conninfo;
+    if (options) {
+        kw[k] = "options";
+        val[k++] = options;
+    }
     if (token) { /* after the URL: the last value wins */
         kw[k] = "password";
         val[k++] = token;
@@ -1941,6 +2004,7 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
     kw[k] = NULL;
     val[k] = NULL;
     c->pg = PQconnectStartParams(kw, val, 1);
+    free(options);
     free(r_host);
     free(r_addr);
     free(r_port);
@@ -1971,6 +2035,17 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
             return connect_fail(c, err, DBS_ECLOSED,
                                 "postgresql: connect abandoned: the pool shut down");
         ps = PQconnectPoll(c->pg);
+    }
+    /* PgBouncer before 1.20 refuses an options startup parameter it does
+     * not know: connected without ours, as dbscope did before it sent
+     * them (PgBouncer's own server connections then have only its
+     * configuration and the role's defaults) */
+    if (ps != PGRES_POLLING_OK && !timeout && !plain &&
+        strstr(PQerrorMessage(c->pg), "unsupported startup parameter: options")) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+        plain = true;
+        goto again;
     }
     if (ps != PGRES_POLLING_OK) {
         char m[400], msg[512], st[6] = "";
@@ -2016,6 +2091,20 @@ static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error 
         void *r = connect_fail(c, err, code, msg);
         dbs__err_sqlstate(err, st);
         return r;
+    }
+    /* Timestamps are read in DateStyle ISO only: a connection that came
+     * up in another (a role's or database's default) is made again with
+     * ISO and the date order the server reported, which RESET ALL then
+     * keeps. Once: a URL's own options may insist on another style. */
+    const char *ds = PQparameterStatus(c->pg, "DateStyle");
+    if (!plain && !datestyle[0] && ds && strncmp(ds, "ISO", 3) != 0) {
+        const char *order = strchr(ds, ',');
+        order = order ? order + 1 + strspn(order + 1, " ") : "";
+        snprintf(datestyle, sizeof datestyle, " -c DateStyle=ISO%s%.8s", *order ? "," : "",
+                 order);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        goto again;
     }
     PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
     struct sockaddr_storage sa;

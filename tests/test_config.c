@@ -1045,6 +1045,10 @@ static void test_pg_option_twice(void)
         "host=127.0.0.1 port=1 password=a\\ port=2",
         "postgresql:///db?host=/tmp&port=1",
         "postgresql://u:x@/db?host=/tmp/pg&port=1&connect_timeout=10&sslmode=disable",
+        /* libpq reads the user's part up to the '@' before any '/': a '?'
+         * or '&' in an unescaped password is the password's, not a query */
+        "postgresql://u:p?w@127.0.0.1:1/db",
+        "postgresql://u:p?w&port=2@127.0.0.1:1/db?sslmode=disable",
     };
     for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
         const dbs__driver *drv;
@@ -1055,6 +1059,22 @@ static void test_pg_option_twice(void)
         free(info);
         if (rc != DBS_OK)
             CHECK_FAIL("%s: %d %s", once[i], rc, e.message);
+    }
+    /* the same password, and an option in the query given twice all the
+     * same: the option is named */
+    {
+        const dbs__driver *drv;
+        char *info = NULL;
+        int mem;
+        dbs_error e;
+        int rc = dbs__url_parse("postgresql://u:p?w@127.0.0.1:1/db?connect_timeout=5&"
+                                "connect_timeout=0", &drv, &info, &mem, &e);
+        free(info);
+        CHECK_EQ(rc, DBS_ECONFIG);
+        CHECK_CONTAINS(e.message, "option connect_timeout given twice");
+        rc = open_replicas("postgresql://u:p?w&port=2@127.0.0.2:1/db?sslmode=disable", &e);
+        if (rc != DBS_OK)
+            CHECK_FAIL("replica_url with '?' in its password: %d %s", rc, e.message);
     }
     /* a port out of range, given once, is still refused for its value */
     dbs_config cfg;

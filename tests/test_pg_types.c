@@ -83,6 +83,154 @@ static void check_bytea_oom(dbs_pool *p)
     dbs_session_close(s);
 }
 
+/* A role's own defaults (ALTER ROLE ... SET) apply to every connection it
+ * makes, and dbscope's reset (RESET ALL) returns to them: settings that
+ * change how the server spells values must not change what dbscope reads.
+ * Checked on a role of this test's own, with the defaults below, against
+ * what the server's defaults give. */
+static void expect_ts(dbs_rows *r, int col, int64_t sec, long nsec)
+{
+    dbs_error err;
+    struct timespec ts;
+    if (dbs_rows_get_timestamp(r, col, &ts, &err) != DBS_OK)
+        CHECK_FAIL("column %d \"%s\": %s", col, dbs_rows_text(r, col, NULL), err.message);
+    if (ts.tv_sec != sec || ts.tv_nsec != nsec)
+        CHECK_FAIL("column %d \"%s\" read as %lld.%09ld, not %lld.%09ld", col,
+                   dbs_rows_text(r, col, NULL), (long long)ts.tv_sec, ts.tv_nsec,
+                   (long long)sec, nsec);
+}
+
+/* The values whose spelling the settings change, read as with the
+ * server's defaults. */
+static void read_values(dbs_session *s, const char *what)
+{
+    dbs_error err;
+    static const unsigned char bin[] = {0, 0xff, '\\', 'x', '\'', 0x80};
+    /* é and € in UTF-8: the bytes dbscope sends and expects back */
+    dbs_value v[] = {DBS_BLOB(bin, sizeof bin), DBS_TEXT("\xc3\xa9\xe2\x82\xac")};
+    dbs_rows *r = dbs_query(
+        s,
+        "SELECT 0.1::float8 + 0.2::float8, 1.23456::float4, 1e-320::float8, "
+        "$1::bytea, '\\x00ff'::bytea, "
+        "'2024-05-01 12:00:00.5+00'::timestamptz, "
+        "'2024-05-01 12:00:00.5+00'::timestamptz AT TIME ZONE 'UTC', "
+        "'1850-06-01 12:00:00+00'::timestamptz, '1800-06-01 12:00:00+00'::timestamptz, "
+        "chr(233) || chr(8364), $2::text = chr(233) || chr(8364), "
+        "octet_length($2::text), '{\"k\": \"\\u00e9\"}'::json ->> 'k'",
+        v, 2, &err);
+    if (!r)
+        CHECK_FAIL("%s: query: %s", what, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    double d;
+    CHECK_OK(dbs_rows_get_double(r, 0, &d, &err), &err);
+    if (d != 0.1 + 0.2)
+        CHECK_FAIL("%s: 0.1::float8 + 0.2::float8 \"%s\" read as %.17g", what,
+                   dbs_rows_text(r, 0, NULL), d);
+    CHECK_OK(dbs_rows_get_double(r, 1, &d, &err), &err);
+    if (d != 1.23456) /* the float4's shortest spelling, as by default */
+        CHECK_FAIL("%s: 1.23456::float4 \"%s\" read as %.17g", what,
+                   dbs_rows_text(r, 1, NULL), d);
+    CHECK_OK(dbs_rows_get_double(r, 2, &d, &err), &err);
+    if (d != 1e-320)
+        CHECK_FAIL("%s: 1e-320::float8 \"%s\" read as %.17g", what, dbs_rows_text(r, 2, NULL),
+                   d);
+    const void *b;
+    size_t len;
+    CHECK_OK(dbs_rows_get_blob(r, 3, &b, &len, &err), &err);
+    CHECK_EQ(len, sizeof bin);
+    CHECK(memcmp(b, bin, sizeof bin) == 0);
+    CHECK_OK(dbs_rows_get_blob(r, 4, &b, &len, &err), &err);
+    CHECK_EQ(len, 2);
+    CHECK(memcmp(b, "\x00\xff", 2) == 0);
+    expect_ts(r, 5, 1714564800, 500000000);
+    expect_ts(r, 6, 1714564800, 500000000);
+    expect_ts(r, 7, -3773736000LL, 0);
+    expect_ts(r, 8, -5351572800LL, 0);
+    CHECK_STR(dbs_rows_text(r, 9, NULL), "\xc3\xa9\xe2\x82\xac");
+    CHECK_EQ(dbs_rows_int(r, 10), 1);
+    CHECK_EQ(dbs_rows_int(r, 11), 5);
+    CHECK_STR(dbs_rows_text(r, 12, NULL), "\xc3\xa9");
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    dbs_rows_close(r);
+}
+
+static void check_role_defaults(void)
+{
+    const char *dir = getenv("DBSCOPE_PG_DIR");
+    CHECK(dir != NULL);
+    char super_url[1024], port[32], role[64], url[1200], sql[256];
+    read_line(dir, "super_url", super_url, sizeof super_url);
+    read_line(dir, "port", port, sizeof port);
+    snprintf(role, sizeof role, "fmt_role_%ld", (long)getpid());
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = super_url;
+    cfg.pool_size = 1;
+    dbs_error err;
+    dbs_pool *su = dbs_pool_open(&cfg, &err);
+    if (!su)
+        CHECK_FAIL("super pool: %s", err.message);
+    snprintf(sql, sizeof sql, "CREATE ROLE %s LOGIN PASSWORD 'fmt-pw'", role);
+    run_sql(su, sql);
+    static const char *const defaults[] = {
+        "extra_float_digits = -3",     "bytea_output = 'escape'",
+        "DateStyle = 'SQL, DMY'",      "IntervalStyle = 'sql_standard'",
+        "TimeZone = 'Asia/Kolkata'",   "client_encoding = 'LATIN1'",
+        "lc_monetary = 'C'",           "lc_numeric = 'C'",
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        snprintf(sql, sizeof sql, "ALTER ROLE %s SET %s", role, defaults[i]);
+        run_sql(su, sql);
+    }
+    snprintf(url, sizeof url, "postgresql://%s:fmt-pw@127.0.0.1:%s/dbscope?connect_timeout=10",
+             role, port);
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("role pool: %s", err.message);
+
+    dbs_session *s = open_ok(p);
+    read_values(s, "role defaults");
+    char out[128];
+    /* the role's date order is kept for the SQL it writes */
+    CHECK_STR(text_of(s, "SELECT '02/03/2024'::date::text", out, sizeof out), "2024-03-02");
+    /* a zone of the session's own, at any offset: half hours, negative,
+     * and the local mean times with seconds of dates before 1900 */
+    static const char *const zones[] = {"Asia/Kathmandu", "America/St_Johns",
+                                        "America/New_York", "Europe/Amsterdam",
+                                        "Asia/Manila", "America/Juneau", "Pacific/Kiritimati"};
+    for (size_t i = 0; i < sizeof zones / sizeof zones[0]; i++) {
+        snprintf(sql, sizeof sql, "SET TimeZone = '%s'", zones[i]);
+        exec_ok(s, sql);
+        read_values(s, zones[i]);
+    }
+    /* a session's own settings, undone for the next user */
+    exec_ok(s, "SET extra_float_digits = 0");
+    exec_ok(s, "SET DateStyle = 'German'");
+    exec_ok(s, "SET client_encoding = 'LATIN1'");
+    exec_ok(s, "SET bytea_output = 'escape'");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+
+    /* RESET ALL returned to what the connection started with */
+    s = open_ok(p);
+    read_values(s, "after a session's SETs");
+    /* what the startup packet set, not the role's nor the session's */
+    CHECK_STR(text_of(s, "SHOW extra_float_digits", out, sizeof out), "3");
+    CHECK_STR(text_of(s, "SHOW DateStyle", out, sizeof out), "ISO, DMY");
+    CHECK_STR(text_of(s, "SHOW client_encoding", out, sizeof out), "UTF8");
+    CHECK_STR(text_of(s, "SELECT '02/03/2024'::date::text", out, sizeof out), "2024-03-02");
+    dbs_session_close(s);
+    dbs_pool_close(p);
+
+    snprintf(sql, sizeof sql, "DROP ROLE %s", role);
+    run_sql(su, sql);
+    dbs_pool_close(su);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -94,6 +242,7 @@ int main(void)
     check_types(p); /* from the statement cache */
     check_bytea_oom(p);
     dbs_pool_close(p);
+    check_role_defaults();
 
     /* Cache off: statements stay unnamed, nothing is left prepared. */
     dbs_config_init(&cfg);

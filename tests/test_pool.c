@@ -1192,7 +1192,12 @@ static void test_ceiling_counts_closing(void)
     dbs_config acfg = base_config();
     dbs_pool *admin = open_pool("pool", &acfg);
     char url[1024];
-    bool server = limited_login(admin, SIZE + OVER, url, sizeof url);
+    /* The server frees a connection's place only when its backend process
+     * has exited, a moment after the client closed it; on a loaded
+     * machine a new connect can come first. So its limit leaves two more:
+     * a pool that did not count connections still closing went to 7 at
+     * once here. The exact ceiling is the client's count (live_peak). */
+    bool server = limited_login(admin, SIZE + OVER + 2, url, sizeof url);
     dbs_config cfg = base_config();
     cfg.pool_size = SIZE;
     cfg.max_overflow = OVER;

@@ -463,7 +463,10 @@ static void loop_units(void)
 
     if (!test_is_pg(url) && !test_is_mysql(url))
         return; /* SQLite has no statement to outlast its bound here */
-    p = pool_with(1, 300, 300);
+    /* A statement bound of 2 s: the bound on the cancel's answer is the
+     * same, and a loaded server can take longer than 300 ms to answer one
+     * (the unit then ends DBS_ECOMMIT_UNKNOWN, its COMMIT sent with it). */
+    p = pool_with(1, 300, 2000);
     l = dbs_loop_open(p, NULL, &err);
     CHECK(l != NULL);
     sig_res slow, waiter;
