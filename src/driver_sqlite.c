@@ -1134,6 +1134,16 @@ static inline void step_begins(sq_conn *c)
  * outage; anything else DBS_ECONNECT. creating: the pool's first connect,
  * allowed to create the file (later, a missing file was deleted under the
  * pool: DBS_ECONNECT, see target_check). Fills err when given. */
+/* The read-only refusals that end by themselves: another connection is
+ * recovering the WAL or holds the lock that recovery needs, a hot journal
+ * waits for a writer to roll it back, the file was moved while opening.
+ * Outages (DBS_ECONNECT), not a file this process may never write. */
+static bool readonly_for_now(int rc)
+{
+    return rc == SQLITE_READONLY_RECOVERY || rc == SQLITE_READONLY_CANTLOCK ||
+           rc == SQLITE_READONLY_ROLLBACK || rc == SQLITE_READONLY_DBMOVED;
+}
+
 static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
 {
     const dbs__target *t = c->t;
@@ -1191,7 +1201,7 @@ static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
         fix = "its directory is not a directory (a file stands in its place): fix the path "
               "in the URL";
     } else if (sys == EACCES || sys == EPERM || sys == EROFS ||
-               ((rc & 0xff) == SQLITE_READONLY)) {
+               ((rc & 0xff) == SQLITE_READONLY && !readonly_for_now(rc))) {
         code = DBS_ECONFIG;
         fix = "permission denied: the file and its directory must be readable and "
               "writable by this process (or fix the path in the URL)";
