@@ -38,19 +38,35 @@ as_my() {
     fi
 }
 
+# Whether process $1 runs (a zombie nobody reaped yet does not).
+running() {
+    case $(ps -o stat= -p "$1" 2>/dev/null) in
+    "" | Z*) return 1 ;;
+    esac
+    return 0
+}
+
 stop_mariadbd() {
+    # The pid file comes late in a start (after InnoDB's): one still
+    # starting is known by the process start_mariadbd launched.
+    pid=""
     if [ -f "$dir/data/mariadbd.pid" ]; then
         pid=$(cat "$dir/data/mariadbd.pid")
-        if kill -0 "$pid" 2>/dev/null; then
+    elif [ -f "$dir/launched.pid" ]; then
+        pid=$(cat "$dir/launched.pid")
+    fi
+    if [ -n "$pid" ]; then
+        if running "$pid"; then
             kill -TERM "$pid" 2>/dev/null || true
             i=0
-            while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do
+            while running "$pid" && [ $i -lt 300 ]; do
                 sleep 0.1
                 i=$((i + 1))
             done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+            running "$pid" && kill -KILL "$pid" 2>/dev/null || true
         fi
     fi
+    rm -f "$dir/launched.pid"
 }
 
 # Starts mariadbd on DIR/port; 0 when it answers. The server is detached
@@ -61,9 +77,9 @@ start_mariadbd() {
     port=$(cat "$dir/port")
     user_opt=""
     [ "$(id -u)" = 0 ] && user_opt="--user=mysql"
-    python3 -c 'import subprocess, sys
-subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)' \
+    launched=$(python3 -c 'import subprocess, sys
+print(subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True).pid)' \
         mariadbd --no-defaults $user_opt --datadir="$dir/data" --port="$port" \
         --bind-address=127.0.0.1 --socket="$dir/mysqld.sock" \
         --pid-file="$dir/data/mariadbd.pid" --log-error="$dir/data/error.log" \
@@ -71,7 +87,8 @@ subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNU
         --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
         --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 \
         --ssl-cert="$dir/server.crt" --ssl-key="$dir/server.key" \
-        --innodb-lock-wait-timeout=10 $(cat "$dir/options" 2>/dev/null) || return 1
+        --innodb-lock-wait-timeout=10 $(cat "$dir/options" 2>/dev/null)) || return 1
+    printf '%s\n' "$launched" >"$dir/launched.pid"
     i=0
     while [ $i -lt 600 ]; do
         if [ -S "$dir/mysqld.sock" ] &&
@@ -79,8 +96,11 @@ subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNU
                 --password="$(cat "$dir/superpw" 2>/dev/null)" ping >/dev/null 2>&1; then
             return 0
         fi
-        # Gave up already (port taken, bad data directory)?
-        if [ $i -gt 30 ] && ! [ -f "$dir/data/mariadbd.pid" ]; then
+        # Gave up already (port taken, bad data directory)? Its process
+        # is gone. Not the pid file: a loaded machine's server writes it
+        # seconds after the start, and one taken for dead then would come
+        # up beside the next try, on the same files and socket.
+        if ! running "$launched"; then
             break
         fi
         sleep 0.1
