@@ -257,6 +257,8 @@ static void test_session_bound(void)
     int64_t running = 1;
     for (int i = 0; i < 100 && running; i++) {
         s = open_ok(p);
+        /* the probe itself is no statement to bound at 300 ms */
+        CHECK_OK(dbs_session_set_statement_timeout(s, 20000, &err), &err);
         running = query_int(s, probe, NULL, 0);
         dbs_session_close(s);
         if (running)
@@ -314,7 +316,7 @@ static void test_fork_cancel(void)
     pc.url = url;
     pc.pool_size = 4;
     pc.pre_ping = 0;
-    pc.statement_timeout_ms = 300;
+    pc.statement_timeout_ms = 1000; /* SELECT 1 through the proxy fits, loaded */
     pc.log_events = 0;
     dbs_error err;
     dbs_pool *p = dbs_pool_open(&pc, &err);
@@ -341,7 +343,7 @@ static void test_fork_cancel(void)
         dbs_config_init(&cfg);
         cfg.url = direct;
         cfg.pool_size = 2;
-        cfg.statement_timeout_ms = 300;
+        cfg.statement_timeout_ms = 1000;
         cfg.log_events = 0;
         dbs_pool *cp = dbs_pool_open(&cfg, &err);
         if (!cp)
