@@ -1378,7 +1378,8 @@ enum dbs_type {
  *              MariaDB: a DATETIME value holding the UTC wall time
  *              (use DATETIME(6); a TIMESTAMP column converts from the
  *              session's time_zone, so it stores the instant only with
- *              time_zone '+00:00'). SQLite: ISO 8601 text
+ *              time_zone '+00:00': the server's, or its init_connect's,
+ *              which dbscope keeps after each reset). SQLite: ISO 8601 text
  *              "YYYY-MM-DDTHH:MM:SS.ffffffZ" (dbs_timestamp_format), which
  *              sorts in time order and which SQLite's date and time
  *              functions read.

@@ -184,6 +184,16 @@ typedef struct my_conn {
                            this connection (0: unknown) */
     char charset[32];   /* the client character set the connection began
                            with: what a reset must leave on both sides */
+    char *setup_sql;    /* "SET autocommit=1,time_zone=...": the settings
+                           the connection began with (init_connect's) where
+                           COM_RESET_CONNECTION would leave the server's
+                           global ones instead, and autocommit on, which
+                           follow_tx relies on; NULL when there are none */
+    bool setup_owed;    /* send setup_sql before the next statement (or
+                           native()): after connect when autocommit was off,
+                           after every reset */
+    bool setup_mode;    /* setup_sql sets sql_mode ... */
+    bool setup_nbe;     /* ... to one with NO_BACKSLASH_ESCAPES */
     const dbs_context *ctx;
     my_stmt *cache;
     int cache_n;
@@ -1125,6 +1135,7 @@ static bool past(int64_t deadline)
 static void *connect_late(my_conn *c, bool stopped, int bound_ms, dbs_error *err)
 {
     mysql_close(c->my);
+    free(c->setup_sql);
     free(c);
     if (stopped)
         dbs__err(err, DBS_ECLOSED, "mariadb: connect abandoned: the pool shut down");
@@ -1151,6 +1162,59 @@ static void *my_connect(const dbs__target *t, dbs_error *err)
         dbs__scrub_text(err->message, sizeof err->message, token, strlen(token));
     dbs__credential_wipe(token, sizeof token);
     return c;
+}
+
+/* c->setup_sql from the connect's info query: ac is @@autocommit and
+ * @@GLOBAL.autocommit; init (MariaDB; NULL for MySQL) the session and
+ * global values of time_zone, sql_mode and tx_isolation. dbscope's
+ * transactions end where the server says (follow_tx): under autocommit 0
+ * (init_connect's, or the global one a reset returns to) the server opens a
+ * transaction of its own right after the implicit commit of LOCK TABLES,
+ * which would pass for dbscope's. A setting init_connect made is the
+ * connection's, as on every new connection: the reset, which returns to
+ * the global one, owes it back (a TIMESTAMP written in init_connect's
+ * time_zone would be read back in another). Values go in as hex
+ * literals. 0, or -1 out of memory. */
+static int setup_build(my_conn *c, MYSQL_ROW ac, MYSQL_ROW init)
+{
+    static const char *const names[3] = {"time_zone", "sql_mode", "tx_isolation"};
+    bool ac_off = !ac[0] || strcmp(ac[0], "1") != 0;
+    bool gac_off = !ac[1] || strcmp(ac[1], "1") != 0;
+    size_t need = 32;
+    for (int i = 0; init && i < 3; i++)
+        if (init[2 * i])
+            need += strlen(names[i]) + 2 * strlen(init[2 * i]) + 8;
+    char *sql = malloc(need);
+    if (!sql)
+        return -1;
+    size_t w = (size_t)snprintf(sql, need, "SET ");
+    size_t empty = w;
+    if (ac_off || gac_off)
+        w += (size_t)snprintf(sql + w, need - w, "autocommit=1");
+    for (int i = 0; init && i < 3; i++) {
+        const char *v = init[2 * i], *g = init[2 * i + 1];
+        if (!v || (g && !strcmp(v, g)))
+            continue;
+        w += (size_t)snprintf(sql + w, need - w, "%s%s=X'", w > empty ? "," : "", names[i]);
+        static const char hx[] = "0123456789abcdef";
+        for (const unsigned char *q = (const unsigned char *)v; *q; q++) {
+            sql[w++] = hx[*q >> 4];
+            sql[w++] = hx[*q & 15];
+        }
+        sql[w++] = '\'';
+        sql[w] = '\0';
+        if (i == 1) {
+            c->setup_mode = true;
+            c->setup_nbe = strstr(v, "NO_BACKSLASH_ESCAPES") != NULL;
+        }
+    }
+    if (w == empty) {
+        free(sql);
+        return 0;
+    }
+    c->setup_sql = sql;
+    c->setup_owed = ac_off;
+    return 0;
 }
 
 /* password: the URL's, or the credential provider's for this connect. */
@@ -1319,12 +1383,24 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
      * (skip-character-set-client-handshake); and the largest packet it
      * takes from this connection (fixed at connect: the session value is
      * read-only). */
-#define INFO_SQL "SELECT @@character_set_client, @@max_allowed_packet, @@session_track_schema"
+#define INFO_SQL                                                               \
+    "SELECT @@character_set_client, @@max_allowed_packet, @@character_set_results, "  \
+    "@@character_set_connection, @@autocommit, @@GLOBAL.autocommit, @@session_track_schema"
+    /* The settings that change how values are read or written which a
+     * server's init_connect may have set for this connection, and the
+     * global ones COM_RESET_CONNECTION returns to instead (init_connect
+     * runs at connect only). */
+#define INIT_SQL                                                               \
+    ", @@time_zone, @@GLOBAL.time_zone, @@sql_mode, @@GLOBAL.sql_mode, @@tx_isolation, " \
+    "@@GLOBAL.tx_isolation"
     static const char *const info_sql[2][2] = {
         /* [maria][asks innodb_rollback_on_timeout] */
         {INFO_SQL, INFO_SQL ", @@innodb_rollback_on_timeout"},
-        {INFO_SQL ", CURRENT_ROLE()", INFO_SQL ", CURRENT_ROLE(), @@innodb_rollback_on_timeout"}};
+        {INFO_SQL ", CURRENT_ROLE()" INIT_SQL,
+         INFO_SQL ", CURRENT_ROLE()" INIT_SQL ", @@innodb_rollback_on_timeout"}};
 #undef INFO_SQL
+#undef INIT_SQL
+    bool names_now = false;
     bool rot = true;
     if (stopped || past(dl))
         return connect_late(c, stopped, bound_ms, err);
@@ -1341,8 +1417,20 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         c->names_lost = all && all[0] && strcmp(all[0], c->charset) != 0;
         if (all && all[1])
             c->max_packet = strtoull(all[1], NULL, 10);
-        MYSQL_ROW row = all ? all + 2 : NULL;
-        const char *rv = row && rot ? row[maria ? 2 : 1] : NULL;
+        /* init_connect's SET character_set_results = latin1 (or NULL: no
+         * conversion) would change every text read back: SET NAMES at
+         * connect. The reset puts the handshake's set back. */
+        names_now = all && (!all[2] || !all[3] || strcmp(all[2], c->charset) != 0 ||
+                            strcmp(all[3], c->charset) != 0);
+        if (all && setup_build(c, all + 4, maria ? all + 8 : NULL) != 0) {
+            mysql_free_result(r);
+            mysql_close(c->my);
+            free(c);
+            dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
+            return NULL;
+        }
+        MYSQL_ROW row = all ? all + 6 : NULL;
+        const char *rv = row && rot ? row[maria ? 8 : 1] : NULL;
         c->rollback_on_timeout = rv && (!strcmp(rv, "1") || !strcasecmp(rv, "ON"));
         c->schema_tracked = row && row[0] &&
                             (!strcmp(row[0], "1") || !strcasecmp(row[0], "ON")) &&
@@ -1373,13 +1461,14 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
      * took: text would be stored as the wrong characters. SET NAMES is
      * obeyed where the handshake is not (and again after each reset,
      * which puts the server's default back). */
-    if (c->names_lost && (stopped || past(dl)))
+    if ((c->names_lost || names_now) && (stopped || past(dl)))
         return connect_late(c, stopped, bound_ms, err);
-    if (c->names_lost && setup_names(c->my, c->charset, dl, &stopped) != 0) {
+    if ((c->names_lost || names_now) && setup_names(c->my, c->charset, dl, &stopped) != 0) {
         if (stopped || past(dl))
             return connect_late(c, stopped, bound_ms, err);
         fail_conn(c, dbs__now_ns(), false, err);
         mysql_close(c->my);
+        free(c->setup_sql);
         free(c);
         return NULL;
     }
@@ -1388,6 +1477,7 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         c->cache = calloc((size_t)cap, sizeof *c->cache);
         if (!c->cache) {
             mysql_close(c->my);
+            free(c->setup_sql);
             free(c);
             dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
             return NULL;
@@ -1502,6 +1592,7 @@ static void my_close(void *vc)
         return;
     cache_clear(c);
     free(c->cache);
+    free(c->setup_sql);
     mysql_close(c->my);
     free(c);
 }
@@ -1660,7 +1751,8 @@ static void *my_native(void *vc)
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
     c->released = false;
-    if ((c->rollback_owed || c->role_owed || (c->session_ro && !want_ro(c))) && !c->broken) {
+    if ((c->rollback_owed || c->role_owed || c->setup_owed || (c->session_ro && !want_ro(c))) &&
+        !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
         dbs_error e;
@@ -1912,7 +2004,8 @@ static int send_begin(my_conn *c, dbs_error *err)
     const char *cv[3] = {ctx ? ctx->request_id : NULL, ctx ? ctx->user_id : NULL,
                          ctx ? ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 256 + sizeof TRACK_SQL + sizeof c->role_sql;
+    size_t need = 256 + sizeof TRACK_SQL + sizeof c->role_sql +
+                  (c->setup_sql ? strlen(c->setup_sql) : 0);
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
     char *sql = malloc(need);
@@ -1931,6 +2024,10 @@ static int send_begin(my_conn *c, dbs_error *err)
     }
     if (c->role_owed) {
         APPEND(c->role_sql);
+        APPEND(";");
+    }
+    if (c->setup_owed && c->setup_sql) {
+        APPEND(c->setup_sql);
         APPEND(";");
     }
 
@@ -1992,6 +2089,7 @@ static int send_begin(my_conn *c, dbs_error *err)
     if (rc != DBS_OK)
         return rc;
     c->role_owed = false;
+    c->setup_owed = false;
     c->rollback_owed = false;
     c->track_owed = false;
     c->released = false;
@@ -2036,7 +2134,9 @@ static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *er
     /* Under NO_BACKSLASH_ESCAPES (the server's default sql_mode may set
      * it; every OK packet reports it) a backslash in quotes is a
      * character: 'C:\' ends there. */
-    bool backslash = !(c->my->server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+    bool backslash = c->setup_owed && c->setup_mode
+                         ? !c->setup_nbe /* the sql_mode it runs under, sent before it */
+                         : !(c->my->server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES);
     int rc = translate(sql, backslash, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
     if (rc != DBS_OK)
         return NULL;
@@ -2171,7 +2271,7 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
     }
     follow_tx(c); /* the last statement's report, native() use included */
     if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed ||
-         c->track_owed) &&
+         c->track_owed || c->setup_owed) &&
         send_begin(c, err) != DBS_OK) {
         free(heap);
         drop_entry(c, e, tmp);
@@ -2829,6 +2929,7 @@ static int full_reset(my_conn *c, dbs_error *err)
     c->ro_owed = false;
     c->native_used = false;
     c->role_owed = c->role_sql[0] != '\0';
+    c->setup_owed = c->setup_sql != NULL; /* the reset put the globals back */
     c->track_owed = c->tracking; /* the reset put the trackers back */
     /* A SET NAMES of the session's (or mysql_set_character_set on the
      * native handle) is undone on the server, but not in Connector/C, which

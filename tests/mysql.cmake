@@ -41,6 +41,20 @@ add_test(NAME mysql_sd_stop
 set_tests_properties(mysql_sd_stop PROPERTIES FIXTURES_CLEANUP mysql_server_sd
   LABELS mysql TIMEOUT 60)
 
+# A fourth in a time zone other than UTC, whose globals test_mysql
+# init_connect sets (init_connect, autocommit): a server of its own, since
+# they reach every new connection, other tests' included.
+set(DBSCOPE_MYSQL_IC_DIR ${DBSCOPE_MYSQL_DIR}_ic)
+add_test(NAME mysql_ic_start
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh start ${DBSCOPE_MYSQL_IC_DIR}
+    --default-time-zone=+05:30)
+set_tests_properties(mysql_ic_start PROPERTIES FIXTURES_SETUP mysql_server_ic
+  LABELS mysql TIMEOUT 120)
+add_test(NAME mysql_ic_stop
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/mysql_server.sh stop ${DBSCOPE_MYSQL_IC_DIR})
+set_tests_properties(mysql_ic_stop PROPERTIES FIXTURES_CLEANUP mysql_server_ic
+  LABELS mysql TIMEOUT 60)
+
 # tests/test_mysql.c: one program, one test per part (its first argument).
 if(DBSCOPE_WITH_MYSQL)
   dbscope_test_exe(test_mysql)
@@ -58,6 +72,10 @@ if(DBSCOPE_WITH_MYSQL)
   set_tests_properties(test_mysql_server_defaults PROPERTIES LABELS "mysql"
     TIMEOUT 300 FIXTURES_REQUIRED mysql_server_sd
     ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_SD_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_SD_DIR}")
+  add_test(NAME test_mysql_init_connect COMMAND test_mysql init_connect)
+  set_tests_properties(test_mysql_init_connect PROPERTIES LABELS "mysql"
+    TIMEOUT 300 FIXTURES_REQUIRED mysql_server_ic
+    ENVIRONMENT "DBSCOPE_TEST_URL_FILE=${DBSCOPE_MYSQL_IC_DIR}/url;DBSCOPE_MYSQL_DIR=${DBSCOPE_MYSQL_IC_DIR}")
   # The stall and the restart take the shared server down: nothing else may
 # run meanwhile.
   add_test(NAME test_mysql_stall COMMAND test_mysql stall)

@@ -32,6 +32,13 @@
  *             after each reset, dbscope's own SQL works; a row past 16 MiB
  *             both ways; a parameter past max_allowed_packet refused with
  *             the connection kept
+ *   init_connect
+ *             on a server (its own, from mysql.cmake) whose init_connect
+ *             sets time_zone, autocommit=0, character_set_results=latin1
+ *             and an isolation level, and whose global autocommit is 0:
+ *             text and TIMESTAMPs read back as written, the same settings
+ *             after a reset as on a new connection, and LOCK TABLES still
+ *             seen to end dbscope's transaction
  */
 #include "common.h"
 
@@ -2059,6 +2066,127 @@ static void test_server_defaults(void)
     }
 }
 
+/* ---- init_connect: settings a server gives each new connection ---- */
+
+/* The fixture's server (mysql.cmake) runs in time zone +05:30. The test
+ * sets its globals (the server is its own: nothing else runs on it) so
+ * that init_connect, which runs at every connect of a user without SUPER
+ * but not at COM_RESET_CONNECTION, sets what dbscope reads and writes by,
+ * and the global autocommit, which the reset returns to, is 0. */
+#define IC_INIT                                                                \
+    "SET time_zone = '+00:00', autocommit = 0, character_set_results = latin1, " \
+    "tx_isolation = 'READ-COMMITTED'"
+
+static void ic_settings(dbs_session *s, const char *when)
+{
+    char v[64];
+    if (strcmp(text_of(s, "SELECT @@time_zone", v, sizeof v), "+00:00") != 0)
+        CHECK_FAIL("%s: time_zone is %s, not init_connect's +00:00", when, v);
+    if (strcmp(text_of(s, "SELECT @@tx_isolation", v, sizeof v), "READ-COMMITTED") != 0)
+        CHECK_FAIL("%s: tx_isolation is %s, not init_connect's READ-COMMITTED", when, v);
+    if (strcmp(text_of(s, "SELECT @@character_set_results", v, sizeof v), "utf8mb4") != 0)
+        CHECK_FAIL("%s: character_set_results is %s, not utf8mb4", when, v);
+    /* dbscope's own begins and ends its transactions */
+    if (strcmp(text_of(s, "SELECT @@autocommit", v, sizeof v), "1") != 0)
+        CHECK_FAIL("%s: autocommit is %s, not 1", when, v);
+    /* text outside latin1, as a parameter and as a literal */
+    dbs_error err;
+    dbs_rows *r = dbs_query(s, "SELECT $1, '\xe2\x82\xac\xc3\xa9'",
+                            (dbs_value[]){DBS_TEXT("\xc3\xa9\xe2\x82\xac")}, 1, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", when, err.message);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_STR(dbs_rows_text(r, 0, NULL), "\xc3\xa9\xe2\x82\xac");
+    CHECK_STR(dbs_rows_text(r, 1, NULL), "\xe2\x82\xac\xc3\xa9");
+    dbs_rows_close(r);
+}
+
+static void test_init_connect(void)
+{
+    dbs_error err;
+    char sql[400], v[64];
+    dbs_pool *su = super_pool();
+    dbs_session *s = open_s(su, NULL);
+    exec_ok(s, "SET GLOBAL init_connect = \"" IC_INIT "\"");
+    exec_ok(s, "SET GLOBAL autocommit = 0");
+    CHECK_STR(text_of(s, "SELECT @@GLOBAL.time_zone", v, sizeof v), "+05:30");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    for (int mode = 0; mode < 2; mode++) {
+        reset_mode = mode ? DBS_RESET_TRACKED : DBS_RESET_FULL;
+        pool = one_conn_pool();
+        snprintf(tbl, sizeof tbl, "%s", table_name("my_ic"));
+        snprintf(sql, sizeof sql,
+                 "CREATE TABLE %s (id INT PRIMARY KEY, ts TIMESTAMP(6) NULL, "
+                 "t VARCHAR(20) CHARACTER SET utf8mb4) ENGINE=InnoDB",
+                 tbl);
+        run_sql(su, sql); /* not on pool's connection, which it would reset */
+
+        /* A new connection, then the same one after a reset: the same
+         * settings, and a TIMESTAMP read back as the instant written. */
+        struct timespec at = {.tv_sec = 1700000000, .tv_nsec = 123456000};
+        s = open_s(pool, NULL);
+        int64_t id = conn_id(s);
+        ic_settings(s, "new connection");
+        snprintf(sql, sizeof sql, "INSERT INTO %s (id, ts, t) VALUES (1, $1, $2)", tbl);
+        CHECK_EQ(dbs_exec(s, sql,
+                          (dbs_value[]){DBS_TIMESTAMP(at), DBS_TEXT("\xc3\xa9\xe2\x82\xac")},
+                          2, &err),
+                 1);
+        exec_ok(s, "SET @dirty = 1"); /* the release resets */
+        CHECK_OK(dbs_commit(s, &err), &err);
+        dbs_session_close(s);
+        for (int i = 0; i < 2; i++) {
+            s = open_s(pool, NULL);
+            CHECK_EQ(conn_id(s), id);
+            ic_settings(s, "after a reset");
+            snprintf(sql, sizeof sql, "SELECT ts, UNIX_TIMESTAMP(ts), t FROM %s WHERE id = 1",
+                     tbl);
+            dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+            if (!r)
+                CHECK_FAIL("%s", err.message);
+            CHECK_EQ(dbs_rows_next(r, &err), 1);
+            struct timespec got;
+            CHECK_OK(dbs_rows_get_timestamp(r, 0, &got, &err), &err);
+            CHECK_EQ((int64_t)got.tv_sec, (int64_t)at.tv_sec);
+            CHECK_EQ((int64_t)got.tv_nsec, (int64_t)at.tv_nsec);
+            CHECK_EQ(dbs_rows_int(r, 1), (int64_t)at.tv_sec); /* the instant stored */
+            CHECK_STR(dbs_rows_text(r, 2, NULL), "\xc3\xa9\xe2\x82\xac");
+            dbs_rows_close(r);
+            exec_ok(s, "SET time_zone = '+09:00'"); /* undone by the reset */
+            CHECK_OK(dbs_commit(s, &err), &err);
+            dbs_session_close(s);
+        }
+
+        /* LOCK TABLES commits implicitly: under autocommit 0 the server
+         * opens a transaction of its own right after, which must not pass
+         * for dbscope's. Not held while the connection idles. */
+        s = open_s(pool, NULL);
+        snprintf(sql, sizeof sql, "LOCK TABLES %s WRITE", tbl);
+        exec_ok(s, sql);
+        dbs_session_close(s);
+        dbs_pool *other = one_conn_pool();
+        dbs_session *o = open_s(other, NULL);
+        snprintf(sql, sizeof sql,
+                 "SET STATEMENT lock_wait_timeout = 5 FOR INSERT INTO %s (id) VALUES (2)", tbl);
+        exec_ok(o, sql);
+        CHECK_OK(dbs_commit(o, &err), &err);
+        dbs_session_close(o);
+        dbs_pool_close(other);
+
+        snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+        run_sql(su, sql);
+        dbs_pool_close(pool);
+        printf("init_connect: %s ok\n", mode ? "DBS_RESET_TRACKED" : "DBS_RESET_FULL");
+    }
+    s = open_s(su, NULL);
+    exec_ok(s, "SET GLOBAL init_connect = ''");
+    exec_ok(s, "SET GLOBAL autocommit = 1");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    dbs_session_close(s);
+    dbs_pool_close(su);
+}
+
 int main(int argc, char **argv)
 {
     dir = getenv("DBSCOPE_MYSQL_DIR");
@@ -2092,6 +2220,8 @@ int main(int argc, char **argv)
         test_restart();
     else if (!strcmp(part, "server_defaults"))
         test_server_defaults();
+    else if (!strcmp(part, "init_connect"))
+        test_init_connect();
     else if (!strcmp(part, "stall"))
         test_stall();
     else
