@@ -3219,6 +3219,9 @@ typedef struct pg_aflight {
     PGresult *wrote, *commit, *lsn;
     bool ro;            /* the unit is read-only */
     bool failed;        /* u->rc and u->err hold the unit's first error */
+    bool own_fail;      /* ... one of dbscope's own, which the server never
+                           saw (no memory to keep rows): its transaction
+                           went on to its COMMIT */
     bool commit_queued; /* its COMMIT is written or in libpq's buffer */
     bool escaped;       /* a statement of the unit ended its transaction */
     bool has_pos;       /* the commit position follows the COMMIT */
@@ -3461,6 +3464,9 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     int rc = a_begin_sql(u, bsql, sizeof bsql, &ro, err);
     if (rc != DBS_OK)
         return rc;
+    if (atomic_load_explicit(&dbs__fault.fail_begins, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub(&dbs__fault.fail_begins, 1) > 0)
+        snprintf(bsql, sizeof bsql, "DO $$BEGIN RAISE query_canceled; END$$");
     /* Every statement's parameters are checked, and the memory the
      * largest needs found, before anything is queued: the unit fails
      * alone, the connection goes on. */
@@ -3746,12 +3752,15 @@ static void a_finish(pg_conn *c, pg_aflight *af)
 {
     dbs__aunit *u = af->u;
     PGresult *r = af->commit;
-    if (af->failed && r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+    if (af->own_fail && r && PQresultStatus(r) == PGRES_COMMAND_OK &&
         !strcmp(PQcmdStatus(r), "COMMIT")) {
         /* The failure was dbscope's own (no memory to keep a statement's
          * rows), which the server never saw: its COMMIT, already on the
          * wire, committed. Never "failed" then, which a caller may run
-         * again: the rows are lost, the writes are not. */
+         * again: the rows are lost, the writes are not. (After a failure
+         * the server reported, "COMMIT" means no transaction was left to
+         * end: a BEGIN that failed, a cancel landing on it, made the
+         * server skip the unit's statements.) */
         char m[sizeof u->err.message];
         snprintf(m, sizeof m, "%s", u->err.message);
         u->commit_sent = true;
@@ -3906,6 +3915,7 @@ static void a_item(pg_conn *c, pg_aflight *af, const pg_aitem *it, PGresult *r,
                 if (!pr) {
                     u->rc = dbs__err(&u->err, DBS_ENOMEM, "postgresql: out of memory");
                     af->failed = true;
+                    af->own_fail = true;
                     break;
                 }
                 pr->base.ops = &pg_rows_ops;
@@ -4044,7 +4054,7 @@ static void a_fail_all(pg_conn *c, dbs__aunit ***tail, int *n)
             PGresult *r = af->commit;
             bool committed = r && PQresultStatus(r) == PGRES_COMMAND_OK &&
                              !strcmp(PQcmdStatus(r), "COMMIT");
-            if (af->failed && committed) {
+            if (af->own_fail && committed) {
                 /* dbscope's own failure (as in a_finish): it committed */
                 char m[sizeof u->err.message];
                 snprintf(m, sizeof m, "%s", u->err.message);

@@ -657,6 +657,10 @@ typedef struct dbs__faults {
                                      connection, at most unit_gap_ms: a
                                      cancel that lands between statements */
     atomic_int unit_gaps;         /* such waits begun */
+    atomic_int fail_begins;       /* the next N event-loop units on
+                                     PostgreSQL have their BEGIN fail at the
+                                     server with query_canceled, as a
+                                     cancel that lands on it does */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

@@ -1911,6 +1911,40 @@ static char *in_list_sql(size_t n)
  * refuses it: the unit kept such a blob's pointer uncopied (its length
  * plus one wrapped to 0), and the backend later read the caller's memory
  * as far as it said. */
+/* PostgreSQL: a cancel that lands on a unit's BEGIN fails it, and the
+ * server skips the unit's statements; the COMMIT after them then finds no
+ * transaction and answers "COMMIT" all the same. The unit ran nothing: it
+ * is not a commit of unknown outcome (it was reported as one, "the
+ * transaction committed all the same: do not run it again", when a cancel
+ * from dbs_unit_cancel met the BEGIN). */
+static void test_begin_refused(dbs_pool *p)
+{
+    if (!is_pg)
+        return;
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    char sql[256];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (4711, 'begin-refused')", tbl);
+    atomic_store(&dbs__fault.fail_begins, 1);
+    res r;
+    submit(unit1(l, 0, sql), &r);
+    drain(l);
+    atomic_store(&dbs__fault.fail_begins, 0);
+    CHECK_EQ(r.calls, 1);
+    if (r.rc == DBS_OK || r.rc == DBS_ECOMMIT_UNKNOWN)
+        CHECK_FAIL("a unit whose BEGIN failed: rc %d (%s), want its failure", r.rc, r.msg);
+    dbs_session *s = open_ok(p);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE id = 4711", tbl);
+    CHECK_EQ(query_int(s, sql, NULL, 0), 0);
+    dbs_session_close(s);
+    /* the connection goes on */
+    submit(unit1(l, 0, "SELECT 5"), &r);
+    drain(l);
+    CHECK_RC(r, DBS_OK);
+    dbs_loop_close(l);
+}
+
 static void test_impossible_length(dbs_pool *p)
 {
     dbs_error err;
@@ -3103,6 +3137,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "close_committing")) {
         fprintf(stderr, "close_committing\n");
         test_close_committing(p);
+    }
+    if (want(argc, argv, "begin_refused")) {
+        fprintf(stderr, "begin_refused\n");
+        test_begin_refused(p);
     }
     if (want(argc, argv, "impossible_length")) {
         fprintf(stderr, "impossible_length\n");
