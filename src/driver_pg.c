@@ -3766,9 +3766,12 @@ static void a_finish(pg_conn *c, pg_aflight *af)
         u->commit_sent = true;
         u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
                          "%s; the transaction committed all the same: do not run it again", m);
-    } else if (af->failed) {
+    } else if (af->failed && (!af->own_fail || (r && !failed(r)))) {
         /* the COMMIT ended a failed transaction: nothing of it committed,
-         * unless a statement of its own ended it before */
+         * unless a statement of its own ended it before. (After a failure
+         * of dbscope's own, "ROLLBACK": the server failed a statement
+         * behind it. A COMMIT that got no answer, or the server's end of
+         * the session in answer, may have committed as any other: below.) */
         u->commit_sent = af->escaped;
     } else if (r && PQresultStatus(r) == PGRES_COMMAND_OK &&
                !strcmp(PQcmdStatus(r), "COMMIT")) {
@@ -4062,7 +4065,10 @@ static void a_fail_all(pg_conn *c, dbs__aunit ***tail, int *n)
                 u->rc = dbs__err(&u->err, DBS_ECOMMIT_UNKNOWN,
                                  "%s; the transaction committed all the same: do not run it "
                                  "again", m);
-            } else if (af->failed) {
+            } else if (af->failed && (!af->own_fail || (r && !failed(r)))) {
+                /* a failure the server saw: its COMMIT rolls back (after
+                 * dbscope's own, one whose COMMIT got no answer, or an
+                 * error the loss followed, may have committed: below) */
                 u->commit_sent = af->escaped;
             } else if (committed) {
                 u->rc = DBS_OK; /* the answer came; its Sync's did not */

@@ -767,6 +767,79 @@ static void test_rows_lost_committed(void)
     printf("rows lost after the work ran: DBS_ECOMMIT_UNKNOWN, committed\n");
 }
 
+/* The same, with the COMMIT's answer lost: the server, which saw no
+ * failure, may have run the COMMIT that was on the wire (here it did).
+ * Not "out of memory", a failure nothing of which committed: the outcome
+ * is unknown, DBS_ECOMMIT_UNKNOWN. */
+static void test_rows_lost_commit_unanswered(void)
+{
+    const char *dir = getenv("DBSCOPE_PG_DIR");
+    CHECK(dir != NULL);
+    char password[256], port[32], url[512];
+    read_line(dir, "password", password, sizeof password);
+    read_line(dir, "port", port, sizeof port);
+    faultproxy *fp = fp_start(atoi(port));
+    snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%d/dbscope?sslmode=disable",
+             password, fp_port(fp));
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.pre_ping = 0;
+    cfg.log_events = 0;
+    dbs_error err;
+    dbs_pool *pp = dbs_pool_open(&cfg, &err);
+    if (!pp)
+        CHECK_FAIL("open via proxy: %s", err.message);
+    dbs__conn *dc = dbs__conn_open(pp, &err);
+    if (!dc)
+        CHECK_FAIL("connect via proxy: %s", err.message);
+    void *c = dc->impl;
+    char ins[200], cnt[200];
+    snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE id = 6200", tbl);
+    tunit t;
+    tu_init(&t, "rows-lost-unanswered");
+    tu_add(&t, ins, 1, 6200, 0);
+    tu_add(&t, "SELECT 1", 0, 0, 0);
+    /* the answers stop right after the statements' ReadyForQuery (in a
+     * transaction): the rows come, the COMMIT's answer does not */
+    static const unsigned char in_tx_ready[] = {'Z', 0, 0, 0, 5, 'T'};
+    fp_silent_after(fp, FP_DOWN, in_tx_ready, sizeof in_tx_ready);
+    atomic_store(&dbs__fault.fail_row_keeps, 1);
+    send_ok(c, &t);
+    short want = POLLIN | POLLOUT;
+    for (int i = 0; i < 3000 && atomic_load(&dbs__fault.fail_row_keeps) > 0; i++) {
+        struct pollfd pf = {.fd = drv->a_fd(c), .events = want ? want : POLLIN};
+        int r = poll(&pf, 1, 10);
+        dbs__aunit *done = NULL;
+        CHECK_EQ(drv->a_step(c, r > 0 ? pf.revents : 0, &done, &want), 0);
+    }
+    CHECK_EQ(atomic_load(&dbs__fault.fail_row_keeps), 0); /* the fault was hit */
+    dbs_session *s = open_ok(pool);
+    int64_t n = 0;
+    for (int i = 0; i < 2000 && n < 1; i++) {
+        n = query_int(s, cnt, NULL, 0);
+        CHECK_OK(dbs_commit(s, &err), &err);
+        if (n < 1)
+            dbs__sleep_ms(5);
+    }
+    dbs_session_close(s);
+    CHECK_EQ(n, 1); /* it committed on the server */
+    fp_set(fp, FP_RESET, FP_BOTH, 0);
+    tunit *ts[] = {&t};
+    wait_all(c, ts, 1);
+    if (t.u.rc != DBS_ECOMMIT_UNKNOWN)
+        CHECK_FAIL("rows lost, COMMIT unanswered, committed: rc %d (%s), want "
+                   "DBS_ECOMMIT_UNKNOWN", t.u.rc, t.u.err.message);
+    CHECK(t.u.commit_sent);
+    tu_free(&t);
+    dbs__conn_close(pp, dc);
+    dbs_pool_close(pp);
+    fp_stop(fp);
+    printf("rows lost, COMMIT unanswered: DBS_ECOMMIT_UNKNOWN\n");
+}
+
 static void test_send_torn(void)
 {
     dbs__conn *dc;
@@ -967,6 +1040,7 @@ int main(void)
     test_commit_unknown();
     test_send_torn();
     test_rows_lost_committed();
+    test_rows_lost_commit_unanswered();
     test_loop_reset_silent();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
