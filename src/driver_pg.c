@@ -1589,7 +1589,8 @@ static bool one_of(const char *v, const char *const *words)
  * pool retries and the breaker counts, and an unparsable connect_timeout
  * would leave connects unbounded. The checks are libpq's own (fe-connect.c:
  * connectOptions2, parse_int_param, PQconnectPoll's port check) and, for
- * the keep-alive timers libpq passes to setsockopt, Linux's ranges; no
+ * the keep-alive timers libpq passes to setsockopt, Linux's ranges (the
+ * options read only at a TCP connect, when some host can be one); no
  * more: done here, before any connect, so no network failure can be
  * taken for one. A port out of range only makes libpq skip that host, but
  * no server is ever reached through it: a mistake in the URL all the same.
@@ -1619,6 +1620,57 @@ static bool setting_name_ok(const char *name)
     }
 }
 
+/* Whether some host of the connection string may be reached over TCP,
+ * the only connect where libpq reads the keep-alive options and
+ * tcp_user_timeout: a hostaddr, or a host that is not a socket directory
+ * ('/') or an abstract socket ('@'). What the string leaves out is libpq's
+ * default: PGHOST, PGHOSTADDR or the service PGSERVICE names, else the
+ * default socket directory (dbscope builds on POSIX systems only). A
+ * service named in the string would supply them instead, and is not read
+ * here: only the string's own host and hostaddr count then (a refusal
+ * must be sure). */
+static bool pg_tcp_possible(const PQconninfoOption *opts)
+{
+    const char *host = NULL, *hostaddr = NULL;
+    bool service = false;
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+        else if (!strcmp(o->keyword, "service"))
+            service = o->val && *o->val;
+    }
+    /* libpq fills only the options the string does not give (an empty
+     * value is given) */
+    PQconninfoOption *defs = (!host || !hostaddr) && !service ? PQconndefaults() : NULL;
+    for (PQconninfoOption *o = defs; o && o->keyword; o++) {
+        if (!strcmp(o->keyword, "host") && !host)
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr") && !hostaddr)
+            hostaddr = o->val;
+    }
+    bool tcp = false;
+    /* an empty entry of hostaddr leaves that host to host's entry */
+    for (const char *p = hostaddr; p && !tcp;) {
+        size_t len = strcspn(p, ",");
+        tcp = len > 0;
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    /* an empty entry of host is the default socket directory */
+    for (const char *p = host; p && !tcp;) {
+        size_t len = strcspn(p, ",");
+        tcp = len > 0 && p[0] != '/' && p[0] != '@';
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    PQconninfoFree(defs);
+    return tcp;
+}
+
 static int pg_target_open(dbs__target *t, dbs_error *err)
 {
     static const char *const sslmodes[] = {"disable", "allow", "prefer", "require",
@@ -1630,6 +1682,7 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
     if (!opts)
         return DBS_OK; /* config.c parsed it with libpq; out of memory here */
     int rc = DBS_OK, n;
+    int tcp = -1; /* pg_tcp_possible, read once when an option needs it */
     for (PQconninfoOption *o = opts; o->keyword && rc == DBS_OK; o++) {
         const char *v = o->val;
         if (!v)
@@ -1639,12 +1692,12 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
                           "postgresql: connect_timeout \"%.40s\" in the URL is not a whole "
                           "number of seconds (libpq refuses it; 0: no bound)", v);
         /* read as connect_timeout is, but only at a TCP connect, after the
-         * socket is made: each would fail every connect as an outage */
+         * socket is made: each would fail every TCP connect as an outage */
         else if ((!strcmp(o->keyword, "keepalives") || !strcmp(o->keyword, "keepalives_idle") ||
                   !strcmp(o->keyword, "keepalives_interval") ||
                   !strcmp(o->keyword, "keepalives_count") ||
                   !strcmp(o->keyword, "tcp_user_timeout")) &&
-                 !pg_int_param(v, &n))
+                 !pg_int_param(v, &n) && (tcp < 0 ? (tcp = pg_tcp_possible(opts)) : tcp))
             rc = dbs__err(err, DBS_ECONFIG,
                           "postgresql: %s \"%.40s\" in the URL is not a whole number "
                           "(libpq refuses it at every connect)", o->keyword, v);
@@ -1677,7 +1730,8 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
 #ifdef __linux__
     /* libpq hands the keep-alive values to setsockopt as they are (a
      * negative one as 0), and Linux refuses those out of its range: every
-     * TCP connect would fail. With keepalives off none is set. */
+     * TCP connect would fail. With keepalives off none is set, nor on a
+     * Unix socket. */
     static const struct { const char *key; int hi; } ka[] = {
         {"keepalives_idle", 32767}, {"keepalives_interval", 32767}, {"keepalives_count", 127}};
     bool ka_on = true;
@@ -1687,7 +1741,8 @@ static int pg_target_open(dbs__target *t, dbs_error *err)
     for (PQconninfoOption *o = opts; ka_on && o->keyword && rc == DBS_OK; o++)
         for (size_t i = 0; o->val && i < sizeof ka / sizeof ka[0] && rc == DBS_OK; i++)
             if (!strcmp(o->keyword, ka[i].key) && pg_int_param(o->val, &n) &&
-                (n < 1 || n > ka[i].hi))
+                (n < 1 || n > ka[i].hi) &&
+                (tcp < 0 ? (tcp = pg_tcp_possible(opts)) : tcp))
                 rc = dbs__err(err, DBS_ECONFIG,
                               "postgresql: %s %d in the URL is not from 1 to %d, which Linux "
                               "refuses at every TCP connect (or set keepalives=0)",

@@ -995,6 +995,72 @@ static void test_pg_tcp_options_refused(void)
         if (!ka[i].ok)
             CHECK_CONTAINS(e.message, "keepalives_");
     }
+    /* libpq reads no keep-alive option and no tcp_user_timeout on a
+     * Unix-socket connection: a URL all of whose hosts are sockets (a
+     * directory, an abstract socket, none at all: libpq's default
+     * directory) opens whatever they say; one TCP host among them, a
+     * hostaddr, or a PGHOST or PGHOSTADDR the URL leaves in charge makes
+     * them count again. */
+    static const struct { const char *env, *envval, *url; int ok; } sock[] = {
+        {NULL, NULL, "host=/tmp user=u keepalives_idle=0", 1},
+        {NULL, NULL, "postgresql:///db?host=/var/run/postgresql&keepalives_idle=0", 1},
+        {NULL, NULL, "postgresql://u@%2Ftmp/db?keepalives_count=0", 1},
+        {NULL, NULL, "user=u keepalives_interval=0", 1},
+        {NULL, NULL, "postgresql:///db?keepalives_idle=0", 1},
+        {NULL, NULL, "host=@dbscope,/tmp, user=u keepalives_idle=-1", 1},
+        {NULL, NULL, "host=/tmp,127.0.0.1 user=u keepalives_idle=0", 0},
+        {NULL, NULL, "host=/tmp,localhost user=u keepalives_count=128", 0},
+        {NULL, NULL, "host=/tmp hostaddr=127.0.0.1 user=u keepalives_idle=0", 0},
+        {"PGHOST", "127.0.0.1", "user=u keepalives_idle=0", 0},
+        {"PGHOST", "/tmp", "user=u keepalives_idle=0", 1},
+        {"PGHOST", "127.0.0.1", "host=/tmp user=u keepalives_idle=0", 1},
+        {"PGHOSTADDR", "127.0.0.1", "host=/tmp user=u keepalives_idle=0", 0},
+        /* nor does it read them at all there: a value that is no number */
+        {NULL, NULL, "host=/tmp user=u keepalives=abc", 1},
+        {NULL, NULL, "postgresql:///db?keepalives_idle=5s&tcp_user_timeout=1.5", 1},
+        {NULL, NULL, "host=/tmp,127.0.0.1 user=u tcp_user_timeout=abc", 0},
+        {"PGHOST", "localhost", "user=u keepalives_count=abc", 0},
+    };
+    static const char *const envs[] = {"PGHOST", "PGHOSTADDR", "PGSERVICE"};
+    char *saved[3];
+    for (size_t i = 0; i < 3; i++) {
+        saved[i] = getenv(envs[i]) ? strdup(getenv(envs[i])) : NULL;
+        unsetenv(envs[i]);
+    }
+    for (size_t i = 0; i < sizeof sock / sizeof sock[0]; i++) {
+        if (sock[i].env)
+            setenv(sock[i].env, sock[i].envval, 1);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = sock[i].url;
+        cfg.lazy_open = 1;
+        cfg.log_events = 0;
+        dbs_error e;
+        dbs_pool *p = dbs_pool_open(&cfg, &e);
+        dbs_pool_close(p);
+        if (sock[i].env)
+            unsetenv(sock[i].env);
+        if (sock[i].ok ? !p : p || e.code != DBS_ECONFIG)
+            CHECK_FAIL("%s%s%s %s: %s, %d %s", sock[i].env ? sock[i].env : "",
+                       sock[i].env ? "=" : "", sock[i].env ? sock[i].envval : "", sock[i].url,
+                       p ? "opened" : "refused", p ? 0 : e.code, p ? "" : e.message);
+        if (!sock[i].ok)
+            CHECK_CONTAINS(e.message, strstr(sock[i].url, "tcp_") ? "tcp_user_timeout"
+                                                                   : "keepalives_");
+    }
+    /* in replica_url too: each replica is a target of its own */
+    dbs_error e;
+    int rc = open_replicas("host=/tmp port=1 keepalives_idle=0", &e);
+    if (rc != DBS_OK)
+        CHECK_FAIL("replica_url host=/tmp keepalives_idle=0: %d %s", rc, e.message);
+    rc = open_replicas("host=/tmp,127.0.0.2 port=1 keepalives_idle=0", &e);
+    if (rc != DBS_ECONFIG)
+        CHECK_FAIL("replica_url host=/tmp,127.0.0.2 keepalives_idle=0: %d", rc);
+    for (size_t i = 0; i < 3; i++) {
+        if (saved[i])
+            setenv(envs[i], saved[i], 1);
+        free(saved[i]);
+    }
 #endif
 }
 

@@ -176,6 +176,37 @@ int main(void)
              port, password);
     connects(url);
 
+    /* Over the server's Unix socket libpq reads no keep-alive option and
+     * no tcp_user_timeout: values a TCP connect would refuse were refused
+     * at open there too, and connect. */
+    {
+        char sock[900];
+        read_line(dir, "socket", sock, sizeof sock);
+        static const char *const opts[] = {"keepalives_idle=0", "keepalives_count=128",
+                                           "keepalives=abc", "tcp_user_timeout=1.5"};
+        for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+            snprintf(url, sizeof url,
+                     "host=%s port=%s dbname=dbscope user=dbscope password=%s %s", sock,
+                     port, password, opts[i]);
+            connects(url);
+        }
+        /* ... but not with a TCP host beside it */
+        snprintf(url, sizeof url,
+                 "host=%s,127.0.0.1 port=%s dbname=dbscope user=dbscope password=%s "
+                 "keepalives_idle=0",
+                 sock, port, password);
+        dbs_config cfg;
+        dbs_config_init(&cfg);
+        cfg.url = url;
+        cfg.lazy_open = 1;
+        dbs_error err;
+        dbs_pool *p = dbs_pool_open(&cfg, &err);
+        if (p)
+            CHECK_FAIL("a socket and 127.0.0.1 with keepalives_idle=0: the pool opened");
+        CHECK_EQ(err.code, DBS_ECONFIG);
+        CHECK_CONTAINS(err.message, "keepalives_idle");
+    }
+
     /* More hosts than the 16 that resolve_hosts used to keep: the server is
      * the last of 20 (the others are socket directories that do not exist,
      * refused at once), and is reached (audit P3). */
