@@ -660,14 +660,14 @@ static void test_killed(void)
     printf("killed backend mid-flight: every unit handed back, DBS_ECONNECT\n");
 }
 
-/* The server's answers are held back (the proxy drops them) while both
- * units commit; then the connection is reset: both may have committed as
- * far as the client can tell, so both are DBS_ECOMMIT_UNKNOWN. */
-static void test_commit_unknown(void)
+/* A pool of one connection through a fault proxy of its own, and that
+ * connection taken from it: *fp, *pp and *dc are the caller's to close. */
+static void *via_proxy(faultproxy **fp_out, dbs_pool **pp_out, dbs__conn **dc_out)
 {
     const char *dir = getenv("DBSCOPE_PG_DIR");
     CHECK(dir != NULL);
-    char password[256], port[32], url[512];
+    char password[256], port[32];
+    static char url[512]; /* the pool's URL, for as long as it is open */
     read_line(dir, "password", password, sizeof password);
     read_line(dir, "port", port, sizeof port);
     faultproxy *fp = fp_start(atoi(port));
@@ -686,7 +686,22 @@ static void test_commit_unknown(void)
     dbs__conn *dc = dbs__conn_open(pp, &err);
     if (!dc)
         CHECK_FAIL("connect via proxy: %s", err.message);
-    void *c = dc->impl;
+    *fp_out = fp;
+    *pp_out = pp;
+    *dc_out = dc;
+    return dc->impl;
+}
+
+/* The server's answers are held back (the proxy drops them) while both
+ * units commit; then the connection is reset: both may have committed as
+ * far as the client can tell, so both are DBS_ECOMMIT_UNKNOWN. */
+static void test_commit_unknown(void)
+{
+    faultproxy *fp;
+    dbs_pool *pp;
+    dbs__conn *dc;
+    void *c = via_proxy(&fp, &pp, &dc);
+    dbs_error err;
     char ins[200], cnt[200];
     snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1)", tbl);
     snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE id IN (5000, 5001)", tbl);
@@ -773,28 +788,11 @@ static void test_rows_lost_committed(void)
  * is unknown, DBS_ECOMMIT_UNKNOWN. */
 static void test_rows_lost_commit_unanswered(void)
 {
-    const char *dir = getenv("DBSCOPE_PG_DIR");
-    CHECK(dir != NULL);
-    char password[256], port[32], url[512];
-    read_line(dir, "password", password, sizeof password);
-    read_line(dir, "port", port, sizeof port);
-    faultproxy *fp = fp_start(atoi(port));
-    snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%d/dbscope?sslmode=disable",
-             password, fp_port(fp));
-    dbs_config cfg;
-    dbs_config_init(&cfg);
-    cfg.url = url;
-    cfg.pool_size = 1;
-    cfg.pre_ping = 0;
-    cfg.log_events = 0;
+    faultproxy *fp;
+    dbs_pool *pp;
+    dbs__conn *dc;
+    void *c = via_proxy(&fp, &pp, &dc);
     dbs_error err;
-    dbs_pool *pp = dbs_pool_open(&cfg, &err);
-    if (!pp)
-        CHECK_FAIL("open via proxy: %s", err.message);
-    dbs__conn *dc = dbs__conn_open(pp, &err);
-    if (!dc)
-        CHECK_FAIL("connect via proxy: %s", err.message);
-    void *c = dc->impl;
     char ins[200], cnt[200];
     snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1)", tbl);
     snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE id = 6200", tbl);
