@@ -508,22 +508,6 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
                   dbs__opener open, uint64_t pos, const dbs_tx_options *opt);
 /* dbs_session_close without the public deallocator role. */
 void dbs__session_close(dbs_session *s);
-/* Checks magic, state and owner thread; DBS_EMISUSE or DBS_ECLOSED. */
-int dbs__session_check_full(dbs_session *s, dbs_error *err);
-/* The same check, its passing case inline: every statement and row step
- * of a unit makes it, and the call and the error paths' frame cost more
- * than the tests (bench/notes.md, "Units of work"). Anything not plainly
- * fine goes to the full check, which alone decides a refusal. */
-static inline int dbs__session_check(dbs_session *s, dbs_error *err)
-{
-    if (s && s->magic == DBS__SESSION_MAGIC && pthread_equal(s->owner, pthread_self()) &&
-        s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed) &&
-        !dbs__pool_closed(s->pool) && s->conn) {
-        s->touched = true;
-        return DBS_OK;
-    }
-    return dbs__session_check_full(s, err);
-}
 /* Begins a transaction if none is open (autobegin). */
 int dbs__session_autobegin(dbs_session *s, dbs_error *err);
 /* Notes a failure from the backend: a lost connection marks the session

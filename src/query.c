@@ -1,6 +1,7 @@
 /* Statements and rows: argument checks, autobegin, and the rows API over the
  * backend's rows. Parameters are always bound, never formatted into SQL. */
 #include "internal.h"
+#include "session_check.h"
 #include "loop.h"
 
 #include <stdio.h>
