@@ -941,15 +941,28 @@ static void pool_stats(const sb_app *app, const sb_request *req, sb_response *re
     }
     json_t *o = json_loads(pool, 0, NULL);
     free(pool);
-    json_t *extra = o ? sb_dash_json(app->pool, after) : NULL;
-    if (!extra || json_object_update(o, extra) != 0) {
-        json_decref(o);
-        json_decref(extra);
+    char *history = NULL;
+    json_t *extra = o ? sb_dash_json(app->pool, after, &history) : NULL;
+    char *text = extra && json_object_update(o, extra) == 0 ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    json_decref(extra);
+    /* the history is text already (each sample rendered once, dash.c):
+     * it goes in as the object's last member, "{...}" becoming
+     * "{...,"history":[...]}" */
+    size_t tl = text ? strlen(text) : 0, hl = history ? strlen(history) : 0;
+    char *body = tl >= 2 && history ? malloc(tl + hl + 16) : NULL;
+    if (!body) {
+        free(text);
+        free(history);
         sb_error(res, 500, "out of memory");
         return;
     }
-    json_decref(extra);
-    sb_json(res, 200, o);
+    memcpy(body, text, tl - 1);
+    sprintf(body + tl - 1, ",\"history\":%s}", history);
+    free(text);
+    free(history);
+    res->status = 200;
+    res->body = body;
 }
 
 void sb_handle(const sb_app *app, sb_request *req, sb_response *res)

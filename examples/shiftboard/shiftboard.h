@@ -143,10 +143,12 @@ int sb_dash_start(dbs_pool *pool);
 void sb_dash_stop(void);
 /* Counts an HTTP answer by status. Any thread. */
 void sb_dash_http(int status);
-/* {"seq", "history": the samples after seq `after` (-1: all kept),
- * "wait_p99_10s_ms", "wait_p99_60s_ms", "held": the sessions open now,
- * longest held first, "held_total", "http"}; NULL if out of memory. */
-json_t *sb_dash_json(dbs_pool *pool, long long after);
+/* {"seq", "wait_p99_10s_ms", "wait_p99_60s_ms", "held": the sessions open
+ * now, longest held first, "held_total", "http"}, and in *history (the
+ * caller frees it) the JSON array text of the samples after seq `after`
+ * (-1: all kept), each rendered once when it was taken; NULL if out of
+ * memory. */
+json_t *sb_dash_json(dbs_pool *pool, long long after, char **history);
 
 /* ---- json.c: responses ---- */
 

@@ -1673,6 +1673,11 @@ def hashing_per_address(args, url, workdir):
     register from another address meanwhile is 201. (One address could take
     every permit and keep the rest waiting in line: everyone else's
     registers and logins were 503 for as long as it kept asking.)"""
+    if len(os.sched_getaffinity(0)) < 2:
+        # the permits are no more than the processors (hashing_per_processor)
+        print("hashing per address: skipped, it needs two permits and so two processors",
+              flush=True)
+        return
     svc = Service(args.binary, url, workdir, extra_args=["--threads", "4"],
                   env_extra={"SHIFTBOARD_PWHASH": "slow"})
     try:
@@ -1707,6 +1712,87 @@ def hashing_per_address(args, url, workdir):
     finally:
         code = svc.stop()
     check(code == 0, "hashing per address: SIGTERM: exit 0 (got %s)" % code)
+
+
+def hashing_per_processor(args, url, workdir):
+    """--threads set so that threads/2 is more than the processors, and
+    hashes of seconds each: one register more than there are processors,
+    each from an address of its own and all at once, leave exactly one
+    503 with Retry-After. (The permits were threads/2 whatever the
+    processors: argon2id is CPU-bound, so the hashes past one a processor
+    only queued for the CPU, each holding its 64 MiB: --threads 64 on two
+    processors let 40 registers take the process to 1.4 GB at once.)"""
+    cpus = len(os.sched_getaffinity(0))
+    svc = Service(args.binary, url, workdir, extra_args=["--threads", str(4 * cpus + 4)],
+                  env_extra={"SHIFTBOARD_PWHASH": "slow"})
+    try:
+        results = []
+
+        def register(k):
+            try:
+                st, r, _, _ = svc.request("POST", "/api/users",
+                                          {"name": "cpu%d" % k, "password": "correct horse"},
+                                          source="127.0.1.%d" % (k + 1), timeout=300)
+                results.append((st, r.getheader("Retry-After")))
+            except (OSError, http.client.HTTPException) as e:
+                results.append((repr(e), None))
+
+        threads = [threading.Thread(target=register, args=(k,)) for k in range(cpus + 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print("hashing per processor: %d processors, registers %s" % (cpus, results), flush=True)
+        check(sorted(r[0] for r in results) == [201] * cpus + [503] and (503, "1") in results,
+              "hashing per processor: %d registers at once on %d processors: %d are 201 and "
+              "one 503 with Retry-After: %s" % (cpus + 1, cpus, cpus, results))
+    finally:
+        code = svc.stop()
+    check(code == 0, "hashing per processor: SIGTERM: exit 0 (got %s)" % code)
+
+
+def dashboard_history_cost(args, url, workdir):
+    """GET /api/pool?after=-1 takes no handler slot (it must answer while
+    the database holds every one), so what it costs is unbounded: with ten
+    minutes of samples kept (filled here in seconds, SHIFTBOARD_SAMPLE_MS)
+    it must cost about what GET /api/pool does, not a JSON object built and
+    printed for each of 600 samples per request. Measured as the process's
+    CPU time over 200 requests of each, with a wide margin. (It cost about
+    15 ms of CPU a request, 15 times the plain route's: a few clients
+    asking for it over and over took both processors, bounded by nothing.)"""
+    svc = Service(args.binary, url, workdir, env_extra={"SHIFTBOARD_SAMPLE_MS": "5"})
+    try:
+        kept = 0
+        for _ in range(600):
+            st, _, doc, _ = svc.request("GET", "/api/pool?after=-1")
+            kept = len(doc["history"]) if st == 200 else 0
+            if kept >= 600:
+                break
+            time.sleep(0.1)
+        check(kept == 600, "dashboard history: ten minutes of samples kept (%d)" % kept)
+        seq = doc["seq"]
+        st, _, doc, text = svc.request("GET", "/api/pool?after=%d" % (seq - 3))
+        check(st == 200 and [h["seq"] for h in doc["history"]][:3] == [seq - 2, seq - 1, seq]
+              and doc["seq"] >= seq and "size" in doc and "held" in doc,
+              "dashboard history: after=SEQ answers the samples after it: %s" % text[:200])
+
+        def cost(path):
+            c0 = cpu_seconds(svc.proc.pid)
+            for _ in range(200):
+                st, _, doc, _ = svc.request("GET", path)
+                check(st == 200 and "size" in doc, "dashboard history: %s: %s" % (path, st))
+            return cpu_seconds(svc.proc.pid) - c0
+
+        plain = cost("/api/pool")
+        full = cost("/api/pool?after=-1")
+        print("dashboard history: 200 plain /api/pool %.2f s of CPU, 200 with ten minutes of "
+              "history %.2f s" % (plain, full), flush=True)
+        check(full <= 5 * plain + 0.5,
+              "dashboard history: 200 requests with 600 samples cost %.2f s of CPU, the plain "
+              "route %.2f s" % (full, plain))
+    finally:
+        code = svc.stop()
+    check(code == 0, "dashboard history: SIGTERM: exit 0 (got %s)" % code)
 
 
 def slots_per_address(args, workdir):
@@ -2273,6 +2359,8 @@ def hostile(args, workdir):
     past_the_limit_busy(args, url, workdir)
     hashing_bound(args, url, workdir)
     hashing_per_address(args, url, workdir)
+    hashing_per_processor(args, url, workdir)
+    dashboard_history_cost(args, url, workdir)
     slots_per_address(args, workdir)
 
 
