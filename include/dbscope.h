@@ -9,8 +9,10 @@
  *     function is thread-safe.
  *   - A dbs_session belongs to the thread that opened it. Every session
  *     function called from another thread returns DBS_EMISUSE and does
- *     nothing (this is always detected). dbs_session_close from another
- *     thread is refused the same way; the session stays open.
+ *     nothing (this is always detected, also on a thread started after the
+ *     owner exited, which may have been given the owner's pthread_t).
+ *     dbs_session_close from another thread is refused the same way; the
+ *     session stays open. The same holds for a dbs_loop and its owner.
  *   - A dbs_rows belongs to its session, and so to the same thread.
  *   - Use after close. A closed session's memory is kept by its thread for
  *     the thread's next sessions and freed only at thread exit, so a closed

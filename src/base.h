@@ -21,6 +21,21 @@ struct timespec dbs__timespec(int64_t ns);
 /* Absolute CLOCK_REALTIME timespec ms from now, for the calls that take
  * only that clock (pthread_timedjoin_np). */
 
+/* ---- clock.c: the calling thread's identity ----
+ * A number no other thread of the process ever has, not even one started
+ * after this one exited: a pthread_t is reused (glibc hands a new thread
+ * the descriptor, and so the pthread_t, of one that exited), so it cannot
+ * tell a handle's owner from a thread started after the owner exited.
+ * Never 0. A child of fork() keeps the forking thread's. */
+extern _Thread_local uint64_t dbs__tid;
+uint64_t dbs__thread_id_new(void);
+
+static inline uint64_t dbs__thread_id(void)
+{
+    uint64_t t = dbs__tid;
+    return t ? t : dbs__thread_id_new();
+}
+
 /* ---- lock.c: a short lock ----
  * A shard's lock is nearly always taken by the thread the shard serves, for a
  * few dozen instructions: a test-and-set lock released by a plain store

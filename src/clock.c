@@ -1,4 +1,5 @@
-/* Monotonic time, sleeping, and a cheap per-thread PRNG for jitter. */
+/* Monotonic time, sleeping, a cheap per-thread PRNG for jitter, and each
+ * thread's identity. */
 #include "base.h"
 
 #include <errno.h>
@@ -44,4 +45,14 @@ uint64_t dbs__random(void)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
     return z ^ (z >> 31);
+}
+
+_Thread_local uint64_t dbs__tid;
+
+uint64_t dbs__thread_id_new(void)
+{
+    /* 64 bits: a process never starts enough threads to wrap it */
+    static atomic_uint_fast64_t next;
+    dbs__tid = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) + 1;
+    return dbs__tid;
 }

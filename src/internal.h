@@ -441,7 +441,10 @@ enum dbs__session_state { DBS__S_OPEN, DBS__S_CLOSED };
 /* A new field needs a reset in session.c's session_alloc too. */
 struct dbs_session {
     unsigned magic;
-    pthread_t owner;
+    uint64_t owner_id;        /* dbs__thread_id() of the thread that opened
+                                 it: the ownership check (a pthread_t may
+                                 be a later thread's) */
+    pthread_t owner;          /* the same thread, as reports name it */
     dbs_pool *pool;
     dbs__conn *conn;
     bool in_tx;               /* a transaction was begun on the connection */

@@ -235,7 +235,8 @@ struct lane {
 
 struct dbs_loop {
     unsigned magic;
-    pthread_t owner;
+    uint64_t owner_id;        /* dbs__thread_id() of its owner: the check */
+    pthread_t owner;          /* the same thread, as events name it */
     dbs_pool *pool;
     bool native;              /* the backend has a_* methods */
     dbs_loop_config cfg;
@@ -270,7 +271,7 @@ static bool transient(int code)
 
 static bool on_owner(const dbs_loop *l)
 {
-    return pthread_equal(l->owner, pthread_self());
+    return l->owner_id == dbs__thread_id();
 }
 
 static void loop_unref(dbs_loop *l)
@@ -1690,6 +1691,7 @@ dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *e
     }
     l->magic = LOOP_MAGIC;
     atomic_init(&l->refs, 1);
+    l->owner_id = dbs__thread_id();
     l->owner = pthread_self();
     l->pool = pool;
     l->cfg = c;

@@ -134,7 +134,7 @@ dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params, si
  * session can fail under them. */
 static bool owner_ok(const dbs_rows *r)
 {
-    return !r->session || pthread_equal(r->session->owner, pthread_self());
+    return !r->session || r->session->owner_id == dbs__thread_id();
 }
 
 static bool rows_ok(const dbs_rows *r)

@@ -228,6 +228,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         return NULL;
     }
     s->magic = DBS__SESSION_MAGIC;
+    s->owner_id = dbs__thread_id();
     s->owner = pthread_self();
     s->pool = pool;
     s->file = file;
@@ -362,7 +363,7 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
 
 uint64_t dbs_session_commit_pos(dbs_session *s)
 {
-    if (!s || s->magic != DBS__SESSION_MAGIC || !pthread_equal(s->owner, pthread_self()))
+    if (!s || s->magic != DBS__SESSION_MAGIC || s->owner_id != dbs__thread_id())
         return 0;
     return s->commit_pos;
 }
@@ -401,7 +402,7 @@ static void session_close(dbs_session *s)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
         return; /* NULL, or closed twice: nothing left to do */
-    if (!pthread_equal(s->owner, pthread_self())) {
+    if (s->owner_id != dbs__thread_id()) {
         fprintf(stderr, "dbscope: dbs_session_close refused: session opened at %s:%d (%s) "
                         "belongs to another thread\n",
                 s->file ? s->file : "?", s->line, s->func ? s->func : "?");
@@ -475,7 +476,7 @@ void dbs_session_close(dbs_session *s)
 
 int dbs_session_commit_close(dbs_session *s, dbs_error *err)
 {
-    if (!s || s->magic != DBS__SESSION_MAGIC || !pthread_equal(s->owner, pthread_self()))
+    if (!s || s->magic != DBS__SESSION_MAGIC || s->owner_id != dbs__thread_id())
         return dbs__session_check(s, err); /* refused: s stays as it was */
     if (unit_session(s))
         return dbs__err(err, DBS_EMISUSE,
@@ -535,7 +536,7 @@ int dbs_session_set_statement_timeout(dbs_session *s, int timeout_ms, dbs_error 
 
 const dbs_context *dbs_session_context(dbs_session *s)
 {
-    if (!s || s->magic != DBS__SESSION_MAGIC || !pthread_equal(s->owner, pthread_self()))
+    if (!s || s->magic != DBS__SESSION_MAGIC || s->owner_id != dbs__thread_id())
         return NULL;
     return &s->ctx;
 }

@@ -23,7 +23,7 @@ int dbs__session_check_full(dbs_session *s, dbs_error *err)
 {
     if (!s || s->magic != DBS__SESSION_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "session is NULL or already closed");
-    if (!pthread_equal(s->owner, pthread_self()))
+    if (s->owner_id != dbs__thread_id())
         return dbs__err(err, DBS_EMISUSE,
                         "session opened at %s:%d is used from another thread; a session "
                         "belongs to the thread that opened it", s->file ? s->file : "?", s->line);

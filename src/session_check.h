@@ -14,7 +14,7 @@ int dbs__session_check_full(dbs_session *s, dbs_error *err);
  * fine goes to the full check, which alone decides a refusal. */
 static inline int dbs__session_check(dbs_session *s, dbs_error *err)
 {
-    if (s && s->magic == DBS__SESSION_MAGIC && pthread_equal(s->owner, pthread_self()) &&
+    if (s && s->magic == DBS__SESSION_MAGIC && s->owner_id == dbs__thread_id() &&
         s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed) &&
         !dbs__pool_closed(s->pool) && s->conn) {
         s->touched = true;

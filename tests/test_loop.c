@@ -207,6 +207,56 @@ static void *run_elsewhere(void *arg)
     return (void *)(intptr_t)dbs_loop_run(arg);
 }
 
+/* A loop whose owner exited, reached from a thread started after: glibc
+ * gives that thread the dead one's pthread_t, which the owner check took
+ * for the owner's. */
+struct dead_loop {
+    dbs_pool *p;
+    pthread_t id;
+    dbs_loop *l;
+};
+
+static void *open_loop_and_exit(void *v)
+{
+    struct dead_loop *d = v;
+    dbs_error err;
+    d->id = pthread_self();
+    d->l = dbs_loop_open(d->p, NULL, &err);
+    if (!d->l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    return NULL; /* leaks it, on purpose */
+}
+
+static void *use_dead_loop(void *v)
+{
+    struct dead_loop *d = v;
+    dbs_error err;
+    if (!pthread_equal(d->id, pthread_self()))
+        fprintf(stderr, "dead_loop_owner: this thread's pthread_t is not the dead one's; "
+                        "the test proves less\n");
+    CHECK_EQ(dbs_loop_run(d->l), DBS_EMISUSE);
+    CHECK_EQ(dbs_loop_pending(d->l), DBS_EMISUSE);
+    CHECK(dbs_unit_new(d->l, NULL, 0, &err) == NULL);
+    CHECK_EQ(err.code, DBS_EMISUSE);
+    return NULL;
+}
+
+/* Run last, on a pool of its own: nobody may close the leaked loop. It
+ * holds no connection, and stays reachable from here, so a leak checker
+ * does not count it. */
+static struct dead_loop dead_loop;
+
+static void test_dead_loop_owner(void)
+{
+    dead_loop.p = pool_of(1, NULL);
+    pthread_t th;
+    pthread_create(&th, NULL, open_loop_and_exit, &dead_loop);
+    pthread_join(th, NULL);
+    pthread_create(&th, NULL, use_dead_loop, &dead_loop);
+    pthread_join(th, NULL);
+    dbs_pool_close(dead_loop.p); /* its memory stays, with the loop */
+}
+
 static void test_misuse(dbs_pool *p)
 {
     dbs_error err;
@@ -3277,6 +3327,10 @@ int main(int argc, char **argv)
     if (is_pg && want(argc, argv, "guard_operator")) {
         fprintf(stderr, "guard_operator\n");
         test_guard_operator();
+    }
+    if (want(argc, argv, "dead_loop_owner")) { /* last: it leaks a loop */
+        fprintf(stderr, "dead_loop_owner\n");
+        test_dead_loop_owner();
     }
     printf("test_loop: ok\n");
     return 0;
