@@ -968,8 +968,9 @@ typedef struct dbs_session dbs_session;
  * variables are dealt with in the
  * COMMIT's or ROLLBACK's round trip and prepared statements stay; a HANDLER
  * left open and a sequence's PREVIOUS VALUE are not seen that way
- * (docs/mariadb.md). FOUND_ROWS() survives every reset (the server keeps
- * it): read it only right after the SELECT SQL_CALC_FOUND_ROWS it counts.
+ * (docs/mariadb.md). FOUND_ROWS() is not the previous session's count
+ * either way: COM_RESET_CONNECTION keeps it, so a SELECT of no row goes in
+ * front of the next START TRANSACTION, and the release statement is one.
  * After a dbs_commit (no transaction left to end),
  * that statement is written to the server, which runs it as it arrives,
  * and its answer is read by the connection's next use, as on PostgreSQL:

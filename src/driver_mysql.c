@@ -49,7 +49,8 @@
  * a server that does not track the schema, COM_INIT_DB is sent each time.
  * Nor does MariaDB's restore the current role (SET ROLE): the reset owes a
  * SET ROLE back to the connection's first role, sent in front of the next
- * transaction's START TRANSACTION, so it costs no round trip of its own.
+ * transaction's START TRANSACTION, so it costs no round trip of its own;
+ * so does a SELECT of no row, for FOUND_ROWS(), which the reset keeps.
  * Nor does it restore Connector/C's own character set, which followed a
  * SET NAMES and would escape for it while the server reads the
  * connection's: SET NAMES back, only then (full_reset).
@@ -102,6 +103,12 @@ enum { MY_CTX_NAME = 64 };
 #define TRACK_SQL                                                              \
     "SET SESSION session_track_state_change=ON,session_track_schema=ON,"      \
     "session_track_system_variables='*'"
+
+/* A SELECT of no row: FOUND_ROWS() reads 0 after it. COM_RESET_CONNECTION
+ * keeps the connection's count of the last SELECT (how many rows a SELECT
+ * SQL_CALC_FOUND_ROWS matched: another user's search), and START
+ * TRANSACTION, SET and SET ROLE do not replace it. */
+#define FOUND_SQL "SELECT 0 LIMIT 0"
 
 /* What the URL says; t->shared. */
 typedef struct my_target {
@@ -160,6 +167,9 @@ typedef struct my_conn {
     bool schema_tracked;
     bool role_owed;     /* the reset's SET ROLE, sent before the next
                            statement (or native()) */
+    bool found_owed;    /* the reset left FOUND_ROWS() at the count of the
+                           session's last SELECT, which only a SELECT
+                           replaces: FOUND_SQL, sent as role_owed is */
     bool tracking;      /* the server reports every change of session state
                            (session_track_*, set at connect under
                            DBS_RESET_TRACKED only): see note_state */
@@ -1751,7 +1761,8 @@ static void *my_native(void *vc)
     /* The caller may run statements right away: an owed ROLLBACK must not
      * fall on them. */
     c->released = false;
-    if ((c->rollback_owed || c->role_owed || c->setup_owed || (c->session_ro && !want_ro(c))) &&
+    if ((c->rollback_owed || c->role_owed || c->found_owed || c->setup_owed ||
+         (c->session_ro && !want_ro(c))) &&
         !c->broken) {
         bool begin = c->begin_pending;
         c->begin_pending = false; /* the caller's to begin, if at all */
@@ -2004,7 +2015,7 @@ static int send_begin(my_conn *c, dbs_error *err)
     const char *cv[3] = {ctx ? ctx->request_id : NULL, ctx ? ctx->user_id : NULL,
                          ctx ? ctx->tenant_id : NULL};
     bool vars = c->vars_set || cv[0] || cv[1] || cv[2];
-    size_t need = 256 + sizeof TRACK_SQL + sizeof c->role_sql +
+    size_t need = 256 + sizeof TRACK_SQL + sizeof c->role_sql + sizeof FOUND_SQL +
                   (c->setup_sql ? strlen(c->setup_sql) : 0);
     for (int i = 0; i < 3; i++)
         need += 3 * sizeof c->mt->var[i] + (cv[i] ? 2 * strlen(cv[i]) : 0) + 48;
@@ -2026,6 +2037,8 @@ static int send_begin(my_conn *c, dbs_error *err)
         APPEND(c->role_sql);
         APPEND(";");
     }
+    if (c->found_owed)
+        APPEND(FOUND_SQL ";");
     if (c->setup_owed && c->setup_sql) {
         APPEND(c->setup_sql);
         APPEND(";");
@@ -2089,6 +2102,7 @@ static int send_begin(my_conn *c, dbs_error *err)
     if (rc != DBS_OK)
         return rc;
     c->role_owed = false;
+    c->found_owed = false;
     c->setup_owed = false;
     c->rollback_owed = false;
     c->track_owed = false;
@@ -2270,8 +2284,8 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
         lens = (void *)(vals + k);
     }
     follow_tx(c); /* the last statement's report, native() use included */
-    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->ro_owed ||
-         c->track_owed || c->setup_owed) &&
+    if ((c->begin_pending || c->rollback_owed || c->role_owed || c->found_owed ||
+         c->ro_owed || c->track_owed || c->setup_owed) &&
         send_begin(c, err) != DBS_OK) {
         free(heap);
         drop_entry(c, e, tmp);
@@ -2929,6 +2943,7 @@ static int full_reset(my_conn *c, dbs_error *err)
     c->ro_owed = false;
     c->native_used = false;
     c->role_owed = c->role_sql[0] != '\0';
+    c->found_owed = true;
     c->setup_owed = c->setup_sql != NULL; /* the reset put the globals back */
     c->track_owed = c->tracking; /* the reset put the trackers back */
     /* A SET NAMES of the session's (or mysql_set_character_set on the

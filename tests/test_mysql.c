@@ -660,6 +660,76 @@ static void lock_tables_case(int how)
                     : how == 1 ? "committed then closed" : "by dbs_transact");
 }
 
+/* FOUND_ROWS(): how many rows the previous session's SELECT
+ * SQL_CALC_FOUND_ROWS matched (its search of another tenant's data, say),
+ * kept by the connection until its next SELECT: COM_RESET_CONNECTION
+ * leaves it, and neither START TRANSACTION nor SET replaces it. So the
+ * next session reads it first thing, before the CONNECTION_ID() that
+ * across() asks first (a SELECT, which would replace it); how: 0 closed
+ * in the transaction, 1 dbs_commit then closed, 2 dbs_transact, 3
+ * dbs_session_commit_close; native: read through the native handle,
+ * taken first thing. */
+#define FOUND_ROWS_SQL "SELECT SQL_CALC_FOUND_ROWS seq FROM seq_1_to_37 LIMIT 1"
+static int found_rows_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    (void)err;
+    CHECK_EQ(query_int(s, FOUND_ROWS_SQL, NULL, 0), 1);
+    CHECK_EQ(query_int(s, "SELECT FOUND_ROWS()", NULL, 0), 37);
+    CHECK_EQ(query_int(s, FOUND_ROWS_SQL, NULL, 0), 1); /* the session's last SELECT */
+    return 0;
+}
+static void found_rows_case(int how, bool native)
+{
+    dbs_pool *p = one_conn_pool();
+    dbs_session *s = open_s(p, NULL);
+    int64_t id = conn_id(s);
+    dbs_error err;
+    if (how == 2) {
+        dbs_session_close(s);
+        CHECK_OK(dbs_transact(p, NULL, found_rows_work, NULL, &err), &err);
+    } else {
+        found_rows_work(s, NULL, &err);
+        if (how == 1)
+            CHECK_OK(dbs_commit(s, &err), &err);
+        if (how == 3)
+            CHECK_OK(dbs_session_commit_close(s, &err), &err);
+        else
+            dbs_session_close(s);
+    }
+    s = open_s(p, NULL);
+    int64_t found;
+    if (native) {
+        MYSQL *my = dbs_session_native(s);
+        CHECK(mysql_query(my, "SELECT FOUND_ROWS(), CONNECTION_ID()") == 0);
+        MYSQL_RES *r = mysql_store_result(my);
+        CHECK(r != NULL);
+        MYSQL_ROW row = mysql_fetch_row(r);
+        CHECK(row && row[0] && row[1]);
+        found = strtoll(row[0], NULL, 10);
+        CHECK_EQ(strtoll(row[1], NULL, 10), id);
+        mysql_free_result(r);
+    } else {
+        found = query_int(s, "SELECT FOUND_ROWS()", NULL, 0);
+        CHECK_EQ(conn_id(s), id);
+    }
+    if (found == 37)
+        CHECK_FAIL("FOUND_ROWS() is the previous session's count (%s)",
+                   how == 0   ? "closed in the transaction"
+                   : how == 1 ? "committed then closed"
+                   : how == 2 ? "by dbs_transact"
+                              : "by dbs_session_commit_close");
+    dbs_session_close(s);
+    CHECK_EQ(stats_of(p).created, 1);
+    dbs_pool_close(p);
+    printf("reset: FOUND_ROWS() (%s%s) ok\n",
+           how == 0   ? "closed in the transaction"
+           : how == 1 ? "committed then closed"
+           : how == 2 ? "by dbs_transact"
+                      : "by dbs_session_commit_close",
+           native ? ", read through the native handle" : "");
+}
+
 static void set_var_then_fail(dbs_session *s)
 {
     char sql[200];
@@ -886,6 +956,9 @@ static void test_reset(void)
     across3("LAST_INSERT_ID()", set_last_insert_id, check_last_insert_id);
     for (int how = 0; how < 3; how++)
         lock_tables_case(how);
+    found_rows_case(0, true);
+    for (int how = 0; how < 4; how++)
+        found_rows_case(how, false);
     across3("state made by a statement that then failed", set_var_then_fail,
             check_var_then_fail);
 
