@@ -782,8 +782,10 @@ void dbs_pool_stats(dbs_pool *pool, dbs_stats *out);
  * dbscope_replica_lag_seconds per replica (-1: unknown) and
  * dbscope_ro_fallbacks_total. Returns the
  * length of the whole text (like snprintf: if >= len, it was cut; call again
- * with a larger buffer), or a negative dbs_code. buf is always
- * NUL-terminated when len > 0. Any thread; takes the pool's locks briefly. */
+ * with a larger buffer; buf NULL with len 0 measures), or a negative
+ * dbs_code (DBS_EMISUSE for a bad pool, or buf NULL with len > 0). buf is
+ * always NUL-terminated when len > 0. Any thread; takes the pool's locks
+ * briefly. */
 int dbs_pool_metrics(dbs_pool *pool, char *buf, size_t len);
 
 /* The same stats as one JSON object, with the same return convention; with
@@ -1622,8 +1624,8 @@ int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out,
                         dbs_error *err);
 
 /* Writes uuid's 16 bytes as 36 characters of lower-case text
- * ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") and a NUL into out. Any thread;
- * never blocks. */
+ * ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") and a NUL into out; uuid NULL
+ * writes the empty text, out NULL nothing. Any thread; never blocks. */
 void dbs_uuid_format(const unsigned char uuid[16], char out[37]);
 
 /* Reads a UUID's text into out: 32 hexadecimal digits (either case), with

@@ -1226,7 +1226,7 @@ static void q_reset_item(pg_conn *c, pg_flight *f, bool *ok, int i, int how)
         *ok = false;
         return;
     }
-    char name[16], seed[32];
+    char name[24], seed[32]; /* room for any int: what -O0 warns of */
     snprintf(name, sizeof name, "dbs_r%d", i);
     /* the reconcile query takes the seed of random() */
     int np = i == PG_NRESET - 1 && how != 1;

@@ -45,7 +45,8 @@ static int state_index(const char *sqlstate)
 
 static int class_index(int code)
 {
-    return code < 0 && -code < DBS__ERR_CLASSES ? -code : 0;
+    /* compared before negating: -INT_MIN overflows */
+    return code < 0 && code > -DBS__ERR_CLASSES ? -code : 0;
 }
 
 void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate)

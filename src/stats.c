@@ -208,7 +208,8 @@ int dbs_pool_metrics(dbs_pool *p, char *buf, size_t len)
      * as an exposition */
     if (buf && len)
         buf[0] = '\0';
-    if (!p || p->magic != DBS__POOL_MAGIC)
+    /* buf NULL with room claimed would be written through */
+    if (!p || p->magic != DBS__POOL_MAGIC || (!buf && len))
         return DBS_EMISUSE;
     /* a scrape under way when the server closes the pool stays safe */
     dbs__pool_ref(p);
@@ -339,7 +340,7 @@ int dbs_pool_stats_json(dbs_pool *p, char *buf, size_t len)
 {
     if (buf && len)
         buf[0] = '\0'; /* as dbs_pool_metrics: terminated on every path */
-    if (!p || p->magic != DBS__POOL_MAGIC)
+    if (!p || p->magic != DBS__POOL_MAGIC || (!buf && len))
         return DBS_EMISUSE;
     dbs__pool_ref(p); /* as dbs_pool_metrics */
     int rc = pool_stats_json(p, buf, len);

@@ -191,6 +191,12 @@ int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out, dbs_
 void dbs_uuid_format(const unsigned char uuid[16], char out[37])
 {
     static const char hex[] = "0123456789abcdef";
+    if (!out)
+        return;
+    if (!uuid) {
+        out[0] = '\0'; /* the header's promise: nothing to format */
+        return;
+    }
     char *o = out;
     for (int i = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
