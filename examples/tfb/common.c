@@ -128,6 +128,66 @@ int tfb_queries(const char *val, size_t len)
     return (int)v;
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes n bytes of a form-encoded query string into out (room for n):
+ * %XX escapes, '+' a space, a '%' not followed by two hex digits kept as
+ * it is, as libmicrohttpd decodes arguments, so both modes read the same
+ * value. Returns the decoded length. */
+static size_t form_decode(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (in[i] == '+') {
+            out[o++] = ' ';
+        } else if (in[i] == '%' && i + 2 < n && (hi = hex_digit(in[i + 1])) >= 0 &&
+                   (lo = hex_digit(in[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = in[i];
+        }
+    }
+    return o;
+}
+
+const char *tfb_query_arg(const char *query, size_t qlen, const char *name, char *buf,
+                          size_t *len)
+{
+    size_t nl = strlen(name);
+    const char *p = query, *end = query + qlen;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(e - p));
+        const char *ke = eq ? eq : e;
+        /* The name is compared decoded and exactly (%71ueries is
+         * queries; Queries is not). */
+        size_t kl = form_decode(p, (size_t)(ke - p), buf);
+        if (kl == nl && !memcmp(buf, name, nl)) {
+            if (!eq) {
+                *len = 0;
+                return NULL;
+            }
+            *len = form_decode(eq + 1, (size_t)(e - eq - 1), buf);
+            return buf;
+        }
+        p = e + 1;
+    }
+    *len = 0;
+    return NULL;
+}
+
 double tfb_seconds(const char *val, size_t len)
 {
     long v;
@@ -282,6 +342,10 @@ int tfb_status_of(int rc)
     case DBS_EBUSY:
     case DBS_ETIMEOUT:
     case DBS_EUNAVAILABLE:
+    /* The server is stopping: loop mode's units end DBS_ECANCELED as it
+     * closes its loops; a pool shut down refuses sessions. */
+    case DBS_ECANCELED:
+    case DBS_ECLOSED:
         return 503;
     default:
         return 500;

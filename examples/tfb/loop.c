@@ -51,6 +51,7 @@ typedef struct lthread {
     lreq *pending; /* requests with a unit in flight */
     int npending;
     uint64_t last_check_ms;
+    uint64_t accept_resume_ms; /* out of descriptors: accept again then (0: accepting) */
 } lthread;
 
 struct lreq {
@@ -329,28 +330,16 @@ static void on_sleep_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
     finish_body(r, "text/plain", &b);
 }
 
-/* name's raw value in the query string of req (NULL when absent). */
+/* name's value in the query string of req, decoded (tfb_query_arg) into
+ * the request's memory pool; NULL when absent. */
 static const char *query_arg(h2o_req_t *req, const char *name, size_t *len)
 {
+    *len = 0;
     if (req->query_at == SIZE_MAX)
         return NULL;
-    const char *p = req->path.base + req->query_at + 1;
-    const char *end = req->path.base + req->path.len;
-    size_t nl = strlen(name);
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        if ((size_t)(e - p) > nl && !memcmp(p, name, nl) && p[nl] == '=') {
-            *len = (size_t)(e - p - (ptrdiff_t)nl - 1);
-            return p + nl + 1;
-        }
-        if ((size_t)(e - p) == nl && !memcmp(p, name, nl)) {
-            *len = 0;
-            return p + nl;
-        }
-        p = e + 1;
-    }
-    return NULL;
+    size_t qlen = req->path.len - req->query_at - 1;
+    char *buf = h2o_mem_alloc_pool(&req->pool, qlen + 1);
+    return tfb_query_arg(req->path.base + req->query_at + 1, qlen, name, buf, len);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -490,9 +479,19 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err)
         return;
     for (int i = 0; i < 64; i++) {
+        errno = 0;
         h2o_socket_t *s = h2o_evloop_socket_accept(listener);
-        if (!s)
+        if (!s) {
+            /* Out of descriptors: the connection stays in the backlog and
+             * the listener readable, so an accept tried again at once
+             * would spin the thread. Wait a check's period (the loop
+             * resumes it), until idle connections time out or go. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                h2o_socket_read_stop(listener);
+                t->accept_resume_ms = now_ms() + GONE_CHECK_MS;
+            }
             break;
+        }
         h2o_accept(&t->accept, s);
     }
 }
@@ -541,6 +540,10 @@ static void *loop_main(void *arg)
         if (dbs_loop_timeout_ms(t->dl) == 0)
             dbs_loop_run(t->dl);
         check_gone(t);
+        if (t->accept_resume_ms && now_ms() >= t->accept_resume_ms) {
+            t->accept_resume_ms = 0;
+            h2o_socket_read_start(t->listener, on_accept);
+        }
     }
 
     h2o_socket_read_stop(t->listener);

@@ -160,6 +160,7 @@ int main(int argc, char **argv)
         }
     }
     opt.pool_size = cfg.pool_size;
+    opt.max_overflow = cfg.max_overflow;
     int rc = loop ?
 #ifdef TFB_WITH_LOOP
                   tfb_run_loop(pool, &opt)

@@ -14,6 +14,13 @@
 #define TFB_SERVER "dbscope-tfb"
 #define TFB_MAX_QUERIES 500
 #define TFB_WORLD_ROWS 10000
+/* Seconds an HTTP connection may stay silent (idle between requests, or
+ * sending a request's headers) before it is closed: h2o's default
+ * (H2O_DEFAULT_HTTP1_REQ_TIMEOUT_IN_SECS), which loop mode keeps, and
+ * libmicrohttpd's connection timeout in threads mode. Without it, idle
+ * connections past the process's descriptor limit stop the server from
+ * accepting anyone for as long as they stay open. */
+#define TFB_IDLE_TIMEOUT_S 10
 
 /* The statements, as every mode sends them. */
 #define TFB_SQL_WORLD "SELECT id, randomnumber FROM world WHERE id = $1"
@@ -35,6 +42,7 @@ typedef struct tfb_options {
     int pipeline;        /* dbs_loop_config.pipeline_depth (loop mode) */
     int queue_max;       /* dbs_loop_config.queue_max (loop mode; 0: default) */
     int pool_size;       /* the pool's kept connections (DB_POOL_SIZE) */
+    int max_overflow;    /* and its overflow (DB_MAX_OVERFLOW) */
     int test_routes;     /* --test-routes: /sleep */
     int verbose;
 } tfb_options;
@@ -78,6 +86,15 @@ enum tfb_route tfb_route_of(const char *path, size_t len, int test_routes);
  * the raw value (may be NULL), len its length. */
 int tfb_queries(const char *val, size_t len);
 
+/* The value of the first argument called name in a query string (query,
+ * qlen bytes, without the '?'), decoded as a form is (%XX, '+' a space),
+ * names compared decoded and exactly, as both modes read arguments. buf
+ * needs room for qlen bytes; the value is written there (not
+ * NUL-terminated: it may hold a NUL byte) and *len is its length. NULL
+ * when there is no such argument or it has no '='. */
+const char *tfb_query_arg(const char *query, size_t qlen, const char *name, char *buf,
+                          size_t *len);
+
 /* /sleep?s=N: seconds, 0..3600 (0 for anything else). */
 double tfb_seconds(const char *val, size_t len);
 
@@ -105,7 +122,8 @@ void tfb_update_arrays(tfb_world *w, int n, tfb_buf *ids, tfb_buf *rnds);
 int tfb_setup(dbs_pool *pool, dbs_error *err);
 
 /* HTTP status for a failed unit: 503 when the server is short of
- * connections (DBS_EBUSY, DBS_ETIMEOUT, DBS_EUNAVAILABLE), 500 otherwise. */
+ * connections (DBS_EBUSY, DBS_ETIMEOUT, DBS_EUNAVAILABLE) or stopping
+ * (DBS_ECANCELED, DBS_ECLOSED), 500 otherwise. */
 int tfb_status_of(int rc);
 
 /* Opens the listening socket(s): reuseport set, nonblocking. *port is

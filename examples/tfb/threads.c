@@ -9,21 +9,45 @@
 #include "tfb.h"
 
 #include <microhttpd.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+/* Whether the client on fd closed (or half-closed) its end. A blocking
+ * call cannot be cancelled, but work for a client that left need not
+ * start: without this look, requests whose clients left while they waited
+ * for a thread (a client that sends and closes, over and over) would each
+ * run in full, ahead of the clients still waiting. */
+static int client_gone(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static int gone_error(dbs_error *err)
+{
+    err->code = DBS_ECANCELED;
+    snprintf(err->message, sizeof err->message, "the client went away");
+    return DBS_ECANCELED;
+}
 
 typedef struct worlds_arg {
     tfb_world *w;
     int n;
+    int fd; /* the client's socket, looked at between statements */
 } worlds_arg;
 
-/* Reads n random worlds, one statement each. Safe to run again. */
+/* Reads n random worlds, one statement each; stops when the client went
+ * away. Safe to run again. */
 static int read_worlds(dbs_session *s, void *arg, dbs_error *err)
 {
     worlds_arg *a = arg;
     for (int i = 0; i < a->n; i++) {
+        if (client_gone(a->fd))
+            return gone_error(err);
         dbs_value id = DBS_INT(tfb_random_id());
         dbs_rows *r = dbs_query(s, TFB_SQL_WORLD, &id, 1, err);
         if (!r)
@@ -151,11 +175,33 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int rc, const dbs_er
     return send_body(c, (unsigned)tfb_status_of(rc), "text/plain; charset=utf-8", &b);
 }
 
+typedef struct arg_find {
+    const char *name;
+    const char *val;
+    size_t len;
+} arg_find;
+
+static enum MHD_Result arg_match(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    arg_find *a = cls;
+    (void)kind;
+    if (key_size != strlen(a->name) || memcmp(key, a->name, key_size))
+        return MHD_YES;
+    a->val = value;
+    a->len = value ? value_size : 0;
+    return MHD_NO;
+}
+
+/* name's first value, decoded, as tfb_query_arg reads loop mode's: the
+ * name compared exactly (MHD_lookup_connection_value ignores case), the
+ * value with its length (a %00 in it is a byte, not its end). */
 static const char *arg_of(struct MHD_Connection *c, const char *name, size_t *len)
 {
-    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
-    *len = v ? strlen(v) : 0;
-    return v;
+    arg_find a = {name, NULL, 0};
+    MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, arg_match, &a);
+    *len = a.len;
+    return a.val;
 }
 
 typedef struct threads_ctx {
@@ -189,7 +235,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     size_t len;
     const char *v;
     int rc;
-    switch (tfb_route_of(url, strlen(url), opt->test_routes)) {
+    enum tfb_route route = tfb_route_of(url, strlen(url), opt->test_routes);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? ci->connect_fd : -1;
+    /* No database work for a client that already left: close its
+     * connection instead. */
+    if (route != TFB_JSON && route != TFB_PLAINTEXT && route != TFB_NONE && client_gone(fd))
+        return MHD_NO;
+    switch (route) {
     case TFB_JSON:
         tfb_body_json(&b);
         return send_body(c, 200, "application/json", &b);
@@ -198,20 +252,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_body(c, 200, "text/plain", &b);
     case TFB_DB: {
         tfb_world w;
-        worlds_arg a = {&w, 1};
+        worlds_arg a = {&w, 1, fd};
         if ((rc = dbs_transact_ro(pool, NULL, read_worlds, &a, &err)) < 0)
-            return send_error(c, rc, &err);
+            return rc == DBS_ECANCELED ? MHD_NO : send_error(c, rc, &err);
         tfb_body_world(&b, &w);
         return send_body(c, 200, "application/json", &b);
     }
     case TFB_QUERIES:
     case TFB_UPDATES: {
-        int upd = tfb_route_of(url, strlen(url), 0) == TFB_UPDATES;
+        int upd = route == TFB_UPDATES;
         v = arg_of(c, "queries", &len);
         tfb_world w[TFB_MAX_QUERIES];
-        worlds_arg a = {w, tfb_queries(v, len)};
+        worlds_arg a = {w, tfb_queries(v, len), fd};
         if ((rc = dbs_transact_ro(pool, NULL, read_worlds, &a, &err)) < 0)
-            return send_error(c, rc, &err);
+            return rc == DBS_ECANCELED ? MHD_NO : send_error(c, rc, &err);
         if (upd) {
             tfb_buf ids = {0}, rnds = {0};
             for (int i = 0; i < a.n; i++)
@@ -263,6 +317,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 }
 
+/* HTTP connections libmicrohttpd may hold: what the descriptor limit
+ * leaves after the pool's connections, a cancel request's socket for
+ * each, the epoll sets and a margin. At that count it stops accepting
+ * (new connections wait in the backlog) rather than running out of
+ * descriptors, where it would retry accept in a loop and the pool could
+ * open no connection or cancel request of its own. */
+static unsigned connection_limit(const tfb_options *opt)
+{
+    struct rlimit rl;
+    rlim_t want = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t reserve = 2 * (rlim_t)(opt->pool_size + opt->max_overflow) +
+                         (rlim_t)opt->threads + 32;
+        want = rl.rlim_cur > reserve + (rlim_t)opt->threads ? rl.rlim_cur - reserve
+                                                            : (rlim_t)opt->threads;
+        if (want > 65536)
+            want = 65536;
+    }
+    return (unsigned)want;
+}
+
 int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
 {
     int port = opt->port;
@@ -273,8 +348,8 @@ int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO, 0, NULL, NULL,
         on_request, &tc, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, 65536u,
-        MHD_OPTION_CONNECTION_TIMEOUT, 0u, MHD_OPTION_END);
+        (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, connection_limit(opt),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TFB_IDLE_TIMEOUT_S, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "tfb-server: libmicrohttpd did not start (out of threads?)\n");
         close(fd);

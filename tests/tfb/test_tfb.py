@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import secrets
 import select
 import signal
@@ -59,7 +60,7 @@ def psql(url, sql):
 
 
 class Server:
-    def __init__(self, binary, mode, url, env_extra, extra_args=()):
+    def __init__(self, binary, mode, url, env_extra, extra_args=(), nofile=None):
         env = dict(os.environ)
         env.update({"DATABASE_URL": url, "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "0",
                     "DB_POOL_MIN_IDLE": "0"})
@@ -74,8 +75,11 @@ class Server:
         elif mode == "loop":
             argv += ["--threads", "2"]
         argv += list(extra_args)
+        def limit():
+            if nofile:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=env, text=True)
+                                     env=env, text=True, preexec_fn=limit)
         self.lines = []
         line = self.proc.stdout.readline()
         self.lines.append(line)
@@ -250,6 +254,19 @@ def routes(srv, url):
                 after = world_table(url)
                 ok = isinstance(o, list) and len(o) == want and all(check_world(w, after) for w in o)
                 check(ok, "%s: %d rows, each as the table holds it afterwards" % (path, want))
+    # The query string is form-encoded (RFC 3986 escapes, '+' a space) and
+    # its names are compared exactly; the first queries= counts. Both modes
+    # decode it the same way.
+    encoded = [("queries=%32%30", 20), ("queries=%35", 5), ("queries=%2B5", 5), ("queries=+5", 1),
+               ("queries=%00", 1), ("queries=5%00", 1), ("queries=1e3", 1), ("queries=-1", 1),
+               ("queries=%zz", 1), ("%71ueries=4", 4), ("Queries=4", 1), ("queries=2&queries=3", 2),
+               ("&queries=7", 7), ("queries", 1), ("x=1&queries=6", 6)]
+    for q, want in encoded:
+        path = "/queries?" + q
+        status, h, body = c.get(path)
+        o = json.loads(body) if status == 200 else None
+        check(isinstance(o, list) and len(o) == want, "%s: %d world rows (%s)" % (
+            path, want, len(o) if isinstance(o, list) else status))
     before = world_table(url)
     status, h, body = c.get("/updates?queries=500")
     after = world_table(url)
@@ -421,6 +438,169 @@ def shedding(binary, mode, url, super_url, db):
             print("".join(srv.lines))
 
 
+def gone_queued(binary, mode, url, super_url, db):
+    """Requests whose clients went away while they waited for the server
+    are not run: with every connection (loop) or HTTP thread (threads)
+    held by a sleep, 8 clients send /sleep?s=3600 and close at once; once
+    the held sleeps end (pg_cancel_backend), a new client is served and
+    none of the 8 sleeps reaches the server meanwhile. Nothing is timed: a
+    sleep of a client that left would hold its connection or thread far
+    longer than the test runs, and is seen on the server."""
+    if mode == "loop":
+        args = ["--threads", "1", "--pipeline", "1"]
+    else:
+        args = ["--threads", "4"]
+    srv = Server(binary, mode, url, {"DB_STATEMENT_TIMEOUT_MS": "600000"}, args)
+    held = []
+    try:
+        for i in range(4):
+            held.append(raw_get(srv, "/sleep?s=3600"))
+            while sleeping(super_url, db) <= i:
+                time.sleep(0.05)
+        for _ in range(8):
+            raw_get(srv, "/sleep?s=3600").close()
+        # Loop mode looks for clients that left every 100 ms: 2 s is
+        # ample. Threads mode cannot look before a thread is free.
+        time.sleep(2)
+        psql(super_url, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = '%s' "
+                        "AND query LIKE 'SELECT pg_sleep%%'" % db)
+        # Their answers say the connections (threads) are free again.
+        sts = [status_of(s) for s in held]
+        check(all(x == 500 for x in sts), "%s: the cancelled sleeps answer 500 (%s)" % (mode, sts))
+        live = raw_get(srv, "/db")
+        ran = 0
+        while not ran:
+            ready, _, _ = select.select([live], [], [], 0.5)
+            if ready:
+                break
+            ran = sleeping(super_url, db)
+        check(ran == 0, "%s: no sleep of the 8 clients that went away runs (%d running)" % (mode, ran))
+        if not ran:
+            st = status_of(live)
+            check(st == 200, "%s: a new client is served after them (%d)" % (mode, st))
+            ran = sleeping(super_url, db)
+            check(ran == 0, "%s: and none of the 8 sleeps runs then (%d)" % (mode, ran))
+        live.close()
+    finally:
+        for s in held:
+            s.close()
+        srv.proc.kill()
+        srv.proc.wait()
+
+
+def answer_of(s):
+    """(status, body) of the answer on raw socket s, or (-1, b"") when the
+    server closed it unanswered."""
+    s.settimeout(120)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            m = re.search(rb"(?i)content-length: *(\d+)", head)
+            if sep and m and len(body) >= int(m.group(1)):
+                break
+    except OSError:
+        pass
+    m = re.match(rb"HTTP/1\.[01] (\d+)", data)
+    return (int(m.group(1)), data.partition(b"\r\n\r\n")[2]) if m else (-1, b"")
+
+
+def term_under_load(binary, mode, url, super_url, db):
+    """SIGTERM with requests running and more waiting: the server exits
+    with status 0 and starts none of the waiting ones (no sleep starts on
+    the server after the signal), and what it answers is 503 (it is going
+    away), but for the statements already running, which end as they end
+    (threads mode: a blocking call cannot be stopped, the 4 s statement
+    bound ends it; loop mode: DBS_ECOMMIT_UNKNOWN, their COMMIT having gone
+    out in the flight). 4 connections (loop) or HTTP threads (threads)
+    hold a sleep each, with a second one pipelined behind it, and 24 more
+    clients wait."""
+    args = ["--threads", "1", "--pipeline", "1"] if mode == "loop" else ["--threads", "4"]
+    srv = Server(binary, mode, url, {"DB_STATEMENT_TIMEOUT_MS": "4000"}, args)
+    clients = []
+    sleep_req = b"GET /sleep?s=3600 HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        for i in range(4):
+            s = socket.create_connection((srv.host, srv.port))
+            s.sendall(sleep_req * 2)
+            clients.append(s)
+            while sleeping(super_url, db) <= i:
+                time.sleep(0.05)
+        for _ in range(24):
+            clients.append(raw_get(srv, "/sleep?s=3600"))
+        time.sleep(0.5)
+        t0 = psql(super_url, "SELECT clock_timestamp()")[0]
+        srv.proc.send_signal(signal.SIGTERM)
+        started = 0
+        while srv.proc.poll() is None and not started:
+            started = int(psql(super_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                          "'%s' AND query LIKE 'SELECT pg_sleep%%' AND "
+                                          "query_start > '%s'" % (db, t0))[0])
+            time.sleep(0.05)
+        check(started == 0, "%s: SIGTERM: no waiting request starts a sleep after it (%d)"
+              % (mode, started))
+        answers = [answer_of(s) for s in clients]
+        rc = srv.proc.wait(timeout=120)
+        check(rc == 0, "%s: SIGTERM under load: status 0 (%d)" % (mode, rc))
+        ran = [a for a in answers if b"statement timeout" in a[1] or b"outcome is unknown" in a[1]]
+        other = [a for a in answers if a not in ran and a[0] not in (503, -1)]
+        check(len(ran) <= 4, "%s: SIGTERM: only the 4 sleeps already running end as they ran "
+              "(%d)" % (mode, len(ran)))
+        check(not other, "%s: SIGTERM: the rest is answered 503 or closed (%d: %s)"
+              % (mode, len(other), [(a[0], a[1][:80]) for a in other][:2]))
+    finally:
+        for s in clients:
+            s.close()
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+def cpu_seconds(pid):
+    """CPU time (user and system) the process used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_flood(binary, mode, url):
+    """More idle connections than the server has descriptors: they are
+    closed after the idle bound (h2o's 10 s; libmicrohttpd's connection
+    timeout, a round for each connection limit's worth of them) and a new
+    client is served, without the flood's end; meanwhile the server does
+    not spin on accept. The wait is bounded generously (120 s) rather
+    than timed."""
+    args = ["--threads", "1"] if mode == "loop" else ["--threads", "4"]
+    srv = Server(binary, mode, url, {}, args, nofile=64)
+    idle = []
+    try:
+        check(Client(srv).get("/db")[0] == 200, "%s: served before the flood" % mode)
+        cpu0, wall0 = cpu_seconds(srv.proc.pid), time.monotonic()
+        for _ in range(80):
+            idle.append(socket.create_connection((srv.host, srv.port)))
+        live = raw_get(srv, "/db")
+        ready, _, _ = select.select([live], [], [], 120)
+        st = status_of(live) if ready else -1
+        check(st == 200, "%s: with 80 idle connections on 64 descriptors, a new client is served "
+                         "(%d)" % (mode, st))
+        # Not a speed: a server that retries accept while it has no
+        # descriptor spins for the whole wait (a quarter to a half of a
+        # core here); one that waits uses next to nothing.
+        cpu, wall = cpu_seconds(srv.proc.pid) - cpu0, time.monotonic() - wall0
+        check(cpu < wall / 10, "%s: out of descriptors, the server waits rather than spins "
+                              "(%.1f s of CPU in %.1f s)" % (mode, cpu, wall))
+        live.close()
+    finally:
+        for s in idle:
+            s.close()
+        rc = srv.stop()
+        check(rc == 0, "%s: stops with status 0 after the flood (%d)" % (mode, rc))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
@@ -465,6 +645,9 @@ def main():
         srv = None
         check(rc == 0, "second start and stop (%d)" % rc)
         shedding(args.binary, args.mode, db_url, super_url, name)
+        gone_queued(args.binary, args.mode, db_url, super_url, name)
+        idle_flood(args.binary, args.mode, db_url)
+        term_under_load(args.binary, args.mode, db_url, super_url, name)
     finally:
         if srv:
             srv.proc.kill()
