@@ -688,7 +688,8 @@ void dbs_pool_close(dbs_pool *pool);
  * of its connection) and its unit completes with DBS_ECLOSED; the join waits for that
  * statement to return, which a server that stopped answering delays up to
  * the statement bound. A loop still open gets DBS_ECLOSED for its units
- * from then on; close it before dbs_pool_close.
+ * from then on (every unit not yet started, on a connection the loop
+ * holds too; one in flight runs on); close it before dbs_pool_close.
  * Then waits up to timeout_ms (0: not at all; < 0: without bound)
  * for the sessions still open to close, and returns how many are still open
  * (0: drained). Those sessions are what the drain is for: the requests in

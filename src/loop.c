@@ -255,6 +255,8 @@ struct dbs_loop {
     lconn *dead;
     bool in_run;
     bool closing;
+    bool served;              /* timers served a request in order: its
+                                 post waits in the mailbox */
     atomic_bool kick;         /* run now: timeout 0 */
     _Atomic int64_t next_ns;  /* the nearest timer, INT64_MAX: none */
     /* 1 while open, plus one per unit made and neither submitted nor
@@ -1163,6 +1165,13 @@ static void dispatch(dbs_loop *l)
 {
     if (l->closing)
         return;
+    /* A pool shut down meanwhile: units still waiting end DBS_ECLOSED, as a
+     * blocking waiter wakes with it and a worker's queued unit ends; the
+     * loop's connections would otherwise start them, after the shutdown.
+     * What is in flight runs on, as an open session does. */
+    for (int i = 0; i < l->nlanes; i++)
+        if (!l->lanes[i].closed && dbs__pool_closed(l->lanes[i].pool))
+            lane_closed(l, &l->lanes[i]);
     /* first, so that a unit moved to another lane goes out in this pass */
     for (int i = 1; i < l->nlanes; i++)
         lane_recheck(l, i);
@@ -1460,6 +1469,7 @@ static int64_t timers(dbs_loop *l, int64_t now)
                     continue;
                 if (now - r->start_ns >= barge) {
                     dbs__rp_serve_in_order(&ln->pool->rp);
+                    l->served = true;
                     break;
                 }
                 if (r->start_ns + barge < next)
@@ -1730,12 +1740,18 @@ int dbs_loop_timeout_ms(const dbs_loop *loop)
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
-int dbs_loop_run(dbs_loop *l)
+static void take_posts(dbs_loop *l)
 {
-    if (!l || l->magic != LOOP_MAGIC || !on_owner(l) || l->in_run)
-        return DBS_EMISUSE;
-    l->in_run = true;
-    atomic_store_explicit(&l->kick, false, memory_order_relaxed);
+    l->served = false;
+    for (post *p = mbox_take(l->mb), *next; p; p = next) {
+        next = p->next;
+        handle_post(l, p);
+    }
+}
+
+/* Reads what is ready: the connections' sockets, then the mailbox. */
+static void take_ready(dbs_loop *l)
+{
     struct epoll_event evs[LOOP_EVENTS];
     int n = epoll_wait(l->epfd, evs, LOOP_EVENTS, 0);
     for (int i = 0; i < n; i++) {
@@ -1753,14 +1769,30 @@ int dbs_loop_run(dbs_loop *l)
             re |= POLLHUP;
         conn_step(l, lc, re);
     }
-    for (post *p = mbox_take(l->mb), *next; p; p = next) {
-        next = p->next;
-        handle_post(l, p);
-    }
+    take_posts(l);
+}
+
+int dbs_loop_run(dbs_loop *l)
+{
+    if (!l || l->magic != LOOP_MAGIC || !on_owner(l) || l->in_run)
+        return DBS_EMISUSE;
+    l->in_run = true;
+    atomic_store_explicit(&l->kick, false, memory_order_relaxed);
     int completed = 0;
     bool capped = false;
     for (int round = 0;; round++) {
+        /* Again after callbacks: one that took a while (a program's slow
+         * handler) must not make the timers below judge units by a state
+         * older than what arrived meanwhile (a connection the pool handed
+         * over, an answer): the acquire bound would end a unit whose
+         * connection waits in the mailbox. */
+        take_ready(l);
         timers(l, dbs__now_ns());
+        /* a connection kept for a thread, handed to the loop's request at
+         * its barge limit: the loop's before the acquire bound is judged
+         * (both pass in the same run when the loop ran late) */
+        if (l->served)
+            take_posts(l);
         dispatch(l);
         acquire_bounds(l, dbs__now_ns());
         retract_requests(l);
@@ -1802,10 +1834,11 @@ void dbs_loop_close(dbs_loop *l)
 {
     if (!l || l->magic != LOOP_MAGIC)
         return;
+    /* in_run is the owner's: another thread must not read it */
     if (!on_owner(l) || l->in_run) {
         fprintf(stderr, "dbscope: dbs_loop_close refused: called from %s\n",
-                l->in_run ? "inside dbs_loop_run (a callback)" : "another thread than the "
-                                                                  "loop's owner");
+                !on_owner(l) ? "another thread than the loop's owner"
+                             : "inside dbs_loop_run (a callback)");
         return;
     }
     l->in_run = true;
@@ -1861,7 +1894,9 @@ void dbs_loop_close(dbs_loop *l)
         wlist_del(l, u);
         u->orphan = true;
         enum dbs__wcancel where = dbs__workers_cancel(l->pool, &u->au, true);
-        if (where == DBS__WC_COMMITTING || where == DBS__WC_DONE)
+        /* a unit that failed before its COMMIT did not commit: only one
+         * whose COMMIT went out may have */
+        if (where == DBS__WC_COMMITTING || (where == DBS__WC_DONE && u->au.commit_sent))
             unit_fail(l, u, DBS_ECOMMIT_UNKNOWN,
                       "the event loop was closed while the unit's COMMIT was under way on a "
                       "worker: it may have committed");

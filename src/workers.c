@@ -35,6 +35,8 @@ typedef struct wjob {
     void *done_arg;
     struct wjob *uprev, *unext;   /* the units held (queued or running) */
     enum job_state state;
+    bool commit_out;              /* J_DONE: its COMMIT went out (or the
+                                     server ended its transaction itself) */
     bool cancelled;
     void *conn;                   /* the session's connection while running */
     bool int_queued;              /* on the interrupt queue */
@@ -327,6 +329,7 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     bool interrupted = j->interrupted;
     j->conn = NULL;
     j->state = J_DONE;
+    j->commit_out = o->commit_sent;
     pthread_mutex_unlock(&w->mu);
     /* A statement stopped from outside may leave the connection anywhere
      * (a late cancel request could reach its next user): never reused. */
@@ -602,8 +605,11 @@ enum dbs__wcancel dbs__workers_cancel(dbs_pool *p, dbs__aunit *u, bool end_wait)
     }
     /* The runner tests cancelled and moves to J_COMMITTING in one hold of
      * w->mu: from that state on the COMMIT goes out, before it none. */
+    /* J_DONE: over, its outcome not yet published (the worker closes the
+     * session first, a round trip): what it did to the COMMIT is known */
     enum dbs__wcancel where = j->state == J_COMMITTING ? DBS__WC_COMMITTING
-                              : j->state == J_DONE       ? DBS__WC_DONE
+                              : j->state == J_DONE       ? (j->commit_out ? DBS__WC_COMMITTING
+                                                                          : DBS__WC_STARTED)
                               : j->state == J_OPENING    ? DBS__WC_OPENING
                                                          : DBS__WC_STARTED;
     /* A worker waiting for a connection for it stops waiting (a unit

@@ -88,9 +88,11 @@ enum dbs__wcancel {
     DBS__WC_QUEUED,     /* waiting for a worker thread: done ran here */
     DBS__WC_OPENING,    /* on a worker, waiting for a connection: no
                            statement of it will run */
-    DBS__WC_STARTED,    /* on a worker, before its COMMIT: none goes out */
+    DBS__WC_STARTED,    /* on a worker, before its COMMIT: none goes out
+                           (or over without one) */
     DBS__WC_COMMITTING, /* its COMMIT may have gone out */
-    DBS__WC_DONE        /* not held: done ran, whatever it said */
+    DBS__WC_DONE        /* not held: done ran, whatever it said (its
+                           outcome is published in u, readable now) */
 };
 enum dbs__wcancel dbs__workers_cancel(dbs_pool *pool, dbs__aunit *u, bool end_wait);
 

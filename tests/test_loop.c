@@ -3150,6 +3150,259 @@ static void test_guard_operator(void)
     dbs_pool_close(p);
 }
 
+/* ---- re-entrancy and threads ---- */
+
+/* A callback that blocks for a while (a program's slow handler) delays
+ * the loop, not the pool: what the pool handed over meanwhile is the
+ * loop's before any bound is judged. A unit waited for a connection a
+ * blocking session held; the callback of another unit gave it back and
+ * then took longer than acquire_timeout_ms. The pool served the unit's
+ * request (at once, or at the barge limit from the loop's own timers),
+ * yet the loop fired the acquire bound before reading its mailbox
+ * (PostgreSQL: DBS_ETIMEOUT, "none within acquire_timeout_ms", with the
+ * connection in its mailbox). The same for a loop run late. */
+typedef struct slow_cb {
+    dbs_session *s;
+    int sleep_ms;
+    int calls;
+} slow_cb;
+
+static void slow_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u, (void)err;
+    slow_cb *x = arg;
+    x->calls++;
+    CHECK_EQ(rc, DBS_ECANCELED);
+    dbs_session_close(x->s); /* its connection goes to the waiting unit */
+    x->s = NULL;
+    dbs__sleep_ms(x->sleep_ms);
+}
+
+/* barge_limit_us 0: the session hands its connection to the loop's
+ * request at once (a post in the mailbox); 100 ms: it keeps it for its
+ * thread, and the loop's timers serve the request in order at that limit,
+ * which passed during the callback too. */
+static int barge_us;
+static void blocked_tune(dbs_config *c)
+{
+    c->acquire_timeout_ms = 200;
+    c->barge_limit_us = barge_us;
+}
+
+static void blocked_callback(int barge)
+{
+    barge_us = barge;
+    dbs_pool *p = pool_of(1, blocked_tune);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    slow_cb x = {.s = open_ok(p), .sleep_ms = 900};
+    res r;
+    submit(unit1(l, 0, "SELECT 5"), &r);
+    CHECK(dbs_loop_run(l) >= 0); /* it asks the pool; the session holds it */
+    dbs_unit *a = unit1(l, 0, "SELECT 1");
+    CHECK_OK(dbs_unit_submit(a, slow_done, &x, &err), &err);
+    dbs_unit_cancel(a); /* its callback runs at the next run */
+    CHECK(dbs_loop_run(l) >= 1);
+    CHECK_EQ(x.calls, 1);
+    drain(l);
+    CHECK_EQ(r.calls, 1);
+    CHECK_RC(r, DBS_OK);
+    CHECK_EQ(r.val, 5);
+    settle(l, p);
+    dbs_loop_close(l);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
+static void test_blocked_callback(void)
+{
+    blocked_callback(0);
+    blocked_callback(100000);
+}
+
+/* Every owner-only call from another thread while the owner runs the
+ * loop: refused, nothing changed, and no data race (TSan). */
+typedef struct other_thread {
+    dbs_loop *l;
+    dbs_unit *pending; /* submitted by the owner */
+    dbs_unit *fresh;   /* made by the owner, not submitted */
+    atomic_int go, stop;
+    int submit_rc, run_rc, pending_rc, new_null, new_code, fd_ok;
+} other_thread;
+
+static void *other_calls(void *arg)
+{
+    other_thread *o = arg;
+    while (!atomic_load(&o->go))
+        dbs__sleep_ms(1);
+    dbs_error err;
+    for (int i = 0; i < 50; i++) {
+        dbs_loop_close(o->l); /* refused, with a line on stderr */
+        dbs_unit_cancel(o->pending);
+        o->submit_rc = dbs_unit_submit(o->fresh, on_done, NULL, &err);
+        o->run_rc = dbs_loop_run(o->l);
+        o->pending_rc = dbs_loop_pending(o->l);
+        dbs_unit *u = dbs_unit_new(o->l, NULL, 0, &err);
+        o->new_null += u == NULL;
+        o->new_code = err.code;
+        o->fd_ok += dbs_loop_fd(o->l) >= 0;
+        (void)dbs_loop_timeout_ms(o->l);
+    }
+    atomic_store(&o->stop, 1);
+    return NULL;
+}
+
+static void test_threads_refused(void)
+{
+    dbs_pool *p = pool_of(1, NULL);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    CHECK(l != NULL);
+    res r[2];
+    other_thread o = {.l = l};
+    /* it waits for the connection this session holds: pending throughout,
+     * and cancelled for sure (one in flight on PostgreSQL may commit) */
+    dbs_session *s = open_ok(p);
+    o.pending = unit1(l, 0, "SELECT 1");
+    submit(o.pending, &r[0]);
+    o.fresh = unit1(l, 0, "SELECT 7");
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, other_calls, &o), 0);
+    atomic_store(&o.go, 1);
+    while (!atomic_load(&o.stop)) {
+        CHECK(dbs_loop_run(l) >= 0);
+        dbs__sleep_ms(1);
+    }
+    pthread_join(th, NULL);
+    CHECK_EQ(o.submit_rc, DBS_EMISUSE);
+    CHECK_EQ(o.run_rc, DBS_EMISUSE);
+    CHECK_EQ(o.pending_rc, DBS_EMISUSE);
+    CHECK_EQ(o.new_null, 50);
+    CHECK_EQ(o.new_code, DBS_EMISUSE);
+    CHECK_EQ(o.fd_ok, 50);
+    /* nothing was cancelled, closed or submitted by the other thread */
+    CHECK_EQ(r[0].calls, 0);
+    CHECK_EQ(dbs_loop_pending(l), 1);
+    dbs_unit_cancel(o.pending);
+    dbs_session_close(s);
+    submit(o.fresh, &r[1]); /* left as it was: the owner's to submit */
+    drain(l);
+    CHECK_RC(r[0], DBS_ECANCELED);
+    CHECK_RC(r[1], DBS_OK);
+    CHECK_EQ(r[1].val, 7);
+    settle(l, p);
+    dbs_loop_close(l);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
+/* dbs_pool_shutdown from a unit's callback, with units of the loop still
+ * waiting for a connection: they complete with DBS_ECLOSED, as the
+ * header says ("a loop still open gets DBS_ECLOSED for its units from
+ * then on"), on every backend, once each, and every connection comes
+ * back. */
+typedef struct shut_cb {
+    dbs_pool *p;
+    int calls, rc;
+} shut_cb;
+
+static void shut_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u, (void)err;
+    shut_cb *x = arg;
+    x->calls++;
+    CHECK_EQ(rc, DBS_OK);
+    x->rc = dbs_pool_shutdown(x->p, 0);
+}
+
+static void test_shutdown_units(void)
+{
+    dbs_pool *p = pool_of(1, NULL);
+    dbs_error err;
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.max_connections = 1;
+    lc.pipeline_depth = 1;
+    dbs_loop *l = dbs_loop_open(p, &lc, &err);
+    CHECK(l != NULL);
+    shut_cb x = {.p = p};
+    enum { N = 4 };
+    res r[N];
+    CHECK_OK(dbs_unit_submit(unit1(l, 0, "SELECT 1"), shut_done, &x, &err), &err);
+    for (int i = 0; i < N; i++)
+        submit(unit1(l, 0, "SELECT 2"), &r[i]);
+    drain(l);
+    CHECK_EQ(x.calls, 1);
+    CHECK_EQ(x.rc, 0);
+    /* The first may have gone out before the callback ran (PostgreSQL
+     * sends it on the connection the one before freed, in the same run):
+     * it runs on as an open session does. The others had not; PostgreSQL's
+     * loop used to start each of them on the connection it held and
+     * commit it, after the shutdown. */
+    CHECK_EQ(r[0].calls, 1);
+    if (r[0].rc != DBS_OK)
+        CHECK_RC(r[0], DBS_ECLOSED);
+    for (int i = 1; i < N; i++) {
+        CHECK_EQ(r[i].calls, 1);
+        CHECK_RC(r[i], DBS_ECLOSED);
+    }
+    dbs_unit *u = unit1(l, 0, "SELECT 1");
+    CHECK_EQ(dbs_unit_submit(u, on_done, &r[0], &err), DBS_ECLOSED);
+    settle(l, p);
+    dbs_loop_close(l);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
+/* Closing the loop while units that fail before their COMMIT (an unknown
+ * table) end on the workers: none of them may be reported
+ * DBS_ECOMMIT_UNKNOWN ("it may have committed"), which the header keeps
+ * for a unit whose COMMIT had gone out. A worker marks its unit over
+ * before it closes the unit's session (a reset, a round trip on MariaDB)
+ * and posts it; a close landing then took any unit so marked for one that
+ * may have committed. PostgreSQL pipelines every unit's COMMIT with its
+ * statements: there, one in flight is DBS_ECOMMIT_UNKNOWN as documented. */
+static void test_close_failing(void)
+{
+    enum { N = 32 };
+    dbs_pool *p = pool_of(4, NULL);
+    dbs_error err;
+    int unknown = 0, cancelled = 0;
+    for (int round = 0; round < 100; round++) {
+        dbs_loop *l = dbs_loop_open(p, NULL, &err);
+        CHECK(l != NULL);
+        res r[N];
+        for (int i = 0; i < N; i++)
+            submit(unit1(l, 0, "SELECT * FROM dbscope_no_such_table"), &r[i]);
+        /* closes at varied points of the units' runs */
+        int64_t until = dbs__now_ns() + (int64_t)(round % 20) * 150000;
+        do
+            dbs_loop_run(l);
+        while (dbs__now_ns() < until);
+        dbs_loop_close(l);
+        for (int i = 0; i < N; i++) {
+            CHECK_EQ(r[i].calls, 1);
+            if (r[i].rc == DBS_ECOMMIT_UNKNOWN) {
+                unknown++;
+                if (!is_pg)
+                    CHECK_FAIL("unit %d of round %d: DBS_ECOMMIT_UNKNOWN, though it failed "
+                               "before its COMMIT: %s", i, round, r[i].msg);
+            } else if (r[i].rc == DBS_ECANCELED) {
+                cancelled++;
+            } else {
+                CHECK_RC(r[i], DBS_ESQL);
+            }
+        }
+    }
+    fprintf(stderr, "  close while failing: %d cancelled, %d commit unknown\n", cancelled,
+            unknown);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 30000);
+    CHECK_EQ(stats_of(p).in_use, 0);
+    dbs_pool_close(p);
+}
+
 int main(int argc, char **argv)
 {
     const char *url = test_url("loop");
@@ -3341,6 +3594,22 @@ int main(int argc, char **argv)
     if (is_pg && want(argc, argv, "guard_operator")) {
         fprintf(stderr, "guard_operator\n");
         test_guard_operator();
+    }
+    if (want(argc, argv, "blocked_callback")) {
+        fprintf(stderr, "blocked_callback\n");
+        test_blocked_callback();
+    }
+    if (want(argc, argv, "threads_refused")) {
+        fprintf(stderr, "threads_refused\n");
+        test_threads_refused();
+    }
+    if (want(argc, argv, "close_failing")) {
+        fprintf(stderr, "close_failing\n");
+        test_close_failing();
+    }
+    if (want(argc, argv, "shutdown_units")) {
+        fprintf(stderr, "shutdown_units\n");
+        test_shutdown_units();
     }
     if (want(argc, argv, "dead_loop_owner")) { /* last: it leaks a loop */
         fprintf(stderr, "dead_loop_owner\n");
