@@ -1909,7 +1909,8 @@ int dbs_unit_attempts(const dbs_unit *u);
  * replica reaches, when its position did not come back). */
 uint64_t dbs_unit_commit_pos(const dbs_unit *u);
 
-/* The unit's context as copied at dbs_unit_new. Owner thread only. */
+/* The unit's context as copied at dbs_unit_new. Owner thread only: NULL
+ * from another thread. */
 const dbs_context *dbs_unit_context(const dbs_unit *u);
 
 #ifdef __cplusplus

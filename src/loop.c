@@ -2269,5 +2269,9 @@ const dbs_context *dbs_unit_context(const dbs_unit *u)
 {
     if (!u || u->magic != UNIT_MAGIC)
         return NULL;
+    /* the owner's only, as every call on a unit; its copy stays readable
+     * in a callback the loop's close runs */
+    if (u->loop && u->loop->magic == LOOP_MAGIC && !on_owner(u->loop))
+        return NULL;
     return &u->ctx;
 }

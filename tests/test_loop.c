@@ -3228,7 +3228,7 @@ typedef struct other_thread {
     dbs_unit *pending; /* submitted by the owner */
     dbs_unit *fresh;   /* made by the owner, not submitted */
     atomic_int go, stop;
-    int submit_rc, run_rc, pending_rc, new_null, new_code, fd_ok;
+    int submit_rc, run_rc, pending_rc, new_null, new_code, fd_ok, ctx_seen;
 } other_thread;
 
 static void *other_calls(void *arg)
@@ -3248,6 +3248,7 @@ static void *other_calls(void *arg)
         o->new_code = err.code;
         o->fd_ok += dbs_loop_fd(o->l) >= 0;
         (void)dbs_loop_timeout_ms(o->l);
+        o->ctx_seen += dbs_unit_context(o->pending) != NULL;
     }
     atomic_store(&o->stop, 1);
     return NULL;
@@ -3281,6 +3282,7 @@ static void test_threads_refused(void)
     CHECK_EQ(o.new_null, 50);
     CHECK_EQ(o.new_code, DBS_EMISUSE);
     CHECK_EQ(o.fd_ok, 50);
+    CHECK_EQ(o.ctx_seen, 0); /* the owner's only */
     /* nothing was cancelled, closed or submitted by the other thread */
     CHECK_EQ(r[0].calls, 0);
     CHECK_EQ(dbs_loop_pending(l), 1);
