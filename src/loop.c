@@ -527,6 +527,7 @@ static void unit_enqueue(dbs_loop *l, dbs_unit *u, int64_t now)
         return;
     }
     if (ln->closed || dbs__pool_closed(ln->pool)) {
+        dbs__errors_note(ln->pool, DBS_ECLOSED, NULL);
         unit_fail(l, u, DBS_ECLOSED, "the pool is closed");
         return;
     }
@@ -631,6 +632,8 @@ static void lane_closed(dbs_loop *l, lane *ln)
     while (ln->qhead) {
         dbs_unit *u = ln->qhead;
         queue_unlink(l, u);
+        /* a failed acquire, as a blocking waiter's (no session counts it) */
+        dbs__errors_note(ln->pool, DBS_ECLOSED, NULL);
         unit_fail(l, u, DBS_ECLOSED, "the pool was closed while the unit waited for a "
                                      "connection");
     }
@@ -1131,6 +1134,7 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
             mbox_unref(l->mb);
             wlist_del(l, u);
             u->attempts--;
+            dbs__errors_note(ln->pool, rc, NULL); /* no worker's session counted it */
             /* the hand-off fails for want of memory (or of a worker
              * thread) as well as for a closed pool: say which */
             unit_fail(l, u, rc,

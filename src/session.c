@@ -783,8 +783,11 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
     /* Held across attempts, so a dbs_pool_close on another thread cannot
      * free the pool between one attempt's session and the next. */
     int rc = dbs__pool_hold(pool, err);
-    if (rc != DBS_OK)
+    if (rc != DBS_OK) {
+        /* the session it would open fails so: counted as dbs_session_open's */
+        dbs__errors_note(pool, rc, NULL);
         return rc;
+    }
     rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, open, pos, opt);
     dbs__pool_drop(pool);
     return rc;

@@ -2007,6 +2007,104 @@ static void test_keepalive_and_min_idle(void)
     dbs_pool_close(p);
 }
 
+
+/* Units of an event loop that a shutdown ends with DBS_ECLOSED while they
+ * wait for a connection count in dbs_pool_errors, once each, as a blocking
+ * waiter woken by the shutdown does: on PostgreSQL (no session) and on the
+ * worker backends, for the unit a worker waits for and for those still in
+ * the loop's queue behind it. */
+static int closed_unit_rc[3];
+
+static void unit_done_rc(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    CHECK_EQ(err->code, rc);
+    *(int *)arg = rc;
+}
+
+static void test_loop_closed_units_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_session *held = open_ok(p);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    for (int i = 0; i < 3; i++) {
+        closed_unit_rc[i] = 1;
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        CHECK(u);
+        CHECK_INT(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), >=, 0);
+        CHECK_OK(dbs_unit_submit(u, unit_done_rc, &closed_unit_rc[i], &err), &err);
+    }
+    /* the loop asks the pool for its connection (or hands a unit to a worker
+     * that does): somebody waits */
+    for (int64_t end = now_ms() + 30000; stats_of(p).waiting == 0 && now_ms() < end;) {
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+        dbs__sleep_ms(5);
+    }
+    CHECK_EQ(stats_of(p).waiting, 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 0);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 1); /* held is still open */
+    struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+    for (int64_t end = now_ms() + 30000; dbs_loop_pending(l) > 0 && now_ms() < end;) {
+        int t = dbs_loop_timeout_ms(l);
+        (void)poll(&pfd, 1, t < 0 || t > 20 ? 20 : t);
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(closed_unit_rc[i], DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, NULL), 3);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 3);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.waiting, 0);
+    CHECK_EQ(st.in_use, 1);
+    dbs_loop_close(l);
+    dbs_session_close(held);
+    st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.size, 0);
+    dbs_pool_close(p);
+}
+
+/* After a shutdown every acquire fails with DBS_ECLOSED and counts once in
+ * dbs_pool_errors, whichever call made it: dbs_session_open, the session
+ * dbs_transact (or _ro, _opts) would open, dbs_pool_ping's. */
+static int work_select(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)arg;
+    return dbs_exec(s, "SELECT 1", NULL, 0, err) < 0 ? err->code : DBS_OK;
+}
+
+static void test_closed_acquires_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0);
+    dbs_error err;
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 1);
+    CHECK_EQ(dbs_transact(p, NULL, work_select, NULL, &err), DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 2);
+    CHECK_EQ(dbs_transact_ro(p, NULL, work_select, NULL, &err), DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 3);
+    dbs_tx_options opt = {0};
+    CHECK_EQ(dbs_transact_opts(p, NULL, &opt, work_select, NULL, &err), DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 4);
+    CHECK_EQ(dbs_transact(p, NULL, work_select, NULL, NULL), DBS_ECLOSED); /* no err */
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 5);
+    CHECK_EQ(dbs_pool_ping(p, &err), DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 6);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
@@ -2037,6 +2135,8 @@ int main(void)
     test_circuit_gauge();
     test_otel_limits_single();
     test_keepalive_and_min_idle();
+    test_loop_closed_units_counted();
+    test_closed_acquires_counted();
 #ifdef DBSCOPE_WITH_PG
     test_circuit_every_replica();
 #endif
