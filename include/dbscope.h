@@ -1312,7 +1312,8 @@ int dbs_transact_opts_at(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_op
  * unit's work, on the same thread and for the same pool, does not open a
  * session of its own: it runs the inner work on the enclosing unit's
  * session as dbs_session_transact does, as a savepoint of the unit's
- * transaction, under the unit's context (its own ctx is not used). (A
+ * transaction, under the unit's context (its own ctx is not used, though
+ * one no session could take is refused with DBS_EMISUSE all the same). (A
  * read-write dbs_transact inside a dbs_transact_ro unit,
  * and a dbs_transact_ro_after with a position inside one, still run as
  * units of their own; a dbs_transact_ro inside a read-write unit joins it,

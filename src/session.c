@@ -761,6 +761,11 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
         return dbs__err(err, DBS_EMISUSE, "dbs_transact: work is NULL");
     if (dbs__fork_check(pool, "dbs_transact", err) != DBS_OK)
         return err->code;
+    /* Here, not only in the session's open: a nested unit does not use its
+     * ctx, but a ctx no session could take is the caller's mistake all the
+     * same, refused whether or not a unit encloses the call. */
+    if (dbs__context_check(ctx, "dbs_transact", err) != DBS_OK)
+        return err->code;
     unit_frame *outer = enclosing_unit(pool, open != NULL, pos);
     if (outer)
         return nested_unit(outer->s, opt, work, arg, err);

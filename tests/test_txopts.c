@@ -541,6 +541,45 @@ static void test_nested_options(void)
     CHECK_EQ(n.calls, 0);
 }
 
+/* A nested unit does not use its ctx, but a ctx no session could take
+ * (not UTF-8, longer than DBS_CONTEXT_MAX) is refused with DBS_EMISUSE
+ * before anything runs, nested or not, as the header says of every call
+ * built on dbs_session_open; the enclosing unit goes on. */
+static char nest_long[DBS_CONTEXT_MAX + 2];
+
+static int outer_bad_ctx_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)err;
+    struct nest_opt *n = arg;
+    const dbs_context bad[] = {{.request_id = "r\xff"}, {.tenant_id = nest_long}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dbs_error e2;
+        int rc = dbs_transact(pool, &bad[i], noop_work, &n->calls, &e2);
+        CHECK_EQ(rc, DBS_EMISUSE);
+        CHECK_EQ(e2.code, DBS_EMISUSE);
+        CHECK_CONTAINS(e2.message, i == 0 ? "UTF-8" : "DBS_CONTEXT_MAX");
+        rc = dbs_transact_ro(pool, &bad[i], noop_work, &n->calls, &e2);
+        CHECK_EQ(rc, DBS_EMISUSE);
+        dbs_tx_options ro = {.read_only = 1};
+        rc = dbs_transact_opts(pool, &bad[i], &ro, noop_work, &n->calls, &e2);
+        CHECK_EQ(rc, DBS_EMISUSE);
+    }
+    /* the unit's transaction is intact */
+    exec_ok(s, "SELECT 1");
+    n->rc = DBS_OK;
+    return 0;
+}
+
+static void test_nested_bad_context(void)
+{
+    memset(nest_long, 't', sizeof nest_long - 1);
+    dbs_error err;
+    struct nest_opt n = {.rc = -1};
+    CHECK_OK(dbs_transact(pool, NULL, outer_bad_ctx_work, &n, &err), &err);
+    CHECK_EQ(n.rc, DBS_OK);
+    CHECK_EQ(n.calls, 0);
+}
+
 /* dbs_transact_ro inside a read-write unit joins it (and sees its writes);
  * a read-write dbs_transact inside a read-only unit is a unit of its own. */
 struct mixed {
@@ -755,6 +794,7 @@ int main(void)
     test_immediate();
     test_savepoints();
     test_nested_options();
+    test_nested_bad_context();
     test_nested_mixed();
     test_retry_rule();
 
