@@ -124,7 +124,8 @@ enum dbs_code {
                                  innodb_rollback_on_timeout: then, as
                                  after a deadlock, the whole transaction
                                  is rolled back, later statements are
-                                 refused and its COMMIT rolls back */
+                                 refused (DBS_ERETRYABLE) and its COMMIT
+                                 rolls back */
     DBS_ECOMMIT_UNKNOWN = -8, /* COMMIT failed in a way that leaves its
                                  outcome unknown: the connection was lost,
                                  the server ended it in answer, or (SQLite)
@@ -1169,7 +1170,8 @@ typedef int (*dbs_work_fn)(dbs_session *s, void *arg, dbs_error *err);
  * serialization failure or for a full disk (also when work ignored such a
  * failure of a statement and returned 0: on every backend the COMMIT of a
  * transaction the failure aborted is refused with its code and commits
- * nothing; a lock wait timeout aborts it on PostgreSQL, and on MariaDB
+ * nothing, and so are the statements it still ran, whose refusal work may
+ * pass on instead; a lock wait timeout aborts it on PostgreSQL, and on MariaDB
  * under innodb_rollback_on_timeout). Never a DBS_ECONFIG (a wrong
  * password, an unknown database). Never once anything of the unit may have committed:
  * a unit whose work called dbs_commit and then failed is not run again, nor

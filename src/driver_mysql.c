@@ -2230,7 +2230,10 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
     if (settle(c, err) != DBS_OK)
         return NULL;
     if (c->tx_failed && !c->begin_pending) {
-        dbs__err(err, DBS_ESQL,
+        /* the failure's consequence, with its class (as SQLite's lost_tx
+         * and PostgreSQL's 25P02): a unit that passes it on, or a
+         * savepoint's RELEASE refused so, runs again */
+        dbs__err(err, DBS_ERETRYABLE,
                  "mariadb: this transaction failed with a deadlock, a serialization "
                  "failure (40001) or a lock wait timeout the server rolled it back for "
                  "(innodb_rollback_on_timeout); roll back and run the unit of work again");

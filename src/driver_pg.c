@@ -2779,10 +2779,19 @@ again:;
             return NULL;
         }
         int code = result_err(c, fail, err);
-        if (c->tx_sent && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
+        const char *fst = PQresultErrorField(fail, PG_DIAG_SQLSTATE);
+        if (c->tx_sent && fst && !strcmp(fst, "25P02") && c->tx_fail) {
+            /* Refused because an earlier failure aborted the transaction:
+             * that failure's consequence, with its class (as SQLite's
+             * lost_tx), so a unit that passes this on, or a savepoint's
+             * RELEASE refused so, runs again when it was transient. It
+             * aborted nothing itself: the COMMIT still answers with the
+             * failure that did. */
+            if (err && (c->tx_fail == DBS_ERETRYABLE || c->tx_fail == DBS_EFULL))
+                err->code = c->tx_fail;
+        } else if (c->tx_sent && PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
             /* the last failure that aborted it (a savepoint's rollback
              * may have revived it since an earlier one) */
-            const char *fst = PQresultErrorField(fail, PG_DIAG_SQLSTATE);
             c->tx_fail = code;
             snprintf(c->tx_fail_state, sizeof c->tx_fail_state, "%s", fst ? fst : "");
         }

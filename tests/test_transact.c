@@ -53,6 +53,39 @@ static int ignores_40001(dbs_session *s, void *arg, dbs_error *err)
     return 0;
 }
 
+/* The same, but the unit runs one more statement after the ignored
+ * failure, which the server refuses as part of an aborted transaction
+ * (PostgreSQL 25P02; MariaDB: dbscope's refusal after a 40001). That
+ * refusal is the serialization failure's consequence and carries its
+ * class, as on SQLite after a transaction it rolled back itself: whether
+ * the unit ignores it too (its COMMIT must still be refused as the
+ * serialization failure, not as a plain error) or passes it on, the unit
+ * runs again. (PostgreSQL used to report DBS_ESQL both ways; MariaDB when
+ * passed on.) */
+static int pass_on;
+
+static int ignores_40001_then_more(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct work *w = arg;
+    w->calls++;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1)", tbl);
+    dbs_value v[] = {DBS_INT(w->id)};
+    int64_t rc = dbs_exec(s, sql, v, 1, err);
+    if (rc < 0)
+        return (int)rc;
+    if (w->calls == 1) {
+        dbs_error ignored;
+        CHECK_EQ(dbs_exec(s, raise_40001, NULL, 0, &ignored), DBS_ERETRYABLE);
+        rc = dbs_exec(s, "SELECT 1", NULL, 0, err);
+        CHECK_EQ(rc, DBS_ERETRYABLE);
+        CHECK(dbs_error_is_transient(err));
+        if (pass_on)
+            return (int)rc;
+    }
+    return 0;
+}
+
 /* A lock not obtained in time is transient on every backend (PostgreSQL
  * 55P03 from lock_timeout, MariaDB 1205, SQLite BUSY): the unit that met
  * it runs again, and commits once the lock is free (the holder lets go
@@ -242,6 +275,12 @@ int main(void)
         CHECK_OK(dbs_transact(pool, NULL, ignores_40001, &w, &err), &err);
         CHECK_EQ(w.calls, 2);
         CHECK_EQ(count_id(9), 1);
+        for (pass_on = 0; pass_on < 2; pass_on++) {
+            w = (struct work){.id = 11 + pass_on};
+            CHECK_OK(dbs_transact(pool, NULL, ignores_40001_then_more, &w, &err), &err);
+            CHECK_EQ(w.calls, 2);
+            CHECK_EQ(count_id(11 + pass_on), 1);
+        }
         if (test_is_mysql(url))
             run_sql(pool, "DROP PROCEDURE dbs_tx_40001");
     }

@@ -748,6 +748,74 @@ static void test_retry_rule(void)
     CHECK_EQ(value_of(100), be == MYSQL ? 0 : -1); /* never the inner's 101 */
 }
 
+/* A nested unit whose work ignores a serialization failure and returns 0:
+ * its RELEASE SAVEPOINT is refused as part of the aborted transaction,
+ * and that refusal is the failure's, so the nested unit returns
+ * DBS_ERETRYABLE and the OUTER unit runs again (it used to end with
+ * DBS_ESQL, run once, on PostgreSQL and MariaDB). SQLite has no 40001 to
+ * raise. */
+static const char *raise_40001;
+
+static int ignoring_inner(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct retry *r = arg;
+    r->inner_calls++;
+    int64_t rc = insert(s, 71, err);
+    if (rc < 0)
+        return (int)rc;
+    if (r->outer_calls == 1) {
+        dbs_error ignored;
+        CHECK_EQ(dbs_exec(s, raise_40001, NULL, 0, &ignored), DBS_ERETRYABLE);
+    }
+    return 0;
+}
+
+static int ignoring_outer(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct retry *r = arg;
+    r->outer_calls++;
+    int64_t rc = insert(s, 70, err);
+    if (rc < 0)
+        return (int)rc;
+    dbs_error e2;
+    int irc = dbs_transact(pool, NULL, ignoring_inner, r, &e2);
+    CHECK_EQ(irc, r->outer_calls == 1 ? DBS_ERETRYABLE : DBS_OK);
+    return 0; /* whatever the inner unit did */
+}
+
+static void test_nested_ignored(void)
+{
+    if (be == SQLITE)
+        return;
+    if (be == PG) {
+        raise_40001 = "DO $$BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = '40001'; END$$";
+    } else {
+        run_sql(pool2, "DROP PROCEDURE IF EXISTS dbs_txo_40001");
+        run_sql(pool2, "CREATE PROCEDURE dbs_txo_40001() SIGNAL SQLSTATE '40001' "
+                       "SET MESSAGE_TEXT = 'forced serialization failure'");
+        raise_40001 = "CALL dbs_txo_40001()";
+    }
+    dbs_error err;
+    clear_ids();
+    struct retry r = {0};
+    CHECK_OK(dbs_transact(pool, NULL, ignoring_outer, &r, &err), &err);
+    CHECK_EQ(r.outer_calls, 2);
+    CHECK_EQ(r.inner_calls, 2);
+    CHECK_EQ(count_id(70), 1);
+    CHECK_EQ(count_id(71), 1);
+
+    /* dbs_session_transact: the nested unit says so, and so does the commit */
+    clear_ids();
+    dbs_session *s = open_ok(pool);
+    r = (struct retry){.outer_calls = 1};
+    CHECK_EQ(dbs_session_transact(s, ignoring_inner, &r, &err), DBS_ERETRYABLE);
+    CHECK_EQ(dbs_commit(s, &err), DBS_ERETRYABLE);
+    dbs_session_close(s);
+    CHECK_EQ(count_id(71), 0);
+    if (be == MYSQL)
+        run_sql(pool2, "DROP PROCEDURE dbs_txo_40001");
+}
+
 int main(void)
 {
     const char *url = test_url("txopts");
@@ -797,6 +865,7 @@ int main(void)
     test_nested_bad_context();
     test_nested_mixed();
     test_retry_rule();
+    test_nested_ignored();
 
     dbs_stats st = stats_of(pool);
     CHECK_EQ(st.in_use, 0);
