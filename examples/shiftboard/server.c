@@ -12,8 +12,8 @@
  * its own client and nobody else's, where a shared worker thread would stall
  * every connection it serves, /health included. --threads bounds how many
  * requests run their handlers at once; one that finds no room within
- * SB_QUEUE_WAIT_MS is answered 503; of them, at most max(1, threads/2),
- * and no more than the processors, hash passwords (hash_permits), and at most --slots-per-ip come from one
+ * SB_QUEUE_WAIT_MS is answered 503; of them, at most max(1, threads/2)
+ * hash passwords (hash_permits), and at most --slots-per-ip come from one
  * client address (slot_cap). /health, /metrics and the dashboard bypass
  * that bound: they never wait on the database.
  * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
@@ -47,7 +47,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <sodium.h>
@@ -98,10 +97,9 @@ typedef struct slot_waiter {
 static slot_waiter *slot_line, **slot_line_end = &slot_line; /* guarded by track_lock */
 static pthread_condattr_t monotonic_attr; /* monotonic_conds_init */
 /* Permits to run a password hash (argon2id: tens of ms and 64 MiB each),
- * max(1, threads/2) of them but no more than the processors, taken before
- * a handler slot by the routes that hash: hashes alone, which anyone can
- * ask for (registration, any login), cannot then fill every slot, and their
- * memory stays bounded by the processors, not the threads. One client
+ * max(1, threads/2) of them, taken before a handler slot by the routes that
+ * hash: hashes alone, which anyone can ask for (registration, any login),
+ * cannot then fill every slot, and their memory stays bounded. One client
  * address may hold or wait for at most hash_cap = max(1, permits/2) of them
  * (conn_track.hashing, guarded by track_lock; hash_turn is signalled when
  * one is let go), its further requests waiting in a line of their own: the
@@ -1648,17 +1646,6 @@ static void usage(void)
             "  DATABASE_REPLICA_URL  replicas for the GET routes; DB_REPLICA_MAX_LAG_MS (1000)\n");
 }
 
-/* The processors this process may run on (its affinity mask, which a
- * container's cpuset narrows), at least one. */
-static unsigned processors(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return (unsigned)CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
-}
-
 static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
 {
     char *end;
@@ -1791,13 +1778,8 @@ int main(int argc, char **argv)
     monotonic_conds_init();
     sem_init(&handler_slots, 0, threads);
     /* below the slot count (but one at least): with every permit taken,
-     * the other requests still find slots; and no more than the
-     * processors: argon2id is CPU-bound, so hashes past one a processor
-     * only wait for the CPU, each holding its 64 MiB meanwhile (--threads
-     * 64 on two processors let 40 registers at once take 1.4 GB) */
+     * the other requests still find slots */
     unsigned permits = threads / 2 ? threads / 2 : 1;
-    if (permits > processors())
-        permits = processors();
     sem_init(&hash_permits, 0, permits);
     hash_cap = permits / 2 ? permits / 2 : 1;
     /* by default a quarter of the slots (one at least) is always left to

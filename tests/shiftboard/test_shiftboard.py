@@ -1673,11 +1673,6 @@ def hashing_per_address(args, url, workdir):
     register from another address meanwhile is 201. (One address could take
     every permit and keep the rest waiting in line: everyone else's
     registers and logins were 503 for as long as it kept asking.)"""
-    if len(os.sched_getaffinity(0)) < 2:
-        # the permits are no more than the processors (hashing_per_processor)
-        print("hashing per address: skipped, it needs two permits and so two processors",
-              flush=True)
-        return
     svc = Service(args.binary, url, workdir, extra_args=["--threads", "4"],
                   env_extra={"SHIFTBOARD_PWHASH": "slow"})
     try:
@@ -1712,43 +1707,6 @@ def hashing_per_address(args, url, workdir):
     finally:
         code = svc.stop()
     check(code == 0, "hashing per address: SIGTERM: exit 0 (got %s)" % code)
-
-
-def hashing_per_processor(args, url, workdir):
-    """--threads set so that threads/2 is more than the processors, and
-    hashes of seconds each: one register more than there are processors,
-    each from an address of its own and all at once, leave exactly one
-    503 with Retry-After. (The permits were threads/2 whatever the
-    processors: argon2id is CPU-bound, so the hashes past one a processor
-    only queued for the CPU, each holding its 64 MiB: --threads 64 on two
-    processors let 40 registers take the process to 1.4 GB at once.)"""
-    cpus = len(os.sched_getaffinity(0))
-    svc = Service(args.binary, url, workdir, extra_args=["--threads", str(4 * cpus + 4)],
-                  env_extra={"SHIFTBOARD_PWHASH": "slow"})
-    try:
-        results = []
-
-        def register(k):
-            try:
-                st, r, _, _ = svc.request("POST", "/api/users",
-                                          {"name": "cpu%d" % k, "password": "correct horse"},
-                                          source="127.0.1.%d" % (k + 1), timeout=300)
-                results.append((st, r.getheader("Retry-After")))
-            except (OSError, http.client.HTTPException) as e:
-                results.append((repr(e), None))
-
-        threads = [threading.Thread(target=register, args=(k,)) for k in range(cpus + 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        print("hashing per processor: %d processors, registers %s" % (cpus, results), flush=True)
-        check(sorted(r[0] for r in results) == [201] * cpus + [503] and (503, "1") in results,
-              "hashing per processor: %d registers at once on %d processors: %d are 201 and "
-              "one 503 with Retry-After: %s" % (cpus + 1, cpus, cpus, results))
-    finally:
-        code = svc.stop()
-    check(code == 0, "hashing per processor: SIGTERM: exit 0 (got %s)" % code)
 
 
 def dashboard_history_cost(args, url, workdir):
@@ -2359,7 +2317,6 @@ def hostile(args, workdir):
     past_the_limit_busy(args, url, workdir)
     hashing_bound(args, url, workdir)
     hashing_per_address(args, url, workdir)
-    hashing_per_processor(args, url, workdir)
     dashboard_history_cost(args, url, workdir)
     slots_per_address(args, workdir)
 
