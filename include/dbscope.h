@@ -95,10 +95,13 @@ enum dbs_code {
                                  also a connect the database refuses for
                                  good: wrong password or user (PostgreSQL
                                  28P01, 28000; MariaDB 1045), unknown
-                                 database (3D000; 1049), a SQLite path that
+                                 database (3D000; 1049, and 1102 for a name
+                                 the server calls incorrect, such as one
+                                 over 64 characters), a SQLite path that
                                  cannot work (missing directory, permission
                                  denied, a file only readable, a file that
-                                 is not a database). Never retried, never
+                                 is not a database, a name over 255 bytes,
+                                 a symbolic link loop). Never retried, never
                                  counted by the circuit breaker; sqlstate
                                  is set when the server sent one */
     DBS_ECONNECT = -2,        /* cannot connect (too many connections,
@@ -263,12 +266,14 @@ typedef struct dbs_credential {
     const char *host;      /* the host as the URL names it (libpq: the
                               whole comma-separated list of a multi-host
                               URL; a replica's pool: that replica's host);
-                              "" when the URL names none */
+                              "" when the URL names none (also a MariaDB
+                              URL that names only a socket=) */
     const char *port;      /* as the URL names it, "" when it does not */
     const char *user;      /* the URL's user, "" when it names none */
     char *password;        /* the provider writes the password or token
-                              here, NUL-terminated; dbscope's buffer,
-                              wiped once the connect is over */
+                              here, NUL-terminated and not empty;
+                              dbscope's buffer, wiped once the connect is
+                              over */
     size_t password_cap;   /* bytes at password (DBS_CREDENTIAL_MAX) */
     char *why;             /* on failure the provider may say why here,
                               NUL-terminated (never the secret): it
@@ -348,7 +353,8 @@ typedef struct dbs_config {
                              the server closed while idle is replaced;
                              and a ping when it was idle longer than
                              validation_window_ms or bytes nobody asked
-                             for wait on it. 0: no check at all */
+                             for wait on it. 0: no check at all. Other
+                             values: DBS_ECONFIG */
     int leak_threshold_ms; /* report sessions held longer, within a quarter
                              of this after they cross it (0 = off) */
     int retry_max;        /* dbs_transact retries of transient failures (3) */
@@ -401,7 +407,8 @@ typedef struct dbs_config {
     int keepalive_ms;             /* ping connections idle this long, so a
                                      server or firewall does not drop them
                                      (0 = off) */
-    int metrics;                  /* wait/usage histograms (1; 0 = off) */
+    int metrics;                  /* wait/usage histograms (1; 0 = off;
+                                     other values: DBS_ECONFIG) */
     const char *name;             /* pool name in metrics and logs
                                      ("default") */
     int connect_timeout_ms;       /* bounds each connect end to end: name
@@ -443,7 +450,8 @@ typedef struct dbs_config {
                                      dbs_session_set_statement_timeout. */
     int lazy_open;                /* 1: dbs_pool_open connects nothing and
                                      returns at once; sessions fail fast
-                                     until the database answers (0) */
+                                     until the database answers (0; other
+                                     values: DBS_ECONFIG) */
     /* Read replicas (PostgreSQL only; elsewhere DBS_ECONFIG). Where the
      * sessions of dbs_session_open_ro and dbs_transact_ro go: a URL or
      * key=value string in libpq's syntax. Several hosts in it
@@ -533,8 +541,9 @@ typedef struct dbs_config {
      * monitor's), with no dbscope lock held, possibly on several threads
      * at once: it must be thread-safe, and it may block (its time counts
      * against nothing; keep it short or cache). It must not call dbscope
-     * on this pool. A provider that fails (returns non-zero, or writes no
-     * NUL within password_cap) fails the connect with DBS_ECONFIG, whose
+     * on this pool. A provider that fails (returns non-zero, writes no
+     * NUL within password_cap, or writes an empty password, which never
+     * falls back to the URL's) fails the connect with DBS_ECONFIG, whose
      * message names the provider, the host and user, and cred->why: a
      * configuration error, never retried and never counted by the circuit
      * breaker. The password never appears in a message, event or log. */

@@ -209,6 +209,10 @@ int dbs__config_check(const dbs_config *c, dbs_error *err)
         /* the monitor's ring holds about 100 s of primary positions */
         {"replica_max_lag_ms", c->replica_max_lag_ms, 0, 60000},
         {"replica_fallback", c->replica_fallback, 0, 1},
+        /* switches: a 2 or a -1 is a mistake, not a stronger "on" */
+        {"pre_ping", c->pre_ping, 0, 1},
+        {"metrics", c->metrics, 0, 1},
+        {"lazy_open", c->lazy_open, 0, 1},
         {"barge_limit_us", c->barge_limit_us, 0, 60000000},
     };
     if (c->log_events < -1 || c->log_events > 1)

@@ -37,12 +37,19 @@ int dbs__credential_get(const dbs__target *t, const char *backend, const char *h
     int rc = t->credential(&cred, t->credential_user);
     why[sizeof why - 1] = '\0';
     bool terminated = memchr(buf, '\0', cap) != NULL;
-    if (rc == 0 && terminated)
+    /* An empty answer is no password: libpq would skip it and connect
+     * with the URL's, which the provider is there to replace. */
+    if (rc == 0 && terminated && buf[0])
         return DBS_OK;
     /* whatever the provider wrote must not reach the message */
     if (terminated && buf[0])
         dbs__scrub_text(why, sizeof why, buf, strlen(buf));
     dbs__credential_wipe(buf, cap);
+    if (rc == 0 && terminated)
+        return dbs__err(err, DBS_ECONFIG,
+                        "%s: the credential provider (dbs_config.credential) for host \"%.80s\" "
+                        "user \"%.60s\" wrote an empty password: return non-zero (with why) "
+                        "when it has none", backend, cred.host, cred.user);
     if (rc == 0)
         return dbs__err(err, DBS_ECONFIG,
                         "%s: the credential provider (dbs_config.credential) for host \"%.80s\" "

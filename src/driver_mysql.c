@@ -114,6 +114,7 @@ enum { MY_CTX_NAME = 64 };
 typedef struct my_target {
     const char *url; /* the pool's (t->conninfo), for scrubbing messages */
     char *host, *user, *password, *db, *socket;
+    bool host_given; /* the URL names host (not the socket's "localhost") */
     unsigned port;
     int ssl_mode; /* MY_SSL_* */
     char *ssl_ca, *ssl_capath, *ssl_cert, *ssl_key, *ssl_cipher, *ssl_crl,
@@ -503,6 +504,7 @@ static int parse_url(const char *url, my_target *m, dbs_error *err)
                         "URL \"%s\": socket= needs the host localhost or no host "
                         "(it is %s)",
                         shown, m->host);
+    m->host_given = m->host != NULL;
     if (m->socket && !m->host) {
         m->host = strdup("localhost");
         if (!m->host)
@@ -1128,8 +1130,8 @@ static int my_credential(const dbs__target *t, const my_target *m, char *buf, si
     char port[16] = "";
     if (m->port)
         snprintf(port, sizeof port, "%u", m->port);
-    return dbs__credential_get(t, "mariadb", m->socket && !m->host ? m->socket : m->host, port,
-                               m->user, buf, cap, err);
+    return dbs__credential_get(t, "mariadb", m->host_given ? m->host : "", port, m->user, buf,
+                               cap, err);
 }
 
 static void *my_connect_with(const dbs__target *t, const char *password, dbs_error *err);
@@ -1324,7 +1326,8 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
                   "credential provider returns)";
         else if (e == ER_ACCESS_DENIED_ERROR || e == 1698 /* ER_ACCESS_DENIED_NO_PASSWORD */)
             why = "wrong password or user (check the user and password in the URL)";
-        else if (e == ER_BAD_DB_ERROR || e == ER_DBACCESS_DENIED_ERROR)
+        else if (e == ER_BAD_DB_ERROR || e == ER_DBACCESS_DENIED_ERROR ||
+                 e == ER_WRONG_DB_NAME /* over 64 characters, or not a name */)
             why = "unknown or forbidden database (check the database name in the URL)";
         else if (e == ER_HOST_NOT_PRIVILEGED)
             why = "the server does not let this user connect from this host (check the "
@@ -1338,7 +1341,8 @@ static void *my_connect_with(const dbs__target *t, const char *password, dbs_err
         else if (e == CR_SSL_CONNECTION_ERROR)
             why = "TLS failed (check ssl_mode and the certificates)";
         if (e == ER_ACCESS_DENIED_ERROR || e == 1698 || e == ER_BAD_DB_ERROR ||
-            e == ER_DBACCESS_DENIED_ERROR || e == ER_HOST_NOT_PRIVILEGED ||
+            e == ER_DBACCESS_DENIED_ERROR || e == ER_WRONG_DB_NAME ||
+            e == ER_HOST_NOT_PRIVILEGED ||
             e == ER_NOT_SUPPORTED_AUTH_MODE || e == CR_AUTH_PLUGIN_CANNOT_LOAD)
             code = DBS_ECONFIG;
         if (code == DBS_ECONNECT && past(dl))

@@ -1193,7 +1193,15 @@ static int open_failed(sq_conn *c, int rc, bool creating, dbs_error *err)
     int code = DBS_ECONNECT;
     const char *fix = "";
     int dir_rc = stat(dir, &st);
-    if (dir_rc != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+    int dir_errno = dir_rc != 0 ? errno : 0;
+    if (sys == ENAMETOOLONG || sys == ELOOP || dir_errno == ENAMETOOLONG ||
+        dir_errno == ELOOP) {
+        /* SQLite follows symbolic links itself and reports a loop as a
+         * name too long: either way, no connect will ever get past it */
+        code = DBS_ECONFIG;
+        fix = "the path is too long (a name over 255 bytes) or loops through a symbolic "
+              "link: fix the path in the URL";
+    } else if (dir_rc != 0 && (dir_errno == ENOENT || dir_errno == ENOTDIR)) {
         code = DBS_ECONFIG;
         fix = "its directory does not exist: create it or fix the path in the URL";
     } else if (dir_rc == 0 && !S_ISDIR(st.st_mode)) {

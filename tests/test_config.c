@@ -725,6 +725,41 @@ static void test_upper_bounds(void)
     dbs_pool_close(p);
 }
 
+/* The fields that are switches take 0 or 1, as replica_fallback and
+ * log_events take only their values: one past either end is DBS_ECONFIG
+ * naming the field (pre_ping, metrics and lazy_open took any int). */
+static void test_switches(void)
+{
+    static const char *const names[] = {"pre_ping", "metrics", "lazy_open",
+                                        "replica_fallback"};
+    static const int bad[] = {-1, 2, INT_MAX, INT_MIN};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+            dbs_config cfg;
+            dbs_config_init(&cfg);
+            cfg.url = "sqlite::memory:";
+            cfg.log_events = 0;
+            int *f = i == 0 ? &cfg.pre_ping
+                     : i == 1 ? &cfg.metrics
+                     : i == 2 ? &cfg.lazy_open
+                              : &cfg.replica_fallback;
+            *f = bad[j];
+            dbs_error err;
+            dbs_pool *p = dbs_pool_open(&cfg, &err);
+            if (p)
+                CHECK_FAIL("%s = %d opened a pool", names[i], bad[j]);
+            CHECK_EQ(err.code, DBS_ECONFIG);
+            CHECK_CONTAINS(err.message, names[i]);
+            for (int ok = 0; ok <= 1; ok++) {
+                *f = ok;
+                p = dbs_pool_open(&cfg, &err);
+                if (!p)
+                    CHECK_FAIL("%s = %d: %s", names[i], ok, err.message);
+                dbs_pool_close(p);
+            }
+        }
+}
+
 /* A URL dbscope cannot read names every scheme it accepts, so a user who
  * wrote "sqlite3:" or "pgsql://" finds the right one in the message. */
 static void test_url_schemes_named(void)
@@ -1170,6 +1205,7 @@ int main(void)
     test_scrub_secret_before_rest();
     test_short_secret_keeps_message();
     test_upper_bounds();
+    test_switches();
     test_scrub_edges();
     test_url_schemes_named();
     test_memory_url_options();

@@ -171,6 +171,24 @@ static void run_sqlite(void)
     refused(url, "", "not an SQLite database", NULL);
     unlink(other);
 
+    /* A name one byte past NAME_MAX, as the file and as its directory, and
+     * a symbolic link that points at itself: no connect will ever open
+     * them (they were DBS_ECONNECT, retried and counted as an outage). */
+    char longname[257], longurl[1200];
+    memset(longname, 'n', 256);
+    longname[256] = '\0';
+    snprintf(longurl, sizeof longurl, "sqlite://%s-%s", dir, longname);
+    refused(longurl, "", "too long", NULL);
+    snprintf(longurl, sizeof longurl, "sqlite://%s-%s/app.db", dir, longname);
+    refused(longurl, "", "too long", NULL);
+    snprintf(other, sizeof other, "%s-loop", dir);
+    CHECK(symlink(other, other) == 0);
+    snprintf(url, sizeof url, "sqlite://%s", other);
+    refused(url, "", "symbolic link", NULL);
+    snprintf(url, sizeof url, "sqlite://%s/app.db", other);
+    refused(url, "", "symbolic link", NULL);
+    unlink(other);
+
     /* Permission denied: a directory only root may enter, opened by a
      * process that is not root. */
     if (geteuid() != 0) {
@@ -276,6 +294,9 @@ static void run_pg(void)
     snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%s/no_such_db_%ld",
              password, port, (long)getpid());
     refused(url, "3D000", "unknown database", "does not exist");
+    /* one byte past the server's 63: cut to 63, and unknown as such */
+    snprintf(url, sizeof url, "postgresql://dbscope:%s@127.0.0.1:%s/%064d", password, port, 0);
+    refused(url, "3D000", "unknown database", "does not exist");
 
     /* The right password for a role that may not log in (28000), and a
      * database the user may not connect to (42501): refused for good too. */
@@ -312,6 +333,10 @@ static void run_mysql(void)
      * does not exist for an account that may see every database (1049) */
     snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/mysql", password, port);
     refused(url, "42000", "unknown or forbidden database", "[1044]");
+    /* a name one byte past the server's 64: the server calls it incorrect
+     * (1102), which no retry cures either (it was DBS_ECONNECT) */
+    snprintf(url, sizeof url, "mariadb://dbscope:%s@127.0.0.1:%s/%065d", password, port, 0);
+    refused(url, "42000", "unknown or forbidden database", "[1102]");
     char superpw[256];
     read_line(getenv("DBSCOPE_MYSQL_DIR"), "superpw", superpw, sizeof superpw);
     secret = superpw;

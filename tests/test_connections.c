@@ -251,6 +251,56 @@ static void test_credential_server(void)
     memset(secrets, 0, sizeof secrets);
 }
 
+/* What the provider says, read as the header says it: an empty password
+ * is an answer like any other and never lets the URL's password through
+ * (libpq ignores an empty value and used the URL's; Connector/C sent it),
+ * and the host is the URL's own, "" when it names none (a MariaDB URL
+ * with only socket=: "localhost", which the URL never said). */
+static void test_credential_answers(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url; /* the right password in the URL */
+    cfg.credential = provider;
+    cfg.credential_user = &prov;
+    cfg.log_events = 0;
+    dbs_error e;
+    provide("", false);
+    dbs_pool *p = dbs_pool_open(&cfg, &e);
+    if (p)
+        CHECK_FAIL("an empty password from the provider connected with the URL's");
+    fprintf(stderr, "empty answer: %s\n", e.message);
+    CHECK_EQ(e.code, DBS_ECONFIG);
+    CHECK_CONTAINS(e.message, "credential provider");
+    CHECK_CONTAINS(e.message, "empty password");
+    CHECK(!dbs_error_is_transient(&e));
+
+    if (!test_is_mysql(url))
+        return;
+    char sock[600], u[1200];
+    read_line(server_dir, "socket", sock, sizeof sock);
+    const char *pw = strstr(url, "://dbscope:");
+    CHECK(pw != NULL);
+    pw += strlen("://dbscope:");
+    snprintf(u, sizeof u, "mariadb://dbscope:%.*s@/dbscope?socket=%s", (int)strcspn(pw, "@"),
+             pw, sock);
+    char right[256];
+    snprintf(right, sizeof right, "%.*s", (int)strcspn(pw, "@"), pw);
+    provide(right, false);
+    cfg.url = u;
+    p = dbs_pool_open(&cfg, &e);
+    if (!p)
+        CHECK_FAIL("socket URL: %s", e.message);
+    CHECK_STR(prov.host, "");
+    dbs_pool_close(p);
+    snprintf(u, sizeof u, "mariadb://dbscope:%s@localhost/dbscope?socket=%s", right, sock);
+    p = dbs_pool_open(&cfg, &e);
+    if (!p)
+        CHECK_FAIL("socket URL with localhost: %s", e.message);
+    CHECK_STR(prov.host, "localhost");
+    dbs_pool_close(p);
+}
+
 static void test_credential_sqlite(void)
 {
     dbs_config cfg;
@@ -446,9 +496,10 @@ int main(void)
         snprintf(server_dir, sizeof server_dir, "%s", dirname(copy));
     }
     fprintf(stderr, "credential provider\n");
-    if (test_is_pg(url) || test_is_mysql(url))
+    if (test_is_pg(url) || test_is_mysql(url)) {
         test_credential_server();
-    else
+        test_credential_answers();
+    } else
         test_credential_sqlite();
     fprintf(stderr, "wait ready\n");
     test_wait_ready();
