@@ -1460,8 +1460,12 @@ typedef struct dbs_rows dbs_rows;
 
 /* Runs one statement with parameters $1..$n bound from params[0..n-1] (any
  * order, reused freely; never interpolated). Begins the session's
- * transaction first if none is open. Returns the rows affected (>= 0) or a
- * negative dbs_code. A statement may not use more parameters than given nor
+ * transaction first if none is open. Returns the rows affected (>= 0: a
+ * SELECT 0, an INSERT, UPDATE or DELETE with RETURNING the rows it wrote)
+ * or a negative dbs_code. A text of several statements is DBS_ESQL on
+ * PostgreSQL and MariaDB before anything runs; SQLite runs them in order
+ * (dbs_query refuses them on every backend). Blanks and comments after the
+ * last ';' are no statement. A statement may not use more parameters than given nor
  * be given more than it uses (DBS_ESQL). At most 65535 parameters on
  * every backend (more: DBS_EMISUSE, before anything is sent); SQLite's
  * build may allow fewer (SQLITE_MAX_VARIABLE_NUMBER, 32766 by default) and
@@ -1478,8 +1482,9 @@ int64_t dbs_exec(DBS__IN dbs_session *s, const char *sql, const dbs_value *param
  * first; the rows are the caller's. Close them with dbs_rows_close before
  * the session closes (closing the session closes them too). Returns NULL
  * on failure. Blocks for one round trip (PostgreSQL and MariaDB read the
- * whole result then; SQLite runs the statement up to its first row).
- * Owner thread only. */
+ * whole result then; SQLite runs the statement up to its first row, so a
+ * write is done and its failure reported here, even if its rows are
+ * closed unread). Owner thread only. */
 dbs_rows *dbs_query(DBS__IN dbs_session *s, const char *sql, const dbs_value *params,
                     size_t n, dbs_error *err);
 

@@ -2409,9 +2409,37 @@ static my_stmt *run(my_conn *c, const char *sql, const dbs_value *params, size_t
     return e;
 }
 
+/* Whether sql, a statement that returned rows, is a write with RETURNING
+ * (INSERT, REPLACE, DELETE, UPDATE first), whose rows are the rows it
+ * wrote: the server reports no count of its own for it. */
+static bool writes_returning(const char *sql)
+{
+    for (;;) {
+        sql += strspn(sql, " \t\n\r\f\v(");
+        if (sql[0] == '/' && sql[1] == '*') {
+            const char *e = strstr(sql + 2, "*/");
+            if (!e)
+                return false;
+            sql = e + 2;
+        } else if ((sql[0] == '-' && sql[1] == '-') || sql[0] == '#') {
+            sql += strcspn(sql, "\n");
+        } else {
+            break;
+        }
+    }
+    static const char *const kw[] = {"INSERT", "REPLACE", "DELETE", "UPDATE"};
+    for (size_t i = 0; i < sizeof kw / sizeof kw[0]; i++) {
+        size_t n = strlen(kw[i]);
+        if (strncasecmp(sql, kw[i], n) == 0 && !ident_char(sql[n]))
+            return true;
+    }
+    return false;
+}
+
 /* Reads the rest of a statement's results (procedures can return several)
- * so the connection is ready for the next command. */
-static int drain(my_conn *c, MYSQL_STMT *st, bool consumed, dbs_error *err)
+ * so the connection is ready for the next command. *stored (if stored)
+ * gets the count of rows of the first result read here. */
+static int drain(my_conn *c, MYSQL_STMT *st, bool consumed, int64_t *stored, dbs_error *err)
 {
     int64_t t0 = dbs__now_ns();
     for (;;) {
@@ -2419,6 +2447,10 @@ static int drain(my_conn *c, MYSQL_STMT *st, bool consumed, dbs_error *err)
             if (mysql_stmt_field_count(st) > 0) {
                 if (stmt_store(c, st) != 0)
                     return fail_stmt(c, st, t0, err);
+                if (stored) {
+                    *stored = (int64_t)mysql_stmt_num_rows(st);
+                    stored = NULL;
+                }
                 mysql_stmt_free_result(st);
             }
             note_state(c); /* this result's last packet */
@@ -2441,13 +2473,17 @@ static int64_t my_exec(void *vc, const char *sql, const dbs_value *params, size_
     if (!e)
         return err ? err->code : DBS_ESQL;
     /* Rows affected as the other backends count them: a SELECT changes
-     * none; with CLIENT_FOUND_ROWS an UPDATE counts the rows it matched. */
+     * none, a write with RETURNING the rows it returned; with
+     * CLIENT_FOUND_ROWS an UPDATE counts the rows it matched. */
     int64_t rows = 0;
+    bool returning = false;
     if (mysql_stmt_field_count(e->st) == 0) {
         my_ulonglong a = mysql_stmt_affected_rows(e->st);
         rows = a == (my_ulonglong)-1 ? 0 : (int64_t)a;
+    } else {
+        returning = writes_returning(sql);
     }
-    int rc = drain(c, e->st, false, err);
+    int rc = drain(c, e->st, false, returning ? &rows : NULL, err);
     drop_entry(c, e, &tmp);
     if (rc != DBS_OK)
         return rc;
@@ -2679,8 +2715,10 @@ static dbs_rows *my_query(void *vc, const char *sql, const dbs_value *params, si
             dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
     } else {
         r = fetch_all(c, e->st, err);
+        if (r && writes_returning(sql))
+            r->affected = (int64_t)r->nrows;
     }
-    if (r && drain(c, e->st, mysql_stmt_field_count(e->st) > 0, err) != DBS_OK) {
+    if (r && drain(c, e->st, mysql_stmt_field_count(e->st) > 0, NULL, err) != DBS_OK) {
         rows_free(r);
         r = NULL;
     }

@@ -159,8 +159,16 @@ typedef struct sq_rows {
     sq_stmt *st;       /* cached: reset on close; else finalized */
     int ncols;
     bool done;
+    bool primed;       /* stepped to its first row in sq_query, not yet read */
     int64_t before;    /* total_changes() when the statement was bound */
     int64_t changes;   /* what it changed, once done (affected) */
+    /* Each value's storage class on the current row, noted before its
+     * first read (0: not yet; else SQLITE_INTEGER..SQLITE_NULL):
+     * sqlite3_column_type is undefined once a value was converted, and a
+     * BLOB read as text reports TEXT. In kinds_in unless the statement has
+     * more columns than that. */
+    unsigned char *kinds;
+    unsigned char kinds_in[16];
 } sq_rows;
 
 /* Per pool. The file's identity is what the housekeeper compares the path
@@ -191,6 +199,8 @@ typedef struct sq_shared {
 
 static const dbs__rows_ops sq_rows_ops;
 static inline void step_begins(sq_conn *c);
+static int sq_next(dbs_rows *hr, dbs_error *err);
+static void sq_rows_close(dbs_rows *hr);
 
 /* ---- errors ---- */
 
@@ -724,12 +734,22 @@ static int prepare(sq_conn *c, const char *sql, size_t len, sq_stmt *st, bool pe
     return DBS_OK;
 }
 
+/* Whether a statement's tail holds no other statement: only what SQLite's
+ * tokenizer skips (its blanks, "--" and C-style comments, an unclosed one
+ * running to the end) and semicolons. */
 static bool blank(const char *s)
 {
-    for (; s && *s; s++) {
-        if (*s == ';' || *s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
-            continue;
-        return false;
+    while (s && *s) {
+        if (*s == ';' || *s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f') {
+            s++;
+        } else if (s[0] == '-' && s[1] == '-') {
+            s += strcspn(s, "\n");
+        } else if (s[0] == '/' && s[1] == '*') {
+            const char *e = strstr(s + 2, "*/");
+            s = e ? e + 2 : s + strlen(s);
+        } else {
+            return false;
+        }
     }
     return true;
 }
@@ -1735,7 +1755,25 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
     r->c = c;
     r->st = st;
     r->ncols = sqlite3_column_count(st->stmt);
+    r->kinds = r->kinds_in;
+    if ((size_t)r->ncols > sizeof r->kinds_in &&
+        !(r->kinds = calloc((size_t)r->ncols, 1))) {
+        r->kinds = r->kinds_in;
+        sq_rows_close(&r->hdr);
+        dbs__err(err, DBS_ENOMEM, "out of memory");
+        return NULL;
+    }
     r->before = sqlite3_total_changes64(c->db);
+    /* Run up to the first row now, as the other backends run the whole
+     * statement: a write whose rows are closed unread is done (SQLite makes
+     * all of a RETURNING statement's changes in its first step), and its
+     * failure is dbs_query's. The row is handed out by the first sq_next. */
+    rc = sq_next(&r->hdr, err);
+    if (rc < 0) {
+        sq_rows_close(&r->hdr);
+        return NULL;
+    }
+    r->primed = rc == 1;
     return &r->hdr;
 }
 
@@ -1957,12 +1995,18 @@ static void *sq_native(void *vc)
 static int sq_next(dbs_rows *hr, dbs_error *err)
 {
     sq_rows *r = (sq_rows *)hr;
+    if (r->primed) {
+        r->primed = false;
+        return 1;
+    }
     if (r->done)
         return 0;
     step_begins(r->c);
     int rc = sqlite3_step(r->st->stmt);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
+        memset(r->kinds, 0, (size_t)r->ncols);
         return 1;
+    }
     r->done = true;
     if (rc == SQLITE_DONE) {
         /* as sq_exec counts them: changes() is the last completed write's */
@@ -1989,24 +2033,49 @@ static const char *sq_name(dbs_rows *hr, int col)
     return sqlite3_column_name(((sq_rows *)hr)->st->stmt, col);
 }
 
+/* The statement to read the current row from: none (SQLite's answers for
+ * no row) while the first row, stepped to by sq_query, is not handed out,
+ * and after the last. */
+static sqlite3_stmt *row_of(dbs_rows *hr)
+{
+    sq_rows *r = (sq_rows *)hr;
+    return r->primed || r->done ? NULL : r->st->stmt;
+}
+
+/* The value's storage class as the step left it; read before any
+ * conversion of the value, which makes sqlite3_column_type undefined. */
+static int kind(dbs_rows *hr, int col)
+{
+    sq_rows *r = (sq_rows *)hr;
+    sqlite3_stmt *st = row_of(hr);
+    if (!st)
+        return SQLITE_NULL;
+    if (!r->kinds[col])
+        r->kinds[col] = (unsigned char)sqlite3_column_type(st, col);
+    return r->kinds[col];
+}
+
 static int sq_is_null(dbs_rows *hr, int col)
 {
-    return sqlite3_column_type(((sq_rows *)hr)->st->stmt, col) == SQLITE_NULL;
+    return kind(hr, col) == SQLITE_NULL;
 }
 
 static int64_t sq_int(dbs_rows *hr, int col)
 {
-    return sqlite3_column_int64(((sq_rows *)hr)->st->stmt, col);
+    (void)kind(hr, col);
+    return sqlite3_column_int64(row_of(hr), col);
 }
 
 static double sq_real(dbs_rows *hr, int col)
 {
-    return sqlite3_column_double(((sq_rows *)hr)->st->stmt, col);
+    (void)kind(hr, col);
+    return sqlite3_column_double(row_of(hr), col);
 }
 
 static const char *sq_text(dbs_rows *hr, int col, size_t *len)
 {
-    sqlite3_stmt *st = ((sq_rows *)hr)->st->stmt;
+    (void)kind(hr, col);
+    sqlite3_stmt *st = row_of(hr);
     const unsigned char *t = sqlite3_column_text(st, col);
     if (len)
         *len = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
@@ -2015,8 +2084,8 @@ static const char *sq_text(dbs_rows *hr, int col, size_t *len)
 
 static const void *sq_blob(dbs_rows *hr, int col, size_t *len)
 {
-    sqlite3_stmt *st = ((sq_rows *)hr)->st->stmt;
-    int t = sqlite3_column_type(st, col);
+    sqlite3_stmt *st = row_of(hr);
+    int t = kind(hr, col);
     const void *b = t == SQLITE_NULL ? NULL : sqlite3_column_blob(st, col);
     /* A number's bytes are its text, which takes memory, and is never
      * empty: NULL then is out of memory (dbs_rows_get_blob's DBS_ENOMEM),
@@ -2064,7 +2133,7 @@ static int decl_type(const char *d)
 
 static int sq_val_type(dbs_rows *hr, int col)
 {
-    switch (sqlite3_column_type(((sq_rows *)hr)->st->stmt, col)) {
+    switch (kind(hr, col)) {
     case SQLITE_INTEGER: return DBS_TYPE_INT;
     case SQLITE_FLOAT: return DBS_TYPE_REAL;
     case SQLITE_TEXT: return DBS_TYPE_TEXT;
@@ -2092,6 +2161,8 @@ static void sq_rows_close(dbs_rows *hr)
     sq_rows *r = (sq_rows *)hr;
     sq_stmt *st = r->st;
     bool own = !st->cached;
+    if (r->kinds != r->kinds_in)
+        free(r->kinds);
     put_stmt(st); /* may end a write in autocommit mode */
     if (own)
         free(st);

@@ -87,6 +87,12 @@ static void test_rows_affected(dbs_session *s)
     CHECK_EQ(dbs_exec(s, sql, v, 2, &err), 2);
     snprintf(sql, sizeof sql, "SELECT id FROM %s", tbl);
     CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), 0);
+    /* a write that returns rows counts the rows it wrote, on every backend
+     * (MariaDB counted none, as for a SELECT) */
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (70), (71) RETURNING id", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), 2);
+    snprintf(sql, sizeof sql, " /* c */ DELETE FROM %s WHERE id >= 70 RETURNING id", tbl);
+    CHECK_EQ(dbs_exec(s, sql, NULL, 0, &err), 2);
 }
 
 static void test_two_open_rows(dbs_session *s)
@@ -104,6 +110,82 @@ static void test_two_open_rows(dbs_session *s)
     CHECK_EQ(dbs_rows_int(b, 0), 1);
     dbs_rows_close(a);
     /* b left open on purpose: closing the session closes it */
+}
+
+/* dbs_query runs the statement before it returns on every backend
+ * (SQLite up to its first row, as the header says): an UPDATE whose rows
+ * are closed unread is done, as on PostgreSQL and MariaDB, and an INSERT
+ * ... RETURNING that a key refuses fails in dbs_query, not in the first
+ * dbs_rows_next (on SQLite nothing ran before that call). Before the
+ * first dbs_rows_next there is still no current row. */
+static void test_query_runs(void)
+{
+    dbs_error err;
+    dbs_session *s = open_ok(pool);
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = 77 WHERE id = 1", tbl);
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        CHECK_FAIL("%s: %s", sql, err.message);
+    dbs_rows_close(r);
+    snprintf(sql, sizeof sql, "SELECT n FROM %s WHERE id = 1", tbl);
+    int64_t n = query_int(s, sql, NULL, 0);
+    if (n != 77)
+        CHECK_FAIL("an UPDATE through dbs_query, its rows closed unread: n is %" PRId64
+                   ", not 77", n);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (1) RETURNING id", tbl);
+    r = dbs_query(s, sql, NULL, 0, &err);
+    if (r)
+        CHECK_FAIL("an INSERT of a taken key through dbs_query returned rows (%d: %s)",
+                   dbs_rows_next(r, &err), err.message);
+    CHECK_EQ(err.code, DBS_ECONSTRAINT);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+
+    r = dbs_query(s, "SELECT 5 AS five", NULL, 0, &err);
+    CHECK(r != NULL);
+    CHECK_EQ(dbs_rows_int(r, 0), 0);
+    CHECK_EQ(dbs_rows_is_null(r, 0), 1);
+    CHECK(dbs_rows_text(r, 0, NULL) == NULL);
+    int64_t i = -1;
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &i, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 5);
+    CHECK_EQ(dbs_rows_next(r, &err), 0);
+    CHECK_EQ(dbs_rows_int(r, 0), 0);
+    dbs_rows_close(r);
+    dbs_session_close(s);
+}
+
+/* A comment or any blank after the last statement's ';' is no second
+ * statement, on any backend (SQLite's dbs_query refused "SELECT 1; --
+ * done" as a text of several statements, and dbs_exec, given a parameter
+ * too many, ran such a statement before refusing it). */
+static void test_trailing_comment(void)
+{
+    dbs_error err;
+    dbs_session *s = open_ok(pool);
+    static const char *const tails[] = {"; -- done", "; /* done */", ";\f", " -- done\n;"};
+    for (size_t k = 0; k < sizeof tails / sizeof tails[0]; k++) {
+        char sql[100];
+        snprintf(sql, sizeof sql, "SELECT 42 AS x%s", tails[k]);
+        dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+        if (!r)
+            CHECK_FAIL("dbs_query(\"%s\"): %d %s", sql, err.code, err.message);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_EQ(dbs_rows_int(r, 0), 42);
+        CHECK_EQ(dbs_rows_next(r, &err), 0);
+        dbs_rows_close(r);
+    }
+    char ins[200];
+    snprintf(ins, sizeof ins, "INSERT INTO %s (id) VALUES ($1); -- one", tbl);
+    dbs_value two[] = {DBS_INT(60), DBS_INT(61)};
+    CHECK_EQ(dbs_exec(s, ins, two, 2, &err), DBS_ESQL);
+    snprintf(ins, sizeof ins, "SELECT count(*) FROM %s WHERE id = 60", tbl);
+    CHECK_EQ(query_int(s, ins, NULL, 0), 0);
+    CHECK_OK(dbs_rollback(s, &err), &err);
+    dbs_session_close(s);
 }
 
 static void test_errors(void)
@@ -316,6 +398,8 @@ int main(void)
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
     test_errors();
+    test_query_runs();
+    test_trailing_comment();
     test_many_params();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);

@@ -68,7 +68,7 @@ static void test_statement_waits(int stmt_ms, int busy_ms, int want)
     }
     dbs_session_close(s);
 
-    /* dbs_query steps in dbs_rows_next: the wait happens there */
+    /* dbs_query steps to the first row: the wait happens there */
     s = open_ok(p);
     dbs_rows *r = dbs_query(s, "INSERT INTO t (v) VALUES ('query') RETURNING v", NULL, 0, &err);
     int rc = r ? dbs_rows_next(r, &err) : err.code;

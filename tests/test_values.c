@@ -729,6 +729,37 @@ static void test_generated_key(dbs_session *s)
         CHECK_EQ(query_int(s, "SELECT last_insert_rowid()", NULL, 0), ids[1]);
 }
 
+static void check_blob_stays_blob(dbs_rows *r)
+{
+    dbs_error err;
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    size_t n = 0;
+    CHECK(dbs_rows_text(r, 0, &n) != NULL); /* the unchecked read, as text */
+    const void *b = NULL;
+    CHECK_OK(dbs_rows_get_blob(r, 0, &b, &n, &err), &err);
+    CHECK_EQ(n, 2);
+    CHECK(memcmp(b, "12", 2) == 0);
+    CHECK_EQ(dbs_rows_type(r, 0, &err), DBS_TYPE_BLOB);
+    const char *t = NULL;
+    int rc = dbs_rows_get_text(r, 0, &t, &n, &err);
+    if (rc != DBS_ETYPE)
+        CHECK_FAIL("dbs_rows_get_text of a BLOB after dbs_rows_text: %d, not DBS_ETYPE", rc);
+    int64_t i = -1;
+    CHECK_EQ(dbs_rows_get_int64(r, 0, &i, &err), DBS_ETYPE);
+    CHECK_EQ(i, -1);
+}
+
+/* A value reads as what it is however it was read before: a BLOB read
+ * with dbs_rows_text stays a BLOB for dbs_rows_type and the checked
+ * accessors (on SQLite, whose sqlite3_column_type is undefined after a
+ * conversion, it turned into text: dbs_rows_get_text then gave the bytes
+ * and dbs_rows_get_int64 of the bytes "12" gave 12). */
+static void test_blob_after_text(dbs_session *s)
+{
+    dbs_value v[] = {DBS_BLOB("12", 2)};
+    both_paths(s, "SELECT $1 AS b", v, 1, check_blob_stays_blob);
+}
+
 static void test_text_helpers(void)
 {
     dbs_error err;
@@ -826,6 +857,7 @@ int main(void)
     test_roundtrip(s);
     test_types(s);
     test_generated_key(s);
+    test_blob_after_text(s);
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
     test_params(pool);
