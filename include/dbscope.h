@@ -13,6 +13,24 @@
  *     owner exited, which may have been given the owner's pthread_t).
  *     dbs_session_close from another thread is refused the same way; the
  *     session stays open. The same holds for a dbs_loop and its owner.
+ *   - A thread that exits (returns from its start routine, or calls
+ *     pthread_exit, also inside a dbs_transact unit's work) with sessions
+ *     open has them closed at its exit, on that thread, as
+ *     dbs_session_close would close them: their rows closed, their
+ *     transactions rolled back, their connections reset and given back to
+ *     the pool (closed when that fails), the hold of a dbs_transact under
+ *     way let go. Each is reported first as a DBS_EVENT_LEAK naming the
+ *     line that opened it, with reason "its thread exited with the session
+ *     open: ...", then as a DBS_EVENT_LEAK_RECOVERED (counted in leaks and
+ *     leaks_recovered once each). This runs from a pthread key destructor,
+ *     in no set order with the program's own. The process's exit (main
+ *     returning, exit()) runs no such destructor: sessions still open then
+ *     are left to the process's end. In a child of fork(), a session from
+ *     before the fork is let go of there as dbs_session_close lets go of
+ *     it, nothing sent. Such a session's memory is kept, never reused, until
+ *     the pool's memory is freed (dbs_pool_close, once no session is left):
+ *     until then a call on its handle, from any thread, is refused with
+ *     DBS_EMISUSE; its rows are freed with it, as at any close.
  *   - A dbs_rows belongs to its session, and so to the same thread.
  *   - Use after close. A closed session's memory is kept by its thread for
  *     the thread's next sessions and freed only at thread exit, so a closed
@@ -218,7 +236,10 @@ enum dbs_event_kind {
     DBS_EVENT_CHECKIN,        /* a session gave its connection back */
     DBS_EVENT_INVALIDATE,     /* a connection was found broken and discarded */
     DBS_EVENT_RETRY,          /* dbs_transact retries a unit of work */
-    DBS_EVENT_LEAK,           /* a session is held past leak_threshold_ms */
+    DBS_EVENT_LEAK,           /* a session is held past leak_threshold_ms,
+                                 open at dbs_pool_close, or open when its
+                                 thread exited (it is closed then: see
+                                 THREADING MODEL); reason says which */
     DBS_EVENT_LEAK_RECOVERED, /* a session reported as leaked was closed */
     DBS_EVENT_SLOW_SESSION,   /* a session was held past slow_session_ms */
     DBS_EVENT_CIRCUIT_OPEN,   /* connects keep failing: failing fast now */

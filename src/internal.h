@@ -265,6 +265,10 @@ struct dbs_pool {
     _Atomic int64_t validate_before_ns;
 
     dbs__shard shards[DBS__SHARDS];
+    /* [mu] Sessions their threads' exits ended (session.c), linked through
+     * t_next: kept, never reused, so that a call on one from a thread that
+     * still has the handle finds it closed; freed with the pool. */
+    struct dbs_session *exited;
 
     /* housekeeper.c */
     /* Warm-up connections between their connect and the idle list (being
@@ -487,6 +491,14 @@ struct dbs_session {
     dbs_error doom;           /* doom.code != 0: a nested unit failed in a
                                  way that dooms the transaction: its
                                  commit rolls back and returns this */
+    /* The thread's exit (session.c) */
+    struct dbs_session *t_prev, *t_next; /* [owner] the thread's open
+                                 sessions, which its exit ends; once ended
+                                 that way, t_next links pool->exited [mu] */
+    dbs_pool *unit_pool;      /* the pool a dbs_transact keeps for the unit
+                                 this session runs (dbs__pool_hold), NULL:
+                                 none; the thread's exit lets go of it */
+    bool exit_closed;         /* ended by its thread's exit: never reused */
 };
 
 /* DBS_EMISUSE, naming fn and the field, for a context no backend can carry

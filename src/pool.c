@@ -403,6 +403,12 @@ static void pool_free(dbs_pool *p)
         p->drv->target_close(&p->target);
     for (int i = 0; i < DBS__SHARDS; i++)
         free(p->shards[i].hists);
+    while (p->exited) {
+        struct dbs_session *s = p->exited;
+        p->exited = s->t_next;
+        free(s->ctx_buf);
+        free(s);
+    }
     pthread_cond_destroy(&p->hk_cv);
     pthread_cond_destroy(&p->drain_cv);
     pthread_mutex_destroy(&p->mu);

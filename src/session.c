@@ -115,25 +115,31 @@ static int copy_context(dbs_session *s, const dbs_context *ctx)
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static _Thread_local dbs_session *spare; /* linked through next */
-/* The key's value only arms its destructor at thread exit, once a thread;
- * the list itself lives in the thread-local variable, so taking and
- * returning a session costs no call. */
+/* The key's value only arms its destructor (thread_exit) at thread exit,
+ * once a thread; the lists themselves live in thread-local variables, so
+ * opening and closing a session costs no call. */
 static _Thread_local bool spare_armed;
+/* The sessions open on this thread, newest first, linked through t_next:
+ * the thread's exit ends them. */
+static _Thread_local dbs_session *open_list;
 
-static void spare_free(void *unused)
-{
-    (void)unused;
-    while (spare) {
-        dbs_session *s = spare;
-        spare = s->next;
-        free(s->ctx_buf);
-        free(s);
-    }
-}
+static void thread_exit(void *unused);
 
 static void spare_init(void)
 {
-    pthread_key_create(&spare_key, spare_free);
+    pthread_key_create(&spare_key, thread_exit);
+}
+
+/* Arms thread_exit for this thread; false if it cannot be (no key). */
+static bool arm(void)
+{
+    if (spare_armed)
+        return true;
+    pthread_once(&spare_once, spare_init);
+    if (pthread_setspecific(spare_key, &spare_armed) != 0)
+        return false;
+    spare_armed = true;
+    return true;
 }
 
 /* The dbs_transact attempt (1, 2, ...) whose session this thread is
@@ -167,6 +173,9 @@ static dbs_session *session_alloc(void)
         s->txo = (dbs_tx_options){0};
         s->sp_depth = 0;
         s->doom.code = 0;
+        s->t_prev = s->t_next = NULL;
+        s->unit_pool = NULL;
+        s->exit_closed = false; /* never set on a spare: such are kept */
         return s;
     }
     return calloc(1, sizeof *s);
@@ -175,19 +184,39 @@ static dbs_session *session_alloc(void)
 static void session_free(dbs_session *s)
 {
     s->magic = DBS__DEAD_MAGIC;
-    if (!spare_armed) {
-        pthread_once(&spare_once, spare_init);
-        if (pthread_setspecific(spare_key, &spare_armed) != 0) {
-            /* no destructor to free it at thread exit: do not keep it */
-            free(s->ctx_buf);
-            free(s);
-            return;
-        }
-        spare_armed = true;
+    if (!arm()) {
+        /* no destructor to free it at thread exit: do not keep it */
+        free(s->ctx_buf);
+        free(s);
+        return;
     }
     s->prev = NULL;
     s->next = spare;
     spare = s;
+}
+
+/* s, just opened, joins the thread's open sessions. Without the
+ * destructor (no key could be had) its thread's exit leaves it open, as a
+ * thread that never ends would. */
+static void track(dbs_session *s)
+{
+    (void)arm();
+    s->t_prev = NULL;
+    s->t_next = open_list;
+    if (open_list)
+        open_list->t_prev = s;
+    open_list = s;
+}
+
+static void untrack(dbs_session *s)
+{
+    if (s->t_prev)
+        s->t_prev->t_next = s->t_next;
+    else if (open_list == s)
+        open_list = s->t_next;
+    if (s->t_next)
+        s->t_next->t_prev = s->t_prev;
+    s->t_prev = s->t_next = NULL;
 }
 
 static void session_close(dbs_session *s);
@@ -246,6 +275,7 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         session_free(s);
         return NULL;
     }
+    track(s);
     err->code = DBS_OK;
     return s;
 }
@@ -416,6 +446,7 @@ static void session_close(dbs_session *s)
         return;
     }
     dbs_pool *p = s->pool;
+    untrack(s);
     if (s->fork_gen != dbs__fork_gen()) {
         /* In a child, a session opened before fork(): its connection and
          * rows are the parent's. Nothing is sent, nothing of the pool's
@@ -431,7 +462,12 @@ static void session_close(dbs_session *s)
             r->magic = DBS__DEAD_MAGIC;
         s->rows = NULL;
         s->magic = DBS__DEAD_MAGIC;
-        session_free(s);
+        /* Ended by its thread's exit in a child: the pool may be freed
+         * already (dbs_pool_after_fork_child no longer counts it), so its
+         * memory is left as that of the sessions the parent's other
+         * threads had open. */
+        if (!s->exit_closed)
+            session_free(s);
         return;
     }
     if (s->rows)
@@ -465,8 +501,73 @@ static void session_close(dbs_session *s)
     }
     set_tx(s, false);
     s->magic = DBS__DEAD_MAGIC;
+    if (s->exit_closed) {
+        /* Its thread is gone with its spare list: the pool keeps it, for
+         * other threads may still hold the handle, and frees it with its
+         * own memory, which the release below may do (p's lock is still
+         * there: s is counted in its shard until then). */
+        pthread_mutex_lock(&p->mu);
+        s->t_next = p->exited;
+        p->exited = s;
+        pthread_mutex_unlock(&p->mu);
+        dbs__pool_release(p, s, how); /* p, and s with it, may be gone after this */
+        return;
+    }
     dbs__pool_release(p, s, how); /* p may be gone after this */
     session_free(s);
+}
+
+/* At the exit of a thread that opened a session (the key's destructor, on
+ * the exiting thread, so the ownership check passes): its sessions still
+ * open end as dbs_session_close would end them (rows closed, transaction
+ * rolled back, connection reset and given back, or closed when that
+ * fails), each reported as a leak naming its acquire site, then its
+ * spare sessions are freed. Only thread-local variables are read, which
+ * live until the thread is gone (they have no destructors to run before
+ * this one); the thread's semaphore (respool_wait.c) and shard ordinal
+ * (shard.c) are among them, and closing waits on no semaphore. A program
+ * key's destructor may run before this one or after it: a session it
+ * closes first is closed as usual, one it closes after is found closed. */
+static void thread_exit(void *unused)
+{
+    (void)unused;
+    /* The frames of the units under way (dbs_transact) were on the
+     * thread's stack, unwound by pthread_exit: none will return, and
+     * their sessions are not theirs to close any more. */
+    unit_top = NULL;
+    transact_attempt = 0;
+    while (open_list) {
+        dbs_session *s = open_list;
+        dbs_pool *held = s->unit_pool;
+        bool ours = s->fork_gen == dbs__fork_gen();
+        s->exit_closed = true;
+        if (ours) {
+            dbs__shard *sh = s->shard;
+            dbs__lock_take(&sh->mu);
+            if (!s->leak_reported) {
+                s->leak_reported = true; /* so its release counts it recovered */
+                sh->leaks++;
+            }
+            dbs__lock_give(&sh->mu);
+            dbs__emit(s->pool, DBS_EVENT_LEAK, s, s->conn, 0,
+                      "its thread exited with the session open: rolled back, connection "
+                      "given back");
+        }
+        session_close(s); /* takes s off open_list */
+        /* The unit's hold kept the pool allocated across the close; in a
+         * child, the pool no longer counts a hold of the parent's. */
+        if (held && ours)
+            dbs__pool_drop(held); /* may free the pool, and s */
+    }
+    while (spare) {
+        dbs_session *s = spare;
+        spare = s->next;
+        free(s->ctx_buf);
+        free(s);
+    }
+    /* The key's value was cleared for this call: a session a later
+     * destructor opens arms it again, for another round. */
+    spare_armed = false;
 }
 
 void dbs_session_close(dbs_session *s)
@@ -812,6 +913,8 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         dbs_session *s = open ? open(pool, ctx, pos, err, file, line, func)
                               : dbs__session_open(pool, ctx, err, file, line, func);
         transact_attempt = 0;
+        if (s)
+            s->unit_pool = pool; /* the hold above: its thread's exit lets go */
         if (s && !txo_plain(opt) && dbs_session_set_tx_options(s, opt, err) != DBS_OK) {
             rc = err->code; /* the backend refuses them: no attempt can run */
             session_close(s);

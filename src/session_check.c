@@ -21,6 +21,11 @@ static bool pool_gone(dbs_pool *p)
 
 int dbs__session_check_full(dbs_session *s, dbs_error *err)
 {
+    if (s && s->magic == DBS__DEAD_MAGIC && s->exit_closed && s->owner_id != dbs__thread_id())
+        return dbs__err(err, DBS_EMISUSE,
+                        "session opened at %s:%d belongs to another thread, which exited "
+                        "with it open: it was rolled back and closed then",
+                        s->file ? s->file : "?", s->line);
     if (!s || s->magic != DBS__SESSION_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "session is NULL or already closed");
     if (s->owner_id != dbs__thread_id())

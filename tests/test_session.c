@@ -1,9 +1,12 @@
 /* Sessions: autobegin, commit, rollback, close rolls back, thread ownership,
  * misuse after close, the request context, DBS_SCOPED, commit-and-close
- * (and a unit's session, which its work may not close). Every backend. */
+ * (and a unit's session, which its work may not close), a thread that exits
+ * with its session open. Every backend. */
 #include "common.h"
 
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef DBSCOPE_WITH_PG
 #include <libpq-fe.h>
 #endif
@@ -80,7 +83,9 @@ static void test_failed_statement_then_rollback(void)
 
 struct thread_arg {
     dbs_session *s;
+    dbs_rows *r;
     int exec_rc, commit_rc, rollback_rc, query_null, query_code;
+    int rows_next_rc, rows_cols, rows_get_rc;
     void *native;
 };
 
@@ -95,6 +100,12 @@ static void *other_thread(void *v)
     a->query_null = r == NULL;
     a->query_code = err.code;
     a->native = dbs_session_native(a->s);
+    /* the owner's rows: refused too, and left as they were */
+    a->rows_next_rc = dbs_rows_next(a->r, &err);
+    a->rows_cols = dbs_rows_count_cols(a->r);
+    int64_t x;
+    a->rows_get_rc = dbs_rows_get_int64(a->r, 0, &x, &err);
+    dbs_rows_close(a->r);     /* refused */
     dbs_session_close(a->s); /* refused: not the owner */
     return NULL;
 }
@@ -104,7 +115,9 @@ static void test_other_thread_is_misuse(void)
     dbs_error err;
     dbs_session *s = dbs_session_open(pool, NULL, &err);
     insert(s, 30);
-    struct thread_arg a = {.s = s};
+    dbs_rows *r = dbs_query(s, "SELECT 1 UNION ALL SELECT 2", NULL, 0, &err);
+    CHECK(r);
+    struct thread_arg a = {.s = s, .r = r};
     pthread_t th;
     pthread_create(&th, NULL, other_thread, &a);
     pthread_join(th, NULL);
@@ -114,6 +127,13 @@ static void test_other_thread_is_misuse(void)
     CHECK(a.query_null);
     CHECK_EQ(a.query_code, DBS_EMISUSE);
     CHECK(a.native == NULL);
+    CHECK_EQ(a.rows_next_rc, DBS_EMISUSE);
+    CHECK_EQ(a.rows_cols, 0);
+    CHECK_EQ(a.rows_get_rc, DBS_EMISUSE);
+    /* the rows survived the refused close, from their first row */
+    CHECK_EQ(dbs_rows_next(r, &err), 1);
+    CHECK_EQ(dbs_rows_int(r, 0), 1);
+    dbs_rows_close(r);
     /* the session survived, with its transaction */
     CHECK_OK(dbs_commit(s, &err), &err);
     dbs_session_close(s);
@@ -124,7 +144,9 @@ static void test_other_thread_is_misuse(void)
  * glibc gives the new thread the dead one's pthread_t (its stack and
  * descriptor are reused), so a check by pthread_t took it for the owner
  * and let it run statements on, read the rows of and close another
- * thread's session. */
+ * thread's session. The session is closed at its thread's exit (its rows
+ * with it, which are then freed like any closed session's rows); its
+ * handle stays refused, whoever calls. */
 struct dead_owner {
     dbs_pool *p;
     pthread_t id;
@@ -163,11 +185,6 @@ static void *use_dead_owners(void *v)
     CHECK(dbs_session_context(d->s) == NULL);
     CHECK_EQ(dbs_session_set_statement_timeout(d->s, 0, &err), DBS_EMISUSE);
     CHECK_EQ(dbs_session_set_tx_options(d->s, NULL, &err), DBS_EMISUSE);
-    CHECK_EQ(dbs_rows_next(d->r, &err), DBS_EMISUSE);
-    CHECK_EQ(dbs_rows_count_cols(d->r), 0);
-    int64_t x;
-    CHECK_EQ(dbs_rows_get_int64(d->r, 0, &x, &err), DBS_EMISUSE);
-    dbs_rows_close(d->r);             /* refused */
     CHECK_EQ(dbs_session_commit_close(d->s, &err), DBS_EMISUSE);
     dbs_session_close(d->s);          /* refused */
     return NULL;
@@ -179,17 +196,15 @@ static void test_dead_owner(void)
     pthread_t th;
     pthread_create(&th, NULL, open_and_exit, &d);
     pthread_join(th, NULL);
+    /* its connection came back with the thread's exit */
+    WAIT_UNTIL(stats_of(pool).in_use == 0, 10000);
+    CHECK_EQ(stats_of(pool).in_use, 0);
     pthread_create(&th, NULL, use_dead_owners, &d);
     pthread_join(th, NULL);
-    CHECK_EQ(stats_of(pool).in_use, 1); /* still the dead thread's */
-    /* Nothing in the interface can close a session whose thread is gone:
-     * the test adopts it through the internals, so that the pool ends as
-     * it began, and checks that the rows and transaction survived. */
-    d.s->owner_id = dbs__thread_id();
-    d.s->owner = pthread_self();
+    /* and on this thread, which never owned it: refused the same way */
     dbs_error err;
-    CHECK_EQ(dbs_rows_next(d.r, &err), 1);
-    CHECK_EQ(dbs_rows_int(d.r, 0), 1);
+    CHECK_EQ(dbs_exec(d.s, "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_session_commit_close(d.s, &err), DBS_EMISUSE);
     dbs_session_close(d.s);
     CHECK_EQ(stats_of(pool).in_use, 0);
 }
@@ -489,6 +504,288 @@ static void test_native_never_reused(void)
     CHECK_EQ(count_id(220), 1);
 }
 
+/* ---- a thread that exits with a session open ----
+ * Its sessions are ended at its exit as a close would end them, their
+ * transactions rolled back and their connections given back; a leak
+ * event names where each was opened. */
+
+enum { EXIT_EVENTS = 256 };
+static pthread_mutex_t exit_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    enum dbs_event_kind kind;
+    char file[128];
+    int line;
+    char reason[128];
+} exit_ev[EXIT_EVENTS];
+static int n_exit_ev;
+
+static void record_leaks(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind != DBS_EVENT_LEAK && ev->kind != DBS_EVENT_LEAK_RECOVERED)
+        return;
+    pthread_mutex_lock(&exit_mu);
+    if (n_exit_ev < EXIT_EVENTS) {
+        exit_ev[n_exit_ev].kind = ev->kind;
+        snprintf(exit_ev[n_exit_ev].file, sizeof exit_ev[0].file, "%s",
+                 ev->file ? ev->file : "");
+        exit_ev[n_exit_ev].line = ev->line;
+        snprintf(exit_ev[n_exit_ev].reason, sizeof exit_ev[0].reason, "%s",
+                 ev->reason ? ev->reason : "");
+        n_exit_ev++;
+    }
+    pthread_mutex_unlock(&exit_mu);
+}
+
+static void exit_ev_reset(void)
+{
+    pthread_mutex_lock(&exit_mu);
+    n_exit_ev = 0;
+    pthread_mutex_unlock(&exit_mu);
+}
+
+/* How many leak events of a thread's exit named this file at line. */
+static int exit_leaks_at(int line)
+{
+    int n = 0;
+    pthread_mutex_lock(&exit_mu);
+    for (int i = 0; i < n_exit_ev; i++)
+        if (exit_ev[i].kind == DBS_EVENT_LEAK && exit_ev[i].line == line &&
+            strstr(exit_ev[i].file, "test_session.c") &&
+            strstr(exit_ev[i].reason, "thread exited"))
+            n++;
+    pthread_mutex_unlock(&exit_mu);
+    return n;
+}
+
+/* A pool of one connection on the test database, listening for leaks. */
+static dbs_pool *pool_of_one(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 10000; /* a bound for the test, not a speed */
+    cfg.on_event = record_leaks;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("dbs_pool_open: %s", err.message);
+    return p;
+}
+
+/* dbs_transact calls under way on p (their holds on it), all threads. */
+static int holds_of(dbs_pool *p)
+{
+    int n = 0;
+    dbs__shards_lock(p);
+    for (int i = 0; i < DBS__SHARDS; i++)
+        n += p->shards[i].n_holds;
+    dbs__shards_unlock(p);
+    return n;
+}
+
+enum exit_how { EXIT_RETURN, EXIT_PTHREAD, EXIT_IN_UNIT };
+
+struct exiting {
+    dbs_pool *p;
+    enum exit_how how;
+    int id;
+    int line;                     /* where its session was opened */
+    dbs_session *s;
+    pthread_barrier_t *opened;    /* if set: waited on once the INSERT ran */
+    pthread_barrier_t *go;        /* if set: waited on before the exit */
+};
+
+static void exiting_wait(struct exiting *x)
+{
+    if (x->opened)
+        pthread_barrier_wait(x->opened);
+    if (x->go)
+        pthread_barrier_wait(x->go);
+}
+
+static int insert_and_exit(dbs_session *s, void *arg, dbs_error *err)
+{
+    (void)err;
+    struct exiting *x = arg;
+    x->s = s;
+    insert(s, x->id);
+    exiting_wait(x);
+    pthread_exit(NULL);
+}
+
+static void *open_insert_exit(void *v)
+{
+    struct exiting *x = v;
+    dbs_error err;
+    if (x->how == EXIT_IN_UNIT) {
+        x->line = __LINE__ + 1;
+        dbs_transact(x->p, NULL, insert_and_exit, x, &err);
+        CHECK_FAIL("the unit's work never returns: %s", err.message);
+    }
+    x->line = __LINE__ + 1;
+    x->s = dbs_session_open(x->p, NULL, &err);
+    if (!x->s)
+        CHECK_FAIL("open: %s", err.message);
+    insert(x->s, x->id);
+    exiting_wait(x);
+    if (x->how == EXIT_PTHREAD)
+        pthread_exit(NULL);
+    return NULL; /* the session left open, on purpose */
+}
+
+static void *use_exited(void *v)
+{
+    struct exiting *x = v;
+    dbs_error err;
+    CHECK_EQ(dbs_exec(x->s, "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_commit(x->s, &err), DBS_EMISUSE);
+    CHECK_EQ(dbs_session_commit_close(x->s, &err), DBS_EMISUSE);
+    dbs_session_close(x->s); /* refused, and harmless */
+    CHECK_EQ(dbs_exec(x->s, "SELECT 1", NULL, 0, &err), DBS_EMISUSE);
+    return NULL;
+}
+
+/* Each way a thread can leave with its session open: the INSERT is not
+ * committed, the one connection comes back for another thread, the leak
+ * event names the line that opened it, and the dead thread's handle is
+ * refused, not followed into freed memory. */
+static void test_thread_exit_gives_back(void)
+{
+    for (int how = EXIT_RETURN; how <= EXIT_IN_UNIT; how++) {
+        exit_ev_reset();
+        dbs_pool *p = pool_of_one();
+        struct exiting x = {.p = p, .how = how, .id = 600 + how};
+        pthread_t th;
+        pthread_create(&th, NULL, open_insert_exit, &x);
+        pthread_join(th, NULL);
+        WAIT_UNTIL(stats_of(p).in_use == 0, 10000);
+        CHECK_EQ(stats_of(p).in_use, 0);
+        CHECK_EQ(holds_of(p), 0); /* a unit's hold on the pool went with it */
+        CHECK_EQ(count_id(x.id), 0);
+        CHECK_EQ(exit_leaks_at(x.line), 1);
+        dbs_stats st = stats_of(p);
+        CHECK_EQ(st.leaks, 1);
+        CHECK_EQ(st.leaks_recovered, 1);
+        CHECK_EQ(st.acquired, st.released);
+        /* the pool's one connection serves the next thread */
+        dbs_session *s = open_ok(p);
+        CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+        dbs_session_close(s);
+        pthread_create(&th, NULL, use_exited, &x);
+        pthread_join(th, NULL);
+        CHECK_EQ(stats_of(p).in_use, 0);
+        dbs_pool_close(p);
+    }
+}
+
+/* The pool closed while the thread still holds its session: the thread's
+ * exit ends it all the same, and the pool's memory is freed with it (a
+ * leak checker finds nothing). Then the same with the close racing the
+ * exit, for ThreadSanitizer. */
+static void test_thread_exit_after_pool_close(void)
+{
+    for (int how = EXIT_RETURN; how <= EXIT_IN_UNIT; how++) {
+        pthread_barrier_t opened, go;
+        pthread_barrier_init(&opened, NULL, 2);
+        pthread_barrier_init(&go, NULL, 2);
+        exit_ev_reset();
+        struct exiting x = {.p = pool_of_one(), .how = how, .id = 610 + how,
+                            .opened = &opened, .go = &go};
+        pthread_t th;
+        pthread_create(&th, NULL, open_insert_exit, &x);
+        pthread_barrier_wait(&opened);
+        dbs_pool_close(x.p);
+        pthread_barrier_wait(&go);
+        pthread_join(th, NULL);
+        CHECK_EQ(exit_leaks_at(x.line), 1);
+        CHECK_EQ(count_id(x.id), 0);
+        pthread_barrier_destroy(&opened);
+        pthread_barrier_destroy(&go);
+    }
+    enum { ROUNDS = 12 };
+    for (int i = 0; i < ROUNDS; i++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        exit_ev_reset();
+        struct exiting x = {.p = pool_of_one(), .how = i % 3, .id = 620 + i, .go = &go};
+        pthread_t th;
+        pthread_create(&th, NULL, open_insert_exit, &x);
+        pthread_barrier_wait(&go);
+        dbs_pool_close(x.p); /* as the thread leaves */
+        pthread_join(th, NULL);
+        CHECK_EQ(exit_leaks_at(x.line), 1);
+        CHECK_EQ(count_id(x.id), 0);
+        pthread_barrier_destroy(&go);
+    }
+}
+
+/* A child of fork() whose thread exits with the parent's session open:
+ * the session is let go of as dbs_session_close would in the child,
+ * nothing sent on the parent's connection and nothing of the pool touched,
+ * so the parent's session goes on, its transaction intact. */
+static pthread_key_t child_key;
+static dbs_session *child_s;
+static int child_rounds;
+
+/* In the child: 0 once the session is closed, 5 if it is still open after
+ * a few rounds of destructors (run in no set order). */
+static void child_exit(void *v)
+{
+    if (child_s->magic == DBS__SESSION_MAGIC && ++child_rounds < 3) {
+        pthread_setspecific(child_key, v); /* another round, after dbscope's */
+        return;
+    }
+    _exit(child_s->magic == DBS__SESSION_MAGIC ? 5 : 0);
+}
+
+static void *fork_and_exit(void *v)
+{
+    struct exiting *x = v;
+    dbs_error err;
+    x->s = dbs_session_open(x->p, NULL, &err);
+    if (!x->s)
+        CHECK_FAIL("open: %s", err.message);
+    insert(x->s, x->id);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The child's only thread leaves; a destructor of the test's own
+         * ends the child once dbscope's has closed the session, without the
+         * exit handlers (one removes the parent's SQLite file; ThreadSanitizer
+         * cannot run them on a thread that has finished). */
+        child_s = x->s;
+        if (pthread_key_create(&child_key, child_exit) != 0 ||
+            pthread_setspecific(child_key, &child_rounds) != 0)
+            _exit(3);
+        pthread_exit(NULL);
+    }
+    CHECK(pid > 0);
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    insert(x->s, x->id + 1);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id >= $1", tbl);
+    dbs_value v1[] = {DBS_INT(x->id)};
+    CHECK_EQ(query_int(x->s, sql, v1, 1), 2);
+    dbs_session_close(x->s); /* rolled back */
+    return NULL;
+}
+
+static void test_thread_exit_in_fork_child(void)
+{
+    struct exiting x = {.p = pool, .id = 640};
+    pthread_t th;
+    pthread_create(&th, NULL, fork_and_exit, &x);
+    pthread_join(th, NULL);
+    CHECK_EQ(count_id(640), 0);
+    CHECK_EQ(stats_of(pool).in_use, 0);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -517,6 +814,9 @@ int main(void)
     test_native_unit_not_rerun();
     test_native_amid_rows();
     test_native_never_reused();
+    test_thread_exit_gives_back();
+    test_thread_exit_after_pool_close();
+    test_thread_exit_in_fork_child();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
