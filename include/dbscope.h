@@ -757,7 +757,11 @@ int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
  * DBS_ECONFIG when the database refuses the connects for good (a wrong
  * password, a failing credential provider), DBS_ECLOSED after a shutdown,
  * DBS_EMISUSE for a negative timeout_ms. Blocks up to timeout_ms plus one
- * connect (connect_timeout_ms). Any thread. */
+ * connect (connect_timeout_ms). Its checks are not the program's acquires:
+ * a refused one counts nowhere, neither in dbs_pool_errors nor in the
+ * stats' unavailable or timeouts, however often it retries (whatever
+ * min_idle is); its connects count as any connect does (created,
+ * connect_failures, the circuit). Any thread. */
 int dbs_pool_wait_ready(dbs_pool *pool, int timeout_ms, dbs_error *err);
 
 /* After fork(). A pool opened in a process is that process's: a child of
@@ -842,7 +846,9 @@ int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
  * db_client_connection_create_time_seconds (connects that succeeded),
  * _wait_time_seconds, _use_time_seconds, and
  * db_client_operation_duration_seconds (each dbs_exec and dbs_query call,
- * db_system_name "sqlite", "postgresql" or "mariadb"). Beside them:
+ * and each statement of an event loop's unit that ran, once per attempt,
+ * on every backend; db_system_name "sqlite", "postgresql" or "mariadb").
+ * Beside them:
  * dbscope_errors_total{error_class,sqlstate} and the circuit as
  * dbscope_circuit_open (0/1) and dbscope_circuit_state{state}.
  * docs/observability.md has the table, and how to open a span per unit of
@@ -884,7 +890,10 @@ enum dbs_histogram_kind {
     DBS_HIST_WAIT,     /* acquire waits (db.client.connection.wait_time) */
     DBS_HIST_USE,      /* session hold times (.use_time) */
     DBS_HIST_CREATE,   /* connects that succeeded (.create_time) */
-    DBS_HIST_OPERATION /* dbs_exec and dbs_query calls
+    DBS_HIST_OPERATION /* dbs_exec and dbs_query calls, and each statement
+                          of a dbs_unit that ran (one that failed
+                          included; those after it, which never ran, not),
+                          once per attempt, whichever backend
                           (db.client.operation.duration) */
 };
 

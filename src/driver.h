@@ -116,6 +116,12 @@ typedef struct dbs__astmt {
                                 and magic; session stays NULL), or NULL
                                 when it returns none; loop.c closes them */
     int64_t affected;        /* rows affected, -1 unknown */
+    int64_t op_us;           /* set by the backend when the statement's
+                                answer came (it ran, or failed itself), for
+                                db.client.operation.duration: how long it
+                                took as the backend could see it; -1 (set
+                                by loop.c before each attempt): it did not
+                                run */
 } dbs__astmt;
 
 typedef struct dbs__aunit {

@@ -329,6 +329,7 @@ typedef struct pg_conn {
     uint64_t a_nonce;    /* the random half of its marker (a_marker) */
     uint64_t a_units;    /* units sent on this connection */
     uint64_t a_results;  /* answers read whole (a_results) */
+    int64_t a_read_ns;   /* when the last of them was read */
     bool a_notemp;       /* that reset ran without DISCARD TEMP */
     bool a_cancel;       /* a cancel was asked for while units flew */
     bool a_spent;        /* ... so the connection goes once they are read */
@@ -3279,6 +3280,7 @@ typedef struct pg_aflight {
     pg_aitem *it;
     int n, cap, pos;    /* items, room, the next to read */
     PGresult *cur;      /* the first result of it[pos] */
+    int64_t sent_ns;    /* when a_send queued it */
     char (*names)[24];  /* per statement: its cached name, "" none */
     PGresult *wrote, *commit, *lsn;
     bool ro;            /* the unit is read-only */
@@ -3761,6 +3763,7 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
     }
     u->next = NULL;
     af->u = u;
+    af->sent_ns = dbs__now_ns();
     a_link(c, af);
     if (!a_flush(c))
         c->broken = true; /* a_step hands the units back */
@@ -4078,6 +4081,7 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
             }
             PQclear(r);
             c->a_results++;
+            c->a_read_ns = dbs__now_ns();
             a_item(c, af, it, NULL, tail, n);
         } else if (r) {
             if (!af->cur)
@@ -4096,6 +4100,23 @@ static int a_read(pg_conn *c, dbs__aunit ***tail, int *n)
             PGresult *cur = af->cur;
             af->cur = NULL;
             c->a_results++;
+            /* A statement's duration in the pipeline: from the answer
+             * before it on this connection (or its unit's send, if later)
+             * to its own, as this thread read them, its Parse's added (a
+             * session's dbs_query covers both too). The server runs one
+             * command at a time, so that is its run and its answer's way
+             * back, not its wait behind the commands ahead; a loop slow to
+             * read lengthens it. A statement that failed in its Parse ran
+             * as far as a session's would have; one skipped after an
+             * earlier failure (PGRES_PIPELINE_ABORTED) never ran: none. */
+            int64_t now = dbs__now_ns();
+            if ((it->kind == A_STMT || it->kind == A_PARSE) && af->u && cur &&
+                PQresultStatus(cur) != PGRES_PIPELINE_ABORTED) {
+                int64_t from = c->a_read_ns > af->sent_ns ? c->a_read_ns : af->sent_ns;
+                int64_t *op = &af->u->stmts[it->arg].op_us;
+                *op = (*op > 0 ? *op : 0) + (now > from ? (now - from) / 1000 : 0);
+            }
+            c->a_read_ns = now;
             a_item(c, af, it, cur, tail, n);
         }
         af->pos++;

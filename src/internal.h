@@ -400,6 +400,12 @@ extern _Thread_local int64_t dbs__acquire_deadline_ns;
 /* Set beside it by a worker thread: the acquire's wait ends, DBS_ECANCELED,
  * when the unit is cancelled (dbs__rp_waiter_cancel). NULL: none. */
 extern _Thread_local dbs__rp_waiter *dbs__acquire_waiter;
+/* Set by dbs_pool_wait_ready just before its ping: a readiness check, not
+ * the program's acquire, so its failure counts in no acquire counter
+ * (dbs_pool_errors, unavailable, timeouts); its connects count as any.
+ * The session's open takes it (s->uncounted) and clears it, so that a
+ * session an on_event callback opens meanwhile counts as usual. */
+extern _Thread_local bool dbs__acquire_uncounted;
 /* true once dbs_pool_shutdown (or dbs_pool_close, which shuts down
  * first) has been called: no new session. Any thread, no lock. */
 static inline bool dbs__pool_closed(dbs_pool *p)
@@ -454,6 +460,8 @@ struct dbs_session {
     bool in_tx;               /* a transaction was begun on the connection */
     atomic_int tx_open;       /* in_tx, readable by dbs_pool_sessions */
     bool broken;              /* the connection was lost: discard it */
+    bool uncounted;           /* dbs_pool_wait_ready's: its acquire's
+                                 failure counts nowhere (dbs__acquire_uncounted) */
     bool touched;             /* its connection was used (dbs__session_check
                                  passed): only then has close anything to
                                  undo */
@@ -535,6 +543,9 @@ void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate);
  * with metrics off) and the record. */
 int64_t dbs__op_start(const dbs_session *s);
 void dbs__op_done(dbs_session *s, int64_t start);
+/* The same record for each statement of an event loop's unit that ran on
+ * the loop's own connection (no session): its op_us (driver.h). */
+void dbs__op_note(dbs_pool *p, const dbs__aunit *u);
 
 /* Takes r off its session's list of open rows and closes it. */
 void dbs__rows_free(dbs_rows *r);

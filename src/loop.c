@@ -963,6 +963,8 @@ static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
     u->au.err.code = DBS_OK;
     u->au.err.message[0] = '\0';
     u->au.err.sqlstate[0] = '\0';
+    for (size_t i = 0; i < u->au.n; i++)
+        u->au.stmts[i].op_us = -1;
     int rc = ln->pool->drv->a_send(lc->c->impl, &u->au, &e);
     if (rc != DBS_OK) {
         /* DBS_ECONNECT: the connection takes no more units (lost, or
@@ -1256,6 +1258,10 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
      * the table of the pool it ran on, as a session's would be. */
     if (rc != DBS_OK && l->native && !stray)
         dbs__errors_note(u->lane ? u->lane->pool : l->pool, rc, e.sqlstate);
+    /* Likewise each statement that ran counts once in the operation
+     * histogram, as a worker's dbs_query would have counted it. */
+    if (l->native)
+        dbs__op_note(u->lane ? u->lane->pool : l->pool, &u->au);
     if (rc == DBS_OK) {
         if (l->native && u->au.commit_pos && u->lane == &l->lanes[0] && l->pool->on_commit)
             l->pool->on_commit(l->pool, u->ctx.user_id, u->au.commit_pos);
@@ -2088,7 +2094,7 @@ int dbs_unit_add(dbs_unit *u, const char *sql, const dbs_value *params, size_t n
         w += len;
     }
     u->au.stmts[u->au.n] =
-        (dbs__astmt){.sql = sq, .params = pv, .n = n, .rows = NULL, .affected = -1};
+        (dbs__astmt){.sql = sq, .params = pv, .n = n, .rows = NULL, .affected = -1, .op_us = -1};
     u->au.n++;
     if (err)
         err->code = DBS_OK;

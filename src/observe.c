@@ -139,6 +139,15 @@ void dbs__op_done(dbs_session *s, int64_t start)
     dbs__hist_add_shared(h ? &h->op : &s->pool->op_hist, us);
 }
 
+void dbs__op_note(dbs_pool *p, const dbs__aunit *u)
+{
+    if (!p->cfg.metrics)
+        return;
+    for (size_t i = 0; i < u->n; i++)
+        if (u->stmts[i].op_us >= 0)
+            dbs__hist_add_shared(&p->op_hist, u->stmts[i].op_us);
+}
+
 /* ---- histogram snapshots ---- */
 
 void dbs__hists_read_op(dbs_pool *p, dbs__hist_snap *op, dbs__hist_snap *create)

@@ -63,6 +63,7 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
 
 _Thread_local int64_t dbs__acquire_deadline_ns;
 _Thread_local dbs__rp_waiter *dbs__acquire_waiter;
+_Thread_local bool dbs__acquire_uncounted;
 
 /* Until when an acquire begun at start may wait. */
 static int64_t acquire_deadline(const dbs_pool *p, int64_t start)
@@ -74,7 +75,7 @@ static int64_t acquire_deadline(const dbs_pool *p, int64_t start)
 /* With a slot reserved: connects, outside any lock. */
 static int acquire_create(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *err)
 {
-    int rc = dbs__conn_admit(p, true, err);
+    int rc = dbs__conn_admit(p, !s->uncounted, err);
     if (rc != DBS_OK)
         return rc;
     dbs__conn *c = dbs__conn_open(p, err);
@@ -176,7 +177,8 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
                         "the unit was cancelled while it waited for a connection");
     case DBS__RP_EXPIRED: {
         pthread_mutex_lock(&p->mu);
-        p->counters.timeouts++;
+        if (!s->uncounted)
+            p->counters.timeouts++;
         pthread_mutex_unlock(&p->mu);
         /* The event quotes the caller's message: the numbers say why. */
         dbs_error local;

@@ -235,6 +235,8 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     dbs_error local;
     if (!err)
         err = &local;
+    const bool uncounted = dbs__acquire_uncounted;
+    dbs__acquire_uncounted = false;
     if (!pool || pool->magic != DBS__POOL_MAGIC) {
         dbs__err(err, DBS_EMISUSE, "dbs_session_open: not an open pool (NULL or freed)");
         return NULL;
@@ -243,7 +245,8 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
         return NULL;
     if (dbs__pool_closed(pool)) {
         dbs__err(err, DBS_ECLOSED, "dbs_session_open: the pool is closed");
-        dbs__errors_note(pool, DBS_ECLOSED, NULL); /* a failed acquire, as below */
+        if (!uncounted)
+            dbs__errors_note(pool, DBS_ECLOSED, NULL); /* a failed acquire, as below */
         return NULL;
     }
     if (dbs__context_check(ctx, "dbs_session_open", err) != DBS_OK)
@@ -265,12 +268,13 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->func = func;
     s->attempt = transact_attempt;
     s->fork_gen = pool->fork_gen;
+    s->uncounted = uncounted;
     int rc = dbs__pool_acquire(pool, s, err);
     if (rc != DBS_OK) {
         /* DBS_ECANCELED: a loop's unit the program called off while its
          * worker waited, no failure (one called off while it waited on
          * the loop counts nowhere either) */
-        if (rc != DBS_ECANCELED)
+        if (rc != DBS_ECANCELED && !uncounted)
             dbs__errors_note(pool, rc, err->sqlstate);
         session_free(s);
         return NULL;

@@ -1919,6 +1919,42 @@ static void test_circuit_gauge(void)
     dbs_pool_close(p);
 }
 
+/* dbs_pool_wait_ready's connects are readiness checks, not the program's
+ * acquires: against a database that refuses them (here every connect
+ * fails, and the circuit opens) it counts nothing in dbs_pool_errors or in
+ * stats.unavailable, whether it pings (min_idle 0, or a NONE-mode pool) or
+ * warms min_idle connections. */
+static void test_wait_ready_counts_nothing(void)
+{
+    static const struct {
+        int mode, min_idle;
+    } cases[] = {{DBS_POOL_QUEUE, 0}, {DBS_POOL_NONE, 0}, {DBS_POOL_QUEUE, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dbs_config cfg = observed();
+        cfg.mode = cases[i].mode;
+        cfg.min_idle = cases[i].min_idle;
+        cfg.lazy_open = 1;
+        cfg.circuit_threshold = 2;
+        cfg.circuit_cooldown_ms = 60000; /* it stays open */
+        cfg.log_events = 0;
+        atomic_store(&dbs__fault.fail_connects, 1000000);
+        dbs_pool *p = open_pool("observe", &cfg);
+        dbs_error err;
+        CHECK_EQ(dbs_pool_wait_ready(p, 700, &err), DBS_ECONNECT);
+        CHECK_CONTAINS(err.message, "the last connect failed");
+        dbs_stats st = stats_of(p);
+        CHECK_INT(st.connect_failures, >=, 1);
+        CHECK_EQ(st.unavailable, 0);
+        CHECK_EQ(st.timeouts, 0);
+        CHECK_EQ(dbs_pool_errors(p, 0, NULL), 0);
+        /* the program's own acquire still counts */
+        CHECK(dbs_session_open(p, NULL, &err) == NULL);
+        CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+        atomic_store(&dbs__fault.fail_connects, 0);
+        dbs_pool_close(p);
+    }
+}
+
 #ifdef DBSCOPE_WITH_PG
 /* Every target's circuit is exported, however many replicas replica_url
  * names: the 65th target (the primary and 64 replicas) had no
@@ -2072,6 +2108,54 @@ static void test_loop_closed_units_counted(void)
     dbs_pool_close(p);
 }
 
+/* An event loop's unit counts each of its statements that ran once in the
+ * operation histogram, on every backend: whether a worker's session ran it
+ * (SQLite, MariaDB) or the loop's own pipelined connection (PostgreSQL). */
+static void run_unit(dbs_loop *l, const char *const *sql, int n, int want)
+{
+    dbs_error err;
+    int rc = 1;
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u);
+    for (int i = 0; i < n; i++)
+        CHECK_INT(dbs_unit_add(u, sql[i], NULL, 0, &err), >=, 0);
+    CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+    struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+    for (int64_t end = now_ms() + 60000; dbs_loop_pending(l) > 0 && now_ms() < end;) {
+        int t = dbs_loop_timeout_ms(l);
+        (void)poll(&pfd, 1, t < 0 || t > 20 ? 20 : t);
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+    }
+    CHECK_EQ(rc, want);
+}
+
+static void test_loop_ops_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 2;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_histogram before, after;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_OPERATION, &before), DBS_OK);
+    static const char *const three[] = {"SELECT 1", "SELECT 2", "SELECT 3"};
+    run_unit(l, three, 3, DBS_OK);
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_OPERATION, &after), DBS_OK);
+    CHECK_EQ(after.count - before.count, 3);
+    CHECK_INT(dbs_histogram_percentile(&after, &before, 0.5), >=, 0);
+    /* a statement that fails ran and counts; the one after it never ran */
+    before = after;
+    static const char *const failing[] = {"SELECT 1", "SELEC 2", "SELECT 3"};
+    run_unit(l, failing, 3, DBS_ESQL);
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_OPERATION, &after), DBS_OK);
+    CHECK_EQ(after.count - before.count, 2);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
 /* After a shutdown every acquire fails with DBS_ECLOSED and counts once in
  * dbs_pool_errors, whichever call made it: dbs_session_open, the session
  * dbs_transact (or _ro, _opts) would open, dbs_pool_ping's. */
@@ -2136,6 +2220,8 @@ int main(void)
     test_otel_limits_single();
     test_keepalive_and_min_idle();
     test_loop_closed_units_counted();
+    test_loop_ops_counted();
+    test_wait_ready_counts_nothing();
     test_closed_acquires_counted();
 #ifdef DBSCOPE_WITH_PG
     test_circuit_every_replica();
