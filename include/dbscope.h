@@ -1489,7 +1489,8 @@ typedef struct dbs_value {
 typedef struct dbs_rows dbs_rows;
 
 /* Runs one statement with parameters $1..$n bound from params[0..n-1] (any
- * order, reused freely; never interpolated). Begins the session's
+ * order, reused freely; never interpolated; "$01" is $1 on every backend,
+ * as PostgreSQL's server reads it, and "$0" is DBS_ESQL). Begins the session's
  * transaction first if none is open. Returns the rows affected (>= 0: a
  * SELECT 0, an INSERT, UPDATE or DELETE with RETURNING the rows it wrote)
  * or a negative dbs_code. A text of several statements is DBS_ESQL on
@@ -1667,7 +1668,11 @@ int dbs_timestamp_format(struct timespec ts, char out[DBS_TIMESTAMP_TEXT_LEN]);
  * output, "2024-05-01 12:00:00.5+02", is one of these); without a zone the
  * time is UTC. len is text's length, or SIZE_MAX when text is
  * NUL-terminated. Returns DBS_OK, or DBS_ETYPE with err naming what is
- * wrong (DBS_EMISUSE for NULL text or out). Any thread; never blocks. */
+ * wrong (DBS_EMISUSE for NULL text or out); an instant outside years
+ * 0001..9999 in UTC (text whose zone or leap second moves it out of them,
+ * such as "0001-01-01T00:00:00+00:01") is DBS_ETYPE, as
+ * dbs_timestamp_format, DBS_TIMESTAMP and dbs_rows_get_timestamp refuse
+ * it. Any thread; never blocks. */
 int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out,
                         dbs_error *err);
 

@@ -1917,23 +1917,26 @@ out:
 }
 
 /* Host, port and user as the connection string names them ("" when it
- * does not), for the credential provider. */
-static void url_identity(const char *conninfo, char *host, size_t hn, char *port, size_t pn,
-                         char *user, size_t un)
+ * does not), for the credential provider: pointers into the parsed
+ * options returned (PQconninfoFree them; NULL: out of memory, the string
+ * parsed when the pool opened), whole however long (copies into fixed
+ * buffers cut a multi-host list). */
+static PQconninfoOption *url_identity(const char *conninfo, const char **host,
+                                      const char **port, const char **user)
 {
-    host[0] = port[0] = user[0] = '\0';
+    *host = *port = *user = "";
     PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
     for (PQconninfoOption *o = opts; o && o->keyword; o++) {
         if (!o->val)
             continue;
-        if (!strcmp(o->keyword, "host") || (!strcmp(o->keyword, "hostaddr") && !host[0]))
-            snprintf(host, hn, "%s", o->val);
+        if (!strcmp(o->keyword, "host") || (!strcmp(o->keyword, "hostaddr") && !**host))
+            *host = o->val;
         else if (!strcmp(o->keyword, "port"))
-            snprintf(port, pn, "%s", o->val);
+            *port = o->val;
         else if (!strcmp(o->keyword, "user"))
-            snprintf(user, un, "%s", o->val);
+            *user = o->val;
     }
-    PQconninfoFree(opts);
+    return opts;
 }
 
 static void *pg_connect_with(const dbs__target *t, const char *token, dbs_error *err);
@@ -1972,11 +1975,16 @@ static void *pg_connect(const dbs__target *t, dbs_error *err)
 {
     if (!t->credential)
         return pg_connect_with(t, NULL, err);
-    char host[256], port[64], user[128];
-    url_identity(t->conninfo, host, sizeof host, port, sizeof port, user, sizeof user);
+    const char *host, *port, *user;
+    PQconninfoOption *opts = url_identity(t->conninfo, &host, &port, &user);
+    if (!opts) {
+        dbs__err(err, DBS_ENOMEM, "postgresql: out of memory");
+        return NULL;
+    }
     char token[DBS_CREDENTIAL_MAX];
-    if (dbs__credential_get(t, "postgresql", host, port, user, token, sizeof token, err) !=
-        DBS_OK)
+    int rc = dbs__credential_get(t, "postgresql", host, port, user, token, sizeof token, err);
+    PQconninfoFree(opts);
+    if (rc != DBS_OK)
         return NULL;
     void *c = pg_connect_with(t, token, err);
     if (!c && err) /* libpq does not quote a password; in case */

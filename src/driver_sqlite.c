@@ -476,7 +476,7 @@ static int map_params(sq_conn *c, sq_stmt *st, const char *sql, dbs_error *err)
         const char *name = sqlite3_bind_parameter_name(st->stmt, i + 1);
         long k = 0;
         const char *q = name ? name + 1 : NULL;
-        bool ok = name && name[0] == '$' && q[0] >= '1' && q[0] <= '9';
+        bool ok = name && name[0] == '$' && q[0] >= '0' && q[0] <= '9';
         for (; ok && *q; q++) {
             if (*q < '0' || *q > '9' || k > 100000) {
                 ok = false;
@@ -484,6 +484,8 @@ static int map_params(sq_conn *c, sq_stmt *st, const char *sql, dbs_error *err)
             }
             k = k * 10 + (*q - '0');
         }
+        /* "$01" is $1, as PostgreSQL's server reads it; "$0" is nothing */
+        ok = ok && k >= 1;
         if (!ok) {
             (void)c;
             return dbs__err(err, DBS_ESQL,
@@ -573,9 +575,10 @@ static int number_params(const char *sql, size_t len, numbered *nb)
             long k = 0;
             while (j < len && z[j] >= '0' && z[j] <= '9' && k <= 65535)
                 k = k * 10 + (z[j++] - '0');
-            /* a name, "$1(...)" or "$1::x" (Tcl's forms), $0, $01, or past
-             * what any statement may be given: as the caller wrote it */
-            if (j == i + 1 || z[i + 1] == '0' || k > 65535 ||
+            /* a name, "$1(...)" or "$1::x" (Tcl's forms), $0, or past
+             * what any statement may be given: as the caller wrote it
+             * ("$01" is $1 and shares its slot) */
+            if (j == i + 1 || k == 0 || k > 65535 ||
                 (j < len && (id_char((unsigned char)z[j]) || z[j] == '(' ||
                              (z[j] == ':' && j + 1 < len && z[j + 1] == ':')))) {
                 named = true;

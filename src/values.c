@@ -181,6 +181,14 @@ int dbs_timestamp_parse(const char *text, size_t len, struct timespec *out, dbs_
                            "has no struct timespec)");
     int64_t t = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + s -
                 off;
+    /* A zone (or a leap second) can carry the calendar's first and last
+     * days out of it; dbs_timestamp_format, DBS_TIMESTAMP and
+     * dbs_rows_get_timestamp refuse that instant, so reading it here only
+     * deferred the error to a caller who could do nothing with it. */
+    dbs__ts f;
+    if (dbs__ts_fields((struct timespec){.tv_sec = (time_t)t, .tv_nsec = ns}, &f) != DBS_OK)
+        return dbs__err(err, DBS_ETYPE,
+                        "timestamp outside years 0001..9999 (UTC) once its zone is applied");
     out->tv_sec = (time_t)t;
     out->tv_nsec = ns;
     if (err)

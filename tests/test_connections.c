@@ -301,6 +301,65 @@ static void test_credential_answers(void)
     dbs_pool_close(p);
 }
 
+/* The provider is given the URL's whole host list, port list and user,
+ * however long (PostgreSQL cut them at 255, 63 and 127 bytes): it refuses
+ * here, having recorded them, so nothing connects. */
+static char long_host[2048], long_port[512], long_user[512];
+
+static int long_provider(dbs_credential *cred, void *user)
+{
+    (void)user;
+    snprintf(long_host, sizeof long_host, "%s", cred->host);
+    snprintf(long_port, sizeof long_port, "%s", cred->port);
+    snprintf(long_user, sizeof long_user, "%s", cred->user);
+    snprintf(cred->why, cred->why_cap, "recorded");
+    return -1;
+}
+
+static void test_credential_long_lists(void)
+{
+    char hosts[1024] = "", ports[256] = "", hostports[1400] = "", user[300];
+    size_t nh = test_is_pg(url) ? 12 : 1;
+    for (size_t i = 0; i < nh; i++) {
+        char h[64];
+        snprintf(h, sizeof h, "dbscope-no-such-host-%02zu-of-a-long-list.invalid", i);
+        size_t w = strlen(hosts), wp = strlen(ports), whp = strlen(hostports);
+        snprintf(hosts + w, sizeof hosts - w, "%s%s", i ? "," : "", h);
+        snprintf(ports + wp, sizeof ports - wp, "%s%zu", i ? "," : "", 54300 + i);
+        snprintf(hostports + whp, sizeof hostports - whp, "%s%s:%zu", i ? "," : "", h,
+                 54300 + i);
+    }
+    if (!test_is_pg(url)) /* one host, but longer than PostgreSQL's cut */
+        for (size_t i = 1; i < 12; i++) {
+            size_t w = strlen(hosts);
+            snprintf(hosts + w, sizeof hosts - w, ".label-%zu-of-a-long-host-name", i);
+        }
+    memset(user, 'u', 200);
+    user[200] = '\0';
+    char u[2400];
+    if (test_is_pg(url))
+        snprintf(u, sizeof u, "postgresql://%s:pw@%s/dbscope", user, hostports);
+    else {
+        snprintf(ports, sizeof ports, "3306");
+        snprintf(u, sizeof u, "mariadb://%s:pw@%s:3306/dbscope", user, hosts);
+    }
+    CHECK_INT(strlen(hosts), >, 300);
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = u;
+    cfg.credential = long_provider;
+    cfg.log_events = 0;
+    dbs_error e;
+    dbs_pool *p = dbs_pool_open(&cfg, &e);
+    if (p)
+        CHECK_FAIL("a refusing provider let the pool open");
+    CHECK_EQ(e.code, DBS_ECONFIG);
+    CHECK_CONTAINS(e.message, "recorded");
+    CHECK_STR(long_host, hosts);
+    CHECK_STR(long_port, ports);
+    CHECK_STR(long_user, user);
+}
+
 static void test_credential_sqlite(void)
 {
     dbs_config cfg;
@@ -499,6 +558,7 @@ int main(void)
     if (test_is_pg(url) || test_is_mysql(url)) {
         test_credential_server();
         test_credential_answers();
+        test_credential_long_lists();
     } else
         test_credential_sqlite();
     fprintf(stderr, "wait ready\n");

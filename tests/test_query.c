@@ -229,6 +229,33 @@ static void test_errors(void)
     dbs_session_close(s);
 }
 
+/* "$01" is "$1" on every backend, as PostgreSQL's server reads it (SQLite
+ * refused it); "$0" and "$00" name no parameter anywhere. */
+static void test_leading_zero_params(void)
+{
+    dbs_error err;
+    dbs_session *s = open_ok(pool);
+    dbs_value v[] = {DBS_INT(3), DBS_INT(4)};
+    CHECK_EQ(query_int(s, "SELECT $01 + $2", v, 2), 7);
+    CHECK_EQ(query_int(s, "SELECT $2 * 10 + $001", v, 2), 43);
+    /* the same parameter under both spellings, once where SQLite's
+     * rewrite slots it and once where it falls back to the names ("?11"
+     * does not fit in "$1") */
+    CHECK_EQ(query_int(s, "SELECT $01 * 10 + $1 + $2 - $02", v, 2), 33);
+    dbs_value w[11];
+    for (int i = 0; i < 11; i++)
+        w[i] = DBS_INT(i + 1);
+    CHECK_EQ(query_int(s, "SELECT $2+$3+$4+$5+$6+$7+$8+$9+$10+$11+$01+$1", w, 11), 67);
+    CHECK_OK(dbs_commit(s, &err), &err);
+    static const char *const zero[] = {"SELECT $0", "SELECT $00 + $1", "SELECT $1 + $0"};
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++) {
+        CHECK_EQ(dbs_exec(s, zero[i], v, 1, &err), DBS_ESQL);
+        CHECK_OK(dbs_rollback(s, &err), &err);
+    }
+    CHECK_EQ(query_int(s, "SELECT 42", NULL, 0), 42);
+    dbs_session_close(s);
+}
+
 /* The most parameters a statement may have: 65535 (the PostgreSQL and
  * MariaDB protocols' count), on SQLite fewer if its build says so
  * (SQLITE_MAX_VARIABLE_NUMBER: 32766 by default, 250000 on Debian). */
@@ -400,6 +427,7 @@ int main(void)
     test_errors();
     test_query_runs();
     test_trailing_comment();
+    test_leading_zero_params();
     test_many_params();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);

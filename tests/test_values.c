@@ -804,6 +804,36 @@ static void test_text_helpers(void)
     CHECK_STR(out, uuid_text);
 }
 
+/* Text whose zone moves it past the calendar that dbs_timestamp_format
+ * and DBS_TIMESTAMP take is refused as dbs_rows_get_timestamp refuses it:
+ * accepting it handed the caller an instant nothing else would take. */
+static void test_parse_range(void)
+{
+    dbs_error err;
+    struct timespec t;
+    char iso[DBS_TIMESTAMP_TEXT_LEN];
+    CHECK_OK(dbs_timestamp_parse("0001-01-01T00:00:00Z", SIZE_MAX, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, -62135596800);
+    CHECK_EQ(dbs_timestamp_format(t, iso), 27);
+    CHECK_OK(dbs_timestamp_parse("9999-12-31T23:59:59.999999999Z", SIZE_MAX, &t, &err), &err);
+    CHECK_EQ(t.tv_sec, 253402300799);
+    CHECK_EQ(t.tv_nsec, 999999999);
+    CHECK_EQ(dbs_timestamp_format(t, iso), 27);
+    CHECK_OK(dbs_timestamp_parse("0001-01-01T00:00:00-15:00", SIZE_MAX, &t, &err), &err);
+    CHECK_OK(dbs_timestamp_parse("9999-12-31T23:59:59+15:00", SIZE_MAX, &t, &err), &err);
+    static const char *const past[] = {
+        "0001-01-01T00:00:00+00:01", "0001-01-01T00:00:00+00:00:01", "0001-01-01+01",
+        "9999-12-31T23:59:59-00:01", "9999-12-31T23:59:60Z", "9999-12-31T23:59:59-0001",
+    };
+    for (size_t i = 0; i < sizeof past / sizeof past[0]; i++) {
+        CHECK_EQ(dbs_timestamp_parse(past[i], SIZE_MAX, &t, &err), DBS_ETYPE);
+        CHECK_EQ(err.code, DBS_ETYPE);
+        CHECK_CONTAINS(err.message, "0001");
+        CHECK_CONTAINS(err.message, "9999");
+        CHECK_CONTAINS(err.message, "UTC");
+    }
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -845,6 +875,7 @@ int main(void)
     run_sql(pool, sql);
 
     test_text_helpers();
+    test_parse_range();
     dbs_error err;
     dbs_session *s = open_ok(pool);
     test_checked_errors(s);
