@@ -234,7 +234,11 @@ enum dbs_event_kind {
                                  first one too) */
     DBS_EVENT_CHECKOUT,       /* a session got a connection */
     DBS_EVENT_CHECKIN,        /* a session gave its connection back */
-    DBS_EVENT_INVALIDATE,     /* a connection was found broken and discarded */
+    DBS_EVENT_INVALIDATE,     /* a connection was found broken and discarded;
+                                 code and reason: the failure that broke it
+                                 (DBS_ECONNECT for a lost connection;
+                                 DBS_ESTMT_TIMEOUT, DBS_ECOMMIT_UNKNOWN, ...
+                                 when a session's failure did) */
     DBS_EVENT_RETRY,          /* dbs_transact retries a unit of work */
     DBS_EVENT_LEAK,           /* a session is held past leak_threshold_ms,
                                  open at dbs_pool_close, or open when its

@@ -462,6 +462,8 @@ struct dbs_session {
     bool broken;              /* the connection was lost: discard it */
     bool uncounted;           /* dbs_pool_wait_ready's: its acquire's
                                  failure counts nowhere (dbs__acquire_uncounted) */
+    dbs_error broke;          /* broke.code != 0: the failure that made it
+                                 broken, which its invalidate event carries */
     bool touched;             /* its connection was used (dbs__session_check
                                  passed): only then has close anything to
                                  undo */
@@ -533,9 +535,13 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 void dbs__session_close(dbs_session *s);
 /* Begins a transaction if none is open (autobegin). */
 int dbs__session_autobegin(dbs_session *s, dbs_error *err);
-/* Notes a failure from the backend: a lost connection marks the session
- * broken so the connection is discarded at close. Returns code. */
-int dbs__session_failed(dbs_session *s, int code);
+/* Notes a failure from the backend (err: its message, or NULL): a lost
+ * connection marks the session broken so the connection is discarded at
+ * close. Returns code. */
+int dbs__session_failed(dbs_session *s, int code, const dbs_error *err);
+/* Marks s broken for the failure code (err: its message, or NULL), kept
+ * for its connection's invalidate event unless an earlier one broke it. */
+void dbs__session_broke(dbs_session *s, int code, const dbs_error *err);
 /* Counts a failure in pool p's error table: its class (code) and the
  * SQLSTATE (NULL or "": none). Lock-free; any thread. */
 void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate);

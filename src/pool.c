@@ -341,7 +341,16 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
             dbs__emit_who(p, DBS_EVENT_SLOW_SESSION, &who, 0, NULL);
     }
     if (c && reason) {
-        dbs__emit(p, ev, s, c, ev == DBS_EVENT_INVALIDATE ? DBS_ECONNECT : 0, reason);
+        /* A failure's event carries that failure: the one that broke the
+         * session where it is known (a statement past its bound, a COMMIT
+         * whose outcome is unknown), not only a lost connection. */
+        int code = 0;
+        if (ev == DBS_EVENT_INVALIDATE) {
+            code = s->broke.code ? s->broke.code : DBS_ECONNECT;
+            if (s->broke.code)
+                reason = s->broke.message;
+        }
+        dbs__emit(p, ev, s, c, code, reason);
         dbs__conn_close(p, c);
         dbs__conn_gone(p, why, 1, now); /* its slot goes on once it is closed */
     }

@@ -92,7 +92,7 @@ int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params, size_
     int64_t r = s->pool->drv->exec(s->conn->impl, sql, params, n, err);
     dbs__op_done(s, t0);
     if (r < 0)
-        return dbs__session_failed(s, (int)r);
+        return dbs__session_failed(s, (int)r, err);
     err->code = DBS_OK;
     return r;
 }
@@ -114,7 +114,7 @@ dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params, si
     dbs_rows *r = s->pool->drv->query(s->conn->impl, sql, params, n, err);
     dbs__op_done(s, t0);
     if (!r) {
-        dbs__session_failed(s, err->code);
+        dbs__session_failed(s, err->code, err);
         return NULL;
     }
     r->session = s;
@@ -160,7 +160,7 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err)
     rc = r->ops->next(r, err);
     r->on_row = rc == 1;
     if (rc < 0)
-        return r->session ? dbs__session_failed(r->session, rc) : rc;
+        return r->session ? dbs__session_failed(r->session, rc, err) : rc;
     err->code = DBS_OK;
     return rc;
 }

@@ -823,7 +823,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
     int rc = s->pool->drv->set_read_only(s->conn->impl, 1, err);
     if (rc != DBS_OK) {
         dbs__errors_note(s->pool, rc, err->sqlstate);
-        s->broken = true;
+        dbs__session_broke(s, rc, err);
         dbs__session_close(s);
         err->code = rc;
         return NULL;

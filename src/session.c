@@ -157,6 +157,7 @@ static dbs_session *session_alloc(void)
         s->in_tx = false;
         atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
         s->broken = false;
+        s->broke.code = 0;
         s->touched = false;
         s->native_taken = false;
         atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
@@ -284,13 +285,23 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     return s;
 }
 
-int dbs__session_failed(dbs_session *s, int code)
+void dbs__session_broke(dbs_session *s, int code, const dbs_error *err)
+{
+    if (!s->broke.code) {
+        s->broke.code = code;
+        snprintf(s->broke.message, sizeof s->broke.message, "%s",
+                 err && err->code == code ? err->message : dbs_strerror(code));
+    }
+    s->broken = true;
+}
+
+int dbs__session_failed(dbs_session *s, int code, const dbs_error *err)
 {
     /* what the backend reported for this failure, err or no err */
     dbs__errors_note(s->pool, code, dbs__thread_sqlstate());
     if (code == DBS_ECONNECT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM ||
         s->pool->drv->is_broken(s->conn->impl))
-        s->broken = true;
+        dbs__session_broke(s, code, err);
     return code;
 }
 
@@ -313,7 +324,7 @@ int dbs__session_autobegin(dbs_session *s, dbs_error *err)
     }
     int rc = s->pool->drv->begin(s->conn->impl, &s->ctx, err);
     if (rc != DBS_OK)
-        return dbs__session_failed(s, rc);
+        return dbs__session_failed(s, rc, err);
     set_tx(s, true);
     return DBS_OK;
 }
@@ -341,7 +352,7 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             s->doom.code = 0;
             rc = drv->rollback(c, err);
             if (rc != DBS_OK)
-                return dbs__session_failed(s, rc);
+                return dbs__session_failed(s, rc, err);
             if (!commit) {
                 if (err)
                     err->code = DBS_OK;
@@ -380,7 +391,7 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             !atomic_load_explicit(&s->read_only, memory_order_relaxed))
             s->pool->on_commit(s->pool, s->ctx.user_id, UINT64_MAX);
         if (rc != DBS_OK)
-            return dbs__session_failed(s, rc);
+            return dbs__session_failed(s, rc, err);
         if (commit && drv->commit_pos) {
             uint64_t pos = drv->commit_pos(c);
             if (pos) {
@@ -687,7 +698,7 @@ int dbs_session_set_tx_options(dbs_session *s, const dbs_tx_options *opt, dbs_er
                         "options", s->pool->drv->name);
     rc = s->pool->drv->tx_options(s->conn->impl, txo_plain(opt) ? NULL : opt, err);
     if (rc != DBS_OK)
-        return dbs__session_failed(s, rc);
+        return dbs__session_failed(s, rc, err);
     s->txo = txo_plain(opt) ? (dbs_tx_options){0} : *opt;
     if (err)
         err->code = DBS_OK;
@@ -734,7 +745,7 @@ static int sp_cmd(dbs_session *s, const char *cmd, int depth, dbs_error *err)
         return rc;
     int64_t r = s->pool->drv->exec(s->conn->impl, sql, NULL, 0, err);
     if (r < 0)
-        return dbs__session_failed(s, (int)r);
+        return dbs__session_failed(s, (int)r, err);
     err->code = DBS_OK;
     return DBS_OK;
 }
@@ -995,7 +1006,7 @@ int dbs_pool_ping(dbs_pool *p, dbs_error *err)
         return err->code;
     int rc = p->drv->ping(s->conn->impl, err);
     if (rc != DBS_OK && p->drv->is_broken(s->conn->impl))
-        s->broken = true;
+        dbs__session_broke(s, rc, err);
     dbs__session_close(s);
     if (rc == DBS_OK && err)
         dbs__err(err, DBS_OK, "ok");

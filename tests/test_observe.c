@@ -740,6 +740,39 @@ static void test_every_event(void)
     pthread_mutex_unlock(&ev_mu);
 }
 
+/* The invalidate event of a connection discarded at check-in carries the
+ * failure that broke its session, as every failure's event does (code:
+ * its dbs_code; reason: its message), not a generic "broken": here a
+ * statement past its bound (DBS_ESTMT_TIMEOUT). */
+static void test_invalidate_carries_failure(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 1;
+    cfg.statement_timeout_ms = 100;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    const char *forever = be == DBS_BACKEND_POSTGRESQL ? "SELECT pg_sleep(3600)"
+                          : be == DBS_BACKEND_MARIADB  ? "SELECT SLEEP(3600)"
+                                                       : "WITH RECURSIVE n(i) AS (SELECT 1 UNION "
+                                                         "ALL SELECT i + 1 FROM n) SELECT "
+                                                         "count(*) FROM n";
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s);
+    int before = events(DBS_EVENT_INVALIDATE);
+    CHECK_EQ(dbs_exec(s, forever, NULL, 0, &err), DBS_ESTMT_TIMEOUT);
+    dbs_session_close(s);
+    CHECK_EQ(events(DBS_EVENT_INVALIDATE), before + 1);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_EQ(last[DBS_EVENT_INVALIDATE].code, DBS_ESTMT_TIMEOUT);
+    char head[64];
+    snprintf(head, sizeof head, "%.60s", err.message); /* the recorder keeps 127 bytes */
+    CHECK_CONTAINS(last[DBS_EVENT_INVALIDATE].reason, head);
+    pthread_mutex_unlock(&ev_mu);
+    dbs_pool_close(p);
+}
+
 /* dbs_pool_open's own connection is announced like any other, and so is
  * its failure. */
 static void test_open_connect_event(void)
@@ -2204,6 +2237,7 @@ int main(void)
     test_session_list_order();
     test_injected_delays();
     test_every_event();
+    test_invalidate_carries_failure();
     test_open_connect_event();
     test_attempt();
     test_log_or_listen();

@@ -613,6 +613,11 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
         fflush(stdout);
         tfb_wait_signal();
     }
+    /* The pool first, as in threads mode: until a loop sees tfb_stop (up
+     * to a check's period) its handlers go on submitting units, which
+     * now fail with DBS_ECLOSED (503) instead of starting a statement;
+     * the loops then cancel the units in flight as they close. */
+    dbs_pool_shutdown(pool, 0);
     atomic_store(&tfb_stop, 1);
     for (int i = 0; i < started; i++)
         pthread_join(ts[i].tid, NULL);

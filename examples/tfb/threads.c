@@ -359,6 +359,12 @@ int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
            opt->host, port);
     fflush(stdout);
     tfb_wait_signal();
+    /* The pool first: libmicrohttpd's threads go on with the requests
+     * they already read (a batch of connections each) before they see
+     * the stop, and each would start its statement; after the shutdown
+     * they fail at once with DBS_ECLOSED (503), and only the statements
+     * already running hold the stop up. main closes the pool. */
+    dbs_pool_shutdown(pool, 0);
     MHD_stop_daemon(d);
     close(fd);
     return 0;

@@ -20,7 +20,8 @@ database of its own made by --setup, in one mode (--mode loop|threads):
   - short of connections, a request gets 503 (DBS_EBUSY past the loop's
     queue, DBS_ETIMEOUT past the acquire bound), and the server serves
     again once they are free;
-  - SIGTERM stops the server with status 0.
+  - SIGTERM stops the server with status 0, and starts no statement after
+    it, also while a client keeps opening connections and pipelining.
 Standard library only; psql for the database's side.
 """
 import argparse
@@ -560,6 +561,81 @@ def term_under_load(binary, mode, url, super_url, db):
             srv.proc.wait()
 
 
+def term_under_churn(binary, mode, url, super_url, db):
+    """SIGTERM while a client keeps opening connections and pipelining
+    /sleep requests on them: no sleep starts on the server after the
+    signal (whatever the requests that arrive late get, it is not a new
+    statement: the pool is shut to new sessions before the HTTP server
+    stops), and the server exits 0 within a generous bound. The signal is
+    sent at a moment when every running sleep has more than a second of
+    its 4 s bound left, so that no connection (thread) frees itself
+    between the moment taken and the signal."""
+    args = ["--threads", "1", "--pipeline", "1"] if mode == "loop" else ["--threads", "4"]
+    srv = Server(binary, mode, url, {"DB_STATEMENT_TIMEOUT_MS": "4000"}, args)
+    stop = threading.Event()
+    socks = []
+    sleep_req = b"GET /sleep?s=3600 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def churn():
+        while not stop.is_set():
+            try:
+                s = socket.create_connection((srv.host, srv.port), timeout=1)
+                s.sendall(sleep_req * 4)
+                socks.append(s)
+            except OSError:
+                pass
+            time.sleep(0.02)
+    th = threading.Thread(target=churn, daemon=True)
+    rc = None
+    try:
+        th.start()
+        # Long enough for connections to pile up behind the running
+        # sleeps, a few bounds' worth: a libmicrohttpd thread that frees
+        # then takes a batch of them and handles each before it looks at
+        # the daemon's shutdown (6 s was not enough to show that).
+        time.sleep(13)
+        deadline = time.monotonic() + 120
+        t0 = None
+        while time.monotonic() < deadline:
+            row = psql(super_url, "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - "
+                                  "min(query_start)), 0), clock_timestamp() FROM pg_stat_activity "
+                                  "WHERE datname = '%s' AND state = 'active' AND query LIKE "
+                                  "'SELECT pg_sleep%%'" % db)[0].split("|")
+            if int(row[0]) == 4 and 0.2 < float(row[1]) < 2.5:
+                t0 = row[2]
+                srv.proc.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                break
+            time.sleep(0.02)
+        if not check(t0 is not None, "%s: under churn, 4 sleeps run on the server" % mode):
+            return
+        started = 0
+        end = time.monotonic() + 120
+        while srv.proc.poll() is None and time.monotonic() < end:
+            started = max(started, int(psql(
+                super_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND query "
+                           "LIKE 'SELECT pg_sleep%%' AND query_start > '%s'" % (db, t0))[0]))
+            time.sleep(0.05)
+        try:
+            rc = srv.proc.wait(timeout=max(1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(started == 0, "%s: SIGTERM under churn: no sleep starts after it (%d)"
+              % (mode, started))
+        check(rc == 0, "%s: SIGTERM under churn: exits 0 within 120 s (%s, after %.1f s)"
+              % (mode, rc, time.monotonic() - signalled))
+    finally:
+        stop.set()
+        th.join()
+        for s in socks:
+            s.close()
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+        if rc != 0:
+            print("".join(srv.lines))
+
+
 def cpu_seconds(pid):
     """CPU time (user and system) the process used so far."""
     with open("/proc/%d/stat" % pid) as f:
@@ -648,6 +724,7 @@ def main():
         gone_queued(args.binary, args.mode, db_url, super_url, name)
         idle_flood(args.binary, args.mode, db_url)
         term_under_load(args.binary, args.mode, db_url, super_url, name)
+        term_under_churn(args.binary, args.mode, db_url, super_url, name)
     finally:
         if srv:
             srv.proc.kill()
