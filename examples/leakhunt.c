@@ -6,9 +6,10 @@
  * lookup_order() forgets to close its session when the order does not exist,
  * so every miss keeps a connection for good. Soon the pool is dry and the
  * other requests time out. The program then shows what an operator would
- * look at: the leak reports the housekeeper printed, the pool's stats, the
- * list of sessions still open with the line that acquired each, and the
- * Prometheus metrics.
+ * look at while it runs: the leak reports the housekeeper printed, the
+ * pool's stats, the list of sessions still open with the line that
+ * acquired each, and the Prometheus metrics; then it stops the workers,
+ * whose exits give the leaked connections back.
  *
  * Usage: leakhunt [seconds]       (default 3)
  * Database: DATABASE_URL (default sqlite:leakhunt.db).
@@ -139,10 +140,9 @@ int main(int argc, char **argv)
         pthread_create(&t[i], NULL, worker, (void *)i);
     struct timespec run = {seconds, 0};
     nanosleep(&run, NULL);
-    atomic_store(&stopping, true);
-    for (int i = 0; i < WORKERS; i++)
-        pthread_join(t[i], NULL);
 
+    /* What an operator looks at while the service runs (the workers are
+     * still up: once a thread exits, its leaked sessions are given back) */
     dbs_stats st;
     dbs_pool_stats(pool, &st);
     printf("served %ld, not found %ld, timed out %ld\n", atomic_load(&served),
@@ -162,6 +162,15 @@ int main(int argc, char **argv)
                 !strncmp(line, "dbscope_leaks_total", 19))
                 printf("  %s\n", line);
     }
-    dbs_pool_close(pool); /* reports the sessions still out and closes their connections */
+
+    atomic_store(&stopping, true);
+    for (int i = 0; i < WORKERS; i++)
+        pthread_join(t[i], NULL);
+    /* each worker's exit rolled back its leaked sessions and gave their
+     * connections back, reporting each again */
+    dbs_pool_stats(pool, &st);
+    printf("after the workers exited: in use %d, leaks %llu, recovered %llu\n", st.in_use,
+           (unsigned long long)st.leaks, (unsigned long long)st.leaks_recovered);
+    dbs_pool_close(pool); /* would report any session still out, and close its connection */
     return 0;
 }

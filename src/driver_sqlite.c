@@ -2063,15 +2063,17 @@ static int sq_is_null(dbs_rows *hr, int col)
     return kind(hr, col) == SQLITE_NULL;
 }
 
+/* Reading a value as a number converts nothing (SQLite parses a text or
+ * blob in place), so the type need not be noted first, which saves a
+ * sqlite3_column_type call on every number read; text and blob reads do
+ * convert, and note it. */
 static int64_t sq_int(dbs_rows *hr, int col)
 {
-    (void)kind(hr, col);
     return sqlite3_column_int64(row_of(hr), col);
 }
 
 static double sq_real(dbs_rows *hr, int col)
 {
-    (void)kind(hr, col);
     return sqlite3_column_double(row_of(hr), col);
 }
 

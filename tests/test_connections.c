@@ -321,7 +321,7 @@ static void test_credential_long_lists(void)
     char hosts[1024] = "", ports[256] = "", hostports[1400] = "", user[300];
     size_t nh = test_is_pg(url) ? 12 : 1;
     for (size_t i = 0; i < nh; i++) {
-        char h[64];
+        char h[96]; /* room for any size_t: what -O0 builds warn of */
         snprintf(h, sizeof h, "dbscope-no-such-host-%02zu-of-a-long-list.invalid", i);
         size_t w = strlen(hosts), wp = strlen(ports), whp = strlen(hostports);
         snprintf(hosts + w, sizeof hosts - w, "%s%s", i ? "," : "", h);
