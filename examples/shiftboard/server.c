@@ -67,6 +67,7 @@ enum {
     SB_READY_TIMEOUT_S = 30, /* the pool's min_idle connections, at start */
     SB_DRAIN_S = 10,         /* shutdown: requests in flight */
     SB_POOL_DRAIN_MS = 3000, /* shutdown: sessions still open after that */
+    SB_LATE_MS = 2000,       /* shutdown: handlers begun after the drain */
     SB_LOG_EVERY_S = 10,     /* a repeated log line at most this often */
     SB_QUEUE_WAIT_MS = 2000, /* for room among the --threads running handlers */
     SB_HASH_WAIT_MS = 1000,  /* for a password hashing permit */
@@ -1894,6 +1895,15 @@ int main(int argc, char **argv)
     pthread_cond_signal(&watch_wake);
     pthread_mutex_unlock(&watch_lock);
     pthread_join(wd, NULL);
+    /* A request that came on a kept-alive connection after the drain is
+     * in a handler now, but finds the pool shut down and ends at once
+     * (DBS_ECLOSED, answered 503): only a handler still inside after a
+     * moment is stuck in the database. (One such late request made the
+     * process leave with status 1 under load.) */
+    struct timespec late = monotonic_in_ms(SB_LATE_MS), now;
+    while (atomic_load(&busy) && clock_gettime(CLOCK_MONOTONIC, &now) == 0 &&
+           (now.tv_sec < late.tv_sec || (now.tv_sec == late.tv_sec && now.tv_nsec < late.tv_nsec)))
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     unsigned stuck = atomic_load(&busy);
     if (stuck) {
         fprintf(stderr,
