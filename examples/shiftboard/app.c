@@ -160,6 +160,20 @@ static bool parse_id(const char *s, int64_t *out)
     return *out > 0;
 }
 
+/* A permit to hold one password hash in memory (sb_app.hash_enter), taken
+ * around the hash alone: a unit of work holding it would let a slow
+ * database refuse logins while nothing hashes. False: res is answered. */
+static bool hash_enter(const sb_app *app, sb_request *req, sb_response *res)
+{
+    return !app->hash_enter || app->hash_enter(req, res);
+}
+
+static void hash_leave(const sb_app *app, sb_request *req)
+{
+    if (app->hash_leave)
+        app->hash_leave(req);
+}
+
 /* ---- users ---- */
 
 struct new_user {
@@ -206,7 +220,14 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
         return;
     }
     char hash[256];
-    if (sb_password_hash(app, password, hash, sizeof hash) != 0) {
+    if (!hash_enter(app, req, res)) {
+        sb_rl_register_refund(req->client); /* no account made */
+        json_decref(body);
+        return;
+    }
+    int hashed = sb_password_hash(app, password, hash, sizeof hash);
+    hash_leave(app, req);
+    if (hashed != 0) {
         sb_rl_register_refund(req->client);
         json_decref(body);
         sb_error(res, 500, "out of memory hashing the password");
@@ -334,7 +355,14 @@ static void login(const sb_app *app, sb_request *req, sb_response *res)
         return;
     }
     /* verified with no session open: hashing takes tens of milliseconds */
-    if (!sb_password_check(app, l.id ? l.hash : NULL, password)) {
+    if (!hash_enter(app, req, res)) {
+        sb_rl_refund(req->client, name); /* not a guess judged */
+        json_decref(body);
+        return;
+    }
+    bool right = sb_password_check(app, l.id ? l.hash : NULL, password);
+    hash_leave(app, req);
+    if (!right) {
         json_decref(body);
         /* a 401 names its scheme (RFC 9110), here the one the token is for */
         res->www_authenticate = "Bearer realm=\"shiftboard\"";
@@ -846,6 +874,8 @@ static void metrics(const sb_app *app, sb_response *res)
             size_t entries, slots;
             unsigned long evicted, refused;
             sb_rl_stats(&entries, &slots, &evicted, &refused);
+            unsigned hashing, hashing_peak;
+            sb_hash_counts(&hashing, &hashing_peak);
             int m = snprintf(
                 buf + n, cap - (size_t)n,
                 "# HELP shiftboard_ratelimit_entries Slots in use in the guessing limits' table.\n"
@@ -863,8 +893,24 @@ static void metrics(const sb_app *app, sb_response *res)
                 "# HELP shiftboard_slots_per_ip_refused_total Requests answered 503 because "
                 "their address held its share of the handler slots (--slots-per-ip).\n"
                 "# TYPE shiftboard_slots_per_ip_refused_total counter\n"
-                "shiftboard_slots_per_ip_refused_total %lu\n",
-                entries, slots, evicted, refused, atomic_load(&app->share_refused));
+                "shiftboard_slots_per_ip_refused_total %lu\n"
+                "# HELP shiftboard_hashes_in_progress Password hashes in memory now.\n"
+                "# TYPE shiftboard_hashes_in_progress gauge\n"
+                "shiftboard_hashes_in_progress %u\n"
+                "# HELP shiftboard_hashes_in_progress_max The most password hashes in "
+                "memory at once since the start.\n"
+                "# TYPE shiftboard_hashes_in_progress_max gauge\n"
+                "shiftboard_hashes_in_progress_max %u\n"
+                "# HELP shiftboard_hash_permits The most password hashes allowed in memory "
+                "at once (--hash-memory, the processors).\n"
+                "# TYPE shiftboard_hash_permits gauge\n"
+                "shiftboard_hash_permits %u\n"
+                "# HELP shiftboard_hash_refused_total Requests answered 503 because no "
+                "password hashing permit came in time.\n"
+                "# TYPE shiftboard_hash_refused_total counter\n"
+                "shiftboard_hash_refused_total %lu\n",
+                entries, slots, evicted, refused, atomic_load(&app->share_refused), hashing,
+                hashing_peak, app->hash_permits, atomic_load(&app->hash_refused));
             if (m < 0 || (size_t)m >= cap - (size_t)n) {
                 free(buf);
                 cap = (size_t)n + (m > 0 ? (size_t)m : 1024) + 1;

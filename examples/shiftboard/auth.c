@@ -5,14 +5,50 @@
 
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <string.h>
+
+/* Hashes in memory now, and the most there were at once since the start:
+ * counted around each argon2id call itself, whoever bounds them, so that
+ * /metrics shows what the bound on their memory (server.c) really held. */
+static atomic_uint hashes_now, hashes_peak;
+
+static void hash_began(void)
+{
+    unsigned now = atomic_fetch_add(&hashes_now, 1) + 1;
+    unsigned peak = atomic_load(&hashes_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&hashes_peak, &peak, now))
+        ;
+}
+
+static void hash_ended(void)
+{
+    atomic_fetch_sub(&hashes_now, 1);
+}
+
+void sb_hash_counts(unsigned *now, unsigned *peak)
+{
+    *now = atomic_load(&hashes_now);
+    *peak = atomic_load(&hashes_peak);
+}
 
 int sb_password_hash(const sb_app *app, const char *password, char *out, size_t len)
 {
     if (len < crypto_pwhash_STRBYTES)
         return -1;
-    return crypto_pwhash_str_alg(out, password, strlen(password), app->pwhash_ops,
-                                 app->pwhash_mem, crypto_pwhash_ALG_ARGON2ID13);
+    hash_began();
+    int rc = crypto_pwhash_str_alg(out, password, strlen(password), app->pwhash_ops,
+                                   app->pwhash_mem, crypto_pwhash_ALG_ARGON2ID13);
+    hash_ended();
+    return rc;
+}
+
+static bool verify(const char *hash, const char *password)
+{
+    hash_began();
+    bool ok = crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+    hash_ended();
+    return ok;
 }
 
 /* The decoy hash, made on first need; guarded by dummy_lock until made,
@@ -35,11 +71,11 @@ bool sb_password_check(const sb_app *app, const char *hash, const char *password
         }
         bool ready = dummy_ready;
         pthread_mutex_unlock(&dummy_lock);
-        if (ready && crypto_pwhash_str_verify(dummy_hash, password, strlen(password)) == 0)
+        if (ready && verify(dummy_hash, password))
             return false; /* matched the decoy: still no such user */
         return false;
     }
-    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+    return verify(hash, password);
 }
 
 void sb_token_hash(const char *token, char hash[65])

@@ -2,7 +2,8 @@
  * (libmicrohttpd, thread-pool mode), request logging and graceful shutdown.
  *
  * Usage: shiftboard [--listen HOST:PORT] [--threads N] [--slots-per-ip N]
- *                   [--max-per-ip N] [--max-connections N] [--allow-bypassrls]
+ *                   [--max-per-ip N] [--max-connections N] [--hash-memory MIB]
+ *                   [--allow-bypassrls]
  *
  * --allow-bypassrls (or SHIFTBOARD_ALLOW_BYPASSRLS=1): start on PostgreSQL
  * even as a role that row-level security does not bind (schema.c).
@@ -13,9 +14,11 @@
  * every connection it serves, /health included. --threads bounds how many
  * requests run their handlers at once; one that finds no room within
  * SB_QUEUE_WAIT_MS is answered 503; of them, at most max(1, threads/2)
- * hash passwords (hash_permits), and at most --slots-per-ip come from one
- * client address (slot_cap). /health, /metrics and the dashboard bypass
- * that bound: they never wait on the database.
+ * are of the routes that hash passwords (hash_routes), and at most
+ * --slots-per-ip come from one client address (slot_cap). /health,
+ * /metrics and the dashboard bypass that bound: they never wait on the
+ * database. Hashes in memory at once are bounded by the machine, not by
+ * --threads (hash_permits: the processors, and --hash-memory).
  * Database: DATABASE_URL (default sqlite:shiftboard.db), DB_POOL_* and
  * DB_STATEMENT_TIMEOUT_MS, DB_CONNECT_TIMEOUT_MS; DATABASE_REPLICA_URL
  * (read-only replicas for the GET routes) and DB_REPLICA_MAX_LAG_MS (how far
@@ -47,6 +50,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <sodium.h>
@@ -97,19 +101,40 @@ typedef struct slot_waiter {
 } slot_waiter;
 static slot_waiter *slot_line, **slot_line_end = &slot_line; /* guarded by track_lock */
 static pthread_condattr_t monotonic_attr; /* monotonic_conds_init */
-/* Permits to run a password hash (argon2id: tens of ms and 64 MiB each),
- * max(1, threads/2) of them, taken before a handler slot by the routes that
- * hash: hashes alone, which anyone can ask for (registration, any login),
- * cannot then fill every slot, and their memory stays bounded. One client
- * address may hold or wait for at most hash_cap = max(1, permits/2) of them
- * (conn_track.hashing, guarded by track_lock; hash_turn is signalled when
- * one is let go), its further requests waiting in a line of their own: the
- * permits go to whoever asks most often, so one address asking without
- * pause would otherwise keep every other client's registrations and logins
- * waiting until they are refused. */
-static sem_t hash_permits;
-static unsigned hash_cap;
-static pthread_cond_t hash_turn; /* these three: monotonic_conds_init */
+/* Password hashing (argon2id: tens of ms and 64 MiB each) is bounded
+ * twice, each bound a share.
+ *
+ * hash_routes: the requests of the routes that hash (registration, any
+ * login) running their handlers, max(1, threads/2) of them, taken before a
+ * handler slot: such requests, which anyone can send, cannot then fill
+ * every slot. It is held through the request's database units too, which
+ * is why it scales with --threads.
+ *
+ * hash_permits: the hashes in memory at once, taken around the argon2id
+ * call alone (sb_app.hash_enter), no more than the processors (a hash is
+ * all CPU: more at once than processors finish no sooner, they only take
+ * more memory) nor than fit in --hash-memory. Held through a database unit, a permit let a
+ * slow database make logins 503 for want of permits while nothing hashed;
+ * scaled with --threads, it let clients take 64 MiB a thread.
+ *
+ * In each, one client address may hold or wait for at most cap =
+ * max(1, permits/2) (conn_track.sharing[], guarded by track_lock; turn is
+ * signalled when one is let go), its further requests waiting in a line of
+ * their own: permits go to whoever asks most often, so one address asking
+ * without pause would otherwise keep every other client's registrations
+ * and logins waiting until they are refused. */
+enum share_kind { SHARE_ROUTE, SHARE_HASH, SHARE_KINDS };
+typedef struct share {
+    sem_t permits;
+    unsigned cap;
+    pthread_cond_t turn; /* monotonic_conds_init */
+} share;
+static share hash_routes, hash_permits;
+
+static share *share_of(enum share_kind k)
+{
+    return k == SHARE_ROUTE ? &hash_routes : &hash_permits;
+}
 
 static sb_app app;
 static atomic_ulong request_seq;
@@ -386,7 +411,9 @@ typedef struct conn_track {
     enum phase phase;
     struct timespec deadline;
     bool cut;
-    bool hashing; /* its request holds or waits for a hashing permit */
+    /* its request holds or waits for a permit of hash_routes, of
+     * hash_permits */
+    bool sharing[SHARE_KINDS];
     bool slotted; /* its request holds or waits for a handler slot */
     /* The request begun on this connection and not yet completed: freed
      * with the connection when libmicrohttpd gave up on it before its
@@ -430,7 +457,8 @@ static void monotonic_conds_init(void)
     pthread_condattr_t *a = &monotonic_attr;
     pthread_condattr_init(a);
     pthread_condattr_setclock(a, CLOCK_MONOTONIC);
-    pthread_cond_init(&hash_turn, a);
+    pthread_cond_init(&hash_routes.turn, a);
+    pthread_cond_init(&hash_permits.turn, a);
     pthread_cond_init(&drained, a);
     pthread_cond_init(&watch_wake, a);
 }
@@ -1254,7 +1282,7 @@ static void slot_line_remove(slot_waiter **at)
  * address has fewer than slot_cap such requests, waiting in slot_line until
  * `until` for that: false if it did not come. An untracked connection, and
  * every one with slot_cap 0, is bounded by the slots alone. t as for
- * hash_claim. */
+ * share_claim. */
 static bool slot_claim(conn_track *t, const struct timespec *until)
 {
     if (!t || !slot_cap)
@@ -1307,40 +1335,85 @@ static void slot_unclaim(conn_track *t)
     pthread_mutex_unlock(&track_lock);
 }
 
-/* Marks t's request as one that hashes once its address has fewer than
- * hash_cap such requests, waiting until `until` for that: false if it did
- * not come. An untracked connection is bounded by the permits alone. t is
- * the calling connection's own, valid until its close notice, which comes
- * on this thread after the request. */
-static bool hash_claim(conn_track *t, const struct timespec *until)
+/* Marks t's request as one that holds or waits for a permit of share k
+ * once its address has fewer than that share's cap such requests, waiting
+ * until `until` for that: false if it did not come. An untracked
+ * connection is bounded by the permits alone. t is the calling
+ * connection's own, valid until its close notice, which comes on this
+ * thread after the request. */
+static bool share_claim(enum share_kind k, conn_track *t, const struct timespec *until)
 {
+    share *sh = share_of(k);
     if (!t)
         return true;
     pthread_mutex_lock(&track_lock);
     for (;;) {
         unsigned mine = 0;
         for (conn_track *p = track_list.next; p != &track_list; p = p->next)
-            mine += p->hashing && p->addr == t->addr;
-        if (mine < hash_cap) {
-            t->hashing = true;
+            mine += p->sharing[k] && p->addr == t->addr;
+        if (mine < sh->cap) {
+            t->sharing[k] = true;
             break;
         }
-        if (pthread_cond_timedwait(&hash_turn, &track_lock, until) == ETIMEDOUT)
+        if (pthread_cond_timedwait(&sh->turn, &track_lock, until) == ETIMEDOUT)
             break;
     }
-    bool ok = t->hashing;
+    bool ok = t->sharing[k];
     pthread_mutex_unlock(&track_lock);
     return ok;
 }
 
-static void hash_unclaim(conn_track *t)
+static void share_unclaim(enum share_kind k, conn_track *t)
 {
+    share *sh = share_of(k);
     if (!t)
         return;
     pthread_mutex_lock(&track_lock);
-    t->hashing = false;
-    pthread_cond_broadcast(&hash_turn);
+    t->sharing[k] = false;
+    pthread_cond_broadcast(&sh->turn);
     pthread_mutex_unlock(&track_lock);
+}
+
+/* Its address's turn at the shares of k, then a permit, both within
+ * SB_HASH_WAIT_MS; res answered 503 when either did not come. */
+static bool share_take(enum share_kind k, conn_track *t, sb_response *res)
+{
+    share *sh = share_of(k);
+    struct timespec until = monotonic_in_ms(SB_HASH_WAIT_MS);
+    if (!share_claim(k, t, &until)) {
+        res->retry_after = "1";
+        sb_error(res, 503,
+                 "server busy: %u password %s from your address in progress, retry later",
+                 sh->cap, k == SHARE_ROUTE ? "checks" : "hashes");
+        return false;
+    }
+    if (!sem_wait_until(&sh->permits, &until)) {
+        share_unclaim(k, t);
+        res->retry_after = "1";
+        sb_error(res, 503, "server busy: too many password %s in progress, retry later",
+                 k == SHARE_ROUTE ? "checks" : "hashes");
+        return false;
+    }
+    return true;
+}
+
+static void share_give(enum share_kind k, conn_track *t)
+{
+    sem_post(&share_of(k)->permits);
+    share_unclaim(k, t);
+}
+
+static bool hash_enter(sb_request *req, sb_response *res)
+{
+    if (share_take(SHARE_HASH, req->conn, res))
+        return true;
+    atomic_fetch_add(&app.hash_refused, 1);
+    return false;
+}
+
+static void hash_leave(sb_request *req)
+{
+    share_give(SHARE_HASH, req->conn);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -1416,25 +1489,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool bounded = strcmp(url, "/health") && strcmp(url, "/metrics") && strcmp(url, "/") &&
                    strcmp(url, "/api/pool");
     /* the routes that run argon2id (app.c: create_user, login) wait for a
-     * hashing permit first, holding no handler slot meanwhile, and no more
-     * than hash_cap of them from one address */
+     * permit of hash_routes first, holding no handler slot meanwhile, and
+     * no more than its cap of them from one address; the hash itself waits
+     * for one of hash_permits (hash_enter) */
     bool hashes = !strcmp(req.method, MHD_HTTP_METHOD_POST) &&
                   (!strcmp(req.path, "/api/users") || !strcmp(req.path, "/api/login"));
     const union MHD_ConnectionInfo *sc =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     conn_track *self = sc ? sc->socket_context : NULL;
-    /* one bound for both waits: its address's turn, then a permit */
-    struct timespec hash_until = monotonic_in_ms(SB_HASH_WAIT_MS);
+    req.conn = self;
     bool turn = true; /* its address's turn at the slots came (handler_slot) */
-    if (hashes && !hash_claim(self, &hash_until)) {
-        res.retry_after = "1";
-        sb_error(&res, 503,
-                 "server busy: %u password checks from your address in progress, retry later",
-                 hash_cap);
-    } else if (hashes && !sem_wait_until(&hash_permits, &hash_until)) {
-        hash_unclaim(self);
-        res.retry_after = "1";
-        sb_error(&res, 503, "server busy: too many password checks in progress, retry later");
+    if (hashes && !share_take(SHARE_ROUTE, self, &res)) {
+        /* answered */
     } else if (bounded && !handler_slot(self, &turn)) {
         res.retry_after = "1";
         if (turn) {
@@ -1448,10 +1514,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                      "server busy: %u requests from your address in progress, retry later",
                      slot_cap);
         }
-        if (hashes) {
-            sem_post(&hash_permits);
-            hash_unclaim(self);
-        }
+        if (hashes)
+            share_give(SHARE_ROUTE, self);
     } else {
         atomic_fetch_add(&busy, 1);
         sb_handle(&app, &req, &res);
@@ -1460,10 +1524,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             sem_post(&handler_slots);
             slot_unclaim(self);
         }
-        if (hashes) {
-            sem_post(&hash_permits);
-            hash_unclaim(self);
-        }
+        if (hashes)
+            share_give(SHARE_ROUTE, self);
     }
     req.method = method;
     return respond(c, &req, &res, st, false);
@@ -1638,13 +1700,108 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: shiftboard [--listen HOST:PORT] [--threads N] [--slots-per-ip N] "
-            "[--max-per-ip N] [--max-connections N] [--allow-bypassrls]\n"
+            "[--max-per-ip N] [--max-connections N] [--hash-memory MIB] "
+            "[--allow-bypassrls]\n"
             "  DATABASE_URL  sqlite:FILE, postgresql://... or mariadb://... "
             "(default sqlite:shiftboard.db)\n"
             "  DB_POOL_SIZE, DB_MAX_OVERFLOW, DB_POOL_MIN_IDLE, DB_POOL_TIMEOUT, ...: see "
             "docs/pool.md\n"
             "  DB_STATEMENT_TIMEOUT_MS (5000), DB_CONNECT_TIMEOUT_MS (3000)\n"
             "  DATABASE_REPLICA_URL  replicas for the GET routes; DB_REPLICA_MAX_LAG_MS (1000)\n");
+}
+
+/* The processors this process may run on (its affinity: taskset, a
+ * cpuset), at least one. */
+static unsigned processors(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* The least memory limit set on cgroup dir (under base, in file) and on
+ * its ancestors, in bytes; 0: none set or readable. */
+static unsigned long long cgroup_least(const char *base, const char *dir, const char *file)
+{
+    char path[4400];
+    int root = snprintf(path, sizeof path, "%s", base);
+    snprintf(path + root, sizeof path - (size_t)root, "%s", dir);
+    unsigned long long least = 0;
+    for (;;) {
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof path - len, "/%s", file);
+        FILE *m = fopen(path, "re");
+        path[len] = '\0';
+        char value[64], *end;
+        if (m && fgets(value, sizeof value, m)) {
+            unsigned long long v = strtoull(value, &end, 10);
+            if (end != value && (*end == '\n' || !*end) && v && (!least || v < least))
+                least = v;
+        }
+        if (m)
+            fclose(m);
+        char *slash = strrchr(path, '/');
+        if (!slash || slash - path < root)
+            return least;
+        *slash = '\0';
+    }
+}
+
+/* The memory limit of the process's cgroup, v2 (memory.max) or v1
+ * (memory.limit_in_bytes), ancestors included, in bytes; 0: none. A
+ * container's limit is what the OOM killer enforces, whatever the machine
+ * has. */
+static unsigned long long cgroup_memory_max(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return 0;
+    unsigned long long least = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *ctl = strchr(line, ':'), *dir = ctl ? strchr(ctl + 1, ':') : NULL;
+        if (!dir)
+            continue;
+        *dir++ = '\0';
+        unsigned long long v = 0;
+        if (!strcmp(ctl, ":"))
+            v = cgroup_least("/sys/fs/cgroup", dir, "memory.max");
+        else if (strstr(ctl, "memory"))
+            v = cgroup_least("/sys/fs/cgroup/memory", dir, "memory.limit_in_bytes");
+        if (v && (!least || v < least))
+            least = v;
+    }
+    fclose(f);
+    return least;
+}
+
+/* How many password hashes of per_hash bytes may be in memory at once:
+ * no more than the processors (a hash is all CPU: more at once only take
+ * more memory, and finish no sooner), nor than fit in mib MiB (0: an
+ * eighth of the memory the process may use, the machine's or its
+ * cgroup's; the processors alone if that is unknown); one at least, or
+ * nobody could log in. */
+static unsigned hash_permit_count(size_t per_hash, unsigned mib)
+{
+    unsigned long long budget = (unsigned long long)mib << 20;
+    if (!mib) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        unsigned long long mem = pages > 0 && page > 0 ? (unsigned long long)pages *
+                                                             (unsigned long long)page
+                                                       : 0;
+        unsigned long long limit = cgroup_memory_max();
+        if (limit && (!mem || limit < mem))
+            mem = limit;
+        budget = mem / 8;
+    }
+    unsigned n = processors();
+    unsigned long long fit = per_hash && budget ? budget / per_hash : n;
+    if (fit < n)
+        n = (unsigned)fit;
+    return n ? n : 1;
 }
 
 static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
@@ -1661,7 +1818,7 @@ static bool parse_count(const char *arg, long lo, long hi, unsigned *out)
 int main(int argc, char **argv)
 {
     const char *listen_at = "127.0.0.1:8080";
-    unsigned threads = 8, per_ip = 256, max_conns = 0, slots_per_ip = 0;
+    unsigned threads = 8, per_ip = 256, max_conns = 0, slots_per_ip = 0, hash_mib = 0;
     bool slots_given = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
@@ -1682,6 +1839,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--max-per-ip") && i + 1 < argc) {
             if (!parse_count(argv[++i], 0, 1000000, &per_ip)) {
                 fprintf(stderr, "shiftboard: --max-per-ip must be 0 (no limit) or more\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--hash-memory") && i + 1 < argc) {
+            if (!parse_count(argv[++i], 1, 16777216, &hash_mib)) {
+                fprintf(stderr, "shiftboard: --hash-memory must be 1..16777216 (MiB), got "
+                                "\"%s\"\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--max-connections") && i + 1 < argc) {
@@ -1705,16 +1868,21 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Password hashing cost: argon2id at libsodium's interactive level;
-     * SHIFTBOARD_PWHASH=min is for tests under sanitizers only, and
+     * SHIFTBOARD_PWHASH=min is for tests under sanitizers only,
      * SHIFTBOARD_PWHASH=slow (seconds a hash, in little memory) for the
-     * test that the hashing bound leaves room to the other requests. */
+     * test that the hashing bound leaves room to the other requests, and
+     * SHIFTBOARD_PWHASH=brief (a tenth of a second or so, in little
+     * memory) for the test that hashes at once stay within their bound. */
     const char *cost = getenv("SHIFTBOARD_PWHASH");
     bool cheap = cost && !strcmp(cost, "min");
     bool slow = cost && !strcmp(cost, "slow");
-    app.pwhash_ops = cheap  ? crypto_pwhash_OPSLIMIT_MIN
-                     : slow ? 4000000
-                            : crypto_pwhash_OPSLIMIT_INTERACTIVE;
-    app.pwhash_mem = cheap || slow ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
+    bool brief = cost && !strcmp(cost, "brief");
+    app.pwhash_ops = cheap   ? crypto_pwhash_OPSLIMIT_MIN
+                     : slow  ? 4000000
+                     : brief ? 40000
+                             : crypto_pwhash_OPSLIMIT_INTERACTIVE;
+    app.pwhash_mem = cheap || slow || brief ? crypto_pwhash_MEMLIMIT_MIN
+                                            : crypto_pwhash_MEMLIMIT_INTERACTIVE;
     const char *allow = getenv("SHIFTBOARD_ALLOW_BYPASSRLS");
     if (allow && !strcmp(allow, "1"))
         app.allow_bypassrls = true;
@@ -1780,9 +1948,15 @@ int main(int argc, char **argv)
     sem_init(&handler_slots, 0, threads);
     /* below the slot count (but one at least): with every permit taken,
      * the other requests still find slots */
-    unsigned permits = threads / 2 ? threads / 2 : 1;
-    sem_init(&hash_permits, 0, permits);
-    hash_cap = permits / 2 ? permits / 2 : 1;
+    unsigned routes = threads / 2 ? threads / 2 : 1;
+    sem_init(&hash_routes.permits, 0, routes);
+    hash_routes.cap = routes / 2 ? routes / 2 : 1;
+    unsigned permits = hash_permit_count(app.pwhash_mem, hash_mib);
+    sem_init(&hash_permits.permits, 0, permits);
+    hash_permits.cap = permits / 2 ? permits / 2 : 1;
+    app.hash_permits = permits;
+    app.hash_enter = hash_enter;
+    app.hash_leave = hash_leave;
     /* by default a quarter of the slots (one at least) is always left to
      * the other addresses, and one address alone (a busy office behind
      * NAT) still gets the rest; with one slot there is nothing to share */

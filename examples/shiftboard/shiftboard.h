@@ -28,6 +28,7 @@ typedef struct sb_request {
     char request_id[40];
     char user_id[24];           /* set once the bearer token is checked */
     char client[48];            /* the client's address, as text */
+    void *conn;                 /* the HTTP layer's own, for sb_app.hash_enter */
 } sb_request;
 
 /* A response: status, a body the handler allocated (freed by the HTTP
@@ -53,9 +54,22 @@ typedef struct sb_app {
     unsigned long long pwhash_ops;
     size_t pwhash_mem;
     bool allow_bypassrls; /* start even if the role bypasses row-level security */
+    /* The bound on password hashes in memory at once (server.c: from
+     * --hash-memory and the processors), shown in /metrics; 0: none. */
+    unsigned hash_permits;
+    /* Waits for one of those permits for req's next hash, its address
+     * holding or waiting for at most its share of them, and returns true;
+     * false when none came within the bound, with res answered 503 and
+     * Retry-After. hash_leave gives the permit back. Called on the
+     * request's thread around the argon2id call alone, with no session
+     * open. NULL (the fuzz target): no bound. */
+    bool (*hash_enter)(sb_request *req, sb_response *res);
+    void (*hash_leave)(sb_request *req);
     /* Requests refused because their address held its share of the handler
-     * slots (server.c, --slots-per-ip): the one field counted after start. */
+     * slots (server.c, --slots-per-ip), and because no hashing permit came
+     * in time: the fields counted after start. */
     atomic_ulong share_refused;
+    atomic_ulong hash_refused;
 } sb_app;
 
 /* Routes req to its handler and fills res. Any thread. */
@@ -167,6 +181,9 @@ int sb_password_hash(const sb_app *app, const char *password, char *out, size_t 
  * time (a decoy hashed at app's cost) and fails, so unknown names cannot
  * be told apart by timing. */
 bool sb_password_check(const sb_app *app, const char *hash, const char *password);
+/* Password hashes (both of the above) running now, and the most that ran
+ * at once since the start. Any thread. */
+void sb_hash_counts(unsigned *now, unsigned *peak);
 /* A new random token (hex, 64 chars) and the hash stored for it. */
 void sb_token_new(char token[65], char hash[65]);
 /* The stored hash of a presented token. */

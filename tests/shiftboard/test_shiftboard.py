@@ -78,7 +78,7 @@ class Service:
     """One shiftboard process on a free port."""
 
     def __init__(self, binary, url, workdir, extra_args=(), extra_env=None, env_extra=None,
-                 nofile=None):
+                 nofile=None, cpus=None):
         self.port = free_port()
         env = dict(os.environ)
         env.update(extra_env or {})
@@ -92,6 +92,8 @@ class Service:
         cmd = [binary, "--listen", "127.0.0.1:%d" % self.port, "--threads", "8"] + list(extra_args)
         if nofile:
             cmd = ["prlimit", "--nofile=%d" % nofile, "--"] + cmd
+        if cpus:
+            cmd = ["taskset", "-c", ",".join(str(c) for c in cpus)] + cmd
         self.proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
                                      stderr=self.err, text=True)
         line = self.proc.stdout.readline()
@@ -1709,6 +1711,78 @@ def hashing_per_address(args, url, workdir):
     check(code == 0, "hashing per address: SIGTERM: exit 0 (got %s)" % code)
 
 
+def hashing_memory(args, url, workdir):
+    """--threads 64 on (at most) two processors, hashes of a tenth of a
+    second or so: 48 registers and logins at once from four addresses. The
+    most hashes in memory at once (shiftboard_hashes_in_progress_max) stays
+    within the machine's bound (shiftboard_hash_permits: the processors
+    here), whatever --threads says, and every request is answered: 200,
+    201, 401, or 503 with Retry-After and a reason. (Half of --threads
+    could hash at once, 64 MiB each: 32 at --threads 64, 2 GiB, which
+    clients could ask for to get the service killed for want of memory on
+    a small machine.)"""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    svc = Service(args.binary, url, workdir, extra_args=["--threads", "64"],
+                  env_extra={"SHIFTBOARD_PWHASH": "brief"}, cpus=cpus)
+    sources = ["127.0.0.%d" % (40 + a) for a in range(4)]
+    try:
+        for src in sources:
+            st, _, _, text = svc.request("POST", "/api/users",
+                                         {"name": "mem" + src, "password": "correct horse"},
+                                         source=src)
+            check(st == 201, "hashing memory: register mem%s: %s %s" % (src, st, text[:120]))
+        results = []
+
+        def one(k):
+            src = sources[k % 4]
+            if k % 3 == 0:
+                path, body = "/api/users", {"name": "memnew%d" % k, "password": "correct horse"}
+            else:
+                path = "/api/login"
+                body = {"name": "mem" + src,
+                        "password": "correct horse" if k % 3 == 1 else "wrong %d" % k}
+            try:
+                st, r, doc, _ = svc.request("POST", path, body, source=src, timeout=120)
+                results.append((st, r.getheader("Retry-After"), (doc or {}).get("error")))
+            except (OSError, http.client.HTTPException) as e:
+                results.append((repr(e), None, None))
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(48)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        st, _, _, text = svc.request("GET", "/metrics")
+        now = metric(text, "shiftboard_hashes_in_progress")
+        peak = metric(text, "shiftboard_hashes_in_progress_max")
+        permits = metric(text, "shiftboard_hash_permits")
+        refused = metric(text, "shiftboard_hash_refused_total")
+        counts = {}
+        for r in results:
+            counts[r[0]] = counts.get(r[0], 0) + 1
+        print("hashing memory: answers %s; hashes at once at most %s of %s permits (%d "
+              "processors), %s refused" % (counts, peak, permits, len(cpus), refused), flush=True)
+        check(permits is not None and 1 <= permits <= len(cpus),
+              "hashing memory: the bound follows the processors, not --threads 64: %s" % permits)
+        check(peak is not None and 1 <= peak <= len(cpus) and peak <= (permits or 0),
+              "hashing memory: hashes in memory at once stay within the bound: at most %s, "
+              "bound %s, %d processors" % (peak, permits, len(cpus)))
+        check(now == 0, "hashing memory: no hash in progress after all were answered: %s" % now)
+        answered = [r for r in results if r[0] in (200, 201, 401) or
+                    (r[0] == 503 and r[1] == "1" and r[2] and "busy" in r[2])]
+        check(len(answered) == 48 and any(r[0] in (200, 201) for r in results),
+              "hashing memory: every request answered 200, 201, 401 or 503 with Retry-After "
+              "and a reason, some of them hashed: %s"
+              % [r for r in results if r not in answered][:5])
+        st, _, _, text = svc.request("POST", "/api/login",
+                                     {"name": "mem" + sources[0], "password": "correct horse"},
+                                     source=sources[0])
+        check(st == 200, "hashing memory: a login afterwards: %s %s" % (st, text[:120]))
+    finally:
+        code = svc.stop()
+    check(code == 0, "hashing memory: SIGTERM: exit 0 (got %s)" % code)
+
+
 def dashboard_history_cost(args, url, workdir):
     """GET /api/pool?after=-1 takes no handler slot (it must answer while
     the database holds every one), so what it costs is unbounded: with ten
@@ -2317,6 +2391,7 @@ def hostile(args, workdir):
     past_the_limit_busy(args, url, workdir)
     hashing_bound(args, url, workdir)
     hashing_per_address(args, url, workdir)
+    hashing_memory(args, url, workdir)
     dashboard_history_cost(args, url, workdir)
     slots_per_address(args, workdir)
 
