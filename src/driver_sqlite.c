@@ -953,12 +953,19 @@ static int begin_now(sq_conn *c, dbs_error *err)
  * new transaction begins at once, so no later statement of the session
  * runs outside one. (A transaction SQLite ended itself on an error is
  * tx_lost, refused until rollback.) */
-static int follow_tx(sq_conn *c, dbs_error *err)
+static int escaped_tx(sq_conn *c, dbs_error *err)
+{
+    c->escaped = true;
+    return begin_now(c, err);
+}
+
+/* Inline: every statement asks twice, and nearly always the answer is
+ * that the transaction is still there. */
+static inline int follow_tx(sq_conn *c, dbs_error *err)
 {
     if (!c->in_tx || c->tx_lost || c->broken || !c->db || !sqlite3_get_autocommit(c->db))
         return DBS_OK;
-    c->escaped = true;
-    return begin_now(c, err);
+    return escaped_tx(c, err);
 }
 
 static int lost_tx(sq_conn *c, dbs_error *err)
@@ -1708,8 +1715,12 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
         return NULL;
     sq_rows *r = c->spare_rows;
     if (r) {
+        /* Only what is read before it is set below: kinds_in is cleared
+         * by each step that gives a row, before anything reads it. */
         c->spare_rows = NULL;
-        memset(r, 0, sizeof *r);
+        r->hdr = (dbs_rows){0};
+        r->done = r->primed = false;
+        r->changes = 0;
     } else if (!(r = calloc(1, sizeof *r))) {
         dbs__err(err, DBS_ENOMEM, "out of memory");
         return NULL;
@@ -1725,7 +1736,7 @@ static dbs_rows *sq_query(void *vc, const char *sql, const dbs_value *params, si
     int rc = DBS_OK;
     if (!st->stmt)
         rc = dbs__err(err, DBS_ESQL, "empty query");
-    else if (!blank(tail))
+    else if (*tail && !blank(tail)) /* "" for a cached statement */
         rc = dbs__err(err, DBS_ESQL,
                       "dbs_query runs one statement; this text has more (statement: %.120s)", sql);
     else if ((size_t)st->max_param < n)
@@ -2007,7 +2018,11 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
     step_begins(r->c);
     int rc = sqlite3_step(r->st->stmt);
     if (rc == SQLITE_ROW) {
-        memset(r->kinds, 0, (size_t)r->ncols);
+        /* a constant size where it fits: two stores, not a call */
+        if (r->kinds == r->kinds_in)
+            memset(r->kinds_in, 0, sizeof r->kinds_in);
+        else
+            memset(r->kinds, 0, (size_t)r->ncols);
         return 1;
     }
     r->done = true;

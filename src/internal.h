@@ -546,8 +546,12 @@ void dbs__session_broke(dbs_session *s, int code, const dbs_error *err);
  * SQLSTATE (NULL or "": none). Lock-free; any thread. */
 void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate);
 /* A statement's timing, for db.client.operation.duration: the start (0
- * with metrics off) and the record. */
-int64_t dbs__op_start(const dbs_session *s);
+ * with metrics off; inline, as it is on every statement's path) and the
+ * record. */
+static inline int64_t dbs__op_start(const dbs_session *s)
+{
+    return s->pool->cfg.metrics ? dbs__now_ns() : 0;
+}
 void dbs__op_done(dbs_session *s, int64_t start);
 /* The same record for each statement of an event loop's unit that ran on
  * the loop's own connection (no session): its op_us (driver.h). */

@@ -123,11 +123,6 @@ const char *dbs__circuit_name(int state)
 
 /* ---- statement timing ---- */
 
-int64_t dbs__op_start(const dbs_session *s)
-{
-    return s->pool->cfg.metrics ? dbs__now_ns() : 0;
-}
-
 void dbs__op_done(dbs_session *s, int64_t start)
 {
     if (!start)

@@ -462,7 +462,8 @@ static void session_close(dbs_session *s)
     }
     dbs_pool *p = s->pool;
     untrack(s);
-    if (s->fork_gen != dbs__fork_gen()) {
+    /* the count as is: s's pool registered the handlers (internal.h) */
+    if (s->fork_gen != atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed)) {
         /* In a child, a session opened before fork(): its connection and
          * rows are the parent's. Nothing is sent, nothing of the pool's
          * is touched (dbs_pool_after_fork_child forgets the session); the
@@ -1029,7 +1030,7 @@ void dbs__rows_free(dbs_rows *r)
      * parent's: closing them would reset the parent's SQLite statement
      * (ending its read, or committing its write from here). Left as the
      * connection is, memory and all. */
-    if (s->fork_gen == dbs__fork_gen())
+    if (s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed))
         r->ops->close(r);
 }
 

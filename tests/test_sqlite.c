@@ -998,6 +998,67 @@ static void test_params_rewritten(void)
     }
 }
 
+/* A session's result sets reuse one block of memory: whatever the last one
+ * left there (its value types noted on the heap past 16 columns, or on the
+ * block itself; a finished write; an early close on a row) is not the next
+ * one's. */
+static void test_rows_memory_reused(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = "sqlite::memory:";
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    CHECK(p);
+    dbs_session *s = open_ok(p);
+    exec_ok(s, "CREATE TABLE ru (a INTEGER, b)");
+    exec_ok(s, "INSERT INTO ru VALUES (1, x'00ff'), (2, 'two')");
+    for (int round = 0; round < 2; round++) {
+        /* 20 columns: their types noted outside the block */
+        dbs_rows *r = dbs_query(s, "SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,"
+                                   "'last'", NULL, 0, &err);
+        CHECK(r);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_EQ(dbs_rows_type(r, 19, &err), DBS_TYPE_TEXT);
+        CHECK_STR(dbs_rows_text(r, 0, NULL), "1"); /* an integer read as text */
+        dbs_rows_close(r);
+        /* a write whose rows are read to their end */
+        r = dbs_query(s, "UPDATE ru SET a = a + 10 RETURNING a", NULL, 0, &err);
+        CHECK(r);
+        int n = 0;
+        while (dbs_rows_next(r, &err) == 1)
+            n++;
+        CHECK_EQ(n, 2);
+        dbs_rows_close(r);
+        /* then one column whose first value is a BLOB, read on the block:
+         * its type is the value's, not the text the first column was read
+         * as, and the rows run to their end */
+        r = dbs_query(s, "SELECT b FROM ru ORDER BY a", NULL, 0, &err);
+        CHECK(r);
+        CHECK_EQ(dbs_rows_count_cols(r), 1);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_EQ(dbs_rows_type(r, 0, &err), DBS_TYPE_BLOB);
+        const void *b = NULL;
+        size_t len = 0;
+        CHECK_OK(dbs_rows_get_blob(r, 0, &b, &len, &err), &err);
+        CHECK_EQ(len, 2);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_EQ(dbs_rows_type(r, 0, &err), DBS_TYPE_TEXT);
+        CHECK_STR(dbs_rows_text(r, 0, NULL), "two");
+        CHECK_EQ(dbs_rows_next(r, &err), 0);
+        CHECK_EQ(dbs_rows_next(r, &err), 0);
+        dbs_rows_close(r);
+        /* closed on its row, unread: the next one starts from its own first */
+        r = dbs_query(s, "SELECT a FROM ru ORDER BY a", NULL, 0, &err);
+        CHECK(r);
+        dbs_rows_close(r);
+        CHECK_EQ(query_int(s, "SELECT count(*) FROM ru", NULL, 0), 2);
+    }
+    CHECK_EQ(query_int(s, "SELECT min(a) FROM ru", NULL, 0), 21);
+    dbs_session_close(s);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     test_wal_and_foreign_keys();
@@ -1019,6 +1080,7 @@ int main(void)
     test_refused_pragma_reset();
     test_process_wide_pragma_refused();
     test_params_rewritten();
+    test_rows_memory_reused();
     puts("test_sqlite: ok");
     return 0;
 }
