@@ -764,8 +764,11 @@ int dbs_pool_ping(dbs_pool *pool, dbs_error *err);
  * connect (connect_timeout_ms). Its checks are not the program's acquires:
  * a refused one counts nowhere, neither in dbs_pool_errors nor in the
  * stats' unavailable or timeouts, however often it retries (whatever
- * min_idle is); its connects count as any connect does (created,
- * connect_failures, the circuit). Any thread. */
+ * min_idle is), and the session its ping holds is not counted as one
+ * (acquired, released, the wait and use histograms, check-out and
+ * check-in events); its connects count as any connect does (created,
+ * connect_failures, the circuit), and a connection its ping finds broken
+ * is discarded with its invalidate event, as any. Any thread. */
 int dbs_pool_wait_ready(dbs_pool *pool, int timeout_ms, dbs_error *err);
 
 /* After fork(). A pool opened in a process is that process's: a child of
@@ -868,7 +871,8 @@ int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
  * every failure of a statement, a fetch, BEGIN, COMMIT or ROLLBACK on its
  * sessions, as the backend reported it (whether or not the caller passed a
  * dbs_error); an event loop's units count the same way on every backend,
- * each failed attempt once (its acquire, or what failed in it). The
+ * each failed attempt once (its acquire, its send, or what failed in it),
+ * and so does a dbs_unit_submit refused with DBS_ECLOSED. The
  * table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
  * its list of common ones count as "other".
  * Returns the count of failures with code (a negative dbs_code; 0: every
@@ -1910,7 +1914,8 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
  * later, from dbs_loop_run or dbs_loop_close, never from inside this
  * call. Returns DBS_OK, or a negative code with done never to run and
  * the unit freed: DBS_EBUSY (queue_max units already wait), DBS_ECLOSED
- * (the pool is closed), DBS_EMISUSE (a unit with no statement, or a
+ * (the pool is shut down or closed; counted in dbs_pool_errors, as a
+ * session refused so is), DBS_EMISUSE (a unit with no statement, or a
  * submit from a callback that dbs_loop_close runs). DBS_EMISUSE also for a
  * unit submitted twice, from another thread or after its loop closed,
  * which is left as it was (a submitted unit is the loop's; its done still

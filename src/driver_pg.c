@@ -3571,6 +3571,9 @@ static int pg_a_send(void *vc, dbs__aunit *u, dbs_error *err)
      * there whatever a statement's count */
     char *scratch = malloc(most ? most : 1);
     bool oom = !af || !evicted || !parse || !scratch;
+    if (!oom && atomic_load_explicit(&dbs__fault.fail_send_allocs, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub(&dbs__fault.fail_send_allocs, 1) > 0)
+        oom = true; /* a test's stand-in for malloc failing here */
     if (!oom && c->posted.n > 0) {
         if (full) {
             after = af_new(0);

@@ -460,8 +460,12 @@ struct dbs_session {
     bool in_tx;               /* a transaction was begun on the connection */
     atomic_int tx_open;       /* in_tx, readable by dbs_pool_sessions */
     bool broken;              /* the connection was lost: discard it */
-    bool uncounted;           /* dbs_pool_wait_ready's: its acquire's
-                                 failure counts nowhere (dbs__acquire_uncounted) */
+    bool uncounted;           /* dbs_pool_wait_ready's: dbscope's own, not
+                                 the program's session: its acquire's
+                                 failure counts nowhere, and its check-out
+                                 and check-in neither in acquired/released,
+                                 the wait and use histograms, nor as events
+                                 (dbs__acquire_uncounted) */
     dbs_error broke;          /* broke.code != 0: the failure that made it
                                  broken, which its invalidate event carries */
     bool touched;             /* its connection was used (dbs__session_check
@@ -681,6 +685,10 @@ typedef struct dbs__faults {
                                      PostgreSQL have their BEGIN fail at the
                                      server with query_canceled, as a
                                      cancel that lands on it does */
+    atomic_int fail_send_allocs;  /* the next N event-loop sends on
+                                     PostgreSQL find no memory before
+                                     anything is queued: the unit fails
+                                     alone, the connection goes on */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

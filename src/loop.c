@@ -196,6 +196,9 @@ struct lconn {
     bool retired;             /* takes no more units (a cancel went out on
                                  it): discarded once its flight is read */
     bool dead;                /* freed at the end of this run */
+    dbs_error last;           /* last.code < 0: the failure of the last
+                                 unit that ended on it, or what made it
+                                 unfit; its invalidate event says so */
     lconn *next;              /* the lane's, or the dead list */
 };
 
@@ -579,7 +582,12 @@ static void conn_drop(dbs_loop *l, lconn *lc, bool discard)
     const dbs__driver *drv = ln->pool->drv;
     if (!discard && (drv->is_broken(lc->c->impl) || !drv->a_idle(lc->c->impl)))
         discard = true;
-    dbs__pool_loop_giveback(ln->pool, lc->c, true, discard, dbs__now_ns() - lc->got_ns);
+    dbs_error why = lc->last;
+    if (discard && why.code >= 0 && lc->retired && !drv->is_broken(lc->c->impl))
+        dbs__err(&why, DBS_ECANCELED, "a cancel request went out on it, which could reach "
+                                      "its next user");
+    dbs__pool_loop_giveback(ln->pool, lc->c, true, discard, dbs__now_ns() - lc->got_ns,
+                            why.code < 0 ? &why : NULL);
     lc->c = NULL;
     lc->dead = true;
     lc->next = l->dead;
@@ -587,6 +595,7 @@ static void conn_drop(dbs_loop *l, lconn *lc, bool discard)
 }
 
 static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now);
+static int attempt_outcome(const dbs_loop *l, const dbs_unit *u, dbs_error *out);
 
 /* Discards lc with units in flight: the one at the head may have run on
  * the server (its outcome is rc, or DBS_ECOMMIT_UNKNOWN if its COMMIT went
@@ -594,6 +603,7 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now);
  * pipeline in order) and fail with DBS_ECONNECT, retried. */
 static void conn_abandon(dbs_loop *l, lconn *lc, int rc, const char *why)
 {
+    dbs__err(&lc->last, rc, "%s", why);
     dbs_unit *u = lc->head;
     lc->head = lc->tail = NULL;
     lc->inflight = 0;
@@ -793,7 +803,7 @@ static void connect_job(void *arg)
     if (!mbox_post(mb, &r->post)) {
         /* the loop is gone: the connection goes back to the pool */
         if (c)
-            dbs__pool_loop_giveback(p, c, false, false, 0);
+            dbs__pool_loop_giveback(p, c, false, false, 0, NULL);
         free(r);
         dbs__pool_unref(p);
     }
@@ -809,6 +819,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
     if (!fresh) {
         const char *why = NULL;
         dbs_error perr;
+        perr.code = DBS_OK;
         if (dbs__conn_expired(c, now))
             why = "lifetime";
         else if (p->drv->is_broken(c->impl))
@@ -820,8 +831,10 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
          * DBS_ECONNECT before its COMMIT, and it is retried. */
         if (why) {
             bool broken = why[0] == 'b';
+            /* what the peek found, when it found it */
+            bool seen = broken && perr.code < 0;
             dbs__emit(p, broken ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
-                      broken ? DBS_ECONNECT : 0, broken ? "broken" : why);
+                      seen ? perr.code : broken ? DBS_ECONNECT : 0, seen ? perr.message : why);
             int st = dbs__rp_replace(&p->rp, &c->item);
             dbs__conn_close(p, c);
             dbs__conn_gone(p, broken ? DBS__GONE_BROKEN : DBS__GONE_LIFETIME, 1,
@@ -853,7 +866,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
     }
     lconn *lc = calloc(1, sizeof *lc);
     if (!lc) {
-        dbs__pool_loop_giveback(p, c, false, false, 0);
+        dbs__pool_loop_giveback(p, c, false, false, 0, NULL);
         lane_nomem(l, ln, "taking a connection");
         return;
     }
@@ -924,6 +937,7 @@ static void conn_step(dbs_loop *l, lconn *lc, short revents)
         lc->inflight--;
         if (u->cancel_sent)
             lc->cancel_ns = 0;
+        (void)attempt_outcome(l, u, &lc->last);
         attempt_done(l, u, now);
         done = next;
     }
@@ -972,6 +986,8 @@ static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
         bool conn_refused = rc == DBS_ECONNECT || ln->pool->drv->is_broken(lc->c->impl);
         if (conn_refused) {
             lc->retired = true;
+            lc->last = e;
+            lc->last.code = rc;
             /* the unit is untouched: first in line again */
             u->prev = NULL;
             u->next = ln->qhead;
@@ -989,6 +1005,10 @@ static void native_send(dbs_loop *l, lconn *lc, dbs_unit *u)
                 conn_abandon(l, lc, DBS_ECONNECT, "the connection was lost");
             return;
         }
+        /* The unit failed alone (out of memory, a statement the backend
+         * refuses): a failed attempt, counted as attempt_done counts those
+         * the server ends, since no session counts it either. */
+        dbs__errors_note(ln->pool, rc, e.sqlstate);
         unit_complete(l, u, rc, &e);
         return;
     }
@@ -1216,7 +1236,9 @@ static void worker_done(dbs__aunit *au, void *arg)
 
 /* ---- an attempt's outcome ---- */
 
-static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
+/* What u's attempt ended with, as its callback and the counts see it: a
+ * cancel of the loop's own is the bound that caused it. Fills *out. */
+static int attempt_outcome(const dbs_loop *l, const dbs_unit *u, dbs_error *out)
 {
     int rc = u->au.rc;
     dbs_error e = u->au.err;
@@ -1249,6 +1271,14 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
                                     "with: %.200s)", u->au.err.message);
         rc = e.code;
     }
+    *out = e;
+    return rc;
+}
+
+static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
+{
+    dbs_error e;
+    int rc = attempt_outcome(l, u, &e);
     /* Cancelled without the loop asking: a cancel request meant for the
      * unit ahead of it on the connection arrived after that one ended.
      * Nothing of it committed: run it again like a lost connection. */
@@ -1328,7 +1358,7 @@ static void handle_post(dbs_loop *l, post *p)
     if (r->cancelled) {
         if (r->connecting) {
             if (r->conn)
-                dbs__pool_loop_giveback(r->pool, r->conn, false, false, 0);
+                dbs__pool_loop_giveback(r->pool, r->conn, false, false, 0, NULL);
             dbs__pool_unref(r->pool);
         } else if (r->req.item) {
             /* served, and taken back by dbs__rp_cancel into a pool that
@@ -2175,8 +2205,12 @@ int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
                       "dbs_unit_submit: the unit has no statement (dbs_unit_add first)");
     else if (l->closing)
         rc = dbs__err(err, DBS_EMISUSE, "dbs_unit_submit: the loop is closing");
-    else if (dbs__pool_closed(l->pool))
+    else if (dbs__pool_closed(l->pool)) {
         rc = dbs__err(err, DBS_ECLOSED, "dbs_unit_submit: the pool is closed");
+        /* the acquire it stands for failed: counted as a blocking
+         * session's refused open is (dbs__session_open) */
+        dbs__errors_note(l->pool, DBS_ECLOSED, NULL);
+    }
     else if (l->queued >= l->cfg.queue_max)
         rc = dbs__err(err, DBS_EBUSY,
                       "dbs_unit_submit: %d units already wait for a connection in this loop "

@@ -17,9 +17,10 @@ void dbs__pool_loop_checkout(dbs_pool *p, dbs__conn *c, int64_t wait_ns);
  * or a loop), keeps it idle, or lets it go (then it is counted and closed
  * here). counted: it was counted by dbs__pool_loop_checkout (checkin
  * event, released, the use histogram over held_ns). No lock held by the
- * caller. */
+ * caller. broke: with discard, the failure that made the connection unfit
+ * (its last), which the invalidate event carries; NULL: unknown. */
 void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,
-                             int64_t held_ns);
+                             int64_t held_ns, const dbs_error *broke);
 /* Closes c, which the resource pool let go of when a cancelled request
  * was taken back (dbs__rp_cancel's GONE outcomes), and counts it closed. */
 void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c);

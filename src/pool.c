@@ -42,6 +42,11 @@ static void checkout_done(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t sta
     s->conn = c;
     s->opened_ns = now;
     dbs__session_link(sh, s);
+    if (s->uncounted) {
+        /* dbscope's own (a readiness check): not the program's session */
+        dbs__lock_give(&sh->mu);
+        return;
+    }
     sh->acquired++;
     if (p->cfg.metrics) {
         dbs__shard_hists *h = dbs__shard_hists_of(sh);
@@ -159,7 +164,7 @@ static int acquire_slow(dbs_pool *p, dbs_session *s, int64_t start, dbs_error *e
     if (st != DBS__RP_CLOSED && st != DBS__RP_CANCELED && dbs__acquire_waiter &&
         dbs__rp_waiter_cancelled(dbs__acquire_waiter)) {
         if (st == DBS__RP_READY)
-            dbs__pool_loop_giveback(p, dbs__conn_of(it), false, false, 0);
+            dbs__pool_loop_giveback(p, dbs__conn_of(it), false, false, 0, NULL);
         else if (st == DBS__RP_CREATE)
             dbs__rp_create_failed(&p->rp);
         st = DBS__RP_CANCELED;
@@ -230,11 +235,14 @@ int dbs__pool_acquire(dbs_pool *p, dbs_session *s, dbs_error *err)
         s->conn = c;
         s->opened_ns = start;
         dbs__session_link(sh, s);
-        sh->acquired++;
-        if (p->cfg.metrics)
-            dbs__hist_add(&sh->hists->wait, 0);
+        if (!s->uncounted) {
+            sh->acquired++;
+            if (p->cfg.metrics)
+                dbs__hist_add(&sh->hists->wait, 0);
+        }
         dbs__lock_give(&sh->mu);
-        dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
+        if (!s->uncounted)
+            dbs__emit(p, DBS_EVENT_CHECKOUT, s, c, 0, NULL);
         return DBS_OK;
     }
     dbs__lock_give(&sh->mu);
@@ -254,7 +262,8 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
     enum dbs__gone why = DBS__GONE_POOL;
     int64_t now = dbs__now_ns();
     int64_t held_ns = now - s->opened_ns;
-    bool slow = p->cfg.slow_session_ms > 0 && held_ns >= dbs__ms_ns(p->cfg.slow_session_ms);
+    bool slow = p->cfg.slow_session_ms > 0 && held_ns >= dbs__ms_ns(p->cfg.slow_session_ms) &&
+                !s->uncounted;
     bool fallback = false, parked = false, left = false;
 
     /* Before the connection is visible to anyone else, so checkout and
@@ -263,7 +272,10 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
      * go out: they quote a copy. */
     const uint64_t conn_id = c ? c->item.id : 0;
     const int64_t conn_created_ns = c ? c->created_ns : 0;
-    if (c)
+    /* a readiness check's session (uncounted) is dbscope's own: no
+     * check-in, as it had no check-out, and no count */
+    const bool counted = !s->uncounted;
+    if (c && counted)
         dbs__emit(p, DBS_EVENT_CHECKIN, s, c, 0, NULL);
     dbs__lock_take(&sh->mu);
     dbs__session_unlink(sh, s);
@@ -274,8 +286,9 @@ void dbs__pool_release(dbs_pool *p, dbs_session *s, enum dbs__giveback how)
     if (slow)
         sh->slow_sessions++;
     if (c) {
-        sh->released++;
-        if (p->cfg.metrics) {
+        if (counted)
+            sh->released++;
+        if (counted && p->cfg.metrics) {
             dbs__shard_hists *h = dbs__shard_hists_of(sh);
             if (h)
                 dbs__hist_add(&h->use, held_ns / 1000);
@@ -752,7 +765,7 @@ void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c)
 }
 
 void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool discard,
-                             int64_t held_ns)
+                             int64_t held_ns, const dbs_error *broke)
 {
     int64_t now = dbs__now_ns();
     if (counted) {
@@ -776,8 +789,14 @@ void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool disca
     }
     if (!reason)
         return;
-    dbs__emit(p, discard ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
-              discard ? DBS_ECONNECT : 0, reason);
+    /* as a session's (dbs__pool_release): the failure, where it is known */
+    int code = 0;
+    if (discard) {
+        code = broke && broke->code < 0 ? broke->code : DBS_ECONNECT;
+        if (broke && broke->code < 0 && broke->message[0] && !strcmp(reason, "broken"))
+            reason = broke->message;
+    }
+    dbs__emit(p, discard ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c, code, reason);
     dbs__conn_close(p, c);
     dbs__conn_gone(p, why, 1, now);
 }

@@ -499,6 +499,7 @@ static void session_close(dbs_session *s)
      * new connection is sure to undo it. Closing it ends its transaction. */
     if (s->conn && s->touched && how == DBS__GIVE_KEEP && !dbs__pool_closed(p)) {
         dbs_error e;
+        e.code = DBS_OK;
         void *c = s->conn->impl;
         if (p->drv->set_timeout)
             p->drv->set_timeout(c, -1); /* release work: the pool's bound */
@@ -514,6 +515,11 @@ static void session_close(dbs_session *s)
         how = p->drv->is_broken(c) ? DBS__GIVE_BROKEN
               : undone             ? DBS__GIVE_KEEP
                                    : DBS__GIVE_DIRTY;
+        /* The rollback or reset that broke it is what its invalidate
+         * event says, as for a failure the session's own calls met. */
+        if (how == DBS__GIVE_BROKEN)
+            dbs__session_broke(s, !undone && e.code < 0 ? e.code : DBS_ECONNECT,
+                               !undone && e.code < 0 ? &e : NULL);
     }
     set_tx(s, false);
     s->magic = DBS__DEAD_MAGIC;

@@ -333,8 +333,19 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     pthread_mutex_unlock(&w->mu);
     /* A statement stopped from outside may leave the connection anywhere
      * (a late cancel request could reach its next user): never reused. */
-    if (interrupted)
-        s->broken = true;
+    if (interrupted) {
+        /* its invalidate event says why: the unit's failure if the
+         * interrupt ended a statement, else the interrupt itself */
+        if (o->rc != DBS_OK)
+            dbs__session_broke(s, o->rc, &o->err);
+        else {
+            dbs_error why;
+            dbs__err(&why, DBS_ECANCELED,
+                     "a statement on it was interrupted (the unit was cancelled or the pool "
+                     "shut down): a late interrupt could reach its next user");
+            dbs__session_broke(s, DBS_ECANCELED, &why);
+        }
+    }
     dbs_session_close(s);
 }
 

@@ -2222,6 +2222,358 @@ static void test_closed_acquires_counted(void)
     dbs_pool_close(p);
 }
 
+
+/* ---- counts that agree with what happened ---- */
+
+/* dbs_pool_wait_ready's ping is dbscope's own check, not the program's
+ * session: no acquired, released, wait or use sample, no check-out or
+ * check-in event; what it finds wrong is still its answer. The program's
+ * own dbs_pool_ping is a session like any. */
+static void test_wait_ready_not_a_session(void)
+{
+    static const int modes[] = {DBS_POOL_QUEUE, DBS_POOL_NONE};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        dbs_config cfg = observed();
+        cfg.mode = modes[i];
+        cfg.lazy_open = 1; /* nothing open: readiness pings */
+        cfg.log_events = 0;
+        dbs_pool *p = open_pool("observe", &cfg);
+        int out0 = events(DBS_EVENT_CHECKOUT), in0 = events(DBS_EVENT_CHECKIN);
+        dbs_error err;
+        CHECK_OK(dbs_pool_wait_ready(p, 30000, &err), &err);
+        dbs_stats st = stats_of(p);
+        CHECK_INT(st.created, >=, 1);
+        CHECK_EQ(st.acquired, 0);
+        CHECK_EQ(st.released, 0);
+        CHECK_EQ(st.wait_count, 0);
+        CHECK_EQ(st.use_count, 0);
+        CHECK_EQ(events(DBS_EVENT_CHECKOUT), out0);
+        CHECK_EQ(events(DBS_EVENT_CHECKIN), in0);
+        if (modes[i] == DBS_POOL_NONE) {
+            /* a ping that fails is its answer, as before, and no session */
+            atomic_store(&dbs__fault.fail_pings, 1000000);
+            CHECK_EQ(dbs_pool_wait_ready(p, 300, &err), DBS_ECONNECT);
+            CHECK_CONTAINS(err.message, "ping failed");
+            atomic_store(&dbs__fault.fail_pings, 0);
+            st = stats_of(p);
+            CHECK_EQ(st.acquired, 0);
+            CHECK_EQ(st.use_count, 0);
+            CHECK_EQ(dbs_pool_errors(p, 0, NULL), 0);
+        }
+        CHECK_OK(dbs_pool_ping(p, &err), &err);
+        st = stats_of(p);
+        CHECK_EQ(st.acquired, 1);
+        CHECK_EQ(st.released, 1);
+        CHECK_EQ(st.wait_count, 1);
+        CHECK_EQ(st.use_count, 1);
+        CHECK_EQ(events(DBS_EVENT_CHECKOUT), out0 + 1);
+        dbs_pool_close(p);
+    }
+}
+
+/* A unit submitted after a shutdown is refused with DBS_ECLOSED and counted
+ * once, as a blocking session refused so is (test_closed_acquires_counted). */
+static void test_closed_submit_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u);
+    CHECK_INT(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), >=, 0);
+    CHECK_EQ(dbs_unit_submit(u, unit_done_rc, NULL, &err), DBS_ECLOSED);
+    CHECK_EQ(err.code, DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 1);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, ""), 2);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 2);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* PostgreSQL's loop lanes send units themselves: a unit its send refuses
+ * alone (here for want of memory; the connection goes on) is a failed
+ * attempt, counted as one the server fails is. */
+static void test_loop_send_failure_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    if (dbs_pool_backend(p) != DBS_BACKEND_POSTGRESQL) {
+        dbs_pool_close(p); /* the worker backends send through sessions */
+        return;
+    }
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    static const char *const one[] = {"SELECT 1"};
+    atomic_store(&dbs__fault.fail_send_allocs, 1);
+    run_unit(l, one, 1, DBS_ENOMEM);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_send_allocs), 0); /* the fault was hit */
+    CHECK_EQ(dbs_pool_errors(p, DBS_ENOMEM, ""), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+    run_unit(l, one, 1, DBS_OK);
+    CHECK_EQ(stats_of(p).invalidated, 0);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* Whether the last invalidate event, one more than before, named a failure
+ * rather than the bare "broken". */
+static void check_invalidate_named(int before, int code)
+{
+    WAIT_UNTIL(events(DBS_EVENT_INVALIDATE) > before, 30000);
+    CHECK_EQ(events(DBS_EVENT_INVALIDATE), before + 1);
+    pthread_mutex_lock(&ev_mu);
+    if (!last[DBS_EVENT_INVALIDATE].reason[0] ||
+        !strcmp(last[DBS_EVENT_INVALIDATE].reason, "broken"))
+        CHECK_FAIL("the invalidate event says \"%s\" (code %d), not what broke it",
+                   last[DBS_EVENT_INVALIDATE].reason, last[DBS_EVENT_INVALIDATE].code);
+    if (code)
+        CHECK_EQ(last[DBS_EVENT_INVALIDATE].code, code);
+    pthread_mutex_unlock(&ev_mu);
+}
+
+/* The invalidate event carries the connection's failure on every path
+ * that discards one, not only a session's own statements
+ * (test_invalidate_carries_failure): an event loop's unit past its
+ * statement bound (PostgreSQL: the loop's lane gives the connection back;
+ * SQLite, MariaDB: a worker's session), a worker's unit interrupted by
+ * its cancel, and a session whose close found the connection gone (its
+ * rollback failed: the server ended it). */
+static const char *forever_sql(enum dbs_backend be)
+{
+    return be == DBS_BACKEND_POSTGRESQL ? "SELECT pg_sleep(3600)"
+           : be == DBS_BACKEND_MARIADB  ? "SELECT SLEEP(3600)"
+                                        : "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT "
+                                          "i + 1 FROM n) SELECT count(*) FROM n";
+}
+
+static void test_invalidate_reason_every_path(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 2;
+    cfg.statement_timeout_ms = 100;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    dbs_error err;
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+
+    const char *forever[] = {forever_sql(be)};
+    int before = events(DBS_EVENT_INVALIDATE);
+    run_unit(l, forever, 1, DBS_ESTMT_TIMEOUT);
+    check_invalidate_named(before, DBS_ESTMT_TIMEOUT);
+
+    if (be != DBS_BACKEND_POSTGRESQL) {
+        /* a worker's unit whose statement is interrupted by its cancel
+         * (the worker waits, before its first statement, for the
+         * interrupt to have gone out) */
+        atomic_store(&dbs__fault.unit_gap_at, 0);
+        atomic_store(&dbs__fault.unit_gap_ms, 10000);
+        atomic_store(&dbs__fault.unit_gaps, 0);
+        int rc = 1;
+        dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+        CHECK(u);
+        CHECK_INT(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), >=, 0);
+        CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+        for (int64_t end = now_ms() + 30000;
+             atomic_load(&dbs__fault.unit_gaps) == 0 && now_ms() < end;) {
+            CHECK_INT(dbs_loop_run(l), >=, 0);
+            dbs__sleep_ms(5);
+        }
+        CHECK_EQ(atomic_load(&dbs__fault.unit_gaps), 1);
+        atomic_store(&dbs__fault.unit_gap_ms, 0);
+        before = events(DBS_EVENT_INVALIDATE);
+        dbs_unit_cancel(u);
+        struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+        for (int64_t end = now_ms() + 30000; dbs_loop_pending(l) > 0 && now_ms() < end;) {
+            (void)poll(&pfd, 1, 20);
+            CHECK_INT(dbs_loop_run(l), >=, 0);
+        }
+        CHECK_EQ(rc, DBS_ECANCELED);
+        check_invalidate_named(before, be == DBS_BACKEND_SQLITE ? DBS_ECANCELED : 0);
+    }
+    dbs_loop_close(l);
+
+    if (be != DBS_BACKEND_SQLITE) {
+        /* the server ends a session's connection: its close's rollback
+         * finds it gone */
+        dbs_session *s = open_ok(p);
+        int64_t id = query_int(s, be == DBS_BACKEND_POSTGRESQL ? "SELECT pg_backend_pid()"
+                                                                : "SELECT CONNECTION_ID()",
+                               NULL, 0);
+        dbs_session *k = open_ok(p);
+        char sql[96];
+        if (be == DBS_BACKEND_POSTGRESQL)
+            snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld)", (long long)id);
+        else
+            snprintf(sql, sizeof sql, "KILL %lld", (long long)id);
+        exec_ok(k, sql);
+        snprintf(sql, sizeof sql,
+                 be == DBS_BACKEND_POSTGRESQL
+                     ? "SELECT count(*) FROM pg_stat_activity WHERE pid = %lld"
+                     : "SELECT count(*) FROM information_schema.processlist WHERE id = %lld",
+                 (long long)id);
+        int64_t n = 1;
+        for (int64_t end = now_ms() + 30000; n != 0 && now_ms() < end;) {
+            n = query_int(k, sql, NULL, 0);
+            if (n != 0)
+                dbs__sleep_ms(20);
+        }
+        CHECK_EQ(n, 0);
+        dbs_session_close(k);
+        before = events(DBS_EVENT_INVALIDATE);
+        dbs_session_close(s);
+        check_invalidate_named(before, DBS_ECONNECT);
+    }
+    dbs_pool_close(p);
+}
+
+/* What a user would assert of the counts at rest, after a mix of every
+ * path (blocking sessions, dbs_transact and its retries, read-only units,
+ * pings, readiness, an acquire timeout, event-loop units that commit and
+ * fail, refusals after a shutdown): every session counted out and in once,
+ * with one wait and one use sample each; every timeout once; the errors by
+ * class adding up to the total; the connection ledger balanced; and the
+ * Prometheus text and the JSON saying the same numbers. */
+static void test_counts_agree(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 200;
+    cfg.retry_base_ms = 1;
+    cfg.name = "counts";
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    dbs_error err;
+    for (int i = 0; i < 5; i++) {
+        dbs_session *s = open_ok(p);
+        exec_ok(s, "SELECT 1");
+        if (i == 2)
+            CHECK_EQ(dbs_exec(s, "SELEC 1", NULL, 0, &err), DBS_ESQL);
+        dbs_session_close(s);
+    }
+    CHECK_OK(dbs_transact(p, NULL, work_select, NULL, &err), &err);
+    int calls = 0;
+    CHECK_OK(dbs_transact(p, NULL, fail_once, &calls, &err), &err); /* one retry */
+    CHECK_OK(dbs_transact_ro(p, NULL, work_select, NULL, &err), &err);
+    CHECK_OK(dbs_pool_ping(p, &err), &err);
+    CHECK_OK(dbs_pool_wait_ready(p, 30000, &err), &err);
+    {
+        dbs_session *a = open_ok(p), *b = open_ok(p);
+        CHECK(dbs_session_open(p, NULL, &err) == NULL);
+        CHECK_EQ(err.code, DBS_ETIMEOUT);
+        dbs_session_close(b);
+        dbs_session_close(a);
+    }
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    static const char *const good[] = {"SELECT 1", "SELECT 2"};
+    static const char *const bad[] = {"SELECT 1", "SELEC 2"};
+    for (int i = 0; i < 4; i++)
+        run_unit(l, good, 2, DBS_OK);
+    run_unit(l, bad, 2, DBS_ESQL);
+    if (be == DBS_BACKEND_POSTGRESQL) {
+        atomic_store(&dbs__fault.fail_send_allocs, 1);
+        run_unit(l, good, 2, DBS_ENOMEM);
+    }
+    CHECK_EQ(dbs_pool_shutdown(p, 30000), 0);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u);
+    CHECK_INT(dbs_unit_add(u, "SELECT 1", NULL, 0, &err), >=, 0);
+    CHECK_EQ(dbs_unit_submit(u, unit_done_rc, NULL, &err), DBS_ECLOSED);
+    CHECK(dbs_session_open(p, NULL, &err) == NULL);
+    dbs_loop_close(l);
+
+    dbs_stats st = stats_of(p);
+    /* sessions, the loop's check-outs included */
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.waiting, 0);
+    CHECK_EQ(st.acquired, st.released);
+    CHECK_EQ(st.wait_count, st.acquired);
+    CHECK_EQ(st.use_count, st.released);
+    /* five sessions, three transacts (one twice), a ping, two held */
+    CHECK_INT(st.acquired, >=, 5 + 4 + 1 + 2);
+    CHECK_EQ(st.retries, 1);
+    /* the connection ledger */
+    CHECK_EQ(st.size, st.idle + st.in_use);
+    CHECK_EQ((int64_t)(st.created - st.closed), st.size);
+    CHECK_EQ(st.closed, st.closed_lifetime + st.closed_idle + st.closed_broken +
+                            st.closed_overflow + st.closed_dirty + st.closed_pool);
+    CHECK_EQ(st.invalidated, st.closed_broken);
+    /* errors: each counted once, by class, adding up */
+    CHECK_EQ(st.timeouts, 1);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, NULL), st.timeouts);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ESQL, NULL), 2);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ERETRYABLE, NULL), 0); /* work's own return */
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, NULL), 2);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ENOMEM, NULL), be == DBS_BACKEND_POSTGRESQL ? 1 : 0);
+    uint64_t total = dbs_pool_errors(p, 0, NULL), by_class = 0;
+    for (int code = -1; code >= -64; code--)
+        by_class += dbs_pool_errors(p, code, NULL);
+    CHECK_EQ(by_class, total);
+    CHECK_EQ(total, 5 + (be == DBS_BACKEND_POSTGRESQL));
+
+    /* the Prometheus text: well formed (every family's HELP and TYPE once),
+     * and the same numbers */
+    static struct sample m[4096];
+    int n = metrics_of(p, m, 4096);
+    const char *L = "pool=\"counts\",target=\"primary\"";
+    const char *O = "db_client_connection_pool_name=\"counts\"";
+    CHECK_EQ(sample(m, n, "dbscope_acquired_total", L), st.acquired);
+    CHECK_EQ(sample(m, n, "dbscope_released_total", L), st.released);
+    CHECK_EQ(sample(m, n, "dbscope_connections_created_total", L), st.created);
+    CHECK_EQ(sample(m, n, "dbscope_acquire_timeouts_total", L), st.timeouts);
+    CHECK_EQ(sample(m, n, "dbscope_acquire_wait_seconds_count", L), st.wait_count);
+    CHECK_EQ(sample(m, n, "dbscope_session_duration_seconds_count", L), st.use_count);
+    CHECK_EQ(sample(m, n, "db_client_connection_timeouts_total", O), st.timeouts);
+    CHECK_EQ(sample(m, n, "db_client_connection_wait_time_seconds_count", O), st.wait_count);
+    CHECK_EQ(sample(m, n, "db_client_connection_use_time_seconds_count", O), st.use_count);
+    double errs = 0;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m[i].name, "dbscope_errors_total"))
+            errs += m[i].value;
+    CHECK_EQ(errs, total);
+    dbs_histogram op;
+    CHECK_EQ(dbs_pool_histogram(p, DBS_HIST_OPERATION, &op), DBS_OK);
+    char lab[160];
+    snprintf(lab, sizeof lab, "%s,db_system_name=\"%s\"", O,
+             be == DBS_BACKEND_POSTGRESQL ? "postgresql"
+             : be == DBS_BACKEND_MARIADB  ? "mariadb"
+                                          : "sqlite");
+    CHECK_EQ(sample(m, n, "db_client_operation_duration_seconds_count", lab), op.count);
+
+    char json[8192];
+    int jn = dbs_pool_stats_json(p, json, sizeof json);
+    CHECK_INT(jn, >, 0);
+    CHECK_INT(jn, <, (int)sizeof json);
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root)
+        CHECK_FAIL("stats JSON does not parse: %s: %s", jerr.text, json);
+    CHECK_EQ(json_integer_value(json_object_get(root, "acquired")), st.acquired);
+    CHECK_EQ(json_integer_value(json_object_get(root, "errors")), total);
+    json_int_t cells = 0;
+    json_t *by = json_object_get(root, "errors_by");
+    for (size_t i = 0; i < json_array_size(by); i++)
+        cells += json_integer_value(json_object_get(json_array_get(by, i), "count"));
+    CHECK_EQ(cells, total);
+    json_decref(root);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     atomic_store(&dbs__fault.armed, 1); /* pools below can fault on demand */
@@ -2257,6 +2609,11 @@ int main(void)
     test_loop_ops_counted();
     test_wait_ready_counts_nothing();
     test_closed_acquires_counted();
+    test_wait_ready_not_a_session();
+    test_closed_submit_counted();
+    test_loop_send_failure_counted();
+    test_invalidate_reason_every_path();
+    test_counts_agree();
 #ifdef DBSCOPE_WITH_PG
     test_circuit_every_replica();
 #endif
