@@ -13,9 +13,10 @@
  *     owner exited, which may have been given the owner's pthread_t).
  *     dbs_session_close from another thread is refused the same way; the
  *     session stays open. The same holds for a dbs_loop and its owner.
- *   - A thread that exits (returns from its start routine, or calls
- *     pthread_exit, also inside a dbs_transact unit's work) with sessions
- *     open has them closed at its exit, on that thread, as
+ *   - A thread that exits (returns from its start routine, calls
+ *     pthread_exit or is cancelled, also inside a dbs_transact unit's
+ *     work) with sessions open has them closed at its exit, on that
+ *     thread, as
  *     dbs_session_close would close them: their rows closed, their
  *     transactions rolled back, their connections reset and given back to
  *     the pool (closed when that fails), the hold of a dbs_transact under
@@ -31,6 +32,25 @@
  *     the pool's memory is freed (dbs_pool_close, once no session is left):
  *     until then a call on its handle, from any thread, is refused with
  *     DBS_EMISUSE; its rows are freed with it, as at any close.
+ *   - Cancellation (pthread_cancel). No dbscope function is a
+ *     cancellation point: each call that could reach one (a wait for a
+ *     connection, a statement's I/O, a SQLite lock's sleep, a close, a
+ *     retry's back-off, dbs_pool_shutdown's drain, dbs_loop_run) runs with
+ *     cancellation disabled and returns the caller's state as it found
+ *     it, so a cancel sent meanwhile acts at the thread's next
+ *     cancellation point after the call returned, the pool whole; the
+ *     call itself ends as it would have (a statement runs to its end or
+ *     its bound). The thread's exit then ends its open sessions as above,
+ *     reported as leaks. The program's own code that a call runs with the
+ *     caller's state, and so stays cancellable, is dbs_transact's and
+ *     dbs_session_transact's work (a cancel there unwinds as pthread_exit
+ *     does: the unit is rolled back at the thread's exit) and the unit
+ *     callbacks dbs_loop_run runs (a loop whose thread is cancelled there
+ *     is left open, as at any exit of its thread). on_event, the
+ *     credential provider, and the callbacks dbs_loop_close runs are
+ *     called from inside the library's own steps and run with
+ *     cancellation disabled. Asynchronous cancellation
+ *     (PTHREAD_CANCEL_ASYNCHRONOUS) must not be enabled across a call.
  *   - A dbs_rows belongs to its session, and so to the same thread.
  *   - Use after close. A closed session's memory is kept by its thread for
  *     the thread's next sessions and freed only at thread exit, so a closed

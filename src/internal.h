@@ -44,6 +44,40 @@ void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
  * positive values and anything else. */
 bool dbs__code_known(int code);
 
+/* ---- cancellation (pthread_cancel) ----
+ * No dbscope call is a cancellation point. A public call that can reach
+ * one (a wait for a connection, a statement's I/O, a close, a sleep, a
+ * line to stderr) opens with DBS__NO_CANCEL, which defers cancellation
+ * until the call returns, on every path out: a cancel acts at the
+ * caller's next cancellation point, with no lock held, no waiter left in
+ * a queue, no connection half-way through an exchange, no SQLite mutex
+ * held. The thread's exit then ends its open sessions (session.c).
+ * Calls made from inside dbscope nest: the inner one restores "disabled".
+ * The program's own code that a call runs at a point where a frame
+ * unwound by a cancel leaves everything whole (dbs_transact's work, a
+ * loop's unit callbacks) runs between dbs__cancel_user and
+ * dbs__cancel_lib, with the caller's state; on_event and the credential
+ * provider run inside the library's steps and stay deferred. glibc keeps
+ * the state in a field of the thread: a pair costs a few instructions. */
+static inline void dbs__cancel_restore(const int *old)
+{
+    int unused; /* POSIX leaves a NULL oldstate unspecified */
+    (void)pthread_setcancelstate(*old, &unused);
+}
+#define DBS__NO_CANCEL(old)                                                    \
+    int old __attribute__((cleanup(dbs__cancel_restore)));                     \
+    (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old)
+static inline void dbs__cancel_user(int old)
+{
+    int unused;
+    (void)pthread_setcancelstate(old, &unused);
+}
+static inline void dbs__cancel_lib(void)
+{
+    int unused;
+    (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &unused);
+}
+
 /* ---- abandonable waits (stop.c; set by housekeeper.c, replica.c) ----
  * The stop flag of the pool's own thread running here (the housekeeper,
  * a replica monitor), NULL on every other thread. Once it is set, the

@@ -434,8 +434,11 @@ static void unit_fail(dbs_loop *l, dbs_unit *u, int rc, const char *msg)
     unit_complete(l, u, rc, &e);
 }
 
-/* Runs the callbacks of the units that ended; returns how many. */
-static int run_callbacks(dbs_loop *l)
+/* Runs the callbacks of the units that ended; returns how many. user:
+ * the program's cancel state, which they run with; or -1: they stay
+ * deferred (dbs_loop_close, which must finish to give back what the loop
+ * holds). */
+static int run_callbacks(dbs_loop *l, int user)
 {
     int n = 0;
     while (l->done_head) {
@@ -456,8 +459,16 @@ static int run_callbacks(dbs_loop *l)
         }
         l->pending--;
         n++;
-        if (u->done)
+        if (u->done) {
+            /* A cancel in it unwinds the loop's thread: the loop stays
+             * open, as when its thread exits without dbs_loop_close, and
+             * u is not freed. */
+            if (user >= 0)
+                dbs__cancel_user(user);
             u->done(u, u->rc, &u->err, u->arg);
+            if (user >= 0)
+                dbs__cancel_lib();
+        }
         if (u->orphan && !u->post_seen) {
             u->cb_ran = true;
             continue; /* a worker still holds it: freed when it posts */
@@ -1663,6 +1674,7 @@ void dbs_loop_config_init(dbs_loop_config *cfg)
 
 dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
@@ -1814,6 +1826,7 @@ static void take_ready(dbs_loop *l)
 
 int dbs_loop_run(dbs_loop *l)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!l || l->magic != LOOP_MAGIC || !on_owner(l) || l->in_run)
         return DBS_EMISUSE;
     l->in_run = true;
@@ -1836,7 +1849,7 @@ int dbs_loop_run(dbs_loop *l)
         dispatch(l);
         acquire_bounds(l, dbs__now_ns());
         retract_requests(l);
-        int k = run_callbacks(l);
+        int k = run_callbacks(l, cancel_old);
         completed += k;
         if (k == 0)
             break;
@@ -1872,6 +1885,7 @@ int dbs_loop_pending(const dbs_loop *l)
 
 void dbs_loop_close(dbs_loop *l)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!l || l->magic != LOOP_MAGIC)
         return;
     /* in_run is the owner's: another thread must not read it */
@@ -1943,7 +1957,7 @@ void dbs_loop_close(dbs_loop *l)
         else
             unit_fail(l, u, DBS_ECANCELED, "the event loop was closed");
     }
-    run_callbacks(l);
+    run_callbacks(l, -1);
     pthread_mutex_lock(&l->mb->mu);
     l->mb->closed = true;
     post *late = l->mb->head;
@@ -1953,7 +1967,7 @@ void dbs_loop_close(dbs_loop *l)
         next = p->next;
         handle_post(l, p);
     }
-    run_callbacks(l);
+    run_callbacks(l, -1);
     while (l->dead) {
         lconn *lc = l->dead;
         l->dead = lc->next;
@@ -2185,6 +2199,7 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos)
 
 int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
@@ -2247,6 +2262,7 @@ void dbs_unit_discard(dbs_unit *u)
 
 void dbs_unit_cancel(dbs_unit *u)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!unit_ok(u) || !u->submitted || u->cancel == CW_USER)
         return;
     dbs_loop *l = u->loop;

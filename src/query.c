@@ -78,6 +78,7 @@ int dbs__stmt_args_check(const char *sql, const dbs_value *params, size_t n, dbs
 int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params, size_t n,
                  dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
@@ -100,6 +101,7 @@ int64_t dbs_exec(dbs_session *s, const char *sql, const dbs_value *params, size_
 dbs_rows *dbs_query(dbs_session *s, const char *sql, const dbs_value *params, size_t n,
                     dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
@@ -149,6 +151,7 @@ static bool col_ok(dbs_rows *r, int col)
 
 int dbs_rows_next(dbs_rows *r, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!r || r->magic != DBS__ROWS_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "rows are NULL or already closed");
     int rc = r->session ? dbs__session_check(r->session, err) : DBS_OK;
@@ -543,6 +546,7 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
 
 void dbs_rows_close(dbs_rows *r)
 {
+    DBS__NO_CANCEL(cancel_old);
     /* session-less rows are their unit's, which frees them */
     if (!rows_ok(r) || !r->session)
         return;

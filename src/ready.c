@@ -8,6 +8,7 @@
 
 int dbs_pool_wait_ready(dbs_pool *p, int timeout_ms, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "dbs_pool_wait_ready: not an open pool");
     if (timeout_ms < 0)

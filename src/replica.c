@@ -836,6 +836,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
 dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                     const char *file, int line, const char *func)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     return open_ro(pool, ctx, 0, err ? err : &local, file, line, func);
 }
@@ -844,6 +845,7 @@ dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx
                                           dbs_error *err, const char *file, int line,
                                           const char *func)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
 }
@@ -890,6 +892,7 @@ static dbs_pool *open_one(const dbs_config *cfg, dbs_error *err)
 
 dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_pool *p = open_one(cfg, err);
     if (!p)
         return NULL;
@@ -939,6 +942,7 @@ static int after_fork(dbs_pool *p, dbs_error *err)
 
 int dbs_pool_after_fork_child(dbs_pool *pool, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!pool || pool->magic != DBS__POOL_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "dbs_pool_after_fork_child: not an open pool");
     int rc = after_fork(pool, err);
@@ -964,6 +968,7 @@ static bool on_own_thread(const char *fn)
 
 int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC || on_own_thread("dbs_pool_shutdown"))
         return DBS_EMISUSE;
     const int64_t deadline = dbs__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
@@ -975,6 +980,7 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
 
 void dbs_pool_close(dbs_pool *p)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC || on_own_thread("dbs_pool_close"))
         return;
     /* in a child after fork(): the parent's connections are let go of

@@ -8,6 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define DBS__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DBS__ASAN 1
+#endif
+#endif
+#ifdef DBS__ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 /* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none:
  * what PostgreSQL's and MariaDB's utf8mb4 accept, so no overlong form, no
  * surrogate, nothing past U+10FFFF. */
@@ -225,6 +236,7 @@ static void session_close(dbs_session *s);
 dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                  const char *file, int line, const char *func)
 {
+    DBS__NO_CANCEL(cancel_old);
     return dbs__session_open(pool, ctx, err, file, line, func);
 }
 
@@ -415,11 +427,13 @@ uint64_t dbs_session_commit_pos(dbs_session *s)
 
 int dbs_commit(dbs_session *s, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     return end_tx(s, true, false, err);
 }
 
 int dbs_rollback(dbs_session *s, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     return end_tx(s, false, false, err);
 }
 
@@ -553,9 +567,16 @@ static void session_close(dbs_session *s)
 static void thread_exit(void *unused)
 {
     (void)unused;
+#ifdef DBS__ASAN
+    /* A cancel that acted in the program's code (not at a call that never
+     * returns, such as pthread_exit, before which AddressSanitizer clears
+     * the stack) unwound frames whose redzones stay marked: this runs on
+     * that part of the stack. */
+    __asan_handle_no_return();
+#endif
     /* The frames of the units under way (dbs_transact) were on the
-     * thread's stack, unwound by pthread_exit: none will return, and
-     * their sessions are not theirs to close any more. */
+     * thread's stack, unwound by pthread_exit or a cancel: none will
+     * return, and their sessions are not theirs to close any more. */
     unit_top = NULL;
     transact_attempt = 0;
     while (open_list) {
@@ -594,11 +615,13 @@ static void thread_exit(void *unused)
 
 void dbs_session_close(dbs_session *s)
 {
+    DBS__NO_CANCEL(cancel_old);
     session_close(s);
 }
 
 int dbs_session_commit_close(dbs_session *s, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!s || s->magic != DBS__SESSION_MAGIC || s->owner_id != dbs__thread_id())
         return dbs__session_check(s, err); /* refused: s stays as it was */
     if (unit_session(s))
@@ -623,6 +646,7 @@ void dbs__session_close(dbs_session *s)
 
 void dbs__session_close_scoped(dbs_session **s)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (s && *s) {
         session_close(*s);
         *s = NULL;
@@ -682,6 +706,7 @@ static bool txo_same(const dbs_tx_options *a, const dbs_tx_options *b)
 
 int dbs_session_set_tx_options(dbs_session *s, const dbs_tx_options *opt, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
         return rc;
@@ -758,7 +783,7 @@ static int sp_cmd(dbs_session *s, const char *cmd, int depth, dbs_error *err)
 }
 
 static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn work, void *arg,
-                       dbs_error *err)
+                       dbs_error *err, int cancel_old)
 {
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
@@ -781,7 +806,11 @@ static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn wo
     s->sp_depth = depth;
     unsigned seq = s->tx_seq;
     err->code = DBS_OK;
+    /* A cancel in work unwinds with the savepoint open: the thread's exit
+     * rolls the whole transaction back. */
+    dbs__cancel_user(cancel_old);
     rc = work(s, arg, err);
+    dbs__cancel_lib();
     if (rc != 0)
         rc = unit_code(rc, err);
     if (s->magic != DBS__SESSION_MAGIC || s->tx_seq != seq || !s->in_tx)
@@ -811,10 +840,11 @@ static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn wo
 
 int dbs_session_transact(dbs_session *s, dbs_work_fn work, void *arg, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
-    return nested_unit(s, NULL, work, arg, err);
+    return nested_unit(s, NULL, work, arg, err, cancel_old);
 }
 
 static unit_frame *enclosing_unit(const dbs_pool *pool, bool ro, uint64_t pos)
@@ -850,7 +880,7 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
                              const char *func, dbs__opener open, uint64_t pos,
-                             const dbs_tx_options *opt);
+                             const dbs_tx_options *opt, int cancel_old);
 
 int(dbs_transact_opts)(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
                        dbs_work_fn work, void *arg, dbs_error *err)
@@ -875,6 +905,9 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
                   dbs_error *err, const char *file, int line, const char *func,
                   dbs__opener open, uint64_t pos, const dbs_tx_options *opt)
 {
+    /* Here, where every dbs_transact variant arrives once: cancel_old is
+     * the program's state, which the unit's work runs with. */
+    DBS__NO_CANCEL(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
@@ -891,7 +924,7 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
         return err->code;
     unit_frame *outer = enclosing_unit(pool, open != NULL, pos);
     if (outer)
-        return nested_unit(outer->s, opt, work, arg, err);
+        return nested_unit(outer->s, opt, work, arg, err, cancel_old);
     /* Options no attempt could begin with are known without a connection:
      * refused now, not after a wait for one or a connect that fails and
      * is retried (which would report the caller's mistake as an outage). */
@@ -916,7 +949,8 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
         dbs__errors_note(pool, rc, NULL);
         return rc;
     }
-    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, open, pos, opt);
+    rc = transact_attempts(pool, ctx, work, arg, err, file, line, func, open, pos, opt,
+                           cancel_old);
     dbs__pool_drop(pool);
     return rc;
 }
@@ -924,7 +958,7 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
                              const char *func, dbs__opener open, uint64_t pos,
-                             const dbs_tx_options *opt)
+                             const dbs_tx_options *opt, int cancel_old)
 {
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
@@ -947,7 +981,13 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         } else {
             unit_frame frame = {.pool = pool, .s = s, .ro = open != NULL, .up = unit_top};
             unit_top = &frame;
+            /* What a cancel in work unwinds is whole at this point: the
+             * session is tracked (the thread's exit rolls it back and
+             * gives its connection back), its unit_pool lets go of the
+             * hold, and the frame is forgotten there (unit_top). */
+            dbs__cancel_user(cancel_old);
             rc = work(s, arg, err);
+            dbs__cancel_lib();
             unit_top = frame.up;
             if (rc != 0 && s->doom.code != 0) {
                 /* A nested unit doomed the transaction: what failed after
@@ -1003,6 +1043,7 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
  * itself, and one found lost is discarded as a session's would be. */
 int dbs_pool_ping(dbs_pool *p, dbs_error *err)
 {
+    DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "dbs_pool_ping: not an open pool");
     dbs_error local;

@@ -1,0 +1,363 @@
+/* pthread_cancel of a program's thread while it is inside a dbscope call:
+ * no dbscope call is a cancellation point, so the call finishes (or waits
+ * out its own bound), the cancel acts at the thread's next cancellation
+ * point, and the thread's exit gives its session back. Each case cancels
+ * a thread of a pool of one (or two), then checks that the pool serves
+ * the next session, that the connection came back with the leak reported
+ * and recovered, and that nothing the cancelled thread wrote is visible.
+ * A deadlock would hang: every join and acquire has a bound of seconds. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
+#include "common.h"
+
+#include <errno.h>
+#include <semaphore.h>
+#include <unistd.h>
+
+static char url[1024];
+static char tbl[64];
+
+/* Generous: a bound against a hang, never a speed. */
+enum { JOIN_LIMIT_S = 60, ACQUIRE_LIMIT_MS = 20000 };
+
+static dbs_pool *pool_of(int size)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = size;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = ACQUIRE_LIMIT_MS;
+    cfg.busy_timeout_ms = 60000; /* SQLite: the blocked write waits for the holder */
+    cfg.log_events = 0;          /* the leaks below are on purpose */
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("dbs_pool_open: %s", err.message);
+    return p;
+}
+
+/* Joins th, which must have been cancelled; fails the test if it has not
+ * ended within the bound (a deadlock in the library). */
+static void join_cancelled(pthread_t th, const char *what)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += JOIN_LIMIT_S;
+    void *ret = NULL;
+    int rc = pthread_timedjoin_np(th, &ret, &dl);
+    if (rc != 0)
+        CHECK_FAIL("%s: the cancelled thread did not end within %d s (deadlock)", what,
+                   JOIN_LIMIT_S);
+    if (ret != PTHREAD_CANCELED)
+        CHECK_FAIL("%s: the thread was not cancelled", what);
+}
+
+/* Waits for sem, within the bound. */
+static void sem_wait_bounded(sem_t *sem, const char *what)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += JOIN_LIMIT_S;
+    while (sem_timedwait(sem, &dl) != 0)
+        if (errno != EINTR)
+            CHECK_FAIL("%s: the thread never got there (cancelled inside a call?)", what);
+}
+
+static int64_t v_of(dbs_pool *p, int id)
+{
+    dbs_session *s = open_ok(p);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE id = $1", tbl);
+    int64_t n = query_int(s, sql, (dbs_value[]){DBS_INT(id)}, 1);
+    if (n == 1) {
+        snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = $1", tbl);
+        n = 100 + query_int(s, sql, (dbs_value[]){DBS_INT(id)}, 1);
+    }
+    dbs_session_close(s);
+    return n; /* 0: no such row; 100 + v otherwise */
+}
+
+/* After a cancelled thread: its connection back, its session reported as
+ * a leak once and recovered once, and the pool's connections serve the
+ * next sessions (all of them at once: none was lost). */
+static void check_after(dbs_pool *p, int size, uint64_t leaks0, const char *what)
+{
+    WAIT_UNTIL(stats_of(p).in_use == 0, 20000);
+    dbs_stats st = stats_of(p);
+    if (st.in_use != 0)
+        CHECK_FAIL("%s: %d connections still in use", what, st.in_use);
+    CHECK_EQ(st.leaks, leaks0 + 1);
+    CHECK_EQ(st.leaks_recovered, leaks0 + 1);
+    CHECK_EQ(st.acquired, st.released);
+    dbs_session *s[2] = {NULL, NULL};
+    dbs_error err;
+    for (int i = 0; i < size; i++) {
+        s[i] = dbs_session_open(p, NULL, &err);
+        if (!s[i])
+            CHECK_FAIL("%s: the pool serves no session after the cancel: %s", what,
+                       err.message);
+        CHECK_EQ(query_int(s[i], "SELECT 1", NULL, 0), 1);
+    }
+    for (int i = 0; i < size; i++)
+        dbs_session_close(s[i]);
+}
+
+/* ---- (1) cancelled while waiting for a connection ---- */
+
+struct waiter {
+    dbs_pool *p;
+    atomic_int opened; /* 1: dbs_session_open returned a session */
+};
+
+static void *open_waits(void *v)
+{
+    struct waiter *w = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(w->p, NULL, &err);
+    atomic_store(&w->opened, s ? 1 : -1);
+    pthread_testcancel(); /* the thread's own cancellation point */
+    CHECK_FAIL("the cancel did not act after dbs_session_open returned");
+    return NULL;
+}
+
+static void test_cancel_acquire_wait(void)
+{
+    dbs_pool *p = pool_of(1);
+    uint64_t leaks0 = stats_of(p).leaks;
+    dbs_session *held = open_ok(p);
+    struct waiter w = {.p = p};
+    pthread_t th;
+    pthread_create(&th, NULL, open_waits, &w);
+    WAIT_UNTIL(stats_of(p).waiting == 1, 20000);
+    CHECK_EQ(stats_of(p).waiting, 1);
+    pthread_cancel(th);
+    /* the cancel reaches the thread while it still waits */
+    dbs__sleep_ms(100);
+    dbs_session_close(held); /* handed to the waiter, which must be there */
+    join_cancelled(th, "acquire wait");
+    int opened = atomic_load(&w.opened);
+    CHECK_EQ(opened, 1); /* it got the connection, then was cancelled */
+    CHECK_EQ(stats_of(p).waiting, 0);
+    check_after(p, 1, leaks0, "acquire wait");
+    dbs_pool_close(p);
+}
+
+/* ---- (2) cancelled while a statement waits for a lock ---- */
+
+struct blocked {
+    dbs_pool *p;
+    int id;
+    sem_t started;
+    atomic_int returned; /* 1: the UPDATE returned */
+    atomic_llong result;
+};
+
+static void *update_blocks(void *v)
+{
+    struct blocked *b = v;
+    dbs_error err;
+    dbs_session *s = dbs_session_open(b->p, NULL, &err);
+    if (!s)
+        CHECK_FAIL("open: %s", err.message);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = 2 WHERE id = $1", tbl);
+    sem_post(&b->started);
+    int64_t n = dbs_exec(s, sql, (dbs_value[]){DBS_INT(b->id)}, 1, &err);
+    atomic_store(&b->result, (long long)n);
+    atomic_store(&b->returned, 1);
+    pthread_testcancel();
+    CHECK_FAIL("the cancel did not act after dbs_exec returned");
+    return NULL;
+}
+
+static void test_cancel_blocked_statement(void)
+{
+    dbs_pool *p = pool_of(2);
+    uint64_t leaks0 = stats_of(p).leaks;
+    struct blocked b = {.p = p, .id = 20};
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES (20, 1)", tbl);
+    run_sql(p, sql);
+    /* the holder: its uncommitted write locks the row (SQLite: the
+     * database) until it rolls back */
+    dbs_session *holder = open_ok(p);
+    snprintf(sql, sizeof sql, "UPDATE %s SET v = 3 WHERE id = 20", tbl);
+    exec_ok(holder, sql);
+    sem_init(&b.started, 0, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, update_blocks, &b);
+    sem_wait_bounded(&b.started, "blocked statement");
+    /* Gives the UPDATE time to block on the lock. Whether the cancel comes
+     * before it or during it, the statement must end whole. */
+    dbs__sleep_ms(300);
+    pthread_cancel(th);
+    dbs__sleep_ms(200);
+    int returned = atomic_load(&b.returned);
+    CHECK_EQ(returned, 0); /* still blocked by the holder */
+    dbs_error err;
+    CHECK_OK(dbs_rollback(holder, &err), &err);
+    dbs_session_close(holder);
+    join_cancelled(th, "blocked statement");
+    returned = atomic_load(&b.returned);
+    CHECK_EQ(returned, 1);
+    /* it ran to its end (or its backend's lock bound), never cut midway */
+    long long n = atomic_load(&b.result);
+    CHECK(n == 1 || n == DBS_ERETRYABLE);
+    /* the cancelled thread's write was rolled back at its exit */
+    CHECK_EQ(v_of(p, 20), 101);
+    check_after(p, 2, leaks0, "blocked statement");
+    sem_destroy(&b.started);
+    dbs_pool_close(p);
+}
+
+/* ---- (3) cancelled inside dbs_transact's work ---- */
+
+struct unit {
+    dbs_pool *p;
+    int id;
+    bool self;   /* cancel itself before its statement, else wait to be */
+    sem_t wrote;
+    atomic_int returned;
+    atomic_llong result;
+};
+
+static int work_then_wait(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct unit *u = arg;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, 1)", tbl);
+    if (u->self)
+        pthread_cancel(pthread_self()); /* pending through the statement */
+    int64_t n = dbs_exec(s, sql, (dbs_value[]){DBS_INT(u->id)}, 1, err);
+    atomic_store(&u->result, (long long)n);
+    atomic_store(&u->returned, 1);
+    sem_post(&u->wrote);
+    for (int i = 0; i < JOIN_LIMIT_S * 1000; i++)
+        usleep(1000); /* the work's own cancellation point */
+    return DBS_ESQL;  /* never cancelled: dbs_transact returns, and the test fails */
+}
+
+static void *transact_cancelled(void *v)
+{
+    struct unit *u = v;
+    dbs_error err;
+    dbs_transact(u->p, NULL, work_then_wait, u, &err);
+    CHECK_FAIL("dbs_transact returned from a cancelled unit: %s", err.message);
+    return NULL;
+}
+
+static void test_cancel_in_work(bool self)
+{
+    const char *what = self ? "work, cancel pending" : "work";
+    dbs_pool *p = pool_of(1);
+    uint64_t leaks0 = stats_of(p).leaks;
+    struct unit u = {.p = p, .id = self ? 31 : 30, .self = self};
+    sem_init(&u.wrote, 0, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, transact_cancelled, &u);
+    if (!self) {
+        sem_wait_bounded(&u.wrote, what);
+        pthread_cancel(th);
+    }
+    join_cancelled(th, what);
+    int returned = atomic_load(&u.returned);
+    long long inserted = atomic_load(&u.result);
+    CHECK_EQ(returned, 1);
+    CHECK_EQ(inserted, 1); /* the INSERT ran whole */
+    CHECK_EQ(v_of(p, u.id), 0);            /* and was rolled back */
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.retries, 0);
+    check_after(p, 1, leaks0, what);
+    sem_destroy(&u.wrote);
+    dbs_pool_close(p);
+}
+
+/* A nested unit's work: the savepoint is open when the cancel acts, and
+ * the thread's exit rolls back the whole transaction. */
+static int nested_then_wait(dbs_session *s, void *arg, dbs_error *err)
+{
+    return dbs_session_transact(s, work_then_wait, arg, err);
+}
+
+static void *nested_cancelled(void *v)
+{
+    struct unit *u = v;
+    dbs_error err;
+    dbs_transact(u->p, NULL, nested_then_wait, u, &err);
+    CHECK_FAIL("dbs_transact returned from a cancelled unit: %s", err.message);
+    return NULL;
+}
+
+static void test_cancel_in_nested_work(void)
+{
+    dbs_pool *p = pool_of(1);
+    uint64_t leaks0 = stats_of(p).leaks;
+    struct unit u = {.p = p, .id = 32};
+    sem_init(&u.wrote, 0, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, nested_cancelled, &u);
+    sem_wait_bounded(&u.wrote, "nested work");
+    pthread_cancel(th);
+    join_cancelled(th, "nested work");
+    long long inserted = atomic_load(&u.result);
+    CHECK_EQ(inserted, 1);
+    CHECK_EQ(v_of(p, u.id), 0);
+    check_after(p, 1, leaks0, "nested work");
+    sem_destroy(&u.wrote);
+    dbs_pool_close(p);
+}
+
+/* A call returns with the caller's cancel state as it found it. */
+static void test_state_kept(void)
+{
+    dbs_pool *p = pool_of(1);
+    int old;
+    for (int st = PTHREAD_CANCEL_ENABLE; st <= PTHREAD_CANCEL_DISABLE; st++) {
+        pthread_setcancelstate(st, &old);
+        dbs_session *s = open_ok(p);
+        int now;
+        pthread_setcancelstate(st, &now);
+        CHECK_EQ(now, st);
+        CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+        pthread_setcancelstate(st, &now);
+        CHECK_EQ(now, st);
+        dbs_session_close(s);
+        pthread_setcancelstate(st, &now);
+        CHECK_EQ(now, st);
+    }
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+    dbs_pool_close(p);
+}
+
+int main(int argc, char **argv)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    dbs_pool *pool = open_pool("cancel", &cfg);
+    snprintf(url, sizeof url, "%s", cfg.url);
+    snprintf(tbl, sizeof tbl, "%s", table_name("cancel"));
+    char sql[160];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+             tbl);
+    run_sql(pool, sql);
+
+    /* one case by name (test_cancel acquire_wait), else all */
+    const char *only = argc > 1 ? argv[1] : NULL;
+#define CASE(name, call)                                                       \
+    if (!only || strcmp(only, name) == 0)                                      \
+        call;
+    CASE("state_kept", test_state_kept());
+    CASE("acquire_wait", test_cancel_acquire_wait());
+    CASE("blocked_statement", test_cancel_blocked_statement());
+    CASE("in_work", test_cancel_in_work(false));
+    CASE("in_work_pending", test_cancel_in_work(true));
+    CASE("in_nested_work", test_cancel_in_nested_work());
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    dbs_pool_close(pool);
+    puts("test_cancel: ok");
+    return 0;
+}
