@@ -1524,7 +1524,10 @@ typedef struct dbs_rows dbs_rows;
  * or a negative dbs_code. A text of several statements is DBS_ESQL on
  * PostgreSQL and MariaDB before anything runs; SQLite runs them in order
  * (dbs_query refuses them on every backend). Blanks and comments after the
- * last ';' are no statement. A statement may not use more parameters than given nor
+ * last ';' are no statement. A $n counts where the server's lexer reads a
+ * parameter (not in strings, quoted names, comments, dollar-quoted bodies;
+ * a MariaDB versioned comment the server runs is code: docs/values.md). A
+ * statement may not use more parameters than given nor
  * be given more than it uses (DBS_ESQL). At most 65535 parameters on
  * every backend (more: DBS_EMISUSE, before anything is sent); SQLite's
  * build may allow fewer (SQLITE_MAX_VARIABLE_NUMBER, 32766 by default) and

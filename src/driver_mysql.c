@@ -5,8 +5,9 @@
  * here (target_open) because Connector/C has no URL parser of its own. The
  * options are listed in docs/mariadb.md; anything else is DBS_ECONFIG.
  *
- * Parameters: $1..$n are rewritten to '?' outside quotes, backticks and
- * comments, and each '?' is bound from params[map[i]], so a number used
+ * Parameters: $1..$n are rewritten to '?' where the server's lexer reads
+ * code (translate: not in quotes, backticks, comments the server skips or
+ * names), and each '?' is bound from params[map[i]], so a number used
  * twice is bound twice. Statements are server-side prepared statements kept
  * in a per-connection LRU cache of stmt_cache_size entries (0: prepared,
  * executed and closed each time). Query results are read whole into the
@@ -1913,15 +1914,93 @@ enum { MY_MAXP = 65535 };
  * timestamp's date and time, a UUID's text. */
 typedef union my_num { long long i; double r; MYSQL_TIME t; char u[37]; } my_num;
 
-/* Rewrites $1..$n as '?' outside quotes, backticks and comments into *out;
- * *map (nmap entries) says which parameter each '?' takes; *maxp is the
- * highest $n. DBS_ESQL for a '?' of the caller's own, which would shift
- * every binding. backslash: a backslash in quotes escapes the next
- * character (off under the session's NO_BACKSLASH_ESCAPES). */
-static int translate(const char *sql, bool backslash, char **out, int **map, int *nmap,
+/* How the server reads a statement's text, each part from what the server
+ * or Connector/C reports rather than from the text: whether a backslash
+ * in quotes escapes (not under NO_BACKSLASH_ESCAPES, in the status flags
+ * of every OK packet), which versioned comments are code (the server's
+ * version and kind), and the connection's character set (which Connector/C
+ * follows through SET NAMES, reported by the server's session tracking):
+ * the server's lexer takes a multi-byte character whole, and in gbk, sjis,
+ * big5 or cp932 its second byte may be a backslash or a backtick. */
+typedef struct my_lex {
+    bool backslash;
+    bool maria;
+    unsigned long version;
+    const MARIADB_CHARSET_INFO *cs;
+} my_lex;
+
+/* Bytes of the character at p (before end): a valid multi-byte character
+ * of the connection's character set, else 1. */
+static size_t char_len(const my_lex *lx, const char *p, const char *end)
+{
+    if ((unsigned char)*p < 0x80 || !lx->cs || lx->cs->char_maxlen < 2 || !lx->cs->mb_valid)
+        return 1;
+    unsigned l = lx->cs->mb_valid(p, end);
+    return l > 1 && l <= (size_t)(end - p) ? l : 1;
+}
+
+/* The end of a comment the server skips, from p (after its opening):
+ * the first star-slash, with one plain comment inside when nested (a
+ * versioned comment for a later version may hold one; the server's
+ * consume_comment). */
+static const char *comment_end(const char *p, bool nested)
+{
+    for (; *p; p++) {
+        if (nested && p[0] == '/' && p[1] == '*') {
+            p = comment_end(p + 2, false);
+            if (!*p)
+                return p;
+            p--;
+        } else if (p[0] == '*' && p[1] == '/') {
+            return p + 2;
+        }
+    }
+    return p;
+}
+
+/* Whether the server runs the versioned comment whose version digits
+ * (if any) start at d, MariaDB's "M!" form for m_form: 1 it runs, from *body on; 0 the
+ * server skips it; -1 servers of the kind read it differently (MySQL
+ * once read 5 digits, later 6 followed by a blank). The server's rule
+ * (sql_lex.cc, MY_LEX_LONG_COMMENT): no version is always code; a version
+ * up to the server's is code, except, on MariaDB, a version of MySQL 5.7
+ * and later (50700..99999) not in the "M!" form. */
+static int versioned_runs(const my_lex *lx, const char *d, bool m_form, const char **body)
+{
+    size_t nd = 0;
+    unsigned long v = 0, v5 = 0;
+    while (nd < 6 && isdigit((unsigned char)d[nd])) {
+        v = v * 10 + (unsigned long)(d[nd++] - '0');
+        if (nd == 5)
+            v5 = v;
+    }
+    if (nd < 5) {
+        *body = d;
+        return 1;
+    }
+    if (lx->maria) {
+        *body = d + nd;
+        return v <= lx->version && (v < 50700 || v > 99999 || m_form);
+    }
+    *body = d + 5;
+    int r5 = v5 <= lx->version;
+    if (nd == 6 && isspace((unsigned char)d[6]) && (v <= lx->version) != r5)
+        return -1;
+    return r5;
+}
+
+/* Rewrites $1..$n as '?' where the server reads code into *out: not in
+ * quotes, backticks, comments, names ("a$1", "t.$1") or user variables
+ * ("@a$1"); a versioned comment the server runs (a comment opening with
+ * '!', "!50110" or, on MariaDB, "M!" or "M!100100") is code. *map (nmap entries) says which
+ * parameter each '?' takes; *maxp is the highest $n. DBS_ESQL for a '?' of
+ * the caller's own, which would shift every binding, and for a text whose
+ * reading the server's kind leaves open. */
+static int translate(const char *sql, const my_lex *lx, char **out, int **map, int *nmap,
                      int *maxp, dbs_error *err)
 {
     size_t len = strlen(sql);
+    const char *end = sql + len;
     char *o = malloc(len + 1);
     int cap = 8, n = 0, max = 0;
     int *m = malloc((size_t)cap * sizeof *m);
@@ -1931,46 +2010,88 @@ static int translate(const char *sql, bool backslash, char **out, int **map, int
         return dbs__err(err, DBS_ENOMEM, "mariadb: out of memory");
     }
     size_t w = 0;
-    for (const char *p = sql; *p;) {
-        if (*p == '\'' || *p == '"' || *p == '`') {
+    /* the last character goes on into what follows: a name, a number, a
+     * user variable, or a '.' (after which the server reads a name) */
+    bool word = false;
+    bool in_code_comment = false; /* in a versioned comment the server runs */
+    const char *p = sql;
+#define COPY(k)                                                                \
+    do {                                                                       \
+        size_t k_ = (k);                                                       \
+        memcpy(o + w, p, k_);                                                  \
+        w += k_;                                                               \
+        p += k_;                                                               \
+    } while (0)
+    while (*p) {
+        bool after_word = word;
+        word = false;
+        size_t cl = char_len(lx, p, end);
+        if (cl > 1) {
+            COPY(cl);
+            word = true;
+        } else if (*p == '\'' || *p == '"' || *p == '`') {
             char q = *p;
-            o[w++] = *p++;
+            COPY(1);
             while (*p) {
-                if (*p == '\\' && backslash && q != '`' && p[1]) {
-                    o[w++] = *p++;
-                    o[w++] = *p++;
-                    continue;
-                }
-                if (*p == q) {
-                    o[w++] = *p++;
+                size_t k = char_len(lx, p, end);
+                if (k == 1 && *p == '\\' && lx->backslash && q != '`' && p[1])
+                    k = 2;
+                else if (k == 1 && *p == q) {
+                    COPY(1);
                     break;
                 }
-                o[w++] = *p++;
+                COPY(k);
             }
         } else if ((p[0] == '-' && p[1] == '-' &&
-                    (p[2] == '\0' || isspace((unsigned char)p[2]))) ||
+                    ((unsigned char)p[2] <= ' ' || p[2] == 0x7f)) ||
                    *p == '#') {
+            /* "--" then a blank or a control character: "--1" is minus
+             * minus one */
             while (*p && *p != '\n')
-                o[w++] = *p++;
+                COPY(1);
         } else if (p[0] == '/' && p[1] == '*') {
-            o[w++] = *p++;
-            o[w++] = *p++;
-            while (*p && !(p[0] == '*' && p[1] == '/'))
-                o[w++] = *p++;
-            if (*p) {
-                o[w++] = *p++;
-                o[w++] = *p++;
+            bool m_form = lx->maria && p[2] == 'M' && p[3] == '!';
+            if (p[2] == '!' || m_form) {
+                const char *body;
+                int runs = versioned_runs(lx, p + (m_form ? 4 : 3), m_form, &body);
+                if (runs < 0) {
+                    free(o);
+                    free(m);
+                    return dbs__err(err, DBS_ESQL,
+                                    "mariadb: versioned comment \"%.10s\": MySQL servers "
+                                    "differ in how they read a 6-digit version; write it "
+                                    "with 5 digits",
+                                    p);
+                }
+                if (runs) {
+                    COPY((size_t)(body - p));
+                    in_code_comment = true;
+                } else {
+                    COPY((size_t)(comment_end(body, true) - p));
+                }
+            } else {
+                COPY((size_t)(comment_end(p + 2, false) - p));
             }
-        } else if (*p == '$' && isdigit((unsigned char)p[1]) &&
-                   (p == sql || !ident_char(p[-1]))) {
-            char *end;
-            long v = strtol(p + 1, &end, 10);
-            if (v < 1 || v > MY_MAXP || ident_char(*end)) {
+        } else if (in_code_comment && p[0] == '*' && p[1] == '/') {
+            COPY(2);
+            in_code_comment = false;
+        } else if (*p == '@') {
+            /* a user or system variable, whose name may hold '$' */
+            COPY(1);
+            if (*p == '@')
+                COPY(1);
+            while (isalnum((unsigned char)*p) || *p == '_' || *p == '$' || *p == '.')
+                COPY(1);
+            word = true;
+        } else if (*p == '$' && isdigit((unsigned char)p[1]) && !after_word) {
+            char *num_end;
+            long v = strtol(p + 1, &num_end, 10);
+            if (v < 1 || v > MY_MAXP || ident_char(*num_end)) {
                 free(o);
                 free(m);
                 return dbs__err(err, DBS_ESQL,
                                 "mariadb: bad parameter \"%.*s\": use $1..$%d",
-                                (int)(end - p < 12 ? end - p : 12), p, MY_MAXP);
+                                (int)(num_end - p < 12 ? num_end - p : 12), p, MY_MAXP);
             }
             if (n == MY_MAXP) { /* the server's count of placeholders */
                 free(o);
@@ -1992,7 +2113,7 @@ static int translate(const char *sql, bool backslash, char **out, int **map, int
             if (v > max)
                 max = (int)v;
             o[w++] = '?';
-            p = end;
+            p = num_end;
         } else if (*p == '?') {
             free(o);
             free(m);
@@ -2000,9 +2121,11 @@ static int translate(const char *sql, bool backslash, char **out, int **map, int
                             "mariadb: '?' placeholder in the statement: write "
                             "parameters as $1..$n");
         } else {
-            o[w++] = *p++;
+            word = ident_char(*p) || *p == '.';
+            COPY(1);
         }
     }
+#undef COPY
     o[w] = '\0';
     *out = o;
     *map = m;
@@ -2152,10 +2275,15 @@ static my_stmt *prepare(my_conn *c, const char *sql, my_stmt *tmp, dbs_error *er
     /* Under NO_BACKSLASH_ESCAPES (the server's default sql_mode may set
      * it; every OK packet reports it) a backslash in quotes is a
      * character: 'C:\' ends there. */
-    bool backslash = c->setup_owed && c->setup_mode
+    my_lex lx = {
+        .backslash = c->setup_owed && c->setup_mode
                          ? !c->setup_nbe /* the sql_mode it runs under, sent before it */
-                         : !(c->my->server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES);
-    int rc = translate(sql, backslash, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
+                         : !(c->my->server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES),
+        .maria = mariadb_connection(c->my),
+        .version = mysql_get_server_version(c->my),
+        .cs = c->my->charset,
+    };
+    int rc = translate(sql, &lx, &ne.pending, &ne.map, &ne.nmap, &ne.max_param, err);
     if (rc != DBS_OK)
         return NULL;
     ne.st = mysql_stmt_init(c->my);

@@ -2364,34 +2364,127 @@ static int pg_begin(void *vc, const dbs_context *ctx, dbs_error *err)
  * pg_params itself, more take one allocation (params_of). */
 enum { PG_MAXP = 65535, PG_SMALLP = 32 };
 
-/* The highest $n in sql outside quotes and comments, or -1 when a dollar-
- * quoted body makes the text too hard to read this simply. The server
- * accepts parameters a statement never uses, SQLite does not: this keeps the
- * backends alike. */
-static int max_param(const char *sql)
+/* Whether c may start a name (scan.l's ident_start) or go on in one
+ * (ident_cont, which takes '$': "a$1" is a name). */
+static bool pg_ident_start(unsigned char c)
+{
+    return isalpha(c) || c == '_' || c >= 0x80;
+}
+
+static bool pg_ident_cont(unsigned char c)
+{
+    return pg_ident_start(c) || isdigit(c) || c == '$';
+}
+
+/* The highest $n in sql read as PostgreSQL's lexer (scan.l) reads it, a
+ * plain string's backslash an escape when scs_off (the session's
+ * standard_conforming_strings off), or -1 for a text the server refuses
+ * as unterminated. *plain_backslash notes a backslash in a plain string,
+ * whose reading depends on scs_off. */
+static int max_param_read(const char *sql, bool scs_off, bool *plain_backslash)
 {
     int max = 0;
-    for (const char *p = sql; *p; p++) {
-        if (*p == '\'' || *p == '"') {
-            char q = *p;
-            while (p[1] && p[1] != q)
-                p++;
-            if (p[1])
-                p++;
+    const unsigned char *p = (const unsigned char *)sql;
+    while (*p) {
+        if (*p == '\'' || ((*p == 'E' || *p == 'e') && p[1] == '\'')) {
+            /* E'...' escapes with backslashes always; '...' (N'...',
+             * U&'...') only with standard_conforming_strings off */
+            bool e = *p != '\'', esc = e || scs_off;
+            p += e ? 2 : 1;
+            for (;; p++) {
+                if (!*p)
+                    return -1;
+                if (*p == '\\') {
+                    *plain_backslash |= !e;
+                    if (esc && !*++p)
+                        return -1;
+                } else if (*p == '\'') {
+                    if (p[1] != '\'')
+                        break;
+                    p++;
+                }
+            }
+            p++;
+        } else if (*p == '"') {
+            for (p++;; p++) {
+                if (!*p)
+                    return -1;
+                if (*p == '"' && *++p != '"')
+                    break;
+            }
         } else if (p[0] == '-' && p[1] == '-') {
-            while (p[1] && p[1] != '\n')
+            while (*p && *p != '\n')
                 p++;
-        } else if (*p == '$') {
-            if (!isdigit((unsigned char)p[1]))
-                return -1;
-            long v = strtol(p + 1, NULL, 10);
+        } else if (p[0] == '/' && p[1] == '*') {
+            /* block comments nest */
+            int depth = 0;
+            do {
+                if (!*p)
+                    return -1;
+                if (p[0] == '/' && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (p[0] == '*' && p[1] == '/') {
+                    depth--;
+                    p += 2;
+                } else {
+                    p++;
+                }
+            } while (depth > 0);
+        } else if (pg_ident_start(*p)) {
+            while (pg_ident_cont(*p))
+                p++;
+        } else if (isdigit(*p)) {
+            /* a number, with its junk ("1abc", refused by the server):
+             * never a '$', which starts a parameter after it */
+            while (isalnum(*p) || *p == '_' || *p == '.' || *p >= 0x80)
+                p++;
+        } else if (*p == '$' && isdigit(p[1])) {
+            long v = strtol((const char *)p + 1, NULL, 10);
             /* past any count given: the server names it */
             if (v > max)
                 max = v > PG_MAXP ? PG_MAXP + 1 : (int)v;
-            while (isdigit((unsigned char)p[1]))
+            for (p++; isdigit(*p); p++) {
+            }
+        } else if (*p == '$') {
+            /* a dollar-quoted string: $$...$$ or $tag$...$tag$ */
+            const unsigned char *t = p + 1;
+            if (pg_ident_start(*t))
+                while (pg_ident_cont(*t) && *t != '$')
+                    t++;
+            if (*t != '$') {
                 p++;
+                continue;
+            }
+            size_t dl = (size_t)(t + 1 - p);
+            const char *close = (const char *)t + 1;
+            for (; (close = strchr(close, '$')); close++)
+                if (!strncmp(close, (const char *)p, dl))
+                    break;
+            if (!close)
+                return -1;
+            p = (const unsigned char *)close + dl;
+        } else {
+            p++;
         }
     }
+    return max;
+}
+
+/* The highest $n in sql outside strings, quoted names and comments, or -1
+ * when the text leaves it open: it depends on standard_conforming_strings
+ * (a backslash in a plain string, the two readings differing; the setting
+ * is the session's, not known where this runs), or the server will refuse
+ * the text. The server accepts parameters a statement never uses, SQLite
+ * does not: this keeps the backends alike. */
+static int max_param(const char *sql)
+{
+    if (!strchr(sql, '$'))
+        return 0;
+    bool plain_backslash = false;
+    int max = max_param_read(sql, false, &plain_backslash);
+    if (max >= 0 && plain_backslash && max_param_read(sql, true, &plain_backslash) != max)
+        return -1;
     return max;
 }
 

@@ -231,6 +231,56 @@ static void check_role_defaults(void)
     dbs_pool_close(su);
 }
 
+/* $n is counted where the server's lexer reads a parameter: not in nested
+ * block comments, E'' strings, dollar-quoted bodies or names ("a$2"); a
+ * quote in a comment opens no string. Used parameters are accepted,
+ * surplus ones refused, on the blocking path and by dbs_unit_add. */
+static void check_param_lexing(dbs_pool *p)
+{
+    dbs_error err;
+    dbs_session *s = dbs_session_open(p, NULL, &err);
+    CHECK(s != NULL);
+    dbs_value v[] = {DBS_INT(5), DBS_INT(7)};
+    static const char *const one[] = {
+        "/* it's */ SELECT $1::int",
+        "SELECT $1::int -- it's\n",
+        "SELECT $1::int /* outer /* inner */ $2 */",
+        "SELECT length(E'it\\'s $2') + $1::int - 7",
+        "SELECT length($q$ it's $2 $q$) + $1::int - 9",
+        "SELECT length($$'$$) + $1::int - 1",
+        "SELECT a$2 FROM (SELECT $1::int AS a$2) t",
+    };
+    for (size_t i = 0; i < sizeof one / sizeof one[0]; i++) {
+        dbs_rows *r = dbs_query(s, one[i], v, 1, &err);
+        if (!r)
+            CHECK_FAIL("%s: %s", one[i], err.message);
+        CHECK_EQ(dbs_rows_next(r, &err), 1);
+        CHECK_EQ(dbs_rows_int(r, 0), 5);
+        dbs_rows_close(r);
+        /* $2 is no parameter there: a second one is one too many */
+        CHECK_EQ(dbs_exec(s, one[i], v, 2, &err), DBS_ESQL);
+        CHECK_CONTAINS(err.message, "uses $1 at most");
+        CHECK_OK(dbs_rollback(s, &err), &err);
+    }
+    /* A backslash in a plain string escapes nothing unless
+     * standard_conforming_strings is off: the session's, so left to the
+     * server. */
+    CHECK_EQ(query_int(s, "SELECT length('a\\') + $1::int - 2", v, 1), 5);
+    dbs_session_close(s);
+
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    CHECK(u != NULL);
+    for (size_t i = 0; i < sizeof one / sizeof one[0]; i++) {
+        CHECK_EQ(dbs_unit_add(u, one[i], v, 2, &err), DBS_ESQL);
+        CHECK_EQ(dbs_unit_add(u, one[i], v, 1, &err), (int)i);
+    }
+    dbs_unit_discard(u);
+    dbs_loop_close(l);
+}
+
 int main(void)
 {
     dbs_config cfg;
@@ -241,6 +291,7 @@ int main(void)
     check_types(p);
     check_types(p); /* from the statement cache */
     check_bytea_oom(p);
+    check_param_lexing(p);
     dbs_pool_close(p);
     check_role_defaults();
 

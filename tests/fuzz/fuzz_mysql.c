@@ -55,8 +55,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the input as SQL */
     char *out = NULL;
     int *map = NULL, nmap = 0, maxp = 0;
-    /* with and without backslash escapes (NO_BACKSLASH_ESCAPES) */
-    if (translate(text, size % 2 == 0, &out, &map, &nmap, &maxp, &err) == DBS_OK) {
+    /* with and without backslash escapes (NO_BACKSLASH_ESCAPES), on
+     * MariaDB and MySQL of several versions, in utf8mb4 and in gbk (whose
+     * second bytes may be a backslash or a backtick) */
+    static const unsigned long versions[] = {50744, 80036, 100611, 110402};
+    my_lex lx = {.backslash = size % 2 == 0,
+                 .maria = size % 3 != 0,
+                 .version = versions[size % 4],
+                 .cs = mariadb_get_charset_by_name(size % 5 ? "utf8mb4" : "gbk")};
+    if (translate(text, &lx, &out, &map, &nmap, &maxp, &err) == DBS_OK) {
         CHECK(nmap >= 0 && maxp >= 0 && maxp <= MY_MAXP);
         for (int i = 0; i < nmap; i++)
             CHECK(map[i] >= 0 && map[i] < maxp);
