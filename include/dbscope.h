@@ -31,7 +31,9 @@
  *     it, nothing sent. Such a session's memory is kept, never reused, until
  *     the pool's memory is freed (dbs_pool_close, once no session is left):
  *     until then a call on its handle, from any thread, is refused with
- *     DBS_EMISUSE; its rows are freed with it, as at any close.
+ *     DBS_EMISUSE; its rows are freed with it, as at any close. An event
+ *     loop (dbs_loop) still open at its owner thread's exit is closed
+ *     there too, without its units' callbacks (see dbs_loop_open).
  *   - Cancellation (pthread_cancel). No dbscope function is a
  *     cancellation point: each call that could reach one (a wait for a
  *     connection, a statement's I/O, a SQLite lock's sleep, a close, a
@@ -46,7 +48,7 @@
  *     dbs_session_transact's work (a cancel there unwinds as pthread_exit
  *     does: the unit is rolled back at the thread's exit) and the unit
  *     callbacks dbs_loop_run runs (a loop whose thread is cancelled there
- *     is left open, as at any exit of its thread). on_event, the
+ *     is closed at the thread's exit, as at any exit of its thread). on_event, the
  *     credential provider, and the callbacks dbs_loop_close runs are
  *     called from inside the library's own steps and run with
  *     cancellation disabled. Asynchronous cancellation
@@ -1819,9 +1821,45 @@ void dbs_loop_config_init(dbs_loop_config *cfg);
  * dbs_loop_timeout_ms must come from it. cfg NULL: the defaults. Sends
  * nothing and never blocks: connections come from the pool as units need
  * them. The pool must outlive the loop. NULL with err filled (DBS_ENOMEM,
- * DBS_EMISUSE for a bad field, DBS_ECLOSED for a closed pool). */
+ * DBS_EMISUSE for a bad field, DBS_ECLOSED for a closed pool).
+ *
+ * Close it with dbs_loop_close before its thread exits. An owner thread
+ * that exits (returns from its start routine or calls pthread_exit, also
+ * from inside a callback) with loops open has them closed at its exit, on
+ * that thread, as dbs_loop_close closes them: units waiting end
+ * DBS_ECANCELED, statements in flight are cancelled on the server, the
+ * loop's requests leave the pool's queue, its connections go back to the
+ * pool (closed when work was in flight on them), and nothing waits for a
+ * server: the exit takes no longer than a dbs_loop_close (well within
+ * statement_timeout_ms, the bound of a session's close at its thread's
+ * exit). The units' callbacks do not run then: the thread's stack and
+ * its thread-local state are gone. Each such loop is reported first as a
+ * DBS_EVENT_LEAK naming the line that opened it (dbs_event.file, line,
+ * func) with reason "its thread exited with the event loop open ...",
+ * then as a DBS_EVENT_LEAK_RECOVERED whose reason counts its units that
+ * did not commit, that may have committed (DBS_ECOMMIT_UNKNOWN: their
+ * COMMIT had gone out) and that committed (counted in leaks and
+ * leaks_recovered once each). This runs from a pthread key destructor,
+ * in no set order with sessions' (see THREADING MODEL) and the
+ * program's; the process's exit runs none. The closed loop's memory is
+ * kept until the pool's is freed (dbs_pool_close): until then a call on
+ * its handle, from any thread, is refused (DBS_EMISUSE, -1 from
+ * dbs_loop_fd and dbs_loop_timeout_ms) and dbs_loop_close on it does
+ * nothing. In a child of fork(), a loop opened before the fork is used
+ * by nothing (DBS_EMISUSE): dbs_loop_close, or its thread's exit, lets
+ * go of it there without a word to the server (its connections are the
+ * parent's), unreported. */
 dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg,
                         dbs_error *err) DBS__WARN_UNUSED;
+
+/* dbs_loop_open with the site that opened the loop named (file and func
+ * are kept, not copied: string literals, as the macro passes); the leak
+ * report of a loop its thread's exit closed names it. */
+dbs_loop *dbs_loop_open_at(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *err,
+                           const char *file, int line, const char *func) DBS__WARN_UNUSED;
+
+#define dbs_loop_open(pool, cfg, err)                                          \
+    dbs_loop_open_at(pool, cfg, err, __FILE__, __LINE__, __func__)
 
 /* The descriptor to watch for reading (level-triggered: it stays readable
  * while work waits); the loop owns it, do not close it. Valid until
@@ -1848,9 +1886,12 @@ int dbs_loop_pending(const dbs_loop *loop);
 /* Closes the loop: every unit not yet done completes with DBS_ECANCELED,
  * or DBS_ECOMMIT_UNKNOWN for one whose COMMIT had already gone out
  * (callbacks run inside this call; statements in flight are cancelled on
- * the server), connections go back to the pool or are discarded, and loop
- * is freed. Waits for no server: a connection with work in flight is
- * discarded. Owner thread only; NULL is a no-op. */
+ * the server), requests of the loop's leave the pool's queue, connections
+ * go back to the pool or are discarded, and loop is freed. Waits for no
+ * server: a connection with work in flight is discarded. Owner thread
+ * only; NULL is a no-op. A loop still open when its owner thread exits is
+ * closed at the exit, without its callbacks, and reported as a leak (see
+ * dbs_loop_open). */
 void dbs_loop_close(dbs_loop *loop);
 
 /* Unit flags. */
@@ -1860,7 +1901,8 @@ void dbs_loop_close(dbs_loop *loop);
                           database as dbs_session_open_ro is */
 
 /* Called once when a unit ends, inside dbs_loop_run or dbs_loop_close, on
- * the loop's thread. rc is DBS_OK (committed) or a negative dbs_code, and
+ * the loop's thread (never when the loop's thread exits with it open: see
+ * dbs_loop_open). rc is DBS_OK (committed) or a negative dbs_code, and
  * err says what failed (never NULL; err->code == rc). The unit and its
  * results are valid until the callback returns; then the loop frees them. */
 typedef void (*dbs_unit_fn)(dbs_unit *u, int rc, const dbs_error *err, void *arg);
@@ -1935,7 +1977,8 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
 
 /* Hands the unit to the loop; done(u, rc, err, arg) runs exactly once,
  * later, from dbs_loop_run or dbs_loop_close, never from inside this
- * call. Returns DBS_OK, or a negative code with done never to run and
+ * call (nor at all when the owner thread exits with the loop open: see
+ * dbs_loop_open). Returns DBS_OK, or a negative code with done never to run and
  * the unit freed: DBS_EBUSY (queue_max units already wait), DBS_ECLOSED
  * (the pool is shut down or closed; counted in dbs_pool_errors, as a
  * session refused so is), DBS_EMISUSE (a unit with no statement, or a

@@ -262,6 +262,13 @@ typedef struct dbs__shard {
 #define DBS__ROWS_MAGIC 0x44425352u    /* "DBSR" */
 #define DBS__DEAD_MAGIC 0xdeadbeefu    /* freed: best-effort use-after-close */
 
+/* Memory a thread's exit left with a pool (an event loop's: loop.c),
+ * freed with the pool's through free. */
+typedef struct dbs__kept {
+    struct dbs__kept *next;
+    void (*free)(struct dbs__kept *k);
+} dbs__kept;
+
 struct dbs_pool {
     unsigned magic;
     dbs_config cfg;              /* copy; strings below are owned copies */
@@ -303,6 +310,9 @@ struct dbs_pool {
      * t_next: kept, never reused, so that a call on one from a thread that
      * still has the handle finds it closed; freed with the pool. */
     struct dbs_session *exited;
+    /* [mu] Event loops their owners' exits closed (loop.c), kept for the
+     * same reason and freed with the pool, each by its own free. */
+    struct dbs__kept *kept;
 
     /* housekeeper.c */
     /* Warm-up connections between their connect and the idle list (being

@@ -39,7 +39,8 @@
  * a native connection sends one message on a non-blocking socket.
  *
  * Lifetimes: the loop keeps its pool through dbs__pool_hold (owner thread)
- * until dbs_loop_close. The mailbox outlives the loop while a worker still
+ * until dbs_loop_close, or its owner thread's exit (owner_exit), which
+ * closes it the same way and leaves its memory to the pool. The mailbox outlives the loop while a worker still
  * holds a job that will post to it (refs); a post to a closed mailbox is
  * undone by the poster (a connection goes back to the pool, a unit is
  * freed). A resource-pool request is cancelled at close (its done either
@@ -265,8 +266,22 @@ struct dbs_loop {
     /* 1 while open, plus one per unit made and neither submitted nor
      * discarded: such a unit is the program's and may outlive the loop,
      * so the memory goes with the last of them (any thread: discard) and
-     * unit_ok reads the magic of a closed loop, never freed memory. */
+     * unit_ok reads the magic of a closed loop, never freed memory. A
+     * loop its owner's exit closed passes the open one to its pool
+     * (kept), whose memory it then goes with. */
     atomic_int refs;
+    const char *file;         /* the site that opened it (dbs_loop_open_at), */
+    int line;                 /* which its leak report names */
+    const char *func;
+    unsigned long fork_gen;   /* dbs__fork_gen() at open: in a child, the
+                                 connections are the parent's */
+    const dbs__driver *drv;   /* the pool's, for a child that may have
+                                 freed the pool */
+    dbs_loop *t_prev, *t_next; /* the owner thread's open loops */
+    bool exiting;             /* closed by its owner's exit: callbacks do
+                                 not run, their outcomes are counted */
+    int exit_failed, exit_unknown, exit_committed; /* those outcomes */
+    dbs__kept kept;
 };
 
 static bool transient(int code)
@@ -283,6 +298,13 @@ static void loop_unref(dbs_loop *l)
 {
     if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
         free(l);
+}
+
+/* In a child of fork(), a loop opened before it: its connections, its
+ * mailbox and its workers are the parent's. */
+static bool forked(const dbs_loop *l)
+{
+    return l->fork_gen != dbs__fork_gen();
 }
 
 /* ---- the timer heap: units with a deadline or a back-off ---- */
@@ -459,10 +481,20 @@ static int run_callbacks(dbs_loop *l, int user)
         }
         l->pending--;
         n++;
-        if (u->done) {
-            /* A cancel in it unwinds the loop's thread: the loop stays
-             * open, as when its thread exits without dbs_loop_close, and
-             * u is not freed. */
+        if (l->exiting) {
+            /* The owner thread is gone, its stack unwound and the
+             * program's thread-local state may be destroyed already:
+             * what the callback would reach is not there to run it on.
+             * Its outcome goes into the loop's leak report instead. */
+            if (u->rc == DBS_OK)
+                l->exit_committed++;
+            else if (u->rc == DBS_ECOMMIT_UNKNOWN)
+                l->exit_unknown++;
+            else
+                l->exit_failed++;
+        } else if (u->done) {
+            /* A cancel in it unwinds the loop's thread, whose exit closes
+             * the loop; u is not freed here. */
             if (user >= 0)
                 dbs__cancel_user(user);
             u->done(u, u->rc, &u->err, u->arg);
@@ -1672,7 +1704,64 @@ void dbs_loop_config_init(dbs_loop_config *cfg)
     cfg->workers = 4;
 }
 
-dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *err)
+/* ---- the owner thread's exit ----
+ *
+ * A thread that exits with loops open has them closed at its exit, from a
+ * pthread key destructor on that thread (so the owner check holds), as
+ * session.c closes its sessions: its loops are listed in a thread-local
+ * list, which lives until the thread is gone. The two destructors run in
+ * no set order and share nothing: a loop's close opens no session of its
+ * thread, and a session's close touches no loop. */
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static bool exit_key_made;
+static _Thread_local bool exit_armed;
+static _Thread_local dbs_loop *open_loops; /* newest first, through t_next */
+
+static void owner_exit(void *unused);
+
+static void exit_key_init(void)
+{
+    exit_key_made = pthread_key_create(&exit_key, owner_exit) == 0;
+}
+
+/* l, just opened, joins its thread's loops. Without the key (none could
+ * be had) its thread's exit leaves it open, as a thread that never ends
+ * would. */
+static void track(dbs_loop *l)
+{
+    if (!exit_armed) {
+        pthread_once(&exit_once, exit_key_init);
+        if (exit_key_made && pthread_setspecific(exit_key, &exit_armed) == 0)
+            exit_armed = true;
+    }
+    l->t_prev = NULL;
+    l->t_next = open_loops;
+    if (open_loops)
+        open_loops->t_prev = l;
+    open_loops = l;
+}
+
+static void untrack(dbs_loop *l)
+{
+    if (l->t_prev)
+        l->t_prev->t_next = l->t_next;
+    else if (open_loops == l)
+        open_loops = l->t_next;
+    if (l->t_next)
+        l->t_next->t_prev = l->t_prev;
+    l->t_prev = l->t_next = NULL;
+}
+
+/* Parenthesised, as dbs_unit_new: the header's macro routes callers to
+ * dbs_loop_open_at; the plain symbol stays for the ABI. */
+dbs_loop *(dbs_loop_open)(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *err)
+{
+    return dbs_loop_open_at(pool, cfg, err, "?", 0, "dbs_loop_open");
+}
+
+dbs_loop *dbs_loop_open_at(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *err,
+                           const char *file, int line, const char *func)
 {
     DBS__NO_CANCEL(cancel_old);
     dbs_error local;
@@ -1755,6 +1844,11 @@ dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *e
     atomic_init(&l->refs, 1);
     l->owner_id = dbs__thread_id();
     l->owner = pthread_self();
+    l->file = file;
+    l->line = line;
+    l->func = func;
+    l->fork_gen = pool->fork_gen;
+    l->drv = pool->drv;
     l->pool = pool;
     l->cfg = c;
     l->mb = mb;
@@ -1765,6 +1859,7 @@ dbs_loop *dbs_loop_open(dbs_pool *pool, const dbs_loop_config *cfg, dbs_error *e
         lanes[i].pool = dbs__replica_pool(pool, i - 1);
     atomic_init(&l->kick, false);
     atomic_init(&l->next_ns, INT64_MAX);
+    track(l);
     err->code = DBS_OK;
     return l;
 }
@@ -1827,7 +1922,7 @@ static void take_ready(dbs_loop *l)
 int dbs_loop_run(dbs_loop *l)
 {
     DBS__NO_CANCEL(cancel_old);
-    if (!l || l->magic != LOOP_MAGIC || !on_owner(l) || l->in_run)
+    if (!l || l->magic != LOOP_MAGIC || !on_owner(l) || l->in_run || forked(l))
         return DBS_EMISUSE;
     l->in_run = true;
     atomic_store_explicit(&l->kick, false, memory_order_relaxed);
@@ -1883,16 +1978,34 @@ int dbs_loop_pending(const dbs_loop *l)
     return l->pending;
 }
 
-void dbs_loop_close(dbs_loop *l)
+/* In a child of fork(), a loop from before it: let go of without a word,
+ * as a session from before the fork is. Its connections are silenced and
+ * let go of (a cancel request, a reset or a goodbye would reach the
+ * parent's sessions on them); nothing of the pool's is touched (the child
+ * may have freed it, dbs_pool_after_fork_child counts no connection of
+ * the parent's in use); the rest of its memory is left, its units and
+ * requests with it, as the parent's other threads left theirs. */
+static void loop_forget(dbs_loop *l)
 {
-    DBS__NO_CANCEL(cancel_old);
-    if (!l || l->magic != LOOP_MAGIC)
-        return;
-    /* in_run is the owner's: another thread must not read it */
-    if (!on_owner(l) || l->in_run) {
-        fprintf(stderr, "dbscope: dbs_loop_close refused: called from %s\n",
-                !on_owner(l) ? "another thread than the loop's owner"
-                             : "inside dbs_loop_run (a callback)");
+    l->magic = DBS__DEAD_MAGIC;
+    for (int i = 0; i < l->nlanes; i++) {
+        for (lconn *lc = l->lanes[i].conns; lc; lc = lc->next) {
+            if (lc->c && l->drv->forget)
+                l->drv->forget(lc->c->impl);
+            free(lc->c);
+            lc->c = NULL;
+        }
+    }
+    close(l->epfd); /* this process's descriptors only */
+    close(l->mb->efd);
+}
+
+/* dbs_loop_close's work, the owner's checks passed. */
+static void loop_close(dbs_loop *l)
+{
+    untrack(l);
+    if (forked(l)) {
+        loop_forget(l);
         return;
     }
     l->in_run = true;
@@ -1976,11 +2089,91 @@ void dbs_loop_close(dbs_loop *l)
     close(l->epfd);
     close(l->mb->efd);
     mbox_unref(l->mb);
-    dbs__pool_drop(l->pool);
     free(l->heap);
     free(l->lanes);
     l->magic = DBS__DEAD_MAGIC;
+    dbs_pool *p = l->pool;
+    if (l->exiting) {
+        const dbs__who who = {.file = l->file, .line = l->line, .func = l->func,
+                              .thread = (unsigned long)l->owner};
+        char why[320];
+        snprintf(why, sizeof why,
+                 "the event loop its thread left open was closed: %d units did not commit "
+                 "(cancelled or failed), %d may have committed (their COMMIT had gone out), "
+                 "%d committed; their callbacks did not run",
+                 l->exit_failed, l->exit_unknown, l->exit_committed);
+        dbs__pool_count_leak(p, true);
+        dbs__emit_who(p, DBS_EVENT_LEAK_RECOVERED, &who, 0, why);
+        /* Its thread is gone, but other threads may still have the
+         * handle: the pool keeps the memory, so that a call on it finds
+         * the loop closed (a session's exit does the same), and frees it
+         * with its own, which the drop below may do. */
+        dbs__pool_keep(p, &l->kept);
+        dbs__pool_drop(p);
+        return;
+    }
+    dbs__pool_drop(p);
     loop_unref(l);
+}
+
+void dbs_loop_close(dbs_loop *l)
+{
+    DBS__NO_CANCEL(cancel_old);
+    if (!l || l->magic != LOOP_MAGIC)
+        return;
+    /* in_run is the owner's: another thread must not read it */
+    if (!on_owner(l) || l->in_run) {
+        fprintf(stderr, "dbscope: dbs_loop_close refused: called from %s\n",
+                !on_owner(l) ? "another thread than the loop's owner"
+                             : "inside dbs_loop_run (a callback)");
+        return;
+    }
+    loop_close(l);
+}
+
+static void kept_free(dbs__kept *k)
+{
+    loop_unref((dbs_loop *)(void *)((char *)k - offsetof(dbs_loop, kept)));
+}
+
+/* The owner thread's exit (the key's destructor): each loop still open
+ * is reported as a leak naming the line that opened it, closed as
+ * dbs_loop_close closes it but without running its units' callbacks
+ * (counted in the report instead), then reported recovered. Like a
+ * dbs_loop_close it waits for no server: statements in flight are
+ * cancelled by requests sent from other threads, connections with work
+ * in flight are closed, requests in the pool's queue taken back. */
+static void owner_exit(void *unused)
+{
+    /* a normal exit with a cancel pending must not act on it in here */
+    DBS__NO_CANCEL(cancel_old);
+    (void)unused;
+    exit_armed = false; /* the key's value was cleared for this call */
+    while (open_loops) {
+        dbs_loop *l = open_loops;
+        if (forked(l)) {
+            loop_close(l); /* let go of: the pool is the parent's */
+            continue;
+        }
+        /* A thread that left from inside a callback (pthread_exit) left
+         * its run between two units: the state is whole, and the run
+         * never returns. */
+        l->in_run = false;
+        dbs_pool *p = l->pool;
+        const dbs__who who = {.file = l->file, .line = l->line, .func = l->func,
+                              .thread = (unsigned long)l->owner};
+        char why[256];
+        snprintf(why, sizeof why,
+                 "its thread exited with the event loop open, %d of its units not completed: "
+                 "closed, its connections given back",
+                 l->pending);
+        dbs__pool_count_leak(p, false);
+        dbs__emit_who(p, DBS_EVENT_LEAK, &who, 0, why);
+        l->exiting = true;
+        l->exit_failed = l->exit_unknown = l->exit_committed = 0;
+        l->kept.free = kept_free;
+        loop_close(l); /* takes l off open_loops; p may be freed by it */
+    }
 }
 
 /* ---- public: units ---- */
@@ -1988,7 +2181,7 @@ void dbs_loop_close(dbs_loop *l)
 static bool unit_ok(const dbs_unit *u)
 {
     return u && u->magic == UNIT_MAGIC && u->loop && u->loop->magic == LOOP_MAGIC &&
-           on_owner(u->loop);
+           on_owner(u->loop) && !forked(u->loop);
 }
 
 /* Parenthesised: the header's macro of the same name routes callers to
@@ -2012,6 +2205,13 @@ dbs_unit *dbs_unit_new_at(dbs_loop *l, const dbs_context *ctx, unsigned flags, d
     }
     if (!on_owner(l)) {
         dbs__err(err, DBS_EMISUSE, "dbs_unit_new: the loop belongs to another thread");
+        return NULL;
+    }
+    if (forked(l)) {
+        dbs__err(err, DBS_EMISUSE,
+                 "dbs_unit_new: this process is a child of the one that opened the loop "
+                 "(fork()): its connections are the parent's; open a loop in the child, "
+                 "after dbs_pool_after_fork_child");
         return NULL;
     }
     if (flags & ~DBS_UNIT_RO) {

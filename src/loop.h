@@ -25,6 +25,14 @@ void dbs__pool_loop_giveback(dbs_pool *p, dbs__conn *c, bool counted, bool disca
  * was taken back (dbs__rp_cancel's GONE outcomes), and counts it closed. */
 void dbs__pool_loop_left(dbs_pool *p, dbs__conn *c);
 
+/* pool.c. k stays allocated until p's memory is freed, then goes
+ * through k->free. Any thread; takes p->mu. */
+void dbs__pool_keep(dbs_pool *p, dbs__kept *k);
+/* pool.c. Counts a leak of p's (leaks), or one recovered
+ * (leaks_recovered), as a session's would be. Takes the thread's shard
+ * lock. */
+void dbs__pool_count_leak(dbs_pool *p, bool recovered);
+
 /* replica.c: see there. */
 int dbs__replica_choose(dbs_pool *p, const dbs_context *ctx, uint64_t pos, dbs_error *err);
 bool dbs__replica_still_ok(dbs_pool *p, int i);

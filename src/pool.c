@@ -395,6 +395,25 @@ void dbs__pool_drop(dbs_pool *p)
         dbs__pool_unref(p);
 }
 
+void dbs__pool_keep(dbs_pool *p, dbs__kept *k)
+{
+    pthread_mutex_lock(&p->mu);
+    k->next = p->kept;
+    p->kept = k;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void dbs__pool_count_leak(dbs_pool *p, bool recovered)
+{
+    dbs__shard *sh = dbs__shard_of(p);
+    dbs__lock_take(&sh->mu);
+    if (recovered)
+        sh->leaks_recovered++;
+    else
+        sh->leaks++;
+    dbs__lock_give(&sh->mu);
+}
+
 void dbs__pool_count_retry(dbs_pool *p)
 {
     pthread_mutex_lock(&p->mu);
@@ -432,6 +451,11 @@ static void pool_free(dbs_pool *p)
         p->exited = s->t_next;
         free(s->ctx_buf);
         free(s);
+    }
+    while (p->kept) {
+        dbs__kept *k = p->kept;
+        p->kept = k->next;
+        k->free(k);
     }
     pthread_cond_destroy(&p->hk_cv);
     pthread_cond_destroy(&p->drain_cv);

@@ -574,6 +574,8 @@ static void thread_exit(void *unused)
      * that part of the stack. */
     __asan_handle_no_return();
 #endif
+    /* a normal exit with a cancel pending must not act on it in here */
+    DBS__NO_CANCEL(cancel_old);
     /* The frames of the units under way (dbs_transact) were on the
      * thread's stack, unwound by pthread_exit or a cancel: none will
      * return, and their sessions are not theirs to close any more. */
