@@ -2144,7 +2144,7 @@ static void test_loop_closed_units_counted(void)
 /* An event loop's unit counts each of its statements that ran once in the
  * operation histogram, on every backend: whether a worker's session ran it
  * (SQLite, MariaDB) or the loop's own pipelined connection (PostgreSQL). */
-static void run_unit(dbs_loop *l, const char *const *sql, int n, int want)
+static int run_unit_rc(dbs_loop *l, const char *const *sql, int n)
 {
     dbs_error err;
     int rc = 1;
@@ -2159,7 +2159,12 @@ static void run_unit(dbs_loop *l, const char *const *sql, int n, int want)
         (void)poll(&pfd, 1, t < 0 || t > 20 ? 20 : t);
         CHECK_INT(dbs_loop_run(l), >=, 0);
     }
-    CHECK_EQ(rc, want);
+    return rc;
+}
+
+static void run_unit(dbs_loop *l, const char *const *sql, int n, int want)
+{
+    CHECK_EQ(run_unit_rc(l, sql, n), want);
 }
 
 static void test_loop_ops_counted(void)
@@ -2359,7 +2364,7 @@ static void test_invalidate_reason_every_path(void)
 {
     dbs_config cfg = observed();
     cfg.pool_size = 2;
-    cfg.statement_timeout_ms = 100;
+    cfg.statement_timeout_ms = 500; /* the cancel's bound too: room on a loaded machine */
     cfg.log_events = 0;
     dbs_pool *p = open_pool("observe", &cfg);
     enum dbs_backend be = dbs_pool_backend(p);
@@ -2370,8 +2375,17 @@ static void test_invalidate_reason_every_path(void)
 
     const char *forever[] = {forever_sql(be)};
     int before = events(DBS_EVENT_INVALIDATE);
-    run_unit(l, forever, 1, DBS_ESTMT_TIMEOUT);
-    check_invalidate_named(before, DBS_ESTMT_TIMEOUT);
+    int rc0 = run_unit_rc(l, forever, 1);
+    /* On PostgreSQL the unit's COMMIT went out in its flight, behind the
+     * statement: when the server does not answer the cancel within its
+     * bound (a loaded machine), the connection is discarded with the
+     * COMMIT's fate unknown, which is the honest answer. */
+    if (be == DBS_BACKEND_POSTGRESQL && rc0 == DBS_ECOMMIT_UNKNOWN) {
+        check_invalidate_named(before, 0);
+    } else {
+        CHECK_EQ(rc0, DBS_ESTMT_TIMEOUT);
+        check_invalidate_named(before, DBS_ESTMT_TIMEOUT);
+    }
 
     if (be != DBS_BACKEND_POSTGRESQL) {
         /* a worker's unit whose statement is interrupted by its cancel
