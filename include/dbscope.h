@@ -763,7 +763,9 @@ void dbs_pool_close(dbs_pool *pool);
  * deadline); join the workers; dbs_pool_close(pool). Blocks at most
  * timeout_ms plus closing the idle connections plus joining the pool's
  * threads as above (tens of ms). Any thread of the program's; calling it
- * again is harmless. On a thread of dbscope's own (from on_event or a
+ * again is harmless (a call while another thread's is still joining the
+ * event loops' worker threads returns once they are joined, so that a
+ * dbs_pool_close after it finds none left). On a thread of dbscope's own (from on_event or a
  * unit's work there, as for dbs_pool_close) it does nothing and returns
  * DBS_EMISUSE, as for a pool that is not open. */
 int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);

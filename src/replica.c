@@ -914,16 +914,19 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
 /* The first call of dbs_pool_shutdown (or of dbs_pool_close without it):
  * no new session from here on, waiters woken, idle and parked connections
  * closed, the housekeeper and the lag monitor stopped, the replicas shut
- * down. */
+ * down. Every call: the workers joined. */
 static void begin_shutdown(dbs_pool *p)
 {
-    if (!dbs__pool_begin_shutdown(p))
-        return;
+    bool first = dbs__pool_begin_shutdown(p);
     /* The event loops' worker threads: their sessions fail on the closed
      * pool, their statements are interrupted; joined here, so that none
-     * outlives the pool. */
+     * outlives the pool. A later call (dbs_pool_shutdown on two threads,
+     * then dbs_pool_close) waits for a join another thread has under
+     * way: its caller may go on to free the pool. */
     if (p->workers_stop)
         p->workers_stop(p);
+    if (!first)
+        return;
     dbs__housekeeper_stop(p);
     replicas_shutdown(p);
 }

@@ -7,7 +7,15 @@
  * started with the first worker) calls the driver's interrupt with the
  * job marked `interrupting`; the worker that holds the session waits for
  * that mark to clear before it closes the session, so the connection
- * stays open during the call. */
+ * stays open during the call.
+ *
+ * Lifetimes: a unit's job is the worker's that took it, and only that
+ * worker frees it (unit_finish), once the job is off the interrupt queue
+ * and no interrupt of it is under way; a job is queued for an interrupt
+ * only while J_RUNNING, and leaves that state, and the queue, in one hold
+ * of w->mu. The workers (w) are the pool's, freed with it, which no
+ * thread of theirs outlives: dbs__workers_stop returns, on every thread
+ * that calls it, only once they are joined. */
 #include "workers.h"
 
 #include <stdio.h>
@@ -49,7 +57,8 @@ typedef struct wjob {
 struct dbs__workers {
     pthread_mutex_t mu;
     pthread_cond_t cv;            /* a job was queued, or stop */
-    pthread_cond_t int_cv;        /* an interrupt was queued or is over, or stop */
+    pthread_cond_t int_cv;        /* an interrupt was queued or is over, or stop,
+                                     or the threads are joined */
     wjob *head, *tail;
     wjob *units;
     wjob *int_head;
@@ -321,15 +330,19 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     if (rc != DBS_OK && o->err.code != rc)
         dbs__err(&o->err, rc, "the unit failed (%d)", rc);
 
-    /* The interrupter must be done with the connection before it goes. */
+    /* The interrupter must be done with the connection before it goes,
+     * and j off its queue before j is freed. j leaves J_RUNNING first, in
+     * the same hold as the unlink: the wait below lets go of w->mu, and a
+     * cancel or a shutdown taking it then would queue j again (its
+     * interrupt just over), to be popped after j is freed. */
     pthread_mutex_lock(&w->mu);
+    j->state = J_DONE;
+    j->commit_out = o->commit_sent;
     int_unlink(w, j);
     while (j->interrupting)
         pthread_cond_wait(&w->int_cv, &w->mu);
     bool interrupted = j->interrupted;
     j->conn = NULL;
-    j->state = J_DONE;
-    j->commit_out = o->commit_sent;
     pthread_mutex_unlock(&w->mu);
     /* A statement stopped from outside may leave the connection anywhere
      * (a late cancel request could reach its next user): never reused. */
@@ -420,6 +433,8 @@ static void *interrupter_main(void *arg)
     for (;;) {
         while (!w->int_head && !(w->stopping && w->n == 0))
             pthread_cond_wait(&w->int_cv, &w->mu);
+        /* j is live: its worker frees it only once it is off this queue
+         * and no longer interrupting */
         wjob *j = w->int_head;
         if (!j)
             break;
@@ -656,7 +671,13 @@ void dbs__workers_stop(dbs_pool *p)
     if (!w || w->fork_gen != dbs__fork_gen())
         return;
     pthread_mutex_lock(&w->mu);
-    if (w->joined || w->stopping) {
+    if (w->stopping) {
+        /* Another thread's stop is joining them (a dbs_pool_shutdown on
+         * another thread): this one returns once they are gone as well,
+         * or its caller would free the pool, and w, under them. Bounded
+         * as that join is. */
+        while (!w->joined)
+            pthread_cond_wait(&w->int_cv, &w->mu);
         pthread_mutex_unlock(&w->mu);
         return;
     }
@@ -678,6 +699,7 @@ void dbs__workers_stop(dbs_pool *p)
         pthread_join(w->interrupter, NULL);
     pthread_mutex_lock(&w->mu);
     w->joined = true;
+    pthread_cond_broadcast(&w->int_cv);
     pthread_mutex_unlock(&w->mu);
 }
 

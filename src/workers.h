@@ -97,12 +97,13 @@ enum dbs__wcancel {
 enum dbs__wcancel dbs__workers_cancel(dbs_pool *pool, dbs__aunit *u, bool end_wait);
 
 /* At pool shutdown, after every loop closed (dbs_pool_shutdown and
- * dbs_pool_close call it; idempotent): no job is taken from now on;
+ * dbs_pool_close call it, each time; idempotent): no job is taken from now on;
  * queued units end DBS_ECLOSED without running, running ones are
  * interrupted as dbs__workers_cancel does (their statements would fail on
  * the closed pool anyway), queued jobs run; then every thread is joined.
- * Blocks until they end: at most one statement or connect bound. Not from
- * a worker thread. */
+ * Blocks until they end: at most one statement or connect bound; a call
+ * while another thread's is under way returns once that one has joined
+ * them (its caller may free the pool). Not from a worker thread. */
 void dbs__workers_stop(dbs_pool *pool);
 
 #endif /* DBS_WORKERS_H */

@@ -3596,10 +3596,9 @@ static void *ox_race_thread(void *v)
     dbs_loop *l = dbs_loop_open(r->p, NULL, &err);
     CHECK(l != NULL);
     res u[2];
-    /* A statement in flight on a worker, interrupted by a loop's close
-     * while dbs_pool_close stops the workers, is not covered here: that
-     * race (dbs_loop_close's as much as the exit's) is the workers'. */
-    submit(unit1(l, 0, is_pg ? long_sql() : "SELECT 2"), &u[0]);
+    /* a statement in flight (on a worker on SQLite and MariaDB), which the
+     * exit interrupts while dbs_pool_close stops the workers */
+    submit(unit1(l, 0, long_sql()), &u[0]);
     submit(unit1(l, 0, "SELECT 1"), &u[1]);
     for (int i = 0; i < 20; i++) {
         dbs_loop_run(l);
@@ -3623,6 +3622,154 @@ static void test_owner_exit_races_close(void)
             dbs__sleep_ms(1);
         dbs_pool_close(r.p);
         pthread_join(th, NULL);
+    }
+}
+
+/* A statement in flight on a worker (SQLite, MariaDB) or on the loop's
+ * own connection (PostgreSQL) while everything that interrupts it races
+ * the ends of its loop and its pool: dbs_unit_cancel, the unit's bound,
+ * dbs_loop_close, the owner thread's exit, dbs_pool_shutdown and
+ * dbs_pool_close, each on a thread of its own. The interrupt (a KILL
+ * from a connection of its own on MariaDB, sqlite3_interrupt, a cancel
+ * request) must be over before the connection it names, the job that
+ * names it, the workers and the pool are freed: ThreadSanitizer and
+ * AddressSanitizer see any that is not, and when dbs_pool_close returns
+ * no worker may be left. Rounds vary who goes first; nothing is timed. */
+enum ir_mode { IR_CANCEL, IR_BOUND, IR_LOOP_CLOSE, IR_EXIT, IR_SHUTDOWN, IR_MODES };
+static const char *const ir_name[IR_MODES] = {"cancel", "bound", "loop_close", "exit",
+                                              "shutdown"};
+enum { IR_ROUNDS = 30 };
+
+struct ir_arg {
+    dbs_pool *p;
+    enum ir_mode mode;
+    int round;
+    res r;
+    atomic_int ready;  /* the statement is under way */
+    atomic_int go;     /* the other side may act */
+    bool stalled;
+};
+
+static void ir_cfg(dbs_config *c)
+{
+    c->acquire_timeout_ms = 60000;
+    c->statement_timeout_ms = 60000;
+    c->log_events = 0; /* the exits' leak reports */
+}
+
+static void *ir_owner(void *v)
+{
+    struct ir_arg *a = v;
+    dbs_error err;
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.workers = 2;
+    dbs_loop *l = dbs_loop_open(a->p, &lc, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_unit *u = unit1(l, 0, long_sql());
+    if (a->mode == IR_BOUND)
+        CHECK_EQ(dbs_unit_set_timeout(u, 1 + a->round % 15), DBS_OK);
+    submit(u, &a->r);
+    /* under way: a worker's session holds the connection (SQLite,
+     * MariaDB), or the loop sent it (PostgreSQL); then a little more,
+     * more each round, so the statement is sometimes on the server */
+    int ep = watch(l);
+    int64_t end = now_ms() + 30000;
+    while (stats_of(a->p).in_use < 1 && a->r.calls == 0 && now_ms() < end) {
+        struct epoll_event ev;
+        (void)epoll_wait(ep, &ev, 1, 1);
+        CHECK(dbs_loop_run(l) >= 0);
+    }
+    if (stats_of(a->p).in_use < 1 && a->r.calls == 0) {
+        dbs_stats st = stats_of(a->p);
+        fprintf(stderr, "stalled: pending %d in_use %d idle %d waiting %d size %d\n",
+                dbs_loop_pending(l), st.in_use, st.idle, st.waiting, st.size);
+        a->stalled = true;
+    }
+    dbs__sleep_ms(a->round % 6);
+    atomic_store(&a->ready, 1);
+    if (a->round % 2) /* the other side first, or both at once */
+        while (!atomic_load(&a->go))
+            dbs__sleep_ms(1);
+    switch (a->mode) {
+    case IR_CANCEL:
+        dbs_unit_cancel(u);
+        break;
+    case IR_BOUND: /* until its bound fired: the loop's timer cancels it */
+        for (int i = 0; i < 20 && a->r.calls == 0; i++) {
+            struct epoll_event ev;
+            (void)epoll_wait(ep, &ev, 1, 1);
+            CHECK(dbs_loop_run(l) >= 0);
+        }
+        break;
+    default: break;
+    }
+    close(ep);
+    if (a->mode == IR_EXIT)
+        return NULL; /* leaves l open: the exit closes it */
+    dbs_loop_close(l);
+    return NULL;
+}
+
+static void *ir_shutdown(void *v)
+{
+    dbs_pool *p = v;
+    (void)dbs_pool_shutdown(p, 0);
+    return NULL;
+}
+
+static void test_interrupt_races(void)
+{
+    for (int mode = 0; mode < IR_MODES; mode++) {
+        int callbacks = 0;
+        for (int round = 0; round < IR_ROUNDS; round++) {
+            static struct ir_arg a;
+            memset(&a, 0, sizeof a);
+            a.p = pool_of(2, ir_cfg);
+            a.mode = (enum ir_mode)mode;
+            a.round = round;
+            pthread_t owner, shut;
+            CHECK_EQ(pthread_create(&owner, NULL, ir_owner, &a), 0);
+            while (!atomic_load(&a.ready))
+                dbs__sleep_ms(1);
+            /* every third round the owner is done first: no race with the
+             * pool's close, only with the interrupt itself */
+            if (round % 3 == 2) {
+                atomic_store(&a.go, 1);
+                pthread_join(owner, NULL);
+            }
+            /* shutdown: two at once (calling it again is harmless), the
+             * close after both, as a server's sequence has it */
+            if (mode == IR_SHUTDOWN)
+                CHECK_EQ(pthread_create(&shut, NULL, ir_shutdown, a.p), 0);
+            atomic_store(&a.go, 1);
+            if (mode == IR_SHUTDOWN) {
+                (void)dbs_pool_shutdown(a.p, 0);
+                pthread_join(shut, NULL);
+            }
+            dbs_pool_close(a.p);
+            if (round % 3 != 2)
+                pthread_join(owner, NULL);
+            if (a.stalled)
+                CHECK_FAIL("%s round %d: the statement never got under way", ir_name[mode],
+                           round);
+            /* a unit's callback runs once, with the failure that ended it;
+             * the exit runs none, and the long statement never commits
+             * (on PostgreSQL its COMMIT went out in its flight: a close
+             * may say it is unknown) */
+            CHECK_INT(a.r.calls, <=, 1);
+            if (mode == IR_EXIT)
+                CHECK_EQ(a.r.calls, 0);
+            else
+                CHECK_EQ(a.r.calls, 1);
+            if (a.r.calls == 1 && a.r.rc != DBS_ECANCELED && a.r.rc != DBS_ECLOSED &&
+                a.r.rc != DBS_ETIMEOUT && a.r.rc != DBS_ESTMT_TIMEOUT &&
+                !(is_pg && a.r.rc == DBS_ECOMMIT_UNKNOWN))
+                CHECK_FAIL("%s round %d: rc %d: %s", ir_name[mode], round, a.r.rc, a.r.msg);
+            callbacks += a.r.calls;
+        }
+        fprintf(stderr, "  %s: %d rounds, %d callbacks\n", ir_name[mode], IR_ROUNDS, callbacks);
     }
 }
 
@@ -3909,6 +4056,10 @@ int main(int argc, char **argv)
     if (want(argc, argv, "owner_exit_races_close")) {
         fprintf(stderr, "owner_exit_races_close\n");
         test_owner_exit_races_close();
+    }
+    if (want(argc, argv, "interrupt_races")) {
+        fprintf(stderr, "interrupt_races\n");
+        test_interrupt_races();
     }
     if (want(argc, argv, "owner_exit_fork")) {
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)

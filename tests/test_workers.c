@@ -119,6 +119,23 @@ static void wait_running(dbs_pool *p, int in_use)
     CHECK_INT(seen, >=, in_use);
 }
 
+/* A job that holds its worker for a while (bounded), then says it ended. */
+static atomic_int slow_started, slow_ended;
+
+static void slow_job(void *arg)
+{
+    (void)arg;
+    atomic_store(&slow_started, 1);
+    dbs__sleep_ms(1000);
+    atomic_store(&slow_ended, 1);
+}
+
+static void *shutdown_thread(void *arg)
+{
+    (void)dbs_pool_shutdown(arg, 0);
+    return NULL;
+}
+
 static int plain_order[32];
 static atomic_int plain_n;
 
@@ -357,6 +374,25 @@ int main(void)
     unit_init(&after, s3, 1);
     CHECK_EQ(dbs__workers_unit(p, &after.u, 0, 0, __FILE__, __LINE__, __func__, posted, &mbox),
              DBS_ECLOSED);
+    dbs_pool_close(p);
+
+    /* Two shutdowns at once: the one that finds the other joining the
+     * workers returns only once they are joined, for its caller may close
+     * the pool and free it (the workers with it) next. It returned at
+     * once before, a worker still in its job. */
+    p = open_pool("test_workers", &cfg);
+    CHECK_OK(dbs__workers_start(p, 1, &err), &err);
+    CHECK_EQ(dbs__workers_run(p, slow_job, NULL), DBS_OK);
+    WAIT_UNTIL(atomic_load(&slow_started), 30000);
+    CHECK(atomic_load(&slow_started));
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, shutdown_thread, p), 0);
+    WAIT_UNTIL(dbs__pool_closed(p), 30000);
+    CHECK(dbs__pool_closed(p));
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0);
+    int ended = atomic_load(&slow_ended);
+    CHECK_EQ(ended, 1);
+    pthread_join(th, NULL);
     dbs_pool_close(p);
 
     /* a pool closed with its workers idle, and one that never had any */
