@@ -647,6 +647,22 @@ def psql(url, sql):
     return out.stdout.strip().splitlines()
 
 
+def replay_resume(standby):
+    """Resumes the standby's replay. The statement that resumes it can be
+    cancelled itself ("conflict with recovery"): replay, let go, at once
+    removes row versions its snapshot might need, once the pause outlasted
+    max_standby_streaming_delay. So it is retried until the standby says
+    replay is no longer paused."""
+    for _ in range(50):
+        for sql in ("SELECT pg_wal_replay_resume()", "SELECT pg_is_wal_replay_paused()"):
+            out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+                                  standby, "-c", sql], capture_output=True, text=True, timeout=60)
+        if out.returncode == 0 and out.stdout.strip() == "f":
+            return
+        time.sleep(0.1)
+    raise SystemExit("the standby's replay could not be resumed: %s" % out.stderr)
+
+
 def rls(url, svc, tokens, probe):
     """Row-level security, two ways. psql as the application's role (the
     table's owner: FORCE ROW LEVEL SECURITY makes the policy bind it too),
@@ -2760,7 +2776,7 @@ def own_writes_read(url, d, workdir, rounds=1000):
               "position (%d for position, %d for lag, of %d)" % (by_pos, by_lag, reads))
     finally:
         if paused:
-            psql(standby, "SELECT pg_wal_replay_resume()")
+            replay_resume(standby)
         psql(primary, "ALTER DATABASE dbscope SET synchronous_commit = remote_apply")
         check(svc.stop() == 0, "own writes: SIGTERM: exit 0")
 
