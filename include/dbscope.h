@@ -270,7 +270,9 @@ enum dbs_event_kind {
     DBS_EVENT_SLOW_SESSION,   /* a session was held past slow_session_ms */
     DBS_EVENT_CIRCUIT_OPEN,   /* connects keep failing: failing fast now */
     DBS_EVENT_CIRCUIT_CLOSE,  /* a connect succeeded again */
-    DBS_EVENT_TIMEOUT,        /* an acquire gave up after acquire_timeout_ms */
+    DBS_EVENT_TIMEOUT,        /* an acquire gave up after acquire_timeout_ms
+                                 (or a unit's timeout passed before it had
+                                 a connection): one per dbs_stats.timeouts */
     DBS_EVENT_CONNECT_FAILED, /* a connect attempt failed */
     DBS_EVENT_CLOSE,          /* a healthy connection was closed (see reason) */
     DBS_EVENT_NOTICE          /* the database sent a notice or warning; reason
@@ -639,6 +641,13 @@ typedef struct dbs_stats {
                              it opens, pings, replaces or closes one */
     int overflow_in_use;  /* in use beyond pool_size */
     int waiting;          /* threads waiting for a connection */
+    /* timeouts: acquires that ended DBS_ETIMEOUT without a connection,
+     * each with its DBS_EVENT_TIMEOUT and counted as DBS_ETIMEOUT in
+     * dbs_pool_errors (so the two agree): a session's or a dbs_transact
+     * attempt's past acquire_timeout_ms, and an event loop's unit's past
+     * that bound or its own (dbs_unit_set_timeout) while it waited for a
+     * connection, a worker thread or its next attempt, on every backend.
+     * dbs_pool_wait_ready's checks count nowhere. */
     uint64_t acquired, released, created, closed, timeouts, leaks, retries;
     /* dbscope's additions */
     int pending;          /* connects in progress */
@@ -894,10 +903,20 @@ int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
  * DBS_EUNAVAILABLE, DBS_ECONNECT, DBS_ECLOSED after a shutdown, ...) and
  * every failure of a statement, a fetch, BEGIN, COMMIT or ROLLBACK on its
  * sessions, as the backend reported it (whether or not the caller passed a
- * dbs_error); an event loop's units count the same way on every backend,
- * each failed attempt once (its acquire, its send, or what failed in it),
- * and so does a dbs_unit_submit refused with DBS_ECLOSED. The
- * table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
+ * dbs_error); the rollback or reset that ends a session (dbs_session_close,
+ * dbs_session_commit_close, dbs_transact's, a worker's unit's, and on
+ * PostgreSQL the reset an event loop sends after a unit) when it fails,
+ * though no call returns that failure; an event loop's units count the
+ * same way on every backend, each failed attempt once (its acquire, its
+ * send, or what failed in it: a unit that ends DBS_ETIMEOUT, DBS_ENOMEM or
+ * DBS_ECLOSED before it has a connection included, whether it waited in
+ * the loop's queue or a worker thread's), and so does a dbs_unit_submit
+ * refused with DBS_ECLOSED or DBS_EBUSY (the blocking acquire has no such
+ * refusal: its waiters queue). A unit the program cancelled while it
+ * waited never failed and counts nowhere; nor do dbscope's own checks (dbs_pool_wait_ready,
+ * the housekeeper's keep-alive pings, whose broken connections count in
+ * invalidated). Every DBS_ETIMEOUT counted here is one of dbs_stats'
+ * timeouts. The table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
  * its list of common ones count as "other".
  * Returns the count of failures with code (a negative dbs_code; 0: every
  * class) and sqlstate (five characters; "" : those without one; NULL:
@@ -1010,7 +1029,11 @@ typedef struct dbs_session dbs_session;
 #endif
 
 /* Closes s: rolls back anything uncommitted, resets the connection's state
- * and returns the connection to the pool (or discards it if broken). Blocks
+ * and returns the connection to the pool (or discards it if broken). A
+ * rollback or reset that fails here is reported by nothing the program
+ * calls, but counts in dbs_pool_errors as a failure of the session's, and
+ * its connection is closed (its invalidate event, when broken, names that
+ * failure). Blocks
  * for the rollback and reset; on PostgreSQL, after a dbs_commit, the reset
  * is written to the server (which runs it as it arrives) and its answer is
  * read by the connection's next use. Only the thread that opened s may close
@@ -1166,7 +1189,10 @@ int dbs_commit(DBS__IN dbs_session *s, dbs_error *err);
  * DBS_RESET_TRACKED the reset's statements ride in the COMMIT's round
  * trip; on SQLite it is the two calls. Returns what dbs_commit returns
  * (DBS_OK also when there was nothing to commit; DBS_ECOMMIT_UNKNOWN when
- * the outcome cannot be known); s is closed and freed in every case, the
+ * the outcome cannot be known; DBS_OK too when the commit succeeded and
+ * the reset riding with it failed: that failure counts in
+ * dbs_pool_errors, as one at dbs_session_close does, and the connection,
+ * broken, is discarded with an invalidate event that names it); s is closed and freed in every case, the
  * connection back in the pool or discarded, except when the call is
  * refused with DBS_EMISUSE and s left open: s is NULL or closed, belongs
  * to another thread, or is the session of a dbs_transact running on this
@@ -1959,7 +1985,10 @@ int dbs_unit_set_tx_options(dbs_unit *u, const dbs_tx_options *opt, dbs_error *e
  * included (timeout_ms > 0, else DBS_EMISUSE; default: none beyond the
  * pool's bounds). DBS_OK, or DBS_EMISUSE with the unit unchanged. Past
  * the bound the unit is cancelled and completes with DBS_ETIMEOUT while it waits
- * for a connection, DBS_ESTMT_TIMEOUT once it has one (or as it ended on
+ * for a connection (in the loop's queue, a worker thread's, or between
+ * attempts: counted as an acquire's timeout, in dbs_stats' timeouts and
+ * dbs_pool_errors, with a DBS_EVENT_TIMEOUT, on every backend),
+ * DBS_ESTMT_TIMEOUT once it has one (or as it ended on
  * the server, DBS_OK included, when its answer was already on the way;
  * DBS_ECOMMIT_UNKNOWN when its COMMIT had gone out and no answer came
  * within the statement bound).
@@ -1981,7 +2010,8 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos);
  * later, from dbs_loop_run or dbs_loop_close, never from inside this
  * call (nor at all when the owner thread exits with the loop open: see
  * dbs_loop_open). Returns DBS_OK, or a negative code with done never to run and
- * the unit freed: DBS_EBUSY (queue_max units already wait), DBS_ECLOSED
+ * the unit freed: DBS_EBUSY (queue_max units already wait; counted in
+ * dbs_pool_errors, the program's call having failed), DBS_ECLOSED
  * (the pool is shut down or closed; counted in dbs_pool_errors, as a
  * session refused so is), DBS_EMISUSE (a unit with no statement, or a
  * submit from a callback that dbs_loop_close runs). DBS_EMISUSE also for a

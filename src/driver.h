@@ -209,6 +209,15 @@ typedef struct dbs__driver {
     /* May leave the rollback to the reset() that follows at once in the
      * same release (MariaDB: COM_RESET_CONNECTION rolls back). */
     int (*rollback_release)(void *c, dbs_error *err);
+    /* Optional (NULL: none can happen). The failure of a release reset
+     * that ran where the call that sent it could not report it: with a
+     * COMMIT that succeeded (commit_release, which returns DBS_OK), after
+     * a ROLLBACK whose answer came (MariaDB's rollback_release), or, on
+     * the non-blocking path, after its unit was handed back (a_step). The
+     * connection is broken since. Returns its code (< 0) with err filled,
+     * once: the failure is forgotten then; DBS_OK when there is none.
+     * Sends nothing. */
+    int (*reset_failure)(void *c, dbs_error *err);
     /* Optional. Bounds each later round trip on c to ms (0: none; < 0: the
      * pool's t->statement_timeout_ms again). Sends nothing. */
     void (*set_timeout)(void *c, int ms);

@@ -219,6 +219,9 @@ typedef struct my_conn {
     char addr[48]; /* the address connected to, "" when by name or socket */
     atomic_bool killed; /* my_interrupt sent a KILL: the connection's loss is
                            that cancel's doing (set from another thread) */
+    dbs_error reset_err; /* code < 0: the release statement failed after the
+                            COMMIT or ROLLBACK it rode with was answered
+                            (my_reset_failure) */
 } my_conn;
 
 /* One fetched cell: numbers kept as numbers, everything else as bytes in
@@ -2945,6 +2948,10 @@ static int release_read(my_conn *c, bool ok, const char *prefix, bool commit, in
         if (first)
             return rc;
         c->broken = true; /* the transaction ended; the rest did not run */
+        /* with the COMMIT or ROLLBACK, whose answer stands: reported
+         * apart (a posted statement's failure is its reader's answer) */
+        if (prefix && c->reset_err.code >= 0)
+            c->reset_err = local;
         return DBS_OK;
     }
     c->vars_set = false;
@@ -2985,10 +2992,30 @@ static int commit_tx(my_conn *c, bool release, dbs_error *err)
     }
     if (release && !needs_reset(c)) {
         int rc = release_sql(c, "COMMIT", true, false, err);
+        if (rc == DBS_OK && !c->broken &&
+            atomic_load_explicit(&dbs__fault.fail_release_resets, memory_order_relaxed) > 0 &&
+            atomic_fetch_sub(&dbs__fault.fail_release_resets, 1) > 0) {
+            /* a test's stand-in for the release statement failing */
+            c->broken = true;
+            dbs__err(&c->reset_err, DBS_ECONNECT,
+                     "mariadb: the release statement after COMMIT failed (injected fault)");
+        }
         c->released = rc == DBS_OK && !c->broken && !c->dirty;
         return rc;
     }
     return text(c, "COMMIT", 6, true, err);
+}
+
+static int my_reset_failure(void *vc, dbs_error *err)
+{
+    my_conn *c = vc;
+    int rc = c->reset_err.code;
+    if (rc >= 0)
+        return DBS_OK;
+    if (err)
+        *err = c->reset_err;
+    c->reset_err.code = DBS_OK;
+    return rc;
 }
 
 static int my_commit(void *vc, dbs_error *err)
@@ -3324,6 +3351,7 @@ const dbs__driver dbs__driver_mysql = {
     .rollback = my_rollback,
     .rollback_release = my_rollback_release,
     .commit_release = my_commit_release,
+    .reset_failure = my_reset_failure,
     .tx_escaped = my_tx_escaped,
     .tx_options = my_tx_options,
     .tx_options_check = my_tx_options_check,

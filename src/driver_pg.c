@@ -343,6 +343,8 @@ typedef struct pg_conn {
     bool a_named;        /* the marker is parsed, as the named statement
                             dbs_m (a_prepare) */
     uint64_t reconcile_min; /* reconcile keeps cache entries born since */
+    dbs_error reset_err; /* code < 0: a release reset failed after its
+                            caller was answered (pg_reset_failure) */
 } pg_conn;
 
 typedef struct pg_rows {
@@ -2991,6 +2993,19 @@ static uint64_t commit_pos_of(const PGresult *wrote, const PGresult *pos)
     return lsn ? lsn : UINT64_MAX;
 }
 
+/* dbs__fault.fail_release_resets: a reset that rode with a COMMIT fails
+ * once the COMMIT succeeded, as a lost connection makes it. */
+static bool fault_release_reset(pg_conn *c, dbs_error *err)
+{
+    if (atomic_load_explicit(&dbs__fault.fail_release_resets, memory_order_relaxed) <= 0 ||
+        atomic_fetch_sub(&dbs__fault.fail_release_resets, 1) <= 0)
+        return false;
+    c->broken = true;
+    dbs__err(err, DBS_ECONNECT, "postgresql: the connection's reset failed (injected fault): "
+                                "the connection is discarded");
+    return true;
+}
+
 /* Ends the transaction with cmd ("COMMIT" or "ROLLBACK") when one is open
  * and, for a release under DBS_RESET_FULL of a connection that was used,
  * runs the reset in the same flight. */
@@ -3113,10 +3128,14 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
         int rrc = reset_done(c, &f, &again, &rerr);
         if (rrc == DBS_OK && again)
             rrc = reset_again(c, dl, &rerr);
+        if (rrc == DBS_OK && rc == DBS_OK && commit && fault_release_reset(c, &rerr))
+            rrc = rerr.code;
         if (rrc != DBS_OK && rc == DBS_OK && !commit) {
             rc = rerr.code;
             if (err)
                 *err = rerr;
+        } else if (rrc != DBS_OK && rc == DBS_OK) {
+            c->reset_err = rerr; /* the COMMIT's success stands: reported apart */
         }
     }
     if (reset) {
@@ -3124,6 +3143,18 @@ static int end_tx(pg_conn *c, bool commit, bool release, dbs_error *err)
         c->native_used = false;
     }
     flight_clear(&f);
+    return rc;
+}
+
+static int pg_reset_failure(void *vc, dbs_error *err)
+{
+    pg_conn *c = vc;
+    int rc = c->reset_err.code;
+    if (rc >= 0)
+        return DBS_OK;
+    if (err)
+        *err = c->reset_err;
+    c->reset_err.code = DBS_OK;
     return rc;
 }
 
@@ -4005,7 +4036,12 @@ static void a_reset_read(pg_conn *c, pg_aflight *af)
         c->reconcile_min = af->epoch ? af->epoch : UINT64_MAX;
         int rc = reset_done(c, f, &again, &e);
         c->reconcile_min = UINT64_MAX;
+        if (rc == DBS_OK && fault_release_reset(c, &e))
+            rc = e.code;
         if (rc != DBS_OK) {
+            /* its unit was handed back: the loop reports it */
+            if (c->reset_err.code >= 0)
+                c->reset_err = e;
             /* broken (reset_done says so): the units behind fail their
              * guard, and the connection goes once they are read */
             if (c->t->notice)
@@ -4385,6 +4421,7 @@ const dbs__driver dbs__driver_pg = {
     .close = pg_close,
     .commit_release = pg_commit_release,
     .rollback_release = pg_rollback_release,
+    .reset_failure = pg_reset_failure,
     .set_timeout = pg_set_timeout,
     .set_read_only = pg_set_read_only,
     .peek = pg_peek,

@@ -642,6 +642,14 @@ typedef struct dbs__who {
     int attempt;              /* dbs_event.attempt */
 } dbs__who;
 
+/* An acquire that ended DBS_ETIMEOUT without a connection and without a
+ * session to count it (an event loop's unit: its acquire bound, or its
+ * own timeout while it waited for a connection, a worker thread or its
+ * next attempt): counted as a blocking acquire's timeout is, in the
+ * stats' timeouts, with its timeout event (who, reason: what the unit's
+ * callback reads) and in the error table. No lock held; any thread. */
+void dbs__pool_count_timeout(dbs_pool *p, const dbs__who *who, const char *reason);
+
 /* Delivers an event: to cfg.on_event and, for leaks, invalidations and
  * notices when log_events is on, to stderr as one logfmt line. Never call
  * with p->mu or a shard lock held. */
@@ -733,6 +741,12 @@ typedef struct dbs__faults {
                                      PostgreSQL find no memory before
                                      anything is queued: the unit fails
                                      alone, the connection goes on */
+    atomic_int fail_release_resets; /* the next N resets that ride with a
+                                     COMMIT (commit_release on PostgreSQL
+                                     and MariaDB, an event loop's unit on
+                                     PostgreSQL) fail once the COMMIT
+                                     succeeded, as a lost connection would:
+                                     the connection is broken */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

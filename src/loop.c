@@ -200,6 +200,9 @@ struct lconn {
     dbs_error last;           /* last.code < 0: the failure of the last
                                  unit that ended on it, or what made it
                                  unfit; its invalidate event says so */
+    dbs_error broke;          /* broke.code < 0: a unit's reset failed on
+                                 it after the unit was handed back, which
+                                 broke it: said rather than last */
     lconn *next;              /* the lane's, or the dead list */
 };
 
@@ -625,7 +628,7 @@ static void conn_drop(dbs_loop *l, lconn *lc, bool discard)
     const dbs__driver *drv = ln->pool->drv;
     if (!discard && (drv->is_broken(lc->c->impl) || !drv->a_idle(lc->c->impl)))
         discard = true;
-    dbs_error why = lc->last;
+    dbs_error why = lc->broke.code < 0 ? lc->broke : lc->last;
     if (discard && why.code >= 0 && lc->retired && !drv->is_broken(lc->c->impl))
         dbs__err(&why, DBS_ECANCELED, "a cancel request went out on it, which could reach "
                                       "its next user");
@@ -638,6 +641,7 @@ static void conn_drop(dbs_loop *l, lconn *lc, bool discard)
 }
 
 static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now);
+static void unit_timed_out(dbs_loop *l, dbs_pool *p, dbs_unit *u, const dbs_error *e);
 static int attempt_outcome(const dbs_loop *l, const dbs_unit *u, dbs_error *out);
 
 /* Discards lc with units in flight: the one at the head may have run on
@@ -962,6 +966,16 @@ static void conn_step(dbs_loop *l, lconn *lc, short revents)
     dbs__aunit *done = NULL;
     short want = 0;
     drv->a_step(lc->c->impl, revents, &done, &want);
+    /* A reset that failed after its unit was handed back: no unit
+     * reports it, yet a unit's session would have met it at its close,
+     * where it counts (session.c): counted so here. */
+    dbs_error rerr;
+    int rrc = drv->reset_failure ? drv->reset_failure(lc->c->impl, &rerr) : DBS_OK;
+    if (rrc != DBS_OK) {
+        dbs__errors_note(lc->lane->pool, rrc, rerr.sqlstate);
+        if (lc->broke.code >= 0)
+            lc->broke = rerr;
+    }
     bool progressed = done != NULL;
     while (done) {
         dbs__aunit *next = done->next;
@@ -1331,6 +1345,13 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
      * the table of the pool it ran on, as a session's would be. */
     if (rc != DBS_OK && l->native && !stray)
         dbs__errors_note(u->lane ? u->lane->pool : l->pool, rc, e.sqlstate);
+    /* A worker's unit that its timeout took out of the workers' queue had
+     * no session either: a timeout without a connection, as in the loop's
+     * queue. */
+    if (rc == DBS_ETIMEOUT && !l->native && u->cancel == CW_DEADLINE_QUEUED) {
+        unit_timed_out(l, l->pool, u, &e);
+        return;
+    }
     /* Likewise each statement that ran counts once in the operation
      * histogram, as a worker's dbs_query would have counted it. */
     if (l->native)
@@ -1478,15 +1499,29 @@ static void retract_requests(dbs_loop *l)
 
 /* ---- timers ---- */
 
+/* u ends DBS_ETIMEOUT (e) without a connection: counted in p as a
+ * blocking acquire that gives up is, with its timeout event, whichever
+ * bound ended it and wherever it waited. */
+static void unit_timed_out(dbs_loop *l, dbs_pool *p, dbs_unit *u, const dbs_error *e)
+{
+    const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line,
+                          .func = u->func, .thread = (unsigned long)l->owner,
+                          .attempt = u->attempts};
+    /* the event says what the unit's callback will read */
+    dbs__pool_count_timeout(p, &who, e->message);
+    unit_complete(l, u, DBS_ETIMEOUT, e);
+}
+
 static void unit_deadline(dbs_loop *l, dbs_unit *u)
 {
     switch (u->state) {
-    case U_QUEUED:
+    case U_QUEUED: {
         queue_unlink(l, u);
-        dbs__errors_note(u->lane ? u->lane->pool : l->pool, DBS_ETIMEOUT, NULL);
-        unit_fail(l, u, DBS_ETIMEOUT,
-                  "the unit's timeout passed while it waited for a connection");
+        dbs_error e;
+        dbs__err(&e, DBS_ETIMEOUT, "the unit's timeout passed while it waited for a connection");
+        unit_timed_out(l, u->lane ? u->lane->pool : l->pool, u, &e);
         break;
+    }
     case U_BACKOFF: {
         dbs_error e;
         char last[300];
@@ -1494,7 +1529,7 @@ static void unit_deadline(dbs_loop *l, dbs_unit *u)
         last[sizeof last - 1] = '\0';
         dbs__err(&e, DBS_ETIMEOUT,
                  "the unit's timeout passed while it waited to run again after: %s", last);
-        unit_complete(l, u, DBS_ETIMEOUT, &e);
+        unit_timed_out(l, u->lane ? u->lane->pool : l->pool, u, &e);
         break;
     }
     case U_SENT:
@@ -1666,9 +1701,6 @@ static int64_t acquire_bounds(dbs_loop *l, int64_t now)
                !connect_begun(ln, ln->qhead, bound)) {
             dbs_unit *u = ln->qhead;
             queue_unlink(l, u);
-            pthread_mutex_lock(&ln->pool->mu);
-            ln->pool->counters.timeouts++;
-            pthread_mutex_unlock(&ln->pool->mu);
             dbs__rp_stats st;
             dbs__rp_stats_get(&ln->pool->rp, &st);
             dbs_error e;
@@ -1677,12 +1709,7 @@ static int64_t acquire_bounds(dbs_loop *l, int64_t now)
                      "(pool size %d, %d in use, %d others waiting, %d units waiting in this "
                      "loop): raise pool_size/max_overflow, or submit fewer units at once",
                      pc->acquire_timeout_ms, st.open, st.in_use, st.waiting, ln->nq);
-            const dbs__who who = {.ctx = &u->ctx, .file = u->file, .line = u->line,
-                                  .func = u->func, .thread = (unsigned long)l->owner};
-            /* the event says what the unit's callback will read */
-            dbs__emit_who(ln->pool, DBS_EVENT_TIMEOUT, &who, DBS_ETIMEOUT, e.message);
-            dbs__errors_note(ln->pool, DBS_ETIMEOUT, NULL);
-            unit_complete(l, u, DBS_ETIMEOUT, &e);
+            unit_timed_out(l, ln->pool, u, &e);
         }
         if (ln->qhead && ln->qhead->queued_ns + bound < next &&
             !connect_begun(ln, ln->qhead, bound))
@@ -2426,12 +2453,14 @@ int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
          * session's refused open is (dbs__session_open) */
         dbs__errors_note(l->pool, DBS_ECLOSED, NULL);
     }
-    else if (l->queued >= l->cfg.queue_max)
+    else if (l->queued >= l->cfg.queue_max) {
         rc = dbs__err(err, DBS_EBUSY,
                       "dbs_unit_submit: %d units already wait for a connection in this loop "
                       "(queue_max): answer 503 or try again later, or raise queue_max",
                       l->queued);
-    else
+        /* a failed call of the program's, as a refused acquire is */
+        dbs__errors_note(l->pool, DBS_EBUSY, NULL);
+    } else
         rc = DBS_OK;
     if (rc != DBS_OK) {
         unit_free(u);

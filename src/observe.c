@@ -57,6 +57,15 @@ void dbs__errors_note(dbs_pool *p, int code, const char *sqlstate)
                               memory_order_relaxed);
 }
 
+void dbs__pool_count_timeout(dbs_pool *p, const dbs__who *who, const char *reason)
+{
+    pthread_mutex_lock(&p->mu);
+    p->counters.timeouts++;
+    pthread_mutex_unlock(&p->mu);
+    dbs__emit_who(p, DBS_EVENT_TIMEOUT, who, DBS_ETIMEOUT, reason);
+    dbs__errors_note(p, DBS_ETIMEOUT, NULL);
+}
+
 const char *dbs__err_class_name(int cls, char *buf, size_t len)
 {
     static const char *const names[] = {

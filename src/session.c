@@ -404,6 +404,18 @@ static int end_tx(dbs_session *s, bool commit, bool last, dbs_error *err)
             s->pool->on_commit(s->pool, s->ctx.user_id, UINT64_MAX);
         if (rc != DBS_OK)
             return dbs__session_failed(s, rc, err);
+        /* The reset that rode with the COMMIT failed: the commit stands,
+         * but the session met a failure, counted as a close's is, and it
+         * is what its connection's invalidate event says. */
+        dbs_error rerr;
+        int rrc = last && drv->commit_release && drv->reset_failure
+                      ? drv->reset_failure(c, &rerr)
+                      : DBS_OK;
+        if (rrc != DBS_OK) {
+            if (!s->uncounted)
+                dbs__errors_note(s->pool, rrc, rerr.sqlstate);
+            dbs__session_broke(s, rrc, &rerr);
+        }
         if (commit && drv->commit_pos) {
             uint64_t pos = drv->commit_pos(c);
             if (pos) {
@@ -529,11 +541,25 @@ static void session_close(dbs_session *s)
         how = p->drv->is_broken(c) ? DBS__GIVE_BROKEN
               : undone             ? DBS__GIVE_KEEP
                                    : DBS__GIVE_DIRTY;
+        /* A release statement that failed after the ROLLBACK it rode with
+         * was answered broke it: that failure, not the "broken" a later
+         * call of the release then met. */
+        dbs_error rerr;
+        if (how == DBS__GIVE_BROKEN && p->drv->reset_failure &&
+            p->drv->reset_failure(c, &rerr) != DBS_OK) {
+            e = rerr;
+            undone = false;
+        }
         /* The rollback or reset that broke it is what its invalidate
          * event says, as for a failure the session's own calls met. */
         if (how == DBS__GIVE_BROKEN)
             dbs__session_broke(s, !undone && e.code < 0 ? e.code : DBS_ECONNECT,
                                !undone && e.code < 0 ? &e : NULL);
+        /* No call returns it, but the session met it: counted as the
+         * failures of its own calls are (dbscope's readiness check
+         * excepted, as its acquire is). */
+        if (!undone && !s->uncounted)
+            dbs__errors_note(p, e.code < 0 ? e.code : DBS_ECONNECT, e.code < 0 ? e.sqlstate : NULL);
     }
     set_tx(s, false);
     s->magic = DBS__DEAD_MAGIC;

@@ -254,18 +254,24 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     /* A bound that passed while the unit waited for this thread ends it;
      * an acquire bound already past when it was queued here (0 ms, or a
      * loop run late) leaves it its one try for a connection. */
+    /* Failures before the unit has a session count here, as the
+     * session's own would, and as the loop counts those of its queue. */
     int64_t now = dbs__now_ns();
     if ((j->deadline_ns > 0 && now >= j->deadline_ns) ||
         (j->acquire_ns > 0 && now >= j->acquire_ns && j->queued_ns < j->acquire_ns)) {
         outcome_fail(o, DBS_ETIMEOUT, "the unit's deadline passed while it waited for a "
                                       "worker thread: raise dbs_loop_config.workers, or the "
                                       "timeout");
+        const dbs__who who = {.ctx = u->ctx, .file = j->file, .line = j->line,
+                              .func = j->func, .thread = (unsigned long)pthread_self()};
+        dbs__pool_count_timeout(p, &who, o->err.message);
         return;
     }
     o->rows = calloc(u->n ? u->n : 1, sizeof *o->rows);
     o->affected = calloc(u->n ? u->n : 1, sizeof *o->affected);
     if (!o->rows || !o->affected) {
         outcome_fail(o, DBS_ENOMEM, "out of memory running a unit");
+        dbs__errors_note(p, DBS_ENOMEM, NULL);
         return;
     }
     int64_t until = j->acquire_ns;
@@ -407,9 +413,11 @@ static void *worker_main(void *arg)
             free(j);
         } else {
             outcome o = {.rc = DBS_OK};
-            if (stopping)
+            if (stopping) {
                 outcome_fail(&o, DBS_ECLOSED, "the pool was shut down before the unit ran");
-            else if (cancelled)
+                /* its acquire failed so: counted as a blocking waiter's */
+                dbs__errors_note(w->pool, DBS_ECLOSED, NULL);
+            } else if (cancelled)
                 outcome_fail(&o, DBS_ECANCELED, "the unit was cancelled before it ran");
             else {
                 dbs__fork_gate_enter();

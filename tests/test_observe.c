@@ -2452,6 +2452,252 @@ static void test_invalidate_reason_every_path(void)
     dbs_pool_close(p);
 }
 
+/* ---- every backend and path counts alike ---- */
+
+/* Runs l until nothing is pending (a generous bound). */
+static void drain_loop(dbs_loop *l)
+{
+    struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+    for (int64_t end = now_ms() + 60000; dbs_loop_pending(l) > 0 && now_ms() < end;) {
+        int t = dbs_loop_timeout_ms(l);
+        (void)poll(&pfd, 1, t < 0 || t > 20 ? 20 : t);
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+    }
+    CHECK_EQ(dbs_loop_pending(l), 0);
+}
+
+static dbs_unit *unit_of(dbs_loop *l, const char *sql)
+{
+    dbs_error err;
+    dbs_unit *u = dbs_unit_new(l, NULL, 0, &err);
+    if (!u)
+        CHECK_FAIL("dbs_unit_new: %s", err.message);
+    CHECK_INT(dbs_unit_add(u, sql, NULL, 0, &err), >=, 0);
+    return u;
+}
+
+/* A unit that ends DBS_ETIMEOUT before it had a connection counts once in
+ * the timeouts, once as DBS_ETIMEOUT in dbs_pool_errors and with one
+ * timeout event, as a blocking acquire that gives up does, on every
+ * backend: whether its own timeout passed in the loop's queue
+ * (PostgreSQL), in the queue of the workers' threads (SQLite, MariaDB:
+ * the one worker is busy with another unit), or while it waited to run
+ * again after a failed connect. */
+static void test_unit_timeouts_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 2;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = 60000;
+    cfg.retry_base_ms = 60000; /* the back-off outlasts the unit's timeout */
+    cfg.retry_cap_ms = 60000;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.workers = 1;
+    dbs_loop *l = dbs_loop_open(p, &lc, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    dbs_session *a = open_ok(p), *b = open_ok(p);
+    int ev0 = events(DBS_EVENT_TIMEOUT);
+    int rc_wait = 1, rc_timed = 1;
+    dbs_unit *waits = unit_of(l, "SELECT 1");
+    CHECK_OK(dbs_unit_submit(waits, unit_done_rc, &rc_wait, &err), &err);
+    for (int64_t end = now_ms() + 30000; stats_of(p).waiting == 0 && now_ms() < end;) {
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+        dbs__sleep_ms(5);
+    }
+    CHECK_EQ(stats_of(p).waiting, 1); /* the worker (or the loop) waits */
+    dbs_unit *timed = unit_of(l, "SELECT 2");
+    CHECK_EQ(dbs_unit_set_timeout(timed, 200), DBS_OK);
+    CHECK_OK(dbs_unit_submit(timed, unit_done_rc, &rc_timed, &err), &err);
+    for (int64_t end = now_ms() + 30000; rc_timed == 1 && now_ms() < end;) {
+        struct pollfd pfd = {.fd = dbs_loop_fd(l), .events = POLLIN};
+        int t = dbs_loop_timeout_ms(l);
+        (void)poll(&pfd, 1, t < 0 || t > 20 ? 20 : t);
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+    }
+    CHECK_EQ(rc_timed, DBS_ETIMEOUT);
+    dbs_unit_cancel(waits); /* called off: no failure */
+    drain_loop(l);
+    CHECK_EQ(rc_wait, DBS_ECANCELED);
+    CHECK_EQ(stats_of(p).timeouts, 1);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, NULL), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+    CHECK_EQ(events(DBS_EVENT_TIMEOUT), ev0 + 1);
+    dbs_session_close(b);
+    dbs_session_close(a);
+
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+
+    /* its timeout passes in the back-off after a connect that failed */
+    cfg.lazy_open = 1; /* nothing open: the unit connects */
+    p = open_pool("observe", &cfg);
+    l = dbs_loop_open(p, &lc, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    ev0 = events(DBS_EVENT_TIMEOUT);
+    atomic_store(&dbs__fault.fail_connects, 1);
+    dbs_unit *u = unit_of(l, "SELECT 3");
+    CHECK_EQ(dbs_unit_set_timeout(u, 300), DBS_OK);
+    int rc = 1;
+    CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+    drain_loop(l);
+    atomic_store(&dbs__fault.fail_connects, 0);
+    CHECK_EQ(rc, DBS_ETIMEOUT);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECONNECT, NULL), 1);
+    CHECK_EQ(stats_of(p).timeouts, 1);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ETIMEOUT, NULL), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 2);
+    CHECK_EQ(events(DBS_EVENT_TIMEOUT), ev0 + 1);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* A dbs_unit_submit refused because queue_max units already wait failed
+ * the program's call: counted once as DBS_EBUSY, on every backend (the
+ * blocking acquire has no such bound: its waiters queue). */
+static void test_busy_submit_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    dbs_error err;
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.queue_max = 1;
+    dbs_loop *l = dbs_loop_open(p, &lc, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    int rc = 1;
+    CHECK_OK(dbs_unit_submit(unit_of(l, "SELECT 1"), unit_done_rc, &rc, &err), &err);
+    CHECK_EQ(dbs_unit_submit(unit_of(l, "SELECT 2"), unit_done_rc, NULL, &err), DBS_EBUSY);
+    CHECK_EQ(err.code, DBS_EBUSY);
+    CHECK_EQ(dbs_pool_errors(p, DBS_EBUSY, ""), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+    drain_loop(l);
+    CHECK_EQ(rc, DBS_OK);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* The rollback or reset that ends a session failed: dbs_session_close
+ * returns nothing, but the pool saw a failure of the session's, counted
+ * as one its own calls met, on every backend and path: a blocking
+ * session, dbs_transact's, and the session a worker runs a unit on
+ * (SQLite, MariaDB). Here the reset fails and the connection still works
+ * (closed as dirty). */
+static void test_close_failures_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    dbs_error err;
+    dbs_session *s = open_ok(p);
+    exec_ok(s, "SELECT 1");
+    atomic_store(&dbs__fault.fail_resets, 1);
+    dbs_session_close(s);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_resets), 0); /* the reset ran */
+    CHECK_EQ(stats_of(p).closed_dirty, 1);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ESQL, ""), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+
+    atomic_store(&dbs__fault.fail_resets, 1);
+    CHECK_OK(dbs_transact(p, NULL, work_select, NULL, &err), &err);
+    int n = atomic_load(&dbs__fault.fail_resets) == 0; /* the release reset ran apart */
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1 + n);
+    atomic_store(&dbs__fault.fail_resets, 0);
+
+    if (be != DBS_BACKEND_POSTGRESQL) { /* a worker's session */
+        dbs_loop *l = dbs_loop_open(p, NULL, &err);
+        if (!l)
+            CHECK_FAIL("dbs_loop_open: %s", err.message);
+        static const char *const one[] = {"SELECT 1"};
+        atomic_store(&dbs__fault.fail_resets, 1);
+        run_unit(l, one, 1, DBS_OK);
+        CHECK_EQ(atomic_load(&dbs__fault.fail_resets), 0);
+        CHECK_EQ(dbs_pool_errors(p, 0, NULL), 2 + n);
+        dbs_loop_close(l);
+    }
+    dbs_pool_close(p);
+}
+
+/* A reset that fails in the COMMIT's own round trip (PostgreSQL and
+ * MariaDB: dbs_session_commit_close, dbs_transact's last COMMIT, an event
+ * loop's unit on PostgreSQL) leaves the commit a success and the
+ * connection broken: counted once as a failure, and its invalidate event
+ * says what failed, not the "connection is broken" of a later call. */
+static void test_release_reset_failure(void)
+{
+    dbs_config cfg = observed();
+    cfg.log_events = 0;
+    cfg.reset = DBS_RESET_TRACKED; /* MariaDB's reset rides with the COMMIT */
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    if (be == DBS_BACKEND_SQLITE) {
+        dbs_pool_close(p); /* its reset runs apart, at close */
+        return;
+    }
+    dbs_error err;
+    int before = events(DBS_EVENT_INVALIDATE);
+    dbs_session *s = open_ok(p);
+    exec_ok(s, "SELECT 1");
+    atomic_store(&dbs__fault.fail_release_resets, 1);
+    CHECK_OK(dbs_session_commit_close(s, &err), &err);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_release_resets), 0);
+    check_invalidate_named(before, DBS_ECONNECT);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_CONTAINS(last[DBS_EVENT_INVALIDATE].reason, "injected");
+    pthread_mutex_unlock(&ev_mu);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECONNECT, NULL), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+
+    before = events(DBS_EVENT_INVALIDATE);
+    atomic_store(&dbs__fault.fail_release_resets, 1);
+    CHECK_OK(dbs_transact(p, NULL, work_select, NULL, &err), &err);
+    CHECK_EQ(atomic_load(&dbs__fault.fail_release_resets), 0);
+    check_invalidate_named(before, DBS_ECONNECT);
+    pthread_mutex_lock(&ev_mu);
+    CHECK_CONTAINS(last[DBS_EVENT_INVALIDATE].reason, "injected");
+    pthread_mutex_unlock(&ev_mu);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 2);
+
+    if (be == DBS_BACKEND_POSTGRESQL) { /* the loop's own connection */
+        dbs_loop *l = dbs_loop_open(p, NULL, &err);
+        if (!l)
+            CHECK_FAIL("dbs_loop_open: %s", err.message);
+        static const char *const one[] = {"SELECT 1"};
+        before = events(DBS_EVENT_INVALIDATE);
+        atomic_store(&dbs__fault.fail_release_resets, 1);
+        run_unit(l, one, 1, DBS_OK);
+        for (int64_t end = now_ms() + 30000;
+             atomic_load(&dbs__fault.fail_release_resets) != 0 && now_ms() < end;) {
+            (void)dbs_loop_run(l);
+            dbs__sleep_ms(5);
+        }
+        for (int64_t end = now_ms() + 30000;
+             events(DBS_EVENT_INVALIDATE) == before && now_ms() < end;) {
+            (void)dbs_loop_run(l);
+            dbs__sleep_ms(5);
+        }
+        check_invalidate_named(before, DBS_ECONNECT);
+        pthread_mutex_lock(&ev_mu);
+        CHECK_CONTAINS(last[DBS_EVENT_INVALIDATE].reason, "injected");
+        pthread_mutex_unlock(&ev_mu);
+        CHECK_EQ(dbs_pool_errors(p, 0, NULL), 3);
+        dbs_loop_close(l);
+    }
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.invalidated, st.closed_broken);
+    CHECK_INT(st.invalidated, >=, 2);
+    dbs_pool_close(p);
+}
+
 /* What a user would assert of the counts at rest, after a mix of every
  * path (blocking sessions, dbs_transact and its retries, read-only units,
  * pings, readiness, an acquire timeout, event-loop units that commit and
@@ -2627,6 +2873,10 @@ int main(void)
     test_closed_submit_counted();
     test_loop_send_failure_counted();
     test_invalidate_reason_every_path();
+    test_unit_timeouts_counted();
+    test_busy_submit_counted();
+    test_close_failures_counted();
+    test_release_reset_failure();
     test_counts_agree();
 #ifdef DBSCOPE_WITH_PG
     test_circuit_every_replica();
