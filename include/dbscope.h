@@ -37,9 +37,12 @@
  *   - Cancellation (pthread_cancel). No dbscope function is a
  *     cancellation point: each call that could reach one (a wait for a
  *     connection, a statement's I/O, a SQLite lock's sleep, a close, a
- *     retry's back-off, dbs_pool_shutdown's drain, dbs_loop_run) runs with
- *     cancellation disabled and returns the caller's state as it found
- *     it, so a cancel sent meanwhile acts at the thread's next
+ *     retry's back-off, dbs_pool_shutdown's drain, dbs_loop_run, on_event)
+ *     disables cancellation before it reaches one, and returns the
+ *     caller's state as it found it (a call that reaches none, such as a
+ *     checkout of an idle connection or the close of a session that sent
+ *     nothing, leaves the state alone: it costs nothing), so a cancel
+ *     sent meanwhile acts at the thread's next
  *     cancellation point after the call returned, the pool whole; the
  *     call itself ends as it would have (a statement runs to its end or
  *     its bound). The thread's exit then ends its open sessions as above,

@@ -6,6 +6,7 @@
 #ifndef DBS_BASE_H
 #define DBS_BASE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,6 +35,43 @@ static inline uint64_t dbs__thread_id(void)
 {
     uint64_t t = dbs__tid;
     return t ? t : dbs__thread_id_new();
+}
+
+/* ---- cancel.c: no dbscope call is a cancellation point ----
+ * A public call that can reach a cancellation point (pthread_cancel) marks
+ * itself inside the library (DBS__IN_LIB, internal.h); cancellation is
+ * disabled only when such a point is about to be reached
+ * (dbs__cancel_defer), once per outermost call, and the outermost call's
+ * exit gives the program back the state it had then. So a call that
+ * reaches none (a checkout of a parked connection, the checkin of a
+ * session that sent nothing) costs no change of state: in glibc each one
+ * that changes it is a locked compare-and-swap. internal.h lists the
+ * points that defer and why they are all of them.
+ *
+ * dbs__cx_state: DBS__CX_OUT on the program's side (and on the library's
+ * own threads, which nobody cancels: the points there defer nothing);
+ * DBS__CX_IN inside a call, the program's state untouched; DBS__CX_OFF
+ * inside a call, cancellation disabled by dbscope, dbs__cx_saved holding
+ * the program's state. Initial-exec: the shared library reads them
+ * without a __tls_get_addr call. */
+enum { DBS__CX_OUT = 0, DBS__CX_IN = 1, DBS__CX_OFF = 2 };
+extern _Thread_local unsigned char dbs__cx_state __attribute__((tls_model("initial-exec")));
+extern _Thread_local int dbs__cx_saved __attribute__((tls_model("initial-exec")));
+
+void dbs__cancel_defer_now(void);
+
+/* Before anything that may be a cancellation point. The change itself is
+ * out of line, so that the check alone costs the callers no frame. */
+static inline void dbs__cancel_defer(void)
+{
+    if (dbs__cx_state == DBS__CX_IN)
+        dbs__cancel_defer_now();
+}
+
+static inline void dbs__cancel_give_back(void)
+{
+    int unused; /* POSIX leaves a NULL oldstate unspecified */
+    (void)pthread_setcancelstate(dbs__cx_saved, &unused);
 }
 
 /* ---- lock.c: a short lock ----

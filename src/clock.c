@@ -23,6 +23,7 @@ void dbs__sleep_ms(int64_t ms)
 {
     if (ms <= 0)
         return;
+    dbs__cancel_defer();
     struct timespec ts = dbs__timespec(ms * 1000000);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }

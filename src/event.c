@@ -103,8 +103,7 @@ static void log_event(const dbs_pool *p, const dbs_event *ev)
         put_kv(buf, sizeof buf, &o, "tenant_id", ev->ctx->tenant_id);
     }
     put_kv(buf, sizeof buf, &o, "reason", ev->reason);
-    /* one write, so concurrent lines do not interleave */
-    fprintf(stderr, "%s\n", buf);
+    dbs__log_line("%s", buf);
 }
 
 void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *who, int code,
@@ -132,8 +131,27 @@ void dbs__emit_event(dbs_pool *p, enum dbs_event_kind kind, const dbs__who *who,
          * caller had no message to pass (an acquire's timeout) */
         .reason = reason || code >= 0 ? reason : dbs_strerror(code),
     };
-    if (p->cfg.on_event)
+    /* on_event is the program's code, run inside the library's step */
+    if (p->cfg.on_event) {
+        dbs__cancel_defer();
         p->cfg.on_event(&ev, p->cfg.event_user);
+    }
     if (log)
         log_event(p, &ev);
+}
+
+void dbs__log_line(const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof line - 1 ? (size_t)n : sizeof line - 2;
+    line[len++] = '\n';
+    dbs__cancel_defer();
+    /* one write, so concurrent lines do not interleave */
+    fwrite(line, 1, len, stderr);
 }

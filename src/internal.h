@@ -44,39 +44,112 @@ void dbs__err_sqlstate(dbs_error *err, const char *sqlstate);
  * positive values and anything else. */
 bool dbs__code_known(int code);
 
-/* ---- cancellation (pthread_cancel) ----
- * No dbscope call is a cancellation point. A public call that can reach
- * one (a wait for a connection, a statement's I/O, a close, a sleep, a
- * line to stderr) opens with DBS__NO_CANCEL, which defers cancellation
- * until the call returns, on every path out: a cancel acts at the
- * caller's next cancellation point, with no lock held, no waiter left in
- * a queue, no connection half-way through an exchange, no SQLite mutex
- * held. The thread's exit then ends its open sessions (session.c).
- * Calls made from inside dbscope nest: the inner one restores "disabled".
+/* ---- cancellation (pthread_cancel; cancel.c, base.h) ----
+ * No dbscope call is a cancellation point: a cancel acts at the caller's
+ * next cancellation point after the call, with no lock held, no waiter
+ * left in a queue, no connection half-way through an exchange, no SQLite
+ * mutex held. The thread's exit then ends its open sessions (session.c).
+ *
+ * Each public call that can reach a cancellation point opens with
+ * DBS__IN_LIB, which only marks the thread inside dbscope; the points
+ * themselves disable cancellation the first time one is reached within
+ * the outermost call (dbs__cancel_defer), and that call's exit, on every
+ * path out, gives the program its state back if one was. A call sure to
+ * reach one (dbs_exec, dbs_query, dbs_rows_next,
+ * dbs_session_commit_close, dbs_transact, dbs_session_transact) or rare
+ * opens with DBS__NO_CANCEL instead, which defers at once: the same one
+ * change, made where the call has a frame anyway. These defer, and every
+ * path to a cancellation point inside dbscope goes through one:
+ *   - the driver's methods: p->drv is cancel.c's copy of the backend's
+ *     table, which defers in every method that may block or do I/O (a
+ *     connect, a statement, commit, rollback, reset, ping, the socket look
+ *     of pre_ping, close, forget, interrupt, the event loop's send, step
+ *     and cancel); the backends' own sleeps, name lookups, fsyncs,
+ *     getrandom and the credential provider run inside them;
+ *   - a row's next and close, which step or reset a statement: through
+ *     dbs_rows_next (query.c) and dbs__rows_free (session.c) only, on a
+ *     program's thread (the replica monitors and the loop's workers are
+ *     dbscope's own; a loop's rows are read whole and only freed);
+ *   - the wait for a connection or a turn (respool_wait.c), the sleeps
+ *     (dbs__sleep_ms: dbs_transact's back-off), the events (on_event and
+ *     the default log line: dbs__emit_event) and every other line to
+ *     stderr (dbs__log_line), the event loop's wake-up writes (loop.c:
+ *     mbox_post, unit_complete);
+ *   - the rest (joins, drains, epoll_wait, closing descriptors, the fork
+ *     gate) is reached only from calls that defer at once (dbs_pool_open,
+ *     _close, _shutdown, _ping, _wait_ready, _after_fork_child,
+ *     dbs_loop_open, _run, _close) or on dbscope's own threads.
+ * Nothing else inside dbscope waits or does I/O: mutexes, dbs__lock and
+ * sem_post are no cancellation points. A call that reaches none (a
+ * checkout of a parked connection, the checkin of a session that sent
+ * nothing) changes no state. Calls made from inside dbscope (on_event's,
+ * a credential provider's) are not outermost and give nothing back.
  * The program's own code that a call runs at a point where a frame
  * unwound by a cancel leaves everything whole (dbs_transact's work, a
  * loop's unit callbacks) runs between dbs__cancel_user and
- * dbs__cancel_lib, with the caller's state; on_event and the credential
- * provider run inside the library's steps and stay deferred. glibc keeps
- * the state in a field of the thread: a pair costs a few instructions. */
-static inline void dbs__cancel_restore(const int *old)
+ * dbs__cancel_lib: with the program's state, and on the program's side,
+ * so its own calls to dbscope are outermost again; a cancel there leaves
+ * the thread outside dbscope, as its exit handler wants. on_event and the
+ * credential provider run inside the library's steps and stay deferred. */
+static inline unsigned char dbs__lib_enter(void)
 {
-    int unused; /* POSIX leaves a NULL oldstate unspecified */
-    (void)pthread_setcancelstate(*old, &unused);
+    unsigned char was = dbs__cx_state;
+    if (was == DBS__CX_OUT)
+        dbs__cx_state = DBS__CX_IN;
+    return was;
 }
-#define DBS__NO_CANCEL(old)                                                    \
-    int old __attribute__((cleanup(dbs__cancel_restore)));                     \
-    (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old)
-static inline void dbs__cancel_user(int old)
+static inline void dbs__lib_leave(const unsigned char *was)
 {
-    int unused;
-    (void)pthread_setcancelstate(old, &unused);
+    if (*was == DBS__CX_OUT) {
+        if (dbs__cx_state == DBS__CX_OFF)
+            dbs__cancel_give_back();
+        dbs__cx_state = DBS__CX_OUT;
+    }
 }
-static inline void dbs__cancel_lib(void)
+#define DBS__IN_LIB(was)                                                       \
+    unsigned char was __attribute__((cleanup(dbs__lib_leave))) = dbs__lib_enter()
+/* DBS__IN_LIB and dbs__cancel_defer at once, for the calls sure to reach
+ * a point (a statement) or rare: the change inline, where the call has a
+ * frame anyway. */
+static inline unsigned char dbs__lib_enter_deferred(void)
 {
-    int unused;
-    (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &unused);
+    unsigned char was = dbs__cx_state;
+    if (was != DBS__CX_OFF) {
+        (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &dbs__cx_saved);
+        dbs__cx_state = DBS__CX_OFF;
+    }
+    return was;
 }
+#define DBS__NO_CANCEL(was)                                                    \
+    unsigned char was __attribute__((cleanup(dbs__lib_leave))) = dbs__lib_enter_deferred()
+/* was: what DBS__IN_LIB of the call running the program's code saw. A
+ * call made from inside dbscope leaves the state as the step that made
+ * it had it. */
+static inline void dbs__cancel_user(unsigned char was)
+{
+    if (was == DBS__CX_OUT) {
+        if (dbs__cx_state == DBS__CX_OFF)
+            dbs__cancel_give_back();
+        dbs__cx_state = DBS__CX_OUT;
+    }
+}
+static inline void dbs__cancel_lib(unsigned char was)
+{
+    if (was == DBS__CX_OUT)
+        dbs__cx_state = DBS__CX_IN;
+}
+/* At a thread's exit (session.c): a cancel or pthread_exit in the
+ * program's code left the thread outside; one in on_event may not have,
+ * and nothing of that call will return. */
+static inline void dbs__cancel_thread_exit(void)
+{
+    dbs__cx_state = DBS__CX_OUT;
+}
+/* p->drv: real's methods, those that may reach a cancellation point
+ * deferring first. */
+const dbs__driver *dbs__cancel_driver(const dbs__driver *real);
+/* One line to stderr (a refusal, a default event log line), deferred. */
+void dbs__log_line(const char *fmt, ...) DBS__PRINTF(1, 2);
 
 /* ---- abandonable waits (stop.c; set by housekeeper.c, replica.c) ----
  * The stop flag of the pool's own thread running here (the housekeeper,

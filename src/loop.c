@@ -109,6 +109,7 @@ static bool mbox_post(mbox *m, post *p)
     m->tail = p;
     if (was_empty) {
         uint64_t one = 1;
+        dbs__cancel_defer(); /* write() is a cancellation point */
         ssize_t w = write(m->efd, &one, sizeof one);
         (void)w; /* only fails when the counter is full: readable anyway */
     }
@@ -447,6 +448,7 @@ static void unit_complete(dbs_loop *l, dbs_unit *u, int rc, const dbs_error *err
          * there is work; the next run reads the counter back. */
         atomic_store_explicit(&l->kick, true, memory_order_relaxed);
         uint64_t one = 1;
+        dbs__cancel_defer(); /* write() is a cancellation point */
         ssize_t w = write(l->mb->efd, &one, sizeof one);
         (void)w; /* only fails when the counter is full: readable anyway */
     }
@@ -499,10 +501,10 @@ static int run_callbacks(dbs_loop *l, int user)
             /* A cancel in it unwinds the loop's thread, whose exit closes
              * the loop; u is not freed here. */
             if (user >= 0)
-                dbs__cancel_user(user);
+                dbs__cancel_user((unsigned char)user);
             u->done(u, u->rc, &u->err, u->arg);
             if (user >= 0)
-                dbs__cancel_lib();
+                dbs__cancel_lib((unsigned char)user);
         }
         if (u->orphan && !u->post_seen) {
             u->cb_ran = true;
@@ -2150,9 +2152,9 @@ void dbs_loop_close(dbs_loop *l)
         return;
     /* in_run is the owner's: another thread must not read it */
     if (!on_owner(l) || l->in_run) {
-        fprintf(stderr, "dbscope: dbs_loop_close refused: called from %s\n",
-                !on_owner(l) ? "another thread than the loop's owner"
-                             : "inside dbs_loop_run (a callback)");
+        dbs__log_line("dbscope: dbs_loop_close refused: called from %s",
+                      !on_owner(l) ? "another thread than the loop's owner"
+                                   : "inside dbs_loop_run (a callback)");
         return;
     }
     loop_close(l);
@@ -2172,7 +2174,9 @@ static void kept_free(dbs__kept *k)
  * in flight are closed, requests in the pool's queue taken back. */
 static void owner_exit(void *unused)
 {
-    /* a normal exit with a cancel pending must not act on it in here */
+    /* a normal exit with a cancel pending must not act on it in here; a
+     * cancel in on_event may have left the thread marked inside */
+    dbs__cancel_thread_exit();
     DBS__NO_CANCEL(cancel_old);
     (void)unused;
     exit_armed = false; /* the key's value was cleared for this call */
@@ -2426,7 +2430,7 @@ int dbs_unit_set_after(dbs_unit *u, uint64_t pos)
 
 int dbs_unit_submit(dbs_unit *u, dbs_unit_fn done, void *arg, dbs_error *err)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     dbs_error local;
     if (!err)
         err = &local;
@@ -2491,7 +2495,7 @@ void dbs_unit_discard(dbs_unit *u)
 
 void dbs_unit_cancel(dbs_unit *u)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     if (!unit_ok(u) || !u->submitted || u->cancel == CW_USER)
         return;
     dbs_loop *l = u->loop;

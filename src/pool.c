@@ -527,7 +527,7 @@ dbs_pool *dbs__pool_open(const dbs_config *cfg, dbs_error *err)
                  "PostgreSQL feature", drv->name);
         return NULL;
     }
-    drv = dbs__fault_driver(drv);
+    drv = dbs__cancel_driver(dbs__fault_driver(drv));
 
     /* Aligned for its shards, which keep to cache lines of their own. */
     dbs_pool *p = aligned_alloc(_Alignof(dbs_pool), sizeof *p);

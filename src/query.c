@@ -160,6 +160,7 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err)
     dbs_error local;
     if (!err)
         err = &local;
+    dbs__cancel_defer(); /* steps a statement, or reads a socket */
     rc = r->ops->next(r, err);
     r->on_row = rc == 1;
     if (rc < 0)
@@ -546,7 +547,7 @@ int dbs_rows_col(dbs_rows *r, const char *name, dbs_error *err)
 
 void dbs_rows_close(dbs_rows *r)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     /* session-less rows are their unit's, which frees them */
     if (!rows_ok(r) || !r->session)
         return;

@@ -836,7 +836,7 @@ static dbs_session *open_ro(dbs_pool *pool, const dbs_context *ctx, uint64_t pos
 dbs_session *dbs_session_open_ro_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                     const char *file, int line, const char *func)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     dbs_error local;
     return open_ro(pool, ctx, 0, err ? err : &local, file, line, func);
 }
@@ -845,7 +845,7 @@ dbs_session *dbs_session_open_ro_after_at(dbs_pool *pool, const dbs_context *ctx
                                           dbs_error *err, const char *file, int line,
                                           const char *func)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     dbs_error local;
     return open_ro(pool, ctx, pos, err ? err : &local, file, line, func);
 }
@@ -963,9 +963,9 @@ static bool on_own_thread(const char *fn)
 {
     if (!dbs__thread_stop)
         return false;
-    fprintf(stderr, "dbscope: %s refused: called on one of dbscope's own threads (from "
-                    "on_event or a unit's work); call it from a thread of the program's\n",
-            fn);
+    dbs__log_line("dbscope: %s refused: called on one of dbscope's own threads (from "
+                  "on_event or a unit's work); call it from a thread of the program's",
+                  fn);
     return true;
 }
 

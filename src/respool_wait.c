@@ -97,6 +97,7 @@ static int wait_for(dbs__respool *rp, dbs__rp_req *w, sem_t *sem, uint64_t prefe
     int st = dbs__rp_acquire(rp, w, prefer_id, item);
     if (st != DBS__RP_PENDING)
         return st;
+    dbs__cancel_defer(); /* the semaphore's waits are cancellation points */
     /* A cancel between the waiter's registration and the queueing found
      * nothing queued to end: end it now (posted as the cancel would). */
     if (wt && dbs__rp_waiter_cancelled(wt))

@@ -236,7 +236,7 @@ static void session_close(dbs_session *s);
 dbs_session *dbs_session_open_at(dbs_pool *pool, const dbs_context *ctx, dbs_error *err,
                                  const char *file, int line, const char *func)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     return dbs__session_open(pool, ctx, err, file, line, func);
 }
 
@@ -439,13 +439,13 @@ uint64_t dbs_session_commit_pos(dbs_session *s)
 
 int dbs_commit(dbs_session *s, dbs_error *err)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     return end_tx(s, true, false, err);
 }
 
 int dbs_rollback(dbs_session *s, dbs_error *err)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     return end_tx(s, false, false, err);
 }
 
@@ -474,16 +474,16 @@ static void session_close(dbs_session *s)
     if (!s || s->magic != DBS__SESSION_MAGIC)
         return; /* NULL, or closed twice: nothing left to do */
     if (s->owner_id != dbs__thread_id()) {
-        fprintf(stderr, "dbscope: dbs_session_close refused: session opened at %s:%d (%s) "
-                        "belongs to another thread\n",
-                s->file ? s->file : "?", s->line, s->func ? s->func : "?");
+        dbs__log_line("dbscope: dbs_session_close refused: session opened at %s:%d (%s) "
+                      "belongs to another thread",
+                      s->file ? s->file : "?", s->line, s->func ? s->func : "?");
         return;
     }
     if (unit_session(s)) {
-        fprintf(stderr, "dbscope: dbs_session_close refused: the session opened at %s:%d (%s) "
-                        "is dbs_transact's, which commits and closes it when the unit's "
-                        "work returns\n",
-                s->file ? s->file : "?", s->line, s->func ? s->func : "?");
+        dbs__log_line("dbscope: dbs_session_close refused: the session opened at %s:%d (%s) "
+                      "is dbs_transact's, which commits and closes it when the unit's "
+                      "work returns",
+                      s->file ? s->file : "?", s->line, s->func ? s->func : "?");
         return;
     }
     dbs_pool *p = s->pool;
@@ -600,8 +600,8 @@ static void thread_exit(void *unused)
      * that part of the stack. */
     __asan_handle_no_return();
 #endif
-    /* a normal exit with a cancel pending must not act on it in here */
-    DBS__NO_CANCEL(cancel_old);
+    dbs__cancel_thread_exit();
+    DBS__IN_LIB(cancel_old);
     /* The frames of the units under way (dbs_transact) were on the
      * thread's stack, unwound by pthread_exit or a cancel: none will
      * return, and their sessions are not theirs to close any more. */
@@ -643,7 +643,7 @@ static void thread_exit(void *unused)
 
 void dbs_session_close(dbs_session *s)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     session_close(s);
 }
 
@@ -674,7 +674,7 @@ void dbs__session_close(dbs_session *s)
 
 void dbs__session_close_scoped(dbs_session **s)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     if (s && *s) {
         session_close(*s);
         *s = NULL;
@@ -734,7 +734,7 @@ static bool txo_same(const dbs_tx_options *a, const dbs_tx_options *b)
 
 int dbs_session_set_tx_options(dbs_session *s, const dbs_tx_options *opt, dbs_error *err)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
         return rc;
@@ -811,7 +811,7 @@ static int sp_cmd(dbs_session *s, const char *cmd, int depth, dbs_error *err)
 }
 
 static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn work, void *arg,
-                       dbs_error *err, int cancel_old)
+                       dbs_error *err, unsigned char cancel_old)
 {
     int rc = dbs__session_check(s, err);
     if (rc != DBS_OK)
@@ -838,7 +838,7 @@ static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn wo
      * rolls the whole transaction back. */
     dbs__cancel_user(cancel_old);
     rc = work(s, arg, err);
-    dbs__cancel_lib();
+    dbs__cancel_lib(cancel_old);
     if (rc != 0)
         rc = unit_code(rc, err);
     if (s->magic != DBS__SESSION_MAGIC || s->tx_seq != seq || !s->in_tx)
@@ -908,7 +908,7 @@ int(dbs_transact)(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
                              const char *func, dbs__opener open, uint64_t pos,
-                             const dbs_tx_options *opt, int cancel_old);
+                             const dbs_tx_options *opt, unsigned char cancel_old);
 
 int(dbs_transact_opts)(dbs_pool *pool, const dbs_context *ctx, const dbs_tx_options *opt,
                        dbs_work_fn work, void *arg, dbs_error *err)
@@ -986,7 +986,7 @@ int dbs__transact(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work, void
 static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn work,
                              void *arg, dbs_error *err, const char *file, int line,
                              const char *func, dbs__opener open, uint64_t pos,
-                             const dbs_tx_options *opt, int cancel_old)
+                             const dbs_tx_options *opt, unsigned char cancel_old)
 {
     const int retry_max = pool->cfg.retry_max;
     for (int attempt = 0;; attempt++) {
@@ -1015,7 +1015,7 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
              * hold, and the frame is forgotten there (unit_top). */
             dbs__cancel_user(cancel_old);
             rc = work(s, arg, err);
-            dbs__cancel_lib();
+            dbs__cancel_lib(cancel_old);
             unit_top = frame.up;
             if (rc != 0 && s->doom.code != 0) {
                 /* A nested unit doomed the transaction: what failed after
@@ -1105,8 +1105,10 @@ void dbs__rows_free(dbs_rows *r)
      * parent's: closing them would reset the parent's SQLite statement
      * (ending its read, or committing its write from here). Left as the
      * connection is, memory and all. */
-    if (s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed))
+    if (s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed)) {
+        dbs__cancel_defer(); /* resets a statement: SQLite may do I/O */
         r->ops->close(r);
+    }
 }
 
 void dbs__rows_close_all(dbs_session *s)

@@ -307,6 +307,153 @@ static void test_cancel_in_nested_work(void)
     dbs_pool_close(p);
 }
 
+/* ---- (4) a cancel pending across whole calls ----
+ * The thread cancels itself first, then runs checkouts and checkins of a
+ * parked connection (which reach no cancellation point), a statement, a
+ * commit, rows, and a unit: each finishes, and the cancel acts at the
+ * thread's own cancellation point after the last. A call cancelled inside
+ * would leave steps short, and its session open (a leak). */
+
+struct pending {
+    dbs_pool *p;
+    int id;
+    atomic_int steps;
+};
+
+static int insert_work(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct pending *pc = arg;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, 1)", tbl);
+    return dbs_exec(s, sql, (dbs_value[]){DBS_INT(pc->id + 1)}, 1, err) == 1 ? 0 : DBS_ESQL;
+}
+
+static void *calls_pending(void *v)
+{
+    struct pending *pc = v;
+    pthread_cancel(pthread_self());
+    dbs_error err;
+    for (int i = 0; i < 3; i++) {
+        dbs_session *s = dbs_session_open(pc->p, NULL, &err);
+        if (!s)
+            return NULL;
+        dbs_session_close(s);
+        atomic_fetch_add(&pc->steps, 1);
+    }
+    dbs_session *s = dbs_session_open(pc->p, NULL, &err);
+    if (!s)
+        return NULL;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, 1)", tbl);
+    if (dbs_exec(s, sql, (dbs_value[]){DBS_INT(pc->id)}, 1, &err) != 1 ||
+        dbs_commit(s, &err) != DBS_OK)
+        return NULL;
+    atomic_fetch_add(&pc->steps, 1);
+    snprintf(sql, sizeof sql, "SELECT v FROM %s WHERE id = $1", tbl);
+    dbs_rows *r = dbs_query(s, sql, (dbs_value[]){DBS_INT(pc->id)}, 1, &err);
+    if (!r || dbs_rows_next(r, &err) != 1)
+        return NULL;
+    dbs_rows_close(r);
+    dbs_session_close(s);
+    atomic_fetch_add(&pc->steps, 1);
+    if (dbs_transact(pc->p, NULL, insert_work, pc, &err) != DBS_OK)
+        return NULL;
+    atomic_fetch_add(&pc->steps, 1);
+    pthread_testcancel();
+    atomic_store(&pc->steps, -1000); /* not cancelled after all */
+    return NULL;
+}
+
+static void test_pending_calls(void)
+{
+    dbs_pool *p = pool_of(1);
+    uint64_t leaks0 = stats_of(p).leaks;
+    struct pending pc = {.p = p, .id = 40};
+    pthread_t th;
+    pthread_create(&th, NULL, calls_pending, &pc);
+    join_cancelled(th, "pending calls");
+    int steps = atomic_load(&pc.steps);
+    CHECK_EQ(steps, 6);
+    CHECK_EQ(v_of(p, pc.id), 101);
+    CHECK_EQ(v_of(p, pc.id + 1), 101);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 20000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.leaks, leaks0);
+    CHECK_EQ(st.acquired, st.released);
+    dbs_pool_close(p);
+}
+
+/* ---- (5) on_event runs deferred ----
+ * Checkout and checkin reach no cancellation point of their own, but the
+ * program's on_event does (usleep): it runs with cancellation disabled
+ * all the same, with a cancel pending; the cancel acts after the call. */
+
+static pthread_t ev_thread;
+static atomic_int ev_seen, ev_enabled;
+
+static void on_ev(const dbs_event *ev, void *user)
+{
+    (void)ev;
+    (void)user;
+    if (!pthread_equal(pthread_self(), ev_thread))
+        return; /* the housekeeper's */
+    int old, unused;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    pthread_setcancelstate(old, &unused);
+    atomic_fetch_add(&ev_seen, 1);
+    if (old == PTHREAD_CANCEL_ENABLE)
+        atomic_fetch_add(&ev_enabled, 1);
+    usleep(1); /* a cancellation point of the program's */
+}
+
+static void *cycles_pending(void *v)
+{
+    struct pending *pc = v;
+    pthread_cancel(pthread_self());
+    dbs_error err;
+    for (int i = 0; i < 3; i++) {
+        dbs_session *s = dbs_session_open(pc->p, NULL, &err);
+        if (!s)
+            return NULL;
+        atomic_fetch_add(&pc->steps, 1);
+        dbs_session_close(s);
+        atomic_fetch_add(&pc->steps, 1);
+    }
+    pthread_testcancel();
+    atomic_store(&pc->steps, -1000);
+    return NULL;
+}
+
+static void test_events_deferred(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 1;
+    cfg.max_overflow = 0;
+    cfg.acquire_timeout_ms = ACQUIRE_LIMIT_MS;
+    cfg.on_event = on_ev;
+    dbs_error err;
+    dbs_pool *p = dbs_pool_open(&cfg, &err);
+    if (!p)
+        CHECK_FAIL("dbs_pool_open: %s", err.message);
+    dbs_session_close(open_ok(p)); /* the connection made and parked */
+    struct pending pc = {.p = p};
+    atomic_store(&ev_seen, 0);
+    atomic_store(&ev_enabled, 0);
+    pthread_create(&ev_thread, NULL, cycles_pending, &pc);
+    join_cancelled(ev_thread, "events");
+    int steps = atomic_load(&pc.steps);
+    CHECK_EQ(steps, 6);
+    int seen = atomic_load(&ev_seen), enabled = atomic_load(&ev_enabled);
+    CHECK_INT(seen, >=, 6); /* a checkout and a checkin each */
+    CHECK_EQ(enabled, 0);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 20000);
+    CHECK_EQ(stats_of(p).leaks, 0);
+    dbs_pool_close(p);
+}
+
 /* A call returns with the caller's cancel state as it found it. */
 static void test_state_kept(void)
 {
@@ -354,6 +501,8 @@ int main(int argc, char **argv)
     CASE("in_work", test_cancel_in_work(false));
     CASE("in_work_pending", test_cancel_in_work(true));
     CASE("in_nested_work", test_cancel_in_nested_work());
+    CASE("pending_calls", test_pending_calls());
+    CASE("events_deferred", test_events_deferred());
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);
