@@ -51,10 +51,10 @@
  *     dbs_session_transact's work (a cancel there unwinds as pthread_exit
  *     does: the unit is rolled back at the thread's exit) and the unit
  *     callbacks dbs_loop_run runs (a loop whose thread is cancelled there
- *     is closed at the thread's exit, as at any exit of its thread). on_event, the
- *     credential provider, and the callbacks dbs_loop_close runs are
- *     called from inside the library's own steps and run with
- *     cancellation disabled. Asynchronous cancellation
+ *     is closed at the thread's exit, as at any exit of its thread).
+ *     on_event, the credential provider, dbs_pool_sessions' fn and the
+ *     callbacks dbs_loop_close runs are called from inside the library's
+ *     own steps and run with cancellation disabled. Asynchronous cancellation
  *     (PTHREAD_CANCEL_ASYNCHRONOUS) must not be enabled across a call.
  *   - A dbs_rows belongs to its session, and so to the same thread.
  *   - Use after close. A closed session's memory is kept by its thread for
@@ -1007,8 +1007,10 @@ typedef void (*dbs_session_fn)(const dbs_session_info *info, void *user);
  * target) at one instant, oldest first:
  * who holds which connection, where it was acquired, since when. The list
  * is copied under the pool's locks and fn runs after they are released, so
- * fn may call any dbscope function. Returns the number of sessions visited,
- * or a negative dbs_code (DBS_ENOMEM). Any thread, under any load. */
+ * fn may call any dbscope function; it runs with cancellation deferred
+ * (pthread_cancel acts after this call returns). Returns the number of
+ * sessions visited, or a negative dbs_code (DBS_ENOMEM). Any thread, under
+ * any load. */
 int dbs_pool_sessions(dbs_pool *pool, dbs_session_fn fn, void *user);
 
 /* ------------------------------------------------------------------------

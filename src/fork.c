@@ -42,10 +42,15 @@ static void gate_prepare(void)
         gate_unguarded = true;
         return;
     }
+    /* fork() runs this on the program's thread: a cancel acting in the
+     * wait would unwind with gate_mu (and glibc's fork lock) held */
+    int old, unused;
+    (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
     pthread_mutex_lock(&gate_mu);
     gate_forkers++;
     while (gate_inside > 0)
         pthread_cond_wait(&gate_cv, &gate_mu);
+    (void)pthread_setcancelstate(old, &unused);
     /* held through the fork: the child's copy is held by its only thread */
 }
 

@@ -437,6 +437,9 @@ static char *dup_opt(const char *s)
 
 static void pool_free(dbs_pool *p)
 {
+    /* Whichever call drops the last reference (a dbs_pool_stats racing
+     * dbs_pool_close, say) closes the targets here: waits, joins, closes. */
+    DBS__NO_CANCEL(cancel_old);
     if (p->workers_free)
         p->workers_free(p);
     if (p->on_free)

@@ -683,6 +683,9 @@ void dbs__session_close_scoped(dbs_session **s)
 
 void *dbs_session_native(dbs_session *s)
 {
+    /* the handle is handed out settled: a posted reset is read, a
+     * transaction begun (every backend's native) */
+    DBS__NO_CANCEL(cancel_old);
     if (dbs__session_check(s, NULL) != DBS_OK)
         return NULL;
     s->native_taken = true;

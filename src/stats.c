@@ -475,6 +475,9 @@ static int pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user);
 
 int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
+    /* fn runs with cancellation deferred, as on_event does: a cancel in it
+     * would keep the pool's reference and the copied list */
+    DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
     dbs__pool_ref(p); /* as dbs_pool_metrics; fn may close the pool too */
