@@ -107,7 +107,7 @@ static inline void dbs__lib_leave(const unsigned char *was)
     }
 }
 #define DBS__IN_LIB(was)                                                       \
-    unsigned char was __attribute__((cleanup(dbs__lib_leave))) = dbs__lib_enter()
+    unsigned char was __attribute__((cleanup(dbs__lib_leave), unused)) = dbs__lib_enter()
 /* DBS__IN_LIB and dbs__cancel_defer at once, for the calls sure to reach
  * a point (a statement) or rare: the change inline, where the call has a
  * frame anyway. */
@@ -121,7 +121,7 @@ static inline unsigned char dbs__lib_enter_deferred(void)
     return was;
 }
 #define DBS__NO_CANCEL(was)                                                    \
-    unsigned char was __attribute__((cleanup(dbs__lib_leave))) = dbs__lib_enter_deferred()
+    unsigned char was __attribute__((cleanup(dbs__lib_leave), unused)) = dbs__lib_enter_deferred()
 /* was: what DBS__IN_LIB of the call running the program's code saw. A
  * call made from inside dbscope leaves the state as the step that made
  * it had it. */
