@@ -3,7 +3,9 @@
  * methods that may reach a cancellation point defer first. */
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 
 _Thread_local unsigned char dbs__cx_state __attribute__((tls_model("initial-exec")));
 _Thread_local int dbs__cx_saved __attribute__((tls_model("initial-exec")));
@@ -12,6 +14,26 @@ void dbs__cancel_defer_now(void)
 {
     (void)pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &dbs__cx_saved);
     dbs__cx_state = DBS__CX_OFF;
+}
+
+/* base.h's dbs__cancel_defer, for the points in this file: base.h's
+ * inline reads the state this file defines, and this file takes nothing
+ * back from base.h's inlines. */
+static inline void defer_here(void)
+{
+    if (dbs__cx_state == DBS__CX_IN)
+        dbs__cancel_defer_now();
+}
+
+/* nanosleep is a cancellation point: a sleep defers first. */
+void dbs__sleep_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    defer_here();
+    struct timespec ts = dbs__timespec(ms * 1000000);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 /* ---- the driver's methods ----
@@ -69,7 +91,7 @@ static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
 #define DEF(I, R, T, m, params, args)                                                       \
     static T m##_##I params                                                                 \
     {                                                                                       \
-        dbs__cancel_defer();                                                                \
+        defer_here();                                                                       \
         R slots[I].real->m args;                                                            \
     }
 DEFERRED(DEF, 0)

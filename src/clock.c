@@ -1,8 +1,7 @@
-/* Monotonic time, sleeping, a cheap per-thread PRNG for jitter, and each
+/* Monotonic time, a cheap per-thread PRNG for jitter, and each
  * thread's identity. */
 #include "base.h"
 
-#include <errno.h>
 #include <time.h>
 
 int64_t dbs__now_ns(void)
@@ -17,16 +16,6 @@ struct timespec dbs__timespec(int64_t ns)
     struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000),
                           .tv_nsec = (long)(ns % 1000000000)};
     return ts;
-}
-
-void dbs__sleep_ms(int64_t ms)
-{
-    if (ms <= 0)
-        return;
-    dbs__cancel_defer();
-    struct timespec ts = dbs__timespec(ms * 1000000);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
 }
 
 /* splitmix64 seeded per thread from the clock and the state's address, so
