@@ -16,7 +16,8 @@
 
 int64_t dbs__now_ns(void);       /* CLOCK_MONOTONIC */
 uint64_t dbs__random(void);      /* per-thread PRNG, not for secrets */
-void dbs__sleep_ms(int64_t ms);  /* sleeps through signals */
+/* cancel.c: sleeps through signals; never a cancellation point */
+void dbs__sleep_ms(int64_t ms);
 /* Absolute CLOCK_MONOTONIC timespec for a deadline in ns. */
 struct timespec dbs__timespec(int64_t ns);
 /* Absolute CLOCK_REALTIME timespec ms from now, for the calls that take
