@@ -74,12 +74,17 @@ static void *request_thread(void *arg)
 static int setup(dbs_session *s, void *arg, dbs_error *err)
 {
     (void)arg;
-    int64_t rc = dbs_exec(s,
-                          "DROP TABLE IF EXISTS transfer_log;"
-                          "DROP TABLE IF EXISTS account;"
-                          "CREATE TABLE account (id INTEGER PRIMARY KEY, balance BIGINT NOT NULL);"
-                          "CREATE TABLE transfer_log (src INTEGER, dst INTEGER, amount BIGINT)",
-                          NULL, 0, err);
+    /* One statement a call: PostgreSQL prepares each statement and MariaDB
+     * takes one a round trip, so neither accepts a list. */
+    static const char *const schema[] = {
+        "DROP TABLE IF EXISTS transfer_log",
+        "DROP TABLE IF EXISTS account",
+        "CREATE TABLE account (id INTEGER PRIMARY KEY, balance BIGINT NOT NULL)",
+        "CREATE TABLE transfer_log (src INTEGER, dst INTEGER, amount BIGINT)",
+    };
+    int64_t rc = 0;
+    for (size_t i = 0; rc >= 0 && i < sizeof schema / sizeof schema[0]; i++)
+        rc = dbs_exec(s, schema[i], NULL, 0, err);
     for (int i = 1; rc >= 0 && i <= ACCOUNTS; i++) {
         dbs_value v[] = {DBS_INT(i)};
         rc = dbs_exec(s, "INSERT INTO account (id, balance) VALUES ($1, 1000)", v, 1, err);
@@ -119,8 +124,11 @@ int main(int argc, char **argv)
         dbs_pool_close(pool);
         return 1;
     }
+    /* The backend, not the URL: a URL may carry a password. */
+    static const char *const backends[] = {"unknown", "sqlite", "postgresql", "mariadb"};
+    dbs_backend b = dbs_pool_backend(pool);
     printf("loadsim: %d threads x %d requests on %s, pool_size=%d\n", threads,
-           requests_per_thread, cfg.url, cfg.pool_size);
+           requests_per_thread, (unsigned)b < 4 ? backends[b] : "unknown", cfg.pool_size);
     pthread_t *th = calloc((size_t)threads, sizeof *th);
     if (!th)
         return 1;

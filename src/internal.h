@@ -268,8 +268,9 @@ int dbs__config_check(const dbs_config *cfg, dbs_error *err);
 #define DBS__SQLITE_URL_OPTION "synchronous"
 
 /* Whether key (len bytes) names a secret: an option libpq marks secret
- * (dispchar "*": password, sslpassword), or a password or passphrase of
- * Connector/C; without case, '-' or '_', percent-decoded if decode. */
+ * (dispchar "*": password, sslpassword), a password or passphrase of
+ * Connector/C or MySQL (password1..3 of multi-factor authentication), or
+ * ODBC's pwd; without case, '-' or '_', percent-decoded if decode. */
 bool dbs__secret_key(const char *key, size_t len, bool decode);
 /* Writes url (a URL or key=value string) with every secret replaced by
  * "***": the password of any userinfo and the value of every secret key,

@@ -33,9 +33,13 @@
  * The secret keys: every option that libpq marks secret (dispchar "*" in
  * PQconndefaults(): password and sslpassword in libpq 15), read from the
  * libpq this process runs with, and those of Connector/C and MariaDB
- * option files (password, passwd, ssl/tls passphrase), compared without
- * case, '-' or '_', after percent-decoding (libpq decodes a URL's
- * parameter names: ss%6cpassword= is sslpassword=).
+ * option files (password, passwd, ssl/tls passphrase), MySQL's
+ * multi-factor passwords (password1, password2, password3) and ODBC's
+ * pwd, compared without case, '-' or '_', after percent-decoding (libpq
+ * decodes a URL's parameter names: ss%6cpassword= is sslpassword=). In
+ * a parameter its parser does not know the value is masked whatever the
+ * key; the list matters where a pair is read inside another value
+ * (application_name='a password2=...') or after a ';'.
  *
  * The known keys, by the parser that reads the text (as config.c sends
  * it): for a key=value string and a postgres:// or postgresql:// URL, every
@@ -48,7 +52,8 @@
 /* Normalized (lowercase, no '-' or '_') names, whatever libpq says too. */
 static const char *const secret_keys_builtin[] = {
     "password",      "sslpassword",   "passwd",           "sslpassphrase",
-    "tlspassphrase", "sslkeypassword", "oauthclientsecret",
+    "tlspassphrase", "sslkeypassword", "oauthclientsecret", "password1",
+    "password2",     "password3",     "pwd",
 };
 
 #define SECRET_KEY_MAX 48

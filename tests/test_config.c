@@ -260,6 +260,12 @@ static void test_redact_secret_keys(void)
     CHECK(dbs__secret_key("passwd", 6, false));
     CHECK(dbs__secret_key("ssl-passphrase", 14, false));
     CHECK(dbs__secret_key("tls_passphrase", 14, false));
+    /* MySQL's multi-factor passwords, and ODBC's spelling */
+    CHECK(dbs__secret_key("password2", 9, false));
+    CHECK(dbs__secret_key("Password-3", 10, false));
+    CHECK(dbs__secret_key("password1", 9, false));
+    CHECK(dbs__secret_key("PWD", 3, false));
+    CHECK(!dbs__secret_key("password4", 9, false));
     CHECK(!dbs__secret_key("passfile", 8, false));
     CHECK(!dbs__secret_key("sslkey", 6, false));
     CHECK(!dbs__secret_key("user", 4, false));
@@ -306,6 +312,15 @@ static void test_redact_secret_keys(void)
         "mysql://u@h/db?passwd=Sekr3tPW",
         "mariadb://u@h/db?ssl-passphrase=Sekr3tPW&ssl_mode=required",
         "mysql://u@h/db?tls_passphrase=Sekr3tPW",
+        "mysql://u@h/db?password2=Sekr3tPW",
+        "mariadb://u@h/db?ssl_mode=required&Password3=Sekr3tPW",
+        /* a pair inside another value, where only the key says it is a
+         * secret: the value of a key the parser knows is shown */
+        "host=h application_name='x password2=Sekr3tPW'",
+        "host=h application_name='x password_1=Sekr3tPW' port=5",
+        "postgresql://h/db?application_name=a;password3=Sekr3tPW",
+        "postgresql://h/db?application_name=a;Pwd=Sekr3tPW&port=5",
+        "host=h options='Server=s;PWD=Sekr3tPW'",
         "postgresql://h/db?a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9&j=10&k=11&l=12&m=13"
         "&n=14&o=15&p=16&q=17&r=18&s=19&t=20&u=21&v=22&w=23&x=24&y=25&z=26",
     };

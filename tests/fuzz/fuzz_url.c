@@ -97,7 +97,7 @@ static void build(char *out, size_t cap, int kind, const char *secret, const cha
 /* The secret keys, as their definers spell them. */
 static const char *const secret_keys[] = {
     "password", "sslpassword", "passwd", "ssl_passphrase", "ssl-passphrase",
-    "tls_passphrase", "tls-passphrase",
+    "tls_passphrase", "tls-passphrase", "password1", "password2", "password3", "pwd",
 };
 
 /* Appends to out (at *o, cap bytes) key as written under the bits of
