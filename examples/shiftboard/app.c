@@ -197,6 +197,24 @@ static int insert_user(dbs_session *s, void *arg, dbs_error *err)
     return n == 1 ? 0 : n < 0 ? n : DBS_ESQL;
 }
 
+struct name_check {
+    const char *name;
+    bool taken;
+};
+
+static int name_taken(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct name_check *c = arg;
+    dbs_value v[] = {DBS_TEXT(c->name)};
+    dbs_rows *r = dbs_query(s, "SELECT 1 FROM users WHERE name = $1", v, 1, err);
+    if (!r)
+        return err->code;
+    int n = dbs_rows_next(r, err);
+    dbs_rows_close(r);
+    c->taken = n == 1;
+    return n < 0 ? n : 0;
+}
+
 static void create_user(const sb_app *app, sb_request *req, sb_response *res)
 {
     json_t *body = body_object(req, res);
@@ -219,6 +237,26 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
                  "retry in %d s", SB_RL_REGISTER_MAX, wait);
         return;
     }
+    /* A taken name is answered before the hash, or a client could spend
+     * the hashing permits (64 MiB and tens of ms each) on names it knows
+     * are taken, for the price of a request. The look-up tells nothing the
+     * answer did not already tell: registration answers "taken" either
+     * way, so a name's existence was always one registration away. The
+     * insert's unique violation stays the authority: a name taken between
+     * this look-up and the insert is still 409 below. */
+    struct name_check nc = {.name = name};
+    dbs_context ctx = context_of(req);
+    dbs_error err;
+    int rc = dbs_transact(app->pool, &ctx, name_taken, &nc, &err);
+    if (rc != DBS_OK || nc.taken) {
+        sb_rl_register_refund(req->client); /* no account made */
+        if (rc != DBS_OK)
+            db_failure(req, res, rc, &err);
+        else
+            sb_error(res, 409, "the name \"%s\" is taken", name);
+        json_decref(body);
+        return;
+    }
     char hash[256];
     if (!hash_enter(app, req, res)) {
         sb_rl_register_refund(req->client); /* no account made */
@@ -234,9 +272,7 @@ static void create_user(const sb_app *app, sb_request *req, sb_response *res)
         return;
     }
     struct new_user u = {.name = name, .hash = hash};
-    dbs_context ctx = context_of(req);
-    dbs_error err;
-    int rc = write_transact(app, &ctx, insert_user, &u, true, &err);
+    rc = write_transact(app, &ctx, insert_user, &u, true, &err);
     if (rc != DBS_OK)
         sb_rl_register_refund(req->client); /* no account made */
     if (rc == DBS_ECONSTRAINT) {
@@ -875,7 +911,8 @@ static void metrics(const sb_app *app, sb_response *res)
             unsigned long evicted, refused;
             sb_rl_stats(&entries, &slots, &evicted, &refused);
             unsigned hashing, hashing_peak;
-            sb_hash_counts(&hashing, &hashing_peak);
+            unsigned long hashes;
+            sb_hash_counts(&hashing, &hashing_peak, &hashes);
             int m = snprintf(
                 buf + n, cap - (size_t)n,
                 "# HELP shiftboard_ratelimit_entries Slots in use in the guessing limits' table.\n"
@@ -901,6 +938,10 @@ static void metrics(const sb_app *app, sb_response *res)
                 "memory at once since the start.\n"
                 "# TYPE shiftboard_hashes_in_progress_max gauge\n"
                 "shiftboard_hashes_in_progress_max %u\n"
+                "# HELP shiftboard_hashes_total Password hashes computed (made or verified) "
+                "since the start.\n"
+                "# TYPE shiftboard_hashes_total counter\n"
+                "shiftboard_hashes_total %lu\n"
                 "# HELP shiftboard_hash_permits The most password hashes allowed in memory "
                 "at once (--hash-memory, the processors).\n"
                 "# TYPE shiftboard_hash_permits gauge\n"
@@ -910,7 +951,7 @@ static void metrics(const sb_app *app, sb_response *res)
                 "# TYPE shiftboard_hash_refused_total counter\n"
                 "shiftboard_hash_refused_total %lu\n",
                 entries, slots, evicted, refused, atomic_load(&app->share_refused), hashing,
-                hashing_peak, app->hash_permits, atomic_load(&app->hash_refused));
+                hashing_peak, hashes, app->hash_permits, atomic_load(&app->hash_refused));
             if (m < 0 || (size_t)m >= cap - (size_t)n) {
                 free(buf);
                 cap = (size_t)n + (m > 0 ? (size_t)m : 1024) + 1;

@@ -12,9 +12,13 @@
  * counted around each argon2id call itself, whoever bounds them, so that
  * /metrics shows what the bound on their memory (server.c) really held. */
 static atomic_uint hashes_now, hashes_peak;
+/* Hashes computed since the start (made and verified): what a request that
+ * should cost none (a taken name) is checked against. */
+static atomic_ulong hashes_total;
 
 static void hash_began(void)
 {
+    atomic_fetch_add(&hashes_total, 1);
     unsigned now = atomic_fetch_add(&hashes_now, 1) + 1;
     unsigned peak = atomic_load(&hashes_peak);
     while (now > peak && !atomic_compare_exchange_weak(&hashes_peak, &peak, now))
@@ -26,10 +30,11 @@ static void hash_ended(void)
     atomic_fetch_sub(&hashes_now, 1);
 }
 
-void sb_hash_counts(unsigned *now, unsigned *peak)
+void sb_hash_counts(unsigned *now, unsigned *peak, unsigned long *total)
 {
     *now = atomic_load(&hashes_now);
     *peak = atomic_load(&hashes_peak);
+    *total = atomic_load(&hashes_total);
 }
 
 int sb_password_hash(const sb_app *app, const char *password, char *out, size_t len)

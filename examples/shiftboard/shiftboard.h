@@ -181,9 +181,9 @@ int sb_password_hash(const sb_app *app, const char *password, char *out, size_t 
  * time (a decoy hashed at app's cost) and fails, so unknown names cannot
  * be told apart by timing. */
 bool sb_password_check(const sb_app *app, const char *hash, const char *password);
-/* Password hashes (both of the above) running now, and the most that ran
- * at once since the start. Any thread. */
-void sb_hash_counts(unsigned *now, unsigned *peak);
+/* Password hashes (both of the above) running now, the most that ran at
+ * once since the start, and how many ran since the start. Any thread. */
+void sb_hash_counts(unsigned *now, unsigned *peak, unsigned long *total);
 /* A new random token (hex, 64 chars) and the hash stored for it. */
 void sb_token_new(char token[65], char hash[65]);
 /* The stored hash of a presented token. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -475,4 +476,19 @@ int tfb_listen(const char *host, int *port, int reuseport)
                                                    : ((struct sockaddr_in *)&ss)->sin_port);
     }
     return fd;
+}
+
+unsigned tfb_connection_limit(const tfb_options *opt, int per_thread)
+{
+    struct rlimit rl;
+    rlim_t want = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t reserve = 2 * (rlim_t)(opt->pool_size + opt->max_overflow) +
+                         (rlim_t)per_thread * (rlim_t)opt->threads + 32;
+        want = rl.rlim_cur > reserve + (rlim_t)opt->threads ? rl.rlim_cur - reserve
+                                                            : (rlim_t)opt->threads;
+        if (want > 65536)
+            want = 65536;
+    }
+    return (unsigned)want;
 }

@@ -30,13 +30,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 /* How often a loop looks for clients that went away while their unit ran. */
 #define GONE_CHECK_MS 100
+/* How often a loop looks for connections past their deadline (lconn). */
+#define DEADLINE_CHECK_MS 1000
 
 typedef struct lreq lreq;
+typedef struct lconn lconn;
+typedef struct lslot lslot;
 
 typedef struct lthread {
     h2o_context_t ctx; /* first: a request's conn->ctx points here */
@@ -52,12 +57,29 @@ typedef struct lthread {
     int npending;
     uint64_t last_check_ms;
     uint64_t accept_resume_ms; /* out of descriptors: accept again then (0: accepting) */
+    lconn *conns;              /* this loop's HTTP connections */
+    uint64_t last_deadline_ms;
 } lthread;
+
+/* An HTTP connection, from its accept until h2o closes its socket (the
+ * socket's on_close). It is counted against the connection limit, and its
+ * deadlines are the loop's own, whatever h2o's timers do: h2o 2.2 has no
+ * timer at all while it writes a response (a client that never reads
+ * would hold its connection for good), and a bound it does not own cannot
+ * be moved by how a client spaces its bytes. Loop thread only. */
+struct lconn {
+    lthread *t;
+    h2o_socket_t *sock;
+    lconn *prev, *next;
+    int busy;             /* requests begun and not ended (answers written included) */
+    uint64_t active_ms;   /* accepted, or a request began or ended */
+    uint64_t writing_ms;  /* seen writing since then, without a break (0: not) */
+    int cut;              /* shut down: h2o closes it on its next read or write */
+};
 
 struct lreq {
     lthread *t;
     h2o_req_t *req;   /* NULL once h2o disposed of the request */
-    lreq **slot;      /* in the request's memory pool: points back here */
     dbs_unit *unit;   /* the unit in flight, or NULL */
     int canceled;     /* dbs_unit_cancel was called on unit */
     int linked;       /* on t->pending */
@@ -65,8 +87,17 @@ struct lreq {
     int n;
     int got;          /* --pipeline 0: worlds read so far */
     int fd;           /* the client's socket, -1 unknown */
+    lslot *slot;      /* in the request's memory pool: points back here */
     lreq *prev, *next;
     tfb_world w[];    /* n of them (/db, /queries, /updates) */
+};
+
+/* A request's memory pool holds this; its dispose runs once, when the
+ * request ends whichever way (answered, or its connection closed), and
+ * always before the connection's socket closes. */
+struct lslot {
+    lreq *r;  /* the request's lreq while it has one */
+    lconn *c; /* the connection, when it is one of ours */
 };
 
 static h2o_globalconf_t g_config;
@@ -74,6 +105,10 @@ static dbs_pool *g_pool;
 static const tfb_options *g_opt;
 static int g_loop_connections;
 static lthread *g_threads;
+/* HTTP connections open in all loops, and how many may be: a process-wide
+ * count, since descriptors are the process's. */
+static atomic_uint g_conns;
+static unsigned g_conn_limit;
 
 static uint64_t now_ms(void)
 {
@@ -109,7 +144,7 @@ static void free_lreq(lreq *r)
         t->npending--;
     }
     if (r->slot)
-        *r->slot = NULL;
+        r->slot->r = NULL;
     free(r);
 }
 
@@ -118,7 +153,12 @@ static void free_lreq(lreq *r)
  * frees r. */
 static void on_req_dispose(void *p)
 {
-    lreq *r = *(lreq **)p;
+    lslot *slot = p;
+    if (slot->c) {
+        slot->c->busy--;
+        slot->c->active_ms = now_ms();
+    }
+    lreq *r = slot->r;
     if (!r)
         return;
     r->req = NULL;
@@ -342,10 +382,36 @@ static const char *query_arg(h2o_req_t *req, const char *name, size_t *len)
     return tfb_query_arg(req->path.base + req->query_at + 1, qlen, name, buf, len);
 }
 
+static void on_conn_close(void *data);
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     lthread *t = (lthread *)req->conn->ctx;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+    lslot *slot = h2o_mem_alloc_shared(&req->pool, sizeof *slot, on_req_dispose);
+    if (!slot) {
+        h2o_send_error_generic(req, 500, "Internal Server Error", "out of memory\n", 0);
+        return 0;
+    }
+    slot->r = NULL;
+    slot->c = sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+    if (slot->c) {
+        slot->c->busy++;
+        slot->c->active_ms = now_ms();
+        /* h2o 2.2 goes on to the next request it holds when an answer
+         * could not be written: a connection cut with requests pipelined
+         * would have each of them run (and cancelled), one a check's
+         * period. The first one closes it instead. */
+        if (slot->c->cut) {
+            h2o_send_error_generic(req, 503, "Service Unavailable",
+                                   "the connection was past its deadline\n",
+                                   H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION);
+            return 0;
+        }
+    }
     enum tfb_route route =
         tfb_route_of(req->path_normalized.base, req->path_normalized.len, g_opt->test_routes);
     tfb_buf b = {0};
@@ -374,21 +440,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         break;
     }
     lreq *r = calloc(1, sizeof *r + (size_t)n * sizeof(tfb_world));
-    lreq **slot = r ? h2o_mem_alloc_shared(&req->pool, sizeof *slot, on_req_dispose) : NULL;
-    if (!slot) {
-        free(r);
+    if (!r) {
         h2o_send_error_generic(req, 500, "Internal Server Error", "out of memory\n", 0);
         return 0;
     }
-    *slot = r;
+    slot->r = r;
     r->t = t;
     r->req = req;
     r->slot = slot;
     r->route = route;
     r->n = n;
-    h2o_socket_t *sock = req->conn->callbacks->get_socket
-                             ? req->conn->callbacks->get_socket(req->conn)
-                             : NULL;
     r->fd = sock ? h2o_socket_get_fd(sock) : -1;
     link_pending(r);
 
@@ -473,6 +534,79 @@ static void on_db_readable(h2o_socket_t *sock, const char *err)
     dbs_loop_run(t->dl);
 }
 
+static void on_conn_close(void *data)
+{
+    lconn *c = data;
+    lthread *t = c->t;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+    atomic_fetch_sub(&g_conns, 1);
+}
+
+/* Past the limit: the connection is answered 503 and closed at once. Not
+ * accepting instead would leave it, and every connection after it, in
+ * the backlog for as long as the connections held stay open, a listener
+ * to wake again when one closes (on another loop, with SO_REUSEPORT,
+ * whose backlog is not this one's); refusing keeps the listener as it is
+ * and the connections held served. */
+static void refuse(h2o_socket_t *s)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Server: " TFB_SERVER "\r\n"
+                               "Connection: close\r\n"
+                               "Content-Type: text/plain\r\n"
+                               "Content-Length: 30\r\n\r\n"
+                               "too many connections: refused\n";
+    int fd = h2o_socket_get_fd(s);
+    /* A new socket's send buffer is empty: this is one write or nothing. */
+    if (fd >= 0 && send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* the client is gone already: nothing to tell it */
+    }
+    h2o_socket_close(s);
+}
+
+/* Cuts the connections past a deadline, of TFB_IDLE_TIMEOUT_S each: one
+ * that has had no request begin or end for that long while it is not
+ * being answered (a client that sends its request a byte at a time, or
+ * sends nothing), and one that has been writing without a break for that
+ * long (a client that does not read its answers). A connection whose
+ * request is being handled has none: its unit's own bounds end it. The
+ * socket is shut down rather than closed, so that h2o, which owns it,
+ * sees the end on its next read or write (or its next request, on_req)
+ * and closes it itself. */
+static void check_deadlines(lthread *t)
+{
+    uint64_t now = now_ms();
+    if (now - t->last_deadline_ms < DEADLINE_CHECK_MS)
+        return;
+    t->last_deadline_ms = now;
+    const uint64_t bound = (uint64_t)TFB_IDLE_TIMEOUT_S * 1000u;
+    for (lconn *c = t->conns; c; c = c->next) {
+        if (c->cut)
+            continue;
+        /* Writing first: a request counts as handled until its answer is
+         * written. */
+        int late = 0;
+        if (h2o_socket_is_writing(c->sock)) {
+            if (!c->writing_ms)
+                c->writing_ms = now;
+            late = now - c->writing_ms > bound;
+        } else {
+            c->writing_ms = 0;
+            late = c->busy == 0 && now - c->active_ms > bound;
+        }
+        if (late) {
+            c->cut = 1;
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_RDWR);
+        }
+    }
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     lthread *t = listener->data;
@@ -492,6 +626,26 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             }
             break;
         }
+        if (atomic_fetch_add(&g_conns, 1) >= g_conn_limit) {
+            atomic_fetch_sub(&g_conns, 1);
+            refuse(s);
+            continue;
+        }
+        lconn *c = calloc(1, sizeof *c);
+        if (!c) {
+            atomic_fetch_sub(&g_conns, 1);
+            h2o_socket_close(s);
+            continue;
+        }
+        c->t = t;
+        c->sock = s;
+        c->active_ms = now_ms();
+        c->next = t->conns;
+        if (t->conns)
+            t->conns->prev = c;
+        t->conns = c;
+        s->on_close.cb = on_conn_close;
+        s->on_close.data = c;
         h2o_accept(&t->accept, s);
     }
 }
@@ -540,6 +694,7 @@ static void *loop_main(void *arg)
         if (dbs_loop_timeout_ms(t->dl) == 0)
             dbs_loop_run(t->dl);
         check_gone(t);
+        check_deadlines(t);
         if (t->accept_resume_ms && now_ms() >= t->accept_resume_ms) {
             t->accept_resume_ms = 0;
             h2o_socket_read_start(t->listener, on_accept);
@@ -574,7 +729,16 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
     if (g_loop_connections < 1)
         g_loop_connections = 1;
 
+    g_conn_limit = tfb_connection_limit(opt, 4);
     h2o_config_init(&g_config);
+    /* No route takes a body, and h2o reads one whole into memory before the
+     * handler sees the request (up to 1 GiB by default, on every
+     * connection): past this it answers 413. */
+    g_config.max_request_entity_size = 4096;
+    /* HTTP/1.1 only, as the benchmark speaks it: a connection's requests
+     * then end (lslot) before its socket closes, which the deadlines'
+     * bookkeeping relies on, and one connection is one request at a time. */
+    g_config.http1.upgrade_to_http2 = 0;
     g_config.server_name = h2o_iovec_init(H2O_STRLIT(TFB_SERVER));
     h2o_hostconf_t *host =
         h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
@@ -608,8 +772,8 @@ int tfb_run_loop(dbs_pool *pool, const tfb_options *opt)
     }
     if (rc == 0) {
         printf("tfb-server: mode loop, %d loops, pipeline depth %d, %d connections a loop, "
-               "listening on %s:%d\n",
-               opt->threads, opt->pipeline, g_loop_connections, opt->host, port);
+               "%u HTTP connections at most, listening on %s:%d\n",
+               opt->threads, opt->pipeline, g_loop_connections, g_conn_limit, opt->host, port);
         fflush(stdout);
         tfb_wait_signal();
     }

@@ -130,6 +130,16 @@ int tfb_status_of(int rc);
  * updated when it was 0. -1 on failure (message on stderr). */
 int tfb_listen(const char *host, int *port, int reuseport);
 
+/* HTTP connections a mode may hold at once: what the descriptor limit
+ * (RLIMIT_NOFILE) leaves after two a pool connection (the connection and
+ * a cancel request's socket), per_thread a thread (threads mode: its
+ * epoll set; loop mode: its listener, epoll set and dbs_loop descriptors)
+ * and 32 more; at least one a thread, at most 65536. Past it a new
+ * connection is not served (threads mode leaves it in the backlog, loop
+ * mode refuses it), so the process never runs out of descriptors and the
+ * pool can always connect. */
+unsigned tfb_connection_limit(const tfb_options *opt, int per_thread);
+
 int tfb_run_threads(dbs_pool *pool, const tfb_options *opt);
 int tfb_run_loop(dbs_pool *pool, const tfb_options *opt);
 

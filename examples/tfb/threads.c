@@ -10,10 +10,12 @@
 
 #include <microhttpd.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Whether the client on fd closed (or half-closed) its end. A blocking
@@ -204,32 +206,139 @@ static const char *arg_of(struct MHD_Connection *c, const char *name, size_t *le
     return a.val;
 }
 
+/* --- deadlines ------------------------------------------------------------
+ * libmicrohttpd's connection timeout restarts on every byte that comes or
+ * goes, so a client that sends its request a byte every few seconds, or
+ * reads its answer so, keeps its connection for good, and enough of them
+ * keep every connection the limit allows. Each connection has deadlines
+ * of its own instead, of TFB_IDLE_TIMEOUT_S each, that no traffic moves:
+ * from its accept or its last answer to its next request read whole
+ * (headers and body), and from the handler's return to the answer
+ * written. While the handler runs it has none: the database work has its
+ * own bounds. A thread looks once a second and shuts a late connection's
+ * socket down; libmicrohttpd sees the end and closes it. */
+
+typedef struct tconn tconn;
+struct tconn {
+    int fd;
+    int busy;           /* in the handler */
+    uint64_t since_ms;  /* the deadline runs from then (busy: unused) */
+    int cut;
+    tconn *prev, *next;
+};
+
+/* Guards the list and every tconn's fields. Held across a shutdown, and
+ * taken by libmicrohttpd's close notice before it closes the descriptor,
+ * so a descriptor shut down is always still the connection's. */
+static pthread_mutex_t g_conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_sweep_cv = PTHREAD_COND_INITIALIZER;
+static tconn *g_conns;
+static int g_sweep_stop;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    tconn *t = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t = ci ? calloc(1, sizeof *t) : NULL;
+        *socket_context = t;
+        if (!t)
+            return; /* out of memory: libmicrohttpd's own timeout still holds */
+        t->fd = ci->connect_fd;
+        pthread_mutex_lock(&g_conns_lock);
+        t->since_ms = now_ms();
+        t->next = g_conns;
+        if (g_conns)
+            g_conns->prev = t;
+        g_conns = t;
+        pthread_mutex_unlock(&g_conns_lock);
+        return;
+    }
+    if (!t)
+        return;
+    pthread_mutex_lock(&g_conns_lock);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        g_conns = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    pthread_mutex_unlock(&g_conns_lock);
+    free(t);
+    *socket_context = NULL;
+}
+
+static tconn *tconn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* busy: the handler starts; otherwise a deadline starts now. */
+static void tconn_mark(struct MHD_Connection *c, int busy)
+{
+    tconn *t = tconn_of(c);
+    if (!t)
+        return;
+    pthread_mutex_lock(&g_conns_lock);
+    t->busy = busy;
+    t->since_ms = now_ms();
+    pthread_mutex_unlock(&g_conns_lock);
+}
+
+/* The answer is written (or the request ended otherwise): the next
+ * request's deadline starts. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **state,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)state;
+    (void)toe;
+    tconn_mark(c, 0);
+}
+
+static void *sweep_main(void *arg)
+{
+    (void)arg;
+    const uint64_t bound = (uint64_t)TFB_IDLE_TIMEOUT_S * 1000u;
+    pthread_mutex_lock(&g_conns_lock);
+    while (!g_sweep_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&g_sweep_cv, &g_conns_lock, &ts);
+        uint64_t now = now_ms();
+        for (tconn *t = g_conns; t; t = t->next)
+            if (!t->busy && !t->cut && now - t->since_ms > bound) {
+                t->cut = 1;
+                shutdown(t->fd, SHUT_RDWR);
+            }
+    }
+    pthread_mutex_unlock(&g_conns_lock);
+    return NULL;
+}
+
 typedef struct threads_ctx {
     const tfb_options *opt;
     dbs_pool *pool;
 } threads_ctx;
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload, size_t *upload_size, void **state)
+static enum MHD_Result answer(const threads_ctx *tc, struct MHD_Connection *c,
+                              const char *url)
 {
-    const threads_ctx *tc = cls;
     const tfb_options *opt = tc->opt;
     dbs_pool *pool = tc->pool;
-    static int seen;
-    (void)version;
-    (void)upload;
-    (void)method;
-    /* Answered on the second call, once the whole request is in: a
-     * response queued earlier would close the connection. */
-    if (!*state) {
-        *state = &seen;
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        *upload_size = 0; /* no route takes a body */
-        return MHD_YES;
-    }
     tfb_buf b = {0};
     dbs_error err = {0};
     size_t len;
@@ -317,25 +426,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 }
 
-/* HTTP connections libmicrohttpd may hold: what the descriptor limit
- * leaves after the pool's connections, a cancel request's socket for
- * each, the epoll sets and a margin. At that count it stops accepting
- * (new connections wait in the backlog) rather than running out of
- * descriptors, where it would retry accept in a loop and the pool could
- * open no connection or cancel request of its own. */
-static unsigned connection_limit(const tfb_options *opt)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **state)
 {
-    struct rlimit rl;
-    rlim_t want = 65536;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-        rlim_t reserve = 2 * (rlim_t)(opt->pool_size + opt->max_overflow) +
-                         (rlim_t)opt->threads + 32;
-        want = rl.rlim_cur > reserve + (rlim_t)opt->threads ? rl.rlim_cur - reserve
-                                                            : (rlim_t)opt->threads;
-        if (want > 65536)
-            want = 65536;
+    static int seen;
+    (void)version;
+    (void)upload;
+    (void)method;
+    /* Answered on the second call, once the whole request is in: a
+     * response queued earlier would close the connection. */
+    if (!*state) {
+        *state = &seen;
+        return MHD_YES;
     }
-    return (unsigned)want;
+    if (*upload_size) {
+        *upload_size = 0; /* no route takes a body */
+        return MHD_YES;
+    }
+    tconn_mark(c, 1);
+    enum MHD_Result ok = answer(cls, c, url);
+    tconn_mark(c, 0); /* the answer's deadline */
+    return ok;
 }
 
 int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
@@ -348,10 +460,20 @@ int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO, 0, NULL, NULL,
         on_request, &tc, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, connection_limit(opt),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TFB_IDLE_TIMEOUT_S, MHD_OPTION_END);
+        (unsigned)opt->threads, MHD_OPTION_CONNECTION_LIMIT, tfb_connection_limit(opt, 1),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TFB_IDLE_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, NULL, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "tfb-server: libmicrohttpd did not start (out of threads?)\n");
+        close(fd);
+        return 1;
+    }
+    pthread_t sweeper;
+    int swept = pthread_create(&sweeper, NULL, sweep_main, NULL) == 0;
+    if (!swept) {
+        fprintf(stderr, "tfb-server: cannot start the deadline thread\n");
+        MHD_stop_daemon(d);
         close(fd);
         return 1;
     }
@@ -365,6 +487,11 @@ int tfb_run_threads(dbs_pool *pool, const tfb_options *opt)
      * they fail at once with DBS_ECLOSED (503), and only the statements
      * already running hold the stop up. main closes the pool. */
     dbs_pool_shutdown(pool, 0);
+    pthread_mutex_lock(&g_conns_lock);
+    g_sweep_stop = 1;
+    pthread_cond_signal(&g_sweep_cv);
+    pthread_mutex_unlock(&g_conns_lock);
+    pthread_join(sweeper, NULL);
     MHD_stop_daemon(d);
     close(fd);
     return 0;

@@ -407,6 +407,28 @@ def registration_limit(svc):
     check(st == 201, "registration limit: another address registers: %s %s" % (st, text[:100]))
 
 
+def taken_costs_no_hash(svc):
+    """Registering a name that is taken computes no password hash: the
+    name is looked up first. (Each one cost an argon2id hash of 64 MiB before
+    the insert failed, so a client could spend the server's hashing permits
+    on names it knew were taken.) A new name still hashes once."""
+    def hashes():
+        _, _, _, text = svc.request("GET", "/metrics")
+        return metric(text, "shiftboard_hashes_total")
+    before = hashes()
+    sts = [svc.request("POST", "/api/users", {"name": "ann", "password": "correct horse"},
+                       source="127.0.0.11")[0] for _ in range(10)]
+    after = hashes()
+    check(before is not None and sts == [409] * 10 and after == before,
+          "taken name: 10 registrations of a taken name are 409 and compute no hash "
+          "(%s; hashes %s -> %s)" % (sts, before, after))
+    st = svc.request("POST", "/api/users", {"name": "untaken", "password": "correct horse"},
+                     source="127.0.0.11")[0]
+    check(st == 201 and hashes() == after + 1,
+          "taken name: a new name is 201 and hashes once (%s; hashes %s -> %s)"
+          % (st, after, hashes()))
+
+
 def concurrent_isolation(svc, users=32, seconds=5.0):
     """32 clients, each its own user, creating and listing shifts for a few
     seconds while probing each other's: every listing holds only the
@@ -713,6 +735,7 @@ def main_api(args, url, workdir):
         tokens_per_user(svc)
         bad_input(svc, ann)
         registration_limit(svc)
+        taken_costs_no_hash(svc)
         patch_shifts(svc, ann, bob)
         tokens = concurrent_isolation(svc)
         observability(svc)

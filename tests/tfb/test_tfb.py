@@ -658,23 +658,171 @@ def idle_flood(binary, mode, url):
         cpu0, wall0 = cpu_seconds(srv.proc.pid), time.monotonic()
         for _ in range(80):
             idle.append(socket.create_connection((srv.host, srv.port)))
-        live = raw_get(srv, "/db")
-        ready, _, _ = select.select([live], [], [], 120)
-        st = status_of(live) if ready else -1
-        check(st == 200, "%s: with 80 idle connections on 64 descriptors, a new client is served "
-                         "(%d)" % (mode, st))
+        if mode == "loop":
+            # Past its connection limit loop mode refuses a new client at
+            # once: it is served on a later try, once idle ones are cut.
+            live = None
+            ok = served(srv)
+        else:
+            live = raw_get(srv, "/db")
+            ready, _, _ = select.select([live], [], [], 120)
+            ok = (status_of(live) if ready else -1) == 200
+        check(ok, "%s: with 80 idle connections on 64 descriptors, a new client is served"
+                  % mode)
         # Not a speed: a server that retries accept while it has no
         # descriptor spins for the whole wait (a quarter to a half of a
         # core here); one that waits uses next to nothing.
         cpu, wall = cpu_seconds(srv.proc.pid) - cpu0, time.monotonic() - wall0
         check(cpu < wall / 10, "%s: out of descriptors, the server waits rather than spins "
                               "(%.1f s of CPU in %.1f s)" % (mode, cpu, wall))
-        live.close()
+        if live:
+            live.close()
     finally:
         for s in idle:
             s.close()
         rc = srv.stop()
         check(rc == 0, "%s: stops with status 0 after the flood (%d)" % (mode, rc))
+
+
+def read_answer(s, wait):
+    """The status of the first answer on raw socket s: -1 when the server
+    closed it without one (or reset it), None when nothing came in wait s."""
+    s.settimeout(wait)
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        return None
+    except OSError:
+        return -1
+    m = re.match(rb"HTTP/1\.1 (\d+)", data)
+    return int(m.group(1)) if m else -1
+
+
+def served(srv, within=120):
+    """Whether a new client gets /json answered 200 within `within` s,
+    trying again while it is refused (loop mode refuses connections past
+    its limit until one of those it holds closes)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        s = raw_get(srv, "/json")
+        st = read_answer(s, 60)
+        s.close()
+        if st == 200:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def past_the_limit(binary, mode, url):
+    """One connection more than the server may hold. The connections held
+    are served still, the one past the limit is refused at once (loop
+    mode: answered 503 or closed, never left waiting; threads mode leaves
+    it in the backlog), and once a held one closes a new client is served.
+    (Loop mode had no limit: connections up to the descriptor limit, kept
+    open by a byte now and then, stopped the service for everyone.)"""
+    nofile = 64
+    srv = Server(binary, mode, url, {}, ["--threads", "1" if mode == "loop" else "4"],
+                 nofile=nofile)
+    held = []
+    try:
+        m = re.search(r"(\d+) HTTP connections at most", srv.lines[0])
+        # threads mode: tfb_connection_limit with one descriptor a thread
+        limit = int(m.group(1)) if m else nofile - (2 * 4 + 4 + 32)
+        if mode == "loop":
+            check(m, "loop: the banner states the connection limit (%r)" % srv.lines[0].strip())
+        for _ in range(limit):
+            c = Client(srv)
+            if c.get("/json")[0] != 200:
+                break
+            held.append(c)
+        check(len(held) == limit, "%s: %d connections, each served (%d)" % (mode, limit, len(held)))
+        extra = raw_get(srv, "/json")
+        if mode == "loop":
+            st = read_answer(extra, 30)
+            check(st in (503, -1), "loop: the connection past the limit is refused at once (%s)"
+                  % st)
+        st = held[0].get("/db")[0]
+        check(st == 200, "%s: past the limit, a held connection is still served (%d)" % (mode, st))
+        st = held[-1].get("/plaintext")[0]
+        check(st == 200, "%s: past the limit, another held one too (%d)" % (mode, st))
+        held.pop().conn.close()
+        if mode == "threads":
+            st = read_answer(extra, 60)
+            check(st == 200, "threads: once one closes, the waiting one is served (%s)" % st)
+        extra.close()
+        check(served(srv), "%s: once a held connection closes, a new client is served" % mode)
+    finally:
+        for c in held:
+            c.conn.close()
+        rc = srv.stop()
+        check(rc == 0, "%s: stops with status 0 after the limit (%d)" % (mode, rc))
+        if rc != 0:
+            print("".join(srv.lines))
+
+
+def slow_clients(binary, mode, url):
+    """Clients that hold a connection by being slow are cut: one sending a
+    request's headers a byte every 2 s (each byte came before the idle
+    bound, so a bound that restarts on every read never ends it), and in
+    loop mode one that sends its requests and never reads the answers (h2o
+    has no bound while it writes), and a body larger than any route takes
+    is refused at once rather than read into memory. The bounds are 10 s;
+    the test waits up to 60 s (90 s for the answers to back up first)."""
+    srv = Server(binary, mode, url, {}, ["--threads", "1" if mode == "loop" else "4"])
+    socks = []
+    try:
+        loris = socket.create_connection((srv.host, srv.port))
+        socks.append(loris)
+        loris.sendall(b"GET /json HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        end = time.monotonic() + 60
+        st = None
+        while st is None and time.monotonic() < end:
+            try:
+                loris.sendall(b"a")
+            except OSError:
+                st = -1
+                break
+            st = read_answer(loris, 2)
+        check(st is not None and st != 200,
+              "%s: a client sending its headers a byte every 2 s is cut (%s)" % (mode, st))
+        if mode == "loop":
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect((srv.host, srv.port))
+            socks.append(reader)
+            # Answers (some 1.4 kB each) far past what the socket buffers
+            # hold, asked for from a thread: once the server stops reading,
+            # the requests back up too.
+            def ask():
+                try:
+                    reader.sendall(b"GET /fortunes HTTP/1.1\r\nHost: x\r\n\r\n" * 8000)
+                except OSError:
+                    pass
+            threading.Thread(target=ask, daemon=True).start()
+            # Cut, the server closes the socket with requests unread: a
+            # reset, seen here without reading a byte of the answers.
+            p = select.poll()
+            p.register(reader, select.POLLHUP | select.POLLERR)
+            cut = p.poll(90 * 1000)
+            check(cut, "loop: a client that does not read its answers is cut (%s)" % cut)
+            body = socket.create_connection((srv.host, srv.port))
+            socks.append(body)
+            body.sendall(b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+            st = read_answer(body, 30)
+            check(st == 413, "loop: a body of 100 MB is refused at once (%s)" % st)
+        check(served(srv), "%s: after the slow clients, a client is served" % mode)
+    finally:
+        for s in socks:
+            s.close()
+        rc = srv.stop()
+        check(rc == 0, "%s: stops with status 0 after the slow clients (%d)" % (mode, rc))
+        if rc != 0:
+            print("".join(srv.lines))
 
 
 def main():
@@ -723,6 +871,8 @@ def main():
         shedding(args.binary, args.mode, db_url, super_url, name)
         gone_queued(args.binary, args.mode, db_url, super_url, name)
         idle_flood(args.binary, args.mode, db_url)
+        past_the_limit(args.binary, args.mode, db_url)
+        slow_clients(args.binary, args.mode, db_url)
         term_under_load(args.binary, args.mode, db_url, super_url, name)
         term_under_churn(args.binary, args.mode, db_url, super_url, name)
     finally:
