@@ -40,8 +40,9 @@
  *     retry's back-off, dbs_pool_shutdown's drain, dbs_loop_run, on_event)
  *     disables cancellation before it reaches one, and returns the
  *     caller's state as it found it (a call that reaches none, such as a
- *     checkout of an idle connection or the close of a session that sent
- *     nothing, leaves the state alone: it costs nothing), so a cancel
+ *     checkout of an idle connection, the close of a session that sent
+ *     nothing or dbs_rows_next of a row already read, leaves the state
+ *     alone: it costs nothing), so a cancel
  *     sent meanwhile acts at the thread's next
  *     cancellation point after the call returned, the pool whole; the
  *     call itself ends as it would have (a statement runs to its end or

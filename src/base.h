@@ -45,7 +45,7 @@ static inline uint64_t dbs__thread_id(void)
  * (dbs__cancel_defer), once per outermost call, and the outermost call's
  * exit gives the program back the state it had then. So a call that
  * reaches none (a checkout of a parked connection, the checkin of a
- * session that sent nothing) costs no change of state: in glibc each one
+ * session that sent nothing, a row already read) costs no change of state: in glibc each one
  * that changes it is a locked compare-and-swap. internal.h lists the
  * points that defer and why they are all of them.
  *

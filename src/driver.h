@@ -67,7 +67,11 @@ void dbs__credential_wipe(char *buf, size_t cap);
 bool dbs__fd_silence(int fd);
 
 /* Rows: each backend's rows struct begins with this header. query.c owns the
- * magic and the session; the backend owns the rest. */
+ * magic and the session; the backend owns the rest. dbs_rows_next and
+ * dbs_rows_close only mark the thread inside dbscope (internal.h): a next
+ * or close that may reach a cancellation point (steps, resets or
+ * finalizes a statement, reads a socket) calls dbs__cancel_defer first,
+ * as SQLite's do; one over rows held in memory needs nothing. */
 typedef struct dbs__rows_ops dbs__rows_ops;
 struct dbs_rows {
     const dbs__rows_ops *ops;

@@ -2015,6 +2015,7 @@ static int sq_next(dbs_rows *hr, dbs_error *err)
     }
     if (r->done)
         return 0;
+    dbs__cancel_defer(); /* a step may read, lock, commit or wait for the sync */
     step_begins(r->c);
     int rc = sqlite3_step(r->st->stmt);
     if (rc == SQLITE_ROW) {
@@ -2178,6 +2179,7 @@ static int64_t sq_affected(dbs_rows *hr)
 
 static void sq_rows_close(dbs_rows *hr)
 {
+    dbs__cancel_defer(); /* resets or finalizes a statement, may sync */
     sq_rows *r = (sq_rows *)hr;
     sq_stmt *st = r->st;
     bool own = !st->cached;

@@ -55,8 +55,8 @@ bool dbs__code_known(int code);
  * themselves disable cancellation the first time one is reached within
  * the outermost call (dbs__cancel_defer), and that call's exit, on every
  * path out, gives the program its state back if one was. A call sure to
- * reach one (dbs_exec, dbs_query, dbs_rows_next,
- * dbs_session_commit_close, dbs_transact, dbs_session_transact) or rare
+ * reach one (dbs_exec, dbs_query, dbs_session_commit_close,
+ * dbs_transact, dbs_session_transact) or rare
  * opens with DBS__NO_CANCEL instead, which defers at once: the same one
  * change, made where the call has a frame anyway. These defer, and every
  * path to a cancellation point inside dbscope goes through one:
@@ -66,8 +66,11 @@ bool dbs__code_known(int code);
  *     of pre_ping, close, forget, interrupt, the event loop's send, step
  *     and cancel); the backends' own sleeps, name lookups, fsyncs,
  *     getrandom and the credential provider run inside them;
- *   - a row's next and close, which step or reset a statement: through
- *     dbs_rows_next (query.c) and dbs__rows_free (session.c) only, on a
+ *   - a row's next and close where they step, reset or finalize a
+ *     statement: SQLite's (driver_sqlite.c, sq_next past the row its
+ *     query read, sq_rows_close), the only backend whose rows are not
+ *     held in memory (driver.h, dbs__rows_ops), reached through
+ *     dbs_rows_next (query.c) and dbs__rows_free (session.c) on a
  *     program's thread (the replica monitors and the loop's workers are
  *     dbscope's own; a loop's rows are read whole and only freed);
  *   - the wait for a connection or a turn (respool_wait.c), the sleeps
@@ -82,7 +85,7 @@ bool dbs__code_known(int code);
  * Nothing else inside dbscope waits or does I/O: mutexes, dbs__lock and
  * sem_post are no cancellation points. A call that reaches none (a
  * checkout of a parked connection, the checkin of a session that sent
- * nothing) changes no state. Calls made from inside dbscope (on_event's,
+ * nothing, a row already read) changes no state. Calls made from inside dbscope (on_event's,
  * a credential provider's) are not outermost and give nothing back.
  * The program's own code that a call runs at a point where a frame
  * unwound by a cancel leaves everything whole (dbs_transact's work, a

@@ -149,9 +149,12 @@ static bool col_ok(dbs_rows *r, int col)
     return rows_ok(r) && col >= 0 && col < r->ops->count_cols(r);
 }
 
+/* Marked only: a row in hand (a buffered result, SQLite's first row)
+ * reaches no cancellation point, and a backend's next that steps a
+ * statement defers first itself (driver.h, dbs__rows_ops). */
 int dbs_rows_next(dbs_rows *r, dbs_error *err)
 {
-    DBS__NO_CANCEL(cancel_old);
+    DBS__IN_LIB(cancel_old);
     if (!r || r->magic != DBS__ROWS_MAGIC)
         return dbs__err(err, DBS_EMISUSE, "rows are NULL or already closed");
     int rc = r->session ? dbs__session_check(r->session, err) : DBS_OK;
@@ -160,7 +163,6 @@ int dbs_rows_next(dbs_rows *r, dbs_error *err)
     dbs_error local;
     if (!err)
         err = &local;
-    dbs__cancel_defer(); /* steps a statement, or reads a socket */
     rc = r->ops->next(r, err);
     r->on_row = rc == 1;
     if (rc < 0)

@@ -1108,10 +1108,8 @@ void dbs__rows_free(dbs_rows *r)
      * parent's: closing them would reset the parent's SQLite statement
      * (ending its read, or committing its write from here). Left as the
      * connection is, memory and all. */
-    if (s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed)) {
-        dbs__cancel_defer(); /* resets a statement: SQLite may do I/O */
-        r->ops->close(r);
-    }
+    if (s->fork_gen == atomic_load_explicit(&dbs__fork_generation, memory_order_relaxed))
+        r->ops->close(r); /* one that resets a statement defers first (driver.h) */
 }
 
 void dbs__rows_close_all(dbs_session *s)

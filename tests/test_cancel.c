@@ -391,7 +391,84 @@ static void test_pending_calls(void)
     dbs_pool_close(p);
 }
 
-/* ---- (5) on_event runs deferred ----
+/* ---- (5) rows read with a cancel pending ----
+ * A row already in hand (SQLite's first, which dbs_query read; every row
+ * on the backends that hold a result in memory) costs no change of the
+ * cancel state; a step that reads further defers first. On SQLite the
+ * connection is fresh, its page cache cold: the steps past the first
+ * rows read the file (pread, a cancellation point). Every row is read,
+ * and the cancel acts after the calls. */
+
+enum { N_ROWS = 400, PAD = 200 };
+static char rows_tbl[64];
+
+static void fill_rows(dbs_pool *p)
+{
+    char pad[PAD + 1];
+    memset(pad, 'x', PAD);
+    pad[PAD] = '\0';
+    char sql[160];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, pad) VALUES ($1, $2)", rows_tbl);
+    dbs_session *s = open_ok(p);
+    dbs_error err;
+    for (int i = 1; i <= N_ROWS; i++)
+        if (dbs_exec(s, sql, (dbs_value[]){DBS_INT(i), DBS_TEXT(pad)}, 2, &err) != 1)
+            CHECK_FAIL("insert: %s", err.message);
+    if (dbs_commit(s, &err) != DBS_OK)
+        CHECK_FAIL("commit: %s", err.message);
+    dbs_session_close(s);
+}
+
+static void *rows_pending(void *v)
+{
+    struct pending *pc = v;
+    pthread_cancel(pthread_self());
+    dbs_error err;
+    dbs_session *s = dbs_session_open(pc->p, NULL, &err);
+    if (!s)
+        return NULL;
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT id, pad FROM %s ORDER BY id", rows_tbl);
+    dbs_rows *r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r)
+        return NULL;
+    while (dbs_rows_next(r, &err) == 1)
+        if (dbs_rows_int(r, 0) == atomic_load(&pc->steps) + 1)
+            atomic_fetch_add(&pc->steps, 1);
+    dbs_rows_close(r);
+    /* closed half-way: the statement is reset with rows left */
+    r = dbs_query(s, sql, NULL, 0, &err);
+    if (!r || dbs_rows_next(r, &err) != 1 || dbs_rows_next(r, &err) != 1)
+        return NULL;
+    dbs_rows_close(r);
+    dbs_session_close(s);
+    atomic_fetch_add(&pc->steps, 1);
+    pthread_testcancel();
+    atomic_store(&pc->steps, -1000); /* not cancelled after all */
+    return NULL;
+}
+
+static void test_pending_rows(void)
+{
+    dbs_pool *p = pool_of(1);
+    fill_rows(p);
+    dbs_pool_close(p);
+    p = pool_of(1); /* a fresh connection: nothing of the table cached */
+    struct pending pc = {.p = p};
+    pthread_t th;
+    pthread_create(&th, NULL, rows_pending, &pc);
+    join_cancelled(th, "pending rows");
+    int steps = atomic_load(&pc.steps);
+    CHECK_EQ(steps, N_ROWS + 1);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 20000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.leaks, 0);
+    CHECK_EQ(st.acquired, st.released);
+    dbs_pool_close(p);
+}
+
+/* ---- (6) on_event runs deferred ----
  * Checkout and checkin reach no cancellation point of their own, but the
  * program's on_event does (usleep): it runs with cancellation disabled
  * all the same, with a cancel pending; the cancel acts after the call. */
@@ -496,6 +573,13 @@ int main(int argc, char **argv)
     snprintf(sql, sizeof sql, "CREATE TABLE %s (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
              tbl);
     run_sql(pool, sql);
+    snprintf(rows_tbl, sizeof rows_tbl, "%s", table_name("cancel_rows"));
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", rows_tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE %s (id INTEGER PRIMARY KEY, pad VARCHAR(%d) NOT NULL)", rows_tbl,
+             PAD);
+    run_sql(pool, sql);
 
     /* one case by name (test_cancel acquire_wait), else all */
     const char *only = argc > 1 ? argv[1] : NULL;
@@ -509,9 +593,12 @@ int main(int argc, char **argv)
     CASE("in_work_pending", test_cancel_in_work(true));
     CASE("in_nested_work", test_cancel_in_nested_work());
     CASE("pending_calls", test_pending_calls());
+    CASE("pending_rows", test_pending_rows());
     CASE("events_deferred", test_events_deferred());
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
+    run_sql(pool, sql);
+    snprintf(sql, sizeof sql, "DROP TABLE %s", rows_tbl);
     run_sql(pool, sql);
     dbs_pool_close(pool);
     puts("test_cancel: ok");
