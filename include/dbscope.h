@@ -719,7 +719,13 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err) DBS__WARN_UNUSED;
  * a session must be joined first: see dbs_pool_shutdown); calls already
  * under way (dbs_transact, which keeps the pool across its retries,
  * dbs_pool_stats and the other calls that only read the pool, such as
- * dbs_pool_metrics from a scrape's thread, open sessions) stay safe. Blocks for closing the idle
+ * dbs_pool_metrics from a scrape's thread, open sessions, and a
+ * dbs_pool_shutdown on another thread, which keeps the pool's memory until
+ * it returns, however long its drain) stay safe. "Under way" means begun
+ * before this call was made, as the program orders its threads (a call
+ * merely racing this one may find the pool freed). If another thread's
+ * dbs_pool_shutdown is stopping the pool's threads, this call waits until
+ * they are joined. Blocks for closing the idle
  * connections and for joining the pool's own threads (as dbs_pool_shutdown
  * does) and, on PostgreSQL, for the pool's cancel requests still
  * unanswered (sent when a statement passed its bound, was cancelled or
@@ -776,9 +782,15 @@ void dbs_pool_close(dbs_pool *pool);
  * deadline); join the workers; dbs_pool_close(pool). Blocks at most
  * timeout_ms plus closing the idle connections plus joining the pool's
  * threads as above (tens of ms). Any thread of the program's; calling it
- * again is harmless (a call while another thread's is still joining the
- * event loops' worker threads returns once they are joined, so that a
- * dbs_pool_close after it finds none left). On a thread of dbscope's own (from on_event or a
+ * again, or on several threads at once, is harmless: every call returns
+ * only once every thread the pool started is stopped and joined (the
+ * housekeeper, the replica monitors and the replicas' own, the event
+ * loops' worker threads), waiting for the joins another thread's call has
+ * under way, so that a dbs_pool_close after any of them finds none left.
+ * A dbs_pool_close on another thread may come while this call drains: the
+ * call keeps the pool's memory until it returns. An event loop opened once
+ * the shutdown has begun fails with DBS_ECLOSED and starts no thread (see
+ * dbs_loop_open). On a thread of dbscope's own (from on_event or a
  * unit's work there, as for dbs_pool_close) it does nothing and returns
  * DBS_EMISUSE, as for a pool that is not open. */
 int dbs_pool_shutdown(dbs_pool *pool, int timeout_ms);
@@ -1856,6 +1868,10 @@ void dbs_loop_config_init(dbs_loop_config *cfg);
  * nothing and never blocks: connections come from the pool as units need
  * them. The pool must outlive the loop. NULL with err filled (DBS_ENOMEM,
  * DBS_EMISUSE for a bad field, DBS_ECLOSED for a closed pool).
+ * On a dbs_pool_shutdown racing it on another thread: a loop opened before
+ * the shutdown began has the pool's worker threads it started stopped and
+ * joined by it (its units not yet started then complete DBS_ECLOSED); one
+ * whose open comes after gets DBS_ECLOSED and starts no thread.
  *
  * Close it with dbs_loop_close before its thread exits. An owner thread
  * that exits (returns from its start routine or calls pthread_exit, also

@@ -367,9 +367,17 @@ struct dbs_pool {
     int n_draining;               /* sessions open or opening at shutdown
                                      that have not closed yet */
     pthread_cond_t drain_cv;      /* [mu] n_draining reached 0 */
+    bool stopped;                 /* the first shutdown has stopped and
+                                     joined the pool's threads (the
+                                     housekeeper, the replica monitors,
+                                     the replicas' own): a later call
+                                     waits for it on stop_cv */
+    pthread_cond_t stop_cv;       /* [mu] stopped was set */
     atomic_int refs;              /* 1 for the owner (dropped by
                                      dbs_pool_close), 1 for a running
-                                     housekeeper; at shutdown, the shards'
+                                     housekeeper, 1 for each
+                                     dbs_pool_shutdown under way; at
+                                     shutdown, the shards'
                                      n_sessions and n_holds move here */
     dbs__breaker breaker;         /* [mu] the connection layer's */
     dbs_stats counters;           /* the uint64 counters of dbs_stats
@@ -502,6 +510,12 @@ void dbs__pool_init_sync(dbs_pool *p);
 /* The first call (true; false after): no new session from here on,
  * waiters woken, idle and parked connections closed. */
 bool dbs__pool_begin_shutdown(dbs_pool *p);
+/* The first shutdown's caller, once every thread the pool started is
+ * joined: marks p stopped and wakes the later callers waiting for it. */
+void dbs__pool_set_stopped(dbs_pool *p);
+/* A later shutdown's caller: returns once p is stopped (the first
+ * caller's joins are over), so that its own caller may close p next. */
+void dbs__pool_wait_stopped(dbs_pool *p);
 /* Waits for the sessions open at shutdown until deadline (timeout_ms 0:
  * not at all; < 0: no bound); returns how many are still open. */
 int dbs__pool_drain(dbs_pool *p, int64_t deadline, int timeout_ms);
@@ -824,6 +838,12 @@ typedef struct dbs__faults {
                                      PostgreSQL) fail once the COMMIT
                                      succeeded, as a lost connection would:
                                      the connection is broken */
+    atomic_int workers_gate;      /* while nonzero, a start of a pool's
+                                     worker threads (an event loop's open)
+                                     past its check of the pool waits
+                                     until a test clears it: a shutdown
+                                     that lands right there */
+    atomic_int workers_gated;     /* such waits begun */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

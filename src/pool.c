@@ -462,6 +462,7 @@ static void pool_free(dbs_pool *p)
     }
     pthread_cond_destroy(&p->hk_cv);
     pthread_cond_destroy(&p->drain_cv);
+    pthread_cond_destroy(&p->stop_cv);
     pthread_mutex_destroy(&p->mu);
     dbs__rp_destroy(&p->rp);
     free(p->url);
@@ -507,6 +508,7 @@ void dbs__pool_init_sync(dbs_pool *p)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&p->hk_cv, &attr);
     pthread_cond_init(&p->drain_cv, &attr);
+    pthread_cond_init(&p->stop_cv, &attr);
     pthread_condattr_destroy(&attr);
 }
 
@@ -663,6 +665,25 @@ bool dbs__pool_begin_shutdown(dbs_pool *p)
     }
     dbs__conn_gone(p, DBS__GONE_POOL, n, dbs__now_ns());
     return true;
+}
+
+void dbs__pool_set_stopped(dbs_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stopped = true;
+    pthread_cond_broadcast(&p->stop_cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void dbs__pool_wait_stopped(dbs_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    /* Re-checked after every wake: a wait may end spuriously. Bounded as
+     * the first caller's joins are (tens of ms, or a statement bound for
+     * a worker's statement). */
+    while (!p->stopped)
+        pthread_cond_wait(&p->stop_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
 }
 
 int dbs__pool_drain(dbs_pool *p, int64_t deadline, int timeout_ms)

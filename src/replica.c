@@ -447,6 +447,9 @@ static int pool_after_fork(dbs_pool *p, dbs_error *err)
     p->fork_gen = dbs__fork_gen();
     if (!p->closed)
         return dbs__housekeeper_start(p, err);
+    /* A stop the parent had under way at the fork is not the child's:
+     * none of the pool's threads exists here, and none starts again. */
+    p->stopped = true;
     return DBS_OK;
 }
 
@@ -472,6 +475,9 @@ static int replicas_after_fork(dbs_pool *p, dbs_error *err)
         atomic_store(&rs->r[i].ok_ns, 0); /* measured anew */
     }
     rs->n_threads = 0;
+    /* a primary shut down before the fork: no monitor again */
+    if (p->closed)
+        atomic_store(&rs->stopped, true);
     if (atomic_load(&rs->stopped))
         return DBS_OK;
     rs->stop = false;
@@ -484,7 +490,8 @@ static int replicas_after_fork(dbs_pool *p, dbs_error *err)
 static void replicas_shutdown(dbs_pool *p)
 {
     struct dbs__replicas *rs = p->replicas;
-    /* once, whichever of shutdown and close comes first */
+    /* once, by the first shutdown (begin_shutdown): a later caller,
+     * replicas_close's included, comes only once that one is over */
     if (!rs || atomic_exchange(&rs->stopped, true))
         return;
     pthread_mutex_lock(&rs->mu);
@@ -914,21 +921,28 @@ dbs_pool *dbs_pool_open(const dbs_config *cfg, dbs_error *err)
 /* The first call of dbs_pool_shutdown (or of dbs_pool_close without it):
  * no new session from here on, waiters woken, idle and parked connections
  * closed, the housekeeper and the lag monitor stopped, the replicas shut
- * down. Every call: the workers joined. */
+ * down. Every call returns only once all of that is over: the workers,
+ * the housekeeper, the monitors and the replicas' threads joined. */
 static void begin_shutdown(dbs_pool *p)
 {
     bool first = dbs__pool_begin_shutdown(p);
     /* The event loops' worker threads: their sessions fail on the closed
      * pool, their statements are interrupted; joined here, so that none
-     * outlives the pool. A later call (dbs_pool_shutdown on two threads,
-     * then dbs_pool_close) waits for a join another thread has under
-     * way: its caller may go on to free the pool. */
+     * outlives the pool. No worker starts once the pool is closed
+     * (workers.c), and the hook is set before that, under p->mu: read
+     * after dbs__pool_begin_shutdown, it is the one to call. */
     if (p->workers_stop)
         p->workers_stop(p);
-    if (!first)
+    /* A later call (dbs_pool_shutdown on two threads, or then
+     * dbs_pool_close) waits for the joins another thread has under way:
+     * its caller may go on to free the pool. */
+    if (!first) {
+        dbs__pool_wait_stopped(p);
         return;
+    }
     dbs__housekeeper_stop(p);
     replicas_shutdown(p);
+    dbs__pool_set_stopped(p);
 }
 
 /* In a child after fork(): the pool and its replicas let go of the
@@ -974,11 +988,18 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
     DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC || on_own_thread("dbs_pool_shutdown"))
         return DBS_EMISUSE;
+    /* A dbs_pool_close on another thread may drop the owner's reference
+     * while this call drains, and the last session's close then frees
+     * the pool: this call's own keeps it (and the replicas' pools, which
+     * it holds) until the call returns. May free it here. */
+    dbs__pool_ref(p);
     const int64_t deadline = dbs__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
     (void)after_fork(p, NULL); /* as dbs_pool_close */
     begin_shutdown(p);
     int left = dbs__pool_drain(p, deadline, timeout_ms);
-    return left + replicas_drain(p, deadline, timeout_ms < 0);
+    left += replicas_drain(p, deadline, timeout_ms < 0);
+    dbs__pool_unref(p);
+    return left;
 }
 
 void dbs_pool_close(dbs_pool *p)

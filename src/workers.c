@@ -480,16 +480,28 @@ static void workers_free(dbs_pool *p)
     free(w);
 }
 
-/* The pool's workers, made on first use. NULL when out of memory. */
-static struct dbs__workers *workers_of(dbs_pool *p)
+/* The pool's workers, made on first use, in *out: DBS_OK, or DBS_ECLOSED
+ * (none made once the pool is shut down), or DBS_ENOMEM. */
+static int workers_of(dbs_pool *p, struct dbs__workers **out)
 {
     struct dbs__workers *w = atomic_load_explicit(&p->workers, memory_order_acquire);
-    if (w && w->fork_gen == dbs__fork_gen())
-        return w;
+    if (w && w->fork_gen == dbs__fork_gen()) {
+        *out = w;
+        return DBS_OK;
+    }
     pthread_mutex_lock(&p->mu);
     w = atomic_load_explicit(&p->workers, memory_order_acquire);
     if (w && w->fork_gen != dbs__fork_gen())
         w = NULL; /* a parent's, whose threads are not in this process: left */
+    /* Made and hooked in the same hold of p->mu that sees the pool open:
+     * a shutdown, which closes the pool under p->mu and only then looks
+     * for p->workers_stop, either finds these workers to join or is seen
+     * here. Made after it, their threads would start after the stop and
+     * outlive the pool. */
+    if (!w && p->closed) {
+        pthread_mutex_unlock(&p->mu);
+        return DBS_ECLOSED;
+    }
     if (!w && (w = calloc(1, sizeof *w)) != NULL) {
         pthread_mutex_init(&w->mu, NULL);
         pthread_condattr_t a;
@@ -506,7 +518,20 @@ static struct dbs__workers *workers_of(dbs_pool *p)
         p->workers_free = workers_free;
     }
     pthread_mutex_unlock(&p->mu);
-    return w;
+    *out = w;
+    return w ? DBS_OK : DBS_ENOMEM;
+}
+
+/* dbs__fault.workers_gate: holds a start past its check of the pool until
+ * the test lets it go (a shutdown landing between the check and the
+ * threads' start). */
+static void fault_workers_gate(void)
+{
+    if (!atomic_load_explicit(&dbs__fault.workers_gate, memory_order_acquire))
+        return;
+    atomic_fetch_add(&dbs__fault.workers_gated, 1);
+    while (atomic_load_explicit(&dbs__fault.workers_gate, memory_order_acquire))
+        dbs__sleep_ms(1);
 }
 
 int dbs__workers_start(dbs_pool *p, int n, dbs_error *err)
@@ -517,10 +542,13 @@ int dbs__workers_start(dbs_pool *p, int n, dbs_error *err)
         n = DBS__WORKERS_MAX;
     if (dbs__pool_closed(p))
         return dbs__err(err, DBS_ECLOSED, "the pool is closed");
-    struct dbs__workers *w = workers_of(p);
-    if (!w)
+    fault_workers_gate();
+    struct dbs__workers *w;
+    int rc = workers_of(p, &w);
+    if (rc == DBS_ECLOSED)
+        return dbs__err(err, DBS_ECLOSED, "the pool is closed");
+    if (rc != DBS_OK)
         return dbs__err(err, DBS_ENOMEM, "out of memory starting worker threads");
-    int rc = DBS_OK;
     pthread_mutex_lock(&w->mu);
     if (w->stopping) {
         rc = dbs__err(err, DBS_ECLOSED, "the pool is closed");
@@ -551,15 +579,16 @@ static int enqueue(dbs_pool *p, wjob *j)
 {
     if (dbs__pool_closed(p))
         return DBS_ECLOSED;
-    struct dbs__workers *w = workers_of(p);
-    if (!w)
-        return DBS_ENOMEM;
+    struct dbs__workers *w;
+    int rc = workers_of(p, &w);
+    if (rc != DBS_OK)
+        return rc;
     pthread_mutex_lock(&w->mu);
     bool need = w->n == 0 && !w->stopping;
     pthread_mutex_unlock(&w->mu);
     if (need) {
         dbs_error e;
-        int rc = dbs__workers_start(p, DBS__WORKERS_DEFAULT, &e);
+        rc = dbs__workers_start(p, DBS__WORKERS_DEFAULT, &e);
         if (rc != DBS_OK)
             return rc;
     }

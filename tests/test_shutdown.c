@@ -7,6 +7,7 @@
 #include "common.h"
 #include <sqlite3.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -505,6 +506,156 @@ static void test_exited_threads_connections_are_reused(void)
     dbs_pool_close(p);
 }
 
+/* ---- shutdown and close racing one another ---- */
+
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* A thread that has been joined may still be listed for a moment: the
+ * count is awaited, then compared. */
+static void threads_back_to(int n)
+{
+    WAIT_UNTIL(count_threads() == n, 10000);
+    CHECK_EQ(count_threads(), n);
+}
+
+struct shutter {
+    dbs_pool *pool;
+    int timeout_ms;
+    int rc;
+};
+
+static void *shutdown_main(void *v)
+{
+    struct shutter *sh = v;
+    sh->rc = dbs_pool_shutdown(sh->pool, sh->timeout_ms);
+    return NULL;
+}
+
+/* The housekeeper's leak report, held in on_event until the test lets it
+ * go: the first shutdown's join of the housekeeper waits for it. */
+static atomic_int leak_cb_in, leak_cb_release, leak_cb_seen;
+
+static void holding_on_event(const dbs_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind != DBS_EVENT_LEAK || atomic_exchange(&leak_cb_seen, 1))
+        return;
+    atomic_store(&leak_cb_in, 1);
+    while (!atomic_load(&leak_cb_release))
+        dbs__sleep_ms(1);
+    atomic_store(&leak_cb_in, 0);
+}
+
+static atomic_int second_called;
+
+static void *releaser_main(void *v)
+{
+    (void)v;
+    while (!atomic_load(&second_called))
+        dbs__sleep_ms(1);
+    /* room for a second shutdown that does not wait to return meanwhile
+     * (a slower machine only makes the check pass more easily) */
+    dbs__sleep_ms(300);
+    atomic_store(&leak_cb_release, 1);
+    return NULL;
+}
+
+/* A second dbs_pool_shutdown, called while the first is joining the
+ * housekeeper, returns only once it is joined: its caller may close the
+ * pool next, and no thread of the pool may outlive that. It returned at
+ * once before, the housekeeper still inside on_event. */
+static void test_second_shutdown_waits_for_joins(void)
+{
+    int before = count_threads();
+    atomic_store(&leak_cb_in, 0);
+    atomic_store(&leak_cb_release, 0);
+    atomic_store(&leak_cb_seen, 0);
+    atomic_store(&second_called, 0);
+    dbs_config cfg = base_config();
+    cfg.leak_threshold_ms = 20;
+    cfg.on_event = holding_on_event;
+    dbs_pool *p = open_pool("shutdown", &cfg);
+    dbs_session *s = open_ok(p); /* held past the threshold: reported */
+    WAIT_UNTIL(atomic_load(&leak_cb_in), 30000);
+    CHECK(atomic_load(&leak_cb_in));
+    pthread_t rel, first;
+    CHECK_EQ(pthread_create(&rel, NULL, releaser_main, NULL), 0);
+    struct shutter a = {.pool = p, .timeout_ms = 0};
+    CHECK_EQ(pthread_create(&first, NULL, shutdown_main, &a), 0);
+    WAIT_UNTIL(dbs__pool_closed(p), 30000);
+    CHECK(dbs__pool_closed(p));
+    atomic_store(&second_called, 1);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 1);
+    int still_in = atomic_load(&leak_cb_in);
+    CHECK_EQ(still_in, 0);
+    dbs_pool_close(p); /* right after: the session keeps the memory */
+    pthread_join(first, NULL);
+    CHECK_EQ(a.rc, 1); /* the session still open */
+    dbs_session_close(s);
+    pthread_join(rel, NULL);
+    threads_back_to(before);
+}
+
+/* Rounds of two shutdowns at once, the close right after the second;
+ * the housekeeper busy (min_idle, a short interval). However the second
+ * meets the first, no thread of the pool is left once both returned and the
+ * pool is closed, and nothing reads freed memory (ASan, TSan). */
+static void test_two_shutdowns_then_close(void)
+{
+    int before = count_threads();
+    for (int round = 0; round < 40; round++) {
+        dbs_config cfg = base_config();
+        cfg.min_idle = 2;
+        cfg.housekeeping_interval_ms = 1;
+        dbs_pool *p = open_pool("shutdown", &cfg);
+        struct shutter a = {.pool = p, .timeout_ms = -1};
+        pthread_t th;
+        CHECK_EQ(pthread_create(&th, NULL, shutdown_main, &a), 0);
+        /* the first begun (a call under way may race the close; one
+         * begun after it may not) */
+        WAIT_UNTIL(dbs__pool_closed(p), 30000);
+        CHECK(dbs__pool_closed(p));
+        CHECK_EQ(dbs_pool_shutdown(p, round % 2 ? -1 : 0), 0);
+        dbs_pool_close(p);
+        pthread_join(th, NULL);
+        CHECK_EQ(a.rc, 0);
+        threads_back_to(before);
+    }
+}
+
+/* A shutdown draining (waiting for a session) while another thread
+ * closes the pool and then the session, whose close frees the pool: the
+ * shutdown under way keeps the pool's memory until it returns, and
+ * returns 0, drained. */
+static void test_close_while_shutdown_drains(void)
+{
+    for (int round = 0; round < 40; round++) {
+        dbs_config cfg = base_config();
+        dbs_pool *p = open_pool("shutdown", &cfg);
+        dbs_session *s = open_ok(p);
+        struct shutter a = {.pool = p, .timeout_ms = round % 2 ? -1 : 60000};
+        pthread_t th;
+        CHECK_EQ(pthread_create(&th, NULL, shutdown_main, &a), 0);
+        WAIT_UNTIL(dbs__pool_closed(p), 30000);
+        CHECK(dbs__pool_closed(p));
+        if (round % 4 < 2)
+            dbs__sleep_ms(1); /* the drain's wait begun, most often */
+        dbs_pool_close(p);
+        dbs_session_close(s);
+        pthread_join(th, NULL);
+        CHECK_EQ(a.rc, 0);
+    }
+}
+
 /* ---- bounded shutdown, lazy open ---- */
 
 /* The housekeeper stuck in a connect to a server that does not answer must
@@ -596,6 +747,9 @@ int main(void)
     test_no_stale_wakeup_after_shutdown();
     test_slot_given_before_shutdown();
     test_exited_threads_connections_are_reused();
+    test_second_shutdown_waits_for_joins();
+    test_two_shutdowns_then_close();
+    test_close_while_shutdown_drains();
     test_close_not_held_by_housekeeper();
     test_lazy_open();
     puts("test_shutdown: ok");

@@ -10,6 +10,8 @@
 #include "common.h"
 #include "workers.h"
 
+#include <dirent.h>
+
 /* What a loop's mailbox would get: the units done, in order. */
 typedef struct box {
     pthread_mutex_t mu;
@@ -147,6 +149,97 @@ static void plain_job(void *arg)
         plain_order[i] = (int)(intptr_t)arg;
     atomic_store(&plain_n, i + 1);
     pthread_mutex_unlock(&mbox.mu);
+}
+
+/* ---- a loop opened as the pool shuts down ---- */
+
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* A thread that has been joined may still be listed for a moment: the
+ * count is awaited, then compared. */
+static void threads_back_to(int n)
+{
+    WAIT_UNTIL(count_threads() == n, 10000);
+    CHECK_EQ(count_threads(), n);
+}
+
+struct opener {
+    dbs_pool *pool;
+    atomic_int started;
+    bool opened;
+    dbs_error err;
+};
+
+static void *opener_main(void *v)
+{
+    struct opener *o = v;
+    atomic_store(&o->started, 1);
+    dbs_loop *l = dbs_loop_open(o->pool, NULL, &o->err);
+    o->opened = l != NULL;
+    dbs_loop_close(l);
+    return NULL;
+}
+
+/* dbs_loop_open on a pool with no worker threads yet, racing its
+ * shutdown: a loop whose open found the pool shut down gets DBS_ECLOSED
+ * and starts no thread; one opened before has its threads joined by the
+ * shutdown. Either way none is left once the shutdown returned and the
+ * open is over. First with the open held right past its look at the pool
+ * (dbs__fault.workers_gate) while the shutdown runs: it started the
+ * workers after the shutdown had joined none before, and they outlived
+ * the pool; then in rounds, as they come. */
+static void test_loop_open_racing_shutdown(const dbs_config *cfg0)
+{
+    int before = count_threads();
+    dbs_config cfg = *cfg0;
+    dbs_pool *p = open_pool("test_workers", &cfg);
+    int gated = atomic_load(&dbs__fault.workers_gated);
+    atomic_store(&dbs__fault.workers_gate, 1);
+    struct opener o = {.pool = p};
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, opener_main, &o), 0);
+    WAIT_UNTIL(atomic_load(&dbs__fault.workers_gated) > gated, 30000);
+    CHECK_INT(atomic_load(&dbs__fault.workers_gated), >, gated);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0);
+    atomic_store(&dbs__fault.workers_gate, 0);
+    pthread_join(th, NULL);
+    CHECK(!o.opened);
+    CHECK_EQ(o.err.code, DBS_ECLOSED);
+    threads_back_to(before); /* the housekeeper's gone with the shutdown */
+    dbs_pool_close(p);
+    threads_back_to(before);
+
+    int opened = 0;
+    for (int round = 0; round < 60; round++) {
+        p = open_pool("test_workers", &cfg);
+        o = (struct opener){.pool = p};
+        CHECK_EQ(pthread_create(&th, NULL, opener_main, &o), 0);
+        /* the shutdown a little later each round, across the open's steps */
+        while (!atomic_load(&o.started))
+            ;
+        for (volatile int spin = 0; spin < (round % 20) * 2000; spin++)
+            ;
+        /* a loop open keeps the pool (its hold) until it closes: the drain
+         * waits for that */
+        CHECK_EQ(dbs_pool_shutdown(p, -1), 0);
+        pthread_join(th, NULL);
+        if (o.opened)
+            opened++;
+        else
+            CHECK_EQ(o.err.code, DBS_ECLOSED);
+        threads_back_to(before);
+        dbs_pool_close(p);
+    }
+    printf("loop opens racing shutdown: %d of 60 opened first\n", opened);
 }
 
 int main(void)
@@ -394,6 +487,8 @@ int main(void)
     CHECK_EQ(ended, 1);
     pthread_join(th, NULL);
     dbs_pool_close(p);
+
+    test_loop_open_racing_shutdown(&cfg);
 
     /* a pool closed with its workers idle, and one that never had any */
     p = open_pool("test_workers", &cfg);
