@@ -49,13 +49,30 @@
  *     its bound). The thread's exit then ends its open sessions as above,
  *     reported as leaks. The program's own code that a call runs with the
  *     caller's state, and so stays cancellable, is dbs_transact's and
- *     dbs_session_transact's work (a cancel there unwinds as pthread_exit
- *     does: the unit is rolled back at the thread's exit) and the unit
- *     callbacks dbs_loop_run runs (a loop whose thread is cancelled there
- *     is closed at the thread's exit, as at any exit of its thread).
- *     on_event, the credential provider, dbs_pool_sessions' fn and the
- *     callbacks dbs_loop_close runs are called from inside the library's
- *     own steps and run with cancellation disabled. Asynchronous cancellation
+ *     dbs_session_transact's work and the unit callbacks dbs_loop_run
+ *     runs. A cancel there unwinds as pthread_exit does, and the unwind
+ *     (also that of a pthread_exit there, or of a C++ exception) ends
+ *     what the call had under way as it leaves the call, before any
+ *     cleanup handler (pthread_cleanup_push) or destructor of the
+ *     program's outside the call runs: a dbs_transact unit is rolled
+ *     back and its connection given back (reported as a leak, as at the
+ *     thread's exit); a nested unit is rolled back to its savepoint (the
+ *     enclosing transaction goes on as after a failed nested unit, or is
+ *     rolled back in turn as the unwind leaves its own dbs_transact);
+ *     dbs_loop_run ends between two units, the loop as between two
+ *     runs. Such a handler may call dbscope: it finds no unit in
+ *     progress (its dbs_transact is a unit of its own, on a fresh
+ *     session, and commits), and may close the loop (dbs_loop_close) or
+ *     the session it had. A handler pushed inside the work runs before
+ *     the unwind reaches dbs_transact, with the unit still in progress:
+ *     its dbs_transact is a nested unit of the unit being unwound, and
+ *     is rolled back with it. on_event, the credential provider,
+ *     dbs_pool_sessions' fn and the callbacks dbs_loop_close runs are
+ *     called from inside the library's own steps and run with
+ *     cancellation disabled; on_event, the credential provider and the
+ *     callbacks dbs_loop_close runs must return (a pthread_exit there
+ *     leaves the step that called them unfinished), dbs_pool_sessions'
+ *     fn may leave by pthread_exit. Asynchronous cancellation
  *     (PTHREAD_CANCEL_ASYNCHRONOUS) must not be enabled across a call.
  *   - A dbs_rows belongs to its session, and so to the same thread.
  *   - Use after close. A closed session's memory is kept by its thread for
@@ -1021,7 +1038,8 @@ typedef void (*dbs_session_fn)(const dbs_session_info *info, void *user);
  * who holds which connection, where it was acquired, since when. The list
  * is copied under the pool's locks and fn runs after they are released, so
  * fn may call any dbscope function; it runs with cancellation deferred
- * (pthread_cancel acts after this call returns). Returns the number of
+ * (pthread_cancel acts after this call returns); a pthread_exit in fn
+ * lets go of the copy and the pool as the call's return would. Returns the number of
  * sessions visited, or a negative dbs_code (DBS_ENOMEM). Any thread, under
  * any load. */
 int dbs_pool_sessions(dbs_pool *pool, dbs_session_fn fn, void *user);

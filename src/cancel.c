@@ -1,6 +1,7 @@
 /* Cancellation deferred only where it is needed (base.h, internal.h): the
  * thread's state, and the copy of each driver's method table whose
  * methods that may reach a cancellation point defer first. */
+#define _GNU_SOURCE /* pthread_getattr_np: AddressSanitizer builds */
 #include "internal.h"
 
 #include <errno.h>
@@ -9,6 +10,23 @@
 
 _Thread_local unsigned char dbs__cx_state __attribute__((tls_model("initial-exec")));
 _Thread_local int dbs__cx_saved __attribute__((tls_model("initial-exec")));
+
+#ifdef DBS__ASAN
+/* internal.h, "unwinding": the low end of this thread's stack. */
+_Thread_local char *dbs__stack_lo;
+
+void dbs__stack_lo_find(void)
+{
+    pthread_attr_t a;
+    void *lo = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    if (pthread_attr_getstack(&a, &lo, &size) == 0)
+        dbs__stack_lo = lo;
+    pthread_attr_destroy(&a);
+}
+#endif
 
 void dbs__cancel_defer_now(void)
 {

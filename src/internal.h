@@ -92,7 +92,8 @@ bool dbs__code_known(int code);
  * loop's unit callbacks) runs between dbs__cancel_user and
  * dbs__cancel_lib: with the program's state, and on the program's side,
  * so its own calls to dbscope are outermost again; a cancel there leaves
- * the thread outside dbscope, as its exit handler wants. on_event and the
+ * the thread outside dbscope, as its exit handler wants, and the unwind
+ * puts back what the call set for it (below). on_event and the
  * credential provider run inside the library's steps and stay deferred. */
 static inline unsigned char dbs__lib_enter(void)
 {
@@ -141,6 +142,59 @@ static inline void dbs__cancel_lib(unsigned char was)
     if (was == DBS__CX_OUT)
         dbs__cx_state = DBS__CX_IN;
 }
+/* ---- unwinding (a cancel or pthread_exit in the program's code) ----
+ * The frames of the public calls that run the program's code (session.c:
+ * dbs_transact's and nested units' work; loop.c: dbs_loop_run's unit
+ * callbacks; stats.c: dbs_pool_sessions' fn) put back what the call set
+ * for the time of the callback through cleanup attributes, and those
+ * files are built with -fexceptions (CMakeLists.txt), so the unwind of a
+ * cancel, a pthread_exit or a C++ exception runs them too: before any
+ * cleanup handler or destructor of the program's outside the call, which
+ * may call dbscope, runs. DBS__IN_LIB's and DBS__NO_CANCEL's cleanups run
+ * then as well, and give the program back its cancel state. With zero-cost
+ * unwinding tables that costs the normal path nothing but the check a
+ * cleanup makes; pthread_cleanup_push would cost each call a setjmp.
+ *
+ * dbs__unwound: in the cleanup itself (always inlined: in the frame the
+ * unwind landed in), before any call on the unwind's path.
+ * AddressSanitizer keeps the redzones of the unwound frames marked (it
+ * clears them only before a call that never returns), and every call made
+ * from the landing frame runs on that part of the stack; even
+ * __asan_handle_no_return does (its own sigaltstack buffer lies there).
+ * So the part of the thread's stack below the landing frame is cleared
+ * directly, its low end found once a thread (dbs__unwind_note, at the
+ * frame's setup, where nothing is marked wrongly yet). Nothing in other
+ * builds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define DBS__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DBS__ASAN 1
+#endif
+#endif
+#ifdef DBS__ASAN
+#include <sanitizer/asan_interface.h>
+extern _Thread_local char *dbs__stack_lo;
+void dbs__stack_lo_find(void);
+static inline __attribute__((always_inline)) void dbs__unwind_note(void)
+{
+    if (!dbs__stack_lo)
+        dbs__stack_lo_find();
+}
+static inline __attribute__((always_inline)) void dbs__unwound(void)
+{
+    char *here = __builtin_frame_address(0);
+    if (dbs__stack_lo && here > dbs__stack_lo)
+        __asan_unpoison_memory_region(dbs__stack_lo, (size_t)(here - dbs__stack_lo));
+}
+#else
+static inline void dbs__unwind_note(void)
+{
+}
+static inline void dbs__unwound(void)
+{
+}
+#endif
 /* At a thread's exit (session.c): a cancel or pthread_exit in the
  * program's code left the thread outside; one in on_event may not have,
  * and nothing of that call will return. */

@@ -461,6 +461,45 @@ static void unit_fail(dbs_loop *l, dbs_unit *u, int rc, const char *msg)
     unit_complete(l, u, rc, &e);
 }
 
+/* The unit whose callback runs. */
+typedef struct cb_frame {
+    dbs_loop *l;
+    dbs_unit *u; /* NULL once the callback returned */
+} cb_frame;
+
+/* A cancel or pthread_exit in a unit's callback (or a C++ exception
+ * through it) unwinds dbs_loop_run: the run ends there, between two
+ * units, so the loop is left as between two runs (the units that ended
+ * after this one run their callbacks at the next run, or in the close),
+ * u is freed as after its callback, and a cleanup handler of the
+ * program's may close the loop, or run it again. The callbacks
+ * dbs_loop_close runs must return (the header says so): one that leaves
+ * by pthread_exit leaves that close unfinished. */
+static void cb_unwound(cb_frame *f)
+{
+    dbs_loop *l = f->l;
+    dbs_unit *u = f->u;
+    f->u = NULL;
+    if (!l->closing) {
+        l->in_run = false;
+        atomic_store_explicit(&l->kick, true, memory_order_relaxed);
+    }
+    if (u->orphan && !u->post_seen)
+        u->cb_ran = true; /* a worker still holds it: freed when it posts */
+    else
+        unit_free(u);
+}
+
+/* Built with -fexceptions (CMakeLists.txt; internal.h): the unwind runs
+ * it too. */
+static inline __attribute__((always_inline)) void cb_frame_leave(cb_frame *f)
+{
+    if (__builtin_expect(f->u != NULL, 0)) {
+        dbs__unwound();
+        cb_unwound(f);
+    }
+}
+
 /* Runs the callbacks of the units that ended; returns how many. user:
  * the program's cancel state, which they run with; or -1: they stay
  * deferred (dbs_loop_close, which must finish to give back what the loop
@@ -498,13 +537,16 @@ static int run_callbacks(dbs_loop *l, int user)
             else
                 l->exit_failed++;
         } else if (u->done) {
-            /* A cancel in it unwinds the loop's thread, whose exit closes
-             * the loop; u is not freed here. */
+            /* A cancel or pthread_exit in it unwinds through here:
+             * cb_frame_leave puts the loop back between two units. */
+            dbs__unwind_note();
+            cb_frame frame __attribute__((cleanup(cb_frame_leave))) = {.l = l, .u = u};
             if (user >= 0)
                 dbs__cancel_user((unsigned char)user);
             u->done(u, u->rc, &u->err, u->arg);
             if (user >= 0)
                 dbs__cancel_lib((unsigned char)user);
+            frame.u = NULL;
         }
         if (u->orphan && !u->post_seen) {
             u->cb_ran = true;

@@ -8,17 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define DBS__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define DBS__ASAN 1
-#endif
-#endif
-#ifdef DBS__ASAN
-#include <sanitizer/asan_interface.h>
-#endif
-
 /* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none:
  * what PostgreSQL's and MariaDB's utf8mb4 accept, so no overlong form, no
  * surrogate, nothing past U+10FFFF. */
@@ -453,7 +442,7 @@ int dbs_rollback(dbs_session *s, dbs_error *err)
  * called from a unit's work for the same pool joins it. */
 typedef struct unit_frame {
     dbs_pool *pool;          /* the pool the unit was called for */
-    dbs_session *s;
+    dbs_session *s;          /* NULL once the work returned */
     bool ro;
     struct unit_frame *up;
 } unit_frame;
@@ -590,46 +579,55 @@ static void session_close(dbs_session *s)
  * (shard.c) are among them, and closing waits on no semaphore. A program
  * key's destructor may run before this one or after it: a session it
  * closes first is closed as usual, one it closes after is found closed. */
+/* s, open on this thread, ends with the thread: reported as a leak
+ * (why), closed as dbs_session_close would close it, and the hold of the
+ * dbs_transact it was the session of let go. exiting: the pool keeps s
+ * (the thread's spare list goes with the thread); else s is kept for the
+ * thread's next sessions. */
+static void end_as_leak(dbs_session *s, bool exiting, const char *why)
+{
+    dbs_pool *held = s->unit_pool;
+    bool ours = s->fork_gen == dbs__fork_gen();
+    s->exit_closed = exiting;
+    if (ours) {
+        dbs__shard *sh = s->shard;
+        dbs__lock_take(&sh->mu);
+        if (!s->leak_reported) {
+            s->leak_reported = true; /* so its release counts it recovered */
+            sh->leaks++;
+        }
+        dbs__lock_give(&sh->mu);
+        dbs__emit(s->pool, DBS_EVENT_LEAK, s, s->conn, 0, why);
+    }
+    session_close(s); /* takes s off open_list */
+    /* The unit's hold kept the pool allocated across the close; in a
+     * child, the pool no longer counts a hold of the parent's. */
+    if (held && ours)
+        dbs__pool_drop(held); /* may free the pool, and s */
+}
+
 static void thread_exit(void *unused)
 {
     (void)unused;
-#ifdef DBS__ASAN
     /* A cancel that acted in the program's code (not at a call that never
      * returns, such as pthread_exit, before which AddressSanitizer clears
      * the stack) unwound frames whose redzones stay marked: this runs on
      * that part of the stack. */
+#ifdef DBS__ASAN
     __asan_handle_no_return();
 #endif
     dbs__cancel_thread_exit();
     DBS__IN_LIB(cancel_old);
-    /* The frames of the units under way (dbs_transact) were on the
-     * thread's stack, unwound by pthread_exit or a cancel: none will
-     * return, and their sessions are not theirs to close any more. */
+    /* The units under way (dbs_transact) forgot their frames as the
+     * unwind left them (unit_frame_leave); a frame unwound without that
+     * (a caller built without unwind tables) will not return either, and
+     * its session is not its to close any more. */
     unit_top = NULL;
     transact_attempt = 0;
-    while (open_list) {
-        dbs_session *s = open_list;
-        dbs_pool *held = s->unit_pool;
-        bool ours = s->fork_gen == dbs__fork_gen();
-        s->exit_closed = true;
-        if (ours) {
-            dbs__shard *sh = s->shard;
-            dbs__lock_take(&sh->mu);
-            if (!s->leak_reported) {
-                s->leak_reported = true; /* so its release counts it recovered */
-                sh->leaks++;
-            }
-            dbs__lock_give(&sh->mu);
-            dbs__emit(s->pool, DBS_EVENT_LEAK, s, s->conn, 0,
-                      "its thread exited with the session open: rolled back, connection "
-                      "given back");
-        }
-        session_close(s); /* takes s off open_list */
-        /* The unit's hold kept the pool allocated across the close; in a
-         * child, the pool no longer counts a hold of the parent's. */
-        if (held && ours)
-            dbs__pool_drop(held); /* may free the pool, and s */
-    }
+    while (open_list)
+        end_as_leak(open_list, true,
+                    "its thread exited with the session open: rolled back, connection "
+                    "given back");
     while (spare) {
         dbs_session *s = spare;
         spare = s->next;
@@ -813,6 +811,46 @@ static int sp_cmd(dbs_session *s, const char *cmd, int depth, dbs_error *err)
     return DBS_OK;
 }
 
+/* A nested unit whose work is under way. */
+typedef struct sp_frame {
+    dbs_session *s; /* NULL once the work returned */
+    int depth;
+    unsigned seq;
+} sp_frame;
+
+/* A cancel or pthread_exit in a nested unit's work unwinds its frame:
+ * the unit failed, so its savepoint is rolled back and released, as a
+ * failed unit's is, before any cleanup handler of the program's outside
+ * the call runs. A handler that goes on with the session (the program's
+ * own, from dbs_session_transact) finds it as it was before the unit; a
+ * transaction that cannot be brought back there is doomed, as after any
+ * such failure. Inside a dbs_transact the unwind goes on to end the
+ * whole unit (unit_unwound). */
+static void sp_unwound(sp_frame *f)
+{
+    DBS__IN_LIB(cancel_old);
+    dbs_session *s = f->s;
+    f->s = NULL;
+    if (s->magic != DBS__SESSION_MAGIC || s->owner_id != dbs__thread_id() ||
+        s->tx_seq != f->seq || !s->in_tx)
+        return; /* work ended the transaction: its savepoint went with it */
+    s->sp_depth = f->depth - 1;
+    dbs_error e;
+    int rc = sp_cmd(s, "ROLLBACK TO SAVEPOINT", f->depth, &e);
+    if (rc == DBS_OK)
+        rc = sp_cmd(s, "RELEASE SAVEPOINT", f->depth, &e);
+    if (rc != DBS_OK)
+        doom(s, &e);
+}
+
+static inline __attribute__((always_inline)) void sp_frame_leave(sp_frame *f)
+{
+    if (__builtin_expect(f->s != NULL, 0)) {
+        dbs__unwound();
+        sp_unwound(f);
+    }
+}
+
 static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn work, void *arg,
                        dbs_error *err, unsigned char cancel_old)
 {
@@ -837,11 +875,15 @@ static int nested_unit(dbs_session *s, const dbs_tx_options *opt, dbs_work_fn wo
     s->sp_depth = depth;
     unsigned seq = s->tx_seq;
     err->code = DBS_OK;
-    /* A cancel in work unwinds with the savepoint open: the thread's exit
-     * rolls the whole transaction back. */
+    /* A cancel (or pthread_exit) in work unwinds through here: the unit
+     * failed, and is undone as a failed one is (sp_frame_leave). */
+    dbs__unwind_note();
+    sp_frame frame __attribute__((cleanup(sp_frame_leave))) = {.s = s, .depth = depth,
+                                                              .seq = seq};
     dbs__cancel_user(cancel_old);
     rc = work(s, arg, err);
     dbs__cancel_lib(cancel_old);
+    frame.s = NULL;
     if (rc != 0)
         rc = unit_code(rc, err);
     if (s->magic != DBS__SESSION_MAGIC || s->tx_seq != seq || !s->in_tx)
@@ -892,6 +934,38 @@ static unit_frame *enclosing_unit(const dbs_pool *pool, bool ro, uint64_t pos)
 }
 
 /* ---- dbs_transact ---- */
+
+/* A cancel or pthread_exit in a unit's work (or a C++ exception through
+ * it) unwinds dbs_transact's frame: the thread will not get back there,
+ * so the unit ends here, as its thread's exit would end it but now,
+ * before a cleanup handler of the program's (or a destructor) outside
+ * the call runs. That handler's calls then find no unit in progress and
+ * nothing pointing into the unwound frame: its dbs_transact is a unit of
+ * its own, on a fresh session, with the connection this one gave back.
+ * Out of line: only the unwind comes here. */
+static void unit_unwound(unit_frame *f)
+{
+    DBS__IN_LIB(cancel_old);
+    unit_top = f->up;
+    dbs_session *s = f->s;
+    f->s = NULL;
+    if (s->magic == DBS__SESSION_MAGIC && s->owner_id == dbs__thread_id())
+        /* kept by the pool, as at the thread's exit: another thread
+         * that has the handle finds it closed, never freed */
+        end_as_leak(s, true,
+                    "its thread exited with the session open (unwound out of the "
+                    "dbs_transact unit's work): rolled back, connection given back");
+}
+
+/* The unit frame's cleanup: built with -fexceptions (CMakeLists.txt), the
+ * unwind runs it too. On the way out of a returned work it only checks. */
+static inline __attribute__((always_inline)) void unit_frame_leave(unit_frame *f)
+{
+    if (__builtin_expect(f->s != NULL, 0)) {
+        dbs__unwound();
+        unit_unwound(f);
+    }
+}
 
 static bool transient(int code)
 {
@@ -1010,16 +1084,20 @@ static int transact_attempts(dbs_pool *pool, const dbs_context *ctx, dbs_work_fn
         if (!s) {
             rc = err->code;
         } else {
-            unit_frame frame = {.pool = pool, .s = s, .ro = open != NULL, .up = unit_top};
+            /* What a cancel (or pthread_exit) in work unwinds is whole at
+             * this point, and the unwind ends it (unit_frame_leave): the
+             * frame forgotten, the session rolled back, its connection
+             * given back and the hold let go, before any cleanup handler
+             * of the program's outside this call runs. */
+            dbs__unwind_note();
+            unit_frame frame __attribute__((cleanup(unit_frame_leave))) = {
+                .pool = pool, .s = s, .ro = open != NULL, .up = unit_top};
             unit_top = &frame;
-            /* What a cancel in work unwinds is whole at this point: the
-             * session is tracked (the thread's exit rolls it back and
-             * gives its connection back), its unit_pool lets go of the
-             * hold, and the frame is forgotten there (unit_top). */
             dbs__cancel_user(cancel_old);
             rc = work(s, arg, err);
             dbs__cancel_lib(cancel_old);
             unit_top = frame.up;
+            frame.s = NULL;
             if (rc != 0 && s->doom.code != 0) {
                 /* A nested unit doomed the transaction: what failed after
                  * is its consequence, and the doom decides the retry. */

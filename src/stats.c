@@ -471,23 +471,57 @@ static void gather_pool(dbs_pool *p, gather *g)
     dbs__shards_unlock(p);
 }
 
-static int pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user);
+typedef struct sessions_frame sessions_frame;
+static int pool_sessions(sessions_frame *f, dbs_session_fn fn, void *user);
+
+/* The pool's reference and the list copy dbs_pool_sessions holds while
+ * fn runs; p NULL once let go. */
+typedef struct sessions_frame {
+    dbs_pool *p;
+    void *list, *strs; /* the copy fn is called on, NULL between two */
+} sessions_frame;
+
+/* A pthread_exit in fn (or a C++ exception through it) unwinds the call:
+ * both let go of, as the call's return would (built with -fexceptions:
+ * CMakeLists.txt, internal.h). */
+static void sessions_unwound(sessions_frame *f)
+{
+    free(f->list);
+    free(f->strs);
+    f->list = f->strs = NULL;
+    dbs_pool *p = f->p;
+    f->p = NULL;
+    dbs__pool_unref(p);
+}
+
+static inline __attribute__((always_inline)) void sessions_frame_leave(sessions_frame *f)
+{
+    if (__builtin_expect(f->p != NULL, 0)) {
+        dbs__unwound();
+        sessions_unwound(f);
+    }
+}
 
 int dbs_pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
 {
     /* fn runs with cancellation deferred, as on_event does: a cancel in it
-     * would keep the pool's reference and the copied list */
+     * would keep the pool's reference and the copied list (a
+     * pthread_exit lets go of them: sessions_unwound) */
     DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC || !fn)
         return DBS_EMISUSE;
     dbs__pool_ref(p); /* as dbs_pool_metrics; fn may close the pool too */
-    int rc = pool_sessions(p, fn, user);
+    dbs__unwind_note();
+    sessions_frame frame __attribute__((cleanup(sessions_frame_leave))) = {.p = p};
+    int rc = pool_sessions(&frame, fn, user);
+    frame.p = NULL;
     dbs__pool_unref(p);
     return rc;
 }
 
-static int pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
+static int pool_sessions(sessions_frame *f, dbs_session_fn fn, void *user)
 {
+    dbs_pool *p = f->p;
     /* The primary's sessions and each replica's, one list oldest first;
      * grown and gathered again if more sessions arrived meanwhile. */
     const int T = 1 + dbs__replicas_count(p);
@@ -505,8 +539,11 @@ static int pool_sessions(dbs_pool *p, dbs_session_fn fn, void *user)
             gather_pool(t == 0 ? p : dbs__replica_pool(p, t - 1), &g);
         if (g.fits) {
             qsort(g.list, g.n, sizeof *g.list, by_age); /* oldest first */
+            f->list = g.list;
+            f->strs = g.strs;
             for (size_t i = 0; i < g.n; i++)
                 fn(&g.list[i].in, user);
+            f->list = f->strs = NULL;
         }
         free(g.list);
         free(g.strs);

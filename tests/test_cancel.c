@@ -538,6 +538,238 @@ static void test_events_deferred(void)
     dbs_pool_close(p);
 }
 
+/* ---- (6) a cleanup handler that calls dbscope ----
+ * A cancel or pthread_exit in the program's code that a call runs (a
+ * unit's work, a nested unit's, dbs_pool_sessions' fn) unwinds through
+ * dbscope's frames, and a cleanup handler pushed around the call runs
+ * after they are gone. Its calls find no unit in progress: its
+ * dbs_transact is a unit of its own that commits, on the connection the
+ * unwound unit gave back (a pool of one), and what the unwound work
+ * wrote is rolled back. Before, the thread still pointed at the unit's
+ * unwound frame: the handler's dbs_transact ran as a savepoint of the
+ * doomed transaction (reported DBS_OK, then rolled back at the thread's
+ * exit) and its dbs_session_open waited for the connection the dead
+ * unit still held. */
+
+enum ending { BY_CANCEL, BY_EXIT };
+
+struct unwound {
+    dbs_pool *p;
+    int id;             /* the unwound work's row; id + 1: the handler's */
+    enum ending how;
+    bool nested;        /* the work ends inside a nested unit */
+    atomic_int handler_rc;   /* the handler's dbs_transact */
+    atomic_int handler_open; /* 1: its dbs_session_open served, -1: refused */
+    atomic_int handler_state; /* the cancel state the handler ran with */
+};
+
+/* Ends the calling thread from inside the program's code. */
+static void end_thread(enum ending how)
+{
+    if (how == BY_EXIT)
+        pthread_exit(NULL);
+    pthread_cancel(pthread_self());
+    pthread_testcancel();
+    CHECK_FAIL("the thread's own cancel did not act");
+}
+
+static void join_ended(pthread_t th, enum ending how, const char *what)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += JOIN_LIMIT_S;
+    void *ret = &ret;
+    if (pthread_timedjoin_np(th, &ret, &dl) != 0)
+        CHECK_FAIL("%s: the thread did not end within %d s (deadlock)", what, JOIN_LIMIT_S);
+    if (ret != (how == BY_EXIT ? NULL : PTHREAD_CANCELED))
+        CHECK_FAIL("%s: the thread did not end as it should", what);
+}
+
+static int insert_then_end(dbs_session *s, void *arg, dbs_error *err)
+{
+    struct unwound *c = arg;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, 1)", tbl);
+    if (dbs_exec(s, sql, (dbs_value[]){DBS_INT(c->id)}, 1, err) != 1)
+        CHECK_FAIL("insert: %s", err->message);
+    end_thread(c->how);
+    return DBS_ESQL;
+}
+
+static int nested_then_end(dbs_session *s, void *arg, dbs_error *err)
+{
+    return dbs_session_transact(s, insert_then_end, arg, err);
+}
+
+static void handler_calls(void *v)
+{
+    struct unwound *c = v;
+    int state, unused;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    pthread_setcancelstate(state, &unused);
+    atomic_store(&c->handler_state, state);
+    dbs_error err;
+    struct pending pc = {.p = c->p, .id = c->id}; /* insert_work: id + 1 */
+    int rc = dbs_transact(c->p, NULL, insert_work, &pc, &err);
+    if (rc != DBS_OK)
+        fprintf(stderr, "the handler's dbs_transact: %s\n", err.message);
+    atomic_store(&c->handler_rc, rc);
+    dbs_session *s = dbs_session_open(c->p, NULL, &err);
+    if (!s)
+        fprintf(stderr, "the handler's dbs_session_open: %s\n", err.message);
+    atomic_store(&c->handler_open, s ? 1 : -1);
+    dbs_session_close(s);
+}
+
+static void *transact_unwound(void *v)
+{
+    struct unwound *c = v;
+    dbs_error err;
+    pthread_cleanup_push(handler_calls, c);
+    dbs_transact(c->p, NULL, c->nested ? nested_then_end : insert_then_end, c, &err);
+    CHECK_FAIL("dbs_transact returned from an unwound unit: %s", err.message);
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void test_handler_after_unit(enum ending how, bool nested, int id, const char *what)
+{
+    dbs_pool *p = pool_of(1);
+    uint64_t leaks0 = stats_of(p).leaks;
+    struct unwound c = {.p = p, .id = id, .how = how, .nested = nested};
+    atomic_store(&c.handler_rc, 1);
+    pthread_t th;
+    pthread_create(&th, NULL, transact_unwound, &c);
+    join_ended(th, how, what);
+    int hrc = atomic_load(&c.handler_rc), hopen = atomic_load(&c.handler_open);
+    CHECK_EQ(hrc, DBS_OK);
+    CHECK_EQ(hopen, 1);
+    CHECK_EQ(v_of(p, id), 0);       /* the unwound unit: rolled back */
+    CHECK_EQ(v_of(p, id + 1), 101); /* the handler's: a unit of its own, committed */
+    CHECK_EQ(stats_of(p).retries, 0);
+    check_after(p, 1, leaks0, what); /* the unwound unit's session: one leak */
+    dbs_pool_close(p);
+}
+
+/* A nested unit on the program's own session (dbs_session_transact):
+ * the unwind undoes the savepoint's work, so a handler that goes on with
+ * the session and commits commits only what came before the unit and
+ * after it. Before, the savepoint stayed open and the handler's commit
+ * committed the unwound work. */
+struct own {
+    struct unwound c;
+    dbs_session *s;
+    atomic_int commit_rc;
+};
+
+static void handler_commits(void *v)
+{
+    struct own *o = v;
+    dbs_error err;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, 1)", tbl);
+    int rc = dbs_exec(o->s, sql, (dbs_value[]){DBS_INT(o->c.id + 2)}, 1, &err) == 1
+                 ? dbs_commit(o->s, &err)
+                 : err.code;
+    if (rc != DBS_OK)
+        fprintf(stderr, "the handler's insert and commit: %s\n", err.message);
+    atomic_store(&o->commit_rc, rc);
+    dbs_session_close(o->s);
+}
+
+static void *session_unit_unwound(void *v)
+{
+    struct own *o = v;
+    dbs_error err;
+    o->s = open_ok(o->c.p);
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id, v) VALUES ($1, 1)", tbl);
+    if (dbs_exec(o->s, sql, (dbs_value[]){DBS_INT(o->c.id + 1)}, 1, &err) != 1)
+        CHECK_FAIL("insert: %s", err.message);
+    pthread_cleanup_push(handler_commits, o);
+    dbs_session_transact(o->s, insert_then_end, &o->c, &err);
+    CHECK_FAIL("dbs_session_transact returned from an unwound unit: %s", err.message);
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void test_handler_after_session_unit(enum ending how, int id, const char *what)
+{
+    dbs_pool *p = pool_of(1);
+    uint64_t leaks0 = stats_of(p).leaks;
+    struct own o = {.c = {.p = p, .id = id, .how = how}};
+    atomic_store(&o.commit_rc, 1);
+    pthread_t th;
+    pthread_create(&th, NULL, session_unit_unwound, &o);
+    join_ended(th, how, what);
+    int crc = atomic_load(&o.commit_rc);
+    CHECK_EQ(crc, DBS_OK);
+    CHECK_EQ(v_of(p, id), 0);       /* the unwound nested unit: undone */
+    CHECK_EQ(v_of(p, id + 1), 101); /* before it */
+    CHECK_EQ(v_of(p, id + 2), 101); /* the handler's, after it */
+    WAIT_UNTIL(stats_of(p).in_use == 0, 20000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.leaks, leaks0); /* the handler closed it */
+    CHECK_EQ(st.acquired, st.released);
+    dbs_pool_close(p);
+}
+
+/* dbs_pool_sessions' fn runs deferred, but may still leave by
+ * pthread_exit: the call's copy of the list and its reference on the
+ * pool go (AddressSanitizer's leak check sees them otherwise), and the
+ * handler runs with the cancel state the thread had. */
+static void exits_in_fn(const dbs_session_info *si, void *user)
+{
+    (void)si;
+    (void)user;
+    pthread_exit(NULL);
+}
+
+static void count_fn(const dbs_session_info *si, void *user)
+{
+    (void)si;
+    ++*(int *)user;
+}
+
+static void handler_lists(void *v)
+{
+    struct unwound *c = v;
+    int state, unused;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
+    pthread_setcancelstate(state, &unused);
+    atomic_store(&c->handler_state, state);
+    int n = 0;
+    atomic_store(&c->handler_rc, dbs_pool_sessions(c->p, count_fn, &n) == n ? n : -1);
+}
+
+static void *sessions_fn_exits(void *v)
+{
+    struct unwound *c = v;
+    pthread_cleanup_push(handler_lists, c);
+    dbs_pool_sessions(c->p, exits_in_fn, NULL);
+    CHECK_FAIL("dbs_pool_sessions returned past a pthread_exit in fn");
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void test_handler_after_sessions_fn(void)
+{
+    dbs_pool *p = pool_of(1);
+    dbs_session *held = open_ok(p); /* one to list */
+    struct unwound c = {.p = p, .how = BY_EXIT};
+    atomic_store(&c.handler_rc, -2);
+    atomic_store(&c.handler_state, -1);
+    pthread_t th;
+    pthread_create(&th, NULL, sessions_fn_exits, &c);
+    join_ended(th, BY_EXIT, "sessions fn");
+    int hrc = atomic_load(&c.handler_rc), hstate = atomic_load(&c.handler_state);
+    CHECK_EQ(hrc, 1);
+    CHECK_EQ(hstate, PTHREAD_CANCEL_ENABLE); /* the thread's own, given back */
+    dbs_session_close(held);
+    dbs_pool_close(p);
+}
+
 /* A call returns with the caller's cancel state as it found it. */
 static void test_state_kept(void)
 {
@@ -595,6 +827,16 @@ int main(int argc, char **argv)
     CASE("pending_calls", test_pending_calls());
     CASE("pending_rows", test_pending_rows());
     CASE("events_deferred", test_events_deferred());
+    CASE("handler_after_unit", test_handler_after_unit(BY_CANCEL, false, 50, "handler after unit"));
+    CASE("handler_after_unit_exit",
+         test_handler_after_unit(BY_EXIT, false, 53, "handler after unit, pthread_exit"));
+    CASE("handler_after_nested_unit",
+         test_handler_after_unit(BY_CANCEL, true, 56, "handler after nested unit"));
+    CASE("handler_after_session_unit",
+         test_handler_after_session_unit(BY_CANCEL, 60, "handler after session's unit"));
+    CASE("handler_after_session_unit_exit",
+         test_handler_after_session_unit(BY_EXIT, 64, "handler after session's unit, exit"));
+    CASE("handler_after_sessions_fn", test_handler_after_sessions_fn());
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", tbl);
     run_sql(pool, sql);

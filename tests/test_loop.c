@@ -3584,6 +3584,99 @@ static void test_owner_exits(void)
     }
 }
 
+/* A cancel or pthread_exit in a unit's callback unwinds dbs_loop_run: a
+ * cleanup handler's dbs_loop_close closes the loop there (the other
+ * unit's callback runs in it, as in any close; nothing is reported as
+ * a leak, for nothing is left to the thread's exit) and the loop's
+ * connections go back. Before, the loop stayed marked inside its run:
+ * the close was refused, and the thread's exit closed the loop as a
+ * leak without the other callback. */
+struct cu_arg {
+    dbs_pool *p;
+    bool by_exit;
+    dbs_loop *l;
+    int calls[2];
+    int rcs[2];
+    bool ending;    /* a callback has ended the thread */
+};
+
+struct cu_unit {
+    struct cu_arg *a;
+    int i;
+};
+
+static void cu_done(dbs_unit *u, int rc, const dbs_error *err, void *arg)
+{
+    (void)u;
+    (void)err;
+    struct cu_unit *cu = arg;
+    struct cu_arg *a = cu->a;
+    a->calls[cu->i]++;
+    a->rcs[cu->i] = rc;
+    if (a->ending)
+        return; /* the other unit's, run by the handler's close */
+    a->ending = true;
+    if (a->by_exit)
+        pthread_exit(NULL);
+    pthread_cancel(pthread_self());
+    pthread_testcancel();
+    CHECK_FAIL("the callback's own cancel did not act");
+}
+
+static void cu_handler(void *v)
+{
+    struct cu_arg *a = v;
+    dbs_loop_close(a->l);
+}
+
+static void *cu_thread(void *v)
+{
+    struct cu_arg *a = v;
+    dbs_error err;
+    a->l = dbs_loop_open(a->p, NULL, &err);
+    if (!a->l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    static struct cu_unit cu[2];
+    for (int i = 0; i < 2; i++) {
+        cu[i] = (struct cu_unit){a, i};
+        dbs_unit *u = unit1(a->l, 0, "SELECT 1");
+        if (dbs_unit_submit(u, cu_done, &cu[i], &err) != DBS_OK)
+            CHECK_FAIL("dbs_unit_submit: %s", err.message);
+    }
+    pthread_cleanup_push(cu_handler, a);
+    int ep = watch(a->l);
+    for (;;)
+        step(a->l, ep); /* until a callback ends the thread */
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void test_callback_unwinds(bool by_exit)
+{
+    dbs_pool *p = pool_of(2, NULL);
+    dbs_stats before = stats_of(p);
+    static struct cu_arg a;
+    memset(&a, 0, sizeof a);
+    a.p = p;
+    a.by_exit = by_exit;
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, cu_thread, &a), 0);
+    void *ret = &ret;
+    CHECK_EQ(pthread_join(th, &ret), 0);
+    CHECK(ret == (by_exit ? NULL : PTHREAD_CANCELED));
+    /* each callback once: the one that ended the thread, and the other
+     * in the handler's close (completed, or cancelled by the close) */
+    CHECK_EQ(a.calls[0], 1);
+    CHECK_EQ(a.calls[1], 1);
+    CHECK(a.rcs[0] == DBS_OK || a.rcs[1] == DBS_OK);
+    WAIT_UNTIL(stats_of(p).in_use == 0, 20000);
+    dbs_stats st = stats_of(p);
+    CHECK_EQ(st.in_use, 0);
+    CHECK_EQ(st.leaks, before.leaks); /* the handler closed it, not the exit */
+    CHECK_EQ(st.acquired, st.released);
+    dbs_pool_close(p);
+}
+
 /* The owner's exit races dbs_pool_close on another thread (TSan): the loop
  * holds the pool until it is closed, whichever ends first; its report and
  * its memory go to the pool before it lets go of it. */
@@ -4055,6 +4148,11 @@ int main(int argc, char **argv)
     if (want(argc, argv, "owner_exits")) {
         fprintf(stderr, "owner_exits\n");
         test_owner_exits();
+    }
+    if (want(argc, argv, "callback_unwinds")) {
+        fprintf(stderr, "callback_unwinds\n");
+        test_callback_unwinds(false);
+        test_callback_unwinds(true);
     }
     if (want(argc, argv, "owner_exit_races_close")) {
         fprintf(stderr, "owner_exit_races_close\n");
