@@ -420,7 +420,11 @@ typedef struct dbs_config {
                              at every check-out a look at its socket
                              without a round trip (one non-blocking
                              system call; PostgreSQL and MariaDB), so one
-                             the server closed while idle is replaced;
+                             the server closed while idle is replaced
+                             (on PostgreSQL the answer to the reset the
+                             last close posted is read then, waited for
+                             if still on its way, and one that failed
+                             replaces the connection too);
                              and a ping when it was idle longer than
                              validation_window_ms or bytes nobody asked
                              for wait on it. 0: no check at all. Other
@@ -946,7 +950,15 @@ int dbs_pool_stats_json(dbs_pool *pool, char *buf, size_t len);
  * the loop's queue or a worker thread's), and so does a dbs_unit_submit
  * refused with DBS_ECLOSED or DBS_EBUSY (the blocking acquire has no such
  * refusal: its waiters queue). A unit the program cancelled while it
- * waited never failed and counts nowhere; nor do dbscope's own checks (dbs_pool_wait_ready,
+ * waited never failed and counts nowhere; one cancelled in flight
+ * (dbs_unit_cancel, dbs_loop_close), timed out while it ran, or cut off
+ * by dbs_pool_shutdown on a worker counts once, as its callback reports
+ * it (DBS_ECANCELED, DBS_ESTMT_TIMEOUT, DBS_ECLOSED, DBS_ECOMMIT_UNKNOWN),
+ * on every backend, never as the error of the statement the cancel
+ * interrupted. A PostgreSQL reset posted at a session's close (after
+ * dbs_commit) that fails counts once, as a failed reset at close: the
+ * next check-out's pre_ping reads it and hands out another connection.
+ * Nor do dbscope's own checks count (dbs_pool_wait_ready,
  * the housekeeper's keep-alive pings, whose broken connections count in
  * invalidated). Every DBS_ETIMEOUT counted here is one of dbs_stats'
  * timeouts. The table is fixed (bounded cardinality in the metrics): SQLSTATEs outside
@@ -2079,7 +2091,8 @@ void dbs_unit_discard(dbs_unit *u);
  * connection from another one, which also stops a statement that had not
  * reached the server yet; SQLite sqlite3_interrupt, which also ends a wait for
  * another connection's lock, however long busy_timeout_ms) and its
- * connection checked before reuse, or discarded.
+ * connection checked before reuse, or discarded; it counts once in
+ * dbs_pool_errors, as done reports it, on every backend.
  * done then runs with DBS_ECANCELED at the next dbs_loop_run (or DBS_OK /
  * DBS_ECOMMIT_UNKNOWN when the COMMIT had already gone out; never with
  * the retryable failure of an attempt the cancel keeps from running

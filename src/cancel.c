@@ -81,7 +81,7 @@ void dbs__sleep_ms(int64_t ms)
     F(I, return, int, commit_release, (void *c, dbs_error *e), (c, e))                      \
     F(I, return, int, rollback_release, (void *c, dbs_error *e), (c, e))                    \
     F(I, return, int, set_read_only, (void *c, int on, dbs_error *e), (c, on, e))           \
-    F(I, return, int, peek, (void *c, dbs_error *e), (c, e))                                \
+    F(I, return, int, peek, (void *c, int w, dbs_error *e), (c, w, e))                      \
     F(I, , void, forget, (void *c), (c))                                                    \
     F(I, return, int, tx_options, (void *c, const dbs_tx_options *o, dbs_error *e), (c, o, e)) \
     F(I, , void, interrupt, (void *c), (c))                                                 \

@@ -64,7 +64,7 @@ int dbs__conn_check(dbs_pool *p, dbs__conn *c, bool ping, dbs_error *err)
     if (p->drv->is_broken(c->impl))
         return dbs__err(err, DBS_ECONNECT, "connection is broken");
     if (!ping && p->drv->peek) {
-        int rc = p->drv->peek(c->impl, err);
+        int rc = p->drv->peek(c->impl, 1, err);
         if (rc < 0)
             return rc;
         ping = rc == DBS__PEEK_UNSURE;

@@ -144,6 +144,9 @@ typedef struct dbs__aunit {
                                    means DBS_ECOMMIT_UNKNOWN or a failed
                                    COMMIT the server answered) */
     dbs_error err;
+    bool uncounted;             /* a worker's: rc != DBS_OK is not counted
+                                   in dbs_pool_errors yet (the loop counts
+                                   it as the unit's callback reports it) */
     uint64_t commit_pos;        /* as commit_pos() after a commit */
     struct dbs__aunit *next;    /* the backend's while it holds the unit;
                                    links the list a_step hands back */
@@ -240,8 +243,13 @@ typedef struct dbs__driver {
      * (a notice, a ParameterStatus, an error before it closes): the caller
      * pings, which reads it; DBS_ECONNECT with err filled: the server closed
      * the connection or the socket failed, and is_broken(c) is 1 from then
-     * on. Never sends anything. */
-    int (*peek)(void *c, dbs_error *err);
+     * on. Never sends anything. wait: the caller may block (a program's
+     * thread checking out), so an answer the backend is owed and that is
+     * still on its way (PostgreSQL's posted reset) is waited for, within
+     * the statement bound, and read; 0 on an event loop's thread, which
+     * never blocks: such an answer is read only if it has arrived, else
+     * left for the connection's next flight to read. */
+    int (*peek)(void *c, int wait, dbs_error *err);
     /* 1 when, since the last reset, a transaction that begin() started
      * ended on the server other than by commit() or rollback(), as the
      * server reports it after each statement (an implicit commit by DDL, a

@@ -1817,8 +1817,9 @@ static int my_ping(void *vc, dbs_error *err)
  * after an error packet saying why. Closed: broken. Bytes: the error
  * packet (or, with TLS, records of the TLS layer), which a ping reads and
  * judges. */
-static int my_peek(void *vc, dbs_error *err)
+static int my_peek(void *vc, int wait, dbs_error *err)
 {
+    (void)wait; /* a program's thread: a loop's units run on workers */
     my_conn *c = vc;
     if (c->broken)
         return dbs__err(err, DBS_ECONNECT, "mariadb: connection is broken");

@@ -1372,12 +1372,17 @@ static int reset_again(pg_conn *c, int64_t deadline, dbs_error *err)
     return rc;
 }
 
-/* Reads the posted reset's answer (long arrived, as a rule). */
+/* Reads the posted reset's answer (long arrived, as a rule). Its failure
+ * is the release's, whose caller was answered long ago: kept for
+ * pg_reset_failure too, so that it counts as the closed session's. */
 static int drain_posted(pg_conn *c, int64_t deadline, dbs_error *err)
 {
     pg_flight *f = &c->posted;
     if (f->n == 0)
         return DBS_OK;
+    dbs_error local;
+    if (!err)
+        err = &local;
     int io = collect(c, f, deadline);
     int rc = DBS_OK;
     bool again = false;
@@ -1391,6 +1396,15 @@ static int drain_posted(pg_conn *c, int64_t deadline, dbs_error *err)
     flight_init(f);
     if (rc == DBS_OK && again)
         rc = reset_again(c, deadline, err);
+    if (rc == DBS_OK &&
+        atomic_load_explicit(&dbs__fault.fail_posted_resets, memory_order_relaxed) > 0 &&
+        atomic_fetch_sub(&dbs__fault.fail_posted_resets, 1) > 0) {
+        c->broken = true;
+        rc = dbs__err(err, DBS_ECONNECT, "postgresql: the connection's reset failed "
+                                         "(injected fault): the connection is discarded");
+    }
+    if (rc != DBS_OK)
+        c->reset_err = *err;
     return rc;
 }
 
@@ -2261,33 +2275,41 @@ static int readable_now(int fd)
     return n < 0 ? -1 : n > 0;
 }
 
-/* An idle connection's socket, without a round trip. Readable means the
- * server wrote: the answer to the posted reset (read now: it is on its way
- * already, nothing is sent), or something unasked (a notice, a
- * ParameterStatus, a NOTIFY, an error before it closes), or its close.
+/* An idle connection's socket, without a round trip (nothing is sent).
+ * The answer to the posted reset is read first. Then readable means the
+ * server wrote something unasked (a notice, a ParameterStatus, a NOTIFY,
+ * an error before it closes), or closed it.
  * libpq reads all of it; a close or a FATAL error makes the connection
  * broken, and anything else unasked is left to a ping to settle. */
-static int pg_peek(void *vc, dbs_error *err)
+static int pg_peek(void *vc, int wait, dbs_error *err)
 {
     pg_conn *c = vc;
     if (pg_is_broken(c))
         return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
     int fd = PQsocket(c->pg);
     int r = fd < 0 ? -1 : readable_now(fd);
+    /* The reset a release posted is read before the hand-out, on a
+     * program's thread waiting for its answer if it is still on its way
+     * (the first statement would wait for it all the same): a reset that
+     * failed is the closed session's failure, and the next user gets
+     * another connection rather than that failure from its first call.
+     * An event loop's thread reads it only once it arrived; else its
+     * unit's flight reads it first. */
+    if (c->posted.n > 0 && (wait || r != 0)) {
+        int rc = drain_posted(c, deadline_of(c->timeout_ms), err);
+        if (rc != DBS_OK)
+            return rc;
+        r = fd < 0 ? -1 : readable_now(fd);
+    }
     if (r == 0)
         return DBS_OK; /* the common case: one poll() */
     bool unasked = false;
     for (int round = 0; r != 0 && round < 8; round++) {
         if (r < 0)
             return DBS__PEEK_UNSURE;
-        unasked |= c->posted.n == 0;
+        unasked = true;
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
             return conn_lost(c, err, "the idle time (the server closed it)");
-        if (c->posted.n > 0) {
-            int rc = drain_posted(c, deadline_of(c->timeout_ms), err);
-            if (rc != DBS_OK)
-                return rc;
-        }
         (void)PQisBusy(c->pg); /* parses: notices, a FATAL error, NOTIFY */
         PGnotify *n;
         while ((n = PQnotifies(c->pg)) != NULL)

@@ -198,6 +198,12 @@ void dbs__pool_maintain(dbs_pool *p)
         dbs__conn *c = dbs__conn_of(it);
         dbs_error perr;
         bool ok = dbs__conn_validate(p, c, &perr) == DBS_OK;
+        if (!ok) {
+            dbs_error rerr;
+            dbs__conn_release_failure(p, c, &rerr);
+            if (rerr.code < 0)
+                dbs__errors_note(p, rerr.code, rerr.sqlstate);
+        }
         int64_t t = dbs__now_ns(); /* just pinged */
         /* A ping is not a use: idle_timeout_ms still counts from the last
          * session, or keep-alive would keep every connection for good. */

@@ -655,6 +655,16 @@ struct dbs_session {
                                  and check-in neither in acquired/released,
                                  the wait and use histograms, nor as events
                                  (dbs__acquire_uncounted) */
+    bool hold;                /* a worker's unit's session (workers.c): the
+                                 failures of its calls are kept in held,
+                                 not counted, for the unit's outcome,
+                                 which the loop counts as its callback
+                                 reports it (a cancel's, a shutdown's) */
+    dbs_error held;           /* held.code < 0: the first such failure */
+    dbs_error prior;          /* prior.code < 0: the failed release reset
+                                 of the connection's last user that the
+                                 acquire's check found (pool.c), counted
+                                 by dbs__session_open as that close's */
     dbs_error broke;          /* broke.code != 0: the failure that made it
                                  broken, which its invalidate event carries */
     bool touched;             /* its connection was used (dbs__session_check
@@ -898,6 +908,12 @@ typedef struct dbs__faults {
                                      until a test clears it: a shutdown
                                      that lands right there */
     atomic_int workers_gated;     /* such waits begun */
+    atomic_int fail_posted_resets; /* the next N resets a blocking release
+                                     posted without waiting for their
+                                     answer (PostgreSQL, after dbs_commit
+                                     and dbs_session_close) are answered
+                                     as failed when that answer is read:
+                                     the connection is broken */
 } dbs__faults;
 extern dbs__faults dbs__fault;
 

@@ -915,7 +915,7 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
             why = "lifetime";
         else if (p->drv->is_broken(c->impl))
             why = "broken";
-        else if (dbs__peek_wanted(p) && p->drv->peek(c->impl, &perr) == DBS_ECONNECT)
+        else if (dbs__peek_wanted(p) && p->drv->peek(c->impl, 0, &perr) == DBS_ECONNECT)
             why = "broken";
         /* DBS__PEEK_UNSURE or an idle past validation_window_ms: the unit
          * goes ahead; a connection that turns out dead fails it with
@@ -1243,6 +1243,7 @@ static void dispatch_workers(dbs_loop *l, lane *ln)
         u->au.rc = DBS_OK;
         u->au.commit_sent = false;
         u->au.commit_pos = 0;
+        u->au.uncounted = false;
         u->au.err.code = DBS_OK;
         u->au.err.message[0] = '\0';
         u->post.kind = POST_UNIT;
@@ -1384,10 +1385,14 @@ static void attempt_done(dbs_loop *l, dbs_unit *u, int64_t now)
      * unit ahead of it on the connection arrived after that one ended.
      * Nothing of it committed: run it again like a lost connection. */
     bool stray = rc == DBS_ECANCELED && u->cancel == CW_NONE && !u->au.commit_sent;
-    /* A worker's session counted its own failures; a unit on the loop's
-     * connection has no session: each failed attempt is counted here, in
-     * the table of the pool it ran on, as a session's would be. */
-    if (rc != DBS_OK && l->native && !stray)
+    /* A unit on the loop's connection has no session: each failed
+     * attempt is counted here, in the table of the pool it ran on, as a
+     * session's would be, as the callback will report it. So is a
+     * worker's once its session had a connection (au.uncounted: a cancel
+     * ends it DBS_ECANCELED, or DBS_ESTMT_TIMEOUT for the unit's
+     * timeout, on every backend); its failures before that (its acquire)
+     * were counted on the worker. */
+    if (rc != DBS_OK && (l->native || u->au.uncounted) && !stray)
         dbs__errors_note(u->lane ? u->lane->pool : l->pool, rc, e.sqlstate);
     /* A worker's unit that its timeout took out of the workers' queue had
      * no session either: a timeout without a connection, as in the loop's
@@ -2134,7 +2139,19 @@ static void loop_close(dbs_loop *l)
         enum dbs__wcancel where = dbs__workers_cancel(l->pool, &u->au, true);
         /* a unit that failed before its COMMIT did not commit: only one
          * whose COMMIT went out may have */
-        if (where == DBS__WC_COMMITTING || (where == DBS__WC_DONE && u->au.commit_sent))
+        int rc = where == DBS__WC_COMMITTING || (where == DBS__WC_DONE && u->au.commit_sent)
+                     ? DBS_ECOMMIT_UNKNOWN
+                     : DBS_ECANCELED;
+        /* Its outcome, posted later, is not read (orphan): a unit that had
+         * a connection counts here as its callback says, as one in flight
+         * on the loop's own connection does; one that waited (queued for
+         * a worker, or for a connection) never failed; one over already
+         * counted what its worker counted. */
+        bool count = where == DBS__WC_STARTED || where == DBS__WC_COMMITTING ||
+                     (where == DBS__WC_DONE && (u->au.uncounted || u->au.rc == DBS_OK));
+        if (count)
+            dbs__errors_note(l->pool, rc, NULL);
+        if (rc == DBS_ECOMMIT_UNKNOWN)
             unit_fail(l, u, DBS_ECOMMIT_UNKNOWN,
                       "the event loop was closed while the unit's COMMIT was under way on a "
                       "worker: it may have committed");

@@ -118,10 +118,12 @@ static int acquire_check(dbs_pool *p, dbs_session *s, dbs__conn *c, int64_t star
         return DBS_OK;
     }
     bool broken = why[0] == 'b';
-    if (broken)
+    if (broken) {
+        dbs__conn_release_failure(p, c, &s->prior);
         dbs__emit(p, DBS_EVENT_INVALIDATE, s, c, DBS_ECONNECT, perr.message);
-    else
+    } else {
         dbs__emit(p, DBS_EVENT_CLOSE, s, c, 0, why);
+    }
     /* A replacement keeps the caller's turn, but within its bound: after
      * the acquire timeout no connect is begun, so dbs_session_open returns
      * within acquire_timeout_ms plus one connect or one validation. */

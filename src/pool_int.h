@@ -124,6 +124,17 @@ static inline bool dbs__peek_wanted(const dbs_pool *p)
  * ping is set (idle past validation_window_ms, see dbs__needs_validation)
  * or the socket holds bytes nobody asked for. DBS_OK or < 0 with err. */
 int dbs__conn_check(dbs_pool *p, dbs__conn *c, bool ping, dbs_error *err);
+/* After a check of c failed: the failure of a release reset that its
+ * session could not see (PostgreSQL's posted reset, which the check
+ * read), in *out (out->code < 0), else out->code = 0. It is the closed
+ * session's failure, counted once as a failed reset at close is, by the
+ * caller's layer (dbs_pool_errors belongs above this one). */
+static inline void dbs__conn_release_failure(dbs_pool *p, dbs__conn *c, dbs_error *out)
+{
+    out->code = 0;
+    if (p->drv->reset_failure)
+        (void)p->drv->reset_failure(c->impl, out);
+}
 /* Every connection idle since before now is validated before its next
  * hand-out: one was found broken, or what the pool connects to changed. */
 void dbs__conn_suspect(dbs_pool *p, int64_t now);

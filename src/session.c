@@ -158,6 +158,9 @@ static dbs_session *session_alloc(void)
         atomic_store_explicit(&s->tx_open, 0, memory_order_relaxed);
         s->broken = false;
         s->broke.code = 0;
+        s->hold = false;
+        s->held.code = 0;
+        s->prior.code = 0;
         s->touched = false;
         s->native_taken = false;
         atomic_store_explicit(&s->read_only, false, memory_order_relaxed);
@@ -272,6 +275,9 @@ dbs_session *dbs__session_open(dbs_pool *pool, const dbs_context *ctx, dbs_error
     s->fork_gen = pool->fork_gen;
     s->uncounted = uncounted;
     int rc = dbs__pool_acquire(pool, s, err);
+    /* not this session's failure, nor its acquire's: the last user's */
+    if (s->prior.code < 0)
+        dbs__errors_note(pool, s->prior.code, s->prior.sqlstate);
     if (rc != DBS_OK) {
         /* DBS_ECANCELED: a loop's unit the program called off while its
          * worker waited, no failure (one called off while it waited on
@@ -298,8 +304,19 @@ void dbs__session_broke(dbs_session *s, int code, const dbs_error *err)
 
 int dbs__session_failed(dbs_session *s, int code, const dbs_error *err)
 {
+    /* A posted reset's failure that this call met first (no check looked
+     * at the connection before the hand-out: pre_ping 0) is this call's
+     * failure: counted once, here, not again by a later check. */
+    if (s->pool->drv->reset_failure)
+        (void)s->pool->drv->reset_failure(s->conn->impl, NULL);
     /* what the backend reported for this failure, err or no err */
-    dbs__errors_note(s->pool, code, dbs__thread_sqlstate());
+    if (s->hold && s->held.code >= 0) {
+        const char *st = dbs__thread_sqlstate();
+        s->held.code = code;
+        snprintf(s->held.sqlstate, sizeof s->held.sqlstate, "%s", st ? st : "");
+    } else {
+        dbs__errors_note(s->pool, code, dbs__thread_sqlstate());
+    }
     if (code == DBS_ECONNECT || code == DBS_ECOMMIT_UNKNOWN || code == DBS_ENOMEM ||
         s->pool->drv->is_broken(s->conn->impl))
         dbs__session_broke(s, code, err);

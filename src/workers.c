@@ -145,6 +145,7 @@ static void interrupt_locked(struct dbs__workers *w, wjob *j)
 typedef struct outcome {
     int rc;
     bool commit_sent;
+    bool uncounted;     /* see dbs__aunit */
     uint64_t commit_pos;
     dbs_error err;
     dbs_rows **rows;    /* u->n each, NULL when out of memory */
@@ -170,6 +171,7 @@ static void publish(dbs__aunit *u, outcome *o)
     }
     u->rc = o->rc;
     u->commit_sent = o->commit_sent;
+    u->uncounted = o->uncounted;
     u->commit_pos = o->commit_pos;
     u->err = o->err;
     free(o->rows);
@@ -294,6 +296,13 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     j->conn = s->conn ? s->conn->impl : NULL;
     j->state = J_RUNNING;
     pthread_mutex_unlock(&w->mu);
+    /* From here on the unit's failure is counted by the loop, as its
+     * callback reports it: a statement the cancel or the shutdown
+     * interrupted failed for that reason (DBS_ECANCELED, DBS_ECLOSED),
+     * not with the interrupted statement's error, as on PostgreSQL's
+     * own connections, and one cancelled between two statements failed
+     * too, though no call of the session did. */
+    s->hold = true;
 
     int rc = DBS_OK;
     if (u->opt)
@@ -335,6 +344,11 @@ static void run_unit(struct dbs__workers *w, wjob *j, outcome *o)
     o->rc = rc;
     if (rc != DBS_OK && o->err.code != rc)
         dbs__err(&o->err, rc, "the unit failed (%d)", rc);
+    /* the close's own failures count as any session's */
+    s->hold = false;
+    o->uncounted = rc != DBS_OK;
+    if (rc == DBS_OK && s->held.code < 0) /* met, and not the unit's end */
+        dbs__errors_note(s->pool, s->held.code, s->held.sqlstate);
 
     /* The interrupter must be done with the connection before it goes,
      * and j off its queue before j is freed. j leaves J_RUNNING first, in

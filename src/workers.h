@@ -43,8 +43,11 @@ int dbs__workers_run(dbs_pool *pool, void (*fn)(void *arg), void *arg);
  * u->commit_pos (as dbs_session_commit_pos), u->commit_sent (dbs_commit
  * was called, whatever it returned, or the server ended the transaction
  * itself (tx_escaped): part of the work may have committed, so the unit
- * must not run again). On a failure the session rolls back as it closes,
- * and rows already kept are freed (every rows is NULL). u is written only
+ * must not run again), u->uncounted (a failure once the session had its
+ * connection: not counted in dbs_pool_errors, left to the caller to
+ * count as it reports it; failures before, such as the acquire's, and
+ * the close's, are counted here). On a failure the session rolls back
+ * as it closes, and rows already kept are freed (every rows is NULL). u is written only
  * once, right before done runs (nothing of it before: its owner may read
  * it meanwhile), and its statements' sql and params only read. The
  * session is opened at file, line and func (kept, not copied: they must

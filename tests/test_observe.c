@@ -2698,6 +2698,219 @@ static void test_release_reset_failure(void)
     dbs_pool_close(p);
 }
 
+/* ---- a scenario counts the same on every backend ---- */
+
+/* Runs l until the unit running sql has its statement under way on the
+ * server: seen there from another session (PostgreSQL, MariaDB), or, on
+ * SQLite, the worker's session holding its connection a moment. */
+static void wait_running(dbs_loop *l, dbs_pool *p, dbs_session *watch)
+{
+    enum dbs_backend be = dbs_pool_backend(p);
+    const char *seen =
+        be == DBS_BACKEND_POSTGRESQL
+            ? "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+              "'%pg_sleep(3600)%' AND pid <> pg_backend_pid()"
+            : "SELECT count(*) FROM information_schema.processlist WHERE info LIKE "
+              "'SELECT SLEEP(3600)%'";
+    int64_t n = 0;
+    for (int64_t end = now_ms() + 30000; n == 0 && now_ms() < end;) {
+        CHECK_INT(dbs_loop_run(l), >=, 0);
+        if (be == DBS_BACKEND_SQLITE)
+            n = stats_of(p).in_use >= 1;
+        else
+            n = query_int(watch, seen, NULL, 0);
+        dbs_error err;
+        CHECK_OK(dbs_commit(watch, &err), &err); /* pg_stat_activity: a snapshot a transaction */
+        if (n == 0)
+            dbs__sleep_ms(10);
+    }
+    CHECK_INT(n, >=, 1);
+    if (be == DBS_BACKEND_SQLITE)
+        dbs__sleep_ms(50); /* the statement most likely started; either way counts alike */
+}
+
+/* A unit in flight that the program calls off ends DBS_ECANCELED and
+ * counts once, as DBS_ECANCELED, on every backend: PostgreSQL's units on
+ * the loop's connection, and SQLite's and MariaDB's on a worker, whose
+ * statement the cancel interrupts (sqlite3_interrupt, KILL) and whose
+ * session would otherwise count that statement's error, or nothing when
+ * the cancel lands between two statements. The same when the program
+ * closes the loop with the unit in flight: it ends, and counts, as
+ * DBS_ECANCELED, or DBS_ECOMMIT_UNKNOWN on PostgreSQL, whose COMMIT went
+ * out with the statement. */
+static void test_cancel_in_flight_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 3;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    dbs_error err;
+    dbs_session *watch = open_ok(p);
+    dbs_loop *l = dbs_loop_open(p, NULL, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    uint64_t base = dbs_pool_errors(p, 0, NULL); /* the watcher's queries fail nothing */
+
+    /* its statement running on the server */
+    int rc = 1;
+    dbs_unit *u = unit_of(l, forever_sql(be));
+    CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+    wait_running(l, p, watch);
+    dbs_unit_cancel(u);
+    drain_loop(l);
+    CHECK_EQ(rc, DBS_ECANCELED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECANCELED, NULL), 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), base + 1);
+    uint64_t cancels = 1;
+
+    if (be != DBS_BACKEND_POSTGRESQL) {
+        /* between two statements: the worker waits before the second one
+         * until the cancel's interrupt went out */
+        atomic_store(&dbs__fault.unit_gap_at, 1);
+        atomic_store(&dbs__fault.unit_gap_ms, 10000);
+        atomic_store(&dbs__fault.unit_gaps, 0);
+        rc = 1;
+        u = unit_of(l, "SELECT 1");
+        CHECK_INT(dbs_unit_add(u, "SELECT 2", NULL, 0, &err), >=, 0);
+        CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+        for (int64_t end = now_ms() + 30000;
+             atomic_load(&dbs__fault.unit_gaps) == 0 && now_ms() < end;) {
+            CHECK_INT(dbs_loop_run(l), >=, 0);
+            dbs__sleep_ms(5);
+        }
+        CHECK_EQ(atomic_load(&dbs__fault.unit_gaps), 1);
+        atomic_store(&dbs__fault.unit_gap_ms, 0);
+        dbs_unit_cancel(u);
+        drain_loop(l);
+        CHECK_EQ(rc, DBS_ECANCELED);
+        CHECK_EQ(dbs_pool_errors(p, DBS_ECANCELED, NULL), 2);
+        CHECK_EQ(dbs_pool_errors(p, 0, NULL), base + 2);
+        cancels = 2;
+    }
+
+    /* the loop closed with the unit in flight: its callback runs inside
+     * dbs_loop_close */
+    rc = 1;
+    u = unit_of(l, forever_sql(be));
+    CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+    wait_running(l, p, watch);
+    dbs_loop_close(l);
+    /* PostgreSQL pipelines the unit's COMMIT behind its statement: out
+     * already, so its fate is unknown */
+    if (be == DBS_BACKEND_POSTGRESQL)
+        CHECK_EQ(rc, DBS_ECOMMIT_UNKNOWN);
+    else
+        CHECK_EQ(rc, DBS_ECANCELED);
+    /* a worker's outcome, published after the close, counts nothing more */
+    WAIT_UNTIL(stats_of(p).in_use == 1, 30000);
+    CHECK_EQ(stats_of(p).in_use, 1);
+    CHECK_EQ(dbs_pool_errors(p, rc, NULL), rc == DBS_ECANCELED ? cancels + 1 : 1);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), base + cancels + 1);
+    dbs_session_close(watch);
+    dbs_pool_close(p);
+}
+
+/* A worker's unit that dbs_pool_shutdown cuts off (SQLite, MariaDB: its
+ * statement interrupted) ends DBS_ECLOSED, and counts so, once, as does
+ * the unit still queued behind it for the one worker; not as the
+ * interrupted statement's error. (On PostgreSQL a unit in flight on the
+ * loop's own connection runs on through a shutdown.) */
+static void test_shutdown_in_flight_counted(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 3;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    enum dbs_backend be = dbs_pool_backend(p);
+    if (be == DBS_BACKEND_POSTGRESQL) {
+        dbs_pool_close(p);
+        return;
+    }
+    dbs_error err;
+    dbs_session *watch = open_ok(p);
+    dbs_loop_config lc;
+    dbs_loop_config_init(&lc);
+    lc.workers = 1;
+    dbs_loop *l = dbs_loop_open(p, &lc, &err);
+    if (!l)
+        CHECK_FAIL("dbs_loop_open: %s", err.message);
+    int rc = 1, rc_queued = 1;
+    dbs_unit *u = unit_of(l, forever_sql(be));
+    CHECK_OK(dbs_unit_submit(u, unit_done_rc, &rc, &err), &err);
+    wait_running(l, p, watch);
+    CHECK_OK(dbs_unit_submit(unit_of(l, "SELECT 1"), unit_done_rc, &rc_queued, &err), &err);
+    CHECK_INT(dbs_loop_run(l), >=, 0);
+    dbs_session_close(watch);
+    CHECK_EQ(dbs_pool_shutdown(p, 0), 0);
+    drain_loop(l);
+    CHECK_EQ(rc, DBS_ECLOSED);
+    CHECK_EQ(rc_queued, DBS_ECLOSED);
+    CHECK_EQ(dbs_pool_errors(p, DBS_ECLOSED, NULL), 2);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 2);
+    dbs_loop_close(l);
+    dbs_pool_close(p);
+}
+
+/* PostgreSQL posts a blocking session's reset at its close (after
+ * dbs_commit: nothing ends the session) and reads its answer later. When
+ * that reset failed, the failure is the closed session's: counted once,
+ * as a failed reset at close is on every backend, whether the next
+ * checkout finds it at once or the answer is still on its way; the next
+ * user's session gets another connection and its call succeeds. */
+static void test_posted_reset_failure(void)
+{
+    dbs_config cfg = observed();
+    cfg.pool_size = 1;
+    cfg.log_events = 0;
+    dbs_pool *p = open_pool("observe", &cfg);
+    if (dbs_pool_backend(p) != DBS_BACKEND_POSTGRESQL) {
+        dbs_pool_close(p);
+        return;
+    }
+    dbs_error err;
+    for (int later = 0; later < 2; later++) {
+        dbs_session *s = open_ok(p);
+        exec_ok(s, "SELECT 1");
+        CHECK_OK(dbs_commit(s, &err), &err);
+        atomic_store(&dbs__fault.fail_posted_resets, 1);
+        int before = events(DBS_EVENT_INVALIDATE);
+        dbs_session_close(s);
+        if (later)
+            dbs__sleep_ms(200); /* its answer most likely arrived: found at checkout */
+        s = open_ok(p);
+        CHECK_EQ(query_int(s, "SELECT 7", NULL, 0), 7);
+        CHECK_EQ(atomic_load(&dbs__fault.fail_posted_resets), 0);
+        dbs_session_close(s);
+        check_invalidate_named(before, DBS_ECONNECT);
+        pthread_mutex_lock(&ev_mu);
+        CHECK_CONTAINS(last[DBS_EVENT_INVALIDATE].reason, "injected");
+        pthread_mutex_unlock(&ev_mu);
+        CHECK_EQ(dbs_pool_errors(p, DBS_ECONNECT, NULL), (uint64_t)later + 1);
+        CHECK_EQ(dbs_pool_errors(p, 0, NULL), (uint64_t)later + 1);
+    }
+    dbs_pool_close(p);
+
+    /* with pre_ping off nothing looks at the connection before the next
+     * call, which meets the failure: counted once all the same */
+    cfg.pre_ping = 0;
+    p = open_pool("observe", &cfg);
+    dbs_session *s = open_ok(p);
+    exec_ok(s, "SELECT 1");
+    CHECK_OK(dbs_commit(s, &err), &err);
+    atomic_store(&dbs__fault.fail_posted_resets, 1);
+    dbs_session_close(s);
+    s = open_ok(p);
+    CHECK_EQ(dbs_exec(s, "SELECT 1", NULL, 0, &err), DBS_ECONNECT);
+    CHECK_CONTAINS(err.message, "injected");
+    dbs_session_close(s);
+    s = open_ok(p);
+    exec_ok(s, "SELECT 1");
+    dbs_session_close(s);
+    CHECK_EQ(dbs_pool_errors(p, 0, NULL), 1);
+    dbs_pool_close(p);
+}
+
 /* What a user would assert of the counts at rest, after a mix of every
  * path (blocking sessions, dbs_transact and its retries, read-only units,
  * pings, readiness, an acquire timeout, event-loop units that commit and
@@ -2877,6 +3090,9 @@ int main(void)
     test_busy_submit_counted();
     test_close_failures_counted();
     test_release_reset_failure();
+    test_cancel_in_flight_counted();
+    test_shutdown_in_flight_counted();
+    test_posted_reset_failure();
     test_counts_agree();
 #ifdef DBSCOPE_WITH_PG
     test_circuit_every_replica();
