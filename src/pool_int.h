@@ -132,7 +132,7 @@ int dbs__conn_check(dbs_pool *p, dbs__conn *c, bool ping, dbs_error *err);
 static inline void dbs__conn_release_failure(dbs_pool *p, dbs__conn *c, dbs_error *out)
 {
     out->code = 0;
-    if (p->drv->reset_failure)
+    if (c && p->drv->reset_failure)
         (void)p->drv->reset_failure(c->impl, out);
 }
 /* Every connection idle since before now is validated before its next

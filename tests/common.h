@@ -6,6 +6,7 @@
 #include "check.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -117,6 +118,18 @@ static inline int64_t now_ms(void)
         while (!(cond) && now_ms() < wait_end_)                                \
             dbs__sleep_ms(5);                                                  \
     } while (0)
+
+/* The threads of this process, as /proc lists them. */
+static inline int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
 
 static inline dbs_stats stats_of(dbs_pool *p)
 {

@@ -28,17 +28,6 @@ static void url_for(char *out, size_t n, int port)
         snprintf(out, n, "mysql://dbscope:%s@127.0.0.1:%d/dbscope", password, port);
 }
 
-static int count_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    CHECK(d != NULL);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static void pause_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

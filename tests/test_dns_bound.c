@@ -36,17 +36,6 @@ static void check_err(const dbs_error *e)
     CHECK_CONTAINS(e->message, "connect_timeout_ms");
 }
 
-/* The threads of this process. */
-static int threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    CHECK(d != NULL);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 /* resolve.c's bound on the lookups pending in a process. */
 enum { MAX_LOOKUPS = 64 };
@@ -181,20 +170,20 @@ int main(int argc, char **argv)
     cfg.connect_timeout_ms = 200;
     p = dbs_pool_open(&cfg, &e);
     CHECK(p != NULL);
-    int before = threads();
+    int before = count_threads();
     for (int i = 0; i < 10; i++) {
         dbs_session *s = dbs_session_open(p, NULL, &e);
         CHECK(s == NULL);
         check_err(&e);
     }
-    int after = threads();
+    int after = count_threads();
     fprintf(stderr, "  ten connects to one name: %d threads more\n", after - before);
     CHECK_INT(after - before, <=, 2);
     dbs_pool_close(p);
 
     /* One name more than the bound, each its own pool: the names past it
      * fail at once, naming what is pending, and add no thread. */
-    before = threads();
+    before = count_threads();
     int refused = 0;
     for (int i = 0; i <= MAX_LOOKUPS; i++) {
         char host[64];
@@ -211,7 +200,7 @@ int main(int argc, char **argv)
             CHECK_CONTAINS(e.message, "connect_timeout_ms");
         }
     }
-    after = threads();
+    after = count_threads();
     fprintf(stderr, "  %d names: %d threads more, %d refused\n", MAX_LOOKUPS + 1,
             after - before, refused);
     CHECK_INT(refused, >=, 1);

@@ -508,17 +508,6 @@ static void test_exited_threads_connections_are_reused(void)
 
 /* ---- shutdown and close racing one another ---- */
 
-static int count_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    CHECK(d != NULL);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* A thread that has been joined may still be listed for a moment: the
  * count is awaited, then compared. */
 static void threads_back_to(int n)

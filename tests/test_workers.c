@@ -153,17 +153,6 @@ static void plain_job(void *arg)
 
 /* ---- a loop opened as the pool shuts down ---- */
 
-static int count_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    CHECK(d != NULL);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* A thread that has been joined may still be listed for a moment: the
  * count is awaited, then compared. */
 static void threads_back_to(int n)
