@@ -247,8 +247,8 @@ typedef struct dbs__driver {
      * thread checking out), so an answer the backend is owed and that is
      * still on its way (PostgreSQL's posted reset) is waited for, within
      * the statement bound, and read; 0 on an event loop's thread, which
-     * never blocks: such an answer is read only if it has arrived, else
-     * left for the connection's next flight to read. */
+     * never blocks: a connection owed such an answer is DBS_OK, left for
+     * its next flight to read. */
     int (*peek)(void *c, int wait, dbs_error *err);
     /* 1 when, since the last reset, a transaction that begin() started
      * ended on the server other than by commit() or rollback(), as the

@@ -2286,21 +2286,25 @@ static int pg_peek(void *vc, int wait, dbs_error *err)
     pg_conn *c = vc;
     if (pg_is_broken(c))
         return dbs__err(err, DBS_ECONNECT, "postgresql: connection is broken");
-    int fd = PQsocket(c->pg);
-    int r = fd < 0 ? -1 : readable_now(fd);
     /* The reset a release posted is read before the hand-out, on a
      * program's thread waiting for its answer if it is still on its way
      * (the first statement would wait for it all the same): a reset that
      * failed is the closed session's failure, and the next user gets
      * another connection rather than that failure from its first call.
-     * An event loop's thread reads it only once it arrived; else its
-     * unit's flight reads it first. */
-    if (c->posted.n > 0 && (wait || r != 0)) {
+     * An event loop's thread never waits: bytes arrived may be part of
+     * that answer only, and reading it may take another round trip (the
+     * reset run again); the unit's flight reads it first, as a flight of
+     * its own, and a connection that turns out dead fails the unit
+     * before its COMMIT. */
+    if (c->posted.n > 0) {
+        if (!wait)
+            return DBS_OK;
         int rc = drain_posted(c, deadline_of(c->timeout_ms), err);
         if (rc != DBS_OK)
             return rc;
-        r = fd < 0 ? -1 : readable_now(fd);
     }
+    int fd = PQsocket(c->pg);
+    int r = fd < 0 ? -1 : readable_now(fd);
     if (r == 0)
         return DBS_OK; /* the common case: one poll() */
     bool unasked = false;

@@ -924,6 +924,15 @@ static void conn_got(dbs_loop *l, lane *ln, dbs__conn *c, int64_t start, bool fr
             bool broken = why[0] == 'b';
             /* what the peek found, when it found it */
             bool seen = broken && perr.code < 0;
+            if (broken) {
+                /* a reset a blocking release posted, which failed: the
+                 * closed session's failure, counted once (as pool.c's
+                 * check does) */
+                dbs_error rerr;
+                dbs__conn_release_failure(p, c, &rerr);
+                if (rerr.code < 0)
+                    dbs__errors_note(p, rerr.code, rerr.sqlstate);
+            }
             dbs__emit(p, broken ? DBS_EVENT_INVALIDATE : DBS_EVENT_CLOSE, NULL, c,
                       seen ? perr.code : broken ? DBS_ECONNECT : 0, seen ? perr.message : why);
             int st = dbs__rp_replace(&p->rp, &c->item);

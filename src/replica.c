@@ -988,13 +988,15 @@ int dbs_pool_shutdown(dbs_pool *p, int timeout_ms)
     DBS__NO_CANCEL(cancel_old);
     if (!p || p->magic != DBS__POOL_MAGIC || on_own_thread("dbs_pool_shutdown"))
         return DBS_EMISUSE;
+    /* In a child, first: the after-fork step sets the references anew,
+     * which would drop the one taken below. */
+    (void)after_fork(p, NULL); /* as dbs_pool_close */
     /* A dbs_pool_close on another thread may drop the owner's reference
      * while this call drains, and the last session's close then frees
      * the pool: this call's own keeps it (and the replicas' pools, which
      * it holds) until the call returns. May free it here. */
     dbs__pool_ref(p);
     const int64_t deadline = dbs__now_ns() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
-    (void)after_fork(p, NULL); /* as dbs_pool_close */
     begin_shutdown(p);
     int left = dbs__pool_drain(p, deadline, timeout_ms);
     left += replicas_drain(p, deadline, timeout_ms < 0);

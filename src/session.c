@@ -968,7 +968,9 @@ static void unit_unwound(unit_frame *f)
     f->s = NULL;
     if (s->magic == DBS__SESSION_MAGIC && s->owner_id == dbs__thread_id())
         /* kept by the pool, as at the thread's exit: another thread
-         * that has the handle finds it closed, never freed */
+         * that has the handle finds it closed, never freed (a C++
+         * exception caught above keeps one a throw until the pool is
+         * freed) */
         end_as_leak(s, true,
                     "its thread exited with the session open (unwound out of the "
                     "dbs_transact unit's work): rolled back, connection given back");

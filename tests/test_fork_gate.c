@@ -229,6 +229,42 @@ static void test_child_closes_rows_of_parent(void)
     dbs_pool_close(p);
 }
 
+/* A child that shuts the parent's pool down without
+ * dbs_pool_after_fork_child first (dbs_pool_shutdown does that step
+ * itself): the pool stays usable until dbs_pool_close, as in a parent. */
+static void test_child_shuts_down_then_closes(void)
+{
+    dbs_config cfg;
+    dbs_config_init(&cfg);
+    cfg.url = url;
+    cfg.pool_size = 2;
+    cfg.log_events = 0;
+    dbs_error e;
+    dbs_pool *p = dbs_pool_open(&cfg, &e);
+    if (!p)
+        CHECK_FAIL("open: %s", e.message);
+    dbs_session *s = open_ok(p);
+    CHECK_EQ(query_int(s, "SELECT 1", NULL, 0), 1);
+    dbs_session_close(s);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        int left = dbs_pool_shutdown(p, 0);
+        dbs_error ce;
+        dbs_session *cs = dbs_session_open(p, NULL, &ce);
+        int rc = cs ? DBS_OK : ce.code; /* a shut pool: DBS_ECLOSED */
+        dbs_session_close(cs);
+        dbs_pool_close(p);
+        if (left != 0 || rc != DBS_ECLOSED)
+            fprintf(stderr, "child: shutdown %d, then a session %d\n", left, rc);
+        _exit(left == 0 && rc == DBS_ECLOSED ? 0 : 6);
+    }
+    expect_child_ok(pid);
+    dbs_pool_close(p);
+}
+
 int main(void)
 {
     test_thread = pthread_self();
@@ -244,6 +280,7 @@ int main(void)
     (void)test_fork_waits_for_housekeeper;
     (void)test_fork_inside_housekeeper_callback;
     (void)test_child_closes_rows_of_parent;
+    (void)test_child_shuts_down_then_closes;
 #else
     stall_install();
     fprintf(stderr, "fork while the housekeeper is inside SQLite\n");
@@ -252,6 +289,8 @@ int main(void)
     test_fork_inside_housekeeper_callback();
     fprintf(stderr, "rows open at the fork, closed in the child\n");
     test_child_closes_rows_of_parent();
+    fprintf(stderr, "the parent's pool shut down in the child, then closed\n");
+    test_child_shuts_down_then_closes();
 #endif
     char p[700];
     const char *ends[] = {"", "-wal", "-shm"};
